@@ -1,0 +1,336 @@
+"""The `gitopsd` command line. Imports are lazy: the hook path must stay fast."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+DEFAULT_CONFIG = os.environ.get("GITOPSD_CONFIG", "/etc/gitopsd/gitopsd.yml")
+
+DESCRIPTION = """\
+GitOps for ordinary servers: environment branches (qa, staging, production) of a bare Git
+repository say what must run where; the gitopsd daemon runs each environment's Ansible playbook
+against its inventory whenever the branch head differs from what was last deployed. Reverting
+a merge on an environment branch rolls that environment back.
+"""
+
+EPILOG = """\
+typical use:
+  gitopsd init /srv/git/shop.git --config /etc/gitopsd/gitopsd.yml --sample
+  gitopsd run                          # the daemon (or run it as a systemd service)
+  git push deploy main:qa              # from a clone: deploys qa
+  gitopsd status                       # desired vs deployed, per environment
+  gitopsd rollback production          # revert production to its previous good tree
+
+The config file defaults to $GITOPSD_CONFIG, else /etc/gitopsd/gitopsd.yml.
+"""
+
+
+class Fail(Exception):
+    """A user-facing error: printed as `gitopsd: error: ...`, exit code 1."""
+
+
+def _config(args: argparse.Namespace) -> Any:
+    from .config import ConfigError, load
+    try:
+        return load(Path(args.config))
+    except ConfigError as exc:
+        raise Fail(f"the configuration has problems (run `gitopsd check-config --config {args.config}`):\n{exc}") from exc
+
+
+def _repo(config: Any, name: str | None) -> Any:
+    if name is None:
+        if len(config.repositories) == 1:
+            return config.repositories[0]
+        names = ", ".join(r.name for r in config.repositories)
+        raise Fail(f"several repositories are configured ({names}): say which with --repo NAME")
+    repo = config.repository(name)
+    if repo is None:
+        raise Fail(f"no repository named {name!r} in {config.source}")
+    return repo
+
+
+def _env(repo: Any, name: str) -> Any:
+    env = repo.environment(name)
+    if env is None:
+        raise Fail(f"repository {repo.name} has no environment {name!r} "
+                   f"(it has: {', '.join(e.name for e in repo.environments)})")
+    return env
+
+
+def cli_identity() -> str:
+    """Who runs this command: the Unix user (the sudo caller when run through sudo)."""
+    import pwd
+    if os.getuid() == 0 and os.environ.get("SUDO_USER"):
+        return os.environ["SUDO_USER"]
+    return pwd.getpwuid(os.getuid()).pw_name
+
+
+def _nudge(config: Any, repo: Any, trigger: str, commits: tuple[str, ...] = ()) -> bool:
+    from .nudge import Nudge, send
+    return send(config.nudge_socket, Nudge(repo=str(repo.path), trigger=trigger, actor=cli_identity(), commits=commits))
+
+
+# -- commands --------------------------------------------------------------------------------------
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    from .config import ConfigError, load
+    try:
+        config = load(Path(args.config))
+    except ConfigError as exc:
+        print(f"{args.config}: {len(exc.problems)} problem{'s' if len(exc.problems) != 1 else ''}:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 1
+    n_envs = sum(len(r.environments) for r in config.repositories)
+    print(f"{config.source}: ok ({len(config.repositories)} repositories, {n_envs} environments)")
+    for repo in config.repositories:
+        chain = " -> ".join([repo.environments[0].promote_from] + [e.name for e in repo.environments])
+        print(f"  {repo.name}: {repo.path}  [{chain}]")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from . import daemon, logs
+    logs.setup(args.log_format, getattr(__import__("logging"), args.log_level.upper()))
+    return daemon.run(Path(args.config))
+
+
+def cmd_hook(args: argparse.Namespace) -> int:
+    from . import hooks
+    config = Path(args.config) if args.config else None
+    if args.name == "pre-receive":
+        return hooks.pre_receive(config)
+    return hooks.post_receive(config)
+
+
+def cmd_install_hooks(args: argparse.Namespace) -> int:
+    from . import hooks
+    repo = Path(args.repo).resolve()
+    try:
+        done = hooks.install_hooks(repo, Path(args.config))
+    except (FileNotFoundError, FileExistsError) as exc:
+        raise Fail(str(exc)) from exc
+    for line in done:
+        print(f"{repo}/hooks/{line}")
+    return 0
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from .bootstrap import init_repository
+    for line in init_repository(Path(args.repo), Path(args.config), name=args.name, sample=args.sample):
+        print(line)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from .state import Store
+    from .status import all_status, ago
+    config = _config(args)
+    store = Store(config.database, readonly=True)
+    rows = all_status(config, store, args.repo)
+    if args.json:
+        print(json.dumps([r.as_json() for r in rows], indent=2))
+        return 0
+    table = [("REPO", "ENV", "BRANCH", "DESIRED", "DEPLOYED", "STATE", "LAST DEPLOYMENT")]
+    for r in rows:
+        last = "-"
+        if r.last:
+            last = f"#{r.last.id} {r.last.kind} {r.last.result} {ago(r.last.finished_at or r.last.started_at)}"
+        table.append((r.repo, r.env, r.branch, (r.desired or "-")[:7], (r.deployed or "-")[:7], r.state, last))
+    _print_table(table)
+    for r in rows:
+        if r.reason:
+            print(f"{r.repo}/{r.env}: {r.reason}")
+    return 0
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    from .state import Store
+    from .status import ago
+    config = _config(args)
+    if args.repo:
+        _repo(config, args.repo)
+    store = Store(config.database, readonly=True)
+    deployments = store.history(repo=args.repo, env=args.env, limit=args.limit)
+    if args.json:
+        print(json.dumps([d.as_json() for d in deployments], indent=2))
+        return 0
+    table = [("ID", "REPO", "ENV", "KIND", "RESULT", "COMMIT", "STARTED", "TOOK", "TRIGGER", "BY")]
+    for d in deployments:
+        took = f"{d.finished_at - d.started_at:.1f}s" if d.finished_at else "-"
+        table.append((str(d.id), d.repo, d.env, d.kind, d.result, d.commit[:7], ago(d.started_at), took, d.trigger, d.actor))
+    _print_table(table)
+    for d in deployments:
+        if d.reason and d.result != "succeeded" or d.kind == "rollback" and d.reason:
+            print(f"#{d.id}: {d.reason}")
+    return 0
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    from .state import Store
+    config = _config(args)
+    store = Store(config.database, readonly=True)
+    dep = store.get(args.deployment_id)
+    if dep is None:
+        raise Fail(f"no deployment #{args.deployment_id} (see `gitopsd history`)")
+    print(f"# deployment #{dep.id}: {dep.repo}/{dep.env} {dep.kind} of {dep.commit} -> {dep.result}"
+          + (f" ({dep.reason})" if dep.reason else ""))
+    stdout = config.state_dir / "deployments" / str(dep.id) / "runner" / "artifacts" / "run" / "stdout"
+    if stdout.exists():
+        sys.stdout.write(stdout.read_text(encoding="utf-8", errors="replace"))
+    else:
+        print("# no Ansible output was recorded (the run did not start, or its folder was removed)")
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    from . import gitcli
+    from .revert import make_revert
+    from .state import Store
+    config = _config(args)
+    repo = _repo(config, args.repo)
+    env = _env(repo, args.env)
+    store = Store(config.database, readonly=True)
+    head = gitcli.branch_head(repo.path, env.branch)
+    deployed = store.deployed(repo.name, env.name)
+    if head is None:
+        raise Fail(f"branch {env.branch} does not exist in {repo.path}")
+    if deployed is None:
+        raise Fail(f"nothing was ever deployed successfully to {env.name}: there is no good state to roll back to")
+    head_tree = gitcli.tree_of(repo.path, head)
+    target = deployed if head_tree != deployed.tree else store.previous_good_tree(repo.name, env.name, deployed.tree)
+    if target is None:
+        raise Fail(f"{env.name} has only ever run one tree ({deployed.tree[:7]}); there is no earlier good state")
+    who = cli_identity()
+    reason = f"Rollback of {env.name} to the tree of deployment #{target.id} ({target.commit[:7]}), requested by {who}."
+    commit = make_revert(repo.path, env.branch, head, target.tree, requested_by=who, reason=reason, automatic=False)
+    if commit is None:
+        raise Fail(f"{env.branch} moved while the rollback was being made; nothing was changed. Run it again.")
+    sent = _nudge(config, repo, "rollback", (commit,))
+    print(f"{env.name}: {env.branch} is now at revert {commit[:7]}, whose tree is the one deployment #{target.id} "
+          f"({target.commit[:7]}) ran.")
+    print("the daemon deploys it now; follow with `gitopsd status`" if sent
+          else "the daemon is not running: it deploys this as soon as it starts")
+    return 0
+
+
+def cmd_retry(args: argparse.Namespace) -> int:
+    from .state import Store
+    config = _config(args)
+    repo = _repo(config, args.repo)
+    env = _env(repo, args.env)
+    store = Store(config.database)
+    cleared = store.clear_failure(repo.name, env.name)
+    bad = store.clear_bad_trees(repo.name, env.name)
+    store.close()
+    sent = _nudge(config, repo, "retry")
+    what = "stall cleared" if cleared or bad else "nothing was stalled"
+    print(f"{repo.name}/{env.name}: {what}; " + ("the daemon looks at it now" if sent else "the daemon is not running"))
+    return 0
+
+
+def _print_table(rows: list[tuple[str, ...]]) -> None:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+
+
+# -- parser ----------------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gitopsd", description=DESCRIPTION, epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version="gitopsd 0.1.0")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", default=DEFAULT_CONFIG, metavar="FILE",
+                        help="server configuration file (default: $GITOPSD_CONFIG or /etc/gitopsd/gitopsd.yml)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def add(name: str, helptext: str, description: str, func: Any) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, parents=[common], help=helptext, description=description,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p.set_defaults(func=func)
+        return p
+
+    p = add("init", "create or adopt a deployment repository and register it",
+            "Create the bare repository REPO (or adopt an existing one), create missing environment branches\n"
+            "from main, install the hooks, and add a repository entry with the default environments\n"
+            "(qa, staging, production) to the config file, creating it if needed.", cmd_init)
+    p.add_argument("repo", metavar="REPO", help="path of the bare repository, e.g. /srv/git/shop.git")
+    p.add_argument("--name", help="repository name in the config (default: REPO's folder name without .git)")
+    p.add_argument("--sample", action="store_true",
+                   help="seed main with gitopsd's sample web app and Ansible content (only if main does not exist)")
+
+    p = add("install-hooks", "install gitopsd's pre-receive and post-receive hooks into a repository",
+            "Install the static hook shims into REPO/hooks. Idempotent; a hook that was there before is kept\n"
+            "as <name>.chained and runs first.", cmd_install_hooks)
+    p.add_argument("repo", metavar="REPO", help="path of the bare repository")
+
+    p = add("run", "run the daemon in the foreground",
+            "Run the reconciler daemon in the foreground, logging to stderr. It refuses to start on an invalid\n"
+            "config. SIGHUP reloads the config (a bad one is refused, the old one kept); SIGTERM stops it,\n"
+            "letting running deployments finish within stop_grace seconds.", cmd_run)
+    p.add_argument("--log-format", choices=("plain", "json"), default="plain",
+                   help="plain lines (no timestamps under journald) or JSON lines for log shippers")
+    p.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
+
+    p = add("status", "show desired vs deployed commit and state per environment",
+            "For each repository and environment: the branch head (desired), the last successfully deployed\n"
+            "commit (deployed), the state (in-sync, deploying, out-of-sync, failed, stalled, missing-branch)\n"
+            "and the last deployment. Works with or without the daemon running.", cmd_status)
+    p.add_argument("--repo", metavar="NAME", help="only this repository")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    p = add("history", "list deployments, newest first",
+            "List deployments, newest first: id, repo, env, commit, kind (deploy, rollback, reapply), result\n"
+            "(running, succeeded, failed, canceled, interrupted), times, trigger and who caused it.", cmd_history)
+    p.add_argument("env", nargs="?", metavar="ENV", help="only this environment")
+    p.add_argument("--repo", metavar="NAME", help="only this repository")
+    p.add_argument("--limit", type=int, default=20, metavar="N", help="show at most N deployments (default 20)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    p = add("logs", "print the Ansible output of one deployment", "Print the Ansible output of one deployment.",
+            cmd_logs)
+    p.add_argument("deployment_id", type=int, metavar="DEPLOYMENT_ID", help="a deployment id from `gitopsd history`")
+
+    p = add("rollback", "roll an environment back to its previous good state",
+            "Make a revert commit on the environment branch whose tree is the last tree deployed successfully\n"
+            "before the current one, move the branch there (compare-and-swap: a concurrent push is never\n"
+            "overwritten) and nudge the daemon, which deploys it as a rollback.", cmd_rollback)
+    p.add_argument("env", metavar="ENV", help="environment name, e.g. production")
+    p.add_argument("--repo", metavar="NAME", help="repository name (needed when several are configured)")
+
+    p = add("retry", "clear a stalled environment so the daemon tries again",
+            "Clear the failure count and stall of an environment (and the trees marked bad there by an\n"
+            "automatic rollback) and nudge the daemon to try the branch head again.", cmd_retry)
+    p.add_argument("env", metavar="ENV", help="environment name")
+    p.add_argument("--repo", metavar="NAME", help="repository name (needed when several are configured)")
+
+    add("check-config", "validate the configuration file",
+        "Validate the configuration and report every problem at once with file, line and key.\n"
+        "Exit code 1 if there is any problem.", cmd_check_config)
+
+    p = add("hook", "entry point of the hook shims (used by Git, not by people)",
+            "Run a server-side hook; Git calls this through the shims installed by install-hooks.", cmd_hook)
+    p.add_argument("name", choices=("pre-receive", "post-receive"))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except Fail as exc:
+        print(f"gitopsd: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,327 @@
+"""Server-side configuration: parse (safe YAML only) -> normalize -> validate, every problem at once.
+
+This is the only module that imports PyYAML. Policy lives here, on the server, never in pushed
+content, so a push cannot loosen the rules that judge it.
+"""
+from __future__ import annotations
+
+import os
+import posixpath
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+DEFAULT_CONFIG = Path("/etc/gitopsd/gitopsd.yml")
+DEFAULT_ENVIRONMENTS = ("qa", "staging", "production")
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+BRANCH_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+@dataclass(frozen=True)
+class Environment:
+    """One deployment target: a branch whose head must run on an inventory's hosts."""
+
+    name: str
+    branch: str
+    promote_from: str
+    inventory: str
+    playbook: str
+    timeout: int = 900
+    auto_rollback: bool = False
+    retries: int = 3
+    retry_backoff: float = 10.0
+    retry_backoff_max: float = 300.0
+
+
+@dataclass(frozen=True)
+class Repository:
+    """A bare deployment repository and its environments, in promotion order."""
+
+    name: str
+    path: Path
+    environments: tuple[Environment, ...]
+
+    def environment(self, name: str) -> Environment | None:
+        return next((e for e in self.environments if e.name == name), None)
+
+    def environment_for_branch(self, branch: str) -> Environment | None:
+        return next((e for e in self.environments if e.branch == branch), None)
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole server configuration, validated."""
+
+    source: Path
+    state_dir: Path = Path("/var/lib/gitopsd")
+    runtime_dir: Path = Path("/run/gitopsd")
+    sweep_interval: float = 60.0
+    max_parallel: int = 4
+    stop_grace: float = 60.0
+    keep_workdirs: int = 5
+    identity_env: tuple[str, ...] = ("GL_USER", "GITOPSD_USER", "REMOTE_USER")
+    repositories: tuple[Repository, ...] = field(default_factory=tuple)
+
+    def repository(self, name: str) -> Repository | None:
+        return next((r for r in self.repositories if r.name == name), None)
+
+    def repository_at(self, path: Path) -> Repository | None:
+        resolved = Path(path).resolve()
+        return next((r for r in self.repositories if r.path.resolve() == resolved), None)
+
+    @property
+    def nudge_socket(self) -> Path:
+        return self.runtime_dir / "nudge.sock"
+
+    @property
+    def database(self) -> Path:
+        return self.state_dir / "state.db"
+
+
+@dataclass(frozen=True)
+class Problem:
+    file: str
+    line: int | None
+    key: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        return f"{where}: {self.key}: {self.message}" if self.key else f"{where}: {self.message}"
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; `problems` lists every one found."""
+
+    def __init__(self, problems: list[Problem]):
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+TOP_KEYS = {"state_dir", "runtime_dir", "sweep_interval", "max_parallel", "stop_grace",
+            "keep_workdirs", "identity_env", "repositories"}
+REPO_KEYS = {"name", "path", "environments"}
+ENV_KEYS = {"name", "branch", "promote_from", "inventory", "playbook", "timeout", "auto_rollback",
+            "retries", "retry_backoff", "retry_backoff_max"}
+
+
+def _line_index(node: yaml.Node | None, path: str = "", out: dict[str, int] | None = None) -> dict[str, int]:
+    """Map each key path ('repositories[0].path') to its 1-based line in the file."""
+    out = {} if out is None else out
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key = f"{path}.{key_node.value}" if path else str(key_node.value)
+            out[key] = key_node.start_mark.line + 1
+            _line_index(value_node, key, out)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            key = f"{path}[{i}]"
+            out[key] = item.start_mark.line + 1
+            _line_index(item, key, out)
+    return out
+
+
+class _Checker:
+    """Collects problems with their file and line while normalizing raw data."""
+
+    def __init__(self, file: str, lines: dict[str, int]):
+        self.file, self.lines, self.problems = file, lines, []  # type: ignore[var-annotated]
+
+    def add(self, key: str, message: str) -> None:
+        self.problems.append(Problem(self.file, self.lines.get(key), key, message))
+
+    def mapping(self, raw: Any, key: str, allowed: set[str]) -> dict[str, Any]:
+        if not isinstance(raw, dict):
+            self.add(key, f"must be a mapping, not {type(raw).__name__}")
+            return {}
+        for k in raw:
+            if k not in allowed:
+                self.add(f"{key}.{k}" if key else str(k),
+                         f"unknown key; allowed keys here: {', '.join(sorted(allowed))}")
+        return raw
+
+    def number(self, raw: dict[str, Any], key: str, prefix: str, default: float, *,
+               integer: bool = False, minimum: float = 0.0) -> float:
+        value = raw.get(key, default)
+        full = f"{prefix}.{key}" if prefix else key
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and not isinstance(value, int)):
+            self.add(full, f"must be {'an integer' if integer else 'a number'}, not {value!r}")
+            return default
+        if value < minimum:
+            self.add(full, f"must be at least {minimum:g}, not {value!r}")
+            return default
+        return value
+
+    def relpath(self, value: Any, key: str) -> str:
+        """Given a path from the config, return it normalized if it stays inside the repository tree."""
+        if not isinstance(value, str) or not value:
+            self.add(key, f"must be a path relative to the repository tree, not {value!r}")
+            return ""
+        norm = posixpath.normpath(value)
+        if value.startswith("/") or norm == ".." or norm.startswith("../"):
+            self.add(key, f"path escapes the repository tree: {value!r}")
+            return ""
+        return norm
+
+
+def load(path: Path | str) -> Config:
+    """Given a config file, return the validated Config. Raise ConfigError listing every problem."""
+    source = Path(path)
+    file = str(source)
+    try:
+        text = source.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([Problem(file, None, "", f"cannot read config: {exc.strerror or exc}")]) from exc
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        detail = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError([Problem(file, line, "", f"invalid YAML: {detail}")]) from exc
+    check = _Checker(file, _line_index(node))
+    config = _normalize(raw if raw is not None else {}, source, check)
+    if check.problems:
+        raise ConfigError(check.problems)
+    return config
+
+
+def _normalize(raw: Any, source: Path, check: _Checker) -> Config:
+    top = check.mapping(raw, "", TOP_KEYS)
+    base = source.parent
+    identity = top.get("identity_env", list(Config.identity_env))
+    if not (isinstance(identity, list) and all(isinstance(v, str) and re.fullmatch(r"[A-Z_][A-Z0-9_]*", v) for v in identity)):
+        check.add("identity_env", "must be a list of environment variable names, e.g. [GL_USER, REMOTE_USER]")
+        identity = list(Config.identity_env)
+    repos_raw = top.get("repositories")
+    if not isinstance(repos_raw, list) or not repos_raw:
+        check.add("repositories", "must be a non-empty list of repositories")
+        repos_raw = []
+    repos = [_repository(r, f"repositories[{i}]", base, check) for i, r in enumerate(repos_raw)]
+    seen: dict[str, int] = {}
+    for i, repo in enumerate(repos):
+        if repo.name and repo.name in seen:
+            check.add(f"repositories[{i}].name", f"repository name {repo.name!r} is used twice")
+        seen[repo.name] = i
+    return Config(
+        source=source.resolve(),
+        state_dir=_dir(top, "state_dir", base, Config.state_dir, check),
+        runtime_dir=_dir(top, "runtime_dir", base, Config.runtime_dir, check),
+        sweep_interval=check.number(top, "sweep_interval", "", Config.sweep_interval, minimum=1),
+        max_parallel=int(check.number(top, "max_parallel", "", Config.max_parallel, integer=True, minimum=1)),
+        stop_grace=check.number(top, "stop_grace", "", Config.stop_grace, minimum=0),
+        keep_workdirs=int(check.number(top, "keep_workdirs", "", Config.keep_workdirs, integer=True, minimum=1)),
+        identity_env=tuple(identity),
+        repositories=tuple(repos),
+    )
+
+
+def _dir(top: dict[str, Any], key: str, base: Path, default: Path, check: _Checker) -> Path:
+    value = top.get(key)
+    if value is None:
+        return default
+    if not isinstance(value, str) or not value:
+        check.add(key, f"must be a folder path, not {value!r}")
+        return default
+    return (base / os.path.expanduser(value)).resolve()
+
+
+def _repository(raw: Any, key: str, base: Path, check: _Checker) -> Repository:
+    data = check.mapping(raw, key, REPO_KEYS)
+    name = data.get("name")
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        check.add(f"{key}.name", f"must be a plain name (lowercase letters, digits, '-' or '_'), not {name!r}")
+        name = ""
+    path_raw = data.get("path")
+    path = Path("/nonexistent")
+    if not isinstance(path_raw, str) or not path_raw:
+        check.add(f"{key}.path", "must be the path of a bare Git repository")
+    else:
+        path = (base / os.path.expanduser(path_raw)).resolve()
+        if not (path / "HEAD").is_file() or not (path / "objects").is_dir():
+            check.add(f"{key}.path", f"no Git repository at {path} (run `gitopsd init {path}` to create one)")
+    envs_raw = data.get("environments")
+    if envs_raw is None:
+        envs_raw = [{"name": n} for n in DEFAULT_ENVIRONMENTS]
+    if not isinstance(envs_raw, list) or not envs_raw:
+        check.add(f"{key}.environments", "must be a non-empty list of environments in promotion order")
+        envs_raw = []
+    envs: list[Environment] = []
+    for i, env_raw in enumerate(envs_raw):
+        previous = envs[-1].branch if envs else "main"
+        envs.append(_environment(env_raw, f"{key}.environments[{i}]", previous, check))
+    names: dict[str, str] = {}
+    branches: dict[str, str] = {}
+    for i, env in enumerate(envs):
+        at = f"{key}.environments[{i}]"
+        if env.name and env.name in names:
+            check.add(f"{at}.name", f"environment {env.name!r} is defined twice")
+        if env.branch and env.branch in branches:
+            check.add(f"{at}.branch", f"branch {env.branch!r} is already used by environment {branches[env.branch]!r}; "
+                                      "each environment needs its own branch")
+        names[env.name] = at
+        branches[env.branch] = env.name
+    for i, env in enumerate(envs):
+        if env.promote_from == env.branch and env.branch:
+            check.add(f"{key}.environments[{i}].promote_from", "an environment cannot promote from its own branch")
+    return Repository(name=name or "", path=path, environments=tuple(envs))
+
+
+def _environment(raw: Any, key: str, previous_branch: str, check: _Checker) -> Environment:
+    data = check.mapping(raw, key, ENV_KEYS)
+    name = data.get("name")
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        check.add(f"{key}.name", f"must be a plain name (lowercase letters, digits, '-' or '_'), not {name!r}")
+        name = ""
+    branch = data.get("branch", name)
+    if not isinstance(branch, str) or not BRANCH_RE.match(branch) or ".." in branch or branch.endswith((".lock", ".")):
+        check.add(f"{key}.branch", f"must be a plain branch name, not {branch!r}")
+        branch = ""
+    promote_from = data.get("promote_from", previous_branch)
+    if not isinstance(promote_from, str) or not BRANCH_RE.match(promote_from) or ".." in promote_from:
+        check.add(f"{key}.promote_from", f"must be a plain branch name, not {promote_from!r}")
+        promote_from = ""
+    auto_rollback = data.get("auto_rollback", False)
+    if not isinstance(auto_rollback, bool):
+        check.add(f"{key}.auto_rollback", f"must be true or false, not {auto_rollback!r}")
+        auto_rollback = False
+    return Environment(
+        name=name,
+        branch=branch,
+        promote_from=promote_from,
+        inventory=check.relpath(data.get("inventory", f"environments/{name}/hosts.yml"), f"{key}.inventory"),
+        playbook=check.relpath(data.get("playbook", "playbooks/deploy.yml"), f"{key}.playbook"),
+        timeout=int(check.number(data, "timeout", key, 900, integer=True, minimum=1)),
+        auto_rollback=auto_rollback,
+        retries=int(check.number(data, "retries", key, 3, integer=True, minimum=0)),
+        retry_backoff=check.number(data, "retry_backoff", key, 10.0, minimum=0),
+        retry_backoff_max=check.number(data, "retry_backoff_max", key, 300.0, minimum=0),
+    )
+
+
+def repository_entry(name: str, path: Path) -> dict[str, Any]:
+    """Return the config mapping `gitopsd init` writes for a repository with the default environments."""
+    return {"name": name, "path": str(path), "environments": [
+        {"name": env, "promote_from": prev, "auto_rollback": env == "production"}
+        for env, prev in zip(DEFAULT_ENVIRONMENTS, ("main",) + DEFAULT_ENVIRONMENTS[:-1])]}
+
+
+def add_repository(config_path: Path, entry: dict[str, Any], defaults: dict[str, Any] | None = None) -> bool:
+    """Add a repository entry to a config file (created if missing). Return False if one by that name exists."""
+    if config_path.exists():
+        data = yaml.safe_load(config_path.read_text(encoding="utf-8")) or {}
+    else:
+        data = dict(defaults or {})
+    repos = data.setdefault("repositories", [])
+    if any(isinstance(r, dict) and r.get("name") == entry["name"] for r in repos):
+        return False
+    repos.append(entry)
+    config_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = config_path.with_suffix(".tmp")
+    tmp.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    os.replace(tmp, config_path)
+    return True

@@ -1,0 +1,276 @@
+"""The daemon: wires the reconciler to its triggers, threads, signals and systemd.
+
+One main loop takes look requests from a queue (nudges, ref watcher, sweep, timers) and hands
+them to the reconciler, which starts deployments on a bounded pool. The loop alone pings the
+systemd watchdog, so a wedged loop stops the pings.
+"""
+from __future__ import annotations
+
+import fcntl
+import heapq
+import logging
+import os
+import queue
+import signal
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from types import FrameType
+from typing import IO
+
+from . import config as config_mod
+from . import runner
+from .config import Config, ConfigError
+from .gitrepo import GitRepository, Head
+from .nudge import Listener
+from .reconciler import Cause, Look, Reconciler
+from .sdnotify import Notifier
+from .state import Store
+from .sweep import Sweeper
+from .watch import RefWatcher
+
+log = logging.getLogger("gitopsd.daemon")
+
+_WAKE = Look("", None, "wake")
+
+
+class PygitPort:
+    """The reconciler's view of Git, over pygit2."""
+
+    def head(self, repo: config_mod.Repository, branch: str) -> Head | None:
+        return GitRepository(repo.path).head(branch)
+
+    def export(self, repo: config_mod.Repository, commit: str, dest: Path) -> None:
+        GitRepository(repo.path).export(commit, dest)
+
+
+class AlreadyRunning(Exception):
+    pass
+
+
+def lock_state_dir(state_dir: Path) -> IO[str]:
+    """Take the one-daemon-per-state-folder lock; hold the returned file for the daemon's life."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    handle = open(state_dir / "daemon.lock", "a+", encoding="utf-8")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError as exc:
+        handle.close()
+        raise AlreadyRunning(f"another gitopsd is already running with the state folder {state_dir}") from exc
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle
+
+
+class Daemon:
+    def __init__(self, config: Config, notifier: Notifier | None = None):
+        self.config = config
+        self.notifier = notifier or Notifier()
+        runner.scrub_environment()
+        self.requests: queue.Queue[Look] = queue.Queue()
+        self.timers: list[tuple[float, int, Look]] = []
+        self._timer_seq = 0
+        self._timer_lock = threading.Lock()
+        self.stopping = threading.Event()
+        self.reload_requested = threading.Event()
+        self._lock_handle = lock_state_dir(config.state_dir)
+        self.store = Store(config.database)
+        self.pool = ThreadPoolExecutor(max_workers=config.max_parallel, thread_name_prefix="deploy")
+        self.reconciler = Reconciler(config, self.store, PygitPort(), runner.run_playbook,
+                                     submit=self.pool.submit, schedule=self.schedule, on_change=self._status)
+        self.listener: Listener | None = None
+        self.watcher: RefWatcher | None = None
+        self.sweeper: Sweeper | None = None
+
+    # -- triggers --------------------------------------------------------------------------------
+    def schedule(self, look: Look, at: float) -> None:
+        with self._timer_lock:
+            self._timer_seq += 1
+            heapq.heappush(self.timers, (at, self._timer_seq, look))
+        self.requests.put(_WAKE)
+
+    def sweep(self, trigger: str = "sweep") -> None:
+        for repo in self.config.repositories:
+            self.requests.put(Look(repo.name, None, trigger))
+
+    def _on_ref_change(self, repo: str) -> None:
+        self.requests.put(Look(repo, None, "watch"))
+
+    def _listen(self, listener: Listener) -> None:
+        while not (self.stopping.is_set() or listener.closed):
+            nudge = listener.receive()
+            if nudge is None:
+                continue
+            repo = self.config.repository_at(Path(nudge.repo))
+            if repo is None:
+                log.warning("nudge for unknown repository %s ignored", nudge.repo)
+                continue
+            for commit in nudge.commits:
+                self.reconciler.remember_cause(repo.name, commit, Cause(nudge.who(), nudge.trigger))
+                # The ref watcher may have started the deployment before the post-receive nudge arrived.
+                self.store.attribute(repo.name, commit, nudge.who(), nudge.trigger, since=time.time() - 120)
+            self.requests.put(Look(repo.name, None, nudge.trigger))
+
+    def _start_triggers(self) -> None:
+        cfg = self.config
+        self.listener = Listener(cfg.nudge_socket)
+        threading.Thread(target=self._listen, args=(self.listener,), name="nudge", daemon=True).start()
+        self.watcher = RefWatcher({r.name: r.path for r in cfg.repositories}, self._on_ref_change)
+        self.watcher.start()
+        self.sweeper = Sweeper(cfg.sweep_interval, self.sweep)
+        self.sweeper.start()
+
+    def _stop_triggers(self) -> None:
+        for part in (self.sweeper, self.watcher):
+            if part is not None:
+                part.stop()
+        if self.listener is not None:
+            self.listener.close()
+        self.sweeper = self.watcher = self.listener = None
+
+    # -- status for systemd ----------------------------------------------------------------------------
+    def _status(self) -> None:
+        running = self.reconciler.running_commits()
+        if running:
+            text = ", ".join(f"deploying {env} {commit[:7]}" for (_repo, env), commit in sorted(running.items()))
+        else:
+            n = sum(len(r.environments) for r in self.config.repositories)
+            text = f"watching {n} environment{'s' if n != 1 else ''}"
+        self.notifier.status(text)
+
+    # -- life cycle ------------------------------------------------------------------------------------
+    def recover(self) -> None:
+        """After a crash: mark runs left `running` as interrupted and make sure none of their processes live."""
+        for dep in self.store.mark_interrupted(time.time()):
+            killed = runner.reap(self.reconciler.marker(dep.id))
+            log.warning("deployment was interrupted by a daemon stop; %d leftover process%s reaped", killed,
+                        "" if killed == 1 else "es",
+                        extra={"repo": dep.repo, "env": dep.env, "commit": dep.commit[:7], "deployment": dep.id})
+
+    def reload(self) -> None:
+        self.notifier.reloading()
+        try:
+            new = config_mod.load(self.config.source)
+        except ConfigError as exc:
+            log.error("reload refused, keeping the running configuration:\n%s", exc)
+            self._status()
+            self.notifier.send("READY=1")
+            return
+        if (new.state_dir, new.runtime_dir) != (self.config.state_dir, self.config.runtime_dir):
+            log.error("reload refused: state_dir and runtime_dir can only change with a restart")
+            self.notifier.send("READY=1")
+            return
+        self._stop_triggers()
+        self.config = new
+        self.reconciler.config = new
+        self._start_triggers()
+        log.info("configuration reloaded from %s: %d repositories", new.source, len(new.repositories))
+        self.sweep("reload")
+        self._status()
+        self.notifier.send("READY=1")
+
+    def install_signal_handlers(self) -> None:
+        def stop(signum: int, _frame: FrameType | None) -> None:
+            self.stopping.set()
+            self.requests.put(_WAKE)
+
+        def hup(_signum: int, _frame: FrameType | None) -> None:
+            self.reload_requested.set()
+            self.requests.put(_WAKE)
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        signal.signal(signal.SIGHUP, hup)
+
+    def run(self) -> int:
+        self.recover()
+        self._start_triggers()
+        n_envs = sum(len(r.environments) for r in self.config.repositories)
+        log.info("gitopsd started: %d repositories, %d environments, state in %s, nudges on %s",
+                 len(self.config.repositories), n_envs, self.config.state_dir, self.config.nudge_socket)
+        self.sweep("startup")
+        self._drain()  # the first sweep: every environment looked at before READY
+        self.notifier.ready(f"watching {n_envs} environment{'s' if n_envs != 1 else ''}")
+        self._status()
+        last_ping = 0.0
+        while not self.stopping.is_set():
+            interval = self.notifier.watchdog_interval
+            if interval and time.monotonic() - last_ping >= interval:
+                self.notifier.watchdog()
+                last_ping = time.monotonic()
+            timeout = min(interval or 1.0, 1.0, self._next_timer_in())
+            try:
+                request = self.requests.get(timeout=max(0.0, timeout))
+            except queue.Empty:
+                request = _WAKE
+            if self.reload_requested.is_set():
+                self.reload_requested.clear()
+                self.reload()
+            self._handle(request)
+            self._fire_due_timers()
+        return self.shutdown()
+
+    def _drain(self) -> None:
+        while True:
+            try:
+                self._handle(self.requests.get_nowait())
+            except queue.Empty:
+                return
+
+    def _handle(self, request: Look) -> None:
+        if request is _WAKE or self.stopping.is_set():
+            return
+        self.reconciler.look(request)
+
+    def _next_timer_in(self) -> float:
+        with self._timer_lock:
+            return self.timers[0][0] - time.time() if self.timers else 3600.0
+
+    def _fire_due_timers(self) -> None:
+        now = time.time()
+        due = []
+        with self._timer_lock:
+            while self.timers and self.timers[0][0] <= now:
+                due.append(heapq.heappop(self.timers)[2])
+        for look in due:
+            self._handle(look)
+
+    def shutdown(self) -> int:
+        """Start nothing new; let running deployments finish within the grace time, then cancel them."""
+        self.reconciler.accepting = False
+        running = self.reconciler.running()
+        self.notifier.stopping(f"stopping; waiting for {len(running)} deployment(s)" if running else "stopping")
+        log.info("stopping%s", f"; waiting up to {self.config.stop_grace:g}s for {len(running)} running deployment(s)"
+                 if running else "")
+        deadline = time.monotonic() + self.config.stop_grace
+        while self.reconciler.running() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if self.reconciler.running():
+            log.warning("grace time over: canceling %d running deployment(s)", len(self.reconciler.running()))
+            self.reconciler.cancel_all()
+        self.pool.shutdown(wait=True)
+        self._stop_triggers()
+        self.store.close()
+        log.info("stopped")
+        self._lock_handle.close()
+        return 0
+
+
+def run(config_path: Path) -> int:
+    """Load and validate the config (refusing to start on any problem), then run until SIGTERM."""
+    try:
+        cfg = config_mod.load(config_path)
+    except ConfigError as exc:
+        log.error("refusing to start: the configuration has %d problem%s:\n%s", len(exc.problems),
+                  "" if len(exc.problems) == 1 else "s", exc)
+        return 2
+    try:
+        daemon = Daemon(cfg)
+    except AlreadyRunning as exc:
+        log.error("%s", exc)
+        return 1
+    daemon.install_signal_handlers()
+    return daemon.run()

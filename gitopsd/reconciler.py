@@ -1,0 +1,297 @@
+"""Where a branch head becomes a deployment: the level-triggered reconcile loop.
+
+For each environment, desired = the branch head (re-read from Git on every look), deployed =
+the last successful deployment (from the store). A look that finds them different, with no
+deployment running and no backoff or stall in the way, starts one. Triggers only say which
+environment to look at; they never carry what changed.
+
+The core depends on small interfaces (GitPort, RunnerPort, a clock and an executor), so unit
+tests drive it with fakes and the daemon wires in pygit2, ansible-runner and threads.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import random
+import shutil
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Protocol
+
+from .config import Config, Environment, Repository
+from .gitrepo import ExportError, Head, resolve_inside
+from .revert import make_revert
+from .runner import PlaybookRun, RunOutcome
+from .state import Deployment, FailureStatus, Store
+
+log = logging.getLogger("gitopsd.reconciler")
+
+
+class GitPort(Protocol):
+    def head(self, repo: Repository, branch: str) -> Head | None: ...
+    def export(self, repo: Repository, commit: str, dest: Path) -> None: ...
+
+
+class RunnerPort(Protocol):
+    def __call__(self, run: PlaybookRun, cancel: threading.Event) -> RunOutcome: ...
+
+
+@dataclass(frozen=True)
+class Look:
+    """A request to look at one environment (or every environment of a repository)."""
+
+    repo: str
+    env: str | None
+    trigger: str
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What one look concluded. `action` is in-sync | deploy | wait | stalled | busy | missing."""
+
+    action: str
+    kind: str | None = None
+    attempt: int = 1
+    retry_at: float | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Cause:
+    """Who or what moved a branch to a commit, as the daemon learned it (never from commit metadata)."""
+
+    actor: str
+    trigger: str
+    reason: str | None = None
+
+
+def decide(desired: Head | None, deployed: Deployment | None, last: Deployment | None,
+           failure: FailureStatus | None, bad_tree_reason: str | None, tree_succeeded: bool,
+           busy: bool, now: float) -> Decision:
+    """Given what Git asks for and what the store knows, return what to do. Pure."""
+    if desired is None:
+        return Decision("missing", reason="the environment branch does not exist")
+    if busy:
+        return Decision("busy")
+    if deployed is not None and deployed.commit == desired.commit:
+        return Decision("in-sync")
+    same_commit_failure = failure if failure is not None and failure.commit == desired.commit else None
+    if bad_tree_reason is not None and not (deployed is not None and deployed.tree == desired.tree):
+        return Decision("stalled", reason=f"this tree failed here before: {bad_tree_reason}")
+    if same_commit_failure is not None:
+        if same_commit_failure.stalled:
+            return Decision("stalled", reason=same_commit_failure.reason)
+        if same_commit_failure.next_retry_at is not None and same_commit_failure.next_retry_at > now:
+            return Decision("wait", retry_at=same_commit_failure.next_retry_at, reason=same_commit_failure.reason)
+    attempt = same_commit_failure.failures + 1 if same_commit_failure else 1
+    if tree_succeeded and last is not None and last.tree == desired.tree and last.result == "succeeded":
+        kind = "reapply"
+    elif tree_succeeded:
+        kind = "rollback"
+    else:
+        kind = "deploy"
+    return Decision("deploy", kind=kind, attempt=attempt)
+
+
+def backoff(env: Environment, failures: int, rng: random.Random) -> float:
+    """Capped exponential backoff with +-20% jitter, in seconds."""
+    base = min(env.retry_backoff_max, env.retry_backoff * (2 ** max(0, failures - 1)))
+    return base * rng.uniform(0.8, 1.2)
+
+
+@dataclass
+class _Running:
+    deployment_id: int
+    commit: str
+    cancel: threading.Event
+
+
+class Reconciler:
+    """Decides and runs deployments. `look` is called from one thread; deployments run on `submit`."""
+
+    def __init__(self, config: Config, store: Store, git: GitPort, run_playbook: RunnerPort, *,
+                 submit: Callable[[Callable[[], None]], object],
+                 schedule: Callable[[Look, float], None],
+                 clock: Callable[[], float] = time.time, rng: random.Random | None = None,
+                 on_change: Callable[[], None] = lambda: None):
+        self.config = config
+        self.store = store
+        self.git = git
+        self.run_playbook = run_playbook
+        self.submit = submit
+        self.schedule = schedule
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.on_change = on_change
+        self.accepting = True
+        self.causes: dict[tuple[str, str], Cause] = {}
+        self._running: dict[tuple[str, str], _Running] = {}
+        self._lock = threading.Lock()
+        self._instance = hashlib.sha256(str(config.database).encode()).hexdigest()[:8]
+
+    # -- bookkeeping shared with the daemon ----------------------------------------------------------
+    def marker(self, deployment_id: int) -> str:
+        """The process marker of a deployment: unique across state folders sharing one machine."""
+        return f"{self._instance}-{deployment_id}"
+
+    def running(self) -> dict[tuple[str, str], int]:
+        with self._lock:
+            return {k: v.deployment_id for k, v in self._running.items()}
+
+    def running_commits(self) -> dict[tuple[str, str], str]:
+        with self._lock:
+            return {k: v.commit for k, v in self._running.items()}
+
+    def cancel_all(self) -> None:
+        with self._lock:
+            for item in self._running.values():
+                item.cancel.set()
+
+    def remember_cause(self, repo: str, commit: str, cause: Cause) -> None:
+        self.causes[(repo, commit)] = cause
+        if len(self.causes) > 10_000:  # bounded: oldest first
+            self.causes.pop(next(iter(self.causes)))
+
+    # -- the loop body -------------------------------------------------------------------------------
+    def look(self, request: Look) -> None:
+        repo = self.config.repository(request.repo)
+        if repo is None:
+            return
+        envs = repo.environments if request.env is None else [e for e in repo.environments if e.name == request.env]
+        for env in envs:
+            try:
+                self._look_at(repo, env, request.trigger)
+            except Exception:  # one environment's trouble must not stop the others
+                log.exception("look failed", extra={"repo": repo.name, "env": env.name})
+
+    def _look_at(self, repo: Repository, env: Environment, trigger: str) -> Decision:
+        now = self.clock()
+        try:
+            desired = self.git.head(repo, env.branch)
+        except ExportError as exc:
+            log.error("%s", exc, extra={"repo": repo.name, "env": env.name})
+            return Decision("missing", reason=str(exc))
+        with self._lock:
+            busy = (repo.name, env.name) in self._running
+        deployed = self.store.deployed(repo.name, env.name)
+        decision = decide(
+            desired, deployed, self.store.last(repo.name, env.name), self.store.failure(repo.name, env.name),
+            self.store.bad_tree(repo.name, env.name, desired.tree) if desired else None,
+            self.store.tree_succeeded(repo.name, env.name, desired.tree) if desired else False, busy, now)
+        if decision.action == "in-sync":
+            self.store.clear_failure(repo.name, env.name)
+        elif decision.action == "wait" and decision.retry_at is not None:
+            self.schedule(Look(repo.name, env.name, "retry"), decision.retry_at)
+        elif decision.action == "deploy" and self.accepting:
+            assert desired is not None
+            self._start(repo, env, desired, deployed, decision, trigger, now)
+        elif decision.action in ("stalled", "missing"):
+            log.debug("%s: %s", decision.action, decision.reason, extra={"repo": repo.name, "env": env.name})
+        return decision
+
+    def _start(self, repo: Repository, env: Environment, desired: Head, deployed: Deployment | None,
+               decision: Decision, trigger: str, now: float) -> None:
+        cause = self.causes.get((repo.name, desired.commit), Cause("unknown", trigger))
+        assert decision.kind is not None
+        deployment_id = self.store.begin(
+            repo=repo.name, env=env.name, commit=desired.commit, tree=desired.tree,
+            previous_commit=deployed.commit if deployed else None, kind=decision.kind,
+            trigger=cause.trigger if cause.actor != "unknown" else trigger, actor=cause.actor, now=now,
+            attempt=decision.attempt, reason=cause.reason)
+        item = _Running(deployment_id, desired.commit, threading.Event())
+        with self._lock:
+            self._running[(repo.name, env.name)] = item
+        extra = {"repo": repo.name, "env": env.name, "commit": desired.commit[:7], "deployment": deployment_id}
+        log.info("deploying %s (%s, attempt %d, caused by %s)", desired.commit[:7], decision.kind, decision.attempt,
+                 cause.actor, extra=extra)
+        self.on_change()
+        self.submit(lambda: self._deploy(repo, env, desired, deployed, decision, deployment_id, item.cancel))
+
+    # -- one deployment (runs on a worker) -----------------------------------------------------------
+    def _deploy(self, repo: Repository, env: Environment, desired: Head, deployed: Deployment | None,
+                decision: Decision, deployment_id: int, cancel: threading.Event) -> None:
+        extra = {"repo": repo.name, "env": env.name, "commit": desired.commit[:7], "deployment": deployment_id}
+        started = time.monotonic()
+        folder = self.config.state_dir / "deployments" / str(deployment_id)
+        result, reason, permanent, hosts = "failed", "", False, {}
+        try:
+            workdir = folder / "tree"
+            self.store.set_workdir(deployment_id, workdir)
+            self.git.export(repo, desired.commit, workdir)
+            run = PlaybookRun(
+                marker=self.marker(deployment_id), workdir=workdir,
+                playbook=resolve_inside(workdir, env.playbook), inventory=resolve_inside(workdir, env.inventory),
+                data_dir=folder / "runner", timeout=env.timeout,
+                extravars={
+                    "gitopsd_env": env.name, "gitopsd_repo": repo.name, "gitopsd_commit": desired.commit,
+                    "gitopsd_tree": desired.tree, "gitopsd_previous_commit": deployed.commit if deployed else "",
+                    "gitopsd_deploy_id": str(deployment_id), "gitopsd_kind": decision.kind or "deploy",
+                    "gitopsd_workdir": str(workdir)})
+            outcome = self.run_playbook(run, cancel)
+            hosts = outcome.hosts
+            reason = outcome.reason
+            if outcome.ok:
+                result = "succeeded"
+            elif outcome.status == "canceled":
+                result = "canceled"
+        except ExportError as exc:
+            reason, permanent = str(exc), True
+        except Exception as exc:  # an unexpected error is a failed attempt, never a dead worker
+            log.exception("deployment crashed", extra=extra)
+            reason = f"internal error: {exc}"
+        finally:
+            with self._lock:
+                self._running.pop((repo.name, env.name), None)
+        now = self.clock()
+        self.store.finish(deployment_id, result, now=now, reason=reason or None, detail={"hosts": hosts})
+        took = time.monotonic() - started
+        if result == "succeeded":
+            self.store.clear_failure(repo.name, env.name)
+            log.info("deployment %s in %.1fs: %s", result, took, reason, extra=extra)
+        elif result == "canceled":
+            log.warning("deployment canceled after %.1fs; %s stays on %s", took, env.name,
+                        deployed.commit[:7] if deployed else "nothing", extra=extra)
+        else:
+            self._failed(repo, env, desired, deployed, decision, deployment_id, reason, permanent, now, took, extra)
+        self._prune()
+        self.on_change()
+        self.schedule(Look(repo.name, env.name, "after-deploy"), now)
+
+    def _failed(self, repo: Repository, env: Environment, desired: Head, deployed: Deployment | None,
+                decision: Decision, deployment_id: int, reason: str, permanent: bool, now: float, took: float,
+                extra: dict[str, object]) -> None:
+        good = deployed.commit[:7] if deployed else "nothing"
+        if env.auto_rollback and decision.kind != "rollback" and deployed is not None and not permanent:
+            why = f"deployment #{deployment_id} of {desired.commit[:7]} failed: {reason}"
+            self.store.mark_bad_tree(repo.name, env.name, desired.tree, why, now)
+            revert = make_revert(repo.path, env.branch, desired.commit, deployed.tree, requested_by="gitopsd",
+                                 reason=why, automatic=True)
+            if revert is not None:
+                self.remember_cause(repo.name, revert, Cause("gitopsd", "auto-rollback", f"automatic rollback: {why}"))
+                log.error("deployment failed in %.1fs (%s); rolling %s back to %s with revert %s", took, reason,
+                          env.name, good, revert[:7], extra=extra)
+                return
+            log.error("deployment failed (%s); the branch moved meanwhile, so no automatic rollback", reason, extra=extra)
+            return
+        previous = self.store.failure(repo.name, env.name)
+        failures = previous.failures + 1 if previous and previous.commit == desired.commit else 1
+        stalled = permanent or failures > env.retries
+        retry_at = None if stalled else now + backoff(env, failures, self.rng)
+        self.store.record_failure(repo.name, env.name, FailureStatus(desired.commit, failures, retry_at, stalled, reason))
+        if stalled:
+            log.error("deployment failed in %.1fs: %s; stalled after %d attempt%s, %s stays on %s until the branch "
+                      "moves or `gitopsd retry %s`", took, reason, failures, "s" if failures != 1 else "", env.name,
+                      good, env.name, extra=extra)
+        else:
+            assert retry_at is not None
+            log.warning("deployment failed in %.1fs: %s; retry %d of %d in %.0fs", took, reason, failures,
+                        env.retries, retry_at - now, extra=extra)
+            self.schedule(Look(repo.name, env.name, "retry"), retry_at)
+
+    def _prune(self) -> None:
+        """Delete exported trees of old deployments; their output and events stay for `gitopsd logs`."""
+        for deployment_id, workdir in self.store.old_workdirs(self.config.keep_workdirs):
+            shutil.rmtree(workdir, ignore_errors=True)
+            self.store.clear_workdir(deployment_id)

@@ -1,0 +1,180 @@
+"""Running a playbook: ansible-runner and psutil live here and nowhere else.
+
+A run gets a fresh private data dir (ansible-runner keeps `env/*` files that would leak into the
+next run), its extra vars as a file of `!unsafe` values (Jinja never evaluates them), and a marker
+in its environment so that every process it started can be found and reaped, even after the
+daemon itself was killed.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import ansible_runner
+import psutil
+
+MARKER = "GITOPSD_DEPLOYMENT"
+# Variables that belong to the daemon's own supervisor, never to Ansible.
+PRIVATE_ENV = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID")
+
+
+@dataclass(frozen=True)
+class PlaybookRun:
+    """One ansible-playbook invocation, fully described."""
+
+    marker: str            # unique per deployment and state folder; tags every process of the run
+    workdir: Path          # the exported commit; Ansible runs with it as its project folder
+    playbook: Path
+    inventory: Path
+    data_dir: Path         # fresh ansible-runner private data dir
+    extravars: dict[str, str]
+    timeout: int
+    limit: str | None = None
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """How a run ended, judged from Ansible's final stats rather than its exit code."""
+
+    ok: bool
+    status: str            # successful | failed | timeout | canceled
+    rc: int | None
+    reason: str
+    hosts: dict[str, str] = field(default_factory=dict)   # host -> ok | failed | unreachable
+    stdout: Path | None = None
+
+
+def extravars_file(path: Path, values: dict[str, str]) -> None:
+    """Write extra vars as `!unsafe` YAML strings: data that Jinja never evaluates."""
+    lines = ["# written by gitopsd; every value is data, never a template"]
+    for key, value in values.items():
+        if not key.isidentifier():
+            raise ValueError(f"bad extra var name {key!r}")
+        lines.append(f"{key}: !unsafe {json.dumps(str(value))}")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def judge(stats: dict[str, Any] | None, no_hosts_matched: bool, status: str, rc: int | None) -> tuple[bool, str, dict[str, str]]:
+    """Given the final `playbook_on_stats` data, return (ok, reason, per-host result)."""
+    if status in ("timeout", "canceled"):
+        return False, f"run {'timed out' if status == 'timeout' else 'was canceled'}", {}
+    if stats is None:
+        return False, f"ansible-playbook ended without final stats (exit code {rc}): syntax error or missing file?", {}
+    hosts: dict[str, str] = {}
+    for host in stats.get("processed", {}):
+        hosts[host] = "ok"
+    for host in stats.get("failures", {}):
+        hosts[host] = "failed"
+    for host in stats.get("dark", {}):
+        hosts[host] = "unreachable"
+    if no_hosts_matched or not hosts:
+        return False, "no hosts matched: the inventory or the play's hosts pattern selects nothing", hosts
+    bad = sorted(h for h, r in hosts.items() if r != "ok")
+    if bad:
+        return False, "failed on " + ", ".join(f"{h} ({hosts[h]})" for h in bad), hosts
+    if status != "successful":
+        return False, f"ansible-playbook reported {status} (exit code {rc})", hosts
+    return True, f"succeeded on {len(hosts)} host{'s' if len(hosts) != 1 else ''}", hosts
+
+
+def run_playbook(run: PlaybookRun, cancel: threading.Event,
+                 on_event: Callable[[dict[str, Any]], None] | None = None) -> RunOutcome:
+    """Run the playbook to the end, a timeout or `cancel`; reap every process it started."""
+    run.data_dir.mkdir(parents=True, exist_ok=False)
+    vars_path = run.data_dir / "gitopsd-vars.yml"
+    extravars_file(vars_path, run.extravars)
+    stats: dict[str, Any] | None = None
+    no_hosts = False
+
+    def handle(event: dict[str, Any]) -> bool:
+        nonlocal stats, no_hosts
+        kind = event.get("event")
+        if kind == "playbook_on_stats":
+            stats = event.get("event_data", {})
+        elif kind == "playbook_on_no_hosts_matched":
+            no_hosts = True
+        if on_event is not None:
+            on_event(event)
+        return True
+
+    envvars = {MARKER: run.marker, "ANSIBLE_RETRY_FILES_ENABLED": "False",
+               "ANSIBLE_NOCOLOR": "True", "PATH": _path_with_interpreter_bin()}
+    cmdline = f"-e @{shlex.quote(str(vars_path))}"
+    if run.limit:
+        cmdline += f" --limit {shlex.quote(run.limit)}"
+    try:
+        result = ansible_runner.run(
+            private_data_dir=str(run.data_dir), project_dir=str(run.workdir), playbook=str(run.playbook),
+            inventory=str(run.inventory), cmdline=cmdline, envvars=envvars, timeout=run.timeout,
+            ident="run", quiet=True, event_handler=handle, cancel_callback=cancel.is_set,
+            settings={"suppress_ansible_output": True})
+        status, rc = result.status, result.rc
+    finally:
+        reap(run.marker)
+    ok, reason, hosts = judge(stats, no_hosts, status, rc)
+    stdout = run.data_dir / "artifacts" / "run" / "stdout"
+    return RunOutcome(ok, status, rc, reason, hosts, stdout if stdout.exists() else None)
+
+
+def _path_with_interpreter_bin() -> str:
+    """PATH with the folder of this Python first, so the matching ansible-playbook is found."""
+    bindir = str(Path(sys.executable).parent)
+    path = os.environ.get("PATH", "/usr/bin:/bin")
+    return path if path.split(":")[0] == bindir else f"{bindir}:{path}"
+
+
+def scrub_environment() -> None:
+    """Drop the supervisor's variables from this process so no child ever inherits them."""
+    for name in PRIVATE_ENV:
+        os.environ.pop(name, None)
+
+
+def processes_of(marker: str) -> list[psutil.Process]:
+    """Every live process carrying this deployment's marker, wherever it was reparented."""
+    wanted = marker
+    me = os.getpid()
+    found = []
+    for proc in psutil.process_iter(["pid"]):
+        if proc.pid == me:
+            continue
+        try:
+            if proc.environ().get(MARKER) == wanted:
+                found.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess, OSError):
+            continue
+    return found
+
+
+def reap(marker: str, grace: float = 2.0) -> int:
+    """Terminate, then kill, every process of a deployment. Return how many there were."""
+    procs = processes_of(marker)
+    for proc in procs:
+        try:
+            proc.send_signal(signal.SIGTERM)
+        except psutil.Error:
+            pass
+    _, alive = psutil.wait_procs(procs, timeout=grace)
+    for proc in alive:
+        try:
+            proc.kill()
+        except psutil.Error:
+            pass
+    psutil.wait_procs(alive, timeout=grace)
+    return len(procs)
+
+
+def wait_gone(marker: str, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not processes_of(marker):
+            return True
+        time.sleep(0.05)
+    return False

@@ -1,0 +1,263 @@
+"""The state store: deployments and per-environment retry status in SQLite (WAL).
+
+Readers (hooks, `gitopsd status`) never block the daemon. Every write is one short transaction,
+so a daemon killed at any instant leaves a consistent store; a deployment still `running` when
+the daemon starts again was interrupted.
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS deployments (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    repo TEXT NOT NULL,
+    env TEXT NOT NULL,
+    commit_id TEXT NOT NULL,
+    tree TEXT NOT NULL,
+    previous_commit TEXT,
+    kind TEXT NOT NULL,
+    result TEXT NOT NULL,
+    trigger TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    reason TEXT,
+    started_at REAL NOT NULL,
+    finished_at REAL,
+    attempt INTEGER NOT NULL DEFAULT 1,
+    workdir TEXT,
+    detail TEXT
+);
+CREATE INDEX IF NOT EXISTS deployments_env ON deployments (repo, env, id);
+CREATE INDEX IF NOT EXISTS deployments_tree ON deployments (repo, env, tree, result);
+CREATE TABLE IF NOT EXISTS env_status (
+    repo TEXT NOT NULL,
+    env TEXT NOT NULL,
+    commit_id TEXT NOT NULL,
+    failures INTEGER NOT NULL,
+    next_retry_at REAL,
+    stalled INTEGER NOT NULL DEFAULT 0,
+    reason TEXT,
+    PRIMARY KEY (repo, env)
+);
+CREATE TABLE IF NOT EXISTS bad_trees (
+    repo TEXT NOT NULL,
+    env TEXT NOT NULL,
+    tree TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    marked_at REAL NOT NULL,
+    PRIMARY KEY (repo, env, tree)
+);
+"""
+
+RESULTS = ("running", "succeeded", "failed", "canceled", "interrupted")
+KINDS = ("deploy", "rollback", "reapply")
+
+
+@dataclass(frozen=True)
+class Deployment:
+    id: int
+    repo: str
+    env: str
+    commit: str
+    tree: str
+    previous_commit: str | None
+    kind: str
+    result: str
+    trigger: str
+    actor: str
+    reason: str | None
+    started_at: float
+    finished_at: float | None
+    attempt: int
+    workdir: str | None
+    detail: dict[str, Any]
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "repo": self.repo, "env": self.env, "commit": self.commit, "tree": self.tree,
+            "previous_commit": self.previous_commit, "kind": self.kind, "result": self.result,
+            "trigger": self.trigger, "actor": self.actor, "reason": self.reason,
+            "started_at": iso(self.started_at), "finished_at": iso(self.finished_at),
+            "attempt": self.attempt,
+        }
+
+
+@dataclass(frozen=True)
+class FailureStatus:
+    """Why an environment is not converging: the failing commit, how often, and what happens next."""
+
+    commit: str
+    failures: int
+    next_retry_at: float | None
+    stalled: bool
+    reason: str | None
+
+
+def iso(ts: float | None) -> str | None:
+    return None if ts is None else datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds")
+
+
+class Store:
+    """SQLite-backed state. Safe to share between the daemon's threads."""
+
+    def __init__(self, path: Path, *, readonly: bool = False):
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        if readonly:
+            if not self.path.exists():
+                self._db = sqlite3.connect(":memory:", check_same_thread=False)
+                self._db.executescript(SCHEMA)
+            else:
+                self._db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False, timeout=5)
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=30, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(SCHEMA)
+        self._db.row_factory = sqlite3.Row
+
+    def close(self) -> None:
+        self._db.close()
+
+    def _write(self, sql: str, args: tuple[Any, ...] = ()) -> sqlite3.Cursor:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                cur = self._db.execute(sql, args)
+                self._db.execute("COMMIT")
+                return cur
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def _rows(self, sql: str, args: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return self._db.execute(sql, args).fetchall()
+
+    # -- deployments ---------------------------------------------------------------------------
+    def begin(self, *, repo: str, env: str, commit: str, tree: str, previous_commit: str | None, kind: str,
+              trigger: str, actor: str, now: float, attempt: int = 1, reason: str | None = None) -> int:
+        assert kind in KINDS, kind
+        cur = self._write(
+            "INSERT INTO deployments (repo, env, commit_id, tree, previous_commit, kind, result, trigger, actor,"
+            " reason, started_at, attempt) VALUES (?, ?, ?, ?, ?, ?, 'running', ?, ?, ?, ?, ?)",
+            (repo, env, commit, tree, previous_commit, kind, trigger, actor, reason, now, attempt))
+        return int(cur.lastrowid or 0)
+
+    def attribute(self, repo: str, commit: str, actor: str, trigger: str, since: float) -> int:
+        """Name who caused deployments of `commit` that started (since `since`) before the nudge arrived."""
+        return self._write("UPDATE deployments SET actor = ?, trigger = ? WHERE repo = ? AND commit_id = ?"
+                           " AND actor = 'unknown' AND started_at >= ?", (actor, trigger, repo, commit, since)).rowcount
+
+    def set_workdir(self, deployment_id: int, workdir: Path) -> None:
+        self._write("UPDATE deployments SET workdir = ? WHERE id = ?", (str(workdir), deployment_id))
+
+    def finish(self, deployment_id: int, result: str, *, now: float, reason: str | None = None,
+               detail: dict[str, Any] | None = None) -> None:
+        assert result in RESULTS and result != "running", result
+        self._write(
+            "UPDATE deployments SET result = ?, finished_at = ?, reason = COALESCE(?, reason), detail = ?"
+            " WHERE id = ? AND result = 'running'",
+            (result, now, reason, json.dumps(detail or {}), deployment_id))
+
+    def mark_interrupted(self, now: float) -> list[Deployment]:
+        """Mark every deployment left `running` by a previous daemon as interrupted; return them."""
+        running = [self._deployment(r) for r in self._rows("SELECT * FROM deployments WHERE result = 'running'")]
+        for dep in running:
+            self.finish(dep.id, "interrupted", now=now, reason="the daemon stopped during this deployment")
+        return running
+
+    def get(self, deployment_id: int) -> Deployment | None:
+        rows = self._rows("SELECT * FROM deployments WHERE id = ?", (deployment_id,))
+        return self._deployment(rows[0]) if rows else None
+
+    def history(self, *, repo: str | None = None, env: str | None = None, limit: int = 20) -> list[Deployment]:
+        where, args = [], []  # type: ignore[var-annotated]
+        if repo:
+            where.append("repo = ?")
+            args.append(repo)
+        if env:
+            where.append("env = ?")
+            args.append(env)
+        sql = "SELECT * FROM deployments" + (" WHERE " + " AND ".join(where) if where else "")
+        sql += " ORDER BY id DESC LIMIT ?"
+        return [self._deployment(r) for r in self._rows(sql, (*args, limit))]
+
+    def last(self, repo: str, env: str) -> Deployment | None:
+        rows = self._rows("SELECT * FROM deployments WHERE repo = ? AND env = ? ORDER BY id DESC LIMIT 1", (repo, env))
+        return self._deployment(rows[0]) if rows else None
+
+    def deployed(self, repo: str, env: str) -> Deployment | None:
+        """The last successful deployment of an environment: what its hosts run."""
+        rows = self._rows("SELECT * FROM deployments WHERE repo = ? AND env = ? AND result = 'succeeded'"
+                          " ORDER BY id DESC LIMIT 1", (repo, env))
+        return self._deployment(rows[0]) if rows else None
+
+    def previous_good_tree(self, repo: str, env: str, current_tree: str) -> Deployment | None:
+        """The last successful deployment whose tree differs from `current_tree`: the rollback target."""
+        rows = self._rows("SELECT * FROM deployments WHERE repo = ? AND env = ? AND result = 'succeeded' AND tree != ?"
+                          " ORDER BY id DESC LIMIT 1", (repo, env, current_tree))
+        return self._deployment(rows[0]) if rows else None
+
+    def tree_succeeded(self, repo: str, env: str, tree: str) -> bool:
+        return bool(self._rows("SELECT 1 FROM deployments WHERE repo = ? AND env = ? AND tree = ? AND result = 'succeeded'"
+                               " LIMIT 1", (repo, env, tree)))
+
+    def running(self) -> list[Deployment]:
+        return [self._deployment(r) for r in self._rows("SELECT * FROM deployments WHERE result = 'running'")]
+
+    def old_workdirs(self, keep: int) -> list[tuple[int, str]]:
+        """Work folders of finished deployments beyond the newest `keep` per environment."""
+        rows = self._rows(
+            "SELECT id, workdir FROM (SELECT id, workdir, result, ROW_NUMBER() OVER (PARTITION BY repo, env ORDER BY id DESC)"
+            " AS n FROM deployments WHERE workdir IS NOT NULL) WHERE n > ? AND result != 'running'", (keep,))
+        return [(int(r["id"]), str(r["workdir"])) for r in rows]
+
+    def clear_workdir(self, deployment_id: int) -> None:
+        self._write("UPDATE deployments SET workdir = NULL WHERE id = ?", (deployment_id,))
+
+    @staticmethod
+    def _deployment(row: sqlite3.Row) -> Deployment:
+        return Deployment(
+            id=row["id"], repo=row["repo"], env=row["env"], commit=row["commit_id"], tree=row["tree"],
+            previous_commit=row["previous_commit"], kind=row["kind"], result=row["result"], trigger=row["trigger"],
+            actor=row["actor"], reason=row["reason"], started_at=row["started_at"], finished_at=row["finished_at"],
+            attempt=row["attempt"], workdir=row["workdir"], detail=json.loads(row["detail"] or "{}"))
+
+    # -- retries and stalls ---------------------------------------------------------------------
+    def failure(self, repo: str, env: str) -> FailureStatus | None:
+        rows = self._rows("SELECT * FROM env_status WHERE repo = ? AND env = ?", (repo, env))
+        if not rows:
+            return None
+        r = rows[0]
+        return FailureStatus(r["commit_id"], r["failures"], r["next_retry_at"], bool(r["stalled"]), r["reason"])
+
+    def record_failure(self, repo: str, env: str, status: FailureStatus) -> None:
+        self._write("INSERT OR REPLACE INTO env_status (repo, env, commit_id, failures, next_retry_at, stalled, reason)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (repo, env, status.commit, status.failures, status.next_retry_at, int(status.stalled), status.reason))
+
+    def clear_failure(self, repo: str, env: str) -> bool:
+        return self._write("DELETE FROM env_status WHERE repo = ? AND env = ?", (repo, env)).rowcount > 0
+
+    def mark_bad_tree(self, repo: str, env: str, tree: str, reason: str, now: float) -> None:
+        self._write("INSERT OR REPLACE INTO bad_trees (repo, env, tree, reason, marked_at) VALUES (?, ?, ?, ?, ?)",
+                    (repo, env, tree, reason, now))
+
+    def bad_tree(self, repo: str, env: str, tree: str) -> str | None:
+        rows = self._rows("SELECT reason FROM bad_trees WHERE repo = ? AND env = ? AND tree = ?", (repo, env, tree))
+        return rows[0]["reason"] if rows else None
+
+    def clear_bad_trees(self, repo: str, env: str) -> int:
+        return self._write("DELETE FROM bad_trees WHERE repo = ? AND env = ?", (repo, env)).rowcount
+
+    def iter_all(self) -> Iterator[Deployment]:
+        for r in self._rows("SELECT * FROM deployments ORDER BY id"):
+            yield self._deployment(r)
