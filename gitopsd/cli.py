@@ -165,8 +165,10 @@ def cmd_history(args: argparse.Namespace) -> int:
         table.append((str(d.id), d.repo, d.env, d.kind, d.result, d.commit[:7], ago(d.started_at), took, d.trigger, d.actor))
     _print_table(table)
     for d in deployments:
-        if d.reason and d.result != "succeeded" or d.kind == "rollback" and d.reason:
+        if d.reason:
             print(f"#{d.id}: {d.reason}")
+        if d.outcome and d.result != "succeeded":
+            print(f"#{d.id}: {d.result}: {d.outcome}")
     return 0
 
 
@@ -178,7 +180,9 @@ def cmd_logs(args: argparse.Namespace) -> int:
     if dep is None:
         raise Fail(f"no deployment #{args.deployment_id} (see `gitopsd history`)")
     print(f"# deployment #{dep.id}: {dep.repo}/{dep.env} {dep.kind} of {dep.commit} -> {dep.result}"
-          + (f" ({dep.reason})" if dep.reason else ""))
+          + (f": {dep.outcome}" if dep.outcome else ""))
+    if dep.reason:
+        print(f"# why: {dep.reason}")
     stdout = config.state_dir / "deployments" / str(dep.id) / "runner" / "artifacts" / "run" / "stdout"
     if stdout.exists():
         sys.stdout.write(stdout.read_text(encoding="utf-8", errors="replace"))

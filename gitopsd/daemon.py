@@ -116,12 +116,17 @@ class Daemon:
 
     def _start_triggers(self) -> None:
         cfg = self.config
-        self.listener = Listener(cfg.nudge_socket)
-        threading.Thread(target=self._listen, args=(self.listener,), name="nudge", daemon=True).start()
-        self.watcher = RefWatcher({r.name: r.path for r in cfg.repositories}, self._on_ref_change)
-        self.watcher.start()
-        self.sweeper = Sweeper(cfg.sweep_interval, self.sweep)
-        self.sweeper.start()
+        # Each trigger alone converges; GITOPSD_TRIGGERS narrows them down for tests and debugging.
+        enabled = set(os.environ.get("GITOPSD_TRIGGERS", "nudge,watch,sweep").split(","))
+        if "nudge" in enabled:
+            self.listener = Listener(cfg.nudge_socket)
+            threading.Thread(target=self._listen, args=(self.listener,), name="nudge", daemon=True).start()
+        if "watch" in enabled:
+            self.watcher = RefWatcher({r.name: r.path for r in cfg.repositories}, self._on_ref_change)
+            self.watcher.start()
+        if "sweep" in enabled:
+            self.sweeper = Sweeper(cfg.sweep_interval, self.sweep)
+            self.sweeper.start()
 
     def _stop_triggers(self) -> None:
         for part in (self.sweeper, self.watcher):

@@ -241,12 +241,22 @@ class Reconciler:
         except Exception as exc:  # an unexpected error is a failed attempt, never a dead worker
             log.exception("deployment crashed", extra=extra)
             reason = f"internal error: {exc}"
+        try:
+            self._record(repo, env, desired, deployed, decision, deployment_id, result, reason, permanent, hosts,
+                         time.monotonic() - started, extra)
         finally:
+            # Only now, with the result recorded, may a look start the next deployment here.
             with self._lock:
                 self._running.pop((repo.name, env.name), None)
+        self._prune()
+        self.on_change()
+        self.schedule(Look(repo.name, env.name, "after-deploy"), self.clock())
+
+    def _record(self, repo: Repository, env: Environment, desired: Head, deployed: Deployment | None,
+                decision: Decision, deployment_id: int, result: str, reason: str, permanent: bool,
+                hosts: dict[str, str], took: float, extra: dict[str, object]) -> None:
         now = self.clock()
-        self.store.finish(deployment_id, result, now=now, reason=reason or None, detail={"hosts": hosts})
-        took = time.monotonic() - started
+        self.store.finish(deployment_id, result, now=now, outcome=reason or None, detail={"hosts": hosts})
         if result == "succeeded":
             self.store.clear_failure(repo.name, env.name)
             log.info("deployment %s in %.1fs: %s", result, took, reason, extra=extra)
@@ -255,9 +265,6 @@ class Reconciler:
                         deployed.commit[:7] if deployed else "nothing", extra=extra)
         else:
             self._failed(repo, env, desired, deployed, decision, deployment_id, reason, permanent, now, took, extra)
-        self._prune()
-        self.on_change()
-        self.schedule(Look(repo.name, env.name, "after-deploy"), now)
 
     def _failed(self, repo: Repository, env: Environment, desired: Head, deployed: Deployment | None,
                 decision: Decision, deployment_id: int, reason: str, permanent: bool, now: float, took: float,

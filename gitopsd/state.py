@@ -27,6 +27,7 @@ CREATE TABLE IF NOT EXISTS deployments (
     trigger TEXT NOT NULL,
     actor TEXT NOT NULL,
     reason TEXT,
+    outcome TEXT,
     started_at REAL NOT NULL,
     finished_at REAL,
     attempt INTEGER NOT NULL DEFAULT 1,
@@ -71,7 +72,8 @@ class Deployment:
     result: str
     trigger: str
     actor: str
-    reason: str | None
+    reason: str | None        # why it started (e.g. an automatic rollback's cause)
+    outcome: str | None       # how it ended, in words
     started_at: float
     finished_at: float | None
     attempt: int
@@ -82,7 +84,7 @@ class Deployment:
         return {
             "id": self.id, "repo": self.repo, "env": self.env, "commit": self.commit, "tree": self.tree,
             "previous_commit": self.previous_commit, "kind": self.kind, "result": self.result,
-            "trigger": self.trigger, "actor": self.actor, "reason": self.reason,
+            "trigger": self.trigger, "actor": self.actor, "reason": self.reason, "outcome": self.outcome,
             "started_at": iso(self.started_at), "finished_at": iso(self.finished_at),
             "attempt": self.attempt,
         }
@@ -159,19 +161,19 @@ class Store:
     def set_workdir(self, deployment_id: int, workdir: Path) -> None:
         self._write("UPDATE deployments SET workdir = ? WHERE id = ?", (str(workdir), deployment_id))
 
-    def finish(self, deployment_id: int, result: str, *, now: float, reason: str | None = None,
+    def finish(self, deployment_id: int, result: str, *, now: float, outcome: str | None = None,
                detail: dict[str, Any] | None = None) -> None:
         assert result in RESULTS and result != "running", result
         self._write(
-            "UPDATE deployments SET result = ?, finished_at = ?, reason = COALESCE(?, reason), detail = ?"
+            "UPDATE deployments SET result = ?, finished_at = ?, outcome = ?, detail = ?"
             " WHERE id = ? AND result = 'running'",
-            (result, now, reason, json.dumps(detail or {}), deployment_id))
+            (result, now, outcome, json.dumps(detail or {}), deployment_id))
 
     def mark_interrupted(self, now: float) -> list[Deployment]:
         """Mark every deployment left `running` by a previous daemon as interrupted; return them."""
         running = [self._deployment(r) for r in self._rows("SELECT * FROM deployments WHERE result = 'running'")]
         for dep in running:
-            self.finish(dep.id, "interrupted", now=now, reason="the daemon stopped during this deployment")
+            self.finish(dep.id, "interrupted", now=now, outcome="the daemon stopped during this deployment")
         return running
 
     def get(self, deployment_id: int) -> Deployment | None:
@@ -228,7 +230,7 @@ class Store:
         return Deployment(
             id=row["id"], repo=row["repo"], env=row["env"], commit=row["commit_id"], tree=row["tree"],
             previous_commit=row["previous_commit"], kind=row["kind"], result=row["result"], trigger=row["trigger"],
-            actor=row["actor"], reason=row["reason"], started_at=row["started_at"], finished_at=row["finished_at"],
+            actor=row["actor"], reason=row["reason"], outcome=row["outcome"], started_at=row["started_at"], finished_at=row["finished_at"],
             attempt=row["attempt"], workdir=row["workdir"], detail=json.loads(row["detail"] or "{}"))
 
     # -- retries and stalls ---------------------------------------------------------------------

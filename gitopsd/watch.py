@@ -12,12 +12,17 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
 
+WRITES = {"moved", "created", "deleted", "modified", "closed"}
+
+
 class _RefsHandler(FileSystemEventHandler):
     def __init__(self, repo: str, callback: Callable[[str], None]):
         self.repo = repo
         self.callback = callback
 
     def on_any_event(self, event: FileSystemEvent) -> None:
+        if event.event_type not in WRITES:
+            return  # reads of refs (ours included) must not trigger looks: that would loop
         paths = [str(event.src_path), str(getattr(event, "dest_path", "") or "")]
         relevant = [p for p in paths if p and not p.endswith((".lock", "packed-refs.new"))]
         if any("/refs/" in p or p.endswith("packed-refs") for p in relevant):

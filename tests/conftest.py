@@ -1,0 +1,27 @@
+"""Shared fixtures.
+
+What is real: Git repositories in temp folders, git push through the installed hooks,
+ansible-runner and ansible-playbook with `ansible_connection=local` hosts, the daemon as a
+process. What is faked: only the Git and Ansible ports of the reconciler core, in tests/unit.
+"""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+# Commits made by tests must not depend on the user's git configuration.
+os.environ.setdefault("GIT_CONFIG_NOSYSTEM", "1")
+os.environ["GIT_AUTHOR_NAME"] = os.environ["GIT_COMMITTER_NAME"] = "Test"
+os.environ["GIT_AUTHOR_EMAIL"] = os.environ["GIT_COMMITTER_EMAIL"] = "test@example.com"
+
+
+@pytest.fixture
+def short_tmp(tmp_path_factory):
+    """A short temp folder: Unix socket paths must stay under 108 bytes."""
+    import tempfile
+    from pathlib import Path
+    path = Path(tempfile.mkdtemp(prefix="gt-", dir="/tmp"))
+    yield path
+    import shutil
+    shutil.rmtree(path, ignore_errors=True)

@@ -1,0 +1,233 @@
+"""The daemon as a real process: real pushes through real hooks, real ansible-playbook runs."""
+from __future__ import annotations
+
+import signal
+import time
+
+import psutil
+import pytest
+
+from tests.support import Daemon, Sandbox
+
+
+@pytest.fixture
+def sandbox(short_tmp):
+    return Sandbox(short_tmp, {"qa": ["qa-1"], "staging": ["staging-1", "staging-2"]})
+
+
+def _converged(sandbox: Sandbox, daemon: Daemon, envs=("qa", "staging")) -> None:
+    for env in envs:
+        daemon.wait_state(env, "in-sync", sandbox.head(env))
+
+
+@pytest.mark.parametrize("trigger", ["nudge", "watch", "sweep"])
+def test_each_trigger_alone_is_enough_to_deploy_a_push(short_tmp, trigger):
+    sandbox = Sandbox(short_tmp, {"qa": ["qa-1"]}, sweep_interval=2)
+    with Daemon(sandbox, GITOPSD_TRIGGERS=trigger) as daemon:
+        daemon.wait_state("qa", "in-sync", sandbox.head("qa"))   # the startup sweep deploys the first head
+        sandbox.write("app.txt", "v2")
+        new = sandbox.commit("v2")
+        pushed = sandbox.push("main", "main:qa")
+        if trigger == "nudge":
+            assert "qa will be deployed now" in pushed.stderr
+        daemon.wait_state("qa", "in-sync", new, timeout=30)
+    [last] = sandbox.history("qa")[:1]
+    assert last["commit"] == new and last["result"] == "succeeded" and last["kind"] == "deploy"
+    assert last["trigger"] == {"nudge": "push", "watch": "watch", "sweep": "sweep"}[trigger]
+
+
+def test_push_records_who_pushed_from_the_transport_not_from_the_commit(sandbox):
+    with Daemon(sandbox) as daemon:
+        _converged(sandbox, daemon)
+        sandbox.write("app.txt", "v2")
+        new = sandbox.commit("v2")
+        # The commit's author says "Dev"; the transport (as Gitolite would) says alice.
+        import subprocess
+        subprocess.run(["git", "push", "-q", "origin", "main:qa"], cwd=sandbox.work, check=True,
+                       env=sandbox.environ(GL_USER="alice"))
+        daemon.wait_state("qa", "in-sync", new)
+        daemon.wait_for(lambda: sandbox.history("qa")[0]["actor"].startswith("alice"), 10, "actor recorded")
+
+
+def test_a_burst_of_pushes_deploys_the_newest_head_not_every_one(sandbox):
+    with Daemon(sandbox) as daemon:
+        _converged(sandbox, daemon)
+        sandbox.write("SLEEP", "2")
+        sandbox.commit("slow deploy")
+        sandbox.push("main:qa")
+        daemon.wait_state("qa", "deploying")
+        sandbox.remove("SLEEP")
+        commits = []
+        for i in range(5):
+            sandbox.write("app.txt", f"v{i}")
+            commits.append(sandbox.commit(f"burst {i}"))
+            sandbox.push("main:qa")
+        daemon.wait_state("qa", "in-sync", commits[-1])
+    deployed = [d["commit"] for d in sandbox.history("qa")]
+    assert commits[-1] in deployed
+    assert not set(commits[:-1]) & set(deployed), "intermediate heads of a burst must not be deployed"
+
+
+def test_environments_deploy_in_parallel_one_deployment_each(sandbox):
+    with Daemon(sandbox) as daemon:
+        _converged(sandbox, daemon)
+        sandbox.write("SLEEP", "3")
+        new = sandbox.commit("slow everywhere")
+        started = time.monotonic()
+        sandbox.push("main:qa", "main:staging")
+        daemon.wait_state("qa", "in-sync", new, timeout=60)
+        daemon.wait_state("staging", "in-sync", new, timeout=60)
+        took = time.monotonic() - started
+    # Two 3-second deployments run side by side, not one after the other.
+    assert took < 3 * 2 + 4, took
+    for env in ("qa", "staging"):
+        assert sum(1 for d in sandbox.history(env) if d["commit"] == new) == 1
+
+
+def test_a_failing_commit_is_retried_with_backoff_then_stalled_until_the_branch_moves(sandbox):
+    with Daemon(sandbox) as daemon:
+        _converged(sandbox, daemon)
+        good = sandbox.head("qa")
+        sandbox.write("FAIL", "yes")
+        bad = sandbox.commit("broken")
+        sandbox.push("main:qa")
+        row = daemon.wait_state("qa", "stalled", bad, timeout=60)
+        assert row["deployed"] == good, "a failing deploy leaves the environment on its last good state"
+        attempts = [d for d in sandbox.history("qa") if d["commit"] == bad]
+        assert [d["result"] for d in attempts] == ["failed", "failed"]   # retries: 1 -> two attempts
+        assert [d["attempt"] for d in attempts] == [2, 1]
+        assert "gitopsd retry qa" in daemon.log()
+        # Stalled: nothing more happens on its own.
+        time.sleep(3)
+        assert len([d for d in sandbox.history("qa") if d["commit"] == bad]) == 2
+        # `gitopsd retry` clears the stall: one more attempt (which fails again).
+        assert "stall cleared" in sandbox.cli("retry", "qa").stdout
+        daemon.wait_for(lambda: len([d for d in sandbox.history("qa") if d["commit"] == bad]) >= 3, 30, "retry")
+        # A new commit moves the branch: deployed at once.
+        sandbox.remove("FAIL")
+        fixed = sandbox.commit("fixed")
+        sandbox.push("main:qa")
+        daemon.wait_state("qa", "in-sync", fixed)
+
+
+def test_automatic_rollback_reverts_the_branch_and_deploys_the_last_good_tree(short_tmp):
+    sandbox = Sandbox(short_tmp, {"production": ["p-1", "p-2"]}, env_options={"production": {"auto_rollback": True}})
+    with Daemon(sandbox) as daemon:
+        daemon.wait_state("production", "in-sync", sandbox.head("production"))
+        good = sandbox.head("production")
+        sandbox.write("FAIL", "yes")
+        bad = sandbox.commit("broken release")
+        sandbox.push("main:production")
+        daemon.wait_for(lambda: sandbox.head("production") not in (good, bad), 60, "revert commit")
+        revert = sandbox.head("production")
+        daemon.wait_state("production", "in-sync", revert)
+        # Hold a few seconds: the failed tree is not retried.
+        time.sleep(3)
+    assert sandbox.tree(revert) == sandbox.tree(good)
+    history = sandbox.history("production")
+    assert [(d["commit"], d["kind"], d["result"]) for d in history[:2]] == [
+        (revert, "rollback", "succeeded"), (bad, "deploy", "failed")]
+    assert history[0]["trigger"] == "auto-rollback" and history[0]["actor"] == "gitopsd"
+    assert "automatic rollback" in history[0]["reason"]
+    assert sum(1 for d in history if d["commit"] == bad) == 1
+    message = sandbox.cli("logs", str(history[0]["id"])).stdout
+    assert "rollback" in message
+    import subprocess
+    body = subprocess.run(["git", "--git-dir", str(sandbox.repo), "log", "-1", "--format=%B", revert],
+                          capture_output=True, text=True, check=True).stdout
+    assert body.startswith('Revert "broken release"') and f"This reverts commit {bad}." in body
+    assert "Gitopsd-Rollback: automatic" in body
+
+
+def test_a_pushed_git_revert_rolls_the_environment_back(sandbox):
+    with Daemon(sandbox) as daemon:
+        _converged(sandbox, daemon)
+        v1 = sandbox.head("qa")
+        sandbox.write("app.txt", "v2")
+        sandbox.commit("v2")
+        import subprocess
+        subprocess.run(["git", "fetch", "-q", "origin"], cwd=sandbox.work, check=True)
+        subprocess.run(["git", "checkout", "-q", "-b", "qa", "origin/qa"], cwd=sandbox.work, check=True)
+        subprocess.run(["git", "merge", "-q", "--no-ff", "-m", "Promote main to qa", "main"], cwd=sandbox.work, check=True)
+        merge = sandbox.push("qa:qa") and sandbox.head("qa")
+        daemon.wait_state("qa", "in-sync", merge)
+        subprocess.run(["git", "revert", "--no-edit", "-m", "1", merge], cwd=sandbox.work, check=True,
+                       capture_output=True)
+        sandbox.push("qa:qa")
+        revert = sandbox.head("qa")
+        daemon.wait_state("qa", "in-sync", revert)
+    assert sandbox.tree(revert) == sandbox.tree(v1)
+    assert sandbox.history("qa")[0]["kind"] == "rollback"
+
+
+def test_gitopsd_rollback_command_reverts_to_the_previous_good_tree(sandbox):
+    with Daemon(sandbox) as daemon:
+        _converged(sandbox, daemon)
+        v1 = sandbox.head("staging")
+        sandbox.write("app.txt", "v2")
+        v2 = sandbox.commit("v2")
+        sandbox.push("main:staging")
+        daemon.wait_state("staging", "in-sync", v2)
+        out = sandbox.cli("rollback", "staging").stdout
+        assert "the daemon deploys it now" in out
+        revert = sandbox.head("staging")
+        daemon.wait_state("staging", "in-sync", revert)
+    assert sandbox.tree(revert) == sandbox.tree(v1)
+    last = sandbox.history("staging")[0]
+    assert last["kind"] == "rollback" and last["trigger"] == "rollback"
+
+
+def test_kill_9_mid_deployment_then_restart_marks_it_interrupted_reaps_and_converges(sandbox):
+    daemon = Daemon(sandbox)
+    _converged(sandbox, daemon)
+    sandbox.write("SLEEP", "30")
+    slow = sandbox.commit("slow")
+    sandbox.push("main:qa")
+    daemon.wait_for(lambda: _sleeping("30"), 30, "sleep started")
+    daemon.proc.kill()   # SIGKILL: no cleanup at all
+    daemon.stop()
+    sandbox.remove("SLEEP")
+    with Daemon(sandbox) as second:
+        second.wait_for(lambda: not _sleeping("30"), 10, "orphans reaped")
+        second.wait_state("qa", "in-sync", slow, timeout=60)   # the head is still `slow`: redeployed
+        assert "interrupted" in second.log()
+    results = [(d["commit"], d["result"]) for d in sandbox.history("qa") if d["commit"] == slow]
+    assert ("interrupted" in [r for _, r in results]) and results[0][1] == "succeeded"
+
+
+def test_sigterm_during_a_long_deployment_cancels_it_cleanly_and_the_next_start_converges(sandbox):
+    daemon = Daemon(sandbox)
+    _converged(sandbox, daemon)
+    sandbox.write("SLEEP", "60")
+    slow = sandbox.commit("very slow")
+    sandbox.push("main:qa")
+    daemon.wait_for(lambda: _sleeping("60"), 30, "sleep started")
+    started = time.monotonic()
+    daemon.proc.send_signal(signal.SIGTERM)
+    daemon.proc.wait(30)
+    assert time.monotonic() - started < 5 + 10   # stop_grace 5 s plus cancel and reaping
+    assert not _sleeping("60")
+    daemon.stop()
+    [last] = [d for d in sandbox.history("qa") if d["commit"] == slow]
+    assert last["result"] == "canceled"
+    assert sandbox.status()["qa"]["deployed"] != slow
+
+
+def test_a_second_daemon_on_the_same_state_folder_refuses_to_start(sandbox):
+    with Daemon(sandbox) as first:
+        _converged(sandbox, first)
+        second = Daemon(sandbox)
+        assert second.proc.wait(20) == 1
+        assert "already running" in second.log()
+        second.stop()
+
+
+def _sleeping(seconds: str) -> bool:
+    """Is a `sleep SECONDS` started by a test playbook alive?"""
+    for proc in psutil.process_iter():
+        try:
+            if proc.cmdline()[:2] == ["sleep", seconds]:
+                return True
+        except psutil.Error:
+            continue
+    return False

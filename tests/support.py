@@ -1,0 +1,198 @@
+"""Test helpers: real bare repositories, real clones and pushes, the real daemon as a process."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+GITOPSD = [sys.executable, "-m", "gitopsd"]
+
+# A playbook that records each run per host, fails when the tree has FAIL, sleeps when it has SLEEP.
+TEST_PLAYBOOK = """\
+- hosts: all
+  gather_facts: false
+  tasks:
+    - name: record this run
+      ansible.builtin.copy:
+        dest: "{{ lookup('ansible.builtin.env', 'GITOPSD_TEST_OUT') }}/{{ inventory_hostname }}.{{ gitopsd_deploy_id }}"
+        content: "{{ gitopsd_commit }} {{ gitopsd_kind }} {{ gitopsd_env }}\\n"
+    - name: sleep when asked to
+      ansible.builtin.command: sleep {{ lookup('ansible.builtin.file', gitopsd_workdir + '/SLEEP') }}
+      when: (gitopsd_workdir + '/SLEEP') is exists
+    - name: fail when asked to
+      ansible.builtin.fail:
+        msg: this tree is broken on purpose
+      when: (gitopsd_workdir + '/FAIL') is exists
+"""
+
+LOCAL_INVENTORY = """\
+all:
+  vars:
+    ansible_connection: local
+    ansible_python_interpreter: "{{{{ ansible_playbook_python }}}}"
+  hosts:
+{hosts}
+"""
+
+
+def inventory(*hosts: str) -> str:
+    return LOCAL_INVENTORY.format(hosts="\n".join(f"    {h}: {{}}" for h in hosts) or "    {}")
+
+
+def run(cmd: list[str], cwd: Path | None = None, check: bool = True, env: dict[str, str] | None = None,
+        input: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env, input=input, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{cmd} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def git(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return run(["git", *args], cwd=cwd, check=check)
+
+
+@dataclass
+class Sandbox:
+    """A bare repo with hooks, a clone to push from, a config, and folders for state and test output."""
+
+    root: Path
+    envs: dict[str, list[str]]
+    env_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    sweep_interval: float = 300
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.repo = self.root / "shop.git"
+        self.work = self.root / "work"
+        self.state = self.root / "state"
+        self.runtime = self.root / "run"
+        self.out = self.root / "out"
+        self.config = self.root / "gitopsd.yml"
+        self.out.mkdir(parents=True, exist_ok=True)
+        git(self.root, "init", "--quiet", "--bare", "--initial-branch=main", str(self.repo))
+        git(self.root, "clone", "--quiet", str(self.repo), str(self.work))
+        git(self.work, "config", "user.email", "dev@example.com")
+        git(self.work, "config", "user.name", "Dev")
+        git(self.work, "checkout", "--quiet", "-b", "main")
+        self.write("playbooks/deploy.yml", TEST_PLAYBOOK)
+        for env, hosts in self.envs.items():
+            self.write(f"environments/{env}/hosts.yml", inventory(*hosts))
+        self.commit("initial content")
+        git(self.work, "push", "--quiet", "origin", "main")
+        self.write_config()
+        run([*GITOPSD, "install-hooks", str(self.repo), "--config", str(self.config)], env=self.environ())
+        for env in self.envs:
+            git(self.root, "--git-dir", str(self.repo), "branch", env, "main")
+
+    def write_config(self, **overrides: Any) -> None:
+        environments = []
+        for env in self.envs:
+            environments.append({"name": env, "retries": 1, "retry_backoff": 1, "retry_backoff_max": 2,
+                                 "timeout": 120, **self.env_options.get(env, {})})
+        data = {"state_dir": str(self.state), "runtime_dir": str(self.runtime), "sweep_interval": self.sweep_interval,
+                "stop_grace": 5,
+                "repositories": [{"name": "shop", "path": str(self.repo), "environments": environments}],
+                **self.extra, **overrides}
+        self.config.write_text(yaml.safe_dump(data, sort_keys=False))
+
+    def environ(self, **extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("GIT_", "GITOPSD_"))}
+        env.update({"GITOPSD_CONFIG": str(self.config), "GITOPSD_TEST_OUT": str(self.out),
+                    "PATH": f"{Path(sys.executable).parent}:{env.get('PATH', '/usr/bin:/bin')}"})
+        env.update(extra)
+        return env
+
+    def write(self, path: str, content: str) -> None:
+        target = self.work / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(content)
+
+    def remove(self, path: str) -> None:
+        git(self.work, "rm", "--quiet", path)
+
+    def commit(self, message: str) -> str:
+        git(self.work, "add", "-A")
+        git(self.work, "commit", "--quiet", "--allow-empty", "-m", message)
+        return git(self.work, "rev-parse", "HEAD").stdout.strip()
+
+    def push(self, *refspecs: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return run(["git", "push", "origin", *refspecs], cwd=self.work, check=check, env=self.environ())
+
+    def head(self, branch: str) -> str:
+        return git(self.root, "--git-dir", str(self.repo), "rev-parse", f"refs/heads/{branch}").stdout.strip()
+
+    def tree(self, rev: str) -> str:
+        return git(self.root, "--git-dir", str(self.repo), "rev-parse", f"{rev}^{{tree}}").stdout.strip()
+
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return run([*GITOPSD, *args, "--config", str(self.config)], env=self.environ(), check=check)
+
+    def status(self) -> dict[str, dict[str, Any]]:
+        return {row["env"]: row for row in json.loads(self.cli("status", "--json").stdout)}
+
+    def history(self, env: str | None = None) -> list[dict[str, Any]]:
+        return json.loads(self.cli("history", *([env] if env else []), "--json", "--limit", "100").stdout)
+
+    def runs(self) -> list[str]:
+        """What the test playbook recorded: 'host.deployment_id: commit kind env', oldest first."""
+        files = sorted(self.out.iterdir(), key=lambda p: (int(p.suffix[1:]) if p.suffix[1:].isdigit() else 0, p.name))
+        return [f"{p.name}: {p.read_text().strip()}" for p in files if p.is_file()]
+
+
+class Daemon:
+    """`gitopsd run` as a real process."""
+
+    def __init__(self, sandbox: Sandbox, **env: str):
+        self.sandbox = sandbox
+        self.log_path = sandbox.root / f"daemon-{time.monotonic_ns()}.log"
+        self._log = open(self.log_path, "w")
+        self.proc = subprocess.Popen([*GITOPSD, "run", "--config", str(sandbox.config), "--log-level", "debug"],
+                                     stdout=self._log, stderr=subprocess.STDOUT, env=sandbox.environ(**env),
+                                     start_new_session=True)
+
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+    def wait_for(self, predicate: Callable[[], Any], timeout: float = 60, what: str = "condition") -> Any:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = predicate()
+            if value:
+                return value
+            if self.proc.poll() is not None:
+                raise AssertionError(f"daemon exited ({self.proc.returncode}) waiting for {what}:\n{self.log()}")
+            time.sleep(0.1)
+        raise AssertionError(f"timed out waiting for {what}:\n{self.log()}")
+
+    def wait_state(self, env: str, state: str, commit: str | None = None, timeout: float = 60) -> dict[str, Any]:
+        def check() -> dict[str, Any] | None:
+            row = self.sandbox.status()[env]
+            ok = row["state"] == state and (commit is None or row["deployed"] == commit or row["desired"] == commit)
+            return row if ok else None
+        return self.wait_for(check, timeout, f"{env} {state} {commit or ''}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        return self.proc.returncode
+
+    def __enter__(self) -> "Daemon":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
