@@ -278,11 +278,15 @@ def _environment(raw: Any, key: str, previous_branch: str, check: _Checker) -> E
         check.add(f"{key}.name", f"must be a plain name (lowercase letters, digits, '-' or '_'), not {name!r}")
         name = ""
     branch = data.get("branch", name)
-    if not isinstance(branch, str) or not BRANCH_RE.match(branch) or ".." in branch or branch.endswith((".lock", ".")):
+    if branch == "" and "branch" not in data:
+        pass  # the name is already reported as invalid
+    elif not isinstance(branch, str) or not BRANCH_RE.match(branch) or ".." in branch or branch.endswith((".lock", ".")):
         check.add(f"{key}.branch", f"must be a plain branch name, not {branch!r}")
         branch = ""
     promote_from = data.get("promote_from", previous_branch)
-    if not isinstance(promote_from, str) or not BRANCH_RE.match(promote_from) or ".." in promote_from:
+    if promote_from == "" and "promote_from" not in data:
+        pass  # the previous environment's branch is already reported as invalid
+    elif not isinstance(promote_from, str) or not BRANCH_RE.match(promote_from) or ".." in promote_from:
         check.add(f"{key}.promote_from", f"must be a plain branch name, not {promote_from!r}")
         promote_from = ""
     auto_rollback = data.get("auto_rollback", False)

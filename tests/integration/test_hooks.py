@@ -1,0 +1,116 @@
+"""Real `git push` into real bare repositories through the installed hooks; exact output and exit codes."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.support import GITOPSD, Sandbox, git, run
+
+
+@pytest.fixture
+def sandbox(short_tmp):
+    return Sandbox(short_tmp, {"qa": ["qa-1"], "staging": ["staging-1"]})
+
+
+def test_force_pushing_an_environment_branch_is_refused_with_what_to_do_instead(sandbox):
+    sandbox.write("a.txt", "1")
+    sandbox.commit("one")
+    sandbox.push("main:qa")
+    git(sandbox.work, "reset", "--quiet", "--hard", "HEAD~1")
+    sandbox.write("b.txt", "2")
+    rewritten = sandbox.commit("rewritten")
+    before = sandbox.head("qa")
+    proc = sandbox.push("--force", "main:qa", check=False)
+    assert proc.returncode == 1
+    remote = [line for line in proc.stderr.splitlines() if line.startswith("remote:")]
+    text = "\n".join(line.rstrip() for line in remote)
+    assert "remote: gitopsd: push to refs/heads/qa refused" in text
+    assert "remote:   rule: environment branches only move forward (no force-push, no rewritten history)" in text
+    assert f"remote:   {rewritten[:7]} does not contain the current head {before[:7]} of qa." in text
+    assert "remote:   what to do instead:" in text
+    assert "git revert -m 1 <merge commit>" in text and "gitopsd rollback qa --repo shop" in text
+    assert "pre-receive hook declined" in proc.stderr
+    assert sandbox.head("qa") == before
+
+
+def test_deleting_an_environment_branch_is_refused(sandbox):
+    before = sandbox.head("staging")
+    proc = sandbox.push(":staging", check=False)
+    assert proc.returncode == 1
+    assert "remote: gitopsd: push to refs/heads/staging refused" in proc.stderr
+    assert "remote:   rule: environment branches cannot be deleted" in proc.stderr
+    assert sandbox.head("staging") == before
+
+
+def test_feature_branches_are_not_policed(sandbox):
+    sandbox.write("f.txt", "feature")
+    sandbox.commit("feature")
+    assert sandbox.push("main:feature/x").returncode == 0
+    git(sandbox.work, "reset", "--quiet", "--hard", "HEAD~1")
+    assert sandbox.push("--force", "main:feature/x").returncode == 0
+    assert sandbox.push(":feature/x").returncode == 0
+
+
+def test_post_receive_never_fails_a_push_when_the_daemon_is_down(sandbox):
+    sandbox.write("a.txt", "1")
+    sandbox.commit("one")
+    started = time.monotonic()
+    proc = sandbox.push("main:qa")
+    assert proc.returncode == 0
+    assert "remote: gitopsd: the daemon is not running; qa will be deployed when it is back" in proc.stderr
+    assert time.monotonic() - started < 5
+
+
+def test_an_invalid_server_config_refuses_pushes_to_the_policed_repository(sandbox):
+    sandbox.config.write_text("repositories: [unclosed\n")
+    sandbox.write("a.txt", "1")
+    sandbox.commit("one")
+    proc = sandbox.push("main:qa", check=False)
+    assert proc.returncode == 1
+    assert "gitopsd configuration is invalid" in proc.stderr and "gitopsd check-config" in proc.stderr
+
+
+def test_install_hooks_is_idempotent_and_chains_an_existing_hook(short_tmp):
+    repo = short_tmp / "r.git"
+    git(short_tmp, "init", "-q", "--bare", str(repo))
+    existing = repo / "hooks" / "pre-receive"
+    marker = short_tmp / "chained-ran"
+    existing.write_text(f"#!/bin/sh\ncat > {marker}\nexit 0\n")
+    existing.chmod(0o755)
+    config = short_tmp / "gitopsd.yml"
+    config.write_text(f"repositories:\n  - name: r\n    path: {repo}\n    environments: [{{name: qa}}]\n")
+    first = run([*GITOPSD, "install-hooks", str(repo), "--config", str(config)]).stdout
+    assert "existing hook kept as pre-receive.chained" in first
+    second = run([*GITOPSD, "install-hooks", str(repo), "--config", str(config)]).stdout
+    assert "pre-receive: already installed" in second and "post-receive: already installed" in second
+    assert (repo / "hooks" / "pre-receive.chained").read_text().startswith("#!/bin/sh\ncat >")
+    # Both hooks run on a push: the chained one got the same ref lines.
+    work = short_tmp / "w"
+    git(short_tmp, "clone", "-q", str(repo), str(work))
+    (work / "x").write_text("x")
+    git(work, "add", "x")
+    git(work, "commit", "-qm", "x")
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    subprocess.run(["git", "push", "-q", "origin", "HEAD:feature"], cwd=work, check=True, env=env)
+    assert marker.read_text().strip().endswith("refs/heads/feature")
+
+
+def test_ref_names_with_shell_or_jinja_syntax_execute_nothing(sandbox):
+    canary = sandbox.root / "pwned"
+    sandbox.write("a.txt", "1")
+    sandbox.commit("one")
+    for name in [f"$(touch {canary})", "{{lookup('pipe','touch " + str(canary) + "')}}", f"a;touch {canary}"]:
+        sandbox.push(f"main:refs/heads/{name}", check=False)
+    assert not canary.exists()
+
+
+def test_the_hook_path_imports_no_heavy_library(sandbox):
+    code = ("import sys, io; from gitopsd import hooks; "
+            "print(sorted(m for m in ('pygit2','ansible','ansible_runner','watchdog','apscheduler') if m in sys.modules))")
+    out = run([sys.executable, "-c", code]).stdout.strip()
+    assert out == "[]"
