@@ -1,0 +1,166 @@
+"""`make bench`: gitopsd's speed and footprint, each figure beside a baseline measured in the same run.
+
+(a) push -> playbook-start latency: from `git push` returning to the ansible-playbook process
+    existing (its kernel start time), median and p95 over 20+ pushes.
+(b) one deployment through gitopsd (push returning -> deployment recorded as succeeded) vs the
+    same ansible-playbook command run by hand, interleaved, as a ratio of medians (target <= 1.10).
+(c) the idle daemon watching 3 repositories x 3 environments: RSS and CPU over 60 s.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.support import Daemon, Sandbox, run  # noqa: E402
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+
+
+def playbook_started_after(t0: float, timeout: float = 30) -> float:
+    """Wait for an ansible-playbook process to appear; return when it was first seen, minus t0 (monotonic).
+
+    The kernel's process start times are not comparable with the wall clock inside this container,
+    so this polls the process table (a few ms per pass): the figure is an upper bound.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for proc in psutil.process_iter(["cmdline"]):
+            cmd = proc.info["cmdline"] or []
+            if any(part.endswith("ansible-playbook") for part in cmd[:2]):
+                return time.monotonic() - t0
+        time.sleep(0.001)
+    raise RuntimeError("no ansible-playbook process started")
+
+
+def bench_latency(root: Path, pushes: int, triggers: str) -> dict:
+    sandbox = Sandbox(root, {"qa": ["qa-1"]})
+    latencies, from_start = [], []
+    with Daemon(sandbox, GITOPSD_TRIGGERS=triggers) as daemon:
+        daemon.wait_state("qa", "in-sync", sandbox.head("qa"))
+        for i in range(pushes):
+            sandbox.write("app.txt", f"v{i}")
+            commit = sandbox.commit(f"v{i}")
+            started = time.monotonic()
+            sandbox.push("main:qa")
+            returned = time.monotonic()
+            seen = returned + playbook_started_after(returned)
+            latencies.append(seen - returned)
+            from_start.append(seen - started)
+            daemon.wait_state("qa", "in-sync", commit)
+    return {"pushes": pushes, "median_ms": statistics.median(latencies) * 1000,
+            "p95_ms": percentile(latencies, 95) * 1000, "max_ms": max(latencies) * 1000,
+            "from_push_start_median_ms": statistics.median(from_start) * 1000}
+
+
+def bench_overhead(root: Path, rounds: int) -> dict:
+    sandbox = Sandbox(root, {"qa": ["qa-1"]})
+    checkout = root / "by-hand"
+    run(["git", "clone", "-q", str(sandbox.repo), str(checkout)])
+    vars_file = root / "vars.json"
+    vars_file.write_text(json.dumps({"gitopsd_env": "qa", "gitopsd_commit": "0" * 40, "gitopsd_kind": "deploy",
+                                     "gitopsd_deploy_id": "0", "gitopsd_workdir": str(checkout)}))
+    ansible_playbook = str(Path(sys.executable).parent / "ansible-playbook")
+    hand, through = [], []
+    with Daemon(sandbox) as daemon:
+        daemon.wait_state("qa", "in-sync", sandbox.head("qa"))
+        for i in range(rounds):
+            t0 = time.monotonic()
+            run([ansible_playbook, "-i", "environments/qa/hosts.yml", "playbooks/deploy.yml", "-e", f"@{vars_file}"],
+                cwd=checkout, env=sandbox.environ())
+            hand.append(time.monotonic() - t0)
+            sandbox.write("app.txt", f"round {i}")
+            commit = sandbox.commit(f"round {i}")
+            sandbox.push("main:qa")
+            t0 = time.monotonic()
+            while True:
+                row = sandbox.status()["qa"]
+                if row["deployed"] == commit:
+                    break
+                time.sleep(0.01)
+            through.append(time.monotonic() - t0)
+    by_hand, gitopsd = statistics.median(hand), statistics.median(through)
+    return {"rounds": rounds, "by_hand_s": by_hand, "gitopsd_s": gitopsd, "ratio": gitopsd / by_hand}
+
+
+def bench_idle(root: Path, seconds: float) -> dict:
+    import yaml
+    repos = []
+    sandboxes = []
+    for name in ("a", "b", "c"):
+        sb = Sandbox(root / name, {"qa": ["h1"], "staging": ["h2"], "production": ["h3"]})
+        sandboxes.append(sb)
+        repos.append({"name": name, "path": str(sb.repo), "environments": [
+            {"name": e} for e in ("qa", "staging", "production")]})
+    main = sandboxes[0]
+    data = yaml.safe_load(main.config.read_text())
+    data["repositories"] = repos
+    data["sweep_interval"] = 10
+    main.config.write_text(yaml.safe_dump(data))
+    with Daemon(main) as daemon:
+        for sb in sandboxes:
+            for env in ("qa", "staging", "production"):
+                daemon.wait_for(lambda: all(r["state"] == "in-sync" for r in json.loads(
+                    main.cli("status", "--json").stdout)), 120, "all in sync")
+        proc = psutil.Process(daemon.proc.pid)
+        time.sleep(2)
+        cpu0 = proc.cpu_times()
+        t0 = time.monotonic()
+        rss = []
+        while time.monotonic() - t0 < seconds:
+            rss.append(proc.memory_info().rss)
+            time.sleep(1)
+        cpu1 = proc.cpu_times()
+        elapsed = time.monotonic() - t0
+    baseline = subprocess.run([sys.executable, "-c", "import resource; print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"],
+                              capture_output=True, text=True, check=True)
+    cpu = (cpu1.user + cpu1.system) - (cpu0.user + cpu0.system)
+    return {"seconds": round(elapsed), "rss_mb": max(rss) / 2**20, "cpu_s": cpu, "cpu_percent": 100 * cpu / elapsed,
+            "python_baseline_rss_mb": int(baseline.stdout) / 1024}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pushes", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--idle-seconds", type=float, default=60)
+    parser.add_argument("--only", choices=("latency", "overhead", "idle"))
+    args = parser.parse_args()
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="gb-", dir="/tmp") as tmp:
+        root = Path(tmp)
+        if args.only in (None, "latency"):
+            for label, triggers in (("all triggers", "nudge,watch,sweep"), ("nudge only", "nudge")):
+                results[f"latency {label}"] = r = bench_latency(root / f"lat-{triggers}", args.pushes, triggers)
+                print(f"(a) push returned -> playbook started, {label}, {r['pushes']} pushes: median "
+                      f"{r['median_ms']:.0f} ms, p95 {r['p95_ms']:.0f} ms, max {r['max_ms']:.0f} ms "
+                      f"(from the start of `git push`: median {r['from_push_start_median_ms']:.0f} ms)", flush=True)
+        if args.only in (None, "overhead"):
+            results["overhead"] = r = bench_overhead(root / "ovh", args.rounds)
+            print(f"(b) one deployment, median of {r['rounds']}: by hand {r['by_hand_s']:.2f} s, through gitopsd "
+                  f"(push -> recorded) {r['gitopsd_s']:.2f} s, ratio {r['ratio']:.2f} (target <= 1.10)", flush=True)
+        if args.only in (None, "idle"):
+            results["idle"] = r = bench_idle(root / "idle", args.idle_seconds)
+            print(f"(c) idle daemon, 3 repos x 3 environments, {r['seconds']} s: RSS {r['rss_mb']:.0f} MiB "
+                  f"(bare python {r['python_baseline_rss_mb']:.0f} MiB), CPU {r['cpu_s']:.2f} s = "
+                  f"{r['cpu_percent']:.2f} %", flush=True)
+    out = Path(__file__).resolve().parent / "results"
+    out.mkdir(exist_ok=True)
+    (out / "latest.json").write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

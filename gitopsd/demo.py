@@ -1,0 +1,222 @@
+"""`make demo`: a narrated qa -> staging -> production pipeline with a rollback, in a sandbox under .demo/.
+
+Everything is real: a bare repository with gitopsd's hooks, the daemon as a process, git pushes
+from a clone, ansible-playbook deploying the sample web app to local hosts, and the app itself
+answering over HTTP with the commit it runs.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO = ROOT / ".demo"
+GITOPSD = [sys.executable, "-m", "gitopsd"]
+PORT_BASE = int(os.environ.get("GITOPSD_DEMO_PORT_BASE", "18000"))
+HOSTS = {"qa": ["qa-1"], "staging": ["staging-1", "staging-2"],
+         "production": ["production-1", "production-2", "production-3", "production-4"]}
+BOLD, DIM, RESET = ("\033[1m", "\033[2m", "\033[0m") if sys.stdout.isatty() else ("", "", "")
+
+
+def port_of(host: str) -> int:
+    env, n = host.rsplit("-", 1)
+    return PORT_BASE + {"qa": 10, "staging": 20, "production": 30}[env] + int(n)
+
+
+def say(text: str) -> None:
+    print(f"\n{BOLD}== {text}{RESET}", flush=True)
+
+
+def note(text: str) -> None:
+    print(f"   {text}", flush=True)
+
+
+class Demo:
+    def __init__(self) -> None:
+        self.config = DEMO / "gitopsd.yml"
+        self.repo = DEMO / "shop.git"
+        self.work = DEMO / "work"
+        self.hosts_root = DEMO / "hosts"
+        self.env = {**os.environ, "GITOPSD_CONFIG": str(self.config), "GITOPSD_SAMPLE_ROOT": str(self.hosts_root),
+                    "GITOPSD_SAMPLE_PORT_BASE": str(PORT_BASE),
+                    "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+                    "GIT_AUTHOR_NAME": "Demo Developer", "GIT_AUTHOR_EMAIL": "dev@example.com",
+                    "GIT_COMMITTER_NAME": "Demo Developer", "GIT_COMMITTER_EMAIL": "dev@example.com"}
+        self.daemon: subprocess.Popen[str] | None = None
+
+    # -- helpers -----------------------------------------------------------------------------------
+    def run(self, *cmd: str, cwd: Path | None = None, show: bool = True, check: bool = True) -> subprocess.CompletedProcess[str]:
+        if show:
+            shown = " ".join(cmd).replace(sys.executable + " -m gitopsd", "gitopsd")
+            note(f"{DIM}$ {shown}{RESET}")
+        proc = subprocess.run(list(cmd), cwd=cwd, env=self.env, capture_output=True, text=True)
+        if show:
+            for line in (proc.stdout + proc.stderr).splitlines():
+                if line.strip():
+                    note(f"  {line.rstrip()}")
+        if check and proc.returncode != 0:
+            raise SystemExit(f"demo: command failed ({proc.returncode}): {' '.join(cmd)}")
+        return proc
+
+    def git(self, *args: str, show: bool = True) -> str:
+        return self.run("git", *args, cwd=self.work, show=show).stdout.strip()
+
+    def status(self) -> dict[str, dict]:
+        out = self.run(*GITOPSD, "status", "--json", show=False).stdout
+        return {row["env"]: row for row in json.loads(out)}
+
+    def head(self, branch: str) -> str:
+        return self.run("git", "--git-dir", str(self.repo), "rev-parse", f"refs/heads/{branch}", show=False).stdout.strip()
+
+    def wait_in_sync(self, env: str, commit: str, timeout: float = 120) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            row = self.status()[env]
+            if row["state"] == "in-sync" and row["deployed"] == commit:
+                return row
+            if row["state"] == "stalled":
+                raise SystemExit(f"demo: {env} stalled: {row['reason']}")
+            time.sleep(0.3)
+        raise SystemExit(f"demo: {env} did not reach {commit[:7]} within {timeout:.0f}s")
+
+    def served(self, host: str) -> str:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port_of(host)}/health", timeout=2) as resp:
+                return str(json.load(resp).get("commit", "?"))[:7]
+        except (urllib.error.URLError, OSError, ValueError):
+            return "down"
+
+    def show_hosts(self) -> None:
+        status = self.status()
+        note("")
+        note(f"{'environment':<12} {'branch head':<12} {'deployed':<9} hosts (commit each app reports on /health)")
+        for env, hosts in HOSTS.items():
+            row = status[env]
+            served = "  ".join(f"{h}={self.served(h)}" for h in hosts)
+            note(f"{env:<12} {(row['desired'] or '-')[:7]:<12} {(row['deployed'] or '-')[:7]:<9} {served}")
+
+    def stream_daemon(self) -> None:
+        assert self.daemon is not None and self.daemon.stderr is not None
+        log = open(DEMO / "daemon.log", "w", encoding="utf-8")
+        for line in self.daemon.stderr:
+            log.write(line)
+            log.flush()
+            print(f"   {DIM}daemon | {line.rstrip()}{RESET}", flush=True)
+
+    # -- the story -----------------------------------------------------------------------------------
+    def setup(self) -> None:
+        say("Setting up a sandbox in .demo/: a bare repository, its config, and gitopsd's hooks")
+        self.cleanup_previous()
+        shutil.rmtree(DEMO, ignore_errors=True)
+        DEMO.mkdir()
+        self.config.write_text(yaml.safe_dump({"state_dir": str(DEMO / "state"), "runtime_dir": str(DEMO / "run"),
+                                               "sweep_interval": 30, "stop_grace": 30}, sort_keys=False))
+        self.run(*GITOPSD, "init", str(self.repo), "--config", str(self.config), "--sample")
+        self.run(*GITOPSD, "check-config")
+
+    def start_daemon(self) -> None:
+        say("Starting the daemon (gitopsd run): it deploys main's first commit to every environment")
+        self.daemon = subprocess.Popen([*GITOPSD, "run"], env={**self.env, "JOURNAL_STREAM": "demo"}, text=True,
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+        threading.Thread(target=self.stream_daemon, daemon=True).start()
+        first = self.head("main")
+        for env in HOSTS:
+            self.wait_in_sync(env, first)
+        self.show_hosts()
+
+    def change_and_promote(self) -> tuple[str, str]:
+        say("A developer changes the app on main")
+        self.run("git", "clone", "--quiet", str(self.repo), str(self.work))
+        settings = self.work / "app" / "settings.json"
+        data = json.loads(settings.read_text())
+        data["greeting"] = "Hello from release 2"
+        settings.write_text(json.dumps(data, indent=2) + "\n")
+        self.git("commit", "--quiet", "-am", "Greet visitors from release 2")
+        self.git("push", "--quiet", "origin", "main")
+        change = self.head("main")
+
+        say("Promote main to qa: a fast-forward push of main onto the qa branch")
+        self.git("push", "origin", "main:qa")
+        self.wait_in_sync("qa", change)
+        self.show_hosts()
+
+        say("Promote qa to staging the same way: the same commit, the same tree")
+        self.git("push", "origin", "qa:staging")
+        self.wait_in_sync("staging", change)
+        self.show_hosts()
+
+        say("Release to production with a merge commit (git merge --no-ff staging), pushed")
+        self.git("fetch", "--quiet", "origin")
+        self.git("checkout", "--quiet", "-b", "production", "origin/production")
+        self.git("merge", "--quiet", "--no-ff", "-m", "Release: greeting from release 2", "origin/staging")
+        self.git("push", "origin", "production")
+        merge = self.head("production")
+        self.wait_in_sync("production", merge)
+        self.show_hosts()
+        return change, merge
+
+    def rollback(self, merge: str) -> None:
+        say("Production must go back: git revert -m 1 of the release merge, pushed")
+        self.git("revert", "--no-edit", "-m", "1", merge)
+        self.git("push", "origin", "production")
+        revert = self.head("production")
+        self.wait_in_sync("production", revert)
+        note(f"production now runs revert {revert[:7]}: its tree is the one production ran before the release,")
+        note("so the hosts switch back to the release folder they still have.")
+        self.show_hosts()
+
+    def finish(self) -> None:
+        say("History of production (gitopsd history production)")
+        self.run(*GITOPSD, "history", "production", "--limit", "5")
+        say("Stopping the daemon and the sample app")
+        self.stop()
+        note("done: the sandbox stays in .demo/ (daemon log: .demo/daemon.log); `make demo` starts afresh.")
+
+    def stop(self) -> None:
+        if self.daemon is not None and self.daemon.poll() is None:
+            self.daemon.send_signal(signal.SIGTERM)
+            try:
+                self.daemon.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.daemon.pid, signal.SIGKILL)
+                self.daemon.wait()
+        self.cleanup_previous()
+
+    def cleanup_previous(self) -> None:
+        """Stop any sample app left by this or an earlier demo (their pid files live under .demo/hosts)."""
+        for pidfile in self.hosts_root.glob("*/*/app.pid") if self.hosts_root.exists() else []:
+            try:
+                os.kill(int(pidfile.read_text().strip()), signal.SIGTERM)
+            except (ValueError, ProcessLookupError, PermissionError):
+                pass
+
+
+def main() -> int:
+    demo = Demo()
+    started = time.monotonic()
+    try:
+        demo.setup()
+        demo.start_daemon()
+        _change, merge = demo.change_and_promote()
+        demo.rollback(merge)
+        demo.finish()
+    except BaseException:
+        demo.stop()
+        raise
+    print(f"\n{BOLD}demo finished in {time.monotonic() - started:.0f}s{RESET}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
