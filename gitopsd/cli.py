@@ -126,6 +126,26 @@ def cmd_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_install_service(args: argparse.Namespace) -> int:
+    from . import service
+    root = Path(args.root).resolve()
+    steps = service.plan(args.user, Path(args.config), root)
+    if args.dry_run:
+        print("would do:")
+        for step in steps:
+            print(f"  {step.what}" + (f"\n    $ {' '.join(step.argv)}" if step.argv else ""))
+    else:
+        if os.geteuid() != 0 and root == Path("/"):
+            raise Fail("install-service needs root (it creates a system user and writes /etc/systemd/system)")
+        service.apply(steps)
+        for step in steps:
+            print(f"done: {step.what}")
+    print("then:")
+    for line in service.next_commands(args.user):
+        print(f"  {line}")
+    return 0
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from .state import Store
     from .status import all_status, ago
@@ -281,6 +301,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-format", choices=("plain", "json"), default="plain",
                    help="plain lines (no timestamps under journald) or JSON lines for log shippers")
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
+
+    p = add("install-service", "install gitopsd as a systemd service",
+            "Write the hardened systemd unit with the real path of this gitopsd, create the service user and\n"
+            "group, and a starter config if there is none; then print the systemctl commands to enable it.",
+            cmd_install_service)
+    p.add_argument("--user", default="gitopsd", help="service user and group (default: gitopsd)")
+    p.add_argument("--root", default="/", metavar="DIR", help="install into another root folder (default: /)")
+    p.add_argument("--dry-run", action="store_true", help="print what would be done and change nothing")
 
     p = add("status", "show desired vs deployed commit and state per environment",
             "For each repository and environment: the branch head (desired), the last successfully deployed\n"

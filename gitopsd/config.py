@@ -199,7 +199,7 @@ def _normalize(raw: Any, source: Path, check: _Checker) -> Config:
         identity = list(Config.identity_env)
     repos_raw = top.get("repositories")
     if not isinstance(repos_raw, list) or not repos_raw:
-        check.add("repositories", "must be a non-empty list of repositories")
+        check.add("repositories", "must be a non-empty list of repositories (add one with `gitopsd init REPO`)")
         repos_raw = []
     repos = [_repository(r, f"repositories[{i}]", base, check) for i, r in enumerate(repos_raw)]
     seen: dict[str, int] = {}

@@ -24,7 +24,7 @@ TEST_PLAYBOOK = """\
     - name: record this run
       ansible.builtin.copy:
         dest: "{{ lookup('ansible.builtin.env', 'GITOPSD_TEST_OUT') }}/{{ inventory_hostname }}.{{ gitopsd_deploy_id }}"
-        content: "{{ gitopsd_commit }} {{ gitopsd_kind }} {{ gitopsd_env }}\\n"
+        content: "{{ gitopsd_commit }} {{ gitopsd_kind }} {{ gitopsd_env }} notify={{ lookup('ansible.builtin.env', 'NOTIFY_SOCKET') or 'none' }}\\n"
     - name: sleep when asked to
       ansible.builtin.command: sleep {{ lookup('ansible.builtin.file', gitopsd_workdir + '/SLEEP') }}
       when: (gitopsd_workdir + '/SLEEP') is exists
