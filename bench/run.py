@@ -54,7 +54,7 @@ def bench_latency(root: Path, pushes: int, triggers: str) -> dict:
             sandbox.write("app.txt", f"v{i}")
             commit = sandbox.commit(f"v{i}")
             started = time.monotonic()
-            sandbox.push("main:qa")
+            sandbox.push("main", "main:qa")
             returned = time.monotonic()
             seen = returned + playbook_started_after(returned)
             latencies.append(seen - returned)
@@ -83,7 +83,7 @@ def bench_overhead(root: Path, rounds: int) -> dict:
             hand.append(time.monotonic() - t0)
             sandbox.write("app.txt", f"round {i}")
             commit = sandbox.commit(f"round {i}")
-            sandbox.push("main:qa")
+            sandbox.push("main", "main:qa")
             t0 = time.monotonic()
             while True:
                 row = sandbox.status()["qa"]

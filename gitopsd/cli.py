@@ -69,9 +69,10 @@ def cli_identity() -> str:
     return pwd.getpwuid(os.getuid()).pw_name
 
 
-def _nudge(config: Any, repo: Any, trigger: str, commits: tuple[str, ...] = ()) -> bool:
+def _nudge(config: Any, repo: Any, trigger: str, commits: tuple[str, ...] = (), reason: str | None = None) -> bool:
     from .nudge import Nudge, send
-    return send(config.nudge_socket, Nudge(repo=str(repo.path), trigger=trigger, actor=cli_identity(), commits=commits))
+    return send(config.nudge_socket, Nudge(repo=str(repo.path), trigger=trigger, actor=cli_identity(), commits=commits,
+                                           reason=reason))
 
 
 # -- commands --------------------------------------------------------------------------------------
@@ -242,6 +243,54 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_promote(args: argparse.Namespace) -> int:
+    from datetime import datetime, timezone
+
+    from . import gitcli, policy
+    from .state import Store
+    config = _config(args)
+    repo = _repo(config, args.repo)
+    dst = _env(repo, args.dst)
+    src_env = repo.environment(args.src)
+    src_branch = src_env.branch if src_env else args.src
+    if src_env is None and src_branch != dst.promote_from:
+        raise Fail(f"{args.src!r} is neither an environment of {repo.name} nor {dst.name}'s source branch "
+                   f"({dst.promote_from})")
+    src_head = gitcli.branch_head(repo.path, src_branch)
+    dst_head = gitcli.branch_head(repo.path, dst.branch)
+    if src_head is None or dst_head is None:
+        raise Fail(f"branch {src_branch if src_head is None else dst.branch} does not exist in {repo.path}")
+    tree = gitcli.tree_of(repo.path, src_head)
+    if tree == gitcli.tree_of(repo.path, dst_head):
+        print(f"{dst.name} already has the tree of {src_branch} ({src_head[:7]}): nothing to promote")
+        return 0
+    who = cli_identity()
+    now = datetime.now(timezone.utc)
+    message = (f"Promote {args.src} ({src_head[:7]}) to {dst.name}\n\n"
+               f"Gitopsd-Promoted-By: {who}\nGitopsd-Promoted-At: {now.isoformat(timespec='seconds')}\n")
+    if args.override:
+        message += f"Gitopsd-Override: {args.override}\n"
+    commit = gitcli.commit_tree(repo.path, tree or "", [dst_head, src_head], message)
+    verdict = policy.judge(repo, repo.path, Store(config.database, readonly=True), dst, dst_head, commit,
+                           identity=who, override_reason=args.override, now=now)
+    if not verdict.accepted:
+        print("\n".join(verdict.refusal_lines(f"refs/heads/{dst.branch}")), file=sys.stderr)
+        return 1
+    if args.dry_run:
+        print(f"would promote {args.src} ({src_head[:7]}, tree {(tree or '')[:7]}) to {dst.name}: {verdict.rule}")
+        return 0
+    if not gitcli.update_branch(repo.path, dst.branch, commit, dst_head, f"gitopsd promote {args.src} {dst.name} by {who}"):
+        raise Fail(f"{dst.branch} moved while the promotion was being made; nothing was changed. Run it again.")
+    sent = _nudge(config, repo, "promote", (commit,), reason=verdict.override)
+    print(f"{dst.name}: {dst.branch} is now at {commit[:7]} (Promote {args.src} ({src_head[:7]}) to {dst.name}); "
+          f"its tree {(tree or '')[:7]} is what {args.src} runs.")
+    if verdict.override:
+        print(f"recorded: {verdict.override}")
+    print("the daemon deploys it now; follow with `gitopsd status`" if sent
+          else "the daemon is not running: it deploys this as soon as it starts")
+    return 0
+
+
 def cmd_retry(args: argparse.Namespace) -> int:
     from .state import Store
     config = _config(args)
@@ -335,6 +384,18 @@ def build_parser() -> argparse.ArgumentParser:
             "overwritten) and nudge the daemon, which deploys it as a rollback.", cmd_rollback)
     p.add_argument("env", metavar="ENV", help="environment name, e.g. production")
     p.add_argument("--repo", metavar="NAME", help="repository name (needed when several are configured)")
+
+    p = add("promote", "promote what one environment runs to the next, with exactly its tree",
+            "Make the canonical promotion commit on DST: parents [DST head, SRC head], tree exactly SRC head's\n"
+            "tree, after checking the same rule as the pre-receive hook (the tree was deployed and verified in\n"
+            "SRC, the deploy window is open). Moves DST by compare-and-swap and nudges the daemon.\n"
+            "SRC is an environment or DST's source branch (main for the first environment).", cmd_promote)
+    p.add_argument("src", metavar="SRC", help="source environment (or main)")
+    p.add_argument("dst", metavar="DST", help="destination environment")
+    p.add_argument("--repo", metavar="NAME", help="repository name (needed when several are configured)")
+    p.add_argument("--dry-run", action="store_true", help="show the decision without moving anything")
+    p.add_argument("--override", metavar="REASON",
+                   help="emergency override of a closed deploy window (only identities in override_by)")
 
     p = add("retry", "clear a stalled environment so the daemon tries again",
             "Clear the failure count and stall of an environment (and the trees marked bad there by an\n"

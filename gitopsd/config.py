@@ -14,6 +14,8 @@ from typing import Any
 
 import yaml
 
+from .windows import Window, WindowError, Cron, parse_duration
+
 DEFAULT_CONFIG = Path("/etc/gitopsd/gitopsd.yml")
 DEFAULT_ENVIRONMENTS = ("qa", "staging", "production")
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
@@ -34,6 +36,8 @@ class Environment:
     retries: int = 3
     retry_backoff: float = 10.0
     retry_backoff_max: float = 300.0
+    windows: tuple[Window, ...] = ()          # deploy windows for promotions; rollbacks ignore them
+    override_by: tuple[str, ...] = ()         # identities allowed an emergency override of a closed window
 
 
 @dataclass(frozen=True)
@@ -105,7 +109,8 @@ TOP_KEYS = {"state_dir", "runtime_dir", "sweep_interval", "max_parallel", "stop_
             "keep_workdirs", "identity_env", "repositories"}
 REPO_KEYS = {"name", "path", "environments"}
 ENV_KEYS = {"name", "branch", "promote_from", "inventory", "playbook", "timeout", "auto_rollback",
-            "retries", "retry_backoff", "retry_backoff_max"}
+            "retries", "retry_backoff", "retry_backoff_max", "windows", "override_by"}
+WINDOW_KEYS = {"allow", "deny", "duration", "timezone", "name"}
 
 
 def _line_index(node: yaml.Node | None, path: str = "", out: dict[str, int] | None = None) -> dict[str, int]:
@@ -293,6 +298,10 @@ def _environment(raw: Any, key: str, previous_branch: str, check: _Checker) -> E
     if not isinstance(auto_rollback, bool):
         check.add(f"{key}.auto_rollback", f"must be true or false, not {auto_rollback!r}")
         auto_rollback = False
+    override_by = data.get("override_by", [])
+    if not (isinstance(override_by, list) and all(isinstance(v, str) and v for v in override_by)):
+        check.add(f"{key}.override_by", "must be a list of identities (user names)")
+        override_by = []
     return Environment(
         name=name,
         branch=branch,
@@ -304,7 +313,41 @@ def _environment(raw: Any, key: str, previous_branch: str, check: _Checker) -> E
         retries=int(check.number(data, "retries", key, 3, integer=True, minimum=0)),
         retry_backoff=check.number(data, "retry_backoff", key, 10.0, minimum=0),
         retry_backoff_max=check.number(data, "retry_backoff_max", key, 300.0, minimum=0),
+        windows=_windows(data.get("windows", []), f"{key}.windows", check),
+        override_by=tuple(override_by),
     )
+
+
+def _windows(raw: Any, key: str, check: _Checker) -> tuple[Window, ...]:
+    if not isinstance(raw, list):
+        check.add(key, "must be a list of windows like {allow: '0 9 * * 1-5', duration: 8h, timezone: UTC}")
+        return ()
+    windows = []
+    for i, item in enumerate(raw):
+        at = f"{key}[{i}]"
+        data = check.mapping(item, at, WINDOW_KEYS)
+        if not data:
+            continue
+        if ("allow" in data) == ("deny" in data):
+            check.add(at, "needs exactly one of allow: or deny: (a cron expression for when the window starts)")
+            continue
+        allow = "allow" in data
+        try:
+            cron = Cron.parse(str(data["allow" if allow else "deny"]))
+            duration = parse_duration(data.get("duration"))
+        except WindowError as exc:
+            check.add(at, str(exc))
+            continue
+        tz = str(data.get("timezone", "UTC"))
+        try:
+            from zoneinfo import ZoneInfo
+            ZoneInfo(tz)
+        except (ValueError, KeyError, OSError):
+            check.add(f"{at}.timezone", f"unknown time zone {tz!r}")
+            continue
+        name = str(data.get("name") or f"{'allow' if allow else 'deny'} {data['allow' if allow else 'deny']} for {data.get('duration')} ({tz})")
+        windows.append(Window(name, allow, cron, duration, tz))
+    return tuple(windows)
 
 
 def repository_entry(name: str, path: Path) -> dict[str, Any]:

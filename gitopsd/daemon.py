@@ -109,9 +109,9 @@ class Daemon:
                 log.warning("nudge for unknown repository %s ignored", nudge.repo)
                 continue
             for commit in nudge.commits:
-                self.reconciler.remember_cause(repo.name, commit, Cause(nudge.who(), nudge.trigger))
+                self.reconciler.remember_cause(repo.name, commit, Cause(nudge.who(), nudge.trigger, nudge.reason))
                 # The ref watcher may have started the deployment before the post-receive nudge arrived.
-                self.store.attribute(repo.name, commit, nudge.who(), nudge.trigger, since=time.time() - 120)
+                self.store.attribute(repo.name, commit, nudge.who(), nudge.trigger, nudge.reason, since=time.time() - 120)
             self.requests.put(Look(repo.name, None, nudge.trigger))
 
     def _start_triggers(self) -> None:

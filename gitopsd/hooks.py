@@ -17,9 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from . import gitcli, nudge
-from .config import Config, ConfigError, Repository
+from . import gitcli, nudge, policy
+from .config import Config, ConfigError
 from .config import load as load_config
+from .state import Store
 
 HOOK_NAMES = ("pre-receive", "post-receive")
 SHIM_MARK = "gitopsd hook shim"
@@ -34,22 +35,6 @@ class RefUpdate:
     @property
     def branch(self) -> str | None:
         return self.ref[len("refs/heads/"):] if self.ref.startswith("refs/heads/") else None
-
-
-@dataclass(frozen=True)
-class Refusal:
-    ref: str
-    rule: str
-    detail: list[str]
-    instead: list[str]
-
-    def lines(self) -> list[str]:
-        out = ["", f"gitopsd: push to {self.ref} refused", f"  rule: {self.rule}"]
-        out += [f"  {line}" for line in self.detail]
-        if self.instead:
-            out.append("  what to do instead:")
-            out += [f"    {line}" for line in self.instead]
-        return out + [""]
 
 
 def read_updates(stdin: TextIO) -> list[RefUpdate]:
@@ -71,25 +56,12 @@ def pusher(config: Config | None) -> str:
     return pwd.getpwuid(os.getuid()).pw_name
 
 
-def check_update(repo: Repository, repo_path: Path, update: RefUpdate) -> Refusal | None:
-    """The policy for one ref update. Return a Refusal, or None to accept it."""
-    branch = update.branch
-    env = repo.environment_for_branch(branch) if branch else None
-    if env is None:
-        return None  # not an environment branch: feature branches belong to the developers
-    short_old, short_new = update.old[:7], update.new[:7]
-    if update.new == gitcli.ZERO:
-        return Refusal(update.ref, "environment branches cannot be deleted",
-                       [f"{branch} is the record of what runs in {env.name}; it is at {short_old}."],
-                       [f"to take {env.name} back to an earlier state: gitopsd rollback {env.name} --repo {repo.name}",
-                        "or revert on top of the branch and push: git revert -m 1 <merge commit>"])
-    if update.old != gitcli.ZERO and not gitcli.is_ancestor(repo_path, update.old, update.new):
-        return Refusal(update.ref, "environment branches only move forward (no force-push, no rewritten history)",
-                       [f"{short_new} does not contain the current head {short_old} of {branch}."],
-                       [f"fetch {branch}, put your change on top of it and push again: "
-                        f"git fetch origin {branch} && git rebase origin/{branch}",
-                        f"to undo a deployment, revert instead of rewriting: git revert -m 1 <merge commit>, "
-                        f"or gitopsd rollback {env.name} --repo {repo.name}"])
+def push_option(name: str) -> str | None:
+    """A push option (`git push -o name=value`); pusher-controlled, so only ever a request."""
+    for i in range(int(os.environ.get("GIT_PUSH_OPTION_COUNT", "0") or 0)):
+        key, _, value = os.environ.get(f"GIT_PUSH_OPTION_{i}", "").partition("=")
+        if key in (name, f"gitopsd.{name}") and value.strip():
+            return value.strip()[:200]
     return None
 
 
@@ -112,10 +84,22 @@ def pre_receive(config_path: Path | None, stdin: TextIO = sys.stdin, out: TextIO
     repo = config.repository_at(repo_path)
     if repo is None:
         return 0
-    refusals = [r for r in (check_update(repo, repo_path, u) for u in updates) if r is not None]
-    for refusal in refusals:
-        print("\n".join(refusal.lines()), file=out)
-    return 1 if refusals else 0
+    store = Store(config.database, readonly=True)
+    identity = pusher(config)
+    refused = False
+    pending = {u.branch: u.new for u in updates if u.branch and u.new != gitcli.ZERO}
+    for update in updates:
+        env = repo.environment_for_branch(update.branch) if update.branch else None
+        if env is None:
+            continue  # not an environment branch: feature branches belong to the developers
+        verdict = policy.judge(repo, repo_path, store, env, update.old, update.new, identity=identity,
+                               override_reason=push_option("override"), pending=pending)
+        if not verdict.accepted:
+            refused = True
+            print("\n".join(verdict.refusal_lines(update.ref)), file=out)
+        elif verdict.override:
+            print(f"gitopsd: {env.name}: {verdict.override} (recorded)", file=out)
+    return 1 if refused else 0
 
 
 def post_receive(config_path: Path | None, stdin: TextIO = sys.stdin, out: TextIO = sys.stderr) -> int:
@@ -129,8 +113,10 @@ def post_receive(config_path: Path | None, stdin: TextIO = sys.stdin, out: TextI
         landed = [u for u in updates if u.branch and repo.environment_for_branch(u.branch) and u.new != gitcli.ZERO]
         if not landed:
             return 0
+        override = push_option("override")
         sent = nudge.send(config.nudge_socket, nudge.Nudge(
-            repo=str(Path.cwd()), trigger="push", actor=pusher(config), commits=tuple(u.new for u in landed)))
+            repo=str(Path.cwd()), trigger="push", actor=pusher(config), commits=tuple(u.new for u in landed),
+            reason=f"emergency override by {pusher(config)}: {override}" if override else None))
         names = ", ".join(sorted(u.branch or "" for u in landed))
         if sent:
             print(f"gitopsd: {names} will be deployed now; follow it with `gitopsd status`", file=out)
@@ -186,6 +172,8 @@ def install_hooks(repo_path: Path, config_path: Path | None = None) -> list[str]
         done.append(f"{name}: installed")
     # The shims read these two settings; nothing in a hook file is generated.
     subprocess.run(["git", "-C", str(repo_path), "config", "gitopsd.executable", gitopsd_executable()], check=True)
+    # Push options (`git push -o override=...`) reach the hooks only when advertised.
+    subprocess.run(["git", "-C", str(repo_path), "config", "receive.advertisePushOptions", "true"], check=True)
     if config_path is not None:
         subprocess.run(["git", "-C", str(repo_path), "config", "gitopsd.config", str(Path(config_path).resolve())],
                        check=True)

@@ -25,6 +25,7 @@ class Nudge:
     actor: str | None = None      # who the transport says pushed (GL_USER, REMOTE_USER, ...)
     commits: tuple[str, ...] = field(default_factory=tuple)   # new heads this nudge is about
     sender_uid: int | None = None  # filled in by the receiver from the kernel
+    reason: str | None = None      # e.g. an emergency override's reason, recorded with the deployment
 
     def who(self) -> str:
         """The identity to record: the transport's user, checked against the kernel's uid."""
@@ -44,7 +45,7 @@ def user_name(uid: int) -> str:
 def send(socket_path: Path, nudge: Nudge) -> bool:
     """Send a nudge; return False (never raise) if no daemon is listening."""
     payload = json.dumps({"repo": nudge.repo, "trigger": nudge.trigger, "actor": nudge.actor,
-                          "commits": list(nudge.commits)[:200]}).encode()
+                          "commits": list(nudge.commits)[:200], "reason": nudge.reason}).encode()
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
             sock.settimeout(1.0)
@@ -83,9 +84,10 @@ class Listener:
             raw = json.loads(data)
             commits = tuple(c for c in raw.get("commits", []) if isinstance(c, str) and len(c) == 40
                             and all(ch in "0123456789abcdef" for ch in c))
-            actor = raw.get("actor")
+            actor, reason = raw.get("actor"), raw.get("reason")
             return Nudge(repo=str(raw["repo"]), trigger=str(raw.get("trigger", "push"))[:20],
-                         actor=str(actor)[:100] if actor else None, commits=commits, sender_uid=uid)
+                         actor=str(actor)[:100] if actor else None, commits=commits, sender_uid=uid,
+                         reason=str(reason)[:300] if reason else None)
         except (ValueError, KeyError, TypeError, AttributeError):
             return None
 

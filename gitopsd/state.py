@@ -153,10 +153,11 @@ class Store:
             (repo, env, commit, tree, previous_commit, kind, trigger, actor, reason, now, attempt))
         return int(cur.lastrowid or 0)
 
-    def attribute(self, repo: str, commit: str, actor: str, trigger: str, since: float) -> int:
+    def attribute(self, repo: str, commit: str, actor: str, trigger: str, reason: str | None, since: float) -> int:
         """Name who caused deployments of `commit` that started (since `since`) before the nudge arrived."""
-        return self._write("UPDATE deployments SET actor = ?, trigger = ? WHERE repo = ? AND commit_id = ?"
-                           " AND actor = 'unknown' AND started_at >= ?", (actor, trigger, repo, commit, since)).rowcount
+        return self._write("UPDATE deployments SET actor = ?, trigger = ?, reason = COALESCE(?, reason)"
+                           " WHERE repo = ? AND commit_id = ? AND actor = 'unknown' AND started_at >= ?",
+                           (actor, trigger, reason, repo, commit, since)).rowcount
 
     def set_workdir(self, deployment_id: int, workdir: Path) -> None:
         self._write("UPDATE deployments SET workdir = ? WHERE id = ?", (str(workdir), deployment_id))

@@ -12,7 +12,9 @@ from tests.support import Daemon, Sandbox
 
 @pytest.fixture
 def sandbox(short_tmp):
-    return Sandbox(short_tmp, {"qa": ["qa-1"], "staging": ["staging-1", "staging-2"]})
+    # Both environments take main directly here; the promotion chain is tested in test_promotion.
+    return Sandbox(short_tmp, {"qa": ["qa-1"], "staging": ["staging-1", "staging-2"]},
+                   env_options={"staging": {"promote_from": "main"}})
 
 
 def _converged(sandbox: Sandbox, daemon: Daemon, envs=("qa", "staging")) -> None:
@@ -43,7 +45,7 @@ def test_push_records_who_pushed_from_the_transport_not_from_the_commit(sandbox)
         new = sandbox.commit("v2")
         # The commit's author says "Dev"; the transport (as Gitolite would) says alice.
         import subprocess
-        subprocess.run(["git", "push", "-q", "origin", "main:qa"], cwd=sandbox.work, check=True,
+        subprocess.run(["git", "push", "-q", "origin", "main", "main:qa"], cwd=sandbox.work, check=True,
                        env=sandbox.environ(GL_USER="alice"))
         daemon.wait_state("qa", "in-sync", new)
         daemon.wait_for(lambda: sandbox.history("qa")[0]["actor"].startswith("alice"), 10, "actor recorded")
@@ -54,14 +56,14 @@ def test_a_burst_of_pushes_deploys_the_newest_head_not_every_one(sandbox):
         _converged(sandbox, daemon)
         sandbox.write("SLEEP", "2")
         sandbox.commit("slow deploy")
-        sandbox.push("main:qa")
+        sandbox.push("main", "main:qa")
         daemon.wait_state("qa", "deploying")
         sandbox.remove("SLEEP")
         commits = []
         for i in range(5):
             sandbox.write("app.txt", f"v{i}")
             commits.append(sandbox.commit(f"burst {i}"))
-            sandbox.push("main:qa")
+            sandbox.push("main", "main:qa")
         daemon.wait_state("qa", "in-sync", commits[-1])
     deployed = [d["commit"] for d in sandbox.history("qa")]
     assert commits[-1] in deployed
@@ -74,7 +76,7 @@ def test_environments_deploy_in_parallel_one_deployment_each(sandbox):
         sandbox.write("SLEEP", "3")
         new = sandbox.commit("slow everywhere")
         started = time.monotonic()
-        sandbox.push("main:qa", "main:staging")
+        sandbox.push("main", "main:qa", "main:staging")
         daemon.wait_state("qa", "in-sync", new, timeout=60)
         daemon.wait_state("staging", "in-sync", new, timeout=60)
         took = time.monotonic() - started
@@ -90,7 +92,7 @@ def test_a_failing_commit_is_retried_with_backoff_then_stalled_until_the_branch_
         good = sandbox.head("qa")
         sandbox.write("FAIL", "yes")
         bad = sandbox.commit("broken")
-        sandbox.push("main:qa")
+        sandbox.push("main", "main:qa")
         row = daemon.wait_state("qa", "stalled", bad, timeout=60)
         assert row["deployed"] == good, "a failing deploy leaves the environment on its last good state"
         attempts = [d for d in sandbox.history("qa") if d["commit"] == bad]
@@ -106,7 +108,7 @@ def test_a_failing_commit_is_retried_with_backoff_then_stalled_until_the_branch_
         # A new commit moves the branch: deployed at once.
         sandbox.remove("FAIL")
         fixed = sandbox.commit("fixed")
-        sandbox.push("main:qa")
+        sandbox.push("main", "main:qa")
         daemon.wait_state("qa", "in-sync", fixed)
 
 
@@ -117,7 +119,7 @@ def test_automatic_rollback_reverts_the_branch_and_deploys_the_last_good_tree(sh
         good = sandbox.head("production")
         sandbox.write("FAIL", "yes")
         bad = sandbox.commit("broken release")
-        sandbox.push("main:production")
+        sandbox.push("main", "main:production")
         daemon.wait_for(lambda: sandbox.head("production") not in (good, bad), 60, "revert commit")
         revert = sandbox.head("production")
         daemon.wait_state("production", "in-sync", revert)
@@ -145,6 +147,7 @@ def test_a_pushed_git_revert_rolls_the_environment_back(sandbox):
         v1 = sandbox.head("qa")
         sandbox.write("app.txt", "v2")
         sandbox.commit("v2")
+        sandbox.push("main")
         import subprocess
         subprocess.run(["git", "fetch", "-q", "origin"], cwd=sandbox.work, check=True)
         subprocess.run(["git", "checkout", "-q", "-b", "qa", "origin/qa"], cwd=sandbox.work, check=True)
@@ -166,7 +169,7 @@ def test_gitopsd_rollback_command_reverts_to_the_previous_good_tree(sandbox):
         v1 = sandbox.head("staging")
         sandbox.write("app.txt", "v2")
         v2 = sandbox.commit("v2")
-        sandbox.push("main:staging")
+        sandbox.push("main", "main:staging")
         daemon.wait_state("staging", "in-sync", v2)
         out = sandbox.cli("rollback", "staging").stdout
         assert "the daemon deploys it now" in out
@@ -182,7 +185,7 @@ def test_kill_9_mid_deployment_then_restart_marks_it_interrupted_reaps_and_conve
     _converged(sandbox, daemon)
     sandbox.write("SLEEP", "30")
     slow = sandbox.commit("slow")
-    sandbox.push("main:qa")
+    sandbox.push("main", "main:qa")
     daemon.wait_for(lambda: _sleeping("30"), 30, "sleep started")
     daemon.proc.kill()   # SIGKILL: no cleanup at all
     daemon.stop()
@@ -200,7 +203,7 @@ def test_sigterm_during_a_long_deployment_cancels_it_cleanly_and_the_next_start_
     _converged(sandbox, daemon)
     sandbox.write("SLEEP", "60")
     slow = sandbox.commit("very slow")
-    sandbox.push("main:qa")
+    sandbox.push("main", "main:qa")
     daemon.wait_for(lambda: _sleeping("60"), 30, "sleep started")
     started = time.monotonic()
     daemon.proc.send_signal(signal.SIGTERM)

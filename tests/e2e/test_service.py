@@ -112,7 +112,7 @@ class NotifySocket:
 
 @pytest.fixture
 def sandbox(short_tmp):
-    return Sandbox(short_tmp, {"qa": ["qa-1"], "staging": ["staging-1"]})
+    return Sandbox(short_tmp, {"qa": ["qa-1"], "staging": ["staging-1"]}, env_options={"staging": {"promote_from": "main"}})
 
 
 def test_notify_ready_after_the_first_sweep_status_during_deploys_watchdog_pings_and_stopping(sandbox):
@@ -124,7 +124,7 @@ def test_notify_ready_after_the_first_sweep_status_during_deploys_watchdog_pings
         daemon.wait_state("qa", "in-sync", sandbox.head("qa"))
         sandbox.write("SLEEP", "2")
         slow = sandbox.commit("slow")
-        sandbox.push("main:qa")
+        sandbox.push("main", "main:qa")
         daemon.wait_for(lambda: notify.fields(f"STATUS=deploying qa {slow[:7]}"), 20, "deploying status")
         daemon.wait_state("qa", "in-sync", slow)
         daemon.wait_for(lambda: notify.fields("STATUS=watching 2 environments"), 10, "watching status")
@@ -168,7 +168,7 @@ def test_sighup_reloads_a_good_config_and_refuses_a_broken_one_without_interrupt
         daemon.wait_state("qa", "in-sync", sandbox.head("qa"))
         sandbox.write("SLEEP", "3")
         slow = sandbox.commit("slow")
-        sandbox.push("main:qa")
+        sandbox.push("main", "main:qa")
         daemon.wait_state("qa", "deploying")
         good = yaml.safe_load(sandbox.config.read_text())
         sandbox.config.write_text("repositories: [broken\n")
@@ -182,7 +182,7 @@ def test_sighup_reloads_a_good_config_and_refuses_a_broken_one_without_interrupt
         # After the reload, pushes still deploy.
         sandbox.remove("SLEEP")
         after = sandbox.commit("after reload")
-        sandbox.push("main:qa")
+        sandbox.push("main", "main:qa")
         daemon.wait_state("qa", "in-sync", after)
     results = [d["result"] for d in sandbox.history("qa") if d["commit"] == slow]
     assert results == ["succeeded"]
@@ -209,7 +209,7 @@ def test_journald_lines_have_no_timestamp_and_json_lines_name_repo_env_commit_an
 
     sandbox.write("x", "y")
     commit = sandbox.commit("json")
-    sandbox.push("main:qa")
+    sandbox.push("main", "main:qa")
     proc = subprocess.Popen([*GITOPSD, "run", "--config", str(sandbox.config), "--log-format", "json"],
                             env=sandbox.environ(), stderr=subprocess.PIPE, text=True)
     _wait_in_sync(sandbox, commit)

@@ -20,7 +20,7 @@ def sandbox(short_tmp):
 def test_force_pushing_an_environment_branch_is_refused_with_what_to_do_instead(sandbox):
     sandbox.write("a.txt", "1")
     sandbox.commit("one")
-    sandbox.push("main:qa")
+    sandbox.push("main", "main:qa")
     git(sandbox.work, "reset", "--quiet", "--hard", "HEAD~1")
     sandbox.write("b.txt", "2")
     rewritten = sandbox.commit("rewritten")
@@ -60,7 +60,7 @@ def test_post_receive_never_fails_a_push_when_the_daemon_is_down(sandbox):
     sandbox.write("a.txt", "1")
     sandbox.commit("one")
     started = time.monotonic()
-    proc = sandbox.push("main:qa")
+    proc = sandbox.push("main", "main:qa")
     assert proc.returncode == 0
     assert "remote: gitopsd: the daemon is not running; qa will be deployed when it is back" in proc.stderr
     assert time.monotonic() - started < 5

@@ -1,0 +1,221 @@
+#!/usr/bin/env python3
+"""gitopsd sample app launcher: start, stop or restart app.py fully detached from whoever runs it.
+
+    launch.py restart --app-root DIR --port N   stop the running app (if any), start this release's
+    launch.py start   --app-root DIR --port N   start this release's app.py (fails if one runs)
+    launch.py stop    --app-root DIR            stop the running app (fine if none runs)
+    launch.py status  --app-root DIR            say whether it runs (exit code 0 if it does)
+
+"This release" is the folder this file is in. The app's pid is in DIR/app.pid, its output in
+DIR/app.log (moved to app.log.1 once it exceeds 1 MiB). `start` returns once the app listens,
+or fails with the end of app.log if it died (e.g. its port is taken).
+
+Detaching: double fork with setsid, stdin from /dev/null, stdout and stderr to app.log, no other
+file descriptors, and an environment without gitopsd's and systemd's per-process variables:
+gitopsd kills every process carrying GITOPSD_DEPLOYMENT=<id> when it cancels a deployment, and
+this app is meant to outlive the deployment that started it. (Under the systemd unit, which has
+KillMode=control-group, it still stops with the service; a real app runs as its own service.)
+Stdlib only, so it runs with whatever Python the host has.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+APP = HERE / "app.py"
+PIDFILE = "app.pid"
+LOGFILE = "app.log"
+LOG_LIMIT = 1 << 20
+# Never handed to the app: the deployment marker, and variables meant for the daemon's own supervisor.
+DROP_ENV = ("GITOPSD_DEPLOYMENT", "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS",
+            "LISTEN_PID", "LISTEN_FDNAMES", "JOURNAL_STREAM")
+STOP_TIMEOUT = 5.0
+START_TIMEOUT = 10.0
+
+
+def alive(pid: int) -> bool:
+    """Is pid a live process? A zombie nobody reaps (the app is reparented) counts as dead."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except FileNotFoundError:
+        return False
+    except (OSError, IndexError):
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def is_the_app(pid: int, app_root: Path) -> bool:
+    """Does pid run app.py for this app_root? Guards against a stale pid file and a reused pid."""
+    if not alive(pid):
+        return False
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True   # no /proc (not Linux): trust the pid file
+    return any(a.endswith(b"app.py") for a in argv) and os.fsencode(str(app_root)) in argv
+
+
+def running_pid(app_root: Path) -> int | None:
+    try:
+        pid = int((app_root / PIDFILE).read_text(encoding="utf-8").strip())
+    except (OSError, ValueError):
+        return None
+    return pid if pid > 0 and is_the_app(pid, app_root) else None
+
+
+def stop(app_root: Path) -> int:
+    pidfile = app_root / PIDFILE
+    pid = running_pid(app_root)
+    if pid is None:
+        if pidfile.exists():
+            pidfile.unlink()
+            print(f"app not running (removed stale {pidfile})")
+        else:
+            print("app not running")
+        return 0
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_TIMEOUT
+    while alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    how = "stopped"
+    if alive(pid):
+        os.kill(pid, signal.SIGKILL)
+        how = f"killed (still running {STOP_TIMEOUT:.0f}s after SIGTERM)"
+        while alive(pid) and time.monotonic() < deadline + 2:
+            time.sleep(0.02)
+    try:
+        if pidfile.read_text(encoding="utf-8").strip() == str(pid):
+            pidfile.unlink()
+    except OSError:
+        pass
+    print(f"app pid {pid} {how}")
+    return 0
+
+
+def spawn(app_root: Path, port: int) -> int:
+    """Double-fork app.py into its own session; return its pid."""
+    log = app_root / LOGFILE
+    try:
+        if log.stat().st_size > LOG_LIMIT:
+            os.replace(log, app_root / (LOGFILE + ".1"))
+    except OSError:
+        pass
+    env = {k: v for k, v in os.environ.items() if k not in DROP_ENV}
+    argv = [sys.executable, str(APP), "--app-root", str(app_root), "--port", str(port)]
+    log_fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    null_fd = os.open(os.devnull, os.O_RDONLY)
+    rfd, wfd = os.pipe()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    child = os.fork()
+    if child == 0:
+        try:
+            os.close(rfd)
+            os.setsid()
+            grandchild = os.fork()
+            if grandchild:
+                os.write(wfd, str(grandchild).encode())
+                os._exit(0)
+            os.close(wfd)
+            os.chdir("/")
+            os.umask(0o022)
+            os.dup2(null_fd, 0)
+            os.dup2(log_fd, 1)
+            os.dup2(log_fd, 2)
+            os.closerange(3, max(65536, os.sysconf("SC_OPEN_MAX")))
+            signal.pthread_sigmask(signal.SIG_SETMASK, [])
+            for sig in (signal.SIGHUP, signal.SIGINT, signal.SIGTERM, signal.SIGPIPE):
+                signal.signal(sig, signal.SIG_DFL)
+            os.execve(argv[0], argv, env)
+        except BaseException as exc:  # noqa: BLE001 (nothing may escape a forked child)
+            try:
+                os.write(2, f"launch: cannot start the app: {exc}\n".encode())
+            finally:
+                os._exit(127)
+    os.close(wfd)
+    os.close(log_fd)
+    os.close(null_fd)
+    data = b""
+    while True:
+        chunk = os.read(rfd, 64)
+        if not chunk:
+            break
+        data += chunk
+    os.close(rfd)
+    os.waitpid(child, 0)
+    if not data:
+        raise SystemExit("launch: the detaching child failed")
+    return int(data)
+
+
+def start(app_root: Path, port: int) -> int:
+    pid = running_pid(app_root)
+    if pid is not None:
+        print(f"launch: the app already runs (pid {pid}); use restart", file=sys.stderr)
+        return 1
+    log = app_root / LOGFILE
+    offset = log.stat().st_size if log.exists() else 0
+    pid = spawn(app_root, port)
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        try:
+            if (app_root / PIDFILE).read_text(encoding="utf-8").strip() == str(pid):
+                print(f"app pid {pid} started on port {port} from {HERE}")
+                return 0
+        except OSError:
+            pass
+        if not alive(pid):
+            break
+        time.sleep(0.01)
+    try:
+        with open(log, "rb") as f:
+            f.seek(offset if offset <= log.stat().st_size else 0)
+            tail = f.read().decode("utf-8", "replace").strip()
+    except OSError:
+        tail = ""
+    state = "died" if not alive(pid) else f"did not listen within {START_TIMEOUT:.0f}s"
+    print(f"launch: the app (pid {pid}) {state}; {log}:\n{tail}", file=sys.stderr)
+    return 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="start/stop the gitopsd sample app, detached")
+    parser.add_argument("action", choices=("start", "stop", "restart", "status"))
+    parser.add_argument("--app-root", required=True, help="the host's folder")
+    parser.add_argument("--port", type=int, help="port to listen on (start, restart)")
+    args = parser.parse_args(argv)
+    app_root = Path(os.path.realpath(args.app_root))
+    if args.action in ("start", "restart") and args.port is None:
+        parser.error(f"{args.action} needs --port")
+    if not app_root.is_dir():
+        if args.action in ("stop", "status"):
+            print("app not running")
+            return 0 if args.action == "stop" else 3
+        parser.error(f"{app_root} is not a folder")
+    if args.action == "status":
+        pid = running_pid(app_root)
+        print(f"app pid {pid} running" if pid else "app not running")
+        return 0 if pid else 3
+    if args.action in ("stop", "restart"):
+        stop(app_root)
+    if args.action in ("start", "restart"):
+        return start(app_root, args.port)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

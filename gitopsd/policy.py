@@ -1,0 +1,129 @@
+"""The promotion rule, one implementation for the pre-receive hook and `gitopsd promote`.
+
+A new head of an environment branch is accepted only if its tree is
+  (a) the tree of a commit on the `promote_from` branch that, where that source is an
+      environment, was deployed and verified successfully there; or
+  (b) a tree already deployed successfully in this environment (a rollback: always possible,
+      also during a freeze).
+Environment branches are never deleted, created (except by `gitopsd init`) or rewritten.
+Stdlib, `git` subprocesses and SQLite reads only: this runs on every push.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from . import gitcli
+from .config import Environment, Repository
+from .state import Store
+from .windows import next_opening, promotion_allowed
+
+SCAN_LIMIT = 5000   # how far back on the source branch a matching tree is looked for
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """How the policy judged one ref update. `kind` is promotion | rollback | unchanged | refused."""
+
+    accepted: bool
+    kind: str
+    rule: str
+    detail: list[str] = field(default_factory=list)
+    instead: list[str] = field(default_factory=list)
+    override: str | None = None
+
+    def refusal_lines(self, ref: str) -> list[str]:
+        out = ["", f"gitopsd: push to {ref} refused", f"  rule: {self.rule}"]
+        out += [f"  {line}" for line in self.detail]
+        if self.instead:
+            out.append("  what to do instead:")
+            out += [f"    {line}" for line in self.instead]
+        return out + [""]
+
+
+def refuse(rule: str, detail: list[str], instead: list[str]) -> Verdict:
+    return Verdict(False, "refused", rule, detail, instead)
+
+
+def tree_on_branch(repo_path: Path, branch: str, commit: str, tree: str, head: str | None = None) -> bool:
+    """Is `tree` the tree of a commit on `branch` (the commit itself, the head, or recent history)?"""
+    head = head or gitcli.branch_head(repo_path, branch)
+    if head is None:
+        return False
+    if gitcli.tree_of(repo_path, head) == tree or gitcli.is_ancestor(repo_path, commit, head):
+        return True
+    trees = gitcli.git(repo_path, "log", f"-n{SCAN_LIMIT}", "--format=%T", "--end-of-options", head, check=False)
+    return tree in trees.split()
+
+
+def judge(repo: Repository, repo_path: Path, store: Store, env: Environment, old: str, new: str, *,
+          identity: str, override_reason: str | None = None, now: datetime | None = None,
+          pending: dict[str, str] | None = None) -> Verdict:
+    """Judge moving `env`'s branch from `old` to `new`. Pure reads: Git and the store.
+
+    `pending` maps branches moved by the same push to their new heads: `git push origin main main:qa`
+    promotes a commit that reaches main in that very push (pre-receive refuses all or nothing).
+    """
+    now = now or datetime.now(timezone.utc)
+    branch, short_old, short_new = env.branch, old[:7], new[:7]
+    rollback_cmd = f"gitopsd rollback {env.name} --repo {repo.name}"
+    if new == gitcli.ZERO:
+        return refuse("environment branches cannot be deleted",
+                      [f"{branch} is the record of what runs in {env.name}; it is at {short_old}."],
+                      [f"to take {env.name} back to an earlier state: {rollback_cmd}",
+                       "or revert on top of the branch and push: git revert -m 1 <merge commit>"])
+    if old == gitcli.ZERO:
+        return refuse("environment branches are created by `gitopsd init` only",
+                      [f"{branch} does not exist on the server."],
+                      [f"ask an operator to run: gitopsd init {repo_path}"])
+    if not gitcli.is_ancestor(repo_path, old, new):
+        return refuse("environment branches only move forward (no force-push, no rewritten history)",
+                      [f"{short_new} does not contain the current head {short_old} of {branch}."],
+                      [f"fetch {branch}, put your change on top of it and push again: "
+                       f"git fetch origin {branch} && git rebase origin/{branch}",
+                       f"to undo a deployment, revert instead of rewriting: git revert -m 1 <merge commit>, "
+                       f"or {rollback_cmd}"])
+    tree = gitcli.tree_of(repo_path, new) or ""
+    if tree == gitcli.tree_of(repo_path, old):
+        return Verdict(True, "unchanged", "the tree is unchanged: nothing new would run")
+    if store.tree_succeeded(repo.name, env.name, tree):
+        return Verdict(True, "rollback", f"tree {tree[:7]} was deployed successfully in {env.name} before (rollback)")
+    source = repo.environment_for_branch(env.promote_from)
+    if source is not None:
+        if not store.tree_succeeded(repo.name, source.name, tree):
+            return refuse(
+                f"{env.name} only takes trees that were deployed and verified in {source.name}",
+                [f"commit {short_new} has tree {tree[:7]}, which was never deployed successfully to {source.name}.",
+                 "A merge made by hand gets a new tree when the branches differ (after a revert, for example)."],
+                [f"promote what {source.name} runs, with exactly its tree: gitopsd promote {source.name} {env.name}"
+                 + (f" --repo {repo.name}" if repo.name else ""),
+                 f"or deploy this change to {source.name} first: git push origin {short_new}:{source.branch}",
+                 f"while {env.branch} has not diverged, a fast-forward also works: "
+                 f"git push origin origin/{source.branch}:{env.branch}"])
+    elif not tree_on_branch(repo_path, env.promote_from, new, tree, (pending or {}).get(env.promote_from)):
+        return refuse(
+            f"{env.name} only takes trees from {env.promote_from}",
+            [f"commit {short_new} has tree {tree[:7]}, which no commit on {env.promote_from} has."],
+            [f"push the change to {env.promote_from} first, then promote it: "
+             f"git push origin {short_new}:{env.promote_from} && git push origin {env.promote_from}:{env.branch}",
+             f"or: gitopsd promote {env.promote_from} {env.name} --repo {repo.name}"])
+    allowed, window = promotion_allowed(env.windows, now)
+    if allowed:
+        return Verdict(True, "promotion", f"tree {tree[:7]} passed {env.promote_from}")
+    assert window is not None
+    opens = next_opening(env.windows, now)
+    when = opens.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC") if opens else "not within 8 days"
+    closed = f"the deploy window is closed: {'outside' if window.allow else 'inside'} '{window.name}'"
+    if override_reason:
+        if identity in env.override_by:
+            return Verdict(True, "promotion", f"{closed}; emergency override by {identity}",
+                           override=f"emergency override by {identity}: {override_reason}")
+        return refuse(f"{closed}; {identity} may not override it",
+                      [f"only {', '.join(env.override_by) or 'nobody'} may override {env.name}'s deploy windows."],
+                      [f"wait until promotion opens again at {when}", f"rollbacks are still accepted: {rollback_cmd}"])
+    return refuse(f"promotions to {env.name} are closed now: {closed}",
+                  [f"promotion opens again at {when}."],
+                  [f"wait until {when}", f"rollbacks are still accepted: {rollback_cmd}",
+                   "in an emergency, an identity listed in override_by can push with "
+                   "-o 'override=<reason>' (or gitopsd promote ... --override '<reason>')"])

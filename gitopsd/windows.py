@@ -1,0 +1,128 @@
+"""Deploy windows: cron-like starts with a duration, in a time zone. Stdlib only (the hook uses it).
+
+A window is open at `now` when some start matching its cron expression lies in (now - duration, now].
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+FIELDS = (("minute", 0, 59), ("hour", 0, 23), ("day of month", 1, 31), ("month", 1, 12), ("day of week", 0, 7))
+DURATION_RE = re.compile(r"^(\d+)\s*([smhd])$")
+
+
+class WindowError(ValueError):
+    """A window in the config is malformed; the message says which part and why."""
+
+
+def parse_cron_field(text: str, name: str, low: int, high: int) -> frozenset[int]:
+    values: set[int] = set()
+    for part in text.split(","):
+        step = 1
+        if "/" in part:
+            part, step_text = part.split("/", 1)
+            if not step_text.isdigit() or int(step_text) == 0:
+                raise WindowError(f"{name}: bad step {step_text!r}")
+            step = int(step_text)
+        if part == "*":
+            start, end = low, high
+        elif "-" in part:
+            a, b = part.split("-", 1)
+            if not (a.isdigit() and b.isdigit()):
+                raise WindowError(f"{name}: bad range {part!r}")
+            start, end = int(a), int(b)
+        elif part.isdigit():
+            start = end = int(part)
+        else:
+            raise WindowError(f"{name}: {part!r} is not a number, range, list or *")
+        if not (low <= start <= end <= high):
+            raise WindowError(f"{name}: {part!r} is outside {low}-{high}")
+        values.update(range(start, end + 1, step))
+    return frozenset(values)
+
+
+@dataclass(frozen=True)
+class Cron:
+    minutes: frozenset[int]
+    hours: frozenset[int]
+    days: frozenset[int]
+    months: frozenset[int]
+    weekdays: frozenset[int]       # 0 = Sunday
+    days_restricted: bool
+    weekdays_restricted: bool
+
+    @classmethod
+    def parse(cls, text: str) -> "Cron":
+        parts = text.split()
+        if len(parts) != 5:
+            raise WindowError(f"{text!r} must have 5 fields: minute hour day-of-month month day-of-week")
+        sets = [parse_cron_field(p, *f) for p, f in zip(parts, FIELDS)]
+        weekdays = frozenset(d % 7 for d in sets[4])
+        return cls(sets[0], sets[1], sets[2], sets[3], weekdays, parts[2] != "*", parts[4] != "*")
+
+    def matches(self, t: datetime) -> bool:
+        if t.minute not in self.minutes or t.hour not in self.hours or t.month not in self.months:
+            return False
+        day_ok = t.day in self.days
+        weekday_ok = (t.isoweekday() % 7) in self.weekdays
+        if self.days_restricted and self.weekdays_restricted:
+            return day_ok or weekday_ok   # cron's rule: either may match
+        return day_ok and weekday_ok
+
+
+def parse_duration(value: object) -> timedelta:
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return timedelta(seconds=value)
+    match = DURATION_RE.match(str(value).strip())
+    if not match or int(match.group(1)) == 0:
+        raise WindowError(f"duration {value!r} must be like 30m, 8h, 2d or a number of seconds")
+    unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}[match.group(2)]
+    return timedelta(**{unit: int(match.group(1))})
+
+
+@dataclass(frozen=True)
+class Window:
+    name: str
+    allow: bool
+    cron: Cron
+    duration: timedelta
+    timezone: str
+
+    def is_open(self, now: datetime) -> bool:
+        local = now.astimezone(ZoneInfo(self.timezone)).replace(second=0, microsecond=0)
+        minutes = int(self.duration.total_seconds() // 60)
+        return any(self.cron.matches(local - timedelta(minutes=m)) for m in range(max(minutes, 1)))
+
+
+def promotion_allowed(windows: tuple[Window, ...], now: datetime) -> tuple[bool, Window | None]:
+    """Return (allowed, the window that decided): inside a deny window, or outside every allow window, is closed."""
+    for window in windows:
+        if not window.allow and window.is_open(now):
+            return False, window
+    allows = [w for w in windows if w.allow]
+    if allows and not any(w.is_open(now) for w in allows):
+        return False, allows[0]
+    return True, None
+
+
+def next_opening(windows: tuple[Window, ...], now: datetime, horizon: timedelta = timedelta(days=8)) -> datetime | None:
+    """The first moment after `now` at which promotion is allowed, or None within the horizon.
+
+    Promotion can only open where an allow window starts or a deny window ends, so only those
+    moments are checked.
+    """
+    start = now.replace(second=0, microsecond=0)
+    candidates = set()
+    # Deny windows that started before now (up to the longest duration back) end in the future.
+    back = max((int(w.duration.total_seconds() // 60) for w in windows), default=0)
+    for m in range(-back, int(horizon.total_seconds() // 60)):
+        t = start + timedelta(minutes=m)
+        for w in windows:
+            if w.cron.matches(t.astimezone(ZoneInfo(w.timezone))):
+                candidates.add(t if w.allow else t + w.duration)
+    for t in sorted(candidates):
+        if t > now and promotion_allowed(windows, t)[0]:
+            return t
+    return None
