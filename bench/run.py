@@ -131,12 +131,54 @@ def bench_idle(root: Path, seconds: float) -> dict:
             "python_baseline_rss_mb": int(baseline.stdout) / 1024}
 
 
+def big_history(repo: Path, commits: int) -> None:
+    """Fill a bare repository's main with `commits` commits through git fast-import (seconds, not minutes)."""
+    stream = []
+    parent = run(["git", "--git-dir", str(repo), "rev-parse", "refs/heads/main"]).stdout.strip()
+    for i in range(commits):
+        msg, data = f"commit {i}".encode(), f"version {i}\n".encode()
+        stream += [b"commit refs/heads/main\n", b"committer Bench <bench@example.com> %d +0000\n" % (1_600_000_000 + i),
+                   b"data %d\n%s\n" % (len(msg), msg)]
+        if i == 0:
+            stream.append(b"from %s\n" % parent.encode())
+        stream += [b"M 100644 inline VERSION\n", b"data %d\n%s\n" % (len(data), data)]
+    subprocess.run(["git", "--git-dir", str(repo), "fast-import", "--quiet"], input=b"".join(stream), check=True)
+
+
+def bench_hooks(root: Path, commits: int, pushes: int) -> dict:
+    """The same pushes (main and main:qa) into a hooked and a bare copy of one big repository, interleaved."""
+    sandbox = Sandbox(root / "hooked", {"qa": ["qa-1"]})
+    big_history(sandbox.repo, commits)
+    run(["git", "--git-dir", str(sandbox.repo), "update-ref", "refs/heads/qa", "refs/heads/main"])
+    bare = root / "bare.git"
+    run(["git", "clone", "-q", "--bare", "--no-local", str(sandbox.repo), str(bare)])
+    for hook in (bare / "hooks").iterdir():
+        hook.unlink()
+    run(["git", "fetch", "-q", "origin"], cwd=sandbox.work)
+    run(["git", "reset", "-q", "--hard", "origin/main"], cwd=sandbox.work)
+    run(["git", "remote", "add", "bare", str(bare)], cwd=sandbox.work)
+    hooked, plain = [], []
+    env = sandbox.environ()
+    for i in range(pushes):
+        sandbox.write("VERSION", f"bench {i}")
+        sandbox.commit(f"bench {i}")
+        for remote, times in (("origin", hooked), ("bare", plain)):
+            t0 = time.monotonic()
+            run(["git", "push", "-q", remote, "main", "main:qa"], cwd=sandbox.work, env=env)
+            times.append(time.monotonic() - t0)
+    count = int(run(["git", "--git-dir", str(bare), "rev-list", "--count", "main"]).stdout)
+    return {"commits": count, "pushes": pushes, "hooked_ms": statistics.median(hooked) * 1000,
+            "bare_ms": statistics.median(plain) * 1000, "ratio": statistics.median(hooked) / statistics.median(plain)}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pushes", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--idle-seconds", type=float, default=60)
-    parser.add_argument("--only", choices=("latency", "overhead", "idle"))
+    parser.add_argument("--hook-pushes", type=int, default=30)
+    parser.add_argument("--history", type=int, default=20_000, help="commits in the hook benchmark's repository")
+    parser.add_argument("--only", choices=("latency", "overhead", "idle", "hooks"))
     args = parser.parse_args()
     results = {}
     with tempfile.TemporaryDirectory(prefix="gb-", dir="/tmp") as tmp:
@@ -156,6 +198,11 @@ def main() -> int:
             print(f"(c) idle daemon, 3 repos x 3 environments, {r['seconds']} s: RSS {r['rss_mb']:.0f} MiB "
                   f"(bare python {r['python_baseline_rss_mb']:.0f} MiB), CPU {r['cpu_s']:.2f} s = "
                   f"{r['cpu_percent']:.2f} %", flush=True)
+        if args.only in (None, "hooks"):
+            results["hooks"] = r = bench_hooks(root / "hooks", args.history, args.hook_pushes)
+            print(f"(d) push of main and main:qa into a {r['commits']}-commit repository, median of {r['pushes']}: "
+                  f"through gitopsd's hooks {r['hooked_ms']:.0f} ms, no hooks {r['bare_ms']:.0f} ms, "
+                  f"ratio {r['ratio']:.1f} (target <= 3)", flush=True)
     out = Path(__file__).resolve().parent / "results"
     out.mkdir(exist_ok=True)
     (out / "latest.json").write_text(json.dumps(results, indent=2))

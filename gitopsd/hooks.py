@@ -17,10 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from . import gitcli, nudge, policy
+from . import gitcli, nudge
 from .config import Config, ConfigError
 from .config import load as load_config
-from .state import Store
 
 HOOK_NAMES = ("pre-receive", "post-receive")
 SHIM_MARK = "gitopsd hook shim"
@@ -84,6 +83,8 @@ def pre_receive(config_path: Path | None, stdin: TextIO = sys.stdin, out: TextIO
     repo = config.repository_at(repo_path)
     if repo is None:
         return 0
+    from . import policy          # only pre-receive needs the policy and the store
+    from .state import Store
     store = Store(config.database, readonly=True)
     identity = pusher(config)
     refused = False
