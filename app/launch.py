@@ -1,12 +1,15 @@
 #!/usr/bin/env python3
 """gitopsd sample app launcher: start, stop or restart app.py fully detached from whoever runs it.
 
-    launch.py restart --app-root DIR --port N   stop the running app (if any), start this release's
-    launch.py start   --app-root DIR --port N   start this release's app.py (fails if one runs)
+    launch.py restart --app-root DIR --port N [--revision JSON]
+                          stop the running app (if any), start this release's
+    launch.py start   --app-root DIR --port N [--revision JSON]
+                          start this release's app.py (fails if one runs)
     launch.py stop    --app-root DIR            stop the running app (fine if none runs)
     launch.py status  --app-root DIR            say whether it runs (exit code 0 if it does)
 
-"This release" is the folder this file is in. The app's pid is in DIR/app.pid, its output in
+"This release" is the folder this file is in. --revision writes its REVISION.json first (atomically):
+the JSON object app.py reports from (commit, env, host, ...). The app's pid is in DIR/app.pid, its output in
 DIR/app.log (moved to app.log.1 once it exceeds 1 MiB). `start` returns once the app listens,
 or fails with the end of app.log if it died (e.g. its port is taken).
 
@@ -20,6 +23,7 @@ Stdlib only, so it runs with whatever Python the host has.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import sys
@@ -162,6 +166,15 @@ def spawn(app_root: Path, port: int) -> int:
     return int(data)
 
 
+def write_revision(text: str) -> None:
+    data = json.loads(text)
+    if not isinstance(data, dict):
+        raise SystemExit("launch: --revision must be a JSON object")
+    tmp = HERE / f".REVISION.json.{os.getpid()}"
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(tmp, HERE / "REVISION.json")
+
+
 def start(app_root: Path, port: int) -> int:
     pid = running_pid(app_root)
     if pid is not None:
@@ -197,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("action", choices=("start", "stop", "restart", "status"))
     parser.add_argument("--app-root", required=True, help="the host's folder")
     parser.add_argument("--port", type=int, help="port to listen on (start, restart)")
+    parser.add_argument("--revision", help="JSON object to write to this release's REVISION.json (start, restart)")
     args = parser.parse_args(argv)
     app_root = Path(os.path.realpath(args.app_root))
     if args.action in ("start", "restart") and args.port is None:
@@ -210,6 +224,8 @@ def main(argv: list[str] | None = None) -> int:
         pid = running_pid(app_root)
         print(f"app pid {pid} running" if pid else "app not running")
         return 0 if pid else 3
+    if args.revision is not None and args.action in ("start", "restart"):
+        write_revision(args.revision)
     if args.action in ("stop", "restart"):
         stop(app_root)
     if args.action in ("start", "restart"):

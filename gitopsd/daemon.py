@@ -33,6 +33,7 @@ from .watch import RefWatcher
 log = logging.getLogger("gitopsd.daemon")
 
 _WAKE = Look("", None, "wake")
+WATCH_DELAY = 0.3  # seconds
 
 
 class PygitPort:
@@ -97,7 +98,9 @@ class Daemon:
             self.requests.put(Look(repo.name, None, trigger))
 
     def _on_ref_change(self, repo: str) -> None:
-        self.requests.put(Look(repo, None, "watch"))
+        # A ref moves before post-receive runs: give its nudge (which says who pushed) a moment to
+        # arrive first. The watcher is the fallback when no nudge comes (git update-ref, no hooks).
+        self.schedule(Look(repo, None, "watch"), time.time() + WATCH_DELAY)
 
     def _listen(self, listener: Listener) -> None:
         while not (self.stopping.is_set() or listener.closed):

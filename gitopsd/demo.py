@@ -152,7 +152,8 @@ class Demo:
         self.show_hosts()
 
         say("Promote qa to staging the same way: the same commit, the same tree")
-        self.git("push", "origin", "qa:staging")
+        self.git("fetch", "--quiet", "origin")
+        self.git("push", "origin", "origin/qa:refs/heads/staging")
         self.wait_in_sync("staging", change)
         self.show_hosts()
 

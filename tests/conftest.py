@@ -25,3 +25,14 @@ def short_tmp(tmp_path_factory):
     yield path
     import shutil
     shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def no_daemon_outlives_its_test():
+    from tests.support import Daemon
+    yield
+    while Daemon.started:
+        daemon = Daemon.started.pop()
+        if daemon.proc.poll() is None:
+            daemon.proc.kill()
+            daemon.proc.wait()

@@ -151,7 +151,10 @@ class Sandbox:
 class Daemon:
     """`gitopsd run` as a real process."""
 
+    started: list["Daemon"] = []   # stopped by the conftest after each test, whatever happened
+
     def __init__(self, sandbox: Sandbox, **env: str):
+        Daemon.started.append(self)
         self.sandbox = sandbox
         self.log_path = sandbox.root / f"daemon-{time.monotonic_ns()}.log"
         self._log = open(self.log_path, "w")
