@@ -95,6 +95,10 @@ def make_handler(revision: dict, settings: dict, problem: str | None) -> type[Ba
     return Handler
 
 
+class Stop(Exception):
+    """Raised by the signal handler to end the main loop's sleep at once."""
+
+
 def identity_of(path: Path) -> tuple[int, int] | None:
     try:
         st = os.stat(path)
@@ -124,29 +128,34 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     server.daemon_threads = True
 
-    stopping: list[str] = []   # a plain list: safe to touch from a signal handler
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True).start()
+
+    stopping: list[str] = []
 
     def on_signal(signum: int, _frame) -> None:
-        stopping.append(signal.Signals(signum).name)
+        if not stopping:                      # the first signal ends the wait below at once
+            stopping.append(signal.Signals(signum).name)
+            raise Stop
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-
-    # The pid file appears only once the port is open: launch.py waits for it.
     pidfile = app_root / PIDFILE
-    tmp = app_root / f".{PIDFILE}.{os.getpid()}"
-    tmp.write_text(f"{os.getpid()}\n", encoding="utf-8")
-    os.replace(tmp, pidfile)
-
-    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True).start()
-    print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} app: pid {os.getpid()} serving commit "
-          f"{revision.get('commit', 'unknown')} on http://{args.bind}:{args.port}/ "
-          f"({'healthy' if problem is None else 'FAILING: ' + problem}); release {HERE}", file=sys.stderr)
-
-    while not stopping:
-        time.sleep(WATCH_INTERVAL)
-        if identity_of(app_root) != root_id:
-            stopping.append(f"{app_root} is gone")
+    try:
+        # The pid file appears only once the port is open: launch.py waits for it.
+        tmp = app_root / f".{PIDFILE}.{os.getpid()}"
+        tmp.write_text(f"{os.getpid()}\n", encoding="utf-8")
+        os.replace(tmp, pidfile)
+        print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} app: pid {os.getpid()} serving commit "
+              f"{revision.get('commit', 'unknown')} on http://{args.bind}:{args.port}/ "
+              f"({'healthy' if problem is None else 'FAILING: ' + problem}); release {HERE}", file=sys.stderr)
+        while not stopping:
+            time.sleep(WATCH_INTERVAL)
+            if identity_of(app_root) != root_id:
+                stopping.append(f"{app_root} is gone")
+    except Stop:
+        pass
+    except OSError as exc:                    # e.g. app_root vanished before the pid file was written
+        stopping.append(f"error: {exc}")
 
     print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} app: pid {os.getpid()} stopping ({stopping[0]})", file=sys.stderr)
     server.shutdown()

@@ -1,24 +1,24 @@
 #!/usr/bin/env python3
 """gitopsd sample app launcher: start, stop or restart app.py fully detached from whoever runs it.
 
-    launch.py restart --app-root DIR --port N [--revision JSON]
-                          stop the running app (if any), start this release's
-    launch.py start   --app-root DIR --port N [--revision JSON]
-                          start this release's app.py (fails if one runs)
-    launch.py stop    --app-root DIR            stop the running app (fine if none runs)
-    launch.py status  --app-root DIR            say whether it runs (exit code 0 if it does)
+    launch.py restart --app-root DIR --port N [--revision JSON]   stop the running app, start this one
+    launch.py start   --app-root DIR --port N [--revision JSON]   start this one (fails if one runs)
+    launch.py stop    --app-root DIR                              stop the running app (fine if none)
+    launch.py status  --app-root DIR                              exit code 0 if it runs, else 3
 
-"This release" is the folder this file is in. --revision writes its REVISION.json first (atomically):
-the JSON object app.py reports from (commit, env, host, ...). The app's pid is in DIR/app.pid, its output in
-DIR/app.log (moved to app.log.1 once it exceeds 1 MiB). `start` returns once the app listens,
-or fails with the end of app.log if it died (e.g. its port is taken).
+"This one" is the app.py next to this file (this release). --revision first writes the JSON
+object app.py reports (commit, env, host, ...) to this release's REVISION.json, atomically.
+The app's pid is in DIR/app.pid and its output in DIR/app.log (moved to app.log.1 past 1 MiB).
+`start` returns once the app listens, or fails showing the end of app.log if it died (port taken?).
+`stop` sends SIGTERM to the pid in app.pid (only if that process is this host's app.py), waits
+for it to exit, and uses SIGKILL after 5 s.
 
 Detaching: double fork with setsid, stdin from /dev/null, stdout and stderr to app.log, no other
 file descriptors, and an environment without gitopsd's and systemd's per-process variables:
 gitopsd kills every process carrying GITOPSD_DEPLOYMENT=<id> when it cancels a deployment, and
 this app is meant to outlive the deployment that started it. (Under the systemd unit, which has
 KillMode=control-group, it still stops with the service; a real app runs as its own service.)
-Stdlib only, so it runs with whatever Python the host has.
+Stdlib only, so it runs with whatever Python 3.8+ the host has.
 """
 from __future__ import annotations
 

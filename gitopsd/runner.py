@@ -53,13 +53,16 @@ class RunOutcome:
 
 
 def extravars_file(path: Path, values: dict[str, str]) -> None:
-    """Write extra vars as `!unsafe` YAML strings: data that Jinja never evaluates."""
-    lines = ["# written by gitopsd; every value is data, never a template"]
-    for key, value in values.items():
+    """Write extra vars as JSON strings marked unsafe: data that Jinja never evaluates.
+
+    JSON with `__ansible_unsafe` keeps every value a string; ansible-core 2.19 reads YAML
+    `!unsafe "0123"` as the integer 83 and `!unsafe ""` as None.
+    """
+    for key in values:
         if not key.isidentifier():
             raise ValueError(f"bad extra var name {key!r}")
-        lines.append(f"{key}: !unsafe {json.dumps(str(value))}")
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    path.write_text(json.dumps({k: {"__ansible_unsafe": str(v)} for k, v in values.items()}, indent=1) + "\n",
+                    encoding="utf-8")
 
 
 def judge(stats: dict[str, Any] | None, no_hosts_matched: bool, status: str, rc: int | None) -> tuple[bool, str, dict[str, str]]:
@@ -89,7 +92,7 @@ def run_playbook(run: PlaybookRun, cancel: threading.Event,
                  on_event: Callable[[dict[str, Any]], None] | None = None) -> RunOutcome:
     """Run the playbook to the end, a timeout or `cancel`; reap every process it started."""
     run.data_dir.mkdir(parents=True, exist_ok=False)
-    vars_path = run.data_dir / "gitopsd-vars.yml"
+    vars_path = run.data_dir / "gitopsd-vars.json"
     extravars_file(vars_path, run.extravars)
     stats: dict[str, Any] | None = None
     no_hosts = False

@@ -98,6 +98,16 @@ def test_extra_vars_with_jinja_or_shell_syntax_are_never_evaluated(tmp_path):
     assert (tmp_path / "seen").read_text() == evil
 
 
+def test_extra_vars_stay_strings_whatever_they_look_like(tmp_path):
+    play = ("- hosts: all\n  gather_facts: false\n  tasks:\n"
+            "    - ansible.builtin.copy: {dest: '" + str(tmp_path / "types") + "', "
+            "content: \"{{ [gitopsd_env, gitopsd_deploy_id, gitopsd_previous_commit] | map('type_debug') | join(',') }}"
+            "|{{ gitopsd_env }}|{{ gitopsd_previous_commit }}\"}\n")
+    values = {"gitopsd_env": "0123", "gitopsd_deploy_id": "7", "gitopsd_previous_commit": ""}
+    assert run_playbook(make_run(tmp_path, play, inventory("h1"), extravars=values), threading.Event()).ok
+    assert (tmp_path / "types").read_text() == "str,str,str|0123|"
+
+
 def test_the_playbook_child_sees_no_notify_socket(tmp_path, monkeypatch):
     from gitopsd.runner import scrub_environment
     monkeypatch.setenv("NOTIFY_SOCKET", "/run/systemd/notify")
