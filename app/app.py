@@ -41,18 +41,28 @@ def read_revision() -> dict:
         return {}
 
 
-def read_settings() -> tuple[dict, str | None]:
-    """Return (settings, why this release is unhealthy or None)."""
-    try:
-        data = json.loads((HERE / "settings.json").read_text(encoding="utf-8"))
-    except OSError as exc:
-        return {}, f"settings.json cannot be read: {exc.strerror}"
-    except ValueError as exc:
-        return {}, f"settings.json is not valid JSON: {exc}"
-    if not isinstance(data, dict):
-        return {}, "settings.json is not a JSON object"
-    if data.get("healthy", True) is not True:
-        return data, "settings.json says healthy: false"
+def read_settings(env: str) -> tuple[dict, str | None]:
+    """Return (settings, why this release is unhealthy or None).
+
+    settings.json holds the defaults; settings.<env>.json, when the release has one, overrides
+    them for that environment only (so a production-only mistake passes qa and staging).
+    """
+    data: dict = {}
+    for name in ("settings.json", f"settings.{env}.json"):
+        path = HERE / name
+        if name != "settings.json" and not path.exists():
+            continue
+        try:
+            layer = json.loads(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            return data, f"{name} cannot be read: {exc.strerror}"
+        except ValueError as exc:
+            return data, f"{name} is not valid JSON: {exc}"
+        if not isinstance(layer, dict):
+            return data, f"{name} is not a JSON object"
+        data.update(layer)
+        if layer.get("healthy", True) is not True:
+            return data, f"{name} says healthy: false"
     return data, None
 
 
@@ -120,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"app: {app_root} does not exist", file=sys.stderr)
         return 2
     revision = read_revision()
-    settings, problem = read_settings()
+    settings, problem = read_settings(str(revision.get("env", "")))
     try:
         server = ThreadingHTTPServer((args.bind, args.port), make_handler(revision, settings, problem))
     except OSError as exc:

@@ -204,11 +204,20 @@ def cmd_logs(args: argparse.Namespace) -> int:
           + (f": {dep.outcome}" if dep.outcome else ""))
     if dep.reason:
         print(f"# why: {dep.reason}")
-    stdout = config.state_dir / "deployments" / str(dep.id) / "runner" / "artifacts" / "run" / "stdout"
-    if stdout.exists():
-        sys.stdout.write(stdout.read_text(encoding="utf-8", errors="replace"))
-    else:
+    for batch in dep.detail.get("batches", []):
+        checks = "; ".join(f"{c['name']}: {'ok' if c['ok'] else 'FAILED'} ({c['detail']})" for c in batch["checks"])
+        print(f"# batch {batch['batch']}: {batch['result']} on {', '.join(batch['hosts']) or 'all hosts'}"
+              + (f"; checks: {checks}" if checks else ""))
+    folder = config.state_dir / "deployments" / str(dep.id)
+    outputs = sorted(folder.glob("*-*/artifacts/run/stdout"),
+                     key=lambda p: (int(p.parts[-4].split("-")[1]), p.parts[-4].startswith("verify")))
+    if not outputs:
         print("# no Ansible output was recorded (the run did not start, or its folder was removed)")
+    for stdout in outputs:
+        run = stdout.parts[-4]
+        print(f"# --- {'verification playbook' if run.startswith('verify') else 'playbook'}, "
+              f"{'batch ' + run.split('-')[1] if len(dep.detail.get('batches', [])) > 1 else 'run'} ---")
+        sys.stdout.write(stdout.read_text(encoding="utf-8", errors="replace"))
     return 0
 
 

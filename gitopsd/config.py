@@ -24,6 +24,51 @@ BRANCH_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
 @dataclass(frozen=True)
+class Rollout:
+    """Deploy in batches of hosts; a batch passes when its playbook run and all checks pass through its bake."""
+
+    batches: tuple[int | str, ...] = ("100%",)
+    max_fail_percentage: float = 0.0
+    bake: float = 0.0
+
+
+@dataclass(frozen=True)
+class HttpVerify:
+    url: str                        # e.g. "http://{ansible_host}:{app_port}/health", from inventory variables
+    expect_status: int = 200
+    json_field: str | None = None   # a field of the JSON body that must equal the deployed commit
+    timeout: float = 2.0
+    retries: int = 3
+
+
+@dataclass(frozen=True)
+class PrometheusVerify:
+    url: str
+    query: str                      # may use {commit} and {env}
+    max: float | None = None
+    min: float | None = None
+
+
+@dataclass(frozen=True)
+class Verify:
+    http: HttpVerify | None = None
+    playbook: str | None = None     # a verification playbook from the tree, run against each batch
+    prometheus: PrometheusVerify | None = None
+
+    @property
+    def any(self) -> bool:
+        return bool(self.http or self.playbook or self.prometheus)
+
+
+@dataclass(frozen=True)
+class Notify:
+    """Who hears about every failed deployment and every rollback: a command (JSON on stdin) and/or a webhook."""
+
+    command: tuple[str, ...] = ()
+    webhook: str | None = None
+
+
+@dataclass(frozen=True)
 class Environment:
     """One deployment target: a branch whose head must run on an inventory's hosts."""
 
@@ -39,6 +84,9 @@ class Environment:
     retry_backoff_max: float = 300.0
     windows: tuple[Window, ...] = ()          # deploy windows for promotions; rollbacks ignore them
     override_by: tuple[str, ...] = ()         # identities allowed an emergency override of a closed window
+    rollout: Rollout | None = None
+    verify: Verify = Verify()
+    notify: Notify = Notify()
 
 
 @dataclass(frozen=True)
@@ -110,7 +158,13 @@ TOP_KEYS = {"state_dir", "runtime_dir", "sweep_interval", "max_parallel", "stop_
             "keep_workdirs", "identity_env", "repositories"}
 REPO_KEYS = {"name", "path", "environments"}
 ENV_KEYS = {"name", "branch", "promote_from", "inventory", "playbook", "timeout", "auto_rollback",
-            "retries", "retry_backoff", "retry_backoff_max", "windows", "override_by"}
+            "retries", "retry_backoff", "retry_backoff_max", "windows", "override_by", "rollout", "verify",
+            "notify"}
+ROLLOUT_KEYS = {"batches", "max_fail_percentage", "bake"}
+VERIFY_KEYS = {"http", "playbook", "prometheus"}
+HTTP_KEYS = {"url", "expect_status", "json_field", "timeout", "retries"}
+PROMETHEUS_KEYS = {"url", "query", "max", "min"}
+NOTIFY_KEYS = {"command", "webhook"}
 WINDOW_KEYS = {"allow", "deny", "duration", "timezone", "name"}
 
 
@@ -321,7 +375,72 @@ def _environment(raw: Any, key: str, previous_branch: str, check: _Checker) -> E
         retry_backoff_max=check.number(data, "retry_backoff_max", key, 300.0, minimum=0),
         windows=_windows(data.get("windows", []), f"{key}.windows", check),
         override_by=tuple(override_by),
+        rollout=_rollout(data["rollout"], f"{key}.rollout", check) if "rollout" in data else None,
+        verify=_verify(data.get("verify", {}), f"{key}.verify", check),
+        notify=_notify(data.get("notify", {}), f"{key}.notify", check),
     )
+
+
+def _rollout(raw: Any, key: str, check: _Checker) -> Rollout | None:
+    from .rollout import validate_batches
+    data = check.mapping(raw, key, ROLLOUT_KEYS)
+    batches = data.get("batches", ["100%"])
+    problem = validate_batches(batches)
+    if problem:
+        check.add(f"{key}.batches", problem)
+        batches = ["100%"]
+    return Rollout(batches=tuple(batches),
+                   max_fail_percentage=check.number(data, "max_fail_percentage", key, 0.0),
+                   bake=check.number(data, "bake", key, 0.0))
+
+
+def _url(value: Any, key: str, check: _Checker) -> str:
+    if not isinstance(value, str) or not re.match(r"^https?://[^\s]+$", value):
+        check.add(key, f"must be an http:// or https:// URL, not {value!r}")
+        return ""
+    return value
+
+
+def _verify(raw: Any, key: str, check: _Checker) -> Verify:
+    data = check.mapping(raw, key, VERIFY_KEYS)
+    http = prometheus = None
+    if "http" in data:
+        h = check.mapping(data["http"], f"{key}.http", HTTP_KEYS)
+        field_ = h.get("json_field")
+        http = HttpVerify(url=_url(h.get("url"), f"{key}.http.url", check),
+                          expect_status=int(check.number(h, "expect_status", f"{key}.http", 200, integer=True, minimum=100)),
+                          json_field=str(field_) if field_ else None,
+                          timeout=check.number(h, "timeout", f"{key}.http", 2.0, minimum=0.1),
+                          retries=int(check.number(h, "retries", f"{key}.http", 3, integer=True, minimum=0)))
+    if "prometheus" in data:
+        p = check.mapping(data["prometheus"], f"{key}.prometheus", PROMETHEUS_KEYS)
+        query = p.get("query")
+        if not isinstance(query, str) or not query:
+            check.add(f"{key}.prometheus.query", "must be a PromQL query")
+            query = ""
+        bounds = {b: p.get(b) for b in ("max", "min")}
+        for b, v in bounds.items():
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+                check.add(f"{key}.prometheus.{b}", f"must be a number, not {v!r}")
+                bounds[b] = None
+        if bounds["max"] is None and bounds["min"] is None:
+            check.add(f"{key}.prometheus", "needs max: or min: (the threshold the query result must respect)")
+        prometheus = PrometheusVerify(url=_url(p.get("url"), f"{key}.prometheus.url", check), query=query,
+                                      max=bounds["max"], min=bounds["min"])
+    playbook = check.relpath(data["playbook"], f"{key}.playbook") if "playbook" in data else None
+    return Verify(http=http, playbook=playbook or None, prometheus=prometheus)
+
+
+def _notify(raw: Any, key: str, check: _Checker) -> Notify:
+    data = check.mapping(raw, key, NOTIFY_KEYS)
+    command = data.get("command", [])
+    if not (isinstance(command, list) and all(isinstance(c, str) and c for c in command)):
+        check.add(f"{key}.command", "must be a list of arguments (no shell), e.g. [/usr/local/bin/page, --team, ops]")
+        command = []
+    if command and not command[0].startswith("/"):
+        check.add(f"{key}.command", f"the program must be an absolute path, not {command[0]!r}")
+    webhook = _url(data["webhook"], f"{key}.webhook", check) if "webhook" in data else None
+    return Notify(command=tuple(command), webhook=webhook or None)
 
 
 def _windows(raw: Any, key: str, check: _Checker) -> tuple[Window, ...]:

@@ -22,6 +22,7 @@ from typing import IO
 from . import config as config_mod
 from . import runner
 from .config import Config, ConfigError
+from .execute import CheckResult, Toolbox
 from .gitrepo import GitRepository, Head
 from .nudge import Listener
 from .reconciler import Cause, Look, Reconciler
@@ -44,6 +45,31 @@ class PygitPort:
 
     def export(self, repo: config_mod.Repository, commit: str, dest: Path) -> None:
         GitRepository(repo.path).export(commit, dest)
+
+
+def real_toolbox() -> Toolbox:
+    """Ansible, its inventory parser and the HTTP/Prometheus checks, for real."""
+    from . import checks, inventory
+
+    def http(spec: config_mod.HttpVerify, host: inventory.HostInfo, commit: str) -> CheckResult:
+        try:
+            check = checks.HttpCheck(url=spec.url, expect_status=spec.expect_status, json_field=spec.json_field,
+                                     timeout=spec.timeout, retries=spec.retries)
+            r = checks.run_http(check, host, commit)
+        except checks.CheckError as exc:   # e.g. the URL names a variable the host does not have
+            return CheckResult(False, f"http {host.name}", str(exc))
+        return CheckResult(r.ok, r.name, r.detail)
+
+    def prometheus(spec: config_mod.PrometheusVerify, commit: str, env: str) -> CheckResult:
+        try:
+            check = checks.PrometheusCheck(url=spec.url, query=spec.query, max_value=spec.max, min_value=spec.min)
+            r = checks.run_prometheus(check, commit, env)
+        except checks.CheckError as exc:
+            return CheckResult(False, "prometheus", str(exc))
+        return CheckResult(r.ok, r.name, r.detail)
+
+    return Toolbox(run_playbook=runner.run_playbook, hosts_of=lambda inv, names: inventory.hosts_of(inv, names),
+                   check_http=http, check_prometheus=prometheus)
 
 
 class AlreadyRunning(Exception):
@@ -80,7 +106,7 @@ class Daemon:
         self._lock_handle = lock_state_dir(config.state_dir)
         self.store = Store(config.database)
         self.pool = ThreadPoolExecutor(max_workers=config.max_parallel, thread_name_prefix="deploy")
-        self.reconciler = Reconciler(config, self.store, PygitPort(), runner.run_playbook,
+        self.reconciler = Reconciler(config, self.store, PygitPort(), real_toolbox(),
                                      submit=self.pool.submit, schedule=self.schedule, on_change=self._status)
         self.listener: Listener | None = None
         self.watcher: RefWatcher | None = None
@@ -143,7 +169,8 @@ class Daemon:
     def _status(self) -> None:
         running = self.reconciler.running_commits()
         if running:
-            text = ", ".join(f"deploying {env} {commit[:7]}" for (_repo, env), commit in sorted(running.items()))
+            text = ", ".join(f"deploying {env} {commit[:7]}" + (f" ({progress})" if progress.startswith("batch") else "")
+                             for (_repo, env), (commit, progress) in sorted(running.items()))
         else:
             n = sum(len(r.environments) for r in self.config.repositories)
             text = f"watching {n} environment{'s' if n != 1 else ''}"

@@ -123,6 +123,16 @@ class Demo:
         self.config.write_text(yaml.safe_dump({"state_dir": str(DEMO / "state"), "runtime_dir": str(DEMO / "run"),
                                                "sweep_interval": 30, "stop_grace": 30}, sort_keys=False))
         self.run(*GITOPSD, "init", str(self.repo), "--config", str(self.config), "--sample")
+        say("Production rolls out in batches (1 host, 25 %, the rest), checks /health after each, rolls back itself")
+        data = yaml.safe_load(self.config.read_text())
+        production = data["repositories"][0]["environments"][2]
+        production.update({
+            "auto_rollback": True,
+            "rollout": {"batches": [1, "25%", "100%"], "bake": 2},
+            "verify": {"http": {"url": "http://127.0.0.1:{app_port}/health", "json_field": "commit"}}})
+        self.config.write_text(yaml.safe_dump(data, sort_keys=False))
+        for line in yaml.safe_dump({"production": production}, sort_keys=False).splitlines():
+            note(f"  {line}")
         self.run(*GITOPSD, "check-config")
 
     def start_daemon(self) -> None:
@@ -177,6 +187,41 @@ class Demo:
         note("so the hosts switch back to the release folder they still have.")
         self.show_hosts()
 
+    def broken_release(self) -> None:
+        say("A release with a production-only mistake: app/settings.production.json says healthy: false")
+        self.git("checkout", "--quiet", "main")
+        (self.work / "app" / "settings.production.json").write_text('{"healthy": false}\n')
+        self.git("add", "app/settings.production.json")
+        self.git("commit", "--quiet", "-m", "Tune production settings (with a mistake)")
+        self.git("push", "--quiet", "origin", "main", "main:qa")
+        broken = self.head("main")
+        self.wait_in_sync("qa", broken)
+        self.git("fetch", "--quiet", "origin")
+        self.git("push", "--quiet", "origin", "origin/qa:refs/heads/staging")
+        self.wait_in_sync("staging", broken)
+        note(f"qa and staging run {broken[:7]} happily: the mistake only bites in production.")
+        self.show_hosts()
+
+        say("Promote staging to production: production was reverted, so only an exact-tree promotion is accepted")
+        self.run(*GITOPSD, "promote", "staging", "production")
+        promoted = self.head("production")
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            if self.head("production") != promoted and self.status()["production"]["state"] == "in-sync":
+                break
+            time.sleep(0.3)
+        else:
+            raise SystemExit("demo: production did not roll back by itself")
+        note("batch 1 (production-1) failed its health check: the rollout stopped, the other hosts never got")
+        note("the bad release, and gitopsd reverted the branch and redeployed the last good tree everywhere.")
+        self.show_hosts()
+        failed = next(d for d in json.loads(self.run(*GITOPSD, "history", "production", "--json", show=False).stdout)
+                      if d["commit"] == promoted)
+        logs = self.run(*GITOPSD, "logs", str(failed["id"]), show=False).stdout.splitlines()
+        note(f"$ gitopsd logs {failed['id']}   (its header)")
+        for line in logs[:3]:
+            note(f"  {line}")
+
     def finish(self) -> None:
         say("History of production (gitopsd history production)")
         self.run(*GITOPSD, "history", "production", "--limit", "5")
@@ -211,6 +256,7 @@ def main() -> int:
         demo.start_daemon()
         _change, merge = demo.change_and_promote()
         demo.rollback(merge)
+        demo.broken_release()
         demo.finish()
     except BaseException:
         demo.stop()

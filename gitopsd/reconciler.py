@@ -21,9 +21,11 @@ from pathlib import Path
 from typing import Callable, Protocol
 
 from .config import Config, Environment, Repository
+from .execute import Toolbox, execute
 from .gitrepo import ExportError, Head, resolve_inside
+from .notify import notify
 from .revert import make_revert
-from .runner import PlaybookRun, RunOutcome
+from .runner import PlaybookRun
 from .state import Deployment, FailureStatus, Store
 
 log = logging.getLogger("gitopsd.reconciler")
@@ -32,10 +34,6 @@ log = logging.getLogger("gitopsd.reconciler")
 class GitPort(Protocol):
     def head(self, repo: Repository, branch: str) -> Head | None: ...
     def export(self, repo: Repository, commit: str, dest: Path) -> None: ...
-
-
-class RunnerPort(Protocol):
-    def __call__(self, run: PlaybookRun, cancel: threading.Event) -> RunOutcome: ...
 
 
 @dataclass(frozen=True)
@@ -106,12 +104,13 @@ class _Running:
     deployment_id: int
     commit: str
     cancel: threading.Event
+    progress: str = ""
 
 
 class Reconciler:
     """Decides and runs deployments. `look` is called from one thread; deployments run on `submit`."""
 
-    def __init__(self, config: Config, store: Store, git: GitPort, run_playbook: RunnerPort, *,
+    def __init__(self, config: Config, store: Store, git: GitPort, tools: Toolbox, *,
                  submit: Callable[[Callable[[], None]], object],
                  schedule: Callable[[Look, float], None],
                  clock: Callable[[], float] = time.time, rng: random.Random | None = None,
@@ -119,7 +118,7 @@ class Reconciler:
         self.config = config
         self.store = store
         self.git = git
-        self.run_playbook = run_playbook
+        self.tools = tools
         self.submit = submit
         self.schedule = schedule
         self.clock = clock
@@ -140,9 +139,10 @@ class Reconciler:
         with self._lock:
             return {k: v.deployment_id for k, v in self._running.items()}
 
-    def running_commits(self) -> dict[tuple[str, str], str]:
+    def running_commits(self) -> dict[tuple[str, str], tuple[str, str]]:
+        """(repo, env) -> (commit, progress such as 'batch 1/3') of every running deployment."""
         with self._lock:
-            return {k: v.commit for k, v in self._running.items()}
+            return {k: (v.commit, v.progress) for k, v in self._running.items()}
 
     def cancel_all(self) -> None:
         with self._lock:
@@ -207,15 +207,22 @@ class Reconciler:
         log.info("deploying %s (%s, attempt %d, caused by %s)", desired.commit[:7], decision.kind, decision.attempt,
                  cause.actor, extra=extra)
         self.on_change()
-        self.submit(lambda: self._deploy(repo, env, desired, deployed, decision, deployment_id, item.cancel))
+        self.submit(lambda: self._deploy(repo, env, desired, deployed, decision, deployment_id, item))
 
     # -- one deployment (runs on a worker) -----------------------------------------------------------
     def _deploy(self, repo: Repository, env: Environment, desired: Head, deployed: Deployment | None,
-                decision: Decision, deployment_id: int, cancel: threading.Event) -> None:
+                decision: Decision, deployment_id: int, item: _Running) -> None:
         extra = {"repo": repo.name, "env": env.name, "commit": desired.commit[:7], "deployment": deployment_id}
         started = time.monotonic()
         folder = self.config.state_dir / "deployments" / str(deployment_id)
-        result, reason, permanent, hosts = "failed", "", False, {}
+        result, reason, permanent, detail = "failed", "", False, {}
+
+        def progress(label: str) -> None:
+            item.progress = label
+            self.store.set_progress(deployment_id, label)
+            if label.startswith("batch"):
+                log.info("rolling out: %s", label, extra=extra)
+            self.on_change()
         try:
             workdir = folder / "tree"
             self.store.set_workdir(deployment_id, workdir)
@@ -223,18 +230,17 @@ class Reconciler:
             run = PlaybookRun(
                 marker=self.marker(deployment_id), workdir=workdir,
                 playbook=resolve_inside(workdir, env.playbook), inventory=resolve_inside(workdir, env.inventory),
-                data_dir=folder / "runner", timeout=env.timeout,
+                data_dir=folder / "run", timeout=env.timeout,
                 extravars={
                     "gitopsd_env": env.name, "gitopsd_repo": repo.name, "gitopsd_commit": desired.commit,
                     "gitopsd_tree": desired.tree, "gitopsd_previous_commit": deployed.commit if deployed else "",
                     "gitopsd_deploy_id": str(deployment_id), "gitopsd_kind": decision.kind or "deploy",
                     "gitopsd_workdir": str(workdir)})
-            outcome = self.run_playbook(run, cancel)
-            hosts = outcome.hosts
-            reason = outcome.reason
-            if outcome.ok:
+            attempt = execute(env, run, decision.kind or "deploy", self.tools, item.cancel, progress)
+            detail, reason = attempt.detail(), attempt.reason
+            if attempt.ok:
                 result = "succeeded"
-            elif outcome.status == "canceled":
+            elif attempt.canceled:
                 result = "canceled"
         except ExportError as exc:
             reason, permanent = str(exc), True
@@ -242,7 +248,7 @@ class Reconciler:
             log.exception("deployment crashed", extra=extra)
             reason = f"internal error: {exc}"
         try:
-            self._record(repo, env, desired, deployed, decision, deployment_id, result, reason, permanent, hosts,
+            self._record(repo, env, desired, deployed, decision, deployment_id, result, reason, permanent, detail,
                          time.monotonic() - started, extra)
         finally:
             # Only now, with the result recorded, may a look start the next deployment here.
@@ -254,9 +260,14 @@ class Reconciler:
 
     def _record(self, repo: Repository, env: Environment, desired: Head, deployed: Deployment | None,
                 decision: Decision, deployment_id: int, result: str, reason: str, permanent: bool,
-                hosts: dict[str, str], took: float, extra: dict[str, object]) -> None:
+                detail: dict[str, object], took: float, extra: dict[str, object]) -> None:
         now = self.clock()
-        self.store.finish(deployment_id, result, now=now, outcome=reason or None, detail={"hosts": hosts})
+        self.store.finish(deployment_id, result, now=now, outcome=reason or None, detail=detail)
+        if result == "failed" or decision.kind == "rollback":
+            notify(env.notify, {"event": f"{decision.kind}-{result}" if decision.kind == "rollback" else "deploy-failed",
+                                "repo": repo.name, "env": env.name, "commit": desired.commit, "tree": desired.tree,
+                                "kind": decision.kind, "result": result, "deployment": deployment_id,
+                                "outcome": reason, "previous_commit": deployed.commit if deployed else None})
         if result == "succeeded":
             self.store.clear_failure(repo.name, env.name)
             log.info("deployment %s in %.1fs: %s", result, took, reason, extra=extra)

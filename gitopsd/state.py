@@ -159,6 +159,11 @@ class Store:
                            " WHERE repo = ? AND commit_id = ? AND actor = 'unknown' AND started_at >= ?",
                            (actor, trigger, reason, repo, commit, since)).rowcount
 
+    def set_progress(self, deployment_id: int, progress: str) -> None:
+        """Record where a running deployment is (e.g. 'batch 2/3'), for `gitopsd status`."""
+        self._write("UPDATE deployments SET detail = json_set(COALESCE(detail, '{}'), '$.progress', ?) WHERE id = ?",
+                    (progress, deployment_id))
+
     def set_workdir(self, deployment_id: int, workdir: Path) -> None:
         self._write("UPDATE deployments SET workdir = ? WHERE id = ?", (str(workdir), deployment_id))
 

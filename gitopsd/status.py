@@ -40,6 +40,9 @@ def environment_status(store: Store, repo: Repository, env: Environment) -> Envi
     reason, retry_at = None, None
     if last is not None and last.result == "running":
         state = "deploying"
+        progress = last.detail.get("progress")
+        if isinstance(progress, str) and progress.startswith("batch"):
+            reason = f"rolling out {last.commit[:7]}: {progress.replace('/', ' of ')}"
     elif desired is None:
         state, reason = "missing-branch", f"branch {env.branch} does not exist or points at a missing commit"
     elif deployed is not None and deployed.commit == desired:

@@ -28,10 +28,14 @@ TEST_PLAYBOOK = """\
     - name: sleep when asked to
       ansible.builtin.command: sleep {{ lookup('ansible.builtin.file', gitopsd_workdir + '/SLEEP') }}
       when: (gitopsd_workdir + '/SLEEP') is exists
-    - name: fail when asked to
+    - name: fail when asked to (FAIL lists the hosts that fail, or says "all")
       ansible.builtin.fail:
         msg: this tree is broken on purpose
-      when: (gitopsd_workdir + '/FAIL') is exists
+      when: >-
+        (gitopsd_workdir + '/FAIL') is exists and
+        (inventory_hostname in lookup('ansible.builtin.file', gitopsd_workdir + '/FAIL').split()
+         or 'all' in lookup('ansible.builtin.file', gitopsd_workdir + '/FAIL').split()
+         or 'yes' in lookup('ansible.builtin.file', gitopsd_workdir + '/FAIL').split())
 """
 
 LOCAL_INVENTORY = """\

@@ -234,3 +234,45 @@ def _sleeping(seconds: str) -> bool:
         except psutil.Error:
             continue
     return False
+
+
+def test_a_commit_without_the_playbook_stalls_at_once_and_leaves_the_last_good_state(sandbox):
+    with Daemon(sandbox) as daemon:
+        _converged(sandbox, daemon)
+        good = sandbox.head("qa")
+        sandbox.remove("playbooks/deploy.yml")
+        broken = sandbox.commit("lose the playbook")
+        sandbox.push("main", "main:qa")
+        row = daemon.wait_state("qa", "stalled", broken)
+        assert row["deployed"] == good
+        assert "playbooks/deploy.yml does not exist in this commit" in row["reason"]
+        assert [d["result"] for d in sandbox.history("qa") if d["commit"] == broken] == ["failed"]
+
+
+def test_a_branch_pointing_at_a_missing_object_is_reported_and_other_environments_still_deploy(sandbox):
+    with Daemon(sandbox) as daemon:
+        _converged(sandbox, daemon)
+        (sandbox.repo / "refs" / "heads" / "staging").write_text("1" * 40 + "\n")
+        sandbox.write("app.txt", "v2")
+        new = sandbox.commit("v2")
+        sandbox.push("main", "main:qa")
+        daemon.wait_state("qa", "in-sync", new)
+        row = sandbox.status()["staging"]
+        assert row["state"] == "missing-branch" and "missing commit" in row["reason"]
+        daemon.wait_for(lambda: "an object missing from the repository" in daemon.log(), 10, "error logged")
+        assert daemon.proc.poll() is None
+
+
+def test_commit_messages_with_shell_or_jinja_syntax_never_execute(sandbox):
+    canary = sandbox.root / "pwned"
+    with Daemon(sandbox) as daemon:
+        _converged(sandbox, daemon)
+        sandbox.write("app.txt", "v2")
+        evil = sandbox.commit("{{ lookup('pipe', 'touch " + str(canary) + "') }} $(touch " + str(canary) + ") `touch "
+                              + str(canary) + "`")
+        sandbox.push("main", "main:qa")
+        daemon.wait_state("qa", "in-sync", evil)
+        sandbox.cli("rollback", "qa")       # the revert message quotes the evil subject
+        daemon.wait_state("qa", "in-sync", sandbox.head("qa"))
+        assert sandbox.history("qa")[0]["kind"] == "rollback"
+    assert not canary.exists()

@@ -13,6 +13,7 @@ import pytest
 
 from gitopsd.config import Config, Environment, Repository
 from gitopsd.gitrepo import ExportError, Head
+from gitopsd.execute import Toolbox
 from gitopsd.reconciler import Look, Reconciler, backoff, decide
 from gitopsd.runner import PlaybookRun, RunOutcome
 from gitopsd.state import Store
@@ -68,7 +69,7 @@ def world(tmp_path):
     store = Store(config.database)
     git, runner, clock = FakeGit(), FakeRunner(), Clock()
     scheduled: list[tuple[Look, float]] = []
-    reconciler = Reconciler(config, store, git, runner, submit=lambda job: job(),
+    reconciler = Reconciler(config, store, git, Toolbox(run_playbook=runner), submit=lambda job: job(),
                             schedule=lambda look, at: scheduled.append((look, at)), clock=clock,
                             rng=random.Random(7))
     reconciler.auto_rollback_calls = []  # type: ignore[attr-defined]

@@ -1,0 +1,157 @@
+"""Carrying out one deployment: the playbook once per batch of hosts, then the checks through the bake.
+
+gitopsd, not the playbook, decides what happens between batches: a batch passes only when its
+playbook run succeeded for enough of its hosts (Ansible's final stats, `max_fail_percentage`)
+and every check passed throughout its bake. The first batch that fails stops the rollout.
+Rollbacks go to every host at once: they return hosts to a release they still have.
+"""
+from __future__ import annotations
+
+import string
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable
+
+from .config import Environment
+from .gitrepo import resolve_inside
+from .runner import PlaybookRun, RunOutcome
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    ok: bool
+    name: str
+    detail: str
+
+
+@dataclass
+class Attempt:
+    """What a deployment did, recorded as the deployment's detail."""
+
+    ok: bool = False
+    canceled: bool = False
+    reason: str = ""
+    hosts: dict[str, str] = field(default_factory=dict)
+    batches: list[dict[str, Any]] = field(default_factory=list)
+
+    def detail(self) -> dict[str, Any]:
+        return {"hosts": self.hosts, "batches": self.batches}
+
+
+@dataclass(frozen=True)
+class Toolbox:
+    """The outside world a deployment uses: Ansible, the inventory parser, the checks. Fakes in unit tests."""
+
+    run_playbook: Callable[[PlaybookRun, threading.Event], RunOutcome]
+    hosts_of: Callable[[Path, tuple[str, ...]], list[Any]] | None = None          # -> [HostInfo(name, vars)]
+    check_http: Callable[[Any, Any, str], CheckResult] | None = None               # (HttpVerify, HostInfo, commit)
+    check_prometheus: Callable[[Any, str, str], CheckResult] | None = None        # (PrometheusVerify, commit, env)
+    sleep: Callable[[float], None] = time.sleep
+
+
+def url_variables(url: str) -> tuple[str, ...]:
+    return tuple(name for _, name, _, _ in string.Formatter().parse(url) if name)
+
+
+def execute(env: Environment, run: PlaybookRun, kind: str, tools: Toolbox, cancel: threading.Event,
+            progress: Callable[[str], None] = lambda _text: None) -> Attempt:
+    """Run a deployment described by `run` (the whole inventory) in `env`'s batches with its checks."""
+    attempt = Attempt()
+    needs_hosts = (env.rollout is not None and kind != "rollback") or env.verify.http is not None
+    hosts: list[Any] = []
+    if needs_hosts:
+        assert tools.hosts_of is not None
+        variables = url_variables(env.verify.http.url) if env.verify.http else ()
+        try:
+            hosts = tools.hosts_of(run.inventory, variables)
+        except Exception as exc:   # InventoryError and templating errors: say what, fail the attempt
+            attempt.reason = f"cannot read the inventory {run.inventory.name}: {exc}"
+            return attempt
+    if env.rollout is not None and kind != "rollback":
+        from .rollout import split_batches
+        batches: list[list[str] | None] = list(split_batches([h.name for h in hosts], list(env.rollout.batches)))
+        if not batches:
+            attempt.reason = "no hosts matched: the inventory has no hosts to roll out to"
+            return attempt
+    else:
+        batches = [None]   # the whole inventory in one run
+    by_name = {h.name: h for h in hosts}
+    for number, batch in enumerate(batches, 1):
+        label = f"batch {number}/{len(batches)}" if batch is not None else "all hosts"
+        progress(label)
+        record: dict[str, Any] = {"batch": number, "hosts": batch or [], "result": "running", "checks": []}
+        attempt.batches.append(record)
+        outcome = tools.run_playbook(replace(run, data_dir=run.data_dir.parent / f"run-{number}",
+                                             limit=",".join(batch) if batch else None), cancel)
+        attempt.hosts.update(outcome.hosts)
+        record["hosts"] = batch or sorted(outcome.hosts)
+        record["playbook"] = outcome.reason
+        if outcome.status == "canceled" or cancel.is_set():
+            record["result"] = "canceled"
+            attempt.canceled, attempt.reason = True, f"{label}: canceled"
+            return attempt
+        if not _batch_ok(env, outcome, batch):
+            record["result"] = "failed"
+            attempt.reason = f"{label} failed: {outcome.reason}"
+            return attempt
+        failed_check = _checks(env, run, kind, tools, cancel, [by_name[h] for h in batch] if batch else hosts,
+                               number, record)
+        if failed_check is not None:
+            record["result"] = "failed"
+            attempt.reason = f"{label} failed the check {failed_check.name}: {failed_check.detail}"
+            return attempt
+        record["result"] = "passed"
+    attempt.ok = True
+    n_hosts = len(attempt.hosts)
+    attempt.reason = (f"succeeded on {n_hosts} host{'s' if n_hosts != 1 else ''}"
+                      + (f" in {len(batches)} batches" if len(batches) > 1 else ""))
+    return attempt
+
+
+def _batch_ok(env: Environment, outcome: RunOutcome, batch: list[str] | None) -> bool:
+    if outcome.ok:
+        return True
+    if outcome.status in ("timeout", "canceled") or not outcome.hosts or env.rollout is None:
+        return False
+    from .rollout import failed_too_many
+    failed = sum(1 for h, r in outcome.hosts.items() if r != "ok")
+    total = max(len(batch) if batch else len(outcome.hosts), failed)
+    return not failed_too_many(failed, total, env.rollout.max_fail_percentage)
+
+
+def _checks(env: Environment, run: PlaybookRun, kind: str, tools: Toolbox, cancel: threading.Event,
+            hosts: list[Any], number: int, record: dict[str, Any]) -> CheckResult | None:
+    """Run the verification playbook once, then the HTTP and Prometheus checks until the bake is over.
+
+    Return the first failed check, or None when all passed throughout.
+    """
+    verify = env.verify
+    if verify.playbook:
+        playbook = resolve_inside(run.workdir, verify.playbook)
+        limit = ",".join(h.name for h in hosts) if hosts else None
+        outcome = tools.run_playbook(replace(run, playbook=playbook, limit=limit,
+                                             data_dir=run.data_dir.parent / f"verify-{number}"), cancel)
+        result = CheckResult(outcome.ok, f"playbook {verify.playbook}", outcome.reason)
+        record["checks"].append(result.__dict__)
+        if not result.ok:
+            return result
+    bake = env.rollout.bake if env.rollout is not None and kind != "rollback" else 0.0
+    deadline = time.monotonic() + bake
+    interval = min(5.0, max(0.5, bake / 5)) if bake else 0.0
+    commit = run.extravars.get("gitopsd_commit", "")
+    while True:
+        results: list[CheckResult] = []
+        if verify.http is not None and tools.check_http is not None:
+            results += [tools.check_http(verify.http, host, commit) for host in hosts]
+        if verify.prometheus is not None and tools.check_prometheus is not None:
+            results.append(tools.check_prometheus(verify.prometheus, commit, env.name))
+        for result in results:
+            if not result.ok:
+                record["checks"].append(result.__dict__)
+                return result
+        if time.monotonic() >= deadline or cancel.is_set():
+            record["checks"] += [r.__dict__ for r in results]
+            return None
+        tools.sleep(interval)
