@@ -176,6 +176,67 @@ def bench_hooks(root: Path, commits: int, pushes: int) -> dict:
             "bare_ms": statistics.median(plain) * 1000, "ratio": statistics.median(hooked) / statistics.median(plain)}
 
 
+def bench_rollback(root: Path, rounds: int) -> dict:
+    """Through the daemon, with the sample app on 4 local hosts: deploying a new release vs rolling back to one."""
+    import shutil
+
+    import yaml
+    root.mkdir(parents=True)
+    config = root / "gitopsd.yml"
+    config.write_text(yaml.safe_dump({"state_dir": str(root / "state"), "runtime_dir": str(root / "run")}))
+    env = {**os.environ, "GITOPSD_SAMPLE_ROOT": str(root / "hosts"), "GITOPSD_SAMPLE_PORT_BASE": "19400",
+           "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "GITOPSD_CONFIG": str(config)}
+    gitopsd = [sys.executable, "-m", "gitopsd"]
+    repo = root / "shop.git"
+    run([*gitopsd, "init", str(repo), "--sample"], env=env)
+    proc = subprocess.Popen([*gitopsd, "run"], env=env, stderr=subprocess.DEVNULL)
+    work = root / "work"
+    deploys, rollbacks = [], []
+
+    def head() -> str:
+        return run(["git", "--git-dir", str(repo), "rev-parse", "refs/heads/production"]).stdout.strip()
+
+    def wait_done(commit: str) -> dict:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            rows = json.loads(run([*gitopsd, "history", "production", "--json", "--limit", "1"], env=env).stdout)
+            if rows and rows[0]["commit"] == commit and rows[0]["result"] != "running":
+                return rows[0]
+            time.sleep(0.2)
+        raise RuntimeError(f"no deployment of {commit}")
+
+    def took(row: dict) -> float:
+        from datetime import datetime
+        return (datetime.fromisoformat(row["finished_at"]) - datetime.fromisoformat(row["started_at"])).total_seconds()
+
+    try:
+        wait_done(head())
+        run(["git", "clone", "-q", str(repo), str(work)])
+        for i in range(rounds):
+            settings = work / "app" / "settings.json"
+            data = json.loads(settings.read_text())
+            data["greeting"] = f"release {i}"
+            settings.write_text(json.dumps(data))
+            run(["git", "-c", "user.email=b@example.com", "-c", "user.name=B", "commit", "-qam", f"release {i}"], cwd=work)
+            run(["git", "push", "-q", "origin", "HEAD:main"], cwd=work, env=env)
+            # Straight to production for the benchmark (as `gitopsd init` moves branches, past the hooks).
+            run(["git", "--git-dir", str(repo), "update-ref", "refs/heads/production", "refs/heads/main"])
+            deploys.append(took(wait_done(head())))
+            run([*gitopsd, "rollback", "production"], env=env)
+            row = wait_done(head())
+            assert row["kind"] == "rollback", row
+            rollbacks.append(took(row))
+            run(["git", "--git-dir", str(repo), "update-ref", "refs/heads/main", "refs/heads/production"])
+            run(["git", "fetch", "-q", "origin"], cwd=work)
+            run(["git", "reset", "-q", "--hard", "origin/main"], cwd=work)
+    finally:
+        proc.terminate()
+        proc.wait(60)
+        shutil.rmtree(root / "hosts", ignore_errors=True)   # the sample apps exit when their folder goes
+    deploy, rollback = statistics.median(deploys), statistics.median(rollbacks)
+    return {"rounds": rounds, "deploy_s": deploy, "rollback_s": rollback, "ratio": rollback / deploy}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pushes", type=int, default=20)
@@ -183,7 +244,8 @@ def main() -> int:
     parser.add_argument("--idle-seconds", type=float, default=60)
     parser.add_argument("--hook-pushes", type=int, default=30)
     parser.add_argument("--history", type=int, default=20_000, help="commits in the hook benchmark's repository")
-    parser.add_argument("--only", choices=("latency", "overhead", "idle", "hooks"))
+    parser.add_argument("--rollback-rounds", type=int, default=3)
+    parser.add_argument("--only", choices=("latency", "overhead", "idle", "hooks", "rollback"))
     args = parser.parse_args()
     results = {}
     with tempfile.TemporaryDirectory(prefix="gb-", dir="/tmp") as tmp:
@@ -208,6 +270,10 @@ def main() -> int:
             print(f"(d) push of main and main:qa into a {r['commits']}-commit repository, median of {r['pushes']}: "
                   f"through gitopsd's hooks {r['hooked_ms']:.0f} ms, no hooks {r['bare_ms']:.0f} ms, "
                   f"ratio {r['ratio']:.1f} (target <= 3)", flush=True)
+        if args.only in (None, "rollback"):
+            results["rollback"] = r = bench_rollback(root / "rb", args.rollback_rounds)
+            print(f"(e) sample app on 4 hosts, median of {r['rounds']}: new release {r['deploy_s']:.2f} s, rollback "
+                  f"{r['rollback_s']:.2f} s, ratio {r['ratio']:.2f} (target <= 1.0)", flush=True)
     out = Path(__file__).resolve().parent / "results"
     out.mkdir(exist_ok=True)
     (out / "latest.json").write_text(json.dumps(results, indent=2))

@@ -108,8 +108,12 @@ def run_playbook(run: PlaybookRun, cancel: threading.Event,
             on_event(event)
         return True
 
-    envvars = {MARKER: run.marker, "ANSIBLE_RETRY_FILES_ENABLED": "False",
-               "ANSIBLE_NOCOLOR": "True", "PATH": _path_with_interpreter_bin()}
+    # ssh's ControlPersist masters rename themselves ("ssh: .../cp/... [mux]"), which hides the marker in
+    # their environment; a control path inside the run's folder lets the reaper find them by name.
+    control_dir = run.data_dir / "cp"
+    control_dir.mkdir()
+    envvars = {MARKER: run.marker, "ANSIBLE_RETRY_FILES_ENABLED": "False", "ANSIBLE_NOCOLOR": "True",
+               "ANSIBLE_SSH_CONTROL_PATH_DIR": str(control_dir), "PATH": _path_with_interpreter_bin()}
     cmdline = f"-e @{shlex.quote(str(vars_path))}"
     if run.limit:
         cmdline += f" --limit {shlex.quote(run.limit)}"
@@ -121,7 +125,7 @@ def run_playbook(run: PlaybookRun, cancel: threading.Event,
             settings={"suppress_ansible_output": True})
         status, rc = result.status, result.rc
     finally:
-        reap(run.marker)
+        reap(run.marker, also=str(control_dir))
     ok, reason, hosts = judge(stats, no_hosts, status, rc)
     stdout = run.data_dir / "artifacts" / "run" / "stdout"
     return RunOutcome(ok, status, rc, reason, hosts, stdout if stdout.exists() else None)
@@ -140,8 +144,8 @@ def scrub_environment() -> None:
         os.environ.pop(name, None)
 
 
-def processes_of(marker: str) -> list[psutil.Process]:
-    """Every live process carrying this deployment's marker, wherever it was reparented."""
+def processes_of(marker: str, also: str | None = None) -> list[psutil.Process]:
+    """Every live process carrying this deployment's marker (or naming `also` in its command line)."""
     wanted = marker
     me = os.getpid()
     found = []
@@ -149,16 +153,16 @@ def processes_of(marker: str) -> list[psutil.Process]:
         if proc.pid == me:
             continue
         try:
-            if proc.environ().get(MARKER) == wanted:
+            if proc.environ().get(MARKER) == wanted or (also and also in " ".join(proc.cmdline())):
                 found.append(proc)
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess, OSError):
             continue
     return found
 
 
-def reap(marker: str, grace: float = 2.0) -> int:
+def reap(marker: str, grace: float = 2.0, also: str | None = None) -> int:
     """Terminate, then kill, every process of a deployment. Return how many there were."""
-    procs = processes_of(marker)
+    procs = processes_of(marker, also)
     for proc in procs:
         try:
             proc.send_signal(signal.SIGTERM)

@@ -7,7 +7,7 @@ import time
 import psutil
 import pytest
 
-from tests.support import Daemon, Sandbox
+from tests.support import Daemon, Sandbox, git
 
 
 @pytest.fixture
@@ -252,10 +252,12 @@ def test_a_commit_without_the_playbook_stalls_at_once_and_leaves_the_last_good_s
 def test_a_branch_pointing_at_a_missing_object_is_reported_and_other_environments_still_deploy(sandbox):
     with Daemon(sandbox) as daemon:
         _converged(sandbox, daemon)
-        (sandbox.repo / "refs" / "heads" / "staging").write_text("1" * 40 + "\n")
         sandbox.write("app.txt", "v2")
         new = sandbox.commit("v2")
-        sandbox.push("main", "main:qa")
+        sandbox.push("main")
+        (sandbox.repo / "refs" / "heads" / "staging").write_text("1" * 40 + "\n")
+        # git itself now refuses pushes to this repository ("bad object"); the ref can still move.
+        git(sandbox.root, "--git-dir", str(sandbox.repo), "update-ref", "refs/heads/qa", new)
         daemon.wait_state("qa", "in-sync", new)
         row = sandbox.status()["staging"]
         assert row["state"] == "missing-branch" and "missing commit" in row["reason"]
