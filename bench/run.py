@@ -206,8 +206,12 @@ def bench_rollback(root: Path, rounds: int) -> dict:
         raise RuntimeError(f"no deployment of {commit}")
 
     def took(row: dict) -> float:
-        from datetime import datetime
-        return (datetime.fromisoformat(row["finished_at"]) - datetime.fromisoformat(row["started_at"])).total_seconds()
+        """The deployment's duration from the store (the JSON output rounds to seconds)."""
+        import sqlite3
+        with sqlite3.connect(f"file:{root / 'state' / 'state.db'}?mode=ro", uri=True) as db:
+            started, finished = db.execute("SELECT started_at, finished_at FROM deployments WHERE id = ?",
+                                           (row["id"],)).fetchone()
+        return finished - started
 
     try:
         wait_done(head())

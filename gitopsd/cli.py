@@ -247,8 +247,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     sent = _nudge(config, repo, "rollback", (commit,))
     print(f"{env.name}: {env.branch} is now at revert {commit[:7]}, whose tree is the one deployment #{target.id} "
           f"({target.commit[:7]}) ran.")
-    print("the daemon deploys it now; follow with `gitopsd status`" if sent
-          else "the daemon is not running: it deploys this as soon as it starts")
+    _say_nudged(sent)
     return 0
 
 
@@ -295,8 +294,7 @@ def cmd_promote(args: argparse.Namespace) -> int:
           f"its tree {(tree or '')[:7]} is what {args.src} runs.")
     if verdict.override:
         print(f"recorded: {verdict.override}")
-    print("the daemon deploys it now; follow with `gitopsd status`" if sent
-          else "the daemon is not running: it deploys this as soon as it starts")
+    _say_nudged(sent)
     return 0
 
 
@@ -313,6 +311,11 @@ def cmd_retry(args: argparse.Namespace) -> int:
     what = "stall cleared" if cleared or bad else "nothing was stalled"
     print(f"{repo.name}/{env.name}: {what}; " + ("the daemon looks at it now" if sent else "the daemon is not running"))
     return 0
+
+
+def _say_nudged(sent: bool) -> None:
+    print("the daemon deploys it now; follow with `gitopsd status`" if sent
+          else "the daemon is not running: it deploys this as soon as it starts")
 
 
 def _print_table(rows: list[tuple[str, ...]]) -> None:
