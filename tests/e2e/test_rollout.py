@@ -69,8 +69,13 @@ def test_batches_of_1_then_25_percent_then_the_rest_run_in_order(short_tmp):
     with Daemon(sandbox) as daemon:
         daemon.wait_state("production", "in-sync", sandbox.head("production"))
         sandbox.write("app.txt", "v2")
+        sandbox.write("SLEEP", "1")
         new = sandbox.commit("v2")
         sandbox.push("main", "main:production")
+        # `gitopsd status` shows the rollout in progress.
+        row = daemon.wait_for(lambda: (r := sandbox.status()["production"])["state"] == "deploying"
+                              and "batch 2 of 3" in (r["reason"] or "") and r, 60, "batch 2 in status")
+        assert row["reason"] == f"rolling out {new[:7]}: batch 2 of 3"
         daemon.wait_state("production", "in-sync", new)
         assert "rolling out: batch 3/3" in daemon.log()
     last = sandbox.history("production")[0]
@@ -230,3 +235,17 @@ def test_batch_sizes_split_real_inventories(short_tmp, batches, hosts, expected)
         daemon.wait_state("production", "in-sync", sandbox.head("production"), timeout=120)
     first = sandbox.history("production")[0]
     assert [len(b["hosts"]) for b in batches_of(first, sandbox)] == expected
+
+
+def test_an_empty_inventory_fails_the_rollout_without_running_anything(short_tmp):
+    sandbox = rollout_sandbox(short_tmp, auto_rollback=False)
+    with Daemon(sandbox) as daemon:
+        daemon.wait_state("production", "in-sync", sandbox.head("production"))
+        sandbox.write("environments/production/hosts.yml", "all:\n  hosts: {}\n")
+        empty = sandbox.commit("no hosts left")
+        sandbox.push("main", "main:production")
+        row = daemon.wait_state("production", "stalled", empty)
+    failed = next(d for d in sandbox.history("production") if d["commit"] == empty)
+    assert "no hosts matched" in failed["outcome"]
+    assert not [r for r in sandbox.runs() if empty in r]
+    assert row["deployed"] != empty
