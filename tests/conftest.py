@@ -2,13 +2,16 @@
 
 What is real: Git repositories in temp folders, git push through the installed hooks,
 ansible-runner and ansible-playbook with `ansible_connection=local` hosts, the daemon as a
-process. What is faked: only the Git and Ansible ports of the reconciler core, in tests/unit.
+process, and real `sshd` hosts on loopback addresses (tests/sshhosts.py). What is faked: only
+the Git and Ansible ports of the reconciler core, in tests/unit.
 """
 from __future__ import annotations
 
 import os
 
 import pytest
+
+from tests.sshhosts import ssh_hosts  # noqa: F401  (the real-sshd hosts fixture, for every test module)
 
 # Commits made by tests must not depend on the user's git configuration.
 os.environ.setdefault("GIT_CONFIG_NOSYSTEM", "1")

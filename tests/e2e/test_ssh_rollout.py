@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.sshhosts import inventory_yaml, skip_without_sshd, ssh_clients, ssh_hosts  # noqa: F401 (fixture)
+from tests.sshhosts import inventory_yaml, skip_without_sshd, ssh_clients
 from tests.support import Daemon, Sandbox
 
 pytestmark = [pytest.mark.slow, skip_without_sshd]

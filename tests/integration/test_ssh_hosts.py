@@ -24,7 +24,7 @@ import pytest
 
 from gitopsd.runner import PlaybookRun, RunOutcome, processes_of, run_playbook
 from tests.sshhosts import SshHost, free_port, interpreter, inventory_yaml, skip_without_sshd, ssh_clients, \
-    ssh_hosts, sshd_processes, start_hosts, stop_all  # noqa: F401 (ssh_hosts is a fixture)
+    sshd_processes, start_hosts, stop_all
 
 ROOT = Path(__file__).resolve().parents[2]
 PLAYBOOK = ROOT / "playbooks" / "deploy.yml"
