@@ -13,7 +13,6 @@ import shlex
 import signal
 import sys
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -176,12 +175,3 @@ def reap(marker: str, grace: float = 2.0, also: str | None = None) -> int:
             pass
     psutil.wait_procs(alive, timeout=grace)
     return len(procs)
-
-
-def wait_gone(marker: str, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not processes_of(marker):
-            return True
-        time.sleep(0.05)
-    return False

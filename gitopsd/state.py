@@ -12,7 +12,7 @@ import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS deployments (
@@ -218,9 +218,6 @@ class Store:
         return bool(self._rows("SELECT 1 FROM deployments WHERE repo = ? AND env = ? AND tree = ? AND result = 'succeeded'"
                                " LIMIT 1", (repo, env, tree)))
 
-    def running(self) -> list[Deployment]:
-        return [self._deployment(r) for r in self._rows("SELECT * FROM deployments WHERE result = 'running'")]
-
     def old_workdirs(self, keep: int) -> list[tuple[int, str]]:
         """Work folders of finished deployments beyond the newest `keep` per environment."""
         rows = self._rows(
@@ -265,7 +262,3 @@ class Store:
 
     def clear_bad_trees(self, repo: str, env: str) -> int:
         return self._write("DELETE FROM bad_trees WHERE repo = ? AND env = ?", (repo, env)).rowcount
-
-    def iter_all(self) -> Iterator[Deployment]:
-        for r in self._rows("SELECT * FROM deployments ORDER BY id"):
-            yield self._deployment(r)
