@@ -34,26 +34,16 @@ def render_unit(executable: str, config: Path, user: str, group: str, template: 
     return text
 
 
-def _user_exists(name: str, root: Path) -> bool:
+def _exists(name: str, database: str, root: Path) -> bool:
+    """Is there an entry `name` in /etc/passwd or /etc/group (`database`) under `root`?"""
     if root == Path("/"):
         try:
-            pwd.getpwnam(name)
+            (pwd.getpwnam if database == "passwd" else grp.getgrnam)(name)
             return True
         except KeyError:
             return False
-    passwd = root / "etc" / "passwd"
-    return passwd.exists() and any(line.split(":", 1)[0] == name for line in passwd.read_text().splitlines())
-
-
-def _group_exists(name: str, root: Path) -> bool:
-    if root == Path("/"):
-        try:
-            grp.getgrnam(name)
-            return True
-        except KeyError:
-            return False
-    group = root / "etc" / "group"
-    return group.exists() and any(line.split(":", 1)[0] == name for line in group.read_text().splitlines())
+    path = root / "etc" / database
+    return path.exists() and any(line.split(":", 1)[0] == name for line in path.read_text().splitlines())
 
 
 def plan(user: str, config: Path, root: Path = Path("/"), executable: str | None = None) -> list[Step]:
@@ -61,9 +51,9 @@ def plan(user: str, config: Path, root: Path = Path("/"), executable: str | None
     exe = executable or gitopsd_executable()
     prefix = ["--prefix", str(root)] if root != Path("/") else []
     steps = []
-    if not _group_exists(user, root):
+    if not _exists(user, "group", root):
         steps.append(Step(f"create system group {user}", ("groupadd", *prefix, "--system", user)))
-    if not _user_exists(user, root):
+    if not _exists(user, "passwd", root):
         steps.append(Step(f"create system user {user} (home /var/lib/gitopsd, no login shell)",
                           ("useradd", *prefix, "--system", "--gid", user, "--home-dir", "/var/lib/gitopsd",
                            "--no-create-home", "--shell", "/usr/sbin/nologin", user)))
