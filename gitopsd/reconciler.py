@@ -127,6 +127,7 @@ class Reconciler:
         self.accepting = True
         self.causes: dict[tuple[str, str], Cause] = {}
         self._running: dict[tuple[str, str], _Running] = {}
+        self._broken: dict[tuple[str, str], str] = {}   # environments whose branch cannot be read, and why
         self._lock = threading.Lock()
         self._instance = hashlib.sha256(str(config.database).encode()).hexdigest()[:8]
 
@@ -171,8 +172,12 @@ class Reconciler:
         try:
             desired = self.git.head(repo, env.branch)
         except ExportError as exc:
-            log.error("%s", exc, extra={"repo": repo.name, "env": env.name})
+            # Every look would say it again (each sweep, each ref event): log it once until it changes.
+            if self._broken.get((repo.name, env.name)) != str(exc):
+                self._broken[(repo.name, env.name)] = str(exc)
+                log.error("%s", exc, extra={"repo": repo.name, "env": env.name})
             return Decision("missing", reason=str(exc))
+        self._broken.pop((repo.name, env.name), None)
         with self._lock:
             busy = (repo.name, env.name) in self._running
         deployed = self.store.deployed(repo.name, env.name)
