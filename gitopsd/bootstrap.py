@@ -63,13 +63,13 @@ def init_repository(repo: Path, config_path: Path, *, name: str | None = None, s
     else:
         out.append("main does not exist yet: push your content to main, then run `gitopsd init` again to create "
                    "the environment branches (or use --sample)")
-    for line in hooks.install_hooks(repo, config_path):
-        out.append(f"hooks/{line}")
     if add_repository(config_path, entry, defaults={"state_dir": "/var/lib/gitopsd", "runtime_dir": "/run/gitopsd",
                                                      "sweep_interval": 60}):
         out.append(f"added repository {repo_name!r} to {config_path}")
     else:
         out.append(f"{config_path} already has a repository named {repo_name!r}; left it as it is")
+    for line in hooks.install_hooks(repo, config_path):   # after the config names the repository
+        out.append(line)
     out += ["", "next steps:",
             f"  gitopsd check-config --config {config_path}",
             f"  gitopsd run --config {config_path}        # or install it as a service",

@@ -101,11 +101,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_hook(args: argparse.Namespace) -> int:
-    from . import hooks
-    config = Path(args.config) if args.config else None
-    if args.name == "pre-receive":
-        return hooks.pre_receive(config)
-    return hooks.post_receive(config)
+    from . import receive
+    return receive.pre_receive(args.config, args.database or "", sys.stdin.read())
 
 
 def cmd_install_hooks(args: argparse.Namespace) -> int:
@@ -116,7 +113,7 @@ def cmd_install_hooks(args: argparse.Namespace) -> int:
     except (FileNotFoundError, FileExistsError) as exc:
         raise Fail(str(exc)) from exc
     for line in done:
-        print(f"{repo}/hooks/{line}")
+        print(f"{repo}/{line}" if line.startswith("hooks/") else line)
     return 0
 
 
@@ -254,7 +251,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 def cmd_promote(args: argparse.Namespace) -> int:
     from datetime import datetime, timezone
 
-    from . import gitcli, policy
+    from . import gate, gitcli, policy
     from .state import Store
     config = _config(args)
     repo = _repo(config, args.repo)
@@ -279,8 +276,10 @@ def cmd_promote(args: argparse.Namespace) -> int:
     if args.override:
         message += f"Gitopsd-Override: {args.override}\n"
     commit = gitcli.commit_tree(repo.path, tree or "", [dst_head, src_head], message)
-    verdict = policy.judge(repo, repo.path, Store(config.database, readonly=True), dst, dst_head, commit,
-                           identity=who, override_reason=args.override, now=now)
+    view = gate.from_config(config).repository(repo.name)   # what the hook judges with, too
+    assert view is not None
+    verdict = policy.judge(view, str(repo.path), Store(config.database, readonly=True), view.environment(dst.name),
+                           dst_head, commit, identity=who, override_reason=args.override, now=now)
     if not verdict.accepted:
         print("\n".join(verdict.refusal_lines(f"refs/heads/{dst.branch}")), file=sys.stderr)
         return 1
@@ -350,9 +349,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sample", action="store_true",
                    help="seed main with gitopsd's sample web app and Ansible content (only if main does not exist)")
 
-    p = add("install-hooks", "install gitopsd's pre-receive and post-receive hooks into a repository",
-            "Install the static hook shims into REPO/hooks. Idempotent; a hook that was there before is kept\n"
-            "as <name>.chained and runs first.", cmd_install_hooks)
+    p = add("install-hooks", "install gitopsd's pre-receive hook (the promotion gate) into a repository",
+            "Install the static pre-receive shim into REPO/hooks and record in REPO's git config what it runs\n"
+            "(this Python, the config file, the state database). Idempotent; a hook that was there before is\n"
+            "kept as pre-receive.chained and runs first. Also saves the hook's snapshot of the config when it\n"
+            "can (the daemon does at start and on reload), so pushes need not parse YAML.", cmd_install_hooks)
     p.add_argument("repo", metavar="REPO", help="path of the bare repository")
 
     p = add("run", "run the daemon in the foreground",
@@ -421,7 +422,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("hook", "entry point of the hook shims (used by Git, not by people)",
             "Run a server-side hook; Git calls this through the shims installed by install-hooks.", cmd_hook)
-    p.add_argument("name", choices=("pre-receive", "post-receive"))
+    p.add_argument("name", choices=("pre-receive",))
+    p.add_argument("--database", metavar="FILE", help="state database holding the hook's config snapshot")
     return parser
 
 

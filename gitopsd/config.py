@@ -8,12 +8,13 @@ from __future__ import annotations
 import os
 import posixpath
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from .gate import file_stamp
 from .windows import Window, WindowError, Cron, parse_duration
 
 DEFAULT_CONFIG = Path("/etc/gitopsd/gitopsd.yml")
@@ -109,6 +110,7 @@ class Config:
     """The whole server configuration, validated."""
 
     source: Path
+    stamp: str = ""                # gate.file_stamp() of the file, taken before it was read
     state_dir: Path = Path("/var/lib/gitopsd")
     runtime_dir: Path = Path("/run/gitopsd")
     sweep_interval: float = 60.0
@@ -231,6 +233,7 @@ def load(path: Path | str) -> Config:
     """Given a config file, return the validated Config. Raise ConfigError listing every problem."""
     source = Path(path)
     file = str(source)
+    stamp = file_stamp(file)  # before reading: an edit in between makes the stamp stale, never wrong
     try:
         text = source.read_text(encoding="utf-8")
     except OSError as exc:
@@ -252,7 +255,7 @@ def load(path: Path | str) -> Config:
     config = _normalize(raw if raw is not None else {}, source, check)
     if check.problems:
         raise ConfigError(check.problems)
-    return config
+    return replace(config, stamp=stamp)
 
 
 def _normalize(raw: Any, source: Path, check: _Checker) -> Config:
@@ -359,7 +362,7 @@ def _environment(raw: Any, key: str, previous_branch: str, check: _Checker) -> E
         check.add(f"{key}.auto_rollback", f"must be true or false, not {auto_rollback!r}")
         auto_rollback = False
     override_by = data.get("override_by", [])
-    if not (isinstance(override_by, list) and all(isinstance(v, str) and v for v in override_by)):
+    if not (isinstance(override_by, list) and all(isinstance(v, str) and v.strip() and "\n" not in v for v in override_by)):
         check.add(f"{key}.override_by", "must be a list of identities (user names)")
         override_by = []
     return Environment(

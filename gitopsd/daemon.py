@@ -12,6 +12,7 @@ import logging
 import os
 import queue
 import signal
+import sqlite3
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -20,11 +21,12 @@ from types import FrameType
 from typing import IO
 
 from . import config as config_mod
+from . import gate
 from . import runner
 from .config import Config, ConfigError
 from .execute import CheckResult, Toolbox
 from .gitrepo import GitRepository, Head
-from .nudge import Listener
+from .listener import Listener
 from .reconciler import Cause, Look, Reconciler
 from .sdnotify import Notifier
 from .state import Store
@@ -34,7 +36,10 @@ from .watch import RefWatcher
 log = logging.getLogger("gitopsd.daemon")
 
 _WAKE = Look("", None, "wake")
-WATCH_DELAY = 0.3  # seconds
+WATCH_DELAY = 0.01  # seconds: one look for the burst of events a ref update makes
+# The pre-receive hook's nudge arrives just before the ref moves. The ref watcher sees the move;
+# these looks after the nudge (seconds) find it too where inotify cannot (network file systems).
+PUSH_FOLLOW_UP = (0.02, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30)
 
 
 class PygitPort:
@@ -124,8 +129,6 @@ class Daemon:
             self.requests.put(Look(repo.name, None, trigger))
 
     def _on_ref_change(self, repo: str) -> None:
-        # A ref moves before post-receive runs: give its nudge (which says who pushed) a moment to
-        # arrive first. The watcher is the fallback when no nudge comes (git update-ref, no hooks).
         self.schedule(Look(repo, None, "watch"), time.time() + WATCH_DELAY)
 
     def _listen(self, listener: Listener) -> None:
@@ -139,9 +142,13 @@ class Daemon:
                 continue
             for commit in nudge.commits:
                 self.reconciler.remember_cause(repo.name, commit, Cause(nudge.who(), nudge.trigger, nudge.reason))
-                # The ref watcher may have started the deployment before the post-receive nudge arrived.
+                # A sweep or a `git update-ref` may have started this commit's deployment before the nudge came.
                 self.store.attribute(repo.name, commit, nudge.who(), nudge.trigger, nudge.reason, since=time.time() - 120)
             self.requests.put(Look(repo.name, None, nudge.trigger))
+            if nudge.trigger == "push":   # sent by pre-receive: the refs move right after it
+                now = time.time()
+                for delay in PUSH_FOLLOW_UP:
+                    self.schedule(Look(repo.name, None, "push"), now + delay)
 
     def _start_triggers(self) -> None:
         cfg = self.config
@@ -201,6 +208,7 @@ class Daemon:
         self._stop_triggers()
         self.config = new
         self.reconciler.config = new
+        self._save_gate()
         self._start_triggers()
         log.info("configuration reloaded from %s: %d repositories", new.source, len(new.repositories))
         self.sweep("reload")
@@ -220,8 +228,16 @@ class Daemon:
         signal.signal(signal.SIGINT, stop)
         signal.signal(signal.SIGHUP, hup)
 
+    def _save_gate(self) -> None:
+        """Give the pre-receive hook the configuration this daemon enforces, without YAML (see gate.py)."""
+        try:
+            self.store.save_gate(gate.from_config(self.config))
+        except sqlite3.Error as exc:   # the hook then reads the config file: slower, same rule
+            log.warning("could not save the configuration snapshot for the hook: %s", exc)
+
     def run(self) -> int:
         self.recover()
+        self._save_gate()
         self._start_triggers()
         n_envs = sum(len(r.environments) for r in self.config.repositories)
         log.info("gitopsd started: %d repositories, %d environments, state in %s, nudges on %s",

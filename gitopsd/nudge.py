@@ -3,29 +3,34 @@
 Sending never fails a push: if the daemon is down, the sweep catches up when it is back. The
 daemon reads the sender's uid from the kernel (SCM_CREDENTIALS), so who sent a nudge is never
 taken on the sender's word alone.
+
+The pre-receive hook sends one on every push, so the sending side imports nothing but `_socket`
+and `pwd` (C modules; `socket` and `json` would add about 15 ms to every push). The datagram is
+`gitopsd-nudge-1` followed by `key=value` fields, all separated by NUL bytes: no field can hold a
+NUL (paths, environment variables and push options cannot), so nothing needs escaping.
 """
 from __future__ import annotations
 
-import json
-import os
+import _socket  # the C half of `socket`: all a datagram needs, without `socket`'s imports
 import pwd
-import socket
-import struct
-from dataclasses import dataclass, field
-from pathlib import Path
 
 MAX_DATAGRAM = 65_000
-_CREDS = struct.Struct("3i")  # struct ucred: pid, uid, gid
+MAGIC = b"gitopsd-nudge-1"
 
 
-@dataclass(frozen=True)
 class Nudge:
-    repo: str                     # repository path as the sender saw it
-    trigger: str                  # push | rollback | retry | cli
-    actor: str | None = None      # who the transport says pushed (GL_USER, REMOTE_USER, ...)
-    commits: tuple[str, ...] = field(default_factory=tuple)   # new heads this nudge is about
-    sender_uid: int | None = None  # filled in by the receiver from the kernel
-    reason: str | None = None      # e.g. an emergency override's reason, recorded with the deployment
+    """What a nudge says: which repository to look at, why, and (as a claim) who and which commits."""
+
+    __slots__ = ("repo", "trigger", "actor", "commits", "sender_uid", "reason")
+
+    def __init__(self, repo: str, trigger: str, actor: str | None = None, commits: tuple[str, ...] = (),
+                 sender_uid: int | None = None, reason: str | None = None):
+        self.repo = repo                  # repository path as the sender saw it
+        self.trigger = trigger            # push | promote | rollback | retry | cli
+        self.actor = actor                # who the transport says pushed (GL_USER, REMOTE_USER, ...)
+        self.commits = tuple(commits)     # new heads this nudge is about
+        self.sender_uid = sender_uid      # filled in by the receiver from the kernel
+        self.reason = reason              # e.g. an emergency override's reason, recorded with the deployment
 
     def who(self) -> str:
         """The identity to record: the transport's user, checked against the kernel's uid."""
@@ -33,6 +38,39 @@ class Nudge:
         if self.actor and unix and self.actor != unix:
             return f"{self.actor} (via {unix})"
         return self.actor or unix or "unknown"
+
+    def encode(self) -> bytes:
+        fields = [MAGIC, b"repo=" + self.repo.encode(), b"trigger=" + self.trigger.encode()]
+        if self.actor:
+            fields.append(b"actor=" + self.actor.encode())
+        if self.reason:
+            fields.append(b"reason=" + self.reason.encode())
+        fields += [b"commit=" + c.encode() for c in self.commits[:200]]
+        return b"\0".join(f.replace(b"\0", b"") for f in fields)[:MAX_DATAGRAM]
+
+    @classmethod
+    def decode(cls, data: bytes, sender_uid: int | None) -> Nudge | None:
+        """Parse a datagram; None for anything malformed. Every field is bounded and checked."""
+        parts = data.split(b"\0")
+        if not parts or parts[0] != MAGIC:
+            return None
+        values: dict[str, str] = {}
+        commits = []
+        for part in parts[1:]:
+            key, sep, raw = part.partition(b"=")
+            if not sep:
+                return None
+            value = raw.decode("utf-8", "replace")
+            if key == b"commit":
+                if len(value) == 40 and all(ch in "0123456789abcdef" for ch in value):
+                    commits.append(value)
+            elif key in (b"repo", b"trigger", b"actor", b"reason"):
+                values[key.decode()] = value
+        if not values.get("repo"):
+            return None
+        return cls(repo=values["repo"], trigger=values.get("trigger", "push")[:20] or "push",
+                   actor=values.get("actor", "")[:100] or None, commits=tuple(commits), sender_uid=sender_uid,
+                   reason=values.get("reason", "")[:300] or None)
 
 
 def user_name(uid: int) -> str:
@@ -42,61 +80,17 @@ def user_name(uid: int) -> str:
         return f"uid {uid}"
 
 
-def send(socket_path: Path, nudge: Nudge) -> bool:
+def send(socket_path: str, nudge: Nudge) -> bool:
     """Send a nudge; return False (never raise) if no daemon is listening."""
-    payload = json.dumps({"repo": nudge.repo, "trigger": nudge.trigger, "actor": nudge.actor,
-                          "commits": list(nudge.commits)[:200], "reason": nudge.reason}).encode()
     try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-            sock.settimeout(1.0)
-            sock.sendto(payload[:MAX_DATAGRAM], str(socket_path))
+        sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_DGRAM)
+    except OSError:
+        return False
+    try:
+        sock.settimeout(1.0)
+        sock.sendto(nudge.encode(), str(socket_path))
         return True
     except OSError:
         return False
-
-
-class Listener:
-    """The daemon's end of the nudge socket."""
-
-    def __init__(self, socket_path: Path, mode: int = 0o660):
-        self.path = Path(socket_path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        if self.path.exists() or self.path.is_symlink():
-            self.path.unlink()
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
-        self.sock.bind(str(self.path))
-        self.sock.settimeout(0.5)  # so the reading thread notices close() promptly
-        self.closed = False
-        os.chmod(self.path, mode)
-
-    def receive(self) -> Nudge | None:
-        """Block until a datagram arrives; return it, or None for garbage or a closed socket."""
-        try:
-            data, ancdata, _flags, _addr = self.sock.recvmsg(MAX_DATAGRAM, socket.CMSG_SPACE(_CREDS.size))
-        except OSError:
-            return None
-        uid = None
-        for level, kind, cdata in ancdata:
-            if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS and len(cdata) >= _CREDS.size:
-                _pid, uid, _gid = _CREDS.unpack(cdata[:_CREDS.size])
-        try:
-            raw = json.loads(data)
-            commits = tuple(c for c in raw.get("commits", []) if isinstance(c, str) and len(c) == 40
-                            and all(ch in "0123456789abcdef" for ch in c))
-            actor, reason = raw.get("actor"), raw.get("reason")
-            return Nudge(repo=str(raw["repo"]), trigger=str(raw.get("trigger", "push"))[:20],
-                         actor=str(actor)[:100] if actor else None, commits=commits, sender_uid=uid,
-                         reason=str(reason)[:300] if reason else None)
-        except (ValueError, KeyError, TypeError, AttributeError):
-            return None
-
-    def close(self) -> None:
-        self.closed = True
-        try:
-            self.sock.close()
-        finally:
-            try:
-                self.path.unlink()
-            except FileNotFoundError:
-                pass
+    finally:
+        sock.close()

@@ -6,32 +6,33 @@ A new head of an environment branch is accepted only if its tree is
   (b) a tree already deployed successfully in this environment (a rollback: always possible,
       also during a freeze).
 Environment branches are never deleted, created (except by `gitopsd init`) or rewritten.
-Stdlib, `git` subprocesses and SQLite reads only: this runs on every push.
+
+This runs on every push: it imports only the standard library's light modules, `gitcli` (git
+subprocesses) and `gate` (the configuration as the rule sees it); deploy windows are imported
+only for an environment that has some. `tests/integration/test_hooks.py` holds it to that.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path
 
 from . import gitcli
-from .config import Environment, Repository
-from .state import Store
-from .windows import next_opening, promotion_allowed
+from .gate import GateEnvironment, GateRepository, Ledger
 
 SCAN_LIMIT = 5000   # how far back on the source branch a matching tree is looked for
 
 
-@dataclass(frozen=True)
 class Verdict:
     """How the policy judged one ref update. `kind` is promotion | rollback | unchanged | refused."""
 
-    accepted: bool
-    kind: str
-    rule: str
-    detail: list[str] = field(default_factory=list)
-    instead: list[str] = field(default_factory=list)
-    override: str | None = None
+    __slots__ = ("accepted", "kind", "rule", "detail", "instead", "override")
+
+    def __init__(self, accepted: bool, kind: str, rule: str, detail: list[str] | None = None,
+                 instead: list[str] | None = None, override: str | None = None):
+        self.accepted, self.kind, self.rule = accepted, kind, rule
+        self.detail, self.instead, self.override = detail or [], instead or [], override
+
+    def __repr__(self) -> str:
+        return f"Verdict({self.kind}: {self.rule})"
 
     def refusal_lines(self, ref: str) -> list[str]:
         out = ["", f"gitopsd: push to {ref} refused", f"  rule: {self.rule}"]
@@ -46,18 +47,20 @@ def refuse(rule: str, detail: list[str], instead: list[str]) -> Verdict:
     return Verdict(False, "refused", rule, detail, instead)
 
 
-def tree_on_branch(repo_path: Path, branch: str, commit: str, tree: str, head: str | None = None) -> bool:
+def tree_on_branch(repo_path: str, branch: str, commit: str, tree: str, head: str | None = None) -> bool:
     """Is `tree` the tree of a commit on `branch` (the commit itself, the head, or recent history)?"""
     head = head or gitcli.branch_head(repo_path, branch)
     if head is None:
         return False
+    if head == commit:
+        return True
     if gitcli.tree_of(repo_path, head) == tree or gitcli.is_ancestor(repo_path, commit, head):
         return True
     trees = gitcli.git(repo_path, "log", f"-n{SCAN_LIMIT}", "--format=%T", "--end-of-options", head, check=False)
     return tree in trees.split()
 
 
-def judge(repo: Repository, repo_path: Path, store: Store, env: Environment, old: str, new: str, *,
+def judge(repo: GateRepository, repo_path: str, store: Ledger, env: GateEnvironment, old: str, new: str, *,
           identity: str, override_reason: str | None = None, now: datetime | None = None,
           pending: dict[str, str] | None = None) -> Verdict:
     """Judge moving `env`'s branch from `old` to `new`. Pure reads: Git and the store.
@@ -84,8 +87,9 @@ def judge(repo: Repository, repo_path: Path, store: Store, env: Environment, old
                        f"git fetch origin {branch} && git rebase origin/{branch}",
                        f"to undo a deployment, revert instead of rewriting: git revert -m 1 <merge commit>, "
                        f"or {rollback_cmd}"])
-    tree = gitcli.tree_of(repo_path, new) or ""
-    if tree == gitcli.tree_of(repo_path, old):
+    tree, old_tree = gitcli.trees_of(repo_path, new, old)
+    tree = tree or ""
+    if tree == old_tree:
         return Verdict(True, "unchanged", "the tree is unchanged: nothing new would run")
     if store.tree_succeeded(repo.name, env.name, tree):
         return Verdict(True, "rollback", f"tree {tree[:7]} was deployed successfully in {env.name} before (rollback)")
@@ -108,6 +112,9 @@ def judge(repo: Repository, repo_path: Path, store: Store, env: Environment, old
             [f"push the change to {env.promote_from} first, then promote it: "
              f"git push origin {short_new}:{env.promote_from} && git push origin {env.promote_from}:{env.branch}",
              f"or: gitopsd promote {env.promote_from} {env.name} --repo {repo.name}"])
+    if not env.windows:
+        return Verdict(True, "promotion", f"tree {tree[:7]} passed {env.promote_from}")
+    from .windows import next_opening, promotion_allowed
     allowed, window = promotion_allowed(env.windows, now)
     if allowed:
         return Verdict(True, "promotion", f"tree {tree[:7]} passed {env.promote_from}")

@@ -9,10 +9,13 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+from . import gate
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS deployments (
@@ -114,7 +117,7 @@ class Store:
         if readonly:
             if not self.path.exists():
                 self._db = sqlite3.connect(":memory:", check_same_thread=False)
-                self._db.executescript(SCHEMA)
+                self._db.executescript(SCHEMA + gate.SCHEMA)
             else:
                 self._db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False, timeout=5)
         else:
@@ -122,7 +125,7 @@ class Store:
             self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=30, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(SCHEMA)
+            self._db.executescript(SCHEMA + gate.SCHEMA)
         self._db.row_factory = sqlite3.Row
 
     def close(self) -> None:
@@ -215,8 +218,12 @@ class Store:
         return self._deployment(rows[0]) if rows else None
 
     def tree_succeeded(self, repo: str, env: str, tree: str) -> bool:
-        return bool(self._rows("SELECT 1 FROM deployments WHERE repo = ? AND env = ? AND tree = ? AND result = 'succeeded'"
-                               " LIMIT 1", (repo, env, tree)))
+        return bool(self._rows(gate.TREE_SUCCEEDED, (repo, env, tree)))
+
+    def save_gate(self, snapshot: gate.GateConfig) -> None:
+        """Save the pre-receive hook's snapshot of the configuration (see gate.py)."""
+        with self._lock:
+            gate.save(self._db, snapshot, time.time())
 
     def old_workdirs(self, keep: int) -> list[tuple[int, str]]:
         """Work folders of finished deployments beyond the newest `keep` per environment."""

@@ -1,16 +1,15 @@
 """Deploy windows: cron-like starts with a duration, in a time zone. Stdlib only (the hook uses it).
 
 A window is open at `now` when some start matching its cron expression lies in (now - duration, now].
+Plain classes rather than dataclasses, and `zoneinfo` only when a window is checked: the
+pre-receive hook imports this on every push to an environment with windows.
 """
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
-from datetime import datetime, timedelta
-from zoneinfo import ZoneInfo
+from datetime import datetime, timedelta, timezone, tzinfo
 
 FIELDS = (("minute", 0, 59), ("hour", 0, 23), ("day of month", 1, 31), ("month", 1, 12), ("day of week", 0, 7))
-DURATION_RE = re.compile(r"^(\d+)\s*([smhd])$")
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 class WindowError(ValueError):
@@ -43,15 +42,17 @@ def parse_cron_field(text: str, name: str, low: int, high: int) -> frozenset[int
     return frozenset(values)
 
 
-@dataclass(frozen=True)
 class Cron:
-    minutes: frozenset[int]
-    hours: frozenset[int]
-    days: frozenset[int]
-    months: frozenset[int]
-    weekdays: frozenset[int]       # 0 = Sunday
-    days_restricted: bool
-    weekdays_restricted: bool
+    """A parsed five-field cron expression; `text` is what the config said."""
+
+    __slots__ = ("text", "minutes", "hours", "days", "months", "weekdays", "days_restricted", "weekdays_restricted")
+
+    def __init__(self, text: str, minutes: frozenset[int], hours: frozenset[int], days: frozenset[int],
+                 months: frozenset[int], weekdays: frozenset[int], days_restricted: bool, weekdays_restricted: bool):
+        self.text = text
+        self.minutes, self.hours, self.days, self.months = minutes, hours, days, months
+        self.weekdays = weekdays            # 0 = Sunday
+        self.days_restricted, self.weekdays_restricted = days_restricted, weekdays_restricted
 
     @classmethod
     def parse(cls, text: str) -> "Cron":
@@ -60,7 +61,7 @@ class Cron:
             raise WindowError(f"{text!r} must have 5 fields: minute hour day-of-month month day-of-week")
         sets = [parse_cron_field(p, *f) for p, f in zip(parts, FIELDS)]
         weekdays = frozenset(d % 7 for d in sets[4])
-        return cls(sets[0], sets[1], sets[2], sets[3], weekdays, parts[2] != "*", parts[4] != "*")
+        return cls(text, sets[0], sets[1], sets[2], sets[3], weekdays, parts[2] != "*", parts[4] != "*")
 
     def matches(self, t: datetime) -> bool:
         if t.minute not in self.minutes or t.hour not in self.hours or t.month not in self.months:
@@ -75,25 +76,43 @@ class Cron:
 def parse_duration(value: object) -> timedelta:
     if isinstance(value, int) and not isinstance(value, bool) and value > 0:
         return timedelta(seconds=value)
-    match = DURATION_RE.match(str(value).strip())
-    if not match or int(match.group(1)) == 0:
+    text = str(value).strip()
+    number, unit = text[:-1].strip(), text[-1:]
+    if unit not in DURATION_UNITS or not number.isdigit() or int(number) == 0:
         raise WindowError(f"duration {value!r} must be like 30m, 8h, 2d or a number of seconds")
-    unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}[match.group(2)]
-    return timedelta(**{unit: int(match.group(1))})
+    return timedelta(seconds=int(number) * DURATION_UNITS[unit])
 
 
-@dataclass(frozen=True)
 class Window:
-    name: str
-    allow: bool
-    cron: Cron
-    duration: timedelta
-    timezone: str
+    """An allow or deny window: starts matching `cron` in `timezone`, each lasting `duration`."""
+
+    __slots__ = ("name", "allow", "cron", "duration", "timezone")
+
+    def __init__(self, name: str, allow: bool, cron: Cron, duration: timedelta, timezone: str):
+        self.name, self.allow, self.cron, self.duration, self.timezone = name, allow, cron, duration, timezone
+
+    def __repr__(self) -> str:
+        return (f"Window({self.name!r}, {'allow' if self.allow else 'deny'}, {self.cron.text!r}, "
+                f"{self.duration}, {self.timezone!r})")
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Window) and repr(self) == repr(other)
+
+    def __hash__(self) -> int:
+        return hash(repr(self))
 
     def is_open(self, now: datetime) -> bool:
-        local = now.astimezone(ZoneInfo(self.timezone)).replace(second=0, microsecond=0)
+        local = now.astimezone(zone(self.timezone)).replace(second=0, microsecond=0)
         minutes = int(self.duration.total_seconds() // 60)
         return any(self.cron.matches(local - timedelta(minutes=m)) for m in range(max(minutes, 1)))
+
+
+def zone(name: str) -> tzinfo:
+    """A time zone by IANA name; zoneinfo (and its tz database lookup) is imported only when needed."""
+    if name == "UTC":
+        return timezone.utc
+    from zoneinfo import ZoneInfo
+    return ZoneInfo(name)
 
 
 def promotion_allowed(windows: tuple[Window, ...], now: datetime) -> tuple[bool, Window | None]:
@@ -120,7 +139,7 @@ def next_opening(windows: tuple[Window, ...], now: datetime, horizon: timedelta 
     for m in range(-back, int(horizon.total_seconds() // 60)):
         t = start + timedelta(minutes=m)
         for w in windows:
-            if w.cron.matches(t.astimezone(ZoneInfo(w.timezone))):
+            if w.cron.matches(t.astimezone(zone(w.timezone))):
                 candidates.add(t if w.allow else t + w.duration)
     for t in sorted(candidates):
         if t > now and promotion_allowed(windows, t)[0]:

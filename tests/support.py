@@ -93,6 +93,7 @@ class Sandbox:
         self.commit("initial content")
         git(self.work, "push", "--quiet", "origin", "main")
         self.write_config()
+        self.state.mkdir()   # as a service's StateDirectory would: install-hooks saves the hook's config snapshot there
         run([*GITOPSD, "install-hooks", str(self.repo), "--config", str(self.config)], env=self.environ())
         for env in self.envs:
             git(self.root, "--git-dir", str(self.repo), "branch", env, "main")

@@ -31,7 +31,7 @@ def test_each_trigger_alone_is_enough_to_deploy_a_push(short_tmp, trigger):
         new = sandbox.commit("v2")
         pushed = sandbox.push("main", "main:qa")
         if trigger == "nudge":
-            assert "qa will be deployed now" in pushed.stderr
+            assert "remote: gitopsd: qa will be deployed as soon as this push completes" in pushed.stderr
         daemon.wait_state("qa", "in-sync", new, timeout=30)
     [last] = sandbox.history("qa")[:1]
     assert last["commit"] == new and last["result"] == "succeeded" and last["kind"] == "deploy"

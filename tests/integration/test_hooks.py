@@ -87,7 +87,7 @@ def test_install_hooks_is_idempotent_and_chains_an_existing_hook(short_tmp):
     first = run([*GITOPSD, "install-hooks", str(repo), "--config", str(config)]).stdout
     assert "existing hook kept as pre-receive.chained" in first
     second = run([*GITOPSD, "install-hooks", str(repo), "--config", str(config)]).stdout
-    assert "pre-receive: already installed" in second and "post-receive: already installed" in second
+    assert f"{repo}/hooks/pre-receive: already installed" in second.splitlines()
     assert (repo / "hooks" / "pre-receive.chained").read_text().startswith("#!/bin/sh\ncat >")
     # Both hooks run on a push: the chained one got the same ref lines.
     work = short_tmp / "w"
@@ -114,3 +114,52 @@ def test_the_hook_path_imports_no_heavy_library(sandbox):
             "print(sorted(m for m in ('pygit2','ansible','ansible_runner','watchdog','apscheduler') if m in sys.modules))")
     out = run([sys.executable, "-c", code]).stdout.strip()
     assert out == "[]"
+
+
+def test_install_hooks_retires_an_old_post_receive_shim_and_puts_back_what_it_chained(short_tmp):
+    repo = short_tmp / "r.git"
+    git(short_tmp, "init", "-q", "--bare", str(repo))
+    hooks = repo / "hooks"
+    (hooks / "post-receive").write_text("#!/bin/sh\n# gitopsd hook shim: static on purpose.\nexec gitopsd hook post-receive\n")
+    (hooks / "post-receive.chained").write_text("#!/bin/sh\necho mail the team\n")
+    out = run([*GITOPSD, "install-hooks", str(repo)]).stdout
+    assert f"{repo}/hooks/post-receive: gitopsd's shim removed (not needed any more); the hook it chained is back" in out
+    assert (hooks / "post-receive").read_text() == "#!/bin/sh\necho mail the team\n"
+    assert not (hooks / "post-receive.chained").exists()
+    # A post-receive that is not gitopsd's is never touched.
+    again = run([*GITOPSD, "install-hooks", str(repo)]).stdout
+    assert "post-receive" not in again and (hooks / "post-receive").read_text() == "#!/bin/sh\necho mail the team\n"
+
+
+def _run_hook_entry(sandbox: Sandbox, old: str, new: str, ref: str) -> tuple[subprocess.CompletedProcess[str], set[str]]:
+    """Run the hook exactly as the shim does (python -I -S), recording every module it imports."""
+    entry = git(sandbox.root, "--git-dir", str(sandbox.repo), "config", "gitopsd.entry").stdout.strip()
+    database = git(sandbox.root, "--git-dir", str(sandbox.repo), "config", "gitopsd.database").stdout.strip()
+    proc = subprocess.run([sys.executable, "-I", "-S", "-X", "importtime", entry, "--config", str(sandbox.config),
+                           "--database", database], input=f"{old} {new} {ref}\n", cwd=sandbox.repo,
+                          capture_output=True, text=True, env=sandbox.environ(), check=False)
+    modules = {line.split("|")[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
+    return proc, modules - {"package"}
+
+
+HEAVY = {"yaml", "pygit2", "ansible", "ansible_runner", "watchdog", "apscheduler", "dataclasses", "subprocess",
+         "json", "pathlib", "typing", "socket", "re", "argparse"}
+
+
+def test_the_hook_reads_the_snapshot_and_imports_nothing_heavy_until_the_config_changes(sandbox):
+    sandbox.write("a.txt", "1")
+    new = sandbox.commit("one")
+    sandbox.push("main")
+    old = sandbox.head("qa")
+    proc, modules = _run_hook_entry(sandbox, old, new, "refs/heads/qa")
+    assert proc.returncode == 0, proc.stderr
+    assert "gitopsd: the daemon is not running; qa will be deployed when it is back" in proc.stderr
+    assert "gitopsd.receive" in modules and "sqlite3" in modules
+    assert not modules & HEAVY, sorted(modules & HEAVY)
+    # An edit the daemon has not seen makes the snapshot stale: the hook reads the file and obeys it.
+    sandbox.env_options["qa"] = {"windows": [{"deny": "* * * * *", "duration": "1h", "name": "freeze"}]}
+    sandbox.write_config()
+    proc, modules = _run_hook_entry(sandbox, old, new, "refs/heads/qa")
+    assert proc.returncode == 1
+    assert "rule: promotions to qa are closed now: the deploy window is closed: inside 'freeze'" in proc.stderr
+    assert "yaml" in modules

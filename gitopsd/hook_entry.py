@@ -1,0 +1,14 @@
+"""What hooks/pre-receive runs: `python -I -S gitopsd/hook_entry.py --config FILE [--database FILE]`.
+
+`-I` keeps the pusher's environment variables (PYTHONPATH, ...) and the working directory out of
+Python's import path; `-S` skips site-packages, which saves about 20 ms per push. The hook needs
+only the standard library and this package, whose folder is put on the path here.
+"""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.realpath(__file__))))
+
+from gitopsd.receive import main  # noqa: E402  (the path must be set first)
+
+sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,146 @@
+"""The pre-receive hook: the promotion gate Git runs on every push, before any ref moves.
+
+For each environment branch the push updates, `policy.judge` decides; one refusal refuses the
+whole push (Git applies all of pre-receive's verdict or none). When the push is accepted, one
+nudge tells the daemon who is pushing which commits; the daemon deploys them as soon as the ref
+moves (its ref watcher sees the move; it also looks again a few times after the nudge).
+
+This is the only gitopsd code on a push's path, and it must stay fast: Git starts it with
+`python -I -S` (hooks/pre-receive) and it imports only light standard-library modules, SQLite
+and git subprocesses. The configuration comes from the snapshot in the state database
+(`gate.py`), or from the YAML file when the snapshot is stale or missing. Git runs hooks with the
+bare repository as the working directory and the pushed objects in quarantine; `git`
+subprocesses inherit that environment and see them.
+"""
+from __future__ import annotations
+
+import os
+import pwd
+import sys
+
+from . import gate, gitcli, nudge, policy
+
+USAGE = "usage: pre-receive --config FILE [--database FILE]"
+
+
+class RefUpdate:
+    __slots__ = ("old", "new", "ref")
+
+    def __init__(self, old: str, new: str, ref: str):
+        self.old, self.new, self.ref = old, new, ref
+
+    @property
+    def branch(self) -> str | None:
+        return self.ref[len("refs/heads/"):] if self.ref.startswith("refs/heads/") else None
+
+
+def read_updates(text: str) -> list[RefUpdate]:
+    """Git's pre-receive input: one `<old> <new> <ref>` line per ref."""
+    return [RefUpdate(*parts) for parts in (line.split() for line in text.splitlines()) if len(parts) == 3]
+
+
+def pusher(identity_env: tuple[str, ...]) -> str:
+    """Who pushed: the transport's variable (GL_USER, REMOTE_USER, ...) or the Unix user; never commit metadata."""
+    for name in identity_env:
+        value = os.environ.get(name)
+        if value:
+            return value
+    return pwd.getpwuid(os.getuid()).pw_name
+
+
+def push_option(name: str) -> str | None:
+    """A push option (`git push -o name=value`); pusher-controlled, so only ever a request."""
+    for i in range(int(os.environ.get("GIT_PUSH_OPTION_COUNT", "0") or 0)):
+        key, _, value = os.environ.get(f"GIT_PUSH_OPTION_{i}", "").partition("=")
+        if key in (name, f"gitopsd.{name}") and value.strip():
+            return value.strip()[:200]
+    return None
+
+
+def gate_config(config_path: str, database: str, repo_path: str, out) -> tuple[gate.GateConfig, str] | None:
+    """The gate's configuration and the state database: the snapshot if current, else the file.
+
+    None (after saying why on `out`) when the file is invalid: then nothing can be judged.
+    """
+    if database:
+        db = gate.connect_readonly(database)
+        if db is not None:
+            try:
+                snapshot = gate.load(db, config_path, repo_path)
+            finally:
+                db.close()
+            if snapshot is not None:
+                return snapshot, database
+    # The slow path: the YAML file with its full validation. PyYAML lives in site-packages, which
+    # `python -S` left out of the import path.
+    import site
+    site.main()
+    from .config import ConfigError, load
+    try:
+        config = load(config_path)
+    except ConfigError as exc:
+        print("\ngitopsd: push refused: the deploy server's gitopsd configuration is invalid, so environment\n"
+              "branches cannot be checked. Ask an operator to run `gitopsd check-config`:", file=out)
+        for problem in exc.problems[:5]:
+            print(f"  {problem}", file=out)
+        return None
+    return gate.from_config(config), str(config.database)
+
+
+def pre_receive(config_path: str, database: str, stdin_text: str, out=sys.stderr, now=None) -> int:
+    """Judge every environment-branch update in the push; 0 accepts the push, 1 refuses all of it."""
+    updates = read_updates(stdin_text)
+    repo_path = os.getcwd()
+    found = gate_config(config_path, database, repo_path, out)
+    if found is None:
+        return 1
+    config, database = found
+    repo = config.repository_at(repo_path)
+    if repo is None:
+        return 0   # not a repository gitopsd manages
+    env_updates = [(u, repo.environment_for_branch(u.branch)) for u in updates if u.branch]
+    env_updates = [(u, env) for u, env in env_updates if env is not None]
+    if not env_updates:
+        return 0   # feature branches and main belong to the developers
+    identity = pusher(config.identity_env)
+    override = push_option("override")
+    pending = {u.branch: u.new for u in updates if u.branch and u.new != gitcli.ZERO}
+    db = gate.connect_readonly(database)
+    ledger = gate.Ledger(db)
+    verdicts = []
+    try:
+        for update, env in env_updates:
+            verdict = policy.judge(repo, repo_path, ledger, env, update.old, update.new, identity=identity,
+                                   override_reason=override, now=now, pending=pending)
+            verdicts.append((update, env, verdict))
+    finally:
+        if db is not None:
+            db.close()
+    refused = [(u, v) for u, _env, v in verdicts if not v.accepted]
+    for update, verdict in refused:
+        print("\n".join(verdict.refusal_lines(update.ref)), file=out)
+    if refused:
+        return 1
+    for _update, env, verdict in verdicts:
+        if verdict.override:
+            print(f"gitopsd: {env.name}: {verdict.override} (recorded)", file=out)
+    overrides = [v.override for _u, _e, v in verdicts if v.override]
+    sent = nudge.send(config.nudge_socket, nudge.Nudge(
+        repo=repo_path, trigger="push", actor=identity, commits=tuple(u.new for u, _e, _v in verdicts),
+        reason=overrides[0] if overrides else None))
+    names = ", ".join(sorted(env.branch for _u, env, _v in verdicts))
+    if sent:
+        print(f"gitopsd: {names} will be deployed as soon as this push completes; follow it with `gitopsd status`",
+              file=out)
+    else:
+        print(f"gitopsd: the daemon is not running; {names} will be deployed when it is back", file=out)
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    """`pre-receive --config FILE [--database FILE]`, with Git's ref updates on stdin."""
+    args = dict(zip(argv[::2], argv[1::2]))
+    if len(argv) % 2 or not set(args) <= {"--config", "--database"} or not args.get("--config"):
+        print(f"gitopsd: {USAGE}", file=sys.stderr)
+        return 2
+    return pre_receive(args["--config"], args.get("--database", ""), sys.stdin.read())
