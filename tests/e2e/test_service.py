@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import signal
+import sqlite3
 import socket
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from gitopsd.gate import file_stamp
 from gitopsd.service import render_unit
 from tests.support import GITOPSD, Daemon, Sandbox, run
 
@@ -178,6 +180,10 @@ def test_sighup_reloads_a_good_config_and_refuses_a_broken_one_without_interrupt
         sandbox.config.write_text(yaml.safe_dump(good))
         daemon.proc.send_signal(signal.SIGHUP)
         daemon.wait_for(lambda: "configuration reloaded" in daemon.log(), 10, "reload")
+        # The hook's snapshot is of the reloaded file, so pushes read no YAML.
+        with sqlite3.connect(sandbox.state / "state.db") as db:
+            stamp = db.execute("SELECT stamp FROM gate_config WHERE config = ?", (str(sandbox.config.resolve()),)).fetchone()
+        assert stamp == (file_stamp(str(sandbox.config)),)
         daemon.wait_state("qa", "in-sync", slow)
         # After the reload, pushes still deploy.
         sandbox.remove("SLEEP")
