@@ -24,8 +24,9 @@ from . import config as config_mod
 from . import gate
 from . import runner
 from .config import Config, ConfigError
+from .decision import Head
 from .execute import CheckResult, Toolbox
-from .gitrepo import GitRepository, Head
+from .gitrepo import GitRepository
 from .listener import Listener
 from .reconciler import Cause, Look, Reconciler
 from .sdnotify import Notifier

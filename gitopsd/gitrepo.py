@@ -6,18 +6,11 @@ from __future__ import annotations
 
 import os
 import stat
-from dataclasses import dataclass
 from pathlib import Path
 
 import pygit2
 
-
-@dataclass(frozen=True)
-class Head:
-    """What a branch asks for: a commit and its tree."""
-
-    commit: str
-    tree: str
+from .decision import Head
 
 
 class ExportError(Exception):

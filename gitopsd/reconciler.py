@@ -22,10 +22,11 @@ from typing import Callable, Protocol
 
 from .config import Config, Environment, Repository
 from .execute import Toolbox, execute
-from .gitrepo import ExportError, Head, resolve_inside
+from .gitrepo import ExportError, resolve_inside
 from .notify import notify
 from .revert import make_revert
 from .runner import PlaybookRun
+from .decision import Decision, Head, decide_from_store
 from .state import Deployment, FailureStatus, Store
 
 log = logging.getLogger("gitopsd.reconciler")
@@ -46,51 +47,12 @@ class Look:
 
 
 @dataclass(frozen=True)
-class Decision:
-    """What one look concluded. `action` is in-sync | deploy | wait | stalled | busy | missing."""
-
-    action: str
-    kind: str | None = None
-    attempt: int = 1
-    retry_at: float | None = None
-    reason: str | None = None
-
-
-@dataclass(frozen=True)
 class Cause:
     """Who or what moved a branch to a commit, as the daemon learned it (never from commit metadata)."""
 
     actor: str
     trigger: str
     reason: str | None = None
-
-
-def decide(desired: Head | None, deployed: Deployment | None, last: Deployment | None,
-           failure: FailureStatus | None, bad_tree_reason: str | None, tree_succeeded: bool,
-           busy: bool, now: float) -> Decision:
-    """Given what Git asks for and what the store knows, return what to do. Pure."""
-    if desired is None:
-        return Decision("missing", reason="the environment branch does not exist")
-    if busy:
-        return Decision("busy")
-    if deployed is not None and deployed.commit == desired.commit:
-        return Decision("in-sync")
-    same_commit_failure = failure if failure is not None and failure.commit == desired.commit else None
-    if bad_tree_reason is not None and not (deployed is not None and deployed.tree == desired.tree):
-        return Decision("stalled", reason=f"this tree failed here before: {bad_tree_reason}")
-    if same_commit_failure is not None:
-        if same_commit_failure.stalled:
-            return Decision("stalled", reason=same_commit_failure.reason)
-        if same_commit_failure.next_retry_at is not None and same_commit_failure.next_retry_at > now:
-            return Decision("wait", retry_at=same_commit_failure.next_retry_at, reason=same_commit_failure.reason)
-    attempt = same_commit_failure.failures + 1 if same_commit_failure else 1
-    if tree_succeeded and last is not None and last.tree == desired.tree and last.result == "succeeded":
-        kind = "reapply"
-    elif tree_succeeded:
-        kind = "rollback"
-    else:
-        kind = "deploy"
-    return Decision("deploy", kind=kind, attempt=attempt)
 
 
 def backoff(env: Environment, failures: int, rng: random.Random) -> float:
@@ -181,10 +143,7 @@ class Reconciler:
         with self._lock:
             busy = (repo.name, env.name) in self._running
         deployed = self.store.deployed(repo.name, env.name)
-        decision = decide(
-            desired, deployed, self.store.last(repo.name, env.name), self.store.failure(repo.name, env.name),
-            self.store.bad_tree(repo.name, env.name, desired.tree) if desired else None,
-            self.store.tree_succeeded(repo.name, env.name, desired.tree) if desired else False, busy, now)
+        decision = decide_from_store(self.store, repo.name, env.name, desired, deployed, busy, now)
         if decision.action == "in-sync":
             self.store.clear_failure(repo.name, env.name)
         elif decision.action == "wait" and decision.retry_at is not None:

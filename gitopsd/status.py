@@ -10,7 +10,12 @@ from typing import Any
 
 from . import gitcli
 from .config import Config, Environment, Repository
+from .decision import Head, decide_from_store
 from .state import Deployment, Store, iso
+
+# The reconciler's decision, as `status` names it.
+STATES = {"busy": "deploying", "missing": "missing-branch", "in-sync": "in-sync", "stalled": "stalled",
+          "wait": "failed", "deploy": "out-of-sync"}
 
 
 @dataclass(frozen=True)
@@ -32,32 +37,26 @@ class EnvironmentStatus:
                 "last_deployment": self.last.as_json() if self.last else None}
 
 
-def environment_status(store: Store, repo: Repository, env: Environment) -> EnvironmentStatus:
-    desired = gitcli.branch_head(repo.path, env.branch)
+def environment_status(store: Store, repo: Repository, env: Environment, now: float | None = None) -> EnvironmentStatus:
+    """The reconciler's own decision (decision.decide), put in an operator's words."""
+    commit = gitcli.branch_head(repo.path, env.branch)
+    tree = gitcli.tree_of(repo.path, commit) if commit else None
+    desired = Head(commit, tree) if commit and tree else None
     deployed = store.deployed(repo.name, env.name)
     last = store.last(repo.name, env.name)
-    failure = store.failure(repo.name, env.name)
-    reason, retry_at = None, None
-    if last is not None and last.result == "running":
-        state = "deploying"
+    busy = last is not None and last.result == "running"
+    decision = decide_from_store(store, repo.name, env.name, desired, deployed, busy, now or time.time())
+    state, reason, retry_at = STATES[decision.action], decision.reason, decision.retry_at
+    if decision.action == "missing":
+        reason = f"branch {env.branch} does not exist or points at a missing commit"
+    elif decision.action == "busy" and last is not None:
         progress = last.detail.get("progress")
         if isinstance(progress, str) and progress.startswith("batch"):
             reason = f"rolling out {last.commit[:7]}: {progress.replace('/', ' of ')}"
-    elif desired is None:
-        state, reason = "missing-branch", f"branch {env.branch} does not exist or points at a missing commit"
-    elif deployed is not None and deployed.commit == desired:
-        state = "in-sync"
-    elif failure is not None and failure.commit == desired:
-        state = "stalled" if failure.stalled else "failed"
-        reason, retry_at = failure.reason, failure.next_retry_at
-    else:
-        tree = gitcli.tree_of(repo.path, desired)
-        bad = store.bad_tree(repo.name, env.name, tree) if tree else None
-        if bad:
-            state, reason = "stalled", f"this tree failed here before: {bad}"
-        else:
-            state = "out-of-sync"
-    return EnvironmentStatus(repo.name, env.name, env.branch, desired, deployed.commit if deployed else None,
+    elif decision.action == "deploy" and decision.attempt > 1:   # a retry is due: say why the last one failed
+        failure = store.failure(repo.name, env.name)
+        state, reason = "failed", failure.reason if failure else None
+    return EnvironmentStatus(repo.name, env.name, env.branch, commit, deployed.commit if deployed else None,
                              state, reason, last, retry_at)
 
 

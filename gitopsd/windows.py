@@ -6,7 +6,7 @@ pre-receive hook imports this on every push to an environment with windows.
 """
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone, tzinfo
+from datetime import date, datetime, timedelta, timezone, tzinfo
 
 FIELDS = (("minute", 0, 59), ("hour", 0, 23), ("day of month", 1, 31), ("month", 1, 12), ("day of week", 0, 7))
 DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -64,10 +64,13 @@ class Cron:
         return cls(text, sets[0], sets[1], sets[2], sets[3], weekdays, parts[2] != "*", parts[4] != "*")
 
     def matches(self, t: datetime) -> bool:
-        if t.minute not in self.minutes or t.hour not in self.hours or t.month not in self.months:
+        return t.minute in self.minutes and t.hour in self.hours and self.day_matches(t)
+
+    def day_matches(self, d: date) -> bool:
+        if d.month not in self.months:
             return False
-        day_ok = t.day in self.days
-        weekday_ok = (t.isoweekday() % 7) in self.weekdays
+        day_ok = d.day in self.days
+        weekday_ok = (d.isoweekday() % 7) in self.weekdays
         if self.days_restricted and self.weekdays_restricted:
             return day_ok or weekday_ok   # cron's rule: either may match
         return day_ok and weekday_ok
@@ -102,9 +105,23 @@ class Window:
         return hash(repr(self))
 
     def is_open(self, now: datetime) -> bool:
-        local = now.astimezone(zone(self.timezone)).replace(second=0, microsecond=0)
-        minutes = int(self.duration.total_seconds() // 60)
-        return any(self.cron.matches(local - timedelta(minutes=m)) for m in range(max(minutes, 1)))
+        """Is there a start in (now - duration, now], in wall-clock minutes of the window's time zone?
+
+        Walks back day by day and, on a matching day, takes the latest start not after now: that
+        one decides. (A long deny window costs a few days of checks, not one check per minute.)
+        """
+        local = now.astimezone(zone(self.timezone)).replace(second=0, microsecond=0, tzinfo=None)
+        earliest = local - timedelta(minutes=max(int(self.duration.total_seconds() // 60), 1) - 1)
+        day = local.date()
+        while day >= earliest.date():
+            if self.cron.day_matches(day):
+                for hour in sorted(self.cron.hours, reverse=True):
+                    for minute in sorted(self.cron.minutes, reverse=True):
+                        start = datetime(day.year, day.month, day.day, hour, minute)
+                        if start <= local:
+                            return start >= earliest
+            day -= timedelta(days=1)
+        return False
 
 
 def zone(name: str) -> tzinfo:

@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 
 from gitopsd.config import Config, Environment, Repository
-from gitopsd.gitrepo import ExportError, Head
+from gitopsd.decision import Head, decide
 from gitopsd.execute import Toolbox
-from gitopsd.reconciler import Look, Reconciler, backoff, decide
+from gitopsd.gitrepo import ExportError
+from gitopsd.reconciler import Look, Reconciler, backoff
 from gitopsd.runner import PlaybookRun, RunOutcome
 from gitopsd.state import Store
 

@@ -62,3 +62,20 @@ def test_durations():
     assert parse_duration(30) == timedelta(seconds=30)
     with pytest.raises(WindowError):
         parse_duration("soon")
+
+
+def test_is_open_agrees_with_checking_every_minute_of_the_window():
+    """The day-by-day walk must say exactly what a minute-by-minute scan of (now - duration, now] says."""
+    import random
+    from zoneinfo import ZoneInfo
+    rng = random.Random(4)
+    exprs = ["0 9 * * 1-5", "*/15 * * * *", "30 2 * * 0", "0 0 1 * *", "0 0 29 2 *", "5 4 1,15 * 3", "* * * * *",
+             "0 22 * * 5"]
+    for _ in range(400):
+        w = window(rng.choice(exprs), rng.choice(["1m", "45m", "8h", "2d", "60h"]), True,
+                   rng.choice(["UTC", "Europe/Berlin", "America/New_York"]))
+        now = datetime(2026, 1, 1, tzinfo=UTC) + timedelta(minutes=rng.randrange(366 * 24 * 60))
+        local = now.astimezone(ZoneInfo(w.timezone)).replace(second=0, microsecond=0)
+        minutes = max(int(w.duration.total_seconds() // 60), 1)
+        brute = any(w.cron.matches(local - timedelta(minutes=m)) for m in range(minutes))
+        assert w.is_open(now) is brute, (w, now)

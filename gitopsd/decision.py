@@ -1,0 +1,65 @@
+"""What to do about one environment, given what Git asks for and what the store knows. Pure.
+
+The reconciler acts on it; `gitopsd status` shows it. One function, so the two never disagree
+about what "stalled" or "failed" means.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .state import Deployment, FailureStatus, Store
+
+
+@dataclass(frozen=True)
+class Head:
+    """What a branch asks for: a commit and its tree."""
+
+    commit: str
+    tree: str
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What one look concluded. `action` is in-sync | deploy | wait | stalled | busy | missing."""
+
+    action: str
+    kind: str | None = None
+    attempt: int = 1
+    retry_at: float | None = None
+    reason: str | None = None
+
+
+def decide(desired: Head | None, deployed: Deployment | None, last: Deployment | None,
+           failure: FailureStatus | None, bad_tree_reason: str | None, tree_succeeded: bool,
+           busy: bool, now: float) -> Decision:
+    """Given what Git asks for and what the store knows, return what to do. Pure."""
+    if desired is None:
+        return Decision("missing", reason="the environment branch does not exist")
+    if busy:
+        return Decision("busy")
+    if deployed is not None and deployed.commit == desired.commit:
+        return Decision("in-sync")
+    same_commit_failure = failure if failure is not None and failure.commit == desired.commit else None
+    if bad_tree_reason is not None and not (deployed is not None and deployed.tree == desired.tree):
+        return Decision("stalled", reason=f"this tree failed here before: {bad_tree_reason}")
+    if same_commit_failure is not None:
+        if same_commit_failure.stalled:
+            return Decision("stalled", reason=same_commit_failure.reason)
+        if same_commit_failure.next_retry_at is not None and same_commit_failure.next_retry_at > now:
+            return Decision("wait", retry_at=same_commit_failure.next_retry_at, reason=same_commit_failure.reason)
+    attempt = same_commit_failure.failures + 1 if same_commit_failure else 1
+    if tree_succeeded and last is not None and last.tree == desired.tree and last.result == "succeeded":
+        kind = "reapply"
+    elif tree_succeeded:
+        kind = "rollback"
+    else:
+        kind = "deploy"
+    return Decision("deploy", kind=kind, attempt=attempt)
+
+
+def decide_from_store(store: Store, repo: str, env: str, desired: Head | None, deployed: Deployment | None,
+                      busy: bool, now: float) -> Decision:
+    """`decide` with everything it needs read from the store."""
+    return decide(desired, deployed, store.last(repo, env), store.failure(repo, env),
+                  store.bad_tree(repo, env, desired.tree) if desired else None,
+                  store.tree_succeeded(repo, env, desired.tree) if desired else False, busy, now)
