@@ -141,11 +141,32 @@ def save(db: sqlite3.Connection, gate: GateConfig, now: float) -> None:
 
 
 def connect_readonly(database: str) -> sqlite3.Connection | None:
-    """A read-only connection to the state database, or None if there is none yet."""
-    if not os.path.exists(database):
+    """A read-only connection to the state database; None if there is none yet.
+
+    Raises sqlite3.Error when the database exists but cannot be read. Readers such as the hook
+    (git users in the daemon's group) may read the state folder but not write it. While the
+    daemon runs, its write-ahead log files exist and such readers share them. After a clean stop
+    SQLite has removed them, and a reader that cannot create them cannot open the database the
+    usual way; with no write-ahead log left, the database file alone is complete, so it is then
+    opened as immutable. Should the daemon start meanwhile, its writes go to a new log this reader
+    does not see: it may miss the newest deployments, which can only make the gate refuse more.
+    """
+    try:
+        os.stat(database)
+    except FileNotFoundError:
         return None
-    quoted = database.replace("%", "%25").replace("?", "%3f").replace("#", "%23")
-    return sqlite3.connect(f"file:{quoted}?mode=ro", uri=True, timeout=5)
+    except OSError as exc:
+        raise sqlite3.OperationalError(f"{exc.strerror}: {database}") from exc
+    uri = "file:" + database.replace("%", "%25").replace("?", "%3f").replace("#", "%23") + "?mode=ro"
+    db = sqlite3.connect(uri, uri=True, timeout=5)
+    try:
+        db.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+        return db
+    except sqlite3.OperationalError:
+        db.close()
+        if os.path.exists(database + "-wal"):
+            raise
+    return sqlite3.connect(uri + "&immutable=1", uri=True)
 
 
 def load(db: sqlite3.Connection, config_path: str, repo_path: str) -> GateConfig | None:

@@ -15,7 +15,7 @@ subprocesses inherit that environment and see them.
 from __future__ import annotations
 
 import os
-import pwd
+import sqlite3
 import sys
 
 from . import gate, gitcli, nudge, policy
@@ -45,7 +45,7 @@ def pusher(identity_env: tuple[str, ...]) -> str:
         value = os.environ.get(name)
         if value:
             return value
-    return pwd.getpwuid(os.getuid()).pw_name
+    return nudge.user_name(os.getuid())
 
 
 def push_option(name: str) -> str | None:
@@ -57,13 +57,26 @@ def push_option(name: str) -> str | None:
     return None
 
 
+def unreadable(database: str, exc: Exception, out) -> None:
+    user = nudge.user_name(os.getuid())
+    print(f"\ngitopsd: push refused: the deployment records in {database} cannot be read ({exc}),\n"
+          f"so environment branches cannot be checked. The hook runs as {user}, who must be able to read\n"
+          f"the state folder: ask an operator to add {user} to the daemon's group (usermod -aG gitopsd {user}).\n",
+          file=out)
+
+
 def gate_config(config_path: str, database: str, repo_path: str, out) -> tuple[gate.GateConfig, str] | None:
     """The gate's configuration and the state database: the snapshot if current, else the file.
 
-    None (after saying why on `out`) when the file is invalid: then nothing can be judged.
+    None (after saying why on `out`) when the file is invalid or the store unreadable: then nothing
+    can be judged.
     """
     if database:
-        db = gate.connect_readonly(database)
+        try:
+            db = gate.connect_readonly(database)
+        except sqlite3.Error as exc:
+            unreadable(database, exc, out)
+            return None
         if db is not None:
             try:
                 snapshot = gate.load(db, config_path, repo_path)
@@ -105,14 +118,18 @@ def pre_receive(config_path: str, database: str, stdin_text: str, out=sys.stderr
     identity = pusher(config.identity_env)
     override = push_option("override")
     pending = {u.branch: u.new for u in updates if u.branch and u.new != gitcli.ZERO}
-    db = gate.connect_readonly(database)
-    ledger = gate.Ledger(db)
     verdicts = []
+    db = None
     try:
+        db = gate.connect_readonly(database)
+        ledger = gate.Ledger(db)
         for update, env in env_updates:
             verdict = policy.judge(repo, repo_path, ledger, env, update.old, update.new, identity=identity,
                                    override_reason=override, now=now, pending=pending)
             verdicts.append((update, env, verdict))
+    except sqlite3.Error as exc:
+        unreadable(database, exc, out)
+        return 1
     finally:
         if db is not None:
             db.close()

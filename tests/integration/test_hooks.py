@@ -1,7 +1,9 @@
 """Real `git push` into real bare repositories through the installed hooks; exact output and exit codes."""
 from __future__ import annotations
 
+import grp
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -9,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from gitopsd.state import Store
 from tests.support import GITOPSD, Sandbox, git, run
 
 
@@ -163,3 +166,58 @@ def test_the_hook_reads_the_snapshot_and_imports_nothing_heavy_until_the_config_
     assert proc.returncode == 1
     assert "rule: promotions to qa are closed now: the deploy window is closed: inside 'freeze'" in proc.stderr
     assert "yaml" in modules
+
+
+def _interpreter_for_others() -> str | None:
+    """A Python another user can run (this one may live under /root); None if there is none."""
+    for candidate in (sys.executable, "/usr/bin/python3"):
+        probe = subprocess.run(["setpriv", "--reuid", "54321", "--regid", "54321", "--clear-groups", candidate, "-I",
+                                "-S", "-c", "import sqlite3"], capture_output=True, check=False)
+        if probe.returncode == 0:
+            return candidate
+    return None
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv") or not shutil.which("groupadd"),
+                    reason="running the hook as another user needs root, setpriv and groupadd")
+def test_a_git_user_in_the_daemons_group_is_gated_while_the_daemon_is_stopped_and_others_are_told_why(sandbox):
+    """The service layout: state folder 0750 and files 0640 of the daemon's group; the hook runs as the pusher."""
+    python = _interpreter_for_others()
+    if python is None:
+        pytest.skip("no Python that another user may run")
+    sandbox.write("a.txt", "1")
+    new = sandbox.commit("one")
+    sandbox.push("main")
+    old = sandbox.head("qa")
+    subprocess.run(["groupadd", "-f", "gitopsd-hooktest"], check=True)
+    gid = grp.getgrnam("gitopsd-hooktest").gr_gid
+    for path in (sandbox.state, *sandbox.state.iterdir()):
+        os.chown(path, 0, gid)
+        path.chmod(0o750 if path.is_dir() else 0o640)
+    sandbox.root.chmod(0o755)
+    Store(sandbox.state / "state.db").close()                # as a daemon's clean stop leaves it:
+    assert not (sandbox.state / "state.db-wal").exists()     # SQLite has removed its log files
+    entry = git(sandbox.root, "--git-dir", str(sandbox.repo), "config", "gitopsd.entry").stdout.strip()
+    env = {**sandbox.environ(), "HOME": "/tmp", "GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "safe.directory",
+           "GIT_CONFIG_VALUE_0": "*"}   # the repository belongs to root here; on a server, to the git user
+
+    def hook_as(group: int) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["setpriv", "--reuid", "54321", "--regid", str(group), "--clear-groups", python, "-I",
+                               "-S", entry, "--config", str(sandbox.config), "--database", str(sandbox.state / "state.db")],
+                              input=f"{old} {new} refs/heads/qa\n", cwd=sandbox.repo, capture_output=True, text=True,
+                              env=env, check=False)
+
+    member = hook_as(gid)
+    assert member.returncode == 0, member.stderr
+    assert "gitopsd: the daemon is not running; qa will be deployed when it is back" in member.stderr
+    running = Store(sandbox.state / "state.db")              # as while the daemon runs: log files present
+    try:
+        member = hook_as(gid)
+    finally:
+        running.close()
+    assert member.returncode == 0, member.stderr
+    stranger = hook_as(54321)
+    assert stranger.returncode == 1
+    assert (f"gitopsd: push refused: the deployment records in {sandbox.state / 'state.db'} cannot be read "
+            f"(Permission denied: {sandbox.state / 'state.db'})") in stranger.stderr
+    assert "ask an operator to add uid 54321 to the daemon's group (usermod -aG gitopsd uid 54321)" in stranger.stderr
