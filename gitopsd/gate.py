@@ -140,7 +140,7 @@ def save(db: sqlite3.Connection, gate: GateConfig, now: float) -> None:
         raise
 
 
-def connect_readonly(database: str) -> sqlite3.Connection | None:
+def connect_readonly(database: str, **options) -> sqlite3.Connection | None:
     """A read-only connection to the state database; None if there is none yet.
 
     Raises sqlite3.Error when the database exists but cannot be read. Readers such as the hook
@@ -158,7 +158,8 @@ def connect_readonly(database: str) -> sqlite3.Connection | None:
     except OSError as exc:
         raise sqlite3.OperationalError(f"{exc.strerror}: {database}") from exc
     uri = "file:" + database.replace("%", "%25").replace("?", "%3f").replace("#", "%23") + "?mode=ro"
-    db = sqlite3.connect(uri, uri=True, timeout=5)
+    options.setdefault("timeout", 5)
+    db = sqlite3.connect(uri, uri=True, **options)
     try:
         db.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
         return db
@@ -166,7 +167,7 @@ def connect_readonly(database: str) -> sqlite3.Connection | None:
         db.close()
         if os.path.exists(database + "-wal"):
             raise
-    return sqlite3.connect(uri + "&immutable=1", uri=True)
+    return sqlite3.connect(uri + "&immutable=1", uri=True, **options)
 
 
 def load(db: sqlite3.Connection, config_path: str, repo_path: str) -> GateConfig | None:

@@ -115,11 +115,11 @@ class Store:
         self.path = Path(path)
         self._lock = threading.Lock()
         if readonly:
-            if not self.path.exists():
-                self._db = sqlite3.connect(":memory:", check_same_thread=False)
-                self._db.executescript(SCHEMA + gate.SCHEMA)
-            else:
-                self._db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False, timeout=5)
+            db = gate.connect_readonly(str(self.path), check_same_thread=False)   # see there: readers in the group
+            if db is None:
+                db = sqlite3.connect(":memory:", check_same_thread=False)
+                db.executescript(SCHEMA + gate.SCHEMA)
+            self._db = db
         else:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=30, isolation_level=None)
