@@ -104,7 +104,9 @@ def write_gate_snapshot(config_path: Path) -> tuple[str | None, str]:
     owner = database if database.exists() else config.state_dir
     mine = owner.exists() and owner.stat().st_uid == os.geteuid()
     if not mine:
-        return str(database), ("left to the daemon (at start and on reload), which owns the state folder; "
+        why = (f"{owner} belongs to another user" if owner.exists()
+               else f"the daemon creates {config.state_dir} when it first starts")
+        return str(database), (f"left to the daemon, which saves it at start and on reload ({why}); "
                                "until then the hook reads the config file: slower, same rule")
     try:
         store = Store(database)
