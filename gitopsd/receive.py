@@ -68,15 +68,15 @@ def unreadable(database: str, exc: Exception, out) -> None:
 def gate_config(config_path: str, database: str, repo_path: str, out) -> tuple[gate.GateConfig, str] | None:
     """The gate's configuration and the state database: the snapshot if current, else the file.
 
-    None (after saying why on `out`) when the file is invalid or the store unreadable: then nothing
-    can be judged.
+    None (after saying why on `out`) when neither can be read, or the file is invalid: then nothing
+    can be judged. An unreadable store alone is said later, and only for environment branches.
     """
+    store_error = None
     if database:
         try:
             db = gate.connect_readonly(database)
-        except sqlite3.Error as exc:
-            unreadable(database, exc, out)
-            return None
+        except sqlite3.Error as exc:   # said below only if it matters: feature branches need no store
+            db, store_error = None, exc
         if db is not None:
             try:
                 snapshot = gate.load(db, config_path, repo_path)
@@ -86,9 +86,17 @@ def gate_config(config_path: str, database: str, repo_path: str, out) -> tuple[g
                 return snapshot, database
     # The slow path: the YAML file with its full validation. PyYAML lives in site-packages, which
     # `python -S` left out of the import path.
-    import site
-    site.main()
-    from .config import ConfigError, load
+    try:
+        import site
+        site.main()
+        from .config import ConfigError, load
+    except ImportError as exc:
+        if store_error is not None:
+            unreadable(database, store_error, out)
+        else:
+            print(f"\ngitopsd: push refused: the hook's Python ({sys.executable}) cannot read the configuration "
+                  f"({exc}).\nAsk an operator to run `gitopsd install-hooks` again with gitopsd's own Python.", file=out)
+        return None
     try:
         config = load(config_path)
     except ConfigError as exc:
