@@ -253,7 +253,9 @@ class Daemon:
             if interval and time.monotonic() - last_ping >= interval:
                 self.notifier.watchdog()
                 last_ping = time.monotonic()
-            timeout = min(interval or 1.0, 1.0, self._next_timer_in())
+            # Wake for the next ping when it is due, not a whole interval after the last request.
+            next_ping = last_ping + interval - time.monotonic() if interval else 1.0
+            timeout = min(next_ping, 1.0, self._next_timer_in())
             try:
                 request = self.requests.get(timeout=max(0.0, timeout))
             except queue.Empty:
