@@ -240,29 +240,10 @@ class Demo:
         self.cleanup_previous()
 
     def cleanup_previous(self) -> None:
-        """Stop any sample app left by this or an earlier demo (their pid files live under .demo/hosts)."""
-        stopping = []
+        """Stop any sample app left by this or an earlier demo, with the app's own launcher (it waits until they are gone)."""
         for pidfile in self.hosts_root.glob("*/*/app.pid") if self.hosts_root.exists() else []:
-            try:
-                pid = int(pidfile.read_text().strip())
-                os.kill(pid, signal.SIGTERM)
-                stopping.append(pid)
-            except (ValueError, ProcessLookupError, PermissionError):
-                pass
-        deadline = time.monotonic() + 10   # return only once they are gone: the demo leaves nothing running
-        while stopping and time.monotonic() < deadline:
-            time.sleep(0.05)
-            stopping = [pid for pid in stopping if _alive(pid)]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+            subprocess.run([sys.executable, str(ROOT / "app" / "launch.py"), "stop", "--app-root", str(pidfile.parent)],
+                           capture_output=True, check=False)
 
 
 def main() -> int:
