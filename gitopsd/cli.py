@@ -265,8 +265,8 @@ def cmd_promote(args: argparse.Namespace) -> int:
     dst_head = gitcli.branch_head(repo.path, dst.branch)
     if src_head is None or dst_head is None:
         raise Fail(f"branch {src_branch if src_head is None else dst.branch} does not exist in {repo.path}")
-    tree = gitcli.tree_of(repo.path, src_head)
-    if tree == gitcli.tree_of(repo.path, dst_head):
+    tree, dst_tree = gitcli.trees_of(repo.path, src_head, dst_head)
+    if tree == dst_tree:
         print(f"{dst.name} already has the tree of {src_branch} ({src_head[:7]}): nothing to promote")
         return 0
     who = cli_identity()

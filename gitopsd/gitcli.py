@@ -82,7 +82,7 @@ def run(argv: list[str], input: str | None = None, env: dict[str, str] | None = 
             b"".join(chunks[err_r]).decode("utf-8", "replace"))
 
 
-def git(repo: Path | str, *args: str, input: str | None = None, env: dict[str, str] | None = None,
+def git(repo: str | os.PathLike[str], *args: str, input: str | None = None, env: dict[str, str] | None = None,
         check: bool = True) -> str:
     """Run `git ARGS` in a repository and return its stdout. Raise GitError on failure."""
     code, out, err = run(["git", "-C", str(repo), *args], input=input, env=env)
@@ -91,21 +91,21 @@ def git(repo: Path | str, *args: str, input: str | None = None, env: dict[str, s
     return out
 
 
-def rev_parse(repo: Path | str, rev: str) -> str | None:
+def rev_parse(repo: str | os.PathLike[str], rev: str) -> str | None:
     """Given a revision, return its full object id, or None if it does not resolve."""
     out = git(repo, "rev-parse", "--verify", "--quiet", "--end-of-options", rev, check=False).strip()
     return out or None
 
 
-def branch_head(repo: Path | str, branch: str) -> str | None:
+def branch_head(repo: str | os.PathLike[str], branch: str) -> str | None:
     return rev_parse(repo, f"refs/heads/{branch}^{{commit}}")
 
 
-def tree_of(repo: Path | str, commit: str) -> str | None:
+def tree_of(repo: str | os.PathLike[str], commit: str) -> str | None:
     return rev_parse(repo, f"{commit}^{{tree}}")
 
 
-def trees_of(repo: Path | str, *commits: str) -> list[str | None]:
+def trees_of(repo: str | os.PathLike[str], *commits: str) -> list[str | None]:
     """The trees of several commits with one git process (None for any that does not resolve).
 
     The names go on stdin, one per line, so none can be taken for an option.
@@ -118,19 +118,19 @@ def trees_of(repo: Path | str, *commits: str) -> list[str | None]:
     return [line.split()[0] if line.endswith(" tree") else None for line in lines]
 
 
-def subject(repo: Path | str, commit: str) -> str:
+def subject(repo: str | os.PathLike[str], commit: str) -> str:
     return git(repo, "log", "-1", "--format=%s", "--end-of-options", commit).strip()
 
 
-def parents(repo: Path | str, commit: str) -> list[str]:
+def parents(repo: str | os.PathLike[str], commit: str) -> list[str]:
     return git(repo, "rev-list", "--parents", "-n", "1", "--end-of-options", commit).split()[1:]
 
 
-def is_ancestor(repo: Path | str, ancestor: str, descendant: str) -> bool:
+def is_ancestor(repo: str | os.PathLike[str], ancestor: str, descendant: str) -> bool:
     return run(["git", "-C", str(repo), "merge-base", "--is-ancestor", "--end-of-options", ancestor, descendant])[0] == 0
 
 
-def commit_tree(repo: Path | str, tree: str, parent_ids: list[str], message: str,
+def commit_tree(repo: str | os.PathLike[str], tree: str, parent_ids: list[str], message: str,
                 identity: Identity = GITOPSD_IDENTITY) -> str:
     """Write a commit object for `tree` with the given parents; return its id. Moves no ref."""
     env = {**os.environ, "GIT_AUTHOR_NAME": identity.name, "GIT_AUTHOR_EMAIL": identity.email,
@@ -141,10 +141,10 @@ def commit_tree(repo: Path | str, tree: str, parent_ids: list[str], message: str
     return git(repo, *args, "-F", "-", "--end-of-options", tree, input=message, env=env).strip()
 
 
-def update_branch(repo: Path | str, branch: str, new: str, expected_old: str, reason: str) -> bool:
+def update_branch(repo: str | os.PathLike[str], branch: str, new: str, expected_old: str, reason: str) -> bool:
     """Move a branch to `new` only if it still points at `expected_old` (compare-and-swap)."""
     return run(["git", "-C", str(repo), "update-ref", "-m", reason, f"refs/heads/{branch}", new, expected_old])[0] == 0
 
 
-def create_branch(repo: Path | str, branch: str, commit: str, reason: str) -> bool:
+def create_branch(repo: str | os.PathLike[str], branch: str, commit: str, reason: str) -> bool:
     return update_branch(repo, branch, commit, ZERO, reason)
