@@ -188,6 +188,12 @@ class Daemon:
             return row if ok else None
         return self.wait_for(check, timeout, f"{env} {state} {commit or ''}")
 
+    def wait_result(self, env: str, commit: str, result: str, timeout: float = 60) -> dict[str, Any]:
+        """Wait for a deployment of `commit` in `env` to end with `result`; return its history row."""
+        return self.wait_for(lambda: next((d for d in self.sandbox.history(env)
+                                           if d["commit"] == commit and d["result"] == result), None),
+                             timeout, f"{env} {commit[:7]} {result}")
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)

@@ -153,9 +153,7 @@ def test_a_failing_verification_playbook_fails_the_batch(short_tmp):
         sandbox.write("SMOKE_FAILS", "yes")
         bad = sandbox.commit("smoke fails")
         sandbox.push("main", "main:production")
-        daemon.wait_for(lambda: any(d["commit"] == bad and d["result"] == "failed"
-                                    for d in sandbox.history("production")), 60, "failure")
-    failed = next(d for d in sandbox.history("production") if d["commit"] == bad)
+        failed = daemon.wait_result("production", bad, "failed")
     assert "failed the check playbook playbooks/verify.yml" in failed["outcome"]
 
 
@@ -216,8 +214,7 @@ def test_a_timed_out_batch_leaves_no_process_behind(short_tmp):
         sandbox.write("SLEEP", "41")
         bad = sandbox.commit("hangs")
         sandbox.push("main", "main:production")
-        daemon.wait_for(lambda: any(d["commit"] == bad and d["result"] == "failed"
-                                    for d in sandbox.history("production")), 60, "timeout")
+        daemon.wait_result("production", bad, "failed")
         time.sleep(0.5)
         assert not [p for p in psutil.process_iter(["cmdline"]) if (p.info["cmdline"] or [])[:2] == ["sleep", "41"]]
     failed = next(d for d in sandbox.history("production") if d["commit"] == bad)
