@@ -4,13 +4,21 @@ Desired state is re-read from the repository on every look: nothing here caches 
 """
 from __future__ import annotations
 
+import hashlib
 import os
-import stat
+import zlib
 from pathlib import Path
+from typing import BinaryIO, Iterator
 
 import pygit2
 
 from .decision import Head
+
+CHUNK = 1 << 20                 # bytes read and written at a time when exporting a file
+MAX_DEPTH = 128                 # folders; deeper trees are refused: each level holds a file descriptor open
+LINK_MAX = 4095                 # bytes in a symlink target (Linux PATH_MAX, minus the NUL)
+# Every folder is opened without following a symlink, and every name is created relative to it.
+DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
 
 
 class ExportError(Exception):
@@ -46,32 +54,148 @@ class GitRepository:
         return Head(str(obj.id), str(obj.tree_id))
 
     def export(self, commit: str, dest: Path) -> None:
-        """Write the tree of `commit` into the empty folder `dest` (files, modes, symlinks; no .git)."""
+        """Write the tree of `commit` into the empty folder `dest` (files, modes, symlinks; no .git).
+
+        Nothing is ever written through a symlink, and every symlink must lead inside `dest`: the
+        export is read by a playbook, and `gitopsd logs` shows what it printed. Raise ExportError
+        for a tree that cannot be exported safely; retrying will not change it.
+        """
         repo = self._open()
         try:
-            tree = repo[commit].peel(pygit2.Tree)
+            obj = repo[commit].peel(pygit2.Tree)
         except (KeyError, ValueError) as exc:
             raise ExportError(f"commit {commit} is missing from the repository") from exc
         dest.mkdir(parents=True, exist_ok=True)
-        self._write_tree(repo, tree, dest)
+        links: list[tuple[str, str]] = []
+        root = os.open(dest, DIRECTORY)
+        try:
+            os.fchmod(root, 0o755)
+            self._write_tree(repo, obj, root, "", links)
+        finally:
+            os.close(root)
+        check_links(dest, links)
 
-    def _write_tree(self, repo: pygit2.Repository, tree: pygit2.Tree, dest: Path) -> None:
+    def _write_tree(self, repo: pygit2.Repository, tree: pygit2.Tree, dir_fd: int, prefix: str,
+                    links: list[tuple[str, str]]) -> None:
+        """Write `tree` into the open folder `dir_fd`, only ever creating names that do not exist yet.
+
+        A name that exists already is a second entry of the same name: following it could write
+        outside the export (a symlink `x` then a file `x`), so the tree is refused instead.
+        """
+        if prefix.count("/") >= MAX_DEPTH:
+            raise ExportError(f"{prefix} is more than {MAX_DEPTH} folders deep in tree {tree.id}; it cannot be exported")
         for entry in tree:
-            name = entry.name
+            name = os.fsdecode(entry.raw_name)
+            path = prefix + name
             if name in ("", ".", "..", ".git") or "/" in name:
-                raise ExportError(f"unsafe path in tree: {name!r}")
-            target = dest / name
+                raise ExportError(f"unsafe path in tree: {path!r}")
             mode = entry.filemode
-            if mode == pygit2.enums.FileMode.TREE:
-                target.mkdir()
-                self._write_tree(repo, repo[entry.id], target)
-            elif mode == pygit2.enums.FileMode.LINK:
-                os.symlink(repo[entry.id].data, target)
-            elif mode in (pygit2.enums.FileMode.BLOB, pygit2.enums.FileMode.BLOB_EXECUTABLE):
-                target.write_bytes(repo[entry.id].data)
-                if mode == pygit2.enums.FileMode.BLOB_EXECUTABLE:
-                    target.chmod(target.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
-            # Submodules (gitlinks) have no content here; they are skipped.
+            try:
+                if mode == pygit2.enums.FileMode.TREE:
+                    os.mkdir(name, 0o755, dir_fd=dir_fd)
+                    sub = os.open(name, DIRECTORY, dir_fd=dir_fd)
+                    try:
+                        os.fchmod(sub, 0o755)
+                        self._write_tree(repo, repo[entry.id], sub, path + "/", links)
+                    finally:
+                        os.close(sub)
+                elif mode == pygit2.enums.FileMode.LINK:
+                    links.append((path, self._write_link(repo, entry.id, name, dir_fd, path)))
+                elif mode in (pygit2.enums.FileMode.BLOB, pygit2.enums.FileMode.BLOB_EXECUTABLE):
+                    # Set explicitly, whatever the umask: the sandboxed playbook reads as another user.
+                    perms = 0o755 if mode == pygit2.enums.FileMode.BLOB_EXECUTABLE else 0o644
+                    fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, perms, dir_fd=dir_fd)
+                    with os.fdopen(fd, "wb") as out:
+                        os.fchmod(fd, perms)
+                        self._copy_blob(repo, entry.id, out, path)
+                # Submodules (gitlinks) have no content here; they are skipped.
+            except FileExistsError as exc:
+                raise ExportError(f"duplicate entry {path} in tree {tree.id}: the tree is malformed (git fsck rejects "
+                                  "it); push a commit that fixes it (`gitopsd install-hooks` makes the server refuse "
+                                  "such trees)") from exc
+
+    def _write_link(self, repo: pygit2.Repository, oid: pygit2.Oid, name: str, dir_fd: int, path: str) -> str:
+        """Create the symlink `name` in `dir_fd`; return its target, for the check once the whole tree is written."""
+        kind, size = repo.odb.read_header(oid)
+        if kind != pygit2.enums.ObjectType.BLOB:
+            raise ExportError(f"symlink {path} names object {oid}, which is not a blob: the tree is malformed")
+        if size > LINK_MAX:
+            raise ExportError(f"symlink {path} has a target of {size} bytes; no system accepts more than {LINK_MAX}")
+        target = repo[oid].data
+        try:
+            os.symlink(target, name, dir_fd=dir_fd)
+        except (ValueError, FileNotFoundError) as exc:   # a NUL byte in the target, or an empty one
+            raise ExportError(f"symlink {path} has an invalid target {target!r}") from exc
+        return os.fsdecode(target)
+
+    def _copy_blob(self, repo: pygit2.Repository, oid: pygit2.Oid, out: BinaryIO, path: str) -> None:
+        """Write blob `oid` to `out` in chunks, so that a big file never sits in the daemon's memory whole.
+
+        pygit2 (libgit2) reads an object whole, twice over for a loose one, and has no streaming read.
+        A loose object, which is how a pushed file arrives, is therefore inflated here, piece by
+        piece, and checked against its id as libgit2 would. A packed object (after `git gc`, or a
+        push of 100 objects or more) still comes through pygit2 whole.
+        """
+        hexid = str(oid)
+        try:
+            source = open(Path(repo.path) / "objects" / hexid[:2] / hexid[2:], "rb")
+        except FileNotFoundError:
+            blob = repo[oid]
+            if not isinstance(blob, pygit2.Blob):
+                raise ExportError(f"{path} names object {oid}, which is not a blob: the tree is malformed") from None
+            out.write(blob.data)
+            return
+        corrupt = f"object {hexid} ({path}) is corrupt in {self.path}: run `git fsck` there and restore it"
+        digest = hashlib.new("sha1" if len(hexid) == 40 else "sha256")
+        header, expected, written = b"", -1, 0
+        with source:
+            try:
+                for piece in inflated(source):
+                    digest.update(piece)
+                    if expected < 0:   # the content follows a header "blob <size>\0"
+                        header += piece
+                        if b"\0" not in header:
+                            if len(header) > 64:
+                                raise ExportError(corrupt)
+                            continue
+                        header, _, piece = header.partition(b"\0")
+                        kind, _, size = header.partition(b" ")
+                        if kind != b"blob" or not size.isdigit():
+                            raise ExportError(corrupt)
+                        expected = int(size)
+                    written += len(piece)
+                    if written > expected:
+                        raise ExportError(corrupt)
+                    out.write(piece)
+            except zlib.error as exc:
+                raise ExportError(corrupt) from exc
+        if written != expected or digest.hexdigest() != hexid:
+            raise ExportError(corrupt)
+
+
+def inflated(source: BinaryIO) -> Iterator[bytes]:
+    """Yield what a zlib stream inflates to, in pieces of at most CHUNK bytes (a small input may inflate hugely)."""
+    inflater = zlib.decompressobj()
+    while not inflater.eof and (data := source.read(CHUNK)):
+        while data:
+            yield inflater.decompress(data, CHUNK)
+            data = inflater.unconsumed_tail
+    if not inflater.eof:
+        raise zlib.error("the stream ends early")
+
+
+def check_links(dest: Path, links: list[tuple[str, str]]) -> None:
+    """Raise ExportError for the first symlink under `dest` that resolves outside it, once all of them exist.
+
+    Resolved on disk, not by reading the target: `a/b/d -> ../..` and `x -> a/b/d/..` each look
+    harmless, together they lead out. A dangling link that points inside is fine.
+    """
+    root = Path(os.path.realpath(dest))
+    for path, target in links:
+        real = Path(os.path.realpath(root / path))
+        if not real.is_relative_to(root):
+            raise ExportError(f"symlink {path} -> {target} leads out of the exported tree (to {real}), so the playbook "
+                              "could read the deploy server's files: point it at a file inside the repository")
 
 
 def resolve_inside(root: Path, relative: str) -> Path:
