@@ -75,7 +75,10 @@ def install_hooks(repo_path: Path, config_path: Path | None = None) -> list[str]
     settings = {"gitopsd.executable": gitopsd_executable(), "gitopsd.python": sys.executable,
                 "gitopsd.entry": str(Path(__file__).resolve().parent / "hook_entry.py"),
                 # Push options (`git push -o override=...`) reach the hooks only when advertised.
-                "receive.advertisePushOptions": "true"}
+                "receive.advertisePushOptions": "true",
+                # Git stores malformed trees (a symlink and a file of the same name) unless told to check:
+                # refuse them at the door, before the daemon has to refuse to export them.
+                "receive.fsckObjects": "true"}
     if config_path is not None:
         settings["gitopsd.config"] = str(Path(config_path).resolve())
         database, note = write_gate_snapshot(Path(config_path))

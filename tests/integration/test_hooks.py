@@ -224,3 +224,28 @@ def test_a_git_user_in_the_daemons_group_is_gated_while_the_daemon_is_stopped_an
     assert (f"gitopsd: push refused: the deployment records in {sandbox.state / 'state.db'} cannot be read "
             f"(Permission denied: {sandbox.state / 'state.db'})") in stranger.stderr
     assert "ask an operator to add uid 54321 to the daemon's group (usermod -aG gitopsd uid 54321)" in stranger.stderr
+
+
+def test_a_push_of_a_tree_git_fsck_rejects_is_refused_by_the_server(sandbox):
+    """A symlink and a file of the same name: without receive.fsckObjects git stores it, and a naive export follows it."""
+    def objects(*args: str, input: str) -> str:
+        return run(["git", *args], cwd=sandbox.work, input=input).stdout.strip()
+    link = objects("hash-object", "-w", "--stdin", input=str(sandbox.root / "pwned"))
+    blob = objects("hash-object", "-w", "--stdin", input="written through the link\n")
+    tree = objects("mktree", input=f"120000 blob {link}\tzz\n100644 blob {blob}\tzz\n")
+    commit = objects("commit-tree", "-p", "HEAD", "-m", "malformed", tree, input="")
+    proc = sandbox.push(f"{commit}:refs/heads/feature/malformed", check=False)
+    assert proc.returncode == 1
+    assert f"remote: error: object {tree}: duplicateEntries: contains duplicate file entries" in proc.stderr
+    assert "unpack failed" in proc.stderr or "unpacker error" in proc.stderr
+    assert git(sandbox.root, "--git-dir", str(sandbox.repo), "rev-parse", "--verify", "--quiet",
+               "refs/heads/feature/malformed", check=False).returncode != 0
+
+
+def test_init_and_install_hooks_turn_on_fsck_of_pushed_objects_idempotently(short_tmp):
+    repo, config = short_tmp / "r.git", short_tmp / "gitopsd.yml"
+    run([*GITOPSD, "init", str(repo), "--config", str(config)])
+    assert git(short_tmp, "--git-dir", str(repo), "config", "--get-all", "receive.fsckObjects").stdout == "true\n"
+    run([*GITOPSD, "install-hooks", str(repo), "--config", str(config)])
+    run([*GITOPSD, "init", str(repo), "--config", str(config)])
+    assert git(short_tmp, "--git-dir", str(repo), "config", "--get-all", "receive.fsckObjects").stdout == "true\n"
