@@ -5,12 +5,14 @@ content, so a push cannot loosen the rules that judge it.
 """
 from __future__ import annotations
 
+import math
 import os
 import posixpath
+import pwd
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import yaml
 
@@ -22,6 +24,11 @@ _SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)   # libyaml when ava
 DEFAULT_ENVIRONMENTS = ("qa", "staging", "production")
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 BRANCH_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+ONE_DAY = 86400              # seconds: no wait or interval needs more; beyond, timers and timeouts overflow
+SOCKET_PATH_MAX = 107        # bytes of a Unix socket path on Linux: sun_path is 108 with the final NUL
+_MAX_NODES = 100_000         # far beyond any real config: stops a YAML alias bomb from expanding here
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+_NO_PATH = Path("/nonexistent")
 
 
 @dataclass(frozen=True)
@@ -170,20 +177,58 @@ NOTIFY_KEYS = {"command", "webhook"}
 WINDOW_KEYS = {"allow", "deny", "duration", "timezone", "name"}
 
 
-def _line_index(node: yaml.Node | None, path: str = "", out: dict[str, int] | None = None) -> dict[str, int]:
+def _walk(root: yaml.Node | None) -> Iterator[tuple[str, int, yaml.Node]]:
+    """Yield (key path like 'repositories[0].path', 1-based line, node) for each mapping value and sequence item.
+
+    An alias makes a node appear in several places, or inside itself: loops are cut, and the walk
+    stops after _MAX_NODES so that nested aliases cannot expand exponentially.
+    """
+    stack: list[tuple[str, yaml.Node, frozenset[int]]] = [("", root, frozenset())] if root is not None else []
+    visited = 0
+    while stack and visited < _MAX_NODES:
+        path, node, ancestors = stack.pop()
+        if id(node) in ancestors:
+            continue
+        inside = ancestors | {id(node)}
+        children: list[tuple[str, int, yaml.Node]] = []
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                key = f"{path}.{key_node.value}" if path else str(key_node.value)
+                children.append((key, key_node.start_mark.line + 1, value_node))
+        elif isinstance(node, yaml.SequenceNode):
+            children = [(f"{path}[{i}]", item.start_mark.line + 1, item) for i, item in enumerate(node.value)]
+        for key, line, child in children:
+            visited += 1
+            yield key, line, child
+        stack.extend((key, child, inside) for key, _, child in reversed(children))
+
+
+def _line_index(node: yaml.Node | None) -> dict[str, int]:
     """Map each key path ('repositories[0].path') to its 1-based line in the file."""
-    out = {} if out is None else out
-    if isinstance(node, yaml.MappingNode):
-        for key_node, value_node in node.value:
-            key = f"{path}.{key_node.value}" if path else str(key_node.value)
-            out[key] = key_node.start_mark.line + 1
-            _line_index(value_node, key, out)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            key = f"{path}[{i}]"
-            out[key] = item.start_mark.line + 1
-            _line_index(item, key, out)
-    return out
+    return {key: line for key, line, _ in _walk(node)}
+
+
+def _duplicate_keys(root: yaml.Node | None) -> list[tuple[str, int, int]]:
+    """Keys given twice in one mapping, as (key path, line, first line): YAML would silently keep the last.
+
+    Call before the document is constructed: constructing resolves merge keys (`<<: *base`) by
+    copying the merged keys into the mapping, which would look like duplicates.
+    """
+    mappings = [("", root)] if isinstance(root, yaml.MappingNode) else []
+    mappings += [(key, node) for key, _, node in _walk(root) if isinstance(node, yaml.MappingNode)]
+    found = []
+    for path, mapping in mappings:
+        first: dict[tuple[str, Any], int] = {}
+        for key_node, _ in mapping.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == _MERGE_TAG:
+                continue
+            line = key_node.start_mark.line + 1
+            name = (key_node.tag, key_node.value)
+            if name in first:
+                found.append((f"{path}.{key_node.value}" if path else str(key_node.value), line, first[name]))
+            else:
+                first[name] = line
+    return sorted(found, key=lambda f: f[1])
 
 
 class _Checker:
@@ -206,20 +251,32 @@ class _Checker:
         return raw
 
     def number(self, raw: dict[str, Any], key: str, prefix: str, default: float, *,
-               integer: bool = False, minimum: float = 0.0) -> float:
+               integer: bool = False, minimum: float = 0.0, maximum: float = math.inf, what: str = "") -> float:
+        """Given a mapping, return its finite number at `key` within [minimum, maximum] (`what` says why the maximum)."""
         value = raw.get(key, default)
         full = f"{prefix}.{key}" if prefix else key
         if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and not isinstance(value, int)):
             self.add(full, f"must be {'an integer' if integer else 'a number'}, not {value!r}")
             return default
+        if not math.isfinite(value):   # YAML's .nan and .inf: NaN passes every comparison below
+            self.add(full, f"must be a finite number, not {value!r}")
+            return default
         if value < minimum:
             self.add(full, f"must be at least {minimum:g}, not {value!r}")
             return default
+        if value > maximum:
+            self.add(full, f"must be at most {maximum:g}{f' ({what})' if what else ''}, not {value!r}")
+            return default
         return value
+
+    def seconds(self, raw: dict[str, Any], key: str, prefix: str, default: float, *,
+                integer: bool = False, minimum: float = 0.0) -> float:
+        """A duration in seconds: a finite number from `minimum` up to one day."""
+        return self.number(raw, key, prefix, default, integer=integer, minimum=minimum, maximum=ONE_DAY, what="one day")
 
     def relpath(self, value: Any, key: str) -> str:
         """Given a path from the config, return it normalized if it stays inside the repository tree."""
-        if not isinstance(value, str) or not value:
+        if not isinstance(value, str) or not value or "\0" in value:
             self.add(key, f"must be a path relative to the repository tree, not {value!r}")
             return ""
         norm = posixpath.normpath(value)
@@ -229,8 +286,13 @@ class _Checker:
         return norm
 
 
-def load(path: Path | str) -> Config:
-    """Given a config file, return the validated Config. Raise ConfigError listing every problem."""
+def load(path: Path | str, *, writable_folders: bool = False) -> Config:
+    """Given a config file, return the validated Config. Raise ConfigError listing every problem.
+
+    With `writable_folders`, also require that this process's user can write (or create) state_dir
+    and runtime_dir: true for the daemon and `check-config`, not for hooks and read-only commands,
+    which run as other users.
+    """
     source = Path(path)
     file = str(source)
     stamp = file_stamp(file)  # before reading: an edit in between makes the stamp stale, never wrong
@@ -243,6 +305,7 @@ def load(path: Path | str) -> Config:
         loader = _SafeLoader(text)
         try:
             node = loader.get_single_node()
+            duplicates = _duplicate_keys(node)   # before constructing, which rewrites merge keys in the tree
             raw = loader.construct_document(node) if node is not None else None
         finally:
             loader.dispose()
@@ -252,13 +315,15 @@ def load(path: Path | str) -> Config:
         detail = getattr(exc, "problem", None) or str(exc)
         raise ConfigError([Problem(file, line, "", f"invalid YAML: {detail}")]) from exc
     check = _Checker(file, _line_index(node))
-    config = _normalize(raw if raw is not None else {}, source, check)
+    for key, line, first in duplicates:
+        check.problems.append(Problem(file, line, key, f"duplicate key (first at line {first})"))
+    config = _normalize(raw if raw is not None else {}, source, check, writable_folders)
     if check.problems:
         raise ConfigError(check.problems)
     return replace(config, stamp=stamp)
 
 
-def _normalize(raw: Any, source: Path, check: _Checker) -> Config:
+def _normalize(raw: Any, source: Path, check: _Checker, writable: bool) -> Config:
     top = check.mapping(raw, "", TOP_KEYS)
     base = source.parent
     identity = top.get("identity_env", list(Config.identity_env))
@@ -275,27 +340,98 @@ def _normalize(raw: Any, source: Path, check: _Checker) -> Config:
         if repo.name and repo.name in seen:
             check.add(f"repositories[{i}].name", f"repository name {repo.name!r} is used twice")
         seen[repo.name] = i
+    _one_entry_per_repository(repos, check)
+    state_dir = _dir(top, "state_dir", base, Config.state_dir, check, writable)
+    runtime_dir = _dir(top, "runtime_dir", base, Config.runtime_dir, check, writable)
+    socket = os.fsencode(runtime_dir / "nudge.sock")
+    if len(socket) > SOCKET_PATH_MAX:   # the daemon could not bind it, nor a hook reach it
+        check.add("runtime_dir", f"the nudge socket {runtime_dir / 'nudge.sock'} would be {len(socket)} bytes long; "
+                                 f"Unix socket paths hold at most {SOCKET_PATH_MAX}: choose a shorter runtime_dir")
     return Config(
         source=source.resolve(),
-        state_dir=_dir(top, "state_dir", base, Config.state_dir, check),
-        runtime_dir=_dir(top, "runtime_dir", base, Config.runtime_dir, check),
-        sweep_interval=check.number(top, "sweep_interval", "", Config.sweep_interval, minimum=1),
+        state_dir=state_dir,
+        runtime_dir=runtime_dir,
+        sweep_interval=check.seconds(top, "sweep_interval", "", Config.sweep_interval, minimum=1),
         max_parallel=int(check.number(top, "max_parallel", "", Config.max_parallel, integer=True, minimum=1)),
-        stop_grace=check.number(top, "stop_grace", "", Config.stop_grace, minimum=0),
+        stop_grace=check.seconds(top, "stop_grace", "", Config.stop_grace, minimum=0),
         keep_workdirs=int(check.number(top, "keep_workdirs", "", Config.keep_workdirs, integer=True, minimum=1)),
         identity_env=tuple(identity),
         repositories=tuple(repos),
     )
 
 
-def _dir(top: dict[str, Any], key: str, base: Path, default: Path, check: _Checker) -> Path:
+def _one_entry_per_repository(repos: list[Repository], check: _Checker) -> None:
+    """Refuse a repository configured twice (another spelling, a symlink, a bind mount): it would deploy twice at once."""
+    by_path: dict[Path, int] = {}
+    by_inode: dict[tuple[int, int], int] = {}
+    for i, repo in enumerate(repos):
+        if repo.path == _NO_PATH:
+            continue   # already reported
+        try:
+            st = os.stat(repo.path)
+            inode: tuple[int, int] | None = (st.st_dev, st.st_ino)   # what os.path.samefile compares
+        except OSError:
+            inode = None
+        first = by_path.get(repo.path, by_inode.get(inode) if inode else None)
+        if first is not None:
+            other = f"{repos[first].name} (repositories[{first}])" if repos[first].name else f"repositories[{first}]"
+            check.add(f"repositories[{i}].path", f"{repo.path} is the repository of {other} again; "
+                                                 "configure each repository once, or it is deployed twice at the same time")
+            continue
+        by_path[repo.path] = i
+        if inode:
+            by_inode[inode] = i
+
+
+def _resolve(base: Path, value: str) -> Path:
+    """Given a path from the config, return it absolute with symlinks resolved. Raise ValueError saying why not."""
+    if "\0" in value:
+        raise ValueError("a path cannot contain a NUL byte")
+    try:
+        return (base / os.path.expanduser(value)).resolve()
+    except (OSError, RuntimeError, ValueError) as exc:   # RuntimeError: a symlink loop
+        raise ValueError(f"cannot resolve {value!r}: {exc}") from exc
+
+
+def _dir(top: dict[str, Any], key: str, base: Path, default: Path, check: _Checker, writable: bool) -> Path:
     value = top.get(key)
     if value is None:
-        return default
-    if not isinstance(value, str) or not value:
+        value = str(default)
+    if not isinstance(value, str) or not value or "\0" in value:
         check.add(key, f"must be a folder path, not {value!r}")
         return default
-    return (base / os.path.expanduser(value)).resolve()
+    try:
+        path = _resolve(base, value)
+    except ValueError as exc:
+        check.add(key, str(exc))
+        return default
+    problem = _folder_problem(path, writable)
+    if problem:
+        check.add(key, problem)
+    return path
+
+
+def _folder_problem(path: Path, writable: bool) -> str | None:
+    """Why the daemon could not use (or create) the folder `path`; with `writable`, also as this process's user."""
+    uid = os.geteuid()
+    try:
+        who = f"uid {uid} ({pwd.getpwuid(uid).pw_name})"
+    except KeyError:
+        who = f"uid {uid}"
+    existing = path
+    try:
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+    except PermissionError as exc:   # a folder only the service's user may look into
+        return f"{path} cannot be checked by {who}: {exc.strerror} on {exc.filename}" if writable else None
+    if not existing.is_dir():
+        return f"{path} is not a folder" if existing == path else f"{path} cannot be created: {existing} is not a folder"
+    effective = os.access in os.supports_effective_ids
+    if writable and not os.access(existing, os.W_OK | os.X_OK, effective_ids=effective):
+        if existing == path:
+            return f"{path} is not writable by {who}"
+        return f"{path} does not exist and {who} cannot create it: {existing} is not writable"
+    return None
 
 
 def _repository(raw: Any, key: str, base: Path, check: _Checker) -> Repository:
@@ -305,13 +441,17 @@ def _repository(raw: Any, key: str, base: Path, check: _Checker) -> Repository:
         check.add(f"{key}.name", f"must be a plain name (lowercase letters, digits, '-' or '_'), not {name!r}")
         name = ""
     path_raw = data.get("path")
-    path = Path("/nonexistent")
-    if not isinstance(path_raw, str) or not path_raw:
-        check.add(f"{key}.path", "must be the path of a bare Git repository")
+    path = _NO_PATH
+    if not isinstance(path_raw, str) or not path_raw or "\0" in path_raw:
+        check.add(f"{key}.path", f"must be the path of a bare Git repository, not {path_raw!r}")
     else:
-        path = (base / os.path.expanduser(path_raw)).resolve()
-        if not (path / "HEAD").is_file() or not (path / "objects").is_dir():
-            check.add(f"{key}.path", f"no Git repository at {path} (run `gitopsd init {path}` to create one)")
+        try:
+            path = _resolve(base, path_raw)
+        except ValueError as exc:
+            check.add(f"{key}.path", str(exc))
+        else:
+            if not (path / "HEAD").is_file() or not (path / "objects").is_dir():
+                check.add(f"{key}.path", f"no Git repository at {path} (run `gitopsd init {path}` to create one)")
     envs_raw = data.get("environments")
     if envs_raw is None:
         envs_raw = [{"name": n} for n in DEFAULT_ENVIRONMENTS]
@@ -336,7 +476,29 @@ def _repository(raw: Any, key: str, base: Path, check: _Checker) -> Repository:
     for i, env in enumerate(envs):
         if env.promote_from == env.branch and env.branch:
             check.add(f"{key}.environments[{i}].promote_from", "an environment cannot promote from its own branch")
+    _promotion_loops(envs, key, check)
     return Repository(name=name or "", path=path, environments=tuple(envs))
+
+
+def _promotion_loops(envs: list[Environment], key: str, check: _Checker) -> None:
+    """Refuse environments that promote from each other in a loop: no tree could ever be verified to enter it."""
+    index = {env.branch: i for i, env in enumerate(envs) if env.branch}
+    on_a_loop: set[int] = set()
+    for start in range(len(envs)):
+        chain = [start]
+        while envs[chain[-1]].promote_from in index and index[envs[chain[-1]].promote_from] not in chain:
+            chain.append(index[envs[chain[-1]].promote_from])
+        closes = index.get(envs[chain[-1]].promote_from) == start
+        if not closes or len(chain) < 2 or start in on_a_loop:
+            continue   # no loop, or one already reported; promoting from its own branch is reported above
+        on_a_loop.update(chain)
+        # Say it where promote_from is written: a loop cannot be made of defaults alone.
+        at = next((i for i in sorted(chain) if f"{key}.environments[{i}].promote_from" in check.lines), start)
+        chain = chain[chain.index(at):] + chain[:chain.index(at)]
+        loop = " <- ".join(envs[i].branch for i in chain + chain[:1])
+        check.add(f"{key}.environments[{at}].promote_from",
+                  f"promotions go round in a loop ({loop}), so nothing can ever enter it: one of these environments "
+                  "must promote from a branch outside the loop (usually main)")
 
 
 def _environment(raw: Any, key: str, previous_branch: str, check: _Checker) -> Environment:
@@ -371,11 +533,12 @@ def _environment(raw: Any, key: str, previous_branch: str, check: _Checker) -> E
         promote_from=promote_from,
         inventory=check.relpath(data.get("inventory", f"environments/{name}/hosts.yml"), f"{key}.inventory"),
         playbook=check.relpath(data.get("playbook", "playbooks/deploy.yml"), f"{key}.playbook"),
-        timeout=int(check.number(data, "timeout", key, 900, integer=True, minimum=1)),
+        timeout=int(check.seconds(data, "timeout", key, 900, integer=True, minimum=1)),
         auto_rollback=auto_rollback,
-        retries=int(check.number(data, "retries", key, 3, integer=True, minimum=0)),
-        retry_backoff=check.number(data, "retry_backoff", key, 10.0, minimum=0),
-        retry_backoff_max=check.number(data, "retry_backoff_max", key, 300.0, minimum=0),
+        # The retry backoff doubles with each failure: a thousand would overflow it.
+        retries=int(check.number(data, "retries", key, 3, integer=True, minimum=0, maximum=100)),
+        retry_backoff=check.seconds(data, "retry_backoff", key, 10.0),
+        retry_backoff_max=check.seconds(data, "retry_backoff_max", key, 300.0),
         windows=_windows(data.get("windows", []), f"{key}.windows", check),
         override_by=tuple(override_by),
         rollout=_rollout(data["rollout"], f"{key}.rollout", check) if "rollout" in data else None,
@@ -393,8 +556,8 @@ def _rollout(raw: Any, key: str, check: _Checker) -> Rollout | None:
         check.add(f"{key}.batches", problem)
         batches = ["100%"]
     return Rollout(batches=tuple(batches),
-                   max_fail_percentage=check.number(data, "max_fail_percentage", key, 0.0),
-                   bake=check.number(data, "bake", key, 0.0))
+                   max_fail_percentage=check.number(data, "max_fail_percentage", key, 0.0, maximum=100, what="a percentage"),
+                   bake=check.seconds(data, "bake", key, 0.0))
 
 
 def _url(value: Any, key: str, check: _Checker) -> str:
@@ -411,9 +574,10 @@ def _verify(raw: Any, key: str, check: _Checker) -> Verify:
         h = check.mapping(data["http"], f"{key}.http", HTTP_KEYS)
         field_ = h.get("json_field")
         http = HttpVerify(url=_url(h.get("url"), f"{key}.http.url", check),
-                          expect_status=int(check.number(h, "expect_status", f"{key}.http", 200, integer=True, minimum=100)),
+                          expect_status=int(check.number(h, "expect_status", f"{key}.http", 200, integer=True, minimum=100,
+                                                                         maximum=599, what="an HTTP status")),
                           json_field=str(field_) if field_ else None,
-                          timeout=check.number(h, "timeout", f"{key}.http", 2.0, minimum=0.1),
+                          timeout=check.seconds(h, "timeout", f"{key}.http", 2.0, minimum=0.1),
                           retries=int(check.number(h, "retries", f"{key}.http", 3, integer=True, minimum=0)))
     if "prometheus" in data:
         p = check.mapping(data["prometheus"], f"{key}.prometheus", PROMETHEUS_KEYS)
@@ -426,7 +590,10 @@ def _verify(raw: Any, key: str, check: _Checker) -> Verify:
             if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
                 check.add(f"{key}.prometheus.{b}", f"must be a number, not {v!r}")
                 bounds[b] = None
-        if bounds["max"] is None and bounds["min"] is None:
+            elif v is not None and not math.isfinite(v):
+                check.add(f"{key}.prometheus.{b}", f"must be a finite number, not {v!r}")
+                bounds[b] = None
+        if p.get("max") is None and p.get("min") is None:   # an invalid one is already reported
             check.add(f"{key}.prometheus", "needs max: or min: (the threshold the query result must respect)")
         prometheus = PrometheusVerify(url=_url(p.get("url"), f"{key}.prometheus.url", check), query=query,
                                       max=bounds["max"], min=bounds["min"])

@@ -102,3 +102,221 @@ def test_check_config_command_exits_non_zero_and_lists_problems(tmp_path):
                           capture_output=True, text=True)
     assert proc.returncode == 1
     assert "2 problems" in proc.stderr and "surprise: unknown key" in proc.stderr and "path: no Git repository" in proc.stderr
+
+
+def test_numbers_that_are_not_finite_are_refused_wherever_they_appear(tmp_path, repo):
+    path = write(tmp_path, f"""\
+sweep_interval: .nan
+stop_grace: .inf
+repositories:
+  - name: shop
+    path: {repo}
+    environments:
+      - name: qa
+        retry_backoff: .nan
+        retry_backoff_max: .inf
+        rollout: {{max_fail_percentage: .nan, bake: .inf}}
+        verify:
+          http: {{url: "http://h/health", timeout: .nan}}
+          prometheus: {{url: "http://p", query: up, max: .nan, min: -.inf}}
+""")
+    found = problems(path)
+    env = "repositories[0].environments[0]"
+    assert found == [
+        f"{path}:8: {env}.retry_backoff: must be a finite number, not nan",
+        f"{path}:9: {env}.retry_backoff_max: must be a finite number, not inf",
+        f"{path}:10: {env}.rollout.max_fail_percentage: must be a finite number, not nan",
+        f"{path}:10: {env}.rollout.bake: must be a finite number, not inf",
+        f"{path}:12: {env}.verify.http.timeout: must be a finite number, not nan",
+        f"{path}:13: {env}.verify.prometheus.max: must be a finite number, not nan",
+        f"{path}:13: {env}.verify.prometheus.min: must be a finite number, not -inf",
+        f"{path}:1: sweep_interval: must be a finite number, not nan",
+        f"{path}:2: stop_grace: must be a finite number, not inf",
+    ]
+
+
+def test_numbers_beyond_what_the_daemon_can_use_are_refused(tmp_path, repo):
+    path = write(tmp_path, f"""\
+sweep_interval: 1000000000
+repositories:
+  - name: shop
+    path: {repo}
+    environments:
+      - name: qa
+        timeout: 100000000000
+        retries: 5000
+        retry_backoff_max: 1.0e+300
+        rollout: {{max_fail_percentage: 101}}
+        verify:
+          http: {{url: "http://h/health", expect_status: 600}}
+""")
+    text = "\n".join(problems(path))
+    env = "repositories[0].environments[0]"
+    assert f"{path}:1: sweep_interval: must be at most 86400 (one day), not 1000000000" in text
+    assert f"{path}:7: {env}.timeout: must be at most 86400 (one day), not 100000000000" in text
+    assert f"{path}:8: {env}.retries: must be at most 100, not 5000" in text
+    assert f"{path}:9: {env}.retry_backoff_max: must be at most 86400 (one day), not 1e+300" in text
+    assert f"{path}:10: {env}.rollout.max_fail_percentage: must be at most 100 (a percentage), not 101" in text
+    assert f"{path}:12: {env}.verify.http.expect_status: must be at most 599 (an HTTP status), not 600" in text
+
+
+def test_a_runtime_dir_too_long_for_the_nudge_socket_is_refused_counting_bytes(tmp_path, repo):
+    import socket
+    base = f"{tmp_path}/"
+    fill = 107 - len(base.encode()) - len("/nudge.sock")
+    fits, too_long = base + "r" * fill, base + "r" * (fill - 1) + "é"   # same length in characters
+    Path(fits).mkdir()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as probe:   # 107 bytes is what Linux really takes
+        probe.bind(f"{fits}/nudge.sock")
+    load(write(tmp_path, f"runtime_dir: {fits}\nrepositories:\n  - name: shop\n    path: {repo}\n"))
+    path = write(tmp_path, f"runtime_dir: {too_long}\nrepositories:\n  - name: shop\n    path: {repo}\n")
+    [problem] = problems(path)
+    assert problem == (f"{path}:1: runtime_dir: the nudge socket {too_long}/nudge.sock would be 108 bytes long; "
+                       "Unix socket paths hold at most 107: choose a shorter runtime_dir")
+
+
+def test_a_key_given_twice_in_one_mapping_is_refused_at_the_second_line(tmp_path, repo):
+    path = write(tmp_path, f"""\
+repositories:
+  - name: shop
+    path: {repo}
+    environments:
+      - name: qa
+        auto_rollback: false
+      - name: production
+        auto_rollback: true
+        timeout: 60
+        auto_rollback: false
+sweep_interval: 30
+sweep_interval: 60
+""")
+    assert problems(path) == [
+        f"{path}:10: repositories[0].environments[1].auto_rollback: duplicate key (first at line 8)",
+        f"{path}:12: sweep_interval: duplicate key (first at line 11)",
+    ]
+
+
+def test_a_yaml_merge_key_is_not_a_duplicate(tmp_path, repo):
+    config = load(write(tmp_path, f"""\
+repositories:
+  - name: shop
+    path: {repo}
+    environments:
+      - &qa {{name: qa, timeout: 60}}
+      - {{<<: *qa, name: production, promote_from: qa}}
+"""))
+    assert [(e.name, e.timeout) for e in config.repositories[0].environments] == [("qa", 60), ("production", 60)]
+
+
+def test_self_referencing_and_exploding_yaml_aliases_give_problems_not_a_hang_or_traceback(tmp_path, repo):
+    import time
+    levels = "".join(f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 10)}]\n" for i in range(1, 9))
+    path = write(tmp_path, f"identity_env: &ids [*ids]\nl0: &l0 [x]\n{levels}"
+                           f"repositories:\n  - name: shop\n    path: {repo}\n")
+    started = time.monotonic()
+    found = problems(path)
+    assert time.monotonic() - started < 5
+    assert f"{path}:1: identity_env: must be a list of environment variable names, e.g. [GL_USER, REMOTE_USER]" in found
+    assert f"{path}:10: l8: unknown key; allowed keys here: identity_env, keep_workdirs, max_parallel, repositories, " \
+           "runtime_dir, state_dir, stop_grace, sweep_interval" in found
+
+
+def test_promote_from_loops_between_environments_are_refused(tmp_path, repo):
+    path = write(tmp_path, f"""\
+repositories:
+  - name: shop
+    path: {repo}
+    environments:
+      - name: qa
+        promote_from: production
+      - name: staging
+      - name: production
+  - name: blog
+    path: {repo}
+    environments:
+      - name: qa
+        promote_from: production
+      - name: production
+        promote_from: qa
+""")
+    found = [p for p in problems(path) if "].promote_from: " in p]   # the repository is there twice, too
+    assert found == [
+        f"{path}:6: repositories[0].environments[0].promote_from: promotions go round in a loop "
+        "(qa <- production <- staging <- qa), so nothing can ever enter it: one of these environments must "
+        "promote from a branch outside the loop (usually main)",
+        f"{path}:13: repositories[1].environments[0].promote_from: promotions go round in a loop "
+        "(qa <- production <- qa), so nothing can ever enter it: one of these environments must "
+        "promote from a branch outside the loop (usually main)",
+    ]
+
+
+def test_promote_from_a_later_environment_or_a_branch_outside_the_chain_is_allowed(tmp_path, repo):
+    config = load(write(tmp_path, f"""\
+repositories:
+  - name: shop
+    path: {repo}
+    environments:
+      - name: qa
+        promote_from: develop
+      - name: hotfix
+        promote_from: production
+      - name: production
+        promote_from: qa
+"""))
+    assert [e.promote_from for e in config.repositories[0].environments] == ["develop", "production", "qa"]
+
+
+def test_one_repository_configured_under_two_names_is_refused(tmp_path, repo):
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "link.git").symlink_to(repo)
+    other = tmp_path / "other.git"
+    subprocess.run(["git", "init", "-q", "--bare", str(other)], check=True)
+    path = write(tmp_path, f"""\
+repositories:
+  - name: shop
+    path: {repo}
+  - name: shop-again
+    path: {tmp_path}/elsewhere/../shop.git
+  - name: shop-linked
+    path: link.git
+  - name: other
+    path: {other}
+""")
+    assert problems(path) == [
+        f"{path}:5: repositories[1].path: {repo} is the repository of shop (repositories[0]) again; "
+        "configure each repository once, or it is deployed twice at the same time",
+        f"{path}:7: repositories[2].path: {repo} is the repository of shop (repositories[0]) again; "
+        "configure each repository once, or it is deployed twice at the same time",
+    ]
+
+
+def test_state_dir_and_runtime_dir_must_be_folders(tmp_path, repo):
+    (tmp_path / "state").write_text("not a folder")
+    (tmp_path / "run").write_text("not a folder either")
+    path = write(tmp_path, f"state_dir: state\nruntime_dir: run/gitopsd\n"
+                           f"repositories:\n  - name: shop\n    path: {repo}\n")
+    assert problems(path) == [
+        f"{path}:1: state_dir: {tmp_path / 'state'} is not a folder",
+        f"{path}:2: runtime_dir: {tmp_path / 'run' / 'gitopsd'} cannot be created: {tmp_path / 'run'} is not a folder",
+    ]
+
+
+def test_paths_with_nul_bytes_or_symlink_loops_are_problems_not_tracebacks(tmp_path, repo):
+    (tmp_path / "loop1").symlink_to("loop2")
+    (tmp_path / "loop2").symlink_to("loop1")
+    path = write(tmp_path, f"""\
+state_dir: "st\\0ate"
+runtime_dir: loop1/run
+repositories:
+  - name: shop
+    path: "{repo}\\0"
+    environments:
+      - name: qa
+        inventory: "hosts\\0.yml"
+""")
+    found = problems(path)
+    assert found[0] == f"{path}:5: repositories[0].path: must be the path of a bare Git repository, not '{repo}\\x00'"
+    assert found[1] == f"{path}:8: repositories[0].environments[0].inventory: must be a path relative to the repository tree, not 'hosts\\x00.yml'"
+    assert found[2] == f"{path}:1: state_dir: must be a folder path, not 'st\\x00ate'"
+    assert found[3].startswith(f"{path}:2: runtime_dir: cannot resolve 'loop1/run': Symlink loop from ")
+    assert len(found) == 4
