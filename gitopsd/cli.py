@@ -80,7 +80,7 @@ def _nudge(config: Any, repo: Any, trigger: str, commits: tuple[str, ...] = (), 
 def cmd_check_config(args: argparse.Namespace) -> int:
     from .config import ConfigError, load
     try:
-        config = load(Path(args.config))
+        config = load(Path(args.config), writable_folders=True)   # as the unit runs it: as the service user
     except ConfigError as exc:
         print(f"{args.config}: {len(exc.problems)} problem{'s' if len(exc.problems) != 1 else ''}:", file=sys.stderr)
         for problem in exc.problems:
