@@ -201,7 +201,11 @@ def check_links(dest: Path, links: list[tuple[str, str]]) -> None:
 def resolve_inside(root: Path, relative: str) -> Path:
     """Given a path from the config, return it resolved inside `root`. Raise ExportError if it leads out."""
     root = root.resolve()
-    path = (root / relative).resolve()
+    try:
+        path = (root / relative).resolve()
+    except RuntimeError as exc:   # what pathlib raises for a symlink loop (Python 3.11)
+        raise ExportError(f"{relative} cannot be resolved in this commit: symlink loop; fix the links on that path"
+                          ) from exc
     if not path.is_relative_to(root):
         raise ExportError(f"{relative} resolves to {path}, outside the exported tree (a symlink leading out?)")
     if not path.is_file():

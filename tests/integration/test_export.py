@@ -211,3 +211,11 @@ def test_a_corrupted_loose_object_fails_the_export(repo, tmp_path):
     loose.write_bytes((repo / "objects" / forged[:2] / forged[2:]).read_bytes())
     with pytest.raises(ExportError, match=f"object {blob} .*is corrupt"):
         GitRepository(repo).export(sha, tmp_path / "export")
+
+
+def test_a_symlink_loop_on_the_playbook_path_is_an_export_error_not_a_crash(repo, tmp_path):
+    sha = commit(repo, [("playbooks", ("link", "loop")), ("loop", ("link", "playbooks"))])
+    dest = tmp_path / "export"
+    GitRepository(repo).export(sha, dest)
+    with pytest.raises(ExportError, match="^playbooks/deploy.yml cannot be resolved in this commit: symlink loop"):
+        resolve_inside(dest, "playbooks/deploy.yml")
