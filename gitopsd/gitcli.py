@@ -7,6 +7,12 @@ collect stdout and stderr without deadlock, wait.
 
 Every call is an argv list; revisions given by anyone else come after `--end-of-options`. Child
 processes inherit the environment, so inside pre-receive they see quarantined objects.
+
+Every git process started here reads the repository's real objects: no replace refs
+(`refs/replace/*`), no grafts. pygit2, which exports what the daemon deploys, never honours them,
+so a judge that did could be shown a decoy commit (a tree verified elsewhere, a fast-forward that
+is not one) while the deployer gets the real one. `run()` sets this for every git it starts, so
+no caller can forget it.
 """
 from __future__ import annotations
 
@@ -31,15 +37,28 @@ class Identity:
 
 GITOPSD_IDENTITY = Identity("gitopsd", "gitopsd@localhost")
 
+# The environment variable turns replace refs off, but a repository's `core.useReplaceRefs=true`
+# would turn them on again; a `-c` option outranks every config file. Git 2.39 still reads
+# `info/grafts` (deprecated) whatever GIT_NO_REPLACE_OBJECTS says; a graft file that cannot exist
+# turns that off.
+NO_REPLACE_ARGS = ("-c", "core.useReplaceRefs=false")
+NO_REPLACE_ENV = {"GIT_NO_REPLACE_OBJECTS": "1", "GIT_GRAFT_FILE": "/nonexistent/gitopsd-reads-no-grafts"}
+
 
 def run(argv: list[str], input: str | None = None, env: dict[str, str] | None = None) -> tuple[int, str, str]:
-    """Run `argv` (found on PATH) and return (exit code, stdout, stderr). Never through a shell."""
+    """Run `argv` (found on PATH) and return (exit code, stdout, stderr). Never through a shell.
+
+    A git started here sees the real objects only (no replace refs, no grafts; see above).
+    """
+    if argv[0] == "git":
+        argv = ["git", *NO_REPLACE_ARGS, *argv[1:]]
+    env = {**(os.environ if env is None else env), **NO_REPLACE_ENV}
     stdin_r, stdin_w = os.pipe()
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     actions = [(os.POSIX_SPAWN_DUP2, stdin_r, 0), (os.POSIX_SPAWN_DUP2, out_w, 1), (os.POSIX_SPAWN_DUP2, err_w, 2)]
     try:
-        pid = os.posix_spawnp(argv[0], argv, os.environ if env is None else env, file_actions=actions)
+        pid = os.posix_spawnp(argv[0], argv, env, file_actions=actions)
     except OSError:
         for fd in (stdin_w, out_r, err_r):
             os.close(fd)

@@ -57,6 +57,31 @@ def push_option(name: str) -> str | None:
     return None
 
 
+REPLACE_REFS = "refs/replace/"
+AUDIT_NOTES = "refs/notes/gitopsd"   # reserved for gitopsd's own audit trail
+
+
+def is_reserved(ref: str) -> bool:
+    return ref.startswith(REPLACE_REFS) or ref == AUDIT_NOTES
+
+
+def reserved_refusal(update: RefUpdate, repo_name: str) -> policy.Verdict:
+    """Why a push may not touch a replace ref or gitopsd's notes, and what to do instead."""
+    action = "delete" if update.new == gitcli.ZERO else "create" if update.old == gitcli.ZERO else "update"
+    if update.ref == AUDIT_NOTES:
+        return policy.refuse(f"{AUDIT_NOTES} is gitopsd's own record; pushes may not change it",
+                             [f"this push would {action} it."],
+                             ["push your notes under another name: git push origin refs/notes/<yours>",
+                              f"leave {AUDIT_NOTES} out of the push (no --mirror, no refs/notes/* refspec)"])
+    return policy.refuse(
+        "replace refs (refs/replace/*) are not accepted in a deployment repository",
+        [f"this push would {action} {update.ref}. A replace ref makes git show another commit in place of",
+         "a real one; gitopsd judges and deploys the real commits, so it would only make them disagree."],
+        ["keep replace refs in your clone (git replace works locally) and leave them out of the push",
+         "to change what an environment runs, push a new commit or roll back: "
+         f"gitopsd rollback <env> --repo {repo_name}"])
+
+
 def unreadable(database: str, exc: Exception, out) -> None:
     user = nudge.user_name(os.getuid())
     print(f"\ngitopsd: push refused: the deployment records in {database} cannot be read ({exc}),\n"
@@ -119,6 +144,11 @@ def pre_receive(config_path: str, database: str, stdin_text: str, out=sys.stderr
     repo = config.repository_at(repo_path)
     if repo is None:
         return 0   # not a repository gitopsd manages
+    reserved = [u for u in updates if is_reserved(u.ref)]
+    for update in reserved:
+        print("\n".join(reserved_refusal(update, repo.name).refusal_lines(update.ref)), file=out)
+    if reserved:
+        return 1
     env_updates = [(u, repo.environment_for_branch(u.branch)) for u in updates if u.branch]
     env_updates = [(u, env) for u, env in env_updates if env is not None]
     if not env_updates:
