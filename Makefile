@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 # Debian packages the tests use: git, systemd-analyze (systemd), sshd for real SSH targets.
-DEBIAN_PACKAGES := git systemd openssh-server openssh-client
+DEBIAN_PACKAGES := git systemd openssh-server openssh-client bubblewrap util-linux
 
 .PHONY: venv deps demo test test-fast bench clean
 

@@ -5,6 +5,7 @@
     launch.py start   --app-root DIR --port N [--revision JSON]   start this one (fails if one runs)
     launch.py stop    --app-root DIR                              stop the running app (fine if none)
     launch.py status  --app-root DIR                              exit code 0 if it runs, else 3
+    launch.py supervise --app-root DIR                            the host's service manager (see below)
 
 "This one" is the app.py next to this file (this release). --revision first writes the JSON
 object app.py reports (commit, env, host, ...) to this release's REVISION.json, atomically.
@@ -19,6 +20,14 @@ gitopsd kills every process carrying GITOPSD_DEPLOYMENT=<id> when it cancels a d
 this app is meant to outlive the deployment that started it. (Under the systemd unit, which has
 KillMode=control-group, it still stops with the service; a real app runs as its own service.)
 Stdlib only, so it runs with whatever Python 3.8+ the host has.
+
+Local hosts (folders on the deploy server itself) need `supervise`: gitopsd runs playbooks in a
+sandbox whose processes all end with the run, so an app started from inside it would die with
+the deployment. `supervise` plays the part systemd plays on a real host: started outside the
+sandbox (by the demo, or by you), it stays in the foreground, and a `restart` run by the playbook
+hands the restart over to it (a request file in DIR, answered within seconds) instead of starting
+the app itself. Run as root, it drops to the owner of DIR first. `stop` stops it too. SSH hosts
+need none: their app is started over SSH, outside the deploy server's sandbox.
 """
 from __future__ import annotations
 
@@ -26,6 +35,7 @@ import argparse
 import json
 import os
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -40,6 +50,10 @@ DROP_ENV = ("GITOPSD_DEPLOYMENT", "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PI
             "LISTEN_PID", "LISTEN_FDNAMES", "JOURNAL_STREAM")
 STOP_TIMEOUT = 5.0
 START_TIMEOUT = 10.0
+SUPERVISOR_PID = "supervisor.pid"
+HEARTBEAT = "supervisor.alive"      # touched by the supervisor twice a second
+REQUEST, DONE = "restart.request", "restart.done"
+SUPERVISED = "GITOPSD_SAMPLE_SUPERVISED"   # set for the restart the supervisor runs itself
 
 
 def alive(pid: int) -> bool:
@@ -205,9 +219,90 @@ def start(app_root: Path, port: int) -> int:
     return 1
 
 
+def supervisor_alive(app_root: Path) -> bool:
+    try:
+        return time.time() - (app_root / HEARTBEAT).stat().st_mtime < 3.0
+    except OSError:
+        return False
+
+
+def restart_through_supervisor(app_root: Path, port: int) -> int:
+    """Ask the host's supervisor to restart the app from this release; wait for its answer."""
+    nonce = f"{os.getpid()}-{time.time_ns()}"
+    tmp = app_root / f".{REQUEST}.{nonce}"
+    tmp.write_text(json.dumps({"nonce": nonce, "release": str(HERE), "port": port}), encoding="utf-8")
+    os.replace(tmp, app_root / REQUEST)
+    deadline = time.monotonic() + START_TIMEOUT + STOP_TIMEOUT + 5
+    while time.monotonic() < deadline:
+        try:
+            answer = json.loads((app_root / DONE).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            answer = {}
+        if answer.get("nonce") == nonce:
+            print(answer.get("output", "").strip())
+            return int(answer.get("code", 1))
+        time.sleep(0.02)
+    print(f"launch: the supervisor of {app_root} did not answer within {deadline:.0f}s", file=sys.stderr)
+    return 1
+
+
+def supervise(app_root: Path) -> int:
+    """Serve restart requests for the app in app_root until stopped or app_root is gone."""
+    owner = app_root.stat()
+    if os.geteuid() == 0 and owner.st_uid != 0:
+        os.setgroups([])
+        os.setgid(owner.st_gid)
+        os.setuid(owner.st_uid)
+    (app_root / SUPERVISOR_PID).write_text(f"{os.getpid()}\n", encoding="utf-8")
+    stopping = []
+    signal.signal(signal.SIGTERM, lambda *_: stopping.append(1))
+    signal.signal(signal.SIGINT, lambda *_: stopping.append(1))
+    beat = 0.0
+    while not stopping and app_root.is_dir():
+        if time.monotonic() - beat > 0.5:
+            (app_root / HEARTBEAT).touch()
+            beat = time.monotonic()
+        try:
+            request = json.loads((app_root / REQUEST).read_text(encoding="utf-8"))
+            (app_root / REQUEST).unlink()
+        except (OSError, ValueError):
+            time.sleep(0.02)
+            continue
+        release = Path(os.path.realpath(str(request.get("release", ""))))
+        if release.parent != Path(os.path.realpath(app_root / "releases")) or not (release / "launch.py").is_file():
+            code, output = 1, f"launch: refused to restart from {release}: not a release of {app_root}"
+        else:
+            done = subprocess.run([sys.executable, str(release / "launch.py"), "restart", "--app-root", str(app_root),
+                                   "--port", str(int(request.get("port", 0)))], capture_output=True, text=True,
+                                  env={**os.environ, SUPERVISED: "1"})
+            code, output = done.returncode, done.stdout + done.stderr
+        tmp = app_root / f".{DONE}.{os.getpid()}"
+        tmp.write_text(json.dumps({"nonce": request.get("nonce"), "code": code, "output": output}), encoding="utf-8")
+        os.replace(tmp, app_root / DONE)
+    for name in (HEARTBEAT, SUPERVISOR_PID):
+        try:
+            (app_root / name).unlink()
+        except OSError:
+            pass
+    return 0
+
+
+def stop_supervisor(app_root: Path) -> None:
+    try:
+        pid = int((app_root / SUPERVISOR_PID).read_text(encoding="utf-8").strip())
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except (OSError, ValueError):
+        return
+    if b"supervise" in argv and os.fsencode(str(app_root)) in argv:
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT
+        while alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="start/stop the gitopsd sample app, detached")
-    parser.add_argument("action", choices=("start", "stop", "restart", "status"))
+    parser.add_argument("action", choices=("start", "stop", "restart", "status", "supervise"))
     parser.add_argument("--app-root", required=True, help="the host's folder")
     parser.add_argument("--port", type=int, help="port to listen on (start, restart)")
     parser.add_argument("--revision", help="JSON object to write to this release's REVISION.json (start, restart)")
@@ -220,12 +315,18 @@ def main(argv: list[str] | None = None) -> int:
             print("app not running")
             return 0 if args.action == "stop" else 3
         parser.error(f"{app_root} is not a folder")
+    if args.action == "supervise":
+        return supervise(app_root)
     if args.action == "status":
         pid = running_pid(app_root)
         print(f"app pid {pid} running" if pid else "app not running")
         return 0 if pid else 3
     if args.revision is not None and args.action in ("start", "restart"):
         write_revision(args.revision)
+    if args.action == "restart" and not os.environ.get(SUPERVISED) and supervisor_alive(app_root):
+        return restart_through_supervisor(app_root, args.port)
+    if args.action == "stop":
+        stop_supervisor(app_root)
     if args.action in ("stop", "restart"):
         stop(app_root)
     if args.action in ("start", "restart"):

@@ -17,6 +17,7 @@ from typing import Any, Iterator
 import yaml
 
 from .gate import file_stamp
+from .sandbox import SandboxError, SandboxPolicy, check as sandbox_check, default_user as default_sandbox_user
 from .windows import Window, WindowError, Cron, parse_duration
 
 DEFAULT_CONFIG = Path("/etc/gitopsd/gitopsd.yml")
@@ -126,6 +127,7 @@ class Config:
     keep_workdirs: int = 5
     identity_env: tuple[str, ...] = ("GL_USER", "GITOPSD_USER", "REMOTE_USER")
     repositories: tuple[Repository, ...] = field(default_factory=tuple)
+    sandbox: SandboxPolicy = SandboxPolicy()   # what playbook runs may see (sandbox.py); `hide` is filled in by the daemon
 
     def repository(self, name: str) -> Repository | None:
         return next((r for r in self.repositories if r.name == name), None)
@@ -164,7 +166,8 @@ class ConfigError(Exception):
 
 
 TOP_KEYS = {"state_dir", "runtime_dir", "sweep_interval", "max_parallel", "stop_grace",
-            "keep_workdirs", "identity_env", "repositories"}
+            "keep_workdirs", "identity_env", "repositories", "sandbox"}
+SANDBOX_KEYS = {"enabled", "user", "read_only", "writable"}
 REPO_KEYS = {"name", "path", "environments"}
 ENV_KEYS = {"name", "branch", "promote_from", "inventory", "playbook", "timeout", "auto_rollback",
             "retries", "retry_backoff", "retry_backoff_max", "windows", "override_by", "rollout", "verify",
@@ -357,7 +360,40 @@ def _normalize(raw: Any, source: Path, check: _Checker, writable: bool) -> Confi
         keep_workdirs=int(check.number(top, "keep_workdirs", "", Config.keep_workdirs, integer=True, minimum=1)),
         identity_env=tuple(identity),
         repositories=tuple(repos),
+        sandbox=_sandbox(top.get("sandbox", {}), base, check),
     )
+
+
+def _sandbox(raw: Any, base: Path, check: _Checker) -> SandboxPolicy:
+    """The `sandbox:` section: on by default; as root, runs drop to `nobody` unless `user:` says otherwise."""
+    data = check.mapping(raw, "sandbox", SANDBOX_KEYS)
+    enabled = data.get("enabled", True)
+    if not isinstance(enabled, bool):
+        check.add("sandbox.enabled", f"must be true or false, not {enabled!r}")
+        enabled = True
+    user = data.get("user", default_sandbox_user())
+    if user is not None and not (isinstance(user, str) and re.fullmatch(r"[a-z_][a-z0-9_.-]{0,31}", user)):
+        check.add("sandbox.user", f"must be a user name, not {user!r}")
+        user = default_sandbox_user()
+    elif isinstance(user, str) and user != "root":
+        import pwd
+        try:
+            pwd.getpwnam(user)
+        except KeyError:
+            check.add("sandbox.user", f"no user {user!r} on this machine (playbooks run as it when the daemon is root)")
+    folders: dict[str, tuple[Path, ...]] = {}
+    for key in ("read_only", "writable"):
+        value = data.get(key, [])
+        if not (isinstance(value, list) and all(isinstance(v, str) and v and "\0" not in v for v in value)):
+            check.add(f"sandbox.{key}", "must be a list of folder paths the playbook runs may see")
+            value = []
+        folders[key] = tuple((base / os.path.expanduser(v)).resolve() for v in value)
+    policy = SandboxPolicy(enabled=enabled, user=user, read_only=folders["read_only"], writable=folders["writable"])
+    try:
+        sandbox_check(policy)
+    except SandboxError as exc:
+        check.add("sandbox", str(exc))
+    return policy
 
 
 def _one_entry_per_repository(repos: list[Repository], check: _Checker) -> None:

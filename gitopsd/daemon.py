@@ -16,6 +16,7 @@ import sqlite3
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from types import FrameType
 from typing import IO
@@ -23,12 +24,15 @@ from typing import IO
 from . import config as config_mod
 from . import gate
 from . import runner
+from . import sandbox
 from .config import Config, ConfigError
 from .decision import Head
 from .execute import CheckResult, Toolbox
 from .gitrepo import GitRepository
+from .inventory import HostInfo
 from .listener import Listener
 from .reconciler import Cause, Look, Reconciler
+from .sandbox import SandboxPolicy
 from .sdnotify import Notifier
 from .state import Store
 from .sweep import Sweeper
@@ -53,11 +57,26 @@ class PygitPort:
         GitRepository(repo.path).export(commit, dest)
 
 
-def real_toolbox() -> Toolbox:
-    """Ansible, its inventory parser and the HTTP/Prometheus checks, for real."""
-    from . import checks, inventory
+def sandbox_policy(config: Config) -> SandboxPolicy:
+    """What playbook runs and inventory reads may see: the config's sandbox, with gitopsd's own paths hidden."""
+    hide = sandbox.hidden_paths(config.source, config.state_dir, config.runtime_dir,
+                                [r.path for r in config.repositories])
+    return replace(config.sandbox, hide=hide)
 
-    def http(spec: config_mod.HttpVerify, host: inventory.HostInfo, commit: str) -> CheckResult:
+
+def real_toolbox(config: Config) -> Toolbox:
+    """Ansible (in the sandbox), its inventory parser (in the sandbox too) and the HTTP/Prometheus checks, for real."""
+    from . import checks
+    policy = sandbox_policy(config)
+
+    def run_playbook(run: runner.PlaybookRun, cancel: threading.Event) -> runner.RunOutcome:
+        return runner.run_playbook(run, cancel, policy)
+
+    def hosts_of(run: runner.PlaybookRun, names: tuple[str, ...], cancel: threading.Event) -> list[HostInfo]:
+        return runner.read_hosts(run.inventory, names, workdir=run.workdir, data_dir=run.data_dir.parent / "inventory",
+                                 marker=run.marker, timeout=run.timeout, cancel=cancel, policy=policy)
+
+    def http(spec: config_mod.HttpVerify, host: HostInfo, commit: str) -> CheckResult:
         try:
             check = checks.HttpCheck(url=spec.url, expect_status=spec.expect_status, json_field=spec.json_field,
                                      timeout=spec.timeout, retries=spec.retries)
@@ -74,8 +93,7 @@ def real_toolbox() -> Toolbox:
             return CheckResult(False, "prometheus", str(exc))
         return CheckResult(r.ok, r.name, r.detail)
 
-    return Toolbox(run_playbook=runner.run_playbook, hosts_of=lambda inv, names: inventory.hosts_of(inv, names),
-                   check_http=http, check_prometheus=prometheus)
+    return Toolbox(run_playbook=run_playbook, hosts_of=hosts_of, check_http=http, check_prometheus=prometheus)
 
 
 class AlreadyRunning(Exception):
@@ -112,7 +130,7 @@ class Daemon:
         self._lock_handle = lock_state_dir(config.state_dir)
         self.store = Store(config.database)
         self.pool = ThreadPoolExecutor(max_workers=config.max_parallel, thread_name_prefix="deploy")
-        self.reconciler = Reconciler(config, self.store, PygitPort(), real_toolbox(),
+        self.reconciler = Reconciler(config, self.store, PygitPort(), real_toolbox(config),
                                      submit=self.pool.submit, schedule=self.schedule, on_change=self._status)
         self.listener: Listener | None = None
         self.watcher: RefWatcher | None = None
@@ -209,6 +227,7 @@ class Daemon:
         self._stop_triggers()
         self.config = new
         self.reconciler.config = new
+        self.reconciler.tools = real_toolbox(new)   # the sandbox hides the repositories of the new config too
         self._save_gate()
         self._start_triggers()
         log.info("configuration reloaded from %s: %d repositories", new.source, len(new.repositories))

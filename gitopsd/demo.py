@@ -120,8 +120,11 @@ class Demo:
         self.cleanup_previous()
         shutil.rmtree(DEMO, ignore_errors=True)
         DEMO.mkdir()
+        # Playbooks run in a sandbox that sees only what it is shown: the local hosts' folders, writable.
         self.config.write_text(yaml.safe_dump({"state_dir": str(DEMO / "state"), "runtime_dir": str(DEMO / "run"),
-                                               "sweep_interval": 30, "stop_grace": 30}, sort_keys=False))
+                                               "sweep_interval": 30, "stop_grace": 30,
+                                               "sandbox": {"writable": [str(self.hosts_root)]}}, sort_keys=False))
+        self.start_hosts()
         self.run(*GITOPSD, "init", str(self.repo), "--config", str(self.config), "--sample")
         say("Production rolls out in batches (1 host, 25 %, the rest), checks /health after each, rolls back itself")
         data = yaml.safe_load(self.config.read_text())
@@ -134,6 +137,33 @@ class Demo:
         for line in yaml.safe_dump({"production": production}, sort_keys=False).splitlines():
             note(f"  {line}")
         self.run(*GITOPSD, "check-config")
+
+    def host_folders(self) -> list[Path]:
+        return [self.hosts_root / env / host for env, hosts in HOSTS.items() for host in hosts]
+
+    def start_hosts(self) -> None:
+        """The local hosts: a folder each, owned by the user sandboxed playbooks run as, and its supervisor.
+
+        The supervisor (app/launch.py supervise) is what systemd is on a real host: playbooks run in
+        a sandbox whose processes all end with the run, so they ask it to (re)start the app.
+        """
+        from .sandbox import default_user
+        user = default_user()
+        for folder in self.host_folders():
+            folder.mkdir(parents=True, exist_ok=True)
+            if user is not None:
+                import pwd
+                entry = pwd.getpwnam(user)
+                for path in (self.hosts_root, folder.parent, folder):
+                    os.chown(path, entry.pw_uid, entry.pw_gid)
+            subprocess.Popen([sys.executable, str(ROOT / "app" / "launch.py"), "supervise", "--app-root", str(folder)],
+                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             start_new_session=True)
+        deadline = time.monotonic() + 10
+        while not all((f / "supervisor.alive").exists() for f in self.host_folders()):
+            if time.monotonic() > deadline:
+                raise SystemExit("demo: the local hosts' supervisors did not start")
+            time.sleep(0.05)
 
     def start_daemon(self) -> None:
         say("Starting the daemon (gitopsd run): it deploys main's first commit to every environment")
@@ -240,10 +270,11 @@ class Demo:
         self.cleanup_previous()
 
     def cleanup_previous(self) -> None:
-        """Stop any sample app left by this or an earlier demo, with the app's own launcher (it waits until they are gone)."""
-        for pidfile in self.hosts_root.glob("*/*/app.pid") if self.hosts_root.exists() else []:
-            subprocess.run([sys.executable, str(ROOT / "app" / "launch.py"), "stop", "--app-root", str(pidfile.parent)],
-                           capture_output=True, check=False)
+        """Stop any sample app and supervisor left by this or an earlier demo, with the app's own launcher (it waits until they are gone)."""
+        for folder in self.host_folders():
+            if folder.is_dir():
+                subprocess.run([sys.executable, str(ROOT / "app" / "launch.py"), "stop", "--app-root", str(folder)],
+                               capture_output=True, check=False)
 
 
 def main() -> int:

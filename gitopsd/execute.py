@@ -45,7 +45,7 @@ class Toolbox:
     """The outside world a deployment uses: Ansible, the inventory parser, the checks. Fakes in unit tests."""
 
     run_playbook: Callable[[PlaybookRun, threading.Event], RunOutcome]
-    hosts_of: Callable[[Path, tuple[str, ...]], list[Any]] | None = None          # -> [HostInfo(name, vars)]
+    hosts_of: Callable[[PlaybookRun, tuple[str, ...], threading.Event], list[Any]] | None = None  # -> [HostInfo]
     check_http: Callable[[Any, Any, str], CheckResult] | None = None               # (HttpVerify, HostInfo, commit)
     check_prometheus: Callable[[Any, str, str], CheckResult] | None = None        # (PrometheusVerify, commit, env)
     sleep: Callable[[float], None] = time.sleep
@@ -65,7 +65,7 @@ def execute(env: Environment, run: PlaybookRun, kind: str, tools: Toolbox, cance
         assert tools.hosts_of is not None
         variables = url_variables(env.verify.http.url) if env.verify.http else ()
         try:
-            hosts = tools.hosts_of(run.inventory, variables)
+            hosts = tools.hosts_of(run, variables, cancel)
         except Exception as exc:   # InventoryError and templating errors: say what, fail the attempt
             attempt.reason = f"cannot read the inventory {run.inventory.name}: {exc}"
             return attempt

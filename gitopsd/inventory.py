@@ -6,7 +6,12 @@ next to the inventory, Jinja templates, `lookup('ansible.builtin.env', ...)`. An
 the parsing and the templating, in this process, so there is no second opinion about what a
 variable means.
 
-What this process shares with the playbook run and what it does not:
+The daemon never runs this in its own process: an inventory is repository content (templates,
+lookups, inventory scripts and plugins run while it is read), so runner.read_hosts runs
+`python -m gitopsd.inventory` in the deployment's sandbox, time-limited and reaped, and reads
+its JSON answer. Ansible is imported only there.
+
+What that process shares with the playbook run and what it does not:
 - Ansible's configuration (ansible.cfg, ANSIBLE_* variables) is read once, when this module is
   first imported, from the daemon's own environment and working folder; a playbook run reads it
   in its project folder.
@@ -23,22 +28,13 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-# ansible-core 2.19's documented-as-internal modules are needed for two things the public API does
-# not offer: capturing warnings (the only place a parse failure's reason ends up) and formatting them.
-from ansible._internal._display_utils import DeferredWarningContext, format_message
-from ansible.errors import AnsibleError
-from ansible.inventory.manager import InventoryManager
-from ansible.parsing.dataloader import DataLoader
-from ansible.plugins.loader import init_plugin_loader
-from ansible.template import Templar
-from ansible.utils.collection_loader import AnsibleCollectionConfig
-from ansible.vars.manager import VariableManager
-from ansible.vars.reserved import is_reserved_name
+
 
 log = logging.getLogger("gitopsd.inventory")
 
@@ -74,6 +70,7 @@ def hosts_of(inventory: Path, variables: tuple[str, ...] = ("ansible_host",),
     when a requested variable fails to template (an undefined variable, a failing lookup).
     Raise ValueError for an extra var whose name is not an identifier or is reserved by Ansible.
     """
+    from ._ansible import DeferredWarningContext, is_reserved_name   # heavy: only where an inventory is read
     extras = dict(extra_vars or {})
     for key in extras:
         if not isinstance(key, str) or not key.isidentifier() or is_reserved_name(key):
@@ -83,12 +80,14 @@ def hosts_of(inventory: Path, variables: tuple[str, ...] = ("ansible_host",),
         raise InventoryError(f"inventory {path} does not exist")
     with _lock, DeferredWarningContext(variables={}) as warnings:
         hosts = _read(path, variables, extras)
+    from ._ansible import format_message
     for warning in warnings.get_warnings():
         log.warning("ansible: %s", _first_line(format_message(warning, False)))
     return hosts
 
 
 def _read(path: Path, names: tuple[str, ...], extras: dict[str, Any]) -> list[HostInfo]:
+    from ._ansible import AnsibleError, DataLoader, DeferredWarningContext, InventoryManager, Templar, VariableManager
     _init_plugins()
     loader = DataLoader()
     loader.set_basedir(str(path if path.is_dir() else path.parent))
@@ -127,6 +126,7 @@ def _read(path: Path, names: tuple[str, ...], extras: dict[str, Any]) -> list[Ho
 
 def _init_plugins() -> None:
     """Install Ansible's collection loader once per process (`ansible.builtin.*` needs it)."""
+    from ._ansible import AnsibleCollectionConfig, init_plugin_loader
     if AnsibleCollectionConfig.collection_finder is None:
         init_plugin_loader()
 
@@ -147,6 +147,7 @@ _PLUGIN_FOR_SUFFIX = {".yml": "yaml", ".yaml": "yaml", ".json": "yaml", ".ini": 
 def _parse_failures(warnings: list[Any], path: Path) -> list[str]:
     """Why no plugin parsed the inventory: the failure of the plugin its file name suggests (all
     failures when none does) and any source position, without repeats."""
+    from ._ansible import format_message
     failures = [format_message(w, False) for w in warnings]
     failures = [t for t in failures if t.startswith("Failed to parse inventory with")]
     likely = _PLUGIN_FOR_SUFFIX.get(path.suffix.lower()) if path.is_file() else None
@@ -175,3 +176,25 @@ def _text(value: Any) -> str:
     if isinstance(value, str):
         return _plain(value)
     return json.dumps(value, default=str, sort_keys=True)
+
+
+def main(argv: list[str]) -> int:
+    """`python -m gitopsd.inventory INVENTORY [VARIABLE ...]`: the hosts as JSON on stdout.
+
+    Prints {"hosts": [[name, {variable: value}], ...]} and exits 0, or {"error": "..."} and exits 1.
+    """
+    if not argv:
+        print("usage: python -m gitopsd.inventory INVENTORY [VARIABLE ...]", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(message)s")
+    try:
+        hosts = hosts_of(Path(argv[0]), tuple(argv[1:]))
+    except (InventoryError, ValueError) as exc:
+        print(json.dumps({"error": str(exc)}))
+        return 1
+    print(json.dumps({"hosts": [[h.name, h.vars] for h in hosts]}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

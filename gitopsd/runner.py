@@ -1,9 +1,10 @@
-"""Running a playbook: ansible-runner and psutil live here and nowhere else.
+"""Running repository content: ansible-runner and psutil live here and nowhere else.
 
 A run gets a fresh private data dir (ansible-runner keeps `env/*` files that would leak into the
 next run), its extra vars as a file of `!unsafe` values (Jinja never evaluates them), and a marker
 in its environment so that every process it started can be found and reaped, even after the
-daemon itself was killed.
+daemon itself was killed. Playbook runs and inventory reads go through the sandbox (sandbox.py):
+ansible-runner starts the sandbox's launcher instead of ansible-playbook.
 """
 from __future__ import annotations
 
@@ -11,14 +12,20 @@ import json
 import os
 import shlex
 import signal
+import subprocess
 import sys
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import ansible_runner
 import psutil
+
+from . import sandbox
+from .inventory import HostInfo, InventoryError
+from .sandbox import SandboxPolicy
 
 MARKER = "GITOPSD_DEPLOYMENT"
 # Variables that belong to the daemon's own supervisor, never to Ansible.
@@ -87,9 +94,9 @@ def judge(stats: dict[str, Any] | None, no_hosts_matched: bool, status: str, rc:
     return True, f"succeeded on {len(hosts)} host{'s' if len(hosts) != 1 else ''}", hosts
 
 
-def run_playbook(run: PlaybookRun, cancel: threading.Event,
+def run_playbook(run: PlaybookRun, cancel: threading.Event, policy: SandboxPolicy | None = None,
                  on_event: Callable[[dict[str, Any]], None] | None = None) -> RunOutcome:
-    """Run the playbook to the end, a timeout or `cancel`; reap every process it started."""
+    """Run the playbook (in the sandbox of `policy`) to the end, a timeout or `cancel`; reap every process it started."""
     run.data_dir.mkdir(parents=True, exist_ok=False)
     vars_path = run.data_dir / "gitopsd-vars.json"
     extravars_file(vars_path, run.extravars)
@@ -116,11 +123,18 @@ def run_playbook(run: PlaybookRun, cancel: threading.Event,
     cmdline = f"-e @{shlex.quote(str(vars_path))}"
     if run.limit:
         cmdline += f" --limit {shlex.quote(run.limit)}"
+    binary = None
+    if policy is not None and policy.enabled:
+        argv_file = run.data_dir / "sandbox.argv"
+        sandbox.write_argv(argv_file, sandbox.command_prefix(policy, project=run.workdir, run_dir=run.data_dir))
+        envvars["GITOPSD_SANDBOX_ARGV"] = str(argv_file)
+        binary = str(sandbox.launcher())
+        cmdline += f" {shlex.quote(str(run.playbook))}"   # with its own `binary`, ansible-runner adds no playbook
     try:
         result = ansible_runner.run(
             private_data_dir=str(run.data_dir), project_dir=str(run.workdir), playbook=str(run.playbook),
             inventory=str(run.inventory), cmdline=cmdline, envvars=envvars, timeout=run.timeout,
-            ident="run", quiet=True, event_handler=handle, cancel_callback=cancel.is_set,
+            ident="run", quiet=True, event_handler=handle, cancel_callback=cancel.is_set, binary=binary,
             settings={"suppress_ansible_output": True})
         status, rc = result.status, result.rc
     finally:
@@ -128,6 +142,45 @@ def run_playbook(run: PlaybookRun, cancel: threading.Event,
     ok, reason, hosts = judge(stats, no_hosts, status, rc)
     stdout = run.data_dir / "artifacts" / "run" / "stdout"
     return RunOutcome(ok, status, rc, reason, hosts, stdout if stdout.exists() else None)
+
+
+def read_hosts(inventory: Path, variables: tuple[str, ...], *, workdir: Path, data_dir: Path, marker: str,
+               timeout: float, cancel: threading.Event, policy: SandboxPolicy | None = None) -> list[HostInfo]:
+    """The hosts of an inventory with the given variables templated, read by Ansible in the sandbox.
+
+    An inventory is repository content (templates, lookups, scripts), so it is read by a child
+    process in the deployment's sandbox, killed at `timeout` or on `cancel` with everything it
+    started. Raise InventoryError with Ansible's reason, or when it timed out or was canceled.
+    """
+    data_dir.mkdir(parents=True, exist_ok=False)
+    command = [sys.executable, "-I", "-m", "gitopsd.inventory", str(inventory), *variables]
+    if policy is not None and policy.enabled:
+        command = sandbox.command_prefix(policy, project=workdir, run_dir=data_dir) + command
+    env = {**os.environ, MARKER: marker, "PATH": _path_with_interpreter_bin()}
+    out_path = data_dir / "hosts.json"
+    with open(out_path, "wb") as out, open(data_dir / "stderr", "wb") as err:
+        proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env, cwd=workdir,
+                                start_new_session=True)
+        deadline = time.monotonic() + timeout
+        try:
+            while proc.poll() is None:
+                if cancel.is_set() or time.monotonic() > deadline:
+                    proc.kill()
+                    proc.wait()
+                    raise InventoryError(f"reading the inventory was {'canceled' if cancel.is_set() else 'stopped'}"
+                                         f"{'' if cancel.is_set() else f' after {timeout:g}s (time limit)'}")
+                time.sleep(0.02)
+        finally:
+            reap(marker)
+    try:
+        answer = json.loads(out_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        detail = (data_dir / "stderr").read_text(encoding="utf-8", errors="replace").strip().splitlines()
+        raise InventoryError(f"reading the inventory failed (exit code {proc.returncode})"
+                             + (f": {detail[-1]}" if detail else "")) from None
+    if "error" in answer:
+        raise InventoryError(str(answer["error"]))
+    return [HostInfo(str(name), {str(k): str(v) for k, v in values.items()}) for name, values in answer["hosts"]]
 
 
 def _path_with_interpreter_bin() -> str:

@@ -82,6 +82,7 @@ class Sandbox:
         self.out = self.root / "out"
         self.config = self.root / "gitopsd.yml"
         self.out.mkdir(parents=True, exist_ok=True)
+        self.out.chmod(0o777)   # sandboxed playbooks write here, as `nobody` when the tests run as root
         git(self.root, "init", "--quiet", "--bare", "--initial-branch=main", str(self.repo))
         git(self.root, "clone", "--quiet", str(self.repo), str(self.work))
         git(self.work, "config", "user.email", "dev@example.com")
@@ -104,7 +105,7 @@ class Sandbox:
             environments.append({"name": env, "retries": 1, "retry_backoff": 1, "retry_backoff_max": 2,
                                  "timeout": 120, **self.env_options.get(env, {})})
         data = {"state_dir": str(self.state), "runtime_dir": str(self.runtime), "sweep_interval": self.sweep_interval,
-                "stop_grace": 5,
+                "stop_grace": 5, "sandbox": {"writable": [str(self.out)]},
                 "repositories": [{"name": "shop", "path": str(self.repo), "environments": environments}],
                 **self.extra, **overrides}
         self.config.write_text(yaml.safe_dump(data, sort_keys=False))

@@ -1,0 +1,185 @@
+"""The sandbox every playbook run and every inventory evaluation runs in (bubblewrap).
+
+Repository content is code that runs on the deploy server: playbooks, `delegate_to: localhost`
+tasks, lookups, plugins shipped in the tree, inventory scripts. It must not read or write
+gitopsd's own state (the deployment records the promotion rule trusts), its configuration, its
+runtime folder, the repositories, or other deployments' exports. So a run sees, like AWX's job
+isolation, a hide list over an explicit show list:
+
+- shown read-only: the system (/usr, /etc, /opt), the Python that runs Ansible and gitopsd's
+  package, the exported tree of this deployment, and `sandbox.read_only` from the config;
+- shown writable: this run's own folder (ansible-runner's private data dir, which holds the
+  run's private HOME and TMPDIR) and `sandbox.writable` (e.g. the folders of local hosts);
+- hidden even where a shown folder contains them: the state and runtime folders, the config file
+  (and its folder when that is gitopsd's own, like /etc/gitopsd), every repository;
+- not there at all: /home, /root, /srv, /var, /tmp (a fresh one), /run (a fresh one).
+
+It has its own process-ID namespace: when the run ends (or is canceled, or times out, or the
+daemon dies), the kernel kills every process it started, also ones that detached with `setsid`.
+Where the daemon runs as root, the run drops to `sandbox.user` (default `nobody`) inside the
+sandbox, with no capabilities and no way to regain privileges.
+
+This module only builds the argument list; runner.py starts the processes.
+"""
+from __future__ import annotations
+
+import os
+import pwd
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import gitopsd
+
+BWRAP = "bwrap"
+SYSTEM_READ_ONLY = ("/usr", "/etc", "/opt")
+SYSTEM_LINKS = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+
+
+class SandboxError(Exception):
+    """The sandbox cannot be set up (bubblewrap missing, unknown user)."""
+
+
+@dataclass(frozen=True)
+class SandboxPolicy:
+    """What runs may see, from the configuration. `hide` lists gitopsd's own paths."""
+
+    enabled: bool = True
+    user: str | None = None                  # drop to this user when the daemon is root; None: stay
+    read_only: tuple[Path, ...] = ()
+    writable: tuple[Path, ...] = ()
+    hide: tuple[Path, ...] = ()
+
+
+def default_user() -> str | None:
+    """`nobody` when the daemon runs as root, else None (the run keeps the daemon's user)."""
+    return "nobody" if os.geteuid() == 0 else None
+
+
+def run_as(policy: SandboxPolicy) -> tuple[int, int] | None:
+    """The (uid, gid) a run drops to, or None when it keeps the daemon's user. Raise SandboxError."""
+    if os.geteuid() != 0 or policy.user in (None, "root"):
+        return None
+    try:
+        entry = pwd.getpwnam(policy.user)
+    except KeyError as exc:
+        raise SandboxError(f"sandbox.user {policy.user!r} does not exist on this machine") from exc
+    return entry.pw_uid, entry.pw_gid
+
+
+def python_paths() -> list[Path]:
+    """What a Python run inside needs: this interpreter's prefixes, and gitopsd's package folder."""
+    paths = {Path(sys.prefix).resolve(), Path(sys.base_prefix).resolve(), Path(sys.executable).resolve().parent,
+             Path(gitopsd.__file__).resolve().parent}
+    return sorted(paths)
+
+
+def hidden_paths(config_file: Path, state_dir: Path, runtime_dir: Path, repositories: list[Path]) -> tuple[Path, ...]:
+    """gitopsd's own paths, which no run may see."""
+    hide = [config_file, state_dir, runtime_dir, *repositories]
+    if "gitopsd" in config_file.parent.name:   # a folder of its own, like /etc/gitopsd: tokens may live beside it
+        hide.append(config_file.parent)
+    return tuple(sorted({Path(p) for p in hide}))
+
+
+def bwrap_args(policy: SandboxPolicy, *, project: Path, run_dir: Path, uid: int) -> list[str]:
+    """The bubblewrap options (without the command) for one run whose tree is `project`.
+
+    The order matters: later mounts cover earlier ones, so the hidden paths come after every
+    shown folder (no shown parent can reveal them) and this run's own folders come last.
+    """
+    args = ["--die-with-parent", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--new-session",
+            "--dev", "/dev", "--perms", "1777", "--tmpfs", "/dev/shm", "--proc", "/proc",
+            "--perms", "1777", "--tmpfs", "/tmp", "--tmpfs", "/run"]
+    shown = [*python_paths(), *policy.read_only, *policy.writable, project, run_dir]
+    # bubblewrap makes missing parents of a mount point 0700 (root's): make them traversable first.
+    for parent in _parents(shown):
+        args += ["--perms", "0755", "--dir", parent]
+    for path in SYSTEM_READ_ONLY:
+        if os.path.isdir(path):
+            args += ["--ro-bind", path, path]
+    for link in SYSTEM_LINKS:
+        if os.path.islink(link):
+            args += ["--symlink", os.readlink(link), link]
+        elif os.path.isdir(link):
+            args += ["--ro-bind", link, link]
+    for path in [*python_paths(), *policy.read_only]:
+        if path.exists():
+            args += ["--ro-bind", str(path), str(path)]
+    for path in policy.writable:
+        if path.exists():
+            args += ["--bind", str(path), str(path)]
+    for path in policy.hide:
+        if path.is_dir():
+            args += ["--tmpfs", str(path)]
+        elif path.exists():
+            args += ["--ro-bind", "/dev/null", str(path)]
+    # The run's user gets the run's private folder as its home (Ansible and ssh look the home up in
+    # the user database, not in $HOME), with the daemon's ~/.ssh in it, read-only, for its SSH keys.
+    home = pwd.getpwuid(uid).pw_dir if uid != os.geteuid() else os.path.expanduser("~")
+    for parent in _parents([project, run_dir, Path(home)]):   # again: a hidden folder above them is a fresh tmpfs now
+        args += ["--perms", "0755", "--dir", parent]
+    args += ["--ro-bind", str(project), str(project), "--bind", str(run_dir), str(run_dir),
+             "--bind", str(run_dir / "home"), home, "--chdir", str(project),
+             "--setenv", "HOME", home, "--setenv", "TMPDIR", str(run_dir / "tmp")]
+    ssh = Path(os.path.expanduser("~")) / ".ssh"
+    if ssh.is_dir():
+        args += ["--ro-bind", str(ssh), f"{home}/.ssh"]
+    return args
+
+
+def _parents(paths: list[Path]) -> list[str]:
+    """Every folder above `paths` (not /), shallowest first."""
+    return sorted({str(parent) for path in paths for parent in Path(path).parents if str(parent) != "/"},
+                  key=lambda p: (p.count("/"), p))
+
+
+def command_prefix(policy: SandboxPolicy, *, project: Path, run_dir: Path) -> list[str]:
+    """The argv that enters the sandbox for one run; the command to run inside goes after it.
+
+    Creates the run's private HOME and TMPDIR (and the folders ansible-runner's callback writes
+    to, for ident `run`) and, when the run drops to another user, hands it
+    the run's folder (ansible-runner's callback writes its events there).
+    """
+    uid_gid = run_as(policy)
+    # ansible-runner's callback, inside, writes events and facts under artifacts/<ident>.
+    for sub in ("home", "tmp", "artifacts/run/job_events", "artifacts/run/fact_cache"):
+        (run_dir / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
+    if uid_gid is not None:
+        for folder, _dirs, files in os.walk(run_dir):
+            for name in [folder, *(os.path.join(folder, f) for f in files)]:
+                os.chown(name, *uid_gid, follow_symlinks=False)
+    prefix = [BWRAP, *bwrap_args(policy, project=project, run_dir=run_dir,
+                                 uid=uid_gid[0] if uid_gid else os.geteuid())]
+    if uid_gid is not None:
+        uid, gid = uid_gid
+        prefix += ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--inh-caps=-all",
+                   "--bounding-set=-all", "--no-new-privs", "--"]
+    return prefix
+
+
+def write_argv(path: Path, argv: list[str]) -> None:
+    """Save an argv for the launcher, NUL-separated (no argument can contain NUL)."""
+    for arg in argv:
+        if "\0" in arg:
+            raise SandboxError(f"a sandbox argument contains a NUL byte: {arg!r}")
+    path.write_bytes(b"".join(a.encode() + b"\0" for a in argv))
+
+
+def launcher() -> Path:
+    """The executable ansible-runner starts instead of ansible-playbook: it enters the sandbox."""
+    return Path(__file__).resolve().parent / "libexec" / "sandboxed-ansible-playbook"
+
+
+def check(policy: SandboxPolicy) -> None:
+    """Raise SandboxError unless runs can be sandboxed as configured (bubblewrap, launcher, user)."""
+    if not policy.enabled:
+        return
+    import shutil
+    if shutil.which(BWRAP) is None:
+        raise SandboxError("bubblewrap (bwrap) is not installed: install it (apt-get install bubblewrap), or set "
+                           "`sandbox: {enabled: false}` to run playbooks unsandboxed (they can then forge the "
+                           "deployment records)")
+    if not os.access(launcher(), os.X_OK):
+        raise SandboxError(f"{launcher()} is not executable: reinstall gitopsd")
+    run_as(policy)
