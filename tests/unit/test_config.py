@@ -217,8 +217,7 @@ def test_self_referencing_and_exploding_yaml_aliases_give_problems_not_a_hang_or
     found = problems(path)
     assert time.monotonic() - started < 5
     assert f"{path}:1: identity_env: must be a list of environment variable names, e.g. [GL_USER, REMOTE_USER]" in found
-    assert f"{path}:10: l8: unknown key; allowed keys here: identity_env, keep_workdirs, max_parallel, repositories, " \
-           "runtime_dir, state_dir, stop_grace, sweep_interval" in found
+    assert any(p.startswith(f"{path}:10: l8: unknown key; allowed keys here: ") for p in found)
 
 
 def test_promote_from_loops_between_environments_are_refused(tmp_path, repo):
