@@ -11,6 +11,7 @@ import posixpath
 import pwd
 import re
 from dataclasses import dataclass, field, replace
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -30,6 +31,7 @@ SOCKET_PATH_MAX = 107        # bytes of a Unix socket path on Linux: sun_path is
 _MAX_NODES = 100_000         # far beyond any real config: stops a YAML alias bomb from expanding here
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 _NO_PATH = Path("/nonexistent")
+MAX_WINDOW = timedelta(days=31)
 
 
 @dataclass(frozen=True)
@@ -668,6 +670,12 @@ def _windows(raw: Any, key: str, check: _Checker) -> tuple[Window, ...]:
             duration = parse_duration(data.get("duration"))
         except WindowError as exc:
             check.add(at, str(exc))
+            continue
+        except OverflowError:   # more seconds than a timedelta holds
+            duration = MAX_WINDOW + MAX_WINDOW
+        if duration > MAX_WINDOW:   # checking a window walks back over its whole length, minute by minute
+            check.add(f"{at}.duration", f"a window lasts at most {MAX_WINDOW.days} days, not {data.get('duration')} "
+                                        "(for longer, let cron start it again)")
             continue
         tz = str(data.get("timezone", "UTC"))
         try:

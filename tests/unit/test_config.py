@@ -319,3 +319,26 @@ repositories:
     assert found[2] == f"{path}:1: state_dir: must be a folder path, not 'st\\x00ate'"
     assert found[3].startswith(f"{path}:2: runtime_dir: cannot resolve 'loop1/run': Symlink loop from ")
     assert len(found) == 4
+
+
+def test_a_deploy_window_longer_than_a_month_is_refused_not_a_crash_later(tmp_path, repo):
+    path = write(tmp_path, f"""\
+repositories:
+  - name: shop
+    path: {repo}
+    environments:
+      - name: qa
+        windows:
+          - {{deny: "0 0 20 12 *", duration: 31d}}
+          - {{deny: "0 0 1 1 *", duration: 32d}}
+          - {{allow: "0 9 * * *", duration: 99999999999999999999d}}
+          - {{allow: "0 9 * * *", duration: 99999999999999999999}}
+""")
+    at = "repositories[0].environments[0].windows"
+    assert problems(path) == [
+        f"{path}:8: {at}[1].duration: a window lasts at most 31 days, not 32d (for longer, let cron start it again)",
+        f"{path}:9: {at}[2].duration: a window lasts at most 31 days, not 99999999999999999999d "
+        "(for longer, let cron start it again)",
+        f"{path}:10: {at}[3].duration: a window lasts at most 31 days, not 99999999999999999999 "
+        "(for longer, let cron start it again)",
+    ]
