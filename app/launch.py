@@ -26,7 +26,7 @@ sandbox whose processes all end with the run, so an app started from inside it w
 the deployment. `supervise` plays the part systemd plays on a real host: started outside the
 sandbox (by the demo, or by you), it stays in the foreground, and a `restart` run by the playbook
 hands the restart over to it (a request file in DIR, answered within seconds) instead of starting
-the app itself. Run as root, it drops to the owner of DIR first. `stop` stops it too. SSH hosts
+the app itself; it only starts a launch.py from DIR/releases/. `stop` stops it too. SSH hosts
 need none: their app is started over SSH, outside the deploy server's sandbox.
 """
 from __future__ import annotations
@@ -232,7 +232,8 @@ def restart_through_supervisor(app_root: Path, port: int) -> int:
     tmp = app_root / f".{REQUEST}.{nonce}"
     tmp.write_text(json.dumps({"nonce": nonce, "release": str(HERE), "port": port}), encoding="utf-8")
     os.replace(tmp, app_root / REQUEST)
-    deadline = time.monotonic() + START_TIMEOUT + STOP_TIMEOUT + 5
+    wait = START_TIMEOUT + STOP_TIMEOUT + 5
+    deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
         try:
             answer = json.loads((app_root / DONE).read_text(encoding="utf-8"))
@@ -242,17 +243,12 @@ def restart_through_supervisor(app_root: Path, port: int) -> int:
             print(answer.get("output", "").strip())
             return int(answer.get("code", 1))
         time.sleep(0.02)
-    print(f"launch: the supervisor of {app_root} did not answer within {deadline:.0f}s", file=sys.stderr)
+    print(f"launch: the supervisor of {app_root} did not answer within {wait:.0f}s", file=sys.stderr)
     return 1
 
 
 def supervise(app_root: Path) -> int:
     """Serve restart requests for the app in app_root until stopped or app_root is gone."""
-    owner = app_root.stat()
-    if os.geteuid() == 0 and owner.st_uid != 0:
-        os.setgroups([])
-        os.setgid(owner.st_gid)
-        os.setuid(owner.st_uid)
     (app_root / SUPERVISOR_PID).write_text(f"{os.getpid()}\n", encoding="utf-8")
     stopping = []
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(1))
@@ -272,10 +268,13 @@ def supervise(app_root: Path) -> int:
         if release.parent != Path(os.path.realpath(app_root / "releases")) or not (release / "launch.py").is_file():
             code, output = 1, f"launch: refused to restart from {release}: not a release of {app_root}"
         else:
-            done = subprocess.run([sys.executable, str(release / "launch.py"), "restart", "--app-root", str(app_root),
-                                   "--port", str(int(request.get("port", 0)))], capture_output=True, text=True,
-                                  env={**os.environ, SUPERVISED: "1"})
-            code, output = done.returncode, done.stdout + done.stderr
+            try:
+                done = subprocess.run([sys.executable, str(release / "launch.py"), "restart", "--app-root",
+                                       str(app_root), "--port", str(int(request.get("port", 0)))],
+                                      capture_output=True, text=True, env={**os.environ, SUPERVISED: "1"})
+                code, output = done.returncode, done.stdout + done.stderr
+            except (OSError, ValueError) as exc:   # the supervisor itself must never die of a request
+                code, output = 1, f"launch: the supervisor could not restart the app: {exc}"
         tmp = app_root / f".{DONE}.{os.getpid()}"
         tmp.write_text(json.dumps({"nonce": request.get("nonce"), "code": code, "output": output}), encoding="utf-8")
         os.replace(tmp, app_root / DONE)
