@@ -186,12 +186,19 @@ def bench_rollback(root: Path, rounds: int) -> dict:
     import yaml
     root.mkdir(parents=True)
     config = root / "gitopsd.yml"
-    config.write_text(yaml.safe_dump({"state_dir": str(root / "state"), "runtime_dir": str(root / "run")}))
+    config.write_text(yaml.safe_dump({"state_dir": str(root / "state"), "runtime_dir": str(root / "run"),
+                                      "sandbox": {"writable": [str(root / "hosts")]}}))
+    from gitopsd.demo import start_local_hosts, stop_local_hosts
+    hosts = [root / "hosts" / "production" / f"production-{n}" for n in range(1, 5)]
+    start_local_hosts(root / "hosts", hosts)
     env = {**os.environ, "GITOPSD_SAMPLE_ROOT": str(root / "hosts"), "GITOPSD_SAMPLE_PORT_BASE": "19400",
            "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "GITOPSD_CONFIG": str(config)}
     gitopsd = [sys.executable, "-m", "gitopsd"]
     repo = root / "shop.git"
     run([*gitopsd, "init", str(repo), "--sample"], env=env)
+    data = yaml.safe_load(config.read_text())   # production takes trees from main: the daemon admits each new head
+    data["repositories"][0]["environments"][2]["promote_from"] = "main"
+    config.write_text(yaml.safe_dump(data, sort_keys=False))
     proc = subprocess.Popen([*gitopsd, "run"], env=env, stderr=subprocess.DEVNULL)
     work = root / "work"
     deploys, rollbacks = [], []
@@ -226,7 +233,7 @@ def bench_rollback(root: Path, rounds: int) -> dict:
             settings.write_text(json.dumps(data))
             run(["git", "-c", "user.email=b@example.com", "-c", "user.name=B", "commit", "-qam", f"release {i}"], cwd=work)
             run(["git", "push", "-q", "origin", "HEAD:main"], cwd=work, env=env)
-            # Straight to production for the benchmark (as `gitopsd init` moves branches, past the hooks).
+            # Straight to production for the benchmark (production promotes from main here, see above).
             run(["git", "--git-dir", str(repo), "update-ref", "refs/heads/production", "refs/heads/main"])
             deploys.append(took(wait_done(head())))
             run([*gitopsd, "rollback", "production"], env=env)
@@ -239,7 +246,8 @@ def bench_rollback(root: Path, rounds: int) -> dict:
     finally:
         proc.terminate()
         proc.wait(60)
-        shutil.rmtree(root / "hosts", ignore_errors=True)   # the sample apps exit when their folder goes
+        stop_local_hosts(hosts)
+        shutil.rmtree(root / "hosts", ignore_errors=True)
     deploy, rollback = statistics.median(deploys), statistics.median(rollbacks)
     return {"rounds": rounds, "deploy_s": deploy, "rollback_s": rollback, "ratio": rollback / deploy}
 

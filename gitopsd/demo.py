@@ -42,6 +42,39 @@ def note(text: str) -> None:
     print(f"   {text}", flush=True)
 
 
+def start_local_hosts(hosts_root: Path, folders: list[Path]) -> None:
+    """The sample's local hosts: a folder each, owned by the user sandboxed playbooks run as, and a supervisor.
+
+    The supervisor (app/launch.py supervise) is what systemd is on a real host: playbooks run in
+    a sandbox whose processes all end with the run, so they ask it to (re)start the app.
+    """
+    from .sandbox import default_user
+    user = default_user()
+    for folder in folders:
+        folder.mkdir(parents=True, exist_ok=True)
+        if user is not None:   # the folder and those above it, up to hosts_root
+            import pwd
+            entry = pwd.getpwnam(user)
+            for path in [folder, *folder.parents[:len(folder.relative_to(hosts_root).parts)]]:
+                os.chown(path, entry.pw_uid, entry.pw_gid)
+        subprocess.Popen([sys.executable, str(ROOT / "app" / "launch.py"), "supervise", "--app-root", str(folder)],
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         start_new_session=True)
+    deadline = time.monotonic() + 10
+    while not all((f / "supervisor.alive").exists() for f in folders):
+        if time.monotonic() > deadline:
+            raise SystemExit("the local hosts' supervisors did not start")
+        time.sleep(0.05)
+
+
+def stop_local_hosts(folders: list[Path]) -> None:
+    """Stop the sample app and the supervisor of each host folder (the launcher waits until they are gone)."""
+    for folder in folders:
+        if folder.is_dir():
+            subprocess.run([sys.executable, str(ROOT / "app" / "launch.py"), "stop", "--app-root", str(folder)],
+                           capture_output=True, check=False)
+
+
 class Demo:
     def __init__(self) -> None:
         self.config = DEMO / "gitopsd.yml"
@@ -142,28 +175,7 @@ class Demo:
         return [self.hosts_root / env / host for env, hosts in HOSTS.items() for host in hosts]
 
     def start_hosts(self) -> None:
-        """The local hosts: a folder each, owned by the user sandboxed playbooks run as, and its supervisor.
-
-        The supervisor (app/launch.py supervise) is what systemd is on a real host: playbooks run in
-        a sandbox whose processes all end with the run, so they ask it to (re)start the app.
-        """
-        from .sandbox import default_user
-        user = default_user()
-        for folder in self.host_folders():
-            folder.mkdir(parents=True, exist_ok=True)
-            if user is not None:
-                import pwd
-                entry = pwd.getpwnam(user)
-                for path in (self.hosts_root, folder.parent, folder):
-                    os.chown(path, entry.pw_uid, entry.pw_gid)
-            subprocess.Popen([sys.executable, str(ROOT / "app" / "launch.py"), "supervise", "--app-root", str(folder)],
-                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                             start_new_session=True)
-        deadline = time.monotonic() + 10
-        while not all((f / "supervisor.alive").exists() for f in self.host_folders()):
-            if time.monotonic() > deadline:
-                raise SystemExit("demo: the local hosts' supervisors did not start")
-            time.sleep(0.05)
+        start_local_hosts(self.hosts_root, self.host_folders())
 
     def start_daemon(self) -> None:
         say("Starting the daemon (gitopsd run): it deploys main's first commit to every environment")
@@ -271,10 +283,7 @@ class Demo:
 
     def cleanup_previous(self) -> None:
         """Stop any sample app and supervisor left by this or an earlier demo, with the app's own launcher (it waits until they are gone)."""
-        for folder in self.host_folders():
-            if folder.is_dir():
-                subprocess.run([sys.executable, str(ROOT / "app" / "launch.py"), "stop", "--app-root", str(folder)],
-                               capture_output=True, check=False)
+        stop_local_hosts(self.host_folders())
 
 
 def main() -> int:
