@@ -73,6 +73,7 @@ class Sandbox:
     env_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     sweep_interval: float = 300
     extra: dict[str, Any] = field(default_factory=dict)
+    sandbox_options: dict[str, Any] = field(default_factory=dict)   # merged into the config's `sandbox:`
 
     def __post_init__(self) -> None:
         self.repo = self.root / "shop.git"
@@ -105,7 +106,7 @@ class Sandbox:
             environments.append({"name": env, "retries": 1, "retry_backoff": 1, "retry_backoff_max": 2,
                                  "timeout": 120, **self.env_options.get(env, {})})
         data = {"state_dir": str(self.state), "runtime_dir": str(self.runtime), "sweep_interval": self.sweep_interval,
-                "stop_grace": 5, "sandbox": {"writable": [str(self.out)]},
+                "stop_grace": 5, "sandbox": {"writable": [str(self.out)], **self.sandbox_options},
                 "repositories": [{"name": "shop", "path": str(self.repo), "environments": environments}],
                 **self.extra, **overrides}
         self.config.write_text(yaml.safe_dump(data, sort_keys=False))
