@@ -389,7 +389,13 @@ def _sandbox(raw: Any, base: Path, check: _Checker) -> SandboxPolicy:
         if not (isinstance(value, list) and all(isinstance(v, str) and v and "\0" not in v for v in value)):
             check.add(f"sandbox.{key}", "must be a list of folder paths the playbook runs may see")
             value = []
-        folders[key] = tuple((base / os.path.expanduser(v)).resolve() for v in value)
+        resolved = []
+        for i, v in enumerate(value):
+            try:
+                resolved.append(_resolve(base, v))
+            except ValueError as exc:
+                check.add(f"sandbox.{key}[{i}]", str(exc))
+        folders[key] = tuple(resolved)
     policy = SandboxPolicy(enabled=enabled, user=user, read_only=folders["read_only"], writable=folders["writable"])
     try:
         sandbox_check(policy)

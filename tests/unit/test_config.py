@@ -342,3 +342,11 @@ repositories:
         f"{path}:10: {at}[3].duration: a window lasts at most 31 days, not 99999999999999999999 "
         "(for longer, let cron start it again)",
     ]
+
+
+def test_a_sandbox_folder_behind_a_symlink_loop_is_a_problem_not_a_traceback(tmp_path, repo):
+    (tmp_path / "loop1").symlink_to("loop2")
+    (tmp_path / "loop2").symlink_to("loop1")
+    path = write(tmp_path, f"sandbox: {{read_only: [loop1/x]}}\nrepositories:\n  - name: shop\n    path: {repo}\n")
+    [problem] = problems(path)
+    assert problem.startswith(f"{path}:1: sandbox.read_only[0]: cannot resolve 'loop1/x': Symlink loop from ")
