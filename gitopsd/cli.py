@@ -95,6 +95,9 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    import signal
+    # Importing the daemon takes a while; a SIGHUP meanwhile would end it. Held until daemon.run keeps them.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP, signal.SIGTERM, signal.SIGINT})
     from . import daemon, logs
     logs.setup(args.log_format, getattr(__import__("logging"), args.log_level.upper()))
     return daemon.run(Path(args.config))
@@ -329,7 +332,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gitopsd", description=DESCRIPTION, epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version="gitopsd 0.1.0")
+    debug = {"action": "store_true", "default": argparse.SUPPRESS, "help": "show the full traceback of an error"}
+    parser.add_argument("--debug", **debug)
     common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", **debug)
     common.add_argument("--config", default=DEFAULT_CONFIG, metavar="FILE",
                         help="server configuration file (default: $GITOPSD_CONFIG or /etc/gitopsd/gitopsd.yml)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -437,6 +443,34 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:   # the one place a failure of the state database, the disk or git is told
+        import sqlite3
+
+        from .gitcli import GitError
+        if not isinstance(exc, (sqlite3.Error, OSError, GitError)):
+            raise
+        if getattr(args, "debug", False):
+            import traceback
+            traceback.print_exc()
+        print(f"gitopsd: {_explain(args, exc)}", file=sys.stderr)
+        return 1
+
+
+def _explain(args: argparse.Namespace, exc: Exception) -> str:
+    """One line on a store, file or git error; for the state database, what is wrong with it and what to do."""
+    import sqlite3
+
+    from .storeerrors import explain
+    try:
+        database = str(_config(args).database)
+    except Exception:   # no config to name the store by: say what failed, where
+        database = ""
+    filename = os.path.realpath(getattr(exc, "filename", None) or database or "/")
+    about_store = isinstance(exc, sqlite3.Error) or (
+        isinstance(exc, OSError) and filename.startswith((database, os.path.dirname(database) + os.sep)))
+    if database and about_store:
+        return explain(database, exc)
+    return f"error: {exc}" + ("" if getattr(args, "debug", False) else " (--debug shows where)")
 
 
 if __name__ == "__main__":

@@ -235,7 +235,8 @@ class Daemon:
         self._status()
         self.notifier.send("READY=1")
 
-    def install_signal_handlers(self) -> None:
+    def install_signal_handlers(self, early: list[int] | None = None) -> None:
+        """SIGTERM and SIGINT stop, SIGHUP reloads; then act on the signals `early` kept while the daemon started."""
         def stop(signum: int, _frame: FrameType | None) -> None:
             self.stopping.set()
             self.requests.put(_WAKE)
@@ -247,6 +248,14 @@ class Daemon:
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
         signal.signal(signal.SIGHUP, hup)
+        for signum in sorted(set(early or ())):
+            name = signal.Signals(signum).name
+            if signum == signal.SIGHUP:
+                log.info("%s came while gitopsd was starting: the configuration is read again once it runs", name)
+                hup(signum, None)
+            else:
+                log.info("%s came while gitopsd was starting: it stops once started", name)
+                stop(signum, None)
 
     def _save_gate(self) -> None:
         """Give the pre-receive hook the configuration this daemon enforces, without YAML (see gate.py)."""
@@ -332,8 +341,29 @@ class Daemon:
         return 0
 
 
+# The daemon's signals. `gitopsd run` blocks them before it imports this module (cli.cmd_run).
+STARTUP_SIGNALS = {signal.SIGHUP, signal.SIGTERM, signal.SIGINT}
+
+
+def continue_deployment_ids(store: Store, state_dir: Path) -> None:
+    """Never reuse a deployment id: each names a folder in state_dir/deployments/, which outlives a lost store."""
+    folder = state_dir / "deployments"
+    ids = [int(p.name) for p in folder.iterdir() if p.name.isdigit()] if folder.is_dir() else []
+    next_id = store.continue_ids_after(max(ids)) if ids else None
+    if next_id is not None:
+        log.warning("%s is new or was reset: %d earlier deployment folder%s found in %s; deployment ids continue "
+                    "from %d; every environment is deployed again as it converges", store.path, len(ids),
+                    "" if len(ids) == 1 else "s", folder, next_id)
+
+
 def run(config_path: Path) -> int:
     """Load and validate the config (refusing to start on any problem), then run until SIGTERM."""
+    # SIGHUP's default action ends the process, and starting takes a while (config, store, triggers):
+    # until the daemon's handlers exist, signals are only kept, then acted on (install_signal_handlers).
+    early: list[int] = []
+    for signum in STARTUP_SIGNALS:
+        signal.signal(signum, lambda signum, _frame: early.append(signum))
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STARTUP_SIGNALS)
     try:
         cfg = config_mod.load(config_path)
     except ConfigError as exc:
@@ -342,8 +372,14 @@ def run(config_path: Path) -> int:
         return 2
     try:
         daemon = Daemon(cfg)
+        continue_deployment_ids(daemon.store, cfg.state_dir)
     except AlreadyRunning as exc:
         log.error("%s", exc)
         return 1
-    daemon.install_signal_handlers()
+    except (sqlite3.Error, OSError) as exc:
+        from .storeerrors import explain
+        log.error("refusing to start: %s", explain(str(cfg.database), exc))
+        log.debug("the error in full:", exc_info=True)
+        return 1
+    daemon.install_signal_handlers(early)
     return daemon.run()

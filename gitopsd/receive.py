@@ -83,11 +83,22 @@ def reserved_refusal(update: RefUpdate, repo_name: str) -> policy.Verdict:
 
 
 def unreadable(database: str, exc: Exception, out) -> None:
-    user = nudge.user_name(os.getuid())
+    """Refuse with what is really wrong with the store: the pusher's access, a damaged file, or a busy one."""
+    from . import storeerrors
+    kind = storeerrors.classify(exc)
     print(f"\ngitopsd: push refused: the deployment records in {database} cannot be read ({exc}),\n"
-          f"so environment branches cannot be checked. The hook runs as {user}, who must be able to read\n"
-          f"the state folder: ask an operator to add {user} to the daemon's group (usermod -aG gitopsd {user}).\n",
-          file=out)
+          "so environment branches cannot be checked.", file=out)
+    if kind == storeerrors.DAMAGED:
+        print("The file is damaged. Ask an operator to look at it: the daemon's log says more, and\n"
+              "`gitopsd status` on the deploy server shows the same error.\n", file=out)
+    elif kind == storeerrors.BUSY:
+        print("Another process holds the file just now. Push again in a moment.\n", file=out)
+    elif kind == storeerrors.PERMISSION:
+        user = nudge.user_name(os.getuid())
+        print(f"The hook runs as {user}, who must be able to read the state folder:\n"
+              f"ask an operator to add {user} to the daemon's group (usermod -aG gitopsd {user}).\n", file=out)
+    else:
+        print("Ask an operator to look at the daemon's log and `gitopsd status` on the deploy server.\n", file=out)
 
 
 def gate_config(config_path: str, database: str, repo_path: str, out) -> tuple[gate.GateConfig, str] | None:

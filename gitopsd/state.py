@@ -131,6 +131,29 @@ class Store:
     def close(self) -> None:
         self._db.close()
 
+    def continue_ids_after(self, n: int) -> int | None:
+        """Make new deployment ids start above `n`: ids name folders in state_dir/deployments/, which outlive a lost store.
+
+        Return the next id if the ids had to jump, None if they were already past `n`.
+        """
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                seq = self._db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'deployments'").fetchone()
+                top = self._db.execute("SELECT MAX(id) FROM deployments").fetchone()[0]
+                if max(seq[0] if seq else 0, top or 0) >= n:
+                    self._db.execute("COMMIT")
+                    return None
+                if seq:
+                    self._db.execute("UPDATE sqlite_sequence SET seq = ? WHERE name = 'deployments'", (n,))
+                else:
+                    self._db.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('deployments', ?)", (n,))
+                self._db.execute("COMMIT")
+                return n + 1
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
     def _write(self, sql: str, args: tuple[Any, ...] = ()) -> sqlite3.Cursor:
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")

@@ -1,0 +1,75 @@
+"""What a failure of the state database means, in one line that says what to do.
+
+SQLite's own words ("unable to open database file", "file is not a database") do not say which
+file, whose fault, or what helps. The command line, the daemon and the pre-receive hook all
+explain a store failure through `classify` and `explain`. Stdlib only and cheap: the hook imports
+this when it must refuse a push.
+"""
+from __future__ import annotations
+
+import errno
+import grp
+import os
+import pwd
+import sqlite3
+
+PERMISSION, DAMAGED, BUSY, FULL, OTHER = "permission", "damaged", "busy", "full", "other"
+
+
+def classify(exc: BaseException) -> str:
+    """Given an error from opening or using the store, say which kind of trouble it is."""
+    text = str(exc).lower()
+    if isinstance(exc, OSError):
+        if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            return PERMISSION
+        return FULL if exc.errno in (errno.ENOSPC, errno.EDQUOT) else OTHER
+    if "permission denied" in text or "readonly database" in text or "unable to open database" in text:
+        return PERMISSION   # SQLite says "unable to open" when the file, its folder or its -wal cannot be opened
+    if "not a database" in text or "malformed" in text or "corrupt" in text:
+        return DAMAGED
+    if "locked" in text or "busy" in text:
+        return BUSY
+    if "full" in text:
+        return FULL
+    return OTHER
+
+
+def _name(table, key: int, attr: str) -> str:
+    try:
+        return getattr(table(key), attr)
+    except KeyError:
+        return str(key)
+
+
+def owner_and_group(path: str) -> tuple[str, str]:
+    """Who owns `path` (or the nearest folder above it this user may look at), by name."""
+    while True:
+        try:
+            st = os.stat(path)
+            return _name(pwd.getpwuid, st.st_uid, "pw_name"), _name(grp.getgrgid, st.st_gid, "gr_name")
+        except OSError:
+            parent = os.path.dirname(path)
+            if parent == path:
+                return "root", "root"
+            path = parent
+
+
+def explain(database: str, exc: BaseException) -> str:
+    """One line for an operator: what is wrong with which file, and what to do."""
+    kind = classify(exc)
+    where = getattr(exc, "filename", None) or database
+    if kind == PERMISSION:
+        user = _name(pwd.getpwuid, os.geteuid(), "pw_name")
+        owner, group = owner_and_group(database)
+        return (f"cannot open the state database {database}: permission denied for {user} ({exc}). "
+                f"Run gitopsd as {owner}, the daemon's user; to read it as {user}, "
+                f"{user} needs the group {group}: usermod -aG {group} {user}, then log in again.")
+    if kind == DAMAGED:
+        return (f"cannot read the state database {database}: {exc} (corrupt?). Move it aside and restart the "
+                f"daemon: deployments are recorded again as it converges.")
+    if kind == BUSY:
+        return f"the state database {database} is busy ({exc}): another process holds it. Try again in a moment."
+    if kind == FULL:
+        return (f"cannot write the state database {database}: the disk is full ({exc}). "
+                f"Free space on the file system of {os.path.dirname(where)} and try again.")
+    return f"the state database {database} failed: {exc}. Run with --debug to see where."

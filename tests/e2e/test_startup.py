@@ -1,0 +1,81 @@
+"""Starting the daemon: signals that come before it is ready, and a state database that was lost.
+
+The daemon is a real process (`gitopsd run`), pushed to and deployed with real ansible-playbook runs.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.support import Daemon, Sandbox
+
+HUP = 1 << (signal.SIGHUP - 1)
+
+
+def signal_masks(pid: int) -> dict[str, int]:
+    """SigBlk, SigIgn and SigCgt of a process, as bit masks."""
+    lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    return {k: int(v, 16) for k, v in (line.split(":\t") for line in lines if line.startswith(("SigBlk", "SigIgn", "SigCgt")))}
+
+
+@pytest.mark.parametrize("entry", ["python -m gitopsd", "gitopsd"])
+def test_sighup_from_the_first_moment_neither_kills_the_daemon_nor_keeps_it_from_getting_ready(short_tmp, entry):
+    sandbox = Sandbox(short_tmp, {"qa": ["qa-1"]})
+    daemon = Daemon.__new__(Daemon)   # as Daemon() does, but started here so the signals can follow at once
+    Daemon.started.append(daemon)
+    daemon.sandbox, daemon.log_path = sandbox, sandbox.root / "daemon.log"
+    daemon._log = open(daemon.log_path, "w")
+    argv = [sys.executable, "-m", "gitopsd"] if entry.startswith("python") else [str(Path(sys.executable).parent / "gitopsd")]
+    daemon.proc = subprocess.Popen([*argv, "run", "--config", str(sandbox.config), "--log-level", "debug"],
+                                   stdout=daemon._log, stderr=subprocess.STDOUT, env=sandbox.environ(),
+                                   start_new_session=True)
+    pid = daemon.proc.pid
+    # The process holds SIGHUP (blocked or caught) before it loads the daemon's heavy modules:
+    # from then on no SIGHUP can end it. Before that there is only the interpreter's own start.
+    while True:
+        masks = signal_masks(pid)
+        if (masks["SigBlk"] | masks["SigCgt"] | masks["SigIgn"]) & HUP:
+            break
+        assert daemon.proc.poll() is None, daemon.log()
+    assert "pygit2" not in Path(f"/proc/{pid}/maps").read_text(), "SIGHUP was held only after the daemon's imports"
+    sent, started = 0, time.monotonic()
+    while time.monotonic() - started < 1.0:
+        os.kill(pid, signal.SIGHUP)
+        sent += 1
+        time.sleep(0.01)
+    assert daemon.proc.poll() is None, f"killed by an early SIGHUP ({daemon.proc.returncode}):\n{daemon.log()}"
+    daemon.wait_state("qa", "in-sync", sandbox.head("qa"))
+    daemon.wait_for(lambda: "gitopsd started" in daemon.log(), 30, "ready")
+    assert sent > 50
+    assert daemon.stop() == 0
+    assert "SIGHUP came while gitopsd was starting: the configuration is read again once it runs" in daemon.log()
+
+
+def test_a_lost_state_database_never_reuses_deployment_ids_and_every_environment_converges_again(short_tmp):
+    sandbox = Sandbox(short_tmp, {"qa": ["qa-1"], "staging": ["staging-1"]},
+                      env_options={"staging": {"promote_from": "main"}})
+    with Daemon(sandbox) as daemon:
+        for env in ("qa", "staging"):
+            daemon.wait_state(env, "in-sync", sandbox.head(env))
+    before = sandbox.history()
+    folders = sorted(int(p.name) for p in (sandbox.state / "deployments").iterdir() if p.name.isdigit())
+    assert folders and max(folders) == max(d["id"] for d in before)
+    for name in ("state.db", "state.db-wal", "state.db-shm"):
+        (sandbox.state / name).unlink(missing_ok=True)
+    with Daemon(sandbox) as daemon:
+        for env in ("qa", "staging"):
+            daemon.wait_state(env, "in-sync", sandbox.head(env))
+        log = daemon.log()
+    assert (f"{sandbox.state / 'state.db'} is new or was reset: {len(folders)} earlier deployment folder"
+            f"{'s' if len(folders) != 1 else ''} found in {sandbox.state / 'deployments'}; deployment ids continue "
+            f"from {max(folders) + 1}; every environment is deployed again as it converges") in log
+    assert "File exists" not in log
+    after = sandbox.history()
+    assert {d["env"] for d in after if d["result"] == "succeeded"} == {"qa", "staging"}
+    assert min(d["id"] for d in after) > max(folders)
