@@ -41,16 +41,17 @@ def _name(table, key: int, attr: str) -> str:
         return str(key)
 
 
-def owner_and_group(path: str) -> tuple[str, str]:
-    """Who owns `path` (or the nearest folder above it this user may look at), by name."""
+def owner_and_group(path: str) -> tuple[str, str, bool]:
+    """Who owns `path` (or the nearest folder above it this user may look at), by name, and may its group read it?"""
     while True:
         try:
             st = os.stat(path)
-            return _name(pwd.getpwuid, st.st_uid, "pw_name"), _name(grp.getgrgid, st.st_gid, "gr_name")
+            return (_name(pwd.getpwuid, st.st_uid, "pw_name"), _name(grp.getgrgid, st.st_gid, "gr_name"),
+                    bool(st.st_mode & 0o040))
         except OSError:
             parent = os.path.dirname(path)
             if parent == path:
-                return "root", "root"
+                return "root", "root", False
             path = parent
 
 
@@ -60,7 +61,11 @@ def explain(database: str, exc: BaseException) -> str:
     where = getattr(exc, "filename", None) or database
     if kind == PERMISSION:
         user = _name(pwd.getpwuid, os.geteuid(), "pw_name")
-        owner, group = owner_and_group(database)
+        owner, group, group_reads = owner_and_group(database)
+        if not group_reads:   # joining the group would not help: the file is not readable by it
+            return (f"cannot open the state database {database}: permission denied for {user} ({exc}). "
+                    f"Run gitopsd as {owner}, the daemon's user; readers need group read access to it "
+                    f"(folder 0750, files 0640, as the service installs them).")
         return (f"cannot open the state database {database}: permission denied for {user} ({exc}). "
                 f"Run gitopsd as {owner}, the daemon's user; to read it as {user}, "
                 f"{user} needs the group {group}: usermod -aG {group} {user}, then log in again.")

@@ -3,6 +3,7 @@ what to do, never a traceback; the hook refuses with the real cause. Real SQLite
 real; another user through setpriv."""
 from __future__ import annotations
 
+import grp
 import os
 import shutil
 import sqlite3
@@ -74,8 +75,8 @@ def test_the_daemon_refuses_to_start_on_a_damaged_state_database_in_one_line(san
             "(corrupt?). Move it aside") in proc.stderr
 
 
-needs_setpriv = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"),
-                                   reason="running as another user needs root and setpriv")
+needs_setpriv = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv") or not shutil.which("groupadd"),
+                                   reason="running as another user needs root, setpriv and groupadd")
 
 
 @needs_setpriv
@@ -87,15 +88,22 @@ def test_an_unreadable_state_database_says_which_user_needs_which_group(sandbox,
     for path in (sandbox.config, sandbox.state):
         path.chmod(0o755 if path.is_dir() else 0o644)
     subprocess.run(["chmod", "-R", "a+rwX", str(sandbox.repo)], check=True)   # promote writes its commit first
-    database.chmod(0o000)
+    subprocess.run(["groupadd", "-f", "gitopsd-storetest"], check=True)
+    os.chown(database, 0, grp.getgrnam("gitopsd-storetest").gr_gid)
+    database.chmod(0o640)   # readable by the daemon's group, which nobody is not in
     env = {**sandbox.environ(), "HOME": "/tmp", "GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "safe.directory",
            "GIT_CONFIG_VALUE_0": "*"}
     proc = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", *GITOPSD, *command,
                            "--config", str(sandbox.config)], capture_output=True, text=True, env=env, check=False)
     line = only_line(proc)
     assert line.startswith(f"gitopsd: cannot open the state database {database}: permission denied for nobody"), line
-    assert line.endswith("Run gitopsd as root, the daemon's user; to read it as nobody, nobody needs the group root: "
-                         "usermod -aG root nobody, then log in again."), line
+    assert line.endswith("Run gitopsd as root, the daemon's user; to read it as nobody, nobody needs the group "
+                         "gitopsd-storetest: usermod -aG gitopsd-storetest nobody, then log in again."), line
+    database.chmod(0o000)   # not even the group may read it: joining it would not help
+    proc = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", *GITOPSD, *command,
+                           "--config", str(sandbox.config)], capture_output=True, text=True, env=env, check=False)
+    assert only_line(proc).endswith("Run gitopsd as root, the daemon's user; readers need group read access to it "
+                                    "(folder 0750, files 0640, as the service installs them).")
 
 
 def hook(sandbox: Sandbox, *, user: list[str] = ()) -> subprocess.CompletedProcess[str]:
