@@ -214,7 +214,7 @@ class Daemon:
     def reload(self) -> None:
         self.notifier.reloading()
         try:
-            new = config_mod.load(self.config.source)
+            new = config_mod.load(self.config.source, writable_folders=True)
         except ConfigError as exc:
             log.error("reload refused, keeping the running configuration:\n%s", exc)
             self._status()
@@ -365,7 +365,7 @@ def run(config_path: Path) -> int:
         signal.signal(signum, lambda signum, _frame: early.append(signum))
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STARTUP_SIGNALS)
     try:
-        cfg = config_mod.load(config_path)
+        cfg = config_mod.load(config_path, writable_folders=True)   # the daemon writes there
     except ConfigError as exc:
         log.error("refusing to start: the configuration has %d problem%s:\n%s", len(exc.problems),
                   "" if len(exc.problems) == 1 else "s", exc)
