@@ -190,6 +190,11 @@ def cmd_history(args: argparse.Namespace) -> int:
             print(f"#{d.id}: {d.reason}")
         if d.outcome and d.result != "succeeded":
             print(f"#{d.id}: {d.result}: {d.outcome}")
+    admissions = store.admissions(repo=args.repo, env=args.env, limit=args.limit)
+    if admissions:
+        print("\nadmitted past the promotion rule by an operator:")
+        for a in admissions:
+            print(f"  {a.repo}/{a.env} {a.commit[:7]} ({a.kind}) by {a.actor} {ago(a.created_at)}: {a.reason}")
     return 0
 
 
@@ -222,13 +227,16 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
+    import time
+
     from . import gitcli
-    from .revert import make_revert
+    from .policy import rollback_trees
+    from .revert import move_to_revert, write_revert
     from .state import Store
     config = _config(args)
     repo = _repo(config, args.repo)
     env = _env(repo, args.env)
-    store = Store(config.database, readonly=True)
+    store = Store(config.database, readonly=args.to is None)
     head = gitcli.branch_head(repo.path, env.branch)
     deployed = store.deployed(repo.name, env.name)
     if head is None:
@@ -236,13 +244,37 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     if deployed is None:
         raise Fail(f"nothing was ever deployed successfully to {env.name}: there is no good state to roll back to")
     head_tree = gitcli.tree_of(repo.path, head)
-    target = deployed if head_tree != deployed.tree else store.previous_good_tree(repo.name, env.name, deployed.tree)
-    if target is None:
-        raise Fail(f"{env.name} has only ever run one tree ({deployed.tree[:7]}); there is no earlier good state")
     who = cli_identity()
+    if args.to is not None:
+        target = store.get(args.to)
+        if target is None or (target.repo, target.env) != (repo.name, env.name):
+            raise Fail(f"deployment #{args.to} is not a deployment of {repo.name}/{env.name}; "
+                       f"pick one from `gitopsd history {env.name} --repo {repo.name}`")
+        if target.result != "succeeded":
+            raise Fail(f"deployment #{args.to} {target.result}: only a tree that ran successfully is a rollback target; "
+                       f"pick a succeeded one from `gitopsd history {env.name} --repo {repo.name}`")
+    elif head_tree != deployed.tree:
+        target = deployed   # the head has not run (it failed, or waits): back to what runs now
+    else:
+        _current, tree = rollback_trees(store.successes(repo.name, env.name))
+        target = next((d for d in store.history(repo=repo.name, env=env.name, limit=500)
+                       if d.result == "succeeded" and d.tree == tree), None) if tree else None
+        if target is None:
+            raise Fail(f"{env.name} has no earlier good state to roll back to (it has run only {deployed.tree[:7]} "
+                       f"since its last rollback); to go further back: gitopsd rollback {env.name} --to DEPLOYMENT_ID")
+    if target.tree == head_tree:
+        print(f"{env.name}: {env.branch} already has the tree of deployment #{target.id} ({target.commit[:7]}); "
+              "nothing to roll back")
+        return 0
     reason = f"Rollback of {env.name} to the tree of deployment #{target.id} ({target.commit[:7]}), requested by {who}."
-    commit = make_revert(repo.path, env.branch, head, target.tree, requested_by=who, reason=reason, automatic=False)
-    if commit is None:
+    commit = write_revert(repo.path, head, target.tree, requested_by=who, reason=reason, automatic=False)
+    if args.to is not None:
+        # Maybe an earlier tree than the rule's rollback target: recorded before the branch moves, so the
+        # daemon, which judges every head again, admits it.
+        store.admit(repo=repo.name, env=env.name, commit=commit, kind="rollback", actor=who,
+                    reason=f"rollback --to deployment #{target.id} ({target.commit[:7]})", now=time.time())
+    store.close()
+    if not move_to_revert(repo.path, env.branch, head, commit, requested_by=who, automatic=False):
         raise Fail(f"{env.branch} moved while the rollback was being made; nothing was changed. Run it again.")
     sent = _nudge(config, repo, "rollback", (commit,))
     print(f"{env.name}: {env.branch} is now at revert {commit[:7]}, whose tree is the one deployment #{target.id} "
@@ -289,9 +321,11 @@ def cmd_promote(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(f"would promote {args.src} ({src_head[:7]}, tree {(tree or '')[:7]}) to {dst.name}: {verdict.rule}")
         return 0
+    # Announce the commit before the branch moves, as the hook does: the daemon judges it again, but
+    # leaves deploy windows to this verdict (it may hold an override) only for an announced commit.
+    sent = _nudge(config, repo, "promote", (commit,), reason=verdict.override)
     if not gitcli.update_branch(repo.path, dst.branch, commit, dst_head, f"gitopsd promote {args.src} {dst.name} by {who}"):
         raise Fail(f"{dst.branch} moved while the promotion was being made; nothing was changed. Run it again.")
-    sent = _nudge(config, repo, "promote", (commit,), reason=verdict.override)
     print(f"{dst.name}: {dst.branch} is now at {commit[:7]} (Promote {args.src} ({src_head[:7]}) to {dst.name}); "
           f"its tree {(tree or '')[:7]} is what {args.src} runs.")
     if verdict.override:
@@ -301,16 +335,39 @@ def cmd_promote(args: argparse.Namespace) -> int:
 
 
 def cmd_retry(args: argparse.Namespace) -> int:
+    import time
+
+    from . import gitcli
+    from .nudge import user_name
     from .state import Store
     config = _config(args)
     repo = _repo(config, args.repo)
     env = _env(repo, args.env)
+    head = None
+    if args.force:
+        who = user_name(os.getuid())   # the Unix user, as the kernel says: no variable can claim another
+        if who not in env.override_by:
+            raise Fail(f"{who} may not force a head past the promotion rule in {env.name}; "
+                       f"only {', '.join(env.override_by) or 'nobody (override_by is empty)'} may "
+                       f"(override_by in {config.source})")
+        head = gitcli.branch_head(repo.path, env.branch)
+        if head is None:
+            raise Fail(f"branch {env.branch} does not exist in {repo.path}")
     store = Store(config.database)
     cleared = store.clear_failure(repo.name, env.name)
     bad = store.clear_bad_trees(repo.name, env.name)
+    if head is not None:
+        block = store.blocked(repo.name, env.name)
+        why = args.reason or "no reason given"
+        if block is not None and block.commit == head:
+            why += f" (it was blocked: {block.reason})"
+        store.admit(repo=repo.name, env=env.name, commit=head, kind="override", actor=who,
+                    reason=f"retry --force: {why}", now=time.time())
     store.close()
-    sent = _nudge(config, repo, "retry")
+    sent = _nudge(config, repo, "retry", (head,) if head else ())
     what = "stall cleared" if cleared or bad else "nothing was stalled"
+    if head is not None:
+        what = f"{head[:7]} admitted past the promotion rule by {who} (recorded); {what}"
     print(f"{repo.name}/{env.name}: {what}; " + ("the daemon looks at it now" if sent else "the daemon is not running"))
     return 0
 
@@ -380,8 +437,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("status", "show desired vs deployed commit and state per environment",
             "For each repository and environment: the branch head (desired), the last successfully deployed\n"
-            "commit (deployed), the state (in-sync, deploying, out-of-sync, failed, stalled, missing-branch)\n"
-            "and the last deployment. Works with or without the daemon running.", cmd_status)
+            "commit (deployed), the state (in-sync, deploying, out-of-sync, failed, stalled, blocked,\n"
+            "missing-branch) and the last deployment. Works with or without the daemon running.", cmd_status)
     p.add_argument("--repo", metavar="NAME", help="only this repository")
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
@@ -398,10 +455,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("deployment_id", type=int, metavar="DEPLOYMENT_ID", help="a deployment id from `gitopsd history`")
 
     p = add("rollback", "roll an environment back to its previous good state",
-            "Make a revert commit on the environment branch whose tree is the last tree deployed successfully\n"
-            "before the current one, move the branch there (compare-and-swap: a concurrent push is never\n"
-            "overwritten) and nudge the daemon, which deploys it as a rollback.", cmd_rollback)
+            "Make a revert commit on the environment branch whose tree is the tree that ran before the current\n"
+            "one (earlier rollbacks undone first), or the current tree when the head has not run; move the\n"
+            "branch there (compare-and-swap: a concurrent push is never overwritten) and nudge the daemon,\n"
+            "which deploys it as a rollback. --to goes back to any earlier successful deployment's tree.",
+            cmd_rollback)
     p.add_argument("env", metavar="ENV", help="environment name, e.g. production")
+    p.add_argument("--to", type=int, metavar="DEPLOYMENT_ID",
+                   help="roll back to the tree of this successful deployment (from `gitopsd history ENV`); recorded")
     p.add_argument("--repo", metavar="NAME", help="repository name (needed when several are configured)")
 
     p = add("promote", "promote what one environment runs to the next, with exactly its tree",
@@ -418,8 +479,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("retry", "clear a stalled environment so the daemon tries again",
             "Clear the failure count and stall of an environment (and the trees marked bad there by an\n"
-            "automatic rollback) and nudge the daemon to try the branch head again.", cmd_retry)
+            "automatic rollback) and nudge the daemon to try the branch head again. --force also deploys a\n"
+            "head the daemon blocked (only identities in the environment's override_by; recorded).", cmd_retry)
     p.add_argument("env", metavar="ENV", help="environment name")
+    p.add_argument("--force", action="store_true",
+                   help="admit the branch head past the promotion rule (override_by only; shown by history)")
+    p.add_argument("--reason", metavar="TEXT", help="why, recorded with --force")
     p.add_argument("--repo", metavar="NAME", help="repository name (needed when several are configured)")
 
     add("check-config", "validate the configuration file",

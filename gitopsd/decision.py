@@ -20,7 +20,7 @@ class Head:
 
 @dataclass(frozen=True)
 class Decision:
-    """What one look concluded. `action` is in-sync | deploy | wait | stalled | busy | missing."""
+    """What one look concluded. `action` is in-sync | deploy | wait | stalled | failed | blocked | busy | missing."""
 
     action: str
     kind: str | None = None
@@ -30,16 +30,24 @@ class Decision:
 
 
 def decide(desired: Head | None, deployed: Deployment | None, last: Deployment | None,
-           failure: FailureStatus | None, bad_tree_reason: str | None, tree_succeeded: bool,
-           busy: bool, now: float) -> Decision:
-    """Given what Git asks for and what the store knows, return what to do. Pure."""
+           failure: FailureStatus | None, bad_tree_reason: str | None, rollback: bool,
+           busy: bool, now: float, blocked_reason: str | None = None) -> Decision:
+    """Given what Git asks for, what the store knows and how the promotion rule judged the head, return what to do.
+
+    `rollback`: the rule accepted the head as a rollback. `blocked_reason`: the rule refused the head
+    (the daemon judges every new head again; see reconciler). Pure.
+    """
     if desired is None:
         return Decision("missing", reason="the environment branch does not exist")
     if busy:
         return Decision("busy")
     if deployed is not None and deployed.commit == desired.commit:
         return Decision("in-sync")
+    if blocked_reason is not None:
+        return Decision("blocked", reason=blocked_reason)
     same_commit_failure = failure if failure is not None and failure.commit == desired.commit else None
+    if same_commit_failure is not None and same_commit_failure.failed:
+        return Decision("failed", reason=same_commit_failure.reason)
     if bad_tree_reason is not None and not (deployed is not None and deployed.tree == desired.tree):
         return Decision("stalled", reason=f"this tree failed here before: {bad_tree_reason}")
     if same_commit_failure is not None:
@@ -48,18 +56,18 @@ def decide(desired: Head | None, deployed: Deployment | None, last: Deployment |
         if same_commit_failure.next_retry_at is not None and same_commit_failure.next_retry_at > now:
             return Decision("wait", retry_at=same_commit_failure.next_retry_at, reason=same_commit_failure.reason)
     attempt = same_commit_failure.failures + 1 if same_commit_failure else 1
-    if tree_succeeded and last is not None and last.tree == desired.tree and last.result == "succeeded":
-        kind = "reapply"
-    elif tree_succeeded:
-        kind = "rollback"
+    # The kind says what the move really is: back onto the tree that runs now is a reapply (nothing
+    # happened since) or a rollback (a failed or canceled attempt came between); otherwise the verdict decides.
+    if deployed is not None and deployed.tree == desired.tree:
+        reapply = last is not None and last.result == "succeeded" and last.tree == desired.tree
+        kind = "reapply" if reapply else "rollback"
     else:
-        kind = "deploy"
+        kind = "rollback" if rollback else "deploy"
     return Decision("deploy", kind=kind, attempt=attempt)
 
 
 def decide_from_store(store: Store, repo: str, env: str, desired: Head | None, deployed: Deployment | None,
-                      busy: bool, now: float) -> Decision:
-    """`decide` with everything it needs read from the store."""
+                      busy: bool, now: float, *, rollback: bool = False, blocked_reason: str | None = None) -> Decision:
+    """`decide` with everything else it needs read from the store."""
     return decide(desired, deployed, store.last(repo, env), store.failure(repo, env),
-                  store.bad_tree(repo, env, desired.tree) if desired else None,
-                  store.tree_succeeded(repo, env, desired.tree) if desired else False, busy, now)
+                  store.bad_tree(repo, env, desired.tree) if desired else None, rollback, busy, now, blocked_reason)

@@ -50,6 +50,11 @@ CREATE TABLE IF NOT EXISTS gate_windows (
 """
 
 TREE_SUCCEEDED = ("SELECT 1 FROM deployments WHERE repo = ? AND env = ? AND tree = ? AND result = 'succeeded' LIMIT 1")
+# The newest successful deployments of an environment, newest first (index deployments_env walks back
+# from the newest id); enough history for the rollback stack (policy.rollback_trees) at hook speed.
+SUCCESSES_LIMIT = 500
+SUCCESSES = ("SELECT kind, tree FROM deployments WHERE repo = ? AND env = ? AND result = 'succeeded'"
+             " ORDER BY id DESC LIMIT ?")
 
 
 class GateEnvironment:
@@ -201,7 +206,10 @@ def load(db: sqlite3.Connection, config_path: str, repo_path: str) -> GateConfig
 
 
 class Ledger:
-    """Read-only answers from the state store the rule needs: was this tree deployed successfully there?"""
+    """Read-only answers from the state store the rule needs: was this tree deployed successfully there?
+
+    `state.Store` answers the same two questions with the same queries (the daemon and the CLI judge with it).
+    """
 
     def __init__(self, db: sqlite3.Connection | None):
         self.db = db
@@ -210,3 +218,9 @@ class Ledger:
         if self.db is None:
             return False  # no store yet: nothing was ever deployed
         return self.db.execute(TREE_SUCCEEDED, (repo, env, tree)).fetchone() is not None
+
+    def successes(self, repo: str, env: str) -> list[tuple[str, str]]:
+        """(kind, tree) of the environment's last successful deployments, oldest first."""
+        if self.db is None:
+            return []
+        return [(kind, tree) for kind, tree in self.db.execute(SUCCESSES, (repo, env, SUCCESSES_LIMIT)).fetchall()][::-1]

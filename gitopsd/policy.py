@@ -3,8 +3,10 @@
 A new head of an environment branch is accepted only if its tree is
   (a) the tree of a commit on the `promote_from` branch that, where that source is an
       environment, was deployed and verified successfully there; or
-  (b) a tree already deployed successfully in this environment (a rollback: always possible,
-      also during a freeze).
+  (b) a rollback (always possible, also during a freeze): the tree the environment runs now
+      (e.g. reverting a head that failed), or the rollback target, the tree that ran there
+      before the current one (`rollback_trees`). Any earlier tree is a rollback only through
+      `gitopsd rollback ENV --to DEPLOYMENT_ID`, an operator's command the daemon admits.
 Environment branches are never deleted, created (except by `gitopsd init`) or rewritten.
 
 This runs on every push: it imports only the standard library's light modules, `gitcli` (git
@@ -60,16 +62,35 @@ def tree_on_branch(repo_path: str, branch: str, commit: str, tree: str, head: st
     return tree in trees.split()
 
 
-def judge(repo: GateRepository, repo_path: str, store: Ledger, env: GateEnvironment, old: str, new: str, *,
+def rollback_trees(successes: list[tuple[str, str]]) -> tuple[str | None, str | None]:
+    """Given an environment's successful deployments as (kind, tree), oldest first, return (current, target).
+
+    The deployments make a stack: a deploy or reapply of tree T pushes T unless T is on top; a
+    rollback to T pops down to T (or pushes it, when it fell off the bounded history). The top is
+    the tree that runs now; the rollback target is the entry under it, the tree that ran before.
+    So going back to the bad release after a rollback is not a rollback again.
+    """
+    stack: list[str] = []
+    for kind, tree in successes:
+        if kind == "rollback" and tree in stack:
+            del stack[len(stack) - stack[::-1].index(tree):]
+        elif not stack or stack[-1] != tree:
+            stack.append(tree)
+    return (stack[-1] if stack else None), (stack[-2] if len(stack) > 1 else None)
+
+
+def judge(repo: GateRepository, repo_path: str, store: Ledger, env: GateEnvironment, old: str | None, new: str, *,
           identity: str, override_reason: str | None = None, now: datetime | None = None,
-          pending: dict[str, str] | None = None) -> Verdict:
+          pending: dict[str, str] | None = None, check_windows: bool = True) -> Verdict:
     """Judge moving `env`'s branch from `old` to `new`. Pure reads: Git and the store.
 
     `pending` maps branches moved by the same push to their new heads: `git push origin main main:qa`
     promotes a commit that reaches main in that very push (pre-receive refuses all or nothing).
+    `old` None (the daemon, before anything was deployed) skips the history checks; `check_windows`
+    False leaves deploy windows out (the daemon, for heads a judged push announced).
     """
     now = now or datetime.now(timezone.utc)
-    branch, short_old, short_new = env.branch, old[:7], new[:7]
+    branch, short_old, short_new = env.branch, (old or "")[:7], new[:7]
     rollback_cmd = f"gitopsd rollback {env.name} --repo {repo.name}"
     if new == gitcli.ZERO:
         return refuse("environment branches cannot be deleted",
@@ -80,19 +101,26 @@ def judge(repo: GateRepository, repo_path: str, store: Ledger, env: GateEnvironm
         return refuse("environment branches are created by `gitopsd init` only",
                       [f"{branch} does not exist on the server."],
                       [f"ask an operator to run: gitopsd init {repo_path}"])
-    if not gitcli.is_ancestor(repo_path, old, new):
+    if old is not None and not gitcli.is_ancestor(repo_path, old, new):
         return refuse("environment branches only move forward (no force-push, no rewritten history)",
                       [f"{short_new} does not contain the current head {short_old} of {branch}."],
                       [f"fetch {branch}, put your change on top of it and push again: "
                        f"git fetch origin {branch} && git rebase origin/{branch}",
                        f"to undo a deployment, revert instead of rewriting: git revert -m 1 <merge commit>, "
                        f"or {rollback_cmd}"])
-    tree, old_tree = gitcli.trees_of(repo_path, new, old)
+    tree, old_tree = gitcli.trees_of(repo_path, new, old) if old is not None else (gitcli.tree_of(repo_path, new), None)
     tree = tree or ""
     if tree == old_tree:
         return Verdict(True, "unchanged", "the tree is unchanged: nothing new would run")
-    if store.tree_succeeded(repo.name, env.name, tree):
-        return Verdict(True, "rollback", f"tree {tree[:7]} was deployed successfully in {env.name} before (rollback)")
+    current, target = rollback_trees(store.successes(repo.name, env.name))
+    if tree == current:
+        return Verdict(True, "rollback", f"tree {tree[:7]} is what {env.name} runs now (rollback)")
+    if tree == target:
+        return Verdict(True, "rollback", f"tree {tree[:7]} ran in {env.name} before the current one (rollback)")
+    # Refusals below say so when the tree ran here long ago: only an operator may go back that far.
+    further = ([f"{tree[:7]} ran in {env.name} earlier, but only the tree before the current one is a rollback; "
+                f"to go back further: gitopsd rollback {env.name} --to <deployment id> (see gitopsd history {env.name})"]
+               if store.tree_succeeded(repo.name, env.name, tree) else [])
     source = repo.environment_for_branch(env.promote_from)
     if source is not None:
         if not store.tree_succeeded(repo.name, source.name, tree):
@@ -104,15 +132,15 @@ def judge(repo: GateRepository, repo_path: str, store: Ledger, env: GateEnvironm
                  + (f" --repo {repo.name}" if repo.name else ""),
                  f"or deploy this change to {source.name} first: git push origin {short_new}:{source.branch}",
                  f"while {env.branch} has not diverged, a fast-forward also works: "
-                 f"git push origin origin/{source.branch}:{env.branch}"])
+                 f"git push origin origin/{source.branch}:{env.branch}", *further])
     elif not tree_on_branch(repo_path, env.promote_from, new, tree, (pending or {}).get(env.promote_from)):
         return refuse(
             f"{env.name} only takes trees from {env.promote_from}",
             [f"commit {short_new} has tree {tree[:7]}, which no commit on {env.promote_from} has."],
             [f"push the change to {env.promote_from} first, then promote it: "
              f"git push origin {short_new}:{env.promote_from} && git push origin {env.promote_from}:{env.branch}",
-             f"or: gitopsd promote {env.promote_from} {env.name} --repo {repo.name}"])
-    if not env.windows:
+             f"or: gitopsd promote {env.promote_from} {env.name} --repo {repo.name}", *further])
+    if not env.windows or not check_windows:
         return Verdict(True, "promotion", f"tree {tree[:7]} passed {env.promote_from}")
     from .windows import next_opening, promotion_allowed
     allowed, window = promotion_allowed(env.windows, now)
@@ -131,6 +159,6 @@ def judge(repo: GateRepository, repo_path: str, store: Ledger, env: GateEnvironm
                       [f"wait until promotion opens again at {when}", f"rollbacks are still accepted: {rollback_cmd}"])
     return refuse(f"promotions to {env.name} are closed now: {closed}",
                   [f"promotion opens again at {when}."],
-                  [f"wait until {when}", f"rollbacks are still accepted: {rollback_cmd}",
+                  [f"wait until {when}", f"rollbacks are still accepted: {rollback_cmd}", *further,
                    "in an emergency, an identity listed in override_by can push with "
                    "-o 'override=<reason>' (or gitopsd promote ... --override '<reason>')"])

@@ -5,8 +5,12 @@ the last successful deployment (from the store). A look that finds them differen
 deployment running and no backoff or stall in the way, starts one. Triggers only say which
 environment to look at; they never carry what changed.
 
-The core depends on small interfaces (GitPort, RunnerPort, a clock and an executor), so unit
-tests drive it with fakes and the daemon wires in pygit2, ansible-runner and threads.
+The hook is not a security boundary (the git user can `git update-ref`, a push into a linked
+worktree skips hooks, a non-atomic push can land half), so every new head is judged again here
+with the same `policy.judge` before it is deployed; a refused head is `blocked`.
+
+The core depends on small interfaces (GitPort, RunnerPort, a judge, a clock and an executor), so
+unit tests drive it with fakes and the daemon wires in pygit2, ansible-runner and threads.
 """
 from __future__ import annotations
 
@@ -20,14 +24,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Protocol
 
+from . import gate, policy
 from .config import Config, Environment, Repository
 from .execute import Toolbox, execute
 from .gitrepo import ExportError, resolve_inside
 from .notify import notify
+from .policy import Verdict
 from .revert import make_revert
 from .runner import PlaybookRun
 from .decision import Decision, Head, decide_from_store
-from .state import Deployment, FailureStatus, Store
+from .state import Block, Deployment, FailureStatus, Store
 
 log = logging.getLogger("gitopsd.reconciler")
 
@@ -35,6 +41,13 @@ log = logging.getLogger("gitopsd.reconciler")
 class GitPort(Protocol):
     def head(self, repo: Repository, branch: str) -> Head | None: ...
     def export(self, repo: Repository, commit: str, dest: Path) -> None: ...
+
+
+# judge(repo, env, desired, deployed, check_windows) -> the promotion rule's verdict on deploying `desired`.
+Judge = Callable[[Repository, Environment, Head, "Deployment | None", bool], Verdict]
+
+# Nudges sent by code that judged the head with the deploy windows just before it moved the branch.
+ANNOUNCING_TRIGGERS = ("push", "promote")
 
 
 @dataclass(frozen=True)
@@ -76,7 +89,7 @@ class Reconciler:
                  submit: Callable[[Callable[[], None]], object],
                  schedule: Callable[[Look, float], None],
                  clock: Callable[[], float] = time.time, rng: random.Random | None = None,
-                 on_change: Callable[[], None] = lambda: None):
+                 on_change: Callable[[], None] = lambda: None, judge: Judge | None = None):
         self.config = config
         self.store = store
         self.git = git
@@ -86,7 +99,10 @@ class Reconciler:
         self.clock = clock
         self.rng = rng or random.Random()
         self.on_change = on_change
+        self.judge = judge or self._policy_judge
         self.accepting = True
+        self._accepted: dict[tuple[str, str, str, str | None], Verdict] = {}   # (repo, env, desired, deployed)
+        self._gate: tuple[Config, gate.GateConfig] | None = None
         self.causes: dict[tuple[str, str], Cause] = {}
         self._running: dict[tuple[str, str], _Running] = {}
         self._broken: dict[tuple[str, str], str] = {}   # environments whose branch cannot be read, and why
@@ -143,7 +159,15 @@ class Reconciler:
         with self._lock:
             busy = (repo.name, env.name) in self._running
         deployed = self.store.deployed(repo.name, env.name)
-        decision = decide_from_store(self.store, repo.name, env.name, desired, deployed, busy, now)
+        verdict = None
+        if desired is not None and not busy:
+            if deployed is None or deployed.commit != desired.commit:
+                verdict = self._verdict(repo, env, desired, deployed)
+            self._note_block(repo, env, desired, deployed, verdict, now)
+        decision = decide_from_store(
+            self.store, repo.name, env.name, desired, deployed, busy, now,
+            rollback=verdict is not None and verdict.kind == "rollback",
+            blocked_reason=blocked_reason(verdict) if verdict is not None and not verdict.accepted else None)
         if decision.action == "in-sync":
             self.store.clear_failure(repo.name, env.name)
         elif decision.action == "wait" and decision.retry_at is not None:
@@ -151,9 +175,70 @@ class Reconciler:
         elif decision.action == "deploy" and self.accepting:
             assert desired is not None
             self._start(repo, env, desired, deployed, decision, trigger, now)
-        elif decision.action in ("stalled", "missing"):
+        elif decision.action in ("stalled", "failed", "blocked", "missing"):
             log.debug("%s: %s", decision.action, decision.reason, extra={"repo": repo.name, "env": env.name})
         return decision
+
+    # -- judging every new head again ----------------------------------------------------------------
+    def _verdict(self, repo: Repository, env: Environment, desired: Head, deployed: Deployment | None) -> Verdict:
+        """The promotion rule's verdict on deploying `desired` over `deployed`; accepted ones are remembered."""
+        key = (repo.name, env.name, desired.commit, deployed.commit if deployed else None)
+        if key in self._accepted:
+            return self._accepted[key]
+        admission = self.store.admission(repo.name, env.name, desired.commit)
+        if admission is not None:
+            kind = "rollback" if admission.kind == "rollback" else "promotion"
+            verdict = Verdict(True, kind, f"admitted by {admission.actor}: {admission.reason}")
+            # The admission, not the nudge that announced it (if the daemon was up), says who and why.
+            self.remember_cause(repo.name, desired.commit, Cause(
+                admission.actor, "rollback" if admission.kind == "rollback" else "retry", admission.reason))
+        else:
+            # Deploy windows are judged here only for heads no push (or `gitopsd promote`) announced. An
+            # announced head passed the windows when it was pushed: maybe just before a window closed, or
+            # with an emergency override this daemon cannot check again. A head nobody announced (git
+            # update-ref, a push that skipped the hook) meets the windows as they are now.
+            cause = self.causes.get((repo.name, desired.commit))
+            announced = cause is not None and cause.trigger in ANNOUNCING_TRIGGERS
+            verdict = self.judge(repo, env, desired, deployed, not announced)
+        if verdict.accepted:
+            self._accepted[key] = verdict
+            if len(self._accepted) > 10_000:   # bounded: oldest first
+                self._accepted.pop(next(iter(self._accepted)))
+        return verdict
+
+    def _policy_judge(self, repo: Repository, env: Environment, desired: Head, deployed: Deployment | None,
+                      check_windows: bool) -> Verdict:
+        """`policy.judge`, as the hook runs it, over this daemon's store and Git (through the git CLI)."""
+        if self._gate is None or self._gate[0] is not self.config:   # rebuilt after a reload
+            self._gate = (self.config, gate.from_config(self.config))
+        view = self._gate[1].repository(repo.name)
+        gate_env = view.environment(env.name) if view else None
+        if view is None or gate_env is None:
+            return policy.refuse("the configuration changed meanwhile", [f"{repo.name}/{env.name} is not configured"], [])
+        return policy.judge(view, str(repo.path), self.store, gate_env, deployed.commit if deployed else None,
+                            desired.commit, identity="gitopsd", check_windows=check_windows)
+
+    def _note_block(self, repo: Repository, env: Environment, desired: Head, deployed: Deployment | None,
+                    verdict: Verdict | None, now: float) -> None:
+        """Record (for `status`), log and notify a refused head once per commit; forget it when it is gone."""
+        block = self.store.blocked(repo.name, env.name)
+        if verdict is None or verdict.accepted:
+            if block is not None:
+                self.store.clear_block(repo.name, env.name)
+            return
+        reason = blocked_reason(verdict)
+        deployed_commit = deployed.commit if deployed else None
+        if block is not None and (block.commit, block.deployed_commit, block.reason) == (desired.commit, deployed_commit, reason):
+            return
+        self.store.block(repo.name, env.name, Block(desired.commit, deployed_commit, reason, now))
+        if block is not None and block.commit == desired.commit:
+            return   # the same head, judged again with other words: said already
+        log.error("blocked %s: %s (not deployed until the branch moves to an acceptable head, the rule is met, or an "
+                  "identity in override_by runs `gitopsd retry %s --force`)", desired.commit[:7], reason, env.name,
+                  extra={"repo": repo.name, "env": env.name, "commit": desired.commit[:7]})
+        notify(env.notify, {"event": "blocked", "repo": repo.name, "env": env.name, "commit": desired.commit,
+                            "tree": desired.tree, "rule": verdict.rule, "reason": reason,
+                            "deployed_commit": deployed_commit})
 
     def _start(self, repo: Repository, env: Environment, desired: Head, deployed: Deployment | None,
                decision: Decision, trigger: str, now: float) -> None:
@@ -176,7 +261,29 @@ class Reconciler:
     # -- one deployment (runs on a worker) -----------------------------------------------------------
     def _deploy(self, repo: Repository, env: Environment, desired: Head, deployed: Deployment | None,
                 decision: Decision, deployment_id: int, item: _Running) -> None:
+        """One deployment on a worker. Nothing may end it silently: the pool would keep the exception to itself."""
         extra = {"repo": repo.name, "env": env.name, "commit": desired.commit[:7], "deployment": deployment_id}
+        try:
+            self._run_deployment(repo, env, desired, deployed, decision, deployment_id, item, extra)
+        except Exception:
+            log.exception("deployment worker failed", extra=extra)
+        finally:
+            with self._lock:   # never leave the environment looking busy forever
+                if self._running.get((repo.name, env.name)) is item:
+                    self._running.pop((repo.name, env.name))
+        try:
+            self._prune()
+        except Exception:
+            log.exception("removing old work folders failed", extra=extra)
+        self.on_change()
+        # Look again here, and where this environment's trees are promoted to: a head blocked there
+        # for want of this deployment may pass now.
+        for other in repo.environments:
+            if other.name == env.name or other.promote_from == env.branch:
+                self.schedule(Look(repo.name, other.name, "after-deploy"), self.clock())
+
+    def _run_deployment(self, repo: Repository, env: Environment, desired: Head, deployed: Deployment | None,
+                        decision: Decision, deployment_id: int, item: _Running, extra: dict[str, object]) -> None:
         started = time.monotonic()
         folder = self.config.state_dir / "deployments" / str(deployment_id)
         result, reason, permanent, detail = "failed", "", False, {}
@@ -211,16 +318,9 @@ class Reconciler:
         except Exception as exc:  # an unexpected error is a failed attempt, never a dead worker
             log.exception("deployment crashed", extra=extra)
             reason = f"internal error: {exc}"
-        try:
-            self._record(repo, env, desired, deployed, decision, deployment_id, result, reason, permanent, detail,
-                         time.monotonic() - started, extra)
-        finally:
-            # Only now, with the result recorded, may a look start the next deployment here.
-            with self._lock:
-                self._running.pop((repo.name, env.name), None)
-        self._prune()
-        self.on_change()
-        self.schedule(Look(repo.name, env.name, "after-deploy"), self.clock())
+        # Only with the result recorded (the caller then clears `_running`) may a look start the next one here.
+        self._record(repo, env, desired, deployed, decision, deployment_id, result, reason, permanent, detail,
+                     time.monotonic() - started, extra)
 
     def _record(self, repo: Repository, env: Environment, desired: Head, deployed: Deployment | None,
                 decision: Decision, deployment_id: int, result: str, reason: str, permanent: bool,
@@ -248,14 +348,23 @@ class Reconciler:
         if env.auto_rollback and decision.kind != "rollback" and deployed is not None and not permanent:
             why = f"deployment #{deployment_id} of {desired.commit[:7]} failed: {reason}"
             self.store.mark_bad_tree(repo.name, env.name, desired.tree, why, now)
-            revert = make_revert(repo.path, env.branch, desired.commit, deployed.tree, requested_by="gitopsd",
-                                 reason=why, automatic=True)
+            try:
+                revert = make_revert(repo.path, env.branch, desired.commit, deployed.tree, requested_by="gitopsd",
+                                     reason=why, automatic=True)
+            except Exception as exc:   # e.g. the repository is not writable by the daemon, or git failed
+                first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+                self._rollback_failed(repo, env, desired, deployed, deployment_id, reason,
+                                      f"automatic rollback failed: cannot write the revert to {repo.path}: {first}",
+                                      now, extra)
+                return
             if revert is not None:
                 self.remember_cause(repo.name, revert, Cause("gitopsd", "auto-rollback", f"automatic rollback: {why}"))
                 log.error("deployment failed in %.1fs (%s); rolling %s back to %s with revert %s", took, reason,
                           env.name, good, revert[:7], extra=extra)
                 return
-            log.error("deployment failed (%s); the branch moved meanwhile, so no automatic rollback", reason, extra=extra)
+            self._rollback_failed(repo, env, desired, deployed, deployment_id, reason,
+                                  f"automatic rollback not made: {env.branch} moved away from {desired.commit[:7]} "
+                                  f"meanwhile, and its new head is deployed instead", now, extra)
             return
         previous = self.store.failure(repo.name, env.name)
         failures = previous.failures + 1 if previous and previous.commit == desired.commit else 1
@@ -272,8 +381,26 @@ class Reconciler:
                         env.retries, retry_at - now, extra=extra)
             self.schedule(Look(repo.name, env.name, "retry"), retry_at)
 
+    def _rollback_failed(self, repo: Repository, env: Environment, desired: Head, deployed: Deployment | None,
+                         deployment_id: int, reason: str, problem: str, now: float, extra: dict[str, object]) -> None:
+        """A failed deployment whose automatic rollback failed too: a person must act; make sure one hears of it."""
+        previous = self.store.failure(repo.name, env.name)
+        failures = previous.failures + 1 if previous and previous.commit == desired.commit else 1
+        self.store.record_failure(repo.name, env.name,
+                                  FailureStatus(desired.commit, failures, None, True, problem, failed=True))
+        log.error("deployment failed (%s) and %s; %s may run a half-deployed %s: fix that, then `gitopsd rollback %s` "
+                  "or push a fix", reason, problem, env.name, desired.commit[:7], env.name, extra=extra)
+        notify(env.notify, {"event": "rollback-failed", "repo": repo.name, "env": env.name, "commit": desired.commit,
+                            "tree": desired.tree, "deployment": deployment_id, "outcome": reason, "reason": problem,
+                            "previous_commit": deployed.commit if deployed else None})
+
     def _prune(self) -> None:
         """Delete exported trees of old deployments; their output and events stay for `gitopsd logs`."""
         for deployment_id, workdir in self.store.old_workdirs(self.config.keep_workdirs):
             shutil.rmtree(workdir, ignore_errors=True)
             self.store.clear_workdir(deployment_id)
+
+
+def blocked_reason(verdict: Verdict) -> str:
+    """A refused verdict in one line: its rule, then its detail."""
+    return " ".join([verdict.rule + ":", *verdict.detail]) if verdict.detail else verdict.rule

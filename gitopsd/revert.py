@@ -24,14 +24,25 @@ def revert_message(repo: Path, head: str, *, requested_by: str, reason: str | No
     return "\n".join(lines) + "\n"
 
 
+def write_revert(repo: Path, head: str, good_tree: str, *, requested_by: str, reason: str | None,
+                 automatic: bool) -> str:
+    """Write the revert commit (`good_tree` on top of `head`) and return its id. Moves no branch."""
+    message = revert_message(repo, head, requested_by=requested_by, reason=reason, automatic=automatic)
+    return gitcli.commit_tree(repo, good_tree, [head], message)
+
+
+def move_to_revert(repo: Path, branch: str, head: str, commit: str, *, requested_by: str, automatic: bool) -> bool:
+    """Move `branch` from `head` to the revert `commit` (compare-and-swap); False if it moved meanwhile."""
+    return gitcli.update_branch(repo, branch, commit, head,
+                                f"gitopsd: {'automatic ' if automatic else ''}rollback for {requested_by}")
+
+
 def make_revert(repo: Path, branch: str, head: str, good_tree: str, *, requested_by: str, reason: str | None,
                 automatic: bool) -> str | None:
     """Commit `good_tree` on top of `head` and move `branch` there if it still points at `head`.
 
     Return the new commit id, or None if the branch moved meanwhile (nothing is changed then).
     """
-    message = revert_message(repo, head, requested_by=requested_by, reason=reason, automatic=automatic)
-    commit = gitcli.commit_tree(repo, good_tree, [head], message)
-    moved = gitcli.update_branch(repo, branch, commit, head,
-                                 f"gitopsd: {'automatic ' if automatic else ''}rollback for {requested_by}")
+    commit = write_revert(repo, head, good_tree, requested_by=requested_by, reason=reason, automatic=automatic)
+    moved = move_to_revert(repo, branch, head, commit, requested_by=requested_by, automatic=automatic)
     return commit if moved else None

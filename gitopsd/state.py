@@ -45,10 +45,30 @@ CREATE TABLE IF NOT EXISTS env_status (
     commit_id TEXT NOT NULL,
     failures INTEGER NOT NULL,
     next_retry_at REAL,
-    stalled INTEGER NOT NULL DEFAULT 0,
+    stalled INTEGER NOT NULL DEFAULT 0,   -- 0 retrying, 1 stalled, 2 failed for good (its automatic rollback failed)
     reason TEXT,
     PRIMARY KEY (repo, env)
 );
+CREATE TABLE IF NOT EXISTS env_blocks (   -- a head the daemon's re-judging refused, while it is the head
+    repo TEXT NOT NULL,
+    env TEXT NOT NULL,
+    commit_id TEXT NOT NULL,
+    deployed_commit TEXT,                 -- what it was judged against
+    reason TEXT NOT NULL,
+    since REAL NOT NULL,
+    PRIMARY KEY (repo, env)
+);
+CREATE TABLE IF NOT EXISTS admissions (   -- commits an operator let past the promotion rule, and why
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    repo TEXT NOT NULL,
+    env TEXT NOT NULL,
+    commit_id TEXT NOT NULL,
+    kind TEXT NOT NULL,                   -- override (retry --force) | rollback (rollback --to)
+    actor TEXT NOT NULL,                  -- the Unix user who ran the command
+    reason TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS admissions_commit ON admissions (repo, env, commit_id);
 CREATE TABLE IF NOT EXISTS bad_trees (
     repo TEXT NOT NULL,
     env TEXT NOT NULL,
@@ -102,6 +122,31 @@ class FailureStatus:
     next_retry_at: float | None
     stalled: bool
     reason: str | None
+    failed: bool = False      # a person must act: the deployment failed and so did its automatic rollback
+
+
+@dataclass(frozen=True)
+class Block:
+    """The daemon refused the branch head `commit` (judged against `deployed_commit`), and why."""
+
+    commit: str
+    deployed_commit: str | None
+    reason: str
+    since: float
+
+
+@dataclass(frozen=True)
+class Admission:
+    """An operator let `commit` past the promotion rule in one environment (retry --force, rollback --to)."""
+
+    id: int
+    repo: str
+    env: str
+    commit: str
+    kind: str
+    actor: str
+    reason: str
+    created_at: float
 
 
 def iso(ts: float | None) -> str | None:
@@ -234,14 +279,12 @@ class Store:
                           " ORDER BY id DESC LIMIT 1", (repo, env))
         return self._deployment(rows[0]) if rows else None
 
-    def previous_good_tree(self, repo: str, env: str, current_tree: str) -> Deployment | None:
-        """The last successful deployment whose tree differs from `current_tree`: the rollback target."""
-        rows = self._rows("SELECT * FROM deployments WHERE repo = ? AND env = ? AND result = 'succeeded' AND tree != ?"
-                          " ORDER BY id DESC LIMIT 1", (repo, env, current_tree))
-        return self._deployment(rows[0]) if rows else None
-
     def tree_succeeded(self, repo: str, env: str, tree: str) -> bool:
         return bool(self._rows(gate.TREE_SUCCEEDED, (repo, env, tree)))
+
+    def successes(self, repo: str, env: str) -> list[tuple[str, str]]:
+        """(kind, tree) of the environment's last successful deployments, oldest first (as gate.Ledger)."""
+        return [(r["kind"], r["tree"]) for r in self._rows(gate.SUCCESSES, (repo, env, gate.SUCCESSES_LIMIT))][::-1]
 
     def save_gate(self, snapshot: gate.GateConfig) -> None:
         """Save the pre-receive hook's snapshot of the configuration (see gate.py)."""
@@ -272,12 +315,14 @@ class Store:
         if not rows:
             return None
         r = rows[0]
-        return FailureStatus(r["commit_id"], r["failures"], r["next_retry_at"], bool(r["stalled"]), r["reason"])
+        return FailureStatus(r["commit_id"], r["failures"], r["next_retry_at"], bool(r["stalled"]), r["reason"],
+                             failed=r["stalled"] == 2)
 
     def record_failure(self, repo: str, env: str, status: FailureStatus) -> None:
+        stalled = 2 if status.failed else int(status.stalled)
         self._write("INSERT OR REPLACE INTO env_status (repo, env, commit_id, failures, next_retry_at, stalled, reason)"
                     " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (repo, env, status.commit, status.failures, status.next_retry_at, int(status.stalled), status.reason))
+                    (repo, env, status.commit, status.failures, status.next_retry_at, stalled, status.reason))
 
     def clear_failure(self, repo: str, env: str) -> bool:
         return self._write("DELETE FROM env_status WHERE repo = ? AND env = ?", (repo, env)).rowcount > 0
@@ -292,3 +337,42 @@ class Store:
 
     def clear_bad_trees(self, repo: str, env: str) -> int:
         return self._write("DELETE FROM bad_trees WHERE repo = ? AND env = ?", (repo, env)).rowcount
+
+    # -- blocked heads and admissions ---------------------------------------------------------------
+    def block(self, repo: str, env: str, block: Block) -> None:
+        self._write("INSERT OR REPLACE INTO env_blocks (repo, env, commit_id, deployed_commit, reason, since)"
+                    " VALUES (?, ?, ?, ?, ?, ?)", (repo, env, block.commit, block.deployed_commit, block.reason, block.since))
+
+    def blocked(self, repo: str, env: str) -> Block | None:
+        try:
+            rows = self._rows("SELECT * FROM env_blocks WHERE repo = ? AND env = ?", (repo, env))
+        except sqlite3.OperationalError:   # a store written by an older daemon, read by `status`
+            return None
+        return Block(rows[0]["commit_id"], rows[0]["deployed_commit"], rows[0]["reason"], rows[0]["since"]) if rows else None
+
+    def clear_block(self, repo: str, env: str) -> bool:
+        return self._write("DELETE FROM env_blocks WHERE repo = ? AND env = ?", (repo, env)).rowcount > 0
+
+    def admit(self, *, repo: str, env: str, commit: str, kind: str, actor: str, reason: str, now: float) -> int:
+        assert kind in ("override", "rollback"), kind
+        cur = self._write("INSERT INTO admissions (repo, env, commit_id, kind, actor, reason, created_at)"
+                          " VALUES (?, ?, ?, ?, ?, ?, ?)", (repo, env, commit, kind, actor, reason, now))
+        return int(cur.lastrowid or 0)
+
+    def admission(self, repo: str, env: str, commit: str) -> Admission | None:
+        """The newest admission of `commit` in one environment, if an operator made one."""
+        found = self._admissions("WHERE repo = ? AND env = ? AND commit_id = ?", (repo, env, commit), 1)
+        return found[0] if found else None
+
+    def admissions(self, *, repo: str | None = None, env: str | None = None, limit: int = 20) -> list[Admission]:
+        """Admissions, newest first."""
+        where = " AND ".join(w for w, v in (("repo = ?", repo), ("env = ?", env)) if v)
+        return self._admissions(f"WHERE {where}" if where else "", tuple(v for v in (repo, env) if v), limit)
+
+    def _admissions(self, where: str, args: tuple[Any, ...], limit: int) -> list[Admission]:
+        try:
+            rows = self._rows(f"SELECT * FROM admissions {where} ORDER BY id DESC LIMIT ?", (*args, limit))
+        except sqlite3.OperationalError:   # a store written by an older daemon
+            return []
+        return [Admission(r["id"], r["repo"], r["env"], r["commit_id"], r["kind"], r["actor"], r["reason"],
+                          r["created_at"]) for r in rows]

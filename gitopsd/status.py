@@ -15,7 +15,7 @@ from .state import Deployment, Store, iso
 
 # The reconciler's decision, as `status` names it.
 STATES = {"busy": "deploying", "missing": "missing-branch", "in-sync": "in-sync", "stalled": "stalled",
-          "wait": "failed", "deploy": "out-of-sync"}
+          "wait": "failed", "failed": "failed", "blocked": "blocked", "deploy": "out-of-sync"}
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,13 @@ def environment_status(store: Store, repo: Repository, env: Environment, now: fl
     deployed = store.deployed(repo.name, env.name)
     last = store.last(repo.name, env.name)
     busy = last is not None and last.result == "running"
-    decision = decide_from_store(store, repo.name, env.name, desired, deployed, busy, now or time.time())
+    # The daemon's own verdict on this head, as it recorded it: it judges windows with what only it
+    # knows (which pushes announced the head), so status does not judge again.
+    block = store.blocked(repo.name, env.name)
+    blocked = (block.reason if block is not None and commit == block.commit
+               and block.deployed_commit == (deployed.commit if deployed else None) else None)
+    decision = decide_from_store(store, repo.name, env.name, desired, deployed, busy, now or time.time(),
+                                 blocked_reason=blocked)
     state, reason, retry_at = STATES[decision.action], decision.reason, decision.retry_at
     if decision.action == "missing":
         reason = f"branch {env.branch} does not exist or points at a missing commit"

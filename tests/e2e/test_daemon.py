@@ -1,7 +1,12 @@
 """The daemon as a real process: real pushes through real hooks, real ansible-playbook runs."""
 from __future__ import annotations
 
+import json
+import os
+import shutil
 import signal
+import subprocess
+import sys
 import time
 
 import psutil
@@ -278,3 +283,50 @@ def test_commit_messages_with_shell_or_jinja_syntax_never_execute(sandbox):
         daemon.wait_state("qa", "in-sync", sandbox.head("qa"))
         assert sandbox.history("qa")[0]["kind"] == "rollback"
     assert not canary.exists()
+
+
+def _read_only(path) -> bool:
+    """Make a folder tree unwritable even for root (which ignores modes): the immutable attribute."""
+    if os.geteuid() != 0:
+        return subprocess.run(["chmod", "-R", "a-w", str(path)], check=False).returncode == 0
+    return bool(shutil.which("chattr")) and subprocess.run(["chattr", "-R", "+i", str(path)], capture_output=True,
+                                                           check=False).returncode == 0
+
+
+def _writable(path) -> None:
+    subprocess.run(["chattr", "-R", "-i", str(path)] if os.geteuid() == 0 else ["chmod", "-R", "u+w", str(path)],
+                   check=False)
+
+
+def test_a_failed_automatic_rollback_is_logged_notified_and_shown_as_failed(short_tmp):
+    events = short_tmp / "events.jsonl"
+    notifier = [sys.executable, "-c", f"import sys; open({str(events)!r}, 'a').write(sys.stdin.read() + '\\n')"]
+    sandbox = Sandbox(short_tmp, {"production": ["p-1"]},
+                      env_options={"production": {"auto_rollback": True, "notify": {"command": notifier}}})
+    with Daemon(sandbox) as daemon:
+        daemon.wait_state("production", "in-sync", sandbox.head("production"))
+        sandbox.write("FAIL", "yes")
+        bad = sandbox.commit("broken release")
+        sandbox.push("main")
+        # The repository's objects become read-only for the daemon; then production moves to the broken
+        # release (by update-ref: a push needs to write objects too).
+        if not _read_only(sandbox.repo / "objects"):
+            pytest.skip("cannot make the repository read-only here (chattr +i needs an ext4-like file system)")
+        try:
+            git(sandbox.root, "--git-dir", str(sandbox.repo), "update-ref", "refs/heads/production", bad)
+            row = daemon.wait_state("production", "failed", bad)
+            assert row["reason"].startswith(f"automatic rollback failed: cannot write the revert to {sandbox.repo}: "
+                                            "git commit-tree")
+            assert "not permitted" in row["reason"] or "permission" in row["reason"]
+            daemon.wait_for(lambda: events.exists() and "rollback-failed" in events.read_text(), 20, "notification")
+            failed = next(d for d in sandbox.history("production") if d["commit"] == bad)
+            assert f"[shop/production {bad[:7]} #{failed['id']}] deployment failed" in daemon.log()
+            assert f"and {row['reason']}" in daemon.log()
+            assert sandbox.head("production") == bad
+            time.sleep(2)
+            assert sandbox.status()["production"]["state"] == "failed"   # a person must act: nothing retries
+            assert len([d for d in sandbox.history("production") if d["commit"] == bad]) == 1
+        finally:
+            _writable(sandbox.repo / "objects")
+    [event] = [json.loads(line) for line in events.read_text().splitlines() if '"rollback-failed"' in line]
+    assert event["deployment"] == failed["id"] and event["commit"] == bad and event["reason"] == row["reason"]

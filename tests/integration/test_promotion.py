@@ -2,14 +2,21 @@
 deployments must have happened): exact `remote:` output and exit codes."""
 from __future__ import annotations
 
+import os
+import pwd
+import shutil
+import signal
 import subprocess
+import sys
 import threading
 import time
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 import yaml
 
+from gitopsd.state import Store
 from tests.support import Daemon, Sandbox, git
 
 CHAIN = {"qa": ["qa-1"], "staging": ["staging-1"], "production": ["production-1"]}
@@ -266,3 +273,137 @@ def test_a_closed_window_refuses_promotions_but_not_rollbacks_and_an_allowed_ide
                         "override recorded")
     out = sandbox.cli("history", "qa").stdout
     assert "emergency override by alice: customer outage" in out
+
+
+def _forward_commit(sandbox: Sandbox, branch: str, tree_of: str, message: str) -> str:
+    """A commit on top of `branch` with the tree of `tree_of`, made in the bare repository (no push, no hook)."""
+    return git(sandbox.root, "--git-dir", str(sandbox.repo), "commit-tree", f"{tree_of}^{{tree}}", "-p",
+               f"refs/heads/{branch}", "-m", message).stdout.strip()
+
+
+def _as_nobody(sandbox: Sandbox, *args: str) -> subprocess.CompletedProcess[str]:
+    """`gitopsd ARGS` as the Unix user nobody: another identity than the test's."""
+    for path in (sandbox.root, sandbox.config):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    return subprocess.run(["setpriv", "--reuid", "nobody", "--regid", "nogroup", "--clear-groups", sys.executable,
+                           "-m", "gitopsd", *args, "--config", str(sandbox.config)], capture_output=True, text=True,
+                          env=sandbox.environ(HOME="/tmp"), cwd=Path(__file__).resolve().parents[2], check=False)
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="another identity needs root and setpriv")
+def test_a_head_moved_past_the_hook_is_blocked_until_an_allowed_identity_forces_it(sandbox):
+    sandbox.env_options["production"] = {"override_by": [pwd.getpwuid(os.getuid()).pw_name]}
+    sandbox.write_config()
+    with Daemon(sandbox) as daemon:
+        for env in CHAIN:
+            daemon.wait_state(env, "in-sync", sandbox.head(env))
+        sandbox.write("a.txt", "never in staging")
+        v2 = sandbox.commit("v2")
+        sandbox.push("main")
+        # The git user moves production by hand: no hook runs.
+        sneaky = _forward_commit(sandbox, "production", v2, "straight to production")
+        git(sandbox.root, "--git-dir", str(sandbox.repo), "update-ref", "refs/heads/production", sneaky)
+        row = daemon.wait_state("production", "blocked", sneaky)
+        assert row["reason"] == (f"production only takes trees that were deployed and verified in staging: commit "
+                                 f"{sneaky[:7]} has tree {sandbox.tree(v2)[:7]}, which was never deployed successfully "
+                                 "to staging. A merge made by hand gets a new tree when the branches differ (after a "
+                                 "revert, for example).")
+        assert f"shop/production: {row['reason']}" in sandbox.cli("status").stdout
+        time.sleep(2)   # looks come and go: still nothing runs, and it was said once
+        assert not [d for d in sandbox.history("production") if d["commit"] == sneaky]
+        assert daemon.log().count(f"blocked {sneaky[:7]}:") == 1
+        refused = _as_nobody(sandbox, "retry", "production", "--force")
+        assert refused.returncode == 1 and refused.stdout == ""
+        assert refused.stderr.splitlines() == [
+            f"gitopsd: error: nobody may not force a head past the promotion rule in production; only "
+            f"{pwd.getpwuid(os.getuid()).pw_name} may (override_by in {sandbox.config})"]
+        out = sandbox.cli("retry", "production", "--force", "--reason", "customer outage").stdout
+        assert f"{sneaky[:7]} admitted past the promotion rule by" in out
+        daemon.wait_state("production", "in-sync", sneaky)
+    last = sandbox.history("production")[0]
+    assert (last["commit"], last["kind"], last["result"], last["trigger"]) == (sneaky, "deploy", "succeeded", "retry")
+    assert last["reason"].startswith("retry --force: customer outage (it was blocked: production only takes trees")
+    history = sandbox.cli("history", "production").stdout
+    assert f"shop/production {sneaky[:7]} (override) by root" in history and "customer outage" in history
+
+
+def test_reverting_a_rollback_during_a_freeze_is_no_rollback_for_the_hook_nor_for_the_daemon(sandbox):
+    with Daemon(sandbox) as daemon:
+        daemon.wait_state("qa", "in-sync", sandbox.head("qa"))
+        sandbox.write("a.txt", "T2, the bad release")
+        sandbox.commit("T2")
+        sandbox.push("main", "main:qa")
+        daemon.wait_state("qa", "in-sync", sandbox.head("qa"))
+        sandbox.cli("rollback", "qa")                                # back to T1
+        rolled_back = sandbox.head("qa")
+        daemon.wait_state("qa", "in-sync", rolled_back)
+        start = datetime.now(timezone.utc) - timedelta(minutes=1)
+        _window_config(sandbox, "qa", [{"name": "release freeze", "deny": f"{start.minute} {start.hour} * * *",
+                                        "duration": "2h", "timezone": "UTC"}], [])
+        daemon.proc.send_signal(signal.SIGHUP)                    # the daemon judges with the freeze too
+        daemon.wait_for(lambda: "configuration reloaded" in daemon.log(), 30, "reload")
+        git(sandbox.work, "fetch", "-q", "origin")
+        git(sandbox.work, "checkout", "-q", "-b", "qa", "origin/qa")
+        git(sandbox.work, "revert", "--no-edit", "HEAD")          # the revert of the rollback: tree T2 again
+        proc = sandbox.push("qa:qa", check=False)
+        assert proc.returncode == 1
+        text = remote_text(proc)
+        assert "rule: promotions to qa are closed now: the deploy window is closed: inside 'release freeze'" in text
+        assert "ran in qa earlier, but only the tree before the current one is a rollback" in text
+        assert sandbox.head("qa") == rolled_back
+        # Past the hook, the daemon refuses it the same way.
+        again = git(sandbox.work, "rev-parse", "HEAD").stdout.strip()
+        git(sandbox.work, "push", "-q", "origin", "HEAD:refs/heads/sneaky")      # the objects, on a feature branch
+        git(sandbox.root, "--git-dir", str(sandbox.repo), "update-ref", "refs/heads/qa", again)
+        row = daemon.wait_state("qa", "blocked", again)
+        assert row["reason"].startswith("promotions to qa are closed now: the deploy window is closed: inside")
+        assert not [d for d in sandbox.history("qa") if d["commit"] == again]
+
+
+def test_a_promotion_after_a_rollback_is_recorded_as_a_deploy(sandbox):
+    with Daemon(sandbox) as daemon:
+        for env in ("qa", "staging"):
+            daemon.wait_state(env, "in-sync", sandbox.head(env))
+        sandbox.write("a.txt", "T2")
+        sandbox.commit("T2")
+        sandbox.push("main", "main:qa")
+        daemon.wait_state("qa", "in-sync", sandbox.head("qa"))
+        sandbox.cli("promote", "qa", "staging")
+        daemon.wait_state("staging", "in-sync", sandbox.head("staging"))
+        sandbox.cli("rollback", "staging")
+        daemon.wait_state("staging", "in-sync", sandbox.head("staging"))
+        sandbox.cli("promote", "qa", "staging")                    # T2 again, as qa runs it: a promotion
+        daemon.wait_state("staging", "in-sync", sandbox.head("staging"))
+    assert [d["kind"] for d in sandbox.history("staging")[:3]] == ["deploy", "rollback", "deploy"]
+
+
+def test_rollback_to_an_earlier_deployment_is_admitted_and_recorded_and_bad_ids_are_refused(sandbox):
+    with Daemon(sandbox) as daemon:
+        daemon.wait_state("qa", "in-sync", sandbox.head("qa"))
+        first = sandbox.history("qa")[0]
+        for n in (2, 3):
+            sandbox.write("a.txt", f"T{n}")
+            sandbox.commit(f"T{n}")
+            sandbox.push("main", "main:qa")
+            daemon.wait_state("qa", "in-sync", sandbox.head("qa"))
+        other = next(d for d in sandbox.history() if d["env"] != "qa")
+        refused = sandbox.cli("rollback", "qa", "--to", str(other["id"]), check=False)
+        assert refused.returncode == 1 and refused.stderr.splitlines() == [
+            f"gitopsd: error: deployment #{other['id']} is not a deployment of shop/qa; "
+            "pick one from `gitopsd history qa --repo shop`"]
+        store = Store(sandbox.state / "state.db")
+        failed = store.begin(repo="shop", env="qa", commit=first["commit"], tree=first["tree"], previous_commit=None,
+                             kind="deploy", trigger="test", actor="test", now=time.time())
+        store.finish(failed, "failed", now=time.time())
+        store.close()
+        refused = sandbox.cli("rollback", "qa", "--to", str(failed), check=False)
+        assert refused.returncode == 1 and refused.stderr.splitlines() == [
+            f"gitopsd: error: deployment #{failed} failed: only a tree that ran successfully is a rollback target; "
+            "pick a succeeded one from `gitopsd history qa --repo shop`"]
+        out = sandbox.cli("rollback", "qa", "--to", str(first["id"])).stdout
+        assert f"whose tree is the one deployment #{first['id']}" in out
+        daemon.wait_state("qa", "in-sync", sandbox.head("qa"))
+    assert sandbox.tree(sandbox.head("qa")) == first["tree"]
+    last = sandbox.history("qa")[0]
+    assert (last["kind"], last["result"], last["trigger"]) == ("rollback", "succeeded", "rollback")
+    assert f"(rollback) by root" in sandbox.cli("history", "qa").stdout

@@ -1,6 +1,7 @@
-"""The reconciler core with fakes behind its ports: a fake Git, a fake playbook runner, an injected clock.
+"""The reconciler core with fakes behind its ports: a fake Git, a fake playbook runner, a fake judge, an injected clock.
 
-Real: the SQLite store (in a temp folder). Fake: Git heads and exports, Ansible outcomes, time.
+Real: the SQLite store (in a temp folder), `policy.rollback_trees`. Fake: Git heads and exports, Ansible
+outcomes, the rest of the promotion rule, time.
 """
 from __future__ import annotations
 
@@ -11,13 +12,16 @@ from pathlib import Path
 
 import pytest
 
+from gitopsd import reconciler as reconciler_mod
 from gitopsd.config import Config, Environment, Repository
 from gitopsd.decision import Head, decide
 from gitopsd.execute import Toolbox
+from gitopsd.gitcli import GitError
 from gitopsd.gitrepo import ExportError
-from gitopsd.reconciler import Look, Reconciler, backoff
+from gitopsd.policy import Verdict, refuse, rollback_trees
+from gitopsd.reconciler import Cause, Look, Reconciler, backoff
 from gitopsd.runner import PlaybookRun, RunOutcome
-from gitopsd.state import Store
+from gitopsd.state import Deployment, FailureStatus, Store
 
 
 @dataclass
@@ -49,6 +53,24 @@ class FakeRunner:
         return RunOutcome(True, "successful", 0, "succeeded on 1 host", {"qa-1": "ok"})
 
 
+@dataclass
+class FakeJudge:
+    """The promotion rule with its Git half faked: `refused` commits fail; a move to the rollback target is a rollback."""
+
+    store: Store
+    refused: dict[str, str] = field(default_factory=dict)
+    calls: list[tuple[str, bool]] = field(default_factory=list)
+
+    def __call__(self, repo, env, desired: Head, deployed, check_windows: bool) -> Verdict:
+        self.calls.append((desired.commit, check_windows))
+        if desired.commit in self.refused:
+            return refuse(self.refused[desired.commit], [f"commit {desired.commit[:7]} is not acceptable."], [])
+        current, target = rollback_trees(self.store.successes(repo.name, env.name))
+        if desired.tree in (current, target):
+            return Verdict(True, "rollback", "rollback")
+        return Verdict(True, "promotion", "promotion")
+
+
 class Clock:
     def __init__(self) -> None:
         self.now = 1_000_000.0
@@ -72,7 +94,7 @@ def world(tmp_path):
     scheduled: list[tuple[Look, float]] = []
     reconciler = Reconciler(config, store, git, Toolbox(run_playbook=runner), submit=lambda job: job(),
                             schedule=lambda look, at: scheduled.append((look, at)), clock=clock,
-                            rng=random.Random(7))
+                            rng=random.Random(7), judge=FakeJudge(store))
     reconciler.auto_rollback_calls = []  # type: ignore[attr-defined]
     return reconciler, store, git, runner, clock, scheduled
 
@@ -164,3 +186,159 @@ def test_backoff_is_capped_and_jittered():
 def test_decide_is_busy_while_a_deployment_runs_and_missing_without_a_branch():
     assert decide(None, None, None, None, None, False, False, 0).action == "missing"
     assert decide(head(1), None, None, None, None, False, True, 0).action == "busy"
+
+
+def _deployment(n: int, commit: Head, kind: str = "deploy", result: str = "succeeded") -> Deployment:
+    return Deployment(n, "shop", "qa", commit.commit, commit.tree, None, kind, result, "test", "t", None, None,
+                      0.0, 1.0, 1, None, {})
+
+
+def test_decide_blocks_a_refused_head_before_any_stall_or_retry_and_names_the_rule():
+    deployed = _deployment(1, head(1))
+    stalled = FailureStatus(head(2).commit, 3, None, True, "failed three times")
+    decision = decide(head(2), deployed, deployed, stalled, "it failed", False, False, 0,
+                      blocked_reason="production only takes trees verified in staging")
+    assert (decision.action, decision.reason) == ("blocked", "production only takes trees verified in staging")
+    assert decide(head(1), deployed, deployed, None, None, False, False, 0, blocked_reason="x").action == "in-sync"
+
+
+def test_decide_takes_the_kind_from_the_verdict_not_from_a_tree_that_once_ran():
+    deployed = _deployment(2, head(2))
+    assert decide(head(3, tree=1), deployed, deployed, None, None, False, False, 0).kind == "deploy"
+    assert decide(head(3, tree=1), deployed, deployed, None, None, True, False, 0).kind == "rollback"
+    assert decide(head(3, tree=2), deployed, deployed, None, None, False, False, 0).kind == "reapply"
+    failed = _deployment(3, head(4), result="failed")
+    assert decide(head(5, tree=2), deployed, failed, None, None, False, False, 0).kind == "rollback"
+
+
+def test_decide_says_failed_when_the_automatic_rollback_failed():
+    deployed = _deployment(1, head(1))
+    failure = FailureStatus(head(2).commit, 1, None, True, "automatic rollback failed: read-only", failed=True)
+    decision = decide(head(2), deployed, deployed, failure, "deployment #2 failed", False, False, 0)
+    assert (decision.action, decision.reason) == ("failed", "automatic rollback failed: read-only")
+
+
+@pytest.fixture
+def notes(monkeypatch):
+    sent: list[dict] = []
+    monkeypatch.setattr(reconciler_mod, "notify", lambda target, event: sent.append(event))
+    return sent
+
+
+def test_a_refused_head_is_blocked_once_per_commit_and_deploys_when_the_rule_is_met(world, notes, caplog):
+    reconciler, store, git, runner, *_ = world
+    git.heads["qa"] = head(1)
+    look(reconciler)
+    git.heads["qa"] = head(2)
+    reconciler.judge.refused[head(2).commit] = "qa only takes trees from main"
+    for _ in range(3):   # every sweep looks again: one log line, one notification
+        look(reconciler)
+    assert len(runner.runs) == 1 and store.deployed("shop", "qa").commit == head(1).commit
+    block = store.blocked("shop", "qa")
+    assert block.commit == head(2).commit
+    assert block.reason == f"qa only takes trees from main: commit {head(2).commit[:7]} is not acceptable."
+    assert [e["event"] for e in notes] == ["blocked"] and notes[0]["commit"] == head(2).commit
+    assert len([r for r in caplog.records if r.getMessage().startswith("blocked")]) == 1
+    assert len(reconciler.judge.calls) == 4, "a refused head is judged again on every look"
+    del reconciler.judge.refused[head(2).commit]      # e.g. the source environment deployed that tree meanwhile
+    look(reconciler)
+    assert store.deployed("shop", "qa").commit == head(2).commit and store.blocked("shop", "qa") is None
+    look(reconciler)
+    calls = len(reconciler.judge.calls)
+    git.heads["qa"] = head(3)
+    look(reconciler)
+    look(reconciler)
+    assert len(reconciler.judge.calls) == calls + 1, "an accepted verdict is remembered"
+
+
+def test_an_admitted_head_is_deployed_past_a_refusal_and_recorded_as_the_admission_says(world, notes):
+    reconciler, store, git, runner, clock, _ = world
+    git.heads["qa"] = head(1)
+    look(reconciler)
+    git.heads["qa"] = head(2)
+    reconciler.judge.refused[head(2).commit] = "qa only takes trees from main"
+    look(reconciler)
+    assert store.blocked("shop", "qa") is not None
+    store.admit(repo="shop", env="qa", commit=head(2).commit, kind="override", actor="alice",
+                reason="retry --force: hotfix", now=clock.now)
+    look(reconciler)
+    last = store.last("shop", "qa")
+    assert (last.commit, last.kind, last.result, last.actor, last.reason) == (
+        head(2).commit, "deploy", "succeeded", "alice", "retry --force: hotfix")
+    assert store.blocked("shop", "qa") is None
+
+
+def test_deploy_windows_are_left_to_the_hook_only_for_heads_a_push_announced(world):
+    reconciler, store, git, *_ = world
+    git.heads["qa"] = head(1)
+    look(reconciler)                                            # nobody announced it: windows judged here
+    reconciler.remember_cause("shop", head(2).commit, Cause("alice", "push"))
+    git.heads["qa"] = head(2)
+    look(reconciler)
+    reconciler.remember_cause("shop", head(3).commit, Cause("bob", "retry"))
+    git.heads["qa"] = head(3)
+    look(reconciler)
+    assert reconciler.judge.calls == [(head(1).commit, True), (head(2).commit, False), (head(3).commit, True)]
+
+
+def test_a_move_back_to_a_tree_that_ran_long_ago_is_a_deploy_not_a_rollback(world):
+    reconciler, store, git, runner, *_ = world
+    for n, tree in ((1, 1), (2, 2), (3, 1), (4, 2)):   # T1, T2, rollback to T1, then T2 again
+        git.heads["qa"] = head(n, tree=tree)
+        look(reconciler)
+    assert [r.extravars["gitopsd_kind"] for r in runner.runs] == ["deploy", "deploy", "rollback", "deploy"]
+
+
+@pytest.fixture
+def auto_rollback(world):
+    reconciler, store, git, runner, *_ = world
+    env = reconciler.config.repositories[0].environments[0]
+    from dataclasses import replace
+    repo = replace(reconciler.config.repositories[0], environments=(replace(env, auto_rollback=True),))
+    reconciler.config = replace(reconciler.config, repositories=(repo,))
+    git.heads["qa"] = head(1)
+    look(reconciler)
+    git.heads["qa"] = head(2)
+    runner.failing.add(head(2).commit)
+    return world
+
+
+def test_a_failed_automatic_rollback_marks_the_environment_failed_says_why_and_notifies(auto_rollback, notes, caplog,
+                                                                                        monkeypatch):
+    reconciler, store, *_ = auto_rollback
+
+    def unwritable(*args, **kwargs):
+        raise GitError("git commit-tree: error: insufficient permission for adding an object to repository database "
+                       "./objects\nfatal: Unable to add (null) to database")
+    monkeypatch.setattr(reconciler_mod, "make_revert", unwritable)
+    look(reconciler)
+    failure = store.failure("shop", "qa")
+    repo_path = reconciler.config.repositories[0].path
+    assert failure.failed and failure.reason == (
+        f"automatic rollback failed: cannot write the revert to {repo_path}: git commit-tree: error: insufficient "
+        "permission for adding an object to repository database ./objects")
+    assert [e["event"] for e in notes] == ["deploy-failed", "rollback-failed"]
+    assert notes[1]["reason"] == failure.reason and notes[1]["deployment"] == store.last("shop", "qa").id
+    [line] = [r for r in caplog.records if "automatic rollback failed" in r.getMessage()]
+    assert (line.repo, line.env, line.commit, line.deployment) == ("shop", "qa", head(2).commit[:7], store.last("shop", "qa").id)
+    decision = reconciler._look_at(reconciler.config.repositories[0], reconciler.config.repositories[0].environments[0], "t")
+    assert (decision.action, decision.reason) == ("failed", failure.reason)
+    assert reconciler.running() == {}
+
+
+def test_a_lost_race_for_the_automatic_rollback_is_said_too(auto_rollback, notes, monkeypatch):
+    reconciler, store, *_ = auto_rollback
+    monkeypatch.setattr(reconciler_mod, "make_revert", lambda *a, **k: None)
+    look(reconciler)
+    assert "qa moved away from" in store.failure("shop", "qa").reason
+    assert notes[-1]["event"] == "rollback-failed"
+
+
+def test_an_unexpected_error_on_a_worker_is_logged_with_the_deployments_context(world, caplog, monkeypatch):
+    reconciler, store, git, *_ = world
+    monkeypatch.setattr(reconciler, "_record", lambda *a, **k: 1 / 0)
+    git.heads["qa"] = head(1)
+    look(reconciler)
+    [line] = [r for r in caplog.records if r.getMessage() == "deployment worker failed"]
+    assert (line.repo, line.env, line.deployment) == ("shop", "qa", store.last("shop", "qa").id)
+    assert "ZeroDivisionError" in caplog.text and reconciler.running() == {}
