@@ -5,6 +5,8 @@
 (b) one deployment through gitopsd (push returning -> deployment recorded as succeeded) vs the
     same ansible-playbook command run by hand, interleaved, as a ratio of medians (target <= 1.10).
 (c) the idle daemon watching 3 repositories x 3 environments: RSS and CPU over 60 s.
+(f) scale: N repositories x 3 environments (--scale 3,30,100): start -> READY, start -> every
+    environment deployed, idle RSS, inotify use, and push -> playbook-start latency at that size.
 """
 from __future__ import annotations
 
@@ -252,6 +254,90 @@ def bench_rollback(root: Path, rounds: int) -> dict:
     return {"rounds": rounds, "deploy_s": deploy, "rollback_s": rollback, "ratio": rollback / deploy}
 
 
+ENVS = ("qa", "staging", "production")
+
+
+def inotify_use(pid: int) -> tuple[int, int]:
+    """(inotify instances, watches) a process holds, from /proc."""
+    instances = watches = 0
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            if os.readlink(fd) != "anon_inode:inotify":
+                continue
+            info = Path(f"/proc/{pid}/fdinfo/{fd.name}").read_text()
+        except OSError:
+            continue
+        instances += 1
+        watches += sum(line.startswith("inotify wd:") for line in info.splitlines())
+    return instances, watches
+
+
+def settled(sandbox: Sandbox) -> tuple[int, int]:
+    """(environments deployed successfully, environments whose last deployment failed), from the store."""
+    import sqlite3
+    db = sandbox.state / "state.db"
+    if not db.exists():
+        return 0, 0
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        rows = conn.execute("SELECT result FROM deployments d WHERE id = (SELECT MAX(id) FROM deployments "
+                            "WHERE repo = d.repo AND env = d.env)").fetchall()
+    return sum(r == "succeeded" for (r,) in rows), sum(r not in ("succeeded", "running") for (r,) in rows)
+
+
+def bench_scale(root: Path, repositories: int, pushes: int, timeout: float) -> dict:
+    """The daemon with `repositories` x 3 environments: start, converge, idle, then pushes to one repository."""
+    import yaml
+
+    from tests.e2e.test_service import NotifySocket
+    sandbox = Sandbox(root, {env: [f"{env}-1"] for env in ENVS}, sweep_interval=60,
+                      env_options={env: {"promote_from": "main"} for env in ENVS[1:]})
+    data = yaml.safe_load(sandbox.config.read_text())
+    [shop] = data["repositories"]
+    for i in range(1, repositories):   # copies of the sandbox's repository: same branches, no hook (never pushed to)
+        path = root / f"r{i:03}.git"
+        run(["git", "clone", "--quiet", "--bare", str(sandbox.repo), str(path)])
+        data["repositories"].append({**shop, "name": f"r{i:03}", "path": str(path)})
+    sandbox.config.write_text(yaml.safe_dump(data, sort_keys=False))
+    envs = repositories * len(ENVS)
+    notify = NotifySocket(root / "notify.sock")
+    t0 = time.monotonic()
+    with Daemon(sandbox, NOTIFY_SOCKET=str(notify.path)) as daemon:
+        ready = notify.wait("READY=1", timeout) - t0
+        while True:
+            ok, failed = settled(sandbox)
+            if ok + failed >= envs or time.monotonic() - t0 > timeout:
+                break
+            if daemon.proc.poll() is not None:
+                raise RuntimeError(f"the daemon exited:\n{daemon.log()[-3000:]}")
+            time.sleep(0.2)
+        converged = time.monotonic() - t0
+        if ok < envs:
+            raise RuntimeError(f"{ok} of {envs} environments deployed ({failed} failed) after {converged:.0f} s; "
+                               f"log in {daemon.log_path}")
+        proc = psutil.Process(daemon.proc.pid)
+        time.sleep(3)   # let the last deployments' threads and buffers go
+        samples = []
+        for _ in range(5):
+            samples.append(proc.memory_info().rss)
+            time.sleep(0.2)
+        rss = max(samples)
+        instances, watches = inotify_use(daemon.proc.pid)
+        latencies = []
+        for i in range(pushes):
+            sandbox.write("app.txt", f"v{i}")
+            commit = sandbox.commit(f"v{i}")
+            sandbox.push("main", "main:qa")
+            latencies.append(playbook_started_after(time.monotonic()))
+            while not deployed(sandbox, commit):
+                time.sleep(0.01)
+        unwatched = [line for line in daemon.log().splitlines() if "are not watched" in line]
+    return {"repositories": repositories, "environments": envs, "ready_s": ready, "converged_s": converged,
+            "idle_rss_mb": rss / 2**20, "inotify_instances": instances, "inotify_watches": watches,
+            "unwatched_log_lines": len(unwatched), "pushes": pushes,
+            "push_to_playbook_p50_ms": statistics.median(latencies) * 1000,
+            "push_to_playbook_p95_ms": percentile(latencies, 95) * 1000}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pushes", type=int, default=20)
@@ -260,7 +346,10 @@ def main() -> int:
     parser.add_argument("--hook-pushes", type=int, default=30)
     parser.add_argument("--history", type=int, default=20_000, help="commits in the hook benchmark's repository")
     parser.add_argument("--rollback-rounds", type=int, default=3)
-    parser.add_argument("--only", choices=("latency", "overhead", "idle", "hooks", "rollback"))
+    parser.add_argument("--scale", default="3,30", help="repository counts for the scale section, comma-separated")
+    parser.add_argument("--scale-pushes", type=int, default=10)
+    parser.add_argument("--scale-timeout", type=float, default=1800, help="seconds to wait for convergence")
+    parser.add_argument("--only", choices=("latency", "overhead", "idle", "hooks", "rollback", "scale"))
     args = parser.parse_args()
     results = {}
     with tempfile.TemporaryDirectory(prefix="gb-", dir="/tmp") as tmp:
@@ -291,6 +380,15 @@ def main() -> int:
             results["rollback"] = r = bench_rollback(root / "rb", args.rollback_rounds)
             print(f"(e) sample app on 4 hosts, median of {r['rounds']}: new release {r['deploy_s']:.2f} s, rollback "
                   f"{r['rollback_s']:.2f} s, ratio {r['ratio']:.2f} (target <= 1.0)", flush=True)
+        if args.only in (None, "scale"):
+            for n in (int(part) for part in args.scale.split(",")):
+                results[f"scale {n}"] = r = bench_scale(root / f"scale-{n}", n, args.scale_pushes, args.scale_timeout)
+                print(f"(f) {n} repositories x 3 environments: READY after {r['ready_s']:.1f} s, all {r['environments']} "
+                      f"deployed after {r['converged_s']:.0f} s, idle RSS {r['idle_rss_mb']:.0f} MiB, "
+                      f"{r['inotify_instances']} inotify instance / {r['inotify_watches']} watches; push -> playbook "
+                      f"start over {r['pushes']} pushes: p50 {r['push_to_playbook_p50_ms']:.0f} ms, "
+                      f"p95 {r['push_to_playbook_p95_ms']:.0f} ms", flush=True)
+                print(json.dumps(r), flush=True)
     out = Path(__file__).resolve().parent / "results"
     out.mkdir(exist_ok=True)
     (out / "latest.json").write_text(json.dumps(results, indent=2))
