@@ -14,10 +14,13 @@ SAMPLE_PARTS = ("app", "playbooks", "environments")
 
 
 def sample_root() -> Path:
-    root = Path(__file__).resolve().parent.parent
-    if not all((root / part).is_dir() for part in SAMPLE_PARTS):
-        raise FileNotFoundError(f"the sample content ({', '.join(SAMPLE_PARTS)}) was not found in {root}")
-    return root
+    """The folder holding the sample: shipped in the package (gitopsd/data/sample), or the checkout itself."""
+    package = Path(__file__).resolve().parent
+    for root in (package / "data" / "sample", package.parent):
+        if all((root / part).is_dir() for part in SAMPLE_PARTS):
+            return root
+    raise FileNotFoundError(f"the sample content ({', '.join(SAMPLE_PARTS)}) was not found in "
+                            f"{package / 'data' / 'sample'}: reinstall gitopsd")
 
 
 def seed_main(repo: Path, source: Path, message: str = "Sample app and Ansible content from gitopsd") -> str:

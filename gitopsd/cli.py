@@ -130,19 +130,30 @@ def cmd_init(args: argparse.Namespace) -> int:
 def cmd_install_service(args: argparse.Namespace) -> int:
     from . import service
     root = Path(args.root).resolve()
-    steps = service.plan(args.user, Path(args.config), root)
-    if args.dry_run:
-        print("would do:")
-        for step in steps:
-            print(f"  {step.what}" + (f"\n    $ {' '.join(step.argv)}" if step.argv else ""))
-    else:
-        if os.geteuid() != 0 and root == Path("/"):
-            raise Fail("install-service needs root (it creates a system user and writes /etc/systemd/system)")
-        service.apply(steps)
-        for step in steps:
-            print(f"done: {step.what}")
+    try:
+        plan = service.plan(args.user, Path(args.config), root)
+        if args.dry_run:
+            print("would do:")
+            for step in plan.steps:
+                print(f"  {step.what}" + (f"\n    $ {' '.join(step.argv)}" if step.argv else ""))
+            if plan.first:
+                print("first:")
+                for line in plan.first:
+                    print(f"  {line}")
+        else:
+            if plan.first:
+                raise Fail("; ".join(plan.first) + " (nothing was changed)")
+            if os.geteuid() != 0 and root == Path("/"):
+                raise Fail("install-service needs root (it creates a system user and writes /etc/systemd/system)")
+            service.apply(plan.steps, root)
+            for step in plan.steps:
+                print(f"done: {step.what}")
+    except service.InstallError as exc:
+        raise Fail(str(exc)) from exc
+    for warning in plan.warnings:
+        print(f"gitopsd: warning: {warning}", file=sys.stderr)
     print("then:")
-    for line in service.next_commands(args.user):
+    for line in service.next_commands(args.user, plan.config, again=bool(plan.first)):
         print(f"  {line}")
     return 0
 
@@ -428,8 +439,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
 
     p = add("install-service", "install gitopsd as a systemd service",
-            "Write the hardened systemd unit with the real path of this gitopsd, create the service user and\n"
-            "group, and a starter config if there is none; then print the systemctl commands to enable it.",
+            "Write the hardened systemd unit with the real path of this gitopsd and the configured repositories\n"
+            "as its writable folders, create the service user and group, let that group read the config file;\n"
+            "then print the systemctl commands to enable it. Run it after `gitopsd init` (the config must\n"
+            "exist and be valid), and again after adding a repository.",
             cmd_install_service)
     p.add_argument("--user", default="gitopsd", help="service user and group (default: gitopsd)")
     p.add_argument("--root", default="/", metavar="DIR", help="install into another root folder (default: /)")

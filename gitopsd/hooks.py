@@ -22,11 +22,13 @@ SHIM_MARK = "gitopsd hook shim"
 # -- installing the shims ----------------------------------------------------------------------------
 
 def shim_source() -> Path:
-    """The static hook shims shipped in the project's hooks/ folder."""
-    for candidate in (Path(__file__).resolve().parent.parent / "hooks", Path(sys.prefix) / "share" / "gitopsd" / "hooks"):
+    """The static hook shims: shipped in the package (gitopsd/data/hooks), or the checkout's hooks/ folder."""
+    package = Path(__file__).resolve().parent
+    for candidate in (package / "data" / "hooks", package.parent / "hooks"):
         if (candidate / "pre-receive").is_file():
             return candidate
-    raise FileNotFoundError("the gitopsd hook shims (hooks/pre-receive) were not found next to the package")
+    raise FileNotFoundError(f"the gitopsd hook shim pre-receive was not found in {package / 'data' / 'hooks'}: "
+                            "reinstall gitopsd")
 
 
 def gitopsd_executable() -> str:

@@ -69,12 +69,14 @@ def test_install_service_into_a_temporary_root(tmp_path):
     for name in ("passwd", "group", "shadow", "gshadow"):
         if Path("/etc", name).exists():
             shutil.copy(Path("/etc", name), tmp_path / "etc" / name)
+    # install-service runs after `gitopsd init`, which writes the config (it writes none itself).
+    (tmp_path / "etc/gitopsd").mkdir()
+    (tmp_path / "etc/gitopsd/gitopsd.yml").write_text("repositories: [{name: shop, path: /srv/git/shop.git}]\n")
     out = run([*GITOPSD, "install-service", "--root", str(tmp_path), "--user", "gitopsd-test"]).stdout
     unit = (tmp_path / "etc/systemd/system/gitopsd.service").read_text()
     assert f"ExecStart={Path(sys.executable).parent / 'gitopsd'} run --config /etc/gitopsd/gitopsd.yml" in unit
     assert "User=gitopsd-test" in unit
     assert any(l.startswith("gitopsd-test:") for l in (tmp_path / "etc/passwd").read_text().splitlines())
-    assert (tmp_path / "etc/gitopsd/gitopsd.yml").exists()
     assert "journalctl -u gitopsd -f" in out
     again = run([*GITOPSD, "install-service", "--root", str(tmp_path), "--user", "gitopsd-test"]).stdout
     assert "create system user" not in again   # idempotent

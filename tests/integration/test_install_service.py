@@ -1,0 +1,149 @@
+"""`gitopsd install-service` for real: the CLI as a process, a temporary root with a copy of this
+system's user database, the written unit checked with systemd-analyze."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from gitopsd import service
+from tests.support import GITOPSD, Sandbox, run
+
+EXE = str(Path(sys.executable).parent / "gitopsd")
+needs_root = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("useradd") is None, reason="needs root and useradd")
+needs_analyze = pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed")
+
+
+def system_root(tmp_path: Path) -> Path:
+    """A root folder with this system's user database, as an image being built would have."""
+    root = tmp_path / "root"
+    (root / "etc").mkdir(parents=True)
+    for name in ("passwd", "group", "shadow", "gshadow"):
+        if Path("/etc", name).exists():
+            shutil.copy(Path("/etc", name), root / "etc" / name)
+    return root
+
+
+def write_config(root: Path, data: dict, mode: int = 0o600) -> Path:
+    path = root / "etc/gitopsd/gitopsd.yml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("# the team's comment\n" + yaml.safe_dump(data))
+    path.chmod(mode)
+    return path
+
+
+def test_install_service_on_an_empty_root_folder_says_what_is_wrong_in_one_line_and_changes_nothing(tmp_path):
+    proc = run([*GITOPSD, "install-service", "--root", str(tmp_path)], check=False)
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr and len(proc.stderr.splitlines()) == 1, proc.stderr
+    assert f"{tmp_path} has no etc/passwd and etc/group" in proc.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_install_service_without_a_config_writes_none_and_says_to_run_init_first(tmp_path):
+    root = system_root(tmp_path)
+    before = sorted(root.rglob("*"))
+    proc = run([*GITOPSD, "install-service", "--root", str(root), "--user", "gitopsd-test"], check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.splitlines() == [
+        f"gitopsd: error: {root}/etc/gitopsd/gitopsd.yml does not exist: register a repository first with "
+        "`gitopsd init /srv/git/NAME.git --config /etc/gitopsd/gitopsd.yml`, then run install-service again "
+        "(nothing was changed)"]
+    assert sorted(root.rglob("*")) == before
+    # The dry run shows the same thing to do first, and puts install-service again before systemctl.
+    dry = run([*GITOPSD, "install-service", "--dry-run", "--root", str(root), "--user", "gitopsd-test"]).stdout
+    lines = [line.strip() for line in dry.splitlines()]
+    assert lines[lines.index("first:") + 1].startswith(f"{root}/etc/gitopsd/gitopsd.yml does not exist")
+    after = lines[lines.index("then:") + 1:]
+    assert after[:3] == ["gitopsd install-service --config /etc/gitopsd/gitopsd.yml", "systemctl daemon-reload",
+                         "systemctl enable --now gitopsd"]
+    assert sorted(root.rglob("*")) == before
+
+
+@needs_root
+@needs_analyze
+def test_install_service_makes_the_configured_repositories_writable_and_the_config_readable_by_the_service(tmp_path):
+    root = system_root(tmp_path)
+    config = write_config(root, {"state_dir": "/srv/gitopsd-state", "repositories": [
+        {"name": "shop", "path": "/srv/git/shop.git"}, {"name": "web", "path": "/data/repos/web.git"}]})
+    out = run([*GITOPSD, "install-service", "--root", str(root), "--user", "gitopsd-test"]).stdout
+    unit_path = root / "etc/systemd/system/gitopsd.service"
+    unit = unit_path.read_text()
+    assert f"ExecStart={EXE} run --config /etc/gitopsd/gitopsd.yml" in unit.splitlines()
+    assert f"ExecStartPre={EXE} check-config --config /etc/gitopsd/gitopsd.yml" in unit.splitlines()
+    # The repositories and the state folder outside /var/lib/gitopsd, nothing hard-coded.
+    assert "ReadWritePaths=-/srv/git/shop.git -/data/repos/web.git -/srv/gitopsd-state" in unit.splitlines()
+    assert "/srv/git\n" not in unit and "@" not in unit.replace("@system-service", "").replace("@privileged", "") \
+        .replace("@resources", "")
+    assert not any(line.startswith("Documentation=http") for line in unit.splitlines())
+    assert "User=gitopsd-test" in unit and "Group=gitopsd-test" in unit
+    # root:gitopsd-test 0640, with the comment kept.
+    gid = next(int(line.split(":")[2]) for line in (root / "etc/group").read_text().splitlines()
+               if line.startswith("gitopsd-test:"))
+    st = config.stat()
+    assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (0, gid, 0o640)
+    assert config.read_text().startswith("# the team's comment\n")
+    assert f"done: let group gitopsd-test read {config}" in out
+    verify = subprocess.run(["systemd-analyze", "verify", str(unit_path)], capture_output=True, text=True)
+    assert verify.returncode == 0 and verify.stderr == "", verify.stderr
+    security = subprocess.run(["systemd-analyze", "security", "--offline=true", "--threshold=20", str(unit_path)],
+                              capture_output=True, text=True)
+    assert security.returncode == 0, security.stdout[-2000:]
+    # Again: nothing left to do but the unit, which is rewritten from the config as it is now.
+    again = run([*GITOPSD, "install-service", "--root", str(root), "--user", "gitopsd-test"]).stdout
+    assert "create system" not in again and "read" not in again.split("then:")[0]
+
+
+def test_the_dry_run_on_this_system_names_the_written_paths_and_warns_about_folders_the_unit_hides(short_tmp):
+    sandbox = Sandbox(short_tmp, {"qa": ["qa-1"]})
+    proc = run([*GITOPSD, "install-service", "--dry-run", "--config", str(sandbox.config)])
+    assert f"write /etc/systemd/system/gitopsd.service (ExecStart={EXE} run --config {sandbox.config}" in proc.stdout
+    assert f"{sandbox.repo} {sandbox.state} {sandbox.runtime})" in proc.stdout
+    assert not Path("/etc/systemd/system/gitopsd.service").exists() or "would do:" in proc.stdout
+    # The sandbox lives under /tmp, which PrivateTmp=yes replaces with an empty folder.
+    assert (f"gitopsd: warning: {sandbox.repo} lies under /tmp, which the unit hides (PrivateTmp=yes): "
+            "the service will not find it") in proc.stderr
+    # The ExecStart of the unit it would write is the one the service runs, with real paths.
+    unit = next(s for s in service.plan("gitopsd", sandbox.config).steps if s.content).content
+    assert f"ReadWritePaths=-{sandbox.repo} -{sandbox.state} -{sandbox.runtime}" in unit.splitlines()
+    pre = next(line for line in unit.splitlines() if line.startswith("ExecStartPre="))
+    assert run(pre.removeprefix("ExecStartPre=").split(), env=sandbox.environ()).returncode == 0
+
+
+@pytest.mark.parametrize("exe, hidden, directive", [("/home/ops/venv/bin/gitopsd", "/home", "ProtectHome=yes"),
+                                                    ("/root/venv/bin/gitopsd", "/root", "ProtectHome=yes"),
+                                                    ("/tmp/venv/bin/gitopsd", "/tmp", "PrivateTmp=yes")])
+def test_an_exec_start_the_unit_would_hide_is_warned_about(tmp_path, exe, hidden, directive):
+    root = system_root(tmp_path)
+    write_config(root, {"repositories": [{"name": "shop", "path": "/srv/git/shop.git"}]})
+    plan = service.plan("gitopsd", Path("/etc/gitopsd/gitopsd.yml"), root, executable=exe)
+    assert plan.first == []
+    assert plan.warnings == [f"{exe} lies under {hidden}, which the unit hides ({directive}): the service cannot start "
+                             "it: make the virtualenv in /opt/gitopsd with a Python outside /tmp, /home and /root, "
+                             "e.g. /usr/bin/python3 (README: Install)"]
+    assert service.plan("gitopsd", Path("/etc/gitopsd/gitopsd.yml"), root,
+                        executable="/opt/gitopsd/bin/gitopsd").warnings == []
+
+
+def test_a_config_the_service_could_not_start_with_is_refused_before_anything_is_installed(short_tmp, tmp_path):
+    sandbox = Sandbox(short_tmp, {"qa": ["qa-1"]})
+    sandbox.config.write_text("repositories: []\n")   # what install-service used to write as a starter config
+    dry = run([*GITOPSD, "install-service", "--dry-run", "--config", str(sandbox.config)]).stdout
+    lines = [line.strip() for line in dry.splitlines()]
+    assert lines[lines.index("first:") + 1] == (f"{sandbox.config} has 1 problem(s): fix what `gitopsd check-config "
+                                                f"--config {sandbox.config}` shows, then run install-service again")
+    # Under another root the paths are that system's, so only read: an empty list is refused all the same.
+    root = system_root(tmp_path)
+    write_config(root, {"repositories": []})
+    proc = run([*GITOPSD, "install-service", "--root", str(root)], check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.splitlines() == [
+        f"gitopsd: error: {root}/etc/gitopsd/gitopsd.yml lists no repositories: register one first with "
+        "`gitopsd init /srv/git/NAME.git --config /etc/gitopsd/gitopsd.yml`, then run install-service again "
+        "(nothing was changed)"]
+    assert not (root / "etc/systemd").exists()
