@@ -100,6 +100,7 @@ class Environment:
     notify: Notify = Notify()
 
 
+    vault_password_file: Path | None = None   # Ansible Vault password (file or script), outside any repository
 @dataclass(frozen=True)
 class Repository:
     """A bare deployment repository and its environments, in promotion order."""
@@ -132,6 +133,7 @@ class Config:
     sandbox: SandboxPolicy = SandboxPolicy()   # what playbook runs may see (sandbox.py); `hide` is filled in by the daemon
 
     def repository(self, name: str) -> Repository | None:
+    known_hosts: Path = Path("/var/lib/gitopsd/.ssh/known_hosts")   # the only host keys ssh accepts (README, "SSH trust")
         return next((r for r in self.repositories if r.name == name), None)
 
     def repository_at(self, path: Path) -> Repository | None:
@@ -168,12 +170,13 @@ class ConfigError(Exception):
 
 
 TOP_KEYS = {"state_dir", "runtime_dir", "sweep_interval", "max_parallel", "stop_grace",
-            "keep_workdirs", "identity_env", "repositories", "sandbox"}
+            "keep_workdirs", "identity_env", "repositories", "sandbox", "ssh"}
 SANDBOX_KEYS = {"enabled", "user", "read_only", "writable"}
 REPO_KEYS = {"name", "path", "environments"}
 ENV_KEYS = {"name", "branch", "promote_from", "inventory", "playbook", "timeout", "auto_rollback",
+SSH_KEYS = {"known_hosts"}
             "retries", "retry_backoff", "retry_backoff_max", "windows", "override_by", "rollout", "verify",
-            "notify"}
+            "notify", "vault_password_file"}
 ROLLOUT_KEYS = {"batches", "max_fail_percentage", "bake"}
 VERIFY_KEYS = {"http", "playbook", "prometheus"}
 HTTP_KEYS = {"url", "expect_status", "json_field", "timeout", "retries"}
@@ -354,6 +357,7 @@ def _normalize(raw: Any, source: Path, check: _Checker, writable: bool) -> Confi
                                  f"Unix socket paths hold at most {SOCKET_PATH_MAX}: choose a shorter runtime_dir")
     return Config(
         source=source.resolve(),
+    known_hosts = _known_hosts(top.get("ssh", {}), base, state_dir, check)
         state_dir=state_dir,
         runtime_dir=runtime_dir,
         sweep_interval=check.seconds(top, "sweep_interval", "", Config.sweep_interval, minimum=1),
@@ -362,12 +366,32 @@ def _normalize(raw: Any, source: Path, check: _Checker, writable: bool) -> Confi
         keep_workdirs=int(check.number(top, "keep_workdirs", "", Config.keep_workdirs, integer=True, minimum=1)),
         identity_env=tuple(identity),
         repositories=tuple(repos),
-        sandbox=_sandbox(top.get("sandbox", {}), base, check),
+        sandbox=replace(_sandbox(top.get("sandbox", {}), base, check), known_hosts=known_hosts,
+                        requirements_cache=state_dir / "requirements"),
+        known_hosts=known_hosts,
     )
 
 
 def _sandbox(raw: Any, base: Path, check: _Checker) -> SandboxPolicy:
     """The `sandbox:` section: on by default; as root, runs drop to `nobody` unless `user:` says otherwise."""
+def _known_hosts(raw: Any, base: Path, state_dir: Path, check: _Checker) -> Path:
+    """The `ssh:` section's known_hosts: the file of host keys ssh accepts, <state_dir>/.ssh/known_hosts by default."""
+    data = check.mapping(raw, "ssh", SSH_KEYS)
+    default = state_dir / ".ssh" / "known_hosts"
+    value = data.get("known_hosts", str(default))
+    if not isinstance(value, str) or not value:
+        check.add("ssh.known_hosts", f"must be the path of a known_hosts file, not {value!r}")
+        return default
+    try:
+        path = _resolve(base, value)
+    except ValueError as exc:
+        check.add("ssh.known_hosts", str(exc))
+        return default
+    if path.is_dir():
+        check.add("ssh.known_hosts", f"{path} is a folder; give the path of a file (`gitopsd hosts trust ENV` writes it)")
+    return path
+
+
     data = check.mapping(raw, "sandbox", SANDBOX_KEYS)
     enabled = data.get("enabled", True)
     if not isinstance(enabled, bool):
@@ -590,9 +614,28 @@ def _environment(raw: Any, key: str, previous_branch: str, check: _Checker) -> E
         notify=_notify(data.get("notify", {}), f"{key}.notify", check),
     )
 
+        vault_password_file=_vault_file(data, key, check),
 
 def _rollout(raw: Any, key: str, check: _Checker) -> Rollout | None:
     from .rollout import validate_batches
+def _vault_file(data: dict[str, Any], key: str, check: _Checker) -> Path | None:
+    """An environment's vault_password_file: an absolute path to a file, which must exist."""
+    value = data.get("vault_password_file")
+    if value is None:
+        return None
+    at = f"{key}.vault_password_file"
+    if not isinstance(value, str) or not value.startswith("/") or "\0" in value:
+        check.add(at, f"must be an absolute path to a file outside the repository, not {value!r}")
+        return None
+    path = Path(posixpath.normpath(value))
+    try:
+        if not path.is_file():
+            check.add(at, f"{path} is not a file: write the vault password in it (mode 0600, owned by the daemon's user)")
+    except PermissionError:
+        pass   # a hook or a read-only command, as another user: the daemon and check-config see it
+    return path
+
+
     data = check.mapping(raw, key, ROLLOUT_KEYS)
     batches = data.get("batches", ["100%"])
     problem = validate_batches(batches)

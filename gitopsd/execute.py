@@ -32,6 +32,7 @@ class Attempt:
 
     ok: bool = False
     canceled: bool = False
+    permanent: bool = False   # retrying the same tree cannot help (RunOutcome.permanent)
     reason: str = ""
     hosts: dict[str, str] = field(default_factory=dict)
     batches: list[dict[str, Any]] = field(default_factory=list)
@@ -95,6 +96,7 @@ def execute(env: Environment, run: PlaybookRun, kind: str, tools: Toolbox, cance
         if not _batch_ok(env, outcome, batch):
             record["result"] = "failed"
             attempt.reason = f"{label} failed: {outcome.reason}"
+            attempt.permanent = outcome.permanent
             return attempt
         failed_check = _checks(env, run, kind, tools, cancel, [by_name[h] for h in batch] if batch else hosts,
                                number, record)

@@ -301,7 +301,8 @@ class Reconciler:
             run = PlaybookRun(
                 marker=self.marker(deployment_id), workdir=workdir,
                 playbook=resolve_inside(workdir, env.playbook), inventory=resolve_inside(workdir, env.inventory),
-                data_dir=folder / "run", timeout=env.timeout,
+                data_dir=folder / "run", timeout=env.timeout, attempt=decision.attempt,
+                vault_password_file=env.vault_password_file,
                 extravars={
                     "gitopsd_env": env.name, "gitopsd_repo": repo.name, "gitopsd_commit": desired.commit,
                     "gitopsd_tree": desired.tree, "gitopsd_previous_commit": deployed.commit if deployed else "",
@@ -313,6 +314,7 @@ class Reconciler:
                 result = "succeeded"
             elif attempt.canceled:
                 result = "canceled"
+            permanent = attempt.permanent   # e.g. invalid content: retrying the same tree cannot help
         except ExportError as exc:
             reason, permanent = str(exc), True
         except Exception as exc:  # an unexpected error is a failed attempt, never a dead worker

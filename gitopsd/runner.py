@@ -8,9 +8,12 @@ ansible-runner starts the sandbox's launcher instead of ansible-playbook.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -44,6 +47,8 @@ class PlaybookRun:
     extravars: dict[str, str]
     timeout: int
     limit: str | None = None
+    attempt: int = 1                       # > 1: a retry of a failed run of this commit, run with --force-handlers
+    vault_password_file: Path | None = None   # the environment's, from the config; never inside the tree
 
 
 @dataclass(frozen=True)
@@ -56,6 +61,13 @@ class RunOutcome:
     reason: str
     hosts: dict[str, str] = field(default_factory=dict)   # host -> ok | failed | unreachable
     stdout: Path | None = None
+    permanent: bool = False   # retrying cannot help: the content is invalid (a syntax error, an unknown module)
+
+
+# ansible-runner's own settings, which a repository's ansible.cfg cannot change (environment variables win
+# over ansible.cfg): its callback writes the events gitopsd judges, and host keys are always checked.
+SSH_ARGS = "-C -o ControlMaster=auto -o ControlPersist=60s"   # Ansible's default ssh_args, kept
+REQUIREMENTS = ("requirements.yml", "roles/requirements.yml", "collections/requirements.yml")
 
 
 def extravars_file(path: Path, values: dict[str, str]) -> None:
@@ -94,6 +106,20 @@ def judge(stats: dict[str, Any] | None, no_hosts_matched: bool, status: str, rc:
     return True, f"succeeded on {len(hosts)} host{'s' if len(hosts) != 1 else ''}", hosts
 
 
+def ssh_envvars(known_hosts: Path | None) -> dict[str, str]:
+    """Ansible settings that make ssh check host keys (ansible-runner turns checking off).
+
+    With `known_hosts`, ssh accepts only the keys recorded there (and in /etc/ssh/ssh_known_hosts)
+    and never writes to it. They go in ssh_args, which come first on ssh's command line, and ssh
+    keeps the first value of an option: ssh_common_args or ssh_extra_args cannot turn checking off.
+    """
+    envvars = {"ANSIBLE_HOST_KEY_CHECKING": "True"}
+    if known_hosts is not None:
+        envvars["ANSIBLE_SSH_ARGS"] = (f"{SSH_ARGS} -o StrictHostKeyChecking=yes -o UpdateHostKeys=no "
+                                       f"-o UserKnownHostsFile={shlex.quote(str(known_hosts))}")
+    return envvars
+
+
 def run_playbook(run: PlaybookRun, cancel: threading.Event, policy: SandboxPolicy | None = None,
                  on_event: Callable[[dict[str, Any]], None] | None = None) -> RunOutcome:
     """Run the playbook (in the sandbox of `policy`) to the end, a timeout or `cancel`; reap every process it started."""
@@ -102,35 +128,61 @@ def run_playbook(run: PlaybookRun, cancel: threading.Event, policy: SandboxPolic
     extravars_file(vars_path, run.extravars)
     stats: dict[str, Any] | None = None
     no_hosts = False
+    unreachable: dict[str, str] = {}   # host -> why, from Ansible's events
 
     def handle(event: dict[str, Any]) -> bool:
         nonlocal stats, no_hosts
         kind = event.get("event")
+        data = event.get("event_data", {})
         if kind == "playbook_on_stats":
-            stats = event.get("event_data", {})
+            stats = data
         elif kind == "playbook_on_no_hosts_matched":
             no_hosts = True
+        elif kind == "runner_on_unreachable" and data.get("host"):
+            unreachable[str(data["host"])] = str((data.get("res") or {}).get("msg", ""))
         if on_event is not None:
             on_event(event)
         return True
+
+    known_hosts = policy.known_hosts if policy is not None else None
+    try:
+        requirements = install_requirements(run, policy, cancel)
+    except RequirementsError as exc:
+        if cancel.is_set():
+            return RunOutcome(False, "canceled", None, "run was canceled")
+        return RunOutcome(False, "failed", None, str(exc), permanent=exc.permanent)
 
     # ssh's ControlPersist masters rename themselves ("ssh: .../cp/... [mux]"), which hides the marker in
     # their environment; a control path inside the run's folder lets the reaper find them by name.
     control_dir = run.data_dir / "cp"
     control_dir.mkdir()
     envvars = {MARKER: run.marker, "ANSIBLE_RETRY_FILES_ENABLED": "False", "ANSIBLE_NOCOLOR": "True",
-               "ANSIBLE_SSH_CONTROL_PATH_DIR": str(control_dir), "PATH": _path_with_interpreter_bin()}
+               "ANSIBLE_SSH_CONTROL_PATH_DIR": str(control_dir), "PATH": _path_with_interpreter_bin(),
+               **ssh_envvars(known_hosts), **(requirements.envvars(run.workdir) if requirements else {})}
     cmdline = f"-e @{shlex.quote(str(vars_path))}"
     if run.limit:
         cmdline += f" --limit {shlex.quote(run.limit)}"
+    if run.attempt > 1:
+        # The failed attempt may have stopped before the handlers its changes notified; the retry's tasks
+        # then report "ok" and notify nothing, so the handlers run only if forced.
+        cmdline += " --force-handlers"
+    vault = None
+    if run.vault_password_file is not None:
+        # A private copy in the run's folder: the run's user (nobody, as root) can read it, nothing else sees it.
+        vault = run.data_dir / "vault-password"
+        shutil.copyfile(run.vault_password_file, vault)
+        os.chmod(vault, 0o500 if os.access(run.vault_password_file, os.X_OK) else 0o400)
+        cmdline += f" --vault-password-file {shlex.quote(str(vault))}"
     binary = None
-    if policy is not None and policy.enabled:
-        argv_file = run.data_dir / "sandbox.argv"
-        sandbox.write_argv(argv_file, sandbox.command_prefix(policy, project=run.workdir, run_dir=run.data_dir))
-        envvars["GITOPSD_SANDBOX_ARGV"] = str(argv_file)
-        binary = str(sandbox.launcher())
-        cmdline += f" {shlex.quote(str(run.playbook))}"   # with its own `binary`, ansible-runner adds no playbook
     try:
+        if policy is not None and policy.enabled:
+            argv_file = run.data_dir / "sandbox.argv"
+            shown = tuple(p for p in (known_hosts, requirements.folder if requirements else None) if p is not None)
+            sandbox.write_argv(argv_file, sandbox.command_prefix(policy, project=run.workdir, run_dir=run.data_dir,
+                                                                 read_only=shown))
+            envvars["GITOPSD_SANDBOX_ARGV"] = str(argv_file)
+            binary = str(sandbox.launcher())
+            cmdline += f" {shlex.quote(str(run.playbook))}"   # with its own `binary`, ansible-runner adds no playbook
         result = ansible_runner.run(
             private_data_dir=str(run.data_dir), project_dir=str(run.workdir), playbook=str(run.playbook),
             inventory=str(run.inventory), cmdline=cmdline, envvars=envvars, timeout=run.timeout,
@@ -139,9 +191,173 @@ def run_playbook(run: PlaybookRun, cancel: threading.Event, policy: SandboxPolic
         status, rc = result.status, result.rc
     finally:
         reap(run.marker, also=str(control_dir))
+        if vault is not None:
+            vault.unlink(missing_ok=True)
     ok, reason, hosts = judge(stats, no_hosts, status, rc)
     stdout = run.data_dir / "artifacts" / "run" / "stdout"
-    return RunOutcome(ok, status, rc, reason, hosts, stdout if stdout.exists() else None)
+    permanent = False
+    if stats is None and status == "failed" and rc == 4:
+        invalid = content_error(stdout, run.workdir)
+        if invalid:
+            reason, permanent = f"invalid content: {invalid}", True
+    keys = host_key_problems(unreachable, run.extravars)
+    if keys:
+        reason = f"{reason}: {'; '.join(keys)}"
+    return RunOutcome(ok, status, rc, reason, hosts, stdout if stdout.exists() else None, permanent)
+
+
+def content_error(stdout: Path, workdir: Path) -> str | None:
+    """Ansible's parse error in a run's output (exit code 4, no stats), with where it is in the tree; else None.
+
+    ansible-playbook exits 4 without running a play when it cannot load the playbook: invalid YAML,
+    an unknown module or attribute, a missing role or file. Retrying the same tree cannot help.
+    """
+    try:
+        lines = stdout.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return None
+    error = next((i for i, line in enumerate(lines) if line.startswith(("[ERROR]: ", "ERROR! "))), None)
+    if error is None:
+        return None
+    text = lines[error].split(" ", 1)[1].strip()
+    origin = next((line for line in lines[error + 1:error + 4] if line.startswith("Origin: ")), None)
+    if origin:
+        where = origin[len("Origin: "):].strip()
+        root = str(workdir.resolve()) + "/"
+        text += f" ({where[len(root):] if where.startswith(root) else where})"
+    return text
+
+
+_SSH_HOST = re.compile(r"(?:Host key for|host key is known for) (\S+?)(?: has changed| and you have)")
+
+
+def host_key_problems(unreachable: dict[str, str], extravars: dict[str, str]) -> list[str]:
+    """One line per host ssh refused for its host key: which host, where, and the command to trust it."""
+    command = f"gitopsd hosts trust {extravars.get('gitopsd_env', 'ENV')}"
+    if extravars.get("gitopsd_repo"):
+        command += f" --repo {extravars['gitopsd_repo']}"
+    problems = []
+    for host, msg in sorted(unreachable.items()):
+        if "Host key verification failed" not in msg:
+            continue
+        found = _SSH_HOST.search(msg)
+        address = found.group(1) if found else "?"
+        if address.startswith("[") and "]:" in address:
+            address = address[1:].replace("]:", ":", 1)
+        if "has changed" in msg or "IDENTIFICATION HAS CHANGED" in msg:
+            what = (f"host key of {host} ({address}) changed: ssh refused to connect (someone may be intercepting "
+                    f"the connection, or the host was reinstalled), run `{command}` after checking it")
+        else:
+            what = (f"host key of {host} ({address}) is not trusted yet: ssh refused to connect, "
+                    f"run `{command}` after checking it")
+        problems.append(what)
+    return problems
+
+
+class RequirementsError(Exception):
+    """The tree's requirements.yml could not be installed."""
+
+    def __init__(self, message: str, permanent: bool = False):
+        super().__init__(message)
+        self.permanent = permanent
+
+
+@dataclass(frozen=True)
+class Requirements:
+    """Roles and collections installed from a tree's requirements, in a folder shared by trees with the same files."""
+
+    folder: Path
+
+    def envvars(self, project: Path) -> dict[str, str]:
+        """Search the installed requirements first, then the tree's roles/ and collections/, then Ansible's defaults."""
+        return {"ANSIBLE_ROLES_PATH": f"{self.folder / 'roles'}:{project / 'roles'}:"
+                                      "~/.ansible/roles:/usr/share/ansible/roles:/etc/ansible/roles",
+                "ANSIBLE_COLLECTIONS_PATH": f"{self.folder / 'collections'}:{project / 'collections'}:"
+                                            "~/.ansible/collections:/usr/share/ansible/collections"}
+
+
+def requirements_files(workdir: Path) -> list[str]:
+    """The tree's requirements files (REQUIREMENTS), as regular files inside the tree."""
+    found = []
+    root = workdir.resolve()
+    for name in REQUIREMENTS:
+        path = workdir / name
+        if path.is_file() and not path.is_symlink() and path.resolve().is_relative_to(root):
+            found.append(name)
+    return found
+
+
+def install_requirements(run: PlaybookRun, policy: SandboxPolicy | None, cancel: threading.Event) -> Requirements | None:
+    """Install the tree's requirements with ansible-galaxy in the sandbox, once per content (cached by hash).
+
+    None when the tree has none. Raise RequirementsError saying what ansible-galaxy said.
+    """
+    files = requirements_files(run.workdir)
+    if not files:
+        return None
+    cache = policy.requirements_cache if policy is not None and policy.requirements_cache else run.data_dir.parent / "requirements"
+    digest = hashlib.sha256()
+    for name in files:
+        digest.update(name.encode() + b"\0" + (run.workdir / name).read_bytes() + b"\0")
+    folder = cache / digest.hexdigest()[:32]
+    if folder.is_dir():
+        return Requirements(folder)
+    staging = run.data_dir / "requirements"
+    staging.mkdir()
+    galaxy = str(Path(sys.executable).parent / "ansible-galaxy")
+    if not os.access(galaxy, os.X_OK):
+        galaxy = shutil.which("ansible-galaxy") or "ansible-galaxy"
+    for name in files:
+        for kind in ("role", "collection"):   # a file may list both; each command skips what is not its own
+            out = "roles" if kind == "role" else "collections"
+            command = [galaxy, kind, "install", "-r", str(run.workdir / name), "-p", str(staging / out)]
+            proc = _sandboxed(command, run, policy, cancel, f"galaxy-{kind}-{name.replace('/', '-')}")
+            if proc is not None:
+                raise RequirementsError(f"installing {name} ({kind}s) with ansible-galaxy failed: {proc}")
+    cache.mkdir(parents=True, exist_ok=True)
+    os.chmod(cache, 0o755)
+    for sub in ("roles", "collections"):
+        (staging / sub).mkdir(exist_ok=True)
+    # The run's user wrote it; the daemon's user owns the cached copy, which later runs only read.
+    for dirpath, dirnames, filenames in os.walk(staging):
+        for name in [dirpath, *(os.path.join(dirpath, n) for n in dirnames + filenames)]:
+            if os.geteuid() == 0:
+                os.chown(name, 0, 0, follow_symlinks=False)
+            if not os.path.islink(name):
+                os.chmod(name, os.lstat(name).st_mode & 0o755)
+    try:
+        os.rename(staging, folder)
+    except OSError:
+        if not folder.is_dir():   # another deployment of the same requirements won the race: use its copy
+            shutil.copytree(staging, folder, symlinks=True)
+    return Requirements(folder)
+
+
+def _sandboxed(command: list[str], run: PlaybookRun, policy: SandboxPolicy | None, cancel: threading.Event,
+               label: str) -> str | None:
+    """Run a command in the run's sandbox, in the tree, time-limited and reaped. Return None, or why it failed."""
+    if policy is not None and policy.enabled:
+        command = sandbox.command_prefix(policy, project=run.workdir, run_dir=run.data_dir) + command
+    env = {**os.environ, MARKER: run.marker, "PATH": _path_with_interpreter_bin(), "ANSIBLE_NOCOLOR": "True"}
+    log = run.data_dir / f"{label}.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env,
+                                cwd=run.workdir, start_new_session=True)
+        deadline = time.monotonic() + run.timeout
+        try:
+            while proc.poll() is None:
+                if cancel.is_set() or time.monotonic() > deadline:
+                    proc.kill()
+                    proc.wait()
+                    return "canceled" if cancel.is_set() else f"stopped after {run.timeout}s (time limit)"
+                time.sleep(0.05)
+        finally:
+            reap(run.marker)
+    if proc.returncode == 0:
+        return None
+    lines = [line for line in log.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
+    errors = [line for line in lines if "ERROR" in line]
+    return (errors or lines or [f"exit code {proc.returncode}"])[-1].strip()
 
 
 def read_hosts(inventory: Path, variables: tuple[str, ...], *, workdir: Path, data_dir: Path, marker: str,

@@ -49,6 +49,8 @@ class SandboxPolicy:
     read_only: tuple[Path, ...] = ()
     writable: tuple[Path, ...] = ()
     hide: tuple[Path, ...] = ()
+    known_hosts: Path | None = None          # ssh's only known_hosts file (README, "SSH trust"); shown read-only
+    requirements_cache: Path | None = None   # roles and collections installed from trees' requirements.yml
 
 
 def default_user() -> str | None:
@@ -82,11 +84,14 @@ def hidden_paths(config_file: Path, state_dir: Path, runtime_dir: Path, reposito
     return tuple(sorted({Path(p) for p in hide}))
 
 
-def bwrap_args(policy: SandboxPolicy, *, project: Path, run_dir: Path, uid: int) -> list[str]:
+def bwrap_args(policy: SandboxPolicy, *, project: Path, run_dir: Path, uid: int,
+               read_only: tuple[Path, ...] = ()) -> list[str]:
     """The bubblewrap options (without the command) for one run whose tree is `project`.
 
     The order matters: later mounts cover earlier ones, so the hidden paths come after every
-    shown folder (no shown parent can reveal them) and this run's own folders come last.
+    shown folder (no shown parent can reveal them) and this run's own folders come last, then
+    `read_only`: what gitopsd shows this run from inside its own hidden folders (known_hosts,
+    installed requirements).
     """
     args = ["--die-with-parent", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--new-session",
             "--dev", "/dev", "--perms", "1777", "--tmpfs", "/dev/shm", "--proc", "/proc",
@@ -117,7 +122,8 @@ def bwrap_args(policy: SandboxPolicy, *, project: Path, run_dir: Path, uid: int)
     # The run's user gets the run's private folder as its home (Ansible and ssh look the home up in
     # the user database, not in $HOME), with the daemon's ~/.ssh in it, read-only, for its SSH keys.
     home = pwd.getpwuid(uid).pw_dir if uid != os.geteuid() else os.path.expanduser("~")
-    for parent in _parents([project, run_dir, Path(home)]):   # again: a hidden folder above them is a fresh tmpfs now
+    extra = [path for path in read_only if path.exists()]
+    for parent in _parents([project, run_dir, Path(home), *extra]):   # again: a hidden folder above them is a fresh tmpfs now
         args += ["--perms", "0755", "--dir", parent]
     args += ["--ro-bind", str(project), str(project), "--bind", str(run_dir), str(run_dir),
              "--bind", str(run_dir / "home"), home, "--chdir", str(project),
@@ -125,6 +131,8 @@ def bwrap_args(policy: SandboxPolicy, *, project: Path, run_dir: Path, uid: int)
     ssh = Path(os.path.expanduser("~")) / ".ssh"
     if ssh.is_dir():
         args += ["--ro-bind", str(ssh), f"{home}/.ssh"]
+    for path in extra:
+        args += ["--ro-bind", str(path), str(path)]
     return args
 
 
@@ -134,7 +142,7 @@ def _parents(paths: list[Path]) -> list[str]:
                   key=lambda p: (p.count("/"), p))
 
 
-def command_prefix(policy: SandboxPolicy, *, project: Path, run_dir: Path) -> list[str]:
+def command_prefix(policy: SandboxPolicy, *, project: Path, run_dir: Path, read_only: tuple[Path, ...] = ()) -> list[str]:
     """The argv that enters the sandbox for one run; the command to run inside goes after it.
 
     Creates the run's private HOME and TMPDIR (and the folders ansible-runner's callback writes
@@ -150,7 +158,7 @@ def command_prefix(policy: SandboxPolicy, *, project: Path, run_dir: Path) -> li
             for name in [folder, *(os.path.join(folder, f) for f in files)]:
                 os.chown(name, *uid_gid, follow_symlinks=False)
     prefix = [BWRAP, *bwrap_args(policy, project=project, run_dir=run_dir,
-                                 uid=uid_gid[0] if uid_gid else os.geteuid())]
+                                 uid=uid_gid[0] if uid_gid else os.geteuid(), read_only=read_only)]
     if uid_gid is not None:
         uid, gid = uid_gid
         prefix += ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--inh-caps=-all",
