@@ -383,6 +383,17 @@ def cmd_retry(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_hosts(args: argparse.Namespace) -> int:
+    from .hosts import TrustError, trust
+    config = _config(args)
+    repo = _repo(config, args.repo)
+    env = _env(repo, args.env)
+    try:
+        return trust(config, repo, env, yes=args.yes)
+    except TrustError as exc:
+        raise Fail(str(exc)) from exc
+
+
 def _say_nudged(sent: bool) -> None:
     print("the daemon deploys it now; follow with `gitopsd status`" if sent
           else "the daemon is not running: it deploys this as soon as it starts")
@@ -400,17 +411,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gitopsd", description=DESCRIPTION, epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version="gitopsd 0.1.0")
-def cmd_hosts(args: argparse.Namespace) -> int:
-    from .hosts import TrustError, trust
-    config = _config(args)
-    repo = _repo(config, args.repo)
-    env = _env(repo, args.env)
-    try:
-        return trust(config, repo, env, yes=args.yes)
-    except TrustError as exc:
-        raise Fail(str(exc)) from exc
-
-
     debug = {"action": "store_true", "default": argparse.SUPPRESS, "help": "show the full traceback of an error"}
     parser.add_argument("--debug", **debug)
     common = argparse.ArgumentParser(add_help=False)
@@ -511,6 +511,17 @@ def cmd_hosts(args: argparse.Namespace) -> int:
     p.add_argument("--reason", metavar="TEXT", help="why, recorded with --force")
     p.add_argument("--repo", metavar="NAME", help="repository name (needed when several are configured)")
 
+    p = add("hosts", "trust the SSH host keys of an environment's hosts (prints fingerprints first)",
+            "trust ENV: read ENV's inventory from its branch head (in the sandbox, as a deployment does), ask each\n"
+            "SSH host for its host keys with ssh-keyscan, print their fingerprints and whether they are new or\n"
+            "changed, and after confirmation record them in the known_hosts file playbook runs check against\n"
+            "(ssh.known_hosts in the config). Exit code 1 if a host did not answer or nothing was recorded.",
+            cmd_hosts)
+    p.add_argument("action", choices=("trust",), help="trust: record the hosts' current keys")
+    p.add_argument("env", metavar="ENV", help="environment name, e.g. production")
+    p.add_argument("--repo", metavar="NAME", help="repository name (needed when several are configured)")
+    p.add_argument("--yes", action="store_true", help="record without asking (check the fingerprints some other way)")
+
     add("check-config", "validate the configuration file",
         "Validate the configuration and report every problem at once with file, line and key.\n"
         "Exit code 1 if there is any problem.", cmd_check_config)
@@ -547,17 +558,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def _explain(args: argparse.Namespace, exc: Exception) -> str:
     """One line on a store, file or git error; for the state database, what is wrong with it and what to do."""
-    p = add("hosts", "trust the SSH host keys of an environment's hosts (prints fingerprints first)",
-            "trust ENV: read ENV's inventory from its branch head (in the sandbox, as a deployment does), ask each\n"
-            "SSH host for its host keys with ssh-keyscan, print their fingerprints and whether they are new or\n"
-            "changed, and after confirmation record them in the known_hosts file playbook runs check against\n"
-            "(ssh.known_hosts in the config). Exit code 1 if a host did not answer or nothing was recorded.",
-            cmd_hosts)
-    p.add_argument("action", choices=("trust",), help="trust: record the hosts' current keys")
-    p.add_argument("env", metavar="ENV", help="environment name, e.g. production")
-    p.add_argument("--repo", metavar="NAME", help="repository name (needed when several are configured)")
-    p.add_argument("--yes", action="store_true", help="record without asking (check the fingerprints some other way)")
-
     import sqlite3
 
     from .storeerrors import explain

@@ -98,9 +98,9 @@ class Environment:
     rollout: Rollout | None = None
     verify: Verify = Verify()
     notify: Notify = Notify()
-
-
     vault_password_file: Path | None = None   # Ansible Vault password (file or script), outside any repository
+
+
 @dataclass(frozen=True)
 class Repository:
     """A bare deployment repository and its environments, in promotion order."""
@@ -131,9 +131,9 @@ class Config:
     identity_env: tuple[str, ...] = ("GL_USER", "GITOPSD_USER", "REMOTE_USER")
     repositories: tuple[Repository, ...] = field(default_factory=tuple)
     sandbox: SandboxPolicy = SandboxPolicy()   # what playbook runs may see (sandbox.py); `hide` is filled in by the daemon
+    known_hosts: Path = Path("/var/lib/gitopsd/.ssh/known_hosts")   # the only host keys ssh accepts (README, "SSH trust")
 
     def repository(self, name: str) -> Repository | None:
-    known_hosts: Path = Path("/var/lib/gitopsd/.ssh/known_hosts")   # the only host keys ssh accepts (README, "SSH trust")
         return next((r for r in self.repositories if r.name == name), None)
 
     def repository_at(self, path: Path) -> Repository | None:
@@ -172,9 +172,9 @@ class ConfigError(Exception):
 TOP_KEYS = {"state_dir", "runtime_dir", "sweep_interval", "max_parallel", "stop_grace",
             "keep_workdirs", "identity_env", "repositories", "sandbox", "ssh"}
 SANDBOX_KEYS = {"enabled", "user", "read_only", "writable"}
+SSH_KEYS = {"known_hosts"}
 REPO_KEYS = {"name", "path", "environments"}
 ENV_KEYS = {"name", "branch", "promote_from", "inventory", "playbook", "timeout", "auto_rollback",
-SSH_KEYS = {"known_hosts"}
             "retries", "retry_backoff", "retry_backoff_max", "windows", "override_by", "rollout", "verify",
             "notify", "vault_password_file"}
 ROLLOUT_KEYS = {"batches", "max_fail_percentage", "bake"}
@@ -355,9 +355,9 @@ def _normalize(raw: Any, source: Path, check: _Checker, writable: bool) -> Confi
     if len(socket) > SOCKET_PATH_MAX:   # the daemon could not bind it, nor a hook reach it
         check.add("runtime_dir", f"the nudge socket {runtime_dir / 'nudge.sock'} would be {len(socket)} bytes long; "
                                  f"Unix socket paths hold at most {SOCKET_PATH_MAX}: choose a shorter runtime_dir")
+    known_hosts = _known_hosts(top.get("ssh", {}), base, state_dir, check)
     return Config(
         source=source.resolve(),
-    known_hosts = _known_hosts(top.get("ssh", {}), base, state_dir, check)
         state_dir=state_dir,
         runtime_dir=runtime_dir,
         sweep_interval=check.seconds(top, "sweep_interval", "", Config.sweep_interval, minimum=1),
@@ -372,8 +372,6 @@ def _normalize(raw: Any, source: Path, check: _Checker, writable: bool) -> Confi
     )
 
 
-def _sandbox(raw: Any, base: Path, check: _Checker) -> SandboxPolicy:
-    """The `sandbox:` section: on by default; as root, runs drop to `nobody` unless `user:` says otherwise."""
 def _known_hosts(raw: Any, base: Path, state_dir: Path, check: _Checker) -> Path:
     """The `ssh:` section's known_hosts: the file of host keys ssh accepts, <state_dir>/.ssh/known_hosts by default."""
     data = check.mapping(raw, "ssh", SSH_KEYS)
@@ -392,6 +390,8 @@ def _known_hosts(raw: Any, base: Path, state_dir: Path, check: _Checker) -> Path
     return path
 
 
+def _sandbox(raw: Any, base: Path, check: _Checker) -> SandboxPolicy:
+    """The `sandbox:` section: on by default; as root, runs drop to `nobody` unless `user:` says otherwise."""
     data = check.mapping(raw, "sandbox", SANDBOX_KEYS)
     enabled = data.get("enabled", True)
     if not isinstance(enabled, bool):
@@ -612,12 +612,10 @@ def _environment(raw: Any, key: str, previous_branch: str, check: _Checker) -> E
         rollout=_rollout(data["rollout"], f"{key}.rollout", check) if "rollout" in data else None,
         verify=_verify(data.get("verify", {}), f"{key}.verify", check),
         notify=_notify(data.get("notify", {}), f"{key}.notify", check),
+        vault_password_file=_vault_file(data, key, check),
     )
 
-        vault_password_file=_vault_file(data, key, check),
 
-def _rollout(raw: Any, key: str, check: _Checker) -> Rollout | None:
-    from .rollout import validate_batches
 def _vault_file(data: dict[str, Any], key: str, check: _Checker) -> Path | None:
     """An environment's vault_password_file: an absolute path to a file, which must exist."""
     value = data.get("vault_password_file")
@@ -636,6 +634,8 @@ def _vault_file(data: dict[str, Any], key: str, check: _Checker) -> Path | None:
     return path
 
 
+def _rollout(raw: Any, key: str, check: _Checker) -> Rollout | None:
+    from .rollout import validate_batches
     data = check.mapping(raw, key, ROLLOUT_KEYS)
     batches = data.get("batches", ["100%"])
     problem = validate_batches(batches)
