@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
+import socket
 import subprocess
 import tempfile
 from pathlib import Path
@@ -41,8 +43,16 @@ def seed_main(repo: Path, source: Path, message: str = "Sample app and Ansible c
     return commit
 
 
-def init_repository(repo: Path, config_path: Path, *, name: str | None = None, sample: bool = False) -> list[str]:
-    """Create or adopt REPO; return the lines to print, ending with the next steps."""
+def trust_in_this_process(repo: Path) -> None:
+    """Let this process's git open REPO when another user (the git user) owns it: as root, `init` adopts such a one."""
+    count = int(os.environ.get("GIT_CONFIG_COUNT", "0") or 0)
+    os.environ.update({"GIT_CONFIG_COUNT": str(count + 1), f"GIT_CONFIG_KEY_{count}": "safe.directory",
+                       f"GIT_CONFIG_VALUE_{count}": str(repo)})
+
+
+def init_repository(repo: Path, config_path: Path, *, name: str | None = None, sample: bool = False,
+                    git_user: str | None = None, service_user: str | None = None) -> list[str]:
+    """Create or adopt REPO; return the lines to print, ending with the next steps. Raise ConfigEditError, HookError."""
     repo = repo.resolve()
     out = []
     if not repo.exists():
@@ -52,31 +62,54 @@ def init_repository(repo: Path, config_path: Path, *, name: str | None = None, s
         raise SystemExit(f"gitopsd: error: {repo} exists but is not a bare Git repository")
     else:
         out.append(f"adopted existing repository {repo}")
+    if repo.stat().st_uid != os.geteuid():
+        trust_in_this_process(repo)
     main = gitcli.branch_head(repo, "main")
     if main is None and sample:
         main = seed_main(repo, sample_root())
         out.append(f"seeded main with the sample app and Ansible content ({main[:7]})")
     repo_name = name or repo.name.removesuffix(".git")
     entry = repository_entry(repo_name, repo)
+    first = entry["environments"][0]["name"]
     if main is not None:
         for env in DEFAULT_ENVIRONMENTS:
             if gitcli.branch_head(repo, env) is None:
                 gitcli.create_branch(repo, env, main, "gitopsd init")
-                out.append(f"created branch {env} at main ({main[:7]})")
+                out.append(f"created branch {env} at main ({main[:7]})"
+                           + ("" if env == first else ": it deploys nothing until its first promotion"))
     else:
         out.append("main does not exist yet: push your content to main, then run `gitopsd init` again to create "
                    "the environment branches (or use --sample)")
+    service = hooks.daemon_user(service_user)
+    group = pwd.getpwnam(service).pw_gid if service and os.geteuid() == 0 else None
     if add_repository(config_path, entry, defaults={"state_dir": "/var/lib/gitopsd", "runtime_dir": "/run/gitopsd",
-                                                     "sweep_interval": 60}):
+                                                     "sweep_interval": 60}, new_file_group=group):
         out.append(f"added repository {repo_name!r} to {config_path}")
     else:
         out.append(f"{config_path} already has a repository named {repo_name!r}; left it as it is")
-    for line in hooks.install_hooks(repo, config_path):   # after the config names the repository
-        out.append(line)
-    out += ["", "next steps:",
-            f"  gitopsd check-config --config {config_path}",
-            f"  gitopsd run --config {config_path}        # or install it as a service",
-            f"  git clone {repo} && cd {repo.name.removesuffix('.git')}",
-            "  # change something on main, push it, then promote: git push origin main:qa",
-            f"  gitopsd status --config {config_path}"]
-    return out
+    # After the config names the repository; as root, also gives it to the git user and the daemon's group.
+    out += hooks.install_hooks(repo, config_path, git_user=git_user, service_user=service_user)
+    return out + next_steps(repo, config_path, hooks.pushing_user(repo, git_user), service)
+
+
+def next_steps(repo: Path, config_path: Path, pusher: str | None, service: str | None) -> list[str]:
+    """What to run next, in order; each works as printed (a test follows them)."""
+    from .config import DEFAULT_CONFIG
+    exe = hooks.gitopsd_executable()
+    cfg = "" if config_path.resolve() == DEFAULT_CONFIG else f" --config {config_path.resolve()}"
+    remote = pusher not in (None, "root") and pwd.getpwuid(os.geteuid()).pw_name != pusher
+    url = f"{pusher}@{socket.gethostname()}:{repo}" if remote else str(repo)
+    steps = ["", "next steps:", f"  {exe} check-config{cfg}",
+             f"  {exe} doctor{cfg}{f' --git-user {pusher}' if pusher else ''}"
+             f"{f' --service-user {service}' if service else ''}       # permissions, hook, sandbox",
+             f"  {exe} run{cfg}        # or as a service: {exe} install-service{cfg}"]
+    if remote and os.geteuid() == 0:
+        steps.append(f"  git config --global --add safe.directory {repo}   # once: lets root's git (and so gitopsd "
+                     f"promote, rollback, status as root) open a repository {pusher} owns")
+    steps += [f"  git clone {url} && cd {repo.name.removesuffix('.git')}",
+              "  # change something on main, commit, then push it and deploy it to qa (qa takes commits from main):",
+              "  git push origin main main:qa",
+              "  # once qa is in sync, promote exactly what it runs; staging, then production, wait for this:",
+              f"  {exe} promote qa staging{cfg}",
+              f"  {exe} status{cfg}"]
+    return steps

@@ -112,8 +112,8 @@ def cmd_install_hooks(args: argparse.Namespace) -> int:
     from . import hooks
     repo = Path(args.repo).resolve()
     try:
-        done = hooks.install_hooks(repo, Path(args.config))
-    except (FileNotFoundError, FileExistsError) as exc:
+        done = hooks.install_hooks(repo, Path(args.config), git_user=args.git_user, service_user=args.service_user)
+    except (FileNotFoundError, FileExistsError, PermissionError, hooks.HookError) as exc:
         raise Fail(str(exc)) from exc
     for line in done:
         print(f"{repo}/{line}" if line.startswith("hooks/") else line)
@@ -122,9 +122,26 @@ def cmd_install_hooks(args: argparse.Namespace) -> int:
 
 def cmd_init(args: argparse.Namespace) -> int:
     from .bootstrap import init_repository
-    for line in init_repository(Path(args.repo), Path(args.config), name=args.name, sample=args.sample):
+    from .config import ConfigEditError
+    from .hooks import HookError
+    try:
+        lines = init_repository(Path(args.repo), Path(args.config), name=args.name, sample=args.sample,
+                                git_user=args.git_user, service_user=args.service_user)
+    except (ConfigEditError, HookError, FileExistsError) as exc:
+        raise Fail(str(exc)) from exc
+    for line in lines:
         print(line)
     return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from .doctor import diagnose
+    findings = diagnose(Path(args.config), git_user=args.git_user, service_user=args.service_user)
+    for finding in findings:
+        print(finding.text())
+    problems = sum(1 for f in findings if not f.ok)
+    print(f"{problems} problem{'s' if problems != 1 else ''}" if problems else "all ok")
+    return 1 if problems else 0
 
 
 def cmd_install_service(args: argparse.Namespace) -> int:
@@ -434,12 +451,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sample", action="store_true",
                    help="seed main with gitopsd's sample web app and Ansible content (only if main does not exist)")
 
+    def add_users(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--git-user", metavar="USER",
+                       help="the user pushes arrive as (default: the repository's owner unless root, else git)")
+        p.add_argument("--service-user", metavar="USER", help="the daemon's user (default: gitopsd if it exists)")
+    add_users(p)
+
     p = add("install-hooks", "install gitopsd's pre-receive hook (the promotion gate) into a repository",
             "Install the static pre-receive shim into REPO/hooks and record in REPO's git config what it runs\n"
             "(this Python, the config file, the state database). Idempotent; a hook that was there before is\n"
             "kept as pre-receive.chained and runs first. Also saves the hook's snapshot of the config when it\n"
-            "can (the daemon does at start and on reload), so pushes need not parse YAML.", cmd_install_hooks)
+            "can (the daemon does at start and on reload), so pushes need not parse YAML. As root, sets up the\n"
+            "permissions of README's Permissions section: REPO owned by the git user and the daemon's group,\n"
+            "group-writable, core.sharedRepository=group, REPO in the daemon user's safe.directory.",
+            cmd_install_hooks)
     p.add_argument("repo", metavar="REPO", help="path of the bare repository")
+    add_users(p)
+
+    p = add("doctor", "check permissions, hook and sandbox as the service and the pushers use them",
+            "Check each configured repository and the service as they are used: the repository owned by the\n"
+            "git user and the daemon's group, group-writable (the daemon writes rollback commits), the git\n"
+            "user in the daemon's group (it reads the state database, sends nudges on the socket), the hook\n"
+            "installed with a Python the git user can run and the config's database, the daemon user's\n"
+            "safe.directory, bubblewrap. Prints ok or the problem with the command that fixes it.\n"
+            "Exit code 1 if there is any problem. Run it as root to check as the other users.", cmd_doctor)
+    add_users(p)
 
     p = add("run", "run the daemon in the foreground",
             "Run the reconciler daemon in the foreground, logging to stderr. It refuses to start on an invalid\n"

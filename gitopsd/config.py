@@ -10,6 +10,8 @@ import os
 import posixpath
 import pwd
 import re
+import stat
+import tempfile
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
@@ -745,18 +747,111 @@ def repository_entry(name: str, path: Path) -> dict[str, Any]:
         for env, prev in zip(DEFAULT_ENVIRONMENTS, ("main",) + DEFAULT_ENVIRONMENTS[:-1])]}
 
 
-def add_repository(config_path: Path, entry: dict[str, Any], defaults: dict[str, Any] | None = None) -> bool:
-    """Add a repository entry to a config file (created if missing). Return False if one by that name exists."""
-    if config_path.exists():
-        data = yaml.safe_load(config_path.read_text(encoding="utf-8")) or {}
-    else:
-        data = dict(defaults or {})
-    repos = data.setdefault("repositories", [])
-    if any(isinstance(r, dict) and r.get("name") == entry["name"] for r in repos):
+class ConfigEditError(Exception):
+    """The config file cannot be edited safely by a program: the message says what to do instead."""
+
+
+_NEW_CONFIG_HEADER = ("# gitopsd server configuration (README.md, \"Configuration\"). `gitopsd init` adds repositories\n"
+                      "# below; edit the rest by hand, then `gitopsd check-config`.\n")
+
+
+def add_repository(config_path: Path, entry: dict[str, Any], defaults: dict[str, Any] | None = None,
+                   new_file_group: int | None = None) -> bool:
+    """Add a repository entry to a config file, keeping its comments, mode, owner and group.
+
+    The file is edited as text: only the new entry is inserted, at the end of `repositories:`.
+    A missing file is created from `defaults`, mode 0640 of `new_file_group` (0644 without one).
+    Return False if an entry by that name exists. Raise ConfigEditError when it cannot be done safely.
+    """
+    item = yaml.safe_dump([entry], sort_keys=False, default_flow_style=False)
+    if not config_path.exists():
+        text = _NEW_CONFIG_HEADER + (yaml.safe_dump(dict(defaults), sort_keys=False) if defaults else "")
+        _write_config_text(config_path, text + "repositories:\n" + _indent(item, 2), None, new_file_group)
+        return True
+    try:
+        text = config_path.read_text(encoding="utf-8")
+        root = yaml.compose(text, Loader=_SafeLoader)
+        data = yaml.safe_load(text) if root is not None else {}
+    except OSError as exc:
+        raise ConfigEditError(f"cannot read {config_path}: {exc.strerror or exc}; run gitopsd init as a user who "
+                              "may read and write it (root)") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigEditError(f"{config_path} is not valid YAML; fix it first "
+                              f"(gitopsd check-config --config {config_path})") from exc
+    repos = data.get("repositories") if isinstance(data, dict) else None
+    if not isinstance(data, dict) or not isinstance(repos, (list, type(None))):
+        raise ConfigEditError(f"{config_path}: the file is not a mapping with a `repositories:` list; fix it first "
+                              f"(gitopsd check-config --config {config_path})")
+    if any(isinstance(r, dict) and r.get("name") == entry["name"] for r in repos or []):
         return False
-    repos.append(entry)
-    config_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = config_path.with_suffix(".tmp")
-    tmp.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
-    os.replace(tmp, config_path)
+    new = _text_with_item(text, root, item)
+    if new is None or yaml.safe_load(new) != {**data, "repositories": [*(repos or []), entry]}:
+        raise ConfigEditError(f"{config_path}: `repositories:` is written in a form gitopsd does not edit (a flow "
+                              f"list [...]?); add this entry under it by hand:\n{item}")
+    _write_config_text(config_path, new, config_path.stat(), None)
     return True
+
+
+def _indent(text: str, columns: int) -> str:
+    return "".join(" " * columns + line if line.strip() else line for line in text.splitlines(keepends=True))
+
+
+def _text_with_item(text: str, root: yaml.Node | None, item: str) -> str | None:
+    """Return `text` with the YAML list `item` appended to its top-level `repositories:`; None if it cannot be."""
+    if text and not text.endswith("\n"):
+        text += "\n"
+    value = None
+    if isinstance(root, yaml.MappingNode):
+        value = next((v for k, v in root.value if isinstance(k, yaml.ScalarNode) and k.value == "repositories"), None)
+    elif root is not None:
+        return None
+    if value is None:
+        return text + "repositories:\n" + _indent(item, 2)
+    lines = text.splitlines(keepends=True)
+    if isinstance(value, yaml.SequenceNode) and not value.flow_style:
+        # After the last line of the last entry: comments and blank lines that follow belong to what comes next.
+        dash = value.start_mark.column
+        last = value.value[-1].start_mark.line
+        for n in range(last + 1, min(value.end_mark.line + 1, len(lines))):
+            stripped = lines[n].strip()
+            if stripped and not stripped.startswith("#") and len(lines[n]) - len(lines[n].lstrip()) > dash:
+                last = n
+        return "".join(lines[:last + 1]) + _indent(item, dash) + "".join(lines[last + 1:])
+    if (isinstance(value, yaml.ScalarNode) and value.tag == "tag:yaml.org,2002:null") or (
+            isinstance(value, yaml.SequenceNode) and not value.value):
+        # `repositories:`, `repositories: ~` or `repositories: []`: the value goes, the list follows the key's line.
+        start, end = value.start_mark.index, value.end_mark.index
+        text = text[:start] + text[end:]
+        lines = text.splitlines(keepends=True)
+        at = value.start_mark.line
+        lines[at] = lines[at].rstrip(" \t\n") + "\n" if "#" not in lines[at] else lines[at]
+        return "".join(lines[:at + 1]) + _indent(item, 2) + "".join(lines[at + 1:])
+    return None
+
+
+def _write_config_text(path: Path, text: str, keep: os.stat_result | None, group: int | None) -> None:
+    """Replace `path` with `text` atomically, with the mode, owner and group of `keep` (or 0640/0644 for a new file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    mode = stat.S_IMODE(keep.st_mode) if keep else (0o640 if group is not None else 0o644)
+    owner = (keep.st_uid, keep.st_gid) if keep else (os.geteuid(), group if group is not None else os.getegid())
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    except OSError as exc:
+        raise ConfigEditError(f"cannot write {path} ({exc.strerror}): run gitopsd init as a user who may write "
+                              f"{path.parent} (root)") from exc
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fchmod(fd, mode)
+            if owner != (os.geteuid(), os.getegid()):
+                os.fchown(fd, *owner)
+            os.fsync(fd)
+        os.replace(tmp, path)
+    except PermissionError as exc:
+        os.unlink(tmp)
+        raise ConfigEditError(f"cannot write {path} keeping its owner and group (uid {owner[0]}, gid {owner[1]}): "
+                              "run gitopsd init as root") from exc
+    except BaseException:
+        os.unlink(tmp)
+        raise

@@ -23,6 +23,7 @@ from typing import IO
 
 from . import config as config_mod
 from . import gate
+from . import hooks
 from . import runner
 from . import sandbox
 from .config import Config, ConfigError
@@ -229,6 +230,7 @@ class Daemon:
         self.reconciler.config = new
         self.reconciler.tools = real_toolbox(new)   # the sandbox hides the repositories of the new config too
         self._save_gate()
+        self._refresh_hooks()
         self._start_triggers()
         log.info("configuration reloaded from %s: %d repositories", new.source, len(new.repositories))
         self.sweep("reload")
@@ -264,9 +266,19 @@ class Daemon:
         except sqlite3.Error as exc:   # the hook then reads the config file: slower, same rule
             log.warning("could not save the configuration snapshot for the hook: %s", exc)
 
+    def _refresh_hooks(self) -> None:
+        """Point each repository's hook at this config and database: `state_dir` may have changed since install-hooks."""
+        for repo in self.config.repositories:
+            changed, problem = hooks.refresh_settings(repo.path, self.config.source, self.config.database)
+            if problem:
+                log.warning("%s", problem, extra={"repo": repo.name})
+            elif changed:
+                log.info("hook settings updated: %s", ", ".join(changed), extra={"repo": repo.name})
+
     def run(self) -> int:
         self.recover()
         self._save_gate()
+        self._refresh_hooks()
         self._start_triggers()
         n_envs = sum(len(r.environments) for r in self.config.repositories)
         log.info("gitopsd started: %d repositories, %d environments, state in %s, nudges on %s",

@@ -33,7 +33,15 @@ class GitRepository:
 
     def _open(self) -> pygit2.Repository:
         # A fresh handle per call: refs and packs change under us, and handles are not thread-safe.
-        return pygit2.Repository(str(self.path))
+        try:
+            return pygit2.Repository(str(self.path))
+        except pygit2.GitError as exc:
+            if "not owned by current user" not in str(exc):
+                raise
+            # One clear line, logged once by the reconciler, instead of a traceback on every look.
+            raise ExportError(f"{self.path} belongs to another user and is not in this user's safe.directory, so git "
+                              f"refuses it: run `git config --global --add safe.directory {self.path}` as this user "
+                              "(README, Permissions; `gitopsd doctor` checks it)") from exc
 
     def head(self, branch: str) -> Head | None:
         """Return the commit and tree at refs/heads/BRANCH, or None if the branch does not exist.

@@ -7,9 +7,12 @@ gitopsd post-receive shim is removed, and a hook it had chained is put back).
 """
 from __future__ import annotations
 
+import grp
 import os
+import pwd
 import shutil
 import sqlite3
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -37,8 +40,13 @@ def gitopsd_executable() -> str:
     return str(local) if local.exists() else (found or "gitopsd")
 
 
-def install_hooks(repo_path: Path, config_path: Path | None = None) -> list[str]:
-    """Install the shims into REPO/hooks idempotently; keep a foreign hook as `<name>.chained`. Return what was done."""
+def install_hooks(repo_path: Path, config_path: Path | None = None, *, git_user: str | None = None,
+                  service_user: str | None = None) -> list[str]:
+    """Install the shims into REPO/hooks idempotently; keep a foreign hook as `<name>.chained`. Return what was done.
+
+    Also sets up the service layout (README, "Permissions") where it can: see `share_with_service`.
+    Raise HookError (or FileNotFoundError, FileExistsError) with a line for the operator.
+    """
     hooks_dir = repo_path / "hooks"
     if not (repo_path / "objects").is_dir():
         raise FileNotFoundError(f"{repo_path} is not a bare Git repository")
@@ -88,8 +96,204 @@ def install_hooks(repo_path: Path, config_path: Path | None = None) -> list[str]
             settings["gitopsd.database"] = database
         done.append(f"the hook's config snapshot: {note}")
     for key, value in settings.items():
-        subprocess.run(["git", "-C", str(repo_path), "config", key, value], check=True)
+        set_setting(repo_path, key, value)
+    done += share_with_service(repo_path, pushing_user(repo_path, git_user), daemon_user(service_user))
+    pusher = pushing_user(repo_path, git_user)
+    if pusher is not None:
+        problem = hook_python_problem(pusher, settings["gitopsd.python"], settings["gitopsd.entry"])
+        if problem:
+            done.append(f"warning: {problem}; {PYTHON_ADVICE}")
     return done
+
+
+# -- the repository's git config, read and written as a file -------------------------------------------
+# `git -C REPO config` refuses a repository another user owns ("dubious ownership"), which is the
+# normal case for root and for the daemon's user; `--file` reads and writes the file itself.
+
+class HookError(Exception):
+    """The hook or its settings cannot be installed; the message says what to do."""
+
+
+def set_setting(repo_path: Path, key: str, value: str) -> None:
+    proc = subprocess.run(["git", "config", "--file", str(repo_path / "config"), key, value], capture_output=True,
+                          text=True, check=False)
+    if proc.returncode != 0:
+        raise HookError(f"cannot write {key} in {repo_path / 'config'}: {proc.stderr.strip() or proc.returncode}")
+
+
+def get_setting(repo_path: Path, key: str) -> str | None:
+    proc = subprocess.run(["git", "config", "--file", str(repo_path / "config"), "--get", key], capture_output=True,
+                          text=True, check=False)
+    return proc.stdout.strip() if proc.returncode == 0 else None
+
+
+def refresh_settings(repo_path: Path, config_path: Path, database: Path) -> tuple[list[str], str | None]:
+    """Point an installed hook at this config and database (after `state_dir` changed, say).
+
+    Return (what changed, a problem line or None). Only the gitopsd.* keys install-hooks wrote are
+    touched, and only in a repository where they are.
+    """
+    wanted = {"gitopsd.config": str(Path(config_path).resolve()), "gitopsd.database": str(database)}
+    if get_setting(repo_path, "gitopsd.entry") is None and get_setting(repo_path, "gitopsd.config") is None:
+        return [], None
+    stale = {key: value for key, value in wanted.items() if get_setting(repo_path, key) != value}
+    try:
+        for key, value in stale.items():
+            set_setting(repo_path, key, value)
+    except HookError:
+        return [], (f"the hook of {repo_path} still reads {', '.join(f'{k}={get_setting(repo_path, k)}' for k in stale)}"
+                    f" (now {', '.join(stale.values())}) and this daemon cannot write {repo_path / 'config'}: pushes "
+                    f"take the slow path until root runs: {gitopsd_executable()} install-hooks {repo_path} "
+                    f"--config {wanted['gitopsd.config']}")
+    return [f"{key}={value}" for key, value in stale.items()], None
+
+
+# -- the service layout (README, "Permissions") --------------------------------------------------------
+
+PYTHON_ADVICE = ("install gitopsd in a virtualenv every user may run (python3 -m venv /opt/gitopsd; "
+                 "/opt/gitopsd/bin/pip install gitopsd) and run /opt/gitopsd/bin/gitopsd install-hooks from there")
+# What the hook needs of its Python, run as the pusher, with the path hook_entry.py sets up.
+PYTHON_PROBE = ("import os, sys; sys.path.append(os.path.dirname(os.path.dirname(os.path.realpath(sys.argv[1])))); "
+                "import sqlite3, gitopsd.receive")
+
+
+def _user(name: str | None) -> pwd.struct_passwd | None:
+    try:
+        return pwd.getpwnam(name) if name else None
+    except KeyError:
+        return None
+
+
+def pushing_user(repo_path: Path, name: str | None = None) -> str | None:
+    """Who pushes: NAME if given, else the repository's owner unless root, else `git` if that user exists."""
+    if name:
+        return name
+    try:
+        owner = repo_path.stat().st_uid
+    except OSError:
+        owner = 0
+    if owner != 0:
+        try:
+            return pwd.getpwuid(owner).pw_name
+        except KeyError:
+            return None
+    return "git" if _user("git") else None
+
+
+def daemon_user(name: str | None = None) -> str | None:
+    """The daemon's user: NAME if given, else `gitopsd` if that user exists (install-service creates it)."""
+    return name or ("gitopsd" if _user("gitopsd") else None)
+
+
+def as_user(user: pwd.struct_passwd, argv: list[str]) -> list[str] | None:
+    """ARGV run as USER with its groups (from the group database, as a new login gets them); None if we cannot."""
+    if user.pw_uid == os.geteuid():
+        return argv
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        return None
+    return ["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--init-groups", "--", *argv]
+
+
+def hook_python_problem(user_name: str, python: str | None, entry: str | None) -> str | None:
+    """Can USER run the hook's Python on its entry file? Return None if so, else what is wrong (one line)."""
+    user = _user(user_name)
+    if user is None:
+        return f"there is no user {user_name}"
+    if not python or not entry:
+        return "the hook's Python is not recorded (gitopsd.python, gitopsd.entry)"
+    # Started by a shell, as the shim starts it (a direct exec right after the user switch was seen to
+    # pass where the hook's own exec fails).
+    argv = as_user(user, ["/bin/sh", "-c", 'exec "$0" "$@"', python, "-I", "-S", "-c", PYTHON_PROBE, entry])
+    if argv is None:
+        return f"cannot check whether {user_name} may run {python}: run this as root"
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, cwd="/", timeout=30, check=False,
+                              env={"PATH": "/usr/bin:/bin", "HOME": user.pw_dir, "LC_ALL": "C.UTF-8"})
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"{python} could not be started as {user_name}: {exc}"
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1]
+        return f"the hook's Python {python} cannot run {entry} as {user_name}: {last}"
+    return None
+
+
+def share_with_service(repo_path: Path, git_user: str | None, service_user: str | None) -> list[str]:
+    """Set up the supported layout: the repository owned by the git user and the daemon's group.
+
+    Folders group-writable and setgid, files group-readable and -writable, core.sharedRepository=group
+    (so objects either user writes stay so), and the repository in the daemon user's safe.directory
+    (its ~/.gitconfig). Does what this user may (all of it as root); return what was done or why not.
+    """
+    pusher, service = _user(git_user), _user(service_user)
+    if pusher is None or service is None or pusher.pw_uid in (0, service.pw_uid):
+        missing = (f"no user {git_user}" if git_user and pusher is None else
+                   f"no user {service_user}" if service_user and service is None else
+                   "no git user (say --git-user)" if pusher is None else
+                   "no service user (install-service creates gitopsd, or say --service-user)" if service is None else
+                   f"{git_user} pushes and is the daemon's user too")
+        return [f"permissions: left as they are ({missing}; README, Permissions)"]
+    gid = service.pw_gid
+    group = grp.getgrgid(gid).gr_name
+    set_setting(repo_path, "core.sharedRepository", "group")   # first: the walk below then fixes the file's owner
+    done, refused = [], 0
+    for path in [repo_path, *_tree(repo_path)]:
+        try:
+            info = path.lstat()
+            if os.geteuid() == 0 and (info.st_uid, info.st_gid) != (pusher.pw_uid, gid):
+                os.lchown(path, pusher.pw_uid, gid)
+            elif info.st_gid != gid:
+                os.lchown(path, -1, gid)
+            if not path.is_symlink():
+                mode = stat.S_IMODE(info.st_mode)
+                wanted = mode | (0o2070 if path.is_dir() else 0o060 | (0o010 if mode & 0o100 else 0))
+                if wanted != mode:
+                    os.chmod(path, wanted)
+        except OSError:
+            refused += 1
+    if refused:
+        done.append(f"permissions: {refused} files or folders could not be given to {pusher.pw_name}:{group} with "
+                    f"group write: run install-hooks as root")
+    else:
+        done.append(f"permissions: {repo_path} belongs to {pusher.pw_name}:{group}, group-writable, setgid folders")
+    done.append(_trust(repo_path, service))
+    return done
+
+
+def _tree(root: Path) -> list[Path]:
+    paths = []
+    for folder, dirs, files in os.walk(root):
+        paths += [Path(folder) / name for name in dirs + files]
+    return paths
+
+
+def safe_directories(user: pwd.struct_passwd) -> list[str]:
+    """The safe.directory entries in USER's global git config (~/.gitconfig)."""
+    proc = subprocess.run(["git", "config", "--file", str(Path(user.pw_dir) / ".gitconfig"), "--get-all",
+                           "safe.directory"], capture_output=True, text=True, check=False)
+    return proc.stdout.splitlines() if proc.returncode == 0 else []
+
+
+def trust_command(repo_path: Path, user_name: str) -> str:
+    return f"runuser -u {user_name} -- git config --global --add safe.directory {repo_path}"
+
+
+def _trust(repo_path: Path, service: pwd.struct_passwd) -> str:
+    """Add REPO to the service user's safe.directory, so its git and pygit2 open a repository the git user owns."""
+    path = str(repo_path.resolve())
+    if path in safe_directories(service) or "*" in safe_directories(service):
+        return f"safe.directory: {service.pw_name} already trusts {path}"
+    if os.geteuid() not in (0, service.pw_uid):
+        return f"safe.directory: not set for {service.pw_name}: run as root: {trust_command(repo_path, service.pw_name)}"
+    home, gitconfig = Path(service.pw_dir), Path(service.pw_dir) / ".gitconfig"
+    if not home.exists():
+        home.mkdir(mode=0o750, parents=True)
+        os.chown(home, service.pw_uid, service.pw_gid)
+    proc = subprocess.run(["git", "config", "--file", str(gitconfig), "--add", "safe.directory", path],
+                          capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        return f"safe.directory: could not write {gitconfig}: {proc.stderr.strip()}"
+    os.chown(gitconfig, service.pw_uid, service.pw_gid)
+    return f"safe.directory: {path} added to {gitconfig} ({service.pw_name} opens repositories others own)"
 
 
 def write_gate_snapshot(config_path: Path) -> tuple[str | None, str]:
