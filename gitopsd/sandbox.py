@@ -93,7 +93,7 @@ def bwrap_args(policy: SandboxPolicy, *, project: Path, run_dir: Path, uid: int,
     `read_only`: what gitopsd shows this run from inside its own hidden folders (known_hosts,
     installed requirements).
     """
-    args = ["--die-with-parent", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--new-session",
+    args = ["--die-with-parent", "--unshare-pid", "--new-session",
             "--dev", "/dev", "--perms", "1777", "--tmpfs", "/dev/shm", "--proc", "/proc",
             "--perms", "1777", "--tmpfs", "/tmp", "--tmpfs", "/run"]
     shown = [*python_paths(), *policy.read_only, *policy.writable, project, run_dir]

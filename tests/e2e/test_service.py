@@ -40,11 +40,13 @@ def test_the_unit_verifies_without_a_single_warning(unit):
 
 
 @needs_analyze
-def test_the_unit_scores_2_0_or_better_in_systemd_analyze_security(unit):
-    proc = subprocess.run(["systemd-analyze", "security", "--offline=true", "--threshold=20", str(unit)],
+def test_the_unit_scores_2_5_or_better_in_systemd_analyze_security(unit):
+    # 1.4 before the playbook sandbox: bubblewrap needs user, mount and PID namespaces, its mount
+    # system calls, and a /proc with nothing mounted over it (README, "Run it as a service").
+    proc = subprocess.run(["systemd-analyze", "security", "--offline=true", "--threshold=25", str(unit)],
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-2000:]
-    assert "Overall exposure level for gitopsd.service: 1." in proc.stdout
+    assert "Overall exposure level for gitopsd.service: 2." in proc.stdout
 
 
 def test_every_hardening_directive_carries_a_comment_saying_why():
