@@ -72,11 +72,19 @@ def init_repository(repo: Path, config_path: Path, *, name: str | None = None, s
     entry = repository_entry(repo_name, repo)
     first = entry["environments"][0]["name"]
     if main is not None:
-        for env in DEFAULT_ENVIRONMENTS:
-            if gitcli.branch_head(repo, env) is None:
+        for env, source in ((e["name"], e["promote_from"]) for e in entry["environments"]):
+            if gitcli.branch_head(repo, env) is not None:
+                continue
+            if env == first:   # it takes commits from main: main is what it deploys first
                 gitcli.create_branch(repo, env, main, "gitopsd init")
-                out.append(f"created branch {env} at main ({main[:7]})"
-                           + ("" if env == first else ": it deploys nothing until its first promotion"))
+                out.append(f"created branch {env} at main ({main[:7]})")
+                continue
+            # Not at main: once the first environment has run main's tree, a branch with that tree would
+            # pass the promotion rule and deploy unpromoted. An empty placeholder passes nothing.
+            placeholder = waiting_commit(repo, env, source)
+            gitcli.create_branch(repo, env, placeholder, "gitopsd init")
+            out.append(f"created branch {env} at an empty placeholder ({placeholder[:7]}): nothing is deployed to "
+                       f"{env} until its first promotion from {source}")
     else:
         out.append("main does not exist yet: push your content to main, then run `gitopsd init` again to create "
                    "the environment branches (or use --sample)")
@@ -92,6 +100,15 @@ def init_repository(repo: Path, config_path: Path, *, name: str | None = None, s
     return out + next_steps(repo, config_path, hooks.pushing_user(repo, git_user), service)
 
 
+def waiting_commit(repo: Path, env: str, source: str) -> str:
+    """A parentless commit with the empty tree: where a new environment branch waits for its first promotion."""
+    empty = subprocess.run(["git", f"--git-dir={repo}", "mktree"], input="", capture_output=True, text=True,
+                           check=True).stdout.strip()
+    return gitcli.commit_tree(repo, empty, [], f"gitopsd init: {env} waits for its first promotion\n\n"
+                                                f"Nothing is deployed to {env} until what {source} runs is promoted "
+                                                f"here (gitopsd promote {source} {env}).\n")
+
+
 def next_steps(repo: Path, config_path: Path, pusher: str | None, service: str | None) -> list[str]:
     """What to run next, in order; each works as printed (a test follows them)."""
     from .config import DEFAULT_CONFIG
@@ -103,6 +120,9 @@ def next_steps(repo: Path, config_path: Path, pusher: str | None, service: str |
              f"  {exe} doctor{cfg}{f' --git-user {pusher}' if pusher else ''}"
              f"{f' --service-user {service}' if service else ''}       # permissions, hook, sandbox",
              f"  {exe} run{cfg}        # or as a service: {exe} install-service{cfg}"]
+    if service is None:
+        steps.append(f"  {exe} install-hooks {repo}{cfg}   # again as root once the service user exists (after "
+                     "install-service): sets up the permissions (README, Permissions)")
     if remote and os.geteuid() == 0:
         steps.append(f"  git config --global --add safe.directory {repo}   # once: lets root's git (and so gitopsd "
                      f"promote, rollback, status as root) open a repository {pusher} owns")

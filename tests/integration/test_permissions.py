@@ -309,7 +309,7 @@ def test_init_and_install_hooks_as_root_and_as_the_git_user_never_crash_on_the_g
     """root adopts gt-git's repository (git would refuse it: another owner); gt-git re-runs install-hooks."""
     init = server.gitopsd("init", str(server.repo), "--git-user", GIT_USER, "--service-user", SVC_USER, check=False)
     assert init.returncode == 0, init.stderr
-    assert "created branch staging at main" in init.stdout and "Traceback" not in init.stderr
+    assert "created branch staging at an empty placeholder" in init.stdout and "Traceback" not in init.stderr
     assert f"git clone {GIT_USER}@" in init.stdout
     again = server.gitopsd("install-hooks", str(server.repo), user=GIT_USER, check=False)
     assert again.returncode == 0 and "Traceback" not in again.stderr, again.stderr
@@ -328,3 +328,44 @@ def test_doctor_reports_missing_users_and_folders_as_problems_not_tracebacks(ser
     doctor = server.gitopsd("doctor", "--git-user", "gt-nosuchuser", "--service-user", SVC_USER, check=False)
     assert doctor.returncode == 1 and doctor.stderr == "", doctor.stderr
     assert "PROBLEM  the git user gt-nosuchuser does not exist" in doctor.stdout
+
+
+def test_init_keeps_the_configs_comments_mode_and_group_deploys_only_qa_and_its_next_steps_work(server):
+    server.write("environments/staging/hosts.yml", inventory("staging-1"))
+    server.commit_and_push("staging's hosts", "main", "main:qa")
+    server.gitopsd("install-hooks", str(server.repo), "--git-user", GIT_USER, "--service-user", SVC_USER)
+    config = server.config.with_name("fresh.yml")
+    config.write_text(f"# written by hand: keep this\nstate_dir: {server.state}   # the state\n"
+                      f"runtime_dir: {server.runtime}\nsandbox:\n  writable: [{server.out}]\n"
+                      f"  read_only: [{sysconfig.get_paths()['purelib']}]\nrepositories: []   # init adds them\n")
+    shutil.chown(config, "root", GROUP)
+    config.chmod(0o640)
+    server.config = config
+    init = server.gitopsd("init", str(server.repo), "--git-user", GIT_USER, "--service-user", SVC_USER)
+    text = config.read_text()
+    assert text.startswith("# written by hand: keep this\n") and "# the state" in text and "# init adds them" in text
+    info = config.stat()
+    assert (oct(info.st_mode & 0o7777), info.st_uid, grp.getgrgid(info.st_gid).gr_name) == ("0o640", 0, GROUP)
+    assert "created branch staging at an empty placeholder" in init.stdout
+    assert "nothing is deployed to production until its first promotion from staging" in init.stdout
+    steps = init.stdout.split("next steps:\n")[1].splitlines()
+    trust = next(s for s in steps if "safe.directory" in s).split("#")[0].split()
+    server.start()
+    main = server.head("main")
+    server.wait_state("qa", "in-sync", main)
+    time.sleep(2)   # qa has run main's tree: a branch at main would now pass the rule and deploy
+    for env in ("staging", "production"):   # main was never promoted there: nothing is deployed
+        row = server.status()[env]
+        assert row["state"] == "blocked" and row["deployed"] is None, row
+    assert "deploying" not in server.log.read_text().split("[shop/staging")[-1]
+    # The next steps, as printed: a push of main to qa, then a promotion as root.
+    assert "  git push origin main main:qa" in steps
+    server.write("c.txt", "3")
+    pushed = server.commit_and_push("a change", "main", "main:qa")
+    server.wait_state("qa", "in-sync", pushed)
+    sh(trust, env={**server.env("root"), "HOME": str(server.root)})
+    promote = next(s for s in steps if " promote qa staging" in s).split()
+    assert promote[-2:] == ["--config", str(config)]
+    server.gitopsd(*promote[1:-2])
+    server.wait_state("staging", "in-sync", server.head("staging"))
+    assert server.status()["production"]["deployed"] is None
