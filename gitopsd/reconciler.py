@@ -301,8 +301,7 @@ class Reconciler:
             run = PlaybookRun(
                 marker=self.marker(deployment_id), workdir=workdir,
                 playbook=resolve_inside(workdir, env.playbook), inventory=resolve_inside(workdir, env.inventory),
-                data_dir=folder / "run", timeout=env.timeout, attempt=decision.attempt,
-                vault_password_file=env.vault_password_file,
+                data_dir=folder / "run", timeout=env.timeout, vault_password_file=env.vault_password_file,
                 extravars={
                     "gitopsd_env": env.name, "gitopsd_repo": repo.name, "gitopsd_commit": desired.commit,
                     "gitopsd_tree": desired.tree, "gitopsd_previous_commit": deployed.commit if deployed else "",

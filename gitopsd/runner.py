@@ -47,7 +47,6 @@ class PlaybookRun:
     extravars: dict[str, str]
     timeout: int
     limit: str | None = None
-    attempt: int = 1                       # > 1: a retry of a failed run of this commit, run with --force-handlers
     vault_password_file: Path | None = None   # the environment's, from the config; never inside the tree
 
 
@@ -162,10 +161,10 @@ def run_playbook(run: PlaybookRun, cancel: threading.Event, policy: SandboxPolic
     cmdline = f"-e @{shlex.quote(str(vars_path))}"
     if run.limit:
         cmdline += f" --limit {shlex.quote(run.limit)}"
-    if run.attempt > 1:
-        # The failed attempt may have stopped before the handlers its changes notified; the retry's tasks
-        # then report "ok" and notify nothing, so the handlers run only if forced.
-        cmdline += " --force-handlers"
+    # Handlers notified before a failing task run all the same: else the retry of a failed tree finds its
+    # changes made ("ok", nothing notified) and succeeds with the handlers never run. A play may say
+    # `force_handlers: false`.
+    cmdline += " --force-handlers"
     vault = None
     if run.vault_password_file is not None:
         # A private copy in the run's folder: the run's user (nobody, as root) can read it, nothing else sees it.

@@ -64,7 +64,7 @@ def test_a_failed_task_fails_the_run_naming_the_host(tmp_path):
 
 def test_a_syntax_error_fails_without_stats(tmp_path):
     outcome = run_playbook(make_run(tmp_path, "- hosts: all\n  tasks: [\n", inventory("h1")), threading.Event())
-    assert not outcome.ok and "without final stats" in outcome.reason
+    assert not outcome.ok and outcome.permanent and outcome.reason.startswith("invalid content: YAML parsing failed")
 
 
 def test_a_timeout_reaps_every_process_including_orphaned_module_children(tmp_path):
