@@ -8,7 +8,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-DEFAULT_CONFIG = os.environ.get("GITOPSD_CONFIG", "/etc/gitopsd/gitopsd.yml")
+from . import gate
+
+DEFAULT_CONFIG = os.environ.get("GITOPSD_CONFIG", gate.DEFAULT_CONFIG)
 
 DESCRIPTION = """\
 GitOps for ordinary servers: environment branches (qa, staging, production) of a bare Git

@@ -19,11 +19,11 @@ from typing import Any, Iterator
 
 import yaml
 
-from .gate import file_stamp
+from .gate import DEFAULT_CONFIG as gate_default_config, file_stamp
 from .sandbox import SandboxError, SandboxPolicy, check as sandbox_check, default_user as default_sandbox_user
 from .windows import Window, WindowError, Cron, parse_duration
 
-DEFAULT_CONFIG = Path("/etc/gitopsd/gitopsd.yml")
+DEFAULT_CONFIG = Path(gate_default_config)
 _SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)   # libyaml when available: same rules, faster
 DEFAULT_ENVIRONMENTS = ("qa", "staging", "production")
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")

@@ -49,6 +49,8 @@ CREATE TABLE IF NOT EXISTS gate_windows (
 );
 """
 
+DEFAULT_CONFIG = "/etc/gitopsd/gitopsd.yml"   # the one place it is spelled; stdlib-only for the hook
+
 TREE_SUCCEEDED = ("SELECT 1 FROM deployments WHERE repo = ? AND env = ? AND tree = ? AND result = 'succeeded' LIMIT 1")
 # The newest successful deployments of an environment, newest first (index deployments_env walks back
 # from the newest id); enough history for the rollback stack (policy.rollback_trees) at hook speed.

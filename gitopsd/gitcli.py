@@ -41,7 +41,10 @@ GITOPSD_IDENTITY = Identity("gitopsd", "gitopsd@localhost")
 # would turn them on again; a `-c` option outranks every config file. Git 2.39 still reads
 # `info/grafts` (deprecated) whatever GIT_NO_REPLACE_OBJECTS says; a graft file that cannot exist
 # turns that off.
-NO_REPLACE_ARGS = ("-c", "core.useReplaceRefs=false")
+# No git hook runs from gitopsd's own git calls: in the service layout the repository belongs to
+# the git user, whose `reference-transaction` hook would otherwise run as the daemon's user when a
+# rollback moves a branch.
+NO_REPLACE_ARGS = ("-c", "core.useReplaceRefs=false", "-c", "core.hooksPath=/dev/null")
 NO_REPLACE_ENV = {"GIT_NO_REPLACE_OBJECTS": "1", "GIT_GRAFT_FILE": "/nonexistent/gitopsd-reads-no-grafts"}
 
 
@@ -51,7 +54,10 @@ def run(argv: list[str], input: str | None = None, env: dict[str, str] | None = 
     A git started here sees the real objects only (no replace refs, no grafts; see above).
     """
     if argv[0] == "git":
-        argv = ["git", *NO_REPLACE_ARGS, *argv[1:]]
+        # A configured repository is trusted by whoever runs gitopsd on it (the daemon, an operator as
+        # root): git's ownership check would refuse it in the service layout (another user owns it).
+        safe = ["-c", f"safe.directory={argv[2]}"] if len(argv) > 2 and argv[1] == "-C" else []
+        argv = ["git", *NO_REPLACE_ARGS, *safe, *argv[1:]]
     env = {**(os.environ if env is None else env), **NO_REPLACE_ENV}
     stdin_r, stdin_w = os.pipe()
     out_r, out_w = os.pipe()

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from . import gitcli
+from . import gate, gitcli
 from .gate import GateEnvironment, GateRepository, Ledger
 
 SCAN_LIMIT = 5000   # how far back on the source branch a matching tree is looked for
@@ -36,13 +36,25 @@ class Verdict:
     def __repr__(self) -> str:
         return f"Verdict({self.kind}: {self.rule})"
 
-    def refusal_lines(self, ref: str) -> list[str]:
+    def refusal_lines(self, ref: str, config: str | None = None) -> list[str]:
+        """The refusal as `remote:` lines; with a non-default `config`, the advised commands name it."""
         out = ["", f"gitopsd: push to {ref} refused", f"  rule: {self.rule}"]
         out += [f"  {line}" for line in self.detail]
         if self.instead:
             out.append("  what to do instead:")
-            out += [f"    {line}" for line in self.instead]
+            out += [f"    {with_config(line, config)}" for line in self.instead]
         return out + [""]
+
+
+
+def with_config(advice: str, config: str | None) -> str:
+    """Advice ending in a `gitopsd` command gets `--config FILE` when the config is not the default one."""
+    if not config or config == gate.DEFAULT_CONFIG:
+        return advice
+    at = advice.rfind("gitopsd ")
+    if at < 0 or any(c in advice[at:] for c in "()&|;<"):
+        return advice   # no gitopsd command last on the line (or a compound one): leave it as it is
+    return f"{advice} --config {config}"
 
 
 def refuse(rule: str, detail: list[str], instead: list[str]) -> Verdict:

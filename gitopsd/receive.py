@@ -157,7 +157,7 @@ def pre_receive(config_path: str, database: str, stdin_text: str, out=sys.stderr
         return 0   # not a repository gitopsd manages
     reserved = [u for u in updates if is_reserved(u.ref)]
     for update in reserved:
-        print("\n".join(reserved_refusal(update, repo.name).refusal_lines(update.ref)), file=out)
+        print("\n".join(reserved_refusal(update, repo.name).refusal_lines(update.ref, config_path)), file=out)
     if reserved:
         return 1
     env_updates = [(u, repo.environment_for_branch(u.branch)) for u in updates if u.branch]
@@ -184,7 +184,7 @@ def pre_receive(config_path: str, database: str, stdin_text: str, out=sys.stderr
             db.close()
     refused = [(u, v) for u, _env, v in verdicts if not v.accepted]
     for update, verdict in refused:
-        print("\n".join(verdict.refusal_lines(update.ref)), file=out)
+        print("\n".join(verdict.refusal_lines(update.ref, config_path)), file=out)
     if refused:
         return 1
     for _update, env, verdict in verdicts:
