@@ -10,6 +10,11 @@ from dataclasses import dataclass
 from .state import Deployment, FailureStatus, Store
 
 
+# Git's empty tree: `gitopsd init` starts a later environment's branch at a commit with it, to wait
+# for its first promotion (a branch at `main` would pass the rule once qa ran main, unpromoted).
+EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
+
+
 @dataclass(frozen=True)
 class Head:
     """What a branch asks for: a commit and its tree."""
@@ -20,7 +25,8 @@ class Head:
 
 @dataclass(frozen=True)
 class Decision:
-    """What one look concluded. `action` is in-sync | deploy | wait | stalled | failed | blocked | busy | missing."""
+    """What one look concluded. `action` is in-sync | deploy | wait | stalled | failed | blocked | busy | missing
+    | waiting (for a first promotion: nothing was deployed and the branch holds the empty tree)."""
 
     action: str
     kind: str | None = None
@@ -43,6 +49,8 @@ def decide(desired: Head | None, deployed: Deployment | None, last: Deployment |
         return Decision("busy")
     if deployed is not None and deployed.commit == desired.commit:
         return Decision("in-sync")
+    if deployed is None and desired.tree == EMPTY_TREE:
+        return Decision("waiting", reason="nothing deployed yet: waiting for its first promotion")
     if blocked_reason is not None:
         return Decision("blocked", reason=blocked_reason)
     same_commit_failure = failure if failure is not None and failure.commit == desired.commit else None

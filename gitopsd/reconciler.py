@@ -32,7 +32,7 @@ from .notify import notify
 from .policy import Verdict
 from .revert import make_revert
 from .runner import PlaybookRun
-from .decision import Decision, Head, decide_from_store
+from .decision import EMPTY_TREE, Decision, Head, decide_from_store
 from .state import Block, Deployment, FailureStatus, Store
 
 log = logging.getLogger("gitopsd.reconciler")
@@ -160,7 +160,7 @@ class Reconciler:
             busy = (repo.name, env.name) in self._running
         deployed = self.store.deployed(repo.name, env.name)
         verdict = None
-        if desired is not None and not busy:
+        if desired is not None and not busy and not (deployed is None and desired.tree == EMPTY_TREE):
             if deployed is None or deployed.commit != desired.commit:
                 verdict = self._verdict(repo, env, desired, deployed)
             self._note_block(repo, env, desired, deployed, verdict, now)

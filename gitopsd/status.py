@@ -15,7 +15,8 @@ from .state import Deployment, Store, iso
 
 # The reconciler's decision, as `status` names it.
 STATES = {"busy": "deploying", "missing": "missing-branch", "in-sync": "in-sync", "stalled": "stalled",
-          "wait": "failed", "failed": "failed", "blocked": "blocked", "deploy": "out-of-sync"}
+          "wait": "failed", "failed": "failed", "blocked": "blocked", "deploy": "out-of-sync",
+          "waiting": "waiting-for-promotion"}
 
 
 @dataclass(frozen=True)

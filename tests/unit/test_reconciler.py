@@ -14,7 +14,7 @@ import pytest
 
 from gitopsd import reconciler as reconciler_mod
 from gitopsd.config import Config, Environment, Repository
-from gitopsd.decision import Head, decide
+from gitopsd.decision import EMPTY_TREE, Head, decide
 from gitopsd.execute import Toolbox
 from gitopsd.gitcli import GitError
 from gitopsd.gitrepo import ExportError
@@ -186,6 +186,19 @@ def test_backoff_is_capped_and_jittered():
 def test_decide_is_busy_while_a_deployment_runs_and_missing_without_a_branch():
     assert decide(None, None, None, None, None, False, False, 0).action == "missing"
     assert decide(head(1), None, None, None, None, False, True, 0).action == "busy"
+
+
+def test_a_branch_init_left_at_the_empty_tree_waits_for_its_first_promotion_without_being_judged(world):
+    reconciler, store, git, runner, _clock, _scheduled = world
+    placeholder = Head(f"{7:040x}", EMPTY_TREE)
+    git.heads["qa"] = placeholder
+    reconciler.judge.refused[placeholder.commit] = "qa only takes trees from main"
+    look(reconciler)
+    assert runner.runs == [] and reconciler.judge.calls == [] and store.blocked("shop", "qa") is None
+    assert decide(placeholder, None, None, None, None, False, False, 0).action == "waiting"
+    # Once something ran there, the empty tree is an ordinary head, judged like any other.
+    deployed = _deployment(1, head(1))
+    assert decide(placeholder, deployed, deployed, None, None, False, False, 0).action == "deploy"
 
 
 def _deployment(n: int, commit: Head, kind: str = "deploy", result: str = "succeeded") -> Deployment:
