@@ -387,7 +387,11 @@ def _known_hosts(raw: Any, base: Path, state_dir: Path, check: _Checker) -> Path
     except ValueError as exc:
         check.add("ssh.known_hosts", str(exc))
         return default
-    if path.is_dir():
+    try:
+        folder = path.is_dir()
+    except OSError:   # a reader of the config (the hook, as the git user) may not see into the state folder
+        folder = False
+    if folder:
         check.add("ssh.known_hosts", f"{path} is a folder; give the path of a file (`gitopsd hosts trust ENV` writes it)")
     return path
 
