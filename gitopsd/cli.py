@@ -35,12 +35,46 @@ class Fail(Exception):
     """A user-facing error: printed as `gitopsd: error: ...`, exit code 1."""
 
 
+def plural(n: int, word: str) -> str:
+    """`1 repository`, `2 repositories`, `1 batch`, `3 hosts`."""
+    if n == 1:
+        return f"{n} {word}"
+    if word.endswith("y"):
+        return f"{n} {word[:-1]}ies"
+    return f"{n} {word}{'es' if word.endswith(('s', 'sh', 'ch', 'x')) else 's'}"
+
+
 def _config(args: argparse.Namespace) -> Any:
     from .config import ConfigError, load
     try:
         return load(Path(args.config))
     except ConfigError as exc:
         raise Fail(f"the configuration has problems (run `gitopsd check-config --config {args.config}`):\n{exc}") from exc
+
+
+def _read_config(args: argparse.Namespace) -> tuple[Any, dict[str, str]]:
+    """The config for a read-only command, and {repository: problem} for repositories that cannot be read.
+
+    A missing or unreadable repository must not hide the others from `status`, `history` and `logs`;
+    any other problem in the config still stops the command.
+    """
+    import re
+
+    from .config import ConfigError, load
+    try:
+        return load(Path(args.config)), {}
+    except ConfigError as exc:
+        at = [re.fullmatch(r"repositories\[(\d+)\]\.path", p.key) for p in exc.problems]
+        if exc.config is None or not all(at):
+            raise Fail(f"the configuration has problems (run `gitopsd check-config --config {args.config}`):\n{exc}") \
+                from exc
+        unavailable = {}
+        for match, problem in zip(at, exc.problems):
+            assert match is not None
+            index = int(match.group(1))
+            if index < len(exc.config.repositories):
+                unavailable[exc.config.repositories[index].name] = problem.message
+        return exc.config, unavailable
 
 
 def _repo(config: Any, name: str | None) -> Any:
@@ -51,8 +85,18 @@ def _repo(config: Any, name: str | None) -> Any:
         raise Fail(f"several repositories are configured ({names}): say which with --repo NAME")
     repo = config.repository(name)
     if repo is None:
-        raise Fail(f"no repository named {name!r} in {config.source}")
+        known = ", ".join(r.name for r in config.repositories) or "none"
+        raise Fail(f"no repository named {name!r} in {config.source} (known: {known})")
     return repo
+
+
+def _env_name(config: Any, repo_name: str | None, name: str) -> None:
+    """Fail unless some (or the named) repository has an environment `name`: a typo must not print an empty table."""
+    repos = [r for r in config.repositories if repo_name in (None, r.name)]
+    if not any(r.environment(name) for r in repos):
+        known = sorted({e.name for r in repos for e in r.environments})
+        where = f"repository {repo_name}" if repo_name else config.source
+        raise Fail(f"no environment named {name!r} in {where} (known: {', '.join(known) or 'none'})")
 
 
 def _env(repo: Any, name: str) -> Any:
@@ -89,7 +133,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
             print(f"  {problem}", file=sys.stderr)
         return 1
     n_envs = sum(len(r.environments) for r in config.repositories)
-    print(f"{config.source}: ok ({len(config.repositories)} repositories, {n_envs} environments)")
+    print(f"{config.source}: ok ({plural(len(config.repositories), 'repository')}, {plural(n_envs, 'environment')})")
     for repo in config.repositories:
         chain = " -> ".join([repo.environments[0].promote_from] + [e.name for e in repo.environments])
         print(f"  {repo.name}: {repo.path}  [{chain}]")
@@ -178,11 +222,31 @@ def cmd_install_service(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    config, unavailable = _read_config(args)
+    if args.repo:
+        _repo(config, args.repo)
+    if not args.watch:
+        return _show_status(args, config, unavailable)
+    import time
+    try:
+        while True:
+            print("\033[H\033[2J", end="")   # home and clear: a plain terminal redraw, no curses
+            print(f"gitopsd status, every 1s (Ctrl-C to stop)  {time.strftime('%H:%M:%S')}\n")
+            _show_status(args, config, unavailable)
+            sys.stdout.flush()
+            time.sleep(1)
+    except KeyboardInterrupt:
+        return 0
+
+
+def _show_status(args: argparse.Namespace, config: Any, unavailable: dict[str, str]) -> int:
     from .state import Store
     from .status import all_status, ago
-    config = _config(args)
     store = Store(config.database, readonly=True)
-    rows = all_status(config, store, args.repo)
+    try:
+        rows = all_status(config, store, args.repo, unavailable)
+    finally:
+        store.close()
     if args.json:
         print(json.dumps([r.as_json() for r in rows], indent=2))
         return 0
@@ -202,13 +266,15 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_history(args: argparse.Namespace) -> int:
     from .state import Store
     from .status import ago
-    config = _config(args)
+    config, _unavailable = _read_config(args)
     if args.repo:
         _repo(config, args.repo)
+    if args.env:
+        _env_name(config, args.repo, args.env)
     store = Store(config.database, readonly=True)
     deployments = store.history(repo=args.repo, env=args.env, limit=args.limit)
     if args.json:
-        print(json.dumps([d.as_json() for d in deployments], indent=2))
+        print(json.dumps([deployment_json(d) for d in deployments], indent=2))
         return 0
     table = [("ID", "REPO", "ENV", "KIND", "RESULT", "COMMIT", "STARTED", "TOOK", "TRIGGER", "BY")]
     for d in deployments:
@@ -228,9 +294,14 @@ def cmd_history(args: argparse.Namespace) -> int:
     return 0
 
 
+def deployment_json(d: Any) -> dict[str, Any]:
+    """A deployment for `history --json`: the record, with its batches, hosts and checks (the stored detail)."""
+    return {**d.as_json(), "hosts": d.detail.get("hosts", {}), "batches": d.detail.get("batches", [])}
+
+
 def cmd_logs(args: argparse.Namespace) -> int:
     from .state import Store
-    config = _config(args)
+    config, _unavailable = _read_config(args)
     store = Store(config.database, readonly=True)
     dep = store.get(args.deployment_id)
     if dep is None:
@@ -314,9 +385,8 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
-    from datetime import datetime, timezone
-
-    from . import gate, gitcli, policy
+    from . import gate, gitcli
+    from .promotion import promote
     from .state import Store
     config = _config(args)
     repo = _repo(config, args.repo)
@@ -330,37 +400,26 @@ def cmd_promote(args: argparse.Namespace) -> int:
     dst_head = gitcli.branch_head(repo.path, dst.branch)
     if src_head is None or dst_head is None:
         raise Fail(f"branch {src_branch if src_head is None else dst.branch} does not exist in {repo.path}")
-    tree, dst_tree = gitcli.trees_of(repo.path, src_head, dst_head)
-    if tree == dst_tree:
-        print(f"{dst.name} already has the tree of {src_branch} ({src_head[:7]}): nothing to promote")
-        return 0
-    who = cli_identity()
-    now = datetime.now(timezone.utc)
-    message = (f"Promote {args.src} ({src_head[:7]}) to {dst.name}\n\n"
-               f"Gitopsd-Promoted-By: {who}\nGitopsd-Promoted-At: {now.isoformat(timespec='seconds')}\n")
-    if args.override:
-        message += f"Gitopsd-Override: {args.override}\n"
-    commit = gitcli.commit_tree(repo.path, tree or "", [dst_head, src_head], message)
     view = gate.from_config(config).repository(repo.name)   # what the hook judges with, too
     assert view is not None
-    verdict = policy.judge(view, str(repo.path), Store(config.database, readonly=True), view.environment(dst.name),
-                           dst_head, commit, identity=who, override_reason=args.override, now=now)
-    if not verdict.accepted:
-        print("\n".join(verdict.refusal_lines(f"refs/heads/{dst.branch}")), file=sys.stderr)
+    store = Store(config.database, readonly=True)
+    try:
+        done = promote(view, str(repo.path), store, view.environment(dst.name), args.src, src_head, dst_head,
+                       identity=cli_identity(), override=args.override, dry_run=args.dry_run,
+                       announce=lambda commit, reason: _nudge(config, repo, "promote", (commit,), reason=reason))
+    finally:
+        store.close()
+    if done.state == "refused":
+        assert done.verdict is not None
+        print("\n".join(done.verdict.refusal_lines(f"refs/heads/{dst.branch}")), file=sys.stderr)
         return 1
-    if args.dry_run:
-        print(f"would promote {args.src} ({src_head[:7]}, tree {(tree or '')[:7]}) to {dst.name}: {verdict.rule}")
-        return 0
-    # Announce the commit before the branch moves, as the hook does: the daemon judges it again, but
-    # leaves deploy windows to this verdict (it may hold an override) only for an announced commit.
-    sent = _nudge(config, repo, "promote", (commit,), reason=verdict.override)
-    if not gitcli.update_branch(repo.path, dst.branch, commit, dst_head, f"gitopsd promote {args.src} {dst.name} by {who}"):
-        raise Fail(f"{dst.branch} moved while the promotion was being made; nothing was changed. Run it again.")
-    print(f"{dst.name}: {dst.branch} is now at {commit[:7]} (Promote {args.src} ({src_head[:7]}) to {dst.name}); "
-          f"its tree {(tree or '')[:7]} is what {args.src} runs.")
-    if verdict.override:
-        print(f"recorded: {verdict.override}")
-    _say_nudged(sent)
+    if done.state == "raced":
+        raise Fail(done.summary)
+    print(done.summary)
+    if done.state == "moved":
+        if done.verdict is not None and done.verdict.override:
+            print(f"recorded: {done.verdict.override}")
+        _say_nudged(done.announced)
     return 0
 
 
@@ -402,6 +461,118 @@ def cmd_retry(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_suspend(args: argparse.Namespace) -> int:
+    import time
+
+    from .state import Store
+    config = _config(args)
+    repo = _repo(config, args.repo)
+    env = _env(repo, args.env)
+    who = cli_identity()
+    store = Store(config.database)
+    store.suspend(repo.name, env.name, actor=who, reason=args.reason, now=time.time())
+    running = store.last(repo.name, env.name)
+    store.close()
+    _nudge(config, repo, "suspend")
+    busy = running is not None and running.result == "running"
+    print(f"{repo.name}/{env.name}: suspended by {who}" + (f" ({args.reason})" if args.reason else "")
+          + ": no deployment starts until `gitopsd resume " + env.name + "`"
+          + (f"; deployment #{running.id} still runs to its end" if busy and running else ""))
+    return 0
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from .state import Store
+    config = _config(args)
+    repo = _repo(config, args.repo)
+    env = _env(repo, args.env)
+    store = Store(config.database)
+    was = store.resume(repo.name, env.name)
+    store.close()
+    if not was:
+        print(f"{repo.name}/{env.name}: was not suspended")
+        return 0
+    sent = _nudge(config, repo, "resume")
+    print(f"{repo.name}/{env.name}: resumed; " + ("the daemon looks at it now" if sent else "the daemon is not running"))
+    return 0
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    import time
+
+    from . import gitcli
+    from .state import Store
+    config = _config(args)
+    repo = _repo(config, args.repo)
+    env = _env(repo, args.env)
+    store = Store(config.database)
+    try:
+        deployed = store.deployed(repo.name, env.name)
+        if deployed is None:
+            raise Fail(f"nothing was ever deployed successfully to {env.name}: there is nothing to re-apply")
+        head = gitcli.branch_head(repo.path, env.branch)
+        if head != deployed.commit:
+            raise Fail(f"{env.branch} is at {(head or 'nothing')[:7]}, not at the deployed {deployed.commit[:7]}: the "
+                       f"daemon deploys the head, not a re-apply (see `gitopsd status`; `gitopsd retry {env.name}` "
+                       "after a stall)")
+        hold = store.suspension(repo.name, env.name)
+        if hold is not None:
+            raise Fail(f"{env.name} is suspended by {hold.actor}: `gitopsd resume {env.name}` first")
+        store.request_sync(repo.name, env.name, commit=head, actor=cli_identity(), reason=args.reason, now=time.time())
+    finally:
+        store.close()
+    sent = _nudge(config, repo, "sync")
+    print(f"{repo.name}/{env.name}: re-applying {head[:7]} (kind reapply); "
+          + ("the daemon starts it now; follow with `gitopsd status`" if sent
+             else "the daemon is not running: it starts it when it is back"))
+    return 0
+
+
+def cmd_wait(args: argparse.Namespace) -> int:
+    """Wait for a commit's deployment to succeed (0), fail (1) or for the timeout (2), saying so in one line."""
+    import time
+
+    from . import gitcli
+    from .state import Store
+    from .status import environment_status
+    config = _config(args)
+    repo = _repo(config, args.repo)
+    env = _env(repo, args.env)
+    commit = gitcli.branch_head(repo.path, env.branch) if args.commit is None else \
+        gitcli.rev_parse(repo.path, f"{args.commit}^{{commit}}")
+    if commit is None:
+        raise Fail(f"{args.commit or env.branch} is not a commit in {repo.path}")
+    deadline = time.monotonic() + args.timeout
+    where = f"{repo.name}/{env.name}"
+    while True:
+        store = Store(config.database, readonly=True)
+        try:
+            done = [d for d in store.history(repo=repo.name, env=env.name, limit=200) if d.commit == commit]
+            row = environment_status(store, repo, env)
+            failure = store.failure(repo.name, env.name)
+        finally:
+            store.close()
+        good = next((d for d in done if d.result == "succeeded"), None)
+        if good is not None:
+            print(f"{where}: {commit[:7]} deployed and verified (deployment #{good.id}, {good.kind})")
+            return 0
+        # "failed" while retries remain is not the end; failed for good (its automatic rollback failed too) is.
+        given_up = row.state in ("stalled", "blocked") or (row.state == "failed" and failure is not None and failure.failed)
+        if row.desired == commit and given_up:
+            print(f"{where}: {commit[:7]} {row.state}: {row.reason or '-'}")
+            return 1
+        if row.desired != commit and not (row.state == "deploying" and row.last and row.last.commit == commit):
+            failed = next((d for d in done if d.result != "running"), None)
+            why = (f"its deployment #{failed.id} {failed.result}: {failed.outcome}" if failed
+                   else "it was never deployed")
+            print(f"{where}: {commit[:7]} is no longer the head of {env.branch} ({(row.desired or 'none')[:7]} is); {why}")
+            return 1
+        if time.monotonic() >= deadline:
+            print(f"{where}: timed out after {args.timeout:g}s waiting for {commit[:7]} ({row.state})")
+            return 2
+        time.sleep(0.5)
+
+
 def cmd_hosts(args: argparse.Namespace) -> int:
     from .hosts import TrustError, trust
     config = _config(args)
@@ -430,12 +601,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gitopsd", description=DESCRIPTION, epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version="gitopsd 0.1.0")
+    # Global options go before or after the command: the default is filled in after parsing (main), so
+    # a subcommand's unset option cannot overwrite one given before the command.
     debug = {"action": "store_true", "default": argparse.SUPPRESS, "help": "show the full traceback of an error"}
+    config = {"default": argparse.SUPPRESS, "metavar": "FILE",
+              "help": "server configuration file (default: $GITOPSD_CONFIG or /etc/gitopsd/gitopsd.yml)"}
     parser.add_argument("--debug", **debug)
+    parser.add_argument("--config", **config)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--debug", **debug)
-    common.add_argument("--config", default=DEFAULT_CONFIG, metavar="FILE",
-                        help="server configuration file (default: $GITOPSD_CONFIG or /etc/gitopsd/gitopsd.yml)")
+    common.add_argument("--config", **config)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     def add(name: str, helptext: str, description: str, func: Any) -> argparse.ArgumentParser:
@@ -503,6 +678,7 @@ def build_parser() -> argparse.ArgumentParser:
             "missing-branch) and the last deployment. Works with or without the daemon running.", cmd_status)
     p.add_argument("--repo", metavar="NAME", help="only this repository")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--watch", action="store_true", help="show it again every second until Ctrl-C")
 
     p = add("history", "list deployments, newest first",
             "List deployments, newest first: id, repo, env, commit, kind (deploy, rollback, reapply), result\n"
@@ -549,6 +725,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reason", metavar="TEXT", help="why, recorded with --force")
     p.add_argument("--repo", metavar="NAME", help="repository name (needed when several are configured)")
 
+    p = add("suspend", "stop deployments to an environment until `resume` (shown in status)",
+            "Suspend ENV: the daemon starts no deployment there (not for a push, a retry, a rollback or a sync)\n"
+            "until `gitopsd resume ENV`. A deployment already running finishes. Pushes are still judged and\n"
+            "accepted; status shows `suspended` with who suspended it and why.", cmd_suspend)
+    p.add_argument("env", metavar="ENV", help="environment name")
+    p.add_argument("--reason", metavar="TEXT", help="why, shown by status")
+    p.add_argument("--repo", metavar="NAME", help="repository name (needed when several are configured)")
+
+    p = add("resume", "let the daemon deploy to a suspended environment again",
+            "Resume ENV after `gitopsd suspend` and nudge the daemon, which deploys the branch head at once\n"
+            "if it differs from what is deployed.", cmd_resume)
+    p.add_argument("env", metavar="ENV", help="environment name")
+    p.add_argument("--repo", metavar="NAME", help="repository name (needed when several are configured)")
+
+    p = add("sync", "re-apply what an environment runs now (a `reapply` deployment)",
+            "Run ENV's playbook again with the commit it runs now, although it is in sync: a deployment of kind\n"
+            "reapply (e.g. after a host was rebuilt or changed by hand). Only when the branch head is what is\n"
+            "deployed; recorded with who asked.", cmd_sync)
+    p.add_argument("env", metavar="ENV", help="environment name")
+    p.add_argument("--reason", metavar="TEXT", help="why, recorded with the deployment")
+    p.add_argument("--repo", metavar="NAME", help="repository name (needed when several are configured)")
+
+    p = add("wait", "wait until a commit is deployed to an environment (for CI scripts)",
+            "Wait until COMMIT (default: the branch head now) is deployed and verified in ENV. Prints one line.\n"
+            "Exit code 0: deployed and verified; 1: its deployment failed, stalled or was blocked, or the branch\n"
+            "moved on without it; 2: --timeout passed first.", cmd_wait)
+    p.add_argument("env", metavar="ENV", help="environment name")
+    p.add_argument("--commit", metavar="COMMIT", help="the commit to wait for (default: the branch head)")
+    p.add_argument("--timeout", type=float, default=600, metavar="SECONDS", help="give up after this long (default 600)")
+    p.add_argument("--repo", metavar="NAME", help="repository name (needed when several are configured)")
+
     p = add("hosts", "trust the SSH host keys of an environment's hosts (prints fingerprints first)",
             "trust ENV: read ENV's inventory from its branch head (in the sandbox, as a deployment does), ask each\n"
             "SSH host for its host keys with ssh-keyscan, print their fingerprints and whether they are new or\n"
@@ -574,6 +781,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if not hasattr(args, "config"):
+        args.config = DEFAULT_CONFIG
     try:
         return int(args.func(args))
     except Fail as exc:

@@ -166,8 +166,9 @@ class Problem:
 class ConfigError(Exception):
     """The configuration is invalid; `problems` lists every one found."""
 
-    def __init__(self, problems: list[Problem]):
+    def __init__(self, problems: list[Problem], config: "Config | None" = None):
         self.problems = problems
+        self.config = config   # what could be read anyway: read-only commands show the rest (see cli)
         super().__init__("\n".join(str(p) for p in problems))
 
 
@@ -329,7 +330,7 @@ def load(path: Path | str, *, writable_folders: bool = False) -> Config:
         check.problems.append(Problem(file, line, key, f"duplicate key (first at line {first})"))
     config = _normalize(raw if raw is not None else {}, source, check, writable_folders)
     if check.problems:
-        raise ConfigError(check.problems)
+        raise ConfigError(check.problems, replace(config, stamp=stamp))
     return replace(config, stamp=stamp)
 
 
@@ -524,8 +525,14 @@ def _repository(raw: Any, key: str, base: Path, check: _Checker) -> Repository:
         except ValueError as exc:
             check.add(f"{key}.path", str(exc))
         else:
-            if not (path / "HEAD").is_file() or not (path / "objects").is_dir():
-                check.add(f"{key}.path", f"no Git repository at {path} (run `gitopsd init {path}` to create one)")
+            try:
+                found = (path / "HEAD").is_file() and (path / "objects").is_dir()
+            except PermissionError:   # a folder this user may not look into (the service layout's, as another user)
+                who = pwd.getpwuid(os.geteuid()).pw_name
+                check.add(f"{key}.path", f"{path} cannot be read by {who} (run `gitopsd doctor` as root to see why)")
+            else:
+                if not found:
+                    check.add(f"{key}.path", f"no Git repository at {path} (run `gitopsd init {path}` to create one)")
     envs_raw = data.get("environments")
     if envs_raw is None:
         envs_raw = [{"name": n} for n in DEFAULT_ENVIRONMENTS]
@@ -720,24 +727,27 @@ def _windows(raw: Any, key: str, check: _Checker) -> tuple[Window, ...]:
             check.add(at, "needs exactly one of allow: or deny: (a cron expression for when the window starts)")
             continue
         allow = "allow" in data
+        bad = False   # every problem of the entry is said, not only the first
         try:
             cron = Cron.parse(str(data["allow" if allow else "deny"]))
             duration = parse_duration(data.get("duration"))
         except WindowError as exc:
             check.add(at, str(exc))
-            continue
+            bad = True
         except OverflowError:   # more seconds than a timedelta holds
             duration = MAX_WINDOW + MAX_WINDOW
-        if duration > MAX_WINDOW:   # checking a window walks back over its whole length, minute by minute
+        if not bad and duration > MAX_WINDOW:   # checking a window walks back over its whole length, minute by minute
             check.add(f"{at}.duration", f"a window lasts at most {MAX_WINDOW.days} days, not {data.get('duration')} "
                                         "(for longer, let cron start it again)")
-            continue
+            bad = True
         tz = str(data.get("timezone", "UTC"))
         try:
             from zoneinfo import ZoneInfo
             ZoneInfo(tz)
         except (ValueError, KeyError, OSError):
             check.add(f"{at}.timezone", f"unknown time zone {tz!r}")
+            bad = True
+        if bad:
             continue
         name = str(data.get("name") or f"{'allow' if allow else 'deny'} {data['allow' if allow else 'deny']} for {data.get('duration')} ({tz})")
         windows.append(Window(name, allow, cron, duration, tz))

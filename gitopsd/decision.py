@@ -26,7 +26,7 @@ class Head:
 @dataclass(frozen=True)
 class Decision:
     """What one look concluded. `action` is in-sync | deploy | wait | stalled | failed | blocked | busy | missing
-    | waiting (for a first promotion: nothing was deployed and the branch holds the empty tree)."""
+    | waiting (for a first promotion: nothing was deployed and the branch holds the empty tree) | suspended."""
 
     action: str
     kind: str | None = None
@@ -37,18 +37,22 @@ class Decision:
 
 def decide(desired: Head | None, deployed: Deployment | None, last: Deployment | None,
            failure: FailureStatus | None, bad_tree_reason: str | None, rollback: bool,
-           busy: bool, now: float, blocked_reason: str | None = None) -> Decision:
+           busy: bool, now: float, blocked_reason: str | None = None, suspended_reason: str | None = None,
+           sync: bool = False) -> Decision:
     """Given what Git asks for, what the store knows and how the promotion rule judged the head, return what to do.
 
     `rollback`: the rule accepted the head as a rollback. `blocked_reason`: the rule refused the head
-    (the daemon judges every new head again; see reconciler). Pure.
+    (the daemon judges every new head again; see reconciler). `suspended_reason`: an operator
+    suspended the environment. `sync`: an operator asked to re-apply what is deployed. Pure.
     """
     if desired is None:
         return Decision("missing", reason="the environment branch does not exist")
     if busy:
         return Decision("busy")
+    if suspended_reason is not None:
+        return Decision("suspended", reason=suspended_reason)
     if deployed is not None and deployed.commit == desired.commit:
-        return Decision("in-sync")
+        return Decision("deploy", kind="reapply") if sync else Decision("in-sync")
     if deployed is None and desired.tree == EMPTY_TREE:
         return Decision("waiting", reason="nothing deployed yet: waiting for its first promotion")
     if blocked_reason is not None:
@@ -75,7 +79,13 @@ def decide(desired: Head | None, deployed: Deployment | None, last: Deployment |
 
 
 def decide_from_store(store: Store, repo: str, env: str, desired: Head | None, deployed: Deployment | None,
-                      busy: bool, now: float, *, rollback: bool = False, blocked_reason: str | None = None) -> Decision:
-    """`decide` with everything else it needs read from the store."""
+                      busy: bool, now: float, *, rollback: bool = False, blocked_reason: str | None = None,
+                      sync: bool = False) -> Decision:
+    """`decide` with everything else it needs read from the store (a suspension too)."""
+    hold = store.suspension(repo, env)
+    suspended = None
+    if hold is not None:
+        suspended = f"suspended by {hold.actor}" + (f": {hold.reason}" if hold.reason else "") + f"; `gitopsd resume {env}` lets it deploy again"
     return decide(desired, deployed, store.last(repo, env), store.failure(repo, env),
-                  store.bad_tree(repo, env, desired.tree) if desired else None, rollback, busy, now, blocked_reason)
+                  store.bad_tree(repo, env, desired.tree) if desired else None, rollback, busy, now, blocked_reason,
+                  suspended, sync)

@@ -89,20 +89,23 @@ def execute(env: Environment, run: PlaybookRun, kind: str, tools: Toolbox, cance
         attempt.hosts.update(outcome.hosts)
         record["hosts"] = batch or sorted(outcome.hosts)
         record["playbook"] = outcome.reason
+        # Without batches the playbook's own words say it all ("failed on qa-1 (failed); 1 of 2 hosts ok").
+        said = f"{label} failed: " if batch is not None else ""
         if outcome.status == "canceled" or cancel.is_set():
             record["result"] = "canceled"
-            attempt.canceled, attempt.reason = True, f"{label}: canceled"
+            attempt.canceled, attempt.reason = True, f"{label}: canceled" if batch is not None else "canceled"
             return attempt
         if not _batch_ok(env, outcome, batch):
             record["result"] = "failed"
-            attempt.reason = f"{label} failed: {outcome.reason}"
+            attempt.reason = f"{said}{outcome.reason}"
             attempt.permanent = outcome.permanent
             return attempt
         failed_check = _checks(env, run, kind, tools, cancel, [by_name[h] for h in batch] if batch else hosts,
                                number, record)
         if failed_check is not None:
             record["result"] = "failed"
-            attempt.reason = f"{label} failed the check {failed_check.name}: {failed_check.detail}"
+            attempt.reason = (f"{label} failed the check {failed_check.name}: {failed_check.detail}" if batch is not None
+                              else f"the check {failed_check.name} failed: {failed_check.detail}")
             return attempt
         record["result"] = "passed"
     attempt.ok = True

@@ -160,7 +160,9 @@ def judge(repo: GateRepository, repo_path: str, store: Ledger, env: GateEnvironm
         return Verdict(True, "promotion", f"tree {tree[:7]} passed {env.promote_from}")
     assert window is not None
     opens = next_opening(env.windows, now)
-    when = opens.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC") if opens else "not within 8 days"
+    when = opens.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC") if opens else None
+    opens_again = f"promotion opens again at {when}" if when else "promotion does not open again within the next 8 days"
+    wait = f"wait until {when}" if when else "wait for the deploy window to open (not within the next 8 days)"
     closed = f"the deploy window is closed: {'outside' if window.allow else 'inside'} '{window.name}'"
     if override_reason:
         if identity in env.override_by:
@@ -168,9 +170,9 @@ def judge(repo: GateRepository, repo_path: str, store: Ledger, env: GateEnvironm
                            override=f"emergency override by {identity}: {override_reason}")
         return refuse(f"{closed}; {identity} may not override it",
                       [f"only {', '.join(env.override_by) or 'nobody'} may override {env.name}'s deploy windows."],
-                      [f"wait until promotion opens again at {when}", f"rollbacks are still accepted: {rollback_cmd}"])
+                      [f"wait: {opens_again}", f"rollbacks are still accepted: {rollback_cmd}"])
     return refuse(f"promotions to {env.name} are closed now: {closed}",
-                  [f"promotion opens again at {when}."],
-                  [f"wait until {when}", f"rollbacks are still accepted: {rollback_cmd}", *further,
+                  [f"{opens_again}."],
+                  [wait, f"rollbacks are still accepted: {rollback_cmd}", *further,
                    "in an emergency, an identity listed in override_by can push with "
                    "-o 'override=<reason>' (or gitopsd promote ... --override '<reason>')"])

@@ -18,7 +18,7 @@ import os
 import sqlite3
 import sys
 
-from . import gate, gitcli, nudge, policy
+from . import gate, gitcli, nudge, policy, promotion
 
 USAGE = "usage: pre-receive --config FILE [--database FILE]"
 
@@ -160,6 +160,9 @@ def pre_receive(config_path: str, database: str, stdin_text: str, out=sys.stderr
         print("\n".join(reserved_refusal(update, repo.name).refusal_lines(update.ref, config_path)), file=out)
     if reserved:
         return 1
+    requests = [u for u in updates if u.ref.startswith(promotion.REQUEST_PREFIX)]
+    if requests:
+        return promotion_request(config, config_path, database, repo, repo_path, updates, requests[0], out, now)
     env_updates = [(u, repo.environment_for_branch(u.branch)) for u in updates if u.branch]
     env_updates = [(u, env) for u, env in env_updates if env is not None]
     if not env_updates:
@@ -201,6 +204,82 @@ def pre_receive(config_path: str, database: str, stdin_text: str, out=sys.stderr
     else:
         print(f"gitopsd: the daemon is not running; {names} will be deployed when it is back", file=out)
     return 0
+
+
+def promotion_request(config: gate.GateConfig, config_path: str, database: str, repo: gate.GateRepository,
+                      repo_path: str, updates: list[RefUpdate], update: RefUpdate, out, now=None) -> int:
+    """A push to refs/promote/<env>: make the exact-tree promotion to <env> here, as `gitopsd promote` does.
+
+    The pushed commit says what to promote: the head of <env>'s source branch on the server, or a
+    commit on the server whose tree the source environment runs now. The request ref itself never
+    lands: this returns 1 whatever happened, after saying whether <env> moved.
+    """
+    name = update.ref[len(promotion.REQUEST_PREFIX):]
+    dst = repo.environment(name)
+
+    def refused(rule: str, detail: list[str], instead: list[str]) -> int:
+        print("\n".join(policy.refuse(rule, detail, instead).refusal_lines(update.ref, config_path)), file=out)
+        return 1
+    if len(updates) != 1:
+        return refused("a promotion request is pushed alone",
+                       [f"this push also updates {', '.join(u.ref for u in updates if u is not update)}."],
+                       [f"push the other refs first, then: git push origin <commit>:{update.ref}"])
+    if dst is None:
+        known = ", ".join(e.name for e in repo.environments)
+        return refused(f"{update.ref} names no environment of {repo.name}", [f"its environments are: {known}."],
+                       [f"git push origin <source branch>:{promotion.REQUEST_PREFIX}<environment>"])
+    source = repo.environment_for_branch(dst.promote_from)
+    src_name = source.name if source is not None else dst.promote_from
+    src_head = gitcli.branch_head(repo_path, dst.promote_from)
+    dst_head = gitcli.branch_head(repo_path, dst.branch)
+    example = f"git fetch origin && git push origin origin/{dst.promote_from}:{update.ref}"
+    if update.new == gitcli.ZERO or src_head is None or dst_head is None:
+        return refused(f"{update.ref} asks to promote {src_name} to {dst.name}",
+                       [f"branch {dst.branch if dst_head is None else dst.promote_from} does not exist on the server."
+                        if update.new != gitcli.ZERO else "a request ref is never deleted: it is never kept."],
+                       [example])
+    db = None
+    try:
+        db = gate.connect_readonly(database)
+        ledger = gate.Ledger(db)
+        if update.new != src_head:
+            # Not the source branch head: only a commit already on the server whose tree the source runs now.
+            runs = policy.rollback_trees(ledger.successes(repo.name, source.name))[0] if source is not None else None
+            if runs is None or not promotion.in_repository(repo_path, update.new) \
+                    or gitcli.tree_of(repo_path, update.new) != runs:
+                return refused(
+                    f"a promotion request to {dst.name} pushes what {src_name} has",
+                    [f"{update.new[:7]} is not the head of {dst.promote_from} on the server ({src_head[:7]})"
+                     + (f", nor a commit here whose tree {source.name} runs now." if source is not None else ".")],
+                    [example, f"or on the server: gitopsd promote {src_name} {dst.name} --repo {repo.name}"])
+        identity = pusher(config.identity_env)
+        done = promotion.promote(
+            repo, repo_path, ledger, dst, src_name, update.new, dst_head, identity=identity,
+            override=push_option("override"), now=now,
+            announce=lambda commit, reason: nudge.send(config.nudge_socket, nudge.Nudge(
+                repo=repo_path, trigger="promote", actor=identity, commits=(commit,), reason=reason)))
+    except sqlite3.Error as exc:
+        unreadable(database, exc, out)
+        return 1
+    except gitcli.GitError as exc:
+        print(f"\ngitopsd: the promotion of {src_name} to {dst.name} could not be made: {exc}\n", file=out)
+        return 1
+    finally:
+        if db is not None:
+            db.close()
+    if done.state == "refused":
+        assert done.verdict is not None
+        print("\n".join(done.verdict.refusal_lines(update.ref, config_path)), file=out)
+        return 1
+    print(f"\ngitopsd: {done.summary}", file=out)
+    if done.state == "moved":
+        if done.verdict is not None and done.verdict.override:
+            print(f"gitopsd: {dst.name}: {done.verdict.override} (recorded)", file=out)
+        print(f"gitopsd: promoted by {identity}; "
+              + ("the daemon deploys it now" if done.announced else "the daemon deploys it when it is back")
+              + f"; fetch it with: git fetch origin {dst.branch}", file=out)
+    print(f"gitopsd: {update.ref} itself is never kept, so git reports it as declined\n", file=out)
+    return 1
 
 
 def main(argv: list[str]) -> int:

@@ -164,10 +164,20 @@ class Reconciler:
             if deployed is None or deployed.commit != desired.commit:
                 verdict = self._verdict(repo, env, desired, deployed)
             self._note_block(repo, env, desired, deployed, verdict, now)
+        sync = self.store.sync_request(repo.name, env.name)
+        if sync is not None and (deployed is None or sync.commit != deployed.commit):
+            self.store.clear_sync(repo.name, env.name)   # what it asked to re-apply is not what runs any more
+            sync = None
         decision = decide_from_store(
             self.store, repo.name, env.name, desired, deployed, busy, now,
             rollback=verdict is not None and verdict.kind == "rollback",
-            blocked_reason=blocked_reason(verdict) if verdict is not None and not verdict.accepted else None)
+            blocked_reason=blocked_reason(verdict) if verdict is not None and not verdict.accepted else None,
+            sync=sync is not None)
+        if sync is not None and decision.action == "deploy" and self.accepting and desired is not None \
+                and desired.commit == sync.commit:
+            # `gitopsd sync`: the operator, not the push that once brought this commit, causes this run.
+            self.store.clear_sync(repo.name, env.name)
+            self.remember_cause(repo.name, desired.commit, Cause(sync.actor, "sync", sync.reason))
         if decision.action == "in-sync":
             self.store.clear_failure(repo.name, env.name)
         elif decision.action == "wait" and decision.retry_at is not None:
@@ -175,7 +185,7 @@ class Reconciler:
         elif decision.action == "deploy" and self.accepting:
             assert desired is not None
             self._start(repo, env, desired, deployed, decision, trigger, now)
-        elif decision.action in ("stalled", "failed", "blocked", "missing"):
+        elif decision.action in ("stalled", "failed", "blocked", "missing", "suspended"):
             log.debug("%s: %s", decision.action, decision.reason, extra={"repo": repo.name, "env": env.name})
         return decision
 

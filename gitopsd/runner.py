@@ -99,7 +99,9 @@ def judge(stats: dict[str, Any] | None, no_hosts_matched: bool, status: str, rc:
         return False, "no hosts matched: the inventory or the play's hosts pattern selects nothing", hosts
     bad = sorted(h for h, r in hosts.items() if r != "ok")
     if bad:
-        return False, "failed on " + ", ".join(f"{h} ({hosts[h]})" for h in bad), hosts
+        fine = len(hosts) - len(bad)   # say the others were fine: "failed on prod-1" alone reads as all failed
+        return False, ("failed on " + ", ".join(f"{h} ({hosts[h]})" for h in bad)
+                       + (f"; {fine} of {len(hosts)} hosts ok" if fine else "")), hosts
     if status != "successful":
         return False, f"ansible-playbook reported {status} (exit code {rc})", hosts
     return True, f"succeeded on {len(hosts)} host{'s' if len(hosts) != 1 else ''}", hosts

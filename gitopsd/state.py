@@ -69,6 +69,23 @@ CREATE TABLE IF NOT EXISTS admissions (   -- commits an operator let past the pr
     created_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS admissions_commit ON admissions (repo, env, commit_id);
+CREATE TABLE IF NOT EXISTS env_suspensions (   -- `gitopsd suspend`: no deployments here until `resume`
+    repo TEXT NOT NULL,
+    env TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    reason TEXT,
+    since REAL NOT NULL,
+    PRIMARY KEY (repo, env)
+);
+CREATE TABLE IF NOT EXISTS sync_requests (   -- `gitopsd sync`: re-apply this deployed commit once
+    repo TEXT NOT NULL,
+    env TEXT NOT NULL,
+    commit_id TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    reason TEXT,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (repo, env)
+);
 CREATE TABLE IF NOT EXISTS bad_trees (
     repo TEXT NOT NULL,
     env TEXT NOT NULL,
@@ -147,6 +164,16 @@ class Admission:
     actor: str
     reason: str
     created_at: float
+
+
+@dataclass(frozen=True)
+class Hold:
+    """An operator's standing request on one environment: a suspension, or a sync of `commit`."""
+
+    actor: str
+    reason: str | None
+    since: float
+    commit: str | None = None
 
 
 def iso(ts: float | None) -> str | None:
@@ -376,3 +403,33 @@ class Store:
             return []
         return [Admission(r["id"], r["repo"], r["env"], r["commit_id"], r["kind"], r["actor"], r["reason"],
                           r["created_at"]) for r in rows]
+
+    # -- suspensions and sync requests (operators' commands) ------------------------------------------
+    def suspend(self, repo: str, env: str, *, actor: str, reason: str | None, now: float) -> None:
+        self._write("INSERT OR REPLACE INTO env_suspensions (repo, env, actor, reason, since) VALUES (?, ?, ?, ?, ?)",
+                    (repo, env, actor, reason, now))
+
+    def resume(self, repo: str, env: str) -> bool:
+        return self._write("DELETE FROM env_suspensions WHERE repo = ? AND env = ?", (repo, env)).rowcount > 0
+
+    def suspension(self, repo: str, env: str) -> Hold | None:
+        try:
+            rows = self._rows("SELECT * FROM env_suspensions WHERE repo = ? AND env = ?", (repo, env))
+        except sqlite3.OperationalError:   # a store written by an older daemon, read by `status`
+            return None
+        return Hold(rows[0]["actor"], rows[0]["reason"], rows[0]["since"]) if rows else None
+
+    def request_sync(self, repo: str, env: str, *, commit: str, actor: str, reason: str | None, now: float) -> None:
+        self._write("INSERT OR REPLACE INTO sync_requests (repo, env, commit_id, actor, reason, created_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?)", (repo, env, commit, actor, reason, now))
+
+    def sync_request(self, repo: str, env: str) -> Hold | None:
+        try:
+            rows = self._rows("SELECT * FROM sync_requests WHERE repo = ? AND env = ?", (repo, env))
+        except sqlite3.OperationalError:   # a store written by an older daemon
+            return None
+        r = rows[0] if rows else None
+        return Hold(r["actor"], r["reason"], r["created_at"], r["commit_id"]) if r else None
+
+    def clear_sync(self, repo: str, env: str) -> bool:
+        return self._write("DELETE FROM sync_requests WHERE repo = ? AND env = ?", (repo, env)).rowcount > 0

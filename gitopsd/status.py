@@ -16,7 +16,7 @@ from .state import Deployment, Store, iso
 # The reconciler's decision, as `status` names it.
 STATES = {"busy": "deploying", "missing": "missing-branch", "in-sync": "in-sync", "stalled": "stalled",
           "wait": "failed", "failed": "failed", "blocked": "blocked", "deploy": "out-of-sync",
-          "waiting": "waiting-for-promotion"}
+          "waiting": "waiting-for-promotion", "suspended": "suspended"}
 
 
 @dataclass(frozen=True)
@@ -67,9 +67,14 @@ def environment_status(store: Store, repo: Repository, env: Environment, now: fl
                              state, reason, last, retry_at)
 
 
-def all_status(config: Config, store: Store, repo_name: str | None = None) -> list[EnvironmentStatus]:
-    return [environment_status(store, repo, env) for repo in config.repositories
-            if repo_name in (None, repo.name) for env in repo.environments]
+def all_status(config: Config, store: Store, repo_name: str | None = None,
+               unavailable: dict[str, str] | None = None) -> list[EnvironmentStatus]:
+    """Every environment's status; those of a repository in `unavailable` ({name: problem}) say its problem."""
+    unavailable = unavailable or {}
+    return [environment_status(store, repo, env) if repo.name not in unavailable
+            else EnvironmentStatus(repo.name, env.name, env.branch, None, None, "unavailable", unavailable[repo.name],
+                                   store.last(repo.name, env.name), None)
+            for repo in config.repositories if repo_name in (None, repo.name) for env in repo.environments]
 
 
 def ago(ts: float | None, now: float | None = None) -> str:

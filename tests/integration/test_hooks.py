@@ -116,7 +116,8 @@ def test_every_module_on_the_hook_path_imports_nothing_heavy():
     """What the hook may import, windows included, under the interpreter flags the shim uses."""
     root = Path(__file__).resolve().parents[2]
     code = (f"import sys; sys.path.append({str(root)!r}); "
-            "import gitopsd.receive, gitopsd.policy, gitopsd.gate, gitopsd.nudge, gitopsd.gitcli, gitopsd.windows; "
+            "import gitopsd.receive, gitopsd.policy, gitopsd.gate, gitopsd.nudge, gitopsd.gitcli, gitopsd.windows, "
+            "gitopsd.promotion; "
             f"print(sorted(m for m in {sorted(HEAVY)!r} if m in sys.modules))")
     out = run([sys.executable, "-I", "-S", "-c", code]).stdout.strip()
     assert out == "[]"

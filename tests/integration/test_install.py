@@ -63,7 +63,7 @@ def test_a_wheel_installed_into_a_fresh_virtualenv_inits_a_sample_repository_who
     hook_entry = git(tmp_path, "--git-dir", str(repo), "config", "gitopsd.entry").stdout.strip()
     assert Path(hook_python).parent == venv / "bin" and Path(hook_entry).is_relative_to(package)
 
-    assert "ok (1 repositories, 3 environments)" in run([gitopsd, "check-config", "--config", str(config)],
+    assert "ok (1 repository, 3 environments)" in run([gitopsd, "check-config", "--config", str(config)],
                                                          cwd=tmp_path, env=env).stdout
     dry = run([gitopsd, "install-service", "--dry-run", "--config", str(config)], cwd=tmp_path, env=env)
     assert (f"write /etc/systemd/system/gitopsd.service (ExecStart={gitopsd} run --config {config}; "

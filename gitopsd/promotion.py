@@ -1,0 +1,88 @@
+"""The exact-tree promotion: a commit with parents [DST head, SRC head] and exactly SRC head's tree.
+
+One implementation for `gitopsd promote` on the server and for a developer's push to the request
+ref `refs/promote/<env>`, which the pre-receive hook turns into the same commit. Both judge it
+with `policy.judge`, announce it to the daemon, then move the destination branch by
+compare-and-swap. Runs inside pre-receive, so it imports only what the hook may (see receive.py).
+
+Inside pre-receive, git runs with the pushed objects in quarantine (GIT_OBJECT_DIRECTORY, ...):
+a commit written there is deleted with the quarantine when the push is refused, and git refuses
+to move refs from inside it. The promotion commit is built only from objects already in the
+repository (the source head and its tree, the destination head), so it is written, and the
+branch moved, with the quarantine variables removed: straight into the repository, where it stays.
+"""
+from __future__ import annotations
+
+import os
+from datetime import datetime, timezone
+from . import gitcli, policy
+
+REQUEST_PREFIX = "refs/promote/"
+QUARANTINE_VARS = ("GIT_QUARANTINE_PATH", "GIT_OBJECT_DIRECTORY", "GIT_ALTERNATE_OBJECT_DIRECTORIES")
+
+
+class Promotion:
+    """What a promotion did. `state` is unchanged | refused | dry-run | moved | raced."""
+
+    __slots__ = ("state", "commit", "tree", "verdict", "summary", "announced")
+
+    def __init__(self, state: str, commit: str = "", tree: str = "", verdict: policy.Verdict | None = None,
+                 summary: str = "", announced: bool = False):
+        self.state, self.commit, self.tree, self.verdict, self.summary = state, commit, tree, verdict, summary
+        self.announced = announced   # the daemon got the nudge
+
+
+def outside_quarantine() -> dict[str, str]:
+    """This process's environment without pre-receive's quarantine: git reads and writes the repository itself."""
+    return {k: v for k, v in os.environ.items() if k not in QUARANTINE_VARS}
+
+
+def in_repository(repo_path: str, commit: str) -> bool:
+    """Is `commit` in the repository itself (not only in a push's quarantine)?"""
+    return gitcli.run(["git", "-C", repo_path, "cat-file", "-e", "--end-of-options", f"{commit}^{{commit}}"],
+                      env=outside_quarantine())[0] == 0
+
+
+def promote(view, repo_path: str, ledger, dst, src_name: str, src_head: str, dst_head: str, *, identity: str,
+            override: str | None = None, now: datetime | None = None, dry_run: bool = False,
+            announce=lambda _commit, _reason: False) -> Promotion:
+    """Promote `src_head` (of `src_name`) to `dst` (a gate environment of `view`) with exactly its tree.
+
+    Write the commit, judge it as the hook judges a push, call `announce(commit, override) -> bool`
+    (the daemon's nudge: was it sent?) and move the branch from `dst_head` by compare-and-swap.
+    """
+    now = now or datetime.now(timezone.utc)
+    tree, dst_tree = gitcli.trees_of(repo_path, src_head, dst_head)
+    tree = tree or ""
+    if tree == dst_tree:
+        return Promotion("unchanged", dst_head, tree,
+                         summary=f"{dst.name} already has the tree of {src_name} ({src_head[:7]}): nothing to promote")
+    subject = f"Promote {src_name} ({src_head[:7]}) to {dst.name}"
+    message = (f"{subject}\n\nGitopsd-Promoted-By: {identity}\n"
+               f"Gitopsd-Promoted-At: {now.isoformat(timespec='seconds')}\n")
+    if override:
+        message += f"Gitopsd-Override: {override}\n"
+    clean = outside_quarantine()
+    ident = gitcli.GITOPSD_IDENTITY
+    commit = gitcli.git(repo_path, "commit-tree", "-p", dst_head, "-p", src_head, "-F", "-", "--end-of-options", tree,
+                        input=message, env={**clean, "GIT_AUTHOR_NAME": ident.name, "GIT_AUTHOR_EMAIL": ident.email,
+                                            "GIT_COMMITTER_NAME": ident.name, "GIT_COMMITTER_EMAIL": ident.email}).strip()
+    verdict = policy.judge(view, repo_path, ledger, dst, dst_head, commit, identity=identity,
+                           override_reason=override, now=now)
+    if not verdict.accepted:
+        return Promotion("refused", commit, tree, verdict)
+    if dry_run:
+        return Promotion("dry-run", commit, tree, verdict,
+                         f"would promote {src_name} ({src_head[:7]}, tree {tree[:7]}) to {dst.name}: {verdict.rule}")
+    # Announce the commit before the branch moves, as a push does: the daemon judges it again, but
+    # leaves deploy windows to this verdict (it may hold an override) only for an announced commit.
+    announced = announce(commit, verdict.override)
+    moved = gitcli.run(["git", "-C", repo_path, "update-ref", "-m", f"gitopsd promote {src_name} {dst.name} by {identity}",
+                        f"refs/heads/{dst.branch}", commit, dst_head], env=clean)[0] == 0
+    if not moved:
+        return Promotion("raced", commit, tree, verdict,
+                         f"{dst.branch} moved while the promotion was being made; nothing was changed. Run it again.",
+                         announced)
+    return Promotion("moved", commit, tree, verdict,
+                     f"{dst.name}: {dst.branch} is now at {commit[:7]} ({subject}); "
+                     f"its tree {tree[:7]} is what {src_name} runs.", announced)

@@ -1,0 +1,132 @@
+"""The operator's read-only commands and verbs through the real `gitopsd` command line: exact output and exit codes.
+
+Real: bare repositories, the CLI as a process, the SQLite store (deployments recorded through `Store` where
+a daemon run would only add time), the daemon as a process for suspend/resume, sync and wait.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import time
+
+import pytest
+import yaml
+
+from gitopsd.state import Store
+from tests.support import GITOPSD, Daemon, Sandbox, git, run
+
+
+@pytest.fixture
+def sandbox(short_tmp):
+    return Sandbox(short_tmp, {"qa": ["qa-1"], "staging": ["staging-1"]})
+
+
+def test_unknown_repository_and_environment_names_are_errors_naming_the_known_ones(sandbox):
+    proc = sandbox.cli("status", "--repo", "nosuch", check=False)
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.stderr.splitlines() == [f"gitopsd: error: no repository named 'nosuch' in {sandbox.config} (known: shop)"]
+    proc = sandbox.cli("history", "nosuchenv", check=False)
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.stderr.splitlines() == [
+        f"gitopsd: error: no environment named 'nosuchenv' in {sandbox.config} (known: qa, staging)"]
+    assert sandbox.cli("history", "qa").returncode == 0
+
+
+def test_global_options_go_before_or_after_the_command(sandbox):
+    env = {k: v for k, v in sandbox.environ().items() if k != "GITOPSD_CONFIG"}
+    before = run([*GITOPSD, "--config", str(sandbox.config), "status", "--json"], env=env)
+    after = run([*GITOPSD, "status", "--json", "--config", str(sandbox.config)], env=env)
+    assert [r["env"] for r in json.loads(before.stdout)] == ["qa", "staging"] == [r["env"] for r in json.loads(after.stdout)]
+    assert run([*GITOPSD, "--debug", "--config", str(sandbox.config), "check-config"], env=env).returncode == 0
+
+
+def test_a_missing_repository_is_a_status_row_and_the_others_are_still_shown(sandbox):
+    other = sandbox.root / "other.git"
+    git(sandbox.root, "init", "-q", "--bare", str(other))
+    data = yaml.safe_load(sandbox.config.read_text())
+    data["repositories"].append({"name": "other", "path": str(other), "environments": [{"name": "qa"}]})
+    sandbox.config.write_text(yaml.safe_dump(data))
+    shutil.rmtree(other)
+    rows = {(r["repo"], r["env"]): r for r in json.loads(sandbox.cli("status", "--json").stdout)}
+    assert rows[("shop", "qa")]["state"] == "in-sync" or rows[("shop", "qa")]["state"] == "out-of-sync"
+    assert rows[("other", "qa")]["state"] == "unavailable"
+    assert rows[("other", "qa")]["reason"] == f"no Git repository at {other} (run `gitopsd init {other}` to create one)"
+    text = sandbox.cli("status").stdout
+    assert f"other/qa: no Git repository at {other}" in text
+    assert sandbox.cli("history").returncode == 0
+    # check-config still reports it as the problem it is.
+    assert sandbox.cli("check-config", check=False).returncode == 1
+
+
+def test_check_config_counts_in_words_and_reports_every_problem_of_a_window(sandbox):
+    assert "ok (1 repository, 2 environments)" in sandbox.cli("check-config").stdout
+    sandbox.env_options["qa"] = {"windows": [{"deny": "* * * * *", "duration": "soon", "timezone": "Mars/Olympus"}]}
+    sandbox.write_config()
+    proc = sandbox.cli("check-config", check=False)
+    assert proc.returncode == 1
+    assert "windows[0]: " in proc.stderr and "duration" in proc.stderr
+    assert "windows[0].timezone: unknown time zone 'Mars/Olympus'" in proc.stderr
+
+
+def test_history_json_has_each_deployments_batches_hosts_and_checks(sandbox):
+    store = Store(sandbox.state / "state.db")
+    batches = [{"batch": 1, "hosts": ["qa-1"], "result": "passed", "playbook": "succeeded on 1 host",
+                "checks": [{"ok": True, "name": "http", "detail": "200 from qa-1"}]}]
+    dep = store.begin(repo="shop", env="qa", commit="a" * 40, tree="b" * 40, previous_commit=None, kind="deploy",
+                      trigger="push", actor="alice", now=time.time())
+    store.finish(dep, "succeeded", now=time.time(), outcome="succeeded on 1 host",
+                 detail={"hosts": {"qa-1": "ok"}, "batches": batches})
+    store.close()
+    (row,) = sandbox.history("qa")
+    assert row["hosts"] == {"qa-1": "ok"} and row["batches"] == batches
+
+
+def test_a_window_that_does_not_open_within_8_days_is_said_in_plain_words(sandbox):
+    sandbox.env_options["qa"] = {"windows": [{"deny": "* * * * *", "duration": "1h", "name": "freeze"}]}
+    sandbox.write_config()
+    sandbox.write("a.txt", "1")
+    sandbox.commit("one")
+    proc = sandbox.push("main", "main:qa", check=False)
+    assert "remote:   promotion does not open again within the next 8 days." in proc.stderr
+    assert "not within 8 days" not in proc.stderr and "opens again at not" not in proc.stderr
+
+
+def test_suspend_holds_deployments_shown_in_status_and_resume_deploys_at_once(sandbox):
+    with Daemon(sandbox) as daemon:
+        daemon.wait_state("qa", "in-sync", sandbox.head("qa"))
+        out = sandbox.cli("suspend", "qa", "--reason", "database migration").stdout
+        assert out.startswith("shop/qa: suspended by ") and "(database migration)" in out
+        sandbox.write("a.txt", "v2")
+        v2 = sandbox.commit("v2")
+        sandbox.push("main", "main:qa")
+        row = daemon.wait_state("qa", "suspended")
+        assert row["desired"] == v2 and row["deployed"] != v2
+        assert "database migration; `gitopsd resume qa` lets it deploy again" in row["reason"]
+        time.sleep(1.5)
+        assert not [d for d in sandbox.history("qa") if d["commit"] == v2]
+        assert "resumed; the daemon looks at it now" in sandbox.cli("resume", "qa").stdout
+        daemon.wait_state("qa", "in-sync", v2, timeout=30)
+        # sync re-applies what runs now, as a reapply caused by the operator.
+        out = sandbox.cli("sync", "qa", "--reason", "host rebuilt").stdout
+        assert f"re-applying {v2[:7]} (kind reapply)" in out
+        daemon.wait_for(lambda: len([d for d in sandbox.history("qa") if d["commit"] == v2
+                                     and d["result"] == "succeeded"]) == 2, 60, "the reapply")
+        last = sandbox.history("qa")[0]
+        assert (last["kind"], last["trigger"], last["reason"]) == ("reapply", "sync", "host rebuilt")
+        # wait: 0 for a deployed commit, one line.
+        proc = sandbox.cli("wait", "qa", "--timeout", "30")
+        assert proc.stdout.startswith(f"shop/qa: {v2[:7]} deployed and verified (deployment #")
+        assert len(proc.stdout.splitlines()) == 1
+
+
+def test_wait_exits_1_when_the_deployment_stalls_and_2_on_timeout(sandbox):
+    sandbox.write("FAIL", "all")
+    bad = sandbox.commit("broken")
+    sandbox.push("main", "main:qa")
+    proc = sandbox.cli("wait", "qa", "--timeout", "1", check=False)   # no daemon: nothing happens
+    assert proc.returncode == 2
+    assert proc.stdout == f"shop/qa: timed out after 1s waiting for {bad[:7]} (out-of-sync)\n"
+    with Daemon(sandbox):
+        proc = sandbox.cli("wait", "qa", "--commit", bad, "--timeout", "90", check=False)
+    assert proc.returncode == 1, proc.stdout
+    assert proc.stdout.startswith(f"shop/qa: {bad[:7]} stalled: ") and len(proc.stdout.splitlines()) == 1
