@@ -6,14 +6,17 @@ a daemon run would only add time), the daemon as a process for suspend/resume, s
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import sys
 import time
+from pathlib import Path
 
 import pytest
 import yaml
 
 from gitopsd.state import Store
-from tests.support import GITOPSD, Daemon, Sandbox, git, run
+from tests.support import GITOPSD, ROOT, Daemon, Sandbox, git, run
 
 
 @pytest.fixture
@@ -130,3 +133,43 @@ def test_wait_exits_1_when_the_deployment_stalls_and_2_on_timeout(sandbox):
         proc = sandbox.cli("wait", "qa", "--commit", bad, "--timeout", "90", check=False)
     assert proc.returncode == 1, proc.stdout
     assert proc.stdout.startswith(f"shop/qa: {bad[:7]} stalled: ") and len(proc.stdout.splitlines()) == 1
+
+
+def test_check_config_warns_about_inventory_and_playbook_files_missing_from_branch_heads(sandbox):
+    sandbox.remove("environments/staging/hosts.yml")
+    moved = sandbox.commit("staging's inventory moved")
+    sandbox.push("main")
+    git(sandbox.root, "--git-dir", str(sandbox.repo), "update-ref", "refs/heads/staging", moved)
+    sandbox.env_options["qa"] = {"playbook": "playbooks/site.yml"}
+    sandbox.write_config()
+    proc = sandbox.cli("check-config")
+    assert proc.returncode == 0 and "ok (1 repository, 2 environments)" in proc.stdout
+    assert proc.stderr.splitlines() == [
+        "gitopsd: warning: shop/qa: the playbook playbooks/site.yml is not in branch qa: its next deployment fails "
+        "until a commit adds it",
+        "gitopsd: warning: shop/staging: the inventory environments/staging/hosts.yml is not in branch staging: its "
+        "next deployment fails until a commit adds it"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="another user needs root and setpriv")
+def test_check_config_as_a_user_who_cannot_read_a_repository_says_so_in_one_line(tmp_path_factory):
+    import tempfile
+    folder = Path(tempfile.mkdtemp(prefix="gt-", dir="/tmp"))
+    try:
+        folder.chmod(0o755)
+        repo = folder / "shop.git"
+        git(folder, "init", "-q", "--bare", str(repo))
+        repo.chmod(0o700)
+        config = folder / "gitopsd.yml"
+        config.write_text(yaml.safe_dump({"state_dir": str(folder / "state"), "runtime_dir": str(folder / "run"),
+                                          "repositories": [{"name": "shop", "path": str(repo)}]}))
+        config.chmod(0o644)
+        code = (f"import sys; sys.path.insert(0, {str(ROOT)!r}); from gitopsd.cli import main; "
+                f"sys.exit(main(['check-config', '--config', {str(config)!r}]))")
+        proc = run(["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups", sys.executable, "-c", code],
+                   check=False, env={"PATH": os.environ["PATH"]}, cwd=folder)
+        assert proc.returncode == 1 and "Traceback" not in proc.stderr
+        assert f"repositories[0].path: {repo} cannot be read by nobody (run `gitopsd doctor` as root to see why)" \
+            in proc.stderr
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
