@@ -126,6 +126,52 @@ def branch_head(repo: str | os.PathLike[str], branch: str) -> str | None:
     return rev_parse(repo, f"refs/heads/{branch}^{{commit}}")
 
 
+def branch_heads(repo: str | os.PathLike[str], branches: list[str]) -> dict[str, tuple[str, str]]:
+    """The commit and its tree at refs/heads/B for each of `branches` that points at a commit: one git process."""
+    code, out, _err = run(["git", "-C", str(repo), "for-each-ref",
+                           "--format=%(refname) %(objectname) %(objecttype) %(tree)",
+                           *[f"refs/heads/{b}" for b in branches]])
+    wanted = {f"refs/heads/{b}": b for b in branches}
+    heads: dict[str, tuple[str, str]] = {}
+    for line in out.splitlines() if code == 0 else []:
+        parts = line.split()
+        if len(parts) == 4 and parts[0] in wanted and parts[2] == "commit":   # patterns also match refs/heads/B/...
+            heads[wanted[parts[0]]] = (parts[1], parts[3])
+    return heads
+
+
+def read_branches(repo: str | os.PathLike[str], branches: list[str]) -> dict[str, str] | None:
+    """The commits of refs/heads/B read from the ref files (loose, then packed-refs): no git process.
+
+    For display only (`gitopsd status`): nothing that judges uses it. None when the repository
+    cannot be read that way (a symbolic ref, an unreadable file): then ask git.
+    """
+    found: dict[str, str] = {}
+    try:
+        for branch in branches:
+            try:
+                with open(os.path.join(repo, "refs", "heads", branch), encoding="ascii") as handle:
+                    value = handle.read().strip()
+            except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+                continue
+            if len(value) not in (40, 64) or not all(c in "0123456789abcdef" for c in value):
+                return None
+            found[branch] = value
+        missing = {f"refs/heads/{b}": b for b in branches if b not in found}
+        if missing:
+            try:
+                with open(os.path.join(repo, "packed-refs"), encoding="utf-8") as handle:
+                    for line in handle:
+                        parts = line.split()
+                        if len(parts) == 2 and parts[1] in missing:
+                            found[missing[parts[1]]] = parts[0]
+            except FileNotFoundError:
+                pass
+    except (OSError, UnicodeDecodeError):
+        return None
+    return found
+
+
 def tree_of(repo: str | os.PathLike[str], commit: str) -> str | None:
     return rev_parse(repo, f"{commit}^{{tree}}")
 

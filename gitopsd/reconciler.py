@@ -105,7 +105,8 @@ class Reconciler:
         self._gate: tuple[Config, gate.GateConfig] | None = None
         self.causes: dict[tuple[str, str], Cause] = {}
         self._running: dict[tuple[str, str], _Running] = {}
-        self._broken: dict[tuple[str, str], str] = {}   # environments whose branch cannot be read, and why
+        self._broken: dict[tuple[str, str], str] = {}
+        self._heads: dict[tuple[str, str], Head] = {}   # the heads last recorded in the store   # environments whose branch cannot be read, and why
         self._lock = threading.Lock()
         self._instance = hashlib.sha256(str(config.database).encode()).hexdigest()[:8]
 
@@ -156,6 +157,9 @@ class Reconciler:
                 log.error("%s", exc, extra={"repo": repo.name, "env": env.name})
             return Decision("missing", reason=str(exc))
         self._broken.pop((repo.name, env.name), None)
+        if desired is not None and self._heads.get((repo.name, env.name)) != desired:
+            self.store.record_head(repo.name, env.name, desired.commit, desired.tree)   # for `gitopsd status`
+            self._heads[(repo.name, env.name)] = desired
         with self._lock:
             busy = (repo.name, env.name) in self._running
         deployed = self.store.deployed(repo.name, env.name)

@@ -49,6 +49,13 @@ CREATE TABLE IF NOT EXISTS env_status (
     reason TEXT,
     PRIMARY KEY (repo, env)
 );
+CREATE TABLE IF NOT EXISTS env_heads (    -- each environment branch's head as the daemon last read it
+    repo TEXT NOT NULL,
+    env TEXT NOT NULL,
+    commit_id TEXT NOT NULL,
+    tree TEXT NOT NULL,
+    PRIMARY KEY (repo, env)
+);
 CREATE TABLE IF NOT EXISTS env_blocks (   -- a head the daemon's re-judging refused, while it is the head
     repo TEXT NOT NULL,
     env TEXT NOT NULL,
@@ -369,6 +376,19 @@ class Store:
     def block(self, repo: str, env: str, block: Block) -> None:
         self._write("INSERT OR REPLACE INTO env_blocks (repo, env, commit_id, deployed_commit, reason, since)"
                     " VALUES (?, ?, ?, ?, ?, ?)", (repo, env, block.commit, block.deployed_commit, block.reason, block.since))
+
+    def record_head(self, repo: str, env: str, commit: str, tree: str) -> None:
+        """Remember an environment branch's head and its tree (status reads the tree here, not from git)."""
+        self._write("INSERT OR REPLACE INTO env_heads (repo, env, commit_id, tree) VALUES (?, ?, ?, ?)",
+                    (repo, env, commit, tree))
+
+    def recorded_heads(self) -> dict[tuple[str, str], tuple[str, str]]:
+        """(repo, env) -> (commit, tree) of every head the daemon recorded."""
+        try:
+            rows = self._rows("SELECT repo, env, commit_id, tree FROM env_heads")
+        except sqlite3.OperationalError:   # a store written by an older daemon, read by `status`
+            return {}
+        return {(r["repo"], r["env"]): (r["commit_id"], r["tree"]) for r in rows}
 
     def blocked(self, repo: str, env: str) -> Block | None:
         try:

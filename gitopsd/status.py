@@ -5,6 +5,7 @@ Works with or without the daemon running: it reads Git and the store, nothing el
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,10 +39,15 @@ class EnvironmentStatus:
                 "last_deployment": self.last.as_json() if self.last else None}
 
 
-def environment_status(store: Store, repo: Repository, env: Environment, now: float | None = None) -> EnvironmentStatus:
-    """The reconciler's own decision (decision.decide), put in an operator's words."""
-    commit = gitcli.branch_head(repo.path, env.branch)
-    tree = gitcli.tree_of(repo.path, commit) if commit else None
+def environment_status(store: Store, repo: Repository, env: Environment, now: float | None = None,
+                       heads: dict[str, tuple[str, str]] | None = None) -> EnvironmentStatus:
+    """The reconciler's own decision (decision.decide), put in an operator's words.
+
+    `heads`: the repository's branch heads as gitcli.branch_heads read them (read here when not given).
+    """
+    if heads is None:
+        heads = gitcli.branch_heads(repo.path, [env.branch])
+    commit, tree = heads.get(env.branch, (None, None))
     desired = Head(commit, tree) if commit and tree else None
     deployed = store.deployed(repo.name, env.name)
     last = store.last(repo.name, env.name)
@@ -71,7 +77,24 @@ def all_status(config: Config, store: Store, repo_name: str | None = None,
                unavailable: dict[str, str] | None = None) -> list[EnvironmentStatus]:
     """Every environment's status; those of a repository in `unavailable` ({name: problem}) say its problem."""
     unavailable = unavailable or {}
-    return [environment_status(store, repo, env) if repo.name not in unavailable
+    repos = [r for r in config.repositories if repo_name in (None, r.name) and r.name not in unavailable]
+    recorded = store.recorded_heads()
+
+    def heads_of(repo: Repository) -> dict[str, tuple[str, str]]:
+        """Commits from the ref files, trees as the daemon recorded them; git only for what it has not seen."""
+        commits = gitcli.read_branches(repo.path, [e.branch for e in repo.environments])
+        known = {e.branch: recorded[(repo.name, e.name)] for e in repo.environments
+                 if commits is not None and (repo.name, e.name) in recorded
+                 and recorded[(repo.name, e.name)][0] == commits.get(e.branch)}
+        if commits is not None and len(known) == len(commits):
+            return known
+        return gitcli.branch_heads(repo.path, [e.branch for e in repo.environments])
+
+    # At most one git process per repository, several at a time: status stays fast with hundreds of them.
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        heads = dict(zip((r.name for r in repos), pool.map(heads_of, repos)))
+    now = time.time()
+    return [environment_status(store, repo, env, now, heads[repo.name]) if repo.name not in unavailable
             else EnvironmentStatus(repo.name, env.name, env.branch, None, None, "unavailable", unavailable[repo.name],
                                    store.last(repo.name, env.name), None)
             for repo in config.repositories if repo_name in (None, repo.name) for env in repo.environments]

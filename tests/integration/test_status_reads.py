@@ -1,0 +1,48 @@
+"""`gitopsd status` reads branch heads cheaply: ref files plus the trees the daemon recorded, git only for the rest.
+
+What is real: bare repositories, their ref files (loose and packed), the state store.
+"""
+from __future__ import annotations
+
+from gitopsd import gitcli
+from gitopsd.config import load
+from gitopsd.decision import EMPTY_TREE
+from gitopsd.state import Store
+from gitopsd.status import all_status
+from tests.support import Sandbox, git
+
+
+def heads(sandbox: Sandbox) -> dict[str, tuple[str | None, str]]:
+    """env -> (desired commit, state) as status shows them."""
+    config = load(sandbox.config)
+    store = Store(config.database)
+    try:
+        return {row.env: (row.desired, row.state) for row in all_status(config, store)}
+    finally:
+        store.close()
+
+
+def test_ref_files_are_read_loose_and_packed_like_git_reads_them(short_tmp):
+    sandbox = Sandbox(short_tmp, {"qa": ["qa-1"], "staging": ["s-1"]})
+    expected = {b: sandbox.head(b) for b in ("main", "qa", "staging")}
+    assert gitcli.read_branches(sandbox.repo, ["main", "qa", "staging", "nope"]) == expected
+    git(sandbox.root, "--git-dir", str(sandbox.repo), "pack-refs", "--all")
+    assert gitcli.read_branches(sandbox.repo, ["main", "qa", "staging", "nope"]) == expected
+    assert gitcli.branch_heads(sandbox.repo, ["qa", "nope"]) == {"qa": (expected["qa"], sandbox.tree("qa"))}
+
+
+def test_status_uses_recorded_trees_only_for_the_commit_they_belong_to(short_tmp):
+    sandbox = Sandbox(short_tmp, {"qa": ["qa-1"], "staging": ["s-1"]})
+    sandbox.state.mkdir(exist_ok=True)
+    store = Store(sandbox.state / "state.db")
+    old = sandbox.head("qa")
+    # A tree recorded for qa's commit is what status goes by (the empty tree: waiting for a promotion)...
+    store.record_head("shop", "qa", old, EMPTY_TREE)
+    store.record_head("shop", "staging", sandbox.head("staging"), sandbox.tree("staging"))
+    store.close()
+    assert heads(sandbox) == {"qa": (old, "waiting-for-promotion"), "staging": (sandbox.head("staging"), "out-of-sync")}
+    sandbox.write("app.txt", "v2")
+    new = sandbox.commit("v2")
+    sandbox.push("main", "main:qa")
+    # ...only while it is the head: the ref file says qa moved, so status asks git for the new tree.
+    assert heads(sandbox)["qa"] == (new, "out-of-sync")
