@@ -213,7 +213,7 @@ def bench_rollback(root: Path, rounds: int) -> dict:
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
             rows = json.loads(run([*gitopsd, "history", "production", "--json", "--limit", "1"], env=env).stdout)
-            if rows and rows[0]["commit"] == commit and rows[0]["result"] != "running":
+            if rows and rows[0]["commit"] == commit and rows[0]["result"] not in ("queued", "running"):
                 return rows[0]
             time.sleep(0.2)
         raise RuntimeError(f"no deployment of {commit}")
@@ -282,7 +282,7 @@ def settled(sandbox: Sandbox) -> tuple[int, int]:
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
         rows = conn.execute("SELECT result FROM deployments d WHERE id = (SELECT MAX(id) FROM deployments "
                             "WHERE repo = d.repo AND env = d.env)").fetchall()
-    return sum(r == "succeeded" for (r,) in rows), sum(r not in ("succeeded", "running") for (r,) in rows)
+    return sum(r == "succeeded" for (r,) in rows), sum(r not in ("succeeded", "queued", "running") for (r,) in rows)
 
 
 def bench_scale(root: Path, repositories: int, pushes: int, timeout: float) -> dict:

@@ -504,7 +504,7 @@ def cmd_suspend(args: argparse.Namespace) -> int:
     running = store.last(repo.name, env.name)
     store.close()
     _nudge(config, repo, "suspend")
-    busy = running is not None and running.result == "running"
+    busy = running is not None and running.active
     print(f"{repo.name}/{env.name}: suspended by {who}" + (f" ({args.reason})" if args.reason else "")
           + ": no deployment starts until `gitopsd resume " + env.name + "`"
           + (f"; deployment #{running.id} still runs to its end" if busy and running else ""))
@@ -592,7 +592,7 @@ def cmd_wait(args: argparse.Namespace) -> int:
             print(f"{where}: {commit[:7]} {row.state}: {row.reason or '-'}")
             return 1
         if row.desired != commit and not (row.state == "deploying" and row.last and row.last.commit == commit):
-            failed = next((d for d in done if d.result != "running"), None)
+            failed = next((d for d in done if not d.active), None)
             why = (f"its deployment #{failed.id} {failed.result}: {failed.outcome}" if failed
                    else "it was never deployed")
             print(f"{where}: {commit[:7]} is no longer the head of {env.branch} ({(row.desired or 'none')[:7]} is); {why}")

@@ -97,6 +97,14 @@ def real_toolbox(config: Config) -> Toolbox:
     return Toolbox(run_playbook=run_playbook, hosts_of=hosts_of, check_http=http, check_prometheus=prometheus)
 
 
+def _mtime(path: Path) -> float:
+    """When a ref file last changed (0 when there is none: a packed or missing ref)."""
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
 class AlreadyRunning(Exception):
     pass
 
@@ -133,6 +141,7 @@ class Daemon:
         self.pool = ThreadPoolExecutor(max_workers=config.max_parallel, thread_name_prefix="deploy")
         self.reconciler = Reconciler(config, self.store, PygitPort(), real_toolbox(config),
                                      submit=self.pool.submit, schedule=self.schedule, on_change=self._status)
+        self._adopting = 0   # environments the startup sweep found to deploy, until all are done
         self.listener: Listener | None = None
         self.watcher: RefWatcher | None = None
         self.sweeper: Sweeper | None = None
@@ -144,8 +153,13 @@ class Daemon:
             heapq.heappush(self.timers, (at, self._timer_seq, look))
         self.requests.put(_WAKE)
 
-    def sweep(self, trigger: str = "sweep") -> None:
-        for repo in self.config.repositories:
+    def sweep(self, trigger: str = "sweep", newest_first: bool = False) -> None:
+        """Look at every repository; `newest_first`: the most recently moved branches first (adoption after a stop)."""
+        repos = list(self.config.repositories)
+        if newest_first:
+            repos.sort(key=lambda r: max((_mtime(r.path / "refs" / "heads" / e.branch) for e in r.environments),
+                                         default=0.0) or _mtime(r.path / "packed-refs"), reverse=True)
+        for repo in repos:
             self.requests.put(Look(repo.name, None, trigger))
 
     def _on_ref_change(self, repo: str) -> None:
@@ -194,11 +208,15 @@ class Daemon:
 
     # -- status for systemd ----------------------------------------------------------------------------
     def _status(self) -> None:
-        running = self.reconciler.running_commits()
-        if running:
+        running, queued = self.reconciler.running_commits(), self.reconciler.queued()
+        if running or queued:
             text = ", ".join(f"deploying {env} {commit[:7]}" + (f" ({progress})" if progress.startswith("batch") else "")
                              for (_repo, env), (commit, progress) in sorted(running.items()))
+            text += f"{', ' if text else ''}{queued} queued" if queued else ""
+            if self._adopting:   # the first convergence after start: how far it got
+                text = f"adopting: {self._adopting - len(running) - queued} of {self._adopting} environments; {text}"
         else:
+            self._adopting = 0
             n = sum(len(r.environments) for r in self.config.repositories)
             text = f"watching {n} environment{'s' if n != 1 else ''}"
         self.notifier.status(text)
@@ -283,8 +301,9 @@ class Daemon:
         n_envs = sum(len(r.environments) for r in self.config.repositories)
         log.info("gitopsd started: %d repositories, %d environments, state in %s, nudges on %s",
                  len(self.config.repositories), n_envs, self.config.state_dir, self.config.nudge_socket)
-        self.sweep("startup")
+        self.sweep("startup", newest_first=True)
         self._drain()  # the first sweep: every environment looked at before READY
+        self._adopting = len(self.reconciler.running())   # started or queued by it: STATUS= counts them down
         self.notifier.ready(f"watching {n_envs} environment{'s' if n_envs != 1 else ''}")
         self._status()
         last_ping = 0.0

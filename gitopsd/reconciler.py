@@ -80,6 +80,7 @@ class _Running:
     commit: str
     cancel: threading.Event
     progress: str = ""
+    started: bool = False      # False while queued for a worker (max_parallel deployments run at once)
 
 
 class Reconciler:
@@ -120,9 +121,14 @@ class Reconciler:
             return {k: v.deployment_id for k, v in self._running.items()}
 
     def running_commits(self) -> dict[tuple[str, str], tuple[str, str]]:
-        """(repo, env) -> (commit, progress such as 'batch 1/3') of every running deployment."""
+        """(repo, env) -> (commit, progress such as 'batch 1/3') of every running deployment (not the queued ones)."""
         with self._lock:
-            return {k: (v.commit, v.progress) for k, v in self._running.items()}
+            return {k: (v.commit, v.progress) for k, v in self._running.items() if v.started}
+
+    def queued(self) -> int:
+        """How many deployments wait for a free worker."""
+        with self._lock:
+            return sum(1 for v in self._running.values() if not v.started)
 
     def cancel_all(self) -> None:
         with self._lock:
@@ -262,7 +268,7 @@ class Reconciler:
             repo=repo.name, env=env.name, commit=desired.commit, tree=desired.tree,
             previous_commit=deployed.commit if deployed else None, kind=decision.kind,
             trigger=cause.trigger if cause.actor != "unknown" else trigger, actor=cause.actor, now=now,
-            attempt=decision.attempt, reason=cause.reason)
+            attempt=decision.attempt, reason=cause.reason, queued=True)
         item = _Running(deployment_id, desired.commit, threading.Event())
         with self._lock:
             self._running[(repo.name, env.name)] = item
@@ -277,6 +283,15 @@ class Reconciler:
                 decision: Decision, deployment_id: int, item: _Running) -> None:
         """One deployment on a worker. Nothing may end it silently: the pool would keep the exception to itself."""
         extra = {"repo": repo.name, "env": env.name, "commit": desired.commit[:7], "deployment": deployment_id}
+        if item.cancel.is_set():   # the daemon is stopping: a queued deployment never starts
+            self.store.finish(deployment_id, "canceled", now=self.clock(), outcome="canceled before it started")
+            with self._lock:
+                if self._running.get((repo.name, env.name)) is item:
+                    self._running.pop((repo.name, env.name))
+            return
+        item.started = True
+        self.store.started(deployment_id, self.clock())   # queued until now, while max_parallel others ran
+        self.on_change()
         try:
             self._run_deployment(repo, env, desired, deployed, decision, deployment_id, item, extra)
         except Exception:

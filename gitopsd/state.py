@@ -103,7 +103,8 @@ CREATE TABLE IF NOT EXISTS bad_trees (
 );
 """
 
-RESULTS = ("running", "succeeded", "failed", "canceled", "interrupted")
+RESULTS = ("queued", "running", "succeeded", "failed", "canceled", "interrupted")
+ACTIVE = ("queued", "running")   # not finished: waiting for a free worker (max_parallel), or running
 KINDS = ("deploy", "rollback", "reapply")
 
 
@@ -126,6 +127,11 @@ class Deployment:
     attempt: int
     workdir: str | None
     detail: dict[str, Any]
+
+    @property
+    def active(self) -> bool:
+        """Not finished yet: queued for a worker or running."""
+        return self.result in ACTIVE
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -250,13 +256,21 @@ class Store:
 
     # -- deployments ---------------------------------------------------------------------------
     def begin(self, *, repo: str, env: str, commit: str, tree: str, previous_commit: str | None, kind: str,
-              trigger: str, actor: str, now: float, attempt: int = 1, reason: str | None = None) -> int:
+              trigger: str, actor: str, now: float, attempt: int = 1, reason: str | None = None,
+              queued: bool = False) -> int:
+        """Record a new deployment, `running` (or `queued` until a worker takes it: see `started`)."""
         assert kind in KINDS, kind
         cur = self._write(
             "INSERT INTO deployments (repo, env, commit_id, tree, previous_commit, kind, result, trigger, actor,"
-            " reason, started_at, attempt) VALUES (?, ?, ?, ?, ?, ?, 'running', ?, ?, ?, ?, ?)",
-            (repo, env, commit, tree, previous_commit, kind, trigger, actor, reason, now, attempt))
+            " reason, started_at, attempt) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (repo, env, commit, tree, previous_commit, kind, "queued" if queued else "running", trigger, actor,
+             reason, now, attempt))
         return int(cur.lastrowid or 0)
+
+    def started(self, deployment_id: int, now: float) -> None:
+        """A queued deployment's worker took it: it runs from now on."""
+        self._write("UPDATE deployments SET result = 'running', started_at = ? WHERE id = ? AND result = 'queued'",
+                    (now, deployment_id))
 
     def attribute(self, repo: str, commit: str, actor: str, trigger: str, reason: str | None, since: float) -> int:
         """Name who caused deployments of `commit` that started (since `since`) before the nudge arrived."""
@@ -274,18 +288,21 @@ class Store:
 
     def finish(self, deployment_id: int, result: str, *, now: float, outcome: str | None = None,
                detail: dict[str, Any] | None = None) -> None:
-        assert result in RESULTS and result != "running", result
+        assert result in RESULTS and result not in ACTIVE, result
         self._write(
             "UPDATE deployments SET result = ?, finished_at = ?, outcome = ?, detail = ?"
-            " WHERE id = ? AND result = 'running'",
+            " WHERE id = ? AND result IN ('queued', 'running')",
             (result, now, outcome, json.dumps(detail or {}), deployment_id))
 
     def mark_interrupted(self, now: float) -> list[Deployment]:
-        """Mark every deployment left `running` by a previous daemon as interrupted; return them."""
-        running = [self._deployment(r) for r in self._rows("SELECT * FROM deployments WHERE result = 'running'")]
-        for dep in running:
-            self.finish(dep.id, "interrupted", now=now, outcome="the daemon stopped during this deployment")
-        return running
+        """Mark every deployment a previous daemon left running as interrupted (queued: canceled); return them."""
+        left = [self._deployment(r) for r in self._rows("SELECT * FROM deployments WHERE result IN ('queued', 'running')")]
+        for dep in left:
+            if dep.result == "queued":
+                self.finish(dep.id, "canceled", now=now, outcome="the daemon stopped before this deployment started")
+            else:
+                self.finish(dep.id, "interrupted", now=now, outcome="the daemon stopped during this deployment")
+        return [dep for dep in left if dep.result == "running"]
 
     def get(self, deployment_id: int) -> Deployment | None:
         rows = self._rows("SELECT * FROM deployments WHERE id = ?", (deployment_id,))
@@ -329,7 +346,7 @@ class Store:
         """Work folders of finished deployments beyond the newest `keep` per environment."""
         rows = self._rows(
             "SELECT id, workdir FROM (SELECT id, workdir, result, ROW_NUMBER() OVER (PARTITION BY repo, env ORDER BY id DESC)"
-            " AS n FROM deployments WHERE workdir IS NOT NULL) WHERE n > ? AND result != 'running'", (keep,))
+            " AS n FROM deployments WHERE workdir IS NOT NULL) WHERE n > ? AND result NOT IN ('queued', 'running')", (keep,))
         return [(int(r["id"]), str(r["workdir"])) for r in rows]
 
     def clear_workdir(self, deployment_id: int) -> None:

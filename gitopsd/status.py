@@ -51,7 +51,7 @@ def environment_status(store: Store, repo: Repository, env: Environment, now: fl
     desired = Head(commit, tree) if commit and tree else None
     deployed = store.deployed(repo.name, env.name)
     last = store.last(repo.name, env.name)
-    busy = last is not None and last.result == "running"
+    busy = last is not None and last.active
     # The daemon's own verdict on this head, as it recorded it: it judges windows with what only it
     # knows (which pushes announced the head), so status does not judge again.
     block = store.blocked(repo.name, env.name)
@@ -62,6 +62,8 @@ def environment_status(store: Store, repo: Repository, env: Environment, now: fl
     state, reason, retry_at = STATES[decision.action], decision.reason, decision.retry_at
     if decision.action == "missing":
         reason = f"branch {env.branch} does not exist or points at a missing commit"
+    elif decision.action == "busy" and last is not None and last.result == "queued":
+        state, reason = "queued", f"{last.commit[:7]} waits for a free worker (max_parallel deployments run at once)"
     elif decision.action == "busy" and last is not None:
         progress = last.detail.get("progress")
         if isinstance(progress, str) and progress.startswith("batch"):

@@ -238,3 +238,27 @@ def _wait_in_sync(sandbox: Sandbox, commit: str | None = None) -> None:
             return
         time.sleep(0.2)
     raise AssertionError(f"not in sync: {sandbox.status()}")
+
+
+def test_adoption_deploys_max_parallel_at_a_time_shows_the_rest_queued_and_counts_down_in_status(short_tmp):
+    envs = {name: [f"{name}-1"] for name in ("dev", "qa", "uat")}
+    sandbox = Sandbox(short_tmp, envs, env_options={name: {"promote_from": "main"} for name in envs},
+                      extra={"max_parallel": 1})
+    sandbox.write("SLEEP", "2")
+    sandbox.commit("slow enough to see the queue")
+    sandbox.push("main", *(f"main:{name}" for name in envs))
+    notify = NotifySocket(sandbox.root / "notify.sock")
+    with Daemon(sandbox, NOTIFY_SOCKET=str(notify.path)) as daemon:
+        notify.wait("READY=1")
+        states = daemon.wait_for(lambda: sorted(r["state"] for r in sandbox.status().values())
+                                 if "queued" in [r["state"] for r in sandbox.status().values()] else None, 30, "queued")
+        assert states == ["deploying", "queued", "queued"]
+        for name in envs:
+            daemon.wait_state(name, "in-sync", sandbox.head(name), timeout=60)
+    adopting = [f for _t, f in notify.fields("STATUS=adopting")]
+    assert adopting[0].startswith("STATUS=adopting: 0 of 3 environments; deploying ")
+    assert any(f.startswith("STATUS=adopting: 2 of 3 environments") for f in adopting)
+    # Queue time is not deployment time: each one started when its worker took it, one after the other.
+    runs = sorted(sandbox.history(), key=lambda d: d["started_at"])
+    assert [d["result"] for d in runs] == ["succeeded"] * 3
+    assert len({d["started_at"] for d in runs}) == 3
