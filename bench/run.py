@@ -285,7 +285,7 @@ def settled(sandbox: Sandbox) -> tuple[int, int]:
     return sum(r == "succeeded" for (r,) in rows), sum(r not in ("succeeded", "queued", "running") for (r,) in rows)
 
 
-def bench_scale(root: Path, repositories: int, pushes: int, timeout: float) -> dict:
+def bench_scale(root: Path, repositories: int, pushes: int, timeout: float, history_rows: int = 100_000) -> dict:
     """The daemon with `repositories` x 3 environments: start, converge, idle, then pushes to one repository."""
     import yaml
 
@@ -332,11 +332,40 @@ def bench_scale(root: Path, repositories: int, pushes: int, timeout: float) -> d
             while not deployed(sandbox, commit):
                 time.sleep(0.01)
         unwatched = [line for line in daemon.log().splitlines() if "are not watched" in line]
+        reads = bench_reads(sandbox, history_rows)
     return {"repositories": repositories, "environments": envs, "ready_s": ready, "converged_s": converged,
             "idle_rss_mb": rss / 2**20, "inotify_instances": instances, "inotify_watches": watches,
             "unwatched_log_lines": len(unwatched), "pushes": pushes,
             "push_to_playbook_p50_ms": statistics.median(latencies) * 1000,
-            "push_to_playbook_p95_ms": percentile(latencies, 95) * 1000}
+            "push_to_playbook_p95_ms": percentile(latencies, 95) * 1000, **reads}
+
+
+def bench_reads(sandbox: Sandbox, history_rows: int, rounds: int = 10) -> dict:
+    """`status --json` and `history --limit 50` with `history_rows` deployments stored, beside a bare Python start."""
+    import sqlite3
+    db = sqlite3.connect(sandbox.state / "state.db", timeout=30)
+    have = db.execute("SELECT count(*) FROM deployments").fetchone()[0]
+    now = time.time()
+    db.executemany(
+        "INSERT INTO deployments (repo, env, commit_id, tree, kind, result, trigger, actor, outcome, started_at,"
+        " finished_at, attempt, detail) VALUES ('shop', ?, ?, ?, 'deploy', ?, 'push', 'bench', 'ok', ?, ?, 1, ?)",
+        [(ENVS[i % len(ENVS)], f"{i:040x}", f"{i:040x}", "failed" if i % 7 == 0 else "succeeded", now - 1e6 + i,
+          now - 1e6 + i + 2, '{"hosts": {"h": "ok"}, "batches": []}') for i in range(max(0, history_rows - have))])
+    db.commit()
+    db.close()
+
+    def timed(argv: list[str]) -> float:
+        times = []
+        for _ in range(rounds):
+            t0 = time.monotonic()
+            run(argv, env=sandbox.environ())
+            times.append(time.monotonic() - t0)
+        return statistics.median(times) * 1000
+    gitopsd = [sys.executable, "-m", "gitopsd"]
+    return {"stored_deployments": max(history_rows, have),
+            "status_json_ms": timed([*gitopsd, "status", "--json", "--config", str(sandbox.config)]),
+            "history_50_ms": timed([*gitopsd, "history", "--limit", "50", "--config", str(sandbox.config)]),
+            "python_start_ms": timed([sys.executable, "-c", "pass"])}
 
 
 def main() -> int:
@@ -390,7 +419,9 @@ def main() -> int:
                       f"deployed after {r['converged_s']:.0f} s, idle RSS {r['idle_rss_mb']:.0f} MiB, "
                       f"{r['inotify_instances']} inotify instance / {r['inotify_watches']} watches; push -> playbook "
                       f"start over {r['pushes']} pushes: p50 {r['push_to_playbook_p50_ms']:.0f} ms, "
-                      f"p95 {r['push_to_playbook_p95_ms']:.0f} ms", flush=True)
+                      f"p95 {r['push_to_playbook_p95_ms']:.0f} ms; with {r['stored_deployments']} deployments stored: "
+                      f"status --json {r['status_json_ms']:.0f} ms, history --limit 50 {r['history_50_ms']:.0f} ms "
+                      f"(a bare Python start: {r['python_start_ms']:.0f} ms)", flush=True)
                 print(json.dumps(r), flush=True)
     out = Path(__file__).resolve().parent / "results"
     out.mkdir(exist_ok=True)
