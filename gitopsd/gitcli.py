@@ -133,7 +133,14 @@ def branch_heads(repo: str | os.PathLike[str], branches: list[str]) -> dict[str,
                            *[f"refs/heads/{b}" for b in branches]])
     wanted = {f"refs/heads/{b}": b for b in branches}
     heads: dict[str, tuple[str, str]] = {}
-    for line in out.splitlines() if code == 0 else []:
+    if code != 0:   # one broken ref (a missing object) fails the whole listing: read the branches one by one
+        for branch in branches:
+            commit = branch_head(repo, branch)
+            tree = tree_of(repo, commit) if commit else None
+            if commit and tree:
+                heads[branch] = (commit, tree)
+        return heads
+    for line in out.splitlines():
         parts = line.split()
         if len(parts) == 4 and parts[0] in wanted and parts[2] == "commit":   # patterns also match refs/heads/B/...
             heads[wanted[parts[0]]] = (parts[1], parts[3])
