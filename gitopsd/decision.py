@@ -7,12 +7,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .policy import EMPTY_TREE
 from .state import Deployment, FailureStatus, Store
 
 
-# Git's empty tree: `gitopsd init` starts a later environment's branch at a commit with it, to wait
-# for its first promotion (a branch at `main` would pass the rule once qa ran main, unpromoted).
-EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
+# `gitopsd init` starts a later environment's branch at a commit with git's empty tree, to wait for
+# its first promotion (a branch at `main` would pass the rule once qa ran main, unpromoted).
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,8 @@ from datetime import datetime, timezone
 from . import gate, gitcli
 from .gate import GateEnvironment, GateRepository, Ledger
 
+EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"   # git's; `gitopsd init`'s placeholders have it
+
 SCAN_LIMIT = 5000   # how far back on the source branch a matching tree is looked for
 
 
@@ -114,6 +116,12 @@ def judge(repo: GateRepository, repo_path: str, store: Ledger, env: GateEnvironm
                       [f"{branch} does not exist on the server."],
                       [f"ask an operator to run: gitopsd init {repo_path}"])
     if old is not None and not gitcli.is_ancestor(repo_path, old, new):
+        if gitcli.tree_of(repo_path, old) == EMPTY_TREE and not gitcli.parents(repo_path, old):
+            source = f"gitopsd promote {env.promote_from} {env.name}" + (f" --repo {repo.name}" if repo.name else "")
+            return refuse(f"{env.name} waits for its first promotion",
+                          [f"{branch} is at the placeholder `gitopsd init` left ({short_old}); nothing runs there yet."],
+                          [f"promote what {env.promote_from} runs, with exactly its tree: {source}",
+                           f"or from a clone: git push origin origin/{env.promote_from}:refs/promote/{env.name}"])
         return refuse("environment branches only move forward (no force-push, no rewritten history)",
                       [f"{short_new} does not contain the current head {short_old} of {branch}."],
                       [f"fetch {branch}, put your change on top of it and push again: "

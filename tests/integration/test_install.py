@@ -80,4 +80,5 @@ def test_a_wheel_installed_into_a_fresh_virtualenv_inits_a_sample_repository_who
     # production waits at init's placeholder for its first promotion: only a forced push could replace it.
     refused = run(["git", "push", "--force", "origin", "main:production"], cwd=work, env=env, check=False)
     assert refused.returncode != 0 and "pre-receive hook declined" in refused.stderr, refused.stderr
-    assert "remote:   rule: environment branches only move forward" in refused.stderr
+    assert "remote:   rule: production waits for its first promotion" in refused.stderr
+    assert "gitopsd promote staging production --repo shop" in refused.stderr
