@@ -202,6 +202,8 @@ def bench_rollback(root: Path, rounds: int) -> dict:
     data = yaml.safe_load(config.read_text())   # production takes trees from main: the daemon admits each new head
     data["repositories"][0]["environments"][2]["promote_from"] = "main"
     config.write_text(yaml.safe_dump(data, sort_keys=False))
+    # init leaves production at a placeholder for its first promotion; here it starts at main.
+    run(["git", "--git-dir", str(repo), "update-ref", "refs/heads/production", "refs/heads/main"])
     proc = subprocess.Popen([*gitopsd, "run"], env=env, stderr=subprocess.DEVNULL)
     work = root / "work"
     deploys, rollbacks = [], []
