@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 # Debian packages the tests use: git, systemd-analyze (systemd), sshd for real SSH targets.
 DEBIAN_PACKAGES := git systemd openssh-server openssh-client bubblewrap util-linux
 
-.PHONY: venv deps demo test test-fast bench clean
+.PHONY: venv deps demo lint test test-fast bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,7 +28,14 @@ deps:
 demo: $(STAMP)
 	$(BIN)/python -m gitopsd.demo
 
-test: deps $(STAMP)
+# The checks that keep the shape: types (mypy --strict), bugs and security rules (ruff: B, S), and the
+# layers and single importers of import-linter (pyproject.toml, [tool.importlinter]).
+lint: $(STAMP)
+	$(BIN)/mypy
+	$(BIN)/ruff check gitopsd tests bench
+	$(BIN)/lint-imports
+
+test: deps $(STAMP) lint
 	$(BIN)/python -m pytest
 
 test-fast: $(STAMP)

@@ -5,12 +5,13 @@ import os
 import pwd
 import shutil
 import socket
-import subprocess
 import tempfile
 from pathlib import Path
 
 from . import gitcli, hooks
-from .config import DEFAULT_ENVIRONMENTS, add_repository, repository_entry
+from .core.errors import UserError
+from .gate import DEFAULT_CONFIG
+from .config import add_repository, repository_entry
 
 SAMPLE_PARTS = ("app", "playbooks", "environments")
 
@@ -32,14 +33,10 @@ def seed_main(repo: Path, source: Path, message: str = "Sample app and Ansible c
         work.mkdir()
         for part in SAMPLE_PARTS:
             shutil.copytree(source / part, work / part, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-        env = {**os.environ, "GIT_INDEX_FILE": str(Path(tmp) / "index")}
-        subprocess.run(["git", f"--git-dir={repo}", f"--work-tree={work}", "add", "-A", "."], env=env, check=True,
-                       capture_output=True)
-        tree = subprocess.run(["git", f"--git-dir={repo}", "write-tree"], env=env, check=True, capture_output=True,
-                              text=True).stdout.strip()
+        tree = gitcli.write_tree_of(repo, work, str(Path(tmp) / "index"))
     commit = gitcli.commit_tree(repo, tree, [], message + "\n")
     if not gitcli.create_branch(repo, "main", commit, "gitopsd init --sample"):
-        raise RuntimeError("main appeared while it was being seeded; nothing was overwritten")
+        raise UserError("main appeared while it was being seeded; nothing was overwritten: run gitopsd init again")
     return commit
 
 
@@ -56,10 +53,10 @@ def init_repository(repo: Path, config_path: Path, *, name: str | None = None, s
     repo = repo.resolve()
     out = []
     if not repo.exists():
-        subprocess.run(["git", "init", "--quiet", "--bare", "--initial-branch=main", str(repo)], check=True)
+        gitcli.init_bare(repo)
         out.append(f"created bare repository {repo}")
     elif not (repo / "objects").is_dir() or not (repo / "HEAD").is_file():
-        raise SystemExit(f"gitopsd: error: {repo} exists but is not a bare Git repository")
+        raise UserError(f"{repo} exists but is not a bare Git repository")
     else:
         out.append(f"adopted existing repository {repo}")
     if repo.stat().st_uid != os.geteuid():
@@ -102,8 +99,7 @@ def init_repository(repo: Path, config_path: Path, *, name: str | None = None, s
 
 def waiting_commit(repo: Path, env: str, source: str) -> str:
     """A parentless commit with the empty tree: where a new environment branch waits for its first promotion."""
-    empty = subprocess.run(["git", f"--git-dir={repo}", "mktree"], input="", capture_output=True, text=True,
-                           check=True).stdout.strip()
+    empty = gitcli.empty_tree(repo)
     return gitcli.commit_tree(repo, empty, [], f"gitopsd init: {env} waits for its first promotion\n\n"
                                                 f"Nothing is deployed to {env} until what {source} runs is promoted "
                                                 f"here (gitopsd promote {source} {env}).\n")
@@ -111,9 +107,8 @@ def waiting_commit(repo: Path, env: str, source: str) -> str:
 
 def next_steps(repo: Path, config_path: Path, pusher: str | None, service: str | None) -> list[str]:
     """What to run next, in order; each works as printed (a test follows them)."""
-    from .config import DEFAULT_CONFIG
     exe = hooks.gitopsd_executable()
-    cfg = "" if config_path.resolve() == DEFAULT_CONFIG else f" --config {config_path.resolve()}"
+    cfg = "" if config_path.resolve() == Path(DEFAULT_CONFIG) else f" --config {config_path.resolve()}"
     remote = pusher not in (None, "root") and pwd.getpwuid(os.geteuid()).pw_name != pusher
     url = f"{pusher}@{socket.gethostname()}:{repo}" if remote else str(repo)
     steps = ["", "next steps:", f"  {exe} check-config{cfg}",

@@ -16,11 +16,10 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:   # for annotations only: importing gitopsd.inventory loads ansible
-    from .inventory import HostInfo
+from .core.settings import CheckError, HttpCheck, PrometheusCheck
+from .core.types import CheckResult, HostInfo
 
 MAX_BODY = 1 << 20
 # What a host variable may contain to go into a URL: host names, IP addresses, ports, plain words.
@@ -31,62 +30,7 @@ _PLACEHOLDER = re.compile(r"\{(commit|env)\}")
 MIN_COMMIT_PREFIX = 7
 
 
-class CheckError(ValueError):
-    """A check that cannot be run as configured: raised before any request is made."""
-
-
-@dataclass(frozen=True)
-class CheckResult:
-    """One check's verdict. `name` is "http <host>" or "prometheus <check name>"."""
-
-    ok: bool
-    name: str
-    detail: str
-
-
-@dataclass(frozen=True)
-class HttpCheck:
-    """GET a URL on each host: `url` is a template over the host's variables, e.g.
-    "http://{ansible_host}:{app_port}/health". With `json_field` (a dotted path such as
-    "build.commit"), the body's field must name the deployed commit. `retries` are attempts
-    after the first, `interval` seconds apart; `timeout` is per attempt."""
-
-    url: str
-    expect_status: int = 200
-    json_field: str | None = None
-    timeout: float = 2.0
-    retries: int = 3
-    interval: float = 0.5
-
-    def __post_init__(self) -> None:
-        if not 100 <= self.expect_status <= 599:
-            raise CheckError(f"expect_status {self.expect_status} is not an HTTP status")
-        if self.timeout <= 0 or self.retries < 0 or self.interval < 0:
-            raise CheckError("timeout must be positive, retries and interval not negative")
-        if self.json_field is not None and not all(self.json_field.split(".")):
-            raise CheckError(f"json_field {self.json_field!r} is not a dotted path like build.commit")
-
-
-@dataclass(frozen=True)
-class PrometheusCheck:
-    """An instant query against Prometheus at `url` (e.g. "http://prometheus:9090"); every
-    returned sample must lie within [min_value, max_value] (a missing bound is no bound).
-    `{commit}` and `{env}` in the query are replaced by the deployed commit and the environment,
-    e.g. `sum(rate(http_errors_total{env="{env}",commit="{commit}"}[5m]))`; other braces are
-    PromQL's. `name` names the check in results; by default the query itself."""
-
-    url: str
-    query: str
-    max_value: float | None = None
-    min_value: float | None = None
-    timeout: float = 5.0
-    name: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.timeout <= 0:
-            raise CheckError("timeout must be positive")
-        if self.min_value is not None and self.max_value is not None and self.min_value > self.max_value:
-            raise CheckError(f"min_value {self.min_value} is above max_value {self.max_value}")
+__all__ = ["CheckError", "CheckResult", "HttpCheck", "PrometheusCheck", "run_http", "run_prometheus"]
 
 
 class _RedirectRefused(Exception):
@@ -112,7 +56,7 @@ def _opener() -> urllib.request.OpenerDirector:
 def _get(url: str, timeout: float) -> tuple[int, bytes]:
     """GET url; return (status, body) for any HTTP answer, error statuses included.
     Raise OSError (URLError, timeouts), _RedirectRefused or ValueError (body too large)."""
-    request = urllib.request.Request(url, headers={"Accept": "application/json", "User-Agent": "gitopsd"})
+    request = urllib.request.Request(url, headers={"Accept": "application/json", "User-Agent": "gitopsd"})  # noqa: S310 (http(s) only: the scheme is checked before)
     try:
         with _opener().open(request, timeout=timeout) as response:
             return response.status, _read_limited(response)
@@ -122,7 +66,7 @@ def _get(url: str, timeout: float) -> tuple[int, bytes]:
 
 
 def _read_limited(response: Any) -> bytes:
-    body = response.read(MAX_BODY + 1)
+    body = bytes(response.read(MAX_BODY + 1))
     if len(body) > MAX_BODY:
         raise ValueError(f"body larger than {MAX_BODY} bytes")
     return body
@@ -272,7 +216,7 @@ def _samples(document: Any) -> list[tuple[str, float]]:
     if not isinstance(data, dict):
         raise ValueError("answer has no data")
     kind, result = data.get("resultType"), data.get("result")
-    if kind == "scalar":
+    if kind == "scalar" and isinstance(result, list):
         return [("scalar", float(result[1]))]
     if kind == "vector" and isinstance(result, list):
         return [(_series(sample.get("metric", {})), float(sample["value"][1])) for sample in result]

@@ -6,9 +6,10 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from . import gate
+from .core.errors import GitopsdError, UserError
 
 DEFAULT_CONFIG = os.environ.get("GITOPSD_CONFIG", gate.DEFAULT_CONFIG)
 
@@ -31,10 +32,6 @@ The config file defaults to $GITOPSD_CONFIG, else /etc/gitopsd/gitopsd.yml.
 """
 
 
-class Fail(Exception):
-    """A user-facing error: printed as `gitopsd: error: ...`, exit code 1."""
-
-
 def plural(n: int, word: str) -> str:
     """`1 repository`, `2 repositories`, `1 batch`, `3 hosts`."""
     if n == 1:
@@ -49,7 +46,7 @@ def _config(args: argparse.Namespace) -> Any:
     try:
         return load(Path(args.config))
     except ConfigError as exc:
-        raise Fail(f"the configuration has problems (run `gitopsd check-config --config {args.config}`):\n{exc}") from exc
+        raise UserError(f"the configuration has problems (run `gitopsd check-config --config {args.config}`):\n{exc}") from exc
 
 
 def _read_config(args: argparse.Namespace) -> tuple[Any, dict[str, str]]:
@@ -66,10 +63,10 @@ def _read_config(args: argparse.Namespace) -> tuple[Any, dict[str, str]]:
     except ConfigError as exc:
         at = [re.fullmatch(r"repositories\[(\d+)\]\.path", p.key) for p in exc.problems]
         if exc.config is None or not all(at):
-            raise Fail(f"the configuration has problems (run `gitopsd check-config --config {args.config}`):\n{exc}") \
+            raise UserError(f"the configuration has problems (run `gitopsd check-config --config {args.config}`):\n{exc}") \
                 from exc
         unavailable = {}
-        for match, problem in zip(at, exc.problems):
+        for match, problem in zip(at, exc.problems, strict=True):
             assert match is not None
             index = int(match.group(1))
             if index < len(exc.config.repositories):
@@ -82,11 +79,11 @@ def _repo(config: Any, name: str | None) -> Any:
         if len(config.repositories) == 1:
             return config.repositories[0]
         names = ", ".join(r.name for r in config.repositories)
-        raise Fail(f"several repositories are configured ({names}): say which with --repo NAME")
+        raise UserError(f"several repositories are configured ({names}): say which with --repo NAME")
     repo = config.repository(name)
     if repo is None:
         known = ", ".join(r.name for r in config.repositories) or "none"
-        raise Fail(f"no repository named {name!r} in {config.source} (known: {known})")
+        raise UserError(f"no repository named {name!r} in {config.source} (known: {known})")
     return repo
 
 
@@ -96,13 +93,13 @@ def _env_name(config: Any, repo_name: str | None, name: str) -> None:
     if not any(r.environment(name) for r in repos):
         known = sorted({e.name for r in repos for e in r.environments})
         where = f"repository {repo_name}" if repo_name else config.source
-        raise Fail(f"no environment named {name!r} in {where} (known: {', '.join(known) or 'none'})")
+        raise UserError(f"no environment named {name!r} in {where} (known: {', '.join(known) or 'none'})")
 
 
 def _env(repo: Any, name: str) -> Any:
     env = repo.environment(name)
     if env is None:
-        raise Fail(f"repository {repo.name} has no environment {name!r} "
+        raise UserError(f"repository {repo.name} has no environment {name!r} "
                    f"(it has: {', '.join(e.name for e in repo.environments)})")
     return env
 
@@ -148,7 +145,7 @@ def content_warnings(config: Any) -> list[str]:
     Warnings, not errors: the content moves with every push, the config does not. One git process per repository.
     """
     from . import gitcli
-    from .decision import EMPTY_TREE
+    from .core.types import EMPTY_TREE
     warnings = []
     for repo in config.repositories:
         envs = repo.environments
@@ -162,7 +159,7 @@ def content_warnings(config: Any) -> list[str]:
         if code != 0 or len(answers) != len(asked):
             continue   # an unreadable repository is a problem of the config, reported as such
         trees = {env.branch: answers[i].split()[0] for i, env in enumerate(envs) if not answers[i].endswith(" missing")}
-        for (env, what, path), answer in zip(files, answers[len(envs):]):
+        for (env, what, path), answer in zip(files, answers[len(envs):], strict=True):
             # A branch init left at the empty placeholder has nothing yet: its first promotion brings the files.
             if trees.get(env.branch, EMPTY_TREE) != EMPTY_TREE and answer.endswith(" missing"):
                 warnings.append(f"{repo.name}/{env.name}: the {what} {path} is not in branch {env.branch}: "
@@ -190,7 +187,7 @@ def cmd_install_hooks(args: argparse.Namespace) -> int:
     try:
         done = hooks.install_hooks(repo, Path(args.config), git_user=args.git_user, service_user=args.service_user)
     except (FileNotFoundError, FileExistsError, PermissionError, hooks.HookError) as exc:
-        raise Fail(str(exc)) from exc
+        raise UserError(str(exc)) from exc
     for line in done:
         print(f"{repo}/{line}" if line.startswith("hooks/") else line)
     return 0
@@ -204,7 +201,7 @@ def cmd_init(args: argparse.Namespace) -> int:
         lines = init_repository(Path(args.repo), Path(args.config), name=args.name, sample=args.sample,
                                 git_user=args.git_user, service_user=args.service_user)
     except (ConfigEditError, HookError, FileExistsError) as exc:
-        raise Fail(str(exc)) from exc
+        raise UserError(str(exc)) from exc
     for line in lines:
         print(line)
     return 0
@@ -235,14 +232,14 @@ def cmd_install_service(args: argparse.Namespace) -> int:
                     print(f"  {line}")
         else:
             if plan.first:
-                raise Fail("; ".join(plan.first) + " (nothing was changed)")
+                raise UserError("; ".join(plan.first) + " (nothing was changed)")
             if os.geteuid() != 0 and root == Path("/"):
-                raise Fail("install-service needs root (it creates a system user and writes /etc/systemd/system)")
+                raise UserError("install-service needs root (it creates a system user and writes /etc/systemd/system)")
             service.apply(plan.steps, root)
             for step in plan.steps:
                 print(f"done: {step.what}")
     except service.InstallError as exc:
-        raise Fail(str(exc)) from exc
+        raise UserError(str(exc)) from exc
     for warning in plan.warnings:
         print(f"gitopsd: warning: {warning}", file=sys.stderr)
     print("then:")
@@ -301,8 +298,9 @@ def cmd_history(args: argparse.Namespace) -> int:
         _repo(config, args.repo)
     if args.env:
         _env_name(config, args.repo, args.env)
-    store = Store(config.database, readonly=True)
-    deployments = store.history(repo=args.repo, env=args.env, limit=args.limit)
+    with Store(config.database, readonly=True) as store:
+        deployments = store.history(repo=args.repo, env=args.env, limit=args.limit)
+        admissions = store.admissions(repo=args.repo, env=args.env, limit=args.limit)
     if args.json:
         print(json.dumps([deployment_json(d) for d in deployments], indent=2))
         return 0
@@ -316,7 +314,6 @@ def cmd_history(args: argparse.Namespace) -> int:
             print(f"#{d.id}: {d.reason}")
         if d.outcome and d.result != "succeeded":
             print(f"#{d.id}: {d.result}: {d.outcome}")
-    admissions = store.admissions(repo=args.repo, env=args.env, limit=args.limit)
     if admissions:
         print("\nadmitted past the promotion rule by an operator:")
         for a in admissions:
@@ -330,29 +327,28 @@ def deployment_json(d: Any) -> dict[str, Any]:
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
+    from .core.types import DeploymentFolders
     from .state import Store
     config, _unavailable = _read_config(args)
-    store = Store(config.database, readonly=True)
-    dep = store.get(args.deployment_id)
+    with Store(config.database, readonly=True) as store:
+        dep = store.get(args.deployment_id)
     if dep is None:
-        raise Fail(f"no deployment #{args.deployment_id} (see `gitopsd history`)")
+        raise UserError(f"no deployment #{args.deployment_id} (see `gitopsd history`)")
     print(f"# deployment #{dep.id}: {dep.repo}/{dep.env} {dep.kind} of {dep.commit} -> {dep.result}"
           + (f": {dep.outcome}" if dep.outcome else ""))
     if dep.reason:
         print(f"# why: {dep.reason}")
-    for batch in dep.detail.get("batches", []):
-        checks = "; ".join(f"{c['name']}: {'ok' if c['ok'] else 'FAILED'} ({c['detail']})" for c in batch["checks"])
-        print(f"# batch {batch['batch']}: {batch['result']} on {', '.join(batch['hosts']) or 'all hosts'}"
+    batches = dep.batches
+    for batch in batches:
+        checks = "; ".join(f"{c.name}: {'ok' if c.ok else 'FAILED'} ({c.detail})" for c in batch.checks)
+        print(f"# batch {batch.batch}: {batch.result} on {', '.join(batch.hosts) or 'all hosts'}"
               + (f"; checks: {checks}" if checks else ""))
-    folder = config.state_dir / "deployments" / str(dep.id)
-    outputs = sorted(folder.glob("*-*/artifacts/run/stdout"),
-                     key=lambda p: (int(p.parts[-4].split("-")[1]), p.parts[-4].startswith("verify")))
+    outputs = DeploymentFolders.of(config.state_dir, dep.id).outputs()
     if not outputs:
         print("# no Ansible output was recorded (the run did not start, or its folder was removed)")
-    for stdout in outputs:
-        run = stdout.parts[-4]
-        print(f"# --- {'verification playbook' if run.startswith('verify') else 'playbook'}, "
-              f"{'batch ' + run.split('-')[1] if len(dep.detail.get('batches', [])) > 1 else 'run'} ---")
+    for what, number, stdout in outputs:
+        print(f"# --- {'verification playbook' if what == 'verify' else 'playbook'}, "
+              f"{f'batch {number}' if len(batches) > 1 else 'run'} ---")
         sys.stdout.write(stdout.read_text(encoding="utf-8", errors="replace"))
     return 0
 
@@ -361,52 +357,36 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     import time
 
     from . import gitcli
-    from .policy import rollback_trees
-    from .revert import move_to_revert, write_revert
+    from .revert import move_to_revert, rollback_target, write_revert
     from .state import Store
     config = _config(args)
     repo = _repo(config, args.repo)
     env = _env(repo, args.env)
-    store = Store(config.database, readonly=args.to is None)
-    head = gitcli.branch_head(repo.path, env.branch)
-    deployed = store.deployed(repo.name, env.name)
-    if head is None:
-        raise Fail(f"branch {env.branch} does not exist in {repo.path}")
-    if deployed is None:
-        raise Fail(f"nothing was ever deployed successfully to {env.name}: there is no good state to roll back to")
-    head_tree = gitcli.tree_of(repo.path, head)
-    who = cli_identity()
-    if args.to is not None:
-        target = store.get(args.to)
-        if target is None or (target.repo, target.env) != (repo.name, env.name):
-            raise Fail(f"deployment #{args.to} is not a deployment of {repo.name}/{env.name}; "
-                       f"pick one from `gitopsd history {env.name} --repo {repo.name}`")
-        if target.result != "succeeded":
-            raise Fail(f"deployment #{args.to} {target.result}: only a tree that ran successfully is a rollback target; "
-                       f"pick a succeeded one from `gitopsd history {env.name} --repo {repo.name}`")
-    elif head_tree != deployed.tree:
-        target = deployed   # the head has not run (it failed, or waits): back to what runs now
-    else:
-        _current, tree = rollback_trees(store.successes(repo.name, env.name))
-        target = next((d for d in store.history(repo=repo.name, env=env.name, limit=500)
-                       if d.result == "succeeded" and d.tree == tree), None) if tree else None
-        if target is None:
-            raise Fail(f"{env.name} has no earlier good state to roll back to (it has run only {deployed.tree[:7]} "
-                       f"since its last rollback); to go further back: gitopsd rollback {env.name} --to DEPLOYMENT_ID")
-    if target.tree == head_tree:
-        print(f"{env.name}: {env.branch} already has the tree of deployment #{target.id} ({target.commit[:7]}); "
-              "nothing to roll back")
-        return 0
-    reason = f"Rollback of {env.name} to the tree of deployment #{target.id} ({target.commit[:7]}), requested by {who}."
-    commit = write_revert(repo.path, head, target.tree, requested_by=who, reason=reason, automatic=False)
-    if args.to is not None:
-        # Maybe an earlier tree than the rule's rollback target: recorded before the branch moves, so the
-        # daemon, which judges every head again, admits it.
-        store.admit(repo=repo.name, env=env.name, commit=commit, kind="rollback", actor=who,
-                    reason=f"rollback --to deployment #{target.id} ({target.commit[:7]})", now=time.time())
-    store.close()
+    with Store(config.database, readonly=args.to is None) as store:
+        head = gitcli.branch_head(repo.path, env.branch)
+        deployed = store.deployed(repo.name, env.name)
+        if head is None:
+            raise UserError(f"branch {env.branch} does not exist in {repo.path}")
+        if deployed is None:
+            raise UserError(f"nothing was ever deployed successfully to {env.name}: there is no good state to roll "
+                            "back to")
+        head_tree = gitcli.tree_of(repo.path, head)
+        who = cli_identity()
+        target = rollback_target(store, repo.name, env.name, deployed, head_tree, args.to)
+        if target.tree == head_tree:
+            print(f"{env.name}: {env.branch} already has the tree of deployment #{target.id} ({target.commit[:7]}); "
+                  "nothing to roll back")
+            return 0
+        reason = (f"Rollback of {env.name} to the tree of deployment #{target.id} ({target.commit[:7]}), "
+                  f"requested by {who}.")
+        commit = write_revert(repo.path, head, target.tree, requested_by=who, reason=reason, automatic=False)
+        if args.to is not None:
+            # Maybe an earlier tree than the rule's rollback target: recorded before the branch moves, so the
+            # daemon, which judges every head again, admits it.
+            store.admit(repo=repo.name, env=env.name, commit=commit, kind="rollback", actor=who,
+                        reason=f"rollback --to deployment #{target.id} ({target.commit[:7]})", now=time.time())
     if not move_to_revert(repo.path, env.branch, head, commit, requested_by=who, automatic=False):
-        raise Fail(f"{env.branch} moved while the rollback was being made; nothing was changed. Run it again.")
+        raise UserError(f"{env.branch} moved while the rollback was being made; nothing was changed. Run it again.")
     sent = _nudge(config, repo, "rollback", (commit,))
     print(f"{env.name}: {env.branch} is now at revert {commit[:7]}, whose tree is the one deployment #{target.id} "
           f"({target.commit[:7]}) ran.")
@@ -424,17 +404,19 @@ def cmd_promote(args: argparse.Namespace) -> int:
     src_env = repo.environment(args.src)
     src_branch = src_env.branch if src_env else args.src
     if src_env is None and src_branch != dst.promote_from:
-        raise Fail(f"{args.src!r} is neither an environment of {repo.name} nor {dst.name}'s source branch "
+        raise UserError(f"{args.src!r} is neither an environment of {repo.name} nor {dst.name}'s source branch "
                    f"({dst.promote_from})")
     src_head = gitcli.branch_head(repo.path, src_branch)
     dst_head = gitcli.branch_head(repo.path, dst.branch)
     if src_head is None or dst_head is None:
-        raise Fail(f"branch {src_branch if src_head is None else dst.branch} does not exist in {repo.path}")
+        raise UserError(f"branch {src_branch if src_head is None else dst.branch} does not exist in {repo.path}")
     view = gate.from_config(config).repository(repo.name)   # what the hook judges with, too
     assert view is not None
     store = Store(config.database, readonly=True)
     try:
-        done = promote(view, str(repo.path), store, view.environment(dst.name), args.src, src_head, dst_head,
+        gate_dst = view.environment(dst.name)
+        assert gate_dst is not None
+        done = promote(view, str(repo.path), store, gate_dst, args.src, src_head, dst_head,
                        identity=cli_identity(), override=args.override, dry_run=args.dry_run,
                        announce=lambda commit, reason: _nudge(config, repo, "promote", (commit,), reason=reason))
     finally:
@@ -444,7 +426,7 @@ def cmd_promote(args: argparse.Namespace) -> int:
         print("\n".join(done.verdict.refusal_lines(f"refs/heads/{dst.branch}")), file=sys.stderr)
         return 1
     if done.state == "raced":
-        raise Fail(done.summary)
+        raise UserError(done.summary)
     print(done.summary)
     if done.state == "moved":
         if done.verdict is not None and done.verdict.override:
@@ -466,12 +448,12 @@ def cmd_retry(args: argparse.Namespace) -> int:
     if args.force:
         who = user_name(os.getuid())   # the Unix user, as the kernel says: no variable can claim another
         if who not in env.override_by:
-            raise Fail(f"{who} may not force a head past the promotion rule in {env.name}; "
+            raise UserError(f"{who} may not force a head past the promotion rule in {env.name}; "
                        f"only {', '.join(env.override_by) or 'nobody (override_by is empty)'} may "
                        f"(override_by in {config.source})")
         head = gitcli.branch_head(repo.path, env.branch)
         if head is None:
-            raise Fail(f"branch {env.branch} does not exist in {repo.path}")
+            raise UserError(f"branch {env.branch} does not exist in {repo.path}")
     store = Store(config.database)
     cleared = store.clear_failure(repo.name, env.name)
     bad = store.clear_bad_trees(repo.name, env.name)
@@ -539,15 +521,15 @@ def cmd_sync(args: argparse.Namespace) -> int:
     try:
         deployed = store.deployed(repo.name, env.name)
         if deployed is None:
-            raise Fail(f"nothing was ever deployed successfully to {env.name}: there is nothing to re-apply")
+            raise UserError(f"nothing was ever deployed successfully to {env.name}: there is nothing to re-apply")
         head = gitcli.branch_head(repo.path, env.branch)
         if head != deployed.commit:
-            raise Fail(f"{env.branch} is at {(head or 'nothing')[:7]}, not at the deployed {deployed.commit[:7]}: the "
+            raise UserError(f"{env.branch} is at {(head or 'nothing')[:7]}, not at the deployed {deployed.commit[:7]}: the "
                        f"daemon deploys the head, not a re-apply (see `gitopsd status`; `gitopsd retry {env.name}` "
                        "after a stall)")
         hold = store.suspension(repo.name, env.name)
         if hold is not None:
-            raise Fail(f"{env.name} is suspended by {hold.actor}: `gitopsd resume {env.name}` first")
+            raise UserError(f"{env.name} is suspended by {hold.actor}: `gitopsd resume {env.name}` first")
         store.request_sync(repo.name, env.name, commit=head, actor=cli_identity(), reason=args.reason, now=time.time())
     finally:
         store.close()
@@ -571,7 +553,7 @@ def cmd_wait(args: argparse.Namespace) -> int:
     commit = gitcli.branch_head(repo.path, env.branch) if args.commit is None else \
         gitcli.rev_parse(repo.path, f"{args.commit}^{{commit}}")
     if commit is None:
-        raise Fail(f"{args.commit or env.branch} is not a commit in {repo.path}")
+        raise UserError(f"{args.commit or env.branch} is not a commit in {repo.path}")
     deadline = time.monotonic() + args.timeout
     where = f"{repo.name}/{env.name}"
     while True:
@@ -611,7 +593,7 @@ def cmd_hosts(args: argparse.Namespace) -> int:
     try:
         return trust(config, repo, env, yes=args.yes)
     except TrustError as exc:
-        raise Fail(str(exc)) from exc
+        raise UserError(str(exc)) from exc
 
 
 def _say_nudged(sent: bool) -> None:
@@ -619,10 +601,10 @@ def _say_nudged(sent: bool) -> None:
           else "the daemon is not running: it deploys this as soon as it starts")
 
 
-def _print_table(rows: list[tuple[str, ...]]) -> None:
+def _print_table(rows: Sequence[tuple[str, ...]]) -> None:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
 
 
 # -- parser ----------------------------------------------------------------------------------------
@@ -633,8 +615,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version="gitopsd 0.1.0")
     # Global options go before or after the command: the default is filled in after parsing (main), so
     # a subcommand's unset option cannot overwrite one given before the command.
-    debug = {"action": "store_true", "default": argparse.SUPPRESS, "help": "show the full traceback of an error"}
-    config = {"default": argparse.SUPPRESS, "metavar": "FILE",
+    debug: dict[str, Any] = {"action": "store_true", "default": argparse.SUPPRESS, "help": "show the full traceback of an error"}
+    config: dict[str, Any] = {"default": argparse.SUPPRESS, "metavar": "FILE",
               "help": "server configuration file (default: $GITOPSD_CONFIG or /etc/gitopsd/gitopsd.yml)"}
     parser.add_argument("--debug", **debug)
     parser.add_argument("--config", **config)
@@ -815,20 +797,23 @@ def main(argv: list[str] | None = None) -> int:
         args.config = DEFAULT_CONFIG
     try:
         return int(args.func(args))
-    except Fail as exc:
+    except GitopsdError as exc:   # gitopsd's own errors are one line; --debug shows where
+        if getattr(args, "debug", False):
+            import traceback
+            traceback.print_exc()
         print(f"gitopsd: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
-    except Exception as exc:   # the one place a failure of the state database, the disk or git is told
+    except Exception as exc:   # the one place a failure of the state database, the disk or a bug is told
         import sqlite3
-
-        from .gitcli import GitError
-        if not isinstance(exc, (sqlite3.Error, OSError, GitError)):
-            raise
         if getattr(args, "debug", False):
             import traceback
             traceback.print_exc()
+        if not isinstance(exc, (sqlite3.Error, OSError)):   # a bug: still one line, never a traceback
+            print(f"gitopsd: internal error: {type(exc).__name__}: {exc}"
+                  + ("" if getattr(args, "debug", False) else " (--debug shows where)"), file=sys.stderr)
+            return 1
         print(f"gitopsd: {_explain(args, exc)}", file=sys.stderr)
         return 1
 

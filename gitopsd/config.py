@@ -12,18 +12,23 @@ import pwd
 import re
 import stat
 import tempfile
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Iterator
 
 import yaml
 
-from .gate import DEFAULT_CONFIG as gate_default_config, file_stamp
-from .sandbox import SandboxError, SandboxPolicy, check as sandbox_check, default_user as default_sandbox_user
+from .core.errors import ConfigurationError
+from .core.settings import (CheckError, Config, Environment, HttpCheck, Notify, PrometheusCheck, Repository, Rollout,
+                            SandboxPolicy, Verify)
+from .gate import file_stamp
+from .sandbox import SandboxError, check as sandbox_check, default_user as default_sandbox_user
 from .windows import Window, WindowError, Cron, parse_duration
 
-DEFAULT_CONFIG = Path(gate_default_config)
+# Re-exported: the settings classes are what `load` returns.
+__all__ = ["Config", "ConfigEditError", "ConfigError", "Environment", "HttpCheck", "Notify", "PrometheusCheck",
+           "Problem", "Repository", "Rollout", "Verify", "add_repository", "load", "repository_entry"]
 _SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)   # libyaml when available: same rules, faster
 DEFAULT_ENVIRONMENTS = ("qa", "staging", "production")
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
@@ -34,121 +39,6 @@ _MAX_NODES = 100_000         # far beyond any real config: stops a YAML alias bo
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 _NO_PATH = Path("/nonexistent")
 MAX_WINDOW = timedelta(days=31)
-
-
-@dataclass(frozen=True)
-class Rollout:
-    """Deploy in batches of hosts; a batch passes when its playbook run and all checks pass through its bake."""
-
-    batches: tuple[int | str, ...] = ("100%",)
-    max_fail_percentage: float = 0.0
-    bake: float = 0.0
-
-
-@dataclass(frozen=True)
-class HttpVerify:
-    url: str                        # e.g. "http://{ansible_host}:{app_port}/health", from inventory variables
-    expect_status: int = 200
-    json_field: str | None = None   # a field of the JSON body that must equal the deployed commit
-    timeout: float = 2.0
-    retries: int = 3
-
-
-@dataclass(frozen=True)
-class PrometheusVerify:
-    url: str
-    query: str                      # may use {commit} and {env}
-    max: float | None = None
-    min: float | None = None
-
-
-@dataclass(frozen=True)
-class Verify:
-    http: HttpVerify | None = None
-    playbook: str | None = None     # a verification playbook from the tree, run against each batch
-    prometheus: PrometheusVerify | None = None
-
-    @property
-    def any(self) -> bool:
-        return bool(self.http or self.playbook or self.prometheus)
-
-
-@dataclass(frozen=True)
-class Notify:
-    """Who hears about every failed deployment and every rollback: a command (JSON on stdin) and/or a webhook."""
-
-    command: tuple[str, ...] = ()
-    webhook: str | None = None
-
-
-@dataclass(frozen=True)
-class Environment:
-    """One deployment target: a branch whose head must run on an inventory's hosts."""
-
-    name: str
-    branch: str
-    promote_from: str
-    inventory: str
-    playbook: str
-    timeout: int = 900
-    auto_rollback: bool = False
-    retries: int = 3
-    retry_backoff: float = 10.0
-    retry_backoff_max: float = 300.0
-    windows: tuple[Window, ...] = ()          # deploy windows for promotions; rollbacks ignore them
-    override_by: tuple[str, ...] = ()         # identities allowed an emergency override of a closed window
-    rollout: Rollout | None = None
-    verify: Verify = Verify()
-    notify: Notify = Notify()
-    vault_password_file: Path | None = None   # Ansible Vault password (file or script), outside any repository
-
-
-@dataclass(frozen=True)
-class Repository:
-    """A bare deployment repository and its environments, in promotion order."""
-
-    name: str
-    path: Path
-    environments: tuple[Environment, ...]
-
-    def environment(self, name: str) -> Environment | None:
-        return next((e for e in self.environments if e.name == name), None)
-
-    def environment_for_branch(self, branch: str) -> Environment | None:
-        return next((e for e in self.environments if e.branch == branch), None)
-
-
-@dataclass(frozen=True)
-class Config:
-    """The whole server configuration, validated."""
-
-    source: Path
-    stamp: str = ""                # gate.file_stamp() of the file, taken before it was read
-    state_dir: Path = Path("/var/lib/gitopsd")
-    runtime_dir: Path = Path("/run/gitopsd")
-    sweep_interval: float = 60.0
-    max_parallel: int = 4
-    stop_grace: float = 60.0
-    keep_workdirs: int = 5
-    identity_env: tuple[str, ...] = ("GL_USER", "GITOPSD_USER", "REMOTE_USER")
-    repositories: tuple[Repository, ...] = field(default_factory=tuple)
-    sandbox: SandboxPolicy = SandboxPolicy()   # what playbook runs may see (sandbox.py); `hide` is filled in by the daemon
-    known_hosts: Path = Path("/var/lib/gitopsd/.ssh/known_hosts")   # the only host keys ssh accepts (README, "SSH trust")
-
-    def repository(self, name: str) -> Repository | None:
-        return next((r for r in self.repositories if r.name == name), None)
-
-    def repository_at(self, path: Path) -> Repository | None:
-        resolved = Path(path).resolve()
-        return next((r for r in self.repositories if r.path.resolve() == resolved), None)
-
-    @property
-    def nudge_socket(self) -> Path:
-        return self.runtime_dir / "nudge.sock"
-
-    @property
-    def database(self) -> Path:
-        return self.state_dir / "state.db"
 
 
 @dataclass(frozen=True)
@@ -163,7 +53,7 @@ class Problem:
         return f"{where}: {self.key}: {self.message}" if self.key else f"{where}: {self.message}"
 
 
-class ConfigError(Exception):
+class ConfigError(ConfigurationError):
     """The configuration is invalid; `problems` lists every one found."""
 
     def __init__(self, problems: list[Problem], config: "Config | None" = None):
@@ -648,7 +538,7 @@ def _vault_file(data: dict[str, Any], key: str, check: _Checker) -> Path | None:
 
 
 def _rollout(raw: Any, key: str, check: _Checker) -> Rollout | None:
-    from .rollout import validate_batches
+    from .core.batches import validate_batches
     data = check.mapping(raw, key, ROLLOUT_KEYS)
     batches = data.get("batches", ["100%"])
     problem = validate_batches(batches)
@@ -673,7 +563,7 @@ def _verify(raw: Any, key: str, check: _Checker) -> Verify:
     if "http" in data:
         h = check.mapping(data["http"], f"{key}.http", HTTP_KEYS)
         field_ = h.get("json_field")
-        http = HttpVerify(url=_url(h.get("url"), f"{key}.http.url", check),
+        http = _check(HttpCheck, f"{key}.http", check, url=_url(h.get("url"), f"{key}.http.url", check),
                           expect_status=int(check.number(h, "expect_status", f"{key}.http", 200, integer=True, minimum=100,
                                                                          maximum=599, what="an HTTP status")),
                           json_field=str(field_) if field_ else None,
@@ -695,10 +585,20 @@ def _verify(raw: Any, key: str, check: _Checker) -> Verify:
                 bounds[b] = None
         if p.get("max") is None and p.get("min") is None:   # an invalid one is already reported
             check.add(f"{key}.prometheus", "needs max: or min: (the threshold the query result must respect)")
-        prometheus = PrometheusVerify(url=_url(p.get("url"), f"{key}.prometheus.url", check), query=query,
-                                      max=bounds["max"], min=bounds["min"])
+        prometheus = _check(PrometheusCheck, f"{key}.prometheus", check,
+                            url=_url(p.get("url"), f"{key}.prometheus.url", check), query=query,
+                            max_value=bounds["max"], min_value=bounds["min"])
     playbook = check.relpath(data["playbook"], f"{key}.playbook") if "playbook" in data else None
     return Verify(http=http, playbook=playbook or None, prometheus=prometheus)
+
+
+def _check(cls: Any, key: str, check: _Checker, **values: Any) -> Any:
+    """A check built from valid values, or None with the problem said (its own rules, e.g. min above max)."""
+    try:
+        return cls(**values)
+    except CheckError as exc:
+        check.add(key, str(exc))
+        return None
 
 
 def _notify(raw: Any, key: str, check: _Checker) -> Notify:
@@ -754,14 +654,28 @@ def _windows(raw: Any, key: str, check: _Checker) -> tuple[Window, ...]:
     return tuple(windows)
 
 
+def read_yaml(text: str) -> Any:
+    """Plain data from YAML text (safe tags only), for tools that read a config without validating it
+    (install-service --root, the demo). Raise ConfigurationError for text that is not YAML."""
+    try:
+        return yaml.load(text, Loader=_SafeLoader)   # noqa: S506 (a SafeLoader: safe tags only)
+    except yaml.YAMLError as exc:
+        raise ConfigurationError(f"invalid YAML: {getattr(exc, 'problem', None) or exc}") from exc
+
+
+def write_yaml(data: Any) -> str:
+    """YAML text for plain data, keys in the given order."""
+    return str(yaml.safe_dump(data, sort_keys=False))
+
+
 def repository_entry(name: str, path: Path) -> dict[str, Any]:
     """Return the config mapping `gitopsd init` writes for a repository with the default environments."""
     return {"name": name, "path": str(path), "environments": [
         {"name": env, "promote_from": prev, "auto_rollback": env == "production"}
-        for env, prev in zip(DEFAULT_ENVIRONMENTS, ("main",) + DEFAULT_ENVIRONMENTS[:-1])]}
+        for env, prev in zip(DEFAULT_ENVIRONMENTS, ("main",) + DEFAULT_ENVIRONMENTS[:-1], strict=True)]}
 
 
-class ConfigEditError(Exception):
+class ConfigEditError(ConfigurationError):
     """The config file cannot be edited safely by a program: the message says what to do instead."""
 
 

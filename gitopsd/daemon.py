@@ -19,21 +19,24 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from types import FrameType
-from typing import IO
+from typing import IO, Callable
 
 from . import config as config_mod
 from . import gate
 from . import hooks
+from . import policy
 from . import runner
 from . import sandbox
 from .config import Config, ConfigError
-from .decision import Head
-from .execute import CheckResult, Toolbox
+from .core.deployment import Toolbox
+from .core.ports import Verdict
+from .core.reconcile import Cause, Look, Reconciler
+from .core.settings import HttpCheck, PrometheusCheck, SandboxPolicy
+from .core.types import CheckResult, Deployment, DeploymentFolders, Head, HostInfo, PlaybookRun, RunOutcome, Trigger
 from .gitrepo import GitRepository
-from .inventory import HostInfo
 from .listener import Listener
-from .reconciler import Cause, Look, Reconciler
-from .sandbox import SandboxPolicy
+from .notify import notify
+from .revert import make_revert
 from .sdnotify import Notifier
 from .state import Store
 from .sweep import Sweeper
@@ -41,7 +44,7 @@ from .watch import RefWatcher
 
 log = logging.getLogger("gitopsd.daemon")
 
-_WAKE = Look("", None, "wake")
+_WAKE = Look("", None, Trigger.WAKE)
 WATCH_DELAY = 0.01  # seconds: one look for the burst of events a ref update makes
 # The pre-receive hook's nudge arrives just before the ref moves. The ref watcher sees the move;
 # these looks after the nudge (seconds) find it too where inotify cannot (network file systems).
@@ -57,6 +60,30 @@ class PygitPort:
     def export(self, repo: config_mod.Repository, commit: str, dest: Path) -> None:
         GitRepository(repo.path).export(commit, dest)
 
+    def revert(self, repo: config_mod.Repository, branch: str, head: str, good_tree: str, *, reason: str) -> str | None:
+        """The automatic rollback's revert commit, written and moved through the git CLI (revert.py)."""
+        return make_revert(repo.path, branch, head, good_tree, requested_by="gitopsd", reason=reason, automatic=True)
+
+
+class PolicyJudge:
+    """`policy.judge`, as the hook runs it, over this daemon's store and Git (through the git CLI)."""
+
+    def __init__(self, config: Callable[[], Config], store: Store):
+        self.config, self.store = config, store
+        self._gate: tuple[Config, gate.GateConfig] | None = None
+
+    def __call__(self, repo: config_mod.Repository, env: config_mod.Environment, desired: Head,
+                 deployed: Deployment | None, check_windows: bool) -> Verdict:
+        config = self.config()
+        if self._gate is None or self._gate[0] is not config:   # rebuilt after a reload
+            self._gate = (config, gate.from_config(config))
+        view = self._gate[1].repository(repo.name)
+        gate_env = view.environment(env.name) if view else None
+        if view is None or gate_env is None:
+            return policy.refuse("the configuration changed meanwhile", [f"{repo.name}/{env.name} is not configured"], [])
+        return policy.judge(view, str(repo.path), self.store, gate_env, deployed.commit if deployed else None,
+                            desired.commit, identity="gitopsd", check_windows=check_windows)
+
 
 def sandbox_policy(config: Config) -> SandboxPolicy:
     """What playbook runs and inventory reads may see: the config's sandbox, with gitopsd's own paths hidden."""
@@ -68,31 +95,27 @@ def sandbox_policy(config: Config) -> SandboxPolicy:
 def real_toolbox(config: Config) -> Toolbox:
     """Ansible (in the sandbox), its inventory parser (in the sandbox too) and the HTTP/Prometheus checks, for real."""
     from . import checks
-    policy = sandbox_policy(config)
+    sandboxed = sandbox_policy(config)
 
-    def run_playbook(run: runner.PlaybookRun, cancel: threading.Event) -> runner.RunOutcome:
-        return runner.run_playbook(run, cancel, policy)
+    def run_playbook(run: PlaybookRun, cancel: threading.Event) -> RunOutcome:
+        return runner.run_playbook(run, cancel, sandboxed)
 
-    def hosts_of(run: runner.PlaybookRun, names: tuple[str, ...], cancel: threading.Event) -> list[HostInfo]:
-        return runner.read_hosts(run.inventory, names, workdir=run.workdir, data_dir=run.data_dir.parent / "inventory",
-                                 marker=run.marker, timeout=run.timeout, cancel=cancel, policy=policy)
+    def hosts_of(run: PlaybookRun, names: tuple[str, ...], cancel: threading.Event) -> list[HostInfo]:
+        return runner.read_hosts(run.inventory, names, workdir=run.workdir,
+                                 data_dir=DeploymentFolders(run.data_dir.parent).inventory,
+                                 marker=run.marker, timeout=run.timeout, cancel=cancel, policy=sandboxed)
 
-    def http(spec: config_mod.HttpVerify, host: HostInfo, commit: str) -> CheckResult:
+    def http(check: HttpCheck, host: HostInfo, commit: str) -> CheckResult:
         try:
-            check = checks.HttpCheck(url=spec.url, expect_status=spec.expect_status, json_field=spec.json_field,
-                                     timeout=spec.timeout, retries=spec.retries)
-            r = checks.run_http(check, host, commit)
+            return checks.run_http(check, host, commit)
         except checks.CheckError as exc:   # e.g. the URL names a variable the host does not have
             return CheckResult(False, f"http {host.name}", str(exc))
-        return CheckResult(r.ok, r.name, r.detail)
 
-    def prometheus(spec: config_mod.PrometheusVerify, commit: str, env: str) -> CheckResult:
+    def prometheus(check: PrometheusCheck, commit: str, env: str) -> CheckResult:
         try:
-            check = checks.PrometheusCheck(url=spec.url, query=spec.query, max_value=spec.max, min_value=spec.min)
-            r = checks.run_prometheus(check, commit, env)
+            return checks.run_prometheus(check, commit, env)
         except checks.CheckError as exc:
             return CheckResult(False, "prometheus", str(exc))
-        return CheckResult(r.ok, r.name, r.detail)
 
     return Toolbox(run_playbook=run_playbook, hosts_of=hosts_of, check_http=http, check_prometheus=prometheus)
 
@@ -140,7 +163,8 @@ class Daemon:
         self.store = Store(config.database)
         self.pool = ThreadPoolExecutor(max_workers=config.max_parallel, thread_name_prefix="deploy")
         self.reconciler = Reconciler(config, self.store, PygitPort(), real_toolbox(config),
-                                     submit=self.pool.submit, schedule=self.schedule, on_change=self._status)
+                                     submit=self.pool.submit, schedule=self.schedule, on_change=self._status,
+                                     judge=PolicyJudge(lambda: self.reconciler.config, self.store), notify=notify)
         self._adopting = 0   # environments the startup sweep found to deploy, until all are done
         self.listener: Listener | None = None
         self.watcher: RefWatcher | None = None
@@ -153,7 +177,7 @@ class Daemon:
             heapq.heappush(self.timers, (at, self._timer_seq, look))
         self.requests.put(_WAKE)
 
-    def sweep(self, trigger: str = "sweep", newest_first: bool = False) -> None:
+    def sweep(self, trigger: str = Trigger.SWEEP, newest_first: bool = False) -> None:
         """Look at every repository; `newest_first`: the most recently moved branches first (adoption after a stop)."""
         repos = list(self.config.repositories)
         if newest_first:
@@ -163,7 +187,7 @@ class Daemon:
             self.requests.put(Look(repo.name, None, trigger))
 
     def _on_ref_change(self, repo: str) -> None:
-        self.schedule(Look(repo, None, "watch"), time.time() + WATCH_DELAY)
+        self.schedule(Look(repo, None, Trigger.WATCH), time.time() + WATCH_DELAY)
 
     def _listen(self, listener: Listener) -> None:
         while not (self.stopping.is_set() or listener.closed):
@@ -179,10 +203,10 @@ class Daemon:
                 # A sweep or a `git update-ref` may have started this commit's deployment before the nudge came.
                 self.store.attribute(repo.name, commit, nudge.who(), nudge.trigger, nudge.reason, since=time.time() - 120)
             self.requests.put(Look(repo.name, None, nudge.trigger))
-            if nudge.trigger == "push":   # sent by pre-receive: the refs move right after it
+            if nudge.trigger == Trigger.PUSH:   # sent by pre-receive: the refs move right after it
                 now = time.time()
                 for delay in PUSH_FOLLOW_UP:
-                    self.schedule(Look(repo.name, None, "push"), now + delay)
+                    self.schedule(Look(repo.name, None, Trigger.PUSH), now + delay)
 
     def _start_triggers(self) -> None:
         cfg = self.config
@@ -210,7 +234,8 @@ class Daemon:
     def _status(self) -> None:
         running, queued = self.reconciler.running_commits(), self.reconciler.queued()
         if running or queued:
-            text = ", ".join(f"deploying {env} {commit[:7]}" + (f" ({progress})" if progress.startswith("batch") else "")
+            text = ", ".join(f"deploying {env} {commit[:7]}"
+                             + (f" ({progress.label})" if progress is not None and progress.batch is not None else "")
                              for (_repo, env), (commit, progress) in sorted(running.items()))
             text += f"{', ' if text else ''}{queued} queued" if queued else ""
             if self._adopting:   # the first convergence after start: how far it got
@@ -251,7 +276,7 @@ class Daemon:
         self._refresh_hooks()
         self._start_triggers()
         log.info("configuration reloaded from %s: %d repositories", new.source, len(new.repositories))
-        self.sweep("reload")
+        self.sweep(Trigger.RELOAD)
         self._status()
         self.notifier.send("READY=1")
 
@@ -301,7 +326,7 @@ class Daemon:
         n_envs = sum(len(r.environments) for r in self.config.repositories)
         log.info("gitopsd started: %d repositories, %d environments, state in %s, nudges on %s",
                  len(self.config.repositories), n_envs, self.config.state_dir, self.config.nudge_socket)
-        self.sweep("startup", newest_first=True)
+        self.sweep(Trigger.STARTUP, newest_first=True)
         self._drain()  # the first sweep: every environment looked at before READY
         self._adopting = len(self.reconciler.running())   # started or queued by it: STATUS= counts them down
         self.notifier.ready(f"watching {n_envs} environment{'s' if n_envs != 1 else ''}")

@@ -17,8 +17,9 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
-import yaml
+from .config import read_yaml, write_yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / ".demo"
@@ -105,14 +106,14 @@ class Demo:
     def git(self, *args: str, show: bool = True) -> str:
         return self.run("git", *args, cwd=self.work, show=show).stdout.strip()
 
-    def status(self) -> dict[str, dict]:
+    def status(self) -> dict[str, dict[str, Any]]:
         out = self.run(*GITOPSD, "status", "--json", show=False).stdout
         return {row["env"]: row for row in json.loads(out)}
 
     def head(self, branch: str) -> str:
         return self.run("git", "--git-dir", str(self.repo), "rev-parse", f"refs/heads/{branch}", show=False).stdout.strip()
 
-    def wait_in_sync(self, env: str, commit: str, timeout: float = 120) -> dict:
+    def wait_in_sync(self, env: str, commit: str, timeout: float = 120) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             row = self.status()[env]
@@ -154,20 +155,20 @@ class Demo:
         shutil.rmtree(DEMO, ignore_errors=True)
         DEMO.mkdir()
         # Playbooks run in a sandbox that sees only what it is shown: the local hosts' folders, writable.
-        self.config.write_text(yaml.safe_dump({"state_dir": str(DEMO / "state"), "runtime_dir": str(DEMO / "run"),
-                                               "sweep_interval": 30, "stop_grace": 30,
-                                               "sandbox": {"writable": [str(self.hosts_root)]}}, sort_keys=False))
+        self.config.write_text(write_yaml({"state_dir": str(DEMO / "state"), "runtime_dir": str(DEMO / "run"),
+                                           "sweep_interval": 30, "stop_grace": 30,
+                                           "sandbox": {"writable": [str(self.hosts_root)]}}))
         self.start_hosts()
         self.run(*GITOPSD, "init", str(self.repo), "--config", str(self.config), "--sample")
         say("Production rolls out in batches (1 host, 25 %, the rest), checks /health after each, rolls back itself")
-        data = yaml.safe_load(self.config.read_text())
+        data = read_yaml(self.config.read_text())
         production = data["repositories"][0]["environments"][2]
         production.update({
             "auto_rollback": True,
             "rollout": {"batches": [1, "25%", "100%"], "bake": 2},
             "verify": {"http": {"url": "http://127.0.0.1:{app_port}/health", "json_field": "commit"}}})
-        self.config.write_text(yaml.safe_dump(data, sort_keys=False))
-        for line in yaml.safe_dump({"production": production}, sort_keys=False).splitlines():
+        self.config.write_text(write_yaml(data))
+        for line in write_yaml({"production": production}).splitlines():
             note(f"  {line}")
         self.run(*GITOPSD, "check-config")
 

@@ -12,13 +12,13 @@ import os
 import pwd
 import shutil
 import stat
-import subprocess
 import sys
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
-from . import hooks
+from . import gitcli, hooks
 from .config import Config, ConfigError, Repository, load
 
 
@@ -54,10 +54,10 @@ def diagnose(config_path: Path, *, git_user: str | None = None, service_user: st
     for repo in config.repositories:
         pushers.setdefault(hooks.pushing_user(repo.path, git_user) or "", []).append(repo)
     for pusher in sorted(pushers):
-        findings += _checked(f"the git user {pusher}", lambda: _pusher(config, pusher, service))
+        findings += _checked(f"the git user {pusher}", partial(_pusher, config, pusher, service))
     for pusher, repos in sorted(pushers.items()):
         for repo in repos:
-            findings += _checked(f"repository {repo.path}", lambda: _repository(config, repo, pusher, service, git_user))
+            findings += _checked(f"repository {repo.path}", partial(_repository, config, repo, pusher, service, git_user))
     return findings
 
 
@@ -201,18 +201,17 @@ def _safe_directory(path: Path, service: pwd.struct_passwd) -> Finding:
     if path.stat().st_uid == service.pw_uid:
         return Finding(True, f"{service.pw_name} owns {path}: no safe.directory needed")
     fix = hooks.trust_command(path, service.pw_name)
-    argv = hooks.as_user(service, ["git", "-C", str(path), "rev-parse", "--git-dir"])
-    if argv is None:   # not root: read its config instead of asking git as that user
+    prefix = hooks.as_user(service, [])
+    if prefix is None:   # not root: read its config instead of asking git as that user
         trusted = {str(path), "*"} & set(hooks.safe_directories(service))
         return Finding(bool(trusted), f"{service.pw_name}'s safe.directory names {path}", fix)
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": service.pw_dir}
-    proc = subprocess.run(argv, capture_output=True, text=True, cwd="/", env=env, timeout=30, check=False)
-    if proc.returncode == 0:
+    code, stderr = gitcli.opens_as(prefix, path, env)
+    if code == 0:
         return Finding(True, f"{service.pw_name}'s git opens {path} (safe.directory)")
-    first = (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[0]
-    if "dubious ownership" not in proc.stderr:
-        fix = None
-    return Finding(False, f"{service.pw_name}'s git cannot open {path}: {first}", fix)
+    first = (stderr.strip().splitlines() or [f"exit {code}"])[0]
+    return Finding(False, f"{service.pw_name}'s git cannot open {path}: {first}",
+                   fix if "dubious ownership" in stderr else None)
 
 
 def _hook(config: Config, path: Path, pusher: pwd.struct_passwd | None, install: str) -> list[Finding]:

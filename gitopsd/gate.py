@@ -16,6 +16,16 @@ import os
 import sqlite3
 from datetime import timedelta
 
+from .core.lookup import by_branch, by_name, by_path
+
+TYPE_CHECKING = False   # true for mypy and import-linter only: the hook does not import typing
+
+if TYPE_CHECKING:   # annotations only: the hook imports neither typing nor the settings' dataclasses
+    from typing import Any
+
+    from .core.settings import Config
+    from .windows import Window
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS gate_config (
     config TEXT PRIMARY KEY,       -- the config file, resolved
@@ -65,7 +75,7 @@ class GateEnvironment:
     __slots__ = ("name", "branch", "promote_from", "override_by", "windows")
 
     def __init__(self, name: str, branch: str, promote_from: str, override_by: tuple[str, ...] = (),
-                 windows: tuple = ()):
+                 windows: tuple[Window, ...] = ()):
         self.name, self.branch, self.promote_from = name, branch, promote_from
         self.override_by, self.windows = tuple(override_by), tuple(windows)
 
@@ -77,10 +87,10 @@ class GateRepository:
         self.name, self.path, self.environments = name, path, environments
 
     def environment(self, name: str) -> GateEnvironment | None:
-        return next((e for e in self.environments if e.name == name), None)
+        return by_name(self.environments, name)
 
     def environment_for_branch(self, branch: str) -> GateEnvironment | None:
-        return next((e for e in self.environments if e.branch == branch), None)
+        return by_branch(self.environments, branch)
 
 
 class GateConfig:
@@ -98,11 +108,10 @@ class GateConfig:
         return os.path.join(self.runtime_dir, "nudge.sock")
 
     def repository(self, name: str) -> GateRepository | None:
-        return next((r for r in self.repositories if r.name == name), None)
+        return by_name(self.repositories, name)
 
     def repository_at(self, path: str) -> GateRepository | None:
-        resolved = os.path.realpath(path)
-        return next((r for r in self.repositories if r.path == resolved), None)
+        return by_path(self.repositories, path)
 
 
 def file_stamp(path: str) -> str:
@@ -114,7 +123,7 @@ def file_stamp(path: str) -> str:
     return f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
 
 
-def from_config(config) -> GateConfig:
+def from_config(config: Config) -> GateConfig:
     """The gate's view of a loaded `config.Config` (taken as given: this module never imports YAML)."""
     return GateConfig(
         str(config.source), config.stamp, str(config.runtime_dir), config.identity_env,
@@ -129,7 +138,7 @@ def save(db: sqlite3.Connection, gate: GateConfig, now: float) -> None:
     db.execute("BEGIN IMMEDIATE")
     try:
         for table in ("gate_config", "gate_environments", "gate_windows"):
-            db.execute(f"DELETE FROM {table} WHERE config = ?", (gate.source,))
+            db.execute(f"DELETE FROM {table} WHERE config = ?", (gate.source,))  # noqa: S608 (table names and clauses are constants; values are bound)
         db.execute("INSERT INTO gate_config VALUES (?, ?, ?, ?, ?)",
                    (gate.source, gate.stamp, gate.runtime_dir, "\n".join(gate.identity_env), now))
         for repo in gate.repositories:
@@ -147,7 +156,7 @@ def save(db: sqlite3.Connection, gate: GateConfig, now: float) -> None:
         raise
 
 
-def connect_readonly(database: str, **options) -> sqlite3.Connection | None:
+def connect_readonly(database: str, **options: Any) -> sqlite3.Connection | None:
     """A read-only connection to the state database; None if there is none yet.
 
     Raises sqlite3.Error when the database exists but cannot be read. Readers such as the hook
@@ -166,7 +175,7 @@ def connect_readonly(database: str, **options) -> sqlite3.Connection | None:
         raise sqlite3.OperationalError(f"{exc.strerror}: {database}") from exc
     uri = "file:" + database.replace("%", "%25").replace("?", "%3f").replace("#", "%23") + "?mode=ro"
     options.setdefault("timeout", 5)
-    db = sqlite3.connect(uri, uri=True, **options)
+    db: sqlite3.Connection = sqlite3.connect(uri, uri=True, **options)
     try:
         db.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
         return db
@@ -174,7 +183,8 @@ def connect_readonly(database: str, **options) -> sqlite3.Connection | None:
         db.close()
         if os.path.exists(database + "-wal"):
             raise
-    return sqlite3.connect(uri + "&immutable=1", uri=True, **options)
+    immutable: sqlite3.Connection = sqlite3.connect(uri + "&immutable=1", uri=True, **options)
+    return immutable
 
 
 def load(db: sqlite3.Connection, config_path: str, repo_path: str) -> GateConfig | None:
@@ -193,7 +203,7 @@ def load(db: sqlite3.Connection, config_path: str, repo_path: str) -> GateConfig
                              (source, envs[0][0] if envs else "")).fetchall()
     except sqlite3.Error:
         return None   # an older store without these tables: read the config file instead
-    by_env: dict[str, list] = {}
+    by_env: dict[str, list[Window]] = {}
     if windows:
         from .windows import Cron, Window
         for env, name, allow, cron, duration, tz in windows:

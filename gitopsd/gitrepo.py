@@ -12,7 +12,11 @@ from typing import BinaryIO, Iterator
 
 import pygit2
 
-from .decision import Head
+from .core.errors import GitError, StalledError
+from .core.tree import resolve_inside
+from .core.types import Head
+
+__all__ = ["ExportError", "GitRepository", "resolve_inside"]
 
 CHUNK = 1 << 20                 # bytes read and written at a time when exporting a file
 MAX_DEPTH = 128                 # folders; deeper trees are refused: each level holds a file descriptor open
@@ -21,7 +25,7 @@ LINK_MAX = 4095                 # bytes in a symlink target (Linux PATH_MAX, min
 DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
 
 
-class ExportError(Exception):
+class ExportError(StalledError):
     """The commit cannot be exported (missing objects, unsafe paths): retrying will not help."""
 
 
@@ -37,7 +41,7 @@ class GitRepository:
             return pygit2.Repository(str(self.path))
         except pygit2.GitError as exc:
             if "not owned by current user" not in str(exc):
-                raise
+                raise GitError(f"cannot open the repository {self.path}: {exc}") from exc
             # One clear line, logged once by the reconciler, instead of a traceback on every look.
             raise ExportError(f"{self.path} belongs to another user and is not in this user's safe.directory, so git "
                               f"refuses it: run `git config --global --add safe.directory {self.path}` as this user "
@@ -93,7 +97,7 @@ class GitRepository:
         if prefix.count("/") >= MAX_DEPTH:
             raise ExportError(f"{prefix} is more than {MAX_DEPTH} folders deep in tree {tree.id}; it cannot be exported")
         for entry in tree:
-            name = os.fsdecode(entry.raw_name)
+            name = os.fsdecode(entry.raw_name or b"")
             path = prefix + name
             if name in ("", ".", "..", ".git") or "/" in name:
                 raise ExportError(f"unsafe path in tree: {path!r}")
@@ -104,7 +108,7 @@ class GitRepository:
                     sub = os.open(name, DIRECTORY, dir_fd=dir_fd)
                     try:
                         os.fchmod(sub, 0o755)
-                        self._write_tree(repo, repo[entry.id], sub, path + "/", links)
+                        self._write_tree(repo, repo[entry.id].peel(pygit2.Tree), sub, path + "/", links)
                     finally:
                         os.close(sub)
                 elif mode == pygit2.enums.FileMode.LINK:
@@ -129,7 +133,7 @@ class GitRepository:
             raise ExportError(f"symlink {path} names object {oid}, which is not a blob: the tree is malformed")
         if size > LINK_MAX:
             raise ExportError(f"symlink {path} has a target of {size} bytes; no system accepts more than {LINK_MAX}")
-        target = repo[oid].data
+        target = repo[oid].peel(pygit2.Blob).data
         try:
             os.symlink(target, name, dir_fd=dir_fd)
         except (ValueError, FileNotFoundError) as exc:   # a NUL byte in the target, or an empty one
@@ -204,18 +208,3 @@ def check_links(dest: Path, links: list[tuple[str, str]]) -> None:
         if not real.is_relative_to(root):
             raise ExportError(f"symlink {path} -> {target} leads out of the exported tree (to {real}), so the playbook "
                               "could read the deploy server's files: point it at a file inside the repository")
-
-
-def resolve_inside(root: Path, relative: str) -> Path:
-    """Given a path from the config, return it resolved inside `root`. Raise ExportError if it leads out."""
-    root = root.resolve()
-    try:
-        path = (root / relative).resolve()
-    except RuntimeError as exc:   # what pathlib raises for a symlink loop (Python 3.11)
-        raise ExportError(f"{relative} cannot be resolved in this commit: symlink loop; fix the links on that path"
-                          ) from exc
-    if not path.is_relative_to(root):
-        raise ExportError(f"{relative} resolves to {path}, outside the exported tree (a symlink leading out?)")
-    if not path.is_file():
-        raise ExportError(f"{relative} does not exist in this commit")
-    return path

@@ -17,6 +17,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from . import gitcli
+from .core.errors import GitError, UserError
+
 HOOK_NAMES = ("pre-receive",)
 RETIRED_HOOKS = ("post-receive",)
 SHIM_MARK = "gitopsd hook shim"
@@ -110,21 +113,19 @@ def install_hooks(repo_path: Path, config_path: Path | None = None, *, git_user:
 # `git -C REPO config` refuses a repository another user owns ("dubious ownership"), which is the
 # normal case for root and for the daemon's user; `--file` reads and writes the file itself.
 
-class HookError(Exception):
+class HookError(UserError):
     """The hook or its settings cannot be installed; the message says what to do."""
 
 
 def set_setting(repo_path: Path, key: str, value: str) -> None:
-    proc = subprocess.run(["git", "config", "--file", str(repo_path / "config"), key, value], capture_output=True,
-                          text=True, check=False)
-    if proc.returncode != 0:
-        raise HookError(f"cannot write {key} in {repo_path / 'config'}: {proc.stderr.strip() or proc.returncode}")
+    try:
+        gitcli.config_set(repo_path / "config", key, value)
+    except GitError as exc:
+        raise HookError(str(exc)) from exc
 
 
 def get_setting(repo_path: Path, key: str) -> str | None:
-    proc = subprocess.run(["git", "config", "--file", str(repo_path / "config"), "--get", key], capture_output=True,
-                          text=True, check=False)
-    return proc.stdout.strip() if proc.returncode == 0 else None
+    return gitcli.config_get(repo_path / "config", key)
 
 
 def refresh_settings(repo_path: Path, config_path: Path, database: Path) -> tuple[list[str], str | None]:
@@ -268,9 +269,7 @@ def _tree(root: Path) -> list[Path]:
 
 def safe_directories(user: pwd.struct_passwd) -> list[str]:
     """The safe.directory entries in USER's global git config (~/.gitconfig)."""
-    proc = subprocess.run(["git", "config", "--file", str(Path(user.pw_dir) / ".gitconfig"), "--get-all",
-                           "safe.directory"], capture_output=True, text=True, check=False)
-    return proc.stdout.splitlines() if proc.returncode == 0 else []
+    return gitcli.config_get_all(Path(user.pw_dir) / ".gitconfig", "safe.directory")
 
 
 def trust_command(repo_path: Path, user_name: str) -> str:
@@ -288,10 +287,10 @@ def _trust(repo_path: Path, service: pwd.struct_passwd) -> str:
     if not home.exists():
         home.mkdir(mode=0o750, parents=True)
         os.chown(home, service.pw_uid, service.pw_gid)
-    proc = subprocess.run(["git", "config", "--file", str(gitconfig), "--add", "safe.directory", path],
-                          capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        return f"safe.directory: could not write {gitconfig}: {proc.stderr.strip()}"
+    try:
+        gitcli.config_set(gitconfig, "safe.directory", path, add=True)
+    except GitError as exc:
+        return f"safe.directory: could not write {gitconfig}: {str(exc).split(': ', 1)[-1]}"
     os.chown(gitconfig, service.pw_uid, service.pw_gid)
     return f"safe.directory: {path} added to {gitconfig} ({service.pw_name} opens repositories others own)"
 

@@ -30,11 +30,13 @@ import json
 import logging
 import sys
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .core.errors import GitopsdError
+from .core.types import HostInfo
 
+__all__ = ["HostInfo", "InventoryError", "hosts_of"]
 
 log = logging.getLogger("gitopsd.inventory")
 
@@ -42,22 +44,8 @@ _lock = threading.Lock()
 _MISSING = object()
 
 
-class InventoryError(Exception):
+class InventoryError(GitopsdError):
     """The inventory cannot be read, or a requested variable cannot be templated."""
-
-
-@dataclass(frozen=True)
-class HostInfo:
-    """One inventory host and the requested variables, templated, as strings.
-
-    A string value is kept as it is; any other value (a number, a boolean, a list, a mapping,
-    null) is its JSON text: `30032`, `true`, `["a"]`, `null`. A variable the host does not
-    have is absent, except `ansible_host`, which is the inventory name when it is not set (as
-    Ansible's connection plugins do).
-    """
-
-    name: str
-    vars: dict[str, str]
 
 
 def hosts_of(inventory: Path, variables: tuple[str, ...] = ("ansible_host",),

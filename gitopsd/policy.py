@@ -18,9 +18,20 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from . import gate, gitcli
-from .gate import GateEnvironment, GateRepository, Ledger
+from .core.constants import EMPTY_TREE
+from .gate import GateEnvironment, GateRepository
 
-EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"   # git's; `gitopsd init`'s placeholders have it
+TYPE_CHECKING = False   # true for mypy and import-linter only: the hook does not import typing
+
+if TYPE_CHECKING:   # annotations only: the hook does not import typing
+    from typing import Protocol
+
+    class Records(Protocol):
+        """What the rule reads of the deployment records: gate.Ledger in the hook, state.Store elsewhere."""
+
+        def tree_succeeded(self, repo: str, env: str, tree: str) -> bool: ...
+        def successes(self, repo: str, env: str) -> list[tuple[str, str]]: ...
+
 
 SCAN_LIMIT = 5000   # how far back on the source branch a matching tree is looked for
 
@@ -93,7 +104,7 @@ def rollback_trees(successes: list[tuple[str, str]]) -> tuple[str | None, str | 
     return (stack[-1] if stack else None), (stack[-2] if len(stack) > 1 else None)
 
 
-def judge(repo: GateRepository, repo_path: str, store: Ledger, env: GateEnvironment, old: str | None, new: str, *,
+def judge(repo: GateRepository, repo_path: str, store: Records, env: GateEnvironment, old: str | None, new: str, *,
           identity: str, override_reason: str | None = None, now: datetime | None = None,
           pending: dict[str, str] | None = None, check_windows: bool = True) -> Verdict:
     """Judge moving `env`'s branch from `old` to `new`. Pure reads: Git and the store.
@@ -117,10 +128,10 @@ def judge(repo: GateRepository, repo_path: str, store: Ledger, env: GateEnvironm
                       [f"ask an operator to run: gitopsd init {repo_path}"])
     if old is not None and not gitcli.is_ancestor(repo_path, old, new):
         if gitcli.tree_of(repo_path, old) == EMPTY_TREE and not gitcli.parents(repo_path, old):
-            source = f"gitopsd promote {env.promote_from} {env.name}" + (f" --repo {repo.name}" if repo.name else "")
+            promote = f"gitopsd promote {env.promote_from} {env.name}" + (f" --repo {repo.name}" if repo.name else "")
             return refuse(f"{env.name} waits for its first promotion",
                           [f"{branch} is at the placeholder `gitopsd init` left ({short_old}); nothing runs there yet."],
-                          [f"promote what {env.promote_from} runs, with exactly its tree: {source}",
+                          [f"promote what {env.promote_from} runs, with exactly its tree: {promote}",
                            f"or from a clone: git push origin origin/{env.promote_from}:refs/promote/{env.name}"])
         return refuse("environment branches only move forward (no force-push, no rewritten history)",
                       [f"{short_new} does not contain the current head {short_old} of {branch}."],

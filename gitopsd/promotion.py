@@ -16,6 +16,13 @@ from __future__ import annotations
 import os
 from datetime import datetime, timezone
 from . import gitcli, policy
+TYPE_CHECKING = False   # true for mypy and import-linter only: the hook does not import typing
+
+if TYPE_CHECKING:   # annotations only: this runs inside pre-receive
+    from typing import Callable
+
+    from .gate import GateEnvironment, GateRepository
+    from .policy import Records
 
 REQUEST_PREFIX = "refs/promote/"
 QUARANTINE_VARS = ("GIT_QUARANTINE_PATH", "GIT_OBJECT_DIRECTORY", "GIT_ALTERNATE_OBJECT_DIRECTORIES")
@@ -43,9 +50,10 @@ def in_repository(repo_path: str, commit: str) -> bool:
                       env=outside_quarantine())[0] == 0
 
 
-def promote(view, repo_path: str, ledger, dst, src_name: str, src_head: str, dst_head: str, *, identity: str,
-            override: str | None = None, now: datetime | None = None, dry_run: bool = False,
-            announce=lambda _commit, _reason: False) -> Promotion:
+def promote(view: GateRepository, repo_path: str, ledger: Records, dst: GateEnvironment, src_name: str,
+            src_head: str, dst_head: str, *, identity: str, override: str | None = None, now: datetime | None = None,
+            dry_run: bool = False, announce: Callable[[str, str | None], bool] = lambda _commit, _reason: False,
+            ) -> Promotion:
     """Promote `src_head` (of `src_name`) to `dst` (a gate environment of `view`) with exactly its tree.
 
     Write the commit, judge it as the hook judges a push, call `announce(commit, override) -> bool`

@@ -19,6 +19,11 @@ import sqlite3
 import sys
 
 from . import gate, gitcli, nudge, policy, promotion
+TYPE_CHECKING = False   # true for mypy and import-linter only: the hook does not import typing
+
+if TYPE_CHECKING:   # annotations only: typing and datetime cost the hook time
+    from datetime import datetime
+    from typing import TextIO
 
 USAGE = "usage: pre-receive --config FILE [--database FILE]"
 
@@ -82,7 +87,7 @@ def reserved_refusal(update: RefUpdate, repo_name: str) -> policy.Verdict:
          f"gitopsd rollback <env> --repo {repo_name}"])
 
 
-def unreadable(database: str, exc: Exception, out) -> None:
+def unreadable(database: str, exc: Exception, out: TextIO) -> None:
     """Refuse with what is really wrong with the store: the pusher's access, a damaged file, or a busy one."""
     from . import storeerrors
     kind = storeerrors.classify(exc)
@@ -101,7 +106,7 @@ def unreadable(database: str, exc: Exception, out) -> None:
         print("Ask an operator to look at the daemon's log and `gitopsd status` on the deploy server.\n", file=out)
 
 
-def gate_config(config_path: str, database: str, repo_path: str, out) -> tuple[gate.GateConfig, str] | None:
+def gate_config(config_path: str, database: str, repo_path: str, out: TextIO) -> tuple[gate.GateConfig, str] | None:
     """The gate's configuration and the state database: the snapshot if current, else the file.
 
     None (after saying why on `out`) when neither can be read, or the file is invalid: then nothing
@@ -144,7 +149,8 @@ def gate_config(config_path: str, database: str, repo_path: str, out) -> tuple[g
     return gate.from_config(config), str(config.database)
 
 
-def pre_receive(config_path: str, database: str, stdin_text: str, out=sys.stderr, now=None) -> int:
+def pre_receive(config_path: str, database: str, stdin_text: str, out: TextIO = sys.stderr,
+                now: datetime | None = None) -> int:
     """Judge every environment-branch update in the push; 0 accepts the push, 1 refuses all of it."""
     updates = read_updates(stdin_text)
     repo_path = os.getcwd()
@@ -163,8 +169,8 @@ def pre_receive(config_path: str, database: str, stdin_text: str, out=sys.stderr
     requests = [u for u in updates if u.ref.startswith(promotion.REQUEST_PREFIX)]
     if requests:
         return promotion_request(config, config_path, database, repo, repo_path, updates, requests[0], out, now)
-    env_updates = [(u, repo.environment_for_branch(u.branch)) for u in updates if u.branch]
-    env_updates = [(u, env) for u, env in env_updates if env is not None]
+    env_updates = [(u, env) for u in updates if u.branch
+                   for env in [repo.environment_for_branch(u.branch)] if env is not None]
     if not env_updates:
         return 0   # feature branches and main belong to the developers
     identity = pusher(config.identity_env)
@@ -207,7 +213,8 @@ def pre_receive(config_path: str, database: str, stdin_text: str, out=sys.stderr
 
 
 def promotion_request(config: gate.GateConfig, config_path: str, database: str, repo: gate.GateRepository,
-                      repo_path: str, updates: list[RefUpdate], update: RefUpdate, out, now=None) -> int:
+                      repo_path: str, updates: list[RefUpdate], update: RefUpdate, out: TextIO,
+                      now: datetime | None = None) -> int:
     """A push to refs/promote/<env>: make the exact-tree promotion to <env> here, as `gitopsd promote` does.
 
     The pushed commit says what to promote: the head of <env>'s source branch on the server, or a
@@ -284,7 +291,7 @@ def promotion_request(config: gate.GateConfig, config_path: str, database: str, 
 
 def main(argv: list[str]) -> int:
     """`pre-receive --config FILE [--database FILE]`, with Git's ref updates on stdin."""
-    args = dict(zip(argv[::2], argv[1::2]))
+    args = dict(zip(argv[::2], argv[1::2], strict=False))
     if len(argv) % 2 or not set(args) <= {"--config", "--database"} or not args.get("--config"):
         print(f"gitopsd: {USAGE}", file=sys.stderr)
         return 2

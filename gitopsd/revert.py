@@ -6,8 +6,46 @@ compare-and-swap, so a push that lands meanwhile is never overwritten.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Protocol
 
 from . import gitcli
+from .core.errors import UserError
+from .core.types import Deployment, Result
+from .policy import rollback_trees
+
+
+class History(Protocol):
+    def get(self, deployment_id: int) -> Deployment | None: ...
+    def successes(self, repo: str, env: str) -> list[tuple[str, str]]: ...
+    def history(self, *, repo: str | None = None, env: str | None = None, limit: int = 20) -> list[Deployment]: ...
+
+
+def rollback_target(store: History, repo: str, env: str, deployed: Deployment, head_tree: str | None,
+                    to: int | None = None) -> Deployment:
+    """The deployment whose tree a rollback of `env` returns to: the one rule, for `gitopsd rollback`.
+
+    With `to`, that successful deployment of this environment. Else, when the head has not run (it
+    failed, or waits), what runs now; else the tree that ran before it (policy.rollback_trees, the
+    rule the hook and the daemon accept as a rollback). Raise UserError when there is none.
+    """
+    if to is not None:
+        target = store.get(to)
+        if target is None or (target.repo, target.env) != (repo, env):
+            raise UserError(f"deployment #{to} is not a deployment of {repo}/{env}; "
+                            f"pick one from `gitopsd history {env} --repo {repo}`")
+        if target.result != Result.SUCCEEDED:
+            raise UserError(f"deployment #{to} {target.result}: only a tree that ran successfully is a rollback "
+                            f"target; pick a succeeded one from `gitopsd history {env} --repo {repo}`")
+        return target
+    if head_tree != deployed.tree:
+        return deployed   # the head has not run (it failed, or waits): back to what runs now
+    _current, tree = rollback_trees(store.successes(repo, env))
+    found = next((d for d in store.history(repo=repo, env=env, limit=500)
+                  if d.result == Result.SUCCEEDED and d.tree == tree), None) if tree else None
+    if found is None:
+        raise UserError(f"{env} has no earlier good state to roll back to (it has run only {deployed.tree[:7]} "
+                        f"since its last rollback); to go further back: gitopsd rollback {env} --to DEPLOYMENT_ID")
+    return found
 
 
 def revert_message(repo: Path, head: str, *, requested_by: str, reason: str | None, automatic: bool) -> str:

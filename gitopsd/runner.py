@@ -19,7 +19,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -27,40 +27,17 @@ import ansible_runner
 import psutil
 
 from . import sandbox
-from .inventory import HostInfo, InventoryError
-from .sandbox import SandboxPolicy
+from .core.errors import GitopsdError
+from .core.settings import SandboxPolicy
+from .core.types import HostInfo, PlaybookRun, RunOutcome
+from .inventory import InventoryError
+
+__all__ = ["PlaybookRun", "RunOutcome", "judge", "processes_of", "reap", "read_hosts", "run_playbook",
+           "scrub_environment"]
 
 MARKER = "GITOPSD_DEPLOYMENT"
 # Variables that belong to the daemon's own supervisor, never to Ansible.
 PRIVATE_ENV = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID")
-
-
-@dataclass(frozen=True)
-class PlaybookRun:
-    """One ansible-playbook invocation, fully described."""
-
-    marker: str            # unique per deployment and state folder; tags every process of the run
-    workdir: Path          # the exported commit; Ansible runs with it as its project folder
-    playbook: Path
-    inventory: Path
-    data_dir: Path         # fresh ansible-runner private data dir
-    extravars: dict[str, str]
-    timeout: int
-    limit: str | None = None
-    vault_password_file: Path | None = None   # the environment's, from the config; never inside the tree
-
-
-@dataclass(frozen=True)
-class RunOutcome:
-    """How a run ended, judged from Ansible's final stats rather than its exit code."""
-
-    ok: bool
-    status: str            # successful | failed | timeout | canceled
-    rc: int | None
-    reason: str
-    hosts: dict[str, str] = field(default_factory=dict)   # host -> ok | failed | unreachable
-    stdout: Path | None = None
-    permanent: bool = False   # retrying cannot help: the content is invalid (a syntax error, an unknown module)
 
 
 # ansible-runner's own settings, which a repository's ansible.cfg cannot change (environment variables win
@@ -255,7 +232,7 @@ def host_key_problems(unreachable: dict[str, str], extravars: dict[str, str]) ->
     return problems
 
 
-class RequirementsError(Exception):
+class RequirementsError(GitopsdError):
     """The tree's requirements.yml could not be installed."""
 
     def __init__(self, message: str, permanent: bool = False):
@@ -316,7 +293,7 @@ def install_requirements(run: PlaybookRun, policy: SandboxPolicy | None, cancel:
             if proc is not None:
                 raise RequirementsError(f"installing {name} ({kind}s) with ansible-galaxy failed: {proc}")
     cache.mkdir(parents=True, exist_ok=True)
-    os.chmod(cache, 0o755)
+    os.chmod(cache, 0o755)  # noqa: S103 (read by the sandboxed run as another user; nothing secret in it)
     for sub in ("roles", "collections"):
         (staging / sub).mkdir(exist_ok=True)
     # The run's user wrote it; the daemon's user owns the cached copy, which later runs only read.

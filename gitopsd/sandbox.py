@@ -26,31 +26,23 @@ from __future__ import annotations
 import os
 import pwd
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import gitopsd
+
+from .core.errors import ConfigurationError
+from .core.settings import SandboxPolicy
 
 BWRAP = "bwrap"
 SYSTEM_READ_ONLY = ("/usr", "/etc", "/opt")
 SYSTEM_LINKS = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 
 
-class SandboxError(Exception):
+class SandboxError(ConfigurationError):
     """The sandbox cannot be set up (bubblewrap missing, unknown user)."""
 
 
-@dataclass(frozen=True)
-class SandboxPolicy:
-    """What runs may see, from the configuration. `hide` lists gitopsd's own paths."""
 
-    enabled: bool = True
-    user: str | None = None                  # drop to this user when the daemon is root; None: stay
-    read_only: tuple[Path, ...] = ()
-    writable: tuple[Path, ...] = ()
-    hide: tuple[Path, ...] = ()
-    known_hosts: Path | None = None          # ssh's only known_hosts file (README, "SSH trust"); shown read-only
-    requirements_cache: Path | None = None   # roles and collections installed from trees' requirements.yml
 
 
 def default_user() -> str | None:
@@ -94,15 +86,15 @@ def bwrap_args(policy: SandboxPolicy, *, project: Path, run_dir: Path, uid: int,
     installed requirements).
     """
     args = ["--die-with-parent", "--unshare-pid", "--new-session",
-            "--dev", "/dev", "--perms", "1777", "--tmpfs", "/dev/shm", "--proc", "/proc",
-            "--perms", "1777", "--tmpfs", "/tmp", "--tmpfs", "/run"]
+            "--dev", "/dev", "--perms", "1777", "--tmpfs", "/dev/shm", "--proc", "/proc",  # noqa: S108 (a mount point or a folder the unit hides, not a temporary file)
+            "--perms", "1777", "--tmpfs", "/tmp", "--tmpfs", "/run"]  # noqa: S108 (a mount point or a folder the unit hides, not a temporary file)
     shown = [*python_paths(), *policy.read_only, *policy.writable, project, run_dir]
     # bubblewrap makes missing parents of a mount point 0700 (root's): make them traversable first.
     for parent in _parents(shown):
         args += ["--perms", "0755", "--dir", parent]
-    for path in SYSTEM_READ_ONLY:
-        if os.path.isdir(path):
-            args += ["--ro-bind", path, path]
+    for system in SYSTEM_READ_ONLY:
+        if os.path.isdir(system):
+            args += ["--ro-bind", system, system]
     for link in SYSTEM_LINKS:
         if os.path.islink(link):
             args += ["--symlink", os.readlink(link), link]

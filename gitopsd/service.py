@@ -15,14 +15,15 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
+from .config import read_yaml
+from .core.errors import ConfigurationError
+from .gate import DEFAULT_CONFIG
 from .hooks import gitopsd_executable
 
 HOME = Path("/var/lib/gitopsd")          # the unit's StateDirectory=gitopsd, also the service user's home
 RUNTIME = Path("/run/gitopsd")           # the unit's RuntimeDirectory=gitopsd
 # Folders the unit hides from the service: PrivateTmp=yes gives it empty ones, ProtectHome=yes none.
-HIDDEN = {Path("/tmp"): "PrivateTmp=yes", Path("/var/tmp"): "PrivateTmp=yes", Path("/home"): "ProtectHome=yes",
+HIDDEN = {Path("/tmp"): "PrivateTmp=yes", Path("/var/tmp"): "PrivateTmp=yes", Path("/home"): "ProtectHome=yes",  # noqa: S108 (a mount point or a folder the unit hides, not a temporary file)
           Path("/root"): "ProtectHome=yes", Path("/run/user"): "ProtectHome=yes"}
 # What a path in the unit may contain: systemd splits on spaces and expands % and \ in some places.
 PLAIN_PATH = re.compile(r"/[A-Za-z0-9/._+,=~@:-]*")
@@ -61,7 +62,7 @@ class Plan:
     steps: list[Step] = field(default_factory=list)
     first: list[str] = field(default_factory=list)      # the install refuses while any of these is left
     warnings: list[str] = field(default_factory=list)
-    config: Path = Path("/etc/gitopsd/gitopsd.yml")     # as the service sees it
+    config: Path = Path(DEFAULT_CONFIG)                 # as the service sees it
 
 
 def render_unit(executable: str, config: Path, user: str, group: str, writable: tuple[Path, ...] = (),
@@ -147,11 +148,11 @@ def _configured_folders(config: Path, config_file: Path, root: Path, result: Pla
         repos, state, runtime = [r.path for r in loaded.repositories], loaded.state_dir, loaded.runtime_dir
     else:
         try:
-            data = yaml.safe_load(config_file.read_text(encoding="utf-8")) or {}
+            data = read_yaml(config_file.read_text(encoding="utf-8")) or {}
             repos = [Path(config.parent, r["path"]) for r in data.get("repositories") or []]
             state = Path(config.parent, data.get("state_dir", str(HOME)))
             runtime = Path(config.parent, data.get("runtime_dir", str(RUNTIME)))
-        except (OSError, UnicodeError, yaml.YAMLError, AttributeError, KeyError, TypeError) as exc:
+        except (OSError, UnicodeError, ConfigurationError, AttributeError, KeyError, TypeError) as exc:
             result.first.append(f"{config_file}: cannot read the repositories' paths ({exc}); "
                                 "fix it with `gitopsd check-config` on the target system")
             return []

@@ -10,12 +10,11 @@ import json
 import sqlite3
 import threading
 import time
-from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from . import gate
+from .core.types import Admission, Block, Deployment, FailureStatus, Hold, Kind, Result, iso
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS deployments (
@@ -103,94 +102,10 @@ CREATE TABLE IF NOT EXISTS bad_trees (
 );
 """
 
-RESULTS = ("queued", "running", "succeeded", "failed", "canceled", "interrupted")
-ACTIVE = ("queued", "running")   # not finished: waiting for a free worker (max_parallel), or running
-KINDS = ("deploy", "rollback", "reapply")
-
-
-@dataclass(frozen=True)
-class Deployment:
-    id: int
-    repo: str
-    env: str
-    commit: str
-    tree: str
-    previous_commit: str | None
-    kind: str
-    result: str
-    trigger: str
-    actor: str
-    reason: str | None        # why it started (e.g. an automatic rollback's cause)
-    outcome: str | None       # how it ended, in words
-    started_at: float
-    finished_at: float | None
-    attempt: int
-    workdir: str | None
-    detail: dict[str, Any]
-
-    @property
-    def active(self) -> bool:
-        """Not finished yet: queued for a worker or running."""
-        return self.result in ACTIVE
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "id": self.id, "repo": self.repo, "env": self.env, "commit": self.commit, "tree": self.tree,
-            "previous_commit": self.previous_commit, "kind": self.kind, "result": self.result,
-            "trigger": self.trigger, "actor": self.actor, "reason": self.reason, "outcome": self.outcome,
-            "started_at": iso(self.started_at), "finished_at": iso(self.finished_at),
-            "attempt": self.attempt,
-        }
-
-
-@dataclass(frozen=True)
-class FailureStatus:
-    """Why an environment is not converging: the failing commit, how often, and what happens next."""
-
-    commit: str
-    failures: int
-    next_retry_at: float | None
-    stalled: bool
-    reason: str | None
-    failed: bool = False      # a person must act: the deployment failed and so did its automatic rollback
-
-
-@dataclass(frozen=True)
-class Block:
-    """The daemon refused the branch head `commit` (judged against `deployed_commit`), and why."""
-
-    commit: str
-    deployed_commit: str | None
-    reason: str
-    since: float
-
-
-@dataclass(frozen=True)
-class Admission:
-    """An operator let `commit` past the promotion rule in one environment (retry --force, rollback --to)."""
-
-    id: int
-    repo: str
-    env: str
-    commit: str
-    kind: str
-    actor: str
-    reason: str
-    created_at: float
-
-
-@dataclass(frozen=True)
-class Hold:
-    """An operator's standing request on one environment: a suspension, or a sync of `commit`."""
-
-    actor: str
-    reason: str | None
-    since: float
-    commit: str | None = None
-
-
-def iso(ts: float | None) -> str | None:
-    return None if ts is None else datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds")
+RESULTS = tuple(Result)
+ACTIVE = (Result.QUEUED, Result.RUNNING)   # not finished: waiting for a free worker (max_parallel), or running
+KINDS = tuple(Kind)
+__all__ = ["ACTIVE", "Admission", "Block", "Deployment", "FailureStatus", "Hold", "Store", "iso"]
 
 
 class Store:
@@ -215,6 +130,12 @@ class Store:
 
     def close(self) -> None:
         self._db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
 
     def continue_ids_after(self, n: int) -> int | None:
         """Make new deployment ids start above `n`: ids name folders in state_dir/deployments/, which outlive a lost store.
@@ -278,10 +199,10 @@ class Store:
                            " WHERE repo = ? AND commit_id = ? AND actor = 'unknown' AND started_at >= ?",
                            (actor, trigger, reason, repo, commit, since)).rowcount
 
-    def set_progress(self, deployment_id: int, progress: str) -> None:
-        """Record where a running deployment is (e.g. 'batch 2/3'), for `gitopsd status`."""
-        self._write("UPDATE deployments SET detail = json_set(COALESCE(detail, '{}'), '$.progress', ?) WHERE id = ?",
-                    (progress, deployment_id))
+    def set_progress(self, deployment_id: int, progress: dict[str, int | None]) -> None:
+        """Record where a running deployment is (Progress.as_json(), e.g. batch 2 of 3), for `gitopsd status`."""
+        self._write("UPDATE deployments SET detail = json_set(COALESCE(detail, '{}'), '$.progress', json(?))"
+                    " WHERE id = ?", (json.dumps(progress), deployment_id))
 
     def set_workdir(self, deployment_id: int, workdir: Path) -> None:
         self._write("UPDATE deployments SET workdir = ? WHERE id = ?", (str(workdir), deployment_id))
@@ -309,14 +230,15 @@ class Store:
         return self._deployment(rows[0]) if rows else None
 
     def history(self, *, repo: str | None = None, env: str | None = None, limit: int = 20) -> list[Deployment]:
-        where, args = [], []  # type: ignore[var-annotated]
+        where: list[str] = []
+        args: list[object] = []
         if repo:
             where.append("repo = ?")
             args.append(repo)
         if env:
             where.append("env = ?")
             args.append(env)
-        sql = "SELECT * FROM deployments" + (" WHERE " + " AND ".join(where) if where else "")
+        sql = "SELECT * FROM deployments" + (" WHERE " + " AND ".join(where) if where else "")  # noqa: S608 (table names and clauses are constants; values are bound)
         sql += " ORDER BY id DESC LIMIT ?"
         return [self._deployment(r) for r in self._rows(sql, (*args, limit))]
 
@@ -435,7 +357,7 @@ class Store:
 
     def _admissions(self, where: str, args: tuple[Any, ...], limit: int) -> list[Admission]:
         try:
-            rows = self._rows(f"SELECT * FROM admissions {where} ORDER BY id DESC LIMIT ?", (*args, limit))
+            rows = self._rows(f"SELECT * FROM admissions {where} ORDER BY id DESC LIMIT ?", (*args, limit))  # noqa: S608 (table names and clauses are constants; values are bound)
         except sqlite3.OperationalError:   # a store written by an older daemon
             return []
         return [Admission(r["id"], r["repo"], r["env"], r["commit_id"], r["kind"], r["actor"], r["reason"],

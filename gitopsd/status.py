@@ -11,13 +11,14 @@ from typing import Any
 
 from . import gitcli
 from .config import Config, Environment, Repository
-from .decision import Head, decide_from_store
-from .state import Deployment, Store, iso
+from .core.decide import decide_from_store
+from .core.types import Action, Deployment, Head, Result, iso
+from .state import Store
 
 # The reconciler's decision, as `status` names it.
-STATES = {"busy": "deploying", "missing": "missing-branch", "in-sync": "in-sync", "stalled": "stalled",
-          "wait": "failed", "failed": "failed", "blocked": "blocked", "deploy": "out-of-sync",
-          "waiting": "waiting-for-promotion", "suspended": "suspended"}
+STATES = {Action.BUSY: "deploying", Action.MISSING: "missing-branch", Action.IN_SYNC: "in-sync",
+          Action.STALLED: "stalled", Action.WAIT: "failed", Action.FAILED: "failed", Action.BLOCKED: "blocked",
+          Action.DEPLOY: "out-of-sync", Action.WAITING: "waiting-for-promotion", Action.SUSPENDED: "suspended"}
 
 
 @dataclass(frozen=True)
@@ -60,15 +61,15 @@ def environment_status(store: Store, repo: Repository, env: Environment, now: fl
     decision = decide_from_store(store, repo.name, env.name, desired, deployed, busy, now or time.time(),
                                  blocked_reason=blocked)
     state, reason, retry_at = STATES[decision.action], decision.reason, decision.retry_at
-    if decision.action == "missing":
+    if decision.action == Action.MISSING:
         reason = f"branch {env.branch} does not exist or points at a missing commit"
-    elif decision.action == "busy" and last is not None and last.result == "queued":
+    elif decision.action == Action.BUSY and last is not None and last.result == Result.QUEUED:
         state, reason = "queued", f"{last.commit[:7]} waits for a free worker (max_parallel deployments run at once)"
-    elif decision.action == "busy" and last is not None:
-        progress = last.detail.get("progress")
-        if isinstance(progress, str) and progress.startswith("batch"):
-            reason = f"rolling out {last.commit[:7]}: {progress.replace('/', ' of ')}"
-    elif decision.action == "deploy" and decision.attempt > 1:   # a retry is due: say why the last one failed
+    elif decision.action == Action.BUSY and last is not None:
+        progress = last.progress
+        if progress is not None and progress.words is not None:
+            reason = f"rolling out {last.commit[:7]}: {progress.words}"
+    elif decision.action == Action.DEPLOY and decision.attempt > 1:   # a retry is due: say why the last one failed
         failure = store.failure(repo.name, env.name)
         state, reason = "failed", failure.reason if failure else None
     return EnvironmentStatus(repo.name, env.name, env.branch, commit, deployed.commit if deployed else None,
@@ -94,7 +95,7 @@ def all_status(config: Config, store: Store, repo_name: str | None = None,
 
     # At most one git process per repository, several at a time: status stays fast with hundreds of them.
     with ThreadPoolExecutor(max_workers=8) as pool:
-        heads = dict(zip((r.name for r in repos), pool.map(heads_of, repos)))
+        heads = dict(zip((r.name for r in repos), pool.map(heads_of, repos), strict=True))
     now = time.time()
     return [environment_status(store, repo, env, now, heads[repo.name]) if repo.name not in unavailable
             else EnvironmentStatus(repo.name, env.name, env.branch, None, None, "unavailable", unavailable[repo.name],

@@ -11,7 +11,10 @@ import errno
 import grp
 import os
 import pwd
-import sqlite3
+
+TYPE_CHECKING = False   # true for mypy only
+if TYPE_CHECKING:   # annotations only: the hook imports this when it refuses a push
+    from typing import Callable
 
 PERMISSION, DAMAGED, BUSY, FULL, OTHER = "permission", "damaged", "busy", "full", "other"
 
@@ -34,9 +37,9 @@ def classify(exc: BaseException) -> str:
     return OTHER
 
 
-def _name(table, key: int, attr: str) -> str:
+def _name(table: Callable[[int], object], key: int, attr: str) -> str:
     try:
-        return getattr(table(key), attr)
+        return str(getattr(table(key), attr))
     except KeyError:
         return str(key)
 

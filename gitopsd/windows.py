@@ -59,7 +59,7 @@ class Cron:
         parts = text.split()
         if len(parts) != 5:
             raise WindowError(f"{text!r} must have 5 fields: minute hour day-of-month month day-of-week")
-        sets = [parse_cron_field(p, *f) for p, f in zip(parts, FIELDS)]
+        sets = [parse_cron_field(p, *f) for p, f in zip(parts, FIELDS, strict=True)]
         weekdays = frozenset(d % 7 for d in sets[4])
         return cls(text, sets[0], sets[1], sets[2], sets[3], weekdays, parts[2] != "*", parts[4] != "*")
 

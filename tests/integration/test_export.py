@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from gitopsd.core.errors import StalledError
 from gitopsd.gitrepo import ExportError, GitRepository, resolve_inside
 from tests.support import ROOT
 
@@ -143,9 +144,9 @@ def test_resolve_inside_refuses_paths_that_lead_out_and_returns_the_real_file(re
     GitRepository(repo).export(sha, dest)
     assert resolve_inside(dest, "playbooks/site.yml") == (dest / "playbooks/deploy.yml").resolve()
     for escape in ("../outside/secret.yml", "/etc/passwd", "playbooks/../../x"):
-        with pytest.raises(ExportError, match="outside the exported tree"):
+        with pytest.raises(StalledError, match="outside the exported tree"):
             resolve_inside(dest, escape)
-    with pytest.raises(ExportError, match="does not exist in this commit"):
+    with pytest.raises(StalledError, match="does not exist in this commit"):
         resolve_inside(dest, "playbooks")
 
 
@@ -217,5 +218,5 @@ def test_a_symlink_loop_on_the_playbook_path_is_an_export_error_not_a_crash(repo
     sha = commit(repo, [("playbooks", ("link", "loop")), ("loop", ("link", "playbooks"))])
     dest = tmp_path / "export"
     GitRepository(repo).export(sha, dest)
-    with pytest.raises(ExportError, match="^playbooks/deploy.yml cannot be resolved in this commit: symlink loop"):
+    with pytest.raises(StalledError, match="^playbooks/deploy.yml cannot be resolved in this commit: symlink loop"):
         resolve_inside(dest, "playbooks/deploy.yml")

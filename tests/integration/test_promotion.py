@@ -406,4 +406,4 @@ def test_rollback_to_an_earlier_deployment_is_admitted_and_recorded_and_bad_ids_
     assert sandbox.tree(sandbox.head("qa")) == first["tree"]
     last = sandbox.history("qa")[0]
     assert (last["kind"], last["result"], last["trigger"]) == ("rollback", "succeeded", "rollback")
-    assert f"(rollback) by root" in sandbox.cli("history", "qa").stdout
+    assert "(rollback) by root" in sandbox.cli("history", "qa").stdout

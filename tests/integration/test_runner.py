@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from gitopsd.gitrepo import ExportError, resolve_inside
+from gitopsd.core.errors import StalledError
+from gitopsd.core.tree import resolve_inside
 from gitopsd.runner import PlaybookRun, processes_of, run_playbook
 from tests.support import inventory
 
@@ -19,13 +20,14 @@ LOCAL = "ansible_connection=local ansible_python_interpreter={{ ansible_playbook
 
 
 def make_run(tmp: Path, playbook: str, inv: str, *, timeout: int = 60, extravars: dict | None = None,
-             marker: str = "test-1") -> PlaybookRun:
+             marker: str = "test") -> PlaybookRun:
+    """A run with its own marker: the reaper of one test must not kill the runs of another running alongside."""
     work = tmp / "tree"
     (work / "playbooks").mkdir(parents=True, exist_ok=True)
     (work / "playbooks" / "deploy.yml").write_text(playbook)
     (work / "hosts.yml").write_text(inv)
     values = {"gitopsd_env": "qa", "gitopsd_commit": "a" * 40, "gitopsd_workdir": str(work), **(extravars or {})}
-    return PlaybookRun(marker=marker, workdir=work, playbook=work / "playbooks" / "deploy.yml",
+    return PlaybookRun(marker=f"{marker}-{time.monotonic_ns()}", workdir=work, playbook=work / "playbooks" / "deploy.yml",
                        inventory=work / "hosts.yml", data_dir=tmp / f"runner-{time.monotonic_ns()}",
                        extravars=values, timeout=timeout)
 
@@ -70,20 +72,21 @@ def test_a_syntax_error_fails_without_stats(tmp_path):
 def test_a_timeout_reaps_every_process_including_orphaned_module_children(tmp_path):
     play = "- hosts: all\n  gather_facts: false\n  tasks:\n    - ansible.builtin.command: sleep 47\n"
     started = time.monotonic()
-    outcome = run_playbook(make_run(tmp_path, play, inventory("h1"), timeout=3, marker="test-timeout"),
-                           threading.Event())
+    run = make_run(tmp_path, play, inventory("h1"), timeout=3, marker="test-timeout")
+    outcome = run_playbook(run, threading.Event())
     assert outcome.status == "timeout" and not outcome.ok
     assert time.monotonic() - started < 15
-    assert processes_of("test-timeout") == []
+    assert processes_of(run.marker) == []
 
 
 def test_cancel_stops_the_run_and_reaps(tmp_path):
     play = "- hosts: all\n  gather_facts: false\n  tasks:\n    - ansible.builtin.command: sleep 48\n"
     cancel = threading.Event()
     threading.Timer(2.0, cancel.set).start()
-    outcome = run_playbook(make_run(tmp_path, play, inventory("h1"), marker="test-cancel"), cancel)
+    run = make_run(tmp_path, play, inventory("h1"), marker="test-cancel")
+    outcome = run_playbook(run, cancel)
     assert outcome.status == "canceled"
-    assert processes_of("test-cancel") == []
+    assert processes_of(run.marker) == []
 
 
 def test_extra_vars_with_jinja_or_shell_syntax_are_never_evaluated(tmp_path):
@@ -124,7 +127,7 @@ def test_paths_leading_out_of_the_tree_through_a_symlink_are_refused(tmp_path):
     root = tmp_path / "tree"
     (root / "environments").mkdir(parents=True)
     (root / "environments" / "qa").symlink_to("/etc")
-    with pytest.raises(ExportError, match="outside the exported tree"):
+    with pytest.raises(StalledError, match="outside the exported tree"):
         resolve_inside(root, "environments/qa/hosts")
-    with pytest.raises(ExportError, match="does not exist in this commit"):
+    with pytest.raises(StalledError, match="does not exist in this commit"):
         resolve_inside(root, "playbooks/deploy.yml")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import threading
 
-from gitopsd.runner import PlaybookRun, RunOutcome
+from gitopsd.core.types import PlaybookRun, RunOutcome
 from tests.unit.test_reconciler import head, look, world  # noqa: F401  (the fixture)
 
 

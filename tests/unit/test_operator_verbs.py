@@ -3,11 +3,10 @@ words a partial failure is reported with."""
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 
 from gitopsd.config import Environment
-from gitopsd.decision import decide
-from gitopsd.execute import Toolbox, execute
+from gitopsd.core.decide import decide
+from gitopsd.core.deployment import Toolbox, execute
 from gitopsd.runner import PlaybookRun, RunOutcome, judge
 from tests.unit.test_reconciler import head, look, world  # noqa: F401  (the fixture)
 

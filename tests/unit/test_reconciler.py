@@ -1,7 +1,7 @@
 """The reconciler core with fakes behind its ports: a fake Git, a fake playbook runner, a fake judge, an injected clock.
 
-Real: the SQLite store (in a temp folder), `policy.rollback_trees`. Fake: Git heads and exports, Ansible
-outcomes, the rest of the promotion rule, time.
+Real: the SQLite store (in a temp folder), `policy.rollback_trees`. Fake: Git heads, exports and reverts,
+Ansible outcomes, the rest of the promotion rule, notifications, time.
 """
 from __future__ import annotations
 
@@ -12,16 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from gitopsd import reconciler as reconciler_mod
-from gitopsd.config import Config, Environment, Repository
-from gitopsd.decision import EMPTY_TREE, Head, decide
-from gitopsd.execute import Toolbox
-from gitopsd.gitcli import GitError
-from gitopsd.gitrepo import ExportError
+from gitopsd.core.decide import EMPTY_TREE, Head, decide
+from gitopsd.core.deployment import Toolbox
+from gitopsd.core.errors import GitError, StalledError
+from gitopsd.core.reconcile import Cause, Look, Reconciler, backoff
+from gitopsd.core.settings import Config, Environment, Repository
+from gitopsd.core.types import Deployment, FailureStatus, PlaybookRun, RunOutcome
 from gitopsd.policy import Verdict, refuse, rollback_trees
-from gitopsd.reconciler import Cause, Look, Reconciler, backoff
-from gitopsd.runner import PlaybookRun, RunOutcome
-from gitopsd.state import Deployment, FailureStatus, Store
+from gitopsd.state import Store
 
 
 @dataclass
@@ -34,11 +32,15 @@ class FakeGit:
 
     def export(self, repo, commit, dest: Path):
         if commit in self.missing:
-            raise ExportError(f"commit {commit} is missing from the repository")
+            raise StalledError(f"commit {commit} is missing from the repository")
         (dest / "playbooks").mkdir(parents=True)
         (dest / "playbooks" / "deploy.yml").write_text("- hosts: all\n")
         (dest / "environments" / "qa").mkdir(parents=True)
         (dest / "environments" / "qa" / "hosts.yml").write_text("all: {}\n")
+
+    def revert(self, repo, branch, head, good_tree, *, reason):
+        self.heads[branch] = Head(f"{len(self.heads) + 0xfeed:040x}", good_tree)
+        return self.heads[branch].commit
 
 
 @dataclass
@@ -94,7 +96,7 @@ def world(tmp_path):
     scheduled: list[tuple[Look, float]] = []
     reconciler = Reconciler(config, store, git, Toolbox(run_playbook=runner), submit=lambda job: job(),
                             schedule=lambda look, at: scheduled.append((look, at)), clock=clock,
-                            rng=random.Random(7), judge=FakeJudge(store))
+                            rng=random.Random(7), judge=FakeJudge(store), notify=lambda target, event: None)
     reconciler.auto_rollback_calls = []  # type: ignore[attr-defined]
     return reconciler, store, git, runner, clock, scheduled
 
@@ -232,9 +234,9 @@ def test_decide_says_failed_when_the_automatic_rollback_failed():
 
 
 @pytest.fixture
-def notes(monkeypatch):
+def notes(world):
     sent: list[dict] = []
-    monkeypatch.setattr(reconciler_mod, "notify", lambda target, event: sent.append(event))
+    world[0].notify = lambda target, event: sent.append(event)
     return sent
 
 
@@ -323,7 +325,7 @@ def test_a_failed_automatic_rollback_marks_the_environment_failed_says_why_and_n
     def unwritable(*args, **kwargs):
         raise GitError("git commit-tree: error: insufficient permission for adding an object to repository database "
                        "./objects\nfatal: Unable to add (null) to database")
-    monkeypatch.setattr(reconciler_mod, "make_revert", unwritable)
+    monkeypatch.setattr(reconciler.git, "revert", unwritable)
     look(reconciler)
     failure = store.failure("shop", "qa")
     repo_path = reconciler.config.repositories[0].path
@@ -341,7 +343,7 @@ def test_a_failed_automatic_rollback_marks_the_environment_failed_says_why_and_n
 
 def test_a_lost_race_for_the_automatic_rollback_is_said_too(auto_rollback, notes, monkeypatch):
     reconciler, store, *_ = auto_rollback
-    monkeypatch.setattr(reconciler_mod, "make_revert", lambda *a, **k: None)
+    monkeypatch.setattr(reconciler.git, "revert", lambda *a, **k: None)
     look(reconciler)
     assert "qa moved away from" in store.failure("shop", "qa").reason
     assert notes[-1]["event"] == "rollback-failed"

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from gitopsd.rollout import failed_too_many, split_batches, validate_batches
+from gitopsd.core.batches import failed_too_many, split_batches, validate_batches
 
 
 def hosts(n: int) -> list[str]:

@@ -7,29 +7,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .policy import EMPTY_TREE
-from .state import Deployment, FailureStatus, Store
+from .ports import Ledger
+from .types import EMPTY_TREE, Action, Deployment, FailureStatus, Head, Kind, Result
 
-
-# `gitopsd init` starts a later environment's branch at a commit with git's empty tree, to wait for
-# its first promotion (a branch at `main` would pass the rule once qa ran main, unpromoted).
-
-
-@dataclass(frozen=True)
-class Head:
-    """What a branch asks for: a commit and its tree."""
-
-    commit: str
-    tree: str
+__all__ = ["EMPTY_TREE", "Decision", "Head", "decide", "decide_from_store"]
 
 
 @dataclass(frozen=True)
 class Decision:
-    """What one look concluded. `action` is in-sync | deploy | wait | stalled | failed | blocked | busy | missing
-    | waiting (for a first promotion: nothing was deployed and the branch holds the empty tree) | suspended."""
+    """What one look concluded (see Action); a deploy says its kind and attempt, a wait when to retry."""
 
-    action: str
-    kind: str | None = None
+    action: Action
+    kind: Kind | None = None
     attempt: int = 1
     retry_at: float | None = None
     reason: str | None = None
@@ -46,39 +35,39 @@ def decide(desired: Head | None, deployed: Deployment | None, last: Deployment |
     suspended the environment. `sync`: an operator asked to re-apply what is deployed. Pure.
     """
     if desired is None:
-        return Decision("missing", reason="the environment branch does not exist")
+        return Decision(Action.MISSING, reason="the environment branch does not exist")
     if busy:
-        return Decision("busy")
+        return Decision(Action.BUSY)
     if suspended_reason is not None:
-        return Decision("suspended", reason=suspended_reason)
+        return Decision(Action.SUSPENDED, reason=suspended_reason)
     if deployed is not None and deployed.commit == desired.commit:
-        return Decision("deploy", kind="reapply") if sync else Decision("in-sync")
+        return Decision(Action.DEPLOY, kind=Kind.REAPPLY) if sync else Decision(Action.IN_SYNC)
     if deployed is None and desired.tree == EMPTY_TREE:
-        return Decision("waiting", reason="nothing deployed yet: waiting for its first promotion")
+        return Decision(Action.WAITING, reason="nothing deployed yet: waiting for its first promotion")
     if blocked_reason is not None:
-        return Decision("blocked", reason=blocked_reason)
+        return Decision(Action.BLOCKED, reason=blocked_reason)
     same_commit_failure = failure if failure is not None and failure.commit == desired.commit else None
     if same_commit_failure is not None and same_commit_failure.failed:
-        return Decision("failed", reason=same_commit_failure.reason)
+        return Decision(Action.FAILED, reason=same_commit_failure.reason)
     if bad_tree_reason is not None and not (deployed is not None and deployed.tree == desired.tree):
-        return Decision("stalled", reason=f"this tree failed here before: {bad_tree_reason}")
+        return Decision(Action.STALLED, reason=f"this tree failed here before: {bad_tree_reason}")
     if same_commit_failure is not None:
         if same_commit_failure.stalled:
-            return Decision("stalled", reason=same_commit_failure.reason)
+            return Decision(Action.STALLED, reason=same_commit_failure.reason)
         if same_commit_failure.next_retry_at is not None and same_commit_failure.next_retry_at > now:
-            return Decision("wait", retry_at=same_commit_failure.next_retry_at, reason=same_commit_failure.reason)
+            return Decision(Action.WAIT, retry_at=same_commit_failure.next_retry_at, reason=same_commit_failure.reason)
     attempt = same_commit_failure.failures + 1 if same_commit_failure else 1
     # The kind says what the move really is: back onto the tree that runs now is a reapply (nothing
     # happened since) or a rollback (a failed or canceled attempt came between); otherwise the verdict decides.
     if deployed is not None and deployed.tree == desired.tree:
-        reapply = last is not None and last.result == "succeeded" and last.tree == desired.tree
-        kind = "reapply" if reapply else "rollback"
+        reapply = last is not None and last.result == Result.SUCCEEDED and last.tree == desired.tree
+        kind = Kind.REAPPLY if reapply else Kind.ROLLBACK
     else:
-        kind = "rollback" if rollback else "deploy"
-    return Decision("deploy", kind=kind, attempt=attempt)
+        kind = Kind.ROLLBACK if rollback else Kind.DEPLOY
+    return Decision(Action.DEPLOY, kind=kind, attempt=attempt)
 
 
-def decide_from_store(store: Store, repo: str, env: str, desired: Head | None, deployed: Deployment | None,
+def decide_from_store(store: Ledger, repo: str, env: str, desired: Head | None, deployed: Deployment | None,
                       busy: bool, now: float, *, rollback: bool = False, blocked_reason: str | None = None,
                       sync: bool = False) -> Decision:
     """`decide` with everything else it needs read from the store (a suspension too)."""

@@ -14,16 +14,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
-from .config import Environment
-from .gitrepo import resolve_inside
-from .runner import PlaybookRun, RunOutcome
-
-
-@dataclass(frozen=True)
-class CheckResult:
-    ok: bool
-    name: str
-    detail: str
+from .batches import failed_too_many, split_batches
+from .settings import Environment, HttpCheck, PrometheusCheck
+from .tree import resolve_inside
+from .types import (BatchRecord, CheckResult, DeploymentFolders, HostInfo, Kind, PlaybookRun, Progress, RunOutcome)
 
 
 @dataclass
@@ -35,10 +29,10 @@ class Attempt:
     permanent: bool = False   # retrying the same tree cannot help (RunOutcome.permanent)
     reason: str = ""
     hosts: dict[str, str] = field(default_factory=dict)
-    batches: list[dict[str, Any]] = field(default_factory=list)
+    batches: list[BatchRecord] = field(default_factory=list)
 
     def detail(self) -> dict[str, Any]:
-        return {"hosts": self.hosts, "batches": self.batches}
+        return {"hosts": self.hosts, "batches": [b.as_json() for b in self.batches]}
 
 
 @dataclass(frozen=True)
@@ -46,9 +40,9 @@ class Toolbox:
     """The outside world a deployment uses: Ansible, the inventory parser, the checks. Fakes in unit tests."""
 
     run_playbook: Callable[[PlaybookRun, threading.Event], RunOutcome]
-    hosts_of: Callable[[PlaybookRun, tuple[str, ...], threading.Event], list[Any]] | None = None  # -> [HostInfo]
-    check_http: Callable[[Any, Any, str], CheckResult] | None = None               # (HttpVerify, HostInfo, commit)
-    check_prometheus: Callable[[Any, str, str], CheckResult] | None = None        # (PrometheusVerify, commit, env)
+    hosts_of: Callable[[PlaybookRun, tuple[str, ...], threading.Event], list[HostInfo]] | None = None
+    check_http: Callable[[HttpCheck, HostInfo, str], CheckResult] | None = None           # (check, host, commit)
+    check_prometheus: Callable[[PrometheusCheck, str, str], CheckResult] | None = None   # (check, commit, env)
     sleep: Callable[[float], None] = time.sleep
 
 
@@ -57,11 +51,16 @@ def url_variables(url: str) -> tuple[str, ...]:
 
 
 def execute(env: Environment, run: PlaybookRun, kind: str, tools: Toolbox, cancel: threading.Event,
-            progress: Callable[[str], None] = lambda _text: None) -> Attempt:
-    """Run a deployment described by `run` (the whole inventory) in `env`'s batches with its checks."""
+            progress: Callable[[Progress], None] = lambda _where: None, folders: DeploymentFolders | None = None,
+            ) -> Attempt:
+    """Run a deployment described by `run` (the whole inventory) in `env`'s batches with its checks.
+
+    Each batch's runs get their own folders (`folders`, by default the ones beside `run.data_dir`).
+    """
+    folders = folders or DeploymentFolders(run.data_dir.parent)
     attempt = Attempt()
-    needs_hosts = (env.rollout is not None and kind != "rollback") or env.verify.http is not None
-    hosts: list[Any] = []
+    needs_hosts = (env.rollout is not None and kind != Kind.ROLLBACK) or env.verify.http is not None
+    hosts: list[HostInfo] = []
     if needs_hosts:
         assert tools.hosts_of is not None
         variables = url_variables(env.verify.http.url) if env.verify.http else ()
@@ -70,8 +69,7 @@ def execute(env: Environment, run: PlaybookRun, kind: str, tools: Toolbox, cance
         except Exception as exc:   # InventoryError and templating errors: say what, fail the attempt
             attempt.reason = f"cannot read the inventory {run.inventory.name}: {exc}"
             return attempt
-    if env.rollout is not None and kind != "rollback":
-        from .rollout import split_batches
+    if env.rollout is not None and kind != Kind.ROLLBACK:
         batches: list[list[str] | None] = list(split_batches([h.name for h in hosts], list(env.rollout.batches)))
         if not batches:
             attempt.reason = "no hosts matched: the inventory has no hosts to roll out to"
@@ -80,34 +78,35 @@ def execute(env: Environment, run: PlaybookRun, kind: str, tools: Toolbox, cance
         batches = [None]   # the whole inventory in one run
     by_name = {h.name: h for h in hosts}
     for number, batch in enumerate(batches, 1):
-        label = f"batch {number}/{len(batches)}" if batch is not None else "all hosts"
-        progress(label)
-        record: dict[str, Any] = {"batch": number, "hosts": batch or [], "result": "running", "checks": []}
+        where = Progress(number, len(batches)) if batch is not None else Progress()
+        label = where.label
+        progress(where)
+        record = BatchRecord(number, batch or [])
         attempt.batches.append(record)
-        outcome = tools.run_playbook(replace(run, data_dir=run.data_dir.parent / f"run-{number}",
+        outcome = tools.run_playbook(replace(run, data_dir=folders.run(number),
                                              limit=",".join(batch) if batch else None), cancel)
         attempt.hosts.update(outcome.hosts)
-        record["hosts"] = batch or sorted(outcome.hosts)
-        record["playbook"] = outcome.reason
+        record.hosts = batch or sorted(outcome.hosts)
+        record.playbook = outcome.reason
         # Without batches the playbook's own words say it all ("failed on qa-1 (failed); 1 of 2 hosts ok").
         said = f"{label} failed: " if batch is not None else ""
         if outcome.status == "canceled" or cancel.is_set():
-            record["result"] = "canceled"
+            record.result = "canceled"
             attempt.canceled, attempt.reason = True, f"{label}: canceled" if batch is not None else "canceled"
             return attempt
         if not _batch_ok(env, outcome, batch):
-            record["result"] = "failed"
+            record.result = "failed"
             attempt.reason = f"{said}{outcome.reason}"
             attempt.permanent = outcome.permanent
             return attempt
         failed_check = _checks(env, run, kind, tools, cancel, [by_name[h] for h in batch] if batch else hosts,
-                               number, record)
+                               folders.verify(number), record)
         if failed_check is not None:
-            record["result"] = "failed"
+            record.result = "failed"
             attempt.reason = (f"{label} failed the check {failed_check.name}: {failed_check.detail}" if batch is not None
                               else f"the check {failed_check.name} failed: {failed_check.detail}")
             return attempt
-        record["result"] = "passed"
+        record.result = "passed"
     attempt.ok = True
     n_hosts = len(attempt.hosts)
     attempt.reason = (f"succeeded on {n_hosts} host{'s' if n_hosts != 1 else ''}"
@@ -120,14 +119,13 @@ def _batch_ok(env: Environment, outcome: RunOutcome, batch: list[str] | None) ->
         return True
     if outcome.status in ("timeout", "canceled") or not outcome.hosts or env.rollout is None:
         return False
-    from .rollout import failed_too_many
     failed = sum(1 for h, r in outcome.hosts.items() if r != "ok")
     total = max(len(batch) if batch else len(outcome.hosts), failed)
     return not failed_too_many(failed, total, env.rollout.max_fail_percentage)
 
 
 def _checks(env: Environment, run: PlaybookRun, kind: str, tools: Toolbox, cancel: threading.Event,
-            hosts: list[Any], number: int, record: dict[str, Any]) -> CheckResult | None:
+            hosts: list[HostInfo], verify_dir: Path, record: BatchRecord) -> CheckResult | None:
     """Run the verification playbook once, then the HTTP and Prometheus checks until the bake is over.
 
     Return the first failed check, or None when all passed throughout.
@@ -137,12 +135,12 @@ def _checks(env: Environment, run: PlaybookRun, kind: str, tools: Toolbox, cance
         playbook = resolve_inside(run.workdir, verify.playbook)
         limit = ",".join(h.name for h in hosts) if hosts else None
         outcome = tools.run_playbook(replace(run, playbook=playbook, limit=limit,
-                                             data_dir=run.data_dir.parent / f"verify-{number}"), cancel)
+                                             data_dir=verify_dir), cancel)
         result = CheckResult(outcome.ok, f"playbook {verify.playbook}", outcome.reason)
-        record["checks"].append(result.__dict__)
+        record.checks.append(result)
         if not result.ok:
             return result
-    bake = env.rollout.bake if env.rollout is not None and kind != "rollback" else 0.0
+    bake = env.rollout.bake if env.rollout is not None and kind != Kind.ROLLBACK else 0.0
     deadline = time.monotonic() + bake
     interval = min(5.0, max(0.5, bake / 5)) if bake else 0.0
     commit = run.extravars.get("gitopsd_commit", "")
@@ -154,9 +152,9 @@ def _checks(env: Environment, run: PlaybookRun, kind: str, tools: Toolbox, cance
             results.append(tools.check_prometheus(verify.prometheus, commit, env.name))
         for result in results:
             if not result.ok:
-                record["checks"].append(result.__dict__)
+                record.checks.append(result)
                 return result
         if time.monotonic() >= deadline or cancel.is_set():
-            record["checks"] += [r.__dict__ for r in results]
+            record.checks += results
             return None
         tools.sleep(interval)

@@ -9,8 +9,9 @@ The hook is not a security boundary (the git user can `git update-ref`, a push i
 worktree skips hooks, a non-atomic push can land half), so every new head is judged again here
 with the same `policy.judge` before it is deployed; a refused head is `blocked`.
 
-The core depends on small interfaces (GitPort, RunnerPort, a judge, a clock and an executor), so
-unit tests drive it with fakes and the daemon wires in pygit2, ansible-runner and threads.
+The core depends on ports (core/ports.py: Git, the store, the judge, notifications; the Toolbox of
+core/deployment.py; a clock and an executor), so unit tests drive it with fakes and the daemon wires
+in pygit2 and the git CLI, SQLite, ansible-runner and threads. It imports no adapter.
 """
 from __future__ import annotations
 
@@ -21,33 +22,31 @@ import shutil
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Callable, Protocol
+from typing import Callable
 
-from . import gate, policy
-from .config import Config, Environment, Repository
-from .execute import Toolbox, execute
-from .gitrepo import ExportError, resolve_inside
-from .notify import notify
-from .policy import Verdict
-from .revert import make_revert
-from .runner import PlaybookRun
-from .decision import EMPTY_TREE, Decision, Head, decide_from_store
-from .state import Block, Deployment, FailureStatus, Store
+from .decide import Decision, decide_from_store
+from .deployment import Toolbox, execute
+from .errors import StalledError
+from .ports import GitPort, Judge, Notifier, StorePort, Verdict
+from .settings import Config, Environment, Repository
+from .tree import resolve_inside
+from .types import (EMPTY_TREE, Action, Block, Deployment, DeploymentFolders, DeploymentJob, FailureStatus, Head, Kind,
+                    PlaybookRun, Progress, Result, Trigger)
 
 log = logging.getLogger("gitopsd.reconciler")
 
-
-class GitPort(Protocol):
-    def head(self, repo: Repository, branch: str) -> Head | None: ...
-    def export(self, repo: Repository, commit: str, dest: Path) -> None: ...
-
-
-# judge(repo, env, desired, deployed, check_windows) -> the promotion rule's verdict on deploying `desired`.
-Judge = Callable[[Repository, Environment, Head, "Deployment | None", bool], Verdict]
-
 # Nudges sent by code that judged the head with the deploy windows just before it moved the branch.
-ANNOUNCING_TRIGGERS = ("push", "promote")
+ANNOUNCING_TRIGGERS = (Trigger.PUSH, Trigger.PROMOTE)
+
+
+@dataclass(frozen=True)
+class Admitted:
+    """An operator's admission (retry --force, rollback --to), standing in for the rule's verdict."""
+
+    accepted: bool
+    kind: str
+    rule: str
+    detail: list[str]
 
 
 @dataclass(frozen=True)
@@ -71,7 +70,7 @@ class Cause:
 def backoff(env: Environment, failures: int, rng: random.Random) -> float:
     """Capped exponential backoff with +-20% jitter, in seconds."""
     base = min(env.retry_backoff_max, env.retry_backoff * (2 ** max(0, failures - 1)))
-    return base * rng.uniform(0.8, 1.2)
+    return float(base * rng.uniform(0.8, 1.2))
 
 
 @dataclass
@@ -79,18 +78,18 @@ class _Running:
     deployment_id: int
     commit: str
     cancel: threading.Event
-    progress: str = ""
+    progress: Progress | None = None
     started: bool = False      # False while queued for a worker (max_parallel deployments run at once)
 
 
 class Reconciler:
     """Decides and runs deployments. `look` is called from one thread; deployments run on `submit`."""
 
-    def __init__(self, config: Config, store: Store, git: GitPort, tools: Toolbox, *,
+    def __init__(self, config: Config, store: StorePort, git: GitPort, tools: Toolbox, *,
                  submit: Callable[[Callable[[], None]], object],
-                 schedule: Callable[[Look, float], None],
+                 schedule: Callable[[Look, float], None], judge: Judge, notify: Notifier,
                  clock: Callable[[], float] = time.time, rng: random.Random | None = None,
-                 on_change: Callable[[], None] = lambda: None, judge: Judge | None = None):
+                 on_change: Callable[[], None] = lambda: None):
         self.config = config
         self.store = store
         self.git = git
@@ -98,16 +97,16 @@ class Reconciler:
         self.submit = submit
         self.schedule = schedule
         self.clock = clock
-        self.rng = rng or random.Random()
+        self.rng = rng or random.Random()  # noqa: S311 (jitter for retries, not a secret)
         self.on_change = on_change
-        self.judge = judge or self._policy_judge
+        self.judge = judge
+        self.notify = notify
         self.accepting = True
         self._accepted: dict[tuple[str, str, str, str | None], Verdict] = {}   # (repo, env, desired, deployed)
-        self._gate: tuple[Config, gate.GateConfig] | None = None
         self.causes: dict[tuple[str, str], Cause] = {}
         self._running: dict[tuple[str, str], _Running] = {}
-        self._broken: dict[tuple[str, str], str] = {}
-        self._heads: dict[tuple[str, str], Head] = {}   # the heads last recorded in the store   # environments whose branch cannot be read, and why
+        self._broken: dict[tuple[str, str], str] = {}   # environments whose branch cannot be read, and why
+        self._heads: dict[tuple[str, str], Head] = {}   # the heads last recorded in the store
         self._lock = threading.Lock()
         self._instance = hashlib.sha256(str(config.database).encode()).hexdigest()[:8]
 
@@ -120,8 +119,8 @@ class Reconciler:
         with self._lock:
             return {k: v.deployment_id for k, v in self._running.items()}
 
-    def running_commits(self) -> dict[tuple[str, str], tuple[str, str]]:
-        """(repo, env) -> (commit, progress such as 'batch 1/3') of every running deployment (not the queued ones)."""
+    def running_commits(self) -> dict[tuple[str, str], tuple[str, Progress | None]]:
+        """(repo, env) -> (commit, where it is) of every running deployment (not the queued ones)."""
         with self._lock:
             return {k: (v.commit, v.progress) for k, v in self._running.items() if v.started}
 
@@ -156,12 +155,12 @@ class Reconciler:
         now = self.clock()
         try:
             desired = self.git.head(repo, env.branch)
-        except ExportError as exc:
+        except StalledError as exc:
             # Every look would say it again (each sweep, each ref event): log it once until it changes.
             if self._broken.get((repo.name, env.name)) != str(exc):
                 self._broken[(repo.name, env.name)] = str(exc)
                 log.error("%s", exc, extra={"repo": repo.name, "env": env.name})
-            return Decision("missing", reason=str(exc))
+            return Decision(Action.MISSING, reason=str(exc))
         self._broken.pop((repo.name, env.name), None)
         if desired is not None and self._heads.get((repo.name, env.name)) != desired:
             self.store.record_head(repo.name, env.name, desired.commit, desired.tree)   # for `gitopsd status`
@@ -180,22 +179,22 @@ class Reconciler:
             sync = None
         decision = decide_from_store(
             self.store, repo.name, env.name, desired, deployed, busy, now,
-            rollback=verdict is not None and verdict.kind == "rollback",
+            rollback=verdict is not None and verdict.kind == Kind.ROLLBACK,
             blocked_reason=blocked_reason(verdict) if verdict is not None and not verdict.accepted else None,
             sync=sync is not None)
-        if sync is not None and decision.action == "deploy" and self.accepting and desired is not None \
+        if sync is not None and decision.action == Action.DEPLOY and self.accepting and desired is not None \
                 and desired.commit == sync.commit:
             # `gitopsd sync`: the operator, not the push that once brought this commit, causes this run.
             self.store.clear_sync(repo.name, env.name)
-            self.remember_cause(repo.name, desired.commit, Cause(sync.actor, "sync", sync.reason))
-        if decision.action == "in-sync":
+            self.remember_cause(repo.name, desired.commit, Cause(sync.actor, Trigger.SYNC, sync.reason))
+        if decision.action == Action.IN_SYNC:
             self.store.clear_failure(repo.name, env.name)
-        elif decision.action == "wait" and decision.retry_at is not None:
-            self.schedule(Look(repo.name, env.name, "retry"), decision.retry_at)
-        elif decision.action == "deploy" and self.accepting:
+        elif decision.action == Action.WAIT and decision.retry_at is not None:
+            self.schedule(Look(repo.name, env.name, Trigger.RETRY), decision.retry_at)
+        elif decision.action == Action.DEPLOY and self.accepting:
             assert desired is not None
             self._start(repo, env, desired, deployed, decision, trigger, now)
-        elif decision.action in ("stalled", "failed", "blocked", "missing", "suspended"):
+        elif decision.action in (Action.STALLED, Action.FAILED, Action.BLOCKED, Action.MISSING, Action.SUSPENDED):
             log.debug("%s: %s", decision.action, decision.reason, extra={"repo": repo.name, "env": env.name})
         return decision
 
@@ -208,10 +207,10 @@ class Reconciler:
         admission = self.store.admission(repo.name, env.name, desired.commit)
         if admission is not None:
             kind = "rollback" if admission.kind == "rollback" else "promotion"
-            verdict = Verdict(True, kind, f"admitted by {admission.actor}: {admission.reason}")
+            verdict: Verdict = Admitted(True, kind, f"admitted by {admission.actor}: {admission.reason}", [])
             # The admission, not the nudge that announced it (if the daemon was up), says who and why.
             self.remember_cause(repo.name, desired.commit, Cause(
-                admission.actor, "rollback" if admission.kind == "rollback" else "retry", admission.reason))
+                admission.actor, Trigger.ROLLBACK if admission.kind == "rollback" else Trigger.RETRY, admission.reason))
         else:
             # Deploy windows are judged here only for heads no push (or `gitopsd promote`) announced. An
             # announced head passed the windows when it was pushed: maybe just before a window closed, or
@@ -225,18 +224,6 @@ class Reconciler:
             if len(self._accepted) > 10_000:   # bounded: oldest first
                 self._accepted.pop(next(iter(self._accepted)))
         return verdict
-
-    def _policy_judge(self, repo: Repository, env: Environment, desired: Head, deployed: Deployment | None,
-                      check_windows: bool) -> Verdict:
-        """`policy.judge`, as the hook runs it, over this daemon's store and Git (through the git CLI)."""
-        if self._gate is None or self._gate[0] is not self.config:   # rebuilt after a reload
-            self._gate = (self.config, gate.from_config(self.config))
-        view = self._gate[1].repository(repo.name)
-        gate_env = view.environment(env.name) if view else None
-        if view is None or gate_env is None:
-            return policy.refuse("the configuration changed meanwhile", [f"{repo.name}/{env.name} is not configured"], [])
-        return policy.judge(view, str(repo.path), self.store, gate_env, deployed.commit if deployed else None,
-                            desired.commit, identity="gitopsd", check_windows=check_windows)
 
     def _note_block(self, repo: Repository, env: Environment, desired: Head, deployed: Deployment | None,
                     verdict: Verdict | None, now: float) -> None:
@@ -256,7 +243,7 @@ class Reconciler:
         log.error("blocked %s: %s (not deployed until the branch moves to an acceptable head, the rule is met, or an "
                   "identity in override_by runs `gitopsd retry %s --force`)", desired.commit[:7], reason, env.name,
                   extra={"repo": repo.name, "env": env.name, "commit": desired.commit[:7]})
-        notify(env.notify, {"event": "blocked", "repo": repo.name, "env": env.name, "commit": desired.commit,
+        self.notify(env.notify, {"event": "blocked", "repo": repo.name, "env": env.name, "commit": desired.commit,
                             "tree": desired.tree, "rule": verdict.rule, "reason": reason,
                             "deployed_commit": deployed_commit})
 
@@ -269,33 +256,32 @@ class Reconciler:
             previous_commit=deployed.commit if deployed else None, kind=decision.kind,
             trigger=cause.trigger if cause.actor != "unknown" else trigger, actor=cause.actor, now=now,
             attempt=decision.attempt, reason=cause.reason, queued=True)
+        job = DeploymentJob(deployment_id, repo.name, env.name, desired, deployed, decision.kind, decision.attempt,
+                            DeploymentFolders.of(self.config.state_dir, deployment_id))
         item = _Running(deployment_id, desired.commit, threading.Event())
         with self._lock:
             self._running[(repo.name, env.name)] = item
-        extra = {"repo": repo.name, "env": env.name, "commit": desired.commit[:7], "deployment": deployment_id}
         log.info("deploying %s (%s, attempt %d, caused by %s)", desired.commit[:7], decision.kind, decision.attempt,
-                 cause.actor, extra=extra)
+                 cause.actor, extra=job.log_extra())
         self.on_change()
-        self.submit(lambda: self._deploy(repo, env, desired, deployed, decision, deployment_id, item))
+        self.submit(lambda: self._deploy(repo, env, job, item))
 
     # -- one deployment (runs on a worker) -----------------------------------------------------------
-    def _deploy(self, repo: Repository, env: Environment, desired: Head, deployed: Deployment | None,
-                decision: Decision, deployment_id: int, item: _Running) -> None:
+    def _deploy(self, repo: Repository, env: Environment, job: DeploymentJob, item: _Running) -> None:
         """One deployment on a worker. Nothing may end it silently: the pool would keep the exception to itself."""
-        extra = {"repo": repo.name, "env": env.name, "commit": desired.commit[:7], "deployment": deployment_id}
         if item.cancel.is_set():   # the daemon is stopping: a queued deployment never starts
-            self.store.finish(deployment_id, "canceled", now=self.clock(), outcome="canceled before it started")
+            self.store.finish(job.id, Result.CANCELED, now=self.clock(), outcome="canceled before it started")
             with self._lock:
                 if self._running.get((repo.name, env.name)) is item:
                     self._running.pop((repo.name, env.name))
             return
         item.started = True
-        self.store.started(deployment_id, self.clock())   # queued until now, while max_parallel others ran
+        self.store.started(job.id, self.clock())   # queued until now, while max_parallel others ran
         self.on_change()
         try:
-            self._run_deployment(repo, env, desired, deployed, decision, deployment_id, item, extra)
+            self._run_deployment(repo, env, job, item)
         except Exception:
-            log.exception("deployment worker failed", extra=extra)
+            log.exception("deployment worker failed", extra=job.log_extra())
         finally:
             with self._lock:   # never leave the environment looking busy forever
                 if self._running.get((repo.name, env.name)) is item:
@@ -303,98 +289,94 @@ class Reconciler:
         try:
             self._prune()
         except Exception:
-            log.exception("removing old work folders failed", extra=extra)
+            log.exception("removing old work folders failed", extra=job.log_extra())
         self.on_change()
         # Look again here, and where this environment's trees are promoted to: a head blocked there
         # for want of this deployment may pass now.
         for other in repo.environments:
             if other.name == env.name or other.promote_from == env.branch:
-                self.schedule(Look(repo.name, other.name, "after-deploy"), self.clock())
+                self.schedule(Look(repo.name, other.name, Trigger.AFTER_DEPLOY), self.clock())
 
-    def _run_deployment(self, repo: Repository, env: Environment, desired: Head, deployed: Deployment | None,
-                        decision: Decision, deployment_id: int, item: _Running, extra: dict[str, object]) -> None:
+    def _run_deployment(self, repo: Repository, env: Environment, job: DeploymentJob, item: _Running) -> None:
         started = time.monotonic()
-        folder = self.config.state_dir / "deployments" / str(deployment_id)
-        result, reason, permanent, detail = "failed", "", False, {}
+        result, reason, permanent, detail = Result.FAILED, "", False, {}
 
-        def progress(label: str) -> None:
-            item.progress = label
-            self.store.set_progress(deployment_id, label)
-            if label.startswith("batch"):
-                log.info("rolling out: %s", label, extra=extra)
+        def progress(where: Progress) -> None:
+            item.progress = where
+            self.store.set_progress(job.id, where.as_json())
+            if where.batch is not None:
+                log.info("rolling out: %s", where.label, extra=job.log_extra())
             self.on_change()
         try:
-            workdir = folder / "tree"
-            self.store.set_workdir(deployment_id, workdir)
-            self.git.export(repo, desired.commit, workdir)
+            workdir = job.folders.tree
+            self.store.set_workdir(job.id, workdir)
+            self.git.export(repo, job.desired.commit, workdir)
             run = PlaybookRun(
-                marker=self.marker(deployment_id), workdir=workdir,
+                marker=self.marker(job.id), workdir=workdir,
                 playbook=resolve_inside(workdir, env.playbook), inventory=resolve_inside(workdir, env.inventory),
-                data_dir=folder / "run", timeout=env.timeout, vault_password_file=env.vault_password_file,
+                data_dir=job.folders.root / "run", timeout=env.timeout, vault_password_file=env.vault_password_file,
                 extravars={
-                    "gitopsd_env": env.name, "gitopsd_repo": repo.name, "gitopsd_commit": desired.commit,
-                    "gitopsd_tree": desired.tree, "gitopsd_previous_commit": deployed.commit if deployed else "",
-                    "gitopsd_deploy_id": str(deployment_id), "gitopsd_kind": decision.kind or "deploy",
+                    "gitopsd_env": env.name, "gitopsd_repo": repo.name, "gitopsd_commit": job.desired.commit,
+                    "gitopsd_tree": job.desired.tree, "gitopsd_previous_commit": job.previous_commit or "",
+                    "gitopsd_deploy_id": str(job.id), "gitopsd_kind": job.kind,
                     "gitopsd_workdir": str(workdir)})
-            attempt = execute(env, run, decision.kind or "deploy", self.tools, item.cancel, progress)
+            attempt = execute(env, run, job.kind, self.tools, item.cancel, progress, job.folders)
             detail, reason = attempt.detail(), attempt.reason
             if attempt.ok:
-                result = "succeeded"
+                result = Result.SUCCEEDED
             elif attempt.canceled:
-                result = "canceled"
+                result = Result.CANCELED
             permanent = attempt.permanent   # e.g. invalid content: retrying the same tree cannot help
-        except ExportError as exc:
+        except StalledError as exc:
             reason, permanent = str(exc), True
         except Exception as exc:  # an unexpected error is a failed attempt, never a dead worker
-            log.exception("deployment crashed", extra=extra)
+            log.exception("deployment crashed", extra=job.log_extra())
             reason = f"internal error: {exc}"
         # Only with the result recorded (the caller then clears `_running`) may a look start the next one here.
-        self._record(repo, env, desired, deployed, decision, deployment_id, result, reason, permanent, detail,
-                     time.monotonic() - started, extra)
+        self._record(repo, env, job, result, reason, permanent, detail, time.monotonic() - started)
 
-    def _record(self, repo: Repository, env: Environment, desired: Head, deployed: Deployment | None,
-                decision: Decision, deployment_id: int, result: str, reason: str, permanent: bool,
-                detail: dict[str, object], took: float, extra: dict[str, object]) -> None:
+    def _record(self, repo: Repository, env: Environment, job: DeploymentJob, result: Result, reason: str,
+                permanent: bool, detail: dict[str, object], took: float) -> None:
         now = self.clock()
-        self.store.finish(deployment_id, result, now=now, outcome=reason or None, detail=detail)
-        if result == "failed" or decision.kind == "rollback":
-            notify(env.notify, {"event": f"{decision.kind}-{result}" if decision.kind == "rollback" else "deploy-failed",
-                                "repo": repo.name, "env": env.name, "commit": desired.commit, "tree": desired.tree,
-                                "kind": decision.kind, "result": result, "deployment": deployment_id,
-                                "outcome": reason, "previous_commit": deployed.commit if deployed else None})
-        if result == "succeeded":
+        self.store.finish(job.id, result, now=now, outcome=reason or None, detail=detail)
+        if result == Result.FAILED or job.kind == Kind.ROLLBACK:
+            self.notify(env.notify, {
+                "event": f"{job.kind}-{result}" if job.kind == Kind.ROLLBACK else "deploy-failed",
+                "repo": repo.name, "env": env.name, "commit": job.desired.commit, "tree": job.desired.tree,
+                "kind": job.kind, "result": result, "deployment": job.id,
+                "outcome": reason, "previous_commit": job.previous_commit})
+        if result == Result.SUCCEEDED:
             self.store.clear_failure(repo.name, env.name)
-            log.info("deployment %s in %.1fs: %s", result, took, reason, extra=extra)
-        elif result == "canceled":
+            log.info("deployment %s in %.1fs: %s", result, took, reason, extra=job.log_extra())
+        elif result == Result.CANCELED:
             log.warning("deployment canceled after %.1fs; %s stays on %s", took, env.name,
-                        deployed.commit[:7] if deployed else "nothing", extra=extra)
+                        (job.previous_commit or "nothing")[:7], extra=job.log_extra())
         else:
-            self._failed(repo, env, desired, deployed, decision, deployment_id, reason, permanent, now, took, extra)
+            self._failed(repo, env, job, reason, permanent, now, took)
 
-    def _failed(self, repo: Repository, env: Environment, desired: Head, deployed: Deployment | None,
-                decision: Decision, deployment_id: int, reason: str, permanent: bool, now: float, took: float,
-                extra: dict[str, object]) -> None:
+    def _failed(self, repo: Repository, env: Environment, job: DeploymentJob, reason: str, permanent: bool,
+                now: float, took: float) -> None:
+        desired, deployed, extra = job.desired, job.deployed, job.log_extra()
         good = deployed.commit[:7] if deployed else "nothing"
-        if env.auto_rollback and decision.kind != "rollback" and deployed is not None and not permanent:
-            why = f"deployment #{deployment_id} of {desired.commit[:7]} failed: {reason}"
+        if env.auto_rollback and job.kind != Kind.ROLLBACK and deployed is not None and not permanent:
+            why = f"deployment #{job.id} of {desired.commit[:7]} failed: {reason}"
             self.store.mark_bad_tree(repo.name, env.name, desired.tree, why, now)
             try:
-                revert = make_revert(repo.path, env.branch, desired.commit, deployed.tree, requested_by="gitopsd",
-                                     reason=why, automatic=True)
+                revert = self.git.revert(repo, env.branch, desired.commit, deployed.tree, reason=why)
             except Exception as exc:   # e.g. the repository is not writable by the daemon, or git failed
                 first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
-                self._rollback_failed(repo, env, desired, deployed, deployment_id, reason,
-                                      f"automatic rollback failed: cannot write the revert to {repo.path}: {first}",
-                                      now, extra)
+                self._rollback_failed(repo, env, job, reason,
+                                      f"automatic rollback failed: cannot write the revert to {repo.path}: {first}")
                 return
             if revert is not None:
-                self.remember_cause(repo.name, revert, Cause("gitopsd", "auto-rollback", f"automatic rollback: {why}"))
+                self.remember_cause(repo.name, revert, Cause("gitopsd", Trigger.AUTO_ROLLBACK,
+                                                             f"automatic rollback: {why}"))
                 log.error("deployment failed in %.1fs (%s); rolling %s back to %s with revert %s", took, reason,
                           env.name, good, revert[:7], extra=extra)
                 return
-            self._rollback_failed(repo, env, desired, deployed, deployment_id, reason,
+            self._rollback_failed(repo, env, job, reason,
                                   f"automatic rollback not made: {env.branch} moved away from {desired.commit[:7]} "
-                                  f"meanwhile, and its new head is deployed instead", now, extra)
+                                  f"meanwhile, and its new head is deployed instead")
             return
         previous = self.store.failure(repo.name, env.name)
         failures = previous.failures + 1 if previous and previous.commit == desired.commit else 1
@@ -409,20 +391,21 @@ class Reconciler:
             assert retry_at is not None
             log.warning("deployment failed in %.1fs: %s; retry %d of %d in %.0fs", took, reason, failures,
                         env.retries, retry_at - now, extra=extra)
-            self.schedule(Look(repo.name, env.name, "retry"), retry_at)
+            self.schedule(Look(repo.name, env.name, Trigger.RETRY), retry_at)
 
-    def _rollback_failed(self, repo: Repository, env: Environment, desired: Head, deployed: Deployment | None,
-                         deployment_id: int, reason: str, problem: str, now: float, extra: dict[str, object]) -> None:
+    def _rollback_failed(self, repo: Repository, env: Environment, job: DeploymentJob, reason: str,
+                         problem: str) -> None:
         """A failed deployment whose automatic rollback failed too: a person must act; make sure one hears of it."""
+        desired = job.desired
         previous = self.store.failure(repo.name, env.name)
         failures = previous.failures + 1 if previous and previous.commit == desired.commit else 1
         self.store.record_failure(repo.name, env.name,
                                   FailureStatus(desired.commit, failures, None, True, problem, failed=True))
         log.error("deployment failed (%s) and %s; %s may run a half-deployed %s: fix that, then `gitopsd rollback %s` "
-                  "or push a fix", reason, problem, env.name, desired.commit[:7], env.name, extra=extra)
-        notify(env.notify, {"event": "rollback-failed", "repo": repo.name, "env": env.name, "commit": desired.commit,
-                            "tree": desired.tree, "deployment": deployment_id, "outcome": reason, "reason": problem,
-                            "previous_commit": deployed.commit if deployed else None})
+                  "or push a fix", reason, problem, env.name, desired.commit[:7], env.name, extra=job.log_extra())
+        self.notify(env.notify, {"event": "rollback-failed", "repo": repo.name, "env": env.name,
+                                 "commit": desired.commit, "tree": desired.tree, "deployment": job.id,
+                                 "outcome": reason, "reason": problem, "previous_commit": job.previous_commit})
 
     def _prune(self) -> None:
         """Delete exported trees of old deployments; their output and events stay for `gitopsd logs`."""

@@ -1,0 +1,176 @@
+"""The server configuration as typed, frozen values: what `config.load` returns and the core reads.
+
+Stdlib only (no YAML, no adapter): config.py parses and validates into these; the reconciler, a
+deployment and the checks read them. Each setting has one class (the HTTP and Prometheus checks
+are the same objects in the config and when they run).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .errors import ConfigurationError
+from .lookup import by_branch, by_name, by_path
+
+if TYPE_CHECKING:
+    from ..windows import Window
+
+
+@dataclass(frozen=True)
+class SandboxPolicy:
+    """What runs may see, from the configuration. `hide` lists gitopsd's own paths."""
+
+    enabled: bool = True
+    user: str | None = None                  # drop to this user when the daemon is root; None: stay
+    read_only: tuple[Path, ...] = ()
+    writable: tuple[Path, ...] = ()
+    hide: tuple[Path, ...] = ()
+    known_hosts: Path | None = None          # ssh's only known_hosts file (README, "SSH trust"); shown read-only
+    requirements_cache: Path | None = None   # roles and collections installed from trees' requirements.yml
+
+
+class CheckError(ConfigurationError, ValueError):
+    """A check that cannot be run as configured: raised before any request is made."""
+
+
+@dataclass(frozen=True)
+class HttpCheck:
+    """GET a URL on each host: `url` is a template over the host's variables, e.g.
+    "http://{ansible_host}:{app_port}/health". With `json_field` (a dotted path such as
+    "build.commit"), the body's field must name the deployed commit. `retries` are attempts
+    after the first, `interval` seconds apart; `timeout` is per attempt."""
+
+    url: str
+    expect_status: int = 200
+    json_field: str | None = None
+    timeout: float = 2.0
+    retries: int = 3
+    interval: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not 100 <= self.expect_status <= 599:
+            raise CheckError(f"expect_status {self.expect_status} is not an HTTP status")
+        if self.timeout <= 0 or self.retries < 0 or self.interval < 0:
+            raise CheckError("timeout must be positive, retries and interval not negative")
+        if self.json_field is not None and not all(self.json_field.split(".")):
+            raise CheckError(f"json_field {self.json_field!r} is not a dotted path like build.commit")
+
+
+@dataclass(frozen=True)
+class PrometheusCheck:
+    """An instant query against Prometheus at `url` (e.g. "http://prometheus:9090"); every
+    returned sample must lie within [min_value, max_value] (a missing bound is no bound).
+    `{commit}` and `{env}` in the query are replaced by the deployed commit and the environment,
+    e.g. `sum(rate(http_errors_total{env="{env}",commit="{commit}"}[5m]))`; other braces are
+    PromQL's. `name` names the check in results; by default the query itself."""
+
+    url: str
+    query: str
+    max_value: float | None = None
+    min_value: float | None = None
+    timeout: float = 5.0
+    name: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.timeout <= 0:
+            raise CheckError("timeout must be positive")
+        if self.min_value is not None and self.max_value is not None and self.min_value > self.max_value:
+            raise CheckError(f"min_value {self.min_value} is above max_value {self.max_value}")
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """Deploy in batches of hosts; a batch passes when its playbook run and all checks pass through its bake."""
+
+    batches: tuple[int | str, ...] = ("100%",)
+    max_fail_percentage: float = 0.0
+    bake: float = 0.0
+
+
+@dataclass(frozen=True)
+class Verify:
+    http: HttpCheck | None = None
+    playbook: str | None = None     # a verification playbook from the tree, run against each batch
+    prometheus: PrometheusCheck | None = None
+
+    @property
+    def any(self) -> bool:
+        return bool(self.http or self.playbook or self.prometheus)
+
+
+@dataclass(frozen=True)
+class Notify:
+    """Who hears about every failed deployment and every rollback: a command (JSON on stdin) and/or a webhook."""
+
+    command: tuple[str, ...] = ()
+    webhook: str | None = None
+
+
+@dataclass(frozen=True)
+class Environment:
+    """One deployment target: a branch whose head must run on an inventory's hosts."""
+
+    name: str
+    branch: str
+    promote_from: str
+    inventory: str
+    playbook: str
+    timeout: int = 900
+    auto_rollback: bool = False
+    retries: int = 3
+    retry_backoff: float = 10.0
+    retry_backoff_max: float = 300.0
+    windows: tuple[Window, ...] = ()          # deploy windows for promotions; rollbacks ignore them
+    override_by: tuple[str, ...] = ()         # identities allowed an emergency override of a closed window
+    rollout: Rollout | None = None
+    verify: Verify = Verify()
+    notify: Notify = Notify()
+    vault_password_file: Path | None = None   # Ansible Vault password (file or script), outside any repository
+
+
+@dataclass(frozen=True)
+class Repository:
+    """A bare deployment repository and its environments, in promotion order."""
+
+    name: str
+    path: Path
+    environments: tuple[Environment, ...]
+
+    def environment(self, name: str) -> Environment | None:
+        return by_name(self.environments, name)
+
+    def environment_for_branch(self, branch: str) -> Environment | None:
+        return by_branch(self.environments, branch)
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole server configuration, validated."""
+
+    source: Path
+    stamp: str = ""                # gate.file_stamp() of the file, taken before it was read
+    state_dir: Path = Path("/var/lib/gitopsd")
+    runtime_dir: Path = Path("/run/gitopsd")
+    sweep_interval: float = 60.0
+    max_parallel: int = 4
+    stop_grace: float = 60.0
+    keep_workdirs: int = 5
+    identity_env: tuple[str, ...] = ("GL_USER", "GITOPSD_USER", "REMOTE_USER")
+    repositories: tuple[Repository, ...] = field(default_factory=tuple)
+    sandbox: SandboxPolicy = SandboxPolicy()   # what playbook runs may see (sandbox.py); `hide` is filled in by the daemon
+    known_hosts: Path = Path("/var/lib/gitopsd/.ssh/known_hosts")   # the only host keys ssh accepts (README, "SSH trust")
+
+    def repository(self, name: str) -> Repository | None:
+        return by_name(self.repositories, name)
+
+    def repository_at(self, path: Path) -> Repository | None:
+        return by_path(self.repositories, path)
+
+    @property
+    def nudge_socket(self) -> Path:
+        return self.runtime_dir / "nudge.sock"
+
+    @property
+    def database(self) -> Path:
+        return self.state_dir / "state.db"
