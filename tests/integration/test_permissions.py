@@ -356,7 +356,7 @@ def test_init_keeps_the_configs_comments_mode_and_group_deploys_only_qa_and_its_
     time.sleep(2)   # qa has run main's tree: a branch at main would now pass the rule and deploy
     for env in ("staging", "production"):   # main was never promoted there: nothing is deployed
         row = server.status()[env]
-        assert row["state"] == "blocked" and row["deployed"] is None, row
+        assert row["state"] == "waiting-for-promotion" and row["deployed"] is None, row   # since 7cb8bb5
     assert "deploying" not in server.log.read_text().split("[shop/staging")[-1]
     # The next steps, as printed: a push of main to qa, then a promotion as root.
     assert "  git push origin main main:qa" in steps

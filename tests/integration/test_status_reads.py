@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from gitopsd import gitcli
 from gitopsd.config import load
-from gitopsd.decision import EMPTY_TREE
+from gitopsd.core.types import EMPTY_TREE
 from gitopsd.state import Store
 from gitopsd.status import all_status
 from tests.support import Sandbox, git
