@@ -179,13 +179,17 @@ class Demo:
         start_local_hosts(self.hosts_root, self.host_folders())
 
     def start_daemon(self) -> None:
-        say("Starting the daemon (gitopsd run): it deploys main's first commit to every environment")
+        say("Starting the daemon (gitopsd run): it deploys main's first commit to qa; staging and production wait")
         self.daemon = subprocess.Popen([*GITOPSD, "run"], env={**self.env, "JOURNAL_STREAM": "demo"}, text=True,
                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
         threading.Thread(target=self.stream_daemon, daemon=True).start()
         first = self.head("main")
-        for env in HOSTS:
-            self.wait_in_sync(env, first)
+        self.wait_in_sync("qa", first)
+        note("`gitopsd init` left staging and production at a placeholder: each waits for its first promotion.")
+        for src, dst in (("qa", "staging"), ("staging", "production")):
+            say(f"First promotion of {src} to {dst}: gitopsd promote makes a commit with exactly {src}'s tree")
+            self.run(*GITOPSD, "promote", src, dst)
+            self.wait_in_sync(dst, self.head(dst))
         self.show_hosts()
 
     def change_and_promote(self) -> tuple[str, str]:
@@ -204,10 +208,9 @@ class Demo:
         self.wait_in_sync("qa", change)
         self.show_hosts()
 
-        say("Promote qa to staging the same way: the same commit, the same tree")
-        self.git("fetch", "--quiet", "origin")
-        self.git("push", "origin", "origin/qa:refs/heads/staging")
-        self.wait_in_sync("staging", change)
+        say("Promote qa to staging: gitopsd promote, a commit with exactly the tree qa runs")
+        self.run(*GITOPSD, "promote", "qa", "staging")
+        self.wait_in_sync("staging", self.head("staging"))
         self.show_hosts()
 
         say("Release to production with a merge commit (git merge --no-ff staging), pushed")
@@ -239,9 +242,8 @@ class Demo:
         self.git("push", "--quiet", "origin", "main", "main:qa")
         broken = self.head("main")
         self.wait_in_sync("qa", broken)
-        self.git("fetch", "--quiet", "origin")
-        self.git("push", "--quiet", "origin", "origin/qa:refs/heads/staging")
-        self.wait_in_sync("staging", broken)
+        self.run(*GITOPSD, "promote", "qa", "staging", show=False)
+        self.wait_in_sync("staging", self.head("staging"))
         note(f"qa and staging run {broken[:7]} happily: the mistake only bites in production.")
         self.show_hosts()
 
