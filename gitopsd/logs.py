@@ -57,5 +57,5 @@ def setup(log_format: str = "plain", level: int = logging.INFO) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for noisy in ("apscheduler", "watchdog", "ansible_runner", "tzlocal"):
+    for noisy in ("apscheduler", "ansible_runner", "tzlocal"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

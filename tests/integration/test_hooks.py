@@ -149,7 +149,7 @@ def _run_hook_entry(sandbox: Sandbox, old: str, new: str, ref: str) -> tuple[sub
     return proc, modules - {"package"}
 
 
-HEAVY = {"yaml", "pygit2", "ansible", "ansible_runner", "watchdog", "apscheduler", "dataclasses", "subprocess",
+HEAVY = {"yaml", "pygit2", "ansible", "ansible_runner", "inotify_simple", "apscheduler", "dataclasses", "subprocess",
          "json", "pathlib", "typing", "socket", "re", "argparse"}
 
 
