@@ -272,6 +272,7 @@ def _show_status(args: argparse.Namespace, config: Any, unavailable: dict[str, s
     store = Store(config.database, readonly=True)
     try:
         rows = all_status(config, store, args.repo, unavailable)
+        unwatched = {r: why for r, why in store.unwatched().items() if args.repo in (None, r)}
     finally:
         store.close()
     if args.json:
@@ -287,6 +288,9 @@ def _show_status(args: argparse.Namespace, config: Any, unavailable: dict[str, s
     for r in rows:
         if r.reason:
             print(f"{r.repo}/{r.env}: {r.reason}")
+    for repo, why in unwatched.items():
+        print(f"{repo}: branch moves are not watched ({why}); the push nudge and the sweep every "
+              f"{config.sweep_interval:g}s still find them (`gitopsd doctor`, or the daemon's log, says how to fix it)")
     return 0
 
 

@@ -165,7 +165,8 @@ class Daemon:
         self.reconciler = Reconciler(config, self.store, PygitPort(), real_toolbox(config),
                                      submit=self.pool.submit, schedule=self.schedule, on_change=self._status,
                                      judge=PolicyJudge(lambda: self.reconciler.config, self.store), notify=notify)
-        self._adopting = 0   # environments the startup sweep found to deploy, until all are done
+        self._adopting = 0
+        self._unwatched_recorded: dict[str, str] | None = None   # environments the startup sweep found to deploy, until all are done
         self.listener: Listener | None = None
         self.watcher: RefWatcher | None = None
         self.sweeper: Sweeper | None = None
@@ -179,12 +180,23 @@ class Daemon:
 
     def sweep(self, trigger: str = Trigger.SWEEP, newest_first: bool = False) -> None:
         """Look at every repository; `newest_first`: the most recently moved branches first (adoption after a stop)."""
+        self._record_unwatched()
         repos = list(self.config.repositories)
         if newest_first:
             repos.sort(key=lambda r: max((_mtime(r.path / "refs" / "heads" / e.branch) for e in r.environments),
                                          default=0.0) or _mtime(r.path / "packed-refs"), reverse=True)
         for repo in repos:
             self.requests.put(Look(repo.name, None, trigger))
+
+    def _record_unwatched(self) -> None:
+        """Tell `gitopsd status` which repositories only the nudge and the sweep look at (when that changes)."""
+        unwatched = self.watcher.unwatched if self.watcher is not None else {}
+        if unwatched != self._unwatched_recorded:
+            try:
+                self.store.set_unwatched(unwatched)
+                self._unwatched_recorded = unwatched
+            except sqlite3.Error as exc:
+                log.warning("could not record the unwatched repositories for `gitopsd status`: %s", exc)
 
     def _on_ref_change(self, repo: str) -> None:
         self.schedule(Look(repo, None, Trigger.WATCH), time.time() + WATCH_DELAY)

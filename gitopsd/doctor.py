@@ -48,6 +48,7 @@ def diagnose(config_path: Path, *, git_user: str | None = None, service_user: st
     if config.sandbox.enabled:
         findings.append(Finding(shutil.which("bwrap") is not None, "bubblewrap (bwrap) is installed for the sandbox",
                                 "apt-get install bubblewrap"))
+    findings += _checked("the ref watcher", partial(_watched, config))
     if service is None:
         return findings
     pushers: dict[str, list[Repository]] = {}
@@ -59,6 +60,19 @@ def diagnose(config_path: Path, *, git_user: str | None = None, service_user: st
         for repo in repos:
             findings += _checked(f"repository {repo.path}", partial(_repository, config, repo, pusher, service, git_user))
     return findings
+
+
+def _watched(config: Config) -> list[Finding]:
+    """Repositories the running daemon could not watch (it says so in the store; the sysctl is in its log)."""
+    if not config.database.exists():
+        return []
+    from .state import Store
+    with Store(config.database, readonly=True) as store:
+        unwatched = store.unwatched()
+    return [Finding(False, f"the daemon does not watch {repo}'s branches ({why}); pushes still deploy through the "
+                           "nudge and the sweep", "raise fs.inotify.max_user_watches / max_user_instances "
+                           "(sysctl -w ..., and a file in /etc/sysctl.d/), then systemctl reload gitopsd")
+            for repo, why in unwatched.items()] or [Finding(True, "the daemon watches every repository's branches")]
 
 
 def _checked(what: str, check: Callable[[], list[Finding]]) -> list[Finding]:

@@ -48,6 +48,10 @@ CREATE TABLE IF NOT EXISTS env_status (
     reason TEXT,
     PRIMARY KEY (repo, env)
 );
+CREATE TABLE IF NOT EXISTS unwatched_repos (   -- repositories the daemon's ref watcher cannot watch now, and why
+    repo TEXT PRIMARY KEY,
+    reason TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS env_heads (    -- each environment branch's head as the daemon last read it
     repo TEXT NOT NULL,
     env TEXT NOT NULL,
@@ -320,6 +324,25 @@ class Store:
         """Remember an environment branch's head and its tree (status reads the tree here, not from git)."""
         self._write("INSERT OR REPLACE INTO env_heads (repo, env, commit_id, tree) VALUES (?, ?, ?, ?)",
                     (repo, env, commit, tree))
+
+    def set_unwatched(self, unwatched: dict[str, str]) -> None:
+        """Record which repositories the ref watcher cannot watch (inotify limits, a folder gone), and why."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute("DELETE FROM unwatched_repos")
+                self._db.executemany("INSERT INTO unwatched_repos (repo, reason) VALUES (?, ?)", unwatched.items())
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def unwatched(self) -> dict[str, str]:
+        """Repositories the running daemon cannot watch, with the reason (empty for an older store)."""
+        try:
+            return {r["repo"]: r["reason"] for r in self._rows("SELECT repo, reason FROM unwatched_repos ORDER BY repo")}
+        except sqlite3.OperationalError:
+            return {}
 
     def recorded_heads(self) -> dict[tuple[str, str], tuple[str, str]]:
         """(repo, env) -> (commit, tree) of every head the daemon recorded."""
