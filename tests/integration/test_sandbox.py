@@ -143,7 +143,7 @@ def test_an_inventory_is_read_in_the_sandbox_time_limited_and_reaped(server):
     started = time.monotonic()
     with pytest.raises(InventoryError, match="after 2s"):
         runner.read_hosts(tree / "hosts.yml", ("app_port",), workdir=tree, data_dir=tree.parent / "inv",
-                          marker="test-inv", timeout=2, cancel=threading.Event(), policy=server.policy())
+                          marker=f"test-{uuid.uuid4().hex[:8]}", timeout=2, cancel=threading.Event(), policy=server.policy())
     assert time.monotonic() - started < 10
     assert not [p for p in psutil.process_iter(["cmdline"]) if p.info["cmdline"] and "317" in p.info["cmdline"]]
 
@@ -152,13 +152,13 @@ def test_an_inventory_lookup_cannot_read_the_config(server):
     tree = server.export({"group_vars/all.yml": f"secret: \"{{{{ lookup('file', '{server.config}') }}}}\"\n"})
     with pytest.raises(InventoryError, match="secret"):
         runner.read_hosts(tree / "hosts.yml", ("secret",), workdir=tree, data_dir=tree.parent / "inv",
-                          marker="test-inv2", timeout=30, cancel=threading.Event(), policy=server.policy())
+                          marker=f"test-{uuid.uuid4().hex[:8]}", timeout=30, cancel=threading.Event(), policy=server.policy())
 
 
 def test_an_inventory_gives_its_hosts_and_variables(server):
     tree = server.export({"group_vars/all.yml": "app_port: \"{{ 18000 + 11 }}\"\n"})
     hosts = runner.read_hosts(tree / "hosts.yml", ("app_port", "ansible_host"), workdir=tree,
-                              data_dir=tree.parent / "inv", marker="test-inv3", timeout=30, cancel=threading.Event(),
+                              data_dir=tree.parent / "inv", marker=f"test-{uuid.uuid4().hex[:8]}", timeout=30, cancel=threading.Event(),
                               policy=server.policy())
     assert [(h.name, h.vars) for h in hosts] == [("h1", {"app_port": "18011", "ansible_host": "h1"})]
 
