@@ -8,9 +8,10 @@ import socket
 import tempfile
 from pathlib import Path
 
-from . import gitcli, hooks
+from .adapters import gitcli
+from . import install_hooks
 from .core.errors import UserError
-from .gate import DEFAULT_CONFIG
+from .gate.snapshot import DEFAULT_CONFIG
 from .config import add_repository, repository_entry
 
 SAMPLE_PARTS = ("app", "playbooks", "environments")
@@ -85,7 +86,7 @@ def init_repository(repo: Path, config_path: Path, *, name: str | None = None, s
     else:
         out.append("main does not exist yet: push your content to main, then run `gitopsd init` again to create "
                    "the environment branches (or use --sample)")
-    service = hooks.daemon_user(service_user)
+    service = install_hooks.daemon_user(service_user)
     group = pwd.getpwnam(service).pw_gid if service and os.geteuid() == 0 else None
     if add_repository(config_path, entry, defaults={"state_dir": "/var/lib/gitopsd", "runtime_dir": "/run/gitopsd",
                                                      "sweep_interval": 60}, new_file_group=group):
@@ -93,8 +94,8 @@ def init_repository(repo: Path, config_path: Path, *, name: str | None = None, s
     else:
         out.append(f"{config_path} already has a repository named {repo_name!r}; left it as it is")
     # After the config names the repository; as root, also gives it to the git user and the daemon's group.
-    out += hooks.install_hooks(repo, config_path, git_user=git_user, service_user=service_user)
-    return out + next_steps(repo, config_path, hooks.pushing_user(repo, git_user), service)
+    out += install_hooks.install_hooks(repo, config_path, git_user=git_user, service_user=service_user)
+    return out + next_steps(repo, config_path, install_hooks.pushing_user(repo, git_user), service)
 
 
 def waiting_commit(repo: Path, env: str, source: str) -> str:
@@ -107,7 +108,7 @@ def waiting_commit(repo: Path, env: str, source: str) -> str:
 
 def next_steps(repo: Path, config_path: Path, pusher: str | None, service: str | None) -> list[str]:
     """What to run next, in order; each works as printed (a test follows them)."""
-    exe = hooks.gitopsd_executable()
+    exe = install_hooks.gitopsd_executable()
     cfg = "" if config_path.resolve() == Path(DEFAULT_CONFIG) else f" --config {config_path.resolve()}"
     remote = pusher not in (None, "root") and pwd.getpwuid(os.geteuid()).pw_name != pusher
     url = f"{pusher}@{socket.gethostname()}:{repo}" if remote else str(repo)

@@ -8,10 +8,10 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from . import gate
+from .gate import snapshot
 from .core.errors import GitopsdError, UserError
 
-DEFAULT_CONFIG = os.environ.get("GITOPSD_CONFIG", gate.DEFAULT_CONFIG)
+DEFAULT_CONFIG = os.environ.get("GITOPSD_CONFIG", snapshot.DEFAULT_CONFIG)
 
 DESCRIPTION = """\
 GitOps for ordinary servers: environment branches (qa, staging, production) of a bare Git
@@ -113,7 +113,7 @@ def cli_identity() -> str:
 
 
 def _nudge(config: Any, repo: Any, trigger: str, commits: tuple[str, ...] = (), reason: str | None = None) -> bool:
-    from .nudge import Nudge, send
+    from .gate.nudge import Nudge, send
     return send(config.nudge_socket, Nudge(repo=str(repo.path), trigger=trigger, actor=cli_identity(), commits=commits,
                                            reason=reason))
 
@@ -144,7 +144,7 @@ def content_warnings(config: Any) -> list[str]:
 
     Warnings, not errors: the content moves with every push, the config does not. One git process per repository.
     """
-    from . import gitcli
+    from .adapters import gitcli
     from .core.types import EMPTY_TREE
     warnings = []
     for repo in config.repositories:
@@ -177,16 +177,16 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_hook(args: argparse.Namespace) -> int:
-    from . import receive
+    from .gate import receive
     return receive.pre_receive(args.config, args.database or "", sys.stdin.read())
 
 
 def cmd_install_hooks(args: argparse.Namespace) -> int:
-    from . import hooks
+    from . import install_hooks
     repo = Path(args.repo).resolve()
     try:
-        done = hooks.install_hooks(repo, Path(args.config), git_user=args.git_user, service_user=args.service_user)
-    except (FileNotFoundError, FileExistsError, PermissionError, hooks.HookError) as exc:
+        done = install_hooks.install_hooks(repo, Path(args.config), git_user=args.git_user, service_user=args.service_user)
+    except (FileNotFoundError, FileExistsError, PermissionError, install_hooks.HookError) as exc:
         raise UserError(str(exc)) from exc
     for line in done:
         print(f"{repo}/{line}" if line.startswith("hooks/") else line)
@@ -196,7 +196,7 @@ def cmd_install_hooks(args: argparse.Namespace) -> int:
 def cmd_init(args: argparse.Namespace) -> int:
     from .bootstrap import init_repository
     from .config import ConfigEditError
-    from .hooks import HookError
+    from .install_hooks import HookError
     try:
         lines = init_repository(Path(args.repo), Path(args.config), name=args.name, sample=args.sample,
                                 git_user=args.git_user, service_user=args.service_user)
@@ -267,7 +267,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def _show_status(args: argparse.Namespace, config: Any, unavailable: dict[str, str]) -> int:
-    from .state import Store
+    from .adapters.store import Store
     from .status import all_status, ago
     store = Store(config.database, readonly=True)
     try:
@@ -295,7 +295,7 @@ def _show_status(args: argparse.Namespace, config: Any, unavailable: dict[str, s
 
 
 def cmd_history(args: argparse.Namespace) -> int:
-    from .state import Store
+    from .adapters.store import Store
     from .status import ago
     config, _unavailable = _read_config(args)
     if args.repo:
@@ -332,7 +332,7 @@ def deployment_json(d: Any) -> dict[str, Any]:
 
 def cmd_logs(args: argparse.Namespace) -> int:
     from .core.types import DeploymentFolders
-    from .state import Store
+    from .adapters.store import Store
     config, _unavailable = _read_config(args)
     with Store(config.database, readonly=True) as store:
         dep = store.get(args.deployment_id)
@@ -360,9 +360,9 @@ def cmd_logs(args: argparse.Namespace) -> int:
 def cmd_rollback(args: argparse.Namespace) -> int:
     import time
 
-    from . import gitcli
+    from .adapters import gitcli
     from .revert import move_to_revert, rollback_target, write_revert
-    from .state import Store
+    from .adapters.store import Store
     config = _config(args)
     repo = _repo(config, args.repo)
     env = _env(repo, args.env)
@@ -399,9 +399,10 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
-    from . import gate, gitcli
-    from .promotion import promote
-    from .state import Store
+    from .gate import snapshot
+    from .adapters import gitcli
+    from .gate.promotion import promote
+    from .adapters.store import Store
     config = _config(args)
     repo = _repo(config, args.repo)
     dst = _env(repo, args.dst)
@@ -414,7 +415,7 @@ def cmd_promote(args: argparse.Namespace) -> int:
     dst_head = gitcli.branch_head(repo.path, dst.branch)
     if src_head is None or dst_head is None:
         raise UserError(f"branch {src_branch if src_head is None else dst.branch} does not exist in {repo.path}")
-    view = gate.from_config(config).repository(repo.name)   # what the hook judges with, too
+    view = snapshot.from_config(config).repository(repo.name)   # what the hook judges with, too
     assert view is not None
     store = Store(config.database, readonly=True)
     try:
@@ -442,9 +443,9 @@ def cmd_promote(args: argparse.Namespace) -> int:
 def cmd_retry(args: argparse.Namespace) -> int:
     import time
 
-    from . import gitcli
-    from .nudge import user_name
-    from .state import Store
+    from .adapters import gitcli
+    from .gate.nudge import user_name
+    from .adapters.store import Store
     config = _config(args)
     repo = _repo(config, args.repo)
     env = _env(repo, args.env)
@@ -480,7 +481,7 @@ def cmd_retry(args: argparse.Namespace) -> int:
 def cmd_suspend(args: argparse.Namespace) -> int:
     import time
 
-    from .state import Store
+    from .adapters.store import Store
     config = _config(args)
     repo = _repo(config, args.repo)
     env = _env(repo, args.env)
@@ -498,7 +499,7 @@ def cmd_suspend(args: argparse.Namespace) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from .state import Store
+    from .adapters.store import Store
     config = _config(args)
     repo = _repo(config, args.repo)
     env = _env(repo, args.env)
@@ -516,8 +517,8 @@ def cmd_resume(args: argparse.Namespace) -> int:
 def cmd_sync(args: argparse.Namespace) -> int:
     import time
 
-    from . import gitcli
-    from .state import Store
+    from .adapters import gitcli
+    from .adapters.store import Store
     config = _config(args)
     repo = _repo(config, args.repo)
     env = _env(repo, args.env)
@@ -548,8 +549,8 @@ def cmd_wait(args: argparse.Namespace) -> int:
     """Wait for a commit's deployment to succeed (0), fail (1) or for the timeout (2), saying so in one line."""
     import time
 
-    from . import gitcli
-    from .state import Store
+    from .adapters import gitcli
+    from .adapters.store import Store
     from .status import environment_status
     config = _config(args)
     repo = _repo(config, args.repo)
@@ -826,7 +827,7 @@ def _explain(args: argparse.Namespace, exc: Exception) -> str:
     """One line on a store, file or git error; for the state database, what is wrong with it and what to do."""
     import sqlite3
 
-    from .storeerrors import explain
+    from .adapters.storeerrors import explain
     try:
         database = str(_config(args).database)
     except Exception:   # no config to name the store by: say what failed, where

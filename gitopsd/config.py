@@ -22,9 +22,9 @@ import yaml
 from .core.errors import ConfigurationError
 from .core.settings import (CheckError, Config, Environment, HttpCheck, Notify, PrometheusCheck, Repository, Rollout,
                             SandboxPolicy, Verify)
-from .gate import file_stamp
-from .sandbox import SandboxError, check as sandbox_check, default_user as default_sandbox_user
-from .windows import Window, WindowError, Cron, parse_duration
+from .gate.snapshot import file_stamp
+from .adapters.sandbox import SandboxError, check as sandbox_check, default_user as default_sandbox_user
+from .gate.windows import Window, WindowError, Cron, parse_duration
 
 # Re-exported: the settings classes are what `load` returns.
 __all__ = ["Config", "ConfigEditError", "ConfigError", "Environment", "HttpCheck", "Notify", "PrometheusCheck",

@@ -22,25 +22,25 @@ from types import FrameType
 from typing import IO, Callable
 
 from . import config as config_mod
-from . import gate
-from . import hooks
-from . import policy
-from . import runner
-from . import sandbox
+from .gate import snapshot
+from . import install_hooks
+from .gate import policy
+from .adapters import runner
+from .adapters import sandbox
 from .config import Config, ConfigError
 from .core.deployment import Toolbox
 from .core.ports import Verdict
 from .core.reconcile import Cause, Look, Reconciler
 from .core.settings import HttpCheck, PrometheusCheck, SandboxPolicy
 from .core.types import CheckResult, Deployment, DeploymentFolders, Head, HostInfo, PlaybookRun, RunOutcome, Trigger
-from .gitrepo import GitRepository
-from .listener import Listener
-from .notify import notify
+from .adapters.gitrepo import GitRepository
+from .adapters.listener import Listener
+from .adapters.notifications import notify
 from .revert import make_revert
-from .sdnotify import Notifier
-from .state import Store
-from .sweep import Sweeper
-from .watch import RefWatcher
+from .adapters.systemd import Notifier
+from .adapters.store import Store
+from .adapters.sweep import Sweeper
+from .adapters.watch import RefWatcher
 
 log = logging.getLogger("gitopsd.daemon")
 
@@ -70,13 +70,13 @@ class PolicyJudge:
 
     def __init__(self, config: Callable[[], Config], store: Store):
         self.config, self.store = config, store
-        self._gate: tuple[Config, gate.GateConfig] | None = None
+        self._gate: tuple[Config, snapshot.GateConfig] | None = None
 
     def __call__(self, repo: config_mod.Repository, env: config_mod.Environment, desired: Head,
                  deployed: Deployment | None, check_windows: bool) -> Verdict:
         config = self.config()
         if self._gate is None or self._gate[0] is not config:   # rebuilt after a reload
-            self._gate = (config, gate.from_config(config))
+            self._gate = (config, snapshot.from_config(config))
         view = self._gate[1].repository(repo.name)
         gate_env = view.environment(env.name) if view else None
         if view is None or gate_env is None:
@@ -94,7 +94,7 @@ def sandbox_policy(config: Config) -> SandboxPolicy:
 
 def real_toolbox(config: Config) -> Toolbox:
     """Ansible (in the sandbox), its inventory parser (in the sandbox too) and the HTTP/Prometheus checks, for real."""
-    from . import checks
+    from .adapters import checks
     sandboxed = sandbox_policy(config)
 
     def run_playbook(run: PlaybookRun, cancel: threading.Event) -> RunOutcome:
@@ -315,16 +315,16 @@ class Daemon:
                 stop(signum, None)
 
     def _save_gate(self) -> None:
-        """Give the pre-receive hook the configuration this daemon enforces, without YAML (see gate.py)."""
+        """Give the pre-receive hook the configuration this daemon enforces, without YAML (see gate/snapshot.py)."""
         try:
-            self.store.save_gate(gate.from_config(self.config))
+            self.store.save_gate(snapshot.from_config(self.config))
         except sqlite3.Error as exc:   # the hook then reads the config file: slower, same rule
             log.warning("could not save the configuration snapshot for the hook: %s", exc)
 
     def _refresh_hooks(self) -> None:
         """Point each repository's hook at this config and database: `state_dir` may have changed since install-hooks."""
         for repo in self.config.repositories:
-            changed, problem = hooks.refresh_settings(repo.path, self.config.source, self.config.database)
+            changed, problem = install_hooks.refresh_settings(repo.path, self.config.source, self.config.database)
             if problem:
                 log.warning("%s", problem, extra={"repo": repo.name})
             elif changed:
@@ -445,7 +445,7 @@ def run(config_path: Path) -> int:
         log.error("%s", exc)
         return 1
     except (sqlite3.Error, OSError) as exc:
-        from .storeerrors import explain
+        from .adapters.storeerrors import explain
         log.error("refusing to start: %s", explain(str(cfg.database), exc))
         log.debug("the error in full:", exc_info=True)
         return 1

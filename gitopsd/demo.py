@@ -49,7 +49,7 @@ def start_local_hosts(hosts_root: Path, folders: list[Path]) -> None:
     The supervisor (app/launch.py supervise) is what systemd is on a real host: playbooks run in
     a sandbox whose processes all end with the run, so they ask it to (re)start the app.
     """
-    from .sandbox import default_user
+    from .adapters.sandbox import default_user
     user = default_user()
     for folder in folders:
         folder.mkdir(parents=True, exist_ok=True)

@@ -18,7 +18,8 @@ from functools import partial
 from pathlib import Path
 from typing import Callable
 
-from . import gitcli, hooks
+from .adapters import gitcli
+from . import install_hooks
 from .config import Config, ConfigError, Repository, load
 
 
@@ -41,8 +42,8 @@ def diagnose(config_path: Path, *, git_user: str | None = None, service_user: st
     except ConfigError as exc:
         return [Finding(False, f"{config_path}: the configuration has problems: {exc.problems[0]}",
                         f"gitopsd check-config --config {config_path}")]
-    name = hooks.daemon_user(service_user)
-    service = hooks._user(name)
+    name = install_hooks.daemon_user(service_user)
+    service = install_hooks._user(name)
     findings = [Finding(service is not None, f"service user {name or 'gitopsd'}" + ("" if service else " does not exist"),
                         f"gitopsd install-service --config {config.source}")]
     if config.sandbox.enabled:
@@ -53,7 +54,7 @@ def diagnose(config_path: Path, *, git_user: str | None = None, service_user: st
         return findings
     pushers: dict[str, list[Repository]] = {}
     for repo in config.repositories:
-        pushers.setdefault(hooks.pushing_user(repo.path, git_user) or "", []).append(repo)
+        pushers.setdefault(install_hooks.pushing_user(repo.path, git_user) or "", []).append(repo)
     for pusher in sorted(pushers):
         findings += _checked(f"the git user {pusher}", partial(_pusher, config, pusher, service))
     for pusher, repos in sorted(pushers.items()):
@@ -66,7 +67,7 @@ def _watched(config: Config) -> list[Finding]:
     """Repositories the running daemon could not watch (it says so in the store; the sysctl is in its log)."""
     if not config.database.exists():
         return []
-    from .state import Store
+    from .adapters.store import Store
     with Store(config.database, readonly=True) as store:
         unwatched = store.unwatched()
     return [Finding(False, f"the daemon does not watch {repo}'s branches ({why}); pushes still deploy through the "
@@ -86,7 +87,7 @@ def _checked(what: str, check: Callable[[], list[Finding]]) -> list[Finding]:
 # -- the git user: the daemon's group, the state and the socket -----------------------------------------
 
 def _pusher(config: Config, name: str, service: pwd.struct_passwd) -> list[Finding]:
-    user = hooks._user(name)
+    user = install_hooks._user(name)
     if user is None:
         return [Finding(False, f"the git user {name or '(none)'} does not exist: who pushes? (the repository "
                                "belongs to root and there is no user git)", "gitopsd doctor --git-user USER")]
@@ -157,11 +158,11 @@ def _repository(config: Config, repo: Repository, pusher_name: str, service: pwd
     if not (path / "objects").is_dir() or not (path / "config").is_file():
         return [Finding(False, f"{path} is not a bare Git repository (or cannot be read)",
                         f"gitopsd init {path} --config {config.source}")]
-    pusher = hooks._user(pusher_name)
+    pusher = install_hooks._user(pusher_name)
     group = grp.getgrgid(service.pw_gid).gr_name
     options = f" --git-user {pusher_name}" if git_user else ""
     options += f" --service-user {service.pw_name}" if service.pw_name != "gitopsd" else ""
-    install = f"{hooks.gitopsd_executable()} install-hooks {path} --config {config.source}{options}"
+    install = f"{install_hooks.gitopsd_executable()} install-hooks {path} --config {config.source}{options}"
     found = [_layout(path, pusher, service, group, install),
              _writable(path, service, install),
              _safe_directory(path, service)]
@@ -177,10 +178,10 @@ def _layout(path: Path, pusher: pwd.struct_passwd | None, service: pwd.struct_pa
     wrong = []
     if pusher is not None and info.st_uid != pusher.pw_uid:
         wrong.append(f"it belongs to {owner}, not {pusher.pw_name}")
-    shared = hooks.get_setting(path, "core.sharedRepository")
+    shared = install_hooks.get_setting(path, "core.sharedRepository")
     if (shared or "").lower() not in ("group", "true", "1"):
         wrong.append(f"core.sharedRepository is {shared or 'not set'}, not group")
-    bad = [p for p in [path, *hooks._tree(path)] if not p.is_symlink() and _unshared(p, service.pw_gid)]
+    bad = [p for p in [path, *install_hooks._tree(path)] if not p.is_symlink() and _unshared(p, service.pw_gid)]
     if bad:
         mode = stat.filemode(bad[0].lstat().st_mode)
         wrong.append(f"{len(bad)} files or folders are not {group}'s with group access, e.g. {bad[0]} ({mode} "
@@ -214,10 +215,10 @@ def _safe_directory(path: Path, service: pwd.struct_passwd) -> Finding:
     """git and pygit2 refuse a repository another user owns unless safe.directory names it."""
     if path.stat().st_uid == service.pw_uid:
         return Finding(True, f"{service.pw_name} owns {path}: no safe.directory needed")
-    fix = hooks.trust_command(path, service.pw_name)
-    prefix = hooks.as_user(service, [])
+    fix = install_hooks.trust_command(path, service.pw_name)
+    prefix = install_hooks.as_user(service, [])
     if prefix is None:   # not root: read its config instead of asking git as that user
-        trusted = {str(path), "*"} & set(hooks.safe_directories(service))
+        trusted = {str(path), "*"} & set(install_hooks.safe_directories(service))
         return Finding(bool(trusted), f"{service.pw_name}'s safe.directory names {path}", fix)
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": service.pw_dir}
     code, stderr = gitcli.opens_as(prefix, path, env)
@@ -229,23 +230,23 @@ def _safe_directory(path: Path, service: pwd.struct_passwd) -> Finding:
 
 
 def _hook(config: Config, path: Path, pusher: pwd.struct_passwd | None, install: str) -> list[Finding]:
-    shim = (hooks.shim_source() / "pre-receive").read_text(encoding="utf-8")
+    shim = (install_hooks.shim_source() / "pre-receive").read_text(encoding="utf-8")
     target = path / "hooks" / "pre-receive"
     try:
         installed = target.read_text(encoding="utf-8", errors="replace") == shim and os.access(target, os.X_OK)
     except OSError:
         installed = False
     found = [Finding(installed, f"{target} is gitopsd's hook", install)]
-    python, entry = hooks.get_setting(path, "gitopsd.python"), hooks.get_setting(path, "gitopsd.entry")
+    python, entry = install_hooks.get_setting(path, "gitopsd.python"), install_hooks.get_setting(path, "gitopsd.entry")
     if pusher is not None:
-        problem = hooks.hook_python_problem(pusher.pw_name, python, entry)
-        here = hooks.hook_python_problem(pusher.pw_name, sys.executable,
-                                         str(Path(hooks.__file__).with_name("hook_entry.py")))
+        problem = install_hooks.hook_python_problem(pusher.pw_name, python, entry)
+        here = install_hooks.hook_python_problem(pusher.pw_name, sys.executable,
+                                                 str(Path(install_hooks.__file__).with_name("hook_entry.py")))
         fix = (f"{Path(sys.executable).parent / 'gitopsd'} install-hooks {path} --config {config.source}"
-               if problem and here is None else hooks.PYTHON_ADVICE)
+               if problem and here is None else install_hooks.PYTHON_ADVICE)
         found.append(Finding(problem is None, problem or f"{pusher.pw_name} can run the hook's Python {python}", fix))
     for key, wanted in (("gitopsd.database", str(config.database)), ("gitopsd.config", str(config.source.resolve()))):
-        recorded = hooks.get_setting(path, key)
+        recorded = install_hooks.get_setting(path, key)
         found.append(Finding(recorded == wanted, f"the hook's {key} is {recorded or 'not set'}"
                              + ("" if recorded == wanted else f", but the config says {wanted}: pushes take the slow "
                                                              "path (or read the wrong records)"),

@@ -10,6 +10,6 @@ import sys
 
 sys.path.append(os.path.dirname(os.path.dirname(os.path.realpath(__file__))))
 
-from gitopsd.receive import main  # noqa: E402  (the path must be set first)
+from gitopsd.gate.receive import main  # noqa: E402  (the path must be set first)
 
 sys.exit(main(sys.argv[1:]))

@@ -20,9 +20,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
-from . import gitcli, runner, sandbox
-from .gitrepo import ExportError, GitRepository, resolve_inside
-from .inventory import InventoryError
+from .adapters import gitcli, runner, sandbox
+from .adapters.gitrepo import ExportError, GitRepository, resolve_inside
+from .adapters.inventory import InventoryError
 
 SSH_CONNECTIONS = ("ssh", "smart", "paramiko", "")   # connections that check host keys (""/unset: ssh)
 SCAN_TIMEOUT = 5

@@ -17,8 +17,8 @@ from pathlib import Path
 
 from .config import read_yaml
 from .core.errors import ConfigurationError
-from .gate import DEFAULT_CONFIG
-from .hooks import gitopsd_executable
+from .gate.snapshot import DEFAULT_CONFIG
+from .install_hooks import gitopsd_executable
 
 HOME = Path("/var/lib/gitopsd")          # the unit's StateDirectory=gitopsd, also the service user's home
 RUNTIME = Path("/run/gitopsd")           # the unit's RuntimeDirectory=gitopsd

@@ -9,11 +9,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from . import gitcli
+from .adapters import gitcli
 from .config import Config, Environment, Repository
 from .core.decide import decide_from_store
 from .core.types import Action, Deployment, Head, Result, iso
-from .state import Store
+from .adapters.store import Store
 
 # The reconciler's decision, as `status` names it.
 STATES = {Action.BUSY: "deploying", Action.MISSING: "missing-branch", Action.IN_SYNC: "in-sync",

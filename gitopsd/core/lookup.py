@@ -1,4 +1,4 @@
-"""The configuration's lookups, shared by its two shapes: core/settings.py (the daemon, the CLI) and gate.py (the hook).
+"""The configuration's lookups, shared by its two shapes: core/settings.py (the daemon, the CLI) and gate/snapshot.py (the hook).
 
 The hook keeps its own light classes (no dataclasses, no YAML: it runs on every push), but both
 shapes find repositories and environments with these functions, so they cannot answer differently.

@@ -14,7 +14,7 @@ from .errors import ConfigurationError
 from .lookup import by_branch, by_name, by_path
 
 if TYPE_CHECKING:
-    from ..windows import Window
+    from ..gate.windows import Window
 
 
 @dataclass(frozen=True)
@@ -158,7 +158,7 @@ class Config:
     keep_workdirs: int = 5
     identity_env: tuple[str, ...] = ("GL_USER", "GITOPSD_USER", "REMOTE_USER")
     repositories: tuple[Repository, ...] = field(default_factory=tuple)
-    sandbox: SandboxPolicy = SandboxPolicy()   # what playbook runs may see (sandbox.py); `hide` is filled in by the daemon
+    sandbox: SandboxPolicy = SandboxPolicy()   # what playbook runs may see (adapters/sandbox.py); `hide` is filled in by the daemon
     known_hosts: Path = Path("/var/lib/gitopsd/.ssh/known_hosts")   # the only host keys ssh accepts (README, "SSH trust")
 
     def repository(self, name: str) -> Repository | None:

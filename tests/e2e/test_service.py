@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gitopsd.gate import file_stamp
+from gitopsd.gate.snapshot import file_stamp
 from gitopsd.service import render_unit
 from tests.support import GITOPSD, Daemon, Sandbox, run
 
@@ -158,7 +158,7 @@ def test_watchdog_pings_stop_when_the_main_loop_is_wedged(sandbox):
         ref = sandbox.repo / "refs" / "heads" / "staging"
         ref.unlink()
         os.mkfifo(ref)
-        from gitopsd.nudge import Nudge, send
+        from gitopsd.gate.nudge import Nudge, send
         send(sandbox.runtime / "nudge.sock", Nudge(repo=str(sandbox.repo), trigger="push"))
         time.sleep(1.0)
         t0 = time.monotonic()

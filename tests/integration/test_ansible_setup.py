@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from gitopsd import sandbox
-from gitopsd.runner import PlaybookRun, RunOutcome, run_playbook
-from gitopsd.sandbox import SandboxPolicy
+from gitopsd.adapters import sandbox
+from gitopsd.adapters.runner import PlaybookRun, RunOutcome, run_playbook
+from gitopsd.adapters.sandbox import SandboxPolicy
 
 pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap is not installed")
 BIN = Path(sys.executable).parent

@@ -12,9 +12,9 @@ from typing import Callable
 
 import pytest
 
-from gitopsd.checks import (CheckError, HttpCheck, PrometheusCheck, commit_matches, render_query, render_url,
+from gitopsd.adapters.checks import (CheckError, HttpCheck, PrometheusCheck, commit_matches, render_query, render_url,
                             run_http, run_prometheus)
-from gitopsd.inventory import HostInfo
+from gitopsd.adapters.inventory import HostInfo
 
 COMMIT = "5d1c2e9a0b7f3c4d5e6f708192a3b4c5d6e7f809"
 OTHER = "8a0b7f3c4d5e6f708192a3b4c5d6e7f8095d1c2e"

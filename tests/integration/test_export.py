@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from gitopsd.core.errors import StalledError
-from gitopsd.gitrepo import ExportError, GitRepository, resolve_inside
+from gitopsd.adapters.gitrepo import ExportError, GitRepository, resolve_inside
 from tests.support import ROOT
 
 # A tree entry value: bytes is a file, ("exec", bytes) an executable, ("link", target) a symlink,
@@ -151,7 +151,7 @@ def test_resolve_inside_refuses_paths_that_lead_out_and_returns_the_real_file(re
 
 
 def test_a_tree_too_deep_to_export_is_refused(repo, tmp_path):
-    from gitopsd.gitrepo import MAX_DEPTH
+    from gitopsd.adapters.gitrepo import MAX_DEPTH
     tree = git_bytes(repo, "mktree", input=b"")
     for _ in range(MAX_DEPTH + 1):
         tree = git_bytes(repo, "mktree", input=f"040000 tree {tree}\td\n".encode())
@@ -174,7 +174,7 @@ PEAK_RSS = """\
 import resource, sys
 sys.path.insert(0, sys.argv[1])
 from pathlib import Path
-from gitopsd.gitrepo import GitRepository
+from gitopsd.adapters.gitrepo import GitRepository
 repo = GitRepository(Path(sys.argv[2]))
 if sys.argv[4] == "export":
     repo.export(sys.argv[3], Path(sys.argv[5]))

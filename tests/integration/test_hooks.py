@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from gitopsd.state import Store
+from gitopsd.adapters.store import Store
 from tests.support import GITOPSD, Sandbox, git, run
 
 
@@ -116,8 +116,8 @@ def test_every_module_on_the_hook_path_imports_nothing_heavy():
     """What the hook may import, windows included, under the interpreter flags the shim uses."""
     root = Path(__file__).resolve().parents[2]
     code = (f"import sys; sys.path.append({str(root)!r}); "
-            "import gitopsd.receive, gitopsd.policy, gitopsd.gate, gitopsd.nudge, gitopsd.gitcli, gitopsd.windows, "
-            "gitopsd.promotion; "
+            "import gitopsd.gate.receive, gitopsd.gate.policy, gitopsd.gate.snapshot, gitopsd.gate.nudge, gitopsd.adapters.gitcli, "
+            "gitopsd.gate.windows, gitopsd.gate.promotion; "
             f"print(sorted(m for m in {sorted(HEAVY)!r} if m in sys.modules))")
     out = run([sys.executable, "-I", "-S", "-c", code]).stdout.strip()
     assert out == "[]"
@@ -161,7 +161,7 @@ def test_the_hook_reads_the_snapshot_and_imports_nothing_heavy_until_the_config_
     proc, modules = _run_hook_entry(sandbox, old, new, "refs/heads/qa")
     assert proc.returncode == 0, proc.stderr
     assert "gitopsd: the daemon is not running; qa will be deployed when it is back" in proc.stderr
-    assert "gitopsd.receive" in modules and "sqlite3" in modules
+    assert "gitopsd.gate.receive" in modules and "sqlite3" in modules
     assert not modules & HEAVY, sorted(modules & HEAVY)
     # An edit the daemon has not seen makes the snapshot stale: the hook reads the file and obeys it.
     sandbox.env_options["qa"] = {"windows": [{"deny": "* * * * *", "duration": "1h", "name": "freeze"}]}

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gitopsd.state import Store
+from gitopsd.adapters.store import Store
 from tests.support import GITOPSD, ROOT, Daemon, Sandbox, git, run
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gitopsd.state import Store
+from gitopsd.adapters.store import Store
 from tests.support import Daemon, Sandbox, git
 
 CHAIN = {"qa": ["qa-1"], "staging": ["staging-1"], "production": ["production-1"]}

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from gitopsd.state import Store
+from gitopsd.adapters.store import Store
 from tests.support import Sandbox, git
 
 CHAIN = {"qa": ["qa-1"], "staging": ["staging-1"], "production": ["production-1"]}

@@ -13,7 +13,7 @@ import pytest
 
 from gitopsd.core.errors import StalledError
 from gitopsd.core.tree import resolve_inside
-from gitopsd.runner import PlaybookRun, processes_of, run_playbook
+from gitopsd.adapters.runner import PlaybookRun, processes_of, run_playbook
 from tests.support import inventory
 
 LOCAL = "ansible_connection=local ansible_python_interpreter={{ ansible_playbook_python }}"
@@ -112,7 +112,7 @@ def test_extra_vars_stay_strings_whatever_they_look_like(tmp_path):
 
 
 def test_the_playbook_child_sees_no_notify_socket(tmp_path, monkeypatch):
-    from gitopsd.runner import scrub_environment
+    from gitopsd.adapters.runner import scrub_environment
     monkeypatch.setenv("NOTIFY_SOCKET", "/run/systemd/notify")
     monkeypatch.setenv("WATCHDOG_USEC", "1000000")
     scrub_environment()

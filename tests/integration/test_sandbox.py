@@ -16,10 +16,10 @@ from pathlib import Path
 import psutil
 import pytest
 
-from gitopsd import runner, sandbox
-from gitopsd.inventory import InventoryError
-from gitopsd.sandbox import SandboxPolicy
-from gitopsd.state import Store
+from gitopsd.adapters import runner, sandbox
+from gitopsd.adapters.inventory import InventoryError
+from gitopsd.adapters.sandbox import SandboxPolicy
+from gitopsd.adapters.store import Store
 
 pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap is not installed")
 

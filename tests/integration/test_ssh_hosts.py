@@ -22,7 +22,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from gitopsd.runner import PlaybookRun, RunOutcome, processes_of, run_playbook
+from gitopsd.adapters.runner import PlaybookRun, RunOutcome, processes_of, run_playbook
 from tests.sshhosts import SshHost, free_port, interpreter, inventory_yaml, skip_without_sshd, ssh_clients, \
     sshd_processes, start_hosts, stop_all
 

@@ -18,8 +18,8 @@ import yaml
 
 from gitopsd import config as config_mod
 from gitopsd.daemon import sandbox_policy
-from gitopsd.gitrepo import GitRepository
-from gitopsd.runner import PlaybookRun, RunOutcome, run_playbook
+from gitopsd.adapters.gitrepo import GitRepository
+from gitopsd.adapters.runner import PlaybookRun, RunOutcome, run_playbook
 from tests.sshhosts import SshHost, interpreter, skip_without_sshd
 from tests.support import Sandbox, git
 

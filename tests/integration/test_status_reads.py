@@ -4,10 +4,10 @@ What is real: bare repositories, their ref files (loose and packed), the state s
 """
 from __future__ import annotations
 
-from gitopsd import gitcli
+from gitopsd.adapters import gitcli
 from gitopsd.config import load
 from gitopsd.core.types import EMPTY_TREE
-from gitopsd.state import Store
+from gitopsd.adapters.store import Store
 from gitopsd.status import all_status
 from tests.support import Sandbox, git
 

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from gitopsd.state import Store
+from gitopsd.adapters.store import Store
 from tests.support import GITOPSD, Sandbox, git, run
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from gitopsd.watch import RefWatcher
+from gitopsd.adapters.watch import RefWatcher
 from tests.support import Sandbox, git
 
 

@@ -28,7 +28,7 @@ SCRIPT = textwrap.dedent("""
     from pathlib import Path
     from gitopsd.core import batches, decide, deployment, errors, ports, reconcile, settings, tree, types
     from gitopsd.core.reconcile import Look, Reconciler
-    from gitopsd.state import Store
+    from gitopsd.adapters.store import Store
 
     class Git:
         def head(self, repo, branch):
@@ -72,7 +72,7 @@ def test_the_core_imports_and_reconciles_with_the_adapters_libraries_refused():
 
 def test_the_guard_itself_refuses_an_adapter():
     """Without this, a broken guard would let the test above pass with pygit2 loaded."""
-    code = f"BLOCKED = {BLOCKED!r}\n" + SCRIPT.replace("from gitopsd.core import", "import gitopsd.gitrepo\nfrom gitopsd.core import", 1)
+    code = f"BLOCKED = {BLOCKED!r}\n" + SCRIPT.replace("from gitopsd.core import", "import gitopsd.adapters.gitrepo\nfrom gitopsd.core import", 1)
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60,
                           check=False)
     assert proc.returncode != 0 and "blocked by the test" in proc.stderr

@@ -1,13 +1,13 @@
-"""The hook's configuration snapshot (gate.py) and the nudge datagram (nudge.py)."""
+"""The hook's configuration snapshot (gate/snapshot.py) and the nudge datagram (gate/nudge.py)."""
 from __future__ import annotations
 
 import os
 import subprocess
 
-from gitopsd import gate
+from gitopsd.gate import snapshot
 from gitopsd.config import load
-from gitopsd.nudge import Nudge
-from gitopsd.state import Store
+from gitopsd.gate.nudge import Nudge
+from gitopsd.adapters.store import Store
 
 CONFIG = """
 state_dir: state
@@ -42,37 +42,37 @@ def _setup(tmp_path):
 def test_the_snapshot_round_trips_what_the_rule_reads(tmp_path):
     config, path, repo = _setup(tmp_path)
     store = Store(config.database)
-    store.save_gate(gate.from_config(config))
-    store.save_gate(gate.from_config(config))   # saving again replaces, never duplicates
+    store.save_gate(snapshot.from_config(config))
+    store.save_gate(snapshot.from_config(config))   # saving again replaces, never duplicates
     store.close()
-    db = gate.connect_readonly(str(config.database))
-    snap = gate.load(db, str(path), str(repo))
+    db = snapshot.connect_readonly(str(config.database))
+    snap = snapshot.load(db, str(path), str(repo))
     assert snap is not None
     assert snap.identity_env == ("GL_USER", "REMOTE_USER")
     assert snap.nudge_socket == str(config.nudge_socket)
     [shop] = snap.repositories
-    want = gate.from_config(config).repository("shop")
+    want = snapshot.from_config(config).repository("shop")
     assert [(e.name, e.branch, e.promote_from, e.override_by, [repr(w) for w in e.windows]) for e in shop.environments] \
         == [(e.name, e.branch, e.promote_from, e.override_by, [repr(w) for w in e.windows]) for e in want.environments]
     assert shop.environment("production").override_by == ("alice", "bob smith")
     assert [w.name for w in shop.environment("production").windows][0] == "office hours"
     assert snap.repository_at(str(repo)) is shop and snap.repository_at(str(tmp_path)) is None
     # Another repository path: the snapshot is current, it just holds no repository there.
-    assert gate.load(db, str(path), str(tmp_path)).repositories == []
+    assert snapshot.load(db, str(path), str(tmp_path)).repositories == []
 
 
 def test_any_change_to_the_config_file_makes_the_snapshot_stale(tmp_path):
     config, path, repo = _setup(tmp_path)
     store = Store(config.database)
-    store.save_gate(gate.from_config(config))
+    store.save_gate(snapshot.from_config(config))
     store.close()
-    db = gate.connect_readonly(str(config.database))
-    assert gate.load(db, str(path), str(repo)) is not None
+    db = snapshot.connect_readonly(str(config.database))
+    assert snapshot.load(db, str(path), str(repo)) is not None
     st = os.stat(path)
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1))   # same content, touched
-    assert gate.load(db, str(path), str(repo)) is None
+    assert snapshot.load(db, str(path), str(repo)) is None
     path.unlink()
-    assert gate.load(db, str(path), str(repo)) is None
+    assert snapshot.load(db, str(path), str(repo)) is None
 
 
 def test_a_store_without_snapshot_tables_means_no_snapshot(tmp_path):
@@ -80,9 +80,9 @@ def test_a_store_without_snapshot_tables_means_no_snapshot(tmp_path):
     config, path, repo = _setup(tmp_path)
     config.database.parent.mkdir()
     sqlite3.connect(config.database).close()
-    assert gate.load(gate.connect_readonly(str(config.database)), str(path), str(repo)) is None
-    assert gate.connect_readonly(str(tmp_path / "missing.db")) is None
-    assert gate.Ledger(None).tree_succeeded("shop", "qa", "0" * 40) is False
+    assert snapshot.load(snapshot.connect_readonly(str(config.database)), str(path), str(repo)) is None
+    assert snapshot.connect_readonly(str(tmp_path / "missing.db")) is None
+    assert snapshot.Ledger(None).tree_succeeded("shop", "qa", "0" * 40) is False
 
 
 def test_a_nudge_round_trips_and_garbage_is_dropped():

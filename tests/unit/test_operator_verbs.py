@@ -7,7 +7,7 @@ import threading
 from gitopsd.config import Environment
 from gitopsd.core.decide import decide
 from gitopsd.core.deployment import Toolbox, execute
-from gitopsd.runner import PlaybookRun, RunOutcome, judge
+from gitopsd.adapters.runner import PlaybookRun, RunOutcome, judge
 from tests.unit.test_reconciler import head, look, world  # noqa: F401  (the fixture)
 
 

@@ -1,7 +1,7 @@
 """`policy.rollback_trees`: which trees count as a rollback, from an environment's successful deployments."""
 from __future__ import annotations
 
-from gitopsd.policy import rollback_trees
+from gitopsd.gate.policy import rollback_trees
 
 
 def test_the_target_is_the_tree_that_ran_before_the_current_one():

@@ -18,8 +18,8 @@ from gitopsd.core.errors import GitError, StalledError
 from gitopsd.core.reconcile import Cause, Look, Reconciler, backoff
 from gitopsd.core.settings import Config, Environment, Repository
 from gitopsd.core.types import Deployment, FailureStatus, PlaybookRun, RunOutcome
-from gitopsd.policy import Verdict, refuse, rollback_trees
-from gitopsd.state import Store
+from gitopsd.gate.policy import Verdict, refuse, rollback_trees
+from gitopsd.adapters.store import Store
 
 
 @dataclass

@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import gate
-from .core.types import Admission, Block, Deployment, FailureStatus, Hold, Kind, Result, iso
+from ..gate import snapshot
+from ..core.types import Admission, Block, Deployment, FailureStatus, Hold, Kind, Result, iso
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS deployments (
@@ -119,17 +119,17 @@ class Store:
         self.path = Path(path)
         self._lock = threading.Lock()
         if readonly:
-            db = gate.connect_readonly(str(self.path), check_same_thread=False)   # see there: readers in the group
+            db = snapshot.connect_readonly(str(self.path), check_same_thread=False)   # see there: readers in the group
             if db is None:
                 db = sqlite3.connect(":memory:", check_same_thread=False)
-                db.executescript(SCHEMA + gate.SCHEMA)
+                db.executescript(SCHEMA + snapshot.SCHEMA)
             self._db = db
         else:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=30, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(SCHEMA + gate.SCHEMA)
+            self._db.executescript(SCHEMA + snapshot.SCHEMA)
         self._db.row_factory = sqlite3.Row
 
     def close(self) -> None:
@@ -257,16 +257,16 @@ class Store:
         return self._deployment(rows[0]) if rows else None
 
     def tree_succeeded(self, repo: str, env: str, tree: str) -> bool:
-        return bool(self._rows(gate.TREE_SUCCEEDED, (repo, env, tree)))
+        return bool(self._rows(snapshot.TREE_SUCCEEDED, (repo, env, tree)))
 
     def successes(self, repo: str, env: str) -> list[tuple[str, str]]:
-        """(kind, tree) of the environment's last successful deployments, oldest first (as gate.Ledger)."""
-        return [(r["kind"], r["tree"]) for r in self._rows(gate.SUCCESSES, (repo, env, gate.SUCCESSES_LIMIT))][::-1]
+        """(kind, tree) of the environment's last successful deployments, oldest first (as snapshot.Ledger)."""
+        return [(r["kind"], r["tree"]) for r in self._rows(snapshot.SUCCESSES, (repo, env, snapshot.SUCCESSES_LIMIT))][::-1]
 
-    def save_gate(self, snapshot: gate.GateConfig) -> None:
-        """Save the pre-receive hook's snapshot of the configuration (see gate.py)."""
+    def save_gate(self, gate_config: snapshot.GateConfig) -> None:
+        """Save the pre-receive hook's snapshot of the configuration (see gate/snapshot.py)."""
         with self._lock:
-            gate.save(self._db, snapshot, time.time())
+            snapshot.save(self._db, gate_config, time.time())
 
     def old_workdirs(self, keep: int) -> list[tuple[int, str]]:
         """Work folders of finished deployments beyond the newest `keep` per environment."""

@@ -27,9 +27,9 @@ import ansible_runner
 import psutil
 
 from . import sandbox
-from .core.errors import GitopsdError
-from .core.settings import SandboxPolicy
-from .core.types import HostInfo, PlaybookRun, RunOutcome
+from ..core.errors import GitopsdError
+from ..core.settings import SandboxPolicy
+from ..core.types import HostInfo, PlaybookRun, RunOutcome
 from .inventory import InventoryError
 
 __all__ = ["PlaybookRun", "RunOutcome", "judge", "processes_of", "reap", "read_hosts", "run_playbook",

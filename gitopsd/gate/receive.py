@@ -8,7 +8,7 @@ moves (its ref watcher sees the move; it also looks again a few times after the 
 This is the only gitopsd code on a push's path, and it must stay fast: Git starts it with
 `python -I -S` (hooks/pre-receive) and it imports only light standard-library modules, SQLite
 and git subprocesses. The configuration comes from the snapshot in the state database
-(`gate.py`), or from the YAML file when the snapshot is stale or missing. Git runs hooks with the
+(`gate/snapshot.py`), or from the YAML file when the snapshot is stale or missing. Git runs hooks with the
 bare repository as the working directory and the pushed objects in quarantine; `git`
 subprocesses inherit that environment and see them.
 """
@@ -18,7 +18,8 @@ import os
 import sqlite3
 import sys
 
-from . import gate, gitcli, nudge, policy, promotion
+from . import snapshot, nudge, policy, promotion
+from ..adapters import gitcli
 TYPE_CHECKING = False   # true for mypy and import-linter only: the hook does not import typing
 
 if TYPE_CHECKING:   # annotations only: typing and datetime cost the hook time
@@ -89,7 +90,7 @@ def reserved_refusal(update: RefUpdate, repo_name: str) -> policy.Verdict:
 
 def unreadable(database: str, exc: Exception, out: TextIO) -> None:
     """Refuse with what is really wrong with the store: the pusher's access, a damaged file, or a busy one."""
-    from . import storeerrors
+    from ..adapters import storeerrors
     kind = storeerrors.classify(exc)
     print(f"\ngitopsd: push refused: the deployment records in {database} cannot be read ({exc}),\n"
           "so environment branches cannot be checked.", file=out)
@@ -106,7 +107,7 @@ def unreadable(database: str, exc: Exception, out: TextIO) -> None:
         print("Ask an operator to look at the daemon's log and `gitopsd status` on the deploy server.\n", file=out)
 
 
-def gate_config(config_path: str, database: str, repo_path: str, out: TextIO) -> tuple[gate.GateConfig, str] | None:
+def gate_config(config_path: str, database: str, repo_path: str, out: TextIO) -> tuple[snapshot.GateConfig, str] | None:
     """The gate's configuration and the state database: the snapshot if current, else the file.
 
     None (after saying why on `out`) when neither can be read, or the file is invalid: then nothing
@@ -115,22 +116,22 @@ def gate_config(config_path: str, database: str, repo_path: str, out: TextIO) ->
     store_error = None
     if database:
         try:
-            db = gate.connect_readonly(database)
+            db = snapshot.connect_readonly(database)
         except sqlite3.Error as exc:   # said below only if it matters: feature branches need no store
             db, store_error = None, exc
         if db is not None:
             try:
-                snapshot = gate.load(db, config_path, repo_path)
+                current = snapshot.load(db, config_path, repo_path)
             finally:
                 db.close()
-            if snapshot is not None:
-                return snapshot, database
+            if current is not None:
+                return current, database
     # The slow path: the YAML file with its full validation. PyYAML lives in site-packages, which
     # `python -S` left out of the import path.
     try:
         import site
         site.main()
-        from .config import ConfigError, load
+        from ..config import ConfigError, load
     except ImportError as exc:
         if store_error is not None:
             unreadable(database, store_error, out)
@@ -146,7 +147,7 @@ def gate_config(config_path: str, database: str, repo_path: str, out: TextIO) ->
         for problem in exc.problems[:5]:
             print(f"  {problem}", file=out)
         return None
-    return gate.from_config(config), str(config.database)
+    return snapshot.from_config(config), str(config.database)
 
 
 def pre_receive(config_path: str, database: str, stdin_text: str, out: TextIO = sys.stderr,
@@ -179,8 +180,8 @@ def pre_receive(config_path: str, database: str, stdin_text: str, out: TextIO = 
     verdicts = []
     db = None
     try:
-        db = gate.connect_readonly(database)
-        ledger = gate.Ledger(db)
+        db = snapshot.connect_readonly(database)
+        ledger = snapshot.Ledger(db)
         for update, env in env_updates:
             verdict = policy.judge(repo, repo_path, ledger, env, update.old, update.new, identity=identity,
                                    override_reason=override, now=now, pending=pending)
@@ -212,7 +213,7 @@ def pre_receive(config_path: str, database: str, stdin_text: str, out: TextIO = 
     return 0
 
 
-def promotion_request(config: gate.GateConfig, config_path: str, database: str, repo: gate.GateRepository,
+def promotion_request(config: snapshot.GateConfig, config_path: str, database: str, repo: snapshot.GateRepository,
                       repo_path: str, updates: list[RefUpdate], update: RefUpdate, out: TextIO,
                       now: datetime | None = None) -> int:
     """A push to refs/promote/<env>: make the exact-tree promotion to <env> here, as `gitopsd promote` does.
@@ -247,8 +248,8 @@ def promotion_request(config: gate.GateConfig, config_path: str, database: str, 
                        [example])
     db = None
     try:
-        db = gate.connect_readonly(database)
-        ledger = gate.Ledger(db)
+        db = snapshot.connect_readonly(database)
+        ledger = snapshot.Ledger(db)
         if update.new != src_head:
             # Not the source branch head: only a commit already on the server whose tree the source runs now.
             runs = policy.rollback_trees(ledger.successes(repo.name, source.name))[0] if source is not None else None

@@ -18,8 +18,8 @@ import urllib.parse
 import urllib.request
 from typing import Any
 
-from .core.settings import CheckError, HttpCheck, PrometheusCheck
-from .core.types import CheckResult, HostInfo
+from ..core.settings import CheckError, HttpCheck, PrometheusCheck
+from ..core.types import CheckResult, HostInfo
 
 MAX_BODY = 1 << 20
 # What a host variable may contain to go into a URL: host names, IP addresses, ports, plain words.

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import os
 from datetime import datetime, timezone
-from . import gitcli, policy
+from ..adapters import gitcli
+from . import policy
 TYPE_CHECKING = False   # true for mypy and import-linter only: the hook does not import typing
 
 if TYPE_CHECKING:   # annotations only: this runs inside pre-receive
     from typing import Callable
 
-    from .gate import GateEnvironment, GateRepository
+    from .snapshot import GateEnvironment, GateRepository
     from .policy import Records
 
 REQUEST_PREFIX = "refs/promote/"

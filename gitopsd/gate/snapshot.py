@@ -16,14 +16,14 @@ import os
 import sqlite3
 from datetime import timedelta
 
-from .core.lookup import by_branch, by_name, by_path
+from ..core.lookup import by_branch, by_name, by_path
 
 TYPE_CHECKING = False   # true for mypy and import-linter only: the hook does not import typing
 
 if TYPE_CHECKING:   # annotations only: the hook imports neither typing nor the settings' dataclasses
     from typing import Any
 
-    from .core.settings import Config
+    from ..core.settings import Config
     from .windows import Window
 
 SCHEMA = """

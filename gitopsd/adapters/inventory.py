@@ -33,8 +33,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from .core.errors import GitopsdError
-from .core.types import HostInfo
+from ..core.errors import GitopsdError
+from ..core.types import HostInfo
 
 __all__ = ["HostInfo", "InventoryError", "hosts_of"]
 

@@ -12,9 +12,9 @@ from typing import BinaryIO, Iterator
 
 import pygit2
 
-from .core.errors import GitError, StalledError
-from .core.tree import resolve_inside
-from .core.types import Head
+from ..core.errors import GitError, StalledError
+from ..core.tree import resolve_inside
+from ..core.types import Head
 
 __all__ = ["ExportError", "GitRepository", "resolve_inside"]
 

@@ -30,8 +30,8 @@ from pathlib import Path
 
 import gitopsd
 
-from .core.errors import ConfigurationError
-from .core.settings import SandboxPolicy
+from ..core.errors import ConfigurationError
+from ..core.settings import SandboxPolicy
 
 BWRAP = "bwrap"
 SYSTEM_READ_ONLY = ("/usr", "/etc", "/opt")
@@ -168,7 +168,7 @@ def write_argv(path: Path, argv: list[str]) -> None:
 
 def launcher() -> Path:
     """The executable ansible-runner starts instead of ansible-playbook: it enters the sandbox."""
-    return Path(__file__).resolve().parent / "libexec" / "sandboxed-ansible-playbook"
+    return Path(__file__).resolve().parent.parent / "libexec" / "sandboxed-ansible-playbook"
 
 
 def check(policy: SandboxPolicy) -> None:

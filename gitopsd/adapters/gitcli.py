@@ -8,7 +8,7 @@ collect stdout and stderr without deadlock, wait.
 Every call is an argv list; revisions given by anyone else come after `--end-of-options`. Child
 processes inherit the environment, so inside pre-receive they see quarantined objects.
 
-This is the one module that starts git (pygit2, in gitrepo.py, reads for the daemon): the repository's
+This is the one module that starts git (pygit2, in adapters/gitrepo.py, reads for the daemon): the repository's
 own config files are read and written here too (`config --file`, which works whoever owns them).
 
 Every git process started here reads the repository's real objects: no replace refs
@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 import select
 
-from .core.errors import GitError
+from ..core.errors import GitError
 
 ZERO = "0" * 40
 __all__ = ["GitError", "ZERO", "git", "run"]

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from . import gate, gitcli
-from .core.constants import EMPTY_TREE
-from .gate import GateEnvironment, GateRepository
+from . import snapshot
+from ..adapters import gitcli
+from ..core.constants import EMPTY_TREE
+from .snapshot import GateEnvironment, GateRepository
 
 TYPE_CHECKING = False   # true for mypy and import-linter only: the hook does not import typing
 
@@ -27,7 +28,7 @@ if TYPE_CHECKING:   # annotations only: the hook does not import typing
     from typing import Protocol
 
     class Records(Protocol):
-        """What the rule reads of the deployment records: gate.Ledger in the hook, state.Store elsewhere."""
+        """What the rule reads of the deployment records: snapshot.Ledger in the hook, state.Store elsewhere."""
 
         def tree_succeeded(self, repo: str, env: str, tree: str) -> bool: ...
         def successes(self, repo: str, env: str) -> list[tuple[str, str]]: ...
@@ -62,7 +63,7 @@ class Verdict:
 
 def with_config(advice: str, config: str | None) -> str:
     """Advice ending in a `gitopsd` command gets `--config FILE` when the config is not the default one."""
-    if not config or config == gate.DEFAULT_CONFIG:
+    if not config or config == snapshot.DEFAULT_CONFIG:
         return advice
     at = advice.rfind("gitopsd ")
     if at < 0 or any(c in advice[at:] for c in "()&|;<"):

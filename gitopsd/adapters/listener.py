@@ -1,4 +1,4 @@
-"""The daemon's end of the nudge socket (see nudge.py for the message and the sending side)."""
+"""The daemon's end of the nudge socket (see gate/nudge.py for the message and the sending side)."""
 from __future__ import annotations
 
 import os
@@ -6,7 +6,7 @@ import socket
 import struct
 from pathlib import Path
 
-from .nudge import MAX_DATAGRAM, Nudge
+from ..gate.nudge import MAX_DATAGRAM, Nudge
 
 _CREDS = struct.Struct("3i")  # struct ucred: pid, uid, gid
 

@@ -1,6 +1,6 @@
 """Installing gitopsd's server-side hook into a bare repository (`gitopsd install-hooks`, `gitopsd init`).
 
-One hook: pre-receive, the promotion gate (gitopsd/receive.py). It also tells the daemon who is
+One hook: pre-receive, the promotion gate (gitopsd/gate/receive.py). It also tells the daemon who is
 pushing what; the daemon's ref watcher sees the ref move. A post-receive hook would cost a second
 Python start on every push for nothing the daemon cannot see by itself, so there is none (an old
 gitopsd post-receive shim is removed, and a hook it had chained is put back).
@@ -17,7 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from . import gitcli
+from .adapters import gitcli
 from .core.errors import GitError, UserError
 
 HOOK_NAMES = ("pre-receive",)
@@ -155,7 +155,7 @@ PYTHON_ADVICE = ("install gitopsd in a virtualenv every user may run (python3 -m
                  "/opt/gitopsd/bin/pip install gitopsd) and run /opt/gitopsd/bin/gitopsd install-hooks from there")
 # What the hook needs of its Python, run as the pusher, with the path hook_entry.py sets up.
 PYTHON_PROBE = ("import os, sys; sys.path.append(os.path.dirname(os.path.dirname(os.path.realpath(sys.argv[1])))); "
-                "import sqlite3, gitopsd.receive")
+                "import sqlite3, gitopsd.gate.receive")
 
 
 def _user(name: str | None) -> pwd.struct_passwd | None:
@@ -301,9 +301,9 @@ def write_gate_snapshot(config_path: Path) -> tuple[str | None, str]:
     The daemon also does this at start and on every reload. Here it is done only where it cannot
     leave a file the daemon cannot write: into a store we own, or a new one in a state folder we own.
     """
-    from . import gate
+    from .gate import snapshot
     from .config import ConfigError, load
-    from .state import Store
+    from .adapters.store import Store
     try:
         config = load(config_path)
     except ConfigError:
@@ -319,7 +319,7 @@ def write_gate_snapshot(config_path: Path) -> tuple[str | None, str]:
     try:
         store = Store(database)
         try:
-            store.save_gate(gate.from_config(config))
+            store.save_gate(snapshot.from_config(config))
         finally:
             store.close()
     except (OSError, sqlite3.Error) as exc:
