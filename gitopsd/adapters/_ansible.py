@@ -1,4 +1,4 @@
-"""ansible-core's Python API, for gitopsd.inventory's sandboxed child only (never the daemon).
+"""ansible-core's Python API, for gitopsd.adapters.inventory's sandboxed child only (never the daemon).
 
 ansible-core 2.19's documented-as-internal modules are needed for two things the public API does
 not offer: capturing warnings (the only place a parse failure's reason ends up) and formatting them.

@@ -8,7 +8,7 @@ variable means.
 
 The daemon never runs this in its own process: an inventory is repository content (templates,
 lookups, inventory scripts and plugins run while it is read), so runner.read_hosts runs
-`python -m gitopsd.inventory` in the deployment's sandbox, time-limited and reaped, and reads
+`python -m gitopsd.adapters.inventory` in the deployment's sandbox, time-limited and reaped, and reads
 its JSON answer. Ansible is imported only there.
 
 What that process shares with the playbook run and what it does not:
@@ -167,12 +167,12 @@ def _text(value: Any) -> str:
 
 
 def main(argv: list[str]) -> int:
-    """`python -m gitopsd.inventory INVENTORY [VARIABLE ...]`: the hosts as JSON on stdout.
+    """`python -m gitopsd.adapters.inventory INVENTORY [VARIABLE ...]`: the hosts as JSON on stdout.
 
     Prints {"hosts": [[name, {variable: value}], ...]} and exits 0, or {"error": "..."} and exits 1.
     """
     if not argv:
-        print("usage: python -m gitopsd.inventory INVENTORY [VARIABLE ...]", file=sys.stderr)
+        print("usage: python -m gitopsd.adapters.inventory INVENTORY [VARIABLE ...]", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(message)s")
     try:

@@ -347,7 +347,7 @@ def read_hosts(inventory: Path, variables: tuple[str, ...], *, workdir: Path, da
     started. Raise InventoryError with Ansible's reason, or when it timed out or was canceled.
     """
     data_dir.mkdir(parents=True, exist_ok=False)
-    command = [sys.executable, "-I", "-m", "gitopsd.inventory", str(inventory), *variables]
+    command = [sys.executable, "-I", "-m", "gitopsd.adapters.inventory", str(inventory), *variables]
     if policy is not None and policy.enabled:
         command = sandbox.command_prefix(policy, project=workdir, run_dir=data_dir) + command
     env = {**os.environ, MARKER: marker, "PATH": _path_with_interpreter_bin()}

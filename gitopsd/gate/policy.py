@@ -10,7 +10,7 @@ A new head of an environment branch is accepted only if its tree is
 Environment branches are never deleted, created (except by `gitopsd init`) or rewritten.
 
 This runs on every push: it imports only the standard library's light modules, `gitcli` (git
-subprocesses) and `gate` (the configuration as the rule sees it); deploy windows are imported
+subprocesses) and `snapshot` (the configuration as the rule sees it); deploy windows are imported
 only for an environment that has some. `tests/integration/test_hooks.py` holds it to that.
 """
 from __future__ import annotations
@@ -28,7 +28,7 @@ if TYPE_CHECKING:   # annotations only: the hook does not import typing
     from typing import Protocol
 
     class Records(Protocol):
-        """What the rule reads of the deployment records: snapshot.Ledger in the hook, state.Store elsewhere."""
+        """What the rule reads of the deployment records: snapshot.Ledger in the hook, adapters.store.Store elsewhere."""
 
         def tree_succeeded(self, repo: str, env: str, tree: str) -> bool: ...
         def successes(self, repo: str, env: str) -> list[tuple[str, str]]: ...

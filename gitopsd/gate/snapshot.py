@@ -220,7 +220,7 @@ def load(db: sqlite3.Connection, config_path: str, repo_path: str) -> GateConfig
 class Ledger:
     """Read-only answers from the state store the rule needs: was this tree deployed successfully there?
 
-    `state.Store` answers the same two questions with the same queries (the daemon and the CLI judge with it).
+    `adapters.store.Store` answers the same two questions with the same queries (the daemon and the CLI judge with it).
     """
 
     def __init__(self, db: sqlite3.Connection | None):
