@@ -137,9 +137,8 @@ def _parents(paths: list[Path]) -> list[str]:
 def command_prefix(policy: SandboxPolicy, *, project: Path, run_dir: Path, read_only: tuple[Path, ...] = ()) -> list[str]:
     """The argv that enters the sandbox for one run; the command to run inside goes after it.
 
-    Creates the run's private HOME and TMPDIR (and the folders ansible-runner's callback writes
-    to, for ident `run`) and, when the run drops to another user, hands it
-    the run's folder (ansible-runner's callback writes its events there).
+    Creates the run's private HOME and TMPDIR and the folders ansible-runner's callback writes its
+    events to (ident `run`); when the run drops to another user, hands it the run's folder.
     """
     uid_gid = run_as(policy)
     # ansible-runner's callback, inside, writes events and facts under artifacts/<ident>.
