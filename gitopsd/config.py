@@ -10,6 +10,7 @@ import os
 import posixpath
 import pwd
 import re
+import shlex
 import stat
 import tempfile
 from dataclasses import dataclass, replace
@@ -20,8 +21,8 @@ from typing import Any, Iterator
 import yaml
 
 from .core.errors import ConfigurationError
-from .core.settings import (CheckError, Config, Environment, HttpCheck, Notify, PrometheusCheck, Repository, Rollout,
-                            SandboxPolicy, Verify)
+from .core.settings import (STATUS_CONTEXT_MAX, Api, CheckError, Ci, CiStep, CiTrigger, Config, Environment, HttpCheck,
+                            Notify, PrometheusCheck, Repository, Rollout, SandboxPolicy, Verify)
 from .gate.snapshot import file_stamp
 from .adapters.sandbox import SandboxError, check as sandbox_check, default_user as default_sandbox_user
 from .gate.windows import Window, WindowError, Cron, parse_duration
@@ -63,13 +64,18 @@ class ConfigError(ConfigurationError):
 
 
 TOP_KEYS = {"state_dir", "runtime_dir", "sweep_interval", "max_parallel", "stop_grace",
-            "keep_workdirs", "identity_env", "repositories", "sandbox", "ssh"}
+            "keep_workdirs", "identity_env", "repositories", "sandbox", "ssh", "api"}
+API_KEYS = {"listen", "tokens_file"}
+CI_KEYS = {"trigger", "steps", "branches", "keep_artifacts"}
+CI_TRIGGER_KEYS = {"url", "kind", "branches", "secret_file", "timeout", "retries"}
+CI_TRIGGER_KINDS = ("generic", "jenkins", "gitlab", "circleci", "buildbot")
+CI_STEP_KEYS = {"name", "run", "artifacts", "timeout"}
 SANDBOX_KEYS = {"enabled", "user", "read_only", "writable"}
 SSH_KEYS = {"known_hosts"}
-REPO_KEYS = {"name", "path", "environments"}
+REPO_KEYS = {"name", "path", "environments", "ci"}
 ENV_KEYS = {"name", "branch", "promote_from", "inventory", "playbook", "timeout", "auto_rollback",
             "retries", "retry_backoff", "retry_backoff_max", "windows", "override_by", "rollout", "verify",
-            "notify", "vault_password_file"}
+            "notify", "vault_password_file", "require_checks", "auto_promote"}
 ROLLOUT_KEYS = {"batches", "max_fail_percentage", "bake"}
 VERIFY_KEYS = {"http", "playbook", "prometheus"}
 HTTP_KEYS = {"url", "expect_status", "json_field", "timeout", "retries"}
@@ -262,7 +268,118 @@ def _normalize(raw: Any, source: Path, check: _Checker, writable: bool) -> Confi
         sandbox=replace(_sandbox(top.get("sandbox", {}), base, check), known_hosts=known_hosts,
                         requirements_cache=state_dir / "requirements"),
         known_hosts=known_hosts,
+        api=_api(top["api"], base, check) if "api" in top else None,
     )
+
+
+def _api(raw: Any, base: Path, check: _Checker) -> Api | None:
+    """`api: {listen: "127.0.0.1:8470", tokens_file: tokens.yml}`: the HTTP API, off without this section."""
+    data = check.mapping(raw, "api", API_KEYS)
+    listen = data.get("listen", f"{Api.host}:{Api.port}")
+    host, _, port = str(listen).rpartition(":")
+    host = host.strip("[]")
+    if not isinstance(listen, str) or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        check.add("api.listen", f"must be HOST:PORT such as 127.0.0.1:8470, not {listen!r}")
+        host, port = Api.host, str(Api.port)
+    tokens_raw = data.get("tokens_file", "tokens.yml")
+    tokens = Api.tokens_file
+    if not isinstance(tokens_raw, str) or not tokens_raw or "\0" in tokens_raw:
+        check.add("api.tokens_file", f"must be a file path, not {tokens_raw!r}")
+    else:
+        try:
+            tokens = _resolve(base, tokens_raw)
+        except ValueError as exc:
+            check.add("api.tokens_file", str(exc))
+    return Api(host=host, port=int(port), tokens_file=tokens)
+
+
+def _globs(value: Any, key: str, check: _Checker, default: tuple[str, ...]) -> tuple[str, ...]:
+    """A list of branch name globs such as [main, "feature/*"]."""
+    if value is None:
+        return default
+    if not (isinstance(value, list) and value and all(isinstance(v, str) and v and "\0" not in v and not v.startswith("-")
+                                                       for v in value)):
+        check.add(key, "must be a non-empty list of branch names or globs, e.g. [main, 'feature/*']")
+        return default
+    return tuple(value)
+
+
+def _ci(raw: Any, key: str, check: _Checker) -> Ci:
+    """A repository's `ci:` section: CI servers to trigger and built-in steps (README, "Continuous integration")."""
+    data = check.mapping(raw, key, CI_KEYS)
+    branches = _globs(data.get("branches"), f"{key}.branches", check, Ci.branches)
+    triggers_raw = data.get("trigger", [])
+    if not isinstance(triggers_raw, list):
+        check.add(f"{key}.trigger", "must be a list of CI servers, e.g. [{url: 'https://ci.example/hook', kind: jenkins}]")
+        triggers_raw = []
+    triggers = []
+    for i, item in enumerate(triggers_raw):
+        at = f"{key}.trigger[{i}]"
+        t = check.mapping(item, at, CI_TRIGGER_KEYS)
+        if not t:
+            continue
+        kind = t.get("kind", "generic")
+        if kind not in CI_TRIGGER_KINDS:
+            check.add(f"{at}.kind", f"must be one of {', '.join(CI_TRIGGER_KINDS)}, not {kind!r}")
+            kind = "generic"
+        secret = t.get("secret_file")
+        if secret is not None and not (isinstance(secret, str) and secret.startswith("/") and "\0" not in secret):
+            check.add(f"{at}.secret_file", f"must be an absolute path to a file outside the repository, not {secret!r}")
+            secret = None
+        if kind in ("gitlab", "circleci") and secret is None:
+            check.add(f"{at}.secret_file", f"a {kind} trigger needs the file holding its token")
+        triggers.append(CiTrigger(url=_url(t.get("url"), f"{at}.url", check), kind=str(kind),
+                                  branches=_globs(t.get("branches"), f"{at}.branches", check, branches),
+                                  secret_file=Path(posixpath.normpath(secret)) if secret else None,
+                                  timeout=check.seconds(t, "timeout", at, 10.0, minimum=0.1),
+                                  retries=int(check.number(t, "retries", at, 5, integer=True, minimum=0, maximum=20))))
+    steps_raw = data.get("steps", [])
+    if not isinstance(steps_raw, list):
+        check.add(f"{key}.steps", "must be a list of steps, e.g. [{name: test, run: 'make check'}]")
+        steps_raw = []
+    steps: list[CiStep] = []
+    for i, item in enumerate(steps_raw):
+        at = f"{key}.steps[{i}]"
+        st = check.mapping(item, at, CI_STEP_KEYS)
+        if not st:
+            continue
+        name = st.get("name")
+        if not isinstance(name, str) or not NAME_RE.match(name):
+            check.add(f"{at}.name", f"must be a plain name (lowercase letters, digits, '-' or '_'), not {name!r}")
+            name = ""
+        elif any(s.name == name for s in steps):
+            check.add(f"{at}.name", f"step {name!r} is defined twice")
+        run = st.get("run")
+        argv: list[str] = []
+        if isinstance(run, str):
+            try:
+                argv = shlex.split(run)
+            except ValueError as exc:
+                check.add(f"{at}.run", f"cannot be split into arguments: {exc}")
+        elif isinstance(run, list) and all(isinstance(a, str) for a in run):
+            argv = list(run)
+        if not argv or any("\0" in a for a in argv):
+            check.add(f"{at}.run", "must be a command, e.g. 'make check' or [make, check] (no shell: "
+                                   "for pipes or &&, write [sh, -c, '...'])")
+            argv = []
+        artifacts = st.get("artifacts", [])
+        if not (isinstance(artifacts, list) and all(isinstance(a, str) and a for a in artifacts)):
+            check.add(f"{at}.artifacts", "must be a list of file globs relative to the tree, e.g. ['dist/*.tar.gz']")
+            artifacts = []
+        artifacts = [check.relpath(a, f"{at}.artifacts") for a in artifacts]
+        steps.append(CiStep(name=name or "", run=tuple(argv), artifacts=tuple(a for a in artifacts if a),
+                            timeout=int(check.seconds(st, "timeout", at, 1800, integer=True, minimum=1))))
+    return Ci(trigger=tuple(triggers), steps=tuple(steps), branches=branches,
+              keep_artifacts=int(check.number(data, "keep_artifacts", key, 20, integer=True, minimum=0)))
+
+
+def _contexts(value: Any, key: str, check: _Checker) -> tuple[str, ...]:
+    """require_checks: commit status contexts such as [ci/build, ci/test]."""
+    if not (isinstance(value, list) and all(isinstance(v, str) and v.strip() and len(v) <= STATUS_CONTEXT_MAX
+                                            and "\n" not in v for v in value)):
+        check.add(key, "must be a list of commit status contexts, e.g. [ci/build, ci/test]")
+        return ()
+    return tuple(dict.fromkeys(value))
 
 
 def _known_hosts(raw: Any, base: Path, state_dir: Path, check: _Checker) -> Path:
@@ -448,7 +565,13 @@ def _repository(raw: Any, key: str, base: Path, check: _Checker) -> Repository:
         if env.promote_from == env.branch and env.branch:
             check.add(f"{key}.environments[{i}].promote_from", "an environment cannot promote from its own branch")
     _promotion_loops(envs, key, check)
-    return Repository(name=name or "", path=path, environments=tuple(envs))
+    ci = _ci(data["ci"], f"{key}.ci", check) if "ci" in data else Ci()
+    for i, env in enumerate(envs):
+        if env.auto_promote and env.promote_from not in branches and not env.require_checks:
+            check.add(f"{key}.environments[{i}].auto_promote",
+                      f"would promote every new head of {env.promote_from} untested: "
+                      "name the checks it must pass in require_checks")
+    return Repository(name=name or "", path=path, environments=tuple(envs), ci=ci)
 
 
 def _promotion_loops(envs: list[Environment], key: str, check: _Checker) -> None:
@@ -516,7 +639,17 @@ def _environment(raw: Any, key: str, previous_branch: str, check: _Checker) -> E
         verify=_verify(data.get("verify", {}), f"{key}.verify", check),
         notify=_notify(data.get("notify", {}), f"{key}.notify", check),
         vault_password_file=_vault_file(data, key, check),
+        require_checks=_contexts(data.get("require_checks", []), f"{key}.require_checks", check),
+        auto_promote=_flag(data, "auto_promote", key, check),
     )
+
+
+def _flag(data: dict[str, Any], name: str, key: str, check: _Checker) -> bool:
+    value = data.get(name, False)
+    if not isinstance(value, bool):
+        check.add(f"{key}.{name}", f"must be true or false, not {value!r}")
+        return False
+    return value
 
 
 def _vault_file(data: dict[str, Any], key: str, check: _Checker) -> Path | None:

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..gate import snapshot
+from ..gate import required, snapshot
 from ..core.types import Admission, Block, Deployment, FailureStatus, Hold, Kind, Result, iso
 
 SCHEMA = """
@@ -122,14 +122,14 @@ class Store:
             db = snapshot.connect_readonly(str(self.path), check_same_thread=False)   # see there: readers in the group
             if db is None:
                 db = sqlite3.connect(":memory:", check_same_thread=False)
-                db.executescript(SCHEMA + snapshot.SCHEMA)
+                db.executescript(SCHEMA + snapshot.SCHEMA + required.SCHEMA)
             self._db = db
         else:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=30, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(SCHEMA + snapshot.SCHEMA)
+            self._db.executescript(SCHEMA + snapshot.SCHEMA + required.SCHEMA)
         self._db.row_factory = sqlite3.Row
 
     def close(self) -> None:
@@ -415,3 +415,27 @@ class Store:
 
     def clear_sync(self, repo: str, env: str) -> bool:
         return self._write("DELETE FROM sync_requests WHERE repo = ? AND env = ?", (repo, env)).rowcount > 0
+
+    # -- commit statuses (CI results, keyed by tree: gate/required.py) ----------------------------------
+    def add_status(self, *, repo: str, commit: str, tree: str, context: str, state: str, reporter: str, now: float,
+                   target_url: str | None = None, description: str | None = None) -> int:
+        """Record a status report; the newest per (tree, context) is the one that counts."""
+        assert state in required.STATES, state
+        cur = self._write("INSERT INTO commit_statuses (repo, commit_id, tree, context, state, target_url, description,"
+                          " reporter, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                          (repo, commit, tree, context, state, target_url, description, reporter, now))
+        return int(cur.lastrowid or 0)
+
+    def statuses(self, repo: str, tree: str) -> list[required.Status]:
+        """The newest status per context reported for `tree` (by any commit that has it), by context."""
+        try:
+            return required.rows_to_statuses([tuple(r) for r in self._rows(required.LATEST_BY_TREE, (repo, tree))])
+        except sqlite3.OperationalError:   # a store written by an older daemon, read by `status`
+            return []
+
+    def status_history(self, repo: str, commit: str, limit: int = 100) -> list[required.Status]:
+        """Every status reported for `commit` itself, newest first."""
+        rows = self._rows("SELECT context, state, target_url, description, commit_id, reporter, created_at"
+                          " FROM commit_statuses WHERE repo = ? AND commit_id = ? ORDER BY id DESC LIMIT ?",
+                          (repo, commit, limit))
+        return required.rows_to_statuses([tuple(r) for r in rows])

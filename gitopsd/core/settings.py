@@ -108,6 +108,52 @@ class Notify:
 
 
 @dataclass(frozen=True)
+class CiTrigger:
+    """A CI server to tell about every new head of the branches matching `branches` (globs).
+
+    `kind` says how the request is shaped: generic (gitopsd's JSON, also for Jenkins' Generic
+    Webhook Trigger), gitlab (pipeline trigger API), circleci (pipeline API), buildbot (its `base`
+    change hook). `secret_file` holds the token the kind sends (outside any repository)."""
+
+    url: str
+    kind: str = "generic"
+    branches: tuple[str, ...] = ("main",)
+    secret_file: Path | None = None
+    timeout: float = 10.0
+    retries: int = 5
+
+
+@dataclass(frozen=True)
+class CiStep:
+    """One step of the built-in CI: a command (argv, no shell) run in a fresh export of the commit.
+
+    It reports the commit status `gitopsd/<name>`; `artifacts` are globs relative to the export
+    whose files are kept, content-addressed, for every deployment of that tree."""
+
+    name: str
+    run: tuple[str, ...]
+    artifacts: tuple[str, ...] = ()
+    timeout: int = 1800
+
+
+@dataclass(frozen=True)
+class Ci:
+    """A repository's continuous integration: CI servers to trigger, and built-in steps to run, on new heads."""
+
+    trigger: tuple[CiTrigger, ...] = ()
+    steps: tuple[CiStep, ...] = ()
+    branches: tuple[str, ...] = ("main",)   # whose new heads run `steps` (globs)
+    keep_artifacts: int = 20                # artifacts of trees never deployed: keep the newest N trees' (deployed: all)
+
+    @property
+    def any(self) -> bool:
+        return bool(self.trigger or self.steps)
+
+
+STATUS_CONTEXT_MAX = 255   # characters of a status context, as GitHub's API
+
+
+@dataclass(frozen=True)
 class Environment:
     """One deployment target: a branch whose head must run on an inventory's hosts."""
 
@@ -127,6 +173,8 @@ class Environment:
     verify: Verify = Verify()
     notify: Notify = Notify()
     vault_password_file: Path | None = None   # Ansible Vault password (file or script), outside any repository
+    require_checks: tuple[str, ...] = ()      # commit status contexts that must be `success` on a tree it takes
+    auto_promote: bool = False                # the daemon promotes promote_from's head once it passes every gate here
 
 
 @dataclass(frozen=True)
@@ -136,12 +184,22 @@ class Repository:
     name: str
     path: Path
     environments: tuple[Environment, ...]
+    ci: Ci = Ci()
 
     def environment(self, name: str) -> Environment | None:
         return by_name(self.environments, name)
 
     def environment_for_branch(self, branch: str) -> Environment | None:
         return by_branch(self.environments, branch)
+
+
+@dataclass(frozen=True)
+class Api:
+    """The daemon's HTTP API (off unless configured): where it listens and where its tokens are kept (hashed)."""
+
+    host: str = "127.0.0.1"
+    port: int = 8470
+    tokens_file: Path = Path("/etc/gitopsd/tokens.yml")
 
 
 @dataclass(frozen=True)
@@ -160,6 +218,15 @@ class Config:
     repositories: tuple[Repository, ...] = field(default_factory=tuple)
     sandbox: SandboxPolicy = SandboxPolicy()   # what playbook runs may see (adapters/sandbox.py); `hide` is filled in by the daemon
     known_hosts: Path = Path("/var/lib/gitopsd/.ssh/known_hosts")   # the only host keys ssh accepts (README, "SSH trust")
+    api: Api | None = None                      # the HTTP API; None: off
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.state_dir / "artifacts"
+
+    @property
+    def ci_dir(self) -> Path:
+        return self.state_dir / "ci"
 
     def repository(self, name: str) -> Repository | None:
         return by_name(self.repositories, name)

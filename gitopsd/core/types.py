@@ -66,6 +66,7 @@ class Trigger(StrEnum):
     AUTO_ROLLBACK = "auto-rollback"
     SUSPEND = "suspend"
     RESUME = "resume"
+    AUTO_PROMOTE = "auto-promote"
 
 
 @dataclass(frozen=True)

@@ -27,11 +27,14 @@ TYPE_CHECKING = False   # true for mypy and import-linter only: the hook does no
 if TYPE_CHECKING:   # annotations only: the hook does not import typing
     from typing import Protocol
 
+    from .required import Status
+
     class Records(Protocol):
         """What the rule reads of the deployment records: snapshot.Ledger in the hook, adapters.store.Store elsewhere."""
 
         def tree_succeeded(self, repo: str, env: str, tree: str) -> bool: ...
         def successes(self, repo: str, env: str) -> list[tuple[str, str]]: ...
+        def statuses(self, repo: str, tree: str) -> list[Status]: ...
 
 
 SCAN_LIMIT = 5000   # how far back on the source branch a matching tree is looked for
@@ -172,6 +175,16 @@ def judge(repo: GateRepository, repo_path: str, store: Records, env: GateEnviron
             [f"push the change to {env.promote_from} first, then promote it: "
              f"git push origin {short_new}:{env.promote_from} && git push origin {env.promote_from}:{env.branch}",
              f"or: gitopsd promote {env.promote_from} {env.name} --repo {repo.name}", *further])
+    if env.require_checks:
+        from .required import unmet
+        failing = unmet(env.require_checks, store.statuses(repo.name, tree))
+        if failing:
+            return refuse(
+                f"{env.name} only takes trees that passed its required checks ({', '.join(env.require_checks)})",
+                [f"commit {short_new} has tree {tree[:7]}; its checks:", *[f"  {line}" for line in failing]],
+                ["wait for CI to report success on this commit (or any commit with the same tree), then push again",
+                 "a failed check needs a fixed commit: push it to " + env.promote_from + ", let CI test it, promote that",
+                 f"see the checks: gitopsd ci status {short_new} --repo {repo.name}", *further])
     if not env.windows or not check_windows:
         return Verdict(True, "promotion", f"tree {tree[:7]} passed {env.promote_from}")
     from .windows import next_opening, promotion_allowed

@@ -24,6 +24,7 @@ if TYPE_CHECKING:   # annotations only: the hook imports neither typing nor the 
     from typing import Any
 
     from ..core.settings import Config
+    from .required import Status
     from .windows import Window
 
 SCHEMA = """
@@ -43,6 +44,7 @@ CREATE TABLE IF NOT EXISTS gate_environments (
     branch TEXT NOT NULL,
     promote_from TEXT NOT NULL,
     override_by TEXT NOT NULL,     -- identities, one per line
+    require_checks TEXT NOT NULL DEFAULT '',   -- commit status contexts, one per line
     PRIMARY KEY (config, repo, name)
 );
 CREATE TABLE IF NOT EXISTS gate_windows (
@@ -72,12 +74,12 @@ SUCCESSES = ("SELECT kind, tree FROM deployments WHERE repo = ? AND env = ? AND 
 class GateEnvironment:
     """An environment as the promotion rule sees it."""
 
-    __slots__ = ("name", "branch", "promote_from", "override_by", "windows")
+    __slots__ = ("name", "branch", "promote_from", "override_by", "windows", "require_checks")
 
     def __init__(self, name: str, branch: str, promote_from: str, override_by: tuple[str, ...] = (),
-                 windows: tuple[Window, ...] = ()):
+                 windows: tuple[Window, ...] = (), require_checks: tuple[str, ...] = ()):
         self.name, self.branch, self.promote_from = name, branch, promote_from
-        self.override_by, self.windows = tuple(override_by), tuple(windows)
+        self.override_by, self.windows, self.require_checks = tuple(override_by), tuple(windows), tuple(require_checks)
 
 
 class GateRepository:
@@ -128,7 +130,7 @@ def from_config(config: Config) -> GateConfig:
     return GateConfig(
         str(config.source), config.stamp, str(config.runtime_dir), config.identity_env,
         [GateRepository(r.name, os.path.realpath(r.path),
-                        [GateEnvironment(e.name, e.branch, e.promote_from, e.override_by, e.windows)
+                        [GateEnvironment(e.name, e.branch, e.promote_from, e.override_by, e.windows, e.require_checks)
                          for e in r.environments])
          for r in config.repositories])
 
@@ -143,9 +145,10 @@ def save(db: sqlite3.Connection, gate: GateConfig, now: float) -> None:
                    (gate.source, gate.stamp, gate.runtime_dir, "\n".join(gate.identity_env), now))
         for repo in gate.repositories:
             for position, env in enumerate(repo.environments):
-                db.execute("INSERT INTO gate_environments VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                db.execute("INSERT INTO gate_environments (config, repo, repo_path, position, name, branch, promote_from,"
+                           " override_by, require_checks) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                            (gate.source, repo.name, repo.path, position, env.name, env.branch, env.promote_from,
-                            "\n".join(env.override_by)))
+                            "\n".join(env.override_by), "\n".join(env.require_checks)))
                 for i, w in enumerate(env.windows):
                     db.execute("INSERT INTO gate_windows VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                                (gate.source, repo.name, env.name, i, w.name, int(w.allow), w.cron.text,
@@ -154,6 +157,13 @@ def save(db: sqlite3.Connection, gate: GateConfig, now: float) -> None:
     except BaseException:
         db.execute("ROLLBACK")
         raise
+
+
+def migrate(db: sqlite3.Connection) -> None:
+    """Bring a snapshot written by an older gitopsd up to this schema (the daemon rewrites it at start)."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(gate_environments)")}
+    if "require_checks" not in columns:
+        db.execute("ALTER TABLE gate_environments ADD COLUMN require_checks TEXT NOT NULL DEFAULT ''")
 
 
 def connect_readonly(database: str, **options: Any) -> sqlite3.Connection | None:
@@ -195,7 +205,7 @@ def load(db: sqlite3.Connection, config_path: str, repo_path: str) -> GateConfig
                          (source,)).fetchone()
         if row is None or not row[0] or row[0] != file_stamp(source):
             return None
-        envs = db.execute("SELECT repo, name, branch, promote_from, override_by FROM gate_environments"
+        envs = db.execute("SELECT repo, name, branch, promote_from, override_by, require_checks FROM gate_environments"
                           " WHERE config = ? AND repo_path = ? ORDER BY position",
                           (source, os.path.realpath(repo_path))).fetchall()
         windows = db.execute("SELECT env, name, allow, cron, duration, timezone FROM gate_windows"
@@ -212,8 +222,8 @@ def load(db: sqlite3.Connection, config_path: str, repo_path: str) -> GateConfig
     if envs:
         repos.append(GateRepository(envs[0][0], os.path.realpath(repo_path), [
             GateEnvironment(name, branch, promote_from, tuple(filter(None, override_by.split("\n"))),
-                            tuple(by_env.get(name, ())))
-            for _repo, name, branch, promote_from, override_by in envs]))
+                            tuple(by_env.get(name, ())), tuple(filter(None, checks.split("\n"))))
+            for _repo, name, branch, promote_from, override_by, checks in envs]))
     return GateConfig(source, row[0], row[1], tuple(filter(None, row[2].split("\n"))), repos)
 
 
@@ -236,3 +246,13 @@ class Ledger:
         if self.db is None:
             return []
         return [(kind, tree) for kind, tree in self.db.execute(SUCCESSES, (repo, env, SUCCESSES_LIMIT)).fetchall()][::-1]
+
+    def statuses(self, repo: str, tree: str) -> list[Status]:
+        """The newest commit status per context reported for `tree` (gate/required.py)."""
+        if self.db is None:
+            return []
+        from .required import LATEST_BY_TREE, rows_to_statuses
+        try:
+            return rows_to_statuses(self.db.execute(LATEST_BY_TREE, (repo, tree)).fetchall())
+        except sqlite3.OperationalError:   # a store from before commit statuses: nothing was reported
+            return []
