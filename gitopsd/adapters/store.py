@@ -96,6 +96,12 @@ CREATE TABLE IF NOT EXISTS sync_requests (   -- `gitopsd sync`: re-apply this de
     created_at REAL NOT NULL,
     PRIMARY KEY (repo, env)
 );
+CREATE TABLE IF NOT EXISTS ci_heads (   -- each CI branch's head as the daemon last saw it (gitopsd/ci/heads.py)
+    repo TEXT NOT NULL,
+    branch TEXT NOT NULL,
+    commit_id TEXT NOT NULL,
+    PRIMARY KEY (repo, branch)
+);
 CREATE TABLE IF NOT EXISTS bad_trees (
     repo TEXT NOT NULL,
     env TEXT NOT NULL,
@@ -439,3 +445,21 @@ class Store:
                           " FROM commit_statuses WHERE repo = ? AND commit_id = ? ORDER BY id DESC LIMIT ?",
                           (repo, commit, limit))
         return required.rows_to_statuses([tuple(r) for r in rows])
+
+    # -- CI heads seen (gitopsd/ci/heads.py) ------------------------------------------------------------
+    def ci_heads(self, repo: str) -> dict[str, str]:
+        return {r["branch"]: r["commit_id"] for r in self._rows("SELECT branch, commit_id FROM ci_heads WHERE repo = ?",
+                                                                (repo,))}
+
+    def set_ci_heads(self, repo: str, heads: dict[str, str]) -> None:
+        """Replace the CI heads seen in `repo` by `heads` (branch -> commit), in one transaction."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute("DELETE FROM ci_heads WHERE repo = ?", (repo,))
+                self._db.executemany("INSERT INTO ci_heads (repo, branch, commit_id) VALUES (?, ?, ?)",
+                                     [(repo, b, c) for b, c in heads.items()])
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise

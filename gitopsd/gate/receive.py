@@ -173,7 +173,13 @@ def pre_receive(config_path: str, database: str, stdin_text: str, out: TextIO = 
     env_updates = [(u, env) for u in updates if u.branch
                    for env in [repo.environment_for_branch(u.branch)] if env is not None]
     if not env_updates:
-        return 0   # feature branches and main belong to the developers
+        # Feature branches and main belong to the developers. The daemon hears who pushed what, for CI
+        # (a trigger names the pusher); it sees the refs move by itself.
+        commits = tuple(u.new for u in updates if u.branch and u.new != gitcli.ZERO)
+        if commits:
+            nudge.send(config.nudge_socket, nudge.Nudge(repo=repo_path, trigger="push",
+                                                        actor=pusher(config.identity_env), commits=commits))
+        return 0
     identity = pusher(config.identity_env)
     override = push_option("override")
     pending = {u.branch: u.new for u in updates if u.branch and u.new != gitcli.ZERO}
