@@ -41,6 +41,7 @@ from .adapters.systemd import Notifier
 from .adapters.store import Store
 from .adapters.sweep import Sweeper
 from .adapters.watch import RefWatcher
+from .ci.heads import HeadEvent, NewHeads
 
 log = logging.getLogger("gitopsd.daemon")
 
@@ -170,6 +171,10 @@ class Daemon:
         self.listener: Listener | None = None
         self.watcher: RefWatcher | None = None
         self.sweeper: Sweeper | None = None
+        # CI: each look at a repository finds the new heads of its CI branches and hands each to every sink
+        # (the CI servers to trigger, the built-in steps). A sink queues its work: it never blocks the loop.
+        self.ci_heads = NewHeads(self.store, self._pusher_of)
+        self.ci_sinks: list[Callable[[config_mod.Repository, HeadEvent], None]] = []
 
     # -- triggers --------------------------------------------------------------------------------
     def schedule(self, look: Look, at: float) -> None:
@@ -374,6 +379,30 @@ class Daemon:
         if request is _WAKE or self.stopping.is_set():
             return
         self.reconciler.look(request)
+        repo = self.config.repository(request.repo)
+        if repo is not None and self.ci_sinks:
+            self._ci_look(repo)
+
+    def _pusher_of(self, repo: str, commit: str) -> str | None:
+        cause = self.reconciler.causes.get((repo, commit))
+        return cause.actor if cause is not None else None
+
+    def _ci_look(self, repo: config_mod.Repository) -> None:
+        """Hand each new head of the repository's CI branches to the CI sinks."""
+        try:
+            events = self.ci_heads.changes(repo)
+        except sqlite3.Error as exc:
+            log.warning("could not read or record the CI heads: %s", exc, extra={"repo": repo.name})
+            return
+        for event in events:
+            log.info("new head of %s: %s (pushed by %s)", event.branch, event.after[:7], event.pusher,
+                     extra={"repo": repo.name, "commit": event.after[:7]})
+            for sink in self.ci_sinks:
+                try:
+                    sink(repo, event)
+                except Exception:   # one sink's bug must not stop the others, nor the daemon
+                    log.exception("CI could not take the new head %s of %s", event.after[:7], event.branch,
+                                  extra={"repo": repo.name})
 
     def _next_timer_in(self) -> float:
         with self._timer_lock:
