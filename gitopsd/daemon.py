@@ -42,6 +42,7 @@ from .adapters.store import Store
 from .adapters.sweep import Sweeper
 from .adapters.watch import RefWatcher
 from .ci.heads import HeadEvent, NewHeads
+from .ci.promote import AutoPromoter
 
 log = logging.getLogger("gitopsd.daemon")
 
@@ -73,12 +74,17 @@ class PolicyJudge:
         self.config, self.store = config, store
         self._gate: tuple[Config, snapshot.GateConfig] | None = None
 
+    def gate_config(self) -> snapshot.GateConfig:
+        """The gate's view of the running configuration (rebuilt after a reload)."""
+        config = self.config()
+        gate = self._gate
+        if gate is None or gate[0] is not config:
+            gate = self._gate = (config, snapshot.from_config(config))
+        return gate[1]
+
     def __call__(self, repo: config_mod.Repository, env: config_mod.Environment, desired: Head,
                  deployed: Deployment | None, check_windows: bool) -> Verdict:
-        config = self.config()
-        if self._gate is None or self._gate[0] is not config:   # rebuilt after a reload
-            self._gate = (config, snapshot.from_config(config))
-        view = self._gate[1].repository(repo.name)
+        view = self.gate_config().repository(repo.name)
         gate_env = view.environment(env.name) if view else None
         if view is None or gate_env is None:
             return policy.refuse("the configuration changed meanwhile", [f"{repo.name}/{env.name} is not configured"], [])
@@ -163,9 +169,11 @@ class Daemon:
         self._lock_handle = lock_state_dir(config.state_dir)
         self.store = Store(config.database)
         self.pool = ThreadPoolExecutor(max_workers=config.max_parallel, thread_name_prefix="deploy")
+        judge = PolicyJudge(lambda: self.reconciler.config, self.store)
         self.reconciler = Reconciler(config, self.store, PygitPort(), real_toolbox(config),
                                      submit=self.pool.submit, schedule=self.schedule, on_change=self._status,
-                                     judge=PolicyJudge(lambda: self.reconciler.config, self.store), notify=notify)
+                                     judge=judge, notify=notify)
+        self.promoter = AutoPromoter(self.store, self.store, judge.gate_config, announce=self._auto_promoted)
         self._adopting = 0
         self._unwatched_recorded: dict[str, str] | None = None   # environments the startup sweep found to deploy, until all are done
         self.listener: Listener | None = None
@@ -382,6 +390,16 @@ class Daemon:
         repo = self.config.repository(request.repo)
         if repo is not None and self.ci_sinks:
             self._ci_look(repo)
+        if repo is not None and self.reconciler.accepting and any(e.auto_promote for e in repo.environments):
+            try:
+                if self.promoter.look(repo):
+                    self.requests.put(Look(repo.name, None, Trigger.AUTO_PROMOTE))
+            except (sqlite3.Error, OSError) as exc:
+                log.warning("automatic promotion could not look: %s", exc, extra={"repo": repo.name})
+
+    def _auto_promoted(self, repo: str, commit: str, reason: str) -> None:
+        """The promoter made `commit`: its deployment is recorded as the daemon's own, triggered by auto-promote."""
+        self.reconciler.remember_cause(repo, commit, Cause("gitopsd", Trigger.AUTO_PROMOTE, reason))
 
     def _pusher_of(self, repo: str, commit: str) -> str | None:
         cause = self.reconciler.causes.get((repo, commit))
