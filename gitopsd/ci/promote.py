@@ -14,15 +14,17 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Callable, Protocol
+from typing import TYPE_CHECKING, Callable, Protocol
 
 from ..adapters import gitcli
 from ..core.settings import Environment, Repository
 from ..core.types import Trigger
 from ..gate import promotion
-from ..gate.policy import Records
 from ..gate.required import unmet
 from ..gate.snapshot import GateConfig
+
+if TYPE_CHECKING:
+    from ..gate.policy import Records
 
 log = logging.getLogger("gitopsd.ci")
 
