@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from types import FrameType
-from typing import IO, Callable
+from typing import IO, TYPE_CHECKING, Callable
 
 from . import config as config_mod
 from .gate import snapshot
@@ -42,7 +42,11 @@ from .adapters.store import Store
 from .adapters.sweep import Sweeper
 from .adapters.watch import RefWatcher
 from .ci.heads import HeadEvent, NewHeads
+from .ci.triggers import TriggerSender
 from .ci.promote import AutoPromoter
+
+if TYPE_CHECKING:
+    from .api.server import ApiServer
 
 log = logging.getLogger("gitopsd.daemon")
 
@@ -179,10 +183,14 @@ class Daemon:
         self.listener: Listener | None = None
         self.watcher: RefWatcher | None = None
         self.sweeper: Sweeper | None = None
+        self.api: ApiServer | None = None   # the HTTP API (README, "HTTP API"), when configured
         # CI: each look at a repository finds the new heads of its CI branches and hands each to every sink
         # (the CI servers to trigger, the built-in steps). A sink queues its work: it never blocks the loop.
         self.ci_heads = NewHeads(self.store, self._pusher_of)
         self.ci_sinks: list[Callable[[config_mod.Repository, HeadEvent], None]] = []
+        self.ci_triggers = TriggerSender()   # webhooks to the CI servers of `ci.trigger`, sent on its own thread
+        self.ci_triggers.start()
+        self.ci_sinks.append(self.ci_triggers.sink)
 
     # -- triggers --------------------------------------------------------------------------------
     def schedule(self, look: Look, at: float) -> None:
@@ -353,6 +361,7 @@ class Daemon:
                  len(self.config.repositories), n_envs, self.config.state_dir, self.config.nudge_socket)
         self.sweep(Trigger.STARTUP, newest_first=True)
         self._drain()  # the first sweep: every environment looked at before READY
+        self._start_api()
         self._adopting = len(self.reconciler.running())   # started or queued by it: STATUS= counts them down
         self.notifier.ready(f"watching {n_envs} environment{'s' if n_envs != 1 else ''}")
         self._status()
@@ -375,6 +384,13 @@ class Daemon:
             self._handle(request)
             self._fire_due_timers()
         return self.shutdown()
+
+    def _start_api(self) -> None:
+        """Serve the HTTP API in its own thread; a stored status makes the daemon look at its repository at once."""
+        if self.config.api is not None:
+            from .api.server import serve
+            self.api = serve(lambda: self.config, self.store,
+                             on_status=lambda repo: self.requests.put(Look(repo, None, "ci-status")))
 
     def _drain(self) -> None:
         while True:
@@ -449,7 +465,10 @@ class Daemon:
             log.warning("grace time over: canceling %d running deployment(s)", len(self.reconciler.running()))
             self.reconciler.cancel_all()
         self.pool.shutdown(wait=True)
+        self.ci_triggers.stop()
         self._stop_triggers()
+        if self.api is not None:   # before the store it writes to closes
+            self.api.stop()
         self.store.close()
         log.info("stopped")
         self._lock_handle.close()
