@@ -566,6 +566,14 @@ def _repository(raw: Any, key: str, base: Path, check: _Checker) -> Repository:
             check.add(f"{key}.environments[{i}].promote_from", "an environment cannot promote from its own branch")
     _promotion_loops(envs, key, check)
     ci = _ci(data["ci"], f"{key}.ci", check) if "ci" in data else Ci()
+    steps = {f"gitopsd/{step.name}" for step in ci.steps}
+    for i, env in enumerate(envs):
+        for context in env.require_checks:
+            if context.startswith("gitopsd/") and context not in steps:
+                known = ", ".join(sorted(steps)) or "none: this repository has no ci.steps"
+                check.add(f"{key}.environments[{i}].require_checks",
+                          f"{context!r} would never be reported: gitopsd/<name> comes from the built-in CI step "
+                          f"<name> (its steps give {known})")
     for i, env in enumerate(envs):
         if env.auto_promote and env.promote_from not in branches and not env.require_checks:
             check.add(f"{key}.environments[{i}].auto_promote",

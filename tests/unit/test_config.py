@@ -350,3 +350,59 @@ def test_a_sandbox_folder_behind_a_symlink_loop_is_a_problem_not_a_traceback(tmp
     path = write(tmp_path, f"sandbox: {{read_only: [loop1/x]}}\nrepositories:\n  - name: shop\n    path: {repo}\n")
     [problem] = problems(path)
     assert problem.startswith(f"{path}:1: sandbox.read_only[0]: cannot resolve 'loop1/x': Symlink loop from ")
+
+
+def test_ci_settings_are_parsed_and_each_mistake_is_named(tmp_path):
+    """The `api:`, `ci:`, require_checks and auto_promote settings of issue 12."""
+    from gitopsd.config import ConfigError, load
+    repo = tmp_path / "shop.git"
+    (repo / "objects").mkdir(parents=True)
+    (repo / "HEAD").write_text("ref: refs/heads/main\n")
+    base = {"state_dir": str(tmp_path / "state"), "runtime_dir": str(tmp_path / "run")}
+
+    def write(repo_extra, env_extra=None, top=None):
+        import yaml
+        (tmp_path / "c.yml").write_text(yaml.safe_dump({**base, **(top or {}), "repositories": [{
+            "name": "shop", "path": str(repo), **repo_extra,
+            "environments": [{"name": "qa", **(env_extra or {})}, {"name": "staging"}]}]}))
+        return tmp_path / "c.yml"
+
+    cfg = load(write({"ci": {"steps": [{"name": "build", "run": "python3 app/build.py", "artifacts": ["dist/*.tar.gz"]},
+                                       {"name": "test", "run": ["python3", "-m", "unittest"], "timeout": 60}],
+                             "trigger": [{"url": "http://ci.example/hook", "kind": "jenkins",
+                                          "branches": ["main", "feature/*"]}]}},
+                     {"require_checks": ["gitopsd/build", "gitopsd/test"], "auto_promote": True},
+                     {"api": {"listen": "127.0.0.1:9999", "tokens_file": "tokens.yml"}}))
+    repo_cfg = cfg.repositories[0]
+    assert [s.run for s in repo_cfg.ci.steps] == [("python3", "app/build.py"), ("python3", "-m", "unittest")]
+    assert repo_cfg.ci.steps[0].artifacts == ("dist/*.tar.gz",) and repo_cfg.ci.steps[1].timeout == 60
+    assert repo_cfg.ci.trigger[0].kind == "jenkins" and repo_cfg.ci.trigger[0].branches == ("main", "feature/*")
+    assert repo_cfg.environments[0].require_checks == ("gitopsd/build", "gitopsd/test")
+    assert repo_cfg.environments[0].auto_promote and not repo_cfg.environments[1].auto_promote
+    assert cfg.api is not None and (cfg.api.host, cfg.api.port) == ("127.0.0.1", 9999)
+    assert cfg.api.tokens_file == tmp_path / "tokens.yml"
+
+    with pytest.raises(ConfigError) as err:
+        load(write({"ci": {"steps": [{"name": "Build!", "run": ""}, {"name": "t", "run": "x", "artifacts": ["../up"]}],
+                           "trigger": [{"url": "ftp://x", "kind": "travis"}, {"url": "http://gl", "kind": "gitlab"}]}},
+                   {"require_checks": ["gitopsd/lint", "x" * 300], "auto_promote": "yes"},
+                   {"api": {"listen": "localhost"}}))
+    text = str(err.value)
+    for expected in ("repositories[0].ci.steps[0].name: must be a plain name",
+                     "repositories[0].ci.steps[0].run: must be a command",
+                     "repositories[0].ci.steps[1].artifacts: path escapes the repository tree",
+                     "repositories[0].ci.trigger[0].url: must be an http:// or https:// URL",
+                     "repositories[0].ci.trigger[0].kind: must be one of generic, jenkins, gitlab, circleci, buildbot",
+                     "repositories[0].ci.trigger[1].secret_file: a gitlab trigger needs the file holding its token",
+                     "repositories[0].environments[0].require_checks: must be a list of commit status contexts",
+                     "repositories[0].environments[0].auto_promote: must be true or false",
+                     "api.listen: must be HOST:PORT"):
+        assert expected in text, (expected, text)
+
+    with pytest.raises(ConfigError) as err:   # a gitopsd/<step> context no step reports; auto-promotion from main untested
+        load(write({"ci": {"steps": [{"name": "test", "run": "make check"}]}},
+                   {"require_checks": ["gitopsd/tset"]}))
+    assert "'gitopsd/tset' would never be reported" in str(err.value) and "gitopsd/test" in str(err.value)
+    with pytest.raises(ConfigError) as err:
+        load(write({}, {"auto_promote": True}))
+    assert "environments[0].auto_promote: would promote every new head of main untested" in str(err.value)
