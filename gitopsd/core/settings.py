@@ -150,6 +150,29 @@ class Ci:
         return bool(self.trigger or self.steps)
 
 
+@dataclass(frozen=True)
+class SignoffRule:
+    """`require_signoff: {env: staging, count: 1}`: a tree needs this many sign-offs after manual testing in `env`."""
+
+    env: str
+    count: int = 1
+
+
+@dataclass(frozen=True)
+class Approvals:
+    """Who must approve a release candidate before an environment takes its tree (README, "Human gates").
+
+    `approvers` and `required_groups` are resolved against the config's `groups:`: `approvers` holds
+    the identities allowed to approve, `required_groups` (group, members) pairs of which each must
+    give at least one approval. `expire_after` seconds (None: approvals do not expire)."""
+
+    required: int = 1
+    approvers: tuple[str, ...] = ()
+    required_groups: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    forbid_self_approval: bool = True
+    expire_after: float | None = None
+
+
 STATUS_CONTEXT_MAX = 255   # characters of a status context, as GitHub's API
 
 
@@ -175,6 +198,9 @@ class Environment:
     vault_password_file: Path | None = None   # Ansible Vault password (file or script), outside any repository
     require_checks: tuple[str, ...] = ()      # commit status contexts that must be `success` on a tree it takes
     auto_promote: bool = False                # the daemon promotes promote_from's head once it passes every gate here
+    signoff_by: tuple[str, ...] = ()          # identities who may sign off manual testing here (groups resolved)
+    require_signoff: SignoffRule | None = None   # sign-offs a tree needs (in another environment) before it comes here
+    approvals: Approvals | None = None        # a release candidate with these approvals is needed to come here
 
 
 @dataclass(frozen=True)
@@ -219,6 +245,12 @@ class Config:
     sandbox: SandboxPolicy = SandboxPolicy()   # what playbook runs may see (adapters/sandbox.py); `hide` is filled in by the daemon
     known_hosts: Path = Path("/var/lib/gitopsd/.ssh/known_hosts")   # the only host keys ssh accepts (README, "SSH trust")
     api: Api | None = None                      # the HTTP API; None: off
+    groups: tuple[tuple[str, tuple[str, ...]], ...] = ()   # `groups:` name -> identities (for signoff_by, approvers)
+
+    @property
+    def control_socket(self) -> Path:
+        """Where the daemon takes commands whose caller's identity matters (SO_PEERCRED): sign-offs, approvals."""
+        return self.runtime_dir / "control.sock"
 
     @property
     def artifacts_dir(self) -> Path:
