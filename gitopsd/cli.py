@@ -601,6 +601,103 @@ def cmd_hosts(args: argparse.Namespace) -> int:
         raise UserError(str(exc)) from exc
 
 
+def _tokens_file(config: Any) -> Path:
+    if config.api is None:
+        raise UserError(f"the HTTP API is not configured: add `api: {{listen: \"127.0.0.1:8470\", tokens_file: "
+                        f"tokens.yml}}` to {config.source} (README, \"HTTP API\")")
+    return Path(config.api.tokens_file)
+
+
+def cmd_token_create(args: argparse.Namespace) -> int:
+    from .api.tokens import create
+    config = _config(args)
+    path = _tokens_file(config)
+    secret = create(path, args.name, args.scope or [], created_by=cli_identity(),
+                    new_file_group=os.stat(config.source).st_gid)   # a new file: readable by the service's group, as the config
+    print(secret)
+    print(f"token {args.name} created with scope {', '.join(dict.fromkeys(args.scope))} in {path}. The secret above "
+          "is shown only this once: put it in your CI's secret store (the daemon takes it from its next request).",
+          file=sys.stderr)
+    return 0
+
+
+def cmd_token_list(args: argparse.Namespace) -> int:
+    from .api.tokens import read_tokens
+    path = _tokens_file(_config(args))
+    tokens = read_tokens(path)
+    if not tokens:
+        print(f"no API tokens in {path} (create one with `gitopsd token create NAME --scope read`)")
+        return 0
+    _print_table([("NAME", "SCOPES", "CREATED", "BY")]
+                 + [(t.name, ",".join(t.scopes), t.created_at, t.created_by) for t in tokens])
+    return 0
+
+
+def cmd_token_revoke(args: argparse.Namespace) -> int:
+    from .api.tokens import read_tokens, revoke
+    path = _tokens_file(_config(args))
+    if not revoke(path, args.name):
+        known = ", ".join(t.name for t in read_tokens(path)) or "none"
+        raise UserError(f"no API token named {args.name!r} in {path} (known: {known})")
+    print(f"token {args.name} revoked: the daemon refuses it from its next request")
+    return 0
+
+
+CI_REPORT_OPTIONS = {"state": "--state", "context": "--context", "target_url": "--url", "description": "--description"}
+
+
+def cmd_ci_report(args: argparse.Namespace) -> int:
+    """Store a commit status as the API does (same checks), reported as cli:<user>, and nudge the daemon."""
+    from .adapters.store import Store
+    from .api.statuses import InvalidStatus, parse_report, record, resolve_commit
+    config = _config(args)
+    repo = _repo(config, args.repo)
+    try:
+        report = parse_report({"state": args.state, "context": args.context, "target_url": args.url,
+                               "description": args.description})
+    except InvalidStatus as exc:
+        raise UserError(f"{CI_REPORT_OPTIONS.get(exc.field, exc.field)}: {exc.message}") from exc
+    commit, tree = resolve_commit(repo.path, args.commit)
+    reporter = f"cli:{cli_identity()}"
+    with Store(config.database) as store:
+        record(store, repo.name, commit, tree, report, reporter)
+    sent = _nudge(config, repo, "ci-status")
+    print(f"{repo.name}: {report.context} {report.state} for {commit[:7]} (tree {tree[:7]}), reported by {reporter}"
+          + ("; the daemon looks at it now" if sent else "; the daemon is not running"))
+    return 0
+
+
+def cmd_ci_status(args: argparse.Namespace) -> int:
+    """The combined state of a commit's tree, each context's state and URL, and what each environment still needs."""
+    from .adapters.store import Store
+    from .api.statuses import combined, resolve_commit
+    from .gate.required import Status, unmet
+    from .status import ago
+    config = _config(args)
+    repo = _repo(config, args.repo)
+    commit, tree = resolve_commit(repo.path, args.commit)
+    with Store(config.database, readonly=True) as store:
+        shown = combined(store, repo.name, commit, tree)
+        statuses = store.statuses(repo.name, tree)
+    needs = {env.name: {"require_checks": list(env.require_checks),
+                        "unmet": unmet(env.require_checks, statuses)}
+             for env in repo.environments if env.require_checks}
+    if args.json:
+        print(json.dumps({**shown, "environments": needs}, indent=2))
+        return 0
+    print(f"{repo.name} {commit[:7]} (tree {tree[:7]}): {shown['state']}"
+          + ("" if statuses else " (no status reported for this tree)"))
+    if statuses:
+        by_context: dict[str, Status] = {s.context: s for s in statuses}
+        _print_table([("CONTEXT", "STATE", "BY", "WHEN", "URL")]
+                     + [(s.context, s.state, s.reporter + ("" if s.commit == commit else f" on {s.commit[:7]}"),
+                         ago(s.created_at), s.target_url or "-") for s in by_context.values()])
+    for env, need in needs.items():
+        print(f"{env} requires {', '.join(need['require_checks'])}: "
+              + ("all passed" if not need["unmet"] else "; ".join(need["unmet"])))
+    return 0
+
+
 def _say_nudged(sent: bool) -> None:
     print("the daemon deploys it now; follow with `gitopsd status`" if sent
           else "the daemon is not running: it deploys this as soon as it starts")
@@ -783,6 +880,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("env", metavar="ENV", help="environment name, e.g. production")
     p.add_argument("--repo", metavar="NAME", help="repository name (needed when several are configured)")
     p.add_argument("--yes", action="store_true", help="record without asking (check the fingerprints some other way)")
+
+    p = add("token", "create, list or revoke tokens of the HTTP API",
+            "Tokens of the daemon's HTTP API (README, \"HTTP API\"): named, scoped (statuses:write to report\n"
+            "commit statuses, read for status and history), kept as sha256 only in api.tokens_file. `create`\n"
+            "prints the secret once; the daemon reads the file again when it changes (no restart).",
+            cmd_token_list)
+    token = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    t = token.add_parser("create", parents=[common], help="create a token and print its secret once")
+    t.set_defaults(func=cmd_token_create)
+    t.add_argument("name", metavar="NAME", help="who uses it, e.g. jenkins (recorded as the reporter of its statuses)")
+    t.add_argument("--scope", action="append", metavar="SCOPE",
+                   help="statuses:write or read; repeat for both")
+    t = token.add_parser("list", parents=[common], help="list tokens: name, scopes, created (never secrets)")
+    t.set_defaults(func=cmd_token_list)
+    t = token.add_parser("revoke", parents=[common], help="delete a token (refused from the next request)")
+    t.set_defaults(func=cmd_token_revoke)
+    t.add_argument("name", metavar="NAME")
+
+    p = add("ci", "report or show commit statuses (CI results) by tree",
+            "Commit statuses, as the HTTP API takes them: `report` stores one for a commit and its tree (for\n"
+            "jobs on the deploy server) and nudges the daemon; `status` shows a commit's combined state, each\n"
+            "context's state and URL, and which required checks each environment still misses.", cmd_ci_status)
+    ci = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    c = ci.add_parser("report", parents=[common], help="store a commit status (reporter cli:<user>)")
+    c.set_defaults(func=cmd_ci_report)
+    c.add_argument("--commit", required=True, metavar="COMMIT", help="commit id (40 hex digits or at least 7)")
+    c.add_argument("--context", default="default", metavar="CONTEXT", help="e.g. ci/test (default: default)")
+    c.add_argument("--state", required=True, metavar="STATE", help="pending, success, failure or error")
+    c.add_argument("--url", metavar="URL", help="http(s) link to the job's output")
+    c.add_argument("--description", metavar="TEXT", help="one line on the result")
+    c.add_argument("--repo", metavar="NAME", help="repository name (needed when several are configured)")
+    c = ci.add_parser("status", parents=[common], help="a commit's combined state and each context's state and URL")
+    c.set_defaults(func=cmd_ci_status)
+    c.add_argument("commit", metavar="COMMIT", help="commit id (40 hex digits or at least 7)")
+    c.add_argument("--repo", metavar="NAME", help="repository name (needed when several are configured)")
+    c.add_argument("--json", action="store_true", help="machine-readable output")
 
     add("check-config", "validate the configuration file",
         "Validate the configuration and report every problem at once with file, line and key.\n"

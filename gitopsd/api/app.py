@@ -1,0 +1,241 @@
+"""The HTTP API as a Starlette app (README, "HTTP API"): commit statuses in, status and history out, as JSON.
+
+Kept thin: each route checks the token and the input, then calls the functions the command line
+uses (api/statuses.py, status.all_status, the store). The blocking parts (git, SQLite) run in
+Starlette's thread pool, so one slow request never holds up the others. This is the one module that
+imports Starlette.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import time
+from typing import Any, Awaitable, Callable
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ..adapters.store import Store
+from ..core.errors import GitError
+from ..core.settings import Config, Repository
+from . import statuses
+from .openapi import document
+from .tokens import Token, TokenCheck
+
+log = logging.getLogger("gitopsd.api")
+
+MAX_LIMIT = 1000
+
+
+class ApiError(Exception):
+    """An answer other than success: status code, JSON body, headers."""
+
+    def __init__(self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None):
+        super().__init__(body.get("message", ""))
+        self.status, self.body, self.headers = status, body, headers or {}
+
+
+def _unprocessable(field: str, message: str) -> ApiError:
+    return ApiError(422, {"field": field, "message": message})
+
+
+def create_app(config: Callable[[], Config], store: Store, tokens: TokenCheck,
+               on_status: Callable[[str], None] = lambda _repo: None) -> ASGIApp:
+    """The API over the daemon's (current) config and store; `on_status(repo)` after each stored status."""
+
+    def authorize(request: Request, scope: str) -> Token:
+        token = tokens.authenticate(request.headers.get("authorization"))
+        if token is None:   # the same answer for a missing, unknown or revoked token: nothing to learn from it
+            raise ApiError(401, {"message": "a valid API token is required (Authorization: Bearer <token>)"},
+                           {"WWW-Authenticate": 'Bearer realm="gitopsd"'})
+        request.scope["gitopsd.token"] = token.name
+        if scope not in token.scopes:
+            raise ApiError(403, {"message": f"this token lacks the scope {scope}"})
+        return token
+
+    def repository(name: str) -> Repository:
+        repo = config().repository(name)
+        if repo is None:
+            raise ApiError(404, {"message": f"no repository named {name!r}"})
+        return repo
+
+    async def blocking(fn: Callable[..., Any], *args: Any) -> Any:
+        """Run git and SQLite work off the event loop; their failures as answers, not crashes."""
+        try:
+            return await run_in_threadpool(fn, *args)
+        except statuses.UnknownCommit as exc:
+            raise ApiError(404, {"message": str(exc)}) from exc
+        except (sqlite3.Error, GitError, OSError) as exc:
+            log.warning("API request failed: %s", exc)
+            raise ApiError(503, {"message": "the state database or the repository is unavailable; try again"}) from exc
+
+    async def health(_request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def openapi(request: Request) -> Response:
+        authorize(request, "read")
+        return JSONResponse(document())
+
+    async def post_status(request: Request) -> Response:
+        token = authorize(request, "statuses:write")
+        repo = repository(request.path_params["repo"])
+        report = statuses.parse_report(_json(await _body(request)))
+
+        def store_it() -> dict[str, Any]:
+            commit, tree = statuses.resolve_commit(repo.path, request.path_params["commit"])
+            return statuses.record(store, repo.name, commit, tree, report, reporter=token.name)
+        stored = await blocking(store_it)
+        try:
+            on_status(repo.name)
+        except Exception:   # the status is stored; auto-promotion also looks on the next sweep
+            log.exception("could not tell the daemon about a new status", extra={"repo": repo.name})
+        return JSONResponse(stored, status_code=201)
+
+    async def combined_status(request: Request) -> Response:
+        authorize(request, "read")
+        repo = repository(request.path_params["repo"])
+
+        def read() -> dict[str, Any]:
+            commit, tree = statuses.resolve_commit(repo.path, request.path_params["commit"])
+            return statuses.combined(store, repo.name, commit, tree)
+        return JSONResponse(await blocking(read))
+
+    async def commit_statuses(request: Request) -> Response:
+        authorize(request, "read")
+        repo = repository(request.path_params["repo"])
+        limit = _limit(request, 100)
+
+        def read() -> list[dict[str, Any]]:
+            commit, _tree = statuses.resolve_commit(repo.path, request.path_params["commit"])
+            return [statuses.status_json(s) for s in store.status_history(repo.name, commit, limit)]
+        return JSONResponse(await blocking(read))
+
+    async def status(request: Request) -> Response:
+        authorize(request, "read")
+        name = request.query_params.get("repo")
+        if name is not None:
+            repository(name)
+        from ..status import all_status   # what `gitopsd status --json` shows, from the same function
+
+        def read() -> list[dict[str, Any]]:
+            return [row.as_json() for row in all_status(config(), store, name)]
+        return JSONResponse(await blocking(read))
+
+    async def history(request: Request) -> Response:
+        authorize(request, "read")
+        repo = repository(request.path_params["repo"])
+        env = repo.environment(request.path_params["env"])
+        if env is None:
+            raise ApiError(404, {"message": f"repository {repo.name} has no environment {request.path_params['env']!r}"})
+        limit = _limit(request, 20)
+        from ..cli import deployment_json   # what `gitopsd history --json` shows, from the same function
+
+        def read() -> list[dict[str, Any]]:
+            return [deployment_json(d) for d in store.history(repo=repo.name, env=env.name, limit=limit)]
+        return JSONResponse(await blocking(read))
+
+    async def api_error(_request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, ApiError)
+        return JSONResponse(exc.body, status_code=exc.status, headers=exc.headers)
+
+    async def invalid(_request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, statuses.InvalidStatus)
+        return JSONResponse({"field": exc.field, "message": exc.message}, status_code=422)
+
+    async def not_found(_request: Request, _exc: Exception) -> Response:
+        return JSONResponse({"message": "no such API endpoint (see /api/v1/openapi.json)"}, status_code=404)
+
+    async def not_allowed(_request: Request, _exc: Exception) -> Response:
+        return JSONResponse({"message": "method not allowed here (see /api/v1/openapi.json)"}, status_code=405)
+
+    async def internal(_request: Request, _exc: Exception) -> Response:
+        return JSONResponse({"message": "internal error; the daemon's log says more"}, status_code=500)
+
+    v1 = "/api/v1"
+    app = Starlette(routes=[
+        Route(f"{v1}/health", health, methods=["GET"]),
+        Route(f"{v1}/openapi.json", openapi, methods=["GET"]),
+        Route(f"{v1}/status", status, methods=["GET"]),
+        Route(f"{v1}/repos/{{repo}}/statuses/{{commit}}", post_status, methods=["POST"]),
+        Route(f"{v1}/repos/{{repo}}/commits/{{commit}}/status", combined_status, methods=["GET"]),
+        Route(f"{v1}/repos/{{repo}}/commits/{{commit}}/statuses", commit_statuses, methods=["GET"]),
+        Route(f"{v1}/repos/{{repo}}/environments/{{env}}/history", history, methods=["GET"]),
+    ], exception_handlers={ApiError: api_error, statuses.InvalidStatus: invalid, 404: not_found, 405: not_allowed,
+                           500: internal})
+    return Guard(app)
+
+
+async def _body(request: Request) -> bytes:
+    """The request body, refused past MAX_BODY by its Content-Length and by the bytes that really came."""
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > statuses.MAX_BODY:
+        raise _unprocessable("body", f"is {length} bytes; at most {statuses.MAX_BODY} are taken")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > statuses.MAX_BODY:
+            raise _unprocessable("body", f"is over {statuses.MAX_BODY} bytes; at most that is taken")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _json(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise _unprocessable("body", f"is not JSON ({exc.__class__.__name__}); send a JSON object with a state") from exc
+
+
+def _limit(request: Request, default: int) -> int:
+    raw = request.query_params.get("limit", str(default))
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+        raise _unprocessable("limit", f"must be a whole number from 1 to {MAX_LIMIT}, not {raw[:20]!r}")
+    return int(raw)
+
+
+class Guard:
+    """Outermost: one DEBUG line per request (method, path, status, time, token), and no exception past it.
+
+    Starlette answers a bug with a 500 and raises it again for the server to log; the daemon's log
+    gets one line here instead of a traceback from the server's logger (the traceback at DEBUG).
+    """
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        t0 = time.perf_counter()
+        answered = 0
+
+        async def sending(message: Message) -> None:
+            nonlocal answered
+            if message["type"] == "http.response.start":
+                answered = int(message["status"])
+            await send(message)
+        try:
+            await self.app(scope, receive, sending)
+        except Exception as exc:
+            log.error("API %s %s failed: %s: %s", scope["method"], scope["path"], type(exc).__name__, exc,
+                      exc_info=log.isEnabledFor(logging.DEBUG))
+            if not answered:
+                await _send_json(send, 500, {"message": "internal error; the daemon's log says more"})
+                answered = 500
+        finally:
+            log.debug("API %s %s -> %d in %.1f ms%s", scope["method"], scope["path"], answered,
+                      (time.perf_counter() - t0) * 1000,
+                      f" (token {scope['gitopsd.token']})" if scope.get("gitopsd.token") else "")
+
+
+async def _send_json(send: Callable[[Message], Awaitable[None]], status: int, body: dict[str, Any]) -> None:
+    data = json.dumps(body).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]})
+    await send({"type": "http.response.body", "body": data})

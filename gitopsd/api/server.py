@@ -1,0 +1,80 @@
+"""uvicorn serving the API app in a thread of the daemon: the one module that imports uvicorn.
+
+The daemon owns the signals (uvicorn installs none outside the main thread) and the log (uvicorn's
+own lines are quieted; api/app.py logs each request at DEBUG). The API is optional: when its
+address cannot be bound, the daemon logs why and goes on deploying without it.
+"""
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+from pathlib import Path
+from typing import Callable
+
+import uvicorn
+
+from ..adapters.store import Store
+from ..core.settings import Config
+from .app import create_app
+from .tokens import TokenCheck
+
+log = logging.getLogger("gitopsd.api")
+
+
+class ApiServer:
+    """A running API: where it listens, and how to stop it."""
+
+    def __init__(self, server: uvicorn.Server, thread: threading.Thread, address: str):
+        self.server, self.thread, self.address = server, thread, address
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop taking requests, let those in flight finish (up to `timeout`), and end the thread."""
+        self.server.should_exit = True
+        self.thread.join(timeout)
+        if self.thread.is_alive():
+            self.server.force_exit = True
+            self.thread.join(1.0)
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on host:port (IPv6 when the host is one). Raise OSError."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    return socket.create_server((host, port), family=family, backlog=128)
+
+
+def serve(config: Callable[[], Config], store: Store, on_status: Callable[[str], None]) -> ApiServer | None:
+    """Start the API of `config().api` in a thread; None (and one error line) when it cannot listen."""
+    api = config().api
+    assert api is not None
+    address = f"[{api.host}]:{api.port}" if ":" in api.host else f"{api.host}:{api.port}"
+    try:
+        sock = bind(api.host, api.port)
+    except OSError as exc:
+        log.error("the HTTP API is not started: cannot listen on %s (%s); free that port or set api.listen in %s "
+                  "to a free address, then restart gitopsd. Deployments go on without the API.",
+                  address, exc.strerror or exc, config().source)
+        return None
+
+    def tokens_file() -> Path:
+        current = config().api
+        return current.tokens_file if current is not None else api.tokens_file
+
+    app = create_app(config, store, TokenCheck(tokens_file), on_status)
+    logging.getLogger("uvicorn").setLevel(logging.WARNING)   # its start and stop lines; errors still show
+    settings = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off", http="h11", loop="asyncio",
+                              ws="none", server_header=False, timeout_graceful_shutdown=3)
+    server = uvicorn.Server(settings)
+
+    def run() -> None:
+        try:
+            server.run(sockets=[sock])
+        except BaseException as exc:   # noqa: B036 (uvicorn ends a failed start with SystemExit: never let it out of the thread)
+            log.error("the HTTP API on %s stopped: %s: %s", address, type(exc).__name__, exc)
+        finally:
+            sock.close()
+
+    thread = threading.Thread(target=run, name="api", daemon=True)
+    thread.start()
+    log.info("HTTP API listening on http://%s/api/v1/ (tokens in %s)", address, api.tokens_file)
+    return ApiServer(server, thread, address)

@@ -1,0 +1,175 @@
+"""API tokens: named, scoped, stored as sha256 only in config.api.tokens_file (README, "HTTP API").
+
+`gitopsd token create` prints a secret once and keeps its hash; the daemon reads the file again
+whenever it changes, so create and revoke need no restart. The secrets are 256 random bits, so a
+plain sha256 is enough (no password hashing: nothing to guess).
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import os
+import re
+import secrets
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from ..config import read_yaml, write_yaml
+from ..core.errors import ConfigurationError, UserError
+from ..core.types import iso
+from ..gate.snapshot import file_stamp
+
+log = logging.getLogger("gitopsd.api")
+
+SCOPES = ("statuses:write", "read")
+PREFIX = "gitopsd_"
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+HEADER = ("# gitopsd API tokens (README, \"HTTP API\"), written by `gitopsd token create|revoke`.\n"
+          "# Only each secret's sha256 is kept: a lost secret cannot be shown again; revoke it and create another.\n")
+
+
+class TokenError(UserError):
+    """The tokens file cannot be read or written, or a token command is wrong: the message says what to do."""
+
+
+@dataclass(frozen=True)
+class Token:
+    name: str
+    scopes: tuple[str, ...]
+    sha256: str
+    created_at: str
+    created_by: str
+
+    def as_yaml(self) -> dict[str, Any]:
+        return {"name": self.name, "scopes": list(self.scopes), "sha256": self.sha256, "created_at": self.created_at,
+                "created_by": self.created_by}
+
+
+def digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode("utf-8", "replace")).hexdigest()
+
+
+def read_tokens(path: Path) -> list[Token]:
+    """The tokens in `path` ([] when it does not exist). Raise TokenError saying what is wrong where."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise TokenError(f"cannot read the API tokens file {path}: {exc.strerror}") from exc
+    try:
+        data = read_yaml(text) or {}
+    except ConfigurationError as exc:
+        raise TokenError(f"{path}: {exc}") from exc
+    entries = data.get("tokens") if isinstance(data, dict) else None
+    if not isinstance(entries, list):
+        raise TokenError(f"{path}: must have a list `tokens:` (written by `gitopsd token create`)")
+    tokens = []
+    for i, entry in enumerate(entries):
+        ok = (isinstance(entry, dict) and isinstance(entry.get("name"), str) and isinstance(entry.get("sha256"), str)
+              and re.fullmatch(r"[0-9a-f]{64}", entry["sha256"]) is not None and isinstance(entry.get("scopes"), list)
+              and all(s in SCOPES for s in entry["scopes"]))
+        if not ok:
+            raise TokenError(f"{path}: tokens[{i}] must have a name, scopes among {', '.join(SCOPES)} and a sha256 "
+                             "(revoke it and create it again with `gitopsd token create`)")
+        tokens.append(Token(entry["name"], tuple(entry["scopes"]), entry["sha256"], str(entry.get("created_at", "")),
+                            str(entry.get("created_by", ""))))
+    return tokens
+
+
+def write_tokens(path: Path, tokens: list[Token], new_file_group: int | None = None) -> None:
+    """Replace the file atomically, mode 0640, keeping its owner and group (the daemon's group must read it).
+
+    A new file takes `new_file_group` (the config file's group: the service's)."""
+    try:
+        st: os.stat_result | None = os.stat(path)
+    except FileNotFoundError:
+        st = None
+    text = HEADER + write_yaml({"tokens": [t.as_yaml() for t in tokens]})
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            os.fchmod(out.fileno(), 0o640)
+            if st is not None and (st.st_uid, st.st_gid) != (os.geteuid(), os.getegid()):
+                os.fchown(out.fileno(), st.st_uid, st.st_gid)
+            elif st is None and new_file_group is not None and new_file_group != os.getegid():
+                os.fchown(out.fileno(), -1, new_file_group)
+            out.write(text)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        os.unlink(tmp)
+        raise TokenError(f"cannot write the API tokens file {path}: {exc.strerror} (run this as its owner or root)") \
+            from exc
+
+
+def create(path: Path, name: str, scopes: list[str], created_by: str, new_file_group: int | None = None) -> str:
+    """Add a token; return its secret, which is stored nowhere (only its sha256 is)."""
+    if not NAME_RE.fullmatch(name):
+        raise TokenError(f"{name!r} is not a token name: use letters, digits, '.', '_' or '-' (at most 64), e.g. jenkins")
+    bad = [s for s in scopes if s not in SCOPES]
+    if not scopes or bad:
+        raise TokenError(f"give each scope with --scope, among {', '.join(SCOPES)}" + (f" (not {bad[0]!r})" if bad else ""))
+    tokens = read_tokens(path)
+    if any(t.name == name for t in tokens):
+        raise TokenError(f"a token named {name!r} exists already in {path}: `gitopsd token revoke {name}` first, "
+                         "or choose another name")
+    secret = PREFIX + secrets.token_urlsafe(32)
+    created = iso(time.time()) or ""
+    tokens.append(Token(name, tuple(dict.fromkeys(scopes)), digest(secret), created, created_by))
+    write_tokens(path, tokens, new_file_group)
+    return secret
+
+
+def revoke(path: Path, name: str) -> bool:
+    """Remove the token `name`; False when there is none."""
+    tokens = read_tokens(path)
+    kept = [t for t in tokens if t.name != name]
+    if len(kept) == len(tokens):
+        return False
+    write_tokens(path, kept)
+    return True
+
+
+class TokenCheck:
+    """The daemon's side: who a bearer secret belongs to, from the file as it is now (read again when it changes)."""
+
+    def __init__(self, path: Callable[[], Path]):
+        self.path = path
+        self._lock = threading.Lock()
+        self._seen: tuple[Path, str] | None = None
+        self._tokens: list[Token] = []
+
+    def _current(self) -> list[Token]:
+        path = self.path()
+        key = (path, file_stamp(str(path)))
+        with self._lock:
+            if key != self._seen:
+                try:
+                    self._tokens = read_tokens(path)
+                    log.info("API tokens read from %s: %d token%s", path, len(self._tokens),
+                             "" if len(self._tokens) == 1 else "s")
+                except TokenError as exc:   # refuse everyone rather than guess
+                    self._tokens = []
+                    log.error("%s; every API request with a token is refused until it is fixed", exc)
+                self._seen = key
+            return self._tokens
+
+    def authenticate(self, authorization: str | None) -> Token | None:
+        """The token an `Authorization: Bearer <secret>` header names, or None."""
+        scheme, _, secret = (authorization or "").strip().partition(" ")
+        secret = secret.strip()
+        if scheme.lower() not in ("bearer", "token") or not secret.startswith(PREFIX) or len(secret) > 200:
+            return None
+        wanted = digest(secret)
+        found = None
+        for token in self._current():   # every entry compared, in constant time each
+            if hmac.compare_digest(token.sha256, wanted):
+                found = token
+        return found

@@ -1,0 +1,317 @@
+"""The HTTP API with a real uvicorn on loopback, real HTTP (urllib, http.client), real tokens and a real repository.
+
+Real: the server thread the daemon starts (api/server.serve), the store, git, the `gitopsd` command line
+for tokens and `ci report|status`. Faked: only the daemon's callback after a stored status (a list).
+"""
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import logging
+import os
+import socket
+import stat
+import urllib.error
+import urllib.request
+
+import pytest
+
+from gitopsd.adapters.store import Store
+from gitopsd.api.server import serve
+from gitopsd.config import load
+from tests.support import Sandbox, git
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def sandbox(short_tmp):
+    return Sandbox(short_tmp, {"qa": ["qa-1"]}, env_options={"qa": {"require_checks": ["ci/test"]}},
+                   extra={"api": {"listen": f"127.0.0.1:{free_port()}", "tokens_file": str(short_tmp / "tokens.yml")}})
+
+
+class Api:
+    """The API of one sandbox, served in this process as the daemon serves it."""
+
+    def __init__(self, sandbox: Sandbox):
+        self.sandbox = sandbox
+        self.config = load(sandbox.config)
+        self.store = Store(self.config.database)
+        self.looks: list[str] = []
+        self.server = serve(lambda: self.config, self.store, self.looks.append)
+        assert self.server is not None
+        self.base = f"http://{self.config.api.host}:{self.config.api.port}"
+
+    def token(self, name: str, *scopes: str) -> str:
+        args = [a for s in scopes for a in ("--scope", s)]
+        return self.sandbox.cli("token", "create", name, *args).stdout.strip()
+
+    def call(self, method: str, path: str, token: str | None = None, body: object = None, raw: bytes | None = None,
+             headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], object]:
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        request = urllib.request.Request(self.base + path, data=data, method=method, headers=headers or {})
+        if token:
+            request.add_header("Authorization", f"Bearer {token}")
+        if data is not None and "Content-Type" not in (headers or {}):
+            request.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status, dict(response.headers), json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, dict(exc.headers), json.loads(exc.read())
+
+    def post(self, commit: str, token: str, **body: object) -> tuple[int, dict[str, str], object]:
+        return self.call("POST", f"/api/v1/repos/shop/statuses/{commit}", token, body)
+
+    def combined(self, commit: str, token: str) -> dict:
+        code, _h, doc = self.call("GET", f"/api/v1/repos/shop/commits/{commit}/status", token)
+        assert code == 200, doc
+        return doc
+
+    def close(self) -> None:
+        self.server.stop()
+        self.store.close()
+
+
+@pytest.fixture
+def api(sandbox):
+    served = Api(sandbox)
+    yield served
+    served.close()
+
+
+def test_token_create_prints_the_secret_once_and_keeps_only_its_hash(sandbox):
+    made = sandbox.cli("token", "create", "jenkins", "--scope", "statuses:write", "--scope", "read")
+    secret = made.stdout.strip()
+    assert secret.startswith("gitopsd_") and len(secret) > 40 and "\n" not in secret
+    assert "shown only this once" in made.stderr
+    tokens_file = sandbox.root / "tokens.yml"
+    text = tokens_file.read_text()
+    assert secret not in text and hashlib.sha256(secret.encode()).hexdigest() in text
+    assert stat.S_IMODE(tokens_file.stat().st_mode) == 0o640
+    assert tokens_file.stat().st_gid == sandbox.config.stat().st_gid
+    listed = sandbox.cli("token", "list").stdout
+    assert "jenkins" in listed and "statuses:write,read" in listed and secret not in listed
+    again = sandbox.cli("token", "create", "jenkins", "--scope", "read", check=False)
+    assert again.returncode == 1 and again.stdout == ""
+    assert again.stderr.startswith("gitopsd: error: a token named 'jenkins' exists already") and "Traceback" not in again.stderr
+    bad = sandbox.cli("token", "create", "x", "--scope", "admin", check=False)
+    assert bad.returncode == 1 and "among statuses:write, read" in bad.stderr
+
+
+def test_a_new_token_works_at_once_and_a_revoked_one_is_refused_without_a_restart(sandbox, api):
+    token = api.token("ci", "statuses:write")
+    head = sandbox.head("main")
+    assert api.post(head, token, state="success", context="ci/test")[0] == 201
+    revoked = sandbox.cli("token", "revoke", "ci")
+    assert "revoked" in revoked.stdout
+    code, headers, _doc = api.post(head, token, state="success", context="ci/test")
+    assert code == 401 and headers["www-authenticate"].startswith("Bearer")
+    missing = sandbox.cli("token", "revoke", "ci", check=False)
+    assert missing.returncode == 1 and "no API token named 'ci'" in missing.stderr
+
+
+def test_a_missing_or_wrong_token_gets_401_and_learns_nothing(sandbox, api):
+    real = api.token("ci", "statuses:write")
+    head = sandbox.head("main")
+    answers = []
+    for headers in ({}, {"Authorization": "Bearer gitopsd_wrong"}, {"Authorization": f"Basic {real}"},
+                    {"Authorization": f"Bearer {real}x"}, {"Authorization": "Bearer"}):
+        code, got, doc = api.call("POST", f"/api/v1/repos/shop/statuses/{head}", body={"state": "success"},
+                                  headers=headers)
+        assert code == 401 and got["www-authenticate"].startswith("Bearer")
+        answers.append(doc)
+    assert all(doc == answers[0] for doc in answers)
+    # Also for what does not exist: a wrong token cannot probe for repositories.
+    assert api.call("GET", "/api/v1/repos/nope/commits/abcdef0/status")[0] == 401
+    assert api.call("GET", "/api/v1/status")[0] == 401
+    assert api.call("GET", "/api/v1/health")[0] == 200
+
+
+def test_a_token_without_the_scope_gets_403(sandbox, api):
+    reader, writer = api.token("dash", "read"), api.token("ci", "statuses:write")
+    head = sandbox.head("main")
+    code, _h, doc = api.post(head, reader, state="success")
+    assert code == 403 and "statuses:write" in doc["message"]
+    assert api.call("GET", f"/api/v1/repos/shop/commits/{head}/status", writer)[0] == 403
+    assert api.call("GET", "/api/v1/status", writer)[0] == 403
+
+
+def test_unknown_repository_or_commit_is_404_and_an_abbreviation_resolves(sandbox, api):
+    token = api.token("ci", "statuses:write", "read")
+    head = sandbox.head("main")
+    assert api.post(head, token, state="success", context="ci/test")[0] == 201
+    code, _h, doc = api.call("POST", f"/api/v1/repos/nope/statuses/{head}", token, {"state": "success"})
+    assert code == 404 and "nope" in doc["message"]
+    for commit in ("0" * 40, "1234567", "main", "HEAD", head[:6], f"{head[:7]}..main"):
+        code, _h, doc = api.post(commit, token, state="success")
+        assert code == 404, (commit, doc)
+    # A branch named like an abbreviation does not redirect a report: only objects count.
+    other = sandbox.commit("other")
+    sandbox.push("main")
+    git(sandbox.root, "--git-dir", str(sandbox.repo), "branch", head[:8], other)
+    code, _h, doc = api.post(head[:8], token, state="failure", context="ci/build")
+    assert code == 201 and doc["commit"] == head and doc["tree"] == sandbox.tree(head) and doc["reporter"] == "ci"
+    assert api.call("GET", "/api/v1/repos/shop/environments/nope/history", token)[0] == 404
+
+
+BIG = 64 * 1024
+
+
+@pytest.mark.parametrize("body, field", [
+    ({"state": "passed"}, "state"),
+    ({"context": "ci/test"}, "state"),
+    ({"state": 1}, "state"),
+    ({"state": "success", "context": "c" * 256}, "context"),
+    ({"state": "success", "context": ""}, "context"),
+    ({"state": "success", "context": "ci/test\nci/build"}, "context"),
+    ({"state": "success", "target_url": "ftp://ci.example.com/job/1"}, "target_url"),
+    ({"state": "success", "target_url": "javascript:alert(1)"}, "target_url"),
+    ({"state": "success", "target_url": "https://"}, "target_url"),
+    ({"state": "success", "description": "d" * 1001}, "description"),
+    ({"state": "success", "description": 7}, "description"),
+    (["state", "success"], "body"),
+    ("not json {", "body"),
+    ({"state": "success", "description": "x" * BIG}, "body"),
+])
+def test_invalid_input_is_422_naming_the_field(sandbox, api, body, field):
+    token = api.token("ci", "statuses:write", "read")
+    head = sandbox.head("main")
+    raw = body.encode() if isinstance(body, str) else None
+    code, _h, doc = api.call("POST", f"/api/v1/repos/shop/statuses/{head}", token, body if raw is None else None, raw=raw)
+    assert code == 422 and doc["field"] == field and doc["message"], doc
+    assert api.combined(head, token)["total_count"] == 0   # nothing was stored
+    assert api.looks == []
+
+
+def test_limits_at_their_edge_are_taken(sandbox, api):
+    token = api.token("ci", "statuses:write")
+    head = sandbox.head("main")
+    code, _h, doc = api.post(head, token, state="pending", context="c" * 255, description="d" * 1000,
+                             target_url="https://ci.example.com/job/1?x=1#y")
+    assert code == 201 and doc["context"] == "c" * 255 and doc["target_url"] == "https://ci.example.com/job/1?x=1#y"
+
+
+def test_a_body_over_64_kib_without_content_length_is_refused_by_the_bytes_read(sandbox, api):
+    token = api.token("ci", "statuses:write", "read")
+    head = sandbox.head("main")
+    chunks = [b'{"state": "success", "description": "', b"x" * (BIG // 2), b"x" * (BIG // 2), b'"}']
+    connection = http.client.HTTPConnection(api.config.api.host, api.config.api.port, timeout=10)
+    connection.request("POST", f"/api/v1/repos/shop/statuses/{head}", body=iter(chunks), encode_chunked=True,
+                       headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json",
+                                "Transfer-Encoding": "chunked"})
+    response = connection.getresponse()
+    doc = json.loads(response.read())
+    connection.close()
+    assert response.status == 422 and doc["field"] == "body"
+    assert api.combined(head, token)["total_count"] == 0
+
+
+def test_combined_state_follows_githubs_rules_newest_report_per_context_wins(sandbox, api):
+    token = api.token("ci", "statuses:write", "read")
+    head = sandbox.head("main")
+    first = api.combined(head, token)
+    assert first == {"state": "pending", "sha": head, "tree": sandbox.tree(head), "total_count": 0, "statuses": []}
+    steps = [("ci/test", "pending", "pending"), ("ci/test", "success", "success"), ("ci/build", "failure", "failure"),
+             ("ci/build", "success", "success"), ("ci/lint", "error", "failure"), ("ci/lint", "pending", "pending"),
+             ("ci/lint", "success", "success")]
+    for context, state, expected in steps:
+        code, _h, stored = api.post(head, token, state=state, context=context, target_url=f"https://ci.example/{context}")
+        assert code == 201 and stored["state"] == state and stored["reporter"] == "ci"
+        doc = api.combined(head, token)
+        assert doc["state"] == expected, (context, state, doc)
+    assert [(s["context"], s["state"]) for s in doc["statuses"]] == [("ci/build", "success"), ("ci/lint", "success"),
+                                                                      ("ci/test", "success")]
+    code, _h, history = api.call("GET", f"/api/v1/repos/shop/commits/{head}/statuses", token)
+    assert code == 200 and len(history) == len(steps) and history[0]["context"] == "ci/lint"
+    assert api.call("GET", f"/api/v1/repos/shop/commits/{head}/statuses?limit=0", token)[0] == 422
+    assert api.looks == ["shop"] * len(steps)   # the daemon is told after each stored status
+
+
+def test_a_status_counts_for_another_commit_with_the_same_tree(sandbox, api):
+    token = api.token("ci", "statuses:write", "read")
+    tested = sandbox.head("main")
+    same_tree = sandbox.commit("an empty commit: a new id, the same tree")
+    sandbox.push("main")
+    assert sandbox.tree(same_tree) == sandbox.tree(tested) and same_tree != tested
+    assert api.post(tested, token, state="success", context="ci/test")[0] == 201
+    doc = api.combined(same_tree, token)
+    assert doc["state"] == "success" and doc["sha"] == same_tree
+    assert doc["statuses"][0]["commit"] == tested
+    # Its own history lists only what was reported for it.
+    assert api.call("GET", f"/api/v1/repos/shop/commits/{same_tree}/statuses", token)[2] == []
+
+
+def test_status_and_history_show_what_the_command_line_shows(sandbox, api):
+    token = api.token("dash", "read")
+    head = sandbox.head("qa")
+    deployment = api.store.begin(repo="shop", env="qa", commit=head, tree=sandbox.tree(head), previous_commit=None,
+                                 kind="deploy", trigger="push", actor="alice", now=1_700_000_000.0)
+    api.store.finish(deployment, "succeeded", now=1_700_000_002.0, outcome="ok", detail={"hosts": {"qa-1": "ok"}})
+    code, _h, rows = api.call("GET", "/api/v1/status", token)
+    assert code == 200 and rows == json.loads(sandbox.cli("status", "--json").stdout)
+    assert rows[0]["deployed"] == head
+    code, _h, history = api.call("GET", "/api/v1/repos/shop/environments/qa/history?limit=5", token)
+    assert code == 200 and history == json.loads(sandbox.cli("history", "qa", "--json", "--limit", "5").stdout)
+    assert history[0]["hosts"] == {"qa-1": "ok"} and history[0]["actor"] == "alice"
+    assert api.call("GET", "/api/v1/status?repo=nope", token)[0] == 404
+    assert api.call("GET", "/api/v1/repos/shop/environments/qa/history?limit=x", token)[2]["field"] == "limit"
+
+
+def test_the_openapi_document_describes_every_endpoint(sandbox, api):
+    token = api.token("dash", "read")
+    assert api.call("GET", "/api/v1/openapi.json")[0] == 401
+    code, _h, doc = api.call("GET", "/api/v1/openapi.json", token)
+    assert code == 200 and doc["openapi"].startswith("3.")
+    assert set(doc["paths"]) == {"/api/v1/health", "/api/v1/openapi.json", "/api/v1/status",
+                                 "/api/v1/repos/{repo}/statuses/{commit}", "/api/v1/repos/{repo}/commits/{commit}/status",
+                                 "/api/v1/repos/{repo}/commits/{commit}/statuses",
+                                 "/api/v1/repos/{repo}/environments/{env}/history"}
+    post = doc["paths"]["/api/v1/repos/{repo}/statuses/{commit}"]["post"]
+    assert {"201", "401", "403", "404", "422"} <= set(post["responses"])
+    assert doc["components"]["schemas"]["StatusReport"]["properties"]["state"]["enum"] == [
+        "pending", "success", "failure", "error"]
+    code, _h, doc = api.call("GET", "/api/v1/nothing-here", token)
+    assert code == 404 and "openapi.json" in doc["message"]
+
+
+def test_a_port_in_use_logs_one_clear_error_and_no_traceback(sandbox, caplog):
+    config = load(sandbox.config)
+    with socket.socket() as taken, Store(config.database) as store:
+        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        taken.bind((config.api.host, config.api.port))
+        taken.listen()
+        with caplog.at_level(logging.INFO, logger="gitopsd.api"):
+            assert serve(lambda: config, store, lambda _repo: None) is None
+    [record] = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert f"cannot listen on 127.0.0.1:{config.api.port}" in record.getMessage()
+    assert "api.listen" in record.getMessage() and record.exc_info is None
+
+
+def test_ci_report_checks_like_the_api_and_ci_status_shows_each_context(sandbox):
+    head = sandbox.head("main")
+    bad = sandbox.cli("ci", "report", "--commit", head, "--context", "ci/test", "--state", "ok", check=False)
+    assert bad.returncode == 1 and bad.stderr.startswith("gitopsd: error: --state: must be one of pending, success")
+    assert "Traceback" not in bad.stderr
+    bad = sandbox.cli("ci", "report", "--commit", head, "--state", "success", "--url", "file:///etc/passwd", check=False)
+    assert bad.returncode == 1 and "--url: must be an http:// or https:// URL" in bad.stderr
+    bad = sandbox.cli("ci", "report", "--commit", "0" * 40, "--state", "success", check=False)
+    assert bad.returncode == 1 and f"no commit {'0' * 40}" in bad.stderr
+    before = sandbox.cli("ci", "status", head[:7]).stdout
+    assert "pending (no status reported for this tree)" in before and "qa requires ci/test: ci/test: not reported" in before
+    done = sandbox.cli("ci", "report", "--commit", head[:10], "--context", "ci/test", "--state", "success",
+                       "--url", "https://ci.example.com/42", "--description", "all green")
+    user = __import__("pwd").getpwuid(os.getuid()).pw_name
+    assert f"ci/test success for {head[:7]}" in done.stdout and f"cli:{user}" in done.stdout
+    assert "the daemon is not running" in done.stdout
+    shown = sandbox.cli("ci", "status", head).stdout
+    assert f"shop {head[:7]} (tree {sandbox.tree(head)[:7]}): success" in shown
+    assert "ci/test" in shown and "https://ci.example.com/42" in shown and "qa requires ci/test: all passed" in shown
+    doc = json.loads(sandbox.cli("ci", "status", head, "--json").stdout)
+    assert doc["state"] == "success" and doc["statuses"][0]["reporter"] == f"cli:{user}"
+    assert doc["environments"] == {"qa": {"require_checks": ["ci/test"], "unmet": []}}
