@@ -326,14 +326,17 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 
 def deployment_json(d: Any) -> dict[str, Any]:
-    """A deployment for `history --json`: the record, with its batches, hosts and checks (the stored detail)."""
-    return {**d.as_json(), "hosts": d.detail.get("hosts", {}), "batches": d.detail.get("batches", [])}
+    """A deployment for `history --json`: the record, with its batches, hosts, checks and artifacts (name -> sha256)."""
+    return {**d.as_json(), "hosts": d.detail.get("hosts", {}), "batches": d.detail.get("batches", []),
+            "artifacts": d.detail.get("artifacts", {})}
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
     from .core.types import DeploymentFolders
     from .adapters.store import Store
     config, _unavailable = _read_config(args)
+    if args.ci is not None or args.deployment_id is None:
+        return _ci_logs(config, args.ci)
     with Store(config.database, readonly=True) as store:
         dep = store.get(args.deployment_id)
     if dep is None:
@@ -354,6 +357,19 @@ def cmd_logs(args: argparse.Namespace) -> int:
         print(f"# --- {'verification playbook' if what == 'verify' else 'playbook'}, "
               f"{f'batch {number}' if len(batches) > 1 else 'run'} ---")
         sys.stdout.write(stdout.read_text(encoding="utf-8", errors="replace"))
+    return 0
+
+
+def _ci_logs(config: Any, run_id: int | None) -> int:
+    """`logs --ci RUN_ID`: a built-in CI run's steps and their output (gitopsd/ci/runs.py)."""
+    from .ci import runs
+    if run_id is None:
+        raise UserError("say which deployment (`gitopsd logs DEPLOYMENT_ID`) or CI run (`gitopsd logs --ci RUN_ID`)")
+    try:
+        lines = runs.describe(config.ci_dir, run_id)
+    except LookupError as exc:
+        raise UserError(str(exc)) from exc
+    sys.stdout.write("".join(line + "\n" for line in lines))
     return 0
 
 
@@ -802,9 +818,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=20, metavar="N", help="show at most N deployments (default 20)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
-    p = add("logs", "print the Ansible output of one deployment", "Print the Ansible output of one deployment.",
+    p = add("logs", "print the Ansible output of one deployment, or the output of a CI run's steps",
+            "Print the Ansible output of one deployment; with --ci, each step of a built-in CI run and its output.",
             cmd_logs)
-    p.add_argument("deployment_id", type=int, metavar="DEPLOYMENT_ID", help="a deployment id from `gitopsd history`")
+    p.add_argument("deployment_id", type=int, nargs="?", metavar="DEPLOYMENT_ID",
+                   help="a deployment id from `gitopsd history`")
+    p.add_argument("--ci", type=int, metavar="RUN_ID",
+                   help="a built-in CI run instead (its id is in its gitopsd/<step> statuses and the daemon's log)")
 
     p = add("rollback", "roll an environment back to its previous good state",
             "Make a revert commit on the environment branch whose tree is the tree that ran before the current\n"

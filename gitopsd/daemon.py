@@ -41,7 +41,9 @@ from .adapters.systemd import Notifier
 from .adapters.store import Store
 from .adapters.sweep import Sweeper
 from .adapters.watch import RefWatcher
+from .ci.artifacts import ArtifactStore
 from .ci.heads import HeadEvent, NewHeads
+from .ci.steps import StepRunner
 from .ci.triggers import TriggerSender
 from .ci.promote import AutoPromoter
 
@@ -128,7 +130,8 @@ def real_toolbox(config: Config) -> Toolbox:
         except checks.CheckError as exc:
             return CheckResult(False, "prometheus", str(exc))
 
-    return Toolbox(run_playbook=run_playbook, hosts_of=hosts_of, check_http=http, check_prometheus=prometheus)
+    return Toolbox(run_playbook=run_playbook, hosts_of=hosts_of, check_http=http, check_prometheus=prometheus,
+                   artifacts=ArtifactStore(config.artifacts_dir).for_deployment)
 
 
 def _mtime(path: Path) -> float:
@@ -191,6 +194,11 @@ class Daemon:
         self.ci_triggers = TriggerSender()   # webhooks to the CI servers of `ci.trigger`, sent on its own thread
         self.ci_triggers.start()
         self.ci_sinks.append(self.ci_triggers.sink)
+        # The built-in steps, on their own workers; each status they report makes the loop look again (auto-promotion).
+        self.ci_steps = StepRunner(config, self.store, ArtifactStore(config.artifacts_dir),
+                                   policy=lambda: sandbox_policy(self.config),
+                                   on_status=lambda repo: self.requests.put(Look(repo, None, "ci-status")))
+        self.ci_sinks.append(self.ci_steps.sink)
 
     # -- triggers --------------------------------------------------------------------------------
     def schedule(self, look: Look, at: float) -> None:
@@ -287,6 +295,7 @@ class Daemon:
             log.warning("deployment was interrupted by a daemon stop; %d leftover process%s reaped", killed,
                         "" if killed == 1 else "es",
                         extra={"repo": dep.repo, "env": dep.env, "commit": dep.commit[:7], "deployment": dep.id})
+        self.ci_steps.recover()   # built-in CI runs too: reaped, and their pending statuses ended with `error`
 
     def reload(self) -> None:
         self.notifier.reloading()
@@ -466,6 +475,7 @@ class Daemon:
             self.reconciler.cancel_all()
         self.pool.shutdown(wait=True)
         self.ci_triggers.stop()
+        self.ci_steps.stop()
         self._stop_triggers()
         if self.api is not None:   # before the store it writes to closes
             self.api.stop()

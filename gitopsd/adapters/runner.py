@@ -46,17 +46,28 @@ SSH_ARGS = "-C -o ControlMaster=auto -o ControlPersist=60s"   # Ansible's defaul
 REQUIREMENTS = ("requirements.yml", "roles/requirements.yml", "collections/requirements.yml")
 
 
-def extravars_file(path: Path, values: dict[str, str]) -> None:
+def extravars_file(path: Path, values: dict[str, Any]) -> None:
     """Write extra vars as JSON strings marked unsafe: data that Jinja never evaluates.
 
     JSON with `__ansible_unsafe` keeps every value a string; ansible-core 2.19 reads YAML
-    `!unsafe "0123"` as the integer 83 and `!unsafe ""` as None.
+    `!unsafe "0123"` as the integer 83 and `!unsafe ""` as None. A mapping (gitopsd_artifacts)
+    stays a mapping, each of its values marked so.
     """
     for key in values:
         if not key.isidentifier():
             raise ValueError(f"bad extra var name {key!r}")
-    path.write_text(json.dumps({k: {"__ansible_unsafe": str(v)} for k, v in values.items()}, indent=1) + "\n",
-                    encoding="utf-8")
+
+    def unsafe(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {str(k): unsafe(v) for k, v in value.items()}
+        return {"__ansible_unsafe": str(value)}
+    path.write_text(json.dumps({k: unsafe(v) for k, v in values.items()}, indent=1) + "\n", encoding="utf-8")
+
+
+def artifact_files(extravars: dict[str, Any]) -> tuple[Path, ...]:
+    """The files of `gitopsd_artifacts`, which the sandbox shows the run read-only (they live in the hidden state folder)."""
+    artifacts = extravars.get("gitopsd_artifacts") or {}
+    return tuple(sorted({Path(a["path"]) for a in artifacts.values()}))
 
 
 def judge(stats: dict[str, Any] | None, no_hosts_matched: bool, status: str, rc: int | None) -> tuple[bool, str, dict[str, str]]:
@@ -156,6 +167,7 @@ def run_playbook(run: PlaybookRun, cancel: threading.Event, policy: SandboxPolic
         if policy is not None and policy.enabled:
             argv_file = run.data_dir / "sandbox.argv"
             shown = tuple(p for p in (known_hosts, requirements.folder if requirements else None) if p is not None)
+            shown += artifact_files(run.extravars)
             sandbox.write_argv(argv_file, sandbox.command_prefix(policy, project=run.workdir, run_dir=run.data_dir,
                                                                  read_only=shown))
             envvars["GITOPSD_SANDBOX_ARGV"] = str(argv_file)

@@ -44,6 +44,8 @@ class Toolbox:
     check_http: Callable[[HttpCheck, HostInfo, str], CheckResult] | None = None           # (check, host, commit)
     check_prometheus: Callable[[PrometheusCheck, str, str], CheckResult] | None = None   # (check, commit, env)
     sleep: Callable[[float], None] = time.sleep
+    # The files CI built for a tree (repo, tree) -> name -> {path, sha256}: `gitopsd_artifacts` (ci/artifacts.py).
+    artifacts: Callable[[str, str], dict[str, dict[str, str]]] = lambda _repo, _tree: {}
 
 
 def url_variables(url: str) -> tuple[str, ...]:

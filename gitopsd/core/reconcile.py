@@ -311,6 +311,8 @@ class Reconciler:
             workdir = job.folders.tree
             self.store.set_workdir(job.id, workdir)
             self.git.export(repo, job.desired.commit, workdir)
+            # Built once by CI for this tree, the same files in every environment (plain data, names checked).
+            artifacts = self.tools.artifacts(repo.name, job.desired.tree)
             run = PlaybookRun(
                 marker=self.marker(job.id), workdir=workdir,
                 playbook=resolve_inside(workdir, env.playbook), inventory=resolve_inside(workdir, env.inventory),
@@ -319,9 +321,10 @@ class Reconciler:
                     "gitopsd_env": env.name, "gitopsd_repo": repo.name, "gitopsd_commit": job.desired.commit,
                     "gitopsd_tree": job.desired.tree, "gitopsd_previous_commit": job.previous_commit or "",
                     "gitopsd_deploy_id": str(job.id), "gitopsd_kind": job.kind,
-                    "gitopsd_workdir": str(workdir)})
+                    "gitopsd_workdir": str(workdir), "gitopsd_artifacts": artifacts})
             attempt = execute(env, run, job.kind, self.tools, item.cancel, progress, job.folders)
             detail, reason = attempt.detail(), attempt.reason
+            detail["artifacts"] = {name: a["sha256"] for name, a in artifacts.items()}   # history --json shows them
             if attempt.ok:
                 result = Result.SUCCEEDED
             elif attempt.canceled:

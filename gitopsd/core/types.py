@@ -261,7 +261,7 @@ class PlaybookRun:
     playbook: Path
     inventory: Path
     data_dir: Path         # fresh ansible-runner private data dir
-    extravars: dict[str, str]
+    extravars: dict[str, Any]   # strings, and gitopsd_artifacts: name -> {path, sha256} (all strings)
     timeout: int
     limit: str | None = None
     vault_password_file: Path | None = None   # the environment's, from the config; never inside the tree

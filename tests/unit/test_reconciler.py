@@ -115,7 +115,9 @@ def test_a_new_head_is_deployed_once_and_then_in_sync(world):
     extravars = runner.runs[0].extravars
     assert extravars["gitopsd_kind"] == "deploy" and extravars["gitopsd_previous_commit"] == ""
     assert set(extravars) == {"gitopsd_env", "gitopsd_repo", "gitopsd_commit", "gitopsd_tree",
-                              "gitopsd_previous_commit", "gitopsd_deploy_id", "gitopsd_kind", "gitopsd_workdir"}
+                              "gitopsd_previous_commit", "gitopsd_deploy_id", "gitopsd_kind", "gitopsd_workdir",
+                              "gitopsd_artifacts"}
+    assert extravars["gitopsd_artifacts"] == {}   # no CI artifacts for this tree
 
 
 def test_failures_back_off_then_stall_until_the_branch_moves(world):
