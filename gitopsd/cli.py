@@ -53,10 +53,15 @@ def _read_config(args: argparse.Namespace) -> tuple[Any, dict[str, str]]:
     """The config for a read-only command, and {repository: problem} for repositories that cannot be read.
 
     A missing or unreadable repository must not hide the others from `status`, `history` and `logs`;
-    any other problem in the config still stops the command.
+    any other problem in the config still stops the command. The daemon's snapshot of the file, while
+    it matches, spares parsing and validating it (status.read_config).
     """
     import re
 
+    from .status import read_config
+    fast = read_config(Path(args.config))
+    if fast is not None:
+        return fast
     from .config import ConfigError, load
     try:
         return load(Path(args.config)), {}

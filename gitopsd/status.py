@@ -1,19 +1,27 @@
 """What `gitopsd status` shows: desired (from Git) against deployed (from the store), per environment.
 
-Works with or without the daemon running: it reads Git and the store, nothing else.
+Works with or without the daemon running: it reads Git and the store, nothing else. The read-only
+commands (`status`, `history`, `logs`) also take the configuration from here: from the snapshot the
+daemon keeps in the state database while it matches the file, so they need not import PyYAML and
+validate the whole file on every call (README, "Scale").
 """
 from __future__ import annotations
 
+import os
+import re
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from .adapters import gitcli
-from .config import Config, Environment, Repository
-from .core.decide import decide_from_store
+from .core.lookup import by_name
 from .core.types import Action, Deployment, Head, Result, iso
-from .adapters.store import Store
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:   # annotations only: `history` imports this module for `ago`
+    from .adapters.store import Store
+    from .config import Config, Environment, Repository
+    from .gate.snapshot import GateRepository
 
 # The reconciler's decision, as `status` names it.
 STATES = {Action.BUSY: "deploying", Action.MISSING: "missing-branch", Action.IN_SYNC: "in-sync",
@@ -46,7 +54,9 @@ def environment_status(store: Store, repo: Repository, env: Environment, now: fl
 
     `heads`: the repository's branch heads as gitcli.branch_heads read them (read here when not given).
     """
+    from .core.decide import decide_from_store
     if heads is None:
+        from .adapters import gitcli
         heads = gitcli.branch_heads(repo.path, [env.branch])
     commit, tree = heads.get(env.branch, (None, None))
     desired = Head(commit, tree) if commit and tree else None
@@ -79,23 +89,27 @@ def environment_status(store: Store, repo: Repository, env: Environment, now: fl
 def all_status(config: Config, store: Store, repo_name: str | None = None,
                unavailable: dict[str, str] | None = None) -> list[EnvironmentStatus]:
     """Every environment's status; those of a repository in `unavailable` ({name: problem}) say its problem."""
+    from .adapters import gitcli
     unavailable = unavailable or {}
     repos = [r for r in config.repositories if repo_name in (None, r.name) and r.name not in unavailable]
     recorded = store.recorded_heads()
 
-    def heads_of(repo: Repository) -> dict[str, tuple[str, str]]:
-        """Commits from the ref files, trees as the daemon recorded them; git only for what it has not seen."""
+    def known_heads(repo: Repository) -> dict[str, tuple[str, str]] | None:
+        """Commits from the ref files, trees as the daemon recorded them; None if git must say."""
         commits = gitcli.read_branches(repo.path, [e.branch for e in repo.environments])
         known = {e.branch: recorded[(repo.name, e.name)] for e in repo.environments
                  if commits is not None and (repo.name, e.name) in recorded
                  and recorded[(repo.name, e.name)][0] == commits.get(e.branch)}
-        if commits is not None and len(known) == len(commits):
-            return known
-        return gitcli.branch_heads(repo.path, [e.branch for e in repo.environments])
+        return known if commits is not None and len(known) == len(commits) else None
 
-    # At most one git process per repository, several at a time: status stays fast with hundreds of them.
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        heads = dict(zip((r.name for r in repos), pool.map(heads_of, repos), strict=True))
+    heads = {r.name: known_heads(r) for r in repos}
+    unseen = [r for r in repos if heads[r.name] is None]
+    if unseen:   # one git process per repository the daemon has not seen, several at a time
+        from concurrent.futures import ThreadPoolExecutor
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            heads.update(zip((r.name for r in unseen),
+                             pool.map(lambda r: gitcli.branch_heads(r.path, [e.branch for e in r.environments]), unseen),
+                             strict=True))
     now = time.time()
     return [environment_status(store, repo, env, now, heads[repo.name]) if repo.name not in unavailable
             else EnvironmentStatus(repo.name, env.name, env.branch, None, None, "unavailable", unavailable[repo.name],
@@ -111,3 +125,109 @@ def ago(ts: float | None, now: float | None = None) -> str:
         if seconds >= size:
             return f"{seconds // size}{unit} ago"
     return f"{max(seconds, 0)}s ago"
+
+
+# -- the configuration for read-only commands ----------------------------------------------------------
+
+# Where the file puts the state folder, when it says so on one plain top-level line (a value with a `/`, so
+# YAML cannot read it as null, a number or a boolean). Anything else and the file is loaded in full.
+_STATE_DIR_LINE = re.compile(r"""^state_dir:[ \t]+(?:([\w./~+@%,=-]*/[\w./~+@%,=-]*)|'([^'\n]+)'|"([^"\\\n]+)")"""
+                             r"""[ \t]*(?:#.*)?$""", re.MULTILINE)
+DEFAULT_STATE_DIR = "/var/lib/gitopsd"   # core.settings.Config.state_dir (a test holds them equal)
+
+
+class ReadConfig:
+    """The configuration as `status`, `history` and `logs` use it, taken from the daemon's snapshot.
+
+    Repositories and environments carry names, paths and branches; any other setting (e.g.
+    sweep_interval) loads and validates the file, once.
+    """
+
+    def __init__(self, path: Path, source: str, state_dir: Path, repositories: list[GateRepository]):
+        self._path, self._full = path, None   # type: Path, Config | None
+        self.source, self.state_dir, self.repositories = Path(source), state_dir, repositories
+
+    @property
+    def database(self) -> Path:
+        return self.state_dir / "state.db"
+
+    @property
+    def ci_dir(self) -> Path:
+        return self.state_dir / "ci"
+
+    def repository(self, name: str) -> GateRepository | None:
+        return by_name(self.repositories, name)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        if self._full is None:
+            from .config import ConfigError, load
+            try:
+                self._full = load(self._path)
+            except ConfigError as exc:   # a repository gone since: the rest of the file still counts, as in cli
+                if exc.config is None:
+                    raise
+                self._full = exc.config
+        return getattr(self._full, name)
+
+
+def read_config(path: Path) -> tuple[ReadConfig, dict[str, str]] | None:
+    """The configuration for a read-only command and {repository: problem} for those that cannot be read.
+
+    From the snapshot the daemon (or install-hooks) saved in the state database after validating
+    this very version of the file (same device, inode, size and mtime); None when there is none,
+    and then the caller loads the file. The snapshot's row names the file and its stamp, so a state
+    folder guessed wrong from the text finds no row: never a wrong answer, only the slow path.
+    """
+    import sqlite3
+
+    from .gate import snapshot
+    source = os.path.realpath(path)
+    stamp = snapshot.file_stamp(source)
+    try:
+        with open(source, encoding="utf-8") as handle:
+            text = handle.read()
+    except (OSError, UnicodeDecodeError):
+        return None
+    found = _STATE_DIR_LINE.findall(text)
+    if len(found) != text.count("state_dir") or len(found) > 1 or not stamp or snapshot.file_stamp(source) != stamp:
+        return None
+    value = "".join(found[0]) if found else DEFAULT_STATE_DIR
+    try:
+        state_dir = (Path(path).parent / os.path.expanduser(value)).resolve()   # as config._dir resolves it
+        db = snapshot.connect_readonly(str(state_dir / "state.db"))
+    except (OSError, RuntimeError, ValueError, sqlite3.Error):
+        return None
+    if db is None:
+        return None
+    try:
+        row = db.execute("SELECT stamp FROM gate_config WHERE config = ?", (source,)).fetchone()
+        if row is None or row[0] != stamp:
+            return None
+        # Inserted in the config's order, repository by repository (snapshot.save): rowid keeps it.
+        rows = db.execute("SELECT repo, repo_path, name, branch, promote_from FROM gate_environments"
+                          " WHERE config = ? ORDER BY rowid", (source,)).fetchall()
+    except sqlite3.Error:   # an older store without the snapshot
+        return None
+    finally:
+        db.close()
+    repos: dict[str, snapshot.GateRepository] = {}
+    for repo, repo_path, name, branch, promote_from in rows:
+        repos.setdefault(repo, snapshot.GateRepository(repo, repo_path, [])).environments.append(
+            snapshot.GateEnvironment(name, branch, promote_from))
+    if not repos:
+        return None
+    unavailable = {r.name: problem for r in repos.values() if (problem := repository_problem(Path(r.path)))}
+    return ReadConfig(Path(path), source, state_dir, list(repos.values())), unavailable
+
+
+def repository_problem(path: Path) -> str | None:
+    """Why `path` is not a Git repository this user can read, in config.load's words; None if it is one."""
+    try:
+        if (path / "HEAD").is_file() and (path / "objects").is_dir():
+            return None
+    except PermissionError:
+        import pwd
+        return f"{path} cannot be read by {pwd.getpwuid(os.geteuid()).pw_name} (run `gitopsd doctor` as root to see why)"
+    return f"no Git repository at {path} (run `gitopsd init {path}` to create one)"
