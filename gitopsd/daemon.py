@@ -12,7 +12,6 @@ import logging
 import os
 import queue
 import signal
-import sqlite3
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -25,10 +24,12 @@ from . import config as config_mod
 from .gate import snapshot
 from . import install_hooks
 from .gate import policy
+from .gate.nudge import Nudge
 from .adapters import runner
 from .adapters import sandbox
 from .config import Config, ConfigError
 from .core.deployment import Toolbox
+from .core.errors import StoreError
 from .core.ports import Verdict
 from .core.reconcile import Cause, Look, Reconciler
 from .core.settings import HttpCheck, PrometheusCheck, SandboxPolicy
@@ -224,7 +225,7 @@ class Daemon:
             try:
                 self.store.set_unwatched(unwatched)
                 self._unwatched_recorded = unwatched
-            except sqlite3.Error as exc:
+            except StoreError as exc:
                 log.warning("could not record the unwatched repositories for `gitopsd status`: %s", exc)
 
     def _on_ref_change(self, repo: str) -> None:
@@ -238,6 +239,12 @@ class Daemon:
             repo = self.config.repository_at(Path(nudge.repo))
             if repo is None:
                 log.warning("nudge for unknown repository %s ignored", nudge.repo)
+                continue
+            if nudge.trigger == Trigger.BRANCH_PUSH:   # main or a feature branch: who pushed it, for CI and approvals
+                self._record_pushes(repo.name, nudge)
+                now = time.time()
+                for delay in PUSH_FOLLOW_UP[:6]:   # the refs move right after the hook: CI looks for the new heads
+                    self.schedule(Look(repo.name, None, Trigger.BRANCH_PUSH), now + delay)
                 continue
             for commit in nudge.commits:
                 self.reconciler.remember_cause(repo.name, commit, Cause(nudge.who(), nudge.trigger, nudge.reason))
@@ -348,7 +355,7 @@ class Daemon:
         """Give the pre-receive hook the configuration this daemon enforces, without YAML (see gate/snapshot.py)."""
         try:
             self.store.save_gate(snapshot.from_config(self.config))
-        except sqlite3.Error as exc:   # the hook then reads the config file: slower, same rule
+        except StoreError as exc:   # the hook then reads the config file: slower, same rule
             log.warning("could not save the configuration snapshot for the hook: %s", exc)
 
     def _refresh_hooks(self) -> None:
@@ -419,14 +426,29 @@ class Daemon:
             try:
                 if self.promoter.look(repo):
                     self.requests.put(Look(repo.name, None, Trigger.AUTO_PROMOTE))
-            except (sqlite3.Error, OSError) as exc:
+            except (StoreError, OSError) as exc:
                 log.warning("automatic promotion could not look: %s", exc, extra={"repo": repo.name})
 
     def _auto_promoted(self, repo: str, commit: str, reason: str) -> None:
         """The promoter made `commit`: its deployment is recorded as the daemon's own, triggered by auto-promote."""
         self.reconciler.remember_cause(repo, commit, Cause("gitopsd", Trigger.AUTO_PROMOTE, reason))
 
+    def _record_pushes(self, repo: str, nudge: Nudge) -> None:
+        who = nudge.who()
+        try:
+            for commit in nudge.commits:
+                self.store.record_push(repo, "", commit, who, time.time())
+        except StoreError as exc:
+            log.warning("could not record who pushed %s: %s", ", ".join(c[:7] for c in nudge.commits), exc,
+                        extra={"repo": repo})
+
     def _pusher_of(self, repo: str, commit: str) -> str | None:
+        try:
+            pushers = sorted(self.store.pushers(repo, [commit]))
+        except StoreError:
+            pushers = []
+        if pushers:
+            return ", ".join(pushers)
         cause = self.reconciler.causes.get((repo, commit))
         return cause.actor if cause is not None else None
 
@@ -434,7 +456,7 @@ class Daemon:
         """Hand each new head of the repository's CI branches to the CI sinks."""
         try:
             events = self.ci_heads.changes(repo)
-        except sqlite3.Error as exc:
+        except StoreError as exc:
             log.warning("could not read or record the CI heads: %s", exc, extra={"repo": repo.name})
             return
         for event in events:
@@ -520,7 +542,11 @@ def run(config_path: Path) -> int:
     except AlreadyRunning as exc:
         log.error("%s", exc)
         return 1
-    except (sqlite3.Error, OSError) as exc:
+    except StoreError as exc:   # its line says which file and what to do
+        log.error("refusing to start: %s", exc)
+        log.debug("the error in full:", exc_info=True)
+        return 1
+    except OSError as exc:
         from .adapters.storeerrors import explain
         log.error("refusing to start: %s", explain(str(cfg.database), exc))
         log.debug("the error in full:", exc_info=True)

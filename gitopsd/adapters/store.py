@@ -6,14 +6,16 @@ the daemon starts again was interrupted.
 """
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, TypeVar
 
-from ..gate import required, snapshot
+from ..gate import approvals, required, snapshot
+from .storeerrors import translate
 from ..core.types import Admission, Block, Deployment, FailureStatus, Hold, Kind, Result, iso
 
 SCHEMA = """
@@ -118,8 +120,31 @@ KINDS = tuple(Kind)
 __all__ = ["ACTIVE", "Admission", "Block", "Deployment", "FailureStatus", "Hold", "Store", "iso"]
 
 
+T = TypeVar("T")
+
+
+def _translated(method: Callable[..., T]) -> Callable[..., T]:
+    """Raise a failure of SQLite (or of the file under it) as the StoreError storeerrors.translate makes of it."""
+    @functools.wraps(method)
+    def wrapper(self: Store, *args: Any, **kwargs: Any) -> T:
+        try:
+            return method(self, *args, **kwargs)
+        except (sqlite3.Error, OSError) as exc:
+            raise translate(str(self.path), exc) from exc
+    return wrapper
+
+
+def _errors_translated(cls: type[T]) -> type[T]:
+    """Every method of the store raises gitopsd's own error kinds, never sqlite3.Error (issue 11)."""
+    for name, attr in list(vars(cls).items()):
+        if callable(attr) and (not name.startswith("_") or name == "__init__"):
+            setattr(cls, name, _translated(attr))
+    return cls
+
+
+@_errors_translated
 class Store:
-    """SQLite-backed state. Safe to share between the daemon's threads."""
+    """SQLite-backed state. Safe to share between the daemon's threads. Raises StoreError, never sqlite3.Error."""
 
     def __init__(self, path: Path, *, readonly: bool = False):
         self.path = Path(path)
@@ -128,14 +153,14 @@ class Store:
             db = snapshot.connect_readonly(str(self.path), check_same_thread=False)   # see there: readers in the group
             if db is None:
                 db = sqlite3.connect(":memory:", check_same_thread=False)
-                db.executescript(SCHEMA + snapshot.SCHEMA + required.SCHEMA)
+                db.executescript(SCHEMA + snapshot.SCHEMA + required.SCHEMA + approvals.SCHEMA)
             self._db = db
         else:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=30, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(SCHEMA + snapshot.SCHEMA + required.SCHEMA)
+            self._db.executescript(SCHEMA + snapshot.SCHEMA + required.SCHEMA + approvals.SCHEMA)
         self._db.row_factory = sqlite3.Row
 
     def close(self) -> None:
@@ -463,3 +488,70 @@ class Store:
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
+
+    # -- human gates: sign-offs, release candidates, approvals (gate/approvals.py) ------------------------
+    def _human(self, sql: str, args: tuple[Any, ...]) -> list[Any]:
+        try:
+            return [tuple(r) for r in self._rows(sql, args)]
+        except sqlite3.OperationalError:   # a store written by an older daemon, read by a command
+            return []
+
+    def signoffs(self, repo: str, env: str, tree: str) -> list[tuple[str, str, str, float]]:
+        return self._human(approvals.SIGNOFFS, (repo, env, tree))
+
+    def rcs_for_tree(self, repo: str, tree: str, target_env: str) -> list[tuple[str, float]]:
+        return self._human(approvals.RCS_FOR_TREE, (repo, tree, target_env))
+
+    def approval_rows(self, repo: str, rc: str) -> list[tuple[str, str, str, float]]:
+        return self._human(approvals.APPROVALS, (repo, rc))
+
+    def add_signoff(self, *, repo: str, env: str, commit: str, tree: str, actor: str, verdict: str, note: str,
+                    now: float) -> int:
+        assert verdict in ("signoff", "reject", "withdraw"), verdict
+        return int(self._write("INSERT INTO signoffs (repo, env, commit_id, tree, actor, verdict, note, created_at)"
+                               " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                               (repo, env, commit, tree, actor, verdict, note, now)).lastrowid or 0)
+
+    def add_rc(self, *, repo: str, name: str, commit: str, tree: str, source_env: str, target_env: str,
+               created_by: str, self_identities: list[str], now: float) -> bool:
+        """Record a release candidate; False if the name is taken."""
+        try:
+            self._write("INSERT INTO release_candidates (repo, name, commit_id, tree, source_env, target_env, created_by,"
+                        " created_at, self_identities) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (repo, name, commit, tree, source_env, target_env, created_by, now, "\n".join(self_identities)))
+        except sqlite3.IntegrityError:
+            return False
+        return True
+
+    def rc(self, repo: str, name: str) -> dict[str, Any] | None:
+        rows = self._rows("SELECT * FROM release_candidates WHERE repo = ? AND name = ?", (repo, name))
+        return dict(rows[0]) if rows else None
+
+    def rcs(self, repo: str, limit: int = 50) -> list[dict[str, Any]]:
+        """Release candidates, newest first."""
+        try:
+            rows = self._rows("SELECT * FROM release_candidates WHERE repo = ? ORDER BY created_at DESC LIMIT ?",
+                              (repo, limit))
+        except sqlite3.OperationalError:
+            return []
+        return [dict(r) for r in rows]
+
+    def add_approval(self, *, repo: str, rc: str, tree: str, actor: str, kind: str, note: str, now: float) -> int:
+        assert kind in ("approve", "reject", "withdraw"), kind
+        return int(self._write("INSERT INTO approvals (repo, rc, tree, actor, kind, note, created_at)"
+                               " VALUES (?, ?, ?, ?, ?, ?, ?)", (repo, rc, tree, actor, kind, note, now)).lastrowid or 0)
+
+    def record_push(self, repo: str, branch: str, commit: str, pusher: str, now: float) -> None:
+        """Remember who pushed a head to a non-environment branch (self-approval looks it up)."""
+        self._write("INSERT OR IGNORE INTO pushes (repo, commit_id, branch, pusher, pushed_at) VALUES (?, ?, ?, ?, ?)",
+                    (repo, commit, branch, pusher, now))
+
+    def pushers(self, repo: str, commits: list[str]) -> set[str]:
+        """Who pushed any of `commits` (as heads of non-environment branches)."""
+        found: set[str] = set()
+        for start in range(0, len(commits), 500):
+            chunk = commits[start:start + 500]
+            marks = ",".join("?" * len(chunk))
+            found |= {r["pusher"] for r in self._rows(
+                f"SELECT DISTINCT pusher FROM pushes WHERE repo = ? AND commit_id IN ({marks})", (repo, *chunk))}  # noqa: S608 (placeholders only; values are bound)
+        return found

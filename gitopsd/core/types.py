@@ -67,6 +67,7 @@ class Trigger(StrEnum):
     SUSPEND = "suspend"
     RESUME = "resume"
     AUTO_PROMOTE = "auto-promote"
+    BRANCH_PUSH = "branch-push"     # a push to a non-environment branch: for CI and self-approval, never an announcement
 
 
 @dataclass(frozen=True)

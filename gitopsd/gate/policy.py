@@ -35,6 +35,9 @@ if TYPE_CHECKING:   # annotations only: the hook does not import typing
         def tree_succeeded(self, repo: str, env: str, tree: str) -> bool: ...
         def successes(self, repo: str, env: str) -> list[tuple[str, str]]: ...
         def statuses(self, repo: str, tree: str) -> list[Status]: ...
+        def signoffs(self, repo: str, env: str, tree: str) -> list[tuple[str, str, str, float]]: ...
+        def rcs_for_tree(self, repo: str, tree: str, target_env: str) -> list[tuple[str, float]]: ...
+        def approval_rows(self, repo: str, rc: str) -> list[tuple[str, str, str, float]]: ...
 
 
 SCAN_LIMIT = 5000   # how far back on the source branch a matching tree is looked for
@@ -185,12 +188,16 @@ def judge(repo: GateRepository, repo_path: str, store: Records, env: GateEnviron
                 ["wait for CI to report success on this commit (or any commit with the same tree), then push again",
                  "a failed check needs a fixed commit: push it to " + env.promote_from + ", let CI test it, promote that",
                  f"see the checks: gitopsd ci status {short_new} --repo {repo.name}", *further])
+    human = human_gates(repo, store, env, tree, short_new, now, further)
+    if isinstance(human, Verdict):
+        return human
+    passed = f"tree {tree[:7]} passed {env.promote_from}{human}"
     if not env.windows or not check_windows:
-        return Verdict(True, "promotion", f"tree {tree[:7]} passed {env.promote_from}")
+        return Verdict(True, "promotion", passed)
     from .windows import next_opening, promotion_allowed
     allowed, window = promotion_allowed(env.windows, now)
     if allowed:
-        return Verdict(True, "promotion", f"tree {tree[:7]} passed {env.promote_from}")
+        return Verdict(True, "promotion", passed)
     assert window is not None
     opens = next_opening(env.windows, now)
     when = opens.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC") if opens else None
@@ -199,7 +206,7 @@ def judge(repo: GateRepository, repo_path: str, store: Records, env: GateEnviron
     closed = f"the deploy window is closed: {'outside' if window.allow else 'inside'} '{window.name}'"
     if override_reason:
         if identity in env.override_by:
-            return Verdict(True, "promotion", f"{closed}; emergency override by {identity}",
+            return Verdict(True, "promotion", f"{passed}; {closed}; emergency override by {identity}",
                            override=f"emergency override by {identity}: {override_reason}")
         return refuse(f"{closed}; {identity} may not override it",
                       [f"only {', '.join(env.override_by) or 'nobody'} may override {env.name}'s deploy windows."],
@@ -209,3 +216,39 @@ def judge(repo: GateRepository, repo_path: str, store: Records, env: GateEnviron
                   [wait, f"rollbacks are still accepted: {rollback_cmd}", *further,
                    "in an emergency, an identity listed in override_by can push with "
                    "-o 'override=<reason>' (or gitopsd promote ... --override '<reason>')"])
+
+
+def human_gates(repo: GateRepository, store: Records, env: GateEnvironment, tree: str, short_new: str,
+                now: datetime, further: list[str]) -> Verdict | str:
+    """The sign-offs and release-candidate approvals `env` requires of `tree`: a refusal, or what passed ('' for none)."""
+    if env.signoff is None and env.approvals is None:
+        return ""
+    from .approvals import approval_state, signoff_unmet
+    need, passed = env.signoff, ""
+    if need is not None:
+        missing = signoff_unmet(need, store.signoffs(repo.name, need.env, tree))
+        if missing:
+            return refuse(f"{env.name} only takes trees signed off after manual testing in {need.env}",
+                          [f"commit {short_new} has tree {tree[:7]}:", *[f"  {line}" for line in missing]],
+                          [f"after testing what {need.env} runs, one of {', '.join(need.signers)} runs: "
+                           f"gitopsd signoff {need.env} --note '<what was tested>' --repo {repo.name}", *further])
+    policy = env.approvals
+    if policy is None:
+        return passed
+    rcs = store.rcs_for_tree(repo.name, tree, env.name)
+    if not rcs:
+        return refuse(f"{env.name} only takes release candidates with their approvals",
+                      [f"tree {tree[:7]} (commit {short_new}) is the tree of no release candidate for {env.name}."],
+                      [f"create one from what {env.promote_from} runs: gitopsd rc create --to {env.name} --repo {repo.name}",
+                       "then have it approved: gitopsd approve <rc> --note '<why>'", *further])
+    problems: list[str] = []
+    for name, _created in rcs:
+        _valid, problems = approval_state(policy, store.approval_rows(repo.name, name), now.timestamp())
+        if not problems:
+            return f"; release candidate rc/{name} is approved"
+    newest = rcs[0][0]
+    return refuse(f"{env.name} only takes release candidates with their approvals",
+                  [f"tree {tree[:7]} is release candidate rc/{newest}, which is not approved:",
+                   *[f"  {line}" for line in problems]],
+                  [f"ask an approver: gitopsd approve {newest} --note '<why>' --repo {repo.name}",
+                   f"see it: gitopsd rc show {newest} --repo {repo.name}", *further])

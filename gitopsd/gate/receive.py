@@ -177,7 +177,8 @@ def pre_receive(config_path: str, database: str, stdin_text: str, out: TextIO = 
         # (a trigger names the pusher); it sees the refs move by itself.
         commits = tuple(u.new for u in updates if u.branch and u.new != gitcli.ZERO)
         if commits:
-            nudge.send(config.nudge_socket, nudge.Nudge(repo=repo_path, trigger="push",
+            # Not "push": that would announce the commits as judged heads of environment branches.
+            nudge.send(config.nudge_socket, nudge.Nudge(repo=repo_path, trigger="branch-push",
                                                         actor=pusher(config.identity_env), commits=commits))
         return 0
     identity = pusher(config.identity_env)

@@ -23,7 +23,8 @@ TYPE_CHECKING = False   # true for mypy and import-linter only: the hook does no
 if TYPE_CHECKING:   # annotations only: the hook imports neither typing nor the settings' dataclasses
     from typing import Any
 
-    from ..core.settings import Config
+    from ..core.settings import Config, Environment, Repository
+    from .approvals import Policy, SignoffNeed
     from .required import Status
     from .windows import Window
 
@@ -45,6 +46,8 @@ CREATE TABLE IF NOT EXISTS gate_environments (
     promote_from TEXT NOT NULL,
     override_by TEXT NOT NULL,     -- identities, one per line
     require_checks TEXT NOT NULL DEFAULT '',   -- commit status contexts, one per line
+    signoff TEXT NOT NULL DEFAULT '',          -- approvals.SignoffNeed.encode(), '' for none
+    approvals TEXT NOT NULL DEFAULT '',        -- approvals.Policy.encode(), '' for none
     PRIMARY KEY (config, repo, name)
 );
 CREATE TABLE IF NOT EXISTS gate_windows (
@@ -74,12 +77,14 @@ SUCCESSES = ("SELECT kind, tree FROM deployments WHERE repo = ? AND env = ? AND 
 class GateEnvironment:
     """An environment as the promotion rule sees it."""
 
-    __slots__ = ("name", "branch", "promote_from", "override_by", "windows", "require_checks")
+    __slots__ = ("name", "branch", "promote_from", "override_by", "windows", "require_checks", "signoff", "approvals")
 
     def __init__(self, name: str, branch: str, promote_from: str, override_by: tuple[str, ...] = (),
-                 windows: tuple[Window, ...] = (), require_checks: tuple[str, ...] = ()):
+                 windows: tuple[Window, ...] = (), require_checks: tuple[str, ...] = (),
+                 signoff: SignoffNeed | None = None, approvals: Policy | None = None):
         self.name, self.branch, self.promote_from = name, branch, promote_from
         self.override_by, self.windows, self.require_checks = tuple(override_by), tuple(windows), tuple(require_checks)
+        self.signoff, self.approvals = signoff, approvals
 
 
 class GateRepository:
@@ -130,9 +135,23 @@ def from_config(config: Config) -> GateConfig:
     return GateConfig(
         str(config.source), config.stamp, str(config.runtime_dir), config.identity_env,
         [GateRepository(r.name, os.path.realpath(r.path),
-                        [GateEnvironment(e.name, e.branch, e.promote_from, e.override_by, e.windows, e.require_checks)
+                        [GateEnvironment(e.name, e.branch, e.promote_from, e.override_by, e.windows, e.require_checks,
+                                         _signoff_need(r, e), _policy(e))
                          for e in r.environments])
          for r in config.repositories])
+
+
+def _signoff_need(repo: Repository, env: Environment) -> SignoffNeed | None:
+    from .approvals import SignoffNeed
+    rule = env.require_signoff
+    source = repo.environment(rule.env) if rule is not None else None
+    return SignoffNeed(rule.env, rule.count, source.signoff_by) if rule is not None and source is not None else None
+
+
+def _policy(env: Environment) -> Policy | None:
+    from .approvals import Policy
+    a = env.approvals
+    return Policy(a.required, a.approvers, a.required_groups, a.forbid_self_approval, a.expire_after) if a else None
 
 
 def save(db: sqlite3.Connection, gate: GateConfig, now: float) -> None:
@@ -146,9 +165,10 @@ def save(db: sqlite3.Connection, gate: GateConfig, now: float) -> None:
         for repo in gate.repositories:
             for position, env in enumerate(repo.environments):
                 db.execute("INSERT INTO gate_environments (config, repo, repo_path, position, name, branch, promote_from,"
-                           " override_by, require_checks) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                           " override_by, require_checks, signoff, approvals) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                            (gate.source, repo.name, repo.path, position, env.name, env.branch, env.promote_from,
-                            "\n".join(env.override_by), "\n".join(env.require_checks)))
+                            "\n".join(env.override_by), "\n".join(env.require_checks),
+                            env.signoff.encode() if env.signoff else "", env.approvals.encode() if env.approvals else ""))
                 for i, w in enumerate(env.windows):
                     db.execute("INSERT INTO gate_windows VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                                (gate.source, repo.name, env.name, i, w.name, int(w.allow), w.cron.text,
@@ -162,8 +182,9 @@ def save(db: sqlite3.Connection, gate: GateConfig, now: float) -> None:
 def migrate(db: sqlite3.Connection) -> None:
     """Bring a snapshot written by an older gitopsd up to this schema (the daemon rewrites it at start)."""
     columns = {row[1] for row in db.execute("PRAGMA table_info(gate_environments)")}
-    if "require_checks" not in columns:
-        db.execute("ALTER TABLE gate_environments ADD COLUMN require_checks TEXT NOT NULL DEFAULT ''")
+    for column in ("require_checks", "signoff", "approvals"):
+        if column not in columns:
+            db.execute(f"ALTER TABLE gate_environments ADD COLUMN {column} TEXT NOT NULL DEFAULT ''")
 
 
 def connect_readonly(database: str, **options: Any) -> sqlite3.Connection | None:
@@ -205,7 +226,8 @@ def load(db: sqlite3.Connection, config_path: str, repo_path: str) -> GateConfig
                          (source,)).fetchone()
         if row is None or not row[0] or row[0] != file_stamp(source):
             return None
-        envs = db.execute("SELECT repo, name, branch, promote_from, override_by, require_checks FROM gate_environments"
+        envs = db.execute("SELECT repo, name, branch, promote_from, override_by, require_checks, signoff, approvals"
+                          " FROM gate_environments"
                           " WHERE config = ? AND repo_path = ? ORDER BY position",
                           (source, os.path.realpath(repo_path))).fetchall()
         windows = db.execute("SELECT env, name, allow, cron, duration, timezone FROM gate_windows"
@@ -219,11 +241,14 @@ def load(db: sqlite3.Connection, config_path: str, repo_path: str) -> GateConfig
         for env, name, allow, cron, duration, tz in windows:
             by_env.setdefault(env, []).append(Window(name, bool(allow), Cron.parse(cron), timedelta(seconds=duration), tz))
     repos = []
+    if any(signoff or approvals for *_rest, signoff, approvals in envs):
+        from .approvals import Policy, SignoffNeed
     if envs:
         repos.append(GateRepository(envs[0][0], os.path.realpath(repo_path), [
             GateEnvironment(name, branch, promote_from, tuple(filter(None, override_by.split("\n"))),
-                            tuple(by_env.get(name, ())), tuple(filter(None, checks.split("\n"))))
-            for _repo, name, branch, promote_from, override_by, checks in envs]))
+                            tuple(by_env.get(name, ())), tuple(filter(None, checks.split("\n"))),
+                            SignoffNeed.decode(signoff) if signoff else None, Policy.decode(approvals) if approvals else None)
+            for _repo, name, branch, promote_from, override_by, checks, signoff, approvals in envs]))
     return GateConfig(source, row[0], row[1], tuple(filter(None, row[2].split("\n"))), repos)
 
 
@@ -246,6 +271,29 @@ class Ledger:
         if self.db is None:
             return []
         return [(kind, tree) for kind, tree in self.db.execute(SUCCESSES, (repo, env, SUCCESSES_LIMIT)).fetchall()][::-1]
+
+    def signoffs(self, repo: str, env: str, tree: str) -> list[tuple[str, str, str, float]]:
+        """(actor, verdict, note, when) of the sign-offs of `tree` in `env`, oldest first (gate/approvals.py)."""
+        from .approvals import SIGNOFFS
+        return self._human(SIGNOFFS, (repo, env, tree))
+
+    def rcs_for_tree(self, repo: str, tree: str, target_env: str) -> list[tuple[str, float]]:
+        """(name, created_at) of the release candidates for `target_env` with `tree`, newest first."""
+        from .approvals import RCS_FOR_TREE
+        return [(str(r[0]), float(r[1])) for r in self._human(RCS_FOR_TREE, (repo, tree, target_env))]
+
+    def approval_rows(self, repo: str, rc: str) -> list[tuple[str, str, str, float]]:
+        """(actor, kind, note, when) of a release candidate's approvals, rejections and withdrawals, oldest first."""
+        from .approvals import APPROVALS
+        return self._human(APPROVALS, (repo, rc))
+
+    def _human(self, sql: str, args: tuple[str, ...]) -> list[Any]:
+        if self.db is None:
+            return []
+        try:
+            return list(self.db.execute(sql, args).fetchall())
+        except sqlite3.OperationalError:   # a store from before human gates: nothing was recorded
+            return []
 
     def statuses(self, repo: str, tree: str) -> list[Status]:
         """The newest commit status per context reported for `tree` (gate/required.py)."""
