@@ -7,6 +7,8 @@
 (c) the idle daemon watching 3 repositories x 3 environments: RSS and CPU over 60 s.
 (f) scale: N repositories x 3 environments (--scale 3,30,100): start -> READY, start -> every
     environment deployed, idle RSS, inotify use, and push -> playbook-start latency at that size.
+(g) the HTTP API: commit status POSTs at 200 requests/s for 30 s (--api-seconds) with 10,000 statuses
+    stored, p50/p99 (target p99 <= 20 ms).
 """
 from __future__ import annotations
 
@@ -370,6 +372,97 @@ def bench_reads(sandbox: Sandbox, history_rows: int, rounds: int = 10) -> dict:
             "python_start_ms": timed([sys.executable, "-c", "pass"])}
 
 
+def bench_api(root: Path, seconds: float, rate: int = 200, stored: int = 10_000, workers: int = 8) -> dict:
+    """Status POSTs to the daemon's HTTP API at `rate` per second (open loop) with `stored` statuses in the store.
+
+    Each latency runs from the request's scheduled start to its answer read, so a slow answer also
+    counts against the requests queued behind it. Client and daemon share this machine's CPUs.
+    """
+    import http.client
+    import socket
+    import sqlite3
+    import threading
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    sandbox = Sandbox(root, {"qa": ["qa-1"]}, env_options={"qa": {"require_checks": ["ci/test"]}},
+                      extra={"api": {"listen": f"127.0.0.1:{port}", "tokens_file": str(root / "tokens.yml")}})
+    token = sandbox.cli("token", "create", "bench", "--scope", "statuses:write").stdout.strip()
+    # As CI jobs report: six statuses per commit (pending and a result for three contexts), then the next commit.
+    total = int(seconds * rate)
+    big_history(sandbox.repo, total // 6 + 1)
+    commits = run(["git", "--git-dir", str(sandbox.repo), "rev-list", "main"]).stdout.split()
+    with Daemon(sandbox) as daemon:
+        def up() -> bool:
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+                conn.request("GET", "/api/v1/health")
+                return conn.getresponse().status == 200
+            except OSError:
+                return False
+        daemon.wait_for(up, 60, "the API up")
+        db = sqlite3.connect(sandbox.state / "state.db", timeout=30)
+        now = time.time()
+        db.executemany("INSERT INTO commit_statuses (repo, commit_id, tree, context, state, target_url, description,"
+                       " reporter, created_at) VALUES ('shop', ?, ?, ?, ?, 'https://ci.example.com/job', 'bench', 'bench', ?)",
+                       [(f"{i // 4:040x}", f"{i // 4:040x}", f"ci/{i % 4}", ("success", "failure")[i % 2], now - stored + i)
+                        for i in range(stored)])
+        db.commit()
+        db.close()
+        bodies = [json.dumps({"state": state, "context": context, "target_url": "https://ci.example.com/job/1",
+                              "description": "bench"}).encode()
+                  for context in ("ci/build", "ci/test", "ci/lint") for state in ("pending", "success")]
+        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+        latencies: list[float] = []
+        errors: list[str] = []
+        lock = threading.Lock()
+        next_index = iter(range(total))
+        t0 = time.monotonic() + 0.5
+
+        def work() -> None:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            while True:
+                with lock:
+                    i = next(next_index, None)
+                if i is None:
+                    break
+                due = t0 + i / rate
+                time.sleep(max(0.0, due - time.monotonic()))
+                try:
+                    conn.request("POST", f"/api/v1/repos/shop/statuses/{commits[i // 6 % len(commits)]}",
+                                 body=bodies[i % 6], headers=headers)
+                    response = conn.getresponse()
+                    response.read()
+                    ok = response.status == 201
+                except OSError as exc:
+                    conn.close()
+                    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+                    ok, response = False, None
+                    errors.append(str(exc))
+                took = time.monotonic() - due
+                with lock:
+                    latencies.append(took)
+                    if not ok and response is not None:
+                        errors.append(str(response.status))
+            conn.close()
+
+        threads = [threading.Thread(target=work) for _ in range(workers)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        elapsed = time.monotonic() - t0
+        proc = psutil.Process(daemon.proc.pid)
+        cpu = proc.cpu_times()
+        rows = sqlite3.connect(f"file:{sandbox.state / 'state.db'}?mode=ro", uri=True).execute(
+            "SELECT count(*) FROM commit_statuses").fetchone()[0]
+    return {"requests": total, "seconds": round(elapsed, 1), "rate_per_s": total / elapsed, "stored_before": stored,
+            "stored_after": rows, "errors": len(errors), "p50_ms": statistics.median(latencies) * 1000,
+            "p99_ms": percentile(latencies, 99) * 1000, "max_ms": max(latencies) * 1000,
+            "daemon_cpu_s": cpu.user + cpu.system}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pushes", type=int, default=20)
@@ -381,7 +474,9 @@ def main() -> int:
     parser.add_argument("--scale", default="3,30", help="repository counts for the scale section, comma-separated")
     parser.add_argument("--scale-pushes", type=int, default=10)
     parser.add_argument("--scale-timeout", type=float, default=1800, help="seconds to wait for convergence")
-    parser.add_argument("--only", choices=("latency", "overhead", "idle", "hooks", "rollback", "scale"))
+    parser.add_argument("--api-seconds", type=float, default=30,
+                        help="how long the API section sends status POSTs at 200/s (e.g. 5 for a quick run)")
+    parser.add_argument("--only", choices=("latency", "overhead", "idle", "hooks", "rollback", "scale", "api"))
     args = parser.parse_args()
     results = {}
     with tempfile.TemporaryDirectory(prefix="gb-", dir="/tmp") as tmp:
@@ -425,6 +520,11 @@ def main() -> int:
                       f"status --json {r['status_json_ms']:.0f} ms, history --limit 50 {r['history_50_ms']:.0f} ms "
                       f"(a bare Python start: {r['python_start_ms']:.0f} ms)", flush=True)
                 print(json.dumps(r), flush=True)
+        if args.only in (None, "api"):
+            results["api"] = r = bench_api(root / "api", args.api_seconds)
+            print(f"(g) status POST to the HTTP API at 200/s for {r['seconds']:g} s ({r['requests']} requests, "
+                  f"{r['errors']} errors) with {r['stored_before']} statuses stored: p50 {r['p50_ms']:.1f} ms, "
+                  f"p99 {r['p99_ms']:.1f} ms, max {r['max_ms']:.0f} ms (target p99 <= 20 ms)", flush=True)
     out = Path(__file__).resolve().parent / "results"
     out.mkdir(exist_ok=True)
     (out / "latest.json").write_text(json.dumps(results, indent=2))

@@ -84,6 +84,12 @@ def parse_report(data: Any) -> Report:
     return Report(state=str(state), context=context, target_url=target_url or None, description=description or None)
 
 
+# A commit's tree never changes: a CI job reports several statuses for one commit (pending, then each
+# context's result), and git is asked once. Bounded; only full ids that resolved are kept.
+_TREES: dict[tuple[str, str], str] = {}
+_TREES_MAX = 4096
+
+
 def resolve_commit(repo_path: Path, given: str) -> tuple[str, str]:
     """Given a full or abbreviated (>= 7 hex digits) commit id, return (commit, tree) as git reads them.
 
@@ -93,6 +99,9 @@ def resolve_commit(repo_path: Path, given: str) -> tuple[str, str]:
     given = given.lower()
     if not HEX.fullmatch(given):
         raise UnknownCommit(f"{given[:80]!r} is not a commit id (7 to 40 hex digits)")
+    known = _TREES.get((str(repo_path), given))
+    if known is not None:
+        return given, known
     if len(given) == 40:
         candidates = [given]
     else:   # every object with that prefix (never a ref), then the commits among them
@@ -112,6 +121,9 @@ def resolve_commit(repo_path: Path, given: str) -> tuple[str, str]:
         raise UnknownCommit(f"{given} names {len(found)} commits in this repository: give more digits")
     if not found:
         raise UnknownCommit(f"no commit {given} in this repository (push it first)")
+    if len(_TREES) >= _TREES_MAX:
+        _TREES.clear()
+    _TREES[(str(repo_path), found[0][0])] = found[0][1]
     return found[0]
 
 
