@@ -26,7 +26,7 @@ from typing import Callable
 
 from .decide import Decision, decide_from_store
 from .deployment import Toolbox, execute
-from .errors import StalledError
+from .errors import StalledError, TransientError
 from .ports import GitPort, Judge, Notifier, StorePort, Verdict
 from .settings import Config, Environment, Repository
 from .tree import resolve_inside
@@ -37,6 +37,7 @@ log = logging.getLogger("gitopsd.reconciler")
 
 # Nudges sent by code that judged the head with the deploy windows just before it moved the branch.
 ANNOUNCING_TRIGGERS = (Trigger.PUSH, Trigger.PROMOTE)
+TRANSIENT_RETRY = 5.0   # seconds before looking again after a TransientError (the sweep is the slower safety net)
 
 
 @dataclass(frozen=True)
@@ -148,6 +149,9 @@ class Reconciler:
         for env in envs:
             try:
                 self._look_at(repo, env, request.trigger)
+            except TransientError as exc:   # a busy store, a ref lock held: look again soon, no traceback
+                log.warning("%s; looking again in %gs", exc, TRANSIENT_RETRY, extra={"repo": repo.name, "env": env.name})
+                self.schedule(Look(repo.name, env.name, Trigger.RETRY), self.clock() + TRANSIENT_RETRY)
             except Exception:  # one environment's trouble must not stop the others
                 log.exception("look failed", extra={"repo": repo.name, "env": env.name})
 
@@ -332,6 +336,8 @@ class Reconciler:
             permanent = attempt.permanent   # e.g. invalid content: retrying the same tree cannot help
         except StalledError as exc:
             reason, permanent = str(exc), True
+        except TransientError as exc:   # a failed attempt, retried with the environment's backoff
+            reason = str(exc)
         except Exception as exc:  # an unexpected error is a failed attempt, never a dead worker
             log.exception("deployment crashed", extra=job.log_extra())
             reason = f"internal error: {exc}"
