@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .gate import snapshot
-from .core.errors import GitopsdError, UserError
+from .core.errors import GitopsdError, StoreError, UserError
 
 DEFAULT_CONFIG = os.environ.get("GITOPSD_CONFIG", snapshot.DEFAULT_CONFIG)
 
@@ -964,7 +964,8 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, "debug", False):
             import traceback
             traceback.print_exc()
-        print(f"gitopsd: error: {exc}", file=sys.stderr)
+        # A store error's line already says what is wrong and what to do (adapters/storeerrors.py).
+        print(f"gitopsd: {'' if isinstance(exc, StoreError) else 'error: '}{exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

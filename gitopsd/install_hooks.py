@@ -11,14 +11,13 @@ import grp
 import os
 import pwd
 import shutil
-import sqlite3
 import stat
 import subprocess
 import sys
 from pathlib import Path
 
 from .adapters import gitcli
-from .core.errors import GitError, UserError
+from .core.errors import GitError, StoreError, UserError
 
 HOOK_NAMES = ("pre-receive",)
 RETIRED_HOOKS = ("post-receive",)
@@ -322,6 +321,6 @@ def write_gate_snapshot(config_path: Path) -> tuple[str | None, str]:
             store.save_gate(snapshot.from_config(config))
         finally:
             store.close()
-    except (OSError, sqlite3.Error) as exc:
+    except (OSError, StoreError) as exc:
         return str(database), f"not saved in {database} ({exc}); the hook reads the config file until the daemon saves it"
     return str(database), f"saved in {database}"

@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 import select
 
-from ..core.errors import GitError
+from ..core.errors import GitError, TransientError
 
 ZERO = "0" * 40
 __all__ = ["GitError", "ZERO", "git", "run"]
@@ -221,9 +221,29 @@ def commit_tree(repo: str | os.PathLike[str], tree: str, parent_ids: list[str], 
     return git(repo, *args, "-F", "-", "--end-of-options", tree, input=message, env=env).strip()
 
 
+LOCK_RETRIES = (0.05, 0.2, 0.5)   # seconds between attempts while another git process holds the ref's lock
+
+
 def update_branch(repo: str | os.PathLike[str], branch: str, new: str, expected_old: str, reason: str) -> bool:
-    """Move a branch to `new` only if it still points at `expected_old` (compare-and-swap)."""
-    return run(["git", "-C", str(repo), "update-ref", "-m", reason, f"refs/heads/{branch}", new, expected_old])[0] == 0
+    """Move a branch to `new` only if it still points at `expected_old` (compare-and-swap).
+
+    Return False if the branch moved meanwhile. Raise TransientError if another git process held
+    the ref's lock through every retry: a later attempt may succeed, a moved branch never.
+    """
+    argv = ["git", "-C", str(repo), "update-ref", "-m", reason, f"refs/heads/{branch}", new, expected_old]
+    for pause in (*LOCK_RETRIES, None):
+        code, _out, err = run(argv)
+        if code == 0:
+            return True
+        # git's words when `<ref>.lock` (or packed-refs.lock) exists: "Unable to create '....lock': File exists."
+        if ".lock': File exists" not in err:
+            return False
+        if pause is not None:
+            import time
+            time.sleep(pause)
+    lock = os.path.normpath(err.split("Unable to create '", 1)[-1].split("'", 1)[0])
+    raise TransientError(f"cannot move {branch} in {repo}: another git process holds {lock}; try again in a moment "
+                         f"(if no git process runs there, the lock was left by one that crashed: remove {lock})")
 
 
 def create_branch(repo: str | os.PathLike[str], branch: str, commit: str, reason: str) -> bool:

@@ -1,9 +1,9 @@
 """What a failure of the state database means, in one line that says what to do.
 
 SQLite's own words ("unable to open database file", "file is not a database") do not say which
-file, whose fault, or what helps. The command line, the daemon and the pre-receive hook all
-explain a store failure through `classify` and `explain`. Stdlib only and cheap: the hook imports
-this when it must refuse a push.
+file, whose fault, or what helps. The store raises every failure as `translate` makes it: a
+StoreError of the kind the caller acts on, with `explain`'s line; the pre-receive hook uses
+`classify` itself. Stdlib only and cheap: the hook imports this when it must refuse a push.
 """
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ import errno
 import grp
 import os
 import pwd
+
+from ..core.errors import ConfigurationError, StalledError, StoreError, TransientError
 
 TYPE_CHECKING = False   # true for mypy only
 if TYPE_CHECKING:   # annotations only: the hook imports this when it refuses a push
@@ -81,3 +83,23 @@ def explain(database: str, exc: BaseException) -> str:
         return (f"cannot write the state database {database}: the disk is full ({exc}). "
                 f"Free space on the file system of {os.path.dirname(where)} and try again.")
     return f"the state database {database} failed: {exc}. Run with --debug to see where."
+
+
+class StoreBusy(StoreError, TransientError):
+    """Another process holds the database, or its disk is full: the next attempt may succeed."""
+
+
+class StoreUnusable(StoreError, ConfigurationError):
+    """This user may not open the database: a person fixes owner, group or mode."""
+
+
+class StoreDamaged(StoreError, StalledError):
+    """The database file is not a database any more: a person moves it aside."""
+
+
+_KINDS = {BUSY: StoreBusy, FULL: StoreBusy, PERMISSION: StoreUnusable, DAMAGED: StoreDamaged}
+
+
+def translate(database: str, exc: BaseException) -> StoreError:
+    """The StoreError to raise for `exc` (sqlite3.Error or OSError) from the database at `database`."""
+    return _KINDS.get(classify(exc), StoreError)(explain(database, exc))

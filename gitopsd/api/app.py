@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sqlite3
 import time
 from typing import Any, Awaitable, Callable
 
@@ -21,7 +20,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..adapters.store import Store
-from ..core.errors import GitError
+from ..core.errors import GitError, StoreError
 from ..core.settings import Config, Repository
 from . import statuses
 from .openapi import document
@@ -70,7 +69,7 @@ def create_app(config: Callable[[], Config], store: Store, tokens: TokenCheck,
             return await run_in_threadpool(fn, *args)
         except statuses.UnknownCommit as exc:
             raise ApiError(404, {"message": str(exc)}) from exc
-        except (sqlite3.Error, GitError, OSError) as exc:
+        except (StoreError, GitError, OSError) as exc:
             log.warning("API request failed: %s", exc)
             raise ApiError(503, {"message": "the state database or the repository is unavailable; try again"}) from exc
 

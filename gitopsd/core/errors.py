@@ -1,7 +1,8 @@
 """One error taxonomy: every error gitopsd raises on purpose is a GitopsdError, of the kind the caller acts on.
 
 The reconciler acts on the kind (Flux's contract): a StalledError needs a person and is not retried,
-a TransientError is retried with backoff; anything else is a failed attempt, retried too. The CLI
+a TransientError is retried with backoff (a look soon again, no traceback in the log); anything else
+is a failed attempt, retried too. The CLI
 prints any GitopsdError as one line (`--debug` adds the traceback). Errors of pygit2, sqlite3,
 ansible-runner and git's processes are translated into these in the one module that talks to each.
 
@@ -23,6 +24,13 @@ class StalledError(GitopsdError):
 
 class TransientError(GitopsdError):
     """Worth retrying with backoff: the next attempt may succeed (a busy database, a host not answering)."""
+
+
+class StoreError(GitopsdError):
+    """The state database cannot be used; the message says which file, why and what to do (adapters/storeerrors.py).
+
+    Raised as one of the kinds above too: busy or full is transient, permission is configuration, damaged is stalled.
+    """
 
 
 class GitError(GitopsdError):
