@@ -429,10 +429,15 @@ def cmd_promote(args: argparse.Namespace) -> int:
     dst = _env(repo, args.dst)
     src_env = repo.environment(args.src)
     src_branch = src_env.branch if src_env else args.src
-    if src_env is None and src_branch != dst.promote_from:
-        raise UserError(f"{args.src!r} is neither an environment of {repo.name} nor {dst.name}'s source branch "
-                   f"({dst.promote_from})")
-    src_head = gitcli.branch_head(repo.path, src_branch)
+    if args.src.startswith("rc/"):   # a release candidate: its tag's commit (README, "Human gates")
+        src_head = gitcli.rev_parse(repo.path, f"refs/tags/{args.src}^{{commit}}")
+        if src_head is None:
+            raise UserError(f"no release candidate {args.src} in {repo.name} (see gitopsd rc list)")
+    else:
+        if src_env is None and src_branch != dst.promote_from:
+            raise UserError(f"{args.src!r} is neither an environment of {repo.name}, nor {dst.name}'s source branch "
+                            f"({dst.promote_from}), nor a release candidate rc/NAME")
+        src_head = gitcli.branch_head(repo.path, src_branch)
     dst_head = gitcli.branch_head(repo.path, dst.branch)
     if src_head is None or dst_head is None:
         raise UserError(f"branch {src_branch if src_head is None else dst.branch} does not exist in {repo.path}")
@@ -846,8 +851,9 @@ def build_parser() -> argparse.ArgumentParser:
             "Make the canonical promotion commit on DST: parents [DST head, SRC head], tree exactly SRC head's\n"
             "tree, after checking the same rule as the pre-receive hook (the tree was deployed and verified in\n"
             "SRC, the deploy window is open). Moves DST by compare-and-swap and nudges the daemon.\n"
-            "SRC is an environment or DST's source branch (main for the first environment).", cmd_promote)
-    p.add_argument("src", metavar="SRC", help="source environment (or main)")
+            "SRC is an environment, DST's source branch (main for the first environment), or a release\n"
+            "candidate rc/NAME (for an environment with approvals: README, \"Human gates\").", cmd_promote)
+    p.add_argument("src", metavar="SRC", help="source environment, main, or rc/NAME")
     p.add_argument("dst", metavar="DST", help="destination environment")
     p.add_argument("--repo", metavar="NAME", help="repository name (needed when several are configured)")
     p.add_argument("--dry-run", action="store_true", help="show the decision without moving anything")
@@ -941,6 +947,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("commit", metavar="COMMIT", help="commit id (40 hex digits or at least 7)")
     c.add_argument("--repo", metavar="NAME", help="repository name (needed when several are configured)")
     c.add_argument("--json", action="store_true", help="machine-readable output")
+
+    from .human_commands import add_commands
+    add_commands(add, common)
 
     add("check-config", "validate the configuration file",
         "Validate the configuration and report every problem at once with file, line and key.\n"

@@ -325,7 +325,7 @@ def _human_gates(repo: Repository, raw: dict[str, Any], key: str, groups: dict[s
     if not isinstance(envs_raw, list):
         return repo
     envs = list(repo.environments)
-    for i, (env, env_raw) in enumerate(zip(envs, envs_raw)):
+    for i, (env, env_raw) in enumerate(zip(envs, envs_raw, strict=True)):
         if not isinstance(env_raw, dict):
             continue
         at = f"{key}.environments[{i}]"

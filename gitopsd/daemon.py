@@ -47,6 +47,9 @@ from .ci.heads import HeadEvent, NewHeads
 from .ci.steps import StepRunner
 from .ci.triggers import TriggerSender
 from .ci.promote import AutoPromoter
+from .adapters.control import ControlServer
+from .core.types import DeploymentJob
+from .releases import HumanGates
 
 if TYPE_CHECKING:
     from .api.server import ApiServer
@@ -182,6 +185,10 @@ class Daemon:
                                      submit=self.pool.submit, schedule=self.schedule, on_change=self._status,
                                      judge=judge, notify=notify)
         self.promoter = AutoPromoter(self.store, self.store, judge.gate_config, announce=self._auto_promoted)
+        self.human_gates = HumanGates(lambda: self.config, self.store, notify,
+                                      on_change=lambda repo: self.requests.put(Look(repo, None, Trigger.CLI)))
+        self.reconciler.on_finished = self._deployment_finished
+        self.control: ControlServer | None = None
         self._adopting = 0
         self._unwatched_recorded: dict[str, str] | None = None   # environments the startup sweep found to deploy, until all are done
         self.listener: Listener | None = None
@@ -246,6 +253,8 @@ class Daemon:
                 for delay in PUSH_FOLLOW_UP[:6]:   # the refs move right after the hook: CI looks for the new heads
                     self.schedule(Look(repo.name, None, Trigger.BRANCH_PUSH), now + delay)
                 continue
+            if nudge.trigger == Trigger.PUSH:   # who delivered these commits (self-approval looks it up)
+                self._record_pushes(repo.name, nudge)
             for commit in nudge.commits:
                 self.reconciler.remember_cause(repo.name, commit, Cause(nudge.who(), nudge.trigger, nudge.reason))
                 # A sweep or a `git update-ref` may have started this commit's deployment before the nudge came.
@@ -378,6 +387,7 @@ class Daemon:
         self.sweep(Trigger.STARTUP, newest_first=True)
         self._drain()  # the first sweep: every environment looked at before READY
         self._start_api()
+        self._start_control()
         self._adopting = len(self.reconciler.running())   # started or queued by it: STATUS= counts them down
         self.notifier.ready(f"watching {n_envs} environment{'s' if n_envs != 1 else ''}")
         self._status()
@@ -408,6 +418,28 @@ class Daemon:
             self.api = serve(lambda: self.config, self.store,
                              on_status=lambda repo: self.requests.put(Look(repo, None, "ci-status")))
 
+    def _start_control(self) -> None:
+        """Take sign-offs, release candidates and approvals on the control socket (identity: SO_PEERCRED)."""
+        try:
+            self.control = ControlServer(self.config.control_socket, self.human_gates.handle)
+        except OSError as exc:
+            log.error("cannot open the control socket %s: %s; sign-offs and approvals cannot be recorded until a "
+                      "restart", self.config.control_socket, exc)
+            return
+        self.control.start()
+
+    def _deployment_finished(self, job: DeploymentJob, result: str) -> None:
+        """A deployment ended: a successful one is written in the audit trail (git notes)."""
+        repo = self.config.repository(job.repo)
+        if repo is None or result != "succeeded":
+            return
+        try:
+            deployment = self.store.get(job.id)
+        except StoreError:
+            return
+        if deployment is not None:
+            self.human_gates.audit_deployment(repo, deployment)
+
     def _drain(self) -> None:
         while True:
             try:
@@ -422,6 +454,11 @@ class Daemon:
         repo = self.config.repository(request.repo)
         if repo is not None and self.ci_sinks:
             self._ci_look(repo)
+        if repo is not None and any(e.approvals and e.approvals.expire_after for e in repo.environments):
+            try:
+                self.human_gates.tell_expired(repo)
+            except StoreError as exc:
+                log.warning("could not look for expired approvals: %s", exc, extra={"repo": repo.name})
         if repo is not None and self.reconciler.accepting and any(e.auto_promote for e in repo.environments):
             try:
                 if self.promoter.look(repo):
@@ -501,6 +538,8 @@ class Daemon:
         self._stop_triggers()
         if self.api is not None:   # before the store it writes to closes
             self.api.stop()
+        if self.control is not None:
+            self.control.close()
         self.store.close()
         log.info("stopped")
         self._lock_handle.close()

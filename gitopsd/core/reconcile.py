@@ -100,6 +100,7 @@ class Reconciler:
         self.clock = clock
         self.rng = rng or random.Random()  # noqa: S311 (jitter for retries, not a secret)
         self.on_change = on_change
+        self.on_finished: Callable[[DeploymentJob, str], None] = lambda _job, _result: None   # e.g. the audit trail
         self.judge = judge
         self.notify = notify
         self.accepting = True
@@ -348,6 +349,10 @@ class Reconciler:
                 permanent: bool, detail: dict[str, object], took: float) -> None:
         now = self.clock()
         self.store.finish(job.id, result, now=now, outcome=reason or None, detail=detail)
+        try:
+            self.on_finished(job, result)
+        except Exception:   # the record is what counts; a failed side note must not undo it
+            log.exception("after the deployment's record", extra=job.log_extra())
         if result == Result.FAILED or job.kind == Kind.ROLLBACK:
             self.notify(env.notify, {
                 "event": f"{job.kind}-{result}" if job.kind == Kind.ROLLBACK else "deploy-failed",

@@ -67,13 +67,21 @@ REPLACE_REFS = "refs/replace/"
 AUDIT_NOTES = "refs/notes/gitopsd"   # reserved for gitopsd's own audit trail
 
 
+RC_TAGS = "refs/tags/rc/"   # release candidates: only gitopsd makes them (`gitopsd rc create`)
+
+
 def is_reserved(ref: str) -> bool:
-    return ref.startswith(REPLACE_REFS) or ref == AUDIT_NOTES
+    return ref.startswith((REPLACE_REFS, RC_TAGS)) or ref == AUDIT_NOTES
 
 
 def reserved_refusal(update: RefUpdate, repo_name: str) -> policy.Verdict:
     """Why a push may not touch a replace ref or gitopsd's notes, and what to do instead."""
     action = "delete" if update.new == gitcli.ZERO else "create" if update.old == gitcli.ZERO else "update"
+    if update.ref.startswith(RC_TAGS):
+        return policy.refuse("release candidates (rc/* tags) are made by gitopsd only",
+                             [f"this push would {action} {update.ref}: an rc/* tag is what approvals bind to."],
+                             [f"create one on the server: gitopsd rc create --repo {repo_name}",
+                              "push your own tags under another name (e.g. v1.2.3), or leave rc/* out of the push"])
     if update.ref == AUDIT_NOTES:
         return policy.refuse(f"{AUDIT_NOTES} is gitopsd's own record; pushes may not change it",
                              [f"this push would {action} it."],
@@ -172,14 +180,12 @@ def pre_receive(config_path: str, database: str, stdin_text: str, out: TextIO = 
         return promotion_request(config, config_path, database, repo, repo_path, updates, requests[0], out, now)
     env_updates = [(u, env) for u in updates if u.branch
                    for env in [repo.environment_for_branch(u.branch)] if env is not None]
+    env_refs = {u.ref for u, _env in env_updates}
+    branch_commits = tuple(u.new for u in updates if u.branch and u.new != gitcli.ZERO and u.ref not in env_refs)
     if not env_updates:
         # Feature branches and main belong to the developers. The daemon hears who pushed what, for CI
-        # (a trigger names the pusher); it sees the refs move by itself.
-        commits = tuple(u.new for u in updates if u.branch and u.new != gitcli.ZERO)
-        if commits:
-            # Not "push": that would announce the commits as judged heads of environment branches.
-            nudge.send(config.nudge_socket, nudge.Nudge(repo=repo_path, trigger="branch-push",
-                                                        actor=pusher(config.identity_env), commits=commits))
+        # (a trigger names the pusher) and self-approval; it sees the refs move by itself.
+        announce_branches(config, repo_path, branch_commits)
         return 0
     identity = pusher(config.identity_env)
     override = push_option("override")
@@ -207,6 +213,7 @@ def pre_receive(config_path: str, database: str, stdin_text: str, out: TextIO = 
     for _update, env, verdict in verdicts:
         if verdict.override:
             print(f"gitopsd: {env.name}: {verdict.override} (recorded)", file=out)
+    announce_branches(config, repo_path, branch_commits)
     overrides = [v.override for _u, _e, v in verdicts if v.override]
     sent = nudge.send(config.nudge_socket, nudge.Nudge(
         repo=repo_path, trigger="push", actor=identity, commits=tuple(u.new for u, _e, _v in verdicts),
@@ -218,6 +225,17 @@ def pre_receive(config_path: str, database: str, stdin_text: str, out: TextIO = 
     else:
         print(f"gitopsd: the daemon is not running; {names} will be deployed when it is back", file=out)
     return 0
+
+
+def announce_branches(config: snapshot.GateConfig, repo_path: str, commits: tuple[str, ...]) -> None:
+    """Tell the daemon who pushed these heads of non-environment branches (main, feature branches).
+
+    Never with the trigger "push": that announces judged heads of environment branches, and a
+    commit announced so would later meet no deploy window if someone moved a branch onto it by hand.
+    """
+    if commits:
+        nudge.send(config.nudge_socket, nudge.Nudge(repo=repo_path, trigger="branch-push",
+                                                    actor=pusher(config.identity_env), commits=commits))
 
 
 def promotion_request(config: snapshot.GateConfig, config_path: str, database: str, repo: snapshot.GateRepository,

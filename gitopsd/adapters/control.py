@@ -1,0 +1,141 @@
+"""The daemon's control socket: commands whose caller's identity matters (sign-offs, release candidates, approvals).
+
+The caller's identity is the kernel's word for the connecting process (SO_PEERCRED: its uid, as a
+user name), never an environment variable, a flag or commit metadata. One request per
+connection: a JSON object (at most 64 KiB) and the end of the caller's writing; one JSON answer.
+Requests are handled one at a time, so two approvals racing are counted once each, in order.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pwd
+import socket
+import struct
+import threading
+from pathlib import Path
+from typing import Any, Callable
+
+log = logging.getLogger("gitopsd.control")
+
+MAX_REQUEST = 64 * 1024
+_CREDS = struct.Struct("3i")   # struct ucred: pid, uid, gid
+TIMEOUT = 10.0                 # seconds a caller may take to send its request
+
+
+class ControlError(Exception):
+    """The daemon cannot be asked: not running, or the socket is not ours to use."""
+
+
+def user_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid:{uid}"
+
+
+class ControlServer:
+    """Accepts control requests and answers each with `handler(identity, request) -> answer`."""
+
+    def __init__(self, path: Path, handler: Callable[[str, dict[str, Any]], dict[str, Any]], mode: int = 0o660):
+        self.path, self.handler = Path(path), handler
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.exists() or self.path.is_symlink():
+            self.path.unlink()
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.bind(str(self.path))
+        os.chmod(self.path, mode)
+        self.sock.listen(16)
+        self.sock.settimeout(0.5)   # so the thread notices close() promptly
+        self.closed = False
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._serve, name="control", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def close(self) -> None:
+        self.closed = True
+        self.sock.close()
+        try:
+            self.path.unlink()
+        except FileNotFoundError:
+            pass
+        self._thread.join(timeout=5)
+
+    def _serve(self) -> None:
+        while not self.closed:
+            try:
+                conn, _addr = self.sock.accept()
+            except (TimeoutError, socket.timeout):
+                continue
+            except OSError:
+                return   # closed
+            with conn:
+                try:
+                    self._answer(conn)
+                except OSError as exc:
+                    log.debug("control connection ended early: %s", exc)
+
+    def _answer(self, conn: socket.socket) -> None:
+        creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _CREDS.size)
+        _pid, uid, _gid = _CREDS.unpack(creds)
+        conn.settimeout(TIMEOUT)
+        data = b""
+        while len(data) <= MAX_REQUEST:
+            chunk = conn.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        if len(data) > MAX_REQUEST:
+            answer: dict[str, Any] = {"ok": False, "error": f"request over {MAX_REQUEST // 1024} KiB"}
+        else:
+            try:
+                request = json.loads(data)
+                if not isinstance(request, dict):
+                    raise ValueError("not a JSON object")
+            except ValueError as exc:
+                answer = {"ok": False, "error": f"malformed request: {exc}"}
+            else:
+                with self._lock:
+                    try:
+                        answer = self.handler(user_name(uid), request)
+                    except Exception:   # a bug: the caller hears of it, the daemon goes on
+                        log.exception("control request %s failed", request.get("op"))
+                        answer = {"ok": False, "error": "internal error in the daemon (its log says where)"}
+        conn.sendall(json.dumps(answer).encode() + b"\n")
+
+
+def call(path: Path, request: dict[str, Any], timeout: float = 60.0) -> dict[str, Any]:
+    """Send one request to the daemon's control socket and return its answer."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        try:
+            sock.connect(str(path))
+        except FileNotFoundError as exc:
+            raise ControlError(f"the daemon is not running (no control socket at {path}); sign-offs and approvals "
+                               "are recorded by the daemon, which takes your identity from the socket") from exc
+        except PermissionError as exc:
+            raise ControlError(f"you may not use {path}: ask an operator to add you to the daemon's group "
+                               "(usermod -aG gitopsd $USER), then log in again") from exc
+        except ConnectionRefusedError as exc:
+            raise ControlError(f"the daemon is not running (nothing listens on {path})") from exc
+        sock.sendall(json.dumps(request).encode())
+        sock.shutdown(socket.SHUT_WR)
+        data = b""
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    except (TimeoutError, socket.timeout) as exc:
+        raise ControlError(f"the daemon did not answer within {timeout:g}s") from exc
+    finally:
+        sock.close()
+    try:
+        answer = json.loads(data)
+    except ValueError as exc:
+        raise ControlError("the daemon's answer was cut short (it may have stopped)") from exc
+    return answer if isinstance(answer, dict) else {"ok": False, "error": "malformed answer"}

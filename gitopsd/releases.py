@@ -1,0 +1,318 @@
+"""Human gates in the daemon: sign-offs, release candidates, approvals, and the audit trail in git notes.
+
+The daemon runs these for callers of its control socket (adapters/control.py), whose identity the
+kernel gives; each answer is {"ok": bool, "message": one line or a few}. The rule that holds
+environments to them is gate/approvals.py, judged by the hook, `gitopsd promote` and the daemon.
+
+Every sign-off, release candidate, approval, rejection, withdrawal and deployment is recorded in
+the store and as a git note under refs/notes/gitopsd on its commit, so `git log --notes=gitopsd`
+in any clone shows who tested, approved and deployed what, and when.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+import time
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+from .adapters import gitcli
+from .adapters.store import Store
+from .core.settings import Config, Environment, Notify, Repository
+from .core.types import Deployment
+from .gate.approvals import Policy, approval_state, newest_by_actor, signoff_unmet, SignoffNeed
+
+log = logging.getLogger("gitopsd.releases")
+
+NOTES_REF = "refs/notes/gitopsd"
+RC_PREFIX = "refs/tags/rc/"
+RC_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+NOTE_MAX = 1000
+CHANGES_SHOWN = 50
+_notes_lock = threading.Lock()   # git notes moves one ref: writers (control thread, deploy threads) take turns
+
+
+class Refused(Exception):
+    """A request that cannot be done as asked: one line saying why and what instead."""
+
+
+def when(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def add_note(repo_path: str, commit: str, line: str) -> None:
+    """Append one line to the commit's gitopsd note (the audit trail that travels with the repository)."""
+    ident = gitcli.GITOPSD_IDENTITY
+    env = {"GIT_AUTHOR_NAME": ident.name, "GIT_AUTHOR_EMAIL": ident.email,
+           "GIT_COMMITTER_NAME": ident.name, "GIT_COMMITTER_EMAIL": ident.email}
+    with _notes_lock:
+        code, _out, err = gitcli.run(["git", "-C", repo_path, "notes", f"--ref={NOTES_REF}", "append", "-m", line,
+                                      "--end-of-options", commit], env={**os.environ, **env})
+    if code != 0:
+        log.warning("could not write the audit note on %s: %s", commit[:7], err.strip())
+
+
+def self_name(pusher: str) -> str:
+    """The identity in a recorded pusher ('alice (via git)' -> 'alice')."""
+    return pusher.split(" (via ", 1)[0]
+
+
+class HumanGates:
+    """Sign-offs, release candidates and approvals, asked for over the control socket."""
+
+    def __init__(self, config: Callable[[], Config], store: Store, notify: Callable[[Notify, dict[str, Any]], None],
+                 on_change: Callable[[str], None] = lambda _repo: None, clock: Callable[[], float] = time.time):
+        self.config, self.store, self.notify, self.on_change, self.clock = config, store, notify, on_change, clock
+        self._expired_told: set[tuple[str, str, str]] = set()
+
+    # -- the control socket's entry -------------------------------------------------------------------
+    def handle(self, identity: str, request: dict[str, Any]) -> dict[str, Any]:
+        op = request.get("op")
+        actions: dict[str, Callable[[str, dict[str, Any]], str]] = {
+            "signoff": self.signoff, "rc-create": self.rc_create, "approve": self.approve,
+            "reject": self.approve, "withdraw": self.approve}
+        action = actions.get(str(op))
+        if action is None:
+            return {"ok": False, "error": f"unknown request {op!r}"}
+        try:
+            message = action(identity, request)
+        except Refused as exc:
+            return {"ok": False, "error": str(exc)}
+        return {"ok": True, "message": message, "identity": identity}
+
+    # -- helpers ---------------------------------------------------------------------------------------
+    def _repo(self, request: dict[str, Any]) -> Repository:
+        config = self.config()
+        name = request.get("repo")
+        if name is None:
+            if len(config.repositories) != 1:
+                raise Refused(f"name the repository with --repo (known: {', '.join(r.name for r in config.repositories)})")
+            return config.repositories[0]
+        repo = config.repository(str(name))
+        if repo is None:
+            raise Refused(f"no repository named {name!r} (known: {', '.join(r.name for r in config.repositories)})")
+        return repo
+
+    @staticmethod
+    def _env(repo: Repository, name: Any) -> Environment:
+        env = repo.environment(str(name))
+        if env is None:
+            raise Refused(f"repository {repo.name} has no environment {name!r} "
+                          f"(it has: {', '.join(e.name for e in repo.environments)})")
+        return env
+
+    @staticmethod
+    def _note(request: dict[str, Any]) -> str:
+        note = request.get("note")
+        if not isinstance(note, str) or not note.strip():
+            raise Refused("say why with --note '...' (it is recorded with your name)")
+        if len(note) > NOTE_MAX or any(ord(c) < 32 and c != "\t" for c in note):
+            raise Refused(f"--note must be one line of at most {NOTE_MAX} characters")
+        return note.strip()
+
+    def _rc_target(self, repo: Repository, to: Any) -> Environment:
+        if to is not None:
+            env = self._env(repo, to)
+            if env.approvals is None:
+                raise Refused(f"{env.name} takes no release candidates (it has no approvals: in the config)")
+            return env
+        gated = [e for e in repo.environments if e.approvals is not None]
+        if not gated:
+            raise Refused(f"no environment of {repo.name} has approvals: configured, so release candidates have no use")
+        return gated[0]
+
+    # -- sign-off ----------------------------------------------------------------------------------------
+    def signoff(self, identity: str, request: dict[str, Any]) -> str:
+        """Record that `identity` tested (or rejects) what an environment runs: bound to its tree."""
+        repo = self._repo(request)
+        env = self._env(repo, request.get("env"))
+        verdict = "reject" if request.get("reject") else "signoff"
+        note = self._note(request)
+        if identity not in env.signoff_by:
+            who = ", ".join(env.signoff_by) or "nobody (no signoff_by: in the config)"
+            raise Refused(f"{identity} may not sign off in {env.name}; who may: {who}")
+        deployed = self.store.deployed(repo.name, env.name)
+        if deployed is None:
+            raise Refused(f"nothing was deployed to {env.name} yet: there is nothing to sign off")
+        commit = str(request.get("commit") or deployed.commit)
+        full = gitcli.rev_parse(repo.path, f"{commit}^{{commit}}")
+        if full is None:
+            raise Refused(f"no commit {commit!r} in {repo.name}")
+        tree = gitcli.tree_of(repo.path, full) or ""
+        if tree != deployed.tree:
+            raise Refused(f"{full[:7]} (tree {tree[:7]}) is not what {env.name} runs (tree {deployed.tree[:7]}, "
+                          f"commit {deployed.commit[:7]}): sign off what you tested there")
+        newest = newest_by_actor(self.store.signoffs(repo.name, env.name, tree)).get(identity)
+        if newest is not None and newest[0] == verdict:
+            raise Refused(f"{identity} already {'rejected' if verdict == 'reject' else 'signed off'} tree {tree[:7]} "
+                          f"in {env.name} ({when(newest[2])}); nothing changed")
+        self.store.add_signoff(repo=repo.name, env=env.name, commit=full, tree=tree, actor=identity, verdict=verdict,
+                               note=note, now=self.clock())
+        word = "rejected" if verdict == "reject" else "signed off"
+        add_note(str(repo.path), full, f"gitopsd: {word} in {env.name} by {identity} at {when(self.clock())}: {note}")
+        self.on_change(repo.name)
+        log.info("%s %s tree %s: %s", identity, word, tree[:7], note, extra={"repo": repo.name, "env": env.name})
+        return f"{identity} {word} {env.name}'s tree {tree[:7]} (commit {full[:7]}): {note}"
+
+    # -- release candidates -----------------------------------------------------------------------------
+    def rc_create(self, identity: str, request: dict[str, Any]) -> str:
+        repo = self._repo(request)
+        target = self._rc_target(repo, request.get("to"))
+        source = self._env(repo, request["from"]) if request.get("from") else repo.environment_for_branch(target.promote_from)
+        if source is None:
+            raise Refused(f"{target.name} promotes from {target.promote_from}, which is no environment: "
+                          "name the tested environment with --from")
+        deployed = self.store.deployed(repo.name, source.name)
+        if deployed is None or not self.store.tree_succeeded(repo.name, source.name, deployed.tree):
+            raise Refused(f"{source.name} runs nothing deployed and verified yet: nothing to make a candidate of")
+        need = target.require_signoff
+        if need is not None:
+            source_of_need = repo.environment(need.env)
+            signers = source_of_need.signoff_by if source_of_need else ()
+            missing = signoff_unmet(SignoffNeed(need.env, need.count, signers),
+                                    self.store.signoffs(repo.name, need.env, deployed.tree))
+            if missing:
+                raise Refused(f"tree {deployed.tree[:7]} lacks its sign-offs for {target.name}: {'; '.join(missing)}")
+        name = str(request.get("name") or self._next_name(repo))
+        if not RC_NAME_RE.match(name) or name.endswith((".lock", ".")) or ".." in name:
+            raise Refused(f"{name!r} is not a valid release candidate name (letters, digits, '.', '_', '-')")
+        if self.store.rc(repo.name, name) is not None or gitcli.rev_parse(repo.path, RC_PREFIX + name) is not None:
+            raise Refused(f"rc/{name} exists already: choose another --name (see gitopsd rc list)")
+        base = self.store.deployed(repo.name, target.name)
+        changes = self._changes(repo, base.commit if base else None, deployed.commit)
+        pushers = self.store.pushers(repo.name, [c for c, _s in changes]) if changes else set()
+        self_ids = sorted({identity, *(self_name(p) for p in pushers)})
+        message = self._tag_message(repo, name, source, target, deployed, base, changes, identity)
+        ident = gitcli.GITOPSD_IDENTITY
+        code, _out, err = gitcli.run(
+            ["git", "-C", str(repo.path), "tag", "-a", "-F", "-", "--end-of-options", f"rc/{name}", deployed.commit],
+            input=message, env={**os.environ, "GIT_COMMITTER_NAME": ident.name,
+                                "GIT_COMMITTER_EMAIL": ident.email})
+        if code != 0:
+            raise Refused(f"could not create the tag rc/{name}: {err.strip()}")
+        if not self.store.add_rc(repo=repo.name, name=name, commit=deployed.commit, tree=deployed.tree,
+                                 source_env=source.name, target_env=target.name, created_by=identity,
+                                 self_identities=self_ids, now=self.clock()):
+            raise Refused(f"rc/{name} was created meanwhile by someone else")
+        add_note(str(repo.path), deployed.commit,
+                 f"gitopsd: release candidate rc/{name} for {target.name} created by {identity} at {when(self.clock())}")
+        policy = target.approvals
+        assert policy is not None
+        self.notify(target.notify, {"event": "rc-created", "repo": repo.name, "env": target.name, "rc": name,
+                                    "commit": deployed.commit, "tree": deployed.tree, "created_by": identity,
+                                    "approvals_required": policy.required, "approvers": list(policy.approvers)})
+        self.on_change(repo.name)
+        log.info("release candidate rc/%s created by %s from %s", name, identity, source.name,
+                 extra={"repo": repo.name, "env": target.name, "commit": deployed.commit[:7]})
+        return (f"release candidate rc/{name} created: {source.name}'s commit {deployed.commit[:7]} (tree "
+                f"{deployed.tree[:7]}), {len(changes)} change(s) since {target.name}'s last release; it needs "
+                f"{policy.required} approval(s) from {', '.join(policy.approvers)}: gitopsd approve {name} --note '...'")
+
+    def _next_name(self, repo: Repository) -> str:
+        day = datetime.fromtimestamp(self.clock(), timezone.utc).strftime("%Y-%m-%d")
+        taken = {rc["name"] for rc in self.store.rcs(repo.name, limit=1000)}
+        n = 1
+        while f"{day}.{n}" in taken or gitcli.rev_parse(repo.path, f"{RC_PREFIX}{day}.{n}") is not None:
+            n += 1
+        return f"{day}.{n}"
+
+    @staticmethod
+    def _changes(repo: Repository, base: str | None, commit: str) -> list[tuple[str, str]]:
+        """(commit, subject) of what `commit` has that `base` has not, newest first."""
+        spec = [commit, "--not", base] if base else [commit]
+        code, out, _err = gitcli.run(["git", "-C", str(repo.path), "log", "--no-merges", "-n", "5000",
+                                      "--format=%H %s", "--end-of-options", *spec])
+        return [(line[:40], line[41:]) for line in out.splitlines() if len(line) >= 40] if code == 0 else []
+
+    def _tag_message(self, repo: Repository, name: str, source: Environment, target: Environment, deployed: Deployment,
+                     base: Deployment | None, changes: list[tuple[str, str]], identity: str) -> str:
+        lines = [f"Release candidate {name} for {target.name}", "",
+                 f"From {source.name}: commit {deployed.commit} (tree {deployed.tree}), deployment #{deployed.id}",
+                 f"Created by {identity} at {when(self.clock())}", "",
+                 f"Changes since {target.name}'s last release ({base.commit[:7] if base else 'none yet'}):"]
+        lines += [f"  {c[:7]} {s}" for c, s in changes[:CHANGES_SHOWN]] or ["  (none)"]
+        if len(changes) > CHANGES_SHOWN:
+            lines.append(f"  ... and {len(changes) - CHANGES_SHOWN} more")
+        statuses = self.store.statuses(repo.name, deployed.tree)
+        lines += ["", "Checks:"] + ([f"  {s.context}: {s.state}" + (f" ({s.target_url})" if s.target_url else "")
+                                     for s in statuses] or ["  (none reported)"])
+        signoffs = [(actor, verdict, note) for env in repo.environments
+                    for actor, (verdict, note, _w) in newest_by_actor(
+                        self.store.signoffs(repo.name, env.name, deployed.tree)).items()]
+        lines += ["", "Sign-offs:"] + ([f"  {a}: {v}: {n}" for a, v, n in signoffs] or ["  (none)"])
+        return "\n".join(lines) + "\n"
+
+    # -- approvals -----------------------------------------------------------------------------------------
+    def approve(self, identity: str, request: dict[str, Any]) -> str:
+        """approve, reject or withdraw (request["op"]) a release candidate, as `identity`."""
+        kind = {"approve": "approve", "reject": "reject", "withdraw": "withdraw"}[str(request["op"])]
+        repo = self._repo(request)
+        name = str(request.get("rc") or "").removeprefix("rc/")
+        rc = self.store.rc(repo.name, name)
+        if rc is None:
+            raise Refused(f"no release candidate rc/{name} in {repo.name} (see gitopsd rc list)")
+        target = repo.environment(rc["target_env"])
+        policy = target.approvals if target is not None else None
+        if target is None or policy is None:
+            raise Refused(f"rc/{name} was made for {rc['target_env']}, which no longer takes approvals")
+        note = self._note(request) if kind != "withdraw" else str(request.get("note") or "withdrawn").strip()[:NOTE_MAX]
+        if identity not in policy.approvers:
+            raise Refused(f"{identity} may not approve for {target.name}; who may: {', '.join(policy.approvers)}")
+        rows = self.store.approval_rows(repo.name, name)
+        mine = newest_by_actor(rows).get(identity)
+        if kind == "withdraw":
+            if mine is None:
+                raise Refused(f"{identity} has no approval or rejection of rc/{name} to withdraw")
+        else:
+            if kind == "approve" and policy.forbid_self_approval and identity in rc["self_identities"].split("\n"):
+                raise Refused(f"{identity} may not approve rc/{name}: it is their own (they created it or pushed one of "
+                              "its changes) and forbid_self_approval is on; ask another approver")
+            if not self.store.tree_succeeded(repo.name, rc["source_env"], rc["tree"]):
+                raise Refused(f"rc/{name}'s tree {rc['tree'][:7]} is not what {rc['source_env']} verified")
+            if mine is not None and mine[0] == kind:
+                raise Refused(f"{identity} already {'approved' if kind == 'approve' else 'rejected'} rc/{name} "
+                              f"({when(mine[2])}); nothing changed")
+        now = self.clock()
+        self.store.add_approval(repo=repo.name, rc=name, tree=rc["tree"], actor=identity, kind=kind, note=note, now=now)
+        word = {"approve": "approved", "reject": "rejected", "withdraw": "withdrew their word on"}[kind]
+        add_note(str(repo.path), rc["commit_id"], f"gitopsd: rc/{name} {word} by {identity} at {when(now)}: {note}")
+        valid, problems = approval_state(Policy(policy.required, policy.approvers, policy.required_groups,
+                                                policy.forbid_self_approval, policy.expire_after),
+                                         self.store.approval_rows(repo.name, name), now)
+        event = {"repo": repo.name, "env": target.name, "rc": name, "commit": rc["commit_id"], "tree": rc["tree"],
+                 "by": identity, "note": note, "approved_by": valid}
+        if kind == "reject":
+            self.notify(target.notify, {"event": "rc-rejected", **event})
+        elif not problems and kind == "approve":
+            self.notify(target.notify, {"event": "rc-approved", **event})
+        self.on_change(repo.name)
+        log.info("rc/%s %s by %s: %s", name, word, identity, note, extra={"repo": repo.name, "env": target.name})
+        state = ("approved: " + (f"{target.name} takes it now (gitopsd promote rc/{name} {target.name})"
+                                 if not target.auto_promote else f"the daemon promotes it to {target.name}")
+                 if not problems else "; ".join(problems))
+        return f"rc/{name} {word} by {identity}. {state}"
+
+    # -- expiry notices, on every look ----------------------------------------------------------------------
+    def tell_expired(self, repo: Repository) -> None:
+        """Notify once (per daemon run) of each approval that expired on a recent release candidate."""
+        now = self.clock()
+        for rc in self.store.rcs(repo.name, limit=20):
+            target = repo.environment(rc["target_env"])
+            policy = target.approvals if target is not None else None
+            if target is None or policy is None or policy.expire_after is None:
+                continue
+            for actor, (kind, _note, at) in newest_by_actor(self.store.approval_rows(repo.name, rc["name"])).items():
+                key = (repo.name, rc["name"], actor)
+                if kind == "approve" and at + policy.expire_after < now and key not in self._expired_told:
+                    self._expired_told.add(key)
+                    self.notify(target.notify, {"event": "rc-approval-expired", "repo": repo.name, "env": target.name,
+                                                "rc": rc["name"], "commit": rc["commit_id"], "by": actor,
+                                                "approved_at": at, "expired_at": at + policy.expire_after})
+
+    # -- the audit note of a deployment ----------------------------------------------------------------------
+    def audit_deployment(self, repo: Repository, deployment: Deployment) -> None:
+        add_note(str(repo.path), deployment.commit,
+                 f"gitopsd: {deployment.kind} to {deployment.env} {deployment.result} (deployment #{deployment.id}, "
+                 f"{deployment.trigger} by {deployment.actor}) at {when(deployment.finished_at or self.clock())}")
