@@ -7,6 +7,8 @@
 (c) the idle daemon watching 3 repositories x 3 environments: RSS and CPU over 60 s.
 (f) scale: N repositories x 3 environments (--scale 3,30,100): start -> READY, start -> every
     environment deployed, idle RSS, inotify use, and push -> playbook-start latency at that size.
+(g) reads: `status --json` and `history --limit 50` at N repositories x 3 environments (--reads 3,100) with
+    100,000 deployments stored, the store as the daemon leaves it; --reads-baseline DIR times another checkout too.
 (g) the HTTP API: commit status POSTs at 200 requests/s for 30 s (--api-seconds) with 10,000 statuses
     stored, p50/p99 (target p99 <= 20 ms).
 """
@@ -344,8 +346,13 @@ def bench_scale(root: Path, repositories: int, pushes: int, timeout: float, hist
             "push_to_playbook_p95_ms": percentile(latencies, 95) * 1000, **reads}
 
 
-def bench_reads(sandbox: Sandbox, history_rows: int, rounds: int = 10) -> dict:
-    """`status --json` and `history --limit 50` with `history_rows` deployments stored, beside a bare Python start."""
+def bench_reads(sandbox: Sandbox, history_rows: int, rounds: int = 10, baseline: Path | None = None) -> dict:
+    """`status --json` and `history --limit 50` with `history_rows` deployments stored, beside a bare Python start.
+
+    Rounds interleave the commands (and, with `baseline`, the same commands run from that checkout
+    of gitopsd, e.g. an older commit) so a busy machine slows them all alike; medians are compared.
+    Bytecode is cached in a folder of its own, as an installed package's is.
+    """
     import sqlite3
     db = sqlite3.connect(sandbox.state / "state.db", timeout=30)
     have = db.execute("SELECT count(*) FROM deployments").fetchone()[0]
@@ -357,20 +364,57 @@ def bench_reads(sandbox: Sandbox, history_rows: int, rounds: int = 10) -> dict:
           now - 1e6 + i + 2, '{"hosts": {"h": "ok"}, "batches": []}') for i in range(max(0, history_rows - have))])
     db.commit()
     db.close()
-
-    def timed(argv: list[str]) -> float:
-        times = []
-        for _ in range(rounds):
+    env = {k: v for k, v in sandbox.environ().items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env["PYTHONPYCACHEPREFIX"] = str(sandbox.root / "pycache")
+    config = ["--config", str(sandbox.config)]
+    commands = {"status_json": ["status", "--json", *config], "history_50": ["history", "--limit", "50", *config]}
+    runs: dict[str, tuple[list[str], Path | None]] = {"python_start": ([sys.executable, "-c", "pass"], None)}
+    for name, args in commands.items():
+        runs[name] = ([sys.executable, "-m", "gitopsd", *args], None)
+        if baseline is not None:   # `-m` puts the working folder first on sys.path: that checkout's gitopsd runs
+            runs[f"baseline_{name}"] = ([sys.executable, "-m", "gitopsd", *args], baseline)
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for round_ in range(rounds + 1):
+        for name, (argv, cwd) in runs.items():
             t0 = time.monotonic()
-            run(argv, env=sandbox.environ())
-            times.append(time.monotonic() - t0)
-        return statistics.median(times) * 1000
-    gitopsd = [sys.executable, "-m", "gitopsd"]
-    return {"stored_deployments": max(history_rows, have),
-            "status_json_ms": timed([*gitopsd, "status", "--json", "--config", str(sandbox.config)]),
-            "history_50_ms": timed([*gitopsd, "history", "--limit", "50", "--config", str(sandbox.config)]),
-            "python_start_ms": timed([sys.executable, "-c", "pass"])}
+            subprocess.run(argv, env=env, cwd=cwd, stdout=subprocess.DEVNULL, check=True)
+            if round_:   # the first round writes the bytecode caches
+                times[name].append(time.monotonic() - t0)
+    return {"stored_deployments": max(history_rows, have), "rounds": rounds, "loadavg_1m": os.getloadavg()[0],
+            **{f"{name}_ms": statistics.median(t) * 1000 for name, t in times.items()}}
 
+
+def bench_reads_only(root: Path, repositories: int, history_rows: int, rounds: int, baseline: Path | None) -> dict:
+    """`status` and `history` at N repositories x 3 environments without converging them through Ansible first.
+
+    The store is filled as the daemon leaves it: each head recorded and deployed, the hook's config snapshot saved.
+    """
+    import yaml
+
+    from gitopsd.adapters import gitcli
+    from gitopsd.adapters.store import Store
+    from gitopsd.config import load
+    from gitopsd.gate import snapshot
+    sandbox = Sandbox(root, {env: [f"{env}-1"] for env in ENVS}, env_options={env: {"promote_from": "main"} for env in ENVS[1:]})
+    data = yaml.safe_load(sandbox.config.read_text())
+    [shop] = data["repositories"]
+    for i in range(1, repositories):
+        path = root / f"r{i:03}.git"
+        run(["git", "clone", "--quiet", "--bare", str(sandbox.repo), str(path)])
+        data["repositories"].append({**shop, "name": f"r{i:03}", "path": str(path)})
+    sandbox.config.write_text(yaml.safe_dump(data, sort_keys=False))
+    config = load(sandbox.config)
+    with Store(config.database) as store:
+        for repo in config.repositories:
+            heads = gitcli.branch_heads(repo.path, [e.branch for e in repo.environments])
+            for env in repo.environments:
+                commit, tree = heads[env.branch]
+                store.record_head(repo.name, env.name, commit, tree)
+                dep = store.begin(repo=repo.name, env=env.name, commit=commit, tree=tree, previous_commit=None,
+                                  kind="deploy", trigger="startup", actor="bench", now=time.time())
+                store.finish(dep, "succeeded", now=time.time())
+        store.save_gate(snapshot.from_config(config))
+    return {"repositories": repositories, **bench_reads(sandbox, history_rows, rounds, baseline)}
 
 def bench_api(root: Path, seconds: float, rate: int = 200, stored: int = 10_000, workers: int = 8) -> dict:
     """Status POSTs to the daemon's HTTP API at `rate` per second (open loop) with `stored` statuses in the store.
@@ -476,7 +520,11 @@ def main() -> int:
     parser.add_argument("--scale-timeout", type=float, default=1800, help="seconds to wait for convergence")
     parser.add_argument("--api-seconds", type=float, default=30,
                         help="how long the API section sends status POSTs at 200/s (e.g. 5 for a quick run)")
-    parser.add_argument("--only", choices=("latency", "overhead", "idle", "hooks", "rollback", "scale", "api"))
+    parser.add_argument("--reads", default="3,100", help="repository counts for the reads section, comma-separated")
+    parser.add_argument("--reads-rounds", type=int, default=15)
+    parser.add_argument("--reads-baseline", type=Path, metavar="DIR",
+                        help="also time the reads with the gitopsd of this checkout (e.g. a git worktree of an older commit)")
+    parser.add_argument("--only", choices=("latency", "overhead", "idle", "hooks", "rollback", "scale", "api", "reads"))
     args = parser.parse_args()
     results = {}
     with tempfile.TemporaryDirectory(prefix="gb-", dir="/tmp") as tmp:
@@ -520,6 +568,16 @@ def main() -> int:
                       f"status --json {r['status_json_ms']:.0f} ms, history --limit 50 {r['history_50_ms']:.0f} ms "
                       f"(a bare Python start: {r['python_start_ms']:.0f} ms)", flush=True)
                 print(json.dumps(r), flush=True)
+        if args.only in (None, "reads"):
+            for n in (int(part) for part in args.reads.split(",")):
+                results[f"reads {n}"] = r = bench_reads_only(root / f"reads-{n}", n, 100_000, args.reads_rounds,
+                                                             args.reads_baseline)
+                before = (f"; {args.reads_baseline}: status --json {r['baseline_status_json_ms']:.0f} ms, history "
+                          f"{r['baseline_history_50_ms']:.0f} ms" if args.reads_baseline else "")
+                print(f"(g) reads at {n} repositories x 3 environments, {r['stored_deployments']} deployments stored, "
+                      f"median of {r['rounds']} (load {r['loadavg_1m']:.1f}): status --json {r['status_json_ms']:.0f} ms, "
+                      f"history --limit 50 {r['history_50_ms']:.0f} ms{before} (a bare Python start: "
+                      f"{r['python_start_ms']:.0f} ms)", flush=True)
         if args.only in (None, "api"):
             results["api"] = r = bench_api(root / "api", args.api_seconds)
             print(f"(g) status POST to the HTTP API at 200/s for {r['seconds']:g} s ({r['requests']} requests, "
