@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import heapq
+import http.client
 import itertools
 import json
 import logging
@@ -79,9 +80,9 @@ def read_secret(path: Path) -> str:
         raise TriggerProblem(f"cannot read its secret_file {path}: {exc.strerror}; "
                              "put the token in that file, readable by gitopsd") from None
     secret = data.decode("utf-8", errors="replace").strip()
-    if not secret or len(data) > SECRET_MAX:
-        raise TriggerProblem(f"its secret_file {path} is {'empty' if not secret else 'too large'}; "
-                             "put only the token in that file")
+    if not secret or len(data) > SECRET_MAX or "\n" in secret or "\r" in secret:
+        problem = "empty" if not secret else "too large" if len(data) > SECRET_MAX else "more than one line"
+        raise TriggerProblem(f"its secret_file {path} is {problem}; put only the token in that file")
     return secret
 
 
@@ -97,8 +98,10 @@ def build_request(trigger: CiTrigger, repo_path: str, event: HeadEvent) -> Reque
     """The request `trigger.kind` expects for `event` (README, "Triggering your CI server"). Raise TriggerProblem."""
     secret = read_secret(trigger.secret_file) if trigger.secret_file is not None else None
     headers = {"User-Agent": "gitopsd", "Accept": "application/json"}
+    if trigger.kind in ("gitlab", "circleci") and secret is None:   # config.load requires one
+        raise TriggerProblem(f"a {trigger.kind} trigger needs secret_file, the file holding its token")
     if trigger.kind == "gitlab":
-        assert secret is not None   # config.load requires one
+        assert secret is not None
         body, ctype = _form([("token", secret), ("ref", event.branch),
                              ("variables[GITOPSD_COMMIT]", event.after), ("variables[GITOPSD_TREE]", event.tree),
                              ("variables[GITOPSD_REPO]", event.repo), ("variables[GITOPSD_PUSHER]", event.pusher)])
@@ -151,9 +154,9 @@ class Outcome:
 
 def send(request: Request, timeout: float) -> Outcome:
     """POST `request` once and classify the answer. Never raises."""
-    http = urllib.request.Request(request.url, data=request.body, headers=request.headers, method="POST")  # noqa: S310 (config checks http(s))
+    post = urllib.request.Request(request.url, data=request.body, headers=request.headers, method="POST")  # noqa: S310 (config checks http(s))
     try:
-        with _OPENER.open(http, timeout=timeout) as response:
+        with _OPENER.open(post, timeout=timeout) as response:
             response.read(64 * 1024)
             return Outcome(response.status, f"HTTP {response.status}", retry=False)
     except urllib.error.HTTPError as exc:
@@ -176,6 +179,10 @@ def send(request: Request, timeout: float) -> Outcome:
     except (urllib.error.URLError, OSError) as exc:   # refused, unreachable, DNS, TLS, timeout
         why = getattr(exc, "reason", None) or exc
         return Outcome(None, f"no answer: {why}", retry=True)
+    except http.client.HTTPException as exc:   # a connection that spoke something other than HTTP
+        return Outcome(None, f"no valid HTTP answer: {type(exc).__name__} {exc}".strip(), retry=True)
+    except ValueError as exc:   # e.g. a port that is not a number: the URL itself is wrong
+        return Outcome(None, f"cannot send to this URL: {exc}", retry=False)
 
 
 def backoff(attempt: int, base: float, cap: float, rand: Callable[[], float] = random.random) -> float:

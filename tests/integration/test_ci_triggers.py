@@ -262,6 +262,41 @@ def test_an_unreadable_secret_file_is_one_error_naming_the_file_and_nothing_is_s
     assert server.requests == []
 
 
+def test_a_secret_file_of_several_lines_is_refused_before_anything_is_sent(recorder, sender, caplog, tmp_path):
+    server = recorder()
+    sender.sink(repo_with(CiTrigger(url=server.url, kind="jenkins", secret_file=secret(tmp_path, "a\nb"))), event())
+    deadline = time.monotonic() + 5
+    while not ci_log(caplog) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert ci_log(caplog).endswith(f"its secret_file {tmp_path / 'token'} is more than one line; "
+                                   "put only the token in that file")
+    assert server.requests == []
+
+
+def test_a_server_that_does_not_speak_http_is_retried(sender, caplog):
+    import socket
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+
+    def babble() -> None:
+        for _ in range(2):
+            conn, _addr = listener.accept()
+            conn.recv(65536)
+            conn.sendall(b"SSH-2.0-OpenSSH\r\n")
+            conn.close()
+    threading.Thread(target=babble, daemon=True).start()
+    try:
+        sender.sink(repo_with(CiTrigger(url=f"http://127.0.0.1:{listener.getsockname()[1]}/", retries=1)), event())
+        deadline = time.monotonic() + 5
+        while "giving up" not in ci_log(caplog) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        lines = ci_log(caplog).splitlines()
+        assert len(lines) == 2 and "(attempt 1 of 2): no valid HTTP answer: BadStatusLine" in lines[0], lines
+    finally:
+        listener.close()
+
+
 def test_only_triggers_whose_globs_match_the_branch_are_sent(recorder, sender):
     server = recorder()
     repo = repo_with(CiTrigger(url=f"{server.url}/main-only", branches=("main",)),
@@ -329,3 +364,10 @@ def test_the_daemon_triggers_the_ci_server_on_pushes_to_matching_branches_only(r
     pushed = sorted((b["branch"], b["after"], b["tree"]) for b in bodies[1:])
     assert pushed == [("feature/x", new, sandbox.tree(new)), ("main", new, sandbox.tree(new))]
     assert all(b["pusher"].startswith("alice") for b in bodies[1:])
+
+
+def test_the_readme_documents_the_json_schema_gitopsd_sends():
+    from tests.support import ROOT
+    text = (ROOT / "README.md").read_text().split("## Triggering your CI server")[1]
+    block = text.split("gitopsd's own schema")[1].split("```json")[1].split("```")[0]
+    assert list(json.loads(block)) == list(event().as_json())
