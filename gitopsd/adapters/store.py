@@ -290,6 +290,11 @@ class Store:
     def tree_succeeded(self, repo: str, env: str, tree: str) -> bool:
         return bool(self._rows(snapshot.TREE_SUCCEEDED, (repo, env, tree)))
 
+    def tree_tried(self, repo: str, env: str, tree: str) -> bool:
+        """Was `tree` ever deployed (or tried) in `env`? Automatic promotion never brings one back."""
+        return bool(self._rows("SELECT 1 FROM deployments WHERE repo = ? AND env = ? AND tree = ? LIMIT 1",
+                               (repo, env, tree)))
+
     def successes(self, repo: str, env: str) -> list[tuple[str, str]]:
         """(kind, tree) of the environment's last successful deployments, oldest first (as snapshot.Ledger)."""
         return [(r["kind"], r["tree"]) for r in self._rows(snapshot.SUCCESSES, (repo, env, snapshot.SUCCESSES_LIMIT))][::-1]

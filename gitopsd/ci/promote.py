@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from ..adapters import gitcli
 from ..core.settings import Environment, Repository
 from ..core.types import Trigger
 from ..gate import promotion
+from ..gate.approvals import Policy, approval_state
 from ..gate.required import unmet
 from ..gate.snapshot import GateConfig
 
@@ -33,9 +34,11 @@ RETRY_REFUSED = 60.0   # seconds before a head the full rule refused is judged a
 
 
 class Holds(Protocol):
-    """What else of the store automatic promotion reads: is the environment suspended?"""
+    """What else of the store automatic promotion reads: suspensions, what ran, release candidates."""
 
     def suspension(self, repo: str, env: str) -> object | None: ...
+    def tree_tried(self, repo: str, env: str, tree: str) -> bool: ...
+    def rcs(self, repo: str, limit: int = 50) -> list[dict[str, Any]]: ...
 
 
 class AutoPromoter:
@@ -59,10 +62,22 @@ class AutoPromoter:
 
     def _look_at(self, repo: Repository, env: Environment) -> str | None:
         heads = gitcli.branch_heads(repo.path, [env.promote_from, env.branch])
-        if env.promote_from not in heads or env.branch not in heads:
+        if env.branch not in heads:
             return None
-        (src_head, tree), (dst_head, dst_tree) = heads[env.promote_from], heads[env.branch]
-        if tree == dst_tree or not self._may_pass(repo, env, tree):
+        dst_head, dst_tree = heads[env.branch]
+        source = repo.environment_for_branch(env.promote_from)
+        src_name = source.name if source is not None else env.promote_from
+        if env.approvals is not None:   # the newest release candidate for it, once approved (README, "Human gates")
+            newest = next((rc for rc in self.holds.rcs(repo.name) if rc["target_env"] == env.name), None)
+            if newest is None:
+                return None
+            src_head, tree, src_name = newest["commit_id"], newest["tree"], f"rc/{newest['name']}"
+        elif env.promote_from in heads:
+            src_head, tree = heads[env.promote_from]
+        else:
+            return None
+        # A tree that ran here before is never brought back by itself: a rollback from it must stay.
+        if tree == dst_tree or self.holds.tree_tried(repo.name, env.name, tree) or not self._may_pass(repo, env, tree):
             return None
         key = (repo.name, env.name, src_head)
         if self.clock() - self._refused.get(key, -RETRY_REFUSED) < RETRY_REFUSED:
@@ -71,8 +86,6 @@ class AutoPromoter:
         gate_env = view.environment(env.name) if view is not None else None
         if view is None or gate_env is None:
             return None
-        source = repo.environment_for_branch(env.promote_from)
-        src_name = source.name if source is not None else env.promote_from
         reason = f"automatic promotion of {src_name} ({src_head[:7]}) to {env.name}"
         result = promotion.promote(view, str(repo.path), self.store, gate_env, src_name, src_head, dst_head,
                                    identity=IDENTITY,
@@ -98,7 +111,14 @@ class AutoPromoter:
         source = repo.environment_for_branch(env.promote_from)
         if source is not None and not self.store.tree_succeeded(repo.name, source.name, tree):
             return False
-        return not (env.require_checks and unmet(env.require_checks, self.store.statuses(repo.name, tree)))
+        if env.require_checks and unmet(env.require_checks, self.store.statuses(repo.name, tree)):
+            return False
+        a = env.approvals
+        if a is not None:   # an approved release candidate (the full rule judges it again, with sign-offs)
+            policy = Policy(a.required, a.approvers, a.required_groups, a.forbid_self_approval, a.expire_after)
+            return any(not approval_state(policy, self.store.approval_rows(repo.name, name), self.clock())[1]
+                       for name, _created in self.store.rcs_for_tree(repo.name, tree, env.name))
+        return True
 
     def _announce(self, repo: str, commit: str, reason: str) -> bool:
         self.announce(repo, commit, reason)

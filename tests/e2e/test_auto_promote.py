@@ -47,6 +47,15 @@ def test_a_green_commit_on_main_reaches_qa_then_staging_by_itself_and_a_red_one_
         daemon.wait_for(lambda: sandbox.tree(sandbox.head("staging")) == sandbox.tree(v2), 30, "staging promoted")
         daemon.wait_result("staging", sandbox.head("staging"), "succeeded")
 
+        # A rollback of qa stays: the daemon never brings back a tree that ran there before by itself.
+        sandbox.cli("rollback", "qa")
+        daemon.wait_state("qa", "in-sync", sandbox.head("qa"))
+        rolled_back = sandbox.head("qa")
+        assert sandbox.tree(rolled_back) != sandbox.tree(v2)
+        time.sleep(2)
+        assert sandbox.head("qa") == rolled_back
+        promoted = rolled_back
+
         sandbox.write("app.txt", "v3 (breaks the tests)")
         v3 = sandbox.commit("v3")
         sandbox.push("main")

@@ -198,3 +198,25 @@ def test_two_approvals_racing_are_each_counted_once(server):
     assert view["approved_by"] == ["gt-bob", "gt-carol", "gt-dave"] and view["state"] == "approved"
     assert [h["actor"] for h in view["history"]].count("gt-carol") == 1
     time.sleep(0)
+
+
+def test_with_auto_promote_the_daemon_promotes_the_candidate_once_its_approvals_are_complete(server):
+    import signal
+    sandbox, daemon = server
+    sandbox.env_options["production"]["auto_promote"] = True
+    sandbox.write_config()
+    daemon.proc.send_signal(signal.SIGHUP)
+    daemon.wait_for(lambda: "configuration reloaded" in daemon.log(), 20, "the reload")
+    ship_to_staging(sandbox, daemon, "release 6", pusher="gt-alice")
+    before = sandbox.head("production")
+    assert as_user(sandbox, "gt-alice", "signoff", "staging", "--note", "tested").returncode == 0
+    assert as_user(sandbox, "gt-alice", "rc", "create", "--name", "r6").returncode == 0
+    assert as_user(sandbox, "gt-bob", "approve", "r6", "--note", "ok").returncode == 0
+    time.sleep(1.5)
+    assert sandbox.head("production") == before                   # one approval of two: nothing moves
+    proc = as_user(sandbox, "gt-carol", "approve", "r6", "--note", "ok")
+    assert "the daemon promotes it to production" in said(proc)
+    daemon.wait_for(lambda: sandbox.tree(sandbox.head("production")) == sandbox.tree("refs/tags/rc/r6"), 20,
+                    "production promoted by the daemon")
+    row = daemon.wait_result("production", sandbox.head("production"), "succeeded")
+    assert row["trigger"] == "auto-promote" and row["actor"] == "gitopsd"
