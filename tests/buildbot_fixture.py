@@ -102,7 +102,7 @@ class Buildbot:
 
     def builds(self) -> list[dict[str, Any]]:
         """Every build, oldest first, with its properties (the revision it built)."""
-        return list(self.api("builds?property=revision&order=buildid")["builds"])
+        return list(self.api("builds?property=revision&property=gitopsd_tree&order=buildid")["builds"])
 
     def finished_build(self, revision: str) -> dict[str, Any] | None:
         """The finished build of `revision` (its `results`: 0 success, 2 failure), or None yet."""

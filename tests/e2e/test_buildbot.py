@@ -7,6 +7,8 @@ report with the README's `curl` line. Nothing is faked; nothing listens beyond 1
 from __future__ import annotations
 
 import json
+import os
+import pwd
 import shutil
 import tempfile
 import urllib.request
@@ -94,6 +96,10 @@ def test_a_green_build_promotes_qa_and_a_red_one_leaves_it_and_is_refused_by_nam
         sandbox.push("main")
         build = daemon.wait_for(lambda: bot.finished_build(red), 90, f"Buildbot's build of {red[:7]}")
         assert build["results"] == 2
+        # What gitopsd sent reached the build: the tree as a property, the pusher (from the transport) as the author.
+        assert build["properties"]["gitopsd_tree"][0] == sandbox.tree(red)
+        [change] = [c for c in bot.api("changes")["changes"] if c["revision"] == red]
+        assert change["author"] == pwd.getpwuid(os.getuid()).pw_name and change["project"] == "shop"
         assert "FAILED" in bot.step_log(build, "test")
         daemon.wait_for(lambda: any(s["context"] == CONTEXT and s["state"] == "failure"
                                     for s in json_get(sandbox, f"repos/shop/commits/{red}/statuses", reader)),
