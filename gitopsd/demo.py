@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import shutil
 import signal
 import subprocess
@@ -27,6 +28,8 @@ GITOPSD = [sys.executable, "-m", "gitopsd"]
 PORT_BASE = int(os.environ.get("GITOPSD_DEMO_PORT_BASE", "18000"))
 HOSTS = {"qa": ["qa-1"], "staging": ["staging-1", "staging-2"],
          "production": ["production-1", "production-2", "production-3", "production-4"]}
+DEMO_GROUP = "gitopsd-demo"
+DEMO_PEOPLE = {"tester": "gitopsd-demo-ann", "approver": "gitopsd-demo-ben", "second": "gitopsd-demo-cat"}
 BOLD, DIM, RESET = ("\033[1m", "\033[2m", "\033[0m") if sys.stdout.isatty() else ("", "", "")
 
 
@@ -88,6 +91,7 @@ class Demo:
                     "GIT_AUTHOR_NAME": "Demo Developer", "GIT_AUTHOR_EMAIL": "dev@example.com",
                     "GIT_COMMITTER_NAME": "Demo Developer", "GIT_COMMITTER_EMAIL": "dev@example.com"}
         self.daemon: subprocess.Popen[str] | None = None
+        self.people: dict[str, str] = {}   # role -> Unix user, for the human gates (root only)
 
     # -- helpers -----------------------------------------------------------------------------------
     def run(self, *cmd: str, cwd: Path | None = None, show: bool = True, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -124,6 +128,66 @@ class Demo:
             time.sleep(0.3)
         raise SystemExit(f"demo: {env} did not reach {commit[:7]} within {timeout:.0f}s")
 
+    def tree(self, commit: str) -> str:
+        return self.run("git", "--git-dir", str(self.repo), "rev-parse", f"{commit}^{{tree}}", show=False).stdout.strip()
+
+    def wait_tree(self, env: str, tree: str, timeout: float = 120) -> None:
+        """Wait until `env` runs a commit with `tree` (a promotion commit the daemon made has its own id)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            row = self.status()[env]
+            if row["state"] == "in-sync" and row["deployed"] and self.tree(row["deployed"]) == tree:
+                return
+            if row["state"] == "stalled":
+                raise SystemExit(f"demo: {env} stalled: {row['reason']}")
+            time.sleep(0.3)
+        raise SystemExit(f"demo: {env} did not get tree {tree[:7]} within {timeout:.0f}s")
+
+    def wait_checks(self, commit: str, state: str, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            out = self.run(*GITOPSD, "ci", "status", commit, "--json", show=False, check=False).stdout
+            try:
+                if json.loads(out).get("state") == state:
+                    return
+            except ValueError:
+                pass
+            time.sleep(0.3)
+        raise SystemExit(f"demo: CI did not report {state} for {commit[:7]} within {timeout:.0f}s")
+
+    def as_person(self, role: str, *args: str, check: bool = True) -> None:
+        """Run a gitopsd command as one of the demo's people: the daemon takes the identity from its socket."""
+        user = self.people[role]
+        entry = pwd.getpwnam(user)
+        note(f"{DIM}{user}$ gitopsd {' '.join(args)}{RESET}")
+        proc = subprocess.run(["setpriv", f"--reuid={entry.pw_uid}", f"--regid={entry.pw_gid}", "--init-groups", "--",
+                               *GITOPSD, *args], env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": "/",
+                                                      "GITOPSD_CONFIG": str(self.config)},
+                              capture_output=True, text=True, cwd="/")
+        for line in (proc.stdout + proc.stderr).splitlines():
+            note(f"  {line.rstrip()}")
+        if check and proc.returncode != 0:
+            raise SystemExit(f"demo: {user}'s command failed ({proc.returncode})")
+
+    def approve_candidate(self, what: str) -> str:
+        """Staging's sign-off, a release candidate of what it runs, and its two approvals; return the candidate."""
+        self.as_person("tester", "signoff", "staging", "--note", f"tested {what} by hand")
+        self.as_person("tester", "rc", "create")
+        name = json.loads(self.run(*GITOPSD, "rc", "list", "--json", show=False).stdout)[0]["name"]
+        self.as_person("tester", "approve", name, "--note", "I tested it myself", check=False)
+        self.as_person("approver", "approve", name, "--note", "product: ok")
+        self.as_person("second", "approve", name, "--note", "project: ok")
+        return str(name)
+
+    def release_to_production(self, what: str, show: bool = True) -> None:
+        if self.people:
+            name = self.approve_candidate(what)
+            self.run(*GITOPSD, "promote", f"rc/{name}", "production", show=show)
+        else:
+            self.run(*GITOPSD, "promote", "staging", "production", show=show)
+        if show:
+            self.wait_in_sync("production", self.head("production"))
+
     def served(self, host: str) -> str:
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port_of(host)}/health", timeout=2) as resp:
@@ -159,18 +223,66 @@ class Demo:
                                            "sweep_interval": 30, "stop_grace": 30,
                                            "sandbox": {"writable": [str(self.hosts_root)]}}))
         self.start_hosts()
+        self.make_people()
         self.run(*GITOPSD, "init", str(self.repo), "--config", str(self.config), "--sample")
-        say("Production rolls out in batches (1 host, 25 %, the rest), checks /health after each, rolls back itself")
         data = read_yaml(self.config.read_text())
-        production = data["repositories"][0]["environments"][2]
+        repo = data["repositories"][0]
+        qa, staging, production = repo["environments"]
+        say("Built-in CI: every new head of main is built once and tested; qa takes what passed, by itself")
+        repo["ci"] = {"branches": ["main"], "steps": [
+            {"name": "build", "run": "python3 app/build.py", "artifacts": ["dist/app.tar.gz"]},
+            {"name": "test", "run": "python3 -m unittest discover -s app"}]}
+        qa.update({"require_checks": ["gitopsd/build", "gitopsd/test"], "auto_promote": True})
+        for line in write_yaml({"ci": repo["ci"], "qa": qa}).splitlines():
+            note(f"  {line}")
+        say("Production rolls out in batches (1 host, 25 %, the rest), checks /health after each, rolls back itself")
         production.update({
             "auto_rollback": True,
             "rollout": {"batches": [1, "25%", "100%"], "bake": 2},
             "verify": {"http": {"url": "http://127.0.0.1:{app_port}/health", "json_field": "commit"}}})
-        self.config.write_text(write_yaml(data))
+        if self.people:
+            say("Human gates: a tester signs off staging; two approvers approve a release candidate for production")
+            data["groups"] = {"approvers": [self.people["approver"], self.people["second"]]}
+            staging["signoff_by"] = [self.people["tester"]]
+            production.update({"require_signoff": {"env": "staging", "count": 1},
+                               "approvals": {"required": 2, "approvers": ["group:approvers"],
+                                             "forbid_self_approval": True}})
+            for line in write_yaml({"groups": data["groups"], "staging": {"signoff_by": staging["signoff_by"]}}).splitlines():
+                note(f"  {line}")
+        else:
+            note("(the human gates need Unix users for the approvers and so root: this run leaves them out)")
         for line in write_yaml({"production": production}).splitlines():
             note(f"  {line}")
+        self.config.write_text(write_yaml(data))
         self.run(*GITOPSD, "check-config")
+
+    def make_people(self) -> None:
+        """Three Unix users (a tester, two approvers) in a group that may use the daemon's sockets: root only."""
+        if os.geteuid() != 0 or not all(shutil.which(t) for t in ("useradd", "groupadd", "setpriv")):
+            return
+        self.remove_people()
+        subprocess.run(["groupadd", DEMO_GROUP], check=True, capture_output=True)
+        for role, user in DEMO_PEOPLE.items():
+            subprocess.run(["useradd", "-M", "-d", "/nonexistent", "-s", "/usr/sbin/nologin", "-G", DEMO_GROUP, user],
+                           check=True, capture_output=True)
+            self.people[role] = user
+        probe = subprocess.run(["setpriv", f"--reuid={pwd.getpwnam(DEMO_PEOPLE['tester']).pw_uid}", "--clear-groups",
+                                "--", sys.executable, "-c", "import gitopsd"], capture_output=True, cwd="/")
+        if probe.returncode != 0:   # the checkout is not readable by other users (e.g. under /root)
+            note(f"(other users cannot run {sys.executable}: the human gates are left out)")
+            self.remove_people()
+            return
+        runtime = DEMO / "run"
+        runtime.mkdir(mode=0o2770, exist_ok=True)
+        shutil.chown(runtime, "root", DEMO_GROUP)
+        runtime.chmod(0o2770)   # the sockets take the folder's group: the people may use them
+        note(f"users {', '.join(DEMO_PEOPLE.values())} (removed at the end) play the tester and two approvers")
+
+    def remove_people(self) -> None:
+        for user in DEMO_PEOPLE.values():
+            subprocess.run(["userdel", user], capture_output=True, check=False)
+        subprocess.run(["groupdel", DEMO_GROUP], capture_output=True, check=False)
+        self.people = {}
 
     def host_folders(self) -> list[Path]:
         return [self.hosts_root / env / host for env, hosts in HOSTS.items() for host in hosts]
@@ -184,12 +296,15 @@ class Demo:
                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
         threading.Thread(target=self.stream_daemon, daemon=True).start()
         first = self.head("main")
+        note("qa's first head is main's first commit: it waits until CI has built and tested it.")
         self.wait_in_sync("qa", first)
+        self.run(*GITOPSD, "ci", "status", first[:7])
         note("`gitopsd init` left staging and production at a placeholder: each waits for its first promotion.")
-        for src, dst in (("qa", "staging"), ("staging", "production")):
-            say(f"First promotion of {src} to {dst}: gitopsd promote makes a commit with exactly {src}'s tree")
-            self.run(*GITOPSD, "promote", src, dst)
-            self.wait_in_sync(dst, self.head(dst))
+        say("First promotion of qa to staging: gitopsd promote makes a commit with exactly qa's tree")
+        self.run(*GITOPSD, "promote", "qa", "staging")
+        self.wait_in_sync("staging", self.head("staging"))
+        say("First release to production" + (": through the human gates" if self.people else ""))
+        self.release_to_production("first release")
         self.show_hosts()
 
     def change_and_promote(self) -> tuple[str, str]:
@@ -200,20 +315,36 @@ class Demo:
         data["greeting"] = "Hello from release 2"
         settings.write_text(json.dumps(data, indent=2) + "\n")
         self.git("commit", "--quiet", "-am", "Greet visitors from release 2")
-        self.git("push", "--quiet", "origin", "main")
+        self.git("push", "origin", "main")
         change = self.head("main")
-
-        say("Promote main to qa: a fast-forward push of main onto the qa branch")
-        self.git("push", "origin", "main:qa")
-        self.wait_in_sync("qa", change)
+        say("CI builds and tests it; once both checks are green, the daemon promotes it to qa")
+        self.wait_tree("qa", self.tree(change))
+        self.run(*GITOPSD, "ci", "status", change[:7])
         self.show_hosts()
+
+        say("A commit that breaks the tests: CI is red, and it never reaches qa")
+        data["greeting"] = 42
+        settings.write_text(json.dumps(data, indent=2) + "\n")
+        self.git("commit", "--quiet", "-am", "Greeting as a number (breaks a test)")
+        self.git("push", "--quiet", "origin", "main")
+        red = self.head("main")
+        self.wait_checks(red, "failure")
+        self.run(*GITOPSD, "ci", "status", red[:7], check=False)
+        note(f"qa still runs {self.status()['qa']['deployed'][:7]}; a push of the red commit to qa would be refused.")
+        say("The developer reverts it; green again, qa gets the tree that passed")
+        self.git("revert", "--no-edit", "HEAD")
+        self.git("push", "--quiet", "origin", "main")
+        self.wait_tree("qa", self.tree(self.head("main")))
 
         say("Promote qa to staging: gitopsd promote, a commit with exactly the tree qa runs")
         self.run(*GITOPSD, "promote", "qa", "staging")
         self.wait_in_sync("staging", self.head("staging"))
         self.show_hosts()
 
-        say("Release to production with a merge commit (git merge --no-ff staging), pushed")
+        say("Release to production with a merge commit (git merge --no-ff staging), pushed"
+            + (", once its release candidate is approved" if self.people else ""))
+        if self.people:
+            self.approve_candidate("greeting from release 2")
         self.git("fetch", "--quiet", "origin")
         self.git("checkout", "--quiet", "-b", "production", "origin/production")
         self.git("merge", "--quiet", "--no-ff", "-m", "Release: greeting from release 2", "origin/staging")
@@ -239,20 +370,21 @@ class Demo:
         (self.work / "app" / "settings.production.json").write_text('{"healthy": false}\n')
         self.git("add", "app/settings.production.json")
         self.git("commit", "--quiet", "-m", "Tune production settings (with a mistake)")
-        self.git("push", "--quiet", "origin", "main", "main:qa")
+        self.git("push", "--quiet", "origin", "main")
         broken = self.head("main")
-        self.wait_in_sync("qa", broken)
+        self.wait_tree("qa", self.tree(broken))
         self.run(*GITOPSD, "promote", "qa", "staging", show=False)
         self.wait_in_sync("staging", self.head("staging"))
         note(f"qa and staging run {broken[:7]} happily: the mistake only bites in production.")
         self.show_hosts()
 
-        say("Promote staging to production: production was reverted, so only an exact-tree promotion is accepted")
-        self.run(*GITOPSD, "promote", "staging", "production")
+        say("Promote it to production: production was reverted, so only an exact-tree promotion is accepted")
+        self.release_to_production("production settings tuned", show=False)
         promoted = self.head("production")
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
-            if self.head("production") != promoted and self.status()["production"]["state"] == "in-sync":
+            if self.head("production") != promoted and self.status()["production"]["state"] == "in-sync" \
+                    and self.status()["production"]["deployed"] == self.head("production"):
                 break
             time.sleep(0.3)
         else:
@@ -270,6 +402,12 @@ class Demo:
     def finish(self) -> None:
         say("History of production (gitopsd history production)")
         self.run(*GITOPSD, "history", "production", "--limit", "5")
+        if self.people:
+            say("The audit trail travels with the repository: git log --notes=gitopsd")
+            out = self.run("git", "--git-dir", str(self.repo), "log", "--notes=gitopsd", "-n", "8", "--format=%h %s%n%N",
+                           "refs/heads/staging", show=False).stdout
+            for line in [ln for ln in out.splitlines() if ln.strip()][:14]:
+                note(f"  {line}")
         say("Stopping the daemon and the sample app")
         self.stop()
         note("done: the sandbox stays in .demo/ (daemon log: .demo/daemon.log); `make demo` starts afresh.")
@@ -283,6 +421,8 @@ class Demo:
                 os.killpg(self.daemon.pid, signal.SIGKILL)
                 self.daemon.wait()
         self.cleanup_previous()
+        if self.people:
+            self.remove_people()
 
     def cleanup_previous(self) -> None:
         """Stop any sample app and supervisor left by this or an earlier demo, with the app's own launcher (it waits until they are gone)."""

@@ -66,9 +66,17 @@ class HumanGates:
                  on_change: Callable[[str], None] = lambda _repo: None, clock: Callable[[], float] = time.time):
         self.config, self.store, self.notify, self.on_change, self.clock = config, store, notify, on_change, clock
         self._expired_told: set[tuple[str, str, str]] = set()
+        # One request at a time, from the control socket and the HTTP API alike: two approvals racing
+        # must be counted once each, in order, and an idempotence check must see the other's write.
+        self._lock = threading.Lock()
 
-    # -- the control socket's entry -------------------------------------------------------------------
+    # -- the entry of the control socket and of the HTTP API -------------------------------------------
     def handle(self, identity: str, request: dict[str, Any]) -> dict[str, Any]:
+        """Do one request as `identity` (the kernel's or the API token owner's word); serialised with every other."""
+        with self._lock:
+            return self._handle(identity, request)
+
+    def _handle(self, identity: str, request: dict[str, Any]) -> dict[str, Any]:
         op = request.get("op")
         actions: dict[str, Callable[[str, dict[str, Any]], str]] = {
             "signoff": self.signoff, "rc-create": self.rc_create, "approve": self.approve,
@@ -221,7 +229,7 @@ class HumanGates:
     @staticmethod
     def _changes(repo: Repository, base: str | None, commit: str) -> list[tuple[str, str]]:
         """(commit, subject) of what `commit` has that `base` has not, newest first."""
-        spec = [commit, "--not", base] if base else [commit]
+        spec = [commit, f"^{base}"] if base else [commit]
         code, out, _err = gitcli.run(["git", "-C", str(repo.path), "log", "--no-merges", "-n", "5000",
                                       "--format=%H %s", "--end-of-options", *spec])
         return [(line[:40], line[41:]) for line in out.splitlines() if len(line) >= 40] if code == 0 else []

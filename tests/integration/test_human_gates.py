@@ -155,12 +155,23 @@ def test_signoff_rc_and_two_approvals_let_a_release_into_production_and_each_mis
     shown = sandbox.cli("rc", "show", "r2")
     assert "State: approved" in shown.stdout and "gt-dave: approve: pm ok" in shown.stdout
 
+    # The next candidate lists only what production does not run yet.
+    ship_to_staging(sandbox, daemon, "release 2b", pusher="gt-alice")
+    assert as_user(sandbox, "gt-alice", "signoff", "staging", "--note", "tested").returncode == 0
+    assert as_user(sandbox, "gt-alice", "rc", "create", "--name", "r2b").returncode == 0
+    tag = git(sandbox.root, "--git-dir", str(sandbox.repo), "cat-file", "-p", "refs/tags/rc/r2b").stdout
+    changes = tag.split("Changes since production's last release")[1].split("Checks:")[0]
+    assert "release 2b" in changes and "release 2\n" not in changes and "initial content" not in changes, tag
+
 
 def test_a_rejection_blocks_a_candidate_until_its_author_withdraws_it_and_a_new_tree_needs_new_approvals(server):
     sandbox, daemon = server
     ship_to_staging(sandbox, daemon, "release 3", pusher="gt-alice")
     assert as_user(sandbox, "gt-alice", "signoff", "staging", "--note", "tested").returncode == 0
     assert as_user(sandbox, "gt-alice", "rc", "create", "--name", "r3").returncode == 0
+    tag = git(sandbox.root, "--git-dir", str(sandbox.repo), "cat-file", "-p", "refs/tags/rc/r3").stdout
+    changes = tag.split("Changes since production's last release")[1].split("Checks:")[0]
+    assert "release 3" in changes and "release 2" not in changes and "(none)" not in changes, tag
     for user in ("gt-bob", "gt-dave"):
         assert as_user(sandbox, user, "approve", "r3", "--note", "ok").returncode == 0
     proc = as_user(sandbox, "gt-carol", "reject", "r3", "--note", "legal has not cleared the texts")
