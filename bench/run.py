@@ -27,6 +27,7 @@ from pathlib import Path
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from gitopsd.adapters.store import Store  # noqa: E402
 from tests.support import Daemon, Sandbox, run  # noqa: E402
 
 
@@ -160,9 +161,20 @@ WINDOWS = [{"allow": "* * * * *", "duration": "8h", "timezone": "Europe/Berlin",
            {"deny": "0 0 29 2 *", "duration": "2d", "timezone": "Europe/Berlin", "name": "leap day freeze"}]
 
 
-def bench_hooks(root: Path, commits: int, pushes: int, windows: bool = False) -> dict:
-    """The same pushes (main and main:qa) into a hooked and a bare copy of one big repository, interleaved."""
-    sandbox = Sandbox(root / "hooked", {"qa": ["qa-1"]}, env_options={"qa": {"windows": WINDOWS}} if windows else {})
+def bench_hooks(root: Path, commits: int, pushes: int, windows: bool = False, checks: bool = False) -> dict:
+    """The same pushes (main and main:qa) into a hooked and a bare copy of one big repository, interleaved.
+
+    `checks`: qa requires two commit statuses (10,000 others stored), reported for each commit before its push."""
+    options: dict = {"windows": WINDOWS} if windows else {}
+    if checks:
+        options["require_checks"] = ["ci/build", "ci/test"]
+    sandbox = Sandbox(root / "hooked", {"qa": ["qa-1"]}, env_options={"qa": options})
+    store = Store(sandbox.state / "state.db") if checks else None
+    if store is not None:
+        for i in range(5000):   # other trees' statuses, as a busy CI leaves them
+            for context in ("ci/build", "ci/test"):
+                store.add_status(repo="shop", commit=f"{i:040x}", tree=f"{i:040x}", context=context,
+                                 state="success", reporter="bench", now=time.time())
     big_history(sandbox.repo, commits)
     run(["git", "--git-dir", str(sandbox.repo), "update-ref", "refs/heads/qa", "refs/heads/main"])
     bare = root / "bare.git"
@@ -176,7 +188,12 @@ def bench_hooks(root: Path, commits: int, pushes: int, windows: bool = False) ->
     env = sandbox.environ()
     for i in range(pushes):
         sandbox.write("VERSION", f"bench {i}")
-        sandbox.commit(f"bench {i}")
+        commit = sandbox.commit(f"bench {i}")
+        if store is not None:
+            tree = run(["git", "rev-parse", f"{commit}^{{tree}}"], cwd=sandbox.work).stdout.strip()
+            for context in ("ci/build", "ci/test"):
+                store.add_status(repo="shop", commit=commit, tree=tree, context=context, state="success",
+                                 reporter="bench", now=time.time())
         for remote, times in (("origin", hooked), ("bare", plain)):
             t0 = time.monotonic()
             run(["git", "push", "-q", remote, "main", "main:qa"], cwd=sandbox.work, env=env)
@@ -547,9 +564,10 @@ def main() -> int:
                   f"(bare python {r['python_baseline_rss_mb']:.0f} MiB), CPU {r['cpu_s']:.2f} s = "
                   f"{r['cpu_percent']:.2f} %", flush=True)
         if args.only in (None, "hooks"):
-            for label, windows in (("", False), (", qa with deploy windows", True)):
-                results[f"hooks{label}"] = r = bench_hooks(root / f"hooks-{windows}", args.history, args.hook_pushes,
-                                                           windows)
+            for label, windows, checks in (("", False, False), (", qa with deploy windows", True, False),
+                                           (", qa with require_checks", False, True)):
+                results[f"hooks{label}"] = r = bench_hooks(root / f"hooks-{windows}-{checks}", args.history,
+                                                           args.hook_pushes, windows, checks)
                 print(f"(d) push of main and main:qa into a {r['commits']}-commit repository{label}, median of "
                       f"{r['pushes']}: through gitopsd's hooks {r['hooked_ms']:.0f} ms, no hooks {r['bare_ms']:.0f} ms, "
                       f"ratio {r['ratio']:.1f} (target <= 3)", flush=True)
