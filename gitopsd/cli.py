@@ -310,8 +310,9 @@ def cmd_history(args: argparse.Namespace) -> int:
     with Store(config.database, readonly=True) as store:
         deployments = store.history(repo=args.repo, env=args.env, limit=args.limit)
         admissions = store.admissions(repo=args.repo, env=args.env, limit=args.limit)
+        marks = release_marks(config, store, deployments)
     if args.json:
-        print(json.dumps([deployment_json(d) for d in deployments], indent=2))
+        print(json.dumps([deployment_json(d, marks.get(d.id)) for d in deployments], indent=2))
         return 0
     table = [("ID", "REPO", "ENV", "KIND", "RESULT", "COMMIT", "STARTED", "TOOK", "TRIGGER", "BY")]
     for d in deployments:
@@ -321,6 +322,11 @@ def cmd_history(args: argparse.Namespace) -> int:
     for d in deployments:
         if d.reason:
             print(f"#{d.id}: {d.reason}")
+        mark = marks.get(d.id, NO_MARKS)
+        gates = ([f"rc/{mark['rc']} approved by {', '.join(mark['approved_by']) or 'nobody'}"] if mark["rc"] else []) \
+            + ([f"signed off by {', '.join(mark['signed_off_by'])}"] if mark["signed_off_by"] else [])
+        if gates:
+            print(f"#{d.id}: {'; '.join(gates)}")
         if d.outcome and d.result != "succeeded":
             print(f"#{d.id}: {d.result}: {d.outcome}")
     if admissions:
@@ -330,10 +336,55 @@ def cmd_history(args: argparse.Namespace) -> int:
     return 0
 
 
-def deployment_json(d: Any) -> dict[str, Any]:
-    """A deployment for `history --json`: the record, with its batches, hosts, checks and artifacts (name -> sha256)."""
+NO_MARKS: dict[str, Any] = {"rc": None, "approved_by": [], "signed_off_by": []}
+
+
+def deployment_json(d: Any, marks: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A deployment for `history --json`: the record, with its batches, hosts, checks and artifacts (name -> sha256),
+    and its human gates (`marks`, from release_marks)."""
     return {**d.as_json(), "hosts": d.detail.get("hosts", {}), "batches": d.detail.get("batches", []),
-            "artifacts": d.detail.get("artifacts", {})}
+            "artifacts": d.detail.get("artifacts", {}), **(marks or NO_MARKS)}
+
+
+def release_marks(config: Any, store: Any, deployments: list[Any]) -> dict[int, dict[str, Any]]:
+    """Deployment id -> the release candidate whose tree it deployed and who had approved it when it started
+    (`rc`, `approved_by`), and who had signed its tree off where its environment's require_signoff asks
+    (`signed_off_by`). Two queries for the whole page, none per row, so `history` stays fast."""
+    if not deployments:
+        return {}
+    from .gate.approvals import newest_by_actor
+    signoff_env: dict[tuple[str, str], str] = {}   # (repo, env) -> where its required sign-offs happen
+    for d in deployments:
+        repo = config.repository(d.repo)
+        env = repo.environment(d.env) if repo is not None else None
+        rule = getattr(env, "require_signoff", None) or getattr(env, "signoff", None)   # a Config's, or the snapshot's
+        if rule is not None:
+            signoff_env[(d.repo, d.env)] = rule.env
+    rcs: dict[tuple[str, str, str], dict[str, tuple[float, list[tuple[str, str, str, float]]]]] = {}
+    for repo, env, tree, name, created, actor, kind, at in store.rcs_with_approvals(
+            sorted({(d.repo, d.env, d.tree) for d in deployments})):
+        _created, words = rcs.setdefault((repo, env, tree), {}).setdefault(name, (created, []))
+        if actor is not None:
+            words.append((actor, kind, "", at))
+    signoffs: dict[tuple[str, str, str], list[tuple[str, str, str, float]]] = {}
+    wanted = sorted({(d.repo, signoff_env[(d.repo, d.env)], d.tree) for d in deployments if (d.repo, d.env) in signoff_env})
+    for repo, env, tree, actor, verdict, note, at in store.signoffs_of(wanted) if wanted else []:
+        signoffs.setdefault((repo, env, tree), []).append((actor, verdict, note, at))
+
+    def said(words: list[tuple[str, str, str, float]], word: str, by: float) -> list[str]:
+        """Who had `word` as their newest word before `by`."""
+        return sorted(a for a, (w, _n, _at) in newest_by_actor([x for x in words if x[3] <= by]).items() if w == word)
+
+    marks: dict[int, dict[str, Any]] = {}
+    for d in deployments:
+        known = [(created, name, words) for name, (created, words) in rcs.get((d.repo, d.env, d.tree), {}).items()
+                 if created <= d.started_at]
+        _created, rc, words = max(known, default=(0.0, None, []))
+        where = signoff_env.get((d.repo, d.env))
+        marks[d.id] = {"rc": rc, "approved_by": said(words, "approve", d.started_at) if rc else [],
+                       "signed_off_by": said(signoffs.get((d.repo, where, d.tree), []), "signoff", d.started_at)
+                       if where else []}
+    return marks
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
@@ -639,9 +690,12 @@ def cmd_token_create(args: argparse.Namespace) -> int:
     config = _config(args)
     path = _tokens_file(config)
     secret = create(path, args.name, args.scope or [], created_by=cli_identity(),
-                    new_file_group=os.stat(config.source).st_gid)   # a new file: readable by the service's group, as the config
+                    new_file_group=os.stat(config.source).st_gid,   # a new file: readable by the service's group, as the config
+                    owner=args.owner)
     print(secret)
-    print(f"token {args.name} created with scope {', '.join(dict.fromkeys(args.scope))} in {path}. The secret above "
+    print(f"token {args.name} created with scope {', '.join(dict.fromkeys(args.scope))}"
+          + (f", acting as {args.owner or args.name} for sign-offs and approvals" if "approvals:write" in args.scope else "")
+          + f" in {path}. The secret above "
           "is shown only this once: put it in your CI's secret store (the daemon takes it from its next request).",
           file=sys.stderr)
     return 0
@@ -654,8 +708,8 @@ def cmd_token_list(args: argparse.Namespace) -> int:
     if not tokens:
         print(f"no API tokens in {path} (create one with `gitopsd token create NAME --scope read`)")
         return 0
-    _print_table([("NAME", "SCOPES", "CREATED", "BY")]
-                 + [(t.name, ",".join(t.scopes), t.created_at, t.created_by) for t in tokens])
+    _print_table([("NAME", "SCOPES", "OWNER", "CREATED", "BY")]
+                 + [(t.name, ",".join(t.scopes), t.identity, t.created_at, t.created_by) for t in tokens])
     return 0
 
 
@@ -914,7 +968,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("token", "create, list or revoke tokens of the HTTP API",
             "Tokens of the daemon's HTTP API (README, \"HTTP API\"): named, scoped (statuses:write to report\n"
-            "commit statuses, read for status and history), kept as sha256 only in api.tokens_file. `create`\n"
+            "commit statuses, read for status and history, approvals:write for sign-offs, release candidates\n"
+            "and approvals as the token's --owner), kept as sha256 only in api.tokens_file. `create`\n"
             "prints the secret once; the daemon reads the file again when it changes (no restart).",
             cmd_token_list)
     token = p.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -922,7 +977,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=cmd_token_create)
     t.add_argument("name", metavar="NAME", help="who uses it, e.g. jenkins (recorded as the reporter of its statuses)")
     t.add_argument("--scope", action="append", metavar="SCOPE",
-                   help="statuses:write or read; repeat for both")
+                   help="statuses:write, read or approvals:write; repeat for several")
+    t.add_argument("--owner", metavar="USER",
+                   help="the identity its requests act as for sign-offs and approvals (default: NAME)")
     t = token.add_parser("list", parents=[common], help="list tokens: name, scopes, created (never secrets)")
     t.set_defaults(func=cmd_token_list)
     t = token.add_parser("revoke", parents=[common], help="delete a token (refused from the next request)")

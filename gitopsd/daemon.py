@@ -416,7 +416,8 @@ class Daemon:
         if self.config.api is not None:
             from .api.server import serve
             self.api = serve(lambda: self.config, self.store,
-                             on_status=lambda repo: self.requests.put(Look(repo, None, "ci-status")))
+                             on_status=lambda repo: self.requests.put(Look(repo, None, "ci-status")),
+                             human_gates=self.human_gates.handle)   # as the token's owner; one lock with the control socket
 
     def _start_control(self) -> None:
         """Take sign-offs, release candidates and approvals on the control socket (identity: SO_PEERCRED)."""

@@ -206,16 +206,20 @@ def read_config(path: Path) -> tuple[ReadConfig, dict[str, str]] | None:
         if row is None or row[0] != stamp:
             return None
         # Inserted in the config's order, repository by repository (snapshot.save): rowid keeps it.
-        rows = db.execute("SELECT repo, repo_path, name, branch, promote_from FROM gate_environments"
+        rows = db.execute("SELECT repo, repo_path, name, branch, promote_from, signoff FROM gate_environments"
                           " WHERE config = ? ORDER BY rowid", (source,)).fetchall()
     except sqlite3.Error:   # an older store without the snapshot
         return None
     finally:
         db.close()
     repos: dict[str, snapshot.GateRepository] = {}
-    for repo, repo_path, name, branch, promote_from in rows:
+    for repo, repo_path, name, branch, promote_from, signoff in rows:
+        need = None
+        if signoff:   # `history` shows the sign-offs it names
+            from .gate.approvals import SignoffNeed
+            need = SignoffNeed.decode(signoff)
         repos.setdefault(repo, snapshot.GateRepository(repo, repo_path, [])).environments.append(
-            snapshot.GateEnvironment(name, branch, promote_from))
+            snapshot.GateEnvironment(name, branch, promote_from, signoff=need))
     if not repos:
         return None
     unavailable = {r.name: problem for r in repos.values() if (problem := repository_problem(Path(r.path)))}

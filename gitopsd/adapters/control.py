@@ -3,7 +3,8 @@
 The caller's identity is the kernel's word for the connecting process (SO_PEERCRED: its uid, as a
 user name), never an environment variable, a flag or commit metadata. One request per
 connection: a JSON object (at most 64 KiB) and the end of the caller's writing; one JSON answer.
-Requests are handled one at a time, so two approvals racing are counted once each, in order.
+The handler serialises requests (HumanGates.handle holds one lock for this socket and the HTTP API),
+so two approvals racing are counted once each, in order.
 """
 from __future__ import annotations
 
@@ -49,7 +50,6 @@ class ControlServer:
         self.sock.listen(16)
         self.sock.settimeout(0.5)   # so the thread notices close() promptly
         self.closed = False
-        self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._serve, name="control", daemon=True)
 
     def start(self) -> None:
@@ -98,12 +98,11 @@ class ControlServer:
             except ValueError as exc:
                 answer = {"ok": False, "error": f"malformed request: {exc}"}
             else:
-                with self._lock:
-                    try:
-                        answer = self.handler(user_name(uid), request)
-                    except Exception:   # a bug: the caller hears of it, the daemon goes on
-                        log.exception("control request %s failed", request.get("op"))
-                        answer = {"ok": False, "error": "internal error in the daemon (its log says where)"}
+                try:
+                    answer = self.handler(user_name(uid), request)
+                except Exception:   # a bug: the caller hears of it, the daemon goes on
+                    log.exception("control request %s failed", request.get("op"))
+                    answer = {"ok": False, "error": "internal error in the daemon (its log says where)"}
         conn.sendall(json.dumps(answer).encode() + b"\n")
 
 

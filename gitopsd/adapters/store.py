@@ -560,3 +560,24 @@ class Store:
             found |= {r["pusher"] for r in self._rows(
                 f"SELECT DISTINCT pusher FROM pushes WHERE repo = ? AND commit_id IN ({marks})", (repo, *chunk))}  # noqa: S608 (placeholders only; values are bound)
         return found
+
+    # -- what `history` shows of the human gates: a fixed number of queries per page, none per row -------------
+    def rcs_with_approvals(self, keys: list[tuple[str, str, str]]) -> list[tuple[Any, ...]]:
+        """(repo, target_env, tree, name, created_at, actor, kind, at) of the release candidates for these
+        (repo, target environment, tree), each with its approvals oldest first (actor None when it has none)."""
+        return self._by_keys("SELECT c.repo, c.target_env, c.tree, c.name, c.created_at, a.actor, a.kind, a.created_at"
+                             " FROM release_candidates c LEFT JOIN approvals a ON a.repo = c.repo AND a.rc = c.name"
+                             " WHERE (c.repo, c.target_env, c.tree) IN (VALUES {keys}) ORDER BY c.created_at, a.id", keys)
+
+    def signoffs_of(self, keys: list[tuple[str, str, str]]) -> list[tuple[Any, ...]]:
+        """(repo, env, tree, actor, verdict, note, at) of the sign-offs of these (repo, env, tree), oldest first."""
+        return self._by_keys("SELECT repo, env, tree, actor, verdict, note, created_at FROM signoffs"
+                             " WHERE (repo, env, tree) IN (VALUES {keys}) ORDER BY id", keys)
+
+    def _by_keys(self, sql: str, keys: list[tuple[str, str, str]]) -> list[tuple[Any, ...]]:
+        rows: list[tuple[Any, ...]] = []
+        for start in range(0, len(keys), 300):   # 900 bound values per statement, under SQLite's old 999 limit
+            chunk = keys[start:start + 300]
+            rows += self._human(sql.format(keys=",".join(["(?, ?, ?)"] * len(chunk))),
+                                tuple(v for key in chunk for v in key))
+        return rows

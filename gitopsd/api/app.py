@@ -1,7 +1,9 @@
 """The HTTP API as a Starlette app (README, "HTTP API"): commit statuses in, status and history out, as JSON.
 
 Kept thin: each route checks the token and the input, then calls the functions the command line
-uses (api/statuses.py, status.all_status, the store). The blocking parts (git, SQLite) run in
+uses (api/statuses.py, status.all_status, the store). Sign-offs, release candidates and approvals go
+to the daemon's HumanGates.handle, as the control socket's requests do, acting as the token's owner.
+The blocking parts (git, SQLite) run in
 Starlette's thread pool, so one slow request never holds up the others. This is the one module that
 imports Starlette.
 """
@@ -29,6 +31,18 @@ from .tokens import Token, TokenCheck
 log = logging.getLogger("gitopsd.api")
 
 MAX_LIMIT = 1000
+NOTE_MAX = 1000
+
+# HumanGates answers a refusal with one line, which the command line prints as it is; its words say
+# which HTTP status it is: the identity may not (403), the request is malformed (422), something it
+# names does not exist (404), or the state does not allow it (409: already done, name taken, not verified).
+FORBIDDEN = (" may not ",)
+INVALID = ("--note", "is not a valid release candidate name", "has no environment", "takes no release candidates",
+           "no commit ")
+NOT_FOUND = ("no release candidate rc/", "no repository named")
+APPROVAL_KINDS = ("approve", "reject", "withdraw")
+
+HumanGatesHandler = Callable[[str, dict[str, Any]], dict[str, Any]]
 
 
 class ApiError(Exception):
@@ -43,9 +57,19 @@ def _unprocessable(field: str, message: str) -> ApiError:
     return ApiError(422, {"field": field, "message": message})
 
 
+def refusal_status(line: str) -> int:
+    """The HTTP status of a human gate's refusal, from its one line."""
+    for status, words in ((403, FORBIDDEN), (422, INVALID), (404, NOT_FOUND)):
+        if any(w in line for w in words):
+            return status
+    return 409
+
+
 def create_app(config: Callable[[], Config], store: Store, tokens: TokenCheck,
-               on_status: Callable[[str], None] = lambda _repo: None) -> ASGIApp:
-    """The API over the daemon's (current) config and store; `on_status(repo)` after each stored status."""
+               on_status: Callable[[str], None] = lambda _repo: None,
+               human_gates: HumanGatesHandler | None = None) -> ASGIApp:
+    """The API over the daemon's (current) config and store; `on_status(repo)` after each stored status;
+    `human_gates(identity, request)` records sign-offs, release candidates and approvals (HumanGates.handle)."""
 
     def authorize(request: Request, scope: str) -> Token:
         token = tokens.authenticate(request.headers.get("authorization"))
@@ -132,11 +156,79 @@ def create_app(config: Callable[[], Config], store: Store, tokens: TokenCheck,
         if env is None:
             raise ApiError(404, {"message": f"repository {repo.name} has no environment {request.path_params['env']!r}"})
         limit = _limit(request, 20)
-        from ..cli import deployment_json   # what `gitopsd history --json` shows, from the same function
+        from ..cli import deployment_json, release_marks   # what `gitopsd history --json` shows, from the same functions
 
         def read() -> list[dict[str, Any]]:
-            return [deployment_json(d) for d in store.history(repo=repo.name, env=env.name, limit=limit)]
+            deployments = store.history(repo=repo.name, env=env.name, limit=limit)
+            marks = release_marks(config(), store, deployments)
+            return [deployment_json(d, marks.get(d.id)) for d in deployments]
         return JSONResponse(await blocking(read))
+
+    async def ask_gates(token: Token, ask: dict[str, Any]) -> Response:
+        """Hand one human-gate request to the daemon as the token's owner; 201, or the refusal's status."""
+        if human_gates is None:
+            raise ApiError(503, {"error": "sign-offs and approvals are recorded by the daemon, which serves them on "
+                                          "its own API; this server cannot take them"})
+        answer = await blocking(human_gates, token.identity, ask)
+        if not answer.get("ok"):
+            line = str(answer.get("error") or "refused")
+            raise ApiError(refusal_status(line), {"error": line})
+        return JSONResponse({"message": answer.get("message", "done"), "identity": token.identity}, status_code=201)
+
+    async def post_signoff(request: Request) -> Response:
+        token = authorize(request, "approvals:write")
+        repo = repository(request.path_params["repo"])
+        env = repo.environment(request.path_params["env"])
+        if env is None:
+            raise ApiError(404, {"error": f"repository {repo.name} has no environment {request.path_params['env']!r}"})
+        body = await _gate_fields(request, {"note": str, "reject": bool, "commit": str}, required=("note",))
+        return await ask_gates(token, {"op": "signoff", "repo": repo.name, "env": env.name, "note": body["note"],
+                                         "reject": bool(body.get("reject")), "commit": body.get("commit")})
+
+    async def post_rc(request: Request) -> Response:
+        token = authorize(request, "approvals:write")
+        repo = repository(request.path_params["repo"])
+        body = await _gate_fields(request, {"from": str, "to": str, "name": str})
+        return await ask_gates(token, {"op": "rc-create", "repo": repo.name, "from": body.get("from"),
+                                         "to": body.get("to"), "name": body.get("name")})
+
+    async def post_approval(request: Request) -> Response:
+        token = authorize(request, "approvals:write")
+        repo = repository(request.path_params["repo"])
+        body = await _gate_fields(request, {"kind": str, "note": str}, required=("kind",))
+        if body["kind"] not in APPROVAL_KINDS:
+            raise _refused("kind", f"must be one of {', '.join(APPROVAL_KINDS)}, not {body['kind'][:20]!r}")
+        if body["kind"] != "withdraw" and "note" not in body:
+            raise _refused("note", "is required: say why (it is recorded with the token owner's name)")
+        return await ask_gates(token, {"op": body["kind"], "repo": repo.name, "rc": request.path_params["name"],
+                                         "note": body.get("note")})
+
+    async def rc_list(request: Request) -> Response:
+        authorize(request, "read")
+        repo = repository(request.path_params["repo"])
+        limit = _limit(request, 20)
+        from ..human_commands import _rc_view   # what `gitopsd rc list --json` shows, from the same function
+
+        def read() -> list[dict[str, Any]]:
+            return [_rc_view(repo, store, rc) for rc in store.rcs(repo.name, limit=limit)]
+        return JSONResponse(await blocking(read))
+
+    async def rc_show(request: Request) -> Response:
+        authorize(request, "read")
+        repo = repository(request.path_params["repo"])
+        name = request.path_params["name"].removeprefix("rc/")
+        from ..human_commands import _rc_view   # what `gitopsd rc show --json` shows, as cmd_rc_show builds it
+
+        def read() -> dict[str, Any] | None:
+            rc = store.rc(repo.name, name)
+            if rc is None:
+                return None
+            return {**_rc_view(repo, store, rc), "history": [{"actor": a, "kind": k, "note": n, "at": w}
+                                                             for a, k, n, w in store.approval_rows(repo.name, name)]}
+        view = await blocking(read)
+        if view is None:
+            raise ApiError(404, {"error": f"no release candidate rc/{name} in {repo.name}"})
+        return JSONResponse(view)
 
     async def api_error(_request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ApiError)
@@ -164,6 +256,11 @@ def create_app(config: Callable[[], Config], store: Store, tokens: TokenCheck,
         Route(f"{v1}/repos/{{repo}}/commits/{{commit}}/status", combined_status, methods=["GET"]),
         Route(f"{v1}/repos/{{repo}}/commits/{{commit}}/statuses", commit_statuses, methods=["GET"]),
         Route(f"{v1}/repos/{{repo}}/environments/{{env}}/history", history, methods=["GET"]),
+        Route(f"{v1}/repos/{{repo}}/environments/{{env}}/signoffs", post_signoff, methods=["POST"]),
+        Route(f"{v1}/repos/{{repo}}/rcs", rc_list, methods=["GET"]),
+        Route(f"{v1}/repos/{{repo}}/rcs", post_rc, methods=["POST"]),
+        Route(f"{v1}/repos/{{repo}}/rcs/{{name}}", rc_show, methods=["GET"]),
+        Route(f"{v1}/repos/{{repo}}/rcs/{{name}}/approvals", post_approval, methods=["POST"]),
     ], exception_handlers={ApiError: api_error, statuses.InvalidStatus: invalid, 404: not_found, 405: not_allowed,
                            500: internal})
     return Guard(app)
@@ -188,6 +285,39 @@ def _json(body: bytes) -> Any:
         return json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise _unprocessable("body", f"is not JSON ({exc.__class__.__name__}); send a JSON object with a state") from exc
+
+
+def _refused(field: str, message: str) -> ApiError:
+    """422 for a human-gate request's bad field: the `error` line names it (and `field` too, as elsewhere)."""
+    return ApiError(422, {"error": f"{field} {message}", "field": field})
+
+
+async def _gate_fields(request: Request, types: dict[str, type], required: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A human-gate request's JSON body (an empty one is {}) with only known fields of the right type. Raise a 422."""
+    try:
+        raw = await _body(request)
+    except ApiError as exc:
+        raise _refused("body", str(exc.body.get("message", "cannot be read"))) from exc
+    try:
+        body = json.loads(raw) if raw.strip() else {}
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise _refused("body", f"is not JSON ({exc.__class__.__name__}); send a JSON object") from exc
+    if not isinstance(body, dict):
+        raise _refused("body", f"must be a JSON object with {', '.join(types)}")
+    unknown = sorted(set(body) - set(types))
+    if unknown:
+        raise _refused(str(unknown[0])[:40], f"is not a field here (known: {', '.join(types)})")
+    fields = {k: v for k, v in body.items() if v is not None}
+    for key, kind in types.items():
+        if key not in fields:
+            if key in required:
+                raise _refused(key, "is required")
+            continue
+        if not isinstance(fields[key], kind):
+            raise _refused(key, f"must be {'true or false' if kind is bool else 'a string'}")
+        if kind is str and (len(fields[key]) > NOTE_MAX or any(ord(c) < 32 and c != "\t" for c in fields[key])):
+            raise _refused(key, f"must be one line of at most {NOTE_MAX} characters")
+    return fields
 
 
 def _limit(request: Request, default: int) -> int:

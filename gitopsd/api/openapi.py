@@ -30,6 +30,15 @@ COMMIT = _path("commit", "commit id: 40 hex digits, or an unambiguous abbreviati
 ERRORS = {"401": {"$ref": "#/components/responses/Unauthorized"}, "403": {"$ref": "#/components/responses/Forbidden"}}
 NOT_FOUND = {"404": _json(_ref("Error"), "unknown repository, environment or commit")}
 INVALID = {"422": _json(_ref("Invalid"), "invalid input; `field` names it")}
+RC = _path("name", "release candidate name, e.g. 2026-11-29.1 (its tag is rc/NAME)")
+REFUSED = {"403": _json(_ref("Refusal"), "the token's owner may not do this (not in signoff_by or approvers, or it is "
+                                           "their own release candidate), or the token lacks approvals:write"),
+           "404": _json(_ref("Error"), "unknown repository, environment or release candidate"),
+           "409": _json(_ref("Refusal"), "the state does not allow it: already done, the name exists, the tree is not "
+                                          "what the environment runs or verified, sign-offs missing"),
+           "422": _json(_ref("Refusal"), "a bad field; `error` says which"),
+           "401": {"$ref": "#/components/responses/Unauthorized"}}
+DONE = {"201": _json(_ref("Done"), "recorded (in the state store and as a git note on the commit)")}
 
 
 def document() -> dict[str, Any]:
@@ -39,8 +48,9 @@ def document() -> dict[str, Any]:
         "openapi": "3.1.0",
         "info": {"title": "gitopsd", "version": "1",
                  "description": "Commit statuses by tree (GitHub's fields), and what `gitopsd status` and `history` "
-                                "show. Every endpoint but /api/v1/health needs a token: `Authorization: Bearer "
-                                "<token>` from `gitopsd token create NAME --scope read|statuses:write`."},
+                                "show; sign-offs, release candidates and approvals as the token's owner. Every "
+                                "endpoint but /api/v1/health needs a token: `Authorization: Bearer <token>` from "
+                                "`gitopsd token create NAME --scope read|statuses:write|approvals:write [--owner USER]`."},
         "servers": [{"url": "/"}],
         "security": [{"bearer": []}],
         "components": {
@@ -83,8 +93,36 @@ def document() -> dict[str, Any]:
                                    "statuses": {"type": "array", "items": _ref("Status")}}},
                 "EnvironmentStatus": {"type": "object", "description": "one row of `gitopsd status --json`",
                                       "additionalProperties": True},
-                "Deployment": {"type": "object", "description": "one row of `gitopsd history --json`",
+                "Deployment": {"type": "object", "description": "one row of `gitopsd history --json`; `rc` and "
+                                                                  "`approved_by`: the release candidate whose tree it "
+                                                                  "deployed and who had approved it; `signed_off_by`: "
+                                                                  "the sign-offs its environment's require_signoff names",
                                "additionalProperties": True},
+                "Refusal": {"type": "object", "required": ["error"],
+                            "properties": {"error": {"type": "string", "description": "one line: what is wrong and "
+                                                                                      "what to do instead"},
+                                           "field": {"type": "string", "description": "the bad field, for a 422"}}},
+                "Done": {"type": "object", "required": ["message", "identity"],
+                         "properties": {"message": {"type": "string"},
+                                        "identity": {"type": "string", "description": "who it was recorded as: the "
+                                                                                      "token's owner"}}},
+                "Signoff": {"type": "object", "required": ["note"], "additionalProperties": False,
+                            "properties": {"note": {"type": "string", "maxLength": 1000, "description": "what was tested"},
+                                           "reject": {"type": "boolean", "default": False,
+                                                      "description": "it did not pass manual testing"},
+                                           "commit": {"type": nullable, "description": "default: what the environment "
+                                                                                       "runs; it must have that tree"}}},
+                "RcCreate": {"type": "object", "additionalProperties": False,
+                             "properties": {"from": {"type": nullable, "description": "the tested environment"},
+                                            "to": {"type": nullable, "description": "default: the first with approvals"},
+                                            "name": {"type": nullable, "description": "default: the date and a counter"}}},
+                "Approval": {"type": "object", "required": ["kind"], "additionalProperties": False,
+                             "properties": {"kind": {"type": "string", "enum": ["approve", "reject", "withdraw"]},
+                                            "note": {"type": "string", "maxLength": 1000,
+                                                     "description": "why; required but for withdraw"}}},
+                "ReleaseCandidate": {"type": "object", "description": "one row of `gitopsd rc list --json`; "
+                                                                      "`gitopsd rc show --json` adds `history`",
+                                     "additionalProperties": True},
             },
         },
         "paths": {
@@ -116,5 +154,32 @@ def document() -> dict[str, Any]:
                 "parameters": [REPO, _path("env", "environment name"), _limit(20)],
                 "responses": {"200": _json({"type": "array", "items": _ref("Deployment")}, "deployments"), **ERRORS,
                               **NOT_FOUND, **INVALID}}},
+            "/api/v1/repos/{repo}/environments/{env}/signoffs": {"post": {
+                "summary": "sign off (or reject) what the environment runs, as the token's owner (scope "
+                           "approvals:write); bound to its tree",
+                "parameters": [REPO, _path("env", "where it was tested")],
+                "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("Signoff")}}},
+                "responses": {**DONE, **REFUSED}}},
+            "/api/v1/repos/{repo}/rcs": {
+                "get": {"summary": "release candidates, newest first, as `gitopsd rc list --json` (scope read)",
+                        "parameters": [REPO, _limit(20)],
+                        "responses": {"200": _json({"type": "array", "items": _ref("ReleaseCandidate")}, "candidates"),
+                                      **ERRORS, **NOT_FOUND, **INVALID}},
+                "post": {"summary": "tag what the tested environment runs as rc/NAME, as the token's owner (scope "
+                                    "approvals:write)",
+                         "parameters": [REPO],
+                         "requestBody": {"required": False,
+                                         "content": {"application/json": {"schema": _ref("RcCreate")}}},
+                         "responses": {**DONE, **REFUSED}}},
+            "/api/v1/repos/{repo}/rcs/{name}": {"get": {
+                "summary": "a release candidate with its approvals, as `gitopsd rc show --json` (scope read)",
+                "parameters": [REPO, RC],
+                "responses": {"200": _json(_ref("ReleaseCandidate"), "the candidate"), **ERRORS, **NOT_FOUND}}},
+            "/api/v1/repos/{repo}/rcs/{name}/approvals": {"post": {
+                "summary": "approve, reject or withdraw one's word on a release candidate, as the token's owner "
+                           "(scope approvals:write)",
+                "parameters": [REPO, RC],
+                "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("Approval")}}},
+                "responses": {**DONE, **REFUSED}}},
         },
     }

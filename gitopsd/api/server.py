@@ -10,7 +10,7 @@ import logging
 import socket
 import threading
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import uvicorn
 
@@ -53,8 +53,11 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def serve(config: Callable[[], Config], store: Store, on_status: Callable[[str], None]) -> ApiServer | None:
-    """Start the API of `config().api` in a thread; None (and one error line) when it cannot listen."""
+def serve(config: Callable[[], Config], store: Store, on_status: Callable[[str], None],
+          human_gates: Callable[[str, dict[str, Any]], dict[str, Any]] | None = None) -> ApiServer | None:
+    """Start the API of `config().api` in a thread; None (and one error line) when it cannot listen.
+
+    `human_gates` is the daemon's HumanGates.handle: the sign-offs and approvals the API takes go there."""
     api = config().api
     assert api is not None
     address = f"[{api.host}]:{api.port}" if ":" in api.host else f"{api.host}:{api.port}"
@@ -70,7 +73,7 @@ def serve(config: Callable[[], Config], store: Store, on_status: Callable[[str],
         current = config().api
         return current.tokens_file if current is not None else api.tokens_file
 
-    app = create_app(config, store, TokenCheck(tokens_file), on_status)
+    app = create_app(config, store, TokenCheck(tokens_file), on_status, human_gates)
     logging.getLogger("uvicorn").setLevel(logging.WARNING)   # its start and stop lines; errors still show
     settings = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off", http="h11", loop="asyncio",
                               ws="none", server_header=False, timeout_graceful_shutdown=3)

@@ -3,6 +3,10 @@
 `gitopsd token create` prints a secret once and keeps its hash; the daemon reads the file again
 whenever it changes, so create and revoke need no restart. The secrets are 256 random bits, so a
 plain sha256 is enough (no password hashing: nothing to guess).
+
+Each token has an owner: the identity its requests act as for the human gates (sign-offs, release
+candidates, approvals), by default its name. Only whoever can write the tokens file makes tokens, so
+an owner is as trustworthy as that file, as a Unix user is as trustworthy as /etc/passwd.
 """
 from __future__ import annotations
 
@@ -26,9 +30,10 @@ from ..gate.snapshot import file_stamp
 
 log = logging.getLogger("gitopsd.api")
 
-SCOPES = ("statuses:write", "read")
+SCOPES = ("statuses:write", "read", "approvals:write")
 PREFIX = "gitopsd_"
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+OWNER_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,63}")   # a Unix user name, as approvers: and signoff_by: list them
 HEADER = ("# gitopsd API tokens (README, \"HTTP API\"), written by `gitopsd token create|revoke`.\n"
           "# Only each secret's sha256 is kept: a lost secret cannot be shown again; revoke it and create another.\n")
 
@@ -44,10 +49,15 @@ class Token:
     sha256: str
     created_at: str
     created_by: str
+    owner: str = ""   # who its requests act as for the human gates; "" means its name
+
+    @property
+    def identity(self) -> str:
+        return self.owner or self.name
 
     def as_yaml(self) -> dict[str, Any]:
-        return {"name": self.name, "scopes": list(self.scopes), "sha256": self.sha256, "created_at": self.created_at,
-                "created_by": self.created_by}
+        return {"name": self.name, "scopes": list(self.scopes), "sha256": self.sha256, "owner": self.identity,
+                "created_at": self.created_at, "created_by": self.created_by}
 
 
 def digest(secret: str) -> str:
@@ -73,12 +83,13 @@ def read_tokens(path: Path) -> list[Token]:
     for i, entry in enumerate(entries):
         ok = (isinstance(entry, dict) and isinstance(entry.get("name"), str) and isinstance(entry.get("sha256"), str)
               and re.fullmatch(r"[0-9a-f]{64}", entry["sha256"]) is not None and isinstance(entry.get("scopes"), list)
-              and all(s in SCOPES for s in entry["scopes"]))
+              and all(s in SCOPES for s in entry["scopes"])
+              and (entry.get("owner") is None or (isinstance(entry["owner"], str) and OWNER_RE.fullmatch(entry["owner"]))))
         if not ok:
-            raise TokenError(f"{path}: tokens[{i}] must have a name, scopes among {', '.join(SCOPES)} and a sha256 "
-                             "(revoke it and create it again with `gitopsd token create`)")
+            raise TokenError(f"{path}: tokens[{i}] must have a name, scopes among {', '.join(SCOPES)}, a sha256 and "
+                             "at most an owner that is a user name (revoke it and create it again with `gitopsd token create`)")
         tokens.append(Token(entry["name"], tuple(entry["scopes"]), entry["sha256"], str(entry.get("created_at", "")),
-                            str(entry.get("created_by", ""))))
+                            str(entry.get("created_by", "")), entry.get("owner") or ""))
     return tokens
 
 
@@ -109,10 +120,14 @@ def write_tokens(path: Path, tokens: list[Token], new_file_group: int | None = N
             from exc
 
 
-def create(path: Path, name: str, scopes: list[str], created_by: str, new_file_group: int | None = None) -> str:
-    """Add a token; return its secret, which is stored nowhere (only its sha256 is)."""
+def create(path: Path, name: str, scopes: list[str], created_by: str, new_file_group: int | None = None,
+           owner: str | None = None) -> str:
+    """Add a token acting as `owner` (default: its name); return its secret, stored nowhere (only its sha256 is)."""
     if not NAME_RE.fullmatch(name):
         raise TokenError(f"{name!r} is not a token name: use letters, digits, '.', '_' or '-' (at most 64), e.g. jenkins")
+    if owner is not None and not OWNER_RE.fullmatch(owner):
+        raise TokenError(f"{owner!r} is not an owner: give the user name its requests act as (letters, digits, '.', "
+                         "'_' or '-', at most 64), e.g. --owner alice")
     bad = [s for s in scopes if s not in SCOPES]
     if not scopes or bad:
         raise TokenError(f"give each scope with --scope, among {', '.join(SCOPES)}" + (f" (not {bad[0]!r})" if bad else ""))
@@ -122,7 +137,7 @@ def create(path: Path, name: str, scopes: list[str], created_by: str, new_file_g
                          "or choose another name")
     secret = PREFIX + secrets.token_urlsafe(32)
     created = iso(time.time()) or ""
-    tokens.append(Token(name, tuple(dict.fromkeys(scopes)), digest(secret), created, created_by))
+    tokens.append(Token(name, tuple(dict.fromkeys(scopes)), digest(secret), created, created_by, owner or name))
     write_tokens(path, tokens, new_file_group)
     return secret
 

@@ -272,7 +272,9 @@ def test_the_openapi_document_describes_every_endpoint(sandbox, api):
     assert set(doc["paths"]) == {"/api/v1/health", "/api/v1/openapi.json", "/api/v1/status",
                                  "/api/v1/repos/{repo}/statuses/{commit}", "/api/v1/repos/{repo}/commits/{commit}/status",
                                  "/api/v1/repos/{repo}/commits/{commit}/statuses",
-                                 "/api/v1/repos/{repo}/environments/{env}/history"}
+                                 "/api/v1/repos/{repo}/environments/{env}/history",
+                                 "/api/v1/repos/{repo}/environments/{env}/signoffs", "/api/v1/repos/{repo}/rcs",
+                                 "/api/v1/repos/{repo}/rcs/{name}", "/api/v1/repos/{repo}/rcs/{name}/approvals"}
     post = doc["paths"]["/api/v1/repos/{repo}/statuses/{commit}"]["post"]
     assert {"201", "401", "403", "404", "422"} <= set(post["responses"])
     assert doc["components"]["schemas"]["StatusReport"]["properties"]["state"]["enum"] == [
