@@ -15,6 +15,7 @@ import pytest
 
 from tests.support import Daemon, Sandbox, git
 
+NOTIFY = "import sys; open(sys.argv[1], 'a').write(sys.stdin.read() + chr(10))"
 PEOPLE = ("gt-alice", "gt-bob", "gt-carol", "gt-dave")   # alice tests; bob, carol and dave approve
 GROUP = "gt-people"
 
@@ -51,7 +52,9 @@ def server(short_tmp: Path, people: None) -> Iterator[tuple[Sandbox, Daemon]]:
     short_tmp.chmod(0o755)
     sandbox = Sandbox(short_tmp, {"qa": ["qa-1"], "staging": ["staging-1"], "production": ["production-1"]},
                       env_options={"staging": {"signoff_by": ["gt-alice"]},
-                                   "production": {"require_signoff": {"env": "staging", "count": 1},
+                                   "production": {"notify": {"command": [sys.executable, "-c", NOTIFY,
+                                                                         str(short_tmp / "events.jsonl")]},
+                                                  "require_signoff": {"env": "staging", "count": 1},
                                                   "approvals": {"required": 2, "approvers": ["group:approvers"],
                                                                 "forbid_self_approval": True}}},
                       extra={"groups": {"approvers": ["gt-bob", "gt-carol", "gt-dave"]}})
@@ -136,6 +139,12 @@ def test_signoff_rc_and_two_approvals_let_a_release_into_production_and_each_mis
     proc = as_user(sandbox, "gt-dave", "approve", "r2", "--note", "pm ok")
     assert proc.returncode == 0 and "approved: production takes it now" in said(proc), said(proc)
 
+    import json
+    events = [json.loads(line) for line in (sandbox.root / "events.jsonl").read_text().splitlines()]
+    events = [e for e in events if e["event"].startswith("rc-")]
+    assert [e["event"] for e in events] == ["rc-created", "rc-approved"]
+    assert events[0]["rc"] == "r2" and events[0]["approvals_required"] == 2 and events[0]["created_by"] == "gt-alice"
+    assert events[1]["approved_by"] == ["gt-carol", "gt-dave"]
     listed = as_user(sandbox, "gt-bob", "rc", "list")
     assert "r2" in listed.stdout and "approved" in listed.stdout and "gt-carol, gt-dave" in listed.stdout
     sandbox.cli("promote", "rc/r2", "production")
@@ -178,6 +187,7 @@ def test_a_rejection_blocks_a_candidate_until_its_author_withdraws_it_and_a_new_
     assert proc.returncode == 0 and "rejected by gt-carol: legal has not cleared the texts" in said(proc)
     refused = sandbox.cli("promote", "rc/r3", "production", check=False)
     assert refused.returncode == 1 and "rejected by gt-carol" in said(refused)
+    assert '"event": "rc-rejected"' in (sandbox.root / "events.jsonl").read_text()
     other = as_user(sandbox, "gt-bob", "withdraw", "r3")          # only carol can take her rejection back
     assert other.returncode == 0                                  # (bob withdraws his own approval)
     assert as_user(sandbox, "gt-bob", "approve", "r3", "--note", "ok again").returncode == 0
