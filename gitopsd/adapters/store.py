@@ -566,18 +566,23 @@ class Store:
         """(repo, target_env, tree, name, created_at, actor, kind, at) of the release candidates for these
         (repo, target environment, tree), each with its approvals oldest first (actor None when it has none)."""
         return self._by_keys("SELECT c.repo, c.target_env, c.tree, c.name, c.created_at, a.actor, a.kind, a.created_at"
-                             " FROM release_candidates c LEFT JOIN approvals a ON a.repo = c.repo AND a.rc = c.name"
-                             " WHERE (c.repo, c.target_env, c.tree) IN (VALUES {keys}) ORDER BY c.created_at, a.id", keys)
+                             " FROM k JOIN release_candidates c ON c.repo = k.repo AND c.tree = k.tree"
+                             " AND c.target_env = k.env LEFT JOIN approvals a ON a.repo = c.repo AND a.rc = c.name"
+                             " ORDER BY c.created_at, a.id", keys)
 
     def signoffs_of(self, keys: list[tuple[str, str, str]]) -> list[tuple[Any, ...]]:
         """(repo, env, tree, actor, verdict, note, at) of the sign-offs of these (repo, env, tree), oldest first."""
-        return self._by_keys("SELECT repo, env, tree, actor, verdict, note, created_at FROM signoffs"
-                             " WHERE (repo, env, tree) IN (VALUES {keys}) ORDER BY id", keys)
+        return self._by_keys("SELECT s.repo, s.env, s.tree, s.actor, s.verdict, s.note, s.created_at FROM k"
+                             " JOIN signoffs s ON s.repo = k.repo AND s.env = k.env AND s.tree = k.tree ORDER BY s.id",
+                             keys)
 
-    def _by_keys(self, sql: str, keys: list[tuple[str, str, str]]) -> list[tuple[Any, ...]]:
+    def _by_keys(self, select: str, keys: list[tuple[str, str, str]]) -> list[tuple[Any, ...]]:
+        """`select` over the table k(repo, env, tree) of `keys`: joined from k, the indexes serve each key
+        (a row-value IN scanned the whole table)."""
         rows: list[tuple[Any, ...]] = []
         for start in range(0, len(keys), 300):   # 900 bound values per statement, under SQLite's old 999 limit
             chunk = keys[start:start + 300]
-            rows += self._human(sql.format(keys=",".join(["(?, ?, ?)"] * len(chunk))),
+            values = ",".join(["(?, ?, ?)"] * len(chunk))
+            rows += self._human(f"WITH k(repo, env, tree) AS (VALUES {values}) {select}",  # noqa: S608 (placeholders and constants; values are bound)
                                 tuple(v for key in chunk for v in key))
         return rows
