@@ -264,3 +264,41 @@ def test_human_gates_serialise_their_callers_so_a_slow_check_cannot_let_one_appr
             thread.join(30)
         assert sorted(a["ok"] for a in answers) == [False, True], answers
         assert [actor for actor, *_rest in store.approval_rows("shop", "r1")] == ["carol"]
+
+
+def test_history_shows_the_candidate_and_the_words_in_force_when_each_deployment_started(short_tmp):
+    """From the loaded config (no daemon, so no snapshot): newest candidate before the start, later words left out."""
+    from gitopsd.adapters.store import Store
+    from gitopsd.config import load
+
+    sandbox = Sandbox(short_tmp, {"staging": ["staging-1"], "production": ["production-1"]},
+                      env_options={"staging": {"signoff_by": ["alice", "erin"]},
+                                   "production": {"require_signoff": {"env": "staging", "count": 1},
+                                                  "approvals": {"required": 1, "approvers": ["bob", "carol"]}}})
+    head = sandbox.head("staging")
+    tree = sandbox.tree(head)
+    with Store(load(sandbox.config).database) as store:
+        store.add_signoff(repo="shop", env="staging", commit=head, tree=tree, actor="alice", verdict="signoff",
+                          note="ok", now=100)
+        store.add_signoff(repo="shop", env="staging", commit=head, tree=tree, actor="erin", verdict="reject",
+                          note="no", now=101)
+        store.add_rc(repo="shop", name="old", commit=head, tree=tree, source_env="staging", target_env="production",
+                     created_by="alice", self_identities=["alice"], now=110)
+        store.add_rc(repo="shop", name="new", commit=head, tree=tree, source_env="staging", target_env="production",
+                     created_by="alice", self_identities=["alice"], now=120)
+        store.add_rc(repo="shop", name="later", commit=head, tree=tree, source_env="staging", target_env="production",
+                     created_by="alice", self_identities=["alice"], now=900)
+        for actor, kind, at in (("bob", "approve", 121), ("carol", "approve", 122), ("carol", "withdraw", 123),
+                                ("carol", "approve", 300)):
+            store.add_approval(repo="shop", rc="new", tree=tree, actor=actor, kind=kind, note="n", now=at)
+        first = store.begin(repo="shop", env="production", commit=head, tree=tree, previous_commit=None, kind="deploy",
+                            trigger="promote", actor="ops", now=200)
+        store.finish(first, "succeeded", now=201)
+        second = store.begin(repo="shop", env="production", commit=head, tree=tree, previous_commit=head,
+                             kind="reapply", trigger="cli", actor="ops", now=400)
+        store.finish(second, "succeeded", now=401)
+    rows = {row["id"]: row for row in sandbox.history("production")}
+    assert (rows[first]["rc"], rows[first]["approved_by"], rows[first]["signed_off_by"]) == ("new", ["bob"], ["alice"])
+    assert rows[second]["approved_by"] == ["bob", "carol"]          # carol's approval came between the two
+    text = sandbox.cli("history", "production").stdout
+    assert f"#{first}: rc/new approved by bob; signed off by alice" in text
