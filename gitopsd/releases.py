@@ -34,8 +34,16 @@ CHANGES_SHOWN = 50
 _notes_lock = threading.Lock()   # git notes moves one ref: writers (control thread, deploy threads) take turns
 
 
+FORBIDDEN, INVALID, MISSING, CONFLICT = "forbidden", "invalid", "missing", "conflict"
+
+
 class Refused(Exception):
-    """A request that cannot be done as asked: one line saying why and what instead."""
+    """A request that cannot be done as asked: one line saying why and what instead, and its kind
+    (forbidden: not this identity; invalid: a bad field; missing: no such thing; conflict: not now)."""
+
+    def __init__(self, message: str, kind: str = CONFLICT):
+        super().__init__(message)
+        self.kind = kind
 
 
 def when(ts: float) -> str:
@@ -87,7 +95,7 @@ class HumanGates:
         try:
             message = action(identity, request)
         except Refused as exc:
-            return {"ok": False, "error": str(exc)}
+            return {"ok": False, "error": str(exc), "kind": exc.kind}
         return {"ok": True, "message": message, "identity": identity}
 
     # -- helpers ---------------------------------------------------------------------------------------
@@ -96,11 +104,11 @@ class HumanGates:
         name = request.get("repo")
         if name is None:
             if len(config.repositories) != 1:
-                raise Refused(f"name the repository with --repo (known: {', '.join(r.name for r in config.repositories)})")
+                raise Refused(f"name the repository with --repo (known: {', '.join(r.name for r in config.repositories)})", INVALID)
             return config.repositories[0]
         repo = config.repository(str(name))
         if repo is None:
-            raise Refused(f"no repository named {name!r} (known: {', '.join(r.name for r in config.repositories)})")
+            raise Refused(f"no repository named {name!r} (known: {', '.join(r.name for r in config.repositories)})", MISSING)
         return repo
 
     @staticmethod
@@ -108,16 +116,16 @@ class HumanGates:
         env = repo.environment(str(name))
         if env is None:
             raise Refused(f"repository {repo.name} has no environment {name!r} "
-                          f"(it has: {', '.join(e.name for e in repo.environments)})")
+                          f"(it has: {', '.join(e.name for e in repo.environments)})", MISSING)
         return env
 
     @staticmethod
     def _note(request: dict[str, Any]) -> str:
         note = request.get("note")
         if not isinstance(note, str) or not note.strip():
-            raise Refused("say why with --note '...' (it is recorded with your name)")
+            raise Refused("say why with --note '...' (it is recorded with your name)", INVALID)
         if len(note) > NOTE_MAX or any(ord(c) < 32 and c != "\t" for c in note):
-            raise Refused(f"--note must be one line of at most {NOTE_MAX} characters")
+            raise Refused(f"--note must be one line of at most {NOTE_MAX} characters", INVALID)
         return note.strip()
 
     def _rc_target(self, repo: Repository, to: Any) -> Environment:
@@ -140,14 +148,14 @@ class HumanGates:
         note = self._note(request)
         if identity not in env.signoff_by:
             who = ", ".join(env.signoff_by) or "nobody (no signoff_by: in the config)"
-            raise Refused(f"{identity} may not sign off in {env.name}; who may: {who}")
+            raise Refused(f"{identity} may not sign off in {env.name}; who may: {who}", FORBIDDEN)
         deployed = self.store.deployed(repo.name, env.name)
         if deployed is None:
             raise Refused(f"nothing was deployed to {env.name} yet: there is nothing to sign off")
         commit = str(request.get("commit") or deployed.commit)
         full = gitcli.rev_parse(repo.path, f"{commit}^{{commit}}")
         if full is None:
-            raise Refused(f"no commit {commit!r} in {repo.name}")
+            raise Refused(f"no commit {commit!r} in {repo.name}", MISSING)
         tree = gitcli.tree_of(repo.path, full) or ""
         if tree != deployed.tree:
             raise Refused(f"{full[:7]} (tree {tree[:7]}) is not what {env.name} runs (tree {deployed.tree[:7]}, "
@@ -171,7 +179,7 @@ class HumanGates:
         source = self._env(repo, request["from"]) if request.get("from") else repo.environment_for_branch(target.promote_from)
         if source is None:
             raise Refused(f"{target.name} promotes from {target.promote_from}, which is no environment: "
-                          "name the tested environment with --from")
+                          "name the tested environment with --from", INVALID)
         deployed = self.store.deployed(repo.name, source.name)
         if deployed is None or not self.store.tree_succeeded(repo.name, source.name, deployed.tree):
             raise Refused(f"{source.name} runs nothing deployed and verified yet: nothing to make a candidate of")
@@ -185,7 +193,7 @@ class HumanGates:
                 raise Refused(f"tree {deployed.tree[:7]} lacks its sign-offs for {target.name}: {'; '.join(missing)}")
         name = str(request.get("name") or self._next_name(repo))
         if not RC_NAME_RE.match(name) or name.endswith((".lock", ".")) or ".." in name:
-            raise Refused(f"{name!r} is not a valid release candidate name (letters, digits, '.', '_', '-')")
+            raise Refused(f"{name!r} is not a valid release candidate name (letters, digits, '.', '_', '-')", INVALID)
         if self.store.rc(repo.name, name) is not None or gitcli.rev_parse(repo.path, RC_PREFIX + name) is not None:
             raise Refused(f"rc/{name} exists already: choose another --name (see gitopsd rc list)")
         base = self.store.deployed(repo.name, target.name)
@@ -260,14 +268,14 @@ class HumanGates:
         name = str(request.get("rc") or "").removeprefix("rc/")
         rc = self.store.rc(repo.name, name)
         if rc is None:
-            raise Refused(f"no release candidate rc/{name} in {repo.name} (see gitopsd rc list)")
+            raise Refused(f"no release candidate rc/{name} in {repo.name} (see gitopsd rc list)", MISSING)
         target = repo.environment(rc["target_env"])
         policy = target.approvals if target is not None else None
         if target is None or policy is None:
             raise Refused(f"rc/{name} was made for {rc['target_env']}, which no longer takes approvals")
         note = self._note(request) if kind != "withdraw" else str(request.get("note") or "withdrawn").strip()[:NOTE_MAX]
         if identity not in policy.approvers:
-            raise Refused(f"{identity} may not approve for {target.name}; who may: {', '.join(policy.approvers)}")
+            raise Refused(f"{identity} may not approve for {target.name}; who may: {', '.join(policy.approvers)}", FORBIDDEN)
         rows = self.store.approval_rows(repo.name, name)
         mine = newest_by_actor(rows).get(identity)
         if kind == "withdraw":
@@ -276,7 +284,7 @@ class HumanGates:
         else:
             if kind == "approve" and policy.forbid_self_approval and identity in rc["self_identities"].split("\n"):
                 raise Refused(f"{identity} may not approve rc/{name}: it is their own (they created it or pushed one of "
-                              "its changes) and forbid_self_approval is on; ask another approver")
+                              "its changes) and forbid_self_approval is on; ask another approver", FORBIDDEN)
             if not self.store.tree_succeeded(repo.name, rc["source_env"], rc["tree"]):
                 raise Refused(f"rc/{name}'s tree {rc['tree'][:7]} is not what {rc['source_env']} verified")
             if mine is not None and mine[0] == kind:

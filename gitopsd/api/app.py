@@ -67,9 +67,11 @@ def refusal_status(line: str) -> int:
 
 def create_app(config: Callable[[], Config], store: Store, tokens: TokenCheck,
                on_status: Callable[[str], None] = lambda _repo: None,
-               human_gates: HumanGatesHandler | None = None) -> ASGIApp:
+               human_gates: HumanGatesHandler | None = None,
+               metrics: Callable[[], tuple[bytes, str]] | None = None) -> ASGIApp:
     """The API over the daemon's (current) config and store; `on_status(repo)` after each stored status;
-    `human_gates(identity, request)` records sign-offs, release candidates and approvals (HumanGates.handle)."""
+    `human_gates(identity, request)` records sign-offs, release candidates and approvals (HumanGates.handle);
+    `metrics()` the Prometheus text for /metrics (no token: it listens where the API does, loopback by default)."""
 
     def authorize(request: Request, scope: str) -> Token:
         token = tokens.authenticate(request.headers.get("authorization"))
@@ -172,7 +174,8 @@ def create_app(config: Callable[[], Config], store: Store, tokens: TokenCheck,
         answer = await blocking(human_gates, token.identity, ask)
         if not answer.get("ok"):
             line = str(answer.get("error") or "refused")
-            raise ApiError(refusal_status(line), {"error": line})
+            status = {"forbidden": 403, "invalid": 422, "missing": 404, "conflict": 409}.get(str(answer.get("kind")))
+            raise ApiError(status or refusal_status(line), {"error": line})
         return JSONResponse({"message": answer.get("message", "done"), "identity": token.identity}, status_code=201)
 
     async def post_signoff(request: Request) -> Response:
@@ -230,6 +233,12 @@ def create_app(config: Callable[[], Config], store: Store, tokens: TokenCheck,
             raise ApiError(404, {"error": f"no release candidate rc/{name} in {repo.name}"})
         return JSONResponse(view)
 
+    async def prometheus(_request: Request) -> Response:
+        if metrics is None:
+            raise ApiError(404, {"message": "this server has no metrics"})
+        body, content_type = await blocking(metrics)
+        return Response(body, media_type=content_type)
+
     async def api_error(_request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ApiError)
         return JSONResponse(exc.body, status_code=exc.status, headers=exc.headers)
@@ -261,6 +270,7 @@ def create_app(config: Callable[[], Config], store: Store, tokens: TokenCheck,
         Route(f"{v1}/repos/{{repo}}/rcs", post_rc, methods=["POST"]),
         Route(f"{v1}/repos/{{repo}}/rcs/{{name}}", rc_show, methods=["GET"]),
         Route(f"{v1}/repos/{{repo}}/rcs/{{name}}/approvals", post_approval, methods=["POST"]),
+        Route("/metrics", prometheus, methods=["GET"]),
     ], exception_handlers={ApiError: api_error, statuses.InvalidStatus: invalid, 404: not_found, 405: not_allowed,
                            500: internal})
     return Guard(app)
