@@ -226,8 +226,9 @@ def test_journald_lines_have_no_timestamp_and_json_lines_name_repo_env_commit_an
     proc.send_signal(signal.SIGTERM)
     lines = [json.loads(l) for l in proc.communicate(timeout=30)[1].splitlines()]
     done = next(l for l in lines if "deployment succeeded" in l["message"])
-    assert done["repo"] == "shop" and done["env"] == "qa" and done["commit"] == commit[:7]
-    assert isinstance(done["deployment"], int) and done["level"] == "info" and "time" in done
+    labels = done["labels"]   # Elastic Common Schema names (README, "Logs for ELK")
+    assert labels["repo"] == "shop" and labels["env"] == "qa" and labels["commit"] == commit[:7]
+    assert labels["deployment"].isdigit() and done["log.level"] == "info" and "@timestamp" in done
 
 
 def _wait_in_sync(sandbox: Sandbox, commit: str | None = None) -> None:
