@@ -791,6 +791,35 @@ def _print_table(rows: Sequence[tuple[str, ...]]) -> None:
 
 # -- parser ----------------------------------------------------------------------------------------
 
+def cmd_dora(args: argparse.Namespace) -> int:
+    import time
+
+    from . import dora
+    from .adapters.store import Store
+    config, _unavailable = _read_config(args)
+    repos = [_repo(config, args.repo)] if args.repo else list(config.repositories)
+    env = args.env
+    if env is None:   # the last environment in promotion order (production in the default layout)
+        lasts = sorted({r.environments[-1].name for r in repos if r.environments})
+        if len(lasts) != 1:
+            raise UserError(f"the repositories end in different environments ({', '.join(lasts) or 'none'}): "
+                            "say which with --env NAME")
+        env = lasts[0]
+    _env_name(config, args.repo, env)
+    try:
+        window = dora.parse_span(args.since)
+    except ValueError as exc:
+        raise UserError(f"--since: {exc}") from exc
+    now = time.time()
+    with Store(config.database, readonly=True) as store:
+        figures = dora.figures(store, args.repo, env, now - window, now)
+    if args.json:
+        print(json.dumps(figures.as_json(), indent=2))
+    else:
+        print("\n".join(dora.text(figures, args.since)))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gitopsd", description=DESCRIPTION, epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -985,6 +1014,16 @@ def build_parser() -> argparse.ArgumentParser:
     t = token.add_parser("revoke", parents=[common], help="delete a token (refused from the next request)")
     t.set_defaults(func=cmd_token_revoke)
     t.add_argument("name", metavar="NAME")
+
+    p = add("dora", "DORA figures of an environment from gitopsd's own history",
+            "Deployment frequency, lead time for changes (from when each commit first reached the server to its\n"
+            "first successful deployment in ENV), change failure rate, failed deployment recovery time and rework\n"
+            "rate of one environment over a window (README, \"DORA figures\", defines each). Reads the state\n"
+            "database only.", cmd_dora)
+    p.add_argument("--env", metavar="ENV", help="the environment (default: the last in promotion order, e.g. production)")
+    p.add_argument("--since", default="90d", metavar="SPAN", help="the window: 90d, 12h, 2w (default 90d)")
+    p.add_argument("--repo", metavar="NAME", help="only this repository (default: every repository with ENV)")
+    p.add_argument("--json", action="store_true", help="machine-readable output (times in seconds)")
 
     p = add("ci", "report or show commit statuses (CI results) by tree",
             "Commit statuses, as the HTTP API takes them: `report` stores one for a commit and its tree (for\n"

@@ -23,6 +23,7 @@ import yaml
 from .core.errors import ConfigurationError
 from .core.settings import (STATUS_CONTEXT_MAX, Api, Approvals, CheckError, SignoffRule, Ci, CiStep, CiTrigger, Config, Environment, HttpCheck,
                             Notify, PrometheusCheck, Repository, Rollout, SandboxPolicy, Verify)
+from .core.settings import Grafana
 from .gate.snapshot import file_stamp
 from .adapters.sandbox import SandboxError, check as sandbox_check, default_user as default_sandbox_user
 from .gate.windows import Window, WindowError, Cron, parse_duration
@@ -64,7 +65,7 @@ class ConfigError(ConfigurationError):
 
 
 TOP_KEYS = {"state_dir", "runtime_dir", "sweep_interval", "max_parallel", "stop_grace",
-            "keep_workdirs", "identity_env", "repositories", "sandbox", "ssh", "api", "groups"}
+            "keep_workdirs", "identity_env", "repositories", "sandbox", "ssh", "api", "groups", "grafana"}
 APPROVALS_KEYS = {"required", "approvers", "required_groups", "forbid_self_approval", "expire_after"}
 SIGNOFF_KEYS = {"env", "count"}
 API_KEYS = {"listen", "tokens_file"}
@@ -275,6 +276,7 @@ def _normalize(raw: Any, source: Path, check: _Checker, writable: bool) -> Confi
                         requirements_cache=state_dir / "requirements"),
         known_hosts=known_hosts,
         api=_api(top["api"], base, check) if "api" in top else None,
+        grafana=_grafana(top["grafana"], base, check) if "grafana" in top else None,
         groups=tuple((name, tuple(members)) for name, members in groups.items()),
     )
 
@@ -409,6 +411,32 @@ def _api(raw: Any, base: Path, check: _Checker) -> Api | None:
         except ValueError as exc:
             check.add("api.tokens_file", str(exc))
     return Api(host=host, port=int(port), tokens_file=tokens)
+
+
+GRAFANA_KEYS = {"url", "token_file", "dashboard_uid", "timeout"}
+
+
+def _grafana(raw: Any, base: Path, check: _Checker) -> Grafana | None:
+    """`grafana: {url, token_file, dashboard_uid?, timeout?}`: annotate each deployment's end in Grafana."""
+    data = check.mapping(raw, "grafana", GRAFANA_KEYS)
+    url = _url(data.get("url"), "grafana.url", check).rstrip("/")
+    token_raw = data.get("token_file")
+    token = None
+    if not isinstance(token_raw, str) or not token_raw or "\0" in token_raw:
+        check.add("grafana.token_file", f"must be the path of a file holding a Grafana service account token, not {token_raw!r}")
+    else:
+        try:
+            token = _resolve(base, token_raw)
+        except ValueError as exc:
+            check.add("grafana.token_file", str(exc))
+    uid = data.get("dashboard_uid")
+    if uid is not None and not (isinstance(uid, str) and re.fullmatch(r"[A-Za-z0-9_-]{1,40}", uid)):
+        check.add("grafana.dashboard_uid", f"must be a dashboard's uid (letters, digits, - and _), not {uid!r}")
+        uid = None
+    timeout = check.number(data, "timeout", "grafana", Grafana.timeout, minimum=0.1, maximum=30, what="half a minute")
+    if not url or token is None:
+        return None
+    return Grafana(url=url, token_file=token, dashboard_uid=uid, timeout=timeout)
 
 
 def _globs(value: Any, key: str, check: _Checker, default: tuple[str, ...]) -> tuple[str, ...]:

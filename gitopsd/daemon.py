@@ -50,13 +50,19 @@ from .ci.promote import AutoPromoter
 from .adapters.control import ControlServer
 from .core.types import DeploymentJob
 from .releases import HumanGates
+from . import logs
+from .adapters.annotations import AnnotationSender
+from .firstseen import FirstSeen
 
 if TYPE_CHECKING:
     from .api.server import ApiServer
 
 log = logging.getLogger("gitopsd.daemon")
+deployments_log = logging.getLogger("gitopsd.deployment")   # one summary event per deployment's end
 
 _WAKE = Look("", None, Trigger.WAKE)
+# Looks that never follow a branch move: no walk for new commits (firstseen.py) then.
+NO_NEW_COMMITS = frozenset({Trigger.AFTER_DEPLOY, Trigger.RETRY, "ci-status"})
 WATCH_DELAY = 0.01  # seconds: one look for the burst of events a ref update makes
 # The pre-receive hook's nudge arrives just before the ref moves. The ref watcher sees the move;
 # these looks after the nudge (seconds) find it too where inotify cannot (network file systems).
@@ -188,6 +194,10 @@ class Daemon:
         self.human_gates = HumanGates(lambda: self.config, self.store, notify,
                                       on_change=lambda repo: self.requests.put(Look(repo, None, Trigger.CLI)))
         self.reconciler.on_finished = self._deployment_finished
+        # DORA lead time: when commits first reached the server, and which deployment brought them where.
+        self.first_seen = FirstSeen(self.store, lambda repo, commit: (
+            cause.trigger if (cause := self.reconciler.causes.get((repo, commit))) else None))
+        self.annotations = AnnotationSender()   # Grafana, on its own thread (config `grafana:`)
         self.control: ControlServer | None = None
         self._adopting = 0
         self._unwatched_recorded: dict[str, str] | None = None   # environments the startup sweep found to deploy, until all are done
@@ -247,6 +257,8 @@ class Daemon:
             if repo is None:
                 log.warning("nudge for unknown repository %s ignored", nudge.repo)
                 continue
+            if nudge.commits:   # the commits arrive now: their first-seen time (recorded on the next look)
+                self.first_seen.noted(repo.name, nudge.trigger, time.time())
             if nudge.trigger == Trigger.BRANCH_PUSH:   # main or a feature branch: who pushed it, for CI and approvals
                 self._record_pushes(repo.name, nudge)
                 now = time.time()
@@ -430,16 +442,22 @@ class Daemon:
         self.control.start()
 
     def _deployment_finished(self, job: DeploymentJob, result: str) -> None:
-        """A deployment ended: a successful one is written in the audit trail (git notes)."""
-        repo = self.config.repository(job.repo)
-        if repo is None or result != "succeeded":
-            return
+        """A deployment ended: its summary event in the log and its annotation in Grafana; a successful one's new
+        commits are recorded (DORA) and it is written in the audit trail (git notes)."""
         try:
             deployment = self.store.get(job.id)
         except StoreError:
             return
-        if deployment is not None:
-            self.human_gates.audit_deployment(repo, deployment)
+        if deployment is None:
+            return
+        logs.deployment_ended(deployments_log, deployment)
+        if self.config.grafana is not None:
+            self.annotations.send(self.config.grafana, deployment)
+        repo = self.config.repository(job.repo)
+        if repo is None or result != "succeeded":
+            return
+        self.first_seen.deployed(str(repo.path), deployment, deployment.previous_commit)
+        self.human_gates.audit_deployment(repo, deployment)
 
     def _drain(self) -> None:
         while True:
@@ -453,6 +471,8 @@ class Daemon:
             return
         self.reconciler.look(request)
         repo = self.config.repository(request.repo)
+        if repo is not None and request.trigger not in NO_NEW_COMMITS:
+            self.first_seen.walk(repo.name, str(repo.path))
         if repo is not None and self.ci_sinks:
             self._ci_look(repo)
         if repo is not None and any(e.approvals and e.approvals.expire_after for e in repo.environments):
@@ -535,6 +555,7 @@ class Daemon:
             self.reconciler.cancel_all()
         self.pool.shutdown(wait=True)
         self.ci_triggers.stop()
+        self.annotations.stop()
         self.ci_steps.stop()
         self._stop_triggers()
         if self.api is not None:   # before the store it writes to closes

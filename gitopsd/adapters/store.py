@@ -112,6 +112,26 @@ CREATE TABLE IF NOT EXISTS bad_trees (
     marked_at REAL NOT NULL,
     PRIMARY KEY (repo, env, tree)
 );
+CREATE TABLE IF NOT EXISTS commits_seen (   -- when each commit first reached the server (DORA lead time: dora.py)
+    repo TEXT NOT NULL,
+    commit_id TEXT NOT NULL,
+    first_seen REAL NOT NULL,
+    via TEXT NOT NULL,                      -- the nudge's trigger that brought it (push, branch-push, promote, ...) or found
+    PRIMARY KEY (repo, commit_id)
+);
+CREATE TABLE IF NOT EXISTS seen_refs (      -- the branch heads at the last walk for new commits (firstseen.py)
+    repo TEXT PRIMARY KEY,
+    tips TEXT NOT NULL                      -- commit ids, one a line
+);
+CREATE TABLE IF NOT EXISTS commits_deployed (   -- the commits a successful deploy brought to an environment first
+    repo TEXT NOT NULL,
+    env TEXT NOT NULL,
+    commit_id TEXT NOT NULL,
+    deployment_id INTEGER NOT NULL,
+    PRIMARY KEY (repo, env, commit_id)
+);
+CREATE INDEX IF NOT EXISTS commits_deployed_by ON commits_deployed (deployment_id);
+CREATE INDEX IF NOT EXISTS commits_deployed_commit ON commits_deployed (repo, commit_id);
 """
 
 RESULTS = tuple(Result)
@@ -586,3 +606,73 @@ class Store:
             rows += self._human(f"WITH k(repo, env, tree) AS (VALUES {values}) {select}",  # noqa: S608 (placeholders and constants; values are bound)
                                 tuple(v for key in chunk for v in key))
         return rows
+
+    # -- DORA: when commits first reached the server and which deployment brought each to an environment --------
+    def seen_tips(self, repo: str) -> list[str] | None:
+        """The branch heads at the last walk for new commits; None before the first walk (firstseen.py)."""
+        try:
+            rows = self._rows("SELECT tips FROM seen_refs WHERE repo = ?", (repo,))
+        except sqlite3.OperationalError:   # a store written by an older daemon
+            return None
+        return rows[0]["tips"].split() if rows else None
+
+    def record_seen(self, repo: str, commits: list[tuple[str, str]], at: float, tips: list[str]) -> None:
+        """Record (commit, via) first seen at `at` (an earlier record wins) and the heads walked to, in one transaction."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany("INSERT OR IGNORE INTO commits_seen (repo, commit_id, first_seen, via)"
+                                     " VALUES (?, ?, ?, ?)", [(repo, c, at, via) for c, via in commits])
+                self._db.execute("INSERT OR REPLACE INTO seen_refs (repo, tips) VALUES (?, ?)", (repo, "\n".join(tips)))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def record_deployed_commits(self, repo: str, env: str, deployment_id: int, commits: list[str]) -> None:
+        """Remember that this deployment brought `commits` to `env` (the first one that did keeps the record)."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany("INSERT OR IGNORE INTO commits_deployed (repo, env, commit_id, deployment_id)"
+                                     " VALUES (?, ?, ?, ?)", [(repo, env, c, deployment_id) for c in commits])
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def dora_deployments(self, repo: str | None, env: str, since: float) -> list[tuple[Any, ...]]:
+        """(repo, id, kind, result, commit, started_at, finished_at) of `env`'s finished deployments started since
+        `since`, by repository and id; one query (dora.py computes the figures)."""
+        where = "env = ? AND started_at >= ? AND result NOT IN ('queued', 'running')" + (" AND repo = ?" if repo else "")
+        return self._plain(f"SELECT repo, id, kind, result, commit_id, started_at, finished_at FROM deployments"  # noqa: S608 (constant clauses; values are bound)
+                           f" WHERE {where} ORDER BY repo, id", (env, since, *([repo] if repo else [])))
+
+    def dora_first_deployment(self, repo: str | None, env: str) -> float | None:
+        """When `env` (in `repo`, or in any repository) was first deployed: a younger history is measured from there."""
+        rows = self._plain("SELECT MIN(started_at) FROM deployments WHERE env = ?" + (" AND repo = ?" if repo else ""),
+                           (env, *([repo] if repo else [])))
+        return rows[0][0] if rows else None
+
+    def _plain(self, sql: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        """Rows as plain tuples (many rows: sqlite3.Row costs more), [] for a store written by an older daemon."""
+        try:
+            with self._lock:
+                cur = self._db.cursor()
+                cur.row_factory = None
+                return cur.execute(sql, args).fetchall()
+        except sqlite3.OperationalError:
+            return []
+
+    def dora_changes(self, repo: str | None, env: str, since: float) -> list[tuple[Any, ...]]:
+        """(via, first_seen, fallback, deployed_at) of each commit a deploy in `env` started since `since` brought
+        there first. A commit seen before first-seen times were recorded has via and first_seen None; its first
+        deployment's start in any environment is its `fallback`."""
+        where = "c.env = ? AND d.started_at >= ?" + (" AND c.repo = ?" if repo else "")
+        return self._plain(
+            "SELECT s.via, s.first_seen, CASE WHEN s.first_seen IS NULL THEN"
+            " (SELECT MIN(d2.started_at) FROM commits_deployed c2 JOIN deployments d2 ON d2.id = c2.deployment_id"
+            "  WHERE c2.repo = c.repo AND c2.commit_id = c.commit_id) END, d.finished_at"
+            " FROM commits_deployed c JOIN deployments d ON d.id = c.deployment_id"
+            " LEFT JOIN commits_seen s ON s.repo = c.repo AND s.commit_id = c.commit_id"
+            f" WHERE {where}", (env, since, *([repo] if repo else [])))  # noqa: S608 (constant clauses; values are bound)

@@ -229,6 +229,16 @@ class Api:
 
 
 @dataclass(frozen=True)
+class Grafana:
+    """`grafana:` where the daemon posts an annotation at each deployment's end (adapters/annotations.py)."""
+
+    url: str                                  # Grafana's base URL, e.g. http://grafana:3000
+    token_file: Path                          # a service account token, one line (sent as a Bearer token)
+    dashboard_uid: str | None = None          # annotate this dashboard only; None: an organization-wide annotation
+    timeout: float = 3.0
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole server configuration, validated."""
 
@@ -245,6 +255,7 @@ class Config:
     sandbox: SandboxPolicy = SandboxPolicy()   # what playbook runs may see (adapters/sandbox.py); `hide` is filled in by the daemon
     known_hosts: Path = Path("/var/lib/gitopsd/.ssh/known_hosts")   # the only host keys ssh accepts (README, "SSH trust")
     api: Api | None = None                      # the HTTP API; None: off
+    grafana: Grafana | None = None              # deployment annotations in Grafana; None: off
     groups: tuple[tuple[str, tuple[str, ...]], ...] = ()   # `groups:` name -> identities (for signoff_by, approvers)
 
     @property
