@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
-# Debian packages the tests use: git, systemd-analyze (systemd), sshd for real SSH targets.
-DEBIAN_PACKAGES := git systemd openssh-server openssh-client bubblewrap util-linux
+# Debian packages the tests use: git, systemd-analyze (systemd), sshd for real SSH targets, and a real
+# Prometheus (with promtool) scraping the daemon's /metrics and evaluating monitoring/alerts.yml.
+DEBIAN_PACKAGES := git systemd openssh-server openssh-client bubblewrap util-linux prometheus
 
 .PHONY: venv deps demo lint test test-fast bench clean
 

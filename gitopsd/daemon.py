@@ -24,7 +24,7 @@ from . import config as config_mod
 from .gate import snapshot
 from . import install_hooks
 from .gate import policy
-from .gate.nudge import Nudge
+from .gate.nudge import REFUSED, Nudge
 from .adapters import runner
 from .adapters import sandbox
 from .config import Config, ConfigError
@@ -56,6 +56,7 @@ from .firstseen import FirstSeen
 
 if TYPE_CHECKING:
     from .api.server import ApiServer
+    from .metrics import Metrics
 
 log = logging.getLogger("gitopsd.daemon")
 deployments_log = logging.getLogger("gitopsd.deployment")   # one summary event per deployment's end
@@ -205,6 +206,10 @@ class Daemon:
         self.watcher: RefWatcher | None = None
         self.sweeper: Sweeper | None = None
         self.api: ApiServer | None = None   # the HTTP API (README, "HTTP API"), when configured
+        self.metrics: Metrics | None = None   # its /metrics (README, "Monitoring"), read from the store when scraped
+        if config.api is not None:
+            from .metrics import Metrics
+            self.metrics = Metrics(lambda: self.config, Store(config.database, readonly=True))
         # CI: each look at a repository finds the new heads of its CI branches and hands each to every sink
         # (the CI servers to trigger, the built-in steps). A sink queues its work: it never blocks the loop.
         self.ci_heads = NewHeads(self.store, self._pusher_of)
@@ -256,6 +261,11 @@ class Daemon:
             repo = self.config.repository_at(Path(nudge.repo))
             if repo is None:
                 log.warning("nudge for unknown repository %s ignored", nudge.repo)
+                continue
+            if nudge.trigger == REFUSED:   # the hook refused a push: counted for /metrics, nothing to look at
+                for env, rule in nudge.refusals:
+                    if self.metrics is not None:
+                        self.metrics.refused(repo.name, env, rule)
                 continue
             if nudge.commits:   # the commits arrive now: their first-seen time (recorded on the next look)
                 self.first_seen.noted(repo.name, nudge.trigger, time.time())
@@ -429,7 +439,8 @@ class Daemon:
             from .api.server import serve
             self.api = serve(lambda: self.config, self.store,
                              on_status=lambda repo: self.requests.put(Look(repo, None, "ci-status")),
-                             human_gates=self.human_gates.handle)   # as the token's owner; one lock with the control socket
+                             human_gates=self.human_gates.handle,   # as the token's owner; one lock with the control socket
+                             metrics=self.metrics.exposition if self.metrics is not None else None)
 
     def _start_control(self) -> None:
         """Take sign-offs, release candidates and approvals on the control socket (identity: SO_PEERCRED)."""

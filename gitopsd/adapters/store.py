@@ -676,3 +676,50 @@ class Store:
             " FROM commits_deployed c JOIN deployments d ON d.id = c.deployment_id"
             " LEFT JOIN commits_seen s ON s.repo = c.repo AND s.commit_id = c.commit_id"
             f" WHERE {where}", (env, since, *([repo] if repo else [])))  # noqa: S608 (constant clauses; values are bound)
+
+    # -- aggregates for /metrics (gitopsd/metrics.py): a few grouped reads over id ranges, none per row -----------
+    def deployment_ids(self, after: int) -> tuple[int, list[tuple[int, str, str, str]]]:
+        """(highest id, [(id, repo, env, result)] of deployments above `after` still queued or running)."""
+        top = self._rows("SELECT COALESCE(MAX(id), 0) FROM deployments")[0][0]
+        active = self._rows("SELECT id, repo, env, result FROM deployments WHERE id > ? AND id <= ?"
+                            " AND result IN ('queued', 'running') ORDER BY id", (after, top))
+        return int(top), [(int(r[0]), r[1], r[2], r[3]) for r in active]
+
+    def deployment_totals(self, after: int, upto: int, bounds: tuple[float, ...]) -> list[tuple[Any, ...]]:
+        """Finished deployments with ids in (after, upto], grouped: (repo, env, kind, result, automatic, bucket,
+        count, seconds, last success), `bucket` the index of the first of `bounds` the duration is within."""
+        case = " ".join(f"WHEN finished_at - started_at <= {float(b)!r} THEN {i}" for i, b in enumerate(bounds))
+        return [tuple(r) for r in self._rows(
+            f"SELECT repo, env, kind, result, trigger = 'auto-rollback', CASE {case} ELSE {len(bounds)} END AS bucket,"  # noqa: S608 (numbers formatted from floats; values are bound)
+            " COUNT(*), SUM(finished_at - started_at),"
+            " MAX(CASE WHEN result = 'succeeded' THEN finished_at END) FROM deployments"
+            " WHERE id > ? AND id <= ? AND result NOT IN ('queued', 'running')"
+            " GROUP BY repo, env, kind, result, trigger = 'auto-rollback', bucket", (after, upto))]
+
+    def lead_times(self, after: int, upto: int, bounds: tuple[float, ...]) -> list[tuple[Any, ...]]:
+        """(repo, env, bucket, count, seconds) of the lead times of commits first deployed successfully in an
+        environment by a deployment with id in (after, upto]: from when the commit first reached the server
+        (its earliest recorded push, else that deployment's start) to that deployment's end."""
+        case = " ".join(f"WHEN lead <= {float(b)!r} THEN {i}" for i, b in enumerate(bounds))
+        try:
+            return [tuple(r) for r in self._rows(
+                "WITH firsts AS (SELECT d.repo, d.env, d.finished_at - MIN(d.started_at, COALESCE("
+                " (SELECT MIN(p.pushed_at) FROM pushes p WHERE p.repo = d.repo AND p.commit_id = d.commit_id),"
+                " d.started_at)) AS lead FROM deployments d"
+                " WHERE d.id > ? AND d.id <= ? AND d.result = 'succeeded' AND NOT EXISTS (SELECT 1 FROM deployments e"
+                " WHERE e.repo = d.repo AND e.env = d.env AND e.tree = d.tree AND e.result = 'succeeded'"
+                " AND e.commit_id = d.commit_id AND e.id < d.id))"
+                f" SELECT repo, env, CASE {case} ELSE {len(bounds)} END AS bucket, COUNT(*), SUM(lead) FROM firsts"  # noqa: S608 (numbers formatted from floats; values are bound)
+                " GROUP BY repo, env, bucket", (after, upto))]
+        except sqlite3.OperationalError:   # a store without the pushes table (older daemon)
+            return []
+
+    def check_totals(self, after: int, upto: int) -> list[tuple[Any, ...]]:
+        """(repo, env, type, passed, count) of the checks recorded by finished deployments with ids in (after, upto];
+        `type` is the first word of the check's name (http, prometheus, playbook)."""
+        return [tuple(r) for r in self._rows(
+            "SELECT d.repo, d.env, substr(json_extract(c.value, '$.name'), 1,"
+            " instr(json_extract(c.value, '$.name') || ' ', ' ') - 1) AS check_type, json_extract(c.value, '$.ok') AS check_ok,"
+            " COUNT(*) FROM deployments d, json_each(d.detail, '$.batches') b, json_each(b.value, '$.checks') c"
+            " WHERE d.id > ? AND d.id <= ? AND d.result NOT IN ('queued', 'running') AND d.detail LIKE '%\"checks\"%'"
+            " GROUP BY d.repo, d.env, check_type, check_ok", (after, upto))]

@@ -54,10 +54,12 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 def serve(config: Callable[[], Config], store: Store, on_status: Callable[[str], None],
-          human_gates: Callable[[str, dict[str, Any]], dict[str, Any]] | None = None) -> ApiServer | None:
+          human_gates: Callable[[str, dict[str, Any]], dict[str, Any]] | None = None,
+          metrics: Callable[[], tuple[bytes, str]] | None = None) -> ApiServer | None:
     """Start the API of `config().api` in a thread; None (and one error line) when it cannot listen.
 
-    `human_gates` is the daemon's HumanGates.handle: the sign-offs and approvals the API takes go there."""
+    `human_gates` is the daemon's HumanGates.handle: the sign-offs and approvals the API takes go there;
+    `metrics` gives /metrics its text and content type (gitopsd/metrics.py)."""
     api = config().api
     assert api is not None
     address = f"[{api.host}]:{api.port}" if ":" in api.host else f"{api.host}:{api.port}"
@@ -73,7 +75,7 @@ def serve(config: Callable[[], Config], store: Store, on_status: Callable[[str],
         current = config().api
         return current.tokens_file if current is not None else api.tokens_file
 
-    app = create_app(config, store, TokenCheck(tokens_file), on_status, human_gates)
+    app = create_app(config, store, TokenCheck(tokens_file), on_status, human_gates, metrics)
     logging.getLogger("uvicorn").setLevel(logging.WARNING)   # its start and stop lines; errors still show
     settings = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off", http="h11", loop="asyncio",
                               ws="none", server_header=False, timeout_graceful_shutdown=3)
@@ -89,5 +91,6 @@ def serve(config: Callable[[], Config], store: Store, on_status: Callable[[str],
 
     thread = threading.Thread(target=run, name="api", daemon=True)
     thread.start()
-    log.info("HTTP API listening on http://%s/api/v1/ (tokens in %s)", address, api.tokens_file)
+    log.info("HTTP API listening on http://%s/api/v1/ (tokens in %s)%s", address, api.tokens_file,
+             f", metrics on http://{address}/metrics" if metrics is not None else "")
     return ApiServer(server, thread, address)

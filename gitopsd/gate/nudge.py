@@ -8,6 +8,10 @@ The pre-receive hook sends one on every push, so the sending side imports nothin
 and `pwd` (C modules; `socket` and `json` would add about 15 ms to every push). The datagram is
 `gitopsd-nudge-1` followed by `key=value` fields, all separated by NUL bytes: no field can hold a
 NUL (paths, environment variables and push options cannot), so nothing needs escaping.
+
+A refused push is reported the same way (trigger `refused`, a `refused=<env> <rule>` field per
+refusal) for the daemon's metrics: fire and forget, and only a short rule id from REFUSAL_RULES,
+never the refusal's text.
 """
 from __future__ import annotations
 
@@ -16,21 +20,51 @@ import pwd
 
 MAX_DATAGRAM = 65_000
 MAGIC = b"gitopsd-nudge-1"
+REFUSED = "refused"   # the trigger of a refusal report: counted, never looked at
+
+# A refusal's rule, as a short stable id: the first entry whose words its rule line contains.
+REFUSAL_RULE_WORDS = (
+    ("cannot be deleted", "delete"),
+    ("are created by `gitopsd init` only", "create"),
+    ("waits for its first promotion", "first-promotion"),
+    ("only move forward", "non-fast-forward"),
+    ("that were deployed and verified in", "not-verified-upstream"),
+    ("only takes trees from", "not-on-source"),
+    ("required checks", "required-checks"),
+    ("signed off after manual testing", "signoff"),
+    ("release candidates with their approvals", "approvals"),
+    ("deploy window is closed", "deploy-window"),
+    ("replace refs", "reserved-ref"),
+    ("made by gitopsd only", "reserved-ref"),
+    ("pushes may not change it", "reserved-ref"),
+    ("promotion request", "promotion-request"),
+    ("refs/promote/", "promotion-request"),
+    ("asks to promote", "promotion-request"),
+    ("cannot be read", "store-unreadable"),
+)
+REFUSAL_RULES = frozenset(rule for _words, rule in REFUSAL_RULE_WORDS) | {"other"}
+
+
+def rule_id(line: str) -> str:
+    """The short stable id of a refusal's rule line (a metrics label), `other` for one not listed."""
+    return next((rule for words, rule in REFUSAL_RULE_WORDS if words in line), "other")
 
 
 class Nudge:
     """What a nudge says: which repository to look at, why, and (as a claim) who and which commits."""
 
-    __slots__ = ("repo", "trigger", "actor", "commits", "sender_uid", "reason")
+    __slots__ = ("repo", "trigger", "actor", "commits", "sender_uid", "reason", "refusals")
 
     def __init__(self, repo: str, trigger: str, actor: str | None = None, commits: tuple[str, ...] = (),
-                 sender_uid: int | None = None, reason: str | None = None):
+                 sender_uid: int | None = None, reason: str | None = None,
+                 refusals: tuple[tuple[str, str], ...] = ()):
         self.repo = repo                  # repository path as the sender saw it
         self.trigger = trigger            # push | promote | rollback | retry | cli
         self.actor = actor                # who the transport says pushed (GL_USER, REMOTE_USER, ...)
         self.commits = tuple(commits)     # new heads this nudge is about
         self.sender_uid = sender_uid      # filled in by the receiver from the kernel
         self.reason = reason              # e.g. an emergency override's reason, recorded with the deployment
+        self.refusals = tuple(refusals)   # (environment, rule id) of each refusal, in a `refused` report
 
     def who(self) -> str:
         """The identity to record: the transport's user, checked against the kernel's uid."""
@@ -46,6 +80,7 @@ class Nudge:
         if self.reason:
             fields.append(b"reason=" + self.reason.encode())
         fields += [b"commit=" + c.encode() for c in self.commits[:200]]
+        fields += [b"refused=" + f"{env} {rule}".encode() for env, rule in self.refusals[:20]]
         return b"\0".join(f.replace(b"\0", b"") for f in fields)[:MAX_DATAGRAM]
 
     @classmethod
@@ -55,7 +90,7 @@ class Nudge:
         if not parts or parts[0] != MAGIC:
             return None
         values: dict[str, str] = {}
-        commits = []
+        commits, refusals = [], []
         for part in parts[1:]:
             key, sep, raw = part.partition(b"=")
             if not sep:
@@ -64,13 +99,16 @@ class Nudge:
             if key == b"commit":
                 if len(value) == 40 and all(ch in "0123456789abcdef" for ch in value):
                     commits.append(value)
+            elif key == b"refused" and len(refusals) < 20:
+                env, _, rule = value.partition(" ")
+                refusals.append((env[:100], rule if rule in REFUSAL_RULES else "other"))
             elif key in (b"repo", b"trigger", b"actor", b"reason"):
                 values[key.decode()] = value
         if not values.get("repo"):
             return None
         return cls(repo=values["repo"], trigger=values.get("trigger", "push")[:20] or "push",
                    actor=values.get("actor", "")[:100] or None, commits=tuple(commits), sender_uid=sender_uid,
-                   reason=values.get("reason", "")[:300] or None)
+                   reason=values.get("reason", "")[:300] or None, refusals=tuple(refusals))
 
 
 def user_name(uid: int) -> str:
@@ -80,14 +118,14 @@ def user_name(uid: int) -> str:
         return f"uid {uid}"
 
 
-def send(socket_path: str, nudge: Nudge) -> bool:
-    """Send a nudge; return False (never raise) if no daemon is listening."""
+def send(socket_path: str, nudge: Nudge, wait: float = 1.0) -> bool:
+    """Send a nudge; return False (never raise) if no daemon is listening. `wait` 0: drop it if the daemon is behind."""
     try:
         sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_DGRAM)
     except OSError:
         return False
     try:
-        sock.settimeout(1.0)
+        sock.settimeout(wait)
         sock.sendto(nudge.encode(), str(socket_path))
         return True
     except OSError:

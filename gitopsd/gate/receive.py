@@ -174,6 +174,7 @@ def pre_receive(config_path: str, database: str, stdin_text: str, out: TextIO = 
     for update in reserved:
         print("\n".join(reserved_refusal(update, repo.name).refusal_lines(update.ref, config_path)), file=out)
     if reserved:
+        report_refusals(config, repo_path, [("", "reserved-ref")] * len(reserved))
         return 1
     requests = [u for u in updates if u.ref.startswith(promotion.REQUEST_PREFIX)]
     if requests:
@@ -201,6 +202,7 @@ def pre_receive(config_path: str, database: str, stdin_text: str, out: TextIO = 
             verdicts.append((update, env, verdict))
     except sqlite3.Error as exc:
         unreadable(database, exc, out)
+        report_refusals(config, repo_path, [(env.name, "store-unreadable") for _u, env in env_updates])
         return 1
     finally:
         if db is not None:
@@ -209,6 +211,7 @@ def pre_receive(config_path: str, database: str, stdin_text: str, out: TextIO = 
     for update, verdict in refused:
         print("\n".join(verdict.refusal_lines(update.ref, config_path)), file=out)
     if refused:
+        report_refusals(config, repo_path, [(env.name, nudge.rule_id(v.rule)) for _u, env, v in verdicts if not v.accepted])
         return 1
     for _update, env, verdict in verdicts:
         if verdict.override:
@@ -225,6 +228,12 @@ def pre_receive(config_path: str, database: str, stdin_text: str, out: TextIO = 
     else:
         print(f"gitopsd: the daemon is not running; {names} will be deployed when it is back", file=out)
     return 0
+
+
+def report_refusals(config: snapshot.GateConfig, repo_path: str, refusals: list[tuple[str, str]]) -> None:
+    """Tell the daemon which rules refused this push, by environment (its metrics count them). Never waits."""
+    nudge.send(config.nudge_socket, nudge.Nudge(repo=repo_path, trigger=nudge.REFUSED, refusals=tuple(refusals)),
+               wait=0.0)
 
 
 def announce_branches(config: snapshot.GateConfig, repo_path: str, commits: tuple[str, ...]) -> None:
@@ -252,6 +261,7 @@ def promotion_request(config: snapshot.GateConfig, config_path: str, database: s
 
     def refused(rule: str, detail: list[str], instead: list[str]) -> int:
         print("\n".join(policy.refuse(rule, detail, instead).refusal_lines(update.ref, config_path)), file=out)
+        report_refusals(config, repo_path, [(dst.name if dst is not None else "", "promotion-request")])
         return 1
     if len(updates) != 1:
         return refused("a promotion request is pushed alone",
@@ -303,6 +313,7 @@ def promotion_request(config: snapshot.GateConfig, config_path: str, database: s
     if done.state == "refused":
         assert done.verdict is not None
         print("\n".join(done.verdict.refusal_lines(update.ref, config_path)), file=out)
+        report_refusals(config, repo_path, [(dst.name, nudge.rule_id(done.verdict.rule))])
         return 1
     print(f"\ngitopsd: {done.summary}", file=out)
     if done.state == "moved":

@@ -1,0 +1,279 @@
+"""Prometheus metrics for the HTTP API's /metrics (README, "Monitoring"): the one module that imports prometheus_client.
+
+Most figures are read from the state store when Prometheus scrapes, so they survive restarts and
+cost nothing between scrapes: finished deployments never change, so their totals are kept here
+and each scrape reads only the deployments that finished since (a few grouped queries, none per
+row). Only what the daemon alone hears (pushes the hook refused) is counted in memory. Labels are
+names from the configuration and short fixed words, never free text.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, ProcessCollector, disable_created_metrics, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, InfoMetricFamily
+from prometheus_client.registry import Collector
+
+from .adapters.store import Store
+from .core.errors import GitError, StoreError
+from .core.settings import Config
+from .gate.nudge import REFUSAL_RULES
+
+log = logging.getLogger("gitopsd.metrics")
+disable_created_metrics()   # no `_created` series: a restart is seen as a counter reset, as Prometheus expects
+
+DURATION_BUCKETS = (1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
+LEAD_TIME_BUCKETS = (60.0, 300.0, 900.0, 1800.0, 3600.0, 3 * 3600.0, 6 * 3600.0, 12 * 3600.0, 86400.0, 3 * 86400.0,
+                     7 * 86400.0, 30 * 86400.0)
+KINDS = ("deploy", "rollback", "reapply")
+FINISHED = ("succeeded", "failed", "canceled", "interrupted")
+CHECK_TYPES = ("http", "prometheus", "playbook")
+
+Key = tuple[str, str]   # (repo, env)
+
+
+@dataclass
+class Histogram:
+    """Cumulative-ready bucket counts (the last one is +Inf) and the sum of the observations."""
+
+    counts: list[int]
+    total: float = 0.0
+
+    def add(self, bucket: int, count: int, seconds: float) -> None:
+        self.counts[bucket] += count
+        self.total += seconds or 0.0
+
+    def buckets(self, bounds: tuple[float, ...]) -> list[tuple[str, int]]:
+        running, out = 0, []
+        for bound, count in zip((*(repr(b) for b in bounds), "+Inf"), self.counts, strict=True):
+            running += count
+            out.append((bound, running))
+        return out
+
+
+@dataclass
+class Totals:
+    """What the finished deployments of an id range add up to."""
+
+    deployments: dict[tuple[str, str, str, str], int] = field(default_factory=lambda: defaultdict(int))
+    rollbacks: dict[tuple[str, str, str], int] = field(default_factory=lambda: defaultdict(int))
+    checks: dict[tuple[str, str, str, str], int] = field(default_factory=lambda: defaultdict(int))
+    durations: dict[Key, Histogram] = field(default_factory=dict)
+    lead_times: dict[Key, Histogram] = field(default_factory=dict)
+    last_success: dict[Key, float] = field(default_factory=dict)
+
+    def read(self, store: Store, after: int, upto: int) -> None:
+        """Add the finished deployments with ids in (after, upto]."""
+        for repo, env, kind, result, automatic, bucket, count, seconds, success in \
+                store.deployment_totals(after, upto, DURATION_BUCKETS):
+            self.deployments[(repo, env, kind, result)] += count
+            if kind == "rollback":
+                self.rollbacks[(repo, env, "automatic" if automatic else "manual")] += count
+            _histogram(self.durations, (repo, env), DURATION_BUCKETS).add(bucket, count, seconds)
+            if success is not None:
+                self.last_success[(repo, env)] = max(success, self.last_success.get((repo, env), 0.0))
+        for repo, env, bucket, count, seconds in store.lead_times(after, upto, LEAD_TIME_BUCKETS):
+            _histogram(self.lead_times, (repo, env), LEAD_TIME_BUCKETS).add(bucket, count, seconds)
+        for repo, env, kind, passed, count in store.check_totals(after, upto):
+            self.checks[(repo, env, kind if kind in CHECK_TYPES else "other", "passed" if passed else "failed")] += count
+
+    def plus(self, other: Totals) -> Totals:
+        """A new Totals with both added up (neither changes)."""
+        out = Totals()
+        for part in (self, other):
+            for name in ("deployments", "rollbacks", "checks"):
+                for key, count in getattr(part, name).items():
+                    getattr(out, name)[key] += count
+            for name, bounds in (("durations", DURATION_BUCKETS), ("lead_times", LEAD_TIME_BUCKETS)):
+                for key, hist in getattr(part, name).items():
+                    mine = _histogram(getattr(out, name), key, bounds)
+                    mine.counts = [a + b for a, b in zip(mine.counts, hist.counts, strict=True)]
+                    mine.total += hist.total
+            for key, at in part.last_success.items():
+                out.last_success[key] = max(at, out.last_success.get(key, 0.0))
+        return out
+
+
+def _histogram(table: dict[Key, Histogram], key: Key, bounds: tuple[float, ...]) -> Histogram:
+    if key not in table:
+        table[key] = Histogram([0] * (len(bounds) + 1))
+    return table[key]
+
+
+class StoreCollector(Collector):
+    """The store's figures, read at scrape time; finished deployments are added up once and kept."""
+
+    def __init__(self, config: Callable[[], Config], store: Store,
+                 drifted: Callable[[], dict[Key, int]] | None = None,
+                 dora: Callable[[], list[tuple[str, str, dict[str, float | None]]]] | None = None):
+        self.config, self.store = config, store
+        # Drift detection's and the DORA figures, where this gitopsd has them (store.drifted_hosts, dora.py).
+        self.drifted: Callable[[], dict[Key, int]] = drifted or getattr(store, "drifted_hosts", None) or dict
+        self.dora = dora if dora is not None else dora_source(config, store)
+        self._lock = threading.Lock()
+        self._upto = 0            # every deployment with an id up to here is finished and in _kept
+        self._kept = Totals()
+
+    def totals(self) -> tuple[Totals, list[tuple[int, str, str, str]]]:
+        """Everything finished so far, and the deployments queued or running now."""
+        with self._lock:   # two scrapes at once must not add the same range twice
+            top, active = self.store.deployment_ids(self._upto)
+            upto = active[0][0] - 1 if active else top
+            if upto > self._upto:
+                self._kept.read(self.store, self._upto, upto)
+                self._upto = upto
+            tail = Totals()   # finished above a deployment still running: read again next time, until that ends
+            if top > upto:
+                tail.read(self.store, upto, top)
+            return self._kept.plus(tail), active
+
+    def describe(self) -> Iterator[Any]:
+        return iter(())   # collected only when scraped (no store reads when the collector is registered)
+
+    def collect(self) -> Iterator[Any]:
+        totals, active = self.totals()
+        config = self.config()
+        envs = [(r.name, e.name) for r in config.repositories for e in r.environments]
+        yield from self._environments(config)
+        deployments = CounterMetricFamily("gitopsd_deployments", "Finished deployments by kind and result.",
+                                          labels=["repo", "env", "kind", "result"])
+        for key in sorted(set(totals.deployments) | {(r, e, k, res) for r, e in envs for k in KINDS for res in FINISHED}):
+            deployments.add_metric(list(key), totals.deployments.get(key, 0))
+        yield deployments
+        rollbacks = CounterMetricFamily("gitopsd_rollbacks", "Finished rollback deployments, automatic or by a person.",
+                                        labels=["repo", "env", "cause"])
+        for key in sorted(set(totals.rollbacks) | {(r, e, c) for r, e in envs for c in ("automatic", "manual")}):
+            rollbacks.add_metric(list(key), totals.rollbacks.get(key, 0))
+        yield rollbacks
+        checks = CounterMetricFamily("gitopsd_checks", "Verification checks run by deployments, by type and result.",
+                                     labels=["repo", "env", "type", "result"])
+        for key in sorted(set(totals.checks) | {(r, e, t, res) for r, e in envs for t in CHECK_TYPES
+                                                for res in ("passed", "failed")}):
+            checks.add_metric(list(key), totals.checks.get(key, 0))
+        yield checks
+        for name, doc, table, bounds in (
+                ("gitopsd_deployment_duration_seconds", "How long finished deployments took.", totals.durations,
+                 DURATION_BUCKETS),
+                ("gitopsd_lead_time_seconds", "From when a commit first reached the server to its first successful "
+                 "deployment in the environment.", totals.lead_times, LEAD_TIME_BUCKETS)):
+            family = HistogramMetricFamily(name, doc, labels=["repo", "env"])
+            for key in sorted(set(table) | set(envs)):
+                hist = table.get(key) or Histogram([0] * (len(bounds) + 1))
+                family.add_metric(list(key), hist.buckets(bounds), hist.total)
+            yield family
+        last = GaugeMetricFamily("gitopsd_last_successful_deployment_timestamp_seconds",
+                                 "When the environment's last successful deployment ended (Unix time).",
+                                 labels=["repo", "env"])
+        for key, at in sorted(totals.last_success.items()):
+            last.add_metric(list(key), at)
+        yield last
+        running = GaugeMetricFamily("gitopsd_deployments_running", "Deployments running now.", labels=["repo", "env"])
+        queued = GaugeMetricFamily("gitopsd_deployments_queued", "Deployments waiting for a free worker (max_parallel).",
+                                   labels=["repo", "env"])
+        for family, result in ((running, "running"), (queued, "queued")):
+            counts: dict[Key, int] = {key: 0 for key in envs}
+            for _id, repo, env, state in active:
+                if state == result:
+                    counts[(repo, env)] = counts.get((repo, env), 0) + 1
+            for key, count in sorted(counts.items()):
+                family.add_metric(list(key), count)
+            yield family
+        drifted = GaugeMetricFamily("gitopsd_drifted_hosts", "Hosts whose last drift check found changes.",
+                                    labels=["repo", "env"])
+        found = self.drifted()
+        for key in sorted(set(found) | set(envs)):
+            drifted.add_metric(list(key), found.get(key, 0))
+        yield drifted
+        if self.dora is not None:
+            yield from self._dora(self.dora())
+
+    def _environments(self, config: Config) -> Iterator[Any]:
+        """gitopsd_environment_info: desired and deployed commit and state, as `gitopsd status` shows them."""
+        from .status import all_status
+        info = InfoMetricFamily("gitopsd_environment", "Each environment's desired and deployed commit and state.",
+                                labels=["repo", "env"])
+        try:
+            rows = all_status(config, self.store)
+        except (StoreError, GitError, OSError) as exc:   # the other figures are still worth a scrape
+            log.warning("metrics: cannot read the environments' status: %s", exc)
+            rows = []
+        for row in rows:
+            info.add_metric([row.repo, row.env], {"desired": row.desired or "", "deployed": row.deployed or "",
+                                                  "state": row.state})
+        yield info
+
+    @staticmethod
+    def _dora(figures: list[tuple[str, str, dict[str, float | None]]]) -> Iterator[Any]:
+        """DORA figures per (repo, env), as gitopsd/dora.py computes them."""
+        names = {"per_day": ("gitopsd_dora_deployments_per_day", "Successful deployments per day"),
+                 "lead_time_median": ("gitopsd_dora_lead_time_median_seconds", "Median lead time for changes"),
+                 "lead_time_p90": ("gitopsd_dora_lead_time_p90_seconds", "90th percentile lead time for changes"),
+                 "change_failure_rate": ("gitopsd_dora_change_failure_ratio",
+                                         "Deployments that failed or were rolled back, per deployment"),
+                 "recovery_median": ("gitopsd_dora_recovery_time_median_seconds",
+                                     "Median time from a failed deployment to the next successful one"),
+                 "rework_rate": ("gitopsd_dora_rework_ratio", "Rollbacks and fixes per deployment")}
+        for key, (name, doc) in names.items():
+            family = GaugeMetricFamily(name, doc + " (production, last 30 days)", labels=["repo", "env"])
+            for repo, env, values in figures:
+                if values.get(key) is not None:
+                    family.add_metric([repo, env], float(values[key] or 0.0))
+            yield family
+
+
+DORA_ENV = "production"
+DORA_WINDOW = 30 * 86400.0
+DORA_CACHE = 60.0   # seconds: the figures read the whole window's history; a minute old is fresh enough
+
+
+def dora_source(config: Callable[[], Config], store: Store) -> Callable[[], list[tuple[str, str, dict[str, Any]]]] | None:
+    """The DORA figures of each repository's production over the last 30 days (gitopsd/dora.py), cached for a minute;
+    None where this gitopsd has no dora.py."""
+    try:
+        from . import dora
+    except ImportError:
+        return None
+    if not hasattr(store, "dora_deployments"):
+        return None
+    cached: list[tuple[float, list[tuple[str, str, dict[str, Any]]]]] = []
+
+    def figures() -> list[tuple[str, str, dict[str, Any]]]:
+        now = time.time()
+        if cached and now - cached[0][0] < DORA_CACHE:
+            return cached[0][1]
+        found = [(r.name, DORA_ENV, dora.figures(store, r.name, DORA_ENV, now - DORA_WINDOW, now=now).as_json())
+                 for r in config().repositories if r.environment(DORA_ENV) is not None]
+        cached[:] = [(now, found)]
+        return found
+    return figures
+
+
+class Metrics:
+    """The daemon's metrics: the store's figures at scrape time, and the refused pushes the hook reports."""
+
+    def __init__(self, config: Callable[[], Config], store: Store, **sources: Any):
+        self.config = config
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.collector = StoreCollector(config, store, **sources)
+        self.registry.register(self.collector)
+        ProcessCollector(registry=self.registry, namespace="gitopsd")   # the daemon's own CPU, memory, files
+        self._refused = Counter("gitopsd_pushes_refused", "Pushes the pre-receive hook refused, by rule.",
+                                ["repo", "env", "rule"], registry=self.registry)
+
+    def refused(self, repo: str, env: str, rule: str) -> None:
+        """Count one refused push to `env` of `repo` (env '' for refs outside environments)."""
+        known = {e.name for r in self.config().repositories if r.name == repo for e in r.environments}
+        self._refused.labels(repo, env if env in known else "", rule if rule in REFUSAL_RULES else "other").inc()
+
+    def exposition(self) -> tuple[bytes, str]:
+        """The text a scrape gets, and its content type. Raises StoreError when the store cannot be read."""
+        t0 = time.perf_counter()
+        body = generate_latest(self.registry)
+        log.debug("metrics: %d bytes in %.1f ms", len(body), (time.perf_counter() - t0) * 1000)
+        return body, CONTENT_TYPE_PLAIN_0_0_4   # the text format Prometheus 2 reads
