@@ -678,6 +678,44 @@ def cmd_hosts(args: argparse.Namespace) -> int:
         raise UserError(str(exc)) from exc
 
 
+def cmd_drift(args: argparse.Namespace) -> int:
+    """What the newest drift check found in ENV: per host, the tasks that would change and their diffs."""
+    from .adapters.store import Store
+    from .status import ago
+    config, _unavailable = _read_config(args)
+    repo = _repo(config, args.repo)
+    env = _env(repo, args.env)
+    with Store(config.database, readonly=True) as store:
+        report = store.drift_report(repo.name, env.name)
+        deployed = store.deployed(repo.name, env.name)
+    stale = report is not None and (deployed is None or report.deployment_id != deployed.id)
+    if args.json:
+        print(json.dumps(None if report is None else {**report.as_json(), "current": not stale}, indent=2))
+        return 0
+    where = f"{repo.name}/{env.name}"
+    if report is None:
+        print(f"{where}: no drift check yet (`drift: {{interval: 1h}}` on the environment turns them on)")
+        return 0
+    state = {"baseline": "no drift (this was the baseline run)", "clean": "no drift", "drifted": "drifted",
+             "unknown": "drift unknown"}.get(report.state, report.state)
+    print(f"{where}: {state}, checked {ago(report.checked_at)} against deployment #{report.deployment_id}"
+          + (" (an older deployment: the one running now was not checked yet)" if stale else ""))
+    if report.reason:
+        print(f"  {report.reason}")
+    if report.state != "drifted":
+        return 0
+    for host in report.hosts:
+        print(f"\n{host}:")
+        for change in (c for c in report.changes if c.host == host):
+            place = change.key.partition("|")[2]
+            print(f"  {change.task}" + (f" ({place})" if place else "") + ": would change")
+            if change.no_log:
+                print("    (no_log: values hidden)")
+            for line in change.diff.splitlines():
+                print(f"    {line}")
+    return 0
+
+
 def _tokens_file(config: Any) -> Path:
     if config.api is None:
         raise UserError(f"the HTTP API is not configured: add `api: {{listen: \"127.0.0.1:8470\", tokens_file: "
@@ -994,6 +1032,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("env", metavar="ENV", help="environment name, e.g. production")
     p.add_argument("--repo", metavar="NAME", help="repository name (needed when several are configured)")
     p.add_argument("--yes", action="store_true", help="record without asking (check the fingerprints some other way)")
+
+    p = add("drift", "what drift detection found on an environment's hosts (tasks and diffs per host)",
+            "Show the newest drift check of ENV (README, \"Drift detection\"): the deployed tree's playbook run\n"
+            "in check mode with diff; per host, the tasks that would change outside the baseline taken right\n"
+            "after the deployment, with their diffs (never the values of no_log tasks). `drift unknown` means\n"
+            "the check-mode run itself failed. Reads the state database only.", cmd_drift)
+    p.add_argument("env", metavar="ENV", help="environment name, e.g. production")
+    p.add_argument("--repo", metavar="NAME", help="repository name (needed when several are configured)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
 
     p = add("token", "create, list or revoke tokens of the HTTP API",
             "Tokens of the daemon's HTTP API (README, \"HTTP API\"): named, scoped (statuses:write to report\n"

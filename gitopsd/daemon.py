@@ -40,7 +40,7 @@ from .adapters.notifications import notify
 from .revert import make_revert
 from .adapters.systemd import Notifier
 from .adapters.store import Store
-from .adapters.sweep import Sweeper
+from .adapters.sweep import Periodic, Sweeper
 from .adapters.watch import RefWatcher
 from .ci.artifacts import ArtifactStore
 from .ci.heads import HeadEvent, NewHeads
@@ -187,10 +187,12 @@ class Daemon:
         self._lock_handle = lock_state_dir(config.state_dir)
         self.store = Store(config.database)
         self.pool = ThreadPoolExecutor(max_workers=config.max_parallel, thread_name_prefix="deploy")
+        # Post-deploy watch rounds and drift checks: never waiting behind (or holding up) deployments.
+        self.monitor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="monitor")
         judge = PolicyJudge(lambda: self.reconciler.config, self.store)
         self.reconciler = Reconciler(config, self.store, PygitPort(), real_toolbox(config),
                                      submit=self.pool.submit, schedule=self.schedule, on_change=self._status,
-                                     judge=judge, notify=notify)
+                                     judge=judge, notify=notify, background=self.monitor.submit)
         self.promoter = AutoPromoter(self.store, self.store, judge.gate_config, announce=self._auto_promoted)
         self.human_gates = HumanGates(lambda: self.config, self.store, notify,
                                       on_change=lambda repo: self.requests.put(Look(repo, None, Trigger.CLI)))
@@ -205,6 +207,7 @@ class Daemon:
         self.listener: Listener | None = None
         self.watcher: RefWatcher | None = None
         self.sweeper: Sweeper | None = None
+        self.drift_timer: Periodic | None = None   # each environment's `drift:` checks, jittered
         self.api: ApiServer | None = None   # the HTTP API (README, "HTTP API"), when configured
         self.metrics: Metrics | None = None   # its /metrics (README, "Monitoring"), read from the store when scraped
         if config.api is not None:
@@ -300,14 +303,21 @@ class Daemon:
         if "sweep" in enabled:
             self.sweeper = Sweeper(cfg.sweep_interval, self.sweep)
             self.sweeper.start()
+        drifting = [(r.name, e.name, e.drift.interval) for r in cfg.repositories for e in r.environments if e.drift]
+        if drifting:
+            self.drift_timer = Periodic()
+            for repo_name, env_name, interval in drifting:
+                self.drift_timer.every(f"drift {repo_name} {env_name}", interval,
+                                       lambda r=repo_name, e=env_name: self.requests.put(Look(r, e, Trigger.DRIFT_CHECK)))
+            self.drift_timer.start()
 
     def _stop_triggers(self) -> None:
-        for part in (self.sweeper, self.watcher):
+        for part in (self.sweeper, self.watcher, self.drift_timer):
             if part is not None:
                 part.stop()
         if self.listener is not None:
             self.listener.close()
-        self.sweeper = self.watcher = self.listener = None
+        self.sweeper = self.watcher = self.listener = self.drift_timer = None
 
     # -- status for systemd ----------------------------------------------------------------------------
     def _status(self) -> None:
@@ -400,6 +410,7 @@ class Daemon:
 
     def run(self) -> int:
         self.recover()
+        self.reconciler.resume()   # post-deploy watches a stop interrupted
         self._save_gate()
         self._refresh_hooks()
         self._start_triggers()
@@ -554,6 +565,7 @@ class Daemon:
     def shutdown(self) -> int:
         """Start nothing new; let running deployments finish within the grace time, then cancel them."""
         self.reconciler.accepting = False
+        self.reconciler.cancel_checks()
         running = self.reconciler.running()
         self.notifier.stopping(f"stopping; waiting for {len(running)} deployment(s)" if running else "stopping")
         log.info("stopping%s", f"; waiting up to {self.config.stop_grace:g}s for {len(running)} running deployment(s)"
@@ -565,6 +577,7 @@ class Daemon:
             log.warning("grace time over: canceling %d running deployment(s)", len(self.reconciler.running()))
             self.reconciler.cancel_all()
         self.pool.shutdown(wait=True)
+        self.monitor.shutdown(wait=True, cancel_futures=True)
         self.ci_triggers.stop()
         self.annotations.stop()
         self.ci_steps.stop()

@@ -26,7 +26,8 @@ if TYPE_CHECKING:   # annotations only: `history` imports this module for `ago`
 # The reconciler's decision, as `status` names it.
 STATES = {Action.BUSY: "deploying", Action.MISSING: "missing-branch", Action.IN_SYNC: "in-sync",
           Action.STALLED: "stalled", Action.WAIT: "failed", Action.FAILED: "failed", Action.BLOCKED: "blocked",
-          Action.DEPLOY: "out-of-sync", Action.WAITING: "waiting-for-promotion", Action.SUSPENDED: "suspended"}
+          Action.DEPLOY: "out-of-sync", Action.WAITING: "waiting-for-promotion", Action.SUSPENDED: "suspended",
+          Action.WATCHING: "watching", Action.WATCH_FAILED: "watch-failed", Action.DRIFTED: "drifted"}
 
 
 @dataclass(frozen=True)

@@ -242,7 +242,8 @@ def _out_of_bounds(check: PrometheusCheck, value: float) -> str | None:
 def run_prometheus(check: PrometheusCheck, commit: str, env: str) -> CheckResult:
     """Given a Prometheus check, the deployed commit and the environment, run the instant query
     and return ok when it gives at least one sample and every sample is within the bounds (a NaN
-    never is). No data, an HTTP or Prometheus error or an unexpected answer is a failed result.
+    never is). No data, an HTTP or Prometheus error or an unexpected answer is a failed result;
+    the last two (Prometheus down or answering garbage) are marked inconclusive: no verdict.
 
     Raise CheckError for a bad Prometheus URL, commit or environment name.
     """
@@ -251,19 +252,19 @@ def run_prometheus(check: PrometheusCheck, commit: str, env: str) -> CheckResult
     try:
         status, body = _get(url, check.timeout)
     except (OSError, ValueError, _RedirectRefused) as exc:
-        return CheckResult(False, name, f"{check.url}: {_problem(exc)}")
+        return CheckResult(False, name, f"{check.url}: {_problem(exc)}", inconclusive=True)
     try:
         document = json.loads(body)
     except ValueError:
         tail = "" if status != 200 else " with a body that is not JSON"
-        return CheckResult(False, name, f"{check.url} answered {status}{tail}")
+        return CheckResult(False, name, f"{check.url} answered {status}{tail}", inconclusive=True)
     try:
         samples = _samples(document)
     except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
         detail = str(exc) if isinstance(exc, ValueError) else f"unexpected answer ({type(exc).__name__})"
-        return CheckResult(False, name, f"{check.url} answered {status}: {detail}")
+        return CheckResult(False, name, f"{check.url} answered {status}: {detail}", inconclusive=True)
     if status != 200:
-        return CheckResult(False, name, f"{check.url} answered {status}")
+        return CheckResult(False, name, f"{check.url} answered {status}", inconclusive=True)
     if not samples:
         return CheckResult(False, name, "query returned no data")
     bad = [(series, value, why) for series, value in samples if (why := _out_of_bounds(check, value))]

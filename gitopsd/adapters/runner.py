@@ -29,7 +29,7 @@ import psutil
 from . import sandbox
 from ..core.errors import GitopsdError
 from ..core.settings import SandboxPolicy
-from ..core.types import HostInfo, PlaybookRun, RunOutcome
+from ..core.types import HostInfo, PlaybookRun, RunOutcome, TaskChange
 from .inventory import InventoryError
 
 __all__ = ["PlaybookRun", "RunOutcome", "judge", "processes_of", "reap", "read_hosts", "run_playbook",
@@ -118,11 +118,14 @@ def run_playbook(run: PlaybookRun, cancel: threading.Event, policy: SandboxPolic
     stats: dict[str, Any] | None = None
     no_hosts = False
     unreachable: dict[str, str] = {}   # host -> why, from Ansible's events
+    changes: list[TaskChange] = []
 
     def handle(event: dict[str, Any]) -> bool:
         nonlocal stats, no_hosts
         kind = event.get("event")
         data = event.get("event_data", {})
+        if kind == "runner_on_ok" and reports_changed(event):
+            changes.append(task_change(data, run.workdir))
         if kind == "playbook_on_stats":
             stats = data
         elif kind == "playbook_on_no_hosts_matched":
@@ -155,6 +158,8 @@ def run_playbook(run: PlaybookRun, cancel: threading.Event, policy: SandboxPolic
     # changes made ("ok", nothing notified) and succeeds with the handlers never run. A play may say
     # `force_handlers: false`.
     cmdline += " --force-handlers"
+    if run.check_mode:   # drift detection: what would change, and how, without changing it
+        cmdline += " --check --diff"
     vault = None
     if run.vault_password_file is not None:
         # A private copy in the run's folder: the run's user (nobody, as root) can read it, nothing else sees it.
@@ -193,7 +198,59 @@ def run_playbook(run: PlaybookRun, cancel: threading.Event, policy: SandboxPolic
     keys = host_key_problems(unreachable, run.extravars)
     if keys:
         reason = f"{reason}: {'; '.join(keys)}"
-    return RunOutcome(ok, status, rc, reason, hosts, stdout if stdout.exists() else None, permanent)
+    return RunOutcome(ok, status, rc, reason, hosts, stdout if stdout.exists() else None, permanent, tuple(changes))
+
+
+MAX_DIFF = 20_000   # characters of one task's diff kept for `gitopsd drift`
+
+
+def reports_changed(event: dict[str, Any]) -> bool:
+    """Whether a runner_on_ok event says `changed`. A no_log result keeps nothing in the event's data, not even
+    `changed`: then the line Ansible printed for it says ("changed: [host]")."""
+    res = (event.get("event_data") or {}).get("res")
+    if not isinstance(res, dict):
+        return False
+    if "censored" in res and "changed" not in res:
+        return re.sub(r"\x1b\[[0-9;]*m", "", str(event.get("stdout") or "")).lstrip().startswith("changed:")
+    return bool(res.get("changed"))
+
+
+def task_change(data: dict[str, Any], workdir: Path) -> TaskChange:
+    """A `changed` task result (a runner_on_ok event's data) as a TaskChange: no_log results keep no diff."""
+    res = data.get("res") or {}
+    task = str(data.get("task") or data.get("task_action") or "?")
+    path = str(data.get("task_path") or "")
+    root = str(workdir) + "/"
+    if path.startswith(root):   # each run exports the tree afresh: the place in the tree names the task
+        path = path[len(root):]
+    no_log = bool(res.get("_ansible_no_log")) or "censored" in res
+    diffs: list[Any] = []
+    if not no_log:
+        diffs += res["diff"] if isinstance(res.get("diff"), list) else [res.get("diff")]
+        for item in res.get("results") or []:
+            if isinstance(item, dict) and not item.get("_ansible_no_log") and "censored" not in item:
+                diffs += item["diff"] if isinstance(item.get("diff"), list) else [item.get("diff")]
+    text = "".join(render_diff(d) for d in diffs if d)
+    if len(text) > MAX_DIFF:
+        text = text[:MAX_DIFF] + "\n[diff cut at 20000 characters]\n"
+    return TaskChange(str(data.get("host", "?")), task, f"{task}|{path}", text, no_log)
+
+
+def render_diff(diff: Any) -> str:
+    """One of Ansible's diffs (before/after with headers, or a prepared text) as unified diff text."""
+    import difflib
+    if not isinstance(diff, dict):
+        return ""
+    if isinstance(diff.get("prepared"), str):
+        return diff["prepared"] if diff["prepared"].endswith("\n") else diff["prepared"] + "\n"
+    before, after = diff.get("before", ""), diff.get("after", "")
+    if not isinstance(before, str):
+        before = json.dumps(before, indent=2, sort_keys=True) + "\n"
+    if not isinstance(after, str):
+        after = json.dumps(after, indent=2, sort_keys=True) + "\n"
+    return "".join(difflib.unified_diff(before.splitlines(keepends=True), after.splitlines(keepends=True),
+                                        f"before: {diff.get('before_header', '')}".rstrip(),
+                                        f"after: {diff.get('after_header', '')}".rstrip()))
 
 
 def content_error(stdout: Path, workdir: Path) -> str | None:

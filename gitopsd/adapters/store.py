@@ -16,7 +16,8 @@ from typing import Any, Callable, TypeVar
 
 from ..gate import approvals, required, snapshot
 from .storeerrors import translate
-from ..core.types import Admission, Block, Deployment, FailureStatus, Hold, Kind, Result, iso
+from ..core.types import (Admission, Block, Deployment, DriftReport, FailureStatus, Hold, HostInfo, Kind, Result,
+                          TaskChange, WatchWindow, iso)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS deployments (
@@ -128,10 +129,39 @@ CREATE TABLE IF NOT EXISTS commits_deployed (   -- the commits a successful depl
     env TEXT NOT NULL,
     commit_id TEXT NOT NULL,
     deployment_id INTEGER NOT NULL,
+    deployed_at REAL NOT NULL,              -- that deployment's end
+    lead REAL,                              -- seconds from first seen to deployed_at; NULL: gitopsd made it (no change)
     PRIMARY KEY (repo, env, commit_id)
 );
-CREATE INDEX IF NOT EXISTS commits_deployed_by ON commits_deployed (deployment_id);
+CREATE INDEX IF NOT EXISTS commits_deployed_at ON commits_deployed (env, deployed_at);
 CREATE INDEX IF NOT EXISTS commits_deployed_commit ON commits_deployed (repo, commit_id);
+CREATE TABLE IF NOT EXISTS watches (   -- each environment's post-deploy watch (core/reconcile.py); a restart resumes it
+    repo TEXT NOT NULL,
+    env TEXT NOT NULL,
+    deployment_id INTEGER NOT NULL,
+    commit_id TEXT NOT NULL,
+    tree TEXT NOT NULL,
+    previous_tree TEXT,                    -- what an automatic rollback returns to
+    started_at REAL NOT NULL,
+    until REAL NOT NULL,
+    state TEXT NOT NULL,                   -- watching | passed | breached | ended
+    reason TEXT,
+    hosts TEXT NOT NULL DEFAULT '[]',      -- [[name, {variable: value}]] for the HTTP checks
+    checked_at REAL,
+    PRIMARY KEY (repo, env)
+);
+CREATE TABLE IF NOT EXISTS drift_reports (   -- drift detection runs (check mode) against the deployed deployment
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    repo TEXT NOT NULL,
+    env TEXT NOT NULL,
+    deployment_id INTEGER NOT NULL,
+    checked_at REAL NOT NULL,
+    state TEXT NOT NULL,                   -- baseline | clean | drifted | unknown
+    reason TEXT,
+    hosts INTEGER NOT NULL DEFAULT 0,      -- drifted hosts
+    changes TEXT NOT NULL DEFAULT '[]'     -- TaskChange.as_json() of each drifted task (a baseline: its own)
+);
+CREATE INDEX IF NOT EXISTS drift_reports_env ON drift_reports (repo, env, id);
 """
 
 RESULTS = tuple(Result)
@@ -629,30 +659,47 @@ class Store:
                 self._db.execute("ROLLBACK")
                 raise
 
-    def record_deployed_commits(self, repo: str, env: str, deployment_id: int, commits: list[str]) -> None:
-        """Remember that this deployment brought `commits` to `env` (the first one that did keeps the record)."""
+    def record_deployed_commits(self, d: Deployment, commits: list[str], not_changes: tuple[str, ...]) -> None:
+        """Remember that deployment `d` brought `commits` to its environment (the first that did keeps the record),
+        with each one's lead time: from when it first reached the server (else, for a commit seen before that was
+        recorded, its first deployment's start anywhere) to `d`'s end. None for commits whose `via` is in
+        `not_changes` (gitopsd made them)."""
+        end = d.finished_at or d.started_at
+        marks = ",".join(f"?{7 + i}" for i in range(len(not_changes))) or "NULL"   # after ?1 to ?6 below
+        sql = ("INSERT OR IGNORE INTO commits_deployed (repo, env, commit_id, deployment_id, deployed_at, lead)"
+               f" SELECT ?1, ?2, ?3, ?4, ?5, CASE WHEN s.via IN ({marks}) THEN NULL ELSE ?5 - MIN(?6, COALESCE("  # noqa: S608 (placeholders only; values are bound)
+               " s.first_seen, (SELECT MIN(d.started_at) FROM commits_deployed c JOIN deployments d"
+               " ON d.id = c.deployment_id WHERE c.repo = ?1 AND c.commit_id = ?3), ?6)) END"
+               " FROM (SELECT 1) LEFT JOIN commits_seen s ON s.repo = ?1 AND s.commit_id = ?3")
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                self._db.executemany("INSERT OR IGNORE INTO commits_deployed (repo, env, commit_id, deployment_id)"
-                                     " VALUES (?, ?, ?, ?)", [(repo, env, c, deployment_id) for c in commits])
+                self._db.executemany(sql, [(d.repo, d.env, c, d.id, end, d.started_at, *not_changes) for c in commits])
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
 
     def dora_deployments(self, repo: str | None, env: str, since: float) -> list[tuple[Any, ...]]:
-        """(repo, id, kind, result, commit, started_at, finished_at) of `env`'s finished deployments started since
-        `since`, by repository and id; one query (dora.py computes the figures)."""
-        where = "env = ? AND started_at >= ? AND result NOT IN ('queued', 'running')" + (" AND repo = ?" if repo else "")
-        return self._plain(f"SELECT repo, id, kind, result, commit_id, started_at, finished_at FROM deployments"  # noqa: S608 (constant clauses; values are bound)
-                           f" WHERE {where} ORDER BY repo, id", (env, since, *([repo] if repo else [])))
+        """(repo, is a rollback, succeeded, commit, started_at, finished_at) of `env`'s deploys and rollbacks that
+        succeeded or failed, started since `since`, by repository and id (dora.py computes the figures)."""
+        where = ("env = ? AND started_at >= ? AND kind IN ('deploy', 'rollback') AND result IN ('succeeded', 'failed')"
+                 + (" AND repo = ?" if repo else ""))
+        return self._plain("SELECT repo, kind = 'rollback', result = 'succeeded', commit_id, started_at,"  # noqa: S608 (constant clauses; values are bound)
+                           f" COALESCE(finished_at, started_at) FROM deployments WHERE {where} ORDER BY repo, id",
+                           (env, since, *([repo] if repo else [])))
 
     def dora_first_deployment(self, repo: str | None, env: str) -> float | None:
         """When `env` (in `repo`, or in any repository) was first deployed: a younger history is measured from there."""
         rows = self._plain("SELECT MIN(started_at) FROM deployments WHERE env = ?" + (" AND repo = ?" if repo else ""),
                            (env, *([repo] if repo else [])))
         return rows[0][0] if rows else None
+
+    def dora_lead_times(self, repo: str | None, env: str, since: float) -> list[float]:
+        """The lead times (seconds) of the changes that deployments ending since `since` brought to `env` first."""
+        return [lead for (lead,) in self._plain(
+            "SELECT lead FROM commits_deployed WHERE env = ? AND deployed_at >= ? AND lead IS NOT NULL"
+            + (" AND repo = ?" if repo else ""), (env, since, *([repo] if repo else [])))]
 
     def _plain(self, sql: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         """Rows as plain tuples (many rows: sqlite3.Row costs more), [] for a store written by an older daemon."""
@@ -663,19 +710,6 @@ class Store:
                 return cur.execute(sql, args).fetchall()
         except sqlite3.OperationalError:
             return []
-
-    def dora_changes(self, repo: str | None, env: str, since: float) -> list[tuple[Any, ...]]:
-        """(via, first_seen, fallback, deployed_at) of each commit a deploy in `env` started since `since` brought
-        there first. A commit seen before first-seen times were recorded has via and first_seen None; its first
-        deployment's start in any environment is its `fallback`."""
-        where = "c.env = ? AND d.started_at >= ?" + (" AND c.repo = ?" if repo else "")
-        return self._plain(
-            "SELECT s.via, s.first_seen, CASE WHEN s.first_seen IS NULL THEN"
-            " (SELECT MIN(d2.started_at) FROM commits_deployed c2 JOIN deployments d2 ON d2.id = c2.deployment_id"
-            "  WHERE c2.repo = c.repo AND c2.commit_id = c.commit_id) END, d.finished_at"
-            " FROM commits_deployed c JOIN deployments d ON d.id = c.deployment_id"
-            " LEFT JOIN commits_seen s ON s.repo = c.repo AND s.commit_id = c.commit_id"
-            f" WHERE {where}", (env, since, *([repo] if repo else [])))  # noqa: S608 (constant clauses; values are bound)
 
     # -- aggregates for /metrics (gitopsd/metrics.py): a few grouped reads over id ranges, none per row -----------
     def deployment_ids(self, after: int) -> tuple[int, list[tuple[int, str, str, str]]]:
@@ -723,3 +757,89 @@ class Store:
             " COUNT(*) FROM deployments d, json_each(d.detail, '$.batches') b, json_each(b.value, '$.checks') c"
             " WHERE d.id > ? AND d.id <= ? AND d.result NOT IN ('queued', 'running') AND d.detail LIKE '%\"checks\"%'"
             " GROUP BY d.repo, d.env, check_type, check_ok", (after, upto))]
+
+    # -- post-deploy watches and drift detection (core/reconcile.py) ---------------------------------------------
+    def start_watch(self, watch: WatchWindow) -> None:
+        """Record the watch of a deployment, replacing the environment's previous one."""
+        self._write("INSERT OR REPLACE INTO watches (repo, env, deployment_id, commit_id, tree, previous_tree, started_at,"
+                    " until, state, reason, hosts, checked_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (watch.repo, watch.env, watch.deployment_id, watch.commit, watch.tree, watch.previous_tree,
+                     watch.started_at, watch.until, watch.state, watch.reason,
+                     json.dumps([[h.name, h.vars] for h in watch.hosts]), watch.checked_at))
+
+    def watch(self, repo: str, env: str) -> WatchWindow | None:
+        """The environment's last post-deploy watch (any state), None when it never had one."""
+        try:
+            rows = self._rows("SELECT * FROM watches WHERE repo = ? AND env = ?", (repo, env))
+        except sqlite3.OperationalError:   # a store written by an older daemon
+            return None
+        return self._watch(rows[0]) if rows else None
+
+    def active_watches(self) -> list[WatchWindow]:
+        """Watches still `watching`: a restarted daemon resumes them (or ends those whose time ran out)."""
+        return [self._watch(r) for r in self._rows("SELECT * FROM watches WHERE state = 'watching' ORDER BY until")]
+
+    def end_watch(self, repo: str, env: str, deployment_id: int, state: str, reason: str, now: float) -> bool:
+        """End a running watch of this deployment as passed, breached or ended; False if it was not running."""
+        return self._write("UPDATE watches SET state = ?, reason = ?, checked_at = ? WHERE repo = ? AND env = ?"
+                           " AND deployment_id = ? AND state = 'watching'",
+                           (state, reason, now, repo, env, deployment_id)).rowcount > 0
+
+    def watch_checked(self, repo: str, env: str, deployment_id: int, now: float) -> None:
+        self._write("UPDATE watches SET checked_at = ? WHERE repo = ? AND env = ? AND deployment_id = ?",
+                    (now, repo, env, deployment_id))
+
+    @staticmethod
+    def _watch(row: sqlite3.Row) -> WatchWindow:
+        hosts = tuple(HostInfo(str(name), {str(k): str(v) for k, v in values.items()})
+                      for name, values in json.loads(row["hosts"] or "[]"))
+        return WatchWindow(row["repo"], row["env"], row["deployment_id"], row["commit_id"], row["tree"],
+                           row["previous_tree"], row["started_at"], row["until"], row["state"], row["reason"], hosts,
+                           row["checked_at"])
+
+    def add_drift_report(self, report: DriftReport) -> int:
+        cur = self._write("INSERT INTO drift_reports (repo, env, deployment_id, checked_at, state, reason, hosts, changes)"
+                          " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                          (report.repo, report.env, report.deployment_id, report.checked_at, report.state,
+                           report.reason, len(report.hosts) if report.state == "drifted" else 0,
+                           json.dumps([c.as_json() for c in report.changes])))
+        # The last 50 per environment are plenty for `gitopsd drift`; older reports go.
+        self._write("DELETE FROM drift_reports WHERE repo = ? AND env = ? AND state != 'baseline' AND id < (SELECT id"
+                    " FROM drift_reports WHERE repo = ? AND env = ? ORDER BY id DESC LIMIT 1 OFFSET 49)",
+                    (report.repo, report.env, report.repo, report.env))
+        return int(cur.lastrowid or 0)
+
+    def drift_report(self, repo: str, env: str, deployment_id: int | None = None) -> DriftReport | None:
+        """The environment's newest drift report (of that deployment, when given)."""
+        where, args = "repo = ? AND env = ?", [repo, env]
+        if deployment_id is not None:
+            where, args = where + " AND deployment_id = ?", [*args, deployment_id]
+        try:
+            rows = self._rows(f"SELECT * FROM drift_reports WHERE {where} ORDER BY id DESC LIMIT 1", tuple(args))  # noqa: S608 (constant clauses; values are bound)
+        except sqlite3.OperationalError:   # a store written by an older daemon
+            return None
+        return self._drift_report(rows[0]) if rows else None
+
+    def drift_baseline(self, repo: str, env: str, deployment_id: int) -> DriftReport | None:
+        """The baseline run of this deployment: the first successful check-mode run after it."""
+        rows = self._rows("SELECT * FROM drift_reports WHERE repo = ? AND env = ? AND deployment_id = ?"
+                          " AND state = 'baseline' ORDER BY id LIMIT 1", (repo, env, deployment_id))
+        return self._drift_report(rows[0]) if rows else None
+
+    def drifted_hosts(self) -> dict[tuple[str, str], int]:
+        """(repo, env) -> how many hosts drifted, from each environment's newest report about what it runs now
+        (a report about an older deployment counts 0). For the Prometheus metric."""
+        try:
+            rows = self._rows(
+                "SELECT r.repo, r.env, CASE WHEN r.state = 'drifted' AND r.deployment_id = (SELECT MAX(d.id) FROM"
+                " deployments d WHERE d.repo = r.repo AND d.env = r.env AND d.result = 'succeeded') THEN r.hosts"
+                " ELSE 0 END FROM drift_reports r"
+                " WHERE r.id = (SELECT MAX(id) FROM drift_reports x WHERE x.repo = r.repo AND x.env = r.env)")
+        except sqlite3.OperationalError:   # a store written by an older daemon
+            return {}
+        return {(r[0], r[1]): int(r[2]) for r in rows}
+
+    @staticmethod
+    def _drift_report(row: sqlite3.Row) -> DriftReport:
+        return DriftReport(row["repo"], row["env"], row["deployment_id"], row["checked_at"], row["state"], row["reason"],
+                           tuple(TaskChange.from_json(c) for c in json.loads(row["changes"] or "[]")), row["id"])

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .ports import Ledger
-from .types import EMPTY_TREE, Action, Deployment, FailureStatus, Head, Kind, Result
+from .types import EMPTY_TREE, Action, Deployment, DriftReport, FailureStatus, Head, Kind, Result, WatchWindow
 
 __all__ = ["EMPTY_TREE", "Decision", "Head", "decide", "decide_from_store"]
 
@@ -27,12 +27,15 @@ class Decision:
 def decide(desired: Head | None, deployed: Deployment | None, last: Deployment | None,
            failure: FailureStatus | None, bad_tree_reason: str | None, rollback: bool,
            busy: bool, now: float, blocked_reason: str | None = None, suspended_reason: str | None = None,
-           sync: bool = False) -> Decision:
+           sync: bool = False, watch: WatchWindow | None = None, drift: DriftReport | None = None,
+           heal: bool = False) -> Decision:
     """Given what Git asks for, what the store knows and how the promotion rule judged the head, return what to do.
 
     `rollback`: the rule accepted the head as a rollback. `blocked_reason`: the rule refused the head
     (the daemon judges every new head again; see reconciler). `suspended_reason`: an operator
-    suspended the environment. `sync`: an operator asked to re-apply what is deployed. Pure.
+    suspended the environment. `sync`: an operator asked to re-apply what is deployed. `watch`, `drift`:
+    the environment's last post-deploy watch and drift report (they count only for the deployed
+    deployment). `heal`: drift detection asks to re-apply what is deployed. Pure.
     """
     if desired is None:
         return Decision(Action.MISSING, reason="the environment branch does not exist")
@@ -41,7 +44,11 @@ def decide(desired: Head | None, deployed: Deployment | None, last: Deployment |
     if suspended_reason is not None:
         return Decision(Action.SUSPENDED, reason=suspended_reason)
     if deployed is not None and deployed.commit == desired.commit:
-        return Decision(Action.DEPLOY, kind=Kind.REAPPLY) if sync else Decision(Action.IN_SYNC)
+        if sync:
+            return Decision(Action.DEPLOY, kind=Kind.REAPPLY)
+        if heal:
+            return Decision(Action.DEPLOY, kind=Kind.HEAL)
+        return _in_sync(deployed, watch, drift, now)
     if deployed is None and desired.tree == EMPTY_TREE:
         return Decision(Action.WAITING, reason="nothing deployed yet: waiting for its first promotion")
     if blocked_reason is not None:
@@ -69,12 +76,27 @@ def decide(desired: Head | None, deployed: Deployment | None, last: Deployment |
 
 def decide_from_store(store: Ledger, repo: str, env: str, desired: Head | None, deployed: Deployment | None,
                       busy: bool, now: float, *, rollback: bool = False, blocked_reason: str | None = None,
-                      sync: bool = False) -> Decision:
-    """`decide` with everything else it needs read from the store (a suspension too)."""
+                      sync: bool = False, heal: bool = False) -> Decision:
+    """`decide` with everything else it needs read from the store (a suspension, the watch, drift too)."""
     hold = store.suspension(repo, env)
     suspended = None
     if hold is not None:
         suspended = f"suspended by {hold.actor}" + (f": {hold.reason}" if hold.reason else "") + f"; `gitopsd resume {env}` lets it deploy again"
     return decide(desired, deployed, store.last(repo, env), store.failure(repo, env),
                   store.bad_tree(repo, env, desired.tree) if desired else None, rollback, busy, now, blocked_reason,
-                  suspended, sync)
+                  suspended, sync, store.watch(repo, env), store.drift_report(repo, env), heal)
+
+
+def _in_sync(deployed: Deployment, watch: WatchWindow | None, drift: DriftReport | None, now: float) -> Decision:
+    """Git and the store agree; say what the post-deploy watch and drift detection add about this deployment."""
+    if watch is not None and watch.deployment_id == deployed.id:
+        if watch.active(now):
+            return Decision(Action.WATCHING, retry_at=watch.until, reason=f"watching, {watch.left(now)}")
+        if watch.state == "breached":
+            return Decision(Action.WATCH_FAILED, reason=watch.reason)
+    if drift is not None and drift.deployment_id == deployed.id:
+        if drift.state == "drifted":
+            return Decision(Action.DRIFTED, reason=f"{drift.reason} (`gitopsd drift {drift.env}` shows them)")
+        if drift.state == "unknown":
+            return Decision(Action.IN_SYNC, reason=f"drift unknown: {drift.reason}")
+    return Decision(Action.IN_SYNC)

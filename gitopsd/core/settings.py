@@ -71,10 +71,11 @@ class PrometheusCheck:
     min_value: float | None = None
     timeout: float = 5.0
     name: str | None = None
+    retries: int = 0          # a watch asks again this often when Prometheus is down or answers garbage
 
     def __post_init__(self) -> None:
-        if self.timeout <= 0:
-            raise CheckError("timeout must be positive")
+        if self.timeout <= 0 or self.retries < 0:
+            raise CheckError("timeout must be positive, retries not negative")
         if self.min_value is not None and self.max_value is not None and self.min_value > self.max_value:
             raise CheckError(f"min_value {self.min_value} is above max_value {self.max_value}")
 
@@ -97,6 +98,30 @@ class Verify:
     @property
     def any(self) -> bool:
         return bool(self.http or self.playbook or self.prometheus)
+
+
+@dataclass(frozen=True)
+class Watch:
+    """`watch:` after a successful deployment, run these checks every `interval` seconds for `duration`.
+
+    A breach rolls back where auto_rollback is on. A check that cannot get a verdict (Prometheus
+    down, garbage answers, after its retries) is inconclusive: `inconclusive` fail treats it as a
+    breach, pass ignores it (logged)."""
+
+    duration: float
+    interval: float = 30.0
+    http: tuple[HttpCheck, ...] = ()
+    prometheus: tuple[PrometheusCheck, ...] = ()
+    inconclusive: str = "fail"    # fail | pass
+
+
+@dataclass(frozen=True)
+class Drift:
+    """`drift:` run the deployed tree's playbook in check mode every `interval` seconds (jittered);
+    with `heal`, re-apply the deployed tree when hosts drifted (with backoff)."""
+
+    interval: float = 3600.0
+    heal: bool = False
 
 
 @dataclass(frozen=True)
@@ -201,6 +226,8 @@ class Environment:
     signoff_by: tuple[str, ...] = ()          # identities who may sign off manual testing here (groups resolved)
     require_signoff: SignoffRule | None = None   # sign-offs a tree needs (in another environment) before it comes here
     approvals: Approvals | None = None        # a release candidate with these approvals is needed to come here
+    watch: Watch | None = None                # checks that keep running after a successful deployment
+    drift: Drift | None = None                # drift detection: check-mode runs of the deployed tree
 
 
 @dataclass(frozen=True)

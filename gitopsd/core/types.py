@@ -27,6 +27,9 @@ class Action(StrEnum):
     MISSING = "missing"
     WAITING = "waiting"        # for a first promotion: nothing deployed, the branch holds the empty tree
     SUSPENDED = "suspended"
+    WATCHING = "watching"      # in sync, and the post-deploy watch still runs its checks
+    WATCH_FAILED = "watch-failed"   # in sync, but the watch saw a breach and nothing rolled back
+    DRIFTED = "drifted"        # in sync in Git, but a check-mode run found hosts changed behind Ansible's back
 
 
 class Kind(StrEnum):
@@ -35,6 +38,7 @@ class Kind(StrEnum):
     DEPLOY = "deploy"
     ROLLBACK = "rollback"
     REAPPLY = "reapply"
+    HEAL = "heal"              # the deployed tree again, because drift detection found hosts changed (drift.heal)
 
 
 class Result(StrEnum):
@@ -68,6 +72,9 @@ class Trigger(StrEnum):
     RESUME = "resume"
     AUTO_PROMOTE = "auto-promote"
     BRANCH_PUSH = "branch-push"     # a push to a non-environment branch: for CI and self-approval, never an announcement
+    WATCH_CHECK = "watch-check"     # a post-deploy watch's next round of checks is due
+    DRIFT_CHECK = "drift-check"     # a drift detection run (check mode) is due
+    HEAL = "heal"                   # drift detection asked to re-apply the deployed tree
 
 
 @dataclass(frozen=True)
@@ -117,13 +124,18 @@ class CheckResult:
     ok: bool
     name: str
     detail: str
+    inconclusive: bool = False   # failed without a verdict: the source (Prometheus) was down or answered garbage
 
     def as_json(self) -> dict[str, Any]:
-        return {"ok": self.ok, "name": self.name, "detail": self.detail}
+        record: dict[str, Any] = {"ok": self.ok, "name": self.name, "detail": self.detail}
+        if self.inconclusive:
+            record["inconclusive"] = True
+        return record
 
     @classmethod
     def from_json(cls, value: dict[str, Any]) -> CheckResult:
-        return cls(bool(value.get("ok")), str(value.get("name", "")), str(value.get("detail", "")))
+        return cls(bool(value.get("ok")), str(value.get("name", "")), str(value.get("detail", "")),
+                   bool(value.get("inconclusive", False)))
 
 
 @dataclass
@@ -266,6 +278,30 @@ class PlaybookRun:
     timeout: int
     limit: str | None = None
     vault_password_file: Path | None = None   # the environment's, from the config; never inside the tree
+    check_mode: bool = False   # `--check --diff`: drift detection asks what would change, changing nothing
+
+
+@dataclass(frozen=True)
+class TaskChange:
+    """A task that reported `changed` on a host (in check mode: would change), with its diff.
+
+    `key` tells the same task apart across runs (its name and place in the tree); `diff` is empty
+    for a task with `no_log` (its values are never shown) or one that gives no diff.
+    """
+
+    host: str
+    task: str
+    key: str
+    diff: str = ""
+    no_log: bool = False
+
+    def as_json(self) -> dict[str, Any]:
+        return {"host": self.host, "task": self.task, "key": self.key, "diff": self.diff, "no_log": self.no_log}
+
+    @classmethod
+    def from_json(cls, value: dict[str, Any]) -> TaskChange:
+        return cls(str(value.get("host", "")), str(value.get("task", "")), str(value.get("key", "")),
+                   str(value.get("diff", "")), bool(value.get("no_log", False)))
 
 
 @dataclass(frozen=True)
@@ -279,6 +315,7 @@ class RunOutcome:
     hosts: dict[str, str] = field(default_factory=dict)   # host -> ok | failed | unreachable
     stdout: Path | None = None
     permanent: bool = False   # retrying cannot help: the content is invalid (a syntax error, an unknown module)
+    changes: tuple[TaskChange, ...] = ()   # every task result with `changed` (read for drift detection)
 
 
 @dataclass(frozen=True)
@@ -338,3 +375,65 @@ class DeploymentJob:
 
     def log_extra(self) -> dict[str, object]:
         return {"repo": self.repo, "env": self.env, "commit": self.desired.commit[:7], "deployment": self.id}
+
+
+@dataclass(frozen=True)
+class WatchWindow:
+    """The post-deploy watch of one deployment, as the store keeps it (a restarted daemon resumes it).
+
+    `state`: watching | passed | breached | ended. `previous_tree` is what an automatic rollback returns to.
+    `hosts` are the inventory's hosts with the variables the HTTP checks need, read once when it began.
+    """
+
+    repo: str
+    env: str
+    deployment_id: int
+    commit: str
+    tree: str
+    previous_tree: str | None
+    started_at: float
+    until: float
+    state: str
+    reason: str | None = None
+    hosts: tuple[HostInfo, ...] = ()
+    checked_at: float | None = None
+
+    def active(self, now: float) -> bool:
+        return self.state == "watching" and now < self.until
+
+    def left(self, now: float) -> str:
+        """'12 min left', '40 s left': for `gitopsd status`."""
+        seconds = max(0, int(self.until - now + 0.999))
+        return f"{-(-seconds // 60)} min left" if seconds >= 60 else f"{seconds} s left"
+
+
+@dataclass(frozen=True)
+class DriftReport:
+    """One drift detection run (check mode) against the deployed deployment.
+
+    `state`: baseline (the first run after the deployment: what it changes is the baseline) | clean |
+    drifted | unknown (the check-mode run itself failed: `reason`). `changes` are the drifted ones only
+    (for a baseline, the baseline's).
+    """
+
+    repo: str
+    env: str
+    deployment_id: int
+    checked_at: float
+    state: str
+    reason: str | None
+    changes: tuple[TaskChange, ...] = ()
+    id: int = 0
+
+    @property
+    def hosts(self) -> list[str]:
+        return sorted({c.host for c in self.changes})
+
+    def as_json(self) -> dict[str, Any]:
+        hosts: dict[str, list[dict[str, Any]]] = {}
+        for change in self.changes:
+            hosts.setdefault(change.host, []).append(
+                {"task": change.task, "key": change.key, "diff": change.diff, "no_log": change.no_log})
+        return {"repo": self.repo, "env": self.env, "deployment": self.deployment_id,
+                "checked_at": iso(self.checked_at), "state": self.state, "reason": self.reason,
+                "drifted_hosts": len(hosts) if self.state == "drifted" else 0, "hosts": hosts}
