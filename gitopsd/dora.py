@@ -18,14 +18,12 @@ DAY = 86_400.0
 FIX_WITHIN = DAY   # a deploy of another commit this soon after a change failure is a fix (rework)
 # Commits gitopsd or its commands made on the server (promotion merges, reverts): no change of anyone's, no lead time.
 SERVER_MADE = frozenset({"promote", "rollback", "auto-promote", "auto-rollback"})
-COUNTED_KINDS = ("deploy", "rollback")
-COUNTED_RESULTS = ("succeeded", "failed")
 UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": DAY, "w": 7 * DAY}
 
 
 class DoraStore(Protocol):
     def dora_deployments(self, repo: str | None, env: str, since: float) -> list[tuple[Any, ...]]: ...
-    def dora_changes(self, repo: str | None, env: str, since: float) -> list[tuple[Any, ...]]: ...
+    def dora_lead_times(self, repo: str | None, env: str, since: float) -> list[float]: ...
     def dora_first_deployment(self, repo: str | None, env: str) -> float | None: ...
 
 
@@ -74,50 +72,45 @@ def figures(store: DoraStore, repo: str | None, env: str, since: float, now: flo
             fix_within: float = FIX_WITHIN) -> Figures:
     """The figures of `env` (in `repo`, or in every repository that has it) for deployments started since `since`."""
     now = time.time() if now is None else now
-    return compute(store.dora_deployments(repo, env, since), store.dora_changes(repo, env, since),
+    return compute(store.dora_deployments(repo, env, since), store.dora_lead_times(repo, env, since),
                    store.dora_first_deployment(repo, env), repo=repo, env=env, since=since, now=now,
                    fix_within=fix_within)
 
 
-def compute(deployments: Iterable[tuple[Any, ...]], changes: Iterable[tuple[Any, ...]], first: float | None, *,
+def compute(deployments: Iterable[tuple[Any, ...]], leads: list[float], first: float | None, *,
             repo: str | None, env: str, since: float, now: float, fix_within: float = FIX_WITHIN) -> Figures:
-    """Given (repo, id, kind, result, commit, started_at, finished_at) rows by repo and id, and (via, first_seen,
-    fallback, deployed_at) rows of changes, return the Figures."""
+    """Given the deploys and rollbacks that succeeded or failed as (repo, is a rollback, succeeded, commit, started,
+    finished) rows by repo and id, and the lead times of the changes they brought, return the Figures."""
     start = max(since, first) if first is not None else since
     days = max(1.0, (now - start) / DAY)
-    by_repo: dict[str, list[tuple[Any, ...]]] = {}
-    for row in deployments:
-        if row[2] in COUNTED_KINDS and row[3] in COUNTED_RESULTS:
-            by_repo.setdefault(row[0], []).append(row)
-    counted = successful = failures = rollbacks = fixes = unrecovered = 0
+    rows = list(deployments)
+    counted, successful, failures, rollbacks, fixes, unrecovered = len(rows), 0, 0, 0, 0, 0
     deploy_days: set[int] = set()
     recoveries: list[float] = []
-    for rows in by_repo.values():
-        down_since: float | None = None                 # an unrecovered failure's end
-        to_fix: tuple[float, str] | None = None         # (end, commit) of the last change failure not yet fixed
-        for i, (_repo, _id, kind, result, commit, started, finished) in enumerate(rows):
-            finished = finished if finished is not None else started
-            counted += 1
-            rollbacks += kind == "rollback"
-            if to_fix is not None and kind == "deploy" and commit != to_fix[1]:
-                fixes += started - to_fix[0] <= fix_within
-                to_fix = None
-            rolled_back = (kind == "deploy" and result == "succeeded" and i + 1 < len(rows)
-                           and rows[i + 1][2] == "rollback")
-            if result == "succeeded":
-                successful += 1
-                deploy_days.add(int(finished // DAY))
-            if result == "failed" or rolled_back:
-                failures += 1
-                down_since = finished if down_since is None else down_since
-                to_fix = (finished, commit)
-            elif down_since is not None:
-                recoveries.append(finished - down_since)
-                down_since = None
-        unrecovered += down_since is not None
-    leads = [max(0.0, deployed - (seen if seen is not None else fallback))
-             for via, seen, fallback, deployed in changes
-             if via not in SERVER_MADE and deployed is not None and (seen is not None or fallback is not None)]
+    down_since: float | None = None          # an unrecovered failure's end
+    to_fix: tuple[float, str] | None = None  # (end, commit) of the last change failure not yet fixed
+    for i, (repo_, rollback, ok, commit, started, finished) in enumerate(rows):
+        if i and rows[i - 1][0] != repo_:    # the next repository: each one's history is its own
+            unrecovered += down_since is not None
+            down_since = to_fix = None
+        if rollback:
+            rollbacks += 1
+        elif to_fix is not None and commit != to_fix[1]:
+            fixes += started - to_fix[0] <= fix_within
+            to_fix = None
+        # A successful deploy whose environment's next deployment is a rollback was rolled back.
+        rolled_back = ok and not rollback and i + 1 < counted and rows[i + 1][1] and rows[i + 1][0] == repo_
+        if ok:
+            successful += 1
+            deploy_days.add(int(finished // DAY))
+        if not ok or rolled_back:
+            failures += 1
+            down_since = finished if down_since is None else down_since
+            to_fix = (finished, commit)
+        elif down_since is not None:
+            recoveries.append(finished - down_since)
+            down_since = None
+    unrecovered += down_since is not None
     return Figures(
         repo=repo, env=env, since=since, until=now, days=days, deployments=counted, successful=successful,
         per_day=successful / days, deploy_days_per_week=len(deploy_days) / max(1.0, days / 7),

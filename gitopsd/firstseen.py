@@ -17,6 +17,7 @@ from .adapters import gitcli
 from .adapters.store import Store
 from .core.errors import GitError, StoreError
 from .core.types import Deployment, Kind
+from .dora import SERVER_MADE
 
 log = logging.getLogger("gitopsd.firstseen")
 
@@ -79,7 +80,7 @@ class FirstSeen:
             out = gitcli.git(path, "rev-list", f"--max-count={MAX_DEPLOYED_COMMITS}", "--ignore-missing", "--stdin",
                              input=f"{deployment.commit}\n^{previous}\n")
             commits = out.split()
-            self.store.record_deployed_commits(deployment.repo, deployment.env, deployment.id, commits)
+            self.store.record_deployed_commits(deployment, commits, tuple(sorted(SERVER_MADE)))
         except (GitError, StoreError) as exc:
             log.warning("could not record which commits this deployment brought: %s", exc,
                         extra={"repo": deployment.repo, "env": deployment.env, "deployment": deployment.id})
