@@ -280,3 +280,47 @@ def test_drift_unknown_is_never_drift_nor_healed(drifting):
     assert store.drifted_hosts() == {("shop", "qa"): 0}
     look(reconciler)
     assert store.last("shop", "qa").kind == "deploy" and notes == []
+
+
+# -- the configuration ---------------------------------------------------------------------------------
+
+def test_watch_and_drift_settings_are_read_with_durations_and_every_mistake_is_said(tmp_path):
+    from gitopsd.config import ConfigError, load
+    from tests.unit.test_config import write
+    repo = tmp_path / "shop.git"
+    import subprocess
+    subprocess.run(["git", "init", "-q", "--bare", str(repo)], check=True)
+    good = write(tmp_path, f"""
+repositories:
+  - name: shop
+    path: {repo}
+    environments:
+      - name: production
+        branch: production
+        watch:
+          for: 15m
+          interval: 30s
+          prometheus: {{url: "http://127.0.0.1:9090", query: errors, max: 1}}
+          http: [{{url: "http://{{ansible_host}}/health"}}]
+        drift: {{interval: 1h, heal: true}}
+""")
+    env = load(good).repositories[0].environments[0]
+    assert (env.watch.duration, env.watch.interval, env.watch.inconclusive) == (900, 30, "fail")
+    assert env.watch.prometheus[0].retries == 2 and env.watch.http[0].url == "http://{ansible_host}/health"
+    assert (env.drift.interval, env.drift.heal) == (3600, True)
+    bad = write(tmp_path, f"""
+repositories:
+  - name: shop
+    path: {repo}
+    environments:
+      - name: production
+        watch: {{interval: 2h, inconclusive: maybe, prometheus: [{{url: "http://p", query: q}}]}}
+        drift: {{interval: soon, heal: 1}}
+""")
+    with pytest.raises(ConfigError) as caught:
+        load(bad)
+    said = str(caught.value)
+    for words in ("watch.for: is missing", "watch.interval: is longer than the watch",
+                  "watch.inconclusive: must be fail or pass, not 'maybe'", "watch.prometheus[0]: needs max: or min:",
+                  "drift.interval: must be a duration like 30s, 15m or 1h, not 'soon'", "drift.heal: must be true or false"):
+        assert words in said, said
