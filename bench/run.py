@@ -11,6 +11,7 @@
     100,000 deployments stored, the store as the daemon leaves it; --reads-baseline DIR times another checkout too.
 (g) the HTTP API: commit status POSTs at 200 requests/s for 30 s (--api-seconds) with 10,000 statuses
     stored, p50/p99 (target p99 <= 20 ms).
+(h) DORA: `gitopsd dora --env production --since 365d` with 100,000 production deployments stored (target <= 1 s).
 """
 from __future__ import annotations
 
@@ -433,6 +434,140 @@ def bench_reads_only(root: Path, repositories: int, history_rows: int, rounds: i
         store.save_gate(snapshot.from_config(config))
     return {"repositories": repositories, **bench_reads(sandbox, history_rows, rounds, baseline)}
 
+def fill_dora_history(db_path: Path, deployments: int, now: float) -> None:
+    """`deployments` production deployments over a year, as the daemon records them: every 10th failed and followed
+    by a rollback, two commits brought by each successful deploy, each first seen by a push hours before."""
+    import random
+    import sqlite3
+    rng = random.Random(14)
+    db = sqlite3.connect(db_path, timeout=30)
+    rows, seen, brought = [], [], []
+    step = 365 * 86_400 / deployments
+    for i in range(deployments):
+        started = now - 365 * 86_400 + i * step
+        kind = "rollback" if i % 10 == 1 else "deploy"
+        result = "failed" if i % 10 == 0 else "succeeded"
+        rows.append((i + 1, "shop", "production", f"{i:040x}", f"{i:040x}", kind, result, "push", "bench", started,
+                     started + 30 + rng.random() * 60))
+        if kind == "deploy" and result == "succeeded":
+            for c in range(2):
+                commit, pushed = f"{i:038x}{c:02x}", started - rng.random() * 86_400
+                seen.append(("shop", commit, pushed, "branch-push"))
+                brought.append(("shop", "production", commit, i + 1, rows[-1][-1], rows[-1][-1] - pushed))
+    db.executemany("INSERT INTO deployments (id, repo, env, commit_id, tree, kind, result, trigger, actor, started_at,"
+                   " finished_at, attempt) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)", rows)
+    db.executemany("INSERT INTO commits_seen (repo, commit_id, first_seen, via) VALUES (?, ?, ?, ?)", seen)
+    db.executemany("INSERT INTO commits_deployed (repo, env, commit_id, deployment_id, deployed_at, lead)"
+                   " VALUES (?, ?, ?, ?, ?, ?)", brought)
+    db.commit()
+    db.close()
+
+
+def bench_dora(root: Path, deployments: int, rounds: int) -> dict:
+    """`gitopsd dora --env production --since 365d` (and --json) with `deployments` stored, beside a bare Python start."""
+    sandbox = Sandbox(root, {env: [f"{env}-1"] for env in ENVS}, env_options={env: {"promote_from": "main"} for env in ENVS[1:]})
+    Store(sandbox.state / "state.db").close()   # the schema, as the daemon makes it
+    fill_dora_history(sandbox.state / "state.db", deployments, time.time())
+    env = {k: v for k, v in sandbox.environ().items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env["PYTHONPYCACHEPREFIX"] = str(sandbox.root / "pycache")
+    config = ["--config", str(sandbox.config)]
+    runs = {"python_start": [sys.executable, "-c", "pass"],
+            "dora": [sys.executable, "-m", "gitopsd", "dora", "--env", "production", "--since", "365d", *config],
+            "dora_json": [sys.executable, "-m", "gitopsd", "dora", "--env", "production", "--since", "365d", "--json",
+                          *config]}
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for round_ in range(rounds + 1):
+        for name, argv in runs.items():
+            t0 = time.monotonic()
+            subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, check=True)
+            if round_:   # the first round writes the bytecode caches
+                times[name].append(time.monotonic() - t0)
+    return {"deployments": deployments, "rounds": rounds, "loadavg_1m": os.getloadavg()[0],
+            **{f"{name}_ms": statistics.median(t) * 1000 for name, t in times.items()},
+            **{f"{name}_max_ms": max(t) * 1000 for name, t in times.items()}}
+
+
+def bench_metrics(root: Path, repositories: int = 10, history_rows: int = 100_000, scrapes: int = 300) -> dict:
+    """GET /metrics from the daemon with `repositories` x 3 environments and `history_rows` deployments stored.
+
+    The store is filled as a long-running daemon leaves it (deployments with checks, pushes), the heads
+    deployed last so nothing converges; scrapes are sequential, as Prometheus makes them. The first
+    scrape after a start reads the whole history once; it is reported apart from the p50/p99.
+    """
+    import http.client
+    import socket
+    import sqlite3
+
+    import yaml
+
+    from gitopsd.adapters import gitcli
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    sandbox = Sandbox(root, {env: [f"{env}-1"] for env in ENVS}, env_options={env: {"promote_from": "main"} for env in ENVS[1:]},
+                      extra={"api": {"listen": f"127.0.0.1:{port}", "tokens_file": str(root / "tokens.yml")}})
+    data = yaml.safe_load(sandbox.config.read_text())
+    [shop] = data["repositories"]
+    for i in range(1, repositories):
+        path = root / f"r{i:03}.git"
+        run(["git", "clone", "--quiet", "--bare", str(sandbox.repo), str(path)])
+        data["repositories"].append({**shop, "name": f"r{i:03}", "path": str(path)})
+    sandbox.config.write_text(yaml.safe_dump(data, sort_keys=False))
+    names = [r["name"] for r in data["repositories"]]
+    now = time.time()
+    checks = json.dumps({"hosts": {"h": "ok"}, "batches": [{"checks": [
+        {"ok": True, "name": "playbook playbooks/verify.yml", "detail": ""}, {"ok": True, "name": "http h", "detail": ""}]}]})
+    with Store(sandbox.state / "state.db"):
+        pass   # the schema
+    db = sqlite3.connect(sandbox.state / "state.db", timeout=30)
+    db.executemany(
+        "INSERT INTO deployments (repo, env, commit_id, tree, kind, result, trigger, actor, outcome, started_at,"
+        " finished_at, attempt, detail) VALUES (?, ?, ?, ?, ?, ?, 'push', 'bench', 'ok', ?, ?, 1, ?)",
+        [(names[i % repositories], ENVS[i // repositories % 3], f"{i // 3:040x}", f"{i // 3:040x}",
+          "rollback" if i % 50 == 1 else "deploy", "failed" if i % 7 == 0 else "succeeded",
+          now - 1e6 + i * 9, now - 1e6 + i * 9 + 2 + i % 300, checks) for i in range(history_rows)])
+    db.executemany("INSERT OR IGNORE INTO pushes (repo, commit_id, branch, pusher, pushed_at) VALUES (?, ?, 'main', 'dev', ?)",
+                   [(names[i % repositories], f"{i // 3:040x}", now - 1e6 + i * 9 - 3600) for i in range(0, history_rows, 3)])
+    for repo in data["repositories"]:   # what runs now, deployed last: the daemon finds every environment in sync
+        heads = gitcli.branch_heads(repo["path"], list(ENVS))
+        for env in ENVS:
+            commit, tree = heads[env]
+            db.execute("INSERT INTO deployments (repo, env, commit_id, tree, kind, result, trigger, actor, started_at,"
+                       " finished_at) VALUES (?, ?, ?, ?, 'deploy', 'succeeded', 'startup', 'bench', ?, ?)",
+                       (repo["name"], env, commit, tree, now - 10, now - 8))
+    db.commit()
+    db.close()
+    with Daemon(sandbox) as daemon:
+        def get(path: str = "/metrics") -> tuple[int, bytes]:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            conn.request("GET", path)
+            answer = conn.getresponse()
+            return answer.status, answer.read()
+        daemon.wait_for(lambda: _answers(lambda: get("/api/v1/health")), 60, "the API up")
+        t0 = time.monotonic()
+        status, body = get()
+        first = time.monotonic() - t0
+        assert status == 200, body[:200]
+        times = []
+        for _ in range(scrapes):
+            t0 = time.monotonic()
+            status, body = get()
+            times.append(time.monotonic() - t0)
+            assert status == 200
+        deploying = "deploying" in daemon.log()
+    return {"environments": repositories * 3, "stored_deployments": history_rows + repositories * 3, "scrapes": scrapes,
+            "first_ms": first * 1000, "p50_ms": percentile(times, 50) * 1000, "p99_ms": percentile(times, 99) * 1000,
+            "max_ms": max(times) * 1000, "bytes": len(body), "loadavg_1m": os.getloadavg()[0],
+            "deployed_meanwhile": deploying}
+
+
+def _answers(get: Callable[[], tuple[int, bytes]]) -> bool:
+    try:
+        return get()[0] == 200
+    except OSError:
+        return False
+
+
 def bench_api(root: Path, seconds: float, rate: int = 200, stored: int = 10_000, workers: int = 8) -> dict:
     """Status POSTs to the daemon's HTTP API at `rate` per second (open loop) with `stored` statuses in the store.
 
@@ -541,7 +676,8 @@ def main() -> int:
     parser.add_argument("--reads-rounds", type=int, default=15)
     parser.add_argument("--reads-baseline", type=Path, metavar="DIR",
                         help="also time the reads with the gitopsd of this checkout (e.g. a git worktree of an older commit)")
-    parser.add_argument("--only", choices=("latency", "overhead", "idle", "hooks", "rollback", "scale", "api", "reads"))
+    parser.add_argument("--dora-rounds", type=int, default=10)
+    parser.add_argument("--only", choices=("latency", "overhead", "idle", "hooks", "rollback", "scale", "api", "reads", "dora"))
     args = parser.parse_args()
     results = {}
     with tempfile.TemporaryDirectory(prefix="gb-", dir="/tmp") as tmp:
@@ -601,6 +737,12 @@ def main() -> int:
             print(f"(g) status POST to the HTTP API at 200/s for {r['seconds']:g} s ({r['requests']} requests, "
                   f"{r['errors']} errors) with {r['stored_before']} statuses stored: p50 {r['p50_ms']:.1f} ms, "
                   f"p99 {r['p99_ms']:.1f} ms, max {r['max_ms']:.0f} ms (target p99 <= 20 ms)", flush=True)
+        if args.only in (None, "dora"):
+            results["dora"] = r = bench_dora(root / "dora", 100_000, args.dora_rounds)
+            print(f"(h) gitopsd dora over {r['deployments']} production deployments, median of {r['rounds']} (load "
+                  f"{r['loadavg_1m']:.1f}): {r['dora_ms']:.0f} ms (max {r['dora_max_ms']:.0f} ms), --json "
+                  f"{r['dora_json_ms']:.0f} ms (a bare Python start: {r['python_start_ms']:.0f} ms; target <= 1 s)",
+                  flush=True)
     out = Path(__file__).resolve().parent / "results"
     out.mkdir(exist_ok=True)
     (out / "latest.json").write_text(json.dumps(results, indent=2))

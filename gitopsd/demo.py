@@ -410,6 +410,8 @@ class Demo:
                 note(f"  {line}")
         say("Stopping the daemon and the sample app")
         self.stop()
+        say("DORA figures of production, from the demo's own history (gitopsd dora)")
+        self.run(*GITOPSD, "dora", "--env", "production", "--since", "1d")
         note("done: the sandbox stays in .demo/ (daemon log: .demo/daemon.log); `make demo` starts afresh.")
 
     def stop(self) -> None:
