@@ -164,7 +164,14 @@ def run_playbook(run: PlaybookRun, cancel: threading.Event, policy: SandboxPolic
     if run.vault_password_file is not None:
         # A private copy in the run's folder: the run's user (nobody, as root) can read it, nothing else sees it.
         vault = run.data_dir / "vault-password"
-        shutil.copyfile(run.vault_password_file, vault)
+        try:
+            shutil.copyfile(run.vault_password_file, vault)
+        except OSError as exc:   # retrying cannot help until an operator puts the file back
+            return RunOutcome(False, "failed", None,
+                              f"vault_password_file {run.vault_password_file} cannot be read "
+                              f"({exc.strerror or exc}): the tree's Ansible Vault content cannot be decrypted; "
+                              "restore the file (readable by the daemon's user), then `gitopsd retry`",
+                              permanent=True)
         os.chmod(vault, 0o500 if os.access(run.vault_password_file, os.X_OK) else 0o400)
         cmdline += f" --vault-password-file {shlex.quote(str(vault))}"
     binary = None
@@ -196,8 +203,8 @@ def run_playbook(run: PlaybookRun, cancel: threading.Event, policy: SandboxPolic
         if invalid:
             reason, permanent = f"invalid content: {invalid}", True
     keys = host_key_problems(unreachable, run.extravars)
-    if keys:
-        reason = f"{reason}: {'; '.join(keys)}"
+    if keys:   # ssh refuses these hosts until someone trusts their keys: retrying cannot help, a human must look
+        reason, permanent = f"{reason}: {'; '.join(keys)}", True
     return RunOutcome(ok, status, rc, reason, hosts, stdout if stdout.exists() else None, permanent, tuple(changes))
 
 

@@ -115,6 +115,13 @@ def test_a_vaulted_variable_is_decrypted_with_the_environments_password_file_whi
     assert "pw-s3cret-for-qa" not in written, "the password is in no output, event or artifact"
     assert str(password.parent) not in (server.out / "mounts").read_text()
 
+    password.unlink()   # gone at run time: one line saying which file and what to do, and no retries
+    outcome = server.run({"group_vars/all.yml": encrypted.stdout, "playbooks/deploy.yml": play(
+        "ansible.builtin.debug: {msg: '{{ secret }}'}")}, vault_password_file=password)
+    assert not outcome.ok and outcome.permanent
+    assert outcome.reason.startswith(f"vault_password_file {password} cannot be read (No such file or directory)")
+    assert "gitopsd retry" in outcome.reason
+
 
 # -- requirements.yml --------------------------------------------------------------------------------
 

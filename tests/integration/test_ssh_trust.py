@@ -74,6 +74,7 @@ def test_an_untrusted_host_fails_naming_it_then_hosts_trust_lets_it_deploy(site)
     sandbox, hosts = site
     outcome = deploy(sandbox)
     assert not outcome.ok and outcome.hosts == {"web-1": "unreachable", "web-2": "unreachable"}
+    assert outcome.permanent   # retrying cannot help until someone trusts the keys: it stalls at once
     assert (f"host key of web-1 ({hosts[0].address}:{hosts[0].port}) is not trusted yet" in outcome.reason
             and "run `gitopsd hosts trust production --repo shop` after checking it" in outcome.reason), outcome.reason
 
