@@ -62,7 +62,8 @@ def ssh_hosts(config: Any, repo: Any, env: Any, work: Path) -> list[tuple[str, s
                                 [r.path for r in config.repositories])
     policy = replace(config.sandbox, hide=hide)
     try:
-        hosts = runner.read_hosts(inventory, ("ansible_host", "ansible_port", "ansible_connection"), workdir=tree,
+        hosts = runner.read_hosts(inventory, ("ansible_host", "ansible_ssh_host", "ansible_port", "ansible_ssh_port",
+                                              "ansible_connection"), workdir=tree,
                                   data_dir=work / "inventory", marker=f"gitopsd-hosts-{os.getpid()}",
                                   timeout=min(env.timeout, 120), cancel=threading.Event(), policy=policy)
     except InventoryError as exc:
@@ -71,10 +72,12 @@ def ssh_hosts(config: Any, repo: Any, env: Any, work: Path) -> list[tuple[str, s
     for host in hosts:
         if host.vars.get("ansible_connection", "") not in SSH_CONNECTIONS:
             continue
-        port = host.vars.get("ansible_port", "22")
+        # The ssh connection takes the last of its variables that is set: the old ansible_ssh_* names win.
+        port_var = "ansible_ssh_port" if "ansible_ssh_port" in host.vars else "ansible_port"
+        port = host.vars.get(port_var, "22")
         if not port.isdigit() or not 0 < int(port) < 65536:
-            raise TrustError(f"host {host.name}: ansible_port {port!r} is not a port number")
-        found.append((host.name, host.vars["ansible_host"], int(port)))
+            raise TrustError(f"host {host.name}: {port_var} {port!r} is not a port number")
+        found.append((host.name, host.vars.get("ansible_ssh_host") or host.vars["ansible_host"], int(port)))
     return found
 
 

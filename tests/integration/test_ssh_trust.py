@@ -117,3 +117,19 @@ def test_a_host_whose_key_changed_fails_naming_it_until_trusted_again(site):
     known = (sandbox.state / ".ssh" / "known_hosts").read_text()
     assert known.count(f"[{web2.address}]:{web2.port} ") == 1   # the old key is gone, not kept beside the new one
     assert deploy(sandbox).ok
+
+
+def test_hosts_trust_follows_the_old_ansible_ssh_host_and_port_names_as_ssh_does(site):
+    sandbox, hosts = site
+    web2 = hosts[1]
+    data = yaml.safe_load(inventory(hosts))
+    entry = data["all"]["hosts"][web2.name]
+    entry.update({"ansible_host": "192.0.2.1", "ansible_port": 1,           # overridden by the ansible_ssh_* names
+                  "ansible_ssh_host": web2.address, "ansible_ssh_port": web2.port})
+    sandbox.write("environments/production/hosts.yml", yaml.safe_dump(data))
+    sandbox.commit("web-2 with the old variable names")
+    sandbox.push("main")
+    git(sandbox.root, "--git-dir", str(sandbox.repo), "update-ref", "refs/heads/production", "refs/heads/main")
+    trusted = sandbox.cli("hosts", "trust", "production", "--yes")
+    assert f"{web2.name} ({web2.address}:{web2.port}): new" in trusted.stdout, trusted.stdout
+    assert deploy(sandbox).ok
