@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 import psutil
 
@@ -677,7 +678,7 @@ def main() -> int:
     parser.add_argument("--reads-baseline", type=Path, metavar="DIR",
                         help="also time the reads with the gitopsd of this checkout (e.g. a git worktree of an older commit)")
     parser.add_argument("--dora-rounds", type=int, default=10)
-    parser.add_argument("--only", choices=("latency", "overhead", "idle", "hooks", "rollback", "scale", "api", "reads", "dora"))
+    parser.add_argument("--only", choices=("latency", "overhead", "idle", "hooks", "rollback", "scale", "api", "reads", "metrics", "dora"))
     args = parser.parse_args()
     results = {}
     with tempfile.TemporaryDirectory(prefix="gb-", dir="/tmp") as tmp:
@@ -732,6 +733,12 @@ def main() -> int:
                       f"median of {r['rounds']} (load {r['loadavg_1m']:.1f}): status --json {r['status_json_ms']:.0f} ms, "
                       f"history --limit 50 {r['history_50_ms']:.0f} ms{before} (a bare Python start: "
                       f"{r['python_start_ms']:.0f} ms)", flush=True)
+        if args.only in (None, "metrics"):
+            results["metrics"] = r = bench_metrics(root / "metrics")
+            print(f"(i) GET /metrics with {r['environments']} environments and {r['stored_deployments']} deployments "
+                  f"stored, {r['scrapes']} scrapes: p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, max "
+                  f"{r['max_ms']:.0f} ms (target p99 <= 50 ms); the first after the start {r['first_ms']:.0f} ms; "
+                  f"{r['bytes']} bytes", flush=True)
         if args.only in (None, "api"):
             results["api"] = r = bench_api(root / "api", args.api_seconds)
             print(f"(g) status POST to the HTTP API at 200/s for {r['seconds']:g} s ({r['requests']} requests, "

@@ -13,7 +13,7 @@ import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, ProcessCollector, disable_created_metrics, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
@@ -26,13 +26,10 @@ from .core.settings import Config
 from .gate.nudge import REFUSAL_RULES
 
 log = logging.getLogger("gitopsd.metrics")
-disable_created_metrics()   # no `_created` series: a restart is seen as a counter reset, as Prometheus expects
+disable_created_metrics()  # type: ignore[no-untyped-call]  # no `_created` series: a restart is seen as a counter reset, as Prometheus expects
 
 DURATION_BUCKETS = (1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
-LEAD_TIME_BUCKETS = (60.0, 300.0, 900.0, 1800.0, 3600.0, 3 * 3600.0, 6 * 3600.0, 12 * 3600.0, 86400.0, 3 * 86400.0,
-                     7 * 86400.0, 30 * 86400.0)
-KINDS = ("deploy", "rollback", "reapply")
-FINISHED = ("succeeded", "failed", "canceled", "interrupted")
+LEAD_TIME_BUCKETS = (300.0, 1800.0, 3600.0, 6 * 3600.0, 86400.0, 3 * 86400.0, 7 * 86400.0, 30 * 86400.0)
 CHECK_TYPES = ("http", "prometheus", "playbook")
 
 Key = tuple[str, str]   # (repo, env)
@@ -100,6 +97,15 @@ class Totals:
         return out
 
 
+def _family(kind: type[CounterMetricFamily] | type[GaugeMetricFamily], name: str, doc: str, labels: list[str],
+            values: Mapping[Any, float]) -> CounterMetricFamily | GaugeMetricFamily:
+    """A counter or gauge family with one sample per key of `values` (label values in the order of `labels`)."""
+    family = kind(name, doc, labels=labels)
+    for key in sorted(values):
+        family.add_metric(list(key), values[key])
+    return family
+
+
 def _histogram(table: dict[Key, Histogram], key: Key, bounds: tuple[float, ...]) -> Histogram:
     if key not in table:
         table[key] = Histogram([0] * (len(bounds) + 1))
@@ -141,55 +147,38 @@ class StoreCollector(Collector):
         config = self.config()
         envs = [(r.name, e.name) for r in config.repositories for e in r.environments]
         yield from self._environments(config)
-        deployments = CounterMetricFamily("gitopsd_deployments", "Finished deployments by kind and result.",
-                                          labels=["repo", "env", "kind", "result"])
-        for key in sorted(set(totals.deployments) | {(r, e, k, res) for r, e in envs for k in KINDS for res in FINISHED}):
-            deployments.add_metric(list(key), totals.deployments.get(key, 0))
-        yield deployments
-        rollbacks = CounterMetricFamily("gitopsd_rollbacks", "Finished rollback deployments, automatic or by a person.",
-                                        labels=["repo", "env", "cause"])
-        for key in sorted(set(totals.rollbacks) | {(r, e, c) for r, e in envs for c in ("automatic", "manual")}):
-            rollbacks.add_metric(list(key), totals.rollbacks.get(key, 0))
-        yield rollbacks
-        checks = CounterMetricFamily("gitopsd_checks", "Verification checks run by deployments, by type and result.",
-                                     labels=["repo", "env", "type", "result"])
-        for key in sorted(set(totals.checks) | {(r, e, t, res) for r, e in envs for t in CHECK_TYPES
-                                                for res in ("passed", "failed")}):
-            checks.add_metric(list(key), totals.checks.get(key, 0))
-        yield checks
+        # Zero series where alerts look for a first increase (a series born at 1 shows Prometheus no increase);
+        # the rarer kinds and results appear when they first happen, which keeps a scrape short.
+        zeros = {(r, e, k, res): 0 for r, e in envs for k in ("deploy", "rollback") for res in ("succeeded", "failed")}
+        yield _family(CounterMetricFamily, "gitopsd_deployments", "Finished deployments by kind and result.",
+                      ["repo", "env", "kind", "result"], {**zeros, **totals.deployments})
+        yield _family(CounterMetricFamily, "gitopsd_rollbacks", "Finished rollback deployments, automatic or by a person.",
+                      ["repo", "env", "cause"],
+                      {**{(r, e, c): 0 for r, e in envs for c in ("automatic", "manual")}, **totals.rollbacks})
+        yield _family(CounterMetricFamily, "gitopsd_checks", "Verification checks run by deployments, by type and result.",
+                      ["repo", "env", "type", "result"], dict(totals.checks))
         for name, doc, table, bounds in (
                 ("gitopsd_deployment_duration_seconds", "How long finished deployments took.", totals.durations,
                  DURATION_BUCKETS),
                 ("gitopsd_lead_time_seconds", "From when a commit first reached the server to its first successful "
                  "deployment in the environment.", totals.lead_times, LEAD_TIME_BUCKETS)):
-            family = HistogramMetricFamily(name, doc, labels=["repo", "env"])
-            for key in sorted(set(table) | set(envs)):
-                hist = table.get(key) or Histogram([0] * (len(bounds) + 1))
-                family.add_metric(list(key), hist.buckets(bounds), hist.total)
-            yield family
-        last = GaugeMetricFamily("gitopsd_last_successful_deployment_timestamp_seconds",
-                                 "When the environment's last successful deployment ended (Unix time).",
-                                 labels=["repo", "env"])
-        for key, at in sorted(totals.last_success.items()):
-            last.add_metric(list(key), at)
-        yield last
-        running = GaugeMetricFamily("gitopsd_deployments_running", "Deployments running now.", labels=["repo", "env"])
-        queued = GaugeMetricFamily("gitopsd_deployments_queued", "Deployments waiting for a free worker (max_parallel).",
-                                   labels=["repo", "env"])
-        for family, result in ((running, "running"), (queued, "queued")):
-            counts: dict[Key, int] = {key: 0 for key in envs}
+            histogram = HistogramMetricFamily(name, doc, labels=["repo", "env"])
+            for pair in sorted(set(table) | set(envs)):
+                hist = table.get(pair) or Histogram([0] * (len(bounds) + 1))
+                histogram.add_metric(list(pair), hist.buckets(bounds), hist.total)
+            yield histogram
+        yield _family(GaugeMetricFamily, "gitopsd_last_successful_deployment_timestamp_seconds",
+                      "When the environment's last successful deployment ended (Unix time).", ["repo", "env"],
+                      dict(totals.last_success))
+        for result, doc in (("running", "Deployments running now."),
+                            ("queued", "Deployments waiting for a free worker (max_parallel).")):
+            counts: dict[tuple[str, ...], float] = {pair: 0 for pair in envs}
             for _id, repo, env, state in active:
                 if state == result:
                     counts[(repo, env)] = counts.get((repo, env), 0) + 1
-            for key, count in sorted(counts.items()):
-                family.add_metric(list(key), count)
-            yield family
-        drifted = GaugeMetricFamily("gitopsd_drifted_hosts", "Hosts whose last drift check found changes.",
-                                    labels=["repo", "env"])
-        found = self.drifted()
-        for key in sorted(set(found) | set(envs)):
-            drifted.add_metric(list(key), found.get(key, 0))
-        yield drifted
+            yield _family(GaugeMetricFamily, f"gitopsd_deployments_{result}", doc, ["repo", "env"], counts)
+        yield _family(GaugeMetricFamily, "gitopsd_drifted_hosts", "Hosts whose last drift check found changes.",
+                      ["repo", "env"], {**{pair: 0 for pair in envs}, **self.drifted()})
         if self.dora is not None:
             yield from self._dora(self.dora())
 
@@ -247,8 +236,12 @@ def dora_source(config: Callable[[], Config], store: Store) -> Callable[[], list
         now = time.time()
         if cached and now - cached[0][0] < DORA_CACHE:
             return cached[0][1]
-        found = [(r.name, DORA_ENV, dora.figures(store, r.name, DORA_ENV, now - DORA_WINDOW, now=now).as_json())
-                 for r in config().repositories if r.environment(DORA_ENV) is not None]
+        try:
+            found = [(r.name, DORA_ENV, dora.figures(store, r.name, DORA_ENV, now - DORA_WINDOW, now=now).as_json())
+                     for r in config().repositories if r.environment(DORA_ENV) is not None]
+        except Exception as exc:   # noqa: BLE001 (the other figures are still worth a scrape; tried again in a minute)
+            log.warning("metrics: the DORA figures cannot be computed: %s: %s", type(exc).__name__, exc)
+            found = []
         cached[:] = [(now, found)]
         return found
     return figures
@@ -263,8 +256,16 @@ class Metrics:
         self.collector = StoreCollector(config, store, **sources)
         self.registry.register(self.collector)
         ProcessCollector(registry=self.registry, namespace="gitopsd")   # the daemon's own CPU, memory, files
+        # The whole history is added up once, about a second per 100,000 deployments: at start, not in a scrape.
+        threading.Thread(target=self._warm, name="metrics", daemon=True).start()
         self._refused = Counter("gitopsd_pushes_refused", "Pushes the pre-receive hook refused, by rule.",
                                 ["repo", "env", "rule"], registry=self.registry)
+
+    def _warm(self) -> None:
+        try:
+            self.collector.totals()
+        except StoreError as exc:   # the first scrape tries again
+            log.warning("metrics: cannot read the deployment history: %s", exc)
 
     def refused(self, repo: str, env: str, rule: str) -> None:
         """Count one refused push to `env` of `repo` (env '' for refs outside environments)."""

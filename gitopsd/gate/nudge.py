@@ -90,7 +90,8 @@ class Nudge:
         if not parts or parts[0] != MAGIC:
             return None
         values: dict[str, str] = {}
-        commits, refusals = [], []
+        commits: list[str] = []
+        refusals: list[tuple[str, str]] = []
         for part in parts[1:]:
             key, sep, raw = part.partition(b"=")
             if not sep:
