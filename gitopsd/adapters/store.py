@@ -135,6 +135,7 @@ CREATE TABLE IF NOT EXISTS commits_deployed (   -- the commits a successful depl
 );
 CREATE INDEX IF NOT EXISTS commits_deployed_at ON commits_deployed (env, deployed_at);
 CREATE INDEX IF NOT EXISTS commits_deployed_commit ON commits_deployed (repo, commit_id);
+CREATE INDEX IF NOT EXISTS commits_deployed_deployment ON commits_deployed (deployment_id);
 CREATE TABLE IF NOT EXISTS watches (   -- each environment's post-deploy watch (core/reconcile.py); a restart resumes it
     repo TEXT NOT NULL,
     env TEXT NOT NULL,
@@ -731,21 +732,16 @@ class Store:
             " GROUP BY repo, env, kind, result, trigger = 'auto-rollback', bucket", (after, upto))]
 
     def lead_times(self, after: int, upto: int, bounds: tuple[float, ...]) -> list[tuple[Any, ...]]:
-        """(repo, env, bucket, count, seconds) of the lead times of commits first deployed successfully in an
-        environment by a deployment with id in (after, upto]: from when the commit first reached the server
-        (its earliest recorded push, else that deployment's start) to that deployment's end."""
+        """(repo, env, bucket, count, seconds) of the lead times of the commits that successful deployments with
+        ids in (after, upto] brought to an environment first: from when each commit first reached the server to
+        that deployment's end (table commits_deployed, as `gitopsd dora` counts them)."""
         case = " ".join(f"WHEN lead <= {float(b)!r} THEN {i}" for i, b in enumerate(bounds))
         try:
             return [tuple(r) for r in self._rows(
-                "WITH firsts AS (SELECT d.repo, d.env, d.finished_at - MIN(d.started_at, COALESCE("
-                " (SELECT MIN(p.pushed_at) FROM pushes p WHERE p.repo = d.repo AND p.commit_id = d.commit_id),"
-                " d.started_at)) AS lead FROM deployments d"
-                " WHERE d.id > ? AND d.id <= ? AND d.result = 'succeeded' AND NOT EXISTS (SELECT 1 FROM deployments e"
-                " WHERE e.repo = d.repo AND e.env = d.env AND e.tree = d.tree AND e.result = 'succeeded'"
-                " AND e.commit_id = d.commit_id AND e.id < d.id))"
-                f" SELECT repo, env, CASE {case} ELSE {len(bounds)} END AS bucket, COUNT(*), SUM(lead) FROM firsts"  # noqa: S608 (numbers formatted from floats; values are bound)
+                f"SELECT repo, env, CASE {case} ELSE {len(bounds)} END AS bucket, COUNT(*), SUM(lead)"  # noqa: S608 (numbers formatted from floats; values are bound)
+                " FROM commits_deployed WHERE deployment_id > ? AND deployment_id <= ? AND lead IS NOT NULL"
                 " GROUP BY repo, env, bucket", (after, upto))]
-        except sqlite3.OperationalError:   # a store without the pushes table (older daemon)
+        except sqlite3.OperationalError:   # a store without commits_deployed (older daemon)
             return []
 
     def check_totals(self, after: int, upto: int) -> list[tuple[Any, ...]]:

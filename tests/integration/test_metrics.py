@@ -40,8 +40,11 @@ def samples(metrics: Metrics) -> dict[str, float]:
 def test_totals_kept_between_scrapes_equal_a_fresh_read_after_a_restart(tmp_path):
     cfg = config(tmp_path)
     store = Store(cfg.database)
-    store.record_push("shop", "", f"{1:040x}", "dev", 900.0)
-    deploy(store, "qa", 1, "succeeded", checks=[("http qa-1", True), ("playbook playbooks/verify.yml", True)])
+    store.record_seen("shop", [(f"{1:040x}", "branch-push")], 900.0, [f"{1:040x}"])
+    first_id = deploy(store, "qa", 1, "succeeded", checks=[("http qa-1", True), ("playbook playbooks/verify.yml", True)])
+    first = store.get(first_id)
+    assert first is not None
+    store.record_deployed_commits(first, [first.commit], ("promote",))
     running = deploy(store, "production", 2, "running")
     deploy(store, "qa", 3, "failed", seconds=400, checks=[("prometheus error-rate", False)])
     kept = Metrics(lambda: cfg, Store(cfg.database, readonly=True))
@@ -62,7 +65,8 @@ def test_totals_kept_between_scrapes_equal_a_fresh_read_after_a_restart(tmp_path
     assert after['gitopsd_checks_total{env="qa",repo="shop",result="failed",type="prometheus"}'] == 1
     assert after['gitopsd_deployment_duration_seconds_bucket{env="qa",le="5.0",repo="shop"}'] == 1
     assert after['gitopsd_deployment_duration_seconds_bucket{env="qa",le="600.0",repo="shop"}'] == 2
-    # Lead time from the push (900) to the end of the first successful deployment (1013).
+    # Lead time from when the commit first reached the server (900) to the end of its first deployment (1013),
+    # as `gitopsd dora` counts it.
     assert after['gitopsd_lead_time_seconds_sum{env="qa",repo="shop"}'] == 113
     assert after['gitopsd_last_successful_deployment_timestamp_seconds{env="production",repo="shop"}'] == 1043
 
