@@ -1022,7 +1022,7 @@ def read_yaml(text: str) -> Any:
     """Plain data from YAML text (safe tags only), for tools that read a config without validating it
     (install-service --root, the demo). Raise ConfigurationError for text that is not YAML."""
     try:
-        return yaml.load(text, Loader=_SafeLoader)   # noqa: S506 (a SafeLoader: safe tags only)
+        return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigurationError(f"invalid YAML: {getattr(exc, 'problem', None) or exc}") from exc
 
