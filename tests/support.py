@@ -3,14 +3,19 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
+import shutil
 import signal
 import subprocess
 import sys
+import sysconfig
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -62,6 +67,69 @@ def run(cmd: list[str], cwd: Path | None = None, check: bool = True, env: dict[s
 
 def git(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return run(["git", *args], cwd=cwd, check=check)
+
+
+# -- real Unix users (tests that run as root) ---------------------------------------------------------
+
+def sh(argv: list[str], check: bool = True, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False, **kwargs)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{argv} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def setpriv(user: str) -> list[str]:
+    """The argv prefix that runs a command as USER with its groups, as a login would (root only)."""
+    entry = pwd.getpwnam(user)
+    return ["setpriv", f"--reuid={entry.pw_uid}", f"--regid={entry.pw_gid}", "--init-groups", "--"]
+
+
+@contextmanager
+def service_users(base: Path, git_user: str, service_user: str, group: str) -> Iterator[None]:
+    """The README's two users: SERVICE_USER in GROUP (home base/home-svc, no login), GIT_USER with GROUP as a
+    supplementary group (home base/home-git, /bin/sh); created fresh, removed afterwards."""
+    for user in (git_user, service_user):
+        sh(["userdel", user], check=False)
+    sh(["groupdel", group], check=False)
+    try:
+        sh(["groupadd", group])
+        sh(["useradd", "-M", "-d", str(base / "home-svc"), "-s", "/usr/sbin/nologin", "-g", group, service_user])
+        sh(["useradd", "-M", "-d", str(base / "home-git"), "-s", "/bin/sh", "-G", group, git_user])
+        for user, home, mode in ((git_user, base / "home-git", 0o755), (service_user, base / "home-svc", 0o750)):
+            home.mkdir(exist_ok=True)
+            home.chmod(mode)
+            shutil.chown(home, user, pwd.getpwnam(user).pw_gid)
+        yield
+    finally:
+        for user in (git_user, service_user):
+            sh(["userdel", user], check=False)
+        sh(["groupdel", group], check=False)
+
+
+def python_for_everyone(venv: Path) -> Path:
+    """A virtualenv every user may run, with the project's packages; return its bin folder.
+
+    The test's own virtualenv lives under /root (mode 0700), which other users cannot enter. So it is
+    built from Debian's /usr/bin/python3 (3.11, like the project's), and a .pth file adds the project's
+    installed packages (plain Python files and 3.11 extension modules, which Debian's 3.11 loads as
+    well). Playbook sandboxes must be shown `sysconfig.get_paths()["purelib"]` read-only.
+    """
+    system = Path("/usr/bin/python3")
+    version = sh([str(system), "-c", "import sys, venv; print('%d.%d' % sys.version_info[:2])"], check=False)
+    if version.returncode != 0 or version.stdout.strip() != "%d.%d" % sys.version_info[:2]:
+        pytest.skip(f"no system Python {sys.version_info[0]}.{sys.version_info[1]} with venv for the other users")
+    sh([str(system), "-m", "venv", "--without-pip", str(venv)])
+    site = sh([str(venv / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"]).stdout
+    packages = sysconfig.get_paths()["purelib"]   # the project's venv: its packages, and gitopsd (editable)
+    Path(site.strip(), "gitopsd-tests.pth").write_text(f"import site; site.addsitedir({packages!r})\n")
+    # The console scripts a `pip install` into /opt/gitopsd would put beside its Python (runs look there).
+    for name, module in (("gitopsd", "gitopsd.cli"), ("ansible-playbook", "ansible.cli.playbook"),
+                         ("ansible-galaxy", "ansible.cli.galaxy"), ("ansible-inventory", "ansible.cli.inventory"),
+                         ("ansible-vault", "ansible.cli.vault")):
+        script = venv / "bin" / name
+        script.write_text(f"#!{venv / 'bin' / 'python'}\nimport sys\nfrom {module} import main\nsys.exit(main())\n")
+        script.chmod(0o755)
+    return venv / "bin"
 
 
 @dataclass

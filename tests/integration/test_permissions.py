@@ -29,7 +29,7 @@ from typing import Any, Iterator
 import pytest
 import yaml
 
-from tests.support import TEST_PLAYBOOK, inventory
+from tests.support import TEST_PLAYBOOK, inventory, python_for_everyone, service_users, sh
 
 GIT_USER, SVC_USER, GROUP = "gt-git", "gt-svc", "gt-gitopsd"
 
@@ -38,51 +38,16 @@ pytestmark = pytest.mark.skipif(
     reason="real Unix users need root, setpriv, useradd and groupadd")
 
 
-def sh(argv: list[str], check: bool = True, **kwargs: Any) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False, **kwargs)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{argv} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
-    return proc
-
-
 @pytest.fixture(scope="module")
 def world() -> Iterator[dict[str, Path]]:
     """The users, their homes, and a Python every user may run, in a folder every user may enter."""
     base = Path(tempfile.mkdtemp(prefix="gt-perm-", dir="/tmp"))
     base.chmod(0o755)
-    for user in (GIT_USER, SVC_USER):
-        sh(["userdel", user], check=False)
-    sh(["groupdel", GROUP], check=False)
     try:
-        sh(["groupadd", GROUP])
-        sh(["useradd", "-M", "-d", str(base / "home-svc"), "-s", "/usr/sbin/nologin", "-g", GROUP, SVC_USER])
-        sh(["useradd", "-M", "-d", str(base / "home-git"), "-s", "/bin/sh", "-G", GROUP, GIT_USER])
-        (base / "home-git").mkdir()
-        shutil.chown(base / "home-git", GIT_USER, GIT_USER)
-        yield {"base": base, "bin": _python_for_everyone(base / "venv")}
+        with service_users(base, GIT_USER, SVC_USER, GROUP):
+            yield {"base": base, "bin": python_for_everyone(base / "venv")}
     finally:
-        for user in (GIT_USER, SVC_USER):
-            sh(["userdel", user], check=False)
-        sh(["groupdel", GROUP], check=False)
         shutil.rmtree(base, ignore_errors=True)
-
-
-def _python_for_everyone(venv: Path) -> Path:
-    system = Path("/usr/bin/python3")
-    probe = sh([str(system), "-c", "import sys, venv; print(sys.version_info[:2] == tuple(sys.version_info[:2]))"],
-               check=False)
-    version = sh([str(system), "-c", "import sys; print('%d.%d' % sys.version_info[:2])"], check=False).stdout.strip()
-    if probe.returncode != 0 or version != "%d.%d" % sys.version_info[:2]:
-        pytest.skip(f"no system Python {sys.version_info[0]}.{sys.version_info[1]} with venv for the other users")
-    sh([str(system), "-m", "venv", "--without-pip", str(venv)])
-    site = sh([str(venv / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"]).stdout
-    packages = sysconfig.get_paths()["purelib"]   # the project's venv: its packages, and gitopsd (editable)
-    Path(site.strip(), "gitopsd-tests.pth").write_text(f"import site; site.addsitedir({packages!r})\n")
-    for name, module in (("gitopsd", "gitopsd.cli"), ("ansible-playbook", "ansible.cli.playbook")):
-        script = venv / "bin" / name
-        script.write_text(f"#!{venv / 'bin' / 'python'}\nimport sys\nfrom {module} import main\nsys.exit(main())\n")
-        script.chmod(0o755)
-    return venv / "bin"
 
 
 class Server:
