@@ -4,8 +4,9 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 # Debian packages the tests use: git, systemd-analyze (systemd), sshd for real SSH targets, and a real
-# Prometheus (with promtool) scraping the daemon's /metrics and evaluating monitoring/alerts.yml.
-DEBIAN_PACKAGES := git systemd openssh-server openssh-client bubblewrap util-linux prometheus
+# Prometheus (with promtool) scraping the daemon's /metrics and evaluating monitoring/alerts.yml, and chromium
+# for the web dashboard's browser tests (Playwright drives it: no browser download).
+DEBIAN_PACKAGES := git systemd openssh-server openssh-client bubblewrap util-linux prometheus chromium
 
 .PHONY: venv deps demo lint test test-fast bench clean
 

@@ -315,9 +315,14 @@ class Store:
         rows = self._rows("SELECT * FROM deployments WHERE id = ?", (deployment_id,))
         return self._deployment(rows[0]) if rows else None
 
-    def history(self, *, repo: str | None = None, env: str | None = None, limit: int = 20) -> list[Deployment]:
+    def history(self, *, repo: str | None = None, env: str | None = None, limit: int = 20,
+                before: int | None = None) -> list[Deployment]:
+        """Deployments newest first; `before`: only those with a smaller id (the next page, however deep)."""
         where: list[str] = []
         args: list[object] = []
+        if before is not None:
+            where.append("id < ?")
+            args.append(before)
         if repo:
             where.append("repo = ?")
             args.append(repo)

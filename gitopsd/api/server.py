@@ -25,11 +25,14 @@ log = logging.getLogger("gitopsd.api")
 class ApiServer:
     """A running API: where it listens, and how to stop it."""
 
-    def __init__(self, server: uvicorn.Server, thread: threading.Thread, address: str):
+    def __init__(self, server: uvicorn.Server, thread: threading.Thread, address: str,
+                 stopping: threading.Event | None = None):
         self.server, self.thread, self.address = server, thread, address
+        self.stopping = stopping or threading.Event()   # ends the dashboard's event streams, which never end alone
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop taking requests, let those in flight finish (up to `timeout`), and end the thread."""
+        self.stopping.set()
         self.server.should_exit = True
         self.thread.join(timeout)
         if self.thread.is_alive():
@@ -76,6 +79,11 @@ def serve(config: Callable[[], Config], store: Store, on_status: Callable[[str],
         return current.tokens_file if current is not None else api.tokens_file
 
     app = create_app(config, store, TokenCheck(tokens_file), on_status, human_gates, metrics)
+    stopping = threading.Event()
+    web = getattr(config(), "web", None)
+    if web is not None:   # the dashboard at /, the API and /metrics where they were (README, "Web dashboard")
+        from ..web.app import create_web_app
+        app = create_web_app(config, human_gates=human_gates, api=app, stopping=stopping)
     logging.getLogger("uvicorn").setLevel(logging.WARNING)   # its start and stop lines; errors still show
     settings = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off", http="h11", loop="asyncio",
                               ws="none", server_header=False, timeout_graceful_shutdown=3)
@@ -91,6 +99,7 @@ def serve(config: Callable[[], Config], store: Store, on_status: Callable[[str],
 
     thread = threading.Thread(target=run, name="api", daemon=True)
     thread.start()
-    log.info("HTTP API listening on http://%s/api/v1/ (tokens in %s)%s", address, api.tokens_file,
-             f", metrics on http://{address}/metrics" if metrics is not None else "")
-    return ApiServer(server, thread, address)
+    log.info("HTTP API listening on http://%s/api/v1/ (tokens in %s)%s%s", address, api.tokens_file,
+             f", metrics on http://{address}/metrics" if metrics is not None else "",
+             f", the web dashboard on http://{address}/" if web is not None else "")
+    return ApiServer(server, thread, address, stopping)

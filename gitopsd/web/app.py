@@ -1,0 +1,214 @@
+"""The web dashboard as a Starlette app, served at / by the daemon's uvicorn server beside /api/v1 and /metrics.
+
+The pages (pages.py) only read; who you are and the forms that act (promote, roll back, retry,
+sign off, approve) are auth.py and actions.py, mounted here with their session middleware. Live
+updates are server-sent events: /events says "changed" and each page fetches itself again;
+/deployments/ID/output streams a running deployment's Ansible output.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from pathlib import Path
+from typing import Any, AsyncIterator, Callable
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from ..adapters.store import Store
+from ..core.errors import GitError, StoreError
+from ..core.settings import Config, Environment, Repository
+from . import pages
+
+log = logging.getLogger("gitopsd.web")
+
+KEEPALIVE = 15.0      # seconds between comments on an idle event stream (proxies close silent ones)
+STREAM_POLL = 0.25    # seconds between looks at a running deployment's output files
+# Pages may load only what this server sends: no inline script, no other origin. htmx is told (meta
+# htmx-config) not to add inline styles or evaluate attributes, so it works under this policy.
+SECURITY_HEADERS = {
+    "content-security-policy": "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+                               "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    "x-content-type-options": "nosniff", "referrer-policy": "same-origin", "cache-control": "no-store",
+}
+ROLES = ("viewer", "deployer", "approver", "admin")
+
+
+def create_web_app(config: Callable[[], Config], store: Store | None = None, *,
+                   human_gates: Callable[[str, dict[str, Any]], dict[str, Any]] | None = None,
+                   api: ASGIApp | None = None, stopping: threading.Event | None = None,
+                   interval: float = 0.2) -> ASGIApp:
+    """The dashboard over the daemon's (current) config and a read-only store; requests to /api/ and /metrics
+    go to `api`. `human_gates` is the daemon's HumanGates.handle, for the forms that sign off and approve;
+    `stopping` ends the event streams when the server stops."""
+    reader = store if store is not None else Store(config().database, readonly=True)
+    stopping = stopping or threading.Event()
+    changes = pages.Changes(config().database, lambda: [r.path for r in config().repositories], interval)
+    changes.stopping = stopping
+    env = pages.templates()
+    try:
+        from . import actions, auth
+    except ImportError:   # until Engineer A's modules land
+        from . import _standin as actions, _standin as auth   # type: ignore[no-redef]
+
+    def render(request: Request, name: str, status: int = 200, **values: Any) -> HTMLResponse:
+        user = auth.current_user(request)
+        body = env.get_template(name).render(
+            request=request, user=user, csrf=auth.csrf_token(request) if user is not None else "",
+            role=lambda repo, env_name: auth.role(user, repo, env_name) if user is not None else None,
+            at_least=lambda have, want: have in ROLES and ROLES.index(have) >= ROLES.index(want),
+            path=request.url.path, **values)
+        return HTMLResponse(body, status_code=status, headers=SECURITY_HEADERS)
+
+    def signed_in(request: Request) -> None:
+        """Every page needs a signed-in user (a viewer at least): otherwise off to the login page."""
+        if auth.current_user(request) is None:
+            raise HTTPException(303, headers={"location": f"/login?next={request.url.path}"})
+
+    def repository(name: str) -> Repository:
+        repo = config().repository(name)
+        if repo is None:
+            raise HTTPException(404, f"no repository named {name!r}")
+        return repo
+
+    def environment(repo: Repository, name: str) -> Environment:
+        found = repo.environment(name)
+        if found is None:
+            raise HTTPException(404, f"repository {repo.name} has no environment {name!r}")
+        return found
+
+    async def blocking(fn: Callable[..., Any], *args: Any) -> Any:
+        """Git and SQLite off the event loop; their failure is a page that says so, not a crash."""
+        try:
+            return await run_in_threadpool(fn, *args)
+        except (StoreError, GitError, OSError) as exc:
+            log.warning("web page failed: %s", exc)
+            raise HTTPException(503, "the state database or a repository is unavailable; try again") from exc
+
+    async def pipeline_page(request: Request) -> Response:
+        signed_in(request)
+        rows = await blocking(pages.pipeline, config(), reader)
+        return render(request, "pipeline.html", rows=rows, title="Pipeline")
+
+    async def environment_page(request: Request) -> Response:
+        signed_in(request)
+        repo = repository(request.path_params["repo"])
+        env_ = environment(repo, request.path_params["env"])
+        raw = request.query_params.get("before", "")
+        if raw and not raw.isdigit():
+            raise HTTPException(404, "before must be a deployment number")
+        view = await blocking(pages.environment_page, config(), reader, repo, env_, int(raw) if raw else None)
+        return render(request, "environment.html", repo=repo, env=env_, title=f"{repo.name} / {env_.name}",
+                      first_page=not raw, **view)
+
+    def deployment_of(request: Request) -> Any:
+        dep = reader.get(int(request.path_params["id"]))
+        repo = config().repository(dep.repo) if dep is not None else None
+        if dep is None or repo is None or repo.environment(dep.env) is None:
+            raise HTTPException(404, f"no deployment #{request.path_params['id']}")
+        return dep
+
+    async def deployment_page(request: Request) -> Response:
+        signed_in(request)
+        dep = await blocking(deployment_of, request)
+        output = None
+        if not dep.active:   # finished: the whole output in the page (readable without JavaScript)
+            output = await blocking(lambda: pages.OutputTail(config().state_dir, dep).read())
+        return render(request, "deployment.html", d=dep, output=output, batches=dep.batches,
+                      title=f"Deployment #{dep.id}")
+
+    async def rc_page(request: Request) -> Response:
+        signed_in(request)
+        repo = repository(request.path_params["repo"])
+        view = await blocking(pages.rc_page, repo, reader, request.path_params["name"].removeprefix("rc/"))
+        if view is None:
+            raise HTTPException(404, f"no release candidate rc/{request.path_params['name']} in {repo.name}")
+        env_ = repo.environment(view["target_env"])
+        return render(request, "rc.html", repo=repo, rc=view, env=env_, title=f"rc/{view['name']}")
+
+    async def events(request: Request) -> Response:
+        """Server-sent events: `change` with a number that goes up whenever something a page shows may have."""
+        signed_in(request)
+        changes.start()
+
+        async def stream() -> AsyncIterator[str]:
+            # retry: how soon the browser connects again when the daemon restarts under the page
+            yield f"retry: 1000\n{pages.sse('hello', str(changes.version))}"
+            seen, quiet = changes.version, 0.0
+            while not stopping.is_set():
+                await asyncio.sleep(changes.interval / 2)
+                quiet += changes.interval / 2
+                if changes.version != seen:
+                    seen, quiet = changes.version, 0.0
+                    yield pages.sse("change", str(seen))
+                elif quiet >= KEEPALIVE:
+                    quiet = 0.0
+                    yield ": keepalive\n\n"
+        return StreamingResponse(stream(), media_type="text/event-stream",
+                                 headers={"cache-control": "no-store", "x-accel-buffering": "no"})
+
+    async def output_stream(request: Request) -> Response:
+        """A deployment's Ansible output as it is written: `output` events of HTML lines, then `end`."""
+        signed_in(request)
+        dep = await blocking(deployment_of, request)
+        tail = pages.OutputTail(config().state_dir, dep)
+
+        async def stream() -> AsyncIterator[str]:
+            yield "retry: 2000\n\n"
+            while not stopping.is_set():
+                current = await run_in_threadpool(reader.get, dep.id)
+                for chunk in await run_in_threadpool(tail.read):
+                    yield pages.sse("output", str(chunk).rstrip("\n"))
+                if current is None or not current.active:
+                    for chunk in await run_in_threadpool(tail.read):
+                        yield pages.sse("output", str(chunk).rstrip("\n"))
+                    yield pages.sse("end", current.result if current else "gone")
+                    return
+                await asyncio.sleep(STREAM_POLL)
+        return StreamingResponse(stream(), media_type="text/event-stream",
+                                 headers={"cache-control": "no-store", "x-accel-buffering": "no"})
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        if exc.status_code in (301, 302, 303, 307):
+            return RedirectResponse(exc.headers.get("location", "/") if exc.headers else "/", status_code=exc.status_code)
+        return render(request, "error.html", status=exc.status_code, status_code=exc.status_code, message=exc.detail,
+                      title="Not found" if exc.status_code == 404 else "Error")
+
+    routes: list[BaseRoute] = [
+        Route("/", pipeline_page, methods=["GET"]),
+        Route("/repos/{repo}/envs/{env}", environment_page, methods=["GET"]),
+        Route("/repos/{repo}/rcs/{name}", rc_page, methods=["GET"]),
+        Route("/deployments/{id:int}", deployment_page, methods=["GET"]),
+        Route("/deployments/{id:int}/output", output_stream, methods=["GET"]),
+        Route("/events", events, methods=["GET"]),
+        Mount("/static", StaticFiles(directory=str(pages.STATIC)), name="static"),
+        *auth.routes(),
+        *actions.routes(config, reader, human_gates=human_gates, render=render),
+    ]
+    web = Starlette(routes=routes, exception_handlers={HTTPException: http_error},
+                    middleware=auth.middleware(config))
+    return ApiBeside(web, api) if api is not None else web
+
+
+class ApiBeside:
+    """/api/... and /metrics to the HTTP API's app, everything else to the dashboard."""
+
+    def __init__(self, web: ASGIApp, api: ASGIApp):
+        self.web, self.api = web, api
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        app = self.api if path.startswith("/api/") or path == "/api" or path == "/metrics" else self.web
+        await app(scope, receive, send)
+
+
+def static_root() -> Path:
+    return pages.STATIC
