@@ -25,6 +25,7 @@ from .core.settings import (STATUS_CONTEXT_MAX, Api, Approvals, CheckError, Sign
                             Notify, PrometheusCheck, Repository, Rollout, SandboxPolicy, Verify)
 from .core.settings import Drift, Watch
 from .core.settings import Grafana
+from .core.settings import ExecutionNode
 from .gate.snapshot import file_stamp
 from .adapters.sandbox import SandboxError, check as sandbox_check, default_user as default_sandbox_user
 from .gate.windows import Window, WindowError, Cron, parse_duration
@@ -66,7 +67,8 @@ class ConfigError(ConfigurationError):
 
 
 TOP_KEYS = {"state_dir", "runtime_dir", "sweep_interval", "max_parallel", "stop_grace",
-            "keep_workdirs", "identity_env", "repositories", "sandbox", "ssh", "api", "groups", "grafana"}
+            "keep_workdirs", "identity_env", "repositories", "sandbox", "ssh", "api", "groups", "grafana",
+            "execution_nodes"}
 APPROVALS_KEYS = {"required", "approvers", "required_groups", "forbid_self_approval", "expire_after"}
 SIGNOFF_KEYS = {"env", "count"}
 API_KEYS = {"listen", "tokens_file"}
@@ -80,7 +82,7 @@ REPO_KEYS = {"name", "path", "environments", "ci"}
 ENV_KEYS = {"name", "branch", "promote_from", "inventory", "playbook", "timeout", "auto_rollback",
             "retries", "retry_backoff", "retry_backoff_max", "windows", "override_by", "rollout", "verify",
             "notify", "vault_password_file", "require_checks", "auto_promote", "signoff_by", "require_signoff",
-            "approvals", "watch", "drift"}
+            "approvals", "watch", "drift", "execution_node"}
 WATCH_KEYS = {"for", "interval", "http", "prometheus", "inconclusive"}
 WATCH_PROMETHEUS_KEYS = {"url", "query", "max", "min", "name", "timeout", "retries"}
 DRIFT_KEYS = {"interval", "heal"}
@@ -266,6 +268,8 @@ def _normalize(raw: Any, source: Path, check: _Checker, writable: bool) -> Confi
         check.add("runtime_dir", f"the nudge socket {runtime_dir / 'nudge.sock'} would be {len(socket)} bytes long; "
                                  f"Unix socket paths hold at most {SOCKET_PATH_MAX}: choose a shorter runtime_dir")
     known_hosts = _known_hosts(top.get("ssh", {}), base, state_dir, check)
+    nodes = _execution_nodes(top.get("execution_nodes", []), base, check)
+    _placements(repos, nodes, check)
     return Config(
         source=source.resolve(),
         state_dir=state_dir,
@@ -281,6 +285,7 @@ def _normalize(raw: Any, source: Path, check: _Checker, writable: bool) -> Confi
         known_hosts=known_hosts,
         api=_api(top["api"], base, check) if "api" in top else None,
         grafana=_grafana(top["grafana"], base, check) if "grafana" in top else None,
+        execution_nodes=nodes,
         groups=tuple((name, tuple(members)) for name, members in groups.items()),
     )
 
@@ -418,6 +423,73 @@ def _api(raw: Any, base: Path, check: _Checker) -> Api | None:
 
 
 GRAFANA_KEYS = {"url", "token_file", "dashboard_uid", "timeout"}
+NODE_KEYS = {"name", "ssh", "port", "identity_file", "max_parallel"}
+NODE_USER_RE = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
+NODE_HOST_RE = re.compile(r"^(?:[A-Za-z0-9][A-Za-z0-9.-]{0,252}|\[[0-9A-Fa-f:.]+\])$")
+PLACEMENTS = ("local", "any")   # execution_node: besides a node's name
+
+
+def _execution_nodes(raw: Any, base: Path, check: _Checker) -> tuple[ExecutionNode, ...]:
+    """`execution_nodes: [{name, ssh: user@host, port?, identity_file?, max_parallel?}]`: where playbooks may run."""
+    if not isinstance(raw, list):
+        check.add("execution_nodes", "must be a list of nodes, e.g. [{name: runner1, ssh: deployer@10.0.0.5}]")
+        return ()
+    nodes: list[ExecutionNode] = []
+    for i, item in enumerate(raw):
+        key = f"execution_nodes[{i}]"
+        data = check.mapping(item, key, NODE_KEYS)
+        if not data:
+            continue
+        name = data.get("name")
+        if not isinstance(name, str) or not NAME_RE.match(name) or name in PLACEMENTS:
+            check.add(f"{key}.name", f"must be a plain name (lowercase letters, digits, '-' or '_') other than "
+                                     f"local and any, not {name!r}")
+            name = ""
+        elif any(n.name == name for n in nodes):
+            check.add(f"{key}.name", f"execution node {name!r} is defined twice")
+        ssh = data.get("ssh")
+        user, _, host = ssh.partition("@") if isinstance(ssh, str) else ("", "", "")
+        if not (NODE_USER_RE.match(user) and NODE_HOST_RE.match(host)):
+            check.add(f"{key}.ssh", f"must be user@host (a login name and a host name or address), not {ssh!r}")
+        port = int(check.number(data, "port", key, 22, integer=True, minimum=1, maximum=65535, what="a TCP port"))
+        identity = None
+        if "identity_file" in data:
+            value = data["identity_file"]
+            if not isinstance(value, str) or not value:
+                check.add(f"{key}.identity_file", f"must be the path of an SSH private key, not {value!r}")
+            else:
+                try:
+                    identity = _resolve(base, value)
+                except ValueError as exc:
+                    check.add(f"{key}.identity_file", str(exc))
+        parallel = int(check.number(data, "max_parallel", key, ExecutionNode.max_parallel, integer=True, minimum=1,
+                                    maximum=1000, what="a thousand deployments"))
+        if name:
+            nodes.append(ExecutionNode(name, user, host, port, identity, parallel))
+    return tuple(nodes)
+
+
+def _execution_node(data: dict[str, Any], key: str, check: _Checker) -> str:
+    """An environment's execution_node: local (the default), any, or a node's name (checked against the nodes later)."""
+    value = data.get("execution_node", "local")
+    if not isinstance(value, str) or not NAME_RE.match(value):
+        check.add(f"{key}.execution_node", f"must be local, any or the name of an execution node, not {value!r}")
+        return "local"
+    return value
+
+
+def _placements(repos: list[Repository], nodes: tuple[ExecutionNode, ...], check: _Checker) -> None:
+    """Each environment's execution_node names a configured node (any needs at least one)."""
+    names = [n.name for n in nodes]
+    for i, repo in enumerate(repos):
+        for j, env in enumerate(repo.environments):
+            where = env.execution_node
+            if where == "local" or where in names:
+                continue
+            known = ", ".join(names) if names else "none: add execution_nodes at the top of the config"
+            check.add(f"repositories[{i}].environments[{j}].execution_node",
+                      f"{where!r} is not an execution node (configured: {known}); use local, any or a node's name"
+                      if where != "any" else f"any places on the execution nodes, and there are {known}")
 
 
 def _grafana(raw: Any, base: Path, check: _Checker) -> Grafana | None:
@@ -801,6 +873,7 @@ def _environment(raw: Any, key: str, previous_branch: str, check: _Checker) -> E
         auto_promote=_flag(data, "auto_promote", key, check),
         watch=_watch(data["watch"], f"{key}.watch", check) if "watch" in data else None,
         drift=_drift(data["drift"], f"{key}.drift", check) if "drift" in data else None,
+        execution_node=_execution_node(data, key, check),
     )
 
 

@@ -23,6 +23,7 @@ from typing import IO, TYPE_CHECKING, Callable
 from . import config as config_mod
 from .gate import snapshot
 from . import install_hooks
+from . import nodes
 from .gate import policy
 from .gate.nudge import REFUSED, Nudge
 from .adapters import runner
@@ -116,13 +117,15 @@ def sandbox_policy(config: Config) -> SandboxPolicy:
     return replace(config.sandbox, hide=hide)
 
 
-def real_toolbox(config: Config) -> Toolbox:
-    """Ansible (in the sandbox), its inventory parser (in the sandbox too) and the HTTP/Prometheus checks, for real."""
+def real_toolbox(config: Config, placement: nodes.Placement | None = None) -> Toolbox:
+    """Ansible (in the sandbox, or on an execution node), its inventory parser (in the sandbox) and the checks, for real."""
     from .adapters import checks
     sandboxed = sandbox_policy(config)
+    placement = placement or nodes.Placement(config.execution_nodes, config.known_hosts)
 
     def run_playbook(run: PlaybookRun, cancel: threading.Event) -> RunOutcome:
-        return runner.run_playbook(run, cancel, sandboxed)
+        return placement.run(run, cancel, nodes.placed(config, run), sandboxed,
+                             lambda: runner.run_playbook(run, cancel, sandboxed))
 
     def hosts_of(run: PlaybookRun, names: tuple[str, ...], cancel: threading.Event) -> list[HostInfo]:
         return runner.read_hosts(run.inventory, names, workdir=run.workdir,
@@ -190,7 +193,8 @@ class Daemon:
         # Post-deploy watch rounds and drift checks: never waiting behind (or holding up) deployments.
         self.monitor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="monitor")
         judge = PolicyJudge(lambda: self.reconciler.config, self.store)
-        self.reconciler = Reconciler(config, self.store, PygitPort(), real_toolbox(config),
+        self.placement = nodes.Placement(config.execution_nodes, config.known_hosts)   # kept across reloads
+        self.reconciler = Reconciler(config, self.store, PygitPort(), real_toolbox(config, self.placement),
                                      submit=self.pool.submit, schedule=self.schedule, on_change=self._status,
                                      judge=judge, notify=notify, background=self.monitor.submit)
         self.promoter = AutoPromoter(self.store, self.store, judge.gate_config, announce=self._auto_promoted)
@@ -361,7 +365,8 @@ class Daemon:
         self._stop_triggers()
         self.config = new
         self.reconciler.config = new
-        self.reconciler.tools = real_toolbox(new)   # the sandbox hides the repositories of the new config too
+        self.placement.configure(new.execution_nodes, new.known_hosts)
+        self.reconciler.tools = real_toolbox(new, self.placement)   # the sandbox hides the new config's repositories too
         self._save_gate()
         self._refresh_hooks()
         self._start_triggers()

@@ -228,6 +228,7 @@ class Environment:
     approvals: Approvals | None = None        # a release candidate with these approvals is needed to come here
     watch: Watch | None = None                # checks that keep running after a successful deployment
     drift: Drift | None = None                # drift detection: check-mode runs of the deployed tree
+    execution_node: str = "local"            # where its playbook runs: local | any | a node's name (nodes.py)
 
 
 @dataclass(frozen=True)
@@ -266,6 +267,22 @@ class Grafana:
 
 
 @dataclass(frozen=True)
+class ExecutionNode:
+    """`execution_nodes[i]`: a machine that runs playbooks through `ansible-runner worker` over SSH (nodes.py)."""
+
+    name: str
+    user: str
+    host: str
+    port: int = 22
+    identity_file: Path | None = None         # ssh -i; None: ssh's own defaults for the daemon's user
+    max_parallel: int = 4                     # deployments at once on this node; more wait for a slot
+
+    @property
+    def destination(self) -> str:
+        return f"{self.user}@{self.host}"
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole server configuration, validated."""
 
@@ -283,6 +300,7 @@ class Config:
     known_hosts: Path = Path("/var/lib/gitopsd/.ssh/known_hosts")   # the only host keys ssh accepts (README, "SSH trust")
     api: Api | None = None                      # the HTTP API; None: off
     grafana: Grafana | None = None              # deployment annotations in Grafana; None: off
+    execution_nodes: tuple[ExecutionNode, ...] = ()   # remote runners (README, "Execution nodes"); none: all local
     groups: tuple[tuple[str, tuple[str, ...]], ...] = ()   # `groups:` name -> identities (for signoff_by, approvers)
 
     @property
@@ -300,6 +318,9 @@ class Config:
 
     def repository(self, name: str) -> Repository | None:
         return by_name(self.repositories, name)
+
+    def execution_node(self, name: str) -> ExecutionNode | None:
+        return by_name(self.execution_nodes, name)
 
     def repository_at(self, path: Path) -> Repository | None:
         return by_path(self.repositories, path)
