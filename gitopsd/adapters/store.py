@@ -1,8 +1,12 @@
-"""The state store: deployments and per-environment retry status in SQLite (WAL).
+"""The state store: deployments and per-environment retry status in SQLite (WAL), or in PostgreSQL.
 
 Readers (hooks, `gitopsd status`) never block the daemon. Every write is one short transaction,
 so a daemon killed at any instant leaves a consistent store; a deployment still `running` when
 the daemon starts again was interrupted.
+
+The statements are written once, in SQLite's dialect; with `database: postgresql://...` they run
+on PostgreSQL through adapters/pgstore.py, which rewrites them (adapters/dialect.py) and keeps the
+pre-receive hook's read model in a local SQLite file. The schema is versioned (adapters/migrations.py).
 """
 from __future__ import annotations
 
@@ -12,9 +16,10 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, TypeVar, cast
 
 from ..gate import approvals, required, snapshot
+from . import dialect as dialects, migrations
 from .storeerrors import translate
 from ..core.types import (Admission, Block, Deployment, DriftReport, FailureStatus, Hold, HostInfo, Kind, Result,
                           TaskChange, WatchWindow, iso)
@@ -181,7 +186,7 @@ def _translated(method: Callable[..., T]) -> Callable[..., T]:
         try:
             return method(self, *args, **kwargs)
         except (sqlite3.Error, OSError) as exc:
-            raise translate(str(self.path), exc) from exc
+            raise translate(self.location, exc) from exc
     return wrapper
 
 
@@ -193,13 +198,33 @@ def _errors_translated(cls: type[T]) -> type[T]:
     return cls
 
 
+def full_schema() -> str:
+    """Every table of the store, the gate's included, in SQLite's dialect (migrations create them where missing)."""
+    return SCHEMA + snapshot.SCHEMA + required.SCHEMA + approvals.SCHEMA
+
+
+# How long the daemon's writes wait for a PostgreSQL that went away (restart, failover) before failing.
+PG_WRITE_RETRY = 600.0
+
+
 @_errors_translated
 class Store:
-    """SQLite-backed state. Safe to share between the daemon's threads. Raises StoreError, never sqlite3.Error."""
+    """The daemon's state. Safe to share between the daemon's threads. Raises StoreError, never sqlite3.Error.
 
-    def __init__(self, path: Path, *, readonly: bool = False):
+    SQLite at `path` by default; with `url` (postgresql://...), PostgreSQL, and `path` is then the local
+    SQLite file the pre-receive hook reads (written by a writable store only).
+    """
+
+    def __init__(self, path: Path, *, readonly: bool = False, url: str = "", retry_for: float | None = None):
         self.path = Path(path)
+        self.url = url
+        self.location = str(self.path)
         self._lock = threading.Lock()
+        self.versions = (migrations.LATEST, migrations.LATEST)   # the schema's version before and after opening
+        self.dialect: dialects.SQLite = dialects.SQLite()
+        if url:
+            self._open_postgresql(readonly, PG_WRITE_RETRY if retry_for is None and not readonly else retry_for or 0.0)
+            return
         if readonly:
             db = snapshot.connect_readonly(str(self.path), check_same_thread=False)   # see there: readers in the group
             if db is None:
@@ -211,11 +236,55 @@ class Store:
             self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=30, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(SCHEMA + snapshot.SCHEMA + required.SCHEMA + approvals.SCHEMA)
+            self.versions = self._upgrade(self._db, self.dialect)
         self._db.row_factory = sqlite3.Row
+
+    @classmethod
+    def of(cls, config: Any, *, readonly: bool = False) -> Store:
+        """The store a loaded configuration names: `database:` (PostgreSQL) or the SQLite file in state_dir."""
+        return cls(config.database, readonly=readonly, url=getattr(config, "database_url", ""))
+
+    def _upgrade(self, db: Any, dialect: dialects.SQLite) -> tuple[int, int]:
+        try:
+            return migrations.upgrade(db, dialect, full_schema())
+        except ValueError as exc:   # written by a newer gitopsd
+            raise sqlite3.DatabaseError(f"{self.location}: {exc}") from exc
+
+    def _open_postgresql(self, readonly: bool, retry_for: float) -> None:
+        """PostgreSQL at self.url; a writable store also keeps the hook's read model at self.path, copied whole now."""
+        from . import pgstore
+        self.location = pgstore.redact(self.url)
+        self.dialect = dialects.PostgreSQL(dialects.primary_keys(full_schema()))
+        mirror = None
+        if not readonly:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            mirror = sqlite3.connect(self.path, check_same_thread=False, timeout=30, isolation_level=None)
+            mirror.execute("PRAGMA journal_mode=WAL")
+            mirror.execute("PRAGMA synchronous=NORMAL")
+            migrations.upgrade(mirror, dialects.SQLite(), full_schema())
+        try:
+            pg = pgstore.Connection(self.url, self.dialect, retry_for=retry_for, mirror=mirror,
+                                    max_size=2 if readonly else 4)
+        except BaseException:
+            if mirror is not None:
+                mirror.close()
+            raise
+        # pgstore.Connection answers the few sqlite3.Connection methods the store calls, with the same rows.
+        self._db = cast(sqlite3.Connection, pg)
+        self._mirror = mirror
+        if not readonly:
+            self.versions = self._upgrade(pg, self.dialect)
+            pg.resync_mirror()
+
+    @property
+    def backend(self) -> str:
+        return self.dialect.name
 
     def close(self) -> None:
         self._db.close()
+        mirror: sqlite3.Connection | None = getattr(self, "_mirror", None)
+        if mirror is not None:
+            mirror.close()
 
     def __enter__(self) -> Store:
         return self
@@ -231,17 +300,9 @@ class Store:
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                seq = self._db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'deployments'").fetchone()
-                top = self._db.execute("SELECT MAX(id) FROM deployments").fetchone()[0]
-                if max(seq[0] if seq else 0, top or 0) >= n:
-                    self._db.execute("COMMIT")
-                    return None
-                if seq:
-                    self._db.execute("UPDATE sqlite_sequence SET seq = ? WHERE name = 'deployments'", (n,))
-                else:
-                    self._db.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('deployments', ?)", (n,))
+                moved = self.dialect.id_floor(self._db, "deployments", n)
                 self._db.execute("COMMIT")
-                return n + 1
+                return n + 1 if moved else None
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
@@ -287,8 +348,7 @@ class Store:
 
     def set_progress(self, deployment_id: int, progress: dict[str, int | None]) -> None:
         """Record where a running deployment is (Progress.as_json(), e.g. batch 2 of 3), for `gitopsd status`."""
-        self._write("UPDATE deployments SET detail = json_set(COALESCE(detail, '{}'), '$.progress', json(?))"
-                    " WHERE id = ?", (json.dumps(progress), deployment_id))
+        self._write(self.dialect.SET_PROGRESS, (json.dumps(progress), deployment_id))
 
     def set_workdir(self, deployment_id: int, workdir: Path) -> None:
         self._write("UPDATE deployments SET workdir = ? WHERE id = ?", (str(workdir), deployment_id))
@@ -364,7 +424,7 @@ class Store:
         """Work folders of finished deployments beyond the newest `keep` per environment."""
         rows = self._rows(
             "SELECT id, workdir FROM (SELECT id, workdir, result, ROW_NUMBER() OVER (PARTITION BY repo, env ORDER BY id DESC)"
-            " AS n FROM deployments WHERE workdir IS NOT NULL) WHERE n > ? AND result NOT IN ('queued', 'running')", (keep,))
+            " AS n FROM deployments WHERE workdir IS NOT NULL) AS numbered WHERE n > ? AND result NOT IN ('queued', 'running')", (keep,))
         return [(int(r["id"]), str(r["workdir"])) for r in rows]
 
     def clear_workdir(self, deployment_id: int) -> None:
@@ -676,7 +736,7 @@ class Store:
                f" SELECT ?1, ?2, ?3, ?4, ?5, CASE WHEN s.via IN ({marks}) THEN NULL ELSE ?5 - MIN(?6, COALESCE("  # noqa: S608 (placeholders only; values are bound)
                " s.first_seen, (SELECT MIN(d.started_at) FROM commits_deployed c JOIN deployments d"
                " ON d.id = c.deployment_id WHERE c.repo = ?1 AND c.commit_id = ?3), ?6)) END"
-               " FROM (SELECT 1) LEFT JOIN commits_seen s ON s.repo = ?1 AND s.commit_id = ?3")
+               " FROM (SELECT 1) AS one LEFT JOIN commits_seen s ON s.repo = ?1 AND s.commit_id = ?3")
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -752,12 +812,7 @@ class Store:
     def check_totals(self, after: int, upto: int) -> list[tuple[Any, ...]]:
         """(repo, env, type, passed, count) of the checks recorded by finished deployments with ids in (after, upto];
         `type` is the first word of the check's name (http, prometheus, playbook)."""
-        return [tuple(r) for r in self._rows(
-            "SELECT d.repo, d.env, substr(json_extract(c.value, '$.name'), 1,"
-            " instr(json_extract(c.value, '$.name') || ' ', ' ') - 1) AS check_type, json_extract(c.value, '$.ok') AS check_ok,"
-            " COUNT(*) FROM deployments d, json_each(d.detail, '$.batches') b, json_each(b.value, '$.checks') c"
-            " WHERE d.id > ? AND d.id <= ? AND d.result NOT IN ('queued', 'running') AND d.detail LIKE '%\"checks\"%'"
-            " GROUP BY d.repo, d.env, check_type, check_ok", (after, upto))]
+        return [tuple(r) for r in self._rows(self.dialect.CHECK_TOTALS, (after, upto))]
 
     # -- post-deploy watches and drift detection (core/reconcile.py) ---------------------------------------------
     def start_watch(self, watch: WatchWindow) -> None:
@@ -812,7 +867,7 @@ class Store:
 
     def drift_report(self, repo: str, env: str, deployment_id: int | None = None) -> DriftReport | None:
         """The environment's newest drift report (of that deployment, when given)."""
-        where, args = "repo = ? AND env = ?", [repo, env]
+        where, args = "repo = ? AND env = ?", [repo, env]   # type: tuple[str, list[Any]]
         if deployment_id is not None:
             where, args = where + " AND deployment_id = ?", [*args, deployment_id]
         try:

@@ -19,10 +19,14 @@ if TYPE_CHECKING:   # annotations only: the hook imports this when it refuses a 
     from typing import Callable
 
 PERMISSION, DAMAGED, BUSY, FULL, OTHER = "permission", "damaged", "busy", "full", "other"
+UNREACHABLE = "unreachable"   # PostgreSQL down or not where the config says (adapters/pgstore.py)
 
 
 def classify(exc: BaseException) -> str:
     """Given an error from opening or using the store, say which kind of trouble it is."""
+    kind = getattr(exc, "store_kind", None)   # pgstore's errors know their kind
+    if isinstance(kind, str):
+        return kind
     text = str(exc).lower()
     if isinstance(exc, OSError):
         if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
@@ -63,6 +67,8 @@ def owner_and_group(path: str) -> tuple[str, str, bool]:
 def explain(database: str, exc: BaseException) -> str:
     """One line for an operator: what is wrong with which file, and what to do."""
     kind = classify(exc)
+    if database.startswith(("postgresql:", "postgres:")):
+        return _explain_postgresql(kind, exc)
     where = getattr(exc, "filename", None) or database
     if kind == PERMISSION:
         user = _name(pwd.getpwuid, os.geteuid(), "pw_name")
@@ -85,6 +91,17 @@ def explain(database: str, exc: BaseException) -> str:
     return f"the state database {database} failed: {exc}. Run with --debug to see where."
 
 
+def _explain_postgresql(kind: str, exc: BaseException) -> str:
+    """The line for a PostgreSQL store; its error's text starts with the URL, password left out (pgstore.redact)."""
+    if kind == UNREACHABLE:
+        return (f"cannot reach the PostgreSQL state database {exc}. Start PostgreSQL or fix `database:` in the "
+                f"config; the daemon keeps trying.")
+    if kind == PERMISSION:
+        return (f"the PostgreSQL state database refused gitopsd: {exc}. Check the user and password in `database:` "
+                f"(or ~/.pgpass) and that the user may use that database (GRANT).")
+    return f"the PostgreSQL state database failed: {exc}. Run with --debug to see where."
+
+
 class StoreBusy(StoreError, TransientError):
     """Another process holds the database, or its disk is full: the next attempt may succeed."""
 
@@ -97,9 +114,14 @@ class StoreDamaged(StoreError, StalledError):
     """The database file is not a database any more: a person moves it aside."""
 
 
-_KINDS = {BUSY: StoreBusy, FULL: StoreBusy, PERMISSION: StoreUnusable, DAMAGED: StoreDamaged}
+class StoreUnreachable(StoreError, TransientError):
+    """The PostgreSQL server cannot be reached now: it may be back on the next attempt."""
+
+
+_KINDS = {BUSY: StoreBusy, FULL: StoreBusy, PERMISSION: StoreUnusable, DAMAGED: StoreDamaged,
+          UNREACHABLE: StoreUnreachable}
 
 
 def translate(database: str, exc: BaseException) -> StoreError:
-    """The StoreError to raise for `exc` (sqlite3.Error or OSError) from the database at `database`."""
+    """The StoreError to raise for `exc` (sqlite3.Error or OSError) from the database at `database` (a file or a URL)."""
     return _KINDS.get(classify(exc), StoreError)(explain(database, exc))

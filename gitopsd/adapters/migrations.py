@@ -1,0 +1,67 @@
+"""Versioned schema migrations of the state store, the same steps for SQLite and PostgreSQL (README, "PostgreSQL").
+
+The store's tables are declared once (store.SCHEMA and the gate's), in SQLite's dialect, with
+CREATE ... IF NOT EXISTS: every upgrade creates what is missing, so a table added there needs no
+step. Anything else (a column, a changed meaning, moved data) is a numbered step below, run once
+per database in order, recorded in `schema_version`. Version 1 is the schema as it was when versions
+began; a store written before that (no `schema_version`) is brought to it in place.
+`gitopsd db upgrade` runs this; so does every writable open of the store (the daemon's start).
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+from ..gate import snapshot
+from .dialect import SQLite
+
+VERSION_TABLE = ("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at REAL NOT NULL,"
+                 " description TEXT NOT NULL)")
+
+
+def _v1(db: Any, dialect: SQLite) -> None:
+    """Stores from before versions: the hook snapshot's columns added since (the tables were created above)."""
+    if dialect.name == "sqlite":
+        snapshot.migrate(db)
+
+
+STEPS: list[tuple[int, str, Callable[[Any, SQLite], None]]] = [
+    (1, "the schema when versions began (tables created if missing, the hook snapshot's newer columns added)", _v1),
+]
+LATEST = STEPS[-1][0]
+
+
+def current(db: Any) -> int:
+    """The database's schema version: 0 before any (a new or an old store)."""
+    try:
+        row = db.execute("SELECT MAX(version) FROM schema_version").fetchone()
+    except Exception:   # noqa: BLE001 (no such table, on either backend: version 0)
+        if getattr(db, "in_transaction", False):
+            db.execute("ROLLBACK")
+        return 0
+    return int(row[0] or 0) if row else 0
+
+
+def upgrade(db: Any, dialect: SQLite, schema: str) -> tuple[int, int]:
+    """Create missing tables, then run every step above the database's version; (version before, version after).
+
+    Raise ValueError when the database was written by a newer gitopsd (its version is above LATEST).
+    """
+    before = current(db)
+    if before > LATEST:
+        raise ValueError(f"its schema is version {before}, newer than this gitopsd knows ({LATEST}): "
+                         f"upgrade gitopsd, or use the gitopsd that wrote it")
+    db.executescript(dialect.schema(schema + ";\n" + VERSION_TABLE + ";"))
+    for version, description, step in STEPS:
+        if version <= before:
+            continue
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            step(db, dialect)
+            db.execute("INSERT INTO schema_version (version, applied_at, description) VALUES (?, ?, ?)",
+                       (version, time.time(), description))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+    return before, max(before, LATEST)

@@ -1,0 +1,311 @@
+"""PostgreSQL under the store: a pooled psycopg connection that looks like sqlite3's to `Store` (README, "PostgreSQL").
+
+The one importer of psycopg and psycopg_pool. `Store` runs the same statements on both backends:
+this module passes each through `dialect.PostgreSQL.translate`, raises psycopg's errors as the
+sqlite3 error classes the store already handles (storeerrors makes StoreError kinds of them), and
+waits for a database that went away (a restart, a failover) before it gives up on a statement.
+
+The pre-receive hook never connects here: every row written to a table the hook reads (`MIRRORED`)
+comes back from PostgreSQL (RETURNING *) and is written, once PostgreSQL committed it, into a local
+SQLite file the hook reads as it reads the SQLite store (gate/snapshot.py connect_readonly).
+"""
+from __future__ import annotations
+
+import logging
+import re
+import sqlite3
+import time
+from typing import Any, Iterable, Sequence
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+import psycopg_pool
+
+from .dialect import PostgreSQL, written_table
+from .storeerrors import UNREACHABLE, PERMISSION
+
+log = logging.getLogger("gitopsd.store")
+
+# The tables the pre-receive hook reads (gate/snapshot.py Ledger and load): mirrored into its SQLite file.
+MIRRORED = ("deployments", "commit_statuses", "signoffs", "release_candidates", "approvals",
+            "gate_config", "gate_environments", "gate_windows")
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for messages and logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+class Unreachable(sqlite3.OperationalError):
+    """PostgreSQL cannot be reached (down, wrong address, refusing connections)."""
+    store_kind = UNREACHABLE
+
+
+class Refused(sqlite3.OperationalError):
+    """PostgreSQL refused this user (password, role, permissions)."""
+    store_kind = PERMISSION
+
+
+class Row(tuple):  # type: ignore[type-arg]
+    """A row readable by index and by column name, as sqlite3.Row (dict(row) works too)."""
+
+    _index: dict[str, int] = {}
+
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, str):
+            return tuple.__getitem__(self, self._index[key])
+        return tuple.__getitem__(self, key)
+
+    def keys(self) -> list[str]:
+        return list(self._index)
+
+
+_ROW_CLASSES: dict[tuple[str, ...], type[Row]] = {}
+
+
+def _row_class(names: tuple[str, ...]) -> type[Row]:
+    cls = _ROW_CLASSES.get(names)
+    if cls is None:
+        cls = _ROW_CLASSES[names] = type("Row", (Row,), {"_index": {n: i for i, n in enumerate(names)}})
+    return cls
+
+
+class Result:
+    """What a statement gave: its rows (fetched at once), rowcount and the new row's id, as a sqlite3 cursor."""
+
+    def __init__(self, rows: list[Row], rowcount: int, lastrowid: int | None):
+        self.rows, self.rowcount, self.lastrowid = rows, rowcount, lastrowid
+
+    def fetchall(self) -> list[Row]:
+        return self.rows
+
+    def fetchone(self) -> Row | None:
+        return self.rows[0] if self.rows else None
+
+    def __iter__(self) -> Any:
+        return iter(self.rows)
+
+
+def translate_error(url: str, exc: BaseException) -> sqlite3.Error:
+    """psycopg's error as the sqlite3 class the store handles, its words kept and the URL's password left out."""
+    words = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    text = f"{redact(url)}: {words}"
+    if isinstance(exc, psycopg.errors.InsufficientPrivilege | psycopg.errors.InvalidAuthorizationSpecification |
+                  psycopg.errors.InvalidPassword) or "authentication failed" in words or (
+                      "role" in words and "does not exist" in words):
+        return Refused(text)
+    if _lost(exc):
+        return Unreachable(text)
+    if isinstance(exc, psycopg.IntegrityError):
+        return sqlite3.IntegrityError(text)
+    if isinstance(exc, psycopg.errors.UndefinedTable | psycopg.errors.UndefinedColumn):
+        return sqlite3.OperationalError(text)
+    return sqlite3.DatabaseError(text)
+
+
+def _lost(exc: BaseException) -> bool:
+    """Could the database not be reached, or did the connection go away (not a statement's own error)?"""
+    if isinstance(exc, psycopg_pool.PoolTimeout):
+        return True
+    state = getattr(exc, "sqlstate", None) or ""
+    return isinstance(exc, psycopg.OperationalError) and (not state or state.startswith(("08", "57P")))
+
+
+class Connection:
+    """A pool of connections to one PostgreSQL database behind sqlite3.Connection's few methods the store uses.
+
+    Statements outside BEGIN ... COMMIT run in autocommit; a lost connection is retried for up to
+    `retry_for` seconds (the daemon writes through a database restart; a command gives up at once).
+    Callers serialise their use (the store's lock), as they do with sqlite3.
+    """
+
+    def __init__(self, url: str, dialect: PostgreSQL, *, retry_for: float = 0.0, connect_timeout: float = 5.0,
+                 mirror: sqlite3.Connection | None = None, max_size: int = 4):
+        self.url, self.dialect, self.retry_for = url, dialect, retry_for
+        self.row_factory: Any = None   # accepted for sqlite3's sake: rows are always Row
+        self.mirror = mirror
+        self._tx: psycopg.Connection[Any] | None = None
+        self._pending: list[tuple[str, str, list[str], list[tuple[Any, ...]]]] = []
+        self._pool = psycopg_pool.ConnectionPool(
+            url, min_size=1, max_size=max_size, open=False, timeout=connect_timeout, name="gitopsd",
+            kwargs={"autocommit": True, "connect_timeout": max(1, int(connect_timeout))},
+            check=psycopg_pool.ConnectionPool.check_connection)
+        try:
+            self._pool.open(wait=True, timeout=connect_timeout)
+        except Exception as exc:   # noqa: B902 (psycopg's and the pool's errors alike)
+            self._pool.close()
+            raise translate_error(url, exc) from exc
+
+    @property
+    def in_transaction(self) -> bool:
+        return self._tx is not None
+
+    def close(self) -> None:
+        self._pool.close()
+
+    def cursor(self) -> Connection:
+        return self   # rows are tuples already; `row_factory = None` on it is harmless
+
+    def executescript(self, script: str) -> None:
+        for statement in (s.strip() for s in script.split(";")):
+            if statement:
+                self.execute(statement)
+
+    def executemany(self, sql: str, seq: Iterable[Sequence[Any]]) -> Result:
+        total = 0
+        for args in seq:
+            total += self.execute(sql, args).rowcount
+        return Result([], total, None)
+
+    def execute(self, sql: str, args: Sequence[Any] = ()) -> Result:
+        word = sql.strip().split(None, 1)[0].upper() if sql.strip() else ""
+        if word == "BEGIN":
+            return self._begin()
+        if word in ("COMMIT", "ROLLBACK"):
+            return self._end(word)
+        text, order = self.dialect.translate(sql)
+        params = tuple(args[i] for i in order) if order is not None else tuple(args)
+        write = written_table(sql)
+        mirrored = write is not None and write[1] in MIRRORED and self.mirror is not None
+        if write is not None and " RETURNING " not in text.upper():
+            if mirrored:
+                text += " RETURNING *"
+            elif write[0] == "INSERT" and self.dialect.keys.get(write[1]) == ("id",):
+                text += " RETURNING id"
+        if self._tx is not None:
+            try:
+                result = self._run(self._tx, text, params)
+            except Exception as exc:   # noqa: B902
+                raise translate_error(self.url, exc) from exc
+        else:
+            result = self._autocommit(text, params)
+        if write is not None:
+            if mirrored:
+                self._pending.append((write[0], write[1], result[0], result[1]))
+                if self._tx is None:
+                    self._flush_mirror()
+            rows = result[1]
+            lastrowid = rows[0][result[0].index("id")] if rows and "id" in result[0] else None
+            return Result([], result[2], lastrowid)
+        cls = _row_class(tuple(result[0]))
+        return Result([cls(r) for r in result[1]], result[2], None)
+
+    @staticmethod
+    def _run(conn: psycopg.Connection[Any], text: str, params: tuple[Any, ...]
+             ) -> tuple[list[str], list[tuple[Any, ...]], int]:
+        with conn.cursor() as cur:
+            cur.execute(text, params)
+            names = [d.name for d in cur.description] if cur.description else []
+            rows = cur.fetchall() if cur.description else []
+            return names, rows, cur.rowcount
+
+    def _autocommit(self, text: str, params: tuple[Any, ...]) -> tuple[list[str], list[tuple[Any, ...]], int]:
+        """Run one statement on a pooled connection, waiting up to retry_for for a database that went away."""
+        deadline, delay, said = time.monotonic() + self.retry_for, 0.5, False
+        while True:
+            try:
+                with self._pool.connection() as conn:
+                    return self._run(conn, text, params)
+            except Exception as exc:   # noqa: B902
+                if not _lost(exc) or time.monotonic() >= deadline:
+                    raise translate_error(self.url, exc) from exc
+                if not said:
+                    log.warning("the database %s went away (%s); retrying for up to %.0f s",
+                                redact(self.url), str(exc).strip().splitlines()[0] if str(exc).strip() else "", self.retry_for)
+                    said = True
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    def _begin(self) -> Result:
+        try:
+            conn = self._pool.getconn()
+        except Exception as exc:   # noqa: B902
+            raise translate_error(self.url, exc) from exc
+        try:
+            conn.execute("BEGIN")
+        except Exception as exc:   # noqa: B902
+            self._pool.putconn(conn)
+            raise translate_error(self.url, exc) from exc
+        self._tx, self._pending = conn, []
+        return Result([], -1, None)
+
+    def _end(self, word: str) -> Result:
+        conn, self._tx = self._tx, None
+        if conn is None:
+            return Result([], -1, None)
+        try:
+            conn.execute(word)
+        except Exception as exc:   # noqa: B902
+            self._pending = []
+            raise translate_error(self.url, exc) from exc
+        finally:
+            self._pool.putconn(conn)
+        if word == "COMMIT":
+            self._flush_mirror()
+        self._pending = []
+        return Result([], -1, None)
+
+    # -- the hook's read model ---------------------------------------------------------------------------
+    def _flush_mirror(self) -> None:
+        """Write what PostgreSQL committed into the hook's SQLite file; on failure, copy it whole next time."""
+        pending, self._pending = self._pending, []
+        if self.mirror is None or not pending:
+            return
+        try:
+            self.mirror.execute("BEGIN IMMEDIATE")
+            try:
+                for verb, table, names, rows in pending:
+                    apply_rows(self.mirror, verb, table, names, rows, self.dialect.keys[table])
+                self.mirror.execute("COMMIT")
+            except BaseException:
+                self.mirror.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            log.warning("the pre-receive hook's copy of the deployment records could not be written (%s); "
+                        "it is copied again whole", exc)
+            self.resync_mirror()
+
+    def resync_mirror(self) -> None:
+        """Copy every mirrored table whole from PostgreSQL into the hook's SQLite file (at start, after a failure)."""
+        if self.mirror is None:
+            return
+        tables = []
+        for table in MIRRORED:
+            names, rows, _n = self._autocommit(f"SELECT * FROM {table}", ())  # noqa: S608 (constant table names)
+            tables.append((table, names, rows))
+        try:
+            self.mirror.execute("BEGIN IMMEDIATE")
+            try:
+                for table, names, rows in tables:
+                    self.mirror.execute(f"DELETE FROM {table}")  # noqa: S608 (constant table names)
+                    apply_rows(self.mirror, "INSERT", table, names, rows, self.dialect.keys[table])
+                self.mirror.execute("COMMIT")
+            except BaseException:
+                self.mirror.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            log.error("the pre-receive hook's copy of the deployment records could not be written (%s): pushes to "
+                      "environment branches may be refused until it can", exc)
+
+
+def apply_rows(db: sqlite3.Connection, verb: str, table: str, names: list[str], rows: list[tuple[Any, ...]],
+               key: tuple[str, ...]) -> None:
+    """Apply rows PostgreSQL returned for a write to the same table in a SQLite file: upserted, or deleted by key."""
+    if not rows:
+        return
+    if verb == "DELETE":
+        where = " AND ".join(f"{k} = ?" for k in key)
+        db.executemany(f"DELETE FROM {table} WHERE {where}",  # noqa: S608 (names from the schema)
+                       [tuple(r[names.index(k)] for k in key) for r in rows])
+    else:
+        db.executemany(f"INSERT OR REPLACE INTO {table} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})",  # noqa: S608
+                       rows)
+
+
+def is_url(database: str) -> bool:
+    return bool(re.match(r"postgres(ql)?://", database))
