@@ -430,129 +430,46 @@ def _ci_logs(config: Any, run_id: int | None) -> int:
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
-    import time
-
-    from .adapters import gitcli
-    from .revert import move_to_revert, rollback_target, write_revert
+    from . import operations
     from .adapters.store import Store
     config = _config(args)
     repo = _repo(config, args.repo)
-    env = _env(repo, args.env)
-    with Store(config.database, readonly=args.to is None) as store:
-        head = gitcli.branch_head(repo.path, env.branch)
-        deployed = store.deployed(repo.name, env.name)
-        if head is None:
-            raise UserError(f"branch {env.branch} does not exist in {repo.path}")
-        if deployed is None:
-            raise UserError(f"nothing was ever deployed successfully to {env.name}: there is no good state to roll "
-                            "back to")
-        head_tree = gitcli.tree_of(repo.path, head)
-        who = cli_identity()
-        target = rollback_target(store, repo.name, env.name, deployed, head_tree, args.to)
-        if target.tree == head_tree:
-            print(f"{env.name}: {env.branch} already has the tree of deployment #{target.id} ({target.commit[:7]}); "
-                  "nothing to roll back")
-            return 0
-        reason = (f"Rollback of {env.name} to the tree of deployment #{target.id} ({target.commit[:7]}), "
-                  f"requested by {who}.")
-        commit = write_revert(repo.path, head, target.tree, requested_by=who, reason=reason, automatic=False)
-        if args.to is not None:
-            # Maybe an earlier tree than the rule's rollback target: recorded before the branch moves, so the
-            # daemon, which judges every head again, admits it.
-            store.admit(repo=repo.name, env=env.name, commit=commit, kind="rollback", actor=who,
-                        reason=f"rollback --to deployment #{target.id} ({target.commit[:7]})", now=time.time())
-    if not move_to_revert(repo.path, env.branch, head, commit, requested_by=who, automatic=False):
-        raise UserError(f"{env.branch} moved while the rollback was being made; nothing was changed. Run it again.")
-    sent = _nudge(config, repo, "rollback", (commit,))
-    print(f"{env.name}: {env.branch} is now at revert {commit[:7]}, whose tree is the one deployment #{target.id} "
-          f"({target.commit[:7]}) ran.")
-    _say_nudged(sent)
-    return 0
+    who = cli_identity()
+    return _said(operations.rollback(lambda: Store(config.database, readonly=args.to is None), repo, args.env, who,
+                                     to=args.to, announce=_announcer(config, repo)))
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
-    from .gate import snapshot
-    from .adapters import gitcli
-    from .gate.promotion import promote
+    from . import operations
     from .adapters.store import Store
     config = _config(args)
     repo = _repo(config, args.repo)
-    dst = _env(repo, args.dst)
-    src_env = repo.environment(args.src)
-    src_branch = src_env.branch if src_env else args.src
-    if args.src.startswith("rc/"):   # a release candidate: its tag's commit (README, "Human gates")
-        src_head = gitcli.rev_parse(repo.path, f"refs/tags/{args.src}^{{commit}}")
-        if src_head is None:
-            raise UserError(f"no release candidate {args.src} in {repo.name} (see gitopsd rc list)")
-    else:
-        if src_env is None and src_branch != dst.promote_from:
-            raise UserError(f"{args.src!r} is neither an environment of {repo.name}, nor {dst.name}'s source branch "
-                            f"({dst.promote_from}), nor a release candidate rc/NAME")
-        src_head = gitcli.branch_head(repo.path, src_branch)
-    dst_head = gitcli.branch_head(repo.path, dst.branch)
-    if src_head is None or dst_head is None:
-        raise UserError(f"branch {src_branch if src_head is None else dst.branch} does not exist in {repo.path}")
-    view = snapshot.from_config(config).repository(repo.name)   # what the hook judges with, too
-    assert view is not None
-    store = Store(config.database, readonly=True)
-    try:
-        gate_dst = view.environment(dst.name)
-        assert gate_dst is not None
-        done = promote(view, str(repo.path), store, gate_dst, args.src, src_head, dst_head,
-                       identity=cli_identity(), override=args.override, dry_run=args.dry_run,
-                       announce=lambda commit, reason: _nudge(config, repo, "promote", (commit,), reason=reason))
-    finally:
-        store.close()
-    if done.state == "refused":
-        assert done.verdict is not None
-        print("\n".join(done.verdict.refusal_lines(f"refs/heads/{dst.branch}")), file=sys.stderr)
-        return 1
-    if done.state == "raced":
-        raise UserError(done.summary)
-    print(done.summary)
-    if done.state == "moved":
-        if done.verdict is not None and done.verdict.override:
-            print(f"recorded: {done.verdict.override}")
-        _say_nudged(done.announced)
-    return 0
+    return _said(operations.promote(config, lambda: Store(config.database, readonly=True), repo, args.src, args.dst,
+                                    cli_identity(), override=args.override, dry_run=args.dry_run,
+                                    announce=_announcer(config, repo)))
 
 
 def cmd_retry(args: argparse.Namespace) -> int:
-    import time
-
-    from .adapters import gitcli
+    from . import operations
     from .gate.nudge import user_name
     from .adapters.store import Store
     config = _config(args)
     repo = _repo(config, args.repo)
-    env = _env(repo, args.env)
-    head = None
-    if args.force:
-        who = user_name(os.getuid())   # the Unix user, as the kernel says: no variable can claim another
-        if who not in env.override_by:
-            raise UserError(f"{who} may not force a head past the promotion rule in {env.name}; "
-                       f"only {', '.join(env.override_by) or 'nobody (override_by is empty)'} may "
-                       f"(override_by in {config.source})")
-        head = gitcli.branch_head(repo.path, env.branch)
-        if head is None:
-            raise UserError(f"branch {env.branch} does not exist in {repo.path}")
-    store = Store(config.database)
-    cleared = store.clear_failure(repo.name, env.name)
-    bad = store.clear_bad_trees(repo.name, env.name)
-    if head is not None:
-        block = store.blocked(repo.name, env.name)
-        why = args.reason or "no reason given"
-        if block is not None and block.commit == head:
-            why += f" (it was blocked: {block.reason})"
-        store.admit(repo=repo.name, env=env.name, commit=head, kind="override", actor=who,
-                    reason=f"retry --force: {why}", now=time.time())
-    store.close()
-    sent = _nudge(config, repo, "retry", (head,) if head else ())
-    what = "stall cleared" if cleared or bad else "nothing was stalled"
-    if head is not None:
-        what = f"{head[:7]} admitted past the promotion rule by {who} (recorded); {what}"
-    print(f"{repo.name}/{env.name}: {what}; " + ("the daemon looks at it now" if sent else "the daemon is not running"))
-    return 0
+    # --force: the Unix user as the kernel says (no variable can claim another), checked against override_by
+    who = user_name(os.getuid())
+    return _said(operations.retry(config, lambda: Store(config.database), repo, args.env, who, force=args.force,
+                                  reason=args.reason, announce=_announcer(config, repo)))
+
+
+def _announcer(config: Any, repo: Any) -> Any:
+    """The operations' announce: the nudge to the daemon, as the Unix user who runs the command."""
+    return lambda trigger, commits, reason: _nudge(config, repo, trigger, commits, reason=reason)
+
+
+def _said(outcome: Any) -> int:
+    """Print an operation's lines (stdout when done, stderr when refused); its exit code."""
+    print("\n".join(outcome.lines), file=sys.stdout if outcome.ok else sys.stderr)
+    return 0 if outcome.ok else 1
 
 
 def cmd_suspend(args: argparse.Namespace) -> int:
@@ -675,6 +592,16 @@ def cmd_hosts(args: argparse.Namespace) -> int:
     try:
         return trust(config, repo, env, yes=args.yes)
     except TrustError as exc:
+        raise UserError(str(exc)) from exc
+
+
+def cmd_node(args: argparse.Namespace) -> int:
+    """`node check NAME [--trust]`: connect to an execution node, show its versions, refuse a mismatched ansible-runner."""
+    from .nodes import NodeCheckError, check
+    config = _config(args)
+    try:
+        return check(config, args.name, trust=args.trust, yes=args.yes)
+    except NodeCheckError as exc:
         raise UserError(str(exc)) from exc
 
 
@@ -814,11 +741,6 @@ def cmd_ci_status(args: argparse.Namespace) -> int:
         print(f"{env} requires {', '.join(need['require_checks'])}: "
               + ("all passed" if not need["unmet"] else "; ".join(need["unmet"])))
     return 0
-
-
-def _say_nudged(sent: bool) -> None:
-    print("the daemon deploys it now; follow with `gitopsd status`" if sent
-          else "the daemon is not running: it deploys this as soon as it starts")
 
 
 def _print_table(rows: Sequence[tuple[str, ...]]) -> None:
@@ -1032,6 +954,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("env", metavar="ENV", help="environment name, e.g. production")
     p.add_argument("--repo", metavar="NAME", help="repository name (needed when several are configured)")
     p.add_argument("--yes", action="store_true", help="record without asking (check the fingerprints some other way)")
+
+    p = add("node", "check an execution node: connect, show its Python, ansible-core and ansible-runner",
+            "check NAME: connect to the execution node NAME over SSH (its host key checked against ssh.known_hosts),\n"
+            "print its Python, ansible-core and ansible-runner versions, and refuse (exit code 1) an ansible-runner\n"
+            "whose major.minor differs from the controller's. --trust first records the node's host key after\n"
+            "showing its fingerprint (README, \"Execution nodes\").",
+            cmd_node)
+    p.add_argument("action", choices=("check",), help="check: connect and compare versions")
+    p.add_argument("name", metavar="NAME", help="the execution node's name in execution_nodes")
+    p.add_argument("--trust", action="store_true", help="record the node's SSH host key first (shows its fingerprint)")
+    p.add_argument("--yes", action="store_true", help="with --trust: record without asking")
 
     p = add("drift", "what drift detection found on an environment's hosts (tasks and diffs per host)",
             "Show the newest drift check of ENV (README, \"Drift detection\"): the deployed tree's playbook run\n"
