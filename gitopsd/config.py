@@ -26,6 +26,7 @@ from .core.settings import (STATUS_CONTEXT_MAX, Api, Approvals, CheckError, Sign
 from .core.settings import Drift, Watch
 from .core.settings import Grafana
 from .core.settings import ExecutionNode
+from .core.settings import ROLES, RoleGrant, Web
 from .gate.snapshot import file_stamp
 from .adapters.sandbox import SandboxError, check as sandbox_check, default_user as default_sandbox_user
 from .gate.windows import Window, WindowError, Cron, parse_duration
@@ -68,7 +69,7 @@ class ConfigError(ConfigurationError):
 
 TOP_KEYS = {"state_dir", "runtime_dir", "sweep_interval", "max_parallel", "stop_grace",
             "keep_workdirs", "identity_env", "repositories", "sandbox", "ssh", "api", "groups", "grafana",
-            "execution_nodes"}
+            "execution_nodes", "web"}
 APPROVALS_KEYS = {"required", "approvers", "required_groups", "forbid_self_approval", "expire_after"}
 SIGNOFF_KEYS = {"env", "count"}
 API_KEYS = {"listen", "tokens_file"}
@@ -287,6 +288,7 @@ def _normalize(raw: Any, source: Path, check: _Checker, writable: bool) -> Confi
         grafana=_grafana(top["grafana"], base, check) if "grafana" in top else None,
         execution_nodes=nodes,
         groups=tuple((name, tuple(members)) for name, members in groups.items()),
+        web=_web(top["web"], "api" in top, repos, groups, check) if "web" in top else None,
     )
 
 
@@ -516,6 +518,114 @@ def _grafana(raw: Any, base: Path, check: _Checker) -> Grafana | None:
 
 
 def _globs(value: Any, key: str, check: _Checker, default: tuple[str, ...]) -> tuple[str, ...]:
+WEB_KEYS = {"auth", "proxy_header", "proxy_groups_header", "trusted_proxies", "roles", "admin", "secure_cookies",
+            "session_hours"}
+HEADER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,63}$")
+
+
+def _web(raw: Any, has_api: bool, repos: list[Repository], groups: dict[str, list[str]], check: _Checker) -> Web:
+    """`web:` the dashboard (README, "Web dashboard"): who you are and, per environment, what you may do."""
+    import ipaddress
+    data = check.mapping(raw, "web", WEB_KEYS)
+    if not has_api:
+        check.add("web", "the dashboard is served on the HTTP API's address: add `api: {listen: 127.0.0.1:8470}` too")
+    auth = data.get("auth", Web.auth)
+    if auth not in ("login", "proxy"):
+        check.add("web.auth", f"must be login (an API token on gitopsd's own login page) or proxy (a header set by a "
+                              f"trusted reverse proxy), not {auth!r}")
+        auth = Web.auth
+    headers: dict[str, str | None] = {}
+    for name, default in (("proxy_header", Web.proxy_header), ("proxy_groups_header", None)):
+        value = data.get(name, default)
+        if value is not None and not (isinstance(value, str) and HEADER_RE.match(value)):
+            check.add(f"web.{name}", f"must be an HTTP header name such as X-Forwarded-User, not {value!r}")
+            value = default
+        headers[name] = value
+    proxies: list[str] = []
+    raw_proxies = data.get("trusted_proxies", list(Web.trusted_proxies))
+    if not isinstance(raw_proxies, list):
+        check.add("web.trusted_proxies", "must be a list of addresses or networks, e.g. [127.0.0.1, 10.0.0.0/24]")
+        raw_proxies = []
+    for i, entry in enumerate(raw_proxies):
+        try:
+            proxies.append(str(ipaddress.ip_network(str(entry), strict=False)))
+        except ValueError:
+            check.add(f"web.trusted_proxies[{i}]", f"must be an IP address or network such as 127.0.0.1 or "
+                                                   f"10.0.0.0/24, not {entry!r}")
+    if auth == "proxy" and not raw_proxies:
+        check.add("web.trusted_proxies", "auth: proxy needs the proxy's address here: a user header from anywhere "
+                                         "else is ignored")
+    external = headers["proxy_groups_header"] is not None
+    grants = [RoleGrant("*", "admin", *_web_people(data["admin"], "web.admin", groups, external, check))] \
+        if "admin" in data else []
+    roles = data.get("roles", {"*": {"viewer": ["*"]}})
+    if not isinstance(roles, dict):
+        check.add("web.roles", "must map environments (ENV, REPO/ENV, REPO/* or \"*\") to roles and who has them, "
+                               "e.g. {production: {deployer: [group:ops]}}")
+        roles = {}
+    for where, given in roles.items():
+        key = f"web.roles.{where}"
+        if not _web_place(str(where), repos):
+            check.add(key, "names no environment: use \"*\", ENV, REPO/ENV or REPO/* with names from repositories")
+        if not isinstance(given, dict):
+            check.add(key, f"must map roles ({', '.join(ROLES)}) to lists of people, e.g. {{deployer: [group:ops]}}")
+            continue
+        for role, people in given.items():
+            if role not in ROLES:
+                check.add(f"{key}.{role}", f"is no role; roles are {', '.join(ROLES)}")
+                continue
+            grants.append(RoleGrant(str(where), role, *_web_people(people, f"{key}.{role}", groups, external, check)))
+    cookies = data.get("secure_cookies", Web.secure_cookies)
+    if cookies not in ("auto", True, False):
+        check.add("web.secure_cookies", f"must be auto (Secure when the request came over TLS), true or false, not "
+                                        f"{cookies!r}")
+        cookies = Web.secure_cookies
+    hours = check.number(data, "session_hours", "web", Web.session_hours, minimum=0.05, maximum=720,
+                         what="30 days")
+    return Web(auth=auth, proxy_header=headers["proxy_header"] or Web.proxy_header,
+               proxy_groups_header=headers["proxy_groups_header"], trusted_proxies=tuple(proxies), grants=tuple(grants),
+               secure_cookies=cookies if isinstance(cookies, str) else str(cookies).lower(), session_hours=hours)
+
+
+def _web_place(where: str, repos: list[Repository]) -> bool:
+    """Does a `web.roles` key name environments that exist: "*", ENV, REPO/ENV or REPO/*?"""
+    if where == "*":
+        return True
+    repo_name, _, env_name = where.rpartition("/")
+    chosen = [r for r in repos if r.name == repo_name] if repo_name else repos
+    return bool(chosen) and (env_name == "*" and bool(repo_name) or any(r.environment(env_name) for r in chosen))
+
+
+def _web_people(value: Any, key: str, groups: dict[str, list[str]], external: bool,
+                check: _Checker) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(identities, group names) of a role's list: user names, "*" (everyone signed in) and group:NAME entries.
+
+    A group must be one of `groups:`, unless the proxy also says groups (proxy_groups_header): then it may be theirs."""
+    if not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+        check.add(key, "must be a list of user names, group:NAME entries or \"*\" (everyone signed in), e.g. [group:ops]")
+        return (), ()
+    people: list[str] = []
+    named: list[str] = []
+    for entry in value:
+        if entry.startswith("group:"):
+            name = entry[6:]
+            if name in groups:
+                people += groups[name]
+            elif not (external and HEADER_VALUE_RE.match(name)):
+                check.add(key, f"{entry} names no group of `groups:` ({', '.join(sorted(groups)) or 'none defined'})"
+                               + ("" if external else "; groups from your proxy count only with web.proxy_groups_header"))
+                continue
+            named.append(name)
+        elif entry == "*" or IDENTITY_RE.match(entry):
+            people.append(entry)
+        else:
+            check.add(key, f"{entry!r} is not a user name, group:NAME nor \"*\"")
+    return tuple(dict.fromkeys(people)), tuple(dict.fromkeys(named))
+
+
+HEADER_VALUE_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.@:/+-]{0,127}$")   # a group name as a proxy may say it
+
+
     """A list of branch name globs such as [main, "feature/*"]."""
     if value is None:
         return default

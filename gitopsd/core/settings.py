@@ -256,6 +256,36 @@ class Api:
     tokens_file: Path = Path("/etc/gitopsd/tokens.yml")
 
 
+ROLES = ("viewer", "deployer", "approver", "admin")   # the web dashboard's roles, each allowing what the one before does
+
+
+@dataclass(frozen=True)
+class RoleGrant:
+    """`web.roles` entry: `role` on environments matching `where` ("*", ENV, REPO/ENV or REPO/*) for these people."""
+
+    where: str
+    role: str                                 # one of ROLES
+    identities: tuple[str, ...] = ()          # user names, `groups:` members resolved; "*" is everyone signed in
+    groups: tuple[str, ...] = ()              # group:NAME entries as named (also matched against the proxy's groups)
+
+    def matches(self, repo: str, env: str) -> bool:
+        return self.where in ("*", env, f"{repo}/{env}", f"{repo}/*")
+
+
+@dataclass(frozen=True)
+class Web:
+    """`web:` the dashboard on the API's address: who you are (a trusted proxy's header, or a login with an API token)
+    and what you may do (roles per environment). README, "Web dashboard"."""
+
+    auth: str = "login"                                      # login | proxy
+    proxy_header: str = "X-Forwarded-User"
+    proxy_groups_header: str | None = None                   # e.g. X-Forwarded-Groups: comma-separated group names
+    trusted_proxies: tuple[str, ...] = ("127.0.0.1/32", "::1/128")   # networks whose requests may carry those headers
+    grants: tuple[RoleGrant, ...] = (RoleGrant("*", "viewer", ("*",)),)
+    secure_cookies: str = "auto"                             # auto (when the request came over TLS) | true | false
+    session_hours: float = 12.0
+
+
 @dataclass(frozen=True)
 class Grafana:
     """`grafana:` where the daemon posts an annotation at each deployment's end (adapters/annotations.py)."""
@@ -302,6 +332,7 @@ class Config:
     grafana: Grafana | None = None              # deployment annotations in Grafana; None: off
     execution_nodes: tuple[ExecutionNode, ...] = ()   # remote runners (README, "Execution nodes"); none: all local
     groups: tuple[tuple[str, tuple[str, ...]], ...] = ()   # `groups:` name -> identities (for signoff_by, approvers)
+    web: Web | None = None                      # the web dashboard (served with the API); None: off
 
     @property
     def control_socket(self) -> Path:
