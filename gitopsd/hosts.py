@@ -142,8 +142,14 @@ def record(path: Path, scanned: list[Scanned]) -> None:
     lines = [line for line in existing
              if not (line.split() and not line.startswith(("#", "@")) and any(_matches(line.split()[0], n) for n in names))]
     lines += [line for s in scanned for line in s.lines]
+    # As root, what is made here belongs to whoever owns the folder around it (the service user owns its state
+    # folder), so the service user may record keys later too; an existing file keeps its owner.
     if not path.parent.exists():
         path.parent.mkdir(mode=0o755, parents=True)
+        if os.geteuid() == 0:
+            around = path.parent.parent.stat()
+            os.chown(path.parent, around.st_uid, around.st_gid)
+    owner = keep if keep is not None else path.parent.stat()
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
@@ -151,8 +157,8 @@ def record(path: Path, scanned: list[Scanned]) -> None:
             handle.flush()
             # Public data, read by playbook runs as their own user (nobody, when the daemon is root).
             os.fchmod(fd, 0o644)
-            if keep is not None and (keep.st_uid, keep.st_gid) != (os.geteuid(), os.getegid()) and os.geteuid() == 0:
-                os.fchown(fd, keep.st_uid, keep.st_gid)
+            if (owner.st_uid, owner.st_gid) != (os.geteuid(), os.getegid()) and os.geteuid() == 0:
+                os.fchown(fd, owner.st_uid, owner.st_gid)
             os.fsync(fd)
         os.replace(tmp, path)
     except BaseException:
