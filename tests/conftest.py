@@ -2,7 +2,8 @@
 
 What is real: Git repositories in temp folders, git push through the installed hooks,
 ansible-runner and ansible-playbook with `ansible_connection=local` hosts, the daemon as a
-process, and real `sshd` hosts on loopback addresses (tests/sshhosts.py). What is faked: only
+process, real `sshd` hosts on loopback addresses (tests/sshhosts.py), and a real PostgreSQL on loopback
+(tests/postgres_fixture.py) under the store's tests, which run on both backends (`store_factory`). What is faked: only
 the Git and Ansible ports of the reconciler core, in tests/unit.
 """
 from __future__ import annotations
@@ -12,6 +13,7 @@ import os
 import pytest
 
 from tests.sshhosts import ssh_hosts  # noqa: F401  (the real-sshd hosts fixture, for every test module)
+from tests.postgres_fixture import postgres_server, postgres_url  # noqa: F401  (a real PostgreSQL on loopback)
 
 # Commits made by tests must not depend on the user's git configuration.
 os.environ.setdefault("GIT_CONFIG_NOSYSTEM", "1")
@@ -39,3 +41,25 @@ def no_daemon_outlives_its_test():
         if daemon.proc.poll() is None:
             daemon.proc.kill()
             daemon.proc.wait()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_factory(request):
+    """Open a Store on each backend: `store_factory(path, readonly=False)`; with PostgreSQL, `path` is the hook's
+    SQLite file and the records live in a fresh database of the session's server. Every store opened is closed."""
+    from gitopsd.adapters.store import Store
+    url = request.getfixturevalue("postgres_url") if request.param == "postgresql" else ""
+    opened = []
+
+    def open_store(path, readonly=False):
+        store = Store(path, readonly=readonly, url=url)
+        opened.append(store)
+        return store
+    open_store.backend = request.param
+    open_store.url = url
+    yield open_store
+    for store in opened:
+        try:
+            store.close()
+        except Exception:   # noqa: BLE001 (closed by the test already)
+            pass

@@ -136,6 +136,8 @@ class Connection:
             kwargs={"autocommit": True, "connect_timeout": max(1, int(connect_timeout))},
             check=psycopg_pool.ConnectionPool.check_connection)
         try:
+            # One plain connection first: its error says what is wrong (the pool's says only that it timed out).
+            psycopg.connect(url, connect_timeout=max(1, int(connect_timeout))).close()
             self._pool.open(wait=True, timeout=connect_timeout)
         except Exception as exc:   # noqa: B902 (psycopg's and the pool's errors alike)
             self._pool.close()
