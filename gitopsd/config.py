@@ -69,7 +69,7 @@ class ConfigError(ConfigurationError):
 
 TOP_KEYS = {"state_dir", "runtime_dir", "sweep_interval", "max_parallel", "stop_grace",
             "keep_workdirs", "identity_env", "repositories", "sandbox", "ssh", "api", "groups", "grafana",
-            "execution_nodes", "web"}
+            "execution_nodes", "web", "database"}
 APPROVALS_KEYS = {"required", "approvers", "required_groups", "forbid_self_approval", "expire_after"}
 SIGNOFF_KEYS = {"env", "count"}
 API_KEYS = {"listen", "tokens_file"}
@@ -284,12 +284,36 @@ def _normalize(raw: Any, source: Path, check: _Checker, writable: bool) -> Confi
         sandbox=replace(_sandbox(top.get("sandbox", {}), base, check), known_hosts=known_hosts,
                         requirements_cache=state_dir / "requirements"),
         known_hosts=known_hosts,
+        database_url=_database(top.get("database", "sqlite"), check),
         api=_api(top["api"], base, check) if "api" in top else None,
         grafana=_grafana(top["grafana"], base, check) if "grafana" in top else None,
         execution_nodes=nodes,
         groups=tuple((name, tuple(members)) for name, members in groups.items()),
         web=_web(top["web"], "api" in top, repos, groups, check) if "web" in top else None,
     )
+
+
+def _database(raw: Any, check: _Checker) -> str:
+    """`database:` sqlite (the default: state_dir/state.db) or postgresql://[user[:password]@]host[:port]/name[?...]."""
+    from urllib.parse import urlsplit
+    if raw == "sqlite":
+        return ""
+    shown = re.sub(r"(//[^:/@]*:)[^@]*@", r"\1***@", raw) if isinstance(raw, str) else repr(raw)
+    if not isinstance(raw, str) or not raw.startswith(("postgresql://", "postgres://")):
+        check.add("database", f"must be sqlite or a PostgreSQL URL such as postgresql://gitopsd@db.example/gitopsd, "
+                              f"not {shown}")
+        return ""
+    try:
+        parts = urlsplit(raw)
+        parts.port   # noqa: B018 (raises ValueError for a port that is not a number)
+    except ValueError as exc:
+        check.add("database", f"{shown} is not a valid URL ({exc})")
+        return ""
+    if not parts.path.strip("/"):
+        check.add("database", f"{shown} names no database: add /NAME, e.g. postgresql://gitopsd@{parts.netloc or 'host'}"
+                              f"/gitopsd")
+        return ""
+    return raw
 
 
 IDENTITY_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.@-]{0,63}$")
@@ -449,6 +473,7 @@ def _execution_nodes(raw: Any, base: Path, check: _Checker) -> tuple[ExecutionNo
             name = ""
         elif any(n.name == name for n in nodes):
             check.add(f"{key}.name", f"execution node {name!r} is defined twice")
+            name = ""
         ssh = data.get("ssh")
         user, _, host = ssh.partition("@") if isinstance(ssh, str) else ("", "", "")
         if not (NODE_USER_RE.match(user) and NODE_HOST_RE.match(host)):
@@ -486,7 +511,7 @@ def _placements(repos: list[Repository], nodes: tuple[ExecutionNode, ...], check
     for i, repo in enumerate(repos):
         for j, env in enumerate(repo.environments):
             where = env.execution_node
-            if where == "local" or where in names:
+            if where == "local" or where in names or (where == "any" and names):
                 continue
             known = ", ".join(names) if names else "none: add execution_nodes at the top of the config"
             check.add(f"repositories[{i}].environments[{j}].execution_node",
@@ -517,7 +542,6 @@ def _grafana(raw: Any, base: Path, check: _Checker) -> Grafana | None:
     return Grafana(url=url, token_file=token, dashboard_uid=uid, timeout=timeout)
 
 
-def _globs(value: Any, key: str, check: _Checker, default: tuple[str, ...]) -> tuple[str, ...]:
 WEB_KEYS = {"auth", "proxy_header", "proxy_groups_header", "trusted_proxies", "roles", "admin", "secure_cookies",
             "session_hours"}
 HEADER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,63}$")
@@ -626,6 +650,7 @@ def _web_people(value: Any, key: str, groups: dict[str, list[str]], external: bo
 HEADER_VALUE_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.@:/+-]{0,127}$")   # a group name as a proxy may say it
 
 
+def _globs(value: Any, key: str, check: _Checker, default: tuple[str, ...]) -> tuple[str, ...]:
     """A list of branch name globs such as [main, "feature/*"]."""
     if value is None:
         return default
