@@ -12,6 +12,8 @@
 (g) the HTTP API: commit status POSTs at 200 requests/s for 30 s (--api-seconds) with 10,000 statuses
     stored, p50/p99 (target p99 <= 20 ms).
 (h) DORA: `gitopsd dora --env production --since 365d` with 100,000 production deployments stored (target <= 1 s).
+(j) the web dashboard: the Pipeline page's time with 3 repositories x 3 environments and 100,000 deployments stored
+    (target p99 <= 100 ms), and a branch move -> the page showing it over server-sent events (target <= 1 s).
 """
 from __future__ import annotations
 
@@ -488,25 +490,16 @@ def bench_dora(root: Path, deployments: int, rounds: int) -> dict:
             **{f"{name}_max_ms": max(t) * 1000 for name, t in times.items()}}
 
 
-def bench_metrics(root: Path, repositories: int = 10, history_rows: int = 100_000, scrapes: int = 300) -> dict:
-    """GET /metrics from the daemon with `repositories` x 3 environments and `history_rows` deployments stored.
-
-    The store is filled as a long-running daemon leaves it (deployments with checks, pushes), the heads
-    deployed last so nothing converges; scrapes are sequential, as Prometheus makes them. The first
-    scrape after a start reads the whole history once; it is reported apart from the p50/p99.
-    """
-    import http.client
-    import socket
+def filled_sandbox(root: Path, repositories: int, history_rows: int, port: int, extra: dict | None = None) -> Sandbox:
+    """`repositories` x 3 environments with the API on `port` and `history_rows` deployments stored, as a long-running
+    daemon leaves the store (deployments with checks, pushes); the heads deployed last, so nothing converges."""
     import sqlite3
 
     import yaml
 
     from gitopsd.adapters import gitcli
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     sandbox = Sandbox(root, {env: [f"{env}-1"] for env in ENVS}, env_options={env: {"promote_from": "main"} for env in ENVS[1:]},
-                      extra={"api": {"listen": f"127.0.0.1:{port}", "tokens_file": str(root / "tokens.yml")}})
+                      extra={"api": {"listen": f"127.0.0.1:{port}", "tokens_file": str(root / "tokens.yml")}, **(extra or {})})
     data = yaml.safe_load(sandbox.config.read_text())
     [shop] = data["repositories"]
     for i in range(1, repositories):
@@ -538,6 +531,23 @@ def bench_metrics(root: Path, repositories: int = 10, history_rows: int = 100_00
                        (repo["name"], env, commit, tree, now - 10, now - 8))
     db.commit()
     db.close()
+    return sandbox
+
+
+def bench_metrics(root: Path, repositories: int = 10, history_rows: int = 100_000, scrapes: int = 300) -> dict:
+    """GET /metrics from the daemon with `repositories` x 3 environments and `history_rows` deployments stored.
+
+    The store is filled as a long-running daemon leaves it (filled_sandbox); scrapes are sequential, as
+    Prometheus makes them. The first scrape after a start reads the whole history once; it is reported
+    apart from the p50/p99.
+    """
+    import http.client
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    sandbox = filled_sandbox(root, repositories, history_rows, port)
     with Daemon(sandbox) as daemon:
         def get(path: str = "/metrics") -> tuple[int, bytes]:
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
@@ -560,6 +570,85 @@ def bench_metrics(root: Path, repositories: int = 10, history_rows: int = 100_00
             "first_ms": first * 1000, "p50_ms": percentile(times, 50) * 1000, "p99_ms": percentile(times, 99) * 1000,
             "max_ms": max(times) * 1000, "bytes": len(body), "loadavg_1m": os.getloadavg()[0],
             "deployed_meanwhile": deploying}
+
+
+def bench_web(root: Path, requests: int = 300, moves: int = 10, history_rows: int = 100_000) -> dict:
+    """The web dashboard: GET / (the Pipeline page) with 3 repositories x 3 environments and `history_rows`
+    deployments stored, sequentially, signed in (target p99 <= 100 ms); and a branch move -> the page shows
+    it: from `git push` of main starting to the page, fetched again on its server-sent `change` event, having
+    the new commit (target <= 1 s)."""
+    import http.client
+    import queue
+    import socket
+    import threading
+    import urllib.parse
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    sandbox = filled_sandbox(root, 3, history_rows, port, {"web": {"roles": {"*": {"viewer": ["*"]}}}})
+
+    def request(method: str, path: str, cookie: str = "", body: str | None = None) -> http.client.HTTPResponse:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        headers = {"Cookie": cookie} if cookie else {}
+        if body is not None:
+            headers["Content-Type"] = "application/x-www-form-urlencoded"
+        conn.request(method, path, body=body, headers=headers)
+        return conn.getresponse()
+
+    with Daemon(sandbox) as daemon:
+        daemon.wait_for(lambda: _answers(lambda: (request("GET", "/api/v1/health").status, b"")), 60, "the API up")
+        token = sandbox.cli("token", "create", "bench-web", "--owner", "bench", "--scope", "read").stdout.strip()
+        login = request("GET", "/login")
+        login.read()
+        cookie = "; ".join(c.split(";")[0] for c in login.headers.get_all("Set-Cookie") or [])
+        form = {"token": token, "next": "/"}
+        answer = request("POST", "/login", cookie, urllib.parse.urlencode(form))
+        answer.read()
+        cookie = "; ".join([cookie, *(c.split(";")[0] for c in answer.headers.get_all("Set-Cookie") or [])]).strip("; ")
+
+        def page() -> bytes:
+            answer = request("GET", "/", cookie)
+            body = answer.read()
+            assert answer.status == 200, (answer.status, body[:300])
+            return body
+        page()
+        times = []
+        for _ in range(requests):
+            t0 = time.monotonic()
+            body = page()
+            times.append(time.monotonic() - t0)
+
+        changes: queue.Queue[float] = queue.Queue()
+        stream = request("GET", "/events", cookie)
+        assert stream.status == 200
+
+        def listen() -> None:
+            for line in stream:
+                if line.startswith(b"event: change"):
+                    changes.put(time.monotonic())
+        threading.Thread(target=listen, daemon=True).start()
+        shown, return_to_shown = [], []
+        for i in range(moves):
+            time.sleep(0.5)
+            while not changes.empty():
+                changes.get()
+            sandbox.write("app.txt", f"move {i}")
+            commit = sandbox.commit(f"move {i}")
+            t0 = time.monotonic()
+            sandbox.push("main")
+            returned = time.monotonic()
+            while True:
+                changes.get(timeout=10)
+                if commit[:7].encode() in page():
+                    break
+            shown.append(time.monotonic() - t0)
+            return_to_shown.append(time.monotonic() - returned)
+    return {"stored_deployments": history_rows + 9, "requests": requests, "p50_ms": percentile(times, 50) * 1000,
+            "p99_ms": percentile(times, 99) * 1000, "max_ms": max(times) * 1000, "bytes": len(body), "moves": moves,
+            "move_shown_median_ms": statistics.median(shown) * 1000, "move_shown_max_ms": max(shown) * 1000,
+            "push_return_to_shown_median_ms": statistics.median(return_to_shown) * 1000,
+            "loadavg_1m": os.getloadavg()[0]}
 
 
 def _answers(get: Callable[[], tuple[int, bytes]]) -> bool:
@@ -678,7 +767,8 @@ def main() -> int:
     parser.add_argument("--reads-baseline", type=Path, metavar="DIR",
                         help="also time the reads with the gitopsd of this checkout (e.g. a git worktree of an older commit)")
     parser.add_argument("--dora-rounds", type=int, default=10)
-    parser.add_argument("--only", choices=("latency", "overhead", "idle", "hooks", "rollback", "scale", "api", "reads", "metrics", "dora"))
+    parser.add_argument("--only", choices=("latency", "overhead", "idle", "hooks", "rollback", "scale", "api", "reads", "metrics", "dora",
+                                           "web"))
     args = parser.parse_args()
     results = {}
     with tempfile.TemporaryDirectory(prefix="gb-", dir="/tmp") as tmp:
@@ -750,6 +840,13 @@ def main() -> int:
                   f"{r['loadavg_1m']:.1f}): {r['dora_ms']:.0f} ms (max {r['dora_max_ms']:.0f} ms), --json "
                   f"{r['dora_json_ms']:.0f} ms (a bare Python start: {r['python_start_ms']:.0f} ms; target <= 1 s)",
                   flush=True)
+        if args.only in (None, "web"):
+            results["web"] = r = bench_web(root / "web")
+            print(f"(j) web dashboard, 3 repositories x 3 environments, {r['stored_deployments']} deployments stored: "
+                  f"GET / (Pipeline) x {r['requests']}: p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, max "
+                  f"{r['max_ms']:.0f} ms (target p99 <= 100 ms); branch move -> page shows it, {r['moves']} pushes of "
+                  f"main: median {r['move_shown_median_ms']:.0f} ms, max {r['move_shown_max_ms']:.0f} ms from the push "
+                  f"starting ({r['push_return_to_shown_median_ms']:.0f} ms after it returned; target <= 1 s)", flush=True)
     out = Path(__file__).resolve().parent / "results"
     out.mkdir(exist_ok=True)
     (out / "latest.json").write_text(json.dumps(results, indent=2))
