@@ -48,7 +48,7 @@ def create_web_app(config: Callable[[], Config], store: Store | None = None, *,
     """The dashboard over the daemon's (current) config and a read-only store; requests to /api/ and /metrics
     go to `api`. `human_gates` is the daemon's HumanGates.handle, for the forms that sign off and approve;
     `stopping` ends the event streams when the server stops."""
-    reader = store if store is not None else Store(config().database, readonly=True)
+    reader = store if store is not None else Store.of(config(), readonly=True)
     stopping = stopping or threading.Event()
     changes = pages.Changes(config().database, lambda: [r.path for r in config().repositories], interval)
     changes.stopping = stopping
