@@ -95,6 +95,7 @@ class Server:
         self.svc_home = Path(pwd.getpwnam(SVC_USER).pw_dir)
         self.daemon: subprocess.Popen[str] | None = None
         self.log = base / "daemon.log"
+        self.git_hosts: list[SshHost] = []   # the git server's sshd, stopped with the daemon
 
     def env(self, home: Path) -> dict[str, str]:
         return {"PATH": f"{self.bin}:/usr/bin:/bin", "HOME": str(home), "LANG": "C.UTF-8"}
@@ -225,7 +226,7 @@ def test_a_team_deploys_a_role_over_ssh_as_pushed_by_each_person_promotes_and_is
         _scenario(server, base, targets, ssh_hosts)
     finally:
         server.stop()
-        stop_all()
+        stop_all(server.git_hosts)
 
 
 def _scenario(server: Server, base: Path, targets: Path, ssh_hosts: Any) -> None:
@@ -270,6 +271,7 @@ def _scenario(server: Server, base: Path, targets: Path, ssh_hosts: Any) -> None
     alice = Developer("alice", base / "dev" / "alice")
     bob = Developer("bob", base / "dev" / "bob")
     git_host = git_server(base, {"alice": alice, "bob": bob})
+    server.git_hosts.append(git_host)
     url = f"ssh://{GIT_USER}@{git_host.address}:{git_host.port}{server.repo}"
 
     # -- `gitopsd init` as root creates the repository and gives it to the git user.
