@@ -274,7 +274,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def _show_status(args: argparse.Namespace, config: Any, unavailable: dict[str, str]) -> int:
     from .adapters.store import Store
     from .status import all_status, ago
-    store = Store(config.database, readonly=True)
+    store = Store.of(config, readonly=True)
     try:
         rows = all_status(config, store, args.repo, unavailable)
         unwatched = {r: why for r, why in store.unwatched().items() if args.repo in (None, r)}
@@ -307,7 +307,7 @@ def cmd_history(args: argparse.Namespace) -> int:
         _repo(config, args.repo)
     if args.env:
         _env_name(config, args.repo, args.env)
-    with Store(config.database, readonly=True) as store:
+    with Store.of(config, readonly=True) as store:
         deployments = store.history(repo=args.repo, env=args.env, limit=args.limit)
         admissions = store.admissions(repo=args.repo, env=args.env, limit=args.limit)
         marks = release_marks(config, store, deployments)
@@ -393,7 +393,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
     config, _unavailable = _read_config(args)
     if args.ci is not None or args.deployment_id is None:
         return _ci_logs(config, args.ci)
-    with Store(config.database, readonly=True) as store:
+    with Store.of(config, readonly=True) as store:
         dep = store.get(args.deployment_id)
     if dep is None:
         raise UserError(f"no deployment #{args.deployment_id} (see `gitopsd history`)")
@@ -435,7 +435,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     config = _config(args)
     repo = _repo(config, args.repo)
     who = cli_identity()
-    return _said(operations.rollback(lambda: Store(config.database, readonly=args.to is None), repo, args.env, who,
+    return _said(operations.rollback(lambda: Store.of(config, readonly=args.to is None), repo, args.env, who,
                                      to=args.to, announce=_announcer(config, repo)))
 
 
@@ -444,7 +444,7 @@ def cmd_promote(args: argparse.Namespace) -> int:
     from .adapters.store import Store
     config = _config(args)
     repo = _repo(config, args.repo)
-    return _said(operations.promote(config, lambda: Store(config.database, readonly=True), repo, args.src, args.dst,
+    return _said(operations.promote(config, lambda: Store.of(config, readonly=True), repo, args.src, args.dst,
                                     cli_identity(), override=args.override, dry_run=args.dry_run,
                                     announce=_announcer(config, repo)))
 
@@ -457,7 +457,7 @@ def cmd_retry(args: argparse.Namespace) -> int:
     repo = _repo(config, args.repo)
     # --force: the Unix user as the kernel says (no variable can claim another), checked against override_by
     who = user_name(os.getuid())
-    return _said(operations.retry(config, lambda: Store(config.database), repo, args.env, who, force=args.force,
+    return _said(operations.retry(config, lambda: Store.of(config), repo, args.env, who, force=args.force,
                                   reason=args.reason, announce=_announcer(config, repo)))
 
 
@@ -480,7 +480,7 @@ def cmd_suspend(args: argparse.Namespace) -> int:
     repo = _repo(config, args.repo)
     env = _env(repo, args.env)
     who = cli_identity()
-    store = Store(config.database)
+    store = Store.of(config)
     store.suspend(repo.name, env.name, actor=who, reason=args.reason, now=time.time())
     running = store.last(repo.name, env.name)
     store.close()
@@ -497,7 +497,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
     config = _config(args)
     repo = _repo(config, args.repo)
     env = _env(repo, args.env)
-    store = Store(config.database)
+    store = Store.of(config)
     was = store.resume(repo.name, env.name)
     store.close()
     if not was:
@@ -516,7 +516,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
     config = _config(args)
     repo = _repo(config, args.repo)
     env = _env(repo, args.env)
-    store = Store(config.database)
+    store = Store.of(config)
     try:
         deployed = store.deployed(repo.name, env.name)
         if deployed is None:
@@ -556,7 +556,7 @@ def cmd_wait(args: argparse.Namespace) -> int:
     deadline = time.monotonic() + args.timeout
     where = f"{repo.name}/{env.name}"
     while True:
-        store = Store(config.database, readonly=True)
+        store = Store.of(config, readonly=True)
         try:
             done = [d for d in store.history(repo=repo.name, env=env.name, limit=200) if d.commit == commit]
             row = environment_status(store, repo, env)
@@ -612,7 +612,7 @@ def cmd_drift(args: argparse.Namespace) -> int:
     config, _unavailable = _read_config(args)
     repo = _repo(config, args.repo)
     env = _env(repo, args.env)
-    with Store(config.database, readonly=True) as store:
+    with Store.of(config, readonly=True) as store:
         report = store.drift_report(repo.name, env.name)
         deployed = store.deployed(repo.name, env.name)
     stale = report is not None and (deployed is None or report.deployment_id != deployed.id)
@@ -704,7 +704,7 @@ def cmd_ci_report(args: argparse.Namespace) -> int:
         raise UserError(f"{CI_REPORT_OPTIONS.get(exc.field, exc.field)}: {exc.message}") from exc
     commit, tree = resolve_commit(repo.path, args.commit)
     reporter = f"cli:{cli_identity()}"
-    with Store(config.database) as store:
+    with Store.of(config) as store:
         record(store, repo.name, commit, tree, report, reporter)
     sent = _nudge(config, repo, "ci-status")
     print(f"{repo.name}: {report.context} {report.state} for {commit[:7]} (tree {tree[:7]}), reported by {reporter}"
@@ -721,7 +721,7 @@ def cmd_ci_status(args: argparse.Namespace) -> int:
     config = _config(args)
     repo = _repo(config, args.repo)
     commit, tree = resolve_commit(repo.path, args.commit)
-    with Store(config.database, readonly=True) as store:
+    with Store.of(config, readonly=True) as store:
         shown = combined(store, repo.name, commit, tree)
         statuses = store.statuses(repo.name, tree)
     needs = {env.name: {"require_checks": list(env.require_checks),
@@ -771,12 +771,45 @@ def cmd_dora(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UserError(f"--since: {exc}") from exc
     now = time.time()
-    with Store(config.database, readonly=True) as store:
+    with Store.of(config, readonly=True) as store:
         figures = dora.figures(store, args.repo, env, now - window, now)
     if args.json:
         print(json.dumps(figures.as_json(), indent=2))
     else:
         print("\n".join(dora.text(figures, args.since)))
+    return 0
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    """Bring the state database's schema to this gitopsd's version (the daemon does it at start too)."""
+    from .adapters.dbcopy import open_spec
+    from .adapters.store import Store
+    store = open_spec(args.database, readonly=False) if args.database else Store.of(_config(args))
+    with store:
+        before, after = store.versions
+        if before == after:
+            print(f"{store.location}: the schema is at version {after}, nothing to do")
+        else:
+            print(f"{store.location}: the schema went from version {before} to {after}"
+                  + (" (a store from before schema versions, upgraded in place)" if before == 0 else ""))
+    return 0
+
+
+def cmd_db_copy(args: argparse.Namespace) -> int:
+    """Copy every table of one state database into another (SQLite to PostgreSQL, or back)."""
+    from .adapters import dbcopy
+    with dbcopy.open_spec(args.source, readonly=True) as source, dbcopy.open_spec(args.target, readonly=False) as target:
+        if source.location == target.location:
+            raise UserError(f"--from and --to are the same database ({source.location})")
+        copied = dbcopy.copy(source, target, force=args.force)
+        total = sum(copied.values())
+        print(f"copied {total} row{'s' if total != 1 else ''} in {len(copied)} tables from {source.location} "
+              f"to {target.location}{' (its records were replaced: --force)' if args.force else ''}")
+        for table, rows in copied.items():
+            if rows:
+                print(f"  {table}: {rows}")
+        print("The source is unchanged. To run on the copy, set `database:` in the config to it, then restart "
+              "the daemon.")
     return 0
 
 
@@ -1023,6 +1056,21 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("commit", metavar="COMMIT", help="commit id (40 hex digits or at least 7)")
     c.add_argument("--repo", metavar="NAME", help="repository name (needed when several are configured)")
     c.add_argument("--json", action="store_true", help="machine-readable output")
+
+    p = add("db", "upgrade the state database's schema, or copy it between SQLite and PostgreSQL",
+            "`upgrade` brings the state database's schema to this gitopsd's version (the daemon does it at\n"
+            "start too). `copy` copies every table, ids kept, from one state database to another: a SQLite\n"
+            "file (sqlite:/var/lib/gitopsd/state.db) or PostgreSQL (postgresql://user@host/name). Stop the\n"
+            "daemon first; the target must be empty unless --force (README, \"PostgreSQL\").", cmd_db_upgrade)
+    db = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    d = db.add_parser("upgrade", parents=[common], help="bring the schema to this version (also run at start)")
+    d.set_defaults(func=cmd_db_upgrade)
+    d.add_argument("--database", metavar="DB", help="sqlite:PATH or postgresql://... (default: the config's)")
+    d = db.add_parser("copy", parents=[common], help="copy every table into another database")
+    d.set_defaults(func=cmd_db_copy)
+    d.add_argument("--from", dest="source", required=True, metavar="DB", help="sqlite:PATH or postgresql://...")
+    d.add_argument("--to", dest="target", required=True, metavar="DB", help="sqlite:PATH or postgresql://...")
+    d.add_argument("--force", action="store_true", help="replace the target's records if it has any")
 
     from .human_commands import add_commands
     add_commands(add, common)

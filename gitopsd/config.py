@@ -310,7 +310,7 @@ def _database(raw: Any, check: _Checker) -> str:
         check.add("database", f"{shown} is not a valid URL ({exc})")
         return ""
     if not parts.path.strip("/"):
-        check.add("database", f"{shown} names no database: add /NAME, e.g. postgresql://gitopsd@{parts.netloc or 'host'}"
+        check.add("database", f"{shown} names no database: add /NAME, e.g. postgresql://gitopsd@{parts.hostname or 'host'}"
                               f"/gitopsd")
         return ""
     return raw

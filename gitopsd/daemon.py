@@ -188,7 +188,7 @@ class Daemon:
         self.stopping = threading.Event()
         self.reload_requested = threading.Event()
         self._lock_handle = lock_state_dir(config.state_dir)
-        self.store = Store(config.database)
+        self.store = Store.of(config)
         self.pool = ThreadPoolExecutor(max_workers=config.max_parallel, thread_name_prefix="deploy")
         # Post-deploy watch rounds and drift checks: never waiting behind (or holding up) deployments.
         self.monitor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="monitor")
@@ -216,7 +216,7 @@ class Daemon:
         self.metrics: Metrics | None = None   # its /metrics (README, "Monitoring"), read from the store when scraped
         if config.api is not None:
             from .metrics import Metrics
-            self.metrics = Metrics(lambda: self.config, Store(config.database, readonly=True))
+            self.metrics = Metrics(lambda: self.config, Store.of(config, readonly=True))
         # CI: each look at a repository finds the new heads of its CI branches and hands each to every sink
         # (the CI servers to trigger, the built-in steps). A sink queues its work: it never blocks the loop.
         self.ci_heads = NewHeads(self.store, self._pusher_of)
@@ -612,6 +612,33 @@ def continue_deployment_ids(store: Store, state_dir: Path) -> None:
                     "" if len(ids) == 1 else "s", folder, next_id)
 
 
+def wait_for_database(cfg: Config, early: list[int], notifier: Notifier | None = None) -> bool:
+    """Wait until PostgreSQL can be reached (not READY meanwhile: STATUS says why); False if stopped while waiting.
+
+    Any other problem with the database (a refused user, a schema from a newer gitopsd) returns True at once:
+    opening the store again in Daemon() then refuses to start with its line.
+    """
+    from .core.errors import TransientError
+    notifier = notifier or Notifier()
+    delay = 1.0
+    while True:
+        try:
+            Store.of(cfg).close()   # also upgrades the schema (adapters/migrations.py)
+            return True
+        except StoreError as exc:
+            if not isinstance(exc, TransientError):
+                return True
+            log.error("cannot start yet: %s Next try in %.0f s.", exc, delay)
+            notifier.status(f"waiting for the database: {exc}")
+        deadline = time.monotonic() + delay
+        while time.monotonic() < deadline:
+            if any(s in (signal.SIGTERM, signal.SIGINT) for s in early):
+                log.info("stopped while waiting for the database")
+                return False
+            time.sleep(0.2)
+        delay = min(delay * 2, 30.0)
+
+
 def run(config_path: Path) -> int:
     """Load and validate the config (refusing to start on any problem), then run until SIGTERM."""
     # SIGHUP's default action ends the process, and starting takes a while (config, store, triggers):
@@ -626,6 +653,8 @@ def run(config_path: Path) -> int:
         log.error("refusing to start: the configuration has %d problem%s:\n%s", len(exc.problems),
                   "" if len(exc.problems) == 1 else "s", exc)
         return 2
+    if cfg.database_url and not wait_for_database(cfg, early):
+        return 0   # stopped while waiting: nothing was started
     try:
         daemon = Daemon(cfg)
         continue_deployment_ids(daemon.store, cfg.state_dir)

@@ -68,7 +68,7 @@ def _watched(config: Config) -> list[Finding]:
     if not config.database.exists():
         return []
     from .adapters.store import Store
-    with Store(config.database, readonly=True) as store:
+    with Store.of(config, readonly=True) as store:
         unwatched = store.unwatched()
     return [Finding(False, f"the daemon does not watch {repo}'s branches ({why}); pushes still deploy through the "
                            "nudge and the sweep", "raise fs.inotify.max_user_watches / max_user_instances "

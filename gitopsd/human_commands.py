@@ -48,7 +48,7 @@ def cmd_rc_list(args: argparse.Namespace) -> int:
     from .cli import _config, _repo
     config = _config(args)
     repo = _repo(config, args.repo)
-    with Store(config.database, readonly=True) as store:
+    with Store.of(config, readonly=True) as store:
         rows = [_rc_view(repo, store, rc) for rc in store.rcs(repo.name, limit=args.limit)]
     if args.json:
         print(json.dumps(rows, indent=2))
@@ -70,7 +70,7 @@ def cmd_rc_show(args: argparse.Namespace) -> int:
     config = _config(args)
     repo = _repo(config, args.repo)
     name = args.name.removeprefix("rc/")
-    with Store(config.database, readonly=True) as store:
+    with Store.of(config, readonly=True) as store:
         rc = store.rc(repo.name, name)
         if rc is None:
             raise UserError(f"no release candidate rc/{name} in {repo.name} (see gitopsd rc list)")

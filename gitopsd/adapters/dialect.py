@@ -124,13 +124,13 @@ class PostgreSQL(SQLite):
         " GROUP BY d.repo, d.env, check_type, check_ok")
 
     def id_floor(self, db: Any, table: str, n: int) -> bool:
-        seq = f"pg_get_serial_sequence('{table}', 'id')"
-        last = db.execute(f"SELECT GREATEST((SELECT last_value FROM {table}_id_seq),"  # noqa: S608 (constant names)
-                          f" (SELECT COALESCE(MAX(id), 0) FROM {table}))").fetchone()[0]
-        if last >= n:
-            return False
-        db.execute(f"SELECT setval({seq}, ?)", (n,))
-        return True
+        """The identity's sequence moved past `n` (rows copied in with their ids leave it behind too)."""
+        last, called = db.execute(f"SELECT last_value, is_called FROM {table}_id_seq").fetchone()  # noqa: S608 (constant names)
+        top = db.execute(f"SELECT COALESCE(MAX(id), 0) FROM {table}").fetchone()[0]  # noqa: S608 (constant names)
+        issued = last if called else last - 1
+        if issued < n:
+            db.execute(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), ?)", (n,))
+        return max(issued, top) < n
 
 
 def _two_argument(sql: str, function: str, replacement: str) -> str:

@@ -159,6 +159,17 @@ class Connection:
                 self.execute(statement)
 
     def executemany(self, sql: str, seq: Iterable[Sequence[Any]]) -> Result:
+        write = written_table(sql)
+        if self._tx is not None and write is not None and not (write[1] in MIRRORED and self.mirror is not None):
+            # Nothing to mirror: one pipelined executemany (db copy moves many rows this way).
+            text, order = self.dialect.translate(sql)
+            params = [tuple(a[i] for i in order) if order is not None else tuple(a) for a in seq]
+            try:
+                with self._tx.cursor() as cur:
+                    cur.executemany(text, params)
+                    return Result([], cur.rowcount, None)
+            except Exception as exc:   # noqa: B902
+                raise translate_error(self.url, exc) from exc
         total = 0
         for args in seq:
             total += self.execute(sql, args).rowcount

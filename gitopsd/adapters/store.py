@@ -215,7 +215,8 @@ class Store:
     SQLite file the pre-receive hook reads (written by a writable store only).
     """
 
-    def __init__(self, path: Path, *, readonly: bool = False, url: str = "", retry_for: float | None = None):
+    def __init__(self, path: Path, *, readonly: bool = False, url: str = "", retry_for: float | None = None,
+                 hook_copy: bool = True):
         self.path = Path(path)
         self.url = url
         self.location = str(self.path)
@@ -223,7 +224,8 @@ class Store:
         self.versions = (migrations.LATEST, migrations.LATEST)   # the schema's version before and after opening
         self.dialect: dialects.SQLite = dialects.SQLite()
         if url:
-            self._open_postgresql(readonly, PG_WRITE_RETRY if retry_for is None and not readonly else retry_for or 0.0)
+            retry = PG_WRITE_RETRY if retry_for is None and not readonly else retry_for or 0.0
+            self._open_postgresql(readonly, retry, hook_copy)
             return
         if readonly:
             db = snapshot.connect_readonly(str(self.path), check_same_thread=False)   # see there: readers in the group
@@ -250,13 +252,13 @@ class Store:
         except ValueError as exc:   # written by a newer gitopsd
             raise sqlite3.DatabaseError(f"{self.location}: {exc}") from exc
 
-    def _open_postgresql(self, readonly: bool, retry_for: float) -> None:
+    def _open_postgresql(self, readonly: bool, retry_for: float, hook_copy: bool) -> None:
         """PostgreSQL at self.url; a writable store also keeps the hook's read model at self.path, copied whole now."""
         from . import pgstore
         self.location = pgstore.redact(self.url)
         self.dialect = dialects.PostgreSQL(dialects.primary_keys(full_schema()))
         mirror = None
-        if not readonly:
+        if not readonly and hook_copy:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             mirror = sqlite3.connect(self.path, check_same_thread=False, timeout=30, isolation_level=None)
             mirror.execute("PRAGMA journal_mode=WAL")

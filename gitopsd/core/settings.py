@@ -328,6 +328,7 @@ class Config:
     repositories: tuple[Repository, ...] = field(default_factory=tuple)
     sandbox: SandboxPolicy = SandboxPolicy()   # what playbook runs may see (adapters/sandbox.py); `hide` is filled in by the daemon
     known_hosts: Path = Path("/var/lib/gitopsd/.ssh/known_hosts")   # the only host keys ssh accepts (README, "SSH trust")
+    database_url: str = ""         # `database: postgresql://...` (README, "PostgreSQL"); "": SQLite in state_dir
     api: Api | None = None                      # the HTTP API; None: off
     grafana: Grafana | None = None              # deployment annotations in Grafana; None: off
     execution_nodes: tuple[ExecutionNode, ...] = ()   # remote runners (README, "Execution nodes"); none: all local
@@ -362,4 +363,5 @@ class Config:
 
     @property
     def database(self) -> Path:
-        return self.state_dir / "state.db"
+        """The SQLite file the pre-receive hook reads: the whole store, or with PostgreSQL the hook's copy of it."""
+        return self.state_dir / ("hook-ledger.db" if self.database_url else "state.db")
