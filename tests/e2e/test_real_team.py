@@ -273,6 +273,9 @@ def _scenario(server: Server, base: Path, targets: Path, ssh_hosts: Any) -> None
     git_host = git_server(base, {"alice": alice, "bob": bob})
     server.git_hosts.append(git_host)
     url = f"ssh://{GIT_USER}@{git_host.address}:{git_host.port}{server.repo}"
+    shell = sh([*alice.env()["GIT_SSH_COMMAND"].split(), "-p", str(git_host.port), f"{GIT_USER}@{git_host.address}",
+                "id"], check=False)
+    assert shell.returncode != 0 and "unrecognized command" in shell.stderr, shell   # git-shell: git only
 
     # -- `gitopsd init` as root creates the repository and gives it to the git user.
     server.repo.parent.mkdir(parents=True)
