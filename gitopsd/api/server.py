@@ -85,8 +85,10 @@ def serve(config: Callable[[], Config], store: Store, on_status: Callable[[str],
         from ..web.app import create_web_app
         app = create_web_app(config, human_gates=human_gates, api=app, stopping=stopping)
     logging.getLogger("uvicorn").setLevel(logging.WARNING)   # its start and stop lines; errors still show
+    # proxy_headers off: uvicorn would otherwise take X-Forwarded-For/-Proto from any 127.0.0.1 peer as the truth;
+    # the dashboard decides itself whom to believe (web.trusted_proxies, gitopsd/web/auth.py).
     settings = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off", http="h11", loop="asyncio",
-                              ws="none", server_header=False, timeout_graceful_shutdown=3)
+                              ws="none", server_header=False, timeout_graceful_shutdown=3, proxy_headers=False)
     server = uvicorn.Server(settings)
 
     def run() -> None:

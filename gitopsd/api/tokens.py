@@ -176,6 +176,10 @@ class TokenCheck:
                 self._seen = key
             return self._tokens
 
+    def tokens(self) -> list[Token]:
+        """The tokens as the file says now (the web's sessions end when their token is revoked)."""
+        return list(self._current())
+
     def authenticate(self, authorization: str | None) -> Token | None:
         """The token an `Authorization: Bearer <secret>` header names, or None."""
         scheme, _, secret = (authorization or "").strip().partition(" ")

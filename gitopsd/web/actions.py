@@ -1,0 +1,213 @@
+"""The dashboard's actions: promote, roll back, retry, sign off, approve/reject/withdraw, create a release candidate.
+
+Each is a POST to /actions/NAME with form fields, runs the function the command line runs
+(operations.py for promote, rollback and retry; the daemon's HumanGates.handle for the human
+gates) as the signed-in user, and answers with the same lines the command line prints, refusals
+included. The role the user holds in the environment (auth.role) is checked first; the rules of
+the action itself (override_by, signoff_by, approvers) still apply on top: a role never widens them.
+The CSRF token was checked by auth's middleware before any of this runs.
+
+With `HX-Request` the answer is an HTML fragment (a `result` block, status 200 when done, else the
+refusal's: 403, 404, 409, 422); without, a redirect back to the page with the lines as a flash.
+"""
+from __future__ import annotations
+
+import logging
+from contextlib import nullcontext
+from html import escape
+from typing import Any, Callable
+from urllib.parse import parse_qs, urlsplit
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.routing import Route
+
+from .. import operations
+from ..adapters.store import Store
+from ..core.errors import GitError, StoreError, UserError
+from ..core.settings import Config, Environment, Repository
+from . import auth
+
+log = logging.getLogger("gitopsd.web")
+
+STATUS = {"forbidden": 403, "invalid": 422, "missing": 404, "conflict": 409}
+APPROVAL_KINDS = ("approve", "reject", "withdraw")
+FIELD_MAX = 1000
+YES = ("on", "true", "1", "yes")
+
+HumanGatesHandler = Callable[[str, dict[str, Any]], dict[str, Any]]
+
+
+class Answer(Exception):
+    """An action's end other than success: its status and the lines to show."""
+
+    def __init__(self, status: int, *lines: str):
+        super().__init__(lines[0] if lines else "")
+        self.status, self.lines = status, list(lines)
+
+
+def result_html(ok: bool, lines: list[str]) -> str:
+    """The `result` fragment htmx puts in the page: each line escaped, as the command line would print it."""
+    kind = "result-ok" if ok else "result-refused"
+    return (f'<div class="result {kind}" role="{"status" if ok else "alert"}">'
+            + "".join(f'<p class="result-line">{escape(line)}</p>' for line in lines) + "</div>")
+
+
+def routes(config: Callable[[], Config], store: Store, *, human_gates: HumanGatesHandler | None = None,
+           render: Any = None) -> list[Route]:
+    """POST /actions/{promote,rollback,retry,signoff,approve,reject,withdraw,rc-create} over the daemon's config and
+    store (read-only: writes open the store themselves, as the command line does); `human_gates` is the daemon's
+    HumanGates.handle. (`render` is not needed: answers are fragments or redirects.)"""
+
+    def repository(fields: dict[str, str]) -> Repository:
+        repo = config().repository(fields.get("repo", ""))
+        if repo is None:
+            raise Answer(404, f"no repository named {fields.get('repo', '')[:100]!r}")
+        return repo
+
+    def environment(repo: Repository, name: str | None) -> Environment:
+        env = repo.environment(name or "")
+        if env is None:
+            raise Answer(404, f"repository {repo.name} has no environment {(name or '')[:100]!r} "
+                              f"(it has: {', '.join(e.name for e in repo.environments)})")
+        return env
+
+    def need(user: auth.WebUser, repo: Repository, env: Environment, role: str, doing: str) -> None:
+        """Refuse (403) unless the user holds `role` in that environment."""
+        if not auth.allows(user, repo.name, env.name, role):
+            have = auth.role(user, repo.name, env.name)
+            raise Answer(403, f"{user.name} may not {doing} in {repo.name}/{env.name}: that needs the {role} role, and "
+                              f"{user.name} {'is a ' + have if have else 'has no role'} there "
+                              f"(web.roles in {config().source})")
+
+    def announcer(repo: Repository, identity: str) -> operations.Announce:
+        """Tell the daemon, as the command line's nudge does, naming the web user."""
+        from ..gate.nudge import Nudge, send
+        return lambda trigger, commits, reason: send(str(config().nudge_socket), Nudge(
+            repo=str(repo.path), trigger=trigger, actor=identity, commits=commits, reason=reason))
+
+    def writable() -> Any:
+        return Store.of(config())
+
+    def outcome(done: operations.Outcome) -> list[str]:
+        if not done.ok:
+            raise Answer(409, *done.lines)
+        return list(done.lines)
+
+    def ask_gates(identity: str, request: dict[str, Any]) -> list[str]:
+        if human_gates is None:
+            raise Answer(503, "sign-offs and approvals are recorded by the daemon; this server cannot take them")
+        answer = human_gates(identity, request)
+        if not answer.get("ok"):
+            raise Answer(STATUS.get(str(answer.get("kind")), 409), str(answer.get("error") or "refused"))
+        return [str(answer.get("message", "done"))]
+
+    # -- each action: (user, fields) -> lines, raising Answer -----------------------------------------------------
+    def promote(user: auth.WebUser, f: dict[str, str]) -> list[str]:
+        repo = repository(f)
+        dst = environment(repo, f.get("env"))
+        need(user, repo, dst, "deployer", "promote")
+        source = repo.environment_for_branch(dst.promote_from)
+        src = f.get("from") or (source.name if source is not None else dst.promote_from)
+        return outcome(operations.promote(config(), lambda: nullcontext(store), repo, src, dst.name, user.name,
+                                          override=f.get("override") or None, announce=announcer(repo, user.name)))
+
+    def rollback(user: auth.WebUser, f: dict[str, str]) -> list[str]:
+        repo = repository(f)
+        env = environment(repo, f.get("env"))
+        need(user, repo, env, "deployer", "roll back")
+        to = None
+        if f.get("to"):
+            need(user, repo, env, "admin", "roll back to a chosen deployment")
+            if not f["to"].isdigit():
+                raise Answer(422, f"to must be a deployment number from the history, not {f['to'][:20]!r}")
+            to = int(f["to"])
+        return outcome(operations.rollback((lambda: nullcontext(store)) if to is None else writable, repo, env.name,
+                                           user.name, to=to, announce=announcer(repo, user.name)))
+
+    def retry(user: auth.WebUser, f: dict[str, str]) -> list[str]:
+        repo = repository(f)
+        env = environment(repo, f.get("env"))
+        need(user, repo, env, "deployer", "retry")
+        return outcome(operations.retry(config(), writable, repo, env.name, user.name, force=f.get("force") in YES,
+                                        reason=f.get("reason") or None, announce=announcer(repo, user.name)))
+
+    def signoff(user: auth.WebUser, f: dict[str, str]) -> list[str]:
+        repo = repository(f)
+        env = environment(repo, f.get("env"))
+        need(user, repo, env, "viewer", "sign off")   # who may sign off is signoff_by's: the gates check it
+        return ask_gates(user.name, {"op": "signoff", "repo": repo.name, "env": env.name, "note": f.get("note"),
+                                     "reject": f.get("reject") in YES, "commit": f.get("commit") or None})
+
+    def approval(user: auth.WebUser, f: dict[str, str], kind: str) -> list[str]:
+        repo = repository(f)
+        name = f.get("rc", "").removeprefix("rc/")
+        rc = store.rc(repo.name, name)
+        if rc is None:
+            raise Answer(404, f"no release candidate rc/{name[:100]} in {repo.name} (see gitopsd rc list)")
+        target = environment(repo, rc["target_env"])
+        need(user, repo, target, "approver", kind)   # and the approvers: list, which the gates check
+        return ask_gates(user.name, {"op": kind, "repo": repo.name, "rc": name, "note": f.get("note")})
+
+    def rc_create(user: auth.WebUser, f: dict[str, str]) -> list[str]:
+        repo = repository(f)
+        gated = [e for e in repo.environments if e.approvals is not None]
+        target = environment(repo, f["to"]) if f.get("to") else (gated[0] if gated else repo.environments[-1])
+        need(user, repo, target, "deployer", "create a release candidate")
+        return ask_gates(user.name, {"op": "rc-create", "repo": repo.name, "from": f.get("from") or None,
+                                     "to": f.get("to") or None, "name": f.get("name") or None})
+
+    actions: dict[str, Callable[[auth.WebUser, dict[str, str]], list[str]]] = {
+        "promote": promote, "rollback": rollback, "retry": retry, "signoff": signoff, "rc-create": rc_create,
+        "approve": lambda u, f: approval(u, f, f.get("kind") or "approve"),
+        "reject": lambda u, f: approval(u, f, "reject"), "withdraw": lambda u, f: approval(u, f, "withdraw")}
+
+    def run(action: str, user: auth.WebUser, fields: dict[str, str]) -> list[str]:
+        if fields.get("kind") and fields["kind"] not in APPROVAL_KINDS:
+            raise Answer(422, f"kind must be one of {', '.join(APPROVAL_KINDS)}, not {fields['kind'][:20]!r}")
+        try:
+            return actions[action](user, fields)
+        except operations.Refusal as exc:
+            raise Answer(STATUS.get(exc.kind, 409), str(exc)) from exc
+        except UserError as exc:
+            raise Answer(409, str(exc)) from exc
+        except (StoreError, GitError, OSError) as exc:
+            log.warning("web action %s by %s failed: %s", action, user.name, exc)
+            raise Answer(503, "the state database or the repository is unavailable: try again "
+                              "(the daemon's log says more)") from exc
+
+    async def act(request: Request) -> Response:
+        action = request.path_params["action"]
+        user = auth.current_user(request)
+        fields = {k: v[0][:FIELD_MAX] for k, v in parse_qs((await request.body()).decode("utf-8", "replace"),
+                                                            max_num_fields=50).items()}
+        if action not in actions:
+            ok, status, lines = False, 404, [f"no action {action[:40]!r} (there are: {', '.join(actions)})"]
+        elif user is None:   # the middleware lets nobody here unsigned: kept in case it is mounted without it
+            ok, status, lines = False, 401, ["sign in first"]
+        else:
+            try:
+                ok, status, lines = True, 200, await run_in_threadpool(run, action, user, fields)
+                log.info("web: %s by %s: %s", action, user.name, lines[0] if lines else "done")
+            except Answer as exc:
+                ok, status, lines = False, exc.status, exc.lines
+                log.info("web: %s by %s refused (%d): %s", action, user.name, exc.status, exc.lines[0] if exc.lines else "")
+        if request.headers.get("hx-request") == "true":
+            return HTMLResponse(result_html(ok, lines), status_code=status, headers=auth.HEADERS)
+        response = RedirectResponse(back(request, fields), status_code=303)
+        response.headers.append("set-cookie", auth.flash_cookie(request, ok, lines))
+        return response
+
+    return [Route("/actions/{action}", act, methods=["POST"])]
+
+
+def back(request: Request, fields: dict[str, str]) -> str:
+    """Where a form without htmx goes after acting: its `next` field, else the page it was on (same site), else /."""
+    wanted = fields.get("next", "")
+    if wanted.startswith("/") and not wanted.startswith("//") and "\\" not in wanted:
+        return wanted
+    referer = urlsplit(request.headers.get("referer", ""))
+    if referer.netloc and referer.netloc == request.headers.get("host") and referer.path.startswith("/"):
+        return referer.path + (f"?{referer.query}" if referer.query else "")
+    return "/"
