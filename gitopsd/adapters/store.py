@@ -277,6 +277,11 @@ class Store:
         if not readonly:
             self.versions = self._upgrade(pg, self.dialect)
             pg.resync_mirror()
+        elif migrations.current(pg) == 0:   # no daemon wrote here yet: nothing recorded, as a missing SQLite file
+            pg.close()
+            self.dialect = dialects.SQLite()
+            self._db = sqlite3.connect(":memory:", check_same_thread=False)
+            self._db.executescript(full_schema())
 
     @property
     def backend(self) -> str:
