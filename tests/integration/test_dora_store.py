@@ -1,6 +1,6 @@
 """The lead time of each change, recorded by the store when a deploy first brings it to an environment.
 
-Real: the SQLite store in a temp folder. Rows are written through its own methods, as the daemon does.
+Real: the store in a temp folder, on SQLite and on a real PostgreSQL (store_factory). Rows are written through its own methods, as the daemon does.
 """
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ def deploy(store: Store, env: str, commit: str, started: float, took: float = 60
     return store.get(dep)
 
 
-def test_lead_runs_from_first_seen_to_the_deploys_end_and_commits_gitopsd_made_have_none(tmp_path):
-    with Store(tmp_path / "state.db") as store:
+def test_lead_runs_from_first_seen_to_the_deploys_end_and_commits_gitopsd_made_have_none(tmp_path, store_factory):
+    with store_factory(tmp_path / "state.db") as store:
         store.record_seen("shop", [("a" * 40, "branch-push"), ("m" * 40, "promote")], 1000.0, ["a" * 40])
         d = deploy(store, "production", "m" * 40, 1000.0 + 2 * H)
         store.record_deployed_commits(d, ["a" * 40, "m" * 40, "o" * 40], tuple(sorted(dora.SERVER_MADE)))
@@ -29,8 +29,8 @@ def test_lead_runs_from_first_seen_to_the_deploys_end_and_commits_gitopsd_made_h
     assert sorted(leads) == pytest.approx([60.0, 2 * H + 60.0])
 
 
-def test_a_commit_seen_before_recording_falls_back_to_its_first_deployment_anywhere(tmp_path):
-    with Store(tmp_path / "state.db") as store:
+def test_a_commit_seen_before_recording_falls_back_to_its_first_deployment_anywhere(tmp_path, store_factory):
+    with store_factory(tmp_path / "state.db") as store:
         qa = deploy(store, "qa", "o" * 40, 5000.0)
         store.record_deployed_commits(qa, ["o" * 40], tuple(dora.SERVER_MADE))
         prod = deploy(store, "production", "o" * 40, 5000.0 + 3 * H)

@@ -1,4 +1,4 @@
-"""/metrics' figures from a real SQLite store (gitopsd/metrics.py), and the hook's refusal reports (gate/nudge.py).
+"""/metrics' figures from a real store, SQLite and PostgreSQL (gitopsd/metrics.py), and the hook's refusal reports.
 
 Real: the store in a temp folder, prometheus_client's text output, promtool. No daemon: the e2e test
 (tests/e2e/test_monitoring.py) has one, scraped by a real Prometheus.
@@ -37,9 +37,9 @@ def samples(metrics: Metrics) -> dict[str, float]:
             if line.startswith("gitopsd_") and not line.startswith("gitopsd_process")}
 
 
-def test_totals_kept_between_scrapes_equal_a_fresh_read_after_a_restart(tmp_path):
+def test_totals_kept_between_scrapes_equal_a_fresh_read_after_a_restart(tmp_path, store_factory):
     cfg = config(tmp_path)
-    store = Store(cfg.database)
+    store = store_factory(cfg.database)
     store.record_seen("shop", [(f"{1:040x}", "branch-push")], 900.0, [f"{1:040x}"])
     first_id = deploy(store, "qa", 1, "succeeded", checks=[("http qa-1", True), ("playbook playbooks/verify.yml", True)])
     first = store.get(first_id)
@@ -47,7 +47,7 @@ def test_totals_kept_between_scrapes_equal_a_fresh_read_after_a_restart(tmp_path
     store.record_deployed_commits(first, [first.commit], ("promote",))
     running = deploy(store, "production", 2, "running")
     deploy(store, "qa", 3, "failed", seconds=400, checks=[("prometheus error-rate", False)])
-    kept = Metrics(lambda: cfg, Store(cfg.database, readonly=True))
+    kept = Metrics(lambda: cfg, store_factory(cfg.database, readonly=True))
     first = samples(kept)
     assert first['gitopsd_deployments_running{env="production",repo="shop"}'] == 1
     assert first['gitopsd_deployments_total{env="qa",kind="deploy",repo="shop",result="failed"}'] == 1
@@ -55,7 +55,7 @@ def test_totals_kept_between_scrapes_equal_a_fresh_read_after_a_restart(tmp_path
     deploy(store, "production", 4, "succeeded", kind="rollback", trigger="auto-rollback")
     deploy(store, "qa", 5, "queued")
     after = samples(kept)
-    restarted = samples(Metrics(lambda: cfg, Store(cfg.database, readonly=True)))
+    restarted = samples(Metrics(lambda: cfg, store_factory(cfg.database, readonly=True)))
     assert after == restarted
     assert after['gitopsd_deployments_total{env="production",kind="deploy",repo="shop",result="failed"}'] == 1
     assert after['gitopsd_rollbacks_total{cause="automatic",env="production",repo="shop"}'] == 1
@@ -71,11 +71,11 @@ def test_totals_kept_between_scrapes_equal_a_fresh_read_after_a_restart(tmp_path
     assert after['gitopsd_last_successful_deployment_timestamp_seconds{env="production",repo="shop"}'] == 1043
 
 
-def test_a_scrape_passes_promtool_check_metrics(tmp_path):
+def test_a_scrape_passes_promtool_check_metrics(tmp_path, store_factory):
     cfg = config(tmp_path)
-    store = Store(cfg.database)
+    store = store_factory(cfg.database)
     deploy(store, "qa", 1, "succeeded")
-    metrics = Metrics(lambda: cfg, Store(cfg.database, readonly=True))
+    metrics = Metrics(lambda: cfg, store_factory(cfg.database, readonly=True))
     metrics.refused("shop", "qa", "deploy-window")
     metrics.refused("shop", "nonsense", "free text here")   # never a label: '' and other
     body, content_type = metrics.exposition()
