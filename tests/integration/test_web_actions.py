@@ -1,0 +1,130 @@
+"""The dashboard's actions: the same functions and words as the command line, the role first, CSRF always.
+
+Real: `gitopsd run` as a process serving the dashboard with uvicorn on loopback, sessions from API
+tokens, forms posted over TCP, pushes through the installed hook, ansible-playbook deploying to
+local hosts, and the command line run beside it for comparison. Nothing faked.
+"""
+from __future__ import annotations
+
+import html
+import json
+import re
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from tests.support import Daemon, Sandbox, git
+from tests.webclient import Browser, Reply, free_port, token, web_up
+
+HX = {"HX-Request": "true"}
+
+
+@pytest.fixture
+def site(short_tmp: Path) -> Iterator[tuple[Sandbox, Daemon, dict[str, Browser]]]:
+    port = free_port()
+    sandbox = Sandbox(short_tmp, {"qa": ["qa-1"], "staging": ["staging-1"], "production": ["production-1"]},
+                      env_options={"production": {"approvals": {"required": 1, "approvers": ["group:product"]}}},
+                      extra={"groups": {"ops": ["olga"], "product": ["paula"]},
+                             "api": {"listen": f"127.0.0.1:{port}", "tokens_file": str(short_tmp / "tokens.yml")},
+                             "web": {"roles": {"*": {"viewer": ["*"], "deployer": ["group:ops"]},
+                                               "production": {"approver": ["group:product"]}}}})
+    with Daemon(sandbox) as daemon:
+        web_up(daemon)
+        for env in ("qa", "staging"):   # production waits for a release candidate with its approval
+            daemon.wait_state(env, "in-sync", sandbox.head(env))
+        people = {}
+        for name in ("olga", "paula", "vera"):   # a deployer, an approver, a viewer
+            people[name] = Browser(port)
+            assert people[name].login(token(sandbox, f"{name}-laptop", "read", owner=name)).status == 303
+        yield sandbox, daemon, people
+
+
+def post(browser: Browser, action: str, htmx: bool = True, **fields: str) -> Reply:
+    return browser.post(f"/actions/{action}", {"csrf_token": browser.csrf(), **fields}, headers=HX if htmx else None)
+
+
+def lines(reply: Reply) -> list[str]:
+    return [html.unescape(x) for x in re.findall(r'<p class="result-line">(.*?)</p>', reply.text)]
+
+
+def heads(sandbox: Sandbox) -> dict[str, str]:
+    return {env: sandbox.head(env) for env in ("qa", "staging", "production")}
+
+
+def ship_to_qa(sandbox: Sandbox, daemon: Daemon, text: str, state: str = "in-sync") -> str:
+    sandbox.write("app.txt", text)
+    commit = sandbox.commit(text)
+    sandbox.push("main", "main:qa")
+    daemon.wait_state("qa", state, commit)
+    return commit
+
+
+def test_forms_without_the_csrf_token_or_from_a_viewer_change_nothing_and_names_are_checked(site):
+    sandbox, daemon, people = site
+    olga, vera = people["olga"], people["vera"]
+    ship_to_qa(sandbox, daemon, "release 2")
+    before = heads(sandbox)
+    form = {"repo": "shop", "env": "staging"}
+    assert olga.post("/actions/promote", form, headers=HX).status == 403
+    assert olga.post("/actions/promote", {**form, "csrf_token": "f" * 64}, headers=HX).status == 403
+    assert olga.post("/actions/promote", {**form, "csrf_token": vera.csrf()}, headers=HX).status == 403
+    refused = post(vera, "promote", **form)
+    assert refused.status == 403
+    assert lines(refused) == [f"vera may not promote in shop/staging: that needs the deployer role, and vera is a "
+                              f"viewer there (web.roles in {sandbox.config})"]
+    for action in ("rollback", "retry"):
+        assert post(vera, action, **form).status == 403
+    assert post(olga, "rollback", to="1", **form).status == 403   # back to a chosen deployment: admins only
+    assert heads(sandbox) == before
+
+    assert post(olga, "promote", repo="nope", env="staging").status == 404
+    missing = post(olga, "promote", repo="shop", env="nope")
+    assert missing.status == 404 and "has no environment 'nope'" in lines(missing)[0]
+    assert post(olga, "unheard-of", repo="shop", env="qa").status == 404
+    assert post(people["paula"], "approve", repo="shop", rc="nope", note="x").status == 404
+    assert post(olga, "promote", repo="shop", env="<script>").text.count("<script>") == 0   # escaped
+    assert heads(sandbox) == before
+
+
+def test_a_deployer_promotes_with_the_clis_refusal_and_an_approver_approves_as_themselves(site):
+    sandbox, daemon, people = site
+    olga, paula = people["olga"], people["paula"]
+    sandbox.write("FAIL", "all")
+    broken = ship_to_qa(sandbox, daemon, "broken", state="stalled")
+    cli = sandbox.cli("promote", "qa", "staging", check=False)
+    assert cli.returncode == 1
+    before = heads(sandbox)
+    refused = post(olga, "promote", repo="shop", env="staging")
+    assert refused.status == 409 and 'class="result result-refused"' in refused.text
+
+    def same(text: str) -> str:   # the promotion commit each one wrote has its own id; trees and rules agree
+        return re.sub(r"\b[0-9a-f]{7,40}\b", "<id>", text)
+    assert same("\n".join(lines(refused)) + "\n") == same(cli.stderr)   # line for line, blank lines too
+    assert sandbox.tree(broken)[:7] in refused.text
+    assert heads(sandbox) == before
+
+    sandbox.remove("FAIL")
+    fixed = ship_to_qa(sandbox, daemon, "fixed")
+    done = post(olga, "promote", repo="shop", env="staging")
+    assert done.status == 200, done.text
+    said = lines(done)
+    assert said[0].startswith(f"staging: staging is now at {sandbox.head('staging')[:7]} (Promote qa ({fixed[:7]}) "
+                              "to staging)") and said[1] == "the daemon deploys it now; follow with `gitopsd status`"
+    message = git(sandbox.root, "--git-dir", str(sandbox.repo), "log", "-1", "--format=%B", "staging").stdout
+    assert "Gitopsd-Promoted-By: olga" in message
+    daemon.wait_state("staging", "in-sync", sandbox.head("staging"))
+
+    created = post(olga, "rc-create", repo="shop", name="r1")
+    assert created.status == 200 and lines(created)[0].startswith("release candidate rc/r1 created")
+    # The deployer may not approve (a role below approver), and the form says nothing about who approves.
+    assert post(olga, "approve", repo="shop", rc="r1", kind="approve", note="fine").status == 403
+    no_note = post(paula, "approve", repo="shop", rc="r1", kind="approve")
+    assert no_note.status == 422 and lines(no_note) == ["say why with --note '...' (it is recorded with your name)"]
+    approved = post(paula, "approve", htmx=False, repo="shop", rc="r1", kind="approve", note="go", next="/")
+    assert approved.status == 303 and approved.header("location") == "/"
+    assert "gitopsd_flash" in approved.set_cookies()
+    shown = json.loads(sandbox.cli("rc", "show", "r1", "--json").stdout)
+    assert [(h["actor"], h["kind"], h["note"]) for h in shown["history"]] == [("paula", "approve", "go")]
+    again = post(paula, "approve", repo="shop", rc="r1", note="again")
+    assert again.status == 409 and lines(again)[0].startswith("paula already approved rc/r1")
