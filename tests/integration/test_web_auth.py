@@ -7,7 +7,6 @@ Nothing faked.
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Iterator
 
@@ -115,7 +114,7 @@ def test_revoking_the_token_ends_its_sessions_and_signing_out_ends_one_even_for_
     assert second.get("/").status == 200
     sandbox.cli("token", "revoke", "olga-laptop")
     answer = second.get("/")
-    assert answer.status == 303 and answer.header("location", ).startswith("/login")
+    assert answer.status == 303 and (answer.header("location") or "").startswith("/login")
 
 
 def test_the_login_form_needs_its_csrf_value_and_failures_are_rate_limited_per_address(login):
@@ -146,4 +145,3 @@ def test_a_post_without_or_with_a_wrong_csrf_token_is_refused(login):
     # Another session's token does not do either: each session has its own.
     assert browser.post("/logout", {"csrf_token": other.csrf()}).status == 403
     assert browser.post("/logout", {}, headers={"X-CSRF-Token": browser.csrf()}).status == 303
-    time.sleep(0)
