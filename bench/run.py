@@ -12,6 +12,7 @@
 (g) the HTTP API: commit status POSTs at 200 requests/s for 30 s (--api-seconds) with 10,000 statuses
     stored, p50/p99 (target p99 <= 20 ms).
 (h) DORA: `gitopsd dora --env production --since 365d` with 100,000 production deployments stored (target <= 1 s).
+(k) execution nodes: 30 environments deployed at once on one node vs two (bench/bench_nodes.py).
 (j) the web dashboard: the Pipeline page's time with 3 repositories x 3 environments and 100,000 deployments stored
     (target p99 <= 100 ms), and a branch move -> the page showing it over server-sent events (target <= 1 s).
 """
@@ -165,15 +166,20 @@ WINDOWS = [{"allow": "* * * * *", "duration": "8h", "timezone": "Europe/Berlin",
            {"deny": "0 0 29 2 *", "duration": "2d", "timezone": "Europe/Berlin", "name": "leap day freeze"}]
 
 
-def bench_hooks(root: Path, commits: int, pushes: int, windows: bool = False, checks: bool = False) -> dict:
+def bench_hooks(root: Path, commits: int, pushes: int, windows: bool = False, checks: bool = False,
+                database_url: str = "") -> dict:
     """The same pushes (main and main:qa) into a hooked and a bare copy of one big repository, interleaved.
 
-    `checks`: qa requires two commit statuses (10,000 others stored), reported for each commit before its push."""
+    `checks`: qa requires two commit statuses (10,000 others stored), reported for each commit before its push.
+    `database_url`: the records in PostgreSQL, written through the daemon's store, which copies what the hook reads
+    into its SQLite file (the hook never connects to PostgreSQL)."""
     options: dict = {"windows": WINDOWS} if windows else {}
     if checks:
         options["require_checks"] = ["ci/build", "ci/test"]
-    sandbox = Sandbox(root / "hooked", {"qa": ["qa-1"]}, env_options={"qa": options})
-    store = Store(sandbox.state / "state.db") if checks else None
+    sandbox = Sandbox(root / "hooked", {"qa": ["qa-1"]}, env_options={"qa": options},
+                      extra={"database": database_url} if database_url else {})
+    hook_file = sandbox.state / ("hook-ledger.db" if database_url else "state.db")
+    store = Store(hook_file, url=database_url) if checks else None
     if store is not None:
         for i in range(5000):   # other trees' statuses, as a busy CI leaves them
             for context in ("ci/build", "ci/test"):
@@ -768,7 +774,9 @@ def main() -> int:
                         help="also time the reads with the gitopsd of this checkout (e.g. a git worktree of an older commit)")
     parser.add_argument("--dora-rounds", type=int, default=10)
     parser.add_argument("--only", choices=("latency", "overhead", "idle", "hooks", "rollback", "scale", "api", "reads", "metrics", "dora",
-                                           "web"))
+                                           "web", "nodes"))
+    parser.add_argument("--postgresql", action="store_true",
+                        help="hooks section: also with the records in a PostgreSQL started on loopback (README, PostgreSQL)")
     args = parser.parse_args()
     results = {}
     with tempfile.TemporaryDirectory(prefix="gb-", dir="/tmp") as tmp:
@@ -798,6 +806,19 @@ def main() -> int:
                 print(f"(d) push of main and main:qa into a {r['commits']}-commit repository{label}, median of "
                       f"{r['pushes']}: through gitopsd's hooks {r['hooked_ms']:.0f} ms, no hooks {r['bare_ms']:.0f} ms, "
                       f"ratio {r['ratio']:.1f} (target <= 3)", flush=True)
+            if args.postgresql:   # the records in PostgreSQL: the hook reads the daemon's SQLite copy of its part
+                from tests.postgres_fixture import PgServer
+                server = PgServer()
+                try:
+                    for label, checks in (("", False), (", qa with require_checks", True)):
+                        results[f"hooks, postgresql{label}"] = r = bench_hooks(
+                            root / f"hooks-pg-{checks}", args.history, args.hook_pushes, False, checks,
+                            server.create_database())
+                        print(f"(d) the same with database: postgresql://{label}: through gitopsd's hooks "
+                              f"{r['hooked_ms']:.0f} ms, no hooks {r['bare_ms']:.0f} ms, ratio {r['ratio']:.1f} "
+                              f"(target <= 3)", flush=True)
+                finally:
+                    server.close()
         if args.only in (None, "rollback"):
             results["rollback"] = r = bench_rollback(root / "rb", args.rollback_rounds)
             print(f"(e) sample app on 4 hosts, median of {r['rounds']}: new release {r['deploy_s']:.2f} s, rollback "
@@ -847,6 +868,15 @@ def main() -> int:
                   f"{r['max_ms']:.0f} ms (target p99 <= 100 ms); branch move -> page shows it, {r['moves']} pushes of "
                   f"main: median {r['move_shown_median_ms']:.0f} ms, max {r['move_shown_max_ms']:.0f} ms from the push "
                   f"starting ({r['push_return_to_shown_median_ms']:.0f} ms after it returned; target <= 1 s)", flush=True)
+        if args.only in (None, "nodes"):
+            from bench_nodes import bench_nodes
+            results["nodes"] = r = bench_nodes(root / "nodes")
+            for label in ("cpu", "wait"):
+                n = r[label]
+                print(f"(k) {r['environments']} environments deployed at once, execution_node: any, "
+                      f"{r['slots_per_node']} slots per node, playbook waiting {n['playbook_wait_s']} s: one node "
+                      f"{n['one_node_s']} s, two nodes {n['two_nodes_s']} s: {n['ratio']}x (target >= 1.7; both nodes "
+                      "share this machine's CPUs)", flush=True)
     out = Path(__file__).resolve().parent / "results"
     out.mkdir(exist_ok=True)
     (out / "latest.json").write_text(json.dumps(results, indent=2))

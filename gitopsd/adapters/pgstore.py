@@ -27,8 +27,10 @@ from .storeerrors import UNREACHABLE, PERMISSION
 log = logging.getLogger("gitopsd.store")
 
 # The tables the pre-receive hook reads (gate/snapshot.py Ledger and load): mirrored into its SQLite file.
-MIRRORED = ("deployments", "commit_statuses", "signoffs", "release_candidates", "approvals",
-            "gate_config", "gate_environments", "gate_windows")
+LEDGER = ("deployments", "commit_statuses", "signoffs", "release_candidates", "approvals")
+# The config snapshot is mirrored as written but never copied whole: `gitopsd install-hooks` writes it into the
+# hook's file directly, and the daemon saves its own at every start.
+MIRRORED = LEDGER + ("gate_config", "gate_environments", "gate_windows")
 
 
 def redact(url: str) -> str:
@@ -284,11 +286,11 @@ class Connection:
             self.resync_mirror()
 
     def resync_mirror(self) -> None:
-        """Copy every mirrored table whole from PostgreSQL into the hook's SQLite file (at start, after a failure)."""
+        """Copy the ledger tables whole from PostgreSQL into the hook's SQLite file (at start, after a failure)."""
         if self.mirror is None:
             return
         tables = []
-        for table in MIRRORED:
+        for table in LEDGER:
             names, rows, _n = self._autocommit(f"SELECT * FROM {table}", ())  # noqa: S608 (constant table names)
             tables.append((table, names, rows))
         try:

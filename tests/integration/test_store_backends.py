@@ -263,3 +263,22 @@ def test_a_role_postgresql_refuses_is_a_permission_problem(postgres_url, tmp_pat
     with pytest.raises(StoreError, match="refused gitopsd") as raised:
         Store(tmp_path / "state.db", url=url)
     assert type(raised.value).__name__ == "StoreUnusable"
+
+
+def test_the_snapshot_install_hooks_wrote_survives_the_daemon_opening_postgresql(postgres_url, tmp_path):
+    """install-hooks writes the hook's snapshot into the hook's SQLite file itself; the daemon's store, copying the
+    ledger from PostgreSQL at start, must not wipe it (the hook would read the YAML on every push: 2x slower)."""
+    config = tmp_path / "gitopsd.yml"
+    config.write_text("x")
+    gate = snapshot.GateConfig(str(config), snapshot.file_stamp(str(config)), "/run/gitopsd", (), [
+        snapshot.GateRepository("shop", str(tmp_path), [snapshot.GateEnvironment("qa", "qa", "main")])])
+    with Store(tmp_path / "hook-ledger.db") as installer:
+        installer.save_gate(gate)
+    with Store(tmp_path / "hook-ledger.db", url=postgres_url) as daemon_store:
+        deploy(daemon_store)
+    db = snapshot.connect_readonly(str(tmp_path / "hook-ledger.db"))
+    try:
+        assert snapshot.load(db, str(config), str(tmp_path)) is not None
+        assert snapshot.Ledger(db).tree_succeeded("shop", "qa", T1)
+    finally:
+        db.close()
