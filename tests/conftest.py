@@ -8,6 +8,7 @@ the Git and Ansible ports of the reconciler core, in tests/unit.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 
 import pytest
@@ -59,7 +60,5 @@ def store_factory(request):
     open_store.url = url
     yield open_store
     for store in opened:
-        try:
+        with contextlib.suppress(Exception):   # closed by the test already
             store.close()
-        except Exception:   # noqa: BLE001 (closed by the test already)
-            pass

@@ -130,7 +130,7 @@ class PostgreSQL(SQLite):
         issued = last if called else last - 1
         if issued < n:
             db.execute(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), ?)", (n,))
-        return max(issued, top) < n
+        return bool(max(issued, top) < n)
 
 
 def _two_argument(sql: str, function: str, replacement: str) -> str:

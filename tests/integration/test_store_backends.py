@@ -219,7 +219,7 @@ def test_an_old_sqlite_store_is_upgraded_in_place(tmp_path):
     """A store written before schema versions, without the hook snapshot's newer columns, keeps its rows."""
     path = tmp_path / "state.db"
     db = sqlite3.connect(path)
-    db.executescript("CREATE TABLE deployments (id INTEGER PRIMARY KEY AUTOINCREMENT, repo TEXT NOT NULL, env TEXT NOT NULL,"
+    db.executescript("CREATE TABLE deployments (id INTEGER PRIMARY KEY AUTOINCREMENT, repo TEXT NOT NULL, env TEXT NOT NULL,"  # noqa: S608 (test data)
                      " commit_id TEXT NOT NULL, tree TEXT NOT NULL, previous_commit TEXT, kind TEXT NOT NULL,"
                      " result TEXT NOT NULL, trigger TEXT NOT NULL, actor TEXT NOT NULL, reason TEXT, outcome TEXT,"
                      " started_at REAL NOT NULL, finished_at REAL, attempt INTEGER NOT NULL DEFAULT 1, workdir TEXT,"
