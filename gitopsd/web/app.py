@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from pathlib import Path
 from typing import Any, AsyncIterator, Callable
 
 from starlette.applications import Starlette
@@ -53,10 +52,7 @@ def create_web_app(config: Callable[[], Config], store: Store | None = None, *,
     changes = pages.Changes(config().database, lambda: [r.path for r in config().repositories], interval)
     changes.stopping = stopping
     env = pages.templates()
-    try:
-        from . import actions, auth
-    except ImportError:   # until Engineer A's modules land
-        from . import _standin as actions, _standin as auth   # type: ignore[no-redef]
+    from . import actions, auth
 
     def render(request: Request, name: str, status: int = 200, **values: Any) -> HTMLResponse:
         user = auth.current_user(request)
@@ -64,7 +60,7 @@ def create_web_app(config: Callable[[], Config], store: Store | None = None, *,
             request=request, user=user, csrf=auth.csrf_token(request) if user is not None else "",
             role=lambda repo, env_name: auth.role(user, repo, env_name) if user is not None else None,
             at_least=lambda have, want: have in ROLES and ROLES.index(have) >= ROLES.index(want),
-            path=request.url.path, **values)
+            path=request.url.path, flash=auth.take_flash(request), **values)
         return HTMLResponse(body, status_code=status, headers=SECURITY_HEADERS)
 
     def signed_in(request: Request) -> None:
@@ -208,7 +204,3 @@ class ApiBeside:
         path = scope.get("path", "")
         app = self.api if path.startswith("/api/") or path == "/api" or path == "/metrics" else self.web
         await app(scope, receive, send)
-
-
-def static_root() -> Path:
-    return pages.STATIC

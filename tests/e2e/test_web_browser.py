@@ -46,18 +46,28 @@ class Story:
         self.base = f"http://127.0.0.1:{port}"
         self.sandbox = Sandbox(
             root, {"qa": ["qa-1"], "staging": ["staging-1"], "production": ["prod-1", "prod-2", "prod-3"]},
-            env_options={"production": {"rollout": {"batches": [1, "100%"], "bake": 4},
-                                        "approvals": {"required": 2, "approvers": ["alice", "bob"]}}},
+            env_options={"production": {"rollout": {"batches": [1, "100%"], "bake": 4}}},
             extra={"api": {"listen": f"127.0.0.1:{port}", "tokens_file": str(root / "tokens.yml")},
                    "web": {"roles": {"*": {"viewer": ["*"], "deployer": ["dana"]},
                                      "production": {"approver": ["alice", "bob"]}}}})
-        self.daemon = Daemon(self.sandbox)
+        self.daemon = self.start()
         self.daemon.wait_for(lambda: self.answers("/api/v1/health"), 60, "the API and the dashboard up")
         self.tokens = {who: self.sandbox.cli("token", "create", f"{who}-browser", "--owner", who, "--scope", "read",
                                              "--scope", "approvals:write").stdout.strip()
                        for who in ("dana", "alice", "bob", "victor")}
         for env in ("qa", "staging", "production"):
             self.daemon.wait_state(env, "in-sync", timeout=90)
+        # Production takes approved release candidates from now on: its first release came before the rule.
+        self.sandbox.env_options["production"]["approvals"] = {"required": 2, "approvers": ["alice", "bob"]}
+        self.sandbox.write_config()
+        self.daemon.proc.send_signal(signal.SIGHUP)
+        self.daemon.wait_for(lambda: "configuration reloaded" in self.daemon.log(), 30, "the reload")
+
+    def start(self) -> Daemon:
+        """The daemon, for the whole module: the conftest's per-test cleanup leaves it to the `story` fixture."""
+        daemon = Daemon(self.sandbox)
+        Daemon.started.remove(daemon)
+        return daemon
 
     def answers(self, path: str) -> bool:
         try:
@@ -82,8 +92,10 @@ def story() -> Iterator[Story]:
     root = Path(tempfile.mkdtemp(prefix="gw-", dir="/tmp"))
     try:
         story = Story(root)
-        yield story
-        story.daemon.stop()
+        try:
+            yield story
+        finally:
+            story.daemon.stop()
         assert "Traceback" not in story.daemon.log()
         assert not any(token in story.daemon.log() for token in story.tokens.values())
     finally:
@@ -179,7 +191,7 @@ def test_a_promotion_to_production_without_approvals_is_refused_with_the_rules_w
     dana.goto(story.base + "/")
     before = story.sandbox.head("production")
     dana.click(f"{lane('production')} button:has-text('Promote staging')")
-    refusal = dana.wait_for_selector("#flash .refused")
+    refusal = dana.wait_for_selector("#flash .result-refused")
     assert "approv" in refusal.inner_text()
     shoot(dana, "refusal")
     assert story.sandbox.head("production") == before
@@ -242,7 +254,7 @@ def test_the_page_says_reconnecting_while_the_daemon_restarts_and_catches_up(sto
     story.daemon.stop(signal.SIGTERM)
     dana.wait_for_selector("#connection[data-state=reconnecting]")
     shoot(dana, "reconnecting", axe=False)
-    story.daemon = Daemon(story.sandbox)
+    story.daemon = story.start()
     story.daemon.wait_for(lambda: story.answers("/api/v1/health"), 60, "the dashboard back")
     dana.wait_for_selector("#connection[data-state=live]", timeout=30_000)
     if "/login" not in dana.url:   # sessions may not outlive the daemon; the page still came back by itself
