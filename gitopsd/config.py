@@ -1070,12 +1070,13 @@ def _http_check(raw: Any, key: str, check: _Checker) -> HttpCheck | None:
     """An HTTP check (verify.http, watch.http[i])."""
     h = check.mapping(raw, key, HTTP_KEYS)
     field_ = h.get("json_field")
-    return _check(HttpCheck, key, check, url=_url(h.get("url"), f"{key}.url", check),
+    made: HttpCheck | None = _check(HttpCheck, key, check, url=_url(h.get("url"), f"{key}.url", check),
                   expect_status=int(check.number(h, "expect_status", key, 200, integer=True, minimum=100,
                                                  maximum=599, what="an HTTP status")),
                   json_field=str(field_) if field_ else None,
                   timeout=check.seconds(h, "timeout", key, 2.0, minimum=0.1),
                   retries=int(check.number(h, "retries", key, 3, integer=True, minimum=0)))
+    return made
 
 
 def _prometheus_check(raw: Any, key: str, check: _Checker, allowed: set[str] = PROMETHEUS_KEYS,
@@ -1100,10 +1101,11 @@ def _prometheus_check(raw: Any, key: str, check: _Checker, allowed: set[str] = P
     if name is not None and (not isinstance(name, str) or not name.strip() or "\n" in name):
         check.add(f"{key}.name", f"must be a one-line name, not {name!r}")
         name = None
-    return _check(PrometheusCheck, key, check, url=_url(p.get("url"), f"{key}.url", check), query=query,
+    made: PrometheusCheck | None = _check(PrometheusCheck, key, check, url=_url(p.get("url"), f"{key}.url", check), query=query,
                   max_value=bounds["max"], min_value=bounds["min"], name=name,
                   timeout=check.seconds(p, "timeout", key, 5.0, minimum=0.1),
                   retries=int(check.number(p, "retries", key, retries, integer=True, minimum=0, maximum=10)))
+    return made
 
 
 def _duration(data: dict[str, Any], name: str, key: str, default: float, check: _Checker) -> float:

@@ -311,9 +311,12 @@ class Daemon:
         if drifting:
             self.drift_timer = Periodic()
             for repo_name, env_name, interval in drifting:
-                self.drift_timer.every(f"drift {repo_name} {env_name}", interval,
-                                       lambda r=repo_name, e=env_name: self.requests.put(Look(r, e, Trigger.DRIFT_CHECK)))
+                self.drift_timer.every(f"drift {repo_name} {env_name}", interval, self._drift_look(repo_name, env_name))
             self.drift_timer.start()
+
+    def _drift_look(self, repo: str, env: str) -> Callable[[], None]:
+        """What the drift timer does for one environment: ask the main loop for a drift check there."""
+        return lambda: self.requests.put(Look(repo, env, Trigger.DRIFT_CHECK))
 
     def _stop_triggers(self) -> None:
         for part in (self.sweeper, self.watcher, self.drift_timer):

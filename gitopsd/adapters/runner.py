@@ -248,8 +248,9 @@ def render_diff(diff: Any) -> str:
     import difflib
     if not isinstance(diff, dict):
         return ""
-    if isinstance(diff.get("prepared"), str):
-        return diff["prepared"] if diff["prepared"].endswith("\n") else diff["prepared"] + "\n"
+    prepared = diff.get("prepared")
+    if isinstance(prepared, str):
+        return prepared if prepared.endswith("\n") else prepared + "\n"
     before, after = diff.get("before", ""), diff.get("after", "")
     if not isinstance(before, str):
         before = json.dumps(before, indent=2, sort_keys=True) + "\n"
