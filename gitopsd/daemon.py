@@ -347,6 +347,8 @@ class Daemon:
         """After a crash: mark runs left `running` as interrupted and make sure none of their processes live."""
         for dep in self.store.mark_interrupted(time.time()):
             killed = runner.reap(self.reconciler.marker(dep.id))
+            # and on the execution node it ran on: the worker and its children outlive a killed daemon's ssh
+            self.placement.reap(self.reconciler.marker(dep.id), nodes.placement_of(self.config, dep.repo, dep.env))
             log.warning("deployment was interrupted by a daemon stop; %d leftover process%s reaped", killed,
                         "" if killed == 1 else "es",
                         extra={"repo": dep.repo, "env": dep.env, "commit": dep.commit[:7], "deployment": dep.id})

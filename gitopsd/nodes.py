@@ -86,6 +86,25 @@ class Placement:
         return RunOutcome(False, "failed", None, "unreachable node: no execution node could take the run ("
                           + "; ".join(problems or ["none is configured"]) + ")")
 
+    def reap(self, marker: str, where: str) -> list[str]:
+        """After a crash: kill what a run with `marker` left on the node(s) `where` names. Return the nodes reached."""
+        targets = [] if where == "local" else list(self.nodes.values()) if where == "any" else \
+            [self.nodes[where]] if where in self.nodes else []
+        reached: list[str] = []
+
+        def kill(node: ExecutionNode) -> None:
+            if remote.kill_remote(node, self.known_hosts, marker):
+                reached.append(node.name)
+            else:
+                log.warning("execution node %s: could not reach it to stop what run %s left there; its worker "
+                            "stops by itself at the run's timeout", node.name, marker)
+        threads = [threading.Thread(target=kill, args=(node,), daemon=True) for node in targets]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(remote.KILL_TIMEOUT + 5)
+        return sorted(reached)
+
     def _acquire(self, where: str, tried: list[str], cancel: threading.Event) -> ExecutionNode | None:
         """The node to run on now (waiting for a free slot), counted as busy; None when every node was tried."""
         with self._cond:
@@ -194,6 +213,11 @@ def _trust(config: Config, node: ExecutionNode, *, yes: bool, ask: Callable[[str
 
 def placed(config: Any, run: PlaybookRun) -> str:
     """Where the environment of `run` (named in its extra vars, as the reconciler wrote them) runs its playbooks."""
-    repo = config.repository(str(run.extravars.get("gitopsd_repo", "")))
-    env = repo.environment(str(run.extravars.get("gitopsd_env", ""))) if repo is not None else None
+    return placement_of(config, str(run.extravars.get("gitopsd_repo", "")), str(run.extravars.get("gitopsd_env", "")))
+
+
+def placement_of(config: Any, repo_name: str, env_name: str) -> str:
+    """An environment's execution_node (local when it is not configured)."""
+    repo = config.repository(repo_name)
+    env = repo.environment(env_name) if repo is not None else None
     return env.execution_node if env is not None else "local"

@@ -53,29 +53,49 @@ def trust(known_hosts: Path, *hosts: SshHost) -> None:
 
 @pytest.fixture
 def nodes(ssh_hosts, tmp_path):
-    """`nodes(n)`: n loopback nodes with ansible-runner on their PATH and trusted host keys; (hosts, ExecutionNodes, known_hosts)."""
+    """`nodes(n)`: n loopback nodes with ansible-runner on their PATH and trusted host keys; (hosts, ExecutionNodes, known_hosts).
+
+    Their sessions carry GITOPSD_NODE_TEST=<this test's folder>, which tells their processes from those of other
+    runs on this machine (other tests, `make bench`).
+    """
     def start(count: int, **variables: str):
         hosts = ssh_hosts([f"node-{i + 1}" for i in range(count)], first_octet=FIRST_OCTET)
         for host in hosts:
-            node_environment(host, f"{VENV_BIN}:/usr/local/bin:/usr/bin:/bin", **variables)
+            node_environment(host, f"{VENV_BIN}:/usr/local/bin:/usr/bin:/bin", GITOPSD_NODE_TEST=str(tmp_path),
+                             **variables)
         known_hosts = tmp_path / "known_hosts"
         trust(known_hosts, *hosts)
         defined = tuple(ExecutionNode(f"runner{i + 1}", h.user, h.address, h.port, h.key) for i, h in enumerate(hosts))
         return hosts, defined, known_hosts
     yield start
-    assert node_processes() == [], "a process of a run survived on a node"
+    assert node_processes(test=str(tmp_path)) == [], "a process of a run survived on a node"
 
 
-def node_processes(marker: str | None = None) -> list[psutil.Process]:
-    """Processes started by a node's worker (found by their GITOPSD_NODE_RUN marker), on this machine as on a node."""
+def node_processes(marker: str | None = None, test: str | None = None) -> list[psutil.Process]:
+    """Processes started by a node's worker (found by their GITOPSD_NODE_RUN marker), on this machine as on a node;
+    with `test`, only those of that test's nodes."""
     found = []
     for proc in psutil.process_iter(["pid"]):
         try:
-            value = proc.environ().get(remote.NODE_MARKER)
+            environ = proc.environ()
         except (psutil.Error, OSError):
             continue
-        if value is not None and (marker is None or value == marker):
+        value = environ.get(remote.NODE_MARKER)
+        if value is not None and (marker is None or value == marker) and \
+                (test is None or environ.get("GITOPSD_NODE_TEST") == test):
             found.append(proc)
+    return found
+
+
+def sleeping(procs: list[psutil.Process]) -> list[str]:
+    """The markers of those processes that are the playbook's `sleep` (gone ones skipped)."""
+    found = []
+    for proc in procs:
+        try:
+            if "sleep" in " ".join(proc.cmdline()):
+                found.append(proc.environ()[remote.NODE_MARKER])
+        except (psutil.Error, OSError):
+            continue
     return found
 
 
@@ -150,7 +170,7 @@ def test_a_node_that_dies_mid_run_fails_it_as_unreachable_node_and_any_retries_e
                                                                                  never_local)))
     thread.start()
     deadline = time.monotonic() + 60
-    while not any("sleep" in " ".join(p.cmdline()) for p in node_processes(run.marker)):
+    while not sleeping(node_processes(run.marker)):
         assert time.monotonic() < deadline and thread.is_alive(), "the run never started on the node"
         time.sleep(0.1)
     hosts[0].stop()   # runner1 (least busy, first by name) goes away with its sessions
@@ -173,7 +193,7 @@ def test_cancel_and_timeout_kill_the_remote_worker_and_leave_no_process_on_the_n
                                                                                  never_local)))
     started = time.monotonic()
     thread.start()
-    while not any("sleep" in " ".join(p.cmdline()) for p in node_processes(run.marker)):
+    while not sleeping(node_processes(run.marker)):
         assert time.monotonic() - started < 60, "the run never started on the node"
         time.sleep(0.1)
     if how == "cancel":
@@ -212,7 +232,7 @@ def test_node_check_reports_versions_and_refuses_a_mismatched_ansible_runner(tmp
     (fake / "ansible-runner").write_text("#!/bin/sh\necho 2.3.9\n")
     (fake / "ansible-runner").chmod(0o755)
     hosts, defined, known_hosts = nodes(2)
-    node_environment(hosts[1], f"{fake}:{VENV_BIN}:/usr/bin:/bin")
+    node_environment(hosts[1], f"{fake}:{VENV_BIN}:/usr/bin:/bin", GITOPSD_NODE_TEST=str(tmp_path))
     config = tmp_path / "gitopsd.yml"
     repo = tmp_path / "shop.git"
     run(["git", "init", "-q", "--bare", str(repo)])
@@ -257,3 +277,22 @@ def test_a_node_whose_host_key_is_unknown_is_refused_naming_it_until_node_check_
     assert trusted.returncode == 0, trusted.stdout + trusted.stderr
     assert "runner1" in trusted.stdout and "host key new" in trusted.stdout and "SHA256:" in trusted.stdout
     assert Placement(defined, known_hosts).run(make_run(tmp_path), threading.Event(), "runner1", None, never_local).ok
+
+
+def test_a_daemon_killed_mid_run_stops_what_the_run_left_on_its_node_when_it_starts_again(short_tmp, nodes, tmp_path):
+    sandbox = Sandbox(short_tmp, {"qa": ["web-1"]}, env_options={"qa": {"execution_node": "any", "retries": 0}})
+    hosts, defined, known_hosts = nodes(1, GITOPSD_TEST_OUT=str(sandbox.out))
+    node = defined[0]
+    sandbox.write_config(ssh={"known_hosts": str(known_hosts)}, execution_nodes=[
+        {"name": "runner1", "ssh": f"{node.user}@{node.host}", "port": node.port, "identity_file": str(node.identity_file)}])
+    sandbox.write("SLEEP", "120")
+    sandbox.commit("slow")
+    sandbox.push("main", "main:qa")
+    with Daemon(sandbox) as daemon:
+        markers = daemon.wait_for(lambda: sleeping(node_processes(test=str(tmp_path))), 60, "the run sleeping on the node")
+        daemon.proc.kill()
+        daemon.proc.wait()
+    assert node_processes(markers[0]) != []   # the daemon is gone, its run on the node is not
+    with Daemon(sandbox) as daemon:
+        daemon.wait_for(lambda: "interrupted by a daemon stop" in daemon.log(), 60, "the recovery")
+        assert node_processes(markers[0]) == []
