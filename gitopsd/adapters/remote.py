@@ -44,9 +44,10 @@ KILL_TIMEOUT = 20                  # seconds for the remote kill to finish
 STREAM_GRACE = 30                  # seconds past a run's timeout before the controller stops waiting for the node
 MAX_ARTIFACTS = 256 * 1024 * 1024  # bytes of the artifacts zip a node may send back
 
-# Run on the node after each worker, and on cancel or timeout: kill every process carrying the run's
-# marker (TERM, then KILL), then remove its private data dir. Python, because the marker is in the
-# processes' environment (a module's child, e.g. `command: sleep`, has none of the worker's arguments).
+# Run on the node after each worker, on cancel or timeout, and after a daemon crash: kill every process
+# carrying the run's marker (TERM, then KILL), then remove the run's folders (~/.gitopsd/runs/<marker>-*).
+# Python, because the marker is in the processes' environment (a module's child, e.g. `command: sleep`,
+# has none of the worker's arguments).
 REAPER = r"""
 import os, shutil, signal, sys, time
 mark = ("%s=%s" % (sys.argv[1], sys.argv[2])).encode()
@@ -71,8 +72,10 @@ for sig in (signal.SIGTERM, signal.SIGKILL):
     end = time.time() + 2
     while pids and time.time() < end and tagged():
         time.sleep(0.05)
-if len(sys.argv) > 3:
-    shutil.rmtree(sys.argv[3], ignore_errors=True)
+runs = os.path.join(os.path.expanduser("~"), sys.argv[3])
+for name in (os.listdir(runs) if os.path.isdir(runs) else []):
+    if name.startswith(sys.argv[2] + "-"):
+        shutil.rmtree(os.path.join(runs, name), ignore_errors=True)
 """
 
 # What a node answers about itself: its home, then its tools' versions (each line tagged; missing tools say so).
@@ -159,9 +162,9 @@ def probe(node: ExecutionNode, known_hosts: Path, *, full: bool = False, timeout
                     core.group(1) if core else playbook.strip()[:80], python.group(1) if python else "")
 
 
-def kill_remote(node: ExecutionNode, known_hosts: Path, marker: str, data_dir: str | None = None) -> bool:
-    """Kill every process of a run on its node (by its marker) and remove its folder there. Return whether ssh got there."""
-    command = shlex.join(["python3", "-c", REAPER, NODE_MARKER, marker, *([data_dir] if data_dir else [])])
+def kill_remote(node: ExecutionNode, known_hosts: Path, marker: str) -> bool:
+    """Kill every process of a run on its node (by its marker) and remove its folders there. Return whether ssh got there."""
+    command = shlex.join(["python3", "-c", REAPER, NODE_MARKER, marker, RUNS])
     try:
         proc = subprocess.run(ssh_argv(node, known_hosts, command), capture_output=True, timeout=KILL_TIMEOUT,
                               stdin=subprocess.DEVNULL)
@@ -326,7 +329,7 @@ def _stream(node: ExecutionNode, run: PlaybookRun, cancel: threading.Event, know
     """ssh the stream to the node's worker and process what comes back; stop the remote run on cancel or timeout."""
     worker = shlex.join(["env", f"{NODE_MARKER}={run.marker}", "setsid", "-w", "ansible-runner", "worker",
                          "--private-data-dir", remote, "--delete"])
-    reaper = shlex.join(["python3", "-c", REAPER, NODE_MARKER, run.marker])
+    reaper = shlex.join(["python3", "-c", REAPER, NODE_MARKER, run.marker, RUNS])
     command = f"{worker}; status=$?; {reaper}; exit $status"   # orphans of the run die with it, on the node too
     stats: dict[str, Any] | None = None
     no_hosts = False
@@ -367,7 +370,7 @@ def _stream(node: ExecutionNode, run: PlaybookRun, cancel: threading.Event, know
             while not done.wait(0.1):
                 if cancel.is_set() or time.monotonic() > deadline:
                     stopped.append("canceled" if cancel.is_set() else "timeout")
-                    kill_remote(node, known_hosts, run.marker, remote)
+                    kill_remote(node, known_hosts, run.marker)
                     proc.kill()
                     return
         watcher = threading.Thread(target=watch, name=f"node-{node.name}", daemon=True)

@@ -123,14 +123,14 @@ def test_a_run_on_a_node_gives_the_same_host_results_and_output_as_a_local_run(t
     hosts, defined, known_hosts = nodes(1)
     placement = Placement(defined, known_hosts)
     here = run_playbook(make_run(tmp_path, name="local"), threading.Event())
-    there = placement.run(make_run(tmp_path, name="node"), threading.Event(), "runner1", None, never_local)
+    there = placement.run(node_run := make_run(tmp_path, name="node"), threading.Event(), "runner1", None, never_local)
     assert there.ok and there.status == "successful" and there.rc == 0
     assert (there.hosts, there.reason) == (here.hosts, here.reason) == ({"web-1": "ok", "web-2": "ok"}, "succeeded on 2 hosts")
     assert [c.key for c in there.changes] == [c.key for c in here.changes]   # task paths relative to the tree, as here
     assert here.stdout is not None and there.stdout is not None
     assert sorted(task_lines(there.stdout.read_text())) == sorted(task_lines(here.stdout.read_text()))   # hosts interleave
     assert f"from ['{hosts[0].address}']" in there.stdout.read_text()      # it ran over there
-    assert not (Path.home() / ".gitopsd" / "runs").exists() or not any((Path.home() / ".gitopsd" / "runs").iterdir())
+    assert not list((Path.home() / ".gitopsd" / "runs").glob(f"{node_run.marker}-*"))   # its folder there is gone
 
 
 def test_any_skips_a_node_that_is_down_with_a_log_line_and_places_on_another(tmp_path, nodes, caplog):
@@ -296,3 +296,4 @@ def test_a_daemon_killed_mid_run_stops_what_the_run_left_on_its_node_when_it_sta
     with Daemon(sandbox) as daemon:
         daemon.wait_for(lambda: "interrupted by a daemon stop" in daemon.log(), 60, "the recovery")
         assert node_processes(markers[0]) == []
+        assert not list((Path.home() / ".gitopsd" / "runs").glob(f"{markers[0]}-*"))
