@@ -153,6 +153,11 @@ class ReadConfig:
         return self.state_dir / "state.db"
 
     @property
+    def database_url(self) -> str:
+        """'' (SQLite): only a SQLite store holds this snapshot (with PostgreSQL the file is loaded in full)."""
+        return ""
+
+    @property
     def ci_dir(self) -> Path:
         return self.state_dir / "ci"
 
