@@ -38,8 +38,10 @@ lint: $(STAMP)
 	$(BIN)/ruff check gitopsd tests bench
 	$(BIN)/lint-imports
 
+# Two workers, one test file each at a time (--dist loadfile): files that create Unix users or start
+# servers use names and ports of their own, so two files never meet; a file's fixtures stay in one process.
 test: deps $(STAMP) lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest tests/unit
