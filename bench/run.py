@@ -604,11 +604,13 @@ def bench_web(root: Path, requests: int = 300, moves: int = 10, history_rows: in
 
     with Daemon(sandbox) as daemon:
         daemon.wait_for(lambda: _answers(lambda: (request("GET", "/api/v1/health").status, b"")), 60, "the API up")
-        token = sandbox.cli("token", "create", "bench-web", "--owner", "bench", "--scope", "read").stdout.strip()
+        token = sandbox.cli("token", "create", "bench-web", "--owner", "bench", "--scope", "read").stdout.split()[0]
         login = request("GET", "/login")
         login.read()
-        cookie = "; ".join(c.split(";")[0] for c in login.headers.get_all("Set-Cookie") or [])
-        form = {"token": token, "next": "/"}
+        cookies = [c.split(";")[0] for c in login.headers.get_all("Set-Cookie") or []]
+        cookie = "; ".join(cookies)
+        login_csrf = next((c.split("=", 1)[1] for c in cookies if c.startswith("gitopsd_login=")), "")
+        form = {"csrf_token": login_csrf, "token": token, "next": "/"}
         answer = request("POST", "/login", cookie, urllib.parse.urlencode(form))
         answer.read()
         cookie = "; ".join([cookie, *(c.split(";")[0] for c in answer.headers.get_all("Set-Cookie") or [])]).strip("; ")
