@@ -85,6 +85,23 @@ def setpriv(user: str) -> list[str]:
 
 
 @contextmanager
+def unix_users(users: tuple[str, ...], group: str) -> Iterator[None]:
+    """USERS, each with GROUP as a supplementary group, no home and no login; created fresh, removed afterwards."""
+    for user in users:
+        sh(["userdel", user], check=False)
+    sh(["groupdel", group], check=False)
+    try:
+        sh(["groupadd", group])
+        for user in users:
+            sh(["useradd", "-M", "-d", "/nonexistent", "-s", "/usr/sbin/nologin", "-G", group, user])
+        yield
+    finally:
+        for user in users:
+            sh(["userdel", user], check=False)
+        sh(["groupdel", group], check=False)
+
+
+@contextmanager
 def service_users(base: Path, git_user: str, service_user: str, group: str) -> Iterator[None]:
     """The README's two users: SERVICE_USER in GROUP (home base/home-svc, no login), GIT_USER with GROUP as a
     supplementary group (home base/home-git, /bin/sh); created fresh, removed afterwards."""

@@ -21,8 +21,8 @@ from typing import Any, Iterator
 
 import pytest
 
-from tests.integration.test_human_gates import as_user, pytestmark, sh, ship_to_staging  # noqa: F401
-from tests.support import Daemon, Sandbox
+from tests.integration.test_human_gates import as_user, pytestmark, ship_to_staging  # noqa: F401
+from tests.support import Daemon, Sandbox, unix_users
 
 # Users of their own (not test_human_gates' gt-*), so the two modules may run at once on one machine.
 PEOPLE = ("gh-alice", "gh-bob", "gh-carol", "gh-dave")   # alice tests; bob, carol and dave approve
@@ -31,18 +31,8 @@ GROUP = "gh-people"
 
 @pytest.fixture(scope="module")
 def people() -> Iterator[None]:
-    for user in PEOPLE:
-        sh(["userdel", user], check=False)
-    sh(["groupdel", GROUP], check=False)
-    try:
-        sh(["groupadd", GROUP])
-        for user in PEOPLE:
-            sh(["useradd", "-M", "-d", "/nonexistent", "-s", "/usr/sbin/nologin", "-G", GROUP, user])
+    with unix_users(PEOPLE, GROUP):
         yield
-    finally:
-        for user in PEOPLE:
-            sh(["userdel", user], check=False)
-        sh(["groupdel", GROUP], check=False)
 
 
 def free_port() -> int:

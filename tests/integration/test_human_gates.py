@@ -9,11 +9,11 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
 import pytest
 
-from tests.support import Daemon, Sandbox, git
+from tests.support import Daemon, Sandbox, git, sh, unix_users
 
 NOTIFY = "import sys; open(sys.argv[1], 'a').write(sys.stdin.read() + chr(10))"
 PEOPLE = ("gt-alice", "gt-bob", "gt-carol", "gt-dave")   # alice tests; bob, carol and dave approve
@@ -24,27 +24,11 @@ pytestmark = pytest.mark.skipif(
     reason="real Unix users need root, setpriv, useradd and groupadd")
 
 
-def sh(argv: list[str], check: bool = True, **kwargs: Any) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False, **kwargs)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{argv} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
-    return proc
-
 
 @pytest.fixture(scope="module")
 def people() -> Iterator[None]:
-    for user in PEOPLE:
-        sh(["userdel", user], check=False)
-    sh(["groupdel", GROUP], check=False)
-    try:
-        sh(["groupadd", GROUP])
-        for user in PEOPLE:
-            sh(["useradd", "-M", "-d", "/nonexistent", "-s", "/usr/sbin/nologin", "-G", GROUP, user])
+    with unix_users(PEOPLE, GROUP):
         yield
-    finally:
-        for user in PEOPLE:
-            sh(["userdel", user], check=False)
-        sh(["groupdel", GROUP], check=False)
 
 
 @pytest.fixture
