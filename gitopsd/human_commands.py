@@ -107,9 +107,7 @@ def _rc_view(repo: Any, store: Any, rc: dict[str, Any]) -> dict[str, Any]:
     valid: list[str] = []
     problems = ["its environment no longer takes approvals"]
     if policy is not None:
-        valid, problems = approval_state(Policy(policy.required, policy.approvers, policy.required_groups,
-                                                policy.forbid_self_approval, policy.expire_after),
-                                         store.approval_rows(repo.name, rc["name"]), time.time())
+        valid, problems = approval_state(Policy.of(policy), store.approval_rows(repo.name, rc["name"]), time.time())
     state = "approved" if not problems else "rejected" if any(p.startswith("rejected") for p in problems) else "waiting"
     return {"name": rc["name"], "repo": repo.name, "commit": rc["commit_id"], "tree": rc["tree"],
             "source_env": rc["source_env"], "target_env": rc["target_env"], "created_by": rc["created_by"],

@@ -294,9 +294,7 @@ class HumanGates:
         self.store.add_approval(repo=repo.name, rc=name, tree=rc["tree"], actor=identity, kind=kind, note=note, now=now)
         word = {"approve": "approved", "reject": "rejected", "withdraw": "withdrew their word on"}[kind]
         add_note(str(repo.path), rc["commit_id"], f"gitopsd: rc/{name} {word} by {identity} at {when(now)}: {note}")
-        valid, problems = approval_state(Policy(policy.required, policy.approvers, policy.required_groups,
-                                                policy.forbid_self_approval, policy.expire_after),
-                                         self.store.approval_rows(repo.name, name), now)
+        valid, problems = approval_state(Policy.of(policy), self.store.approval_rows(repo.name, name), now)
         event = {"repo": repo.name, "env": target.name, "rc": name, "commit": rc["commit_id"], "tree": rc["tree"],
                  "by": identity, "note": note, "approved_by": valid}
         if kind == "reject":

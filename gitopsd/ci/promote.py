@@ -115,7 +115,7 @@ class AutoPromoter:
             return False
         a = env.approvals
         if a is not None:   # an approved release candidate (the full rule judges it again, with sign-offs)
-            policy = Policy(a.required, a.approvers, a.required_groups, a.forbid_self_approval, a.expire_after)
+            policy = Policy.of(a)
             return any(not approval_state(policy, self.store.approval_rows(repo.name, name), self.clock())[1]
                        for name, _created in self.store.rcs_for_tree(repo.name, tree, env.name))
         return True

@@ -11,6 +11,10 @@ takes back one's approval or rejection. Stdlib only: the hook imports this.
 """
 from __future__ import annotations
 
+TYPE_CHECKING = False   # true for mypy only: the hook imports neither typing nor the settings
+if TYPE_CHECKING:
+    from ..core.settings import Approvals
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS signoffs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -74,6 +78,12 @@ class Policy:
                  forbid_self: bool = True, expire_after: float | None = None):
         self.required, self.approvers, self.groups = required, tuple(approvers), tuple(groups)
         self.forbid_self, self.expire_after = forbid_self, expire_after
+
+    @classmethod
+    def of(cls, approvals: Approvals) -> Policy:
+        """The gate's view of an environment's `approvals:` setting (core.settings.Approvals)."""
+        a = approvals
+        return cls(a.required, a.approvers, a.required_groups, a.forbid_self_approval, a.expire_after)
 
     def encode(self) -> str:
         """One line per field, for the hook's snapshot table (no JSON: the hook stays light)."""

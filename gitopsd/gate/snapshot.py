@@ -151,7 +151,7 @@ def _signoff_need(repo: Repository, env: Environment) -> SignoffNeed | None:
 def _policy(env: Environment) -> Policy | None:
     from .approvals import Policy
     a = env.approvals
-    return Policy(a.required, a.approvers, a.required_groups, a.forbid_self_approval, a.expire_after) if a else None
+    return Policy.of(a) if a else None
 
 
 def save(db: sqlite3.Connection, gate: GateConfig, now: float) -> None:
