@@ -202,7 +202,6 @@ def test_two_approvals_racing_are_each_counted_once(server):
     view = json.loads(shown.stdout)
     assert view["approved_by"] == ["gt-bob", "gt-carol", "gt-dave"] and view["state"] == "approved"
     assert [h["actor"] for h in view["history"]].count("gt-carol") == 1
-    time.sleep(0)
 
 
 def test_with_auto_promote_the_daemon_promotes_the_candidate_once_its_approvals_are_complete(server):
