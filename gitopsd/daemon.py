@@ -57,6 +57,7 @@ from .firstseen import FirstSeen
 
 if TYPE_CHECKING:
     from .api.server import ApiServer
+    from .leadership import Leadership
     from .metrics import Metrics
 
 log = logging.getLogger("gitopsd.daemon")
@@ -177,9 +178,11 @@ def lock_state_dir(state_dir: Path) -> IO[str]:
 
 
 class Daemon:
-    def __init__(self, config: Config, notifier: Notifier | None = None):
+    def __init__(self, config: Config, notifier: Notifier | None = None, leadership: Leadership | None = None,
+                 state_lock: IO[str] | None = None):
         self.config = config
         self.notifier = notifier or Notifier()
+        self.leadership = leadership   # with PostgreSQL: this daemon leads (gitopsd/leadership.py)
         runner.scrub_environment()
         self.requests: queue.Queue[Look] = queue.Queue()
         self.timers: list[tuple[float, int, Look]] = []
@@ -187,8 +190,8 @@ class Daemon:
         self._timer_lock = threading.Lock()
         self.stopping = threading.Event()
         self.reload_requested = threading.Event()
-        self._lock_handle = lock_state_dir(config.state_dir)
-        self.store = Store.of(config)
+        self._lock_handle = state_lock or lock_state_dir(config.state_dir)
+        self.store = Store.of(config, epoch=leadership.epoch if leadership is not None else None)
         self.pool = ThreadPoolExecutor(max_workers=config.max_parallel, thread_name_prefix="deploy")
         # Post-deploy watch rounds and drift checks: never waiting behind (or holding up) deployments.
         self.monitor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="monitor")
@@ -216,7 +219,8 @@ class Daemon:
         self.metrics: Metrics | None = None   # its /metrics (README, "Monitoring"), read from the store when scraped
         if config.api is not None:
             from .metrics import Metrics
-            self.metrics = Metrics(lambda: self.config, Store.of(config, readonly=True))
+            self.metrics = Metrics(lambda: self.config, Store.of(config, readonly=True),
+                                   role=leadership.role if leadership is not None else None)
         # CI: each look at a repository finds the new heads of its CI branches and hands each to every sink
         # (the CI servers to trigger, the built-in steps). A sink queues its work: it never blocks the loop.
         self.ci_heads = NewHeads(self.store, self._pusher_of)
@@ -340,6 +344,8 @@ class Daemon:
             self._adopting = 0
             n = sum(len(r.environments) for r in self.config.repositories)
             text = f"watching {n} environment{'s' if n != 1 else ''}"
+        if self.leadership is not None:
+            text = f"leader (epoch {self.leadership.epoch}): {text}"
         self.notifier.status(text)
 
     # -- life cycle ------------------------------------------------------------------------------------
@@ -434,8 +440,12 @@ class Daemon:
         self._adopting = len(self.reconciler.running())   # started or queued by it: STATUS= counts them down
         self.notifier.ready(f"watching {n_envs} environment{'s' if n_envs != 1 else ''}")
         self._status()
+        if self.leadership is not None:
+            self.leadership.watch(on_lost=lambda: self.requests.put(_WAKE))
         last_ping = 0.0
         while not self.stopping.is_set():
+            if self.leadership is not None and (self.leadership.lost.is_set() or self.store.fenced.is_set()):
+                return self.step_down()
             interval = self.notifier.watchdog_interval
             if interval and time.monotonic() - last_ping >= interval:
                 self.notifier.watchdog()
@@ -572,15 +582,29 @@ class Daemon:
         for look in due:
             self._handle(look)
 
-    def shutdown(self) -> int:
+    def step_down(self) -> int:
+        """Another daemon leads now: cancel what runs here at once (it is the leader's to run), stop, exit EXIT_LOST."""
+        from .leadership import EXIT_LOST
+        assert self.leadership is not None
+        why = self.leadership.why_lost or "the database refused this daemon's deployment record: another gitopsd leads"
+        running = self.reconciler.running()
+        log.error("this gitopsd no longer leads (epoch %s): %s. Canceling %d running deployment(s) and stopping; "
+                  "started again (systemd restarts it), it waits as the standby", self.leadership.epoch, why, len(running))
+        self.reconciler.accepting = False
+        self.reconciler.cancel_all()
+        self.shutdown(grace=0.0)
+        return EXIT_LOST
+
+    def shutdown(self, grace: float | None = None) -> int:
         """Start nothing new; let running deployments finish within the grace time, then cancel them."""
         self.reconciler.accepting = False
         self.reconciler.cancel_checks()
         running = self.reconciler.running()
+        grace = self.config.stop_grace if grace is None else grace
         self.notifier.stopping(f"stopping; waiting for {len(running)} deployment(s)" if running else "stopping")
-        log.info("stopping%s", f"; waiting up to {self.config.stop_grace:g}s for {len(running)} running deployment(s)"
+        log.info("stopping%s", f"; waiting up to {grace:g}s for {len(running)} running deployment(s)"
                  if running else "")
-        deadline = time.monotonic() + self.config.stop_grace
+        deadline = time.monotonic() + grace
         while self.reconciler.running() and time.monotonic() < deadline:
             time.sleep(0.1)
         if self.reconciler.running():
@@ -597,6 +621,8 @@ class Daemon:
         if self.control is not None:
             self.control.close()
         self.store.close()
+        if self.leadership is not None:   # last: a standby takes over once nothing runs here
+            self.leadership.close()
         log.info("stopped")
         self._lock_handle.close()
         return 0
@@ -644,6 +670,16 @@ def wait_for_database(cfg: Config, early: list[int], notifier: Notifier | None =
         delay = min(delay * 2, 30.0)
 
 
+def _config_now(cfg: Config) -> Config:
+    """The configuration file as it is now (a standby may have waited for days); the one read at start if it broke."""
+    try:
+        return config_mod.load(cfg.source, writable_folders=True)
+    except ConfigError as exc:
+        log.error("the configuration changed while this gitopsd was the standby and has problems; leading with the "
+                  "one read at start:\n%s", exc)
+        return cfg
+
+
 def run(config_path: Path) -> int:
     """Load and validate the config (refusing to start on any problem), then run until SIGTERM."""
     # SIGHUP's default action ends the process, and starting takes a while (config, store, triggers):
@@ -660,8 +696,21 @@ def run(config_path: Path) -> int:
         return 2
     if cfg.database_url and not wait_for_database(cfg, early):
         return 0   # stopped while waiting: nothing was started
+    notifier = Notifier()
+    leadership = None
     try:
-        daemon = Daemon(cfg)
+        state_lock = lock_state_dir(cfg.state_dir)
+    except AlreadyRunning as exc:
+        log.error("%s", exc)
+        return 1
+    if cfg.database_url:   # a standby may share the database: lead, or wait as the standby (README, "Standby daemon")
+        from .leadership import Leadership
+        leadership = Leadership(cfg)
+        if not leadership.wait_for_lead(cfg, early, notifier):
+            return 0
+        cfg = _config_now(cfg)
+    try:
+        daemon = Daemon(cfg, notifier, leadership, state_lock)
         continue_deployment_ids(daemon.store, cfg.state_dir)
     except AlreadyRunning as exc:
         log.error("%s", exc)

@@ -247,14 +247,43 @@ def dora_source(config: Callable[[], Config], store: Store) -> Callable[[], list
     return figures
 
 
+Role = Callable[[], tuple[bool, int]]   # (is this daemon the leader, its lease's epoch): gitopsd/leadership.py
+
+
+class RoleCollector(Collector):
+    """gitopsd_leader and gitopsd_leader_epoch: which daemon of a leader and its standby leads (README, "Standby daemon")."""
+
+    def __init__(self, role: Role):
+        self.role = role
+
+    def describe(self) -> Iterator[Any]:
+        return iter(())
+
+    def collect(self) -> Iterator[Any]:
+        leads, epoch = self.role()
+        yield GaugeMetricFamily("gitopsd_leader", "1 when this gitopsd leads (deploys), 0 when it is the standby.",
+                                value=1 if leads else 0)
+        yield GaugeMetricFamily("gitopsd_leader_epoch", "The leader's lease epoch this gitopsd last saw "
+                                "(raised by each takeover).", value=epoch)
+
+
+def standby_exposition(role: Role) -> Callable[[], tuple[bytes, str]]:
+    """A standby's /metrics: its role and its process, nothing from the store (the leader's scrape has that once)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(RoleCollector(role))
+    ProcessCollector(registry=registry, namespace="gitopsd")
+    return lambda: (generate_latest(registry), CONTENT_TYPE_PLAIN_0_0_4)
+
+
 class Metrics:
     """The daemon's metrics: the store's figures at scrape time, and the refused pushes the hook reports."""
 
-    def __init__(self, config: Callable[[], Config], store: Store, **sources: Any):
+    def __init__(self, config: Callable[[], Config], store: Store, role: Role | None = None, **sources: Any):
         self.config = config
         self.registry = CollectorRegistry(auto_describe=False)
         self.collector = StoreCollector(config, store, **sources)
         self.registry.register(self.collector)
+        self.registry.register(RoleCollector(role or (lambda: (True, 0))))   # without a standby: the one daemon leads
         ProcessCollector(registry=self.registry, namespace="gitopsd")   # the daemon's own CPU, memory, files
         # The whole history is added up once, about a second per 100,000 deployments: at start, not in a scrape.
         threading.Thread(target=self._warm, name="metrics", daemon=True).start()

@@ -15,9 +15,13 @@ from ..core.errors import UserError
 from .store import Store, full_schema
 
 
+# Who leads and which daemons are alive belong to the database the daemons share now, not to the records moved.
+NOT_COPIED = ("leadership", "daemons")
+
+
 def tables() -> list[str]:
-    """Every table of the store, in the order the schema declares them."""
-    return re.findall(r"CREATE TABLE IF NOT EXISTS (\w+)", full_schema())
+    """Every table of the store the copy moves, in the order the schema declares them."""
+    return [t for t in re.findall(r"CREATE TABLE IF NOT EXISTS (\w+)", full_schema()) if t not in NOT_COPIED]
 
 
 def open_spec(spec: str, *, readonly: bool) -> Store:

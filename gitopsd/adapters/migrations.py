@@ -25,8 +25,47 @@ def _v1(db: Any, dialect: SQLite) -> None:
         snapshot.migrate(db)
 
 
+# PostgreSQL fences deployment records (gitopsd/leadership.py): a daemon that took the lead sets `gitopsd.epoch`
+# on its connections; a row it writes while another daemon holds a newer epoch is refused (SQLSTATE GDF01).
+# Row-locking the lease's row (FOR SHARE) makes a takeover wait for the old leader's write in flight.
+FENCE = ("""
+CREATE OR REPLACE FUNCTION gitopsd_fence() RETURNS trigger LANGUAGE plpgsql AS $fence$
+DECLARE
+    mine text := current_setting('gitopsd.epoch', true);
+    current_epoch bigint;
+BEGIN
+    IF mine IS NULL OR mine = '' THEN
+        RETURN NEW;   -- a command (db copy, an operator's tool), not a daemon
+    END IF;
+    SELECT epoch INTO current_epoch FROM leadership WHERE id = 1 FOR SHARE;
+    IF current_epoch IS DISTINCT FROM mine::bigint THEN
+        RAISE EXCEPTION 'gitopsd fenced: this daemon led epoch %, the leader now leads epoch %', mine, current_epoch
+            USING ERRCODE = 'GDF01';
+    END IF;
+    NEW.epoch := mine::bigint;
+    RETURN NEW;
+END
+$fence$""", "DROP TRIGGER IF EXISTS gitopsd_fence ON deployments",
+         "CREATE TRIGGER gitopsd_fence BEFORE INSERT OR UPDATE ON deployments FOR EACH ROW EXECUTE FUNCTION gitopsd_fence()")
+
+
+def _v2(db: Any, dialect: SQLite) -> None:
+    """The leader's lease and epoch: `deployments.epoch`, the lease's row and, in PostgreSQL, the fence."""
+    columns = [r[0] for r in db.execute("SELECT * FROM deployments LIMIT 0").description or []] \
+        if dialect.name == "sqlite" else [r[0] for r in db.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = 'deployments'"
+            " AND table_schema = current_schema()").fetchall()]
+    if "epoch" not in columns:
+        db.execute(dialect.schema("ALTER TABLE deployments ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0"))
+    db.execute("INSERT OR IGNORE INTO leadership (id, epoch, holder, since) VALUES (1, 0, '', 0)")
+    if dialect.name == "postgresql":
+        for statement in FENCE:
+            db.execute(statement)
+
+
 STEPS: list[tuple[int, str, Callable[[Any, SQLite], None]]] = [
     (1, "the schema when versions began (tables created if missing, the hook snapshot's newer columns added)", _v1),
+    (2, "the leader's lease and epoch; PostgreSQL refuses deployment records of a daemon that lost the lead", _v2),
 ]
 LATEST = STEPS[-1][0]
 

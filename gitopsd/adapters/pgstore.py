@@ -22,7 +22,7 @@ import psycopg
 import psycopg_pool
 
 from .dialect import PostgreSQL, written_table
-from .storeerrors import UNREACHABLE, PERMISSION
+from .storeerrors import FENCED, UNREACHABLE, PERMISSION
 
 log = logging.getLogger("gitopsd.store")
 
@@ -51,6 +51,14 @@ class Unreachable(sqlite3.OperationalError):
 class Refused(sqlite3.OperationalError):
     """PostgreSQL refused this user (password, role, permissions)."""
     store_kind = PERMISSION
+
+
+class Fenced(sqlite3.OperationalError):
+    """A deployment record from a daemon that lost the lead: the database refused it (migrations.FENCE)."""
+    store_kind = FENCED
+
+
+FENCED_STATE = "GDF01"   # the SQLSTATE migrations.FENCE raises
 
 
 class Row(tuple):  # type: ignore[type-arg]
@@ -101,6 +109,8 @@ def translate_error(url: str, exc: BaseException) -> sqlite3.Error:
                   psycopg.errors.InvalidPassword) or "authentication failed" in words or (
                       "role" in words and "does not exist" in words):
         return Refused(text)
+    if getattr(exc, "sqlstate", None) == FENCED_STATE:
+        return Fenced(text)
     if _lost(exc):
         return Unreachable(text)
     if isinstance(exc, psycopg.IntegrityError):
@@ -127,15 +137,17 @@ class Connection:
     """
 
     def __init__(self, url: str, dialect: PostgreSQL, *, retry_for: float = 0.0, connect_timeout: float = 5.0,
-                 mirror: sqlite3.Connection | None = None, max_size: int = 4):
+                 mirror: sqlite3.Connection | None = None, max_size: int = 4, epoch: int | None = None):
         self.url, self.dialect, self.retry_for = url, dialect, retry_for
         self.row_factory: Any = None   # accepted for sqlite3's sake: rows are always Row
         self.mirror = mirror
         self._tx: psycopg.Connection[Any] | None = None
         self._pending: list[tuple[str, str, list[str], list[tuple[Any, ...]]]] = []
+        kwargs: dict[str, Any] = {"autocommit": True, "connect_timeout": max(1, int(connect_timeout))}
+        if epoch is not None:   # the leader's: each deployment row it writes carries it, or is refused (fencing)
+            kwargs["options"] = f"-c gitopsd.epoch={int(epoch)}"
         self._pool = psycopg_pool.ConnectionPool(
-            url, min_size=1, max_size=max_size, open=False, timeout=connect_timeout, name="gitopsd",
-            kwargs={"autocommit": True, "connect_timeout": max(1, int(connect_timeout))},
+            url, min_size=1, max_size=max_size, open=False, timeout=connect_timeout, name="gitopsd", kwargs=kwargs,
             check=psycopg_pool.ConnectionPool.check_connection)
         try:
             # One plain connection first: its error says what is wrong (the pool's says only that it timed out).
@@ -306,6 +318,127 @@ class Connection:
         except sqlite3.Error as exc:
             log.error("the pre-receive hook's copy of the deployment records could not be written (%s): pushes to "
                       "environment branches may be refused until it can", exc)
+
+
+LEASE_KEY = 0x6769746F707364   # the advisory lock of the leader's lease ("gitopsd"), one per database
+# A daemon whose machine vanished (no FIN) is noticed by the server's TCP keepalives on the lease's connection:
+# about 2 + 3 x 1 seconds; a statement that cannot be answered gives up after 3.
+LEASE_OPTIONS = ("-c tcp_keepalives_idle=2 -c tcp_keepalives_interval=1 -c tcp_keepalives_count=3"
+                 " -c statement_timeout=3000 -c idle_in_transaction_session_timeout=5000")
+
+
+class Lease:
+    """The leader's lease: a session advisory lock on a connection of its own, and the epoch in `leadership`.
+
+    Whoever holds the lock is the leader; taking it raises the epoch, which the leader's deployment
+    rows carry (migrations.FENCE). The lock lives as long as this connection: a daemon killed or cut
+    off loses it (at once, or when the server's keepalives give up on its connection).
+    Every method raises sqlite3 error classes, as `Connection` does (translate_error).
+    """
+
+    def __init__(self, url: str, holder: str, connect_timeout: float = 3.0):
+        self.url, self.holder, self.connect_timeout = url, holder, connect_timeout
+        self.epoch: int | None = None   # ours, while we lead
+        self._conn: psycopg.Connection[Any] | None = None
+
+    def _connection(self) -> psycopg.Connection[Any]:
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            self.drop()
+            try:
+                self._conn = psycopg.connect(
+                    self.url, autocommit=True, connect_timeout=max(1, int(self.connect_timeout)),
+                    application_name=f"gitopsd lease {self.holder}"[:63], options=LEASE_OPTIONS,
+                    keepalives=1, keepalives_idle=2, keepalives_interval=1, keepalives_count=3,
+                    tcp_user_timeout=int(self.connect_timeout * 1000))
+            except Exception as exc:   # noqa: B902 (psycopg's errors)
+                raise translate_error(self.url, exc) from exc
+        return self._conn
+
+    def _run(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        conn = self._connection()
+        try:
+            with conn.cursor() as cur:
+                cur.execute(sql, args)
+                return cur.fetchall() if cur.description else []
+        except Exception as exc:   # noqa: B902
+            if conn.broken or _lost(exc):
+                self.drop()
+            raise translate_error(self.url, exc) from exc
+
+    def take(self) -> int | None:
+        """Try to take the lead once: our epoch if we lead now, None while another daemon holds the lease.
+
+        Taken anew, the epoch is raised. Taken again after our own connection was lost (a database restart),
+        and nobody led in between, our epoch is kept: deployments in flight go on recording.
+        """
+        if not self._run("SELECT pg_try_advisory_lock(%s)", (LEASE_KEY,))[0][0]:
+            return None
+        conn = self._connection()
+        try:
+            with conn.transaction():
+                row = conn.execute("SELECT epoch FROM leadership WHERE id = 1 FOR UPDATE").fetchone()
+                current = int(row[0]) if row else 0
+                if self.epoch is not None and current != self.epoch:   # another daemon led meanwhile
+                    raise LeaseLost(f"another gitopsd led meanwhile (epoch {current}; this one led {self.epoch})")
+                if self.epoch is None:
+                    current += 1
+                conn.execute("UPDATE leadership SET epoch = %s, holder = %s,"
+                             " since = CASE WHEN epoch = %s THEN since ELSE extract(epoch from now()) END WHERE id = 1",
+                             (current, self.holder, current))
+        except LeaseLost:
+            self._run("SELECT pg_advisory_unlock(%s)", (LEASE_KEY,))
+            raise
+        except Exception as exc:   # noqa: B902
+            if conn.broken or _lost(exc):
+                self.drop()
+            raise translate_error(self.url, exc) from exc
+        self.epoch = current
+        return current
+
+    def confirm(self) -> None:
+        """Check that we still lead: return quietly, raise LeaseLost, or an Unreachable when the database cannot say."""
+        if self.epoch is None:
+            raise LeaseLost("this gitopsd does not lead")
+        if self._conn is None or self._conn.closed or self._conn.broken:   # the connection (and the lock) went away
+            if self.take() is None:
+                raise LeaseLost("another gitopsd holds the lease")
+            log.info("the leader's lease is held again (epoch %d) after its connection was lost", self.epoch)
+            return
+        row = self._run("SELECT epoch, holder FROM leadership WHERE id = 1")
+        if not row or int(row[0][0]) != self.epoch:
+            raise LeaseLost(f"the lease is at epoch {row[0][0] if row else '?'} now, held by {row[0][1] if row else '?'}")
+
+    def leader(self) -> tuple[int, str, float] | None:
+        """(epoch, holder, since) of the lease as recorded; None before any daemon led."""
+        rows = self._run("SELECT epoch, holder, since FROM leadership WHERE id = 1")
+        return (int(rows[0][0]), str(rows[0][1]), float(rows[0][2])) if rows and rows[0][1] else None
+
+    def heartbeat(self, name: str, role: str, pid: int, api: str) -> list[tuple[str, str, int, int, str, float]]:
+        """Say this daemon is alive (and as what); every daemon of this database: (name, role, epoch, pid, api, age s)."""
+        self._run("INSERT INTO daemons (name, role, epoch, pid, api, seen_at) VALUES (%s, %s, %s, %s, %s,"
+                  " extract(epoch from now())) ON CONFLICT (name) DO UPDATE SET role = EXCLUDED.role,"
+                  " epoch = EXCLUDED.epoch, pid = EXCLUDED.pid, api = EXCLUDED.api, seen_at = EXCLUDED.seen_at",
+                  (name, role, self.epoch or 0, pid, api))
+        return [(str(r[0]), str(r[1]), int(r[2]), int(r[3]), str(r[4]), float(r[5])) for r in self._run(
+            "SELECT name, role, epoch, pid, api, extract(epoch from now()) - seen_at FROM daemons ORDER BY name")]
+
+    def forget(self, name: str) -> None:
+        """This daemon stops: its row goes (a standby stopping is not a standby lost)."""
+        self._run("DELETE FROM daemons WHERE name = %s", (name,))
+
+    def drop(self) -> None:
+        """Close the lease's connection (and so let go of the lock)."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except Exception as exc:   # noqa: BLE001 (closing a broken connection)
+                log.debug("closing the lease's connection: %s", exc)
+
+
+class LeaseLost(sqlite3.OperationalError):
+    """Another daemon leads now (or took the lead while this one could not reach the database)."""
+    store_kind = FENCED
 
 
 def apply_rows(db: sqlite3.Connection, verb: str, table: str, names: list[str], rows: list[tuple[Any, ...]],

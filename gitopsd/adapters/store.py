@@ -20,7 +20,7 @@ from typing import Any, Callable, TypeVar, cast
 
 from ..gate import approvals, required, snapshot
 from . import dialect as dialects, migrations
-from .storeerrors import translate
+from .storeerrors import StoreFenced, translate
 from ..core.types import (Admission, Block, Deployment, DriftReport, FailureStatus, Hold, HostInfo, Kind, Result,
                           TaskChange, WatchWindow, iso)
 
@@ -42,7 +42,8 @@ CREATE TABLE IF NOT EXISTS deployments (
     finished_at REAL,
     attempt INTEGER NOT NULL DEFAULT 1,
     workdir TEXT,
-    detail TEXT
+    detail TEXT,
+    epoch INTEGER NOT NULL DEFAULT 0   -- the leader's epoch that wrote it (gitopsd/leadership.py); 0 without PostgreSQL
 );
 CREATE INDEX IF NOT EXISTS deployments_env ON deployments (repo, env, id);
 CREATE INDEX IF NOT EXISTS deployments_tree ON deployments (repo, env, tree, result);
@@ -168,6 +169,20 @@ CREATE TABLE IF NOT EXISTS drift_reports (   -- drift detection runs (check mode
     changes TEXT NOT NULL DEFAULT '[]'     -- TaskChange.as_json() of each drifted task (a baseline: its own)
 );
 CREATE INDEX IF NOT EXISTS drift_reports_env ON drift_reports (repo, env, id);
+CREATE TABLE IF NOT EXISTS leadership (   -- the leader's lease (PostgreSQL only: gitopsd/leadership.py); one row
+    id INTEGER PRIMARY KEY,
+    epoch INTEGER NOT NULL,                -- raised by each daemon that takes the lead; written with each deployment
+    holder TEXT NOT NULL,
+    since REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS daemons (   -- each gitopsd sharing this database: leader or standby, and when last heard of
+    name TEXT PRIMARY KEY,                 -- host:state_dir
+    role TEXT NOT NULL,                    -- leader | standby
+    epoch INTEGER NOT NULL,
+    pid INTEGER NOT NULL,
+    api TEXT NOT NULL DEFAULT '',          -- where its HTTP API listens, if it has one
+    seen_at REAL NOT NULL
+);
 """
 
 RESULTS = tuple(Result)
@@ -186,7 +201,10 @@ def _translated(method: Callable[..., T]) -> Callable[..., T]:
         try:
             return method(self, *args, **kwargs)
         except (sqlite3.Error, OSError) as exc:
-            raise translate(self.location, exc) from exc
+            error = translate(self.location, exc)
+            if isinstance(error, StoreFenced):   # another daemon leads: the daemon steps down (daemon.py)
+                self.fenced.set()
+            raise error from exc
     return wrapper
 
 
@@ -216,8 +234,10 @@ class Store:
     """
 
     def __init__(self, path: Path, *, readonly: bool = False, url: str = "", retry_for: float | None = None,
-                 hook_copy: bool = True):
+                 hook_copy: bool = True, epoch: int | None = None):
         self.path = Path(path)
+        self.fenced = threading.Event()   # set when PostgreSQL refused a deployment record: another daemon leads
+        self.epoch = epoch
         self.url = url
         self.location = str(self.path)
         self._lock = threading.Lock()
@@ -242,9 +262,11 @@ class Store:
         self._db.row_factory = sqlite3.Row
 
     @classmethod
-    def of(cls, config: Any, *, readonly: bool = False) -> Store:
-        """The store a loaded configuration names: `database:` (PostgreSQL) or the SQLite file in state_dir."""
-        return cls(config.database, readonly=readonly, url=getattr(config, "database_url", ""))
+    def of(cls, config: Any, *, readonly: bool = False, epoch: int | None = None) -> Store:
+        """The store a loaded configuration names: `database:` (PostgreSQL) or the SQLite file in state_dir.
+
+        `epoch`: the leader's (gitopsd/leadership.py), written with each deployment row it records."""
+        return cls(config.database, readonly=readonly, url=getattr(config, "database_url", ""), epoch=epoch)
 
     def _upgrade(self, db: Any, dialect: dialects.SQLite) -> tuple[int, int]:
         try:
@@ -266,7 +288,7 @@ class Store:
             migrations.upgrade(mirror, dialects.SQLite(), full_schema())
         try:
             pg = pgstore.Connection(self.url, self.dialect, retry_for=retry_for, mirror=mirror,
-                                    max_size=2 if readonly else 4)
+                                    max_size=2 if readonly else 4, epoch=self.epoch)
         except BaseException:
             if mirror is not None:
                 mirror.close()
@@ -286,6 +308,23 @@ class Store:
     @property
     def backend(self) -> str:
         return self.dialect.name
+
+    def refresh_hook_copy(self) -> None:
+        """Copy the records the pre-receive hook reads into its SQLite file again (a standby's, now and then)."""
+        resync = getattr(self._db, "resync_mirror", None)
+        if resync is not None:
+            with self._lock:
+                resync()
+
+    # -- the daemons sharing a PostgreSQL database (gitopsd/leadership.py) ------------------------------
+    def daemons(self) -> list[dict[str, Any]]:
+        """Each daemon that said it was alive here: name, role, epoch, pid, api, seconds since it did (PostgreSQL)."""
+        if self.backend != "postgresql":
+            return []
+        rows = self._rows("SELECT name, role, epoch, pid, api, seen_at FROM daemons ORDER BY role, name")
+        now = time.time()
+        return [{"name": r["name"], "role": r["role"], "epoch": int(r["epoch"]), "pid": int(r["pid"]),
+                 "api": r["api"], "seen_ago": max(0.0, now - float(r["seen_at"]))} for r in rows]
 
     def close(self) -> None:
         self._db.close()

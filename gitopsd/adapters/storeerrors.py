@@ -20,6 +20,7 @@ if TYPE_CHECKING:   # annotations only: the hook imports this when it refuses a 
 
 PERMISSION, DAMAGED, BUSY, FULL, OTHER = "permission", "damaged", "busy", "full", "other"
 UNREACHABLE = "unreachable"   # PostgreSQL down or not where the config says (adapters/pgstore.py)
+FENCED = "fenced"             # a deployment written by a daemon that is no longer the leader (gitopsd/leadership.py)
 
 
 def classify(exc: BaseException) -> str:
@@ -96,6 +97,9 @@ def _explain_postgresql(kind: str, exc: BaseException) -> str:
     if kind == UNREACHABLE:
         return (f"cannot reach the PostgreSQL state database {exc}. Start PostgreSQL or fix `database:` in the "
                 f"config; the daemon keeps trying.")
+    if kind == FENCED:
+        return (f"refused by the PostgreSQL state database: {exc}. Another gitopsd took over as the leader; "
+                f"this one records and starts nothing more and stops.")
     if kind == PERMISSION:
         return (f"the PostgreSQL state database refused gitopsd: {exc}. Check the user and password in `database:` "
                 f"(or ~/.pgpass) and that the user may use that database (GRANT).")
@@ -118,8 +122,12 @@ class StoreUnreachable(StoreError, TransientError):
     """The PostgreSQL server cannot be reached now: it may be back on the next attempt."""
 
 
+class StoreFenced(StoreError, StalledError):
+    """This daemon is no longer the leader: the database refuses its deployment records (epoch fencing)."""
+
+
 _KINDS = {BUSY: StoreBusy, FULL: StoreBusy, PERMISSION: StoreUnusable, DAMAGED: StoreDamaged,
-          UNREACHABLE: StoreUnreachable}
+          UNREACHABLE: StoreUnreachable, FENCED: StoreFenced}
 
 
 def translate(database: str, exc: BaseException) -> StoreError:

@@ -276,6 +276,23 @@ def create_app(config: Callable[[], Config], store: Store, tokens: TokenCheck,
     return Guard(app)
 
 
+def create_standby_app(metrics: Callable[[], tuple[bytes, str]], leader: Callable[[], str]) -> ASGIApp:
+    """A standby's HTTP answers (README, "Standby daemon"): its /metrics (role and process only: the leader's
+    scrape has the deployments), and 503 for the rest, naming the leader, so a load balancer's health check on
+    /api/v1/health sends requests to the leader."""
+
+    async def prometheus(_request: Request) -> Response:
+        body, content_type = await run_in_threadpool(metrics)
+        return Response(body, media_type=content_type)
+
+    async def elsewhere(_request: Request) -> Response:
+        return JSONResponse({"message": f"this gitopsd is the standby; {leader()}", "role": "standby"},
+                            status_code=503, headers={"Retry-After": "5"})
+
+    return Starlette(routes=[Route("/metrics", prometheus, methods=["GET"]),
+                             Route("/{path:path}", elsewhere, methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"])])
+
+
 async def _body(request: Request) -> bytes:
     """The request body, refused past MAX_BODY by its Content-Length and by the bytes that really came."""
     length = request.headers.get("content-length", "")

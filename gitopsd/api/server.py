@@ -16,7 +16,7 @@ import uvicorn
 
 from ..adapters.store import Store
 from ..core.settings import Config
-from .app import create_app
+from .app import create_app, create_standby_app
 from .tokens import TokenCheck
 
 log = logging.getLogger("gitopsd.api")
@@ -84,6 +84,30 @@ def serve(config: Callable[[], Config], store: Store, on_status: Callable[[str],
     if web is not None:   # the dashboard at /, the API and /metrics where they were (README, "Web dashboard")
         from ..web.app import create_web_app
         app = create_web_app(config, human_gates=human_gates, api=app, stopping=stopping)
+    server = _run(app, sock, address, stopping)
+    log.info("HTTP API listening on http://%s/api/v1/ (tokens in %s)%s%s", address, api.tokens_file,
+             f", metrics on http://{address}/metrics" if metrics is not None else "",
+             f", the web dashboard on http://{address}/" if web is not None else "")
+    return server
+
+
+def serve_standby(config: Config, metrics: Callable[[], tuple[bytes, str]], leader: Callable[[], str]) -> ApiServer | None:
+    """A standby's /metrics where the API listens, and 503 (naming the leader) for the rest; None if it cannot listen."""
+    api = config.api
+    assert api is not None
+    address = f"[{api.host}]:{api.port}" if ":" in api.host else f"{api.host}:{api.port}"
+    try:
+        sock = bind(api.host, api.port)
+    except OSError as exc:
+        log.error("the standby's /metrics is not served: cannot listen on %s (%s)", address, exc.strerror or exc)
+        return None
+    server = _run(create_standby_app(metrics, leader), sock, address, threading.Event())
+    log.info("standby: metrics on http://%s/metrics; the API answers 503 until this gitopsd leads", address)
+    return server
+
+
+def _run(app: Any, sock: socket.socket, address: str, stopping: threading.Event) -> ApiServer:
+    """Serve `app` on `sock` in a thread of its own."""
     logging.getLogger("uvicorn").setLevel(logging.WARNING)   # its start and stop lines; errors still show
     # proxy_headers off: uvicorn would otherwise take X-Forwarded-For/-Proto from any 127.0.0.1 peer as the truth;
     # the dashboard decides itself whom to believe (web.trusted_proxies, gitopsd/web/auth.py).
@@ -101,7 +125,4 @@ def serve(config: Callable[[], Config], store: Store, on_status: Callable[[str],
 
     thread = threading.Thread(target=run, name="api", daemon=True)
     thread.start()
-    log.info("HTTP API listening on http://%s/api/v1/ (tokens in %s)%s%s", address, api.tokens_file,
-             f", metrics on http://{address}/metrics" if metrics is not None else "",
-             f", the web dashboard on http://{address}/" if web is not None else "")
     return ApiServer(server, thread, address, stopping)
