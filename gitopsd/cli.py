@@ -278,6 +278,7 @@ def _show_status(args: argparse.Namespace, config: Any, unavailable: dict[str, s
     try:
         rows = all_status(config, store, args.repo, unavailable)
         unwatched = {r: why for r, why in store.unwatched().items() if args.repo in (None, r)}
+        daemons = store.daemons()   # a leader and its standby, with PostgreSQL (README, "Standby daemon")
     finally:
         store.close()
     if args.json:
@@ -296,6 +297,14 @@ def _show_status(args: argparse.Namespace, config: Any, unavailable: dict[str, s
     for repo, why in unwatched.items():
         print(f"{repo}: branch moves are not watched ({why}); the push nudge and the sweep every "
               f"{config.sweep_interval:g}s still find them (`gitopsd doctor`, or the daemon's log, says how to fix it)")
+    if daemons:
+        print("\ndaemons:")
+        for d in daemons:
+            heard = (f"heard from {d['seen_ago']:.0f}s ago" if d["seen_ago"] < 30
+                     else f"not heard from for {ago(0, d['seen_ago']).removesuffix(' ago')}: stopped or cut off?")
+            epoch = f"epoch {d['epoch']}, " if d["role"] == "leader" else ""
+            api = f", API {d['api']}" if d["api"] else ""
+            print(f"  {d['role']:<8} {d['name']} ({epoch}pid {d['pid']}, {heard}{api})")
     return 0
 
 

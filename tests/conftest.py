@@ -30,7 +30,8 @@ def short_tmp(tmp_path_factory):
     path = Path(tempfile.mkdtemp(prefix="gt-", dir="/tmp"))
     yield path
     import shutil
-    shutil.rmtree(path, ignore_errors=True)
+    if not os.environ.get("KEEP_TMP"):
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)

@@ -25,28 +25,38 @@ def _v1(db: Any, dialect: SQLite) -> None:
         snapshot.migrate(db)
 
 
-# PostgreSQL fences deployment records (gitopsd/leadership.py): a daemon that took the lead sets `gitopsd.epoch`
-# on its connections; a row it writes while another daemon holds a newer epoch is refused (SQLSTATE GDF01).
-# Row-locking the lease's row (FOR SHARE) makes a takeover wait for the old leader's write in flight.
+# PostgreSQL fences the leader's records (gitopsd/leadership.py): a daemon that took the lead sets `gitopsd.epoch`
+# on its connections; a row it writes (or deletes) in a table below while another daemon holds a newer epoch is
+# refused (SQLSTATE GDF01), and each deployment row carries the epoch that wrote it. Row-locking the lease's row
+# (FOR SHARE) makes a takeover wait for the old leader's write in flight. Commands (no `gitopsd.epoch`) pass.
+FENCED_TABLES = ("deployments", "env_status", "env_heads", "env_blocks", "bad_trees", "watches", "drift_reports",
+                 "commits_deployed", "ci_heads")
 FENCE = ("""
 CREATE OR REPLACE FUNCTION gitopsd_fence() RETURNS trigger LANGUAGE plpgsql AS $fence$
 DECLARE
     mine text := current_setting('gitopsd.epoch', true);
     current_epoch bigint;
 BEGIN
-    IF mine IS NULL OR mine = '' THEN
-        RETURN NEW;   -- a command (db copy, an operator's tool), not a daemon
+    IF mine IS NOT NULL AND mine <> '' THEN
+        SELECT epoch INTO current_epoch FROM leadership WHERE id = 1 FOR SHARE;
+        IF current_epoch IS DISTINCT FROM mine::bigint THEN
+            RAISE EXCEPTION 'gitopsd fenced: this daemon led epoch %, the leader now leads epoch %', mine, current_epoch
+                USING ERRCODE = 'GDF01';
+        END IF;
+        IF TG_TABLE_NAME = 'deployments' AND TG_OP <> 'DELETE' THEN
+            NEW.epoch := mine::bigint;
+        END IF;
     END IF;
-    SELECT epoch INTO current_epoch FROM leadership WHERE id = 1 FOR SHARE;
-    IF current_epoch IS DISTINCT FROM mine::bigint THEN
-        RAISE EXCEPTION 'gitopsd fenced: this daemon led epoch %, the leader now leads epoch %', mine, current_epoch
-            USING ERRCODE = 'GDF01';
+    IF TG_OP = 'DELETE' THEN
+        RETURN OLD;
     END IF;
-    NEW.epoch := mine::bigint;
     RETURN NEW;
 END
-$fence$""", "DROP TRIGGER IF EXISTS gitopsd_fence ON deployments",
-         "CREATE TRIGGER gitopsd_fence BEFORE INSERT OR UPDATE ON deployments FOR EACH ROW EXECUTE FUNCTION gitopsd_fence()")
+$fence$""",) + tuple(
+    statement for table in FENCED_TABLES for statement in (
+        f"DROP TRIGGER IF EXISTS gitopsd_fence ON {table}",
+        f"CREATE TRIGGER gitopsd_fence BEFORE INSERT OR UPDATE OR DELETE ON {table} FOR EACH ROW"
+        f" EXECUTE FUNCTION gitopsd_fence()"))
 
 
 def _v2(db: Any, dialect: SQLite) -> None:
@@ -65,7 +75,7 @@ def _v2(db: Any, dialect: SQLite) -> None:
 
 STEPS: list[tuple[int, str, Callable[[Any, SQLite], None]]] = [
     (1, "the schema when versions began (tables created if missing, the hook snapshot's newer columns added)", _v1),
-    (2, "the leader's lease and epoch; PostgreSQL refuses deployment records of a daemon that lost the lead", _v2),
+    (2, "the leader's lease and epoch; PostgreSQL refuses the records of a daemon that lost the lead", _v2),
 ]
 LATEST = STEPS[-1][0]
 
