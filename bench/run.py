@@ -13,6 +13,8 @@
     stored, p50/p99 (target p99 <= 20 ms).
 (h) DORA: `gitopsd dora --env production --since 365d` with 100,000 production deployments stored (target <= 1 s).
 (k) execution nodes: 30 environments deployed at once on one node vs two (bench/bench_nodes.py).
+(l) failover: the leader killed mid-deployment -> the standby deploying, beside one daemon killed and started again
+    (bench/bench_failover.py).
 (j) the web dashboard: the Pipeline page's time with 3 repositories x 3 environments and 100,000 deployments stored
     (target p99 <= 100 ms), and a branch move -> the page showing it over server-sent events (target <= 1 s).
 """
@@ -776,7 +778,7 @@ def main() -> int:
                         help="also time the reads with the gitopsd of this checkout (e.g. a git worktree of an older commit)")
     parser.add_argument("--dora-rounds", type=int, default=10)
     parser.add_argument("--only", choices=("latency", "overhead", "idle", "hooks", "rollback", "scale", "api", "reads", "metrics", "dora",
-                                           "web", "nodes"))
+                                           "web", "nodes", "failover"))
     parser.add_argument("--postgresql", action="store_true",
                         help="hooks section: also with the records in a PostgreSQL started on loopback (README, PostgreSQL)")
     args = parser.parse_args()
@@ -879,6 +881,12 @@ def main() -> int:
                       f"{r['slots_per_node']} slots per node, playbook waiting {n['playbook_wait_s']} s: one node "
                       f"{n['one_node_s']} s, two nodes {n['two_nodes_s']} s: {n['ratio']}x (target >= 1.7; both nodes "
                       "share this machine's CPUs)", flush=True)
+        if args.only in (None, "failover"):
+            from bench_failover import bench_failover
+            results["failover"] = r = bench_failover(root / "failover")
+            print(f"(l) failover, {r['rounds']} rounds: leader killed mid-deployment -> the standby deploying: median "
+                  f"{r['failover_median_s']} s, max {r['failover_max_s']} s (target <= 10 s); one daemon killed and started "
+                  f"again at once: median {r['restart_median_s']} s; ratio {r['ratio']}", flush=True)
     out = Path(__file__).resolve().parent / "results"
     out.mkdir(exist_ok=True)
     (out / "latest.json").write_text(json.dumps(results, indent=2))

@@ -18,6 +18,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.prometheus_fixture import free_port, prometheus
 from tests.support import ROOT, Daemon, Sandbox
@@ -86,7 +87,27 @@ def scenario():
 def test_promtool_accepts_the_shipped_alert_rules():
     checked = subprocess.run(["promtool", "check", "rules", str(ALERTS)], capture_output=True, text=True)
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    assert "SUCCESS: 5 rules found" in checked.stdout
+    assert "SUCCESS: 6 rules found" in checked.stdout
+
+
+def test_no_leader_fires_only_when_every_daemon_is_a_standby_for_a_minute(tmp_path):
+    """promtool's rule tests: a leader and its standby, the leader gone and the standby not taking over."""
+    cases = {"rule_files": [str(ALERTS)], "evaluation_interval": "15s", "tests": [{
+        "interval": "15s",
+        "input_series": [
+            {"series": 'gitopsd_leader{instance="a:8470"}', "values": "1x8 stale"},      # killed after 2 min: its series ends
+            {"series": 'gitopsd_leader{instance="b:8470"}', "values": "0x20"}],         # never takes over
+        "alert_rule_test": [
+            {"eval_time": "1m", "alertname": "GitopsdNoLeader", "exp_alerts": []},
+            {"eval_time": "2m30s", "alertname": "GitopsdNoLeader", "exp_alerts": []},   # pending: not a minute yet
+            {"eval_time": "4m", "alertname": "GitopsdNoLeader",
+             "exp_alerts": [{"exp_labels": {"severity": "critical"}, "exp_annotations": {
+                 "summary": "gitopsd: no daemon leads; nothing is deployed",
+                 "description": "See `journalctl -u gitopsd` on each deploy server and `gitopsd status` (its daemons list)."}}]}]}]}
+    path = tmp_path / "no_leader_test.yml"
+    path.write_text(yaml.safe_dump(cases))
+    tested = subprocess.run(["promtool", "test", "rules", str(path)], capture_output=True, text=True)
+    assert tested.returncode == 0, tested.stdout + tested.stderr
 
 
 def test_a_scrape_of_the_daemon_passes_promtool_check_metrics(scenario):
