@@ -53,7 +53,8 @@ def test_sighup_from_the_first_moment_neither_kills_the_daemon_nor_keeps_it_from
     daemon.wait_state("qa", "in-sync", sandbox.head("qa"))
     daemon.wait_for(lambda: "gitopsd started" in daemon.log(), 30, "ready")
     assert sent > 50
-    assert daemon.stop() == 0
+    code = daemon.stop()
+    assert code == 0, f"stopped with {code}:\n{daemon.log()[-4000:]}"
     assert "SIGHUP came while gitopsd was starting: the configuration is read again once it runs" in daemon.log()
 
 
