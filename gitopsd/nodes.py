@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from dataclasses import replace
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -80,7 +81,7 @@ class Placement:
                 tried.append(node.name)
                 problems.append(str(result.problem))
                 continue
-            return result.outcome
+            return replace(result.outcome, node=node.name)   # the deployment's record says where it ran
         if cancel.is_set():
             return RunOutcome(False, "canceled", None, "run was canceled")
         return RunOutcome(False, "failed", None, "unreachable node: no execution node could take the run ("

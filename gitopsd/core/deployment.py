@@ -89,7 +89,7 @@ def execute(env: Environment, run: PlaybookRun, kind: str, tools: Toolbox, cance
                                              limit=",".join(batch) if batch else None), cancel)
         attempt.hosts.update(outcome.hosts)
         record.hosts = batch or sorted(outcome.hosts)
-        record.playbook = outcome.reason
+        record.playbook, record.node = outcome.reason, outcome.node
         # Without batches the playbook's own words say it all ("failed on qa-1 (failed); 1 of 2 hosts ok").
         said = f"{label} failed: " if batch is not None else ""
         if outcome.status == "canceled" or cancel.is_set():

@@ -147,19 +147,22 @@ class BatchRecord:
     result: str = "running"            # running | passed | failed | canceled
     checks: list[CheckResult] = field(default_factory=list)
     playbook: str | None = None        # the playbook run's own words
+    node: str = ""                     # the execution node that ran its playbook ("" on the controller)
 
     def as_json(self) -> dict[str, Any]:
         record: dict[str, Any] = {"batch": self.batch, "hosts": self.hosts, "result": self.result,
                                   "checks": [c.as_json() for c in self.checks]}
         if self.playbook is not None:
             record["playbook"] = self.playbook
+        if self.node:
+            record["node"] = self.node
         return record
 
     @classmethod
     def from_json(cls, value: dict[str, Any]) -> BatchRecord:
         return cls(int(value.get("batch", 0)), [str(h) for h in value.get("hosts", [])], str(value.get("result", "")),
                    [CheckResult.from_json(c) for c in value.get("checks", []) if isinstance(c, dict)],
-                   value.get("playbook"))
+                   value.get("playbook"), str(value.get("node") or ""))
 
 
 @dataclass(frozen=True)
@@ -316,6 +319,7 @@ class RunOutcome:
     stdout: Path | None = None
     permanent: bool = False   # retrying cannot help: the content is invalid (a syntax error, an unknown module)
     changes: tuple[TaskChange, ...] = ()   # every task result with `changed` (read for drift detection)
+    node: str = ""            # the execution node that ran it ("" here, on the controller: nodes.py)
 
 
 @dataclass(frozen=True)

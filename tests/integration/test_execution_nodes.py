@@ -125,6 +125,7 @@ def test_a_run_on_a_node_gives_the_same_host_results_and_output_as_a_local_run(t
     here = run_playbook(make_run(tmp_path, name="local"), threading.Event())
     there = placement.run(node_run := make_run(tmp_path, name="node"), threading.Event(), "runner1", None, never_local)
     assert there.ok and there.status == "successful" and there.rc == 0
+    assert (there.node, here.node) == ("runner1", "")   # the deployment's record says where it ran
     assert (there.hosts, there.reason) == (here.hosts, here.reason) == ({"web-1": "ok", "web-2": "ok"}, "succeeded on 2 hosts")
     assert [c.key for c in there.changes] == [c.key for c in here.changes]   # task paths relative to the tree, as here
     assert here.stdout is not None and there.stdout is not None
@@ -222,6 +223,7 @@ def test_a_fixed_node_that_is_down_fails_the_deployment_as_unreachable_node_and_
         daemon.wait_state("qa", "in-sync", sandbox.head("qa"), timeout=120)
     history = sandbox.history("qa")
     assert history[0]["result"] == "succeeded"
+    assert [b.get("node") for b in history[0]["batches"]] == ["runner1"]   # history --json says where it ran
     assert history[-1]["result"] == "failed" and history[-1]["outcome"].startswith("unreachable node runner1 (")
     assert any(r.startswith("web-1.") for r in sandbox.runs())   # the run on the node wrote where the test reads
 
