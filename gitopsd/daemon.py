@@ -183,6 +183,7 @@ class Daemon:
         self.config = config
         self.notifier = notifier or Notifier()
         self.leadership = leadership   # with PostgreSQL: this daemon leads (gitopsd/leadership.py)
+        self._lost_said = False
         runner.scrub_environment()
         self.requests: queue.Queue[Look] = queue.Queue()
         self.timers: list[tuple[float, int, Look]] = []
@@ -441,7 +442,7 @@ class Daemon:
         self.notifier.ready(f"watching {n_envs} environment{'s' if n_envs != 1 else ''}")
         self._status()
         if self.leadership is not None:
-            self.leadership.watch(on_lost=lambda: self.requests.put(_WAKE))
+            self.leadership.watch(on_lost=self._lost_the_lead)
         last_ping = 0.0
         while not self.stopping.is_set():
             if self.leadership is not None and (self.leadership.lost.is_set() or self.store.fenced.is_set()):
@@ -582,14 +583,43 @@ class Daemon:
         for look in due:
             self._handle(look)
 
+    def _lost_the_lead(self) -> None:
+        """From the lease's threads: start nothing more and stop the runs now (the main loop may be waiting on a
+        database that does not answer), then let the main loop step down, or exit if it cannot within a while."""
+        from .leadership import EXIT_LOST, STEP_DOWN_WITHIN
+        assert self.leadership is not None
+        self.reconciler.accepting = False
+        running = self.reconciler.running()
+        self._say_lost(self.leadership.why_lost, len(running))
+        self.reconciler.cancel_all()
+        self.requests.put(_WAKE)
+        for dep_id in running.values():   # at once: the new leader may start them within seconds
+            runner.reap(self.reconciler.marker(dep_id), grace=1.0)
+
+        def exit_if_stuck() -> None:
+            time.sleep(STEP_DOWN_WITHIN)
+            for dep_id in self.reconciler.running().values():
+                runner.reap(self.reconciler.marker(dep_id), grace=1.0)
+            log.error("this gitopsd could not stop within %.0f s (the database does not answer): exiting now; "
+                      "its runs were stopped", STEP_DOWN_WITHIN)
+            logging.shutdown()
+            os._exit(EXIT_LOST)
+        threading.Thread(target=exit_if_stuck, name="step-down", daemon=True).start()
+
+    def _say_lost(self, why: str, running: int) -> None:
+        if self._lost_said:
+            return
+        self._lost_said = True
+        log.error("this gitopsd no longer leads (epoch %s): %s. Canceling %d running deployment(s) and stopping; "
+                  "started again (systemd restarts it), it waits as the standby",
+                  self.leadership.epoch if self.leadership else "-", why, running)
+
     def step_down(self) -> int:
         """Another daemon leads now: cancel what runs here at once (it is the leader's to run), stop, exit EXIT_LOST."""
         from .leadership import EXIT_LOST
         assert self.leadership is not None
         why = self.leadership.why_lost or "the database refused this daemon's deployment record: another gitopsd leads"
-        running = self.reconciler.running()
-        log.error("this gitopsd no longer leads (epoch %s): %s. Canceling %d running deployment(s) and stopping; "
-                  "started again (systemd restarts it), it waits as the standby", self.leadership.epoch, why, len(running))
+        self._say_lost(why, len(self.reconciler.running()))
         self.reconciler.accepting = False
         self.reconciler.cancel_all()
         self.shutdown(grace=0.0)

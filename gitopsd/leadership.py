@@ -34,9 +34,11 @@ log = logging.getLogger("gitopsd.leadership")
 
 POLL = 0.5               # seconds between a standby's tries for the lease, and between a leader's checks of it
 HEARTBEAT = 2.0          # seconds between the rows each daemon writes in `daemons` (gitopsd status shows them)
-SELF_FENCE = 2.0         # a leader that cannot confirm its lease this long, while a standby waits, stops deploying
+SELF_FENCE = 3.0         # a leader that cannot confirm its lease this long, while a standby waits, stops deploying
 STANDBY_SEEN = 15.0      # a standby heard of within this many seconds is waiting
 HOOK_COPY_EVERY = 30.0   # seconds between a standby's refreshes of its pre-receive hook's copy of the records
+WARN_EVERY = 30.0        # seconds between the lines a leader logs while it cannot reach the database
+STEP_DOWN_WITHIN = 15.0  # seconds a leader that lost the lead has to stop; then it exits at once (its runs canceled)
 EXIT_LOST = 75           # EX_TEMPFAIL: the leader stepped down; systemd (Restart=on-failure) starts it again
 
 
@@ -66,8 +68,10 @@ class Leadership:
         self.why_lost = ""
         self.daemons: list[tuple[str, str, int, int, str, float]] = []   # the last heartbeat's view of all daemons
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()   # the lease's one connection: the watch thread and close() take turns
+        self._lose_lock = threading.Lock()
+        self.confirmed_at = time.monotonic()   # when the leader last confirmed its lease
 
     @property
     def epoch(self) -> int | None:
@@ -159,36 +163,55 @@ class Leadership:
 
     # -- the leader ------------------------------------------------------------------------------------
     def watch(self, on_lost: Callable[[], None]) -> None:
-        """Check the lease every POLL seconds in a thread; `on_lost()` once it is gone (then see `why_lost`)."""
-        self._thread = threading.Thread(target=self._watch, args=(on_lost,), name="lease", daemon=True)
-        self._thread.start()
+        """Check the lease every POLL seconds; `on_lost()` once it is gone (then see `why_lost`), from another thread.
+
+        Two threads: one asks the database (a call there may hang for seconds when the network is cut), the other
+        only watches the clock, so a cut-off leader stops its runs SELF_FENCE seconds after its last confirmation.
+        """
+        self.confirmed_at = time.monotonic()
+        for target, name in ((self._watch, "lease"), (self._deadline, "lease-deadline")):
+            thread = threading.Thread(target=target, args=(on_lost,), name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
 
     def _watch(self, on_lost: Callable[[], None]) -> None:
         from .adapters.pgstore import LeaseLost
-        confirmed, last_beat = time.monotonic(), 0.0
-        while not self._stop.wait(POLL):
+        last_beat, warned = 0.0, 0.0
+        while not self._stop.wait(POLL) and not self.lost.is_set():
             try:
                 with self._lock:
                     self.lease.confirm()
-                    confirmed = time.monotonic()
-                    if confirmed - last_beat >= HEARTBEAT:
-                        last_beat = confirmed
+                    self.confirmed_at = time.monotonic()
+                    if self.confirmed_at - last_beat >= HEARTBEAT:
+                        last_beat = self.confirmed_at
                         self._beat("leader")
-                continue
             except LeaseLost as exc:
-                why = f"another gitopsd took the lead ({exc})"
-            except sqlite3.Error as exc:   # cannot reach the database: hold on, unless a standby waits to take over
-                waiting = [d[0] for d in self.daemons if d[1] == "standby" and d[0] != self.name and d[5] < STANDBY_SEEN]
-                silent = time.monotonic() - confirmed
-                if not waiting or silent < SELF_FENCE:
-                    log.warning("cannot confirm the leader's lease for %.1f s: %s", silent, exc)
-                    continue
-                why = (f"the database could not be reached for {silent:.1f} s ({exc}) and the standby "
-                       f"{', '.join(waiting)} takes over")
+                self._lose(f"another gitopsd took the lead ({exc})", on_lost)
+                return
+            except sqlite3.Error as exc:   # cannot reach the database: hold on, unless a standby waits (_deadline)
+                if time.monotonic() - warned >= WARN_EVERY:   # one line now and then, not one per check
+                    warned = time.monotonic()
+                    log.warning("cannot confirm the leader's lease for %.1f s: %s", time.monotonic() - self.confirmed_at,
+                                exc)
+
+    def _deadline(self, on_lost: Callable[[], None]) -> None:
+        while not self._stop.wait(POLL / 5) and not self.lost.is_set():
+            silent = time.monotonic() - self.confirmed_at
+            if silent < SELF_FENCE:
+                continue
+            waiting = [d[0] for d in self.daemons if d[1] == "standby" and d[0] != self.name and d[5] < STANDBY_SEEN]
+            if waiting:
+                self._lose(f"its lease could not be confirmed for {silent:.1f} s (the database does not answer) and "
+                           f"the standby {', '.join(waiting)} takes over", on_lost)
+                return
+
+    def _lose(self, why: str, on_lost: Callable[[], None]) -> None:
+        with self._lose_lock:
+            if self.lost.is_set():
+                return
             self.leading, self.why_lost = False, why
             self.lost.set()
-            on_lost()
-            return
+        on_lost()
 
     def _beat(self, role: str) -> None:
         try:
@@ -205,8 +228,8 @@ class Leadership:
     def close(self) -> None:
         """The daemon stops: let go of the lease (a standby takes it at once) and of this daemon's row."""
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(5)
+        for thread in self._threads:
+            thread.join(5)
         with self._lock:
             self._forget()
             self.lease.drop()

@@ -143,7 +143,11 @@ class Connection:
         self.mirror = mirror
         self._tx: psycopg.Connection[Any] | None = None
         self._pending: list[tuple[str, str, list[str], list[tuple[Any, ...]]]] = []
-        kwargs: dict[str, Any] = {"autocommit": True, "connect_timeout": max(1, int(connect_timeout))}
+        # TCP keepalives and a user timeout: a statement on a connection whose network went away fails within
+        # seconds (and is retried, above) instead of waiting for the system's two-hour keepalive.
+        kwargs: dict[str, Any] = {"autocommit": True, "connect_timeout": max(1, int(connect_timeout)), "keepalives": 1,
+                                  "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 3,
+                                  "tcp_user_timeout": 15000}
         if epoch is not None:   # the leader's: each deployment row it writes carries it, or is refused (fencing)
             kwargs["options"] = f"-c gitopsd.epoch={int(epoch)}"
         self._pool = psycopg_pool.ConnectionPool(
@@ -322,8 +326,8 @@ class Connection:
 
 LEASE_KEY = 0x6769746F707364   # the advisory lock of the leader's lease ("gitopsd"), one per database
 # A daemon whose machine vanished (no FIN) is noticed by the server's TCP keepalives on the lease's connection:
-# about 2 + 3 x 1 seconds; a statement that cannot be answered gives up after 3.
-LEASE_OPTIONS = ("-c tcp_keepalives_idle=2 -c tcp_keepalives_interval=1 -c tcp_keepalives_count=3"
+# about 4 + 2 x 1 seconds after its last packet, well after a cut-off leader stopped its runs (leadership.SELF_FENCE).
+LEASE_OPTIONS = ("-c tcp_keepalives_idle=4 -c tcp_keepalives_interval=1 -c tcp_keepalives_count=2"
                  " -c statement_timeout=3000 -c idle_in_transaction_session_timeout=5000")
 
 
@@ -336,7 +340,7 @@ class Lease:
     Every method raises sqlite3 error classes, as `Connection` does (translate_error).
     """
 
-    def __init__(self, url: str, holder: str, connect_timeout: float = 3.0):
+    def __init__(self, url: str, holder: str, connect_timeout: float = 2.0):
         self.url, self.holder, self.connect_timeout = url, holder, connect_timeout
         self.epoch: int | None = None   # ours, while we lead
         self._conn: psycopg.Connection[Any] | None = None
@@ -348,8 +352,8 @@ class Lease:
                 self._conn = psycopg.connect(
                     self.url, autocommit=True, connect_timeout=max(1, int(self.connect_timeout)),
                     application_name=f"gitopsd lease {self.holder}"[:63], options=LEASE_OPTIONS,
-                    keepalives=1, keepalives_idle=2, keepalives_interval=1, keepalives_count=3,
-                    tcp_user_timeout=int(self.connect_timeout * 1000))
+                    keepalives=1, keepalives_idle=2, keepalives_interval=1, keepalives_count=2,
+                    tcp_user_timeout=1500)   # a cut network fails a statement here in 1.5 s
             except Exception as exc:   # noqa: B902 (psycopg's errors)
                 raise translate_error(self.url, exc) from exc
         return self._conn

@@ -21,6 +21,7 @@ import yaml
 
 from tests.e2e.test_service import NotifySocket
 from tests.postgres_fixture import free_port
+from tests.tcp_proxy import CuttableProxy
 from tests.support import Daemon, Sandbox
 
 pytestmark = pytest.mark.usefixtures("postgres_server")
@@ -29,11 +30,14 @@ pytestmark = pytest.mark.usefixtures("postgres_server")
 class Second:
     """The same sandbox seen from the second daemon's machine: its own config file (state, runtime, API port)."""
 
-    def __init__(self, sandbox: Sandbox, port: int):
+    def __init__(self, sandbox: Sandbox, port: int | None = None, database: str | None = None):
         self.sandbox = sandbox
         data = yaml.safe_load(sandbox.config.read_text())
-        data.update({"state_dir": str(sandbox.root / "state-b"), "runtime_dir": str(sandbox.root / "run-b"),
-                     "api": {**data["api"], "listen": f"127.0.0.1:{port}"}})
+        data.update({"state_dir": str(sandbox.root / "state-b"), "runtime_dir": str(sandbox.root / "run-b")})
+        if port is not None:
+            data["api"] = {**data["api"], "listen": f"127.0.0.1:{port}"}
+        if database is not None:
+            data["database"] = database
         self.config = sandbox.root / "gitopsd-b.yml"
         self.config.write_text(yaml.safe_dump(data, sort_keys=False))
         (sandbox.root / "state-b").mkdir()
@@ -88,7 +92,7 @@ def _no_leftover_sleep():
     yield
     for proc in psutil.process_iter():
         try:
-            if proc.cmdline()[:1] == ["sleep"] and proc.cmdline()[1:] in (["6"], ["7"]):
+            if proc.cmdline()[:1] == ["sleep"] and proc.cmdline()[1:] in (["6"], ["7"], ["9"]):
                 proc.kill()
         except psutil.Error:
             continue
@@ -198,6 +202,55 @@ def test_a_leader_cut_off_and_back_records_and_starts_nothing_and_steps_down(pai
             pass
         standby.stop()
         leader.stop()
+
+
+def test_a_leader_cut_off_from_the_database_stops_its_run_before_the_standby_starts_it(short_tmp, postgres_server,
+                                                                                       postgres_url):
+    """The leader's link to PostgreSQL goes silent (no FIN); the server drops its session 6 s later, as keepalives do."""
+    proxy = CuttableProxy(postgres_server.port)
+    through_proxy = postgres_url.replace(f":{postgres_server.port}/", f":{proxy.port}/")
+    sandbox = Sandbox(short_tmp, {"qa": ["qa-1"]}, extra={"database": through_proxy})
+    second = Second(sandbox, database=postgres_url)
+    leader = Daemon(sandbox)
+    standby = None
+    try:
+        leader.wait_state("qa", "in-sync", sandbox.head("qa"))
+        standby = Daemon(second)
+        standby.wait_for(lambda: "standby: the leader is" in standby.log(), 30, "the standby")
+        time.sleep(2.5)   # the leader's heartbeat has seen the standby waiting
+        sandbox.write("SLEEP", "9")
+        slow = sandbox.commit("slow")
+        sandbox.push("main", "main:qa")
+        leader.wait_for(lambda: sleeping("9"), 30, "the slow deployment running on the leader")
+        cut = time.monotonic()
+        proxy.cut(server_notices=6)
+        old_run_ended = standby_running = None
+        most = 0
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and standby_running is None:
+            count = sleeping("9")
+            most = max(most, count)
+            if count == 0 and old_run_ended is None:
+                old_run_ended = time.monotonic() - cut
+            if any(r[2] == "running" and r[3] == 2 for r in epochs(postgres_url)):
+                standby_running = time.monotonic() - cut
+            time.sleep(0.05)
+        assert old_run_ended is not None and standby_running is not None, (old_run_ended, standby_running)
+        assert old_run_ended < 5, f"the cut-off leader's run went on for {old_run_ended:.1f} s"
+        assert 6 <= standby_running < 10, standby_running
+        print(f"cut: old run ended after {old_run_ended:.2f} s, the standby deploying after {standby_running:.2f} s")
+        assert old_run_ended < standby_running and most == 1
+        assert leader.proc.wait(30) == 75
+        assert "could not be confirmed" in leader.log() and "this gitopsd no longer leads (epoch 1)" in leader.log()
+        # the records as the new leader sees them (the old config's database is behind the cut)
+        standby.wait_for(lambda: [r[2:] for r in epochs(postgres_url)][-2:] == [("interrupted", 2), ("succeeded", 2)],
+                         60, "the interrupted run marked and run again")
+        assert slow
+    finally:
+        if standby is not None:
+            standby.stop()
+        leader.stop()
+        proxy.close()
 
 
 def test_a_single_daemon_on_postgresql_leads_alone_and_says_so(short_tmp, postgres_url):
