@@ -64,6 +64,10 @@ log = logging.getLogger("gitopsd.daemon")
 deployments_log = logging.getLogger("gitopsd.deployment")   # one summary event per deployment's end
 
 _WAKE = Look("", None, Trigger.WAKE)
+# What the signal handlers put in the loop's queue: they take no lock (a handler runs in the main thread, which may
+# hold an Event's lock at that moment); the loop then sets `stopping` or `reload_requested` itself.
+_STOP = Look("", None, "signal-stop")
+_HUP = Look("", None, "signal-reload")
 # Looks that never follow a branch move: no walk for new commits (firstseen.py) then.
 NO_NEW_COMMITS = frozenset({Trigger.AFTER_DEPLOY, Trigger.RETRY, "ci-status"})
 WATCH_DELAY = 0.01  # seconds: one look for the burst of events a ref update makes
@@ -185,7 +189,9 @@ class Daemon:
         self.leadership = leadership   # with PostgreSQL: this daemon leads (gitopsd/leadership.py)
         self._lost_said = False
         runner.scrub_environment()
-        self.requests: queue.Queue[Look] = queue.Queue()
+        # SimpleQueue: its put() is reentrant, so the signal handlers may wake the loop even when the signal lands
+        # while the main thread is inside a get() (Queue's lock would deadlock the daemon there).
+        self.requests: queue.SimpleQueue[Look] = queue.SimpleQueue()
         self.timers: list[tuple[float, int, Look]] = []
         self._timer_seq = 0
         self._timer_lock = threading.Lock()
@@ -390,12 +396,10 @@ class Daemon:
     def install_signal_handlers(self, early: list[int] | None = None) -> None:
         """SIGTERM and SIGINT stop, SIGHUP reloads; then act on the signals `early` kept while the daemon started."""
         def stop(signum: int, _frame: FrameType | None) -> None:
-            self.stopping.set()
-            self.requests.put(_WAKE)
+            self.requests.put(_STOP)
 
         def hup(_signum: int, _frame: FrameType | None) -> None:
-            self.reload_requested.set()
-            self.requests.put(_WAKE)
+            self.requests.put(_HUP)
 
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
@@ -458,10 +462,10 @@ class Daemon:
                 request = self.requests.get(timeout=max(0.0, timeout))
             except queue.Empty:
                 request = _WAKE
-            if self.reload_requested.is_set():
+            self._handle(request)
+            if self.reload_requested.is_set() and not self.stopping.is_set():
                 self.reload_requested.clear()
                 self.reload()
-            self._handle(request)
             self._fire_due_timers()
         return self.shutdown()
 
@@ -510,6 +514,12 @@ class Daemon:
                 return
 
     def _handle(self, request: Look) -> None:
+        if request is _STOP:
+            self.stopping.set()
+            return
+        if request is _HUP:
+            self.reload_requested.set()
+            return
         if request is _WAKE or self.stopping.is_set():
             return
         self.reconciler.look(request)
