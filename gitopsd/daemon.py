@@ -110,7 +110,7 @@ class PolicyJudge:
         view = self.gate_config().repository(repo.name)
         gate_env = view.environment(env.name) if view else None
         if view is None or gate_env is None:
-            return policy.refuse("the configuration changed meanwhile", [f"{repo.name}/{env.name} is not configured"], [])
+            return policy.refuse("other", "the configuration changed meanwhile", [f"{repo.name}/{env.name} is not configured"], [])
         return policy.judge(view, str(repo.path), self.store, gate_env, deployed.commit if deployed else None,
                             desired.commit, identity="gitopsd", check_windows=check_windows)
 

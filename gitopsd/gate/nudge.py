@@ -22,32 +22,13 @@ MAX_DATAGRAM = 65_000
 MAGIC = b"gitopsd-nudge-1"
 REFUSED = "refused"   # the trigger of a refusal report: counted, never looked at
 
-# A refusal's rule, as a short stable id: the first entry whose words its rule line contains.
-REFUSAL_RULE_WORDS = (
-    ("cannot be deleted", "delete"),
-    ("are created by `gitopsd init` only", "create"),
-    ("waits for its first promotion", "first-promotion"),
-    ("only move forward", "non-fast-forward"),
-    ("that were deployed and verified in", "not-verified-upstream"),
-    ("only takes trees from", "not-on-source"),
-    ("required checks", "required-checks"),
-    ("signed off after manual testing", "signoff"),
-    ("release candidates with their approvals", "approvals"),
-    ("deploy window is closed", "deploy-window"),
-    ("replace refs", "reserved-ref"),
-    ("made by gitopsd only", "reserved-ref"),
-    ("pushes may not change it", "reserved-ref"),
-    ("promotion request", "promotion-request"),
-    ("refs/promote/", "promotion-request"),
-    ("asks to promote", "promotion-request"),
-    ("cannot be read", "store-unreadable"),
-)
-REFUSAL_RULES = frozenset(rule for _words, rule in REFUSAL_RULE_WORDS) | {"other"}
-
-
-def rule_id(line: str) -> str:
-    """The short stable id of a refusal's rule line (a metrics label), `other` for one not listed."""
-    return next((rule for words, rule in REFUSAL_RULE_WORDS if words in line), "other")
+# The short stable ids of the refusal rules, the metrics' `rule` label: each refusal names its own
+# (policy.refuse), so rewording what a refusal says never moves its count.
+REFUSAL_RULES = frozenset((
+    "delete", "create", "first-promotion", "non-fast-forward", "not-verified-upstream", "not-on-source",
+    "required-checks", "signoff", "approvals", "deploy-window", "reserved-ref", "promotion-request",
+    "store-unreadable", "other",
+))
 
 
 class Nudge:

@@ -44,13 +44,17 @@ SCAN_LIMIT = 5000   # how far back on the source branch a matching tree is looke
 
 
 class Verdict:
-    """How the policy judged one ref update. `kind` is promotion | rollback | unchanged | refused."""
+    """How the policy judged one ref update. `kind` is promotion | rollback | unchanged | refused.
 
-    __slots__ = ("accepted", "kind", "rule", "detail", "instead", "override")
+    `rule` is the line a person reads; a refusal's `rule_id` is its short stable id (one of
+    nudge.REFUSAL_RULES, the metrics label), so rewording `rule` never moves the count.
+    """
+
+    __slots__ = ("accepted", "kind", "rule", "detail", "instead", "override", "rule_id")
 
     def __init__(self, accepted: bool, kind: str, rule: str, detail: list[str] | None = None,
-                 instead: list[str] | None = None, override: str | None = None):
-        self.accepted, self.kind, self.rule = accepted, kind, rule
+                 instead: list[str] | None = None, override: str | None = None, rule_id: str = ""):
+        self.accepted, self.kind, self.rule, self.rule_id = accepted, kind, rule, rule_id
         self.detail, self.instead, self.override = detail or [], instead or [], override
 
     def __repr__(self) -> str:
@@ -77,8 +81,9 @@ def with_config(advice: str, config: str | None) -> str:
     return f"{advice} --config {config}"
 
 
-def refuse(rule: str, detail: list[str], instead: list[str]) -> Verdict:
-    return Verdict(False, "refused", rule, detail, instead)
+def refuse(rule_id: str, rule: str, detail: list[str], instead: list[str]) -> Verdict:
+    """A refusal by the rule `rule_id` (one of nudge.REFUSAL_RULES), said as `rule`, `detail` and `instead`."""
+    return Verdict(False, "refused", rule, detail, instead, rule_id=rule_id)
 
 
 def tree_on_branch(repo_path: str, branch: str, commit: str, tree: str, head: str | None = None) -> bool:
@@ -125,22 +130,22 @@ def judge(repo: GateRepository, repo_path: str, store: Records, env: GateEnviron
     branch, short_old, short_new = env.branch, (old or "")[:7], new[:7]
     rollback_cmd = f"gitopsd rollback {env.name} --repo {repo.name}"
     if new == gitcli.ZERO:
-        return refuse("environment branches cannot be deleted",
+        return refuse("delete", "environment branches cannot be deleted",
                       [f"{branch} is the record of what runs in {env.name}; it is at {short_old}."],
                       [f"to take {env.name} back to an earlier state: {rollback_cmd}",
                        "or revert on top of the branch and push: git revert -m 1 <merge commit>"])
     if old == gitcli.ZERO:
-        return refuse("environment branches are created by `gitopsd init` only",
+        return refuse("create", "environment branches are created by `gitopsd init` only",
                       [f"{branch} does not exist on the server."],
                       [f"ask an operator to run: gitopsd init {repo_path}"])
     if old is not None and not gitcli.is_ancestor(repo_path, old, new):
         if gitcli.tree_of(repo_path, old) == EMPTY_TREE and not gitcli.parents(repo_path, old):
             promote = f"gitopsd promote {env.promote_from} {env.name}" + (f" --repo {repo.name}" if repo.name else "")
-            return refuse(f"{env.name} waits for its first promotion",
+            return refuse("first-promotion", f"{env.name} waits for its first promotion",
                           [f"{branch} is at the placeholder `gitopsd init` left ({short_old}); nothing runs there yet."],
                           [f"promote what {env.promote_from} runs, with exactly its tree: {promote}",
                            f"or from a clone: git push origin origin/{env.promote_from}:refs/promote/{env.name}"])
-        return refuse("environment branches only move forward (no force-push, no rewritten history)",
+        return refuse("non-fast-forward", "environment branches only move forward (no force-push, no rewritten history)",
                       [f"{short_new} does not contain the current head {short_old} of {branch}."],
                       [f"fetch {branch}, put your change on top of it and push again: "
                        f"git fetch origin {branch} && git rebase origin/{branch}",
@@ -163,6 +168,7 @@ def judge(repo: GateRepository, repo_path: str, store: Records, env: GateEnviron
     if source is not None:
         if not store.tree_succeeded(repo.name, source.name, tree):
             return refuse(
+                "not-verified-upstream",
                 f"{env.name} only takes trees that were deployed and verified in {source.name}",
                 [f"commit {short_new} has tree {tree[:7]}, which was never deployed successfully to {source.name}.",
                  "A merge made by hand gets a new tree when the branches differ (after a revert, for example)."],
@@ -173,6 +179,7 @@ def judge(repo: GateRepository, repo_path: str, store: Records, env: GateEnviron
                  f"git push origin origin/{source.branch}:{env.branch}", *further])
     elif not tree_on_branch(repo_path, env.promote_from, new, tree, (pending or {}).get(env.promote_from)):
         return refuse(
+            "not-on-source",
             f"{env.name} only takes trees from {env.promote_from}",
             [f"commit {short_new} has tree {tree[:7]}, which no commit on {env.promote_from} has."],
             [f"push the change to {env.promote_from} first, then promote it: "
@@ -183,6 +190,7 @@ def judge(repo: GateRepository, repo_path: str, store: Records, env: GateEnviron
         failing = unmet(env.require_checks, store.statuses(repo.name, tree))
         if failing:
             return refuse(
+                "required-checks",
                 f"{env.name} only takes trees that passed its required checks ({', '.join(env.require_checks)})",
                 [f"commit {short_new} has tree {tree[:7]}; its checks:", *[f"  {line}" for line in failing]],
                 ["wait for CI to report success on this commit (or any commit with the same tree), then push again",
@@ -208,10 +216,10 @@ def judge(repo: GateRepository, repo_path: str, store: Records, env: GateEnviron
         if identity in env.override_by:
             return Verdict(True, "promotion", f"{passed}; {closed}; emergency override by {identity}",
                            override=f"emergency override by {identity}: {override_reason}")
-        return refuse(f"{closed}; {identity} may not override it",
+        return refuse("deploy-window", f"{closed}; {identity} may not override it",
                       [f"only {', '.join(env.override_by) or 'nobody'} may override {env.name}'s deploy windows."],
                       [f"wait: {opens_again}", f"rollbacks are still accepted: {rollback_cmd}"])
-    return refuse(f"promotions to {env.name} are closed now: {closed}",
+    return refuse("deploy-window", f"promotions to {env.name} are closed now: {closed}",
                   [f"{opens_again}."],
                   [wait, f"rollbacks are still accepted: {rollback_cmd}", *further,
                    "in an emergency, an identity listed in override_by can push with "
@@ -228,7 +236,7 @@ def human_gates(repo: GateRepository, store: Records, env: GateEnvironment, tree
     if need is not None:
         missing = signoff_unmet(need, store.signoffs(repo.name, need.env, tree))
         if missing:
-            return refuse(f"{env.name} only takes trees signed off after manual testing in {need.env}",
+            return refuse("signoff", f"{env.name} only takes trees signed off after manual testing in {need.env}",
                           [f"commit {short_new} has tree {tree[:7]}:", *[f"  {line}" for line in missing]],
                           [f"after testing what {need.env} runs, one of {', '.join(need.signers)} runs: "
                            f"gitopsd signoff {need.env} --note '<what was tested>' --repo {repo.name}", *further])
@@ -237,7 +245,7 @@ def human_gates(repo: GateRepository, store: Records, env: GateEnvironment, tree
         return passed
     rcs = store.rcs_for_tree(repo.name, tree, env.name)
     if not rcs:
-        return refuse(f"{env.name} only takes release candidates with their approvals",
+        return refuse("approvals", f"{env.name} only takes release candidates with their approvals",
                       [f"tree {tree[:7]} (commit {short_new}) is the tree of no release candidate for {env.name}."],
                       [f"create one from what {env.promote_from} runs: gitopsd rc create --to {env.name} --repo {repo.name}",
                        "then have it approved: gitopsd approve <rc> --note '<why>'", *further])
@@ -247,7 +255,7 @@ def human_gates(repo: GateRepository, store: Records, env: GateEnvironment, tree
         if not problems:
             return f"; release candidate rc/{name} is approved"
     newest = rcs[0][0]
-    return refuse(f"{env.name} only takes release candidates with their approvals",
+    return refuse("approvals", f"{env.name} only takes release candidates with their approvals",
                   [f"tree {tree[:7]} is release candidate rc/{newest}, which is not approved:",
                    *[f"  {line}" for line in problems]],
                   [f"ask an approver: gitopsd approve {newest} --note '<why>' --repo {repo.name}",

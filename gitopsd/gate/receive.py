@@ -78,16 +78,17 @@ def reserved_refusal(update: RefUpdate, repo_name: str) -> policy.Verdict:
     """Why a push may not touch a replace ref or gitopsd's notes, and what to do instead."""
     action = "delete" if update.new == gitcli.ZERO else "create" if update.old == gitcli.ZERO else "update"
     if update.ref.startswith(RC_TAGS):
-        return policy.refuse("release candidates (rc/* tags) are made by gitopsd only",
+        return policy.refuse("reserved-ref", "release candidates (rc/* tags) are made by gitopsd only",
                              [f"this push would {action} {update.ref}: an rc/* tag is what approvals bind to."],
                              [f"create one on the server: gitopsd rc create --repo {repo_name}",
                               "push your own tags under another name (e.g. v1.2.3), or leave rc/* out of the push"])
     if update.ref == AUDIT_NOTES:
-        return policy.refuse(f"{AUDIT_NOTES} is gitopsd's own record; pushes may not change it",
+        return policy.refuse("reserved-ref", f"{AUDIT_NOTES} is gitopsd's own record; pushes may not change it",
                              [f"this push would {action} it."],
                              ["push your notes under another name: git push origin refs/notes/<yours>",
                               f"leave {AUDIT_NOTES} out of the push (no --mirror, no refs/notes/* refspec)"])
     return policy.refuse(
+        "reserved-ref",
         "replace refs (refs/replace/*) are not accepted in a deployment repository",
         [f"this push would {action} {update.ref}. A replace ref makes git show another commit in place of",
          "a real one; gitopsd judges and deploys the real commits, so it would only make them disagree."],
@@ -170,11 +171,11 @@ def pre_receive(config_path: str, database: str, stdin_text: str, out: TextIO = 
     repo = config.repository_at(repo_path)
     if repo is None:
         return 0   # not a repository gitopsd manages
-    reserved = [u for u in updates if is_reserved(u.ref)]
-    for update in reserved:
-        print("\n".join(reserved_refusal(update, repo.name).refusal_lines(update.ref, config_path)), file=out)
+    reserved = [(u, reserved_refusal(u, repo.name)) for u in updates if is_reserved(u.ref)]
+    for update, verdict in reserved:
+        print("\n".join(verdict.refusal_lines(update.ref, config_path)), file=out)
     if reserved:
-        report_refusals(config, repo_path, [("", "reserved-ref")] * len(reserved))
+        report_refusals(config, repo_path, [("", v.rule_id) for _u, v in reserved])
         return 1
     requests = [u for u in updates if u.ref.startswith(promotion.REQUEST_PREFIX)]
     if requests:
@@ -211,7 +212,7 @@ def pre_receive(config_path: str, database: str, stdin_text: str, out: TextIO = 
     for update, verdict in refused:
         print("\n".join(verdict.refusal_lines(update.ref, config_path)), file=out)
     if refused:
-        report_refusals(config, repo_path, [(env.name, nudge.rule_id(v.rule)) for _u, env, v in verdicts if not v.accepted])
+        report_refusals(config, repo_path, [(env.name, v.rule_id) for _u, env, v in verdicts if not v.accepted])
         return 1
     for _update, env, verdict in verdicts:
         if verdict.override:
@@ -260,8 +261,9 @@ def promotion_request(config: snapshot.GateConfig, config_path: str, database: s
     dst = repo.environment(name)
 
     def refused(rule: str, detail: list[str], instead: list[str]) -> int:
-        print("\n".join(policy.refuse(rule, detail, instead).refusal_lines(update.ref, config_path)), file=out)
-        report_refusals(config, repo_path, [(dst.name if dst is not None else "", "promotion-request")])
+        verdict = policy.refuse("promotion-request", rule, detail, instead)
+        print("\n".join(verdict.refusal_lines(update.ref, config_path)), file=out)
+        report_refusals(config, repo_path, [(dst.name if dst is not None else "", verdict.rule_id)])
         return 1
     if len(updates) != 1:
         return refused("a promotion request is pushed alone",
@@ -313,7 +315,7 @@ def promotion_request(config: snapshot.GateConfig, config_path: str, database: s
     if done.state == "refused":
         assert done.verdict is not None
         print("\n".join(done.verdict.refusal_lines(update.ref, config_path)), file=out)
-        report_refusals(config, repo_path, [(dst.name, nudge.rule_id(done.verdict.rule))])
+        report_refusals(config, repo_path, [(dst.name, done.verdict.rule_id)])
         return 1
     print(f"\ngitopsd: {done.summary}", file=out)
     if done.state == "moved":

@@ -1,17 +1,32 @@
 """/metrics' figures from a real store, SQLite and PostgreSQL (gitopsd/metrics.py), and the hook's refusal reports.
 
-Real: the store in a temp folder, prometheus_client's text output, promtool. No daemon: the e2e test
-(tests/e2e/test_monitoring.py) has one, scraped by a real Prometheus.
+Real: the store in a temp folder, prometheus_client's text output, promtool; for the refusals, bare Git
+repositories, the hook's code called in-process and the daemon's end of the nudge socket. Faked: only the
+deployment records policy.judge reads (Records). No daemon: the e2e test (tests/e2e/test_monitoring.py) has
+one, scraped by a real Prometheus.
 """
 from __future__ import annotations
 
+import io
+import socket
 import subprocess
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 from gitopsd.adapters.store import Store
+from gitopsd.config import load
+from gitopsd.core.constants import EMPTY_TREE, ZERO
 from gitopsd.core.settings import Config, Environment, Repository
-from gitopsd.gate.nudge import REFUSED, Nudge, rule_id
+from gitopsd.gate import policy, receive, snapshot
+from gitopsd.gate.approvals import Policy, SignoffNeed
+from gitopsd.gate.nudge import REFUSAL_RULES, REFUSED, Nudge
+from gitopsd.gate.snapshot import GateEnvironment, GateRepository
+from gitopsd.gate.windows import Cron, Window
 from gitopsd.metrics import Metrics
+from tests.support import run
 
 
 def config(tmp: Path) -> Config:
@@ -85,23 +100,144 @@ def test_a_scrape_passes_promtool_check_metrics(tmp_path, store_factory):
     assert b'gitopsd_pushes_refused_total{env="",repo="shop",rule="other"} 1.0' in body
 
 
-def test_each_refusal_rule_has_a_short_stable_id():
-    lines = {
-        "environment branches cannot be deleted": "delete",
-        "environment branches are created by `gitopsd init` only": "create",
-        "production waits for its first promotion": "first-promotion",
-        "environment branches only move forward (no force-push, no rewritten history)": "non-fast-forward",
-        "production only takes trees that were deployed and verified in staging": "not-verified-upstream",
-        "qa only takes trees from main": "not-on-source",
-        "qa only takes trees that passed its required checks (ci/test)": "required-checks",
-        "production only takes trees signed off after manual testing in staging": "signoff",
-        "production only takes release candidates with their approvals": "approvals",
-        "promotions to production are closed now: the deploy window is closed: outside 'weekdays'": "deploy-window",
-        "the deploy window is closed: inside 'freeze'; bob may not override it": "deploy-window",
-        "replace refs (refs/replace/*) are not accepted in a deployment repository": "reserved-ref",
-        "something new": "other",
+class Records:
+    """The deployment records policy.judge reads, as plain values: each case sets what it needs."""
+
+    def __init__(self, rcs: list[tuple[str, float]] | None = None):
+        self.rcs = rcs or []
+
+    def tree_succeeded(self, repo: str, env: str, tree: str) -> bool:
+        return False
+
+    def successes(self, repo: str, env: str) -> list[tuple[str, str]]:
+        return []
+
+    def statuses(self, repo: str, tree: str) -> list:
+        return []
+
+    def signoffs(self, repo: str, env: str, tree: str) -> list:
+        return []
+
+    def rcs_for_tree(self, repo: str, tree: str, target_env: str) -> list[tuple[str, float]]:
+        return self.rcs
+
+    def approval_rows(self, repo: str, rc: str) -> list:
+        return []
+
+
+def commit(repo: Path, files: dict[str, str], *parents: str, tree: str | None = None) -> str:
+    """A commit of exactly `files` (or `tree`) on `parents`, written with git's plumbing: no work tree needed."""
+    if tree is None:
+        blobs = {name: run(["git", "-C", str(repo), "hash-object", "-w", "--stdin"], input=text).stdout.strip()
+                 for name, text in files.items()}
+        tree = run(["git", "-C", str(repo), "mktree"],
+                   input="".join(f"100644 blob {blob}\t{name}\n" for name, blob in blobs.items())).stdout.strip()
+    parent_args = [arg for parent in parents for arg in ("-p", parent)]
+    return run(["git", "-C", str(repo), "commit-tree", *parent_args, "-m", "a commit", tree]).stdout.strip()
+
+
+def shop(path: Path) -> tuple[Path, dict[str, str]]:
+    """A bare repository: main and qa at `base`; `change` on top of it (on no branch), `stray` unrelated to both,
+    and `placeholder`, what `gitopsd init` leaves on a new environment branch."""
+    run(["git", "init", "-q", "--bare", "--initial-branch=main", str(path)])
+    base = commit(path, {"app.txt": "1"})
+    commits = {"base": base, "change": commit(path, {"app.txt": "2"}, base), "stray": commit(path, {"app.txt": "3"}),
+               "placeholder": commit(path, {}, tree=EMPTY_TREE)}
+    for branch in ("main", "qa"):
+        run(["git", "-C", str(path), "update-ref", f"refs/heads/{branch}", base])
+    return path, commits
+
+
+@contextmanager
+def daemon_socket(runtime: Path) -> Iterator[Callable[[], Nudge]]:
+    """The daemon's end of the nudge socket: yields a function that returns the next datagram the hook sent."""
+    runtime.mkdir(parents=True, exist_ok=True)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(runtime / "nudge.sock"))
+    sock.settimeout(5)
+
+    def receive() -> Nudge:
+        got = Nudge.decode(sock.recv(65_536), None)
+        assert got is not None
+        return got
+    try:
+        yield receive
+    finally:
+        sock.close()
+
+
+def test_every_refusal_the_policy_makes_carries_its_rule_id(short_tmp):
+    path, c = shop(short_tmp / "shop.git")
+    never = (Window("never", True, Cron.parse("0 0 1 1 *"), timedelta(minutes=1), "UTC"),)
+    envs = [GateEnvironment("qa", "qa", "main"), GateEnvironment("staging", "staging", "qa"),
+            GateEnvironment("ci", "ci", "main", require_checks=("ci/test",)),
+            GateEnvironment("uat", "uat", "main", signoff=SignoffNeed("qa", 1, ("alice",))),
+            GateEnvironment("production", "production", "main", approvals=Policy(1, ("bob",))),
+            GateEnvironment("late", "late", "main", windows=never)]
+    repo = GateRepository("shop", str(path), envs)
+    env = {e.name: e for e in envs}
+    now = datetime(2024, 6, 3, 12, tzinfo=timezone.utc)
+
+    def judge(name: str, old: str | None, new: str, records: Records | None = None, **kwargs: Any) -> policy.Verdict:
+        return policy.judge(repo, str(path), records or Records(), env[name], old, new, identity="alice", now=now,
+                            **kwargs)
+    verdicts = {   # each case is named by the rule id its refusal must carry, then what the case is
+        "delete": judge("qa", c["base"], ZERO),
+        "create": judge("qa", ZERO, c["base"]),
+        "first-promotion": judge("qa", c["placeholder"], c["base"]),
+        "non-fast-forward": judge("qa", c["change"], c["base"]),
+        "not-verified-upstream": judge("staging", c["base"], c["change"]),
+        "not-on-source": judge("qa", c["base"], c["change"]),
+        "required-checks": judge("ci", None, c["base"]),
+        "signoff": judge("uat", None, c["base"]),
+        "approvals (no release candidate)": judge("production", None, c["base"]),
+        "approvals (not approved)": judge("production", None, c["base"], Records(rcs=[("1", 0.0)])),
+        "deploy-window (closed)": judge("late", None, c["base"]),
+        "deploy-window (no right to override)": judge("late", None, c["base"], override_reason="hotfix"),
+        **{f"reserved-ref ({ref})": receive.reserved_refusal(receive.RefUpdate(c["stray"], c["base"], ref), "shop")
+           for ref in ("refs/replace/" + c["stray"], "refs/notes/gitopsd", "refs/tags/rc/1")},
     }
-    assert {line: rule_id(line) for line in lines} == lines
+    assert not any(v.accepted for v in verdicts.values())
+    assert {case: v.rule_id for case, v in verdicts.items()} == {case: case.split(" ")[0] for case in verdicts}
+    # Every id the hook reports has its case here, but promotion-request (the next test), store-unreadable (no
+    # rule was judged) and other (no rule at all).
+    assert {v.rule_id for v in verdicts.values()} | {"promotion-request", "store-unreadable", "other"} == REFUSAL_RULES
+
+
+def test_refused_promotion_requests_are_reported_with_their_rule_id(short_tmp):
+    path, c = shop(short_tmp / "shop.git")
+    repo = GateRepository("shop", str(path), [GateEnvironment("qa", "qa", "main")])
+    config = snapshot.GateConfig(str(short_tmp / "gitopsd.yml"), "", str(short_tmp / "run"), (), [repo])
+    alone = [receive.RefUpdate(ZERO, c["base"], "refs/promote/qa"), receive.RefUpdate(c["base"], c["change"], "refs/heads/main")]
+    nowhere = [receive.RefUpdate(ZERO, c["base"], "refs/promote/prod")]
+    with daemon_socket(short_tmp / "run") as received:
+        for updates, env in ((alone, "qa"), (nowhere, "")):
+            out = io.StringIO()
+            assert receive.promotion_request(config, config.source, "", repo, str(path), updates, updates[0], out) == 1
+            assert f"push to {updates[0].ref} refused" in out.getvalue()
+            report = received()
+            assert (report.trigger, report.refusals) == (REFUSED, ((env, "promotion-request"),))
+
+
+def test_a_reworded_refusal_is_still_counted_by_its_rule(short_tmp, monkeypatch):
+    path, c = shop(short_tmp / "shop.git")
+    (short_tmp / "gitopsd.yml").write_text(f"state_dir: state\nruntime_dir: run\nrepositories:\n  - name: shop\n"
+                                          f"    path: {path}\n    environments:\n      - name: qa\n")
+    config = load(short_tmp / "gitopsd.yml")
+    store = Store(config.database)
+    store.save_gate(snapshot.from_config(config))
+    store.close()
+    real_refuse = policy.refuse
+    monkeypatch.setattr(policy, "refuse", lambda rule_id, rule, detail, instead:
+                        real_refuse(rule_id, f"qa says no: {rule[::-1]}", detail, instead))
+    monkeypatch.chdir(path)   # git runs the hook in the bare repository
+    out = io.StringIO()
+    with daemon_socket(config.runtime_dir) as received:
+        assert receive.pre_receive(str(short_tmp / "gitopsd.yml"), str(config.database),
+                                   f"{c['base']} {c['change']} refs/heads/qa\n", out) == 1
+        report = received()
+    assert "rule: qa says no: niam morf seert sekat ylno aq" in out.getvalue()
+    assert report.refusals == (("qa", "not-on-source"),)
 
 
 def test_a_refusal_report_carries_only_environments_and_rule_ids():

@@ -66,7 +66,7 @@ class FakeJudge:
     def __call__(self, repo, env, desired: Head, deployed, check_windows: bool) -> Verdict:
         self.calls.append((desired.commit, check_windows))
         if desired.commit in self.refused:
-            return refuse(self.refused[desired.commit], [f"commit {desired.commit[:7]} is not acceptable."], [])
+            return refuse("other", self.refused[desired.commit], [f"commit {desired.commit[:7]} is not acceptable."], [])
         current, target = rollback_trees(self.store.successes(repo.name, env.name))
         if desired.tree in (current, target):
             return Verdict(True, "rollback", "rollback")
