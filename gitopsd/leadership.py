@@ -72,6 +72,8 @@ class Leadership:
         self._lock = threading.Lock()   # the lease's one connection: the watch thread and close() take turns
         self._lose_lock = threading.Lock()
         self.confirmed_at = time.monotonic()   # when the leader last confirmed its lease
+        self.said = "no gitopsd leads yet"     # who leads, in words, as the standby last read it (its API's 503)
+        self._leader_before = ""
 
     @property
     def epoch(self) -> int | None:
@@ -91,7 +93,7 @@ class Leadership:
         if config.api is not None:
             from .api.server import serve_standby
             from .metrics import standby_exposition
-            server = serve_standby(config, standby_exposition(self.role), self.leader_line)
+            server = serve_standby(config, standby_exposition(self.role), lambda: self.said)
         hook_copy: Store | None = None
         try:
             said, ready, last_ping, last_beat, last_copy = "", False, 0.0, 0.0, time.monotonic()
@@ -106,7 +108,8 @@ class Leadership:
                 if now - last_beat >= HEARTBEAT:
                     last_beat = now
                     self._beat("standby")
-                text = f"standby: {self.leader_line()}"
+                self.said = self.leader_line()
+                text = f"standby: {self.said}"
                 if not ready:
                     notifier.ready(text)
                     ready = True
@@ -133,7 +136,8 @@ class Leadership:
 
     def _try_take(self) -> bool:
         try:
-            epoch = self.lease.take()
+            with self._lock:
+                epoch = self.lease.take()
         except sqlite3.Error as exc:   # the database cannot be reached: ask again
             log.debug("cannot ask for the lead: %s", exc)
             return False
@@ -144,12 +148,11 @@ class Leadership:
         log.info("this gitopsd leads now (epoch %d)%s", epoch, f"; the leader was {before}" if before else "")
         return True
 
-    _leader_before = ""
-
     def leader_line(self) -> str:
         """Who leads, in words (STATUS=, the standby's 503)."""
         try:
-            found = self.lease.leader()
+            with self._lock:
+                found = self.lease.leader()
         except sqlite3.Error as exc:
             return f"the database cannot be reached ({exc})"
         if found is None:
@@ -214,6 +217,7 @@ class Leadership:
         on_lost()
 
     def _beat(self, role: str) -> None:
+        """Called with the lease's lock held (the watch thread) or from the standby's loop."""
         try:
             self.daemons = self.lease.heartbeat(self.name, role, os.getpid(), self.api)
         except sqlite3.Error as exc:

@@ -419,6 +419,9 @@ class Lease:
 
     def heartbeat(self, name: str, role: str, pid: int, api: str) -> list[tuple[str, str, int, int, str, float]]:
         """Say this daemon is alive (and as what); every daemon of this database: (name, role, epoch, pid, api, age s)."""
+        if role == "leader":   # only we lead: a leader row of another is from one that died; an hour's silence too
+            self._run("DELETE FROM daemons WHERE name <> %s AND (role = 'leader'"
+                      " OR seen_at < extract(epoch from now()) - 3600)", (name,))
         self._run("INSERT INTO daemons (name, role, epoch, pid, api, seen_at) VALUES (%s, %s, %s, %s, %s,"
                   " extract(epoch from now())) ON CONFLICT (name) DO UPDATE SET role = EXCLUDED.role,"
                   " epoch = EXCLUDED.epoch, pid = EXCLUDED.pid, api = EXCLUDED.api, seen_at = EXCLUDED.seen_at",

@@ -321,10 +321,10 @@ class Store:
         """Each daemon that said it was alive here: name, role, epoch, pid, api, seconds since it did (PostgreSQL)."""
         if self.backend != "postgresql":
             return []
-        rows = self._rows("SELECT name, role, epoch, pid, api, seen_at FROM daemons ORDER BY role, name")
-        now = time.time()
+        rows = self._rows("SELECT name, role, epoch, pid, api, extract(epoch from now()) - seen_at AS age FROM daemons"
+                          " ORDER BY role, name")   # the age by the database's clock: the daemons' may differ
         return [{"name": r["name"], "role": r["role"], "epoch": int(r["epoch"]), "pid": int(r["pid"]),
-                 "api": r["api"], "seen_ago": max(0.0, now - float(r["seen_at"]))} for r in rows]
+                 "api": r["api"], "seen_ago": max(0.0, float(r["age"]))} for r in rows]
 
     def close(self) -> None:
         self._db.close()

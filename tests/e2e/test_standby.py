@@ -58,11 +58,12 @@ def get(port: int, path: str) -> tuple[int, str]:
         return exc.code, exc.read().decode()
 
 
-def sleeping(seconds: str) -> int:
+def sleeping(seconds: str, sandbox: Sandbox) -> int:
+    """How many `sleep SECONDS` of this test's playbook runs live (other tests' runs carry another output folder)."""
     count = 0
     for proc in psutil.process_iter():
         try:
-            if proc.cmdline()[:2] == ["sleep", seconds]:
+            if proc.cmdline()[:2] == ["sleep", seconds] and proc.environ().get("GITOPSD_TEST_OUT") == str(sandbox.out):
                 count += 1
         except psutil.Error:
             continue
@@ -88,11 +89,11 @@ def pair(short_tmp, postgres_url):
 
 
 @pytest.fixture(autouse=True)
-def _no_leftover_sleep():
+def _no_leftover_sleep(short_tmp):
     yield
     for proc in psutil.process_iter():
         try:
-            if proc.cmdline()[:1] == ["sleep"] and proc.cmdline()[1:] in (["6"], ["7"], ["9"]):
+            if proc.cmdline()[:1] == ["sleep"] and proc.environ().get("GITOPSD_TEST_OUT", "").startswith(str(short_tmp)):
                 proc.kill()
         except psutil.Error:
             continue
@@ -125,7 +126,7 @@ def test_the_standby_waits_ready_then_takes_over_a_killed_leader_within_ten_seco
         sandbox.write("SLEEP", "6")
         slow = sandbox.commit("slow")
         sandbox.push("main", "main:qa")
-        leader.wait_for(lambda: sleeping("6"), 30, "the slow deployment running on the leader")
+        leader.wait_for(lambda: sleeping("6", sandbox), 30, "the slow deployment running on the leader")
         killed_at = time.monotonic()
         leader.proc.kill()
         leader.proc.wait()
@@ -137,7 +138,7 @@ def test_the_standby_waits_ready_then_takes_over_a_killed_leader_within_ten_seco
         most = 0
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            most = max(most, sleeping("6"))
+            most = max(most, sleeping("6", sandbox))
             if any(d["commit"] == slow and d["result"] == "succeeded" for d in sandbox.history("qa")):
                 break
             time.sleep(0.05)
@@ -145,6 +146,9 @@ def test_the_standby_waits_ready_then_takes_over_a_killed_leader_within_ten_seco
         rows = [(r[2], r[3]) for r in epochs(url) if r[1] == "qa"]
         assert rows[-2:] == [("interrupted", 2), ("succeeded", 2)], rows   # interrupted: marked by the new leader
         standby.wait_state("qa", "in-sync", slow)
+        name_b = f"{os.uname().nodename}:{sandbox.root / 'state-b'}"
+        shown = standby.wait_for(lambda: status_saying(sandbox, f"leader   {name_b}"), 20, "the new leader in status")
+        assert f"leader   {name_a} (" not in shown   # the killed leader's row went with its lead
         # the shared repository's hooks now point at the new leader: a push deploys at once
         sandbox.remove("SLEEP")
         fix = sandbox.commit("fast again")
@@ -176,7 +180,7 @@ def test_a_leader_cut_off_and_back_records_and_starts_nothing_and_steps_down(pai
         sandbox.write("SLEEP", "7")
         slow = sandbox.commit("slow")
         sandbox.push("main", "main:qa")
-        leader.wait_for(lambda: sleeping("7"), 30, "the slow deployment running on the leader")
+        leader.wait_for(lambda: sleeping("7", sandbox), 30, "the slow deployment running on the leader")
         before = epochs(url)
         os.kill(leader.proc.pid, signal.SIGSTOP)
         with psycopg.connect(url, autocommit=True) as db:   # the server gives up on the paused leader's session
@@ -221,14 +225,14 @@ def test_a_leader_cut_off_from_the_database_stops_its_run_before_the_standby_sta
         sandbox.write("SLEEP", "9")
         slow = sandbox.commit("slow")
         sandbox.push("main", "main:qa")
-        leader.wait_for(lambda: sleeping("9"), 30, "the slow deployment running on the leader")
+        leader.wait_for(lambda: sleeping("9", sandbox), 30, "the slow deployment running on the leader")
         cut = time.monotonic()
         proxy.cut(server_notices=6)
         old_run_ended = standby_running = None
         most = 0
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and standby_running is None:
-            count = sleeping("9")
+            count = sleeping("9", sandbox)
             most = max(most, count)
             if count == 0 and old_run_ended is None:
                 old_run_ended = time.monotonic() - cut
