@@ -779,6 +779,8 @@ def main() -> int:
     parser.add_argument("--dora-rounds", type=int, default=10)
     parser.add_argument("--only", choices=("latency", "overhead", "idle", "hooks", "rollback", "scale", "api", "reads", "metrics", "dora",
                                            "web", "nodes", "failover"))
+    parser.add_argument("--node-wait", type=int, default=10,
+                        help="nodes section: seconds each waiting playbook waits (as deployments wait on hosts)")
     parser.add_argument("--postgresql", action="store_true",
                         help="hooks section: also with the records in a PostgreSQL started on loopback (README, PostgreSQL)")
     args = parser.parse_args()
@@ -874,7 +876,7 @@ def main() -> int:
                   f"starting ({r['push_return_to_shown_median_ms']:.0f} ms after it returned; target <= 1 s)", flush=True)
         if args.only in (None, "nodes"):
             from bench_nodes import bench_nodes
-            results["nodes"] = r = bench_nodes(root / "nodes")
+            results["nodes"] = r = bench_nodes(root / "nodes", wait=args.node_wait)
             for label in ("cpu", "wait"):
                 n = r[label]
                 print(f"(k) {r['environments']} environments deployed at once, execution_node: any, "
