@@ -15,46 +15,44 @@ def store(tmp_path, url: str, epoch: int | None = None, name: str = "a") -> Stor
     return Store(tmp_path / f"hook-{name}.db", url=url, epoch=epoch, retry_for=0.0)
 
 
+@pytest.fixture
+def leases(tmp_path, postgres_url):
+    """Two daemons' leases on a database with the store's schema, as the daemon's start makes it; dropped after."""
+    store(tmp_path, postgres_url).close()
+    a, b = Lease(postgres_url, "host-a:/s"), Lease(postgres_url, "host-b:/s")
+    yield a, b
+    a.drop()
+    b.drop()
+
+
 def begin(s: Store, env: str = "qa") -> int:
     return s.begin(repo="shop", env=env, commit="c" * 40, tree="t" * 40, previous_commit=None, kind="deploy",
                    trigger="push", actor="ann", now=1.0)
 
 
-def test_one_daemon_holds_the_lease_and_each_takeover_raises_the_epoch(tmp_path, postgres_url):
-    store(tmp_path, postgres_url).close()   # the schema, as the daemon's start makes it
-    a, b = Lease(postgres_url, "host-a:/state"), Lease(postgres_url, "host-b:/state")
-    try:
-        assert a.take() == 1
-        assert b.take() is None and b.take() is None   # asked again and again while a holds it
-        assert b.leader()[:2] == (1, "host-a:/state")
-        a.confirm()
-        a.drop()   # a's session ends (its process died): the lock goes with it
-        assert b.take() == 2
-        assert b.leader()[:2] == (2, "host-b:/state")
-        with pytest.raises(LeaseLost, match="another gitopsd holds the lease"):
-            a.confirm()   # a's connection was gone: it asks again and finds b leading
-    finally:
-        a.drop()
-        b.drop()
+def test_one_daemon_holds_the_lease_and_each_takeover_raises_the_epoch(leases):
+    a, b = leases
+    assert a.take() == 1
+    assert b.take() is None and b.take() is None   # asked again and again while a holds it
+    assert b.leader()[:2] == (1, "host-a:/s")
+    a.confirm()
+    a.drop()   # a's session ends (its process died): the lock goes with it
+    assert b.take() == 2
+    assert b.leader()[:2] == (2, "host-b:/s")
+    with pytest.raises(LeaseLost, match="another gitopsd holds the lease"):
+        a.confirm()   # a's connection was gone: it asks again and finds b leading
 
 
-def test_a_leader_whose_connection_dropped_keeps_its_epoch_when_nobody_led_meanwhile(tmp_path, postgres_url):
-    store(tmp_path, postgres_url).close()
-    a, b = Lease(postgres_url, "a"), Lease(postgres_url, "b")
-    try:
-        assert a.take() == 1
-        a.drop()   # a database restart, say: the session and the lock went away
-        a.confirm()   # taken again: the same epoch, deployments in flight go on recording
-        assert a.epoch == 1 and b.take() is None
-    finally:
-        a.drop()
-        b.drop()
+def test_a_leader_whose_connection_dropped_keeps_its_epoch_when_nobody_led_meanwhile(leases):
+    a, b = leases
+    assert a.take() == 1
+    a.drop()   # a database restart, say: the session and the lock went away
+    a.confirm()   # taken again: the same epoch, deployments in flight go on recording
+    assert a.epoch == 1 and b.take() is None
 
 
-def test_a_row_from_an_older_epoch_is_refused_and_the_store_says_it_was_fenced(tmp_path, postgres_url):
-    store(tmp_path, postgres_url).close()
-    a = Lease(postgres_url, "a")
-    b = Lease(postgres_url, "b")
+def test_a_row_from_an_older_epoch_is_refused_and_the_store_says_it_was_fenced(tmp_path, postgres_url, leases):
+    a, b = leases
     old = new = None
     try:
         assert a.take() == 1
@@ -85,23 +83,19 @@ def test_a_row_from_an_older_epoch_is_refused_and_the_store_says_it_was_fenced(t
         for s in (old, new):
             if s is not None:
                 s.close()
-        a.drop()
-        b.drop()
 
 
-def test_the_daemons_say_who_they_are_and_a_stopping_one_is_forgotten(tmp_path, postgres_url):
-    store(tmp_path, postgres_url).close()
-    a, b = Lease(postgres_url, "host-a:/s"), Lease(postgres_url, "host-b:/s")
-    try:
-        a.take()
-        a.heartbeat("host-a:/s", "leader", 10, "http://10.0.0.1:8470")
-        seen = b.heartbeat("host-b:/s", "standby", 20, "")
-        assert [(d[0], d[1], d[2], d[3]) for d in seen] == [("host-a:/s", "leader", 1, 10), ("host-b:/s", "standby", 0, 20)]
-        with store(tmp_path, postgres_url, name="reader") as reader:
-            assert [(d["name"], d["role"]) for d in reader.daemons()] == [("host-a:/s", "leader"), ("host-b:/s", "standby")]
-        b.forget("host-b:/s")
-        with store(tmp_path, postgres_url, name="reader2") as reader:
-            assert [d["name"] for d in reader.daemons()] == ["host-a:/s"]
-    finally:
-        a.drop()
-        b.drop()
+def test_the_daemons_say_who_they_are_and_a_stopping_one_is_forgotten(tmp_path, postgres_url, leases):
+    a, b = leases
+    a.take()
+    a.heartbeat("host-a:/s", "leader", 10, "http://10.0.0.1:8470")
+    seen = b.heartbeat("host-b:/s", "standby", 20, "")
+    assert [(d[0], d[1], d[2], d[3]) for d in seen] == [("host-a:/s", "leader", 1, 10), ("host-b:/s", "standby", 0, 20)]
+    with store(tmp_path, postgres_url, name="reader") as reader:
+        assert [(d["name"], d["role"]) for d in reader.daemons()] == [("host-a:/s", "leader"), ("host-b:/s", "standby")]
+    b.forget("host-b:/s")
+    with store(tmp_path, postgres_url, name="reader2") as reader:
+        assert [d["name"] for d in reader.daemons()] == ["host-a:/s"]
+    a.drop()   # a dies without a word; b takes the lead: a's row says leader no more
+    assert b.take() == 2
+    assert [(d[0], d[1]) for d in b.heartbeat("host-b:/s", "leader", 20, "")] == [("host-b:/s", "leader")]
