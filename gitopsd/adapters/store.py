@@ -249,9 +249,14 @@ class Store:
             return
         if readonly:
             db = snapshot.connect_readonly(str(self.path), check_same_thread=False)   # see there: readers in the group
+            if db is not None and db.execute(
+                    "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'deployments'").fetchone() is None:
+                # a state.db without the store's tables (an older tool made it): nothing recorded, as with no file
+                db.close()
+                db = None
             if db is None:
                 db = sqlite3.connect(":memory:", check_same_thread=False)
-                db.executescript(SCHEMA + snapshot.SCHEMA + required.SCHEMA + approvals.SCHEMA)
+                db.executescript(full_schema())
             self._db = db
         else:
             self.path.parent.mkdir(parents=True, exist_ok=True)

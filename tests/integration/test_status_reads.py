@@ -46,3 +46,12 @@ def test_status_uses_recorded_trees_only_for_the_commit_they_belong_to(short_tmp
     sandbox.push("main", "main:qa")
     # ...only while it is the head: the ref file says qa moved, so status asks git for the new tree.
     assert heads(sandbox)["qa"] == (new, "out-of-sync")
+
+
+def test_history_and_status_before_any_daemon_ran_say_nothing_is_recorded(short_tmp):
+    """Only `install-hooks` has written state.db (its snapshot for the hook): the read commands show an empty history."""
+    sandbox = Sandbox(short_tmp, {"qa": ["qa-1"]})
+    assert (sandbox.state / "state.db").exists()
+    assert sandbox.history("qa") == []
+    row = sandbox.status()["qa"]
+    assert row["deployed"] is None and row["desired"] == sandbox.head("qa")
