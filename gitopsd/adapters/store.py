@@ -243,28 +243,36 @@ class Store:
         self._lock = threading.Lock()
         self.versions = (migrations.LATEST, migrations.LATEST)   # the schema's version before and after opening
         self.dialect: dialects.SQLite = dialects.SQLite()
+        self._reader = readonly and not url   # a read-only SQLite store: opened again once if a read fails (_rows)
         if url:
             retry = PG_WRITE_RETRY if retry_for is None and not readonly else retry_for or 0.0
             self._open_postgresql(readonly, retry, hook_copy)
             return
         if readonly:
-            db = snapshot.connect_readonly(str(self.path), check_same_thread=False)   # see there: readers in the group
-            if db is not None and db.execute(
-                    "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'deployments'").fetchone() is None:
-                # a state.db without the store's tables (an older tool made it): nothing recorded, as with no file
-                db.close()
-                db = None
-            if db is None:
-                db = sqlite3.connect(":memory:", check_same_thread=False)
-                db.executescript(full_schema())
-            self._db = db
-        else:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=30, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self.versions = self._upgrade(self._db, self.dialect)
+            self._open_reader()
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=30, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self.versions = self._upgrade(self._db, self.dialect)
         self._db.row_factory = sqlite3.Row
+
+    def _open_reader(self) -> None:
+        """The read-only connection of a command (see snapshot.connect_readonly: readers in the daemon's group)."""
+        db = snapshot.connect_readonly(str(self.path), check_same_thread=False)
+        if db is not None and db.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'deployments'").fetchone() is None:
+            db.close()   # a state.db without the store's tables (an older tool made it): nothing recorded, as no file
+            db = None
+        if db is None:
+            db = sqlite3.connect(":memory:", check_same_thread=False)
+            db.executescript(full_schema())
+        old: sqlite3.Connection | None = getattr(self, "_db", None)
+        if old is not None:
+            old.close()
+        db.row_factory = sqlite3.Row
+        self._db = db
 
     @classmethod
     def of(cls, config: Any, *, readonly: bool = False, epoch: int | None = None) -> Store:
@@ -371,7 +379,15 @@ class Store:
 
     def _rows(self, sql: str, args: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
         with self._lock:
-            return self._db.execute(sql, args).fetchall()
+            try:
+                return self._db.execute(sql, args).fetchall()
+            except sqlite3.DatabaseError:
+                if not self._reader:
+                    raise
+                # A reader that found no write-ahead log reads the file as immutable (snapshot.connect_readonly); a
+                # daemon starting meanwhile can change it under that reader. Opened again, it reads the log too.
+                self._open_reader()
+                return self._db.execute(sql, args).fetchall()
 
     # -- deployments ---------------------------------------------------------------------------
     def begin(self, *, repo: str, env: str, commit: str, tree: str, previous_commit: str | None, kind: str,
