@@ -598,23 +598,25 @@ class Daemon:
         database that does not answer), then let the main loop step down, or exit if it cannot within a while."""
         from .leadership import EXIT_LOST, STEP_DOWN_WITHIN
         assert self.leadership is not None
-        self.reconciler.accepting = False
-        running = self.reconciler.running()
-        self._say_lost(self.leadership.why_lost, len(running))
-        self.reconciler.cancel_all()
+        self._say_lost(self.leadership.why_lost, len(self.reconciler.running()))
+        self._stop_runs()
         self.requests.put(_WAKE)
-        for dep_id in running.values():   # at once: the new leader may start them within seconds
-            runner.reap(self.reconciler.marker(dep_id), grace=1.0)
 
         def exit_if_stuck() -> None:
             time.sleep(STEP_DOWN_WITHIN)
-            for dep_id in self.reconciler.running().values():
-                runner.reap(self.reconciler.marker(dep_id), grace=1.0)
+            self._stop_runs()
             log.error("this gitopsd could not stop within %.0f s (the database does not answer): exiting now; "
                       "its runs were stopped", STEP_DOWN_WITHIN)
             logging.shutdown()
             os._exit(EXIT_LOST)
         threading.Thread(target=exit_if_stuck, name="step-down", daemon=True).start()
+
+    def _stop_runs(self) -> None:
+        """Start nothing more; cancel every run and reap its processes here at once (the new leader runs them)."""
+        self.reconciler.accepting = False
+        self.reconciler.cancel_all()
+        for dep_id in self.reconciler.running().values():
+            runner.reap(self.reconciler.marker(dep_id), grace=1.0)
 
     def _say_lost(self, why: str, running: int) -> None:
         if self._lost_said:
@@ -630,8 +632,7 @@ class Daemon:
         assert self.leadership is not None
         why = self.leadership.why_lost or "the database refused this daemon's deployment record: another gitopsd leads"
         self._say_lost(why, len(self.reconciler.running()))
-        self.reconciler.accepting = False
-        self.reconciler.cancel_all()
+        self._stop_runs()
         self.shutdown(grace=0.0)
         return EXIT_LOST
 
@@ -713,11 +714,16 @@ def wait_for_database(cfg: Config, early: list[int], notifier: Notifier | None =
 def _config_now(cfg: Config) -> Config:
     """The configuration file as it is now (a standby may have waited for days); the one read at start if it broke."""
     try:
-        return config_mod.load(cfg.source, writable_folders=True)
+        new = config_mod.load(cfg.source, writable_folders=True)
     except ConfigError as exc:
         log.error("the configuration changed while this gitopsd was the standby and has problems; leading with the "
                   "one read at start:\n%s", exc)
         return cfg
+    if (new.state_dir, new.runtime_dir) != (cfg.state_dir, cfg.runtime_dir):   # its lock is held on the first
+        log.error("state_dir and runtime_dir changed while this gitopsd was the standby; they change only with a "
+                  "restart: leading with the configuration read at start")
+        return cfg
+    return new
 
 
 def run(config_path: Path) -> int:

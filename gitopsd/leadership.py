@@ -48,10 +48,11 @@ def identity(config: Config) -> str:
 
 
 def api_address(config: Config) -> str:
-    api = config.api
-    if api is None:
+    """Where this daemon's API listens, for the others to name (empty without one)."""
+    if config.api is None:
         return ""
-    return f"http://[{api.host}]:{api.port}" if ":" in api.host else f"http://{api.host}:{api.port}"
+    from .api.server import listen_address
+    return f"http://{listen_address(config.api)}"
 
 
 class Leadership:

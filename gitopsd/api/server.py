@@ -15,7 +15,7 @@ from typing import Any, Callable
 import uvicorn
 
 from ..adapters.store import Store
-from ..core.settings import Config
+from ..core.settings import Api, Config
 from .app import create_app, create_standby_app
 from .tokens import TokenCheck
 
@@ -38,6 +38,11 @@ class ApiServer:
         if self.thread.is_alive():
             self.server.force_exit = True
             self.thread.join(1.0)
+
+
+def listen_address(api: Api) -> str:
+    """host:port of the API, an IPv6 host in brackets."""
+    return f"[{api.host}]:{api.port}" if ":" in api.host else f"{api.host}:{api.port}"
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -65,7 +70,7 @@ def serve(config: Callable[[], Config], store: Store, on_status: Callable[[str],
     `metrics` gives /metrics its text and content type (gitopsd/metrics.py)."""
     api = config().api
     assert api is not None
-    address = f"[{api.host}]:{api.port}" if ":" in api.host else f"{api.host}:{api.port}"
+    address = listen_address(api)
     try:
         sock = bind(api.host, api.port)
     except OSError as exc:
@@ -95,7 +100,7 @@ def serve_standby(config: Config, metrics: Callable[[], tuple[bytes, str]], lead
     """A standby's /metrics where the API listens, and 503 (naming the leader) for the rest; None if it cannot listen."""
     api = config.api
     assert api is not None
-    address = f"[{api.host}]:{api.port}" if ":" in api.host else f"{api.host}:{api.port}"
+    address = listen_address(api)
     try:
         sock = bind(api.host, api.port)
     except OSError as exc:
