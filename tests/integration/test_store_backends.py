@@ -238,6 +238,31 @@ def test_an_old_sqlite_store_is_upgraded_in_place(tmp_path):
     assert {"require_checks", "signoff", "approvals"} <= columns
 
 
+def test_a_version_1_store_gets_the_epoch_the_lease_row_and_on_postgresql_the_fence(store_factory, tmp_path):
+    """The step from the last release's schema (version 1) to the leader's lease (version 2), on both backends."""
+    store = store_factory(tmp_path / "state.db")
+    store._write("INSERT INTO deployments (repo, env, commit_id, tree, kind, result, trigger, actor, started_at)"
+                 " VALUES ('shop', 'qa', 'c1', ?, 'deploy', 'succeeded', 'push', 'a', 1.0)", (T1,))
+    for sql in (["DROP TRIGGER IF EXISTS gitopsd_fence ON deployments"] if store_factory.backend == "postgresql" else []) + [
+            "ALTER TABLE deployments DROP COLUMN epoch", "DELETE FROM leadership", "DELETE FROM schema_version WHERE version = 2"]:
+        store._write(sql)   # as version 1 left it
+    store.close()
+    again = store_factory(tmp_path / "state.db")
+    assert again.versions == (1, 2)
+    assert again.deployed("shop", "qa").commit == "c1"
+    rows = again._rows("SELECT epoch FROM deployments")
+    assert [r["epoch"] for r in rows] == [0]
+    assert [tuple(r) for r in again._rows("SELECT id, epoch FROM leadership")] == [(1, 0)]
+    if store_factory.backend == "postgresql":   # the fence is in place: a daemon of an epoch that does not lead
+        again.close()
+        stale = Store(tmp_path / "stale.db", url=store_factory.url, epoch=5, retry_for=0.0)
+        try:
+            with pytest.raises(StoreError, match="gitopsd fenced"):
+                stale.record_head("shop", "qa", "c2", T1)
+        finally:
+            stale.close()
+
+
 def test_a_store_from_a_newer_gitopsd_is_refused_in_one_line(store_factory, tmp_path):
     store = store_factory(tmp_path / "state.db")
     store._write("INSERT INTO schema_version (version, applied_at, description) VALUES (?, ?, ?)",
