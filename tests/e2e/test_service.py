@@ -128,12 +128,20 @@ def test_notify_ready_after_the_first_sweep_status_during_deploys_watchdog_pings
         # The first sweep has looked at every environment before READY: both deployments were started.
         assert daemon.log().count("deploying ") >= 2
         daemon.wait_state("qa", "in-sync", sandbox.head("qa"))
+        # The start's adoption over (STATUS= says "adopting: ..." until nothing runs): the next status is plain.
+        daemon.wait_state("staging", "in-sync", sandbox.head("staging"))
+
+        def adopted() -> bool:
+            last = max([ready_at] + [t for t, _ in notify.fields("STATUS=adopting")])
+            return any(t > last for t, _ in notify.fields("STATUS=watching 2 environments"))
+        daemon.wait_for(adopted, 30, "adoption done")
         sandbox.write("SLEEP", "2")
         slow = sandbox.commit("slow")
         sandbox.push("main", "main:qa")
-        daemon.wait_for(lambda: notify.fields(f"STATUS=deploying qa {slow[:7]}"), 20, "deploying status")
+        deploying = daemon.wait_for(lambda: notify.fields(f"STATUS=deploying qa {slow[:7]}"), 20, "deploying status")
         daemon.wait_state("qa", "in-sync", slow)
-        daemon.wait_for(lambda: notify.fields("STATUS=watching 2 environments"), 10, "watching status")
+        daemon.wait_for(lambda: [t for t, _ in notify.fields("STATUS=watching 2 environments") if t > deploying[0][0]],
+                        10, "watching status after the deployment")
         # WATCHDOG_USEC=0.6 s: pings every 0.2 s, well under half the deadline.
         t0 = time.monotonic()
         time.sleep(2)
