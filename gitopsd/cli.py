@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+import gitopsd
+
 from .gate import snapshot
 from .core.errors import GitopsdError, StoreError, UserError
 
@@ -825,7 +827,7 @@ def cmd_db_copy(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gitopsd", description=DESCRIPTION, epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--version", action="version", version="gitopsd 0.1.0")
+    parser.add_argument("--version", action="version", version=f"gitopsd {gitopsd.__version__}")
     # Global options go before or after the command: the default is filled in after parsing (main), so
     # a subcommand's unset option cannot overwrite one given before the command.
     debug: dict[str, Any] = {"action": "store_true", "default": argparse.SUPPRESS, "help": "show the full traceback of an error"}

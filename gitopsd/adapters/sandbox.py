@@ -81,9 +81,9 @@ def bwrap_args(policy: SandboxPolicy, *, project: Path, run_dir: Path, uid: int,
     """The bubblewrap options (without the command) for one run whose tree is `project`.
 
     The order matters: later mounts cover earlier ones, so the hidden paths come after every
-    shown folder (no shown parent can reveal them) and this run's own folders come last, then
-    `read_only`: what gitopsd shows this run from inside its own hidden folders (known_hosts,
-    installed requirements).
+    shown folder (no shown parent can reveal them), then the run's private home, then this run's own
+    folders (which may lie beneath that home), then `read_only`: what gitopsd shows this run from
+    inside its own hidden folders (known_hosts, installed requirements).
     """
     args = ["--die-with-parent", "--unshare-pid", "--new-session",
             "--dev", "/dev", "--perms", "1777", "--tmpfs", "/dev/shm", "--proc", "/proc",  # noqa: S108 (a mount point or a folder the unit hides, not a temporary file)
@@ -113,12 +113,17 @@ def bwrap_args(policy: SandboxPolicy, *, project: Path, run_dir: Path, uid: int,
             args += ["--ro-bind", "/dev/null", str(path)]
     # The run's user gets the run's private folder as its home (Ansible and ssh look the home up in
     # the user database, not in $HOME), with the daemon's ~/.ssh in it, read-only, for its SSH keys.
+    # The home goes first: the service user's home is its state folder (install-service), so this run's folder
+    # and tree lie beneath it, and a home mounted after them would cover them.
     home = pwd.getpwuid(uid).pw_dir if uid != os.geteuid() else os.path.expanduser("~")
     extra = [path for path in read_only if path.exists()]
-    for parent in _parents([project, run_dir, Path(home), *extra]):   # again: a hidden folder above them is a fresh tmpfs now
+    for parent in _parents([Path(home)]):   # again: a hidden folder above it is a fresh tmpfs now
         args += ["--perms", "0755", "--dir", parent]
-    args += ["--ro-bind", str(project), str(project), "--bind", str(run_dir), str(run_dir),
-             "--bind", str(run_dir / "home"), home, "--chdir", str(project),
+    args += ["--bind", str(run_dir / "home"), home]
+    for parent in _parents([project, run_dir, *extra]):   # again: the home or a hidden folder may cover them now
+        args += ["--perms", "0755", "--dir", parent]
+    # A CI step's tree lies inside its run folder, which is bound after it: its build writes there.
+    args += ["--ro-bind", str(project), str(project), "--bind", str(run_dir), str(run_dir), "--chdir", str(project),
              "--setenv", "HOME", home, "--setenv", "TMPDIR", str(run_dir / "tmp")]
     ssh = Path(os.path.expanduser("~")) / ".ssh"
     if ssh.is_dir():

@@ -168,3 +168,18 @@ def test_check_config_refuses_a_sandbox_without_bubblewrap(monkeypatch):
     with pytest.raises(sandbox.SandboxError, match="apt-get install bubblewrap"):
         sandbox.check(SandboxPolicy(enabled=True))
     sandbox.check(SandboxPolicy(enabled=False))
+
+
+def test_a_run_works_where_the_service_users_home_is_the_state_folder_as_install_service_makes_it(server, monkeypatch):
+    """install-service gives the service user its home in the state folder, so every run's folder and tree lie
+    beneath $HOME; the run's private home must not cover them ("bwrap: Can't chdir to .../tree")."""
+    monkeypatch.setenv("HOME", str(server.state))   # the daemon's user's home, as for the service user
+    report = server.out / "home"
+    policy = SandboxPolicy(enabled=True, user="root", writable=(server.out,),   # keeps the daemon's user, as a service does
+                           hide=sandbox.hidden_paths(server.config, server.state, server.root / "run", [server.repo]))
+    outcome = server.run(shell_play(f"(pwd; echo $HOME; ls $HOME; ls {server.state / 'state.db'} || echo no-db) > {report} 2>&1"),
+                         policy=policy)
+    assert outcome.ok, outcome.reason + outcome.stdout.read_text()[-2000:]
+    cwd, home, *rest = report.read_text().split("\n")
+    assert cwd == str(server.state / "deployments" / str(server.n) / "tree") and home == str(server.state)
+    assert "no-db" in rest   # the state folder is still hidden: $HOME is the run's own private one

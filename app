@@ -1,0 +1,1 @@
+gitopsd/data/sample/app
