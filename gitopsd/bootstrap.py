@@ -86,7 +86,7 @@ def init_repository(repo: Path, config_path: Path, *, name: str | None = None, s
     else:
         out.append("main does not exist yet: push your content to main, then run `gitopsd init` again to create "
                    "the environment branches (or use --sample)")
-    service = install_hooks.daemon_user(service_user)
+    service = install_hooks.daemon_user(service_user, config_path if config_path.exists() else None)
     group = pwd.getpwnam(service).pw_gid if service and os.geteuid() == 0 else None
     if add_repository(config_path, entry, defaults={"state_dir": "/var/lib/gitopsd", "runtime_dir": "/run/gitopsd",
                                                      "sweep_interval": 60}, new_file_group=group):

@@ -215,7 +215,11 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from .doctor import diagnose
+    from .doctor import diagnose, probe
+    if args.probe:   # as the daemon's user, for a doctor run as root: its findings, one JSON object a line
+        for finding in probe(_config(args)):
+            print(json.dumps({"ok": finding.ok, "what": finding.what, "fix": finding.fix}), flush=True)
+        return 0
     findings = diagnose(Path(args.config), git_user=args.git_user, service_user=args.service_user)
     for finding in findings:
         print(finding.text())
@@ -661,12 +665,18 @@ def _tokens_file(config: Any) -> Path:
     return Path(config.api.tokens_file)
 
 
+def _daemon_group(config: Any) -> int:
+    """The group the daemon reads its files with: its state folder's owner's (install-service), else the config's."""
+    from .adapters.ownership import daemon_account
+    account = daemon_account(config.state_dir)
+    return account.gid if account is not None else os.stat(config.source).st_gid
+
+
 def cmd_token_create(args: argparse.Namespace) -> int:
     from .api.tokens import create
     config = _config(args)
     path = _tokens_file(config)
-    secret = create(path, args.name, args.scope or [], created_by=cli_identity(),
-                    new_file_group=os.stat(config.source).st_gid,   # a new file: readable by the service's group, as the config
+    secret = create(path, args.name, args.scope or [], created_by=cli_identity(), group=_daemon_group(config),
                     owner=args.owner)
     print(secret)
     print(f"token {args.name} created with scope {', '.join(dict.fromkeys(args.scope))}"
@@ -691,8 +701,9 @@ def cmd_token_list(args: argparse.Namespace) -> int:
 
 def cmd_token_revoke(args: argparse.Namespace) -> int:
     from .api.tokens import read_tokens, revoke
-    path = _tokens_file(_config(args))
-    if not revoke(path, args.name):
+    config = _config(args)
+    path = _tokens_file(config)
+    if not revoke(path, args.name, _daemon_group(config)):
         known = ", ".join(t.name for t in read_tokens(path)) or "none"
         raise UserError(f"no API token named {args.name!r} in {path} (known: {known})")
     print(f"token {args.name} revoked: the daemon refuses it from its next request")
@@ -858,7 +869,7 @@ def build_parser() -> argparse.ArgumentParser:
     def add_users(p: argparse.ArgumentParser) -> None:
         p.add_argument("--git-user", metavar="USER",
                        help="the user pushes arrive as (default: the repository's owner unless root, else git)")
-        p.add_argument("--service-user", metavar="USER", help="the daemon's user (default: gitopsd if it exists)")
+        p.add_argument("--service-user", metavar="USER", help="the daemon's user (default: the owner of the configured state folder, which install-service makes)")
     add_users(p)
 
     p = add("install-hooks", "install gitopsd's pre-receive hook (the promotion gate) into a repository",
@@ -877,9 +888,12 @@ def build_parser() -> argparse.ArgumentParser:
             "git user and the daemon's group, group-writable (the daemon writes rollback commits), the git\n"
             "user in the daemon's group (it reads the state database, sends nudges on the socket), the hook\n"
             "installed with a Python the git user can run and the config's database, the daemon user's\n"
-            "safe.directory, bubblewrap. Prints ok or the problem with the command that fixes it.\n"
+            "safe.directory, bubblewrap; and, as the daemon's user for real, every file the daemon reads\n"
+            "(config, tokens, vault passwords, known hosts), its state folder written, a no-op playbook and\n"
+            "a no-op CI step run in the sandbox. Prints ok or the problem with the command that fixes it.\n"
             "Exit code 1 if there is any problem. Run it as root to check as the other users.", cmd_doctor)
     add_users(p)
+    p.add_argument("--probe", action="store_true", help=argparse.SUPPRESS)   # the part run as the daemon's user
 
     p = add("run", "run the daemon in the foreground",
             "Run the reconciler daemon in the foreground, logging to stderr. It refuses to start on an invalid\n"

@@ -15,7 +15,6 @@ import signal
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
 from pathlib import Path
 from types import FrameType
 from typing import IO, TYPE_CHECKING, Callable
@@ -117,9 +116,7 @@ class PolicyJudge:
 
 def sandbox_policy(config: Config) -> SandboxPolicy:
     """What playbook runs and inventory reads may see: the config's sandbox, with gitopsd's own paths hidden."""
-    hide = sandbox.hidden_paths(config.source, config.state_dir, config.runtime_dir,
-                                [r.path for r in config.repositories])
-    return replace(config.sandbox, hide=hide)
+    return sandbox.for_config(config)
 
 
 def real_toolbox(config: Config, placement: nodes.Placement | None = None) -> Toolbox:

@@ -8,11 +8,14 @@ its groups); the hook's Python and the daemon's git are run for real as their us
 from __future__ import annotations
 
 import grp
+import json
 import os
 import pwd
 import shutil
 import stat
+import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -42,9 +45,12 @@ def diagnose(config_path: Path, *, git_user: str | None = None, service_user: st
     except ConfigError as exc:
         return [Finding(False, f"{config_path}: the configuration has problems: {exc.problems[0]}",
                         f"gitopsd check-config --config {config_path}")]
-    name = install_hooks.daemon_user(service_user)
+    name = install_hooks.daemon_user(service_user, config_path)
     service = install_hooks._user(name)
-    findings = [Finding(service is not None, f"service user {name or 'gitopsd'}" + ("" if service else " does not exist"),
+    findings = [Finding(service is not None, f"service user {name}" if service else
+                        f"service user {name} does not exist" if name else
+                        f"no service user: the state folder {config.state_dir} is not a service user's "
+                        "(install-service creates both; or say --service-user)",
                         f"gitopsd install-service --config {config.source}")]
     if config.sandbox.enabled:
         findings.append(Finding(shutil.which("bwrap") is not None, "bubblewrap (bwrap) is installed for the sandbox",
@@ -52,6 +58,7 @@ def diagnose(config_path: Path, *, git_user: str | None = None, service_user: st
     findings += _checked("the ref watcher", partial(_watched, config))
     if service is None:
         return findings
+    findings += _checked(f"what {service.pw_name} reads, writes and runs", partial(_as_service, config, service))
     pushers: dict[str, list[Repository]] = {}
     for repo in config.repositories:
         pushers.setdefault(install_hooks.pushing_user(repo.path, git_user) or "", []).append(repo)
@@ -61,6 +68,129 @@ def diagnose(config_path: Path, *, git_user: str | None = None, service_user: st
         for repo in repos:
             findings += _checked(f"repository {repo.path}", partial(_repository, config, repo, pusher, service, git_user))
     return findings
+
+
+# -- the daemon's own files and its sandbox, tried for real as its user --------------------------------------
+
+PROBE_PLAYBOOK = "- hosts: all\n  gather_facts: false\n  tasks:\n    - ansible.builtin.debug: {msg: gitopsd doctor}\n"
+PROBE_INVENTORY = "all:\n  hosts:\n    doctor: {ansible_connection: local}\n"
+
+
+def _as_service(config: Config, service: pwd.struct_passwd) -> list[Finding]:
+    """Run `probe` as the daemon's user, as its unit starts it (its home, the unit's umask); return its findings."""
+    if os.geteuid() == service.pw_uid:
+        return probe(config)
+    argv = install_hooks.as_user(service, [sys.executable, "-m", "gitopsd", "doctor", "--probe",
+                                           "--config", str(config.source)])
+    if argv is None:
+        return [Finding(False, f"cannot try the daemon's files and sandbox as {service.pw_name}: run gitopsd doctor "
+                               f"as root or as {service.pw_name}")]
+    env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "HOME": service.pw_dir, "LANG": "C.UTF-8"}
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, cwd="/", env=env, timeout=300, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return [Finding(False, f"gitopsd could not be run as {service.pw_name}: {exc}")]
+    found = []
+    for line in proc.stdout.splitlines():
+        try:
+            item = json.loads(line)
+            found.append(Finding(bool(item["ok"]), str(item["what"]), item.get("fix")))
+        except (ValueError, KeyError, TypeError):
+            continue
+    if proc.returncode != 0 or not found:
+        last = (proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"])[-1]
+        found.append(Finding(False, f"{sys.executable} -m gitopsd cannot run as {service.pw_name}: {last}",
+                             install_hooks.PYTHON_ADVICE))
+    return found
+
+
+def probe(config: Config) -> list[Finding]:
+    """As the daemon's user: read every file the daemon reads, write its state folder, run a sandboxed no-op
+    playbook and a sandboxed no-op CI step where the daemon runs them. Changes nothing it does not remove."""
+    os.umask(0o027)   # the unit's UMask=
+    me = pwd.getpwuid(os.geteuid()).pw_name
+    found = [_readable(config.source, me, "the config")]
+    if config.api is not None:
+        found.append(_readable(Path(config.api.tokens_file), me, "the API's tokens file", missing_ok=True))
+    for repo in config.repositories:
+        for env in repo.environments:
+            if env.vault_password_file is not None:
+                found.append(_readable(env.vault_password_file, me, f"{repo.name}/{env.name}'s vault password file"))
+    if config.known_hosts.exists():
+        found.append(_readable(config.known_hosts, me, "the known hosts"))
+    writable = _state_writable(config, me)
+    found.append(writable)
+    if config.sandbox.enabled and writable.ok:
+        found += _checked("the sandbox", partial(_sandboxed_runs, config, me))
+    return found
+
+
+def _readable(path: Path, me: str, what: str, missing_ok: bool = False) -> Finding:
+    from .adapters.ownership import describe
+    try:
+        with open(path, "rb") as handle:
+            handle.read(1)
+    except FileNotFoundError:
+        return Finding(missing_ok, f"{what} {path} does not exist" + (" yet" if missing_ok else ""),
+                       None if missing_ok else f"create it, readable by {me}")
+    except OSError as exc:
+        group = grp.getgrgid(pwd.getpwnam(me).pw_gid).gr_name
+        return Finding(False, f"{me} cannot read {what} {path} ({describe(path)}): {exc.strerror}",
+                       f"chgrp {group} {path} && chmod g+r {path}")
+    return Finding(True, f"{me} reads {what} {path}")
+
+
+def _state_writable(config: Config, me: str) -> Finding:
+    """The daemon writes its records and every run's folder there."""
+    from .adapters.ownership import describe
+    state = config.state_dir
+    fix = f"chown -R {me}: {state}   # the daemon's own folder (install-service makes it)"
+    if not state.is_dir():
+        return Finding(False, f"the state folder {state} does not exist", fix)
+    for path in (state, *(Path(f"{config.database}{suffix}") for suffix in ("", "-wal", "-shm"))):
+        if path.exists() and not os.access(path, os.W_OK):
+            return Finding(False, f"{me} cannot write {path} ({describe(path)})", fix)
+    try:
+        with tempfile.NamedTemporaryFile(dir=state, prefix=".doctor-"):
+            pass
+    except OSError as exc:
+        return Finding(False, f"{me} cannot write in the state folder {state} ({describe(state)}): {exc.strerror}", fix)
+    return Finding(True, f"{me} writes the state folder {state}")
+
+
+def _sandboxed_runs(config: Config, me: str) -> list[Finding]:
+    """A no-op playbook and a no-op CI step, each in the sandbox and in a folder where the daemon puts its own."""
+    import threading
+    from .adapters import runner, sandbox
+    from .core.types import PlaybookRun
+    policy = sandbox.for_config(config)
+    folder = Path(tempfile.mkdtemp(prefix=".doctor-", dir=config.state_dir))
+    found = []
+    try:
+        tree = folder / "deployment" / "tree"
+        tree.mkdir(parents=True)
+        (tree / "site.yml").write_text(PROBE_PLAYBOOK, encoding="utf-8")
+        (tree / "hosts.yml").write_text(PROBE_INVENTORY, encoding="utf-8")
+        outcome = runner.run_playbook(PlaybookRun(
+            marker=f"gitopsd-doctor-{os.getpid()}", workdir=tree, playbook=tree / "site.yml", inventory=tree / "hosts.yml",
+            data_dir=folder / "deployment" / "run", extravars={}, timeout=120), threading.Event(), policy)
+        why = outcome.reason
+        if not outcome.ok and outcome.stdout is not None and outcome.stdout.exists():
+            why = (outcome.stdout.read_text(errors="replace").strip().splitlines() or [why])[-1]
+        found.append(Finding(outcome.ok, f"{me} runs a playbook in the sandbox" + ("" if outcome.ok else f": {why}"),
+                             None if outcome.ok else "gitopsd check-config, and the sandbox section of docs (Trust model)"))
+        work = folder / "ci" / "work"
+        step_tree = work / "tree"
+        step_tree.mkdir(parents=True)
+        argv = sandbox.command_prefix(policy, project=step_tree, run_dir=work) + ["true"]
+        proc = subprocess.run(argv, capture_output=True, text=True, cwd=step_tree, timeout=60, check=False,
+                              env={"PATH": "/usr/bin:/bin", "HOME": str(work / "home"), "LANG": "C.UTF-8"})
+        last = (proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"])[-1]
+        found.append(Finding(proc.returncode == 0, f"{me} runs a CI step in the sandbox"
+                             + ("" if proc.returncode == 0 else f": {last}")))
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    return found
 
 
 def _watched(config: Config) -> list[Finding]:

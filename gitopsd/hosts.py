@@ -16,7 +16,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -58,9 +58,7 @@ def ssh_hosts(config: Any, repo: Any, env: Any, work: Path) -> list[tuple[str, s
         inventory = resolve_inside(tree, env.inventory)
     except ExportError as exc:
         raise TrustError(f"cannot export {env.branch} ({commit[:7]}): {exc}") from exc
-    hide = sandbox.hidden_paths(config.source, config.state_dir, config.runtime_dir,
-                                [r.path for r in config.repositories])
-    policy = replace(config.sandbox, hide=hide)
+    policy = sandbox.for_config(config)
     try:
         hosts = runner.read_hosts(inventory, ("ansible_host", "ansible_ssh_host", "ansible_port", "ansible_ssh_port",
                                               "ansible_connection"), workdir=tree,

@@ -16,7 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .adapters import gitcli
+from .adapters import gitcli, ownership
 from .core.errors import GitError, StoreError, UserError
 
 HOOK_NAMES = ("pre-receive",)
@@ -99,7 +99,7 @@ def install_hooks(repo_path: Path, config_path: Path | None = None, *, git_user:
         done.append(f"the hook's config snapshot: {note}")
     for key, value in settings.items():
         set_setting(repo_path, key, value)
-    done += share_with_service(repo_path, pushing_user(repo_path, git_user), daemon_user(service_user))
+    done += share_with_service(repo_path, pushing_user(repo_path, git_user), daemon_user(service_user, config_path))
     pusher = pushing_user(repo_path, git_user)
     if pusher is not None:
         problem = hook_python_problem(pusher, settings["gitopsd.python"], settings["gitopsd.entry"])
@@ -180,9 +180,20 @@ def pushing_user(repo_path: Path, name: str | None = None) -> str | None:
     return "git" if _user("git") else None
 
 
-def daemon_user(name: str | None = None) -> str | None:
-    """The daemon's user: NAME if given, else `gitopsd` if that user exists (install-service creates it)."""
-    return name or ("gitopsd" if _user("gitopsd") else None)
+def daemon_user(name: str | None = None, config_path: Path | None = None) -> str | None:
+    """The daemon's user: NAME if given, else the owner of the configured state folder unless root.
+
+    install-service creates that folder for the service user; nothing is guessed from which users
+    this machine happens to have (a `gitopsd` user of another installation, say)."""
+    if name or config_path is None:
+        return name
+    from .config import ConfigError, load
+    try:
+        state_dir = load(config_path).state_dir
+    except ConfigError:
+        return None
+    account = ownership.daemon_account(state_dir)
+    return account.user if account is not None else None
 
 
 def as_user(user: pwd.struct_passwd, argv: list[str]) -> list[str] | None:

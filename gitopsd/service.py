@@ -53,6 +53,7 @@ class Step:
     content: str | None = None   # write this to `path`
     mode: int = 0o644
     group: str | None = None     # give `path` to this group (looked up under the root when the step runs)
+    owner: str | None = None     # make the folder `path` (mode `mode`) and give it and all in it to this user
 
 
 @dataclass
@@ -112,19 +113,75 @@ def plan(user: str, config: Path, root: Path = Path("/"), executable: str | None
     prefix = ["--prefix", str(root)] if root != Path("/") else []
     if not _exists(user, "group", root):
         result.steps.append(Step(f"create system group {user}", ("groupadd", *prefix, "--system", user)))
+    # The service user's home is its state folder: its ~/.ssh and ~/.gitconfig live there (ProtectHome=yes).
+    home = _state_folder(config, config_file)
     if not _exists(user, "passwd", root):
-        result.steps.append(Step(f"create system user {user} (home {HOME}, no login shell)",
-                                 ("useradd", *prefix, "--system", "--gid", user, "--home-dir", str(HOME),
+        result.steps.append(Step(f"create system user {user} (home {home}, no login shell)",
+                                 ("useradd", *prefix, "--system", "--gid", user, "--home-dir", str(home),
                                   "--no-create-home", "--shell", "/usr/sbin/nologin", user)))
     unit_path = root / "etc/systemd/system/gitopsd.service"
     writable = " ".join(map(str, folders)) or "none yet"
     result.steps.append(Step(f"write {unit_path} (ExecStart={exe} run --config {config}; writable besides {HOME} "
                              f"and {RUNTIME}: {writable})",
                              path=unit_path, content=render_unit(exe, config, user, user, tuple(folders))))
-    if config_file.is_file() and not _group_can_read(config_file, user, root):
-        result.steps.append(Step(f"let group {user} read {config_file} (group {user}, mode 0640)",
-                                 path=config_file, mode=0o640, group=user))
+    # The files the daemon reads as its user: the config and the API's tokens file, its group's with group read
+    # (`token create` keeps that group); world-readable is not enough for a tokens file created later.
+    for path in (p for p in (config_file, _tokens_path(config_file, root)) if p is not None):
+        if path.is_file() and not _readable_by(path, user, root):
+            mode = (path.stat().st_mode & 0o7707) | 0o040
+            result.steps.append(Step(f"let group {user} read {path} (group {user}, mode {mode:04o})",
+                                     path=path, mode=mode, group=user))
+    # The state folder, the service user's home: made here, not by systemd at the first start, so that what
+    # init, install-hooks and token create write there as root meanwhile is the service's too.
+    state = _under(root, home)
+    if not _owned_by(state, user, root):
+        result.steps.append(Step(f"give {state} and all in it to {user}:{user} (mode 0750; the state folder, "
+                                 f"{user}'s home)", path=state, mode=0o750, owner=user))
     return result
+
+
+def _tokens_path(config_file: Path, root: Path) -> Path | None:
+    """The API's tokens file the config names (relative to the config's folder), as this system sees it, if any."""
+    try:
+        data = read_yaml(config_file.read_text(encoding="utf-8")) or {}
+    except (OSError, UnicodeError, ConfigurationError):
+        return None
+    api = data.get("api") if isinstance(data, dict) else None
+    tokens = api.get("tokens_file") if isinstance(api, dict) else None
+    if not isinstance(tokens, str) or not tokens:
+        return None
+    return root / tokens.lstrip("/") if tokens.startswith("/") else config_file.parent / tokens
+
+
+def _owned_by(folder: Path, user: str, root: Path) -> bool:
+    """Do `folder` and everything in it belong to `user` already?"""
+    entry = _entry(user, "passwd", root)
+    if entry is None or not folder.is_dir():
+        return False
+    uid = int(entry[2])
+    return all(p.lstat().st_uid == uid for p in [folder, *folder.rglob("*")])
+
+
+def _state_folder(config: Path, config_file: Path) -> Path:
+    """The state folder the config names, as the service sees it, or the unit's own."""
+    try:
+        data = read_yaml(config_file.read_text(encoding="utf-8")) or {}
+        state = data.get("state_dir") if isinstance(data, dict) else None
+    except (OSError, UnicodeError, ConfigurationError):
+        state = None
+    return Path(os.path.normpath(Path(config.parent, state))) if isinstance(state, str) and state else HOME
+
+
+def _under(root: Path, path: Path) -> Path:
+    """PATH as seen from this system when the service's system is mounted at ROOT."""
+    return path if root == Path("/") else root / str(path).lstrip("/")
+
+
+def _readable_by(path: Path, group: str, root: Path) -> bool:
+    """Is `path` the group's, with group read (the daemon reads it through its group, whatever others may)?"""
+    entry = _entry(group, "group", root)
+    st = path.stat()
+    return entry is not None and st.st_gid == int(entry[2]) and bool(st.st_mode & 0o040)
 
 
 def _configured_folders(config: Path, config_file: Path, root: Path, result: Plan) -> list[Path]:
@@ -198,13 +255,6 @@ def _exists(name: str, database: str, root: Path) -> bool:
     return _entry(name, database, root) is not None
 
 
-def _group_can_read(path: Path, group: str, root: Path) -> bool:
-    """Can members of `group` read `path`: world-readable, or group-readable and owned by that group?"""
-    st = path.stat()
-    entry = _entry(group, "group", root)
-    return bool(st.st_mode & 0o004) or (entry is not None and st.st_gid == int(entry[2]) and bool(st.st_mode & 0o040))
-
-
 def apply(steps: list[Step], root: Path = Path("/")) -> None:
     """Do the steps in order. Raise InstallError on the first that fails."""
     for step in steps:
@@ -217,6 +267,14 @@ def apply(steps: list[Step], root: Path = Path("/")) -> None:
             step.path.parent.mkdir(parents=True, exist_ok=True)
             step.path.write_text(step.content, encoding="utf-8")
             step.path.chmod(step.mode)
+        elif step.path is not None and step.owner is not None:
+            user, group = _entry(step.owner, "passwd", root), _entry(step.owner, "group", root)
+            if user is None or group is None:
+                raise InstallError(f"{step.what} failed: there is no user and group {step.owner} under {root}")
+            step.path.mkdir(mode=step.mode, parents=True, exist_ok=True)
+            step.path.chmod(step.mode)
+            for path in [step.path, *step.path.rglob("*")]:
+                os.lchown(path, int(user[2]), int(group[2]))
         elif step.path is not None and step.group is not None:
             entry = _entry(step.group, "group", root)
             if entry is None:

@@ -26,7 +26,9 @@ from __future__ import annotations
 import os
 import pwd
 import sys
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import gitopsd
 
@@ -74,6 +76,13 @@ def hidden_paths(config_file: Path, state_dir: Path, runtime_dir: Path, reposito
     if "gitopsd" in config_file.parent.name:   # a folder of its own, like /etc/gitopsd: tokens may live beside it
         hide.append(config_file.parent)
     return tuple(sorted({Path(p) for p in hide}))
+
+
+def for_config(config: Any) -> SandboxPolicy:
+    """What playbook runs, inventory reads and CI steps may see: the config's sandbox, with gitopsd's own paths hidden."""
+    hide = hidden_paths(config.source, config.state_dir, config.runtime_dir, [r.path for r in config.repositories])
+    policy: SandboxPolicy = replace(config.sandbox, hide=hide)
+    return policy
 
 
 def bwrap_args(policy: SandboxPolicy, *, project: Path, run_dir: Path, uid: int,

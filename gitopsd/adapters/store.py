@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, TypeVar, cast
 
 from ..gate import approvals, required, snapshot
-from . import dialect as dialects, migrations
+from . import dialect as dialects, migrations, ownership
 from .storeerrors import StoreFenced, translate
 from ..core.types import (Admission, Block, Deployment, DriftReport, FailureStatus, Hold, HostInfo, Kind, Result,
                           TaskChange, WatchWindow, iso)
@@ -257,6 +257,9 @@ class Store:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self.versions = self._upgrade(self._db, self.dialect)
         self._db.row_factory = sqlite3.Row
+        # Made by root (init, install-hooks, db upgrade) in the service's state folder: the service's, not root's.
+        ownership.hand_over([self.path, Path(f"{self.path}-wal"), Path(f"{self.path}-shm")],
+                            ownership.daemon_account(self.path.parent))
 
     def _open_reader(self) -> None:
         """The read-only connection of a command (see snapshot.connect_readonly: readers in the daemon's group)."""

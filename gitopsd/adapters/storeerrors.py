@@ -74,12 +74,20 @@ def explain(database: str, exc: BaseException) -> str:
     if kind == PERMISSION:
         user = _name(pwd.getpwuid, os.geteuid(), "pw_name")
         owner, group, group_reads = owner_and_group(database)
+        folder = os.path.dirname(database)
+        daemon, _group, _reads = owner_and_group(folder)   # the state folder is the daemon's (install-service)
+        if daemon == user and owner != user:   # the daemon's own folder, a file someone else made in it
+            return (f"cannot open the state database {database}: permission denied for {user} ({exc}): it belongs "
+                    f"to {owner}:{group}, though the state folder {folder} is {user}'s (a command run as {owner} made "
+                    f"it). Give it back to the daemon's user: chown -R {user}: {folder}")
+        run_as = (f"Run gitopsd as {daemon}, the daemon's user (sudo -u {daemon} gitopsd ...)" if daemon != "root"
+                  else f"Run gitopsd as the user that owns {folder} (the daemon's)")
         if not group_reads:   # joining the group would not help: the file is not readable by it
-            return (f"cannot open the state database {database}: permission denied for {user} ({exc}). "
-                    f"Run gitopsd as {owner}, the daemon's user; readers need group read access to it "
+            return (f"cannot open the state database {database}: permission denied for {user} ({exc}); it belongs "
+                    f"to {owner}:{group} without group read. {run_as}; readers need group read access to it "
                     f"(folder 0750, files 0640, as the service installs them).")
-        return (f"cannot open the state database {database}: permission denied for {user} ({exc}). "
-                f"Run gitopsd as {owner}, the daemon's user; to read it as {user}, "
+        return (f"cannot open the state database {database}: permission denied for {user} ({exc}); it belongs to "
+                f"{owner}:{group}. {run_as}; to read it as {user}, "
                 f"{user} needs the group {group}: usermod -aG {group} {user}, then log in again.")
     if kind == DAMAGED:
         return (f"cannot read the state database {database}: {exc} (corrupt?). Move it aside and restart the "

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from ..adapters import ownership
 from ..config import read_yaml, write_yaml
 from ..core.errors import ConfigurationError, UserError
 from ..core.types import iso
@@ -70,6 +71,11 @@ def read_tokens(path: Path) -> list[Token]:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         return []
+    except PermissionError as exc:
+        me = ownership.Account.of_ids(os.geteuid(), os.getegid())
+        raise TokenError(f"cannot read the API tokens file {path}: permission denied for {me.user} (it is "
+                         f"{ownership.describe(path)}): let the daemon's group read it: chgrp {me.group} {path} && "
+                         f"chmod 0640 {path} (gitopsd token create does so when the state folder is the daemon's)") from exc
     except OSError as exc:
         raise TokenError(f"cannot read the API tokens file {path}: {exc.strerror}") from exc
     try:
@@ -93,23 +99,23 @@ def read_tokens(path: Path) -> list[Token]:
     return tokens
 
 
-def write_tokens(path: Path, tokens: list[Token], new_file_group: int | None = None) -> None:
-    """Replace the file atomically, mode 0640, keeping its owner and group (the daemon's group must read it).
+def write_tokens(path: Path, tokens: list[Token], group: int | None = None) -> None:
+    """Replace the file atomically, mode 0640, keeping its owner; its group is `group` (the daemon's), else kept.
 
-    A new file takes `new_file_group` (the config file's group: the service's)."""
+    The daemon reads this file as its own user: written by root, it must still be the daemon's group's."""
     try:
         st: os.stat_result | None = os.stat(path)
     except FileNotFoundError:
         st = None
+    uid = st.st_uid if st is not None else os.geteuid()
+    gid = group if group is not None else st.st_gid if st is not None else os.getegid()
     text = HEADER + write_yaml({"tokens": [t.as_yaml() for t in tokens]})
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as out:
             os.fchmod(out.fileno(), 0o640)
-            if st is not None and (st.st_uid, st.st_gid) != (os.geteuid(), os.getegid()):
-                os.fchown(out.fileno(), st.st_uid, st.st_gid)
-            elif st is None and new_file_group is not None and new_file_group != os.getegid():
-                os.fchown(out.fileno(), -1, new_file_group)
+            if (uid, gid) != (os.geteuid(), os.getegid()):
+                os.fchown(out.fileno(), uid, gid)
             out.write(text)
             out.flush()
             os.fsync(out.fileno())
@@ -120,7 +126,7 @@ def write_tokens(path: Path, tokens: list[Token], new_file_group: int | None = N
             from exc
 
 
-def create(path: Path, name: str, scopes: list[str], created_by: str, new_file_group: int | None = None,
+def create(path: Path, name: str, scopes: list[str], created_by: str, group: int | None = None,
            owner: str | None = None) -> str:
     """Add a token acting as `owner` (default: its name); return its secret, stored nowhere (only its sha256 is)."""
     if not NAME_RE.fullmatch(name):
@@ -138,17 +144,17 @@ def create(path: Path, name: str, scopes: list[str], created_by: str, new_file_g
     secret = PREFIX + secrets.token_urlsafe(32)
     created = iso(time.time()) or ""
     tokens.append(Token(name, tuple(dict.fromkeys(scopes)), digest(secret), created, created_by, owner or name))
-    write_tokens(path, tokens, new_file_group)
+    write_tokens(path, tokens, group)
     return secret
 
 
-def revoke(path: Path, name: str) -> bool:
+def revoke(path: Path, name: str, group: int | None = None) -> bool:
     """Remove the token `name`; False when there is none."""
     tokens = read_tokens(path)
     kept = [t for t in tokens if t.name != name]
     if len(kept) == len(tokens):
         return False
-    write_tokens(path, kept)
+    write_tokens(path, kept, group)
     return True
 
 

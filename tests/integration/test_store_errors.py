@@ -97,13 +97,36 @@ def test_an_unreadable_state_database_says_which_user_needs_which_group(sandbox,
                            "--config", str(sandbox.config)], capture_output=True, text=True, env=env, check=False)
     line = only_line(proc)
     assert line.startswith(f"gitopsd: cannot open the state database {database}: permission denied for nobody"), line
-    assert line.endswith("Run gitopsd as root, the daemon's user; to read it as nobody, nobody needs the group "
-                         "gitopsd-storetest: usermod -aG gitopsd-storetest nobody, then log in again."), line
+    assert line.endswith(f"it belongs to root:gitopsd-storetest. Run gitopsd as the user that owns {sandbox.state} (the "
+                         "daemon's); to read it as nobody, nobody needs the group gitopsd-storetest: usermod -aG "
+                         "gitopsd-storetest nobody, then log in again."), line
     database.chmod(0o000)   # not even the group may read it: joining it would not help
     proc = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", *GITOPSD, *command,
                            "--config", str(sandbox.config)], capture_output=True, text=True, env=env, check=False)
-    assert only_line(proc).endswith("Run gitopsd as root, the daemon's user; readers need group read access to it "
+    assert only_line(proc).endswith("it belongs to root:gitopsd-storetest without group read. Run gitopsd as the user "
+                                    f"that owns {sandbox.state} (the daemon's); readers need group read access to it "
                                     "(folder 0750, files 0640, as the service installs them).")
+
+
+@needs_setpriv
+def test_a_state_database_root_made_in_the_daemons_folder_names_its_owner_and_the_chown_that_fixes_it(sandbox):
+    """`gitopsd init` or `db upgrade` as root before the service first started: the daemon's user must be told whose
+    file it is and how to give it back, not to run as root."""
+    database = sandbox.state / "state.db"
+    for path in (sandbox.root, sandbox.repo):
+        path.chmod(0o755)
+    sandbox.config.chmod(0o644)
+    os.chown(sandbox.state, 65534, 65534)   # the daemon's user's folder (nobody here), as install-service makes it
+    database.chmod(0o600)                   # but the database is root's
+    env = {**sandbox.environ(), "HOME": "/tmp"}
+    argv = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", *GITOPSD, "db", "upgrade",
+            "--config", str(sandbox.config)]
+    line = only_line(subprocess.run(argv, capture_output=True, text=True, env=env, check=False))
+    assert line.startswith(f"gitopsd: cannot open the state database {database}: permission denied for nobody"), line
+    assert line.endswith(f"it belongs to root:root, though the state folder {sandbox.state} is nobody's (a command run "
+                         f"as root made it). Give it back to the daemon's user: chown -R nobody: {sandbox.state}"), line
+    subprocess.run(["chown", "-R", "nobody:", str(sandbox.state)], check=True)   # the command it gave
+    assert subprocess.run(argv, capture_output=True, text=True, env=env, check=False).returncode == 0
 
 
 def hook(sandbox: Sandbox, *, user: list[str] = ()) -> subprocess.CompletedProcess[str]:
