@@ -26,9 +26,11 @@ class Notifier:
             return
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-                sock.sendto("\n".join(fields).encode(), self.address)
+                # Never waits (as libsystemd's sd_notify): a deployment thread must not hang on a status line
+                # when the receiver's queue is full; that line is dropped, the next one says the news.
+                sock.sendto("\n".join(fields).encode(), socket.MSG_DONTWAIT, self.address)
         except OSError:
-            pass  # systemd gone or socket unreachable: never fatal
+            pass  # systemd gone, socket unreachable or its queue full: never fatal
 
     def ready(self, status: str) -> None:
         self.send("READY=1", f"STATUS={status}")

@@ -187,9 +187,9 @@ class Developer:
         return self.git("rev-parse", "HEAD").stdout.strip()
 
 
-def git_server(base: Path, people: dict[str, Developer]) -> SshHost:
+def git_server(base: Path, people: dict[str, Developer], user: str = GIT_USER, first_octet: int = 31) -> SshHost:
     """An sshd for the git user: one authorized_keys line per person naming them, git-shell as the shell."""
-    (server,) = start_hosts(base / "git-server", ["git-server"], first_octet=31, user=GIT_USER)
+    (server,) = start_hosts(base / "git-server", ["git-server"], first_octet=first_octet, user=user)
     ready = server.authorized_keys.read_text().strip()   # the fixture's own key: only to see sshd come back
     lines = [f'environment="GITOPSD_USER={name}",no-port-forwarding,no-agent-forwarding,no-pty '
              f"{Path(f'{dev.key}.pub').read_text().strip()}" for name, dev in people.items()]
@@ -198,7 +198,7 @@ def git_server(base: Path, people: dict[str, Developer]) -> SshHost:
     server.config.write_text(server.config.read_text() + "PermitUserEnvironment GITOPSD_USER\n")   # as the README
     server.start()
     server.authorized_keys.write_text("\n".join(lines) + "\n")
-    sh(["usermod", "-s", shutil.which("git-shell") or "/usr/bin/git-shell", GIT_USER])   # after sshd's `true` check
+    sh(["usermod", "-s", shutil.which("git-shell") or "/usr/bin/git-shell", user])   # after sshd's `true` check
     return server
 
 

@@ -271,3 +271,24 @@ def test_adoption_deploys_max_parallel_at_a_time_shows_the_rest_queued_and_count
     runs = sorted(sandbox.history(), key=lambda d: d["started_at"])
     assert [d["result"] for d in runs] == ["succeeded"] * 3
     assert len({d["started_at"] for d in runs}) == 3
+
+
+def test_a_notify_socket_nobody_reads_never_holds_up_a_deployment(short_tmp):
+    """systemd reads its socket, but a stuck or slow receiver fills the queue: the daemon's notifications must not
+    wait for room (a deployment thread sending its STATUS= line hung on one, seen with a test's socket)."""
+    sandbox = Sandbox(short_tmp, {"qa": ["qa-1"]})
+    path = sandbox.root / "notify.sock"
+    deaf = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    deaf.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)   # the kernel's smallest: a few lines fill it
+    deaf.bind(str(path))
+    try:
+        with Daemon(sandbox, NOTIFY_SOCKET=str(path), WATCHDOG_USEC="300000") as daemon:
+            daemon.wait_state("qa", "in-sync", sandbox.head("qa"))
+            for n in range(3):
+                sandbox.write("app.txt", f"release {n}")
+                commit = sandbox.commit(f"release {n}")
+                sandbox.push("main", "main:qa")
+                daemon.wait_state("qa", "in-sync", commit, timeout=60)
+            assert daemon.stop() == 0
+    finally:
+        deaf.close()
