@@ -599,7 +599,7 @@ def cmd_hosts(args: argparse.Namespace) -> int:
     repo = _repo(config, args.repo)
     env = _env(repo, args.env)
     try:
-        return trust(config, repo, env, yes=args.yes)
+        return trust(config, repo, env, yes=args.yes, ref=args.ref)
     except TrustError as exc:
         raise UserError(str(exc)) from exc
 
@@ -990,12 +990,16 @@ def build_parser() -> argparse.ArgumentParser:
             "trust ENV: read ENV's inventory from its branch head (in the sandbox, as a deployment does), ask each\n"
             "SSH host for its host keys with ssh-keyscan, print their fingerprints and whether they are new or\n"
             "changed, and after confirmation record them in the known_hosts file playbook runs check against\n"
-            "(ssh.known_hosts in the config). Exit code 1 if a host did not answer or nothing was recorded.",
+            "(ssh.known_hosts in the config). Exit code 1 if a host did not answer or nothing was recorded (0 when\n"
+            "every host's keys were recorded already). Before an environment's first promotion its branch has no\n"
+            "inventory: --ref names what would be promoted (e.g. --ref staging).",
             cmd_hosts)
     p.add_argument("action", choices=("trust",), help="trust: record the hosts' current keys")
     p.add_argument("env", metavar="ENV", help="environment name, e.g. production")
     p.add_argument("--repo", metavar="NAME", help="repository name (needed when several are configured)")
     p.add_argument("--yes", action="store_true", help="record without asking (check the fingerprints some other way)")
+    p.add_argument("--ref", metavar="REF", help="read ENV's inventory from this commit or branch instead of ENV's "
+                   "branch head (the tree that would be promoted)")
 
     p = add("node", "check an execution node: connect, show its Python, ansible-core and ansible-runner",
             "check NAME: connect to the execution node NAME over SSH (its host key checked against ssh.known_hosts),\n"
