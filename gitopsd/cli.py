@@ -1105,8 +1105,12 @@ def main(argv: list[str] | None = None) -> int:
     if not hasattr(args, "config"):
         args.config = DEFAULT_CONFIG
     try:
-        return int(args.func(args))
+        code = int(args.func(args))
+        sys.stdout.flush()   # a reader gone meanwhile (`| head -1`) shows here, not in Python's exit
+        return code
     except GitopsdError as exc:   # gitopsd's own errors are one line; --debug shows where
+        if _reader_gone(exc):
+            return _quiet_exit()
         if getattr(args, "debug", False):
             import traceback
             traceback.print_exc()
@@ -1116,6 +1120,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as exc:   # the one place a failure of the state database, the disk or a bug is told
+        if _reader_gone(exc):
+            return _quiet_exit()
         import sqlite3
         if getattr(args, "debug", False):
             import traceback
@@ -1126,6 +1132,27 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         print(f"gitopsd: {_explain(args, exc)}", file=sys.stderr)
         return 1
+
+
+def _reader_gone(exc: BaseException | None) -> bool:
+    """Whether a failure is, or was caused by, writing to a closed stdout pipe (the store wraps what it meets)."""
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, BrokenPipeError):
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
+
+
+def _quiet_exit() -> int:
+    """End as a Unix filter does when its reader went away: no message, and 141 (128 + SIGPIPE) as the status.
+
+    stdout goes to /dev/null first so that Python's own flush at exit finds nowhere to fail.
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return 141
 
 
 def _explain(args: argparse.Namespace, exc: Exception) -> str:

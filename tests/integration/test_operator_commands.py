@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -82,6 +83,31 @@ def test_history_json_has_each_deployments_batches_hosts_and_checks(sandbox):
     store.close()
     (row,) = sandbox.history("qa")
     assert row["hosts"] == {"qa-1": "ok"} and row["batches"] == batches
+
+
+def test_a_reader_that_closes_the_pipe_early_ends_any_command_quietly(sandbox):
+    store = Store(sandbox.state / "state.db")
+    for n in range(1500):   # far more than a pipe holds: history is still writing when the reader goes away
+        dep = store.begin(repo="shop", env="qa", commit=f"{n:040x}", tree="b" * 40, previous_commit=None,
+                          kind="deploy", trigger="push", actor="alice", now=time.time())
+        store.finish(dep, "succeeded", now=time.time(), outcome="succeeded on 1 host")
+    store.close()
+    for command in (["history", "--limit", "2000"], ["history", "--limit", "2000", "--json"]):
+        proc = subprocess.Popen([*GITOPSD, *command, "--config", str(sandbox.config)], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, env=sandbox.environ())
+        assert proc.stdout is not None and proc.stderr is not None
+        first = proc.stdout.readline()   # as `| head -1` does
+        proc.stdout.close()
+        errors = proc.stderr.read().decode()
+        assert proc.wait(60) in (0, 141) and errors == "" and first, (command, proc.returncode, errors)
+    reader, writer = os.pipe()   # gone before the command writes at all: its output is flushed at the end
+    os.close(reader)
+    proc = subprocess.Popen([*GITOPSD, "status", "--config", str(sandbox.config)], stdout=writer,
+                            stderr=subprocess.PIPE, env=sandbox.environ())
+    os.close(writer)
+    assert proc.stderr is not None
+    errors = proc.stderr.read().decode()
+    assert proc.wait(60) in (0, 141) and errors == "", (proc.returncode, errors)
 
 
 def test_a_window_that_does_not_open_within_8_days_is_said_in_plain_words(sandbox):
