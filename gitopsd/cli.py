@@ -567,17 +567,23 @@ def cmd_wait(args: argparse.Namespace) -> int:
     while True:
         store = Store.of(config, readonly=True)
         try:
+            # The sync request first: the daemon records the reapply before it drops the request, so a sync
+            # (`gitopsd sync` just before) is seen either pending or as the newest deployment of the commit.
+            sync = store.sync_request(repo.name, env.name)
             done = [d for d in store.history(repo=repo.name, env=env.name, limit=200) if d.commit == commit]
             row = environment_status(store, repo, env)
             failure = store.failure(repo.name, env.name)
         finally:
             store.close()
-        good = next((d for d in done if d.result == "succeeded"), None)
+        pending = (sync is not None and sync.commit == commit) or (bool(done) and done[0].active)
+        good = done[0] if done and not pending and done[0].result == "succeeded" else None
         if good is not None:
             print(f"{where}: {commit[:7]} deployed and verified (deployment #{good.id}, {good.kind})")
             return 0
-        # "failed" while retries remain is not the end; failed for good (its automatic rollback failed too) is.
-        given_up = row.state in ("stalled", "blocked") or (row.state == "failed" and failure is not None and failure.failed)
+        # "failed" while retries remain is not the end; failed for good (its automatic rollback failed too) is,
+        # and so is a failed reapply of what runs (nothing retries it).
+        given_up = row.state in ("stalled", "blocked") or (row.state == "failed" and not pending and (
+            (failure is not None and failure.failed) or row.deployed == commit))
         if row.desired == commit and given_up:
             print(f"{where}: {commit[:7]} {row.state}: {row.reason or '-'}")
             return 1

@@ -148,6 +148,38 @@ def test_suspend_holds_deployments_shown_in_status_and_resume_deploys_at_once(sa
         assert len(proc.stdout.splitlines()) == 1
 
 
+def test_wait_right_after_sync_waits_for_the_reapply_not_the_deployment_before_it(sandbox):
+    with Daemon(sandbox) as daemon:
+        head = sandbox.head("qa")
+        before = daemon.wait_state("qa", "in-sync", head)["last_deployment"]
+        sandbox.cli("sync", "qa", "--reason", "host rebuilt")
+        proc = sandbox.cli("wait", "qa", "--timeout", "60")
+        reapply = sandbox.history("qa")[0]   # read after wait returned: it exists, and it is what wait named
+        assert (reapply["kind"], reapply["result"]) == ("reapply", "succeeded") and reapply["id"] != before["id"]
+        assert proc.stdout == f"shop/qa: {head[:7]} deployed and verified (deployment #{reapply['id']}, reapply)\n"
+
+
+def test_a_failed_reapply_is_shown_failed_until_a_later_run_succeeds(sandbox):
+    with Daemon(sandbox) as daemon:
+        head = sandbox.head("qa")
+        daemon.wait_state("qa", "in-sync", head)
+        daemon.wait_state("staging", "in-sync")
+        failing = max(d["id"] for d in sandbox.history()) + 1
+        (sandbox.out / f"qa-1.{failing}").mkdir()   # the test playbook cannot write its record there: the run fails
+        sandbox.cli("sync", "qa")
+        proc = sandbox.cli("wait", "qa", "--timeout", "60", check=False)
+        assert proc.returncode == 1, proc.stdout
+        assert proc.stdout.startswith(f"shop/qa: {head[:7]} failed: the reapply of {head[:7]} failed (deployment "
+                                      f"#{failing}: "), proc.stdout
+        time.sleep(3)   # past the retry backoff: nothing re-runs it by itself, and it still says so
+        row = sandbox.status()["qa"]
+        assert (row["state"], row["deployed"], row["last_deployment"]["id"]) == ("failed", head, failing), row
+        assert "`gitopsd sync qa` re-applies it again" in row["reason"]
+        sandbox.cli("sync", "qa")
+        assert sandbox.cli("wait", "qa", "--timeout", "60").stdout.startswith(f"shop/qa: {head[:7]} deployed and verified")
+        assert sandbox.status()["qa"]["state"] == "in-sync"
+
+
 def test_wait_exits_1_when_the_deployment_stalls_and_2_on_timeout(sandbox):
     sandbox.write("FAIL", "all")
     bad = sandbox.commit("broken")
