@@ -573,17 +573,23 @@ def cmd_wait(args: argparse.Namespace) -> int:
     while True:
         store = Store.of(config, readonly=True)
         try:
+            # The sync request first: the daemon records the reapply before it drops the request, so a sync
+            # (`gitopsd sync` just before) is seen either pending or as the newest deployment of the commit.
+            sync = store.sync_request(repo.name, env.name)
             done = [d for d in store.history(repo=repo.name, env=env.name, limit=200) if d.commit == commit]
             row = environment_status(store, repo, env)
             failure = store.failure(repo.name, env.name)
         finally:
             store.close()
-        good = next((d for d in done if d.result == "succeeded"), None)
+        pending = (sync is not None and sync.commit == commit) or (bool(done) and done[0].active)
+        good = done[0] if done and not pending and done[0].result == "succeeded" else None
         if good is not None:
             print(f"{where}: {commit[:7]} deployed and verified (deployment #{good.id}, {good.kind})")
             return 0
-        # "failed" while retries remain is not the end; failed for good (its automatic rollback failed too) is.
-        given_up = row.state in ("stalled", "blocked") or (row.state == "failed" and failure is not None and failure.failed)
+        # "failed" while retries remain is not the end; failed for good (its automatic rollback failed too) is,
+        # and so is a failed reapply of what runs (nothing retries it).
+        given_up = row.state in ("stalled", "blocked") or (row.state == "failed" and not pending and (
+            (failure is not None and failure.failed) or row.deployed == commit))
         if row.desired == commit and given_up:
             print(f"{where}: {commit[:7]} {row.state}: {row.reason or '-'}")
             return 1
@@ -605,7 +611,7 @@ def cmd_hosts(args: argparse.Namespace) -> int:
     repo = _repo(config, args.repo)
     env = _env(repo, args.env)
     try:
-        return trust(config, repo, env, yes=args.yes)
+        return trust(config, repo, env, yes=args.yes, ref=args.ref)
     except TrustError as exc:
         raise UserError(str(exc)) from exc
 
@@ -1006,12 +1012,16 @@ def build_parser() -> argparse.ArgumentParser:
             "trust ENV: read ENV's inventory from its branch head (in the sandbox, as a deployment does), ask each\n"
             "SSH host for its host keys with ssh-keyscan, print their fingerprints and whether they are new or\n"
             "changed, and after confirmation record them in the known_hosts file playbook runs check against\n"
-            "(ssh.known_hosts in the config). Exit code 1 if a host did not answer or nothing was recorded.",
+            "(ssh.known_hosts in the config). Exit code 1 if a host did not answer or nothing was recorded (0 when\n"
+            "every host's keys were recorded already). Before an environment's first promotion its branch has no\n"
+            "inventory: --ref names what would be promoted (e.g. --ref staging).",
             cmd_hosts)
     p.add_argument("action", choices=("trust",), help="trust: record the hosts' current keys")
     p.add_argument("env", metavar="ENV", help="environment name, e.g. production")
     p.add_argument("--repo", metavar="NAME", help="repository name (needed when several are configured)")
     p.add_argument("--yes", action="store_true", help="record without asking (check the fingerprints some other way)")
+    p.add_argument("--ref", metavar="REF", help="read ENV's inventory from this commit or branch instead of ENV's "
+                   "branch head (the tree that would be promoted)")
 
     p = add("node", "check an execution node: connect, show its Python, ansible-core and ansible-runner",
             "check NAME: connect to the execution node NAME over SSH (its host key checked against ssh.known_hosts),\n"
@@ -1117,8 +1127,12 @@ def main(argv: list[str] | None = None) -> int:
     if not hasattr(args, "config"):
         args.config = DEFAULT_CONFIG
     try:
-        return int(args.func(args))
+        code = int(args.func(args))
+        sys.stdout.flush()   # a reader gone meanwhile (`| head -1`) shows here, not in Python's exit
+        return code
     except GitopsdError as exc:   # gitopsd's own errors are one line; --debug shows where
+        if _reader_gone(exc):
+            return _quiet_exit()
         if getattr(args, "debug", False):
             import traceback
             traceback.print_exc()
@@ -1128,6 +1142,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as exc:   # the one place a failure of the state database, the disk or a bug is told
+        if _reader_gone(exc):
+            return _quiet_exit()
         import sqlite3
         if getattr(args, "debug", False):
             import traceback
@@ -1138,6 +1154,27 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         print(f"gitopsd: {_explain(args, exc)}", file=sys.stderr)
         return 1
+
+
+def _reader_gone(exc: BaseException | None) -> bool:
+    """Whether a failure is, or was caused by, writing to a closed stdout pipe (the store wraps what it meets)."""
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, BrokenPipeError):
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
+
+
+def _quiet_exit() -> int:
+    """End as a Unix filter does when its reader went away: no message, and 141 (128 + SIGPIPE) as the status.
+
+    stdout goes to /dev/null first so that Python's own flush at exit finds nowhere to fail.
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return 141
 
 
 def _explain(args: argparse.Namespace, exc: Exception) -> str:

@@ -29,6 +29,7 @@ from .core.settings import ExecutionNode
 from .core.settings import ROLES, RoleGrant, Web
 from .gate.snapshot import file_stamp
 from .adapters.sandbox import SandboxError, check as sandbox_check, default_user as default_sandbox_user
+from .adapters.storeerrors import postgresql_missing
 from .gate.windows import Window, WindowError, Cron, parse_duration
 
 # Re-exported: the settings classes are what `load` returns.
@@ -313,6 +314,9 @@ def _database(raw: Any, check: _Checker) -> str:
         check.add("database", f"{shown} names no database: add /NAME, e.g. postgresql://gitopsd@{parts.hostname or 'host'}"
                               f"/gitopsd")
         return ""
+    missing = postgresql_missing()
+    if missing:
+        check.add("database", missing)
     return raw
 
 

@@ -21,8 +21,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .adapters import gitcli, runner, sandbox
-from .adapters.gitrepo import ExportError, GitRepository, resolve_inside
+from .adapters.gitrepo import GitRepository, resolve_inside
 from .adapters.inventory import InventoryError
+from .core.constants import EMPTY_TREE
+from .core.errors import StalledError
 
 SSH_CONNECTIONS = ("ssh", "smart", "paramiko", "")   # connections that check host keys (""/unset: ssh)
 SCAN_TIMEOUT = 5
@@ -47,17 +49,26 @@ def known_name(address: str, port: int) -> str:
     return address if port == 22 else f"[{address}]:{port}"
 
 
-def ssh_hosts(config: Any, repo: Any, env: Any, work: Path) -> list[tuple[str, str, int]]:
-    """(host, address, port) of the environment's SSH hosts, from its branch head, read in the sandbox."""
-    commit = gitcli.branch_head(repo.path, env.branch)
+def ssh_hosts(config: Any, repo: Any, env: Any, work: Path, ref: str | None = None) -> list[tuple[str, str, int]]:
+    """(host, address, port) of the environment's SSH hosts, from its branch head or `ref`, read in the sandbox."""
+    where = ref or env.branch
+    commit = gitcli.rev_parse(repo.path, f"{ref}^{{commit}}") if ref else gitcli.branch_head(repo.path, env.branch)
     if commit is None:
-        raise TrustError(f"branch {env.branch} does not exist in {repo.path}: push it first")
+        raise TrustError(f"{ref} is not a commit or branch in {repo.path}: name one whose tree has {env.inventory}"
+                         if ref else f"branch {env.branch} does not exist in {repo.path}: push it first")
+    if ref is None and gitcli.tree_of(repo.path, commit) == EMPTY_TREE and not gitcli.parents(repo.path, commit):
+        # Before its first promotion there is no inventory here; the hosts are those of what would be promoted.
+        source = repo.environment(env.promote_from)
+        raise TrustError(f"{env.branch} is at the placeholder `gitopsd init` left ({commit[:7]}), with no inventory "
+                         f"until its first promotion from {env.promote_from}: trust the hosts of what would be promoted "
+                         f"with `gitopsd hosts trust {env.name} --ref {source.branch if source else env.promote_from}"
+                         f" --repo {repo.name}`")
     tree = work / "tree"
     try:
         GitRepository(repo.path).export(commit, tree)
         inventory = resolve_inside(tree, env.inventory)
-    except ExportError as exc:
-        raise TrustError(f"cannot export {env.branch} ({commit[:7]}): {exc}") from exc
+    except StalledError as exc:   # ExportError, or an inventory that is missing or leads out of the tree
+        raise TrustError(f"cannot read {env.name}'s inventory from {where} ({commit[:7]}): {exc}") from exc
     policy = sandbox.for_config(config)
     try:
         hosts = runner.read_hosts(inventory, ("ansible_host", "ansible_ssh_host", "ansible_port", "ansible_ssh_port",
@@ -65,7 +76,7 @@ def ssh_hosts(config: Any, repo: Any, env: Any, work: Path) -> list[tuple[str, s
                                   data_dir=work / "inventory", marker=f"gitopsd-hosts-{os.getpid()}",
                                   timeout=min(env.timeout, 120), cancel=threading.Event(), policy=policy)
     except InventoryError as exc:
-        raise TrustError(f"cannot read the inventory {env.inventory} of {env.branch} ({commit[:7]}): {exc}") from exc
+        raise TrustError(f"cannot read the inventory {env.inventory} of {where} ({commit[:7]}): {exc}") from exc
     found = []
     for host in hosts:
         if host.vars.get("ansible_connection", "") not in SSH_CONNECTIONS:
@@ -164,7 +175,7 @@ def record(path: Path, scanned: list[Scanned]) -> None:
         raise
 
 
-def trust(config: Any, repo: Any, env: Any, *, yes: bool, ask: Callable[[str], str] = input,
+def trust(config: Any, repo: Any, env: Any, *, yes: bool, ref: str | None = None, ask: Callable[[str], str] = input,
           say: Callable[[str], None] = print) -> int:
     """The `gitopsd hosts trust` command: scan, show, confirm, record. Return the exit code."""
     for tool in ("ssh-keyscan", "ssh-keygen"):
@@ -173,12 +184,13 @@ def trust(config: Any, repo: Any, env: Any, *, yes: bool, ask: Callable[[str], s
     path = config.known_hosts
     work = Path(tempfile.mkdtemp(prefix="gitopsd-hosts-"))
     try:
-        hosts = ssh_hosts(config, repo, env, work)
+        hosts = ssh_hosts(config, repo, env, work, ref)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     if not hosts:
-        say(f"{repo.name}/{env.name}: the inventory has no SSH hosts; nothing to trust")
-        return 0
+        say(f"nothing recorded: the inventory of {repo.name}/{env.name} has no hosts reached over SSH, "
+            "so there are no host keys to trust")
+        return 1
     scanned = [scan(*host) for host in hosts]
     try:
         existing = path.read_text(encoding="utf-8").splitlines()
@@ -208,7 +220,7 @@ def trust(config: Any, repo: Any, env: Any, *, yes: bool, ask: Callable[[str], s
             raise TrustError("no answer (stdin is not a terminal): check the fingerprints above, then run again "
                              "with --yes") from None
         if answer.strip().lower() not in ("y", "yes"):
-            say("nothing recorded")
+            say(f"nothing recorded in {path}: the answer was not yes")
             return 1
     try:
         record(path, todo)

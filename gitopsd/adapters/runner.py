@@ -342,6 +342,20 @@ def requirements_files(workdir: Path) -> list[str]:
     return found
 
 
+def _lists_roles_only(path: Path) -> bool:
+    """Whether a requirements file is the classic format, a list of roles at the top (`collection install` refuses it).
+
+    Read from the first line of content, not parsed: the daemon does not load repository YAML.
+    """
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        content = line.split(" #", 1)[0].strip() if not line.lstrip().startswith("#") else ""
+        if content.startswith("---"):
+            content = content[3:].strip()
+        if content and not content.startswith("%"):
+            return content == "-" or content.startswith(("- ", "["))
+    return False
+
+
 def install_requirements(run: PlaybookRun, policy: SandboxPolicy | None, cancel: threading.Event) -> Requirements | None:
     """Install the tree's requirements with ansible-galaxy in the sandbox, once per content (cached by hash).
 
@@ -363,7 +377,9 @@ def install_requirements(run: PlaybookRun, policy: SandboxPolicy | None, cancel:
     if not os.access(galaxy, os.X_OK):
         galaxy = shutil.which("ansible-galaxy") or "ansible-galaxy"
     for name in files:
-        for kind in ("role", "collection"):   # a file may list both; each command skips what is not its own
+        # A dict may list both and each command skips what is not its own; the classic list form is roles only.
+        kinds = ("role",) if _lists_roles_only(run.workdir / name) else ("role", "collection")
+        for kind in kinds:
             out = "roles" if kind == "role" else "collections"
             command = [galaxy, kind, "install", "-r", str(run.workdir / name), "-p", str(staging / out)]
             proc = _sandboxed(command, run, policy, cancel, f"galaxy-{kind}-{name.replace('/', '-')}")

@@ -20,7 +20,7 @@ from typing import Any, Callable, TypeVar, cast
 
 from ..gate import approvals, required, snapshot
 from . import dialect as dialects, migrations, ownership
-from .storeerrors import StoreFenced, translate
+from .storeerrors import StoreFenced, StoreUnusable, postgresql_missing, translate
 from ..core.types import (Admission, Block, Deployment, DriftReport, FailureStatus, Hold, HostInfo, Kind, Result,
                           TaskChange, WatchWindow, iso)
 
@@ -292,7 +292,10 @@ class Store:
 
     def _open_postgresql(self, readonly: bool, retry_for: float, hook_copy: bool) -> None:
         """PostgreSQL at self.url; a writable store also keeps the hook's read model at self.path, copied whole now."""
-        from . import pgstore
+        try:
+            from . import pgstore
+        except ImportError as exc:   # PostgreSQL is an extra (pyproject's `postgresql`): say what to install
+            raise StoreUnusable(f"cannot use the PostgreSQL state database: {postgresql_missing(exc)}") from None
         self.location = pgstore.redact(self.url)
         self.dialect = dialects.PostgreSQL(dialects.primary_keys(full_schema()))
         mirror = None

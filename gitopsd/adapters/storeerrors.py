@@ -114,6 +114,27 @@ def _explain_postgresql(kind: str, exc: BaseException) -> str:
     return f"the PostgreSQL state database failed: {exc}. Run with --debug to see where."
 
 
+def postgresql_missing(exc: BaseException | None = None) -> str | None:
+    """What to install when this Python cannot use PostgreSQL (the `postgresql` extra is absent); None when it can.
+
+    Given the ImportError met, also say it when the packages are there but cannot load (no libpq, say).
+    """
+    import importlib.util
+    import sys
+    missing = []
+    for module in ("psycopg", "psycopg_pool"):
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):   # a parent that fails to import, or a module blocked in sys.modules
+            found = False
+        if not found:
+            missing.append(module)
+    if not missing and exc is None:
+        return None
+    what = f"is not installed ({', '.join(missing)} missing)" if missing else f"cannot be loaded ({exc})"
+    return f"the postgresql extra {what}: pip install 'gitopsd[postgresql]' into gitopsd's virtualenv ({sys.prefix})"
+
+
 class StoreBusy(StoreError, TransientError):
     """Another process holds the database, or its disk is full: the next attempt may succeed."""
 

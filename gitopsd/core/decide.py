@@ -48,6 +48,12 @@ def decide(desired: Head | None, deployed: Deployment | None, last: Deployment |
             return Decision(Action.DEPLOY, kind=Kind.REAPPLY)
         if heal:
             return Decision(Action.DEPLOY, kind=Kind.HEAL)
+        if last is not None and last.id > deployed.id and last.result == Result.FAILED:
+            # A re-apply (sync, heal) of what runs failed: the hosts may be half changed, so not in sync.
+            return Decision(Action.FAILED, reason=f"the {last.kind} of {last.commit[:7]} failed (deployment #{last.id}"
+                                                  f"{': ' + last.outcome if last.outcome else ''}); deployment "
+                                                  f"#{deployed.id} is the last that succeeded: `gitopsd sync "
+                                                  f"{deployed.env}` re-applies it again")
         return _in_sync(deployed, watch, drift, now)
     if deployed is None and desired.tree == EMPTY_TREE:
         return Decision(Action.WAITING, reason="nothing deployed yet: waiting for its first promotion")

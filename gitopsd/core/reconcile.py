@@ -221,10 +221,11 @@ class Reconciler:
             rollback=verdict is not None and verdict.kind == Kind.ROLLBACK,
             blocked_reason=blocked_reason(verdict) if verdict is not None and not verdict.accepted else None,
             sync=sync is not None, heal=heal is not None)
-        if sync is not None and decision.action == Action.DEPLOY and self.accepting and desired is not None \
-                and desired.commit == sync.commit:
+        synced = sync is not None and decision.action == Action.DEPLOY and self.accepting and desired is not None \
+            and desired.commit == sync.commit
+        if synced:
             # `gitopsd sync`: the operator, not the push that once brought this commit, causes this run.
-            self.store.clear_sync(repo.name, env.name)
+            assert sync is not None and desired is not None
             self.remember_cause(repo.name, desired.commit, Cause(sync.actor, Trigger.SYNC, sync.reason))
         elif heal is not None and decision.kind == Kind.HEAL and self.accepting and desired is not None:
             self._heal.pop(key, None)
@@ -236,6 +237,8 @@ class Reconciler:
         elif decision.action == Action.DEPLOY and self.accepting:
             assert desired is not None
             self._start(repo, env, desired, deployed, decision, trigger, now)
+            if synced:   # only once the reapply is recorded: `gitopsd wait` always sees the request or the reapply
+                self.store.clear_sync(repo.name, env.name)
         elif decision.action in (Action.STALLED, Action.FAILED, Action.BLOCKED, Action.MISSING, Action.SUSPENDED):
             log.debug("%s: %s", decision.action, decision.reason, extra={"repo": repo.name, "env": env.name})
         return decision

@@ -21,7 +21,7 @@ class Action(StrEnum):
     DEPLOY = "deploy"
     WAIT = "wait"              # a retry is due later
     STALLED = "stalled"        # a person must act; not retried
-    FAILED = "failed"          # the deployment and its automatic rollback failed
+    FAILED = "failed"          # the deployment and its automatic rollback failed, or a re-apply of what runs failed
     BLOCKED = "blocked"        # the promotion rule refused the head
     BUSY = "busy"
     MISSING = "missing"

@@ -171,6 +171,20 @@ def test_requirements_are_installed_in_the_sandbox_once_per_content_and_used_by_
     assert not list(second.stdout.parents[2].glob("galaxy-*.log")), "the second tree used the cached install"
 
 
+def test_a_list_form_requirements_file_installs_its_roles_and_no_collections_are_asked_of_it(server):
+    build_requirements(server.shared)
+    files = {"requirements.yml": f"# the classic roles format\n---\n- src: file://{server.shared}/greet.tar.gz\n  name: greet\n",
+             "collections/requirements.yml": f"collections:\n  - name: {server.shared}/acme-tools-1.0.0.tar.gz\n"
+                                             "    type: file\n",
+             "playbooks/deploy.yml": "- hosts: all\n  gather_facts: false\n  roles: [greet]\n"}
+    outcome = server.run(files)
+    assert outcome.ok, describe(outcome)
+    assert (server.out / "greeted").read_text() == "HELLO!"
+    logs = sorted(p.name for p in outcome.stdout.parents[2].glob("galaxy-*.log"))
+    assert logs == ["galaxy-collection-collections-requirements.yml.log", "galaxy-role-collections-requirements.yml.log",
+                    "galaxy-role-requirements.yml.log"]
+
+
 def test_requirements_that_cannot_be_installed_fail_the_run_saying_what_galaxy_said(server):
     outcome = server.run({"roles/requirements.yml": f"- src: file://{server.shared}/nosuch.tar.gz\n  name: nosuch\n",
                           "playbooks/deploy.yml": play("ansible.builtin.debug: msg=hi")})

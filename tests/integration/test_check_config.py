@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.support import ROOT
+from tests.support import ROOT, Sandbox
 
 OTHER_UID = 54321
 
@@ -111,3 +111,30 @@ def test_check_config_run_as_the_service_user_refuses_folders_it_cannot_write_wh
         assert proc.returncode == 0, proc.stderr
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_without_the_postgresql_extra_each_command_says_in_one_line_what_to_install(short_tmp):
+    sandbox = Sandbox(short_tmp, {"qa": ["qa-1"]})
+    url = "postgresql://gitopsd@127.0.0.1:1/gitopsd"
+    sandbox.write_config(database=url)
+    line = sandbox.config.read_text().splitlines().index(f"database: {url}") + 1
+    # psycopg as if never installed: None in sys.modules makes its import fail as a missing package does.
+    blocked = [sys.executable, "-c", "import sys; sys.modules['psycopg'] = None; from gitopsd.cli import main; "
+                                     "sys.exit(main())"]
+    install = "pip install 'gitopsd[postgresql]' into gitopsd's virtualenv"
+
+    def gitopsd(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*blocked, *args], capture_output=True, text=True, env=sandbox.environ(), timeout=60,
+                              check=False)
+
+    checked = gitopsd("check-config", "--config", str(sandbox.config))
+    assert checked.returncode == 1
+    assert f"  {sandbox.config}:{line}: database: the postgresql extra is not installed (psycopg missing): " \
+           f"{install}" in checked.stderr, checked.stderr
+    for args in (["run", "--config", str(sandbox.config)], ["status", "--config", str(sandbox.config)],
+                 ["db", "upgrade", "--database", url]):
+        proc = gitopsd(*args)
+        assert proc.returncode != 0 and install in proc.stdout + proc.stderr, (args, proc.stdout, proc.stderr)
+        assert "Traceback" not in proc.stderr and "ModuleNotFoundError" not in proc.stdout + proc.stderr, proc.stderr
+    upgrade = gitopsd("db", "upgrade", "--database", url)
+    assert len(upgrade.stderr.splitlines()) == 1, upgrade.stderr

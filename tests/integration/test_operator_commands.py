@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -84,6 +85,31 @@ def test_history_json_has_each_deployments_batches_hosts_and_checks(sandbox):
     assert row["hosts"] == {"qa-1": "ok"} and row["batches"] == batches
 
 
+def test_a_reader_that_closes_the_pipe_early_ends_any_command_quietly(sandbox):
+    store = Store(sandbox.state / "state.db")
+    for n in range(1500):   # far more than a pipe holds: history is still writing when the reader goes away
+        dep = store.begin(repo="shop", env="qa", commit=f"{n:040x}", tree="b" * 40, previous_commit=None,
+                          kind="deploy", trigger="push", actor="alice", now=time.time())
+        store.finish(dep, "succeeded", now=time.time(), outcome="succeeded on 1 host")
+    store.close()
+    for command in (["history", "--limit", "2000"], ["history", "--limit", "2000", "--json"]):
+        proc = subprocess.Popen([*GITOPSD, *command, "--config", str(sandbox.config)], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, env=sandbox.environ())
+        assert proc.stdout is not None and proc.stderr is not None
+        first = proc.stdout.readline()   # as `| head -1` does
+        proc.stdout.close()
+        errors = proc.stderr.read().decode()
+        assert proc.wait(60) in (0, 141) and errors == "" and first, (command, proc.returncode, errors)
+    reader, writer = os.pipe()   # gone before the command writes at all: its output is flushed at the end
+    os.close(reader)
+    proc = subprocess.Popen([*GITOPSD, "status", "--config", str(sandbox.config)], stdout=writer,
+                            stderr=subprocess.PIPE, env=sandbox.environ())
+    os.close(writer)
+    assert proc.stderr is not None
+    errors = proc.stderr.read().decode()
+    assert proc.wait(60) in (0, 141) and errors == "", (proc.returncode, errors)
+
+
 def test_a_window_that_does_not_open_within_8_days_is_said_in_plain_words(sandbox):
     sandbox.env_options["qa"] = {"windows": [{"deny": "* * * * *", "duration": "1h", "name": "freeze"}]}
     sandbox.write_config()
@@ -120,6 +146,38 @@ def test_suspend_holds_deployments_shown_in_status_and_resume_deploys_at_once(sa
         proc = sandbox.cli("wait", "qa", "--timeout", "30")
         assert proc.stdout.startswith(f"shop/qa: {v2[:7]} deployed and verified (deployment #")
         assert len(proc.stdout.splitlines()) == 1
+
+
+def test_wait_right_after_sync_waits_for_the_reapply_not_the_deployment_before_it(sandbox):
+    with Daemon(sandbox) as daemon:
+        head = sandbox.head("qa")
+        before = daemon.wait_state("qa", "in-sync", head)["last_deployment"]
+        sandbox.cli("sync", "qa", "--reason", "host rebuilt")
+        proc = sandbox.cli("wait", "qa", "--timeout", "60")
+        reapply = sandbox.history("qa")[0]   # read after wait returned: it exists, and it is what wait named
+        assert (reapply["kind"], reapply["result"]) == ("reapply", "succeeded") and reapply["id"] != before["id"]
+        assert proc.stdout == f"shop/qa: {head[:7]} deployed and verified (deployment #{reapply['id']}, reapply)\n"
+
+
+def test_a_failed_reapply_is_shown_failed_until_a_later_run_succeeds(sandbox):
+    with Daemon(sandbox) as daemon:
+        head = sandbox.head("qa")
+        daemon.wait_state("qa", "in-sync", head)
+        daemon.wait_state("staging", "in-sync")
+        failing = max(d["id"] for d in sandbox.history()) + 1
+        (sandbox.out / f"qa-1.{failing}").mkdir()   # the test playbook cannot write its record there: the run fails
+        sandbox.cli("sync", "qa")
+        proc = sandbox.cli("wait", "qa", "--timeout", "60", check=False)
+        assert proc.returncode == 1, proc.stdout
+        assert proc.stdout.startswith(f"shop/qa: {head[:7]} failed: the reapply of {head[:7]} failed (deployment "
+                                      f"#{failing}: "), proc.stdout
+        time.sleep(3)   # past the retry backoff: nothing re-runs it by itself, and it still says so
+        row = sandbox.status()["qa"]
+        assert (row["state"], row["deployed"], row["last_deployment"]["id"]) == ("failed", head, failing), row
+        assert "`gitopsd sync qa` re-applies it again" in row["reason"]
+        sandbox.cli("sync", "qa")
+        assert sandbox.cli("wait", "qa", "--timeout", "60").stdout.startswith(f"shop/qa: {head[:7]} deployed and verified")
+        assert sandbox.status()["qa"]["state"] == "in-sync"
 
 
 def test_wait_exits_1_when_the_deployment_stalls_and_2_on_timeout(sandbox):

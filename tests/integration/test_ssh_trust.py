@@ -21,7 +21,7 @@ from gitopsd.daemon import sandbox_policy
 from gitopsd.adapters.gitrepo import GitRepository
 from gitopsd.adapters.runner import PlaybookRun, RunOutcome, run_playbook
 from tests.sshhosts import SshHost, interpreter, skip_without_sshd
-from tests.support import Sandbox, git
+from tests.support import GITOPSD, Sandbox, git, inventory as local_inventory, run
 
 pytestmark = [pytest.mark.slow, skip_without_sshd]
 NAMES = ["web-1", "web-2"]
@@ -133,3 +133,42 @@ def test_hosts_trust_follows_the_old_ansible_ssh_host_and_port_names_as_ssh_does
     trusted = sandbox.cli("hosts", "trust", "production", "--yes")
     assert f"{web2.name} ({web2.address}:{web2.port}): new" in trusted.stdout, trusted.stdout
     assert deploy(sandbox).ok
+
+
+def test_before_the_first_promotion_hosts_trust_names_the_ref_to_use_and_trusts_the_hosts_of_that_tree(site):
+    sandbox, hosts = site
+    empty = git(sandbox.root, "--git-dir", str(sandbox.repo), "hash-object", "-t", "tree", "-w", "/dev/null").stdout
+    placeholder = git(sandbox.root, "--git-dir", str(sandbox.repo), "commit-tree", empty.strip(), "-m",
+                      "gitopsd init").stdout.strip()   # what `gitopsd init` leaves on a later environment's branch
+    git(sandbox.root, "--git-dir", str(sandbox.repo), "update-ref", "refs/heads/production", placeholder)
+
+    refused = sandbox.cli("hosts", "trust", "production", "--yes", check=False)
+    assert refused.returncode == 1 and len(refused.stderr.splitlines()) == 1, refused.stderr
+    assert f"production is at the placeholder `gitopsd init` left ({placeholder[:7]})" in refused.stderr
+    assert "first promotion from main" in refused.stderr
+    assert "`gitopsd hosts trust production --ref main --repo shop`" in refused.stderr
+
+    unknown = sandbox.cli("hosts", "trust", "production", "--ref", "nosuch", check=False)
+    assert unknown.returncode == 1 and "nosuch is not a commit or branch in" in unknown.stderr
+
+    trusted = sandbox.cli("hosts", "trust", "production", "--ref", "main", "--yes")
+    assert f"recorded 2 hosts in {sandbox.state / '.ssh' / 'known_hosts'}" in trusted.stdout
+    for host in hosts:
+        assert f"{host.name} ({host.address}:{host.port}): new" in trusted.stdout
+
+
+def test_hosts_trust_exits_1_saying_why_when_the_answer_is_no_or_the_inventory_has_no_ssh_hosts(site):
+    sandbox, _hosts = site
+    declined = run([*GITOPSD, "hosts", "trust", "production", "--config", str(sandbox.config)],
+                   env=sandbox.environ(), input="n\n", check=False)
+    assert declined.returncode == 1, declined.stdout + declined.stderr
+    assert f"nothing recorded in {sandbox.state / '.ssh' / 'known_hosts'}: the answer was not yes" in declined.stdout
+    assert not (sandbox.state / ".ssh" / "known_hosts").exists()
+
+    sandbox.write("environments/production/hosts.yml", local_inventory("h1"))
+    sandbox.commit("production runs locally")
+    sandbox.push("main")
+    git(sandbox.root, "--git-dir", str(sandbox.repo), "update-ref", "refs/heads/production", "refs/heads/main")
+    local = sandbox.cli("hosts", "trust", "production", "--yes", check=False)
+    assert local.returncode == 1, local.stdout + local.stderr
+    assert "nothing recorded: the inventory of shop/production has no hosts reached over SSH" in local.stdout

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import random
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
@@ -233,6 +233,19 @@ def test_decide_says_failed_when_the_automatic_rollback_failed():
     failure = FailureStatus(head(2).commit, 1, None, True, "automatic rollback failed: read-only", failed=True)
     decision = decide(head(2), deployed, deployed, failure, "deployment #2 failed", False, False, 0)
     assert (decision.action, decision.reason) == ("failed", "automatic rollback failed: read-only")
+
+
+def test_decide_says_failed_after_a_failed_reapply_of_what_runs_until_a_later_run_succeeds():
+    deployed = _deployment(1, head(1))
+    reapply = _deployment(2, head(1), kind="reapply", result="failed")
+    reapply = replace(reapply, outcome="failed on qa-1")
+    decision = decide(head(1), deployed, reapply, None, None, False, False, 0)
+    assert decision.action == "failed"
+    assert decision.reason == (f"the reapply of {head(1).commit[:7]} failed (deployment #2: failed on qa-1); "
+                               "deployment #1 is the last that succeeded: `gitopsd sync qa` re-applies it again")
+    assert decide(head(1), deployed, reapply, None, None, False, False, 0, sync=True).kind == "reapply"
+    again = _deployment(3, head(1), kind="reapply")
+    assert decide(head(1), again, again, None, None, False, False, 0).action == "in-sync"
 
 
 @pytest.fixture
