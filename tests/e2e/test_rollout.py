@@ -12,6 +12,7 @@ import psutil
 import pytest
 
 from tests.support import Daemon, Sandbox, inventory
+from tests.webclient import Browser, free_port, token, web_up
 
 HOSTS = ["p-1", "p-2", "p-3", "p-4"]
 
@@ -136,6 +137,36 @@ def test_an_http_check_failing_during_the_bake_fails_the_batch(short_tmp):
     failed = next(d for d in sandbox.history("production") if d["commit"] == bad)
     assert "failed the check http" in failed["outcome"]
     assert len(batches_of(failed, sandbox)) == 1
+
+
+def test_a_failed_rollout_records_what_happened_to_each_host_in_history_and_on_its_page(short_tmp):
+    failing = threading.Event()
+    server = Server(lambda path: (503, {"ok": False}) if failing.is_set() and path == "/health/p-2" else (200, {}))
+    port = free_port()
+    try:
+        sandbox = rollout_sandbox(short_tmp, auto_rollback=False, rollout={"batches": [2, "100%"]},
+                                  verify={"http": {"url": f"http://127.0.0.1:{server.port}/health/{{inventory_hostname}}",
+                                                   "retries": 0}})
+        sandbox.write_config(api={"listen": f"127.0.0.1:{port}", "tokens_file": str(short_tmp / "tokens.yml")},
+                             web={"roles": {"*": {"viewer": ["*"]}}})
+        with Daemon(sandbox) as daemon:
+            web_up(daemon)
+            daemon.wait_state("production", "in-sync", sandbox.head("production"), timeout=90)
+            failing.set()   # the new release is unhealthy on p-2 only
+            sandbox.write("app.txt", "v2")
+            bad = sandbox.commit("v2 is unhealthy on p-2")
+            sandbox.push("main", "main:production")
+            failed = daemon.wait_result("production", bad, "failed", timeout=90)
+            browser = Browser(port)
+            assert browser.login(token(sandbox, "viewer", "read", owner="vera")).status == 303
+            page = browser.get(f"/deployments/{failed['id']}")
+    finally:
+        server.close()
+    # p-1 ran and passed its check; p-2 ran but its check failed; batch 2 never ran.
+    assert failed["hosts"] == {"p-1": "changed", "p-2": "check-failed", "p-3": "skipped", "p-4": "skipped"}
+    assert page.status == 200
+    for line in ("p-1: changed", "p-2: check-failed", "p-3: skipped", "p-4: skipped"):
+        assert f"<li>{line}</li>" in page.text
 
 
 def test_a_failing_verification_playbook_fails_the_batch(short_tmp):
