@@ -365,6 +365,9 @@ class Daemon:
             log.warning("deployment was interrupted by a daemon stop; %d leftover process%s reaped", killed,
                         "" if killed == 1 else "es",
                         extra={"repo": dep.repo, "env": dep.env, "commit": dep.commit[:7], "deployment": dep.id})
+            repo, ended = self.config.repository(dep.repo), self.store.get(dep.id)
+            if repo is not None and ended is not None:
+                self.human_gates.audit_deployment(repo, ended)
         self.ci_steps.recover()   # built-in CI runs too: reaped, and their pending statuses ended with `error`
 
     def reload(self) -> None:
@@ -489,8 +492,8 @@ class Daemon:
         self.control.start()
 
     def _deployment_finished(self, job: DeploymentJob, result: str) -> None:
-        """A deployment ended: its summary event in the log and its annotation in Grafana; a successful one's new
-        commits are recorded (DORA) and it is written in the audit trail (git notes)."""
+        """A deployment ended: its summary event in the log, its annotation in Grafana and its line in the audit
+        trail (git notes), whatever the result; a successful one's new commits are recorded (DORA)."""
         try:
             deployment = self.store.get(job.id)
         except StoreError:
@@ -501,9 +504,10 @@ class Daemon:
         if self.config.grafana is not None:
             self.annotations.send(self.config.grafana, deployment)
         repo = self.config.repository(job.repo)
-        if repo is None or result != "succeeded":
+        if repo is None:
             return
-        self.first_seen.deployed(str(repo.path), deployment, deployment.previous_commit)
+        if result == "succeeded":
+            self.first_seen.deployed(str(repo.path), deployment, deployment.previous_commit)
         self.human_gates.audit_deployment(repo, deployment)
 
     def _drain(self) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.support import Daemon, Sandbox, inventory
+from tests.support import Daemon, Sandbox, git, inventory
 from tests.webclient import Browser, free_port, token, web_up
 
 HOSTS = ["p-1", "p-2", "p-3", "p-4"]
@@ -111,6 +111,28 @@ def test_a_failing_first_batch_stops_the_rollout_and_rolls_back_automatically(sh
     assert rollback["kind"] == "rollback" and rollback["result"] == "succeeded"
     assert {r.split(".")[0] for r in sandbox.runs() if f".{rollback['id']}:" in r} == set(HOSTS)
     assert sandbox.tree(revert) == sandbox.tree(good)
+
+
+def test_a_failed_deployment_and_its_automatic_rollback_each_get_a_note_saying_how_they_ended(short_tmp):
+    sandbox = rollout_sandbox(short_tmp)
+    with Daemon(sandbox) as daemon:
+        daemon.wait_state("production", "in-sync", sandbox.head("production"))
+        good = sandbox.head("production")
+        sandbox.write("FAIL", "p-1")
+        bad = sandbox.commit("breaks p-1")
+        sandbox.push("main", "main:production")
+        daemon.wait_for(lambda: sandbox.head("production") not in (good, bad), 60, "revert")
+        revert = sandbox.head("production")
+        daemon.wait_state("production", "in-sync", revert)
+    failed = next(d for d in sandbox.history("production") if d["commit"] == bad)
+
+    def note(commit: str) -> str:
+        return git(sandbox.root, "--git-dir", str(sandbox.repo), "notes", "--ref", "gitopsd", "show", commit).stdout
+
+    assert note(bad).splitlines() == [
+        f"gitopsd: deploy to production failed (deployment #{failed['id']}, push by {failed['actor']}) at "
+        f"{failed['finished_at'][:16].replace('T', ' ')} UTC: batch 1/3 failed: failed on p-1 (failed)"]
+    assert "rollback to production succeeded" in note(revert)
 
 
 def test_an_http_check_failing_during_the_bake_fails_the_batch(short_tmp):
