@@ -441,9 +441,11 @@ class Daemon:
         n_envs = sum(len(r.environments) for r in self.config.repositories)
         log.info("gitopsd started: %d repositories, %d environments, state in %s, nudges on %s",
                  len(self.config.repositories), n_envs, self.config.state_dir, self.config.nudge_socket)
+        # The API listens before the first sweep: that sweep sends CI triggers, and a CI server reports "pending"
+        # back at once (a status refused then is lost to it).
+        self._start_api()
         self.sweep(Trigger.STARTUP, newest_first=True)
         self._drain()  # the first sweep: every environment looked at before READY
-        self._start_api()
         self._start_control()
         self._adopting = len(self.reconciler.running())   # started or queued by it: STATUS= counts them down
         self.notifier.ready(f"watching {n_envs} environment{'s' if n_envs != 1 else ''}")
