@@ -403,6 +403,22 @@ def test_a_ci_server_that_reports_pending_as_soon_as_the_daemons_first_trigger_c
     assert "ci/test" in shown and "pending" in shown, shown
 
 
+def test_ci_rerun_sends_the_trigger_again_for_the_same_head(recorder, short_tmp):
+    server = recorder()
+    sandbox = Sandbox(short_tmp, {"qa": ["qa-1"]})
+    config = yaml.safe_load(sandbox.config.read_text())
+    config["repositories"][0]["ci"] = {"trigger": [{"url": f"{server.url}/hook", "branches": ["main"]}]}
+    sandbox.config.write_text(yaml.safe_dump(config))
+    head = sandbox.head("main")
+    with Daemon(sandbox) as daemon:
+        daemon.wait_for(lambda: server.requests, 30, "the first look's trigger for main")
+        said = sandbox.cli("ci", "rerun", "shop", head[:10]).stdout   # the commit at main's head names main too
+        daemon.wait_for(lambda: len(server.requests) >= 2, 30, "the trigger sent again")
+    assert f"CI runs again on main at {head[:7]} (the trigger to {server.url}/hook)" in said
+    again = json.loads(server.requests[1]["body"])
+    assert (again["branch"], again["before"], again["after"]) == ("main", head, head)
+
+
 def test_the_readme_documents_the_json_schema_gitopsd_sends():
     from tests.support import ROOT
     text = (ROOT / "README.md").read_text().split("## Triggering your CI server")[1]
