@@ -771,6 +771,12 @@ def cmd_ci_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ci_rerun(args: argparse.Namespace) -> int:
+    """Ask the daemon (its control socket: the kernel says who asks) to run CI again on a head, recorded with that name."""
+    from .human_commands import _ask
+    return _ask(args, {"op": "ci-rerun", "head": args.head})
+
+
 def _print_table(rows: Sequence[tuple[str, ...]]) -> None:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
@@ -1076,7 +1082,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("ci", "report or show commit statuses (CI results) by tree",
             "Commit statuses, as the HTTP API takes them: `report` stores one for a commit and its tree (for\n"
             "jobs on the deploy server) and nudges the daemon; `status` shows a commit's combined state, each\n"
-            "context's state and URL, and which required checks each environment still misses.", cmd_ci_status)
+            "context's state and URL, and which required checks each environment still misses; `rerun` asks\n"
+            "the daemon to run CI again on a head (as you: the control socket says who asks).", cmd_ci_status)
     ci = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     c = ci.add_parser("report", parents=[common], help="store a commit status (reporter cli:<user>)")
     c.set_defaults(func=cmd_ci_report)
@@ -1091,6 +1098,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("commit", metavar="COMMIT", help="commit id (40 hex digits or at least 7)")
     c.add_argument("--repo", metavar="NAME", help="repository name (needed when several are configured)")
     c.add_argument("--json", action="store_true", help="machine-readable output")
+    c = ci.add_parser("rerun", parents=[common],
+                      help="run CI again on a head: the built-in steps anew and the CI triggers sent again")
+    c.set_defaults(func=cmd_ci_rerun)
+    c.add_argument("repo", metavar="REPO", help="repository name")
+    c.add_argument("head", metavar="HEAD", help="a CI branch (e.g. main) or the commit at its head")
 
     p = add("db", "upgrade the state database's schema, or copy it between SQLite and PostgreSQL",
             "`upgrade` brings the state database's schema to this gitopsd's version (the daemon does it at\n"

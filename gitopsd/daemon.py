@@ -17,7 +17,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import FrameType
-from typing import IO, TYPE_CHECKING, Callable
+from typing import IO, TYPE_CHECKING, Any, Callable
 
 from . import config as config_mod
 from .gate import snapshot
@@ -43,9 +43,10 @@ from .adapters.store import Store
 from .adapters.sweep import Periodic, Sweeper
 from .adapters.watch import RefWatcher
 from .ci.artifacts import ArtifactStore
-from .ci.heads import HeadEvent, NewHeads
+from .ci import rerun
+from .ci.heads import HeadEvent, NewHeads, matches
 from .ci.steps import StepRunner
-from .ci.triggers import TriggerSender
+from .ci.triggers import TriggerSender, safe_url
 from .ci.promote import AutoPromoter
 from .adapters.control import ControlServer
 from .core.types import DeploymentJob
@@ -362,6 +363,9 @@ class Daemon:
             log.warning("deployment was interrupted by a daemon stop; %d leftover process%s reaped", killed,
                         "" if killed == 1 else "es",
                         extra={"repo": dep.repo, "env": dep.env, "commit": dep.commit[:7], "deployment": dep.id})
+            repo, ended = self.config.repository(dep.repo), self.store.get(dep.id)
+            if repo is not None and ended is not None:
+                self.human_gates.audit_deployment(repo, ended)
         self.ci_steps.recover()   # built-in CI runs too: reaped, and their pending statuses ended with `error`
 
     def reload(self) -> None:
@@ -435,9 +439,11 @@ class Daemon:
         n_envs = sum(len(r.environments) for r in self.config.repositories)
         log.info("gitopsd started: %d repositories, %d environments, state in %s, nudges on %s",
                  len(self.config.repositories), n_envs, self.config.state_dir, self.config.nudge_socket)
+        # The API listens before the first sweep: that sweep sends CI triggers, and a CI server reports "pending"
+        # back at once (a status refused then is lost to it).
+        self._start_api()
         self.sweep(Trigger.STARTUP, newest_first=True)
         self._drain()  # the first sweep: every environment looked at before READY
-        self._start_api()
         self._start_control()
         self._adopting = len(self.reconciler.running())   # started or queued by it: STATUS= counts them down
         self.notifier.ready(f"watching {n_envs} environment{'s' if n_envs != 1 else ''}")
@@ -472,22 +478,44 @@ class Daemon:
             from .api.server import serve
             self.api = serve(lambda: self.config, self.store,
                              on_status=lambda repo: self.requests.put(Look(repo, None, "ci-status")),
-                             human_gates=self.human_gates.handle,   # as the token's owner; one lock with the control socket
+                             human_gates=self.control_request,   # as the token's owner or the signed-in user
                              metrics=self.metrics.exposition if self.metrics is not None else None)
 
     def _start_control(self) -> None:
         """Take sign-offs, release candidates and approvals on the control socket (identity: SO_PEERCRED)."""
         try:
-            self.control = ControlServer(self.config.control_socket, self.human_gates.handle)
+            self.control = ControlServer(self.config.control_socket, self.control_request)
         except OSError as exc:
             log.error("cannot open the control socket %s: %s; sign-offs and approvals cannot be recorded until a "
                       "restart", self.config.control_socket, exc)
             return
         self.control.start()
 
+    def control_request(self, identity: str, request: dict[str, Any]) -> dict[str, Any]:
+        """A request of the control socket or the dashboard, as `identity`: a CI rerun here, the rest to HumanGates."""
+        if request.get("op") != "ci-rerun":
+            return self.human_gates.handle(identity, request)   # one lock with the HTTP API
+        repo = self.config.repository(str(request.get("repo")))
+        if repo is None:
+            return {"ok": False, "kind": "missing", "error": f"no repository named {str(request.get('repo'))[:100]!r} "
+                                                            f"(known: {', '.join(r.name for r in self.config.repositories)})"}
+        try:
+            event = rerun.head_event(repo, str(request.get("head") or ""), identity, self._pusher_of)
+        except rerun.RerunRefused as exc:
+            return {"ok": False, "kind": exc.kind, "error": str(exc)}
+        log.info("CI asked to run again on %s %s by %s", event.branch, event.after[:7], identity,
+                 extra={"repo": repo.name, "commit": event.after[:7]})
+        for sink in self.ci_sinks:
+            sink(repo, event)
+        what = (["the built-in steps"] if repo.ci.steps and matches(event.branch, repo.ci.branches) else []) + \
+            [f"the trigger to {safe_url(t.url)}" for t in repo.ci.trigger if matches(event.branch, t.branches)]
+        return {"ok": True, "identity": identity,
+                "message": f"{repo.name}: CI runs again on {event.branch} at {event.after[:7]} ({', '.join(what)}), "
+                           f"asked by {identity}; follow with `gitopsd ci status {event.after[:7]}`"}
+
     def _deployment_finished(self, job: DeploymentJob, result: str) -> None:
-        """A deployment ended: its summary event in the log and its annotation in Grafana; a successful one's new
-        commits are recorded (DORA) and it is written in the audit trail (git notes)."""
+        """A deployment ended: its summary event in the log, its annotation in Grafana and its line in the audit
+        trail (git notes), whatever the result; a successful one's new commits are recorded (DORA)."""
         try:
             deployment = self.store.get(job.id)
         except StoreError:
@@ -498,9 +526,10 @@ class Daemon:
         if self.config.grafana is not None:
             self.annotations.send(self.config.grafana, deployment)
         repo = self.config.repository(job.repo)
-        if repo is None or result != "succeeded":
+        if repo is None:
             return
-        self.first_seen.deployed(str(repo.path), deployment, deployment.previous_commit)
+        if result == "succeeded":
+            self.first_seen.deployed(str(repo.path), deployment, deployment.previous_commit)
         self.human_gates.audit_deployment(repo, deployment)
 
     def _drain(self) -> None:

@@ -327,6 +327,10 @@ class HumanGates:
 
     # -- the audit note of a deployment ----------------------------------------------------------------------
     def audit_deployment(self, repo: Repository, deployment: Deployment) -> None:
-        add_note(str(repo.path), deployment.commit,
-                 f"gitopsd: {deployment.kind} to {deployment.env} {deployment.result} (deployment #{deployment.id}, "
-                 f"{deployment.trigger} by {deployment.actor}) at {when(deployment.finished_at or self.clock())}")
+        """Note how a finished deployment ended (succeeded, failed, canceled, interrupted) and why, in one line."""
+        why = " ".join((deployment.outcome or "").split())   # one line, whatever the playbook's words held
+        line = (f"gitopsd: {deployment.kind} to {deployment.env} {deployment.result} (deployment #{deployment.id}, "
+                f"{deployment.trigger} by {deployment.actor}) at {when(deployment.finished_at or self.clock())}")
+        if why:
+            line += f": {why}"
+        add_note(str(repo.path), deployment.commit, line if len(line) <= NOTE_MAX else line[:NOTE_MAX - 3] + "...")

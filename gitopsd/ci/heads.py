@@ -20,7 +20,8 @@ log = logging.getLogger("gitopsd.ci")
 
 @dataclass(frozen=True)
 class HeadEvent:
-    """A branch moved to a new commit (before is None: first seen). `pusher` as the push hook said, else 'unknown'."""
+    """A branch moved to a new commit (before is None: first seen), or a person asked to run CI on its head again
+    (`asked_by`). `pusher` as the push hook said, else 'unknown'."""
 
     repo: str
     branch: str
@@ -28,6 +29,7 @@ class HeadEvent:
     after: str
     tree: str
     pusher: str
+    asked_by: str | None = None   # a rerun of a head that did not move (ci/rerun.py): who asked for it
 
     @property
     def ref(self) -> str:

@@ -53,7 +53,8 @@ def describe(ci_dir: Path, run_id: int) -> list[str]:
                           "statuses and in the daemon's log)")
     lines = [f"# CI run #{run_id}: {record['repo']} {record['branch']} {record['commit']} -> {record['state']}"
              + (f": {record['reason']}" if record.get("reason") else "")]
-    lines.append(f"# tree {record['tree']}, pushed by {record.get('pusher', 'unknown')}")
+    lines.append(f"# tree {record['tree']}, pushed by {record.get('pusher', 'unknown')}"
+                 + (f", run again as asked by {record['rerun_by']}" if record.get("rerun_by") else ""))
     for index, step in enumerate(record.get("steps", []), 1):
         lines.append(f"# --- step {step['name']}: {step['state']}"
                      + (f" ({step['description']})" if step.get("description") else "") + " ---")

@@ -101,14 +101,19 @@ class StepRunner:
                         "tree": event.tree, "pusher": event.pusher, "state": "queued", "reason": None,
                         "created_at": time.time(), "started_at": None, "finished_at": None,
                         "steps": [{"name": s.name, "state": "queued", "description": None} for s in repo.ci.steps]})
+            if event.asked_by is not None:
+                run.record["rerun_by"] = event.asked_by
             older = self._active.get((repo.name, event.branch))
             self._active[(repo.name, event.branch)] = run
         runs.save(self.ci_dir, run.record)
         if older is not None:
-            older.why = f"canceled: a newer commit {event.after[:7]} of {event.branch} replaced it (CI run #{run_id})"
+            older.why = (f"canceled: a rerun asked by {event.asked_by} replaced it (CI run #{run_id})"
+                         if event.asked_by is not None and older.record["commit"] == event.after else
+                         f"canceled: a newer commit {event.after[:7]} of {event.branch} replaced it (CI run #{run_id})")
             older.silent = older.record["tree"] == event.tree
             older.cancel.set()
-        log.info("CI run #%d queued for %s %s", run_id, event.branch, event.after[:7],
+        log.info("CI run #%d queued for %s %s%s", run_id, event.branch, event.after[:7],
+                 f" (a rerun asked by {event.asked_by})" if event.asked_by is not None else "",
                  extra={"repo": repo.name, "commit": event.after[:7]})
         self.pool.submit(self._work, repo, run)
 

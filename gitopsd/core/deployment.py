@@ -4,6 +4,9 @@ gitopsd, not the playbook, decides what happens between batches: a batch passes 
 playbook run succeeded for enough of its hosts (Ansible's final stats, `max_fail_percentage`)
 and every check passed throughout its bake. The first batch that fails stops the rollout.
 Rollbacks go to every host at once: they return hosts to a release they still have.
+
+The record says what happened to each host (HOST_STATES): Ansible's final stats for the hosts its
+runs reached, then gitopsd's own checks of each batch, and `skipped` for hosts no run reached.
 """
 from __future__ import annotations
 
@@ -18,6 +21,16 @@ from .batches import failed_too_many, split_batches
 from .settings import Environment, HttpCheck, PrometheusCheck
 from .tree import resolve_inside
 from .types import (BatchRecord, CheckResult, DeploymentFolders, HostInfo, Kind, PlaybookRun, Progress, RunOutcome)
+
+
+# What happened to a host in a deployment, in its record (`hosts` of `history --json`, the dashboard):
+# ok: its run succeeded and changed nothing, and its checks passed; changed: the same, with changes;
+# failed: a task failed there, or its batch's run failed without a word per host (a timeout, a syntax
+# error); unreachable: Ansible could not reach it; check-failed: its run succeeded but a check of it
+# failed (its HTTP check, the verification playbook there, or a check of its whole batch: Prometheus);
+# canceled: its batch ran when the deployment was canceled; skipped: no run reached it (an earlier
+# batch failed or the deployment was canceled first).
+HOST_STATES = ("ok", "changed", "failed", "unreachable", "check-failed", "canceled", "skipped")
 
 
 @dataclass
@@ -87,7 +100,7 @@ def execute(env: Environment, run: PlaybookRun, kind: str, tools: Toolbox, cance
         attempt.batches.append(record)
         outcome = tools.run_playbook(replace(run, data_dir=folders.run(number),
                                              limit=",".join(batch) if batch else None), cancel)
-        attempt.hosts.update(outcome.hosts)
+        attempt.hosts.update(_host_states(outcome))
         record.hosts = batch or sorted(outcome.hosts)
         record.playbook, record.node = outcome.reason, outcome.node
         # Without batches the playbook's own words say it all ("failed on qa-1 (failed); 1 of 2 hosts ok").
@@ -95,16 +108,20 @@ def execute(env: Environment, run: PlaybookRun, kind: str, tools: Toolbox, cance
         if outcome.status == "canceled" or cancel.is_set():
             record.result = "canceled"
             attempt.canceled, attempt.reason = True, f"{label}: canceled" if batch is not None else "canceled"
+            _not_reached(attempt, record.hosts, "canceled", batches[number:])
             return attempt
         if not _batch_ok(env, outcome, batch):
             record.result = "failed"
             attempt.reason = f"{said}{outcome.reason}"
             attempt.permanent = outcome.permanent
+            _not_reached(attempt, record.hosts, "failed", batches[number:])
             return attempt
-        failed_check = _checks(env, run, kind, tools, cancel, [by_name[h] for h in batch] if batch else hosts,
-                               folders.verify(number), record)
+        failed_check, blamed = _checks(env, run, kind, tools, cancel,
+                                       [by_name[h] for h in batch] if batch else hosts, folders.verify(number), record)
         if failed_check is not None:
             record.result = "failed"
+            attempt.hosts.update(dict.fromkeys(blamed, "check-failed"))
+            _not_reached(attempt, record.hosts, "failed", batches[number:])
             attempt.reason = (f"{label} failed the check {failed_check.name}: {failed_check.detail}" if batch is not None
                               else f"the check {failed_check.name} failed: {failed_check.detail}")
             return attempt
@@ -114,6 +131,21 @@ def execute(env: Environment, run: PlaybookRun, kind: str, tools: Toolbox, cance
     attempt.reason = (f"succeeded on {n_hosts} host{'s' if n_hosts != 1 else ''}"
                       + (f" in {len(batches)} batches" if len(batches) > 1 else ""))
     return attempt
+
+
+def _host_states(outcome: RunOutcome) -> dict[str, str]:
+    """Each host a run reached, as Ansible's final stats say (ok, failed, unreachable), ok split into ok and changed."""
+    changed = {c.host for c in outcome.changes}
+    return {h: "changed" if said == "ok" and h in changed else said for h, said in outcome.hosts.items()}
+
+
+def _not_reached(attempt: Attempt, batch: list[str], said: str, later: list[list[str] | None]) -> None:
+    """The rollout stopped in `batch`: its hosts without a word from Ansible get `said`, later batches' `skipped`."""
+    for host in batch:
+        attempt.hosts.setdefault(host, said)
+    for hosts in later:
+        for host in hosts or ():
+            attempt.hosts.setdefault(host, "skipped")
 
 
 def _batch_ok(env: Environment, outcome: RunOutcome, batch: list[str] | None) -> bool:
@@ -127,10 +159,11 @@ def _batch_ok(env: Environment, outcome: RunOutcome, batch: list[str] | None) ->
 
 
 def _checks(env: Environment, run: PlaybookRun, kind: str, tools: Toolbox, cancel: threading.Event,
-            hosts: list[HostInfo], verify_dir: Path, record: BatchRecord) -> CheckResult | None:
+            hosts: list[HostInfo], verify_dir: Path, record: BatchRecord) -> tuple[CheckResult | None, list[str]]:
     """Run the verification playbook once, then the HTTP and Prometheus checks until the bake is over.
 
-    Return the first failed check, or None when all passed throughout.
+    Return the first failed check and the hosts whose checks failed (every host of the batch for a
+    check of the whole batch), or (None, []) when all passed throughout.
     """
     verify = env.verify
     if verify.playbook:
@@ -141,22 +174,22 @@ def _checks(env: Environment, run: PlaybookRun, kind: str, tools: Toolbox, cance
         result = CheckResult(outcome.ok, f"playbook {verify.playbook}", outcome.reason)
         record.checks.append(result)
         if not result.ok:
-            return result
+            return result, sorted(h for h, said in outcome.hosts.items() if said != "ok") or record.hosts
     bake = env.rollout.bake if env.rollout is not None and kind != Kind.ROLLBACK else 0.0
     deadline = time.monotonic() + bake
     interval = min(5.0, max(0.5, bake / 5)) if bake else 0.0
     commit = run.extravars.get("gitopsd_commit", "")
     while True:
-        results: list[CheckResult] = []
+        results: list[tuple[CheckResult, list[str]]] = []   # each check with the hosts it speaks for
         if verify.http is not None and tools.check_http is not None:
-            results += [tools.check_http(verify.http, host, commit) for host in hosts]
+            results += [(tools.check_http(verify.http, host, commit), [host.name]) for host in hosts]
         if verify.prometheus is not None and tools.check_prometheus is not None:
-            results.append(tools.check_prometheus(verify.prometheus, commit, env.name))
-        for result in results:
-            if not result.ok:
-                record.checks.append(result)
-                return result
+            results.append((tools.check_prometheus(verify.prometheus, commit, env.name), record.hosts))
+        failed = [(result, names) for result, names in results if not result.ok]
+        if failed:
+            record.checks += [result for result, _ in failed]
+            return failed[0][0], sorted({name for _, names in failed for name in names})
         if time.monotonic() >= deadline or cancel.is_set():
-            record.checks += results
-            return None
+            record.checks += [result for result, _ in results]
+            return None, []
         tools.sleep(interval)

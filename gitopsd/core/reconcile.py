@@ -323,6 +323,10 @@ class Reconciler:
             with self._lock:
                 if self._running.get((repo.name, env.name)) is item:
                     self._running.pop((repo.name, env.name))
+            try:
+                self.on_finished(job, Result.CANCELED)
+            except Exception:
+                log.exception("after the deployment's record", extra=job.log_extra())
             return
         item.started = True
         self.store.started(job.id, self.clock())   # queued until now, while max_parallel others ran

@@ -1,8 +1,9 @@
-"""The dashboard's actions: promote, roll back, retry, sign off, approve/reject/withdraw, create a release candidate.
+"""The dashboard's actions: promote, roll back, retry, sign off, approve/reject/withdraw, create a release candidate,
+run CI again.
 
 Each is a POST to /actions/NAME with form fields, runs the function the command line runs
-(operations.py for promote, rollback and retry; the daemon's HumanGates.handle for the human
-gates) as the signed-in user, and answers with the same lines the command line prints, refusals
+(operations.py for promote, rollback and retry; the daemon's control request handler for the human
+gates and CI reruns, as `gitopsd approve` and `gitopsd ci rerun` reach it) as the signed-in user, and answers with the same lines the command line prints, refusals
 included. The role the user holds in the environment (auth.role) is checked first; the rules of
 the action itself (override_by, signoff_by, approvers) still apply on top: a role never widens them.
 The CSRF token was checked by auth's middleware before any of this runs.
@@ -56,7 +57,7 @@ def result_html(ok: bool, lines: list[str]) -> str:
 
 def routes(config: Callable[[], Config], store: Store, *, human_gates: HumanGatesHandler | None = None,
            render: Any = None) -> list[Route]:
-    """POST /actions/{promote,rollback,retry,signoff,approve,reject,withdraw,rc-create} over the daemon's config and
+    """POST /actions/{promote,rollback,retry,signoff,approve,reject,withdraw,rc-create,ci-rerun} over the daemon's config and
     store (read-only: writes open the store themselves, as the command line does); `human_gates` is the daemon's
     HumanGates.handle. (`render` is not needed: answers are fragments or redirects.)"""
 
@@ -158,8 +159,17 @@ def routes(config: Callable[[], Config], store: Store, *, human_gates: HumanGate
         return ask_gates(user.name, {"op": "rc-create", "repo": repo.name, "from": f.get("from") or None,
                                      "to": f.get("to") or None, "name": f.get("name") or None})
 
+    def ci_rerun(user: auth.WebUser, f: dict[str, str]) -> list[str]:
+        repo = repository(f)
+        if not repo.environments:
+            raise Answer(404, f"repository {repo.name} has no environments")
+        # Running CI again feeds the first promotion: the deployer role there, as for promoting into it.
+        need(user, repo, repo.environments[0], "deployer", "run CI again")
+        return ask_gates(user.name, {"op": "ci-rerun", "repo": repo.name, "head": f.get("head", "")})
+
     actions: dict[str, Callable[[auth.WebUser, dict[str, str]], list[str]]] = {
         "promote": promote, "rollback": rollback, "retry": retry, "signoff": signoff, "rc-create": rc_create,
+        "ci-rerun": ci_rerun,
         "approve": lambda u, f: approval(u, f, f.get("kind") or "approve"),
         "reject": lambda u, f: approval(u, f, "reject"), "withdraw": lambda u, f: approval(u, f, "withdraw")}
 

@@ -24,6 +24,7 @@ from markupsafe import Markup
 
 from ..adapters import gitcli
 from ..adapters.store import Store
+from ..ci.heads import ci_globs, matches
 from ..core.settings import Config, Environment, Repository
 from ..core.types import Deployment, DeploymentFolders
 from ..status import EnvironmentStatus, ago, environment_status
@@ -100,7 +101,9 @@ def pipeline(config: Config, store: Store) -> list[dict[str, Any]]:
         for env in repo.environments:
             status = environment_status(store, repo, env, now, {b: (c, t) for b, (c, t, _s) in known.items()})
             cells.append(cell(store, repo, env, status, known.get(env.branch), rcs, drifted.get((repo.name, env.name), 0)))
-        rows.append({"repo": repo.name, "cells": cells})
+        # The source column's "Run CI again" (actions.py ci-rerun): when CI runs on its branch; deployer in the first env.
+        rows.append({"repo": repo.name, "cells": cells, "first_env": repo.environments[0].name if repo.environments else None,
+                     "ci": matches(first, ci_globs(repo))})
     return rows
 
 

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import pwd
 import signal
+from pathlib import Path
 
 import pytest
 import yaml
@@ -138,3 +141,70 @@ def test_a_daemon_killed_during_a_run_leaves_no_process_and_no_pending_status_af
     assert done["gitopsd/hang"] == ("error", "interrupted: the daemon stopped during this run; push again to run the "
                                              "steps")
     assert done["gitopsd/test"][0] == "error"
+
+
+def failing_while_down(sandbox: Sandbox) -> Path:
+    """A step that fails while a file outside the tree says the CI infrastructure is down: no commit can fix it."""
+    down = sandbox.out / "CI_DOWN"
+    down.write_text("the build farm is down\n")
+    with_ci(sandbox, [{"name": "test", "run": ["sh", "-c", f"! test -e {down}"]}])
+    return down
+
+
+def rerun_passed(sandbox: Sandbox, commit: str, after: int) -> dict[str, tuple[str, str]] | None:
+    got = finished(sandbox, commit, 1)
+    return got if got and got["gitopsd/test"][0] == "success" and run_id(got["gitopsd/test"][1]) > after else None
+
+
+def test_ci_rerun_runs_the_steps_again_on_the_same_head_and_their_result_replaces_the_failed_one(sandbox):
+    down = failing_while_down(sandbox)
+    me = pwd.getpwuid(os.getuid()).pw_name
+    with Daemon(sandbox) as daemon:
+        head = sandbox.commit("v2")
+        sandbox.push("main")
+        failed = daemon.wait_for(lambda: finished(sandbox, head, 1), 60, "the first CI run of v2")
+        assert failed["gitopsd/test"][0] == "failure"
+        down.unlink()   # the infrastructure is back; the commit is the same
+        said = sandbox.cli("ci", "rerun", "shop", "main").stdout
+        passed = daemon.wait_for(lambda: rerun_passed(sandbox, head, run_id(failed["gitopsd/test"][1])), 60, "the rerun")
+        refused = sandbox.cli("ci", "rerun", "shop", "qa", check=False)
+    assert said.strip() == (f"shop: CI runs again on main at {head[:7]} (the built-in steps), asked by {me}; "
+                            f"follow with `gitopsd ci status {head[:7]}`")
+    shown = sandbox.cli("ci", "status", head).stdout
+    assert "gitopsd/test  success" in shown, shown
+    logs = sandbox.cli("logs", "--ci", str(run_id(passed["gitopsd/test"][1]))).stdout
+    assert f"run again as asked by {me}" in logs and head in logs
+    assert refused.returncode == 1
+    assert refused.stderr.strip() == ("gitopsd: error: 'qa' is neither a CI branch of shop nor the commit at the head "
+                                      "of one (CI branches: main); name the branch, e.g. gitopsd ci rerun shop main")
+
+
+def test_the_dashboards_run_ci_again_button_does_what_ci_rerun_does_for_a_deployer_only(sandbox, short_tmp):
+    from tests.webclient import Browser, free_port, token, web_up
+    down = failing_while_down(sandbox)
+    port = free_port()
+    data = yaml.safe_load(sandbox.config.read_text())
+    data.update(groups={"ops": ["olga"]},
+                api={"listen": f"127.0.0.1:{port}", "tokens_file": str(short_tmp / "tokens.yml")},
+                web={"roles": {"*": {"viewer": ["*"], "deployer": ["group:ops"]}}})
+    sandbox.config.write_text(yaml.safe_dump(data, sort_keys=False))
+    with Daemon(sandbox) as daemon:
+        web_up(daemon)
+        head = sandbox.commit("v2")
+        sandbox.push("main")
+        failed = daemon.wait_for(lambda: finished(sandbox, head, 1), 60, "the first CI run of v2")
+        assert failed["gitopsd/test"][0] == "failure"
+        down.unlink()
+        olga, vera = Browser(port), Browser(port)
+        for person, name in ((olga, "olga"), (vera, "vera")):
+            assert person.login(token(sandbox, f"{name}-laptop", "read", owner=name)).status == 303
+        assert "Run CI again" in olga.get("/").text and "Run CI again" not in vera.get("/").text
+        form = {"repo": "shop", "head": "main"}
+        refused = vera.post("/actions/ci-rerun", {**form, "csrf_token": vera.csrf()}, headers={"HX-Request": "true"})
+        assert refused.status == 403 and "that needs the deployer role" in refused.text
+        assert olga.post("/actions/ci-rerun", form, headers={"HX-Request": "true"}).status == 403   # no CSRF token
+        done = olga.post("/actions/ci-rerun", {**form, "csrf_token": olga.csrf()}, headers={"HX-Request": "true"})
+        assert done.status == 200 and f"CI runs again on main at {head[:7]} (the built-in steps), asked by olga" in done.text
+        passed = daemon.wait_for(lambda: rerun_passed(sandbox, head, run_id(failed["gitopsd/test"][1])), 60, "the rerun")
+    record = json.loads((sandbox.state / "ci" / str(run_id(passed["gitopsd/test"][1])) / "run.json").read_text())
+    assert record["rerun_by"] == "olga" and record["commit"] == head

@@ -201,6 +201,11 @@ def test_kill_9_mid_deployment_then_restart_marks_it_interrupted_reaps_and_conve
         assert "interrupted" in second.log()
     results = [(d["commit"], d["result"]) for d in sandbox.history("qa") if d["commit"] == slow]
     assert ("interrupted" in [r for _, r in results]) and results[0][1] == "succeeded"
+    # Both are in the audit trail on the commit, each with how it ended and why.
+    interrupted = next(d for d in sandbox.history("qa") if d["commit"] == slow and d["result"] == "interrupted")
+    notes = git(sandbox.root, "--git-dir", str(sandbox.repo), "notes", "--ref", "gitopsd", "show", slow).stdout
+    assert f"gitopsd: deploy to qa interrupted (deployment #{interrupted['id']}, " in notes
+    assert "the daemon stopped during this deployment" in notes and "deploy to qa succeeded" in notes
 
 
 def test_sigterm_during_a_long_deployment_cancels_it_cleanly_and_the_next_start_converges(sandbox):

@@ -11,7 +11,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.support import Daemon, Sandbox, inventory
+from tests.support import Daemon, Sandbox, git, inventory
+from tests.webclient import Browser, free_port, token, web_up
 
 HOSTS = ["p-1", "p-2", "p-3", "p-4"]
 
@@ -112,6 +113,28 @@ def test_a_failing_first_batch_stops_the_rollout_and_rolls_back_automatically(sh
     assert sandbox.tree(revert) == sandbox.tree(good)
 
 
+def test_a_failed_deployment_and_its_automatic_rollback_each_get_a_note_saying_how_they_ended(short_tmp):
+    sandbox = rollout_sandbox(short_tmp)
+    with Daemon(sandbox) as daemon:
+        daemon.wait_state("production", "in-sync", sandbox.head("production"))
+        good = sandbox.head("production")
+        sandbox.write("FAIL", "p-1")
+        bad = sandbox.commit("breaks p-1")
+        sandbox.push("main", "main:production")
+        daemon.wait_for(lambda: sandbox.head("production") not in (good, bad), 60, "revert")
+        revert = sandbox.head("production")
+        daemon.wait_state("production", "in-sync", revert)
+    failed = next(d for d in sandbox.history("production") if d["commit"] == bad)
+
+    def note(commit: str) -> str:
+        return git(sandbox.root, "--git-dir", str(sandbox.repo), "notes", "--ref", "gitopsd", "show", commit).stdout
+
+    assert note(bad).splitlines() == [
+        f"gitopsd: deploy to production failed (deployment #{failed['id']}, push by {failed['actor']}) at "
+        f"{failed['finished_at'][:16].replace('T', ' ')} UTC: batch 1/3 failed: failed on p-1 (failed)"]
+    assert "rollback to production succeeded" in note(revert)
+
+
 def test_an_http_check_failing_during_the_bake_fails_the_batch(short_tmp):
     failing = threading.Event()
     server = Server(lambda path: (500, {"ok": False}) if failing.is_set() else (200, {"ok": True}))
@@ -136,6 +159,36 @@ def test_an_http_check_failing_during_the_bake_fails_the_batch(short_tmp):
     failed = next(d for d in sandbox.history("production") if d["commit"] == bad)
     assert "failed the check http" in failed["outcome"]
     assert len(batches_of(failed, sandbox)) == 1
+
+
+def test_a_failed_rollout_records_what_happened_to_each_host_in_history_and_on_its_page(short_tmp):
+    failing = threading.Event()
+    server = Server(lambda path: (503, {"ok": False}) if failing.is_set() and path == "/health/p-2" else (200, {}))
+    port = free_port()
+    try:
+        sandbox = rollout_sandbox(short_tmp, auto_rollback=False, rollout={"batches": [2, "100%"]},
+                                  verify={"http": {"url": f"http://127.0.0.1:{server.port}/health/{{inventory_hostname}}",
+                                                   "retries": 0}})
+        sandbox.write_config(api={"listen": f"127.0.0.1:{port}", "tokens_file": str(short_tmp / "tokens.yml")},
+                             web={"roles": {"*": {"viewer": ["*"]}}})
+        with Daemon(sandbox) as daemon:
+            web_up(daemon)
+            daemon.wait_state("production", "in-sync", sandbox.head("production"), timeout=90)
+            failing.set()   # the new release is unhealthy on p-2 only
+            sandbox.write("app.txt", "v2")
+            bad = sandbox.commit("v2 is unhealthy on p-2")
+            sandbox.push("main", "main:production")
+            failed = daemon.wait_result("production", bad, "failed", timeout=90)
+            browser = Browser(port)
+            assert browser.login(token(sandbox, "viewer", "read", owner="vera")).status == 303
+            page = browser.get(f"/deployments/{failed['id']}")
+    finally:
+        server.close()
+    # p-1 ran and passed its check; p-2 ran but its check failed; batch 2 never ran.
+    assert failed["hosts"] == {"p-1": "changed", "p-2": "check-failed", "p-3": "skipped", "p-4": "skipped"}
+    assert page.status == 200
+    for line in ("p-1: changed", "p-2: check-failed", "p-3: skipped", "p-4: skipped"):
+        assert f"<li>{line}</li>" in page.text
 
 
 def test_a_failing_verification_playbook_fails_the_batch(short_tmp):

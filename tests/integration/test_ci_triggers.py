@@ -10,9 +10,12 @@ import json
 import logging
 import threading
 import time
+import urllib.error
 import urllib.parse
+import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Callable
 
 import pytest
 import yaml
@@ -21,15 +24,17 @@ from gitopsd.ci.heads import HeadEvent
 from gitopsd.ci.triggers import TriggerSender, backoff, safe_url
 from gitopsd.core.settings import Ci, CiTrigger, Repository
 from tests.support import Daemon, Sandbox
+from tests.webclient import free_port
 
 COMMIT, BEFORE, TREE = "a" * 40, "b" * 40, "c" * 40
 
 
 class Recorder:
-    """A loopback HTTP server that records each POST and answers with the next scripted status (then 200)."""
+    """A loopback HTTP server that records each POST (then calls `on_post` with it) and answers with the next
+    scripted status (then 200)."""
 
     def __init__(self, statuses: list[int] | None = None, body: bytes = b'{"ok": true}',
-                 headers: dict[str, str] | None = None):
+                 headers: dict[str, str] | None = None, on_post: Callable[[dict], None] | None = None):
         self.requests: list[dict] = []
         self.statuses = list(statuses or [])
         recorder = self
@@ -39,6 +44,8 @@ class Recorder:
                 length = int(self.headers.get("Content-Length", "0"))
                 recorder.requests.append({"path": self.path, "headers": dict(self.headers.items()),
                                           "body": self.rfile.read(length)})
+                if on_post is not None:   # what the CI server does on a trigger, before it answers
+                    on_post(recorder.requests[-1])
                 status = recorder.statuses.pop(0) if recorder.statuses else 200
                 self.send_response(status)
                 for name, value in (headers or {}).items():
@@ -364,6 +371,52 @@ def test_the_daemon_triggers_the_ci_server_on_pushes_to_matching_branches_only(r
     pushed = sorted((b["branch"], b["after"], b["tree"]) for b in bodies[1:])
     assert pushed == [("feature/x", new, sandbox.tree(new)), ("main", new, sandbox.tree(new))]
     assert all(b["pusher"].startswith("alice") for b in bodies[1:])
+
+
+def test_a_ci_server_that_reports_pending_as_soon_as_the_daemons_first_trigger_comes_reaches_the_api(recorder, short_tmp):
+    port = free_port()
+    sandbox = Sandbox(short_tmp, {"qa": ["qa-1"]},
+                      extra={"api": {"listen": f"127.0.0.1:{port}", "tokens_file": str(short_tmp / "tokens.yml")}})
+    token = sandbox.cli("token", "create", "jenkins", "--scope", "statuses:write").stdout.strip()
+    answers: list[object] = []
+
+    def report_pending(request: dict) -> None:
+        commit = json.loads(request["body"])["after"]
+        status = urllib.request.Request(
+            f"http://127.0.0.1:{port}/api/v1/repos/shop/statuses/{commit}", method="POST",
+            data=json.dumps({"state": "pending", "context": "ci/test"}).encode(),
+            headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"})
+        try:
+            with urllib.request.urlopen(status, timeout=10) as response:
+                answers.append(response.status)
+        except (urllib.error.URLError, OSError) as exc:   # e.g. connection refused: the API did not listen yet
+            answers.append(repr(exc))
+
+    server = recorder(on_post=report_pending)
+    config = yaml.safe_load(sandbox.config.read_text())
+    config["repositories"][0]["ci"] = {"trigger": [{"url": f"{server.url}/hook", "branches": ["main"]}]}
+    sandbox.config.write_text(yaml.safe_dump(config))
+    with Daemon(sandbox) as daemon:   # main's head is new to it: its first look triggers the CI server
+        daemon.wait_for(lambda: answers, 30, "the CI server's pending status")
+    assert answers == [201]
+    shown = sandbox.cli("ci", "status", sandbox.head("main")).stdout
+    assert "ci/test" in shown and "pending" in shown, shown
+
+
+def test_ci_rerun_sends_the_trigger_again_for_the_same_head(recorder, short_tmp):
+    server = recorder()
+    sandbox = Sandbox(short_tmp, {"qa": ["qa-1"]})
+    config = yaml.safe_load(sandbox.config.read_text())
+    config["repositories"][0]["ci"] = {"trigger": [{"url": f"{server.url}/hook", "branches": ["main"]}]}
+    sandbox.config.write_text(yaml.safe_dump(config))
+    head = sandbox.head("main")
+    with Daemon(sandbox) as daemon:
+        daemon.wait_for(lambda: server.requests, 30, "the first look's trigger for main")
+        said = sandbox.cli("ci", "rerun", "shop", head[:10]).stdout   # the commit at main's head names main too
+        daemon.wait_for(lambda: len(server.requests) >= 2, 30, "the trigger sent again")
+    assert f"CI runs again on main at {head[:7]} (the trigger to {server.url}/hook)" in said
+    again = json.loads(server.requests[1]["body"])
+    assert (again["branch"], again["before"], again["after"]) == ("main", head, head)
 
 
 def test_the_readme_documents_the_json_schema_gitopsd_sends():
