@@ -1070,7 +1070,8 @@ def build_parser() -> argparse.ArgumentParser:
     c = ci.add_parser("report", parents=[common], help="store a commit status (reporter cli:<user>)")
     c.set_defaults(func=cmd_ci_report)
     c.add_argument("--commit", required=True, metavar="COMMIT", help="commit id (40 hex digits or at least 7)")
-    c.add_argument("--context", default="default", metavar="CONTEXT", help="e.g. ci/test (default: default)")
+    c.add_argument("--context", default="default", metavar="CONTEXT",
+                   help="e.g. ci/test (default: default); gitopsd/... are the built-in CI's alone")
     c.add_argument("--state", required=True, metavar="STATE", help="pending, success, failure or error")
     c.add_argument("--url", metavar="URL", help="http(s) link to the job's output")
     c.add_argument("--description", metavar="TEXT", help="one line on the result")
