@@ -682,11 +682,14 @@ def cmd_token_create(args: argparse.Namespace) -> int:
     from .api.tokens import create
     config = _config(args)
     path = _tokens_file(config)
+    contexts, repos = _patterns(args.contexts), _patterns(args.repos)
     secret = create(path, args.name, args.scope or [], created_by=cli_identity(), group=_daemon_group(config),
-                    owner=args.owner)
+                    owner=args.owner, contexts=contexts, repos=repos)
     print(secret)
     print(f"token {args.name} created with scope {', '.join(dict.fromkeys(args.scope))}"
           + (f", acting as {args.owner or args.name} for sign-offs and approvals" if "approvals:write" in args.scope else "")
+          + (f", reporting only contexts {', '.join(contexts)}" if contexts else "")
+          + (f", only for repositories {', '.join(repos)}" if repos else "")
           + f" in {path}. The secret above "
           "is shown only this once: put it in your CI's secret store (the daemon takes it from its next request).",
           file=sys.stderr)
@@ -700,9 +703,15 @@ def cmd_token_list(args: argparse.Namespace) -> int:
     if not tokens:
         print(f"no API tokens in {path} (create one with `gitopsd token create NAME --scope read`)")
         return 0
-    _print_table([("NAME", "SCOPES", "OWNER", "CREATED", "BY")]
-                 + [(t.name, ",".join(t.scopes), t.identity, t.created_at, t.created_by) for t in tokens])
+    _print_table([("NAME", "SCOPES", "OWNER", "CONTEXTS", "REPOS", "CREATED", "BY")]
+                 + [(t.name, ",".join(t.scopes), t.identity, ",".join(t.contexts) or "*", ",".join(t.repos) or "*",
+                     t.created_at, t.created_by) for t in tokens])
     return 0
+
+
+def _patterns(given: list[str] | None) -> tuple[str, ...]:
+    """`--contexts`/`--repos` as given, each repeatable and comma-separated: the glob patterns, in order."""
+    return tuple(p.strip() for value in given or () for p in value.split(",") if p.strip())
 
 
 def cmd_token_revoke(args: argparse.Namespace) -> int:
@@ -1051,18 +1060,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("token", "create, list or revoke tokens of the HTTP API",
             "Tokens of the daemon's HTTP API (README, \"HTTP API\"): named, scoped (statuses:write to report\n"
-            "commit statuses, read for status and history, approvals:write for sign-offs, release candidates\n"
-            "and approvals as the token's --owner), kept as sha256 only in api.tokens_file. `create`\n"
+            "and read back commit statuses, limited by --contexts and --repos, never gitopsd/ contexts, the built-in\n"
+            "CI's; read for status and history; approvals:write for sign-offs, release candidates and\n"
+            "approvals as the token's --owner), kept as sha256 only in api.tokens_file. `create`\n"
             "prints the secret once; the daemon reads the file again when it changes (no restart).",
             cmd_token_list)
     token = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     t = token.add_parser("create", parents=[common], help="create a token and print its secret once")
     t.set_defaults(func=cmd_token_create)
     t.add_argument("name", metavar="NAME", help="who uses it, e.g. jenkins (recorded as the reporter of its statuses)")
-    t.add_argument("--scope", action="append", metavar="SCOPE",
-                   help="statuses:write, read or approvals:write; repeat for several")
+    t.add_argument("--scope", "--scopes", action="append", metavar="SCOPE",
+                   help="statuses:write (also reads statuses back, as GitHub's repo:status), read or approvals:write; "
+                        "repeat for several")
     t.add_argument("--owner", metavar="USER",
                    help="the identity its requests act as for sign-offs and approvals (default: NAME)")
+    t.add_argument("--contexts", action="append", metavar="PATTERN",
+                   help="glob patterns of the status contexts it may report, e.g. 'ci/*' (default: any but gitopsd/...)")
+    t.add_argument("--repos", action="append", metavar="PATTERN",
+                   help="glob patterns of the repositories it may report for, e.g. shop (default: any)")
     t = token.add_parser("list", parents=[common], help="list tokens: name, scopes, created (never secrets)")
     t.set_defaults(func=cmd_token_list)
     t = token.add_parser("revoke", parents=[common], help="delete a token (refused from the next request)")
@@ -1088,7 +1103,8 @@ def build_parser() -> argparse.ArgumentParser:
     c = ci.add_parser("report", parents=[common], help="store a commit status (reporter cli:<user>)")
     c.set_defaults(func=cmd_ci_report)
     c.add_argument("--commit", required=True, metavar="COMMIT", help="commit id (40 hex digits or at least 7)")
-    c.add_argument("--context", default="default", metavar="CONTEXT", help="e.g. ci/test (default: default)")
+    c.add_argument("--context", default="default", metavar="CONTEXT",
+                   help="e.g. ci/test (default: default); gitopsd/... are the built-in CI's alone")
     c.add_argument("--state", required=True, metavar="STATE", help="pending, success, failure or error")
     c.add_argument("--url", metavar="URL", help="http(s) link to the job's output")
     c.add_argument("--description", metavar="TEXT", help="one line on the result")

@@ -3,7 +3,8 @@
 Real: buildbot, buildbot-worker and buildbot-www from PyPI (www serves the change hooks and refuses to
 start without buildbot-www, UI or not), their processes, and builds that clone the bare repository
 at the change's revision, run the sample app's tests and report a commit status to gitopsd's API
-with the README's one-line `curl`. Ports come from the OS; everything listens on 127.0.0.1 only.
+with the README's one-line `curl`, and, when asked, Buildbot's own GitHubStatusPush reporter pointed at
+gitopsd's GitHub-style API. Ports come from the OS; everything listens on 127.0.0.1 only.
 """
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ c["protocols"] = {{"pb": {{"port": f"tcp:{{PB_PORT}}:interface=127.0.0.1"}}}}
 c["change_source"] = []
 c["www"] = {{"port": f"tcp:{{WWW_PORT}}:interface=127.0.0.1", "plugins": {{}},
             "change_hook_dialects": {{"base": True}}, "change_hook_auth": [strcred.makeChecker({hook_auth!r})]}}
-c["schedulers"] = [schedulers.SingleBranchScheduler(
+{reporter}c["schedulers"] = [schedulers.SingleBranchScheduler(
     name="main", change_filter=util.ChangeFilter(branch="main"), treeStableTimer=None, builderNames=["test"])]
 
 
@@ -69,6 +70,29 @@ factory = util.BuildFactory([
     report("failure", False),
 ])
 c["builders"] = [util.BuilderConfig(name="test", workernames=["local"], factory=factory)]
+"""
+
+
+# GitHubStatusPush names the repository by the change's project when it is OWNER/NAME (else it parses the
+# repository's URL, and gitopsd sends the bare repository's path): the `base` hook's documented custom_class
+# names gitopsd's project `shop` as `gitopsd/shop`, which gitopsd's API takes for `shop` (any owner).
+GITHUB_REPORTER = """\
+from buildbot.plugins import reporters
+from buildbot.www.hooks.base import BaseHookHandler
+
+
+class GitHubStyleProject(BaseHookHandler):
+    def getChanges(self, request):
+        def named(result):
+            changes, src = result
+            for change in changes:
+                change["project"] = f"gitopsd/{{change['project']}}"
+            return changes, src
+        return super().getChanges(request).addCallback(named)
+
+
+c["www"]["change_hook_dialects"] = {{"base": {{"custom_class": GitHubStyleProject}}}}
+c["services"] = [reporters.GitHubStatusPush(token={token!r}, baseURL={base_url!r}, context={context!r})]
 """
 
 
@@ -148,11 +172,13 @@ class Buildbot:
                     pass
 
 
-def start(root: Path, *, report: str, change_hook_auth: str, env: dict[str, str]) -> Buildbot:
+def start(root: Path, *, report: str, change_hook_auth: str, env: dict[str, str],
+          github: dict[str, str] | None = None) -> Buildbot:
     """Create and start a master and a local worker under `root`; `env` goes to the worker (the token, the API URL).
 
     `report` is the shell line each build ends with (STATE, GITOPSD_COMMIT and BUILD_URL set);
-    `change_hook_auth` is the "user:password" the change hook wants (HTTP basic auth).
+    `change_hook_auth` is the "user:password" the change hook wants (HTTP basic auth); `github` (token, base_url,
+    context) adds GitHubStatusPush reporting each build to that GitHub-style API.
     Return once the worker is connected, so a change that comes next is built at once."""
     root.mkdir(parents=True, exist_ok=True)
     www_port, pb_port = free_port(), free_port()
@@ -162,7 +188,8 @@ def start(root: Path, *, report: str, change_hook_auth: str, env: dict[str, str]
                    capture_output=True, timeout=120)
     (master / "master.cfg").write_text(MASTER_CFG.format(www_port=www_port, pb_port=pb_port, report=report,
                                                          password=WORKER_PASSWORD,
-                                                         hook_auth=f"file:{master / 'changehook.passwd'}"))
+                                                         hook_auth=f"file:{master / 'changehook.passwd'}",
+                                                         reporter=GITHUB_REPORTER.format(**github) if github else ""))
     (master / "changehook.passwd").write_text(f"{change_hook_auth}\n")
     subprocess.run([str(BIN / "buildbot-worker"), "create-worker", "--quiet", str(workdir), f"127.0.0.1:{pb_port}",
                     "local", WORKER_PASSWORD], check=True, env=run, capture_output=True, timeout=60)

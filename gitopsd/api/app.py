@@ -73,15 +73,32 @@ def create_app(config: Callable[[], Config], store: Store, tokens: TokenCheck,
     `human_gates(identity, request)` records sign-offs, release candidates and approvals (HumanGates.handle);
     `metrics()` the Prometheus text for /metrics (no token: it listens where the API does, loopback by default)."""
 
-    def authorize(request: Request, scope: str) -> Token:
+    def authenticate(request: Request) -> Token:
         token = tokens.authenticate(request.headers.get("authorization"))
         if token is None:   # the same answer for a missing, unknown or revoked token: nothing to learn from it
             raise ApiError(401, {"message": "a valid API token is required (Authorization: Bearer <token>)"},
                            {"WWW-Authenticate": 'Bearer realm="gitopsd"'})
         request.scope["gitopsd.token"] = token.name
+        return token
+
+    def authorize(request: Request, scope: str) -> Token:
+        token = authenticate(request)
         if scope not in token.scopes:
             raise ApiError(403, {"message": f"this token lacks the scope {scope}"})
         return token
+
+    def status_reader(request: Request) -> tuple[Token, Repository]:
+        """The token and repository of a read of statuses: `read`, or as GitHub's `repo:status`, a token that may
+        report statuses for the repository (a CI job reads back the combined status it reported to)."""
+        token = authenticate(request)
+        repo = repository(request.path_params["repo"])
+        if "read" not in token.scopes and not token.may_report(repo.name):
+            raise ApiError(403, {"message": f"this token lacks the scope read (or statuses:write for {repo.name})"})
+        return token, repo
+
+    def owners() -> dict[str, str]:
+        """Token name -> owner, for each status's `creator` (a revoked token's statuses show its name)."""
+        return {t.name: t.identity for t in tokens.tokens()}
 
     def repository(name: str) -> Repository:
         repo = config().repository(name)
@@ -109,11 +126,18 @@ def create_app(config: Callable[[], Config], store: Store, tokens: TokenCheck,
     async def post_status(request: Request) -> Response:
         token = authorize(request, "statuses:write")
         repo = repository(request.path_params["repo"])
-        report = statuses.parse_report(_json(await _body(request)))
+        try:
+            report = statuses.parse_report(_json(await _body(request)))
+        except statuses.ReservedContext as exc:
+            raise ApiError(403, {"message": str(exc)}) from exc
+        refusal = token.refusal(repo.name, report.context)
+        if refusal is not None:
+            raise ApiError(403, {"message": refusal})
+        shown_as = owners()
 
         def store_it() -> dict[str, Any]:
             commit, tree = statuses.resolve_commit(repo.path, request.path_params["commit"])
-            return statuses.record(store, repo.name, commit, tree, report, reporter=token.name)
+            return statuses.record(store, repo.name, commit, tree, report, reporter=token.name, owners=shown_as)
         stored = await blocking(store_it)
         try:
             on_status(repo.name)
@@ -122,23 +146,37 @@ def create_app(config: Callable[[], Config], store: Store, tokens: TokenCheck,
         return JSONResponse(stored, status_code=201)
 
     async def combined_status(request: Request) -> Response:
-        authorize(request, "read")
-        repo = repository(request.path_params["repo"])
+        _token, repo = status_reader(request)
+        shown_as = owners()
 
         def read() -> dict[str, Any]:
             commit, tree = statuses.resolve_commit(repo.path, request.path_params["commit"])
-            return statuses.combined(store, repo.name, commit, tree)
+            return statuses.combined(store, repo.name, commit, tree, owners=shown_as)
         return JSONResponse(await blocking(read))
 
     async def commit_statuses(request: Request) -> Response:
-        authorize(request, "read")
-        repo = repository(request.path_params["repo"])
-        limit = _limit(request, 100)
+        _token, repo = status_reader(request)
+        limit = _limit(request, 100, "per_page")
+        shown_as = owners()
 
         def read() -> list[dict[str, Any]]:
             commit, _tree = statuses.resolve_commit(repo.path, request.path_params["commit"])
-            return [statuses.status_json(s) for s in store.status_history(repo.name, commit, limit)]
+            return [statuses.status_json(s, shown_as) for s in store.status_history(repo.name, commit, limit)]
         return JSONResponse(await blocking(read))
+
+    async def github_repository(request: Request) -> Response:
+        """GitHub's repository object, the fields its clients read (PyGithub's non-lazy get_repo)."""
+        _token, repo = status_reader(request)
+        owner = request.path_params["owner"]
+        return JSONResponse(statuses.repository_json(repo.name, owner, _default_branch(repo),
+                                                     str(request.url.replace(query=""))))
+
+    async def github_commit(request: Request) -> Response:
+        """GitHub's commit object, the fields its clients read before reporting (PyGithub's non-lazy get_commit)."""
+        _token, repo = status_reader(request)
+        commit, tree = await blocking(statuses.resolve_commit, repo.path, request.path_params["commit"])
+        url = str(request.url.replace(query=""))
+        return JSONResponse({"sha": commit, "url": f"{url.rpartition('/')[0]}/{commit}", "commit": {"tree": {"sha": tree}}})
 
     async def status(request: Request) -> Response:
         authorize(request, "read")
@@ -270,6 +308,16 @@ def create_app(config: Callable[[], Config], store: Store, tokens: TokenCheck,
         Route(f"{v1}/repos/{{repo}}/rcs", post_rc, methods=["POST"]),
         Route(f"{v1}/repos/{{repo}}/rcs/{{name}}", rc_show, methods=["GET"]),
         Route(f"{v1}/repos/{{repo}}/rcs/{{name}}/approvals", post_approval, methods=["POST"]),
+        # GitHub's paths, for clients built for GitHub (PyGithub, Buildbot's GitHubStatusPush): any owner, one
+        # namespace; after gitopsd's own, so /repos/shop/rcs stays the release candidates of shop. The GET of
+        # .../statuses/{commit} is GitHub's other name for a commit's list of statuses.
+        Route(f"{v1}/repos/{{repo}}/statuses/{{commit}}", commit_statuses, methods=["GET"]),
+        Route(f"{v1}/repos/{{owner}}/{{repo}}", github_repository, methods=["GET"]),
+        Route(f"{v1}/repos/{{owner}}/{{repo}}/statuses/{{commit}}", post_status, methods=["POST"]),
+        Route(f"{v1}/repos/{{owner}}/{{repo}}/statuses/{{commit}}", commit_statuses, methods=["GET"]),
+        Route(f"{v1}/repos/{{owner}}/{{repo}}/commits/{{commit}}", github_commit, methods=["GET"]),
+        Route(f"{v1}/repos/{{owner}}/{{repo}}/commits/{{commit}}/status", combined_status, methods=["GET"]),
+        Route(f"{v1}/repos/{{owner}}/{{repo}}/commits/{{commit}}/statuses", commit_statuses, methods=["GET"]),
         Route("/metrics", prometheus, methods=["GET"]),
     ], exception_handlers={ApiError: api_error, statuses.InvalidStatus: invalid, 404: not_found, 405: not_allowed,
                            500: internal})
@@ -347,11 +395,22 @@ async def _gate_fields(request: Request, types: dict[str, type], required: tuple
     return fields
 
 
-def _limit(request: Request, default: int) -> int:
-    raw = request.query_params.get("limit", str(default))
+def _limit(request: Request, default: int, alias: str = "limit") -> int:
+    """`?limit=` (or GitHub's name for it, `alias`, e.g. per_page), 1 to MAX_LIMIT."""
+    field = alias if alias in request.query_params else "limit"
+    raw = request.query_params.get(field, str(default))
     if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
-        raise _unprocessable("limit", f"must be a whole number from 1 to {MAX_LIMIT}, not {raw[:20]!r}")
+        raise _unprocessable(field, f"must be a whole number from 1 to {MAX_LIMIT}, not {raw[:20]!r}")
     return int(raw)
+
+
+def _default_branch(repo: Repository) -> str:
+    """The branch the bare repository's HEAD names (main unless someone changed it)."""
+    try:
+        head = (repo.path / "HEAD").read_text(encoding="utf-8", errors="replace").strip()
+    except OSError:
+        return "main"
+    return head.removeprefix("ref: refs/heads/") if head.startswith("ref: refs/heads/") else "main"
 
 
 class Guard:

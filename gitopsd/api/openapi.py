@@ -26,6 +26,7 @@ def _limit(default: int) -> dict[str, Any]:
 
 
 REPO = _path("repo", "repository name, as in the server configuration")
+OWNER = _path("owner", "any name: GitHub's paths name an owner, gitopsd has one namespace (the answers echo it)")
 COMMIT = _path("commit", "commit id: 40 hex digits, or an unambiguous abbreviation of at least 7")
 ERRORS = {"401": {"$ref": "#/components/responses/Unauthorized"}, "403": {"$ref": "#/components/responses/Forbidden"}}
 NOT_FOUND = {"404": _json(_ref("Error"), "unknown repository, environment or commit")}
@@ -39,6 +40,34 @@ REFUSED = {"403": _json(_ref("Refusal"), "the token's owner may not do this (not
            "422": _json(_ref("Refusal"), "a bad field; `error` says which"),
            "401": {"$ref": "#/components/responses/Unauthorized"}}
 DONE = {"201": _json(_ref("Done"), "recorded (in the state store and as a git note on the commit)")}
+STATUS_READ = "scope read, or statuses:write that may report for this repository (GitHub's repo:status)"
+REPORT_REFUSED = {"403": _json(_ref("Error"), "the token lacks statuses:write; or the context starts with gitopsd/ "
+                                              "(reserved for gitopsd's built-in CI: use another, e.g. ci/jenkins); or "
+                                              "the token's contexts or repos do not cover it (the message names them)")}
+
+
+def _status_paths(prefix: str, where: list[dict[str, Any]]) -> dict[str, Any]:
+    """The commit-status paths under `prefix` (gitopsd's /repos/{repo}, or GitHub's /repos/{owner}/{repo})."""
+    listed = {"summary": f"every status reported for this commit itself, newest first ({STATUS_READ})",
+              "parameters": [*where, COMMIT, _limit(100),
+                             {"name": "per_page", "in": "query", "required": False, "schema": {"type": "integer"},
+                              "description": "GitHub's name for limit"}],
+              "responses": {"200": _json({"type": "array", "items": _ref("Status")}, "history"), **ERRORS,
+                            **NOT_FOUND, **INVALID}}
+    return {
+        f"{prefix}/statuses/{{commit}}": {
+            "post": {"summary": "report a commit status (scope statuses:write); stored against the commit and its tree",
+                     "parameters": [*where, COMMIT],
+                     "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("StatusReport")}}},
+                     "responses": {"201": _json(_ref("Status"), "stored"), **ERRORS, **REPORT_REFUSED, **NOT_FOUND,
+                                   **INVALID}},
+            "get": {**listed, "summary": f"GitHub's other path for {listed['summary']}"}},
+        f"{prefix}/commits/{{commit}}/status": {"get": {
+            "summary": f"the combined status of a commit: the newest per context for its tree ({STATUS_READ})",
+            "parameters": [*where, COMMIT],
+            "responses": {"200": _json(_ref("CombinedStatus"), "combined"), **ERRORS, **NOT_FOUND}}},
+        f"{prefix}/commits/{{commit}}/statuses": {"get": listed},
+    }
 
 
 def document() -> dict[str, Any]:
@@ -49,8 +78,11 @@ def document() -> dict[str, Any]:
         "info": {"title": "gitopsd", "version": "1",
                  "description": "Commit statuses by tree (GitHub's fields), and what `gitopsd status` and `history` "
                                 "show; sign-offs, release candidates and approvals as the token's owner. Every "
-                                "endpoint but /api/v1/health needs a token: `Authorization: Bearer <token>` from "
-                                "`gitopsd token create NAME --scope read|statuses:write|approvals:write [--owner USER]`."},
+                                "endpoint but /api/v1/health needs a token: `Authorization: Bearer <token>` (or GitHub's `token "
+                                "<token>`) from `gitopsd token create NAME --scope read|statuses:write|approvals:write "
+                                "[--owner USER] [--contexts PATTERN] [--repos PATTERN]`. The status paths also answer "
+                                "under GitHub's /repos/{owner}/{repo}, for clients built for GitHub; contexts starting "
+                                "with gitopsd/ are written only by gitopsd's built-in CI."},
         "servers": [{"url": "/"}],
         "security": [{"bearer": []}],
         "components": {
@@ -80,8 +112,24 @@ def document() -> dict[str, Any]:
                         "target_url": {"type": nullable}, "description": {"type": nullable},
                         "commit": {"type": "string", "description": "the commit it was reported for"},
                         "tree": {"type": "string", "description": "only in the answer to a POST"},
-                        "reporter": {"type": "string", "description": "the token's name, or cli:<user>"},
-                        "created_at": {"type": "string", "format": "date-time"}}},
+                        "reporter": {"type": "string", "description": "the token's name, cli:<user>, or gitopsd"},
+                        "creator": _ref("User"),
+                        "created_at": {"type": "string", "format": "date-time"},
+                        "updated_at": {"type": "string", "format": "date-time", "description": "= created_at"}}},
+                "User": {"type": "object", "description": "GitHub's user object for the reporter: the token's owner, "
+                                                          "cli:<user>, or gitopsd (type Bot, the built-in CI)",
+                         "properties": {"login": {"type": "string"},
+                                        "id": {"type": "integer", "description": "a stable number made from the login"},
+                                        "type": {"type": "string", "enum": ["User", "Bot"]}}},
+                "Repository": {"type": "object", "description": "GitHub's repository object, the fields its clients "
+                                                                "read; ids are stable numbers made from the names",
+                               "properties": {"id": {"type": "integer"}, "name": {"type": "string"},
+                                              "full_name": {"type": "string"}, "private": {"type": "boolean"},
+                                              "owner": {"type": "object"}, "url": {"type": "string"},
+                                              "statuses_url": {"type": "string"}, "default_branch": {"type": "string"}}},
+                "Commit": {"type": "object", "description": "GitHub's commit object, only sha, url and commit.tree.sha",
+                           "properties": {"sha": {"type": "string"}, "url": {"type": "string"},
+                                          "commit": {"type": "object"}}},
                 "CombinedStatus": {
                     "type": "object",
                     "description": "failure if any context failed or errored; pending if any is pending or none was "
@@ -135,20 +183,14 @@ def document() -> dict[str, Any]:
                 "parameters": [{"name": "repo", "in": "query", "required": False, "schema": {"type": "string"}}],
                 "responses": {"200": _json({"type": "array", "items": _ref("EnvironmentStatus")}, "every environment"),
                               **ERRORS, **NOT_FOUND}}},
-            "/api/v1/repos/{repo}/statuses/{commit}": {"post": {
-                "summary": "report a commit status (scope statuses:write); stored against the commit and its tree",
-                "parameters": [REPO, COMMIT],
-                "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("StatusReport")}}},
-                "responses": {"201": _json(_ref("Status"), "stored"), **ERRORS, **NOT_FOUND, **INVALID}}},
-            "/api/v1/repos/{repo}/commits/{commit}/status": {"get": {
-                "summary": "the combined status of a commit: the newest per context for its tree (scope read)",
-                "parameters": [REPO, COMMIT],
-                "responses": {"200": _json(_ref("CombinedStatus"), "combined"), **ERRORS, **NOT_FOUND}}},
-            "/api/v1/repos/{repo}/commits/{commit}/statuses": {"get": {
-                "summary": "every status reported for this commit itself, newest first (scope read)",
-                "parameters": [REPO, COMMIT, _limit(100)],
-                "responses": {"200": _json({"type": "array", "items": _ref("Status")}, "history"), **ERRORS,
-                              **NOT_FOUND, **INVALID}}},
+            **_status_paths("/api/v1/repos/{repo}", [REPO]),
+            **_status_paths("/api/v1/repos/{owner}/{repo}", [OWNER, REPO]),
+            "/api/v1/repos/{owner}/{repo}": {"get": {
+                "summary": f"GitHub's repository object ({STATUS_READ})", "parameters": [OWNER, REPO],
+                "responses": {"200": _json(_ref("Repository"), "the repository"), **ERRORS, **NOT_FOUND}}},
+            "/api/v1/repos/{owner}/{repo}/commits/{commit}": {"get": {
+                "summary": f"GitHub's commit object ({STATUS_READ})", "parameters": [OWNER, REPO, COMMIT],
+                "responses": {"200": _json(_ref("Commit"), "the commit"), **ERRORS, **NOT_FOUND}}},
             "/api/v1/repos/{repo}/environments/{env}/history": {"get": {
                 "summary": "deployments of an environment, newest first, as `gitopsd history --json` (scope read)",
                 "parameters": [REPO, _path("env", "environment name"), _limit(20)],

@@ -5,11 +5,13 @@ the two cannot disagree. Stdlib only (no web framework): the CLI imports this.
 """
 from __future__ import annotations
 
+import hashlib
 import re
 import time
 from dataclasses import dataclass
+from types import MappingProxyType
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 from urllib.parse import urlsplit
 
 from ..adapters import gitcli
@@ -23,6 +25,11 @@ MAX_BODY = 64 * 1024        # bytes of a POSTed status
 MAX_DESCRIPTION = 1000      # characters (GitHub cuts at 140; ours is a limit, not a cut)
 MAX_URL = 2048
 HEX = re.compile(r"[0-9a-f]{7,40}")
+# Contexts only the daemon's built-in CI writes (ci/steps.py, straight to the store): a required
+# `gitopsd/test` must mean gitopsd ran the tests, so no token and no `gitopsd ci report` may write one.
+RESERVED_PREFIX = "gitopsd/"
+BUILTIN_REPORTER = "gitopsd"
+NO_OWNERS: Mapping[str, str] = MappingProxyType({})
 
 
 class InvalidStatus(UserError):
@@ -31,6 +38,10 @@ class InvalidStatus(UserError):
     def __init__(self, field: str, message: str):
         super().__init__(f"{field}: {message}")
         self.field, self.message = field, message
+
+
+class ReservedContext(UserError):
+    """A report of a context under gitopsd/, which only the built-in CI writes (403 in the API)."""
 
 
 class UnknownCommit(UserError):
@@ -78,6 +89,9 @@ def parse_report(data: Any) -> Report:
                 or not target_url.isprintable() or " " in target_url):
             raise InvalidStatus("target_url", f"must be an http:// or https:// URL of at most {MAX_URL} characters, "
                                               "e.g. https://ci.example.com/job/42")
+    if context.lower().startswith(RESERVED_PREFIX):
+        raise ReservedContext(f"the context {context[:80]!r} is reserved: contexts starting with {RESERVED_PREFIX} are "
+                              "written only by gitopsd's built-in CI; report yours under another context, e.g. ci/jenkins")
     description = _text(data, "description")
     if description is not None and len(description) > MAX_DESCRIPTION:
         raise InvalidStatus("description", f"must be at most {MAX_DESCRIPTION} characters (got {len(description)})")
@@ -128,24 +142,46 @@ def resolve_commit(repo_path: Path, given: str) -> tuple[str, str]:
 
 
 def record(store: Store, repo: str, commit: str, tree: str, report: Report, reporter: str,
-           now: float | None = None) -> dict[str, Any]:
+           now: float | None = None, owners: Mapping[str, str] = NO_OWNERS) -> dict[str, Any]:
     """Store a report against the commit and its tree; return it as the API shows it."""
     now = time.time() if now is None else now
     row = store.add_status(repo=repo, commit=commit, tree=tree, context=report.context, state=report.state,
                            reporter=reporter, now=now, target_url=report.target_url, description=report.description)
-    shown = status_json(Status(report.context, report.state, report.target_url, report.description, commit, reporter, now))
+    shown = status_json(Status(report.context, report.state, report.target_url, report.description, commit, reporter, now),
+                        owners)
     return {"id": row, **shown, "tree": tree}
 
 
-def status_json(status: Status) -> dict[str, Any]:
-    """One status in GitHub's words (plus who reported it and for which commit)."""
+def creator(reporter: str, owners: Mapping[str, str] = NO_OWNERS) -> dict[str, Any]:
+    """GitHub's user object for a reporter: a token's owner (`owners`: token name -> owner), a cli:<user>, or gitopsd.
+
+    GitHub's clients want a number as the id; gitopsd has none, so it is a stable one made from the login."""
+    login = owners.get(reporter, reporter)
+    return {"login": login, "id": int(hashlib.sha256(login.encode()).hexdigest()[:12], 16),
+            "type": "Bot" if reporter == BUILTIN_REPORTER else "User"}
+
+
+def status_json(status: Status, owners: Mapping[str, str] = NO_OWNERS) -> dict[str, Any]:
+    """One status in GitHub's words, its `creator` too (plus who reported it and for which commit)."""
+    created = iso(status.created_at)
     return {"state": status.state, "context": status.context, "target_url": status.target_url,
             "description": status.description, "commit": status.commit, "reporter": status.reporter,
-            "created_at": iso(status.created_at)}
+            "creator": creator(status.reporter, owners), "created_at": created, "updated_at": created}
 
 
-def combined(store: Store, repo: str, commit: str, tree: str, required: tuple[str, ...] = ()) -> dict[str, Any]:
+def combined(store: Store, repo: str, commit: str, tree: str, required: tuple[str, ...] = (),
+             owners: Mapping[str, str] = NO_OWNERS) -> dict[str, Any]:
     """GitHub's combined status of a commit: the newest status per context reported for its tree."""
     statuses = store.statuses(repo, tree)
     return {"state": combined_state(statuses, required), "sha": commit, "tree": tree, "total_count": len(statuses),
-            "statuses": [status_json(s) for s in statuses]}
+            "statuses": [status_json(s, owners) for s in statuses]}
+
+
+def repository_json(name: str, owner: str, default_branch: str, url: str) -> dict[str, Any]:
+    """GitHub's repository object with the fields its clients read, for the owner the client asked for (gitopsd has
+    one namespace: any owner names the same repository). Ids are stable numbers made from the names."""
+    def number(text: str) -> int:
+        return int(hashlib.sha256(text.encode()).hexdigest()[:12], 16)
+    return {"id": number(f"repo:{name}"), "name": name, "full_name": f"{owner}/{name}", "private": True,
+            "owner": {"login": owner, "id": number(f"owner:{owner}"), "type": "Organization"},
+            "url": url, "statuses_url": f"{url}/statuses/{{sha}}", "default_branch": default_branch}

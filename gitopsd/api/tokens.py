@@ -7,9 +7,13 @@ plain sha256 is enough (no password hashing: nothing to guess).
 Each token has an owner: the identity its requests act as for the human gates (sign-offs, release
 candidates, approvals), by default its name. Only whoever can write the tokens file makes tokens, so
 an owner is as trustworthy as that file, as a Unix user is as trustworthy as /etc/passwd.
+
+A token may be limited to status contexts and repositories (glob patterns, `contexts:` and `repos:`;
+none listed means no limit), so a CI server's token cannot report for another CI or repository.
 """
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import hmac
 import logging
@@ -34,6 +38,7 @@ log = logging.getLogger("gitopsd.api")
 SCOPES = ("statuses:write", "read", "approvals:write")
 PREFIX = "gitopsd_"
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+PATTERN_MAX = 255   # a context is at most 255 characters (STATUS_CONTEXT_MAX), and so is a pattern for it
 OWNER_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,63}")   # a Unix user name, as approvers: and signoff_by: list them
 HEADER = ("# gitopsd API tokens (README, \"HTTP API\"), written by `gitopsd token create|revoke`.\n"
           "# Only each secret's sha256 is kept: a lost secret cannot be shown again; revoke it and create another.\n")
@@ -51,14 +56,41 @@ class Token:
     created_at: str
     created_by: str
     owner: str = ""   # who its requests act as for the human gates; "" means its name
+    contexts: tuple[str, ...] = ()   # glob patterns of the status contexts it may report; () means any
+    repos: tuple[str, ...] = ()      # glob patterns of the repositories it may report for; () means any
 
     @property
     def identity(self) -> str:
         return self.owner or self.name
 
+    def may_report(self, repo: str) -> bool:
+        """Whether its statuses:write covers `repo` (which also lets it read that repository's statuses)."""
+        return "statuses:write" in self.scopes and _matches(repo, self.repos)
+
+    def refusal(self, repo: str, context: str) -> str | None:
+        """Why this token may not report `context` for `repo`, in one line; None when it may."""
+        if not _matches(repo, self.repos):
+            return (f"token {self.name} may report only for the repositories {', '.join(self.repos)}, not {repo}; "
+                    "use a token made for it (`gitopsd token create ... --repos PATTERN`)")
+        if not _matches(context, self.contexts):
+            return (f"token {self.name} may report only the contexts {', '.join(self.contexts)}, not {context!r}; "
+                    "report one of those, or use a token made for it (`gitopsd token create ... --contexts PATTERN`)")
+        return None
+
     def as_yaml(self) -> dict[str, Any]:
+        limits = {key: list(value) for key, value in (("contexts", self.contexts), ("repos", self.repos)) if value}
         return {"name": self.name, "scopes": list(self.scopes), "sha256": self.sha256, "owner": self.identity,
-                "created_at": self.created_at, "created_by": self.created_by}
+                **limits, "created_at": self.created_at, "created_by": self.created_by}
+
+
+def _matches(name: str, patterns: tuple[str, ...]) -> bool:
+    return not patterns or any(fnmatch.fnmatchcase(name, p) for p in patterns)
+
+
+def _patterns(value: Any) -> bool:
+    """Whether a tokens file's `contexts:` or `repos:` is absent or a list of one-line glob patterns."""
+    return value is None or (isinstance(value, list) and all(
+        isinstance(p, str) and p.strip() and len(p) <= PATTERN_MAX and p.isprintable() for p in value))
 
 
 def digest(secret: str) -> str:
@@ -94,8 +126,14 @@ def read_tokens(path: Path) -> list[Token]:
         if not ok:
             raise TokenError(f"{path}: tokens[{i}] must have a name, scopes among {', '.join(SCOPES)}, a sha256 and "
                              "at most an owner that is a user name (revoke it and create it again with `gitopsd token create`)")
+        for key in ("contexts", "repos"):
+            if not _patterns(entry.get(key)):
+                raise TokenError(f"{path}: tokens[{i}] ({entry['name']}): {key} must be a list of glob patterns of one "
+                                 f"line each, at most {PATTERN_MAX} characters, e.g. ['ci/*'] (revoke the token and "
+                                 f"create it again with `gitopsd token create ... --{key} PATTERN`)")
         tokens.append(Token(entry["name"], tuple(entry["scopes"]), entry["sha256"], str(entry.get("created_at", "")),
-                            str(entry.get("created_by", "")), entry.get("owner") or ""))
+                            str(entry.get("created_by", "")), entry.get("owner") or "",
+                            tuple(entry.get("contexts") or ()), tuple(entry.get("repos") or ())))
     return tokens
 
 
@@ -127,8 +165,9 @@ def write_tokens(path: Path, tokens: list[Token], group: int | None = None) -> N
 
 
 def create(path: Path, name: str, scopes: list[str], created_by: str, group: int | None = None,
-           owner: str | None = None) -> str:
-    """Add a token acting as `owner` (default: its name); return its secret, stored nowhere (only its sha256 is)."""
+           owner: str | None = None, contexts: tuple[str, ...] = (), repos: tuple[str, ...] = ()) -> str:
+    """Add a token acting as `owner` (default: its name), limited to `contexts` and `repos` (glob patterns; none:
+    any); return its secret, stored nowhere (only its sha256 is). `group`: the daemon's, which must read the file."""
     if not NAME_RE.fullmatch(name):
         raise TokenError(f"{name!r} is not a token name: use letters, digits, '.', '_' or '-' (at most 64), e.g. jenkins")
     if owner is not None and not OWNER_RE.fullmatch(owner):
@@ -137,13 +176,20 @@ def create(path: Path, name: str, scopes: list[str], created_by: str, group: int
     bad = [s for s in scopes if s not in SCOPES]
     if not scopes or bad:
         raise TokenError(f"give each scope with --scope, among {', '.join(SCOPES)}" + (f" (not {bad[0]!r})" if bad else ""))
+    for option, patterns in (("--contexts", contexts), ("--repos", repos)):
+        if not _patterns(list(patterns)):
+            raise TokenError(f"{option}: give glob patterns of one line each, at most {PATTERN_MAX} characters, "
+                             f"e.g. {option} 'ci/*'")
+        if patterns and "statuses:write" not in scopes:
+            raise TokenError(f"{option} limits what a token reports: give it with --scope statuses:write")
     tokens = read_tokens(path)
     if any(t.name == name for t in tokens):
         raise TokenError(f"a token named {name!r} exists already in {path}: `gitopsd token revoke {name}` first, "
                          "or choose another name")
     secret = PREFIX + secrets.token_urlsafe(32)
     created = iso(time.time()) or ""
-    tokens.append(Token(name, tuple(dict.fromkeys(scopes)), digest(secret), created, created_by, owner or name))
+    tokens.append(Token(name, tuple(dict.fromkeys(scopes)), digest(secret), created, created_by, owner or name,
+                        tuple(dict.fromkeys(contexts)), tuple(dict.fromkeys(repos))))
     write_tokens(path, tokens, group)
     return secret
 

@@ -2,7 +2,8 @@
 
 Real: the daemon as a process with its HTTP API, pushes through the hook, a Buildbot master and local
 worker (tests/buildbot_fixture.py) that clone the bare repository, run the sample app's tests and
-report with the README's `curl` line. Nothing is faked; nothing listens beyond 127.0.0.1.
+report with the README's `curl` line, and with Buildbot's own GitHubStatusPush pointed at gitopsd's API.
+Nothing is faked; nothing listens beyond 127.0.0.1.
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from tests.support import ROOT, Daemon, Sandbox, git
 pytestmark = pytest.mark.buildbot
 
 CONTEXT = "buildbot/test"
+REPORTER_CONTEXT = "buildbot/github-status-push"   # what Buildbot's GitHubStatusPush reports, beside the curl line's
 # Where curl is missing, the same report in Python (the README's line is what runs wherever curl exists).
 PYTHON_REPORT = ("python3 -c 'import json, os, urllib.request as u; e = os.environ; u.urlopen(u.Request("
                  "e[\"GITOPSD_URL\"] + \"/api/v1/repos/shop/statuses/\" + e[\"GITOPSD_COMMIT\"], method=\"POST\", "
@@ -57,11 +59,15 @@ def world():
                           extra={"api": {"listen": f"127.0.0.1:{api_port}", "tokens_file": str(root / "tokens.yml")}})
         secret = sandbox.cli("token", "create", "buildbot", "--scope", "statuses:write").stdout.strip()
         reader = sandbox.cli("token", "create", "tester", "--scope", "read").stdout.strip()
+        pusher = sandbox.cli("token", "create", "buildbot-push", "--scope", "statuses:write", "--owner", "ci-bot",
+                             "--contexts", "buildbot/*", "--repos", "shop").stdout.strip()
         hook_secret = root / "buildbot-hook"
         hook_secret.write_text("gitopsd:hook-pw\n")
         report = readme_report_line() if shutil.which("curl") else PYTHON_REPORT
         bot = buildbot_fixture.start(root / "buildbot", report=report, change_hook_auth="gitopsd:hook-pw",
-                                     env={"GITOPSD_TOKEN": secret, "GITOPSD_URL": f"http://127.0.0.1:{api_port}"})
+                                     env={"GITOPSD_TOKEN": secret, "GITOPSD_URL": f"http://127.0.0.1:{api_port}"},
+                                     github={"token": pusher, "base_url": f"http://127.0.0.1:{api_port}/api/v1",
+                                             "context": REPORTER_CONTEXT})
         config = yaml.safe_load(sandbox.config.read_text())
         config["repositories"][0]["ci"] = {"trigger": [{"url": bot.change_hook, "kind": "buildbot",
                                                         "secret_file": str(hook_secret), "branches": ["main"]}]}
@@ -89,6 +95,10 @@ def test_a_green_build_promotes_qa_and_a_red_one_leaves_it_and_is_refused_by_nam
         statuses = json_get(sandbox, f"repos/shop/commits/{green}/statuses", reader)
         [status] = [s for s in statuses if s["context"] == CONTEXT]
         assert status["state"] == "success" and status["target_url"] == build_url(bot, build)
+        # GitHubStatusPush reported the build too, pending then success, through GitHub's paths, as its token's owner.
+        pushed = daemon.wait_for(lambda: reported(sandbox, green, reader, "success"), 30, "GitHubStatusPush's success")
+        assert pushed[0]["target_url"] == build_url(bot, build) and {s["creator"]["login"] for s in pushed} == {"ci-bot"}
+        assert len(pushed) > 1 and {s["state"] for s in pushed[1:]} == {"pending"}   # the request's, then the build's
 
         # A commit whose tests fail: Buildbot reports failure, qa stays, a promotion by hand is refused.
         sandbox.write("app/settings.json", '{"healthy": false, "greeting": "broken on purpose"}\n')
@@ -99,11 +109,13 @@ def test_a_green_build_promotes_qa_and_a_red_one_leaves_it_and_is_refused_by_nam
         # What gitopsd sent reached the build: the tree as a property, the pusher (from the transport) as the author.
         assert build["properties"]["gitopsd_tree"][0] == sandbox.tree(red)
         [change] = [c for c in bot.api("changes")["changes"] if c["revision"] == red]
-        assert change["author"] == pwd.getpwuid(os.getuid()).pw_name and change["project"] == "shop"
+        # The project is gitopsd/shop: master.cfg's hook names it so for GitHubStatusPush (OWNER/NAME).
+        assert change["author"] == pwd.getpwuid(os.getuid()).pw_name and change["project"] == "gitopsd/shop"
         assert "FAILED" in bot.step_log(build, "test")
         daemon.wait_for(lambda: any(s["context"] == CONTEXT and s["state"] == "failure"
                                     for s in json_get(sandbox, f"repos/shop/commits/{red}/statuses", reader)),
                         30, "Buildbot's failure report")
+        daemon.wait_for(lambda: reported(sandbox, red, reader, "failure"), 30, "GitHubStatusPush's failure")
         assert sandbox.head("qa") == promoted
         git(sandbox.work, "fetch", "-q", "origin")
         by_hand = git(sandbox.work, "commit-tree", "-p", "origin/qa", "-p", red, "-m", "promote by hand",
@@ -117,6 +129,13 @@ def test_a_green_build_promotes_qa_and_a_red_one_leaves_it_and_is_refused_by_nam
     assert secret not in log and "hook-pw" not in log
     # The worker's environment (and so the token) is not in any build log.
     assert secret not in bot.step_log(build, "report failure")
+
+
+def reported(sandbox: Sandbox, commit: str, token: str, state: str) -> list[dict] | None:
+    """GitHubStatusPush's statuses of `commit`, newest first, once the newest is `state`."""
+    statuses = [s for s in json_get(sandbox, f"repos/shop/commits/{commit}/statuses", token)
+                if s["context"] == REPORTER_CONTEXT]
+    return statuses if statuses and statuses[0]["state"] == state else None
 
 
 def build_url(bot: buildbot_fixture.Buildbot, build: dict) -> str:

@@ -139,8 +139,87 @@ def test_a_token_without_the_scope_gets_403(sandbox, api):
     head = sandbox.head("main")
     code, _h, doc = api.post(head, reader, state="success")
     assert code == 403 and "statuses:write" in doc["message"]
-    assert api.call("GET", f"/api/v1/repos/shop/commits/{head}/status", writer)[0] == 403
     assert api.call("GET", "/api/v1/status", writer)[0] == 403
+    assert api.call("GET", "/api/v1/repos/shop/environments/qa/history", writer)[0] == 403
+
+
+def test_a_statuses_write_token_reads_back_the_statuses_of_the_repositories_it_reports_for(sandbox, api):
+    """As GitHub's repo:status: a CI job reads the combined status it reported to with the same token."""
+    writer = api.token("ci", "statuses:write")
+    elsewhere = sandbox.cli("token", "create", "web-ci", "--scopes", "statuses:write", "--repos", "web*").stdout.strip()
+    head = sandbox.head("main")
+    assert api.post(head, writer, state="success", context="ci/test")[0] == 201
+    assert api.combined(head, writer)["state"] == "success"
+    code, _h, doc = api.call("GET", f"/api/v1/repos/shop/commits/{head}/statuses", writer)
+    assert code == 200 and [s["context"] for s in doc] == ["ci/test"]
+    code, _h, doc = api.call("GET", f"/api/v1/repos/shop/commits/{head}/status", elsewhere)
+    assert code == 403 and doc == {"message": "this token lacks the scope read (or statuses:write for shop)"}
+
+
+def test_pygithub_reports_lists_and_reads_statuses_and_gets_the_repository_as_from_github(sandbox, api):
+    from github import Auth, Github
+    token = sandbox.cli("token", "create", "jenkins", "--scope", "statuses:write", "--owner", "ci-bot").stdout.strip()
+    head = sandbox.head("main")
+    hub = Github(base_url=f"{api.base}/api/v1", auth=Auth.Token(token))   # sends `Authorization: token ...`
+    repo = hub.get_repo("acme/shop")   # not lazy: GET /repos/acme/shop
+    assert (repo.name, repo.full_name, repo.owner.login, repo.default_branch) == ("shop", "acme/shop", "acme", "main")
+    assert isinstance(repo.id, int)
+    commit = repo.get_commit(head)
+    made = commit.create_status("pending", "https://ci.example.com/7", "running", "ci/test")
+    assert (made.state, made.context, made.creator.login, made.description) == ("pending", "ci/test", "ci-bot", "running")
+    commit.create_status("success", "https://ci.example.com/7", "all green", "ci/test")
+    listed = list(commit.get_statuses())
+    assert [(s.state, s.creator.login) for s in listed] == [("success", "ci-bot"), ("pending", "ci-bot")]
+    assert listed[0].target_url == "https://ci.example.com/7" and listed[0].created_at is not None
+    combined = commit.get_combined_status()
+    assert (combined.state, combined.sha, combined.total_count) == ("success", head, 1)
+    assert combined.statuses[0].creator.login == "ci-bot"
+    # The same through a lazy repository named without an owner, as gitopsd's own paths name it.
+    assert hub.withLazy(True).get_repo("shop").get_commit(head).get_combined_status().state == "success"
+    assert api.looks == ["shop", "shop"]
+
+
+def test_a_token_limited_to_contexts_and_repositories_reports_only_those(sandbox, api):
+    token = sandbox.cli("token", "create", "jenkins", "--scopes", "statuses:write", "--contexts", "ci/*,lint",
+                        "--repos", "shop").stdout.strip()
+    other = sandbox.cli("token", "create", "web-ci", "--scope", "statuses:write", "--repos", "web-*").stdout.strip()
+    head = sandbox.head("main")
+    assert api.post(head, token, state="success", context="ci/test")[0] == 201
+    assert api.post(head, token, state="success", context="lint")[0] == 201
+    code, _h, doc = api.post(head, token, state="success", context="deploy/smoke")
+    assert code == 403 and doc == {"message": "token jenkins may report only the contexts ci/*, lint, not "
+                                              "'deploy/smoke'; report one of those, or use a token made for it "
+                                              "(`gitopsd token create ... --contexts PATTERN`)"}
+    code, _h, doc = api.post(head, other, state="success", context="ci/test")
+    assert code == 403 and doc["message"].startswith("token web-ci may report only for the repositories web-*, not shop;")
+    assert [s["context"] for s in api.combined(head, token)["statuses"]] == ["ci/test", "lint"]
+    listed = sandbox.cli("token", "list").stdout.splitlines()
+    assert listed[0].split() == ["NAME", "SCOPES", "OWNER", "CONTEXTS", "REPOS", "CREATED", "BY"]
+    assert listed[1].split()[:5] == ["jenkins", "statuses:write", "jenkins", "ci/*,lint", "shop"]
+    assert listed[2].split()[:5] == ["web-ci", "statuses:write", "web-ci", "*", "web-*"]
+    bad = sandbox.cli("token", "create", "dash", "--scope", "read", "--repos", "shop", check=False)
+    assert bad.returncode == 1 and bad.stderr == ("gitopsd: error: --repos limits what a token reports: give it with "
+                                                  "--scope statuses:write\n")
+
+
+def test_the_tokens_file_limits_are_checked_when_read_and_a_file_without_them_has_none(sandbox, api):
+    tokens_file = sandbox.root / "tokens.yml"
+    token = api.token("ci", "statuses:write")
+    text = tokens_file.read_text()
+    assert "contexts" not in text and "repos" not in text   # no limits: the file reads as the last release wrote it
+    head = sandbox.head("main")
+    assert api.post(head, token, state="success", context="deploy/smoke")[0] == 201
+    tokens_file.write_text(text.replace("  scopes:", "  contexts: ci/*\n  scopes:"))
+    listed = sandbox.cli("token", "list", check=False)
+    assert listed.returncode == 1 and listed.stderr == (
+        f"gitopsd: error: {tokens_file}: tokens[0] (ci): contexts must be a list of glob patterns of one line each, "
+        "at most 255 characters, e.g. ['ci/*'] (revoke the token and create it again with `gitopsd token create ... "
+        "--contexts PATTERN`)\n")
+    assert api.post(head, token, state="success", context="ci/test")[0] == 401   # refused rather than guessed
+    tokens_file.write_text(text.replace("  scopes:", "  repos: [shop, '']\n  scopes:"))
+    assert "tokens[0] (ci): repos must be a list" in sandbox.cli("token", "list", check=False).stderr
+    tokens_file.write_text(text.replace("  scopes:", "  repos: [web]\n  scopes:"))
+    assert api.post(head, token, state="success", context="ci/test")[0] == 403
 
 
 def test_unknown_repository_or_commit_is_404_and_an_abbreviation_resolves(sandbox, api):
@@ -274,9 +353,17 @@ def test_the_openapi_document_describes_every_endpoint(sandbox, api):
                                  "/api/v1/repos/{repo}/commits/{commit}/statuses",
                                  "/api/v1/repos/{repo}/environments/{env}/history",
                                  "/api/v1/repos/{repo}/environments/{env}/signoffs", "/api/v1/repos/{repo}/rcs",
-                                 "/api/v1/repos/{repo}/rcs/{name}", "/api/v1/repos/{repo}/rcs/{name}/approvals"}
+                                 "/api/v1/repos/{repo}/rcs/{name}", "/api/v1/repos/{repo}/rcs/{name}/approvals",
+                                 # GitHub's paths, for clients built for GitHub
+                                 "/api/v1/repos/{owner}/{repo}", "/api/v1/repos/{owner}/{repo}/commits/{commit}",
+                                 "/api/v1/repos/{owner}/{repo}/statuses/{commit}",
+                                 "/api/v1/repos/{owner}/{repo}/commits/{commit}/status",
+                                 "/api/v1/repos/{owner}/{repo}/commits/{commit}/statuses"}
     post = doc["paths"]["/api/v1/repos/{repo}/statuses/{commit}"]["post"]
     assert {"201", "401", "403", "404", "422"} <= set(post["responses"])
+    assert "gitopsd/" in post["responses"]["403"]["description"]
+    assert set(doc["paths"]["/api/v1/repos/{owner}/{repo}/statuses/{commit}"]) == {"get", "post"}
+    assert doc["components"]["schemas"]["Status"]["properties"]["creator"] == {"$ref": "#/components/schemas/User"}
     assert doc["components"]["schemas"]["StatusReport"]["properties"]["state"]["enum"] == [
         "pending", "success", "failure", "error"]
     code, _h, doc = api.call("GET", "/api/v1/nothing-here", token)

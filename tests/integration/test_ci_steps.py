@@ -24,6 +24,7 @@ from gitopsd.ci.artifacts import ArtifactStore
 from gitopsd.ci.heads import HeadEvent
 from gitopsd.ci.steps import StepRunner
 from gitopsd.daemon import sandbox_policy
+from tests.integration.test_api import Api, free_port
 from tests.support import GITOPSD, Sandbox
 
 BUILD = """\
@@ -43,8 +44,10 @@ def steps(*items: dict) -> dict:
 class Harness:
     """A repository with `ci.steps`, and a StepRunner over its store, artifacts and sandbox as the daemon builds them."""
 
-    def __init__(self, root: Path, ci: dict, max_parallel: int = 4):
-        self.sandbox = Sandbox(root, {"qa": ["qa-1"]}, extra={"max_parallel": max_parallel})
+    def __init__(self, root: Path, ci: dict, max_parallel: int = 4, env_options: dict | None = None,
+                 extra: dict | None = None):
+        self.sandbox = Sandbox(root, {"qa": ["qa-1"]}, env_options=env_options or {},
+                               extra={"max_parallel": max_parallel, **(extra or {})})
         data = config_mod_yaml(self.sandbox.config)
         data["repositories"][0].update(ci)
         self.sandbox.config.write_text(json.dumps(data))
@@ -173,6 +176,36 @@ def test_a_failing_step_reports_failure_and_later_steps_report_error(harness_for
     assert done["gitopsd/package"] == ("error", "not run: test failed")
     assert h.run_record()["state"] == "failed"
     assert "FAILED: test_app" in (h.config.ci_dir / "1" / "2-test.log").read_text()
+
+
+def test_the_builtin_tests_failure_stands_against_any_token_and_any_user(harness_for, short_tmp):
+    """Issue 23: a statuses:write token posted success for gitopsd/test over the built-in CI's failure, and qa,
+    which requires it, took the failing tree. gitopsd/ contexts are the built-in CI's alone."""
+    h = harness_for(steps({"name": "test", "run": ["sh", "-c", "exit 3"]}),
+                    env_options={"qa": {"require_checks": ["gitopsd/test"], "auto_promote": True}},
+                    extra={"api": {"listen": f"127.0.0.1:{free_port()}", "tokens_file": str(short_tmp / "tokens.yml")}})
+    event = h.push("red")
+    h.runner.sink(h.config.repository("shop"), event)
+    assert h.wait_done(event, 1)["gitopsd/test"][0] == "failure"   # the built-in CI still writes it
+    reserved = ("the context 'gitopsd/test' is reserved: contexts starting with gitopsd/ are written only by "
+                "gitopsd's built-in CI; report yours under another context, e.g. ci/jenkins")
+    api = Api(h.sandbox)
+    try:
+        for token in (api.token("jenkins", "statuses:write"), api.token("all", "statuses:write", "read", "approvals:write")):
+            code, _h, doc = api.post(event.after, token, state="success", context="gitopsd/test")
+            assert (code, doc) == (403, {"message": reserved})
+        code, _h, doc = api.call("POST", f"/api/v1/repos/acme/shop/statuses/{event.after}", token,
+                                 {"state": "success", "context": "GitOpsD/test"})
+        assert code == 403 and doc["message"].startswith("the context 'GitOpsD/test' is reserved")
+        assert api.combined(event.after, token)["state"] == "failure" and api.looks == []
+    finally:
+        api.close()
+    refused = h.sandbox.cli("ci", "report", "--commit", event.after, "--context", "gitopsd/test", "--state", "success",
+                            check=False)
+    assert (refused.returncode, refused.stdout, refused.stderr) == (1, "", f"gitopsd: error: {reserved}\n")
+    assert h.statuses(event)["gitopsd/test"][0] == "failure"
+    pushed = h.sandbox.push(f"{event.after}:refs/heads/qa", check=False)
+    assert pushed.returncode == 1 and "gitopsd/test: failure" in pushed.stderr
 
 
 def test_an_artifact_glob_that_matches_nothing_fails_the_step_with_that_message(harness_for):
