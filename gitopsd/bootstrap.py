@@ -106,12 +106,19 @@ def waiting_commit(repo: Path, env: str, source: str) -> str:
                                                 f"here (gitopsd promote {source} {env}).\n")
 
 
+def server_name() -> str:
+    """This machine's name for a clone URL: its fully qualified name where it has one, else its host name."""
+    fqdn = socket.getfqdn()
+    return fqdn if "." in fqdn and not fqdn.startswith("localhost") else socket.gethostname()
+
+
 def next_steps(repo: Path, config_path: Path, pusher: str | None, service: str | None) -> list[str]:
     """What to run next, in order; each works as printed (a test follows them)."""
     exe = install_hooks.gitopsd_executable()
     cfg = "" if config_path.resolve() == Path(DEFAULT_CONFIG) else f" --config {config_path.resolve()}"
     remote = pusher not in (None, "root") and pwd.getpwuid(os.geteuid()).pw_name != pusher
-    url = f"{pusher}@{socket.gethostname()}:{repo}" if remote else str(repo)
+    host = server_name()
+    url = f"{pusher}@{host}:{repo}" if remote else str(repo)
     steps = ["", "next steps:", f"  {exe} check-config{cfg}",
              f"  {exe} doctor{cfg}{f' --git-user {pusher}' if pusher else ''}"
              f"{f' --service-user {service}' if service else ''}       # permissions, hook, sandbox",
@@ -122,7 +129,8 @@ def next_steps(repo: Path, config_path: Path, pusher: str | None, service: str |
     if remote and os.geteuid() == 0:
         steps.append(f"  git config --global --add safe.directory {repo}   # once: lets root's git (and so gitopsd "
                      f"promote, rollback, status as root) open a repository {pusher} owns")
-    steps += [f"  git clone {url} && cd {repo.name.removesuffix('.git')}",
+    steps += [f"  git clone {url} && cd {repo.name.removesuffix('.git')}"
+              + (f"   # {host}: this server's name as it knows it; use the one your clones reach it by" if remote else ""),
               "  # change something on main, commit, then push it and deploy it to qa (qa takes commits from main):",
               "  git push origin main main:qa",
               "  # once qa is in sync, promote exactly what it runs; staging, then production, wait for this:",

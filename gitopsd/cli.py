@@ -188,6 +188,32 @@ def cmd_hook(args: argparse.Namespace) -> int:
     return receive.pre_receive(args.config, args.database or "", sys.stdin.read())
 
 
+GIT_SHELL_NAME = r"[a-z_][a-z0-9_.-]{0,63}"
+GIT_SHELL_VERBS = ("git-receive-pack", "git-upload-pack", "git-upload-archive")
+
+
+def cmd_git_shell(args: argparse.Namespace) -> int:
+    """An authorized_keys forced command: git-shell for the person the key's line names, never one the client says."""
+    import re
+    if not re.fullmatch(GIT_SHELL_NAME, args.name):
+        raise UserError(f"git-shell: {args.name!r} is not a user name ([a-z_][a-z0-9_.-]*): fix this key's "
+                        "command= in the git user's ~/.ssh/authorized_keys")
+    asked = os.environ.get("SSH_ORIGINAL_COMMAND")
+    if asked is None:
+        raise UserError("git-shell: this key only pushes and fetches with git; there is no interactive login")
+    found = re.fullmatch(r"(\S+) '([^'\\]+)'", asked)
+    if found is None or found.group(1) not in GIT_SHELL_VERBS:
+        raise UserError(f"git-shell: {asked!r} is not a git push, fetch or archive of one repository; this key only "
+                        f"runs {', '.join(GIT_SHELL_VERBS)} 'PATH'")
+    shell = "/usr/bin/git-shell"
+    if not os.access(shell, os.X_OK):
+        raise UserError(f"git-shell: {shell} is missing: apt-get install git")
+    # Only the key's line names the pusher: other identity variables are dropped (GL_USER would win).
+    env = {k: v for k, v in os.environ.items() if k not in ("GL_USER", "REMOTE_USER", "SSH_ORIGINAL_COMMAND")}
+    command = f"{found.group(1)} '{found.group(2)}'"   # git-shell parses it; a path with a quote or backslash was refused
+    os.execve(shell, ["git-shell", "-c", command], {**env, "GITOPSD_USER": args.name})  # noqa: S606 (argv, no shell)
+
+
 def cmd_install_hooks(args: argparse.Namespace) -> int:
     from . import install_hooks
     repo = Path(args.repo).resolve()
@@ -1141,6 +1167,12 @@ def build_parser() -> argparse.ArgumentParser:
     add("check-config", "validate the configuration file",
         "Validate the configuration and report every problem at once with file, line and key.\n"
         "Exit code 1 if there is any problem.", cmd_check_config)
+
+    p = add("git-shell", "the SSH forced command that names the pusher (in authorized_keys, not for people)",
+            "Run git-shell for a push, fetch or archive over SSH with GITOPSD_USER=NAME, as a forced command in\n"
+            "the git user's ~/.ssh/authorized_keys: command=\"/opt/gitopsd/bin/gitopsd git-shell alice\",restrict ...\n"
+            "Refuses any other command (SSH_ORIGINAL_COMMAND) and an interactive login.", cmd_git_shell)
+    p.add_argument("name", metavar="NAME", help="who this key belongs to ([a-z_][a-z0-9_.-]*)")
 
     p = add("hook", "entry point of the hook shims (used by Git, not by people)",
             "Run a server-side hook; Git calls this through the shims installed by install-hooks.", cmd_hook)

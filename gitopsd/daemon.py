@@ -29,7 +29,7 @@ from .adapters import runner
 from .adapters import sandbox
 from .config import Config, ConfigError
 from .core.deployment import Toolbox
-from .core.errors import StoreError
+from .core.errors import GitError, StoreError
 from .core.ports import Verdict
 from .core.reconcile import Cause, Look, Reconciler
 from .core.settings import HttpCheck, PrometheusCheck, SandboxPolicy
@@ -429,6 +429,16 @@ class Daemon:
                 log.warning("%s", problem, extra={"repo": repo.name})
             elif changed:
                 log.info("hook settings updated: %s", ", ".join(changed), extra={"repo": repo.name})
+        # This daemon's git reads $HOME/.gitconfig: the safe.directory entries install-hooks added there
+        # for repositories that left this config go with them.
+        listed = {os.path.realpath(repo.path) for repo in self.config.repositories}
+        try:
+            removed = install_hooks.tidy_safe_directories(Path.home(), self.config.source, listed)
+        except (GitError, OSError) as exc:
+            log.warning("could not remove safe.directory entries of repositories no longer configured: %s", exc)
+        else:
+            if removed:
+                log.info("safe.directory entries removed (not in the config any more): %s", ", ".join(removed))
 
     def run(self) -> int:
         self.recover()

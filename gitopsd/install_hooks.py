@@ -99,7 +99,8 @@ def install_hooks(repo_path: Path, config_path: Path | None = None, *, git_user:
         done.append(f"the hook's config snapshot: {note}")
     for key, value in settings.items():
         set_setting(repo_path, key, value)
-    done += share_with_service(repo_path, pushing_user(repo_path, git_user), daemon_user(service_user, config_path))
+    done += share_with_service(repo_path, pushing_user(repo_path, git_user), daemon_user(service_user, config_path),
+                               config_path)
     pusher = pushing_user(repo_path, git_user)
     if pusher is not None:
         problem = hook_python_problem(pusher, settings["gitopsd.python"], settings["gitopsd.entry"])
@@ -228,7 +229,8 @@ def hook_python_problem(user_name: str, python: str | None, entry: str | None) -
     return None
 
 
-def share_with_service(repo_path: Path, git_user: str | None, service_user: str | None) -> list[str]:
+def share_with_service(repo_path: Path, git_user: str | None, service_user: str | None,
+                       config_path: Path | None = None) -> list[str]:
     """Set up the supported layout: the repository owned by the git user and the daemon's group.
 
     Folders group-writable and setgid, files group-readable and -writable, core.sharedRepository=group
@@ -266,7 +268,7 @@ def share_with_service(repo_path: Path, git_user: str | None, service_user: str 
                     f"group write: run install-hooks as root")
     else:
         done.append(f"permissions: {repo_path} belongs to {pusher.pw_name}:{group}, group-writable, setgid folders")
-    done.append(_trust(repo_path, service))
+    done.append(_trust(repo_path, service, config_path))
     return done
 
 
@@ -286,23 +288,113 @@ def trust_command(repo_path: Path, user_name: str) -> str:
     return f"runuser -u {user_name} -- git config --global --add safe.directory {repo_path}"
 
 
-def _trust(repo_path: Path, service: pwd.struct_passwd) -> str:
-    """Add REPO to the service user's safe.directory, so its git and pygit2 open a repository the git user owns."""
+def _trust(repo_path: Path, service: pwd.struct_passwd, config_path: Path | None) -> str:
+    """Add REPO to the service user's safe.directory, so its git and pygit2 open a repository the git user owns.
+
+    Only a repository the config lists gets an entry; entries gitopsd added for repositories that left
+    the config (or that no longer exist) are removed first (see `tidy_safe_directories`).
+    """
     path = str(repo_path.resolve())
-    if path in safe_directories(service) or "*" in safe_directories(service):
-        return f"safe.directory: {service.pw_name} already trusts {path}"
+    listed = _configured_repositories(config_path)
+    if config_path is None or listed is None:
+        return f"safe.directory: not set for {service.pw_name}: the config cannot be read (gitopsd check-config)"
+    if path not in listed:
+        return (f"safe.directory: not set for {service.pw_name}: {path} is not a repository of {config_path} "
+                "(add it there, then run install-hooks again)")
     if os.geteuid() not in (0, service.pw_uid):
+        if {path, "*"} & {_resolved(entry) for entry in safe_directories(service)}:
+            return f"safe.directory: {service.pw_name} already trusts {path}"
         return f"safe.directory: not set for {service.pw_name}: run as root: {trust_command(repo_path, service.pw_name)}"
     home, gitconfig = Path(service.pw_dir), Path(service.pw_dir) / ".gitconfig"
     if not home.exists():
         home.mkdir(mode=0o750, parents=True)
         os.chown(home, service.pw_uid, service.pw_gid)
+    ours = (path, str(config_path.resolve()))
     try:
+        removed = tidy_safe_directories(home, config_path, listed)
+        if {path, "*"} & {_resolved(entry) for entry in safe_directories(service)}:
+            if path in {repo for repo, _config in _ledger(home)}:   # gitopsd's entry: this config needs it too
+                _write_ledger(home, [*_ledger(home), ours])
+            return f"safe.directory: {service.pw_name} already trusts {path}" + _removed_note(removed)
         gitcli.config_set(gitconfig, "safe.directory", path, add=True)
-    except GitError as exc:
+        os.chown(gitconfig, service.pw_uid, service.pw_gid)
+        _write_ledger(home, [*_ledger(home), ours])
+    except (GitError, OSError) as exc:
         return f"safe.directory: could not write {gitconfig}: {str(exc).split(': ', 1)[-1]}"
-    os.chown(gitconfig, service.pw_uid, service.pw_gid)
-    return f"safe.directory: {path} added to {gitconfig} ({service.pw_name} opens repositories others own)"
+    return (f"safe.directory: {path} added to {gitconfig} ({service.pw_name} opens repositories others own)"
+            + _removed_note(removed))
+
+
+# -- safe.directory entries gitopsd added, and only those, are removed again ---------------------------
+# git config files keep no owner per line, so gitopsd lists what it added in a file of its own beside
+# the ~/.gitconfig it describes (in the documented layout that home is the state folder): one
+# `<repository>\t<config file>` line each. An entry a person wrote is never in that list, so never removed.
+
+SAFE_LEDGER = ".gitopsd-safe-directories"
+
+
+def _resolved(path: str) -> str:
+    return path if path == "*" else os.path.realpath(path)
+
+
+def _configured_repositories(config_path: Path | None) -> set[str] | None:
+    """The resolved paths of the repositories CONFIG lists; None if it cannot be read."""
+    from .config import ConfigError, load
+    if config_path is None:
+        return None
+    try:
+        return {os.path.realpath(repo.path) for repo in load(config_path).repositories}
+    except (ConfigError, OSError):
+        return None
+
+
+def _ledger(home: Path) -> list[tuple[str, str]]:
+    try:
+        lines = (home / SAFE_LEDGER).read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        return []
+    return [(repo, config) for repo, _, config in (line.partition("\t") for line in lines) if repo]
+
+
+def _write_ledger(home: Path, entries: list[tuple[str, str]]) -> None:
+    """Write the list (each entry once), owned like the home's ~/.gitconfig: that user may tidy it later too."""
+    ledger, owner = home / SAFE_LEDGER, home.stat()
+    unique = list(dict.fromkeys(entries))
+    if not unique:
+        ledger.unlink(missing_ok=True)
+        return
+    tmp = home / f".{SAFE_LEDGER}.tmp"
+    tmp.write_text("".join(f"{repo}\t{config}\n" for repo, config in unique), encoding="utf-8")
+    if os.geteuid() == 0:
+        os.chown(tmp, owner.st_uid, owner.st_gid)
+    os.replace(tmp, ledger)
+
+
+def tidy_safe_directories(home: Path, config_path: Path, listed: set[str]) -> list[str]:
+    """Remove from HOME/.gitconfig the safe.directory entries gitopsd added whose repository left CONFIG_PATH
+    (which lists LISTED now), whose config file is gone, or which no longer exists; return the removed paths."""
+    config = str(config_path.resolve())
+    entries = _ledger(home)
+    keep = [(repo, cfg) for repo, cfg in entries
+            if os.path.isdir(repo) and os.path.exists(cfg) and (cfg != config or repo in listed)]
+    gone = sorted({repo for repo, _cfg in entries} - {repo for repo, _cfg in keep})
+    gitconfig = home / ".gitconfig"
+    if gone and gitconfig.exists():
+        owner = gitconfig.stat()
+        for repo in gone:
+            code, _out, err = gitcli.run(["git", "config", "--file", str(gitconfig), "--fixed-value", "--unset-all",
+                                          "safe.directory", repo])
+            if code not in (0, 5):   # 5: not there any more (a person removed it)
+                raise GitError(f"cannot remove safe.directory {repo} from {gitconfig}: {err.strip()}")
+        if os.geteuid() == 0:
+            os.chown(gitconfig, owner.st_uid, owner.st_gid)   # git rewrote it as a new file
+    if keep != entries:
+        _write_ledger(home, keep)
+    return gone
+
+
+def _removed_note(removed: list[str]) -> str:
+    return f"; removed the entries gitopsd had added for {', '.join(removed)} (not in the config any more)" if removed else ""
 
 
 def write_gate_snapshot(config_path: Path) -> tuple[str | None, str]:
