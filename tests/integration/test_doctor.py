@@ -1,0 +1,101 @@
+"""`gitopsd doctor` proves, not guesses: as the daemon's user it reads the daemon's files and runs the sandbox for real.
+
+Real: the CLI as root, which runs its probe as the daemon's user (`nobody` here: the owner of the state folder,
+as install-service makes it) with a Python every user may run; bubblewrap; ansible-runner. Each test puts back a
+defect a new team met on day one and shows that doctor names it, and the command that fixes it.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import sysconfig
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from gitopsd import doctor
+from gitopsd.adapters import sandbox
+from gitopsd.config import load
+from tests.support import Sandbox, python_for_everyone, sh
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not all(shutil.which(t) for t in ("setpriv", "bwrap")),
+                                reason="running the probe as another user needs root, setpriv and bubblewrap")
+
+
+@pytest.fixture(scope="module")
+def everyone() -> Iterator[Path]:
+    base = Path(tempfile.mkdtemp(prefix="gt-doctor-", dir="/tmp"))
+    base.chmod(0o755)
+    try:
+        yield python_for_everyone(base / "venv")
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def server(short_tmp: Path) -> Sandbox:
+    """A deploy server whose state folder is nobody's: nobody is the daemon's user."""
+    short_tmp.chmod(0o755)
+    box = Sandbox(short_tmp, {"qa": ["qa-1"]}, extra={"api": {"listen": "127.0.0.1:8479", "tokens_file": "tokens.yml"}},
+                  sandbox_options={"read_only": [sysconfig.get_paths()["purelib"]]})   # the packages python_for_everyone adds
+    box.config.chmod(0o644)
+    sh(["chown", "-R", "nobody:", str(box.state)])
+    return box
+
+
+def doctor_says(bin_dir: Path, box: Sandbox) -> str:
+    proc = sh([str(bin_dir / "gitopsd"), "doctor", "--config", str(box.config)], check=False, cwd="/",
+              env={"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(box.root), "LANG": "C.UTF-8"})
+    assert "Traceback" not in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+    return proc.stdout
+
+
+def test_doctor_names_a_tokens_file_the_daemon_cannot_read_and_token_create_writes_one_it_can(everyone, server):
+    tokens = server.config.parent / "tokens.yml"
+    tokens.write_text("tokens: []\n")   # as `token create` left it before: root:root 0640
+    tokens.chmod(0o640)
+    said = doctor_says(everyone, server)
+    assert (f"PROBLEM  nobody cannot read the API's tokens file {tokens} (root:root 0640): Permission denied\n"
+            f"         fix: chgrp nogroup {tokens} && chmod g+r {tokens}") in said, said
+    tokens.unlink()
+    sh([str(everyone / "gitopsd"), "token", "create", "jenkins", "--scope", "statuses:write", "--config",
+        str(server.config)], env={"PATH": f"{everyone}:/usr/bin:/bin", "HOME": str(server.root)})
+    said = doctor_says(everyone, server)
+    assert f"ok       nobody reads the API's tokens file {tokens}" in said, said
+    assert "ok       nobody writes the state folder" in said
+    assert "ok       nobody runs a playbook in the sandbox" in said and "ok       nobody runs a CI step in the sandbox" in said
+
+
+def test_doctor_names_a_state_folder_the_daemon_cannot_write(everyone, server):
+    sh(["chown", "root:", str(server.state / "state.db")])
+    said = doctor_says(everyone, server)
+    assert f"PROBLEM  nobody cannot write {server.state / 'state.db'} (root:root 06" in said, said
+    assert f"fix: chown -R nobody: {server.state}" in said
+
+
+def test_doctor_fails_the_sandbox_where_the_runs_home_would_cover_its_own_folders(server, monkeypatch):
+    """The service user's home is its state folder; a sandbox that mounts the run's private home after the run's
+    folders (as gitopsd did) hides them: doctor, run as that user, must say so rather than "all ok"."""
+    monkeypatch.setenv("HOME", str(server.state))   # as for the service user: its home is the state folder
+    sh(["chown", "-R", "root:", str(server.state)])
+    server.sandbox_options["user"] = "root"   # the run keeps the daemon's user, as the service's runs do
+    server.write_config()
+    config = load(server.config)
+    umask = os.umask(0o022)
+    try:
+        assert [f.what for f in doctor.probe(config) if not f.ok] == []
+        real = sandbox.bwrap_args
+
+        def home_last(*args: Any, **kwargs: Any) -> list[str]:
+            argv = real(*args, **kwargs)
+            at = next(i for i in range(len(argv) - 2)   # "--bind", <run>/home, <home>
+                      if argv[i] == "--bind" and argv[i + 1].endswith("/home") and argv[i + 2] == str(server.state))
+            return argv[:at] + argv[at + 3:] + argv[at:at + 3]
+        monkeypatch.setattr(sandbox, "bwrap_args", home_last)
+        failed = [f.what for f in doctor.probe(config) if not f.ok]
+    finally:
+        os.umask(umask)
+    assert len(failed) == 2 and all("Can't chdir" in what for what in failed), failed
+    assert failed[0].startswith("root runs a playbook in the sandbox: ") and failed[1].startswith("root runs a CI step")
