@@ -84,30 +84,37 @@ def setpriv(user: str) -> list[str]:
     return ["setpriv", f"--reuid={entry.pw_uid}", f"--regid={entry.pw_gid}", "--init-groups", "--"]
 
 
+def remove_users(users: tuple[str, ...], group: str | None = None) -> None:
+    """Remove USERS (and GROUP), also what a killed run left: their processes first, or userdel refuses."""
+    for user in users:
+        sh(["pkill", "-KILL", "-u", user], check=False)
+    for user in users:
+        for _ in range(20):
+            if sh(["userdel", user], check=False).returncode != 8:   # 8: the user is still logged in (a process)
+                break
+            time.sleep(0.1)
+    if group:
+        sh(["groupdel", group], check=False)
+
+
 @contextmanager
 def unix_users(users: tuple[str, ...], group: str) -> Iterator[None]:
     """USERS, each with GROUP as a supplementary group, no home and no login; created fresh, removed afterwards."""
-    for user in users:
-        sh(["userdel", user], check=False)
-    sh(["groupdel", group], check=False)
+    remove_users(users, group)
     try:
         sh(["groupadd", group])
         for user in users:
             sh(["useradd", "-M", "-d", "/nonexistent", "-s", "/usr/sbin/nologin", "-G", group, user])
         yield
     finally:
-        for user in users:
-            sh(["userdel", user], check=False)
-        sh(["groupdel", group], check=False)
+        remove_users(users, group)
 
 
 @contextmanager
 def service_users(base: Path, git_user: str, service_user: str, group: str) -> Iterator[None]:
     """The README's two users: SERVICE_USER in GROUP (home base/home-svc, no login), GIT_USER with GROUP as a
     supplementary group (home base/home-git, /bin/sh); created fresh, removed afterwards."""
-    for user in (git_user, service_user):
-        sh(["userdel", user], check=False)
-    sh(["groupdel", group], check=False)
+    remove_users((git_user, service_user), group)
     try:
         sh(["groupadd", group])
         sh(["useradd", "-M", "-d", str(base / "home-svc"), "-s", "/usr/sbin/nologin", "-g", group, service_user])
@@ -118,9 +125,7 @@ def service_users(base: Path, git_user: str, service_user: str, group: str) -> I
             shutil.chown(home, user, pwd.getpwnam(user).pw_gid)
         yield
     finally:
-        for user in (git_user, service_user):
-            sh(["userdel", user], check=False)
-        sh(["groupdel", group], check=False)
+        remove_users((git_user, service_user), group)
 
 
 def python_for_everyone(venv: Path) -> Path:

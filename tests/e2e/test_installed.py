@@ -35,7 +35,7 @@ import yaml
 from tests.dist import build_dist
 from tests.e2e.test_real_team import Developer, git_server
 from tests.sshhosts import SshHost, free_port, skip_without_sshd, stop_all
-from tests.support import sh
+from tests.support import remove_users, sh
 
 NAME = "gitopsd-e2e"
 OPT, ETC, SRV = Path("/opt") / NAME, Path("/etc") / NAME, Path("/srv") / NAME
@@ -77,12 +77,7 @@ print("ok", pathlib.Path("VERSION").read_text().strip())
 
 def _clean() -> None:
     """What a killed earlier run may have left: its users' processes (a daemon), users, group and folders."""
-    for user in (*PEOPLE, SVC_USER):
-        sh(["pkill", "-KILL", "-u", user], check=False)
-    time.sleep(0.2)
-    for user in (*PEOPLE, SVC_USER):
-        sh(["userdel", user], check=False)
-    sh(["groupdel", SVC_USER], check=False)
+    remove_users((*PEOPLE, SVC_USER), SVC_USER)
     for path in (OPT, ETC, SRV, STATE, RUNTIME):
         shutil.rmtree(path, ignore_errors=True)
 
