@@ -1178,11 +1178,65 @@ def build_parser() -> argparse.ArgumentParser:
             "Run a server-side hook; Git calls this through the shims installed by install-hooks.", cmd_hook)
     p.add_argument("name", choices=("pre-receive",))
     p.add_argument("--database", metavar="FILE", help="state database holding the hook's config snapshot")
+    _bound_numbers(parser)
     return parser
+
+
+COUNT_MAX = 10**9   # a count or an id past this is a typo; SQLite and int() would fail on it with a traceback
+
+
+def _count(text: str) -> int:
+    """A count or an id: a whole number from 1 to COUNT_MAX (argparse says so in one line)."""
+    if not (text.isascii() and text.isdigit() and len(text) <= 10 and 1 <= int(text) <= COUNT_MAX):
+        raise argparse.ArgumentTypeError(f"must be a whole number from 1 to {COUNT_MAX}, not {text[:20]!r}")
+    return int(text)
+
+
+def _seconds(text: str) -> float:
+    """A duration: a number of seconds from 0 to a year (not nan, inf or 1e400)."""
+    try:
+        value = float(text) if text.isascii() and len(text) <= 20 else -1.0
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 366 * 86400:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds from 0 to {366 * 86400}, not {text[:20]!r}")
+    return value
+
+
+def _bound_numbers(parser: argparse.ArgumentParser) -> None:
+    """Every int argument of every command (and subcommand) is a count or an id, every float one a duration."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in set(action.choices.values()):
+                _bound_numbers(child)
+        elif action.type is int:
+            action.type = _count
+        elif action.type is float:
+            action.type = _seconds
+
+
+def _not_utf8(argv: Sequence[str]) -> str | None:
+    """The one line for the first argument that is not valid UTF-8 (Python keeps such bytes as surrogates), or None."""
+    for i, arg in enumerate(argv):
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError:
+            shown = os.fsencode(arg).decode("utf-8", "backslashreplace")
+            option = arg.partition("=")[0] if arg.startswith("--") and "=" in arg else ""
+            if not option and i and argv[i - 1].startswith("-") and "=" not in argv[i - 1]:
+                option = argv[i - 1]
+            named = f"the value of {option[:40]}" if option else "an argument"
+            return (f"{named} is not valid UTF-8 ('{shown[:60]}'); gitopsd takes names, text and paths as UTF-8: "
+                    "give it again spelled in UTF-8")
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    garbled = _not_utf8(sys.argv[1:] if argv is None else argv)
+    if garbled:
+        print(f"gitopsd: error: {garbled}", file=sys.stderr)
+        return 2
     args = parser.parse_args(argv)
     if not hasattr(args, "config"):
         args.config = DEFAULT_CONFIG

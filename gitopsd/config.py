@@ -41,6 +41,7 @@ NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 BRANCH_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 ONE_DAY = 86400              # seconds: no wait or interval needs more; beyond, timers and timeouts overflow
 SOCKET_PATH_MAX = 107        # bytes of a Unix socket path on Linux: sun_path is 108 with the final NUL
+CONFIG_MAX = 10 * 2**20      # bytes: a real config is a few KiB; stops --config /dev/zero or a log file read whole
 _MAX_NODES = 100_000         # far beyond any real config: stops a YAML alias bomb from expanding here
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 _NO_PATH = Path("/nonexistent")
@@ -215,10 +216,7 @@ def load(path: Path | str, *, writable_folders: bool = False) -> Config:
     source = Path(path)
     file = str(source)
     stamp = file_stamp(file)  # before reading: an edit in between makes the stamp stale, never wrong
-    try:
-        text = source.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError([Problem(file, None, "", f"cannot read config: {exc.strerror or exc}")]) from exc
+    text = _read_text(source)
     try:
         # One parse: the node tree gives line numbers, then the same loader builds the data (safe tags only).
         loader = _SafeLoader(text)
@@ -240,6 +238,30 @@ def load(path: Path | str, *, writable_folders: bool = False) -> Config:
     if check.problems:
         raise ConfigError(check.problems, replace(config, stamp=stamp))
     return replace(config, stamp=stamp)
+
+
+def _read_text(source: Path) -> str:
+    """The config file's text. Raise ConfigError, in one line, for a file that cannot be read, is not a regular
+    file (/dev/zero, a FIFO: reading would never end), is over CONFIG_MAX bytes, or is not UTF-8 (with its line)."""
+    file = str(source)
+    try:   # O_NONBLOCK: opening a FIFO does not wait for a writer
+        fd = os.open(source, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as handle:
+            info = os.fstat(handle.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                raise ConfigError([Problem(file, None, "", "is not a regular file; give --config a YAML file")])
+            data = handle.read(CONFIG_MAX + 1)
+    except OSError as exc:
+        raise ConfigError([Problem(file, None, "", f"cannot read config: {exc.strerror or exc}")]) from exc
+    if len(data) > CONFIG_MAX:
+        raise ConfigError([Problem(file, None, "", f"is over {CONFIG_MAX // 2**20} MiB; a gitopsd config is a few "
+                                                    "KiB: is it the right file?")])
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line, column = data.count(b"\n", 0, exc.start) + 1, exc.start - data.rfind(b"\n", 0, exc.start)
+        raise ConfigError([Problem(file, line, "", f"is not UTF-8 text (byte 0x{data[exc.start]:02x} at column {column}); "
+                                                    "save it as UTF-8")]) from exc
 
 
 def _normalize(raw: Any, source: Path, check: _Checker, writable: bool) -> Config:
