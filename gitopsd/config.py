@@ -5,6 +5,7 @@ content, so a push cannot loosen the rules that judge it.
 """
 from __future__ import annotations
 
+import difflib
 import math
 import os
 import posixpath
@@ -948,6 +949,7 @@ def _repository(raw: Any, key: str, base: Path, check: _Checker) -> Repository:
         if env.promote_from == env.branch and env.branch:
             check.add(f"{key}.environments[{i}].promote_from", "an environment cannot promote from its own branch")
     _promotion_loops(envs, key, check)
+    _unknown_sources(envs, key, path, check)
     ci = _ci(data["ci"], f"{key}.ci", check) if "ci" in data else Ci()
     steps = {f"gitopsd/{step.name}" for step in ci.steps}
     for i, env in enumerate(envs):
@@ -963,6 +965,38 @@ def _repository(raw: Any, key: str, base: Path, check: _Checker) -> Repository:
                       f"would promote every new head of {env.promote_from} untested: "
                       "name the checks it must pass in require_checks")
     return Repository(name=name or "", path=path, environments=tuple(envs), ci=ci)
+
+
+def _unknown_sources(envs: list[Environment], key: str, path: Path, check: _Checker) -> None:
+    """Report a promote_from that names no environment branch, not main and no branch of the repository: a typo
+    (`stagng`), or an environment's name where its branch differs; nothing could ever be promoted from it."""
+    known = [env.branch for env in envs if env.branch] + ["main"]
+    by_name = {env.name: env.branch for env in envs if env.name and env.branch}
+    for i, env in enumerate(envs):
+        source = env.promote_from
+        if not source or source in known or path == _NO_PATH or _has_branch(path, source) is not False:
+            continue
+        hint = (f"{source!r} is the environment whose branch is {by_name[source]!r}; " if source in by_name else
+                "".join(f"did you mean {m!r}? " for m in difflib.get_close_matches(source, known, 1)))
+        check.add(f"{key}.environments[{i}].promote_from",
+                  f"{source!r} is no environment branch here, not main and no branch of {path}: {hint}"
+                  f"promote from one of {', '.join(dict.fromkeys(known))}, or push the branch {source!r} first")
+
+
+def _has_branch(repo: Path, branch: str) -> bool | None:
+    """Whether a bare repository has refs/heads/BRANCH (a loose ref or in packed-refs); None if it cannot tell."""
+    ref = f"refs/heads/{branch}"
+    try:
+        if (repo / "reftable").exists() or not (repo / "HEAD").is_file():
+            return None   # another ref format: read only through git, which the config does not run
+        if (repo / ref).is_file():
+            return True
+        with open(repo / "packed-refs", encoding="utf-8", errors="replace") as handle:
+            return any(line.rstrip("\n").endswith(f" {ref}") for line in handle)
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return None
 
 
 def _promotion_loops(envs: list[Environment], key: str, check: _Checker) -> None:
