@@ -125,6 +125,42 @@ def _nudge(config: Any, repo: Any, trigger: str, commits: tuple[str, ...] = (), 
                                            reason=reason))
 
 
+def _daemon_pid(state_dir: Path) -> int | None:
+    """The pid of the daemon holding the state folder's lock (daemon.py's lock_state_dir), or None.
+
+    Read from /proc/locks, not by trying the lock: a daemon starting at that instant must not find it taken."""
+    try:
+        info = os.stat(state_dir / "daemon.lock")
+        wanted = f"{os.major(info.st_dev):02x}:{os.minor(info.st_dev):02x}:{info.st_ino}"
+        with open("/proc/locks", encoding="ascii", errors="replace") as handle:
+            for line in handle:
+                fields = line.split()
+                if len(fields) > 5 and fields[1] == "FLOCK" and fields[5] == wanted and fields[4].isdigit():
+                    return int(fields[4])
+    except OSError:
+        pass
+    return None
+
+
+def _unreachable(config: Any) -> str | None:
+    """What is true when the daemon's sockets are not there although it runs: its runtime folder was removed."""
+    try:
+        if config.runtime_dir.exists():
+            return None
+        pid = _daemon_pid(config.state_dir)
+    except (AttributeError, OSError):
+        return None
+    if pid is None:
+        return None
+    return (f"the runtime folder {config.runtime_dir} is missing: the daemon (pid {pid}) was started with it and "
+            "cannot be reached; restart it: systemctl restart gitopsd")
+
+
+def _not_told(config: Any, absent: str = "the daemon is not running") -> str:
+    """The words for a nudge that could not be sent: `absent`, unless the daemon runs without its runtime folder."""
+    return _unreachable(config) or absent
+
+
 # -- commands --------------------------------------------------------------------------------------
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -545,7 +581,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
         print(f"{repo.name}/{env.name}: was not suspended")
         return 0
     sent = _nudge(config, repo, "resume")
-    print(f"{repo.name}/{env.name}: resumed; " + ("the daemon looks at it now" if sent else "the daemon is not running"))
+    print(f"{repo.name}/{env.name}: resumed; " + ("the daemon looks at it now" if sent else _not_told(config)))
     return 0
 
 
@@ -576,7 +612,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
     sent = _nudge(config, repo, "sync")
     print(f"{repo.name}/{env.name}: re-applying {head[:7]} (kind reapply); "
           + ("the daemon starts it now; follow with `gitopsd status`" if sent
-             else "the daemon is not running: it starts it when it is back"))
+             else _not_told(config, "the daemon is not running: it starts it when it is back")))
     return 0
 
 
@@ -771,7 +807,7 @@ def cmd_ci_report(args: argparse.Namespace) -> int:
         record(store, repo.name, commit, tree, report, reporter)
     sent = _nudge(config, repo, "ci-status")
     print(f"{repo.name}: {report.context} {report.state} for {commit[:7]} (tree {tree[:7]}), reported by {reporter}"
-          + ("; the daemon looks at it now" if sent else "; the daemon is not running"))
+          + ("; the daemon looks at it now" if sent else f"; {_not_told(config)}"))
     return 0
 
 
@@ -1251,7 +1287,8 @@ def main(argv: list[str] | None = None) -> int:
             import traceback
             traceback.print_exc()
         # A store error's line already says what is wrong and what to do (adapters/storeerrors.py).
-        print(f"gitopsd: {'' if isinstance(exc, StoreError) else 'error: '}{exc}", file=sys.stderr)
+        line = _control_unreachable(args, exc) or str(exc)
+        print(f"gitopsd: {'' if isinstance(exc, StoreError) else 'error: '}{line}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
@@ -1268,6 +1305,20 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         print(f"gitopsd: {_explain(args, exc)}", file=sys.stderr)
         return 1
+
+
+def _control_unreachable(args: argparse.Namespace, exc: BaseException | None) -> str | None:
+    """For a failure to reach the control socket while the daemon runs without its runtime folder, the true line."""
+    from .adapters.control import ControlError
+    seen = 0
+    while exc is not None and seen < 10 and not isinstance(exc, ControlError):
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    if not isinstance(exc, ControlError):
+        return None
+    try:
+        return _unreachable(_config(args))
+    except Exception:   # no config to find the folders by: the original line stands
+        return None
 
 
 def _reader_gone(exc: BaseException | None) -> bool:
