@@ -513,7 +513,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     repo = _repo(config, args.repo)
     who = cli_identity()
     return _said(operations.rollback(lambda: Store.of(config, readonly=args.to is None), repo, args.env, who,
-                                     to=args.to, announce=_announcer(config, repo)))
+                                     to=args.to, announce=_announcer(config, repo)), config)
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
@@ -523,7 +523,7 @@ def cmd_promote(args: argparse.Namespace) -> int:
     repo = _repo(config, args.repo)
     return _said(operations.promote(config, lambda: Store.of(config, readonly=True), repo, args.src, args.dst,
                                     cli_identity(), override=args.override, dry_run=args.dry_run,
-                                    announce=_announcer(config, repo)))
+                                    announce=_announcer(config, repo)), config)
 
 
 def cmd_retry(args: argparse.Namespace) -> int:
@@ -543,9 +543,14 @@ def _announcer(config: Any, repo: Any) -> Any:
     return lambda trigger, commits, reason: _nudge(config, repo, trigger, commits, reason=reason)
 
 
-def _said(outcome: Any) -> int:
-    """Print an operation's lines (stdout when done, stderr when refused); its exit code."""
-    print("\n".join(outcome.lines), file=sys.stdout if outcome.ok else sys.stderr)
+def _said(outcome: Any, config: Any = None) -> int:
+    """Print an operation's lines (stdout when done, stderr when refused); its exit code. With `config`, a daemon
+    that could not be told although it runs (its runtime folder removed) is said to be so, not to be stopped."""
+    from .operations import nudged
+    lines = list(outcome.lines)
+    if config is not None and nudged(False) in lines:
+        lines = [_not_told(config, line) if line == nudged(False) else line for line in lines]
+    print("\n".join(lines), file=sys.stdout if outcome.ok else sys.stderr)
     return 0 if outcome.ok else 1
 
 

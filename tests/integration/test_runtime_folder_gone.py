@@ -24,10 +24,12 @@ def test_commands_that_talk_to_the_daemon_say_its_runtime_folder_is_missing_not_
             assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
             assert missing in proc.stderr and "systemctl restart gitopsd" in proc.stderr
             assert "not running" not in proc.stderr and "Traceback" not in proc.stderr
-        for args in (("sync", "qa"), ("resume", "qa")):
+        sandbox.write("app.txt", "v2")
+        sandbox.commit("v2")
+        sandbox.push("main")
+        for args in (("sync", "qa"), ("promote", "main", "qa")):
             proc = sandbox.cli(*args)
-            assert "not running" not in proc.stdout and (missing in proc.stdout or "was not suspended" in proc.stdout), \
-                proc.stdout
+            assert missing in proc.stdout and "not running" not in proc.stdout, proc.stdout
     # Stopped, it is not running: that is what is said then.
     proc = sandbox.cli("approve", "r1", "--note", "ok", check=False)
     assert proc.returncode == 1 and "the daemon is not running" in proc.stderr and "runtime folder" not in proc.stderr
