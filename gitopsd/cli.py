@@ -125,6 +125,42 @@ def _nudge(config: Any, repo: Any, trigger: str, commits: tuple[str, ...] = (), 
                                            reason=reason))
 
 
+def _daemon_pid(state_dir: Path) -> int | None:
+    """The pid of the daemon holding the state folder's lock (daemon.py's lock_state_dir), or None.
+
+    Read from /proc/locks, not by trying the lock: a daemon starting at that instant must not find it taken."""
+    try:
+        info = os.stat(state_dir / "daemon.lock")
+        wanted = f"{os.major(info.st_dev):02x}:{os.minor(info.st_dev):02x}:{info.st_ino}"
+        with open("/proc/locks", encoding="ascii", errors="replace") as handle:
+            for line in handle:
+                fields = line.split()
+                if len(fields) > 5 and fields[1] == "FLOCK" and fields[5] == wanted and fields[4].isdigit():
+                    return int(fields[4])
+    except OSError:
+        pass
+    return None
+
+
+def _unreachable(config: Any) -> str | None:
+    """What is true when the daemon's sockets are not there although it runs: its runtime folder was removed."""
+    try:
+        if config.runtime_dir.exists():
+            return None
+        pid = _daemon_pid(config.state_dir)
+    except (AttributeError, OSError):
+        return None
+    if pid is None:
+        return None
+    return (f"the runtime folder {config.runtime_dir} is missing: the daemon (pid {pid}) was started with it and "
+            "cannot be reached; restart it: systemctl restart gitopsd")
+
+
+def _not_told(config: Any, absent: str = "the daemon is not running") -> str:
+    """The words for a nudge that could not be sent: `absent`, unless the daemon runs without its runtime folder."""
+    return _unreachable(config) or absent
+
+
 # -- commands --------------------------------------------------------------------------------------
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -477,7 +513,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     repo = _repo(config, args.repo)
     who = cli_identity()
     return _said(operations.rollback(lambda: Store.of(config, readonly=args.to is None), repo, args.env, who,
-                                     to=args.to, announce=_announcer(config, repo)))
+                                     to=args.to, announce=_announcer(config, repo)), config)
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
@@ -487,7 +523,7 @@ def cmd_promote(args: argparse.Namespace) -> int:
     repo = _repo(config, args.repo)
     return _said(operations.promote(config, lambda: Store.of(config, readonly=True), repo, args.src, args.dst,
                                     cli_identity(), override=args.override, dry_run=args.dry_run,
-                                    announce=_announcer(config, repo)))
+                                    announce=_announcer(config, repo)), config)
 
 
 def cmd_retry(args: argparse.Namespace) -> int:
@@ -507,9 +543,14 @@ def _announcer(config: Any, repo: Any) -> Any:
     return lambda trigger, commits, reason: _nudge(config, repo, trigger, commits, reason=reason)
 
 
-def _said(outcome: Any) -> int:
-    """Print an operation's lines (stdout when done, stderr when refused); its exit code."""
-    print("\n".join(outcome.lines), file=sys.stdout if outcome.ok else sys.stderr)
+def _said(outcome: Any, config: Any = None) -> int:
+    """Print an operation's lines (stdout when done, stderr when refused); its exit code. With `config`, a daemon
+    that could not be told although it runs (its runtime folder removed) is said to be so, not to be stopped."""
+    from .operations import nudged
+    lines = list(outcome.lines)
+    if config is not None and nudged(False) in lines:
+        lines = [_not_told(config, line) if line == nudged(False) else line for line in lines]
+    print("\n".join(lines), file=sys.stdout if outcome.ok else sys.stderr)
     return 0 if outcome.ok else 1
 
 
@@ -545,7 +586,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
         print(f"{repo.name}/{env.name}: was not suspended")
         return 0
     sent = _nudge(config, repo, "resume")
-    print(f"{repo.name}/{env.name}: resumed; " + ("the daemon looks at it now" if sent else "the daemon is not running"))
+    print(f"{repo.name}/{env.name}: resumed; " + ("the daemon looks at it now" if sent else _not_told(config)))
     return 0
 
 
@@ -576,7 +617,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
     sent = _nudge(config, repo, "sync")
     print(f"{repo.name}/{env.name}: re-applying {head[:7]} (kind reapply); "
           + ("the daemon starts it now; follow with `gitopsd status`" if sent
-             else "the daemon is not running: it starts it when it is back"))
+             else _not_told(config, "the daemon is not running: it starts it when it is back")))
     return 0
 
 
@@ -771,7 +812,7 @@ def cmd_ci_report(args: argparse.Namespace) -> int:
         record(store, repo.name, commit, tree, report, reporter)
     sent = _nudge(config, repo, "ci-status")
     print(f"{repo.name}: {report.context} {report.state} for {commit[:7]} (tree {tree[:7]}), reported by {reporter}"
-          + ("; the daemon looks at it now" if sent else "; the daemon is not running"))
+          + ("; the daemon looks at it now" if sent else f"; {_not_told(config)}"))
     return 0
 
 
@@ -1178,11 +1219,65 @@ def build_parser() -> argparse.ArgumentParser:
             "Run a server-side hook; Git calls this through the shims installed by install-hooks.", cmd_hook)
     p.add_argument("name", choices=("pre-receive",))
     p.add_argument("--database", metavar="FILE", help="state database holding the hook's config snapshot")
+    _bound_numbers(parser)
     return parser
+
+
+COUNT_MAX = 10**9   # a count or an id past this is a typo; SQLite and int() would fail on it with a traceback
+
+
+def _count(text: str) -> int:
+    """A count or an id: a whole number from 1 to COUNT_MAX (argparse says so in one line)."""
+    if not (text.isascii() and text.isdigit() and len(text) <= 10 and 1 <= int(text) <= COUNT_MAX):
+        raise argparse.ArgumentTypeError(f"must be a whole number from 1 to {COUNT_MAX}, not {text[:20]!r}")
+    return int(text)
+
+
+def _seconds(text: str) -> float:
+    """A duration: a number of seconds from 0 to a year (not nan, inf or 1e400)."""
+    try:
+        value = float(text) if text.isascii() and len(text) <= 20 else -1.0
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 366 * 86400:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds from 0 to {366 * 86400}, not {text[:20]!r}")
+    return value
+
+
+def _bound_numbers(parser: argparse.ArgumentParser) -> None:
+    """Every int argument of every command (and subcommand) is a count or an id, every float one a duration."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in set(action.choices.values()):
+                _bound_numbers(child)
+        elif action.type is int:
+            action.type = _count
+        elif action.type is float:
+            action.type = _seconds
+
+
+def _not_utf8(argv: Sequence[str]) -> str | None:
+    """The one line for the first argument that is not valid UTF-8 (Python keeps such bytes as surrogates), or None."""
+    for i, arg in enumerate(argv):
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError:
+            shown = os.fsencode(arg).decode("utf-8", "backslashreplace")
+            option = arg.partition("=")[0] if arg.startswith("--") and "=" in arg else ""
+            if not option and i and argv[i - 1].startswith("-") and "=" not in argv[i - 1]:
+                option = argv[i - 1]
+            named = f"the value of {option[:40]}" if option else "an argument"
+            return (f"{named} is not valid UTF-8 ('{shown[:60]}'); gitopsd takes names, text and paths as UTF-8: "
+                    "give it again spelled in UTF-8")
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    garbled = _not_utf8(sys.argv[1:] if argv is None else argv)
+    if garbled:
+        print(f"gitopsd: error: {garbled}", file=sys.stderr)
+        return 2
     args = parser.parse_args(argv)
     if not hasattr(args, "config"):
         args.config = DEFAULT_CONFIG
@@ -1197,7 +1292,8 @@ def main(argv: list[str] | None = None) -> int:
             import traceback
             traceback.print_exc()
         # A store error's line already says what is wrong and what to do (adapters/storeerrors.py).
-        print(f"gitopsd: {'' if isinstance(exc, StoreError) else 'error: '}{exc}", file=sys.stderr)
+        line = _control_unreachable(args, exc) or str(exc)
+        print(f"gitopsd: {'' if isinstance(exc, StoreError) else 'error: '}{line}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
@@ -1214,6 +1310,20 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         print(f"gitopsd: {_explain(args, exc)}", file=sys.stderr)
         return 1
+
+
+def _control_unreachable(args: argparse.Namespace, exc: BaseException | None) -> str | None:
+    """For a failure to reach the control socket while the daemon runs without its runtime folder, the true line."""
+    from .adapters.control import ControlError
+    seen = 0
+    while exc is not None and seen < 10 and not isinstance(exc, ControlError):
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    if not isinstance(exc, ControlError):
+        return None
+    try:
+        return _unreachable(_config(args))
+    except Exception:   # no config to find the folders by: the original line stands
+        return None
 
 
 def _reader_gone(exc: BaseException | None) -> bool:

@@ -5,6 +5,7 @@ content, so a push cannot loosen the rules that judge it.
 """
 from __future__ import annotations
 
+import difflib
 import math
 import os
 import posixpath
@@ -41,6 +42,7 @@ NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 BRANCH_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 ONE_DAY = 86400              # seconds: no wait or interval needs more; beyond, timers and timeouts overflow
 SOCKET_PATH_MAX = 107        # bytes of a Unix socket path on Linux: sun_path is 108 with the final NUL
+CONFIG_MAX = 10 * 2**20      # bytes: a real config is a few KiB; stops --config /dev/zero or a log file read whole
 _MAX_NODES = 100_000         # far beyond any real config: stops a YAML alias bomb from expanding here
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 _NO_PATH = Path("/nonexistent")
@@ -215,10 +217,7 @@ def load(path: Path | str, *, writable_folders: bool = False) -> Config:
     source = Path(path)
     file = str(source)
     stamp = file_stamp(file)  # before reading: an edit in between makes the stamp stale, never wrong
-    try:
-        text = source.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError([Problem(file, None, "", f"cannot read config: {exc.strerror or exc}")]) from exc
+    text = _read_text(source)
     try:
         # One parse: the node tree gives line numbers, then the same loader builds the data (safe tags only).
         loader = _SafeLoader(text)
@@ -240,6 +239,30 @@ def load(path: Path | str, *, writable_folders: bool = False) -> Config:
     if check.problems:
         raise ConfigError(check.problems, replace(config, stamp=stamp))
     return replace(config, stamp=stamp)
+
+
+def _read_text(source: Path) -> str:
+    """The config file's text. Raise ConfigError, in one line, for a file that cannot be read, is not a regular
+    file (/dev/zero, a FIFO: reading would never end), is over CONFIG_MAX bytes, or is not UTF-8 (with its line)."""
+    file = str(source)
+    try:   # O_NONBLOCK: opening a FIFO does not wait for a writer
+        fd = os.open(source, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as handle:
+            info = os.fstat(handle.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                raise ConfigError([Problem(file, None, "", "is not a regular file; give --config a YAML file")])
+            data = handle.read(CONFIG_MAX + 1)
+    except OSError as exc:
+        raise ConfigError([Problem(file, None, "", f"cannot read config: {exc.strerror or exc}")]) from exc
+    if len(data) > CONFIG_MAX:
+        raise ConfigError([Problem(file, None, "", f"is over {CONFIG_MAX // 2**20} MiB; a gitopsd config is a few "
+                                                    "KiB: is it the right file?")])
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line, column = data.count(b"\n", 0, exc.start) + 1, exc.start - data.rfind(b"\n", 0, exc.start)
+        raise ConfigError([Problem(file, line, "", f"is not UTF-8 text (byte 0x{data[exc.start]:02x} at column {column}); "
+                                                    "save it as UTF-8")]) from exc
 
 
 def _normalize(raw: Any, source: Path, check: _Checker, writable: bool) -> Config:
@@ -926,6 +949,7 @@ def _repository(raw: Any, key: str, base: Path, check: _Checker) -> Repository:
         if env.promote_from == env.branch and env.branch:
             check.add(f"{key}.environments[{i}].promote_from", "an environment cannot promote from its own branch")
     _promotion_loops(envs, key, check)
+    _unknown_sources(envs, key, path, check)
     ci = _ci(data["ci"], f"{key}.ci", check) if "ci" in data else Ci()
     steps = {f"gitopsd/{step.name}" for step in ci.steps}
     for i, env in enumerate(envs):
@@ -941,6 +965,38 @@ def _repository(raw: Any, key: str, base: Path, check: _Checker) -> Repository:
                       f"would promote every new head of {env.promote_from} untested: "
                       "name the checks it must pass in require_checks")
     return Repository(name=name or "", path=path, environments=tuple(envs), ci=ci)
+
+
+def _unknown_sources(envs: list[Environment], key: str, path: Path, check: _Checker) -> None:
+    """Report a promote_from that names no environment branch, not main and no branch of the repository: a typo
+    (`stagng`), or an environment's name where its branch differs; nothing could ever be promoted from it."""
+    known = [env.branch for env in envs if env.branch] + ["main"]
+    by_name = {env.name: env.branch for env in envs if env.name and env.branch}
+    for i, env in enumerate(envs):
+        source = env.promote_from
+        if not source or source in known or path == _NO_PATH or _has_branch(path, source) is not False:
+            continue
+        hint = (f"{source!r} is the environment whose branch is {by_name[source]!r}; " if source in by_name else
+                "".join(f"did you mean {m!r}? " for m in difflib.get_close_matches(source, known, 1)))
+        check.add(f"{key}.environments[{i}].promote_from",
+                  f"{source!r} is no environment branch here, not main and no branch of {path}: {hint}"
+                  f"promote from one of {', '.join(dict.fromkeys(known))}, or push the branch {source!r} first")
+
+
+def _has_branch(repo: Path, branch: str) -> bool | None:
+    """Whether a bare repository has refs/heads/BRANCH (a loose ref or in packed-refs); None if it cannot tell."""
+    ref = f"refs/heads/{branch}"
+    try:
+        if (repo / "reftable").exists() or not (repo / "HEAD").is_file():
+            return None   # another ref format: read only through git, which the config does not run
+        if (repo / ref).is_file():
+            return True
+        with open(repo / "packed-refs", encoding="utf-8", errors="replace") as handle:
+            return any(line.rstrip("\n").endswith(f" {ref}") for line in handle)
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return None
 
 
 def _promotion_loops(envs: list[Environment], key: str, check: _Checker) -> None:

@@ -178,6 +178,9 @@ class ReadConfig:
         return getattr(self._full, name)
 
 
+_CONFIG_MAX = 10 * 2**20   # characters: config.CONFIG_MAX, which load() refuses past (not imported: it pulls in YAML)
+
+
 def read_config(path: Path) -> tuple[ReadConfig, dict[str, str]] | None:
     """The configuration for a read-only command and {repository: problem} for those that cannot be read.
 
@@ -191,10 +194,14 @@ def read_config(path: Path) -> tuple[ReadConfig, dict[str, str]] | None:
     from .gate import snapshot
     source = os.path.realpath(path)
     stamp = snapshot.file_stamp(source)
-    try:
+    try:   # /dev/zero or a FIFO would never end: config.load, on the slow path, says what is wrong with it
+        if not os.path.isfile(source):
+            return None
         with open(source, encoding="utf-8") as handle:
-            text = handle.read()
+            text = handle.read(_CONFIG_MAX + 1)
     except (OSError, UnicodeDecodeError):
+        return None
+    if len(text) > _CONFIG_MAX:
         return None
     found = _STATE_DIR_LINE.findall(text)
     if len(found) != text.count("state_dir") or len(found) > 1 or not stamp or snapshot.file_stamp(source) != stamp:

@@ -13,6 +13,7 @@ import json
 import logging
 import time
 from typing import Any, Awaitable, Callable
+from urllib.parse import unquote_to_bytes
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -344,7 +345,7 @@ def create_standby_app(metrics: Callable[[], tuple[bytes, str]], leader: Callabl
 async def _body(request: Request) -> bytes:
     """The request body, refused past MAX_BODY by its Content-Length and by the bytes that really came."""
     length = request.headers.get("content-length", "")
-    if length.isdigit() and int(length) > statuses.MAX_BODY:
+    if length.isascii() and length.isdigit() and (len(length) > 9 or int(length) > statuses.MAX_BODY):
         raise _unprocessable("body", f"is {length} bytes; at most {statuses.MAX_BODY} are taken")
     chunks, size = [], 0
     async for chunk in request.stream():
@@ -355,11 +356,33 @@ async def _body(request: Request) -> bytes:
     return b"".join(chunks)
 
 
+def _decode(raw: bytes, send: str) -> Any:
+    """Given a request body, return its JSON value. Raise ValueError with the one line that says what is wrong
+    (not UTF-8, not JSON, NaN, nested too deep, a number too long to read, a lone surrogate) and what to send."""
+    def constant(name: str) -> Any:
+        raise ValueError(f"has {name}, which JSON does not allow; {send}")
+    try:
+        data = json.loads(raw, parse_constant=constant)
+    except RecursionError:
+        raise ValueError(f"is nested too deeply to read; {send}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"is not JSON ({exc.__class__.__name__}); {send}") from None
+    except ValueError as exc:   # int()'s limit on digits; or NaN, from constant()
+        if str(exc).startswith("has "):
+            raise
+        raise ValueError(f"has a number too long to read; {send}") from None
+    try:   # a lone surrogate ("\ud800") decodes, and fails later where the text is stored or sent back
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"has a lone surrogate escape (\\ud800 to \\udfff) in a string; {send}") from None
+    return data
+
+
 def _json(body: bytes) -> Any:
     try:
-        return json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise _unprocessable("body", f"is not JSON ({exc.__class__.__name__}); send a JSON object with a state") from exc
+        return _decode(body, "send a JSON object with a state")
+    except ValueError as exc:
+        raise _unprocessable("body", str(exc)) from exc
 
 
 def _refused(field: str, message: str) -> ApiError:
@@ -374,9 +397,9 @@ async def _gate_fields(request: Request, types: dict[str, type], required: tuple
     except ApiError as exc:
         raise _refused("body", str(exc.body.get("message", "cannot be read"))) from exc
     try:
-        body = json.loads(raw) if raw.strip() else {}
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise _refused("body", f"is not JSON ({exc.__class__.__name__}); send a JSON object") from exc
+        body = _decode(raw, "send a JSON object") if raw.strip() else {}
+    except ValueError as exc:
+        raise _refused("body", str(exc)) from exc
     if not isinstance(body, dict):
         raise _refused("body", f"must be a JSON object with {', '.join(types)}")
     unknown = sorted(set(body) - set(types))
@@ -399,7 +422,7 @@ def _limit(request: Request, default: int, alias: str = "limit") -> int:
     """`?limit=` (or GitHub's name for it, `alias`, e.g. per_page), 1 to MAX_LIMIT."""
     field = alias if alias in request.query_params else "limit"
     raw = request.query_params.get(field, str(default))
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 9) or not 1 <= int(raw) <= MAX_LIMIT:
         raise _unprocessable(field, f"must be a whole number from 1 to {MAX_LIMIT}, not {raw[:20]!r}")
     return int(raw)
 
@@ -414,7 +437,8 @@ def _default_branch(repo: Repository) -> str:
 
 
 class Guard:
-    """Outermost: one DEBUG line per request (method, path, status, time, token), and no exception past it.
+    """Outermost: one DEBUG line per request (method, path, status, time, token), and no exception past it;
+    a path that is not printable text once percent-decoded (%FF, %00) is a 422 before any route sees it.
 
     Starlette answers a bug with a 500 and raises it again for the server to log; the daemon's log
     gets one line here instead of a traceback from the server's logger (the traceback at DEBUG).
@@ -429,6 +453,11 @@ class Guard:
             return
         t0 = time.perf_counter()
         answered = 0
+        garbled = _garbled(scope)
+        if garbled:
+            await _send_json(send, 422, {"field": garbled, "message": "is not printable UTF-8 text once percent-decoded; "
+                                                                      "names and values in URLs are printable text"})
+            return
 
         async def sending(message: Message) -> None:
             nonlocal answered
@@ -447,6 +476,17 @@ class Guard:
             log.debug("API %s %s -> %d in %.1f ms%s", scope["method"], scope["path"], answered,
                       (time.perf_counter() - t0) * 1000,
                       f" (token {scope['gitopsd.token']})" if scope.get("gitopsd.token") else "")
+
+
+def _garbled(scope: Scope) -> str | None:
+    """"path" or "query" if that part of the URL is not printable UTF-8 text once percent-decoded, else None."""
+    if "\ufffd" in scope["path"] or not scope["path"].isprintable():   # the server decodes bytes that are not UTF-8 as U+FFFD
+        return "path"
+    try:
+        query = unquote_to_bytes(bytes(scope.get("query_string", b""))).decode("utf-8")
+    except UnicodeDecodeError:
+        return "query"
+    return None if query.isprintable() else "query"
 
 
 async def _send_json(send: Callable[[Message], Awaitable[None]], status: int, body: dict[str, Any]) -> None:

@@ -71,7 +71,15 @@ def _status_paths(prefix: str, where: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def document() -> dict[str, Any]:
-    """The whole OpenAPI 3.1 document."""
+    """The whole OpenAPI 3.1 document; every operation documents a 422 (a URL that is not UTF-8 text gets one)."""
+    doc = _document()
+    for operations in doc["paths"].values():
+        for operation in operations.values():
+            operation["responses"].setdefault("422", INVALID["422"])
+    return doc
+
+
+def _document() -> dict[str, Any]:
     nullable = ["string", "null"]
     return {
         "openapi": "3.1.0",

@@ -166,13 +166,15 @@ def rc_page(repo: Repository, store: Store, name: str) -> dict[str, Any] | None:
 # -- Ansible output -----------------------------------------------------------------------------------------
 _SGR = re.compile(r"\x1b\[([0-9;]*)m")
 _OTHER_ESCAPES = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Za-z0-9]|[\x00-\x08\x0b-\x1f\x7f]")
+_SGR_PARAMETERS = 16   # a real colour code has one to five; the rest of an absurd one is ignored
 _COLOURS = {30: "black", 31: "red", 32: "green", 33: "yellow", 34: "blue", 35: "magenta", 36: "cyan", 37: "white"}
 
 
 def ansi_to_html(text: str) -> Markup:
     """Ansible's coloured output as HTML: escaped first, then SGR colour codes become spans with classes.
 
-    Only our own class names are ever written, so no byte of the output can become markup."""
+    Only our own class names are ever written, so no byte of the output can become markup. The output is
+    the repository's: a parameter of more than three digits, or past the sixteenth, is ignored, not read."""
     out: list[str] = []
     classes: list[str] = []
     pos = 0
@@ -181,7 +183,8 @@ def ansi_to_html(text: str) -> Markup:
         pos = match.end()
         if classes:
             out.append("</span>")
-        for code in [int(c) if c.isdigit() else 0 for c in (match.group(1) or "0").split(";")]:
+        parameters = (match.group(1) or "0").split(";", _SGR_PARAMETERS)[:_SGR_PARAMETERS]
+        for code in [(int(c) if c else 0) if len(c) <= 3 else -1 for c in parameters]:
             if code == 0:
                 classes = []
             elif code == 1:

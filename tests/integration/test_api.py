@@ -10,6 +10,7 @@ import http.client
 import json
 import logging
 import os
+import re
 import socket
 import stat
 import time
@@ -423,3 +424,75 @@ def test_answers_are_not_held_back_by_nagles_algorithm(sandbox, api):
         took.append(time.perf_counter() - started)
     connection.close()
     assert sorted(took)[len(took) // 2] < 0.025, took
+
+
+def _example(schema: dict) -> dict:
+    """A body that passes the schema's own checks: the first enum value, true, or a short string per property."""
+    def value(prop: dict) -> object:
+        if "enum" in prop:
+            return prop["enum"][0]
+        return True if prop.get("type") == "boolean" else "ok"
+    return {k: value(p) for k, p in schema["properties"].items() if k in schema.get("required", []) or "enum" in p}
+
+
+def _hostile_requests(doc: dict, head: str) -> list[tuple[str, str, bytes | None]]:
+    """Every operation of the OpenAPI document with each bad input it can take: (method, path, raw body)."""
+    fill = {"repo": "shop", "owner": "acme", "commit": head, "env": "qa", "name": "2026-11-29.1"}
+    schemas = doc["components"]["schemas"]
+    cases: list[tuple[str, str, bytes | None]] = []
+    for template, operations in doc["paths"].items():
+        for method, operation in operations.items():
+            path = template.format(**fill)
+            params = operation.get("parameters", [])
+            for p in params:
+                if p["in"] == "path":   # a name that is not UTF-8 once percent-decoded, and a lone surrogate's bytes
+                    for bad in ("%FF", "%ED%A0%80", "%00"):
+                        cases.append((method, template.replace(f"{{{p['name']}}}", bad).format(**fill), None))
+                if p["in"] == "query":
+                    numbers = ("%C2%B2", "9" * 5000, "-1", "1e3", "%FF", "") if p["schema"].get("type") == "integer" else ()
+                    for bad in (*numbers, "%FF", "%ED%A0%80", "x%00"):
+                        cases.append((method, f"{path}?{p['name']}={bad}", None))
+            body = operation.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema")
+            if body is None:
+                continue
+            schema = schemas[body["$ref"].rpartition("/")[2]]
+            example = json.dumps(_example(schema))[1:-1]
+            cases += [(method, path, b"[" * 30_000 + b"]" * 30_000), (method, path, b'{"a":' * 30_000 + b"1" + b"}" * 30_000)]
+            for field in schema["properties"]:
+                for bad in ("9" * 5000, '"\\ud800"', '"\\udfff x"', "1e999", "NaN", "[" * 2000 + "]" * 2000):
+                    cases.append((method, path, (f'{{{example}, "{field}": {bad}}}' if example
+                                                 else f'{{"{field}": {bad}}}').encode()))
+    return cases
+
+
+def _fits(template: str, path: str) -> bool:
+    """Whether a request path (query and all) is one of the document's path templates."""
+    return re.fullmatch(re.sub(r"\\{[a-z]+\\}", "[^/]+", re.escape(template)), path.partition("?")[0]) is not None
+
+
+def test_no_bad_input_to_any_endpoint_answers_500_each_gets_a_422_with_one_line(sandbox, api):
+    token = api.token("all", "statuses:write", "read", "approvals:write")
+    head = sandbox.head("main")
+    doc = api.call("GET", "/api/v1/openapi.json", token)[2]
+    assert isinstance(doc, dict)
+    answers = []
+    for method, path, raw in _hostile_requests(doc, head):
+        connection = http.client.HTTPConnection(api.config.api.host, api.config.api.port, timeout=10)
+        connection.request(method.upper(), path, body=raw, headers={"Authorization": f"Bearer {token}",
+                                                                   "Content-Type": "application/json"})
+        response = connection.getresponse()
+        text = response.read()
+        connection.close()
+        documented = doc["paths"][next(t for t, ops in doc["paths"].items() if method in ops and _fits(t, path))]
+        assert str(response.status) in documented[method]["responses"], (method, path)
+        answers.append((response.status, method, path[:80], (raw or b"")[:60], text[:200]))
+    assert len(answers) > 200
+    wrong = [a for a in answers if a[0] != 422]
+    assert not wrong, "\n".join(map(str, wrong))
+    for status, _method, _path, _raw, text in answers:
+        body = json.loads(text)
+        line = body.get("message") or body.get("error")
+        assert isinstance(line, str) and line and "\n" not in line, text
+        if status == 422:
+            assert body.get("field"), text
+    assert api.combined(head, token)["total_count"] == 0 and api.looks == []

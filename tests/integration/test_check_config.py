@@ -138,3 +138,18 @@ def test_without_the_postgresql_extra_each_command_says_in_one_line_what_to_inst
         assert "Traceback" not in proc.stderr and "ModuleNotFoundError" not in proc.stdout + proc.stderr, proc.stderr
     upgrade = gitopsd("db", "upgrade", "--database", url)
     assert len(upgrade.stderr.splitlines()) == 1, upgrade.stderr
+
+
+def test_a_typo_in_promote_from_is_reported_with_its_line_and_the_known_names(tmp_path):
+    repo = tmp_path / "shop.git"
+    subprocess.run(["git", "init", "-q", "--bare", str(repo)], check=True)
+    config = tmp_path / "gitopsd.yml"
+    config.write_text(f"repositories:\n  - name: shop\n    path: {repo}\n    environments:\n      - name: qa\n"
+                      "      - name: staging\n      - name: production\n        promote_from: stagin\n")
+    proc = check_config(config)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.splitlines() == [
+        f"{config}: 1 problem:",
+        f"  {config}:8: repositories[0].environments[2].promote_from: 'stagin' is no environment branch here, not main "
+        f"and no branch of {repo}: did you mean 'staging'? promote from one of qa, staging, production, main, or push "
+        "the branch 'stagin' first"]

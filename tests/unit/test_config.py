@@ -71,7 +71,7 @@ repositories:
     assert f"{path}:8: repositories[0].environments[0].inventory: path escapes the repository tree" in text
     assert f"{path}:9: repositories[0].environments[1].name: must be a plain name" in text
     assert f"{path}:10: repositories[0].environments[1].playbook: path escapes the repository tree" in text
-    assert f"{path}:12: repositories[0].environments[2].branch: branch 'qa' is already used by environment 'qa'" in text
+    assert f"{path}:11: repositories[0].environments[2].branch: branch 'qa' is already used by environment 'qa'" in text
     assert f"{path}:13: repositories[0].environments[2].timeout: must be at least 1" in text
     assert f"{path}:14: repositories[1].name: must be a plain name" in text
     assert f"{path}:15: repositories[1].path: no Git repository at" in text
@@ -249,7 +249,18 @@ repositories:
     ]
 
 
+def branch(repo: Path, name: str) -> None:
+    """Give a bare repository the branch NAME (one empty commit), as a push would."""
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com", "--git-dir", str(repo)]
+    tree = subprocess.run([*git, "hash-object", "-w", "-t", "tree", "/dev/null"], capture_output=True, text=True,
+                          check=True).stdout.strip()
+    commit = subprocess.run([*git, "commit-tree", tree, "-m", name], capture_output=True, text=True,
+                            check=True).stdout.strip()
+    subprocess.run([*git, "update-ref", f"refs/heads/{name}", commit], check=True)
+
+
 def test_promote_from_a_later_environment_or_a_branch_outside_the_chain_is_allowed(tmp_path, repo):
+    branch(repo, "develop")
     config = load(write(tmp_path, f"""\
 repositories:
   - name: shop
@@ -263,6 +274,35 @@ repositories:
         promote_from: qa
 """))
     assert [e.promote_from for e in config.repositories[0].environments] == ["develop", "production", "qa"]
+
+
+def test_a_promote_from_naming_no_environment_branch_main_or_branch_of_the_repository_is_reported(tmp_path, repo):
+    branch(repo, "develop")
+    subprocess.run(["git", "--git-dir", str(repo), "pack-refs", "--all"], check=True)   # found in packed-refs too
+    path = write(tmp_path, f"""\
+repositories:
+  - name: shop
+    path: {repo}
+    environments:
+      - name: qa
+        promote_from: develop
+      - name: staging
+        branch: stage
+        promote_from: qa
+      - name: production
+        promote_from: stagng
+      - name: hotfix
+        promote_from: staging
+""")
+    found = [p for p in problems(path) if "].promote_from: " in p]
+    assert found == [
+        f"{path}:11: repositories[0].environments[2].promote_from: 'stagng' is no environment branch here, not main "
+        f"and no branch of {repo}: did you mean 'stage'? promote from one of qa, stage, production, hotfix, main, "
+        "or push the branch 'stagng' first",
+        f"{path}:13: repositories[0].environments[3].promote_from: 'staging' is no environment branch here, not main "
+        f"and no branch of {repo}: 'staging' is the environment whose branch is 'stage'; promote from one of qa, "
+        "stage, production, hotfix, main, or push the branch 'staging' first",
+    ]
 
 
 def test_one_repository_configured_under_two_names_is_refused(tmp_path, repo):

@@ -31,3 +31,9 @@ def test_every_state_status_can_name_has_a_symbol_and_a_word():
     for state in [*STATUS_STATES.values(), "queued", "unavailable"]:
         symbol, word = STATES[state]
         assert symbol and word
+
+
+def test_colour_codes_with_absurd_parameters_are_ignored_not_read():
+    assert ansi_to_html("\x1b[" + "9" * 5000 + "ma\x1b[0m") == "a"
+    assert ansi_to_html("\x1b[" + "0;" * 100_000 + "31mb\x1b[0m") == "b"   # past the sixteenth parameter
+    assert ansi_to_html("\x1b[1;" + "9" * 4 + ";32mc") == '<span class="ansi-bold ansi-fg-green">c</span>'
