@@ -8,24 +8,31 @@ tries to read the service's key or to reach a service on this machine.
 """
 from __future__ import annotations
 
+import getpass
+import os
 import shutil
 import socket
+import subprocess
 import sys
 import threading
 import time
 import uuid
 from dataclasses import replace
 from pathlib import Path
+from typing import Iterator
 
 import psutil
 import pytest
 import yaml
 
+from gitopsd import doctor
 from gitopsd.adapters import runner, sandbox
 from gitopsd.adapters.sandbox import SandboxPolicy
+from gitopsd.config import load
 from tests.integration.test_ci_steps import harness_for, steps  # noqa: F401 (fixtures)
 from tests.integration.test_sandbox import Server, server, shell_play  # noqa: F401 (fixtures)
 from tests.sshhosts import inventory_yaml, keygen, skip_without_sshd
+from tests.support import Sandbox
 
 pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap is not installed")
 
@@ -56,6 +63,14 @@ def keeps_user(srv: Server, **changes) -> SandboxPolicy:
 def secret(home: Path) -> str:
     """A line from the middle of the private key: it appears nowhere but in the key file."""
     return (home / ".ssh" / "id_ed25519").read_text().splitlines()[2]
+
+
+def with_passphrase(key: Path) -> None:
+    """Replace the key pair with one that has a passphrase, which ssh-add cannot use without a person."""
+    for path in (key, Path(f"{key}.pub")):
+        path.unlink()
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "a passphrase", "-f", str(key)], check=True,
+                   capture_output=True)
 
 
 def agents_of(marker: str) -> list[psutil.Process]:
@@ -127,27 +142,42 @@ def test_the_reaper_finds_a_runs_agent_by_its_marker_after_a_daemon_crash(tmp_pa
 
 def test_a_key_with_a_passphrase_fails_the_deployment_in_one_line_saying_what_to_do(server, daemon_home):  # noqa: F811
     key = daemon_home / ".ssh" / "id_ed25519"
-    for path in (key, Path(f"{key}.pub")):
-        path.unlink()
-    import subprocess
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "a passphrase", "-f", str(key)], check=True,
-                   capture_output=True)
+    with_passphrase(key)
     outcome = server.run(shell_play("true"), policy=keeps_user(server))
     assert not outcome.ok and outcome.permanent
     assert f"the service's SSH key {key} cannot be given to the run's ssh-agent" in outcome.reason
     assert "no passphrase" in outcome.reason and "\n" not in outcome.reason and "Traceback" not in outcome.reason
 
 
+@pytest.fixture
+def umask_kept() -> Iterator[None]:
+    """doctor's probe sets the unit's umask for its process: this one's later tests must not inherit it."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    yield
+    os.umask(umask)
+
+
+def test_doctor_says_whether_the_runs_agent_takes_the_services_key(short_tmp, daemon_home, umask_kept):
+    config = load(Sandbox(short_tmp, {"qa": ["qa-1"]}).config)
+    key = daemon_home / ".ssh" / "id_ed25519"
+    me = getpass.getuser()
+    assert f"{me}'s ssh-agent takes the SSH key {key} for playbook runs" in [f.what for f in doctor.probe(config) if f.ok]
+    with_passphrase(key)
+    refused = [f.what for f in doctor.probe(config) if not f.ok]
+    assert any(f"the service's SSH key {key} cannot be given to the run's ssh-agent" in what for what in refused), refused
+
+
 @skip_without_sshd
 def test_a_deployment_over_ssh_works_with_the_key_only_in_the_agent(short_tmp, daemon_home, ssh_hosts):
-    server = Server(short_tmp)   # ssh's control sockets live in the run's folder: a short path
+    srv = Server(short_tmp)   # ssh's control sockets live in the run's folder: a short path
     (host,) = ssh_hosts(["keys-1"])
     shutil.copyfile(host.key, daemon_home / ".ssh" / "id_ed25519")   # the service's key, and no other way in
     shutil.copyfile(f"{host.key}.pub", daemon_home / ".ssh" / "id_ed25519.pub")
     data = yaml.safe_load(inventory_yaml([host]))
     del data["all"]["hosts"]["keys-1"]["ansible_ssh_private_key_file"]
     inventory = yaml.safe_dump(data)
-    report = server.out / "over-ssh"
+    report = srv.out / "over-ssh"
     play = f"""\
 - hosts: all
   gather_facts: false
@@ -159,13 +189,13 @@ def test_a_deployment_over_ssh_works_with_the_key_only_in_the_agent(short_tmp, d
         dest: "{report}"
         content: "{{{{ inventory_hostname }}}} rc={{{{ key.rc }}}}"
 """
-    outcome = server.run(play, {"hosts.yml": inventory}, policy=keeps_user(server))
+    outcome = srv.run(play, {"hosts.yml": inventory}, policy=keeps_user(srv))
     assert outcome.ok, outcome.reason + outcome.stdout.read_text()[-3000:]
     assert outcome.hosts == {"keys-1": "ok"}
     assert "Accepted publickey" in host.log.read_text(errors="replace")
     # The task ran on the host (this machine, as the tester): there the file is readable, so rc=0 shows it ran.
     assert report.read_text() == "keys-1 rc=0"
-    server.store.close()
+    srv.store.close()
 
 
 def test_a_ci_step_can_read_no_file_of_the_services_ssh_and_has_no_agent(harness_for, daemon_home):  # noqa: F811
