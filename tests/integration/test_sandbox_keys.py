@@ -33,6 +33,7 @@ from tests.integration.test_ci_steps import harness_for, steps  # noqa: F401 (fi
 from tests.integration.test_sandbox import Server, server, shell_play  # noqa: F401 (fixtures)
 from tests.sshhosts import inventory_yaml, keygen, skip_without_sshd
 from tests.support import Sandbox
+from tests.unit.test_config import problems
 
 pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap is not installed")
 
@@ -260,3 +261,17 @@ def test_an_inventory_lookup_cannot_open_a_tcp_connection(server):  # noqa: F811
         assert not reached.startswith("connected") and ("Connection refused" in reached or "unreachable" in reached), reached
     finally:
         api.close()
+
+
+def test_sandbox_network_is_off_unless_the_config_says_true_and_anything_else_is_named(tmp_path):
+    box = Sandbox(tmp_path, {"qa": ["qa-1"]})
+    assert load(box.config).sandbox.network is False
+    box.sandbox_options["network"] = True
+    box.write_config()
+    assert load(box.config).sandbox.network is True
+    box.sandbox_options["network"] = "yes please"
+    box.write_config()
+    line = box.config.read_text().splitlines().index("  network: yes please") + 1
+    assert problems(box.config) == [
+        f"{box.config}:{line}: sandbox.network: must be true or false (whether CI steps may reach the "
+        "network), not 'yes please'"]
