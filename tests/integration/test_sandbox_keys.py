@@ -32,7 +32,7 @@ from gitopsd.config import load
 from tests.integration.test_ci_steps import harness_for, steps  # noqa: F401 (fixtures)
 from tests.integration.test_sandbox import Server, server, shell_play  # noqa: F401 (fixtures)
 from tests.sshhosts import inventory_yaml, keygen, skip_without_sshd
-from tests.support import Sandbox
+from tests.support import Sandbox, python_for_everyone, sh
 from tests.unit.test_config import problems
 
 pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap is not installed")
@@ -139,6 +139,41 @@ def test_the_reaper_finds_a_runs_agent_by_its_marker_after_a_daemon_crash(tmp_pa
         assert agent.wait(timeout=5) is not None
     finally:
         runner.stop_agent(agent, sock)
+
+
+AS_SERVICE = """\
+import sys
+from pathlib import Path
+import psutil
+from gitopsd.adapters import runner
+agent, sock = runner.start_agent(Path(sys.argv[1]), sys.argv[2], None, runner.identity_files())
+try:
+    try:
+        psutil.Process(agent.pid).environ()
+        print("environment readable")
+    except psutil.AccessDenied:
+        print("environment hidden")
+    print("reaped", runner.reap(sys.argv[2]), "alive", agent.poll() is None)
+finally:
+    runner.stop_agent(agent, sock)
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None, reason="needs root to run as another user")
+def test_the_reaper_finds_a_runs_agent_where_a_service_user_cannot_read_the_agents_environment(short_tmp):
+    """ssh-agent makes itself undumpable: its own user cannot read its environment, only its command line."""
+    short_tmp.chmod(0o755)
+    bin_dir = python_for_everyone(short_tmp / "venv")
+    home, run_dir = short_tmp / "home", short_tmp / "run"
+    (home / ".ssh").mkdir(parents=True)
+    run_dir.mkdir()
+    keygen(home / ".ssh" / "id_ed25519", "gitopsd@deploy")
+    (short_tmp / "as_service.py").write_text(AS_SERVICE)
+    sh(["chown", "-R", "nobody:", str(home), str(run_dir)])
+    said = sh(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "env", "-i", f"HOME={home}",
+               "PATH=/usr/bin:/bin", str(bin_dir / "python"), str(short_tmp / "as_service.py"), str(run_dir),
+               f"test-{uuid.uuid4().hex[:8]}"], cwd="/").stdout
+    assert said.splitlines() == ["environment hidden", "reaped 1 alive False"], said
 
 
 def test_a_key_with_a_passphrase_fails_the_deployment_in_one_line_saying_what_to_do(server, daemon_home):  # noqa: F811
