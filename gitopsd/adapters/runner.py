@@ -483,24 +483,37 @@ def install_requirements(run: PlaybookRun, policy: SandboxPolicy | None, cancel:
 
 def _sandboxed(command: list[str], run: PlaybookRun, policy: SandboxPolicy | None, cancel: threading.Event,
                label: str) -> str | None:
-    """Run a command in the run's sandbox, in the tree, time-limited and reaped. Return None, or why it failed."""
+    """Run a command in the run's sandbox, in the tree, time-limited and reaped. Return None, or why it failed.
+
+    It gets the run's ssh-agent, as the playbook does: roles and collections may come from private Git over SSH.
+    """
+    agent = None
     if policy is not None and policy.enabled:
-        command = sandbox.command_prefix(policy, project=run.workdir, run_dir=run.data_dir) + command
+        identities = identity_files()
+        command = sandbox.command_prefix(policy, project=run.workdir, run_dir=run.data_dir,
+                                         agent=run.data_dir / "agent.sock" if identities else None) + command
+        if identities:
+            try:
+                agent = start_agent(run.data_dir, run.marker, sandbox.run_as(policy), identities)
+            except AgentError as exc:
+                return str(exc)
     env = {**os.environ, MARKER: run.marker, "PATH": _path_with_interpreter_bin(), "ANSIBLE_NOCOLOR": "True"}
     log = run.data_dir / f"{label}.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env,
-                                cwd=run.workdir, start_new_session=True)
-        deadline = time.monotonic() + run.timeout
-        try:
+    try:
+        with open(log, "wb") as out:
+            proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env,
+                                    cwd=run.workdir, start_new_session=True)
+            deadline = time.monotonic() + run.timeout
             while proc.poll() is None:
                 if cancel.is_set() or time.monotonic() > deadline:
                     proc.kill()
                     proc.wait()
                     return "canceled" if cancel.is_set() else f"stopped after {run.timeout}s (time limit)"
                 time.sleep(0.05)
-        finally:
-            reap(run.marker)
+    finally:
+        if agent is not None:
+            stop_agent(*agent)
+        reap(run.marker)
     if proc.returncode == 0:
         return None
     lines = [line for line in log.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]

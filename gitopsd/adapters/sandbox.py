@@ -149,7 +149,8 @@ def bwrap_args(policy: SandboxPolicy, *, project: Path, run_dir: Path, uid: int,
         if (ssh / name).is_file():
             args += ["--ro-bind", str(ssh / name), f"{home}/.ssh/{name}"]
     if agent is not None:
-        args += ["--bind", str(agent), AGENT_SOCKET, "--setenv", "SSH_AUTH_SOCK", AGENT_SOCKET]
+        args += ["--perms", "0755", "--dir", os.path.dirname(AGENT_SOCKET),   # else root's 0700: `nobody` cannot reach it
+                 "--bind", str(agent), AGENT_SOCKET, "--setenv", "SSH_AUTH_SOCK", AGENT_SOCKET]
     else:   # the daemon's own agent, if it has one, is not this run's
         args += ["--unsetenv", "SSH_AUTH_SOCK"]
     for path in extra:

@@ -78,10 +78,11 @@ def agents_of(marker: str) -> list[psutil.Process]:
     return [p for p in runner.processes_of(marker) if "ssh-agent" in " ".join(p.cmdline())]
 
 
-def test_a_playbook_task_uses_the_services_key_through_the_agent_but_cannot_read_any_file_of_its_ssh(server, daemon_home):  # noqa: F811
+@pytest.mark.parametrize("keep_user", [True, False], ids=["as-the-daemons-user", "as-sandbox-user"])
+def test_a_playbook_task_uses_the_services_key_through_the_agent_but_cannot_read_any_file_of_its_ssh(server, daemon_home, keep_user):  # noqa: F811
     report = server.out / "seen"
     outcome = server.run(shell_play(f"({LOOK.format(ssh=daemon_home / '.ssh')}) > {report} 2>&1"),
-                         policy=keeps_user(server))
+                         policy=keeps_user(server) if keep_user else server.policy())
     assert outcome.ok, outcome.reason + outcome.stdout.read_text()[-2000:]
     seen = report.read_text()
     assert secret(daemon_home) not in seen and "PRIVATE KEY" not in seen, seen
@@ -231,6 +232,34 @@ def test_a_deployment_over_ssh_works_with_the_key_only_in_the_agent(short_tmp, d
     assert "Accepted publickey" in host.log.read_text(errors="replace")
     # The task ran on the host (this machine, as the tester): there the file is readable, so rc=0 shows it ran.
     assert report.read_text() == "keys-1 rc=0"
+    srv.store.close()
+
+
+@skip_without_sshd
+def test_a_role_from_a_private_git_repository_over_ssh_installs_with_the_key_only_in_the_agent(
+        short_tmp, daemon_home, ssh_hosts):
+    srv = Server(short_tmp)   # the default sandbox: as root, runs and their agent are `nobody`
+    (host,) = ssh_hosts(["git-1"])
+    shutil.copyfile(host.key, daemon_home / ".ssh" / "id_ed25519")   # the service's key, and no other way in
+    shutil.copyfile(f"{host.key}.pub", daemon_home / ".ssh" / "id_ed25519.pub")
+    host_key = Path(f"{host.host_key}.pub").read_text().split()
+    (daemon_home / ".ssh" / "known_hosts").write_text(f"[{host.address}]:{host.port} {host_key[0]} {host_key[1]}\n")
+    role = short_tmp / "private_role"
+    (role / "tasks").mkdir(parents=True)
+    (role / "meta").mkdir()
+    (role / "tasks" / "main.yml").write_text("- ansible.builtin.debug: {msg: from the private role}\n")
+    (role / "meta" / "main.yml").write_text("galaxy_info: {author: x, description: x, license: MIT, min_ansible_version: '2.9'}\n")
+    for args in (["init", "-q"], ["add", "."], ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "role"]):
+        subprocess.run(["git", *args], cwd=role, check=True, capture_output=True)
+    bare = short_tmp / "private_role.git"
+    subprocess.run(["git", "clone", "-q", "--bare", str(role), str(bare)], check=True, capture_output=True)
+    requirements = f"- src: ssh://{host.user}@{host.address}:{host.port}{bare}\n  scm: git\n  name: private_role\n"
+    play = "- hosts: all\n  gather_facts: false\n  roles: [private_role]\n"
+    outcome = srv.run(play, {"requirements.yml": requirements})
+    logs = "".join(p.read_text() for p in outcome.stdout.parents[2].glob("galaxy-*.log")) if outcome.stdout else ""
+    assert outcome.ok, outcome.reason + logs
+    assert "from the private role" in outcome.stdout.read_text()
+    assert "Accepted publickey" in host.log.read_text(errors="replace")
     srv.store.close()
 
 
