@@ -80,7 +80,7 @@ CI_KEYS = {"trigger", "steps", "branches", "keep_artifacts"}
 CI_TRIGGER_KEYS = {"url", "kind", "branches", "secret_file", "timeout", "retries"}
 CI_TRIGGER_KINDS = ("generic", "jenkins", "gitlab", "circleci", "buildbot")
 CI_STEP_KEYS = {"name", "run", "artifacts", "timeout"}
-SANDBOX_KEYS = {"enabled", "user", "read_only", "writable"}
+SANDBOX_KEYS = {"enabled", "user", "read_only", "writable", "network"}
 SSH_KEYS = {"known_hosts"}
 REPO_KEYS = {"name", "path", "environments", "ci"}
 ENV_KEYS = {"name", "branch", "promote_from", "inventory", "playbook", "timeout", "auto_rollback",
@@ -795,6 +795,10 @@ def _sandbox(raw: Any, base: Path, check: _Checker) -> SandboxPolicy:
     if not isinstance(enabled, bool):
         check.add("sandbox.enabled", f"must be true or false, not {enabled!r}")
         enabled = True
+    network = data.get("network", False)
+    if not isinstance(network, bool):
+        check.add("sandbox.network", f"must be true or false (whether CI steps may reach the network), not {network!r}")
+        network = False
     user = data.get("user", default_sandbox_user())
     if user is not None and not (isinstance(user, str) and re.fullmatch(r"[a-z_][a-z0-9_.-]{0,31}", user)):
         check.add("sandbox.user", f"must be a user name, not {user!r}")
@@ -818,7 +822,8 @@ def _sandbox(raw: Any, base: Path, check: _Checker) -> SandboxPolicy:
             except ValueError as exc:
                 check.add(f"sandbox.{key}[{i}]", str(exc))
         folders[key] = tuple(resolved)
-    policy = SandboxPolicy(enabled=enabled, user=user, read_only=folders["read_only"], writable=folders["writable"])
+    policy = SandboxPolicy(enabled=enabled, user=user, read_only=folders["read_only"], writable=folders["writable"],
+                           network=network)
     try:
         sandbox_check(policy)
     except SandboxError as exc:

@@ -122,7 +122,26 @@ def probe(config: Config) -> list[Finding]:
     found.append(writable)
     if config.sandbox.enabled and writable.ok:
         found += _checked("the sandbox", partial(_sandboxed_runs, config, me))
+        found += _checked("the runs' ssh-agent", partial(_agent, config, me))
     return found
+
+
+def _agent(config: Config, me: str) -> list[Finding]:
+    """Playbook runs get the service's SSH keys through an ssh-agent: start one as a run does and give it the keys."""
+    from .adapters import runner
+    keys = runner.identity_files()
+    if not keys:
+        return []
+    folder = Path(tempfile.mkdtemp(prefix=".doctor-", dir=config.state_dir))
+    try:
+        agent, socket_path = runner.start_agent(folder, f"gitopsd-doctor-agent-{os.getpid()}", None, keys)
+        runner.stop_agent(agent, socket_path)
+    except runner.AgentError as exc:
+        return [Finding(False, str(exc))]
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    return [Finding(True, f"{me}'s ssh-agent takes the SSH key{'s' if len(keys) > 1 else ''} "
+                          f"{', '.join(str(k) for k in keys)} for playbook runs")]
 
 
 def _readable(path: Path, me: str, what: str, missing_ok: bool = False) -> Finding:
@@ -182,7 +201,7 @@ def _sandboxed_runs(config: Config, me: str) -> list[Finding]:
         work = folder / "ci" / "work"
         step_tree = work / "tree"
         step_tree.mkdir(parents=True)
-        argv = sandbox.command_prefix(policy, project=step_tree, run_dir=work) + ["true"]
+        argv = sandbox.command_prefix(policy, project=step_tree, run_dir=work, network=policy.network) + ["true"]
         proc = subprocess.run(argv, capture_output=True, text=True, cwd=step_tree, timeout=60, check=False,
                               env={"PATH": "/usr/bin:/bin", "HOME": str(work / "home"), "LANG": "C.UTF-8"})
         last = (proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"])[-1]

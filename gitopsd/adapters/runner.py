@@ -175,13 +175,21 @@ def run_playbook(run: PlaybookRun, cancel: threading.Event, policy: SandboxPolic
         os.chmod(vault, 0o500 if os.access(run.vault_password_file, os.X_OK) else 0o400)
         cmdline += f" --vault-password-file {shlex.quote(str(vault))}"
     binary = None
+    agent: tuple[subprocess.Popen[bytes], Path] | None = None
     try:
         if policy is not None and policy.enabled:
             argv_file = run.data_dir / "sandbox.argv"
             shown = tuple(p for p in (known_hosts, requirements.folder if requirements else None) if p is not None)
             shown += artifact_files(run.extravars)
-            sandbox.write_argv(argv_file, sandbox.command_prefix(policy, project=run.workdir, run_dir=run.data_dir,
-                                                                 read_only=shown))
+            identities = identity_files()
+            prefix = sandbox.command_prefix(policy, project=run.workdir, run_dir=run.data_dir, read_only=shown,
+                                            agent=run.data_dir / "agent.sock" if identities else None)
+            if identities:   # after command_prefix: it hands the run's folder, where the socket goes, to the run's user
+                try:
+                    agent = start_agent(run.data_dir, run.marker, sandbox.run_as(policy), identities)
+                except AgentError as exc:
+                    return RunOutcome(False, "failed", None, str(exc), permanent=True)
+            sandbox.write_argv(argv_file, prefix)
             envvars["GITOPSD_SANDBOX_ARGV"] = str(argv_file)
             binary = str(sandbox.launcher())
             cmdline += f" {shlex.quote(str(run.playbook))}"   # with its own `binary`, ansible-runner adds no playbook
@@ -192,6 +200,8 @@ def run_playbook(run: PlaybookRun, cancel: threading.Event, policy: SandboxPolic
             settings={"suppress_ansible_output": True})
         status, rc = result.status, result.rc
     finally:
+        if agent is not None:
+            stop_agent(*agent)
         reap(run.marker, also=str(control_dir))
         if vault is not None:
             vault.unlink(missing_ok=True)
@@ -309,6 +319,73 @@ def host_key_problems(unreachable: dict[str, str], extravars: dict[str, str]) ->
     return problems
 
 
+IDENTITIES = ("id_ed25519", "id_ecdsa", "id_rsa")   # the daemon's keys in ~/.ssh that a playbook run may use
+
+
+class AgentError(GitopsdError):
+    """The run's ssh-agent could not be started or would not take the service's key."""
+
+
+def identity_files() -> list[Path]:
+    """The daemon's SSH private keys (IDENTITIES in ~/.ssh) that exist."""
+    ssh = Path(os.path.expanduser("~")) / ".ssh"
+    return [ssh / name for name in IDENTITIES if (ssh / name).is_file()]
+
+
+def start_agent(run_dir: Path, marker: str, run_as: tuple[int, int] | None, keys: list[Path]) -> tuple[subprocess.Popen[bytes], Path]:
+    """Start an ssh-agent for one run, holding `keys`, its socket `<run_dir>/agent.sock`; return (process, socket).
+
+    Like AWX's machine credentials: the run can use the keys, never read them. The agent runs as the
+    run's user (ssh-agent answers only its own user and root), carries the run's marker in its
+    environment and in its command line (ssh-agent makes its environment unreadable to the daemon's
+    user), so the reaper finds it after a crash. Raise AgentError in one line saying what to do.
+    """
+    binary, adder = shutil.which("ssh-agent"), shutil.which("ssh-add")
+    if binary is None or adder is None:
+        raise AgentError("ssh-agent and ssh-add are not installed, so the run cannot use the service's SSH key "
+                         f"{keys[0]}: install openssh-client (apt-get install openssh-client), then `gitopsd retry`")
+    socket_path = run_dir / "agent.sock"
+    # Relative to the run's folder: a socket's path is limited to 107 bytes, a run's folder is not.
+    argv = [binary, "-D", "-a", socket_path.name]
+    if run_as is not None:
+        argv = ["setpriv", f"--reuid={run_as[0]}", f"--regid={run_as[1]}", "--clear-groups", "--", *argv]
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), MARKER: marker}
+    log = run_dir / "agent.log"
+    with open(log, "wb") as out:
+        agent = subprocess.Popen([f"ssh-agent [{MARKER}={marker}]", *argv[1:]], executable=argv[0], cwd=run_dir,
+                                 env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=out,
+                                 start_new_session=True)
+    deadline = time.monotonic() + 10
+    while not socket_path.is_socket():
+        if agent.poll() is not None or time.monotonic() > deadline:
+            stop_agent(agent, socket_path)
+            detail = log.read_text(encoding="utf-8", errors="replace").strip().splitlines() or ["it did not start"]
+            raise AgentError(f"the run's ssh-agent did not start ({detail[-1]}): run `gitopsd doctor` as root")
+        time.sleep(0.01)
+    add_env = {"PATH": env["PATH"], "SSH_AUTH_SOCK": socket_path.name, "SSH_ASKPASS_REQUIRE": "never"}
+    for key in keys:
+        try:
+            added = subprocess.run([adder, "-q", str(key)], cwd=run_dir, env=add_env, stdin=subprocess.DEVNULL,
+                                   capture_output=True, timeout=10, check=False)
+            why = (added.stderr.decode(errors="replace").strip().splitlines() or [f"exit code {added.returncode}"])[-1]
+        except subprocess.TimeoutExpired:
+            added, why = None, "ssh-add did not answer in 10s"
+        if added is None or added.returncode != 0:
+            stop_agent(agent, socket_path)
+            raise AgentError(f"the service's SSH key {key} cannot be given to the run's ssh-agent ({why}): the key must "
+                             "be readable by the daemon and have no passphrase (ssh-keygen -p -N '' -f KEY); "
+                             "then `gitopsd retry`")
+    return agent, socket_path
+
+
+def stop_agent(agent: subprocess.Popen[bytes], socket_path: Path) -> None:
+    """End a run's ssh-agent and remove its socket: the keys are gone from memory with it."""
+    if agent.poll() is None:
+        agent.kill()
+    agent.wait()
+    socket_path.unlink(missing_ok=True)
+
+
 class RequirementsError(GitopsdError):
     """The tree's requirements.yml could not be installed."""
 
@@ -406,24 +483,37 @@ def install_requirements(run: PlaybookRun, policy: SandboxPolicy | None, cancel:
 
 def _sandboxed(command: list[str], run: PlaybookRun, policy: SandboxPolicy | None, cancel: threading.Event,
                label: str) -> str | None:
-    """Run a command in the run's sandbox, in the tree, time-limited and reaped. Return None, or why it failed."""
+    """Run a command in the run's sandbox, in the tree, time-limited and reaped. Return None, or why it failed.
+
+    It gets the run's ssh-agent, as the playbook does: roles and collections may come from private Git over SSH.
+    """
+    agent = None
     if policy is not None and policy.enabled:
-        command = sandbox.command_prefix(policy, project=run.workdir, run_dir=run.data_dir) + command
+        identities = identity_files()
+        command = sandbox.command_prefix(policy, project=run.workdir, run_dir=run.data_dir,
+                                         agent=run.data_dir / "agent.sock" if identities else None) + command
+        if identities:
+            try:
+                agent = start_agent(run.data_dir, run.marker, sandbox.run_as(policy), identities)
+            except AgentError as exc:
+                return str(exc)
     env = {**os.environ, MARKER: run.marker, "PATH": _path_with_interpreter_bin(), "ANSIBLE_NOCOLOR": "True"}
     log = run.data_dir / f"{label}.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env,
-                                cwd=run.workdir, start_new_session=True)
-        deadline = time.monotonic() + run.timeout
-        try:
+    try:
+        with open(log, "wb") as out:
+            proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env,
+                                    cwd=run.workdir, start_new_session=True)
+            deadline = time.monotonic() + run.timeout
             while proc.poll() is None:
                 if cancel.is_set() or time.monotonic() > deadline:
                     proc.kill()
                     proc.wait()
                     return "canceled" if cancel.is_set() else f"stopped after {run.timeout}s (time limit)"
                 time.sleep(0.05)
-        finally:
-            reap(run.marker)
+    finally:
+        if agent is not None:
+            stop_agent(*agent)
+        reap(run.marker)
     if proc.returncode == 0:
         return None
     lines = [line for line in log.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
@@ -441,8 +531,8 @@ def read_hosts(inventory: Path, variables: tuple[str, ...], *, workdir: Path, da
     """
     data_dir.mkdir(parents=True, exist_ok=False)
     command = [sys.executable, "-I", "-m", "gitopsd.adapters.inventory", str(inventory), *variables]
-    if policy is not None and policy.enabled:
-        command = sandbox.command_prefix(policy, project=workdir, run_dir=data_dir) + command
+    if policy is not None and policy.enabled:   # no network: a lookup cannot reach the API or anything else
+        command = sandbox.command_prefix(policy, project=workdir, run_dir=data_dir, network=False) + command
     env = {**os.environ, MARKER: marker, "PATH": _path_with_interpreter_bin()}
     out_path = data_dir / "hosts.json"
     with open(out_path, "wb") as out, open(data_dir / "stderr", "wb") as err:
@@ -484,15 +574,24 @@ def scrub_environment() -> None:
 
 
 def processes_of(marker: str, also: str | None = None) -> list[psutil.Process]:
-    """Every live process carrying this deployment's marker (or naming `also` in its command line)."""
+    """Every live process carrying this deployment's marker (or naming `also` in its command line).
+
+    The marker is in a process's environment, or in its command line where the environment cannot be
+    read (the run's ssh-agent hides its own).
+    """
     wanted = marker
+    named = f"{MARKER}={marker}]"
     me = os.getpid()
     found = []
     for proc in psutil.process_iter(["pid"]):
         if proc.pid == me:
             continue
         try:
-            if proc.environ().get(MARKER) == wanted or (also and also in " ".join(proc.cmdline())):
+            try:
+                mine = proc.environ().get(MARKER) == wanted
+            except psutil.AccessDenied:
+                mine = False
+            if mine or (also and also in " ".join(proc.cmdline())) or named in " ".join(proc.cmdline()[:1]):
                 found.append(proc)
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess, OSError):
             continue

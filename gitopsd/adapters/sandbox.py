@@ -14,6 +14,12 @@ isolation, a hide list over an explicit show list:
   (and its folder when that is gitopsd's own, like /etc/gitopsd), every repository;
 - not there at all: /home, /root, /srv, /var, /tmp (a fresh one), /run (a fresh one).
 
+The service's SSH private keys are never shown: the run's `~/.ssh` holds only the daemon's
+`known_hosts` and `config` (read-only), and a playbook run uses the keys through an ssh-agent that
+lives only for the run (runner.py starts it) and whose socket alone is shown. CI steps and inventory
+reads get no agent, and no network unless `sandbox.network` gives CI steps one: nothing they run
+can reach the daemon's API, dashboard or any other service on this machine.
+
 It has its own process-ID namespace: when the run ends (or is canceled, or times out, or the
 daemon dies), the kernel kills every process it started, also ones that detached with `setsid`.
 Where the daemon runs as root, the run drops to `sandbox.user` (default `nobody`) inside the
@@ -38,6 +44,8 @@ from ..core.settings import SandboxPolicy
 BWRAP = "bwrap"
 SYSTEM_READ_ONLY = ("/usr", "/etc", "/opt")
 SYSTEM_LINKS = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+SSH_SHOWN = ("known_hosts", "config")   # of the daemon's ~/.ssh, the only files a run sees: no private key
+AGENT_SOCKET = "/run/gitopsd-agent/agent.sock"   # where a playbook run finds its ssh-agent (SSH_AUTH_SOCK)
 
 
 class SandboxError(ConfigurationError):
@@ -86,15 +94,17 @@ def for_config(config: Any) -> SandboxPolicy:
 
 
 def bwrap_args(policy: SandboxPolicy, *, project: Path, run_dir: Path, uid: int,
-               read_only: tuple[Path, ...] = ()) -> list[str]:
+               read_only: tuple[Path, ...] = (), network: bool = True, agent: Path | None = None) -> list[str]:
     """The bubblewrap options (without the command) for one run whose tree is `project`.
 
     The order matters: later mounts cover earlier ones, so the hidden paths come after every
     shown folder (no shown parent can reveal them), then the run's private home, then this run's own
     folders (which may lie beneath that home), then `read_only`: what gitopsd shows this run from
-    inside its own hidden folders (known_hosts, installed requirements).
+    inside its own hidden folders (known_hosts, installed requirements). Without `network` the run
+    has a network namespace of its own (loopback only, nothing listens); `agent` is the socket of
+    the run's ssh-agent, shown as AGENT_SOCKET.
     """
-    args = ["--die-with-parent", "--unshare-pid", "--new-session",
+    args = ["--die-with-parent", "--unshare-pid", "--new-session", *([] if network else ["--unshare-net"]),
             "--dev", "/dev", "--perms", "1777", "--tmpfs", "/dev/shm", "--proc", "/proc",  # noqa: S108 (a mount point or a folder the unit hides, not a temporary file)
             "--perms", "1777", "--tmpfs", "/tmp", "--tmpfs", "/run"]  # noqa: S108 (a mount point or a folder the unit hides, not a temporary file)
     shown = [*python_paths(), *policy.read_only, *policy.writable, project, run_dir]
@@ -121,7 +131,7 @@ def bwrap_args(policy: SandboxPolicy, *, project: Path, run_dir: Path, uid: int,
         elif path.exists():
             args += ["--ro-bind", "/dev/null", str(path)]
     # The run's user gets the run's private folder as its home (Ansible and ssh look the home up in
-    # the user database, not in $HOME), with the daemon's ~/.ssh in it, read-only, for its SSH keys.
+    # the user database, not in $HOME), with the daemon's known_hosts and ssh config in it, never a key.
     # The home goes first: the service user's home is its state folder (install-service), so this run's folder
     # and tree lie beneath it, and a home mounted after them would cover them.
     home = pwd.getpwuid(uid).pw_dir if uid != os.geteuid() else os.path.expanduser("~")
@@ -135,8 +145,14 @@ def bwrap_args(policy: SandboxPolicy, *, project: Path, run_dir: Path, uid: int,
     args += ["--ro-bind", str(project), str(project), "--bind", str(run_dir), str(run_dir), "--chdir", str(project),
              "--setenv", "HOME", home, "--setenv", "TMPDIR", str(run_dir / "tmp")]
     ssh = Path(os.path.expanduser("~")) / ".ssh"
-    if ssh.is_dir():
-        args += ["--ro-bind", str(ssh), f"{home}/.ssh"]
+    for name in SSH_SHOWN:
+        if (ssh / name).is_file():
+            args += ["--ro-bind", str(ssh / name), f"{home}/.ssh/{name}"]
+    if agent is not None:
+        args += ["--perms", "0755", "--dir", os.path.dirname(AGENT_SOCKET),   # else root's 0700: `nobody` cannot reach it
+                 "--bind", str(agent), AGENT_SOCKET, "--setenv", "SSH_AUTH_SOCK", AGENT_SOCKET]
+    else:   # the daemon's own agent, if it has one, is not this run's
+        args += ["--unsetenv", "SSH_AUTH_SOCK"]
     for path in extra:
         args += ["--ro-bind", str(path), str(path)]
     return args
@@ -148,22 +164,24 @@ def _parents(paths: list[Path]) -> list[str]:
                   key=lambda p: (p.count("/"), p))
 
 
-def command_prefix(policy: SandboxPolicy, *, project: Path, run_dir: Path, read_only: tuple[Path, ...] = ()) -> list[str]:
+def command_prefix(policy: SandboxPolicy, *, project: Path, run_dir: Path, read_only: tuple[Path, ...] = (),
+                   network: bool = True, agent: Path | None = None) -> list[str]:
     """The argv that enters the sandbox for one run; the command to run inside goes after it.
 
-    Creates the run's private HOME and TMPDIR and the folders ansible-runner's callback writes its
-    events to (ident `run`); when the run drops to another user, hands it the run's folder.
+    Creates the run's private HOME (with its .ssh) and TMPDIR and the folders ansible-runner's callback
+    writes its events to (ident `run`); when the run drops to another user, hands it the run's folder.
     """
     uid_gid = run_as(policy)
     # ansible-runner's callback, inside, writes events and facts under artifacts/<ident>.
-    for sub in ("home", "tmp", "artifacts/run/job_events", "artifacts/run/fact_cache"):
+    for sub in ("home", "home/.ssh", "tmp", "artifacts/run/job_events", "artifacts/run/fact_cache"):
         (run_dir / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
     if uid_gid is not None:
         for folder, _dirs, files in os.walk(run_dir):
             for name in [folder, *(os.path.join(folder, f) for f in files)]:
                 os.chown(name, *uid_gid, follow_symlinks=False)
     prefix = [BWRAP, *bwrap_args(policy, project=project, run_dir=run_dir,
-                                 uid=uid_gid[0] if uid_gid else os.geteuid(), read_only=read_only)]
+                                 uid=uid_gid[0] if uid_gid else os.geteuid(), read_only=read_only,
+                                 network=network, agent=agent)]
     if uid_gid is not None:
         uid, gid = uid_gid
         prefix += ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--inh-caps=-all",

@@ -224,7 +224,7 @@ class StepRunner:
         argv = list(step.run)
         policy = self.policy()
         if policy.enabled:
-            argv = sandbox.command_prefix(policy, project=tree, run_dir=work) + argv
+            argv = sandbox.command_prefix(policy, project=tree, run_dir=work, network=policy.network) + argv
         log_path = runs.folder(self.ci_dir, run.id) / runs.log_name(index + 1, step.name)
         started = time.monotonic()
         ended = None

@@ -28,6 +28,7 @@ class SandboxPolicy:
     hide: tuple[Path, ...] = ()
     known_hosts: Path | None = None          # ssh's only known_hosts file (README, "SSH trust"); shown read-only
     requirements_cache: Path | None = None   # roles and collections installed from trees' requirements.yml
+    network: bool = False                    # CI steps reach the network (playbook runs always do, for ssh)
 
 
 class CheckError(ConfigurationError, ValueError):

@@ -40,10 +40,11 @@ def test_the_unit_verifies_without_a_single_warning(unit):
 
 
 @needs_analyze
-def test_the_unit_scores_2_5_or_better_in_systemd_analyze_security(unit):
+def test_the_unit_scores_2_6_or_better_in_systemd_analyze_security(unit):
     # 1.4 before the playbook sandbox: bubblewrap needs user, mount and PID namespaces, its mount
-    # system calls, and a /proc with nothing mounted over it (README, "Run it as a service").
-    proc = subprocess.run(["systemd-analyze", "security", "--offline=true", "--threshold=25", str(unit)],
+    # system calls, and a /proc with nothing mounted over it (README, "Run it as a service");
+    # 2.5 before CI steps and inventory reads lost the network: a network namespace and netlink (+0.1).
+    proc = subprocess.run(["systemd-analyze", "security", "--offline=true", "--threshold=26", str(unit)],
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-2000:]
     assert "Overall exposure level for gitopsd.service: 2." in proc.stdout
