@@ -101,7 +101,8 @@ def role(user: WebUser | None, repo: Any, env: Any) -> str:
 def allows(user: WebUser | None, repo: Any, env: Any, needed: str) -> bool:
     """Does the user have `needed` (or a higher role) in that environment?"""
     have = role(user, repo, env)
-    return bool(have) and ROLES.index(have) >= ROLES.index(needed) and scoped(user, ROLE_SCOPE.get(needed))
+    return (user is not None and bool(have) and ROLES.index(have) >= ROLES.index(needed)
+            and scoped(user, ROLE_SCOPE.get(needed)))
 
 
 def scoped(user: WebUser, scope: str | None) -> bool:
