@@ -88,13 +88,13 @@ def role(user: WebUser | None, repo: Any, env: Any) -> str:
     that `web.roles`/`web.admin` grant them there, or "" for none."""
     if user is None:
         return ""
-    if user.scopes is not None and not WRITE_SCOPES & set(user.scopes):
-        return "viewer" if any(holds(user, g) for g in user.grants) else ""   # a read token: look, never act
     repo_name, env_name = getattr(repo, "name", repo), getattr(env, "name", env)
     best = -1
     for grant in user.grants:
         if grant.matches(str(repo_name), str(env_name)) and holds(user, grant):
             best = max(best, ROLES.index(grant.role))
+    if best > 0 and user.scopes is not None and not WRITE_SCOPES & set(user.scopes):
+        best = 0   # a read token looks, never acts, whatever the role
     return ROLES[best] if best >= 0 else ""
 
 

@@ -201,6 +201,7 @@ def test_a_token_session_may_do_what_its_scopes_allow_and_a_read_token_only_look
     sandbox, daemon, port = login
     reader = Browser(port)
     assert reader.login(token(sandbox, "olga-laptop", "read", owner="olga")).status == 303   # olga: qa's deployer
+    assert 'action="/actions/signoff"' not in reader.get("/repos/shop/envs/qa").text   # no forms to act with
     for action, form in (("retry", {"repo": "shop", "env": "qa"}), ("signoff", {"repo": "shop", "env": "qa"}),
                          ("promote", {"repo": "shop", "env": "qa"})):
         refused = reader.post(f"/actions/{action}", {**form, "csrf_token": reader.csrf()},
@@ -213,6 +214,7 @@ def test_a_token_session_may_do_what_its_scopes_allow_and_a_read_token_only_look
     assert refused.status == 403 and "lacks the scope deployments:write" in refused.text
     deployer = Browser(port)
     assert deployer.login(token(sandbox, "olga-deploys", "read", "deployments:write", owner="olga")).status == 303
+    assert 'action="/actions/signoff"' in deployer.get("/repos/shop/envs/qa").text
     answer = deployer.post("/actions/retry", {"repo": "shop", "env": "qa", "csrf_token": deployer.csrf()},
                            headers={"HX-Request": "true"})
     assert answer.status != 403 and "lacks the scope" not in answer.text, answer.text
