@@ -614,7 +614,8 @@ def _login_form(request: Request, csrf: str, error: str, status: int) -> HTMLRes
         '  <label for="token">API token</label>\n'
         '  <input id="token" name="token" type="password" autocomplete="off" required>\n'
         '  <p class="meta">A token with the read scope: <code>gitopsd token create NAME --scope read '
-        '--owner YOU</code>. You act as its owner.</p>\n'
+        '--owner YOU</code>. You act as its owner, as far as its scopes go: add <code>--scope approvals:write</code> '
+        'to sign off and approve, <code>--scope deployments:write</code> to promote, roll back and retry.</p>\n'
         '  <button class="btn" type="submit">Sign in</button>\n'
         "</form>")
     return HTMLResponse(_shell("Sign in", body), status_code=status, headers=HEADERS)
