@@ -49,7 +49,7 @@ LOGIN_COOKIE = "gitopsd_login"       # the login form's own CSRF value (double s
 FLASH_COOKIE = "gitopsd_flash"       # an action's answer, shown once on the page a non-htmx form goes back to
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "x-csrf-token"
-SECRET_HEADER = "x-gitopsd-proxy-secret"   # noqa: S105 (a header name) the proxy's proof: the content of web.proxy_secret_file
+SECRET_HEADER = "x-gitopsd-proxy-secret"   # noqa: S105 (a header's name): carries web.proxy_secret_file's content
 LOGIN_FAILURES = 5                   # failed logins per client address ...
 LOGIN_WINDOW = 60.0                  # ... within this many seconds, then 429 until the oldest is older
 MAX_FORM = 64 * 1024                 # bytes of a posted form: actions carry a note at most
@@ -158,7 +158,7 @@ class Auth:
         self._ended: dict[str, float] | None = None         # nonce -> expiry of sessions signed out
         self._failures: dict[str, deque[float]] = {}
         self._told: set[str] = set()                        # addresses whose unproven proxy header was logged
-        self._proof: tuple[tuple[str, int, int], bytes] | None = None   # (file, mtime, size) -> its secret
+        self._proof: tuple[tuple[str, int, int], bytes] | None = None   # (file, ctime, size) -> its secret
 
     @property
     def web(self) -> Web:
@@ -285,7 +285,7 @@ class Auth:
         try:
             with open(path, "rb") as handle:
                 st = os.fstat(handle.fileno())
-                key = (str(path), st.st_mtime_ns, st.st_size)
+                key = (str(path), st.st_ctime_ns, st.st_size)   # ctime: a chmod changes it too
                 if self._proof is not None and self._proof[0] == key:
                     return self._proof[1]
                 if st.st_mode & 0o004:

@@ -179,6 +179,12 @@ def test_a_user_header_from_the_proxys_address_counts_only_with_the_proxys_secre
     assert page.status == 200 and "olga" in page.text
     # The secret from an address that is not the proxy's proves nothing either.
     assert Browser(port, source="127.0.0.1", headers={"X-Forwarded-User": "olga", **PROOF}).get("/").status == 401
+    # A secret everyone may read proves nothing: the daemon says so once and believes no proxy until it is fixed.
+    (sandbox.root / "proxy-secret").chmod(0o644)
+    assert proven.get("/").status == 401
+    assert "it is readable by everyone: chmod o-r" in daemon.log()
+    (sandbox.root / "proxy-secret").chmod(0o640)
+    assert proven.get("/").status == 200
 
 
 def test_the_login_rate_limit_goes_by_the_peer_unless_a_proven_proxy_forwards_the_address(login):
