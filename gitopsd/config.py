@@ -313,7 +313,7 @@ def _normalize(raw: Any, source: Path, check: _Checker, writable: bool) -> Confi
         grafana=_grafana(top["grafana"], base, check) if "grafana" in top else None,
         execution_nodes=nodes,
         groups=tuple((name, tuple(members)) for name, members in groups.items()),
-        web=_web(top["web"], "api" in top, repos, groups, check) if "web" in top else None,
+        web=_web(top["web"], "api" in top, repos, groups, base, check) if "web" in top else None,
     )
 
 
@@ -569,12 +569,13 @@ def _grafana(raw: Any, base: Path, check: _Checker) -> Grafana | None:
     return Grafana(url=url, token_file=token, dashboard_uid=uid, timeout=timeout)
 
 
-WEB_KEYS = {"auth", "proxy_header", "proxy_groups_header", "trusted_proxies", "roles", "admin", "secure_cookies",
-            "session_hours"}
+WEB_KEYS = {"auth", "proxy_header", "proxy_groups_header", "trusted_proxies", "proxy_secret_file", "roles", "admin",
+            "secure_cookies", "session_hours"}
 HEADER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,63}$")
 
 
-def _web(raw: Any, has_api: bool, repos: list[Repository], groups: dict[str, list[str]], check: _Checker) -> Web:
+def _web(raw: Any, has_api: bool, repos: list[Repository], groups: dict[str, list[str]], base: Path,
+         check: _Checker) -> Web:
     """`web:` the dashboard (README, "Web dashboard"): who you are and, per environment, what you may do."""
     import ipaddress
     data = check.mapping(raw, "web", WEB_KEYS)
@@ -606,6 +607,19 @@ def _web(raw: Any, has_api: bool, repos: list[Repository], groups: dict[str, lis
     if auth == "proxy" and not raw_proxies:
         check.add("web.trusted_proxies", "auth: proxy needs the proxy's address here: a user header from anywhere "
                                          "else is ignored")
+    secret_raw, secret = data.get("proxy_secret_file"), None
+    if secret_raw is not None:
+        try:
+            if not isinstance(secret_raw, str) or not secret_raw:
+                raise ValueError(f"must be the path of the file holding the proxy's shared secret, not {secret_raw!r}")
+            secret = _resolve(base, secret_raw)
+        except ValueError as exc:
+            check.add("web.proxy_secret_file", str(exc))
+    elif auth == "proxy" or "trusted_proxies" in data:
+        # Any local account can send a header from loopback: an address alone proves no proxy.
+        check.add("web.proxy_secret_file", "trusted_proxies needs a shared secret too: add proxy_secret_file: "
+                                           "/etc/gitopsd/proxy-secret (readable by root and the proxy only) and have "
+                                           "the proxy send its content in X-Gitopsd-Proxy-Secret")
     external = headers["proxy_groups_header"] is not None
     grants = [RoleGrant("*", "admin", *_web_people(data["admin"], "web.admin", groups, external, check))] \
         if "admin" in data else []
@@ -634,7 +648,8 @@ def _web(raw: Any, has_api: bool, repos: list[Repository], groups: dict[str, lis
     hours = check.number(data, "session_hours", "web", Web.session_hours, minimum=0.05, maximum=720,
                          what="30 days")
     return Web(auth=auth, proxy_header=headers["proxy_header"] or Web.proxy_header,
-               proxy_groups_header=headers["proxy_groups_header"], trusted_proxies=tuple(proxies), grants=tuple(grants),
+               proxy_groups_header=headers["proxy_groups_header"], trusted_proxies=tuple(proxies),
+               proxy_secret_file=secret, grants=tuple(grants),
                secure_cookies=cookies if isinstance(cookies, str) else str(cookies).lower(), session_hours=hours)
 
 

@@ -282,6 +282,7 @@ class Web:
     proxy_header: str = "X-Forwarded-User"
     proxy_groups_header: str | None = None                   # e.g. X-Forwarded-Groups: comma-separated group names
     trusted_proxies: tuple[str, ...] = ("127.0.0.1/32", "::1/128")   # networks whose requests may carry those headers
+    proxy_secret_file: Path | None = None                    # the secret the proxy sends in X-Gitopsd-Proxy-Secret
     grants: tuple[RoleGrant, ...] = (RoleGrant("*", "viewer", ("*",)),)
     secure_cookies: str = "auto"                             # auto (when the request came over TLS) | true | false
     session_hours: float = 12.0

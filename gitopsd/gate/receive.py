@@ -14,6 +14,7 @@ subprocesses inherit that environment and see them.
 """
 from __future__ import annotations
 
+import io
 import os
 import sqlite3
 import sys
@@ -45,13 +46,24 @@ def read_updates(text: str) -> list[RefUpdate]:
     return [RefUpdate(*parts) for parts in (line.split() for line in text.splitlines()) if len(parts) == 3]
 
 
-def pusher(identity_env: tuple[str, ...]) -> str:
-    """Who pushed: the transport's variable (GL_USER, REMOTE_USER, ...) or the Unix user; never commit metadata."""
-    for name in identity_env:
+def pusher(identity_env: tuple[str, ...], repo_path: str = ".") -> str:
+    """Who pushed: the transport's variable (GL_USER, GITOPSD_USER, ...) or the Unix user; never commit metadata.
+
+    The variables count only when the hook runs as the repository's owner: the account sshd (with
+    `gitopsd git-shell NAME` or authorized_keys' environment=) or Gitolite logs people in to, whose
+    environment the transport sets. Any other Unix user pushing (through the file system, or over SSH
+    as their own account) sets what they like, so they are who the kernel says.
+    """
+    uid = os.getuid()
+    try:
+        transport = os.stat(repo_path).st_uid == uid
+    except OSError:
+        transport = False
+    for name in identity_env if transport else ():
         value = os.environ.get(name)
         if value:
             return value
-    return nudge.user_name(os.getuid())
+    return nudge.user_name(uid)
 
 
 def push_option(name: str) -> str | None:
@@ -72,6 +84,49 @@ RC_TAGS = "refs/tags/rc/"   # release candidates: only gitopsd makes them (`gito
 
 def is_reserved(ref: str) -> bool:
     return ref.startswith((REPLACE_REFS, RC_TAGS)) or ref == AUDIT_NOTES
+
+
+def shadowed(ref: str, branches: set[str]) -> str | None:
+    """The environment branch that `ref` shadows, if any: a tag `qa`, a branch `refs/heads/qa`, a `refs/qa` would make
+    `git push origin main:qa` (and `git log qa`) ambiguous for everyone."""
+    name = ref
+    while True:
+        for prefix in ("refs/heads/", "refs/tags/", "refs/remotes/", "refs/"):
+            if name.startswith(prefix):
+                name = name[len(prefix):]
+                break
+        else:
+            break
+        if name.removesuffix("/HEAD") in branches and ref != "refs/heads/" + name:
+            return name.removesuffix("/HEAD")
+    return None
+
+
+def shadow_refusals(updates: list[RefUpdate], branches: set[str], out: TextIO) -> list[str]:
+    """Say (one line each) which pushed refs shadow an environment branch; their deletion is always welcome."""
+    found = []
+    for update in updates:
+        branch = shadowed(update.ref, branches) if update.new != gitcli.ZERO else None
+        if branch is not None:
+            print(f"gitopsd: push to {update.ref} refused: its name shadows the environment branch {branch}, so "
+                  f"`git push origin main:{branch}` would be ambiguous for everyone; push it under another name", file=out)
+            found.append(branch)
+    return found
+
+
+def unpoliced(updates: list[RefUpdate], branches: set[str]) -> bool:
+    """Does the push touch only refs nobody polices (feature branches, main, ordinary tags)? Environment branches come
+    from the newest snapshot, even a stale one: a branch it does not know the daemon judges again anyway."""
+    for update in updates:
+        ref = update.ref
+        if ref.startswith("refs/heads/"):
+            if ref[len("refs/heads/"):] in branches:
+                return False
+        elif not ref.startswith("refs/tags/"):
+            return False   # notes, replace refs, promotion requests, and whatever cannot be told apart
+        if is_reserved(ref) or shadowed(ref, branches) is not None:
+            return False
+    return True
 
 
 def reserved_refusal(update: RefUpdate, repo_name: str) -> policy.Verdict:
@@ -164,13 +219,27 @@ def pre_receive(config_path: str, database: str, stdin_text: str, out: TextIO = 
     """Judge every environment-branch update in the push; 0 accepts the push, 1 refuses all of it."""
     updates = read_updates(stdin_text)
     repo_path = os.getcwd()
-    found = gate_config(config_path, database, repo_path, out)
+    said = io.StringIO()
+    found = gate_config(config_path, database, repo_path, said)
     if found is None:
+        branches = snapshot_branches(config_path, database, repo_path)
+        if branches is not None and unpoliced(updates, branches):
+            # Feature branches are the developers' own: a config edit gone wrong must not stop them.
+            print("gitopsd: the gitopsd configuration cannot be read just now; this push touches no environment "
+                  "branch, so it goes through", file=out)
+            return 0
+        out.write(said.getvalue())
         return 1
+    out.write(said.getvalue())
     config, database = found
     repo = config.repository_at(repo_path)
     if repo is None:
         return 0   # not a repository gitopsd manages
+    shadows = shadow_refusals(updates, {e.branch for e in repo.environments}, out)
+    if shadows:
+        envs = [repo.environment_for_branch(b) for b in shadows]
+        report_refusals(config, repo_path, [(e.name if e is not None else "", "reserved-ref") for e in envs])
+        return 1
     reserved = [(u, reserved_refusal(u, repo.name)) for u in updates if is_reserved(u.ref)]
     for update, verdict in reserved:
         print("\n".join(verdict.refusal_lines(update.ref, config_path)), file=out)
@@ -189,7 +258,7 @@ def pre_receive(config_path: str, database: str, stdin_text: str, out: TextIO = 
         # (a trigger names the pusher) and self-approval; it sees the refs move by itself.
         announce_branches(config, repo_path, branch_commits)
         return 0
-    identity = pusher(config.identity_env)
+    identity = pusher(config.identity_env, repo_path)
     override = push_option("override")
     pending = {u.branch: u.new for u in updates if u.branch and u.new != gitcli.ZERO}
     verdicts = []
@@ -231,6 +300,20 @@ def pre_receive(config_path: str, database: str, stdin_text: str, out: TextIO = 
     return 0
 
 
+def snapshot_branches(config_path: str, database: str, repo_path: str) -> set[str] | None:
+    """The environment branches of this repository in the newest snapshot, stale or not; None when there is none."""
+    try:
+        db = snapshot.connect_readonly(database) if database else None
+        if db is None:
+            return None
+        try:
+            return snapshot.branches(db, config_path, repo_path)
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return None
+
+
 def report_refusals(config: snapshot.GateConfig, repo_path: str, refusals: list[tuple[str, str]]) -> None:
     """Tell the daemon which rules refused this push, by environment (its metrics count them). Never waits."""
     nudge.send(config.nudge_socket, nudge.Nudge(repo=repo_path, trigger=nudge.REFUSED, refusals=tuple(refusals)),
@@ -245,7 +328,7 @@ def announce_branches(config: snapshot.GateConfig, repo_path: str, commits: tupl
     """
     if commits:
         nudge.send(config.nudge_socket, nudge.Nudge(repo=repo_path, trigger="branch-push",
-                                                    actor=pusher(config.identity_env), commits=commits))
+                                                    actor=pusher(config.identity_env, repo_path), commits=commits))
 
 
 def promotion_request(config: snapshot.GateConfig, config_path: str, database: str, repo: snapshot.GateRepository,
@@ -297,7 +380,7 @@ def promotion_request(config: snapshot.GateConfig, config_path: str, database: s
                     [f"{update.new[:7]} is not the head of {dst.promote_from} on the server ({src_head[:7]})"
                      + (f", nor a commit here whose tree {source.name} runs now." if source is not None else ".")],
                     [example, f"or on the server: gitopsd promote {src_name} {dst.name} --repo {repo.name}"])
-        identity = pusher(config.identity_env)
+        identity = pusher(config.identity_env, repo_path)
         done = promotion.promote(
             repo, repo_path, ledger, dst, src_name, update.new, dst_head, identity=identity,
             override=push_option("override"), now=now,

@@ -252,6 +252,17 @@ def load(db: sqlite3.Connection, config_path: str, repo_path: str) -> GateConfig
     return GateConfig(source, row[0], row[1], tuple(filter(None, row[2].split("\n"))), repos)
 
 
+def branches(db: sqlite3.Connection, config_path: str, repo_path: str) -> set[str] | None:
+    """The environment branches the snapshot for `config_path` lists for `repo_path`, even when it is stale (the
+    file changed since); None when it lists none, so nothing can be told apart."""
+    try:
+        rows = db.execute("SELECT branch FROM gate_environments WHERE config = ? AND repo_path = ?",
+                          (os.path.realpath(config_path), os.path.realpath(repo_path))).fetchall()
+    except sqlite3.Error:
+        return None
+    return {str(r[0]) for r in rows} or None
+
+
 class Ledger:
     """Read-only answers from the state store the rule needs: was this tree deployed successfully there?
 

@@ -74,8 +74,14 @@ def routes(config: Callable[[], Config], store: Store, *, human_gates: HumanGate
                               f"(it has: {', '.join(e.name for e in repo.environments)})")
         return env
 
-    def need(user: auth.WebUser, repo: Repository, env: Environment, role: str, doing: str) -> None:
-        """Refuse (403) unless the user holds `role` in that environment."""
+    def need(user: auth.WebUser, repo: Repository, env: Environment, role: str, doing: str,
+             scope: str | None = None) -> None:
+        """Refuse (403) unless the user holds `role` in that environment and, signed in with a token, the scope that
+        writes it (the role's, or `scope`): the dashboard allows a token no more than the API does."""
+        scope = scope or auth.ROLE_SCOPE.get(role)
+        if not auth.scoped(user, scope):
+            raise Answer(403, f"{user.name} may not {doing} with the token {user.token}: it lacks the scope {scope} "
+                              f"(sign in with a token made with `gitopsd token create NAME --scope read --scope {scope}`)")
         if not auth.allows(user, repo.name, env.name, role):
             have = auth.role(user, repo.name, env.name)
             raise Answer(403, f"{user.name} may not {doing} in {repo.name}/{env.name}: that needs the {role} role, and "
@@ -137,7 +143,7 @@ def routes(config: Callable[[], Config], store: Store, *, human_gates: HumanGate
     def signoff(user: auth.WebUser, f: dict[str, str]) -> list[str]:
         repo = repository(f)
         env = environment(repo, f.get("env"))
-        need(user, repo, env, "viewer", "sign off")   # who may sign off is signoff_by's: the gates check it
+        need(user, repo, env, "viewer", "sign off", "approvals:write")   # who may sign off is signoff_by's: the gates check it
         return ask_gates(user.name, {"op": "signoff", "repo": repo.name, "env": env.name, "note": f.get("note"),
                                      "reject": f.get("reject") in YES, "commit": f.get("commit") or None})
 
@@ -155,7 +161,7 @@ def routes(config: Callable[[], Config], store: Store, *, human_gates: HumanGate
         repo = repository(f)
         gated = [e for e in repo.environments if e.approvals is not None]
         target = environment(repo, f["to"]) if f.get("to") else (gated[0] if gated else repo.environments[-1])
-        need(user, repo, target, "deployer", "create a release candidate")
+        need(user, repo, target, "deployer", "create a release candidate", "approvals:write")
         return ask_gates(user.name, {"op": "rc-create", "repo": repo.name, "from": f.get("from") or None,
                                      "to": f.get("to") or None, "name": f.get("name") or None})
 

@@ -2,10 +2,12 @@
 
 Identity comes from one of two places, as `web.auth` says:
 - proxy: a reverse proxy that authenticated the person (oauth2-proxy, ...) sets `web.proxy_header`
-  (and maybe `web.proxy_groups_header`); the header counts only from an address in
-  `web.trusted_proxies`. From anywhere else it is ignored (and logged once per address).
+  (and maybe `web.proxy_groups_header`); the header counts only from a proven proxy: an address in
+  `web.trusted_proxies` that also sends the shared secret of `web.proxy_secret_file` (any local
+  account can send headers from loopback). Otherwise it is ignored (and logged once per address).
 - login: gitopsd's own page, where a person pastes an API token (`gitopsd token create`, scope
-  read); the identity is the token's owner. Revoking the token ends its sessions at their next request.
+  read); the identity is the token's owner, and its scopes bound what the session may do (read
+  only: no actions). Revoking the token ends its sessions at their next request.
 
 Sessions are signed cookies (HMAC-SHA256 with a secret kept in state_dir/web-secret): HttpOnly,
 SameSite=Strict, Secure behind TLS; signing out records the session as ended (state_dir/web-ended).
@@ -47,6 +49,7 @@ LOGIN_COOKIE = "gitopsd_login"       # the login form's own CSRF value (double s
 FLASH_COOKIE = "gitopsd_flash"       # an action's answer, shown once on the page a non-htmx form goes back to
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "x-csrf-token"
+SECRET_HEADER = "x-gitopsd-proxy-secret"   # noqa: S105 (a header's name): carries web.proxy_secret_file's content
 LOGIN_FAILURES = 5                   # failed logins per client address ...
 LOGIN_WINDOW = 60.0                  # ... within this many seconds, then 429 until the oldest is older
 MAX_FORM = 64 * 1024                 # bytes of a posted form: actions carry a note at most
@@ -64,6 +67,13 @@ class WebUser:
     groups: tuple[str, ...] = ()
     via: str = "login"                                   # login | proxy
     grants: tuple[RoleGrant, ...] = field(default=(), repr=False, compare=False)
+    scopes: tuple[str, ...] | None = None                # a login's token scopes (None: a proxy's user, unbounded)
+    token: str = ""                                      # the name of the token a login signed in with
+
+
+# What a role's actions write, as the API's scopes say it: a token session needs that scope too.
+ROLE_SCOPE = {"deployer": "deployments:write", "approver": "approvals:write", "admin": "deployments:write"}
+WRITE_SCOPES = frozenset(ROLE_SCOPE.values())
 
 
 # -- what the pages and actions ask -----------------------------------------------------------------------------
@@ -83,13 +93,21 @@ def role(user: WebUser | None, repo: Any, env: Any) -> str:
     for grant in user.grants:
         if grant.matches(str(repo_name), str(env_name)) and holds(user, grant):
             best = max(best, ROLES.index(grant.role))
+    if best > 0 and user.scopes is not None and not WRITE_SCOPES & set(user.scopes):
+        best = 0   # a read token looks, never acts, whatever the role
     return ROLES[best] if best >= 0 else ""
 
 
 def allows(user: WebUser | None, repo: Any, env: Any, needed: str) -> bool:
     """Does the user have `needed` (or a higher role) in that environment?"""
     have = role(user, repo, env)
-    return bool(have) and ROLES.index(have) >= ROLES.index(needed)
+    return (user is not None and bool(have) and ROLES.index(have) >= ROLES.index(needed)
+            and scoped(user, ROLE_SCOPE.get(needed)))
+
+
+def scoped(user: WebUser, scope: str | None) -> bool:
+    """May the user's sign-in write what `scope` covers? Always for a proxy's user; for a token, its scopes say."""
+    return scope is None or user.scopes is None or scope in user.scopes
 
 
 def holds(user: WebUser, grant: RoleGrant) -> bool:
@@ -139,7 +157,8 @@ class Auth:
         self._secret: bytes | None = None
         self._ended: dict[str, float] | None = None         # nonce -> expiry of sessions signed out
         self._failures: dict[str, deque[float]] = {}
-        self._told: set[str] = set()                        # addresses whose untrusted proxy header was logged
+        self._told: set[str] = set()                        # addresses whose unproven proxy header was logged
+        self._proof: tuple[tuple[str, int, int], bytes] | None = None   # (file, ctime, size) -> its secret
 
     @property
     def web(self) -> Web:
@@ -211,9 +230,11 @@ class Auth:
         if not isinstance(payload.get("e"), int) or payload["e"] < self.clock() or payload["n"] in self.ended():
             return None
         if payload.get("v") == "login":
-            if not any(t.name == payload.get("t") and hmac.compare_digest(t.sha256, str(payload.get("h")))
-                       and "read" in t.scopes and t.identity == payload["u"] for t in self.tokens.tokens()):
+            live = [t for t in self.tokens.tokens() if t.name == payload.get("t") and t.identity == payload["u"]
+                    and hmac.compare_digest(t.sha256, str(payload.get("h"))) and "read" in t.scopes]
+            if not live:
                 return None
+            payload = {**payload, "scopes": list(live[0].scopes)}   # as the token is now, not as it was at sign-in
         return payload
 
     def _ended_file(self) -> Path:
@@ -255,11 +276,54 @@ class Auth:
             return False
         return any(address in ipaddress.ip_network(net) for net in self.web.trusted_proxies)
 
+    def proxy_secret(self) -> bytes:
+        """The content of web.proxy_secret_file (read again when it changes), or b"" (logged) when it is missing,
+        unreadable or readable by everyone: then no request is a proven proxy's."""
+        path = self.web.proxy_secret_file
+        if path is None:
+            return b""
+        try:
+            with open(path, "rb") as handle:
+                st = os.fstat(handle.fileno())
+                key = (str(path), st.st_ctime_ns, st.st_size)   # ctime: a chmod changes it too
+                if self._proof is not None and self._proof[0] == key:
+                    return self._proof[1]
+                if st.st_mode & 0o004:
+                    raise OSError(f"it is readable by everyone: chmod o-r {path} (root and the proxy's user only)")
+                secret = handle.read(4096).strip()
+        except OSError as exc:
+            self._tell(f"secret:{exc}", "web: no proxy is believed: web.proxy_secret_file %s: %s", path,
+                       exc.strerror or exc)
+            return b""
+        if len(secret) < 16:
+            self._tell(f"short:{key}", "web: no proxy is believed: web.proxy_secret_file %s holds less than 16 "
+                       "bytes: write a long random one (openssl rand -hex 32)", path)
+            return b""
+        self._proof = (key, secret)
+        return secret
+
+    def proven(self, scope: Scope, headers: dict[str, str]) -> bool:
+        """Did this request come from the proxy: an address in web.trusted_proxies that sends the shared secret
+        (compared in constant time)? An address alone is never enough: any local account can use loopback."""
+        if not self.trusted(scope):
+            return False
+        expected = self.proxy_secret()
+        given = headers.get(SECRET_HEADER, "").strip().encode("latin-1")
+        return bool(expected) and hmac.compare_digest(given, expected)
+
+    def _tell(self, key: str, message: str, *args: Any) -> None:
+        """Log a warning once per `key` (an address, a file's problem): a flood must not fill the log."""
+        with self._lock:
+            if key in self._told or len(self._told) > 10_000:
+                return
+            self._told.add(key)
+        log.warning(message, *args)
+
     def client(self, scope: Scope, headers: dict[str, str]) -> str:
-        """Who to rate-limit: the TCP peer, or the address a trusted proxy says it forwards for."""
+        """Who to rate-limit: the TCP peer, or the address a proven proxy says it forwards for."""
         peer = str((scope.get("client") or ("unknown", 0))[0])
         forwarded = headers.get("x-forwarded-for", "")
-        if forwarded and self.trusted(scope):
+        if forwarded and self.proven(scope, headers):
             return forwarded.split(",")[-1].strip()[:64] or peer
         return peer
 
@@ -269,7 +333,7 @@ class Auth:
         if setting in ("true", "false"):
             return setting == "true"
         return scope.get("scheme") == "https" or (headers.get("x-forwarded-proto", "").lower() == "https"
-                                                  and self.trusted(scope))
+                                                  and self.proven(scope, headers))
 
     # -- login rate limit -------------------------------------------------------------------------------------------
     def limited(self, address: str) -> float:
@@ -299,12 +363,13 @@ class Auth:
             name = headers.get(web.proxy_header.lower())
             if name is None:
                 return None, None
-            if not self.trusted(scope):
+            if not self.proven(scope, headers):
                 peer = str((scope.get("client") or ("unknown", 0))[0])
-                if peer not in self._told:
-                    self._told.add(peer)
-                    log.warning("web: ignored the %s header from %s, which is not in web.trusted_proxies (%s); such "
-                                "requests are refused", web.proxy_header, peer, ", ".join(web.trusted_proxies))
+                why = ("without the right proxy secret (X-Gitopsd-Proxy-Secret, web.proxy_secret_file)"
+                       if self.trusted(scope) else
+                       f"which is not in web.trusted_proxies ({', '.join(web.trusted_proxies)})")
+                self._tell(peer, "web: ignored the %s header from %s, %s; such requests are refused",
+                           web.proxy_header, peer, why)
                 return None, None
             name = name.strip()
             if not name or len(name) > USER_MAX or any(c.isspace() or ord(c) < 32 for c in name):
@@ -316,7 +381,8 @@ class Auth:
             return WebUser(name, _groups(config, name, theirs), "proxy", web.grants), payload
         if payload is None or payload.get("v") != "login":
             return None, None
-        return WebUser(payload["u"], _groups(config, payload["u"], ()), "login", web.grants), payload
+        return WebUser(payload["u"], _groups(config, payload["u"], ()), "login", web.grants,
+                       tuple(payload.get("scopes", ())), str(payload.get("t", ""))), payload
 
     def no_role(self, user: WebUser) -> bool:
         """Does the user hold no role anywhere (then every page is refused)?"""
@@ -548,7 +614,8 @@ def _login_form(request: Request, csrf: str, error: str, status: int) -> HTMLRes
         '  <label for="token">API token</label>\n'
         '  <input id="token" name="token" type="password" autocomplete="off" required>\n'
         '  <p class="meta">A token with the read scope: <code>gitopsd token create NAME --scope read '
-        '--owner YOU</code>. You act as its owner.</p>\n'
+        '--owner YOU</code>. You act as its owner, as far as its scopes go: add <code>--scope approvals:write</code> '
+        'to sign off and approve, <code>--scope deployments:write</code> to promote, roll back and retry.</p>\n'
         '  <button class="btn" type="submit">Sign in</button>\n'
         "</form>")
     return HTMLResponse(_shell("Sign in", body), status_code=status, headers=HEADERS)

@@ -197,7 +197,7 @@ def test_the_dashboards_run_ci_again_button_does_what_ci_rerun_does_for_a_deploy
         down.unlink()
         olga, vera = Browser(port), Browser(port)
         for person, name in ((olga, "olga"), (vera, "vera")):
-            assert person.login(token(sandbox, f"{name}-laptop", "read", owner=name)).status == 303
+            assert person.login(token(sandbox, f"{name}-laptop", "read", "deployments:write", owner=name)).status == 303
         assert "Run CI again" in olga.get("/").text and "Run CI again" not in vera.get("/").text
         form = {"repo": "shop", "head": "main"}
         refused = vera.post("/actions/ci-rerun", {**form, "csrf_token": vera.csrf()}, headers={"HX-Request": "true"})

@@ -53,7 +53,7 @@ class Story:
         self.daemon = self.start()
         self.daemon.wait_for(lambda: self.answers("/api/v1/health"), 60, "the API and the dashboard up")
         self.tokens = {who: self.sandbox.cli("token", "create", f"{who}-browser", "--owner", who, "--scope", "read",
-                                             "--scope", "approvals:write").stdout.strip()
+                                             "--scope", "approvals:write", "--scope", "deployments:write").stdout.strip()
                        for who in ("dana", "alice", "bob", "victor")}
         for env in ("qa", "staging", "production"):
             self.daemon.wait_state(env, "in-sync", timeout=90)

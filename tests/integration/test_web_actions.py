@@ -36,7 +36,9 @@ def site(short_tmp: Path) -> Iterator[tuple[Sandbox, Daemon, dict[str, Browser]]
         people = {}
         for name in ("olga", "paula", "vera"):   # a deployer, an approver, a viewer
             people[name] = Browser(port)
-            assert people[name].login(token(sandbox, f"{name}-laptop", "read", owner=name)).status == 303
+            signed = people[name].login(token(sandbox, f"{name}-laptop", "read", "deployments:write", "approvals:write",
+                                              owner=name))
+            assert signed.status == 303
         yield sandbox, daemon, people
 
 

@@ -33,6 +33,7 @@ web:
   auth: proxy
   proxy_groups_header: X-Forwarded-Groups
   trusted_proxies: [127.0.0.1, 10.1.0.0/16]
+  proxy_secret_file: /etc/gitopsd/proxy-secret
   admin: [root]
   roles:
     "*": {viewer: ["*"], deployer: [group:ops]}
@@ -44,6 +45,7 @@ web:
     assert web is not None
     assert (web.auth, web.proxy_header, web.proxy_groups_header) == ("proxy", "X-Forwarded-User", "X-Forwarded-Groups")
     assert web.trusted_proxies == ("127.0.0.1/32", "10.1.0.0/16")
+    assert web.proxy_secret_file == Path("/etc/gitopsd/proxy-secret")
     assert (web.secure_cookies, web.session_hours) == ("true", 2)
     assert web.grants == (RoleGrant("*", "admin", ("root",)), RoleGrant("*", "viewer", ("*",)),
                           RoleGrant("*", "deployer", ("olga", "oscar"), ("ops",)),
@@ -63,6 +65,7 @@ web:
   secure_cookies: maybe
   session_hours: 0
   colour: blue
+  proxy_secret_file: /etc/gitopsd/proxy-secret
 """, api=False)
     with pytest.raises(ConfigError) as caught:
         load(path)
@@ -89,3 +92,14 @@ web:
 def test_a_proxy_without_trusted_addresses_is_refused(tmp_path):
     with pytest.raises(ConfigError, match=r"web.trusted_proxies: auth: proxy needs the proxy's address"):
         load(config(tmp_path, "web: {auth: proxy, trusted_proxies: []}\n"))
+
+
+@pytest.mark.parametrize("web", ["web: {auth: proxy}\n", "web: {auth: login, trusted_proxies: [127.0.0.1]}\n"])
+def test_a_trusted_proxy_without_a_shared_secret_is_refused_with_what_to_add(tmp_path, web):
+    with pytest.raises(ConfigError) as caught:
+        load(config(tmp_path, web))
+    assert [str(p).split(": ", 1)[1] for p in caught.value.problems] == [
+        "web.proxy_secret_file: trusted_proxies needs a shared secret too: add proxy_secret_file: "
+        "/etc/gitopsd/proxy-secret (readable by root and the proxy only) and have the proxy send its content in "
+        "X-Gitopsd-Proxy-Secret"]
+    assert load(config(tmp_path, "web: {auth: login}\n")).web == Web()   # no proxy: nothing to prove
