@@ -313,6 +313,11 @@ def _show_status(args: argparse.Namespace, config: Any, unavailable: dict[str, s
         daemons = store.daemons()   # a leader and its standby, with PostgreSQL (README, "Standby daemon")
     finally:
         store.close()
+    from .adapters.backups import replaced_said
+    lost = replaced_said(config.runtime_dir)   # the running daemon's word: what this store shows is not its record
+    if lost is not None:
+        print(f"gitopsd: store-replaced: {lost} (the daemon's log says what to do)",
+              file=sys.stderr if args.json else sys.stdout)
     if args.json:
         print(json.dumps([r.as_json() for r in rows], indent=2))
         return 0
@@ -882,6 +887,59 @@ def cmd_db_copy(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sqlite_only(config: Any, what: str) -> None:
+    if getattr(config, "database_url", ""):
+        raise UserError(f"`gitopsd db {what}` is for the SQLite state database; with PostgreSQL use its own tools "
+                        f"(pg_dump, pg_restore)")
+
+
+def cmd_db_backup(args: argparse.Namespace) -> int:
+    """Copy the state database while the daemon runs (SQLite's online backup)."""
+    from .adapters import backups
+    config = _config(args)
+    _sqlite_only(config, "backup")
+    target = Path(args.to) if args.to else config.backup_dir
+    if not args.to:
+        try:
+            target.mkdir(mode=0o750, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"cannot make the backup folder {target}: {exc.strerror}; give --to FILE") from None
+    made = backups.backup(config.database, target)
+    print(f"copied the state database {config.database} to {made}; restore it with `gitopsd db restore {made}` "
+          f"(with the daemon stopped)")
+    return 0
+
+
+def cmd_db_restore(args: argparse.Namespace) -> int:
+    """Put a backup in place of the state database, the current one kept beside it; the daemon must be stopped."""
+    import time
+    from .adapters import backups
+    config = _config(args)
+    _sqlite_only(config, "restore")
+    source = Path(args.file).absolute()
+    backups.check_store_file(source)   # before anything else: a wrong file changes nothing
+    with backups.daemon_stopped(config.state_dir, f"gitopsd db restore {source}"):
+        deployments, aside = backups.restore(source, config.database, time.time())
+    print(f"restored {config.database} from {source} ({deployments} deployment{'s' if deployments != 1 else ''})")
+    if aside is not None:
+        print(f"the file it replaced was moved to {aside}")
+    print("start the daemon again (systemctl start gitopsd)")
+    return 0
+
+
+def cmd_db_rebuild(args: argparse.Namespace) -> int:
+    """Rebuild the deployment records, sign-offs, release candidates and approvals from the git notes."""
+    import time
+    from . import notes_ledger
+    from .adapters import backups
+    config = _config(args)
+    _sqlite_only(config, "rebuild")
+    with backups.daemon_stopped(config.state_dir, "gitopsd db rebuild"):
+        report = notes_ledger.rebuild(config, time.time())
+    print("\n".join(report.lines()))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gitopsd", description=DESCRIPTION, epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -1160,6 +1218,16 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--from", dest="source", required=True, metavar="DB", help="sqlite:PATH or postgresql://...")
     d.add_argument("--to", dest="target", required=True, metavar="DB", help="sqlite:PATH or postgresql://...")
     d.add_argument("--force", action="store_true", help="replace the target's records if it has any")
+    d = db.add_parser("backup", parents=[common], help="copy the SQLite state database now (the daemon may run)")
+    d.set_defaults(func=cmd_db_backup)
+    d.add_argument("--to", metavar="FILE", help="where to write the copy (default: <state_dir>/backups/state-TIME.db)")
+    d = db.add_parser("restore", parents=[common],
+                      help="put a backup in place of the state database (the daemon stopped; the old file kept)")
+    d.set_defaults(func=cmd_db_restore)
+    d.add_argument("file", metavar="FILE", help="a copy `gitopsd db backup` or the daemon made")
+    d = db.add_parser("rebuild", parents=[common],
+                      help="rebuild the deployment records and approvals from refs/notes/gitopsd (the daemon stopped)")
+    d.set_defaults(func=cmd_db_rebuild)
 
     from .human_commands import add_commands
     add_commands(add, common)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -216,6 +217,36 @@ def _errors_translated(cls: type[T]) -> type[T]:
     return cls
 
 
+def file_identity(path: Path) -> tuple[int, int] | None:
+    """The file at `path` as (st_dev, st_ino), None if there is none: what stays the same while it is the same file."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def write_backup(source: sqlite3.Connection, target: Path) -> Path:
+    """Copy the database of `source` into `target` with SQLite's backup API: to a temporary name, then renamed."""
+    target = Path(target)
+    temp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+        os.close(fd)
+        os.chmod(temp, 0o640)   # whatever the umask
+        copy = sqlite3.connect(temp)
+        try:
+            source.backup(copy)
+            copy.execute("PRAGMA journal_mode=DELETE")   # one self-contained file, no -wal beside it
+        finally:
+            copy.close()
+        os.rename(temp, target)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    return target
+
+
 def full_schema() -> str:
     """Every table of the store, the gate's included, in SQLite's dialect (migrations create them where missing)."""
     return SCHEMA + snapshot.SCHEMA + required.SCHEMA + approvals.SCHEMA
@@ -243,6 +274,8 @@ class Store:
         self._lock = threading.Lock()
         self.versions = (migrations.LATEST, migrations.LATEST)   # the schema's version before and after opening
         self.dialect: dialects.SQLite = dialects.SQLite()
+        self.lost: str | None = None   # let_go(): why this store writes nothing more
+        self.identity: tuple[int, int] | None = None   # (st_dev, st_ino) of the SQLite file a writable store opened
         self._reader = readonly and not url   # a read-only SQLite store: opened again once if a read fails (_rows)
         if url:
             retry = PG_WRITE_RETRY if retry_for is None and not readonly else retry_for or 0.0
@@ -257,6 +290,7 @@ class Store:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self.versions = self._upgrade(self._db, self.dialect)
         self._db.row_factory = sqlite3.Row
+        self.identity = file_identity(self.path)   # the file this connection writes: see replaced()
         # Made by root (init, install-hooks, db upgrade) in the service's state folder: the service's, not root's.
         ownership.hand_over([self.path, Path(f"{self.path}-wal"), Path(f"{self.path}-shm")],
                             ownership.daemon_account(self.path.parent))
@@ -328,6 +362,36 @@ class Store:
     def backend(self) -> str:
         return self.dialect.name
 
+    def replaced(self) -> str | None:
+        """Why the SQLite file at `path` is no longer the one this writable store opened (one os.stat), or None.
+
+        A deleted or replaced state.db would otherwise be recreated empty by the next opener, the history gone."""
+        if self.identity is None:   # PostgreSQL, or a reader
+            return None
+        now = file_identity(self.path)
+        if now is None:
+            return f"the state database {self.path} was deleted while the daemon had it open"
+        if now != self.identity:
+            return f"the state database {self.path} was replaced by another file while the daemon had it open"
+        return None
+
+    def let_go(self, reason: str) -> None:
+        """Write nothing more (the file at `path` is another's now): fold the write-ahead log into the file this store
+        still holds and empty it, since a new state.db at `path` would read state.db-wal as its own."""
+        with self._lock:
+            self.lost = reason
+            try:
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error:
+                pass   # a reader's snapshot holds the log: the rescue copy has the records all the same
+
+    def backup(self, target: Path) -> Path:
+        """Copy this store, as it is now, to `target` (SQLite's online backup; atomic, mode 0640); return `target`."""
+        if self.backend != "sqlite":
+            raise StoreUnusable("backups are for SQLite state databases; back up PostgreSQL with pg_dump")
+        with self._lock:
+            return write_backup(self._db, target)
+
     def refresh_hook_copy(self) -> None:
         """Copy the records the pre-receive hook reads into its SQLite file again (a standby's, now and then)."""
         resync = getattr(self._db, "resync_mirror", None)
@@ -374,6 +438,8 @@ class Store:
 
     def _write(self, sql: str, args: tuple[Any, ...] = ()) -> sqlite3.Cursor:
         with self._lock:
+            if self.lost is not None:
+                raise StoreUnusable(f"{self.lost}: nothing more is recorded until it is restored")
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 cur = self._db.execute(sql, args)
@@ -407,6 +473,16 @@ class Store:
             (repo, env, commit, tree, previous_commit, kind, "queued" if queued else "running", trigger, actor,
              reason, now, attempt))
         return int(cur.lastrowid or 0)
+
+    def restore_deployment(self, deployment_id: int, *, repo: str, env: str, commit: str, tree: str,
+                           previous_commit: str | None, kind: str, result: str, trigger: str, actor: str,
+                           outcome: str | None, at: float) -> bool:
+        """Record a finished deployment under its own id, as the notes tell it (notes_ledger); False if that id exists."""
+        cur = self._write(
+            "INSERT OR IGNORE INTO deployments (id, repo, env, commit_id, tree, previous_commit, kind, result, trigger,"
+            " actor, outcome, started_at, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (deployment_id, repo, env, commit, tree, previous_commit, kind, result, trigger, actor, outcome, at, at))
+        return cur.rowcount == 1
 
     def started(self, deployment_id: int, now: float) -> None:
         """A queued deployment's worker took it: it runs from now on."""
