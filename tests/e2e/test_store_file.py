@@ -7,9 +7,11 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
+import urllib.request
 
 import pytest
 
+from tests.prometheus_fixture import free_port
 from tests.support import Daemon, Sandbox, git
 
 
@@ -58,15 +60,26 @@ def test_a_state_database_deleted_while_the_daemon_runs_is_noticed_and_nothing_m
     assert not _db(sandbox).exists(), "the daemon wrote no new file"
 
 
-def test_a_state_database_replaced_by_another_file_is_noticed_and_the_new_file_is_not_written(sandbox):
+def _gauge(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=10) as answer:
+        return next(line for line in answer.read().decode().splitlines() if line.startswith("gitopsd_store_replaced "))
+
+
+def test_a_state_database_replaced_by_another_file_is_noticed_and_the_new_file_is_not_written(short_tmp):
+    port = free_port()
+    sandbox = Sandbox(short_tmp, {"qa": ["qa-1"]}, sweep_interval=1,
+                      extra={"api": {"listen": f"127.0.0.1:{port}", "tokens_file": str(short_tmp / "tokens.yml")}})
+    metrics = f"http://127.0.0.1:{port}/metrics"
     with Daemon(sandbox) as daemon:
         daemon.wait_state("qa", "in-sync", sandbox.head("qa"))
+        assert _gauge(metrics) == "gitopsd_store_replaced 0.0"
         other = sandbox.state / "other.db"   # an empty store, as the next opener would have made
         sandbox.cli("db", "upgrade", "--database", f"sqlite:{other}")
         os.replace(other, _db(sandbox))
         daemon.wait_for(lambda: "was replaced by another file" in daemon.log(), 10, "the error line")
         _nothing_deploys_after_a_push(sandbox, daemon)
         assert "store-replaced" in sandbox.cli("status").stdout.splitlines()[0]
+        assert _gauge(metrics) == "gitopsd_store_replaced 1.0"
         with sqlite3.connect(_db(sandbox)) as db:
             assert db.execute("SELECT count(*) FROM deployments").fetchone()[0] == 0
             assert db.execute("SELECT count(*) FROM env_heads").fetchone()[0] == 0
