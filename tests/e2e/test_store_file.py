@@ -4,6 +4,7 @@ Real: `gitopsd run` as a process, pushes through the installed hook, ansible-pla
 """
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import time
@@ -202,5 +203,50 @@ def test_db_rebuild_restores_the_ledger_from_the_notes_so_nothing_redeploys_and_
         daemon.wait_state("qa", "in-sync", v2)
         assert sandbox.runs() == runs, "nothing was deployed again"
         sandbox.cli("promote", "staging", "production")
+        daemon.wait_state("production", "in-sync", sandbox.head("production"))
+    assert sandbox.tree(sandbox.head("production")) == sandbox.tree(v2)
+
+
+def test_db_rebuild_restores_sign_offs_release_candidates_and_approvals_so_the_release_still_reaches_production(
+        short_tmp):
+    port = free_port()
+    sandbox = Sandbox(short_tmp, {"qa": ["qa-1"], "staging": ["staging-1"], "production": ["production-1"]},
+                      env_options={"staging": {"signoff_by": ["sf-alice"]},
+                                   "production": {"require_signoff": {"env": "staging", "count": 1},
+                                                  "approvals": {"required": 2, "approvers": ["group:approvers"]}}},
+                      extra={"groups": {"approvers": ["sf-bob", "sf-carol"]},
+                             "api": {"listen": f"127.0.0.1:{port}", "tokens_file": str(short_tmp / "tokens.yml")}})
+    base = f"http://127.0.0.1:{port}/api/v1/repos/shop"
+
+    def post(path: str, token: str, body: dict[str, str]) -> None:
+        request = urllib.request.Request(base + path, data=json.dumps(body).encode(), method="POST",
+                                         headers={"Authorization": f"Bearer {token}",
+                                                  "Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=60) as answer:
+            assert answer.status == 201
+
+    with Daemon(sandbox) as daemon:
+        daemon.wait_for(lambda: "HTTP API listening" in daemon.log(), 30, "the API up")
+        sandbox.write("app.txt", "release 2")
+        v2 = sandbox.commit("release 2")
+        sandbox.push("main", "main:qa")
+        daemon.wait_state("qa", "in-sync", v2)
+        sandbox.cli("promote", "qa", "staging")
+        daemon.wait_state("staging", "in-sync", sandbox.head("staging"))
+        alice, bob, carol = (sandbox.cli("token", "create", name, "--scope", "approvals:write").stdout.strip()
+                             for name in ("sf-alice", "sf-bob", "sf-carol"))
+        post("/environments/staging/signoffs", alice, {"note": "tested by hand"})
+        post("/rcs", alice, {"name": "r2"})
+        post("/rcs/r2/approvals", bob, {"kind": "approve", "note": "ok"})
+        post("/rcs/r2/approvals", carol, {"kind": "approve", "note": "ok too"})
+    _remove_store(sandbox)
+    out = sandbox.cli("db", "rebuild").stdout
+    assert "shop: 1 sign-offs, 1 release candidates, 2 approvals restored" in out, out
+    assert "could not be read" not in out, out
+    shown = json.loads(sandbox.cli("rc", "show", "r2", "--json").stdout)
+    assert shown["state"] == "approved" and shown["approved_by"] == ["sf-bob", "sf-carol"]
+    with Daemon(sandbox) as daemon:
+        daemon.wait_state("staging", "in-sync", sandbox.head("staging"))
+        sandbox.cli("promote", "rc/r2", "production")
         daemon.wait_state("production", "in-sync", sandbox.head("production"))
     assert sandbox.tree(sandbox.head("production")) == sandbox.tree(v2)
