@@ -10,6 +10,7 @@ pre-receive hook's read model in a local SQLite file. The schema is versioned (a
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -209,6 +210,16 @@ def _translated(method: Callable[..., T]) -> Callable[..., T]:
     return wrapper
 
 
+def _bookkeeping(method: Callable[..., Any]) -> Callable[..., Any]:
+    """The daemon's own bookkeeping: with the file lost (Store.let_go) there is nowhere to keep it, and nothing to say."""
+    @functools.wraps(method)
+    def wrapper(self: Store, *args: Any, **kwargs: Any) -> Any:
+        if self.lost is not None:
+            return None
+        return method(self, *args, **kwargs)
+    return wrapper
+
+
 def _errors_translated(cls: type[T]) -> type[T]:
     """Every method of the store raises gitopsd's own error kinds, never sqlite3.Error (issue 11)."""
     for name, attr in list(vars(cls).items()):
@@ -275,6 +286,7 @@ class Store:
         self.versions = (migrations.LATEST, migrations.LATEST)   # the schema's version before and after opening
         self.dialect: dialects.SQLite = dialects.SQLite()
         self.lost: str | None = None   # let_go(): why this store writes nothing more
+        self._unrecorded: dict[int, tuple[str, float, str | None]] = {}   # deployments that ended after let_go()
         self.identity: tuple[int, int] | None = None   # (st_dev, st_ino) of the SQLite file a writable store opened
         self._reader = readonly and not url   # a read-only SQLite store: opened again once if a read fails (_rows)
         if url:
@@ -484,6 +496,7 @@ class Store:
             (deployment_id, repo, env, commit, tree, previous_commit, kind, result, trigger, actor, outcome, at, at))
         return cur.rowcount == 1
 
+    @_bookkeeping
     def started(self, deployment_id: int, now: float) -> None:
         """A queued deployment's worker took it: it runs from now on."""
         self._write("UPDATE deployments SET result = 'running', started_at = ? WHERE id = ? AND result = 'queued'",
@@ -495,16 +508,22 @@ class Store:
                            " WHERE repo = ? AND commit_id = ? AND actor = 'unknown' AND started_at >= ?",
                            (actor, trigger, reason, repo, commit, since)).rowcount
 
+    @_bookkeeping
     def set_progress(self, deployment_id: int, progress: dict[str, int | None]) -> None:
         """Record where a running deployment is (Progress.as_json(), e.g. batch 2 of 3), for `gitopsd status`."""
         self._write(self.dialect.SET_PROGRESS, (json.dumps(progress), deployment_id))
 
+    @_bookkeeping
     def set_workdir(self, deployment_id: int, workdir: Path) -> None:
         self._write("UPDATE deployments SET workdir = ? WHERE id = ?", (str(workdir), deployment_id))
 
     def finish(self, deployment_id: int, result: str, *, now: float, outcome: str | None = None,
                detail: dict[str, Any] | None = None) -> None:
         assert result in RESULTS and result not in ACTIVE, result
+        if self.lost is not None:   # nowhere to write it: kept for get(), so its audit note tells how it ended
+            with self._lock:
+                self._unrecorded[deployment_id] = (result, now, outcome)
+            return
         self._write(
             "UPDATE deployments SET result = ?, finished_at = ?, outcome = ?, detail = ?"
             " WHERE id = ? AND result IN ('queued', 'running')",
@@ -522,6 +541,10 @@ class Store:
 
     def get(self, deployment_id: int) -> Deployment | None:
         rows = self._rows("SELECT * FROM deployments WHERE id = ?", (deployment_id,))
+        ended = self._unrecorded.get(deployment_id)
+        if rows and ended is not None:
+            return dataclasses.replace(self._deployment(rows[0]), result=ended[0], finished_at=ended[1],
+                                       outcome=ended[2])
         return self._deployment(rows[0]) if rows else None
 
     def history(self, *, repo: str | None = None, env: str | None = None, limit: int = 20,
@@ -576,6 +599,7 @@ class Store:
             " AS n FROM deployments WHERE workdir IS NOT NULL) AS numbered WHERE n > ? AND result NOT IN ('queued', 'running')", (keep,))
         return [(int(r["id"]), str(r["workdir"])) for r in rows]
 
+    @_bookkeeping
     def clear_workdir(self, deployment_id: int) -> None:
         self._write("UPDATE deployments SET workdir = NULL WHERE id = ?", (deployment_id,))
 
@@ -596,15 +620,18 @@ class Store:
         return FailureStatus(r["commit_id"], r["failures"], r["next_retry_at"], bool(r["stalled"]), r["reason"],
                              failed=r["stalled"] == 2)
 
+    @_bookkeeping
     def record_failure(self, repo: str, env: str, status: FailureStatus) -> None:
         stalled = 2 if status.failed else int(status.stalled)
         self._write("INSERT OR REPLACE INTO env_status (repo, env, commit_id, failures, next_retry_at, stalled, reason)"
                     " VALUES (?, ?, ?, ?, ?, ?, ?)",
                     (repo, env, status.commit, status.failures, status.next_retry_at, stalled, status.reason))
 
+    @_bookkeeping
     def clear_failure(self, repo: str, env: str) -> bool:
         return self._write("DELETE FROM env_status WHERE repo = ? AND env = ?", (repo, env)).rowcount > 0
 
+    @_bookkeeping
     def mark_bad_tree(self, repo: str, env: str, tree: str, reason: str, now: float) -> None:
         self._write("INSERT OR REPLACE INTO bad_trees (repo, env, tree, reason, marked_at) VALUES (?, ?, ?, ?, ?)",
                     (repo, env, tree, reason, now))
@@ -617,15 +644,18 @@ class Store:
         return self._write("DELETE FROM bad_trees WHERE repo = ? AND env = ?", (repo, env)).rowcount
 
     # -- blocked heads and admissions ---------------------------------------------------------------
+    @_bookkeeping
     def block(self, repo: str, env: str, block: Block) -> None:
         self._write("INSERT OR REPLACE INTO env_blocks (repo, env, commit_id, deployed_commit, reason, since)"
                     " VALUES (?, ?, ?, ?, ?, ?)", (repo, env, block.commit, block.deployed_commit, block.reason, block.since))
 
+    @_bookkeeping
     def record_head(self, repo: str, env: str, commit: str, tree: str) -> None:
         """Remember an environment branch's head and its tree (status reads the tree here, not from git)."""
         self._write("INSERT OR REPLACE INTO env_heads (repo, env, commit_id, tree) VALUES (?, ?, ?, ?)",
                     (repo, env, commit, tree))
 
+    @_bookkeeping
     def set_unwatched(self, unwatched: dict[str, str]) -> None:
         """Record which repositories the ref watcher cannot watch (inotify limits, a folder gone), and why."""
         with self._lock:
@@ -746,6 +776,7 @@ class Store:
         return {r["branch"]: r["commit_id"] for r in self._rows("SELECT branch, commit_id FROM ci_heads WHERE repo = ?",
                                                                 (repo,))}
 
+    @_bookkeeping
     def set_ci_heads(self, repo: str, heads: dict[str, str]) -> None:
         """Replace the CI heads seen in `repo` by `heads` (branch -> commit), in one transaction."""
         with self._lock:
@@ -861,6 +892,7 @@ class Store:
             return None
         return rows[0]["tips"].split() if rows else None
 
+    @_bookkeeping
     def record_seen(self, repo: str, commits: list[tuple[str, str]], at: float, tips: list[str]) -> None:
         """Record (commit, via) first seen at `at` (an earlier record wins) and the heads walked to, in one transaction."""
         with self._lock:
@@ -874,6 +906,7 @@ class Store:
                 self._db.execute("ROLLBACK")
                 raise
 
+    @_bookkeeping
     def record_deployed_commits(self, d: Deployment, commits: list[str], not_changes: tuple[str, ...]) -> None:
         """Remember that deployment `d` brought `commits` to its environment (the first that did keeps the record),
         with each one's lead time: from when it first reached the server (else, for a commit seen before that was
@@ -964,6 +997,7 @@ class Store:
         return [tuple(r) for r in self._rows(self.dialect.CHECK_TOTALS, (after, upto))]
 
     # -- post-deploy watches and drift detection (core/reconcile.py) ---------------------------------------------
+    @_bookkeeping
     def start_watch(self, watch: WatchWindow) -> None:
         """Record the watch of a deployment, replacing the environment's previous one."""
         self._write("INSERT OR REPLACE INTO watches (repo, env, deployment_id, commit_id, tree, previous_tree, started_at,"
@@ -990,6 +1024,7 @@ class Store:
                            " AND deployment_id = ? AND state = 'watching'",
                            (state, reason, now, repo, env, deployment_id)).rowcount > 0
 
+    @_bookkeeping
     def watch_checked(self, repo: str, env: str, deployment_id: int, now: float) -> None:
         self._write("UPDATE watches SET checked_at = ? WHERE repo = ? AND env = ? AND deployment_id = ?",
                     (now, repo, env, deployment_id))

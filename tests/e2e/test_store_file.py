@@ -250,3 +250,19 @@ def test_db_rebuild_restores_sign_offs_release_candidates_and_approvals_so_the_r
         sandbox.cli("promote", "rc/r2", "production")
         daemon.wait_state("production", "in-sync", sandbox.head("production"))
     assert sandbox.tree(sandbox.head("production")) == sandbox.tree(v2)
+
+
+def test_a_deployment_that_ends_after_the_store_is_lost_is_not_written_but_its_note_says_how_it_ended(sandbox):
+    with Daemon(sandbox) as daemon:
+        daemon.wait_state("qa", "in-sync", sandbox.head("qa"))
+        sandbox.write("SLEEP", "6")
+        slow = sandbox.commit("a slow deployment")
+        sandbox.push("main", "main:qa")
+        daemon.wait_state("qa", "deploying", slow)
+        _remove_store(sandbox)
+        daemon.wait_for(lambda: "was deleted while the daemon had it open" in daemon.log(), 10, "the error line")
+        note = daemon.wait_for(lambda: git(sandbox.root, "--git-dir", str(sandbox.repo), "log", "-1",
+                                           "--notes=gitopsd", "--format=%N", slow).stdout.strip(), 30, "the note")
+        assert "gitopsd: deploy to qa succeeded (deployment #" in note
+        assert "deployment worker failed" not in daemon.log() and "Traceback" not in daemon.log()
+    assert not _db(sandbox).exists()
