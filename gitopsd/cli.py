@@ -898,12 +898,7 @@ def cmd_db_backup(args: argparse.Namespace) -> int:
     from .adapters import backups
     config = _config(args)
     _sqlite_only(config, "backup")
-    target = Path(args.to) if args.to else config.backup_dir
-    if not args.to:
-        try:
-            target.mkdir(mode=0o750, parents=True, exist_ok=True)
-        except OSError as exc:
-            raise UserError(f"cannot make the backup folder {target}: {exc.strerror}; give --to FILE") from None
+    target = Path(args.to) if args.to else backups.folder(config.backup_dir, config.state_dir)
     made = backups.backup(config.database, target)
     print(f"copied the state database {config.database} to {made}; restore it with `gitopsd db restore {made}` "
           f"(with the daemon stopped)")

@@ -36,6 +36,16 @@ def scheduled(store: Store, folder: Path, keep: int, now: float, prefix: str = S
     return target
 
 
+def folder(path: Path, state_dir: Path) -> Path:
+    """The backup folder, made if missing: the daemon's (it writes its copies there), even when root made it."""
+    try:
+        path.mkdir(mode=0o750, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot make the backup folder {path}: {exc.strerror}; give --to FILE") from None
+    ownership.hand_over([path], ownership.daemon_account(state_dir))
+    return path
+
+
 def backup(database: Path, target: Path) -> Path:
     """`gitopsd db backup`: copy the state database at `database` to `target` while the daemon may run."""
     if not database.is_file():

@@ -6,14 +6,17 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
+import shutil
 import sqlite3
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 
 from tests.prometheus_fixture import free_port
-from tests.support import Daemon, Sandbox, git
+from tests.support import Daemon, Sandbox, git, unix_users
 
 
 @pytest.fixture
@@ -266,3 +269,22 @@ def test_a_deployment_that_ends_after_the_store_is_lost_is_not_written_but_its_n
         assert "gitopsd: deploy to qa succeeded (deployment #" in note
         assert "deployment worker failed" not in daemon.log() and "Traceback" not in daemon.log()
     assert not _db(sandbox).exists()
+
+
+SERVICE, GROUP = "gt-sf-svc", "gt-sf"   # this file's own user: the daemon's, owner of the state folder
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="makes a Unix user: root only")
+def test_a_backup_made_by_root_belongs_to_the_daemons_user_and_so_does_its_folder(sandbox):
+    with Daemon(sandbox) as daemon:
+        daemon.wait_state("qa", "in-sync", sandbox.head("qa"))
+    with unix_users((SERVICE,), GROUP):
+        shutil.chown(sandbox.state, SERVICE, GROUP)
+        made = sandbox.cli("db", "backup").stdout
+        copy = Path(made.split(" to ", 1)[1].split(";", 1)[0])
+        assert copy.parent == sandbox.state / "backups" and copy.name.startswith("state-")
+        for path in (copy, copy.parent):
+            assert pwd.getpwuid(path.stat().st_uid).pw_name == SERVICE
+        assert copy.stat().st_mode & 0o777 == 0o640
+        restored = sandbox.cli("db", "restore", str(copy))
+        assert pwd.getpwuid(_db(sandbox).stat().st_uid).pw_name == SERVICE, restored.stdout
