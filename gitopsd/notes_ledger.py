@@ -50,7 +50,7 @@ class Report:
             out.append(f"{repo}: {self.signoffs.get(repo, 0)} sign-offs, {self.rcs.get(repo, 0)} release candidates, "
                        f"{self.approvals.get(repo, 0)} approvals restored")
         if self.already:
-            out.append(f"{self.already} deployment{'s were' if self.already != 1 else ' was'} already recorded: kept")
+            out.append(f"{self.already} record{'s were' if self.already != 1 else ' was'} already in the store: kept")
         for repo in self.no_notes:
             out.append(f"{repo}: no {NOTES_REF}: nothing to restore")
         if not out:
@@ -65,6 +65,11 @@ class Report:
 
 def _at(text: str) -> float:
     return float(calendar.timegm(time.strptime(text, "%Y-%m-%d %H:%M")))
+
+
+def _minute(ts: float) -> float:
+    """A recorded time as a note gives it: a record already in the store is not written twice."""
+    return float(int(ts // 60) * 60)
 
 
 def noted(repo: Repository) -> list[tuple[str, str, str]]:
@@ -110,8 +115,12 @@ def _restore(store: Store, repo: Repository, lines: list[tuple[str, str, str]], 
         if (m := DEPLOYMENT.fullmatch(line)) and m[2] in envs:
             deployments.append((int(m[4]), (commit, tree, m)))
         elif (m := SIGNOFF.fullmatch(line)) and m[2] in envs:
-            store.add_signoff(repo=repo.name, env=m[2], commit=commit, tree=tree, actor=m[3],
-                              verdict=SIGNOFF_VERDICT[m[1]], note=m[5] or "", now=_at(m[4]))
+            verdict, at = SIGNOFF_VERDICT[m[1]], _at(m[4])
+            if (m[3], verdict, at) in {(a, v, _minute(t)) for a, v, _n, t in store.signoffs(repo.name, m[2], tree)}:
+                report.already += 1
+                continue
+            store.add_signoff(repo=repo.name, env=m[2], commit=commit, tree=tree, actor=m[3], verdict=verdict,
+                              note=m[5] or "", now=at)
             report.signoffs[repo.name] = report.signoffs.get(repo.name, 0) + 1
         elif (m := RC_CREATED.fullmatch(line)) and m[2] in envs:
             target = envs[m[2]]
@@ -120,9 +129,14 @@ def _restore(store: Store, repo: Repository, lines: list[tuple[str, str, str]], 
             if store.add_rc(repo=repo.name, name=m[1], commit=commit, tree=tree, source_env=source,
                             target_env=target.name, created_by=m[3], self_identities=[m[3]], now=_at(m[4])):
                 report.rcs[repo.name] = report.rcs.get(repo.name, 0) + 1
+            else:
+                report.already += 1
         elif m := APPROVAL.fullmatch(line):
-            store.add_approval(repo=repo.name, rc=m[1], tree=tree, actor=m[3], kind=APPROVAL_KIND[m[2]],
-                               note=m[5] or "", now=_at(m[4]))
+            kind, at = APPROVAL_KIND[m[2]], _at(m[4])
+            if (m[3], kind, at) in {(a, k, _minute(t)) for a, k, _n, t in store.approval_rows(repo.name, m[1])}:
+                report.already += 1
+                continue
+            store.add_approval(repo=repo.name, rc=m[1], tree=tree, actor=m[3], kind=kind, note=m[5] or "", now=at)
             report.approvals[repo.name] = report.approvals.get(repo.name, 0) + 1
         else:
             report.unread.append(f"{repo.name} {commit[:7]}: {line[:200]}")
