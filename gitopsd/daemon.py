@@ -240,6 +240,7 @@ class Daemon:
                                    on_status=lambda repo: self.requests.put(Look(repo, None, "ci-status")))
         self.ci_sinks.append(self.ci_steps.sink)
         self.store_lost: str | None = None   # why the state database file is not the one opened (check_store)
+        self._store_lost_lock = threading.Lock()
         self._next_backup = 0.0   # the first copy once started, then one each `backup.interval`
 
     # -- the state database's file ---------------------------------------------------------------
@@ -254,8 +255,12 @@ class Daemon:
         reason = self.store.replaced()
         if reason is None:
             return True
-        self.store_lost = reason
+        with self._store_lost_lock:   # the loop and a deployment's end may find it at once: said once
+            if self.store_lost is not None:
+                return False
+            self.store_lost = reason
         self.reconciler.accepting = False
+        self.store.let_go(reason)   # first: no other thread writes meanwhile into the log a new file would read
         copy = None
         try:
             copy = backups.scheduled(self.store, self.config.backup_dir, self.config.backup.keep, time.time(),
@@ -263,7 +268,6 @@ class Daemon:
             rescued = f"; the records this daemon still held are in {copy}"
         except (OSError, StoreError, sqlite3.Error) as exc:
             rescued = f"; its records could not be copied ({exc})"
-        self.store.let_go(reason)
         line = f"{reason}: no deployment starts until it is restored{rescued}"
         log.error("%s; %s", line, backups.what_to_do(self.config.backup_dir, copy))
         try:
