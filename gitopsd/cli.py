@@ -1199,11 +1199,13 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("repo", metavar="REPO", help="repository name")
     c.add_argument("head", metavar="HEAD", help="a CI branch (e.g. main) or the commit at its head")
 
-    p = add("db", "upgrade the state database's schema, or copy it between SQLite and PostgreSQL",
+    p = add("db", "upgrade, copy, back up, restore or rebuild the state database",
             "`upgrade` brings the state database's schema to this gitopsd's version (the daemon does it at\n"
             "start too). `copy` copies every table, ids kept, from one state database to another: a SQLite\n"
             "file (sqlite:/var/lib/gitopsd/state.db) or PostgreSQL (postgresql://user@host/name). Stop the\n"
-            "daemon first; the target must be empty unless --force (README, \"PostgreSQL\").", cmd_db_upgrade)
+            "daemon first; the target must be empty unless --force (README, \"PostgreSQL\").\n"
+            "`backup` copies the SQLite store while the daemon runs; `restore FILE` puts a copy back and\n"
+            "`rebuild` writes back what refs/notes/gitopsd records, both with the daemon stopped.", cmd_db_upgrade)
     db = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     d = db.add_parser("upgrade", parents=[common], help="bring the schema to this version (also run at start)")
     d.set_defaults(func=cmd_db_upgrade)
