@@ -303,6 +303,14 @@ def cmd_status(args: argparse.Namespace) -> int:
         return 0
 
 
+def _say_store_lost(config: Any, out: Any) -> None:
+    """The running daemon's word that its state database was deleted or replaced: what is read here is not its record."""
+    from .adapters.backups import replaced_said
+    lost = replaced_said(config.runtime_dir)
+    if lost is not None:
+        print(f"gitopsd: store-replaced: {lost} (the daemon's log says what to do)", file=out)
+
+
 def _show_status(args: argparse.Namespace, config: Any, unavailable: dict[str, str]) -> int:
     from .adapters.store import Store
     from .status import all_status, ago
@@ -313,11 +321,7 @@ def _show_status(args: argparse.Namespace, config: Any, unavailable: dict[str, s
         daemons = store.daemons()   # a leader and its standby, with PostgreSQL (README, "Standby daemon")
     finally:
         store.close()
-    from .adapters.backups import replaced_said
-    lost = replaced_said(config.runtime_dir)   # the running daemon's word: what this store shows is not its record
-    if lost is not None:
-        print(f"gitopsd: store-replaced: {lost} (the daemon's log says what to do)",
-              file=sys.stderr if args.json else sys.stdout)
+    _say_store_lost(config, sys.stderr if args.json else sys.stdout)
     if args.json:
         print(json.dumps([r.as_json() for r in rows], indent=2))
         return 0
@@ -357,6 +361,7 @@ def cmd_history(args: argparse.Namespace) -> int:
         deployments = store.history(repo=args.repo, env=args.env, limit=args.limit)
         admissions = store.admissions(repo=args.repo, env=args.env, limit=args.limit)
         marks = release_marks(config, store, deployments)
+    _say_store_lost(config, sys.stderr)
     if args.json:
         print(json.dumps([deployment_json(d, marks.get(d.id)) for d in deployments], indent=2))
         return 0

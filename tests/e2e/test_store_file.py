@@ -60,6 +60,7 @@ def test_a_state_database_deleted_while_the_daemon_runs_is_noticed_and_nothing_m
         assert "gitopsd db restore" in line and "gitopsd db rebuild" in line
         status = sandbox.cli("status").stdout.splitlines()
         assert status[0].startswith("gitopsd: store-replaced: the state database") and "deleted" in status[0]
+        assert sandbox.cli("history").stderr.startswith("gitopsd: store-replaced: the state database")
         assert _rescued(sandbox), "the records the daemon still held are kept"
     assert not _db(sandbox).exists(), "the daemon wrote no new file"
 
