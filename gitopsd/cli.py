@@ -339,6 +339,14 @@ def cmd_status(args: argparse.Namespace) -> int:
         return 0
 
 
+def _say_store_lost(config: Any, out: Any) -> None:
+    """The running daemon's word that its state database was deleted or replaced: what is read here is not its record."""
+    from .adapters.backups import replaced_said
+    lost = replaced_said(config.runtime_dir)
+    if lost is not None:
+        print(f"gitopsd: store-replaced: {lost} (the daemon's log says what to do)", file=out)
+
+
 def _show_status(args: argparse.Namespace, config: Any, unavailable: dict[str, str]) -> int:
     from .adapters.store import Store
     from .status import all_status, ago
@@ -349,6 +357,7 @@ def _show_status(args: argparse.Namespace, config: Any, unavailable: dict[str, s
         daemons = store.daemons()   # a leader and its standby, with PostgreSQL (README, "Standby daemon")
     finally:
         store.close()
+    _say_store_lost(config, sys.stderr if args.json else sys.stdout)
     if args.json:
         print(json.dumps([r.as_json() for r in rows], indent=2))
         return 0
@@ -388,6 +397,7 @@ def cmd_history(args: argparse.Namespace) -> int:
         deployments = store.history(repo=args.repo, env=args.env, limit=args.limit)
         admissions = store.admissions(repo=args.repo, env=args.env, limit=args.limit)
         marks = release_marks(config, store, deployments)
+    _say_store_lost(config, sys.stderr)
     if args.json:
         print(json.dumps([deployment_json(d, marks.get(d.id)) for d in deployments], indent=2))
         return 0
@@ -923,6 +933,54 @@ def cmd_db_copy(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sqlite_only(config: Any, what: str) -> None:
+    if getattr(config, "database_url", ""):
+        raise UserError(f"`gitopsd db {what}` is for the SQLite state database; with PostgreSQL use its own tools "
+                        f"(pg_dump, pg_restore)")
+
+
+def cmd_db_backup(args: argparse.Namespace) -> int:
+    """Copy the state database while the daemon runs (SQLite's online backup)."""
+    from .adapters import backups
+    config = _config(args)
+    _sqlite_only(config, "backup")
+    target = Path(args.to) if args.to else backups.folder(config.backup_dir, config.state_dir)
+    made = backups.backup(config.database, target)
+    print(f"copied the state database {config.database} to {made}; restore it with `gitopsd db restore {made}` "
+          f"(with the daemon stopped)")
+    return 0
+
+
+def cmd_db_restore(args: argparse.Namespace) -> int:
+    """Put a backup in place of the state database, the current one kept beside it; the daemon must be stopped."""
+    import time
+    from .adapters import backups
+    config = _config(args)
+    _sqlite_only(config, "restore")
+    source = Path(args.file).absolute()
+    backups.check_store_file(source)   # before anything else: a wrong file changes nothing
+    with backups.daemon_stopped(config.state_dir, f"gitopsd db restore {source}"):
+        deployments, aside = backups.restore(source, config.database, time.time())
+    print(f"restored {config.database} from {source} ({deployments} deployment{'s' if deployments != 1 else ''})")
+    if aside is not None:
+        print(f"the file it replaced was moved to {aside}")
+    print("start the daemon again (systemctl start gitopsd)")
+    return 0
+
+
+def cmd_db_rebuild(args: argparse.Namespace) -> int:
+    """Rebuild the deployment records, sign-offs, release candidates and approvals from the git notes."""
+    import time
+    from . import notes_ledger
+    from .adapters import backups
+    config = _config(args)
+    _sqlite_only(config, "rebuild")
+    with backups.daemon_stopped(config.state_dir, "gitopsd db rebuild"):
+        report = notes_ledger.rebuild(config, time.time())
+    print("\n".join(report.lines()))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gitopsd", description=DESCRIPTION, epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -1187,11 +1245,13 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("repo", metavar="REPO", help="repository name")
     c.add_argument("head", metavar="HEAD", help="a CI branch (e.g. main) or the commit at its head")
 
-    p = add("db", "upgrade the state database's schema, or copy it between SQLite and PostgreSQL",
+    p = add("db", "upgrade, copy, back up, restore or rebuild the state database",
             "`upgrade` brings the state database's schema to this gitopsd's version (the daemon does it at\n"
             "start too). `copy` copies every table, ids kept, from one state database to another: a SQLite\n"
             "file (sqlite:/var/lib/gitopsd/state.db) or PostgreSQL (postgresql://user@host/name). Stop the\n"
-            "daemon first; the target must be empty unless --force (README, \"PostgreSQL\").", cmd_db_upgrade)
+            "daemon first; the target must be empty unless --force (README, \"PostgreSQL\").\n"
+            "`backup` copies the SQLite store while the daemon runs; `restore FILE` puts a copy back and\n"
+            "`rebuild` writes back what refs/notes/gitopsd records, both with the daemon stopped.", cmd_db_upgrade)
     db = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     d = db.add_parser("upgrade", parents=[common], help="bring the schema to this version (also run at start)")
     d.set_defaults(func=cmd_db_upgrade)
@@ -1201,6 +1261,16 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--from", dest="source", required=True, metavar="DB", help="sqlite:PATH or postgresql://...")
     d.add_argument("--to", dest="target", required=True, metavar="DB", help="sqlite:PATH or postgresql://...")
     d.add_argument("--force", action="store_true", help="replace the target's records if it has any")
+    d = db.add_parser("backup", parents=[common], help="copy the SQLite state database now (the daemon may run)")
+    d.set_defaults(func=cmd_db_backup)
+    d.add_argument("--to", metavar="FILE", help="where to write the copy (default: <state_dir>/backups/state-TIME.db)")
+    d = db.add_parser("restore", parents=[common],
+                      help="put a backup in place of the state database (the daemon stopped; the old file kept)")
+    d.set_defaults(func=cmd_db_restore)
+    d.add_argument("file", metavar="FILE", help="a copy `gitopsd db backup` or the daemon made")
+    d = db.add_parser("rebuild", parents=[common],
+                      help="rebuild the deployment records and approvals from refs/notes/gitopsd (the daemon stopped)")
+    d.set_defaults(func=cmd_db_rebuild)
 
     from .human_commands import add_commands
     add_commands(add, common)

@@ -25,7 +25,7 @@ from .core.errors import ConfigurationError
 from .core.settings import (STATUS_CONTEXT_MAX, Api, Approvals, CheckError, SignoffRule, Ci, CiStep, CiTrigger, Config, Environment, HttpCheck,
                             Notify, PrometheusCheck, Repository, Rollout, SandboxPolicy, Verify)
 from .core.settings import Drift, Watch
-from .core.settings import Grafana
+from .core.settings import Backup, Grafana
 from .core.settings import ExecutionNode
 from .core.settings import ROLES, RoleGrant, Web
 from .gate.snapshot import file_stamp
@@ -72,7 +72,8 @@ class ConfigError(ConfigurationError):
 
 TOP_KEYS = {"state_dir", "runtime_dir", "sweep_interval", "max_parallel", "stop_grace",
             "keep_workdirs", "identity_env", "repositories", "sandbox", "ssh", "api", "groups", "grafana",
-            "execution_nodes", "web", "database"}
+            "execution_nodes", "web", "database", "backup"}
+BACKUP_KEYS = {"interval", "keep", "dir"}
 APPROVALS_KEYS = {"required", "approvers", "required_groups", "forbid_self_approval", "expire_after"}
 SIGNOFF_KEYS = {"env", "count"}
 API_KEYS = {"listen", "tokens_file"}
@@ -314,7 +315,29 @@ def _normalize(raw: Any, source: Path, check: _Checker, writable: bool) -> Confi
         execution_nodes=nodes,
         groups=tuple((name, tuple(members)) for name, members in groups.items()),
         web=_web(top["web"], "api" in top, repos, groups, base, check) if "web" in top else None,
+        backup=_backup(top["backup"], base, check) if "backup" in top else Backup(),
     )
+
+
+def _backup(raw: Any, base: Path, check: _Checker) -> Backup:
+    """`backup: {interval: 1h, keep: 24, dir: <state_dir>/backups}`: the daemon's copies of its SQLite store."""
+    data = check.mapping(raw, "backup", BACKUP_KEYS)
+    interval = _duration(data, "interval", "backup", Backup.interval, check)
+    if interval < 60:
+        check.add("backup.interval", f"must be at least 1m, not {data.get('interval')!r}")
+        interval = Backup.interval
+    keep = int(check.number(data, "keep", "backup", Backup.keep, integer=True, minimum=1, maximum=10000))
+    folder = None
+    if "dir" in data:
+        raw_dir = data["dir"]
+        if not isinstance(raw_dir, str) or not raw_dir or "\0" in raw_dir:
+            check.add("backup.dir", f"must be the path of a folder, not {raw_dir!r}")
+        else:
+            try:
+                folder = _resolve(base, raw_dir)
+            except ValueError as exc:
+                check.add("backup.dir", str(exc))
+    return Backup(interval=interval, keep=keep, dir=folder)
 
 
 def _database(raw: Any, check: _Checker) -> str:

@@ -12,6 +12,7 @@ import logging
 import os
 import queue
 import signal
+import sqlite3
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -25,7 +26,7 @@ from . import install_hooks
 from . import nodes
 from .gate import policy
 from .gate.nudge import REFUSED, Nudge
-from .adapters import runner
+from .adapters import backups, runner
 from .adapters import sandbox
 from .config import Config, ConfigError
 from .core.deployment import Toolbox
@@ -238,6 +239,60 @@ class Daemon:
                                    policy=lambda: sandbox_policy(self.config),
                                    on_status=lambda repo: self.requests.put(Look(repo, None, "ci-status")))
         self.ci_sinks.append(self.ci_steps.sink)
+        self.store_lost: str | None = None   # why the state database file is not the one opened (check_store)
+        self._store_lost_lock = threading.Lock()
+        self._next_backup = 0.0   # the first copy once started, then one each `backup.interval`
+
+    # -- the state database's file ---------------------------------------------------------------
+    def check_store(self) -> bool:
+        """Is the SQLite file still the one this daemon opened? If not: start no deployment, say so once, keep a copy.
+
+        Each sweep, each look and each deployment's end ask (one os.stat). A deleted or replaced state.db would
+        be recreated empty by the next opener: this daemon keeps its records in the file it still holds, and
+        writes what it has into backups/ so a restore brings them back."""
+        if self.store_lost is not None:
+            return False
+        reason = self.store.replaced()
+        if reason is None:
+            return True
+        with self._store_lost_lock:   # the loop and a deployment's end may find it at once: said once
+            if self.store_lost is not None:
+                return False
+            self.store_lost = reason
+        self.reconciler.accepting = False
+        self.store.let_go(reason)   # first: no other thread writes meanwhile into the log a new file would read
+        copy = None
+        try:
+            copy = backups.scheduled(self.store, self.config.backup_dir, self.config.backup.keep, time.time(),
+                                     prefix=backups.RESCUED)
+            rescued = f"; the records this daemon still held are in {copy}"
+        except (OSError, StoreError, sqlite3.Error) as exc:
+            rescued = f"; its records could not be copied ({exc})"
+        line = f"{reason}: no deployment starts until it is restored{rescued}"
+        log.error("%s; %s", line, backups.what_to_do(self.config.backup_dir, copy))
+        try:
+            backups.say_replaced(self.config.runtime_dir, line)
+        except OSError as exc:
+            log.warning("could not tell `gitopsd status` (%s): %s", backups.replaced_marker(self.config.runtime_dir), exc)
+        if self.metrics is not None:
+            self.metrics.store_replaced = True
+        return False
+
+    def _backup_if_due(self) -> None:
+        """The scheduled copy of the SQLite store (`backup:`), on a monitor worker: never holding up the loop."""
+        now = time.time()
+        if now < self._next_backup or self.store.backend != "sqlite" or self.store_lost is not None:
+            return
+        self._next_backup = now + self.config.backup.interval
+
+        def copy() -> None:
+            try:
+                target = backups.scheduled(self.store, self.config.backup_dir, self.config.backup.keep, now)
+                log.info("state database copied to %s", target)
+            except (OSError, StoreError, sqlite3.Error) as exc:
+                log.error("could not copy the state database to %s: %s; check that the daemon's user can write "
+                          "there (config `backup.dir`)", self.config.backup_dir, exc)
+        self.monitor.submit(copy)
 
     # -- triggers --------------------------------------------------------------------------------
     def schedule(self, look: Look, at: float) -> None:
@@ -248,6 +303,8 @@ class Daemon:
 
     def sweep(self, trigger: str = Trigger.SWEEP, newest_first: bool = False) -> None:
         """Look at every repository; `newest_first`: the most recently moved branches first (adoption after a stop)."""
+        if not self.check_store():
+            return
         self._record_unwatched()
         repos = list(self.config.repositories)
         if newest_first:
@@ -296,7 +353,11 @@ class Daemon:
             for commit in nudge.commits:
                 self.reconciler.remember_cause(repo.name, commit, Cause(nudge.who(), nudge.trigger, nudge.reason))
                 # A sweep or a `git update-ref` may have started this commit's deployment before the nudge came.
-                self.store.attribute(repo.name, commit, nudge.who(), nudge.trigger, nudge.reason, since=time.time() - 120)
+                try:
+                    self.store.attribute(repo.name, commit, nudge.who(), nudge.trigger, nudge.reason,
+                                         since=time.time() - 120)
+                except StoreError as exc:   # the listener goes on: a lost store is said once (check_store)
+                    log.warning("could not record who pushed %s: %s", commit[:7], exc, extra={"repo": repo.name})
             self.requests.put(Look(repo.name, None, nudge.trigger))
             if nudge.trigger == Trigger.PUSH:   # sent by pre-receive: the refs move right after it
                 now = time.time()
@@ -441,6 +502,7 @@ class Daemon:
                 log.info("safe.directory entries removed (not in the config any more): %s", ", ".join(removed))
 
     def run(self) -> int:
+        backups.replaced_marker(self.config.runtime_dir).unlink(missing_ok=True)   # a stopped daemon's: said and done
         self.recover()
         self.reconciler.resume()   # post-deploy watches a stop interrupted
         self._save_gate()
@@ -480,6 +542,7 @@ class Daemon:
                 self.reload_requested.clear()
                 self.reload()
             self._fire_due_timers()
+            self._backup_if_due()
         return self.shutdown()
 
     def _start_api(self) -> None:
@@ -526,6 +589,7 @@ class Daemon:
     def _deployment_finished(self, job: DeploymentJob, result: str) -> None:
         """A deployment ended: its summary event in the log, its annotation in Grafana and its line in the audit
         trail (git notes), whatever the result; a successful one's new commits are recorded (DORA)."""
+        self.check_store()   # the note below is written all the same: `gitopsd db rebuild` reads it
         try:
             deployment = self.store.get(job.id)
         except StoreError:
@@ -556,7 +620,7 @@ class Daemon:
         if request is _HUP:
             self.reload_requested.set()
             return
-        if request is _WAKE or self.stopping.is_set():
+        if request is _WAKE or self.stopping.is_set() or not self.check_store():
             return
         self.reconciler.look(request)
         repo = self.config.repository(request.repo)

@@ -275,6 +275,19 @@ def standby_exposition(role: Role) -> Callable[[], tuple[bytes, str]]:
     return lambda: (generate_latest(registry), CONTENT_TYPE_PLAIN_0_0_4)
 
 
+class _Gauge(Collector):
+    """One gauge computed at scrape time."""
+
+    def __init__(self, family: Callable[[], Any]):
+        self.family = family
+
+    def describe(self) -> Iterator[Any]:
+        return iter(())
+
+    def collect(self) -> Iterator[Any]:
+        yield self.family()
+
+
 class Metrics:
     """The daemon's metrics: the store's figures at scrape time, and the refused pushes the hook reports."""
 
@@ -287,6 +300,10 @@ class Metrics:
         ProcessCollector(registry=self.registry, namespace="gitopsd")   # the daemon's own CPU, memory, files
         # The whole history is added up once, about a second per 100,000 deployments: at start, not in a scrape.
         threading.Thread(target=self._warm, name="metrics", daemon=True).start()
+        self.store_replaced = False   # the daemon found its state database deleted or replaced (Daemon.check_store)
+        self.registry.register(_Gauge(lambda: GaugeMetricFamily(
+            "gitopsd_store_replaced", "1 when the state database file was deleted or replaced while the daemon ran: "
+            "it deploys nothing until restored.", value=1 if self.store_replaced else 0)))
         self._refused = Counter("gitopsd_pushes_refused", "Pushes the pre-receive hook refused, by rule.",
                                 ["repo", "env", "rule"], registry=self.registry)
 

@@ -10,8 +10,10 @@ pre-receive hook's read model in a local SQLite file. The schema is versioned (a
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -208,12 +210,52 @@ def _translated(method: Callable[..., T]) -> Callable[..., T]:
     return wrapper
 
 
+def _bookkeeping(method: Callable[..., Any]) -> Callable[..., Any]:
+    """The daemon's own bookkeeping: with the file lost (Store.let_go) there is nowhere to keep it, and nothing to say."""
+    @functools.wraps(method)
+    def wrapper(self: Store, *args: Any, **kwargs: Any) -> Any:
+        if self.lost is not None:
+            return None
+        return method(self, *args, **kwargs)
+    return wrapper
+
+
 def _errors_translated(cls: type[T]) -> type[T]:
     """Every method of the store raises gitopsd's own error kinds, never sqlite3.Error (issue 11)."""
     for name, attr in list(vars(cls).items()):
         if callable(attr) and (not name.startswith("_") or name == "__init__"):
             setattr(cls, name, _translated(attr))
     return cls
+
+
+def file_identity(path: Path) -> tuple[int, int] | None:
+    """The file at `path` as (st_dev, st_ino), None if there is none: what stays the same while it is the same file."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def write_backup(source: sqlite3.Connection, target: Path) -> Path:
+    """Copy the database of `source` into `target` with SQLite's backup API: to a temporary name, then renamed."""
+    target = Path(target)
+    temp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+        os.close(fd)
+        os.chmod(temp, 0o640)   # whatever the umask
+        copy = sqlite3.connect(temp)
+        try:
+            source.backup(copy)
+            copy.execute("PRAGMA journal_mode=DELETE")   # one self-contained file, no -wal beside it
+        finally:
+            copy.close()
+        os.rename(temp, target)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    return target
 
 
 def full_schema() -> str:
@@ -243,6 +285,9 @@ class Store:
         self._lock = threading.Lock()
         self.versions = (migrations.LATEST, migrations.LATEST)   # the schema's version before and after opening
         self.dialect: dialects.SQLite = dialects.SQLite()
+        self.lost: str | None = None   # let_go(): why this store writes nothing more
+        self._unrecorded: dict[int, tuple[str, float, str | None]] = {}   # deployments that ended after let_go()
+        self.identity: tuple[int, int] | None = None   # (st_dev, st_ino) of the SQLite file a writable store opened
         self._reader = readonly and not url   # a read-only SQLite store: opened again once if a read fails (_rows)
         if url:
             retry = PG_WRITE_RETRY if retry_for is None and not readonly else retry_for or 0.0
@@ -257,6 +302,7 @@ class Store:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self.versions = self._upgrade(self._db, self.dialect)
         self._db.row_factory = sqlite3.Row
+        self.identity = file_identity(self.path)   # the file this connection writes: see replaced()
         # Made by root (init, install-hooks, db upgrade) in the service's state folder: the service's, not root's.
         ownership.hand_over([self.path, Path(f"{self.path}-wal"), Path(f"{self.path}-shm")],
                             ownership.daemon_account(self.path.parent))
@@ -328,6 +374,36 @@ class Store:
     def backend(self) -> str:
         return self.dialect.name
 
+    def replaced(self) -> str | None:
+        """Why the SQLite file at `path` is no longer the one this writable store opened (one os.stat), or None.
+
+        A deleted or replaced state.db would otherwise be recreated empty by the next opener, the history gone."""
+        if self.identity is None:   # PostgreSQL, or a reader
+            return None
+        now = file_identity(self.path)
+        if now is None:
+            return f"the state database {self.path} was deleted while the daemon had it open"
+        if now != self.identity:
+            return f"the state database {self.path} was replaced by another file while the daemon had it open"
+        return None
+
+    def let_go(self, reason: str) -> None:
+        """Write nothing more (the file at `path` is another's now): fold the write-ahead log into the file this store
+        still holds and empty it, since a new state.db at `path` would read state.db-wal as its own."""
+        with self._lock:
+            self.lost = reason
+            try:
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error:
+                pass   # a reader's snapshot holds the log: the rescue copy has the records all the same
+
+    def backup(self, target: Path) -> Path:
+        """Copy this store, as it is now, to `target` (SQLite's online backup; atomic, mode 0640); return `target`."""
+        if self.backend != "sqlite":
+            raise StoreUnusable("backups are for SQLite state databases; back up PostgreSQL with pg_dump")
+        with self._lock:
+            return write_backup(self._db, target)
+
     def refresh_hook_copy(self) -> None:
         """Copy the records the pre-receive hook reads into its SQLite file again (a standby's, now and then)."""
         resync = getattr(self._db, "resync_mirror", None)
@@ -374,6 +450,8 @@ class Store:
 
     def _write(self, sql: str, args: tuple[Any, ...] = ()) -> sqlite3.Cursor:
         with self._lock:
+            if self.lost is not None:
+                raise StoreUnusable(f"{self.lost}: nothing more is recorded until it is restored")
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 cur = self._db.execute(sql, args)
@@ -408,6 +486,17 @@ class Store:
              reason, now, attempt))
         return int(cur.lastrowid or 0)
 
+    def restore_deployment(self, deployment_id: int, *, repo: str, env: str, commit: str, tree: str,
+                           previous_commit: str | None, kind: str, result: str, trigger: str, actor: str,
+                           outcome: str | None, at: float) -> bool:
+        """Record a finished deployment under its own id, as the notes tell it (notes_ledger); False if that id exists."""
+        cur = self._write(
+            "INSERT OR IGNORE INTO deployments (id, repo, env, commit_id, tree, previous_commit, kind, result, trigger,"
+            " actor, outcome, started_at, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (deployment_id, repo, env, commit, tree, previous_commit, kind, result, trigger, actor, outcome, at, at))
+        return cur.rowcount == 1
+
+    @_bookkeeping
     def started(self, deployment_id: int, now: float) -> None:
         """A queued deployment's worker took it: it runs from now on."""
         self._write("UPDATE deployments SET result = 'running', started_at = ? WHERE id = ? AND result = 'queued'",
@@ -419,16 +508,22 @@ class Store:
                            " WHERE repo = ? AND commit_id = ? AND actor = 'unknown' AND started_at >= ?",
                            (actor, trigger, reason, repo, commit, since)).rowcount
 
+    @_bookkeeping
     def set_progress(self, deployment_id: int, progress: dict[str, int | None]) -> None:
         """Record where a running deployment is (Progress.as_json(), e.g. batch 2 of 3), for `gitopsd status`."""
         self._write(self.dialect.SET_PROGRESS, (json.dumps(progress), deployment_id))
 
+    @_bookkeeping
     def set_workdir(self, deployment_id: int, workdir: Path) -> None:
         self._write("UPDATE deployments SET workdir = ? WHERE id = ?", (str(workdir), deployment_id))
 
     def finish(self, deployment_id: int, result: str, *, now: float, outcome: str | None = None,
                detail: dict[str, Any] | None = None) -> None:
         assert result in RESULTS and result not in ACTIVE, result
+        if self.lost is not None:   # nowhere to write it: kept for get(), so its audit note tells how it ended
+            with self._lock:
+                self._unrecorded[deployment_id] = (result, now, outcome)
+            return
         self._write(
             "UPDATE deployments SET result = ?, finished_at = ?, outcome = ?, detail = ?"
             " WHERE id = ? AND result IN ('queued', 'running')",
@@ -446,6 +541,10 @@ class Store:
 
     def get(self, deployment_id: int) -> Deployment | None:
         rows = self._rows("SELECT * FROM deployments WHERE id = ?", (deployment_id,))
+        ended = self._unrecorded.get(deployment_id)
+        if rows and ended is not None:
+            return dataclasses.replace(self._deployment(rows[0]), result=ended[0], finished_at=ended[1],
+                                       outcome=ended[2])
         return self._deployment(rows[0]) if rows else None
 
     def history(self, *, repo: str | None = None, env: str | None = None, limit: int = 20,
@@ -500,6 +599,7 @@ class Store:
             " AS n FROM deployments WHERE workdir IS NOT NULL) AS numbered WHERE n > ? AND result NOT IN ('queued', 'running')", (keep,))
         return [(int(r["id"]), str(r["workdir"])) for r in rows]
 
+    @_bookkeeping
     def clear_workdir(self, deployment_id: int) -> None:
         self._write("UPDATE deployments SET workdir = NULL WHERE id = ?", (deployment_id,))
 
@@ -520,15 +620,18 @@ class Store:
         return FailureStatus(r["commit_id"], r["failures"], r["next_retry_at"], bool(r["stalled"]), r["reason"],
                              failed=r["stalled"] == 2)
 
+    @_bookkeeping
     def record_failure(self, repo: str, env: str, status: FailureStatus) -> None:
         stalled = 2 if status.failed else int(status.stalled)
         self._write("INSERT OR REPLACE INTO env_status (repo, env, commit_id, failures, next_retry_at, stalled, reason)"
                     " VALUES (?, ?, ?, ?, ?, ?, ?)",
                     (repo, env, status.commit, status.failures, status.next_retry_at, stalled, status.reason))
 
+    @_bookkeeping
     def clear_failure(self, repo: str, env: str) -> bool:
         return self._write("DELETE FROM env_status WHERE repo = ? AND env = ?", (repo, env)).rowcount > 0
 
+    @_bookkeeping
     def mark_bad_tree(self, repo: str, env: str, tree: str, reason: str, now: float) -> None:
         self._write("INSERT OR REPLACE INTO bad_trees (repo, env, tree, reason, marked_at) VALUES (?, ?, ?, ?, ?)",
                     (repo, env, tree, reason, now))
@@ -541,15 +644,18 @@ class Store:
         return self._write("DELETE FROM bad_trees WHERE repo = ? AND env = ?", (repo, env)).rowcount
 
     # -- blocked heads and admissions ---------------------------------------------------------------
+    @_bookkeeping
     def block(self, repo: str, env: str, block: Block) -> None:
         self._write("INSERT OR REPLACE INTO env_blocks (repo, env, commit_id, deployed_commit, reason, since)"
                     " VALUES (?, ?, ?, ?, ?, ?)", (repo, env, block.commit, block.deployed_commit, block.reason, block.since))
 
+    @_bookkeeping
     def record_head(self, repo: str, env: str, commit: str, tree: str) -> None:
         """Remember an environment branch's head and its tree (status reads the tree here, not from git)."""
         self._write("INSERT OR REPLACE INTO env_heads (repo, env, commit_id, tree) VALUES (?, ?, ?, ?)",
                     (repo, env, commit, tree))
 
+    @_bookkeeping
     def set_unwatched(self, unwatched: dict[str, str]) -> None:
         """Record which repositories the ref watcher cannot watch (inotify limits, a folder gone), and why."""
         with self._lock:
@@ -670,6 +776,7 @@ class Store:
         return {r["branch"]: r["commit_id"] for r in self._rows("SELECT branch, commit_id FROM ci_heads WHERE repo = ?",
                                                                 (repo,))}
 
+    @_bookkeeping
     def set_ci_heads(self, repo: str, heads: dict[str, str]) -> None:
         """Replace the CI heads seen in `repo` by `heads` (branch -> commit), in one transaction."""
         with self._lock:
@@ -785,6 +892,7 @@ class Store:
             return None
         return rows[0]["tips"].split() if rows else None
 
+    @_bookkeeping
     def record_seen(self, repo: str, commits: list[tuple[str, str]], at: float, tips: list[str]) -> None:
         """Record (commit, via) first seen at `at` (an earlier record wins) and the heads walked to, in one transaction."""
         with self._lock:
@@ -798,6 +906,7 @@ class Store:
                 self._db.execute("ROLLBACK")
                 raise
 
+    @_bookkeeping
     def record_deployed_commits(self, d: Deployment, commits: list[str], not_changes: tuple[str, ...]) -> None:
         """Remember that deployment `d` brought `commits` to its environment (the first that did keeps the record),
         with each one's lead time: from when it first reached the server (else, for a commit seen before that was
@@ -888,6 +997,7 @@ class Store:
         return [tuple(r) for r in self._rows(self.dialect.CHECK_TOTALS, (after, upto))]
 
     # -- post-deploy watches and drift detection (core/reconcile.py) ---------------------------------------------
+    @_bookkeeping
     def start_watch(self, watch: WatchWindow) -> None:
         """Record the watch of a deployment, replacing the environment's previous one."""
         self._write("INSERT OR REPLACE INTO watches (repo, env, deployment_id, commit_id, tree, previous_tree, started_at,"
@@ -914,6 +1024,7 @@ class Store:
                            " AND deployment_id = ? AND state = 'watching'",
                            (state, reason, now, repo, env, deployment_id)).rowcount > 0
 
+    @_bookkeeping
     def watch_checked(self, repo: str, env: str, deployment_id: int, now: float) -> None:
         self._write("UPDATE watches SET checked_at = ? WHERE repo = ? AND env = ? AND deployment_id = ?",
                     (now, repo, env, deployment_id))

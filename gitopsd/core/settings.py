@@ -289,6 +289,15 @@ class Web:
 
 
 @dataclass(frozen=True)
+class Backup:
+    """`backup:` the daemon's copies of its SQLite state database (adapters/backups.py); `dir` None: state_dir/backups."""
+
+    interval: float = 3600.0
+    keep: int = 24
+    dir: Path | None = None
+
+
+@dataclass(frozen=True)
 class Grafana:
     """`grafana:` where the daemon posts an annotation at each deployment's end (adapters/annotations.py)."""
 
@@ -336,11 +345,16 @@ class Config:
     execution_nodes: tuple[ExecutionNode, ...] = ()   # remote runners (README, "Execution nodes"); none: all local
     groups: tuple[tuple[str, tuple[str, ...]], ...] = ()   # `groups:` name -> identities (for signoff_by, approvers)
     web: Web | None = None                      # the web dashboard (served with the API); None: off
+    backup: Backup = Backup()                   # scheduled copies of the SQLite state database
 
     @property
     def control_socket(self) -> Path:
         """Where the daemon takes commands whose caller's identity matters (SO_PEERCRED): sign-offs, approvals."""
         return self.runtime_dir / "control.sock"
+
+    @property
+    def backup_dir(self) -> Path:
+        return self.backup.dir or self.state_dir / "backups"
 
     @property
     def artifacts_dir(self) -> Path:
