@@ -25,9 +25,10 @@ from .tokens import TokenCheck
 
 log = logging.getLogger("gitopsd.api")
 
-# Listeners cannot take the daemon down: connections are capped in all and per client address (beyond, they are
-# closed at once), a request's head must arrive within HEAD_TIMEOUT (slow headers), an idle keep-alive connection
-# ends after KEEP_ALIVE, and accept errors (out of file descriptors) are one line a minute, not a traceback each.
+# Listeners cannot take the daemon down: connections are capped in all (at most a quarter of the open files the
+# daemon may have) and per client address (beyond, they are closed at once), a request's head must arrive within
+# HEAD_TIMEOUT (slow headers), an idle keep-alive connection ends after KEEP_ALIVE, and accept errors (out of
+# file descriptors) are one line a minute, not a traceback each.
 MAX_CONNECTIONS = 512
 MAX_PER_CLIENT = 64
 HEAD_TIMEOUT = 10.0
@@ -50,9 +51,17 @@ class _Sayer:
             log.warning("%s%s", line, f" ({n} times since the last such line)" if n > 1 else "")
 
 
+def max_connections() -> int:
+    """MAX_CONNECTIONS, or a quarter of the open files this process may have if that is less: runs need theirs."""
+    import resource
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return MAX_CONNECTIONS if soft == resource.RLIM_INFINITY else max(16, min(MAX_CONNECTIONS, soft // 4))
+
+
 def _guarded(address: str) -> tuple[type[H11Protocol], Callable[[asyncio.AbstractEventLoop, dict[str, Any]], None]]:
     """uvicorn's HTTP/1.1 protocol with the limits above, and the event loop's exception handler for accept errors."""
     per_client: Counter[str] = Counter()
+    most = max_connections()
     sayer = _Sayer()
 
     class Guarded(H11Protocol):
@@ -62,9 +71,9 @@ def _guarded(address: str) -> tuple[type[H11Protocol], Callable[[asyncio.Abstrac
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             peer = transport.get_extra_info("peername")
             client = str(peer[0]) if isinstance(peer, tuple) and peer else "?"
-            if sum(per_client.values()) >= MAX_CONNECTIONS or per_client[client] >= MAX_PER_CLIENT:
+            if sum(per_client.values()) >= most or per_client[client] >= MAX_PER_CLIENT:
                 sayer.say("full", f"the HTTP API on {address} refuses connections: {sum(per_client.values())} open "
-                                  f"({per_client[client]} from {client}; at most {MAX_CONNECTIONS}, "
+                                  f"({per_client[client]} from {client}; at most {most}, "
                                   f"{MAX_PER_CLIENT} per client address)")
                 transport.abort()
                 return

@@ -2,7 +2,7 @@
 
 Real: `gitopsd run` with its HTTP API on loopback, its control socket, git push through the installed hook and
 ansible-playbook for the deployments. The daemon gets the default limit of 1,024 open files, as a unit without
-LimitNOFILE would, and cannot raise it.
+LimitNOFILE would (or fewer), and cannot raise it.
 """
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import time
 import urllib.request
 
 import psutil
+import pytest
 
 from tests.e2e.test_api_daemon import free_port
 from tests.support import Daemon, Sandbox
@@ -26,7 +27,9 @@ def api_up(base: str) -> bool:
         return False
 
 
-def test_a_push_deploys_in_normal_time_while_two_thousand_idle_and_slow_connections_hold_the_api(short_tmp):
+@pytest.mark.parametrize(("open_files", "clients"), [(1024, 1), (256, 16)])
+def test_a_push_deploys_in_normal_time_while_two_thousand_idle_and_slow_connections_hold_the_api(short_tmp, open_files,
+                                                                                                  clients):
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 8192)), hard))   # this test's own sockets
     port = free_port()
@@ -37,12 +40,13 @@ def test_a_push_deploys_in_normal_time_while_two_thousand_idle_and_slow_connecti
     stop_trickle = threading.Event()
     try:
         with Daemon(sandbox) as daemon:
-            psutil.Process(daemon.proc.pid).rlimit(psutil.RLIMIT_NOFILE, (1024, 1024))
+            psutil.Process(daemon.proc.pid).rlimit(psutil.RLIMIT_NOFILE, (open_files, open_files))
             daemon.wait_state("qa", "in-sync", sandbox.head("qa"))
             daemon.wait_for(lambda: api_up(base), 30, "the API up")
-            for _ in range(2000):   # idle: connected, nothing sent
+            for n in range(2000):   # idle: connected, nothing sent; from `clients` loopback addresses
                 try:
-                    held.append(socket.create_connection(("127.0.0.1", port), timeout=2))
+                    held.append(socket.create_connection(("127.0.0.1", port), timeout=2,
+                                                         source_address=(f"127.0.0.{2 + n % clients}", 0)))
                 except OSError:
                     pass
             slow = []
