@@ -688,6 +688,12 @@ class Daemon:
             log.warning("grace time over: canceling %d running deployment(s)", len(self.reconciler.running()))
             self.reconciler.cancel_all()
         self.pool.shutdown(wait=True)
+        # Each run reaped its own processes as it ended; the daemon exits only once none of any run is left.
+        for dep_id in running.values():
+            left = runner.reap(self.reconciler.marker(dep_id))
+            if left:
+                log.warning("deployment #%d: %d process%s left after it ended, reaped", dep_id, left,
+                            "" if left == 1 else "es")
         self.monitor.shutdown(wait=True, cancel_futures=True)
         self.ci_triggers.stop()
         self.annotations.stop()
