@@ -153,7 +153,10 @@ def call(path: Path, request: dict[str, Any], timeout: float = 60.0) -> dict[str
         sock.shutdown(socket.SHUT_WR)
         data = b""
         while True:
-            chunk = sock.recv(65536)
+            try:
+                chunk = sock.recv(65536)
+            except ConnectionResetError:   # answered without reading our request ("busy"): the answer is whole
+                break
             if not chunk:
                 break
             data += chunk
