@@ -517,16 +517,34 @@ def reap(marker: str, grace: float = 2.0, also: str | None = None, settle: float
                 proc.send_signal(signal.SIGTERM)
             except psutil.Error:
                 pass
-        _, alive = psutil.wait_procs(procs, timeout=grace)
+        alive = _wait_gone(procs, grace)
         for proc in alive:
             try:
                 proc.kill()
             except psutil.Error:
                 pass
-        _, alive = psutil.wait_procs(alive, timeout=max(0.1, min(grace, deadline - time.monotonic())))
+        _wait_gone(alive, max(0.1, min(grace, deadline - time.monotonic())))
         if time.monotonic() >= deadline:
             break
     return len(seen)
+
+
+def _wait_gone(procs: list[psutil.Process], timeout: float) -> list[psutil.Process]:
+    """Wait up to `timeout` for `procs` to end; return those still running. A zombie has ended (a sandbox's pid 1
+    becomes one only after its namespace is empty), whether or not its parent collects it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        alive = []
+        for proc in procs:
+            try:
+                if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:
+                    alive.append(proc)
+            except psutil.Error:
+                continue
+        if not alive or time.monotonic() >= deadline:
+            return alive
+        procs = alive
+        time.sleep(0.02)
 
 
 def _with_descendants(procs: list[psutil.Process]) -> list[psutil.Process]:
