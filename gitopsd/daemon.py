@@ -752,6 +752,12 @@ class Daemon:
             log.warning("grace time over: canceling %d running deployment(s)", len(self.reconciler.running()))
             self.reconciler.cancel_all()
         self.pool.shutdown(wait=True)
+        # Each run reaped its own processes as it ended; the daemon exits only once none of any run is left.
+        for dep_id in running.values():
+            left = runner.reap(self.reconciler.marker(dep_id))
+            if left:
+                log.warning("deployment #%d: %d process%s left after it ended, reaped", dep_id, left,
+                            "" if left == 1 else "es")
         self.monitor.shutdown(wait=True, cancel_futures=True)
         self.ci_triggers.stop()
         self.annotations.stop()
@@ -826,6 +832,17 @@ def _config_now(cfg: Config) -> Config:
     return new
 
 
+def raise_open_files_limit() -> None:
+    """Raise the soft limit of open files to the hard one: each API connection, run and database takes some."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (OSError, ValueError) as exc:   # a seccomp filter or a hard limit of "unlimited": keep what we have
+            log.debug("open files limit stays at %d: %s", soft, exc)
+
+
 def run(config_path: Path) -> int:
     """Load and validate the config (refusing to start on any problem), then run until SIGTERM."""
     # SIGHUP's default action ends the process, and starting takes a while (config, store, triggers):
@@ -834,6 +851,7 @@ def run(config_path: Path) -> int:
     for signum in STARTUP_SIGNALS:
         signal.signal(signum, lambda signum, _frame: early.append(signum))
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STARTUP_SIGNALS)
+    raise_open_files_limit()
     try:
         cfg = config_mod.load(config_path, writable_folders=True)   # the daemon writes there
     except ConfigError as exc:

@@ -4,7 +4,9 @@ The caller's identity is the kernel's word for the connecting process (SO_PEERCR
 user name), never an environment variable, a flag or commit metadata. One request per
 connection: a JSON object (at most 64 KiB) and the end of the caller's writing; one JSON answer.
 The handler serialises requests (HumanGates.handle holds one lock for this socket and the HTTP API),
-so two approvals racing are counted once each, in order.
+so two approvals racing are counted once each, in order. Each connection is read in a thread of its own,
+within TIMEOUT, so an idle or slow peer holds only its own thread; beyond MAX_CLIENTS at once, a
+caller hears that the daemon is busy.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import pwd
 import socket
 import struct
 import threading
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -23,6 +26,9 @@ log = logging.getLogger("gitopsd.control")
 MAX_REQUEST = 64 * 1024
 _CREDS = struct.Struct("3i")   # struct ucred: pid, uid, gid
 TIMEOUT = 10.0                 # seconds a caller may take to send its request
+MAX_CLIENTS = 32               # connections read or answered at once
+BUSY = {"ok": False, "error": f"the daemon is busy: {MAX_CLIENTS} control connections are open at once; "
+                              "try again in a few seconds"}
 
 
 class ControlError(Exception):
@@ -47,9 +53,10 @@ class ControlServer:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.bind(str(self.path))
         os.chmod(self.path, mode)
-        self.sock.listen(16)
+        self.sock.listen(64)
         self.sock.settimeout(0.5)   # so the thread notices close() promptly
         self.closed = False
+        self._slots = threading.BoundedSemaphore(MAX_CLIENTS)
         self._thread = threading.Thread(target=self._serve, name="control", daemon=True)
 
     def start(self) -> None:
@@ -71,19 +78,36 @@ class ControlServer:
             except (TimeoutError, socket.timeout):
                 continue
             except OSError:
-                return   # closed
+                if self.closed:
+                    return
+                time.sleep(0.1)   # out of file descriptors: the peer waits in the backlog
+                continue
+            if not self._slots.acquire(blocking=False):
+                with conn:
+                    try:
+                        conn.settimeout(1.0)
+                        conn.sendall(json.dumps(BUSY).encode() + b"\n")
+                    except OSError:
+                        pass
+                continue
+            threading.Thread(target=self._serve_one, args=(conn,), name="control-client", daemon=True).start()
+
+    def _serve_one(self, conn: socket.socket) -> None:
+        try:
             with conn:
-                try:
-                    self._answer(conn)
-                except OSError as exc:
-                    log.debug("control connection ended early: %s", exc)
+                self._answer(conn)
+        except OSError as exc:
+            log.debug("control connection ended early: %s", exc)
+        finally:
+            self._slots.release()
 
     def _answer(self, conn: socket.socket) -> None:
         creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _CREDS.size)
         _pid, uid, _gid = _CREDS.unpack(creds)
-        conn.settimeout(TIMEOUT)
+        deadline = time.monotonic() + TIMEOUT   # for the whole request: a trickle cannot hold the thread longer
         data = b""
         while len(data) <= MAX_REQUEST:
+            conn.settimeout(max(0.01, deadline - time.monotonic()))
             chunk = conn.recv(65536)
             if not chunk:
                 break
@@ -103,6 +127,7 @@ class ControlServer:
                 except Exception:   # a bug: the caller hears of it, the daemon goes on
                     log.exception("control request %s failed", request.get("op"))
                     answer = {"ok": False, "error": "internal error in the daemon (its log says where)"}
+        conn.settimeout(TIMEOUT)
         conn.sendall(json.dumps(answer).encode() + b"\n")
 
 
@@ -121,11 +146,17 @@ def call(path: Path, request: dict[str, Any], timeout: float = 60.0) -> dict[str
                                "(usermod -aG gitopsd $USER), then log in again") from exc
         except ConnectionRefusedError as exc:
             raise ControlError(f"the daemon is not running (nothing listens on {path})") from exc
+        except BlockingIOError as exc:   # the socket's backlog is full (EAGAIN): not a database problem
+            raise ControlError(f"the daemon is busy (its control socket {path} takes no more connections now); "
+                               "try again in a few seconds") from exc
         sock.sendall(json.dumps(request).encode())
         sock.shutdown(socket.SHUT_WR)
         data = b""
         while True:
-            chunk = sock.recv(65536)
+            try:
+                chunk = sock.recv(65536)
+            except ConnectionResetError:   # answered without reading our request ("busy"): the answer is whole
+                break
             if not chunk:
                 break
             data += chunk

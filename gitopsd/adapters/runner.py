@@ -598,19 +598,68 @@ def processes_of(marker: str, also: str | None = None) -> list[psutil.Process]:
     return found
 
 
-def reap(marker: str, grace: float = 2.0, also: str | None = None) -> int:
-    """Terminate, then kill, every process of a deployment. Return how many there were."""
-    procs = processes_of(marker, also)
+def reap(marker: str, grace: float = 2.0, also: str | None = None, settle: float = 10.0) -> int:
+    """Terminate, then kill, every process of a deployment, until none is left. Return how many there were.
+
+    A run counts as reaped only when no process of it remains: what it started while being killed, and what
+    dropped the marker from its environment but is still a descendant of one that has it (a sandbox's pid 1,
+    whose end takes its whole pid namespace with it), are looked for again; `settle` seconds at most."""
+    seen: set[int] = set()
+    deadline = time.monotonic() + 2 * grace + settle
+    while True:
+        procs = _with_descendants(processes_of(marker, also))
+        if not procs:
+            break
+        seen.update(proc.pid for proc in procs)
+        for proc in procs:
+            try:
+                proc.send_signal(signal.SIGTERM)
+            except psutil.Error:
+                pass
+        alive = _wait_gone(procs, grace)
+        for proc in alive:
+            try:
+                proc.kill()
+            except psutil.Error:
+                pass
+        _wait_gone(alive, max(0.1, min(grace, deadline - time.monotonic())))
+        if time.monotonic() >= deadline:
+            break
+    return len(seen)
+
+
+def _wait_gone(procs: list[psutil.Process], timeout: float) -> list[psutil.Process]:
+    """Wait up to `timeout` for `procs` to end; return those still running. A zombie has ended (a sandbox's pid 1
+    becomes one only after its namespace is empty), whether or not its parent collects it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        alive = []
+        for proc in procs:
+            try:
+                if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:
+                    alive.append(proc)
+            except psutil.Error:
+                continue
+        if not alive or time.monotonic() >= deadline:
+            return alive
+        procs = alive
+        time.sleep(0.02)
+
+
+def _with_descendants(procs: list[psutil.Process]) -> list[psutil.Process]:
+    """`procs` and every live descendant of them (zombies are gone already: nothing to wait for)."""
+    found = {proc.pid: proc for proc in procs}
     for proc in procs:
         try:
-            proc.send_signal(signal.SIGTERM)
+            for child in proc.children(recursive=True):
+                found.setdefault(child.pid, child)
         except psutil.Error:
-            pass
-    _, alive = psutil.wait_procs(procs, timeout=grace)
-    for proc in alive:
+            continue
+    live = []
+    for proc in found.values():
         try:
-            proc.kill()
+            if proc.status() != psutil.STATUS_ZOMBIE:
+                live.append(proc)
         except psutil.Error:
-            pass
-    psutil.wait_procs(alive, timeout=grace)
-    return len(procs)
+            continue
+    return live

@@ -6,13 +6,17 @@ address cannot be bound, the daemon logs why and goes on deploying without it.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 import threading
+import time
+from collections import Counter
 from pathlib import Path
 from typing import Any, Callable
 
 import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from ..adapters.store import Store
 from ..core.settings import Api, Config
@@ -20,6 +24,100 @@ from .app import create_app, create_standby_app
 from .tokens import TokenCheck
 
 log = logging.getLogger("gitopsd.api")
+
+# Listeners cannot take the daemon down: connections are capped in all (at most a quarter of the open files the
+# daemon may have) and per client address (beyond, they are closed at once), a request's head must arrive within
+# HEAD_TIMEOUT (slow headers), an idle keep-alive connection ends after KEEP_ALIVE, and accept errors (out of
+# file descriptors) are one line a minute, not a traceback each.
+MAX_CONNECTIONS = 512
+MAX_PER_CLIENT = 64
+HEAD_TIMEOUT = 10.0
+KEEP_ALIVE = 5
+SAY_EVERY = 60.0
+
+
+class _Sayer:
+    """Log each kind of trouble at most once per SAY_EVERY seconds, with how often it happened meanwhile."""
+
+    def __init__(self) -> None:
+        self.last: dict[str, float] = {}
+        self.count: Counter[str] = Counter()
+
+    def say(self, kind: str, line: str) -> None:
+        self.count[kind] += 1
+        now = time.monotonic()
+        if now - self.last.get(kind, -SAY_EVERY) >= SAY_EVERY:
+            n, self.count[kind], self.last[kind] = self.count[kind], 0, now
+            log.warning("%s%s", line, f" ({n} times since the last such line)" if n > 1 else "")
+
+
+def max_connections() -> int:
+    """MAX_CONNECTIONS, or a quarter of the open files this process may have if that is less: runs need theirs."""
+    import resource
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return MAX_CONNECTIONS if soft == resource.RLIM_INFINITY else max(16, min(MAX_CONNECTIONS, soft // 4))
+
+
+def _guarded(address: str) -> tuple[type[H11Protocol], Callable[[asyncio.AbstractEventLoop, dict[str, Any]], None]]:
+    """uvicorn's HTTP/1.1 protocol with the limits above, and the event loop's exception handler for accept errors."""
+    per_client: Counter[str] = Counter()
+    most = max_connections()
+    sayer = _Sayer()
+
+    class Guarded(H11Protocol):
+        _counted: str | None = None
+        _head_timer: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            peer = transport.get_extra_info("peername")
+            client = str(peer[0]) if isinstance(peer, tuple) and peer else "?"
+            if sum(per_client.values()) >= most or per_client[client] >= MAX_PER_CLIENT:
+                sayer.say("full", f"the HTTP API on {address} refuses connections: {sum(per_client.values())} open "
+                                  f"({per_client[client]} from {client}; at most {most}, "
+                                  f"{MAX_PER_CLIENT} per client address)")
+                transport.abort()
+                return
+            per_client[client] += 1
+            self._counted = client
+            super().connection_made(transport)
+            self._head_timer = self.loop.call_later(HEAD_TIMEOUT, self._head_late)
+
+        def _head_late(self) -> None:
+            if self.cycle is None and not self.transport.is_closing():   # no whole request head yet
+                sayer.say("slow", f"the HTTP API on {address} closed connections that sent no whole request "
+                                  f"head within {HEAD_TIMEOUT:g}s")
+                self.transport.abort()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if self._counted is None:
+                return   # refused in connection_made: uvicorn never knew of it
+            per_client[self._counted] -= 1
+            if per_client[self._counted] <= 0:
+                del per_client[self._counted]
+            self._counted = None
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+            super().connection_lost(exc)
+
+    def on_error(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        exc = context.get("exception")
+        if isinstance(exc, OSError) and "accept" in str(context.get("message", "")):
+            sayer.say("accept", f"the HTTP API on {address} cannot accept connections: {exc.strerror or exc}; "
+                                "it tries again each second")
+        else:
+            loop.default_exception_handler(context)
+
+    return Guarded, on_error
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server with the event loop's exception handler set before it listens."""
+
+    on_error: Callable[[asyncio.AbstractEventLoop, dict[str, Any]], None] | None = None
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        asyncio.get_running_loop().set_exception_handler(self.on_error)
+        await super().serve(sockets)
 
 
 class ApiServer:
@@ -114,11 +212,16 @@ def serve_standby(config: Config, metrics: Callable[[], tuple[bytes, str]], lead
 def _run(app: Any, sock: socket.socket, address: str, stopping: threading.Event) -> ApiServer:
     """Serve `app` on `sock` in a thread of its own."""
     logging.getLogger("uvicorn").setLevel(logging.WARNING)   # its start and stop lines; errors still show
+    logging.getLogger("uvicorn.error").setLevel(logging.ERROR)   # "Exceeded concurrency limit." per refused request
+    protocol, on_error = _guarded(address)
     # proxy_headers off: uvicorn would otherwise take X-Forwarded-For/-Proto from any 127.0.0.1 peer as the truth;
     # the dashboard decides itself whom to believe (web.trusted_proxies, gitopsd/web/auth.py).
-    settings = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off", http="h11", loop="asyncio",
-                              ws="none", server_header=False, timeout_graceful_shutdown=3, proxy_headers=False)
-    server = uvicorn.Server(settings)
+    settings = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off", http=protocol, loop="asyncio",
+                              ws="none", server_header=False, timeout_graceful_shutdown=3, proxy_headers=False,
+                              limit_concurrency=MAX_CONNECTIONS, timeout_keep_alive=KEEP_ALIVE,
+                              backlog=MAX_CONNECTIONS)
+    server = _Server(settings)
+    server.on_error = on_error
 
     def run() -> None:
         try:

@@ -80,3 +80,18 @@ def test_a_lost_state_database_never_reuses_deployment_ids_and_every_environment
     after = sandbox.history()
     assert {d["env"] for d in after if d["result"] == "succeeded"} == {"qa", "staging"}
     assert min(d["id"] for d in after) > max(folders)
+
+
+@pytest.mark.parametrize("entry", ["python -m gitopsd", "gitopsd"])
+def test_gitopsd_run_holds_sighup_from_the_first_line_of_gitopsd_before_the_command_line_is_imported(entry):
+    # What runs before gitopsd/__init__.py is only the interpreter's own start (no Python program can hold a signal
+    # then); from that line on, until the daemon's handlers are in place, SIGHUP is held, not fatal.
+    probe = ("import signal, sys; import gitopsd; "
+             "print(signal.SIGHUP in signal.pthread_sigmask(signal.SIG_BLOCK, []), 'gitopsd.cli' in sys.modules)")
+    argv0 = "-m" if entry.startswith("python") else str(Path(sys.executable).parent / "gitopsd")
+    held = subprocess.run([sys.executable, "-c", f"import sys; sys.argv = [{argv0!r}, 'run']; {probe}"],
+                          capture_output=True, text=True, check=True).stdout.split()
+    assert held == ["True", "False"]
+    other = subprocess.run([sys.executable, "-c", f"import sys; sys.argv = [{argv0!r}, 'status']; {probe}"],
+                           capture_output=True, text=True, check=True).stdout.split()
+    assert other == ["False", "False"]   # other commands keep Ctrl-C and the default SIGHUP

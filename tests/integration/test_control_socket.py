@@ -1,0 +1,66 @@
+"""The control socket under idle and slow peers: each holds only its own thread, and only for control.TIMEOUT.
+
+Real: a ControlServer on a Unix socket in a temp folder, real client sockets, control.call as the CLI uses it.
+"""
+from __future__ import annotations
+
+import socket
+import time
+from typing import Any
+
+from gitopsd.adapters import control
+
+
+def echo(identity: str, request: dict[str, Any]) -> dict[str, Any]:
+    return {"ok": True, "message": f"{identity} asked {request.get('op')}"}
+
+
+def idle_peer(path) -> socket.socket:
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    conn.settimeout(5)
+    conn.connect(str(path))
+    return conn
+
+
+def test_beyond_max_clients_idle_peers_a_caller_hears_at_once_that_the_daemon_is_busy_then_is_answered(short_tmp):
+    server = control.ControlServer(short_tmp / "control.sock", echo)
+    server.start()
+    idle = [idle_peer(server.path) for _ in range(control.MAX_CLIENTS)]
+    try:
+        time.sleep(0.5)   # each taken by a thread of its own
+        started = time.monotonic()
+        assert control.call(server.path, {"op": "ping"}, timeout=5) == control.BUSY
+        assert time.monotonic() - started < 2
+        for conn in idle:
+            conn.close()
+        time.sleep(0.5)
+        assert control.call(server.path, {"op": "ping"}, timeout=5)["ok"] is True
+    finally:
+        for conn in idle:
+            conn.close()
+        server.close()
+
+
+def test_an_idle_or_trickling_peer_is_cut_off_after_the_timeout_and_others_are_answered_meanwhile(short_tmp, monkeypatch):
+    monkeypatch.setattr(control, "TIMEOUT", 1.0)
+    server = control.ControlServer(short_tmp / "control.sock", echo)
+    server.start()
+    idle, slow = idle_peer(server.path), idle_peer(server.path)
+    try:
+        started = time.monotonic()
+        assert control.call(server.path, {"op": "ping"}, timeout=5)["ok"] is True
+        assert time.monotonic() - started < 0.9   # not after the idle peers' time is up
+        cut = None
+        while cut is None and time.monotonic() - started < 5:   # a byte every 0.2 s: quick recvs, a slow request
+            try:
+                slow.sendall(b" ")
+                time.sleep(0.2)
+            except OSError:
+                cut = time.monotonic() - started
+        assert cut is not None and cut < 2.5, cut
+        assert idle.recv(1024) == b""   # closed, nothing said: it asked nothing
+        assert time.monotonic() - started < 3
+    finally:
+        idle.close()
+        slow.close()
+        server.close()
