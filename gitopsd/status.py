@@ -144,9 +144,9 @@ class ReadConfig:
     sweep_interval) loads and validates the file, once.
     """
 
-    def __init__(self, path: Path, source: str, state_dir: Path, repositories: list[GateRepository]):
+    def __init__(self, path: Path, source: str, state_dir: Path, runtime_dir: Path, repositories: list[GateRepository]):
         self._path, self._full = path, None   # type: Path, Config | None
-        self.source, self.state_dir, self.repositories = Path(source), state_dir, repositories
+        self.source, self.state_dir, self.runtime_dir, self.repositories = Path(source), state_dir, runtime_dir, repositories
 
     @property
     def database(self) -> Path:
@@ -215,9 +215,10 @@ def read_config(path: Path) -> tuple[ReadConfig, dict[str, str]] | None:
     if db is None:
         return None
     try:
-        row = db.execute("SELECT stamp FROM gate_config WHERE config = ?", (source,)).fetchone()
+        row = db.execute("SELECT stamp, runtime_dir FROM gate_config WHERE config = ?", (source,)).fetchone()
         if row is None or row[0] != stamp:
             return None
+        runtime_dir = Path(row[1])
         # Inserted in the config's order, repository by repository (snapshot.save): rowid keeps it.
         rows = db.execute("SELECT repo, repo_path, name, branch, promote_from, signoff FROM gate_environments"
                           " WHERE config = ? ORDER BY rowid", (source,)).fetchall()
@@ -236,7 +237,7 @@ def read_config(path: Path) -> tuple[ReadConfig, dict[str, str]] | None:
     if not repos:
         return None
     unavailable = {r.name: problem for r in repos.values() if (problem := repository_problem(Path(r.path)))}
-    return ReadConfig(Path(path), source, state_dir, list(repos.values())), unavailable
+    return ReadConfig(Path(path), source, state_dir, runtime_dir, list(repos.values())), unavailable
 
 
 def repository_problem(path: Path) -> str | None:

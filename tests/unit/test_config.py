@@ -71,7 +71,7 @@ repositories:
     assert f"{path}:8: repositories[0].environments[0].inventory: path escapes the repository tree" in text
     assert f"{path}:9: repositories[0].environments[1].name: must be a plain name" in text
     assert f"{path}:10: repositories[0].environments[1].playbook: path escapes the repository tree" in text
-    assert f"{path}:11: repositories[0].environments[2].branch: branch 'qa' is already used by environment 'qa'" in text
+    assert f"{path}:12: repositories[0].environments[2].branch: branch 'qa' is already used by environment 'qa'" in text
     assert f"{path}:13: repositories[0].environments[2].timeout: must be at least 1" in text
     assert f"{path}:14: repositories[1].name: must be a plain name" in text
     assert f"{path}:15: repositories[1].path: no Git repository at" in text
