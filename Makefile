@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed-stamp
 # installed end-to-end test (tests/e2e/test_installed.py) installs the built wheel as the README's Install does.
 DEBIAN_PACKAGES := git systemd openssh-server openssh-client bubblewrap util-linux mount python3-venv prometheus chromium postgresql
 
-.PHONY: venv deps demo lint test test-fast bench clean
+.PHONY: venv deps demo lint test test-fast bench docs clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,10 @@ test: deps $(STAMP) lint
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest tests/unit
+
+# docs/cli.md from the command line's parser (tests/unit/test_docs.py fails when the two disagree).
+docs: $(STAMP)
+	$(BIN)/python tools/gen_cli_docs.py
 
 # Byte-compiled first, as an installed package would be: the hooks start a Python on every push.
 bench: $(STAMP)

@@ -1,4 +1,4 @@
-"""`make bench` section (l), failover: the leader killed mid-deployment -> the standby deploying (README, "Standby daemon").
+"""`make bench` section (l), failover: the leader killed mid-deployment -> the standby deploying (docs/install.md, "Standby daemon").
 
 Two `gitopsd run` share a PostgreSQL on loopback and one repository path (the shared-path layout). Each round kills
 the leader (SIGKILL) while it runs a deployment, and times until the standby has marked it interrupted and started

@@ -1,4 +1,4 @@
-"""`make bench` section (k), nodes: 30 environments deployed at once on one execution node vs two (README, "Execution nodes").
+"""`make bench` section (k), nodes: 30 environments deployed at once on one execution node vs two (docs/install.md, "Execution nodes").
 
 Each node is a loopback sshd (tests/sshhosts.py) whose sessions run this checkout's `ansible-runner worker`; the
 daemon starts with 30 environments that all need their first deployment, every one `execution_node: any`, and

@@ -782,7 +782,7 @@ def main() -> int:
     parser.add_argument("--node-wait", type=int, default=10,
                         help="nodes section: seconds each waiting playbook waits (as deployments wait on hosts)")
     parser.add_argument("--postgresql", action="store_true",
-                        help="hooks section: also with the records in a PostgreSQL started on loopback (README, PostgreSQL)")
+                        help="hooks section: also with the records in a PostgreSQL started on loopback (docs/install.md, PostgreSQL)")
     args = parser.parse_args()
     results = {}
     with tempfile.TemporaryDirectory(prefix="gb-", dir="/tmp") as tmp:

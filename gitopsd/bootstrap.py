@@ -125,7 +125,7 @@ def next_steps(repo: Path, config_path: Path, pusher: str | None, service: str |
              f"  {exe} run{cfg}        # or as a service: {exe} install-service{cfg}"]
     if service is None:
         steps.append(f"  {exe} install-hooks {repo}{cfg}   # again as root once the service user exists (after "
-                     "install-service): sets up the permissions (README, Permissions)")
+                     "install-service): sets up the permissions (docs/install.md, Permissions)")
     if remote and os.geteuid() == 0:
         steps.append(f"  git config --global --add safe.directory {repo}   # once: lets root's git (and so gitopsd "
                      f"promote, rollback, status as root) open a repository {pusher} owns")

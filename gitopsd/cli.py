@@ -354,7 +354,7 @@ def _show_status(args: argparse.Namespace, config: Any, unavailable: dict[str, s
     try:
         rows = all_status(config, store, args.repo, unavailable)
         unwatched = {r: why for r, why in store.unwatched().items() if args.repo in (None, r)}
-        daemons = store.daemons()   # a leader and its standby, with PostgreSQL (README, "Standby daemon")
+        daemons = store.daemons()   # a leader and its standby, with PostgreSQL (docs/install.md, "Standby daemon")
     finally:
         store.close()
     _say_store_lost(config, sys.stderr if args.json else sys.stdout)
@@ -744,7 +744,7 @@ def cmd_drift(args: argparse.Namespace) -> int:
 def _tokens_file(config: Any) -> Path:
     if config.api is None:
         raise UserError(f"the HTTP API is not configured: add `api: {{listen: \"127.0.0.1:8470\", tokens_file: "
-                        f"tokens.yml}}` to {config.source} (README, \"HTTP API\")")
+                        f"tokens.yml}}` to {config.source} (docs/api.md)")
     return Path(config.api.tokens_file)
 
 
@@ -1023,7 +1023,7 @@ def build_parser() -> argparse.ArgumentParser:
             "(this Python, the config file, the state database). Idempotent; a hook that was there before is\n"
             "kept as pre-receive.chained and runs first. Also saves the hook's snapshot of the config when it\n"
             "can (the daemon does at start and on reload), so pushes need not parse YAML. As root, sets up the\n"
-            "permissions of README's Permissions section: REPO owned by the git user and the daemon's group,\n"
+            "permissions of docs/install.md's Permissions section: REPO owned by the git user and the daemon's group,\n"
             "group-writable, core.sharedRepository=group, REPO in the daemon user's safe.directory.",
             cmd_install_hooks)
     p.add_argument("repo", metavar="REPO", help="path of the bare repository")
@@ -1099,7 +1099,7 @@ def build_parser() -> argparse.ArgumentParser:
             "tree, after checking the same rule as the pre-receive hook (the tree was deployed and verified in\n"
             "SRC, the deploy window is open). Moves DST by compare-and-swap and nudges the daemon.\n"
             "SRC is an environment, DST's source branch (main for the first environment), or a release\n"
-            "candidate rc/NAME (for an environment with approvals: README, \"Human gates\").", cmd_promote)
+            "candidate rc/NAME (for an environment with approvals: docs/human-gates.md).", cmd_promote)
     p.add_argument("src", metavar="SRC", help="source environment, main, or rc/NAME")
     p.add_argument("dst", metavar="DST", help="destination environment")
     p.add_argument("--repo", metavar="NAME", help="repository name (needed when several are configured)")
@@ -1167,7 +1167,7 @@ def build_parser() -> argparse.ArgumentParser:
             "check NAME: connect to the execution node NAME over SSH (its host key checked against ssh.known_hosts),\n"
             "print its Python, ansible-core and ansible-runner versions, and refuse (exit code 1) an ansible-runner\n"
             "whose major.minor differs from the controller's. --trust first records the node's host key after\n"
-            "showing its fingerprint (README, \"Execution nodes\").",
+            "showing its fingerprint (docs/install.md, \"Execution nodes\").",
             cmd_node)
     p.add_argument("action", choices=("check",), help="check: connect and compare versions")
     p.add_argument("name", metavar="NAME", help="the execution node's name in execution_nodes")
@@ -1175,7 +1175,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--yes", action="store_true", help="with --trust: record without asking")
 
     p = add("drift", "what drift detection found on an environment's hosts (tasks and diffs per host)",
-            "Show the newest drift check of ENV (README, \"Drift detection\"): the deployed tree's playbook run\n"
+            "Show the newest drift check of ENV (docs/operate.md, \"Drift detection\"): the deployed tree's playbook run\n"
             "in check mode with diff; per host, the tasks that would change outside the baseline taken right\n"
             "after the deployment, with their diffs (never the values of no_log tasks). `drift unknown` means\n"
             "the check-mode run itself failed. Reads the state database only.", cmd_drift)
@@ -1184,7 +1184,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
     p = add("token", "create, list or revoke tokens of the HTTP API",
-            "Tokens of the daemon's HTTP API (README, \"HTTP API\"): named, scoped (statuses:write to report\n"
+            "Tokens of the daemon's HTTP API (docs/api.md): named, scoped (statuses:write to report\n"
             "and read back commit statuses, limited by --contexts and --repos, never gitopsd/ contexts, the built-in\n"
             "CI's; read for status and history; approvals:write for sign-offs, release candidates and\n"
             "approvals as the token's --owner), kept as sha256 only in api.tokens_file. `create`\n"
@@ -1212,7 +1212,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("dora", "DORA figures of an environment from gitopsd's own history",
             "Deployment frequency, lead time for changes (from when each commit first reached the server to its\n"
             "first successful deployment in ENV), change failure rate, failed deployment recovery time and rework\n"
-            "rate of one environment over a window (README, \"DORA figures\", defines each). Reads the state\n"
+            "rate of one environment over a window (docs/monitoring.md, \"DORA figures\", defines each). Reads the state\n"
             "database only.", cmd_dora)
     p.add_argument("--env", metavar="ENV", help="the environment (default: the last in promotion order, e.g. production)")
     p.add_argument("--since", default="90d", metavar="SPAN", help="the window: 90d, 12h, 2w (default 90d)")
@@ -1249,7 +1249,7 @@ def build_parser() -> argparse.ArgumentParser:
             "`upgrade` brings the state database's schema to this gitopsd's version (the daemon does it at\n"
             "start too). `copy` copies every table, ids kept, from one state database to another: a SQLite\n"
             "file (sqlite:/var/lib/gitopsd/state.db) or PostgreSQL (postgresql://user@host/name). Stop the\n"
-            "daemon first; the target must be empty unless --force (README, \"PostgreSQL\").\n"
+            "daemon first; the target must be empty unless --force (docs/install.md, \"PostgreSQL\").\n"
             "`backup` copies the SQLite store while the daemon runs; `restore FILE` puts a copy back and\n"
             "`rebuild` writes back what refs/notes/gitopsd records, both with the daemon stopped.", cmd_db_upgrade)
     db = p.add_subparsers(dest="action", metavar="ACTION", required=True)

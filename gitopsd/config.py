@@ -407,7 +407,7 @@ def _identities(value: Any, key: str, groups: dict[str, list[str]], check: _Chec
 
 def _human_gates(repo: Repository, raw: dict[str, Any], key: str, groups: dict[str, list[str]],
                  check: _Checker) -> Repository:
-    """Each environment's sign-off and approval settings (README, "Human gates"), with groups resolved."""
+    """Each environment's sign-off and approval settings (docs/human-gates.md), with groups resolved."""
     envs_raw = raw.get("environments")
     if not isinstance(envs_raw, list):
         return repo
@@ -599,7 +599,7 @@ HEADER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,63}$")
 
 def _web(raw: Any, has_api: bool, repos: list[Repository], groups: dict[str, list[str]], base: Path,
          check: _Checker) -> Web:
-    """`web:` the dashboard (README, "Web dashboard"): who you are and, per environment, what you may do."""
+    """`web:` the dashboard (docs/web.md): who you are and, per environment, what you may do."""
     import ipaddress
     data = check.mapping(raw, "web", WEB_KEYS)
     if not has_api:
@@ -727,7 +727,7 @@ def _globs(value: Any, key: str, check: _Checker, default: tuple[str, ...]) -> t
 
 
 def _ci(raw: Any, key: str, check: _Checker) -> Ci:
-    """A repository's `ci:` section: CI servers to trigger and built-in steps (README, "Continuous integration")."""
+    """A repository's `ci:` section: CI servers to trigger and built-in steps (docs/ci.md, "Continuous integration")."""
     data = check.mapping(raw, key, CI_KEYS)
     branches = _globs(data.get("branches"), f"{key}.branches", check, Ci.branches)
     triggers_raw = data.get("trigger", [])
@@ -1356,7 +1356,7 @@ class ConfigEditError(ConfigurationError):
     """The config file cannot be edited safely by a program: the message says what to do instead."""
 
 
-_NEW_CONFIG_HEADER = ("# gitopsd server configuration (README.md, \"Configuration\"). `gitopsd init` adds repositories\n"
+_NEW_CONFIG_HEADER = ("# gitopsd server configuration (docs/operate.md, \"Configuration\"). `gitopsd init` adds repositories\n"
                       "# below; edit the rest by hand, then `gitopsd check-config`.\n")
 
 

@@ -221,8 +221,8 @@ class Daemon:
         self.watcher: RefWatcher | None = None
         self.sweeper: Sweeper | None = None
         self.drift_timer: Periodic | None = None   # each environment's `drift:` checks, jittered
-        self.api: ApiServer | None = None   # the HTTP API (README, "HTTP API"), when configured
-        self.metrics: Metrics | None = None   # its /metrics (README, "Monitoring"), read from the store when scraped
+        self.api: ApiServer | None = None   # the HTTP API (docs/api.md), when configured
+        self.metrics: Metrics | None = None   # its /metrics (docs/monitoring.md), read from the store when scraped
         if config.api is not None:
             from .metrics import Metrics
             self.metrics = Metrics(lambda: self.config, Store.of(config, readonly=True),
@@ -867,7 +867,7 @@ def run(config_path: Path) -> int:
     except AlreadyRunning as exc:
         log.error("%s", exc)
         return 1
-    if cfg.database_url:   # a standby may share the database: lead, or wait as the standby (README, "Standby daemon")
+    if cfg.database_url:   # a standby may share the database: lead, or wait as the standby (docs/install.md, "Standby daemon")
         from .leadership import Leadership
         leadership = Leadership(cfg)
         if not leadership.wait_for_lead(cfg, early, notifier):

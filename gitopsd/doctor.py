@@ -1,4 +1,4 @@
-"""`gitopsd doctor`: check the service layout (README, "Permissions") as the daemon and the pushers use it.
+"""`gitopsd doctor`: check the service layout (docs/install.md, "Permissions") as the daemon and the pushers use it.
 
 Each check says ok, or what is wrong and the command that fixes it. Nothing here changes anything,
 and nothing may end in a traceback: a missing user, folder or file is a finding like any other.

@@ -1,6 +1,6 @@
 """The four DORA figures and the rework rate of one environment, from gitopsd's own records.
 
-Pure computation over rows the store gives (README, "DORA figures", defines each figure): no git, no
+Pure computation over rows the store gives (docs/monitoring.md, "DORA figures", defines each figure): no git, no
 clock but the one passed in. `figures(store, repo, env, since)` is what `gitopsd dora` and a metrics
 collector call.
 """

@@ -1,7 +1,7 @@
 """`gitopsd hosts trust ENV`: record the SSH host keys of an environment's hosts, deliberately.
 
 Playbook runs accept only the host keys in the service's known_hosts file (config `ssh.known_hosts`,
-README "SSH trust"). This reads the environment's inventory from its branch head exactly as a
+docs/install.md, "SSH trust"). This reads the environment's inventory from its branch head exactly as a
 deployment does (exported, then read by Ansible in the sandbox), asks each SSH host for its keys
 with `ssh-keyscan`, prints their fingerprints and whether they are new or changed, and after
 confirmation writes them to that file, replacing the host's old keys.

@@ -128,7 +128,7 @@ def add_commands(add: Callable[..., argparse.ArgumentParser], common: argparse.A
     p.add_argument("--repo", metavar="NAME", help="repository name (needed when several are configured)")
 
     p = add("rc", "create, list or show release candidates",
-            "Release candidates (README, \"Human gates\"): `create` tags what the tested environment runs as\n"
+            "Release candidates (docs/human-gates.md): `create` tags what the tested environment runs as\n"
             "rc/NAME (only if it was deployed and verified there and has its sign-offs) and asks for approvals;\n"
             "`list` and `show` say where each stands. Only gitopsd makes rc/* tags.", cmd_rc_list)
     rc = p.add_subparsers(dest="action", metavar="ACTION", required=True)

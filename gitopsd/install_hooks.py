@@ -46,7 +46,7 @@ def install_hooks(repo_path: Path, config_path: Path | None = None, *, git_user:
                   service_user: str | None = None) -> list[str]:
     """Install the shims into REPO/hooks idempotently; keep a foreign hook as `<name>.chained`. Return what was done.
 
-    Also sets up the service layout (README, "Permissions") where it can: see `share_with_service`.
+    Also sets up the service layout (docs/install.md, "Permissions") where it can: see `share_with_service`.
     Raise HookError (or FileNotFoundError, FileExistsError) with a line for the operator.
     """
     hooks_dir = repo_path / "hooks"
@@ -149,7 +149,7 @@ def refresh_settings(repo_path: Path, config_path: Path, database: Path) -> tupl
     return [f"{key}={value}" for key, value in stale.items()], None
 
 
-# -- the service layout (README, "Permissions") --------------------------------------------------------
+# -- the service layout (docs/install.md, "Permissions") --------------------------------------------------------
 
 PYTHON_ADVICE = ("install gitopsd in a virtualenv every user may run (python3 -m venv /opt/gitopsd; "
                  "/opt/gitopsd/bin/pip install gitopsd) and run /opt/gitopsd/bin/gitopsd install-hooks from there")
@@ -244,7 +244,7 @@ def share_with_service(repo_path: Path, git_user: str | None, service_user: str 
                    "no git user (say --git-user)" if pusher is None else
                    "no service user (install-service creates gitopsd, or say --service-user)" if service is None else
                    f"{git_user} pushes and is the daemon's user too")
-        return [f"permissions: left as they are ({missing}; README, Permissions)"]
+        return [f"permissions: left as they are ({missing}; docs/install.md, Permissions)"]
     gid = service.pw_gid
     group = grp.getgrgid(gid).gr_name
     set_setting(repo_path, "core.sharedRepository", "group")   # first: the walk below then fixes the file's owner

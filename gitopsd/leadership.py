@@ -1,4 +1,4 @@
-"""A leader and its standby (README, "Standby daemon"): two `gitopsd run` with one PostgreSQL database.
+"""A leader and its standby (docs/install.md, "Standby daemon"): two `gitopsd run` with one PostgreSQL database.
 
 Leadership is a lease in PostgreSQL (adapters/pgstore.Lease): a session advisory lock one daemon
 holds at a time, and an epoch each daemon raises as it takes the lock. The leader's deployment rows

@@ -2,7 +2,7 @@
 
 Every line about a deployment names its repository, environment, commit and deployment id.
 Under journald (JOURNAL_STREAM set) lines carry no timestamp: the journal adds its own.
-JSON lines use Elastic Common Schema names (README, "Logs for ELK"); each deployment's end adds one
+JSON lines use Elastic Common Schema names (docs/monitoring.md, "Logs for ELK"); each deployment's end adds one
 summary event (event.action "deployment"), to JSON only: the plain lines already say it.
 """
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Prometheus metrics for the HTTP API's /metrics (README, "Monitoring"): the one module that imports prometheus_client.
+"""Prometheus metrics for the HTTP API's /metrics (docs/monitoring.md): the one module that imports prometheus_client.
 
 Most figures are read from the state store when Prometheus scrapes, so they survive restarts and
 cost nothing between scrapes: finished deployments never change, so their totals are kept here
@@ -251,7 +251,7 @@ Role = Callable[[], tuple[bool, int]]   # (is this daemon the leader, its lease'
 
 
 class RoleCollector(Collector):
-    """gitopsd_leader and gitopsd_leader_epoch: which daemon of a leader and its standby leads (README, "Standby daemon")."""
+    """gitopsd_leader and gitopsd_leader_epoch: which daemon of a leader and its standby leads (docs/install.md, "Standby daemon")."""
 
     def __init__(self, role: Role):
         self.role = role

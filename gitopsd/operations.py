@@ -68,7 +68,7 @@ def promote(config: Config, open_store: OpenStore, repo: Repository, src: str, d
     dst = environment(repo, dst_name)
     src_env = repo.environment(src)
     src_branch = src_env.branch if src_env else src
-    if src.startswith("rc/"):   # a release candidate: its tag's commit (README, "Human gates")
+    if src.startswith("rc/"):   # a release candidate: its tag's commit (docs/human-gates.md)
         src_head = gitcli.rev_parse(repo.path, f"refs/tags/{src}^{{commit}}")
         if src_head is None:
             raise Refusal(f"no release candidate {src} in {repo.name} (see gitopsd rc list)", MISSING)

@@ -93,7 +93,7 @@ def plan(user: str, config: Path, root: Path = Path("/"), executable: str | None
     folders = _configured_folders(config, config_file, root, result)
     if not os.path.isabs(exe):
         result.first.append(f"no gitopsd command next to this Python ({exe!r}): install gitopsd into a virtualenv, "
-                            "e.g. /opt/gitopsd (README: Install)")
+                            "e.g. /opt/gitopsd (docs/install.md)")
     programs = [Path(exe), *_interpreters(exe)]
     for path in [*programs, config, *folders]:
         hidden = next((h for h in HIDDEN if path.is_relative_to(h)), None)
@@ -101,7 +101,7 @@ def plan(user: str, config: Path, root: Path = Path("/"), executable: str | None
             continue
         if path in programs:
             advice = ("the service cannot start it: make the virtualenv in /opt/gitopsd with a Python outside "
-                      "/tmp, /home and /root, e.g. /usr/bin/python3 (README: Install)")
+                      "/tmp, /home and /root, e.g. /usr/bin/python3 (docs/install.md)")
         else:
             advice = "the service will not find it: keep repositories, config, state and runtime folders elsewhere"
         result.warnings.append(f"{path} lies under {hidden}, which the unit hides ({HIDDEN[hidden]}): {advice}")

@@ -3,7 +3,7 @@
 Works with or without the daemon running: it reads Git and the store, nothing else. The read-only
 commands (`status`, `history`, `logs`) also take the configuration from here: from the snapshot the
 daemon keeps in the state database while it matches the file, so they need not import PyYAML and
-validate the whole file on every call (README, "Scale").
+validate the whole file on every call (docs/benchmarks.md, "Scale").
 """
 from __future__ import annotations
 

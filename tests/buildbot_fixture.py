@@ -3,7 +3,7 @@
 Real: buildbot, buildbot-worker and buildbot-www from PyPI (www serves the change hooks and refuses to
 start without buildbot-www, UI or not), their processes, and builds that clone the bare repository
 at the change's revision, run the sample app's tests and report a commit status to gitopsd's API
-with the README's one-line `curl`, and, when asked, Buildbot's own GitHubStatusPush reporter pointed at
+with docs/ci.md's one-line `curl`, and, when asked, Buildbot's own GitHubStatusPush reporter pointed at
 gitopsd's GitHub-style API. Ports come from the OS; everything listens on 127.0.0.1 only.
 """
 from __future__ import annotations
@@ -26,7 +26,7 @@ import psutil
 BIN = Path(sys.executable).parent
 WORKER_PASSWORD = "local-worker-pw"   # the worker's login to its master on loopback: not a secret worth keeping
 
-# The test step runs the sample app's own tests; the report steps run the README's report line with
+# The test step runs the sample app's own tests; the report steps run docs/ci.md's report line with
 # STATE set, as any CI job would. Every step hides its environment: the worker's holds GITOPSD_TOKEN.
 MASTER_CFG = """\
 from buildbot.plugins import schedulers, steps, util, worker

@@ -112,7 +112,7 @@ def unix_users(users: tuple[str, ...], group: str) -> Iterator[None]:
 
 @contextmanager
 def service_users(base: Path, git_user: str, service_user: str, group: str) -> Iterator[None]:
-    """The README's two users: SERVICE_USER in GROUP (home base/home-svc, no login), GIT_USER with GROUP as a
+    """docs/install.md's two users (Permissions): SERVICE_USER in GROUP (home base/home-svc, no login), GIT_USER with GROUP as a
     supplementary group (home base/home-git, /bin/sh); created fresh, removed afterwards."""
     remove_users((git_user, service_user), group)
     try:

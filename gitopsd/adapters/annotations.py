@@ -1,4 +1,4 @@
-"""Grafana annotations: each deployment's end marked on the dashboards (README, "Grafana annotations").
+"""Grafana annotations: each deployment's end marked on the dashboards (docs/monitoring.md, "Grafana annotations").
 
 The daemon hands each finished deployment to `AnnotationSender.send`, which returns at once; one
 background thread POSTs it to Grafana's /api/annotations with a short timeout. Grafana down, slow

@@ -1,4 +1,4 @@
-"""`gitopsd db copy`: move the state store between SQLite and PostgreSQL, every table, ids kept (README, "PostgreSQL").
+"""`gitopsd db copy`: move the state store between SQLite and PostgreSQL, every table, ids kept (docs/install.md, "PostgreSQL").
 
 The source is read only (an older SQLite store is read as it is: columns it lacks take their
 defaults); the target is opened as the daemon opens it (its schema upgraded) and must be empty

@@ -1,4 +1,4 @@
-"""The SQL differences between the store's two backends, in one place (README, "PostgreSQL").
+"""The SQL differences between the store's two backends, in one place (docs/install.md, "PostgreSQL").
 
 The store's statements are written once, in SQLite's dialect (the default backend, and the one
 the pre-receive hook reads). `PostgreSQL.translate` rewrites the few constructs PostgreSQL spells

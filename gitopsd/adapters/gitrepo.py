@@ -45,7 +45,7 @@ class GitRepository:
             # One clear line, logged once by the reconciler, instead of a traceback on every look.
             raise ExportError(f"{self.path} belongs to another user and is not in this user's safe.directory, so git "
                               f"refuses it: run `git config --global --add safe.directory {self.path}` as this user "
-                              "(README, Permissions; `gitopsd doctor` checks it)") from exc
+                              "(docs/install.md, Permissions; `gitopsd doctor` checks it)") from exc
 
     def head(self, branch: str) -> Head | None:
         """Return the commit and tree at refs/heads/BRANCH, or None if the branch does not exist.

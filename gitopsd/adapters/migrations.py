@@ -1,4 +1,4 @@
-"""Versioned schema migrations of the state store, the same steps for SQLite and PostgreSQL (README, "PostgreSQL").
+"""Versioned schema migrations of the state store, the same steps for SQLite and PostgreSQL (docs/install.md, "PostgreSQL").
 
 The store's tables are declared once (store.SCHEMA and the gate's), in SQLite's dialect, with
 CREATE ... IF NOT EXISTS: every upgrade creates what is missing, so a table added there needs no

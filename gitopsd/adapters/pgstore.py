@@ -1,4 +1,4 @@
-"""PostgreSQL under the store: a pooled psycopg connection that looks like sqlite3's to `Store` (README, "PostgreSQL").
+"""PostgreSQL under the store: a pooled psycopg connection that looks like sqlite3's to `Store` (docs/install.md, "PostgreSQL").
 
 The one importer of psycopg and psycopg_pool. `Store` runs the same statements on both backends:
 this module passes each through `dialect.PostgreSQL.translate`, raises psycopg's errors as the

@@ -113,7 +113,7 @@ def version_problem(node: ExecutionNode, info: NodeInfo) -> str | None:
     ours = controller_runner_version()
     if not re.fullmatch(r"\d+\.\d+(\.\S+)?", info.runner):
         return (f"execution node {node.name}: ansible-runner does not run there ({info.runner or 'no answer'}): "
-                f"install ansible-runner {ours} on {node.name} (README, \"Execution nodes\")")
+                f"install ansible-runner {ours} on {node.name} (docs/install.md, \"Execution nodes\")")
     if info.runner.split(".")[:2] != ours.split(".")[:2]:
         return (f"execution node {node.name}: ansible-runner {info.runner} there does not match the controller's {ours} "
                 f"(the streaming protocol needs the same major.minor): install ansible-runner=={ours} on {node.name}")

@@ -1,1 +1,1 @@
-"""The HTTP API: statuses from CI, reads for scripts and the dashboard (README, "HTTP API")."""
+"""The HTTP API: statuses from CI, reads for scripts and the dashboard (docs/api.md)."""

@@ -1,4 +1,4 @@
-"""The HTTP API as a Starlette app (README, "HTTP API"): commit statuses in, status and history out, as JSON.
+"""The HTTP API as a Starlette app (docs/api.md): commit statuses in, status and history out, as JSON.
 
 Kept thin: each route checks the token and the input, then calls the functions the command line
 uses (api/statuses.py, status.all_status, the store). Sign-offs, release candidates and approvals go
@@ -326,7 +326,7 @@ def create_app(config: Callable[[], Config], store: Store, tokens: TokenCheck,
 
 
 def create_standby_app(metrics: Callable[[], tuple[bytes, str]], leader: Callable[[], str]) -> ASGIApp:
-    """A standby's HTTP answers (README, "Standby daemon"): its /metrics (role and process only: the leader's
+    """A standby's HTTP answers (docs/install.md, "Standby daemon"): its /metrics (role and process only: the leader's
     scrape has the deployments), and 503 for the rest, naming the leader, so a load balancer's health check on
     /api/v1/health sends requests to the leader."""
 

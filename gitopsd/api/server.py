@@ -184,7 +184,7 @@ def serve(config: Callable[[], Config], store: Store, on_status: Callable[[str],
     app = create_app(config, store, TokenCheck(tokens_file), on_status, human_gates, metrics)
     stopping = threading.Event()
     web = getattr(config(), "web", None)
-    if web is not None:   # the dashboard at /, the API and /metrics where they were (README, "Web dashboard")
+    if web is not None:   # the dashboard at /, the API and /metrics where they were (docs/web.md)
         from ..web.app import create_web_app
         app = create_web_app(config, human_gates=human_gates, api=app, stopping=stopping)
     server = _run(app, sock, address, stopping)

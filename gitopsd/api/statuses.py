@@ -1,4 +1,4 @@
-"""Commit statuses as the API and `gitopsd ci report|status` take and show them (README, "HTTP API").
+"""Commit statuses as the API and `gitopsd ci report|status` take and show them (docs/api.md).
 
 One validation and one way to find a commit and its tree, for the HTTP API and the command line, so
 the two cannot disagree. Stdlib only (no web framework): the CLI imports this.

@@ -1,4 +1,4 @@
-"""API tokens: named, scoped, stored as sha256 only in config.api.tokens_file (README, "HTTP API").
+"""API tokens: named, scoped, stored as sha256 only in config.api.tokens_file (docs/api.md).
 
 `gitopsd token create` prints a secret once and keeps its hash; the daemon reads the file again
 whenever it changes, so create and revoke need no restart. The secrets are 256 random bits, so a
@@ -40,7 +40,7 @@ PREFIX = "gitopsd_"
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 PATTERN_MAX = 255   # a context is at most 255 characters (STATUS_CONTEXT_MAX), and so is a pattern for it
 OWNER_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,63}")   # a Unix user name, as approvers: and signoff_by: list them
-HEADER = ("# gitopsd API tokens (README, \"HTTP API\"), written by `gitopsd token create|revoke`.\n"
+HEADER = ("# gitopsd API tokens (docs/api.md), written by `gitopsd token create|revoke`.\n"
           "# Only each secret's sha256 is kept: a lost secret cannot be shown again; revoke it and create another.\n")
 
 

@@ -67,7 +67,7 @@ class AutoPromoter:
         dst_head, dst_tree = heads[env.branch]
         source = repo.environment_for_branch(env.promote_from)
         src_name = source.name if source is not None else env.promote_from
-        if env.approvals is not None:   # the newest release candidate for it, once approved (README, "Human gates")
+        if env.approvals is not None:   # the newest release candidate for it, once approved (docs/human-gates.md)
             newest = next((rc for rc in self.holds.rcs(repo.name) if rc["target_env"] == env.name), None)
             if newest is None:
                 return None

@@ -95,7 +95,7 @@ def _json(data: object) -> tuple[bytes, str]:
 
 
 def build_request(trigger: CiTrigger, repo_path: str, event: HeadEvent) -> Request:
-    """The request `trigger.kind` expects for `event` (README, "Triggering your CI server"). Raise TriggerProblem."""
+    """The request `trigger.kind` expects for `event` (docs/ci.md, "Triggering your CI server"). Raise TriggerProblem."""
     secret = read_secret(trigger.secret_file) if trigger.secret_file is not None else None
     headers = {"User-Agent": "gitopsd", "Accept": "application/json"}
     if trigger.kind in ("gitlab", "circleci") and secret is None:   # config.load requires one

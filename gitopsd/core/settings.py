@@ -26,7 +26,7 @@ class SandboxPolicy:
     read_only: tuple[Path, ...] = ()
     writable: tuple[Path, ...] = ()
     hide: tuple[Path, ...] = ()
-    known_hosts: Path | None = None          # ssh's only known_hosts file (README, "SSH trust"); shown read-only
+    known_hosts: Path | None = None          # ssh's only known_hosts file (docs/install.md, "SSH trust"); shown read-only
     requirements_cache: Path | None = None   # roles and collections installed from trees' requirements.yml
     network: bool = False                    # CI steps reach the network (playbook runs always do, for ssh)
 
@@ -186,7 +186,7 @@ class SignoffRule:
 
 @dataclass(frozen=True)
 class Approvals:
-    """Who must approve a release candidate before an environment takes its tree (README, "Human gates").
+    """Who must approve a release candidate before an environment takes its tree (docs/human-gates.md).
 
     `approvers` and `required_groups` are resolved against the config's `groups:`: `approvers` holds
     the identities allowed to approve, `required_groups` (group, members) pairs of which each must
@@ -276,7 +276,7 @@ class RoleGrant:
 @dataclass(frozen=True)
 class Web:
     """`web:` the dashboard on the API's address: who you are (a trusted proxy's header, or a login with an API token)
-    and what you may do (roles per environment). README, "Web dashboard"."""
+    and what you may do (roles per environment). docs/web.md."""
 
     auth: str = "login"                                      # login | proxy
     proxy_header: str = "X-Forwarded-User"
@@ -338,11 +338,11 @@ class Config:
     identity_env: tuple[str, ...] = ("GL_USER", "GITOPSD_USER", "REMOTE_USER")
     repositories: tuple[Repository, ...] = field(default_factory=tuple)
     sandbox: SandboxPolicy = SandboxPolicy()   # what playbook runs may see (adapters/sandbox.py); `hide` is filled in by the daemon
-    known_hosts: Path = Path("/var/lib/gitopsd/.ssh/known_hosts")   # the only host keys ssh accepts (README, "SSH trust")
-    database_url: str = ""         # `database: postgresql://...` (README, "PostgreSQL"); "": SQLite in state_dir
+    known_hosts: Path = Path("/var/lib/gitopsd/.ssh/known_hosts")   # the only host keys ssh accepts (docs/install.md, "SSH trust")
+    database_url: str = ""         # `database: postgresql://...` (docs/install.md, "PostgreSQL"); "": SQLite in state_dir
     api: Api | None = None                      # the HTTP API; None: off
     grafana: Grafana | None = None              # deployment annotations in Grafana; None: off
-    execution_nodes: tuple[ExecutionNode, ...] = ()   # remote runners (README, "Execution nodes"); none: all local
+    execution_nodes: tuple[ExecutionNode, ...] = ()   # remote runners (docs/install.md, "Execution nodes"); none: all local
     groups: tuple[tuple[str, tuple[str, ...]], ...] = ()   # `groups:` name -> identities (for signoff_by, approvers)
     web: Web | None = None                      # the web dashboard (served with the API); None: off
     backup: Backup = Backup()                   # scheduled copies of the SQLite state database

@@ -1,4 +1,4 @@
-"""Human gates: sign-offs after manual testing and approvals of release candidates (README, "Human gates").
+"""Human gates: sign-offs after manual testing and approvals of release candidates (docs/human-gates.md).
 
 What the rule needs to know, one implementation for the pre-receive hook, `gitopsd promote`, the
 daemon's re-judging and `gitopsd rc show`: the tables the daemon records them in, the policy of

@@ -1,4 +1,4 @@
-"""Commit statuses, keyed by tree, and the required-checks gate (README, "Continuous integration").
+"""Commit statuses, keyed by tree, and the required-checks gate (docs/ci.md, "Continuous integration").
 
 A CI job reports a status (GitHub's states and fields) for a commit; gitopsd stores it against
 the commit *and its tree*, and the newest report per (tree, context) wins. A commit counts as

@@ -1,1 +1,1 @@
-"""The web dashboard: server-rendered pages (Jinja2 + htmx) on the daemon's HTTP server (README, "Web dashboard")."""
+"""The web dashboard: server-rendered pages (Jinja2 + htmx) on the daemon's HTTP server (docs/web.md)."""

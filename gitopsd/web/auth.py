@@ -1,4 +1,4 @@
-"""Who you are on the web dashboard, and what you may do there (README, "Web dashboard").
+"""Who you are on the web dashboard, and what you may do there (docs/web.md).
 
 Identity comes from one of two places, as `web.auth` says:
 - proxy: a reverse proxy that authenticated the person (oauth2-proxy, ...) sets `web.proxy_header`

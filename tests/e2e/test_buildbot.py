@@ -2,7 +2,7 @@
 
 Real: the daemon as a process with its HTTP API, pushes through the hook, a Buildbot master and local
 worker (tests/buildbot_fixture.py) that clone the bare repository, run the sample app's tests and
-report with the README's `curl` line, and with Buildbot's own GitHubStatusPush pointed at gitopsd's API.
+report with docs/ci.md's `curl` line, and with Buildbot's own GitHubStatusPush pointed at gitopsd's API.
 Nothing is faked; nothing listens beyond 127.0.0.1.
 """
 from __future__ import annotations
@@ -25,7 +25,7 @@ pytestmark = pytest.mark.buildbot
 
 CONTEXT = "buildbot/test"
 REPORTER_CONTEXT = "buildbot/github-status-push"   # what Buildbot's GitHubStatusPush reports, beside the curl line's
-# Where curl is missing, the same report in Python (the README's line is what runs wherever curl exists).
+# Where curl is missing, the same report in Python (docs/ci.md's line is what runs wherever curl exists).
 PYTHON_REPORT = ("python3 -c 'import json, os, urllib.request as u; e = os.environ; u.urlopen(u.Request("
                  "e[\"GITOPSD_URL\"] + \"/api/v1/repos/shop/statuses/\" + e[\"GITOPSD_COMMIT\"], method=\"POST\", "
                  "data=json.dumps({\"state\": e[\"STATE\"], \"context\": \"" + CONTEXT + "\", \"target_url\": "
@@ -33,9 +33,9 @@ PYTHON_REPORT = ("python3 -c 'import json, os, urllib.request as u; e = os.envir
                  "\"Bearer \" + e[\"GITOPSD_TOKEN\"], \"Content-Type\": \"application/json\"}))'")
 
 
-def readme_report_line() -> str:
-    """The one-line `curl` the README tells every CI job to add, with this test's context."""
-    [line] = [line.strip() for line in (ROOT / "README.md").read_text().splitlines()
+def documented_report_line() -> str:
+    """The one-line `curl` docs/ci.md tells every CI job to add, with this test's context."""
+    [line] = [line.strip() for line in (ROOT / "docs" / "ci.md").read_text().splitlines()
               if line.strip().startswith('curl -fsS -X POST -H "Authorization: Bearer $GITOPSD_TOKEN"')][:1]
     assert '\\"context\\": \\"ci/test\\"' in line, line
     return line.replace("ci/test", CONTEXT)
@@ -63,7 +63,7 @@ def world():
                              "--contexts", "buildbot/*", "--repos", "shop").stdout.strip()
         hook_secret = root / "buildbot-hook"
         hook_secret.write_text("gitopsd:hook-pw\n")
-        report = readme_report_line() if shutil.which("curl") else PYTHON_REPORT
+        report = documented_report_line() if shutil.which("curl") else PYTHON_REPORT
         bot = buildbot_fixture.start(root / "buildbot", report=report, change_hook_auth="gitopsd:hook-pw",
                                      env={"GITOPSD_TOKEN": secret, "GITOPSD_URL": f"http://127.0.0.1:{api_port}"},
                                      github={"token": pusher, "base_url": f"http://127.0.0.1:{api_port}/api/v1",

@@ -1,4 +1,4 @@
-"""What we ship is what we test: the built wheel, installed as the README says, runs the whole pipeline as its service.
+"""What we ship is what we test: the built wheel, installed as docs/install.md says, runs the whole pipeline as its service.
 
 Real: the sdist and wheel `python -m build` makes; a virtualenv at a system path (/opt) made by the system's
 Python, with the wheel and its dependencies installed by pip; `gitopsd install-service`, which creates the
@@ -86,7 +86,7 @@ def _clean() -> None:
 
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """The wheel, built from this checkout, installed in a fresh virtualenv at /opt as the README's Install says."""
+    """The wheel, built from this checkout, installed in a fresh virtualenv at /opt as docs/install.md's Install says."""
     _clean()
     dist = tmp_path_factory.mktemp("dist")
     _sdist, wheel = build_dist(dist)
@@ -274,7 +274,7 @@ def test_the_installed_wheel_runs_the_pipeline_as_its_service_from_a_push_over_s
     hooks = gitopsd("install-hooks", str(server.repo), "--git-user", GIT_USER).stdout
     assert f"belongs to {GIT_USER}:{SVC_USER}" in hooks and f"safe.directory: {server.repo}" in hooks, hooks
     for user in PEOPLE:
-        sh(["usermod", "-aG", SVC_USER, user])   # README: the hook and the people reach the sockets through the group
+        sh(["usermod", "-aG", SVC_USER, user])   # docs/install.md: the hook and the people reach the sockets through the group
 
     # -- alice pushes the content over SSH, as the git-shell account; init then makes the environment branches.
     alice = Developer("alice", tmp_path / "dev" / "alice")

@@ -1,4 +1,4 @@
-"""The daemon's /metrics scraped by a real Prometheus, with the shipped alerts and dashboard (README, "Monitoring").
+"""The daemon's /metrics scraped by a real Prometheus, with the shipped alerts and dashboard (docs/monitoring.md).
 
 Real: `gitopsd run` with its HTTP API on loopback, git pushes through the installed hook, ansible-playbook,
 Debian's prometheus and promtool. One scenario runs once for the module (deployments to qa and production,

@@ -1,4 +1,4 @@
-"""A real team's deploy server, set up as the README says (Install, Permissions, SSH trust, Ansible setup), in one go.
+"""A real team's deploy server, set up as docs/install.md says (Install, Permissions, SSH trust, Ansible setup), in one go.
 
 Real: the Unix users gr-git (the git-shell account everyone pushes to) and gr-svc (the daemon), group
 gr-gitopsd, created and removed here; `gitopsd init` as root of a repository the git user then owns; the
@@ -195,7 +195,7 @@ def git_server(base: Path, people: dict[str, Developer], user: str = GIT_USER, f
              f"{Path(f'{dev.key}.pub').read_text().strip()}" for name, dev in people.items()]
     server.authorized_keys.write_text("\n".join([*lines, ready]) + "\n")
     server.stop()
-    server.config.write_text(server.config.read_text() + "PermitUserEnvironment GITOPSD_USER\n")   # as the README
+    server.config.write_text(server.config.read_text() + "PermitUserEnvironment GITOPSD_USER\n")   # as docs/trust-model.md
     server.start()
     server.authorized_keys.write_text("\n".join(lines) + "\n")
     sh(["usermod", "-s", shutil.which("git-shell") or "/usr/bin/git-shell", user])   # after sshd's `true` check
@@ -377,7 +377,7 @@ def _scenario(server: Server, base: Path, targets: Path, ssh_hosts: Any) -> None
     failed = next(d for d in server.history("qa") if d["commit"] == third)
     assert f"host key of web-2 ({web2.address}:{web2.port}) changed" in failed["outcome"], failed
     assert "gitopsd hosts trust qa" in failed["outcome"]
-    # The service user records it this time (README: root or the service user): root's first run left it the file.
+    # The service user records it this time (docs/install.md, SSH trust: root or the service user): root's first run left it the file.
     again = server.gitopsd("hosts", "trust", "qa", "--yes", user=SVC_USER, check=False)
     assert again.returncode == 0, again.stdout + again.stderr
     assert f"web-2 ({web2.address}:{web2.port}): changed" in again.stdout, again.stdout

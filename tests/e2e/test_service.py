@@ -42,7 +42,7 @@ def test_the_unit_verifies_without_a_single_warning(unit):
 @needs_analyze
 def test_the_unit_scores_2_6_or_better_in_systemd_analyze_security(unit):
     # 1.4 before the playbook sandbox: bubblewrap needs user, mount and PID namespaces, its mount
-    # system calls, and a /proc with nothing mounted over it (README, "Run it as a service");
+    # system calls, and a /proc with nothing mounted over it (docs/install.md, "Run it as a service");
     # 2.5 before CI steps and inventory reads lost the network: a network namespace and netlink (+0.1).
     proc = subprocess.run(["systemd-analyze", "security", "--offline=true", "--threshold=26", str(unit)],
                           capture_output=True, text=True)
@@ -235,7 +235,7 @@ def test_journald_lines_have_no_timestamp_and_json_lines_name_repo_env_commit_an
     proc.send_signal(signal.SIGTERM)
     lines = [json.loads(l) for l in proc.communicate(timeout=30)[1].splitlines()]
     done = next(l for l in lines if "deployment succeeded" in l["message"])
-    labels = done["labels"]   # Elastic Common Schema names (README, "Logs for ELK")
+    labels = done["labels"]   # Elastic Common Schema names (docs/monitoring.md, "Logs for ELK")
     assert labels["repo"] == "shop" and labels["env"] == "qa" and labels["commit"] == commit[:7]
     assert labels["deployment"].isdigit() and done["log.level"] == "info" and "@timestamp" in done
 

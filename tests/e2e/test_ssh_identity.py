@@ -1,8 +1,8 @@
 """Identity over plain SSH: every pusher logs in as the same account, and authorized_keys names the person.
 
 Real: an sshd (tests/sshhosts.py) with `PermitUserEnvironment GITOPSD_USER`, or a forced command
-`gitopsd git-shell NAME` taken from README.md's line, a `git push` over SSH into the bare repository
-through the installed hook, the daemon as a process recording who pushed; `sshd -t` on README's sshd_config.
+`gitopsd git-shell NAME` taken from docs/trust-model.md's line, a `git push` over SSH into the bare repository
+through the installed hook, the daemon as a process recording who pushed; `sshd -t` on its sshd_config.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 from tests.sshhosts import SSHD
 from tests.support import ROOT, Daemon, Sandbox, git, run
 
-README = (ROOT / "README.md").read_text()
+TRUST_MODEL = (ROOT / "docs" / "trust-model.md").read_text()
 
 
 def test_a_push_over_ssh_records_the_person_authorized_keys_names_and_no_other_variable_gets_through(
@@ -47,14 +47,14 @@ def ssh_command(server) -> str:
             f"-o IdentitiesOnly=yes -i {server.key}")
 
 
-def test_a_push_through_the_readmes_forced_command_records_the_person_and_nothing_else_runs(short_tmp, ssh_hosts):
+def test_a_push_through_the_documented_forced_command_records_the_person_and_nothing_else_runs(short_tmp, ssh_hosts):
     sandbox = Sandbox(short_tmp, {"qa": ["qa-1"]})
     (server,) = ssh_hosts(["git-server"])
     key = server.authorized_keys.read_text().strip()
-    # README's line, with this checkout's gitopsd for /opt/gitopsd's and the test's key for the example key.
+    # docs/trust-model.md's line, with this checkout's gitopsd for /opt/gitopsd's and the test's key for the example key.
     line = re.search(r'^command="/opt/gitopsd/bin/gitopsd (git-shell alice)",(\S+) ssh-ed25519 AAAA\.\.\. alice@laptop$',
-                     README, re.M)
-    assert line, "README's authorized_keys line for the forced command"
+                     TRUST_MODEL, re.M)
+    assert line, "docs/trust-model.md's authorized_keys line for the forced command"
     gitopsd = Path(sys.executable).parent / "gitopsd"
     server.authorized_keys.write_text(f'command="{gitopsd} {line.group(1)}",{line.group(2)} {key}\n')
     login = run([*ssh_command(server).split(), "-p", str(server.port), f"{server.user}@{server.address}", "id"],
@@ -77,9 +77,9 @@ def test_a_push_through_the_readmes_forced_command_records_the_person_and_nothin
     assert fetched.returncode == 0
 
 
-def test_sshd_accepts_the_readmes_sshd_config_and_refuses_it_inside_a_match_block(short_tmp, ssh_hosts):
+def test_sshd_accepts_the_documented_sshd_config_and_refuses_it_inside_a_match_block(short_tmp, ssh_hosts):
     (server,) = ssh_hosts(["git-server"])
-    block = README.split("# /etc/ssh/sshd_config, before any Match block\n", 1)[1].split("# ~git/", 1)[0]
+    block = TRUST_MODEL.split("# /etc/ssh/sshd_config, before any Match block\n", 1)[1].split("# ~git/", 1)[0]
     assert block.strip() == "PermitUserEnvironment GITOPSD_USER", block
     base = server.config.read_text()
     config = short_tmp / "sshd_config"

@@ -1,6 +1,6 @@
 """A leader and its standby: two real `gitopsd run` processes, one real PostgreSQL, one shared repository path.
 
-The two daemons share the bare repository (the "shared path" layout of README, "Standby daemon"),
+The two daemons share the bare repository (the "shared path" layout of docs/install.md, "Standby daemon"),
 each with its own state folder, runtime folder and API port, as two machines would have.
 """
 from __future__ import annotations

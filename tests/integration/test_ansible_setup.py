@@ -1,4 +1,4 @@
-"""What of Ansible's own setup a deployment honours (README, "Ansible setup"), with real sandboxed runs.
+"""What of Ansible's own setup a deployment honours (docs/install.md, "Ansible setup"), with real sandboxed runs.
 
 What is real: ansible-runner and ansible-playbook in bubblewrap (as `nobody` when the tests run as root),
 ansible-vault and ansible-galaxy, a collection built with `ansible-galaxy collection build` and a role

@@ -419,8 +419,8 @@ def test_ci_rerun_sends_the_trigger_again_for_the_same_head(recorder, short_tmp)
     assert (again["branch"], again["before"], again["after"]) == ("main", head, head)
 
 
-def test_the_readme_documents_the_json_schema_gitopsd_sends():
+def test_the_ci_docs_document_the_json_schema_gitopsd_sends():
     from tests.support import ROOT
-    text = (ROOT / "README.md").read_text().split("## Triggering your CI server")[1]
+    text = (ROOT / "docs" / "ci.md").read_text().split("## Triggering your CI server")[1]
     block = text.split("gitopsd's own schema")[1].split("```json")[1].split("```")[0]
     assert list(json.loads(block)) == list(event().as_json())

@@ -17,7 +17,7 @@ SOURCES = ("pyproject.toml", "README.md", "gitopsd", "hooks", "systemd", "app", 
 
 
 def system_python() -> str:
-    """Debian's python3 when it is 3.11+, as the README's Install section uses; else the one running the tests."""
+    """Debian's python3 when it is 3.11+, as docs/install.md's Install section uses; else the one running the tests."""
     probe = subprocess.run(["/usr/bin/python3", "-c", "import sys, venv; print(sys.version_info >= (3, 11))"],
                            capture_output=True, text=True) if Path("/usr/bin/python3").exists() else None
     return "/usr/bin/python3" if probe and probe.stdout.strip() == "True" else sys._base_executable

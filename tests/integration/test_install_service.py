@@ -125,7 +125,7 @@ def test_an_exec_start_the_unit_would_hide_is_warned_about(tmp_path, exe, hidden
     assert plan.first == []
     assert plan.warnings == [f"{exe} lies under {hidden}, which the unit hides ({directive}): the service cannot start "
                              "it: make the virtualenv in /opt/gitopsd with a Python outside /tmp, /home and /root, "
-                             "e.g. /usr/bin/python3 (README: Install)"]
+                             "e.g. /usr/bin/python3 (docs/install.md)"]
     assert service.plan("gitopsd", Path("/etc/gitopsd/gitopsd.yml"), root,
                         executable="/opt/gitopsd/bin/gitopsd").warnings == []
 

@@ -1,4 +1,4 @@
-"""The service layout of README's Permissions section, with real Unix users.
+"""The service layout of docs/install.md's Permissions section, with real Unix users.
 
 Real: the users gt-git (pushes) and gt-svc (the daemon) and their group gt-gitopsd, created here
 and removed afterwards; a repository owned by gt-git; the daemon as a process running as gt-svc;

@@ -1,4 +1,4 @@
-"""DORA figures (gitopsd/dora.py) computed from rows as the store gives them; README, "DORA figures", defines each.
+"""DORA figures (gitopsd/dora.py) computed from rows as the store gives them; docs/monitoring.md, "DORA figures", defines each.
 
 Real: dora.compute and parse_span. Rows are written by hand as the store gives them: (repo, is a rollback,
 succeeded, commit, started, finished) of deploys and rollbacks that succeeded or failed, and lead times.
