@@ -36,7 +36,7 @@ demo: $(STAMP)
 # layers and single importers of import-linter (pyproject.toml, [tool.importlinter]).
 lint: $(STAMP)
 	$(BIN)/mypy
-	$(BIN)/ruff check gitopsd tests bench
+	$(BIN)/ruff check gitopsd tests bench tools
 	$(BIN)/lint-imports
 
 # Two workers, one test file each at a time (--dist loadfile): files that create Unix users or start
