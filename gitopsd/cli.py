@@ -687,7 +687,7 @@ def _daemon_group(config: Any) -> int:
 
 
 def cmd_token_create(args: argparse.Namespace) -> int:
-    from .api.tokens import create
+    from .tokens import create
     config = _config(args)
     path = _tokens_file(config)
     contexts, repos = _patterns(args.contexts), _patterns(args.repos)
@@ -705,7 +705,7 @@ def cmd_token_create(args: argparse.Namespace) -> int:
 
 
 def cmd_token_list(args: argparse.Namespace) -> int:
-    from .api.tokens import read_tokens
+    from .tokens import read_tokens
     path = _tokens_file(_config(args))
     tokens = read_tokens(path)
     if not tokens:
@@ -723,7 +723,7 @@ def _patterns(given: list[str] | None) -> tuple[str, ...]:
 
 
 def cmd_token_revoke(args: argparse.Namespace) -> int:
-    from .api.tokens import read_tokens, revoke
+    from .tokens import read_tokens, revoke
     config = _config(args)
     path = _tokens_file(config)
     if not revoke(path, args.name, _daemon_group(config)):

@@ -26,9 +26,9 @@ from ..adapters.store import Store
 from ..core.errors import GitError, StoreError
 from ..core.settings import Config, Repository
 from ..readmodels import deployment_json, rc_history, rc_view, release_marks   # as `history`, `rc list|show` --json
+from ..tokens import Token, TokenCheck
 from . import statuses
 from .openapi import document
-from .tokens import Token, TokenCheck
 
 log = logging.getLogger("gitopsd.api")
 
