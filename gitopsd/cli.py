@@ -12,6 +12,9 @@ import gitopsd
 
 from .gate import snapshot
 from .core.errors import GitopsdError, StoreError, UserError
+from .cli_common import load_config as _config
+from .cli_common import repository as _repo
+from .readmodels import NO_MARKS, deployment_json, release_marks
 
 DEFAULT_CONFIG = os.environ.get("GITOPSD_CONFIG", snapshot.DEFAULT_CONFIG)
 
@@ -43,14 +46,6 @@ def plural(n: int, word: str) -> str:
     return f"{n} {word}{'es' if word.endswith(('s', 'sh', 'ch', 'x')) else 's'}"
 
 
-def _config(args: argparse.Namespace) -> Any:
-    from .config import ConfigError, load
-    try:
-        return load(Path(args.config))
-    except ConfigError as exc:
-        raise UserError(f"the configuration has problems (run `gitopsd check-config --config {args.config}`):\n{exc}") from exc
-
-
 def _read_config(args: argparse.Namespace) -> tuple[Any, dict[str, str]]:
     """The config for a read-only command, and {repository: problem} for repositories that cannot be read.
 
@@ -79,19 +74,6 @@ def _read_config(args: argparse.Namespace) -> tuple[Any, dict[str, str]]:
             if index < len(exc.config.repositories):
                 unavailable[exc.config.repositories[index].name] = problem.message
         return exc.config, unavailable
-
-
-def _repo(config: Any, name: str | None) -> Any:
-    if name is None:
-        if len(config.repositories) == 1:
-            return config.repositories[0]
-        names = ", ".join(r.name for r in config.repositories)
-        raise UserError(f"several repositories are configured ({names}): say which with --repo NAME")
-    repo = config.repository(name)
-    if repo is None:
-        known = ", ".join(r.name for r in config.repositories) or "none"
-        raise UserError(f"no repository named {name!r} in {config.source} (known: {known})")
-    return repo
 
 
 def _env_name(config: Any, repo_name: str | None, name: str) -> None:
@@ -423,57 +405,6 @@ def cmd_history(args: argparse.Namespace) -> int:
     return 0
 
 
-NO_MARKS: dict[str, Any] = {"rc": None, "approved_by": [], "signed_off_by": []}
-
-
-def deployment_json(d: Any, marks: dict[str, Any] | None = None) -> dict[str, Any]:
-    """A deployment for `history --json`: the record, with its batches, hosts, checks and artifacts (name -> sha256),
-    and its human gates (`marks`, from release_marks)."""
-    return {**d.as_json(), "hosts": d.detail.get("hosts", {}), "batches": d.detail.get("batches", []),
-            "artifacts": d.detail.get("artifacts", {}), **(marks or NO_MARKS)}
-
-
-def release_marks(config: Any, store: Any, deployments: list[Any]) -> dict[int, dict[str, Any]]:
-    """Deployment id -> the release candidate whose tree it deployed and who had approved it when it started
-    (`rc`, `approved_by`), and who had signed its tree off where its environment's require_signoff asks
-    (`signed_off_by`). Two queries for the whole page, none per row, so `history` stays fast."""
-    if not deployments:
-        return {}
-    from .gate.approvals import newest_by_actor
-    signoff_env: dict[tuple[str, str], str] = {}   # (repo, env) -> where its required sign-offs happen
-    for d in deployments:
-        repo = config.repository(d.repo)
-        env = repo.environment(d.env) if repo is not None else None
-        rule = getattr(env, "require_signoff", None) or getattr(env, "signoff", None)   # a Config's, or the snapshot's
-        if rule is not None:
-            signoff_env[(d.repo, d.env)] = rule.env
-    rcs: dict[tuple[str, str, str], dict[str, tuple[float, list[tuple[str, str, str, float]]]]] = {}
-    for repo, env, tree, name, created, actor, kind, at in store.rcs_with_approvals(
-            sorted({(d.repo, d.env, d.tree) for d in deployments})):
-        _created, words = rcs.setdefault((repo, env, tree), {}).setdefault(name, (created, []))
-        if actor is not None:
-            words.append((actor, kind, "", at))
-    signoffs: dict[tuple[str, str, str], list[tuple[str, str, str, float]]] = {}
-    wanted = sorted({(d.repo, signoff_env[(d.repo, d.env)], d.tree) for d in deployments if (d.repo, d.env) in signoff_env})
-    for repo, env, tree, actor, verdict, note, at in store.signoffs_of(wanted) if wanted else []:
-        signoffs.setdefault((repo, env, tree), []).append((actor, verdict, note, at))
-
-    def said(words: list[tuple[str, str, str, float]], word: str, by: float) -> list[str]:
-        """Who had `word` as their newest word before `by`."""
-        return sorted(a for a, (w, _n, _at) in newest_by_actor([x for x in words if x[3] <= by]).items() if w == word)
-
-    marks: dict[int, dict[str, Any]] = {}
-    for d in deployments:
-        known = [(created, name, words) for name, (created, words) in rcs.get((d.repo, d.env, d.tree), {}).items()
-                 if created <= d.started_at]
-        _created, rc, words = max(known, default=(0.0, None, []))
-        where = signoff_env.get((d.repo, d.env))
-        marks[d.id] = {"rc": rc, "approved_by": said(words, "approve", d.started_at) if rc else [],
-                       "signed_off_by": said(signoffs.get((d.repo, where, d.tree), []), "signoff", d.started_at)
-                       if where else []}
-    return marks
-
-
 def cmd_logs(args: argparse.Namespace) -> int:
     from .core.types import DeploymentFolders
     from .adapters.store import Store
@@ -756,7 +687,7 @@ def _daemon_group(config: Any) -> int:
 
 
 def cmd_token_create(args: argparse.Namespace) -> int:
-    from .api.tokens import create
+    from .tokens import create
     config = _config(args)
     path = _tokens_file(config)
     contexts, repos = _patterns(args.contexts), _patterns(args.repos)
@@ -774,7 +705,7 @@ def cmd_token_create(args: argparse.Namespace) -> int:
 
 
 def cmd_token_list(args: argparse.Namespace) -> int:
-    from .api.tokens import read_tokens
+    from .tokens import read_tokens
     path = _tokens_file(_config(args))
     tokens = read_tokens(path)
     if not tokens:
@@ -792,7 +723,7 @@ def _patterns(given: list[str] | None) -> tuple[str, ...]:
 
 
 def cmd_token_revoke(args: argparse.Namespace) -> int:
-    from .api.tokens import read_tokens, revoke
+    from .tokens import read_tokens, revoke
     config = _config(args)
     path = _tokens_file(config)
     if not revoke(path, args.name, _daemon_group(config)):

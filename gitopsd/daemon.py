@@ -549,10 +549,15 @@ class Daemon:
         """Serve the HTTP API in its own thread; a stored status makes the daemon look at its repository at once."""
         if self.config.api is not None:
             from .api.server import serve
+            dashboard: Callable[..., Any] | None = None
+            if getattr(self.config, "web", None) is not None:   # only then Jinja2 and the pages are imported
+                from .web.app import create_web_app
+                dashboard = create_web_app
             self.api = serve(lambda: self.config, self.store,
                              on_status=lambda repo: self.requests.put(Look(repo, None, "ci-status")),
                              human_gates=self.control_request,   # as the token's owner or the signed-in user
-                             metrics=self.metrics.exposition if self.metrics is not None else None)
+                             metrics=self.metrics.exposition if self.metrics is not None else None,
+                             dashboard=dashboard)
 
     def _start_control(self) -> None:
         """Take sign-offs, release candidates and approvals on the control socket (identity: SO_PEERCRED)."""

@@ -11,13 +11,14 @@ import argparse
 import json
 from typing import Any, Callable
 
+from .cli_common import load_config, repository
 from .core.errors import UserError
+from .readmodels import rc_history, rc_view
 
 
 def _ask(args: argparse.Namespace, request: dict[str, Any]) -> int:
     from .adapters.control import ControlError, call
-    from .cli import _config
-    config = _config(args)
+    config = load_config(args)
     if getattr(args, "repo", None):
         request["repo"] = args.repo
     try:
@@ -45,11 +46,10 @@ def cmd_approve(args: argparse.Namespace) -> int:
 
 def cmd_rc_list(args: argparse.Namespace) -> int:
     from .adapters.store import Store
-    from .cli import _config, _repo
-    config = _config(args)
-    repo = _repo(config, args.repo)
+    config = load_config(args)
+    repo = repository(config, args.repo)
     with Store.of(config, readonly=True) as store:
-        rows = [_rc_view(repo, store, rc) for rc in store.rcs(repo.name, limit=args.limit)]
+        rows = [rc_view(repo, store, rc) for rc in store.rcs(repo.name, limit=args.limit)]
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -66,17 +66,14 @@ def cmd_rc_list(args: argparse.Namespace) -> int:
 def cmd_rc_show(args: argparse.Namespace) -> int:
     from .adapters import gitcli
     from .adapters.store import Store
-    from .cli import _config, _repo
-    config = _config(args)
-    repo = _repo(config, args.repo)
+    config = load_config(args)
+    repo = repository(config, args.repo)
     name = args.name.removeprefix("rc/")
     with Store.of(config, readonly=True) as store:
         rc = store.rc(repo.name, name)
         if rc is None:
             raise UserError(f"no release candidate rc/{name} in {repo.name} (see gitopsd rc list)")
-        view = _rc_view(repo, store, rc)
-        view["history"] = [{"actor": a, "kind": k, "note": n, "at": w}
-                           for a, k, n, w in store.approval_rows(repo.name, name)]
+        view = {**rc_view(repo, store, rc), "history": rc_history(store, repo.name, name)}
     if args.json:
         print(json.dumps(view, indent=2))
         return 0
@@ -96,22 +93,6 @@ def cmd_rc_show(args: argparse.Namespace) -> int:
         for line in notes.strip().splitlines():
             print(f"  {line}")
     return 0
-
-
-def _rc_view(repo: Any, store: Any, rc: dict[str, Any]) -> dict[str, Any]:
-    import time
-
-    from .gate.approvals import Policy, approval_state
-    env = repo.environment(rc["target_env"])
-    policy = env.approvals if env is not None else None
-    valid: list[str] = []
-    problems = ["its environment no longer takes approvals"]
-    if policy is not None:
-        valid, problems = approval_state(Policy.of(policy), store.approval_rows(repo.name, rc["name"]), time.time())
-    state = "approved" if not problems else "rejected" if any(p.startswith("rejected") for p in problems) else "waiting"
-    return {"name": rc["name"], "repo": repo.name, "commit": rc["commit_id"], "tree": rc["tree"],
-            "source_env": rc["source_env"], "target_env": rc["target_env"], "created_by": rc["created_by"],
-            "created_at": rc["created_at"], "state": state, "approved_by": valid, "problems": problems}
 
 
 def add_commands(add: Callable[..., argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:

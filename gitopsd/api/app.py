@@ -25,9 +25,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ..adapters.store import Store
 from ..core.errors import GitError, StoreError
 from ..core.settings import Config, Repository
+from ..readmodels import deployment_json, rc_history, rc_view, release_marks   # as `history`, `rc list|show` --json
+from ..tokens import Token, TokenCheck
 from . import statuses
 from .openapi import document
-from .tokens import Token, TokenCheck
 
 log = logging.getLogger("gitopsd.api")
 
@@ -197,7 +198,6 @@ def create_app(config: Callable[[], Config], store: Store, tokens: TokenCheck,
         if env is None:
             raise ApiError(404, {"message": f"repository {repo.name} has no environment {request.path_params['env']!r}"})
         limit = _limit(request, 20)
-        from ..cli import deployment_json, release_marks   # what `gitopsd history --json` shows, from the same functions
 
         def read() -> list[dict[str, Any]]:
             deployments = store.history(repo=repo.name, env=env.name, limit=limit)
@@ -249,24 +249,21 @@ def create_app(config: Callable[[], Config], store: Store, tokens: TokenCheck,
         authorize(request, "read")
         repo = repository(request.path_params["repo"])
         limit = _limit(request, 20)
-        from ..human_commands import _rc_view   # what `gitopsd rc list --json` shows, from the same function
 
         def read() -> list[dict[str, Any]]:
-            return [_rc_view(repo, store, rc) for rc in store.rcs(repo.name, limit=limit)]
+            return [rc_view(repo, store, rc) for rc in store.rcs(repo.name, limit=limit)]
         return JSONResponse(await blocking(read))
 
     async def rc_show(request: Request) -> Response:
         authorize(request, "read")
         repo = repository(request.path_params["repo"])
         name = request.path_params["name"].removeprefix("rc/")
-        from ..human_commands import _rc_view   # what `gitopsd rc show --json` shows, as cmd_rc_show builds it
 
         def read() -> dict[str, Any] | None:
             rc = store.rc(repo.name, name)
             if rc is None:
                 return None
-            return {**_rc_view(repo, store, rc), "history": [{"actor": a, "kind": k, "note": n, "at": w}
-                                                             for a, k, n, w in store.approval_rows(repo.name, name)]}
+            return {**rc_view(repo, store, rc), "history": rc_history(store, repo.name, name)}
         view = await blocking(read)
         if view is None:
             raise ApiError(404, {"error": f"no release candidate rc/{name} in {repo.name}"})

@@ -20,8 +20,8 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from ..adapters.store import Store
 from ..core.settings import Api, Config
+from ..tokens import TokenCheck
 from .app import create_app, create_standby_app
-from .tokens import TokenCheck
 
 log = logging.getLogger("gitopsd.api")
 
@@ -161,11 +161,13 @@ def bind(host: str, port: int) -> socket.socket:
 
 def serve(config: Callable[[], Config], store: Store, on_status: Callable[[str], None],
           human_gates: Callable[[str, dict[str, Any]], dict[str, Any]] | None = None,
-          metrics: Callable[[], tuple[bytes, str]] | None = None) -> ApiServer | None:
+          metrics: Callable[[], tuple[bytes, str]] | None = None,
+          dashboard: Callable[..., Any] | None = None) -> ApiServer | None:
     """Start the API of `config().api` in a thread; None (and one error line) when it cannot listen.
 
     `human_gates` is the daemon's HumanGates.handle: the sign-offs and approvals the API takes go there;
-    `metrics` gives /metrics its text and content type (gitopsd/metrics.py)."""
+    `metrics` gives /metrics its text and content type (gitopsd/metrics.py); `dashboard` is web.app.create_web_app,
+    handed in by the daemon so that the API never imports the dashboard (it serves / when `config().web` is set)."""
     api = config().api
     assert api is not None
     address = listen_address(api)
@@ -183,10 +185,10 @@ def serve(config: Callable[[], Config], store: Store, on_status: Callable[[str],
 
     app = create_app(config, store, TokenCheck(tokens_file), on_status, human_gates, metrics)
     stopping = threading.Event()
-    web = getattr(config(), "web", None)
+    web = getattr(config(), "web", None) if dashboard is not None else None
     if web is not None:   # the dashboard at /, the API and /metrics where they were (docs/web.md)
-        from ..web.app import create_web_app
-        app = create_web_app(config, human_gates=human_gates, api=app, stopping=stopping)
+        assert dashboard is not None
+        app = dashboard(config, human_gates=human_gates, api=app, stopping=stopping)
     server = _run(app, sock, address, stopping)
     log.info("HTTP API listening on http://%s/api/v1/ (tokens in %s)%s%s", address, api.tokens_file,
              f", metrics on http://{address}/metrics" if metrics is not None else "",

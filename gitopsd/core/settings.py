@@ -8,13 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from .errors import ConfigurationError
 from .lookup import by_branch, by_name, by_path
-
-if TYPE_CHECKING:
-    from ..gate.windows import Window
+from .windows import Window
 
 
 @dataclass(frozen=True)

@@ -202,7 +202,7 @@ def judge(repo: GateRepository, repo_path: str, store: Records, env: GateEnviron
     passed = f"tree {tree[:7]} passed {env.promote_from}{human}"
     if not env.windows or not check_windows:
         return Verdict(True, "promotion", passed)
-    from .windows import next_opening, promotion_allowed
+    from ..core.windows import next_opening, promotion_allowed
     allowed, window = promotion_allowed(env.windows, now)
     if allowed:
         return Verdict(True, "promotion", passed)

@@ -26,7 +26,7 @@ if TYPE_CHECKING:   # annotations only: the hook imports neither typing nor the 
     from ..core.settings import Config, Environment, Repository
     from .approvals import Policy, SignoffNeed
     from .required import Status
-    from .windows import Window
+    from ..core.windows import Window
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS gate_config (
@@ -237,7 +237,7 @@ def load(db: sqlite3.Connection, config_path: str, repo_path: str) -> GateConfig
         return None   # an older store without these tables: read the config file instead
     by_env: dict[str, list[Window]] = {}
     if windows:
-        from .windows import Cron, Window
+        from ..core.windows import Cron, Window
         for env, name, allow, cron, duration, tz in windows:
             by_env.setdefault(env, []).append(Window(name, bool(allow), Cron.parse(cron), timedelta(seconds=duration), tz))
     repos = []

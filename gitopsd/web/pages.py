@@ -1,8 +1,8 @@
 """The dashboard's pages: what each shows, read with the functions the command line uses, rendered by Jinja2.
 
 Pipeline reads `status.environment_status` (what `gitopsd status --json` says), Environment reads
-`store.history` with `cli.release_marks` (as `history --json`), Release candidate reads
-`human_commands._rc_view` (as `rc show --json`), Deployment reads the deployment's Ansible output
+`store.history` with `readmodels.release_marks` (as `history --json`), Release candidate reads
+`readmodels.rc_view` (as `rc show --json`), Deployment reads the deployment's Ansible output
 folders (as `gitopsd logs`). Nothing here decides anything: no policy in views. This is the one
 module that imports Jinja2; autoescaping is on for every template, so a commit message or an
 Ansible line is always text, never markup.
@@ -27,6 +27,7 @@ from ..adapters.store import Store
 from ..ci.heads import ci_globs, matches
 from ..core.settings import Config, Environment, Repository
 from ..core.types import Deployment, DeploymentFolders
+from ..readmodels import deployment_json, rc_history, rc_view, release_marks
 from ..status import EnvironmentStatus, ago, environment_status
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -128,10 +129,9 @@ def cell(store: Store, repo: Repository, env: Environment, status: EnvironmentSt
         from ..gate.approvals import newest_by_actor
         c.signoffs = [(a, v) for a, (v, _n, _w) in sorted(newest_by_actor(store.signoffs(repo.name, env.name, c.tree)).items())]
     if env.approvals is not None:
-        from ..human_commands import _rc_view
         for rc in rcs:
             if rc["target_env"] == env.name:
-                view = _rc_view(repo, store, rc)
+                view = rc_view(repo, store, rc)
                 c.rc = view if view["state"] != "approved" or rc["tree"] != (c.tree or "") else None
                 break
     return c
@@ -140,7 +140,6 @@ def cell(store: Store, repo: Repository, env: Environment, status: EnvironmentSt
 def environment_page(config: Config, store: Store, repo: Repository, env: Environment,
                      before: int | None) -> dict[str, Any]:
     """One page of an environment's history, newest first, with what `history --json` shows per deployment."""
-    from ..cli import deployment_json, release_marks
     deployments = store.history(repo=repo.name, env=env.name, limit=PAGE_SIZE + 1, before=before)
     more = len(deployments) > PAGE_SIZE
     deployments = deployments[:PAGE_SIZE]
@@ -151,12 +150,10 @@ def environment_page(config: Config, store: Store, repo: Repository, env: Enviro
 
 def rc_page(repo: Repository, store: Store, name: str) -> dict[str, Any] | None:
     """A release candidate as `gitopsd rc show --json` builds it, with its tag's text (changes, checks, sign-offs)."""
-    from ..human_commands import _rc_view
     rc = store.rc(repo.name, name)
     if rc is None:
         return None
-    view = _rc_view(repo, store, rc)
-    view["history"] = [{"actor": a, "kind": k, "note": n, "at": w} for a, k, n, w in store.approval_rows(repo.name, name)]
+    view = {**rc_view(repo, store, rc), "history": rc_history(store, repo.name, name)}
     view["message"] = gitcli.git(repo.path, "tag", "-l", "--format=%(contents)", "--end-of-options", f"rc/{name}",
                                  check=False).rstrip()
     view["checks"] = store.statuses(repo.name, rc["tree"])

@@ -24,7 +24,7 @@ from gitopsd.gate import policy, receive, snapshot
 from gitopsd.gate.approvals import Policy, SignoffNeed
 from gitopsd.gate.nudge import REFUSAL_RULES, REFUSED, Nudge
 from gitopsd.gate.snapshot import GateEnvironment, GateRepository
-from gitopsd.gate.windows import Cron, Window
+from gitopsd.core.windows import Cron, Window
 from gitopsd.metrics import Metrics
 from tests.support import run
 

@@ -5,7 +5,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from gitopsd.gate.windows import Cron, Window, WindowError, next_opening, parse_duration, promotion_allowed
+from gitopsd.core.windows import Cron, Window, WindowError, next_opening, parse_duration, promotion_allowed
 
 UTC = timezone.utc
 

@@ -1,5 +1,7 @@
 """API tokens: named, scoped, stored as sha256 only in config.api.tokens_file (docs/api.md).
 
+Below both front ends that check them (api/, web/), so neither imports the other; the CLI makes and revokes them.
+
 `gitopsd token create` prints a secret once and keeps its hash; the daemon reads the file again
 whenever it changes, so create and revoke need no restart. The secrets are 256 random bits, so a
 plain sha256 is enough (no password hashing: nothing to guess).
@@ -27,11 +29,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from ..adapters import ownership
-from ..config import read_yaml, write_yaml
-from ..core.errors import ConfigurationError, UserError
-from ..core.types import iso
-from ..gate.snapshot import file_stamp
+from .adapters import ownership
+from .config import read_yaml, write_yaml
+from .core.errors import ConfigurationError, UserError
+from .core.types import iso
+from .gate.snapshot import file_stamp
 
 log = logging.getLogger("gitopsd.api")
 

@@ -2,7 +2,8 @@
 
 A window is open at `now` when some start matching its cron expression lies in (now - duration, now].
 Plain classes rather than dataclasses, and `zoneinfo` only when a window is checked: the
-pre-receive hook imports this on every push to an environment with windows.
+pre-receive hook imports this on every push to an environment with windows. In the core because the settings
+hold windows (core/settings.py) and the hook checks them (gate/policy.py).
 """
 from __future__ import annotations
 
