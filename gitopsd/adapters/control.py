@@ -149,8 +149,11 @@ def call(path: Path, request: dict[str, Any], timeout: float = 60.0) -> dict[str
         except BlockingIOError as exc:   # the socket's backlog is full (EAGAIN): not a database problem
             raise ControlError(f"the daemon is busy (its control socket {path} takes no more connections now); "
                                "try again in a few seconds") from exc
-        sock.sendall(json.dumps(request).encode())
-        sock.shutdown(socket.SHUT_WR)
+        try:
+            sock.sendall(json.dumps(request).encode())
+            sock.shutdown(socket.SHUT_WR)
+        except (BrokenPipeError, ConnectionResetError):
+            pass   # the daemon answered ("busy") and closed before reading the request: its answer waits below
         data = b""
         while True:
             try:
