@@ -327,17 +327,20 @@ def _backup(raw: Any, base: Path, check: _Checker) -> Backup:
         check.add("backup.interval", f"must be at least 1m, not {data.get('interval')!r}")
         interval = Backup.interval
     keep = int(check.number(data, "keep", "backup", Backup.keep, integer=True, minimum=1, maximum=10000))
-    folder = None
-    if "dir" in data:
-        raw_dir = data["dir"]
-        if not isinstance(raw_dir, str) or not raw_dir or "\0" in raw_dir:
-            check.add("backup.dir", f"must be the path of a folder, not {raw_dir!r}")
-        else:
-            try:
-                folder = _resolve(base, raw_dir)
-            except ValueError as exc:
-                check.add("backup.dir", str(exc))
+    folder = _path_field(data["dir"], "backup.dir", "the path of a folder", base, check) if "dir" in data else None
     return Backup(interval=interval, keep=keep, dir=folder)
+
+
+def _path_field(raw: Any, key: str, what: str, base: Path, check: _Checker) -> Path | None:
+    """A path setting, relative to the config's folder: the path, or None with the problem said at `key`."""
+    if not isinstance(raw, str) or not raw or "\0" in raw:
+        check.add(key, f"must be {what}, not {raw!r}")
+        return None
+    try:
+        return _resolve(base, raw)
+    except ValueError as exc:
+        check.add(key, str(exc))
+        return None
 
 
 def _database(raw: Any, check: _Checker) -> str:
@@ -486,16 +489,8 @@ def _api(raw: Any, base: Path, check: _Checker) -> Api | None:
     if not isinstance(listen, str) or not host or not port.isdigit() or not 0 < int(port) < 65536:
         check.add("api.listen", f"must be HOST:PORT such as 127.0.0.1:8470, not {listen!r}")
         host, port = Api.host, str(Api.port)
-    tokens_raw = data.get("tokens_file", "tokens.yml")
-    tokens = Api.tokens_file
-    if not isinstance(tokens_raw, str) or not tokens_raw or "\0" in tokens_raw:
-        check.add("api.tokens_file", f"must be a file path, not {tokens_raw!r}")
-    else:
-        try:
-            tokens = _resolve(base, tokens_raw)
-        except ValueError as exc:
-            check.add("api.tokens_file", str(exc))
-    return Api(host=host, port=int(port), tokens_file=tokens)
+    tokens = _path_field(data.get("tokens_file", "tokens.yml"), "api.tokens_file", "a file path", base, check)
+    return Api(host=host, port=int(port), tokens_file=tokens or Api.tokens_file)
 
 
 GRAFANA_KEYS = {"url", "token_file", "dashboard_uid", "timeout"}
