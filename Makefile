@@ -7,8 +7,9 @@ STAMP  := $(VENV)/.installed-stamp
 # Prometheus (with promtool) scraping the daemon's /metrics and evaluating monitoring/alerts.yml, and chromium
 # for the web dashboard's browser tests (Playwright drives it: no browser download); PostgreSQL (initdb, pg_ctl,
 # postgres) for the store's tests on its second backend (tests/postgres_fixture.py); python3-venv, because the
-# installed end-to-end test (tests/e2e/test_installed.py) installs the built wheel as the README's Install does.
-DEBIAN_PACKAGES := git systemd openssh-server openssh-client bubblewrap util-linux mount python3-venv prometheus chromium postgresql
+# installed end-to-end test (tests/e2e/test_installed.py) installs the built wheel as the README's Install does;
+# Alertmanager for freezes raised by alerts, gnupg for OpenPGP-signed commits.
+DEBIAN_PACKAGES := git systemd openssh-server openssh-client bubblewrap util-linux mount python3-venv prometheus prometheus-alertmanager chromium postgresql gnupg
 
 .PHONY: venv deps demo lint test test-fast bench docs clean
 
