@@ -11,7 +11,7 @@ import subprocess
 import urllib.request
 from typing import Any
 
-from ..config import Notify
+from ..core.settings import Notify
 
 log = logging.getLogger("gitopsd.notify")
 TIMEOUT = 10

@@ -15,9 +15,9 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import read_yaml
-from .core.errors import ConfigurationError
-from .gate.snapshot import DEFAULT_CONFIG
+from ..config import read_yaml
+from ..core.errors import ConfigurationError
+from ..gate.snapshot import DEFAULT_CONFIG
 from .install_hooks import gitopsd_executable
 
 HOME = Path("/var/lib/gitopsd")          # the unit's StateDirectory=gitopsd, also the service user's home
@@ -35,7 +35,7 @@ class InstallError(Exception):
 
 def unit_template() -> Path:
     """The unit shipped in the package (gitopsd/data/systemd), or the checkout's systemd/ folder."""
-    package = Path(__file__).resolve().parent
+    package = Path(__file__).resolve().parent.parent   # gitopsd/, where data/ is
     for candidate in (package / "data" / "systemd", package.parent / "systemd"):
         if (candidate / "gitopsd.service").is_file():
             return candidate / "gitopsd.service"
@@ -195,7 +195,7 @@ def _configured_folders(config: Path, config_file: Path, root: Path, result: Pla
                             f"`gitopsd init /srv/git/NAME.git --config {config}`, then run install-service again")
         return []
     if root == Path("/"):
-        from .config import ConfigError, load
+        from ..config import ConfigError, load
         try:
             loaded = load(config_file)
         except ConfigError as exc:

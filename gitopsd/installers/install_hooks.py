@@ -16,8 +16,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .adapters import gitcli, ownership
-from .core.errors import GitError, StoreError, UserError
+from ..adapters import ownership
+from ..base import gitcli
+from ..core.errors import GitError, StoreError, UserError
 
 HOOK_NAMES = ("pre-receive",)
 RETIRED_HOOKS = ("post-receive",)
@@ -28,7 +29,7 @@ SHIM_MARK = "gitopsd hook shim"
 
 def shim_source() -> Path:
     """The static hook shims: shipped in the package (gitopsd/data/hooks), or the checkout's hooks/ folder."""
-    package = Path(__file__).resolve().parent
+    package = Path(__file__).resolve().parent.parent   # gitopsd/, where data/ is
     for candidate in (package / "data" / "hooks", package.parent / "hooks"):
         if (candidate / "pre-receive").is_file():
             return candidate
@@ -85,7 +86,7 @@ def install_hooks(repo_path: Path, config_path: Path | None = None, *, git_user:
         done.append(f"hooks/{name}: installed")
     # The shim reads these settings; nothing in a hook file is generated.
     settings = {"gitopsd.executable": gitopsd_executable(), "gitopsd.python": sys.executable,
-                "gitopsd.entry": str(Path(__file__).resolve().parent / "hook_entry.py"),
+                "gitopsd.entry": str(Path(__file__).resolve().parent.parent / "hook_entry.py"),
                 # Push options (`git push -o override=...`) reach the hooks only when advertised.
                 "receive.advertisePushOptions": "true",
                 # Git stores malformed trees (a symlink and a file of the same name) unless told to check:
@@ -188,7 +189,7 @@ def daemon_user(name: str | None = None, config_path: Path | None = None) -> str
     this machine happens to have (a `gitopsd` user of another installation, say)."""
     if name or config_path is None:
         return name
-    from .config import ConfigError, load
+    from ..config import ConfigError, load
     try:
         state_dir = load(config_path).state_dir
     except ConfigError:
@@ -339,7 +340,7 @@ def _resolved(path: str) -> str:
 
 def _configured_repositories(config_path: Path | None) -> set[str] | None:
     """The resolved paths of the repositories CONFIG lists; None if it cannot be read."""
-    from .config import ConfigError, load
+    from ..config import ConfigError, load
     if config_path is None:
         return None
     try:
@@ -403,9 +404,9 @@ def write_gate_snapshot(config_path: Path) -> tuple[str | None, str]:
     The daemon also does this at start and on every reload. Here it is done only where it cannot
     leave a file the daemon cannot write: into a store we own, or a new one in a state folder we own.
     """
-    from .gate import snapshot
-    from .config import ConfigError, load
-    from .adapters.store import Store
+    from ..gate import snapshot
+    from ..config import ConfigError, load
+    from ..adapters.store import Store
     try:
         config = load(config_path)
     except ConfigError:

@@ -8,18 +8,18 @@ import socket
 import tempfile
 from pathlib import Path
 
-from .adapters import gitcli
+from ..base import gitcli
 from . import install_hooks
-from .core.errors import UserError
-from .gate.snapshot import DEFAULT_CONFIG
-from .config import add_repository, repository_entry
+from ..core.errors import UserError
+from ..gate.snapshot import DEFAULT_CONFIG
+from ..config import add_repository, repository_entry
 
 SAMPLE_PARTS = ("app", "playbooks", "environments")
 
 
 def sample_root() -> Path:
     """The folder holding the sample: shipped in the package (gitopsd/data/sample), or the checkout itself."""
-    package = Path(__file__).resolve().parent
+    package = Path(__file__).resolve().parent.parent   # gitopsd/, where data/ is
     for root in (package / "data" / "sample", package.parent):
         if all((root / part).is_dir() for part in SAMPLE_PARTS):
             return root
