@@ -9,39 +9,26 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any, Callable
+from typing import Callable
 
-from .common import load_config, repository
+from .common import ask_daemon, load_config, repository
 from ..core.errors import UserError
 from ..services.readmodels import rc_history, rc_view
 
 
-def _ask(args: argparse.Namespace, request: dict[str, Any]) -> int:
-    from ..adapters.control import ControlError, call
-    config = load_config(args)
-    if getattr(args, "repo", None):
-        request["repo"] = args.repo
-    try:
-        answer = call(config.control_socket, request)
-    except ControlError as exc:
-        raise UserError(str(exc)) from exc
-    if not answer.get("ok"):
-        raise UserError(str(answer.get("error") or "refused"))
-    print(answer.get("message", "done"))
-    return 0
 
 
 def cmd_signoff(args: argparse.Namespace) -> int:
-    return _ask(args, {"op": "signoff", "env": args.env, "commit": args.commit, "note": args.note,
+    return ask_daemon(args, {"op": "signoff", "env": args.env, "commit": args.commit, "note": args.note,
                        "reject": args.reject})
 
 
 def cmd_rc_create(args: argparse.Namespace) -> int:
-    return _ask(args, {"op": "rc-create", "from": args.source, "to": args.to, "name": args.name})
+    return ask_daemon(args, {"op": "rc-create", "from": args.source, "to": args.to, "name": args.name})
 
 
 def cmd_approve(args: argparse.Namespace) -> int:
-    return _ask(args, {"op": args.verb, "rc": args.rc, "note": args.note})
+    return ask_daemon(args, {"op": args.verb, "rc": args.rc, "note": args.note})
 
 
 def cmd_rc_list(args: argparse.Namespace) -> int:
