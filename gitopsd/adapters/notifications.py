@@ -37,3 +37,17 @@ def notify(target: Notify, event: dict[str, Any]) -> None:
                 response.read(1024)
         except OSError as exc:
             log.warning("notify webhook %s failed: %s", target.webhook, exc, extra=extra)
+
+
+def post_text(webhook: str, text: str) -> bool:
+    """Post `text` to a Slack-compatible incoming webhook ({"text": ...}; Mattermost and Rocket.Chat take it too)."""
+    request = urllib.request.Request(webhook, data=json.dumps({"text": text}).encode(), method="POST",  # noqa: S310 (http(s) only: the config checks the scheme)
+                                     headers={"Content-Type": "application/json", "User-Agent": "gitopsd"})
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(request, timeout=TIMEOUT) as response:
+            response.read(1024)
+    except OSError as exc:
+        log.warning("chat webhook %s failed: %s; the approval request was not posted there", webhook.split("?")[0], exc)
+        return False
+    return True

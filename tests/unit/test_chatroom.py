@@ -1,0 +1,72 @@
+"""Approvals from the chat room, the parts without a homeserver: reading a command, the config's `notifications:`.
+
+Real: the config loader on files in a temp folder. The homeserver side is tests/e2e/test_chat_approvals.py.
+"""
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from gitopsd.chatroom import parse
+from gitopsd.config import ConfigError, load
+from gitopsd.core.settings import Matrix, Notifications
+
+
+@pytest.mark.parametrize("text,command", [
+    ("approve rc/2026-12-07.1", ("approve", None, "2026-12-07.1", "")),
+    ("Approve rc/r1   looks  good\n", ("approve", None, "r1", "looks good")),
+    ("reject shop/rc/r1 breaks refunds", ("reject", "shop", "r1", "breaks refunds")),
+    ("> <@gitopsd:example.org> release candidate rc/r1 asks for approval\n\napprove rc/r1 ok",
+     ("approve", None, "r1", "ok")),
+    ("I approve of rc/r1", None),
+    ("approve it tomorrow", None),
+    ("rejected rc/r1 earlier", None),
+    ("", None),
+])
+def test_a_message_is_a_command_only_when_it_starts_with_approve_or_reject_and_names_a_candidate(text, command):
+    assert parse(text) == command
+
+
+def config(tmp_path: Path, notifications: str) -> Path:
+    repo = tmp_path / "shop.git"
+    subprocess.run(["git", "init", "-q", "--bare", str(repo)], check=True)
+    path = tmp_path / "gitopsd.yml"
+    path.write_text(f"repositories:\n  - name: shop\n    path: {repo}\n{notifications}")
+    return path
+
+
+def test_notifications_are_off_unless_configured(tmp_path):
+    assert load(config(tmp_path, "")).notifications == Notifications()
+
+
+def test_a_matrix_room_and_a_webhook_are_read_with_accounts_mapped_to_identities(tmp_path):
+    loaded = load(config(tmp_path, "notifications:\n  link: https://deploy.example.org/\n"
+                                   "  slack_webhook: https://hooks.slack.com/services/T/B/x\n"
+                                   "  matrix:\n    homeserver: https://matrix.example.org/\n"
+                                   "    user: '@gitopsd:example.org'\n    password_file: matrix.pw\n"
+                                   "    room: '#deploys:example.org'\n"
+                                   "    accounts: {'@alice:example.org': alice, '@bob:other.org': bob.smith}\n"))
+    assert loaded.notifications == Notifications(
+        link="https://deploy.example.org", slack_webhook="https://hooks.slack.com/services/T/B/x",
+        matrix=Matrix(homeserver="https://matrix.example.org", user="@gitopsd:example.org",
+                      password_file=(tmp_path / "matrix.pw").resolve(), room="#deploys:example.org",
+                      accounts=(("@alice:example.org", "alice"), ("@bob:other.org", "bob.smith"))))
+    assert loaded.notifications.matrix is not None
+    assert loaded.notifications.matrix.identity("@alice:example.org") == "alice"
+    assert loaded.notifications.matrix.identity("Alice") is None   # a display name is no account
+
+
+def test_each_problem_of_the_chat_settings_is_said_with_its_key(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        load(config(tmp_path, "notifications:\n  slack_webhook: hooks.slack.com\n  color: red\n"
+                              "  matrix:\n    homeserver: matrix.example.org\n    user: gitopsd\n"
+                              "    room: deploys\n    accounts: {alice: alice, '@bob:example.org': 'bob smith'}\n"
+                              "    timeout: 0\n"))
+    said = "\n".join(str(p) for p in info.value.problems)
+    for key in ("notifications.slack_webhook", "notifications.color", "notifications.matrix.homeserver",
+                "notifications.matrix.user", "notifications.matrix.password_file", "notifications.matrix.room",
+                "notifications.matrix.accounts: 'alice' is not a Matrix user id",
+                "notifications.matrix.accounts.@bob:example.org", "notifications.matrix.timeout"):
+        assert key in said, said
