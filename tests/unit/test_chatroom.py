@@ -4,11 +4,13 @@ Real: the config loader on files in a temp folder. The homeserver side is tests/
 """
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from gitopsd import doctor
 from gitopsd.chatroom import parse
 from gitopsd.config import ConfigError, load
 from gitopsd.core.settings import Matrix, Notifications
@@ -70,3 +72,19 @@ def test_each_problem_of_the_chat_settings_is_said_with_its_key(tmp_path):
                 "notifications.matrix.accounts: 'alice' is not a Matrix user id",
                 "notifications.matrix.accounts.@bob:example.org", "notifications.matrix.timeout"):
         assert key in said, said
+
+
+def test_doctor_reads_the_matrix_password_file_as_the_daemon_would(tmp_path):
+    path = config(tmp_path, f"state_dir: {tmp_path / 'state'}\nsandbox: {{enabled: false}}\nnotifications:\n"
+                            "  matrix: {homeserver: 'https://m.example.org', user: '@gitopsd:m.example.org',\n"
+                            "           password_file: matrix.pw, room: '#deploys:m.example.org'}\n")
+    (tmp_path / "state").mkdir()
+    umask = os.umask(0o022)   # probe sets the service's umask: this process's is put back
+    try:
+        missing = [f.what for f in doctor.probe(load(path)) if not f.ok]
+        (tmp_path / "matrix.pw").write_text("secret\n")
+        found = [f.what for f in doctor.probe(load(path)) if not f.ok]
+    finally:
+        os.umask(umask)
+    assert missing == [f"the Matrix password file {(tmp_path / 'matrix.pw').resolve()} does not exist"], missing
+    assert found == []
