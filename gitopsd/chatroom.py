@@ -145,6 +145,9 @@ class ChatRoom:
                 problem = self._explain(settings, exc)
             except OSError as exc:
                 problem = f"cannot read {settings.password_file}: {exc.strerror or exc}; check the file and its owner"
+            except Exception:   # a bug here must not end approvals from the room for good: said, then tried again
+                log.exception("the Matrix room's reader failed")
+                problem = "the Matrix room's reader failed (above)"
             if self._live:   # it worked a while: a new outage is said again and retried soon
                 delay, said = BACKOFF_FIRST, ""
             if problem != said:   # once per cause: a homeserver that keeps refusing fills no log
@@ -178,10 +181,17 @@ class ChatRoom:
         while not self.stopping.is_set() and self.config().notifications.matrix == settings:
             while not self._room_posts.empty():
                 text = self._room_posts.queue[0]   # peek: a post that fails is sent again once the homeserver answers
-                client.send(room_id, text)
+                try:
+                    client.send(room_id, text)
+                except MatrixError as exc:
+                    if exc.status in (0, 401, 429) or exc.status >= 500:
+                        raise
+                    log.warning("the Matrix room %s refused an approval request (%s): dropped", settings.room, exc)
                 self._room_posts.get_nowait()
             since, events = client.sync(room_id, since, SYNC_WAIT)
             for event in events:
+                if self.stopping.is_set():   # the daemon closes its store: the rest is read at the next start
+                    return
                 self._answer(client, settings, room_id, event)
             self._save_since(settings, room_id, since)
 
@@ -196,12 +206,12 @@ class ChatRoom:
         verb, repo, name, reason = command
         identity = settings.identity(sender)   # the homeserver's word for the sender; display names mean nothing
         if identity is None:
-            if sender not in self._told_unmapped:
+            if sender not in self._told_unmapped:   # answered (and logged) once, then ignored
                 self._told_unmapped.add(sender)
+                log.warning("Matrix: %s asked to %s rc/%s but is mapped to no identity: ignored", sender, verb, name)
                 client.send(room_id, f"{sender} is not mapped to an identity in gitopsd's config "
                                      "(notifications.matrix.accounts): your messages are ignored; ask an admin to "
                                      "map your account", reply_to=event)
-            log.warning("Matrix: %s asked to %s rc/%s but is mapped to no identity: ignored", sender, verb, name)
             return
         if verb == "reject" and not reason:
             client.send(room_id, f"say why: reject rc/{name} REASON (the reason is recorded with your name)",

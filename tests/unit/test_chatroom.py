@@ -7,13 +7,14 @@ from __future__ import annotations
 import os
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from gitopsd import doctor
-from gitopsd.chatroom import parse
+from gitopsd.chatroom import ChatRoom, parse
 from gitopsd.config import ConfigError, load
-from gitopsd.core.settings import Matrix, Notifications
+from gitopsd.core.settings import Config, Matrix, Notifications, Repository
 
 
 @pytest.mark.parametrize("text,command", [
@@ -88,3 +89,61 @@ def test_doctor_reads_the_matrix_password_file_as_the_daemon_would(tmp_path):
         os.umask(umask)
     assert missing == [f"the Matrix password file {(tmp_path / 'matrix.pw').resolve()} does not exist"], missing
     assert found == []
+
+
+class Room:
+    """What gitopsd posts to the room (MatrixClient.send's part the answers use)."""
+
+    def __init__(self) -> None:
+        self.posts: list[tuple[str, str | None]] = []
+
+    def send(self, _room_id: str, text: str, *, reply_to: dict[str, Any] | None = None) -> str:
+        self.posts.append((text, (reply_to or {}).get("event_id")))
+        return f"$answer{len(self.posts)}"
+
+
+MATRIX = Matrix(homeserver="https://m.example.org", user="@gitopsd:m.example.org", password_file=Path("/nonexistent"),
+                room="#deploys:m.example.org", accounts=(("@bob:m.example.org", "bob"),))
+
+
+def chat(*repos: str) -> tuple[ChatRoom, list[tuple[str, dict[str, Any]]]]:
+    asked: list[tuple[str, dict[str, Any]]] = []
+
+    def handle(identity: str, request: dict[str, Any]) -> dict[str, Any]:
+        asked.append((identity, request))
+        return {"ok": True, "message": f"rc/{request['rc']} {request['op']}d by {identity}"}
+    config = Config(source=Path("/nonexistent"), notifications=Notifications(matrix=MATRIX),
+                    repositories=tuple(Repository(name=r, path=Path(f"/srv/git/{r}.git"), environments=()) for r in repos))
+    return ChatRoom(lambda: config, handle, Path("/nonexistent/since")), asked
+
+
+def said(sender: str, body: str, event_id: str = "$1") -> dict[str, Any]:
+    return {"type": "m.room.message", "sender": sender, "event_id": event_id, "content": {"msgtype": "m.text", "body": body}}
+
+
+def test_an_unmapped_account_is_answered_and_logged_once_then_ignored(caplog):
+    room, (chat_room, asked) = Room(), chat("shop")
+    for n in range(3):
+        chat_room._answer(room, MATRIX, "!r", said("@mallory:m.example.org", "approve rc/r1 trust me", f"${n}"))
+    assert [p[1] for p in room.posts] == ["$0"] and "is not mapped to an identity" in room.posts[0][0]
+    assert caplog.text.count("mapped to no identity") == 1 and asked == []
+
+
+def test_the_mapped_account_is_the_identity_whatever_its_display_name_and_the_reason_is_recorded():
+    room, (chat_room, asked) = Room(), chat("shop")
+    chat_room._answer(room, MATRIX, "!r", said("@bob:m.example.org", "approve rc/r1 checked it", "$9"))
+    assert asked == [("bob", {"op": "approve", "rc": "r1", "note": "checked it (in Matrix as @bob:m.example.org)"})]
+    assert room.posts == [("rc/r1 approved by bob", "$9")]
+
+
+def test_a_rejection_without_reason_and_a_candidate_of_no_named_repository_are_answered_not_done():
+    room, (chat_room, asked) = Room(), chat("shop", "billing")
+    chat_room._answer(room, MATRIX, "!r", said("@bob:m.example.org", "reject rc/r1"))
+    chat_room._answer(room, MATRIX, "!r", said("@bob:m.example.org", "approve rc/r1 fine"))
+    assert asked == []
+    assert room.posts[0][0] == "say why: reject rc/r1 REASON (the reason is recorded with your name)"
+    assert room.posts[1][0] == "name the repository: approve REPO/rc/r1 ... (repositories: shop, billing)"
+    chat_room._answer(room, MATRIX, "!r", said("@bob:m.example.org", "approve billing/rc/r1 fine"))
+    assert asked[0][1]["repo"] == "billing"
+    chat_room._answer(room, MATRIX, "!r", said("@gitopsd:m.example.org", "approve billing/rc/r1 me myself"))
+    assert len(asked) == 1   # gitopsd's own posts are never commands
