@@ -98,7 +98,10 @@ class ChatRoom:
 
     def stop(self) -> None:
         self.stopping.set()
-        self._webhook_posts.put(None)   # at most one request's timeout later each thread has ended
+        try:
+            self._webhook_posts.put_nowait(None)   # wakes the webhook's thread; a full queue: it sees `stopping` next
+        except queue.Full:
+            pass
         for thread in self._threads:
             thread.join(timeout=2)
 

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import os
 import subprocess
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from gitopsd import doctor
-from gitopsd.chatroom import ChatRoom, parse
+from gitopsd.chatroom import QUEUE_MAX, ChatRoom, parse
 from gitopsd.config import ConfigError, load
 from gitopsd.core.settings import Config, Matrix, Notifications, Repository
 
@@ -147,3 +148,14 @@ def test_a_rejection_without_reason_and_a_candidate_of_no_named_repository_are_a
     assert asked[0][1]["repo"] == "billing"
     chat_room._answer(room, MATRIX, "!r", said("@gitopsd:m.example.org", "approve billing/rc/r1 me myself"))
     assert len(asked) == 1   # gitopsd's own posts are never commands
+
+
+def test_stopping_does_not_wait_on_a_webhook_queue_full_of_posts_for_a_webhook_that_never_answers():
+    config = Config(source=Path("/nonexistent"), notifications=Notifications(slack_webhook="http://127.0.0.1:9/hook"))
+    chat_room = ChatRoom(lambda: config, lambda _i, _r: {}, Path("/nonexistent/since"))
+    for n in range(QUEUE_MAX + 1):   # its thread is not started: nothing is sent, the queue fills
+        chat_room.announce({"event": "rc-created", "repo": "shop", "env": "production", "rc": f"r{n}"})
+    stopper = threading.Thread(target=chat_room.stop, daemon=True)
+    stopper.start()
+    stopper.join(60)   # a deadlock, not a speed: stop() returns at once
+    assert not stopper.is_alive()
