@@ -1,6 +1,6 @@
 """Matrix's client-server API over plain HTTP: log in, join a room, read it (sync), post to it.
 
-The one module that speaks Matrix (gitopsd/chatroom.py decides what to say). Plain HTTP through
+The one module that speaks Matrix (gitopsd/services/chatroom.py decides what to say). Plain HTTP through
 urllib rather than a client library: a few calls, each with a timeout, no event loop, no new
 dependency of the daemon. Rooms are read unencrypted (docs/human-gates.md says so).
 """

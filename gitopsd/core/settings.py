@@ -306,7 +306,7 @@ class Grafana:
 
 @dataclass(frozen=True)
 class Matrix:
-    """`notifications.matrix`: the room where approval requests are posted and approvers answer (gitopsd/chatroom.py).
+    """`notifications.matrix`: the room where approval requests are posted and approvers answer (gitopsd/services/chatroom.py).
 
     `accounts` maps Matrix user ids (@alice:example.org, which the homeserver vouches for) to identities;
     a display name is never trusted."""

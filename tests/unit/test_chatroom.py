@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from gitopsd import doctor
-from gitopsd.chatroom import QUEUE_MAX, ChatRoom, parse
+from gitopsd.installers import doctor
+from gitopsd.services.chatroom import QUEUE_MAX, ChatRoom, parse
 from gitopsd.config import ConfigError, load
 from gitopsd.core.settings import Config, Matrix, Notifications, Repository
 

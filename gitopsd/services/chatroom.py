@@ -20,10 +20,10 @@ import threading
 from pathlib import Path
 from typing import Any, Callable
 
-from .adapters import gitcli
-from .adapters.matrix import MatrixClient, MatrixError
-from .adapters.notifications import post_text
-from .core.settings import Config, Matrix
+from ..base import gitcli
+from ..adapters.matrix import MatrixClient, MatrixError
+from ..adapters.notifications import post_text
+from ..core.settings import Config, Matrix
 
 log = logging.getLogger("gitopsd.chat")
 
