@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import subprocess
+import urllib.parse
 import urllib.request
 from typing import Any
 
@@ -37,3 +38,19 @@ def notify(target: Notify, event: dict[str, Any]) -> None:
                 response.read(1024)
         except OSError as exc:
             log.warning("notify webhook %s failed: %s", target.webhook, exc, extra=extra)
+
+
+def post_text(webhook: str, text: str) -> bool:
+    """Post `text` to a Slack-compatible incoming webhook ({"text": ...}; Mattermost and Rocket.Chat take it too)."""
+    request = urllib.request.Request(webhook, data=json.dumps({"text": text}).encode(), method="POST",  # noqa: S310 (http(s) only: the config checks the scheme)
+                                     headers={"Content-Type": "application/json", "User-Agent": "gitopsd"})
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(request, timeout=TIMEOUT) as response:
+            response.read(1024)
+    except OSError as exc:
+        # the webhook's path is its secret (Slack's /services/T/B/XXXX): only the host is logged
+        log.warning("chat webhook at %s failed: %s; the approval request was not posted there",
+                    urllib.parse.urlsplit(webhook).netloc, exc)
+        return False
+    return True

@@ -305,6 +305,34 @@ class Grafana:
 
 
 @dataclass(frozen=True)
+class Matrix:
+    """`notifications.matrix`: the room where approval requests are posted and approvers answer (gitopsd/services/chatroom.py).
+
+    `accounts` maps Matrix user ids (@alice:example.org, which the homeserver vouches for) to identities;
+    a display name is never trusted."""
+
+    homeserver: str                           # the client-server API's base URL, e.g. https://matrix.example.org
+    user: str                                 # gitopsd's own account, e.g. @gitopsd:example.org
+    password_file: Path                       # its password, one line (outside any repository)
+    room: str                                 # a room id (!abc:example.org) or alias (#deploys:example.org)
+    accounts: tuple[tuple[str, str], ...] = ()   # (Matrix user id, identity)
+    timeout: float = 10.0                     # seconds for each request (a sync waits this much longer)
+
+    def identity(self, account: str) -> str | None:
+        return dict(self.accounts).get(account)
+
+
+@dataclass(frozen=True)
+class Notifications:
+    """`notifications:` approval requests to the team's chat: a Matrix room and/or a Slack-compatible incoming webhook.
+    `link` is the dashboard's address as people reach it (a candidate's page is linked from there)."""
+
+    link: str | None = None
+    slack_webhook: str | None = None
+    matrix: Matrix | None = None
+
+
+@dataclass(frozen=True)
 class ExecutionNode:
     """`execution_nodes[i]`: a machine that runs playbooks through `ansible-runner worker` over SSH (nodes.py)."""
 
@@ -343,6 +371,7 @@ class Config:
     groups: tuple[tuple[str, tuple[str, ...]], ...] = ()   # `groups:` name -> identities (for signoff_by, approvers)
     web: Web | None = None                      # the web dashboard (served with the API); None: off
     backup: Backup = Backup()                   # scheduled copies of the SQLite state database
+    notifications: Notifications = Notifications()   # approval requests to chat rooms; approvals from Matrix
 
     @property
     def control_socket(self) -> Path:

@@ -52,6 +52,7 @@ from ..ci.promote import AutoPromoter
 from ..adapters.control import ControlServer
 from ..core.types import DeploymentJob
 from ..services.releases import HumanGates
+from ..services.chatroom import ChatRoom
 from ..adapters import logs
 from ..adapters.annotations import AnnotationSender
 from ..services.firstseen import FirstSeen
@@ -207,7 +208,8 @@ class Daemon:
                                      submit=self.pool.submit, schedule=self.schedule, on_change=self._status,
                                      judge=judge, notify=notify, background=self.monitor.submit)
         self.promoter = AutoPromoter(self.store, self.store, judge.gate_config, announce=self._auto_promoted)
-        self.human_gates = HumanGates(lambda: self.config, self.store, notify,
+        self.chat = ChatRoom(lambda: self.config, self.control_request, config.state_dir / "matrix-since")
+        self.human_gates = HumanGates(lambda: self.config, self.store, self._notify_people,
                                       on_change=lambda repo: self.requests.put(Look(repo, None, Trigger.CLI)))
         self.reconciler.on_finished = self._deployment_finished
         # DORA lead time: when commits first reached the server, and which deployment brought them where.
@@ -517,6 +519,7 @@ class Daemon:
         self.sweep(Trigger.STARTUP, newest_first=True)
         self._drain()  # the first sweep: every environment looked at before READY
         self._start_control()
+        self.chat.start()   # approvals from the chat room: a thread of its own (docs/human-gates.md)
         self._adopting = len(self.reconciler.running())   # started or queued by it: STATUS= counts them down
         self.notifier.ready(f"watching {n_envs} environment{'s' if n_envs != 1 else ''}")
         self._status()
@@ -568,6 +571,11 @@ class Daemon:
                       "restart", self.config.control_socket, exc)
             return
         self.control.start()
+
+    def _notify_people(self, target: config_mod.Notify, event: dict[str, Any]) -> None:
+        """The human gates' events: to the environment's `notify`, and approval requests to the chat room too."""
+        notify(target, event)
+        self.chat.announce(event)
 
     def control_request(self, identity: str, request: dict[str, Any]) -> dict[str, Any]:
         """A request of the control socket or the dashboard, as `identity`: a CI rerun here, the rest to HumanGates."""
@@ -772,6 +780,7 @@ class Daemon:
             self.api.stop()
         if self.control is not None:
             self.control.close()
+        self.chat.stop()
         self.store.close()
         if self.leadership is not None:   # last: a standby takes over once nothing runs here
             self.leadership.close()

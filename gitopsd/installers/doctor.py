@@ -116,6 +116,8 @@ def probe(config: Config) -> list[Finding]:
         for env in repo.environments:
             if env.vault_password_file is not None:
                 found.append(_readable(env.vault_password_file, me, f"{repo.name}/{env.name}'s vault password file"))
+    if config.notifications.matrix is not None:   # approvals from the chat room (chatroom.py) log in with it
+        found.append(_readable(config.notifications.matrix.password_file, me, "the Matrix password file"))
     if config.known_hosts.exists():
         found.append(_readable(config.known_hosts, me, "the known hosts"))
     writable = _state_writable(config, me)
