@@ -26,6 +26,8 @@ SIGNOFF = re.compile(r"gitopsd: (signed off|rejected|withdrew their sign-off) in
 RC_CREATED = re.compile(r"gitopsd: release candidate rc/(\S+) for (\S+) created by (.+?) at " + WHEN)
 APPROVAL = re.compile(r"gitopsd: rc/(\S+) (approved|rejected|withdrew their word on) by (.+?) at " + WHEN
                       + r"(?:: (.*))?")
+# What built-in CI built and where its signed provenance is (ci/steps.py): evidence, nothing the rule trusts to restore.
+BUILT = re.compile(r"gitopsd: built \S+ sha256:[0-9a-f]{64} \(CI run #\d+\), provenance .+")
 SIGNOFF_VERDICT = {"signed off": "signoff", "rejected": "reject", "withdrew their sign-off": "withdraw"}
 APPROVAL_KIND = {"approved": "approve", "rejected": "reject", "withdrew their word on": "withdraw"}
 
@@ -138,6 +140,8 @@ def _restore(store: Store, repo: Repository, lines: list[tuple[str, str, str]], 
                 continue
             store.add_approval(repo=repo.name, rc=m[1], tree=tree, actor=m[3], kind=kind, note=m[5] or "", now=at)
             report.approvals[repo.name] = report.approvals.get(repo.name, 0) + 1
+        elif BUILT.fullmatch(line):
+            continue
         else:
             report.unread.append(f"{repo.name} {commit[:7]}: {line[:200]}")
     previous: dict[str, str] = {}
