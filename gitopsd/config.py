@@ -1337,9 +1337,11 @@ def read_yaml(text: str) -> Any:
     """Plain data from YAML text (safe tags only), for tools that read a config without validating it
     (install-service --root, the demo). Raise ConfigurationError for text that is not YAML."""
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_SafeLoader)   # noqa: S506 (safe tags only; libyaml's depth limit, as load has)
     except yaml.YAMLError as exc:
         raise ConfigurationError(f"invalid YAML: {getattr(exc, 'problem', None) or exc}") from exc
+    except RecursionError as exc:   # found by fuzz/fuzz_tokens_file.py: `[[[[...` without libyaml
+        raise ConfigurationError("invalid YAML: nested too deeply") from exc
 
 
 def write_yaml(data: Any) -> str:

@@ -65,6 +65,21 @@ class Report:
         return out
 
 
+MAX_ID = 2**63 - 1   # the largest deployment number the store (SQLite, PostgreSQL bigint) keeps
+
+
+def _unreadable(line: str) -> bool:
+    """A note edited by hand whose time is no date (a month 13) or whose number no store keeps: listed, not restored."""
+    for pattern, when in ((DEPLOYMENT, 7), (SIGNOFF, 4), (RC_CREATED, 4), (APPROVAL, 4)):
+        if m := pattern.fullmatch(line):
+            try:
+                _at(m[when])
+            except ValueError:
+                return True
+            return pattern is DEPLOYMENT and int(m[4]) > MAX_ID
+    return False
+
+
 def _at(text: str) -> float:
     return float(calendar.timegm(time.strptime(text, "%Y-%m-%d %H:%M")))
 
@@ -114,7 +129,9 @@ def _restore(store: Store, repo: Repository, lines: list[tuple[str, str, str]], 
     envs = {e.name: e for e in repo.environments}
     deployments: list[tuple[int, Any]] = []
     for commit, tree, line in lines:
-        if (m := DEPLOYMENT.fullmatch(line)) and m[2] in envs:
+        if _unreadable(line):
+            report.unread.append(f"{repo.name} {commit[:7]}: {line[:200]}")
+        elif (m := DEPLOYMENT.fullmatch(line)) and m[2] in envs:
             deployments.append((int(m[4]), (commit, tree, m)))
         elif (m := SIGNOFF.fullmatch(line)) and m[2] in envs:
             verdict, at = SIGNOFF_VERDICT[m[1]], _at(m[4])

@@ -150,6 +150,8 @@ def open_envelope(env: Any, keys: list[signing.PublicKey]) -> tuple[dict[str, An
         body = json.loads(payload)
     except ValueError as exc:
         raise InvalidProvenance(f"the payload is not JSON ({exc})") from exc
+    except RecursionError as exc:
+        raise InvalidProvenance("the payload is nested too deeply to read") from exc
     if not isinstance(body, dict) or body.get("_type") != STATEMENT_TYPE or not isinstance(body.get("subject"), list):
         raise InvalidProvenance(f"the payload is not an in-toto Statement ({STATEMENT_TYPE}) with a subject list")
     for subject in body["subject"]:
