@@ -114,3 +114,10 @@ def test_provenance_is_checked_before_each_batch_and_a_refusal_stops_the_rollout
     assert ran == ["p-1"]
     assert attempt.reason == "batch 2/2: refused: artifact app changed after signing"
     assert attempt.hosts == {"p-1": "ok", "p-2": "skipped"}
+
+
+def test_the_statements_of_a_pruned_tree_go_with_its_manifest(tmp_path):
+    store, _kept = built(tmp_path)
+    assert provenance.folder(store.root, "shop", TREE).is_dir()
+    assert store.prune({"shop": 0}) == 1   # never deployed, none kept: its file, manifest and statements go
+    assert not provenance.folder(store.root, "shop", TREE).exists() and store.manifest("shop", TREE) == {}
