@@ -66,3 +66,14 @@ def test_a_tree_that_nothing_built_is_refused_where_provenance_is_required(signe
     assert refused["commit"] == v2
     assert "has no artifacts and no provenance" in refused["outcome"]
     assert not list(signed.out.iterdir())
+
+
+def test_verify_says_in_one_line_what_it_was_given_that_it_cannot_check(signed):
+    for target, said in (("999", "gitopsd: error: no deployment #999: see `gitopsd history` for their numbers"),
+                         ("no-such-thing", "gitopsd: error: 'no-such-thing' is neither a deployment number nor a file")):
+        out = signed.cli("verify", target, check=False)
+        assert out.returncode == 1 and out.stderr.startswith(said) and len(out.stderr.splitlines()) == 1, out.stderr
+    stranger = signed.root / "stranger.tar.gz"
+    stranger.write_bytes(b"not built here\n")
+    out = signed.cli("verify", str(stranger), check=False)
+    assert out.returncode == 1 and out.stdout.startswith(f"refused: {stranger} (sha256 ") and "is no artifact" in out.stdout
