@@ -54,10 +54,10 @@ FUZZ_SECONDS ?= 300
 fuzz: $(STAMP)
 	@for target in fuzz/fuzz_*.py; do name=$$(basename $$target .py); mkdir -p .fuzz/$$name; \
 	  echo "== $$name: $(FUZZ_SECONDS)s (log: .fuzz/$$name.log)"; \
-	  if ! (cd fuzz && ../$(BIN)/python $$name.py -max_total_time=$(FUZZ_SECONDS) -timeout=20 -rss_limit_mb=2048 \
+	  if ! (cd fuzz && GITOPSD_FUZZ_TMP=../.fuzz/tmp ../$(BIN)/python $$name.py -max_total_time=$(FUZZ_SECONDS) -timeout=20 -rss_limit_mb=2048 \
 	        -artifact_prefix=../.fuzz/crash-$$name- ../.fuzz/$$name $$([ -d corpus/$$name ] && echo corpus/$$name)) \
 	        > .fuzz/$$name.log 2>&1; then tail -40 .fuzz/$$name.log; exit 1; fi; \
-	  grep '^Done' .fuzz/$$name.log; done
+	  grep '^Done' .fuzz/$$name.log; rm -rf .fuzz/tmp; done
 
 # docs/cli.md from the command line's parser (tests/unit/test_docs.py fails when the two disagree).
 docs: $(STAMP)

@@ -6,7 +6,10 @@ turns that into one line); any other exception is a finding. Run a target alone 
 """
 from __future__ import annotations
 
+import os
 import sys
+import tempfile
+from pathlib import Path
 from typing import Callable
 
 import atheris
@@ -16,3 +19,12 @@ def run(test_one_input: Callable[[bytes], None]) -> None:
     """Fuzz `test_one_input` with libFuzzer's options from the command line (-max_total_time=N, -runs=N, a corpus)."""
     atheris.Setup(sys.argv, test_one_input)
     atheris.Fuzz()
+
+
+def scratch(name: str) -> Path:
+    """A folder of this run for a target's files, under $GITOPSD_FUZZ_TMP when set (libFuzzer ends the process
+    without Python's exit handlers, so the caller removes it: the pytest's temp folder, make fuzz's .fuzz/tmp)."""
+    base = os.environ.get("GITOPSD_FUZZ_TMP")
+    if base:
+        os.makedirs(base, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f"gt-fuzz-{name}-", dir=base or None)).resolve()

@@ -2,22 +2,18 @@
 releases.HumanGates.handle: any JSON object from any local user or token. The answer is {ok, message|error}."""
 from __future__ import annotations
 
-import atexit
 import json
-import shutil
 import subprocess
-import tempfile
-from pathlib import Path
 
 import atheris
+from _harness import scratch
 
 with atheris.instrument_imports(include=["gitopsd"]):
     from gitopsd import releases
     from gitopsd.adapters.store import Store
     from gitopsd.config import load
 
-FOLDER = Path(tempfile.mkdtemp(prefix="gt-fuzz-gates-"))
-atexit.register(shutil.rmtree, FOLDER, ignore_errors=True)
+FOLDER = scratch("gates")
 REPO = FOLDER / "shop.git"
 subprocess.run(["git", "init", "--quiet", "--bare", "--initial-branch=main", str(REPO)], check=True)
 (FOLDER / "gitopsd.yml").write_text(json.dumps({

@@ -4,20 +4,16 @@ Notes travel with the repository; a rebuild must restore what it can read and li
 """
 from __future__ import annotations
 
-import atexit
-import shutil
-import tempfile
-from pathlib import Path
 
 import atheris
+from _harness import scratch
 
 with atheris.instrument_imports(include=["gitopsd"]):
     from gitopsd import notes_ledger
     from gitopsd.adapters.store import Store
     from gitopsd.core.settings import Environment, Repository
 
-FOLDER = Path(tempfile.mkdtemp(prefix="gt-fuzz-notes-"))
-atexit.register(shutil.rmtree, FOLDER, ignore_errors=True)
+FOLDER = scratch("notes")
 STORE = Store(FOLDER / "state.db")
 REPO = Repository("shop", FOLDER, (Environment("qa", "qa", "main", "i", "p"),
                                    Environment("production", "production", "qa", "i", "p")))

@@ -1,21 +1,17 @@
 """A DSSE envelope uploaded with a commit status (ci/provenance.open_envelope): refused in one line or accepted."""
 from __future__ import annotations
 
-import atexit
 import base64
 import json
-import shutil
-import tempfile
-from pathlib import Path
 
 import atheris
+from _harness import scratch
 
 with atheris.instrument_imports(include=["gitopsd"]):
     from gitopsd.adapters import signing
     from gitopsd.ci import provenance
 
-FOLDER = Path(tempfile.mkdtemp(prefix="gt-fuzz-prov-"))
-atexit.register(shutil.rmtree, FOLDER, ignore_errors=True)
+FOLDER = scratch("prov")
 KEYS = [signing.ensure_key(FOLDER)]
 SIGNED = provenance.envelope(FOLDER, {"_type": provenance.STATEMENT_TYPE, "subject": [{"name": "a",
                                                                                          "digest": {"sha256": "0" * 64}}]})

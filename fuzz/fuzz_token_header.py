@@ -1,19 +1,15 @@
 """The `Authorization` header the HTTP API and the dashboard read (tokens.TokenCheck.authenticate)."""
 from __future__ import annotations
 
-import atexit
-import shutil
-import tempfile
-from pathlib import Path
 
 import atheris
+from _harness import scratch
 
 with atheris.instrument_imports(include=["gitopsd"]):
     from gitopsd import tokens
 
-FOLDER = Path(tempfile.mkdtemp(prefix="gt-fuzz-token-"))
+FOLDER = scratch("token")
 FILE = FOLDER / "tokens.yml"
-atexit.register(shutil.rmtree, FOLDER, ignore_errors=True)
 SECRET = tokens.create(FILE, "ci", ["statuses:write"], created_by="fuzz")
 CHECK = tokens.TokenCheck(lambda: FILE)
 

@@ -2,19 +2,15 @@
 in one line, and never stops the daemon."""
 from __future__ import annotations
 
-import atexit
-import shutil
-import tempfile
-from pathlib import Path
 
 import atheris
+from _harness import scratch
 
 with atheris.instrument_imports(include=["gitopsd"]):
     from gitopsd import tokens
 
-FOLDER = Path(tempfile.mkdtemp(prefix="gt-fuzz-tokens-"))
+FOLDER = scratch("tokens")
 FILE = FOLDER / "tokens.yml"
-atexit.register(shutil.rmtree, FOLDER, ignore_errors=True)
 
 
 def test_one_input(data: bytes) -> None:
