@@ -9,7 +9,7 @@ import atheris
 from _harness import scratch
 
 with atheris.instrument_imports(include=["gitopsd"]):
-    from gitopsd import releases
+    from gitopsd.services import releases
     from gitopsd.adapters.store import Store
     from gitopsd.config import load
 

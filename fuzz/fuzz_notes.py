@@ -9,7 +9,7 @@ import atheris
 from _harness import scratch
 
 with atheris.instrument_imports(include=["gitopsd"]):
-    from gitopsd import notes_ledger
+    from gitopsd.services import notes_ledger
     from gitopsd.adapters.store import Store
     from gitopsd.core.settings import Environment, Repository
 

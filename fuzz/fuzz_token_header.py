@@ -6,7 +6,7 @@ import atheris
 from _harness import scratch
 
 with atheris.instrument_imports(include=["gitopsd"]):
-    from gitopsd import tokens
+    from gitopsd.services import tokens
 
 FOLDER = scratch("token")
 FILE = FOLDER / "tokens.yml"

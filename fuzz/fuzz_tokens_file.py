@@ -7,7 +7,7 @@ import atheris
 from _harness import scratch
 
 with atheris.instrument_imports(include=["gitopsd"]):
-    from gitopsd import tokens
+    from gitopsd.services import tokens
 
 FOLDER = scratch("tokens")
 FILE = FOLDER / "tokens.yml"

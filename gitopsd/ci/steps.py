@@ -31,7 +31,7 @@ from .artifacts import ArtifactError, ArtifactStore
 from .heads import HeadEvent, matches
 from ..adapters import runner, sandbox
 from ..adapters.gitrepo import GitRepository
-from .. import releases
+from ..services import releases
 from ..core.errors import GitopsdError
 from ..core.settings import CiStep, Config, Repository, SandboxPolicy
 

@@ -20,7 +20,8 @@ from unittest import mock
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gitopsd import notes_ledger, tokens
+from gitopsd.services import notes_ledger
+from gitopsd.services import tokens
 from gitopsd.adapters.store import Store
 from gitopsd.api import app, statuses
 from gitopsd.ci import provenance

@@ -5,9 +5,9 @@ import argparse
 from pathlib import Path
 from typing import Callable
 
-from .ci import provenance
-from .cli_common import load_config
-from .core.errors import UserError
+from ..ci import provenance
+from .common import load_config
+from ..core.errors import UserError
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -15,7 +15,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     config = load_config(args)
     target: str = args.target
     if target.isdigit() and not Path(target).exists():
-        from .adapters.store import Store
+        from ..adapters.store import Store
         with Store.of(config, readonly=True) as store:
             deployment = store.get(int(target))
         if deployment is None:
