@@ -11,7 +11,7 @@ STAMP  := $(VENV)/.installed-stamp
 # Alertmanager for freezes raised by alerts, gnupg for OpenPGP-signed commits.
 DEBIAN_PACKAGES := git systemd openssh-server openssh-client bubblewrap util-linux mount python3-venv prometheus prometheus-alertmanager chromium postgresql gnupg
 
-.PHONY: venv deps demo lint test test-fast bench docs clean
+.PHONY: venv deps demo lint test test-fast fuzz bench docs clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,17 @@ test: deps $(STAMP) lint
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest tests/unit
+
+# Every coverage-guided fuzz target (fuzz/fuzz_*.py, atheris) for FUZZ_SECONDS each, one after the other; what they
+# learn stays in .fuzz/<target>/ (seeded from fuzz/corpus/<target>/), a finding in .fuzz/crash-* (docs: DEVELOPMENT.md).
+FUZZ_SECONDS ?= 300
+fuzz: $(STAMP)
+	@for target in fuzz/fuzz_*.py; do name=$$(basename $$target .py); mkdir -p .fuzz/$$name; \
+	  echo "== $$name: $(FUZZ_SECONDS)s (log: .fuzz/$$name.log)"; \
+	  if ! (cd fuzz && GITOPSD_FUZZ_TMP=../.fuzz/tmp ../$(BIN)/python $$name.py -max_total_time=$(FUZZ_SECONDS) -timeout=20 -rss_limit_mb=2048 \
+	        -artifact_prefix=../.fuzz/crash-$$name- ../.fuzz/$$name $$([ -d corpus/$$name ] && echo corpus/$$name)) \
+	        > .fuzz/$$name.log 2>&1; then tail -40 .fuzz/$$name.log; exit 1; fi; \
+	  grep '^Done' .fuzz/$$name.log; rm -rf .fuzz/tmp; done
 
 # docs/cli.md from the command line's parser (tests/unit/test_docs.py fails when the two disagree).
 docs: $(STAMP)

@@ -78,7 +78,7 @@ BACKUP_KEYS = {"interval", "keep", "dir"}
 APPROVALS_KEYS = {"required", "approvers", "required_groups", "forbid_self_approval", "expire_after"}
 SIGNOFF_KEYS = {"env", "count"}
 API_KEYS = {"listen", "tokens_file"}
-CI_KEYS = {"trigger", "steps", "branches", "keep_artifacts"}
+CI_KEYS = {"trigger", "steps", "branches", "keep_artifacts", "provenance_keys"}
 CI_TRIGGER_KEYS = {"url", "kind", "branches", "secret_file", "timeout", "retries"}
 CI_TRIGGER_KINDS = ("generic", "jenkins", "gitlab", "circleci", "buildbot")
 CI_STEP_KEYS = {"name", "run", "artifacts", "timeout"}
@@ -88,7 +88,7 @@ REPO_KEYS = {"name", "path", "environments", "ci"}
 ENV_KEYS = {"name", "branch", "promote_from", "inventory", "playbook", "timeout", "auto_rollback",
             "retries", "retry_backoff", "retry_backoff_max", "windows", "override_by", "rollout", "verify",
             "notify", "vault_password_file", "require_checks", "auto_promote", "signoff_by", "require_signoff",
-            "approvals", "watch", "drift", "execution_node"}
+            "approvals", "watch", "drift", "execution_node", "require_provenance"}
 WATCH_KEYS = {"for", "interval", "http", "prometheus", "inconclusive"}
 WATCH_PROMETHEUS_KEYS = {"url", "query", "max", "min", "name", "timeout", "retries"}
 DRIFT_KEYS = {"interval", "heal"}
@@ -788,8 +788,14 @@ def _ci(raw: Any, key: str, check: _Checker) -> Ci:
         artifacts = [check.relpath(a, f"{at}.artifacts") for a in artifacts]
         steps.append(CiStep(name=name or "", run=tuple(argv), artifacts=tuple(a for a in artifacts if a),
                             timeout=int(check.seconds(st, "timeout", at, 1800, integer=True, minimum=1))))
+    keys = data.get("provenance_keys", [])
+    if not (isinstance(keys, list) and all(isinstance(k, str) and k.startswith("/") and "\0" not in k for k in keys)):
+        check.add(f"{key}.provenance_keys", "must be a list of absolute paths to PEM public keys of CI servers whose "
+                                            "signed provenance this repository accepts, e.g. [/etc/gitopsd/ci.pub]")
+        keys = []
     return Ci(trigger=tuple(triggers), steps=tuple(steps), branches=branches,
-              keep_artifacts=int(check.number(data, "keep_artifacts", key, 20, integer=True, minimum=0)))
+              keep_artifacts=int(check.number(data, "keep_artifacts", key, 20, integer=True, minimum=0)),
+              provenance_keys=tuple(Path(posixpath.normpath(k)) for k in keys))
 
 
 def _contexts(value: Any, key: str, check: _Checker) -> tuple[str, ...]:
@@ -1109,6 +1115,7 @@ def _environment(raw: Any, key: str, previous_branch: str, check: _Checker) -> E
         watch=_watch(data["watch"], f"{key}.watch", check) if "watch" in data else None,
         drift=_drift(data["drift"], f"{key}.drift", check) if "drift" in data else None,
         execution_node=_execution_node(data, key, check),
+        require_provenance=_flag(data, "require_provenance", key, check),
     )
 
 
@@ -1332,9 +1339,11 @@ def read_yaml(text: str) -> Any:
     """Plain data from YAML text (safe tags only), for tools that read a config without validating it
     (install-service --root, the demo). Raise ConfigurationError for text that is not YAML."""
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_SafeLoader)   # noqa: S506 (safe tags only; libyaml's depth limit, as load has)
     except yaml.YAMLError as exc:
         raise ConfigurationError(f"invalid YAML: {getattr(exc, 'problem', None) or exc}") from exc
+    except RecursionError as exc:   # found by fuzz/fuzz_tokens_file.py: `[[[[...` without libyaml
+        raise ConfigurationError("invalid YAML: nested too deeply") from exc
 
 
 def write_yaml(data: Any) -> str:

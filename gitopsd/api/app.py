@@ -23,7 +23,8 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..adapters.store import Store
-from ..core.errors import GitError, StoreError
+from ..ci import provenance
+from ..core.errors import ConfigurationError, GitError, StoreError
 from ..core.settings import Config, Repository
 from ..services.readmodels import deployment_json, rc_history, rc_view, release_marks   # as `history`, `rc list|show` --json
 from ..services.tokens import Token, TokenCheck
@@ -129,7 +130,8 @@ def create_app(config: Callable[[], Config], store: Store, tokens: TokenCheck,
         token = authorize(request, "statuses:write")
         repo = repository(request.path_params["repo"])
         try:
-            report = statuses.parse_report(_json(await _body(request)))
+            data = _json(await _body(request))
+            report = statuses.parse_report(data)
         except statuses.ReservedContext as exc:
             raise ApiError(403, {"message": str(exc)}) from exc
         refusal = token.refusal(repo.name, report.context)
@@ -139,6 +141,13 @@ def create_app(config: Callable[[], Config], store: Store, tokens: TokenCheck,
 
         def store_it() -> dict[str, Any]:
             commit, tree = statuses.resolve_commit(repo.path, request.path_params["commit"])
+            if isinstance(data, dict) and data.get("provenance") is not None:   # signed by external CI (docs/ci.md)
+                cfg = config()
+                try:
+                    provenance.accept_upload(cfg.state_dir, cfg.artifacts_dir, repo.ci.provenance_keys, repo.name,
+                                             commit, tree, report.context, data["provenance"])
+                except (provenance.InvalidProvenance, ConfigurationError) as exc:
+                    raise ApiError(422, {"message": f"provenance: {exc}", "field": "provenance"}) from exc
             return statuses.record(store, repo.name, commit, tree, report, reporter=token.name, owners=shown_as)
         stored = await blocking(store_it)
         try:

@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -145,6 +146,21 @@ class ArtifactStore:
             self._write(repo, tree, data)
         return added
 
+    def manifest(self, repo: str, tree: str) -> dict[str, dict[str, Any]]:
+        """The tree's artifacts as its manifest lists them (name -> {sha256, size, path, provenance?}); {} for none."""
+        with self._lock:
+            data = self._read(repo, tree)
+        artifacts = data.get("artifacts") if data else None
+        return dict(artifacts) if isinstance(artifacts, dict) else {}
+
+    def attest(self, repo: str, tree: str, name: str, provenance: Path) -> None:
+        """Name the signed statement of the tree's artifact `name` in its manifest (ci/provenance.py)."""
+        with self._lock:
+            data = self._read(repo, tree)
+            if data and name in data.get("artifacts", {}):
+                data["artifacts"][name]["provenance"] = str(provenance)
+                self._write(repo, tree, data)
+
     def for_deployment(self, repo: str, tree: str) -> Vars:
         """What a deployment of `tree` gets as `gitopsd_artifacts` (name -> {path, sha256}); the tree's files are kept for good."""
         with self._lock:
@@ -187,6 +203,7 @@ class ArtifactStore:
                     listed |= shas
                 for _created, path, _shas in unused[n:]:
                     path.unlink(missing_ok=True)
+                    shutil.rmtree(self.root / "provenance" / folder.name / path.stem, ignore_errors=True)
             blobs = self.root / "sha256"
             for blob in blobs.iterdir() if blobs.is_dir() and not unreadable else []:
                 if blob.name not in listed and not blob.name.startswith(".incoming-"):

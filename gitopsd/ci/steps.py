@@ -26,11 +26,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
-from . import runs
+from . import provenance, runs
 from .artifacts import ArtifactError, ArtifactStore
 from .heads import HeadEvent, matches
 from ..adapters import runner, sandbox
 from ..adapters.gitrepo import GitRepository
+from ..services import releases
 from ..core.errors import GitopsdError
 from ..core.settings import CiStep, Config, Repository, SandboxPolicy
 
@@ -70,7 +71,7 @@ class StepRunner:
 
     def __init__(self, config: Config, store: StatusRecords, artifacts: ArtifactStore, *,
                  policy: Callable[[], SandboxPolicy], on_status: Callable[[str], None] = lambda _repo: None):
-        self.ci_dir = config.ci_dir
+        self.ci_dir, self.state_dir = config.ci_dir, config.state_dir
         self.store, self.artifacts, self.policy, self.on_status = store, artifacts, policy, on_status
         self.keep: dict[str, int] = {r.name: r.ci.keep_artifacts for r in config.repositories}
         self.pool = ThreadPoolExecutor(max_workers=max(1, config.max_parallel // 2), thread_name_prefix="ci")
@@ -269,9 +270,25 @@ class StepRunner:
             except ArtifactError as exc:
                 return "failure", str(exc)
             record["steps"][index]["artifacts"] = kept
+            self._attest(repo, run, index, kept)
             names = ", ".join(sorted(kept)) or "the same files as before"
             return "success", f"passed in {took:.1f}s; artifacts: {names}"
         return "success", f"passed in {took:.1f}s"
+
+    def _attest(self, repo: Repository, run: _Run, index: int, kept: dict[str, dict[str, Any]]) -> None:
+        """Sign the provenance of each newly kept artifact, name it in the manifest and in the commit's note."""
+        record = run.record
+        steps = [{"name": s.name, "run": s.run} for s in repo.ci.steps[:index + 1]]
+        for name, entry in sorted(kept.items()):
+            body = provenance.statement(name=name, sha256=entry["sha256"], repo=repo.name, repo_path=str(repo.path),
+                                        commit=record["commit"], tree=record["tree"], steps=steps, run_id=run.id,
+                                        started=float(record.get("started_at") or time.time()),
+                                        builder=provenance.builder_id())
+            path = provenance.write(self.artifacts.root, repo.name, record["tree"], name,
+                                    provenance.envelope(self.state_dir, body))
+            self.artifacts.attest(repo.name, record["tree"], name, path)
+            releases.add_note(str(repo.path), record["commit"],
+                              f"gitopsd: built {name} sha256:{entry['sha256']} (CI run #{run.id}), provenance {path}")
 
     # -- records and statuses ---------------------------------------------------------------------
     def _report(self, run: _Run, index: int, step_state: str, state: str, description: str) -> None:

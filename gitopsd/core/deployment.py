@@ -59,6 +59,8 @@ class Toolbox:
     sleep: Callable[[float], None] = time.sleep
     # The files CI built for a tree (repo, tree) -> name -> {path, sha256}: `gitopsd_artifacts` (ci/artifacts.py).
     artifacts: Callable[[str, str], dict[str, dict[str, str]]] = lambda _repo, _tree: {}
+    # Why the tree's artifacts may not run (repo, tree) -> one line, or None: their signed provenance (ci/provenance.py).
+    provenance: Callable[[str, str], str | None] = lambda _repo, _tree: None
 
 
 def url_variables(url: str) -> tuple[str, ...]:
@@ -95,6 +97,13 @@ def execute(env: Environment, run: PlaybookRun, kind: str, tools: Toolbox, cance
     for number, batch in enumerate(batches, 1):
         where = Progress(number, len(batches)) if batch is not None else Progress()
         label = where.label
+        # Checked before every batch: an artifact changed between batches must not reach the next one.
+        refusal = tools.provenance(run.extravars["gitopsd_repo"], run.extravars["gitopsd_tree"]) \
+            if env.require_provenance else None
+        if refusal is not None:
+            attempt.reason, attempt.permanent = (f"{label}: {refusal}" if batch is not None else refusal), True
+            _not_reached(attempt, [], "skipped", batches[number - 1:])
+            return attempt
         progress(where)
         record = BatchRecord(number, batch or [])
         attempt.batches.append(record)

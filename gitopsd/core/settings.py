@@ -167,6 +167,7 @@ class Ci:
     steps: tuple[CiStep, ...] = ()
     branches: tuple[str, ...] = ("main",)   # whose new heads run `steps` (globs)
     keep_artifacts: int = 20                # artifacts of trees never deployed: keep the newest N trees' (deployed: all)
+    provenance_keys: tuple[Path, ...] = ()  # PEM public keys of external CI whose uploaded provenance is accepted
 
     @property
     def any(self) -> bool:
@@ -227,6 +228,7 @@ class Environment:
     watch: Watch | None = None                # checks that keep running after a successful deployment
     drift: Drift | None = None                # drift detection: check-mode runs of the deployed tree
     execution_node: str = "local"            # where its playbook runs: local | any | a node's name (nodes.py)
+    require_provenance: bool = False         # refuse a tree whose artifacts lack valid signed provenance (ci/provenance.py)
 
 
 @dataclass(frozen=True)

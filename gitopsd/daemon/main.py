@@ -43,6 +43,7 @@ from ..adapters.systemd import Notifier
 from ..adapters.store import Store
 from ..adapters.sweep import Periodic, Sweeper
 from ..adapters.watch import RefWatcher
+from ..ci import provenance
 from ..ci.artifacts import ArtifactStore
 from ..ci import rerun
 from ..ci.heads import HeadEvent, NewHeads, matches
@@ -150,7 +151,8 @@ def real_toolbox(config: Config, placement: nodes.Placement | None = None) -> To
             return CheckResult(False, "prometheus", str(exc))
 
     return Toolbox(run_playbook=run_playbook, hosts_of=hosts_of, check_http=http, check_prometheus=prometheus,
-                   artifacts=ArtifactStore(config.artifacts_dir).for_deployment)
+                   artifacts=ArtifactStore(config.artifacts_dir).for_deployment,
+                   provenance=lambda repo, tree: provenance.refusal(config, repo, tree))
 
 
 def _mtime(path: Path) -> float:

@@ -26,6 +26,8 @@ SIGNOFF = re.compile(r"gitopsd: (signed off|rejected|withdrew their sign-off) in
 RC_CREATED = re.compile(r"gitopsd: release candidate rc/(\S+) for (\S+) created by (.+?) at " + WHEN)
 APPROVAL = re.compile(r"gitopsd: rc/(\S+) (approved|rejected|withdrew their word on) by (.+?) at " + WHEN
                       + r"(?:: (.*))?")
+# What built-in CI built and where its signed provenance is (ci/steps.py): evidence, nothing the rule trusts to restore.
+BUILT = re.compile(r"gitopsd: built \S+ sha256:[0-9a-f]{64} \(CI run #\d+\), provenance .+")
 SIGNOFF_VERDICT = {"signed off": "signoff", "rejected": "reject", "withdrew their sign-off": "withdraw"}
 APPROVAL_KIND = {"approved": "approve", "rejected": "reject", "withdrew their word on": "withdraw"}
 
@@ -61,6 +63,21 @@ class Report:
             out.extend(f"  {line}" for line in self.unread[:50])
         out.append("times are to the minute, as the notes give them; start the daemon again (systemctl start gitopsd)")
         return out
+
+
+MAX_ID = 2**63 - 1   # the largest deployment number the store (SQLite, PostgreSQL bigint) keeps
+
+
+def _unreadable(line: str) -> bool:
+    """A note edited by hand whose time is no date (a month 13) or whose number no store keeps: listed, not restored."""
+    for pattern, when in ((DEPLOYMENT, 7), (SIGNOFF, 4), (RC_CREATED, 4), (APPROVAL, 4)):
+        if m := pattern.fullmatch(line):
+            try:
+                _at(m[when])
+            except ValueError:
+                return True
+            return pattern is DEPLOYMENT and int(m[4]) > MAX_ID
+    return False
 
 
 def _at(text: str) -> float:
@@ -112,7 +129,9 @@ def _restore(store: Store, repo: Repository, lines: list[tuple[str, str, str]], 
     envs = {e.name: e for e in repo.environments}
     deployments: list[tuple[int, Any]] = []
     for commit, tree, line in lines:
-        if (m := DEPLOYMENT.fullmatch(line)) and m[2] in envs:
+        if _unreadable(line):
+            report.unread.append(f"{repo.name} {commit[:7]}: {line[:200]}")
+        elif (m := DEPLOYMENT.fullmatch(line)) and m[2] in envs:
             deployments.append((int(m[4]), (commit, tree, m)))
         elif (m := SIGNOFF.fullmatch(line)) and m[2] in envs:
             verdict, at = SIGNOFF_VERDICT[m[1]], _at(m[4])
@@ -138,6 +157,8 @@ def _restore(store: Store, repo: Repository, lines: list[tuple[str, str, str]], 
                 continue
             store.add_approval(repo=repo.name, rc=m[1], tree=tree, actor=m[3], kind=kind, note=m[5] or "", now=at)
             report.approvals[repo.name] = report.approvals.get(repo.name, 0) + 1
+        elif BUILT.fullmatch(line):
+            continue
         else:
             report.unread.append(f"{repo.name} {commit[:7]}: {line[:200]}")
     previous: dict[str, str] = {}

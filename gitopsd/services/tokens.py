@@ -112,6 +112,9 @@ def read_tokens(path: Path) -> list[Token]:
                          f"chmod 0640 {path} (gitopsd token create does so when the state folder is the daemon's)") from exc
     except OSError as exc:
         raise TokenError(f"cannot read the API tokens file {path}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:   # found by fuzz/fuzz_tokens_file.py: a traceback on every request before
+        raise TokenError(f"{path}: not UTF-8 text (byte {exc.start}): gitopsd writes it; revoke and create "
+                         "the tokens again with `gitopsd token create`") from exc
     try:
         data = read_yaml(text) or {}
     except ConfigurationError as exc:
