@@ -27,6 +27,7 @@ from .core.settings import (STATUS_CONTEXT_MAX, Api, Approvals, CheckError, Sign
 from .core.settings import Drift, Watch
 from .core.settings import Backup, Grafana
 from .core.settings import ExecutionNode
+from .core.settings import Signatures
 from .core.settings import ROLES, RoleGrant, Web
 from .gate.snapshot import file_stamp
 from .adapters.sandbox import SandboxError, check as sandbox_check, default_user as default_sandbox_user
@@ -87,7 +88,8 @@ REPO_KEYS = {"name", "path", "environments", "ci"}
 ENV_KEYS = {"name", "branch", "promote_from", "inventory", "playbook", "timeout", "auto_rollback",
             "retries", "retry_backoff", "retry_backoff_max", "windows", "override_by", "rollout", "verify",
             "notify", "vault_password_file", "require_checks", "auto_promote", "signoff_by", "require_signoff",
-            "approvals", "watch", "drift", "execution_node"}
+            "approvals", "watch", "drift", "execution_node", "signatures", "signed_push"}
+SIGNATURES_KEYS = {"allowed_signers", "gpg_home", "paths"}
 WATCH_KEYS = {"for", "interval", "http", "prometheus", "inconclusive"}
 WATCH_PROMETHEUS_KEYS = {"url", "query", "max", "min", "name", "timeout", "retries"}
 DRIFT_KEYS = {"interval", "heal"}
@@ -281,6 +283,8 @@ def _normalize(raw: Any, source: Path, check: _Checker, writable: bool) -> Confi
     groups = _groups(top.get("groups", {}), check)
     repos = [_human_gates(repo, repos_raw[i] if isinstance(repos_raw[i], dict) else {}, f"repositories[{i}]", groups, check)
              for i, repo in enumerate(repos)]
+    repos = [_signatures(repo, repos_raw[i] if isinstance(repos_raw[i], dict) else {}, f"repositories[{i}]", groups,
+                         base, check) for i, repo in enumerate(repos)]
     seen: dict[str, int] = {}
     for i, repo in enumerate(repos):
         if repo.name and repo.name in seen:
@@ -406,6 +410,57 @@ def _identities(value: Any, key: str, groups: dict[str, list[str]], check: _Chec
         else:
             check.add(key, f"{entry!r} is not an identity (a user name) nor group:NAME")
     return tuple(dict.fromkeys(found))
+
+
+def _signatures(repo: Repository, raw: dict[str, Any], key: str, groups: dict[str, list[str]], base: Path,
+                check: _Checker) -> Repository:
+    """Each environment's `signatures:` (allowed signers, paths by signer) and `signed_push:` (docs/trust-model.md)."""
+    from .gate.signatures import allowed_signers_problems
+    envs_raw = raw.get("environments")
+    if not isinstance(envs_raw, list):
+        return repo
+    envs = list(repo.environments)
+    for i, (env, env_raw) in enumerate(zip(envs, envs_raw, strict=True)):
+        if not isinstance(env_raw, dict) or not ({"signatures", "signed_push"} & set(env_raw)):
+            continue
+        at = f"{key}.environments[{i}]"
+        signed_push = env_raw.get("signed_push", False)
+        if signed_push not in ("required", False):
+            check.add(f"{at}.signed_push", f"must be `required` (or false), not {signed_push!r}")
+        data = check.mapping(env_raw.get("signatures", {}), f"{at}.signatures", SIGNATURES_KEYS)
+        found: dict[str, Path | None] = {}
+        for name, what in (("allowed_signers", "an SSH allowed_signers file (ssh-keygen(1), ALLOWED SIGNERS)"),
+                           ("gpg_home", "an OpenPGP keyring folder (a GNUPGHOME with the allowed public keys)")):
+            path = _path_field(data[name], f"{at}.signatures.{name}", f"the path of {what}", base, check) \
+                if name in data else None
+            found[name] = path
+            try:
+                exists = path is None or (path.is_file() if name == "allowed_signers" else path.is_dir())
+            except PermissionError:
+                continue   # a hook or a read-only command, as another user: the daemon and check-config see it
+            if not exists:
+                check.add(f"{at}.signatures.{name}", f"{path} does not exist: it must be {what}, kept outside the repository")
+            elif path is not None and name == "allowed_signers":
+                for problem in allowed_signers_problems(str(path))[:5]:
+                    check.add(f"{at}.signatures.allowed_signers", problem)
+        if "signatures" in env_raw and not any(found.values()):
+            check.add(f"{at}.signatures", "names no allowed signers: set allowed_signers (SSH) and/or gpg_home (OpenPGP)")
+        if signed_push and not any(found.values()):
+            check.add(f"{at}.signed_push", "needs signatures.allowed_signers or signatures.gpg_home: who may sign a push")
+        paths_raw = data.get("paths", {})
+        paths: list[tuple[str, tuple[str, ...]]] = []
+        if not isinstance(paths_raw, dict):
+            check.add(f"{at}.signatures.paths", "must map path globs to signers, e.g. {'environments/production/**': "
+                                                "[group:ops]}")
+        else:
+            for glob, signers in paths_raw.items():
+                if not isinstance(glob, str) or not glob or "\n" in glob:
+                    check.add(f"{at}.signatures.paths", f"{glob!r} is not a path glob such as environments/production/**")
+                    continue
+                paths.append((glob, _identities(signers, f"{at}.signatures.paths.{glob}", groups, check)))
+        envs[i] = replace(env, signatures=Signatures(found["allowed_signers"], found["gpg_home"], tuple(paths))
+                          if any(found.values()) else None, signed_push=signed_push == "required")
+    return replace(repo, environments=tuple(envs))
 
 
 def _human_gates(repo: Repository, raw: dict[str, Any], key: str, groups: dict[str, list[str]],

@@ -200,6 +200,15 @@ STATUS_CONTEXT_MAX = 255   # characters of a status context, as GitHub's API
 
 
 @dataclass(frozen=True)
+class Signatures:
+    """Who may sign the commits that reach a branch (gate/signatures.py): files on the server, outside the repository."""
+
+    allowed_signers: Path | None = None      # SSH: git's gpg.ssh.allowedSignersFile format
+    gpg_home: Path | None = None             # OpenPGP: a GNUPGHOME holding the allowed public keys
+    paths: tuple[tuple[str, tuple[str, ...]], ...] = ()   # (glob, signers allowed to touch it), groups resolved
+
+
+@dataclass(frozen=True)
 class Environment:
     """One deployment target: a branch whose head must run on an inventory's hosts."""
 
@@ -227,6 +236,8 @@ class Environment:
     watch: Watch | None = None                # checks that keep running after a successful deployment
     drift: Drift | None = None                # drift detection: check-mode runs of the deployed tree
     execution_node: str = "local"            # where its playbook runs: local | any | a node's name (nodes.py)
+    signatures: Signatures | None = None     # every new commit signed by an allowed signer
+    signed_push: bool = False                # only `git push --signed` with a fresh nonce and an allowed key
 
 
 @dataclass(frozen=True)

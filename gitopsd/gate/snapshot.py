@@ -26,6 +26,7 @@ if TYPE_CHECKING:   # annotations only: the hook imports neither typing nor the 
     from ..core.settings import Config, Environment, Repository
     from .approvals import Policy, SignoffNeed
     from .required import Status
+    from .signatures import Rule
     from ..core.windows import Window
 
 SCHEMA = """
@@ -48,6 +49,7 @@ CREATE TABLE IF NOT EXISTS gate_environments (
     require_checks TEXT NOT NULL DEFAULT '',   -- commit status contexts, one per line
     signoff TEXT NOT NULL DEFAULT '',          -- approvals.SignoffNeed.encode(), '' for none
     approvals TEXT NOT NULL DEFAULT '',        -- approvals.Policy.encode(), '' for none
+    signatures TEXT NOT NULL DEFAULT '',       -- signatures.Rule.encode(), '' for none
     PRIMARY KEY (config, repo, name)
 );
 CREATE TABLE IF NOT EXISTS gate_windows (
@@ -77,14 +79,15 @@ SUCCESSES = ("SELECT kind, tree FROM deployments WHERE repo = ? AND env = ? AND 
 class GateEnvironment:
     """An environment as the promotion rule sees it."""
 
-    __slots__ = ("name", "branch", "promote_from", "override_by", "windows", "require_checks", "signoff", "approvals")
+    __slots__ = ("name", "branch", "promote_from", "override_by", "windows", "require_checks", "signoff", "approvals",
+                 "signatures")
 
     def __init__(self, name: str, branch: str, promote_from: str, override_by: tuple[str, ...] = (),
                  windows: tuple[Window, ...] = (), require_checks: tuple[str, ...] = (),
-                 signoff: SignoffNeed | None = None, approvals: Policy | None = None):
+                 signoff: SignoffNeed | None = None, approvals: Policy | None = None, signatures: Rule | None = None):
         self.name, self.branch, self.promote_from = name, branch, promote_from
         self.override_by, self.windows, self.require_checks = tuple(override_by), tuple(windows), tuple(require_checks)
-        self.signoff, self.approvals = signoff, approvals
+        self.signoff, self.approvals, self.signatures = signoff, approvals, signatures
 
 
 class GateRepository:
@@ -136,7 +139,7 @@ def from_config(config: Config) -> GateConfig:
         str(config.source), config.stamp, str(config.runtime_dir), config.identity_env,
         [GateRepository(r.name, os.path.realpath(r.path),
                         [GateEnvironment(e.name, e.branch, e.promote_from, e.override_by, e.windows, e.require_checks,
-                                         _signoff_need(r, e), _policy(e))
+                                         _signoff_need(r, e), _policy(e), _signature_rule(e))
                          for e in r.environments])
          for r in config.repositories])
 
@@ -154,6 +157,15 @@ def _policy(env: Environment) -> Policy | None:
     return Policy.of(a) if a else None
 
 
+def _signature_rule(env: Environment) -> Rule | None:
+    from .signatures import Rule
+    s = env.signatures
+    if s is None and not env.signed_push:
+        return None
+    return Rule(str(s.allowed_signers or "") if s else "", str(s.gpg_home or "") if s else "",
+                s.paths if s else (), env.signed_push)
+
+
 def save(db: sqlite3.Connection, gate: GateConfig, now: float) -> None:
     """Replace the snapshot for `gate.source` in one transaction (a writable connection in autocommit mode)."""
     db.execute("BEGIN IMMEDIATE")
@@ -165,10 +177,12 @@ def save(db: sqlite3.Connection, gate: GateConfig, now: float) -> None:
         for repo in gate.repositories:
             for position, env in enumerate(repo.environments):
                 db.execute("INSERT INTO gate_environments (config, repo, repo_path, position, name, branch, promote_from,"
-                           " override_by, require_checks, signoff, approvals) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                           " override_by, require_checks, signoff, approvals, signatures)"
+                           " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                            (gate.source, repo.name, repo.path, position, env.name, env.branch, env.promote_from,
                             "\n".join(env.override_by), "\n".join(env.require_checks),
-                            env.signoff.encode() if env.signoff else "", env.approvals.encode() if env.approvals else ""))
+                            env.signoff.encode() if env.signoff else "", env.approvals.encode() if env.approvals else "",
+                            env.signatures.encode() if env.signatures else ""))
                 for i, w in enumerate(env.windows):
                     db.execute("INSERT INTO gate_windows VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                                (gate.source, repo.name, env.name, i, w.name, int(w.allow), w.cron.text,
@@ -182,7 +196,7 @@ def save(db: sqlite3.Connection, gate: GateConfig, now: float) -> None:
 def migrate(db: sqlite3.Connection) -> None:
     """Bring a snapshot written by an older gitopsd up to this schema (the daemon rewrites it at start)."""
     columns = {row[1] for row in db.execute("PRAGMA table_info(gate_environments)")}
-    for column in ("require_checks", "signoff", "approvals"):
+    for column in ("require_checks", "signoff", "approvals", "signatures"):
         if column not in columns:
             db.execute(f"ALTER TABLE gate_environments ADD COLUMN {column} TEXT NOT NULL DEFAULT ''")
 
@@ -226,8 +240,8 @@ def load(db: sqlite3.Connection, config_path: str, repo_path: str) -> GateConfig
                          (source,)).fetchone()
         if row is None or not row[0] or row[0] != file_stamp(source):
             return None
-        envs = db.execute("SELECT repo, name, branch, promote_from, override_by, require_checks, signoff, approvals"
-                          " FROM gate_environments"
+        envs = db.execute("SELECT repo, name, branch, promote_from, override_by, require_checks, signoff, approvals,"
+                          " signatures FROM gate_environments"
                           " WHERE config = ? AND repo_path = ? ORDER BY position",
                           (source, os.path.realpath(repo_path))).fetchall()
         windows = db.execute("SELECT env, name, allow, cron, duration, timezone FROM gate_windows"
@@ -241,14 +255,17 @@ def load(db: sqlite3.Connection, config_path: str, repo_path: str) -> GateConfig
         for env, name, allow, cron, duration, tz in windows:
             by_env.setdefault(env, []).append(Window(name, bool(allow), Cron.parse(cron), timedelta(seconds=duration), tz))
     repos = []
-    if any(signoff or approvals for *_rest, signoff, approvals in envs):
+    if any(signoff or approvals for *_rest, signoff, approvals, _signatures in envs):
         from .approvals import Policy, SignoffNeed
+    if any(row[-1] for row in envs):
+        from .signatures import Rule
     if envs:
         repos.append(GateRepository(envs[0][0], os.path.realpath(repo_path), [
             GateEnvironment(name, branch, promote_from, tuple(filter(None, override_by.split("\n"))),
                             tuple(by_env.get(name, ())), tuple(filter(None, checks.split("\n"))),
-                            SignoffNeed.decode(signoff) if signoff else None, Policy.decode(approvals) if approvals else None)
-            for _repo, name, branch, promote_from, override_by, checks, signoff, approvals in envs]))
+                            SignoffNeed.decode(signoff) if signoff else None, Policy.decode(approvals) if approvals else None,
+                            Rule.decode(signatures) if signatures else None)
+            for _repo, name, branch, promote_from, override_by, checks, signoff, approvals, signatures in envs]))
     return GateConfig(source, row[0], row[1], tuple(filter(None, row[2].split("\n"))), repos)
 
 

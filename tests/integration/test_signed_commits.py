@@ -1,0 +1,179 @@
+"""Signed commits at the door: real SSH and OpenPGP keys, real signed commits, real pushes through the pre-receive hook."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.signing import allowed_signers, commit, gpg_export, gpg_home, gpg_key, sign_with, ssh_key
+from tests.support import Sandbox, git, run
+
+
+@pytest.fixture
+def keys(short_tmp: Path) -> dict[str, Path]:
+    folder = short_tmp / "keys"
+    return {name: ssh_key(folder, name) for name in ("alice", "ops", "mallory")}
+
+
+def signed_sandbox(root: Path, keys: dict[str, Path], **signatures: object) -> Sandbox:
+    signers = allowed_signers(root / "allowed_signers", ("alice@example.com", keys["alice"]),
+                              ("ops@example.com", keys["ops"]))
+    sandbox = Sandbox(root / "s", {"qa": ["qa-1"]},
+                      env_options={"qa": {"signatures": {"allowed_signers": str(signers), **signatures}}},
+                      extra={"groups": {"ops": ["ops@example.com"]}})
+    sign_with(sandbox.work, keys["alice"])
+    return sandbox
+
+
+def remote_text(proc: subprocess.CompletedProcess[str]) -> str:
+    return "\n".join(line.rstrip() for line in proc.stderr.splitlines() if line.startswith("remote:"))
+
+
+def test_an_unsigned_commit_under_a_signed_merge_is_refused_by_the_hook_naming_it(short_tmp, keys):
+    sandbox = signed_sandbox(short_tmp, keys)
+    git(sandbox.work, "checkout", "--quiet", "-b", "feature")
+    sandbox.write("feature.txt", "unsigned work")
+    git(sandbox.work, "add", "-A")
+    unsigned = commit(sandbox.work, "unsigned work", signed=False)
+    git(sandbox.work, "checkout", "--quiet", "main")
+    signed = commit(sandbox.work, "signed work")
+    git(sandbox.work, "merge", "--quiet", "--no-ff", "-m", "signed merge", "feature")
+    merge = git(sandbox.work, "rev-parse", "HEAD").stdout.strip()
+    assert git(sandbox.work, "verify-commit", merge, check=False).returncode == 1   # no allowedSignersFile in the clone
+    assert sandbox.push("main").returncode == 0   # main has no signature rule here
+    proc = sandbox.push("main:qa", check=False)
+    assert proc.returncode == 1
+    text = remote_text(proc)
+    assert ("remote:   rule: every commit that reaches qa must be signed by an allowed signer "
+            f"(allowed_signers {short_tmp / 'allowed_signers'})") in text
+    assert f"remote:   commit {unsigned[:7]} has no signature" in text
+    assert merge[:7] not in text.split("what to do")[0] and signed[:7] not in text   # the signed ones pass
+    assert "remote:   (3 new commit(s) checked, 1 refused; nothing was deployed)" in text
+    assert sandbox.head("qa") != merge
+
+
+def test_commits_all_signed_by_allowed_keys_pass_and_only_the_new_ones_are_checked(short_tmp, keys):
+    sandbox = signed_sandbox(short_tmp, keys)
+    # qa is at the unsigned initial commit: it is not new, so it is not judged.
+    sandbox.write("a.txt", "v2")
+    git(sandbox.work, "add", "-A")
+    v2 = commit(sandbox.work, "v2")
+    commit(sandbox.work, "v3 by ops", key=keys["ops"])
+    sandbox.push("main")
+    proc = sandbox.push("main:qa")
+    assert proc.returncode == 0, proc.stderr
+    assert sandbox.head("qa") == git(sandbox.work, "rev-parse", "HEAD").stdout.strip()
+    assert v2
+
+
+def test_a_key_that_is_not_allowed_expired_or_signing_other_content_is_refused_with_the_key_named(short_tmp, keys):
+    root = short_tmp
+    expired = ssh_key(root / "keys", "expired")
+    sandbox = signed_sandbox(root, keys)
+    before = sandbox.head("qa")
+    allowed_signers(root / "allowed_signers", ("alice@example.com", keys["alice"]), ("ops@example.com", keys["ops"]),
+                    ("old@example.com", expired, 'valid-before="20200101"'))
+    fingerprint = run(["ssh-keygen", "-l", "-f", f"{keys['mallory']}.pub"]).stdout.split()[1]
+    bad = commit(sandbox.work, "by mallory", key=keys["mallory"])
+    sandbox.push("main")
+    text = remote_text(sandbox.push("main:qa", check=False))
+    assert (f"remote:   commit {bad[:7]} has a signature by a key that is not an allowed signer "
+            f"(key {fingerprint})") in text
+    git(sandbox.work, "reset", "--quiet", "--hard", "HEAD~1")
+    old = commit(sandbox.work, "by an expired key", key=expired)
+    sandbox.push("main", "--force")
+    text = remote_text(sandbox.push("main:qa", check=False))
+    assert f"remote:   commit {old[:7]} has a signature by a key that is not an allowed signer" in text
+    # A signature copied onto other content: the commit object edited after signing.
+    git(sandbox.work, "reset", "--quiet", "--hard", "HEAD~1")
+    good = commit(sandbox.work, "signed by alice")
+    body = git(sandbox.work, "cat-file", "commit", good).stdout.replace("signed by alice", "signed by nobody")
+    forged = run(["git", "hash-object", "-t", "commit", "-w", "--stdin"], cwd=sandbox.work, input=body).stdout.strip()
+    git(sandbox.work, "reset", "--quiet", "--hard", forged)
+    sandbox.push("main", "--force")
+    text = remote_text(sandbox.push("main:qa", check=False))
+    assert f"remote:   commit {forged[:7]} has a bad signature (it does not match the commit's content)" in text
+    assert sandbox.head("qa") == before
+
+
+def test_paths_may_be_signed_only_by_the_signers_the_config_names(short_tmp, keys):
+    sandbox = signed_sandbox(short_tmp, keys, paths={"environments/production/**": ["group:ops"]})
+    sandbox.write("environments/production/hosts.yml", "all: {}\n")
+    git(sandbox.work, "add", "-A")
+    by_alice = commit(sandbox.work, "production inventory by alice")
+    sandbox.push("main")
+    text = remote_text(sandbox.push("main:qa", check=False))
+    assert (f"remote:   commit {by_alice[:7]} changes environments/production/hosts.yml, which only "
+            "ops@example.com may sign; it is signed by alice@example.com") in text
+    git(sandbox.work, "reset", "--quiet", "--soft", "HEAD~1")
+    commit(sandbox.work, "production inventory by ops", key=keys["ops"])
+    sandbox.write("app.txt", "alice may change this")
+    git(sandbox.work, "add", "-A")
+    commit(sandbox.work, "app change by alice")
+    sandbox.push("main", "--force")
+    proc = sandbox.push("main:qa")
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_an_allowed_signers_file_with_a_syntax_error_is_named_with_its_line_by_check_config(short_tmp, keys):
+    sandbox = signed_sandbox(short_tmp, keys)
+    path = short_tmp / "allowed_signers"
+    path.write_text(path.read_text() + "bob@example.com ssh-ed25519\n# fine\nnamespaces=git carol ssh-ed25519 AAAA\n")
+    proc = sandbox.cli("check-config", check=False)
+    assert proc.returncode != 0
+    assert f"{path}:3: expected `PRINCIPALS [OPTIONS] KEYTYPE BASE64-KEY`" in proc.stdout + proc.stderr
+    assert f"{path}:5: unknown option 'carol'" in proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.fixture
+def openpgp(short_tmp: Path) -> tuple[Path, Path, str]:
+    """A developer's keyring with a signing key, and the server's keyring holding its public key."""
+    mine, server = gpg_home(short_tmp / "gpg-dev"), gpg_home(short_tmp / "gpg-server")
+    fingerprint = gpg_key(mine, "Alice <alice@example.com>")
+    gpg_export(mine, fingerprint, server)
+    return mine, server, fingerprint
+
+
+def test_openpgp_signatures_verify_against_the_configured_keyring_and_a_revoked_key_is_refused(short_tmp, openpgp):
+    mine, server, fingerprint = openpgp
+    sandbox = Sandbox(short_tmp / "s", {"qa": ["qa-1"]}, env_options={"qa": {"signatures": {"gpg_home": str(server)}}})
+    git(sandbox.work, "config", "user.signingkey", fingerprint)
+    env = {"GNUPGHOME": str(mine)}
+    signed = run(["git", "commit", "--quiet", "--allow-empty", "-S", "-m", "gpg signed"], cwd=sandbox.work,
+                 env=sandbox.environ(**env))
+    assert signed.returncode == 0
+    sandbox.push("main")
+    proc = sandbox.push("main:qa")
+    assert proc.returncode == 0, proc.stderr
+    # Revoke the key on the server (the revocation certificate gpg made with it), then push another signed commit.
+    revocation = (mine / "openpgp-revocs.d" / f"{fingerprint}.rev").read_text().replace(":-----BEGIN", "-----BEGIN")
+    run(["gpg", "--homedir", str(server), "--batch", "--import"], input=revocation)
+    run(["git", "commit", "--quiet", "--allow-empty", "-S", "-m", "after revocation"], cwd=sandbox.work,
+        env=sandbox.environ(**env))
+    late = git(sandbox.work, "rev-parse", "HEAD").stdout.strip()
+    sandbox.push("main")
+    text = remote_text(sandbox.push("main:qa", check=False))
+    assert f"remote:   commit {late[:7]} has a signature by a revoked key" in text
+
+
+def test_gpg_missing_on_the_server_is_said_as_such(short_tmp, openpgp):
+    mine, server, fingerprint = openpgp
+    sandbox = Sandbox(short_tmp / "s", {"qa": ["qa-1"]}, env_options={"qa": {"signatures": {"gpg_home": str(server)}}})
+    git(sandbox.work, "config", "user.signingkey", fingerprint)
+    run(["git", "commit", "--quiet", "--allow-empty", "-S", "-m", "gpg signed"], cwd=sandbox.work,
+        env=sandbox.environ(GNUPGHOME=str(mine)))
+    late = git(sandbox.work, "rev-parse", "HEAD").stdout.strip()
+    sandbox.push("main")
+    # The hook's PATH without gpg: a folder with git, python and ssh-keygen only.
+    bare = short_tmp / "nogpg"
+    bare.mkdir()
+    for tool in ("git", "ssh-keygen"):
+        (bare / tool).symlink_to(run(["sh", "-c", f"command -v {tool}"]).stdout.strip())
+    proc = run(["git", "push", "origin", "main:qa"], cwd=sandbox.work, check=False,
+               env=sandbox.environ(PATH=f"{Path(sys.executable).parent}:{bare}"))
+    text = remote_text(proc)
+    assert (f"remote:   commit {late[:7]} cannot be checked: gpg is not installed on the deploy server "
+            "(apt-get install gnupg)") in text
