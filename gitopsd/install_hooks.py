@@ -10,6 +10,7 @@ from __future__ import annotations
 import grp
 import os
 import pwd
+import secrets
 import shutil
 import stat
 import subprocess
@@ -91,6 +92,10 @@ def install_hooks(repo_path: Path, config_path: Path | None = None, *, git_user:
                 # Git stores malformed trees (a symlink and a file of the same name) unless told to check:
                 # refuse them at the door, before the daemon has to refuse to export them.
                 "receive.fsckObjects": "true"}
+    if get_setting(repo_path, "receive.certNonceSeed") is None:
+        # `git push --signed` certificates carry a nonce made from this secret: the hook then knows a fresh one
+        # from a replayed one (GIT_PUSH_CERT_NONCE_STATUS), for environments with `signed_push: required`.
+        settings["receive.certNonceSeed"] = secrets.token_hex(32)
     if config_path is not None:
         settings["gitopsd.config"] = str(Path(config_path).resolve())
         database, note = write_gate_snapshot(Path(config_path))

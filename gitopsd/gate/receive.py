@@ -259,6 +259,11 @@ def pre_receive(config_path: str, database: str, stdin_text: str, out: TextIO = 
         announce_branches(config, repo_path, branch_commits)
         return 0
     identity = pusher(config.identity_env, repo_path)
+    certified = certified_pusher(env_updates, repo_path, config_path, out)
+    if certified is None:
+        report_refusals(config, repo_path, [(env.name, "signed-push") for _u, env in env_updates])
+        return 1
+    identity = certified or identity
     override = push_option("override")
     pending = {u.branch: u.new for u in updates if u.branch and u.new != gitcli.ZERO}
     verdicts = []
@@ -298,6 +303,28 @@ def pre_receive(config_path: str, database: str, stdin_text: str, out: TextIO = 
     else:
         print(f"gitopsd: the daemon is not running; {names} will be deployed when it is back", file=out)
     return 0
+
+
+def certified_pusher(env_updates: list[tuple[RefUpdate, snapshot.GateEnvironment]], repo_path: str,
+                     config_path: str, out: TextIO) -> str | None:
+    """The push certificate's signer when an environment pushed to has `signed_push: required`; '' when none has;
+    None (after saying why) when the certificate is missing, replayed or signed by a key that is not allowed."""
+    signer = ""
+    for update, env in env_updates:
+        rule = env.signatures
+        if rule is None or not rule.signed_push:
+            continue
+        from .signatures import push_certificate
+        found, why = push_certificate(repo_path, rule)
+        if found is None:
+            verdict = policy.refuse("signed-push", f"{env.name} only takes signed pushes (git push --signed) by an "
+                                                   "allowed signer, with a fresh certificate", [why],
+                                    [f"push again, signed: git push --signed origin {update.ref}",
+                                     "a key that is not allowed: ask an operator to add yours to the allowed signers"])
+            print("\n".join(verdict.refusal_lines(update.ref, config_path)), file=out)
+            return None
+        signer = signer or found
+    return signer
 
 
 def snapshot_branches(config_path: str, database: str, repo_path: str) -> set[str] | None:
