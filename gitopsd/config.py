@@ -73,7 +73,7 @@ class ConfigError(ConfigurationError):
 
 TOP_KEYS = {"state_dir", "runtime_dir", "sweep_interval", "max_parallel", "stop_grace",
             "keep_workdirs", "identity_env", "repositories", "sandbox", "ssh", "api", "groups", "grafana",
-            "execution_nodes", "web", "database", "backup"}
+            "execution_nodes", "web", "database", "backup", "signing_key"}
 BACKUP_KEYS = {"interval", "keep", "dir"}
 APPROVALS_KEYS = {"required", "approvers", "required_groups", "forbid_self_approval", "expire_after"}
 SIGNOFF_KEYS = {"env", "count"}
@@ -320,7 +320,18 @@ def _normalize(raw: Any, source: Path, check: _Checker, writable: bool) -> Confi
         groups=tuple((name, tuple(members)) for name, members in groups.items()),
         web=_web(top["web"], "api" in top, repos, groups, base, check) if "web" in top else None,
         backup=_backup(top["backup"], base, check) if "backup" in top else Backup(),
+        signing_key=_signing_key(top["signing_key"], base, check) if "signing_key" in top else None,
     )
+
+
+def _signing_key(raw: Any, base: Path, check: _Checker) -> Path | None:
+    """`signing_key:` the SSH private key gitopsd signs its commits with; its public half (KEY.pub) beside it."""
+    path = _path_field(raw, "signing_key", "the path of an SSH private key (`gitopsd install-service` makes one)",
+                       base, check)
+    public = Path(f"{path}.pub") if path else None
+    if public is not None and not public.is_file():
+        check.add("signing_key", f"{public} does not exist: make the key with ssh-keygen -t ed25519 -N '' -f {path}")
+    return path
 
 
 def _backup(raw: Any, base: Path, check: _Checker) -> Backup:

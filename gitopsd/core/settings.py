@@ -354,6 +354,7 @@ class Config:
     groups: tuple[tuple[str, tuple[str, ...]], ...] = ()   # `groups:` name -> identities (for signoff_by, approvers)
     web: Web | None = None                      # the web dashboard (served with the API); None: off
     backup: Backup = Backup()                   # scheduled copies of the SQLite state database
+    signing_key: Path | None = None             # SSH private key gitopsd signs its own commits with (promote, revert)
 
     @property
     def control_socket(self) -> Path:

@@ -157,7 +157,7 @@ def judge(repo: GateRepository, repo_path: str, store: Records, env: GateEnviron
         from .signatures import judge as judge_signatures
         refusal = judge_signatures(repo_path, env.signatures, env.name, branch, new, [old] if old else [])
         if refusal is not None:
-            return refusal
+            return refuse("signature", *refusal)
     tree, old_tree = gitcli.trees_of(repo_path, new, old) if old is not None else (gitcli.tree_of(repo_path, new), None)
     tree = tree or ""
     if tree == old_tree:

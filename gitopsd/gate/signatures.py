@@ -16,11 +16,6 @@ import os
 
 from ..adapters import gitcli
 
-TYPE_CHECKING = False   # true for mypy and import-linter only: the hook does not import typing
-
-if TYPE_CHECKING:   # annotations only
-    from .policy import Verdict
-
 SCAN_LIMIT = 100_000   # commits one move may add before the push is refused as too large to check
 # git's %G? letters: G good, U good but unknown validity, X good but expired signature, Y good but
 # expired key, R good but revoked key, B bad, E cannot be checked (key missing, gpg missing), N none.
@@ -152,27 +147,28 @@ def problem(rule: Rule, signed: Signed) -> str | None:
     return None
 
 
-def judge(repo_path: str, rule: Rule, env_name: str, branch: str, new: str, exclude: list[str]) -> Verdict | None:
-    """A refusal naming the first commit `new` adds (to what `exclude` reaches) that is not signed as `rule` wants."""
-    from .policy import refuse
+def judge(repo_path: str, rule: Rule, env_name: str, branch: str, new: str,
+          exclude: list[str]) -> tuple[str, list[str], list[str]] | None:
+    """(rule, detail, instead) of a refusal naming the commits `new` adds (to what `exclude` reaches) that are not
+    signed as `rule` wants; None when all are. policy.judge makes it a Verdict (this module is below it)."""
     try:
         found = check_commits(repo_path, rule, new, exclude)
     except gitcli.GitError as exc:
-        return refuse("signature", f"{env_name} only takes commits signed by an allowed signer",
-                      [f"the signatures of {new[:7]} could not be checked: {exc}"],
-                      ["ask an operator to look at the deploy server's git and `gitopsd doctor`"])
+        return (f"{env_name} only takes commits signed by an allowed signer",
+                [f"the signatures of {new[:7]} could not be checked: {exc}"],
+                ["ask an operator to look at the deploy server's git and `gitopsd doctor`"])
     bad = [(s, p) for s in found for p in [problem(rule, s)] if p]
     if not bad:
         return None
     where = " and ".join(f for f in (rule.allowed_signers and f"allowed_signers {rule.allowed_signers}",
                                      rule.gpg_home and f"keyring {rule.gpg_home}") if f)
     detail = [p for _s, p in bad[:5]] + ([f"... and {len(bad) - 5} more"] if len(bad) > 5 else [])
-    return refuse("signature", f"every commit that reaches {branch} must be signed by an allowed signer ({where})",
-                  [*detail, f"({len(found)} new commit(s) checked, {len(bad)} refused; nothing was deployed)"],
-                  ["sign them with a key the server allows: git rebase --exec 'git commit --amend --no-edit -S' "
-                   f"{bad[-1][0].commit[:7]}~1, then push again",
-                   "a key that is not allowed, expired or revoked: ask an operator to add yours to "
-                   + (where or "the allowed signers")])
+    return (f"every commit that reaches {branch} must be signed by an allowed signer ({where})",
+            [*detail, f"({len(found)} new commit(s) checked, {len(bad)} refused; nothing was deployed)"],
+            ["sign them with a key the server allows: git rebase --exec 'git commit --amend --no-edit -S' "
+             f"{bad[-1][0].commit[:7]}~1, then push again",
+             "a key that is not allowed, expired or revoked: ask an operator to add yours to "
+             + (where or "the allowed signers")])
 
 
 def push_certificate(repo_path: str, rule: Rule) -> tuple[str | None, str]:

@@ -1,12 +1,16 @@
 """Signed commits at the door: real SSH and OpenPGP keys, real signed commits, real pushes through the pre-receive hook."""
 from __future__ import annotations
 
+import os
+import pwd
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from gitopsd import doctor
+from gitopsd.config import load
 from tests.signing import allowed_signers, commit, gpg_export, gpg_home, gpg_key, sign_with, ssh_key
 from tests.support import Sandbox, git, run
 
@@ -177,3 +181,44 @@ def test_gpg_missing_on_the_server_is_said_as_such(short_tmp, openpgp):
     text = remote_text(proc)
     assert (f"remote:   commit {late[:7]} cannot be checked: gpg is not installed on the deploy server "
             "(apt-get install gnupg)") in text
+
+
+def test_gitopsds_own_promotion_commits_are_signed_with_its_key_and_verify_with_git_verify_commit(short_tmp, keys):
+    service = ssh_key(short_tmp / "keys", "gitopsd")
+    signers = allowed_signers(short_tmp / "allowed_signers", ("alice@example.com", keys["alice"]),
+                              ("gitopsd@localhost", service))
+    sandbox = Sandbox(short_tmp / "s", {"qa": ["qa-1"]}, extra={"signing_key": str(service)},
+                      env_options={"qa": {"signatures": {"allowed_signers": str(signers)}}})
+    sign_with(sandbox.work, keys["alice"])
+    sandbox.write("a.txt", "v2")
+    git(sandbox.work, "add", "-A")
+    v2 = commit(sandbox.work, "v2")
+    sandbox.push("main")
+    # A promotion request: the hook writes the exact-tree promotion commit itself, as gitopsd.
+    proc = sandbox.push("main:refs/promote/qa", check=False)
+    assert "gitopsd: promoted by" in proc.stderr, proc.stderr
+    promotion = sandbox.head("qa")
+    assert git(sandbox.repo, "rev-parse", f"{promotion}^2").stdout.strip() == v2
+    verified = run(["git", "-c", f"gpg.ssh.allowedSignersFile={signers}", "verify-commit", promotion], cwd=sandbox.repo,
+                   check=False)
+    assert verified.returncode == 0, verified.stderr
+    assert 'Good "git" signature for gitopsd@localhost with ED25519 key' in verified.stderr
+
+
+def test_doctor_signs_with_the_service_key_and_names_an_environment_whose_allowed_signers_lack_it(short_tmp, keys):
+    service = ssh_key(short_tmp / "keys", "gitopsd")
+    sandbox = signed_sandbox(short_tmp, keys)
+    sandbox.write_config(signing_key=str(service))
+    me = pwd.getpwuid(os.getuid()).pw_name
+    findings = doctor.signing_key_findings(load(sandbox.config), me)
+    assert [(f.ok, f.what) for f in findings] == [
+        (True, f"{me} signs gitopsd's own commits with {service}"),
+        (False, f"shop/qa: {short_tmp / 'allowed_signers'} does not allow gitopsd's signing key, so its own commits "
+                "there (promotions, reverts) would be refused")]
+    assert findings[1].fix == f'add the line: gitopsd@localhost namespaces="git" {Path(f"{service}.pub").read_text().split()[0]} ' \
+        f'{Path(f"{service}.pub").read_text().split()[1]}'
+    allowed_signers(short_tmp / "allowed_signers", ("alice@example.com", keys["alice"]), ("gitopsd@localhost", service))
+    assert all(f.ok for f in doctor.signing_key_findings(load(sandbox.config), me))
+    service.write_text("not a key\n")
+    [broken] = doctor.signing_key_findings(load(sandbox.config), me)
+    assert not broken.ok and broken.what.startswith(f"{me} cannot sign with the signing key {service}: ")
