@@ -84,7 +84,8 @@ CI_TRIGGER_KINDS = ("generic", "jenkins", "gitlab", "circleci", "buildbot")
 CI_STEP_KEYS = {"name", "run", "artifacts", "timeout"}
 SANDBOX_KEYS = {"enabled", "user", "read_only", "writable", "network"}
 SSH_KEYS = {"known_hosts"}
-REPO_KEYS = {"name", "path", "environments", "ci"}
+REPO_KEYS = {"name", "path", "environments", "ci", "signatures"}
+MAIN_BRANCH = "main"   # the integration branch a repository's own `signatures:` applies to
 ENV_KEYS = {"name", "branch", "promote_from", "inventory", "playbook", "timeout", "auto_rollback",
             "retries", "retry_backoff", "retry_backoff_max", "windows", "override_by", "rollout", "verify",
             "notify", "vault_password_file", "require_checks", "auto_promote", "signoff_by", "require_signoff",
@@ -425,8 +426,10 @@ def _identities(value: Any, key: str, groups: dict[str, list[str]], check: _Chec
 
 def _signatures(repo: Repository, raw: dict[str, Any], key: str, groups: dict[str, list[str]], base: Path,
                 check: _Checker) -> Repository:
-    """Each environment's `signatures:` (allowed signers, paths by signer) and `signed_push:` (docs/trust-model.md)."""
-    from .gate.signatures import allowed_signers_problems
+    """Each environment's `signatures:` and `signed_push:`, and the repository's own `signatures:` for main
+    (docs/trust-model.md, "Signed commits and signed pushes")."""
+    if "signatures" in raw:
+        repo = replace(repo, signatures=_signature_rule(raw["signatures"], False, key, groups, base, check))
     envs_raw = raw.get("environments")
     if not isinstance(envs_raw, list):
         return repo
@@ -438,40 +441,47 @@ def _signatures(repo: Repository, raw: dict[str, Any], key: str, groups: dict[st
         signed_push = env_raw.get("signed_push", False)
         if signed_push not in ("required", False):
             check.add(f"{at}.signed_push", f"must be `required` (or false), not {signed_push!r}")
-        data = check.mapping(env_raw.get("signatures", {}), f"{at}.signatures", SIGNATURES_KEYS)
-        found: dict[str, Path | None] = {}
-        for name, what in (("allowed_signers", "an SSH allowed_signers file (ssh-keygen(1), ALLOWED SIGNERS)"),
-                           ("gpg_home", "an OpenPGP keyring folder (a GNUPGHOME with the allowed public keys)")):
-            path = _path_field(data[name], f"{at}.signatures.{name}", f"the path of {what}", base, check) \
-                if name in data else None
-            found[name] = path
-            try:
-                exists = path is None or (path.is_file() if name == "allowed_signers" else path.is_dir())
-            except PermissionError:
-                continue   # a hook or a read-only command, as another user: the daemon and check-config see it
-            if not exists:
-                check.add(f"{at}.signatures.{name}", f"{path} does not exist: it must be {what}, kept outside the repository")
-            elif path is not None and name == "allowed_signers":
-                for problem in allowed_signers_problems(str(path))[:5]:
-                    check.add(f"{at}.signatures.allowed_signers", problem)
-        if "signatures" in env_raw and not any(found.values()):
-            check.add(f"{at}.signatures", "names no allowed signers: set allowed_signers (SSH) and/or gpg_home (OpenPGP)")
-        if signed_push and not any(found.values()):
-            check.add(f"{at}.signed_push", "needs signatures.allowed_signers or signatures.gpg_home: who may sign a push")
-        paths_raw = data.get("paths", {})
-        paths: list[tuple[str, tuple[str, ...]]] = []
-        if not isinstance(paths_raw, dict):
-            check.add(f"{at}.signatures.paths", "must map path globs to signers, e.g. {'environments/production/**': "
-                                                "[group:ops]}")
-        else:
-            for glob, signers in paths_raw.items():
-                if not isinstance(glob, str) or not glob or "\n" in glob:
-                    check.add(f"{at}.signatures.paths", f"{glob!r} is not a path glob such as environments/production/**")
-                    continue
-                paths.append((glob, _identities(signers, f"{at}.signatures.paths.{glob}", groups, check)))
-        envs[i] = replace(env, signatures=Signatures(found["allowed_signers"], found["gpg_home"], tuple(paths))
-                          if any(found.values()) else None, signed_push=signed_push == "required")
+        rule = _signature_rule(env_raw.get("signatures"), bool(signed_push), at, groups, base, check)
+        envs[i] = replace(env, signatures=rule, signed_push=signed_push == "required")
     return replace(repo, environments=tuple(envs))
+
+
+def _signature_rule(raw: Any, signed_push: bool, at: str, groups: dict[str, list[str]], base: Path,
+                    check: _Checker) -> Signatures | None:
+    """One `signatures:` mapping at `at`: the allowed signers' files (checked, allowed_signers line by line), paths."""
+    from .gate.signatures import allowed_signers_problems
+    data = check.mapping(raw, f"{at}.signatures", SIGNATURES_KEYS) if raw is not None else {}
+    found: dict[str, Path | None] = {}
+    for name, what in (("allowed_signers", "an SSH allowed_signers file (ssh-keygen(1), ALLOWED SIGNERS)"),
+                       ("gpg_home", "an OpenPGP keyring folder (a GNUPGHOME with the allowed public keys)")):
+        path = _path_field(data[name], f"{at}.signatures.{name}", f"the path of {what}", base, check) \
+            if name in data else None
+        found[name] = path
+        try:
+            exists = path is None or (path.is_file() if name == "allowed_signers" else path.is_dir())
+        except PermissionError:
+            continue   # a hook or a read-only command, as another user: the daemon and check-config see it
+        if not exists:
+            check.add(f"{at}.signatures.{name}", f"{path} does not exist: it must be {what}, kept outside the repository")
+        elif path is not None and name == "allowed_signers":
+            for problem in allowed_signers_problems(str(path))[:5]:
+                check.add(f"{at}.signatures.allowed_signers", problem)
+    if raw is not None and not any(found.values()):
+        check.add(f"{at}.signatures", "names no allowed signers: set allowed_signers (SSH) and/or gpg_home (OpenPGP)")
+    if signed_push and not any(found.values()):
+        check.add(f"{at}.signed_push", "needs signatures.allowed_signers or signatures.gpg_home: who may sign a push")
+    paths_raw = data.get("paths", {})
+    paths: list[tuple[str, tuple[str, ...]]] = []
+    if not isinstance(paths_raw, dict):
+        check.add(f"{at}.signatures.paths", "must map path globs to signers, e.g. {'environments/production/**': "
+                                            "[group:ops]}")
+    else:
+        for glob, signers in paths_raw.items():
+            if not isinstance(glob, str) or not glob or "\n" in glob:
+                check.add(f"{at}.signatures.paths", f"{glob!r} is not a path glob such as environments/production/**")
+                continue
+            paths.append((glob, _identities(signers, f"{at}.signatures.paths.{glob}", groups, check)))
+    return Signatures(found["allowed_signers"], found["gpg_home"], tuple(paths)) if any(found.values()) else None
 
 
 def _human_gates(repo: Repository, raw: dict[str, Any], key: str, groups: dict[str, list[str]],

@@ -248,6 +248,7 @@ class Repository:
     path: Path
     environments: tuple[Environment, ...]
     ci: Ci = Ci()
+    signatures: Signatures | None = None      # `signatures:` of the repository: every new commit on main signed
 
     def environment(self, name: str) -> Environment | None:
         return by_name(self.environments, name)

@@ -27,6 +27,8 @@ if TYPE_CHECKING:   # annotations only: typing and datetime cost the hook time
     from datetime import datetime
     from typing import TextIO
 
+    from . import signatures
+
 USAGE = "usage: pre-receive --config FILE [--database FILE]"
 
 
@@ -253,6 +255,10 @@ def pre_receive(config_path: str, database: str, stdin_text: str, out: TextIO = 
                    for env in [repo.environment_for_branch(u.branch)] if env is not None]
     env_refs = {u.ref for u, _env in env_updates}
     branch_commits = tuple(u.new for u in updates if u.branch and u.new != gitcli.ZERO and u.ref not in env_refs)
+    ruled = [(u, repo.branch_rules[u.branch]) for u in updates
+             if u.branch in repo.branch_rules and u.new != gitcli.ZERO and u.ref not in env_refs]
+    if ruled and unsigned_on_branches(config, config_path, repo_path, ruled, out):
+        return 1
     if not env_updates:
         # Feature branches and main belong to the developers. The daemon hears who pushed what, for CI
         # (a trigger names the pusher) and self-approval; it sees the refs move by itself.
@@ -303,6 +309,22 @@ def pre_receive(config_path: str, database: str, stdin_text: str, out: TextIO = 
     else:
         print(f"gitopsd: the daemon is not running; {names} will be deployed when it is back", file=out)
     return 0
+
+
+def unsigned_on_branches(config: snapshot.GateConfig, config_path: str, repo_path: str,
+                         ruled: list[tuple[RefUpdate, signatures.Rule]], out: TextIO) -> bool:
+    """Say why (and return True) when the push adds commits to main that its `signatures:` refuses."""
+    from .signatures import judge as judge_signatures
+    refused = []
+    for update, rule in ruled:
+        branch = update.branch or ""
+        found = judge_signatures(repo_path, rule, branch, branch, update.new, [update.old])
+        if found is not None:
+            print("\n".join(policy.refuse("signature", *found).refusal_lines(update.ref, config_path)), file=out)
+            refused.append(("", "signature"))
+    if refused:
+        report_refusals(config, repo_path, refused)
+    return bool(refused)
 
 
 def certified_pusher(env_updates: list[tuple[RefUpdate, snapshot.GateEnvironment]], repo_path: str,

@@ -52,6 +52,14 @@ CREATE TABLE IF NOT EXISTS gate_environments (
     signatures TEXT NOT NULL DEFAULT '',       -- signatures.Rule.encode(), '' for none
     PRIMARY KEY (config, repo, name)
 );
+CREATE TABLE IF NOT EXISTS gate_branches (
+    config TEXT NOT NULL,
+    repo TEXT NOT NULL,
+    repo_path TEXT NOT NULL,       -- resolved
+    branch TEXT NOT NULL,          -- a branch that is no environment's: main
+    signatures TEXT NOT NULL,      -- signatures.Rule.encode()
+    PRIMARY KEY (config, repo, branch)
+);
 CREATE TABLE IF NOT EXISTS gate_windows (
     config TEXT NOT NULL,
     repo TEXT NOT NULL,
@@ -91,10 +99,12 @@ class GateEnvironment:
 
 
 class GateRepository:
-    __slots__ = ("name", "path", "environments")
+    __slots__ = ("name", "path", "environments", "branch_rules")
 
-    def __init__(self, name: str, path: str, environments: list[GateEnvironment]):
+    def __init__(self, name: str, path: str, environments: list[GateEnvironment],
+                 branch_rules: dict[str, Rule] | None = None):
         self.name, self.path, self.environments = name, path, environments
+        self.branch_rules = branch_rules or {}   # signature rules of branches that are no environment's (main)
 
     def environment(self, name: str) -> GateEnvironment | None:
         return by_name(self.environments, name)
@@ -140,7 +150,7 @@ def from_config(config: Config) -> GateConfig:
         [GateRepository(r.name, os.path.realpath(r.path),
                         [GateEnvironment(e.name, e.branch, e.promote_from, e.override_by, e.windows, e.require_checks,
                                          _signoff_need(r, e), _policy(e), _signature_rule(e))
-                         for e in r.environments])
+                         for e in r.environments], _branch_rules(r))
          for r in config.repositories])
 
 
@@ -166,15 +176,25 @@ def _signature_rule(env: Environment) -> Rule | None:
                 s.paths if s else (), env.signed_push)
 
 
+def _branch_rules(repo: Repository) -> dict[str, Rule]:
+    """The repository's own `signatures:`, for main."""
+    from .signatures import Rule
+    s = repo.signatures
+    return {"main": Rule(str(s.allowed_signers or ""), str(s.gpg_home or ""), s.paths)} if s is not None else {}
+
+
 def save(db: sqlite3.Connection, gate: GateConfig, now: float) -> None:
     """Replace the snapshot for `gate.source` in one transaction (a writable connection in autocommit mode)."""
     db.execute("BEGIN IMMEDIATE")
     try:
-        for table in ("gate_config", "gate_environments", "gate_windows"):
+        for table in ("gate_config", "gate_environments", "gate_windows", "gate_branches"):
             db.execute(f"DELETE FROM {table} WHERE config = ?", (gate.source,))  # noqa: S608 (table names and clauses are constants; values are bound)
         db.execute("INSERT INTO gate_config VALUES (?, ?, ?, ?, ?)",
                    (gate.source, gate.stamp, gate.runtime_dir, "\n".join(gate.identity_env), now))
         for repo in gate.repositories:
+            for branch, rule in repo.branch_rules.items():
+                db.execute("INSERT INTO gate_branches VALUES (?, ?, ?, ?, ?)",
+                           (gate.source, repo.name, repo.path, branch, rule.encode()))
             for position, env in enumerate(repo.environments):
                 db.execute("INSERT INTO gate_environments (config, repo, repo_path, position, name, branch, promote_from,"
                            " override_by, require_checks, signoff, approvals, signatures)"
@@ -244,6 +264,8 @@ def load(db: sqlite3.Connection, config_path: str, repo_path: str) -> GateConfig
                           " signatures FROM gate_environments"
                           " WHERE config = ? AND repo_path = ? ORDER BY position",
                           (source, os.path.realpath(repo_path))).fetchall()
+        rules = db.execute("SELECT repo, branch, signatures FROM gate_branches WHERE config = ? AND repo_path = ?",
+                           (source, os.path.realpath(repo_path))).fetchall()
         windows = db.execute("SELECT env, name, allow, cron, duration, timezone FROM gate_windows"
                              " WHERE config = ? AND repo = ? ORDER BY env, position",
                              (source, envs[0][0] if envs else "")).fetchall()
@@ -257,7 +279,7 @@ def load(db: sqlite3.Connection, config_path: str, repo_path: str) -> GateConfig
     repos = []
     if any(signoff or approvals for *_rest, signoff, approvals, _signatures in envs):
         from .approvals import Policy, SignoffNeed
-    if any(row[-1] for row in envs):
+    if rules or any(row[-1] for row in envs):
         from .signatures import Rule
     if envs:
         repos.append(GateRepository(envs[0][0], os.path.realpath(repo_path), [
@@ -265,7 +287,8 @@ def load(db: sqlite3.Connection, config_path: str, repo_path: str) -> GateConfig
                             tuple(by_env.get(name, ())), tuple(filter(None, checks.split("\n"))),
                             SignoffNeed.decode(signoff) if signoff else None, Policy.decode(approvals) if approvals else None,
                             Rule.decode(signatures) if signatures else None)
-            for _repo, name, branch, promote_from, override_by, checks, signoff, approvals, signatures in envs]))
+            for _repo, name, branch, promote_from, override_by, checks, signoff, approvals, signatures in envs],
+            {branch: rule for _repo, branch, text in rules for rule in [Rule.decode(text)] if rule is not None}))
     return GateConfig(source, row[0], row[1], tuple(filter(None, row[2].split("\n"))), repos)
 
 

@@ -222,3 +222,22 @@ def test_doctor_signs_with_the_service_key_and_names_an_environment_whose_allowe
     service.write_text("not a key\n")
     [broken] = doctor.signing_key_findings(load(sandbox.config), me)
     assert not broken.ok and broken.what.startswith(f"{me} cannot sign with the signing key {service}: ")
+
+
+def test_the_repositorys_own_signatures_rule_guards_main_and_names_the_unsigned_commit(short_tmp, keys):
+    signers = allowed_signers(short_tmp / "allowed_signers", ("alice@example.com", keys["alice"]))
+    sandbox = Sandbox(short_tmp / "s", {"qa": ["qa-1"]}, extra={"repositories": [
+        {"name": "shop", "path": str(short_tmp / "s" / "shop.git"), "signatures": {"allowed_signers": str(signers)},
+         "environments": [{"name": "qa"}]}]})
+    sign_with(sandbox.work, keys["alice"])
+    before = sandbox.head("main")
+    commit(sandbox.work, "signed")
+    unsigned = commit(sandbox.work, "unsigned", signed=False)
+    text = remote_text(sandbox.push("main", check=False))
+    assert "remote: gitopsd: push to refs/heads/main refused" in text
+    assert f"remote:   commit {unsigned[:7]} has no signature" in text
+    assert sandbox.head("main") == before
+    git(sandbox.work, "reset", "--quiet", "--hard", "HEAD~1")
+    assert sandbox.push("main").returncode == 0
+    feature = commit(sandbox.work, "unsigned on a feature branch", signed=False)
+    assert sandbox.push(f"{feature}:refs/heads/feature").returncode == 0   # only main has the rule
