@@ -192,12 +192,11 @@ def push_certificate(repo_path: str, rule: Rule) -> tuple[str | None, str]:
     at = text.find("-----BEGIN SSH SIGNATURE-----")
     if at >= 0 and rule.allowed_signers:
         return ssh_signer(text[:at], text[at:], rule.allowed_signers)
-    if at < 0 and rule.gpg_home and os.environ.get("GIT_PUSH_CERT_STATUS") in ("G", "U"):
-        # OpenPGP: receive-pack checked it with GNUPGHOME as the hook's; only keys of the keyring verify
-        signer = os.environ.get("GIT_PUSH_CERT_SIGNER", "")
-        key = os.environ.get("GIT_PUSH_CERT_KEY", "")
-        return (signer or key), ""
-    return None, "the push certificate is not signed by an allowed signer"
+    at = text.find("-----BEGIN PGP SIGNATURE-----")
+    if at >= 0 and rule.gpg_home:
+        # Not receive-pack's GIT_PUSH_CERT_STATUS: it checked with the git user's keyring, not this one.
+        return gpg_signer(text[:at], text[at:], rule.gpg_home)
+    return None, "the push certificate is not signed by an allowed signer (no signature of a kind this environment allows)"
 
 
 def ssh_signer(payload: str, signature: str, allowed_signers: str) -> tuple[str | None, str]:
@@ -216,6 +215,26 @@ def ssh_signer(payload: str, signature: str, allowed_signers: str) -> tuple[str 
     if code != 0:
         return None, f"the push certificate's signature does not verify ({err.strip().splitlines()[-1:] or ''})"
     return principal, ""
+
+
+def gpg_signer(payload: str, signature: str, gpg_home: str) -> tuple[str | None, str]:
+    """The e-mail (else user id) of the keyring's key that made the OpenPGP `signature` over `payload`."""
+    import tempfile
+    with tempfile.TemporaryDirectory(prefix="gitopsd-cert-") as tmp:
+        sig = os.path.join(tmp, "cert.asc")
+        with open(sig, "w") as f:
+            f.write(signature)
+        try:
+            code, out, _err = gitcli.run(["gpg", "--homedir", gpg_home, "--batch", "--no-tty", "--status-fd", "1",
+                                          "--verify", sig, "-"], input=payload)
+        except OSError:
+            return None, "the push certificate cannot be checked: gpg is not installed on the deploy server"
+    # GOODSIG only for a good signature by an unrevoked, unexpired key (else REVKEYSIG, EXPKEYSIG, BADSIG, ...)
+    good = [line.split(" ", 3) for line in out.splitlines() if line.startswith("[GNUPG:] GOODSIG ")]
+    if code != 0 or not good or len(good[0]) < 4:
+        return None, "the push certificate is not signed by a valid key of the keyring (unknown, revoked or expired)"
+    uid = good[0][3]
+    return (uid[uid.rindex("<") + 1:-1] if "<" in uid and uid.endswith(">") else uid), ""
 
 
 def allowed_signers_problems(path: str) -> list[str]:

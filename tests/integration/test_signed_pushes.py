@@ -7,7 +7,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from tests.signing import allowed_signers, commit, sign_with, ssh_key
+from tests.signing import allowed_signers, commit, gpg_export, gpg_home, gpg_key, sign_with, ssh_key
 from tests.support import Sandbox, git, run
 
 
@@ -74,3 +74,25 @@ def test_a_replayed_push_certificate_with_an_old_nonce_is_refused(short_tmp):
     assert "the push certificate's nonce is not fresh (" in err, err
     assert "a replayed certificate" in err or "not one this server issued" in err
     assert sandbox.head("qa") == before
+
+
+def test_an_openpgp_signed_push_is_checked_against_the_configured_keyring_not_the_git_users(short_tmp):
+    mine, server = gpg_home(short_tmp / "gpg-dev"), gpg_home(short_tmp / "gpg-server")
+    fingerprint = gpg_key(mine, "Alice <alice@example.com>")
+    other = gpg_key(mine, "Mallory <mallory@example.com>")   # in the pusher's keyring only
+    gpg_export(mine, fingerprint, server)
+    sandbox = Sandbox(short_tmp / "s", {"qa": ["qa-1"]},
+                      env_options={"qa": {"signatures": {"gpg_home": str(server)}, "signed_push": "required"}})
+    env = sandbox.environ(GNUPGHOME=str(mine))
+    run(["git", "-c", f"user.signingkey={fingerprint}", "commit", "--quiet", "--allow-empty", "-S", "-m", "v2"],
+        cwd=sandbox.work, env=env)
+    v2 = git(sandbox.work, "rev-parse", "HEAD").stdout.strip()
+    sandbox.push("main")
+    proc = run(["git", "-c", f"user.signingkey={other}", "push", "--signed", "origin", "main:qa"], cwd=sandbox.work,
+               env=env, check=False)
+    assert ("remote:   the push certificate is not signed by a valid key of the keyring (unknown, revoked or expired)"
+            in remote_text(proc))
+    proc = run(["git", "-c", f"user.signingkey={fingerprint}", "push", "--signed", "origin", "main:qa"],
+               cwd=sandbox.work, env=env, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert sandbox.head("qa") == v2
