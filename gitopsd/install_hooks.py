@@ -96,6 +96,10 @@ def install_hooks(repo_path: Path, config_path: Path | None = None, *, git_user:
         # `git push --signed` certificates carry a nonce made from this secret: the hook then knows a fresh one
         # from a replayed one (GIT_PUSH_CERT_NONCE_STATUS), for environments with `signed_push: required`.
         settings["receive.certNonceSeed"] = secrets.token_hex(32)
+    if get_setting(repo_path, "gpg.ssh.allowedSignersFile") is None:
+        # receive-pack checks an SSH push certificate before any hook and says `error:` to the pusher when this is
+        # unset; the hook checks it again against each environment's own allowed signers (gate/signatures.py).
+        settings["gpg.ssh.allowedSignersFile"] = "/dev/null"
     if config_path is not None:
         settings["gitopsd.config"] = str(Path(config_path).resolve())
         settings.update(signing_settings(repo_path, configured_signing_key(Path(config_path))))
