@@ -307,3 +307,26 @@ def test_the_snapshot_install_hooks_wrote_survives_the_daemon_opening_postgresql
         assert snapshot.Ledger(db).tree_succeeded("shop", "qa", T1)
     finally:
         db.close()
+
+
+def test_signature_rules_the_daemon_saves_in_postgresql_reach_the_hooks_sqlite_file(postgres_url, tmp_path):
+    """main's rule (gate_branches) and an environment's (gate_environments.signatures) are mirrored for the hook."""
+    from gitopsd.gate.signatures import Rule
+    config = tmp_path / "gitopsd.yml"
+    config.write_text("x")
+    rule = Rule("/etc/gitopsd/allowed_signers", "", (("environments/production/**", ("ops",)),), True)
+    gate = snapshot.GateConfig(str(config), snapshot.file_stamp(str(config)), "/run/gitopsd", (), [
+        snapshot.GateRepository("shop", str(tmp_path), [snapshot.GateEnvironment("qa", "qa", "main", signatures=rule)],
+                                {"main": Rule("/etc/gitopsd/allowed_signers")})])
+    with Store(tmp_path / "hook-ledger.db", url=postgres_url) as daemon_store:
+        daemon_store.save_gate(gate)
+    db = snapshot.connect_readonly(str(tmp_path / "hook-ledger.db"))
+    try:
+        loaded = snapshot.load(db, str(config), str(tmp_path))
+    finally:
+        db.close()
+    assert loaded is not None
+    [repo] = loaded.repositories
+    assert repo.branch_rules["main"].allowed_signers == "/etc/gitopsd/allowed_signers"
+    qa = repo.environment("qa")
+    assert qa is not None and qa.signatures is not None and qa.signatures.encode() == rule.encode()
