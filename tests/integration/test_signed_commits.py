@@ -11,6 +11,7 @@ import pytest
 
 from gitopsd import doctor
 from gitopsd.config import load
+from gitopsd.revert import make_revert
 from tests.signing import allowed_signers, commit, gpg_export, gpg_home, gpg_key, sign_with, ssh_key
 from tests.support import Sandbox, git, run
 
@@ -203,6 +204,13 @@ def test_gitopsds_own_promotion_commits_are_signed_with_its_key_and_verify_with_
                    check=False)
     assert verified.returncode == 0, verified.stderr
     assert 'Good "git" signature for gitopsd@localhost with ED25519 key' in verified.stderr
+    # A rollback's revert commit (as the daemon's automatic rollback writes it) is signed the same way.
+    revert = make_revert(sandbox.repo, "qa", promotion, sandbox.tree(f"{promotion}^1"), requested_by="gitopsd",
+                         reason="test", automatic=True)
+    assert revert is not None and sandbox.head("qa") == revert
+    verified = run(["git", "-c", f"gpg.ssh.allowedSignersFile={signers}", "verify-commit", revert], cwd=sandbox.repo,
+                   check=False)
+    assert 'Good "git" signature for gitopsd@localhost with ED25519 key' in verified.stderr, verified.stderr
 
 
 def test_doctor_signs_with_the_service_key_and_names_an_environment_whose_allowed_signers_lack_it(short_tmp, keys):
