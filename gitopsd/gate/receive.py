@@ -415,6 +415,10 @@ def promotion_request(config: snapshot.GateConfig, config_path: str, database: s
                        [f"branch {dst.branch if dst_head is None else dst.promote_from} does not exist on the server."
                         if update.new != gitcli.ZERO else "a request ref is never deleted: it is never kept."],
                        [example])
+    certified = certified_pusher([(update, dst)], repo_path, config_path, out)
+    if certified is None:   # `signed_push: required` holds for a promotion request to it too
+        report_refusals(config, repo_path, [(dst.name, "signed-push")])
+        return 1
     db = None
     try:
         db = snapshot.connect_readonly(database)
@@ -429,7 +433,7 @@ def promotion_request(config: snapshot.GateConfig, config_path: str, database: s
                     [f"{update.new[:7]} is not the head of {dst.promote_from} on the server ({src_head[:7]})"
                      + (f", nor a commit here whose tree {source.name} runs now." if source is not None else ".")],
                     [example, f"or on the server: gitopsd promote {src_name} {dst.name} --repo {repo.name}"])
-        identity = pusher(config.identity_env, repo_path)
+        identity = certified or pusher(config.identity_env, repo_path)
         done = promotion.promote(
             repo, repo_path, ledger, dst, src_name, update.new, dst_head, identity=identity,
             override=push_option("override"), now=now,

@@ -111,6 +111,8 @@ def check_commits(repo_path: str, rule: Rule, new: str, exclude: list[str]) -> l
     if code != 0:
         raise gitcli.GitError(f"git log: {err.strip() or f'exit {code}'}")
     found = []
+    if out.count("\x01") >= SCAN_LIMIT:
+        raise gitcli.GitError(f"this move adds more than {SCAN_LIMIT} commits; push it in parts")
     for record in out.split("\x01")[1:]:
         head, _, rest = record.partition("\n")
         commit, letter, signer, primary, key = (head.split("\x02") + [""] * 5)[:5]

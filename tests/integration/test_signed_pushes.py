@@ -97,3 +97,15 @@ def test_an_openpgp_signed_push_is_checked_against_the_configured_keyring_not_th
                cwd=sandbox.work, env=env, check=False)
     assert proc.returncode == 0, proc.stderr
     assert sandbox.head("qa") == v2
+
+
+def test_a_promotion_request_to_an_environment_that_wants_signed_pushes_needs_one_too(short_tmp):
+    sandbox, _keys = signed_push_sandbox(short_tmp)
+    sandbox.write("a.txt", "v2")
+    git(sandbox.work, "add", "-A")
+    commit(sandbox.work, "v2")
+    sandbox.push("main")
+    before = sandbox.head("qa")
+    proc = sandbox.push("main:refs/promote/qa", check=False)
+    assert "remote:   this push has no certificate: push with `git push --signed`" in remote_text(proc)
+    assert sandbox.head("qa") == before
