@@ -65,10 +65,11 @@ class Rule:
 class Signed:
     """One commit as git checked it: its letter (%G?), signer (principal or user id), key fingerprint, files."""
 
-    __slots__ = ("commit", "letter", "signer", "key", "files")
+    __slots__ = ("commit", "letter", "signer", "key", "files", "committer")
 
-    def __init__(self, commit: str, letter: str, signer: str, key: str, files: list[str]):
+    def __init__(self, commit: str, letter: str, signer: str, key: str, files: list[str], committer: str = ""):
         self.commit, self.letter, self.signer, self.key, self.files = commit, letter, signer, key, files
+        self.committer = committer   # only ever a hint in a refusal: anyone can write it
 
     @property
     def ssh(self) -> bool:
@@ -100,7 +101,7 @@ def check_commits(repo_path: str, rule: Rule, new: str, exclude: list[str]) -> l
     """Every commit reachable from `new` and from none of `exclude` (just `new` when `exclude` is empty), as git
     verified it, newest first."""
     signers = rule.allowed_signers or "/dev/null"   # an SSH signature then has no principal: U, refused
-    fmt = "%x01%H%x02%G?%x02%GS%x02%GF%x02%GK"
+    fmt = "%x01%H%x02%G?%x02%GS%x02%GF%x02%GK%x02%ce"
     argv = ["git", "-C", repo_path, "-c", f"gpg.ssh.allowedSignersFile={signers}", "log", f"--format={fmt}",
             f"-n{SCAN_LIMIT}"]
     if rule.paths:
@@ -115,8 +116,8 @@ def check_commits(repo_path: str, rule: Rule, new: str, exclude: list[str]) -> l
         raise gitcli.GitError(f"this move adds more than {SCAN_LIMIT} commits; push it in parts")
     for record in out.split("\x01")[1:]:
         head, _, rest = record.partition("\n")
-        commit, letter, signer, primary, key = (head.split("\x02") + [""] * 5)[:5]
-        found.append(Signed(commit, letter, signer, primary or key, [f for f in rest.split("\n") if f]))
+        commit, letter, signer, primary, key, committer = (head.split("\x02") + [""] * 6)[:6]
+        found.append(Signed(commit, letter, signer, primary or key, [f for f in rest.split("\n") if f], committer))
     return found
 
 
@@ -137,6 +138,9 @@ def problem(rule: Rule, signed: Signed) -> str | None:
             # git then says N (or E) for an OpenPGP signature: nothing can tell it from none
             return f"commit {short} cannot be checked: gpg is not installed on the deploy server (apt-get install gnupg)"
         key = f" (key {signed.key})" if signed.key else ""
+        if signed.letter == "N" and signed.committer == gitcli.GITOPSD_IDENTITY.email:
+            return (f"commit {short} has no signature; gitopsd wrote it: set signing_key in the config and add its "
+                    "public key to the allowed signers (docs/trust-model.md)")
         return f"commit {short} has {what}{key}"
     if rule.paths:
         from fnmatch import fnmatchcase

@@ -249,3 +249,14 @@ def test_the_repositorys_own_signatures_rule_guards_main_and_names_the_unsigned_
     assert sandbox.push("main").returncode == 0
     feature = commit(sandbox.work, "unsigned on a feature branch", signed=False)
     assert sandbox.push(f"{feature}:refs/heads/feature").returncode == 0   # only main has the rule
+
+
+def test_a_promotion_commit_gitopsd_could_not_sign_is_refused_with_the_setting_that_is_missing(short_tmp, keys):
+    sandbox = signed_sandbox(short_tmp, keys)
+    sandbox.write("a.txt", "v2")
+    git(sandbox.work, "add", "-A")
+    commit(sandbox.work, "v2")
+    sandbox.push("main")
+    text = remote_text(sandbox.push("main:refs/promote/qa", check=False))
+    assert ("has no signature; gitopsd wrote it: set signing_key in the config and add its public key to the "
+            "allowed signers (docs/trust-model.md)") in text
