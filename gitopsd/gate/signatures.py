@@ -92,8 +92,8 @@ class Signed:
 def environment(rule: Rule) -> dict[str, str]:
     """The hook's environment with GNUPGHOME at the configured keyring (quarantine variables kept)."""
     env = dict(os.environ)
-    if rule.gpg_home:
-        env["GNUPGHOME"] = rule.gpg_home
+    # Without a keyring of its own the rule allows no OpenPGP key: never the hook user's ~/.gnupg.
+    env["GNUPGHOME"] = rule.gpg_home or "/nonexistent/gitopsd-allows-no-openpgp-key"
     return env
 
 
@@ -132,6 +132,8 @@ def gpg_missing() -> bool:
 def problem(rule: Rule, signed: Signed) -> str | None:
     """What is wrong with one commit's signature under `rule`, in words; None when it passes."""
     short = signed.commit[:7]
+    if signed.key and not signed.ssh and not rule.gpg_home:
+        return f"commit {short} has an OpenPGP signature (key {signed.key}), but only SSH signers are allowed here"
     if not signed.good:
         what = MEANING.get(signed.letter, f"a signature git rates {signed.letter!r}")
         if signed.letter in "EN" and rule.gpg_home and gpg_missing():

@@ -260,3 +260,19 @@ def test_a_promotion_commit_gitopsd_could_not_sign_is_refused_with_the_setting_t
     text = remote_text(sandbox.push("main:refs/promote/qa", check=False))
     assert ("has no signature; gitopsd wrote it: set signing_key in the config and add its public key to the "
             "allowed signers (docs/trust-model.md)") in text
+
+
+def test_an_openpgp_signature_checked_with_the_pushers_own_keyring_does_not_pass_an_ssh_only_rule(short_tmp, keys,
+                                                                                                 openpgp):
+    mine, _server, fingerprint = openpgp
+    sandbox = signed_sandbox(short_tmp, keys)
+    env = sandbox.environ(GNUPGHOME=str(mine))   # reaches the hook over the local transport
+    run(["git", "-c", "gpg.format=openpgp", "-c", f"user.signingkey={fingerprint}", "commit", "--quiet",
+         "--allow-empty", "-S", "-m", "gpg signed"], cwd=sandbox.work, env=env)
+    late = git(sandbox.work, "rev-parse", "HEAD").stdout.strip()
+    run(["git", "push", "origin", "main"], cwd=sandbox.work, env=env)
+    proc = run(["git", "push", "origin", "main:qa"], cwd=sandbox.work, env=env, check=False)
+    assert proc.returncode == 1
+    # gpg, given no keyring, names the key by its long id (the fingerprint's last 16 digits)
+    assert (f"remote:   commit {late[:7]} has an OpenPGP signature (key {fingerprint[-16:]}), but only SSH signers "
+            "are allowed here") in remote_text(proc)

@@ -45,3 +45,10 @@ def test_allowed_signers_syntax_problems_name_their_lines(tmp_path):
         f"{path}:6: unknown option 'nope' (expected principals, options such as namespaces=\"git\", then the key "
         "type and key)",
         f"{path}:7: the key after ssh-ed25519 is not base64"]
+
+
+def test_an_openpgp_signature_counts_for_nothing_where_only_ssh_signers_are_allowed():
+    rule = Rule("/etc/gitopsd/allowed_signers")
+    signed = Signed("e" * 40, "G", "Alice <alice@example.com>", "B4B8BEB8661452977EC4EB3C2E1BBF88C906890A", [])
+    assert problem(rule, signed) == ("commit eeeeeee has an OpenPGP signature (key "
+                                     "B4B8BEB8661452977EC4EB3C2E1BBF88C906890A), but only SSH signers are allowed here")
