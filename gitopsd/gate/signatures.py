@@ -102,8 +102,9 @@ def check_commits(repo_path: str, rule: Rule, new: str, exclude: list[str]) -> l
     verified it, newest first."""
     signers = rule.allowed_signers or "/dev/null"   # an SSH signature then has no principal: U, refused
     fmt = "%x01%H%x02%G?%x02%GS%x02%GF%x02%GK%x02%ce"
-    argv = ["git", "-C", repo_path, "-c", f"gpg.ssh.allowedSignersFile={signers}", "log", f"--format={fmt}",
-            f"-n{SCAN_LIMIT}"]
+    # The checking programs pinned (a -c outranks the repository's config and the pusher's GIT_CONFIG_* variables).
+    argv = ["git", "-C", repo_path, "-c", f"gpg.ssh.allowedSignersFile={signers}", "-c", "gpg.ssh.program=ssh-keygen",
+            "-c", "gpg.program=gpg", "-c", "gpg.openpgp.program=gpg", "log", f"--format={fmt}", f"-n{SCAN_LIMIT}"]
     if rule.paths:
         argv += ["--name-only", "--cc"]   # a merge touches only what differs from every parent (its own resolution)
     excluded = [f"^{c}" for c in exclude if c and c != gitcli.ZERO]

@@ -276,3 +276,18 @@ def test_an_openpgp_signature_checked_with_the_pushers_own_keyring_does_not_pass
     # gpg, given no keyring, names the key by its long id (the fingerprint's last 16 digits)
     assert (f"remote:   commit {late[:7]} has an OpenPGP signature (key {fingerprint[-16:]}), but only SSH signers "
             "are allowed here") in remote_text(proc)
+
+
+def test_a_checking_program_set_in_the_repositorys_config_is_not_used(short_tmp, keys):
+    """The repository's config belongs to the git user, not to gitopsd: the hook pins ssh-keygen and gpg."""
+    sandbox = signed_sandbox(short_tmp, keys)
+    fake = short_tmp / "fake-ssh-keygen"
+    fake.write_text("#!/bin/sh\necho alice@example.com\n"
+                    "echo 'Good \"git\" signature for alice@example.com with ED25519 key SHA256:x' >&2\nexit 0\n")
+    fake.chmod(0o755)
+    git(sandbox.repo, "config", "gpg.ssh.program", str(fake))
+    signed = commit(sandbox.work, "signed by mallory", key=keys["mallory"])
+    sandbox.push("main")
+    proc = sandbox.push("main:qa", check=False)
+    assert proc.returncode == 1
+    assert f"remote:   commit {signed[:7]} has a signature by a key that is not an allowed signer" in remote_text(proc)
