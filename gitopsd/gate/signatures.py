@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 
-from ..adapters import gitcli
+from ..base import gitcli
 
 SCAN_LIMIT = 100_000   # commits one move may add before the push is refused as too large to check
 # git's %G? letters: G good, U good but unknown validity, X good but expired signature, Y good but

@@ -17,8 +17,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .adapters import gitcli, ownership
-from .core.errors import GitError, StoreError, UserError
+from ..adapters import ownership
+from ..base import gitcli
+from ..core.errors import GitError, StoreError, UserError
 
 HOOK_NAMES = ("pre-receive",)
 RETIRED_HOOKS = ("post-receive",)
@@ -148,7 +149,7 @@ def signing_settings(repo_path: Path, key: Path | None) -> dict[str, str]:
 
 def configured_signing_key(config_path: Path) -> Path | None:
     """The config's `signing_key`, or None (also when the config cannot be loaded: that is said elsewhere)."""
-    from .config import ConfigError, load
+    from ..config import ConfigError, load
     try:
         return load(config_path).signing_key
     except ConfigError:
@@ -217,7 +218,7 @@ def daemon_user(name: str | None = None, config_path: Path | None = None) -> str
     this machine happens to have (a `gitopsd` user of another installation, say)."""
     if name or config_path is None:
         return name
-    from .config import ConfigError, load
+    from ..config import ConfigError, load
     try:
         state_dir = load(config_path).state_dir
     except ConfigError:
@@ -368,7 +369,7 @@ def _resolved(path: str) -> str:
 
 def _configured_repositories(config_path: Path | None) -> set[str] | None:
     """The resolved paths of the repositories CONFIG lists; None if it cannot be read."""
-    from .config import ConfigError, load
+    from ..config import ConfigError, load
     if config_path is None:
         return None
     try:
@@ -432,9 +433,9 @@ def write_gate_snapshot(config_path: Path) -> tuple[str | None, str]:
     The daemon also does this at start and on every reload. Here it is done only where it cannot
     leave a file the daemon cannot write: into a store we own, or a new one in a state folder we own.
     """
-    from .gate import snapshot
-    from .config import ConfigError, load
-    from .adapters.store import Store
+    from ..gate import snapshot
+    from ..config import ConfigError, load
+    from ..adapters.store import Store
     try:
         config = load(config_path)
     except ConfigError:
