@@ -17,6 +17,8 @@
     (bench/bench_failover.py).
 (j) the web dashboard: the Pipeline page's time with 3 repositories x 3 environments and 100,000 deployments stored
     (target p99 <= 100 ms), and a branch move -> the page showing it over server-sent events (target <= 1 s).
+(m) signed commits: a push of 500 new SSH-signed commits to an environment with `signatures:` (every one verified
+    by git and ssh-keygen in the hook), p95, beside the same push into a copy without hooks (target p95 <= 300 ms).
 """
 from __future__ import annotations
 
@@ -759,6 +761,34 @@ def bench_api(root: Path, seconds: float, rate: int = 200, stored: int = 10_000,
             "daemon_cpu_s": cpu.user + cpu.system}
 
 
+def bench_signed(root: Path, commits: int, pushes: int) -> dict:
+    """Pushes of `commits` new SSH-signed commits each to main:qa, qa checking every signature, vs a bare copy."""
+    from tests.signing import allowed_signers, sign_with, ssh_key
+    key = ssh_key(root / "keys", "bench")
+    signers = allowed_signers(root / "allowed_signers", ("bench@example.com", key))
+    sandbox = Sandbox(root / "signed", {"qa": ["qa-1"]},
+                      env_options={"qa": {"signatures": {"allowed_signers": str(signers)}}})
+    sign_with(sandbox.work, key)
+    bare = root / "bare.git"
+    run(["git", "clone", "-q", "--bare", "--no-local", str(sandbox.repo), str(bare)])
+    for hook in (bare / "hooks").iterdir():
+        hook.unlink()
+    run(["git", "remote", "add", "bare", str(bare)], cwd=sandbox.work)
+    env = sandbox.environ()
+    hooked, plain = [], []
+    for i in range(pushes):
+        for n in range(commits):
+            run(["git", "commit", "-q", "--allow-empty", "-m", f"signed {i}.{n}"], cwd=sandbox.work)
+        for remote, times in (("origin", hooked), ("bare", plain)):
+            run(["git", "push", "-q", remote, "main"], cwd=sandbox.work, env=env)   # main has no rule: not timed
+            t0 = time.monotonic()
+            run(["git", "push", "-q", remote, "main:qa"], cwd=sandbox.work, env=env)
+            times.append(time.monotonic() - t0)
+    return {"commits": commits, "pushes": pushes, "p95_ms": percentile(hooked, 95) * 1000,
+            "median_ms": statistics.median(hooked) * 1000, "bare_ms": statistics.median(plain) * 1000,
+            "per_commit_ms": statistics.median(hooked) * 1000 / commits}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pushes", type=int, default=20)
@@ -778,7 +808,9 @@ def main() -> int:
                         help="also time the reads with the gitopsd of this checkout (e.g. a git worktree of an older commit)")
     parser.add_argument("--dora-rounds", type=int, default=10)
     parser.add_argument("--only", choices=("latency", "overhead", "idle", "hooks", "rollback", "scale", "api", "reads", "metrics", "dora",
-                                           "web", "nodes", "failover"))
+                                           "web", "nodes", "failover", "signed"))
+    parser.add_argument("--signed-commits", type=int, default=500, help="signed section: new commits per push")
+    parser.add_argument("--signed-pushes", type=int, default=5, help="signed section: pushes")
     parser.add_argument("--node-wait", type=int, default=10,
                         help="nodes section: seconds each waiting playbook waits (as deployments wait on hosts)")
     parser.add_argument("--postgresql", action="store_true",
@@ -825,6 +857,11 @@ def main() -> int:
                               f"(target <= 3)", flush=True)
                 finally:
                     server.close()
+        if args.only in (None, "signed"):
+            results["signed"] = r = bench_signed(root / "signed", args.signed_commits, args.signed_pushes)
+            print(f"(m) push of {r['commits']} new signed commits to qa (signatures:), {r['pushes']} pushes: p95 "
+                  f"{r['p95_ms']:.0f} ms, median {r['median_ms']:.0f} ms ({r['per_commit_ms']:.1f} ms a commit), "
+                  f"no hooks {r['bare_ms']:.0f} ms (target p95 <= 300 ms)", flush=True)
         if args.only in (None, "rollback"):
             results["rollback"] = r = bench_rollback(root / "rb", args.rollback_rounds)
             print(f"(e) sample app on 4 hosts, median of {r['rounds']}: new release {r['deploy_s']:.2f} s, rollback "

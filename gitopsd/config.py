@@ -27,6 +27,7 @@ from .core.settings import (STATUS_CONTEXT_MAX, Api, Approvals, CheckError, Sign
 from .core.settings import Drift, Watch
 from .core.settings import Backup, Grafana
 from .core.settings import ExecutionNode
+from .core.settings import Signatures
 from .core.settings import ROLES, RoleGrant, Web
 from .core.settings import Matrix, Notifications
 from .gate.snapshot import file_stamp
@@ -73,7 +74,7 @@ class ConfigError(ConfigurationError):
 
 TOP_KEYS = {"state_dir", "runtime_dir", "sweep_interval", "max_parallel", "stop_grace",
             "keep_workdirs", "identity_env", "repositories", "sandbox", "ssh", "api", "groups", "grafana",
-            "execution_nodes", "web", "database", "backup", "notifications"}
+            "execution_nodes", "web", "database", "backup", "notifications", "signing_key"}
 BACKUP_KEYS = {"interval", "keep", "dir"}
 APPROVALS_KEYS = {"required", "approvers", "required_groups", "forbid_self_approval", "expire_after"}
 SIGNOFF_KEYS = {"env", "count"}
@@ -84,11 +85,13 @@ CI_TRIGGER_KINDS = ("generic", "jenkins", "gitlab", "circleci", "buildbot")
 CI_STEP_KEYS = {"name", "run", "artifacts", "timeout"}
 SANDBOX_KEYS = {"enabled", "user", "read_only", "writable", "network"}
 SSH_KEYS = {"known_hosts"}
-REPO_KEYS = {"name", "path", "environments", "ci"}
+REPO_KEYS = {"name", "path", "environments", "ci", "signatures"}
+MAIN_BRANCH = "main"   # the integration branch a repository's own `signatures:` applies to
 ENV_KEYS = {"name", "branch", "promote_from", "inventory", "playbook", "timeout", "auto_rollback",
             "retries", "retry_backoff", "retry_backoff_max", "windows", "override_by", "rollout", "verify",
             "notify", "vault_password_file", "require_checks", "auto_promote", "signoff_by", "require_signoff",
-            "approvals", "watch", "drift", "execution_node", "require_provenance"}
+            "approvals", "watch", "drift", "execution_node", "require_provenance", "signatures", "signed_push"}
+SIGNATURES_KEYS = {"allowed_signers", "gpg_home", "paths"}
 WATCH_KEYS = {"for", "interval", "http", "prometheus", "inconclusive"}
 WATCH_PROMETHEUS_KEYS = {"url", "query", "max", "min", "name", "timeout", "retries"}
 DRIFT_KEYS = {"interval", "heal"}
@@ -282,6 +285,8 @@ def _normalize(raw: Any, source: Path, check: _Checker, writable: bool) -> Confi
     groups = _groups(top.get("groups", {}), check)
     repos = [_human_gates(repo, repos_raw[i] if isinstance(repos_raw[i], dict) else {}, f"repositories[{i}]", groups, check)
              for i, repo in enumerate(repos)]
+    repos = [_signatures(repo, repos_raw[i] if isinstance(repos_raw[i], dict) else {}, f"repositories[{i}]", groups,
+                         base, check) for i, repo in enumerate(repos)]
     seen: dict[str, int] = {}
     for i, repo in enumerate(repos):
         if repo.name and repo.name in seen:
@@ -318,7 +323,18 @@ def _normalize(raw: Any, source: Path, check: _Checker, writable: bool) -> Confi
         web=_web(top["web"], "api" in top, repos, groups, base, check) if "web" in top else None,
         backup=_backup(top["backup"], base, check) if "backup" in top else Backup(),
         notifications=_notifications(top["notifications"], base, check) if "notifications" in top else Notifications(),
+        signing_key=_signing_key(top["signing_key"], base, check) if "signing_key" in top else None,
     )
+
+
+def _signing_key(raw: Any, base: Path, check: _Checker) -> Path | None:
+    """`signing_key:` the SSH private key gitopsd signs its commits with; its public half (KEY.pub) beside it."""
+    path = _path_field(raw, "signing_key", "the path of an SSH private key (`gitopsd install-service` makes one)",
+                       base, check)
+    public = Path(f"{path}.pub") if path else None
+    if public is not None and not public.is_file():
+        check.add("signing_key", f"{public} does not exist: make the key with ssh-keygen -t ed25519 -N '' -f {path}")
+    return path
 
 
 def _backup(raw: Any, base: Path, check: _Checker) -> Backup:
@@ -408,6 +424,66 @@ def _identities(value: Any, key: str, groups: dict[str, list[str]], check: _Chec
         else:
             check.add(key, f"{entry!r} is not an identity (a user name) nor group:NAME")
     return tuple(dict.fromkeys(found))
+
+
+def _signatures(repo: Repository, raw: dict[str, Any], key: str, groups: dict[str, list[str]], base: Path,
+                check: _Checker) -> Repository:
+    """Each environment's `signatures:` and `signed_push:`, and the repository's own `signatures:` for main
+    (docs/trust-model.md, "Signed commits and signed pushes")."""
+    if "signatures" in raw:
+        repo = replace(repo, signatures=_signature_rule(raw["signatures"], False, key, groups, base, check))
+    envs_raw = raw.get("environments")
+    if not isinstance(envs_raw, list):
+        return repo
+    envs = list(repo.environments)
+    for i, (env, env_raw) in enumerate(zip(envs, envs_raw, strict=True)):
+        if not isinstance(env_raw, dict) or not ({"signatures", "signed_push"} & set(env_raw)):
+            continue
+        at = f"{key}.environments[{i}]"
+        signed_push = env_raw.get("signed_push", False)
+        if signed_push not in ("required", False):
+            check.add(f"{at}.signed_push", f"must be `required` (or false), not {signed_push!r}")
+        rule = _signature_rule(env_raw.get("signatures"), bool(signed_push), at, groups, base, check)
+        envs[i] = replace(env, signatures=rule, signed_push=signed_push == "required")
+    return replace(repo, environments=tuple(envs))
+
+
+def _signature_rule(raw: Any, signed_push: bool, at: str, groups: dict[str, list[str]], base: Path,
+                    check: _Checker) -> Signatures | None:
+    """One `signatures:` mapping at `at`: the allowed signers' files (checked, allowed_signers line by line), paths."""
+    from .gate.signatures import allowed_signers_problems
+    data = check.mapping(raw, f"{at}.signatures", SIGNATURES_KEYS) if raw is not None else {}
+    found: dict[str, Path | None] = {}
+    for name, what in (("allowed_signers", "an SSH allowed_signers file (ssh-keygen(1), ALLOWED SIGNERS)"),
+                       ("gpg_home", "an OpenPGP keyring folder (a GNUPGHOME with the allowed public keys)")):
+        path = _path_field(data[name], f"{at}.signatures.{name}", f"the path of {what}", base, check) \
+            if name in data else None
+        found[name] = path
+        try:
+            exists = path is None or (path.is_file() if name == "allowed_signers" else path.is_dir())
+        except PermissionError:
+            continue   # a hook or a read-only command, as another user: the daemon and check-config see it
+        if not exists:
+            check.add(f"{at}.signatures.{name}", f"{path} does not exist: it must be {what}, kept outside the repository")
+        elif path is not None and name == "allowed_signers":
+            for problem in allowed_signers_problems(str(path))[:5]:
+                check.add(f"{at}.signatures.allowed_signers", problem)
+    if raw is not None and not any(found.values()):
+        check.add(f"{at}.signatures", "names no allowed signers: set allowed_signers (SSH) and/or gpg_home (OpenPGP)")
+    if signed_push and not any(found.values()):
+        check.add(f"{at}.signed_push", "needs signatures.allowed_signers or signatures.gpg_home: who may sign a push")
+    paths_raw = data.get("paths", {})
+    paths: list[tuple[str, tuple[str, ...]]] = []
+    if not isinstance(paths_raw, dict):
+        check.add(f"{at}.signatures.paths", "must map path globs to signers, e.g. {'environments/production/**': "
+                                            "[group:ops]}")
+    else:
+        for glob, signers in paths_raw.items():
+            if not isinstance(glob, str) or not glob or "\n" in glob:
+                check.add(f"{at}.signatures.paths", f"{glob!r} is not a path glob such as environments/production/**")
+                continue
+            paths.append((glob, _identities(signers, f"{at}.signatures.paths.{glob}", groups, check)))
+    return Signatures(found["allowed_signers"], found["gpg_home"], tuple(paths)) if any(found.values()) else None
 
 
 def _human_gates(repo: Repository, raw: dict[str, Any], key: str, groups: dict[str, list[str]],

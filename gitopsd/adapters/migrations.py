@@ -73,9 +73,20 @@ def _v2(db: Any, dialect: SQLite) -> None:
             db.execute(statement)
 
 
+def _v3(db: Any, dialect: SQLite) -> None:
+    """Signed commits and pushes: the hook snapshot's `gate_environments.signatures` (gate/signatures.py)."""
+    columns = [r[0] for r in db.execute("SELECT * FROM gate_environments LIMIT 0").description or []] \
+        if dialect.name == "sqlite" else [r[0] for r in db.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = 'gate_environments'"
+            " AND table_schema = current_schema()").fetchall()]
+    if "signatures" not in columns:
+        db.execute(dialect.schema("ALTER TABLE gate_environments ADD COLUMN signatures TEXT NOT NULL DEFAULT ''"))
+
+
 STEPS: list[tuple[int, str, Callable[[Any, SQLite], None]]] = [
     (1, "the schema when versions began (tables created if missing, the hook snapshot's newer columns added)", _v1),
     (2, "the leader's lease and epoch; PostgreSQL refuses the records of a daemon that lost the lead", _v2),
+    (3, "signed commits and pushes: the hook snapshot's signature rule per environment", _v3),
 ]
 LATEST = STEPS[-1][0]
 

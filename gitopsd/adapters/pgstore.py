@@ -30,7 +30,7 @@ log = logging.getLogger("gitopsd.store")
 LEDGER = ("deployments", "commit_statuses", "signoffs", "release_candidates", "approvals")
 # The config snapshot is mirrored as written but never copied whole: `gitopsd install-hooks` writes it into the
 # hook's file directly, and the daemon saves its own at every start.
-MIRRORED = LEDGER + ("gate_config", "gate_environments", "gate_windows")
+MIRRORED = LEDGER + ("gate_config", "gate_environments", "gate_windows", "gate_branches")
 
 
 def redact(url: str) -> str:

@@ -201,6 +201,15 @@ STATUS_CONTEXT_MAX = 255   # characters of a status context, as GitHub's API
 
 
 @dataclass(frozen=True)
+class Signatures:
+    """Who may sign the commits that reach a branch (gate/signatures.py): files on the server, outside the repository."""
+
+    allowed_signers: Path | None = None      # SSH: git's gpg.ssh.allowedSignersFile format
+    gpg_home: Path | None = None             # OpenPGP: a GNUPGHOME holding the allowed public keys
+    paths: tuple[tuple[str, tuple[str, ...]], ...] = ()   # (glob, signers allowed to touch it), groups resolved
+
+
+@dataclass(frozen=True)
 class Environment:
     """One deployment target: a branch whose head must run on an inventory's hosts."""
 
@@ -229,6 +238,8 @@ class Environment:
     drift: Drift | None = None                # drift detection: check-mode runs of the deployed tree
     execution_node: str = "local"            # where its playbook runs: local | any | a node's name (nodes.py)
     require_provenance: bool = False         # refuse a tree whose artifacts lack valid signed provenance (ci/provenance.py)
+    signatures: Signatures | None = None     # every new commit signed by an allowed signer
+    signed_push: bool = False                # only `git push --signed` with a fresh nonce and an allowed key
 
 
 @dataclass(frozen=True)
@@ -239,6 +250,7 @@ class Repository:
     path: Path
     environments: tuple[Environment, ...]
     ci: Ci = Ci()
+    signatures: Signatures | None = None      # `signatures:` of the repository: every new commit on main signed
 
     def environment(self, name: str) -> Environment | None:
         return by_name(self.environments, name)
@@ -374,6 +386,7 @@ class Config:
     web: Web | None = None                      # the web dashboard (served with the API); None: off
     backup: Backup = Backup()                   # scheduled copies of the SQLite state database
     notifications: Notifications = Notifications()   # approval requests to chat rooms; approvals from Matrix
+    signing_key: Path | None = None             # SSH private key gitopsd signs its own commits with (promote, revert)
 
     @property
     def control_socket(self) -> Path:

@@ -151,6 +151,13 @@ def judge(repo: GateRepository, repo_path: str, store: Records, env: GateEnviron
                        f"git fetch origin {branch} && git rebase origin/{branch}",
                        f"to undo a deployment, revert instead of rewriting: git revert -m 1 <merge commit>, "
                        f"or {rollback_cmd}"])
+    if env.signatures is not None and env.signatures.signed_commits:
+        # Before any rule that accepts (an unchanged tree, a rollback): every commit this move adds is judged.
+        # The daemon, before anything was deployed here (`old` None), can only judge the head itself.
+        from .signatures import judge as judge_signatures
+        refusal = judge_signatures(repo_path, env.signatures, env.name, branch, new, [old] if old else [])
+        if refusal is not None:
+            return refuse("signature", *refusal)
     tree, old_tree = gitcli.trees_of(repo_path, new, old) if old is not None else (gitcli.tree_of(repo_path, new), None)
     tree = tree or ""
     if tree == old_tree:

@@ -73,7 +73,7 @@ def promote(view: GateRepository, repo_path: str, ledger: Records, dst: GateEnvi
         message += f"Gitopsd-Override: {override}\n"
     clean = outside_quarantine()
     ident = gitcli.GITOPSD_IDENTITY
-    commit = gitcli.git(repo_path, "commit-tree", "-p", dst_head, "-p", src_head, "-F", "-", "--end-of-options", tree,
+    commit = gitcli.git(repo_path, *gitcli.signing_args(repo_path), "-p", dst_head, "-p", src_head, "-F", "-", "--end-of-options", tree,
                         input=message, env={**clean, "GIT_AUTHOR_NAME": ident.name, "GIT_AUTHOR_EMAIL": ident.email,
                                             "GIT_COMMITTER_NAME": ident.name, "GIT_COMMITTER_EMAIL": ident.email}).strip()
     verdict = policy.judge(view, repo_path, ledger, dst, dst_head, commit, identity=identity,

@@ -27,6 +27,8 @@ if TYPE_CHECKING:   # annotations only: typing and datetime cost the hook time
     from datetime import datetime
     from typing import TextIO
 
+    from . import signatures
+
 USAGE = "usage: pre-receive --config FILE [--database FILE]"
 
 
@@ -253,12 +255,21 @@ def pre_receive(config_path: str, database: str, stdin_text: str, out: TextIO = 
                    for env in [repo.environment_for_branch(u.branch)] if env is not None]
     env_refs = {u.ref for u, _env in env_updates}
     branch_commits = tuple(u.new for u in updates if u.branch and u.new != gitcli.ZERO and u.ref not in env_refs)
+    ruled = [(u, repo.branch_rules[u.branch]) for u in updates
+             if u.branch in repo.branch_rules and u.new != gitcli.ZERO and u.ref not in env_refs]
+    if ruled and unsigned_on_branches(config, config_path, repo_path, ruled, out):
+        return 1
     if not env_updates:
         # Feature branches and main belong to the developers. The daemon hears who pushed what, for CI
         # (a trigger names the pusher) and self-approval; it sees the refs move by itself.
         announce_branches(config, repo_path, branch_commits)
         return 0
     identity = pusher(config.identity_env, repo_path)
+    certified = certified_pusher(env_updates, repo_path, config_path, out)
+    if certified is None:
+        report_refusals(config, repo_path, [(env.name, "signed-push") for _u, env in env_updates])
+        return 1
+    identity = certified or identity
     override = push_option("override")
     pending = {u.branch: u.new for u in updates if u.branch and u.new != gitcli.ZERO}
     verdicts = []
@@ -298,6 +309,44 @@ def pre_receive(config_path: str, database: str, stdin_text: str, out: TextIO = 
     else:
         print(f"gitopsd: the daemon is not running; {names} will be deployed when it is back", file=out)
     return 0
+
+
+def unsigned_on_branches(config: snapshot.GateConfig, config_path: str, repo_path: str,
+                         ruled: list[tuple[RefUpdate, signatures.Rule]], out: TextIO) -> bool:
+    """Say why (and return True) when the push adds commits to main that its `signatures:` refuses."""
+    from .signatures import judge as judge_signatures
+    refused = []
+    for update, rule in ruled:
+        branch = update.branch or ""
+        found = judge_signatures(repo_path, rule, branch, branch, update.new, [update.old])
+        if found is not None:
+            print("\n".join(policy.refuse("signature", *found).refusal_lines(update.ref, config_path)), file=out)
+            refused.append(("", "signature"))
+    if refused:
+        report_refusals(config, repo_path, refused)
+    return bool(refused)
+
+
+def certified_pusher(env_updates: list[tuple[RefUpdate, snapshot.GateEnvironment]], repo_path: str,
+                     config_path: str, out: TextIO) -> str | None:
+    """The push certificate's signer when an environment pushed to has `signed_push: required`; '' when none has;
+    None (after saying why) when the certificate is missing, replayed or signed by a key that is not allowed."""
+    signer = ""
+    for update, env in env_updates:
+        rule = env.signatures
+        if rule is None or not rule.signed_push:
+            continue
+        from .signatures import push_certificate
+        found, why = push_certificate(repo_path, rule)
+        if found is None:
+            verdict = policy.refuse("signed-push", f"{env.name} only takes signed pushes (git push --signed) by an "
+                                                   "allowed signer, with a fresh certificate", [why],
+                                    [f"push again, signed: git push --signed origin {update.ref}",
+                                     "a key that is not allowed: ask an operator to add yours to the allowed signers"])
+            print("\n".join(verdict.refusal_lines(update.ref, config_path)), file=out)
+            return None
+        signer = signer or found
+    return signer
 
 
 def snapshot_branches(config_path: str, database: str, repo_path: str) -> set[str] | None:
@@ -366,6 +415,10 @@ def promotion_request(config: snapshot.GateConfig, config_path: str, database: s
                        [f"branch {dst.branch if dst_head is None else dst.promote_from} does not exist on the server."
                         if update.new != gitcli.ZERO else "a request ref is never deleted: it is never kept."],
                        [example])
+    certified = certified_pusher([(update, dst)], repo_path, config_path, out)
+    if certified is None:   # `signed_push: required` holds for a promotion request to it too
+        report_refusals(config, repo_path, [(dst.name, "signed-push")])
+        return 1
     db = None
     try:
         db = snapshot.connect_readonly(database)
@@ -380,7 +433,7 @@ def promotion_request(config: snapshot.GateConfig, config_path: str, database: s
                     [f"{update.new[:7]} is not the head of {dst.promote_from} on the server ({src_head[:7]})"
                      + (f", nor a commit here whose tree {source.name} runs now." if source is not None else ".")],
                     [example, f"or on the server: gitopsd promote {src_name} {dst.name} --repo {repo.name}"])
-        identity = pusher(config.identity_env, repo_path)
+        identity = certified or pusher(config.identity_env, repo_path)
         done = promotion.promote(
             repo, repo_path, ledger, dst, src_name, update.new, dst_head, identity=identity,
             override=push_option("override"), now=now,

@@ -26,6 +26,7 @@ if TYPE_CHECKING:   # annotations only: the hook imports neither typing nor the 
     from ..core.settings import Config, Environment, Repository
     from .approvals import Policy, SignoffNeed
     from .required import Status
+    from .signatures import Rule
     from ..core.windows import Window
 
 SCHEMA = """
@@ -48,7 +49,16 @@ CREATE TABLE IF NOT EXISTS gate_environments (
     require_checks TEXT NOT NULL DEFAULT '',   -- commit status contexts, one per line
     signoff TEXT NOT NULL DEFAULT '',          -- approvals.SignoffNeed.encode(), '' for none
     approvals TEXT NOT NULL DEFAULT '',        -- approvals.Policy.encode(), '' for none
+    signatures TEXT NOT NULL DEFAULT '',       -- signatures.Rule.encode(), '' for none
     PRIMARY KEY (config, repo, name)
+);
+CREATE TABLE IF NOT EXISTS gate_branches (
+    config TEXT NOT NULL,
+    repo TEXT NOT NULL,
+    repo_path TEXT NOT NULL,       -- resolved
+    branch TEXT NOT NULL,          -- a branch that is no environment's: main
+    signatures TEXT NOT NULL,      -- signatures.Rule.encode()
+    PRIMARY KEY (config, repo, branch)
 );
 CREATE TABLE IF NOT EXISTS gate_windows (
     config TEXT NOT NULL,
@@ -77,21 +87,24 @@ SUCCESSES = ("SELECT kind, tree FROM deployments WHERE repo = ? AND env = ? AND 
 class GateEnvironment:
     """An environment as the promotion rule sees it."""
 
-    __slots__ = ("name", "branch", "promote_from", "override_by", "windows", "require_checks", "signoff", "approvals")
+    __slots__ = ("name", "branch", "promote_from", "override_by", "windows", "require_checks", "signoff", "approvals",
+                 "signatures")
 
     def __init__(self, name: str, branch: str, promote_from: str, override_by: tuple[str, ...] = (),
                  windows: tuple[Window, ...] = (), require_checks: tuple[str, ...] = (),
-                 signoff: SignoffNeed | None = None, approvals: Policy | None = None):
+                 signoff: SignoffNeed | None = None, approvals: Policy | None = None, signatures: Rule | None = None):
         self.name, self.branch, self.promote_from = name, branch, promote_from
         self.override_by, self.windows, self.require_checks = tuple(override_by), tuple(windows), tuple(require_checks)
-        self.signoff, self.approvals = signoff, approvals
+        self.signoff, self.approvals, self.signatures = signoff, approvals, signatures
 
 
 class GateRepository:
-    __slots__ = ("name", "path", "environments")
+    __slots__ = ("name", "path", "environments", "branch_rules")
 
-    def __init__(self, name: str, path: str, environments: list[GateEnvironment]):
+    def __init__(self, name: str, path: str, environments: list[GateEnvironment],
+                 branch_rules: dict[str, Rule] | None = None):
         self.name, self.path, self.environments = name, path, environments
+        self.branch_rules = branch_rules or {}   # signature rules of branches that are no environment's (main)
 
     def environment(self, name: str) -> GateEnvironment | None:
         return by_name(self.environments, name)
@@ -136,8 +149,8 @@ def from_config(config: Config) -> GateConfig:
         str(config.source), config.stamp, str(config.runtime_dir), config.identity_env,
         [GateRepository(r.name, os.path.realpath(r.path),
                         [GateEnvironment(e.name, e.branch, e.promote_from, e.override_by, e.windows, e.require_checks,
-                                         _signoff_need(r, e), _policy(e))
-                         for e in r.environments])
+                                         _signoff_need(r, e), _policy(e), _signature_rule(e))
+                         for e in r.environments], _branch_rules(r))
          for r in config.repositories])
 
 
@@ -154,21 +167,42 @@ def _policy(env: Environment) -> Policy | None:
     return Policy.of(a) if a else None
 
 
+def _signature_rule(env: Environment) -> Rule | None:
+    from .signatures import Rule
+    s = env.signatures
+    if s is None and not env.signed_push:
+        return None
+    return Rule(str(s.allowed_signers or "") if s else "", str(s.gpg_home or "") if s else "",
+                s.paths if s else (), env.signed_push)
+
+
+def _branch_rules(repo: Repository) -> dict[str, Rule]:
+    """The repository's own `signatures:`, for main."""
+    from .signatures import Rule
+    s = repo.signatures
+    return {"main": Rule(str(s.allowed_signers or ""), str(s.gpg_home or ""), s.paths)} if s is not None else {}
+
+
 def save(db: sqlite3.Connection, gate: GateConfig, now: float) -> None:
     """Replace the snapshot for `gate.source` in one transaction (a writable connection in autocommit mode)."""
     db.execute("BEGIN IMMEDIATE")
     try:
-        for table in ("gate_config", "gate_environments", "gate_windows"):
+        for table in ("gate_config", "gate_environments", "gate_windows", "gate_branches"):
             db.execute(f"DELETE FROM {table} WHERE config = ?", (gate.source,))  # noqa: S608 (table names and clauses are constants; values are bound)
         db.execute("INSERT INTO gate_config VALUES (?, ?, ?, ?, ?)",
                    (gate.source, gate.stamp, gate.runtime_dir, "\n".join(gate.identity_env), now))
         for repo in gate.repositories:
+            for branch, rule in repo.branch_rules.items():
+                db.execute("INSERT INTO gate_branches VALUES (?, ?, ?, ?, ?)",
+                           (gate.source, repo.name, repo.path, branch, rule.encode()))
             for position, env in enumerate(repo.environments):
                 db.execute("INSERT INTO gate_environments (config, repo, repo_path, position, name, branch, promote_from,"
-                           " override_by, require_checks, signoff, approvals) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                           " override_by, require_checks, signoff, approvals, signatures)"
+                           " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                            (gate.source, repo.name, repo.path, position, env.name, env.branch, env.promote_from,
                             "\n".join(env.override_by), "\n".join(env.require_checks),
-                            env.signoff.encode() if env.signoff else "", env.approvals.encode() if env.approvals else ""))
+                            env.signoff.encode() if env.signoff else "", env.approvals.encode() if env.approvals else "",
+                            env.signatures.encode() if env.signatures else ""))
                 for i, w in enumerate(env.windows):
                     db.execute("INSERT INTO gate_windows VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                                (gate.source, repo.name, env.name, i, w.name, int(w.allow), w.cron.text,
@@ -182,7 +216,7 @@ def save(db: sqlite3.Connection, gate: GateConfig, now: float) -> None:
 def migrate(db: sqlite3.Connection) -> None:
     """Bring a snapshot written by an older gitopsd up to this schema (the daemon rewrites it at start)."""
     columns = {row[1] for row in db.execute("PRAGMA table_info(gate_environments)")}
-    for column in ("require_checks", "signoff", "approvals"):
+    for column in ("require_checks", "signoff", "approvals", "signatures"):
         if column not in columns:
             db.execute(f"ALTER TABLE gate_environments ADD COLUMN {column} TEXT NOT NULL DEFAULT ''")
 
@@ -226,10 +260,12 @@ def load(db: sqlite3.Connection, config_path: str, repo_path: str) -> GateConfig
                          (source,)).fetchone()
         if row is None or not row[0] or row[0] != file_stamp(source):
             return None
-        envs = db.execute("SELECT repo, name, branch, promote_from, override_by, require_checks, signoff, approvals"
-                          " FROM gate_environments"
+        envs = db.execute("SELECT repo, name, branch, promote_from, override_by, require_checks, signoff, approvals,"
+                          " signatures FROM gate_environments"
                           " WHERE config = ? AND repo_path = ? ORDER BY position",
                           (source, os.path.realpath(repo_path))).fetchall()
+        rules = db.execute("SELECT repo, branch, signatures FROM gate_branches WHERE config = ? AND repo_path = ?",
+                           (source, os.path.realpath(repo_path))).fetchall()
         windows = db.execute("SELECT env, name, allow, cron, duration, timezone FROM gate_windows"
                              " WHERE config = ? AND repo = ? ORDER BY env, position",
                              (source, envs[0][0] if envs else "")).fetchall()
@@ -241,14 +277,18 @@ def load(db: sqlite3.Connection, config_path: str, repo_path: str) -> GateConfig
         for env, name, allow, cron, duration, tz in windows:
             by_env.setdefault(env, []).append(Window(name, bool(allow), Cron.parse(cron), timedelta(seconds=duration), tz))
     repos = []
-    if any(signoff or approvals for *_rest, signoff, approvals in envs):
+    if any(signoff or approvals for *_rest, signoff, approvals, _signatures in envs):
         from .approvals import Policy, SignoffNeed
+    if rules or any(row[-1] for row in envs):
+        from .signatures import Rule
     if envs:
         repos.append(GateRepository(envs[0][0], os.path.realpath(repo_path), [
             GateEnvironment(name, branch, promote_from, tuple(filter(None, override_by.split("\n"))),
                             tuple(by_env.get(name, ())), tuple(filter(None, checks.split("\n"))),
-                            SignoffNeed.decode(signoff) if signoff else None, Policy.decode(approvals) if approvals else None)
-            for _repo, name, branch, promote_from, override_by, checks, signoff, approvals in envs]))
+                            SignoffNeed.decode(signoff) if signoff else None, Policy.decode(approvals) if approvals else None,
+                            Rule.decode(signatures) if signatures else None)
+            for _repo, name, branch, promote_from, override_by, checks, signoff, approvals, signatures in envs],
+            {branch: rule for _repo, branch, text in rules for rule in [Rule.decode(text)] if rule is not None}))
     return GateConfig(source, row[0], row[1], tuple(filter(None, row[2].split("\n"))), repos)
 
 

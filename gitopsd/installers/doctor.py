@@ -120,11 +120,48 @@ def probe(config: Config) -> list[Finding]:
         found.append(_readable(config.notifications.matrix.password_file, me, "the Matrix password file"))
     if config.known_hosts.exists():
         found.append(_readable(config.known_hosts, me, "the known hosts"))
+    found += signing_key_findings(config, me)
     writable = _state_writable(config, me)
     found.append(writable)
     if config.sandbox.enabled and writable.ok:
         found += _checked("the sandbox", partial(_sandboxed_runs, config, me))
         found += _checked("the runs' ssh-agent", partial(_agent, config, me))
+    return found
+
+
+def signing_key_findings(config: Config, me: str) -> list[Finding]:
+    """The service's signing key: it signs (as `me`), and every environment that checks SSH signatures allows it."""
+    key = config.signing_key
+    if key is None:
+        return []
+    readable = _readable(key, me, "the signing key")
+    if not readable.ok:
+        return [readable]
+    proc = subprocess.run(["ssh-keygen", "-Y", "sign", "-n", "git", "-f", str(key)], input=b"gitopsd doctor\n",
+                          capture_output=True, timeout=60, check=False)
+    if proc.returncode != 0:
+        why = (proc.stderr.decode(errors="replace").strip().splitlines() or [f"exit {proc.returncode}"])[-1]
+        return [Finding(False, f"{me} cannot sign with the signing key {key}: {why}",
+                        f"make a new one: ssh-keygen -t ed25519 -N '' -f {key} (then add {key}.pub to allowed_signers)")]
+    found = [Finding(True, f"{me} signs gitopsd's own commits with {key}")]
+    try:
+        public = Path(f"{key}.pub").read_text(encoding="utf-8").split()[:2]
+    except OSError as exc:
+        return [*found, Finding(False, f"the signing key's public half {key}.pub cannot be read ({exc.strerror})",
+                                f"ssh-keygen -y -f {key} > {key}.pub")]
+    for repo in config.repositories:
+        for env in repo.environments:
+            signers = env.signatures.allowed_signers if env.signatures else None
+            if signers is None:
+                continue
+            try:
+                lines = signers.read_text(encoding="utf-8").splitlines()
+            except OSError:
+                continue   # check-config says so
+            if not any(" ".join(public) in line for line in lines):
+                found.append(Finding(False, f"{repo.name}/{env.name}: {signers} does not allow gitopsd's signing key, "
+                                            "so its own commits there (promotions, reverts) would be refused",
+                                     f"add the line: gitopsd@localhost namespaces=\"git\" {' '.join(public)}"))
     return found
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import grp
 import os
 import pwd
+import secrets
 import shutil
 import stat
 import subprocess
@@ -92,8 +93,17 @@ def install_hooks(repo_path: Path, config_path: Path | None = None, *, git_user:
                 # Git stores malformed trees (a symlink and a file of the same name) unless told to check:
                 # refuse them at the door, before the daemon has to refuse to export them.
                 "receive.fsckObjects": "true"}
+    if get_setting(repo_path, "receive.certNonceSeed") is None:
+        # `git push --signed` certificates carry a nonce made from this secret: the hook then knows a fresh one
+        # from a replayed one (GIT_PUSH_CERT_NONCE_STATUS), for environments with `signed_push: required`.
+        settings["receive.certNonceSeed"] = secrets.token_hex(32)
+    if get_setting(repo_path, "gpg.ssh.allowedSignersFile") is None:
+        # receive-pack checks an SSH push certificate before any hook and says `error:` to the pusher when this is
+        # unset; the hook checks it again against each environment's own allowed signers (gate/signatures.py).
+        settings["gpg.ssh.allowedSignersFile"] = "/dev/null"
     if config_path is not None:
         settings["gitopsd.config"] = str(Path(config_path).resolve())
+        settings.update(signing_settings(repo_path, configured_signing_key(Path(config_path))))
         database, note = write_gate_snapshot(Path(config_path))
         if database:
             settings["gitopsd.database"] = database
@@ -129,13 +139,32 @@ def get_setting(repo_path: Path, key: str) -> str | None:
     return gitcli.config_get(repo_path / "config", key)
 
 
-def refresh_settings(repo_path: Path, config_path: Path, database: Path) -> tuple[list[str], str | None]:
-    """Point an installed hook at this config and database (after `state_dir` changed, say).
+def signing_settings(repo_path: Path, key: Path | None) -> dict[str, str]:
+    """The repository's setting that makes every commit gitopsd writes there (promotions, reverts, rollbacks) signed
+    with the service's SSH key (gitcli.signing_args); with no key, signing turned off again if it was on."""
+    if key is None:
+        return {gitcli.SIGNING_KEY: ""} if get_setting(repo_path, gitcli.SIGNING_KEY) else {}
+    return {gitcli.SIGNING_KEY: str(key)}
 
-    Return (what changed, a problem line or None). Only the gitopsd.* keys install-hooks wrote are
+
+def configured_signing_key(config_path: Path) -> Path | None:
+    """The config's `signing_key`, or None (also when the config cannot be loaded: that is said elsewhere)."""
+    from ..config import ConfigError, load
+    try:
+        return load(config_path).signing_key
+    except ConfigError:
+        return None
+
+
+def refresh_settings(repo_path: Path, config_path: Path, database: Path,
+                     signing_key: Path | None = None) -> tuple[list[str], str | None]:
+    """Point an installed hook at this config and database (after `state_dir` changed, say), and the signing key.
+
+    Return (what changed, a problem line or None). Only the keys install-hooks wrote are
     touched, and only in a repository where they are.
     """
-    wanted = {"gitopsd.config": str(Path(config_path).resolve()), "gitopsd.database": str(database)}
+    wanted = {"gitopsd.config": str(Path(config_path).resolve()), "gitopsd.database": str(database),
+              **signing_settings(repo_path, signing_key)}
     if get_setting(repo_path, "gitopsd.entry") is None and get_setting(repo_path, "gitopsd.config") is None:
         return [], None
     stale = {key: value for key, value in wanted.items() if get_setting(repo_path, key) != value}

@@ -137,6 +137,18 @@ def plan(user: str, config: Path, root: Path = Path("/"), executable: str | None
     if not _owned_by(state, user, root):
         result.steps.append(Step(f"give {state} and all in it to {user}:{user} (mode 0750; the state folder, "
                                  f"{user}'s home)", path=state, mode=0o750, owner=user))
+    key = _signing_key(config, config_file)
+    if key is not None and not _under(root, key).exists():
+        # The service's own key for the commits it writes (promotions, reverts): made once, the service's alone.
+        made = _under(root, key)
+        if not made.parent.is_dir():
+            result.steps.append(Step(f"make the folder {made.parent}", ("mkdir", "-p", "--", str(made.parent))))
+        result.steps.append(Step(f"make the service's SSH signing key {made} (signing_key in the config)",
+                                 ("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"{user}@gitopsd", "-f", str(made))))
+        if key.is_relative_to(home):
+            result.steps.append(Step(f"give {made} to {user}", path=state, mode=0o750, owner=user))
+        else:
+            result.steps.append(Step(f"give {made} to {user}", ("chown", f"{user}:{user}", str(made), f"{made}.pub")))
     return result
 
 
@@ -170,6 +182,16 @@ def _state_folder(config: Path, config_file: Path) -> Path:
     except (OSError, UnicodeError, ConfigurationError):
         state = None
     return Path(os.path.normpath(Path(config.parent, state))) if isinstance(state, str) and state else HOME
+
+
+def _signing_key(config: Path, config_file: Path) -> Path | None:
+    """The config's `signing_key` (relative to the config's folder), as the service sees it; None without one."""
+    try:
+        data = read_yaml(config_file.read_text(encoding="utf-8")) or {}
+        key = data.get("signing_key") if isinstance(data, dict) else None
+    except (OSError, UnicodeError, ConfigurationError):
+        key = None
+    return Path(os.path.normpath(Path(config.parent, key))) if isinstance(key, str) and key else None
 
 
 def _under(root: Path, path: Path) -> Path:

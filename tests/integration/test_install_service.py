@@ -147,3 +147,20 @@ def test_a_config_the_service_could_not_start_with_is_refused_before_anything_is
         "`gitopsd init /srv/git/NAME.git --config /etc/gitopsd/gitopsd.yml`, then run install-service again "
         "(nothing was changed)"]
     assert not (root / "etc/systemd").exists()
+
+
+@needs_root
+def test_install_service_makes_the_configured_signing_key_once_and_gives_it_to_the_service(tmp_path):
+    root = system_root(tmp_path)
+    write_config(root, {"state_dir": "/srv/gitopsd-state", "signing_key": "/srv/gitopsd-state/signing_key",
+                        "repositories": [{"name": "shop", "path": "/srv/git/shop.git"}]})
+    out = run([*GITOPSD, "install-service", "--root", str(root), "--user", "gitopsd-test"]).stdout
+    key = root / "srv/gitopsd-state/signing_key"
+    assert f"done: make the service's SSH signing key {key} (signing_key in the config)" in out
+    uid = next(int(line.split(":")[2]) for line in (root / "etc/passwd").read_text().splitlines()
+               if line.startswith("gitopsd-test:"))
+    assert (key.stat().st_uid, key.stat().st_mode & 0o777) == (uid, 0o600)
+    assert Path(f"{key}.pub").read_text().startswith("ssh-ed25519 ")
+    public = Path(f"{key}.pub").read_text()
+    again = run([*GITOPSD, "install-service", "--root", str(root), "--user", "gitopsd-test"]).stdout
+    assert "signing key" not in again and Path(f"{key}.pub").read_text() == public

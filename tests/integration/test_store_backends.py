@@ -244,11 +244,11 @@ def test_a_version_1_store_gets_the_epoch_the_lease_row_and_on_postgresql_the_fe
     store._write("INSERT INTO deployments (repo, env, commit_id, tree, kind, result, trigger, actor, started_at)"
                  " VALUES ('shop', 'qa', 'c1', ?, 'deploy', 'succeeded', 'push', 'a', 1.0)", (T1,))
     for sql in (["DROP TRIGGER IF EXISTS gitopsd_fence ON deployments"] if store_factory.backend == "postgresql" else []) + [
-            "ALTER TABLE deployments DROP COLUMN epoch", "DELETE FROM leadership", "DELETE FROM schema_version WHERE version = 2"]:
+            "ALTER TABLE deployments DROP COLUMN epoch", "DELETE FROM leadership", "DELETE FROM schema_version WHERE version >= 2"]:
         store._write(sql)   # as version 1 left it
     store.close()
     again = store_factory(tmp_path / "state.db")
-    assert again.versions == (1, 2)
+    assert again.versions == (1, migrations.LATEST)
     assert again.deployed("shop", "qa").commit == "c1"
     rows = again._rows("SELECT epoch FROM deployments")
     assert [r["epoch"] for r in rows] == [0]
@@ -307,3 +307,26 @@ def test_the_snapshot_install_hooks_wrote_survives_the_daemon_opening_postgresql
         assert snapshot.Ledger(db).tree_succeeded("shop", "qa", T1)
     finally:
         db.close()
+
+
+def test_signature_rules_the_daemon_saves_in_postgresql_reach_the_hooks_sqlite_file(postgres_url, tmp_path):
+    """main's rule (gate_branches) and an environment's (gate_environments.signatures) are mirrored for the hook."""
+    from gitopsd.gate.signatures import Rule
+    config = tmp_path / "gitopsd.yml"
+    config.write_text("x")
+    rule = Rule("/etc/gitopsd/allowed_signers", "", (("environments/production/**", ("ops",)),), True)
+    gate = snapshot.GateConfig(str(config), snapshot.file_stamp(str(config)), "/run/gitopsd", (), [
+        snapshot.GateRepository("shop", str(tmp_path), [snapshot.GateEnvironment("qa", "qa", "main", signatures=rule)],
+                                {"main": Rule("/etc/gitopsd/allowed_signers")})])
+    with Store(tmp_path / "hook-ledger.db", url=postgres_url) as daemon_store:
+        daemon_store.save_gate(gate)
+    db = snapshot.connect_readonly(str(tmp_path / "hook-ledger.db"))
+    try:
+        loaded = snapshot.load(db, str(config), str(tmp_path))
+    finally:
+        db.close()
+    assert loaded is not None
+    [repo] = loaded.repositories
+    assert repo.branch_rules["main"].allowed_signers == "/etc/gitopsd/allowed_signers"
+    qa = repo.environment("qa")
+    assert qa is not None and qa.signatures is not None and qa.signatures.encode() == rule.encode()
