@@ -5,7 +5,8 @@ listens there, so no task, lookup or plugin of the tree reaches the daemon's API
 service of the deploy server. ssh gets out through this forwarder: the run's ssh config makes libexec/ssh-proxy its
 `ProxyCommand`, which names host and port on a Unix socket in the run's folder; the daemon, outside the sandbox,
 connects only to an address an inventory host (or a jump host its ssh args name) resolves to, never to one the
-daemon listens on, and relays the bytes. ssh itself (host keys, the run's agent, ProxyJump) is unchanged. The
+daemon listens on, and relays the bytes once the server has greeted it as an SSH server does (so an inventory
+naming a web server, a database or a proxy on this machine gets no tunnel to it). ssh itself (host keys, the run's agent, ProxyJump) is unchanged. The
 inventory is read (in the sandbox) at the run's first SSH connection: runs with only local hosts never pay for it.
 """
 from __future__ import annotations
@@ -160,7 +161,14 @@ class Forwarder:
                 return
             with self._lock:
                 self._open.add(upstream)
-            conn.sendall(b"ok\n")
+            greeting = _greeting(upstream)
+            if greeting is None:
+                why = f"{verdict[0]}:{verdict[1]} does not answer as an SSH server"
+                self.refused.append(why)
+                log.warning("playbook run %s: refused an SSH connection: %s", self.label, why)
+                conn.sendall(f"refused: {why}\n".encode())
+                return
+            conn.sendall(b"ok\n" + greeting)
             conn.settimeout(None)
             upstream.settimeout(None)
             back = threading.Thread(target=_pump, args=(upstream, conn), daemon=True)
@@ -177,6 +185,23 @@ class Forwarder:
             conn.close()
             if upstream is not None:
                 upstream.close()
+
+
+def _greeting(upstream: socket.socket) -> bytes | None:
+    """What a server sent up to its SSH identification line (RFC 4253: `SSH-2.0-...`, other lines may come
+    first), or None when it sends something else, nothing in 10 s, or closes."""
+    received = b""
+    try:
+        while len(received) < 8192:
+            chunk = upstream.recv(8192 - len(received))
+            if not chunk:
+                return None
+            received += chunk
+            if any(line.startswith(b"SSH-") for line in received.split(b"\n")[:-1]):
+                return received
+    except OSError:
+        return None
+    return None
 
 
 def _pump(source: socket.socket, sink: socket.socket) -> None:

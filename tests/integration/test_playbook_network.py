@@ -9,6 +9,7 @@ from __future__ import annotations
 import getpass
 import logging
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -74,19 +75,21 @@ def test_a_playbook_deploys_over_ssh_while_its_controller_tasks_reach_neither_lo
         srv.store.close()
 
 
-def test_the_forwarder_refuses_a_host_outside_the_inventory_and_the_daemons_own_address_even_when_listed(tmp_path):
-    api, ssh = listener(), listener()
-    api_port, ssh_port = api.getsockname()[1], ssh.getsockname()[1]
+def test_the_forwarder_refuses_a_host_outside_the_inventory_the_daemons_own_address_and_anything_but_ssh(tmp_path):
+    api, ssh, web = listener(), listener(), listener()
+    api_port, ssh_port, web_port = api.getsockname()[1], ssh.getsockname()[1], web.getsockname()[1]
     allowed = sshgate.targets([HostInfo("web-1", {"ansible_host": "127.0.0.1", "ansible_port": str(ssh_port)}),
                                HostInfo("api", {"ansible_host": "127.0.0.1", "ansible_port": str(api_port)}),
+                               HostInfo("web", {"ansible_host": "127.0.0.1", "ansible_port": str(web_port)}),
                                HostInfo("here", {"ansible_connection": "local"})])
-    assert allowed == {("127.0.0.1", ssh_port), ("127.0.0.1", api_port)}
+    assert allowed == {("127.0.0.1", ssh_port), ("127.0.0.1", api_port), ("127.0.0.1", web_port)}
 
-    def greet() -> None:   # an SSH server's first line, then the end
-        conn, _ = ssh.accept()
-        conn.sendall(b"SSH-2.0-test\r\n")
+    def greet(server: socket.socket, first: bytes) -> None:   # a server's first line, then the end
+        conn, _ = server.accept()
+        conn.sendall(first)
         conn.close()
-    threading.Thread(target=greet, daemon=True).start()
+    threading.Thread(target=greet, args=(ssh, b"SSH-2.0-test\r\n"), daemon=True).start()
+    threading.Thread(target=greet, args=(web, b"HTTP/1.0 400 Bad Request\r\n"), daemon=True).start()
 
     def through(host: str, port: int) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-I", "-S", str(HELPER), host, str(port), str(gate.path)], input="",
@@ -100,11 +103,13 @@ def test_the_forwarder_refuses_a_host_outside_the_inventory_and_the_daemons_own_
                 1, f"gitopsd: refused: 127.0.0.1:{api_port} is where gitopsd itself listens")
             refused = through("localhost", 22)
             assert refused.returncode == 1 and "localhost:22 is not a host of this deployment's inventory" in refused.stderr
-            assert len(gate.refused) == 2
+            refused = through("127.0.0.1", web_port)   # named by the inventory, but no SSH server: no tunnel to it
+            assert refused.stderr.strip() == f"gitopsd: refused: 127.0.0.1:{web_port} does not answer as an SSH server"
+            assert len(gate.refused) == 3
         assert not (tmp_path / sshgate.SOCKET_NAME).exists()
     finally:
-        api.close()
-        ssh.close()
+        for server in (api, ssh, web):
+            server.close()
 
 
 def test_playbook_network_is_ssh_only_unless_the_config_says_host_and_anything_else_is_named(tmp_path):
