@@ -138,3 +138,25 @@ def test_doctor_checks_that_a_playbook_runs_ssh_goes_through_its_forwarder_and_n
     found = {f.what: f.ok for f in doctor.probe(load(box.config))}
     assert found.get("playbook runs use this machine's network (sandbox.playbook_network: host): their tasks reach "
                      "its loopback services, the API and the dashboard too") is True, found
+
+
+@skip_without_sshd
+def test_proxyjump_through_a_jump_host_the_inventory_names_still_reaches_a_host_behind_it(
+        short_tmp, daemon_home, ssh_hosts):  # noqa: F811
+    srv = Server(short_tmp)
+    jump, target = ssh_hosts(["jump-1", "app-1"])
+    shutil.copyfile(jump.key, daemon_home / ".ssh" / "id_ed25519")   # both hosts take the key, from the run's agent
+    shutil.copyfile(f"{jump.key}.pub", daemon_home / ".ssh" / "id_ed25519.pub")
+    # The jump's own ssh reads only the config files (not the outer ssh's -o options): the service's config trusts it.
+    (daemon_home / ".ssh" / "config").write_text(
+        f"Host {jump.address}\n  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n")
+    data = yaml.safe_load(inventory_yaml([target]))
+    host_vars = data["all"]["hosts"]["app-1"]
+    del host_vars["ansible_ssh_private_key_file"]
+    host_vars["ansible_ssh_common_args"] += f" -o ProxyJump={jump.user}@{jump.address}:{jump.port}"
+    outcome = srv.run("- hosts: all\n  gather_facts: false\n  tasks:\n    - ansible.builtin.command: hostname\n",
+                      {"hosts.yml": yaml.safe_dump(data)}, policy=keeps_user(srv))
+    assert outcome.ok, outcome.reason + outcome.stdout.read_text()[-3000:]
+    assert "Accepted publickey" in jump.log.read_text(errors="replace")
+    assert "Accepted publickey" in target.log.read_text(errors="replace")
+    srv.store.close()
