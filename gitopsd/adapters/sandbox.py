@@ -18,7 +18,9 @@ The service's SSH private keys are never shown: the run's `~/.ssh` holds only th
 `known_hosts` and `config` (read-only), and a playbook run uses the keys through an ssh-agent that
 lives only for the run (runner.py starts it) and whose socket alone is shown. CI steps and inventory
 reads get no agent, and no network unless `sandbox.network` gives CI steps one: nothing they run
-can reach the daemon's API, dashboard or any other service on this machine.
+can reach the daemon's API, dashboard or any other service on this machine. Playbook runs have no network
+either (`sandbox.playbook_network: ssh-only`): their ssh gets out through the run's forwarder (sshgate.py),
+shown as SSH_GATE_SOCKET, to the inventory's SSH servers only.
 
 It has its own process-ID namespace: when the run ends (or is canceled, or times out, or the
 daemon dies), the kernel kills every process it started, also ones that detached with `setsid`.
