@@ -227,7 +227,8 @@ class Reconciler:
             rollback=verdict is not None and verdict.kind == Kind.ROLLBACK,
             blocked_reason=blocked_reason(verdict) if verdict is not None and not verdict.accepted else None,
             sync=sync is not None, heal=heal is not None, closed_window=closed,
-            announced=desired is not None and self._announced(repo, desired))
+            # An operator's admission (retry --force by an identity in override_by) overrides the windows too.
+            announced=desired is not None and (self._announced(repo, desired) or isinstance(verdict, Admitted)))
         synced = sync is not None and decision.action == Action.DEPLOY and self.accepting and desired is not None \
             and desired.commit == sync.commit
         if synced:

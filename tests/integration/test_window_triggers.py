@@ -7,6 +7,7 @@ send any credentials, which is how the datagram of another member of the daemon'
 from __future__ import annotations
 
 import os
+import pwd
 import signal
 import socket
 import struct
@@ -22,10 +23,11 @@ from tests.support import Daemon, Sandbox, git
 MEMBER_UID = 54331   # another account of the daemon's group: not the repository's owner, not root, not the daemon
 
 
-def freeze(sandbox: Sandbox, daemon: Daemon, windows: list[dict[str, str]]) -> None:
-    """Give qa these deploy windows and make the running daemon read them."""
+def freeze(sandbox: Sandbox, daemon: Daemon, windows: list[dict[str, str]], override_by: tuple[str, ...] = ()) -> None:
+    """Give qa these deploy windows (and who may override them) and make the running daemon read them."""
     data = yaml.safe_load(sandbox.config.read_text())
-    next(e for e in data["repositories"][0]["environments"] if e["name"] == "qa")["windows"] = windows
+    qa = next(e for e in data["repositories"][0]["environments"] if e["name"] == "qa")
+    qa["windows"], qa["override_by"] = windows, list(override_by)
     sandbox.config.write_text(yaml.safe_dump(data))
     reloads = daemon.log().count("configuration reloaded")
     daemon.proc.send_signal(signal.SIGHUP)
@@ -78,3 +80,17 @@ def test_gitopsd_sync_during_a_closed_window_waits_for_it_to_open_and_then_reapp
         freeze(sandbox, daemon, [])
         daemon.wait_for(lambda: sorted(d["kind"] for d in sandbox.history("qa") if d["result"] == "succeeded")
                         == ["deploy", "reapply"], 60, "the re-apply once the window is gone")
+
+
+def test_retry_force_by_an_identity_in_override_by_still_deploys_a_blocked_head_during_the_closed_window(short_tmp):
+    sandbox = Sandbox(short_tmp, {"qa": ["qa-1"]})
+    with Daemon(sandbox) as daemon:
+        daemon.wait_state("qa", "in-sync", sandbox.head("qa"))
+        sandbox.write("a.txt", "the fix for an outage")
+        fix = sandbox.commit("fix")
+        sandbox.push("main")
+        freeze(sandbox, daemon, now_frozen(), override_by=(pwd.getpwuid(os.geteuid()).pw_name,))
+        git(sandbox.root, "--git-dir", str(sandbox.repo), "update-ref", "refs/heads/qa", fix)
+        daemon.wait_state("qa", "blocked", fix)
+        sandbox.cli("retry", "qa", "--force", "--reason", "customer outage")   # the operator's override
+        daemon.wait_result("qa", fix, "succeeded")
