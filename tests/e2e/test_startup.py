@@ -90,7 +90,7 @@ def test_gitopsd_run_holds_sighup_from_the_first_line_of_gitopsd_before_the_comm
     # What runs before gitopsd/__init__.py is only the interpreter's own start (no Python program can hold a signal
     # then); from that line on, until the daemon's handlers are in place, SIGHUP is held, not fatal.
     probe = ("import signal, sys; import gitopsd; "
-             "print(signal.SIGHUP in signal.pthread_sigmask(signal.SIG_BLOCK, []), 'gitopsd.cli' in sys.modules)")
+             "print(signal.SIGHUP in signal.pthread_sigmask(signal.SIG_BLOCK, []), 'gitopsd.cli.main' in sys.modules)")
     argv0 = "-m" if entry.startswith("python") else str(Path(sys.executable).parent / "gitopsd")
     held = subprocess.run([sys.executable, "-c", f"import sys; sys.argv = [{argv0!r}, 'run']; {probe}"],
                           capture_output=True, text=True, check=True).stdout.split()
@@ -106,7 +106,7 @@ def test_gitopsd_run_holds_sighup_from_the_first_line_of_gitopsd_also_after_glob
     # argparse takes --config and --debug before the command too: `gitopsd --config FILE run` once held SIGHUP only
     # after the command line's imports (about 0.2 s here), and a SIGHUP meanwhile ended the daemon.
     probe = ("import signal, sys; import gitopsd; "
-             "print(signal.SIGHUP in signal.pthread_sigmask(signal.SIG_BLOCK, []), 'gitopsd.cli' in sys.modules)")
+             "print(signal.SIGHUP in signal.pthread_sigmask(signal.SIG_BLOCK, []), 'gitopsd.cli.main' in sys.modules)")
     for command, held in (("run", "True"), ("status", "False")):
         argv = ["-m", *options, command]
         out = subprocess.run([sys.executable, "-c", f"import sys; sys.argv = {argv!r}; {probe}"],

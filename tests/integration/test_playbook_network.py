@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gitopsd import doctor
+from gitopsd.installers import doctor
 from gitopsd.adapters import sandbox, sshgate
 from gitopsd.config import load
 from gitopsd.core.types import HostInfo
