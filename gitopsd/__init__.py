@@ -1,9 +1,19 @@
 """gitopsd: environment branches of a bare Git repository drive Ansible deployments."""
 import sys as _sys
 
-if _sys.argv[1:2] == ["run"]:
+
+def _command(argv: list[str]) -> str | None:
+    """The command of a command line, past the global options that may come before it (--debug, --config FILE)."""
+    i = 0
+    while i < len(argv) and argv[i].startswith("-"):
+        i += 2 if argv[i] == "--config" else 1
+    return argv[i] if i < len(argv) else None
+
+
+if _command(_sys.argv[1:]) == "run":
     # `gitopsd run`: hold SIGHUP (whose default action ends the process) and the stop signals from the first line
-    # of gitopsd that runs, not after the command line's imports; daemon.run acts on them once it can.
+    # of gitopsd that runs, not after the command line's imports; daemon.run acts on them once it can. Also after
+    # global options (`gitopsd --config FILE run`), which argparse takes before or after the command.
     import signal as _signal
     _signal.pthread_sigmask(_signal.SIG_BLOCK, {_signal.SIGHUP, _signal.SIGTERM, _signal.SIGINT})
 

@@ -83,7 +83,8 @@ CI_KEYS = {"trigger", "steps", "branches", "keep_artifacts", "provenance_keys"}
 CI_TRIGGER_KEYS = {"url", "kind", "branches", "secret_file", "timeout", "retries"}
 CI_TRIGGER_KINDS = ("generic", "jenkins", "gitlab", "circleci", "buildbot")
 CI_STEP_KEYS = {"name", "run", "artifacts", "timeout"}
-SANDBOX_KEYS = {"enabled", "user", "read_only", "writable", "network"}
+SANDBOX_KEYS = {"enabled", "user", "read_only", "writable", "network", "playbook_network"}
+PLAYBOOK_NETWORKS = ("ssh-only", "host")
 SSH_KEYS = {"known_hosts"}
 REPO_KEYS = {"name", "path", "environments", "ci", "signatures"}
 MAIN_BRANCH = "main"   # the integration branch a repository's own `signatures:` applies to
@@ -916,6 +917,11 @@ def _sandbox(raw: Any, base: Path, check: _Checker) -> SandboxPolicy:
     if not isinstance(network, bool):
         check.add("sandbox.network", f"must be true or false (whether CI steps may reach the network), not {network!r}")
         network = False
+    playbook_network = data.get("playbook_network", "ssh-only")
+    if playbook_network not in PLAYBOOK_NETWORKS:
+        check.add("sandbox.playbook_network", "must be ssh-only (playbook runs reach only their inventory's hosts, over "
+                                              f"SSH) or host (the deploy server's network), not {playbook_network!r}")
+        playbook_network = "ssh-only"
     user = data.get("user", default_sandbox_user())
     if user is not None and not (isinstance(user, str) and re.fullmatch(r"[a-z_][a-z0-9_.-]{0,31}", user)):
         check.add("sandbox.user", f"must be a user name, not {user!r}")
@@ -940,7 +946,7 @@ def _sandbox(raw: Any, base: Path, check: _Checker) -> SandboxPolicy:
                 check.add(f"sandbox.{key}[{i}]", str(exc))
         folders[key] = tuple(resolved)
     policy = SandboxPolicy(enabled=enabled, user=user, read_only=folders["read_only"], writable=folders["writable"],
-                           network=network)
+                           network=network, playbook_network=playbook_network)
     try:
         sandbox_check(policy)
     except SandboxError as exc:

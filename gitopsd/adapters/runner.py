@@ -26,7 +26,7 @@ from typing import Any, Callable
 import ansible_runner
 import psutil
 
-from . import sandbox
+from . import sandbox, sshgate
 from ..core.errors import GitopsdError
 from ..core.settings import SandboxPolicy
 from ..core.types import HostInfo, PlaybookRun, RunOutcome, TaskChange
@@ -176,19 +176,26 @@ def run_playbook(run: PlaybookRun, cancel: threading.Event, policy: SandboxPolic
         cmdline += f" --vault-password-file {shlex.quote(str(vault))}"
     binary = None
     agent: tuple[subprocess.Popen[bytes], Path] | None = None
+    gate = None
     try:
         if policy is not None and policy.enabled:
             argv_file = run.data_dir / "sandbox.argv"
             shown = tuple(p for p in (known_hosts, requirements.folder if requirements else None) if p is not None)
             shown += artifact_files(run.extravars)
             identities = identity_files()
+            if policy.playbook_network != "host":
+                gate = ssh_gate(run, policy, cancel)
             prefix = sandbox.command_prefix(policy, project=run.workdir, run_dir=run.data_dir, read_only=shown,
-                                            agent=run.data_dir / "agent.sock" if identities else None)
+                                            agent=run.data_dir / "agent.sock" if identities else None,
+                                            network=gate is None, ssh_gate=gate.path if gate else None)
             if identities:   # after command_prefix: it hands the run's folder, where the socket goes, to the run's user
                 try:
                     agent = start_agent(run.data_dir, run.marker, sandbox.run_as(policy), identities)
                 except AgentError as exc:
                     return RunOutcome(False, "failed", None, str(exc), permanent=True)
+            if gate is not None:   # ssh finds the user's config by the user database's home, which a kept user's $HOME is not
+                config = f"{sandbox.home_of(uid_gid[0] if (uid_gid := sandbox.run_as(policy)) else os.geteuid())}/.ssh/config"
+                envvars["ANSIBLE_SSH_ARGS"] = f"{envvars.get('ANSIBLE_SSH_ARGS', SSH_ARGS)} -F {shlex.quote(config)}"
             sandbox.write_argv(argv_file, prefix)
             envvars["GITOPSD_SANDBOX_ARGV"] = str(argv_file)
             binary = str(sandbox.launcher())
@@ -203,6 +210,8 @@ def run_playbook(run: PlaybookRun, cancel: threading.Event, policy: SandboxPolic
         if agent is not None:
             stop_agent(*agent)
         reap(run.marker, also=str(control_dir))
+        if gate is not None:
+            gate.__exit__()
         if vault is not None:
             vault.unlink(missing_ok=True)
     ok, reason, hosts = judge(stats, no_hosts, status, rc)
@@ -216,6 +225,19 @@ def run_playbook(run: PlaybookRun, cancel: threading.Event, policy: SandboxPolic
     if keys:   # ssh refuses these hosts until someone trusts their keys: retrying cannot help, a human must look
         reason, permanent = f"{reason}: {'; '.join(keys)}", True
     return RunOutcome(ok, status, rc, reason, hosts, stdout if stdout.exists() else None, permanent, tuple(changes))
+
+
+def ssh_gate(run: PlaybookRun, policy: SandboxPolicy, cancel: threading.Event) -> sshgate.Forwarder:
+    """Start the forwarder of a playbook run without a network (sandbox.playbook_network: ssh-only): the hosts of
+    its inventory, read in the sandbox at its first SSH connection, are all its ssh may reach."""
+    def targets() -> set[tuple[str, int]]:
+        # Its own marker: the reaper at the end of the read must leave the playbook's processes alone.
+        hosts = read_hosts(run.inventory, sshgate.VARIABLES, workdir=run.workdir, data_dir=run.data_dir / "ssh-hosts",
+                           marker=f"{run.marker}-ssh-hosts", timeout=run.timeout, cancel=cancel, policy=policy)
+        return sshgate.targets(hosts)
+    forwarder = sshgate.Forwarder(run.data_dir / sshgate.SOCKET_NAME, targets, set(policy.daemon_addresses),
+                                  run.marker, sandbox.run_as(policy))
+    return forwarder.__enter__()
 
 
 MAX_DIFF = 20_000   # characters of one task's diff kept for `gitopsd drift`

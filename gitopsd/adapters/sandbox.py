@@ -18,7 +18,9 @@ The service's SSH private keys are never shown: the run's `~/.ssh` holds only th
 `known_hosts` and `config` (read-only), and a playbook run uses the keys through an ssh-agent that
 lives only for the run (runner.py starts it) and whose socket alone is shown. CI steps and inventory
 reads get no agent, and no network unless `sandbox.network` gives CI steps one: nothing they run
-can reach the daemon's API, dashboard or any other service on this machine.
+can reach the daemon's API, dashboard or any other service on this machine. Playbook runs have no network
+either (`sandbox.playbook_network: ssh-only`): their ssh gets out through the run's forwarder (sshgate.py),
+shown as SSH_GATE_SOCKET, to the inventory's SSH servers only.
 
 It has its own process-ID namespace: when the run ends (or is canceled, or times out, or the
 daemon dies), the kernel kills every process it started, also ones that detached with `setsid`.
@@ -46,6 +48,7 @@ SYSTEM_READ_ONLY = ("/usr", "/etc", "/opt")
 SYSTEM_LINKS = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 SSH_SHOWN = ("known_hosts", "config")   # of the daemon's ~/.ssh, the only files a run sees: no private key
 AGENT_SOCKET = "/run/gitopsd-agent/agent.sock"   # where a playbook run finds its ssh-agent (SSH_AUTH_SOCK)
+SSH_GATE_SOCKET = "/run/gitopsd-ssh/gate.sock"   # where a playbook run's ssh finds its forwarder (sshgate.py)
 
 
 class SandboxError(ConfigurationError):
@@ -89,12 +92,14 @@ def hidden_paths(config_file: Path, state_dir: Path, runtime_dir: Path, reposito
 def for_config(config: Any) -> SandboxPolicy:
     """What playbook runs, inventory reads and CI steps may see: the config's sandbox, with gitopsd's own paths hidden."""
     hide = hidden_paths(config.source, config.state_dir, config.runtime_dir, [r.path for r in config.repositories])
-    policy: SandboxPolicy = replace(config.sandbox, hide=hide)
+    listens = ((config.api.host, config.api.port),) if config.api is not None else ()
+    policy: SandboxPolicy = replace(config.sandbox, hide=hide, daemon_addresses=listens)
     return policy
 
 
 def bwrap_args(policy: SandboxPolicy, *, project: Path, run_dir: Path, uid: int,
-               read_only: tuple[Path, ...] = (), network: bool = True, agent: Path | None = None) -> list[str]:
+               read_only: tuple[Path, ...] = (), network: bool = True, agent: Path | None = None,
+               ssh_gate: Path | None = None) -> list[str]:
     """The bubblewrap options (without the command) for one run whose tree is `project`.
 
     The order matters: later mounts cover earlier ones, so the hidden paths come after every
@@ -102,7 +107,8 @@ def bwrap_args(policy: SandboxPolicy, *, project: Path, run_dir: Path, uid: int,
     folders (which may lie beneath that home), then `read_only`: what gitopsd shows this run from
     inside its own hidden folders (known_hosts, installed requirements). Without `network` the run
     has a network namespace of its own (loopback only, nothing listens); `agent` is the socket of
-    the run's ssh-agent, shown as AGENT_SOCKET.
+    the run's ssh-agent, shown as AGENT_SOCKET; `ssh_gate` the socket of its SSH forwarder, shown as SSH_GATE_SOCKET
+    (the run's ssh config is then the one command_prefix writes: the daemon's, and ssh sent through the forwarder).
     """
     args = ["--die-with-parent", "--unshare-pid", "--new-session", *([] if network else ["--unshare-net"]),
             "--dev", "/dev", "--perms", "1777", "--tmpfs", "/dev/shm", "--proc", "/proc",  # noqa: S108 (a mount point or a folder the unit hides, not a temporary file)
@@ -134,7 +140,7 @@ def bwrap_args(policy: SandboxPolicy, *, project: Path, run_dir: Path, uid: int,
     # the user database, not in $HOME), with the daemon's known_hosts and ssh config in it, never a key.
     # The home goes first: the service user's home is its state folder (install-service), so this run's folder
     # and tree lie beneath it, and a home mounted after them would cover them.
-    home = pwd.getpwuid(uid).pw_dir if uid != os.geteuid() else os.path.expanduser("~")
+    home = home_of(uid)
     extra = [path for path in read_only if path.exists()]
     for parent in _parents([Path(home)]):   # again: a hidden folder above it is a fresh tmpfs now
         args += ["--perms", "0755", "--dir", parent]
@@ -146,8 +152,12 @@ def bwrap_args(policy: SandboxPolicy, *, project: Path, run_dir: Path, uid: int,
              "--setenv", "HOME", home, "--setenv", "TMPDIR", str(run_dir / "tmp")]
     ssh = Path(os.path.expanduser("~")) / ".ssh"
     for name in SSH_SHOWN:
-        if (ssh / name).is_file():
+        if (ssh / name).is_file() and not (ssh_gate and name == "config"):
             args += ["--ro-bind", str(ssh / name), f"{home}/.ssh/{name}"]
+    if ssh_gate is not None:   # ssh runs ProxyCommand with $SHELL, and a run's user may have nologin
+        args += ["--ro-bind", str(run_dir / RUN_SSH_CONFIG), f"{home}/.ssh/config",
+                 "--perms", "0755", "--dir", os.path.dirname(SSH_GATE_SOCKET), "--bind", str(ssh_gate), SSH_GATE_SOCKET,
+                 "--setenv", "SHELL", "/bin/sh"]
     if agent is not None:
         args += ["--perms", "0755", "--dir", os.path.dirname(AGENT_SOCKET),   # else root's 0700: `nobody` cannot reach it
                  "--bind", str(agent), AGENT_SOCKET, "--setenv", "SSH_AUTH_SOCK", AGENT_SOCKET]
@@ -158,6 +168,25 @@ def bwrap_args(policy: SandboxPolicy, *, project: Path, run_dir: Path, uid: int,
     return args
 
 
+def home_of(uid: int) -> str:
+    """Where a run as `uid` has its private home: the user database's home of another user, else the daemon's $HOME."""
+    return pwd.getpwuid(uid).pw_dir if uid != os.geteuid() else os.path.expanduser("~")
+
+
+RUN_SSH_CONFIG = "ssh_config"   # in the run's folder, the daemon's: shown read-only as the run's ~/.ssh/config
+
+
+def ssh_config(daemons: str) -> str:
+    """A run's ssh config with a forwarder: the daemon's ~/.ssh/config and the system's first, as ssh reads them
+    (it keeps the first value it reads, so their ProxyJump and the inventory's ssh args win), then the forwarder as
+    every other connection's ProxyCommand."""
+    helper = Path(__file__).resolve().parent.parent / "libexec" / "ssh-proxy"
+    return (f"{daemons.rstrip()}\n\n"
+            "# gitopsd: this playbook run reaches SSH hosts only through its forwarder (sandbox.playbook_network)\n"
+            "Match all\n  Include /etc/ssh/ssh_config\n"
+            f'Host *\n  ProxyCommand "{sys.executable}" -I -S "{helper}" %h %p "{SSH_GATE_SOCKET}"\n')
+
+
 def _parents(paths: list[Path]) -> list[str]:
     """Every folder above `paths` (not /), shallowest first."""
     return sorted({str(parent) for path in paths for parent in Path(path).parents if str(parent) != "/"},
@@ -165,11 +194,12 @@ def _parents(paths: list[Path]) -> list[str]:
 
 
 def command_prefix(policy: SandboxPolicy, *, project: Path, run_dir: Path, read_only: tuple[Path, ...] = (),
-                   network: bool = True, agent: Path | None = None) -> list[str]:
+                   network: bool = True, agent: Path | None = None, ssh_gate: Path | None = None) -> list[str]:
     """The argv that enters the sandbox for one run; the command to run inside goes after it.
 
-    Creates the run's private HOME (with its .ssh) and TMPDIR and the folders ansible-runner's callback
-    writes its events to (ident `run`); when the run drops to another user, hands it the run's folder.
+    Creates the run's private HOME (with its .ssh; with `ssh_gate`, an ssh config that sends ssh through the
+    run's forwarder) and TMPDIR and the folders ansible-runner's callback writes its events to (ident `run`);
+    when the run drops to another user, hands it the run's folder.
     """
     uid_gid = run_as(policy)
     # ansible-runner's callback, inside, writes events and facts under artifacts/<ident>.
@@ -179,9 +209,14 @@ def command_prefix(policy: SandboxPolicy, *, project: Path, run_dir: Path, read_
         for folder, _dirs, files in os.walk(run_dir):
             for name in [folder, *(os.path.join(folder, f) for f in files)]:
                 os.chown(name, *uid_gid, follow_symlinks=False)
+    if ssh_gate is not None:   # after the walk: the daemon's file, which the run cannot change
+        daemons = Path(os.path.expanduser("~")) / ".ssh" / "config"
+        (run_dir / RUN_SSH_CONFIG).write_text(ssh_config(daemons.read_text(encoding="utf-8", errors="replace")
+                                                         if daemons.is_file() else ""), encoding="utf-8")
+        os.chmod(run_dir / RUN_SSH_CONFIG, 0o644)
     prefix = [BWRAP, *bwrap_args(policy, project=project, run_dir=run_dir,
                                  uid=uid_gid[0] if uid_gid else os.geteuid(), read_only=read_only,
-                                 network=network, agent=agent)]
+                                 network=network, agent=agent, ssh_gate=ssh_gate)]
     if uid_gid is not None:
         uid, gid = uid_gid
         prefix += ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--inh-caps=-all",

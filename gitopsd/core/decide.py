@@ -28,14 +28,17 @@ def decide(desired: Head | None, deployed: Deployment | None, last: Deployment |
            failure: FailureStatus | None, bad_tree_reason: str | None, rollback: bool,
            busy: bool, now: float, blocked_reason: str | None = None, suspended_reason: str | None = None,
            sync: bool = False, watch: WatchWindow | None = None, drift: DriftReport | None = None,
-           heal: bool = False) -> Decision:
+           heal: bool = False, closed_window: tuple[str, float | None] | None = None,
+           announced: bool = False) -> Decision:
     """Given what Git asks for, what the store knows and how the promotion rule judged the head, return what to do.
 
     `rollback`: the rule accepted the head as a rollback. `blocked_reason`: the rule refused the head
     (the daemon judges every new head again; see reconciler). `suspended_reason`: an operator
     suspended the environment. `sync`: an operator asked to re-apply what is deployed. `watch`, `drift`:
     the environment's last post-deploy watch and drift report (they count only for the deployed
-    deployment). `heal`: drift detection asks to re-apply what is deployed. Pure.
+    deployment). `heal`: drift detection asks to re-apply what is deployed. `closed_window`: why the deploy
+    windows keep deployments out now and when they open (windows.closed_now); it holds every deployment but a
+    rollback, and a new head whose push was `announced` by the hook that judged the windows then. Pure.
     """
     if desired is None:
         return Decision(Action.MISSING, reason="the environment branch does not exist")
@@ -44,6 +47,8 @@ def decide(desired: Head | None, deployed: Deployment | None, last: Deployment |
     if suspended_reason is not None:
         return Decision(Action.SUSPENDED, reason=suspended_reason)
     if deployed is not None and deployed.commit == desired.commit:
+        if (sync or heal) and closed_window is not None:
+            return Decision(Action.WAIT, retry_at=closed_window[1], reason=closed_window[0])
         if sync:
             return Decision(Action.DEPLOY, kind=Kind.REAPPLY)
         if heal:
@@ -77,12 +82,15 @@ def decide(desired: Head | None, deployed: Deployment | None, last: Deployment |
         kind = Kind.REAPPLY if reapply else Kind.ROLLBACK
     else:
         kind = Kind.ROLLBACK if rollback else Kind.DEPLOY
+    if closed_window is not None and kind != Kind.ROLLBACK and not announced:
+        return Decision(Action.WAIT, retry_at=closed_window[1], reason=closed_window[0])
     return Decision(Action.DEPLOY, kind=kind, attempt=attempt)
 
 
 def decide_from_store(store: Ledger, repo: str, env: str, desired: Head | None, deployed: Deployment | None,
                       busy: bool, now: float, *, rollback: bool = False, blocked_reason: str | None = None,
-                      sync: bool = False, heal: bool = False) -> Decision:
+                      sync: bool = False, heal: bool = False, closed_window: tuple[str, float | None] | None = None,
+                      announced: bool = False) -> Decision:
     """`decide` with everything else it needs read from the store (a suspension, the watch, drift too)."""
     hold = store.suspension(repo, env)
     suspended = None
@@ -90,7 +98,7 @@ def decide_from_store(store: Ledger, repo: str, env: str, desired: Head | None, 
         suspended = f"suspended by {hold.actor}" + (f": {hold.reason}" if hold.reason else "") + f"; `gitopsd resume {env}` lets it deploy again"
     return decide(desired, deployed, store.last(repo, env), store.failure(repo, env),
                   store.bad_tree(repo, env, desired.tree) if desired else None, rollback, busy, now, blocked_reason,
-                  suspended, sync, store.watch(repo, env), store.drift_report(repo, env), heal)
+                  suspended, sync, store.watch(repo, env), store.drift_report(repo, env), heal, closed_window, announced)
 
 
 def _in_sync(deployed: Deployment, watch: WatchWindow | None, drift: DriftReport | None, now: float) -> Decision:

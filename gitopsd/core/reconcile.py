@@ -37,6 +37,7 @@ from .errors import StalledError, TransientError
 from .ports import GitPort, Judge, Notifier, StorePort, Verdict
 from .settings import Config, Environment, Repository
 from .tree import resolve_inside
+from .windows import closed_now
 from .types import (EMPTY_TREE, Action, Block, CheckResult, Deployment, DeploymentFolders, DeploymentJob, DriftReport,
                     FailureStatus, Head, HostInfo, Kind, PlaybookRun, Progress, Result, RunOutcome, Trigger, WatchWindow)
 
@@ -75,6 +76,7 @@ class Cause:
     actor: str
     trigger: str
     reason: str | None = None
+    proven: bool = True   # False: a nudge the daemon cannot take for its hook's (daemon._listen): it announces nothing
 
 
 def backoff(env: Environment, failures: int, rng: random.Random) -> float:
@@ -120,6 +122,7 @@ class Reconciler:
         self.causes: dict[tuple[str, str], Cause] = {}
         self._running: dict[tuple[str, str], _Running] = {}
         self._broken: dict[tuple[str, str], str] = {}   # environments whose branch cannot be read, and why
+        self._held: dict[tuple[str, str], tuple[Head | None, str]] = {}   # deployments a closed window holds, said once
         self._heads: dict[tuple[str, str], Head] = {}   # the heads last recorded in the store
         self._checking: dict[tuple[str, str], threading.Event] = {}   # drift checks running (cancel when a head moves)
         self._rounds: set[tuple[str, str]] = set()   # watch rounds running
@@ -216,11 +219,16 @@ class Reconciler:
         if sync is not None and (deployed is None or sync.commit != deployed.commit):
             self.store.clear_sync(repo.name, env.name)   # what it asked to re-apply is not what runs any more
             sync = None
+        closed = closed_now(env.windows, now) if env.windows else None
+        # Every deployment but a rollback meets the windows here too: a sync, a heal, a retry (its verdict was
+        # remembered while the window was open), a head the hook did not announce.
         decision = decide_from_store(
             self.store, repo.name, env.name, desired, deployed, busy, now,
             rollback=verdict is not None and verdict.kind == Kind.ROLLBACK,
             blocked_reason=blocked_reason(verdict) if verdict is not None and not verdict.accepted else None,
-            sync=sync is not None, heal=heal is not None)
+            sync=sync is not None, heal=heal is not None, closed_window=closed,
+            # An operator's admission (retry --force by an identity in override_by) overrides the windows too.
+            announced=desired is not None and (self._announced(repo, desired) or isinstance(verdict, Admitted)))
         synced = sync is not None and decision.action == Action.DEPLOY and self.accepting and desired is not None \
             and desired.commit == sync.commit
         if synced:
@@ -232,6 +240,13 @@ class Reconciler:
             self.remember_cause(repo.name, desired.commit, Cause("gitopsd", Trigger.HEAL, heal[1]))
         if decision.action in IN_SYNC_ACTIONS:
             self.store.clear_failure(repo.name, env.name)
+        elif decision.action == Action.WAIT and closed is not None and decision.reason == closed[0]:
+            if self._held.get(key) != (desired, closed[0]):   # said once per head and window
+                self._held[key] = (desired, closed[0])
+                log.info("%s %s: %s", "re-applying" if sync or heal else "deploying", desired.commit[:7] if desired else "",
+                         closed[0], extra={"repo": repo.name, "env": env.name})
+            if decision.retry_at is not None:
+                self.schedule(Look(repo.name, env.name, Trigger.RETRY), decision.retry_at)
         elif decision.action == Action.WAIT and decision.retry_at is not None:
             self.schedule(Look(repo.name, env.name, Trigger.RETRY), decision.retry_at)
         elif decision.action == Action.DEPLOY and self.accepting:
@@ -261,14 +276,17 @@ class Reconciler:
             # announced head passed the windows when it was pushed: maybe just before a window closed, or
             # with an emergency override this daemon cannot check again. A head nobody announced (git
             # update-ref, a push that skipped the hook) meets the windows as they are now.
-            cause = self.causes.get((repo.name, desired.commit))
-            announced = cause is not None and cause.trigger in ANNOUNCING_TRIGGERS
-            verdict = self.judge(repo, env, desired, deployed, not announced)
+            verdict = self.judge(repo, env, desired, deployed, not self._announced(repo, desired))
         if verdict.accepted:
             self._accepted[key] = verdict
             if len(self._accepted) > 10_000:   # bounded: oldest first
                 self._accepted.pop(next(iter(self._accepted)))
         return verdict
+
+    def _announced(self, repo: Repository, desired: Head) -> bool:
+        """Whether the hook announced this head (so it judged the deploy windows when it was pushed)."""
+        cause = self.causes.get((repo.name, desired.commit))
+        return cause is not None and cause.trigger in ANNOUNCING_TRIGGERS and cause.proven
 
     def _note_block(self, repo: Repository, env: Environment, desired: Head, deployed: Deployment | None,
                     verdict: Verdict | None, now: float) -> None:

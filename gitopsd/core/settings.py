@@ -25,7 +25,9 @@ class SandboxPolicy:
     hide: tuple[Path, ...] = ()
     known_hosts: Path | None = None          # ssh's only known_hosts file (docs/install.md, "SSH trust"); shown read-only
     requirements_cache: Path | None = None   # roles and collections installed from trees' requirements.yml
-    network: bool = False                    # CI steps reach the network (playbook runs always do, for ssh)
+    network: bool = False                    # CI steps reach the network (playbook runs: playbook_network)
+    playbook_network: str = "ssh-only"       # playbook runs: "ssh-only" (SSH through the run's forwarder) | "host"
+    daemon_addresses: tuple[tuple[str, int], ...] = ()   # where the daemon listens (API, dashboard): never forwarded to
 
 
 class CheckError(ConfigurationError, ValueError):

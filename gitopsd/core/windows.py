@@ -163,3 +163,16 @@ def next_opening(windows: tuple[Window, ...], now: datetime, horizon: timedelta 
         if t > now and promotion_allowed(windows, t)[0]:
             return t
     return None
+
+
+def closed_now(windows: tuple[Window, ...], now: float) -> tuple[str, float | None] | None:
+    """Why the windows keep deployments out at `now` (seconds since the epoch) and when they open again; None: open."""
+    moment = datetime.fromtimestamp(now, timezone.utc)
+    allowed, window = promotion_allowed(windows, moment)
+    if allowed or window is None:
+        return None
+    opens = next_opening(windows, moment)
+    when = opens.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC") if opens else None
+    return (f"the deploy window is closed: {'outside' if window.allow else 'inside'} '{window.name}'; "
+            + (f"it waits until {when}" if when else "it waits for the window to open (not within the next 8 days)"),
+            opens.timestamp() if opens else None)

@@ -355,7 +355,8 @@ class Daemon:
             if nudge.trigger == Trigger.PUSH:   # who delivered these commits (self-approval looks it up)
                 self._record_pushes(repo.name, nudge)
             for commit in nudge.commits:
-                self.reconciler.remember_cause(repo.name, commit, Cause(nudge.who(), nudge.trigger, nudge.reason))
+                self.reconciler.remember_cause(repo.name, commit, Cause(nudge.who(), nudge.trigger, nudge.reason,
+                                                                        proven=self._from_hook(repo.path, nudge)))
                 # A sweep or a `git update-ref` may have started this commit's deployment before the nudge came.
                 try:
                     self.store.attribute(repo.name, commit, nudge.who(), nudge.trigger, nudge.reason,
@@ -659,6 +660,17 @@ class Daemon:
     def _auto_promoted(self, repo: str, commit: str, reason: str) -> None:
         """The promoter made `commit`: its deployment is recorded as the daemon's own, triggered by auto-promote."""
         self.reconciler.remember_cause(repo, commit, Cause("gitopsd", Trigger.AUTO_PROMOTE, reason))
+
+    @staticmethod
+    def _from_hook(repo: Path, nudge: Nudge) -> bool:
+        """Whether a nudge may say its head was judged with the deploy windows: only the hook says so, and the kernel
+        proves the sender is the account pushes arrive as (the repository's owner), root or the daemon itself. Any
+        other member of the daemon's group can send a datagram that claims `push`; its head meets the windows here."""
+        try:
+            owner = repo.stat().st_uid
+        except OSError:
+            owner = None
+        return nudge.sender_uid is not None and nudge.sender_uid in (0, os.geteuid(), owner)
 
     def _record_pushes(self, repo: str, nudge: Nudge) -> None:
         who = nudge.who()

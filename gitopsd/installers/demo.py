@@ -218,10 +218,11 @@ class Demo:
         self.cleanup_previous()
         shutil.rmtree(DEMO, ignore_errors=True)
         DEMO.mkdir()
-        # Playbooks run in a sandbox that sees only what it is shown: the local hosts' folders, writable.
+        # Playbooks run in a sandbox that sees only what it is shown: the local hosts' folders, writable. The
+        # sample's hosts are this machine (their apps on its loopback, which the playbook checks): its network too.
         self.config.write_text(write_yaml({"state_dir": str(DEMO / "state"), "runtime_dir": str(DEMO / "run"),
                                            "sweep_interval": 30, "stop_grace": 30,
-                                           "sandbox": {"writable": [str(self.hosts_root)]}}))
+                                           "sandbox": {"writable": [str(self.hosts_root)], "playbook_network": "host"}}))
         self.start_hosts()
         self.make_people()
         self.run(*GITOPSD, "init", str(self.repo), "--config", str(self.config), "--sample")

@@ -24,6 +24,7 @@ from typing import Callable
 from ..base import gitcli
 from . import install_hooks
 from ..config import Config, ConfigError, Repository, load
+from ..core.settings import SandboxPolicy
 
 
 @dataclass(frozen=True)
@@ -246,9 +247,32 @@ def _sandboxed_runs(config: Config, me: str) -> list[Finding]:
         last = (proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"])[-1]
         found.append(Finding(proc.returncode == 0, f"{me} runs a CI step in the sandbox"
                              + ("" if proc.returncode == 0 else f": {last}")))
+        found.append(_playbook_network(policy, step_tree, folder / "net", me))
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     return found
+
+
+def _playbook_network(policy: SandboxPolicy, tree: Path, run_dir: Path, me: str) -> Finding:
+    """With sandbox.playbook_network ssh-only, a run's ssh reaches its forwarder, and the forwarder refuses a host
+    outside the inventory (here every host: the probe has none)."""
+    from ..adapters import sandbox, sshgate
+    if policy.playbook_network == "host":
+        return Finding(True, "playbook runs use this machine's network (sandbox.playbook_network: host): their tasks "
+                             "reach its loopback services, the API and the dashboard too")
+    run_dir.mkdir()
+    helper = Path(sandbox.__file__).resolve().parent.parent / "libexec" / "ssh-proxy"
+    with sshgate.Forwarder(run_dir / sshgate.SOCKET_NAME, set, set(policy.daemon_addresses), "doctor",
+                           sandbox.run_as(policy)) as gate:
+        argv = sandbox.command_prefix(policy, project=tree, run_dir=run_dir, network=False, ssh_gate=gate.path) + [
+            sys.executable, "-I", "-S", str(helper), "127.0.0.1", "22", sandbox.SSH_GATE_SOCKET]
+        proc = subprocess.run(argv, capture_output=True, text=True, cwd=tree, timeout=60, check=False,
+                              env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"})
+    last = (proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"])[-1]
+    ok = last.startswith("gitopsd: refused: 127.0.0.1:22 is not a host of this deployment's inventory")
+    return Finding(ok, f"{me}'s playbook runs reach SSH hosts only through their forwarder (sandbox.playbook_network: "
+                       f"ssh-only)" + ("" if ok else f": {last}"),
+                   None if ok else "gitopsd check-config, and the sandbox section of docs (Trust model)")
 
 
 def _watched(config: Config) -> list[Finding]:

@@ -97,5 +97,6 @@ def test_doctor_fails_the_sandbox_where_the_runs_home_would_cover_its_own_folder
         failed = [f.what for f in doctor.probe(config) if not f.ok]
     finally:
         os.umask(umask)
-    assert len(failed) == 2 and all("Can't chdir" in what for what in failed), failed
+    assert len(failed) == 3 and all("Can't chdir" in what for what in failed), failed
     assert failed[0].startswith("root runs a playbook in the sandbox: ") and failed[1].startswith("root runs a CI step")
+    assert failed[2].startswith("root's playbook runs reach SSH hosts only through their forwarder")
