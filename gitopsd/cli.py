@@ -353,6 +353,8 @@ def _show_status(args: argparse.Namespace, config: Any, unavailable: dict[str, s
     for r in rows:
         if r.reason:
             print(f"{r.repo}/{r.env}: {r.reason}")
+        for line in r.locks:
+            print(f"{r.repo}/{r.env}: promotions stopped: {line}")
     for repo, why in unwatched.items():
         print(f"{repo}: branch moves are not watched ({why}); the push nudge and the sweep every "
               f"{config.sweep_interval:g}s still find them (`gitopsd doctor`, or the daemon's log, says how to fix it)")
@@ -1205,6 +1207,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .human_commands import add_commands
     add_commands(add, common)
+    from .change_commands import add_commands as add_change_commands
+    add_change_commands(add, common)
 
     add("check-config", "validate the configuration file",
         "Validate the configuration and report every problem at once with file, line and key.\n"

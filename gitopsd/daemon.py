@@ -50,6 +50,7 @@ from .ci.steps import StepRunner
 from .ci.triggers import TriggerSender, safe_url
 from .ci.promote import AutoPromoter
 from .adapters.control import ControlServer
+from .changecontrol import OPS as CHANGE_CONTROL_OPS, ChangeControl
 from .core.types import DeploymentJob
 from .releases import HumanGates
 from . import logs
@@ -209,6 +210,9 @@ class Daemon:
         self.promoter = AutoPromoter(self.store, self.store, judge.gate_config, announce=self._auto_promoted)
         self.human_gates = HumanGates(lambda: self.config, self.store, notify,
                                       on_change=lambda repo: self.requests.put(Look(repo, None, Trigger.CLI)))
+        self.change_control = ChangeControl(lambda: self.config, self.store, notify,
+                                            on_change=lambda repo: self.requests.put(Look(repo, None, Trigger.CLI)),
+                                            look_at=lambda repo, at: self.schedule(Look(repo, None, Trigger.CLI), at))
         self.reconciler.on_finished = self._deployment_finished
         # DORA lead time: when commits first reached the server, and which deployment brought them where.
         self.first_seen = FirstSeen(self.store, lambda repo, commit: (
@@ -571,6 +575,8 @@ class Daemon:
 
     def control_request(self, identity: str, request: dict[str, Any]) -> dict[str, Any]:
         """A request of the control socket or the dashboard, as `identity`: a CI rerun here, the rest to HumanGates."""
+        if request.get("op") in CHANGE_CONTROL_OPS:   # locks, alert freezes, break-glass (changecontrol.py)
+            return self.change_control.handle(identity, request)
         if request.get("op") != "ci-rerun":
             return self.human_gates.handle(identity, request)   # one lock with the HTTP API
         repo = self.config.repository(str(request.get("repo")))

@@ -73,9 +73,14 @@ def _v2(db: Any, dialect: SQLite) -> None:
             db.execute(statement)
 
 
+def _v3(db: Any, dialect: SQLite) -> None:
+    """Locks, alert freezes and break-glass overrides (gate/locks.py): new tables only, created above."""
+
+
 STEPS: list[tuple[int, str, Callable[[Any, SQLite], None]]] = [
     (1, "the schema when versions began (tables created if missing, the hook snapshot's newer columns added)", _v1),
     (2, "the leader's lease and epoch; PostgreSQL refuses the records of a daemon that lost the lead", _v2),
+    (3, "locks, freezes raised by alerts and break-glass overrides (tables env_locks, break_glass)", _v3),
 ]
 LATEST = STEPS[-1][0]
 

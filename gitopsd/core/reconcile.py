@@ -264,6 +264,11 @@ class Reconciler:
             cause = self.causes.get((repo.name, desired.commit))
             announced = cause is not None and cause.trigger in ANNOUNCING_TRIGGERS
             verdict = self.judge(repo, env, desired, deployed, not announced)
+            override = getattr(verdict, "override", None)
+            if verdict.accepted and override and not (cause and cause.reason):
+                # Let through by a break-glass the daemon found itself: its deployment records who and why.
+                self.remember_cause(repo.name, desired.commit, Cause(cause.actor if cause else "unknown",
+                                                                     cause.trigger if cause else "", override))
         if verdict.accepted:
             self._accepted[key] = verdict
             if len(self._accepted) > 10_000:   # bounded: oldest first

@@ -22,6 +22,7 @@ from gitopsd.core.constants import EMPTY_TREE, ZERO
 from gitopsd.core.settings import Config, Environment, Repository
 from gitopsd.gate import policy, receive, snapshot
 from gitopsd.gate.approvals import Policy, SignoffNeed
+from gitopsd.gate.locks import Lock
 from gitopsd.gate.nudge import REFUSAL_RULES, REFUSED, Nudge
 from gitopsd.gate.snapshot import GateEnvironment, GateRepository
 from gitopsd.core.windows import Cron, Window
@@ -103,8 +104,8 @@ def test_a_scrape_passes_promtool_check_metrics(tmp_path, store_factory):
 class Records:
     """The deployment records policy.judge reads, as plain values: each case sets what it needs."""
 
-    def __init__(self, rcs: list[tuple[str, float]] | None = None):
-        self.rcs = rcs or []
+    def __init__(self, rcs: list[tuple[str, float]] | None = None, locks: list | None = None):
+        self.rcs, self.held = rcs or [], locks or []
 
     def tree_succeeded(self, repo: str, env: str, tree: str) -> bool:
         return False
@@ -123,6 +124,12 @@ class Records:
 
     def approval_rows(self, repo: str, rc: str) -> list:
         return []
+
+    def locks(self, repo: str, env: str, now: float) -> list:
+        return self.held
+
+    def break_glass(self, repo: str, env: str, now: float) -> None:
+        return None
 
 
 def commit(repo: Path, files: dict[str, str], *parents: str, tree: str | None = None) -> str:
@@ -192,6 +199,8 @@ def test_every_refusal_the_policy_makes_carries_its_rule_id(short_tmp):
         "signoff": judge("uat", None, c["base"]),
         "approvals (no release candidate)": judge("production", None, c["base"]),
         "approvals (not approved)": judge("production", None, c["base"], Records(rcs=[("1", 0.0)])),
+        "locked": judge("qa", None, c["base"], Records(locks=[Lock(1, "shop", "qa", "person", "", "bob", "migration",
+                                                                     0.0, None)])),
         "deploy-window (closed)": judge("late", None, c["base"]),
         "deploy-window (no right to override)": judge("late", None, c["base"], override_reason="hotfix"),
         **{f"reserved-ref ({ref})": receive.reserved_refusal(receive.RefUpdate(c["stray"], c["base"], ref), "shop")
