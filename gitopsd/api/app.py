@@ -245,6 +245,43 @@ def create_app(config: Callable[[], Config], store: Store, tokens: TokenCheck,
         return await ask_gates(token, {"op": body["kind"], "repo": repo.name, "rc": request.path_params["name"],
                                          "note": body.get("note")})
 
+    async def lock_fields(request: Request) -> dict[str, Any]:
+        body = await _gate_fields(request, {"repo": str, "env": str, "all": bool, "reason": str, "until": str, "for": str})
+        if body.get("repo") is not None:
+            repository(body["repo"])
+        return body
+
+    async def post_lock(request: Request) -> Response:
+        token = authorize(request, "deployments:write")   # as promotion: who may deploy may stop deploying
+        return await ask_gates(token, {"op": "lock", **await lock_fields(request)})
+
+    async def post_unlock(request: Request) -> Response:
+        token = authorize(request, "deployments:write")
+        body = await lock_fields(request)
+        for ignored in ("until", "for"):
+            body.pop(ignored, None)
+        return await ask_gates(token, {"op": "unlock", **body})
+
+    async def get_locks(request: Request) -> Response:
+        authorize(request, "read")
+
+        def read() -> dict[str, Any]:
+            now = time.time()
+            return {"locks": [lock.as_json() for lock in store.all_locks(now)],
+                    "break_glass": store.break_glass_requests(now)}
+        return JSONResponse(await blocking(read))
+
+    async def post_alerts(request: Request) -> Response:
+        """Alertmanager's webhook: freeze what freeze_on names while an alert fires (422: not its payload)."""
+        token = authorize(request, "alerts:write")
+        try:
+            payload = _decode(await _body(request), "send Alertmanager's webhook notification (JSON)")
+        except ValueError as exc:
+            raise _refused("body", str(exc)) from exc
+        response = await ask_gates(token, {"op": "alerts", "payload": payload})
+        response.status_code = 200
+        return response
+
     async def rc_list(request: Request) -> Response:
         authorize(request, "read")
         repo = repository(request.path_params["repo"])
@@ -306,6 +343,10 @@ def create_app(config: Callable[[], Config], store: Store, tokens: TokenCheck,
         Route(f"{v1}/repos/{{repo}}/rcs", post_rc, methods=["POST"]),
         Route(f"{v1}/repos/{{repo}}/rcs/{{name}}", rc_show, methods=["GET"]),
         Route(f"{v1}/repos/{{repo}}/rcs/{{name}}/approvals", post_approval, methods=["POST"]),
+        Route(f"{v1}/locks", get_locks, methods=["GET"]),
+        Route(f"{v1}/locks", post_lock, methods=["POST"]),
+        Route(f"{v1}/locks/lift", post_unlock, methods=["POST"]),
+        Route(f"{v1}/alerts", post_alerts, methods=["POST"]),
         # GitHub's paths, for clients built for GitHub (PyGithub, Buildbot's GitHubStatusPush): any owner, one
         # namespace; after gitopsd's own, so /repos/shop/rcs stays the release candidates of shop. The GET of
         # .../statuses/{commit} is GitHub's other name for a commit's list of statuses.
