@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import socket
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
@@ -85,6 +86,21 @@ def test_totals_kept_between_scrapes_equal_a_fresh_read_after_a_restart(tmp_path
     # as `gitopsd dora` counts it.
     assert after['gitopsd_lead_time_seconds_sum{env="qa",repo="shop"}'] == 113
     assert after['gitopsd_last_successful_deployment_timestamp_seconds{env="production",repo="shop"}'] == 1043
+
+
+def test_locks_in_force_are_counted_per_environment_by_who_set_them_and_expired_ones_are_not(tmp_path, store_factory):
+    cfg = config(tmp_path)
+    store = store_factory(cfg.database)
+    now = time.time()
+    store.add_lock(repo="shop", env="production", source="alert", actor="CheckoutErrors", reason="5xx", now=now,
+                   alert='CheckoutErrors{severity="page"}')
+    store.add_lock(repo="*", env="*", source="person", actor="alice", reason="release freeze", now=now)
+    store.add_lock(repo="shop", env="qa", source="person", actor="bob", reason="over", now=now - 60, expires_at=now - 1)
+    got = samples(Metrics(lambda: cfg, store_factory(cfg.database, readonly=True)))
+    assert got['gitopsd_environment_locked{env="production",repo="shop",source="alert"}'] == 1
+    assert got['gitopsd_environment_locked{env="production",repo="shop",source="person"}'] == 1
+    assert got['gitopsd_environment_locked{env="qa",repo="shop",source="person"}'] == 1
+    assert got['gitopsd_environment_locked{env="qa",repo="shop",source="alert"}'] == 0
 
 
 def test_a_scrape_passes_promtool_check_metrics(tmp_path, store_factory):
