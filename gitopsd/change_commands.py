@@ -44,14 +44,16 @@ def cmd_override(args: argparse.Namespace) -> int:
 
 def cmd_locks(args: argparse.Namespace) -> int:
     from .adapters.store import Store
-    from .gate.locks import utc
+    from .gate.locks import Lock, utc
     config = load_config(args)
     now = time.time()
     with Store.of(config, readonly=True) as store:
         held = store.all_locks(now)
         asked = store.break_glass_requests(now)
+        past = store.lock_history(args.history) if args.history else []
     if args.json:
-        print(json.dumps({"locks": [lock.as_json() for lock in held], "break_glass": asked}, indent=2))
+        print(json.dumps({"locks": [lock.as_json() for lock in held], "break_glass": asked,
+                          **({"history": past} if args.history else {})}, indent=2))
         return 0
     for lock in held:
         print(lock.describe())
@@ -61,6 +63,15 @@ def cmd_locks(args: argparse.Namespace) -> int:
         state = (f"confirmed by {r['confirmed_by']}, in force until {utc(r['expires_at'])}" if r["confirmed_by"]
                  else f"waits for a second person until {utc(r['confirm_before'])}")
         print(f"break-glass #{r['id']} {r['repo']}/{r['env']} asked by {r['asked_by']}: {r['reason']} ({state})")
+    if past:
+        print("\nhistory, newest first:")
+    for r in past:
+        lock = Lock(r["id"], r["repo"], r["env"], r["source"], r["alert"], r["actor"], r["reason"], r["created_at"],
+                    r["expires_at"])
+        ended = (f"; lifted by {r['lifted_by']} at {utc(r['lifted_at'])}" + (f": {r['lift_reason']}" if r["lift_reason"]
+                                                                             else "")
+                 if r["lifted_at"] else "; expired" if r["expires_at"] and r["expires_at"] <= now else "; in force")
+        print(f"  #{r['id']} {lock.describe()}{ended}")
     return 0
 
 
@@ -85,6 +96,8 @@ def add_commands(add: Callable[..., argparse.ArgumentParser], common: argparse.A
     p = add("locks", "the locks, alert freezes and break-glass requests in force",
             "List what holds promotions now: locks (who, why, until when), freezes raised by firing alerts, and\n"
             "break-glass requests (waiting for their second person, or confirmed and in force).", cmd_locks)
+    p.add_argument("--history", type=int, default=0, metavar="N", help="also the last N locks, lifted ones too: "
+                                                                       "who lifted each and why")
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
     p = add("override", "break glass: let promotions through a lock, freeze or deny window, with a second person",

@@ -207,7 +207,7 @@ class ChangeControl:
         repo, env = self._scope(request)
         reason = self._reason(request, required=False)
         now = self.clock()
-        lifted = self.store.lift_locks(repo=repo, env=env, by=identity, now=now)
+        lifted = self.store.lift_locks(repo=repo, env=env, by=identity, now=now, reason=reason or None)
         scope = Lock(0, repo, env, "person", "", identity, reason, now, None).scope
         if not lifted:
             left = [lock.describe() for lock in self.store.all_locks(now) if lock.repo == repo and lock.env == env]
@@ -297,7 +297,8 @@ class ChangeControl:
         for status, labels, notes, since in found:
             key = alert_key(labels)
             if status == "resolved":
-                if self.store.lift_locks(repo="", env="", by=f"alertmanager ({identity})", now=now, alert=key):
+                if self.store.lift_locks(repo="", env="", by=f"alertmanager ({identity})", now=now, alert=key,
+                                         reason="the alert resolved"):
                     said.append(f"{labels['alertname']} resolved: its freeze is lifted")
                     touched.add("*")
                 continue

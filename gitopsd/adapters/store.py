@@ -727,13 +727,21 @@ class Store:
                           " VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (repo, env, source, alert, actor, reason, now, expires_at))
         return int(cur.lastrowid or 0)
 
-    def lift_locks(self, *, repo: str, env: str, by: str, now: float, alert: str | None = None) -> int:
+    def lift_locks(self, *, repo: str, env: str, by: str, now: float, alert: str | None = None,
+                   reason: str | None = None) -> int:
         """Lift the people's locks of exactly this scope (or, with `alert`, that alert's freezes); how many."""
         if alert is None:
-            return self._write("UPDATE env_locks SET lifted_at = ?, lifted_by = ? WHERE lifted_at IS NULL"
-                               " AND source = 'person' AND repo = ? AND env = ?", (now, by, repo, env)).rowcount
-        return self._write("UPDATE env_locks SET lifted_at = ?, lifted_by = ? WHERE lifted_at IS NULL"
-                           " AND source = 'alert' AND alert = ?", (now, by, alert)).rowcount
+            return self._write("UPDATE env_locks SET lifted_at = ?, lifted_by = ?, lift_reason = ? WHERE lifted_at IS NULL"
+                               " AND source = 'person' AND repo = ? AND env = ?", (now, by, reason, repo, env)).rowcount
+        return self._write("UPDATE env_locks SET lifted_at = ?, lifted_by = ?, lift_reason = ? WHERE lifted_at IS NULL"
+                           " AND source = 'alert' AND alert = ?", (now, by, reason, alert)).rowcount
+
+    def lock_history(self, limit: int = 20) -> list[dict[str, Any]]:
+        """Locks and freezes, in force or lifted, newest first: who set and lifted each, and why."""
+        try:
+            return [dict(r) for r in self._rows("SELECT * FROM env_locks ORDER BY id DESC LIMIT ?", (limit,))]
+        except sqlite3.OperationalError:   # a store written by an older daemon
+            return []
 
     def locks(self, repo: str, env: str, now: float) -> list[Lock]:
         """The locks in force on `env` of `repo` now, oldest first (the promotion rule's question)."""

@@ -223,7 +223,9 @@ def create_app(config: Callable[[], Config], store: Store, tokens: TokenCheck,
         env = repo.environment(request.path_params["env"])
         if env is None:
             raise ApiError(404, {"error": f"repository {repo.name} has no environment {request.path_params['env']!r}"})
-        body = await _gate_fields(request, {"note": str, "reject": bool, "commit": str}, required=("note",))
+        body = _reason_as_note(await _gate_fields(request, {"note": str, "reason": str, "reject": bool, "commit": str}))
+        if "note" not in body:
+            raise _refused("note", "is required")
         return await ask_gates(token, {"op": "signoff", "repo": repo.name, "env": env.name, "note": body["note"],
                                          "reject": bool(body.get("reject")), "commit": body.get("commit")})
 
@@ -237,9 +239,10 @@ def create_app(config: Callable[[], Config], store: Store, tokens: TokenCheck,
     async def post_approval(request: Request) -> Response:
         token = authorize(request, "approvals:write")
         repo = repository(request.path_params["repo"])
-        body = await _gate_fields(request, {"kind": str, "note": str}, required=("kind",))
+        body = await _gate_fields(request, {"kind": str, "note": str, "reason": str}, required=("kind",))
         if body["kind"] not in APPROVAL_KINDS:
             raise _refused("kind", f"must be one of {', '.join(APPROVAL_KINDS)}, not {body['kind'][:20]!r}")
+        body = _reason_as_note(body)
         if body["kind"] != "withdraw" and "note" not in body:
             raise _refused("note", "is required: say why (it is recorded with the token owner's name)")
         return await ask_gates(token, {"op": body["kind"], "repo": repo.name, "rc": request.path_params["name"],
@@ -454,6 +457,15 @@ async def _gate_fields(request: Request, types: dict[str, type], required: tuple
         if kind is str and (len(fields[key]) > NOTE_MAX or any(ord(c) < 32 and c != "\t" for c in fields[key])):
             raise _refused(key, f"must be one line of at most {NOTE_MAX} characters")
     return fields
+
+
+def _reason_as_note(body: dict[str, Any]) -> dict[str, Any]:
+    """`reason` is another name for `note` (every human act carries one: locks and overrides call it reason)."""
+    if "note" in body and "reason" in body:
+        raise _refused("reason", "is another name for note: give one of them")
+    if "reason" in body:
+        body["note"] = body.pop("reason")
+    return body
 
 
 def _limit(request: Request, default: int, alias: str = "limit") -> int:

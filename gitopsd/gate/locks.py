@@ -22,7 +22,8 @@ CREATE TABLE IF NOT EXISTS env_locks (      -- gitopsd lock, and freezes raised 
     created_at REAL NOT NULL,
     expires_at REAL,                        -- NULL: until lifted
     lifted_at REAL,
-    lifted_by TEXT
+    lifted_by TEXT,
+    lift_reason TEXT
 );
 CREATE INDEX IF NOT EXISTS env_locks_open ON env_locks (lifted_at, repo, env);
 CREATE TABLE IF NOT EXISTS break_glass (    -- one identity asks, a second in override_by confirms (gitopsd override)

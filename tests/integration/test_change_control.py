@@ -103,3 +103,23 @@ def test_bad_lock_requests_get_one_line_saying_what_is_wrong(server):
     garbled = sandbox.cli("lock", "qa", "--reason", "x", "--for", "soon", check=False)
     assert garbled.returncode != 0 and "--for" in garbled.stderr
     assert sandbox.cli("locks").stdout.strip() == "nothing is locked"
+
+
+def test_overrides_unlocks_and_approvals_carry_their_reason_and_the_lock_history_shows_who_lifted_and_why(short_tmp):
+    sandbox = Sandbox(short_tmp, {"qa": ["qa-1"]}, env_options={"qa": {"override_by": [ME]}})
+    with Daemon(sandbox) as daemon:
+        daemon.wait_state("qa", "in-sync", sandbox.head("qa"))
+        sandbox.cli("lock", "qa", "--reason", "vendor maintenance")
+        sandbox.cli("unlock", "qa", "--reason", "vendor is back")
+        past = sandbox.cli("locks", "--history", "5").stdout
+        assert f"shop/qa locked by {ME} until unlocked" in past and "vendor maintenance" in past
+        assert f"lifted by {ME} at " in past and ": vendor is back" in past
+        # Forcing a head past the rule is an override: it says why, or it is refused in one line.
+        silent = sandbox.cli("retry", "qa", "--force", check=False)
+        assert silent.returncode == 1 and silent.stderr.strip().splitlines() == [
+            "gitopsd: error: say why with --reason '...': forcing a head past the promotion rule in qa is recorded "
+            "with your name and its reason"]
+        assert "admitted past the promotion rule" in sandbox.cli("retry", "qa", "--force", "--reason", "hotfix").stdout
+        # Approvals take --reason as well as --note: the same word everywhere.
+        named = sandbox.cli("approve", "nope", "--reason", "looks good", check=False)
+        assert "no release candidate rc/nope" in named.stderr, named.stderr
