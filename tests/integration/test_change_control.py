@@ -123,3 +123,32 @@ def test_overrides_unlocks_and_approvals_carry_their_reason_and_the_lock_history
         # Approvals take --reason as well as --note: the same word everywhere.
         named = sandbox.cli("approve", "nope", "--reason", "looks good", check=False)
         assert "no release candidate rc/nope" in named.stderr, named.stderr
+
+
+def test_a_confirmed_break_glass_lets_a_promotion_through_a_lock_and_a_closed_deny_window_naming_both_people(short_tmp):
+    """policy.judge itself, as the hook and the daemon call it: real git, the records as plain values."""
+    from datetime import timedelta
+
+    from gitopsd.core.windows import Cron, Window
+    from gitopsd.gate import policy
+    from gitopsd.gate.locks import BreakGlass, Lock
+    from gitopsd.gate.snapshot import GateEnvironment, GateRepository
+    from tests.integration.test_metrics import Records, shop
+
+    class Glass(Records):
+        def break_glass(self, repo: str, env: str, now: float) -> BreakGlass:
+            return BreakGlass(3, "bob", "checkout hotfix", "carol", "read the diff", 0.0, 9e9)
+
+    path, c = shop(short_tmp / "shop.git")
+    freeze = (Window("freeze", False, Cron.parse("* * * * *"), timedelta(hours=1), "UTC"),)
+    env = GateEnvironment("qa", "qa", "main", windows=freeze)
+    repo = GateRepository("shop", str(path), [env])
+    lock = Lock(1, "shop", "qa", "person", "", "alice", "incident 9", 0.0, None)
+    judge = lambda records: policy.judge(repo, str(path), records, env, None, c["base"], identity="dave")  # noqa: E731
+    assert judge(Records(locks=[lock])).rule_id == "locked"
+    assert judge(Records()).rule_id == "deploy-window"
+    for records in (Glass(locks=[lock]), Glass()):
+        verdict = judge(records)
+        assert verdict.accepted and verdict.override == ("break-glass #3 asked by bob, confirmed by carol "
+                                                         "(read the diff): checkout hotfix"), verdict
+    assert "locked by alice" in judge(Glass(locks=[lock])).rule and "inside 'freeze'" in judge(Glass()).rule
