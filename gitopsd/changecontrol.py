@@ -15,6 +15,7 @@ import time
 from datetime import datetime, timezone
 from typing import Any, Callable
 
+from .adapters import gitcli
 from .adapters.store import Store
 from .core.settings import Config, Environment, Notify, Repository
 from .core.windows import WindowError, parse_duration
@@ -176,11 +177,13 @@ class ChangeControl:
                 for e in r.environments if env_name in ("*", e.name)]
 
     def _note(self, repo_name: str, env_name: str, line: str) -> None:
-        """The line as a git note on what each environment in scope runs (the audit trail travels with the repository)."""
+        """The line as a git note on what each environment in scope runs, or else on its branch's head (the audit trail
+        travels with the repository)."""
         for repo, env in self._envs_of(repo_name, env_name):
             deployed = self.store.deployed(repo.name, env.name)
-            if deployed is not None:
-                add_note(str(repo.path), deployed.commit, line)
+            commit = deployed.commit if deployed is not None else gitcli.branch_head(repo.path, env.branch)
+            if commit is not None:
+                add_note(str(repo.path), commit, line)
 
     def _changed(self, repo_name: str) -> None:
         for repo in self.config().repositories:

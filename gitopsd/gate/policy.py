@@ -223,20 +223,19 @@ def judge(repo: GateRepository, repo_path: str, store: Records, env: GateEnviron
     closed = f"the deploy window is closed: {'outside' if window.allow else 'inside'} '{window.name}'"
     if store.break_glass(repo.name, env.name, now.timestamp()) is not None:
         return through_glass(store, repo, env, f"{passed}; {closed}", now)
+    two = (f"break glass with two people: gitopsd override {env.name} --reason '<why>', then a second identity in "
+             f"override_by ({', '.join(env.override_by) or 'nobody yet'}) runs gitopsd override confirm <id>")
     if override_reason:
-        if identity in env.override_by:
-            return Verdict(True, "promotion", f"{passed}; {closed}; emergency override by {identity}",
-                           override=f"emergency override by {identity}: {override_reason}")
+        if identity in env.override_by:   # one person's word is no longer enough (docs/change-control.md)
+            return refuse("deploy-window", f"{closed}; an emergency override needs two people",
+                          [f"{identity} may override {env.name}'s deploy windows, with a second identity confirming."],
+                          [two, f"or wait: {opens_again}", f"rollbacks are still accepted: {rollback_cmd}"])
         return refuse("deploy-window", f"{closed}; {identity} may not override it",
                       [f"only {', '.join(env.override_by) or 'nobody'} may override {env.name}'s deploy windows."],
                       [f"wait: {opens_again}", f"rollbacks are still accepted: {rollback_cmd}"])
     return refuse("deploy-window", f"promotions to {env.name} are closed now: {closed}",
                   [f"{opens_again}."],
-                  [wait, f"rollbacks are still accepted: {rollback_cmd}", *further,
-                   "in an emergency, an identity listed in override_by can push with "
-                   "-o 'override=<reason>' (or gitopsd promote ... --override '<reason>')",
-                   f"or break glass with two people: gitopsd override {env.name} --reason '<why>', then a second "
-                   "identity in override_by runs gitopsd override confirm <id>"])
+                  [wait, f"rollbacks are still accepted: {rollback_cmd}", *further, f"in an emergency, {two}"])
 
 
 def locked(env: GateEnvironment, held: list[Lock], rollback_cmd: str, further: list[str]) -> Verdict:

@@ -23,7 +23,8 @@ def server(short_tmp):
     with unix_users(PEOPLE, GROUP):
         short_tmp.chmod(0o755)
         sandbox = Sandbox(short_tmp, {"qa": ["qa-1"], "staging": ["staging-1"]},
-                          env_options={"staging": {"override_by": ["gt-bg-bob", "gt-bg-carol"]}})
+                          env_options={"staging": {"override_by": ["gt-bg-bob", "gt-bg-carol"],   # and a deny window
+                                                   "windows": [{"deny": "* * * * *", "duration": "1h", "name": "freeze"}]}})
         sandbox.runtime.mkdir()
         shutil.chown(sandbox.runtime, "root", GROUP)
         sandbox.runtime.chmod(0o2770)   # the sockets take the folder's group: the people may use them
@@ -32,7 +33,7 @@ def server(short_tmp):
             yield sandbox, daemon
 
 
-def test_a_promotion_into_a_locked_environment_needs_a_second_person_and_both_are_recorded(server):
+def test_a_promotion_into_a_locked_environment_inside_a_deny_window_needs_a_second_person_and_both_are_recorded(server):
     sandbox, daemon = server
     sandbox.write("app.txt", "hotfix")
     sandbox.commit("hotfix")
