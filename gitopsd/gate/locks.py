@@ -3,7 +3,7 @@
 A lock holds promotions out of an environment (ENV), of a repository's every environment (env '*') or of
 every repository (repo '*') until it is lifted or its time runs out; rollbacks always pass (gate/policy.py).
 A person sets one with `gitopsd lock`; an Alertmanager notification sets one per firing alert that matches
-`freeze_on`, and its resolve lifts that one only (gitopsd/changecontrol.py). A break-glass override, asked
+`freeze_on`, and its resolve lifts that one only (gitopsd/services/changecontrol.py). A break-glass override, asked
 by one identity and confirmed by another in `override_by`, lets promotions through locks, freezes and deny
 windows until it expires. Only the daemon writes these rows; the hook and the daemon read them through
 `Records.locks` and `Records.break_glass`. Stdlib only: the hook imports this.

@@ -11,8 +11,8 @@ import json
 import time
 from typing import Any, Callable
 
-from .cli_common import load_config
-from .human_commands import _ask
+from .common import load_config
+from .human import _ask
 
 
 def _scope(args: argparse.Namespace) -> dict[str, Any]:
@@ -30,21 +30,21 @@ def cmd_unlock(args: argparse.Namespace) -> int:
 def cmd_override(args: argparse.Namespace) -> int:
     if args.what[0] == "confirm":
         if len(args.what) != 2:
-            from .core.errors import UserError
+            from ..core.errors import UserError
             raise UserError("give the request's number: gitopsd override confirm ID (gitopsd locks lists them)")
         return _ask(args, {"op": "override-confirm", "id": args.what[1], "reason": args.reason})
     if len(args.what) != 1:
-        from .core.errors import UserError
+        from ..core.errors import UserError
         raise UserError("give one environment: gitopsd override ENV --reason '...' (or: gitopsd override confirm ID)")
     if not args.reason:
-        from .core.errors import UserError
+        from ..core.errors import UserError
         raise UserError("say why with --reason '...': it is recorded with your name and shown to whoever confirms")
     return _ask(args, {"op": "override", "env": args.what[0], "reason": args.reason})
 
 
 def cmd_locks(args: argparse.Namespace) -> int:
-    from .adapters.store import Store
-    from .gate.locks import Lock, utc
+    from ..adapters.store import Store
+    from ..gate.locks import Lock, utc
     config = load_config(args)
     now = time.time()
     with Store.of(config, readonly=True) as store:

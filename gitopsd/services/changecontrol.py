@@ -15,11 +15,11 @@ import time
 from datetime import datetime, timezone
 from typing import Any, Callable
 
-from .adapters import gitcli
-from .adapters.store import Store
-from .core.settings import Config, Environment, Notify, Repository
-from .core.windows import WindowError, parse_duration
-from .gate.locks import Lock, utc
+from ..base import gitcli
+from ..adapters.store import Store
+from ..core.settings import Config, Environment, Notify, Repository
+from ..core.windows import WindowError, parse_duration
+from ..gate.locks import Lock, utc
 from .releases import FORBIDDEN, INVALID, MISSING, NOTE_MAX, Refused, add_note
 
 log = logging.getLogger("gitopsd.changecontrol")
