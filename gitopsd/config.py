@@ -29,7 +29,7 @@ from .core.settings import Backup, Grafana
 from .core.settings import ExecutionNode
 from .core.settings import Signatures
 from .core.settings import ROLES, RoleGrant, Web
-from .core.settings import Matrix, Notifications
+from .core.settings import BreakGlass, FreezeRule, Matrix, Notifications
 from .gate.snapshot import file_stamp
 from .adapters.sandbox import SandboxError, check as sandbox_check, default_user as default_sandbox_user
 from .base.storeerrors import postgresql_missing
@@ -74,7 +74,7 @@ class ConfigError(ConfigurationError):
 
 TOP_KEYS = {"state_dir", "runtime_dir", "sweep_interval", "max_parallel", "stop_grace",
             "keep_workdirs", "identity_env", "repositories", "sandbox", "ssh", "api", "groups", "grafana",
-            "execution_nodes", "web", "database", "backup", "notifications", "signing_key"}
+            "execution_nodes", "web", "database", "backup", "notifications", "signing_key", "freeze_on", "break_glass"}
 BACKUP_KEYS = {"interval", "keep", "dir"}
 APPROVALS_KEYS = {"required", "approvers", "required_groups", "forbid_self_approval", "expire_after"}
 SIGNOFF_KEYS = {"env", "count"}
@@ -325,6 +325,8 @@ def _normalize(raw: Any, source: Path, check: _Checker, writable: bool) -> Confi
         backup=_backup(top["backup"], base, check) if "backup" in top else Backup(),
         notifications=_notifications(top["notifications"], base, check) if "notifications" in top else Notifications(),
         signing_key=_signing_key(top["signing_key"], base, check) if "signing_key" in top else None,
+        freeze_on=_freeze_on(top.get("freeze_on", []), repos, check),
+        break_glass=_break_glass(top.get("break_glass", {}), check),
     )
 
 
@@ -336,6 +338,48 @@ def _signing_key(raw: Any, base: Path, check: _Checker) -> Path | None:
     if public is not None and not public.is_file():
         check.add("signing_key", f"{public} does not exist: make the key with ssh-keygen -t ed25519 -N '' -f {path}")
     return path
+
+
+def _freeze_on(raw: Any, repos: list[Repository], check: _Checker) -> tuple[FreezeRule, ...]:
+    """`freeze_on: [{alert: NAME, labels: {...}, envs: [production], repos: [...]}]`: alerts that freeze environments."""
+    if not isinstance(raw, list):
+        check.add("freeze_on", "must be a list like [{alert: HighErrorRate, envs: [production]}]")
+        return ()
+    rules = []
+    for i, item in enumerate(raw):
+        key = f"freeze_on[{i}]"
+        data = check.mapping(item, key, {"alert", "labels", "envs", "repos"})
+        alert, labels, envs = data.get("alert"), data.get("labels", {}), data.get("envs")
+        names = data.get("repos", [])
+        if not isinstance(alert, str) or not alert.strip():
+            check.add(f"{key}.alert", "must be the alert's name (its alertname label), e.g. HighErrorRate")
+        if not (isinstance(labels, dict) and all(isinstance(k, str) and isinstance(v, (str, int)) for k, v in labels.items())):
+            check.add(f"{key}.labels", "must map label names to values, e.g. {severity: critical}")
+            labels = {}
+        if not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
+            check.add(f"{key}.repos", "must be a list of repository names")
+            names = []
+        known = [r for r in repos if not names or r.name in names]
+        for name in names:
+            if not any(r.name == name for r in repos):
+                check.add(f"{key}.repos", f"no repository named {name!r} (known: {', '.join(r.name for r in repos)})")
+        if not (isinstance(envs, list) and envs and all(isinstance(e, str) for e in envs)):
+            check.add(f"{key}.envs", "must list the environments to freeze, e.g. [production]")
+            envs = []
+        for env in envs:
+            if known and not any(r.environment(env) for r in known):
+                check.add(f"{key}.envs", f"no repository has an environment {env!r}")
+        if isinstance(alert, str) and alert.strip():
+            rules.append(FreezeRule(alert.strip(), tuple(envs), tuple((k, str(v)) for k, v in sorted(labels.items())),
+                                    tuple(names)))
+    return tuple(rules)
+
+
+def _break_glass(raw: Any, check: _Checker) -> BreakGlass:
+    """`break_glass: {confirm_within: 15m, lasts: 1h}`: the second person's time limit, and how long it holds."""
+    data = check.mapping(raw, "break_glass", {"confirm_within", "lasts"})
+    return BreakGlass(confirm_within=_duration(data, "confirm_within", "break_glass", BreakGlass.confirm_within, check),
+                      lasts=_duration(data, "lasts", "break_glass", BreakGlass.lasts, check))
 
 
 def _backup(raw: Any, base: Path, check: _Checker) -> Backup:

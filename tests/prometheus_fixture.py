@@ -60,8 +60,9 @@ class Prometheus:
 
 
 @contextmanager
-def prometheus(root: Path, target: str, rules: list[Path] = ()) -> Iterator[Prometheus]:
-    """Prometheus scraping http://`target`/metrics every second, with `rules` loaded, until the block ends."""
+def prometheus(root: Path, target: str, rules: list[Path] = (), alertmanager: str | None = None) -> Iterator[Prometheus]:
+    """Prometheus scraping http://`target`/metrics every second, with `rules` loaded (and its alerts sent to the
+    Alertmanager at host:port `alertmanager`), until the block ends."""
     binary = shutil.which("prometheus")
     if binary is None:
         raise AssertionError("prometheus is not installed: run `make deps` as root (Debian's prometheus package)")
@@ -71,7 +72,8 @@ def prometheus(root: Path, target: str, rules: list[Path] = ()) -> Iterator[Prom
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s", "scrape_timeout": "1s"},
         "rule_files": [str(r) for r in rules],
         "scrape_configs": [{"job_name": "gitopsd", "metrics_path": "/metrics",
-                            "static_configs": [{"targets": [target]}]}]}))
+                            "static_configs": [{"targets": [target]}]}],
+        **({"alerting": {"alertmanagers": [{"static_configs": [{"targets": [alertmanager]}]}]}} if alertmanager else {})}))
     port = free_port()
     log = root / "prometheus.log"
     with open(log, "wb") as out:

@@ -83,10 +83,15 @@ def _v3(db: Any, dialect: SQLite) -> None:
         db.execute(dialect.schema("ALTER TABLE gate_environments ADD COLUMN signatures TEXT NOT NULL DEFAULT ''"))
 
 
+def _v4(db: Any, dialect: SQLite) -> None:
+    """Locks, alert freezes and break-glass overrides (gate/locks.py): new tables only, created above."""
+
+
 STEPS: list[tuple[int, str, Callable[[Any, SQLite], None]]] = [
     (1, "the schema when versions began (tables created if missing, the hook snapshot's newer columns added)", _v1),
     (2, "the leader's lease and epoch; PostgreSQL refuses the records of a daemon that lost the lead", _v2),
     (3, "signed commits and pushes: the hook snapshot's signature rule per environment", _v3),
+    (4, "locks, freezes raised by alerts and break-glass overrides (tables env_locks, break_glass)", _v4),
 ]
 LATEST = STEPS[-1][0]
 

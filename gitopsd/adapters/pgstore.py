@@ -27,7 +27,7 @@ from ..base.storeerrors import FENCED, UNREACHABLE, PERMISSION
 log = logging.getLogger("gitopsd.store")
 
 # The tables the pre-receive hook reads (gate/snapshot.py Ledger and load): mirrored into its SQLite file.
-LEDGER = ("deployments", "commit_statuses", "signoffs", "release_candidates", "approvals")
+LEDGER = ("deployments", "commit_statuses", "signoffs", "release_candidates", "approvals", "env_locks", "break_glass")
 # The config snapshot is mirrored as written but never copied whole: `gitopsd install-hooks` writes it into the
 # hook's file directly, and the daemon saves its own at every start.
 MIRRORED = LEDGER + ("gate_config", "gate_environments", "gate_windows", "gate_branches")

@@ -26,6 +26,7 @@ from ..adapters.store import Store
 from ..ci import provenance
 from ..core.errors import ConfigurationError, GitError, StoreError
 from ..core.settings import Config, Repository
+from ..services import changecontrol, releases
 from ..services.readmodels import deployment_json, rc_history, rc_view, release_marks   # as `history`, `rc list|show` --json
 from ..services.tokens import Token, TokenCheck
 from . import statuses
@@ -232,7 +233,9 @@ def create_app(config: Callable[[], Config], store: Store, tokens: TokenCheck,
         env = repo.environment(request.path_params["env"])
         if env is None:
             raise ApiError(404, {"error": f"repository {repo.name} has no environment {request.path_params['env']!r}"})
-        body = await _gate_fields(request, {"note": str, "reject": bool, "commit": str}, required=("note",))
+        body = _reason_as_note(await _gate_fields(request, {"note": str, "reason": str, "reject": bool, "commit": str}))
+        if "note" not in body:
+            raise _refused("note", "is required")
         return await ask_gates(token, {"op": "signoff", "repo": repo.name, "env": env.name, "note": body["note"],
                                          "reject": bool(body.get("reject")), "commit": body.get("commit")})
 
@@ -246,13 +249,56 @@ def create_app(config: Callable[[], Config], store: Store, tokens: TokenCheck,
     async def post_approval(request: Request) -> Response:
         token = authorize(request, "approvals:write")
         repo = repository(request.path_params["repo"])
-        body = await _gate_fields(request, {"kind": str, "note": str}, required=("kind",))
+        body = await _gate_fields(request, {"kind": str, "note": str, "reason": str}, required=("kind",))
         if body["kind"] not in APPROVAL_KINDS:
             raise _refused("kind", f"must be one of {', '.join(APPROVAL_KINDS)}, not {body['kind'][:20]!r}")
+        body = _reason_as_note(body)
         if body["kind"] != "withdraw" and "note" not in body:
             raise _refused("note", "is required: say why (it is recorded with the token owner's name)")
         return await ask_gates(token, {"op": body["kind"], "repo": repo.name, "rc": request.path_params["name"],
                                          "note": body.get("note")})
+
+    async def lock_fields(request: Request) -> dict[str, Any]:
+        body = await _gate_fields(request, {"repo": str, "env": str, "all": bool, "reason": str, "until": str, "for": str})
+        if body.get("repo") is not None:
+            repository(body["repo"])
+        return body
+
+    async def post_lock(request: Request) -> Response:
+        token = authorize(request, "deployments:write")   # as promotion: who may deploy may stop deploying
+        return await ask_gates(token, {"op": "lock", **await lock_fields(request)})
+
+    async def post_unlock(request: Request) -> Response:
+        token = authorize(request, "deployments:write")
+        body = await lock_fields(request)
+        for ignored in ("until", "for"):
+            body.pop(ignored, None)
+        return await ask_gates(token, {"op": "unlock", **body})
+
+    async def get_locks(request: Request) -> Response:
+        authorize(request, "read")
+
+        def read() -> dict[str, Any]:
+            now = time.time()
+            return {"locks": [lock.as_json() for lock in store.all_locks(now)],
+                    "break_glass": store.break_glass_requests(now)}
+        return JSONResponse(await blocking(read))
+
+    async def post_alerts(request: Request) -> Response:
+        """Alertmanager's webhook: freeze what freeze_on names while an alert fires (422: not its payload)."""
+        token = authorize(request, "alerts:write")
+        try:
+            payload = _decode(await _body(request), "send Alertmanager's webhook notification (JSON)")
+        except ValueError as exc:
+            raise _refused("body", str(exc)) from exc
+        try:   # judged here too: not Alertmanager's payload is a 422 even while the daemon is away
+            changecontrol.parse_alerts(payload)
+        except releases.Refused as exc:
+            raise _refused("body", str(exc)) from exc
+        response = await ask_gates(token, {"op": "alerts", "payload": payload})
+        if response.status_code == 201:
+            response.status_code = 200   # nothing was created: what was frozen or lifted
+        return response
 
     async def rc_list(request: Request) -> Response:
         authorize(request, "read")
@@ -315,6 +361,10 @@ def create_app(config: Callable[[], Config], store: Store, tokens: TokenCheck,
         Route(f"{v1}/repos/{{repo}}/rcs", post_rc, methods=["POST"]),
         Route(f"{v1}/repos/{{repo}}/rcs/{{name}}", rc_show, methods=["GET"]),
         Route(f"{v1}/repos/{{repo}}/rcs/{{name}}/approvals", post_approval, methods=["POST"]),
+        Route(f"{v1}/locks", get_locks, methods=["GET"]),
+        Route(f"{v1}/locks", post_lock, methods=["POST"]),
+        Route(f"{v1}/locks/lift", post_unlock, methods=["POST"]),
+        Route(f"{v1}/alerts", post_alerts, methods=["POST"]),
         # GitHub's paths, for clients built for GitHub (PyGithub, Buildbot's GitHubStatusPush): any owner, one
         # namespace; after gitopsd's own, so /repos/shop/rcs stays the release candidates of shop. The GET of
         # .../statuses/{commit} is GitHub's other name for a commit's list of statuses.
@@ -422,6 +472,15 @@ async def _gate_fields(request: Request, types: dict[str, type], required: tuple
         if kind is str and (len(fields[key]) > NOTE_MAX or any(ord(c) < 32 and c != "\t" for c in fields[key])):
             raise _refused(key, f"must be one line of at most {NOTE_MAX} characters")
     return fields
+
+
+def _reason_as_note(body: dict[str, Any]) -> dict[str, Any]:
+    """`reason` is another name for `note` (every human act carries one: locks and overrides call it reason)."""
+    if "note" in body and "reason" in body:
+        raise _refused("reason", "is another name for note: give one of them")
+    if "reason" in body:
+        body["note"] = body.pop("reason")
+    return body
 
 
 def _limit(request: Request, default: int, alias: str = "limit") -> int:

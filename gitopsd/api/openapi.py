@@ -172,6 +172,20 @@ def _document() -> dict[str, Any]:
                              "properties": {"from": {"type": nullable, "description": "the tested environment"},
                                             "to": {"type": nullable, "description": "default: the first with approvals"},
                                             "name": {"type": nullable, "description": "default: the date and a counter"}}},
+                "Lock": {"type": "object", "required": ["reason"], "additionalProperties": False,
+                         "properties": {"repo": {"type": "string"}, "env": {"type": "string"}, "all": {"type": "boolean"},
+                                        "reason": {"type": "string"}, "until": {"type": "string", "format": "date-time"},
+                                        "for": {"type": "string", "description": "a duration: 30m, 2h, 1d"}}},
+                "AlertmanagerWebhook": {
+                    "type": "object", "required": ["version", "status", "alerts"], "additionalProperties": True,
+                    "description": "Alertmanager's webhook_configs notification (version 4); other fields are kept",
+                    "properties": {"version": {"type": "string", "example": "4"},
+                                   "status": {"type": "string", "enum": ["firing", "resolved"]},
+                                   "alerts": {"type": "array", "minItems": 1, "items": {
+                                       "type": "object", "required": ["status", "labels"],
+                                       "properties": {"status": {"type": "string", "enum": ["firing", "resolved"]},
+                                                      "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+                                                      "annotations": {"type": "object"}}}}}},
                 "Approval": {"type": "object", "required": ["kind"], "additionalProperties": False,
                              "properties": {"kind": {"type": "string", "enum": ["approve", "reject", "withdraw"]},
                                             "note": {"type": "string", "maxLength": 1000,
@@ -231,5 +245,25 @@ def _document() -> dict[str, Any]:
                 "parameters": [REPO, RC],
                 "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("Approval")}}},
                 "responses": {**DONE, **REFUSED}}},
+            "/api/v1/locks": {
+                "get": {"summary": "the locks, alert freezes and break-glass requests in force, as `gitopsd locks "
+                                   "--json` (scope read)",
+                        "responses": {"200": _json({"type": "object"}, "locks and break_glass"), **ERRORS}},
+                "post": {"summary": "lock an environment (repo, env), a repository (repo) or everything (all) with a "
+                                    "reason, until a time or for a duration, as the token's owner (scope "
+                                    "deployments:write)",
+                         "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("Lock")}}},
+                         "responses": {**DONE, **REFUSED}}},
+            "/api/v1/locks/lift": {"post": {
+                "summary": "lift the locks a person set on exactly that scope (scope deployments:write)",
+                "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("Lock")}}},
+                "responses": {**DONE, **REFUSED}}},
+            "/api/v1/alerts": {"post": {
+                "summary": "Alertmanager's webhook (webhook_configs): freeze the environments freeze_on names while "
+                           "a matching alert fires, lift it when it resolves (scope alerts:write); a payload that is "
+                           "not Alertmanager's is a 422 and locks nothing",
+                "requestBody": {"required": True,
+                                "content": {"application/json": {"schema": _ref("AlertmanagerWebhook")}}},
+                "responses": {"200": _json(_ref("Done"), "what was frozen or lifted"), **REFUSED}}},
         },
     }

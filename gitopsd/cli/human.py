@@ -90,7 +90,8 @@ def add_commands(add: Callable[..., argparse.ArgumentParser], common: argparse.A
             "sign-offs (require_signoff); a release candidate needs them. Your identity is your Unix user,\n"
             "as the daemon's socket sees it: run this as yourself, not through sudo.", cmd_signoff)
     p.add_argument("env", metavar="ENV", help="where you tested, e.g. staging")
-    p.add_argument("--note", required=True, metavar="TEXT", help="what you tested (recorded with your name)")
+    p.add_argument("--note", "--reason", dest="note", required=True, metavar="TEXT",
+                   help="what you tested (recorded with your name)")
     p.add_argument("--reject", action="store_true", help="record that it did not pass manual testing")
     p.add_argument("--commit", metavar="COMMIT", help="what you tested (default: what ENV runs; it must have its tree)")
     p.add_argument("--repo", metavar="NAME", help="repository name (needed when several are configured)")
@@ -127,7 +128,8 @@ def add_commands(add: Callable[..., argparse.ArgumentParser], common: argparse.A
                 cmd_approve)
         p.set_defaults(verb=verb)
         p.add_argument("rc", metavar="RC", help="release candidate name, e.g. 2026-11-29.1")
-        p.add_argument("--note", required=verb != "withdraw", metavar="TEXT", help="why (recorded with your name)")
+        p.add_argument("--note", "--reason", dest="note", required=verb != "withdraw", metavar="TEXT",
+                       help="why (recorded with your name)")
         p.add_argument("--repo", metavar="NAME", help="repository name (needed when several are configured)")
 
 

@@ -173,7 +173,7 @@ def add_commands(add: Callable[..., argparse.ArgumentParser], common: argparse.A
     p.add_argument("--repo", metavar="NAME", help="repository name (needed when several are configured)")
     p.add_argument("--dry-run", action="store_true", help="show the decision without moving anything")
     p.add_argument("--override", metavar="REASON",
-                   help="emergency override of a closed deploy window (only identities in override_by)")
+                   help="emergency override of a closed deploy window: needs two people now, see gitopsd override")
 
     p = add("retry", "clear a stalled environment so the daemon tries again",
             "Clear the failure count and stall of an environment (and the trees marked bad there by an\n"

@@ -65,6 +65,8 @@ def _show_status(args: argparse.Namespace, config: Any, unavailable: dict[str, s
     for r in rows:
         if r.reason:
             print(f"{r.repo}/{r.env}: {r.reason}")
+        for line in r.locks:
+            print(f"{r.repo}/{r.env}: promotions stopped: {line}")
     for repo, why in unwatched.items():
         print(f"{repo}: branch moves are not watched ({why}); the push nudge and the sweep every "
               f"{config.sweep_interval:g}s still find them (`gitopsd doctor`, or the daemon's log, says how to fix it)")

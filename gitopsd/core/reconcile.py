@@ -276,7 +276,13 @@ class Reconciler:
             # announced head passed the windows when it was pushed: maybe just before a window closed, or
             # with an emergency override this daemon cannot check again. A head nobody announced (git
             # update-ref, a push that skipped the hook) meets the windows as they are now.
+            cause = self.causes.get((repo.name, desired.commit))
             verdict = self.judge(repo, env, desired, deployed, not self._announced(repo, desired))
+            override = getattr(verdict, "override", None)
+            if verdict.accepted and override and not (cause and cause.reason):
+                # Let through by a break-glass the daemon found itself: its deployment records who and why.
+                self.remember_cause(repo.name, desired.commit, Cause(cause.actor if cause else "unknown",
+                                                                     cause.trigger if cause else "", override))
         if verdict.accepted:
             self._accepted[key] = verdict
             if len(self._accepted) > 10_000:   # bounded: oldest first

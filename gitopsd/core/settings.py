@@ -311,6 +311,28 @@ class Backup:
 
 
 @dataclass(frozen=True)
+class FreezeRule:
+    """`freeze_on:` one entry: while an alert named `alert` with these `labels` fires, `envs` are frozen (gate/locks.py)."""
+
+    alert: str
+    envs: tuple[str, ...]
+    labels: tuple[tuple[str, str], ...] = ()
+    repos: tuple[str, ...] = ()               # none: every repository that has such an environment
+
+    def matches(self, labels: dict[str, str]) -> bool:
+        """Does an alert with these labels (alertname among them) match this rule?"""
+        return labels.get("alertname") == self.alert and all(labels.get(k) == v for k, v in self.labels)
+
+
+@dataclass(frozen=True)
+class BreakGlass:
+    """`break_glass:` how long a request waits for its second person, and how long a confirmed one holds."""
+
+    confirm_within: float = 900.0
+    lasts: float = 3600.0
+
+
+@dataclass(frozen=True)
 class Grafana:
     """`grafana:` where the daemon posts an annotation at each deployment's end (adapters/annotations.py)."""
 
@@ -389,6 +411,8 @@ class Config:
     backup: Backup = Backup()                   # scheduled copies of the SQLite state database
     notifications: Notifications = Notifications()   # approval requests to chat rooms; approvals from Matrix
     signing_key: Path | None = None             # SSH private key gitopsd signs its own commits with (promote, revert)
+    freeze_on: tuple[FreezeRule, ...] = ()      # alerts that freeze environments while they fire (docs/change-control.md)
+    break_glass: BreakGlass = BreakGlass()      # two-person overrides of locks, freezes and deny windows
 
     @property
     def control_socket(self) -> Path:

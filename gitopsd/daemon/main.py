@@ -51,6 +51,7 @@ from ..ci.steps import StepRunner
 from ..ci.triggers import TriggerSender, safe_url
 from ..ci.promote import AutoPromoter
 from ..adapters.control import ControlServer
+from ..services.changecontrol import OPS as CHANGE_CONTROL_OPS, ChangeControl
 from ..core.types import DeploymentJob
 from ..services.releases import HumanGates
 from ..services.chatroom import ChatRoom
@@ -213,6 +214,9 @@ class Daemon:
         self.chat = ChatRoom(lambda: self.config, self.control_request, config.state_dir / "matrix-since")
         self.human_gates = HumanGates(lambda: self.config, self.store, self._notify_people,
                                       on_change=lambda repo: self.requests.put(Look(repo, None, Trigger.CLI)))
+        self.change_control = ChangeControl(lambda: self.config, self.store, notify,
+                                            on_change=lambda repo: self.requests.put(Look(repo, None, Trigger.CLI)),
+                                            look_at=lambda repo, at: self.schedule(Look(repo, None, Trigger.CLI), at))
         self.reconciler.on_finished = self._deployment_finished
         # DORA lead time: when commits first reached the server, and which deployment brought them where.
         self.first_seen = FirstSeen(self.store, lambda repo, commit: (
@@ -583,6 +587,8 @@ class Daemon:
 
     def control_request(self, identity: str, request: dict[str, Any]) -> dict[str, Any]:
         """A request of the control socket or the dashboard, as `identity`: a CI rerun here, the rest to HumanGates."""
+        if request.get("op") in CHANGE_CONTROL_OPS:   # locks, alert freezes, break-glass (changecontrol.py)
+            return self.change_control.handle(identity, request)
         if request.get("op") != "ci-rerun":
             return self.human_gates.handle(identity, request)   # one lock with the HTTP API
         repo = self.config.repository(str(request.get("repo")))

@@ -26,7 +26,7 @@ REFUSED = "refused"   # the trigger of a refusal report: counted, never looked a
 # (policy.refuse), so rewording what a refusal says never moves its count.
 REFUSAL_RULES = frozenset((
     "delete", "create", "first-promotion", "non-fast-forward", "not-verified-upstream", "not-on-source",
-    "required-checks", "signoff", "approvals", "deploy-window", "reserved-ref", "promotion-request",
+    "required-checks", "signoff", "approvals", "deploy-window", "locked", "reserved-ref", "promotion-request",
     "store-unreadable", "signature", "signed-push", "other",
 ))
 

@@ -27,6 +27,7 @@ TYPE_CHECKING = False   # true for mypy and import-linter only: the hook does no
 if TYPE_CHECKING:   # annotations only: the hook does not import typing
     from typing import Protocol
 
+    from .locks import BreakGlass, Lock
     from .required import Status
 
     class Records(Protocol):
@@ -38,6 +39,8 @@ if TYPE_CHECKING:   # annotations only: the hook does not import typing
         def signoffs(self, repo: str, env: str, tree: str) -> list[tuple[str, str, str, float]]: ...
         def rcs_for_tree(self, repo: str, tree: str, target_env: str) -> list[tuple[str, float]]: ...
         def approval_rows(self, repo: str, rc: str) -> list[tuple[str, str, str, float]]: ...
+        def locks(self, repo: str, env: str, now: float) -> list[Lock]: ...
+        def break_glass(self, repo: str, env: str, now: float) -> BreakGlass | None: ...
 
 
 SCAN_LIMIT = 5000   # how far back on the source branch a matching tree is looked for
@@ -207,30 +210,65 @@ def judge(repo: GateRepository, repo_path: str, store: Records, env: GateEnviron
     if isinstance(human, Verdict):
         return human
     passed = f"tree {tree[:7]} passed {env.promote_from}{human}"
+    held = store.locks(repo.name, env.name, now.timestamp())
+    if held:
+        glass = store.break_glass(repo.name, env.name, now.timestamp())
+        if glass is None:
+            return locked(env, held, rollback_cmd, further)
+        passed = f"{passed}; {held[0].describe()}"
     if not env.windows or not check_windows:
-        return Verdict(True, "promotion", passed)
+        return through_glass(store, repo, env, passed, now) if held else Verdict(True, "promotion", passed)
     from ..core.windows import next_opening, promotion_allowed
     allowed, window = promotion_allowed(env.windows, now)
     if allowed:
-        return Verdict(True, "promotion", passed)
+        return through_glass(store, repo, env, passed, now) if held else Verdict(True, "promotion", passed)
     assert window is not None
     opens = next_opening(env.windows, now)
     when = opens.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC") if opens else None
     opens_again = f"promotion opens again at {when}" if when else "promotion does not open again within the next 8 days"
     wait = f"wait until {when}" if when else "wait for the deploy window to open (not within the next 8 days)"
     closed = f"the deploy window is closed: {'outside' if window.allow else 'inside'} '{window.name}'"
+    if store.break_glass(repo.name, env.name, now.timestamp()) is not None:
+        return through_glass(store, repo, env, f"{passed}; {closed}", now)
+    two = (f"break glass with two people: gitopsd override {env.name} --reason '<why>', then a second identity in "
+             f"override_by ({', '.join(env.override_by) or 'nobody yet'}) runs gitopsd override confirm <id>")
     if override_reason:
-        if identity in env.override_by:
-            return Verdict(True, "promotion", f"{passed}; {closed}; emergency override by {identity}",
-                           override=f"emergency override by {identity}: {override_reason}")
+        if identity in env.override_by:   # one person's word is no longer enough (docs/change-control.md)
+            return refuse("deploy-window", f"{closed}; an emergency override needs two people",
+                          [f"{identity} may override {env.name}'s deploy windows, with a second identity confirming."],
+                          [two, f"or wait: {opens_again}", f"rollbacks are still accepted: {rollback_cmd}"])
         return refuse("deploy-window", f"{closed}; {identity} may not override it",
                       [f"only {', '.join(env.override_by) or 'nobody'} may override {env.name}'s deploy windows."],
                       [f"wait: {opens_again}", f"rollbacks are still accepted: {rollback_cmd}"])
     return refuse("deploy-window", f"promotions to {env.name} are closed now: {closed}",
                   [f"{opens_again}."],
-                  [wait, f"rollbacks are still accepted: {rollback_cmd}", *further,
-                   "in an emergency, an identity listed in override_by can push with "
-                   "-o 'override=<reason>' (or gitopsd promote ... --override '<reason>')"])
+                  [wait, f"rollbacks are still accepted: {rollback_cmd}", *further, f"in an emergency, {two}"])
+
+
+def locked(env: GateEnvironment, held: list[Lock], rollback_cmd: str, further: list[str]) -> Verdict:
+    """The refusal of a promotion into a locked or frozen environment: who locked it, why and until when."""
+    alerts = [lock for lock in held if lock.source == "alert"]
+    people = [lock for lock in held if lock.source != "alert"]
+    what = "frozen by a firing alert" if alerts and not people else "locked"
+    wait = ([f"wait for the alert to resolve ({', '.join(sorted({a.actor for a in alerts}))}): its resolve lifts the freeze"]
+            if alerts else [])
+    wait += [f"wait until {lock.until[6:]} or ask {lock.actor} to unlock it: gitopsd unlock "
+             + (env.name if lock.env != "*" else "--all" if lock.repo == "*" else f"--repo {lock.repo}")
+             for lock in people]
+    return refuse("locked", f"promotions to {env.name} are stopped: it is {what}",
+                  [lock.describe() for lock in held],
+                  [*wait, f"rollbacks are still accepted: {rollback_cmd}", *further,
+                   f"in an emergency, break glass with two people: gitopsd override {env.name} --reason '<why>', "
+                   "then a second identity in override_by runs gitopsd override confirm <id>"])
+
+
+def through_glass(store: Records, repo: GateRepository, env: GateEnvironment, passed: str, now: datetime) -> Verdict:
+    """Accept past a lock, freeze or closed window on the confirmed break-glass in force (refused without one)."""
+    glass = store.break_glass(repo.name, env.name, now.timestamp())
+    if glass is None:   # it lapsed between the two reads: judge as if it never was
+        return refuse("locked", f"promotions to {env.name} are stopped and the break-glass override lapsed",
+                      [passed], [f"ask again: gitopsd override {env.name} --reason '<why>'"])
+    return Verdict(True, "promotion", f"{passed}; {glass.describe()}", override=glass.describe())
 
 
 def human_gates(repo: GateRepository, store: Records, env: GateEnvironment, tree: str, short_new: str,

@@ -25,6 +25,7 @@ if TYPE_CHECKING:   # annotations only: the hook imports neither typing nor the 
 
     from ..core.settings import Config, Environment, Repository
     from .approvals import Policy, SignoffNeed
+    from .locks import BreakGlass, Lock
     from .required import Status
     from .signatures import Rule
     from ..core.windows import Window
@@ -338,7 +339,18 @@ class Ledger:
         from .approvals import APPROVALS
         return self._human(APPROVALS, (repo, rc))
 
-    def _human(self, sql: str, args: tuple[str, ...]) -> list[Any]:
+    def locks(self, repo: str, env: str, now: float) -> list[Lock]:
+        """The locks and alert freezes in force on `env` of `repo` now (gate/locks.py), oldest first."""
+        from .locks import ACTIVE_LOCKS, Lock
+        return [Lock.of(row) for row in self._human(ACTIVE_LOCKS, (now, repo, env))]
+
+    def break_glass(self, repo: str, env: str, now: float) -> BreakGlass | None:
+        """The confirmed break-glass override in force on `env` of `repo` now, if any."""
+        from .locks import ACTIVE_BREAK_GLASS, BreakGlass
+        rows = self._human(ACTIVE_BREAK_GLASS, (repo, env, now))
+        return BreakGlass(*rows[0]) if rows else None
+
+    def _human(self, sql: str, args: tuple[Any, ...]) -> list[Any]:
         if self.db is None:
             return []
         try:

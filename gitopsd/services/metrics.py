@@ -179,8 +179,20 @@ class StoreCollector(Collector):
             yield _family(GaugeMetricFamily, f"gitopsd_deployments_{result}", doc, ["repo", "env"], counts)
         yield _family(GaugeMetricFamily, "gitopsd_drifted_hosts", "Hosts whose last drift check found changes.",
                       ["repo", "env"], {**{pair: 0 for pair in envs}, **self.drifted()})
+        yield _family(GaugeMetricFamily, "gitopsd_environment_locked", "Locks in force on the environment, by who "
+                      "set them: a person (gitopsd lock) or a firing alert (freeze_on).", ["repo", "env", "source"],
+                      self._locks(envs))
         if self.dora is not None:
             yield from self._dora(self.dora())
+
+    def _locks(self, envs: list[tuple[str, str]]) -> dict[tuple[str, str, str], float]:
+        """(repo, env, source) -> locks in force now; a lock on a repository or on all counts on each environment."""
+        counts: dict[tuple[str, str, str], float] = {(r, e, s): 0 for r, e in envs for s in ("person", "alert")}
+        for lock in self.store.all_locks(time.time()):
+            for repo, env in envs:
+                if lock.repo in ("*", repo) and lock.env in ("*", env):
+                    counts[(repo, env, lock.source)] += 1
+        return counts
 
     def _environments(self, config: Config) -> Iterator[Any]:
         """gitopsd_environment_info: desired and deployed commit and state, as `gitopsd status` shows them."""

@@ -147,6 +147,9 @@ def retry(config: Config, open_store: OpenStore, repo: Repository, env_name: str
             raise Refusal(f"{identity} may not force a head past the promotion rule in {env.name}; "
                           f"only {', '.join(env.override_by) or 'nobody (override_by is empty)'} may "
                           f"(override_by in {config.source})", FORBIDDEN)
+        if not (reason and reason.strip()):   # an override carries its reason, as locks and approvals do
+            raise Refusal(f"say why with --reason '...': forcing a head past the promotion rule in {env.name} is "
+                          "recorded with your name and its reason", INVALID)
         head = gitcli.branch_head(repo.path, env.branch)
         if head is None:
             raise Refusal(f"branch {env.branch} does not exist in {repo.path}", MISSING)
@@ -155,7 +158,7 @@ def retry(config: Config, open_store: OpenStore, repo: Repository, env_name: str
         bad = store.clear_bad_trees(repo.name, env.name)
         if head is not None:
             block = store.blocked(repo.name, env.name)
-            why = reason or "no reason given"
+            why = reason or ""
             if block is not None and block.commit == head:
                 why += f" (it was blocked: {block.reason})"
             store.admit(repo=repo.name, env=env.name, commit=head, kind="override", actor=identity,

@@ -41,11 +41,12 @@ class EnvironmentStatus:
     reason: str | None
     last: Deployment | None
     next_retry_at: float | None
+    locks: tuple[str, ...] = ()   # the locks and alert freezes in force, one line each (who, why, until when)
 
     def as_json(self) -> dict[str, Any]:
         return {"repo": self.repo, "env": self.env, "branch": self.branch, "desired": self.desired,
                 "deployed": self.deployed, "state": self.state, "reason": self.reason,
-                "next_retry_at": iso(self.next_retry_at),
+                "next_retry_at": iso(self.next_retry_at), "locks": list(self.locks),
                 "last_deployment": self.last.as_json() if self.last else None}
 
 
@@ -83,8 +84,9 @@ def environment_status(store: Store, repo: Repository, env: Environment, now: fl
     elif decision.action == Action.DEPLOY and decision.attempt > 1:   # a retry is due: say why the last one failed
         failure = store.failure(repo.name, env.name)
         state, reason = "failed", failure.reason if failure else None
+    held = tuple(lock.describe() for lock in store.locks(repo.name, env.name, now or time.time()))
     return EnvironmentStatus(repo.name, env.name, env.branch, commit, deployed.commit if deployed else None,
-                             state, reason, last, retry_at)
+                             state, reason, last, retry_at, held)
 
 
 def all_status(config: Config, store: Store, repo_name: str | None = None,

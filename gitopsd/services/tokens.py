@@ -37,7 +37,8 @@ from ..gate.snapshot import file_stamp
 
 log = logging.getLogger("gitopsd.api")
 
-SCOPES = ("statuses:write", "read", "approvals:write", "deployments:write")   # deployments: the dashboard's promote, roll back, retry
+SCOPES = ("statuses:write", "read", "approvals:write", "deployments:write",   # deployments: the dashboard's promote, roll back, retry, lock
+          "alerts:write")   # Alertmanager's webhook: freezes raised by alerts (docs/change-control.md)
 PREFIX = "gitopsd_"
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 PATTERN_MAX = 255   # a context is at most 255 characters (STATUS_CONTEXT_MAX), and so is a pattern for it

@@ -173,9 +173,17 @@ def routes(config: Callable[[], Config], store: Store, *, human_gates: HumanGate
         need(user, repo, repo.environments[0], "deployer", "run CI again")
         return ask_gates(user.name, {"op": "ci-rerun", "repo": repo.name, "head": f.get("head", "")})
 
+    def lock(user: auth.WebUser, f: dict[str, str], op: str) -> list[str]:
+        repo = repository(f)
+        env = environment(repo, f.get("env"))
+        need(user, repo, env, "deployer", op)   # as promotion: who may deploy may stop deploying
+        return ask_gates(user.name, {"op": op, "repo": repo.name, "env": env.name, "reason": f.get("reason") or None,
+                                     **({"for": f.get("for") or None, "until": f.get("until") or None}
+                                        if op == "lock" else {})})
+
     actions: dict[str, Callable[[auth.WebUser, dict[str, str]], list[str]]] = {
         "promote": promote, "rollback": rollback, "retry": retry, "signoff": signoff, "rc-create": rc_create,
-        "ci-rerun": ci_rerun,
+        "ci-rerun": ci_rerun, "lock": lambda u, f: lock(u, f, "lock"), "unlock": lambda u, f: lock(u, f, "unlock"),
         "approve": lambda u, f: approval(u, f, f.get("kind") or "approve"),
         "reject": lambda u, f: approval(u, f, "reject"), "withdraw": lambda u, f: approval(u, f, "withdraw")}
 

@@ -70,6 +70,7 @@ class Cell:
     rc: dict[str, Any] | None = None  # the release candidate waiting for approval to come here
     drifted: int = 0
     deployed: str | None = None
+    locks: tuple[str, ...] = ()       # locks and alert freezes in force: who, why, until when
 
 
 def heads(repo: Repository, branches: list[str]) -> dict[str, tuple[str, str, str]]:
@@ -112,7 +113,7 @@ def cell(store: Store, repo: Repository, env: Environment, status: EnvironmentSt
          head: tuple[str, str, str] | None, rcs: list[dict[str, Any]], drifted: int) -> Cell:
     """One environment's column: its status plus what its hosts report, its checks, sign-offs and waiting RC."""
     c = Cell(env.name, env.branch, state=status.state, reason=status.reason, last=status.last,
-             deployed=status.deployed, drifted=drifted)
+             deployed=status.deployed, drifted=drifted, locks=status.locks)
     if head is not None:
         c.commit, c.tree, c.subject = head
     if drifted and c.state == "in-sync":

@@ -156,8 +156,9 @@ def test_http_refusals_say_why_in_one_line_with_the_status_that_fits(server):
     assert api.signoff(alice, note="two\nlines")[0] == 422
     assert api.signoff(alice, note="   ")[0] == 422
     assert api.call("POST", "/api/v1/repos/shop/environments/nope/signoffs", alice, {"note": "x"})[0] == 404
+    assert api.signoff(alice, note="x", reason="y")[1]["field"] == "reason"   # one word or the other
 
-    assert api.signoff(alice, note="tested")[0] == 201
+    assert api.signoff(alice, reason="tested")[0] == 201   # reason: the word locks and overrides use too
     code, body = api.signoff(alice, note="again")
     assert code == 409 and "already signed off" in body["error"] and "nothing changed" in body["error"]
     code, body = api.rc_create(bob, name="h3")            # bob creates it, so he may not approve it

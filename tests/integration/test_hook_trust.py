@@ -47,10 +47,11 @@ def test_a_local_push_naming_someone_in_gitopsd_user_is_its_unix_user_and_gets_n
         assert sandbox.head("qa") != commit
     finally:
         os.chown(sandbox.repo, os.getuid(), -1)
-    # The transport's account (sshd with `gitopsd git-shell alice`, Gitolite) owns the repository: its variable counts.
+    # The transport's account (sshd with `gitopsd git-shell alice`, Gitolite) owns the repository: its variable counts
+    # (alice may override, though not alone: a second person confirms, docs/change-control.md).
     code, said = push(sandbox, "-o", "override=outage", "origin", "main:qa", GITOPSD_USER="alice")
-    assert code == 0 and "emergency override by alice: outage (recorded)" in said, said
-    assert sandbox.head("qa") == commit
+    assert code == 1 and "alice may override qa's deploy windows, with a second identity confirming" in said, said
+    assert sandbox.head("qa") != commit
 
 
 def test_feature_branches_and_tags_go_through_while_the_config_cannot_be_read_and_environment_refs_do_not(sandbox):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import socket
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
@@ -22,6 +23,7 @@ from gitopsd.core.constants import EMPTY_TREE, ZERO
 from gitopsd.core.settings import Config, Environment, Repository
 from gitopsd.gate import policy, receive, snapshot
 from gitopsd.gate.approvals import Policy, SignoffNeed
+from gitopsd.gate.locks import Lock
 from gitopsd.gate.nudge import REFUSAL_RULES, REFUSED, Nudge
 from gitopsd.gate.snapshot import GateEnvironment, GateRepository
 from gitopsd.core.windows import Cron, Window
@@ -86,6 +88,21 @@ def test_totals_kept_between_scrapes_equal_a_fresh_read_after_a_restart(tmp_path
     assert after['gitopsd_last_successful_deployment_timestamp_seconds{env="production",repo="shop"}'] == 1043
 
 
+def test_locks_in_force_are_counted_per_environment_by_who_set_them_and_expired_ones_are_not(tmp_path, store_factory):
+    cfg = config(tmp_path)
+    store = store_factory(cfg.database)
+    now = time.time()
+    store.add_lock(repo="shop", env="production", source="alert", actor="CheckoutErrors", reason="5xx", now=now,
+                   alert='CheckoutErrors{severity="page"}')
+    store.add_lock(repo="*", env="*", source="person", actor="alice", reason="release freeze", now=now)
+    store.add_lock(repo="shop", env="qa", source="person", actor="bob", reason="over", now=now - 60, expires_at=now - 1)
+    got = samples(Metrics(lambda: cfg, store_factory(cfg.database, readonly=True)))
+    assert got['gitopsd_environment_locked{env="production",repo="shop",source="alert"}'] == 1
+    assert got['gitopsd_environment_locked{env="production",repo="shop",source="person"}'] == 1
+    assert got['gitopsd_environment_locked{env="qa",repo="shop",source="person"}'] == 1
+    assert got['gitopsd_environment_locked{env="qa",repo="shop",source="alert"}'] == 0
+
+
 def test_a_scrape_passes_promtool_check_metrics(tmp_path, store_factory):
     cfg = config(tmp_path)
     store = store_factory(cfg.database)
@@ -103,8 +120,8 @@ def test_a_scrape_passes_promtool_check_metrics(tmp_path, store_factory):
 class Records:
     """The deployment records policy.judge reads, as plain values: each case sets what it needs."""
 
-    def __init__(self, rcs: list[tuple[str, float]] | None = None):
-        self.rcs = rcs or []
+    def __init__(self, rcs: list[tuple[str, float]] | None = None, locks: list | None = None):
+        self.rcs, self.held = rcs or [], locks or []
 
     def tree_succeeded(self, repo: str, env: str, tree: str) -> bool:
         return False
@@ -123,6 +140,12 @@ class Records:
 
     def approval_rows(self, repo: str, rc: str) -> list:
         return []
+
+    def locks(self, repo: str, env: str, now: float) -> list:
+        return self.held
+
+    def break_glass(self, repo: str, env: str, now: float) -> None:
+        return None
 
 
 def commit(repo: Path, files: dict[str, str], *parents: str, tree: str | None = None) -> str:
@@ -192,6 +215,8 @@ def test_every_refusal_the_policy_makes_carries_its_rule_id(short_tmp):
         "signoff": judge("uat", None, c["base"]),
         "approvals (no release candidate)": judge("production", None, c["base"]),
         "approvals (not approved)": judge("production", None, c["base"], Records(rcs=[("1", 0.0)])),
+        "locked": judge("qa", None, c["base"], Records(locks=[Lock(1, "shop", "qa", "person", "", "bob", "migration",
+                                                                     0.0, None)])),
         "deploy-window (closed)": judge("late", None, c["base"]),
         "deploy-window (no right to override)": judge("late", None, c["base"], override_reason="hotfix"),
         **{f"reserved-ref ({ref})": receive.reserved_refusal(receive.RefUpdate(c["stray"], c["base"], ref), "shop")
@@ -200,8 +225,10 @@ def test_every_refusal_the_policy_makes_carries_its_rule_id(short_tmp):
     assert not any(v.accepted for v in verdicts.values())
     assert {case: v.rule_id for case, v in verdicts.items()} == {case: case.split(" ")[0] for case in verdicts}
     # Every id the hook reports has its case here, but promotion-request (the next test), store-unreadable (no
-    # rule was judged) and other (no rule at all).
-    assert {v.rule_id for v in verdicts.values()} | {"promotion-request", "store-unreadable", "other"} == REFUSAL_RULES
+    # rule was judged), other (no rule at all), and signature and signed-push (they need signed commits and pushes:
+    # tests/integration/test_signed_commits.py and test_signed_pushes.py).
+    assert {v.rule_id for v in verdicts.values()} | {"promotion-request", "store-unreadable", "other", "signature",
+                                                     "signed-push"} == REFUSAL_RULES
 
 
 def test_refused_promotion_requests_are_reported_with_their_rule_id(short_tmp):

@@ -130,3 +130,22 @@ def test_a_deployer_promotes_with_the_clis_refusal_and_an_approver_approves_as_t
     assert [(h["actor"], h["kind"], h["note"]) for h in shown["history"]] == [("paula", "approve", "go")]
     again = post(paula, "approve", repo="shop", rc="r1", note="again")
     assert again.status == 409 and lines(again)[0].startswith("paula already approved rc/r1")
+
+
+def test_a_deployer_locks_an_environment_from_the_dashboard_with_a_reason_a_viewer_may_not_and_unlock_lifts_it(site):
+    sandbox, daemon, people = site
+    olga, vera = people["olga"], people["vera"]
+    assert post(vera, "lock", repo="shop", env="staging", reason="mine").status == 403
+    assert "lacks" not in sandbox.cli("locks").stdout and "nothing is locked" in sandbox.cli("locks").stdout
+    assert "is in the past" in lines(post(olga, "lock", repo="shop", env="staging", reason="x",
+                                          until="2001-01-01T00:00"))[0]
+    done = post(olga, "lock", repo="shop", env="staging", reason="load test tonight", **{"for": "2h"})
+    assert done.status == 200 and "shop/staging locked by olga until " in lines(done)[0], lines(done)
+    page = olga.get("/").text
+    assert "shop/staging locked by olga until" in html.unescape(page) and "load test tonight" in html.unescape(page)
+    ship_to_qa(sandbox, daemon, "release 2")
+    refused = post(olga, "promote", repo="shop", env="staging")
+    assert refused.status == 409 and any("locked by olga" in line for line in lines(refused)), lines(refused)
+    lifted = post(olga, "unlock", repo="shop", env="staging", reason="load test moved")
+    assert lifted.status == 200 and lines(lifted) == ["shop/staging unlocked by olga"]
+    assert post(olga, "promote", repo="shop", env="staging").status == 200
