@@ -1205,6 +1205,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .human_commands import add_commands
     add_commands(add, common)
+    from .release_commands import add_commands as add_release_commands
+    add_release_commands(add, common)
 
     add("check-config", "validate the configuration file",
         "Validate the configuration and report every problem at once with file, line and key.\n"

@@ -443,7 +443,7 @@ class Reconciler:
         good = deployed.commit[:7] if deployed else "nothing"
         if env.auto_rollback and job.kind != Kind.ROLLBACK and deployed is not None and not permanent:
             why = f"deployment #{job.id} of {desired.commit[:7]} failed: {reason}"
-            revert, problem = self._revert(repo, env, desired, deployed.tree, why, now)
+            revert, problem = self._revert(repo, env, desired, deployed.tree, why, now, job.id)
             if revert is None:
                 self._rollback_failed(repo, env, job, reason, problem or "automatic rollback not made")
                 return
@@ -466,10 +466,12 @@ class Reconciler:
             self.schedule(Look(repo.name, env.name, Trigger.RETRY), retry_at)
 
     def _revert(self, repo: Repository, env: Environment, bad: Head, good_tree: str, why: str,
-                now: float) -> tuple[str | None, str | None]:
-        """The automatic rollback (after a failed deployment or a failed watch): mark `bad`'s tree bad here and
-        commit `good_tree` on `bad` through the git port. Return (the revert commit, None), or (None, why not)."""
+                now: float, deployment_id: int) -> tuple[str | None, str | None]:
+        """The automatic rollback (after a failed deployment or a failed watch): mark `bad`'s tree bad here (and
+        rejected here and later, gate/rejections.py) and commit `good_tree` on `bad` through the git port.
+        Return (the revert commit, None), or (None, why not)."""
         self.store.mark_bad_tree(repo.name, env.name, bad.tree, why, now)
+        self._reject(repo, env, bad, deployment_id, why, now)
         try:
             revert = self.git.revert(repo, env.branch, bad.commit, good_tree, reason=why)
         except Exception as exc:   # e.g. the repository is not writable by the daemon, or git failed
@@ -480,6 +482,14 @@ class Reconciler:
                           f"meanwhile, and its new head is deployed instead")
         self.remember_cause(repo.name, revert, Cause("gitopsd", Trigger.AUTO_ROLLBACK, f"automatic rollback: {why}"))
         return revert, None
+
+    def _reject(self, repo: Repository, env: Environment, bad: Head, deployment_id: int, why: str, now: float) -> None:
+        """Record `bad`'s tree rejected for `env` and every later environment: promotions refuse it from now on."""
+        self.store.add_rejection(repo=repo.name, tree=bad.tree, env=env.name, kind="reject", deployment_id=deployment_id,
+                                 commit=bad.commit, actor="gitopsd", reason=why, now=now)
+        log.warning("tree %s is rejected for %s and every later environment (deployment #%d); a person in "
+                    "override_by may lift it: gitopsd release unreject %s --env %s --reason '...'", bad.tree[:7],
+                    env.name, deployment_id, bad.tree[:7], env.name, extra={"repo": repo.name, "env": env.name})
 
     def _rollback_failed(self, repo: Repository, env: Environment, job: DeploymentJob, reason: str,
                          problem: str) -> None:
@@ -619,9 +629,12 @@ class Reconciler:
         why = f"watch of deployment #{watch.deployment_id} ({watch.commit[:7]}) failed: {breach.name}: {breach.detail}"
         revert, problem = None, None
         if env.auto_rollback and watch.previous_tree is not None:
-            revert, problem = self._revert(repo, env, Head(watch.commit, watch.tree), watch.previous_tree, why, now)
-        elif env.auto_rollback:
-            problem = "no automatic rollback: nothing ran here before this deployment"
+            revert, problem = self._revert(repo, env, Head(watch.commit, watch.tree), watch.previous_tree, why, now,
+                                           watch.deployment_id)
+        else:
+            self._reject(repo, env, Head(watch.commit, watch.tree), watch.deployment_id, why, now)
+            if env.auto_rollback:
+                problem = "no automatic rollback: nothing ran here before this deployment"
         reason = why + (f"; rolling back with revert {revert[:7]}" if revert else f"; {problem}" if problem else "")
         if not self.store.end_watch(repo.name, env.name, watch.deployment_id, "breached", reason, now):
             return   # a new deployment ended it meanwhile

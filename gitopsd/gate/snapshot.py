@@ -298,6 +298,11 @@ class Ledger:
         from .approvals import APPROVALS
         return self._human(APPROVALS, (repo, rc))
 
+    def rejections(self, repo: str, tree: str) -> list[tuple[Any, ...]]:
+        """Every rejection and unrejection of `tree`, oldest first (gate/rejections.py)."""
+        from .rejections import REJECTIONS
+        return [tuple(r) for r in self._human(REJECTIONS, (repo, tree))]
+
     def _human(self, sql: str, args: tuple[str, ...]) -> list[Any]:
         if self.db is None:
             return []
