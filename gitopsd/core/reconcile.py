@@ -90,6 +90,8 @@ class _Running:
     cancel: threading.Event
     progress: Progress | None = None
     started: bool = False      # False while queued for a worker (max_parallel deployments run at once)
+    kind: str = ""
+    superseded_by: str | None = None   # the newer head that canceled this rollout's remaining batches
 
 
 class Reconciler:
@@ -122,6 +124,7 @@ class Reconciler:
         self._broken: dict[tuple[str, str], str] = {}   # environments whose branch cannot be read, and why
         self._heads: dict[tuple[str, str], Head] = {}   # the heads last recorded in the store
         self._checking: dict[tuple[str, str], threading.Event] = {}   # drift checks running (cancel when a head moves)
+        self._superseded: dict[tuple[str, str], tuple[int, str, str]] = {}   # (old id, new head, where it stopped)
         self._rounds: set[tuple[str, str]] = set()   # watch rounds running
         self._heal: dict[tuple[str, str], tuple[int, str]] = {}   # heals asked for: deployed id and why
         self._lock = threading.Lock()
@@ -201,8 +204,11 @@ class Reconciler:
         deployed = self.store.deployed(repo.name, env.name)
         with self._lock:
             busy = key in self._running or key in self._checking
+            running = self._running.get(key)
             if key in self._checking and desired is not None and (deployed is None or deployed.commit != desired.commit):
                 self._checking[key].set()   # a new head: drift of what runs now no longer matters; deploy it soon
+        if running is not None and desired is not None and running.commit != desired.commit:
+            self._supersede(repo, env, running, desired, deployed)
         heal = self._heal.get(key)
         if heal is not None and (deployed is None or heal[0] != deployed.id):   # asked about what no longer runs
             self._heal.pop(key, None)
@@ -270,6 +276,24 @@ class Reconciler:
                 self._accepted.pop(next(iter(self._accepted)))
         return verdict
 
+    def _supersede(self, repo: Repository, env: Environment, running: _Running, desired: Head,
+                   deployed: Deployment | None) -> None:
+        """A newer acceptable head while a rollout runs: cancel its remaining batches; the next look rolls `desired`
+        out from batch 1 (as Flux cancels the health checks of a superseded revision). Rollbacks are never canceled."""
+        if (env.rollout is None or running.kind != Kind.DEPLOY or not running.started or running.cancel.is_set()
+                or running.superseded_by is not None):
+            return
+        verdict = self._verdict(repo, env, desired, deployed)
+        if not verdict.accepted:
+            return   # a refused head supersedes nothing: the rollout goes on, the head is blocked after it
+        where = running.progress.label if running.progress is not None and running.progress.batch else "its start"
+        running.superseded_by = desired.commit
+        self._superseded[(repo.name, env.name)] = (running.deployment_id, desired.commit, where)
+        log.warning("newer head %s supersedes deployment #%d of %s at %s: its remaining batches are canceled, %s "
+                    "rolls out from batch 1", desired.commit[:7], running.deployment_id, running.commit[:7], where,
+                    desired.commit[:7], extra={"repo": repo.name, "env": env.name, "commit": desired.commit[:7]})
+        running.cancel.set()
+
     def _note_block(self, repo: Repository, env: Environment, desired: Head, deployed: Deployment | None,
                     verdict: Verdict | None, now: float) -> None:
         """Record (for `status`), log and notify a refused head once per commit; forget it when it is gone."""
@@ -296,18 +320,22 @@ class Reconciler:
                decision: Decision, trigger: str, now: float) -> None:
         cause = self.causes.get((repo.name, desired.commit), Cause("unknown", trigger))
         assert decision.kind is not None
+        reason = cause.reason
+        superseded = self._superseded.pop((repo.name, env.name), None)
+        if superseded is not None and superseded[1] == desired.commit:
+            reason = "; ".join(filter(None, (reason, f"supersedes deployment #{superseded[0]} (canceled at {superseded[2]})")))
         deployment_id = self.store.begin(
             repo=repo.name, env=env.name, commit=desired.commit, tree=desired.tree,
             previous_commit=deployed.commit if deployed else None, kind=decision.kind,
             trigger=cause.trigger if cause.actor != "unknown" else trigger, actor=cause.actor, now=now,
-            attempt=decision.attempt, reason=cause.reason, queued=True)
+            attempt=decision.attempt, reason=reason, queued=True)
         watch = self.store.watch(repo.name, env.name)
         if watch is not None and watch.state == "watching":   # a new push ends the watch; this deployment gets its own
             self.store.end_watch(repo.name, env.name, watch.deployment_id, "ended",
                                  f"deployment #{deployment_id} of {desired.commit[:7]} began", now)
         job = DeploymentJob(deployment_id, repo.name, env.name, desired, deployed, decision.kind, decision.attempt,
                             DeploymentFolders.of(self.config.state_dir, deployment_id))
-        item = _Running(deployment_id, desired.commit, threading.Event())
+        item = _Running(deployment_id, desired.commit, threading.Event(), kind=decision.kind)
         with self._lock:
             self._running[(repo.name, env.name)] = item
         log.info("deploying %s (%s, attempt %d, caused by %s)", desired.commit[:7], decision.kind, decision.attempt,
@@ -382,6 +410,9 @@ class Reconciler:
                     watch_hosts = self._watch_hosts(env, run, job, item.cancel)
             elif attempt.canceled:
                 result = Result.CANCELED
+                if item.superseded_by is not None:
+                    reason = f"superseded by the newer head {item.superseded_by[:7]}: {reason}"
+                    detail["superseded_by"] = item.superseded_by
             permanent = attempt.permanent   # e.g. invalid content: retrying the same tree cannot help
         except StalledError as exc:
             reason, permanent = str(exc), True
