@@ -12,7 +12,7 @@ from typing import Any
 from .gate.approvals import Policy, approval_state, newest_by_actor
 from .gate.rejections import describe, rejection_for
 
-NO_MARKS: dict[str, Any] = {"rc": None, "approved_by": [], "signed_off_by": []}
+NO_MARKS: dict[str, Any] = {"rc": None, "approved_by": [], "signed_off_by": [], "preview": None}
 
 
 def deployment_json(d: Any, marks: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -58,7 +58,8 @@ def release_marks(config: Any, store: Any, deployments: list[Any]) -> dict[int, 
         where = signoff_env.get((d.repo, d.env))
         marks[d.id] = {"rc": rc, "approved_by": said(words, "approve", d.started_at) if rc else [],
                        "signed_off_by": said(signoffs.get((d.repo, where, d.tree), []), "signoff", d.started_at)
-                       if where else []}
+                       if where else [],
+                       "preview": None}   # the preview it was approved on, once previews exist (issue 25, item 3)
     return marks
 
 

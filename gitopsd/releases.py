@@ -401,4 +401,23 @@ class HumanGates:
                 f"{deployment.trigger} by {deployment.actor}) at {when(deployment.finished_at or self.clock())}")
         if why:
             line += f": {why}"
+        allowed = self._allowed_by(repo, deployment)
+        if allowed:
+            line += f"; allowed by {allowed}"
         add_note(str(repo.path), deployment.commit, line if len(line) <= NOTE_MAX else line[:NOTE_MAX - 3] + "...")
+
+    def _allowed_by(self, repo: Repository, deployment: Deployment) -> str:
+        """What let a deployment through its environment's gates (candidate, approvers, sign-offs, checks), or ''."""
+        env = repo.environment(deployment.env)
+        if env is None or deployment.kind != "deploy" or (
+                env.approvals is None and env.require_signoff is None and not env.require_checks):
+            return ""
+        from .readmodels import NO_MARKS, release_marks
+        mark = release_marks(self.config(), self.store, [deployment]).get(deployment.id, NO_MARKS)
+        parts = [f"rc/{mark['rc']} approved by {', '.join(mark['approved_by']) or 'nobody'}"] if mark["rc"] else []
+        if mark["signed_off_by"]:
+            parts.append(f"signed off by {', '.join(mark['signed_off_by'])}")
+        statuses = self.store.statuses(repo.name, deployment.tree)
+        if statuses:
+            parts.append("checks " + ", ".join(f"{s.context} {s.state}" for s in statuses))
+        return "; ".join(parts)

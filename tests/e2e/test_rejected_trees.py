@@ -139,3 +139,27 @@ def test_a_release_that_failed_production_batch_1_stays_out_until_an_unreject_wi
     assert f"tree {tree[:7]} let through again (unrejected) for production by gt-rt-ops: {reason}" in daemon.log()
     history = json.loads(sandbox.cli("rc", "show", "r1", "--json").stdout)["history"]
     assert [(h["actor"], h["kind"]) for h in history][-2:] == [("gitopsd", "tree-rejected"), ("gt-rt-ops", "tree-unrejected")]
+
+    # The deployment's record names what allowed it; `rc evidence` prints the whole chain (issue 25, item 5).
+    final = daemon.wait_result("production", promoted, "succeeded")
+    assert f"(deployment #{final['id']}, promote by root)" in note_of(sandbox, promoted)
+    assert "; allowed by rc/r1 approved by gt-rt-ben" in note_of(sandbox, promoted)
+    assert (final["rc"], final["approved_by"], final["preview"]) == ("r1", ["gt-rt-ben"], None)
+    evidence = json.loads(sandbox.cli("rc", "evidence", "rc/r1").stdout)
+    assert evidence["rc"]["name"] == "r1" and evidence["preview"] is None
+    assert [c["commit"] for c in evidence["changes"]] == [release]
+    assert [(a["actor"], a["kind"]) for a in evidence["approvals"]] == [
+        ("gt-rt-ben", "approve"), ("gitopsd", "tree-rejected"), ("gt-rt-ops", "tree-unrejected")]
+    assert [(d["env"], d["result"]) for d in evidence["deployments"]] == [
+        ("staging", "succeeded"), ("production", "failed"), ("production", "succeeded")]
+    assert evidence["deployments"][1]["hosts"] == {"p-1": "check-failed", "p-2": "skipped", "p-3": "skipped", "p-4": "skipped"}
+    assert [(d["kind"], d["commit"]) for d in evidence["rollbacks"]] == [("rollback", revert)]
+    assert [(r["kind"], r["deployment"], r["actor"]) for r in evidence["rejections"]] == [
+        ("reject", failed["id"], "gitopsd"), ("unreject", None, "gt-rt-ops")]
+    refused = sandbox.cli("rc", "evidence", "nope", check=False)
+    assert (refused.returncode, refused.stderr.strip()) == (1, "gitopsd: error: no release candidate rc/nope in shop "
+                                                               "(see gitopsd rc list)")
+
+
+def note_of(sandbox: Sandbox, commit: str) -> str:
+    return git(sandbox.root, "--git-dir", str(sandbox.repo), "notes", "--ref", "gitopsd", "show", commit).stdout
