@@ -498,11 +498,10 @@ class Reconciler:
 
     def _revert(self, repo: Repository, env: Environment, bad: Head, good_tree: str, why: str,
                 now: float, deployment_id: int) -> tuple[str | None, str | None]:
-        """The automatic rollback (after a failed deployment or a failed watch): mark `bad`'s tree bad here (and
-        rejected here and later, gate/rejections.py) and commit `good_tree` on `bad` through the git port.
+        """The automatic rollback (after a failed deployment or a failed watch): mark `bad`'s tree bad here, commit
+        `good_tree` on `bad` through the git port, then reject the tree here and later (gate/rejections.py).
         Return (the revert commit, None), or (None, why not)."""
         self.store.mark_bad_tree(repo.name, env.name, bad.tree, why, now)
-        self._reject(repo, env, bad, deployment_id, why, now)
         try:
             revert = self.git.revert(repo, env.branch, bad.commit, good_tree, reason=why)
         except Exception as exc:   # e.g. the repository is not writable by the daemon, or git failed
@@ -512,6 +511,8 @@ class Reconciler:
             return None, (f"automatic rollback not made: {env.branch} moved away from {bad.commit[:7]} "
                           f"meanwhile, and its new head is deployed instead")
         self.remember_cause(repo.name, revert, Cause("gitopsd", Trigger.AUTO_ROLLBACK, f"automatic rollback: {why}"))
+        # Rejected only once rolled back: a head whose rollback failed stays 'failed' (a person acts), not 'blocked'.
+        self._reject(repo, env, bad, deployment_id, why, now)
         return revert, None
 
     def _reject(self, repo: Repository, env: Environment, bad: Head, deployment_id: int, why: str, now: float) -> None:

@@ -3,6 +3,7 @@ reconciler recording one when it rolls a failed deployment back. Real: the SQLit
 (tests/unit/test_reconciler.py's world)."""
 from __future__ import annotations
 
+from gitopsd.core.errors import GitError
 from gitopsd.gate.rejections import describe, rejection_for
 from gitopsd.gate.snapshot import GateEnvironment, GateRepository
 from tests.unit.test_reconciler import auto_rollback, head, look, world  # noqa: F401  (fixtures)
@@ -49,3 +50,17 @@ def test_a_failed_deployment_that_is_rolled_back_rejects_its_tree_with_that_depl
     assert (env, kind, deployment, actor, commit) == ("qa", "reject", failed.id, "gitopsd", head(2).commit)
     assert reason.startswith(f"deployment #{failed.id} of {head(2).commit[:7]} failed: ")
     assert store.rejections("shop", head(1).tree) == []
+
+
+def test_a_failed_deployment_whose_rollback_failed_is_not_rejected_so_it_stays_failed_for_a_person(auto_rollback,  # noqa: F811
+                                                                                                  monkeypatch):
+    reconciler, store, *_ = auto_rollback
+
+    def unwritable(*args, **kwargs):
+        raise GitError("git commit-tree: error: insufficient permission")
+    monkeypatch.setattr(reconciler.git, "revert", unwritable)
+    look(reconciler)
+    assert store.rejections("shop", head(2).tree) == []
+    repo = reconciler.config.repositories[0]
+    decision = reconciler._look_at(repo, repo.environments[0], "t")
+    assert decision.action == "failed"
