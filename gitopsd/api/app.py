@@ -245,6 +245,15 @@ def create_app(config: Callable[[], Config], store: Store, tokens: TokenCheck,
         return await ask_gates(token, {"op": body["kind"], "repo": repo.name, "rc": request.path_params["name"],
                                          "note": body.get("note")})
 
+    async def post_rejection(request: Request) -> Response:
+        token = authorize(request, "approvals:write")
+        repo = repository(request.path_params["repo"])
+        body = await _gate_fields(request, {"kind": str, "reason": str, "env": str}, required=("kind", "reason"))
+        if body["kind"] not in ("reject", "unreject"):
+            raise _refused("kind", f"must be reject or unreject, not {body['kind'][:20]!r}")
+        return await ask_gates(token, {"op": f"tree-{body['kind']}", "repo": repo.name, "tree": request.path_params["tree"],
+                                         "env": body.get("env"), "reason": body["reason"]})
+
     async def rc_list(request: Request) -> Response:
         authorize(request, "read")
         repo = repository(request.path_params["repo"])
@@ -306,6 +315,7 @@ def create_app(config: Callable[[], Config], store: Store, tokens: TokenCheck,
         Route(f"{v1}/repos/{{repo}}/rcs", post_rc, methods=["POST"]),
         Route(f"{v1}/repos/{{repo}}/rcs/{{name}}", rc_show, methods=["GET"]),
         Route(f"{v1}/repos/{{repo}}/rcs/{{name}}/approvals", post_approval, methods=["POST"]),
+        Route(f"{v1}/repos/{{repo}}/trees/{{tree}}/rejections", post_rejection, methods=["POST"]),
         # GitHub's paths, for clients built for GitHub (PyGithub, Buildbot's GitHubStatusPush): any owner, one
         # namespace; after gitopsd's own, so /repos/shop/rcs stays the release candidates of shop. The GET of
         # .../statuses/{commit} is GitHub's other name for a commit's list of statuses.

@@ -163,3 +163,40 @@ def test_a_release_that_failed_production_batch_1_stays_out_until_an_unreject_wi
 
 def note_of(sandbox: Sandbox, commit: str) -> str:
     return git(sandbox.root, "--git-dir", str(sandbox.repo), "notes", "--ref", "gitopsd", "show", commit).stdout
+
+
+def test_over_the_http_api_only_override_by_rejects_a_tree_by_hand_and_promote_refuses_it_until_unrejected(short_tmp, people):
+    from tests.integration.test_api_human_gates import Api
+    from tests.webclient import free_port
+    short_tmp.chmod(0o755)
+    port = free_port()
+    sandbox = Sandbox(short_tmp, {"staging": ["s-1"], "production": ["p-1"]},
+                      env_options={"production": {"override_by": ["gt-rt-ops"]}},
+                      extra={"api": {"listen": f"127.0.0.1:{port}", "tokens_file": str(short_tmp / "tokens.yml")}})
+    api = Api(sandbox, f"http://127.0.0.1:{port}")
+    with Daemon(sandbox) as daemon:
+        daemon.wait_state("production", "in-sync", sandbox.head("production"), timeout=120)
+        daemon.wait_for(lambda: "HTTP API listening" in daemon.log(), 30, "the API up")
+        sandbox.write("app.txt", "v2")
+        release = sandbox.commit("v2")
+        sandbox.push("main", "main:staging")
+        daemon.wait_state("staging", "in-sync", release, timeout=90)
+        ann, ops = (api.token(u, "approvals:write", owner=f"gt-rt-{u}") for u in ("ann", "ops"))
+        path, tree = f"/api/v1/repos/shop/trees/{release}/rejections", sandbox.tree(release)
+        reason = "corrupts invoices (found in manual testing)"
+        assert api.call("POST", path, ann, {"kind": "reject", "env": "production", "reason": "x"}) == (
+            403, {"error": "gt-rt-ann may not reject trees for production; who may: gt-rt-ops"})
+        assert api.call("POST", path, ops, {"kind": "reject", "env": "production"}) == (
+            422, {"error": "reason is required", "field": "reason"})
+        assert api.call("POST", "/api/v1/repos/shop/trees/nope/rejections", ops,
+                        {"kind": "reject", "reason": "x"})[0] == 404
+        assert api.call("POST", path, ops, {"kind": "reject", "env": "production", "reason": reason}) == (
+            201, {"message": f"tree {tree[:7]} rejected by gt-rt-ops for production: {reason}", "identity": "gt-rt-ops"})
+        refused = sandbox.cli("promote", "staging", "production", check=False)
+        assert refused.returncode == 1
+        assert f"rule: tree {tree[:7]} is rejected for production: gt-rt-ops rejected it for production: {reason}" in (
+            refused.stderr)
+        assert api.call("POST", path, ops, {"kind": "unreject", "reason": "fixed by a migration"})[0] == 201
+        sandbox.cli("promote", "staging", "production")
+        daemon.wait_state("production", "in-sync", sandbox.head("production"), timeout=120)
+    assert sandbox.tree(sandbox.head("production")) == tree

@@ -355,6 +355,7 @@ def test_the_openapi_document_describes_every_endpoint(sandbox, api):
                                  "/api/v1/repos/{repo}/environments/{env}/history",
                                  "/api/v1/repos/{repo}/environments/{env}/signoffs", "/api/v1/repos/{repo}/rcs",
                                  "/api/v1/repos/{repo}/rcs/{name}", "/api/v1/repos/{repo}/rcs/{name}/approvals",
+                                 "/api/v1/repos/{repo}/trees/{tree}/rejections",
                                  # GitHub's paths, for clients built for GitHub
                                  "/api/v1/repos/{owner}/{repo}", "/api/v1/repos/{owner}/{repo}/commits/{commit}",
                                  "/api/v1/repos/{owner}/{repo}/statuses/{commit}",
