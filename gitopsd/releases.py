@@ -330,9 +330,10 @@ class HumanGates:
         if len(reason) > NOTE_MAX or any(ord(c) < 32 and c != "\t" for c in reason):
             raise Refused(f"--reason must be one line of at most {NOTE_MAX} characters", INVALID)
         reason, name = reason.strip(), str(request.get("tree") or "")
-        tree = gitcli.rev_parse(repo.path, f"{name}^{{tree}}") if name and not name.startswith("-") else None
+        usable = name and not name.startswith("-") and len(name) <= 200 and all(31 < ord(c) != 127 for c in name)
+        tree = gitcli.rev_parse(repo.path, f"{name}^{{tree}}") if usable else None
         if tree is None:
-            raise Refused(f"no tree or commit {name!r} in {repo.name} (name a commit or a tree id, e.g. from "
+            raise Refused(f"no tree or commit {name[:60]!r} in {repo.name} (name a commit or a tree id, e.g. from "
                           "gitopsd history)", MISSING)
         rows = self.store.rejections(repo.name, tree)
         standing_ = standing(rows)

@@ -190,6 +190,10 @@ def test_over_the_http_api_only_override_by_rejects_a_tree_by_hand_and_promote_r
             422, {"error": "reason is required", "field": "reason"})
         assert api.call("POST", "/api/v1/repos/shop/trees/nope/rejections", ops,
                         {"kind": "reject", "reason": "x"})[0] == 404
+        from gitopsd.adapters.control import call   # a raw client: a name no command line could pass
+        assert call(sandbox.runtime / "control.sock", {"op": "tree-reject", "tree": "a\x00b", "reason": "x"}) == {
+            "ok": False, "error": "no tree or commit 'a\\x00b' in shop (name a commit or a tree id, e.g. from gitopsd "
+                                  "history)", "kind": "missing"}
         assert api.call("POST", path, ops, {"kind": "reject", "env": "production", "reason": reason}) == (
             201, {"message": f"tree {tree[:7]} rejected by gt-rt-ops for production: {reason}", "identity": "gt-rt-ops"})
         refused = sandbox.cli("promote", "staging", "production", check=False)
