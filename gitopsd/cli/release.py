@@ -9,13 +9,13 @@ from __future__ import annotations
 import argparse
 from typing import Any, Callable
 
-from .cli_common import load_config
-from .core.errors import UserError
+from .common import load_config
+from ..core.errors import UserError
 
 
 def cmd_release(args: argparse.Namespace) -> int:
     """Ask the daemon to reject a tree, or to lift its rejection, as the caller."""
-    from .adapters.control import ControlError, call
+    from ..adapters.control import ControlError, call
     config = load_config(args)
     request: dict[str, Any] = {"op": f"tree-{args.verb}", "tree": args.tree, "env": args.env, "reason": args.reason}
     if args.repo:

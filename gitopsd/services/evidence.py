@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .adapters import gitcli
+from ..base import gitcli
 from .readmodels import deployment_json, rc_history, rc_view, release_marks
 
 HISTORY_SCANNED = 5000   # deployments looked through for this tree, newest first

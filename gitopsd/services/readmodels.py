@@ -9,8 +9,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from .gate.approvals import Policy, approval_state, newest_by_actor
-from .gate.rejections import describe, rejection_for
+from ..gate.approvals import Policy, approval_state, newest_by_actor
+from ..gate.rejections import describe, rejection_for
 
 NO_MARKS: dict[str, Any] = {"rc": None, "approved_by": [], "signed_off_by": [], "preview": None}
 
