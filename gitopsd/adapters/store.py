@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, TypeVar, cast
 
-from ..gate import approvals, locks, required, snapshot
+from ..gate import approvals, locks, rejections, required, snapshot
 from ..gate.locks import ACTIVE_BREAK_GLASS, ACTIVE_LOCKS, BreakGlass, Lock
 from . import dialect as dialects, migrations, ownership
 from ..base.storeerrors import StoreFenced, StoreUnusable, postgresql_missing, translate
@@ -261,7 +261,7 @@ def write_backup(source: sqlite3.Connection, target: Path) -> Path:
 
 def full_schema() -> str:
     """Every table of the store, the gate's included, in SQLite's dialect (migrations create them where missing)."""
-    return SCHEMA + snapshot.SCHEMA + required.SCHEMA + approvals.SCHEMA + locks.SCHEMA
+    return SCHEMA + snapshot.SCHEMA + required.SCHEMA + approvals.SCHEMA + locks.SCHEMA + rejections.SCHEMA
 
 
 # How long the daemon's writes wait for a PostgreSQL that went away (restart, failover) before failing.
@@ -643,6 +643,24 @@ class Store:
 
     def clear_bad_trees(self, repo: str, env: str) -> int:
         return self._write("DELETE FROM bad_trees WHERE repo = ? AND env = ?", (repo, env)).rowcount
+
+    def clear_bad_tree(self, repo: str, env: str, tree: str) -> int:
+        """Forget that `tree` failed in `env` (an unreject lets it be deployed there again)."""
+        return self._write("DELETE FROM bad_trees WHERE repo = ? AND env = ? AND tree = ?", (repo, env, tree)).rowcount
+
+    # -- rejected trees (gate/rejections.py) ------------------------------------------------------------
+    def rejections(self, repo: str, tree: str) -> list[tuple[Any, ...]]:
+        """Every rejection and unrejection of `tree`, oldest first (gate/rejections.REJECTIONS)."""
+        return self._human(rejections.REJECTIONS, (repo, tree))
+
+    @_bookkeeping
+    def add_rejection(self, *, repo: str, tree: str, env: str, kind: str, deployment_id: int | None, commit: str,
+                      actor: str, reason: str, now: float) -> None:
+        """Record that `tree` is rejected (kind reject) or let through again (unreject) from `env` on."""
+        assert kind in ("reject", "unreject"), kind
+        self._write("INSERT INTO tree_rejections (repo, tree, env, kind, deployment_id, commit_id, actor, reason,"
+                    " created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (repo, tree, env, kind, deployment_id, commit, actor, reason, now))
 
     # -- blocked heads and admissions ---------------------------------------------------------------
     @_bookkeeping

@@ -299,6 +299,14 @@ def create_app(config: Callable[[], Config], store: Store, tokens: TokenCheck,
         if response.status_code == 201:
             response.status_code = 200   # nothing was created: what was frozen or lifted
         return response
+    async def post_rejection(request: Request) -> Response:
+        token = authorize(request, "approvals:write")
+        repo = repository(request.path_params["repo"])
+        body = await _gate_fields(request, {"kind": str, "reason": str, "env": str}, required=("kind", "reason"))
+        if body["kind"] not in ("reject", "unreject"):
+            raise _refused("kind", f"must be reject or unreject, not {body['kind'][:20]!r}")
+        return await ask_gates(token, {"op": f"tree-{body['kind']}", "repo": repo.name, "tree": request.path_params["tree"],
+                                         "env": body.get("env"), "reason": body["reason"]})
 
     async def rc_list(request: Request) -> Response:
         authorize(request, "read")
@@ -365,6 +373,7 @@ def create_app(config: Callable[[], Config], store: Store, tokens: TokenCheck,
         Route(f"{v1}/locks", post_lock, methods=["POST"]),
         Route(f"{v1}/locks/lift", post_unlock, methods=["POST"]),
         Route(f"{v1}/alerts", post_alerts, methods=["POST"]),
+        Route(f"{v1}/repos/{{repo}}/trees/{{tree}}/rejections", post_rejection, methods=["POST"]),
         # GitHub's paths, for clients built for GitHub (PyGithub, Buildbot's GitHubStatusPush): any owner, one
         # namespace; after gitopsd's own, so /repos/shop/rcs stays the release candidates of shop. The GET of
         # .../statuses/{commit} is GitHub's other name for a commit's list of statuses.

@@ -190,6 +190,11 @@ def _document() -> dict[str, Any]:
                              "properties": {"kind": {"type": "string", "enum": ["approve", "reject", "withdraw"]},
                                             "note": {"type": "string", "maxLength": 1000,
                                                      "description": "why; required but for withdraw"}}},
+                "TreeRejection": {"type": "object", "required": ["kind", "reason"], "additionalProperties": False,
+                                  "properties": {"kind": {"type": "string", "enum": ["reject", "unreject"]},
+                                                 "reason": {"type": "string", "maxLength": 1000, "description": "why"},
+                                                 "env": {"type": nullable, "description": "reject: from where (default: "
+                                                         "everywhere); unreject: where (default: wherever it stands)"}}},
                 "ReleaseCandidate": {"type": "object", "description": "one row of `gitopsd rc list --json`; "
                                                                       "`gitopsd rc show --json` adds `history`",
                                      "additionalProperties": True},
@@ -239,6 +244,12 @@ def _document() -> dict[str, Any]:
                 "summary": "a release candidate with its approvals, as `gitopsd rc show --json` (scope read)",
                 "parameters": [REPO, RC],
                 "responses": {"200": _json(_ref("ReleaseCandidate"), "the candidate"), **ERRORS, **NOT_FOUND}}},
+            "/api/v1/repos/{repo}/trees/{tree}/rejections": {"post": {
+                "summary": "reject a tree for an environment and every later one, or let it through again, as the "
+                           "token's owner, who must be in the environment's override_by (scope approvals:write)",
+                "parameters": [REPO, _path("tree", "a tree id, or a commit that has it")],
+                "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("TreeRejection")}}},
+                "responses": {**DONE, **REFUSED}}},
             "/api/v1/repos/{repo}/rcs/{name}/approvals": {"post": {
                 "summary": "approve, reject or withdraw one's word on a release candidate, as the token's owner "
                            "(scope approvals:write)",

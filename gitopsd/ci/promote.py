@@ -21,6 +21,7 @@ from ..core.settings import Environment, Repository
 from ..core.types import Trigger
 from ..gate import promotion
 from ..gate.approvals import Policy, approval_state
+from ..gate.rejections import describe, rejection_for
 from ..gate.required import unmet
 from ..gate.snapshot import GateConfig
 
@@ -76,10 +77,19 @@ class AutoPromoter:
             src_head, tree = heads[env.promote_from]
         else:
             return None
-        # A tree that ran here before is never brought back by itself: a rollback from it must stay.
-        if tree == dst_tree or self.holds.tree_tried(repo.name, env.name, tree) or not self._may_pass(repo, env, tree):
+        if tree == dst_tree:
             return None
         key = (repo.name, env.name, src_head)
+        rejected = rejection_for(repo, self.store.rejections(repo.name, tree), env.name)
+        if rejected is not None:   # paused until a new tree passes the source (gate/rejections.py)
+            if self.clock() - self._refused.get(key, -RETRY_REFUSED) >= RETRY_REFUSED:
+                self._refused[key] = self.clock()
+                log.info("automatic promotion to %s waits: tree %s is rejected: %s", env.name, tree[:7],
+                         describe(rejected), extra={"repo": repo.name, "env": env.name, "commit": src_head[:7]})
+            return None
+        # A tree that ran here before is never brought back by itself: a rollback from it must stay.
+        if self.holds.tree_tried(repo.name, env.name, tree) or not self._may_pass(repo, env, tree):
+            return None
         if self.clock() - self._refused.get(key, -RETRY_REFUSED) < RETRY_REFUSED:
             return None
         view = self.gate().repository(repo.name)

@@ -1,4 +1,4 @@
-"""The command line of the human gates: signoff, rc create|list|show, approve, reject, withdraw.
+"""The command line of the human gates: signoff, rc create|list|show|evidence, approve, reject, withdraw.
 
 The writing commands ask the daemon over its control socket, which takes the caller's identity
 from the kernel (SO_PEERCRED): never from an environment variable or a flag, and not SUDO_USER
@@ -82,6 +82,20 @@ def cmd_rc_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rc_evidence(args: argparse.Namespace) -> int:
+    from ..adapters.store import Store
+    from ..services.evidence import rc_evidence
+    config = load_config(args)
+    repo = repository(config, args.repo)
+    name = args.name.removeprefix("rc/")
+    with Store.of(config, readonly=True) as store:
+        rc = store.rc(repo.name, name)
+        if rc is None:
+            raise UserError(f"no release candidate rc/{name} in {repo.name} (see gitopsd rc list)")
+        print(json.dumps(rc_evidence(config, repo, store, rc), indent=2))
+    return 0
+
+
 def add_commands(add: Callable[..., argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
     """Register the human gates' commands on the main parser (cli.build_parser)."""
     p = add("signoff", "sign off (or reject) what an environment runs, after manual testing",
@@ -117,6 +131,13 @@ def add_commands(add: Callable[..., argparse.ArgumentParser], common: argparse.A
     c.add_argument("name", metavar="NAME", help="e.g. 2026-11-29.1 or rc/2026-11-29.1")
     c.add_argument("--repo", metavar="NAME", help="repository name (needed when several are configured)")
     c.add_argument("--json", action="store_true", help="machine-readable output")
+
+    c = rc.add_parser("evidence", parents=[common],
+                      help="what allowed a release candidate and what became of it, as JSON (changes, checks, "
+                           "artifacts, sign-offs, approvals, deployments per host, rollbacks)")
+    c.set_defaults(func=cmd_rc_evidence)
+    c.add_argument("name", metavar="NAME", help="e.g. 2026-11-29.1 or rc/2026-11-29.1")
+    c.add_argument("--repo", metavar="NAME", help="repository name (needed when several are configured)")
 
     for verb, helptext in (("approve", "approve a release candidate for its environment"),
                            ("reject", "reject a release candidate (blocks it until you withdraw)"),

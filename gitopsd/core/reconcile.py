@@ -92,6 +92,8 @@ class _Running:
     cancel: threading.Event
     progress: Progress | None = None
     started: bool = False      # False while queued for a worker (max_parallel deployments run at once)
+    kind: str = ""
+    superseded_by: str | None = None   # the newer head that canceled this rollout's remaining batches
 
 
 class Reconciler:
@@ -125,6 +127,7 @@ class Reconciler:
         self._held: dict[tuple[str, str], tuple[Head | None, str]] = {}   # deployments a closed window holds, said once
         self._heads: dict[tuple[str, str], Head] = {}   # the heads last recorded in the store
         self._checking: dict[tuple[str, str], threading.Event] = {}   # drift checks running (cancel when a head moves)
+        self._superseded: dict[tuple[str, str], tuple[int, str, str]] = {}   # (old id, new head, where it stopped)
         self._rounds: set[tuple[str, str]] = set()   # watch rounds running
         self._heal: dict[tuple[str, str], tuple[int, str]] = {}   # heals asked for: deployed id and why
         self._lock = threading.Lock()
@@ -204,8 +207,11 @@ class Reconciler:
         deployed = self.store.deployed(repo.name, env.name)
         with self._lock:
             busy = key in self._running or key in self._checking
+            running = self._running.get(key)
             if key in self._checking and desired is not None and (deployed is None or deployed.commit != desired.commit):
                 self._checking[key].set()   # a new head: drift of what runs now no longer matters; deploy it soon
+        if running is not None and desired is not None and running.commit != desired.commit:
+            self._supersede(repo, env, running, desired, deployed)
         heal = self._heal.get(key)
         if heal is not None and (deployed is None or heal[0] != deployed.id):   # asked about what no longer runs
             self._heal.pop(key, None)
@@ -294,6 +300,24 @@ class Reconciler:
         cause = self.causes.get((repo.name, desired.commit))
         return cause is not None and cause.trigger in ANNOUNCING_TRIGGERS and cause.proven
 
+    def _supersede(self, repo: Repository, env: Environment, running: _Running, desired: Head,
+                   deployed: Deployment | None) -> None:
+        """A newer acceptable head while a rollout runs: cancel its remaining batches; the next look rolls `desired`
+        out from batch 1 (as Flux cancels the health checks of a superseded revision). Rollbacks are never canceled."""
+        if (env.rollout is None or running.kind != Kind.DEPLOY or not running.started or running.cancel.is_set()
+                or running.superseded_by is not None):
+            return
+        verdict = self._verdict(repo, env, desired, deployed)
+        if not verdict.accepted:
+            return   # a refused head supersedes nothing: the rollout goes on, the head is blocked after it
+        where = running.progress.label if running.progress is not None and running.progress.batch else "its start"
+        running.superseded_by = desired.commit
+        self._superseded[(repo.name, env.name)] = (running.deployment_id, desired.commit, where)
+        log.warning("newer head %s supersedes deployment #%d of %s at %s: its remaining batches are canceled, %s "
+                    "rolls out from batch 1", desired.commit[:7], running.deployment_id, running.commit[:7], where,
+                    desired.commit[:7], extra={"repo": repo.name, "env": env.name, "commit": desired.commit[:7]})
+        running.cancel.set()
+
     def _note_block(self, repo: Repository, env: Environment, desired: Head, deployed: Deployment | None,
                     verdict: Verdict | None, now: float) -> None:
         """Record (for `status`), log and notify a refused head once per commit; forget it when it is gone."""
@@ -320,18 +344,22 @@ class Reconciler:
                decision: Decision, trigger: str, now: float) -> None:
         cause = self.causes.get((repo.name, desired.commit), Cause("unknown", trigger))
         assert decision.kind is not None
+        reason = cause.reason
+        superseded = self._superseded.pop((repo.name, env.name), None)
+        if superseded is not None and superseded[1] == desired.commit:
+            reason = "; ".join(filter(None, (reason, f"supersedes deployment #{superseded[0]} (canceled at {superseded[2]})")))
         deployment_id = self.store.begin(
             repo=repo.name, env=env.name, commit=desired.commit, tree=desired.tree,
             previous_commit=deployed.commit if deployed else None, kind=decision.kind,
             trigger=cause.trigger if cause.actor != "unknown" else trigger, actor=cause.actor, now=now,
-            attempt=decision.attempt, reason=cause.reason, queued=True)
+            attempt=decision.attempt, reason=reason, queued=True)
         watch = self.store.watch(repo.name, env.name)
         if watch is not None and watch.state == "watching":   # a new push ends the watch; this deployment gets its own
             self.store.end_watch(repo.name, env.name, watch.deployment_id, "ended",
                                  f"deployment #{deployment_id} of {desired.commit[:7]} began", now)
         job = DeploymentJob(deployment_id, repo.name, env.name, desired, deployed, decision.kind, decision.attempt,
                             DeploymentFolders.of(self.config.state_dir, deployment_id))
-        item = _Running(deployment_id, desired.commit, threading.Event())
+        item = _Running(deployment_id, desired.commit, threading.Event(), kind=decision.kind)
         with self._lock:
             self._running[(repo.name, env.name)] = item
         log.info("deploying %s (%s, attempt %d, caused by %s)", desired.commit[:7], decision.kind, decision.attempt,
@@ -406,6 +434,9 @@ class Reconciler:
                     watch_hosts = self._watch_hosts(env, run, job, item.cancel)
             elif attempt.canceled:
                 result = Result.CANCELED
+                if item.superseded_by is not None:
+                    reason = f"superseded by the newer head {item.superseded_by[:7]}: {reason}"
+                    detail["superseded_by"] = item.superseded_by
             permanent = attempt.permanent   # e.g. invalid content: retrying the same tree cannot help
         except StalledError as exc:
             reason, permanent = str(exc), True
@@ -467,7 +498,7 @@ class Reconciler:
         good = deployed.commit[:7] if deployed else "nothing"
         if env.auto_rollback and job.kind != Kind.ROLLBACK and deployed is not None and not permanent:
             why = f"deployment #{job.id} of {desired.commit[:7]} failed: {reason}"
-            revert, problem = self._revert(repo, env, desired, deployed.tree, why, now)
+            revert, problem = self._revert(repo, env, desired, deployed.tree, why, now, job.id)
             if revert is None:
                 self._rollback_failed(repo, env, job, reason, problem or "automatic rollback not made")
                 return
@@ -490,9 +521,10 @@ class Reconciler:
             self.schedule(Look(repo.name, env.name, Trigger.RETRY), retry_at)
 
     def _revert(self, repo: Repository, env: Environment, bad: Head, good_tree: str, why: str,
-                now: float) -> tuple[str | None, str | None]:
-        """The automatic rollback (after a failed deployment or a failed watch): mark `bad`'s tree bad here and
-        commit `good_tree` on `bad` through the git port. Return (the revert commit, None), or (None, why not)."""
+                now: float, deployment_id: int) -> tuple[str | None, str | None]:
+        """The automatic rollback (after a failed deployment or a failed watch): mark `bad`'s tree bad here, commit
+        `good_tree` on `bad` through the git port, then reject the tree here and later (gate/rejections.py).
+        Return (the revert commit, None), or (None, why not)."""
         self.store.mark_bad_tree(repo.name, env.name, bad.tree, why, now)
         try:
             revert = self.git.revert(repo, env.branch, bad.commit, good_tree, reason=why)
@@ -503,7 +535,17 @@ class Reconciler:
             return None, (f"automatic rollback not made: {env.branch} moved away from {bad.commit[:7]} "
                           f"meanwhile, and its new head is deployed instead")
         self.remember_cause(repo.name, revert, Cause("gitopsd", Trigger.AUTO_ROLLBACK, f"automatic rollback: {why}"))
+        # Rejected only once rolled back: a head whose rollback failed stays 'failed' (a person acts), not 'blocked'.
+        self._reject(repo, env, bad, deployment_id, why, now)
         return revert, None
+
+    def _reject(self, repo: Repository, env: Environment, bad: Head, deployment_id: int, why: str, now: float) -> None:
+        """Record `bad`'s tree rejected for `env` and every later environment: promotions refuse it from now on."""
+        self.store.add_rejection(repo=repo.name, tree=bad.tree, env=env.name, kind="reject", deployment_id=deployment_id,
+                                 commit=bad.commit, actor="gitopsd", reason=why, now=now)
+        log.warning("tree %s is rejected for %s and every later environment (deployment #%d); a person in "
+                    "override_by may lift it: gitopsd release unreject %s --env %s --reason '...'", bad.tree[:7],
+                    env.name, deployment_id, bad.tree[:7], env.name, extra={"repo": repo.name, "env": env.name})
 
     def _rollback_failed(self, repo: Repository, env: Environment, job: DeploymentJob, reason: str,
                          problem: str) -> None:
@@ -643,9 +685,12 @@ class Reconciler:
         why = f"watch of deployment #{watch.deployment_id} ({watch.commit[:7]}) failed: {breach.name}: {breach.detail}"
         revert, problem = None, None
         if env.auto_rollback and watch.previous_tree is not None:
-            revert, problem = self._revert(repo, env, Head(watch.commit, watch.tree), watch.previous_tree, why, now)
-        elif env.auto_rollback:
-            problem = "no automatic rollback: nothing ran here before this deployment"
+            revert, problem = self._revert(repo, env, Head(watch.commit, watch.tree), watch.previous_tree, why, now,
+                                           watch.deployment_id)
+        else:
+            self._reject(repo, env, Head(watch.commit, watch.tree), watch.deployment_id, why, now)
+            if env.auto_rollback:
+                problem = "no automatic rollback: nothing ran here before this deployment"
         reason = why + (f"; rolling back with revert {revert[:7]}" if revert else f"; {problem}" if problem else "")
         if not self.store.end_watch(repo.name, env.name, watch.deployment_id, "breached", reason, now):
             return   # a new deployment ended it meanwhile

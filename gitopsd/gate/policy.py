@@ -25,7 +25,7 @@ from .snapshot import GateEnvironment, GateRepository
 TYPE_CHECKING = False   # true for mypy and import-linter only: the hook does not import typing
 
 if TYPE_CHECKING:   # annotations only: the hook does not import typing
-    from typing import Protocol
+    from typing import Any, Protocol
 
     from .locks import BreakGlass, Lock
     from .required import Status
@@ -41,6 +41,7 @@ if TYPE_CHECKING:   # annotations only: the hook does not import typing
         def approval_rows(self, repo: str, rc: str) -> list[tuple[str, str, str, float]]: ...
         def locks(self, repo: str, env: str, now: float) -> list[Lock]: ...
         def break_glass(self, repo: str, env: str, now: float) -> BreakGlass | None: ...
+        def rejections(self, repo: str, tree: str) -> list[tuple[Any, ...]]: ...
 
 
 SCAN_LIMIT = 5000   # how far back on the source branch a matching tree is looked for
@@ -174,6 +175,9 @@ def judge(repo: GateRepository, repo_path: str, store: Records, env: GateEnviron
     further = ([f"{tree[:7]} ran in {env.name} earlier, but only the tree before the current one is a rollback; "
                 f"to go back further: gitopsd rollback {env.name} --to <deployment id> (see gitopsd history {env.name})"]
                if store.tree_succeeded(repo.name, env.name, tree) else [])
+    rejected = rejection(repo, store, env, tree, short_new)
+    if rejected is not None:
+        return rejected
     source = repo.environment_for_branch(env.promote_from)
     if source is not None:
         if not store.tree_succeeded(repo.name, source.name, tree):
@@ -269,6 +273,23 @@ def through_glass(store: Records, repo: GateRepository, env: GateEnvironment, pa
         return refuse("locked", f"promotions to {env.name} are stopped and the break-glass override lapsed",
                       [passed], [f"ask again: gitopsd override {env.name} --reason '<why>'"])
     return Verdict(True, "promotion", f"{passed}; {glass.describe()}", override=glass.describe())
+
+
+def rejection(repo: GateRepository, store: Records, env: GateEnvironment, tree: str, short_new: str) -> Verdict | None:
+    """The refusal of a tree that failed (or was rejected) in `env` or an environment before it, or None."""
+    rows = store.rejections(repo.name, tree)
+    if not rows:
+        return None
+    from .rejections import describe, rejection_for
+    row = rejection_for(repo, rows, env.name)
+    if row is None:
+        return None
+    who = ", ".join(env.override_by) or f"nobody yet (add override_by: to {env.name} in the config)"
+    return refuse("rejected", f"tree {tree[:7]} is rejected for {env.name}: {describe(row)}",
+                  [f"commit {short_new} has that tree; a rejected tree stays out of {row[0]} and every later environment."],
+                  [f"fix it and promote the fix: push to {env.promote_from} first",
+                   f"if it is safe after all, one of {who} runs: gitopsd release unreject {tree[:7]} "
+                   f"--env {row[0]} --reason '<why>' --repo {repo.name}"])
 
 
 def human_gates(repo: GateRepository, store: Records, env: GateEnvironment, tree: str, short_new: str,

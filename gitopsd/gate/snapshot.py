@@ -350,6 +350,11 @@ class Ledger:
         rows = self._human(ACTIVE_BREAK_GLASS, (repo, env, now))
         return BreakGlass(*rows[0]) if rows else None
 
+    def rejections(self, repo: str, tree: str) -> list[tuple[Any, ...]]:
+        """Every rejection and unrejection of `tree`, oldest first (gate/rejections.py)."""
+        from .rejections import REJECTIONS
+        return [tuple(r) for r in self._human(REJECTIONS, (repo, tree))]
+
     def _human(self, sql: str, args: tuple[Any, ...]) -> list[Any]:
         if self.db is None:
             return []

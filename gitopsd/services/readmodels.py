@@ -10,8 +10,9 @@ import time
 from typing import Any
 
 from ..gate.approvals import Policy, approval_state, newest_by_actor
+from ..gate.rejections import describe, rejection_for
 
-NO_MARKS: dict[str, Any] = {"rc": None, "approved_by": [], "signed_off_by": []}
+NO_MARKS: dict[str, Any] = {"rc": None, "approved_by": [], "signed_off_by": [], "preview": None}
 
 
 def deployment_json(d: Any, marks: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -57,7 +58,8 @@ def release_marks(config: Any, store: Any, deployments: list[Any]) -> dict[int, 
         where = signoff_env.get((d.repo, d.env))
         marks[d.id] = {"rc": rc, "approved_by": said(words, "approve", d.started_at) if rc else [],
                        "signed_off_by": said(signoffs.get((d.repo, where, d.tree), []), "signoff", d.started_at)
-                       if where else []}
+                       if where else [],
+                       "preview": None}   # the preview it was approved on, once previews exist (issue 25, item 3)
     return marks
 
 
@@ -70,11 +72,21 @@ def rc_view(repo: Any, store: Any, rc: dict[str, Any]) -> dict[str, Any]:
     if policy is not None:
         valid, problems = approval_state(Policy.of(policy), store.approval_rows(repo.name, rc["name"]), time.time())
     state = "approved" if not problems else "rejected" if any(p.startswith("rejected") for p in problems) else "waiting"
+    failed = rejection_for(repo, store.rejections(repo.name, rc["tree"]), rc["target_env"])
+    if failed is not None:   # a tree that failed stays out: its approvals count for nothing (gate/rejections.py)
+        state, valid = "failed", []
+        problems = [f"tree {rc['tree'][:7]} is rejected for {rc['target_env']}: {describe(failed)} (its approvals are void)"]
     return {"name": rc["name"], "repo": repo.name, "commit": rc["commit_id"], "tree": rc["tree"],
             "source_env": rc["source_env"], "target_env": rc["target_env"], "created_by": rc["created_by"],
             "created_at": rc["created_at"], "state": state, "approved_by": valid, "problems": problems}
 
 
 def rc_history(store: Any, repo_name: str, name: str) -> list[dict[str, Any]]:
-    """A release candidate's approvals, rejections and withdrawals, oldest first, as `rc show --json` lists them."""
-    return [{"actor": a, "kind": k, "note": n, "at": w} for a, k, n, w in store.approval_rows(repo_name, name)]
+    """A release candidate's approvals, rejections and withdrawals, and its tree's rejections and unrejections
+    (gate/rejections.py), oldest first, as `rc show --json` lists them."""
+    words = [{"actor": a, "kind": k, "note": n, "at": w} for a, k, n, w in store.approval_rows(repo_name, name)]
+    rc = store.rc(repo_name, name)
+    trees = store.rejections(repo_name, rc["tree"]) if rc is not None else []
+    words += [{"actor": actor, "kind": f"tree-{kind}ed", "note": f"{env}: {reason}", "at": at}
+              for env, kind, _deployment, actor, reason, at, _commit in trees]
+    return sorted(words, key=lambda w: float(w["at"]))

@@ -23,6 +23,7 @@ from ..adapters.store import Store
 from ..core.settings import Config, Environment, Notify, Repository
 from ..core.types import Deployment
 from ..gate.approvals import Policy, approval_state, newest_by_actor, signoff_unmet, SignoffNeed
+from ..gate.rejections import describe, rejection_for, standing, upstream
 
 log = logging.getLogger("gitopsd.releases")
 
@@ -88,7 +89,8 @@ class HumanGates:
         op = request.get("op")
         actions: dict[str, Callable[[str, dict[str, Any]], str]] = {
             "signoff": self.signoff, "rc-create": self.rc_create, "approve": self.approve,
-            "reject": self.approve, "withdraw": self.approve}
+            "reject": self.approve, "withdraw": self.approve,
+            "tree-reject": self.tree_word, "tree-unreject": self.tree_word}
         action = actions.get(str(op))
         if action is None:
             return {"ok": False, "error": f"unknown request {op!r}"}
@@ -183,6 +185,11 @@ class HumanGates:
         deployed = self.store.deployed(repo.name, source.name)
         if deployed is None or not self.store.tree_succeeded(repo.name, source.name, deployed.tree):
             raise Refused(f"{source.name} runs nothing deployed and verified yet: nothing to make a candidate of")
+        rejected = rejection_for(repo, self.store.rejections(repo.name, deployed.tree), target.name)
+        if rejected is not None:
+            raise Refused(f"tree {deployed.tree[:7]} is rejected for {target.name}: {describe(rejected)}; promote a fix "
+                          f"(or, if it is safe after all: gitopsd release unreject {deployed.tree[:7]} --env {rejected[0]} "
+                          "--reason '...')")
         need = target.require_signoff
         if need is not None:
             source_of_need = repo.environment(need.env)
@@ -285,6 +292,10 @@ class HumanGates:
             if kind == "approve" and policy.forbid_self_approval and identity in rc["self_identities"].split("\n"):
                 raise Refused(f"{identity} may not approve rc/{name}: it is their own (they created it or pushed one of "
                               "its changes) and forbid_self_approval is on; ask another approver", FORBIDDEN)
+            rejected = rejection_for(repo, self.store.rejections(repo.name, rc["tree"]), target.name)
+            if kind == "approve" and rejected is not None:
+                raise Refused(f"rc/{name} failed: its tree {rc['tree'][:7]} is rejected for {target.name}: "
+                              f"{describe(rejected)}")
             if not self.store.tree_succeeded(repo.name, rc["source_env"], rc["tree"]):
                 raise Refused(f"rc/{name}'s tree {rc['tree'][:7]} is not what {rc['source_env']} verified")
             if mine is not None and mine[0] == kind:
@@ -307,6 +318,64 @@ class HumanGates:
                                  if not target.auto_promote else f"the daemon promotes it to {target.name}")
                  if not problems else "; ".join(problems))
         return f"rc/{name} {word} by {identity}. {state}"
+
+    # -- rejected trees (gate/rejections.py) ------------------------------------------------------------------
+    def tree_word(self, identity: str, request: dict[str, Any]) -> str:
+        """Reject a tree for an environment and the later ones, or lift its rejection (request["op"]), as `identity`."""
+        kind = {"tree-reject": "reject", "tree-unreject": "unreject"}[str(request["op"])]
+        repo = self._repo(request)
+        reason = request.get("reason")
+        if not isinstance(reason, str) or not reason.strip():
+            raise Refused("say why with --reason '...' (it is recorded with your name)", INVALID)
+        if len(reason) > NOTE_MAX or any(ord(c) < 32 and c != "\t" for c in reason):
+            raise Refused(f"--reason must be one line of at most {NOTE_MAX} characters", INVALID)
+        reason, name = reason.strip(), str(request.get("tree") or "")
+        usable = name and not name.startswith("-") and len(name) <= 200 and all(31 < ord(c) != 127 for c in name)
+        tree = gitcli.rev_parse(repo.path, f"{name}^{{tree}}") if usable else None
+        if tree is None:
+            raise Refused(f"no tree or commit {name[:60]!r} in {repo.name} (name a commit or a tree id, e.g. from "
+                          "gitopsd history)", MISSING)
+        rows = self.store.rejections(repo.name, tree)
+        standing_ = standing(rows)
+        if request.get("env"):
+            envs = [self._env(repo, request["env"])]
+        elif kind == "reject":
+            envs = [repo.environments[0]]   # everywhere: the first environment and every later one
+        else:
+            envs = [e for e in repo.environments if e.name in standing_]
+        if kind == "unreject" and not standing_:
+            raise Refused(f"tree {tree[:7]} is not rejected anywhere; nothing changed")
+        if kind == "unreject" and not any(e.name in standing_ for e in envs):
+            raise Refused(f"tree {tree[:7]} is not rejected for {envs[0].name} (it is for {', '.join(standing_)}): "
+                          f"name that with --env; nothing changed")
+        if kind == "reject" and all(e.name in standing_ for e in envs):
+            raise Refused(f"tree {tree[:7]} is rejected for {envs[0].name} already: {describe(standing_[envs[0].name])}")
+        for env in envs:
+            if identity not in env.override_by:
+                who = ", ".join(env.override_by) or "nobody (no override_by: in the config)"
+                raise Refused(f"{identity} may not {kind} trees for {env.name}; who may: {who}", FORBIDDEN)
+        commit = (gitcli.rev_parse(repo.path, f"{name}^{{commit}}") or (rows[-1][6] if rows else None))
+        now = self.clock()
+        word = "rejected" if kind == "reject" else "let through again (unrejected)"
+        for env in envs:
+            self.store.add_rejection(repo=repo.name, tree=tree, env=env.name, kind=kind, deployment_id=None,
+                                     commit=commit or "", actor=identity, reason=reason, now=now)
+            if kind == "unreject":   # and the daemon's own memory that it failed there (core/decide.py)
+                for each in repo.environments:
+                    if env.name in upstream(repo, each.name):
+                        self.store.clear_bad_tree(repo.name, each.name, tree)
+            if commit:
+                add_note(str(repo.path), commit, f"gitopsd: tree {tree[:7]} {word} for {env.name} and later "
+                                                 f"environments by {identity} at {when(now)}: {reason}")
+            self.notify(env.notify, {"event": f"tree-{kind}ed", "repo": repo.name, "env": env.name, "tree": tree,
+                                     "commit": commit, "by": identity, "reason": reason})
+            log.warning("tree %s %s for %s by %s: %s", tree[:7], word, env.name, identity, reason,
+                        extra={"repo": repo.name, "env": env.name})
+        self.on_change(repo.name)
+        names = [e.name for e in envs]
+        if kind == "reject":   # say every environment it is kept out of now
+            names = [e.name for e in repo.environments if any(n in upstream(repo, e.name) for n in names)]
+        return f"tree {tree[:7]} {word} by {identity} for {', '.join(names)}: {reason}"
 
     # -- expiry notices, on every look ----------------------------------------------------------------------
     def tell_expired(self, repo: Repository) -> None:
@@ -333,4 +402,23 @@ class HumanGates:
                 f"{deployment.trigger} by {deployment.actor}) at {when(deployment.finished_at or self.clock())}")
         if why:
             line += f": {why}"
+        allowed = self._allowed_by(repo, deployment)
+        if allowed:
+            line += f"; allowed by {allowed}"
         add_note(str(repo.path), deployment.commit, line if len(line) <= NOTE_MAX else line[:NOTE_MAX - 3] + "...")
+
+    def _allowed_by(self, repo: Repository, deployment: Deployment) -> str:
+        """What let a deployment through its environment's gates (candidate, approvers, sign-offs, checks), or ''."""
+        env = repo.environment(deployment.env)
+        if env is None or deployment.kind != "deploy" or (
+                env.approvals is None and env.require_signoff is None and not env.require_checks):
+            return ""
+        from .readmodels import NO_MARKS, release_marks
+        mark = release_marks(self.config(), self.store, [deployment]).get(deployment.id, NO_MARKS)
+        parts = [f"rc/{mark['rc']} approved by {', '.join(mark['approved_by']) or 'nobody'}"] if mark["rc"] else []
+        if mark["signed_off_by"]:
+            parts.append(f"signed off by {', '.join(mark['signed_off_by'])}")
+        statuses = self.store.statuses(repo.name, deployment.tree)
+        if statuses:
+            parts.append("checks " + ", ".join(f"{s.context} {s.state}" for s in statuses))
+        return "; ".join(parts)

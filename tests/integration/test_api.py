@@ -356,6 +356,7 @@ def test_the_openapi_document_describes_every_endpoint(sandbox, api):
                                  "/api/v1/repos/{repo}/environments/{env}/signoffs", "/api/v1/repos/{repo}/rcs",
                                  "/api/v1/repos/{repo}/rcs/{name}", "/api/v1/repos/{repo}/rcs/{name}/approvals",
                                  "/api/v1/locks", "/api/v1/locks/lift", "/api/v1/alerts",
+                                 "/api/v1/repos/{repo}/trees/{tree}/rejections",
                                  # GitHub's paths, for clients built for GitHub
                                  "/api/v1/repos/{owner}/{repo}", "/api/v1/repos/{owner}/{repo}/commits/{commit}",
                                  "/api/v1/repos/{owner}/{repo}/statuses/{commit}",
@@ -438,7 +439,7 @@ def _example(schema: dict) -> dict:
 
 def _hostile_requests(doc: dict, head: str) -> list[tuple[str, str, bytes | None]]:
     """Every operation of the OpenAPI document with each bad input it can take: (method, path, raw body)."""
-    fill = {"repo": "shop", "owner": "acme", "commit": head, "env": "qa", "name": "2026-11-29.1"}
+    fill = {"repo": "shop", "owner": "acme", "commit": head, "env": "qa", "name": "2026-11-29.1", "tree": head}
     schemas = doc["components"]["schemas"]
     cases: list[tuple[str, str, bytes | None]] = []
     for template, operations in doc["paths"].items():

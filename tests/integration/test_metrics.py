@@ -120,8 +120,9 @@ def test_a_scrape_passes_promtool_check_metrics(tmp_path, store_factory):
 class Records:
     """The deployment records policy.judge reads, as plain values: each case sets what it needs."""
 
-    def __init__(self, rcs: list[tuple[str, float]] | None = None, locks: list | None = None):
-        self.rcs, self.held = rcs or [], locks or []
+    def __init__(self, rcs: list[tuple[str, float]] | None = None, locks: list | None = None,
+                 rejections: list[tuple] | None = None):
+        self.rcs, self.held, self.rejection_rows = rcs or [], locks or [], rejections or []
 
     def tree_succeeded(self, repo: str, env: str, tree: str) -> bool:
         return False
@@ -146,6 +147,8 @@ class Records:
 
     def break_glass(self, repo: str, env: str, now: float) -> None:
         return None
+    def rejections(self, repo: str, tree: str) -> list[tuple]:
+        return self.rejection_rows
 
 
 def commit(repo: Path, files: dict[str, str], *parents: str, tree: str | None = None) -> str:
@@ -217,6 +220,7 @@ def test_every_refusal_the_policy_makes_carries_its_rule_id(short_tmp):
         "approvals (not approved)": judge("production", None, c["base"], Records(rcs=[("1", 0.0)])),
         "locked": judge("qa", None, c["base"], Records(locks=[Lock(1, "shop", "qa", "person", "", "bob", "migration",
                                                                      0.0, None)])),
+        "rejected": judge("qa", c["base"], c["change"], Records(rejections=[("qa", "reject", 7, "gitopsd", "broke", 0.0, "")])),
         "deploy-window (closed)": judge("late", None, c["base"]),
         "deploy-window (no right to override)": judge("late", None, c["base"], override_reason="hotfix"),
         **{f"reserved-ref ({ref})": receive.reserved_refusal(receive.RefUpdate(c["stray"], c["base"], ref), "shop")

@@ -1,0 +1,56 @@
+"""The evidence of a release candidate (issue 25, item 5): everything that allowed it, and what became of it.
+
+`gitopsd rc evidence rc/NAME` prints it as JSON: its changes, the checks reported for its tree, the
+artifacts built for it (sha256), sign-offs, approvals, the preview it was approved on (a field, none
+yet), every deployment of its tree per host, the rollbacks away from it, and its tree's rejections.
+Reads only, like readmodels.py.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from ..base import gitcli
+from .readmodels import deployment_json, rc_history, rc_view, release_marks
+
+HISTORY_SCANNED = 5000   # deployments looked through for this tree, newest first
+
+
+def changes(repo_path: str, base: str | None, commit: str) -> list[dict[str, str]]:
+    """(commit, subject) of what `commit` has that `base` has not, newest first."""
+    spec = [commit, f"^{base}"] if base else [commit]
+    code, out, _err = gitcli.run(["git", "-C", repo_path, "log", "--no-merges", "-n", "5000", "--format=%H %s",
+                                  "--end-of-options", *spec])
+    return [{"commit": line[:40], "subject": line[41:]} for line in out.splitlines() if len(line) >= 40] if code == 0 else []
+
+
+def rc_evidence(config: Any, repo: Any, store: Any, rc: dict[str, Any]) -> dict[str, Any]:
+    """The whole chain of a release candidate (`rc`, a store row), as plain JSON values."""
+    tree, target = rc["tree"], rc["target_env"]
+    scanned = store.history(repo=repo.name, limit=HISTORY_SCANNED)
+    mine = [d for d in scanned if d.tree == tree][::-1]   # oldest first
+    ids, before, rollbacks = {d.id for d in mine}, dict[str, int](), list[Any]()
+    for d in scanned[::-1]:   # a rollback right after a deployment of this tree, in the same environment
+        if d.kind == "rollback" and before.get(d.env) in ids:
+            rollbacks.append(d)
+        before[d.env] = d.id
+    marks = release_marks(config, store, mine + rollbacks)
+    first_here = next((d for d in mine if d.env == target), None)
+    base = first_here.previous_commit if first_here is not None else getattr(store.deployed(repo.name, target), "commit", None)
+    artifacts: dict[str, str] = {}
+    for d in mine:
+        artifacts.update(d.detail.get("artifacts", {}))
+    signoffs = [{"env": env.name, "actor": actor, "verdict": verdict, "note": note, "at": at}
+                for env in repo.environments for actor, verdict, note, at in store.signoffs(repo.name, env.name, tree)]
+    return {
+        "rc": rc_view(repo, store, rc),
+        "changes": changes(str(repo.path), base, rc["commit_id"]),
+        "checks": [s.as_json() for s in store.statuses(repo.name, tree)],
+        "artifacts": artifacts,
+        "signoffs": signoffs,
+        "approvals": rc_history(store, repo.name, rc["name"]),
+        "preview": None,   # the per-host preview it was approved on, once previews exist (issue 25, item 3)
+        "deployments": [deployment_json(d, marks.get(d.id)) for d in mine],
+        "rollbacks": [deployment_json(d, marks.get(d.id)) for d in rollbacks],
+        "rejections": [{"env": env, "kind": kind, "deployment": deployment, "actor": actor, "reason": reason, "at": at}
+                       for env, kind, deployment, actor, reason, at, _commit in store.rejections(repo.name, tree)],
+    }
