@@ -614,6 +614,12 @@ def cmd_wait(args: argparse.Namespace) -> int:
 
 
 def cmd_hosts(args: argparse.Namespace) -> int:
+    if args.env is None:   # `hosts ENV`: what each host runs (preview_commands.py)
+        from .preview_commands import cmd_hosts_list
+        return cmd_hosts_list(args)
+    if args.action != "trust":
+        raise UserError(f"unknown hosts action {args.action[:40]!r}: `gitopsd hosts ENV` lists what each host runs, "
+                        "`gitopsd hosts trust ENV` records their SSH host keys")
     from .hosts import TrustError, trust
     config = _config(args)
     repo = _repo(config, args.repo)
@@ -1079,7 +1085,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=600, metavar="SECONDS", help="give up after this long (default 600)")
     p.add_argument("--repo", metavar="NAME", help="repository name (needed when several are configured)")
 
-    p = add("hosts", "trust the SSH host keys of an environment's hosts (prints fingerprints first)",
+    p = add("hosts", "what each host of an environment runs; trust their SSH host keys (prints fingerprints first)",
+            "ENV: per host, the tree it runs, when it was deployed, the last drift check and drift (the state database).\n"
             "trust ENV: read ENV's inventory from its branch head (in the sandbox, as a deployment does), ask each\n"
             "SSH host for its host keys with ssh-keyscan, print their fingerprints and whether they are new or\n"
             "changed, and after confirmation record them in the known_hosts file playbook runs check against\n"
@@ -1087,8 +1094,9 @@ def build_parser() -> argparse.ArgumentParser:
             "every host's keys were recorded already). Before an environment's first promotion its branch has no\n"
             "inventory: --ref names what would be promoted (e.g. --ref staging).",
             cmd_hosts)
-    p.add_argument("action", choices=("trust",), help="trust: record the hosts' current keys")
-    p.add_argument("env", metavar="ENV", help="environment name, e.g. production")
+    p.add_argument("action", metavar="trust|ENV", help="trust: record the hosts' current keys; ENV: list its hosts")
+    p.add_argument("env", metavar="ENV", nargs="?", help="with trust: environment name, e.g. production")
+    p.add_argument("--json", action="store_true", help="with ENV: print JSON")
     p.add_argument("--repo", metavar="NAME", help="repository name (needed when several are configured)")
     p.add_argument("--yes", action="store_true", help="record without asking (check the fingerprints some other way)")
     p.add_argument("--ref", metavar="REF", help="read ENV's inventory from this commit or branch instead of ENV's "
@@ -1205,6 +1213,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .human_commands import add_commands
     add_commands(add, common)
+    from . import preview_commands
+    preview_commands.add_commands(add, common)
 
     add("check-config", "validate the configuration file",
         "Validate the configuration and report every problem at once with file, line and key.\n"

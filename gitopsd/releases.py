@@ -22,7 +22,7 @@ from .adapters import gitcli
 from .adapters.store import Store
 from .core.settings import Config, Environment, Notify, Repository
 from .core.types import Deployment
-from .gate.approvals import Policy, approval_state, newest_by_actor, signoff_unmet, SignoffNeed
+from .gate.approvals import Policy, approval_state, newest_by_actor, preview_binding, signoff_unmet, SignoffNeed
 
 log = logging.getLogger("gitopsd.releases")
 
@@ -74,6 +74,8 @@ class HumanGates:
                  on_change: Callable[[str], None] = lambda _repo: None, clock: Callable[[], float] = time.time):
         self.config, self.store, self.notify, self.on_change, self.clock = config, store, notify, on_change, clock
         self._expired_told: set[tuple[str, str, str]] = set()
+        # (repo, rc name, identity): a new release candidate, previewed against its target (previews.py).
+        self.on_rc_created: Callable[[str, str, str], None] = lambda _repo, _name, _identity: None
         # One request at a time, from the control socket and the HTTP API alike: two approvals racing
         # must be counted once each, in order, and an idempotence check must see the other's write.
         self._lock = threading.Lock()
@@ -219,6 +221,7 @@ class HumanGates:
         self.notify(target.notify, {"event": "rc-created", "repo": repo.name, "env": target.name, "rc": name,
                                     "commit": deployed.commit, "tree": deployed.tree, "created_by": identity,
                                     "approvals_required": policy.required, "approvers": list(policy.approvers)})
+        self.on_rc_created(repo.name, name, identity)
         self.on_change(repo.name)
         log.info("release candidate rc/%s created by %s from %s", name, identity, source.name,
                  extra={"repo": repo.name, "env": target.name, "commit": deployed.commit[:7]})
@@ -294,9 +297,18 @@ class HumanGates:
         self.store.add_approval(repo=repo.name, rc=name, tree=rc["tree"], actor=identity, kind=kind, note=note, now=now)
         word = {"approve": "approved", "reject": "rejected", "withdraw": "withdrew their word on"}[kind]
         add_note(str(repo.path), rc["commit_id"], f"gitopsd: rc/{name} {word} by {identity} at {when(now)}: {note}")
-        valid, problems = approval_state(Policy.of(policy), self.store.approval_rows(repo.name, name), now)
+        marks, deployed_id, drifted_at = self.store.preview_marks(repo.name, name, target.name)
+        since, stale = preview_binding(marks, target.name, deployed_id, drifted_at)
+        valid, problems = approval_state(Policy.of(policy), [r for r in self.store.approval_rows(repo.name, name)
+                                                             if r[3] >= since], now)   # bound to the preview they saw
+        if stale:
+            problems = [f"its preview is stale ({stale}): gitopsd preview {rc['source_env']} {target.name} --rc {name}",
+                        *problems]
+        previews = self.store.previews(repo.name, rc=name, limit=1)   # what the approvers saw (previews.py)
         event = {"repo": repo.name, "env": target.name, "rc": name, "commit": rc["commit_id"], "tree": rc["tree"],
-                 "by": identity, "note": note, "approved_by": valid}
+                 "by": identity, "note": note, "approved_by": valid,
+                 "preview": {"id": previews[0]["id"], "state": previews[0]["state"], "summary": previews[0]["reason"]}
+                 if previews else None}
         if kind == "reject":
             self.notify(target.notify, {"event": "rc-rejected", **event})
         elif not problems and kind == "approve":

@@ -38,6 +38,8 @@ if TYPE_CHECKING:   # annotations only: the hook does not import typing
         def signoffs(self, repo: str, env: str, tree: str) -> list[tuple[str, str, str, float]]: ...
         def rcs_for_tree(self, repo: str, tree: str, target_env: str) -> list[tuple[str, float]]: ...
         def approval_rows(self, repo: str, rc: str) -> list[tuple[str, str, str, float]]: ...
+        def preview_marks(self, repo: str, rc: str, env: str) -> tuple[list[tuple[int, int, float, str]], int,
+                                                                       float | None]: ...
 
 
 SCAN_LIMIT = 5000   # how far back on the source branch a matching tree is looked for
@@ -231,7 +233,7 @@ def human_gates(repo: GateRepository, store: Records, env: GateEnvironment, tree
     """The sign-offs and release-candidate approvals `env` requires of `tree`: a refusal, or what passed ('' for none)."""
     if env.signoff is None and env.approvals is None:
         return ""
-    from .approvals import approval_state, signoff_unmet
+    from .approvals import approval_state, preview_binding, signoff_unmet
     need, passed = env.signoff, ""
     if need is not None:
         missing = signoff_unmet(need, store.signoffs(repo.name, need.env, tree))
@@ -251,7 +253,13 @@ def human_gates(repo: GateRepository, store: Records, env: GateEnvironment, tree
                        "then have it approved: gitopsd approve <rc> --note '<why>'", *further])
     problems: list[str] = []
     for name, _created in rcs:
-        _valid, problems = approval_state(policy, store.approval_rows(repo.name, name), now.timestamp())
+        marks, deployed, drifted_at = store.preview_marks(repo.name, name, env.name)
+        since, stale = preview_binding(marks, env.name, deployed, drifted_at)
+        rows = [r for r in store.approval_rows(repo.name, name) if r[3] >= since]   # bound to the preview they saw
+        _valid, problems = approval_state(policy, rows, now.timestamp())
+        if stale:
+            problems = [f"its preview is stale: {stale}; make a fresh one: gitopsd preview "
+                        f"{env.promote_from} {env.name} --rc {name} --repo {repo.name}", *problems]
         if not problems:
             return f"; release candidate rc/{name} is approved"
     newest = rcs[0][0]

@@ -124,6 +124,9 @@ class Records:
     def approval_rows(self, repo: str, rc: str) -> list:
         return []
 
+    def preview_marks(self, repo: str, rc: str, env: str) -> tuple[list, int, None]:
+        return [], 0, None
+
 
 def commit(repo: Path, files: dict[str, str], *parents: str, tree: str | None = None) -> str:
     """A commit of exactly `files` (or `tree`) on `parents`, written with git's plumbing: no work tree needed."""
