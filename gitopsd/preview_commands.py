@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 from .cli_common import load_config, repository
 from .core.errors import UserError
-from .readmodels import host_runs, preview_view, where_view
+from .readmodels import host_runs, preview_view, tree_named, where_view
 
 KIND_WORDS = {"file": "file", "package": "package", "service": "service", "handler": "handler",
               "cannot predict": "cannot predict", "change": "change"}
@@ -94,23 +94,15 @@ def cmd_preview(args: argparse.Namespace) -> int:
 
 
 def cmd_where(args: argparse.Namespace) -> int:
-    from .adapters import gitcli
     from .adapters.store import Store
     config = load_config(args)
     repo = repository(config, args.repo)
     what = args.what
     with Store.of(config, readonly=True) as store:
-        if what.startswith("rc/"):
-            rc = store.rc(repo.name, what[3:])
-            if rc is None:
-                raise UserError(f"no release candidate {what} in {repo.name} (see gitopsd rc list)")
-            tree = str(rc["tree"])
-        else:
-            found = gitcli.rev_parse(repo.path, f"{what}^{{tree}}") if what and not what.startswith("-") else None
-            if found is None:
-                raise UserError(f"no commit, tree or rc/NAME {what[:80]!r} in {repo.name}: give a commit or tree id, "
-                                "or rc/NAME")
-            tree = found
+        tree = tree_named(store, repo, what)
+        if tree is None:
+            raise UserError(f"no commit, tree or release candidate {what[:80]!r} in {repo.name}: give a commit or "
+                            "tree id, or rc/NAME (gitopsd rc list)")
         rows = where_view(store, repo, tree)
     if args.json:
         print(json.dumps({"tree": tree, "hosts": rows}, indent=2))

@@ -7,6 +7,7 @@ Reads only: nothing here decides anything or writes to the store.
 """
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
@@ -135,6 +136,17 @@ def host_runs(store: Any, repo: str, env: str, limit: int = 200) -> list[dict[st
                                                                                                       "baseline") \
                 else report.state
     return [hosts[h] for h in sorted(hosts)]
+
+
+def tree_named(store: Any, repo: Any, what: str) -> str | None:
+    """The tree a commit id, tree id or rc/NAME names in `repo`, or None."""
+    if what.startswith("rc/"):
+        rc = store.rc(repo.name, what[3:])
+        return str(rc["tree"]) if rc is not None else None
+    if not re.fullmatch(r"[0-9a-fA-F]{4,64}", what):
+        return None
+    from .adapters import gitcli
+    return gitcli.rev_parse(repo.path, f"{what}^{{tree}}")
 
 
 def where_view(store: Any, repo: Any, tree: str) -> list[dict[str, Any]]:

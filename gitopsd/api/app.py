@@ -26,6 +26,7 @@ from ..adapters.store import Store
 from ..core.errors import GitError, StoreError
 from ..core.settings import Config, Repository
 from ..readmodels import deployment_json, rc_history, rc_view, release_marks   # as `history`, `rc list|show` --json
+from ..readmodels import host_runs, preview_view, tree_named, where_view   # as `hosts ENV`, `where`, `preview` --json
 from ..tokens import Token, TokenCheck
 from . import statuses
 from .openapi import document
@@ -245,6 +246,37 @@ def create_app(config: Callable[[], Config], store: Store, tokens: TokenCheck,
         return await ask_gates(token, {"op": body["kind"], "repo": repo.name, "rc": request.path_params["name"],
                                          "note": body.get("note")})
 
+    async def env_hosts(request: Request) -> Response:
+        authorize(request, "read")
+        repo = repository(request.path_params["repo"])
+        env = repo.environment(request.path_params["env"])
+        if env is None:
+            raise ApiError(404, {"error": f"repository {repo.name} has no environment {request.path_params['env']!r}"})
+        return JSONResponse(await blocking(lambda: host_runs(store, repo.name, env.name)))
+
+    async def where(request: Request) -> Response:
+        authorize(request, "read")
+        repo = repository(request.path_params["repo"])
+        what = request.query_params.get("of") or ""
+
+        def read() -> dict[str, Any] | None:
+            tree = tree_named(store, repo, what)
+            return None if tree is None else {"tree": tree, "hosts": where_view(store, repo, tree)}
+        found = await blocking(read)
+        if found is None:
+            raise ApiError(404, {"error": f"no commit, tree or release candidate {what[:80]!r} in {repo.name}: "
+                                          "give ?of=COMMIT, TREE or rc/NAME"})
+        return JSONResponse(found)
+
+    async def preview_show(request: Request) -> Response:
+        authorize(request, "read")
+        repo = repository(request.path_params["repo"])
+        ident = request.path_params["name"]
+        rows = await blocking(lambda: store.previews(repo.name, preview_id=int(ident), limit=1)) if ident.isdigit() else []
+        if not rows:
+            raise ApiError(404, {"error": f"no preview {ident[:20]!r} in {repo.name}"})
+        return JSONResponse(await blocking(lambda: preview_view(store, rows[0])))
+
     async def rc_list(request: Request) -> Response:
         authorize(request, "read")
         repo = repository(request.path_params["repo"])
@@ -302,6 +334,9 @@ def create_app(config: Callable[[], Config], store: Store, tokens: TokenCheck,
         Route(f"{v1}/repos/{{repo}}/commits/{{commit}}/statuses", commit_statuses, methods=["GET"]),
         Route(f"{v1}/repos/{{repo}}/environments/{{env}}/history", history, methods=["GET"]),
         Route(f"{v1}/repos/{{repo}}/environments/{{env}}/signoffs", post_signoff, methods=["POST"]),
+        Route(f"{v1}/repos/{{repo}}/environments/{{env}}/hosts", env_hosts, methods=["GET"]),
+        Route(f"{v1}/repos/{{repo}}/where", where, methods=["GET"]),
+        Route(f"{v1}/repos/{{repo}}/previews/{{name}}", preview_show, methods=["GET"]),
         Route(f"{v1}/repos/{{repo}}/rcs", rc_list, methods=["GET"]),
         Route(f"{v1}/repos/{{repo}}/rcs", post_rc, methods=["POST"]),
         Route(f"{v1}/repos/{{repo}}/rcs/{{name}}", rc_show, methods=["GET"]),
