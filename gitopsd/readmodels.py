@@ -11,7 +11,7 @@ import re
 import time
 from typing import Any
 
-from .gate.approvals import Policy, approval_state, newest_by_actor, preview_binding, preview_stale
+from .gate.approvals import Policy, bound_approval_state, newest_by_actor, preview_stale
 
 NO_MARKS: dict[str, Any] = {"rc": None, "approved_by": [], "signed_off_by": []}
 
@@ -71,24 +71,14 @@ def rc_view(repo: Any, store: Any, rc: dict[str, Any]) -> dict[str, Any]:
     problems = ["its environment no longer takes approvals"]
     if policy is not None:
         # As the gate judges it (gate/policy.py human_gates): approvals bind to the preview they saw.
-        since, stale = preview_binding(*_marks(store, repo.name, rc["name"], rc["target_env"]))
-        rows = [r for r in store.approval_rows(repo.name, rc["name"]) if r[3] >= since]
-        valid, problems = approval_state(Policy.of(policy), rows, time.time())
-        if stale:
-            problems = [f"its preview is stale: {stale}; make a fresh one: gitopsd preview {rc['source_env']} "
-                        f"{rc['target_env']} --rc {rc['name']}", *problems]
+        valid, problems = bound_approval_state(Policy.of(policy), store, repo.name, rc["name"], rc["target_env"],
+                                               time.time())
     state = "approved" if not problems else "rejected" if any(p.startswith("rejected") for p in problems) else "waiting"
     previews = store.previews(repo.name, rc=rc["name"], limit=1)
     return {"name": rc["name"], "repo": repo.name, "commit": rc["commit_id"], "tree": rc["tree"],
             "source_env": rc["source_env"], "target_env": rc["target_env"], "created_by": rc["created_by"],
             "created_at": rc["created_at"], "state": state, "approved_by": valid, "problems": problems,
             "preview": preview_view(store, previews[0]) if previews else None}
-
-
-def _marks(store: Any, repo: str, rc: str, env: str) -> tuple[list[tuple[int, int, float, str]], str, int, float | None]:
-    """preview_binding's arguments for a release candidate's target."""
-    marks, deployed, drifted_at = store.preview_marks(repo, rc, env)
-    return marks, env, deployed, drifted_at
 
 
 def preview_view(store: Any, row: dict[str, Any]) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from .adapters import gitcli
 from .adapters.store import Store
 from .core.settings import Config, Environment, Notify, Repository
 from .core.types import Deployment
-from .gate.approvals import Policy, approval_state, newest_by_actor, preview_binding, signoff_unmet, SignoffNeed
+from .gate.approvals import Policy, bound_approval_state, newest_by_actor, signoff_unmet, SignoffNeed
 
 log = logging.getLogger("gitopsd.releases")
 
@@ -297,13 +297,7 @@ class HumanGates:
         self.store.add_approval(repo=repo.name, rc=name, tree=rc["tree"], actor=identity, kind=kind, note=note, now=now)
         word = {"approve": "approved", "reject": "rejected", "withdraw": "withdrew their word on"}[kind]
         add_note(str(repo.path), rc["commit_id"], f"gitopsd: rc/{name} {word} by {identity} at {when(now)}: {note}")
-        marks, deployed_id, drifted_at = self.store.preview_marks(repo.name, name, target.name)
-        since, stale = preview_binding(marks, target.name, deployed_id, drifted_at)
-        valid, problems = approval_state(Policy.of(policy), [r for r in self.store.approval_rows(repo.name, name)
-                                                             if r[3] >= since], now)   # bound to the preview they saw
-        if stale:
-            problems = [f"its preview is stale ({stale}): gitopsd preview {rc['source_env']} {target.name} --rc {name}",
-                        *problems]
+        valid, problems = bound_approval_state(Policy.of(policy), self.store, repo.name, name, target.name, now)
         previews = self.store.previews(repo.name, rc=name, limit=1)   # what the approvers saw (previews.py)
         event = {"repo": repo.name, "env": target.name, "rc": name, "commit": rc["commit_id"], "tree": rc["tree"],
                  "by": identity, "note": note, "approved_by": valid,

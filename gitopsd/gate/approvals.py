@@ -13,7 +13,16 @@ from __future__ import annotations
 
 TYPE_CHECKING = False   # true for mypy only: the hook imports neither typing nor the settings
 if TYPE_CHECKING:
+    from typing import Protocol
+
     from ..core.settings import Approvals
+
+    class Records(Protocol):
+        """What bound_approval_state reads (policy.Records has it: the hook's Ledger, the daemon's Store)."""
+
+        def approval_rows(self, repo: str, rc: str) -> list[tuple[str, str, str, float]]: ...
+        def preview_marks(self, repo: str, rc: str, env: str) -> tuple[list[tuple[int, int, float, str]], int,
+                                                                       float | None]: ...
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS signoffs (
@@ -234,3 +243,17 @@ def preview_binding(marks: list[tuple[int, int, float, str]], env: str, deployed
             break
         since = mark[2]
     return since, stale
+
+
+def bound_approval_state(policy: Policy, store: Records, repo: str, rc: str, env: str,
+                         now: float) -> tuple[list[str], list[str]]:
+    """approval_state of a release candidate counting only approvals bound to its preview; a stale preview is a
+    problem. `store` reads like the hook's Ledger or the daemon's Store (approval_rows, preview_marks)."""
+    marks, deployed, drifted_at = store.preview_marks(repo, rc, env)
+    since, stale = preview_binding(marks, env, deployed, drifted_at)
+    rows = [r for r in store.approval_rows(repo, rc) if r[3] >= since]
+    valid, problems = approval_state(policy, rows, now)
+    if stale:
+        problems = [f"its preview is stale: {stale}; make a fresh one: gitopsd preview --rc {rc} --repo {repo}",
+                    *problems]
+    return valid, problems

@@ -233,7 +233,7 @@ def human_gates(repo: GateRepository, store: Records, env: GateEnvironment, tree
     """The sign-offs and release-candidate approvals `env` requires of `tree`: a refusal, or what passed ('' for none)."""
     if env.signoff is None and env.approvals is None:
         return ""
-    from .approvals import approval_state, preview_binding, signoff_unmet
+    from .approvals import bound_approval_state, signoff_unmet
     need, passed = env.signoff, ""
     if need is not None:
         missing = signoff_unmet(need, store.signoffs(repo.name, need.env, tree))
@@ -253,13 +253,7 @@ def human_gates(repo: GateRepository, store: Records, env: GateEnvironment, tree
                        "then have it approved: gitopsd approve <rc> --note '<why>'", *further])
     problems: list[str] = []
     for name, _created in rcs:
-        marks, deployed, drifted_at = store.preview_marks(repo.name, name, env.name)
-        since, stale = preview_binding(marks, env.name, deployed, drifted_at)
-        rows = [r for r in store.approval_rows(repo.name, name) if r[3] >= since]   # bound to the preview they saw
-        _valid, problems = approval_state(policy, rows, now.timestamp())
-        if stale:
-            problems = [f"its preview is stale: {stale}; make a fresh one: gitopsd preview "
-                        f"{env.promote_from} {env.name} --rc {name} --repo {repo.name}", *problems]
+        _valid, problems = bound_approval_state(policy, store, repo.name, name, env.name, now.timestamp())
         if not problems:
             return f"; release candidate rc/{name} is approved"
     newest = rcs[0][0]

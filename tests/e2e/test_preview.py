@@ -14,6 +14,7 @@ import pytest
 
 from tests.sshhosts import inventory_yaml, skip_without_sshd
 from tests.support import Daemon, Sandbox, inventory
+from tests.webclient import Browser, free_port, token, web_up
 
 pytestmark = [pytest.mark.slow]
 NAMES = ["web-1", "web-2"]
@@ -67,12 +68,15 @@ def test_a_preview_lists_the_changed_file_and_the_restarted_service_per_host_and
         for path in (hosts[0].key, Path(f"{hosts[0].key}.pub")):
             os.chown(path, 65534, 65534)
     me = subprocess.run(["id", "-un"], capture_output=True, text=True, check=True).stdout.strip()
+    port = free_port()
     password = short_tmp / "vault-pass"
     password.write_text("correct horse\n")
     sandbox = Sandbox(short_tmp / "s", {"staging": ["stg-1"], "production": NAMES}, env_options={"production": {
         "vault_password_file": str(password),
         "approvals": {"required": 1, "approvers": [me], "forbid_self_approval": False}}},
-        sandbox_options={"read_only": [str(hosts[0].key.parent)]})
+        sandbox_options={"read_only": [str(hosts[0].key.parent)]},
+        extra={"api": {"listen": f"127.0.0.1:{port}", "tokens_file": str(short_tmp / "tokens.yml")},
+               "web": {"roles": {"*": {"viewer": ["*"]}}}})
     apps = {name: sandbox.out / name for name in ["stg-1", *NAMES]}
     for folder in apps.values():
         folder.mkdir()
@@ -88,6 +92,9 @@ def test_a_preview_lists_the_changed_file_and_the_restarted_service_per_host_and
     sandbox.push("main", "main:staging")
     sandbox.cli("hosts", "trust", "production", "--yes", "--ref", "staging")
     with Daemon(sandbox) as daemon:
+        web_up(daemon)
+        viewer = Browser(port)
+        assert viewer.login(token(sandbox, "vera-laptop", "read", owner="vera")).status == 303
         daemon.wait_result("staging", v1, "succeeded", timeout=120)
         sandbox.cli("rc", "create", "--name", "one")
         first = daemon.wait_for(lambda: _done(sandbox, "one"), 300, "the first candidate's preview")
@@ -134,6 +141,9 @@ def test_a_preview_lists_the_changed_file_and_the_restarted_service_per_host_and
         view = json.loads(sandbox.cli("rc", "show", "two", "--json").stdout)
         assert view["state"] == "waiting" and view["preview"]["stale"], view
         assert "its preview is stale" in view["problems"][0]
+        page = viewer.get("/repos/shop/rcs/two")
+        assert page.status == 200 and "Stale:" in page.text and str(apps["web-2"] / "app.conf") in page.text
+        assert "restart (handler)" in page.text and SECRET not in page.text and NO_LOG_VALUE not in page.text
         refused = sandbox.cli("promote", "rc/two", "production", check=False)
         assert refused.returncode == 1 and "preview is stale" in refused.stdout + refused.stderr, refused
 
@@ -144,6 +154,14 @@ def test_a_preview_lists_the_changed_file_and_the_restarted_service_per_host_and
         assert view["state"] == "approved", view
         sandbox.cli("promote", "rc/two", "production")
         daemon.wait_result("production", sandbox.head("production"), "succeeded", timeout=180)
+
+        # Where is it running? Both production hosts run rc/two's tree since that deployment; staging-1 too.
+        where = json.loads(sandbox.cli("where", "rc/two", "--json").stdout)
+        assert sorted((h["env"], h["host"]) for h in where["hosts"]) == [
+            ("production", "web-1"), ("production", "web-2"), ("staging", "stg-1")]
+        listed = json.loads(sandbox.cli("hosts", "production", "--json").stdout)
+        assert [(h["host"], h["tree"], h["last_result"]) for h in listed] == [
+            ("web-1", sandbox.tree(v2), "ok"), ("web-2", sandbox.tree(v2), "ok")]
 
         # A host down: the preview shows it unreachable, and the command says so in one line, exit code 1.
         hosts[1].stop()
