@@ -96,6 +96,9 @@ def preview_view(store: Any, row: dict[str, Any]) -> dict[str, Any]:
             "summary": row["reason"], "hosts": json.loads(row["result"] or "{}").get("hosts", {})}
 
 
+RAN = ("ok", "changed", "check-failed")   # a deployment's host results after which the host runs its tree
+
+
 def host_runs(store: Any, repo: str, env: str, limit: int = 200) -> list[dict[str, Any]]:
     """Per host of an environment: the tree it runs (its newest deployment that succeeded there), since when (the
     oldest of that run of deployments of the same tree), its newest deployment's result there, and drift."""
@@ -108,7 +111,7 @@ def host_runs(store: Any, repo: str, env: str, limit: int = 200) -> list[dict[st
                 hosts[host] = mine = {"host": host, "env": env, "tree": None, "commit": None, "deployment": None,
                                       "deployed_at": None, "since": None, "last_result": result,
                                       "last_deployment": d.id, "last_check": None, "drift": None}
-            if result != "ok" or host in settled:
+            if result not in RAN or host in settled:
                 continue
             if mine["tree"] is None:
                 mine.update(tree=d.tree, commit=d.commit, deployment=d.id, deployed_at=d.finished_at,

@@ -161,7 +161,7 @@ def test_a_preview_lists_the_changed_file_and_the_restarted_service_per_host_and
             ("production", "web-1"), ("production", "web-2"), ("staging", "stg-1")]
         listed = json.loads(sandbox.cli("hosts", "production", "--json").stdout)
         assert [(h["host"], h["tree"], h["last_result"]) for h in listed] == [
-            ("web-1", sandbox.tree(v2), "ok"), ("web-2", sandbox.tree(v2), "ok")]
+            ("web-1", sandbox.tree(v2), "changed"), ("web-2", sandbox.tree(v2), "changed")]
 
         # A host down: the preview shows it unreachable, and the command says so in one line, exit code 1.
         hosts[1].stop()

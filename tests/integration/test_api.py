@@ -358,10 +358,10 @@ def test_hosts_and_where_show_what_the_command_line_shows_per_host_and_since_whe
     sandbox.push("main")
     deployed(old, 1_700_000_000.0, {"qa-1": "ok", "qa-2": "ok"})
     deployed(old, 1_700_000_100.0, {"qa-1": "ok", "qa-2": "ok"})          # a re-apply: the same tree since the first
-    deployed(new, 1_700_000_200.0, {"qa-1": "ok", "qa-2": "failed"})      # qa-2 kept the old tree
+    deployed(new, 1_700_000_200.0, {"qa-1": "changed", "qa-2": "failed"})  # qa-2 kept the old tree
     hosts = json.loads(sandbox.cli("hosts", "qa", "--json").stdout)
     assert [(h["host"], h["tree"], h["since"], h["last_result"]) for h in hosts] == [
-        ("qa-1", sandbox.tree(new), 1_700_000_201.0, "ok"), ("qa-2", sandbox.tree(old), 1_700_000_001.0, "failed")]
+        ("qa-1", sandbox.tree(new), 1_700_000_201.0, "changed"), ("qa-2", sandbox.tree(old), 1_700_000_001.0, "failed")]
     assert api.call("GET", "/api/v1/repos/shop/environments/qa/hosts", token)[2] == hosts
     text = sandbox.cli("hosts", "qa").stdout
     assert "qa-2" in text and sandbox.tree(old)[:7] in text and "failed" in text
