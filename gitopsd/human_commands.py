@@ -81,6 +81,11 @@ def cmd_rc_show(args: argparse.Namespace) -> int:
     print(message.rstrip() or f"rc/{name}")
     print("")
     print(f"State: {view['state']}" + (f" ({'; '.join(view['problems'])})" if view["problems"] else ""))
+    if view["preview"] is not None:   # what it would change on the target's hosts (docs/preview.md)
+        from .preview_commands import print_preview
+        print_preview(view["preview"])
+    else:
+        print(f"Preview: none yet (gitopsd preview --rc {name})")
     print("Approvals, rejections and withdrawals:")
     from .releases import when
     for h in view["history"] or []:

@@ -128,8 +128,10 @@ def test_a_preview_lists_the_changed_file_and_the_restarted_service_per_host_and
         assert SECRET not in shown and NO_LOG_VALUE not in shown
         assert "[hidden: vault secret]" in json.dumps(preview)
         assert "web-1:" in shown and "restart (handler): restart the app" in shown and "+greeting=hi there" in shown
-        notes = sandbox.cli("rc", "show", "two").stdout
-        assert f"preview #{preview['id']} of rc/two against production" in notes
+        text = sandbox.cli("rc", "show", "two").stdout   # the preview per host, then the audit notes
+        assert f"Preview #{preview['id']} of rc/two" in text and "+greeting=hi there" in text
+        assert "restart (handler): restart the app" in text and "cannot predict: migrate the database" in text
+        assert f"preview #{preview['id']} of rc/two against production" in text
         assert (apps["web-1"] / "app.conf").read_text().startswith("greeting=hello")   # check mode changed nothing
         assert len(sandbox.history("production")) == deployments                     # and is no deployment
 
