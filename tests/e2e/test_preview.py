@@ -197,3 +197,46 @@ def test_a_preview_of_an_unknown_environment_or_a_tree_the_source_never_ran_says
             assert proc.returncode == 1, proc
             assert said in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
             assert "Traceback" not in proc.stderr
+
+
+PAUSING_PLAYBOOK = """\
+- hosts: all
+  gather_facts: false
+  tasks:
+    - name: wait, in check mode only (a preview)
+      ansible.builtin.pause:
+        seconds: 120
+      when: ansible_check_mode
+"""
+
+
+def test_a_daemon_killed_during_a_preview_leaves_no_process_of_it_and_the_next_one_marks_it_failed(short_tmp):
+    import signal
+
+    import psutil
+
+    def preview_processes() -> list[psutil.Process]:
+        found = []
+        for proc in psutil.process_iter(["pid"]):
+            try:
+                if "-preview-" in proc.environ().get("GITOPSD_DEPLOYMENT", ""):
+                    found.append(proc)
+            except (psutil.Error, OSError):
+                continue
+        return found
+
+    sandbox = Sandbox(short_tmp, {"qa": ["qa-1"], "staging": ["stg-1"]})
+    sandbox.write("playbooks/deploy.yml", PAUSING_PLAYBOOK)
+    v1 = sandbox.commit("v1")
+    sandbox.push("main", "main:qa")
+    daemon = Daemon(sandbox)
+    daemon.wait_result("qa", v1, "succeeded", timeout=120)
+    assert "queued" in sandbox.cli("preview", "qa", "staging", "--no-wait").stdout
+    daemon.wait_for(preview_processes, 120, "the preview's ansible-playbook")
+    daemon.stop(signal.SIGKILL)
+    with Daemon(sandbox) as again:
+        shown = again.wait_for(lambda: json.loads(sandbox.cli("preview", "--show", "1", "--json", check=False).stdout
+                                                  or "{}").get("state") == "failed", 60, "the preview marked failed")
+        assert shown
+        assert "interrupted" in json.loads(sandbox.cli("preview", "--show", "1", "--json", check=False).stdout)["summary"]
+        again.wait_for(lambda: not preview_processes(), 60, "no process of the preview left")
