@@ -232,10 +232,10 @@ class Previewer:
         if source.name == target.name:
             raise Refused(f"preview what {source.name} runs against another environment, not {target.name} itself",
                           INVALID)
-        deployed = self.store.deployed(repo.name, target.name)
         preview_id = self.store.add_preview(repo=repo.name, source_env=source.name, target_env=target.name,
                                             commit=commit, tree=tree, rc=rc_name, requested_by=identity,
-                                            target_deployment=deployed.id if deployed else 0, now=self.clock())
+                                            target_deployment=self.store.target_deployment(repo.name, target.name, tree),
+                                            now=self.clock())
         with self._lock:
             if self._cancel.is_set():
                 raise Refused("the daemon is stopping: ask again once it runs", FORBIDDEN)
@@ -285,7 +285,8 @@ class Previewer:
         repo = _repository(config, repo_name)
         env = _env(repo, target)
         deployed = self.store.deployed(repo.name, env.name)
-        self.store.update_preview(preview_id, state="running", target_deployment=deployed.id if deployed else 0)
+        self.store.update_preview(preview_id, state="running",
+                                  target_deployment=self.store.target_deployment(repo.name, env.name, tree))
         folder = config.state_dir / "previews" / str(preview_id)
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)

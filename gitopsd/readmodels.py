@@ -86,9 +86,10 @@ def preview_view(store: Any, row: dict[str, Any]) -> dict[str, Any]:
     import json
     stale = ""
     if row["state"] == "done":
-        _marks, deployed, drifted_at = store.preview_marks(row["repo"], row["rc"], row["target_env"])
+        drifted_at = store.preview_marks(row["repo"], row["rc"], row["target_env"])[2]
         stale = preview_stale((row["id"], row["target_deployment"], row["requested_at"], row["digest"]),
-                              row["target_env"], deployed, drifted_at)
+                              row["target_env"], store.target_deployment(row["repo"], row["target_env"], row["tree"]),
+                              drifted_at)
     return {"id": row["id"], "repo": row["repo"], "source_env": row["source_env"], "target_env": row["target_env"],
             "commit": row["commit_id"], "tree": row["tree"], "rc": row["rc"] or None, "state": row["state"],
             "stale": stale or None, "requested_by": row["requested_by"], "requested_at": row["requested_at"],

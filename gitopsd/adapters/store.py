@@ -857,10 +857,16 @@ class Store:
             return []
         return [dict(r) for r in rows]
 
+    def target_deployment(self, repo: str, env: str, tree: str) -> int:
+        """What a preview of `tree` runs against: `env`'s newest successful deployment of another tree (0: none)."""
+        rows = self._human(approvals.TARGET_DEPLOYED, (repo, env, tree))
+        return int(rows[0][0] or 0) if rows else 0
+
     def preview_marks(self, repo: str, rc: str, env: str) -> tuple[list[tuple[int, int, float, str]], int, float | None]:
         """(finished previews of `rc` for `env` newest first, its deployed deployment now, when it last drifted)."""
-        marks = [(int(a), int(b), float(c), str(d)) for a, b, c, d in self._human(approvals.PREVIEW_MARKS, (repo, rc, env))]
-        deployed = self._human(approvals.TARGET_DEPLOYED, (repo, env))
+        rows = self._human(approvals.PREVIEW_MARKS, (repo, rc, env))
+        marks = [(int(a), int(b), float(c), str(d)) for a, b, c, d, _tree in rows]
+        deployed = self._human(approvals.TARGET_DEPLOYED, (repo, env, str(rows[0][4]) if rows else ""))
         drifted = self._human(approvals.TARGET_DRIFTED, (repo, env))
         return (marks, int(deployed[0][0] or 0) if deployed else 0,
                 float(drifted[0][0]) if drifted and drifted[0][0] is not None else None)

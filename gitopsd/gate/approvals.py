@@ -214,9 +214,12 @@ CREATE TABLE IF NOT EXISTS previews (   -- promotion previews: a candidate tree 
 CREATE INDEX IF NOT EXISTS previews_rc ON previews (repo, rc, id);
 CREATE INDEX IF NOT EXISTS previews_target ON previews (repo, target_env, id);
 """
-PREVIEW_MARKS = ("SELECT id, target_deployment, requested_at, digest FROM previews WHERE repo = ? AND rc = ?"
+PREVIEW_MARKS = ("SELECT id, target_deployment, requested_at, digest, tree FROM previews WHERE repo = ? AND rc = ?"
                  " AND target_env = ? AND state = 'done' ORDER BY id DESC LIMIT 50")
-TARGET_DEPLOYED = "SELECT MAX(id) FROM deployments WHERE repo = ? AND env = ? AND result = 'succeeded'"
+# What a preview ran against: the target's newest successful deployment of another tree than the candidate's (so the
+# target taking the candidate itself does not make the candidate's preview stale; a re-apply or rollback does).
+TARGET_DEPLOYED = ("SELECT MAX(id) FROM deployments WHERE repo = ? AND env = ? AND result = 'succeeded'"
+                   " AND tree != ?")
 TARGET_DRIFTED = "SELECT MAX(checked_at) FROM drift_reports WHERE repo = ? AND env = ? AND state = 'drifted'"
 
 

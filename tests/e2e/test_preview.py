@@ -156,6 +156,7 @@ def test_a_preview_lists_the_changed_file_and_the_restarted_service_per_host_and
         assert view["state"] == "approved", view
         sandbox.cli("promote", "rc/two", "production")
         daemon.wait_result("production", sandbox.head("production"), "succeeded", timeout=180)
+        assert json.loads(sandbox.cli("rc", "show", "two", "--json").stdout)["state"] == "approved"   # taking it: fresh
 
         # Where is it running? Both production hosts run rc/two's tree since that deployment; staging-1 too.
         where = json.loads(sandbox.cli("where", "rc/two", "--json").stdout)
