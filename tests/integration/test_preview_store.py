@@ -39,3 +39,20 @@ def test_taking_the_candidate_keeps_its_preview_fresh_and_a_rollback_or_reapply_
 def _args(read: tuple[list[tuple[int, int, float, str]], int, float | None]) -> tuple:
     marks, deployed, drifted_at = read
     return marks, "production", deployed, drifted_at
+
+
+def test_drift_found_on_the_target_after_the_preview_makes_it_stale(tmp_path: Path):
+    from gitopsd.core.types import DriftReport, TaskChange
+    store = Store(tmp_path / "state.db")
+    deployment = deploy(store, OLD, 100.0)
+    preview = store.add_preview(repo="shop", source_env="staging", target_env="production", commit=CANDIDATE,
+                                tree=CANDIDATE, rc="r1", target_deployment=store.target_deployment(
+                                    "shop", "production", CANDIDATE), requested_by="root", now=200.0)
+    store.update_preview(preview, state="done", now=210.0, reason="web-1: 1 file", digest="d1", result="{}")
+    store.add_drift_report(DriftReport("shop", "production", deployment, 150.0, "drifted", "before the preview",
+                                       (TaskChange("web-1", "t", "t|x"),)))
+    assert preview_binding(*_args(store.preview_marks("shop", "r1", "production")))[1] == ""
+    store.add_drift_report(DriftReport("shop", "production", deployment, 250.0, "drifted", "someone edited a file",
+                                       (TaskChange("web-1", "t", "t|x"),)))
+    assert preview_binding(*_args(store.preview_marks("shop", "r1", "production")))[1] == \
+        "production's hosts drifted after preview #1"
