@@ -25,7 +25,7 @@ def bench_preview(root: Path, rounds: int = 5) -> dict:
     config = root / "gitopsd.yml"
     config.write_text(yaml.safe_dump({"state_dir": str(root / "state"), "runtime_dir": str(root / "run"),
                                       "sandbox": {"writable": [str(root / "hosts")]}}))
-    from gitopsd.demo import start_local_hosts, stop_local_hosts
+    from gitopsd.installers.demo import start_local_hosts, stop_local_hosts
     hosts = [root / "hosts" / "production" / f"production-{n}" for n in range(1, 5)] + \
         [root / "hosts" / "qa" / "qa-1"]
     start_local_hosts(root / "hosts", hosts)

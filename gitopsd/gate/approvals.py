@@ -188,7 +188,7 @@ def approval_state(policy: Policy, rows: list[tuple[str, str, str, float]], now:
     return valid, problems
 
 
-# Promotion previews (gitopsd/previews.py): an approval binds to the preview it saw. A preview ran the candidate's
+# Promotion previews (gitopsd/services/previews.py): an approval binds to the preview it saw. A preview ran the candidate's
 # playbook in check mode against the target's hosts as they were then; once the target deploys, rolls back or drifts,
 # it is stale, and the target takes the candidate only after a fresh one. A fresh preview showing the same changes
 # (the same digest) keeps the approvals given since the first of that run of equal previews; other changes need them

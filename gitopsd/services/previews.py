@@ -21,13 +21,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
 
-from .adapters import gitcli
-from .adapters.runner import render_diff
-from .adapters.store import Store
-from .core.errors import GitopsdError
-from .core.settings import Config, Environment, Notify, Repository
-from .core.tree import resolve_inside
-from .core.types import PlaybookRun, RunOutcome
+from ..base import gitcli
+from ..adapters.runner import render_diff
+from ..adapters.store import Store
+from ..core.errors import GitopsdError
+from ..core.settings import Config, Environment, Notify, Repository
+from ..core.tree import resolve_inside
+from ..core.types import PlaybookRun, RunOutcome
 from .releases import FORBIDDEN, INVALID, MISSING, Refused, add_note, when
 
 log = logging.getLogger("gitopsd.previews")

@@ -11,16 +11,16 @@ import json
 import time
 from typing import Any, Callable
 
-from .cli_common import load_config, repository
-from .core.errors import UserError
-from .readmodels import host_runs, preview_view, tree_named, where_view
+from .common import load_config, repository
+from ..core.errors import UserError
+from ..services.readmodels import host_runs, preview_view, tree_named, where_view
 
 KIND_WORDS = {"file": "file", "package": "package", "service": "service", "handler": "handler",
               "cannot predict": "cannot predict", "change": "change"}
 
 
 def _when(ts: float | None) -> str:
-    from .releases import when
+    from ..services.releases import when
     return when(ts) if ts else "-"
 
 
@@ -50,7 +50,7 @@ def print_preview(view: dict[str, Any], diffs: bool = True) -> None:
 
 
 def cmd_preview(args: argparse.Namespace) -> int:
-    from .adapters.store import Store
+    from ..adapters.store import Store
     config = load_config(args)
     repo = repository(config, args.repo)
     preview_id = args.show
@@ -58,7 +58,7 @@ def cmd_preview(args: argparse.Namespace) -> int:
         if not args.rc and (args.source is None or args.target is None):
             raise UserError("say what to preview: gitopsd preview SRC DST (e.g. staging production), "
                             "or --rc NAME, or --show ID")
-        from .adapters.control import ControlError, call
+        from ..adapters.control import ControlError, call
         request = {"op": "preview", "repo": repo.name, "from": args.source, "to": args.target, "rc": args.rc,
                    "tree": args.tree}
         try:
@@ -94,7 +94,7 @@ def cmd_preview(args: argparse.Namespace) -> int:
 
 
 def cmd_where(args: argparse.Namespace) -> int:
-    from .adapters.store import Store
+    from ..adapters.store import Store
     config = load_config(args)
     repo = repository(config, args.repo)
     what = args.what
@@ -119,7 +119,7 @@ def cmd_where(args: argparse.Namespace) -> int:
 
 def cmd_hosts_list(args: argparse.Namespace) -> int:
     """`hosts ENV`: per host, the tree it runs, when it was deployed, the last check and drift."""
-    from .adapters.store import Store
+    from ..adapters.store import Store
     config = load_config(args)
     repo = repository(config, args.repo)
     env = repo.environment(args.action)

@@ -11,7 +11,7 @@ import re
 import time
 from typing import Any
 
-from .gate.approvals import Policy, bound_approval_state, newest_by_actor, preview_stale
+from ..gate.approvals import Policy, bound_approval_state, newest_by_actor, preview_stale
 
 NO_MARKS: dict[str, Any] = {"rc": None, "approved_by": [], "signed_off_by": []}
 
@@ -139,7 +139,7 @@ def tree_named(store: Any, repo: Any, what: str) -> str | None:
         return str(rc["tree"]) if rc is not None else None
     if not re.fullmatch(r"[0-9a-fA-F]{4,64}", what):
         return None
-    from .adapters import gitcli
+    from ..base import gitcli
     return gitcli.rev_parse(repo.path, f"{what}^{{tree}}")
 
 
