@@ -15,6 +15,8 @@
 (k) execution nodes: 30 environments deployed at once on one node vs two (bench/bench_nodes.py).
 (l) failover: the leader killed mid-deployment -> the standby deploying, beside one daemon killed and started again
     (bench/bench_failover.py).
+(n) a promotion preview of the sample on 4 hosts vs the same `ansible-playbook --check --diff` by hand, as a ratio
+    (target <= 1.2; bench/bench_preview.py).
 (j) the web dashboard: the Pipeline page's time with 3 repositories x 3 environments and 100,000 deployments stored
     (target p99 <= 100 ms), and a branch move -> the page showing it over server-sent events (target <= 1 s).
 (m) signed commits: a push of 500 new SSH-signed commits to an environment with `signatures:` (every one verified
@@ -808,7 +810,7 @@ def main() -> int:
                         help="also time the reads with the gitopsd of this checkout (e.g. a git worktree of an older commit)")
     parser.add_argument("--dora-rounds", type=int, default=10)
     parser.add_argument("--only", choices=("latency", "overhead", "idle", "hooks", "rollback", "scale", "api", "reads", "metrics", "dora",
-                                           "web", "nodes", "failover", "signed"))
+                                           "web", "nodes", "failover", "signed", "preview"))
     parser.add_argument("--signed-commits", type=int, default=500, help="signed section: new commits per push")
     parser.add_argument("--signed-pushes", type=int, default=5, help="signed section: pushes")
     parser.add_argument("--node-wait", type=int, default=10,
@@ -926,6 +928,13 @@ def main() -> int:
             print(f"(l) failover, {r['rounds']} rounds: leader killed mid-deployment -> the standby deploying: median "
                   f"{r['failover_median_s']} s, max {r['failover_max_s']} s (target <= 10 s); one daemon killed and started "
                   f"again at once: median {r['restart_median_s']} s; ratio {r['ratio']}", flush=True)
+        if args.only in (None, "preview"):
+            from bench_preview import bench_preview
+            results["preview"] = r = bench_preview(root / "preview")
+            print(f"(n) preview of the sample on {r['hosts']} hosts, median of {r['rounds']}: by hand (ansible-playbook "
+                  f"--check --diff) {r['by_hand_s']:.2f} s, `gitopsd preview` {r['preview_command_s']:.2f} s, ratio "
+                  f"{r['ratio']:.2f} (target <= 1.2; the daemon's run alone {r['preview_recorded_s']:.2f} s, ratio "
+                  f"{r['ratio_recorded']:.2f})", flush=True)
     out = Path(__file__).resolve().parent / "results"
     out.mkdir(exist_ok=True)
     (out / "latest.json").write_text(json.dumps(results, indent=2))

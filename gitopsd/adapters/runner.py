@@ -19,7 +19,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -33,7 +33,7 @@ from ..core.types import HostInfo, PlaybookRun, RunOutcome, TaskChange
 from .inventory import InventoryError
 
 __all__ = ["PlaybookRun", "RunOutcome", "judge", "processes_of", "reap", "read_hosts", "run_playbook",
-           "scrub_environment"]
+           "scrub_environment", "vault_values"]
 
 MARKER = "GITOPSD_DEPLOYMENT"
 # Variables that belong to the daemon's own supervisor, never to Ansible.
@@ -160,6 +160,8 @@ def run_playbook(run: PlaybookRun, cancel: threading.Event, policy: SandboxPolic
     cmdline += " --force-handlers"
     if run.check_mode:   # drift detection: what would change, and how, without changing it
         cmdline += " --check --diff"
+    if run.verbose:
+        cmdline += " -v"
     vault = None
     if run.vault_password_file is not None:
         # A private copy in the run's folder: the run's user (nobody, as root) can read it, nothing else sees it.
@@ -541,6 +543,69 @@ def _sandboxed(command: list[str], run: PlaybookRun, policy: SandboxPolicy | Non
     lines = [line for line in log.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
     errors = [line for line in lines if "ERROR" in line]
     return (errors or lines or [f"exit code {proc.returncode}"])[-1].strip()
+
+
+VAULT_HEADER = "$ANSIBLE_VAULT;"
+_INLINE_VAULT = re.compile(r"!vault\s*\|[-+]?[ \t]*\n((?:[ \t]+\S.*\n?)+)")
+_YAML_VALUE = re.compile(r"^\s*(?:-\s+)?(?:[^:#'\"]+:\s+)?(.*?)\s*$")
+
+
+def vault_values(run: PlaybookRun, cancel: threading.Event, policy: SandboxPolicy | None = None) -> tuple[str, ...]:
+    """The decrypted values of the Ansible Vault content in the inventory's and the playbook's vars, so a preview can
+    hide them wherever a template put one (a file's diff). Decrypted by ansible-vault in the run's sandbox.
+
+    Whole vaulted files and inline `!vault` values of the inventory and its group_vars/host_vars (and those next
+    to the playbook); each value and each line of it counts. Nothing when the run has no vault password file.
+    """
+    if run.vault_password_file is None:
+        return ()
+    root = run.workdir.resolve()
+    folders = {run.inventory if run.inventory.is_dir() else run.inventory.parent, run.playbook.parent}
+    files = {run.inventory} if run.inventory.is_file() else set()
+    for folder in folders:
+        for sub in ("group_vars", "host_vars", "vars"):
+            files.update(p for p in (folder / sub).rglob("*") if p.is_file())
+        if folder.is_dir() and folder == run.inventory:
+            files.update(p for p in folder.iterdir() if p.is_file())
+    blobs: list[bytes] = []
+    for path in sorted(files):
+        if path.is_symlink() or not path.resolve().is_relative_to(root):
+            continue
+        text = path.read_text(encoding="utf-8", errors="replace")
+        if text.lstrip().startswith(VAULT_HEADER):
+            blobs.append(text.encode())
+        for found in _INLINE_VAULT.finditer(text):
+            blobs.append("\n".join(line.strip() for line in found.group(1).splitlines()).encode() + b"\n")
+    if not blobs:
+        return ()
+    work = replace(run, data_dir=run.data_dir.parent / "vault")
+    work.data_dir.mkdir(parents=True, exist_ok=True)
+    password = work.data_dir / "vault-password"
+    shutil.copyfile(run.vault_password_file, password)
+    os.chmod(password, 0o500 if os.access(run.vault_password_file, os.X_OK) else 0o400)
+    vault_cli = str(Path(sys.executable).parent / "ansible-vault")
+    if not os.access(vault_cli, os.X_OK):
+        vault_cli = shutil.which("ansible-vault") or "ansible-vault"
+    values: set[str] = set()
+    try:
+        for n, blob in enumerate(blobs):
+            (work.data_dir / f"{n}.vault").write_bytes(blob)
+            label = f"vault-{n}"
+            failed = _sandboxed([vault_cli, "decrypt", "--vault-password-file", str(password), "--output", "-",
+                                 str(work.data_dir / f"{n}.vault")],
+                                work, policy, cancel, label)
+            log_file = work.data_dir / f"{label}.log"
+            plain = log_file.read_text(encoding="utf-8", errors="replace") if failed is None else ""
+            log_file.unlink(missing_ok=True)
+            for line in plain.splitlines():
+                value = _YAML_VALUE.match(line)
+                for candidate in (line.strip(), value.group(1).strip("'\"") if value else ""):
+                    if len(candidate) >= 4 and candidate not in ("---", "...", "Decryption successful") \
+                            and not candidate.startswith("#"):
+                        values.add(candidate)
+    finally:
+        shutil.rmtree(work.data_dir, ignore_errors=True)
+    return tuple(sorted(values, key=len, reverse=True))
 
 
 def read_hosts(inventory: Path, variables: tuple[str, ...], *, workdir: Path, data_dir: Path, marker: str,

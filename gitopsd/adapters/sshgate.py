@@ -47,8 +47,10 @@ def targets(hosts: list[HostInfo]) -> set[tuple[str, int]]:
         values = host.vars
         if values.get("ansible_connection") in LOCAL:
             continue
-        port = _port(values.get("ansible_port") or values.get("ansible_ssh_port")) or 22
-        found.add((values.get("ansible_host") or values.get("ansible_ssh_host") or host.name, port))
+        # The ssh connection takes the old ansible_ssh_* names over the new ones when both are set (as `hosts trust`
+        # reads them): the pair the connection will use is the first of each.
+        port = _port(values.get("ansible_ssh_port") or values.get("ansible_port")) or 22
+        found.add((values.get("ansible_ssh_host") or values.get("ansible_host") or host.name, port))
         for key in ("ansible_ssh_common_args", "ansible_ssh_extra_args"):
             for jumps in JUMP.findall(values.get(key, "")):
                 for jump in jumps.strip("'\"").split(","):

@@ -261,7 +261,7 @@ def write_backup(source: sqlite3.Connection, target: Path) -> Path:
 
 def full_schema() -> str:
     """Every table of the store, the gate's included, in SQLite's dialect (migrations create them where missing)."""
-    return SCHEMA + snapshot.SCHEMA + required.SCHEMA + approvals.SCHEMA + locks.SCHEMA + rejections.SCHEMA
+    return SCHEMA + snapshot.SCHEMA + required.SCHEMA + approvals.SCHEMA + locks.SCHEMA + rejections.SCHEMA + approvals.PREVIEW_SCHEMA
 
 
 # How long the daemon's writes wait for a PostgreSQL that went away (restart, failover) before failing.
@@ -921,6 +921,53 @@ class Store:
         except sqlite3.IntegrityError:
             return False
         return True
+
+    # -- promotion previews (gitopsd/services/previews.py; the rule binding approvals to them: gate/approvals.py) ------------
+    def add_preview(self, *, repo: str, source_env: str, target_env: str, commit: str, tree: str, rc: str,
+                    target_deployment: int, requested_by: str, now: float) -> int:
+        return int(self._write(
+            "INSERT INTO previews (repo, source_env, target_env, commit_id, tree, rc, target_deployment, requested_by,"
+            " requested_at, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued')",
+            (repo, source_env, target_env, commit, tree, rc, target_deployment, requested_by, now)).lastrowid or 0)
+
+    def update_preview(self, preview_id: int, *, state: str, now: float | None = None, reason: str | None = None,
+                       digest: str = "", result: str = "{}", target_deployment: int | None = None) -> None:
+        """A preview starts (running: the target's deployment it runs against) or ends (done | failed)."""
+        if state == "running":
+            self._write("UPDATE previews SET state = 'running', target_deployment = ? WHERE id = ?",
+                        (target_deployment or 0, preview_id))
+            return
+        self._write("UPDATE previews SET state = ?, finished_at = ?, reason = ?, digest = ?, result = ? WHERE id = ?",
+                    (state, now, reason, digest, result, preview_id))
+
+    def previews(self, repo: str, *, rc: str | None = None, target_env: str | None = None, preview_id: int | None = None,
+                 limit: int = 20) -> list[dict[str, Any]]:
+        """Previews newest first, of a release candidate, a target environment or one by id."""
+        where, args = ["repo = ?"], [repo]   # type: tuple[list[str], list[Any]]
+        for column, value in (("rc", rc), ("target_env", target_env), ("id", preview_id)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                args.append(value)
+        try:
+            rows = self._rows(f"SELECT * FROM previews WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ?",  # noqa: S608 (constant clauses; values are bound)
+                              (*args, limit))
+        except sqlite3.OperationalError:   # a store written by an older daemon, read by a command
+            return []
+        return [dict(r) for r in rows]
+
+    def target_deployment(self, repo: str, env: str, tree: str) -> int:
+        """What a preview of `tree` runs against: `env`'s newest successful deployment of another tree (0: none)."""
+        rows = self._human(approvals.TARGET_DEPLOYED, (repo, env, tree))
+        return int(rows[0][0] or 0) if rows else 0
+
+    def preview_marks(self, repo: str, rc: str, env: str) -> tuple[list[tuple[int, int, float, str]], int, float | None]:
+        """(finished previews of `rc` for `env` newest first, its deployed deployment now, when it last drifted)."""
+        rows = self._human(approvals.PREVIEW_MARKS, (repo, rc, env))
+        marks = [(int(a), int(b), float(c), str(d)) for a, b, c, d, _tree in rows]
+        deployed = self._human(approvals.TARGET_DEPLOYED, (repo, env, str(rows[0][4]) if rows else ""))
+        drifted = self._human(approvals.TARGET_DRIFTED, (repo, env))
+        return (marks, int(deployed[0][0] or 0) if deployed else 0,
+                float(drifted[0][0]) if drifted and drifted[0][0] is not None else None)
 
     def rc(self, repo: str, name: str) -> dict[str, Any] | None:
         rows = self._rows("SELECT * FROM release_candidates WHERE repo = ? AND name = ?", (repo, name))

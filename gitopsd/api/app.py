@@ -28,6 +28,7 @@ from ..core.errors import ConfigurationError, GitError, StoreError
 from ..core.settings import Config, Repository
 from ..services import changecontrol, releases
 from ..services.readmodels import deployment_json, rc_history, rc_view, release_marks   # as `history`, `rc list|show` --json
+from ..services.readmodels import host_runs, preview_view, tree_named, where_view   # as `hosts ENV`, `where`, `preview` --json
 from ..services.tokens import Token, TokenCheck
 from . import statuses
 from .openapi import document
@@ -299,6 +300,7 @@ def create_app(config: Callable[[], Config], store: Store, tokens: TokenCheck,
         if response.status_code == 201:
             response.status_code = 200   # nothing was created: what was frozen or lifted
         return response
+
     async def post_rejection(request: Request) -> Response:
         token = authorize(request, "approvals:write")
         repo = repository(request.path_params["repo"])
@@ -307,6 +309,37 @@ def create_app(config: Callable[[], Config], store: Store, tokens: TokenCheck,
             raise _refused("kind", f"must be reject or unreject, not {body['kind'][:20]!r}")
         return await ask_gates(token, {"op": f"tree-{body['kind']}", "repo": repo.name, "tree": request.path_params["tree"],
                                          "env": body.get("env"), "reason": body["reason"]})
+
+    async def env_hosts(request: Request) -> Response:
+        authorize(request, "read")
+        repo = repository(request.path_params["repo"])
+        env = repo.environment(request.path_params["env"])
+        if env is None:
+            raise ApiError(404, {"error": f"repository {repo.name} has no environment {request.path_params['env']!r}"})
+        return JSONResponse(await blocking(lambda: host_runs(store, repo.name, env.name)))
+
+    async def where(request: Request) -> Response:
+        authorize(request, "read")
+        repo = repository(request.path_params["repo"])
+        what = request.query_params.get("of") or ""
+
+        def read() -> dict[str, Any] | None:
+            tree = tree_named(store, repo, what)
+            return None if tree is None else {"tree": tree, "hosts": where_view(store, repo, tree)}
+        found = await blocking(read)
+        if found is None:
+            raise ApiError(404, {"error": f"no commit, tree or release candidate {what[:80]!r} in {repo.name}: "
+                                          "give ?of=COMMIT, TREE or rc/NAME"})
+        return JSONResponse(found)
+
+    async def preview_show(request: Request) -> Response:
+        authorize(request, "read")
+        repo = repository(request.path_params["repo"])
+        ident = request.path_params["name"]
+        rows = await blocking(lambda: store.previews(repo.name, preview_id=int(ident), limit=1)) if ident.isdigit() else []
+        if not rows:
+            raise ApiError(404, {"error": f"no preview {ident[:20]!r} in {repo.name}"})
+        return JSONResponse(await blocking(lambda: preview_view(store, rows[0])))
 
     async def rc_list(request: Request) -> Response:
         authorize(request, "read")
@@ -365,6 +398,9 @@ def create_app(config: Callable[[], Config], store: Store, tokens: TokenCheck,
         Route(f"{v1}/repos/{{repo}}/commits/{{commit}}/statuses", commit_statuses, methods=["GET"]),
         Route(f"{v1}/repos/{{repo}}/environments/{{env}}/history", history, methods=["GET"]),
         Route(f"{v1}/repos/{{repo}}/environments/{{env}}/signoffs", post_signoff, methods=["POST"]),
+        Route(f"{v1}/repos/{{repo}}/environments/{{env}}/hosts", env_hosts, methods=["GET"]),
+        Route(f"{v1}/repos/{{repo}}/where", where, methods=["GET"]),
+        Route(f"{v1}/repos/{{repo}}/previews/{{name}}", preview_show, methods=["GET"]),
         Route(f"{v1}/repos/{{repo}}/rcs", rc_list, methods=["GET"]),
         Route(f"{v1}/repos/{{repo}}/rcs", post_rc, methods=["POST"]),
         Route(f"{v1}/repos/{{repo}}/rcs/{{name}}", rc_show, methods=["GET"]),

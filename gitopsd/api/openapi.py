@@ -223,6 +223,23 @@ def _document() -> dict[str, Any]:
                 "parameters": [REPO, _path("env", "environment name"), _limit(20)],
                 "responses": {"200": _json({"type": "array", "items": _ref("Deployment")}, "deployments"), **ERRORS,
                               **NOT_FOUND, **INVALID}}},
+            "/api/v1/repos/{repo}/environments/{env}/hosts": {"get": {
+                "summary": "per host, the tree it runs, since when, the last check and drift, as `gitopsd hosts ENV "
+                           "--json` (scope read)",
+                "parameters": [REPO, _path("env", "environment name")],
+                "responses": {"200": _json({"type": "array", "items": {"type": "object"}}, "hosts"), **ERRORS,
+                              **NOT_FOUND}}},
+            "/api/v1/repos/{repo}/where": {"get": {
+                "summary": "each environment and host that runs a commit, tree or rc/NAME, as `gitopsd where --json` "
+                           "(scope read)",
+                "parameters": [REPO, {"name": "of", "in": "query", "required": True, "schema": {"type": "string"},
+                                      "description": "a commit id, a tree id or rc/NAME"}],
+                "responses": {"200": _json({"type": "object"}, "its tree and the hosts that run it"), **ERRORS,
+                              **NOT_FOUND}}},
+            "/api/v1/repos/{repo}/previews/{name}": {"get": {
+                "summary": "a promotion preview per host and task, as `gitopsd preview --show ID --json` (scope read)",
+                "parameters": [REPO, _path("name", "the preview's number")],
+                "responses": {"200": _json({"type": "object"}, "the preview"), **ERRORS, **NOT_FOUND}}},
             "/api/v1/repos/{repo}/environments/{env}/signoffs": {"post": {
                 "summary": "sign off (or reject) what the environment runs, as the token's owner (scope "
                            "approvals:write); bound to its tree",

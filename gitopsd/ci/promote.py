@@ -20,7 +20,7 @@ from ..base import gitcli
 from ..core.settings import Environment, Repository
 from ..core.types import Trigger
 from ..gate import promotion
-from ..gate.approvals import Policy, approval_state
+from ..gate.approvals import Policy, bound_approval_state
 from ..gate.rejections import describe, rejection_for
 from ..gate.required import unmet
 from ..gate.snapshot import GateConfig
@@ -126,7 +126,7 @@ class AutoPromoter:
         a = env.approvals
         if a is not None:   # an approved release candidate (the full rule judges it again, with sign-offs)
             policy = Policy.of(a)
-            return any(not approval_state(policy, self.store.approval_rows(repo.name, name), self.clock())[1]
+            return any(not bound_approval_state(policy, self.store, repo.name, name, env.name, self.clock())[1]
                        for name, _created in self.store.rcs_for_tree(repo.name, tree, env.name))
         return True
 

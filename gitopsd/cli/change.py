@@ -11,8 +11,8 @@ import json
 import time
 from typing import Any, Callable
 
-from .common import load_config
 from .common import ask_daemon as _ask
+from .common import load_config
 
 
 def _scope(args: argparse.Namespace) -> dict[str, Any]:

@@ -9,9 +9,17 @@ from typing import Callable
 from ..core.errors import UserError
 from .common import (
     ask_daemon,
-    cli_identity, load_config as _config, not_told, nudge, print_table, repository as _repo,
+    cli_identity,
+    not_told,
+    nudge,
+    print_table,
 )
-
+from .common import (
+    load_config as _config,
+)
+from .common import (
+    repository as _repo,
+)
 
 CI_REPORT_OPTIONS = {"state": "--state", "context": "--context", "target_url": "--url", "description": "--description"}
 

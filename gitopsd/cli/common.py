@@ -161,3 +161,37 @@ def ask_daemon(args: argparse.Namespace, request: dict[str, Any]) -> int:
         raise UserError(str(answer.get("error") or "refused"))
     print(answer.get("message", "done"))
     return 0
+
+
+KIND_WORDS = {"file": "file", "package": "package", "service": "service", "handler": "handler",
+              "cannot predict": "cannot predict", "change": "change"}
+
+
+def when(ts: float | None) -> str:
+    from ..services.releases import when
+    return when(ts) if ts else "-"
+
+
+def print_preview(view: dict[str, Any], diffs: bool = True) -> None:
+    """A preview as people read it: per host, per task, what would change (diffs indented)."""
+    what = f"rc/{view['rc']}" if view["rc"] else f"{view['source_env']}'s tree {view['tree'][:7]}"
+    print(f"Preview #{view['id']} of {what} (commit {view['commit'][:7]}) against {view['target_env']}: "
+          f"{view['state']}" + (f", made {when(view['finished_at'])}" if view["finished_at"] else ""))
+    if view["stale"]:
+        print(f"STALE: {view['stale']}; make a fresh one: gitopsd preview {view['source_env']} {view['target_env']}"
+              + (f" --rc {view['rc']}" if view["rc"] else ""))
+    if view["summary"]:
+        print(f"  {view['summary']}")
+    for host, h in view["hosts"].items():
+        state = {"ok": "", "failed": " (the preview stopped early)", "unreachable": " UNREACHABLE"}.get(h["state"], "")
+        print(f"{host}:{state}" + (f" {h['reason']}" if h.get("reason") else ""))
+        if not h["changes"] and h["state"] == "ok":
+            print("  no change")
+        for c in h["changes"]:
+            label = "restart (handler)" if c["handler"] and c["kind"] in ("service", "handler") else KIND_WORDS.get(
+                c["kind"], c["kind"])
+            detail = " ".join(x for x in (c["path"], c["note"]) if x)
+            print(f"  {label}: {c['task']}" + (f": {detail}" if detail else ""))
+            if diffs and c["diff"]:
+                for line in c["diff"].rstrip("\n").splitlines():
+                    print(f"      {line}")

@@ -66,6 +66,7 @@ def cmd_db_backup(args: argparse.Namespace) -> int:
 def cmd_db_restore(args: argparse.Namespace) -> int:
     """Put a backup in place of the state database, the current one kept beside it; the daemon must be stopped."""
     import time
+
     from ..adapters import backups
     config = _config(args)
     _sqlite_only(config, "restore")
@@ -83,8 +84,9 @@ def cmd_db_restore(args: argparse.Namespace) -> int:
 def cmd_db_rebuild(args: argparse.Namespace) -> int:
     """Rebuild the deployment records, sign-offs, release candidates and approvals from the git notes."""
     import time
-    from ..services import notes_ledger
+
     from ..adapters import backups
+    from ..services import notes_ledger
     config = _config(args)
     _sqlite_only(config, "rebuild")
     with backups.daemon_stopped(config.state_dir, "gitopsd db rebuild"):

@@ -11,11 +11,9 @@ import argparse
 import json
 from typing import Callable
 
-from .common import ask_daemon, load_config, repository
 from ..core.errors import UserError
 from ..services.readmodels import rc_history, rc_view
-
-
+from .common import ask_daemon, load_config, print_preview, repository
 
 
 def cmd_signoff(args: argparse.Namespace) -> int:
@@ -51,8 +49,8 @@ def cmd_rc_list(args: argparse.Namespace) -> int:
 
 
 def cmd_rc_show(args: argparse.Namespace) -> int:
-    from ..base import gitcli
     from ..adapters.store import Store
+    from ..base import gitcli
     config = load_config(args)
     repo = repository(config, args.repo)
     name = args.name.removeprefix("rc/")
@@ -68,6 +66,10 @@ def cmd_rc_show(args: argparse.Namespace) -> int:
     print(message.rstrip() or f"rc/{name}")
     print("")
     print(f"State: {view['state']}" + (f" ({'; '.join(view['problems'])})" if view["problems"] else ""))
+    if view["preview"] is not None:   # what it would change on the target's hosts (docs/preview.md)
+        print_preview(view["preview"])
+    else:
+        print(f"Preview: none yet (gitopsd preview --rc {name})")
     print("Approvals, rejections and withdrawals:")
     from ..services.releases import when
     for h in view["history"] or []:

@@ -8,9 +8,9 @@ from typing import Any, Sequence
 
 import gitopsd
 
-from ..gate import snapshot
 from ..core.errors import GitopsdError, StoreError
-from . import change, ci, db, human, operate, provenance, reading, release, server, tokens
+from ..gate import snapshot
+from . import change, ci, db, human, operate, preview, provenance, reading, release, server, tokens
 from .common import load_config as _config
 from .common import unreachable
 
@@ -63,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
         return p
 
-    for group in (server, reading, operate, human, release, change, provenance, tokens, ci, db):
+    for group in (server, reading, operate, preview, human, release, change, provenance, tokens, ci, db):
         group.add_commands(add, common)
     server.add_entry_points(add)
 

@@ -9,13 +9,22 @@ from typing import Any, Callable
 
 from ..core.errors import UserError
 from .common import (
-    cli_identity, environment, load_config as _config, not_told, nudge, repository as _repo,
+    cli_identity,
+    environment,
+    not_told,
+    nudge,
+)
+from .common import (
+    load_config as _config,
+)
+from .common import (
+    repository as _repo,
 )
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
-    from ..services import operations
     from ..adapters.store import Store
+    from ..services import operations
     config = _config(args)
     repo = _repo(config, args.repo)
     who = cli_identity()
@@ -24,8 +33,8 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
-    from ..services import operations
     from ..adapters.store import Store
+    from ..services import operations
     config = _config(args)
     repo = _repo(config, args.repo)
     return _said(operations.promote(config, lambda: Store.of(config, readonly=True), repo, args.src, args.dst,
@@ -34,9 +43,9 @@ def cmd_promote(args: argparse.Namespace) -> int:
 
 
 def cmd_retry(args: argparse.Namespace) -> int:
-    from ..services import operations
-    from ..gate.nudge import user_name
     from ..adapters.store import Store
+    from ..gate.nudge import user_name
+    from ..services import operations
     config = _config(args)
     repo = _repo(config, args.repo)
     # --force: the Unix user as the kernel says (no variable can claim another), checked against override_by
@@ -100,8 +109,8 @@ def cmd_resume(args: argparse.Namespace) -> int:
 def cmd_sync(args: argparse.Namespace) -> int:
     import time
 
-    from ..base import gitcli
     from ..adapters.store import Store
+    from ..base import gitcli
     config = _config(args)
     repo = _repo(config, args.repo)
     env = environment(repo, args.env)
@@ -128,15 +137,6 @@ def cmd_sync(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_hosts(args: argparse.Namespace) -> int:
-    from ..services.hosts import TrustError, trust
-    config = _config(args)
-    repo = _repo(config, args.repo)
-    env = environment(repo, args.env)
-    try:
-        return trust(config, repo, env, yes=args.yes, ref=args.ref)
-    except TrustError as exc:
-        raise UserError(str(exc)) from exc
 
 
 def cmd_node(args: argparse.Namespace) -> int:
@@ -207,20 +207,6 @@ def add_commands(add: Callable[..., argparse.ArgumentParser], common: argparse.A
     p.add_argument("--reason", metavar="TEXT", help="why, recorded with the deployment")
     p.add_argument("--repo", metavar="NAME", help="repository name (needed when several are configured)")
 
-    p = add("hosts", "trust the SSH host keys of an environment's hosts (prints fingerprints first)",
-            "trust ENV: read ENV's inventory from its branch head (in the sandbox, as a deployment does), ask each\n"
-            "SSH host for its host keys with ssh-keyscan, print their fingerprints and whether they are new or\n"
-            "changed, and after confirmation record them in the known_hosts file playbook runs check against\n"
-            "(ssh.known_hosts in the config). Exit code 1 if a host did not answer or nothing was recorded (0 when\n"
-            "every host's keys were recorded already). Before an environment's first promotion its branch has no\n"
-            "inventory: --ref names what would be promoted (e.g. --ref staging).",
-            cmd_hosts)
-    p.add_argument("action", choices=("trust",), help="trust: record the hosts' current keys")
-    p.add_argument("env", metavar="ENV", help="environment name, e.g. production")
-    p.add_argument("--repo", metavar="NAME", help="repository name (needed when several are configured)")
-    p.add_argument("--yes", action="store_true", help="record without asking (check the fingerprints some other way)")
-    p.add_argument("--ref", metavar="REF", help="read ENV's inventory from this commit or branch instead of ENV's "
-                   "branch head (the tree that would be promoted)")
 
     p = add("node", "check an execution node: connect, show its Python, ansible-core and ansible-runner",
             "check NAME: connect to the execution node NAME over SSH (its host key checked against ssh.known_hosts),\n"

@@ -5,13 +5,13 @@ import argparse
 from pathlib import Path
 from typing import Callable
 
-from .common import load_config
 from ..core.errors import UserError
+from .common import load_config
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
     """Print one line per artifact (or uploaded statement) checked; exit 1 when any does not hold."""
-    from ..ci import provenance   # lazily: cryptography and the settings only when verifying (status stays fast)
+    from ..ci import provenance  # lazily: cryptography and the settings only when verifying (status stays fast)
     config = load_config(args)
     target: str = args.target
     if target.isdigit() and not Path(target).exists():

@@ -9,10 +9,19 @@ import sys
 from typing import Any, Callable
 
 from ..core.errors import UserError
-from .common import (
-    check_env_name, environment, load_config as _config, print_table, read_config, repository as _repo,
-)
 from ..services.readmodels import NO_MARKS, deployment_json, release_marks
+from .common import (
+    check_env_name,
+    environment,
+    print_table,
+    read_config,
+)
+from .common import (
+    load_config as _config,
+)
+from .common import (
+    repository as _repo,
+)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -43,7 +52,7 @@ def _say_store_lost(config: Any, out: Any) -> None:
 
 def _show_status(args: argparse.Namespace, config: Any, unavailable: dict[str, str]) -> int:
     from ..adapters.store import Store
-    from ..services.status import all_status, ago
+    from ..services.status import ago, all_status
     store = Store.of(config, readonly=True)
     try:
         rows = all_status(config, store, args.repo, unavailable)
@@ -120,8 +129,8 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
-    from ..core.types import DeploymentFolders
     from ..adapters.store import Store
+    from ..core.types import DeploymentFolders
     config, _unavailable = read_config(args)
     if args.ci is not None or args.deployment_id is None:
         return _ci_logs(config, args.ci)
@@ -165,8 +174,8 @@ def cmd_wait(args: argparse.Namespace) -> int:
     """Wait for a commit's deployment to succeed (0), fail (1) or for the timeout (2), saying so in one line."""
     import time
 
-    from ..base import gitcli
     from ..adapters.store import Store
+    from ..base import gitcli
     from ..services.status import environment_status
     config = _config(args)
     repo = _repo(config, args.repo)
@@ -253,8 +262,8 @@ def cmd_drift(args: argparse.Namespace) -> int:
 def cmd_dora(args: argparse.Namespace) -> int:
     import time
 
-    from ..services import dora
     from ..adapters.store import Store
+    from ..services import dora
     config, _unavailable = read_config(args)
     repos = [_repo(config, args.repo)] if args.repo else list(config.repositories)
     env = args.env

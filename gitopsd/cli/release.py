@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 from typing import Any, Callable
 
-from .common import load_config
 from ..core.errors import UserError
+from .common import load_config
 
 
 def cmd_release(args: argparse.Namespace) -> int:

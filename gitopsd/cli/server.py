@@ -12,7 +12,10 @@ from typing import Any, Callable
 
 from ..core.errors import UserError
 from .common import (
-    load_config as _config, plural,
+    load_config as _config,
+)
+from .common import (
+    plural,
 )
 
 
@@ -67,8 +70,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     import signal
     # Importing the daemon takes a while; a SIGHUP meanwhile would end it. Held until daemon.run keeps them.
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP, signal.SIGTERM, signal.SIGINT})
-    from ..daemon import main as daemon
     from ..adapters import logs
+    from ..daemon import main as daemon
     logs.setup(args.log_format, getattr(__import__("logging"), args.log_level.upper()))
     return daemon.run(Path(args.config))
 
@@ -119,8 +122,8 @@ def cmd_install_hooks(args: argparse.Namespace) -> int:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    from ..installers.bootstrap import init_repository
     from ..config import ConfigEditError
+    from ..installers.bootstrap import init_repository
     from ..installers.install_hooks import HookError
     try:
         lines = init_repository(Path(args.repo), Path(args.config), name=args.name, sample=args.sample,

@@ -10,7 +10,11 @@ from typing import Any, Callable
 
 from ..core.errors import UserError
 from .common import (
-    cli_identity, load_config as _config, print_table,
+    cli_identity,
+    print_table,
+)
+from .common import (
+    load_config as _config,
 )
 
 

@@ -282,6 +282,7 @@ class PlaybookRun:
     limit: str | None = None
     vault_password_file: Path | None = None   # the environment's, from the config; never inside the tree
     check_mode: bool = False   # `--check --diff`: drift detection asks what would change, changing nothing
+    verbose: bool = False      # `-v`: a skipped task's line says why (a preview tells 'cannot run in check mode')
 
 
 @dataclass(frozen=True)

@@ -55,6 +55,7 @@ from ..services.changecontrol import OPS as CHANGE_CONTROL_OPS, ChangeControl
 from ..core.types import DeploymentJob
 from ..services.releases import HumanGates
 from ..services.chatroom import ChatRoom
+from ..services.previews import Previewer
 from ..adapters import logs
 from ..adapters.annotations import AnnotationSender
 from ..services.firstseen import FirstSeen
@@ -217,6 +218,15 @@ class Daemon:
         self.change_control = ChangeControl(lambda: self.config, self.store, notify,
                                             on_change=lambda repo: self.requests.put(Look(repo, None, Trigger.CLI)),
                                             look_at=lambda repo, at: self.schedule(Look(repo, None, Trigger.CLI), at))
+        # Promotion previews (previews.py): threads of their own, one per target environment; never a deployment.
+        self.previewer = Previewer(
+            lambda: self.config, self.store, export=self.reconciler.git.export,
+            run=lambda run, cancel, on_event: runner.run_playbook(run, cancel, sandbox_policy(self.config), on_event),
+            artifacts=lambda repo, tree: self.reconciler.tools.artifacts(repo, tree),
+            secrets=lambda run, cancel: runner.vault_values(run, cancel, sandbox_policy(self.config)),
+            marker=self.reconciler.marker, notify=notify,
+            on_change=lambda repo: self.requests.put(Look(repo, None, Trigger.CLI)))
+        self.human_gates.on_rc_created = self.previewer.for_rc
         self.reconciler.on_finished = self._deployment_finished
         # DORA lead time: when commits first reached the server, and which deployment brought them where.
         self.first_seen = FirstSeen(self.store, lambda repo, commit: (
@@ -589,6 +599,8 @@ class Daemon:
         """A request of the control socket or the dashboard, as `identity`: a CI rerun here, the rest to HumanGates."""
         if request.get("op") in CHANGE_CONTROL_OPS:   # locks, alert freezes, break-glass (changecontrol.py)
             return self.change_control.handle(identity, request)
+        if request.get("op") == "preview":
+            return self.previewer.request(identity, request)
         if request.get("op") != "ci-rerun":
             return self.human_gates.handle(identity, request)   # one lock with the HTTP API
         repo = self.config.repository(str(request.get("repo")))
@@ -792,6 +804,7 @@ class Daemon:
             if left:
                 log.warning("deployment #%d: %d process%s left after it ended, reaped", dep_id, left,
                             "" if left == 1 else "es")
+        self.previewer.stop()
         self.monitor.shutdown(wait=True, cancel_futures=True)
         self.ci_triggers.stop()
         self.annotations.stop()

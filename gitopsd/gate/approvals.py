@@ -13,7 +13,16 @@ from __future__ import annotations
 
 TYPE_CHECKING = False   # true for mypy only: the hook imports neither typing nor the settings
 if TYPE_CHECKING:
+    from typing import Protocol
+
     from ..core.settings import Approvals
+
+    class Records(Protocol):
+        """What bound_approval_state reads (policy.Records has it: the hook's Ledger, the daemon's Store)."""
+
+        def approval_rows(self, repo: str, rc: str) -> list[tuple[str, str, str, float]]: ...
+        def preview_marks(self, repo: str, rc: str, env: str) -> tuple[list[tuple[int, int, float, str]], int,
+                                                                       float | None]: ...
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS signoffs (
@@ -176,4 +185,78 @@ def approval_state(policy: Policy, rows: list[tuple[str, str, str, float]], now:
     for name, members in policy.groups:
         if not set(valid) & set(members):
             problems.append(f"no approval from group {name} yet ({', '.join(members)})")
+    return valid, problems
+
+
+# Promotion previews (gitopsd/services/previews.py): an approval binds to the preview it saw. A preview ran the candidate's
+# playbook in check mode against the target's hosts as they were then; once the target deploys, rolls back or drifts,
+# it is stale, and the target takes the candidate only after a fresh one. A fresh preview showing the same changes
+# (the same digest) keeps the approvals given since the first of that run of equal previews; other changes need them
+# again. A candidate with no finished preview (none made yet, or a store from before previews) is judged without.
+PREVIEW_SCHEMA = """
+CREATE TABLE IF NOT EXISTS previews (   -- promotion previews: a candidate tree in check mode against a target's hosts
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    repo TEXT NOT NULL,
+    source_env TEXT NOT NULL,
+    target_env TEXT NOT NULL,
+    commit_id TEXT NOT NULL,
+    tree TEXT NOT NULL,
+    rc TEXT NOT NULL DEFAULT '',          -- the release candidate it was made for ('' for none)
+    target_deployment INTEGER NOT NULL DEFAULT 0,   -- the target's deployed deployment when it ran (0: none)
+    requested_by TEXT NOT NULL,
+    requested_at REAL NOT NULL,
+    finished_at REAL,
+    state TEXT NOT NULL,                  -- queued | running | done | failed
+    reason TEXT,
+    digest TEXT NOT NULL DEFAULT '',      -- of its changes per host and task: equal previews show the same
+    result TEXT NOT NULL DEFAULT '{}'     -- per host, per task (previews.py)
+);
+CREATE INDEX IF NOT EXISTS previews_rc ON previews (repo, rc, id);
+CREATE INDEX IF NOT EXISTS previews_target ON previews (repo, target_env, id);
+"""
+PREVIEW_MARKS = ("SELECT id, target_deployment, requested_at, digest, tree FROM previews WHERE repo = ? AND rc = ?"
+                 " AND target_env = ? AND state = 'done' ORDER BY id DESC LIMIT 50")
+# What a preview ran against: the target's newest successful deployment of another tree than the candidate's (so the
+# target taking the candidate itself does not make the candidate's preview stale; a re-apply or rollback does).
+TARGET_DEPLOYED = ("SELECT MAX(id) FROM deployments WHERE repo = ? AND env = ? AND result = 'succeeded'"
+                   " AND tree != ?")
+TARGET_DRIFTED = "SELECT MAX(checked_at) FROM drift_reports WHERE repo = ? AND env = ? AND state = 'drifted'"
+
+
+def preview_stale(mark: tuple[int, int, float, str], env: str, deployed: int, drifted_at: float | None) -> str:
+    """Why a finished preview (id, target deployment, requested at, digest) no longer holds; '' when it does."""
+    ident, seen, at, _digest = mark
+    if deployed != seen:
+        return (f"{env} changed after preview #{ident}: it now runs deployment #{deployed}, the preview saw "
+                f"{'#' + str(seen) if seen else 'nothing deployed'}")
+    if drifted_at is not None and drifted_at > at:
+        return f"{env}'s hosts drifted after preview #{ident}"
+    return ""
+
+
+def preview_binding(marks: list[tuple[int, int, float, str]], env: str, deployed: int,
+                    drifted_at: float | None) -> tuple[float, str]:
+    """(approvals count from, why the candidate's preview is stale or '') given its finished previews newest first."""
+    if not marks:
+        return 0.0, ""
+    stale = preview_stale(marks[0], env, deployed, drifted_at)
+    since = marks[0][2]
+    for mark in marks[1:]:
+        if mark[3] != marks[0][3]:
+            break
+        since = mark[2]
+    return since, stale
+
+
+def bound_approval_state(policy: Policy, store: Records, repo: str, rc: str, env: str,
+                         now: float) -> tuple[list[str], list[str]]:
+    """approval_state of a release candidate counting only approvals bound to its preview; a stale preview is a
+    problem. `store` reads like the hook's Ledger or the daemon's Store (approval_rows, preview_marks)."""
+    marks, deployed, drifted_at = store.preview_marks(repo, rc, env)
+    since, stale = preview_binding(marks, env, deployed, drifted_at)
+    rows = [r for r in store.approval_rows(repo, rc) if r[3] >= since]
+    valid, problems = approval_state(policy, rows, now)
+    if stale:
+        problems = [f"its preview is stale: {stale}; make a fresh one: gitopsd preview --rc {rc} --repo {repo}",
+                    *problems]
     return valid, problems

@@ -42,6 +42,8 @@ if TYPE_CHECKING:   # annotations only: the hook does not import typing
         def locks(self, repo: str, env: str, now: float) -> list[Lock]: ...
         def break_glass(self, repo: str, env: str, now: float) -> BreakGlass | None: ...
         def rejections(self, repo: str, tree: str) -> list[tuple[Any, ...]]: ...
+        def preview_marks(self, repo: str, rc: str, env: str) -> tuple[list[tuple[int, int, float, str]], int,
+                                                                       float | None]: ...
 
 
 SCAN_LIMIT = 5000   # how far back on the source branch a matching tree is looked for
@@ -297,7 +299,7 @@ def human_gates(repo: GateRepository, store: Records, env: GateEnvironment, tree
     """The sign-offs and release-candidate approvals `env` requires of `tree`: a refusal, or what passed ('' for none)."""
     if env.signoff is None and env.approvals is None:
         return ""
-    from .approvals import approval_state, signoff_unmet
+    from .approvals import bound_approval_state, signoff_unmet
     need, passed = env.signoff, ""
     if need is not None:
         missing = signoff_unmet(need, store.signoffs(repo.name, need.env, tree))
@@ -317,7 +319,7 @@ def human_gates(repo: GateRepository, store: Records, env: GateEnvironment, tree
                        "then have it approved: gitopsd approve <rc> --note '<why>'", *further])
     problems: list[str] = []
     for name, _created in rcs:
-        _valid, problems = approval_state(policy, store.approval_rows(repo.name, name), now.timestamp())
+        _valid, problems = bound_approval_state(policy, store, repo.name, name, env.name, now.timestamp())
         if not problems:
             return f"; release candidate rc/{name} is approved"
     newest = rcs[0][0]

@@ -355,6 +355,18 @@ class Ledger:
         from .rejections import REJECTIONS
         return [tuple(r) for r in self._human(REJECTIONS, (repo, tree))]
 
+    def preview_marks(self, repo: str, rc: str, env: str) -> tuple[list[tuple[int, int, float, str]], int, float | None]:
+        """(finished previews of `rc` for `env` newest first, its deployed deployment now, when it last drifted)."""
+        from .approvals import PREVIEW_MARKS, TARGET_DEPLOYED, TARGET_DRIFTED
+        rows = self._human(PREVIEW_MARKS, (repo, rc, env))
+        marks = [(int(a), int(b), float(c), str(d)) for a, b, c, d, _tree in rows]
+        if not marks:   # the rule needs the rest only for a candidate with a preview
+            return [], 0, None
+        deployed = self._human(TARGET_DEPLOYED, (repo, env, str(rows[0][4]) if rows else ""))
+        drifted = self._human(TARGET_DRIFTED, (repo, env))
+        return (marks, int(deployed[0][0] or 0) if deployed else 0,
+                float(drifted[0][0]) if drifted and drifted[0][0] is not None else None)
+
     def _human(self, sql: str, args: tuple[Any, ...]) -> list[Any]:
         if self.db is None:
             return []

@@ -1,15 +1,17 @@
 """Read models the command line, the HTTP API and the dashboard share: one function per view, so all three say the same.
 
 `history --json`, GET .../history and the environment page show `deployment_json` with `release_marks`;
-`rc list|show --json`, GET .../rcs and the release candidate page show `rc_view` (and `rc_history`).
+`rc list|show --json`, GET .../rcs and the release candidate page show `rc_view` (and `rc_history`);
+`preview`, `where` and `hosts ENV` show `preview_view`, `where_view` and `host_runs`.
 Reads only: nothing here decides anything or writes to the store.
 """
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
-from ..gate.approvals import Policy, approval_state, newest_by_actor
+from ..gate.approvals import Policy, bound_approval_state, newest_by_actor, preview_stale
 from ..gate.rejections import describe, rejection_for
 
 NO_MARKS: dict[str, Any] = {"rc": None, "approved_by": [], "signed_off_by": [], "preview": None}
@@ -70,15 +72,86 @@ def rc_view(repo: Any, store: Any, rc: dict[str, Any]) -> dict[str, Any]:
     valid: list[str] = []
     problems = ["its environment no longer takes approvals"]
     if policy is not None:
-        valid, problems = approval_state(Policy.of(policy), store.approval_rows(repo.name, rc["name"]), time.time())
+        # As the gate judges it (gate/policy.py human_gates): approvals bind to the preview they saw.
+        valid, problems = bound_approval_state(Policy.of(policy), store, repo.name, rc["name"], rc["target_env"],
+                                               time.time())
     state = "approved" if not problems else "rejected" if any(p.startswith("rejected") for p in problems) else "waiting"
     failed = rejection_for(repo, store.rejections(repo.name, rc["tree"]), rc["target_env"])
     if failed is not None:   # a tree that failed stays out: its approvals count for nothing (gate/rejections.py)
         state, valid = "failed", []
         problems = [f"tree {rc['tree'][:7]} is rejected for {rc['target_env']}: {describe(failed)} (its approvals are void)"]
+    previews = store.previews(repo.name, rc=rc["name"], limit=1)
     return {"name": rc["name"], "repo": repo.name, "commit": rc["commit_id"], "tree": rc["tree"],
             "source_env": rc["source_env"], "target_env": rc["target_env"], "created_by": rc["created_by"],
-            "created_at": rc["created_at"], "state": state, "approved_by": valid, "problems": problems}
+            "created_at": rc["created_at"], "state": state, "approved_by": valid, "problems": problems,
+            "preview": preview_view(store, previews[0]) if previews else None}
+
+
+def preview_view(store: Any, row: dict[str, Any]) -> dict[str, Any]:
+    """A promotion preview as `gitopsd preview`, `rc show` and the candidate's page show it, with whether it is stale."""
+    import json
+    stale = ""
+    if row["state"] == "done":
+        drifted_at = store.preview_marks(row["repo"], row["rc"], row["target_env"])[2]
+        stale = preview_stale((row["id"], row["target_deployment"], row["requested_at"], row["digest"]),
+                              row["target_env"], store.target_deployment(row["repo"], row["target_env"], row["tree"]),
+                              drifted_at)
+    return {"id": row["id"], "repo": row["repo"], "source_env": row["source_env"], "target_env": row["target_env"],
+            "commit": row["commit_id"], "tree": row["tree"], "rc": row["rc"] or None, "state": row["state"],
+            "stale": stale or None, "requested_by": row["requested_by"], "requested_at": row["requested_at"],
+            "finished_at": row["finished_at"], "target_deployment": row["target_deployment"] or None,
+            "summary": row["reason"], "hosts": json.loads(row["result"] or "{}").get("hosts", {})}
+
+
+RAN = ("ok", "changed", "check-failed")   # a deployment's host results after which the host runs its tree
+
+
+def host_runs(store: Any, repo: str, env: str, limit: int = 200) -> list[dict[str, Any]]:
+    """Per host of an environment: the tree it runs (its newest deployment that succeeded there), since when (the
+    oldest of that run of deployments of the same tree), its newest deployment's result there, and drift."""
+    hosts: dict[str, dict[str, Any]] = {}
+    settled: set[str] = set()   # hosts whose run of equal trees has ended (an older tree, going back)
+    for d in store.history(repo=repo, env=env, limit=limit):
+        for host, result in (d.detail.get("hosts") or {}).items():
+            mine = hosts.get(host)
+            if mine is None:
+                hosts[host] = mine = {"host": host, "env": env, "tree": None, "commit": None, "deployment": None,
+                                      "deployed_at": None, "since": None, "last_result": result,
+                                      "last_deployment": d.id, "last_check": None, "drift": None}
+            if result not in RAN or host in settled:
+                continue
+            if mine["tree"] is None:
+                mine.update(tree=d.tree, commit=d.commit, deployment=d.id, deployed_at=d.finished_at,
+                            since=d.finished_at)
+            elif d.tree == mine["tree"]:
+                mine["since"] = d.finished_at
+            else:
+                settled.add(host)
+    report = store.drift_report(repo, env)
+    if report is not None:
+        drifted = set(report.hosts) if report.state == "drifted" else set()
+        for mine in hosts.values():
+            mine["last_check"] = report.checked_at
+            mine["drift"] = ("drifted" if mine["host"] in drifted else "clean") if report.state in ("drifted", "clean",
+                                                                                                      "baseline") \
+                else report.state
+    return [hosts[h] for h in sorted(hosts)]
+
+
+def tree_named(store: Any, repo: Any, what: str) -> str | None:
+    """The tree a commit id, tree id or rc/NAME names in `repo`, or None."""
+    if what.startswith("rc/"):
+        rc = store.rc(repo.name, what[3:])
+        return str(rc["tree"]) if rc is not None else None
+    if not re.fullmatch(r"[0-9a-fA-F]{4,64}", what):
+        return None
+    from ..base import gitcli
+    return gitcli.rev_parse(repo.path, f"{what}^{{tree}}")
+
+
+def where_view(store: Any, repo: Any, tree: str) -> list[dict[str, Any]]:
+    """Each environment and host of `repo` that runs `tree` now, and since when (host_runs of every environment)."""
+    return [row for env in repo.environments for row in host_runs(store, repo.name, env.name) if row["tree"] == tree]
 
 
 def rc_history(store: Any, repo_name: str, name: str) -> list[dict[str, Any]]:

@@ -18,11 +18,11 @@ import time
 from datetime import datetime, timezone
 from typing import Any, Callable
 
-from ..base import gitcli
 from ..adapters.store import Store
+from ..base import gitcli
 from ..core.settings import Config, Environment, Notify, Repository
 from ..core.types import Deployment
-from ..gate.approvals import Policy, approval_state, newest_by_actor, signoff_unmet, SignoffNeed
+from ..gate.approvals import Policy, SignoffNeed, bound_approval_state, newest_by_actor, preview_binding, signoff_unmet
 from ..gate.rejections import describe, rejection_for, standing, upstream
 
 log = logging.getLogger("gitopsd.releases")
@@ -75,6 +75,8 @@ class HumanGates:
                  on_change: Callable[[str], None] = lambda _repo: None, clock: Callable[[], float] = time.time):
         self.config, self.store, self.notify, self.on_change, self.clock = config, store, notify, on_change, clock
         self._expired_told: set[tuple[str, str, str]] = set()
+        # (repo, rc name, identity): a new release candidate, previewed against its target (previews.py).
+        self.on_rc_created: Callable[[str, str, str], None] = lambda _repo, _name, _identity: None
         # One request at a time, from the control socket and the HTTP API alike: two approvals racing
         # must be counted once each, in order, and an idempotence check must see the other's write.
         self._lock = threading.Lock()
@@ -226,6 +228,7 @@ class HumanGates:
         self.notify(target.notify, {"event": "rc-created", "repo": repo.name, "env": target.name, "rc": name,
                                     "commit": deployed.commit, "tree": deployed.tree, "created_by": identity,
                                     "approvals_required": policy.required, "approvers": list(policy.approvers)})
+        self.on_rc_created(repo.name, name, identity)
         self.on_change(repo.name)
         log.info("release candidate rc/%s created by %s from %s", name, identity, source.name,
                  extra={"repo": repo.name, "env": target.name, "commit": deployed.commit[:7]})
@@ -298,16 +301,22 @@ class HumanGates:
                               f"{describe(rejected)}")
             if not self.store.tree_succeeded(repo.name, rc["source_env"], rc["tree"]):
                 raise Refused(f"rc/{name}'s tree {rc['tree'][:7]} is not what {rc['source_env']} verified")
-            if mine is not None and mine[0] == kind:
+            # Already said, unless it was said before the preview the approvals now bind to (then it counts no more)
+            marks, deployed, drifted_at = self.store.preview_marks(repo.name, name, target.name)
+            since, _stale = preview_binding(marks, target.name, deployed, drifted_at)
+            if mine is not None and mine[0] == kind and mine[2] >= since:
                 raise Refused(f"{identity} already {'approved' if kind == 'approve' else 'rejected'} rc/{name} "
                               f"({when(mine[2])}); nothing changed")
         now = self.clock()
         self.store.add_approval(repo=repo.name, rc=name, tree=rc["tree"], actor=identity, kind=kind, note=note, now=now)
         word = {"approve": "approved", "reject": "rejected", "withdraw": "withdrew their word on"}[kind]
         add_note(str(repo.path), rc["commit_id"], f"gitopsd: rc/{name} {word} by {identity} at {when(now)}: {note}")
-        valid, problems = approval_state(Policy.of(policy), self.store.approval_rows(repo.name, name), now)
+        valid, problems = bound_approval_state(Policy.of(policy), self.store, repo.name, name, target.name, now)
+        previews = self.store.previews(repo.name, rc=name, limit=1)   # what the approvers saw (previews.py)
         event = {"repo": repo.name, "env": target.name, "rc": name, "commit": rc["commit_id"], "tree": rc["tree"],
-                 "by": identity, "note": note, "approved_by": valid}
+                 "by": identity, "note": note, "approved_by": valid,
+                 "preview": {"id": previews[0]["id"], "state": previews[0]["state"], "summary": previews[0]["reason"]}
+                 if previews else None}
         if kind == "reject":
             self.notify(target.notify, {"event": "rc-rejected", **event})
         elif not problems and kind == "approve":

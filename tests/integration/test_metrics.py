@@ -147,8 +147,12 @@ class Records:
 
     def break_glass(self, repo: str, env: str, now: float) -> None:
         return None
+
     def rejections(self, repo: str, tree: str) -> list[tuple]:
         return self.rejection_rows
+
+    def preview_marks(self, repo: str, rc: str, env: str) -> tuple[list, int, None]:
+        return [], 0, None
 
 
 def commit(repo: Path, files: dict[str, str], *parents: str, tree: str | None = None) -> str:

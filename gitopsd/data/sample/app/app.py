@@ -10,7 +10,7 @@ A stdlib-only HTTP server on 127.0.0.1:PORT (Python 3.8+, no dependencies):
   GET /        a short text page saying the same, with the greeting from settings.json
 
 commit/env/host come from REVISION.json, written next to this file by playbooks/deploy.yml;
-REVISION.json and settings.json are read once, at startup.
+REVISION.json, settings.json and the host's APP_ROOT/app.conf are read once, at startup.
 
 The app writes its pid to APP_ROOT/app.pid once it listens, and exits by itself on SIGTERM or
 SIGINT, or within about a second once APP_ROOT (the host's folder) is gone or replaced, so
@@ -41,15 +41,19 @@ def read_revision() -> dict:
         return {}
 
 
-def read_settings(env: str) -> tuple[dict, str | None]:
+def read_settings(env: str, host_file: Path | None = None) -> tuple[dict, str | None]:
     """Return (settings, why this release is unhealthy or None).
 
     settings.json holds the defaults; settings.<env>.json, when the release has one, overrides
-    them for that environment only (so a production-only mistake passes qa and staging).
+    them for that environment only (so a production-only mistake passes qa and staging); the
+    host's own config file (APP_ROOT/app.conf, JSON, which the playbook writes from the inventory's
+    app_settings) overrides both.
     """
     data: dict = {}
-    for name in ("settings.json", f"settings.{env}.json"):
-        path = HERE / name
+    layers = [("settings.json", HERE / "settings.json"), (f"settings.{env}.json", HERE / f"settings.{env}.json")]
+    if host_file is not None:
+        layers.append((host_file.name, host_file))
+    for name, path in layers:
         if name != "settings.json" and not path.exists():
             continue
         try:
@@ -130,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"app: {app_root} does not exist", file=sys.stderr)
         return 2
     revision = read_revision()
-    settings, problem = read_settings(str(revision.get("env", "")))
+    settings, problem = read_settings(str(revision.get("env", "")), app_root / "app.conf")
     try:
         server = ThreadingHTTPServer((args.bind, args.port), make_handler(revision, settings, problem))
     except OSError as exc:

@@ -33,6 +33,16 @@ class SettingsTest(unittest.TestCase):
                 self.assertEqual(app.read_settings("production")[1], "settings.production.json says healthy: false")
 
 
+    def test_the_hosts_config_file_overrides_the_release_and_a_missing_one_changes_nothing(self):
+        with tempfile.TemporaryDirectory() as folder:
+            Path(folder, "settings.json").write_text('{"greeting": "hi", "healthy": true}')
+            Path(folder, "app.conf").write_text('{"greeting": "hello from this host"}')
+            with mock.patch.object(app, "HERE", Path(folder)):
+                self.assertEqual(app.read_settings("qa", Path(folder, "app.conf"))[0]["greeting"], "hello from this host")
+                self.assertEqual(app.read_settings("qa", Path(folder, "none.conf")), ({"greeting": "hi", "healthy": True},
+                                                                                     None))
+
+
 class HealthTest(unittest.TestCase):
     def get(self, problem):
         server = ThreadingHTTPServer(("127.0.0.1", 0), app.make_handler({"commit": "abc"}, {"greeting": "hi"}, problem))
