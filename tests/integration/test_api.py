@@ -32,9 +32,9 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def sandbox(short_tmp):
-    return Sandbox(short_tmp, {"qa": ["qa-1"]}, env_options={"qa": {"require_checks": ["ci/test"]}},
-                   extra={"api": {"listen": f"127.0.0.1:{free_port()}", "tokens_file": str(short_tmp / "tokens.yml")}})
+def sandbox(make_sandbox, short_tmp):
+    return make_sandbox({"qa": ["qa-1"]}, env_options={"qa": {"require_checks": ["ci/test"]}},
+                        extra={"api": {"listen": f"127.0.0.1:{free_port()}", "tokens_file": str(short_tmp / "tokens.yml")}})
 
 
 class Api:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-from pathlib import Path
 
 import pytest
 
@@ -16,9 +15,7 @@ from tests.support import GITOPSD, Sandbox, run
 HUGE = "1" + "0" * 30
 
 
-@pytest.fixture
-def sandbox(short_tmp: Path) -> Sandbox:
-    return Sandbox(short_tmp, {"qa": ["qa-1"]})
+pytestmark = pytest.mark.sandbox({"qa": ["qa-1"]})
 
 
 def one_line(proc: subprocess.CompletedProcess[str], code: int, words: str) -> None:

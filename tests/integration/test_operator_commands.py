@@ -17,12 +17,10 @@ import pytest
 import yaml
 
 from gitopsd.adapters.store import Store
-from tests.support import GITOPSD, ROOT, Daemon, Sandbox, git, run
+from tests.support import GITOPSD, ROOT, Daemon, git, run
 
 
-@pytest.fixture
-def sandbox(short_tmp):
-    return Sandbox(short_tmp, {"qa": ["qa-1"], "staging": ["staging-1"]})
+pytestmark = pytest.mark.sandbox({"qa": ["qa-1"], "staging": ["staging-1"]})
 
 
 def test_unknown_repository_and_environment_names_are_errors_naming_the_known_ones(sandbox):
