@@ -87,9 +87,9 @@ def environment(env: dict[str, str]) -> Iterator[None]:
 
 
 def in_process(argv: list[str], env: dict[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
-    """`gitopsd ARGV` through gitopsd.cli.main in this process, as `run` would give it: the command's behaviour
+    """`gitopsd ARGV` through gitopsd.cli.main.main in this process, as `run` would give it: the command's behaviour
     without starting a Python (a wait polls with it). Tests of the console script itself use `run([*GITOPSD, ...])`."""
-    from gitopsd import cli
+    from gitopsd.cli import main as cli
     out, err = io.StringIO(), io.StringIO()
     with environment(os.environ.copy() if env is None else env), \
             contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
@@ -179,7 +179,7 @@ def python_for_everyone(venv: Path) -> Path:
     packages = sysconfig.get_paths()["purelib"]   # the project's venv: its packages, and gitopsd (editable)
     Path(site.strip(), "gitopsd-tests.pth").write_text(f"import site; site.addsitedir({packages!r})\n")
     # The console scripts a `pip install` into /opt/gitopsd would put beside its Python (runs look there).
-    for name, module in (("gitopsd", "gitopsd.cli"), ("ansible-playbook", "ansible.cli.playbook"),
+    for name, module in (("gitopsd", "gitopsd.cli.main"), ("ansible-playbook", "ansible.cli.playbook"),
                          ("ansible-galaxy", "ansible.cli.galaxy"), ("ansible-inventory", "ansible.cli.inventory"),
                          ("ansible-vault", "ansible.cli.vault")):
         script = venv / "bin" / name
@@ -238,7 +238,7 @@ class Sandbox:
 
     def copy(self, template: Path) -> None:
         """Copy TEMPLATE's repository and clone, then do what install-hooks does that depends on this config."""
-        from gitopsd.install_hooks import write_gate_snapshot
+        from gitopsd.installers.install_hooks import write_gate_snapshot
         shutil.copytree(template / "shop.git", self.repo, symlinks=True)
         shutil.copytree(template / "work", self.work, symlinks=True)
         _replace_in(self.work / ".git" / "config", f"url = {template / 'shop.git'}\n", f"url = {self.repo}\n")

@@ -16,8 +16,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .adapters import gitcli, ownership
-from .core.errors import GitError, StoreError, UserError
+from ..adapters import ownership
+from ..base import gitcli
+from ..core.errors import GitError, StoreError, UserError
 
 HOOK_NAMES = ("pre-receive",)
 RETIRED_HOOKS = ("post-receive",)
@@ -188,7 +189,7 @@ def daemon_user(name: str | None = None, config_path: Path | None = None) -> str
     this machine happens to have (a `gitopsd` user of another installation, say)."""
     if name or config_path is None:
         return name
-    from .config import ConfigError, load
+    from ..config import ConfigError, load
     try:
         state_dir = load(config_path).state_dir
     except ConfigError:
@@ -339,7 +340,7 @@ def _resolved(path: str) -> str:
 
 def _configured_repositories(config_path: Path | None) -> set[str] | None:
     """The resolved paths of the repositories CONFIG lists; None if it cannot be read."""
-    from .config import ConfigError, load
+    from ..config import ConfigError, load
     if config_path is None:
         return None
     try:
@@ -403,9 +404,9 @@ def write_gate_snapshot(config_path: Path) -> tuple[str | None, str]:
     The daemon also does this at start and on every reload. Here it is done only where it cannot
     leave a file the daemon cannot write: into a store we own, or a new one in a state folder we own.
     """
-    from .gate import snapshot
-    from .config import ConfigError, load
-    from .adapters.store import Store
+    from ..gate import snapshot
+    from ..config import ConfigError, load
+    from ..adapters.store import Store
     try:
         config = load(config_path)
     except ConfigError:
