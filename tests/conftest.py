@@ -4,7 +4,8 @@ What is real: Git repositories in temp folders, git push through the installed h
 ansible-runner and ansible-playbook with `ansible_connection=local` hosts, the daemon as a
 process, real `sshd` hosts on loopback addresses (tests/sshhosts.py), and a real PostgreSQL on loopback
 (tests/postgres_fixture.py) under the store's tests, which run on both backends (`store_factory`). What is faked: only
-the Git and Ansible ports of the reconciler core, in tests/unit.
+the Git and Ansible ports of the reconciler core, in tests/unit. A Sandbox's repository is a copy of one this
+process made the long way (tests/support.py); the tests of install-hooks and init run the real commands.
 """
 from __future__ import annotations
 
@@ -32,6 +33,28 @@ def short_tmp(tmp_path_factory):
     import shutil
     if not os.environ.get("KEEP_TMP"):
         shutil.rmtree(path, ignore_errors=True)
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "sandbox(envs, **options): the `sandbox` fixture's environments and Sandbox options")
+
+
+@pytest.fixture
+def make_sandbox(short_tmp):
+    """Make a Sandbox in the test's short temp folder: `make_sandbox(envs={"qa": ["qa-1"]}, **Sandbox options)`."""
+    from tests.support import Sandbox
+
+    def make(envs=None, **options):
+        return Sandbox(short_tmp, envs or {"qa": ["qa-1"]}, **options)
+    return make
+
+
+@pytest.fixture
+def sandbox(request, make_sandbox):
+    """The test's Sandbox, as the closest `sandbox` mark says (`pytestmark = pytest.mark.sandbox(envs, **options)` for a
+    module); qa with one host without one."""
+    mark = request.node.get_closest_marker("sandbox")
+    return make_sandbox(*mark.args, **mark.kwargs) if mark else make_sandbox()
 
 
 @pytest.fixture(autouse=True)

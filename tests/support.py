@@ -1,6 +1,9 @@
 """Test helpers: real bare repositories, real clones and pushes, the real daemon as a process."""
 from __future__ import annotations
 
+import atexit
+import contextlib
+import io
 import json
 import os
 import pwd
@@ -9,6 +12,7 @@ import signal
 import subprocess
 import sys
 import sysconfig
+import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -67,6 +71,36 @@ def run(cmd: list[str], cwd: Path | None = None, check: bool = True, env: dict[s
 
 def git(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return run(["git", *args], cwd=cwd, check=check)
+
+
+@contextmanager
+def environment(env: dict[str, str]) -> Iterator[None]:
+    """os.environ is ENV for a while, as a child process started with env=ENV would see it."""
+    saved = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def in_process(argv: list[str], env: dict[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """`gitopsd ARGV` through gitopsd.cli.main.main in this process, as `run` would give it: the command's behaviour
+    without starting a Python (a wait polls with it). Tests of the console script itself use `run([*GITOPSD, ...])`."""
+    from gitopsd.cli import main as cli
+    out, err = io.StringIO(), io.StringIO()
+    with environment(os.environ.copy() if env is None else env), \
+            contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = cli.main(argv)
+        except SystemExit as exc:   # argparse's usage errors and --help
+            code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+    proc = subprocess.CompletedProcess(["gitopsd", *argv], code, out.getvalue(), err.getvalue())
+    if check and code != 0:
+        raise AssertionError(f"gitopsd {argv} failed ({code}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
 
 
 # -- real Unix users (tests that run as root) ---------------------------------------------------------
@@ -156,7 +190,11 @@ def python_for_everyone(venv: Path) -> Path:
 
 @dataclass
 class Sandbox:
-    """A bare repo with hooks, a clone to push from, a config, and folders for state and test output."""
+    """A bare repo with hooks, a clone to push from, a config, and folders for state and test output.
+
+    The repository and the clone are copies of a template this process built the long way once per set of
+    environments (`seed`: git init, clone, commit, push, `gitopsd install-hooks`); a copy gets its own
+    config, its hook's config snapshot, and the hook settings pointed at them."""
 
     root: Path
     envs: dict[str, list[str]]
@@ -164,6 +202,7 @@ class Sandbox:
     sweep_interval: float = 300
     extra: dict[str, Any] = field(default_factory=dict)
     sandbox_options: dict[str, Any] = field(default_factory=dict)   # merged into the config's `sandbox:`
+    from_template: bool = True   # False: made the long way, as `seed` does
 
     def __post_init__(self) -> None:
         self.repo = self.root / "shop.git"
@@ -174,6 +213,13 @@ class Sandbox:
         self.config = self.root / "gitopsd.yml"
         self.out.mkdir(parents=True, exist_ok=True)
         self.out.chmod(0o777)   # sandboxed playbooks write here, as `nobody` when the tests run as root
+        if self.from_template:
+            self.copy(_template(self.envs))
+        else:
+            self.seed()
+
+    def seed(self) -> None:
+        """Make the repository and the clone with git and `gitopsd install-hooks`, as a person would."""
         git(self.root, "init", "--quiet", "--bare", "--initial-branch=main", str(self.repo))
         git(self.root, "clone", "--quiet", str(self.repo), str(self.work))
         git(self.work, "config", "user.email", "dev@example.com")
@@ -189,6 +235,20 @@ class Sandbox:
         run([*GITOPSD, "install-hooks", str(self.repo), "--config", str(self.config)], env=self.environ())
         for env in self.envs:
             git(self.root, "--git-dir", str(self.repo), "branch", env, "main")
+
+    def copy(self, template: Path) -> None:
+        """Copy TEMPLATE's repository and clone, then do what install-hooks does that depends on this config."""
+        from gitopsd.installers.install_hooks import write_gate_snapshot
+        shutil.copytree(template / "shop.git", self.repo, symlinks=True)
+        shutil.copytree(template / "work", self.work, symlinks=True)
+        _replace_in(self.work / ".git" / "config", f"url = {template / 'shop.git'}\n", f"url = {self.repo}\n")
+        self.write_config()
+        self.state.mkdir()
+        with environment(self.environ()):
+            database, _note = write_gate_snapshot(self.config)
+        _replace_in(self.repo / "config", f"config = {template / 'gitopsd.yml'}\n", f"config = {self.config.resolve()}\n")
+        _replace_in(self.repo / "config", f"\tdatabase = {template / 'state' / 'state.db'}\n",
+                    f"\tdatabase = {database}\n" if database else "")
 
     def write_config(self, **overrides: Any) -> None:
         environments = []
@@ -231,18 +291,44 @@ class Sandbox:
         return git(self.root, "--git-dir", str(self.repo), "rev-parse", f"{rev}^{{tree}}").stdout.strip()
 
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """`gitopsd ARGS --config CONFIG` as a process: the console script, as an operator runs it."""
         return run([*GITOPSD, *args, "--config", str(self.config)], env=self.environ(), check=check)
 
+    def command(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """`gitopsd ARGS --config CONFIG` in this process (`in_process`), for tests of what a command does."""
+        return in_process([*args, "--config", str(self.config)], env=self.environ(), check=check)
+
     def status(self) -> dict[str, dict[str, Any]]:
-        return {row["env"]: row for row in json.loads(self.cli("status", "--json").stdout)}
+        return {row["env"]: row for row in json.loads(self.command("status", "--json").stdout)}
 
     def history(self, env: str | None = None) -> list[dict[str, Any]]:
-        return json.loads(self.cli("history", *([env] if env else []), "--json", "--limit", "100").stdout)
+        return json.loads(self.command("history", *([env] if env else []), "--json", "--limit", "100").stdout)
 
     def runs(self) -> list[str]:
         """What the test playbook recorded: 'host.deployment_id: commit kind env', oldest first."""
         files = sorted(self.out.iterdir(), key=lambda p: (int(p.suffix[1:]) if p.suffix[1:].isdigit() else 0, p.name))
         return [f"{p.name}: {p.read_text().strip()}" for p in files if p.is_file()]
+
+
+_TEMPLATES: dict[str, Path] = {}   # this process's sandbox templates, by environments
+
+
+def _template(envs: dict[str, list[str]]) -> Path:
+    """The folder of a sandbox made the long way for ENVS (once per process), removed when the process ends."""
+    key = json.dumps(envs, sort_keys=True)
+    if key not in _TEMPLATES:
+        root = Path(tempfile.mkdtemp(prefix="gt-tpl-", dir="/tmp"))
+        atexit.register(shutil.rmtree, root, True)
+        Sandbox(root, envs, from_template=False)
+        _TEMPLATES[key] = root
+    return _TEMPLATES[key]
+
+
+def _replace_in(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    if old not in text:
+        raise AssertionError(f"{path} has no {old!r}:\n{text}")
+    path.write_text(text.replace(old, new))
 
 
 class Daemon:

@@ -12,7 +12,7 @@ import urllib.request
 
 import pytest
 
-from tests.support import Daemon, Sandbox
+from tests.support import Daemon
 
 
 def free_port() -> int:
@@ -22,10 +22,10 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def sandbox(short_tmp):
+def sandbox(make_sandbox, short_tmp):
     port = free_port()
-    box = Sandbox(short_tmp, {"qa": ["qa-1"]}, env_options={"qa": {"require_checks": ["ci/test"]}},
-                  extra={"api": {"listen": f"127.0.0.1:{port}", "tokens_file": str(short_tmp / "tokens.yml")}})
+    box = make_sandbox({"qa": ["qa-1"]}, env_options={"qa": {"require_checks": ["ci/test"]}},
+                       extra={"api": {"listen": f"127.0.0.1:{port}", "tokens_file": str(short_tmp / "tokens.yml")}})
     box.api_base = f"http://127.0.0.1:{port}"   # type: ignore[attr-defined]
     return box
 

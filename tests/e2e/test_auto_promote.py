@@ -11,11 +11,7 @@ from gitopsd.gate import nudge
 from tests.support import Daemon, Sandbox, git
 
 
-@pytest.fixture
-def sandbox(short_tmp):
-    return Sandbox(short_tmp, {"qa": ["qa-1"], "staging": ["staging-1"]},
-                   env_options={"qa": {"require_checks": ["ci/test"], "auto_promote": True},
-                                "staging": {"auto_promote": True}})
+pytestmark = pytest.mark.sandbox({"qa": ["qa-1"], "staging": ["staging-1"]}, env_options={"qa": {"require_checks": ["ci/test"], "auto_promote": True}, "staging": {"auto_promote": True}})
 
 
 def report(sandbox: Sandbox, commit: str, state: str) -> None:

@@ -62,8 +62,8 @@ def ci_processes(sandbox: Sandbox, number: int) -> list[int]:
 
 
 @pytest.fixture
-def sandbox(short_tmp):
-    box = Sandbox(short_tmp, {"qa": ["qa-1"], "staging": ["staging-1"]})
+def sandbox(make_sandbox):
+    box = make_sandbox({"qa": ["qa-1"], "staging": ["staging-1"]})
     box.write("playbooks/deploy.yml", PLAYBOOK)
     box.write("app.txt", "v1\n")
     return box

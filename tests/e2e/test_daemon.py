@@ -15,11 +15,8 @@ import pytest
 from tests.support import Daemon, Sandbox, git
 
 
-@pytest.fixture
-def sandbox(short_tmp):
-    # Both environments take main directly here; the promotion chain is tested in test_promotion.
-    return Sandbox(short_tmp, {"qa": ["qa-1"], "staging": ["staging-1", "staging-2"]},
-                   env_options={"staging": {"promote_from": "main"}})
+# Both environments take main directly here; the promotion chain is tested in test_promotion.
+pytestmark = pytest.mark.sandbox({"qa": ["qa-1"], "staging": ["staging-1", "staging-2"]}, env_options={"staging": {"promote_from": "main"}})
 
 
 def _converged(sandbox: Sandbox, daemon: Daemon, envs=("qa", "staging")) -> None:

@@ -117,9 +117,7 @@ class NotifySocket:
         raise AssertionError(f"no {prefix} in {self.messages}")
 
 
-@pytest.fixture
-def sandbox(short_tmp):
-    return Sandbox(short_tmp, {"qa": ["qa-1"], "staging": ["staging-1"]}, env_options={"staging": {"promote_from": "main"}})
+pytestmark = pytest.mark.sandbox({"qa": ["qa-1"], "staging": ["staging-1"]}, env_options={"staging": {"promote_from": "main"}})
 
 
 def test_notify_ready_after_the_first_sweep_status_during_deploys_watchdog_pings_and_stopping(sandbox):

@@ -19,9 +19,7 @@ from tests.prometheus_fixture import free_port
 from tests.support import Daemon, Sandbox, git, unix_users
 
 
-@pytest.fixture
-def sandbox(short_tmp):
-    return Sandbox(short_tmp, {"qa": ["qa-1"]}, sweep_interval=1)
+pytestmark = pytest.mark.sandbox({"qa": ["qa-1"]}, sweep_interval=1)
 
 
 def _db(sandbox: Sandbox):

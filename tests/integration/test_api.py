@@ -32,9 +32,9 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def sandbox(short_tmp):
-    return Sandbox(short_tmp, {"qa": ["qa-1"]}, env_options={"qa": {"require_checks": ["ci/test"]}},
-                   extra={"api": {"listen": f"127.0.0.1:{free_port()}", "tokens_file": str(short_tmp / "tokens.yml")}})
+def sandbox(make_sandbox, short_tmp):
+    return make_sandbox({"qa": ["qa-1"]}, env_options={"qa": {"require_checks": ["ci/test"]}},
+                        extra={"api": {"listen": f"127.0.0.1:{free_port()}", "tokens_file": str(short_tmp / "tokens.yml")}})
 
 
 class Api:
@@ -51,7 +51,7 @@ class Api:
 
     def token(self, name: str, *scopes: str) -> str:
         args = [a for s in scopes for a in ("--scope", s)]
-        return self.sandbox.cli("token", "create", name, *args).stdout.strip()
+        return self.sandbox.command("token", "create", name, *args).stdout.strip()
 
     def call(self, method: str, path: str, token: str | None = None, body: object = None, raw: bytes | None = None,
              headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], object]:
@@ -88,7 +88,7 @@ def api(sandbox):
 
 
 def test_token_create_prints_the_secret_once_and_keeps_only_its_hash(sandbox):
-    made = sandbox.cli("token", "create", "jenkins", "--scope", "statuses:write", "--scope", "read")
+    made = sandbox.command("token", "create", "jenkins", "--scope", "statuses:write", "--scope", "read")
     secret = made.stdout.strip()
     assert secret.startswith("gitopsd_") and len(secret) > 40 and "\n" not in secret
     assert "shown only this once" in made.stderr
@@ -97,12 +97,12 @@ def test_token_create_prints_the_secret_once_and_keeps_only_its_hash(sandbox):
     assert secret not in text and hashlib.sha256(secret.encode()).hexdigest() in text
     assert stat.S_IMODE(tokens_file.stat().st_mode) == 0o640
     assert tokens_file.stat().st_gid == sandbox.config.stat().st_gid
-    listed = sandbox.cli("token", "list").stdout
+    listed = sandbox.command("token", "list").stdout
     assert "jenkins" in listed and "statuses:write,read" in listed and secret not in listed
-    again = sandbox.cli("token", "create", "jenkins", "--scope", "read", check=False)
+    again = sandbox.command("token", "create", "jenkins", "--scope", "read", check=False)
     assert again.returncode == 1 and again.stdout == ""
     assert again.stderr.startswith("gitopsd: error: a token named 'jenkins' exists already") and "Traceback" not in again.stderr
-    bad = sandbox.cli("token", "create", "x", "--scope", "admin", check=False)
+    bad = sandbox.command("token", "create", "x", "--scope", "admin", check=False)
     assert bad.returncode == 1 and "among statuses:write, read" in bad.stderr
 
 
@@ -110,11 +110,11 @@ def test_a_new_token_works_at_once_and_a_revoked_one_is_refused_without_a_restar
     token = api.token("ci", "statuses:write")
     head = sandbox.head("main")
     assert api.post(head, token, state="success", context="ci/test")[0] == 201
-    revoked = sandbox.cli("token", "revoke", "ci")
+    revoked = sandbox.command("token", "revoke", "ci")
     assert "revoked" in revoked.stdout
     code, headers, _doc = api.post(head, token, state="success", context="ci/test")
     assert code == 401 and headers["www-authenticate"].startswith("Bearer")
-    missing = sandbox.cli("token", "revoke", "ci", check=False)
+    missing = sandbox.command("token", "revoke", "ci", check=False)
     assert missing.returncode == 1 and "no API token named 'ci'" in missing.stderr
 
 
@@ -147,7 +147,7 @@ def test_a_token_without_the_scope_gets_403(sandbox, api):
 def test_a_statuses_write_token_reads_back_the_statuses_of_the_repositories_it_reports_for(sandbox, api):
     """As GitHub's repo:status: a CI job reads the combined status it reported to with the same token."""
     writer = api.token("ci", "statuses:write")
-    elsewhere = sandbox.cli("token", "create", "web-ci", "--scopes", "statuses:write", "--repos", "web*").stdout.strip()
+    elsewhere = sandbox.command("token", "create", "web-ci", "--scopes", "statuses:write", "--repos", "web*").stdout.strip()
     head = sandbox.head("main")
     assert api.post(head, writer, state="success", context="ci/test")[0] == 201
     assert api.combined(head, writer)["state"] == "success"
@@ -159,7 +159,7 @@ def test_a_statuses_write_token_reads_back_the_statuses_of_the_repositories_it_r
 
 def test_pygithub_reports_lists_and_reads_statuses_and_gets_the_repository_as_from_github(sandbox, api):
     from github import Auth, Github
-    token = sandbox.cli("token", "create", "jenkins", "--scope", "statuses:write", "--owner", "ci-bot").stdout.strip()
+    token = sandbox.command("token", "create", "jenkins", "--scope", "statuses:write", "--owner", "ci-bot").stdout.strip()
     head = sandbox.head("main")
     hub = Github(base_url=f"{api.base}/api/v1", auth=Auth.Token(token))   # sends `Authorization: token ...`
     repo = hub.get_repo("acme/shop")   # not lazy: GET /repos/acme/shop
@@ -181,9 +181,9 @@ def test_pygithub_reports_lists_and_reads_statuses_and_gets_the_repository_as_fr
 
 
 def test_a_token_limited_to_contexts_and_repositories_reports_only_those(sandbox, api):
-    token = sandbox.cli("token", "create", "jenkins", "--scopes", "statuses:write", "--contexts", "ci/*,lint",
+    token = sandbox.command("token", "create", "jenkins", "--scopes", "statuses:write", "--contexts", "ci/*,lint",
                         "--repos", "shop").stdout.strip()
-    other = sandbox.cli("token", "create", "web-ci", "--scope", "statuses:write", "--repos", "web-*").stdout.strip()
+    other = sandbox.command("token", "create", "web-ci", "--scope", "statuses:write", "--repos", "web-*").stdout.strip()
     head = sandbox.head("main")
     assert api.post(head, token, state="success", context="ci/test")[0] == 201
     assert api.post(head, token, state="success", context="lint")[0] == 201
@@ -194,11 +194,11 @@ def test_a_token_limited_to_contexts_and_repositories_reports_only_those(sandbox
     code, _h, doc = api.post(head, other, state="success", context="ci/test")
     assert code == 403 and doc["message"].startswith("token web-ci may report only for the repositories web-*, not shop;")
     assert [s["context"] for s in api.combined(head, token)["statuses"]] == ["ci/test", "lint"]
-    listed = sandbox.cli("token", "list").stdout.splitlines()
+    listed = sandbox.command("token", "list").stdout.splitlines()
     assert listed[0].split() == ["NAME", "SCOPES", "OWNER", "CONTEXTS", "REPOS", "CREATED", "BY"]
     assert listed[1].split()[:5] == ["jenkins", "statuses:write", "jenkins", "ci/*,lint", "shop"]
     assert listed[2].split()[:5] == ["web-ci", "statuses:write", "web-ci", "*", "web-*"]
-    bad = sandbox.cli("token", "create", "dash", "--scope", "read", "--repos", "shop", check=False)
+    bad = sandbox.command("token", "create", "dash", "--scope", "read", "--repos", "shop", check=False)
     assert bad.returncode == 1 and bad.stderr == ("gitopsd: error: --repos limits what a token reports: give it with "
                                                   "--scope statuses:write\n")
 
@@ -211,14 +211,14 @@ def test_the_tokens_file_limits_are_checked_when_read_and_a_file_without_them_ha
     head = sandbox.head("main")
     assert api.post(head, token, state="success", context="deploy/smoke")[0] == 201
     tokens_file.write_text(text.replace("  scopes:", "  contexts: ci/*\n  scopes:"))
-    listed = sandbox.cli("token", "list", check=False)
+    listed = sandbox.command("token", "list", check=False)
     assert listed.returncode == 1 and listed.stderr == (
         f"gitopsd: error: {tokens_file}: tokens[0] (ci): contexts must be a list of glob patterns of one line each, "
         "at most 255 characters, e.g. ['ci/*'] (revoke the token and create it again with `gitopsd token create ... "
         "--contexts PATTERN`)\n")
     assert api.post(head, token, state="success", context="ci/test")[0] == 401   # refused rather than guessed
     tokens_file.write_text(text.replace("  scopes:", "  repos: [shop, '']\n  scopes:"))
-    assert "tokens[0] (ci): repos must be a list" in sandbox.cli("token", "list", check=False).stderr
+    assert "tokens[0] (ci): repos must be a list" in sandbox.command("token", "list", check=False).stderr
     tokens_file.write_text(text.replace("  scopes:", "  repos: [web]\n  scopes:"))
     assert api.post(head, token, state="success", context="ci/test")[0] == 403
 
@@ -335,10 +335,10 @@ def test_status_and_history_show_what_the_command_line_shows(sandbox, api):
                                  kind="deploy", trigger="push", actor="alice", now=1_700_000_000.0)
     api.store.finish(deployment, "succeeded", now=1_700_000_002.0, outcome="ok", detail={"hosts": {"qa-1": "ok"}})
     code, _h, rows = api.call("GET", "/api/v1/status", token)
-    assert code == 200 and rows == json.loads(sandbox.cli("status", "--json").stdout)
+    assert code == 200 and rows == json.loads(sandbox.command("status", "--json").stdout)
     assert rows[0]["deployed"] == head
     code, _h, history = api.call("GET", "/api/v1/repos/shop/environments/qa/history?limit=5", token)
-    assert code == 200 and history == json.loads(sandbox.cli("history", "qa", "--json", "--limit", "5").stdout)
+    assert code == 200 and history == json.loads(sandbox.command("history", "qa", "--json", "--limit", "5").stdout)
     assert history[0]["hosts"] == {"qa-1": "ok"} and history[0]["actor"] == "alice"
     assert api.call("GET", "/api/v1/status?repo=nope", token)[0] == 404
     assert api.call("GET", "/api/v1/repos/shop/environments/qa/history?limit=x", token)[2]["field"] == "limit"
@@ -424,24 +424,24 @@ def test_a_port_in_use_logs_one_clear_error_and_no_traceback(sandbox, caplog):
 
 def test_ci_report_checks_like_the_api_and_ci_status_shows_each_context(sandbox):
     head = sandbox.head("main")
-    bad = sandbox.cli("ci", "report", "--commit", head, "--context", "ci/test", "--state", "ok", check=False)
+    bad = sandbox.command("ci", "report", "--commit", head, "--context", "ci/test", "--state", "ok", check=False)
     assert bad.returncode == 1 and bad.stderr.startswith("gitopsd: error: --state: must be one of pending, success")
     assert "Traceback" not in bad.stderr
-    bad = sandbox.cli("ci", "report", "--commit", head, "--state", "success", "--url", "file:///etc/passwd", check=False)
+    bad = sandbox.command("ci", "report", "--commit", head, "--state", "success", "--url", "file:///etc/passwd", check=False)
     assert bad.returncode == 1 and "--url: must be an http:// or https:// URL" in bad.stderr
-    bad = sandbox.cli("ci", "report", "--commit", "0" * 40, "--state", "success", check=False)
+    bad = sandbox.command("ci", "report", "--commit", "0" * 40, "--state", "success", check=False)
     assert bad.returncode == 1 and f"no commit {'0' * 40}" in bad.stderr
-    before = sandbox.cli("ci", "status", head[:7]).stdout
+    before = sandbox.command("ci", "status", head[:7]).stdout
     assert "pending (no status reported for this tree)" in before and "qa requires ci/test: ci/test: not reported" in before
-    done = sandbox.cli("ci", "report", "--commit", head[:10], "--context", "ci/test", "--state", "success",
+    done = sandbox.command("ci", "report", "--commit", head[:10], "--context", "ci/test", "--state", "success",
                        "--url", "https://ci.example.com/42", "--description", "all green")
     user = __import__("pwd").getpwuid(os.getuid()).pw_name
     assert f"ci/test success for {head[:7]}" in done.stdout and f"cli:{user}" in done.stdout
     assert "the daemon is not running" in done.stdout
-    shown = sandbox.cli("ci", "status", head).stdout
+    shown = sandbox.command("ci", "status", head).stdout
     assert f"shop {head[:7]} (tree {sandbox.tree(head)[:7]}): success" in shown
     assert "ci/test" in shown and "https://ci.example.com/42" in shown and "qa requires ci/test: all passed" in shown
-    doc = json.loads(sandbox.cli("ci", "status", head, "--json").stdout)
+    doc = json.loads(sandbox.command("ci", "status", head, "--json").stdout)
     assert doc["state"] == "success" and doc["statuses"][0]["reporter"] == f"cli:{user}"
     assert doc["environments"] == {"qa": {"require_checks": ["ci/test"], "unmet": []}}
 

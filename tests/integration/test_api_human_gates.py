@@ -47,7 +47,7 @@ class Api:
 
     def token(self, name: str, *scopes: str, owner: str | None = None) -> str:
         args = [a for s in scopes for a in ("--scope", s)] + (["--owner", owner] if owner else [])
-        return self.sandbox.cli("token", "create", name, *args).stdout.strip()
+        return self.sandbox.command("token", "create", name, *args).stdout.strip()
 
     def call(self, method: str, path: str, token: str, body: object = None) -> tuple[int, Any]:
         data = json.dumps(body).encode() if body is not None else None
@@ -96,7 +96,7 @@ def test_a_release_signed_off_created_and_approved_over_http_by_token_owners_rea
     alice = api.token("alice-laptop", "approvals:write", owner="gh-alice")
     bob = api.token("bob", "approvals:write", "read", owner="gh-bob")
     carol = api.token("gh-carol", "approvals:write")   # no --owner: the token's name is its owner
-    listed = sandbox.cli("token", "list").stdout
+    listed = sandbox.command("token", "list").stdout
     assert "alice-laptop" in listed and "gh-alice" in listed and "OWNER" in listed
 
     code, done = api.signoff(alice, note="checkout tested by hand")
@@ -112,18 +112,18 @@ def test_a_release_signed_off_created_and_approved_over_http_by_token_owners_rea
 
     # The reads show what `gitopsd rc list|show --json` show.
     code, listed = api.call("GET", "/api/v1/repos/shop/rcs", bob)
-    assert code == 200 and listed == json.loads(sandbox.cli("rc", "list", "--json").stdout)
+    assert code == 200 and listed == json.loads(sandbox.command("rc", "list", "--json").stdout)
     code, shown = api.call("GET", "/api/v1/repos/shop/rcs/h2", bob)
-    assert code == 200 and shown == json.loads(sandbox.cli("rc", "show", "h2", "--json").stdout)
+    assert code == 200 and shown == json.loads(sandbox.command("rc", "show", "h2", "--json").stdout)
     assert shown["state"] == "approved" and shown["approved_by"] == ["gh-bob", "gh-carol"]
     assert [(h["actor"], h["kind"]) for h in shown["history"]] == [("gh-bob", "approve"), ("gh-carol", "approve")]
     assert api.call("GET", "/api/v1/repos/shop/rcs/nope", bob)[0] == 404
 
-    sandbox.cli("promote", "rc/h2", "production")
+    sandbox.command("promote", "rc/h2", "production")
     row = daemon.wait_result("production", sandbox.head("production"), "succeeded")
     # history says which candidate each production deployment was, who approved it and who signed it off.
     assert (row["rc"], row["approved_by"], row["signed_off_by"]) == ("h2", ["gh-bob", "gh-carol"], ["gh-alice"])
-    text = sandbox.cli("history", "production").stdout
+    text = sandbox.command("history", "production").stdout
     assert f"#{row['id']}: rc/h2 approved by gh-bob, gh-carol; signed off by gh-alice" in text
     staging = sandbox.history("staging")[0]
     assert (staging["rc"], staging["approved_by"], staging["signed_off_by"]) == (None, [], [])
@@ -178,7 +178,7 @@ def test_http_refusals_say_why_in_one_line_with_the_status_that_fits(server):
     assert api.approval(dave, "h3", kind="approve", note="ok")[0] == 201
     code, body = api.approval(dave, "h3", kind="approve", note="ok")
     assert code == 409 and "already approved" in body["error"]
-    shown = json.loads(sandbox.cli("rc", "show", "h3", "--json").stdout)
+    shown = json.loads(sandbox.command("rc", "show", "h3", "--json").stdout)
     assert shown["approved_by"] == ["gh-dave"] and shown["state"] == "waiting"
     assert "Traceback" not in daemon.log()
 
@@ -218,7 +218,7 @@ def test_approvals_racing_over_http_and_the_command_line_are_each_counted_once(s
     # One of carol's eight asks counts; the others are told she already approved.
     assert codes.count(201) + [code for _o, _e, code in exits].count(0) == 3, (outcomes, exits)
     assert all("already approved" in err for _o, err, code in exits if code != 0), exits
-    view = json.loads(sandbox.cli("rc", "show", "h5", "--json").stdout)
+    view = json.loads(sandbox.command("rc", "show", "h5", "--json").stdout)
     assert view["approved_by"] == ["gh-bob", "gh-carol", "gh-dave"] and view["state"] == "approved"
     assert [h["actor"] for h in view["history"]].count("gh-carol") == 1
 
@@ -291,5 +291,5 @@ def test_history_shows_the_candidate_and_the_words_in_force_when_each_deployment
     rows = {row["id"]: row for row in sandbox.history("production")}
     assert (rows[first]["rc"], rows[first]["approved_by"], rows[first]["signed_off_by"]) == ("new", ["bob"], ["alice"])
     assert rows[second]["approved_by"] == ["bob", "carol"]          # carol's approval came between the two
-    text = sandbox.cli("history", "production").stdout
+    text = sandbox.command("history", "production").stdout
     assert f"#{first}: rc/new approved by bob; signed off by alice" in text

@@ -1,24 +1,22 @@
 """The command line answers bad input in one line: numbers out of range, arguments that are not UTF-8, a config
 file that is not UTF-8, not a regular file or far too big. Never a traceback, never "internal error", never a hang.
 
-Real: `gitopsd` run as a process over a sandbox's repository, config and state folder. Nothing faked.
+Real: `gitopsd` over a sandbox's repository, config and state folder: as a process where the bytes of argv or the
+console script's start matter (`run`), in this process (cli.main) for the rest. Nothing faked.
 """
 from __future__ import annotations
 
 import os
 import subprocess
-from pathlib import Path
 
 import pytest
 
-from tests.support import GITOPSD, Sandbox, run
+from tests.support import GITOPSD, Sandbox, in_process, run
 
 HUGE = "1" + "0" * 30
 
 
-@pytest.fixture
-def sandbox(short_tmp: Path) -> Sandbox:
-    return Sandbox(short_tmp, {"qa": ["qa-1"]})
+pytestmark = pytest.mark.sandbox({"qa": ["qa-1"]})
 
 
 def one_line(proc: subprocess.CompletedProcess[str], code: int, words: str) -> None:
@@ -32,12 +30,12 @@ def one_line(proc: subprocess.CompletedProcess[str], code: int, words: str) -> N
                                   ("logs", HUGE), ("logs", "--ci", HUGE), ("rollback", "qa", "--to", HUGE),
                                   ("rc", "list", "--limit", HUGE), ("history", "--limit", "-5")])
 def test_a_count_or_an_id_out_of_range_is_one_line_saying_the_range(sandbox: Sandbox, args: tuple[str, ...]) -> None:
-    one_line(sandbox.cli(*args, check=False), 2, "must be a whole number from 1 to 1000000000")
+    one_line(sandbox.command(*args, check=False), 2, "must be a whole number from 1 to 1000000000")
 
 
 @pytest.mark.parametrize("timeout", ["nan", "inf", "1e400", "-1"])
 def test_a_duration_that_is_not_a_number_of_seconds_is_one_line(sandbox: Sandbox, timeout: str) -> None:
-    one_line(sandbox.cli("wait", "qa", "--timeout", timeout, check=False), 2, "must be a number of seconds")
+    one_line(sandbox.command("wait", "qa", "--timeout", timeout, check=False), 2, "must be a number of seconds")
 
 
 @pytest.mark.parametrize("args, named", [
@@ -55,12 +53,19 @@ def test_an_argument_that_is_not_utf8_is_one_line_naming_it(sandbox: Sandbox, ar
     assert "\\x" in proc.stderr   # the bad byte is shown, escaped
 
 
+def gitopsd(sandbox: Sandbox, command: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """`gitopsd COMMAND ARGS`: `run` as the console script (the daemon's start is what is tested), others in this process."""
+    if command == "run":
+        return run([*GITOPSD, command, *args], env=sandbox.environ(), check=False, timeout=30)
+    return in_process([command, *args], env=sandbox.environ(), check=False)
+
+
 def test_a_config_that_is_not_utf8_is_reported_with_file_and_line(sandbox: Sandbox) -> None:
     text = sandbox.config.read_bytes().replace(b"name: shop", b"name: sh\xe9op")
     sandbox.config.write_bytes(text)
     line = text[:text.index(b"\xe9")].count(b"\n") + 1
     for command in ("check-config", "status", "run"):
-        proc = run([*GITOPSD, command, "--config", str(sandbox.config)], env=sandbox.environ(), check=False, timeout=30)
+        proc = gitopsd(sandbox, command, "--config", str(sandbox.config))
         where = f"{sandbox.config}:{line}: is not UTF-8 text (byte 0xe9"
         assert proc.returncode in (1, 2) and where in proc.stderr, proc.stderr
         assert "Traceback" not in proc.stderr and "internal error" not in proc.stderr
@@ -75,7 +80,7 @@ def test_a_config_that_is_not_a_regular_file_or_is_huge_is_refused_in_one_line_w
     for config, words in (("/dev/zero", "is not a regular file"), (str(fifo), "is not a regular file"),
                           (str(huge), "is over 10 MiB")):
         for command in ("check-config", "status", "run"):
-            proc = run([*GITOPSD, command, "--config", config], env=sandbox.environ(), check=False, timeout=30)
+            proc = gitopsd(sandbox, command, "--config", config)
             assert proc.returncode in (1, 2) and f"{config}: {words}" in proc.stderr, proc.stderr
             assert "Traceback" not in proc.stderr and "internal error" not in proc.stderr
             assert len([line for line in proc.stderr.splitlines() if words in line]) == 1

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import pwd
-from pathlib import Path
 
 import pytest
 
@@ -19,9 +18,7 @@ FREEZE = {"windows": [{"deny": "* * * * *", "duration": "1h", "name": "freeze"}]
 OTHER_UID = 54329   # the repository's owner: an account other than the one pushing here
 
 
-@pytest.fixture
-def sandbox(short_tmp: Path) -> Sandbox:
-    return Sandbox(short_tmp, {"qa": ["qa-1"], "staging": ["staging-1"]}, env_options={"qa": FREEZE})
+pytestmark = pytest.mark.sandbox({"qa": ["qa-1"], "staging": ["staging-1"]}, env_options={"qa": FREEZE})
 
 
 def push(sandbox: Sandbox, *args: str, **env: str) -> tuple[int, str]:

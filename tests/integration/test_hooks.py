@@ -15,9 +15,7 @@ from gitopsd.adapters.store import Store
 from tests.support import GITOPSD, Sandbox, git, run
 
 
-@pytest.fixture
-def sandbox(short_tmp):
-    return Sandbox(short_tmp, {"qa": ["qa-1"], "staging": ["staging-1"]})
+pytestmark = pytest.mark.sandbox({"qa": ["qa-1"], "staging": ["staging-1"]})
 
 
 def test_force_pushing_an_environment_branch_is_refused_with_what_to_do_instead(sandbox):

@@ -67,7 +67,7 @@ def ship_to_staging(sandbox: Sandbox, daemon: Daemon, text: str, pusher: str) ->
     subprocess.run(["git", "push", "-q", "origin", "main", "main:qa"], cwd=sandbox.work, check=True,
                    env=sandbox.environ(GITOPSD_USER=pusher))
     daemon.wait_state("qa", "in-sync", commit)
-    sandbox.cli("promote", "qa", "staging")
+    sandbox.command("promote", "qa", "staging")
     daemon.wait_state("staging", "in-sync", sandbox.head("staging"))
     return commit
 
@@ -76,7 +76,7 @@ def test_signoff_rc_and_two_approvals_let_a_release_into_production_and_each_mis
     sandbox, daemon = server
     ship_to_staging(sandbox, daemon, "release 2", pusher="gt-bob")
     # Without sign-off nothing goes on: neither a promotion nor a release candidate.
-    refused = sandbox.cli("promote", "staging", "production", check=False)
+    refused = sandbox.command("promote", "staging", "production", check=False)
     assert refused.returncode == 1 and "production only takes trees signed off after manual testing in staging" in said(refused)
     assert "0 of 1 sign-off in staging; may sign off: gt-alice" in said(refused)
     proc = as_user(sandbox, "gt-alice", "rc", "create")
@@ -107,7 +107,7 @@ def test_signoff_rc_and_two_approvals_let_a_release_into_production_and_each_mis
     assert pushed.returncode == 1 and "release candidates (rc/* tags) are made by gitopsd only" in pushed.stderr
 
     # Production takes the candidate only with two valid approvals.
-    refused = sandbox.cli("promote", "rc/r2", "production", check=False)
+    refused = sandbox.command("promote", "rc/r2", "production", check=False)
     assert refused.returncode == 1 and "rc/r2, which is not approved" in said(refused)
     assert "0 of 2 approvals" in said(refused)
     proc = as_user(sandbox, "gt-alice", "approve", "r2", "--note", "mine")
@@ -118,7 +118,7 @@ def test_signoff_rc_and_two_approvals_let_a_release_into_production_and_each_mis
     assert proc.returncode == 0 and "1 of 2 approvals (by gt-carol)" in said(proc), said(proc)
     twice = as_user(sandbox, "gt-carol", "approve", "r2", "--note", "again")
     assert twice.returncode == 1 and "already approved rc/r2" in said(twice)
-    refused = sandbox.cli("promote", "rc/r2", "production", check=False)
+    refused = sandbox.command("promote", "rc/r2", "production", check=False)
     assert refused.returncode == 1 and "1 of 2 approvals (by gt-carol)" in said(refused)
     proc = as_user(sandbox, "gt-dave", "approve", "r2", "--note", "pm ok")
     assert proc.returncode == 0 and "approved: production takes it now" in said(proc), said(proc)
@@ -131,7 +131,7 @@ def test_signoff_rc_and_two_approvals_let_a_release_into_production_and_each_mis
     assert events[1]["approved_by"] == ["gt-carol", "gt-dave"]
     listed = as_user(sandbox, "gt-bob", "rc", "list")
     assert "r2" in listed.stdout and "approved" in listed.stdout and "gt-carol, gt-dave" in listed.stdout
-    sandbox.cli("promote", "rc/r2", "production")
+    sandbox.command("promote", "rc/r2", "production")
     production = sandbox.head("production")
     daemon.wait_state("production", "in-sync", production)
     assert sandbox.tree(production) == sandbox.tree("refs/tags/rc/r2")
@@ -145,7 +145,7 @@ def test_signoff_rc_and_two_approvals_let_a_release_into_production_and_each_mis
     daemon.wait_for(lambda: "deploy to production succeeded" in git(
         sandbox.root, "--git-dir", str(sandbox.repo), "log", "--notes=gitopsd", "-n", "1", "--format=%N",
         production).stdout, 10, "the deployment's note")
-    shown = sandbox.cli("rc", "show", "r2")
+    shown = sandbox.command("rc", "show", "r2")
     assert "State: approved" in shown.stdout and "gt-dave: approve: pm ok" in shown.stdout
 
     # The next candidate lists only what production does not run yet.
@@ -169,19 +169,19 @@ def test_a_rejection_blocks_a_candidate_until_its_author_withdraws_it_and_a_new_
         assert as_user(sandbox, user, "approve", "r3", "--note", "ok").returncode == 0
     proc = as_user(sandbox, "gt-carol", "reject", "r3", "--note", "legal has not cleared the texts")
     assert proc.returncode == 0 and "rejected by gt-carol: legal has not cleared the texts" in said(proc)
-    refused = sandbox.cli("promote", "rc/r3", "production", check=False)
+    refused = sandbox.command("promote", "rc/r3", "production", check=False)
     assert refused.returncode == 1 and "rejected by gt-carol" in said(refused)
     assert '"event": "rc-rejected"' in (sandbox.root / "events.jsonl").read_text()
     other = as_user(sandbox, "gt-bob", "withdraw", "r3")          # only carol can take her rejection back
     assert other.returncode == 0                                  # (bob withdraws his own approval)
     assert as_user(sandbox, "gt-bob", "approve", "r3", "--note", "ok again").returncode == 0
     assert as_user(sandbox, "gt-carol", "withdraw", "r3").returncode == 0
-    sandbox.cli("promote", "rc/r3", "production")
+    sandbox.command("promote", "rc/r3", "production")
     daemon.wait_state("production", "in-sync", sandbox.head("production"))
 
     # A new tree in staging is a new candidate: r3's approvals do not carry over.
     ship_to_staging(sandbox, daemon, "release 4", pusher="gt-alice")
-    refused = sandbox.cli("promote", "staging", "production", check=False)
+    refused = sandbox.command("promote", "staging", "production", check=False)
     assert refused.returncode == 1 and "signed off after manual testing" in said(refused)
 
 
@@ -197,7 +197,7 @@ def test_two_approvals_racing_are_each_counted_once(server):
              for u in ("gt-bob", "gt-carol", "gt-carol", "gt-dave")]
     results = [p.communicate(timeout=60) + (p.returncode,) for p in procs]
     assert sorted(code for _o, _e, code in results) == [0, 0, 0, 1]    # carol's second is refused: already approved
-    shown = sandbox.cli("rc", "show", "r5", "--json")
+    shown = sandbox.command("rc", "show", "r5", "--json")
     import json
     view = json.loads(shown.stdout)
     assert view["approved_by"] == ["gt-bob", "gt-carol", "gt-dave"] and view["state"] == "approved"

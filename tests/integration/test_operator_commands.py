@@ -17,23 +17,21 @@ import pytest
 import yaml
 
 from gitopsd.adapters.store import Store
-from tests.support import GITOPSD, ROOT, Daemon, Sandbox, git, run
+from tests.support import GITOPSD, ROOT, Daemon, git, run
 
 
-@pytest.fixture
-def sandbox(short_tmp):
-    return Sandbox(short_tmp, {"qa": ["qa-1"], "staging": ["staging-1"]})
+pytestmark = pytest.mark.sandbox({"qa": ["qa-1"], "staging": ["staging-1"]})
 
 
 def test_unknown_repository_and_environment_names_are_errors_naming_the_known_ones(sandbox):
-    proc = sandbox.cli("status", "--repo", "nosuch", check=False)
+    proc = sandbox.command("status", "--repo", "nosuch", check=False)
     assert proc.returncode == 1 and proc.stdout == ""
     assert proc.stderr.splitlines() == [f"gitopsd: error: no repository named 'nosuch' in {sandbox.config} (known: shop)"]
-    proc = sandbox.cli("history", "nosuchenv", check=False)
+    proc = sandbox.command("history", "nosuchenv", check=False)
     assert proc.returncode == 1 and proc.stdout == ""
     assert proc.stderr.splitlines() == [
         f"gitopsd: error: no environment named 'nosuchenv' in {sandbox.config} (known: qa, staging)"]
-    assert sandbox.cli("history", "qa").returncode == 0
+    assert sandbox.command("history", "qa").returncode == 0
 
 
 def test_global_options_go_before_or_after_the_command(sandbox):
@@ -51,22 +49,22 @@ def test_a_missing_repository_is_a_status_row_and_the_others_are_still_shown(san
     data["repositories"].append({"name": "other", "path": str(other), "environments": [{"name": "qa"}]})
     sandbox.config.write_text(yaml.safe_dump(data))
     shutil.rmtree(other)
-    rows = {(r["repo"], r["env"]): r for r in json.loads(sandbox.cli("status", "--json").stdout)}
+    rows = {(r["repo"], r["env"]): r for r in json.loads(sandbox.command("status", "--json").stdout)}
     assert rows[("shop", "qa")]["state"] == "in-sync" or rows[("shop", "qa")]["state"] == "out-of-sync"
     assert rows[("other", "qa")]["state"] == "unavailable"
     assert rows[("other", "qa")]["reason"] == f"no Git repository at {other} (run `gitopsd init {other}` to create one)"
-    text = sandbox.cli("status").stdout
+    text = sandbox.command("status").stdout
     assert f"other/qa: no Git repository at {other}" in text
-    assert sandbox.cli("history").returncode == 0
+    assert sandbox.command("history").returncode == 0
     # check-config still reports it as the problem it is.
-    assert sandbox.cli("check-config", check=False).returncode == 1
+    assert sandbox.command("check-config", check=False).returncode == 1
 
 
 def test_check_config_counts_in_words_and_reports_every_problem_of_a_window(sandbox):
-    assert "ok (1 repository, 2 environments)" in sandbox.cli("check-config").stdout
+    assert "ok (1 repository, 2 environments)" in sandbox.command("check-config").stdout
     sandbox.env_options["qa"] = {"windows": [{"deny": "* * * * *", "duration": "soon", "timezone": "Mars/Olympus"}]}
     sandbox.write_config()
-    proc = sandbox.cli("check-config", check=False)
+    proc = sandbox.command("check-config", check=False)
     assert proc.returncode == 1
     assert "windows[0]: " in proc.stderr and "duration" in proc.stderr
     assert "windows[0].timezone: unknown time zone 'Mars/Olympus'" in proc.stderr
@@ -123,7 +121,7 @@ def test_a_window_that_does_not_open_within_8_days_is_said_in_plain_words(sandbo
 def test_suspend_holds_deployments_shown_in_status_and_resume_deploys_at_once(sandbox):
     with Daemon(sandbox) as daemon:
         daemon.wait_state("qa", "in-sync", sandbox.head("qa"))
-        out = sandbox.cli("suspend", "qa", "--reason", "database migration").stdout
+        out = sandbox.command("suspend", "qa", "--reason", "database migration").stdout
         assert out.startswith("shop/qa: suspended by ") and "(database migration)" in out
         sandbox.write("a.txt", "v2")
         v2 = sandbox.commit("v2")
@@ -133,17 +131,17 @@ def test_suspend_holds_deployments_shown_in_status_and_resume_deploys_at_once(sa
         assert "database migration; `gitopsd resume qa` lets it deploy again" in row["reason"]
         time.sleep(1.5)
         assert not [d for d in sandbox.history("qa") if d["commit"] == v2]
-        assert "resumed; the daemon looks at it now" in sandbox.cli("resume", "qa").stdout
+        assert "resumed; the daemon looks at it now" in sandbox.command("resume", "qa").stdout
         daemon.wait_state("qa", "in-sync", v2, timeout=30)
         # sync re-applies what runs now, as a reapply caused by the operator.
-        out = sandbox.cli("sync", "qa", "--reason", "host rebuilt").stdout
+        out = sandbox.command("sync", "qa", "--reason", "host rebuilt").stdout
         assert f"re-applying {v2[:7]} (kind reapply)" in out
         daemon.wait_for(lambda: len([d for d in sandbox.history("qa") if d["commit"] == v2
                                      and d["result"] == "succeeded"]) == 2, 60, "the reapply")
         last = sandbox.history("qa")[0]
         assert (last["kind"], last["trigger"], last["reason"]) == ("reapply", "sync", "host rebuilt")
         # wait: 0 for a deployed commit, one line.
-        proc = sandbox.cli("wait", "qa", "--timeout", "30")
+        proc = sandbox.command("wait", "qa", "--timeout", "30")
         assert proc.stdout.startswith(f"shop/qa: {v2[:7]} deployed and verified (deployment #")
         assert len(proc.stdout.splitlines()) == 1
 
@@ -152,8 +150,8 @@ def test_wait_right_after_sync_waits_for_the_reapply_not_the_deployment_before_i
     with Daemon(sandbox) as daemon:
         head = sandbox.head("qa")
         before = daemon.wait_state("qa", "in-sync", head)["last_deployment"]
-        sandbox.cli("sync", "qa", "--reason", "host rebuilt")
-        proc = sandbox.cli("wait", "qa", "--timeout", "60")
+        sandbox.command("sync", "qa", "--reason", "host rebuilt")
+        proc = sandbox.command("wait", "qa", "--timeout", "60")
         reapply = sandbox.history("qa")[0]   # read after wait returned: it exists, and it is what wait named
         assert (reapply["kind"], reapply["result"]) == ("reapply", "succeeded") and reapply["id"] != before["id"]
         assert proc.stdout == f"shop/qa: {head[:7]} deployed and verified (deployment #{reapply['id']}, reapply)\n"
@@ -166,8 +164,8 @@ def test_a_failed_reapply_is_shown_failed_until_a_later_run_succeeds(sandbox):
         daemon.wait_state("staging", "in-sync")
         failing = max(d["id"] for d in sandbox.history()) + 1
         (sandbox.out / f"qa-1.{failing}").mkdir()   # the test playbook cannot write its record there: the run fails
-        sandbox.cli("sync", "qa")
-        proc = sandbox.cli("wait", "qa", "--timeout", "60", check=False)
+        sandbox.command("sync", "qa")
+        proc = sandbox.command("wait", "qa", "--timeout", "60", check=False)
         assert proc.returncode == 1, proc.stdout
         assert proc.stdout.startswith(f"shop/qa: {head[:7]} failed: the reapply of {head[:7]} failed (deployment "
                                       f"#{failing}: "), proc.stdout
@@ -175,8 +173,8 @@ def test_a_failed_reapply_is_shown_failed_until_a_later_run_succeeds(sandbox):
         row = sandbox.status()["qa"]
         assert (row["state"], row["deployed"], row["last_deployment"]["id"]) == ("failed", head, failing), row
         assert "`gitopsd sync qa` re-applies it again" in row["reason"]
-        sandbox.cli("sync", "qa")
-        assert sandbox.cli("wait", "qa", "--timeout", "60").stdout.startswith(f"shop/qa: {head[:7]} deployed and verified")
+        sandbox.command("sync", "qa")
+        assert sandbox.command("wait", "qa", "--timeout", "60").stdout.startswith(f"shop/qa: {head[:7]} deployed and verified")
         assert sandbox.status()["qa"]["state"] == "in-sync"
 
 
@@ -184,11 +182,11 @@ def test_wait_exits_1_when_the_deployment_stalls_and_2_on_timeout(sandbox):
     sandbox.write("FAIL", "all")
     bad = sandbox.commit("broken")
     sandbox.push("main", "main:qa")
-    proc = sandbox.cli("wait", "qa", "--timeout", "1", check=False)   # no daemon: nothing happens
+    proc = sandbox.command("wait", "qa", "--timeout", "1", check=False)   # no daemon: nothing happens
     assert proc.returncode == 2
     assert proc.stdout == f"shop/qa: timed out after 1s waiting for {bad[:7]} (out-of-sync)\n"
     with Daemon(sandbox):
-        proc = sandbox.cli("wait", "qa", "--commit", bad, "--timeout", "90", check=False)
+        proc = sandbox.command("wait", "qa", "--commit", bad, "--timeout", "90", check=False)
     assert proc.returncode == 1, proc.stdout
     assert proc.stdout.startswith(f"shop/qa: {bad[:7]} stalled: ") and len(proc.stdout.splitlines()) == 1
 
@@ -200,7 +198,7 @@ def test_check_config_warns_about_inventory_and_playbook_files_missing_from_bran
     git(sandbox.root, "--git-dir", str(sandbox.repo), "update-ref", "refs/heads/staging", moved)
     sandbox.env_options["qa"] = {"playbook": "playbooks/site.yml"}
     sandbox.write_config()
-    proc = sandbox.cli("check-config")
+    proc = sandbox.command("check-config")
     assert proc.returncode == 0 and "ok (1 repository, 2 environments)" in proc.stdout
     assert proc.stderr.splitlines() == [
         "gitopsd: warning: shop/qa: the playbook playbooks/site.yml is not in branch qa: its next deployment fails "

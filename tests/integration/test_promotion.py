@@ -22,9 +22,7 @@ from tests.support import Daemon, Sandbox, git
 CHAIN = {"qa": ["qa-1"], "staging": ["staging-1"], "production": ["production-1"]}
 
 
-@pytest.fixture
-def sandbox(short_tmp):
-    return Sandbox(short_tmp, CHAIN)
+pytestmark = pytest.mark.sandbox(CHAIN)
 
 
 def remote_text(proc: subprocess.CompletedProcess[str]) -> str:
@@ -133,7 +131,7 @@ def test_the_revert_a_faulty_merge_trap_is_refused_and_exact_tree_promotion_fixe
             in remote_text(proc)
         # The exact-tree promotion is accepted and deploys the fix.
         reverted = sandbox.head("production")
-        out = sandbox.cli("promote", "staging", "production").stdout
+        out = sandbox.command("promote", "staging", "production").stdout
         assert "is what staging runs" in out
         promoted = sandbox.head("production")
         assert sandbox.tree(promoted) == sandbox.tree(fixed)
@@ -152,9 +150,9 @@ def test_promote_dry_run_shows_the_decision_and_moves_nothing(sandbox):
         sandbox.push("main", "main:qa")
         daemon.wait_state("qa", "in-sync", sandbox.head("qa"))
         before = sandbox.head("staging")
-        out = sandbox.cli("promote", "qa", "staging", "--dry-run").stdout
+        out = sandbox.command("promote", "qa", "staging", "--dry-run").stdout
         assert out.startswith("would promote qa") and sandbox.head("staging") == before
-        refused = sandbox.cli("promote", "staging", "production", "--dry-run", check=False)
+        refused = sandbox.command("promote", "staging", "production", "--dry-run", check=False)
         assert refused.returncode == 0 and "nothing to promote" in refused.stdout
 
 
@@ -305,7 +303,7 @@ def test_a_head_moved_past_the_hook_is_blocked_until_an_allowed_identity_forces_
                                  f"{sneaky[:7]} has tree {sandbox.tree(v2)[:7]}, which was never deployed successfully "
                                  "to staging. A merge made by hand gets a new tree when the branches differ (after a "
                                  "revert, for example).")
-        assert f"shop/production: {row['reason']}" in sandbox.cli("status").stdout
+        assert f"shop/production: {row['reason']}" in sandbox.command("status").stdout
         time.sleep(2)   # looks come and go: still nothing runs, and it was said once
         assert not [d for d in sandbox.history("production") if d["commit"] == sneaky]
         assert daemon.log().count(f"blocked {sneaky[:7]}:") == 1
@@ -314,13 +312,13 @@ def test_a_head_moved_past_the_hook_is_blocked_until_an_allowed_identity_forces_
         assert refused.stderr.splitlines() == [
             f"gitopsd: error: nobody may not force a head past the promotion rule in production; only "
             f"{pwd.getpwuid(os.getuid()).pw_name} may (override_by in {sandbox.config})"]
-        out = sandbox.cli("retry", "production", "--force", "--reason", "customer outage").stdout
+        out = sandbox.command("retry", "production", "--force", "--reason", "customer outage").stdout
         assert f"{sneaky[:7]} admitted past the promotion rule by" in out
         daemon.wait_state("production", "in-sync", sneaky)
     last = sandbox.history("production")[0]
     assert (last["commit"], last["kind"], last["result"], last["trigger"]) == (sneaky, "deploy", "succeeded", "retry")
     assert last["reason"].startswith("retry --force: customer outage (it was blocked: production only takes trees")
-    history = sandbox.cli("history", "production").stdout
+    history = sandbox.command("history", "production").stdout
     assert f"shop/production {sneaky[:7]} (override) by root" in history and "customer outage" in history
 
 
@@ -331,7 +329,7 @@ def test_reverting_a_rollback_during_a_freeze_is_no_rollback_for_the_hook_nor_fo
         sandbox.commit("T2")
         sandbox.push("main", "main:qa")
         daemon.wait_state("qa", "in-sync", sandbox.head("qa"))
-        sandbox.cli("rollback", "qa")                                # back to T1
+        sandbox.command("rollback", "qa")                                # back to T1
         rolled_back = sandbox.head("qa")
         daemon.wait_state("qa", "in-sync", rolled_back)
         start = datetime.now(timezone.utc) - timedelta(minutes=1)
@@ -365,11 +363,11 @@ def test_a_promotion_after_a_rollback_is_recorded_as_a_deploy(sandbox):
         sandbox.commit("T2")
         sandbox.push("main", "main:qa")
         daemon.wait_state("qa", "in-sync", sandbox.head("qa"))
-        sandbox.cli("promote", "qa", "staging")
+        sandbox.command("promote", "qa", "staging")
         daemon.wait_state("staging", "in-sync", sandbox.head("staging"))
-        sandbox.cli("rollback", "staging")
+        sandbox.command("rollback", "staging")
         daemon.wait_state("staging", "in-sync", sandbox.head("staging"))
-        sandbox.cli("promote", "qa", "staging")                    # T2 again, as qa runs it: a promotion
+        sandbox.command("promote", "qa", "staging")                    # T2 again, as qa runs it: a promotion
         daemon.wait_state("staging", "in-sync", sandbox.head("staging"))
     assert [d["kind"] for d in sandbox.history("staging")[:3]] == ["deploy", "rollback", "deploy"]
 
@@ -384,7 +382,7 @@ def test_rollback_to_an_earlier_deployment_is_admitted_and_recorded_and_bad_ids_
             sandbox.push("main", "main:qa")
             daemon.wait_state("qa", "in-sync", sandbox.head("qa"))
         other = next(d for d in sandbox.history() if d["env"] != "qa")
-        refused = sandbox.cli("rollback", "qa", "--to", str(other["id"]), check=False)
+        refused = sandbox.command("rollback", "qa", "--to", str(other["id"]), check=False)
         assert refused.returncode == 1 and refused.stderr.splitlines() == [
             f"gitopsd: error: deployment #{other['id']} is not a deployment of shop/qa; "
             "pick one from `gitopsd history qa --repo shop`"]
@@ -393,14 +391,14 @@ def test_rollback_to_an_earlier_deployment_is_admitted_and_recorded_and_bad_ids_
                              kind="deploy", trigger="test", actor="test", now=time.time())
         store.finish(failed, "failed", now=time.time())
         store.close()
-        refused = sandbox.cli("rollback", "qa", "--to", str(failed), check=False)
+        refused = sandbox.command("rollback", "qa", "--to", str(failed), check=False)
         assert refused.returncode == 1 and refused.stderr.splitlines() == [
             f"gitopsd: error: deployment #{failed} failed: only a tree that ran successfully is a rollback target; "
             "pick a succeeded one from `gitopsd history qa --repo shop`"]
-        out = sandbox.cli("rollback", "qa", "--to", str(first["id"])).stdout
+        out = sandbox.command("rollback", "qa", "--to", str(first["id"])).stdout
         assert f"whose tree is the one deployment #{first['id']}" in out
         daemon.wait_state("qa", "in-sync", sandbox.head("qa"))
     assert sandbox.tree(sandbox.head("qa")) == first["tree"]
     last = sandbox.history("qa")[0]
     assert (last["kind"], last["result"], last["trigger"]) == ("rollback", "succeeded", "rollback")
-    assert "(rollback) by root" in sandbox.cli("history", "qa").stdout
+    assert "(rollback) by root" in sandbox.command("history", "qa").stdout

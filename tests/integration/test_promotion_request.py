@@ -13,9 +13,7 @@ from tests.support import Daemon, Sandbox, git
 CHAIN = {"qa": ["qa-1"], "staging": ["staging-1"], "production": ["production-1"]}
 
 
-@pytest.fixture
-def sandbox(short_tmp):
-    return Sandbox(short_tmp, CHAIN)
+pytestmark = pytest.mark.sandbox(CHAIN)
 
 
 def remote_text(proc: subprocess.CompletedProcess[str]) -> str:

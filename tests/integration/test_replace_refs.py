@@ -17,9 +17,7 @@ from tests.support import Sandbox, git
 CHAIN = {"qa": ["qa-1"], "staging": ["staging-1"], "production": ["production-1"]}
 
 
-@pytest.fixture
-def sandbox(short_tmp):
-    return Sandbox(short_tmp, CHAIN)
+pytestmark = pytest.mark.sandbox(CHAIN)
 
 
 def deployed(sandbox: Sandbox, env: str, commit: str) -> None:

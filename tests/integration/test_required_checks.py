@@ -12,9 +12,7 @@ from tests.support import Sandbox, git
 CHAIN = {"qa": ["qa-1"], "staging": ["staging-1"]}
 
 
-@pytest.fixture
-def sandbox(short_tmp):
-    return Sandbox(short_tmp, CHAIN, env_options={"qa": {"require_checks": ["ci/build", "ci/test"]}})
+pytestmark = pytest.mark.sandbox(CHAIN, env_options={"qa": {"require_checks": ["ci/build", "ci/test"]}})
 
 
 def remote_text(proc: subprocess.CompletedProcess[str]) -> str:

@@ -18,8 +18,8 @@ from tests.support import GITOPSD, Sandbox, git, run
 
 
 @pytest.fixture
-def sandbox(short_tmp):
-    box = Sandbox(short_tmp, {"qa": ["qa-1"], "staging": ["staging-1"]})
+def sandbox(make_sandbox):
+    box = make_sandbox({"qa": ["qa-1"], "staging": ["staging-1"]})
     box.write("a.txt", "1")
     box.commit("one")
     box.push("main")   # main is ahead of qa: `promote main qa` has something to do
