@@ -485,7 +485,8 @@ class Daemon:
     def _refresh_hooks(self) -> None:
         """Point each repository's hook at this config and database: `state_dir` may have changed since install-hooks."""
         for repo in self.config.repositories:
-            changed, problem = install_hooks.refresh_settings(repo.path, self.config.source, self.config.database)
+            changed, problem = install_hooks.refresh_settings(repo.path, self.config.source, self.config.database,
+                                                              self.config)
             if problem:
                 log.warning("%s", problem, extra={"repo": repo.name})
             elif changed:

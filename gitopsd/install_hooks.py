@@ -18,6 +18,7 @@ from pathlib import Path
 
 from .adapters import gitcli, ownership
 from .core.errors import GitError, StoreError, UserError
+from .core.settings import Config, Repository
 
 HOOK_NAMES = ("pre-receive",)
 RETIRED_HOOKS = ("post-receive",)
@@ -99,6 +100,8 @@ def install_hooks(repo_path: Path, config_path: Path | None = None, *, git_user:
         done.append(f"the hook's config snapshot: {note}")
     for key, value in settings.items():
         set_setting(repo_path, key, value)
+    if config_path is not None:
+        record_shim_rule(repo_path, Path(config_path))
     done += share_with_service(repo_path, pushing_user(repo_path, git_user), daemon_user(service_user, config_path),
                                config_path)
     pusher = pushing_user(repo_path, git_user)
@@ -128,25 +131,82 @@ def get_setting(repo_path: Path, key: str) -> str | None:
     return gitcli.config_get(repo_path / "config", key)
 
 
-def refresh_settings(repo_path: Path, config_path: Path, database: Path) -> tuple[list[str], str | None]:
-    """Point an installed hook at this config and database (after `state_dir` changed, say).
+def recorded_settings(repo_path: Path) -> dict[str, str]:
+    """The gitopsd.* keys in a repository's git config, read by one git run (the daemon reads them for every repository)."""
+    code, out, _err = gitcli.run(["git", "config", "--file", str(repo_path / "config"), "--get-regexp", r"^gitopsd\."])
+    if code != 0:
+        return {}
+    return {key: value for key, _, value in (line.partition(" ") for line in out.splitlines())}
+
+
+def refresh_settings(repo_path: Path, config_path: Path, database: Path,
+                     config: Config | None = None) -> tuple[list[str], str | None]:
+    """Point an installed hook at this config and database (after `state_dir` changed, say); with CONFIG (loaded from
+    config_path), also record what the shim decides alone (`record_shim_rule`).
 
     Return (what changed, a problem line or None). Only the gitopsd.* keys install-hooks wrote are
     touched, and only in a repository where they are.
     """
     wanted = {"gitopsd.config": str(Path(config_path).resolve()), "gitopsd.database": str(database)}
-    if get_setting(repo_path, "gitopsd.entry") is None and get_setting(repo_path, "gitopsd.config") is None:
+    current = recorded_settings(repo_path)
+    if "gitopsd.entry" not in current and "gitopsd.config" not in current:
         return [], None
-    stale = {key: value for key, value in wanted.items() if get_setting(repo_path, key) != value}
+    stale = {key: value for key, value in wanted.items() if current.get(key) != value}
     try:
         for key, value in stale.items():
             set_setting(repo_path, key, value)
+        problem = record_shim_rule(repo_path, config, current) if config is not None else None
     except HookError:
-        return [], (f"the hook of {repo_path} still reads {', '.join(f'{k}={get_setting(repo_path, k)}' for k in stale)}"
+        return [], (f"the hook of {repo_path} still reads {', '.join(f'{k}={current.get(k)}' for k in stale)}"
                     f" (now {', '.join(stale.values())}) and this daemon cannot write {repo_path / 'config'}: pushes "
                     f"take the slow path until root runs: {gitopsd_executable()} install-hooks {repo_path} "
                     f"--config {wanted['gitopsd.config']}")
-    return [f"{key}={value}" for key, value in stale.items()], None
+    return [f"{key}={value}" for key, value in stale.items()], problem
+
+
+# -- what the shim decides alone ------------------------------------------------------------------------
+# A push of only main, feature branches and ordinary tags has nothing to judge: hooks/pre-receive accepts it
+# without starting Python when the repository's git config lists the environment branches (gitopsd.branches)
+# and the config file is not newer than the stamp file, whose mtime is the config's when they were read.
+
+STAMP_FILE = "gitopsd-gate.stamp"
+
+
+def shim_rule(repo: Repository | None) -> str:
+    """The environment branches (space-separated) the shim checks pushes against; '' when every push needs Python:
+    a repository gitopsd does not manage, or one whose CI triggers and approvals need to hear who pushed main."""
+    if repo is None or repo.ci.any or any(env.approvals for env in repo.environments):
+        return ""
+    return " ".join(env.branch for env in repo.environments)
+
+
+def record_shim_rule(repo_path: Path, config: Config | Path, current: dict[str, str] | None = None) -> str | None:
+    """Record for the shim which pushes it may accept alone, as of CONFIG (loaded, or a file); a problem line or None.
+
+    The branches are written before the stamp file gets the config's mtime of when it was read: a writer
+    that fails halfway leaves an older stamp, so the shim takes the Python path. CURRENT (the recorded
+    settings) spares the writes that would change nothing. Raise HookError when the git config cannot be written."""
+    if isinstance(config, Path):
+        from .config import ConfigError, load
+        try:
+            config = load(config)
+        except ConfigError:
+            set_setting(repo_path, "gitopsd.branches", "")
+            return None
+    rule = shim_rule(config.repository_at(repo_path)) if config.stamp else ""
+    if current is None or current.get("gitopsd.branches", None) != rule:
+        set_setting(repo_path, "gitopsd.branches", rule)
+    if not rule:
+        return None
+    mtime = int(config.stamp.rsplit(":", 1)[-1])
+    stamp = repo_path / STAMP_FILE
+    try:
+        if not stamp.exists() or stamp.stat().st_mtime_ns != mtime:
+            stamp.touch()
+            os.utime(stamp, ns=(mtime, mtime))
+    except OSError as exc:
+        return f"pushes to feature branches start Python until the daemon can write {stamp}: {exc.strerror}"
+    return None
 
 
 # -- the service layout (docs/install.md, "Permissions") --------------------------------------------------------
