@@ -388,7 +388,7 @@ def bench_scale(root: Path, repositories: int, pushes: int, timeout: float, hist
             "push_to_playbook_p95_ms": percentile(latencies, 95) * 1000, **reads}
 
 
-def bench_scale_filled(root: Path, repositories: int, history_rows: int, idle_seconds: float, scrapes: int = 100) -> dict:
+def bench_scale_filled(root: Path, repositories: int, history_rows: int, idle_seconds: float, scrapes: int = 10) -> dict:
     """A converged daemon restarted at `repositories` x 3 environments (the store filled as it leaves it: filled_sandbox,
     no Ansible runs): start -> READY, what it redeploys (nothing), idle RSS/CPU, fds, threads, inotify, reads, /metrics."""
     import http.client
@@ -421,11 +421,13 @@ def bench_scale_filled(root: Path, repositories: int, history_rows: int, idle_se
         fds, threads = len(os.listdir(f"/proc/{daemon.proc.pid}/fd")), proc.num_threads()
 
         def get(path: str = "/metrics") -> tuple[int, bytes]:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
             conn.request("GET", path)
             answer = conn.getresponse()
             return answer.status, answer.read()
         daemon.wait_for(lambda: _answers(lambda: get("/api/v1/health")), 60, "the API up")
+        print(f"(f) {repositories} repositories: READY after {ready:.1f} s, idle RSS {max(rss) / 2**20:.0f} MiB, CPU "
+              f"{cpu:.2f} %, {fds} fds, {threads} threads, {watches} inotify watches", flush=True)
         t2 = time.monotonic()
         get()
         first = time.monotonic() - t2

@@ -100,8 +100,9 @@ def install_hooks(repo_path: Path, config_path: Path | None = None, *, git_user:
         done.append(f"the hook's config snapshot: {note}")
     for key, value in settings.items():
         set_setting(repo_path, key, value)
-    if config_path is not None:
-        record_shim_rule(repo_path, Path(config_path))
+    problem = record_shim_rule(repo_path, Path(config_path)) if config_path is not None else None
+    if problem:
+        done.append(f"warning: {problem}")
     done += share_with_service(repo_path, pushing_user(repo_path, git_user), daemon_user(service_user, config_path),
                                config_path)
     pusher = pushing_user(repo_path, git_user)
@@ -139,10 +140,10 @@ def recorded_settings(repo_path: Path) -> dict[str, str]:
     return {key: value for key, _, value in (line.partition(" ") for line in out.splitlines())}
 
 
-def refresh_settings(repo_path: Path, config_path: Path, database: Path,
-                     config: Config | None = None) -> tuple[list[str], str | None]:
+def refresh_settings(repo_path: Path, config_path: Path, database: Path, config: Config | None = None,
+                     repo: Repository | None = None) -> tuple[list[str], str | None]:
     """Point an installed hook at this config and database (after `state_dir` changed, say); with CONFIG (loaded from
-    config_path), also record what the shim decides alone (`record_shim_rule`).
+    config_path) and its REPO at repo_path, also record what the shim decides alone (`record_shim_rule`).
 
     Return (what changed, a problem line or None). Only the gitopsd.* keys install-hooks wrote are
     touched, and only in a repository where they are.
@@ -155,7 +156,7 @@ def refresh_settings(repo_path: Path, config_path: Path, database: Path,
     try:
         for key, value in stale.items():
             set_setting(repo_path, key, value)
-        problem = record_shim_rule(repo_path, config, current) if config is not None else None
+        problem = record_shim_rule(repo_path, config, repo) if config is not None else None
     except HookError:
         return [], (f"the hook of {repo_path} still reads {', '.join(f'{k}={current.get(k)}' for k in stale)}"
                     f" (now {', '.join(stale.values())}) and this daemon cannot write {repo_path / 'config'}: pushes "
@@ -166,8 +167,8 @@ def refresh_settings(repo_path: Path, config_path: Path, database: Path,
 
 # -- what the shim decides alone ------------------------------------------------------------------------
 # A push of only main, feature branches and ordinary tags has nothing to judge: hooks/pre-receive accepts it
-# without starting Python when the repository's git config lists the environment branches (gitopsd.branches)
-# and the config file is not newer than the stamp file, whose mtime is the config's when they were read.
+# without starting Python (or git) when the repository's gitopsd-gate.stamp names the config file and the
+# environment branches, and has the config file's mtime of when they were read.
 
 STAMP_FILE = "gitopsd-gate.stamp"
 
@@ -180,32 +181,39 @@ def shim_rule(repo: Repository | None) -> str:
     return " ".join(env.branch for env in repo.environments)
 
 
-def record_shim_rule(repo_path: Path, config: Config | Path, current: dict[str, str] | None = None) -> str | None:
-    """Record for the shim which pushes it may accept alone, as of CONFIG (loaded, or a file); a problem line or None.
+def record_shim_rule(repo_path: Path, config: Config | Path, repo: Repository | None = None) -> str | None:
+    """Write REPO/gitopsd-gate.stamp for the shim, as of CONFIG (loaded, or a file; REPO is its repository at
+    repo_path, looked up if not given: a thousand lookups walk a thousand paths each); a problem line or None.
 
-    The branches are written before the stamp file gets the config's mtime of when it was read: a writer
-    that fails halfway leaves an older stamp, so the shim takes the Python path. CURRENT (the recorded
-    settings) spares the writes that would change nothing. Raise HookError when the git config cannot be written."""
+    Written whole (a new file renamed over the old) with the config's mtime of when it was read, so the
+    shim sees a complete stamp of one version of the file or none; no stamp sends every push to Python."""
+    loaded: Config | None = None
     if isinstance(config, Path):
         from .config import ConfigError, load
         try:
-            config = load(config)
+            loaded = load(config)
         except ConfigError:
-            set_setting(repo_path, "gitopsd.branches", "")
-            return None
-    rule = shim_rule(config.repository_at(repo_path)) if config.stamp else ""
-    if current is None or current.get("gitopsd.branches", None) != rule:
-        set_setting(repo_path, "gitopsd.branches", rule)
-    if not rule:
-        return None
-    mtime = int(config.stamp.rsplit(":", 1)[-1])
+            pass
+    else:
+        loaded = config
     stamp = repo_path / STAMP_FILE
     try:
-        if not stamp.exists() or stamp.stat().st_mtime_ns != mtime:
-            stamp.touch()
-            os.utime(stamp, ns=(mtime, mtime))
+        rule = shim_rule(repo if repo is not None else loaded.repository_at(repo_path)) if loaded is not None and loaded.stamp else ""
+        if loaded is None or not rule:
+            stamp.unlink(missing_ok=True)
+            return None
+        text, mtime = f"{loaded.source.resolve()}\n{rule}\n", int(loaded.stamp.rsplit(":", 1)[-1])
+        try:
+            if stamp.stat().st_mtime_ns == mtime and stamp.read_text(encoding="utf-8") == text:
+                return None
+        except FileNotFoundError:
+            pass
+        tmp = repo_path / f".{STAMP_FILE}.tmp"
+        tmp.write_text(text, encoding="utf-8")
+        os.utime(tmp, ns=(mtime, mtime))
+        os.replace(tmp, stamp)
     except OSError as exc:
-        return f"pushes to feature branches start Python until the daemon can write {stamp}: {exc.strerror}"
+        return f"pushes to feature branches start Python until {stamp} can be written: {exc.strerror or exc}"
     return None
 
 

@@ -123,3 +123,20 @@ def test_a_config_put_in_place_with_an_older_mtime_is_policed_too(sandbox):
     proc = sandbox.push("main:production", check=False)
     assert _started(mark)
     assert proc.returncode == 1 and "remote: gitopsd: push to refs/heads/production refused" in proc.stderr
+
+
+def test_a_chained_hook_still_runs_first_on_the_same_input_and_can_refuse_a_feature_branch(sandbox):
+    mark = _watch_python(sandbox)
+    seen = sandbox.root / "chained-input"
+    chained = sandbox.repo / "hooks" / "pre-receive.chained"
+    chained.write_text(f'#!/bin/sh\ncat > {seen}\ngrep -q refs/heads/wip {seen} && {{ echo "no wip branches" >&2; exit 1; }}\nexit 0\n')
+    chained.chmod(0o755)
+    old, new = sandbox.head("main"), sandbox.commit("one")
+    assert sandbox.push("main:feature/x").returncode == 0
+    assert seen.read_text() == f"{'0' * 40} {new} refs/heads/feature/x\n"
+    assert not _started(mark)
+    proc = sandbox.push("main:wip", check=False)
+    assert proc.returncode == 1 and "no wip branches" in proc.stderr
+    assert not _started(mark)
+    sandbox.push("main")
+    assert seen.read_text() == f"{old} {new} refs/heads/main\n"
