@@ -133,7 +133,22 @@ def get_setting(repo_path: Path, key: str) -> str | None:
 
 
 def recorded_settings(repo_path: Path) -> dict[str, str]:
-    """The gitopsd.* keys in a repository's git config, read by one git run (the daemon reads them for every repository)."""
+    """The gitopsd.* keys in a repository's git config (the daemon reads them for every repository at start).
+
+    The [gitopsd] section as `git config` writes it is read from the file; anything else in that file
+    (quotes, escapes, includes, the section twice) is left to one git run."""
+    try:
+        text = (repo_path / "config").read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        text = ""
+    plain = bool(text) and not any(c in text for c in '"\\') and "include" not in text.lower()
+    if plain and "[gitopsd" not in text.lower():
+        return {}
+    if plain and text.lower().count("[gitopsd") == 1 and "\n[gitopsd]\n" in text:
+        section = text.split("\n[gitopsd]\n", 1)[1].split("\n[", 1)[0]
+        pairs = [line.strip().partition(" = ") for line in section.splitlines() if line.strip()]
+        if all(sep and key.isalnum() and "#" not in value and ";" not in value for key, sep, value in pairs):
+            return {f"gitopsd.{key.lower()}": value for key, _sep, value in pairs}
     code, out, _err = gitcli.run(["git", "config", "--file", str(repo_path / "config"), "--get-regexp", r"^gitopsd\."])
     if code != 0:
         return {}

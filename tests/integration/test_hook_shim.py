@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from gitopsd import install_hooks
 from tests.integration.test_hooks import _run_hook_entry
 from tests.support import Daemon, Sandbox, git
 
@@ -140,3 +141,21 @@ def test_a_chained_hook_still_runs_first_on_the_same_input_and_can_refuse_a_feat
     assert not _started(mark)
     sandbox.push("main")
     assert seen.read_text() == f"{old} {new} refs/heads/main\n"
+
+
+def test_the_daemon_reads_a_repositorys_hook_settings_from_its_git_config_as_git_does_without_starting_git(
+        sandbox, monkeypatch):
+    def by_git() -> dict[str, str]:
+        out = git(sandbox.root, "config", "--file", str(sandbox.repo / "config"), "--get-regexp", r"^gitopsd\.").stdout
+        return {key: value for key, _, value in (line.partition(" ") for line in out.splitlines())}
+    wanted = by_git()
+    assert wanted["gitopsd.config"] == str(sandbox.config.resolve())
+    with monkeypatch.context() as m:
+        m.setenv("PATH", str(sandbox.root / "no-git-here"))   # a thousand repositories, a thousand git runs spared
+        assert install_hooks.recorded_settings(sandbox.repo) == wanted
+    # What only git reads right is left to git: a quoted value, a section spelled otherwise.
+    git(sandbox.root, "config", "--file", str(sandbox.repo / "config"), "gitopsd.note", "a # b")
+    assert install_hooks.recorded_settings(sandbox.repo) == by_git() == {**wanted, "gitopsd.note": "a # b"}
+    (sandbox.repo / "config").write_text((sandbox.repo / "config").read_text() + "[GitOpsD]\n\tdatabase = /elsewhere\n")
+    assert install_hooks.recorded_settings(sandbox.repo) == by_git()
+    assert by_git()["gitopsd.database"] == "/elsewhere"
