@@ -31,7 +31,7 @@ deps:
 	fi
 
 demo: $(STAMP)
-	$(BIN)/python -m gitopsd.demo
+	$(BIN)/python -m gitopsd.installers.demo
 
 # The checks that keep the shape: types (mypy --strict), bugs and security rules (ruff: B, S), and the
 # layers and single importers of import-linter (pyproject.toml, [tool.importlinter]).

@@ -237,7 +237,7 @@ def bench_rollback(root: Path, rounds: int) -> dict:
     config = root / "gitopsd.yml"
     config.write_text(yaml.safe_dump({"state_dir": str(root / "state"), "runtime_dir": str(root / "run"),
                                       "sandbox": {"writable": [str(root / "hosts")]}}))
-    from gitopsd.demo import start_local_hosts, stop_local_hosts
+    from gitopsd.installers.demo import start_local_hosts, stop_local_hosts
     hosts = [root / "hosts" / "production" / f"production-{n}" for n in range(1, 5)]
     start_local_hosts(root / "hosts", hosts)
     env = {**os.environ, "GITOPSD_SAMPLE_ROOT": str(root / "hosts"), "GITOPSD_SAMPLE_PORT_BASE": "19400",
@@ -500,7 +500,7 @@ def bench_reads_only(root: Path, repositories: int, history_rows: int, rounds: i
     """
     import yaml
 
-    from gitopsd.adapters import gitcli
+    from gitopsd.base import gitcli
     from gitopsd.adapters.store import Store
     from gitopsd.config import load
     from gitopsd.gate import snapshot
@@ -585,7 +585,7 @@ def filled_sandbox(root: Path, repositories: int, history_rows: int, port: int, 
 
     import yaml
 
-    from gitopsd.adapters import gitcli
+    from gitopsd.base import gitcli
     sandbox = Sandbox(root, {env: [f"{env}-1"] for env in ENVS}, env_options={env: {"promote_from": "main"} for env in ENVS[1:]},
                       extra={"api": {"listen": f"127.0.0.1:{port}", "tokens_file": str(root / "tokens.yml")}, **(extra or {})})
     data = yaml.safe_load(sandbox.config.read_text())

@@ -30,7 +30,7 @@ from .core.settings import ExecutionNode
 from .core.settings import ROLES, RoleGrant, Web
 from .gate.snapshot import file_stamp
 from .adapters.sandbox import SandboxError, check as sandbox_check, default_user as default_sandbox_user
-from .adapters.storeerrors import postgresql_missing
+from .base.storeerrors import postgresql_missing
 from .core.windows import Window, WindowError, Cron, parse_duration
 
 # Re-exported: the settings classes are what `load` returns.

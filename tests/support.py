@@ -145,7 +145,7 @@ def python_for_everyone(venv: Path) -> Path:
     packages = sysconfig.get_paths()["purelib"]   # the project's venv: its packages, and gitopsd (editable)
     Path(site.strip(), "gitopsd-tests.pth").write_text(f"import site; site.addsitedir({packages!r})\n")
     # The console scripts a `pip install` into /opt/gitopsd would put beside its Python (runs look there).
-    for name, module in (("gitopsd", "gitopsd.cli"), ("ansible-playbook", "ansible.cli.playbook"),
+    for name, module in (("gitopsd", "gitopsd.cli.main"), ("ansible-playbook", "ansible.cli.playbook"),
                          ("ansible-galaxy", "ansible.cli.galaxy"), ("ansible-inventory", "ansible.cli.inventory"),
                          ("ansible-vault", "ansible.cli.vault")):
         script = venv / "bin" / name

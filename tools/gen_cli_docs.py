@@ -10,7 +10,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from gitopsd.cli import build_parser
+from gitopsd.cli.main import build_parser
 
 COLUMNS = "100"   # argparse wraps at the terminal's width: a fixed one keeps the file stable
 OUT = Path(__file__).resolve().parents[1] / "docs" / "cli.md"

@@ -25,7 +25,7 @@ def _v1(db: Any, dialect: SQLite) -> None:
         snapshot.migrate(db)
 
 
-# PostgreSQL fences the leader's records (gitopsd/leadership.py): a daemon that took the lead sets `gitopsd.epoch`
+# PostgreSQL fences the leader's records (gitopsd/daemon/leadership.py): a daemon that took the lead sets `gitopsd.epoch`
 # on its connections; a row it writes (or deletes) in a table below while another daemon holds a newer epoch is
 # refused (SQLSTATE GDF01), and each deployment row carries the epoch that wrote it. Row-locking the lease's row
 # (FOR SHARE) makes a takeover wait for the old leader's write in flight. Commands (no `gitopsd.epoch`) pass.

@@ -22,7 +22,7 @@ from typing import Any, Callable, TypeVar, cast
 
 from ..gate import approvals, required, snapshot
 from . import dialect as dialects, migrations, ownership
-from .storeerrors import StoreFenced, StoreUnusable, postgresql_missing, translate
+from ..base.storeerrors import StoreFenced, StoreUnusable, postgresql_missing, translate
 from ..core.types import (Admission, Block, Deployment, DriftReport, FailureStatus, Hold, HostInfo, Kind, Result,
                           TaskChange, WatchWindow, iso)
 
@@ -45,7 +45,7 @@ CREATE TABLE IF NOT EXISTS deployments (
     attempt INTEGER NOT NULL DEFAULT 1,
     workdir TEXT,
     detail TEXT,
-    epoch INTEGER NOT NULL DEFAULT 0   -- the leader's epoch that wrote it (gitopsd/leadership.py); 0 without PostgreSQL
+    epoch INTEGER NOT NULL DEFAULT 0   -- the leader's epoch that wrote it (gitopsd/daemon/leadership.py); 0 without PostgreSQL
 );
 CREATE INDEX IF NOT EXISTS deployments_env ON deployments (repo, env, id);
 CREATE INDEX IF NOT EXISTS deployments_tree ON deployments (repo, env, tree, result);
@@ -171,7 +171,7 @@ CREATE TABLE IF NOT EXISTS drift_reports (   -- drift detection runs (check mode
     changes TEXT NOT NULL DEFAULT '[]'     -- TaskChange.as_json() of each drifted task (a baseline: its own)
 );
 CREATE INDEX IF NOT EXISTS drift_reports_env ON drift_reports (repo, env, id);
-CREATE TABLE IF NOT EXISTS leadership (   -- the leader's lease (PostgreSQL only: gitopsd/leadership.py); one row
+CREATE TABLE IF NOT EXISTS leadership (   -- the leader's lease (PostgreSQL only: gitopsd/daemon/leadership.py); one row
     id INTEGER PRIMARY KEY,
     epoch INTEGER NOT NULL,                -- raised by each daemon that takes the lead; written with each deployment
     holder TEXT NOT NULL,
@@ -327,7 +327,7 @@ class Store:
     def of(cls, config: Any, *, readonly: bool = False, epoch: int | None = None) -> Store:
         """The store a loaded configuration names: `database:` (PostgreSQL) or the SQLite file in state_dir.
 
-        `epoch`: the leader's (gitopsd/leadership.py), written with each deployment row it records."""
+        `epoch`: the leader's (gitopsd/daemon/leadership.py), written with each deployment row it records."""
         return cls(config.database, readonly=readonly, url=getattr(config, "database_url", ""), epoch=epoch)
 
     def _upgrade(self, db: Any, dialect: dialects.SQLite) -> tuple[int, int]:
@@ -411,7 +411,7 @@ class Store:
             with self._lock:
                 resync()
 
-    # -- the daemons sharing a PostgreSQL database (gitopsd/leadership.py) ------------------------------
+    # -- the daemons sharing a PostgreSQL database (gitopsd/daemon/leadership.py) ------------------------------
     def daemons(self) -> list[dict[str, Any]]:
         """Each daemon that said it was alive here: name, role, epoch, pid, api, seconds since it did (PostgreSQL)."""
         if self.backend != "postgresql":
@@ -959,7 +959,7 @@ class Store:
         except sqlite3.OperationalError:
             return []
 
-    # -- aggregates for /metrics (gitopsd/metrics.py): a few grouped reads over id ranges, none per row -----------
+    # -- aggregates for /metrics (gitopsd/services/metrics.py): a few grouped reads over id ranges, none per row -----------
     def deployment_ids(self, after: int) -> tuple[int, list[tuple[int, str, str, str]]]:
         """(highest id, [(id, repo, env, result)] of deployments above `after` still queued or running)."""
         top = self._rows("SELECT COALESCE(MAX(id), 0) FROM deployments")[0][0]

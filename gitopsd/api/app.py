@@ -25,8 +25,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ..adapters.store import Store
 from ..core.errors import GitError, StoreError
 from ..core.settings import Config, Repository
-from ..readmodels import deployment_json, rc_history, rc_view, release_marks   # as `history`, `rc list|show` --json
-from ..tokens import Token, TokenCheck
+from ..services.readmodels import deployment_json, rc_history, rc_view, release_marks   # as `history`, `rc list|show` --json
+from ..services.tokens import Token, TokenCheck
 from . import statuses
 from .openapi import document
 
@@ -185,7 +185,7 @@ def create_app(config: Callable[[], Config], store: Store, tokens: TokenCheck,
         name = request.query_params.get("repo")
         if name is not None:
             repository(name)
-        from ..status import all_status   # what `gitopsd status --json` shows, from the same function
+        from ..services.status import all_status   # what `gitopsd status --json` shows, from the same function
 
         def read() -> list[dict[str, Any]]:
             return [row.as_json() for row in all_status(config(), store, name)]

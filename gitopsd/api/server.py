@@ -20,7 +20,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from ..adapters.store import Store
 from ..core.settings import Api, Config
-from ..tokens import TokenCheck
+from ..services.tokens import TokenCheck
 from .app import create_app, create_standby_app
 
 log = logging.getLogger("gitopsd.api")
@@ -166,7 +166,7 @@ def serve(config: Callable[[], Config], store: Store, on_status: Callable[[str],
     """Start the API of `config().api` in a thread; None (and one error line) when it cannot listen.
 
     `human_gates` is the daemon's HumanGates.handle: the sign-offs and approvals the API takes go there;
-    `metrics` gives /metrics its text and content type (gitopsd/metrics.py); `dashboard` is web.app.create_web_app,
+    `metrics` gives /metrics its text and content type (gitopsd/services/metrics.py); `dashboard` is web.app.create_web_app,
     handed in by the daemon so that the API never imports the dashboard (it serves / when `config().web` is set)."""
     api = config().api
     assert api is not None

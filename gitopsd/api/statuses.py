@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Mapping
 from urllib.parse import urlsplit
 
-from ..adapters import gitcli
+from ..base import gitcli
 from ..adapters.store import Store
 from ..core.errors import UserError
 from ..core.settings import STATUS_CONTEXT_MAX

@@ -12,7 +12,7 @@ import logging
 from dataclasses import dataclass
 from typing import Callable, Protocol
 
-from ..adapters import gitcli
+from ..base import gitcli
 from ..core.settings import Repository
 
 log = logging.getLogger("gitopsd.ci")

@@ -16,7 +16,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
-from ..adapters import gitcli
+from ..base import gitcli
 from ..core.settings import Environment, Repository
 from ..core.types import Trigger
 from ..gate import promotion

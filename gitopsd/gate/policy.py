@@ -18,7 +18,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from . import snapshot
-from ..adapters import gitcli
+from ..base import gitcli
 from ..core.constants import EMPTY_TREE
 from .snapshot import GateEnvironment, GateRepository
 

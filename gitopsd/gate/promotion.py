@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 from datetime import datetime, timezone
-from ..adapters import gitcli
+from ..base import gitcli
 from . import policy
 TYPE_CHECKING = False   # true for mypy and import-linter only: the hook does not import typing
 

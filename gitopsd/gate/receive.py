@@ -20,7 +20,7 @@ import sqlite3
 import sys
 
 from . import snapshot, nudge, policy, promotion
-from ..adapters import gitcli
+from ..base import gitcli
 TYPE_CHECKING = False   # true for mypy and import-linter only: the hook does not import typing
 
 if TYPE_CHECKING:   # annotations only: typing and datetime cost the hook time
@@ -154,7 +154,7 @@ def reserved_refusal(update: RefUpdate, repo_name: str) -> policy.Verdict:
 
 def unreadable(database: str, exc: Exception, out: TextIO) -> None:
     """Refuse with what is really wrong with the store: the pusher's access, a damaged file, or a busy one."""
-    from ..adapters import storeerrors
+    from ..base import storeerrors
     kind = storeerrors.classify(exc)
     print(f"\ngitopsd: push refused: the deployment records in {database} cannot be read ({exc}),\n"
           "so environment branches cannot be checked.", file=out)

@@ -24,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from .. import operations
+from ..services import operations
 from ..adapters.store import Store
 from ..core.errors import GitError, StoreError, UserError
 from ..core.settings import Config, Environment, Repository

@@ -39,7 +39,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..tokens import TokenCheck
+from ..services.tokens import TokenCheck
 from ..core.settings import ROLES, Config, RoleGrant, Web
 
 log = logging.getLogger("gitopsd.web")

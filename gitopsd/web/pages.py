@@ -22,13 +22,13 @@ from typing import Any, Callable
 import jinja2
 from markupsafe import Markup
 
-from ..adapters import gitcli
+from ..base import gitcli
 from ..adapters.store import Store
 from ..ci.heads import ci_globs, matches
 from ..core.settings import Config, Environment, Repository
 from ..core.types import Deployment, DeploymentFolders
-from ..readmodels import deployment_json, rc_history, rc_view, release_marks
-from ..status import EnvironmentStatus, ago, environment_status
+from ..services.readmodels import deployment_json, rc_history, rc_view, release_marks
+from ..services.status import EnvironmentStatus, ago, environment_status
 
 TEMPLATES = Path(__file__).parent / "templates"
 STATIC = Path(__file__).parent / "static"

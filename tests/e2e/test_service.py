@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from gitopsd.gate.snapshot import file_stamp
-from gitopsd.service import render_unit
+from gitopsd.installers.service import render_unit
 from tests.support import GITOPSD, Daemon, Sandbox, run
 
 ROOT = Path(__file__).resolve().parents[2]

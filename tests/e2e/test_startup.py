@@ -87,7 +87,7 @@ def test_gitopsd_run_holds_sighup_from_the_first_line_of_gitopsd_before_the_comm
     # What runs before gitopsd/__init__.py is only the interpreter's own start (no Python program can hold a signal
     # then); from that line on, until the daemon's handlers are in place, SIGHUP is held, not fatal.
     probe = ("import signal, sys; import gitopsd; "
-             "print(signal.SIGHUP in signal.pthread_sigmask(signal.SIG_BLOCK, []), 'gitopsd.cli' in sys.modules)")
+             "print(signal.SIGHUP in signal.pthread_sigmask(signal.SIG_BLOCK, []), 'gitopsd.cli.main' in sys.modules)")
     argv0 = "-m" if entry.startswith("python") else str(Path(sys.executable).parent / "gitopsd")
     held = subprocess.run([sys.executable, "-c", f"import sys; sys.argv = [{argv0!r}, 'run']; {probe}"],
                           capture_output=True, text=True, check=True).stdout.split()

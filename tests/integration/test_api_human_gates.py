@@ -226,7 +226,7 @@ def test_human_gates_serialise_their_callers_so_a_slow_check_cannot_let_one_appr
     """The lock the control socket and the API share, with the race made wide: the store's read sleeps."""
     from gitopsd.adapters.store import Store
     from gitopsd.config import load
-    from gitopsd.releases import HumanGates
+    from gitopsd.services.releases import HumanGates
 
     class SlowStore(Store):
         def approval_rows(self, repo: str, rc: str) -> list[tuple[str, str, str, float]]:

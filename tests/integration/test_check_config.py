@@ -119,7 +119,7 @@ def test_without_the_postgresql_extra_each_command_says_in_one_line_what_to_inst
     sandbox.write_config(database=url)
     line = sandbox.config.read_text().splitlines().index(f"database: {url}") + 1
     # psycopg as if never installed: None in sys.modules makes its import fail as a missing package does.
-    blocked = [sys.executable, "-c", "import sys; sys.modules['psycopg'] = None; from gitopsd.cli import main; "
+    blocked = [sys.executable, "-c", "import sys; sys.modules['psycopg'] = None; from gitopsd.cli.main import main; "
                                      "sys.exit(main())"]
     install = "pip install 'gitopsd[postgresql]' into gitopsd's virtualenv"
 

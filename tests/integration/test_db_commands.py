@@ -6,7 +6,7 @@ import subprocess
 
 from gitopsd.adapters import dbcopy, migrations
 from gitopsd.adapters.store import Store
-from gitopsd.cli import main
+from gitopsd.cli.main import main
 from gitopsd.core.types import FailureStatus
 
 T1, T2 = "a" * 40, "b" * 40

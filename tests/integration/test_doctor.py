@@ -15,7 +15,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from gitopsd import doctor
+from gitopsd.installers import doctor
 from gitopsd.adapters import sandbox
 from gitopsd.config import load
 from tests.support import Sandbox, python_for_everyone, sh

@@ -5,7 +5,7 @@ cannot be lowered on a shared machine, so the small limit of an older kernel is 
 """
 from __future__ import annotations
 
-from gitopsd import doctor
+from gitopsd.installers import doctor
 from gitopsd.config import load
 from tests.support import Sandbox, git, run, GITOPSD
 

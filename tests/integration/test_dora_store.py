@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from gitopsd import dora
+from gitopsd.services import dora
 from gitopsd.adapters.store import Store
 
 H = 3600.0

@@ -18,7 +18,7 @@ from gitopsd.adapters import remote
 from gitopsd.adapters.runner import run_playbook
 from gitopsd.core.settings import ExecutionNode
 from gitopsd.core.types import PlaybookRun
-from gitopsd.nodes import Placement
+from gitopsd.services.nodes import Placement
 from tests.sshhosts import SshHost, skip_without_sshd, ssh_clients
 from tests.support import GITOPSD, Daemon, Sandbox, inventory, run
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from gitopsd import install_hooks
+from gitopsd.installers import install_hooks
 from tests.integration.test_hooks import _run_hook_entry
 from tests.support import Daemon, Sandbox, git
 

@@ -116,7 +116,7 @@ def test_every_module_on_the_hook_path_imports_nothing_heavy():
     """What the hook may import, windows included, under the interpreter flags the shim uses."""
     root = Path(__file__).resolve().parents[2]
     code = (f"import sys; sys.path.append({str(root)!r}); "
-            "import gitopsd.gate.receive, gitopsd.gate.policy, gitopsd.gate.snapshot, gitopsd.gate.nudge, gitopsd.adapters.gitcli, "
+            "import gitopsd.gate.receive, gitopsd.gate.policy, gitopsd.gate.snapshot, gitopsd.gate.nudge, gitopsd.base.gitcli, "
             "gitopsd.core.windows, gitopsd.gate.promotion; "
             f"print(sorted(m for m in {sorted(HEAVY)!r} if m in sys.modules))")
     out = run([sys.executable, "-I", "-S", "-c", code]).stdout.strip()

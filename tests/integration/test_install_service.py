@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gitopsd import service
+from gitopsd.installers import service
 from tests.support import GITOPSD, Sandbox, run
 
 EXE = str(Path(sys.executable).parent / "gitopsd")

@@ -6,7 +6,7 @@ import pytest
 
 from gitopsd.adapters.pgstore import Lease, LeaseLost
 from gitopsd.adapters.store import FailureStatus, Store
-from gitopsd.adapters.storeerrors import StoreFenced
+from gitopsd.base.storeerrors import StoreFenced
 
 pytestmark = pytest.mark.usefixtures("postgres_server")
 

@@ -1,4 +1,4 @@
-"""/metrics' figures from a real store, SQLite and PostgreSQL (gitopsd/metrics.py), and the hook's refusal reports.
+"""/metrics' figures from a real store, SQLite and PostgreSQL (gitopsd/services/metrics.py), and the hook's refusal reports.
 
 Real: the store in a temp folder, prometheus_client's text output, promtool; for the refusals, bare Git
 repositories, the hook's code called in-process and the daemon's end of the nudge socket. Faked: only the
@@ -25,7 +25,7 @@ from gitopsd.gate.approvals import Policy, SignoffNeed
 from gitopsd.gate.nudge import REFUSAL_RULES, REFUSED, Nudge
 from gitopsd.gate.snapshot import GateEnvironment, GateRepository
 from gitopsd.core.windows import Cron, Window
-from gitopsd.metrics import Metrics
+from gitopsd.services.metrics import Metrics
 from tests.support import run
 
 

@@ -222,7 +222,7 @@ def test_check_config_as_a_user_who_cannot_read_a_repository_says_so_in_one_line
         config.write_text(yaml.safe_dump({"state_dir": str(folder / "state"), "runtime_dir": str(folder / "run"),
                                           "repositories": [{"name": "shop", "path": str(repo)}]}))
         config.chmod(0o644)
-        code = (f"import sys; sys.path.insert(0, {str(ROOT)!r}); from gitopsd.cli import main; "
+        code = (f"import sys; sys.path.insert(0, {str(ROOT)!r}); from gitopsd.cli.main import main; "
                 f"sys.exit(main(['check-config', '--config', {str(config)!r}]))")
         proc = run(["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups", sys.executable, "-c", code],
                    check=False, env={"PATH": os.environ["PATH"]}, cwd=folder)

@@ -13,12 +13,12 @@ import sys
 import yaml
 
 from gitopsd.core.settings import Config
-from gitopsd.status import DEFAULT_STATE_DIR, read_config
+from gitopsd.services.status import DEFAULT_STATE_DIR, read_config
 from tests.support import Sandbox, git
 
 PROBE = """\
 import contextlib, io, json, sys
-from gitopsd.cli import main
+from gitopsd.cli.main import main
 out = io.StringIO()
 with contextlib.redirect_stdout(out):
     code = main(sys.argv[1:])

@@ -25,7 +25,7 @@ import psutil
 import pytest
 import yaml
 
-from gitopsd import doctor
+from gitopsd.installers import doctor
 from gitopsd.adapters import runner, sandbox
 from gitopsd.adapters.sandbox import SandboxPolicy
 from gitopsd.config import load

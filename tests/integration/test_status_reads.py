@@ -4,11 +4,11 @@ What is real: bare repositories, their ref files (loose and packed), the state s
 """
 from __future__ import annotations
 
-from gitopsd.adapters import gitcli
+from gitopsd.base import gitcli
 from gitopsd.config import load
 from gitopsd.core.types import EMPTY_TREE
 from gitopsd.adapters.store import Store
-from gitopsd.status import all_status
+from gitopsd.services.status import all_status
 from tests.support import Sandbox, git
 
 

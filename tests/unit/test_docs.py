@@ -1,6 +1,6 @@
 """The docs beside the README: the CLI reference matches the parser, every link lands, the README stays short.
 
-Real: the command line's own parser (gitopsd.cli.build_parser, through tools/gen_cli_docs.py) and the Markdown
+Real: the command line's own parser (gitopsd.cli.main.build_parser, through tools/gen_cli_docs.py) and the Markdown
 files of this checkout. Nothing faked.
 """
 from __future__ import annotations

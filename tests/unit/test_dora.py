@@ -1,4 +1,4 @@
-"""DORA figures (gitopsd/dora.py) computed from rows as the store gives them; docs/monitoring.md, "DORA figures", defines each.
+"""DORA figures (gitopsd/services/dora.py) computed from rows as the store gives them; docs/monitoring.md, "DORA figures", defines each.
 
 Real: dora.compute and parse_span. Rows are written by hand as the store gives them: (repo, is a rollback,
 succeeded, commit, started, finished) of deploys and rollbacks that succeeded or failed, and lead times.
@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from gitopsd import dora
+from gitopsd.services import dora
 
 H = 3600.0
 D = 86_400.0

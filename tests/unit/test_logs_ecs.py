@@ -1,6 +1,6 @@
 """`--log-format json` writes Elastic Common Schema lines; the plain format stays as it was.
 
-Real: gitopsd.logs' formatters and handler filter on a real logging.Logger writing to a StringIO.
+Real: gitopsd.adapters.logs' formatters and handler filter on a real logging.Logger writing to a StringIO.
 """
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import io
 import json
 import logging
 
-from gitopsd import logs
+from gitopsd.adapters import logs
 from gitopsd.core.types import Deployment
 
 

@@ -10,9 +10,9 @@ import sqlite3
 
 import pytest
 
-from gitopsd.adapters import gitcli
+from gitopsd.base import gitcli
 from gitopsd.adapters.store import Store
-from gitopsd.adapters.storeerrors import StoreBusy, StoreDamaged, StoreUnusable
+from gitopsd.base.storeerrors import StoreBusy, StoreDamaged, StoreUnusable
 from gitopsd.core.errors import ConfigurationError, StalledError, StoreError, TransientError
 from gitopsd.core.reconcile import TRANSIENT_RETRY
 from gitopsd.core.types import Trigger

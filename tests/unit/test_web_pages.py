@@ -27,7 +27,7 @@ def test_a_server_sent_event_puts_each_line_on_its_own_data_line():
 
 
 def test_every_state_status_can_name_has_a_symbol_and_a_word():
-    from gitopsd.status import STATES as STATUS_STATES
+    from gitopsd.services.status import STATES as STATUS_STATES
     for state in [*STATUS_STATES.values(), "queued", "unavailable"]:
         symbol, word = STATES[state]
         assert symbol and word

@@ -11,13 +11,13 @@ import argparse
 import json
 from typing import Any, Callable
 
-from .cli_common import load_config, repository
-from .core.errors import UserError
-from .readmodels import rc_history, rc_view
+from .common import load_config, repository
+from ..core.errors import UserError
+from ..services.readmodels import rc_history, rc_view
 
 
 def _ask(args: argparse.Namespace, request: dict[str, Any]) -> int:
-    from .adapters.control import ControlError, call
+    from ..adapters.control import ControlError, call
     config = load_config(args)
     if getattr(args, "repo", None):
         request["repo"] = args.repo
@@ -45,7 +45,7 @@ def cmd_approve(args: argparse.Namespace) -> int:
 
 
 def cmd_rc_list(args: argparse.Namespace) -> int:
-    from .adapters.store import Store
+    from ..adapters.store import Store
     config = load_config(args)
     repo = repository(config, args.repo)
     with Store.of(config, readonly=True) as store:
@@ -64,8 +64,8 @@ def cmd_rc_list(args: argparse.Namespace) -> int:
 
 
 def cmd_rc_show(args: argparse.Namespace) -> int:
-    from .adapters import gitcli
-    from .adapters.store import Store
+    from ..base import gitcli
+    from ..adapters.store import Store
     config = load_config(args)
     repo = repository(config, args.repo)
     name = args.name.removeprefix("rc/")
@@ -82,7 +82,7 @@ def cmd_rc_show(args: argparse.Namespace) -> int:
     print("")
     print(f"State: {view['state']}" + (f" ({'; '.join(view['problems'])})" if view["problems"] else ""))
     print("Approvals, rejections and withdrawals:")
-    from .releases import when
+    from ..services.releases import when
     for h in view["history"] or []:
         print(f"  {when(h['at'])}  {h['actor']}: {h['kind']}: {h['note']}")
     if not view["history"]:

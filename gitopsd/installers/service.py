@@ -15,9 +15,9 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import read_yaml
-from .core.errors import ConfigurationError
-from .gate.snapshot import DEFAULT_CONFIG
+from ..config import read_yaml
+from ..core.errors import ConfigurationError
+from ..gate.snapshot import DEFAULT_CONFIG
 from .install_hooks import gitopsd_executable
 
 HOME = Path("/var/lib/gitopsd")          # the unit's StateDirectory=gitopsd, also the service user's home
@@ -195,7 +195,7 @@ def _configured_folders(config: Path, config_file: Path, root: Path, result: Pla
                             f"`gitopsd init /srv/git/NAME.git --config {config}`, then run install-service again")
         return []
     if root == Path("/"):
-        from .config import ConfigError, load
+        from ..config import ConfigError, load
         try:
             loaded = load(config_file)
         except ConfigError as exc:

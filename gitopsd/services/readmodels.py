@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from .gate.approvals import Policy, approval_state, newest_by_actor
+from ..gate.approvals import Policy, approval_state, newest_by_actor
 
 NO_MARKS: dict[str, Any] = {"rc": None, "approved_by": [], "signed_off_by": []}
 

@@ -21,9 +21,9 @@ from functools import partial
 from pathlib import Path
 from typing import Callable
 
-from .adapters import gitcli
+from ..base import gitcli
 from . import install_hooks
-from .config import Config, ConfigError, Repository, load
+from ..config import Config, ConfigError, Repository, load
 
 
 @dataclass(frozen=True)
@@ -129,7 +129,7 @@ def probe(config: Config) -> list[Finding]:
 
 def _agent(config: Config, me: str) -> list[Finding]:
     """Playbook runs get the service's SSH keys through an ssh-agent: start one as a run does and give it the keys."""
-    from .adapters import runner
+    from ..adapters import runner
     keys = runner.identity_files()
     if not keys:
         return []
@@ -146,7 +146,7 @@ def _agent(config: Config, me: str) -> list[Finding]:
 
 
 def _readable(path: Path, me: str, what: str, missing_ok: bool = False) -> Finding:
-    from .adapters.ownership import describe
+    from ..adapters.ownership import describe
     try:
         with open(path, "rb") as handle:
             handle.read(1)
@@ -162,7 +162,7 @@ def _readable(path: Path, me: str, what: str, missing_ok: bool = False) -> Findi
 
 def _state_writable(config: Config, me: str) -> Finding:
     """The daemon writes its records and every run's folder there."""
-    from .adapters.ownership import describe
+    from ..adapters.ownership import describe
     state = config.state_dir
     fix = f"chown -R {me}: {state}   # the daemon's own folder (install-service makes it)"
     if not state.is_dir():
@@ -181,8 +181,8 @@ def _state_writable(config: Config, me: str) -> Finding:
 def _sandboxed_runs(config: Config, me: str) -> list[Finding]:
     """A no-op playbook and a no-op CI step, each in the sandbox and in a folder where the daemon puts its own."""
     import threading
-    from .adapters import runner, sandbox
-    from .core.types import PlaybookRun
+    from ..adapters import runner, sandbox
+    from ..core.types import PlaybookRun
     policy = sandbox.for_config(config)
     folder = Path(tempfile.mkdtemp(prefix=".doctor-", dir=config.state_dir))
     found = []
@@ -217,7 +217,7 @@ def _watched(config: Config) -> list[Finding]:
     """Repositories the running daemon could not watch (it says so in the store; the sysctl is in its log)."""
     if not config.database.exists():
         return []
-    from .adapters.store import Store
+    from ..adapters.store import Store
     with Store.of(config, readonly=True) as store:
         unwatched = store.unwatched()
     return [Finding(False, f"the daemon does not watch {repo}'s branches ({why}); pushes still deploy through the "
@@ -231,7 +231,7 @@ def _inotify_room(config: Config, limit: int | None = None) -> list[Finding]:
 
     The limit (fs.inotify.max_user_watches, or LIMIT) is per user and shared by every process of the daemon's
     user, so more than half of it is a warning before repositories go unwatched (docs/operate.md, "Many repositories")."""
-    from .adapters.watch import SYSCTL, WATCH_LIMIT, _read_sysctl
+    from ..adapters.watch import SYSCTL, WATCH_LIMIT, _read_sysctl
     limit = limit if limit is not None else _read_sysctl(SYSCTL[WATCH_LIMIT])
     if limit is None:
         return []

@@ -8,10 +8,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Protocol
 
-from .adapters import gitcli
-from .core.errors import UserError
-from .core.types import Deployment, Result
-from .gate.policy import rollback_trees
+from ..base import gitcli
+from ..core.errors import UserError
+from ..core.types import Deployment, Result
+from ..gate.policy import rollback_trees
 
 
 class History(Protocol):

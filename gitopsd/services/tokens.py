@@ -29,11 +29,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from .adapters import ownership
-from .config import read_yaml, write_yaml
-from .core.errors import ConfigurationError, UserError
-from .core.types import iso
-from .gate.snapshot import file_stamp
+from ..adapters import ownership
+from ..config import read_yaml, write_yaml
+from ..core.errors import ConfigurationError, UserError
+from ..core.types import iso
+from ..gate.snapshot import file_stamp
 
 log = logging.getLogger("gitopsd.api")
 

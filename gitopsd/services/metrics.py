@@ -20,10 +20,10 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, InfoMetricFamily
 from prometheus_client.registry import Collector
 
-from .adapters.store import Store
-from .core.errors import GitError, StoreError
-from .core.settings import Config
-from .gate.nudge import REFUSAL_RULES
+from ..adapters.store import Store
+from ..core.errors import GitError, StoreError
+from ..core.settings import Config
+from ..gate.nudge import REFUSAL_RULES
 
 log = logging.getLogger("gitopsd.metrics")
 disable_created_metrics()  # type: ignore[no-untyped-call]  # no `_created` series: a restart is seen as a counter reset, as Prometheus expects
@@ -199,7 +199,7 @@ class StoreCollector(Collector):
 
     @staticmethod
     def _dora(figures: list[tuple[str, str, dict[str, float | None]]]) -> Iterator[Any]:
-        """DORA figures per (repo, env), as gitopsd/dora.py computes them."""
+        """DORA figures per (repo, env), as gitopsd/services/dora.py computes them."""
         names = {"per_day": ("gitopsd_dora_deployments_per_day", "Successful deployments per day"),
                  "lead_time_median": ("gitopsd_dora_lead_time_median_seconds", "Median lead time for changes"),
                  "lead_time_p90": ("gitopsd_dora_lead_time_p90_seconds", "90th percentile lead time for changes"),
@@ -222,7 +222,7 @@ DORA_CACHE = 60.0   # seconds: the figures read the whole window's history; a mi
 
 
 def dora_source(config: Callable[[], Config], store: Store) -> Callable[[], list[tuple[str, str, dict[str, Any]]]] | None:
-    """The DORA figures of each repository's production over the last 30 days (gitopsd/dora.py), cached for a minute;
+    """The DORA figures of each repository's production over the last 30 days (gitopsd/services/dora.py), cached for a minute;
     None where this gitopsd has no dora.py."""
     try:
         from . import dora
@@ -247,7 +247,7 @@ def dora_source(config: Callable[[], Config], store: Store) -> Callable[[], list
     return figures
 
 
-Role = Callable[[], tuple[bool, int]]   # (is this daemon the leader, its lease's epoch): gitopsd/leadership.py
+Role = Callable[[], tuple[bool, int]]   # (is this daemon the leader, its lease's epoch): gitopsd/daemon/leadership.py
 
 
 class RoleCollector(Collector):

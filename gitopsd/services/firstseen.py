@@ -13,10 +13,10 @@ import threading
 import time
 from typing import Callable
 
-from .adapters import gitcli
-from .adapters.store import Store
-from .core.errors import GitError, StoreError
-from .core.types import Deployment, Kind
+from ..base import gitcli
+from ..adapters.store import Store
+from ..core.errors import GitError, StoreError
+from ..core.types import Deployment, Kind
 from .dora import SERVER_MADE
 
 log = logging.getLogger("gitopsd.firstseen")

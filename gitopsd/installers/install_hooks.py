@@ -16,9 +16,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .adapters import gitcli, ownership
-from .core.errors import GitError, StoreError, UserError
-from .core.settings import Config, Repository
+from ..adapters import ownership
+from ..base import gitcli
+from ..core.errors import GitError, StoreError, UserError
+from ..core.settings import Config, Repository
 
 HOOK_NAMES = ("pre-receive",)
 RETIRED_HOOKS = ("post-receive",)
@@ -204,7 +205,7 @@ def record_shim_rule(repo_path: Path, config: Config | Path, repo: Repository | 
     shim sees a complete stamp of one version of the file or none; no stamp sends every push to Python."""
     loaded: Config | None = None
     if isinstance(config, Path):
-        from .config import ConfigError, load
+        from ..config import ConfigError, load
         try:
             loaded = load(config)
         except ConfigError:
@@ -271,7 +272,7 @@ def daemon_user(name: str | None = None, config_path: Path | None = None) -> str
     this machine happens to have (a `gitopsd` user of another installation, say)."""
     if name or config_path is None:
         return name
-    from .config import ConfigError, load
+    from ..config import ConfigError, load
     try:
         state_dir = load(config_path).state_dir
     except ConfigError:
@@ -422,7 +423,7 @@ def _resolved(path: str) -> str:
 
 def _configured_repositories(config_path: Path | None) -> set[str] | None:
     """The resolved paths of the repositories CONFIG lists; None if it cannot be read."""
-    from .config import ConfigError, load
+    from ..config import ConfigError, load
     if config_path is None:
         return None
     try:
@@ -486,9 +487,9 @@ def write_gate_snapshot(config_path: Path) -> tuple[str | None, str]:
     The daemon also does this at start and on every reload. Here it is done only where it cannot
     leave a file the daemon cannot write: into a store we own, or a new one in a state folder we own.
     """
-    from .gate import snapshot
-    from .config import ConfigError, load
-    from .adapters.store import Store
+    from ..gate import snapshot
+    from ..config import ConfigError, load
+    from ..adapters.store import Store
     try:
         config = load(config_path)
     except ConfigError:

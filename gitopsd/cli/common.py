@@ -8,12 +8,12 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from .core.errors import UserError
+from ..core.errors import UserError
 
 
 def load_config(args: argparse.Namespace) -> Any:
     """The configuration --config names, or one line saying to run check-config."""
-    from .config import ConfigError, load
+    from ..config import ConfigError, load
     try:
         return load(Path(args.config))
     except ConfigError as exc:

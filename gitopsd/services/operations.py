@@ -14,9 +14,9 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from .adapters import gitcli
-from .core.errors import UserError
-from .core.settings import Config, Environment, Repository
+from ..base import gitcli
+from ..core.errors import UserError
+from ..core.settings import Config, Environment, Repository
 
 FORBIDDEN, INVALID, MISSING, CONFLICT = "forbidden", "invalid", "missing", "conflict"   # as releases.Refused's kinds
 
@@ -63,8 +63,8 @@ def promote(config: Config, open_store: OpenStore, repo: Repository, src: str, d
 
     The canonical promotion commit, judged as the hook judges a push (gate/promotion.py); a refusal is
     the verdict's `remote:`-style lines, which say the rule and what would succeed."""
-    from .gate import snapshot
-    from .gate.promotion import promote as make_promotion
+    from ..gate import snapshot
+    from ..gate.promotion import promote as make_promotion
     dst = environment(repo, dst_name)
     src_env = repo.environment(src)
     src_branch = src_env.branch if src_env else src

@@ -12,10 +12,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from .adapters import gitcli
-from .adapters.store import Store
-from .core.errors import GitError
-from .core.settings import Config, Repository
+from ..base import gitcli
+from ..adapters.store import Store
+from ..core.errors import GitError
+from ..core.settings import Config, Repository
 from .releases import NOTES_REF
 
 WHEN = r"(\d{4}-\d\d-\d\d \d\d:\d\d) UTC"

@@ -14,14 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .core.lookup import by_name
-from .core.types import Action, Deployment, Head, Result, iso
+from ..core.lookup import by_name
+from ..core.types import Action, Deployment, Head, Result, iso
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:   # annotations only: `history` imports this module for `ago`
-    from .adapters.store import Store
-    from .config import Config, Environment, Repository
-    from .gate.snapshot import GateRepository
+    from ..adapters.store import Store
+    from ..config import Config, Environment, Repository
+    from ..gate.snapshot import GateRepository
 
 # The reconciler's decision, as `status` names it.
 STATES = {Action.BUSY: "deploying", Action.MISSING: "missing-branch", Action.IN_SYNC: "in-sync",
@@ -55,9 +55,9 @@ def environment_status(store: Store, repo: Repository, env: Environment, now: fl
 
     `heads`: the repository's branch heads as gitcli.branch_heads read them (read here when not given).
     """
-    from .core.decide import decide_from_store
+    from ..core.decide import decide_from_store
     if heads is None:
-        from .adapters import gitcli
+        from ..base import gitcli
         heads = gitcli.branch_heads(repo.path, [env.branch])
     commit, tree = heads.get(env.branch, (None, None))
     desired = Head(commit, tree) if commit and tree else None
@@ -90,7 +90,7 @@ def environment_status(store: Store, repo: Repository, env: Environment, now: fl
 def all_status(config: Config, store: Store, repo_name: str | None = None,
                unavailable: dict[str, str] | None = None) -> list[EnvironmentStatus]:
     """Every environment's status; those of a repository in `unavailable` ({name: problem}) say its problem."""
-    from .adapters import gitcli
+    from ..base import gitcli
     unavailable = unavailable or {}
     repos = [r for r in config.repositories if repo_name in (None, r.name) and r.name not in unavailable]
     recorded = store.recorded_heads()
@@ -168,7 +168,7 @@ class ReadConfig:
         if name.startswith("_"):
             raise AttributeError(name)
         if self._full is None:
-            from .config import ConfigError, load
+            from ..config import ConfigError, load
             try:
                 self._full = load(self._path)
             except ConfigError as exc:   # a repository gone since: the rest of the file still counts, as in cli
@@ -191,7 +191,7 @@ def read_config(path: Path) -> tuple[ReadConfig, dict[str, str]] | None:
     """
     import sqlite3
 
-    from .gate import snapshot
+    from ..gate import snapshot
     source = os.path.realpath(path)
     stamp = snapshot.file_stamp(source)
     try:   # /dev/zero or a FIFO would never end: config.load, on the slow path, says what is wrong with it
@@ -230,7 +230,7 @@ def read_config(path: Path) -> tuple[ReadConfig, dict[str, str]] | None:
     for repo, repo_path, name, branch, promote_from, signoff in rows:
         need = None
         if signoff:   # `history` shows the sign-offs it names
-            from .gate.approvals import SignoffNeed
+            from ..gate.approvals import SignoffNeed
             need = SignoffNeed.decode(signoff)
         repos.setdefault(repo, snapshot.GateRepository(repo, repo_path, [])).environments.append(
             snapshot.GateEnvironment(name, branch, promote_from, signoff=need))

@@ -20,7 +20,7 @@ if TYPE_CHECKING:   # annotations only: the hook imports this when it refuses a 
 
 PERMISSION, DAMAGED, BUSY, FULL, OTHER = "permission", "damaged", "busy", "full", "other"
 UNREACHABLE = "unreachable"   # PostgreSQL down or not where the config says (adapters/pgstore.py)
-FENCED = "fenced"             # a deployment written by a daemon that is no longer the leader (gitopsd/leadership.py)
+FENCED = "fenced"             # a deployment written by a daemon that is no longer the leader (gitopsd/daemon/leadership.py)
 
 
 def classify(exc: BaseException) -> str:

@@ -16,10 +16,10 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from .adapters import remote
-from .core.errors import GitopsdError
-from .core.settings import Config, ExecutionNode, SandboxPolicy
-from .core.types import PlaybookRun, RunOutcome
+from ..adapters import remote
+from ..core.errors import GitopsdError
+from ..core.settings import Config, ExecutionNode, SandboxPolicy
+from ..core.types import PlaybookRun, RunOutcome
 
 log = logging.getLogger("gitopsd.nodes")
 

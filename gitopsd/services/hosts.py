@@ -20,11 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from .adapters import gitcli, runner, sandbox
-from .adapters.gitrepo import GitRepository, resolve_inside
-from .adapters.inventory import InventoryError
-from .core.constants import EMPTY_TREE
-from .core.errors import StalledError
+from ..adapters import runner, sandbox
+from ..base import gitcli
+from ..adapters.gitrepo import GitRepository, resolve_inside
+from ..adapters.inventory import InventoryError
+from ..core.constants import EMPTY_TREE
+from ..core.errors import StalledError
 
 SSH_CONNECTIONS = ("ssh", "smart", "paramiko", "")   # connections that check host keys (""/unset: ssh)
 SCAN_TIMEOUT = 5

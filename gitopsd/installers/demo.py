@@ -20,7 +20,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from .config import read_yaml, write_yaml
+from ..config import read_yaml, write_yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / ".demo"
@@ -52,7 +52,7 @@ def start_local_hosts(hosts_root: Path, folders: list[Path]) -> None:
     The supervisor (app/launch.py supervise) is what systemd is on a real host: playbooks run in
     a sandbox whose processes all end with the run, so they ask it to (re)start the app.
     """
-    from .adapters.sandbox import default_user
+    from ..adapters.sandbox import default_user
     user = default_user()
     for folder in folders:
         folder.mkdir(parents=True, exist_ok=True)

@@ -18,11 +18,11 @@ import time
 from datetime import datetime, timezone
 from typing import Any, Callable
 
-from .adapters import gitcli
-from .adapters.store import Store
-from .core.settings import Config, Environment, Notify, Repository
-from .core.types import Deployment
-from .gate.approvals import Policy, approval_state, newest_by_actor, signoff_unmet, SignoffNeed
+from ..base import gitcli
+from ..adapters.store import Store
+from ..core.settings import Config, Environment, Notify, Repository
+from ..core.types import Deployment
+from ..gate.approvals import Policy, approval_state, newest_by_actor, signoff_unmet, SignoffNeed
 
 log = logging.getLogger("gitopsd.releases")
 

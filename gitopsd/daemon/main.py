@@ -20,46 +20,46 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, TYPE_CHECKING, Any, Callable
 
-from . import config as config_mod
-from .gate import snapshot
-from . import install_hooks
-from . import nodes
-from .gate import policy
-from .gate.nudge import REFUSED, Nudge
-from .adapters import backups, runner
-from .adapters import sandbox
-from .config import Config, ConfigError
-from .core.deployment import Toolbox
-from .core.errors import GitError, StoreError
-from .core.ports import Verdict
-from .core.reconcile import Cause, Look, Reconciler
-from .core.settings import HttpCheck, PrometheusCheck, SandboxPolicy
-from .core.types import CheckResult, Deployment, DeploymentFolders, Head, HostInfo, PlaybookRun, RunOutcome, Trigger
-from .adapters.gitrepo import GitRepository
-from .adapters.listener import Listener
-from .adapters.notifications import notify
-from .revert import make_revert
-from .adapters.systemd import Notifier
-from .adapters.store import Store
-from .adapters.sweep import Periodic, Sweeper
-from .adapters.watch import RefWatcher
-from .ci.artifacts import ArtifactStore
-from .ci import rerun
-from .ci.heads import HeadEvent, NewHeads, matches
-from .ci.steps import StepRunner
-from .ci.triggers import TriggerSender, safe_url
-from .ci.promote import AutoPromoter
-from .adapters.control import ControlServer
-from .core.types import DeploymentJob
-from .releases import HumanGates
-from . import logs
-from .adapters.annotations import AnnotationSender
-from .firstseen import FirstSeen
+from .. import config as config_mod
+from ..gate import snapshot
+from ..installers import install_hooks
+from ..services import nodes
+from ..gate import policy
+from ..gate.nudge import REFUSED, Nudge
+from ..adapters import backups, runner
+from ..adapters import sandbox
+from ..config import Config, ConfigError
+from ..core.deployment import Toolbox
+from ..core.errors import GitError, StoreError
+from ..core.ports import Verdict
+from ..core.reconcile import Cause, Look, Reconciler
+from ..core.settings import HttpCheck, PrometheusCheck, SandboxPolicy
+from ..core.types import CheckResult, Deployment, DeploymentFolders, Head, HostInfo, PlaybookRun, RunOutcome, Trigger
+from ..adapters.gitrepo import GitRepository
+from ..adapters.listener import Listener
+from ..adapters.notifications import notify
+from ..services.revert import make_revert
+from ..adapters.systemd import Notifier
+from ..adapters.store import Store
+from ..adapters.sweep import Periodic, Sweeper
+from ..adapters.watch import RefWatcher
+from ..ci.artifacts import ArtifactStore
+from ..ci import rerun
+from ..ci.heads import HeadEvent, NewHeads, matches
+from ..ci.steps import StepRunner
+from ..ci.triggers import TriggerSender, safe_url
+from ..ci.promote import AutoPromoter
+from ..adapters.control import ControlServer
+from ..core.types import DeploymentJob
+from ..services.releases import HumanGates
+from ..adapters import logs
+from ..adapters.annotations import AnnotationSender
+from ..services.firstseen import FirstSeen
 
 if TYPE_CHECKING:
-    from .api.server import ApiServer
+    from ..api.server import ApiServer
     from .leadership import Leadership
-    from .metrics import Metrics
+    from ..services.metrics import Metrics
 
 log = logging.getLogger("gitopsd.daemon")
 deployments_log = logging.getLogger("gitopsd.deployment")   # one summary event per deployment's end
@@ -123,7 +123,7 @@ def sandbox_policy(config: Config) -> SandboxPolicy:
 
 def real_toolbox(config: Config, placement: nodes.Placement | None = None) -> Toolbox:
     """Ansible (in the sandbox, or on an execution node), its inventory parser (in the sandbox) and the checks, for real."""
-    from .adapters import checks
+    from ..adapters import checks
     sandboxed = sandbox_policy(config)
     placement = placement or nodes.Placement(config.execution_nodes, config.known_hosts)
 
@@ -185,7 +185,7 @@ class Daemon:
                  state_lock: IO[str] | None = None):
         self.config = config
         self.notifier = notifier or Notifier()
-        self.leadership = leadership   # with PostgreSQL: this daemon leads (gitopsd/leadership.py)
+        self.leadership = leadership   # with PostgreSQL: this daemon leads (gitopsd/daemon/leadership.py)
         self._lost_said = False
         runner.scrub_environment()
         # SimpleQueue: its put() is reentrant, so the signal handlers may wake the loop even when the signal lands
@@ -224,7 +224,7 @@ class Daemon:
         self.api: ApiServer | None = None   # the HTTP API (docs/api.md), when configured
         self.metrics: Metrics | None = None   # its /metrics (docs/monitoring.md), read from the store when scraped
         if config.api is not None:
-            from .metrics import Metrics
+            from ..services.metrics import Metrics
             self.metrics = Metrics(lambda: self.config, Store.of(config, readonly=True),
                                    role=leadership.role if leadership is not None else None)
         # CI: each look at a repository finds the new heads of its CI branches and hands each to every sink
@@ -549,10 +549,10 @@ class Daemon:
     def _start_api(self) -> None:
         """Serve the HTTP API in its own thread; a stored status makes the daemon look at its repository at once."""
         if self.config.api is not None:
-            from .api.server import serve
+            from ..api.server import serve
             dashboard: Callable[..., Any] | None = None
             if getattr(self.config, "web", None) is not None:   # only then Jinja2 and the pages are imported
-                from .web.app import create_web_app
+                from ..web.app import create_web_app
                 dashboard = create_web_app
             self.api = serve(lambda: self.config, self.store,
                              on_status=lambda repo: self.requests.put(Look(repo, None, "ci-status")),
@@ -802,7 +802,7 @@ def wait_for_database(cfg: Config, early: list[int], notifier: Notifier | None =
     Any other problem with the database (a refused user, a schema from a newer gitopsd) returns True at once:
     opening the store again in Daemon() then refuses to start with its line.
     """
-    from .core.errors import TransientError
+    from ..core.errors import TransientError
     notifier = notifier or Notifier()
     delay = 1.0
     while True:
@@ -890,7 +890,7 @@ def run(config_path: Path) -> int:
         log.debug("the error in full:", exc_info=True)
         return 1
     except OSError as exc:
-        from .adapters.storeerrors import explain
+        from ..base.storeerrors import explain
         log.error("refusing to start: %s", explain(str(cfg.database), exc))
         log.debug("the error in full:", exc_info=True)
         return 1

@@ -8,11 +8,11 @@ import socket
 import tempfile
 from pathlib import Path
 
-from .adapters import gitcli
+from ..base import gitcli
 from . import install_hooks
-from .core.errors import UserError
-from .gate.snapshot import DEFAULT_CONFIG
-from .config import add_repository, repository_entry
+from ..core.errors import UserError
+from ..gate.snapshot import DEFAULT_CONFIG
+from ..config import add_repository, repository_entry
 
 SAMPLE_PARTS = ("app", "playbooks", "environments")
 

@@ -24,11 +24,11 @@ import threading
 import time
 from typing import TYPE_CHECKING, Callable
 
-from .adapters.systemd import Notifier
-from .core.settings import Config
+from ..adapters.systemd import Notifier
+from ..core.settings import Config
 
 if TYPE_CHECKING:
-    from .adapters.pgstore import Lease
+    from ..adapters.pgstore import Lease
 
 log = logging.getLogger("gitopsd.leadership")
 
@@ -51,7 +51,7 @@ def api_address(config: Config) -> str:
     """Where this daemon's API listens, for the others to name (empty without one)."""
     if config.api is None:
         return ""
-    from .api.server import listen_address
+    from ..api.server import listen_address
     return f"http://{listen_address(config.api)}"
 
 
@@ -59,7 +59,7 @@ class Leadership:
     """This daemon's side of the lease: wait for it as the standby, then watch it as the leader."""
 
     def __init__(self, config: Config, lease: Lease | None = None):
-        from .adapters.pgstore import Lease
+        from ..adapters.pgstore import Lease
         self.name = identity(config)
         self.api = api_address(config)
         self.lease = lease or Lease(config.database_url, self.name)
@@ -87,13 +87,13 @@ class Leadership:
     # -- the standby -----------------------------------------------------------------------------------
     def wait_for_lead(self, config: Config, early: list[int], notifier: Notifier) -> bool:
         """Be the standby until this daemon takes the lead (True) or SIGTERM/SIGINT came (False). READY meanwhile."""
-        from .adapters.store import Store
+        from ..adapters.store import Store
         if self._try_take():
             return True
         server = None
         if config.api is not None:
-            from .api.server import serve_standby
-            from .metrics import standby_exposition
+            from ..api.server import serve_standby
+            from ..services.metrics import standby_exposition
             server = serve_standby(config, standby_exposition(self.role), lambda: self.said)
         hook_copy: Store | None = None
         try:
@@ -179,7 +179,7 @@ class Leadership:
             self._threads.append(thread)
 
     def _watch(self, on_lost: Callable[[], None]) -> None:
-        from .adapters.pgstore import LeaseLost
+        from ..adapters.pgstore import LeaseLost
         last_beat, warned = 0.0, 0.0
         while not self._stop.wait(POLL) and not self.lost.is_set():
             try:

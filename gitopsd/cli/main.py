@@ -10,11 +10,11 @@ from typing import Any, Sequence
 
 import gitopsd
 
-from .gate import snapshot
-from .core.errors import GitopsdError, StoreError, UserError
-from .cli_common import load_config as _config
-from .cli_common import repository as _repo
-from .readmodels import NO_MARKS, deployment_json, release_marks
+from ..gate import snapshot
+from ..core.errors import GitopsdError, StoreError, UserError
+from .common import load_config as _config
+from .common import repository as _repo
+from ..services.readmodels import NO_MARKS, deployment_json, release_marks
 
 DEFAULT_CONFIG = os.environ.get("GITOPSD_CONFIG", snapshot.DEFAULT_CONFIG)
 
@@ -55,11 +55,11 @@ def _read_config(args: argparse.Namespace) -> tuple[Any, dict[str, str]]:
     """
     import re
 
-    from .status import read_config
+    from ..services.status import read_config
     fast = read_config(Path(args.config))
     if fast is not None:
         return fast
-    from .config import ConfigError, load
+    from ..config import ConfigError, load
     try:
         return load(Path(args.config)), {}
     except ConfigError as exc:
@@ -102,7 +102,7 @@ def cli_identity() -> str:
 
 
 def _nudge(config: Any, repo: Any, trigger: str, commits: tuple[str, ...] = (), reason: str | None = None) -> bool:
-    from .gate.nudge import Nudge, send
+    from ..gate.nudge import Nudge, send
     return send(config.nudge_socket, Nudge(repo=str(repo.path), trigger=trigger, actor=cli_identity(), commits=commits,
                                            reason=reason))
 
@@ -146,7 +146,7 @@ def _not_told(config: Any, absent: str = "the daemon is not running") -> str:
 # -- commands --------------------------------------------------------------------------------------
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    from .config import ConfigError, load
+    from ..config import ConfigError, load
     try:
         config = load(Path(args.config), writable_folders=True)   # as the unit runs it: as the service user
     except ConfigError as exc:
@@ -169,8 +169,8 @@ def content_warnings(config: Any) -> list[str]:
 
     Warnings, not errors: the content moves with every push, the config does not. One git process per repository.
     """
-    from .adapters import gitcli
-    from .core.types import EMPTY_TREE
+    from ..base import gitcli
+    from ..core.types import EMPTY_TREE
     warnings = []
     for repo in config.repositories:
         envs = repo.environments
@@ -196,13 +196,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     import signal
     # Importing the daemon takes a while; a SIGHUP meanwhile would end it. Held until daemon.run keeps them.
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP, signal.SIGTERM, signal.SIGINT})
-    from . import daemon, logs
+    from ..daemon import main as daemon
+    from ..adapters import logs
     logs.setup(args.log_format, getattr(__import__("logging"), args.log_level.upper()))
     return daemon.run(Path(args.config))
 
 
 def cmd_hook(args: argparse.Namespace) -> int:
-    from .gate import receive
+    from ..gate import receive
     return receive.pre_receive(args.config, args.database or "", sys.stdin.read())
 
 
@@ -233,7 +234,7 @@ def cmd_git_shell(args: argparse.Namespace) -> int:
 
 
 def cmd_install_hooks(args: argparse.Namespace) -> int:
-    from . import install_hooks
+    from ..installers import install_hooks
     repo = Path(args.repo).resolve()
     try:
         done = install_hooks.install_hooks(repo, Path(args.config), git_user=args.git_user, service_user=args.service_user)
@@ -245,9 +246,9 @@ def cmd_install_hooks(args: argparse.Namespace) -> int:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    from .bootstrap import init_repository
-    from .config import ConfigEditError
-    from .install_hooks import HookError
+    from ..installers.bootstrap import init_repository
+    from ..config import ConfigEditError
+    from ..installers.install_hooks import HookError
     try:
         lines = init_repository(Path(args.repo), Path(args.config), name=args.name, sample=args.sample,
                                 git_user=args.git_user, service_user=args.service_user)
@@ -259,7 +260,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from .doctor import diagnose, probe
+    from ..installers.doctor import diagnose, probe
     if args.probe:   # as the daemon's user, for a doctor run as root: its findings, one JSON object a line
         for finding in probe(_config(args)):
             print(json.dumps({"ok": finding.ok, "what": finding.what, "fix": finding.fix}), flush=True)
@@ -273,7 +274,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def cmd_install_service(args: argparse.Namespace) -> int:
-    from . import service
+    from ..installers import service
     root = Path(args.root).resolve()
     try:
         plan = service.plan(args.user, Path(args.config), root)
@@ -323,15 +324,15 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def _say_store_lost(config: Any, out: Any) -> None:
     """The running daemon's word that its state database was deleted or replaced: what is read here is not its record."""
-    from .adapters.backups import replaced_said
+    from ..adapters.backups import replaced_said
     lost = replaced_said(config.runtime_dir)
     if lost is not None:
         print(f"gitopsd: store-replaced: {lost} (the daemon's log says what to do)", file=out)
 
 
 def _show_status(args: argparse.Namespace, config: Any, unavailable: dict[str, str]) -> int:
-    from .adapters.store import Store
-    from .status import all_status, ago
+    from ..adapters.store import Store
+    from ..services.status import all_status, ago
     store = Store.of(config, readonly=True)
     try:
         rows = all_status(config, store, args.repo, unavailable)
@@ -368,8 +369,8 @@ def _show_status(args: argparse.Namespace, config: Any, unavailable: dict[str, s
 
 
 def cmd_history(args: argparse.Namespace) -> int:
-    from .adapters.store import Store
-    from .status import ago
+    from ..adapters.store import Store
+    from ..services.status import ago
     config, _unavailable = _read_config(args)
     if args.repo:
         _repo(config, args.repo)
@@ -406,8 +407,8 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
-    from .core.types import DeploymentFolders
-    from .adapters.store import Store
+    from ..core.types import DeploymentFolders
+    from ..adapters.store import Store
     config, _unavailable = _read_config(args)
     if args.ci is not None or args.deployment_id is None:
         return _ci_logs(config, args.ci)
@@ -436,7 +437,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
 def _ci_logs(config: Any, run_id: int | None) -> int:
     """`logs --ci RUN_ID`: a built-in CI run's steps and their output (gitopsd/ci/runs.py)."""
-    from .ci import runs
+    from ..ci import runs
     if run_id is None:
         raise UserError("say which deployment (`gitopsd logs DEPLOYMENT_ID`) or CI run (`gitopsd logs --ci RUN_ID`)")
     try:
@@ -448,8 +449,8 @@ def _ci_logs(config: Any, run_id: int | None) -> int:
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
-    from . import operations
-    from .adapters.store import Store
+    from ..services import operations
+    from ..adapters.store import Store
     config = _config(args)
     repo = _repo(config, args.repo)
     who = cli_identity()
@@ -458,8 +459,8 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
-    from . import operations
-    from .adapters.store import Store
+    from ..services import operations
+    from ..adapters.store import Store
     config = _config(args)
     repo = _repo(config, args.repo)
     return _said(operations.promote(config, lambda: Store.of(config, readonly=True), repo, args.src, args.dst,
@@ -468,9 +469,9 @@ def cmd_promote(args: argparse.Namespace) -> int:
 
 
 def cmd_retry(args: argparse.Namespace) -> int:
-    from . import operations
-    from .gate.nudge import user_name
-    from .adapters.store import Store
+    from ..services import operations
+    from ..gate.nudge import user_name
+    from ..adapters.store import Store
     config = _config(args)
     repo = _repo(config, args.repo)
     # --force: the Unix user as the kernel says (no variable can claim another), checked against override_by
@@ -487,7 +488,7 @@ def _announcer(config: Any, repo: Any) -> Any:
 def _said(outcome: Any, config: Any = None) -> int:
     """Print an operation's lines (stdout when done, stderr when refused); its exit code. With `config`, a daemon
     that could not be told although it runs (its runtime folder removed) is said to be so, not to be stopped."""
-    from .operations import nudged
+    from ..services.operations import nudged
     lines = list(outcome.lines)
     if config is not None and nudged(False) in lines:
         lines = [_not_told(config, line) if line == nudged(False) else line for line in lines]
@@ -498,7 +499,7 @@ def _said(outcome: Any, config: Any = None) -> int:
 def cmd_suspend(args: argparse.Namespace) -> int:
     import time
 
-    from .adapters.store import Store
+    from ..adapters.store import Store
     config = _config(args)
     repo = _repo(config, args.repo)
     env = _env(repo, args.env)
@@ -516,7 +517,7 @@ def cmd_suspend(args: argparse.Namespace) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from .adapters.store import Store
+    from ..adapters.store import Store
     config = _config(args)
     repo = _repo(config, args.repo)
     env = _env(repo, args.env)
@@ -534,8 +535,8 @@ def cmd_resume(args: argparse.Namespace) -> int:
 def cmd_sync(args: argparse.Namespace) -> int:
     import time
 
-    from .adapters import gitcli
-    from .adapters.store import Store
+    from ..base import gitcli
+    from ..adapters.store import Store
     config = _config(args)
     repo = _repo(config, args.repo)
     env = _env(repo, args.env)
@@ -566,9 +567,9 @@ def cmd_wait(args: argparse.Namespace) -> int:
     """Wait for a commit's deployment to succeed (0), fail (1) or for the timeout (2), saying so in one line."""
     import time
 
-    from .adapters import gitcli
-    from .adapters.store import Store
-    from .status import environment_status
+    from ..base import gitcli
+    from ..adapters.store import Store
+    from ..services.status import environment_status
     config = _config(args)
     repo = _repo(config, args.repo)
     env = _env(repo, args.env)
@@ -614,7 +615,7 @@ def cmd_wait(args: argparse.Namespace) -> int:
 
 
 def cmd_hosts(args: argparse.Namespace) -> int:
-    from .hosts import TrustError, trust
+    from ..services.hosts import TrustError, trust
     config = _config(args)
     repo = _repo(config, args.repo)
     env = _env(repo, args.env)
@@ -626,7 +627,7 @@ def cmd_hosts(args: argparse.Namespace) -> int:
 
 def cmd_node(args: argparse.Namespace) -> int:
     """`node check NAME [--trust]`: connect to an execution node, show its versions, refuse a mismatched ansible-runner."""
-    from .nodes import NodeCheckError, check
+    from ..services.nodes import NodeCheckError, check
     config = _config(args)
     try:
         return check(config, args.name, trust=args.trust, yes=args.yes)
@@ -636,8 +637,8 @@ def cmd_node(args: argparse.Namespace) -> int:
 
 def cmd_drift(args: argparse.Namespace) -> int:
     """What the newest drift check found in ENV: per host, the tasks that would change and their diffs."""
-    from .adapters.store import Store
-    from .status import ago
+    from ..adapters.store import Store
+    from ..services.status import ago
     config, _unavailable = _read_config(args)
     repo = _repo(config, args.repo)
     env = _env(repo, args.env)
@@ -681,13 +682,13 @@ def _tokens_file(config: Any) -> Path:
 
 def _daemon_group(config: Any) -> int:
     """The group the daemon reads its files with: its state folder's owner's (install-service), else the config's."""
-    from .adapters.ownership import daemon_account
+    from ..adapters.ownership import daemon_account
     account = daemon_account(config.state_dir)
     return account.gid if account is not None else os.stat(config.source).st_gid
 
 
 def cmd_token_create(args: argparse.Namespace) -> int:
-    from .tokens import create
+    from ..services.tokens import create
     config = _config(args)
     path = _tokens_file(config)
     contexts, repos = _patterns(args.contexts), _patterns(args.repos)
@@ -705,7 +706,7 @@ def cmd_token_create(args: argparse.Namespace) -> int:
 
 
 def cmd_token_list(args: argparse.Namespace) -> int:
-    from .tokens import read_tokens
+    from ..services.tokens import read_tokens
     path = _tokens_file(_config(args))
     tokens = read_tokens(path)
     if not tokens:
@@ -723,7 +724,7 @@ def _patterns(given: list[str] | None) -> tuple[str, ...]:
 
 
 def cmd_token_revoke(args: argparse.Namespace) -> int:
-    from .tokens import read_tokens, revoke
+    from ..services.tokens import read_tokens, revoke
     config = _config(args)
     path = _tokens_file(config)
     if not revoke(path, args.name, _daemon_group(config)):
@@ -738,8 +739,8 @@ CI_REPORT_OPTIONS = {"state": "--state", "context": "--context", "target_url": "
 
 def cmd_ci_report(args: argparse.Namespace) -> int:
     """Store a commit status as the API does (same checks), reported as cli:<user>, and nudge the daemon."""
-    from .adapters.store import Store
-    from .api.statuses import InvalidStatus, parse_report, record, resolve_commit
+    from ..adapters.store import Store
+    from ..api.statuses import InvalidStatus, parse_report, record, resolve_commit
     config = _config(args)
     repo = _repo(config, args.repo)
     try:
@@ -759,10 +760,10 @@ def cmd_ci_report(args: argparse.Namespace) -> int:
 
 def cmd_ci_status(args: argparse.Namespace) -> int:
     """The combined state of a commit's tree, each context's state and URL, and what each environment still needs."""
-    from .adapters.store import Store
-    from .api.statuses import combined, resolve_commit
-    from .gate.required import Status, unmet
-    from .status import ago
+    from ..adapters.store import Store
+    from ..api.statuses import combined, resolve_commit
+    from ..gate.required import Status, unmet
+    from ..services.status import ago
     config = _config(args)
     repo = _repo(config, args.repo)
     commit, tree = resolve_commit(repo.path, args.commit)
@@ -790,7 +791,7 @@ def cmd_ci_status(args: argparse.Namespace) -> int:
 
 def cmd_ci_rerun(args: argparse.Namespace) -> int:
     """Ask the daemon (its control socket: the kernel says who asks) to run CI again on a head, recorded with that name."""
-    from .human_commands import _ask
+    from .human import _ask
     return _ask(args, {"op": "ci-rerun", "head": args.head})
 
 
@@ -805,8 +806,8 @@ def _print_table(rows: Sequence[tuple[str, ...]]) -> None:
 def cmd_dora(args: argparse.Namespace) -> int:
     import time
 
-    from . import dora
-    from .adapters.store import Store
+    from ..services import dora
+    from ..adapters.store import Store
     config, _unavailable = _read_config(args)
     repos = [_repo(config, args.repo)] if args.repo else list(config.repositories)
     env = args.env
@@ -833,8 +834,8 @@ def cmd_dora(args: argparse.Namespace) -> int:
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
     """Bring the state database's schema to this gitopsd's version (the daemon does it at start too)."""
-    from .adapters.dbcopy import open_spec
-    from .adapters.store import Store
+    from ..adapters.dbcopy import open_spec
+    from ..adapters.store import Store
     store = open_spec(args.database, readonly=False) if args.database else Store.of(_config(args))
     with store:
         before, after = store.versions
@@ -848,7 +849,7 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 
 def cmd_db_copy(args: argparse.Namespace) -> int:
     """Copy every table of one state database into another (SQLite to PostgreSQL, or back)."""
-    from .adapters import dbcopy
+    from ..adapters import dbcopy
     with dbcopy.open_spec(args.source, readonly=True) as source, dbcopy.open_spec(args.target, readonly=False) as target:
         if source.location == target.location:
             raise UserError(f"--from and --to are the same database ({source.location})")
@@ -872,7 +873,7 @@ def _sqlite_only(config: Any, what: str) -> None:
 
 def cmd_db_backup(args: argparse.Namespace) -> int:
     """Copy the state database while the daemon runs (SQLite's online backup)."""
-    from .adapters import backups
+    from ..adapters import backups
     config = _config(args)
     _sqlite_only(config, "backup")
     target = Path(args.to) if args.to else backups.folder(config.backup_dir, config.state_dir)
@@ -885,7 +886,7 @@ def cmd_db_backup(args: argparse.Namespace) -> int:
 def cmd_db_restore(args: argparse.Namespace) -> int:
     """Put a backup in place of the state database, the current one kept beside it; the daemon must be stopped."""
     import time
-    from .adapters import backups
+    from ..adapters import backups
     config = _config(args)
     _sqlite_only(config, "restore")
     source = Path(args.file).absolute()
@@ -902,8 +903,8 @@ def cmd_db_restore(args: argparse.Namespace) -> int:
 def cmd_db_rebuild(args: argparse.Namespace) -> int:
     """Rebuild the deployment records, sign-offs, release candidates and approvals from the git notes."""
     import time
-    from . import notes_ledger
-    from .adapters import backups
+    from ..services import notes_ledger
+    from ..adapters import backups
     config = _config(args)
     _sqlite_only(config, "rebuild")
     with backups.daemon_stopped(config.state_dir, "gitopsd db rebuild"):
@@ -1203,7 +1204,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="rebuild the deployment records and approvals from refs/notes/gitopsd (the daemon stopped)")
     d.set_defaults(func=cmd_db_rebuild)
 
-    from .human_commands import add_commands
+    from .human import add_commands
     add_commands(add, common)
 
     add("check-config", "validate the configuration file",
@@ -1315,7 +1316,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _control_unreachable(args: argparse.Namespace, exc: BaseException | None) -> str | None:
     """For a failure to reach the control socket while the daemon runs without its runtime folder, the true line."""
-    from .adapters.control import ControlError
+    from ..adapters.control import ControlError
     seen = 0
     while exc is not None and seen < 10 and not isinstance(exc, ControlError):
         exc, seen = exc.__cause__ or exc.__context__, seen + 1
@@ -1352,7 +1353,7 @@ def _explain(args: argparse.Namespace, exc: Exception) -> str:
     """One line on a store, file or git error; for the state database, what is wrong with it and what to do."""
     import sqlite3
 
-    from .adapters.storeerrors import explain
+    from ..base.storeerrors import explain
     try:
         database = str(_config(args).database)
     except Exception:   # no config to name the store by: say what failed, where
