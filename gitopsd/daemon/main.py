@@ -505,7 +505,7 @@ class Daemon:
         """Point each repository's hook at this config and database: `state_dir` may have changed since install-hooks."""
         for repo in self.config.repositories:
             changed, problem = install_hooks.refresh_settings(repo.path, self.config.source, self.config.database,
-                                                              self.config.signing_key)
+                                                              self.config, repo)
             if problem:
                 log.warning("%s", problem, extra={"repo": repo.name})
             elif changed:

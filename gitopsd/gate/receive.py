@@ -192,6 +192,9 @@ def gate_config(config_path: str, database: str, repo_path: str, out: TextIO) ->
                 db.close()
             if current is not None:
                 return current, database
+        copy = cached(config_path, repo_path)
+        if copy is not None:
+            return copy, database
     # The slow path: the YAML file with its full validation. PyYAML lives in site-packages, which
     # `python -S` left out of the import path.
     try:
@@ -213,7 +216,54 @@ def gate_config(config_path: str, database: str, repo_path: str, out: TextIO) ->
         for problem in exc.problems[:5]:
             print(f"  {problem}", file=out)
         return None
-    return snapshot.from_config(config), str(config.database)
+    gate = snapshot.from_config(config)
+    if database == str(config.database):
+        keep(gate, repo_path)
+    return gate, str(config.database)
+
+
+# A config edit the daemon has not read yet: the first push parses the YAML and keeps the gate's part for this
+# repository in a snapshot file of its own beside it, stamped like the daemon's (gate/snapshot.py); later
+# pushes read that until the daemon has saved the new config. Whoever may write this file may also write the
+# repository's hooks and git config, so it is trusted as they are.
+CACHE_FILE = "gitopsd-gate.cache"
+
+
+def cached(config_path: str, repo_path: str) -> snapshot.GateConfig | None:
+    """The gate's part of the config as the last push here parsed it; None unless it is of the file as it is now."""
+    path = os.path.join(repo_path, CACHE_FILE)
+    try:
+        db = snapshot.connect_readonly(path)
+    except sqlite3.Error:
+        return None
+    if db is None:
+        return None
+    try:
+        return snapshot.load(db, config_path, repo_path)
+    finally:
+        db.close()
+
+
+def keep(gate: snapshot.GateConfig, repo_path: str) -> None:
+    """Write the gate's part of the config for this repository beside it (see `cached`); quietly not if it cannot."""
+    import time
+    repo = gate.repository_at(repo_path)
+    mine = snapshot.GateConfig(gate.source, gate.stamp, gate.runtime_dir, gate.identity_env, [repo] if repo else [])
+    path = os.path.join(repo_path, CACHE_FILE)
+    tmp = f"{path}.{os.getpid()}"
+    try:
+        db = sqlite3.connect(tmp, isolation_level=None)
+        try:
+            db.executescript(snapshot.SCHEMA)
+            snapshot.save(db, mine, time.time())
+        finally:
+            db.close()
+        os.replace(tmp, path)
+    except (OSError, sqlite3.Error):
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
 
 
 def pre_receive(config_path: str, database: str, stdin_text: str, out: TextIO = sys.stderr,

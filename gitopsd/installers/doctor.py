@@ -57,6 +57,7 @@ def diagnose(config_path: Path, *, git_user: str | None = None, service_user: st
         findings.append(Finding(shutil.which("bwrap") is not None, "bubblewrap (bwrap) is installed for the sandbox",
                                 "apt-get install bubblewrap"))
     findings += _checked("the ref watcher", partial(_watched, config))
+    findings += _checked("the inotify watch limit", partial(_inotify_room, config))
     if service is None:
         return findings
     findings += _checked(f"what {service.pw_name} reads, writes and runs", partial(_as_service, config, service))
@@ -286,6 +287,25 @@ def _watched(config: Config) -> list[Finding]:
                            "nudge and the sweep", "raise fs.inotify.max_user_watches / max_user_instances "
                            "(sysctl -w ..., and a file in /etc/sysctl.d/), then systemctl reload gitopsd")
             for repo, why in unwatched.items()] or [Finding(True, "the daemon watches every repository's branches")]
+
+
+def _inotify_room(config: Config, limit: int | None = None) -> list[Finding]:
+    """Will the ref watcher's inotify watches fit (one per repository folder and per folder under refs/heads)?
+
+    The limit (fs.inotify.max_user_watches, or LIMIT) is per user and shared by every process of the daemon's
+    user, so more than half of it is a warning before repositories go unwatched (docs/operate.md, "Many repositories")."""
+    from ..adapters.watch import SYSCTL, WATCH_LIMIT, _read_sysctl
+    limit = limit if limit is not None else _read_sysctl(SYSCTL[WATCH_LIMIT])
+    if limit is None:
+        return []
+    needed = 0
+    for repo in config.repositories:
+        needed += 1 + sum(1 for _folder in os.walk(Path(repo.path) / "refs" / "heads"))
+    wanted = max(65536, 1 << (needed * 4 - 1).bit_length())
+    return [Finding(needed * 2 <= limit, f"the ref watcher needs {needed} inotify watches for {len(config.repositories)} "
+                    f"repositories; {SYSCTL[WATCH_LIMIT]} is {limit} for all of the daemon user's processes",
+                    f"sysctl -w {SYSCTL[WATCH_LIMIT]}={wanted}; echo {SYSCTL[WATCH_LIMIT]}={wanted} > "
+                    "/etc/sysctl.d/90-gitopsd.conf; then systemctl reload gitopsd")]
 
 
 def _checked(what: str, check: Callable[[], list[Finding]]) -> list[Finding]:

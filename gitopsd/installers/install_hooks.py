@@ -20,6 +20,7 @@ from pathlib import Path
 from ..adapters import ownership
 from ..base import gitcli
 from ..core.errors import GitError, StoreError, UserError
+from ..core.settings import Config, Repository
 
 HOOK_NAMES = ("pre-receive",)
 RETIRED_HOOKS = ("post-receive",)
@@ -103,13 +104,16 @@ def install_hooks(repo_path: Path, config_path: Path | None = None, *, git_user:
         settings["gpg.ssh.allowedSignersFile"] = "/dev/null"
     if config_path is not None:
         settings["gitopsd.config"] = str(Path(config_path).resolve())
-        settings.update(signing_settings(repo_path, configured_signing_key(Path(config_path))))
+        settings.update(signing_settings(recorded_settings(repo_path), configured_signing_key(Path(config_path))))
         database, note = write_gate_snapshot(Path(config_path))
         if database:
             settings["gitopsd.database"] = database
         done.append(f"the hook's config snapshot: {note}")
     for key, value in settings.items():
         set_setting(repo_path, key, value)
+    problem = record_shim_rule(repo_path, Path(config_path)) if config_path is not None else None
+    if problem:
+        done.append(f"warning: {problem}")
     done += share_with_service(repo_path, pushing_user(repo_path, git_user), daemon_user(service_user, config_path),
                                config_path)
     pusher = pushing_user(repo_path, git_user)
@@ -139,12 +143,38 @@ def get_setting(repo_path: Path, key: str) -> str | None:
     return gitcli.config_get(repo_path / "config", key)
 
 
-def signing_settings(repo_path: Path, key: Path | None) -> dict[str, str]:
+def signing_settings(current: dict[str, str], key: Path | None) -> dict[str, str]:
     """The repository's setting that makes every commit gitopsd writes there (promotions, reverts, rollbacks) signed
-    with the service's SSH key (gitcli.signing_args); with no key, signing turned off again if it was on."""
+    with the service's SSH key (gitcli.signing_args); with no key, signing turned off again if it was on.
+    `current` is the repository's recorded gitopsd.* settings (recorded_settings; git config keys are lower case)."""
     if key is None:
-        return {gitcli.SIGNING_KEY: ""} if get_setting(repo_path, gitcli.SIGNING_KEY) else {}
+        return {gitcli.SIGNING_KEY: ""} if current.get(gitcli.SIGNING_KEY.lower()) else {}
     return {gitcli.SIGNING_KEY: str(key)}
+
+
+def recorded_settings(repo_path: Path) -> dict[str, str]:
+    """The gitopsd.* keys in a repository's git config (the daemon reads them for every repository at start).
+
+    The [gitopsd] section as `git config` writes it is read from the file; anything else in that file
+    (quotes, escapes, includes, the section twice) is left to one git run."""
+    try:
+        text = (repo_path / "config").read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        text = ""
+    plain = bool(text) and "include" not in text.lower()
+    if plain and "[gitopsd" not in text.lower():
+        return {}
+    if plain and text.lower().count("[gitopsd") == 1 and "\n[gitopsd]\n" in text:
+        section = text.split("\n[gitopsd]\n", 1)[1].split("\n[", 1)[0]   # other sections may quote (gpg "ssh")
+        if any(c in section for c in '"\\'):
+            section = "\x00"   # a quote or an escape in it: git reads it
+        pairs = [line.strip().partition(" = ") for line in section.splitlines() if line.strip()]
+        if all(sep and key.isalnum() and "#" not in value and ";" not in value for key, sep, value in pairs):
+            return {f"gitopsd.{key.lower()}": value for key, _sep, value in pairs}
+    code, out, _err = gitcli.run(["git", "config", "--file", str(repo_path / "config"), "--get-regexp", r"^gitopsd\."])
+    if code != 0:
+        return {}
+    return {key: value for key, _, value in (line.partition(" ") for line in out.splitlines())}
 
 
 def configured_signing_key(config_path: Path) -> Path | None:
@@ -156,27 +186,84 @@ def configured_signing_key(config_path: Path) -> Path | None:
         return None
 
 
-def refresh_settings(repo_path: Path, config_path: Path, database: Path,
-                     signing_key: Path | None = None) -> tuple[list[str], str | None]:
-    """Point an installed hook at this config and database (after `state_dir` changed, say), and the signing key.
+def refresh_settings(repo_path: Path, config_path: Path, database: Path, config: Config | None = None,
+                     repo: Repository | None = None) -> tuple[list[str], str | None]:
+    """Point an installed hook at this config and database (after `state_dir` changed, say), and at CONFIG's signing
+    key; with CONFIG (loaded from config_path) and its REPO at repo_path, also record what the shim decides alone
+    (`record_shim_rule`).
 
-    Return (what changed, a problem line or None). Only the keys install-hooks wrote are
+    Return (what changed, a problem line or None). Only the gitopsd.* keys install-hooks wrote are
     touched, and only in a repository where they are.
     """
+    current = recorded_settings(repo_path)
     wanted = {"gitopsd.config": str(Path(config_path).resolve()), "gitopsd.database": str(database),
-              **signing_settings(repo_path, signing_key)}
-    if get_setting(repo_path, "gitopsd.entry") is None and get_setting(repo_path, "gitopsd.config") is None:
+              **signing_settings(current, config.signing_key if config is not None else None)}
+    if "gitopsd.entry" not in current and "gitopsd.config" not in current:
         return [], None
-    stale = {key: value for key, value in wanted.items() if get_setting(repo_path, key) != value}
+    stale = {key: value for key, value in wanted.items() if current.get(key.lower()) != value}   # git lowers keys
     try:
         for key, value in stale.items():
             set_setting(repo_path, key, value)
+        problem = record_shim_rule(repo_path, config, repo) if config is not None else None
     except HookError:
-        return [], (f"the hook of {repo_path} still reads {', '.join(f'{k}={get_setting(repo_path, k)}' for k in stale)}"
+        return [], (f"the hook of {repo_path} still reads {', '.join(f'{k}={current.get(k)}' for k in stale)}"
                     f" (now {', '.join(stale.values())}) and this daemon cannot write {repo_path / 'config'}: pushes "
                     f"take the slow path until root runs: {gitopsd_executable()} install-hooks {repo_path} "
                     f"--config {wanted['gitopsd.config']}")
-    return [f"{key}={value}" for key, value in stale.items()], None
+    return [f"{key}={value}" for key, value in stale.items()], problem
+
+
+# -- what the shim decides alone ------------------------------------------------------------------------
+# A push of only main, feature branches and ordinary tags has nothing to judge: hooks/pre-receive accepts it
+# without starting Python (or git) when the repository's gitopsd-gate.stamp names the config file and the
+# environment branches, and has the config file's mtime of when they were read.
+
+STAMP_FILE = "gitopsd-gate.stamp"
+
+
+def shim_rule(repo: Repository | None) -> str:
+    """The environment branches (space-separated) the shim checks pushes against; '' when every push needs Python:
+    a repository gitopsd does not manage, one whose CI triggers and approvals need to hear who pushed main, or one
+    whose own `signatures:` rule judges every commit that reaches main (gate/signatures.py)."""
+    if repo is None or repo.ci.any or any(env.approvals for env in repo.environments) or repo.signatures is not None:
+        return ""
+    return " ".join(env.branch for env in repo.environments)
+
+
+def record_shim_rule(repo_path: Path, config: Config | Path, repo: Repository | None = None) -> str | None:
+    """Write REPO/gitopsd-gate.stamp for the shim, as of CONFIG (loaded, or a file; REPO is its repository at
+    repo_path, looked up if not given: a thousand lookups walk a thousand paths each); a problem line or None.
+
+    Written whole (a new file renamed over the old) with the config's mtime of when it was read, so the
+    shim sees a complete stamp of one version of the file or none; no stamp sends every push to Python."""
+    loaded: Config | None = None
+    if isinstance(config, Path):
+        from ..config import ConfigError, load
+        try:
+            loaded = load(config)
+        except ConfigError:
+            pass
+    else:
+        loaded = config
+    stamp = repo_path / STAMP_FILE
+    try:
+        rule = shim_rule(repo if repo is not None else loaded.repository_at(repo_path)) if loaded is not None and loaded.stamp else ""
+        if loaded is None or not rule:
+            stamp.unlink(missing_ok=True)
+            return None
+        text, mtime = f"{loaded.source.resolve()}\n{rule}\n", int(loaded.stamp.rsplit(":", 1)[-1])
+        try:
+            if stamp.stat().st_mtime_ns == mtime and stamp.read_text(encoding="utf-8") == text:
+                return None
+        except FileNotFoundError:
+            pass
+        tmp = repo_path / f".{STAMP_FILE}.tmp"
+        tmp.write_text(text, encoding="utf-8")
+        os.utime(tmp, ns=(mtime, mtime))
+        os.replace(tmp, stamp)
+    except OSError as exc:
+        return f"pushes to feature branches start Python until {stamp} can be written: {exc.strerror or exc}"
+    return None
 
 
 # -- the service layout (docs/install.md, "Permissions") --------------------------------------------------------
