@@ -27,6 +27,7 @@ from ..adapters.store import Store
 from ..ci.heads import ci_globs, matches
 from ..core.settings import Config, Environment, Repository
 from ..core.types import Deployment, DeploymentFolders
+from ..gate.rejections import describe, rejection_for
 from ..services.readmodels import deployment_json, rc_history, rc_view, release_marks
 from ..services.status import EnvironmentStatus, ago, environment_status
 
@@ -71,6 +72,7 @@ class Cell:
     drifted: int = 0
     deployed: str | None = None
     locks: tuple[str, ...] = ()       # locks and alert freezes in force: who, why, until when
+    promote_refused: str | None = None   # why the previous column's tree may not come here (a rejected tree)
 
 
 def heads(repo: Repository, branches: list[str]) -> dict[str, tuple[str, str, str]]:
@@ -103,6 +105,12 @@ def pipeline(config: Config, store: Store) -> list[dict[str, Any]]:
         for env in repo.environments:
             status = environment_status(store, repo, env, now, {b: (c, t) for b, (c, t, _s) in known.items()})
             cells.append(cell(store, repo, env, status, known.get(env.branch), rcs, drifted.get((repo.name, env.name), 0)))
+            source = cells[-2]
+            if source.tree and source.tree != cells[-1].tree:   # no Promote button for a tree that failed here
+                rejected = rejection_for(repo, store.rejections(repo.name, source.tree), env.name)
+                if rejected is not None:
+                    cells[-1].promote_refused = (f"{source.env}'s tree {source.tree[:7]} is rejected for {env.name}: "
+                                                 f"{describe(rejected)}")
         # The source column's "Run CI again" (actions.py ci-rerun): when CI runs on its branch; deployer in the first env.
         rows.append({"repo": repo.name, "cells": cells, "first_env": repo.environments[0].name if repo.environments else None,
                      "ci": matches(first, ci_globs(repo))})
