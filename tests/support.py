@@ -238,7 +238,7 @@ class Sandbox:
 
     def copy(self, template: Path) -> None:
         """Copy TEMPLATE's repository and clone, then do what install-hooks does that depends on this config."""
-        from gitopsd.config import load
+        from gitopsd.config import ConfigError, load
         from gitopsd.installers.install_hooks import refresh_settings, write_gate_snapshot
         shutil.copytree(template / "shop.git", self.repo, symlinks=True)
         shutil.copytree(template / "work", self.work, symlinks=True)
@@ -247,12 +247,16 @@ class Sandbox:
         self.state.mkdir()
         with environment(self.environ()):
             database, _note = write_gate_snapshot(self.config)
-            # What install-hooks records that depends on the config: its path, the database, the signing key, and
-            # the shim's stamp (the template's names the template's config).
-            loaded = load(self.config)
+        _replace_in(self.repo / "config", f"config = {template / 'gitopsd.yml'}\n", f"config = {self.config.resolve()}\n")
+        _replace_in(self.repo / "config", f"\tdatabase = {template / 'state' / 'state.db'}\n",
+                    f"\tdatabase = {database}\n" if database else "")
+        try:   # what else install-hooks records from the config: the signing key, the shim's stamp (the template's
+            loaded = load(self.config)   # names the template's config); a test's deliberately bad config has none
+        except ConfigError:
+            (self.repo / "gitopsd-gate.stamp").unlink(missing_ok=True)
+            return
+        with environment(self.environ()):
             refresh_settings(self.repo, self.config, Path(database) if database else loaded.database, loaded)
-        if not database:
-            _replace_in(self.repo / "config", f"\tdatabase = {template / 'state' / 'state.db'}\n", "")
 
     def write_config(self, **overrides: Any) -> None:
         environments = []

@@ -31,6 +31,7 @@ This module only builds the argument list; runner.py starts the processes.
 """
 from __future__ import annotations
 
+import glob
 import os
 import pwd
 import sys
@@ -183,8 +184,32 @@ def ssh_config(daemons: str) -> str:
     helper = Path(__file__).resolve().parent.parent / "libexec" / "ssh-proxy"
     return (f"{daemons.rstrip()}\n\n"
             "# gitopsd: this playbook run reaches SSH hosts only through its forwarder (sandbox.playbook_network)\n"
-            "Match all\n  Include /etc/ssh/ssh_config\n"
+            f"Match all\n{system_ssh_config()}\n"
             f'Host *\n  ProxyCommand "{sys.executable}" -I -S "{helper}" %h %p "{SSH_GATE_SOCKET}"\n')
+
+
+SYSTEM_SSH_CONFIG = Path("/etc/ssh/ssh_config")
+
+
+def system_ssh_config(path: Path = SYSTEM_SSH_CONFIG, depth: int = 0) -> str:
+    """The system's ssh config written out in full, its Includes inlined: ssh reads no system config with -F, and an
+    `Include` of it from the run's config fails where the run's user namespace shows root's files as nobody's
+    ("Bad owner or permissions on /etc/ssh/ssh_config": the service runs unprivileged)."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+    lines = []
+    for line in text.splitlines():
+        words = line.split()
+        if words and words[0].lower() == "include" and depth < 4:
+            for pattern in words[1:]:
+                full = pattern if pattern.startswith("/") else str(path.parent / pattern)
+                for name in sorted(glob.glob(os.path.expanduser(full))):
+                    lines.append(system_ssh_config(Path(name), depth + 1))
+        else:
+            lines.append(line)
+    return "\n".join(lines)
 
 
 def _parents(paths: list[Path]) -> list[str]:
