@@ -29,7 +29,7 @@ BREAKS = [
     ("services/status.py", "from ..cli import main", LAYERS),
     ("web/pages.py", "from ..cli import human", LAYERS),
     ("api/app.py", "from ..daemon import main", LAYERS),
-    ("config.py", "from .services import tokens", LAYERS),
+    ("config/__init__.py", "from ..services import tokens", LAYERS),
     ("services/releases.py", "from ..ci import runs", LAYERS),
     ("installers/doctor.py", "from ..daemon import leadership", LAYERS),
     ("api/server.py", "from ..web import app", LAYERS),

@@ -21,19 +21,19 @@ from typing import Any, Iterator
 
 import yaml
 
-from .core.errors import ConfigurationError
-from .core.settings import (STATUS_CONTEXT_MAX, Api, Approvals, CheckError, SignoffRule, Ci, CiStep, CiTrigger, Config, Environment, HttpCheck,
+from ..core.errors import ConfigurationError
+from ..core.settings import (STATUS_CONTEXT_MAX, Api, Approvals, CheckError, SignoffRule, Ci, CiStep, CiTrigger, Config, Environment, HttpCheck,
                             Notify, PrometheusCheck, Repository, Rollout, SandboxPolicy, Verify)
-from .core.settings import Drift, Watch
-from .core.settings import Backup, Grafana
-from .core.settings import ExecutionNode
-from .core.settings import Signatures
-from .core.settings import ROLES, RoleGrant, Web
-from .core.settings import BreakGlass, FreezeRule, Matrix, Notifications
-from .gate.snapshot import file_stamp
-from .adapters.sandbox import SandboxError, check as sandbox_check, default_user as default_sandbox_user
-from .base.storeerrors import postgresql_missing
-from .core.windows import Window, WindowError, Cron, parse_duration
+from ..core.settings import Drift, Watch
+from ..core.settings import Backup, Grafana
+from ..core.settings import ExecutionNode
+from ..core.settings import Signatures
+from ..core.settings import ROLES, RoleGrant, Web
+from ..core.settings import BreakGlass, FreezeRule, Matrix, Notifications
+from ..gate.snapshot import file_stamp
+from ..adapters.sandbox import SandboxError, check as sandbox_check, default_user as default_sandbox_user
+from ..base.storeerrors import postgresql_missing
+from ..core.windows import Window, WindowError, Cron, parse_duration
 
 # Re-exported: the settings classes are what `load` returns.
 __all__ = ["Config", "ConfigEditError", "ConfigError", "Environment", "HttpCheck", "Notify", "PrometheusCheck",
@@ -496,7 +496,7 @@ def _signatures(repo: Repository, raw: dict[str, Any], key: str, groups: dict[st
 def _signature_rule(raw: Any, signed_push: bool, at: str, groups: dict[str, list[str]], base: Path,
                     check: _Checker) -> Signatures | None:
     """One `signatures:` mapping at `at`: the allowed signers' files (checked, allowed_signers line by line), paths."""
-    from .gate.signatures import allowed_signers_problems
+    from ..gate.signatures import allowed_signers_problems
     data = check.mapping(raw, f"{at}.signatures", SIGNATURES_KEYS) if raw is not None else {}
     found: dict[str, Path | None] = {}
     for name, what in (("allowed_signers", "an SSH allowed_signers file (ssh-keygen(1), ALLOWED SIGNERS)"),
@@ -1272,7 +1272,7 @@ def _vault_file(data: dict[str, Any], key: str, check: _Checker) -> Path | None:
 
 
 def _rollout(raw: Any, key: str, check: _Checker) -> Rollout | None:
-    from .core.batches import validate_batches
+    from ..core.batches import validate_batches
     data = check.mapping(raw, key, ROLLOUT_KEYS)
     batches = data.get("batches", ["100%"])
     problem = validate_batches(batches)
