@@ -2,7 +2,8 @@
 
 reading.py reads the file (the only module that imports PyYAML), problems.py collects what is wrong with its
 file:line, one module per group of sections parses and checks its keys (top.py puts them together), and
-edit.py is `gitopsd init`'s edit of the file as text.
+edit.py is `gitopsd init`'s edit of the file as text. docs/configuration.md is generated from the key sets
+(reference.py, tools/gen_config_docs.py).
 """
 from __future__ import annotations
 

@@ -9,7 +9,10 @@ from ..core.settings import Api, Grafana, ROLES, Repository, RoleGrant, Web
 from .problems import IDENTITY_RE, _Checker, _path_field, _resolve, _url
 
 
-API_KEYS = {"listen", "tokens_file"}
+API_KEYS = {
+    "listen": "host:port the HTTP API listens on",
+    "tokens_file": "file of the API's tokens (gitopsd token create)",
+}
 
 
 def _api(raw: Any, base: Path, check: _Checker) -> Api | None:
@@ -25,7 +28,12 @@ def _api(raw: Any, base: Path, check: _Checker) -> Api | None:
     return Api(host=host, port=int(port), tokens_file=tokens or Api.tokens_file)
 
 
-GRAFANA_KEYS = {"url", "token_file", "dashboard_uid", "timeout"}
+GRAFANA_KEYS = {
+    "url": "Grafana's URL",
+    "token_file": "file holding a Grafana service account token",
+    "dashboard_uid": "only this dashboard (default: an annotation for the organization)",
+    "timeout": "seconds per request",
+}
 
 
 def _grafana(raw: Any, base: Path, check: _Checker) -> Grafana | None:
@@ -51,8 +59,17 @@ def _grafana(raw: Any, base: Path, check: _Checker) -> Grafana | None:
     return Grafana(url=url, token_file=token, dashboard_uid=uid, timeout=timeout)
 
 
-WEB_KEYS = {"auth", "proxy_header", "proxy_groups_header", "trusted_proxies", "proxy_secret_file", "roles", "admin",
-            "secure_cookies", "session_hours"}
+WEB_KEYS = {
+    "auth": "login (an API token on gitopsd's own page) or proxy (a header set by a reverse proxy)",
+    "proxy_header": "with auth: proxy, the header holding the user's name",
+    "proxy_groups_header": "with auth: proxy, the header holding the user's groups, comma-separated",
+    "trusted_proxies": "addresses or networks whose X-Forwarded-* headers are believed",
+    "proxy_secret_file": "file whose content trusted proxies must also send",
+    "roles": "where -> role -> users, group:NAME or *",
+    "admin": "identities who are admin everywhere",
+    "secure_cookies": "auto (Secure when the request came over TLS), true or false",
+    "session_hours": "hours a sign-in lasts",
+}
 HEADER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,63}$")
 
 

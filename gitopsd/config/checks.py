@@ -2,18 +2,51 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 from typing import Any
 
 from ..core.settings import Drift, HttpCheck, PrometheusCheck, Verify, Watch
 from .problems import _Checker, _check, _duration, _flag, _url
 
 
-WATCH_KEYS = {"for", "interval", "http", "prometheus", "inconclusive"}
-WATCH_PROMETHEUS_KEYS = {"url", "query", "max", "min", "name", "timeout", "retries"}
-DRIFT_KEYS = {"interval", "heal"}
-VERIFY_KEYS = {"http", "playbook", "prometheus"}
-HTTP_KEYS = {"url", "expect_status", "json_field", "timeout", "retries"}
-PROMETHEUS_KEYS = {"url", "query", "max", "min"}
+WATCH_KEYS = {
+    "for": "how long the watch lasts after a deployment",
+    "interval": "time between checks",
+    "http": "HTTP checks",
+    "prometheus": "Prometheus checks",
+    "inconclusive": "fail (the default) or pass: what a check that cannot answer counts as",
+}
+WATCH_PROMETHEUS_KEYS = {
+    "url": "Prometheus' URL",
+    "query": "PromQL query with one value",
+    "max": "the highest value accepted",
+    "min": "the lowest value accepted",
+    "name": "the check's name in messages",
+    "timeout": "seconds per request",
+    "retries": "attempts after a failure",
+}
+DRIFT_KEYS = {
+    "interval": "time between drift checks (check mode)",
+    "heal": "deploy the tree again when drift is found",
+}
+VERIFY_KEYS = {
+    "http": "an HTTP check after the deployment",
+    "playbook": "a playbook in the tree run after the deployment",
+    "prometheus": "a Prometheus query whose value must stay within bounds",
+}
+HTTP_KEYS = {
+    "url": "the URL requested",
+    "expect_status": "the status expected (default 200)",
+    "json_field": "a field of the JSON body that must name the deployed commit",
+    "timeout": "seconds per request",
+    "retries": "attempts after a failure",
+}
+PROMETHEUS_KEYS = {
+    "url": "Prometheus' URL",
+    "query": "PromQL query with one value",
+    "max": "the highest value accepted",
+    "min": "the lowest value accepted",
+}
 
 
 def _verify(raw: Any, key: str, check: _Checker) -> Verify:
@@ -37,7 +70,7 @@ def _http_check(raw: Any, key: str, check: _Checker) -> HttpCheck | None:
     return made
 
 
-def _prometheus_check(raw: Any, key: str, check: _Checker, allowed: set[str] = PROMETHEUS_KEYS,
+def _prometheus_check(raw: Any, key: str, check: _Checker, allowed: Collection[str] = PROMETHEUS_KEYS,
                       retries: int = 0) -> PrometheusCheck | None:
     """A Prometheus check (verify.prometheus; watch.prometheus[i] also takes name, timeout and retries)."""
     p = check.mapping(raw, key, allowed)

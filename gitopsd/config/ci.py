@@ -10,10 +10,28 @@ from ..core.settings import Ci, CiStep, CiTrigger, STATUS_CONTEXT_MAX
 from .problems import NAME_RE, _Checker, _url
 
 
-CI_KEYS = {"trigger", "steps", "branches", "keep_artifacts", "provenance_keys"}
-CI_TRIGGER_KEYS = {"url", "kind", "branches", "secret_file", "timeout", "retries"}
+CI_KEYS = {
+    "trigger": "CI servers told of each new commit",
+    "steps": "commands gitopsd runs itself on each new tree, in the sandbox",
+    "branches": "branches CI runs for (globs)",
+    "keep_artifacts": "how many builds' artifacts are kept (default 20)",
+    "provenance_keys": "PEM public keys of CI servers whose signed provenance is accepted",
+}
+CI_TRIGGER_KEYS = {
+    "url": "the CI server's URL",
+    "kind": "generic, jenkins, gitlab, circleci or buildbot",
+    "branches": "branches that trigger it (globs)",
+    "secret_file": "file holding the token or secret sent with the request",
+    "timeout": "seconds per request",
+    "retries": "attempts after a failed request",
+}
 CI_TRIGGER_KINDS = ("generic", "jenkins", "gitlab", "circleci", "buildbot")
-CI_STEP_KEYS = {"name", "run", "artifacts", "timeout"}
+CI_STEP_KEYS = {
+    "name": "the step's name (its check context)",
+    "run": "argv of the command",
+    "artifacts": "files kept from the step (globs)",
+    "timeout": "seconds the step may take",
+}
 
 
 def _globs(value: Any, key: str, check: _Checker, default: tuple[str, ...]) -> tuple[str, ...]:

@@ -9,8 +9,17 @@ from ..core.windows import WindowError, parse_duration
 from .problems import IDENTITY_RE, NAME_RE, _Checker
 
 
-APPROVALS_KEYS = {"required", "approvers", "required_groups", "forbid_self_approval", "expire_after"}
-SIGNOFF_KEYS = {"env", "count"}
+APPROVALS_KEYS = {
+    "required": "approvals needed",
+    "approvers": "identities and group:NAME who may approve",
+    "required_groups": "groups that must each give at least one approval",
+    "forbid_self_approval": "not who created the candidate or pushed one of its changes",
+    "expire_after": "how long an approval holds",
+}
+SIGNOFF_KEYS = {
+    "env": "the environment whose sign-off is needed",
+    "count": "sign-offs needed",
+}
 
 
 def _groups(raw: Any, check: _Checker) -> dict[str, list[str]]:

@@ -9,7 +9,13 @@ from ..core.settings import ExecutionNode, Repository
 from .problems import NAME_RE, _Checker, _resolve
 
 
-NODE_KEYS = {"name", "ssh", "port", "identity_file", "max_parallel"}
+NODE_KEYS = {
+    "name": "the node's name, as environments' execution_node says it",
+    "ssh": "user@host gitopsd reaches it as",
+    "port": "SSH port",
+    "identity_file": "SSH private key for it",
+    "max_parallel": "runs at once on it",
+}
 NODE_USER_RE = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
 NODE_HOST_RE = re.compile(r"^(?:[A-Za-z0-9][A-Za-z0-9.-]{0,252}|\[[0-9A-Fa-f:.]+\])$")
 PLACEMENTS = ("local", "any")   # execution_node: besides a node's name

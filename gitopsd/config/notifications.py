@@ -9,8 +9,19 @@ from ..core.settings import Matrix, Notifications
 from .problems import IDENTITY_RE, _Checker, _path_field, _url
 
 
-NOTIFICATIONS_KEYS = {"link", "slack_webhook", "matrix"}
-MATRIX_KEYS = {"homeserver", "user", "password_file", "room", "accounts", "timeout"}
+NOTIFICATIONS_KEYS = {
+    "link": "the dashboard's URL, for links in messages",
+    "slack_webhook": "Slack incoming webhook URL",
+    "matrix": "a Matrix room for requests and approvals",
+}
+MATRIX_KEYS = {
+    "homeserver": "the homeserver's URL",
+    "user": "gitopsd's Matrix user, @name:server",
+    "password_file": "file holding its password",
+    "room": "the room's id or alias",
+    "accounts": "Matrix user -> identity, for approvals given in the room",
+    "timeout": "seconds per request",
+}
 MATRIX_USER_RE = re.compile(r"^@[^\s:]+:[^\s]+$")
 
 

@@ -7,6 +7,7 @@ import math
 import os
 import posixpath
 import re
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,7 +53,7 @@ class _Checker:
     def add(self, key: str, message: str) -> None:
         self.problems.append(Problem(self.file, self.lines.get(key), key, message))
 
-    def mapping(self, raw: Any, key: str, allowed: set[str]) -> dict[str, Any]:
+    def mapping(self, raw: Any, key: str, allowed: Collection[str]) -> dict[str, Any]:
         if not isinstance(raw, dict):
             self.add(key, f"must be a mapping, not {type(raw).__name__}")
             return {}

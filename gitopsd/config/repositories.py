@@ -19,14 +19,58 @@ from .problems import BRANCH_RE, NAME_RE, _Checker, _NO_PATH, _flag, _resolve, _
 
 DEFAULT_ENVIRONMENTS = ("qa", "staging", "production")
 MAX_WINDOW = timedelta(days=31)
-REPO_KEYS = {"name", "path", "environments", "ci", "signatures"}
-ENV_KEYS = {"name", "branch", "promote_from", "inventory", "playbook", "timeout", "auto_rollback",
-            "retries", "retry_backoff", "retry_backoff_max", "windows", "override_by", "rollout", "verify",
-            "notify", "vault_password_file", "require_checks", "auto_promote", "signoff_by", "require_signoff",
-            "approvals", "watch", "drift", "execution_node", "require_provenance", "signatures", "signed_push"}
-ROLLOUT_KEYS = {"batches", "max_fail_percentage", "bake"}
-NOTIFY_KEYS = {"command", "webhook"}
-WINDOW_KEYS = {"allow", "deny", "duration", "timezone", "name"}
+REPO_KEYS = {
+    "name": "the repository's name in commands, the API and the dashboard",
+    "path": "the bare repository's path",
+    "environments": "its environments in promotion order (default qa, staging, production)",
+    "ci": "its CI: a trigger for a CI server and/or steps gitopsd runs",
+    "signatures": "the signatures main's new commits need (keys as an environment's)",
+}
+ENV_KEYS = {
+    "name": "the environment's name",
+    "branch": "the branch deployed here (default: the name)",
+    "promote_from": "the branch promoted from (default: the previous environment's, main for the first)",
+    "inventory": "Ansible inventory in the tree (default environments/<name>/hosts.yml)",
+    "playbook": "playbook in the tree (default playbooks/deploy.yml)",
+    "timeout": "seconds a run may take; the run and every process it started are reaped",
+    "auto_rollback": "deploy the last good tree again after a failed deployment",
+    "retries": "failed attempts retried before the environment stalls",
+    "retry_backoff": "seconds before the first retry, doubled per failure (+-20 % jitter)",
+    "retry_backoff_max": "most seconds between retries",
+    "windows": "change windows: when deployments may (allow) or may not (deny) start",
+    "override_by": "identities who may deploy outside the windows",
+    "rollout": "deploy in batches, with a bake time between them",
+    "verify": "checks after a deployment: HTTP, a playbook, Prometheus",
+    "notify": "a command or webhook told of each deployment",
+    "vault_password_file": "Ansible Vault password file for this environment",
+    "require_checks": "check contexts that must be success on a tree before it is promoted here",
+    "auto_promote": "the daemon promotes a tree here once it passes what is required",
+    "signoff_by": "identities who may sign off manual testing here",
+    "require_signoff": "sign-offs a tree needs from an earlier environment before it is promoted here",
+    "approvals": "approvals a release candidate needs before it is promoted here",
+    "watch": "checks that keep running for a while after a deployment",
+    "drift": "how often the hosts are checked against the deployed tree, and whether drift is healed",
+    "execution_node": "where playbooks run: local (the default), any, or a node's name",
+    "require_provenance": "only trees whose built artifacts carry valid signed provenance",
+    "signatures": "every new commit signed by an allowed signer",
+    "signed_push": "required: only `git push --signed` with an allowed key",
+}
+ROLLOUT_KEYS = {
+    "batches": "hosts per batch: numbers or percentages, e.g. [1, 25%, 100%]",
+    "max_fail_percentage": "percentage of a batch's hosts that may fail before the rollout stops",
+    "bake": "time to wait between batches",
+}
+NOTIFY_KEYS = {
+    "command": "argv run after each deployment (never through a shell)",
+    "webhook": "URL POSTed a JSON body after each deployment",
+}
+WINDOW_KEYS = {
+    "allow": "cron expression of when a window opening deployments starts",
+    "deny": "cron expression of when a window closing deployments starts",
+    "duration": "how long each window lasts",
+    "timezone": "the cron expression's time zone (default UTC)",
+    "name": "the window's name in messages",
+}
 
 
 def _repository(raw: Any, key: str, base: Path, check: _Checker) -> Repository:

@@ -10,9 +10,18 @@ from ..core.settings import SandboxPolicy
 from .problems import _Checker, _resolve
 
 
-SANDBOX_KEYS = {"enabled", "user", "read_only", "writable", "network", "playbook_network"}
+SANDBOX_KEYS = {
+    "enabled": "run playbooks and CI steps in the sandbox (bubblewrap)",
+    "user": "user runs become when the daemon runs as root (root keeps root)",
+    "read_only": "extra folders runs may read",
+    "writable": "folders runs may write (for ansible_connection=local hosts)",
+    "network": "true lets CI steps reach the network",
+    "playbook_network": "ssh-only (the default): only the inventory's hosts, over SSH; host: this machine's network",
+}
 PLAYBOOK_NETWORKS = ("ssh-only", "host")
-SSH_KEYS = {"known_hosts"}
+SSH_KEYS = {
+    "known_hosts": "known_hosts file runs trust (default state_dir/known_hosts)",
+}
 
 
 def _known_hosts(raw: Any, base: Path, state_dir: Path, check: _Checker) -> Path:

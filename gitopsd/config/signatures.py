@@ -11,7 +11,11 @@ from .problems import _Checker, _path_field
 
 
 MAIN_BRANCH = "main"   # the integration branch a repository's own `signatures:` applies to
-SIGNATURES_KEYS = {"allowed_signers", "gpg_home", "paths"}
+SIGNATURES_KEYS = {
+    "allowed_signers": "SSH allowed signers file (ssh-keygen(1) ALLOWED SIGNERS)",
+    "gpg_home": "OpenPGP keyring holding the allowed public keys",
+    "paths": "who may sign changes to what: glob -> identities and group:NAME",
+}
 
 
 def _signatures(repo: Repository, raw: dict[str, Any], key: str, groups: dict[str, list[str]], base: Path,

@@ -23,10 +23,44 @@ from .signatures import _signatures
 SOCKET_PATH_MAX = 107        # bytes of a Unix socket path on Linux: sun_path is 108 with the final NUL
 
 
-TOP_KEYS = {"state_dir", "runtime_dir", "sweep_interval", "max_parallel", "stop_grace",
-            "keep_workdirs", "identity_env", "repositories", "sandbox", "ssh", "api", "groups", "grafana",
-            "execution_nodes", "web", "database", "backup", "notifications", "signing_key", "freeze_on", "break_glass"}
-BACKUP_KEYS = {"interval", "keep", "dir"}
+TOP_KEYS = {
+    "state_dir": "folder of the state store and each deployment's output (default /var/lib/gitopsd)",
+    "runtime_dir": "folder of the nudge socket hooks wake the daemon through (default /run/gitopsd)",
+    "sweep_interval": "seconds between the daemon's sweeps over every environment (jittered 10 %)",
+    "max_parallel": "environments deployed at once",
+    "stop_grace": "seconds running deployments get to finish on SIGTERM",
+    "keep_workdirs": "exported trees kept per environment (output is always kept)",
+    "identity_env": "environment variables a hook reads the pusher's identity from, in order (never commit metadata)",
+    "repositories": "the bare repositories gitopsd deploys from, each with its environments (required)",
+    "sandbox": "how playbook runs and CI steps are confined (bubblewrap)",
+    "ssh": "SSH settings shared by every run: the known_hosts file",
+    "api": "the HTTP API: where it listens and its tokens file",
+    "groups": "names for sets of identities, used as group:NAME in approvers, signers and roles",
+    "grafana": "Grafana annotations for each deployment",
+    "execution_nodes": "other machines playbooks may run on, over SSH",
+    "web": "the dashboard: how people sign in and what each may do",
+    "database": "sqlite (the default, state_dir/state.db) or a postgresql:// URL",
+    "backup": "the daemon's copies of its SQLite store",
+    "notifications": "where people hear of deployments and requests: a link, Slack, Matrix",
+    "signing_key": "SSH private key gitopsd signs its own commits with (KEY.pub beside it)",
+    "freeze_on": "alerts that freeze environments while they fire",
+    "break_glass": "two-person break-glass: the second person's time limit, and how long it holds",
+}
+BACKUP_KEYS = {
+    "interval": "time between copies (at least 1m)",
+    "keep": "copies kept",
+    "dir": "folder of the copies (default state_dir/backups)",
+}
+FREEZE_KEYS = {
+    "alert": "the alert's name (its alertname label)",
+    "labels": "labels the alert must also carry",
+    "envs": "environments frozen while it fires",
+    "repos": "repositories it applies to (default: all)",
+}
+BREAK_GLASS_KEYS = {
+    "confirm_within": "time the second person has to confirm (default 15m)",
+    "lasts": "how long a confirmed break-glass holds (default 1h)",
+}
 
 
 def _normalize(raw: Any, source: Path, check: _Checker, writable: bool) -> Config:
@@ -106,7 +140,7 @@ def _freeze_on(raw: Any, repos: list[Repository], check: _Checker) -> tuple[Free
     rules = []
     for i, item in enumerate(raw):
         key = f"freeze_on[{i}]"
-        data = check.mapping(item, key, {"alert", "labels", "envs", "repos"})
+        data = check.mapping(item, key, FREEZE_KEYS)
         alert, labels, envs = data.get("alert"), data.get("labels", {}), data.get("envs")
         names = data.get("repos", [])
         if not isinstance(alert, str) or not alert.strip():
@@ -135,7 +169,7 @@ def _freeze_on(raw: Any, repos: list[Repository], check: _Checker) -> tuple[Free
 
 def _break_glass(raw: Any, check: _Checker) -> BreakGlass:
     """`break_glass: {confirm_within: 15m, lasts: 1h}`: the second person's time limit, and how long it holds."""
-    data = check.mapping(raw, "break_glass", {"confirm_within", "lasts"})
+    data = check.mapping(raw, "break_glass", BREAK_GLASS_KEYS)
     return BreakGlass(confirm_within=_duration(data, "confirm_within", "break_glass", BreakGlass.confirm_within, check),
                       lasts=_duration(data, "lasts", "break_glass", BreakGlass.lasts, check))
 
