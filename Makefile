@@ -66,6 +66,7 @@ check: $(STAMP) lint
 # docs/cli.md from the command line's parser (tests/unit/test_docs.py fails when the two disagree).
 docs: $(STAMP)
 	$(BIN)/python tools/gen_cli_docs.py
+	$(BIN)/python tools/gen_config_docs.py
 
 # Byte-compiled first, as an installed package would be: the hooks start a Python on every push.
 bench: $(STAMP)

@@ -1,6 +1,6 @@
 """The server configuration as typed, frozen values: what `config.load` returns and the core reads.
 
-Stdlib only (no YAML, no adapter): config.py parses and validates into these; the reconciler, a
+Stdlib only (no YAML, no adapter): config/ parses and validates into these; the reconciler, a
 deployment and the checks read them. Each setting has one class (the HTTP and Prometheus checks
 are the same objects in the config and when they run).
 """

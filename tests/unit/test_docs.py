@@ -1,10 +1,13 @@
-"""The docs beside the README: the CLI reference matches the parser, every link lands, the README stays short.
+"""The docs beside the README: the CLI and configuration references match the parser and the key sets, every link
+lands, the README stays short.
 
-Real: the command line's own parser (gitopsd.cli.main.build_parser, through tools/gen_cli_docs.py) and the Markdown
-files of this checkout. Nothing faked.
+Real: the command line's own parser (gitopsd.cli.main.build_parser, through tools/gen_cli_docs.py), the config
+parsers' key sets (gitopsd.config.reference, through tools/gen_config_docs.py) and the Markdown files of this
+checkout. Nothing faked.
 """
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import re
 from pathlib import Path
@@ -17,9 +20,9 @@ PAGES = sorted(DOCS.glob("*.md"))
 LINK = re.compile(r"\]\(([^)\s]+)\)")
 
 
-def generator() -> ModuleType:
-    """tools/gen_cli_docs.py as a module (tools/ is not a package: `make docs` runs it as a script)."""
-    spec = importlib.util.spec_from_file_location("gen_cli_docs", ROOT / "tools" / "gen_cli_docs.py")
+def generator(name: str = "gen_cli_docs") -> ModuleType:
+    """tools/NAME.py as a module (tools/ is not a package: `make docs` runs it as a script)."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -45,6 +48,23 @@ def anchors(path: Path) -> set[str]:
 
 def test_the_cli_reference_is_what_the_parser_prints_today():
     assert generator().render() == (DOCS / "cli.md").read_text(), "docs/cli.md is out of date: run `make docs`"
+
+
+def test_the_configuration_reference_is_what_the_parsers_accept_today():
+    rendered = generator("gen_config_docs").render()
+    assert rendered == (DOCS / "configuration.md").read_text(), "docs/configuration.md is out of date: run `make docs`"
+
+
+def test_every_key_set_beside_a_config_parser_is_in_the_reference_with_one_line_on_each_key():
+    from gitopsd.config.reference import SECTIONS
+    listed = {id(keys) for _, keys in SECTIONS}
+    for path in sorted((ROOT / "gitopsd" / "config").glob("*.py")):
+        module = importlib.import_module(f"gitopsd.config.{path.stem}" if path.stem != "__init__" else "gitopsd.config")
+        for name, value in vars(module).items():
+            if name.endswith("_KEYS"):
+                assert isinstance(value, dict) and id(value) in listed, f"{path.name}: {name} is not in reference.SECTIONS"
+                blank = [key for key, what in value.items() if not what.strip() or "\n" in what]
+                assert not blank, f"{path.name}: {name}: keys without a one-line description: {blank}"
 
 
 def test_every_link_between_the_readme_and_the_docs_reaches_a_file_and_a_heading_that_exist():
