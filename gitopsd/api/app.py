@@ -24,9 +24,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..adapters.store import Store
 from ..ci import provenance
-from ..core.errors import ConfigurationError, GitError, StoreError
+from ..core.errors import (FORBIDDEN, INTERNAL, INVALID, MISSING, STATUS, UNAUTHENTICATED, UNAVAILABLE, UNSUPPORTED,
+                           ConfigurationError, GitError, Refused, StoreError, error_body, refused_from)
 from ..core.settings import Config, Repository
-from ..services import changecontrol, releases
+from ..services import changecontrol
 from ..services.readmodels import deployment_json, rc_history, rc_view, release_marks   # as `history`, `rc list|show` --json
 from ..services.readmodels import host_runs, preview_view, tree_named, where_view   # as `hosts ENV`, `where`, `preview` --json
 from ..services.tokens import Token, TokenCheck
@@ -38,36 +39,26 @@ log = logging.getLogger("gitopsd.api")
 MAX_LIMIT = 1000
 NOTE_MAX = 1000
 
-# HumanGates answers a refusal with one line, which the command line prints as it is; its words say
-# which HTTP status it is: the identity may not (403), the request is malformed (422), something it
-# names does not exist (404), or the state does not allow it (409: already done, name taken, not verified).
-FORBIDDEN = (" may not ",)
-INVALID = ("--note", "is not a valid release candidate name", "has no environment", "takes no release candidates",
-           "no commit ")
-NOT_FOUND = ("no release candidate rc/", "no repository named")
 APPROVAL_KINDS = ("approve", "reject", "withdraw")
 
 HumanGatesHandler = Callable[[str, dict[str, Any]], dict[str, Any]]
 
 
 class ApiError(Exception):
-    """An answer other than success: status code, JSON body, headers."""
+    """An answer other than success: a refusal (its kind gives the status, core.errors.STATUS) and headers."""
 
-    def __init__(self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None):
-        super().__init__(body.get("message", ""))
-        self.status, self.body, self.headers = status, body, headers or {}
+    def __init__(self, refused: Refused, headers: dict[str, str] | None = None):
+        super().__init__(str(refused))
+        self.refused, self.status, self.body, self.headers = refused, refused.status, refused.body(), headers or {}
+
+
+def _refuse(message: str, kind: str, reason: str | None = None, field: str | None = None) -> ApiError:
+    """An ApiError of one refusal: its line, kind, stable reason id and the field it is about."""
+    return ApiError(Refused(message, kind, reason, field))
 
 
 def _unprocessable(field: str, message: str) -> ApiError:
-    return ApiError(422, {"field": field, "message": message})
-
-
-def refusal_status(line: str) -> int:
-    """The HTTP status of a human gate's refusal, from its one line."""
-    for status, words in ((403, FORBIDDEN), (422, INVALID), (404, NOT_FOUND)):
-        if any(w in line for w in words):
-            return status
-    return 409
+    return _refuse(message, INVALID, "bad-field", field)
 
 
 def create_app(config: Callable[[], Config], store: Store, tokens: TokenCheck,
@@ -81,15 +72,15 @@ def create_app(config: Callable[[], Config], store: Store, tokens: TokenCheck,
     def authenticate(request: Request) -> Token:
         token = tokens.authenticate(request.headers.get("authorization"))
         if token is None:   # the same answer for a missing, unknown or revoked token: nothing to learn from it
-            raise ApiError(401, {"message": "a valid API token is required (Authorization: Bearer <token>)"},
-                           {"WWW-Authenticate": 'Bearer realm="gitopsd"'})
+            raise ApiError(Refused("a valid API token is required (Authorization: Bearer <token>)", UNAUTHENTICATED,
+                                   "token-required"), {"WWW-Authenticate": 'Bearer realm="gitopsd"'})
         request.scope["gitopsd.token"] = token.name
         return token
 
     def authorize(request: Request, scope: str) -> Token:
         token = authenticate(request)
         if scope not in token.scopes:
-            raise ApiError(403, {"message": f"this token lacks the scope {scope}"})
+            raise _refuse(f"this token lacks the scope {scope}", FORBIDDEN, "scope-missing")
         return token
 
     def status_reader(request: Request) -> tuple[Token, Repository]:
@@ -98,7 +89,7 @@ def create_app(config: Callable[[], Config], store: Store, tokens: TokenCheck,
         token = authenticate(request)
         repo = repository(request.path_params["repo"])
         if "read" not in token.scopes and not token.may_report(repo.name):
-            raise ApiError(403, {"message": f"this token lacks the scope read (or statuses:write for {repo.name})"})
+            raise _refuse(f"this token lacks the scope read (or statuses:write for {repo.name})", FORBIDDEN, "scope-missing")
         return token, repo
 
     def owners() -> dict[str, str]:
@@ -108,7 +99,7 @@ def create_app(config: Callable[[], Config], store: Store, tokens: TokenCheck,
     def repository(name: str) -> Repository:
         repo = config().repository(name)
         if repo is None:
-            raise ApiError(404, {"message": f"no repository named {name!r}"})
+            raise _refuse(f"no repository named {name!r}", MISSING, "no-repository")
         return repo
 
     async def blocking(fn: Callable[..., Any], *args: Any) -> Any:
@@ -116,10 +107,10 @@ def create_app(config: Callable[[], Config], store: Store, tokens: TokenCheck,
         try:
             return await run_in_threadpool(fn, *args)
         except statuses.UnknownCommit as exc:
-            raise ApiError(404, {"message": str(exc)}) from exc
+            raise _refuse(str(exc), MISSING, "no-commit") from exc
         except (StoreError, GitError, OSError) as exc:
             log.warning("API request failed: %s", exc)
-            raise ApiError(503, {"message": "the state database or the repository is unavailable; try again"}) from exc
+            raise _refuse("the state database or the repository is unavailable; try again", UNAVAILABLE) from exc
 
     async def health(_request: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -135,10 +126,10 @@ def create_app(config: Callable[[], Config], store: Store, tokens: TokenCheck,
             data = _json(await _body(request))
             report = statuses.parse_report(data)
         except statuses.ReservedContext as exc:
-            raise ApiError(403, {"message": str(exc)}) from exc
+            raise _refuse(str(exc), FORBIDDEN, "reserved-context") from exc
         refusal = token.refusal(repo.name, report.context)
         if refusal is not None:
-            raise ApiError(403, {"message": refusal})
+            raise _refuse(refusal, FORBIDDEN, "context-not-allowed")
         shown_as = owners()
 
         def store_it() -> dict[str, Any]:
@@ -149,7 +140,7 @@ def create_app(config: Callable[[], Config], store: Store, tokens: TokenCheck,
                     provenance.accept_upload(cfg.state_dir, cfg.artifacts_dir, repo.ci.provenance_keys, repo.name,
                                              commit, tree, report.context, data["provenance"])
                 except (provenance.InvalidProvenance, ConfigurationError) as exc:
-                    raise ApiError(422, {"message": f"provenance: {exc}", "field": "provenance"}) from exc
+                    raise _refuse(f"provenance: {exc}", INVALID, "bad-provenance", "provenance") from exc
             return statuses.record(store, repo.name, commit, tree, report, reporter=token.name, owners=shown_as)
         stored = await blocking(store_it)
         try:
@@ -207,7 +198,7 @@ def create_app(config: Callable[[], Config], store: Store, tokens: TokenCheck,
         repo = repository(request.path_params["repo"])
         env = repo.environment(request.path_params["env"])
         if env is None:
-            raise ApiError(404, {"message": f"repository {repo.name} has no environment {request.path_params['env']!r}"})
+            raise _refuse(f"repository {repo.name} has no environment {request.path_params['env']!r}", MISSING, "no-environment")
         limit = _limit(request, 20)
 
         def read() -> list[dict[str, Any]]:
@@ -219,13 +210,11 @@ def create_app(config: Callable[[], Config], store: Store, tokens: TokenCheck,
     async def ask_gates(token: Token, ask: dict[str, Any]) -> Response:
         """Hand one human-gate request to the daemon as the token's owner; 201, or the refusal's status."""
         if human_gates is None:
-            raise ApiError(503, {"error": "sign-offs and approvals are recorded by the daemon, which serves them on "
-                                          "its own API; this server cannot take them"})
+            raise _refuse("sign-offs and approvals are recorded by the daemon, which serves them on "
+                          "its own API; this server cannot take them", UNAVAILABLE, "no-daemon")
         answer = await blocking(human_gates, token.identity, ask)
         if not answer.get("ok"):
-            line = str(answer.get("error") or "refused")
-            status = {"forbidden": 403, "invalid": 422, "missing": 404, "conflict": 409}.get(str(answer.get("kind")))
-            raise ApiError(status or refusal_status(line), {"error": line})
+            raise ApiError(refused_from(answer))
         return JSONResponse({"message": answer.get("message", "done"), "identity": token.identity}, status_code=201)
 
     async def post_signoff(request: Request) -> Response:
@@ -233,7 +222,7 @@ def create_app(config: Callable[[], Config], store: Store, tokens: TokenCheck,
         repo = repository(request.path_params["repo"])
         env = repo.environment(request.path_params["env"])
         if env is None:
-            raise ApiError(404, {"error": f"repository {repo.name} has no environment {request.path_params['env']!r}"})
+            raise _refuse(f"repository {repo.name} has no environment {request.path_params['env']!r}", MISSING, "no-environment")
         body = _reason_as_note(await _gate_fields(request, {"note": str, "reason": str, "reject": bool, "commit": str}))
         if "note" not in body:
             raise _refused("note", "is required")
@@ -294,7 +283,7 @@ def create_app(config: Callable[[], Config], store: Store, tokens: TokenCheck,
             raise _refused("body", str(exc)) from exc
         try:   # judged here too: not Alertmanager's payload is a 422 even while the daemon is away
             changecontrol.parse_alerts(payload)
-        except releases.Refused as exc:
+        except Refused as exc:
             raise _refused("body", str(exc)) from exc
         response = await ask_gates(token, {"op": "alerts", "payload": payload})
         if response.status_code == 201:
@@ -315,7 +304,7 @@ def create_app(config: Callable[[], Config], store: Store, tokens: TokenCheck,
         repo = repository(request.path_params["repo"])
         env = repo.environment(request.path_params["env"])
         if env is None:
-            raise ApiError(404, {"error": f"repository {repo.name} has no environment {request.path_params['env']!r}"})
+            raise _refuse(f"repository {repo.name} has no environment {request.path_params['env']!r}", MISSING, "no-environment")
         return JSONResponse(await blocking(lambda: host_runs(store, repo.name, env.name)))
 
     async def where(request: Request) -> Response:
@@ -328,8 +317,8 @@ def create_app(config: Callable[[], Config], store: Store, tokens: TokenCheck,
             return None if tree is None else {"tree": tree, "hosts": where_view(store, repo, tree)}
         found = await blocking(read)
         if found is None:
-            raise ApiError(404, {"error": f"no commit, tree or release candidate {what[:80]!r} in {repo.name}: "
-                                          "give ?of=COMMIT, TREE or rc/NAME"})
+            raise _refuse(f"no commit, tree or release candidate {what[:80]!r} in {repo.name}: "
+                          "give ?of=COMMIT, TREE or rc/NAME", MISSING, "no-such-thing")
         return JSONResponse(found)
 
     async def preview_show(request: Request) -> Response:
@@ -338,7 +327,7 @@ def create_app(config: Callable[[], Config], store: Store, tokens: TokenCheck,
         ident = request.path_params["name"]
         rows = await blocking(lambda: store.previews(repo.name, preview_id=int(ident), limit=1)) if ident.isdigit() else []
         if not rows:
-            raise ApiError(404, {"error": f"no preview {ident[:20]!r} in {repo.name}"})
+            raise _refuse(f"no preview {ident[:20]!r} in {repo.name}", MISSING, "no-preview")
         return JSONResponse(await blocking(lambda: preview_view(store, rows[0])))
 
     async def rc_list(request: Request) -> Response:
@@ -362,12 +351,12 @@ def create_app(config: Callable[[], Config], store: Store, tokens: TokenCheck,
             return {**rc_view(repo, store, rc), "history": rc_history(store, repo.name, name)}
         view = await blocking(read)
         if view is None:
-            raise ApiError(404, {"error": f"no release candidate rc/{name} in {repo.name}"})
+            raise _refuse(f"no release candidate rc/{name} in {repo.name}", MISSING, "no-rc")
         return JSONResponse(view)
 
     async def prometheus(_request: Request) -> Response:
         if metrics is None:
-            raise ApiError(404, {"message": "this server has no metrics"})
+            raise _refuse("this server has no metrics", MISSING, "no-metrics")
         body, content_type = await blocking(metrics)
         return Response(body, media_type=content_type)
 
@@ -377,16 +366,18 @@ def create_app(config: Callable[[], Config], store: Store, tokens: TokenCheck,
 
     async def invalid(_request: Request, exc: Exception) -> Response:
         assert isinstance(exc, statuses.InvalidStatus)
-        return JSONResponse({"field": exc.field, "message": exc.message}, status_code=422)
+        return JSONResponse(error_body(exc.message, INVALID, "bad-field", exc.field), status_code=STATUS[INVALID])
 
     async def not_found(_request: Request, _exc: Exception) -> Response:
-        return JSONResponse({"message": "no such API endpoint (see /api/v1/openapi.json)"}, status_code=404)
+        return JSONResponse(error_body("no such API endpoint (see /api/v1/openapi.json)", MISSING, "no-endpoint"),
+                            status_code=STATUS[MISSING])
 
     async def not_allowed(_request: Request, _exc: Exception) -> Response:
-        return JSONResponse({"message": "method not allowed here (see /api/v1/openapi.json)"}, status_code=405)
+        return JSONResponse(error_body("method not allowed here (see /api/v1/openapi.json)", UNSUPPORTED),
+                            status_code=STATUS[UNSUPPORTED])
 
     async def internal(_request: Request, _exc: Exception) -> Response:
-        return JSONResponse({"message": "internal error; the daemon's log says more"}, status_code=500)
+        return JSONResponse(error_body("internal error; the daemon's log says more", INTERNAL), status_code=STATUS[INTERNAL])
 
     v1 = "/api/v1"
     app = Starlette(routes=[
@@ -436,8 +427,8 @@ def create_standby_app(metrics: Callable[[], tuple[bytes, str]], leader: Callabl
         return Response(body, media_type=content_type)
 
     async def elsewhere(_request: Request) -> Response:
-        return JSONResponse({"message": f"this gitopsd is the standby; {leader()}", "role": "standby"},
-                            status_code=503, headers={"Retry-After": "5"})
+        return JSONResponse({**error_body(f"this gitopsd is the standby; {leader()}", UNAVAILABLE, "standby"),
+                             "role": "standby"}, status_code=STATUS[UNAVAILABLE], headers={"Retry-After": "5"})
 
     return Starlette(routes=[Route("/metrics", prometheus, methods=["GET"]),
                              Route("/{path:path}", elsewhere, methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"])])
@@ -457,20 +448,24 @@ async def _body(request: Request) -> bytes:
     return b"".join(chunks)
 
 
+class _NotJson(ValueError):
+    """A constant JSON does not allow (NaN, Infinity): told apart by its type, not its words."""
+
+
 def _decode(raw: bytes, send: str) -> Any:
     """Given a request body, return its JSON value. Raise ValueError with the one line that says what is wrong
     (not UTF-8, not JSON, NaN, nested too deep, a number too long to read, a lone surrogate) and what to send."""
     def constant(name: str) -> Any:
-        raise ValueError(f"has {name}, which JSON does not allow; {send}")
+        raise _NotJson(f"has {name}, which JSON does not allow; {send}")
     try:
         data = json.loads(raw, parse_constant=constant)
     except RecursionError:
         raise ValueError(f"is nested too deeply to read; {send}") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ValueError(f"is not JSON ({exc.__class__.__name__}); {send}") from None
-    except ValueError as exc:   # int()'s limit on digits; or NaN, from constant()
-        if str(exc).startswith("has "):
-            raise
+    except _NotJson:   # NaN, from constant(): its own line
+        raise
+    except ValueError:   # int()'s limit on digits
         raise ValueError(f"has a number too long to read; {send}") from None
     try:   # a lone surrogate ("\ud800") decodes, and fails later where the text is stored or sent back
         json.dumps(data, ensure_ascii=False).encode("utf-8")
@@ -487,8 +482,8 @@ def _json(body: bytes) -> Any:
 
 
 def _refused(field: str, message: str) -> ApiError:
-    """422 for a human-gate request's bad field: the `error` line names it (and `field` too, as elsewhere)."""
-    return ApiError(422, {"error": f"{field} {message}", "field": field})
+    """422 for a human-gate request's bad field: the `message` line names it (and `field` too, as elsewhere)."""
+    return _refuse(f"{field} {message}", INVALID, "bad-field", field)
 
 
 async def _gate_fields(request: Request, types: dict[str, type], required: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -496,7 +491,7 @@ async def _gate_fields(request: Request, types: dict[str, type], required: tuple
     try:
         raw = await _body(request)
     except ApiError as exc:
-        raise _refused("body", str(exc.body.get("message", "cannot be read"))) from exc
+        raise _refused("body", str(exc)) from exc
     try:
         body = _decode(raw, "send a JSON object") if raw.strip() else {}
     except ValueError as exc:
@@ -565,8 +560,9 @@ class Guard:
         answered = 0
         garbled = _garbled(scope)
         if garbled:
-            await _send_json(send, 422, {"field": garbled, "message": "is not printable UTF-8 text once percent-decoded; "
-                                                                      "names and values in URLs are printable text"})
+            await _send_json(send, STATUS[INVALID], error_body("is not printable UTF-8 text once percent-decoded; names "
+                                                               "and values in URLs are printable text", INVALID,
+                                                               "bad-field", garbled))
             return
 
         async def sending(message: Message) -> None:
@@ -580,7 +576,7 @@ class Guard:
             log.error("API %s %s failed: %s: %s", scope["method"], scope["path"], type(exc).__name__, exc,
                       exc_info=log.isEnabledFor(logging.DEBUG))
             if not answered:
-                await _send_json(send, 500, {"message": "internal error; the daemon's log says more"})
+                await _send_json(send, STATUS[INTERNAL], error_body("internal error; the daemon's log says more", INTERNAL))
                 answered = 500
         finally:
             log.debug("API %s %s -> %d in %.1f ms%s", scope["method"], scope["path"], answered,

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..core.errors import STATUS
 from ..core.settings import STATUS_CONTEXT_MAX
 from ..gate.required import STATES
 from .statuses import MAX_BODY, MAX_DESCRIPTION, MAX_URL
@@ -37,7 +38,7 @@ REFUSED = {"403": _json(_ref("Refusal"), "the token's owner may not do this (not
            "404": _json(_ref("Error"), "unknown repository, environment or release candidate"),
            "409": _json(_ref("Refusal"), "the state does not allow it: already done, the name exists, the tree is not "
                                           "what the environment runs or verified, sign-offs missing"),
-           "422": _json(_ref("Refusal"), "a bad field; `error` says which"),
+           "422": _json(_ref("Refusal"), "a bad field; `message` and `field` say which"),
            "401": {"$ref": "#/components/responses/Unauthorized"}}
 DONE = {"201": _json(_ref("Done"), "recorded (in the state store and as a git note on the commit)")}
 STATUS_READ = "scope read, or statuses:write that may report for this repository (GitHub's repo:status)"
@@ -100,9 +101,7 @@ def _document() -> dict[str, Any]:
                 "Forbidden": _json(_ref("Error"), "the token lacks the scope this needs"),
             },
             "schemas": {
-                "Error": {"type": "object", "required": ["message"], "properties": {"message": {"type": "string"}}},
-                "Invalid": {"type": "object", "required": ["field", "message"],
-                            "properties": {"field": {"type": "string"}, "message": {"type": "string"}}},
+                "Error": _ref("Refusal"), "Invalid": _ref("Refusal"),   # one error body shape for every refusal
                 "StatusReport": {
                     "type": "object", "required": ["state"],
                     "description": f"GitHub's commit status body; at most {MAX_BODY} bytes",
@@ -154,10 +153,15 @@ def _document() -> dict[str, Any]:
                                                                   "deployed and who had approved it; `signed_off_by`: "
                                                                   "the sign-offs its environment's require_signoff names",
                                "additionalProperties": True},
-                "Refusal": {"type": "object", "required": ["error"],
-                            "properties": {"error": {"type": "string", "description": "one line: what is wrong and "
-                                                                                      "what to do instead"},
-                                           "field": {"type": "string", "description": "the bad field, for a 422"}}},
+                "Refusal": {"type": "object", "required": ["message", "kind", "reason", "field"],
+                            "description": "every answer other than success has this shape (docs/api.md, \"Errors\")",
+                            "properties": {"message": {"type": "string", "description": "one line: what is wrong and "
+                                                                                          "what to do instead"},
+                                           "kind": {"type": "string", "enum": list(STATUS),
+                                                    "description": "what the caller does about it; it gives the status"},
+                                           "reason": {"type": "string", "description": "a stable id to match on "
+                                                                                       "(the kind when none finer)"},
+                                           "field": {"type": nullable, "description": "the bad field, for a 422"}}},
                 "Done": {"type": "object", "required": ["message", "identity"],
                          "properties": {"message": {"type": "string"},
                                         "identity": {"type": "string", "description": "who it was recorded as: the "

@@ -11,19 +11,18 @@ from __future__ import annotations
 import re
 from typing import Callable
 
-from ..core.errors import UserError
+from ..core.errors import INVALID, Refused
 from ..core.settings import Repository
 from .heads import HeadEvent, ci_globs, list_heads
 
 _HEX = re.compile(r"[0-9a-f]{7,40}")
 
 
-class RerunRefused(UserError):
+class RerunRefused(Refused):
     """The rerun cannot be done as asked: one line saying why and what instead, and its kind (invalid, missing)."""
 
-    def __init__(self, message: str, kind: str = "invalid"):
-        super().__init__(message)
-        self.kind = kind
+    def __init__(self, message: str, kind: str = INVALID):
+        super().__init__(message, kind)
 
 
 def head_event(repo: Repository, head: str, asked_by: str,

@@ -39,3 +39,48 @@ class GitError(GitopsdError):
 
 class UserError(GitopsdError):
     """A command line mistake or a refused command: printed as `gitopsd: error: ...`, exit code 1."""
+
+
+# A refusal's kind says what the caller does about it; each kind has exactly one HTTP status (STATUS),
+# which the API and the dashboard both answer with. Callers act on the kind and the reason id, never the words.
+INVALID, FORBIDDEN, MISSING, CONFLICT, UNAVAILABLE = "invalid", "forbidden", "missing", "conflict", "unavailable"
+UNAUTHENTICATED, UNSUPPORTED, INTERNAL = "unauthenticated", "unsupported", "internal"
+STATUS = {INVALID: 422, FORBIDDEN: 403, MISSING: 404, CONFLICT: 409, UNAVAILABLE: 503,
+          UNAUTHENTICATED: 401, UNSUPPORTED: 405, INTERNAL: 500}
+
+
+class Refused(UserError):
+    """A request that cannot be done as asked: one line saying why and what instead, its kind (STATUS) and a stable
+    reason id (by default the kind) that clients may match on instead of the words."""
+
+    def __init__(self, message: str, kind: str = CONFLICT, reason: str | None = None, field: str | None = None):
+        super().__init__(message)
+        if kind not in STATUS:
+            raise ValueError(f"unknown refusal kind {kind!r} (known: {', '.join(STATUS)})")
+        self.kind, self.reason, self.field = kind, reason or kind, field
+
+    @property
+    def status(self) -> int:
+        """The HTTP status every front end answers this refusal with."""
+        return STATUS[self.kind]
+
+    def body(self) -> dict[str, str | None]:
+        """The one error body shape of the API and the control socket's answers."""
+        return error_body(str(self), self.kind, self.reason, self.field)
+
+
+def error_body(message: str, kind: str, reason: str | None = None, field: str | None = None) -> dict[str, str | None]:
+    """`{"message", "kind", "reason", "field"}`: the one shape every refusal is answered in."""
+    return {"message": message, "kind": kind, "reason": reason or kind, "field": field}
+
+
+def refusal_answer(exc: Refused) -> dict[str, object]:
+    """A refusal as a control-socket answer: the body's fields, the line under `error` (the CLI's name since the start)."""
+    return {"ok": False, "error": str(exc), "kind": exc.kind, "reason": exc.reason, "field": exc.field}
+
+
+def refused_from(answer: dict[str, object]) -> Refused:
+    """The Refused a control-socket answer `{"ok": false, "error", "kind", "reason", "field"}` carries."""
+    kind = str(answer.get("kind") or CONFLICT)
+    return Refused(str(answer.get("error") or answer.get("message") or "refused"), kind if kind in STATUS else CONFLICT,
+                   str(answer.get("reason") or "") or None, str(answer.get("field") or "") or None)

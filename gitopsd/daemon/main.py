@@ -30,7 +30,7 @@ from ..adapters import backups, runner
 from ..adapters import sandbox
 from ..config import Config, ConfigError
 from ..core.deployment import Toolbox
-from ..core.errors import GitError, StoreError
+from ..core.errors import MISSING, GitError, Refused, StoreError, refusal_answer
 from ..core.ports import Verdict
 from ..core.reconcile import Cause, Look, Reconciler
 from ..core.settings import HttpCheck, PrometheusCheck, SandboxPolicy
@@ -605,12 +605,13 @@ class Daemon:
             return self.human_gates.handle(identity, request)   # one lock with the HTTP API
         repo = self.config.repository(str(request.get("repo")))
         if repo is None:
-            return {"ok": False, "kind": "missing", "error": f"no repository named {str(request.get('repo'))[:100]!r} "
-                                                            f"(known: {', '.join(r.name for r in self.config.repositories)})"}
+            return refusal_answer(Refused(f"no repository named {str(request.get('repo'))[:100]!r} "
+                                          f"(known: {', '.join(r.name for r in self.config.repositories)})",
+                                          MISSING, "no-repository"))
         try:
             event = rerun.head_event(repo, str(request.get("head") or ""), identity, self._pusher_of)
         except rerun.RerunRefused as exc:
-            return {"ok": False, "kind": exc.kind, "error": str(exc)}
+            return refusal_answer(exc)
         log.info("CI asked to run again on %s %s by %s", event.branch, event.after[:7], identity,
                  extra={"repo": repo.name, "commit": event.after[:7]})
         for sink in self.ci_sinks:

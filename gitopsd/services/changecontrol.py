@@ -17,10 +17,11 @@ from typing import Any, Callable
 
 from ..base import gitcli
 from ..adapters.store import Store
+from ..core.errors import FORBIDDEN, INVALID, MISSING, Refused, refusal_answer
 from ..core.settings import Config, Environment, Notify, Repository
 from ..core.windows import WindowError, parse_duration
 from ..gate.locks import Lock, utc
-from .releases import FORBIDDEN, INVALID, MISSING, NOTE_MAX, Refused, add_note
+from .releases import NOTE_MAX, add_note
 
 log = logging.getLogger("gitopsd.changecontrol")
 
@@ -116,12 +117,12 @@ class ChangeControl:
             "override-confirm": self.confirm, "alerts": self.alerts}
         action = actions.get(str(request.get("op")))
         if action is None:
-            return {"ok": False, "error": f"unknown request {request.get('op')!r}", "kind": INVALID}
+            return refusal_answer(Refused(f"unknown request {request.get('op')!r}", INVALID, "unknown-request"))
         with self._lock:
             try:
                 message = action(identity, request)
             except Refused as exc:
-                return {"ok": False, "error": str(exc), "kind": exc.kind}
+                return refusal_answer(exc)
         return {"ok": True, "message": message, "identity": identity}
 
     # -- what a request names ----------------------------------------------------------------------------

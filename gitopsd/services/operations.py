@@ -15,10 +15,9 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from ..base import gitcli
-from ..core.errors import UserError
+from ..core.errors import FORBIDDEN, INVALID, MISSING, Refused
 from ..core.settings import Config, Environment, Repository
 
-FORBIDDEN, INVALID, MISSING, CONFLICT = "forbidden", "invalid", "missing", "conflict"   # as releases.Refused's kinds
 
 # (trigger, commits, reason) -> did the daemon get the nudge
 Announce = Callable[[str, tuple[str, ...], "str | None"], bool]
@@ -26,12 +25,7 @@ Announce = Callable[[str, tuple[str, ...], "str | None"], bool]
 OpenStore = Callable[[], AbstractContextManager[Any]]
 
 
-class Refusal(UserError):
-    """The operation cannot be done as asked: one line saying why and what instead, and its kind (see above)."""
-
-    def __init__(self, message: str, kind: str = CONFLICT):
-        super().__init__(message)
-        self.kind = kind
+Refusal = Refused   # the one refusal type (core/errors.py), by the name the operations have always raised
 
 
 @dataclass(frozen=True)

@@ -24,11 +24,11 @@ from typing import Any, Callable
 from ..base import gitcli
 from ..adapters.runner import render_diff
 from ..adapters.store import Store
-from ..core.errors import GitopsdError
+from ..core.errors import FORBIDDEN, INVALID, MISSING, GitopsdError, Refused, refusal_answer
 from ..core.settings import Config, Environment, Notify, Repository
 from ..core.tree import resolve_inside
 from ..core.types import PlaybookRun, RunOutcome
-from .releases import FORBIDDEN, INVALID, MISSING, Refused, add_note, when
+from .releases import add_note, when
 
 log = logging.getLogger("gitopsd.previews")
 
@@ -202,7 +202,7 @@ class Previewer:
         try:
             preview_id, line = self._queue(identity, request)
         except Refused as exc:
-            return {"ok": False, "error": str(exc), "kind": exc.kind}
+            return refusal_answer(exc)
         return {"ok": True, "message": line, "preview": preview_id, "identity": identity}
 
     def for_rc(self, repo_name: str, rc_name: str, identity: str) -> None:

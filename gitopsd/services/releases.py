@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 from ..adapters.store import Store
 from ..base import gitcli
+from ..core.errors import FORBIDDEN, INVALID, MISSING, Refused, refusal_answer
 from ..core.settings import Config, Environment, Notify, Repository
 from ..core.types import Deployment
 from ..gate.approvals import Policy, SignoffNeed, bound_approval_state, newest_by_actor, preview_binding, signoff_unmet
@@ -34,17 +35,6 @@ NOTE_MAX = 1000
 CHANGES_SHOWN = 50
 _notes_lock = threading.Lock()   # git notes moves one ref: writers (control thread, deploy threads) take turns
 
-
-FORBIDDEN, INVALID, MISSING, CONFLICT = "forbidden", "invalid", "missing", "conflict"
-
-
-class Refused(Exception):
-    """A request that cannot be done as asked: one line saying why and what instead, and its kind
-    (forbidden: not this identity; invalid: a bad field; missing: no such thing; conflict: not now)."""
-
-    def __init__(self, message: str, kind: str = CONFLICT):
-        super().__init__(message)
-        self.kind = kind
 
 
 def when(ts: float) -> str:
@@ -95,11 +85,11 @@ class HumanGates:
             "tree-reject": self.tree_word, "tree-unreject": self.tree_word}
         action = actions.get(str(op))
         if action is None:
-            return {"ok": False, "error": f"unknown request {op!r}"}
+            return refusal_answer(Refused(f"unknown request {op!r}", INVALID, "unknown-request"))
         try:
             message = action(identity, request)
         except Refused as exc:
-            return {"ok": False, "error": str(exc), "kind": exc.kind}
+            return refusal_answer(exc)
         return {"ok": True, "message": message, "identity": identity}
 
     # -- helpers ---------------------------------------------------------------------------------------

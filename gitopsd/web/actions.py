@@ -26,13 +26,13 @@ from starlette.routing import Route
 
 from ..services import operations
 from ..adapters.store import Store
-from ..core.errors import GitError, StoreError, UserError
+from ..core.errors import (CONFLICT, FORBIDDEN, INVALID, MISSING, STATUS, UNAUTHENTICATED, UNAVAILABLE, GitError,
+                           Refused, StoreError, UserError, refused_from)
 from ..core.settings import Config, Environment, Repository
 from . import auth
 
 log = logging.getLogger("gitopsd.web")
 
-STATUS = {"forbidden": 403, "invalid": 422, "missing": 404, "conflict": 409}
 APPROVAL_KINDS = ("approve", "reject", "withdraw")
 FIELD_MAX = 1000
 YES = ("on", "true", "1", "yes")
@@ -41,11 +41,11 @@ HumanGatesHandler = Callable[[str, dict[str, Any]], dict[str, Any]]
 
 
 class Answer(Exception):
-    """An action's end other than success: its status and the lines to show."""
+    """An action's end other than success: its refusal kind (its status is core.errors.STATUS's) and the lines to show."""
 
-    def __init__(self, status: int, *lines: str):
+    def __init__(self, kind: str, *lines: str):
         super().__init__(lines[0] if lines else "")
-        self.status, self.lines = status, list(lines)
+        self.status, self.lines = STATUS[kind], list(lines)
 
 
 def result_html(ok: bool, lines: list[str]) -> str:
@@ -64,13 +64,13 @@ def routes(config: Callable[[], Config], store: Store, *, human_gates: HumanGate
     def repository(fields: dict[str, str]) -> Repository:
         repo = config().repository(fields.get("repo", ""))
         if repo is None:
-            raise Answer(404, f"no repository named {fields.get('repo', '')[:100]!r}")
+            raise Answer(MISSING, f"no repository named {fields.get('repo', '')[:100]!r}")
         return repo
 
     def environment(repo: Repository, name: str | None) -> Environment:
         env = repo.environment(name or "")
         if env is None:
-            raise Answer(404, f"repository {repo.name} has no environment {(name or '')[:100]!r} "
+            raise Answer(MISSING, f"repository {repo.name} has no environment {(name or '')[:100]!r} "
                               f"(it has: {', '.join(e.name for e in repo.environments)})")
         return env
 
@@ -80,11 +80,11 @@ def routes(config: Callable[[], Config], store: Store, *, human_gates: HumanGate
         writes it (the role's, or `scope`): the dashboard allows a token no more than the API does."""
         scope = scope or auth.ROLE_SCOPE.get(role)
         if not auth.scoped(user, scope):
-            raise Answer(403, f"{user.name} may not {doing} with the token {user.token}: it lacks the scope {scope} "
+            raise Answer(FORBIDDEN, f"{user.name} may not {doing} with the token {user.token}: it lacks the scope {scope} "
                               f"(sign in with a token made with `gitopsd token create NAME --scope read --scope {scope}`)")
         if not auth.allows(user, repo.name, env.name, role):
             have = auth.role(user, repo.name, env.name)
-            raise Answer(403, f"{user.name} may not {doing} in {repo.name}/{env.name}: that needs the {role} role, and "
+            raise Answer(FORBIDDEN, f"{user.name} may not {doing} in {repo.name}/{env.name}: that needs the {role} role, and "
                               f"{user.name} {'is a ' + have if have else 'has no role'} there "
                               f"(web.roles in {config().source})")
 
@@ -99,15 +99,16 @@ def routes(config: Callable[[], Config], store: Store, *, human_gates: HumanGate
 
     def outcome(done: operations.Outcome) -> list[str]:
         if not done.ok:
-            raise Answer(409, *done.lines)
+            raise Answer(CONFLICT, *done.lines)
         return list(done.lines)
 
     def ask_gates(identity: str, request: dict[str, Any]) -> list[str]:
         if human_gates is None:
-            raise Answer(503, "sign-offs and approvals are recorded by the daemon; this server cannot take them")
+            raise Answer(UNAVAILABLE, "sign-offs and approvals are recorded by the daemon; this server cannot take them")
         answer = human_gates(identity, request)
         if not answer.get("ok"):
-            raise Answer(STATUS.get(str(answer.get("kind")), 409), str(answer.get("error") or "refused"))
+            refused = refused_from(answer)
+            raise Answer(refused.kind, str(refused))
         return [str(answer.get("message", "done"))]
 
     # -- each action: (user, fields) -> lines, raising Answer -----------------------------------------------------
@@ -128,7 +129,7 @@ def routes(config: Callable[[], Config], store: Store, *, human_gates: HumanGate
         if f.get("to"):
             need(user, repo, env, "admin", "roll back to a chosen deployment")
             if not f["to"].isdigit():
-                raise Answer(422, f"to must be a deployment number from the history, not {f['to'][:20]!r}")
+                raise Answer(INVALID, f"to must be a deployment number from the history, not {f['to'][:20]!r}")
             to = int(f["to"])
         return outcome(operations.rollback((lambda: nullcontext(store)) if to is None else writable, repo, env.name,
                                            user.name, to=to, announce=announcer(repo, user.name)))
@@ -152,7 +153,7 @@ def routes(config: Callable[[], Config], store: Store, *, human_gates: HumanGate
         name = f.get("rc", "").removeprefix("rc/")
         rc = store.rc(repo.name, name)
         if rc is None:
-            raise Answer(404, f"no release candidate rc/{name[:100]} in {repo.name} (see gitopsd rc list)")
+            raise Answer(MISSING, f"no release candidate rc/{name[:100]} in {repo.name} (see gitopsd rc list)")
         target = environment(repo, rc["target_env"])
         need(user, repo, target, "approver", kind)   # and the approvers: list, which the gates check
         return ask_gates(user.name, {"op": kind, "repo": repo.name, "rc": name, "note": f.get("note")})
@@ -168,7 +169,7 @@ def routes(config: Callable[[], Config], store: Store, *, human_gates: HumanGate
     def ci_rerun(user: auth.WebUser, f: dict[str, str]) -> list[str]:
         repo = repository(f)
         if not repo.environments:
-            raise Answer(404, f"repository {repo.name} has no environments")
+            raise Answer(MISSING, f"repository {repo.name} has no environments")
         # Running CI again feeds the first promotion: the deployer role there, as for promoting into it.
         need(user, repo, repo.environments[0], "deployer", "run CI again")
         return ask_gates(user.name, {"op": "ci-rerun", "repo": repo.name, "head": f.get("head", "")})
@@ -189,16 +190,16 @@ def routes(config: Callable[[], Config], store: Store, *, human_gates: HumanGate
 
     def run(action: str, user: auth.WebUser, fields: dict[str, str]) -> list[str]:
         if fields.get("kind") and fields["kind"] not in APPROVAL_KINDS:
-            raise Answer(422, f"kind must be one of {', '.join(APPROVAL_KINDS)}, not {fields['kind'][:20]!r}")
+            raise Answer(INVALID, f"kind must be one of {', '.join(APPROVAL_KINDS)}, not {fields['kind'][:20]!r}")
         try:
             return actions[action](user, fields)
-        except operations.Refusal as exc:
-            raise Answer(STATUS.get(exc.kind, 409), str(exc)) from exc
+        except Refused as exc:
+            raise Answer(exc.kind, str(exc)) from exc
         except UserError as exc:
-            raise Answer(409, str(exc)) from exc
+            raise Answer(CONFLICT, str(exc)) from exc
         except (StoreError, GitError, OSError) as exc:
             log.warning("web action %s by %s failed: %s", action, user.name, exc)
-            raise Answer(503, "the state database or the repository is unavailable: try again "
+            raise Answer(UNAVAILABLE, "the state database or the repository is unavailable: try again "
                               "(the daemon's log says more)") from exc
 
     async def act(request: Request) -> Response:
@@ -207,9 +208,9 @@ def routes(config: Callable[[], Config], store: Store, *, human_gates: HumanGate
         fields = {k: v[0][:FIELD_MAX] for k, v in parse_qs((await request.body()).decode("utf-8", "replace"),
                                                             max_num_fields=50).items()}
         if action not in actions:
-            ok, status, lines = False, 404, [f"no action {action[:40]!r} (there are: {', '.join(actions)})"]
+            ok, status, lines = False, STATUS[MISSING], [f"no action {action[:40]!r} (there are: {', '.join(actions)})"]
         elif user is None:   # the middleware lets nobody here unsigned: kept in case it is mounted without it
-            ok, status, lines = False, 401, ["sign in first"]
+            ok, status, lines = False, STATUS[UNAUTHENTICATED], ["sign in first"]
         else:
             try:
                 ok, status, lines = True, 200, await run_in_threadpool(run, action, user, fields)

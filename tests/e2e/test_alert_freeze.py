@@ -123,7 +123,7 @@ def test_a_firing_alert_freezes_production_a_push_is_refused_naming_it_a_rollbac
 
         # What is not Alertmanager's payload is refused and locks nothing; a token without the scope may not post.
         code, body = post(webhook, token, {"receiver": "x", "alerts": "CheckoutErrors"})
-        assert code == 422 and "not an Alertmanager webhook payload" in body["error"], body
+        assert code == 422 and "not an Alertmanager webhook payload" in body["message"], body
         assert post(webhook, reader, {"version": "4"})[0] == 403
         assert sandbox.status()["production"]["locks"] == []
 

@@ -195,15 +195,16 @@ def test_over_the_http_api_only_override_by_rejects_a_tree_by_hand_and_promote_r
         path, tree = f"/api/v1/repos/shop/trees/{release}/rejections", sandbox.tree(release)
         reason = "corrupts invoices (found in manual testing)"
         assert api.call("POST", path, ann, {"kind": "reject", "env": "production", "reason": "x"}) == (
-            403, {"error": "gt-rt-ann may not reject trees for production; who may: gt-rt-ops"})
+            403, {"message": "gt-rt-ann may not reject trees for production; who may: gt-rt-ops", "kind": "forbidden",
+                  "reason": "forbidden", "field": None})
         assert api.call("POST", path, ops, {"kind": "reject", "env": "production"}) == (
-            422, {"error": "reason is required", "field": "reason"})
+            422, {"message": "reason is required", "kind": "invalid", "reason": "bad-field", "field": "reason"})
         assert api.call("POST", "/api/v1/repos/shop/trees/nope/rejections", ops,
                         {"kind": "reject", "reason": "x"})[0] == 404
         from gitopsd.adapters.control import call   # a raw client: a name no command line could pass
         assert call(sandbox.runtime / "control.sock", {"op": "tree-reject", "tree": "a\x00b", "reason": "x"}) == {
             "ok": False, "error": "no tree or commit 'a\\x00b' in shop (name a commit or a tree id, e.g. from gitopsd "
-                                  "history)", "kind": "missing"}
+                                  "history)", "kind": "missing", "reason": "missing", "field": None}
         assert api.call("POST", path, ops, {"kind": "reject", "env": "production", "reason": reason}) == (
             201, {"message": f"tree {tree[:7]} rejected by gt-rt-ops for production: {reason}", "identity": "gt-rt-ops"})
         refused = sandbox.cli("promote", "staging", "production", check=False)

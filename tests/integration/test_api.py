@@ -22,6 +22,7 @@ import pytest
 from gitopsd.adapters.store import Store
 from gitopsd.api.server import serve
 from gitopsd.config import load
+from gitopsd.core.errors import STATUS
 from tests.support import Sandbox, git
 
 
@@ -154,7 +155,8 @@ def test_a_statuses_write_token_reads_back_the_statuses_of_the_repositories_it_r
     code, _h, doc = api.call("GET", f"/api/v1/repos/shop/commits/{head}/statuses", writer)
     assert code == 200 and [s["context"] for s in doc] == ["ci/test"]
     code, _h, doc = api.call("GET", f"/api/v1/repos/shop/commits/{head}/status", elsewhere)
-    assert code == 403 and doc == {"message": "this token lacks the scope read (or statuses:write for shop)"}
+    assert code == 403 and doc == {"message": "this token lacks the scope read (or statuses:write for shop)",
+                                    "kind": "forbidden", "reason": "scope-missing", "field": None}
 
 
 def test_pygithub_reports_lists_and_reads_statuses_and_gets_the_repository_as_from_github(sandbox, api):
@@ -190,7 +192,8 @@ def test_a_token_limited_to_contexts_and_repositories_reports_only_those(sandbox
     code, _h, doc = api.post(head, token, state="success", context="deploy/smoke")
     assert code == 403 and doc == {"message": "token jenkins may report only the contexts ci/*, lint, not "
                                               "'deploy/smoke'; report one of those, or use a token made for it "
-                                              "(`gitopsd token create ... --contexts PATTERN`)"}
+                                              "(`gitopsd token create ... --contexts PATTERN`)",
+                                   "kind": "forbidden", "reason": "context-not-allowed", "field": None}
     code, _h, doc = api.post(head, other, state="success", context="ci/test")
     assert code == 403 and doc["message"].startswith("token web-ci may report only for the repositories web-*, not shop;")
     assert [s["context"] for s in api.combined(head, token)["statuses"]] == ["ci/test", "lint"]
@@ -523,14 +526,15 @@ def test_no_bad_input_to_any_endpoint_answers_500_each_gets_a_422_with_one_line(
         connection.close()
         documented = doc["paths"][next(t for t, ops in doc["paths"].items() if method in ops and _fits(t, path))]
         assert str(response.status) in documented[method]["responses"], (method, path)
-        answers.append((response.status, method, path[:80], (raw or b"")[:60], text[:200]))
+        answers.append((response.status, method, path[:80], (raw or b"")[:60], text))
     assert len(answers) > 200
     wrong = [a for a in answers if a[0] != 422]
     assert not wrong, "\n".join(map(str, wrong))
     for status, _method, _path, _raw, text in answers:
         body = json.loads(text)
-        line = body.get("message") or body.get("error")
+        line = body["message"]
         assert isinstance(line, str) and line and "\n" not in line, text
+        assert set(body) == {"message", "kind", "reason", "field"} and STATUS[body["kind"]] == status, text
         if status == 422:
             assert body.get("field"), text
     assert api.combined(head, token)["total_count"] == 0 and api.looks == []

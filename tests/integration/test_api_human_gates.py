@@ -145,11 +145,13 @@ def test_http_refusals_say_why_in_one_line_with_the_status_that_fits(server):
     code, body = api.signoff(reader, note="tested")
     assert code == 403 and body["message"] == "this token lacks the scope approvals:write"
     code, body = api.signoff(dave, note="tested")
-    assert code == 403 and body == {"error": "gh-dave may not sign off in staging; who may: gh-alice"}
+    assert code == 403 and body == {"message": "gh-dave may not sign off in staging; who may: gh-alice", "kind": "forbidden",
+                                   "reason": "forbidden", "field": None}
     code, body = api.rc_create(bob, name="h3")
-    assert code == 409 and "lacks its sign-offs for production" in body["error"]
+    assert code == 409 and "lacks its sign-offs for production" in body["message"]
     # Bad fields: 422 naming the field; an identity in the body is no field at all.
-    assert api.signoff(alice)[1] == {"error": "note is required", "field": "note"}
+    assert api.signoff(alice)[1] == {"message": "note is required", "kind": "invalid", "reason": "bad-field",
+                                      "field": "note"}
     assert api.signoff(alice, note="x", reject="yes")[1]["field"] == "reject"
     code, body = api.signoff(alice, note="x", identity="gh-carol")
     assert code == 422 and body["field"] == "identity"
@@ -160,24 +162,24 @@ def test_http_refusals_say_why_in_one_line_with_the_status_that_fits(server):
 
     assert api.signoff(alice, reason="tested")[0] == 201   # reason: the word locks and overrides use too
     code, body = api.signoff(alice, note="again")
-    assert code == 409 and "already signed off" in body["error"] and "nothing changed" in body["error"]
+    assert code == 409 and "already signed off" in body["message"] and "nothing changed" in body["message"]
     code, body = api.rc_create(bob, name="h3")            # bob creates it, so he may not approve it
     assert code == 201, body
     code, body = api.rc_create(bob, name="h3")
-    assert code == 409 and body["error"].startswith("rc/h3 exists already")
+    assert code == 409 and body["message"].startswith("rc/h3 exists already")
     assert api.rc_create(bob, name="bad..name")[0] == 422
 
     code, body = api.approval(bob, "h3", kind="approve", note="mine")
-    assert code == 403 and "gh-bob may not approve rc/h3: it is their own" in body["error"]
+    assert code == 403 and "gh-bob may not approve rc/h3: it is their own" in body["message"]
     code, body = api.approval(alice, "h3", kind="approve", note="ok")
-    assert code == 403 and body["error"].startswith("gh-alice may not approve for production; who may: ")
+    assert code == 403 and body["message"].startswith("gh-alice may not approve for production; who may: ")
     assert api.approval(dave, "h3", kind="maybe", note="x")[1]["field"] == "kind"
     assert api.approval(dave, "h3", kind="approve")[1]["field"] == "note"
     assert api.approval(dave, "nope", kind="approve", note="x")[0] == 404
     assert api.approval(dave, "h3", kind="withdraw")[0] == 409          # nothing of dave's to withdraw
     assert api.approval(dave, "h3", kind="approve", note="ok")[0] == 201
     code, body = api.approval(dave, "h3", kind="approve", note="ok")
-    assert code == 409 and "already approved" in body["error"]
+    assert code == 409 and "already approved" in body["message"]
     shown = json.loads(sandbox.command("rc", "show", "h3", "--json").stdout)
     assert shown["approved_by"] == ["gh-dave"] and shown["state"] == "waiting"
     assert "Traceback" not in daemon.log()
