@@ -5,19 +5,23 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.e2e.test_rejected_trees import note_of
 from tests.support import Daemon, Sandbox
+from tests.webclient import Browser, free_port, token, web_up
 
 pytestmark = [pytest.mark.slow]
 
 
-def approvals_sandbox(root) -> Sandbox:  # type: ignore[no-untyped-def]
+def approvals_sandbox(root: Path, **extra: Any) -> Sandbox:
     me = subprocess.run(["id", "-un"], capture_output=True, text=True, check=True).stdout.strip()
-    return Sandbox(root, {"staging": ["stg-1"], "production": ["prod-1"]}, env_options={"production": {
-        "approvals": {"required": 1, "approvers": [me], "forbid_self_approval": False}}})
+    return Sandbox(root, {"staging": ["stg-1"], "production": ["prod-1", "prod-2"]}, env_options={"production": {
+        "approvals": {"required": 1, "approvers": [me], "forbid_self_approval": False}}}, **extra)
 
 
 def done_preview(sandbox: Sandbox, rc: str) -> dict | None:
@@ -45,3 +49,46 @@ def test_a_deployment_approved_on_a_preview_names_that_preview_in_its_history_en
         evidence = json.loads(sandbox.cli("rc", "evidence", "rc/one").stdout)
         assert evidence["preview"]["id"] == preview["id"], evidence["preview"]
         assert [d["preview"] for d in evidence["deployments"] if d["env"] == "production"] == [preview["id"]]
+
+
+def test_the_candidate_page_and_the_environment_page_show_per_host_what_runs_there_and_since_when(short_tmp):
+    port = free_port()
+    sandbox = approvals_sandbox(short_tmp / "s", extra={
+        "api": {"listen": f"127.0.0.1:{port}", "tokens_file": str(short_tmp / "tokens.yml")},
+        "web": {"roles": {"*": {"viewer": ["*"]}}}})
+    sandbox.write("VERSION", "1")
+    v1 = sandbox.commit("v1")
+    sandbox.push("main", "main:staging")
+    with Daemon(sandbox) as daemon:
+        web_up(daemon)
+        viewer = Browser(port)
+        assert viewer.login(token(sandbox, "vera-laptop", "read", owner="vera")).status == 303
+        daemon.wait_result("staging", v1, "succeeded", timeout=120)
+        sandbox.cli("rc", "create", "--name", "one")
+        daemon.wait_for(lambda: done_preview(sandbox, "one"), 300, "the candidate's preview")
+        sandbox.cli("approve", "one", "--note", "fine")
+        sandbox.cli("promote", "rc/one", "production")
+        deployed = daemon.wait_result("production", sandbox.head("production"), "succeeded", timeout=180)
+        where = json.loads(sandbox.cli("where", "rc/one", "--json").stdout)["hosts"]
+        listed = json.loads(sandbox.cli("hosts", "production", "--json").stdout)
+
+        page = viewer.get("/repos/shop/envs/production")
+        assert page.status == 200, page.text
+        hosts = page.text.split('<h2 id="hosts">', 1)[1].split("</table>", 1)[0]
+        for row in listed:
+            assert f"<th scope=\"row\">{row['host']}</th>" in hosts and f"since {_when(row['since'])}" in hosts
+        assert sandbox.tree(v1)[:7] in hosts and f'href="/deployments/{deployed["id"]}"' in hosts
+
+        page = viewer.get("/repos/shop/rcs/one")
+        assert page.status == 200, page.text
+        runs = page.text.split('<h2 id="where">', 1)[1].split("</table>", 1)[0]
+        assert sorted((h["env"], h["host"]) for h in where) == [
+            ("production", "prod-1"), ("production", "prod-2"), ("staging", "stg-1")]
+        for row in where:
+            assert f"<td>{row['env']}</td><th scope=\"row\">{row['host']}</th>" in runs
+            assert f"since {_when(row['since'])}" in runs
+
+
+def _when(at: float) -> str:
+    """As the dashboard's `when` filter writes a time (the daemon and the test share the time zone)."""
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at))
