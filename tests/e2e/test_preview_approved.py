@@ -92,3 +92,36 @@ def test_the_candidate_page_and_the_environment_page_show_per_host_what_runs_the
 def _when(at: float) -> str:
     """As the dashboard's `when` filter writes a time (the daemon and the test share the time zone)."""
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at))
+
+
+def test_a_promotion_request_into_an_approvals_environment_queues_a_preview_of_its_tree_unless_a_fresh_one_exists(
+        short_tmp):
+    sandbox = approvals_sandbox(short_tmp)
+    sandbox.write("VERSION", "1")
+    v1 = sandbox.commit("v1")
+    sandbox.push("main", "main:staging")
+
+    def shown(preview_id: int) -> dict | None:
+        proc = sandbox.cli("preview", "--show", str(preview_id), "--json", check=False)
+        view = json.loads(proc.stdout) if proc.returncode == 0 else None
+        return view if view is not None and view["state"] in ("done", "failed") else None
+
+    with Daemon(sandbox) as daemon:
+        daemon.wait_result("staging", v1, "succeeded", timeout=120)
+        # A push to refs/promote/production, refused for want of an approved candidate: a preview of staging's tree.
+        refused = sandbox.push("main:refs/promote/production", check=False)
+        assert "only takes release candidates with their approvals" in refused.stderr, refused.stderr
+        first = daemon.wait_for(lambda: shown(1), 300, "the promotion request's preview")
+        assert (first["state"], first["tree"], first["target_env"]) == ("done", sandbox.tree(v1), "production"), first
+        # Asked again while that preview is fresh: no second one.
+        assert sandbox.cli("promote", "staging", "production", check=False).returncode == 1
+
+        # A new tree in staging, then `gitopsd promote` (refused the same way): a preview of the new tree.
+        sandbox.write("VERSION", "2")
+        v2 = sandbox.commit("v2")
+        sandbox.push("main", "main:staging")
+        daemon.wait_result("staging", v2, "succeeded", timeout=120)
+        assert sandbox.cli("promote", "staging", "production", check=False).returncode == 1
+        second = daemon.wait_for(lambda: shown(2), 300, "the second promotion request's preview")
+        assert (second["state"], second["tree"]) == ("done", sandbox.tree(v2)), second
+        assert shown(3) is None and sandbox.cli("preview", "--show", "3", check=False).returncode == 1
