@@ -39,7 +39,7 @@ def cmd_promote(args: argparse.Namespace) -> int:
     repo = _repo(config, args.repo)
     return _said(operations.promote(config, lambda: Store.of(config, readonly=True), repo, args.src, args.dst,
                                     cli_identity(), override=args.override, dry_run=args.dry_run,
-                                    announce=_announcer(config, repo)), config)
+                                    announce=_announcer(config, repo), refused=_refusals(config, repo)), config)
 
 
 def cmd_retry(args: argparse.Namespace) -> int:
@@ -52,6 +52,13 @@ def cmd_retry(args: argparse.Namespace) -> int:
     who = user_name(os.getuid())
     return _said(operations.retry(config, lambda: Store.of(config), repo, args.env, who, force=args.force,
                                   reason=args.reason, announce=_announcer(config, repo)))
+
+
+def _refusals(config: Any, repo: Any) -> Any:
+    """Tell the daemon which rule refused a promotion, as the hook does (metrics; a preview for want of approvals)."""
+    from ..gate.nudge import REFUSED, Nudge, send
+    return lambda env, rule: send(config.nudge_socket, Nudge(repo=str(repo.path), trigger=REFUSED,
+                                                             refusals=((env, rule),)), wait=0.0)
 
 
 def _announcer(config: Any, repo: Any) -> Any:

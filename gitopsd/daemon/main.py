@@ -357,6 +357,8 @@ class Daemon:
                 for env, rule in nudge.refusals:
                     if self.metrics is not None:
                         self.metrics.refused(repo.name, env, rule)
+                    if rule == "approvals":   # a promotion waiting for approvals: approvers see a preview (issue 25)
+                        self.previewer.for_promotion(repo.name, env, nudge.who())
                 continue
             if nudge.commits:   # the commits arrive now: their first-seen time (recorded on the next look)
                 self.first_seen.noted(repo.name, nudge.trigger, time.time())

@@ -1,8 +1,8 @@
 """The evidence of a release candidate (issue 25, item 5): everything that allowed it, and what became of it.
 
 `gitopsd rc evidence rc/NAME` prints it as JSON: its changes, the checks reported for its tree, the
-artifacts built for it (sha256), sign-offs, approvals, the preview it was approved on (a field, none
-yet), every deployment of its tree per host, the rollbacks away from it, and its tree's rejections.
+artifacts built for it (sha256), sign-offs, approvals, the preview it was approved on (the newest
+deployment's), every deployment of its tree per host, the rollbacks away from it, and its tree's rejections.
 Reads only, like readmodels.py.
 """
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..base import gitcli
-from .readmodels import deployment_json, rc_history, rc_view, release_marks
+from .readmodels import deployment_json, preview_view, rc_history, rc_view, release_marks
 
 HISTORY_SCANNED = 5000   # deployments looked through for this tree, newest first
 
@@ -39,6 +39,8 @@ def rc_evidence(config: Any, repo: Any, store: Any, rc: dict[str, Any]) -> dict[
     artifacts: dict[str, str] = {}
     for d in mine:
         artifacts.update(d.detail.get("artifacts", {}))
+    shown = [marks[d.id]["preview"] for d in mine if d.env == target and marks.get(d.id, {}).get("preview")]
+    approved_on = store.previews(repo.name, preview_id=shown[-1], limit=1) if shown else []
     signoffs = [{"env": env.name, "actor": actor, "verdict": verdict, "note": note, "at": at}
                 for env in repo.environments for actor, verdict, note, at in store.signoffs(repo.name, env.name, tree)]
     return {
@@ -48,7 +50,8 @@ def rc_evidence(config: Any, repo: Any, store: Any, rc: dict[str, Any]) -> dict[
         "artifacts": artifacts,
         "signoffs": signoffs,
         "approvals": rc_history(store, repo.name, rc["name"]),
-        "preview": None,   # the per-host preview it was approved on, once previews exist (issue 25, item 3)
+        # The preview its newest deployment to the target was approved on (history's `preview`); rc.preview: the newest.
+        "preview": preview_view(store, approved_on[0]) if approved_on else None,
         "deployments": [deployment_json(d, marks.get(d.id)) for d in mine],
         "rollbacks": [deployment_json(d, marks.get(d.id)) for d in rollbacks],
         "rejections": [{"env": env, "kind": kind, "deployment": deployment, "actor": actor, "reason": reason, "at": at}

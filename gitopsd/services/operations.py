@@ -52,7 +52,8 @@ def environment(repo: Repository, name: str) -> Environment:
 
 
 def promote(config: Config, open_store: OpenStore, repo: Repository, src: str, dst_name: str, identity: str, *,
-            override: str | None = None, dry_run: bool = False, announce: Announce) -> Outcome:
+            override: str | None = None, dry_run: bool = False, announce: Announce,
+            refused: Callable[[str, str], None] = lambda _env, _rule: None) -> Outcome:
     """Promote `src` (an environment, `dst`'s source branch, or rc/NAME) to `dst_name` with exactly its tree.
 
     The canonical promotion commit, judged as the hook judges a push (gate/promotion.py); a refusal is
@@ -84,6 +85,8 @@ def promote(config: Config, open_store: OpenStore, repo: Repository, src: str, d
                               announce=lambda commit, reason: announce("promote", (commit,), reason))
     if done.state == "refused":
         assert done.verdict is not None
+        if not dry_run:   # as the hook reports a refused promotion request: (environment, rule id), to the daemon
+            refused(dst.name, done.verdict.rule_id)
         return Outcome(False, tuple(done.verdict.refusal_lines(f"refs/heads/{dst.branch}")))
     if done.state == "raced":
         raise Refusal(done.summary)

@@ -212,6 +212,28 @@ class Previewer:
         except Refused as exc:
             log.warning("no preview of rc/%s: %s", rc_name, exc, extra={"repo": repo_name})
 
+    def for_promotion(self, repo_name: str, env_name: str, identity: str) -> None:
+        """A promotion request into an environment with `approvals:` was refused for want of them: preview what its
+        source runs against it (bound to that tree's newest candidate), in the background, unless a fresh one exists."""
+        from .readmodels import preview_view
+        repo = self.config().repository(repo_name)
+        target = repo.environment(env_name) if repo is not None else None
+        source = repo.environment_for_branch(target.promote_from) if repo is not None and target is not None else None
+        deployed = self.store.deployed(repo_name, source.name) if source is not None else None
+        if target is None or target.approvals is None or source is None or deployed is None:
+            return
+        for row in self.store.previews(repo_name, target_env=target.name, limit=20):
+            if row["tree"] == deployed.tree and (row["state"] in ("queued", "running") or (
+                    row["state"] == "done" and not preview_view(self.store, row)["stale"])):
+                return   # a fresh one exists (or is on its way)
+        rcs = [rc for rc in self.store.rcs(repo_name) if rc["target_env"] == target.name and rc["tree"] == deployed.tree]
+        request = {"repo": repo_name, "rc": rcs[0]["name"]} if rcs else {"repo": repo_name, "from": source.name,
+                                                                         "to": target.name}
+        try:
+            self._queue(identity, request)
+        except Refused as exc:
+            log.warning("no preview for the promotion request to %s: %s", target.name, exc, extra={"repo": repo_name})
+
     def _queue(self, identity: str, request: dict[str, Any]) -> tuple[int, str]:
         config = self.config()
         repo = _repository(config, request.get("repo"))

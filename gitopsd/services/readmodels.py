@@ -52,6 +52,16 @@ def release_marks(config: Any, store: Any, deployments: list[Any]) -> dict[int, 
         """Who had `word` as their newest word before `by`."""
         return sorted(a for a, (w, _n, _at) in newest_by_actor([x for x in words if x[3] <= by]).items() if w == word)
 
+    finished: dict[tuple[str, str, str], list[tuple[float, int]]] = {}   # (repo, rc, env) -> (finished_at, id)
+
+    def approved_on(repo: str, rc: str, env: str, by: float) -> int | None:
+        """The newest finished preview of `rc` for `env` made before `by`: the one its approvals were bound to."""
+        if (repo, rc, env) not in finished:   # one query per candidate on the page, not per row
+            finished[(repo, rc, env)] = [(float(p["finished_at"]), int(p["id"])) for p in
+                                         store.previews(repo, rc=rc, target_env=env, limit=50)
+                                         if p["state"] == "done" and p["finished_at"] is not None]
+        return max(((at, i) for at, i in finished[(repo, rc, env)] if at <= by), default=(0.0, None))[1]
+
     marks: dict[int, dict[str, Any]] = {}
     for d in deployments:
         known = [(created, name, words) for name, (created, words) in rcs.get((d.repo, d.env, d.tree), {}).items()
@@ -61,7 +71,7 @@ def release_marks(config: Any, store: Any, deployments: list[Any]) -> dict[int, 
         marks[d.id] = {"rc": rc, "approved_by": said(words, "approve", d.started_at) if rc else [],
                        "signed_off_by": said(signoffs.get((d.repo, where, d.tree), []), "signoff", d.started_at)
                        if where else [],
-                       "preview": None}   # the preview it was approved on, once previews exist (issue 25, item 3)
+                       "preview": approved_on(d.repo, rc, d.env, d.started_at) if rc else None}
     return marks
 
 

@@ -414,7 +414,8 @@ class HumanGates:
             return ""
         from .readmodels import NO_MARKS, release_marks
         mark = release_marks(self.config(), self.store, [deployment]).get(deployment.id, NO_MARKS)
-        parts = [f"rc/{mark['rc']} approved by {', '.join(mark['approved_by']) or 'nobody'}"] if mark["rc"] else []
+        parts = [f"rc/{mark['rc']} approved by {', '.join(mark['approved_by']) or 'nobody'}"
+                 + (f" on preview #{mark['preview']}" if mark["preview"] else "")] if mark["rc"] else []
         if mark["signed_off_by"]:
             parts.append(f"signed off by {', '.join(mark['signed_off_by'])}")
         statuses = self.store.statuses(repo.name, deployment.tree)

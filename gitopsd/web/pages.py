@@ -28,7 +28,7 @@ from ..ci.heads import ci_globs, matches
 from ..core.settings import Config, Environment, Repository
 from ..core.types import Deployment, DeploymentFolders
 from ..gate.rejections import describe, rejection_for
-from ..services.readmodels import deployment_json, rc_history, rc_view, release_marks
+from ..services.readmodels import deployment_json, host_runs, rc_history, rc_view, release_marks, where_view
 from ..services.status import EnvironmentStatus, ago, environment_status
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -148,17 +148,20 @@ def cell(store: Store, repo: Repository, env: Environment, status: EnvironmentSt
 
 def environment_page(config: Config, store: Store, repo: Repository, env: Environment,
                      before: int | None) -> dict[str, Any]:
-    """One page of an environment's history, newest first, with what `history --json` shows per deployment."""
+    """One page of an environment's history, newest first, with what `history --json` shows per deployment, and per
+    host what runs there and since when (as `gitopsd hosts ENV`)."""
     deployments = store.history(repo=repo.name, env=env.name, limit=PAGE_SIZE + 1, before=before)
     more = len(deployments) > PAGE_SIZE
     deployments = deployments[:PAGE_SIZE]
     marks = release_marks(config, store, deployments)
     rows = [{"d": d, "json": deployment_json(d, marks.get(d.id)), "batches": d.batches} for d in deployments]
-    return {"rows": rows, "next_before": deployments[-1].id if more and deployments else None}
+    return {"rows": rows, "next_before": deployments[-1].id if more and deployments else None,
+            "hosts": host_runs(store, repo.name, env.name)}
 
 
 def rc_page(repo: Repository, store: Store, name: str) -> dict[str, Any] | None:
-    """A release candidate as `gitopsd rc show --json` builds it, with its tag's text (changes, checks, sign-offs)."""
+    """A release candidate as `gitopsd rc show --json` builds it, with its tag's text (changes, checks, sign-offs)
+    and each environment and host that runs its tree (as `gitopsd where rc/NAME`)."""
     rc = store.rc(repo.name, name)
     if rc is None:
         return None
@@ -166,6 +169,7 @@ def rc_page(repo: Repository, store: Store, name: str) -> dict[str, Any] | None:
     view["message"] = gitcli.git(repo.path, "tag", "-l", "--format=%(contents)", "--end-of-options", f"rc/{name}",
                                  check=False).rstrip()
     view["checks"] = store.statuses(repo.name, rc["tree"])
+    view["where"] = where_view(store, repo, rc["tree"])
     return view
 
 
