@@ -87,11 +87,22 @@ def _v4(db: Any, dialect: SQLite) -> None:
     """Locks, alert freezes and break-glass overrides (gate/locks.py): new tables only, created above."""
 
 
+def _v5(db: Any, dialect: SQLite) -> None:
+    """Provenance at the door: `gate_environments.require_provenance` (table attestations created above)."""
+    columns = [r[0] for r in db.execute("SELECT * FROM gate_environments LIMIT 0").description or []] \
+        if dialect.name == "sqlite" else [r[0] for r in db.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = 'gate_environments'"
+            " AND table_schema = current_schema()").fetchall()]
+    if "require_provenance" not in columns:
+        db.execute(dialect.schema("ALTER TABLE gate_environments ADD COLUMN require_provenance INTEGER NOT NULL DEFAULT 0"))
+
+
 STEPS: list[tuple[int, str, Callable[[Any, SQLite], None]]] = [
     (1, "the schema when versions began (tables created if missing, the hook snapshot's newer columns added)", _v1),
     (2, "the leader's lease and epoch; PostgreSQL refuses the records of a daemon that lost the lead", _v2),
     (3, "signed commits and pushes: the hook snapshot's signature rule per environment", _v3),
     (4, "locks, freezes raised by alerts and break-glass overrides (tables env_locks, break_glass)", _v4),
+    (5, "provenance at the door: recorded attestations and the hook snapshot's require_provenance", _v5),
 ]
 LATEST = STEPS[-1][0]
 

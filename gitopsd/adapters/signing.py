@@ -80,6 +80,11 @@ def ensure_key(state_dir: Path) -> PublicKey:
     return PublicKey(_keyid(der), str(path), der)
 
 
+def signing_key_id(state_dir: Path) -> str:
+    """The id of the key the service signs with (its private half, read; nothing made). Raise ConfigurationError."""
+    return _keyid(_public_der(_load_private(key_path(state_dir))))
+
+
 def sign(state_dir: Path, data: bytes) -> tuple[str, bytes]:
     """Sign `data` with the service's key (made if missing); return (keyid, signature)."""
     ensure_key(state_dir)

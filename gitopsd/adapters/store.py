@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, TypeVar, cast
 
-from ..gate import approvals, locks, rejections, required, snapshot
+from ..gate import approvals, attested, locks, rejections, required, snapshot
 from ..gate.locks import ACTIVE_BREAK_GLASS, ACTIVE_LOCKS, BreakGlass, Lock
 from . import dialect as dialects, migrations, ownership
 from ..base.storeerrors import StoreFenced, StoreUnusable, postgresql_missing, translate
@@ -261,7 +261,8 @@ def write_backup(source: sqlite3.Connection, target: Path) -> Path:
 
 def full_schema() -> str:
     """Every table of the store, the gate's included, in SQLite's dialect (migrations create them where missing)."""
-    return SCHEMA + snapshot.SCHEMA + required.SCHEMA + approvals.SCHEMA + locks.SCHEMA + rejections.SCHEMA + approvals.PREVIEW_SCHEMA
+    return (SCHEMA + snapshot.SCHEMA + required.SCHEMA + approvals.SCHEMA + locks.SCHEMA + rejections.SCHEMA + approvals.PREVIEW_SCHEMA
+            + attested.SCHEMA)
 
 
 # How long the daemon's writes wait for a PostgreSQL that went away (restart, failover) before failing.
@@ -647,6 +648,18 @@ class Store:
     def clear_bad_tree(self, repo: str, env: str, tree: str) -> int:
         """Forget that `tree` failed in `env` (an unreject lets it be deployed there again)."""
         return self._write("DELETE FROM bad_trees WHERE repo = ? AND env = ? AND tree = ?", (repo, env, tree)).rowcount
+
+    # -- recorded provenance (gate/attested.py) ----------------------------------------------------------
+    def attestations(self, repo: str, tree: str) -> list[tuple[Any, ...]]:
+        """(artifact, sha256 kept, sha256 signed) of `tree`'s recorded provenance (gate/attested.ATTESTATIONS)."""
+        return self._human(attested.ATTESTATIONS, (repo, tree))
+
+    @_bookkeeping
+    def record_attestation(self, *, repo: str, tree: str, name: str, sha256: str, signed_sha256: str, statement: str,
+                           now: float) -> None:
+        """Record that `tree`'s artifact `name` has a signed statement (the hook's require_provenance reads it)."""
+        self._write("INSERT OR REPLACE INTO attestations (repo, tree, name, sha256, signed_sha256, statement, recorded_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?)", (repo, tree, name, sha256, signed_sha256, statement, now))
 
     # -- rejected trees (gate/rejections.py) ------------------------------------------------------------
     def rejections(self, repo: str, tree: str) -> list[tuple[Any, ...]]:

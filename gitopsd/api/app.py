@@ -137,10 +137,13 @@ def create_app(config: Callable[[], Config], store: Store, tokens: TokenCheck,
             if isinstance(data, dict) and data.get("provenance") is not None:   # signed by external CI (docs/ci.md)
                 cfg = config()
                 try:
-                    provenance.accept_upload(cfg.state_dir, cfg.artifacts_dir, repo.ci.provenance_keys, repo.name,
-                                             commit, tree, report.context, data["provenance"])
+                    path = provenance.accept_upload(cfg.state_dir, cfg.artifacts_dir, repo.ci.provenance_keys,
+                                                    repo.name, commit, tree, report.context, data["provenance"])
                 except (provenance.InvalidProvenance, ConfigurationError) as exc:
                     raise _refuse(f"provenance: {exc}", INVALID, "bad-provenance", "provenance") from exc
+                for name, sha256 in provenance.subjects(data["provenance"]):   # what the hook's require_provenance reads
+                    store.record_attestation(repo=repo.name, tree=tree, name=f"external-{report.context}:{name}",
+                                             sha256=sha256, signed_sha256=sha256, statement=str(path), now=time.time())
             return statuses.record(store, repo.name, commit, tree, report, reporter=token.name, owners=shown_as)
         stored = await blocking(store_it)
         try:

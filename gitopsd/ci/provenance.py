@@ -190,6 +190,12 @@ def accept_upload(state_dir: Path, artifacts_dir: Path, key_files: tuple[Path, .
     return write(artifacts_dir, repo, tree, f"external-{context}", env)
 
 
+def subjects(env: Any) -> list[tuple[str, str]]:
+    """(name, sha256) of each subject of an envelope accept_upload took (for the store's attestations: gate/attested.py)."""
+    body = json.loads(_b64(env.get("payload"), "payload"))
+    return [(str(s.get("name", "?")), str((s.get("digest") or {}).get("sha256", ""))) for s in body.get("subject", [])]
+
+
 def trusted(state_dir: Path, key_files: tuple[Path, ...], service: bool = True) -> list[signing.PublicKey]:
     """The keys provenance is checked against: the service's own (if any and `service`) and the repository's."""
     keys = [signing.load_public(path) for path in key_files]

@@ -47,6 +47,9 @@ class StatusRecords(Protocol):
     def add_status(self, *, repo: str, commit: str, tree: str, context: str, state: str, reporter: str, now: float,
                    target_url: str | None = None, description: str | None = None) -> int: ...
 
+    def record_attestation(self, *, repo: str, tree: str, name: str, sha256: str, signed_sha256: str, statement: str,
+                           now: float) -> None: ...
+
 
 def context(step: str) -> str:
     return f"gitopsd/{step}"
@@ -287,6 +290,10 @@ class StepRunner:
             path = provenance.write(self.artifacts.root, repo.name, record["tree"], name,
                                     provenance.envelope(self.state_dir, body))
             self.artifacts.attest(repo.name, record["tree"], name, path)
+            signed = [str(s["digest"]["sha256"]) for s in body["subject"] if s.get("name") == name]
+            self.store.record_attestation(repo=repo.name, tree=record["tree"], name=name, sha256=entry["sha256"],
+                                          signed_sha256=signed[0] if signed else "", statement=str(path),
+                                          now=time.time())
             releases.add_note(str(repo.path), record["commit"],
                               f"gitopsd: built {name} sha256:{entry['sha256']} (CI run #{run.id}), provenance {path}")
 

@@ -27,7 +27,7 @@ REFUSED = "refused"   # the trigger of a refusal report: counted, never looked a
 REFUSAL_RULES = frozenset((
     "delete", "create", "first-promotion", "non-fast-forward", "not-verified-upstream", "not-on-source",
     "required-checks", "signoff", "approvals", "deploy-window", "locked", "reserved-ref", "promotion-request",
-    "rejected", "store-unreadable", "signature", "signed-push", "other",
+    "rejected", "store-unreadable", "signature", "signed-push", "provenance", "other",
 ))
 
 

@@ -42,6 +42,7 @@ if TYPE_CHECKING:   # annotations only: the hook does not import typing
         def locks(self, repo: str, env: str, now: float) -> list[Lock]: ...
         def break_glass(self, repo: str, env: str, now: float) -> BreakGlass | None: ...
         def rejections(self, repo: str, tree: str) -> list[tuple[Any, ...]]: ...
+        def attestations(self, repo: str, tree: str) -> list[tuple[Any, ...]]: ...
         def preview_marks(self, repo: str, rc: str, env: str) -> tuple[list[tuple[int, int, float, str]], int,
                                                                        float | None]: ...
 
@@ -212,6 +213,11 @@ def judge(repo: GateRepository, repo_path: str, store: Records, env: GateEnviron
                 ["wait for CI to report success on this commit (or any commit with the same tree), then push again",
                  "a failed check needs a fixed commit: push it to " + env.promote_from + ", let CI test it, promote that",
                  f"see the checks: gitopsd ci status {short_new} --repo {repo.name}", *further])
+    if env.require_provenance:
+        from .attested import judge as judge_provenance
+        unvouched = judge_provenance(store.attestations(repo.name, tree), env.name, tree, short_new, repo.name)
+        if unvouched is not None:
+            return refuse("provenance", *unvouched)
     human = human_gates(repo, store, env, tree, short_new, now, further)
     if isinstance(human, Verdict):
         return human

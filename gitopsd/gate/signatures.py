@@ -4,8 +4,8 @@
 repository: an SSH `allowed_signers` file (git's gpg.ssh.allowedSignersFile) and/or an OpenPGP
 keyring (a GNUPGHOME folder); `paths:` may narrow who may touch which files. Git itself checks
 each signature (`git log` with %G?, which runs `ssh-keygen -Y verify` or `gpg`), once for all the
-commits a move adds: the pre-receive hook judges this for every push, the daemon again before it
-deploys a head (policy.judge). `signed_push: required` also wants `git push --signed` with a
+commits a move adds (the hook remembers good SSH verdicts: Memory): the pre-receive hook judges this
+for every push, the daemon again before it deploys a head (policy.judge). `signed_push: required` also wants `git push --signed` with a
 fresh nonce (receive.certNonceSeed) and a certificate signed by an allowed key.
 
 Runs in the hook: standard library only, git and ssh-keygen through gitcli.run (argv lists).
@@ -99,17 +99,48 @@ def environment(rule: Rule) -> dict[str, str]:
 
 def check_commits(repo_path: str, rule: Rule, new: str, exclude: list[str]) -> list[Signed]:
     """Every commit reachable from `new` and from none of `exclude` (just `new` when `exclude` is empty), as git
-    verified it, newest first."""
+    verified it, newest first. In the hook, SSH verdicts already reached under the same allowed_signers are reused."""
+    memory = Memory.open(repo_path, rule)
+    if memory is None:
+        return git_verified(repo_path, rule, walk(new, exclude), signatures=True)
+    code, out, err = gitcli.run(["git", "-C", repo_path, "rev-list", f"--max-count={SCAN_LIMIT}", *walk(new, exclude)])
+    if code != 0:
+        raise gitcli.GitError(f"git rev-list: {err.strip() or f'exit {code}'}")
+    commits = out.split()
+    if len(commits) >= SCAN_LIMIT:
+        raise gitcli.GitError(f"this move adds more than {SCAN_LIMIT} commits; push it in parts")
+    fresh = [c for c in commits if c not in memory.known]
+    checked = {s.commit: s for s in git_verified(repo_path, rule, ["--stdin"], signatures=True, only=fresh)}
+    memory.keep([s for s in checked.values() if s.good])
+    files = ({s.commit: s.files for s in git_verified(repo_path, rule, ["--stdin"], signatures=False,
+                                                       only=[c for c in commits if c not in checked])}
+             if rule.paths else {})
+    return [checked.get(c) or memory.recall(c, files.get(c, [])) for c in commits]
+
+
+def walk(new: str, exclude: list[str]) -> list[str]:
+    """The arguments naming what `new` adds to what `exclude` reaches (just `new` when there is nothing to exclude)."""
+    excluded = [f"^{c}" for c in exclude if c and c != gitcli.ZERO]
+    return [*([] if excluded else ["--no-walk"]), "--end-of-options", new, *excluded]
+
+
+def git_verified(repo_path: str, rule: Rule, revisions: list[str], signatures: bool,
+                 only: list[str] | None = None) -> list[Signed]:
+    """The commits `revisions` names (or the commits `only` lists), as git checked their signatures (with
+    `signatures`; else just their files), in one `git log`."""
+    if only is not None and not only:
+        return []
     signers = rule.allowed_signers or "/dev/null"   # an SSH signature then has no principal: U, refused
-    fmt = "%x01%H%x02%G?%x02%GS%x02%GF%x02%GK%x02%ce"
+    fmt = "%x01%H%x02%G?%x02%GS%x02%GF%x02%GK%x02%ce" if signatures else "%x01%H"
     # The checking programs pinned (a -c outranks the repository's config and the pusher's GIT_CONFIG_* variables).
     argv = ["git", "-C", repo_path, "-c", f"gpg.ssh.allowedSignersFile={signers}", "-c", "gpg.ssh.program=ssh-keygen",
             "-c", "gpg.program=gpg", "-c", "gpg.openpgp.program=gpg", "log", f"--format={fmt}", f"-n{SCAN_LIMIT}"]
     if rule.paths:
         argv += ["--name-only", "--cc"]   # a merge touches only what differs from every parent (its own resolution)
-    excluded = [f"^{c}" for c in exclude if c and c != gitcli.ZERO]
-    argv += [*([] if excluded else ["--no-walk"]), "--end-of-options", new, *excluded]
-    code, out, err = gitcli.run(argv, env=environment(rule))
+    if only is not None:
+        argv += ["--no-walk"]
+    code, out, err = gitcli.run(argv + revisions, env=environment(rule),
+                                input=None if only is None else "\n".join(only) + "\n")
     if code != 0:
         raise gitcli.GitError(f"git log: {err.strip() or f'exit {code}'}")
     found = []
@@ -120,6 +151,62 @@ def check_commits(repo_path: str, rule: Rule, new: str, exclude: list[str]) -> l
         commit, letter, signer, primary, key, committer = (head.split("\x02") + [""] * 6)[:6]
         found.append(Signed(commit, letter, signer, primary or key, [f for f in rest.split("\n") if f], committer))
     return found
+
+
+class Memory:
+    """The hook's record of commits whose SSH signature git found good under one allowed_signers content.
+
+    A commit id names its content (signature included) and `-Y verify` judges an SSH key's validity at
+    the commit's own time, so the verdict cannot change while the allowed_signers bytes stay the same:
+    the pusher's commits checked on main cost nothing when promoted. Kept only by the pre-receive hook
+    (git sets GIT_QUARANTINE_PATH there), in the repository, which only who may move refs can write; the
+    daemon never reads it and judges every head afresh. OpenPGP verdicts are not kept (a key expires by
+    the clock, and the keyring changes without a file of ours changing).
+    """
+
+    __slots__ = ("path", "known")
+
+    def __init__(self, path: str, known: dict[str, list[str]]):
+        self.path, self.known = path, known
+
+    @classmethod
+    def open(cls, repo_path: str, rule: Rule) -> Memory | None:
+        if not os.environ.get("GIT_QUARANTINE_PATH") or not rule.allowed_signers or rule.gpg_home:
+            return None
+        from hashlib import sha256
+        try:
+            with open(rule.allowed_signers, "rb") as f:
+                digest = sha256(f.read()).hexdigest()[:32]
+        except OSError:
+            return None   # git then says why for each commit
+        path = os.path.join(repo_path, f"gitopsd-signatures-{digest}")
+        known = {}
+        try:
+            with open(path, encoding="utf-8") as f:
+                for line in f:
+                    fields = line.rstrip("\n").split("\x02")
+                    if len(fields) == 5 and fields[1] == "G":
+                        known[fields[0]] = fields
+        except (OSError, UnicodeDecodeError):
+            pass
+        return cls(path, known)
+
+    def keep(self, good: list[Signed]) -> None:
+        if not good:
+            return
+        text = "".join("\x02".join((s.commit, s.letter, s.signer, s.key, s.committer)) + "\n" for s in good)
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                os.write(fd, text.encode())   # one append per push: concurrent hooks do not interleave lines
+            finally:
+                os.close(fd)
+        except OSError:
+            pass   # a read-only repository only loses the speed-up
+
+    def recall(self, commit: str, files: list[str]) -> Signed:
+        _commit, letter, signer, key, committer = self.known[commit]
+        return Signed(commit, letter, signer, key, files, committer)
 
 
 def gpg_missing() -> bool:

@@ -51,6 +51,7 @@ CREATE TABLE IF NOT EXISTS gate_environments (
     signoff TEXT NOT NULL DEFAULT '',          -- approvals.SignoffNeed.encode(), '' for none
     approvals TEXT NOT NULL DEFAULT '',        -- approvals.Policy.encode(), '' for none
     signatures TEXT NOT NULL DEFAULT '',       -- signatures.Rule.encode(), '' for none
+    require_provenance INTEGER NOT NULL DEFAULT 0,   -- gate/attested.py
     PRIMARY KEY (config, repo, name)
 );
 CREATE TABLE IF NOT EXISTS gate_branches (
@@ -89,14 +90,16 @@ class GateEnvironment:
     """An environment as the promotion rule sees it."""
 
     __slots__ = ("name", "branch", "promote_from", "override_by", "windows", "require_checks", "signoff", "approvals",
-                 "signatures")
+                 "signatures", "require_provenance")
 
     def __init__(self, name: str, branch: str, promote_from: str, override_by: tuple[str, ...] = (),
                  windows: tuple[Window, ...] = (), require_checks: tuple[str, ...] = (),
-                 signoff: SignoffNeed | None = None, approvals: Policy | None = None, signatures: Rule | None = None):
+                 signoff: SignoffNeed | None = None, approvals: Policy | None = None, signatures: Rule | None = None,
+                 require_provenance: bool = False):
         self.name, self.branch, self.promote_from = name, branch, promote_from
         self.override_by, self.windows, self.require_checks = tuple(override_by), tuple(windows), tuple(require_checks)
         self.signoff, self.approvals, self.signatures = signoff, approvals, signatures
+        self.require_provenance = require_provenance
 
 
 class GateRepository:
@@ -150,7 +153,7 @@ def from_config(config: Config) -> GateConfig:
         str(config.source), config.stamp, str(config.runtime_dir), config.identity_env,
         [GateRepository(r.name, os.path.realpath(r.path),
                         [GateEnvironment(e.name, e.branch, e.promote_from, e.override_by, e.windows, e.require_checks,
-                                         _signoff_need(r, e), _policy(e), _signature_rule(e))
+                                         _signoff_need(r, e), _policy(e), _signature_rule(e), e.require_provenance)
                          for e in r.environments], _branch_rules(r))
          for r in config.repositories])
 
@@ -198,12 +201,12 @@ def save(db: sqlite3.Connection, gate: GateConfig, now: float) -> None:
                            (gate.source, repo.name, repo.path, branch, rule.encode()))
             for position, env in enumerate(repo.environments):
                 db.execute("INSERT INTO gate_environments (config, repo, repo_path, position, name, branch, promote_from,"
-                           " override_by, require_checks, signoff, approvals, signatures)"
-                           " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                           " override_by, require_checks, signoff, approvals, signatures, require_provenance)"
+                           " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                            (gate.source, repo.name, repo.path, position, env.name, env.branch, env.promote_from,
                             "\n".join(env.override_by), "\n".join(env.require_checks),
                             env.signoff.encode() if env.signoff else "", env.approvals.encode() if env.approvals else "",
-                            env.signatures.encode() if env.signatures else ""))
+                            env.signatures.encode() if env.signatures else "", int(env.require_provenance)))
                 for i, w in enumerate(env.windows):
                     db.execute("INSERT INTO gate_windows VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                                (gate.source, repo.name, env.name, i, w.name, int(w.allow), w.cron.text,
@@ -220,6 +223,8 @@ def migrate(db: sqlite3.Connection) -> None:
     for column in ("require_checks", "signoff", "approvals", "signatures"):
         if column not in columns:
             db.execute(f"ALTER TABLE gate_environments ADD COLUMN {column} TEXT NOT NULL DEFAULT ''")
+    if "require_provenance" not in columns:
+        db.execute("ALTER TABLE gate_environments ADD COLUMN require_provenance INTEGER NOT NULL DEFAULT 0")
 
 
 def connect_readonly(database: str, **options: Any) -> sqlite3.Connection | None:
@@ -262,7 +267,7 @@ def load(db: sqlite3.Connection, config_path: str, repo_path: str) -> GateConfig
         if row is None or not row[0] or row[0] != file_stamp(source):
             return None
         envs = db.execute("SELECT repo, name, branch, promote_from, override_by, require_checks, signoff, approvals,"
-                          " signatures FROM gate_environments"
+                          " signatures, require_provenance FROM gate_environments"
                           " WHERE config = ? AND repo_path = ? ORDER BY position",
                           (source, os.path.realpath(repo_path))).fetchall()
         rules = db.execute("SELECT repo, branch, signatures FROM gate_branches WHERE config = ? AND repo_path = ?",
@@ -278,17 +283,18 @@ def load(db: sqlite3.Connection, config_path: str, repo_path: str) -> GateConfig
         for env, name, allow, cron, duration, tz in windows:
             by_env.setdefault(env, []).append(Window(name, bool(allow), Cron.parse(cron), timedelta(seconds=duration), tz))
     repos = []
-    if any(signoff or approvals for *_rest, signoff, approvals, _signatures in envs):
+    if any(signoff or approvals for *_rest, signoff, approvals, _signatures, _provenance in envs):
         from .approvals import Policy, SignoffNeed
-    if rules or any(row[-1] for row in envs):
+    if rules or any(row[-2] for row in envs):
         from .signatures import Rule
     if envs:
         repos.append(GateRepository(envs[0][0], os.path.realpath(repo_path), [
             GateEnvironment(name, branch, promote_from, tuple(filter(None, override_by.split("\n"))),
                             tuple(by_env.get(name, ())), tuple(filter(None, checks.split("\n"))),
                             SignoffNeed.decode(signoff) if signoff else None, Policy.decode(approvals) if approvals else None,
-                            Rule.decode(signatures) if signatures else None)
-            for _repo, name, branch, promote_from, override_by, checks, signoff, approvals, signatures in envs],
+                            Rule.decode(signatures) if signatures else None, bool(provenance))
+            for _repo, name, branch, promote_from, override_by, checks, signoff, approvals, signatures, provenance
+            in envs],
             {branch: rule for _repo, branch, text in rules for rule in [Rule.decode(text)] if rule is not None}))
     return GateConfig(source, row[0], row[1], tuple(filter(None, row[2].split("\n"))), repos)
 
@@ -354,6 +360,11 @@ class Ledger:
         """Every rejection and unrejection of `tree`, oldest first (gate/rejections.py)."""
         from .rejections import REJECTIONS
         return [tuple(r) for r in self._human(REJECTIONS, (repo, tree))]
+
+    def attestations(self, repo: str, tree: str) -> list[tuple[Any, ...]]:
+        """(artifact, sha256 kept, sha256 signed) of `tree`'s recorded provenance (gate/attested.py)."""
+        from .attested import ATTESTATIONS
+        return [tuple(r) for r in self._human(ATTESTATIONS, (repo, tree))]
 
     def preview_marks(self, repo: str, rc: str, env: str) -> tuple[list[tuple[int, int, float, str]], int, float | None]:
         """(finished previews of `rc` for `env` newest first, its deployed deployment now, when it last drifted)."""

@@ -24,6 +24,7 @@ from typing import Callable
 from ..base import gitcli
 from . import install_hooks
 from ..config import Config, ConfigError, Repository, load
+from ..core.errors import ConfigurationError
 from ..core.settings import SandboxPolicy
 
 
@@ -123,6 +124,7 @@ def probe(config: Config) -> list[Finding]:
     if config.known_hosts.exists():
         found.append(_readable(config.known_hosts, me, "the known hosts"))
     found += signing_key_findings(config, me)
+    found.append(provenance_key_finding(config, me))
     writable = _state_writable(config, me)
     found.append(writable)
     if config.sandbox.enabled and writable.ok:
@@ -165,6 +167,29 @@ def signing_key_findings(config: Config, me: str) -> list[Finding]:
                                             "so its own commits there (promotions, reverts) would be refused",
                                      f"add the line: gitopsd@localhost namespaces=\"git\" {' '.join(public)}"))
     return found
+
+
+def provenance_key_finding(config: Config, me: str) -> Finding:
+    """The service's provenance key (ci/provenance.py): `me` reads it, no one else may, and its public half (what
+    `gitopsd verify` and the daemon check statements with) is the key's own."""
+    from ..adapters import signing
+    key = signing.key_path(config.state_dir)
+    readable = _readable(key, me, "the provenance key", missing_ok=True)
+    if not readable.ok or not key.exists():
+        return readable
+    remake = f"rm {key} {key.with_suffix('.pub')} && gitopsd install-service   # what it signed then no longer verifies"
+    if key.stat().st_mode & 0o077:
+        return Finding(False, f"the provenance key {key} can be read by others (mode {key.stat().st_mode & 0o777:04o})",
+                       f"chmod 600 {key}")
+    try:
+        keyid = signing.signing_key_id(config.state_dir)
+        listed = signing.service_key(config.state_dir)
+    except ConfigurationError as exc:
+        return Finding(False, str(exc), remake)
+    if listed is None or listed.keyid != keyid:
+        return Finding(False, f"the provenance key's public half {key.with_suffix('.pub')} is not {key}'s: what the "
+                              "daemon signs would not verify", f"rm {key.with_suffix('.pub')}   # the daemon writes it again")
+    return Finding(True, f"{me} signs provenance with {key} (key id {keyid[:12]})")
 
 
 def _agent(config: Config, me: str) -> list[Finding]:

@@ -137,6 +137,7 @@ def plan(user: str, config: Path, root: Path = Path("/"), executable: str | None
     if not _owned_by(state, user, root):
         result.steps.append(Step(f"give {state} and all in it to {user}:{user} (mode 0750; the state folder, "
                                  f"{user}'s home)", path=state, mode=0o750, owner=user))
+    result.steps += _provenance_key(state, user)
     key = _signing_key(config, config_file)
     if key is not None and not _under(root, key).exists():
         # The service's own key for the commits it writes (promotions, reverts): made once, the service's alone.
@@ -150,6 +151,21 @@ def plan(user: str, config: Path, root: Path = Path("/"), executable: str | None
         else:
             result.steps.append(Step(f"give {made} to {user}", ("chown", f"{user}:{user}", str(made), f"{made}.pub")))
     return result
+
+
+def _provenance_key(state: Path, user: str) -> list[Step]:
+    """Make the service's ed25519 provenance key (ci/provenance.py) in its state folder when missing: the service's
+    alone (0600), and there before the first build, so that `gitopsd doctor` can check it."""
+    from ..adapters.signing import KEY_NAME
+    key = state / KEY_NAME
+    if key.exists():
+        return []
+    public = key.with_suffix(".pub")
+    return [Step(f"make the service's provenance key {key} (ed25519, mode 0600)",
+                 ("openssl", "genpkey", "-algorithm", "ed25519", "-out", str(key))),
+            Step(f"keep {key} to its owner", ("chmod", "0600", str(key))),
+            Step(f"write its public half {public}", ("openssl", "pkey", "-in", str(key), "-pubout", "-out", str(public))),
+            Step(f"give {key} to {user}", path=state, mode=0o750, owner=user)]
 
 
 def _tokens_path(config_file: Path, root: Path) -> Path | None:

@@ -56,15 +56,18 @@ def test_ci_signs_what_it_built_and_an_artifact_changed_after_signing_is_refused
     assert json.loads(signed.cli("status", "--json").stdout)
 
 
-def test_a_tree_that_nothing_built_is_refused_where_provenance_is_required(signed):
+def test_a_tree_that_nothing_built_is_refused_by_the_hook_and_blocked_by_the_daemon_past_it(signed):
     with_ci(signed, [])   # CI off: nothing is built, nothing signed
     with Daemon(signed) as daemon:
         v2 = signed.commit("v2 never built")
-        signed.push("main", "main:qa")
-        refused = daemon.wait_for(lambda: next((d for d in signed.history("qa") if d["result"] == "failed"), None),
-                                  120, "qa refused")
-    assert refused["commit"] == v2
-    assert "has no artifacts and no provenance" in refused["outcome"]
+        signed.push("main")
+        proc = signed.push("main:qa", check=False)
+        assert proc.returncode == 1 and "for which no provenance statement is recorded" in proc.stderr
+        # The git user moves qa by hand: no hook runs, the daemon judges it again.
+        git(signed.root, "--git-dir", str(signed.repo), "update-ref", "refs/heads/qa", v2)
+        row = daemon.wait_state("qa", "blocked", v2, timeout=120)
+    assert row["reason"].startswith("qa only takes trees whose built artifacts have signed provenance")
+    assert not [d for d in signed.history("qa") if d["commit"] == v2]
     assert not list(signed.out.iterdir())
 
 

@@ -100,3 +100,22 @@ def test_doctor_fails_the_sandbox_where_the_runs_home_would_cover_its_own_folder
     assert len(failed) == 3 and all("Can't chdir" in what for what in failed), failed
     assert failed[0].startswith("root runs a playbook in the sandbox: ") and failed[1].startswith("root runs a CI step")
     assert failed[2].startswith("root's playbook runs reach SSH hosts only through their forwarder")
+
+
+def test_doctor_checks_the_provenance_key_is_the_daemons_own_and_the_key_its_public_half_names(everyone, server):
+    from gitopsd.adapters import signing
+    key = signing.key_path(server.state)
+    signing.ensure_key(server.state)
+    sh(["chown", "-R", "nobody:", str(server.state)])
+    said = doctor_says(everyone, server)
+    assert f"nobody signs provenance with {key} (key id {signing.signing_key_id(server.state)[:12]})" in said
+    config = load(server.config)
+    key.chmod(0o640)
+    finding = doctor.provenance_key_finding(config, "nobody")
+    assert not finding.ok and finding.what == f"the provenance key {key} can be read by others (mode 0640)"
+    key.chmod(0o600)
+    other = signing.ensure_key(server.root / "other")   # a public half left from another key
+    shutil.copy(server.root / "other" / "signing-key.pub", key.with_suffix(".pub"))
+    finding = doctor.provenance_key_finding(config, "nobody")
+    assert not finding.ok and finding.what.startswith(f"the provenance key's public half {key.with_suffix('.pub')} "
+                                                      f"is not {key}'s"), (finding.what, other.keyid)

@@ -164,3 +164,21 @@ def test_install_service_makes_the_configured_signing_key_once_and_gives_it_to_t
     public = Path(f"{key}.pub").read_text()
     again = run([*GITOPSD, "install-service", "--root", str(root), "--user", "gitopsd-test"]).stdout
     assert "signing key" not in again and Path(f"{key}.pub").read_text() == public
+
+
+@needs_root
+def test_install_service_makes_the_services_provenance_key_once_in_its_state_folder_and_only_it_reads_it(tmp_path):
+    from gitopsd.adapters import signing
+    root = system_root(tmp_path)
+    write_config(root, {"state_dir": "/srv/gitopsd-state", "repositories": [{"name": "shop", "path": "/srv/git/shop.git"}]})
+    out = run([*GITOPSD, "install-service", "--root", str(root), "--user", "gitopsd-test"]).stdout
+    state = root / "srv/gitopsd-state"
+    key = state / "signing-key.pem"
+    assert f"done: make the service's provenance key {key} (ed25519, mode 0600)" in out
+    uid = next(int(line.split(":")[2]) for line in (root / "etc/passwd").read_text().splitlines()
+               if line.startswith("gitopsd-test:"))
+    assert (key.stat().st_uid, key.stat().st_mode & 0o777) == (uid, 0o600)
+    service_key = signing.service_key(state)
+    assert service_key is not None and service_key.keyid == signing.signing_key_id(state)   # the daemon signs with it
+    again = run([*GITOPSD, "install-service", "--root", str(root), "--user", "gitopsd-test"]).stdout
+    assert "provenance key" not in again and signing.signing_key_id(state) == service_key.keyid

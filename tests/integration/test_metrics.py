@@ -233,10 +233,10 @@ def test_every_refusal_the_policy_makes_carries_its_rule_id(short_tmp):
     assert not any(v.accepted for v in verdicts.values())
     assert {case: v.rule_id for case, v in verdicts.items()} == {case: case.split(" ")[0] for case in verdicts}
     # Every id the hook reports has its case here, but promotion-request (the next test), store-unreadable (no
-    # rule was judged), other (no rule at all), and signature and signed-push (they need signed commits and pushes:
-    # tests/integration/test_signed_commits.py and test_signed_pushes.py).
+    # rule was judged), other (no rule at all), signature and signed-push (they need signed commits and pushes:
+    # tests/integration/test_signed_commits.py and test_signed_pushes.py), and provenance (test_provenance_gate.py).
     assert {v.rule_id for v in verdicts.values()} | {"promotion-request", "store-unreadable", "other", "signature",
-                                                     "signed-push"} == REFUSAL_RULES
+                                                     "signed-push", "provenance"} == REFUSAL_RULES
 
 
 def test_refused_promotion_requests_are_reported_with_their_rule_id(short_tmp):

@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from in_toto.models.metadata import Envelope
 from securesystemslib.signer import CryptoSigner
 
+from gitopsd.adapters.store import Store
 from gitopsd.ci import provenance
 from gitopsd.config import load
 from tests.integration.test_api import Api, free_port
@@ -67,6 +68,8 @@ def test_external_ci_uploads_an_in_toto_statement_with_its_status_and_verify_acc
     assert finding.ok and finding.line.startswith("ok: uploaded statement external-ci%2Fbuild.intoto.json for "
                                                   "shop-1.0.tar.gz signed by key"), finding.line
     assert api.combined(head, token)["state"] == "success"
+    with Store(load(sandbox.config).database) as store:   # what the hook's require_provenance reads
+        assert store.attestations("shop", tree) == [("external-ci/build:shop-1.0.tar.gz", "ab" * 32, "ab" * 32)]
 
 
 def test_a_statement_over_other_content_or_by_an_untrusted_key_is_refused_in_one_line_and_nothing_is_stored(api, ci_key):

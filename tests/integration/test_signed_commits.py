@@ -291,3 +291,35 @@ def test_a_checking_program_set_in_the_repositorys_config_is_not_used(short_tmp,
     proc = sandbox.push("main:qa", check=False)
     assert proc.returncode == 1
     assert f"remote:   commit {signed[:7]} has a signature by a key that is not an allowed signer" in remote_text(proc)
+
+
+def test_commits_verified_on_main_cost_no_ssh_keygen_when_promoted_and_a_changed_allowed_signers_checks_again(
+        short_tmp, keys):
+    signers = allowed_signers(short_tmp / "allowed_signers", ("alice@example.com", keys["alice"]))
+    rule = {"allowed_signers": str(signers)}
+    sandbox = Sandbox(short_tmp / "s", {"qa": ["qa-1"]}, extra={"repositories": [
+        {"name": "shop", "path": str(short_tmp / "s" / "shop.git"), "signatures": rule,
+         "environments": [{"name": "qa", "signatures": rule}]}]})
+    sign_with(sandbox.work, keys["alice"])
+    calls = short_tmp / "ssh-keygen-calls"
+    wrapper = short_tmp / "bin" / "ssh-keygen"
+    wrapper.parent.mkdir()
+    wrapper.write_text(f"#!/bin/sh\necho \"$@\" >> {calls}\nexec /usr/bin/ssh-keygen \"$@\"\n")
+    wrapper.chmod(0o755)
+    env = sandbox.environ()
+    env["PATH"] = f"{wrapper.parent}:{env['PATH']}"
+    for n in range(3):
+        commit(sandbox.work, f"signed {n}")
+    run(["git", "push", "origin", "main"], cwd=sandbox.work, env=env)
+    assert "-Y verify" in calls.read_text()   # checked for real on main
+    calls.unlink()
+    run(["git", "push", "origin", "main:qa"], cwd=sandbox.work, env=env)
+    assert not calls.exists()   # the same commits under the same allowed_signers: remembered
+    assert sandbox.head("qa") == sandbox.head("main")
+    mallory = commit(sandbox.work, "signed by mallory", key=keys["mallory"])
+    allowed_signers(signers, ("alice@example.com", keys["alice"]), ("mallory@example.com", keys["mallory"]))
+    run(["git", "push", "origin", "main"], cwd=sandbox.work, env=env)
+    allowed_signers(signers, ("alice@example.com", keys["alice"]))   # mallory's key withdrawn again
+    proc = run(["git", "push", "origin", "main:qa"], cwd=sandbox.work, env=env, check=False)
+    assert proc.returncode == 1
+    assert f"remote:   commit {mallory[:7]} has a signature by a key that is not an allowed signer" in remote_text(proc)
