@@ -4,6 +4,7 @@ What is real: bare repositories, their ref files (loose and packed), the state s
 """
 from __future__ import annotations
 
+import json
 import time
 
 import yaml
@@ -97,3 +98,11 @@ def test_status_of_four_repositories_reads_the_store_in_as_many_queries_as_statu
         (repo, env, "in-sync", True) for repo in ("shop", "r0", "r1", "r2") for env in ("qa", "staging")]
     assert [len(r.locks) for r in rows] == [0, 0, 0, 0, 1, 1, 0, 0]
     assert every == one
+
+
+def test_status_json_prints_one_environment_per_line(short_tmp):
+    """json's C encoder does not indent: at 3,000 environments `indent=2` cost a third of `status --json` (issue 28)."""
+    sandbox = Sandbox(short_tmp, {"qa": ["qa-1"], "staging": ["s-1"]})
+    lines = sandbox.command("status", "--json").stdout.splitlines()
+    assert lines[0] == "[" and lines[-1] == "]"
+    assert [json.loads(line.rstrip(","))["env"] for line in lines[1:-1]] == ["qa", "staging"]
