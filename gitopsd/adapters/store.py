@@ -718,10 +718,11 @@ class Store:
             return None
 
     def _environment_records(self, newest: str, pair: Callable[[sqlite3.Row], tuple[str, str]], now: float) -> dict[str, Any]:
+        last = {d.id: d for d in map(self._deployment, self._rows(newest.format("deployments", "")))}
         return {
             "covered": {pair(r) for r in self._rows("SELECT repo, env FROM env_heads")},
-            "last": {pair(r): self._deployment(r) for r in self._rows(newest.format("deployments", ""))},
-            "deployed": {pair(r): self._deployment(r)
+            "last": {(d.repo, d.env): d for d in last.values()},
+            "deployed": {pair(r): last.get(r["id"]) or self._deployment(r)   # mostly the last one: parsed once
                          for r in self._rows(newest.format("deployments", " AND x.result = 'succeeded'"))},
             "drift": {pair(r): self._drift_report(r) for r in self._rows(newest.format("drift_reports", ""))},
             "failure": {pair(r): FailureStatus(r["commit_id"], r["failures"], r["next_retry_at"], bool(r["stalled"]),
