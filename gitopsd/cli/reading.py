@@ -50,6 +50,12 @@ def _say_store_lost(config: Any, out: Any) -> None:
         print(f"gitopsd: store-replaced: {lost} (the daemon's log says what to do)", file=out)
 
 
+def json_lines(items: list[Any]) -> str:
+    """A JSON array, one item per line: json's C encoder does not indent, and indent=2 cost a third of `status --json`
+    at 3,000 environments (issue 28)."""
+    return "[\n" + ",\n".join(json.dumps(item) for item in items) + "\n]" if items else "[]"
+
+
 def _show_status(args: argparse.Namespace, config: Any, unavailable: dict[str, str]) -> int:
     from ..adapters.store import Store
     from ..services.status import ago, all_status
@@ -62,7 +68,7 @@ def _show_status(args: argparse.Namespace, config: Any, unavailable: dict[str, s
         store.close()
     _say_store_lost(config, sys.stderr if args.json else sys.stdout)
     if args.json:
-        print(json.dumps([r.as_json() for r in rows], indent=2))
+        print(json_lines([r.as_json() for r in rows]))
         return 0
     table = [("REPO", "ENV", "BRANCH", "DESIRED", "DEPLOYED", "STATE", "LAST DEPLOYMENT")]
     for r in rows:

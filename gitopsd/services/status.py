@@ -12,7 +12,7 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from ..core.lookup import by_name
 from ..core.types import Action, Deployment, Head, Result, iso
@@ -89,6 +89,48 @@ def environment_status(store: Store, repo: Repository, env: Environment, now: fl
                              state, reason, last, retry_at, held)
 
 
+class _Recorded:
+    """The store as `all_status` reads it: every environment's records read at once, the rest asked of the store."""
+
+    def __init__(self, store: Store, records: dict[str, Any]):
+        self._store, self._records, self._covered = store, records, records["covered"]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    def _newest(self, table: str, repo: str, env: str) -> Any:
+        if (repo, env) in self._covered:
+            return self._records[table].get((repo, env))
+        return getattr(self._store, {"drift": "drift_report"}.get(table, table))(repo, env)
+
+    def last(self, repo: str, env: str) -> Deployment | None:
+        return self._newest("last", repo, env)   # type: ignore[no-any-return]
+
+    def deployed(self, repo: str, env: str) -> Deployment | None:
+        return self._newest("deployed", repo, env)   # type: ignore[no-any-return]
+
+    def drift_report(self, repo: str, env: str) -> Any:
+        return self._newest("drift", repo, env)
+
+    def failure(self, repo: str, env: str) -> Any:
+        return self._records["failure"].get((repo, env))
+
+    def blocked(self, repo: str, env: str) -> Any:
+        return self._records["blocked"].get((repo, env))
+
+    def suspension(self, repo: str, env: str) -> Any:
+        return self._records["suspension"].get((repo, env))
+
+    def watch(self, repo: str, env: str) -> Any:
+        return self._records["watch"].get((repo, env))
+
+    def bad_tree(self, repo: str, env: str, tree: str) -> str | None:
+        return self._records["bad_trees"].get((repo, env, tree))   # type: ignore[no-any-return]
+
+    def locks(self, repo: str, env: str, now: float) -> list[Any]:
+        return [lock for lock in self._records["locks"] if lock.repo in ("*", repo) and lock.env in ("*", env)]
+
+
 def all_status(config: Config, store: Store, repo_name: str | None = None,
                unavailable: dict[str, str] | None = None) -> list[EnvironmentStatus]:
     """Every environment's status; those of a repository in `unavailable` ({name: problem}) say its problem."""
@@ -114,6 +156,9 @@ def all_status(config: Config, store: Store, repo_name: str | None = None,
                              pool.map(lambda r: gitcli.branch_heads(r.path, [e.branch for e in r.environments]), unseen),
                              strict=True))
     now = time.time()
+    records = store.environment_records(now)
+    if records is not None:   # else a store older than the tables it reads: one environment at a time
+        store = cast("Store", _Recorded(store, records))
     return [environment_status(store, repo, env, now, heads[repo.name]) if repo.name not in unavailable
             else EnvironmentStatus(repo.name, env.name, env.branch, None, None, "unavailable", unavailable[repo.name],
                                    store.last(repo.name, env.name), None)

@@ -90,8 +90,15 @@ def create_web_app(config: Callable[[], Config], store: Store | None = None, *,
 
     async def pipeline_page(request: Request) -> Response:
         signed_in(request)
-        rows = await blocking(pages.pipeline, config(), reader)
-        return render(request, "pipeline.html", rows=rows, title="Pipeline")
+        query = request.query_params
+        state, raw = query.get("state", ""), query.get("page", "1")
+        if state and state not in pages.STATES:
+            raise HTTPException(400, f"state must be one of {', '.join(pages.STATES)}")
+        if not raw.isdigit():
+            raise HTTPException(400, "page must be a page number (1, 2, ...)")
+        view = await blocking(pages.pipeline_view, config(), reader, query.get("repo", ""), state, int(raw))
+        live = request.url.path + (f"?{request.url.query}" if request.url.query else "")   # the live refresh keeps the filters
+        return render(request, "pipeline.html", title="Pipeline", live=live, states=list(pages.STATES), **view)
 
     async def environment_page(request: Request) -> Response:
         signed_in(request)

@@ -34,6 +34,7 @@ from ..services.status import EnvironmentStatus, ago, environment_status
 TEMPLATES = Path(__file__).parent / "templates"
 STATIC = Path(__file__).parent / "static"
 PAGE_SIZE = 25
+PIPELINE_PAGE = 50   # repositories per Pipeline page
 
 # Each state as a person reads it: a word and a symbol, so it never rests on colour alone (grayscale, colour
 # blindness); the CSS class gives the colour and the border style.
@@ -87,12 +88,33 @@ def heads(repo: Repository, branches: list[str]) -> dict[str, tuple[str, str, st
     return found
 
 
-def pipeline(config: Config, store: Store) -> list[dict[str, Any]]:
-    """Each repository with its columns main -> qa -> staging -> production, as `gitopsd status` decides them."""
+def pipeline_view(config: Config, store: Store, repo: str = "", state: str = "", page: int = 1,
+                  per_page: int = PIPELINE_PAGE) -> dict[str, Any]:
+    """One page of the Pipeline: repositories whose name contains `repo`, with an environment in `state` when given.
+
+    Only the page's repositories get their cards built (a git process and the store's reads each): at 1,000
+    repositories the whole page took seconds (issue 28). The state filter reads every status at once (all_status).
+    """
+    names = [r.name for r in config.repositories if repo in r.name]
+    if state:
+        from ..services.status import all_status
+        in_state = {s.repo for s in all_status(config, store) if s.state == state}
+        names = [n for n in names if n in in_state]
+    pages = max(1, -(-len(names) // per_page))
+    page = min(max(page, 1), pages)
+    shown = set(names[(page - 1) * per_page:page * per_page])
+    return {"rows": pipeline(config, store, shown) if shown else [], "page": page, "pages": pages,
+            "total": len(names), "repo": repo, "state": state}
+
+
+def pipeline(config: Config, store: Store, only: set[str] | None = None) -> list[dict[str, Any]]:
+    """Each repository (of `only`, when given) with its columns main -> qa -> staging -> production, as `gitopsd status` decides them."""
     now = time.time()
     drifted = store.drifted_hosts()
     rows = []
     for repo in config.repositories:
+        if only is not None and repo.name not in only:
+            continue
         first = repo.environments[0].promote_from if repo.environments else "main"
         known = heads(repo, [first, *(e.branch for e in repo.environments)])
         rcs = store.rcs(repo.name, limit=10) if any(e.approvals for e in repo.environments) else []

@@ -103,6 +103,16 @@ def test_locks_in_force_are_counted_per_environment_by_who_set_them_and_expired_
     assert got['gitopsd_environment_locked{env="qa",repo="shop",source="alert"}'] == 0
 
 
+def test_an_environment_that_never_deployed_has_no_histogram_series_and_its_counters_stay_zero(tmp_path, store_factory):
+    cfg = config(tmp_path)
+    store = store_factory(cfg.database)
+    deploy(store, "qa", 1, "succeeded")
+    got = samples(Metrics(lambda: cfg, store_factory(cfg.database, readonly=True)))
+    assert got['gitopsd_deployment_duration_seconds_count{env="qa",repo="shop"}'] == 1
+    assert not [name for name in got if "_seconds_" in name and 'env="production"' in name]
+    assert got['gitopsd_deployments_total{env="production",kind="deploy",repo="shop",result="succeeded"}'] == 0
+
+
 def test_a_scrape_passes_promtool_check_metrics(tmp_path, store_factory):
     cfg = config(tmp_path)
     store = store_factory(cfg.database)

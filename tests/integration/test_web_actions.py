@@ -149,3 +149,14 @@ def test_a_deployer_locks_an_environment_from_the_dashboard_with_a_reason_a_view
     lifted = post(olga, "unlock", repo="shop", env="staging", reason="load test moved")
     assert lifted.status == 200 and lines(lifted) == ["shop/staging unlocked by olga"]
     assert post(olga, "promote", repo="shop", env="staging").status == 200
+
+
+def test_a_viewer_filters_the_pipeline_by_repository_and_state_and_a_wrong_state_is_named(site):
+    _sandbox, _daemon, people = site
+    vera = people["vera"]
+    synced = vera.get("/?state=in-sync&repo=sh")
+    assert synced.status == 200 and 'data-env="qa"' in synced.text and 'hx-get="/?state=in-sync&amp;repo=sh"' in synced.text
+    assert "No repository matches these filters." in vera.get("/?repo=nope").text
+    wrong = vera.get("/?state=sideways")
+    assert wrong.status == 400 and "state must be one of in-sync, deploying" in wrong.text
+    assert vera.get("/?page=x").status == 400
