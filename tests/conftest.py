@@ -35,8 +35,25 @@ def short_tmp(tmp_path_factory):
         shutil.rmtree(path, ignore_errors=True)
 
 
+# The files that take longest, longest first (seconds per file from a full run, issue 24): under `--dist loadfile` a
+# worker takes the next file in collection order when it finishes one, so the long files start early and the short
+# ones fill the tail of both workers instead of one long file starting last.
+LONGEST_FILES = ("tests/e2e/test_rollout.py", "tests/e2e/test_service.py", "tests/e2e/test_store_file.py",
+                 "tests/integration/test_permissions.py", "tests/e2e/test_daemon.py", "tests/e2e/test_rollout_checks.py",
+                 "tests/integration/test_operator_commands.py", "tests/e2e/test_standby.py",
+                 "tests/integration/test_promotion.py", "tests/integration/test_execution_nodes.py")
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "sandbox(envs, **options): the `sandbox` fixture's environments and Sandbox options")
+    if hasattr(config.option, "loadscopereorder"):
+        config.option.loadscopereorder = False   # xdist would order files by their number of tests, not their seconds
+
+
+def pytest_collection_modifyitems(config, items):
+    """Put the longest files first (LONGEST_FILES); the rest, and the tests inside each file, keep their order."""
+    rank = {path: i for i, path in enumerate(LONGEST_FILES)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(LONGEST_FILES)))
 
 
 @pytest.fixture

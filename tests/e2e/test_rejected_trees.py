@@ -13,7 +13,7 @@ from typing import Iterator
 
 import pytest
 
-from tests.e2e.test_rollout import HOSTS, Server
+from tests.rollout_support import HOSTS, Server
 from tests.support import Daemon, Sandbox, git, setpriv, sh, unix_users
 
 PEOPLE = ("gt-rt-ann", "gt-rt-ben", "gt-rt-ops")   # ann makes candidates, ben approves, ops may override

@@ -2,7 +2,7 @@
 local hosts in batches; the record says which deployment superseded which."""
 from __future__ import annotations
 
-from tests.e2e.test_rollout import HOSTS, batches_of, rollout_sandbox
+from tests.rollout_support import HOSTS, batches_of, rollout_sandbox
 from tests.support import Daemon
 
 

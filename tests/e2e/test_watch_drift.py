@@ -8,7 +8,7 @@ import re
 import time
 from pathlib import Path
 
-from tests.e2e.test_rollout import Server
+from tests.rollout_support import Server
 from tests.support import Daemon, Sandbox
 
 SECRET = "s3cr3t-value-never-shown"

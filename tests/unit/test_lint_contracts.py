@@ -1,12 +1,13 @@
 """Each import-linter contract in pyproject.toml can fail: a forbidden import added to a copy of the package breaks it.
 
-Real: lint-imports on a temporary copy of gitopsd/ and pyproject.toml. Nothing faked.
+Real: lint-imports on temporary copies of gitopsd/ and pyproject.toml, one run for every break. Nothing faked.
 """
 from __future__ import annotations
 
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -50,14 +51,56 @@ def lint(root: Path) -> subprocess.CompletedProcess[str]:
                           env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"}, check=False)
 
 
+def copy_of_the_package(root: Path) -> Path:
+    shutil.copytree(ROOT / "gitopsd", root / "gitopsd", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "pyproject.toml", root)
+    return root
+
+
+def imported_module(module: str, line: str) -> str:
+    """The module an added import line names, as lint-imports prints it (relative imports resolved)."""
+    words = line.strip().split()
+    if words[0] == "import":
+        return words[1]
+    dots = len(words[1]) - len(words[1].lstrip("."))
+    package = ["gitopsd", *module.removesuffix(".py").split("/")][:-dots]
+    return ".".join([*package, *filter(None, [words[1].lstrip(".")]), words[3]])
+
+
+def broken_sections(stdout: str) -> dict[str, str]:
+    """Each broken contract's part of the report, by its name in pyproject.toml (the report wraps names at 80)."""
+    broken = stdout.split("Broken contracts")[-1]
+    names = [c["name"] for c in tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]]
+    starts = sorted((broken.find("\n" + name[:40]), name) for name in names if "\n" + name[:40] in broken)
+    ends = [start for start, _ in starts[1:]] + [len(broken)]
+    return {name: broken[start:end] for (start, name), end in zip(starts, ends, strict=True)}
+
+
 @pytest.fixture(scope="module")
 def copy(tmp_path_factory):
     if not LINT_IMPORTS.exists():
         pytest.skip("import-linter is not installed (pip install -e '.[test]')")
-    root = tmp_path_factory.mktemp("lint")
-    shutil.copytree(ROOT / "gitopsd", root / "gitopsd", ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(ROOT / "pyproject.toml", root)
-    return root
+    return copy_of_the_package(tmp_path_factory.mktemp("lint"))
+
+
+@pytest.fixture(scope="module")
+def broken(copy, tmp_path_factory):
+    """One lint-imports run over a copy with every break added: its report by contract, and where each line landed.
+
+    Each break is then found by the exact import line the report names (importer -> imported, line number) in its
+    own contract's section, so the breaks cannot stand in for each other (one run instead of one per break).
+    """
+    root = copy_of_the_package(tmp_path_factory.mktemp("broken"))
+    for module, line, _ in BREAKS:
+        path = root / "gitopsd" / module
+        path.write_text(path.read_text() + f"\n{line}  # added by the test\n")
+    landed = {}
+    for module, line, _ in BREAKS:
+        marked = line.splitlines()[-1] + "  # added by the test"
+        landed[module, line] = (root / "gitopsd" / module).read_text().splitlines().index(marked) + 1
+    proc = lint(root)
+    assert proc.returncode != 0, proc.stdout
+    return broken_sections(proc.stdout), landed, proc.stdout
 
 
 def test_the_contracts_hold_for_the_package_as_it_is(copy):
@@ -66,14 +109,10 @@ def test_the_contracts_hold_for_the_package_as_it_is(copy):
 
 
 @pytest.mark.parametrize("module,line,contract", BREAKS, ids=[f"{m}: {line}" for m, line, _ in BREAKS])
-def test_each_contract_fails_when_its_rule_is_broken(copy, module, line, contract):
-    path = copy / "gitopsd" / module
-    original = path.read_text()
-    path.write_text(original + f"\n{line}  # added by the test\n")
-    try:
-        proc = lint(copy)
-    finally:
-        path.write_text(original)
-    assert proc.returncode != 0
-    broken = proc.stdout.split("Broken contracts")[-1]
-    assert contract in broken, proc.stdout
+def test_each_contract_fails_when_its_rule_is_broken(broken, module, line, contract):
+    sections, landed, stdout = broken
+    names = [name for name in sections if name.startswith(contract)]
+    assert names, f"{contract!r} is not among the broken contracts:\n{stdout}"
+    importer = ".".join(["gitopsd", *module.removesuffix(".py").split("/")])
+    expected = f"{importer} -> {imported_module(module, line.splitlines()[-1])} (l.{landed[module, line]})"
+    assert expected in sections[names[0]], f"{expected!r} not reported under {names[0]!r}:\n{stdout}"
