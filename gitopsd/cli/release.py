@@ -7,27 +7,14 @@ the store, the audit log and a git note.
 from __future__ import annotations
 
 import argparse
-from typing import Any, Callable
+from typing import Callable
 
-from ..core.errors import UserError
-from .common import load_config
+from .common import ask_daemon
 
 
 def cmd_release(args: argparse.Namespace) -> int:
     """Ask the daemon to reject a tree, or to lift its rejection, as the caller."""
-    from ..adapters.control import ControlError, call
-    config = load_config(args)
-    request: dict[str, Any] = {"op": f"tree-{args.verb}", "tree": args.tree, "env": args.env, "reason": args.reason}
-    if args.repo:
-        request["repo"] = args.repo
-    try:
-        answer = call(config.control_socket, request)
-    except ControlError as exc:
-        raise UserError(str(exc)) from exc
-    if not answer.get("ok"):
-        raise UserError(str(answer.get("error") or "refused"))
-    print(answer.get("message", "done"))
-    return 0
+    return ask_daemon(args, {"op": f"tree-{args.verb}", "tree": args.tree, "env": args.env, "reason": args.reason})
 
 
 def add_commands(add: Callable[..., argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
