@@ -801,6 +801,29 @@ class Store:
         return self._write("UPDATE env_locks SET lifted_at = ?, lifted_by = ?, lift_reason = ? WHERE lifted_at IS NULL"
                            " AND source = 'alert' AND alert = ?", (now, by, reason, alert)).rowcount
 
+    def lift_lock(self, lock_id: int, *, by: str, now: float, reason: str) -> bool:
+        """Lift one lock in force (a person lifting an alert's freeze); False when it was lifted meanwhile."""
+        return self._write("UPDATE env_locks SET lifted_at = ?, lifted_by = ?, lift_reason = ? WHERE id = ?"
+                           " AND lifted_at IS NULL", (now, by, reason, lock_id)).rowcount == 1
+
+    def extend_alert_lock(self, *, alert: str, repo: str, env: str, now: float, until: float) -> bool:
+        """Move the end of this alert's freeze in force on `env` of `repo` to `until` (Alertmanager sent it again)."""
+        return self._write("UPDATE env_locks SET expires_at = ? WHERE lifted_at IS NULL AND source = 'alert'"
+                           " AND alert = ? AND repo = ? AND env = ? AND (expires_at IS NULL OR expires_at > ?)",
+                           (until, alert, repo, env, now)).rowcount > 0
+
+    def expire_alert_locks(self, now: float) -> list[dict[str, Any]]:
+        """Record each alert freeze whose time ran out as lifted then by `expired`; the rows recorded by this call."""
+        try:
+            rows = [dict(r) for r in self._rows("SELECT * FROM env_locks WHERE lifted_at IS NULL AND source = 'alert'"
+                                                " AND expires_at <= ? ORDER BY id", (now,))]
+        except sqlite3.OperationalError:   # a store written by an older daemon
+            return []
+        return [r for r in rows if self._write(
+            "UPDATE env_locks SET lifted_at = expires_at, lifted_by = 'expired', lift_reason = ? WHERE id = ?"
+            " AND lifted_at IS NULL", ("Alertmanager did not send the alert again before the freeze's end",
+                                       r["id"])).rowcount == 1]
+
     def lock_history(self, limit: int = 20) -> list[dict[str, Any]]:
         """Locks and freezes, in force or lifted, newest first: who set and lifted each, and why."""
         try:

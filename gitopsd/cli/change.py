@@ -68,7 +68,8 @@ def cmd_locks(args: argparse.Namespace) -> int:
     for r in past:
         lock = Lock(r["id"], r["repo"], r["env"], r["source"], r["alert"], r["actor"], r["reason"], r["created_at"],
                     r["expires_at"])
-        ended = (f"; lifted by {r['lifted_by']} at {utc(r['lifted_at'])}" + (f": {r['lift_reason']}" if r["lift_reason"]
+        ended = (f"; expired at {utc(r['lifted_at'])}" if r["lifted_by"] == "expired" else
+                 f"; lifted by {r['lifted_by']} at {utc(r['lifted_at'])}" + (f": {r['lift_reason']}" if r["lift_reason"]
                                                                              else "")
                  if r["lifted_at"] else "; expired" if r["expires_at"] and r["expires_at"] <= now else "; in force")
         print(f"  #{r['id']} {lock.describe()}{ended}")
@@ -82,8 +83,10 @@ def add_commands(add: Callable[..., argparse.ArgumentParser], common: argparse.A
         p = add(verb, helptext,
                 f"{helptext[0].upper()}{helptext[1:]}. A locked environment refuses pushes and promotions\n"
                 "(the refusal names who locked it, why and until when); rollbacks always pass. A freeze raised by a\n"
-                "firing alert (freeze_on) lifts when the alert resolves. Your identity is your Unix user as the\n"
-                "daemon's socket sees it (not sudo).", cmd_lock if verb == "lock" else cmd_unlock)
+                "firing alert (freeze_on) lifts when the alert resolves, expires when Alertmanager stops sending it\n"
+                "(alert_freezes), and is lifted by `unlock ENV --reason` run by a person in ENV's override_by.\n"
+                "Your identity is your Unix user as the daemon's socket sees it (not sudo).",
+                cmd_lock if verb == "lock" else cmd_unlock)
         p.add_argument("env", nargs="?", metavar="ENV", help="the environment (with --repo when several are configured)")
         p.add_argument("--repo", metavar="NAME", help="the repository; without ENV, every environment of it")
         p.add_argument("--all", action="store_true", help="every environment of every repository")

@@ -10,7 +10,7 @@ from .notifications import MATRIX_KEYS, NOTIFICATIONS_KEYS
 from .repositories import ENV_KEYS, NOTIFY_KEYS, REPO_KEYS, ROLLOUT_KEYS, WINDOW_KEYS
 from .sandbox import SANDBOX_KEYS, SSH_KEYS
 from .signatures import SIGNATURES_KEYS
-from .top import BACKUP_KEYS, BREAK_GLASS_KEYS, FREEZE_KEYS, TOP_KEYS
+from .top import ALERT_FREEZES_KEYS, BACKUP_KEYS, BREAK_GLASS_KEYS, FREEZE_KEYS, TOP_KEYS
 
 _ENV = "repositories[].environments[]"
 # (where in the file, its keys -> one line each); a parser's new key set goes here too (tests/unit/test_docs.py).
@@ -44,4 +44,5 @@ SECTIONS: list[tuple[str, dict[str, str]]] = [
     ("backup", BACKUP_KEYS),
     ("freeze_on[]", FREEZE_KEYS),
     ("break_glass", BREAK_GLASS_KEYS),
+    ("alert_freezes", ALERT_FREEZES_KEYS),
 ]

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..base.storeerrors import postgresql_missing
-from ..core.settings import Backup, BreakGlass, Config, FreezeRule, Notifications, Repository
+from ..core.settings import AlertFreezes, Backup, BreakGlass, Config, FreezeRule, Notifications, Repository
 from .api_web import _api, _grafana, _web
 from .human_gates import _groups, _human_gates
 from .nodes import _execution_nodes, _placements
@@ -45,6 +45,7 @@ TOP_KEYS = {
     "signing_key": "SSH private key gitopsd signs its own commits with (KEY.pub beside it)",
     "freeze_on": "alerts that freeze environments while they fire",
     "break_glass": "two-person break-glass: the second person's time limit, and how long it holds",
+    "alert_freezes": "when a freeze whose alert Alertmanager no longer sends expires",
 }
 BACKUP_KEYS = {
     "interval": "time between copies (at least 1m)",
@@ -56,6 +57,11 @@ FREEZE_KEYS = {
     "labels": "labels the alert must also carry",
     "envs": "environments frozen while it fires",
     "repos": "repositories it applies to (default: all)",
+}
+ALERT_FREEZES_KEYS = {
+    "repeat_interval": "Alertmanager's repeat_interval on the route to gitopsd: a firing alert is sent again this often "
+                       "(default 4h, Alertmanager's own default)",
+    "grace": "more time before a freeze whose alert was not sent again expires (default 15m)",
 }
 BREAK_GLASS_KEYS = {
     "confirm_within": "time the second person has to confirm (default 15m)",
@@ -119,6 +125,7 @@ def _normalize(raw: Any, source: Path, check: _Checker, writable: bool) -> Confi
         signing_key=_signing_key(top["signing_key"], base, check) if "signing_key" in top else None,
         freeze_on=_freeze_on(top.get("freeze_on", []), repos, check),
         break_glass=_break_glass(top.get("break_glass", {}), check),
+        alert_freezes=_alert_freezes(top.get("alert_freezes", {}), check),
     )
 
 
@@ -172,6 +179,14 @@ def _break_glass(raw: Any, check: _Checker) -> BreakGlass:
     data = check.mapping(raw, "break_glass", BREAK_GLASS_KEYS)
     return BreakGlass(confirm_within=_duration(data, "confirm_within", "break_glass", BreakGlass.confirm_within, check),
                       lasts=_duration(data, "lasts", "break_glass", BreakGlass.lasts, check))
+
+
+def _alert_freezes(raw: Any, check: _Checker) -> AlertFreezes:
+    """`alert_freezes: {repeat_interval: 4h, grace: 15m}`: a freeze expires when its alert is not sent again in time."""
+    data = check.mapping(raw, "alert_freezes", ALERT_FREEZES_KEYS)
+    return AlertFreezes(
+        repeat_interval=_duration(data, "repeat_interval", "alert_freezes", AlertFreezes.repeat_interval, check),
+        grace=_duration(data, "grace", "alert_freezes", AlertFreezes.grace, check))
 
 
 def _backup(raw: Any, base: Path, check: _Checker) -> Backup:

@@ -325,6 +325,14 @@ class FreezeRule:
 
 
 @dataclass(frozen=True)
+class AlertFreezes:
+    """`alert_freezes:` when a freeze whose alert Alertmanager stopped sending expires (its resolve may never come)."""
+
+    repeat_interval: float = 14400.0          # the route's repeat_interval: a firing alert is sent again this often
+    grace: float = 900.0                      # more time before the freeze expires (group_interval, a slow delivery)
+
+
+@dataclass(frozen=True)
 class BreakGlass:
     """`break_glass:` how long a request waits for its second person, and how long a confirmed one holds."""
 
@@ -413,6 +421,7 @@ class Config:
     signing_key: Path | None = None             # SSH private key gitopsd signs its own commits with (promote, revert)
     freeze_on: tuple[FreezeRule, ...] = ()      # alerts that freeze environments while they fire (docs/change-control.md)
     break_glass: BreakGlass = BreakGlass()      # two-person overrides of locks, freezes and deny windows
+    alert_freezes: AlertFreezes = AlertFreezes()   # when a freeze whose alert is no longer sent expires
 
     @property
     def control_socket(self) -> Path:

@@ -660,6 +660,11 @@ class Daemon:
             return
         if request is _WAKE or self.stopping.is_set() or not self.check_store():
             return
+        if self.config.freeze_on:   # freezes whose alert was not sent again in time: recorded as expired
+            try:
+                self.change_control.expire()
+            except StoreError as exc:
+                log.warning("could not record the expired alert freezes: %s", exc)
         self.reconciler.look(request)
         repo = self.config.repository(request.repo)
         if repo is not None and request.trigger not in NO_NEW_COMMITS:

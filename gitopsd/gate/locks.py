@@ -3,7 +3,8 @@
 A lock holds promotions out of an environment (ENV), of a repository's every environment (env '*') or of
 every repository (repo '*') until it is lifted or its time runs out; rollbacks always pass (gate/policy.py).
 A person sets one with `gitopsd lock`; an Alertmanager notification sets one per firing alert that matches
-`freeze_on`, and its resolve lifts that one only (gitopsd/services/changecontrol.py). A break-glass override, asked
+`freeze_on`, and its resolve lifts that one only; one that Alertmanager stops sending expires (alert_freezes), and a
+person in `override_by` may lift it (gitopsd/services/changecontrol.py). A break-glass override, asked
 by one identity and confirmed by another in `override_by`, lets promotions through locks, freezes and deny
 windows until it expires. Only the daemon writes these rows; the hook and the daemon read them through
 `Records.locks` and `Records.break_glass`. Stdlib only: the hook imports this.
@@ -20,7 +21,7 @@ CREATE TABLE IF NOT EXISTS env_locks (      -- gitopsd lock, and freezes raised 
     actor TEXT NOT NULL,                    -- who locked: a Unix user, a token's owner, or the alert's name
     reason TEXT NOT NULL,
     created_at REAL NOT NULL,
-    expires_at REAL,                        -- NULL: until lifted
+    expires_at REAL,                        -- NULL: until lifted (an alert's: moved on each time it is sent again)
     lifted_at REAL,
     lifted_by TEXT,
     lift_reason TEXT
@@ -84,7 +85,8 @@ class Lock:
     def describe(self) -> str:
         """One line: what is locked, by whom, until when and why."""
         if self.source == "alert":
-            return f"{self.scope} frozen by alert {self.actor} (firing since {utc(self.created_at)}): {self.reason}"
+            ends = f"; expires {utc(self.expires_at)} unless sent again" if self.expires_at is not None else ""
+            return f"{self.scope} frozen by alert {self.actor} (firing since {utc(self.created_at)}{ends}): {self.reason}"
         return f"{self.scope} locked by {self.actor} {self.until} (since {utc(self.created_at)}): {self.reason}"
 
     def as_json(self) -> dict[str, object]:

@@ -264,6 +264,8 @@ def locked(env: GateEnvironment, held: list[Lock], rollback_cmd: str, further: l
     what = "frozen by a firing alert" if alerts and not people else "locked"
     wait = ([f"wait for the alert to resolve ({', '.join(sorted({a.actor for a in alerts}))}): its resolve lifts the freeze"]
             if alerts else [])
+    if alerts and env.override_by:   # a resolve that never comes: the freeze expires, or one of them lifts it
+        wait += [f"or one of {', '.join(env.override_by)} lifts the freeze: gitopsd unlock {env.name} --reason '<why>'"]
     wait += [f"wait until {lock.until[6:]} or ask {lock.actor} to unlock it: gitopsd unlock "
              + (env.name if lock.env != "*" else "--all" if lock.repo == "*" else f"--repo {lock.repo}")
              for lock in people]

@@ -5,6 +5,12 @@ owner, the signed-in user), as HumanGates' do; each answer is {"ok": bool, "mess
 kind. The rule that holds environments to them is gate/policy.py, read from the tables of gate/locks.py by the
 hook and by the daemon's re-judging. Every lock, unlock, break-glass request and confirmation carries a reason,
 recorded in the store and as a git note on what the environment runs.
+
+A freeze cannot get stuck when its resolve never comes (Alertmanager restarted, the rule deleted, the notification
+lost): Alertmanager sends a firing alert again every repeat_interval, so each notification moves the freeze's end to
+its endsAt, or (Alertmanager's webhook leaves endsAt empty while an alert fires) repeat_interval from now, plus
+`alert_freezes.grace`; one not sent again by then expires, recorded as expired. A person in `override_by` may lift it
+with a reason; the alert's next firing notification freezes again.
 """
 from __future__ import annotations
 
@@ -60,8 +66,8 @@ def alert_key(labels: dict[str, str]) -> str:
     return f"{labels.get('alertname', '')}{{{inner}}}"[:1000]
 
 
-def parse_alerts(payload: Any) -> list[tuple[str, dict[str, str], dict[str, str], float | None]]:
-    """(status, labels, annotations, startsAt) of each alert in an Alertmanager webhook payload. Raise Refused (invalid)
+def parse_alerts(payload: Any) -> list[tuple[str, dict[str, str], dict[str, str], float | None, float | None]]:
+    """(status, labels, annotations, startsAt, endsAt) of each alert in an Alertmanager webhook payload. Raise Refused (invalid)
     when it is not one, before anything is locked: a version, a status and a list of alerts with labels."""
     def bad(why: str) -> Refused:
         return Refused(f"not an Alertmanager webhook payload: {why} (send Alertmanager's webhook_configs "
@@ -84,7 +90,7 @@ def parse_alerts(payload: Any) -> list[tuple[str, dict[str, str], dict[str, str]
         if not (isinstance(notes, dict) and all(isinstance(v, str) for v in notes.values())):
             raise bad(f"alerts[{i}].annotations must map names to strings")
         found.append((str(alert["status"]), dict(labels), {str(k): str(v) for k, v in notes.items()},
-                      _moment(alert.get("startsAt"))))
+                      _moment(alert.get("startsAt")), _moment(alert.get("endsAt"))))
     return found
 
 
@@ -112,7 +118,7 @@ class ChangeControl:
 
     def handle(self, identity: str, request: dict[str, Any]) -> dict[str, Any]:
         """Do one request as `identity`; one at a time (two confirmations racing count once)."""
-        actions: dict[str, Callable[[str, dict[str, Any]], str]] = {
+        actions: dict[str, Callable[[str, dict[str, Any]], str | tuple[str, dict[str, Any]]]] = {
             "lock": self.lock, "unlock": self.unlock, "locks": self.list_locks, "override": self.ask,
             "override-confirm": self.confirm, "alerts": self.alerts}
         action = actions.get(str(request.get("op")))
@@ -120,10 +126,11 @@ class ChangeControl:
             return refusal_answer(Refused(f"unknown request {request.get('op')!r}", INVALID, "unknown-request"))
         with self._lock:
             try:
-                message = action(identity, request)
+                answer = action(identity, request)
             except Refused as exc:
                 return refusal_answer(exc)
-        return {"ok": True, "message": message, "identity": identity}
+        message, extra = answer if isinstance(answer, tuple) else (answer, {})
+        return {"ok": True, "message": message, "identity": identity, **extra}
 
     # -- what a request names ----------------------------------------------------------------------------
     def _repo(self, name: Any) -> Repository:
@@ -211,13 +218,27 @@ class ChangeControl:
         repo, env = self._scope(request)
         reason = self._reason(request, required=False)
         now = self.clock()
-        lifted = self.store.lift_locks(repo=repo, env=env, by=identity, now=now, reason=reason or None)
         scope = Lock(0, repo, env, "person", "", identity, reason, now, None).scope
+        frozen, why_first = self._frozen_for(identity, repo, env, now), ""
+        if frozen and not reason:   # a person's own lock lifts without one; an alert's freeze only with one
+            why_first = (f"lifting the freeze of alert {frozen[0].actor} on {frozen[0].scope} is recorded: say why with "
+                         "--reason '...'")
+            frozen = []
+        lifted = self.store.lift_locks(repo=repo, env=env, by=identity, now=now, reason=reason or None)
+        for lock in frozen:
+            if self.store.lift_lock(lock.id, by=identity, now=now, reason=reason):
+                lifted += 1
+                self._note(lock.repo, lock.env, f"gitopsd: {lock.scope} freeze by alert {lock.actor} lifted by {identity} "
+                                                f"at {utc(now)}: {reason}")
+                log.warning("%s freeze by alert %s lifted by %s: %s", lock.scope, lock.actor, identity, reason,
+                            extra={"repo": lock.repo, "env": lock.env})
+        if not lifted and why_first:
+            raise Refused(why_first, INVALID)
         if not lifted:
             left = [lock.describe() for lock in self.store.all_locks(now) if lock.repo == repo and lock.env == env]
-            raise Refused(f"no lock set by a person on {scope} to lift" + (f"; in force: {'; '.join(left)} (an alert's "
-                                                                           "freeze lifts when the alert resolves)"
-                                                                           if left else ""))
+            raise Refused(f"no lock set by a person on {scope} to lift" + (
+                f"; in force: {'; '.join(left)} (an alert's freeze lifts when the alert resolves or is no longer sent, "
+                f"or by a person in override_by with --reason)" if left else ""))
         self._note(repo, env, f"gitopsd: {scope} unlocked by {identity} at {utc(now)}" + (f": {reason}" if reason else ""))
         self._changed(repo)
         log.info("%s unlocked by %s%s", scope, identity, f": {reason}" if reason else "", extra={"repo": repo, "env": env})
@@ -225,12 +246,35 @@ class ChangeControl:
                  for lock in self.store.locks(repo_, env_, now)]
         return f"{scope} unlocked by {identity}" + (f"; still in force: {'; '.join(dict.fromkeys(still))}" if still else "")
 
+    def _frozen_for(self, identity: str, repo: str, env: str, now: float) -> list[Lock]:
+        """The alert freezes in force in the environments of this scope whose override_by names `identity`."""
+        mine = {(r.name, e.name) for r, e in self._envs_of(repo, env) if identity in e.override_by}
+        return [lock for lock in self.store.all_locks(now) if lock.source == "alert" and (lock.repo, lock.env) in mine]
+
+    def expire(self) -> list[str]:
+        """Record the alert freezes whose alert was not sent again in time as expired (history, notes); run by the
+        daemon at each look. The rule already ignored them: a lock past its end holds nothing."""
+        with self._lock:
+            return self._expire()
+
+    def _expire(self) -> list[str]:
+        said = []
+        for row in self.store.expire_alert_locks(self.clock()):
+            lock = Lock(row["id"], row["repo"], row["env"], "alert", row["alert"], row["actor"], row["reason"],
+                        row["created_at"], row["expires_at"])
+            line = (f"{lock.scope} freeze by alert {lock.actor} expired at {utc(row['expires_at'])}: Alertmanager did not "
+                    "send the alert again (alert_freezes: repeat_interval + grace)")
+            self._note(lock.repo, lock.env, f"gitopsd: {line}")
+            log.warning("%s", line, extra={"repo": lock.repo, "env": lock.env})
+            said.append(line)
+        return said
+
     def list_locks(self, _identity: str, _request: dict[str, Any]) -> str:
         held = self.store.all_locks(self.clock())
         return "\n".join(lock.describe() for lock in held) or "nothing is locked"
 
     # -- break-glass ---------------------------------------------------------------------------------------
-    def ask(self, identity: str, request: dict[str, Any]) -> str:
+    def ask(self, identity: str, request: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         """One person asks to let promotions through `env`'s locks, freezes and deny windows; a second confirms."""
         repo = self._repo(request.get("repo"))
         env = self._env(repo, request.get("env"))
@@ -250,7 +294,7 @@ class ChangeControl:
         log.info("break-glass #%d asked by %s: %s", request_id, identity, reason, extra={"repo": repo.name, "env": env.name})
         return (f"break-glass #{request_id} for {repo.name}/{env.name} asked by {identity}: {reason}. A second person "
                 f"({', '.join(others)}) confirms it before {utc(now + settings.confirm_within)}: "
-                f"gitopsd override confirm {request_id}")
+                f"gitopsd override confirm {request_id}"), {"id": request_id}
 
     def confirm(self, identity: str, request: dict[str, Any]) -> str:
         try:
@@ -296,10 +340,14 @@ class ChangeControl:
         """An Alertmanager notification: freeze what `freeze_on` names for each firing alert, lift it at its resolve."""
         found = parse_alerts(request.get("payload"))
         config, now = self.config(), self.clock()
+        self._expire()   # a freeze past its end is recorded as expired before the alert freezes anew
         said: list[str] = []
         touched: set[str] = set()
-        for status, labels, notes, since in found:
+        for status, labels, notes, since, ends in found:
             key = alert_key(labels)
+            # Alertmanager sends a firing alert again every repeat_interval: the freeze holds until then (or its endsAt)
+            until = (ends if ends is not None and ends > now else now + config.alert_freezes.repeat_interval) \
+                + config.alert_freezes.grace
             if status == "resolved":
                 if self.store.lift_locks(repo="", env="", by=f"alertmanager ({identity})", now=now, alert=key,
                                          reason="the alert resolved"):
@@ -313,11 +361,15 @@ class ChangeControl:
                     if rule.repos and repo.name not in rule.repos:
                         continue
                     for env in (repo.environment(name) for name in rule.envs):
-                        if env is None or self.store.alert_locked(key, repo.name, env.name):
+                        if env is None:
+                            continue
+                        self.look_at(repo.name, until + 0.5)   # it expires unless sent again: recorded, held heads go
+                        if self.store.extend_alert_lock(alert=key, repo=repo.name, env=env.name, now=now, until=until):
                             continue
                         why = one_line(notes.get("summary") or notes.get("description") or f"{key} is firing")
                         self.store.add_lock(repo=repo.name, env=env.name, source="alert", actor=labels["alertname"],
-                                            reason=why, now=since if since and since <= now else now, alert=key)
+                                            reason=why, now=since if since and since <= now else now, alert=key,
+                                            expires_at=until)
                         self._note(repo.name, env.name, f"gitopsd: {repo.name}/{env.name} frozen by alert "
                                                         f"{labels['alertname']} at {utc(now)}: {why}")
                         log.warning("%s/%s frozen by alert %s: %s", repo.name, env.name, labels["alertname"], why,

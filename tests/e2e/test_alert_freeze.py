@@ -22,6 +22,8 @@ from typing import Iterator
 import pytest
 import yaml
 
+from gitopsd.adapters.store import Store
+from gitopsd.config import load
 from tests.prometheus_fixture import free_port, prometheus
 from tests.support import Daemon, Sandbox, git
 
@@ -43,11 +45,21 @@ def rule_file(path: Path, expr: str) -> Path:
 @contextmanager
 def alertmanager(root: Path, webhook: str, token: str) -> Iterator[str]:
     """Alertmanager routing every alert to `webhook` at once (group_wait 1s), resolves too; yields its address."""
+    proc, address = start_alertmanager(root, webhook, token)
+    try:
+        yield address
+    finally:
+        stop(proc)
+
+
+def start_alertmanager(root: Path, webhook: str, token: str, repeat_interval: str = "1h") -> tuple[subprocess.Popen[bytes], str]:
+    """Alertmanager as `alertmanager` starts it, sending a firing alert again every `repeat_interval`; its process and
+    address, once it is ready."""
     root.mkdir(parents=True, exist_ok=True)
     config = root / "alertmanager.yml"
     config.write_text(yaml.safe_dump({
         "route": {"receiver": "gitopsd", "group_by": ["alertname"], "group_wait": "1s", "group_interval": "1s",
-                  "repeat_interval": "1h"},
+                  "repeat_interval": repeat_interval},
         "receivers": [{"name": "gitopsd", "webhook_configs": [{
             "url": webhook, "send_resolved": True,
             "http_config": {"authorization": {"type": "Bearer", "credentials": token}}}]}]}))
@@ -57,26 +69,27 @@ def alertmanager(root: Path, webhook: str, token: str) -> Iterator[str]:
         proc = subprocess.Popen([ALERTMANAGER, f"--config.file={config}", f"--storage.path={root / 'data'}",
                                  f"--web.listen-address={address}", "--cluster.listen-address=", "--log.level=debug"],
                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://{address}/-/ready", timeout=2) as answer:
-                    if answer.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"Alertmanager did not start ({proc.poll()}):\n{log.read_text()[-3000:]}")
-            time.sleep(0.2)
-        yield address
-    finally:
-        proc.terminate()
+    deadline = time.monotonic() + 30
+    while True:
         try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+            with urllib.request.urlopen(f"http://{address}/-/ready", timeout=2) as answer:
+                if answer.status == 200:
+                    return proc, address
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            stop(proc)
+            raise AssertionError(f"Alertmanager did not start ({proc.poll()}):\n{log.read_text()[-3000:]}")
+        time.sleep(0.2)
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def notifications(address: str) -> tuple[float, float]:
@@ -164,3 +177,53 @@ def test_a_firing_alert_freezes_production_a_push_is_refused_naming_it_a_rollbac
         daemon.wait_state("production", "in-sync", sandbox.head("production"))
     notes = sandbox.cli("locks").stdout
     assert notes.strip() == "nothing is locked"
+
+
+def test_a_freeze_holds_while_alertmanager_sends_it_again_a_person_in_override_by_lifts_it_and_it_expires_when_alertmanager_is_gone(short_tmp):
+    """The resolve that never comes: Alertmanager stops (restarted without its data, or gone) while the alert fires."""
+    import os
+    import pwd
+    me = pwd.getpwuid(os.geteuid()).pw_name
+    port = free_port()
+    sandbox = Sandbox(short_tmp / "box", {"qa": ["qa-1"], "production": ["prod-1"]},
+                      env_options={"production": {"override_by": [me]}},
+                      extra={"api": {"listen": f"127.0.0.1:{port}", "tokens_file": str(short_tmp / "tokens.yml")},
+                             "freeze_on": [{"alert": "CheckoutErrors", "envs": ["production"]}],
+                             "alert_freezes": {"repeat_interval": "5s", "grace": "20s"}})
+    webhook = f"http://127.0.0.1:{port}/api/v1/alerts"
+    token = sandbox.cli("token", "create", "alertmanager", "--scope", "alerts:write").stdout.strip()
+
+    def freezes() -> list[dict]:   # read in this process: no new Python every tenth of a second
+        with Store.of(load(sandbox.config), readonly=True) as store:
+            return [lock.as_json() for lock in store.all_locks(time.time()) if lock.source == "alert"]
+
+    def expired() -> bool:
+        with Store.of(load(sandbox.config), readonly=True) as store:
+            return any(row["lifted_by"] == "expired" for row in store.lock_history(5))
+
+    with Daemon(sandbox) as daemon:
+        daemon.wait_state("production", "in-sync")
+        rules = rule_file(short_tmp / "rules.yml", FIRING)
+        proc, am = start_alertmanager(short_tmp / "am", webhook, token, repeat_interval="2s")
+        try:
+            with prometheus(short_tmp / "prom", f"127.0.0.1:{port}", [rules], alertmanager=am):
+                first = daemon.wait_for(freezes, 120, "the freeze")[0]
+                assert "unless sent again" in first["line"], first
+                # Each notification Alertmanager sends again moves the freeze's end: it holds while the alert fires.
+                daemon.wait_for(lambda: any(f["until"] > first["until"] for f in freezes()), 120,
+                                "Alertmanager sending the alert again")
+
+                lifted = sandbox.cli("unlock", "production", "--reason", "the rule is being rewritten").stdout
+                assert "unlocked by" in lifted, lifted
+                daemon.wait_for(freezes, 120, "the next firing notification freezing again")
+                stop(proc)   # gone, and with it the resolve
+                daemon.wait_for(lambda: not freezes(), 180, "the freeze expiring")
+        finally:
+            stop(proc)
+        daemon.wait_for(expired, 120, "the expiry recorded")
+        past = sandbox.cli("locks", "--history", "5").stdout
+        assert "frozen by alert CheckoutErrors" in past and "; expired at " in past, past
+        assert f"lifted by {me} at " in past and "the rule is being rewritten" in past, past
+        notes = git(sandbox.repo, "log", "--notes=gitopsd", "--format=%N", "production").stdout
+        assert "freeze by alert CheckoutErrors expired at" in notes, notes
+        assert f"freeze by alert CheckoutErrors lifted by {me}" in notes, notes
