@@ -31,7 +31,7 @@ from ..services import changecontrol
 from ..services.readmodels import deployment_json, rc_history, rc_view, release_marks   # as `history`, `rc list|show` --json
 from ..services.readmodels import host_runs, preview_view, tree_named, where_view   # as `hosts ENV`, `where`, `preview` --json
 from ..services.tokens import Token, TokenCheck
-from . import statuses
+from . import breakglass, statuses
 from .openapi import document
 
 log = logging.getLogger("gitopsd.api")
@@ -403,6 +403,8 @@ def create_app(config: Callable[[], Config], store: Store, tokens: TokenCheck,
         Route(f"{v1}/locks", post_lock, methods=["POST"]),
         Route(f"{v1}/locks/lift", post_unlock, methods=["POST"]),
         Route(f"{v1}/alerts", post_alerts, methods=["POST"]),
+        *breakglass.routes(v1, store, human_gates, authorize=authorize, blocking=blocking, fields=_gate_fields,
+                           repository=repository, error=ApiError),
         Route(f"{v1}/repos/{{repo}}/trees/{{tree}}/rejections", post_rejection, methods=["POST"]),
         # GitHub's paths, for clients built for GitHub (PyGithub, Buildbot's GitHubStatusPush): any owner, one
         # namespace; after gitopsd's own, so /repos/shop/rcs stays the release candidates of shop. The GET of

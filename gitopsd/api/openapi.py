@@ -180,6 +180,11 @@ def _document() -> dict[str, Any]:
                          "properties": {"repo": {"type": "string"}, "env": {"type": "string"}, "all": {"type": "boolean"},
                                         "reason": {"type": "string"}, "until": {"type": "string", "format": "date-time"},
                                         "for": {"type": "string", "description": "a duration: 30m, 2h, 1d"}}},
+                "Override": {"type": "object", "required": ["env", "reason"], "additionalProperties": False,
+                             "properties": {"repo": {"type": "string"}, "env": {"type": "string"},
+                                            "reason": {"type": "string"}}},
+                "OverrideConfirm": {"type": "object", "additionalProperties": False,
+                                    "properties": {"reason": {"type": "string"}}},
                 "AlertmanagerWebhook": {
                     "type": "object", "required": ["version", "status", "alerts"], "additionalProperties": True,
                     "description": "Alertmanager's webhook_configs notification (version 4); other fields are kept",
@@ -289,6 +294,20 @@ def _document() -> dict[str, Any]:
             "/api/v1/locks/lift": {"post": {
                 "summary": "lift the locks a person set on exactly that scope (scope deployments:write)",
                 "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("Lock")}}},
+                "responses": {**DONE, **REFUSED}}},
+            "/api/v1/overrides": {
+                "get": {"summary": "break-glass requests waiting for their second person or in force (scope read)",
+                        "responses": {"200": _json({"type": "object"}, "break_glass"), **ERRORS}},
+                "post": {"summary": "ask for a break-glass in an environment with a reason, as the token's owner, as "
+                                    "`gitopsd override ENV` (scope deployments:write); the answer names its id",
+                         "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("Override")}}},
+                         "responses": {**DONE, **REFUSED}}},
+            "/api/v1/overrides/{id}/confirm": {"post": {
+                "summary": "confirm another person's break-glass request, as the token's owner, who must be in the "
+                           "environment's override_by (scope deployments:write)",
+                "parameters": [_path("id", "the request's number")],
+                "requestBody": {"required": False,
+                                "content": {"application/json": {"schema": _ref("OverrideConfirm")}}},
                 "responses": {**DONE, **REFUSED}}},
             "/api/v1/alerts": {"post": {
                 "summary": "Alertmanager's webhook (webhook_configs): freeze the environments freeze_on names while "

@@ -29,7 +29,7 @@ from ..adapters.store import Store
 from ..core.errors import (CONFLICT, FORBIDDEN, INVALID, MISSING, STATUS, UNAUTHENTICATED, UNAVAILABLE, GitError,
                            Refused, StoreError, UserError, refused_from)
 from ..core.settings import Config, Environment, Repository
-from . import auth
+from . import auth, breakglass
 
 log = logging.getLogger("gitopsd.web")
 
@@ -187,6 +187,7 @@ def routes(config: Callable[[], Config], store: Store, *, human_gates: HumanGate
         "ci-rerun": ci_rerun, "lock": lambda u, f: lock(u, f, "lock"), "unlock": lambda u, f: lock(u, f, "unlock"),
         "approve": lambda u, f: approval(u, f, f.get("kind") or "approve"),
         "reject": lambda u, f: approval(u, f, "reject"), "withdraw": lambda u, f: approval(u, f, "withdraw")}
+    actions.update(breakglass.actions(store, ask_gates, repository, environment, need))   # override, override-confirm
 
     def run(action: str, user: auth.WebUser, fields: dict[str, str]) -> list[str]:
         if fields.get("kind") and fields["kind"] not in APPROVAL_KINDS:

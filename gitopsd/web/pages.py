@@ -178,7 +178,8 @@ def environment_page(config: Config, store: Store, repo: Repository, env: Enviro
     marks = release_marks(config, store, deployments)
     rows = [{"d": d, "json": deployment_json(d, marks.get(d.id)), "batches": d.batches} for d in deployments]
     return {"rows": rows, "next_before": deployments[-1].id if more and deployments else None,
-            "hosts": host_runs(store, repo.name, env.name)}
+            "hosts": host_runs(store, repo.name, env.name),
+            "break_glass": [r for r in store.break_glass_requests(time.time()) if (r["repo"], r["env"]) == (repo.name, env.name)]}
 
 
 def rc_page(repo: Repository, store: Store, name: str) -> dict[str, Any] | None:

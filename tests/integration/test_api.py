@@ -395,6 +395,7 @@ def test_the_openapi_document_describes_every_endpoint(sandbox, api):
                                  "/api/v1/repos/{repo}/previews/{name}",
                                  "/api/v1/repos/{repo}/rcs/{name}", "/api/v1/repos/{repo}/rcs/{name}/approvals",
                                  "/api/v1/locks", "/api/v1/locks/lift", "/api/v1/alerts",
+                                 "/api/v1/overrides", "/api/v1/overrides/{id}/confirm",
                                  "/api/v1/repos/{repo}/trees/{tree}/rejections",
                                  # GitHub's paths, for clients built for GitHub
                                  "/api/v1/repos/{owner}/{repo}", "/api/v1/repos/{owner}/{repo}/commits/{commit}",
