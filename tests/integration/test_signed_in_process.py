@@ -166,3 +166,24 @@ def test_allowed_signers_features_not_implemented_here_leave_the_verdict_to_ssh_
         assert [s.letter for s in check_commits(str(work), Rule(str(signers)), good, [])] == [letter]
         assert "-Y" in calls.read_text()   # ssh-keygen decided
         calls.unlink()
+
+
+def test_a_key_expiring_across_a_daylight_saving_change_is_judged_as_git_and_ssh_keygen_judge_it(signed, monkeypatch):
+    """git hands ssh-keygen the commit's local time as text, which ssh-keygen reads back without daylight saving time:
+    in Berlin, 03:20 summer time just after the change is read as 03:20 winter time, an hour later than it was."""
+    work, keys, _signers = signed
+    monkeypatch.setenv("TZ", "Europe/Berlin")
+    time.tzset()
+    try:
+        signers = allowed_signers(work.parent / "dst_signers", ("old@example.com", keys["old"], 'valid-before="20190331030000"'))
+        subprocess.run(["git", "-c", f"user.signingkey={keys['old']}", "commit", "-q", "--allow-empty", "-m", "at 03:20"],
+                       cwd=work, env={**os.environ, "GIT_COMMITTER_DATE": "2019-03-31T01:20:00Z"}, check=True)
+        late = git(work, "rev-parse", "HEAD").stdout.strip()
+        assert (judged(work, signers, late) or ("",))[0] == "U"   # 01:20 UTC is before 03:00 local, yet expired
+        subprocess.run(["git", "-c", f"user.signingkey={keys['old']}", "commit", "-q", "--allow-empty", "-m", "at 01:50"],
+                       cwd=work, env={**os.environ, "GIT_COMMITTER_DATE": "2019-03-31T00:50:00Z"}, check=True)
+        early = git(work, "rev-parse", "HEAD").stdout.strip()
+        assert (judged(work, signers, early) or ("",))[:2] == ("G", "old@example.com")
+    finally:
+        monkeypatch.undo()
+        time.tzset()
