@@ -135,16 +135,17 @@ def verify(public: PublicKey, data: bytes, signature: bytes) -> bool:
 
 def verify_ssh(kind: str, key: list[bytes], sigtype: str, signature: list[bytes], data: bytes) -> bool:
     """Whether an SSH signature (fields as gate/sshsig.py parsed them: ed25519, RSA or ECDSA) is good over `data`."""
-    from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
-    from cryptography.hazmat.primitives.hashes import SHA384, SHA512
     try:
         if kind == "ssh-ed25519":
             ed25519.Ed25519PublicKey.from_public_bytes(key[0]).verify(signature[0], data)
         elif kind == "ssh-rsa":
+            from cryptography.hazmat.primitives.hashes import SHA512
             numbers = rsa.RSAPublicNumbers(int.from_bytes(key[0], "big"), int.from_bytes(key[1], "big"))
             digest = SHA256() if sigtype == "rsa-sha2-256" else SHA512()
             numbers.public_key().verify(signature[0], data, padding.PKCS1v15(), digest)
         else:
+            from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+            from cryptography.hazmat.primitives.hashes import SHA384, SHA512
             curve, hashed = {"ecdsa-sha2-nistp256": (ec.SECP256R1(), SHA256()), "ecdsa-sha2-nistp384": (ec.SECP384R1(), SHA384()),
                              "ecdsa-sha2-nistp521": (ec.SECP521R1(), SHA512())}[kind]
             public = ec.EllipticCurvePublicKey.from_encoded_point(curve, key[0])
