@@ -244,8 +244,17 @@ def absolute_time(text: str) -> int:
 
 def parse_options(text: str) -> tuple[bool, list[str] | None, int | None, int | None]:
     """(cert-authority, namespaces, valid-after, valid-before) of an options field. Raise Unsupported."""
+    options: list[str] = []
+    quoted, start = False, 0
+    for at, char in enumerate(text):   # commas inside quotes belong to the value (namespaces="git,file")
+        if char == '"':
+            quoted = not quoted
+        elif char == "," and not quoted:
+            options.append(text[start:at])
+            start = at + 1
+    options.append(text[start:])
     ca, values = False, {}
-    for option in text.split(","):
+    for option in options:
         name, eq, value = option.partition("=")
         if not eq and name == "cert-authority" and not ca:
             ca = True

@@ -88,6 +88,11 @@ def test_good_signatures_by_ed25519_rsa_and_ecdsa_keys_are_good_in_process_as_in
         assert verdict is not None and verdict[:2] == ("G", principal)
         fingerprint = run(["ssh-keygen", "-l", "-f", f"{keys[name]}.pub"]).stdout.split()[1]
         assert verdict[2] == fingerprint
+    # A namespaces list (a comma inside the quotes) names git among others.
+    pub = Path(f"{keys['alice']}.pub").read_text().strip()
+    signers.write_text(f'alice@example.com namespaces="file,git",valid-after="20200101" {pub}\n')
+    by_alice = commit(work, "signed by alice again", key=keys["alice"])
+    assert (judged(work, signers, by_alice) or ("",))[:2] == ("G", "alice@example.com")
 
 
 def test_a_commit_changed_after_signing_in_message_tree_or_signature_bytes_is_bad_in_process_as_in_ssh_keygen(signed):
