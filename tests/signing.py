@@ -7,11 +7,11 @@ from pathlib import Path
 from tests.support import git, run
 
 
-def ssh_key(folder: Path, name: str) -> Path:
-    """A new ed25519 key pair `folder/name` (and `.pub`), no passphrase; return the private key's path."""
+def ssh_key(folder: Path, name: str, kind: str = "ed25519") -> Path:
+    """A new key pair `folder/name` (and `.pub`) of type `kind` (ed25519, rsa, ecdsa), no passphrase; return its path."""
     folder.mkdir(parents=True, exist_ok=True)
     key = folder / name
-    run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", str(key)])
+    run(["ssh-keygen", "-q", "-t", kind, "-N", "", "-C", name, "-f", str(key)])
     return key
 
 

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
+# `serialization` (0.1 s) is imported by the functions that use it: the hook's SSH checks (verify_ssh) do without.
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.hashes import SHA256
 
@@ -21,9 +21,9 @@ from ..core.errors import ConfigurationError
 KEY_NAME = "signing-key.pem"
 
 
-@dataclass(frozen=True)
-class PublicKey:
-    """A key signatures are checked against: its id (sha256 of its public DER, hex) and where it came from."""
+class PublicKey(NamedTuple):
+    """A key signatures are checked against: its id (sha256 of its public DER, hex) and where it came from.
+    (A NamedTuple, not a dataclass: importing dataclasses costs the hook's SSH checks more than they take.)"""
 
     keyid: str
     source: str
@@ -39,10 +39,12 @@ def _keyid(der: bytes) -> str:
 
 
 def _public_der(key: ed25519.Ed25519PrivateKey) -> bytes:
+    from cryptography.hazmat.primitives import serialization
     return key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
 def _load_private(path: Path) -> ed25519.Ed25519PrivateKey:
+    from cryptography.hazmat.primitives import serialization
     try:
         key = serialization.load_pem_private_key(path.read_bytes(), password=None)
     except (OSError, ValueError, TypeError, UnsupportedAlgorithm) as exc:
@@ -55,6 +57,7 @@ def _load_private(path: Path) -> ed25519.Ed25519PrivateKey:
 
 def ensure_key(state_dir: Path) -> PublicKey:
     """Make the service's key under `state_dir` unless it exists (0600, public half beside it); return its public half."""
+    from cryptography.hazmat.primitives import serialization
     path = key_path(state_dir)
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -100,6 +103,7 @@ def service_key(state_dir: Path) -> PublicKey | None:
 
 def load_public(path: Path) -> PublicKey:
     """A PEM public key (ed25519, ECDSA P-256/384 or RSA) from a file. Raise ConfigurationError saying what is wrong."""
+    from cryptography.hazmat.primitives import serialization
     try:
         key = serialization.load_pem_public_key(Path(path).read_bytes())
     except (OSError, ValueError, UnsupportedAlgorithm) as exc:
@@ -113,6 +117,7 @@ def load_public(path: Path) -> PublicKey:
 
 def verify(public: PublicKey, data: bytes, signature: bytes) -> bool:
     """Whether `signature` over `data` was made by `public`'s private half."""
+    from cryptography.hazmat.primitives import serialization
     key = serialization.load_der_public_key(public.der)
     try:
         if isinstance(key, ed25519.Ed25519PublicKey):
@@ -124,5 +129,28 @@ def verify(public: PublicKey, data: bytes, signature: bytes) -> bool:
         else:
             return False
     except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
+def verify_ssh(kind: str, key: list[bytes], sigtype: str, signature: list[bytes], data: bytes) -> bool:
+    """Whether an SSH signature (fields as gate/sshsig.py parsed them: ed25519, RSA or ECDSA) is good over `data`."""
+    try:
+        if kind == "ssh-ed25519":
+            ed25519.Ed25519PublicKey.from_public_bytes(key[0]).verify(signature[0], data)
+        elif kind == "ssh-rsa":
+            from cryptography.hazmat.primitives.hashes import SHA512
+            numbers = rsa.RSAPublicNumbers(int.from_bytes(key[0], "big"), int.from_bytes(key[1], "big"))
+            digest = SHA256() if sigtype == "rsa-sha2-256" else SHA512()
+            numbers.public_key().verify(signature[0], data, padding.PKCS1v15(), digest)
+        else:
+            from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+            from cryptography.hazmat.primitives.hashes import SHA384, SHA512
+            curve, hashed = {"ecdsa-sha2-nistp256": (ec.SECP256R1(), SHA256()), "ecdsa-sha2-nistp384": (ec.SECP384R1(), SHA384()),
+                             "ecdsa-sha2-nistp521": (ec.SECP521R1(), SHA512())}[kind]
+            public = ec.EllipticCurvePublicKey.from_encoded_point(curve, key[0])
+            r, s = (int.from_bytes(v, "big") for v in signature)
+            public.verify(encode_dss_signature(r, s), data, ec.ECDSA(hashed))
+    except (InvalidSignature, ValueError, KeyError):
         return False
     return True

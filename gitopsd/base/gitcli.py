@@ -55,6 +55,12 @@ def run(argv: list[str], input: str | None = None, env: dict[str, str] | None = 
 
     A git started here sees the real objects only (no replace refs, no grafts; see above).
     """
+    code, out, err = run_bytes(argv, None if input is None else input.encode(), env)
+    return code, out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
+
+
+def run_bytes(argv: list[str], input: bytes | None = None, env: dict[str, str] | None = None) -> tuple[int, bytes, bytes]:
+    """`run`, with stdin and stdout as bytes: what checks signatures needs the objects' exact bytes."""
     if argv[0] == "git":
         # A configured repository is trusted by whoever runs gitopsd on it (the daemon, an operator as
         # root): git's ownership check would refuse it in the service layout (another user owns it).
@@ -74,7 +80,7 @@ def run(argv: list[str], input: str | None = None, env: dict[str, str] | None = 
     finally:
         for fd in (stdin_r, out_w, err_w):   # the child's ends (pipes are close-on-exec otherwise)
             os.close(fd)
-    pending = (input or "").encode()
+    pending = input or b""
     chunks: dict[int, list[bytes]] = {out_r: [], err_r: []}
     poller = select.poll()
     for fd in chunks:
@@ -105,8 +111,7 @@ def run(argv: list[str], input: str | None = None, env: dict[str, str] | None = 
                 os.close(fd)
                 open_fds.discard(fd)
     _pid, status = os.waitpid(pid, 0)
-    return (os.waitstatus_to_exitcode(status), b"".join(chunks[out_r]).decode("utf-8", "replace"),
-            b"".join(chunks[err_r]).decode("utf-8", "replace"))
+    return os.waitstatus_to_exitcode(status), b"".join(chunks[out_r]), b"".join(chunks[err_r])
 
 
 def git(repo: str | os.PathLike[str], *args: str, input: str | None = None, env: dict[str, str] | None = None,

@@ -2,9 +2,10 @@
 
 `signatures:` on an environment names the allowed signers, kept on the server outside the
 repository: an SSH `allowed_signers` file (git's gpg.ssh.allowedSignersFile) and/or an OpenPGP
-keyring (a GNUPGHOME folder); `paths:` may narrow who may touch which files. Git itself checks
-each signature (`git log` with %G?, which runs `ssh-keygen -Y verify` or `gpg`), once for all the
-commits a move adds (the hook remembers good SSH verdicts: Memory): the pre-receive hook judges this
+keyring (a GNUPGHOME folder); `paths:` may narrow who may touch which files. SSH signatures are checked
+in this process (sshsig.py, with `cryptography` behind a port), exactly as ssh-keygen would accept
+them; git checks whatever that leaves (`git log` with %G?, which runs `ssh-keygen -Y verify` or `gpg`),
+once for all the commits a move adds (the hook remembers good SSH verdicts: Memory): the pre-receive hook judges this
 for every push, the daemon again before it deploys a head (policy.judge). `signed_push: required` also wants `git push --signed` with a
 fresh nonce (receive.certNonceSeed) and a certificate signed by an allowed key.
 
@@ -15,6 +16,11 @@ from __future__ import annotations
 import os
 
 from ..base import gitcli
+
+TYPE_CHECKING = False   # true for mypy and import-linter only: the hook does not import typing
+
+if TYPE_CHECKING:
+    from .sshsig import Check
 
 SCAN_LIMIT = 100_000   # commits one move may add before the push is refused as too large to check
 # git's %G? letters: G good, U good but unknown validity, X good but expired signature, Y good but
@@ -101,21 +107,87 @@ def check_commits(repo_path: str, rule: Rule, new: str, exclude: list[str]) -> l
     """Every commit reachable from `new` and from none of `exclude` (just `new` when `exclude` is empty), as git
     verified it, newest first. In the hook, SSH verdicts already reached under the same allowed_signers are reused."""
     memory = Memory.open(repo_path, rule)
-    if memory is None:
-        return git_verified(repo_path, rule, walk(new, exclude), signatures=True)
     code, out, err = gitcli.run(["git", "-C", repo_path, "rev-list", f"--max-count={SCAN_LIMIT}", *walk(new, exclude)])
     if code != 0:
         raise gitcli.GitError(f"git rev-list: {err.strip() or f'exit {code}'}")
     commits = out.split()
     if len(commits) >= SCAN_LIMIT:
         raise gitcli.GitError(f"this move adds more than {SCAN_LIMIT} commits; push it in parts")
-    fresh = [c for c in commits if c not in memory.known]
-    checked = {s.commit: s for s in git_verified(repo_path, rule, ["--stdin"], signatures=True, only=fresh)}
-    memory.keep([s for s in checked.values() if s.good])
+    fresh = [c for c in commits if memory is None or c not in memory.known]
+    here = checked_here(repo_path, rule, fresh)
+    checked = {s.commit: s for s in git_verified(repo_path, rule, ["--stdin"], signatures=True,
+                                                 only=[c for c in fresh if c not in here])}
+    if memory is not None:
+        memory.keep([*here.values(), *(s for s in checked.values() if s.good)])
     files = ({s.commit: s.files for s in git_verified(repo_path, rule, ["--stdin"], signatures=False,
                                                        only=[c for c in commits if c not in checked])}
              if rule.paths else {})
-    return [checked.get(c) or memory.recall(c, files.get(c, [])) for c in commits]
+    for good in here.values():
+        good.files = files.get(good.commit, [])
+    found = []
+    for commit in commits:
+        signed = checked.get(commit) or here.get(commit)
+        if signed is None:
+            if memory is None:
+                raise gitcli.GitError(f"git log did not report commit {commit[:7]}")
+            signed = memory.recall(commit, files.get(commit, []))
+        found.append(signed)
+    return found
+
+
+def checked_here(repo_path: str, rule: Rule, commits: list[str]) -> dict[str, Signed]:
+    """Those of `commits` whose SSH signature is good by an allowed signer, checked in this process (sshsig.py) from
+    one `git cat-file --batch`; git and ssh-keygen judge the others (and all of them when anything is unusual)."""
+    if not commits or not rule.allowed_signers:
+        return {}
+    from . import sshsig
+    try:
+        with open(rule.allowed_signers, "rb") as f:
+            signers = sshsig.parse_allowed_signers(f.read())
+    except (OSError, sshsig.Unsupported):
+        return {}
+    check = ssh_crypto()
+    # git hands a revocation file to ssh-keygen (-r); that is not implemented here
+    if check is None or gitcli.run(["git", "-C", repo_path, "config", "gpg.ssh.revocationFile"])[1].strip():
+        return {}
+    code, out, _err = gitcli.run_bytes(["git", "-C", repo_path, "cat-file", "--batch"],
+                                       input="\n".join(commits).encode() + b"\n")
+    if code != 0:
+        return {}
+    found: dict[str, Signed] = {}
+    at = 0
+    for commit in commits:
+        nl = out.find(b"\n", at)
+        head = out[at:nl].split()
+        if len(head) != 3 or head[0].decode() != commit or head[1] != b"commit":
+            return found   # cannot happen for ids rev-list gave; git decides the rest
+        size = int(head[2])
+        raw, at = out[nl + 1:nl + 1 + size], nl + 2 + size
+        header = b"gpgsig" if len(commit) == 40 else b"gpgsig-sha256"
+        verdict = sshsig.verdict(raw, header, signers, check)
+        if verdict is not None and verdict[0] == "G":
+            found[commit] = Signed(commit, "G", verdict[1], verdict[2], [], verdict[3])
+    return found
+
+
+def ssh_crypto() -> Check | None:
+    """The port sshsig.py checks signatures through: adapters/signing.verify_ssh (`cryptography`); None when it cannot
+    be imported (git and ssh-keygen check then). Imported only when a push has commits to check."""
+    try:
+        from ..adapters.signing import verify_ssh
+    except ImportError:
+        # The hook runs with -S (no site-packages on the path): add this interpreter's, after the standard library.
+        import site
+        import sys
+        bin_folder = os.path.dirname(sys.executable)
+        venv = [p for p in (bin_folder, os.path.dirname(bin_folder)) if os.path.exists(os.path.join(p, "pyvenv.cfg"))]
+        prefixes = [os.path.dirname(bin_folder)] if venv else []
+        sys.path += [p for p in site.getsitepackages([*prefixes, sys.prefix]) if p not in sys.path]
+        try:
+            from ..adapters.signing import verify_ssh
+        except ImportError:
+            return None
+    return verify_ssh
 
 
 def walk(new: str, exclude: list[str]) -> list[str]:

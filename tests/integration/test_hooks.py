@@ -148,7 +148,7 @@ def _run_hook_entry(sandbox: Sandbox, old: str, new: str, ref: str) -> tuple[sub
 
 
 HEAVY = {"yaml", "pygit2", "ansible", "ansible_runner", "inotify_simple", "apscheduler", "dataclasses", "subprocess",
-         "json", "pathlib", "typing", "socket", "re", "argparse"}
+         "json", "pathlib", "typing", "socket", "re", "argparse", "cryptography"}   # cryptography: signed commits only
 
 
 def test_the_hook_reads_the_snapshot_and_imports_nothing_heavy_until_the_config_changes(sandbox):

@@ -1,0 +1,194 @@
+"""SSH signatures checked in the process (gate/sshsig.py), compared with what git and `ssh-keygen -Y verify` say about the
+same real commits signed with real keys: valid, changed after signing, another namespace, expired, unknown, another principal."""
+from __future__ import annotations
+
+import base64
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from gitopsd.adapters.signing import verify_ssh
+from gitopsd.gate import sshsig
+from gitopsd.gate.signatures import Rule, check_commits
+from tests.signing import allowed_signers, commit, sign_with, ssh_key
+from tests.support import git, run
+
+PRINCIPALS = ("alice@example.com", "ops@example.com", "ec@example.com", "old@example.com")
+
+
+@pytest.fixture
+def signed(short_tmp: Path) -> tuple[Path, dict[str, Path], Path]:
+    """A clone whose commits alice signs; allowed_signers with ed25519, RSA and ECDSA keys and one expired in 2020."""
+    keys = {name: ssh_key(short_tmp / "keys", name, kind) for name, kind in
+            (("alice", "ed25519"), ("ops", "rsa"), ("ec", "ecdsa"), ("old", "ed25519"), ("mallory", "ed25519"))}
+    signers = allowed_signers(short_tmp / "allowed_signers", ("alice@example.com", keys["alice"]),
+                              ("ops@example.com", keys["ops"]), ("ec@example.com", keys["ec"]),
+                              ("old@example.com", keys["old"], 'valid-before="20200101"'))
+    work = short_tmp / "work"
+    git(short_tmp, "init", "-q", str(work))
+    sign_with(work, keys["alice"])
+    return work, keys, signers
+
+
+def cat(work: Path, commit_id: str) -> bytes:
+    return subprocess.run(["git", "cat-file", "commit", commit_id], cwd=work, capture_output=True, check=True).stdout
+
+
+def write(work: Path, body: bytes) -> str:
+    """A commit object with exactly these bytes (as a forger would write it); return its id."""
+    return subprocess.run(["git", "hash-object", "-t", "commit", "-w", "--stdin"], cwd=work, input=body,
+                          capture_output=True, check=True).stdout.decode().strip()
+
+
+def with_signature(payload: bytes, armored: bytes) -> bytes:
+    """The commit `payload` with `armored` as its gpgsig header, where git puts it."""
+    head, _, message = payload.partition(b"\n\n")
+    return head + b"\ngpgsig " + b"\n ".join(armored.rstrip(b"\n").split(b"\n")) + b"\n\n" + message
+
+
+def keygen_principals(work: Path, signers: Path, commit_id: str) -> set[str]:
+    """The principals for which `ssh-keygen -Y verify` accepts the commit's signature, at the commit's time as git asks."""
+    split = sshsig.split_commit(cat(work, commit_id), b"gpgsig")
+    if split is None:
+        return set()
+    payload, armored = split
+    stamp = next(line for line in payload.split(b"\n") if line.startswith(b"committer ")).split()[-2]
+    when = time.strftime("%Y%m%d%H%M%S", time.localtime(int(stamp)))   # as git passes it
+    sig = work.parent / "commit.sig"
+    sig.write_bytes(armored)
+    return {p for p in PRINCIPALS if subprocess.run(
+        ["ssh-keygen", "-Y", "verify", "-f", str(signers), "-I", p, "-n", "git", "-s", str(sig), f"-Overify-time={when}"],
+        input=payload, capture_output=True).returncode == 0}
+
+
+def judged(work: Path, signers: Path, commit_id: str) -> tuple[str, str, str] | None:
+    """The in-process (letter, principal, key) of a commit, after checking it says what git (ssh-keygen) says."""
+    here = sshsig.verdict(cat(work, commit_id), b"gpgsig", sshsig.parse_allowed_signers(signers.read_bytes()), verify_ssh)
+    letter, principal, key = git(work, "-c", f"gpg.ssh.allowedSignersFile={signers}", "log", "-1",
+                                 "--format=%G?%x02%GS%x02%GK", commit_id).stdout.strip("\n").split("\x02")
+    accepted = keygen_principals(work, signers, commit_id)
+    if here is not None:
+        assert here[0] == letter and here[1] == principal, (here, letter, principal)
+        assert key in ("", here[2])
+    assert accepted == ({here[1]} if here is not None and here[0] == "G" else set()), (here, accepted)
+    assert (letter == "G") == bool(accepted)
+    final = check_commits(str(work), Rule(str(signers)), commit_id, [])
+    assert [(s.commit, s.letter, s.signer) for s in final] == [(commit_id, letter, principal)]
+    return None if here is None else (here[0], here[1], here[2])
+
+
+def test_good_signatures_by_ed25519_rsa_and_ecdsa_keys_are_good_in_process_as_in_ssh_keygen(signed):
+    work, keys, signers = signed
+    for name, principal in (("alice", "alice@example.com"), ("ops", "ops@example.com"), ("ec", "ec@example.com")):
+        good = commit(work, f"signed by {name}", key=keys[name])
+        verdict = judged(work, signers, good)
+        assert verdict is not None and verdict[:2] == ("G", principal)
+        fingerprint = run(["ssh-keygen", "-l", "-f", f"{keys[name]}.pub"]).stdout.split()[1]
+        assert verdict[2] == fingerprint
+    # A namespaces list (a comma inside the quotes) names git among others.
+    pub = Path(f"{keys['alice']}.pub").read_text().strip()
+    signers.write_text(f'alice@example.com namespaces="file,git",valid-after="20200101" {pub}\n')
+    by_alice = commit(work, "signed by alice again", key=keys["alice"])
+    assert (judged(work, signers, by_alice) or ("",))[:2] == ("G", "alice@example.com")
+
+
+def test_a_commit_changed_after_signing_in_message_tree_or_signature_bytes_is_bad_in_process_as_in_ssh_keygen(signed):
+    work, _keys, signers = signed
+    (work / "a.txt").write_text("1")
+    git(work, "add", "a.txt")
+    good = commit(work, "signed work")
+    body = cat(work, good)
+    message = write(work, body.replace(b"signed work", b"signed wOrk"))
+    empty_tree = git(work, "hash-object", "-t", "tree", "-w", "/dev/null").stdout.strip()
+    tree_line = body.split(b"\n")[0]
+    tree = write(work, body.replace(tree_line, b"tree " + empty_tree.encode()))
+    payload, armored = sshsig.split_commit(body, b"gpgsig") or (b"", b"")
+    lines = armored.split(b"\n")
+    blob = bytearray(base64.b64decode(b"".join(lines[1:-2])))
+    blob[-1] ^= 1   # the last byte of the signature itself
+    text = base64.b64encode(bytes(blob))
+    forged = b"\n".join([lines[0], *(text[i:i + 70] for i in range(0, len(text), 70)), *lines[-2:]])
+    signature = write(work, with_signature(payload, forged))
+    assert (judged(work, signers, good) or ("",))[:2] == ("G", "alice@example.com")
+    for changed in (message, tree, signature):
+        verdict = judged(work, signers, changed)
+        assert verdict is not None and verdict[0] == "B", verdict
+
+
+def test_a_signature_made_for_another_namespace_is_good_neither_in_process_nor_in_ssh_keygen(signed):
+    work, keys, signers = signed
+    payload = (sshsig.split_commit(cat(work, commit(work, "to be signed again")), b"gpgsig") or (b"", b""))[0]
+    (work.parent / "payload").write_bytes(payload)
+    run(["ssh-keygen", "-q", "-Y", "sign", "-f", str(keys["alice"]), "-n", "file", str(work.parent / "payload")])
+    other = write(work, with_signature(payload, (work.parent / "payload.sig").read_bytes()))
+    assert judged(work, signers, other) is None   # left to git, which says B
+    assert git(work, "-c", f"gpg.ssh.allowedSignersFile={signers}", "log", "-1", "--format=%G?", other).stdout.strip() == "B"
+
+
+def test_an_expired_key_an_unknown_key_and_another_principal_are_judged_in_process_as_ssh_keygen_judges_them(signed):
+    work, keys, signers = signed
+    expired = commit(work, "by a key that expired in 2020", key=keys["old"])
+    assert (judged(work, signers, expired) or ("",))[0] == "U"
+    # git checks a key's validity at the commit's own (committer) time, and so does the check here
+    subprocess.run(["git", "-c", f"user.signingkey={keys['old']}", "commit", "-q", "--allow-empty", "-m", "from 2019"],
+                   cwd=work, env={**os.environ, "GIT_COMMITTER_DATE": "2019-06-01T00:00:00Z"}, check=True)
+    old = git(work, "rev-parse", "HEAD").stdout.strip()
+    assert (judged(work, signers, old) or ("",))[:2] == ("G", "old@example.com")
+    unknown = commit(work, "by mallory", key=keys["mallory"])
+    assert (judged(work, signers, unknown) or ("",))[0] == "U"
+    # The committer's e-mail names ops; the signature is alice's: the principal is the key's, never the commit's word.
+    git(work, "-c", "user.email=ops@example.com", "commit", "-q", "--allow-empty", "-m", "claims to be ops")
+    claims = git(work, "rev-parse", "HEAD").stdout.strip()
+    assert (judged(work, signers, claims) or ("",))[:2] == ("G", "alice@example.com")
+
+
+def test_allowed_signers_features_not_implemented_here_leave_the_verdict_to_ssh_keygen(signed, monkeypatch):
+    work, keys, signers = signed
+    good = commit(work, "signed by alice")
+    calls = work.parent / "ssh-keygen-calls"
+    wrapper = work.parent / "bin" / "ssh-keygen"
+    wrapper.parent.mkdir()
+    wrapper.write_text(f"#!/bin/sh\necho \"$@\" >> {calls}\nexec /usr/bin/ssh-keygen \"$@\"\n")
+    wrapper.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{wrapper.parent}:{os.environ['PATH']}")
+    assert [s.letter for s in check_commits(str(work), Rule(str(signers)), good, [])] == ["G"]
+    assert not calls.exists()   # checked here
+    pub = Path(f"{keys['alice']}.pub").read_text().strip()
+    for line in (f'*@example.com namespaces="git" {pub}',                    # a principal pattern
+                 f'alice@example.com cert-authority {pub}',                 # a certificate authority
+                 f'alice@example.com valid-before="20991231Z" {pub}'):      # a time in UTC
+        signers.write_text(line + "\n")
+        try:
+            here = sshsig.verdict(cat(work, good), b"gpgsig", sshsig.parse_allowed_signers(signers.read_bytes()),
+                                  verify_ssh)
+        except sshsig.Unsupported:
+            here = None
+        assert here is None, line
+        letter = git(work, "-c", f"gpg.ssh.allowedSignersFile={signers}", "log", "-1", "--format=%G?", good).stdout.strip()
+        assert [s.letter for s in check_commits(str(work), Rule(str(signers)), good, [])] == [letter]
+        assert "-Y" in calls.read_text()   # ssh-keygen decided
+        calls.unlink()
+
+
+def test_a_key_expiring_across_a_daylight_saving_change_is_judged_as_git_and_ssh_keygen_judge_it(signed, monkeypatch):
+    """git hands ssh-keygen the commit's local time as text, which ssh-keygen reads back without daylight saving time:
+    in Berlin, 03:20 summer time just after the change is read as 03:20 winter time, an hour later than it was."""
+    work, keys, _signers = signed
+    monkeypatch.setenv("TZ", "Europe/Berlin")
+    time.tzset()
+    try:
+        signers = allowed_signers(work.parent / "dst_signers", ("old@example.com", keys["old"], 'valid-before="20190331030000"'))
+        subprocess.run(["git", "-c", f"user.signingkey={keys['old']}", "commit", "-q", "--allow-empty", "-m", "at 03:20"],
+                       cwd=work, env={**os.environ, "GIT_COMMITTER_DATE": "2019-03-31T01:20:00Z"}, check=True)
+        late = git(work, "rev-parse", "HEAD").stdout.strip()
+        assert (judged(work, signers, late) or ("",))[0] == "U"   # 01:20 UTC is before 03:00 local, yet expired
+        subprocess.run(["git", "-c", f"user.signingkey={keys['old']}", "commit", "-q", "--allow-empty", "-m", "at 01:50"],
+                       cwd=work, env={**os.environ, "GIT_COMMITTER_DATE": "2019-03-31T00:50:00Z"}, check=True)
+        early = git(work, "rev-parse", "HEAD").stdout.strip()
+        assert (judged(work, signers, early) or ("",))[:2] == ("G", "old@example.com")
+    finally:
+        monkeypatch.undo()
+        time.tzset()
