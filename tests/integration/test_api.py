@@ -479,7 +479,7 @@ def _example(schema: dict) -> dict:
 
 def _hostile_requests(doc: dict, head: str) -> list[tuple[str, str, bytes | None]]:
     """Every operation of the OpenAPI document with each bad input it can take: (method, path, raw body)."""
-    fill = {"repo": "shop", "owner": "acme", "commit": head, "env": "qa", "name": "2026-11-29.1", "tree": head}
+    fill = {"repo": "shop", "owner": "acme", "commit": head, "env": "qa", "name": "2026-11-29.1", "tree": head, "id": "1"}
     schemas = doc["components"]["schemas"]
     cases: list[tuple[str, str, bytes | None]] = []
     for template, operations in doc["paths"].items():
