@@ -106,7 +106,7 @@ def nudge(config: Any, repo: Any, trigger: str, commits: tuple[str, ...] = (), r
 
 
 def daemon_pid(state_dir: Path) -> int | None:
-    """The pid of the daemon holding the state folder's lock (daemon.py's lock_state_dir), or None.
+    """The pid of the daemon holding the state folder's lock (daemon/main.py's lock_state_dir), or None.
 
     Read from /proc/locks, not by trying the lock: a daemon starting at that instant must not find it taken."""
     try:

@@ -1,3 +1,3 @@
-"""The daemon: main.py wires the reconciler to its triggers, threads, signals and systemd;
-leadership.py is the leader and its standby on one PostgreSQL database.
+"""The daemon, by concern: main.py starts it (`gitopsd run`) and builds its parts; wiring.py, statedb.py, events.py,
+lifecycle.py, serving.py and loop.py hold what it does with them; leadership.py is the leader and its standby.
 """

@@ -6,7 +6,7 @@ carry its epoch, and the database refuses a row from an older one (fencing): a l
 off or paused, and wakes up, records and starts nothing.
 
 The standby is READY and says `standby` in STATUS=, /metrics and `gitopsd status`; it asks for the
-lock every POLL seconds. Once it has it, it starts as any leader does after a crash (daemon.py):
+lock every POLL seconds. Once it has it, it starts as any leader does after a crash (lifecycle.py):
 deployments left running are marked interrupted, their processes here reaped, every environment
 converges. A leader checks its lease as often; when another daemon took the lead, or when it cannot
 reach the database for SELF_FENCE seconds while a standby waits, it cancels its runs and exits

@@ -23,7 +23,7 @@ from gitopsd.ci import runs
 from gitopsd.ci.artifacts import ArtifactStore
 from gitopsd.ci.heads import HeadEvent
 from gitopsd.ci.steps import StepRunner
-from gitopsd.daemon.main import sandbox_policy
+from gitopsd.daemon.wiring import sandbox_policy
 from tests.integration.test_api import Api, free_port
 from tests.support import GITOPSD, Sandbox
 

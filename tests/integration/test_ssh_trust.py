@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from gitopsd import config as config_mod
-from gitopsd.daemon.main import sandbox_policy
+from gitopsd.daemon.wiring import sandbox_policy
 from gitopsd.adapters.gitrepo import GitRepository
 from gitopsd.adapters.runner import PlaybookRun, RunOutcome, run_playbook
 from tests.sshhosts import SshHost, interpreter, skip_without_sshd
