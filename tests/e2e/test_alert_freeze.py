@@ -11,8 +11,6 @@ import json
 import re
 import shutil
 import signal
-import subprocess
-import time
 import urllib.error
 import urllib.request
 from contextlib import contextmanager
@@ -23,7 +21,7 @@ import pytest
 import yaml
 
 from tests.prometheus_fixture import free_port, prometheus
-from tests.support import Daemon, Sandbox, git
+from tests.support import Daemon, Sandbox, git, serving
 
 ALERTMANAGER = shutil.which("prometheus-alertmanager") or "/usr/bin/prometheus-alertmanager"
 FIRING = "vector(1)"
@@ -52,31 +50,10 @@ def alertmanager(root: Path, webhook: str, token: str) -> Iterator[str]:
             "url": webhook, "send_resolved": True,
             "http_config": {"authorization": {"type": "Bearer", "credentials": token}}}]}]}))
     address = f"127.0.0.1:{free_port()}"
-    log = root / "alertmanager.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([ALERTMANAGER, f"--config.file={config}", f"--storage.path={root / 'data'}",
-                                 f"--web.listen-address={address}", "--cluster.listen-address=", "--log.level=debug"],
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://{address}/-/ready", timeout=2) as answer:
-                    if answer.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"Alertmanager did not start ({proc.poll()}):\n{log.read_text()[-3000:]}")
-            time.sleep(0.2)
+    with serving("Alertmanager", [ALERTMANAGER, f"--config.file={config}", f"--storage.path={root / 'data'}",
+                                  f"--web.listen-address={address}", "--cluster.listen-address=", "--log.level=debug"],
+                 f"http://{address}/-/ready", root / "alertmanager.log"):
         yield address
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def notifications(address: str) -> tuple[float, float]:
