@@ -11,7 +11,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ...core.errors import MISSING
-from ...services.readmodels import deployment_json, rc_history, rc_view, release_marks   # as `history`, `rc list|show` --json
+from ...services.readmodels import deployment_json, rc_shown, rc_view, release_marks   # as `history`, `rc list|show` --json
 from ...services.readmodels import host_runs, preview_view, tree_named, where_view   # as `hosts ENV`, `where`, `preview` --json
 from .. import inputs
 from ..context import Context
@@ -96,9 +96,7 @@ def routes(api: Context, v1: str) -> list[Route]:
 
         def read() -> dict[str, Any] | None:
             rc = store.rc(repo.name, name)
-            if rc is None:
-                return None
-            return {**rc_view(repo, store, rc), "history": rc_history(store, repo.name, name)}
+            return None if rc is None else rc_shown(repo, store, rc)
         view = await api.blocking(read)
         if view is None:
             raise refuse(f"no release candidate rc/{name} in {repo.name}", MISSING, "no-rc")
