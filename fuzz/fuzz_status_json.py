@@ -1,4 +1,4 @@
-"""A commit status POSTed to the HTTP API: the body's JSON (api/app._decode), then the report (api/statuses.parse_report)."""
+"""A commit status POSTed to the HTTP API: the body's JSON (api/inputs.decode), then the report (api/statuses.parse_report)."""
 from __future__ import annotations
 
 import json
@@ -6,7 +6,7 @@ import json
 import atheris
 
 with atheris.instrument_imports(include=["gitopsd"]):
-    from gitopsd.api import app, statuses
+    from gitopsd.api import inputs, statuses
 
 
 def text(fdp: atheris.FuzzedDataProvider, known: list[str]) -> object:
@@ -29,7 +29,7 @@ def test_one_input(data: bytes) -> None:
                  "target_url": ["https://ci.example/1", "http://", "ftp://x"], "description": ["ok", "x" * 1001]}
         raw = json.dumps({k: text(fdp, v) for i, (k, v) in enumerate(known.items()) if shown & (1 << i)}).encode()
     try:
-        body = app._decode(raw, "send a JSON object with a state")
+        body = inputs.decode(raw, "send a JSON object with a state")
     except ValueError as exc:
         assert "\n" not in str(exc)
         return

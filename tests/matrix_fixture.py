@@ -14,7 +14,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -23,6 +22,7 @@ import pytest
 import yaml
 
 from tests.prometheus_fixture import free_port
+from tests.support import serving
 
 SERVER_NAME = "gitopsd.test"
 UNLIMITED = {"per_second": 1000, "burst_count": 1000}
@@ -185,28 +185,8 @@ def synapse(root: Path) -> Iterator[Synapse]:
     config.write_text(yaml.safe_dump(data))
     log = root / "synapse.out"
     url = f"http://127.0.0.1:{port}"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "synapse.app.homeserver", "-c", str(config)], cwd=root,
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    running = Synapse(root, config, proc, url, log)
-    try:
-        deadline = time.monotonic() + 180   # a busy machine: Synapse's first start builds its database
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/_matrix/client/versions", timeout=5) as answer:
-                    if answer.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"Synapse did not start ({proc.poll()}):\n{log.read_text()[-3000:]}")
-            time.sleep(0.5)
-        yield running
-    finally:
-        proc.send_signal(signal.SIGCONT)   # a test that failed while holding it stopped
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    # timeout: a busy machine; Synapse's first start builds its database. A test that failed while holding it
+    # stopped (SIGSTOP) is fine: serving sends SIGCONT before SIGTERM.
+    with serving("Synapse", [sys.executable, "-m", "synapse.app.homeserver", "-c", str(config)],
+                 f"{url}/_matrix/client/versions", log, timeout=180, cwd=root) as proc:
+        yield Synapse(root, config, proc, url, log)

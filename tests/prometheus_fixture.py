@@ -18,6 +18,8 @@ from typing import Any, Iterator
 
 import yaml
 
+from tests.support import serving
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -74,30 +76,9 @@ def prometheus(root: Path, target: str, rules: list[Path] = (), alertmanager: st
         "scrape_configs": [{"job_name": "gitopsd", "metrics_path": "/metrics",
                             "static_configs": [{"targets": [target]}]}],
         **({"alerting": {"alertmanagers": [{"static_configs": [{"targets": [alertmanager]}]}]}} if alertmanager else {})}))
-    port = free_port()
-    log = root / "prometheus.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([binary, f"--config.file={config}", f"--storage.tsdb.path={root / 'data'}",
-                                 f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    running = Prometheus(proc, f"http://127.0.0.1:{port}", log)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(f"{running.url}/-/ready", timeout=2) as answer:
-                    if answer.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"Prometheus did not start ({proc.poll()}):\n{log.read_text()[-3000:]}")
-            time.sleep(0.2)
-        yield running
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    port, log = free_port(), root / "prometheus.log"
+    url = f"http://127.0.0.1:{port}"
+    with serving("Prometheus", [binary, f"--config.file={config}", f"--storage.tsdb.path={root / 'data'}",
+                                f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
+                 f"{url}/-/ready", log) as proc:
+        yield Prometheus(proc, url, log)

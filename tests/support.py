@@ -14,6 +14,7 @@ import sys
 import sysconfig
 import tempfile
 import time
+import urllib.request
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -101,6 +102,39 @@ def in_process(argv: list[str], env: dict[str, str] | None = None, check: bool =
     if check and code != 0:
         raise AssertionError(f"gitopsd {argv} failed ({code}):\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+# -- servers the tests talk to (Prometheus, Alertmanager, Synapse) ------------------------------------
+
+@contextmanager
+def serving(name: str, argv: list[str], ready: str, log: Path, timeout: float = 30,
+            cwd: Path | None = None) -> Iterator[subprocess.Popen[bytes]]:
+    """Run server `name` (argv, its output in `log`, a session of its own) until the block ends: first wait until
+    the URL `ready` answers 200, failing with the log's end if it exits or `timeout` passes; at the end stop it
+    (SIGCONT first: a test may have stopped it), killing it after 30 s."""
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(argv, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with urllib.request.urlopen(ready, timeout=5) as answer:
+                    if answer.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"{name} did not start ({proc.poll()}):\n{log.read_text()[-3000:]}")
+            time.sleep(0.2)
+        yield proc
+    finally:
+        proc.send_signal(signal.SIGCONT)
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 # -- real Unix users (tests that run as root) ---------------------------------------------------------

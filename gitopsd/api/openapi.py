@@ -1,4 +1,4 @@
-"""The OpenAPI 3 document served at /api/v1/openapi.json, written by hand beside the routes in api/app.py."""
+"""The OpenAPI 3 document served at /api/v1/openapi.json, written by hand beside the routes in api/routes/."""
 from __future__ import annotations
 
 from typing import Any

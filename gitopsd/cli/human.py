@@ -11,8 +11,7 @@ import argparse
 import json
 from typing import Callable
 
-from ..core.errors import UserError
-from ..services.readmodels import rc_history, rc_view
+from ..services.readmodels import rc_named, rc_shown, rc_view
 from .common import ask_daemon, load_config, print_preview, repository
 
 
@@ -53,12 +52,10 @@ def cmd_rc_show(args: argparse.Namespace) -> int:
     from ..base import gitcli
     config = load_config(args)
     repo = repository(config, args.repo)
-    name = args.name.removeprefix("rc/")
     with Store.of(config, readonly=True) as store:
-        rc = store.rc(repo.name, name)
-        if rc is None:
-            raise UserError(f"no release candidate rc/{name} in {repo.name} (see gitopsd rc list)")
-        view = {**rc_view(repo, store, rc), "history": rc_history(store, repo.name, name)}
+        rc = rc_named(store, repo, args.name)
+        view = rc_shown(repo, store, rc)
+    name = rc["name"]
     if args.json:
         print(json.dumps(view, indent=2))
         return 0
@@ -89,12 +86,8 @@ def cmd_rc_evidence(args: argparse.Namespace) -> int:
     from ..services.evidence import rc_evidence
     config = load_config(args)
     repo = repository(config, args.repo)
-    name = args.name.removeprefix("rc/")
     with Store.of(config, readonly=True) as store:
-        rc = store.rc(repo.name, name)
-        if rc is None:
-            raise UserError(f"no release candidate rc/{name} in {repo.name} (see gitopsd rc list)")
-        print(json.dumps(rc_evidence(config, repo, store, rc), indent=2))
+        print(json.dumps(rc_evidence(config, repo, store, rc_named(store, repo, args.name)), indent=2))
     return 0
 
 

@@ -11,6 +11,7 @@ import re
 import time
 from typing import Any
 
+from ..core.errors import MISSING, Refused
 from ..gate.approvals import Policy, bound_approval_state, newest_by_actor, preview_stale
 from ..gate.rejections import describe, rejection_for
 
@@ -173,3 +174,18 @@ def rc_history(store: Any, repo_name: str, name: str) -> list[dict[str, Any]]:
     words += [{"actor": actor, "kind": f"tree-{kind}ed", "note": f"{env}: {reason}", "at": at}
               for env, kind, _deployment, actor, reason, at, _commit in trees]
     return sorted(words, key=lambda w: float(w["at"]))
+
+
+def rc_named(store: Any, repo: Any, name: str) -> dict[str, Any]:
+    """The release candidate rc/NAME (or NAME) of `repo`, as the store keeps it. Raise Refused naming `rc list`."""
+    name = name.removeprefix("rc/")
+    rc = store.rc(repo.name, name)
+    if rc is None:
+        raise Refused(f"no release candidate rc/{name} in {repo.name} (see gitopsd rc list)", MISSING, "no-rc")
+    return dict(rc)
+
+
+def rc_shown(repo: Any, store: Any, rc: dict[str, Any]) -> dict[str, Any]:
+    """A release candidate as `rc show --json` prints it (its rc_view and rc_history): the API and the dashboard
+    show the same."""
+    return {**rc_view(repo, store, rc), "history": rc_history(store, repo.name, rc["name"])}

@@ -4,7 +4,7 @@ run CI again.
 Each is a POST to /actions/NAME with form fields, runs the function the command line runs
 (operations.py for promote, rollback and retry; the daemon's control request handler for the human
 gates and CI reruns, as `gitopsd approve` and `gitopsd ci rerun` reach it) as the signed-in user, and answers with the same lines the command line prints, refusals
-included. The role the user holds in the environment (auth.role) is checked first; the rules of
+included. The role the user holds in the environment (roles.role) is checked first; the rules of
 the action itself (override_by, signoff_by, approvers) still apply on top: a role never widens them.
 The CSRF token was checked by auth's middleware before any of this runs.
 
@@ -29,7 +29,7 @@ from ..adapters.store import Store
 from ..core.errors import (CONFLICT, FORBIDDEN, INVALID, MISSING, STATUS, UNAUTHENTICATED, UNAVAILABLE, GitError,
                            Refused, StoreError, UserError, refused_from)
 from ..core.settings import Config, Environment, Repository
-from . import auth, breakglass
+from . import auth, breakglass, roles
 
 log = logging.getLogger("gitopsd.web")
 
@@ -74,16 +74,16 @@ def routes(config: Callable[[], Config], store: Store, *, human_gates: HumanGate
                               f"(it has: {', '.join(e.name for e in repo.environments)})")
         return env
 
-    def need(user: auth.WebUser, repo: Repository, env: Environment, role: str, doing: str,
+    def need(user: roles.WebUser, repo: Repository, env: Environment, role: str, doing: str,
              scope: str | None = None) -> None:
         """Refuse (403) unless the user holds `role` in that environment and, signed in with a token, the scope that
         writes it (the role's, or `scope`): the dashboard allows a token no more than the API does."""
-        scope = scope or auth.ROLE_SCOPE.get(role)
-        if not auth.scoped(user, scope):
+        scope = scope or roles.ROLE_SCOPE.get(role)
+        if not roles.scoped(user, scope):
             raise Answer(FORBIDDEN, f"{user.name} may not {doing} with the token {user.token}: it lacks the scope {scope} "
                               f"(sign in with a token made with `gitopsd token create NAME --scope read --scope {scope}`)")
-        if not auth.allows(user, repo.name, env.name, role):
-            have = auth.role(user, repo.name, env.name)
+        if not roles.allows(user, repo.name, env.name, role):
+            have = roles.role(user, repo.name, env.name)
             raise Answer(FORBIDDEN, f"{user.name} may not {doing} in {repo.name}/{env.name}: that needs the {role} role, and "
                               f"{user.name} {'is a ' + have if have else 'has no role'} there "
                               f"(web.roles in {config().source})")
@@ -112,7 +112,7 @@ def routes(config: Callable[[], Config], store: Store, *, human_gates: HumanGate
         return [str(answer.get("message", "done"))]
 
     # -- each action: (user, fields) -> lines, raising Answer -----------------------------------------------------
-    def promote(user: auth.WebUser, f: dict[str, str]) -> list[str]:
+    def promote(user: roles.WebUser, f: dict[str, str]) -> list[str]:
         repo = repository(f)
         dst = environment(repo, f.get("env"))
         need(user, repo, dst, "deployer", "promote")
@@ -121,7 +121,7 @@ def routes(config: Callable[[], Config], store: Store, *, human_gates: HumanGate
         return outcome(operations.promote(config(), lambda: nullcontext(store), repo, src, dst.name, user.name,
                                           override=f.get("override") or None, announce=announcer(repo, user.name)))
 
-    def rollback(user: auth.WebUser, f: dict[str, str]) -> list[str]:
+    def rollback(user: roles.WebUser, f: dict[str, str]) -> list[str]:
         repo = repository(f)
         env = environment(repo, f.get("env"))
         need(user, repo, env, "deployer", "roll back")
@@ -134,21 +134,21 @@ def routes(config: Callable[[], Config], store: Store, *, human_gates: HumanGate
         return outcome(operations.rollback((lambda: nullcontext(store)) if to is None else writable, repo, env.name,
                                            user.name, to=to, announce=announcer(repo, user.name)))
 
-    def retry(user: auth.WebUser, f: dict[str, str]) -> list[str]:
+    def retry(user: roles.WebUser, f: dict[str, str]) -> list[str]:
         repo = repository(f)
         env = environment(repo, f.get("env"))
         need(user, repo, env, "deployer", "retry")
         return outcome(operations.retry(config(), writable, repo, env.name, user.name, force=f.get("force") in YES,
                                         reason=f.get("reason") or None, announce=announcer(repo, user.name)))
 
-    def signoff(user: auth.WebUser, f: dict[str, str]) -> list[str]:
+    def signoff(user: roles.WebUser, f: dict[str, str]) -> list[str]:
         repo = repository(f)
         env = environment(repo, f.get("env"))
         need(user, repo, env, "viewer", "sign off", "approvals:write")   # who may sign off is signoff_by's: the gates check it
         return ask_gates(user.name, {"op": "signoff", "repo": repo.name, "env": env.name, "note": f.get("note"),
                                      "reject": f.get("reject") in YES, "commit": f.get("commit") or None})
 
-    def approval(user: auth.WebUser, f: dict[str, str], kind: str) -> list[str]:
+    def approval(user: roles.WebUser, f: dict[str, str], kind: str) -> list[str]:
         repo = repository(f)
         name = f.get("rc", "").removeprefix("rc/")
         rc = store.rc(repo.name, name)
@@ -158,7 +158,7 @@ def routes(config: Callable[[], Config], store: Store, *, human_gates: HumanGate
         need(user, repo, target, "approver", kind)   # and the approvers: list, which the gates check
         return ask_gates(user.name, {"op": kind, "repo": repo.name, "rc": name, "note": f.get("note")})
 
-    def rc_create(user: auth.WebUser, f: dict[str, str]) -> list[str]:
+    def rc_create(user: roles.WebUser, f: dict[str, str]) -> list[str]:
         repo = repository(f)
         gated = [e for e in repo.environments if e.approvals is not None]
         target = environment(repo, f["to"]) if f.get("to") else (gated[0] if gated else repo.environments[-1])
@@ -166,7 +166,7 @@ def routes(config: Callable[[], Config], store: Store, *, human_gates: HumanGate
         return ask_gates(user.name, {"op": "rc-create", "repo": repo.name, "from": f.get("from") or None,
                                      "to": f.get("to") or None, "name": f.get("name") or None})
 
-    def ci_rerun(user: auth.WebUser, f: dict[str, str]) -> list[str]:
+    def ci_rerun(user: roles.WebUser, f: dict[str, str]) -> list[str]:
         repo = repository(f)
         if not repo.environments:
             raise Answer(MISSING, f"repository {repo.name} has no environments")
@@ -174,7 +174,7 @@ def routes(config: Callable[[], Config], store: Store, *, human_gates: HumanGate
         need(user, repo, repo.environments[0], "deployer", "run CI again")
         return ask_gates(user.name, {"op": "ci-rerun", "repo": repo.name, "head": f.get("head", "")})
 
-    def lock(user: auth.WebUser, f: dict[str, str], op: str) -> list[str]:
+    def lock(user: roles.WebUser, f: dict[str, str], op: str) -> list[str]:
         repo = repository(f)
         env = environment(repo, f.get("env"))
         need(user, repo, env, "deployer", op)   # as promotion: who may deploy may stop deploying
@@ -182,14 +182,14 @@ def routes(config: Callable[[], Config], store: Store, *, human_gates: HumanGate
                                      **({"for": f.get("for") or None, "until": f.get("until") or None}
                                         if op == "lock" else {})})
 
-    actions: dict[str, Callable[[auth.WebUser, dict[str, str]], list[str]]] = {
+    actions: dict[str, Callable[[roles.WebUser, dict[str, str]], list[str]]] = {
         "promote": promote, "rollback": rollback, "retry": retry, "signoff": signoff, "rc-create": rc_create,
         "ci-rerun": ci_rerun, "lock": lambda u, f: lock(u, f, "lock"), "unlock": lambda u, f: lock(u, f, "unlock"),
         "approve": lambda u, f: approval(u, f, f.get("kind") or "approve"),
         "reject": lambda u, f: approval(u, f, "reject"), "withdraw": lambda u, f: approval(u, f, "withdraw")}
     actions.update(breakglass.actions(store, ask_gates, repository, environment, need))   # override, override-confirm
 
-    def run(action: str, user: auth.WebUser, fields: dict[str, str]) -> list[str]:
+    def run(action: str, user: roles.WebUser, fields: dict[str, str]) -> list[str]:
         if fields.get("kind") and fields["kind"] not in APPROVAL_KINDS:
             raise Answer(INVALID, f"kind must be one of {', '.join(APPROVAL_KINDS)}, not {fields['kind'][:20]!r}")
         try:

@@ -52,13 +52,13 @@ def create_web_app(config: Callable[[], Config], store: Store | None = None, *,
     changes = pages.Changes(config().database, lambda: [r.path for r in config().repositories], interval)
     changes.stopping = stopping
     env = pages.templates()
-    from . import actions, auth
+    from . import actions, auth, roles
 
     def render(request: Request, name: str, status: int = 200, **values: Any) -> HTMLResponse:
         user = auth.current_user(request)
         body = env.get_template(name).render(
             request=request, user=user, csrf=auth.csrf_token(request) if user is not None else "",
-            role=lambda repo, env_name: auth.role(user, repo, env_name) if user is not None else None,
+            role=lambda repo, env_name: roles.role(user, repo, env_name) if user is not None else None,
             at_least=lambda have, want: have in ROLES and ROLES.index(have) >= ROLES.index(want),
             path=request.url.path, flash=auth.take_flash(request), **values)
         return HTMLResponse(body, status_code=status, headers=SECURITY_HEADERS)

@@ -9,25 +9,18 @@ Identity comes from one of two places, as `web.auth` says:
   read); the identity is the token's owner, and its scopes bound what the session may do (read
   only: no actions). Revoking the token ends its sessions at their next request.
 
-Sessions are signed cookies (HMAC-SHA256 with a secret kept in state_dir/web-secret): HttpOnly,
-SameSite=Strict, Secure behind TLS; signing out records the session as ended (state_dir/web-ended).
-Each session has its CSRF token, checked by the middleware on every POST. Roles per environment
-(viewer < deployer < approver < admin) come from `web.roles` and `web.admin`.
+Sessions are signed cookies (sessions.py), the proxy's proof is proxy.py's, roles per environment are
+roles.py's; this module is the middleware that puts them together: it finds the request's user,
+checks each POST's CSRF token, and serves the login and logout pages.
 """
 from __future__ import annotations
 
-import base64
-import hashlib
 import hmac
-import ipaddress
-import json
 import logging
-import os
 import secrets
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
 from html import escape
 from pathlib import Path
 from typing import Any, Callable
@@ -39,8 +32,11 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ..core.settings import Config, Web
 from ..services.tokens import TokenCheck
-from ..core.settings import ROLES, Config, RoleGrant, Web
+from .proxy import ProxyProof
+from .roles import WebUser, holds
+from .sessions import Sessions, cookie
 
 log = logging.getLogger("gitopsd.web")
 
@@ -49,7 +45,6 @@ LOGIN_COOKIE = "gitopsd_login"       # the login form's own CSRF value (double s
 FLASH_COOKIE = "gitopsd_flash"       # an action's answer, shown once on the page a non-htmx form goes back to
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "x-csrf-token"
-SECRET_HEADER = "x-gitopsd-proxy-secret"   # noqa: S105 (a header's name): carries web.proxy_secret_file's content
 LOGIN_FAILURES = 5                   # failed logins per client address ...
 LOGIN_WINDOW = 60.0                  # ... within this many seconds, then 429 until the oldest is older
 MAX_FORM = 64 * 1024                 # bytes of a posted form: actions carry a note at most
@@ -59,60 +54,11 @@ HEADERS = {"content-security-policy": "default-src 'self'; form-action 'self'; f
            "x-content-type-options": "nosniff", "referrer-policy": "same-origin", "cache-control": "no-store"}
 
 
-@dataclass(frozen=True)
-class WebUser:
-    """A signed-in person: their name (the identity actions act as), groups, and how they signed in."""
-
-    name: str
-    groups: tuple[str, ...] = ()
-    via: str = "login"                                   # login | proxy
-    grants: tuple[RoleGrant, ...] = field(default=(), repr=False, compare=False)
-    scopes: tuple[str, ...] | None = None                # a login's token scopes (None: a proxy's user, unbounded)
-    token: str = ""                                      # the name of the token a login signed in with
-
-
-# What a role's actions write, as the API's scopes say it: a token session needs that scope too.
-ROLE_SCOPE = {"deployer": "deployments:write", "approver": "approvals:write", "admin": "deployments:write"}
-WRITE_SCOPES = frozenset(ROLE_SCOPE.values())
-
-
 # -- what the pages and actions ask -----------------------------------------------------------------------------
 def current_user(request: Request) -> WebUser | None:
     """The signed-in user of this request (the middleware found it), or None."""
     user = request.scope.get("gitopsd.user")
     return user if isinstance(user, WebUser) else None
-
-
-def role(user: WebUser | None, repo: Any, env: Any) -> str:
-    """The user's role in repository `repo`'s environment `env` (names or objects with .name): the highest
-    that `web.roles`/`web.admin` grant them there, or "" for none."""
-    if user is None:
-        return ""
-    repo_name, env_name = getattr(repo, "name", repo), getattr(env, "name", env)
-    best = -1
-    for grant in user.grants:
-        if grant.matches(str(repo_name), str(env_name)) and holds(user, grant):
-            best = max(best, ROLES.index(grant.role))
-    if best > 0 and user.scopes is not None and not WRITE_SCOPES & set(user.scopes):
-        best = 0   # a read token looks, never acts, whatever the role
-    return ROLES[best] if best >= 0 else ""
-
-
-def allows(user: WebUser | None, repo: Any, env: Any, needed: str) -> bool:
-    """Does the user have `needed` (or a higher role) in that environment?"""
-    have = role(user, repo, env)
-    return (user is not None and bool(have) and ROLES.index(have) >= ROLES.index(needed)
-            and scoped(user, ROLE_SCOPE.get(needed)))
-
-
-def scoped(user: WebUser, scope: str | None) -> bool:
-    """May the user's sign-in write what `scope` covers? Always for a proxy's user; for a token, its scopes say."""
-    return scope is None or user.scopes is None or scope in user.scopes
-
-
-def holds(user: WebUser, grant: RoleGrant) -> bool:
-    """Is the user among the grant's people: by name, as everyone signed in ("*"), or by a group?"""
-    return "*" in grant.identities or user.name in grant.identities or bool(set(grant.groups) & set(user.groups))
 
 
 def csrf_token(request: Request) -> str:
@@ -135,8 +81,8 @@ def flash_cookie(request: Request, ok: bool, lines: list[str]) -> str:
             kept.append("(more: the command line shows it all)")
             break
         kept.append(line)
-    return auth.cookie(FLASH_COOKIE, auth.sign({"ok": ok, "lines": kept}, "flash"), max_age=60,
-                       secure=bool(request.scope.get("gitopsd.secure")))
+    return cookie(FLASH_COOKIE, auth.sessions.sign({"ok": ok, "lines": kept}, "flash"), max_age=60,
+                  secure=bool(request.scope.get("gitopsd.secure")))
 
 
 def the_auth(request: Request) -> Auth:
@@ -147,18 +93,16 @@ def the_auth(request: Request) -> Auth:
 
 # -- the middleware and its state --------------------------------------------------------------------------------
 class Auth:
-    """Sessions, CSRF and the login rate limit of one web app, over the daemon's current config."""
+    """Sessions, the proxy's proof, CSRF and the login rate limit of one web app, over the daemon's current config."""
 
     def __init__(self, config: Callable[[], Config], tokens: TokenCheck | None = None,
                  clock: Callable[[], float] = time.time):
         self.config, self.clock = config, clock
         self.tokens = tokens or TokenCheck(self._tokens_file)
+        self.sessions = Sessions(config, self.tokens, clock)
+        self.proxy = ProxyProof(config)
         self._lock = threading.Lock()
-        self._secret: bytes | None = None
-        self._ended: dict[str, float] | None = None         # nonce -> expiry of sessions signed out
         self._failures: dict[str, deque[float]] = {}
-        self._told: set[str] = set()                        # addresses whose unproven proxy header was logged
-        self._proof: tuple[tuple[str, int, int], bytes] | None = None   # (file, ctime, size) -> its secret
 
     @property
     def web(self) -> Web:
@@ -167,173 +111,6 @@ class Auth:
     def _tokens_file(self) -> Path:
         api = self.config().api
         return api.tokens_file if api is not None else Path("/nonexistent")
-
-    # -- signing ------------------------------------------------------------------------------------------------
-    def secret(self) -> bytes:
-        """The server's signing key: 32 random bytes in state_dir/web-secret (0600), made on first use."""
-        with self._lock:
-            if self._secret is None:
-                path = self.config().state_dir / "web-secret"
-                try:
-                    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                    with os.fdopen(fd, "wb") as out:
-                        out.write(secrets.token_bytes(32))
-                except FileExistsError:
-                    pass
-                self._secret = path.read_bytes()
-                if len(self._secret) < 32:
-                    raise OSError(f"{path} holds less than 32 bytes: remove it and restart gitopsd to make a new one")
-            return self._secret
-
-    def sign(self, payload: dict[str, Any], kind: str) -> str:
-        """`payload` and its HMAC; `kind` keeps a value made for one use (session, flash) from passing as another."""
-        body = base64.urlsafe_b64encode(json.dumps(payload, separators=(",", ":")).encode()).decode().rstrip("=")
-        mac = hmac.new(self.secret(), f"{kind}:{body}".encode(), hashlib.sha256).hexdigest()
-        return f"{body}.{mac}"
-
-    def unsign(self, value: str | None, kind: str) -> dict[str, Any] | None:
-        """The payload of a value `sign` made for `kind`, or None for anything else."""
-        if not value or "." not in value or len(value) > 4096:
-            return None
-        body, _, mac = value.rpartition(".")
-        if not hmac.compare_digest(hmac.new(self.secret(), f"{kind}:{body}".encode(), hashlib.sha256).hexdigest(), mac):
-            return None
-        try:
-            payload = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
-        except ValueError:
-            return None
-        return payload if isinstance(payload, dict) else None
-
-    def csrf_for(self, nonce: str) -> str:
-        return hmac.new(self.secret(), f"csrf:{nonce}".encode(), hashlib.sha256).hexdigest()
-
-    def cookie(self, name: str, value: str, *, max_age: int, secure: bool) -> str:
-        return (f"{name}={value}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Strict"
-                + ("; Secure" if secure else ""))
-
-    # -- sessions -------------------------------------------------------------------------------------------------
-    def new_session(self, identity: str, via: str, token: tuple[str, str] | None = None) -> tuple[str, str]:
-        """(cookie value, CSRF token) of a new session for `identity`; `token` (name, sha256) for a login."""
-        nonce = secrets.token_urlsafe(16)
-        payload: dict[str, Any] = {"u": identity, "v": via, "n": nonce,
-                                   "e": int(self.clock() + self.web.session_hours * 3600)}
-        if token is not None:
-            payload["t"], payload["h"] = token
-        return self.sign(payload, "session"), self.csrf_for(nonce)
-
-    def session(self, value: str | None) -> dict[str, Any] | None:
-        """A session cookie's payload while it is valid: signed, not expired, not signed out, and for a
-        login its token still there (revoking the token ends its sessions)."""
-        payload = self.unsign(value, "session")
-        if payload is None or not isinstance(payload.get("n"), str) or not isinstance(payload.get("u"), str):
-            return None
-        if not isinstance(payload.get("e"), int) or payload["e"] < self.clock() or payload["n"] in self.ended():
-            return None
-        if payload.get("v") == "login":
-            live = [t for t in self.tokens.tokens() if t.name == payload.get("t") and t.identity == payload["u"]
-                    and hmac.compare_digest(t.sha256, str(payload.get("h"))) and "read" in t.scopes]
-            if not live:
-                return None
-            payload = {**payload, "scopes": list(live[0].scopes)}   # as the token is now, not as it was at sign-in
-        return payload
-
-    def _ended_file(self) -> Path:
-        return self.config().state_dir / "web-ended"
-
-    def ended(self) -> dict[str, float]:
-        """Sessions signed out before their expiry: nonce -> expiry (kept in a file across restarts)."""
-        with self._lock:
-            if self._ended is None:
-                self._ended = {}
-                try:
-                    for line in self._ended_file().read_text().splitlines():
-                        nonce, _, expiry = line.partition(" ")
-                        self._ended[nonce] = float(expiry or 0)
-                except (OSError, ValueError):
-                    pass
-            return self._ended
-
-    def end(self, payload: dict[str, Any]) -> None:
-        """Sign a session out for good: its cookie is refused from now on, even if someone kept a copy."""
-        ended = self.ended()
-        with self._lock:
-            now = self.clock()
-            for nonce in [n for n, e in ended.items() if e < now]:
-                del ended[nonce]
-            ended[str(payload["n"])] = float(payload["e"])
-            path = self._ended_file()
-            tmp = path.with_name(f".{path.name}.{os.getpid()}")
-            tmp.write_text("".join(f"{n} {e:.0f}\n" for n, e in ended.items()))
-            os.replace(tmp, path)
-
-    # -- addresses --------------------------------------------------------------------------------------------------
-    def trusted(self, scope: Scope) -> bool:
-        """Did this request come straight from an address in web.trusted_proxies?"""
-        peer = (scope.get("client") or ("", 0))[0]
-        try:
-            address = ipaddress.ip_address(peer)
-        except ValueError:
-            return False
-        return any(address in ipaddress.ip_network(net) for net in self.web.trusted_proxies)
-
-    def proxy_secret(self) -> bytes:
-        """The content of web.proxy_secret_file (read again when it changes), or b"" (logged) when it is missing,
-        unreadable or readable by everyone: then no request is a proven proxy's."""
-        path = self.web.proxy_secret_file
-        if path is None:
-            return b""
-        try:
-            with open(path, "rb") as handle:
-                st = os.fstat(handle.fileno())
-                key = (str(path), st.st_ctime_ns, st.st_size)   # ctime: a chmod changes it too
-                if self._proof is not None and self._proof[0] == key:
-                    return self._proof[1]
-                if st.st_mode & 0o004:
-                    raise OSError(f"it is readable by everyone: chmod o-r {path} (root and the proxy's user only)")
-                secret = handle.read(4096).strip()
-        except OSError as exc:
-            self._tell(f"secret:{exc}", "web: no proxy is believed: web.proxy_secret_file %s: %s", path,
-                       exc.strerror or exc)
-            return b""
-        if len(secret) < 16:
-            self._tell(f"short:{key}", "web: no proxy is believed: web.proxy_secret_file %s holds less than 16 "
-                       "bytes: write a long random one (openssl rand -hex 32)", path)
-            return b""
-        self._proof = (key, secret)
-        return secret
-
-    def proven(self, scope: Scope, headers: dict[str, str]) -> bool:
-        """Did this request come from the proxy: an address in web.trusted_proxies that sends the shared secret
-        (compared in constant time)? An address alone is never enough: any local account can use loopback."""
-        if not self.trusted(scope):
-            return False
-        expected = self.proxy_secret()
-        given = headers.get(SECRET_HEADER, "").strip().encode("latin-1")
-        return bool(expected) and hmac.compare_digest(given, expected)
-
-    def _tell(self, key: str, message: str, *args: Any) -> None:
-        """Log a warning once per `key` (an address, a file's problem): a flood must not fill the log."""
-        with self._lock:
-            if key in self._told or len(self._told) > 10_000:
-                return
-            self._told.add(key)
-        log.warning(message, *args)
-
-    def client(self, scope: Scope, headers: dict[str, str]) -> str:
-        """Who to rate-limit: the TCP peer, or the address a proven proxy says it forwards for."""
-        peer = str((scope.get("client") or ("unknown", 0))[0])
-        forwarded = headers.get("x-forwarded-for", "")
-        if forwarded and self.proven(scope, headers):
-            return forwarded.split(",")[-1].strip()[:64] or peer
-        return peer
-
-    def secure(self, scope: Scope, headers: dict[str, str]) -> bool:
-        """Should cookies be Secure: web.secure_cookies, or with auto, did the request come over TLS?"""
-        setting = self.web.secure_cookies
-        if setting in ("true", "false"):
-            return setting == "true"
-        return scope.get("scheme") == "https" or (headers.get("x-forwarded-proto", "").lower() == "https"
-                                                  and self.proven(scope, headers))
 
     # -- login rate limit -------------------------------------------------------------------------------------------
     def limited(self, address: str) -> float:
@@ -358,18 +135,18 @@ class Auth:
         """The request's user and its session (None, None when nobody is signed in)."""
         web = self.web
         config = self.config()
-        payload = self.session(_cookies(headers).get(SESSION_COOKIE))
+        payload = self.sessions.session(_cookies(headers).get(SESSION_COOKIE))
         if web.auth == "proxy":
             name = headers.get(web.proxy_header.lower())
             if name is None:
                 return None, None
-            if not self.proven(scope, headers):
+            if not self.proxy.proven(scope, headers):
                 peer = str((scope.get("client") or ("unknown", 0))[0])
                 why = ("without the right proxy secret (X-Gitopsd-Proxy-Secret, web.proxy_secret_file)"
-                       if self.trusted(scope) else
+                       if self.proxy.trusted(scope) else
                        f"which is not in web.trusted_proxies ({', '.join(web.trusted_proxies)})")
-                self._tell(peer, "web: ignored the %s header from %s, %s; such requests are refused",
-                           web.proxy_header, peer, why)
+                self.proxy.tell(peer, "web: ignored the %s header from %s, %s; such requests are refused",
+                                web.proxy_header, peer, why)
                 return None, None
             name = name.strip()
             if not name or len(name) > USER_MAX or any(c.isspace() or ord(c) < 32 for c in name):
@@ -403,17 +180,17 @@ class Auth:
         public = path.startswith(PUBLIC[0]) or path == PUBLIC[1]
         user, payload = self.user_of(scope, headers)
         extra: list[str] = []   # Set-Cookie headers added to the answer
-        secure = self.secure(scope, headers)
+        secure = self.proxy.secure(scope, headers)
         if user is not None and payload is None:   # proxy: a session for the CSRF token, made now
-            value, csrf = self.new_session(user.name, "proxy")
-            extra.append(self.cookie(SESSION_COOKIE, value, max_age=int(self.web.session_hours * 3600), secure=secure))
+            value, csrf = self.sessions.new(user.name, "proxy")
+            extra.append(cookie(SESSION_COOKIE, value, max_age=int(self.web.session_hours * 3600), secure=secure))
         elif payload is not None:
-            csrf = self.csrf_for(payload["n"])
+            csrf = self.sessions.csrf_for(payload["n"])
         else:
             csrf = ""
-        flash = self.unsign(_cookies(headers).get(FLASH_COOKIE), "flash")
+        flash = self.sessions.unsign(_cookies(headers).get(FLASH_COOKIE), "flash")
         if FLASH_COOKIE in _cookies(headers) and user is not None and scope["method"] == "GET":
-            extra.append(self.cookie(FLASH_COOKIE, "", max_age=0, secure=secure))
+            extra.append(cookie(FLASH_COOKIE, "", max_age=0, secure=secure))
             if flash is not None:
                 scope["gitopsd.flash"] = (bool(flash.get("ok")), [str(x) for x in flash.get("lines", [])])
         scope["gitopsd.auth"], scope["gitopsd.user"], scope["gitopsd.csrf"] = self, user, csrf
@@ -457,8 +234,8 @@ class Auth:
             return _page(404, "No login here", "this dashboard signs you in through its proxy")
         value = secrets.token_urlsafe(16)
         response = _login_form(request, value, "", 200)
-        response.headers.append("set-cookie", self.cookie(LOGIN_COOKIE, value, max_age=3600,
-                                                          secure=bool(request.scope.get("gitopsd.secure"))))
+        response.headers.append("set-cookie", cookie(LOGIN_COOKIE, value, max_age=3600,
+                                                     secure=bool(request.scope.get("gitopsd.secure"))))
         return response
 
     async def login(self, request: Request) -> Response:
@@ -466,7 +243,7 @@ class Auth:
         if self.web.auth == "proxy":
             return _page(404, "No login here", "this dashboard signs you in through its proxy")
         headers = {k.lower(): v for k, v in request.headers.items()}
-        address = self.client(request.scope, headers)
+        address = self.proxy.client(request.scope, headers)
         wait = self.limited(address)
         if wait > 0:
             return _page(429, "Too many attempts", f"too many failed sign-ins from {address}: try again in "
@@ -484,22 +261,22 @@ class Auth:
             why = ("this token may not read (create one with --scope read)" if token is not None
                    else "that is not a valid API token (or it was revoked)")
             return _login_form(request, expected, why, 401)
-        value, _csrf = self.new_session(token.identity, "login", (token.name, token.sha256))
+        value, _csrf = self.sessions.new(token.identity, "login", (token.name, token.sha256))
         log.info("web: %s signed in with the token %s from %s", token.identity, token.name, address)
         response = RedirectResponse(_local((form.get("next") or ["/"])[0]), status_code=303)
         secure = bool(request.scope.get("gitopsd.secure"))
-        response.headers.append("set-cookie", self.cookie(SESSION_COOKIE, value,
-                                                          max_age=int(self.web.session_hours * 3600), secure=secure))
-        response.headers.append("set-cookie", self.cookie(LOGIN_COOKIE, "", max_age=0, secure=secure))
+        response.headers.append("set-cookie", cookie(SESSION_COOKIE, value,
+                                                     max_age=int(self.web.session_hours * 3600), secure=secure))
+        response.headers.append("set-cookie", cookie(LOGIN_COOKIE, "", max_age=0, secure=secure))
         return response
 
     async def logout(self, request: Request) -> Response:
         payload = request.scope.get("gitopsd.session")
         if isinstance(payload, dict):
-            self.end(payload)
+            self.sessions.end(payload)
         response = RedirectResponse("/login" if self.web.auth == "login" else "/", status_code=303)
-        response.headers.append("set-cookie", self.cookie(SESSION_COOKIE, "", max_age=0,
-                                                          secure=bool(request.scope.get("gitopsd.secure"))))
+        response.headers.append("set-cookie", cookie(SESSION_COOKIE, "", max_age=0,
+                                                     secure=bool(request.scope.get("gitopsd.secure"))))
         return response
 
 

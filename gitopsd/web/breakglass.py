@@ -12,9 +12,9 @@ from typing import Any, Callable
 from ..adapters.store import Store
 from ..core.errors import INVALID, MISSING, Refused
 from ..core.settings import Environment, Repository
-from . import auth
+from . import roles
 
-Action = Callable[[auth.WebUser, dict[str, str]], list[str]]
+Action = Callable[[roles.WebUser, dict[str, str]], list[str]]
 
 
 def actions(store: Store, ask: Callable[[str, dict[str, Any]], list[str]],
@@ -23,13 +23,13 @@ def actions(store: Store, ask: Callable[[str, dict[str, Any]], list[str]],
             need: Callable[..., None]) -> dict[str, Action]:
     """`override` and `override-confirm`, over actions.py's own checks (`need`: the role) and its way to the daemon."""
 
-    def override(user: auth.WebUser, f: dict[str, str]) -> list[str]:
+    def override(user: roles.WebUser, f: dict[str, str]) -> list[str]:
         repo = repository(f)
         env = environment(repo, f.get("env"))
         need(user, repo, env, "deployer", "break glass")   # as promotion: who may deploy may ask to deploy into a lock
         return ask(user.name, {"op": "override", "repo": repo.name, "env": env.name, "reason": f.get("reason") or None})
 
-    def confirm(user: auth.WebUser, f: dict[str, str]) -> list[str]:
+    def confirm(user: roles.WebUser, f: dict[str, str]) -> list[str]:
         number = f.get("id", "").removeprefix("#")
         if not (number.isascii() and number.isdigit() and len(number) <= 12):
             raise Refused(f"id must be a break-glass request's number, not {f.get('id', '')[:20]!r}", INVALID)

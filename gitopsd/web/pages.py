@@ -2,7 +2,7 @@
 
 Pipeline reads `status.environment_status` (what `gitopsd status --json` says), Environment reads
 `store.history` with `readmodels.release_marks` (as `history --json`), Release candidate reads
-`readmodels.rc_view` (as `rc show --json`), Deployment reads the deployment's Ansible output
+`readmodels.rc_shown` (as `rc show --json`), Deployment reads the deployment's Ansible output
 folders (as `gitopsd logs`). Nothing here decides anything: no policy in views. This is the one
 module that imports Jinja2; autoescaping is on for every template, so a commit message or an
 Ansible line is always text, never markup.
@@ -28,7 +28,7 @@ from ..ci.heads import ci_globs, matches
 from ..core.settings import Config, Environment, Repository
 from ..core.types import Deployment, DeploymentFolders
 from ..gate.rejections import describe, rejection_for
-from ..services.readmodels import deployment_json, host_runs, rc_history, rc_view, release_marks, where_view
+from ..services.readmodels import deployment_json, host_runs, rc_shown, rc_view, release_marks, where_view
 from ..services.status import EnvironmentStatus, ago, environment_status
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -188,7 +188,7 @@ def rc_page(repo: Repository, store: Store, name: str) -> dict[str, Any] | None:
     rc = store.rc(repo.name, name)
     if rc is None:
         return None
-    view = {**rc_view(repo, store, rc), "history": rc_history(store, repo.name, name)}
+    view = rc_shown(repo, store, rc)
     view["message"] = gitcli.git(repo.path, "tag", "-l", "--format=%(contents)", "--end-of-options", f"rc/{name}",
                                  check=False).rstrip()
     view["checks"] = store.statuses(repo.name, rc["tree"])

@@ -11,11 +11,10 @@ import json
 import re
 import shutil
 import signal
-import subprocess
 import time
 import urllib.error
 import urllib.request
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Iterator
 
@@ -25,7 +24,7 @@ import yaml
 from gitopsd.adapters.store import Store
 from gitopsd.config import load
 from tests.prometheus_fixture import free_port, prometheus
-from tests.support import Daemon, Sandbox, git
+from tests.support import Daemon, Sandbox, git, serving
 
 ALERTMANAGER = shutil.which("prometheus-alertmanager") or "/usr/bin/prometheus-alertmanager"
 FIRING = "vector(1)"
@@ -43,18 +42,9 @@ def rule_file(path: Path, expr: str) -> Path:
 
 
 @contextmanager
-def alertmanager(root: Path, webhook: str, token: str) -> Iterator[str]:
-    """Alertmanager routing every alert to `webhook` at once (group_wait 1s), resolves too; yields its address."""
-    proc, address = start_alertmanager(root, webhook, token)
-    try:
-        yield address
-    finally:
-        stop(proc)
-
-
-def start_alertmanager(root: Path, webhook: str, token: str, repeat_interval: str = "1h") -> tuple[subprocess.Popen[bytes], str]:
-    """Alertmanager as `alertmanager` starts it, sending a firing alert again every `repeat_interval`; its process and
-    address, once it is ready."""
+def alertmanager(root: Path, webhook: str, token: str, repeat_interval: str = "1h") -> Iterator[str]:
+    """Alertmanager routing every alert to `webhook` at once (group_wait 1s), resolves too, sending a firing alert
+    again every `repeat_interval`; yields its address."""
     root.mkdir(parents=True, exist_ok=True)
     config = root / "alertmanager.yml"
     config.write_text(yaml.safe_dump({
@@ -64,32 +54,10 @@ def start_alertmanager(root: Path, webhook: str, token: str, repeat_interval: st
             "url": webhook, "send_resolved": True,
             "http_config": {"authorization": {"type": "Bearer", "credentials": token}}}]}]}))
     address = f"127.0.0.1:{free_port()}"
-    log = root / "alertmanager.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([ALERTMANAGER, f"--config.file={config}", f"--storage.path={root / 'data'}",
-                                 f"--web.listen-address={address}", "--cluster.listen-address=", "--log.level=debug"],
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            with urllib.request.urlopen(f"http://{address}/-/ready", timeout=2) as answer:
-                if answer.status == 200:
-                    return proc, address
-        except OSError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            stop(proc)
-            raise AssertionError(f"Alertmanager did not start ({proc.poll()}):\n{log.read_text()[-3000:]}")
-        time.sleep(0.2)
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    with serving("Alertmanager", [ALERTMANAGER, f"--config.file={config}", f"--storage.path={root / 'data'}",
+                                  f"--web.listen-address={address}", "--cluster.listen-address=", "--log.level=debug"],
+                 f"http://{address}/-/ready", root / "alertmanager.log"):
+        yield address
 
 
 def notifications(address: str) -> tuple[float, float]:
@@ -204,8 +172,8 @@ def test_a_freeze_holds_while_alertmanager_sends_it_again_a_person_in_override_b
     with Daemon(sandbox) as daemon:
         daemon.wait_state("production", "in-sync")
         rules = rule_file(short_tmp / "rules.yml", FIRING)
-        proc, am = start_alertmanager(short_tmp / "am", webhook, token, repeat_interval="2s")
-        try:
+        with ExitStack() as running:
+            am = running.enter_context(alertmanager(short_tmp / "am", webhook, token, repeat_interval="2s"))
             with prometheus(short_tmp / "prom", f"127.0.0.1:{port}", [rules], alertmanager=am):
                 first = daemon.wait_for(freezes, 120, "the freeze")[0]
                 assert "unless sent again" in first["line"], first
@@ -216,10 +184,8 @@ def test_a_freeze_holds_while_alertmanager_sends_it_again_a_person_in_override_b
                 lifted = sandbox.cli("unlock", "production", "--reason", "the rule is being rewritten").stdout
                 assert "unlocked by" in lifted, lifted
                 daemon.wait_for(freezes, 120, "the next firing notification freezing again")
-                stop(proc)   # gone, and with it the resolve
+                running.close()   # Alertmanager gone, and with it the resolve
                 daemon.wait_for(lambda: not freezes(), 180, "the freeze expiring")
-        finally:
-            stop(proc)
         daemon.wait_for(expired, 120, "the expiry recorded")
         past = sandbox.cli("locks", "--history", "5").stdout
         assert "frozen by alert CheckoutErrors" in past and "; expired at " in past, past

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from gitopsd.services import notes_ledger
 from gitopsd.services import tokens
 from gitopsd.adapters.store import Store
-from gitopsd.api import app, statuses
+from gitopsd.api import inputs, statuses
 from gitopsd.ci import provenance
 from gitopsd.core.settings import Environment, Repository
 from gitopsd.gate import nudge, receive
@@ -79,7 +79,7 @@ def test_any_datagram_is_a_nudge_or_nothing(data):
 @given(st.binary(max_size=300) | JSON.map(lambda v: json.dumps(v).encode()))
 def test_any_status_body_is_a_report_or_one_line_saying_what_is_wrong(raw):
     try:
-        report = statuses.parse_report(app._decode(raw, "send a JSON object with a state"))
+        report = statuses.parse_report(inputs.decode(raw, "send a JSON object with a state"))
     except (ValueError, statuses.InvalidStatus, statuses.ReservedContext) as exc:
         assert "\n" not in str(exc)
         return
@@ -90,7 +90,7 @@ def test_any_status_body_is_a_report_or_one_line_saying_what_is_wrong(raw):
        st.none() | st.text(string.printable, max_size=100))
 def test_a_valid_status_reads_back_as_reported(state, context, description):
     body = {"state": state, "context": "ci/" + context, "description": description}
-    report = statuses.parse_report(app._decode(json.dumps(body).encode(), "x"))
+    report = statuses.parse_report(inputs.decode(json.dumps(body).encode(), "x"))
     assert (report.state, report.context, report.description) == (state, "ci/" + context, description or None)
 
 

@@ -14,7 +14,7 @@ from gitopsd.core import errors
 from gitopsd.core.errors import STATUS, Refused, error_body, refusal_answer, refused_from
 
 ROOT = Path(__file__).resolve().parents[2]
-FRONT_ENDS = [p for folder in ("api", "web") for p in sorted((ROOT / "gitopsd" / folder).glob("*.py"))]
+FRONT_ENDS = [p for folder in ("api", "web") for p in sorted((ROOT / "gitopsd" / folder).rglob("*.py"))]
 # Where a refusal's line travels: a control-socket answer's `error`, an API body's `message` (an ApiError's .body).
 ANSWER_KEY, BODY_KEY = "error", "message"
 TEXT_METHODS = ("startswith", "endswith", "find", "rfind", "index", "count", "split", "partition", "lower")
