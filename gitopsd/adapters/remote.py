@@ -3,7 +3,7 @@
 `ansible-runner transmit` packs the run (the exported tree, its vars, inventory and settings) here,
 `ansible-runner worker` runs it on the node (started by ssh under `setsid`, tagged with
 GITOPSD_NODE_RUN=<marker> so that everything it starts can be found and killed there), and
-`ansible-runner process` reads its events and final status back here, where runner.judge judges
+`ansible-runner process` reads its events and final status back here, where runevents.judge judges
 them exactly as for a local run. The node needs Python, ansible-core and ansible-runner; on the
 node, the node is the isolation (there is no sandbox around the run there).
 
@@ -34,8 +34,11 @@ import ansible_runner
 from ..core.errors import GitopsdError
 from ..core.settings import ExecutionNode, SandboxPolicy
 from ..core.types import PlaybookRun, RunOutcome, TaskChange
-from .runner import (MARKER, Requirements, RequirementsError, content_error, extravars_file, host_key_problems,
-                     install_requirements, judge, reap, reports_changed, ssh_envvars, task_change)
+from .processes import MARKER, reap
+from .runevents import content_error, judge, reports_changed, task_change
+from .runner import extravars_file
+from .sandboxed import Requirements, RequirementsError, install_requirements
+from .sshkeys import host_key_problems, ssh_envvars
 
 NODE_MARKER = "GITOPSD_NODE_RUN"   # tags the worker's processes on the node (the controller's MARKER never goes there)
 RUNS = ".gitopsd/runs"             # the worker's private data dirs, under the node user's home
@@ -245,7 +248,7 @@ def run_on_node(node: ExecutionNode, info: NodeInfo, run: PlaybookRun, cancel: t
                 policy: SandboxPolicy | None, known_hosts: Path) -> NodeRun:
     """Run the playbook on `node` through transmit | ssh worker | process, to the end, a timeout or `cancel`.
 
-    Judged like a local run (runner.judge). A node that cannot be reached, or that goes away before
+    Judged like a local run (runevents.judge). A node that cannot be reached, or that goes away before
     the run's result came back, fails the run as `unreachable node` (NodeRun.reached says which).
     """
     run.data_dir.mkdir(parents=True, exist_ok=False)

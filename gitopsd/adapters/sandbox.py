@@ -27,7 +27,7 @@ daemon dies), the kernel kills every process it started, also ones that detached
 Where the daemon runs as root, the run drops to `sandbox.user` (default `nobody`) inside the
 sandbox, with no capabilities and no way to regain privileges.
 
-This module only builds the argument list; runner.py starts the processes.
+This module only builds the argument list; runner.py (and sandboxed.py, for galaxy and vault) starts the processes.
 """
 from __future__ import annotations
 

@@ -20,7 +20,8 @@ from typing import Any, Callable
 from .batches import failed_too_many, split_batches
 from .settings import Environment, HttpCheck, PrometheusCheck
 from .tree import resolve_inside
-from .types import (BatchRecord, CheckResult, DeploymentFolders, HostInfo, Kind, PlaybookRun, Progress, RunOutcome)
+from .types import (BatchRecord, CheckResult, DeploymentFolders, Head, HostInfo, Kind, PlaybookRun, Progress,
+                    RunOutcome)
 
 
 # What happened to a host in a deployment, in its record (`hosts` of `history --json`, the dashboard):
@@ -61,6 +62,25 @@ class Toolbox:
     artifacts: Callable[[str, str], dict[str, dict[str, str]]] = lambda _repo, _tree: {}
     # Why the tree's artifacts may not run (repo, tree) -> one line, or None: their signed provenance (ci/provenance.py).
     provenance: Callable[[str, str], str | None] = lambda _repo, _tree: None
+
+
+def playbook_run(repo: str, env: Environment, marker: str, deployment_id: int, head: Head, previous_commit: str | None,
+                 kind: str, workdir: Path, data_dir: Path, artifacts: dict[str, dict[str, str]],
+                 check_mode: bool = False) -> PlaybookRun:
+    """The environment's playbook over its inventory, with its vault, for the exported `head` in `workdir`.
+
+    Deployments and drift checks (check mode, the deployed deployment's own values) both run it.
+    """
+    return PlaybookRun(
+        marker=marker, workdir=workdir,
+        playbook=resolve_inside(workdir, env.playbook), inventory=resolve_inside(workdir, env.inventory),
+        data_dir=data_dir, timeout=env.timeout, vault_password_file=env.vault_password_file,
+        check_mode=check_mode,
+        extravars={
+            "gitopsd_env": env.name, "gitopsd_repo": repo, "gitopsd_commit": head.commit,
+            "gitopsd_tree": head.tree, "gitopsd_previous_commit": previous_commit or "",
+            "gitopsd_deploy_id": str(deployment_id), "gitopsd_kind": kind,
+            "gitopsd_workdir": str(workdir), "gitopsd_artifacts": artifacts})
 
 
 def url_variables(url: str) -> tuple[str, ...]:

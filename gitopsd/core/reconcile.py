@@ -9,10 +9,10 @@ The hook is not a security boundary (the git user can `git update-ref`, a push i
 worktree skips hooks, a non-atomic push can land half), so every new head is judged again here
 with the same `policy.judge` before it is deployed; a refused head is `blocked`.
 
-After a successful deployment, the environment's `watch:` checks keep running for a while (rounds
-scheduled as looks, run on the background workers; the window is in the store so a restart resumes
-it), and a breach rolls back as a failed deployment does. `drift:` runs the deployed tree in check
-mode on a schedule, never beside a deployment of that environment (core/drift.py judges the run).
+After a successful deployment, the environment's `watch:` checks keep running for a while, and a breach
+rolls back as a failed deployment does (core/watching.py). `drift:` runs the deployed tree in check mode
+on a schedule, never beside a deployment of that environment (core/drifting.py). Both are engines of
+their own that this loop drives: it hands them the looks that are theirs and the rollbacks they need.
 
 The core depends on ports (core/ports.py: Git, the store, the judge, notifications; the Toolbox of
 core/deployment.py; a clock and an executor), so unit tests drive it with fakes and the daemon wires
@@ -26,27 +26,24 @@ import random
 import shutil
 import threading
 import time
-from dataclasses import dataclass, replace
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Callable
 
 from .decide import Decision, decide_from_store
-from .deployment import Toolbox, execute, url_variables
-from .drift import heal_delay, judge_drift
+from .deployment import Toolbox, execute, playbook_run
+from .drifting import DriftDetection
 from .errors import StalledError, TransientError
 from .ports import GitPort, Judge, Notifier, StorePort, Verdict
 from .settings import Config, Environment, Repository
-from .tree import resolve_inside
 from .windows import closed_now
-from .types import (EMPTY_TREE, Action, Block, CheckResult, Deployment, DeploymentFolders, DeploymentJob, DriftReport,
-                    FailureStatus, Head, HostInfo, Kind, PlaybookRun, Progress, Result, RunOutcome, Trigger, WatchWindow)
+from .types import (EMPTY_TREE, Action, Block, Deployment, DeploymentFolders, DeploymentJob, FailureStatus, Head,
+                    HostInfo, Kind, Progress, Result, RunOutcome, Trigger)
+from .watching import TRANSIENT_RETRY, PostDeployWatch
 
 log = logging.getLogger("gitopsd.reconciler")
 
 # Nudges sent by code that judged the head with the deploy windows just before it moved the branch.
 ANNOUNCING_TRIGGERS = (Trigger.PUSH, Trigger.PROMOTE)
-TRANSIENT_RETRY = 5.0   # seconds before looking again after a TransientError (the sweep is the slower safety net)
-AFTER_CHECK = "after-check"   # the look after a drift check: a head that waited for it, or a heal it asked for
 IN_SYNC_ACTIONS = (Action.IN_SYNC, Action.WATCHING, Action.WATCH_FAILED, Action.DRIFTED)
 
 
@@ -126,12 +123,18 @@ class Reconciler:
         self._broken: dict[tuple[str, str], str] = {}   # environments whose branch cannot be read, and why
         self._held: dict[tuple[str, str], tuple[Head | None, str]] = {}   # deployments a closed window holds, said once
         self._heads: dict[tuple[str, str], Head] = {}   # the heads last recorded in the store
-        self._checking: dict[tuple[str, str], threading.Event] = {}   # drift checks running (cancel when a head moves)
         self._superseded: dict[tuple[str, str], tuple[int, str, str]] = {}   # (old id, new head, where it stopped)
-        self._rounds: set[tuple[str, str]] = set()   # watch rounds running
-        self._heal: dict[tuple[str, str], tuple[int, str]] = {}   # heals asked for: deployed id and why
         self._lock = threading.Lock()
         self._instance = hashlib.sha256(str(config.database).encode()).hexdigest()[:8]
+        # Notify and tools are read at each use: a reload (and a test) replaces them on the reconciler.
+        self.watch = PostDeployWatch(store, tools=lambda: self.tools, revert=self._revert, reject=self._reject,
+                                     notify=lambda target, event: self.notify(target, event),
+                                     look_later=self._look_later, background=self.background, clock=clock,
+                                     on_change=lambda: self.on_change())
+        self.drift = DriftDetection(store, head=lambda repo, env: self.git.head(repo, env.branch),
+                                    run_check=self._check_run, notify=lambda target, event: self.notify(target, event),
+                                    look_later=self._look_later, background=self.background, clock=clock,
+                                    on_change=lambda: self.on_change())
 
     # -- bookkeeping shared with the daemon ----------------------------------------------------------
     def marker(self, deployment_id: int) -> str:
@@ -160,9 +163,7 @@ class Reconciler:
 
     def cancel_checks(self) -> None:
         """Stop running drift checks (the daemon stops): a check has nothing to finish."""
-        with self._lock:
-            for check in self._checking.values():
-                check.set()
+        self.drift.cancel_all()
 
     def remember_cause(self, repo: str, commit: str, cause: Cause) -> None:
         self.causes[(repo, commit)] = cause
@@ -178,7 +179,7 @@ class Reconciler:
         for env in envs:
             try:
                 if request.trigger == Trigger.WATCH_CHECK:
-                    self._watch_due(repo, env)
+                    self.watch.due(repo, env)
                 elif request.trigger == Trigger.DRIFT_CHECK:
                     self._drift_due(repo, env)
                 else:
@@ -205,17 +206,15 @@ class Reconciler:
             self._heads[(repo.name, env.name)] = desired
         key = (repo.name, env.name)
         deployed = self.store.deployed(repo.name, env.name)
+        checking = self.drift.checking(repo.name, env.name)
         with self._lock:
-            busy = key in self._running or key in self._checking
+            busy = key in self._running or checking
             running = self._running.get(key)
-            if key in self._checking and desired is not None and (deployed is None or deployed.commit != desired.commit):
-                self._checking[key].set()   # a new head: drift of what runs now no longer matters; deploy it soon
+        if checking and desired is not None and (deployed is None or deployed.commit != desired.commit):
+            self.drift.cancel(repo.name, env.name)   # a new head: drift of what runs now no longer matters; deploy it soon
         if running is not None and desired is not None and running.commit != desired.commit:
             self._supersede(repo, env, running, desired, deployed)
-        heal = self._heal.get(key)
-        if heal is not None and (deployed is None or heal[0] != deployed.id):   # asked about what no longer runs
-            self._heal.pop(key, None)
-            heal = None
+        heal = self.drift.heal_asked(repo.name, env.name, deployed)
         verdict = None
         if desired is not None and not busy and not (deployed is None and desired.tree == EMPTY_TREE):
             if deployed is None or deployed.commit != desired.commit:
@@ -242,8 +241,8 @@ class Reconciler:
             assert sync is not None and desired is not None
             self.remember_cause(repo.name, desired.commit, Cause(sync.actor, Trigger.SYNC, sync.reason))
         elif heal is not None and decision.kind == Kind.HEAL and self.accepting and desired is not None:
-            self._heal.pop(key, None)
-            self.remember_cause(repo.name, desired.commit, Cause("gitopsd", Trigger.HEAL, heal[1]))
+            self.drift.healing(repo.name, env.name)
+            self.remember_cause(repo.name, desired.commit, Cause("gitopsd", Trigger.HEAL, heal))
         if decision.action in IN_SYNC_ACTIONS:
             self.store.clear_failure(repo.name, env.name)
         elif decision.action == Action.WAIT and closed is not None and decision.reason == closed[0]:
@@ -353,10 +352,8 @@ class Reconciler:
             previous_commit=deployed.commit if deployed else None, kind=decision.kind,
             trigger=cause.trigger if cause.actor != "unknown" else trigger, actor=cause.actor, now=now,
             attempt=decision.attempt, reason=reason, queued=True)
-        watch = self.store.watch(repo.name, env.name)
-        if watch is not None and watch.state == "watching":   # a new push ends the watch; this deployment gets its own
-            self.store.end_watch(repo.name, env.name, watch.deployment_id, "ended",
-                                 f"deployment #{deployment_id} of {desired.commit[:7]} began", now)
+        # A new push ends the watch; this deployment gets its own.
+        self.watch.end(repo, env, f"deployment #{deployment_id} of {desired.commit[:7]} began", now)
         job = DeploymentJob(deployment_id, repo.name, env.name, desired, deployed, decision.kind, decision.attempt,
                             DeploymentFolders.of(self.config.state_dir, deployment_id))
         item = _Running(deployment_id, desired.commit, threading.Event(), kind=decision.kind)
@@ -423,15 +420,15 @@ class Reconciler:
             self.git.export(repo, job.desired.commit, workdir)
             # Built once by CI for this tree, the same files in every environment (plain data, names checked).
             artifacts = self.tools.artifacts(repo.name, job.desired.tree)
-            run = self._playbook_run(repo, env, job.id, job.desired, job.previous_commit, job.kind, workdir,
-                                     job.folders.root / "run", artifacts)
+            run = playbook_run(repo.name, env, self.marker(job.id), job.id, job.desired, job.previous_commit, job.kind,
+                               workdir, job.folders.root / "run", artifacts)
             attempt = execute(env, run, job.kind, self.tools, item.cancel, progress, job.folders)
             detail, reason = attempt.detail(), attempt.reason
             detail["artifacts"] = {name: a["sha256"] for name, a in artifacts.items()}   # history --json shows them
             if attempt.ok:
                 result = Result.SUCCEEDED
                 if env.watch is not None and job.kind == Kind.DEPLOY and env.watch.http:
-                    watch_hosts = self._watch_hosts(env, run, job, item.cancel)
+                    watch_hosts = self.watch.hosts(env, run, job, item.cancel)
             elif attempt.canceled:
                 result = Result.CANCELED
                 if item.superseded_by is not None:
@@ -448,24 +445,6 @@ class Reconciler:
         # Only with the result recorded (the caller then clears `_running`) may a look start the next one here.
         self._record(repo, env, job, result, reason, permanent, detail, time.monotonic() - started, watch_hosts)
         return result
-
-    def _playbook_run(self, repo: Repository, env: Environment, deployment_id: int, head: Head,
-                      previous_commit: str | None, kind: str, workdir: Path, data_dir: Path,
-                      artifacts: dict[str, dict[str, str]], check_mode: bool = False) -> PlaybookRun:
-        """The environment's playbook over its inventory, with its vault, for the exported `head` in `workdir`.
-
-        Deployments and drift checks (check mode, the deployed deployment's own values) both run it.
-        """
-        return PlaybookRun(
-            marker=self.marker(deployment_id) + ("-drift" if check_mode else ""), workdir=workdir,
-            playbook=resolve_inside(workdir, env.playbook), inventory=resolve_inside(workdir, env.inventory),
-            data_dir=data_dir, timeout=env.timeout, vault_password_file=env.vault_password_file,
-            check_mode=check_mode,
-            extravars={
-                "gitopsd_env": env.name, "gitopsd_repo": repo.name, "gitopsd_commit": head.commit,
-                "gitopsd_tree": head.tree, "gitopsd_previous_commit": previous_commit or "",
-                "gitopsd_deploy_id": str(deployment_id), "gitopsd_kind": kind,
-                "gitopsd_workdir": str(workdir), "gitopsd_artifacts": artifacts})
 
     def _record(self, repo: Repository, env: Environment, job: DeploymentJob, result: Result, reason: str,
                 permanent: bool, detail: dict[str, object], took: float, watch_hosts: tuple[HostInfo, ...] = ()) -> None:
@@ -485,7 +464,7 @@ class Reconciler:
             self.store.clear_failure(repo.name, env.name)
             log.info("deployment %s in %.1fs: %s", result, took, reason, extra=job.log_extra())
             if env.watch is not None and job.kind == Kind.DEPLOY:
-                self._begin_watch(repo, env, job, watch_hosts, now)
+                self.watch.begin(repo, env, job, watch_hosts, now)
         elif result == Result.CANCELED:
             log.warning("deployment canceled after %.1fs; %s stays on %s", took, env.name,
                         (job.previous_commit or "nothing")[:7], extra=job.log_extra())
@@ -561,250 +540,48 @@ class Reconciler:
                                  "commit": desired.commit, "tree": desired.tree, "deployment": job.id,
                                  "outcome": reason, "reason": problem, "previous_commit": job.previous_commit})
 
-    # -- the post-deploy watch ----------------------------------------------------------------------------
+    # -- the post-deploy watch and drift detection (core/watching.py, core/drifting.py) -------------------
     def resume(self) -> None:
         """After a start: resume the watches the store says were running (their windows survive a restart)."""
-        now = self.clock()
-        for watch in self.store.active_watches():
-            log.info("resuming the watch of deployment #%d (%s)", watch.deployment_id, watch.left(now),
-                     extra={"repo": watch.repo, "env": watch.env, "commit": watch.commit[:7]})
-            self.schedule(Look(watch.repo, watch.env, Trigger.WATCH_CHECK), now)
+        self.watch.resume()
 
-    def _watch_hosts(self, env: Environment, run: PlaybookRun, job: DeploymentJob,
-                     cancel: threading.Event) -> tuple[HostInfo, ...]:
-        """The hosts the watch's HTTP checks go to, with the variables their URLs name, read once now."""
-        assert env.watch is not None
-        if self.tools.hosts_of is None:
-            return ()
-        names = tuple(sorted({n for check in env.watch.http for n in url_variables(check.url)}))
-        try:
-            return tuple(self.tools.hosts_of(replace(run, data_dir=job.folders.root / "watch" / "run"), names, cancel))
-        except Exception as exc:   # the watch still runs its Prometheus checks; say why the HTTP ones cannot
-            log.error("the watch cannot run its HTTP checks: cannot read the inventory: %s", exc, extra=job.log_extra())
-            return ()
-
-    def _begin_watch(self, repo: Repository, env: Environment, job: DeploymentJob, hosts: tuple[HostInfo, ...],
-                     now: float) -> None:
-        assert env.watch is not None
-        watch = WatchWindow(repo.name, env.name, job.id, job.desired.commit, job.desired.tree,
-                            job.deployed.tree if job.deployed else None, now, now + env.watch.duration, "watching",
-                            None, hosts)
-        self.store.start_watch(watch)
-        log.info("watching for %s, checks every %gs", _span(env.watch.duration), env.watch.interval,
-                 extra=job.log_extra())
-        self.schedule(Look(repo.name, env.name, Trigger.WATCH_CHECK), min(now + env.watch.interval, watch.until))
-
-    def _watch_due(self, repo: Repository, env: Environment) -> None:
-        """A watch round is due: run it on a background worker (one at a time per environment)."""
-        key = (repo.name, env.name)
-        with self._lock:
-            if key in self._rounds:
-                return
-            self._rounds.add(key)
-
-        def round_() -> None:
-            try:
-                self._watch_round(repo, env)
-            except TransientError as exc:
-                log.warning("%s; the watch looks again in %gs", exc, TRANSIENT_RETRY, extra={"repo": repo.name, "env": env.name})
-                self.schedule(Look(repo.name, env.name, Trigger.WATCH_CHECK), self.clock() + TRANSIENT_RETRY)
-            except Exception:
-                log.exception("watch round failed", extra={"repo": repo.name, "env": env.name})
-            finally:
-                with self._lock:
-                    self._rounds.discard(key)
-                self.on_change()
-        self.background(round_)
-
-    def _watch_round(self, repo: Repository, env: Environment) -> None:
-        """One round of the watch's checks, or its end: passed when its time is over, breached at the first failure."""
-        watch = self.store.watch(repo.name, env.name)
-        now = self.clock()
-        if watch is None or watch.state != "watching":
-            return
-        extra = {"repo": repo.name, "env": env.name, "commit": watch.commit[:7], "deployment": watch.deployment_id}
-        deployed = self.store.deployed(repo.name, env.name)
-        if deployed is None or deployed.id != watch.deployment_id:
-            self.store.end_watch(repo.name, env.name, watch.deployment_id, "ended", "another deployment followed", now)
-            return
-        if env.watch is None:
-            self.store.end_watch(repo.name, env.name, watch.deployment_id, "ended", "watch: left the configuration", now)
-            return
-        if now >= watch.until:
-            last = watch.checked_at or watch.started_at
-            if now - last > 2 * env.watch.interval + 30:   # the daemon was stopped through part of it
-                why = f"the watch's time ran out while gitopsd was stopped (last checked {_span(now - last)} before)"
-                self.store.end_watch(repo.name, env.name, watch.deployment_id, "ended", why, now)
-                log.warning("%s", why, extra=extra)
-            else:
-                self.store.end_watch(repo.name, env.name, watch.deployment_id, "passed",
-                                     f"no breach in {_span(watch.until - watch.started_at)}", now)
-                log.info("watch passed: no breach in %s", _span(watch.until - watch.started_at), extra=extra)
-            return
-        breach = self._watch_checks(env, watch, extra)
-        if breach is None:
-            self.store.watch_checked(repo.name, env.name, watch.deployment_id, self.clock())
-            self.schedule(Look(repo.name, env.name, Trigger.WATCH_CHECK), min(self.clock() + env.watch.interval, watch.until))
-            return
-        self._watch_breached(repo, env, watch, breach, extra)
-
-    def _watch_checks(self, env: Environment, watch: WatchWindow, extra: dict[str, object]) -> CheckResult | None:
-        """Run every watch check once (an inconclusive Prometheus answer is asked again up to its retries).
-
-        Return the first breach: a failed check, or an inconclusive one unless `inconclusive: pass`.
-        """
-        assert env.watch is not None
-        results: list[CheckResult] = []
-        if self.tools.check_http is not None:
-            results += [self.tools.check_http(check, host, watch.commit) for check in env.watch.http for host in watch.hosts]
-        if self.tools.check_prometheus is not None:
-            for prometheus in env.watch.prometheus:
-                for attempt in range(prometheus.retries + 1):
-                    result = self.tools.check_prometheus(prometheus, watch.commit, env.name)
-                    if not result.inconclusive:
-                        break
-                    if attempt < prometheus.retries:
-                        self.tools.sleep(1.0)
-                if result.inconclusive:
-                    result = replace(result, detail=f"{result.detail} (inconclusive after {prometheus.retries + 1} "
-                                                    f"attempt{'s' if prometheus.retries else ''})")
-                results.append(result)
-        for result in results:
-            if result.ok:
-                continue
-            if result.inconclusive and env.watch.inconclusive == "pass":
-                log.warning("watch: %s: %s; ignored (inconclusive: pass)", result.name, result.detail, extra=extra)
-                continue
-            return result
-        return None
-
-    def _watch_breached(self, repo: Repository, env: Environment, watch: WatchWindow, breach: CheckResult,
-                        extra: dict[str, object]) -> None:
-        """Roll back (with auto_rollback, as after a failed deployment), record the breach as the reason, notify."""
-        now = self.clock()
-        why = f"watch of deployment #{watch.deployment_id} ({watch.commit[:7]}) failed: {breach.name}: {breach.detail}"
-        revert, problem = None, None
-        if env.auto_rollback and watch.previous_tree is not None:
-            revert, problem = self._revert(repo, env, Head(watch.commit, watch.tree), watch.previous_tree, why, now,
-                                           watch.deployment_id)
-        else:
-            self._reject(repo, env, Head(watch.commit, watch.tree), watch.deployment_id, why, now)
-            if env.auto_rollback:
-                problem = "no automatic rollback: nothing ran here before this deployment"
-        reason = why + (f"; rolling back with revert {revert[:7]}" if revert else f"; {problem}" if problem else "")
-        if not self.store.end_watch(repo.name, env.name, watch.deployment_id, "breached", reason, now):
-            return   # a new deployment ended it meanwhile
-        log.error("%s", reason, extra=extra)
-        self.notify(env.notify, {"event": "watch-failed", "repo": repo.name, "env": env.name, "commit": watch.commit,
-                                 "tree": watch.tree, "deployment": watch.deployment_id, "check": breach.name,
-                                 "detail": breach.detail, "inconclusive": breach.inconclusive, "reason": why,
-                                 "rollback_commit": revert, "rollback_problem": problem})
-        if revert:
-            self.schedule(Look(repo.name, env.name, Trigger.AUTO_ROLLBACK), now)
-
-    # -- drift detection ---------------------------------------------------------------------------------
     def _drift_due(self, repo: Repository, env: Environment) -> None:
-        """A drift check is due: run it in the background unless a deployment (or a check) of `env` runs."""
-        key = (repo.name, env.name)
+        """A drift check is due: hand it to drift detection unless a deployment of `env` runs (or the daemon stops)."""
         if env.drift is None or not self.accepting:
             return
         with self._lock:
-            if key in self._running or key in self._checking:
+            if (repo.name, env.name) in self._running:
                 return   # never beside a deployment: the deployment schedules its own baseline check
-            cancel = self._checking[key] = threading.Event()
+        self.drift.due(repo, env)
 
-        def check() -> None:
-            try:
-                self._drift_check(repo, env, cancel)
-            except Exception:
-                log.exception("drift check failed", extra={"repo": repo.name, "env": env.name})
-            finally:
-                with self._lock:
-                    self._checking.pop(key, None)
-                self.on_change()
-                self.schedule(Look(repo.name, env.name, AFTER_CHECK), self.clock())   # a head that waited, a heal
-        self.background(check)
+    def _look_later(self, repo: str, env: str, trigger: str, when: float) -> None:
+        self.schedule(Look(repo, env, trigger), when)
 
-    def _drift_check(self, repo: Repository, env: Environment, cancel: threading.Event) -> None:
-        """Run the deployed tree's playbook in check mode with diff, judge it against the baseline, record, tell."""
-        assert env.drift is not None
-        deployed = self.store.deployed(repo.name, env.name)
-        desired = self.git.head(repo, env.branch)
-        if deployed is None or desired is None or desired.commit != deployed.commit:
-            return   # nothing deployed, or a deployment is due: its own baseline check follows it
+    def _check_run(self, repo: Repository, env: Environment, deployed: Deployment,
+                   cancel: threading.Event) -> RunOutcome:
+        """Drift detection's run: the deployed tree, exported afresh, its playbook in check mode with diff."""
         extra = {"repo": repo.name, "env": env.name, "commit": deployed.commit[:7], "deployment": deployed.id}
         folder = DeploymentFolders.of(self.config.state_dir, deployed.id).root / "drift"
         shutil.rmtree(folder, ignore_errors=True)   # the newest check's files only
-        started = time.monotonic()
         try:
             workdir = folder / "tree"
             self.git.export(repo, deployed.commit, workdir)
             artifacts = self.tools.artifacts(repo.name, deployed.tree)
-            run = self._playbook_run(repo, env, deployed.id, Head(deployed.commit, deployed.tree),
-                                     deployed.previous_commit, deployed.kind, workdir, folder / "run", artifacts,
-                                     check_mode=True)
-            outcome = self.tools.run_playbook(run, cancel)
+            run = playbook_run(repo.name, env, self.marker(deployed.id) + "-drift", deployed.id,
+                               Head(deployed.commit, deployed.tree), deployed.previous_commit, deployed.kind, workdir,
+                               folder / "run", artifacts, check_mode=True)
+            return self.tools.run_playbook(run, cancel)
         except Exception as exc:   # an export or a run that cannot start says nothing about the hosts
             log.warning("drift check could not run: %s", exc, extra=extra)
-            outcome = RunOutcome(False, "failed", None, str(exc))
+            return RunOutcome(False, "failed", None, str(exc))
         finally:
             shutil.rmtree(folder / "tree", ignore_errors=True)
-        if cancel.is_set():
-            log.info("drift check canceled", extra=extra)
-            return
-        baseline = self.store.drift_baseline(repo.name, env.name, deployed.id)
-        previous = self.store.drift_report(repo.name, env.name, deployed.id)
-        report = judge_drift(repo.name, env.name, deployed.id, outcome, baseline, self.clock())
-        self.store.add_drift_report(report)
-        took = time.monotonic() - started
-        if report.state == "unknown":
-            log.warning("drift unknown after %.1fs: %s", took, report.reason, extra=extra)
-        elif report.state != "drifted":
-            log.info("drift check %s in %.1fs%s", report.state, took, f": {report.reason}" if report.reason else "",
-                     extra=extra)
-        else:
-            log.warning("drift detected in %.1fs: %s", took, report.reason, extra=extra)
-            said = previous is not None and previous.state == "drifted" and \
-                {(c.host, c.key) for c in previous.changes} == {(c.host, c.key) for c in report.changes}
-            if not said:   # once per new set of drifted tasks, not every interval
-                self.notify(env.notify, {"event": "drift-detected", "repo": repo.name, "env": env.name,
-                                         "commit": deployed.commit, "tree": deployed.tree, "deployment": deployed.id,
-                                         "hosts": report.hosts, "reason": report.reason,
-                                         "tasks": [{"host": c.host, "task": c.task} for c in report.changes]})
-            if env.drift.heal:
-                self._ask_heal(repo, env, deployed, report, extra)
-
-    def _ask_heal(self, repo: Repository, env: Environment, deployed: Deployment, report: DriftReport,
-                  extra: dict[str, object]) -> None:
-        """Ask the next look to re-apply the deployed tree (kind heal), unless heals in a row back off."""
-        assert env.drift is not None
-        heals = 0
-        last_heal: Deployment | None = None
-        for d in self.store.history(repo=repo.name, env=env.name, limit=20):
-            if d.kind != Kind.HEAL:
-                break
-            heals += 1
-            last_heal = last_heal or d
-        wait = heal_delay(env.drift.interval, heals)
-        if last_heal is not None and (last_heal.finished_at or 0) + wait > self.clock():
-            log.warning("not healing yet: %d heal%s in a row did not hold; the next may start in %s", heals,
-                        "s" if heals != 1 else "", _span((last_heal.finished_at or 0) + wait - self.clock()), extra=extra)
-            return
-        self._heal[(repo.name, env.name)] = (deployed.id, f"heal: {report.reason}")
 
     def _prune(self) -> None:
         """Delete exported trees of old deployments; their output and events stay for `gitopsd logs`."""
         for deployment_id, workdir in self.store.old_workdirs(self.config.keep_workdirs):
             shutil.rmtree(workdir, ignore_errors=True)
             self.store.clear_workdir(deployment_id)
-
-
-def _span(seconds: float) -> str:
-    """15m, 1h30m, 40s: a duration as the config writes it."""
-    seconds = int(round(seconds))
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    return "".join(f"{n}{unit}" for n, unit in ((hours, "h"), (minutes, "m"), (secs, "s")) if n) or "0s"
 
 
 def blocked_reason(verdict: Verdict) -> str:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..base import gitcli
-from ..adapters.runner import render_diff
+from ..adapters.runevents import render_diff
 from ..adapters.store import Store
 from ..core.errors import FORBIDDEN, INVALID, MISSING, GitopsdError, Refused, refusal_answer
 from ..core.settings import Config, Environment, Notify, Repository

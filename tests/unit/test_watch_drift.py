@@ -1,5 +1,5 @@
-"""Post-deploy watch and drift detection in the core: the decision's states, the drift baseline, and the
-reconciler's watch rounds and drift checks with fakes behind its ports.
+"""Post-deploy watch and drift detection in the core: the decision's states, the drift baseline, the
+reconciler's watch rounds and drift checks with fakes behind its ports, and each engine alone behind its own.
 
 Real: the SQLite store (in a temp folder). Fake: Git, Ansible outcomes, the HTTP and Prometheus checks, time.
 """
@@ -280,6 +280,58 @@ def test_drift_unknown_is_never_drift_nor_healed(drifting):
     assert store.drifted_hosts() == {("shop", "qa"): 0}
     look(reconciler)
     assert store.last("shop", "qa").kind == "deploy" and notes == []
+
+
+# -- the engines alone, without a reconciler ------------------------------------------------------------
+
+def _engine_world(tmp_path, **env_settings):
+    """A real store with one successful deployment of head(1) in qa, and qa's settings; the rest is faked."""
+    from gitopsd.adapters.store import Store
+    from gitopsd.core.settings import Environment, Repository
+    env = Environment(name="qa", branch="qa", promote_from="main", inventory="environments/qa/hosts.yml",
+                      playbook="playbooks/deploy.yml", **env_settings)
+    repo = Repository("shop", tmp_path / "shop.git", (env,))
+    store = Store(tmp_path / "state.db")
+    deployment = store.begin(repo="shop", env="qa", commit=head(1).commit, tree=head(1).tree, previous_commit=None,
+                             kind="deploy", trigger="push", actor="dev", now=NOW - 100)
+    store.finish(deployment, "succeeded", now=NOW - 90)
+    return store, repo, env, deployment
+
+
+def test_the_post_deploy_watch_is_an_engine_of_its_own_that_rolls_back_through_its_revert_port(tmp_path):
+    from gitopsd.core.watching import PostDeployWatch
+    store, repo, env, deployment = _engine_world(tmp_path, auto_rollback=True, watch=Watch(
+        duration=600, interval=30, prometheus=(PrometheusCheck("http://127.0.0.1:9", "errors", max_value=1),)))
+    store.start_watch(WatchWindow("shop", "qa", deployment, head(1).commit, head(1).tree, "0" * 40, NOW, NOW + 600,
+                                  "watching", None))
+    reverts, looks, notes = [], [], []
+    watch = PostDeployWatch(store, tools=lambda: Toolbox(run_playbook=None, check_prometheus=Checks(BAD).prometheus),  # type: ignore[arg-type]
+                            revert=lambda *args: (reverts.append(args), ("f" * 40, None))[1],
+                            reject=lambda *args: pytest.fail("a revert rejects the tree itself"),
+                            notify=lambda target, event: notes.append(event),
+                            look_later=lambda *args: looks.append(args), background=lambda work: work(),
+                            clock=lambda: NOW + 30, on_change=lambda: None)
+    watch.due(repo, env)
+    assert store.watch("shop", "qa").state == "breached"
+    assert [r[3] for r in reverts] == ["0" * 40]   # back to the tree that ran before
+    assert notes[-1]["event"] == "watch-failed" and notes[-1]["rollback_commit"] == "f" * 40
+    assert looks == [("shop", "qa", Trigger.AUTO_ROLLBACK, NOW + 30)]
+
+
+def test_drift_detection_is_an_engine_of_its_own_that_asks_for_a_heal_once_hosts_drifted(tmp_path):
+    from gitopsd.core.drifting import DriftDetection
+    store, repo, env, deployment = _engine_world(tmp_path, drift=Drift(interval=60, heal=True))
+    outcomes = [ok_run(change("qa-1", "always")), ok_run(change("qa-1", "always"), change("qa-1", "edit"))]
+    looks, notes = [], []
+    drift = DriftDetection(store, head=lambda repo, env: head(1), run_check=lambda *args: outcomes.pop(0),
+                           notify=lambda target, event: notes.append(event), look_later=lambda *args: looks.append(args),
+                           background=lambda work: work(), clock=lambda: NOW, on_change=lambda: None)
+    drift.due(repo, env)
+    assert store.drift_report("shop", "qa").state == "baseline" and drift.heal_asked("shop", "qa", store.deployed("shop", "qa")) is None
+    drift.due(repo, env)
+    assert store.drift_report("shop", "qa").state == "drifted" and [n["event"] for n in notes] == ["drift-detected"]
+    assert drift.heal_asked("shop", "qa", store.deployed("shop", "qa")).startswith("heal: 1 host drifted (qa-1)")
+    assert not drift.checking("shop", "qa") and len(looks) == 2   # each check ends with a look: a heal, a head that waited
 
 
 # -- the configuration ---------------------------------------------------------------------------------
