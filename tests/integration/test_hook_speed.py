@@ -10,6 +10,7 @@ import json
 
 import pytest
 
+from tests.integration.test_hook_shim import _started, _watch_python
 from tests.support import Sandbox, git, run
 
 
@@ -81,3 +82,21 @@ def test_the_shim_leaves_a_repository_config_it_cannot_read_plainly_to_git(sandb
     assert mark.read_text().split() == ["-I", "-S", git(sandbox.root, "--git-dir", str(sandbox.repo), "config",
                                                          "gitopsd.entry").stdout.strip(),
                                         "--config", str(sandbox.config.resolve()), "--database", database]
+
+
+def test_after_a_config_edit_the_push_that_reads_it_lets_the_next_push_of_main_alone_start_no_python(sandbox):
+    mark = _watch_python(sandbox)
+    sandbox.envs["production"] = ["production-1"]
+    sandbox.write_config()   # an edit the daemon has not read: the shim's stamp is of the file before it
+    sandbox.write("a.txt", "1")
+    sandbox.commit("one")
+    assert sandbox.push("main").returncode == 0
+    assert _started(mark)
+    sandbox.write("a.txt", "2")
+    sandbox.commit("two")
+    assert sandbox.push("main").returncode == 0
+    assert not _started(mark)
+    # The stamp the hook wrote is of the edited file: production is an environment branch now.
+    proc = sandbox.push("main:production", check=False)
+    assert _started(mark)
+    assert proc.returncode == 1 and "remote: gitopsd: push to refs/heads/production refused" in proc.stderr
