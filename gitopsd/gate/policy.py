@@ -148,7 +148,7 @@ def judge(repo: GateRepository, repo_path: str, store: Records, env: GateEnviron
     # One git run tells whether the move is forward and reads both trees (gitcli.forward).
     ahead, tree, old_tree = gitcli.forward(repo_path, old, new) if old is not None else (
         True, gitcli.tree_of(repo_path, new), None)
-    if not ahead:
+    if old is not None and not ahead:
         if old_tree == EMPTY_TREE and not gitcli.parents(repo_path, old):
             promote = f"gitopsd promote {env.promote_from} {env.name}" + (f" --repo {repo.name}" if repo.name else "")
             return refuse("first-promotion", f"{env.name} waits for its first promotion",
