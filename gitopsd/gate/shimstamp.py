@@ -50,6 +50,7 @@ def write(repo_path: str, source: str, rule: str, mtime_ns: int) -> None:
     try:
         with open(tmp, "w", encoding="utf-8") as handle:
             handle.write(text)
+            os.fchmod(handle.fileno(), 0o644)   # every pusher's shim reads it, whatever the writer's umask
         os.utime(tmp, ns=(mtime_ns, mtime_ns))
         os.replace(tmp, stamp)
     except OSError:

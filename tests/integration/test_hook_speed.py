@@ -100,3 +100,14 @@ def test_after_a_config_edit_the_push_that_reads_it_lets_the_next_push_of_main_a
     proc = sandbox.push("main:production", check=False)
     assert _started(mark)
     assert proc.returncode == 1 and "remote: gitopsd: push to refs/heads/production refused" in proc.stderr
+
+
+def test_the_stamp_a_pushers_hook_rewrites_is_readable_by_every_other_pushers_shim_whatever_its_umask(sandbox):
+    sandbox.envs["production"] = ["production-1"]
+    sandbox.write_config()
+    sandbox.write("a.txt", "1")
+    sandbox.commit("one")
+    run(["sh", "-c", "umask 077 && exec git push --quiet origin main"], cwd=sandbox.work, env=sandbox.environ())
+    stamp = sandbox.repo / "gitopsd-gate.stamp"
+    assert stamp.read_text().split("\n")[1] == "qa staging production"
+    assert stamp.stat().st_mode & 0o777 == 0o644
