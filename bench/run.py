@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -195,16 +196,23 @@ def bench_hooks(root: Path, commits: int, pushes: int, windows: bool = False, ch
                                  state="success", reporter="bench", now=time.time())
     big_history(sandbox.repo, commits)
     run(["git", "--git-dir", str(sandbox.repo), "update-ref", "refs/heads/qa", "refs/heads/main"])
-    bare = root / "bare.git"
-    run(["git", "clone", "-q", "--bare", "--no-local", str(sandbox.repo), str(bare)])
-    for hook in (bare / "hooks").iterdir():
-        hook.unlink()
+    bare, floor = root / "bare.git", root / "floor.git"
+    for copy in (bare, floor):
+        run(["git", "clone", "-q", "--bare", "--no-local", str(sandbox.repo), str(copy)])
+        for hook in (copy / "hooks").iterdir():
+            hook.unlink()
+    # The floor of any hook in Python: a shell that starts `python -I -S`, which reads the refs and judges nothing.
+    (floor / "hooks" / "pre-receive").write_text(
+        f"#!/bin/sh\nexec {sys.executable} -I -S -c 'import sys; sys.stdin.read()'\n")
+    (floor / "hooks" / "pre-receive").chmod(0o755)
     run(["git", "fetch", "-q", "origin"], cwd=sandbox.work)
     run(["git", "reset", "-q", "--hard", "origin/main"], cwd=sandbox.work)
     run(["git", "remote", "add", "bare", str(bare)], cwd=sandbox.work)
+    run(["git", "remote", "add", "floor", str(floor)], cwd=sandbox.work)
     if edited:
         sandbox.config.write_text(sandbox.config.read_text() + "# edited\n")
-    hooked, plain, hooked_feature, plain_feature = [], [], [], []
+    hooked, plain, hooked_feature, plain_feature, floored = [], [], [], [], []
+    cpu: dict[str, list[float]] = {"origin": [], "bare": [], "floor": []}   # CPU time of the push and all it started
     env = sandbox.environ()
     for i in range(pushes):
         sandbox.write("VERSION", f"bench {i}")
@@ -214,10 +222,12 @@ def bench_hooks(root: Path, commits: int, pushes: int, windows: bool = False, ch
             for context in ("ci/build", "ci/test"):
                 store.add_status(repo="shop", commit=commit, tree=tree, context=context, state="success",
                                  reporter="bench", now=time.time())
-        for remote, times in (("origin", hooked), ("bare", plain)):
-            t0 = time.monotonic()
+        for remote, times in (("origin", hooked), ("bare", plain), ("floor", floored)):
+            used, t0 = resource.getrusage(resource.RUSAGE_CHILDREN), time.monotonic()
             run(["git", "push", "-q", remote, "main", "main:qa"], cwd=sandbox.work, env=env)
             times.append(time.monotonic() - t0)
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu[remote].append(after.ru_utime + after.ru_stime - used.ru_utime - used.ru_stime)
         sandbox.commit(f"feature {i}")
         for remote, times in (("origin", hooked_feature), ("bare", plain_feature)):
             t0 = time.monotonic()
@@ -229,6 +239,9 @@ def bench_hooks(root: Path, commits: int, pushes: int, windows: bool = False, ch
             "feature_hooked_ms": statistics.median(hooked_feature) * 1000,
             "feature_bare_ms": statistics.median(plain_feature) * 1000,
             "feature_ratio": statistics.median(hooked_feature) / statistics.median(plain_feature),
+            "floor_ms": statistics.median(floored) * 1000, "floor_ratio": statistics.median(floored) / statistics.median(plain),
+            "cpu_ratio": statistics.mean(cpu["origin"]) / statistics.mean(cpu["bare"]),
+            "floor_cpu_ratio": statistics.mean(cpu["floor"]) / statistics.mean(cpu["bare"]),
             "loadavg_1m": os.getloadavg()[0]}
 
 
@@ -931,6 +944,9 @@ def main() -> int:
                       f"ratio {r['ratio']:.2f} (target <= {2 if edited else 1.6}); main alone (no environment "
                       f"branch): {r['feature_hooked_ms']:.0f} ms, no hooks {r['feature_bare_ms']:.0f} ms, ratio "
                       f"{r['feature_ratio']:.2f} (target <= 1.1); load {r['loadavg_1m']:.1f}", flush=True)
+                print(f"    CPU time of the push and all it starts: ratio {r['cpu_ratio']:.2f}; the floor, a hook that only "
+                      f"starts `python -I -S`: {r['floor_ms']:.0f} ms, ratio {r['floor_ratio']:.2f} (CPU "
+                      f"{r['floor_cpu_ratio']:.2f})", flush=True)
             if args.postgresql:   # the records in PostgreSQL: the hook reads the daemon's SQLite copy of its part
                 from tests.postgres_fixture import PgServer
                 server = PgServer()

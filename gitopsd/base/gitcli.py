@@ -215,6 +215,28 @@ def is_ancestor(repo: str | os.PathLike[str], ancestor: str, descendant: str) ->
     return run(["git", "-C", str(repo), "merge-base", "--is-ancestor", "--end-of-options", ancestor, descendant])[0] == 0
 
 
+FORWARD_WALK = 1000   # commits one push may add and still be judged by one git process (more: two more)
+
+
+def forward(repo: str | os.PathLike[str], old: str, new: str) -> tuple[bool, str | None, str | None]:
+    """Given a branch's old and new head, return (does new contain old, new's tree, old's tree).
+
+    One git process for a branch moved forward by up to FORWARD_WALK commits: the walk from `new`
+    stops at `old`, which git then lists as a boundary, with its tree. Anything else (a rewrite, a
+    longer walk) asks merge-base and cat-file, as before.
+    """
+    if new != old and "\n" not in old + new:
+        code, out, _err = run(["git", "-C", str(repo), "rev-list", "--boundary", f"--max-count={FORWARD_WALK}",
+                               "--no-commit-header", "--format=%m %H %T", "--end-of-options", new, f"^{old}"])
+        rows = [line.split() for line in out.splitlines()]
+        trees = {commit: tree for _mark, commit, tree in (row for row in rows if len(row) == 3)}
+        # A boundary is a parent of a commit reached from `new`: `old` listed so is `new`'s ancestor.
+        if code == 0 and ["-", old, trees.get(old)] in rows and new in trees:
+            return True, trees[new], trees[old]
+    tree, old_tree = trees_of(repo, new, old)
+    return is_ancestor(repo, old, new), tree, old_tree
+
+
 SIGNING_KEY = "gitopsd.signingKey"   # in the repository's config: install-hooks and the daemon copy `signing_key` there
 
 

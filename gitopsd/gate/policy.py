@@ -145,8 +145,11 @@ def judge(repo: GateRepository, repo_path: str, store: Records, env: GateEnviron
         return refuse("create", "environment branches are created by `gitopsd init` only",
                       [f"{branch} does not exist on the server."],
                       [f"ask an operator to run: gitopsd init {repo_path}"])
-    if old is not None and not gitcli.is_ancestor(repo_path, old, new):
-        if gitcli.tree_of(repo_path, old) == EMPTY_TREE and not gitcli.parents(repo_path, old):
+    # One git run tells whether the move is forward and reads both trees (gitcli.forward).
+    ahead, tree, old_tree = gitcli.forward(repo_path, old, new) if old is not None else (
+        True, gitcli.tree_of(repo_path, new), None)
+    if old is not None and not ahead:
+        if old_tree == EMPTY_TREE and not gitcli.parents(repo_path, old):
             promote = f"gitopsd promote {env.promote_from} {env.name}" + (f" --repo {repo.name}" if repo.name else "")
             return refuse("first-promotion", f"{env.name} waits for its first promotion",
                           [f"{branch} is at the placeholder `gitopsd init` left ({short_old}); nothing runs there yet."],
@@ -165,7 +168,6 @@ def judge(repo: GateRepository, repo_path: str, store: Records, env: GateEnviron
         refusal = judge_signatures(repo_path, env.signatures, env.name, branch, new, [old] if old else [])
         if refusal is not None:
             return refuse("signature", *refusal)
-    tree, old_tree = gitcli.trees_of(repo_path, new, old) if old is not None else (gitcli.tree_of(repo_path, new), None)
     tree = tree or ""
     if tree == old_tree:
         return Verdict(True, "unchanged", "the tree is unchanged: nothing new would run")

@@ -219,6 +219,14 @@ def gate_config(config_path: str, database: str, repo_path: str, out: TextIO) ->
     gate = snapshot.from_config(config)
     if database == str(config.database):
         keep(gate, repo_path)
+    from pathlib import Path
+
+    from .shimstamp import shim_rule, write
+    try:   # the shim decides pushes of main alone again from the next push on, as after the daemon's reload
+        write(repo_path, str(config.source.resolve()), shim_rule(config.repository_at(Path(repo_path))),
+              int(config.stamp.rsplit(":", 1)[-1]))
+    except (OSError, ValueError):   # a folder the pusher may not write, a file with no stamp: Python judges them
+        pass
     return gate, str(config.database)
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from ..adapters import ownership
 from ..base import gitcli
+from ..gate import shimstamp
 from ..core.errors import GitError, StoreError, UserError
 from ..core.settings import Config, Repository
 
@@ -218,24 +219,16 @@ def refresh_settings(repo_path: Path, config_path: Path, database: Path, config:
 # without starting Python (or git) when the repository's gitopsd-gate.stamp names the config file and the
 # environment branches, and has the config file's mtime of when they were read.
 
-STAMP_FILE = "gitopsd-gate.stamp"
-
-
-def shim_rule(repo: Repository | None) -> str:
-    """The environment branches (space-separated) the shim checks pushes against; '' when every push needs Python:
-    a repository gitopsd does not manage, one whose CI triggers and approvals need to hear who pushed main, or one
-    whose own `signatures:` rule judges every commit that reaches main (gate/signatures.py)."""
-    if repo is None or repo.ci.any or any(env.approvals for env in repo.environments) or repo.signatures is not None:
-        return ""
-    return " ".join(env.branch for env in repo.environments)
+STAMP_FILE = shimstamp.STAMP_FILE
+shim_rule = shimstamp.shim_rule
 
 
 def record_shim_rule(repo_path: Path, config: Config | Path, repo: Repository | None = None) -> str | None:
     """Write REPO/gitopsd-gate.stamp for the shim, as of CONFIG (loaded, or a file; REPO is its repository at
     repo_path, looked up if not given: a thousand lookups walk a thousand paths each); a problem line or None.
 
-    Written whole (a new file renamed over the old) with the config's mtime of when it was read, so the
-    shim sees a complete stamp of one version of the file or none; no stamp sends every push to Python."""
+    Written whole with the config's mtime of when it was read (gate/shimstamp.py), so the shim sees a
+    complete stamp of one version of the file or none; no stamp sends every push to Python."""
     loaded: Config | None = None
     if isinstance(config, Path):
         from ..config import ConfigError, load
@@ -251,16 +244,7 @@ def record_shim_rule(repo_path: Path, config: Config | Path, repo: Repository | 
         if loaded is None or not rule:
             stamp.unlink(missing_ok=True)
             return None
-        text, mtime = f"{loaded.source.resolve()}\n{rule}\n", int(loaded.stamp.rsplit(":", 1)[-1])
-        try:
-            if stamp.stat().st_mtime_ns == mtime and stamp.read_text(encoding="utf-8") == text:
-                return None
-        except FileNotFoundError:
-            pass
-        tmp = repo_path / f".{STAMP_FILE}.tmp"
-        tmp.write_text(text, encoding="utf-8")
-        os.utime(tmp, ns=(mtime, mtime))
-        os.replace(tmp, stamp)
+        shimstamp.write(str(repo_path), str(loaded.source.resolve()), rule, int(loaded.stamp.rsplit(":", 1)[-1]))
     except OSError as exc:
         return f"pushes to feature branches start Python until {stamp} can be written: {exc.strerror or exc}"
     return None
