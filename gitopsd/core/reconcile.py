@@ -565,6 +565,8 @@ class Reconciler:
     def resume(self) -> None:
         """After a start: resume the watches the store says were running (their windows survive a restart)."""
         now = self.clock()
+        # The heads the store holds need not be written again by the first look (3,000 writes at 1,000 repositories).
+        self._heads.update({key: Head(commit, tree) for key, (commit, tree) in self.store.recorded_heads().items()})
         for watch in self.store.active_watches():
             log.info("resuming the watch of deployment #%d (%s)", watch.deployment_id, watch.left(now),
                      extra={"repo": watch.repo, "env": watch.env, "commit": watch.commit[:7]})
