@@ -1,11 +1,12 @@
-"""What a /metrics scrape gets: the last rendering, made again on a thread of its own when what it shows changed.
+"""What a /metrics scrape gets: the store's figures as last rendered, made again on a thread of its own when they changed.
 
-At 1,000 repositories a rendering is 81,000 samples and seconds of CPU (issue 28), so a scrape must not make one.
-The thread renders again when the store moved (another connection committed: Store.data_version), when the daemon
-says something else changed (a refused push, the store replaced), and when a scrape finds the rendering older than
-MAX_AGE (the process figures); after a rendering, it waits at least GAP times as long as that rendering took, so it
-never takes more than a tenth of a core. A rendering that took under INLINE seconds (a small installation) is made
-again in the scrape itself when it is stale, as before. docs/monitoring.md, "How fresh a scrape is", says the same.
+At 1,000 repositories the store's figures are 81,000 samples and seconds of CPU to render (issue 28), so a scrape
+must not render them. The thread renders them again when the store moved (another connection committed:
+Store.data_version) and when a scrape finds the rendering older than MAX_AGE (locks that expired, the DORA
+figures); after a rendering it waits at least GAP times as long as that rendering took, so it never takes more
+than a tenth of a core. A rendering that took under INLINE seconds (a small installation) is made again in the
+scrape that finds it stale, as before. The daemon's own figures (process, leadership, refused pushes) are cheap
+and rendered by every scrape. docs/monitoring.md, "How fresh a scrape is", says the same.
 """
 from __future__ import annotations
 
@@ -16,27 +17,24 @@ from typing import Callable
 
 log = logging.getLogger("gitopsd.metrics")
 
-Body = tuple[bytes, str]   # the exposition text and its content type
-
 POLL = 1.0          # seconds between two looks at the store's data_version
 DEBOUNCE = 1.0      # seconds at least between two renderings: a burst of changes makes one
 GAP = 9.0           # after a rendering, wait at least GAP x its duration: at most a tenth of a core
 INLINE = 0.25       # seconds: a rendering this quick is made in the scrape that finds it stale
-MAX_AGE = 15.0      # seconds: a scrape finding the rendering older asks for a new one (CPU, memory, locks that expired)
+MAX_AGE = 60.0      # seconds: a scrape finding the rendering older asks for a new one (locks that expired, DORA)
 FIRST_WAIT = 0.5    # seconds the first scrape waits for the first rendering before it gets the daemon's own figures
 
 
 class Rendering:
-    """The last /metrics text; `scrape()` never renders the store's figures when doing so is slow."""
+    """The store's figures as last rendered, and the daemon's own rendered for each scrape."""
 
-    def __init__(self, render: Callable[[], Body], early: Callable[[], Body], version: Callable[[], object],
+    def __init__(self, render: Callable[[], bytes], own: Callable[[], bytes], version: Callable[[], object],
                  clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep):
-        self.render, self.early, self.version, self.clock, self.sleep = render, early, version, clock, sleep
-        self._body: Body | None = None
+        self.render, self.own, self.version, self.clock, self.sleep = render, own, version, clock, sleep
+        self._body: bytes | None = None
         self._seen: object = None       # the store's data_version the last rendering read
         self._at = float("-inf")        # when the last rendering began
         self._took = 0.0                # how long it took
-        self._dirty = False             # changed(): something outside the store changed
         self._waited = False            # a scrape waited FIRST_WAIT for the first rendering
         self._wake = threading.Event()
         self._first = threading.Event()
@@ -44,24 +42,22 @@ class Rendering:
         self._starting = threading.Lock()
         self._thread: threading.Thread | None = None
 
-    def changed(self) -> None:
-        """Something the rendering shows changed outside the store: render again soon."""
-        self._dirty = True
-        self._wake.set()
-
     def prime(self) -> None:
         """Make the first rendering (at the daemon's start, after the history is added up)."""
         self._render()
 
-    def scrape(self) -> Body:
-        """The text for a scrape: the last rendering, or a new one when it is stale and quick to make."""
+    def scrape(self) -> bytes:
+        """The text for a scrape: the store's last rendering, or a new one when it is stale and quick to make."""
         self._start()
+        return self._store_part() + self.own()
+
+    def _store_part(self) -> bytes:
         body = self._body
         if body is None:
             self._wake.set()
             waited, self._waited = self._waited, True   # only the first scrape waits: the others must be quick
             if not self._first.wait(0 if waited else FIRST_WAIT) or self._body is None:
-                return self.early()   # the history is still being added up: the daemon's own figures meanwhile
+                return b""   # the history is still being added up: the daemon's own figures meanwhile
             return self._body
         if not (self._moved() or self._aged()):
             return body
@@ -71,23 +67,20 @@ class Rendering:
         return body
 
     def _moved(self) -> bool:
-        """Did what the last rendering read change since? (Without a data_version, PostgreSQL, only its age says.)"""
-        if self._dirty:
-            return True
+        """Did the store change since the last rendering read it? (PostgreSQL has no data_version: only age says.)"""
         version = self.version()
         return version is not None and version != self._seen
 
     def _aged(self) -> bool:
         return self.clock() - self._at > MAX_AGE
 
-    def _render(self) -> Body:
+    def _render(self) -> bytes:
         with self._lock:
-            self._dirty = False
             version, began = self.version(), self.clock()   # read first: a change meanwhile makes the next rendering
             body = self.render()
             self._body, self._seen, self._at, self._took = body, version, began, self.clock() - began
             self._first.set()
-            log.debug("metrics: rendered %d bytes in %.2f s", len(body[0]), self._took)
+            log.debug("metrics: rendered %d bytes in %.2f s", len(body), self._took)
             return body
 
     def _start(self) -> None:

@@ -309,9 +309,11 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=False)
         self.collector = StoreCollector(config, store, **sources)
         self.registry.register(self.collector)
-        self._replaced = False
-        # Until the history is added up, a scrape gets the figures that need no store: the daemon's own (exposition.py).
-        self._early = CollectorRegistry(auto_describe=False)
+        self.store_replaced = False   # the daemon found its state database deleted or replaced (Daemon.check_store)
+        # A scrape renders the daemon's own figures itself, the store's only when that is quick (exposition.py).
+        self._store = CollectorRegistry(auto_describe=False)
+        self._store.register(self.collector)
+        self._own = CollectorRegistry(auto_describe=False)
         self._refused = Counter("gitopsd_pushes_refused", "Pushes the pre-receive hook refused, by rule.",
                                 ["repo", "env", "rule"], registry=None)
         for own in (RoleCollector(role or (lambda: (True, 0))),   # without a standby: the one daemon leads
@@ -321,21 +323,11 @@ class Metrics:
                         "daemon ran: it deploys nothing until restored.", value=1 if self.store_replaced else 0)),
                     self._refused):
             self.registry.register(own)
-            self._early.register(own)
-        self.rendering = Rendering(self.exposition, lambda: (generate_latest(self._early), CONTENT_TYPE_PLAIN_0_0_4),
+            self._own.register(own)
+        self.rendering = Rendering(lambda: generate_latest(self._store), lambda: generate_latest(self._own),
                                    getattr(store, "data_version", lambda: None))
         # The whole history is added up once, about a second per 100,000 deployments: at start, not in a scrape.
         threading.Thread(target=self._warm, name="metrics", daemon=True).start()
-
-    @property
-    def store_replaced(self) -> bool:
-        """The daemon found its state database deleted or replaced (Daemon.check_store)."""
-        return self._replaced
-
-    @store_replaced.setter
-    def store_replaced(self, value: bool) -> None:
-        self._replaced = value
-        self.rendering.changed()
 
     def _warm(self) -> None:
         try:
@@ -348,11 +340,11 @@ class Metrics:
         """Count one refused push to `env` of `repo` (env '' for refs outside environments)."""
         known = {e.name for r in self.config().repositories if r.name == repo for e in r.environments}
         self._refused.labels(repo, env if env in known else "", rule if rule in REFUSAL_RULES else "other").inc()
-        self.rendering.changed()
 
     def scrape(self) -> tuple[bytes, str]:
-        """What GET /metrics answers: the last rendering, never 81,000 samples made in the request (exposition.py)."""
-        return self.rendering.scrape()
+        """What GET /metrics answers: the store's figures as last rendered, never 81,000 samples made in the request
+        (exposition.py), and the daemon's own figures now."""
+        return self.rendering.scrape(), CONTENT_TYPE_PLAIN_0_0_4
 
     def exposition(self) -> tuple[bytes, str]:
         """The text a scrape gets, and its content type. Raises StoreError when the store cannot be read."""
