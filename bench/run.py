@@ -448,6 +448,9 @@ def bench_scale_filled(root: Path, repositories: int, history_rows: int, idle_se
         t2 = time.monotonic()
         get()
         first = time.monotonic() - t2
+        # Until the history is added up after the start, a scrape has the daemon's own figures only: time full ones.
+        daemon.wait_for(lambda: b"gitopsd_deployments_total{" in get()[1], 600, "the store's figures in /metrics")
+        added_up = time.monotonic() - t2
         times = []
         for _ in range(scrapes):
             t2 = time.monotonic()
@@ -461,7 +464,7 @@ def bench_scale_filled(root: Path, repositories: int, history_rows: int, idle_se
             "redeployed": redeployed, "idle_seconds": idle_seconds, "idle_rss_mb": max(rss) / 2**20,
             "idle_cpu_percent": cpu, "fds": fds, "threads": threads, "inotify_instances": instances,
             "inotify_watches": watches, "inotify_max_user_watches": _read_int("/proc/sys/fs/inotify/max_user_watches"),
-            "metrics_first_ms": first * 1000, "metrics_p99_ms": percentile(times, 99) * 1000,
+            "metrics_first_ms": first * 1000, "metrics_added_up_s": added_up, "metrics_p99_ms": percentile(times, 99) * 1000,
             "metrics_bytes": len(body), **reads}
 
 
@@ -983,7 +986,8 @@ def main() -> int:
                           f"{r['status_json_ms'] / r['python_start_ms']:.1f}x a bare Python start of "
                           f"{r['python_start_ms']:.0f} ms (target <= 4), history --limit 50 {r['history_50_ms']:.0f} ms "
                           f"(target <= 100); GET /metrics p99 {r['metrics_p99_ms']:.0f} ms (target <= 100), the first "
-                          f"{r['metrics_first_ms']:.0f} ms, {r['metrics_bytes']} bytes", flush=True)
+                          f"{r['metrics_first_ms']:.0f} ms (the store's figures in it {r['metrics_added_up_s']:.0f} s after), "
+                          f"{r['metrics_bytes']} bytes", flush=True)
                     print(json.dumps(r), flush=True)
                     continue
                 results[f"scale {n}"] = r = bench_scale(root / f"scale-{n}", n, args.scale_pushes, args.scale_timeout)

@@ -376,6 +376,16 @@ class Store:
     def backend(self) -> str:
         return self.dialect.name
 
+    def data_version(self) -> int | None:
+        """A number that moves whenever another connection commits (SQLite's PRAGMA data_version): /metrics renders
+        again only then (services/exposition.py); None where there is none (PostgreSQL)."""
+        if self.url:
+            return None
+        try:
+            return int(self._rows("PRAGMA data_version")[0][0])
+        except sqlite3.Error:
+            return None
+
     def replaced(self) -> str | None:
         """Why the SQLite file at `path` is no longer the one this writable store opened (one os.stat), or None.
 

@@ -186,6 +186,40 @@ def read_branches(repo: str | os.PathLike[str], branches: list[str]) -> dict[str
     return found
 
 
+def read_heads(repo: str | os.PathLike[str]) -> list[str] | None:
+    """The commits every branch (refs/heads/...) points at, read from the ref files (loose over packed-refs): no git process.
+
+    The daemon's look at each of 1,000 repositories asks this (first-seen times, issue 28); nothing that judges uses it.
+    None when the refs cannot be read that way (a symbolic ref, an unreadable file): then ask git.
+    """
+    heads: dict[str, str] = {}
+    try:
+        try:
+            with open(os.path.join(repo, "packed-refs"), encoding="utf-8") as handle:
+                for line in handle:
+                    parts = line.split()
+                    if len(parts) == 2 and parts[1].startswith("refs/heads/"):
+                        heads[parts[1]] = parts[0]
+        except FileNotFoundError:
+            pass
+        top = os.path.join(repo, "refs", "heads")
+        for folder, _folders, files in os.walk(top, onerror=_raise):
+            for name in files:
+                if name.endswith(".lock"):   # a ref being written: git reads the ref beside it too
+                    continue
+                with open(os.path.join(folder, name), encoding="ascii") as handle:
+                    heads["refs/heads/" + os.path.relpath(os.path.join(folder, name), top)] = handle.read().strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    if not all(len(v) in (40, 64) and all(c in "0123456789abcdef" for c in v) for v in heads.values()):
+        return None
+    return sorted(set(heads.values()))
+
+
+def _raise(exc: OSError) -> None:
+    raise exc
+
+
 def tree_of(repo: str | os.PathLike[str], commit: str) -> str | None:
     return rev_parse(repo, f"{commit}^{{tree}}")
 

@@ -44,17 +44,18 @@ def plural(n: int, word: str) -> str:
     return f"{n} {word}{'es' if word.endswith(('s', 'sh', 'ch', 'x')) else 's'}"
 
 
-def read_config(args: argparse.Namespace) -> tuple[Any, dict[str, str]]:
+def read_config(args: argparse.Namespace, check: bool = True) -> tuple[Any, dict[str, str]]:
     """The config for a read-only command, and {repository: problem} for repositories that cannot be read.
 
     A missing or unreadable repository must not hide the others from `status`, `history` and `logs`;
     any other problem in the config still stops the command. The daemon's snapshot of the file, while
-    it matches, spares parsing and validating it (status.read_config).
+    it matches, spares parsing and validating it (status.read_config); with `check` False, and the
+    snapshot, the repositories' folders are not looked at (a command that reads only the store).
     """
     import re
 
     from ..services.status import read_config
-    fast = read_config(Path(args.config))
+    fast = read_config(Path(args.config), check)
     if fast is not None:
         return fast
     from ..config import ConfigError, load

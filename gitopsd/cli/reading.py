@@ -99,7 +99,7 @@ def _show_status(args: argparse.Namespace, config: Any, unavailable: dict[str, s
 def cmd_history(args: argparse.Namespace) -> int:
     from ..adapters.store import Store
     from ..services.status import ago
-    config, _unavailable = read_config(args)
+    config, _unavailable = read_config(args, check=False)
     if args.repo:
         _repo(config, args.repo)
     if args.env:

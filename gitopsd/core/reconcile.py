@@ -543,6 +543,8 @@ class Reconciler:
     # -- the post-deploy watch and drift detection (core/watching.py, core/drifting.py) -------------------
     def resume(self) -> None:
         """After a start: resume the watches the store says were running (their windows survive a restart)."""
+        # The heads the store holds need not be written again by the first look (3,000 writes at 1,000 repositories).
+        self._heads.update({key: Head(commit, tree) for key, (commit, tree) in self.store.recorded_heads().items()})
         self.watch.resume()
 
     def _drift_due(self, repo: Repository, env: Environment) -> None:

@@ -32,7 +32,7 @@ class Serving(Intake):
             self.api = serve(lambda: self.config, self.store,
                              on_status=lambda repo: self.requests.put(Look(repo, None, "ci-status")),
                              human_gates=self.control_request,   # as the token's owner or the signed-in user
-                             metrics=self.metrics.exposition if self.metrics is not None else None,
+                             metrics=self.metrics.scrape if self.metrics is not None else None,
                              dashboard=dashboard)
 
     def _start_control(self) -> None:

@@ -48,7 +48,9 @@ class FirstSeen:
                 self._pending.pop(repo, None)
                 at, via = now, "found"
         try:
-            heads = sorted(set(gitcli.git(path, "for-each-ref", "--format=%(objectname)", "refs/heads/").split()))
+            heads = gitcli.read_heads(path)   # no git process for each of 1,000 repositories when nothing moved
+            if heads is None:
+                heads = sorted(set(gitcli.git(path, "for-each-ref", "--format=%(objectname)", "refs/heads/").split()))
             old = self.store.seen_tips(repo)
             if old is None:   # the first walk: a baseline, what is there already has no first-seen time
                 self.store.record_seen(repo, [], now, heads)

@@ -24,6 +24,7 @@ from ..adapters.store import Store
 from ..core.errors import GitError, StoreError
 from ..core.settings import Config
 from ..gate.nudge import REFUSAL_RULES
+from .exposition import Rendering
 
 log = logging.getLogger("gitopsd.metrics")
 disable_created_metrics()  # type: ignore[no-untyped-call]  # no `_created` series: a restart is seen as a counter reset, as Prometheus expects
@@ -308,20 +309,30 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=False)
         self.collector = StoreCollector(config, store, **sources)
         self.registry.register(self.collector)
-        self.registry.register(RoleCollector(role or (lambda: (True, 0))))   # without a standby: the one daemon leads
-        ProcessCollector(registry=self.registry, namespace="gitopsd")   # the daemon's own CPU, memory, files
+        self.store_replaced = False   # the daemon found its state database deleted or replaced (Daemon.check_store)
+        # A scrape renders the daemon's own figures itself, the store's only when that is quick (exposition.py).
+        self._store = CollectorRegistry(auto_describe=False)
+        self._store.register(self.collector)
+        self._own = CollectorRegistry(auto_describe=False)
+        self._refused = Counter("gitopsd_pushes_refused", "Pushes the pre-receive hook refused, by rule.",
+                                ["repo", "env", "rule"], registry=None)
+        for own in (RoleCollector(role or (lambda: (True, 0))),   # without a standby: the one daemon leads
+                    ProcessCollector(registry=None, namespace="gitopsd"),   # the daemon's own CPU, memory, files
+                    _Gauge(lambda: GaugeMetricFamily(
+                        "gitopsd_store_replaced", "1 when the state database file was deleted or replaced while the "
+                        "daemon ran: it deploys nothing until restored.", value=1 if self.store_replaced else 0)),
+                    self._refused):
+            self.registry.register(own)
+            self._own.register(own)
+        self.rendering = Rendering(lambda: generate_latest(self._store), lambda: generate_latest(self._own),
+                                   getattr(store, "data_version", lambda: None))
         # The whole history is added up once, about a second per 100,000 deployments: at start, not in a scrape.
         threading.Thread(target=self._warm, name="metrics", daemon=True).start()
-        self.store_replaced = False   # the daemon found its state database deleted or replaced (Daemon.check_store)
-        self.registry.register(_Gauge(lambda: GaugeMetricFamily(
-            "gitopsd_store_replaced", "1 when the state database file was deleted or replaced while the daemon ran: "
-            "it deploys nothing until restored.", value=1 if self.store_replaced else 0)))
-        self._refused = Counter("gitopsd_pushes_refused", "Pushes the pre-receive hook refused, by rule.",
-                                ["repo", "env", "rule"], registry=self.registry)
 
     def _warm(self) -> None:
         try:
             self.collector.totals()
+            self.rendering.prime()
         except StoreError as exc:   # the first scrape tries again
             log.warning("metrics: cannot read the deployment history: %s", exc)
 
@@ -329,6 +340,11 @@ class Metrics:
         """Count one refused push to `env` of `repo` (env '' for refs outside environments)."""
         known = {e.name for r in self.config().repositories if r.name == repo for e in r.environments}
         self._refused.labels(repo, env if env in known else "", rule if rule in REFUSAL_RULES else "other").inc()
+
+    def scrape(self) -> tuple[bytes, str]:
+        """What GET /metrics answers: the store's figures as last rendered, never 81,000 samples made in the request
+        (exposition.py), and the daemon's own figures now."""
+        return self.rendering.scrape(), CONTENT_TYPE_PLAIN_0_0_4
 
     def exposition(self) -> tuple[bytes, str]:
         """The text a scrape gets, and its content type. Raises StoreError when the store cannot be read."""

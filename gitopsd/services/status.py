@@ -228,12 +228,13 @@ class ReadConfig:
 _CONFIG_MAX = 10 * 2**20   # characters: config.CONFIG_MAX, which load() refuses past (not imported: it pulls in YAML)
 
 
-def read_config(path: Path) -> tuple[ReadConfig, dict[str, str]] | None:
+def read_config(path: Path, check: bool = True) -> tuple[ReadConfig, dict[str, str]] | None:
     """The configuration for a read-only command and {repository: problem} for those that cannot be read.
 
     From the snapshot the daemon (or install-hooks) saved in the state database after validating
     this very version of the file (same device, inode, size and mtime); None when there is none,
-    and then the caller loads the file. The snapshot's row names the file and its stamp, so a state
+    and then the caller loads the file. `check` False: the repositories' folders are not looked at
+    (`history` and `logs` read only the store: 2,000 stats at 1,000 repositories, issue 28). The snapshot's row names the file and its stamp, so a state
     folder guessed wrong from the text finds no row: never a wrong answer, only the slow path.
     """
     import sqlite3
@@ -283,7 +284,7 @@ def read_config(path: Path) -> tuple[ReadConfig, dict[str, str]] | None:
             snapshot.GateEnvironment(name, branch, promote_from, signoff=need))
     if not repos:
         return None
-    unavailable = {r.name: problem for r in repos.values() if (problem := repository_problem(Path(r.path)))}
+    unavailable = {r.name: problem for r in repos.values() if check and (problem := repository_problem(Path(r.path)))}
     return ReadConfig(Path(path), source, state_dir, runtime_dir, list(repos.values())), unavailable
 
 

@@ -372,3 +372,20 @@ def test_an_unexpected_error_on_a_worker_is_logged_with_the_deployments_context(
     [line] = [r for r in caplog.records if r.getMessage() == "deployment worker failed"]
     assert (line.repo, line.env, line.deployment) == ("shop", "qa", store.last("shop", "qa").id)
     assert "ZeroDivisionError" in caplog.text and reconciler.running() == {}
+
+
+def test_after_a_restart_a_look_at_a_head_that_did_not_move_writes_no_head(world, monkeypatch):
+    reconciler, store, git, runner, clock, scheduled = world
+    git.heads["qa"] = head(1)
+    look(reconciler)
+    restarted = Reconciler(reconciler.config, store, git, Toolbox(run_playbook=runner), submit=lambda job: job(),
+                           schedule=lambda look, at: scheduled.append((look, at)), clock=clock,
+                           rng=random.Random(7), judge=FakeJudge(store), notify=lambda target, event: None)
+    restarted.resume()
+    written: list[tuple[str, ...]] = []
+    monkeypatch.setattr(store, "record_head", lambda *args: written.append(args))
+    look(restarted)
+    assert written == [], "the store holds this head already: 3,000 writes before READY at 1,000 repositories"
+    git.heads["qa"] = head(2)
+    look(restarted)
+    assert written == [("shop", "qa", head(2).commit, head(2).tree)]
