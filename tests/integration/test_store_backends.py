@@ -5,7 +5,7 @@ import sqlite3
 
 import pytest
 
-from gitopsd.adapters import migrations
+from gitopsd.adapters.store import schema as migrations
 from gitopsd.adapters.store import Store
 from gitopsd.core.errors import StoreError
 from gitopsd.core.types import Block, DriftReport, FailureStatus, HostInfo, TaskChange, WatchWindow

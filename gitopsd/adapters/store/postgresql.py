@@ -22,7 +22,7 @@ import psycopg
 import psycopg_pool
 
 from .dialect import PostgreSQL, written_table
-from ..base.storeerrors import FENCED, UNREACHABLE, PERMISSION
+from ...base.storeerrors import FENCED, UNREACHABLE, PERMISSION
 
 log = logging.getLogger("gitopsd.store")
 

@@ -5,8 +5,8 @@ so a daemon killed at any instant leaves a consistent store; a deployment still 
 the daemon starts again was interrupted.
 
 The statements are written once, in SQLite's dialect; with `database: postgresql://...` they run
-on PostgreSQL through adapters/pgstore.py, which rewrites them (adapters/dialect.py) and keeps the
-pre-receive hook's read model in a local SQLite file. The schema is versioned (adapters/migrations.py).
+on PostgreSQL through store/postgresql.py, which rewrites them (store/dialect.py) and keeps the
+pre-receive hook's read model in a local SQLite file. The schema is versioned (store/schema.py).
 """
 from __future__ import annotations
 
@@ -20,11 +20,12 @@ import time
 from pathlib import Path
 from typing import Any, Callable, TypeVar, cast
 
-from ..gate import approvals, attested, locks, rejections, required, snapshot
-from ..gate.locks import ACTIVE_BREAK_GLASS, ACTIVE_LOCKS, BreakGlass, Lock
-from . import dialect as dialects, migrations, ownership
-from ..base.storeerrors import StoreFenced, StoreUnusable, postgresql_missing, translate
-from ..core.types import (Admission, Block, Deployment, DriftReport, FailureStatus, Hold, HostInfo, Kind, Result,
+from ...gate import approvals, attested, locks, rejections, required, snapshot
+from ...gate.locks import ACTIVE_BREAK_GLASS, ACTIVE_LOCKS, BreakGlass, Lock
+from .. import ownership
+from . import dialect as dialects, schema as migrations
+from ...base.storeerrors import StoreFenced, StoreUnusable, postgresql_missing, translate
+from ...core.types import (Admission, Block, Deployment, DriftReport, FailureStatus, Hold, HostInfo, Kind, Result,
                           TaskChange, WatchWindow, iso)
 
 SCHEMA = """
@@ -341,7 +342,7 @@ class Store:
     def _open_postgresql(self, readonly: bool, retry_for: float, hook_copy: bool) -> None:
         """PostgreSQL at self.url; a writable store also keeps the hook's read model at self.path, copied whole now."""
         try:
-            from . import pgstore
+            from . import postgresql as pgstore
         except ImportError as exc:   # PostgreSQL is an extra (pyproject's `postgresql`): say what to install
             raise StoreUnusable(f"cannot use the PostgreSQL state database: {postgresql_missing(exc)}") from None
         self.location = pgstore.redact(self.url)
@@ -360,7 +361,7 @@ class Store:
             if mirror is not None:
                 mirror.close()
             raise
-        # pgstore.Connection answers the few sqlite3.Connection methods the store calls, with the same rows.
+        # postgresql.Connection answers the few sqlite3.Connection methods the store calls, with the same rows.
         self._db = cast(sqlite3.Connection, pg)
         self._mirror = mirror
         if not readonly:
