@@ -1,6 +1,8 @@
-"""Versioned schema migrations of the state store, the same steps for SQLite and PostgreSQL (docs/install.md, "PostgreSQL").
+"""Every table of the state store and every migration, the same steps for SQLite and PostgreSQL (docs/install.md, "PostgreSQL").
 
-The store's tables are declared once (store.SCHEMA and the gate's), in SQLite's dialect, with
+The store's tables are declared once (SCHEMA below, and the gate's: the pre-receive hook reads
+those without importing the store, so gate/snapshot.py, required.py, approvals.py, locks.py,
+rejections.py and attested.py keep theirs; full_schema() puts them together), in SQLite's dialect, with
 CREATE ... IF NOT EXISTS: every upgrade creates what is missing, so a table added there needs no
 step. Anything else (a column, a changed meaning, moved data) is a numbered step below, run once
 per database in order, recorded in `schema_version`. Version 1 is the schema as it was when versions
@@ -12,8 +14,175 @@ from __future__ import annotations
 import time
 from typing import Any, Callable
 
-from ...gate import snapshot
+from ...gate import approvals, attested, locks, rejections, required, snapshot
 from .dialect import SQLite
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS deployments (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    repo TEXT NOT NULL,
+    env TEXT NOT NULL,
+    commit_id TEXT NOT NULL,
+    tree TEXT NOT NULL,
+    previous_commit TEXT,
+    kind TEXT NOT NULL,
+    result TEXT NOT NULL,
+    trigger TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    reason TEXT,
+    outcome TEXT,
+    started_at REAL NOT NULL,
+    finished_at REAL,
+    attempt INTEGER NOT NULL DEFAULT 1,
+    workdir TEXT,
+    detail TEXT,
+    epoch INTEGER NOT NULL DEFAULT 0   -- the leader's epoch that wrote it (gitopsd/daemon/leadership.py); 0 without PostgreSQL
+);
+CREATE INDEX IF NOT EXISTS deployments_env ON deployments (repo, env, id);
+CREATE INDEX IF NOT EXISTS deployments_tree ON deployments (repo, env, tree, result);
+CREATE TABLE IF NOT EXISTS env_status (
+    repo TEXT NOT NULL,
+    env TEXT NOT NULL,
+    commit_id TEXT NOT NULL,
+    failures INTEGER NOT NULL,
+    next_retry_at REAL,
+    stalled INTEGER NOT NULL DEFAULT 0,   -- 0 retrying, 1 stalled, 2 failed for good (its automatic rollback failed)
+    reason TEXT,
+    PRIMARY KEY (repo, env)
+);
+CREATE TABLE IF NOT EXISTS unwatched_repos (   -- repositories the daemon's ref watcher cannot watch now, and why
+    repo TEXT PRIMARY KEY,
+    reason TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS env_heads (    -- each environment branch's head as the daemon last read it
+    repo TEXT NOT NULL,
+    env TEXT NOT NULL,
+    commit_id TEXT NOT NULL,
+    tree TEXT NOT NULL,
+    PRIMARY KEY (repo, env)
+);
+CREATE TABLE IF NOT EXISTS env_blocks (   -- a head the daemon's re-judging refused, while it is the head
+    repo TEXT NOT NULL,
+    env TEXT NOT NULL,
+    commit_id TEXT NOT NULL,
+    deployed_commit TEXT,                 -- what it was judged against
+    reason TEXT NOT NULL,
+    since REAL NOT NULL,
+    PRIMARY KEY (repo, env)
+);
+CREATE TABLE IF NOT EXISTS admissions (   -- commits an operator let past the promotion rule, and why
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    repo TEXT NOT NULL,
+    env TEXT NOT NULL,
+    commit_id TEXT NOT NULL,
+    kind TEXT NOT NULL,                   -- override (retry --force) | rollback (rollback --to)
+    actor TEXT NOT NULL,                  -- the Unix user who ran the command
+    reason TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS admissions_commit ON admissions (repo, env, commit_id);
+CREATE TABLE IF NOT EXISTS env_suspensions (   -- `gitopsd suspend`: no deployments here until `resume`
+    repo TEXT NOT NULL,
+    env TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    reason TEXT,
+    since REAL NOT NULL,
+    PRIMARY KEY (repo, env)
+);
+CREATE TABLE IF NOT EXISTS sync_requests (   -- `gitopsd sync`: re-apply this deployed commit once
+    repo TEXT NOT NULL,
+    env TEXT NOT NULL,
+    commit_id TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    reason TEXT,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (repo, env)
+);
+CREATE TABLE IF NOT EXISTS ci_heads (   -- each CI branch's head as the daemon last saw it (gitopsd/ci/heads.py)
+    repo TEXT NOT NULL,
+    branch TEXT NOT NULL,
+    commit_id TEXT NOT NULL,
+    PRIMARY KEY (repo, branch)
+);
+CREATE TABLE IF NOT EXISTS bad_trees (
+    repo TEXT NOT NULL,
+    env TEXT NOT NULL,
+    tree TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    marked_at REAL NOT NULL,
+    PRIMARY KEY (repo, env, tree)
+);
+CREATE TABLE IF NOT EXISTS commits_seen (   -- when each commit first reached the server (DORA lead time: dora.py)
+    repo TEXT NOT NULL,
+    commit_id TEXT NOT NULL,
+    first_seen REAL NOT NULL,
+    via TEXT NOT NULL,                      -- the nudge's trigger that brought it (push, branch-push, promote, ...) or found
+    PRIMARY KEY (repo, commit_id)
+);
+CREATE TABLE IF NOT EXISTS seen_refs (      -- the branch heads at the last walk for new commits (firstseen.py)
+    repo TEXT PRIMARY KEY,
+    tips TEXT NOT NULL                      -- commit ids, one a line
+);
+CREATE TABLE IF NOT EXISTS commits_deployed (   -- the commits a successful deploy brought to an environment first
+    repo TEXT NOT NULL,
+    env TEXT NOT NULL,
+    commit_id TEXT NOT NULL,
+    deployment_id INTEGER NOT NULL,
+    deployed_at REAL NOT NULL,              -- that deployment's end
+    lead REAL,                              -- seconds from first seen to deployed_at; NULL: gitopsd made it (no change)
+    PRIMARY KEY (repo, env, commit_id)
+);
+CREATE INDEX IF NOT EXISTS commits_deployed_at ON commits_deployed (env, deployed_at);
+CREATE INDEX IF NOT EXISTS commits_deployed_commit ON commits_deployed (repo, commit_id);
+CREATE INDEX IF NOT EXISTS commits_deployed_deployment ON commits_deployed (deployment_id);
+CREATE TABLE IF NOT EXISTS watches (   -- each environment's post-deploy watch (core/reconcile.py); a restart resumes it
+    repo TEXT NOT NULL,
+    env TEXT NOT NULL,
+    deployment_id INTEGER NOT NULL,
+    commit_id TEXT NOT NULL,
+    tree TEXT NOT NULL,
+    previous_tree TEXT,                    -- what an automatic rollback returns to
+    started_at REAL NOT NULL,
+    until REAL NOT NULL,
+    state TEXT NOT NULL,                   -- watching | passed | breached | ended
+    reason TEXT,
+    hosts TEXT NOT NULL DEFAULT '[]',      -- [[name, {variable: value}]] for the HTTP checks
+    checked_at REAL,
+    PRIMARY KEY (repo, env)
+);
+CREATE TABLE IF NOT EXISTS drift_reports (   -- drift detection runs (check mode) against the deployed deployment
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    repo TEXT NOT NULL,
+    env TEXT NOT NULL,
+    deployment_id INTEGER NOT NULL,
+    checked_at REAL NOT NULL,
+    state TEXT NOT NULL,                   -- baseline | clean | drifted | unknown
+    reason TEXT,
+    hosts INTEGER NOT NULL DEFAULT 0,      -- drifted hosts
+    changes TEXT NOT NULL DEFAULT '[]'     -- TaskChange.as_json() of each drifted task (a baseline: its own)
+);
+CREATE INDEX IF NOT EXISTS drift_reports_env ON drift_reports (repo, env, id);
+CREATE TABLE IF NOT EXISTS leadership (   -- the leader's lease (PostgreSQL only: gitopsd/daemon/leadership.py); one row
+    id INTEGER PRIMARY KEY,
+    epoch INTEGER NOT NULL,                -- raised by each daemon that takes the lead; written with each deployment
+    holder TEXT NOT NULL,
+    since REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS daemons (   -- each gitopsd sharing this database: leader or standby, and when last heard of
+    name TEXT PRIMARY KEY,                 -- host:state_dir
+    role TEXT NOT NULL,                    -- leader | standby
+    epoch INTEGER NOT NULL,
+    pid INTEGER NOT NULL,
+    api TEXT NOT NULL DEFAULT '',          -- where its HTTP API listens, if it has one
+    seen_at REAL NOT NULL
+);
+"""
+
+
+def full_schema() -> str:
+    """Every table of the store, the gate's included, in SQLite's dialect (migrations create them where missing)."""
+    return (SCHEMA + snapshot.SCHEMA + required.SCHEMA + approvals.SCHEMA + locks.SCHEMA + rejections.SCHEMA + approvals.PREVIEW_SCHEMA
+            + attested.SCHEMA)
 
 VERSION_TABLE = ("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at REAL NOT NULL,"
                  " description TEXT NOT NULL)")
