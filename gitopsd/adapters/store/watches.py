@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from typing import Any
 
 from ...core.types import DriftReport, HostInfo, TaskChange, WatchWindow
 from .base import StoreBase, bookkeeping
@@ -65,7 +66,8 @@ class Watches(StoreBase):
 
     def drift_report(self, repo: str, env: str, deployment_id: int | None = None) -> DriftReport | None:
         """The environment's newest drift report (of that deployment, when given)."""
-        where, args = "repo = ? AND env = ?", [repo, env]   # type: tuple[str, list[Any]]
+        args: list[Any] = [repo, env]
+        where = "repo = ? AND env = ?"
         if deployment_id is not None:
             where, args = where + " AND deployment_id = ?", [*args, deployment_id]
         try:
