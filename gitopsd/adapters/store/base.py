@@ -5,12 +5,13 @@ opens the connection. Every public method of the composed `Store` raises gitopsd
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import sqlite3
 import threading
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Iterator, TypeVar
 
 from ...base.storeerrors import StoreFenced, StoreUnusable, translate
 from . import dialect as dialects
@@ -103,14 +104,14 @@ class StoreBase:
         with self._lock:
             if self.lost is not None:
                 raise StoreUnusable(f"{self.lost}: nothing more is recorded until it is restored")
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                cur = self._db.execute(sql, args)
-                self._db.execute("COMMIT")
-                return cur
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+            with dialects.transaction(self._db) as db:
+                return db.execute(sql, args)
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction under the store's lock, for writes of several statements (dialect.transaction)."""
+        with self._lock, dialects.transaction(self._db) as db:
+            yield db
 
     def _rows(self, sql: str, args: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
         with self._lock:

@@ -40,13 +40,7 @@ class Checks(StoreBase):
     @bookkeeping
     def set_ci_heads(self, repo: str, heads: dict[str, str]) -> None:
         """Replace the CI heads seen in `repo` by `heads` (branch -> commit), in one transaction."""
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                self._db.execute("DELETE FROM ci_heads WHERE repo = ?", (repo,))
-                self._db.executemany("INSERT INTO ci_heads (repo, branch, commit_id) VALUES (?, ?, ?)",
-                                     [(repo, b, c) for b, c in heads.items()])
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        with self._transaction() as db:
+            db.execute("DELETE FROM ci_heads WHERE repo = ?", (repo,))
+            db.executemany("INSERT INTO ci_heads (repo, branch, commit_id) VALUES (?, ?, ?)",
+                           [(repo, b, c) for b, c in heads.items()])

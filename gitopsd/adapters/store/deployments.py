@@ -184,15 +184,9 @@ class Deployments(StoreBase):
     @bookkeeping
     def set_unwatched(self, unwatched: dict[str, str]) -> None:
         """Record which repositories the ref watcher cannot watch (inotify limits, a folder gone), and why."""
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                self._db.execute("DELETE FROM unwatched_repos")
-                self._db.executemany("INSERT INTO unwatched_repos (repo, reason) VALUES (?, ?)", unwatched.items())
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        with self._transaction() as db:
+            db.execute("DELETE FROM unwatched_repos")
+            db.executemany("INSERT INTO unwatched_repos (repo, reason) VALUES (?, ?)", unwatched.items())
 
     def unwatched(self) -> dict[str, str]:
         """Repositories the running daemon cannot watch, with the reason (empty for an older store)."""

@@ -208,15 +208,9 @@ class Store(Deployments, Holds, Checks, Human, Ledger, Watches, Trees):
 
         Return the next id if the ids had to jump, None if they were already past `n`.
         """
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                moved = self.dialect.id_floor(self._db, "deployments", n)
-                self._db.execute("COMMIT")
-                return n + 1 if moved else None
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        with self._transaction() as db:
+            moved = self.dialect.id_floor(db, "deployments", n)
+        return n + 1 if moved else None
 
     def save_gate(self, gate_config: snapshot.GateConfig) -> None:
         """Save the pre-receive hook's snapshot of the configuration (see gate/snapshot.py)."""

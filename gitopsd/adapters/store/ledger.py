@@ -22,16 +22,10 @@ class Ledger(StoreBase):
     @bookkeeping
     def record_seen(self, repo: str, commits: list[tuple[str, str]], at: float, tips: list[str]) -> None:
         """Record (commit, via) first seen at `at` (an earlier record wins) and the heads walked to, in one transaction."""
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                self._db.executemany("INSERT OR IGNORE INTO commits_seen (repo, commit_id, first_seen, via)"
-                                     " VALUES (?, ?, ?, ?)", [(repo, c, at, via) for c, via in commits])
-                self._db.execute("INSERT OR REPLACE INTO seen_refs (repo, tips) VALUES (?, ?)", (repo, "\n".join(tips)))
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        with self._transaction() as db:
+            db.executemany("INSERT OR IGNORE INTO commits_seen (repo, commit_id, first_seen, via)"
+                           " VALUES (?, ?, ?, ?)", [(repo, c, at, via) for c, via in commits])
+            db.execute("INSERT OR REPLACE INTO seen_refs (repo, tips) VALUES (?, ?)", (repo, "\n".join(tips)))
 
     @bookkeeping
     def record_deployed_commits(self, d: Deployment, commits: list[str], not_changes: tuple[str, ...]) -> None:
@@ -46,14 +40,8 @@ class Ledger(StoreBase):
                " s.first_seen, (SELECT MIN(d.started_at) FROM commits_deployed c JOIN deployments d"
                " ON d.id = c.deployment_id WHERE c.repo = ?1 AND c.commit_id = ?3), ?6)) END"
                " FROM (SELECT 1) AS one LEFT JOIN commits_seen s ON s.repo = ?1 AND s.commit_id = ?3")
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                self._db.executemany(sql, [(d.repo, d.env, c, d.id, end, d.started_at, *not_changes) for c in commits])
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        with self._transaction() as db:
+            db.executemany(sql, [(d.repo, d.env, c, d.id, end, d.started_at, *not_changes) for c in commits])
 
     def dora_deployments(self, repo: str | None, env: str, since: float) -> list[tuple[Any, ...]]:
         """(repo, is a rollback, succeeded, commit, started_at, finished_at) of `env`'s deploys and rollbacks that

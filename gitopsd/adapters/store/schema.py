@@ -15,7 +15,7 @@ import time
 from typing import Any, Callable
 
 from ...gate import approvals, attested, locks, rejections, required, snapshot
-from .dialect import SQLite
+from .dialect import SQLite, transaction
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS deployments (
@@ -300,13 +300,8 @@ def upgrade(db: Any, dialect: SQLite, schema: str) -> tuple[int, int]:
     for version, description, step in STEPS:
         if version <= before:
             continue
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with transaction(db):
             step(db, dialect)
             db.execute("INSERT INTO schema_version (version, applied_at, description) VALUES (?, ?, ?)",
                        (version, time.time(), description))
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
     return before, max(before, LATEST)
