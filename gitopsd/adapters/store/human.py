@@ -2,10 +2,33 @@
 from __future__ import annotations
 
 import sqlite3
-from typing import Any
+from typing import Any, NamedTuple
 
 from ...gate import approvals
 from .base import StoreBase
+
+
+class ReleaseWord(NamedTuple):
+    """A release candidate for (repo, target environment, tree) with one of its approvals (actor None: it has none)."""
+    repo: str
+    env: str
+    tree: str
+    name: str
+    created_at: float
+    actor: str | None
+    kind: str | None
+    at: float | None
+
+
+class SignoffWord(NamedTuple):
+    """One sign-off (or rejection, or withdrawal) of a tree in an environment."""
+    repo: str
+    env: str
+    tree: str
+    actor: str
+    verdict: str
+    note: str
+    at: float
 
 
 class Human(StoreBase):
@@ -117,19 +140,21 @@ class Human(StoreBase):
                 f"SELECT DISTINCT pusher FROM pushes WHERE repo = ? AND commit_id IN ({marks})", (repo, *chunk))}  # noqa: S608 (placeholders only; values are bound)
         return found
 
-    def rcs_with_approvals(self, keys: list[tuple[str, str, str]]) -> list[tuple[Any, ...]]:
+    def rcs_with_approvals(self, keys: list[tuple[str, str, str]]) -> list[ReleaseWord]:
         """(repo, target_env, tree, name, created_at, actor, kind, at) of the release candidates for these
         (repo, target environment, tree), each with its approvals oldest first (actor None when it has none)."""
-        return self._by_keys("SELECT c.repo, c.target_env, c.tree, c.name, c.created_at, a.actor, a.kind, a.created_at"
+        rows = self._by_keys("SELECT c.repo, c.target_env, c.tree, c.name, c.created_at, a.actor, a.kind, a.created_at"
                              " FROM k JOIN release_candidates c ON c.repo = k.repo AND c.tree = k.tree"
                              " AND c.target_env = k.env LEFT JOIN approvals a ON a.repo = c.repo AND a.rc = c.name"
                              " ORDER BY c.created_at, a.id", keys)
+        return [ReleaseWord(*r) for r in rows]
 
-    def signoffs_of(self, keys: list[tuple[str, str, str]]) -> list[tuple[Any, ...]]:
+    def signoffs_of(self, keys: list[tuple[str, str, str]]) -> list[SignoffWord]:
         """(repo, env, tree, actor, verdict, note, at) of the sign-offs of these (repo, env, tree), oldest first."""
-        return self._by_keys("SELECT s.repo, s.env, s.tree, s.actor, s.verdict, s.note, s.created_at FROM k"
+        rows = self._by_keys("SELECT s.repo, s.env, s.tree, s.actor, s.verdict, s.note, s.created_at FROM k"
                              " JOIN signoffs s ON s.repo = k.repo AND s.env = k.env AND s.tree = k.tree ORDER BY s.id",
                              keys)
+        return [SignoffWord(*r) for r in rows]
 
     def _by_keys(self, select: str, keys: list[tuple[str, str, str]]) -> list[tuple[Any, ...]]:
         """`select` over the table k(repo, env, tree) of `keys`: joined from k, the indexes serve each key

@@ -2,10 +2,41 @@
 from __future__ import annotations
 
 import sqlite3
-from typing import Any
+from typing import Any, NamedTuple
 
 from ...core.types import Deployment
 from .base import StoreBase, bookkeeping
+
+
+class DeploymentTotal(NamedTuple):
+    """Finished deployments of one group (deployment_totals): how many, how long, the bucket of their duration."""
+    repo: str
+    env: str
+    kind: str
+    result: str
+    automatic: bool | int   # an automatic rollback's (SQLite says 1 or 0)
+    bucket: int
+    deployments: int
+    seconds: float
+    last_success: float | None
+
+
+class LeadTimeTotal(NamedTuple):
+    """The lead times of one environment's changes in one bucket (lead_times)."""
+    repo: str
+    env: str
+    bucket: int
+    changes: int
+    seconds: float
+
+
+class CheckTotal(NamedTuple):
+    """How many checks of one type passed (or failed) in one environment's deployments (check_totals)."""
+    repo: str
+    env: str
+    type: str
+    passed: bool | int
+    checks: int
 
 
 class Ledger(StoreBase):
@@ -71,31 +102,31 @@ class Ledger(StoreBase):
                             " AND result IN ('queued', 'running') ORDER BY id", (after, top))
         return int(top), [(int(r[0]), r[1], r[2], r[3]) for r in active]
 
-    def deployment_totals(self, after: int, upto: int, bounds: tuple[float, ...]) -> list[tuple[Any, ...]]:
+    def deployment_totals(self, after: int, upto: int, bounds: tuple[float, ...]) -> list[DeploymentTotal]:
         """Finished deployments with ids in (after, upto], grouped: (repo, env, kind, result, automatic, bucket,
         count, seconds, last success), `bucket` the index of the first of `bounds` the duration is within."""
         case = " ".join(f"WHEN finished_at - started_at <= {float(b)!r} THEN {i}" for i, b in enumerate(bounds))
-        return [tuple(r) for r in self._rows(
+        return [DeploymentTotal(*r) for r in self._rows(
             f"SELECT repo, env, kind, result, trigger = 'auto-rollback', CASE {case} ELSE {len(bounds)} END AS bucket,"  # noqa: S608 (numbers formatted from floats; values are bound)
             " COUNT(*), SUM(finished_at - started_at),"
             " MAX(CASE WHEN result = 'succeeded' THEN finished_at END) FROM deployments"
             " WHERE id > ? AND id <= ? AND result NOT IN ('queued', 'running')"
             " GROUP BY repo, env, kind, result, trigger = 'auto-rollback', bucket", (after, upto))]
 
-    def lead_times(self, after: int, upto: int, bounds: tuple[float, ...]) -> list[tuple[Any, ...]]:
+    def lead_times(self, after: int, upto: int, bounds: tuple[float, ...]) -> list[LeadTimeTotal]:
         """(repo, env, bucket, count, seconds) of the lead times of the commits that successful deployments with
         ids in (after, upto] brought to an environment first: from when each commit first reached the server to
         that deployment's end (table commits_deployed, as `gitopsd dora` counts them)."""
         case = " ".join(f"WHEN lead <= {float(b)!r} THEN {i}" for i, b in enumerate(bounds))
         try:
-            return [tuple(r) for r in self._rows(
+            return [LeadTimeTotal(*r) for r in self._rows(
                 f"SELECT repo, env, CASE {case} ELSE {len(bounds)} END AS bucket, COUNT(*), SUM(lead)"  # noqa: S608 (numbers formatted from floats; values are bound)
                 " FROM commits_deployed WHERE deployment_id > ? AND deployment_id <= ? AND lead IS NOT NULL"
                 " GROUP BY repo, env, bucket", (after, upto))]
         except sqlite3.OperationalError:   # a store without commits_deployed (older daemon)
             return []
 
-    def check_totals(self, after: int, upto: int) -> list[tuple[Any, ...]]:
+    def check_totals(self, after: int, upto: int) -> list[CheckTotal]:
         """(repo, env, type, passed, count) of the checks recorded by finished deployments with ids in (after, upto];
         `type` is the first word of the check's name (http, prometheus, playbook)."""
-        return [tuple(r) for r in self._rows(self.dialect.CHECK_TOTALS, (after, upto))]
+        return [CheckTotal(*r) for r in self._rows(self.dialect.CHECK_TOTALS, (after, upto))]
