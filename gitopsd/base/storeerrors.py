@@ -19,13 +19,13 @@ if TYPE_CHECKING:   # annotations only: the hook imports this when it refuses a 
     from typing import Callable
 
 PERMISSION, DAMAGED, BUSY, FULL, OTHER = "permission", "damaged", "busy", "full", "other"
-UNREACHABLE = "unreachable"   # PostgreSQL down or not where the config says (adapters/pgstore.py)
+UNREACHABLE = "unreachable"   # PostgreSQL down or not where the config says (adapters/store/postgresql.py)
 FENCED = "fenced"             # a deployment written by a daemon that is no longer the leader (gitopsd/daemon/leadership.py)
 
 
 def classify(exc: BaseException) -> str:
     """Given an error from opening or using the store, say which kind of trouble it is."""
-    kind = getattr(exc, "store_kind", None)   # pgstore's errors know their kind
+    kind = getattr(exc, "store_kind", None)   # postgresql.py's errors know their kind
     if isinstance(kind, str):
         return kind
     text = str(exc).lower()
@@ -101,7 +101,7 @@ def explain(database: str, exc: BaseException) -> str:
 
 
 def _explain_postgresql(kind: str, exc: BaseException) -> str:
-    """The line for a PostgreSQL store; its error's text starts with the URL, password left out (pgstore.redact)."""
+    """The line for a PostgreSQL store; its error's text starts with the URL, password left out (store/postgresql.redact)."""
     if kind == UNREACHABLE:
         return (f"cannot reach the PostgreSQL state database {exc}. Start PostgreSQL or fix `database:` in the "
                 f"config; the daemon keeps trying.")

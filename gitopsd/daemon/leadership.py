@@ -1,6 +1,6 @@
 """A leader and its standby (docs/install.md, "Standby daemon"): two `gitopsd run` with one PostgreSQL database.
 
-Leadership is a lease in PostgreSQL (adapters/pgstore.Lease): a session advisory lock one daemon
+Leadership is a lease in PostgreSQL (adapters/store/postgresql.Lease): a session advisory lock one daemon
 holds at a time, and an epoch each daemon raises as it takes the lock. The leader's deployment rows
 carry its epoch, and the database refuses a row from an older one (fencing): a leader that was cut
 off or paused, and wakes up, records and starts nothing.
@@ -11,7 +11,7 @@ deployments left running are marked interrupted, their processes here reaped, ev
 converges. A leader checks its lease as often; when another daemon took the lead, or when it cannot
 reach the database for SELF_FENCE seconds while a standby waits, it cancels its runs and exits
 (EXIT_LOST: systemd starts it again, as the standby). The server drops a vanished leader's session
-(TCP keepalives, pgstore.LEASE_OPTIONS) only after that, so the two never deploy at once.
+(TCP keepalives, store/postgresql.LEASE_OPTIONS) only after that, so the two never deploy at once.
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ from ..adapters.systemd import Notifier
 from ..core.settings import Config
 
 if TYPE_CHECKING:
-    from ..adapters.pgstore import Lease
+    from ..adapters.store.postgresql import Lease
 
 log = logging.getLogger("gitopsd.leadership")
 
@@ -59,7 +59,7 @@ class Leadership:
     """This daemon's side of the lease: wait for it as the standby, then watch it as the leader."""
 
     def __init__(self, config: Config, lease: Lease | None = None):
-        from ..adapters.pgstore import Lease
+        from ..adapters.store.postgresql import Lease
         self.name = identity(config)
         self.api = api_address(config)
         self.lease = lease or Lease(config.database_url, self.name)
@@ -179,7 +179,7 @@ class Leadership:
             self._threads.append(thread)
 
     def _watch(self, on_lost: Callable[[], None]) -> None:
-        from ..adapters.pgstore import LeaseLost
+        from ..adapters.store.postgresql import LeaseLost
         last_beat, warned = 0.0, 0.0
         while not self._stop.wait(POLL) and not self.lost.is_set():
             try:

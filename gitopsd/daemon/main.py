@@ -172,7 +172,7 @@ def wait_for_database(cfg: Config, early: list[int], notifier: Notifier | None =
     delay = 1.0
     while True:
         try:
-            Store.of(cfg).close()   # also upgrades the schema (adapters/migrations.py)
+            Store.of(cfg).close()   # also upgrades the schema (adapters/store/schema.py)
             return True
         except StoreError as exc:
             if not isinstance(exc, TransientError):

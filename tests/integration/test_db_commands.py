@@ -4,7 +4,8 @@ from __future__ import annotations
 import sqlite3
 import subprocess
 
-from gitopsd.adapters import dbcopy, migrations
+from gitopsd.adapters import dbcopy
+from gitopsd.adapters.store import schema as migrations
 from gitopsd.adapters.store import Store
 from gitopsd.cli.main import main
 from gitopsd.core.types import FailureStatus

@@ -4,7 +4,7 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from gitopsd.adapters.pgstore import Lease, LeaseLost
+from gitopsd.adapters.store.postgresql import Lease, LeaseLost
 from gitopsd.adapters.store import FailureStatus, Store
 from gitopsd.base.storeerrors import StoreFenced
 

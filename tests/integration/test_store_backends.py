@@ -5,7 +5,7 @@ import sqlite3
 
 import pytest
 
-from gitopsd.adapters import migrations
+from gitopsd.adapters.store import schema as migrations
 from gitopsd.adapters.store import Store
 from gitopsd.core.errors import StoreError
 from gitopsd.core.types import Block, DriftReport, FailureStatus, HostInfo, TaskChange, WatchWindow
@@ -154,6 +154,28 @@ def test_dora_and_metrics_reads(store_factory, tmp_path):
     assert sorted((r[2], bool(r[3]), r[4]) for r in store.check_totals(0, rollback)) == [
         ("http", True, 1), ("playbook", False, 1)]
 
+
+def test_the_totals_for_metrics_and_the_rows_history_shows_of_releases_name_their_fields(store_factory, tmp_path):
+    store = store_factory(tmp_path / "state.db")
+    checks = {"batches": [{"checks": [{"name": "http http://x", "ok": True}]}]}
+    dep = deploy(store, env="production", commit="c1", now=100.0, detail=checks)
+    store.record_seen("shop", [("c1", "push")], 10.0, ["c1"])
+    store.record_deployed_commits(store.get(dep), ["c1"], ())
+    [total] = store.deployment_totals(0, dep, (1.0, 10.0))
+    assert (total.kind, total.result, total.bucket, total.deployments, total.seconds, total.last_success) == (
+        "deploy", "succeeded", 1, 1, 5.0, 105.0)
+    [lead] = store.lead_times(0, dep, (60.0, 100.0))
+    assert (lead.env, lead.bucket, lead.changes, lead.seconds) == ("production", 1, 1, 95.0)
+    [check] = store.check_totals(0, dep)
+    assert (check.type, bool(check.passed), check.checks) == ("http", True, 1)
+    store.add_signoff(repo="shop", env="staging", commit="c1", tree=T1, actor="tess", verdict="signoff", note="ok",
+                      now=3.0)
+    store.add_rc(repo="shop", name="r1", commit="c1", tree=T1, source_env="staging", target_env="production",
+                 created_by="alice", self_identities=[], now=4.0)
+    [word] = store.rcs_with_approvals([("shop", "production", T1)])
+    assert (word.name, word.created_at, word.actor) == ("r1", 4.0, None)   # no approval yet
+    [signoff] = store.signoffs_of([("shop", "staging", T1)])
+    assert (signoff.actor, signoff.verdict, signoff.at) == ("tess", "signoff", 3.0)
 
 def test_watches_and_drift_reports(store_factory, tmp_path):
     store = store_factory(tmp_path / "state.db")

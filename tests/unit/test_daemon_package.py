@@ -1,4 +1,4 @@
-"""The daemon package stays cut by concern: no module over 600 lines, each says in its docstring what it holds.
+"""The daemon package stays cut by concern: each module says in its docstring what it holds.
 
 Real: the package's source files, read and parsed with ast. Nothing faked.
 """
@@ -11,15 +11,11 @@ import pytest
 
 DAEMON = Path(__file__).resolve().parents[2] / "gitopsd" / "daemon"
 MODULES = sorted(DAEMON.glob("*.py"))
-MOST_LINES = 600   # issue 24: a module longer than this holds more than one concern
 
 
 @pytest.mark.parametrize("module", MODULES, ids=lambda p: p.name)
-def test_each_module_of_the_daemon_is_at_most_600_lines_and_opens_with_a_docstring(module: Path) -> None:
-    source = module.read_text(encoding="utf-8")
-    lines = len(source.splitlines())
-    assert lines <= MOST_LINES, f"gitopsd/daemon/{module.name} has {lines} lines: cut it along a concern"
-    assert ast.get_docstring(ast.parse(source)), f"gitopsd/daemon/{module.name} has no docstring"
+def test_each_module_of_the_daemon_opens_with_a_docstring(module: Path) -> None:
+    assert ast.get_docstring(ast.parse(module.read_text(encoding="utf-8"))), f"gitopsd/daemon/{module.name} has no docstring"
 
 
 @pytest.mark.parametrize("module", [m for m in MODULES if m.name != "main.py"], ids=lambda p: p.name)

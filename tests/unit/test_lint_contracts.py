@@ -41,6 +41,7 @@ BREAKS = [
     ("installers/service.py", "import yaml", "PyYAML has one importer"),
     ("config/edit.py", "import yaml", "PyYAML has one importer"),
     ("daemon/main.py", "import inotify_simple", "inotify_simple and APScheduler have one importer each"),
+    ("adapters/store/holds.py", "from . import deployments", "the store's query modules never import each other"),
     ("services/chatroom.py", "import nio", "Matrix has one speaker"),
     ("services/releases.py", "from ..adapters import matrix", "Matrix has one speaker"),
 ]

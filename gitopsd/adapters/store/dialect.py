@@ -9,15 +9,36 @@ schema's types) is a named method of each dialect. Stdlib only.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import re
-from typing import Any
+from typing import Any, Iterator, Protocol, TypeVar
 
 _CREATE_TABLE = re.compile(r"CREATE TABLE IF NOT EXISTS (\w+) \((.*?)\n\);", re.S)
 _OR_REPLACE = re.compile(r"^\s*INSERT OR REPLACE INTO (\w+) \(([^)]*)\)", re.I)
 _OR_IGNORE = re.compile(r"^\s*INSERT OR IGNORE INTO", re.I)
 _PLACEHOLDER = re.compile(r"\?(\d*)")
 _WRITE = re.compile(r"^\s*(?:WITH\b.*?\)\s*)?(INSERT(?: OR \w+)? INTO|UPDATE|DELETE FROM)\s+(\w+)", re.I | re.S)
+
+
+class Executes(Protocol):
+    def execute(self, sql: str, /) -> Any: ...
+
+
+Connection = TypeVar("Connection", bound=Executes)   # sqlite3's, or postgresql.py's
+
+
+@contextlib.contextmanager
+def transaction(db: Connection) -> Iterator[Connection]:
+    """One write transaction on `db`: BEGIN IMMEDIATE (PostgreSQL.translate makes it BEGIN), then COMMIT, or ROLLBACK
+    and raise. The one copy of it: the store's writes, the migrations, and a PostgreSQL store's SQLite copy for the hook."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield db
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
 
 
 def primary_keys(schema: str) -> dict[str, tuple[str, ...]]:

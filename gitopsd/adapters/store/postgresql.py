@@ -21,8 +21,8 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 import psycopg_pool
 
-from .dialect import PostgreSQL, written_table
-from ..base.storeerrors import FENCED, UNREACHABLE, PERMISSION
+from .dialect import PostgreSQL, transaction, written_table
+from ...base.storeerrors import FENCED, UNREACHABLE, PERMISSION
 
 log = logging.getLogger("gitopsd.store")
 
@@ -288,14 +288,9 @@ class Connection:
         if self.mirror is None or not pending:
             return
         try:
-            self.mirror.execute("BEGIN IMMEDIATE")
-            try:
+            with transaction(self.mirror):
                 for verb, table, names, rows in pending:
                     apply_rows(self.mirror, verb, table, names, rows, self.dialect.keys[table])
-                self.mirror.execute("COMMIT")
-            except BaseException:
-                self.mirror.execute("ROLLBACK")
-                raise
         except sqlite3.Error as exc:
             log.warning("the pre-receive hook's copy of the deployment records could not be written (%s); "
                         "it is copied again whole", exc)
@@ -310,15 +305,10 @@ class Connection:
             names, rows, _n = self._autocommit(f"SELECT * FROM {table}", ())  # noqa: S608 (constant table names)
             tables.append((table, names, rows))
         try:
-            self.mirror.execute("BEGIN IMMEDIATE")
-            try:
+            with transaction(self.mirror):
                 for table, names, rows in tables:
                     self.mirror.execute(f"DELETE FROM {table}")  # noqa: S608 (constant table names)
                     apply_rows(self.mirror, "INSERT", table, names, rows, self.dialect.keys[table])
-                self.mirror.execute("COMMIT")
-            except BaseException:
-                self.mirror.execute("ROLLBACK")
-                raise
         except sqlite3.Error as exc:
             log.error("the pre-receive hook's copy of the deployment records could not be written (%s): pushes to "
                       "environment branches may be refused until it can", exc)

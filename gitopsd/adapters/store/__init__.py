@@ -1,0 +1,17 @@
+"""The state store as one package: the `Store` facade, its schema and migrations, and its two backends.
+
+Callers import from here (`from gitopsd.adapters.store import Store`). Inside: facade.py opens the connection and
+composes the queries, grouped by concern (deployments.py, holds.py, checks.py, human.py, ledger.py, watches.py,
+trees.py) over base.py; schema.py holds every table and migration; dialect.py SQLite's and PostgreSQL's SQL;
+postgresql.py the PostgreSQL backend (the one importer of psycopg, loaded only for `database: postgresql://...`).
+"""
+from __future__ import annotations
+
+from ...core.types import Admission, Block, Deployment, FailureStatus, Hold, iso
+from .base import file_identity, write_backup
+from .deployments import ACTIVE, KINDS, RESULTS
+from .facade import PG_WRITE_RETRY, Store
+from .schema import SCHEMA, full_schema
+
+__all__ = ["ACTIVE", "KINDS", "PG_WRITE_RETRY", "RESULTS", "SCHEMA", "Admission", "Block", "Deployment", "FailureStatus",
+           "Hold", "Store", "file_identity", "full_schema", "iso", "write_backup"]
