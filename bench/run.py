@@ -33,8 +33,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import psutil
 
@@ -520,8 +520,8 @@ def bench_reads_only(root: Path, repositories: int, history_rows: int, rounds: i
     """
     import yaml
 
-    from gitopsd.base import gitcli
     from gitopsd.adapters.store import Store
+    from gitopsd.base import gitcli
     from gitopsd.config import load
     from gitopsd.gate import snapshot
     sandbox = Sandbox(root, {env: [f"{env}-1"] for env in ENVS}, env_options={env: {"promote_from": "main"} for env in ENVS[1:]})
@@ -887,7 +887,7 @@ def bench_signed(root: Path, commits: int, pushes: int) -> dict:
             "per_commit_ms": statistics.median(hooked) * 1000 / commits}
 
 
-def main() -> int:
+def main() -> int:  # noqa: C901 (the bench's command line: one branch per section it can run)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pushes", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=7)

@@ -9,9 +9,9 @@ import atheris
 from _harness import scratch
 
 with atheris.instrument_imports(include=["gitopsd"]):
-    from gitopsd.services import releases
     from gitopsd.adapters.store import Store
     from gitopsd.config import load
+    from gitopsd.services import releases
 
 FOLDER = scratch("gates")
 REPO = FOLDER / "shop.git"

@@ -4,14 +4,13 @@ Notes travel with the repository; a rebuild must restore what it can read and li
 """
 from __future__ import annotations
 
-
 import atheris
 from _harness import scratch
 
 with atheris.instrument_imports(include=["gitopsd"]):
-    from gitopsd.services import notes_ledger
     from gitopsd.adapters.store import Store
     from gitopsd.core.settings import Environment, Repository
+    from gitopsd.services import notes_ledger
 
 FOLDER = scratch("notes")
 STORE = Store(FOLDER / "state.db")

@@ -1,7 +1,6 @@
 """The `Authorization` header the HTTP API and the dashboard read (tokens.TokenCheck.authenticate)."""
 from __future__ import annotations
 
-
 import atheris
 from _harness import scratch
 

@@ -2,7 +2,6 @@
 in one line, and never stops the daemon."""
 from __future__ import annotations
 
-
 import atheris
 from _harness import scratch
 

@@ -14,8 +14,8 @@ import os
 
 import pytest
 
-from tests.sshhosts import ssh_hosts  # noqa: F401  (the real-sshd hosts fixture, for every test module)
 from tests.postgres_fixture import postgres_server, postgres_url  # noqa: F401  (a real PostgreSQL on loopback)
+from tests.sshhosts import ssh_hosts  # noqa: F401  (the real-sshd hosts fixture, for every test module)
 
 # Commits made by tests must not depend on the user's git configuration.
 os.environ.setdefault("GIT_CONFIG_NOSYSTEM", "1")

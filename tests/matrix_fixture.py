@@ -14,9 +14,10 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 import yaml
@@ -42,7 +43,7 @@ def require_matrix() -> None:
 class Person:
     """One Matrix account, used through matrix-nio as a person's client would."""
 
-    def __init__(self, server: "Synapse", name: str, password: str):
+    def __init__(self, server: Synapse, name: str, password: str):
         self.server, self.name, self.password = server, name, password
         self.user_id = f"@{name}:{SERVER_NAME}"
         self.token, self.device, self.since = "", "", ""
@@ -63,7 +64,7 @@ class Person:
                 await client.close()
         return asyncio.run(go())
 
-    def login(self) -> "Person":
+    def login(self) -> Person:
         from nio import LoginResponse
 
         async def work(client: Any) -> Any:

@@ -58,7 +58,7 @@ skip_without_sshd = pytest.mark.skipif(
     and os.environ.get("GITOPSD_REQUIRE_SSHD") != "1",
     reason="needs openssh-server and openssh-client (/usr/sbin/sshd, ssh, ssh-keygen): run `make deps`")
 
-_started: list["SshHost"] = []
+_started: list[SshHost] = []
 
 
 def interpreter() -> str:
@@ -116,7 +116,7 @@ def ensure_privsep_dir() -> None:
         os.chmod(PRIVSEP_DIR, 0o755)
 
 
-def sshd_processes(hosts: list["SshHost"] | None = None) -> list[psutil.Process]:
+def sshd_processes(hosts: list[SshHost] | None = None) -> list[psutil.Process]:
     """Live sshd processes of these hosts (default: every host this module started): listeners,
     found by their sshd_config in the command line, and the processes of each connection, found
     by their TCP socket on a host's address and port."""
@@ -128,16 +128,14 @@ def sshd_processes(hosts: list["SshHost"] | None = None) -> list[psutil.Process]
         try:
             if not (proc.info["name"] or "").startswith("sshd") or proc.status() == psutil.STATUS_ZOMBIE:
                 continue
-            if any(arg in configs for arg in proc.info["cmdline"] or ()):
-                found.append(proc)
-            elif any(c.laddr and (c.laddr.ip, c.laddr.port) in endpoints for c in proc.net_connections("tcp")):
+            if any(arg in configs for arg in proc.info["cmdline"] or ()) or any(c.laddr and (c.laddr.ip, c.laddr.port) in endpoints for c in proc.net_connections("tcp")):
                 found.append(proc)
         except (psutil.Error, OSError):
             continue
     return found
 
 
-def ssh_clients(hosts: list["SshHost"] | None = None) -> list[psutil.Process]:
+def ssh_clients(hosts: list[SshHost] | None = None) -> list[psutil.Process]:
     """Live ssh client processes connected to these hosts (default: every host this module started).
 
     Ansible's ControlPersist masters ("ssh: ~/.ansible/cp/... [mux]") stay up to 60 s after a

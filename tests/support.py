@@ -15,10 +15,11 @@ import sysconfig
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 import yaml
@@ -206,7 +207,7 @@ def python_for_everyone(venv: Path) -> Path:
     """
     system = Path("/usr/bin/python3")
     version = sh([str(system), "-c", "import sys, venv; print('%d.%d' % sys.version_info[:2])"], check=False)
-    if version.returncode != 0 or version.stdout.strip() != "%d.%d" % sys.version_info[:2]:
+    if version.returncode != 0 or version.stdout.strip() != f"{sys.version_info[0]}.{sys.version_info[1]}":
         pytest.skip(f"no system Python {sys.version_info[0]}.{sys.version_info[1]} with venv for the other users")
     sh([str(system), "-m", "venv", "--without-pip", str(venv)])
     site = sh([str(venv / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"]).stdout
@@ -376,13 +377,13 @@ def _replace_in(path: Path, old: str, new: str) -> None:
 class Daemon:
     """`gitopsd run` as a real process."""
 
-    started: list["Daemon"] = []   # stopped by the conftest after each test, whatever happened
+    started: list[Daemon] = []   # stopped by the conftest after each test, whatever happened
 
     def __init__(self, sandbox: Sandbox, **env: str):
         Daemon.started.append(self)
         self.sandbox = sandbox
         self.log_path = sandbox.root / f"daemon-{time.monotonic_ns()}.log"
-        self._log = open(self.log_path, "w")
+        self._log = open(self.log_path, "w")   # noqa: SIM115 (the daemon writes to it until stop)
         self.proc = subprocess.Popen([*GITOPSD, "run", "--config", str(sandbox.config), "--log-level", "debug"],
                                      stdout=self._log, stderr=subprocess.STDOUT, env=sandbox.environ(**env),
                                      start_new_session=True)
@@ -425,7 +426,7 @@ class Daemon:
         self._log.close()
         return self.proc.returncode
 
-    def __enter__(self) -> "Daemon":
+    def __enter__(self) -> Daemon:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -10,8 +10,8 @@ import fcntl
 import os
 import sqlite3
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from ..core.errors import UserError
 from . import ownership
@@ -96,7 +96,7 @@ def check_store_file(path: Path) -> int:
 def daemon_stopped(state_dir: Path, what: str) -> Iterator[None]:
     """Hold the daemon's lock on the state folder (daemon.lock) for a while; raise UserError if a daemon holds it."""
     try:
-        handle = open(state_dir / "daemon.lock", "a", encoding="utf-8")
+        handle = open(state_dir / "daemon.lock", "a", encoding="utf-8")   # noqa: SIM115 (held: the lock lives with it)
     except OSError as exc:
         raise UserError(f"cannot open {state_dir / 'daemon.lock'}: {exc.strerror}; run this as the daemon's user "
                         f"or root") from None

@@ -18,8 +18,9 @@ import socket
 import struct
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 log = logging.getLogger("gitopsd.control")
 
@@ -75,7 +76,7 @@ class ControlServer:
         while not self.closed:
             try:
                 conn, _addr = self.sock.accept()
-            except (TimeoutError, socket.timeout):
+            except TimeoutError:
                 continue
             except OSError:
                 if self.closed:
@@ -163,7 +164,7 @@ def call(path: Path, request: dict[str, Any], timeout: float = 60.0) -> dict[str
             if not chunk:
                 break
             data += chunk
-    except (TimeoutError, socket.timeout) as exc:
+    except TimeoutError as exc:
         raise ControlError(f"the daemon did not answer within {timeout:g}s") from exc
     finally:
         sock.close()

@@ -14,7 +14,6 @@ from typing import Any
 from ..core.errors import UserError
 from .store import Store, full_schema
 
-
 # Who leads and which daemons are alive belong to the database the daemons share now, not to the records moved.
 NOT_COPIED = ("leadership", "daemons")
 

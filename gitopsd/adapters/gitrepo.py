@@ -7,8 +7,9 @@ from __future__ import annotations
 import hashlib
 import os
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO
 
 import pygit2
 
@@ -150,7 +151,7 @@ class GitRepository:
         """
         hexid = str(oid)
         try:
-            source = open(Path(repo.path) / "objects" / hexid[:2] / hexid[2:], "rb")
+            source = open(Path(repo.path) / "objects" / hexid[:2] / hexid[2:], "rb")   # noqa: SIM115 (closed below)
         except FileNotFoundError:
             blob = repo[oid]
             if not isinstance(blob, pygit2.Blob):

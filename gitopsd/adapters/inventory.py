@@ -58,7 +58,7 @@ def hosts_of(inventory: Path, variables: tuple[str, ...] = ("ansible_host",),
     when a requested variable fails to template (an undefined variable, a failing lookup).
     Raise ValueError for an extra var whose name is not an identifier or is reserved by Ansible.
     """
-    from ._ansible import DeferredWarningContext, is_reserved_name   # heavy: only where an inventory is read
+    from ._ansible import DeferredWarningContext, is_reserved_name  # heavy: only where an inventory is read
     extras = dict(extra_vars or {})
     for key in extras:
         if not isinstance(key, str) or not key.isidentifier() or is_reserved_name(key):

@@ -11,7 +11,7 @@ import json
 import logging
 import os
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 FIELDS = ("repo", "env", "commit", "deployment")
@@ -48,7 +48,7 @@ class JsonFormatter(logging.Formatter):
     `event.*`, `error.*`, and gitopsd's own under `gitopsd.*`). Filebeat's ndjson parser with expand_keys reads it."""
 
     def format(self, record: logging.LogRecord) -> str:
-        at = datetime.fromtimestamp(record.created, timezone.utc)
+        at = datetime.fromtimestamp(record.created, UTC)
         doc: dict[str, Any] = {
             "@timestamp": at.strftime("%Y-%m-%dT%H:%M:%S.") + f"{at.microsecond // 1000:03d}Z",
             "log.level": record.levelname.lower(), "message": record.getMessage(), "ecs.version": ECS_VERSION,
@@ -92,7 +92,7 @@ def deployment_ended(logger: logging.Logger, d: Any) -> None:
 
 
 def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def setup(log_format: str = "plain", level: int = logging.INFO) -> None:

@@ -327,7 +327,7 @@ def _transmit(run: PlaybookRun, remote: str, requirements: Requirements | None, 
         shutil.rmtree(local, ignore_errors=True)
 
 
-def _stream(node: ExecutionNode, run: PlaybookRun, cancel: threading.Event, known_hosts: Path, stream: Path,
+def _stream(node: ExecutionNode, run: PlaybookRun, cancel: threading.Event, known_hosts: Path, stream: Path,  # noqa: C901 (ansible-runner's streaming protocol: one branch per message kind)
             remote: str) -> NodeRun:
     """ssh the stream to the node's worker and process what comes back; stop the remote run on cancel or timeout."""
     worker = shlex.join(["env", f"{NODE_MARKER}={run.marker}", "setsid", "-w", "ansible-runner", "worker",
@@ -394,10 +394,7 @@ def _stream(node: ExecutionNode, run: PlaybookRun, cancel: threading.Event, know
         stdout.parent.mkdir(parents=True, exist_ok=True)
         stdout.write_text("\n".join(lines) + "\n", encoding="utf-8")
     if stopped:
-        if stopped[0] == "timeout":
-            reason = f"run timed out on execution node {node.name}"
-        else:
-            reason = "run was canceled"
+        reason = f"run timed out on execution node {node.name}" if stopped[0] == "timeout" else "run was canceled"
         return NodeRun(RunOutcome(False, stopped[0], None, reason, {}, stdout if stdout.exists() else None), True)
     if status not in ("successful", "failed", "timeout", "canceled"):
         said = log.read_text(encoding="utf-8", errors="replace")

@@ -12,6 +12,7 @@ from typing import Any
 
 from ..core.types import TaskChange
 
+
 def judge(stats: dict[str, Any] | None, no_hosts_matched: bool, status: str, rc: int | None) -> tuple[bool, str, dict[str, str]]:
     """Given the final `playbook_on_stats` data, return (ok, reason, per-host result)."""
     if status in ("timeout", "canceled"):

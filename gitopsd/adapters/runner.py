@@ -20,14 +20,15 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import ansible_runner
 
-from . import sandbox, sshgate
 from ..core.settings import SandboxPolicy
 from ..core.types import HostInfo, PlaybookRun, RunOutcome, TaskChange
+from . import sandbox, sshgate
 from .inventory import InventoryError
 from .processes import MARKER, path_with_interpreter_bin, processes_of, reap, scrub_environment
 from .runevents import content_error, judge, render_diff, reports_changed, task_change
@@ -63,7 +64,7 @@ def artifact_files(extravars: dict[str, Any]) -> tuple[Path, ...]:
     return tuple(sorted({Path(a["path"]) for a in artifacts.values()}))
 
 
-def run_playbook(run: PlaybookRun, cancel: threading.Event, policy: SandboxPolicy | None = None,
+def run_playbook(run: PlaybookRun, cancel: threading.Event, policy: SandboxPolicy | None = None,  # noqa: C901 (one run's options, each an independent branch; the seams are the helpers it calls)
                  on_event: Callable[[dict[str, Any]], None] | None = None) -> RunOutcome:
     """Run the playbook (in the sandbox of `policy`) to the end, a timeout or `cancel`; reap every process it started."""
     run.data_dir.mkdir(parents=True, exist_ok=False)

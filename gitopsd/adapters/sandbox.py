@@ -98,7 +98,7 @@ def for_config(config: Any) -> SandboxPolicy:
     return policy
 
 
-def bwrap_args(policy: SandboxPolicy, *, project: Path, run_dir: Path, uid: int,
+def bwrap_args(policy: SandboxPolicy, *, project: Path, run_dir: Path, uid: int,  # noqa: C901 (the sandbox's mounts: one branch per optional part of the run)
                read_only: tuple[Path, ...] = (), network: bool = True, agent: Path | None = None,
                ssh_gate: Path | None = None) -> list[str]:
     """The bubblewrap options (without the command) for one run whose tree is `project`.

@@ -14,10 +14,10 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from . import sandbox
 from ..core.errors import GitopsdError
 from ..core.settings import SandboxPolicy
 from ..core.types import PlaybookRun
+from . import sandbox
 from .processes import MARKER, path_with_interpreter_bin, reap
 from .sshkeys import AgentError, identity_files, start_agent, stop_agent
 

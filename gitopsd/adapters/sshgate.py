@@ -17,8 +17,8 @@ import os
 import re
 import socket
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from ..core.errors import GitopsdError
 from ..core.types import HostInfo

@@ -2,7 +2,7 @@
 were lost) and drift detection's check-mode runs. APScheduler lives here."""
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from apscheduler.schedulers.background import BackgroundScheduler
 

@@ -13,8 +13,8 @@ import os
 import select
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from inotify_simple import INotify, flags
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 import logging
 import time
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 from urllib.parse import unquote_to_bytes
 
 from starlette.applications import Starlette
@@ -29,7 +30,7 @@ from . import statuses
 from .context import Context, HumanGatesHandler
 from .inputs import ApiError
 from .routes import break_glass, change_control, commit_statuses, reading
-from .routes import human_gates as gate_routes   # create_app's `human_gates` is the daemon's handler
+from .routes import human_gates as gate_routes  # create_app's `human_gates` is the daemon's handler
 
 log = logging.getLogger("gitopsd.api")
 

@@ -6,8 +6,9 @@ parts (git, SQLite) run in Starlette's thread pool, so one slow request never ho
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request

@@ -8,14 +8,15 @@ from __future__ import annotations
 import hashlib
 import re
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
-from types import MappingProxyType
 from pathlib import Path
-from typing import Any, Mapping
+from types import MappingProxyType
+from typing import Any
 from urllib.parse import urlsplit
 
-from ..base import gitcli
 from ..adapters.store import Store
+from ..base import gitcli
 from ..core.errors import UserError
 from ..core.settings import STATUS_CONTEXT_MAX
 from ..core.types import iso

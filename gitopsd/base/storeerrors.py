@@ -16,7 +16,7 @@ from ..core.errors import ConfigurationError, StalledError, StoreError, Transien
 
 TYPE_CHECKING = False   # true for mypy only
 if TYPE_CHECKING:   # annotations only: the hook imports this when it refuses a push
-    from typing import Callable
+    from collections.abc import Callable
 
 PERMISSION, DAMAGED, BUSY, FULL, OTHER = "permission", "damaged", "busy", "full", "other"
 UNREACHABLE = "unreachable"   # PostgreSQL down or not where the config says (adapters/store/postgresql.py)

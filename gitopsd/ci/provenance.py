@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from .artifacts import ArtifactStore
 from ..adapters import signing
 from ..core.errors import ConfigurationError, UserError
 from ..core.settings import Config
+from .artifacts import ArtifactStore
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 SLSA_PROVENANCE = "https://slsa.dev/provenance/v1"

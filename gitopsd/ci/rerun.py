@@ -9,7 +9,7 @@ caller's identity is the kernel's) or by the dashboard's signed-in user, and rec
 from __future__ import annotations
 
 import re
-from typing import Callable
+from collections.abc import Callable
 
 from ..core.errors import INVALID, Refused
 from ..core.settings import Repository

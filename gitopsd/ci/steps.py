@@ -21,19 +21,20 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
+from ..adapters import runner, sandbox
+from ..adapters.gitrepo import GitRepository
+from ..core.errors import GitopsdError
+from ..core.settings import CiStep, Config, Repository, SandboxPolicy
+from ..services import releases
 from . import provenance, runs
 from .artifacts import ArtifactError, ArtifactStore
 from .heads import HeadEvent, matches
-from ..adapters import runner, sandbox
-from ..adapters.gitrepo import GitRepository
-from ..services import releases
-from ..core.errors import GitopsdError
-from ..core.settings import CiStep, Config, Repository, SandboxPolicy
 
 log = logging.getLogger("gitopsd.ci")
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .common import ask_daemon as _ask
 from .common import load_config

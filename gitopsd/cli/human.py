@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Callable
+from collections.abc import Callable
 
 from ..services.readmodels import rc_named, rc_shown, rc_view
 from .common import ask_daemon, load_config, print_preview, repository

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from ..core.errors import UserError
 from ..services.readmodels import host_runs, preview_view, tree_named, where_view

@@ -6,7 +6,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ..core.errors import UserError
 from ..services.readmodels import NO_MARKS, deployment_json, release_marks

@@ -7,7 +7,7 @@ the store, the audit log and a git note.
 from __future__ import annotations
 
 import argparse
-from typing import Callable
+from collections.abc import Callable
 
 from .common import ask_daemon
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from ..core.settings import Config, Environment, HttpCheck, Notify, PrometheusCheck, Repository, Rollout, Verify
 from .edit import ConfigEditError, add_repository, repository_entry
-from .reading import load, read_yaml, write_yaml
 from .problems import ConfigError, Problem
+from .reading import load, read_yaml, write_yaml
 
 # Re-exported: the settings classes are what `load` returns.
 __all__ = ["Config", "ConfigEditError", "ConfigError", "Environment", "HttpCheck", "Notify", "PrometheusCheck",

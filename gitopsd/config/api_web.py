@@ -5,9 +5,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from ..core.settings import Api, Grafana, ROLES, Repository, RoleGrant, Web
+from ..core.settings import ROLES, Api, Grafana, Repository, RoleGrant, Web
 from .problems import IDENTITY_RE, _Checker, _path_field, _resolve, _url
-
 
 API_KEYS = {
     "listen": "host:port the HTTP API listens on",
@@ -73,7 +72,7 @@ WEB_KEYS = {
 HEADER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,63}$")
 
 
-def _web(raw: Any, has_api: bool, repos: list[Repository], groups: dict[str, list[str]], base: Path,
+def _web(raw: Any, has_api: bool, repos: list[Repository], groups: dict[str, list[str]], base: Path,  # noqa: C901 (a config section: one branch per key)
          check: _Checker) -> Web:
     """`web:` the dashboard (docs/web.md): who you are and, per environment, what you may do."""
     import ipaddress

@@ -6,8 +6,7 @@ from collections.abc import Collection
 from typing import Any
 
 from ..core.settings import Drift, HttpCheck, PrometheusCheck, Verify, Watch
-from .problems import _Checker, _check, _duration, _flag, _url
-
+from .problems import _check, _Checker, _duration, _flag, _url
 
 WATCH_KEYS = {
     "for": "how long the watch lasts after a deployment",

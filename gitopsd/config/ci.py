@@ -6,9 +6,8 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-from ..core.settings import Ci, CiStep, CiTrigger, STATUS_CONTEXT_MAX
+from ..core.settings import STATUS_CONTEXT_MAX, Ci, CiStep, CiTrigger
 from .problems import NAME_RE, _Checker, _url
-
 
 CI_KEYS = {
     "trigger": "CI servers told of each new commit",
@@ -45,7 +44,7 @@ def _globs(value: Any, key: str, check: _Checker, default: tuple[str, ...]) -> t
     return tuple(value)
 
 
-def _ci(raw: Any, key: str, check: _Checker) -> Ci:
+def _ci(raw: Any, key: str, check: _Checker) -> Ci:  # noqa: C901 (a config section: one branch per key)
     """A repository's `ci:` section: CI servers to trigger and built-in steps (docs/ci.md, "Continuous integration")."""
     data = check.mapping(raw, key, CI_KEYS)
     branches = _globs(data.get("branches"), f"{key}.branches", check, Ci.branches)

@@ -8,7 +8,6 @@ from ..core.settings import Approvals, Repository, SignoffRule
 from ..core.windows import WindowError, parse_duration
 from .problems import IDENTITY_RE, NAME_RE, _Checker
 
-
 APPROVALS_KEYS = {
     "required": "approvals needed",
     "approvers": "identities and group:NAME who may approve",
@@ -58,7 +57,7 @@ def _identities(value: Any, key: str, groups: dict[str, list[str]], check: _Chec
     return tuple(dict.fromkeys(found))
 
 
-def _human_gates(repo: Repository, raw: dict[str, Any], key: str, groups: dict[str, list[str]],
+def _human_gates(repo: Repository, raw: dict[str, Any], key: str, groups: dict[str, list[str]],  # noqa: C901 (a config section: one branch per key)
                  check: _Checker) -> Repository:
     """Each environment's sign-off and approval settings (docs/human-gates.md), with groups resolved."""
     envs_raw = raw.get("environments")

@@ -8,7 +8,6 @@ from typing import Any
 from ..core.settings import ExecutionNode, Repository
 from .problems import NAME_RE, _Checker, _resolve
 
-
 NODE_KEYS = {
     "name": "the node's name, as environments' execution_node says it",
     "ssh": "user@host gitopsd reaches it as",

@@ -8,7 +8,6 @@ from typing import Any
 from ..core.settings import Matrix, Notifications
 from .problems import IDENTITY_RE, _Checker, _path_field, _url
 
-
 NOTIFICATIONS_KEYS = {
     "link": "the dashboard's URL, for links in messages",
     "slack_webhook": "Slack incoming webhook URL",

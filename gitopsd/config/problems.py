@@ -16,7 +16,6 @@ from ..core.errors import ConfigurationError
 from ..core.settings import CheckError, Config
 from ..core.windows import WindowError, parse_duration
 
-
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 BRANCH_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 ONE_DAY = 86400              # seconds: no wait or interval needs more; beyond, timers and timeouts overflow
@@ -38,7 +37,7 @@ class Problem:
 class ConfigError(ConfigurationError):
     """The configuration is invalid; `problems` lists every one found."""
 
-    def __init__(self, problems: list[Problem], config: "Config | None" = None):
+    def __init__(self, problems: list[Problem], config: Config | None = None):
         self.problems = problems
         self.config = config   # what could be read anyway: read-only commands show the rest (see cli)
         super().__init__("\n".join(str(p) for p in problems))

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import yaml
 
@@ -18,7 +19,6 @@ from ..core.settings import Config
 from ..gate.snapshot import file_stamp
 from .problems import ConfigError, Problem, _Checker
 from .top import _normalize
-
 
 _SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)   # libyaml when available: same rules, faster
 CONFIG_MAX = 10 * 2**20      # bytes: a real config is a few KiB; stops --config /dev/zero or a log file read whole

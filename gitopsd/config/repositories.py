@@ -14,8 +14,7 @@ from ..core.windows import Cron, Window, WindowError, parse_duration
 from .checks import _drift, _verify, _watch
 from .ci import _ci, _contexts
 from .nodes import _execution_node
-from .problems import BRANCH_RE, NAME_RE, _Checker, _NO_PATH, _flag, _resolve, _url
-
+from .problems import _NO_PATH, BRANCH_RE, NAME_RE, _Checker, _flag, _resolve, _url
 
 DEFAULT_ENVIRONMENTS = ("qa", "staging", "production")
 MAX_WINDOW = timedelta(days=31)
@@ -73,7 +72,7 @@ WINDOW_KEYS = {
 }
 
 
-def _repository(raw: Any, key: str, base: Path, check: _Checker) -> Repository:
+def _repository(raw: Any, key: str, base: Path, check: _Checker) -> Repository:  # noqa: C901 (a config section: one branch per key)
     data = check.mapping(raw, key, REPO_KEYS)
     name = data.get("name")
     if not isinstance(name, str) or not NAME_RE.match(name):

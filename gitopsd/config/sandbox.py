@@ -5,10 +5,11 @@ import re
 from pathlib import Path
 from typing import Any
 
-from ..adapters.sandbox import SandboxError, check as sandbox_check, default_user as default_sandbox_user
+from ..adapters.sandbox import SandboxError
+from ..adapters.sandbox import check as sandbox_check
+from ..adapters.sandbox import default_user as default_sandbox_user
 from ..core.settings import SandboxPolicy
 from .problems import _Checker, _resolve
-
 
 SANDBOX_KEYS = {
     "enabled": "run playbooks and CI steps in the sandbox (bubblewrap)",

@@ -9,7 +9,6 @@ from ..core.settings import Repository, Signatures
 from .human_gates import _identities
 from .problems import _Checker, _path_field
 
-
 MAIN_BRANCH = "main"   # the integration branch a repository's own `signatures:` applies to
 SIGNATURES_KEYS = {
     "allowed_signers": "SSH allowed signers file (ssh-keygen(1) ALLOWED SIGNERS)",

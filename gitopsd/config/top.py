@@ -14,11 +14,10 @@ from .api_web import _api, _grafana, _web
 from .human_gates import _groups, _human_gates
 from .nodes import _execution_nodes, _placements
 from .notifications import _notifications
-from .problems import _Checker, _NO_PATH, _duration, _path_field, _resolve
+from .problems import _NO_PATH, _Checker, _duration, _path_field, _resolve
 from .repositories import _repository
 from .sandbox import _known_hosts, _sandbox
 from .signatures import _signatures
-
 
 SOCKET_PATH_MAX = 107        # bytes of a Unix socket path on Linux: sun_path is 108 with the final NUL
 

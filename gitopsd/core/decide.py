@@ -24,7 +24,7 @@ class Decision:
     reason: str | None = None
 
 
-def decide(desired: Head | None, deployed: Deployment | None, last: Deployment | None,
+def decide(desired: Head | None, deployed: Deployment | None, last: Deployment | None,  # noqa: C901 (the decision table of docs/concepts.md, one branch per row)
            failure: FailureStatus | None, bad_tree_reason: str | None, rollback: bool,
            busy: bool, now: float, blocked_reason: str | None = None, suspended_reason: str | None = None,
            sync: bool = False, watch: WatchWindow | None = None, drift: DriftReport | None = None,

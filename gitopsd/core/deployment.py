@@ -13,16 +13,15 @@ from __future__ import annotations
 import string
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .batches import failed_too_many, split_batches
 from .settings import Environment, HttpCheck, PrometheusCheck
 from .tree import resolve_inside
-from .types import (BatchRecord, CheckResult, DeploymentFolders, Head, HostInfo, Kind, PlaybookRun, Progress,
-                    RunOutcome)
-
+from .types import BatchRecord, CheckResult, DeploymentFolders, Head, HostInfo, Kind, PlaybookRun, Progress, RunOutcome
 
 # What happened to a host in a deployment, in its record (`hosts` of `history --json`, the dashboard):
 # ok: its run succeeded and changed nothing, and its checks passed; changed: the same, with changes;

@@ -10,7 +10,8 @@ import os
 
 TYPE_CHECKING = False   # true for mypy and import-linter only: `typing` costs the hook about 6 ms
 if TYPE_CHECKING:
-    from typing import Any, Iterable, Protocol, TypeVar
+    from collections.abc import Iterable
+    from typing import Any, Protocol, TypeVar
 
     class _Named(Protocol):
         @property

@@ -26,8 +26,8 @@ import random
 import shutil
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from .decide import Decision, decide_from_store
 from .deployment import Toolbox, execute, playbook_run
@@ -35,10 +35,24 @@ from .drifting import DriftDetection
 from .errors import StalledError, TransientError
 from .ports import GitPort, Judge, Notifier, StorePort, Verdict
 from .settings import Config, Environment, Repository
-from .windows import closed_now
-from .types import (EMPTY_TREE, Action, Block, Deployment, DeploymentFolders, DeploymentJob, FailureStatus, Head,
-                    HostInfo, Kind, Progress, Result, RunOutcome, Trigger)
+from .types import (
+    EMPTY_TREE,
+    Action,
+    Block,
+    Deployment,
+    DeploymentFolders,
+    DeploymentJob,
+    FailureStatus,
+    Head,
+    HostInfo,
+    Kind,
+    Progress,
+    Result,
+    RunOutcome,
+    Trigger,
+)
 from .watching import TRANSIENT_RETRY, PostDeployWatch
+from .windows import closed_now
 
 log = logging.getLogger("gitopsd.reconciler")
 
@@ -190,7 +204,7 @@ class Reconciler:
             except Exception:  # one environment's trouble must not stop the others
                 log.exception("look failed", extra={"repo": repo.name, "env": env.name})
 
-    def _look_at(self, repo: Repository, env: Environment, trigger: str) -> Decision:
+    def _look_at(self, repo: Repository, env: Environment, trigger: str) -> Decision:  # noqa: C901 (the reconciler's one look: each branch is a documented state)
         now = self.clock()
         try:
             desired = self.git.head(repo, env.branch)

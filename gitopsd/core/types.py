@@ -6,12 +6,12 @@ reconciler and `status` name states the same way (a StrEnum is its own string in
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from .constants import EMPTY_TREE as EMPTY_TREE   # re-exported: the core's vocabulary
+from .constants import EMPTY_TREE as EMPTY_TREE  # re-exported: the core's vocabulary
 
 
 class Action(StrEnum):
@@ -86,7 +86,7 @@ class Head:
 
 
 def iso(ts: float | None) -> str | None:
-    return None if ts is None else datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds")
+    return None if ts is None else datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds")
 
 
 @dataclass(frozen=True)

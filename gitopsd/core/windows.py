@@ -7,7 +7,7 @@ hold windows (core/settings.py) and the hook checks them (gate/policy.py).
 """
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta, timezone, tzinfo
+from datetime import UTC, date, datetime, timedelta, tzinfo
 
 FIELDS = (("minute", 0, 59), ("hour", 0, 23), ("day of month", 1, 31), ("month", 1, 12), ("day of week", 0, 7))
 DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -56,7 +56,7 @@ class Cron:
         self.days_restricted, self.weekdays_restricted = days_restricted, weekdays_restricted
 
     @classmethod
-    def parse(cls, text: str) -> "Cron":
+    def parse(cls, text: str) -> Cron:
         parts = text.split()
         if len(parts) != 5:
             raise WindowError(f"{text!r} must have 5 fields: minute hour day-of-month month day-of-week")
@@ -128,7 +128,7 @@ class Window:
 def zone(name: str) -> tzinfo:
     """A time zone by IANA name; zoneinfo (and its tz database lookup) is imported only when needed."""
     if name == "UTC":
-        return timezone.utc
+        return UTC
     from zoneinfo import ZoneInfo
     return ZoneInfo(name)
 
@@ -167,12 +167,12 @@ def next_opening(windows: tuple[Window, ...], now: datetime, horizon: timedelta 
 
 def closed_now(windows: tuple[Window, ...], now: float) -> tuple[str, float | None] | None:
     """Why the windows keep deployments out at `now` (seconds since the epoch) and when they open again; None: open."""
-    moment = datetime.fromtimestamp(now, timezone.utc)
+    moment = datetime.fromtimestamp(now, UTC)
     allowed, window = promotion_allowed(windows, moment)
     if allowed or window is None:
         return None
     opens = next_opening(windows, moment)
-    when = opens.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC") if opens else None
+    when = opens.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC") if opens else None
     return (f"the deploy window is closed: {'outside' if window.allow else 'inside'} '{window.name}'; "
             + (f"it waits until {when}" if when else "it waits for the window to open (not within the next 8 days)"),
             opens.timestamp() if opens else None)

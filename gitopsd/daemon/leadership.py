@@ -22,7 +22,8 @@ import socket
 import sqlite3
 import threading
 import time
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from ..adapters.systemd import Notifier
 from ..core.settings import Config

@@ -10,13 +10,13 @@ from pathlib import Path
 from types import FrameType
 
 from .. import config as config_mod
-from ..gate import snapshot
-from ..installers import install_hooks
-from ..services import nodes
 from ..adapters import runner
 from ..config import ConfigError
 from ..core.errors import GitError, StoreError
 from ..core.types import Trigger
+from ..gate import snapshot
+from ..installers import install_hooks
+from ..services import nodes
 from .events import HUP, STOP, WAKE, Intake
 from .wiring import real_toolbox
 

@@ -7,12 +7,10 @@ import queue
 import time
 
 from .. import config as config_mod
-from ..adapters import backups
+from ..adapters import backups, logs
 from ..core.errors import StoreError
 from ..core.reconcile import Cause, Look
-from ..core.types import Trigger
-from ..core.types import DeploymentJob
-from ..adapters import logs
+from ..core.types import DeploymentJob, Trigger
 from .events import HUP, STOP, WAKE
 from .lifecycle import Lifecycle
 from .serving import Serving

@@ -18,26 +18,26 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 from .. import config as config_mod
-from ..services import nodes
 from ..adapters import runner
+from ..adapters.annotations import AnnotationSender
+from ..adapters.notifications import notify
+from ..adapters.store import Store
+from ..adapters.systemd import Notifier
+from ..ci.artifacts import ArtifactStore
+from ..ci.heads import NewHeads
+from ..ci.promote import AutoPromoter
+from ..ci.steps import StepRunner
+from ..ci.triggers import TriggerSender
 from ..config import Config, ConfigError
 from ..core.errors import StoreError
 from ..core.reconcile import Look, Reconciler
 from ..core.types import Trigger
-from ..adapters.notifications import notify
-from ..adapters.systemd import Notifier
-from ..adapters.store import Store
-from ..ci.artifacts import ArtifactStore
-from ..ci.heads import NewHeads
-from ..ci.steps import StepRunner
-from ..ci.triggers import TriggerSender
-from ..ci.promote import AutoPromoter
+from ..services import nodes
 from ..services.changecontrol import ChangeControl
-from ..services.releases import HumanGates
 from ..services.chatroom import ChatRoom
-from ..services.previews import Previewer
-from ..adapters.annotations import AnnotationSender
 from ..services.firstseen import FirstSeen
+from ..services.previews import Previewer
+from ..services.releases import HumanGates
 from .loop import Loop
 from .wiring import PolicyJudge, PygitPort, real_toolbox, sandbox_policy
 
@@ -54,7 +54,7 @@ class AlreadyRunning(Exception):
 def lock_state_dir(state_dir: Path) -> IO[str]:
     """Take the one-daemon-per-state-folder lock; hold the returned file for the daemon's life."""
     state_dir.mkdir(parents=True, exist_ok=True)
-    handle = open(state_dir / "daemon.lock", "a+", encoding="utf-8")
+    handle = open(state_dir / "daemon.lock", "a+", encoding="utf-8")   # noqa: SIM115 (held: the lock lives with it)
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError as exc:

@@ -1,7 +1,8 @@
 """The daemon's parts, named and typed once: what each concern's methods (statedb, events, lifecycle, ...) may use."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, IO, Callable
+from collections.abc import Callable
+from typing import IO, TYPE_CHECKING
 
 if TYPE_CHECKING:
     import queue

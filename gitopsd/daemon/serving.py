@@ -2,16 +2,17 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .. import config as config_mod
-from ..core.errors import MISSING, Refused, refusal_answer
-from ..core.reconcile import Look
+from ..adapters.control import ControlServer
 from ..adapters.notifications import notify
 from ..ci import rerun
 from ..ci.heads import matches
 from ..ci.triggers import safe_url
-from ..adapters.control import ControlServer
+from ..core.errors import MISSING, Refused, refusal_answer
+from ..core.reconcile import Look
 from ..services.changecontrol import OPS as CHANGE_CONTROL_OPS
 from .events import Intake
 

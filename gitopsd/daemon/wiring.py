@@ -2,25 +2,23 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from .. import config as config_mod
-from ..gate import snapshot
-from ..services import nodes
-from ..gate import policy
-from ..adapters import runner
-from ..adapters import sandbox
+from ..adapters import runner, sandbox
+from ..adapters.gitrepo import GitRepository
+from ..adapters.store import Store
+from ..ci import provenance
+from ..ci.artifacts import ArtifactStore
 from ..config import Config
 from ..core.deployment import Toolbox
 from ..core.ports import Verdict
 from ..core.settings import HttpCheck, PrometheusCheck, SandboxPolicy
 from ..core.types import CheckResult, Deployment, DeploymentFolders, Head, HostInfo, PlaybookRun, RunOutcome
-from ..adapters.gitrepo import GitRepository
+from ..gate import policy, snapshot
+from ..services import nodes
 from ..services.revert import make_revert
-from ..adapters.store import Store
-from ..ci import provenance
-from ..ci.artifacts import ArtifactStore
 
 
 class PygitPort:

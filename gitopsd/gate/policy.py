@@ -15,11 +15,11 @@ only for an environment that has some. `tests/integration/test_hooks.py` holds i
 """
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
-from . import snapshot
 from ..base import gitcli
 from ..core.constants import EMPTY_TREE
+from . import snapshot
 from .snapshot import GateEnvironment, GateRepository
 
 TYPE_CHECKING = False   # true for mypy and import-linter only: the hook does not import typing
@@ -123,7 +123,7 @@ def rollback_trees(successes: list[tuple[str, str]]) -> tuple[str | None, str | 
     return (stack[-1] if stack else None), (stack[-2] if len(stack) > 1 else None)
 
 
-def judge(repo: GateRepository, repo_path: str, store: Records, env: GateEnvironment, old: str | None, new: str, *,
+def judge(repo: GateRepository, repo_path: str, store: Records, env: GateEnvironment, old: str | None, new: str, *,  # noqa: C901 (the gate's rules in the order docs/trust-model.md gives them)
           identity: str, override_reason: str | None = None, now: datetime | None = None,
           pending: dict[str, str] | None = None, check_windows: bool = True) -> Verdict:
     """Judge moving `env`'s branch from `old` to `new`. Pure reads: Git and the store.
@@ -133,7 +133,7 @@ def judge(repo: GateRepository, repo_path: str, store: Records, env: GateEnviron
     `old` None (the daemon, before anything was deployed) skips the history checks; `check_windows`
     False leaves deploy windows out (the daemon, for heads a judged push announced).
     """
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     branch, short_old, short_new = env.branch, (old or "")[:7], new[:7]
     rollback_cmd = f"gitopsd rollback {env.name} --repo {repo.name}"
     if new == gitcli.ZERO:
@@ -238,7 +238,7 @@ def judge(repo: GateRepository, repo_path: str, store: Records, env: GateEnviron
         return through_glass(store, repo, env, passed, now) if held else Verdict(True, "promotion", passed)
     assert window is not None
     opens = next_opening(env.windows, now)
-    when = opens.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC") if opens else None
+    when = opens.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC") if opens else None
     opens_again = f"promotion opens again at {when}" if when else "promotion does not open again within the next 8 days"
     wait = f"wait until {when}" if when else "wait for the deploy window to open (not within the next 8 days)"
     closed = f"the deploy window is closed: {'outside' if window.allow else 'inside'} '{window.name}'"

@@ -14,16 +14,18 @@ branch moved, with the quarantine variables removed: straight into the repositor
 from __future__ import annotations
 
 import os
-from datetime import datetime, timezone
+from datetime import UTC, datetime
+
 from ..base import gitcli
 from . import policy
+
 TYPE_CHECKING = False   # true for mypy and import-linter only: the hook does not import typing
 
 if TYPE_CHECKING:   # annotations only: this runs inside pre-receive
-    from typing import Callable
+    from collections.abc import Callable
 
-    from .snapshot import GateEnvironment, GateRepository
     from .policy import Records
+    from .snapshot import GateEnvironment, GateRepository
 
 REQUEST_PREFIX = "refs/promote/"
 QUARANTINE_VARS = ("GIT_QUARANTINE_PATH", "GIT_OBJECT_DIRECTORY", "GIT_ALTERNATE_OBJECT_DIRECTORIES")
@@ -60,7 +62,7 @@ def promote(view: GateRepository, repo_path: str, ledger: Records, dst: GateEnvi
     Write the commit, judge it as the hook judges a push, call `announce(commit, override) -> bool`
     (the daemon's nudge: was it sent?) and move the branch from `dst_head` by compare-and-swap.
     """
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     tree, dst_tree = gitcli.trees_of(repo_path, src_head, dst_head)
     tree = tree or ""
     if tree == dst_tree:

@@ -19,8 +19,9 @@ import os
 import sqlite3
 import sys
 
-from . import snapshot, nudge, policy, promotion
 from ..base import gitcli
+from . import nudge, policy, promotion, snapshot
+
 TYPE_CHECKING = False   # true for mypy and import-linter only: the hook does not import typing
 
 if TYPE_CHECKING:   # annotations only: typing and datetime cost the hook time
@@ -274,7 +275,7 @@ def keep(gate: snapshot.GateConfig, repo_path: str) -> None:
             pass
 
 
-def pre_receive(config_path: str, database: str, stdin_text: str, out: TextIO = sys.stderr,
+def pre_receive(config_path: str, database: str, stdin_text: str, out: TextIO = sys.stderr,  # noqa: C901 (the hook: one branch per kind of ref update)
                 now: datetime | None = None) -> int:
     """Judge every environment-branch update in the push; 0 accepts the push, 1 refuses all of it."""
     updates = read_updates(stdin_text)

@@ -24,11 +24,11 @@ if TYPE_CHECKING:   # annotations only: the hook imports neither typing nor the 
     from typing import Any
 
     from ..core.settings import Config, Environment, Repository
+    from ..core.windows import Window
     from .approvals import Policy, SignoffNeed
     from .locks import BreakGlass, Lock
     from .required import Status
     from .signatures import Rule
-    from ..core.windows import Window
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS gate_config (

@@ -9,10 +9,10 @@ import tempfile
 from pathlib import Path
 
 from ..base import gitcli
-from . import install_hooks
+from ..config import add_repository, repository_entry
 from ..core.errors import UserError
 from ..gate.snapshot import DEFAULT_CONFIG
-from ..config import add_repository, repository_entry
+from . import install_hooks
 
 SAMPLE_PARTS = ("app", "playbooks", "environments")
 

@@ -206,7 +206,7 @@ class Demo:
 
     def stream_daemon(self) -> None:
         assert self.daemon is not None and self.daemon.stderr is not None
-        log = open(DEMO / "daemon.log", "w", encoding="utf-8")
+        log = open(DEMO / "daemon.log", "w", encoding="utf-8")   # noqa: SIM115 (open while the daemon runs)
         for line in self.daemon.stderr:
             log.write(line)
             log.flush()

@@ -16,16 +16,16 @@ import stat
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Callable
 
 from ..base import gitcli
-from . import install_hooks
 from ..config import Config, ConfigError, Repository, load
 from ..core.errors import ConfigurationError
 from ..core.settings import SandboxPolicy
+from . import install_hooks
 
 
 @dataclass(frozen=True)
@@ -246,6 +246,7 @@ def _state_writable(config: Config, me: str) -> Finding:
 def _sandboxed_runs(config: Config, me: str) -> list[Finding]:
     """A no-op playbook and a no-op CI step, each in the sandbox and in a folder where the daemon puts its own."""
     import threading
+
     from ..adapters import runner, sandbox
     from ..core.types import PlaybookRun
     policy = sandbox.for_config(config)

@@ -19,9 +19,9 @@ from pathlib import Path
 
 from ..adapters import ownership
 from ..base import gitcli
-from ..gate import shimstamp
 from ..core.errors import GitError, StoreError, UserError
 from ..core.settings import Config, Repository
+from ..gate import shimstamp
 
 HOOK_NAMES = ("pre-receive",)
 RETIRED_HOOKS = ("post-receive",)
@@ -46,7 +46,7 @@ def gitopsd_executable() -> str:
     return str(local) if local.exists() else (found or "gitopsd")
 
 
-def install_hooks(repo_path: Path, config_path: Path | None = None, *, git_user: str | None = None,
+def install_hooks(repo_path: Path, config_path: Path | None = None, *, git_user: str | None = None,  # noqa: C901 (one branch per file it owns or chains)
                   service_user: str | None = None) -> list[str]:
     """Install the shims into REPO/hooks idempotently; keep a foreign hook as `<name>.chained`. Return what was done.
 
@@ -504,9 +504,9 @@ def write_gate_snapshot(config_path: Path) -> tuple[str | None, str]:
     The daemon also does this at start and on every reload. Here it is done only where it cannot
     leave a file the daemon cannot write: into a store we own, or a new one in a state folder we own.
     """
-    from ..gate import snapshot
-    from ..config import ConfigError, load
     from ..adapters.store import Store
+    from ..config import ConfigError, load
+    from ..gate import snapshot
     try:
         config = load(config_path)
     except ConfigError:

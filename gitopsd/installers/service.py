@@ -77,7 +77,7 @@ def render_unit(executable: str, config: Path, user: str, group: str, writable: 
     return text
 
 
-def plan(user: str, config: Path, root: Path = Path("/"), executable: str | None = None) -> Plan:
+def plan(user: str, config: Path, root: Path = Path("/"), executable: str | None = None) -> Plan:  # noqa: C901 (install-service's plan: one branch per step it may skip)
     """Return what installing the service into `root` takes; nothing is changed."""
     exe = executable or gitopsd_executable()
     result = Plan()

@@ -18,11 +18,12 @@ import logging
 import re
 import threading
 import time
-from datetime import datetime, timezone
-from typing import Any, Callable
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
 
-from ..base import gitcli
 from ..adapters.store import Store
+from ..base import gitcli
 from ..core.errors import FORBIDDEN, INVALID, MISSING, Refused, refusal_answer
 from ..core.settings import Config, Environment, Notify, Repository
 from ..core.windows import WindowError, parse_duration
@@ -53,9 +54,9 @@ def lock_until(until: Any, for_: Any, now: float) -> float | None:
         raise Refused(f"--until {str(until)[:40]!r} is not a time: give one like 2026-12-24T18:00 (UTC unless it says "
                       "+01:00), or --for 2h", INVALID) from exc
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
+        moment = moment.replace(tzinfo=UTC)
     if moment.timestamp() <= now:
-        raise Refused(f"--until {moment.astimezone(timezone.utc):%Y-%m-%d %H:%M} UTC is in the past (now is {utc(now)}): "
+        raise Refused(f"--until {moment.astimezone(UTC):%Y-%m-%d %H:%M} UTC is in the past (now is {utc(now)}): "
                       "give a time to come, or --for 2h", INVALID)
     return moment.timestamp()
 

@@ -17,12 +17,13 @@ import os
 import queue
 import re
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from ..base import gitcli
 from ..adapters.matrix import MatrixClient, MatrixError
 from ..adapters.notifications import post_text
+from ..base import gitcli
 from ..core.settings import Config, Matrix
 
 log = logging.getLogger("gitopsd.chat")

@@ -10,9 +10,10 @@ import math
 import re
 import statistics
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
-from typing import Any, Iterable, Protocol
+from datetime import UTC, datetime
+from typing import Any, Protocol
 
 DAY = 86_400.0
 FIX_WITHIN = DAY   # a deploy of another commit this soon after a change failure is a fix (rework)
@@ -55,8 +56,8 @@ class Figures:
 
     def as_json(self) -> dict[str, Any]:
         doc = asdict(self)
-        doc["since"] = datetime.fromtimestamp(self.since, timezone.utc).isoformat(timespec="seconds")
-        doc["until"] = datetime.fromtimestamp(self.until, timezone.utc).isoformat(timespec="seconds")
+        doc["since"] = datetime.fromtimestamp(self.since, UTC).isoformat(timespec="seconds")
+        doc["until"] = datetime.fromtimestamp(self.until, UTC).isoformat(timespec="seconds")
         return doc
 
 

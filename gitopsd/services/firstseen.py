@@ -11,10 +11,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
-from ..base import gitcli
 from ..adapters.store import Store
+from ..base import gitcli
 from ..core.errors import GitError, StoreError
 from ..core.types import Deployment, Kind
 from .dora import SERVER_MADE

@@ -16,14 +16,15 @@ import shutil
 import subprocess
 import tempfile
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ..adapters import runner, sandbox
-from ..base import gitcli
 from ..adapters.gitrepo import GitRepository, resolve_inside
 from ..adapters.inventory import InventoryError
+from ..base import gitcli
 from ..core.constants import EMPTY_TREE
 from ..core.errors import StalledError
 

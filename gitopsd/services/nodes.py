@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import replace
 import time
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ..adapters import remote
 from ..core.errors import GitopsdError

@@ -12,8 +12,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..base import gitcli
 from ..adapters.store import Store
+from ..base import gitcli
 from ..core.errors import GitError
 from ..core.settings import Config, Repository
 from .releases import NOTES_REF

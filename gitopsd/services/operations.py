@@ -10,14 +10,14 @@ signed-in user on the web.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from ..base import gitcli
 from ..core.errors import FORBIDDEN, INVALID, MISSING, Refused
 from ..core.settings import Config, Environment, Repository
-
 
 # (trigger, commits, reason) -> did the daemon get the nudge
 Announce = Callable[[str, tuple[str, ...], "str | None"], bool]

@@ -17,13 +17,14 @@ import re
 import shutil
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from ..base import gitcli
 from ..adapters.runevents import render_diff
 from ..adapters.store import Store
+from ..base import gitcli
 from ..core.errors import FORBIDDEN, INVALID, MISSING, GitopsdError, Refused, refusal_answer
 from ..core.settings import Config, Environment, Notify, Repository
 from ..core.tree import resolve_inside

@@ -15,8 +15,9 @@ import os
 import re
 import threading
 import time
-from datetime import datetime, timezone
-from typing import Any, Callable
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
 
 from ..adapters.store import Store
 from ..base import gitcli
@@ -38,7 +39,7 @@ _notes_lock = threading.Lock()   # git notes moves one ref: writers (control thr
 
 
 def when(ts: float) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def add_note(repo_path: str, commit: str, line: str) -> None:
@@ -227,7 +228,7 @@ class HumanGates:
                 f"{policy.required} approval(s) from {', '.join(policy.approvers)}: gitopsd approve {name} --note '...'")
 
     def _next_name(self, repo: Repository) -> str:
-        day = datetime.fromtimestamp(self.clock(), timezone.utc).strftime("%Y-%m-%d")
+        day = datetime.fromtimestamp(self.clock(), UTC).strftime("%Y-%m-%d")
         taken = {rc["name"] for rc in self.store.rcs(repo.name, limit=1000)}
         n = 1
         while f"{day}.{n}" in taken or gitcli.rev_parse(repo.path, f"{RC_PREFIX}{day}.{n}") is not None:
@@ -319,7 +320,7 @@ class HumanGates:
         return f"rc/{name} {word} by {identity}. {state}"
 
     # -- rejected trees (gate/rejections.py) ------------------------------------------------------------------
-    def tree_word(self, identity: str, request: dict[str, Any]) -> str:
+    def tree_word(self, identity: str, request: dict[str, Any]) -> str:  # noqa: C901 (one word per release mark, in their precedence)
         """Reject a tree for an environment and the later ones, or lift its rejection (request["op"]), as `identity`."""
         kind = {"tree-reject": "reject", "tree-unreject": "unreject"}[str(request["op"])]
         repo = self._repo(request)

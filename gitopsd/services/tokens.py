@@ -25,9 +25,10 @@ import secrets
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ..adapters import ownership
 from ..config import read_yaml, write_yaml

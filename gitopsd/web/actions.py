@@ -14,9 +14,10 @@ refusal's: 403, 404, 409, 422); without, a redirect back to the page with the li
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from contextlib import nullcontext
 from html import escape
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from starlette.concurrency import run_in_threadpool
@@ -24,11 +25,23 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from ..services import operations
 from ..adapters.store import Store
-from ..core.errors import (CONFLICT, FORBIDDEN, INVALID, MISSING, STATUS, UNAUTHENTICATED, UNAVAILABLE, GitError,
-                           Refused, StoreError, UserError, refused_from)
+from ..core.errors import (
+    CONFLICT,
+    FORBIDDEN,
+    INVALID,
+    MISSING,
+    STATUS,
+    UNAUTHENTICATED,
+    UNAVAILABLE,
+    GitError,
+    Refused,
+    StoreError,
+    UserError,
+    refused_from,
+)
 from ..core.settings import Config, Environment, Repository
+from ..services import operations
 from . import auth, breakglass, roles
 
 log = logging.getLogger("gitopsd.web")
@@ -55,7 +68,7 @@ def result_html(ok: bool, lines: list[str]) -> str:
             + "".join(f'<p class="result-line">{escape(line)}</p>' for line in lines) + "</div>")
 
 
-def routes(config: Callable[[], Config], store: Store, *, human_gates: HumanGatesHandler | None = None,
+def routes(config: Callable[[], Config], store: Store, *, human_gates: HumanGatesHandler | None = None,  # noqa: C901 (a route table: each nested route counts toward its maker)
            render: Any = None) -> list[Route]:
     """POST /actions/{promote,rollback,retry,signoff,approve,reject,withdraw,rc-create,ci-rerun} over the daemon's config and
     store (read-only: writes open the store themselves, as the command line does); `human_gates` is the daemon's

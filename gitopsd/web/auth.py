@@ -21,9 +21,10 @@ import secrets
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from html import escape
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import parse_qs, quote
 
 from starlette.middleware import Middleware

@@ -7,7 +7,8 @@ token was checked before any of them runs.
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ..adapters.store import Store
 from ..core.errors import INVALID, MISSING, Refused

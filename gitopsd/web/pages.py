@@ -15,15 +15,16 @@ import re
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import jinja2
 from markupsafe import Markup
 
-from ..base import gitcli
 from ..adapters.store import Store
+from ..base import gitcli
 from ..ci.heads import ci_globs, matches
 from ..core.settings import Config, Environment, Repository
 from ..core.types import Deployment, DeploymentFolders

@@ -12,7 +12,8 @@ import ipaddress
 import logging
 import os
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from starlette.types import Scope
 

@@ -15,8 +15,9 @@ import os
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ..core.settings import Config, Web
 from ..services.tokens import TokenCheck

@@ -10,7 +10,6 @@ from gitopsd.adapters.store import Store
 from gitopsd.gate import nudge
 from tests.support import Daemon, Sandbox, git
 
-
 pytestmark = pytest.mark.sandbox({"qa": ["qa-1"], "staging": ["staging-1"]}, env_options={"qa": {"require_checks": ["ci/test"], "auto_promote": True}, "staging": {"auto_promote": True}})
 
 

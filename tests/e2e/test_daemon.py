@@ -14,7 +14,6 @@ import pytest
 
 from tests.support import Daemon, Sandbox, git
 
-
 # Both environments take main directly here; the promotion chain is tested in test_promotion.
 pytestmark = pytest.mark.sandbox({"qa": ["qa-1"], "staging": ["staging-1", "staging-2"]}, env_options={"staging": {"promote_from": "main"}})
 

@@ -83,7 +83,7 @@ def test_a_push_deploys_in_normal_time_while_two_thousand_idle_and_slow_connecti
             log = daemon.log()
             assert "Traceback" not in log, log[-4000:]
             assert log.count("Too many open files") <= 5, log[-4000:]
-            assert "the HTTP API on 127.0.0.1:%d refuses connections" % port in log
+            assert f"the HTTP API on 127.0.0.1:{port} refuses connections" in log
             assert daemon.stop() == 0
     finally:
         stop_trickle.set()

@@ -54,7 +54,7 @@ class JsonDaemon(Daemon):
         Daemon.started.append(self)
         self.sandbox = sandbox
         self.log_path = sandbox.root / "daemon.jsonl"
-        self._log = open(self.log_path, "w")
+        self._log = open(self.log_path, "w")   # noqa: SIM115 (the daemon writes to it until stop)
         self.proc = subprocess.Popen([*GITOPSD, "run", "--config", str(sandbox.config), "--log-format", "json"],
                                      stdout=self._log, stderr=subprocess.STDOUT, env=sandbox.environ(),
                                      start_new_session=True)

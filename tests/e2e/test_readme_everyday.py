@@ -17,7 +17,7 @@ import shlex
 import signal
 import subprocess
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from tests.support import GITOPSD, ROOT, Daemon, Sandbox, git, run
 

@@ -23,13 +23,15 @@ import subprocess
 import sysconfig
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import yaml
 
-from tests.integration.test_ansible_setup import BIN as PROJECT_BIN, build_requirements
+from tests.integration.test_ansible_setup import BIN as PROJECT_BIN
+from tests.integration.test_ansible_setup import build_requirements
 from tests.sshhosts import SshHost, interpreter, keygen, skip_without_sshd, start_hosts, stop_all
 from tests.support import python_for_everyone, service_users, setpriv, sh
 

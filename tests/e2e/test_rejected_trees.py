@@ -8,8 +8,8 @@ import os
 import shutil
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -201,7 +201,7 @@ def test_over_the_http_api_only_override_by_rejects_a_tree_by_hand_and_promote_r
             422, {"message": "reason is required", "kind": "invalid", "reason": "bad-field", "field": "reason"})
         assert api.call("POST", "/api/v1/repos/shop/trees/nope/rejections", ops,
                         {"kind": "reject", "reason": "x"})[0] == 404
-        from gitopsd.adapters.control import call   # a raw client: a name no command line could pass
+        from gitopsd.adapters.control import call  # a raw client: a name no command line could pass
         assert call(sandbox.runtime / "control.sock", {"op": "tree-reject", "tree": "a\x00b", "reason": "x"}) == {
             "ok": False, "error": "no tree or commit 'a\\x00b' in shop (name a commit or a tree id, e.g. from gitopsd "
                                   "history)", "kind": "missing", "reason": "missing", "field": None}

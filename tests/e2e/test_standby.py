@@ -21,8 +21,8 @@ import yaml
 
 from tests.e2e.test_service import NotifySocket
 from tests.postgres_fixture import free_port
-from tests.tcp_proxy import CuttableProxy
 from tests.support import Daemon, Sandbox
+from tests.tcp_proxy import CuttableProxy
 
 pytestmark = pytest.mark.usefixtures("postgres_server")
 

@@ -30,7 +30,7 @@ def test_sighup_from_the_first_moment_neither_kills_the_daemon_nor_keeps_it_from
     daemon = Daemon.__new__(Daemon)   # as Daemon() does, but started here so the signals can follow at once
     Daemon.started.append(daemon)
     daemon.sandbox, daemon.log_path = sandbox, sandbox.root / "daemon.log"
-    daemon._log = open(daemon.log_path, "w")
+    daemon._log = open(daemon.log_path, "w")   # noqa: SIM115 (the daemon writes to it until stop)
     argv = [sys.executable, "-m", "gitopsd"] if entry.startswith("python") else [str(Path(sys.executable).parent / "gitopsd")]
     command = (["--config", str(sandbox.config), "run"] if entry.endswith("run")   # global options go before it too
                else ["run", "--config", str(sandbox.config)])

@@ -18,7 +18,6 @@ import pytest
 from tests.prometheus_fixture import free_port
 from tests.support import Daemon, Sandbox, git, unix_users
 
-
 pytestmark = pytest.mark.sandbox({"qa": ["qa-1"]}, sweep_interval=1)
 
 

@@ -45,7 +45,7 @@ def limited_daemon(sandbox: Sandbox, watches: int, instances: int, **env: str) -
     daemon = Daemon.__new__(Daemon)   # as Daemon() does, with the limits in front
     Daemon.started.append(daemon)
     daemon.sandbox, daemon.log_path = sandbox, sandbox.root / "daemon.log"
-    daemon._log = open(daemon.log_path, "w")
+    daemon._log = open(daemon.log_path, "w")   # noqa: SIM115 (the daemon writes to it until stop)
     daemon.proc = subprocess.Popen([*UNSHARE, sys.executable, "-c", LIMITED, str(watches), str(instances),
                                     "run", "--config", str(sandbox.config), "--log-level", "debug"],
                                    stdout=daemon._log, stderr=subprocess.STDOUT, env=sandbox.environ(**env),

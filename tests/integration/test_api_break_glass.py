@@ -6,8 +6,8 @@ pushes through the installed hook, ansible-playbook, `gitopsd promote` beside it
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 

@@ -2,9 +2,9 @@
 the control socket (the caller's identity from SO_PEERCRED: the Unix user running the tests)."""
 from __future__ import annotations
 
+import math
 import os
 import pwd
-import math
 import time
 from datetime import datetime
 

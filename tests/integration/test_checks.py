@@ -6,14 +6,22 @@ import socket
 import threading
 import time
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable
 
 import pytest
 
-from gitopsd.adapters.checks import (CheckError, HttpCheck, PrometheusCheck, commit_matches, render_query, render_url,
-                            run_http, run_prometheus)
+from gitopsd.adapters.checks import (
+    CheckError,
+    HttpCheck,
+    PrometheusCheck,
+    commit_matches,
+    render_query,
+    render_url,
+    run_http,
+    run_prometheus,
+)
 from gitopsd.adapters.inventory import HostInfo
 
 COMMIT = "5d1c2e9a0b7f3c4d5e6f708192a3b4c5d6e7f809"

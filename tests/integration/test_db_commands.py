@@ -5,8 +5,8 @@ import sqlite3
 import subprocess
 
 from gitopsd.adapters import dbcopy
-from gitopsd.adapters.store import schema as migrations
 from gitopsd.adapters.store import Store
+from gitopsd.adapters.store import schema as migrations
 from gitopsd.cli.main import main
 from gitopsd.core.types import FailureStatus
 

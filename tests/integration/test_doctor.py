@@ -10,14 +10,15 @@ import os
 import shutil
 import sysconfig
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
-from gitopsd.installers import doctor
 from gitopsd.adapters import sandbox
 from gitopsd.config import load
+from gitopsd.installers import doctor
 from tests.support import Sandbox, python_for_everyone, sh
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not all(shutil.which(t) for t in ("setpriv", "bwrap")),

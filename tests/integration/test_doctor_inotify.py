@@ -5,16 +5,18 @@ cannot be lowered on a shared machine, so the small limit of an older kernel is 
 """
 from __future__ import annotations
 
-from gitopsd.installers import doctor
+from pathlib import Path
+
 from gitopsd.config import load
-from tests.support import Sandbox, git, run, GITOPSD
+from gitopsd.installers import doctor
+from tests.support import GITOPSD, Sandbox, git, run
 
 
 def test_doctor_counts_the_watches_the_ref_watcher_needs_against_the_kernels_limit(short_tmp):
     sandbox = Sandbox(short_tmp, {"qa": ["qa-1"]})
     git(sandbox.root, "--git-dir", str(sandbox.repo), "branch", "feature/a/b", "main")
     proc = run([*GITOPSD, "doctor", "--config", str(sandbox.config)], env=sandbox.environ(), check=False)
-    limit = int(open("/proc/sys/fs/inotify/max_user_watches").read())
+    limit = int(Path("/proc/sys/fs/inotify/max_user_watches").read_text())
     # The repository folder, refs/heads, refs/heads/feature, refs/heads/feature/a.
     assert (f"ok       the ref watcher needs 4 inotify watches for 1 repositories; fs.inotify.max_user_watches is "
             f"{limit} for all of the daemon user's processes") in proc.stdout

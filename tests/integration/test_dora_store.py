@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from gitopsd.services import dora
 from gitopsd.adapters.store import Store
+from gitopsd.services import dora
 
 H = 3600.0
 

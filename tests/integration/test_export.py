@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from gitopsd.core.errors import StalledError
 from gitopsd.adapters.gitrepo import ExportError, GitRepository, resolve_inside
+from gitopsd.core.errors import StalledError
 from tests.support import ROOT
 
 # A tree entry value: bytes is a file, ("exec", bytes) an executable, ("link", target) a symlink,

@@ -13,7 +13,6 @@ import pytest
 from tests.integration.test_hook_shim import _started, _watch_python
 from tests.support import Sandbox, git, run
 
-
 pytestmark = pytest.mark.sandbox({"qa": ["qa-1"], "staging": ["staging-1"]})
 
 

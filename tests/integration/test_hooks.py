@@ -14,7 +14,6 @@ import pytest
 from gitopsd.adapters.store import Store
 from tests.support import GITOPSD, Sandbox, git, run
 
-
 pytestmark = pytest.mark.sandbox({"qa": ["qa-1"], "staging": ["staging-1"]})
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from gitopsd.adapters.inventory import HostInfo, InventoryError, hosts_of
+
 ROOT = Path(__file__).resolve().parents[2]
 
 SAMPLES = ROOT / "environments"

@@ -6,8 +6,8 @@ import time
 import psycopg
 import pytest
 
-from gitopsd.adapters.store.postgresql import Lease, LeaseLost
 from gitopsd.adapters.store import FailureStatus, Store
+from gitopsd.adapters.store.postgresql import Lease, LeaseLost
 from gitopsd.base.storeerrors import StoreFenced
 
 pytestmark = pytest.mark.usefixtures("postgres_server")

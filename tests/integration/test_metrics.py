@@ -13,7 +13,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +21,12 @@ from gitopsd.adapters.store import Store
 from gitopsd.config import load
 from gitopsd.core.constants import EMPTY_TREE, ZERO
 from gitopsd.core.settings import Config, Environment, Repository
+from gitopsd.core.windows import Cron, Window
 from gitopsd.gate import policy, receive, snapshot
 from gitopsd.gate.approvals import Policy, SignoffNeed
 from gitopsd.gate.locks import Lock
 from gitopsd.gate.nudge import REFUSAL_RULES, REFUSED, Nudge
 from gitopsd.gate.snapshot import GateEnvironment, GateRepository
-from gitopsd.core.windows import Cron, Window
 from gitopsd.services.metrics import Metrics
 from tests.support import run
 
@@ -216,7 +216,7 @@ def test_every_refusal_the_policy_makes_carries_its_rule_id(short_tmp):
             GateEnvironment("late", "late", "main", windows=never)]
     repo = GateRepository("shop", str(path), envs)
     env = {e.name: e for e in envs}
-    now = datetime(2024, 6, 3, 12, tzinfo=timezone.utc)
+    now = datetime(2024, 6, 3, 12, tzinfo=UTC)
 
     def judge(name: str, old: str | None, new: str, records: Records | None = None, **kwargs: Any) -> policy.Verdict:
         return policy.judge(repo, str(path), records or Records(), env[name], old, new, identity="alice", now=now,

@@ -19,7 +19,6 @@ import yaml
 from gitopsd.adapters.store import Store
 from tests.support import GITOPSD, ROOT, Daemon, git, run
 
-
 pytestmark = pytest.mark.sandbox({"qa": ["qa-1"], "staging": ["staging-1"]})
 
 

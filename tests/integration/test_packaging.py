@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 import gitopsd
-from tests.support import ROOT, run
 from tests.dist import build_dist
+from tests.support import ROOT, run
 
 PACKAGE = ROOT / "gitopsd"
 

@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gitopsd.installers import doctor
 from gitopsd.adapters import sandbox, sshgate
 from gitopsd.config import load
 from gitopsd.core.types import HostInfo
+from gitopsd.installers import doctor
 from tests.integration.test_sandbox import Server
 from tests.integration.test_sandbox_keys import CONNECT, daemon_home, keeps_user, listener, umask_kept  # noqa: F401 (fixtures)
 from tests.sshhosts import inventory_yaml, skip_without_sshd

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -234,7 +234,7 @@ def test_a_closed_window_refuses_promotions_but_not_rollbacks_and_one_identity_a
         v2 = sandbox.head("qa")
         daemon.wait_state("qa", "in-sync", v2)
         # A freeze that started a minute ago and lasts two hours, in the real clock.
-        start = datetime.now(timezone.utc) - timedelta(minutes=1)
+        start = datetime.now(UTC) - timedelta(minutes=1)
         _window_config(sandbox, "qa", [{"name": "release freeze", "deny": f"{start.minute} {start.hour} * * *",
                                         "duration": "2h", "timezone": "UTC"}], ["alice"])
         sandbox.write("a.txt", "v3")
@@ -332,7 +332,7 @@ def test_reverting_a_rollback_during_a_freeze_is_no_rollback_for_the_hook_nor_fo
         sandbox.command("rollback", "qa")                                # back to T1
         rolled_back = sandbox.head("qa")
         daemon.wait_state("qa", "in-sync", rolled_back)
-        start = datetime.now(timezone.utc) - timedelta(minutes=1)
+        start = datetime.now(UTC) - timedelta(minutes=1)
         _window_config(sandbox, "qa", [{"name": "release freeze", "deny": f"{start.minute} {start.hour} * * *",
                                         "duration": "2h", "timezone": "UTC"}], [])
         daemon.proc.send_signal(signal.SIGHUP)                    # the daemon judges with the freeze too

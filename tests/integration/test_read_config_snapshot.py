@@ -85,7 +85,7 @@ def test_a_repository_gone_since_the_snapshot_is_an_unavailable_row(short_tmp):
 
 def test_the_state_folder_is_found_only_where_the_file_says_it_plainly(short_tmp):
     sandbox = Sandbox(short_tmp, {"qa": ["qa-1"]})
-    assert DEFAULT_STATE_DIR == str(Config.state_dir)
+    assert str(Config.state_dir) == DEFAULT_STATE_DIR
     config, _ = read_config(sandbox.config)
     assert config.database == sandbox.state / "state.db"
     # Written some other way (a flow mapping, an anchor...): the file is loaded, never guessed at.

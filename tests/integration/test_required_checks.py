@@ -1,8 +1,8 @@
 """The required-checks gate through real pushes and `gitopsd promote`: commit statuses keyed by tree."""
 from __future__ import annotations
 
-import time
 import subprocess
+import time
 
 import pytest
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from gitopsd.adapters.runner import PlaybookRun, processes_of, run_playbook
 from gitopsd.core.errors import StalledError
 from gitopsd.core.tree import resolve_inside
-from gitopsd.adapters.runner import PlaybookRun, processes_of, run_playbook
 from tests.support import inventory
 
 LOCAL = "ansible_connection=local ansible_python_interpreter={{ ansible_playbook_python }}"

@@ -17,18 +17,18 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Iterator
 
 import psutil
 import pytest
 import yaml
 
-from gitopsd.installers import doctor
 from gitopsd.adapters import runner, sandbox
 from gitopsd.adapters.sandbox import SandboxPolicy
 from gitopsd.config import load
+from gitopsd.installers import doctor
 from tests.integration.test_ci_steps import harness_for, steps  # noqa: F401 (fixtures)
 from tests.integration.test_sandbox import Server, server, shell_play  # noqa: F401 (fixtures)
 from tests.sshhosts import inventory_yaml, keygen, skip_without_sshd

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from gitopsd.installers import doctor
 from gitopsd.config import load
+from gitopsd.installers import doctor
 from gitopsd.services.revert import make_revert
 from tests.signing import allowed_signers, commit, gpg_export, gpg_home, gpg_key, sign_with, ssh_key
 from tests.support import Sandbox, git, run

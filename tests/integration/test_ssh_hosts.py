@@ -23,8 +23,17 @@ import psutil
 import pytest
 
 from gitopsd.adapters.runner import PlaybookRun, RunOutcome, processes_of, run_playbook
-from tests.sshhosts import SshHost, free_port, interpreter, inventory_yaml, skip_without_sshd, ssh_clients, \
-    sshd_processes, start_hosts, stop_all
+from tests.sshhosts import (
+    SshHost,
+    free_port,
+    interpreter,
+    inventory_yaml,
+    skip_without_sshd,
+    ssh_clients,
+    sshd_processes,
+    start_hosts,
+    stop_all,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 PLAYBOOK = ROOT / "playbooks" / "deploy.yml"

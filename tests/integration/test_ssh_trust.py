@@ -17,11 +17,12 @@ import pytest
 import yaml
 
 from gitopsd import config as config_mod
-from gitopsd.daemon.wiring import sandbox_policy
 from gitopsd.adapters.gitrepo import GitRepository
 from gitopsd.adapters.runner import PlaybookRun, RunOutcome, run_playbook
+from gitopsd.daemon.wiring import sandbox_policy
 from tests.sshhosts import SshHost, interpreter, skip_without_sshd
-from tests.support import GITOPSD, Sandbox, git, inventory as local_inventory, run
+from tests.support import GITOPSD, Sandbox, git, run
+from tests.support import inventory as local_inventory
 
 pytestmark = [pytest.mark.slow, skip_without_sshd]
 NAMES = ["web-1", "web-2"]

@@ -9,10 +9,10 @@ import time
 
 import yaml
 
+from gitopsd.adapters.store import Store
 from gitopsd.base import gitcli
 from gitopsd.config import load
 from gitopsd.core.types import EMPTY_TREE
-from gitopsd.adapters.store import Store
 from gitopsd.services.status import all_status
 from tests.support import Sandbox, git, run
 

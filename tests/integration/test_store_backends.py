@@ -5,8 +5,8 @@ import sqlite3
 
 import pytest
 
-from gitopsd.adapters.store import schema as migrations
 from gitopsd.adapters.store import Store
+from gitopsd.adapters.store import schema as migrations
 from gitopsd.core.errors import StoreError
 from gitopsd.core.types import Block, DriftReport, FailureStatus, HostInfo, TaskChange, WatchWindow
 from gitopsd.gate import snapshot

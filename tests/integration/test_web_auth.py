@@ -7,8 +7,8 @@ the proxy's shared secret in a 0600 file. Nothing faked.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 

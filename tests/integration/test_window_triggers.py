@@ -11,7 +11,7 @@ import pwd
 import signal
 import socket
 import struct
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import yaml
@@ -36,7 +36,7 @@ def freeze(sandbox: Sandbox, daemon: Daemon, windows: list[dict[str, str]], over
 
 def now_frozen() -> list[dict[str, str]]:
     """A freeze that started a minute ago and lasts two hours, in the real clock."""
-    start = datetime.now(timezone.utc) - timedelta(minutes=1)
+    start = datetime.now(UTC) - timedelta(minutes=1)
     return [{"name": "release freeze", "deny": f"{start.minute} {start.hour} * * *", "duration": "2h", "timezone": "UTC"}]
 
 

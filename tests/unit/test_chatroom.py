@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from gitopsd.installers import doctor
-from gitopsd.services.chatroom import QUEUE_MAX, ChatRoom, parse
 from gitopsd.config import ConfigError, load
 from gitopsd.core.settings import Config, Matrix, Notifications, Repository
+from gitopsd.installers import doctor
+from gitopsd.services.chatroom import QUEUE_MAX, ChatRoom, parse
 
 
 @pytest.mark.parametrize("text,command", [

@@ -4,10 +4,10 @@ from __future__ import annotations
 import os
 import subprocess
 
-from gitopsd.gate import snapshot
-from gitopsd.config import load
-from gitopsd.gate.nudge import Nudge
 from gitopsd.adapters.store import Store
+from gitopsd.config import load
+from gitopsd.gate import snapshot
+from gitopsd.gate.nudge import Nudge
 
 CONFIG = """
 state_dir: state

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import threading
 
+from gitopsd.adapters.runner import PlaybookRun, RunOutcome, judge
 from gitopsd.config import Environment
 from gitopsd.core.decide import decide
 from gitopsd.core.deployment import Toolbox, execute
-from gitopsd.adapters.runner import PlaybookRun, RunOutcome, judge
 from tests.unit.test_reconciler import head, look, world  # noqa: F401  (the fixture)
 
 

@@ -20,13 +20,12 @@ from unittest import mock
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gitopsd.services import notes_ledger
-from gitopsd.services import tokens
 from gitopsd.adapters.store import Store
 from gitopsd.api import inputs, statuses
 from gitopsd.ci import provenance
 from gitopsd.core.settings import Environment, Repository
 from gitopsd.gate import nudge, receive
+from gitopsd.services import notes_ledger, tokens
 from gitopsd.web import auth
 
 HEX40 = st.text("0123456789abcdef", min_size=40, max_size=40)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from gitopsd.adapters.store import Store
 from gitopsd.core.decide import EMPTY_TREE, Head, decide
 from gitopsd.core.deployment import Toolbox
 from gitopsd.core.errors import GitError, StalledError
@@ -19,7 +20,6 @@ from gitopsd.core.reconcile import Cause, Look, Reconciler, backoff
 from gitopsd.core.settings import Config, Environment, Repository
 from gitopsd.core.types import Deployment, FailureStatus, PlaybookRun, RunOutcome
 from gitopsd.gate.policy import Verdict, refuse, rollback_trees
-from gitopsd.adapters.store import Store
 
 
 @dataclass

@@ -10,8 +10,8 @@ import sqlite3
 
 import pytest
 
-from gitopsd.base import gitcli
 from gitopsd.adapters.store import Store
+from gitopsd.base import gitcli
 from gitopsd.base.storeerrors import StoreBusy, StoreDamaged, StoreUnusable
 from gitopsd.core.errors import ConfigurationError, StalledError, StoreError, TransientError
 from gitopsd.core.reconcile import TRANSIENT_RETRY

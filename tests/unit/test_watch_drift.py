@@ -13,9 +13,19 @@ from gitopsd.core.decide import decide
 from gitopsd.core.deployment import Toolbox
 from gitopsd.core.drift import heal_delay, judge_drift, outside
 from gitopsd.core.reconcile import Look
-from gitopsd.core.settings import PrometheusCheck, Watch, Drift
-from gitopsd.core.types import (Action, CheckResult, Deployment, DriftReport, Head, Kind, RunOutcome, TaskChange,
-                                Trigger, WatchWindow)
+from gitopsd.core.settings import Drift, PrometheusCheck, Watch
+from gitopsd.core.types import (
+    Action,
+    CheckResult,
+    Deployment,
+    DriftReport,
+    Head,
+    Kind,
+    RunOutcome,
+    TaskChange,
+    Trigger,
+    WatchWindow,
+)
 from tests.unit.test_reconciler import head, look, world  # noqa: F401 (the fixture)
 
 NOW = 1_000_000.0

@@ -1,13 +1,13 @@
 """Deploy windows with a controlled clock: cron starts, durations, time zones, next opening."""
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from gitopsd.core.windows import Cron, Window, WindowError, next_opening, parse_duration, promotion_allowed
 
-UTC = timezone.utc
+UTC = UTC
 
 
 def window(expr: str, duration: str, allow: bool, tz: str = "UTC", name: str = "w") -> Window:

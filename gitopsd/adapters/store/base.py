@@ -10,8 +10,9 @@ import functools
 import os
 import sqlite3
 import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, TypeVar
 
 from ...base.storeerrors import StoreFenced, StoreUnusable, translate
 from . import dialect as dialects

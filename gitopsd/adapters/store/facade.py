@@ -15,14 +15,16 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, cast
+from typing import Any, cast
 
-from .. import ownership
 from ...base.storeerrors import StoreUnusable, postgresql_missing
 from ...core.types import Block, FailureStatus, Hold
 from ...gate import snapshot
-from . import dialect as dialects, schema as migrations
+from .. import ownership
+from . import dialect as dialects
+from . import schema as migrations
 from .base import errors_translated, file_identity, write_backup
 from .checks import Checks
 from .deployments import Deployments

@@ -15,14 +15,15 @@ import logging
 import re
 import sqlite3
 import time
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import psycopg_pool
 
+from ...base.storeerrors import FENCED, PERMISSION, UNREACHABLE
 from .dialect import PostgreSQL, transaction, written_table
-from ...base.storeerrors import FENCED, UNREACHABLE, PERMISSION
 
 log = logging.getLogger("gitopsd.store")
 

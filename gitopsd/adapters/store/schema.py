@@ -12,7 +12,8 @@ began; a store written before that (no `schema_version`) is brought to it in pla
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ...gate import approvals, attested, locks, rejections, required, snapshot
 from .dialect import SQLite, transaction

@@ -11,15 +11,23 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ...core.errors import MISSING
-from ...services.readmodels import deployment_json, rc_shown, rc_view, release_marks   # as `history`, `rc list|show` --json
-from ...services.readmodels import host_runs, preview_view, tree_named, where_view   # as `hosts ENV`, `where`, `preview` --json
+from ...services.readmodels import (  # as `history`, `rc list|show` --json  # as `hosts ENV`, `where`, `preview` --json
+    deployment_json,
+    host_runs,
+    preview_view,
+    rc_shown,
+    rc_view,
+    release_marks,
+    tree_named,
+    where_view,
+)
 from .. import inputs
 from ..context import Context
 from ..inputs import refuse
 from ..openapi import document
 
 
-def routes(api: Context, v1: str) -> list[Route]:
+def routes(api: Context, v1: str) -> list[Route]:  # noqa: C901 (a route table: each nested route counts toward its maker)
     """GET routes that read the store and the repositories (token scope read; health and /metrics need none)."""
     store = api.store
 
@@ -35,7 +43,7 @@ def routes(api: Context, v1: str) -> list[Route]:
         name = request.query_params.get("repo")
         if name is not None:
             api.repository(name)
-        from ...services.status import all_status   # what `gitopsd status --json` shows, from the same function
+        from ...services.status import all_status  # what `gitopsd status --json` shows, from the same function
 
         def read() -> list[dict[str, Any]]:
             return [row.as_json() for row in all_status(api.config(), store, name)]
