@@ -11,7 +11,7 @@ STAMP  := $(VENV)/.installed-stamp
 # Alertmanager for freezes raised by alerts, gnupg for OpenPGP-signed commits.
 DEBIAN_PACKAGES := git systemd openssh-server openssh-client bubblewrap util-linux mount python3-venv prometheus prometheus-alertmanager chromium postgresql gnupg
 
-.PHONY: venv deps demo lint test test-fast check fuzz bench docs clean
+.PHONY: format venv deps demo lint test test-fast check fuzz bench docs clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,12 +33,18 @@ deps:
 demo: $(STAMP)
 	$(BIN)/python -m gitopsd.installers.demo
 
-# The checks that keep the shape: types (mypy --strict), bugs and security rules (ruff: B, S), and the
-# layers and single importers of import-linter (pyproject.toml, [tool.importlinter]).
+# The checks that keep the shape: types (mypy --strict), ruff's rules (bugs, security, imports, pyupgrade,
+# simplify, complexity: pyproject.toml) and its formatter, and the layers and single importers of import-linter
+# (pyproject.toml, [tool.importlinter]). `make format` applies the formatter.
 lint: $(STAMP)
 	$(BIN)/mypy
-	$(BIN)/ruff check gitopsd tests bench tools
+	$(BIN)/ruff check gitopsd tests bench tools fuzz
+	$(BIN)/ruff format --check gitopsd tests bench tools fuzz
 	$(BIN)/lint-imports
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix gitopsd tests bench tools fuzz
+	$(BIN)/ruff format gitopsd tests bench tools fuzz
 
 # Two workers, one test file each at a time (--dist loadfile): files that create Unix users or start
 # servers use names and ports of their own, so two files never meet; a file's fixtures stay in one process.

@@ -7,6 +7,7 @@ started again and waits as the standby for the next round. Beside it, in the sam
 started again at once on the same database (what a restart without a standby gives at best: systemd adds
 RestartSec=5 to it).
 """
+
 from __future__ import annotations
 
 import signal
@@ -20,7 +21,7 @@ import yaml
 from tests.postgres_fixture import PgServer
 from tests.support import Daemon, Sandbox
 
-SLEEP = "8"   # each deployment runs this long: the kill always finds one running
+SLEEP = "8"  # each deployment runs this long: the kill always finds one running
 
 
 def _running_after(url: str, after_id: int, timeout: float = 60) -> tuple[float, int, int]:
@@ -28,8 +29,9 @@ def _running_after(url: str, after_id: int, timeout: float = 60) -> tuple[float,
     deadline = time.monotonic() + timeout
     with psycopg.connect(url, autocommit=True) as db:
         while time.monotonic() < deadline:
-            row = db.execute("SELECT id, epoch FROM deployments WHERE id > %s AND result = 'running' ORDER BY id"
-                             " LIMIT 1", (after_id,)).fetchone()
+            row = db.execute(
+                "SELECT id, epoch FROM deployments WHERE id > %s AND result = 'running' ORDER BY id LIMIT 1", (after_id,)
+            ).fetchone()
             if row:
                 return time.monotonic(), int(row[0]), int(row[1])
             time.sleep(0.005)
@@ -82,10 +84,10 @@ def bench_failover(root: Path, rounds: int = 5) -> dict:
         leader = Daemon(sandbox)
         daemons.append(leader)
         leader.wait_state("qa", "in-sync", sandbox.head("qa"))
-        standby = Daemon(other)   # type: ignore[arg-type]
+        standby = Daemon(other)  # type: ignore[arg-type]
         daemons.append(standby)
         standby.wait_for(lambda: "standby: the leader is" in standby.log(), 60, "the standby")
-        takeovers, lead = [], 0   # views[lead] is the leader's
+        takeovers, lead = [], 0  # views[lead] is the leader's
         for _ in range(rounds):
             dep = _slow_deployment(sandbox, url)
             killed = time.monotonic()
@@ -93,7 +95,7 @@ def bench_failover(root: Path, rounds: int = 5) -> dict:
             leader.proc.wait()
             started, _new, _epoch = _running_after(url, dep)
             takeovers.append(started - killed)
-            leader, standby = standby, Daemon(views[lead])   # type: ignore[arg-type]  # back, as the standby
+            leader, standby = standby, Daemon(views[lead])  # type: ignore[arg-type]  # back, as the standby
             lead = 1 - lead
             daemons.append(standby)
             standby.wait_for(lambda s=standby: "standby: the leader is" in s.log(), 60, "the standby again")
@@ -116,9 +118,15 @@ def bench_failover(root: Path, rounds: int = 5) -> dict:
             started, _new, _epoch = _running_after(url, dep)
             restarts.append(started - killed)
         failover, restart = statistics.median(takeovers), statistics.median(restarts)
-        return {"rounds": rounds, "failover_median_s": round(failover, 2), "failover_max_s": round(max(takeovers), 2),
-                "restart_median_s": round(restart, 2), "ratio": round(failover / restart, 2),
-                "failovers_s": [round(t, 2) for t in takeovers], "restarts_s": [round(t, 2) for t in restarts]}
+        return {
+            "rounds": rounds,
+            "failover_median_s": round(failover, 2),
+            "failover_max_s": round(max(takeovers), 2),
+            "restart_median_s": round(restart, 2),
+            "ratio": round(failover / restart, 2),
+            "failovers_s": [round(t, 2) for t in takeovers],
+            "restarts_s": [round(t, 2) for t in restarts],
+        }
     finally:
         for d in daemons:
             d.stop()

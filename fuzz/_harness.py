@@ -4,6 +4,7 @@ The rule: a parser of outside input returns a value or raises the error it docum
 turns that into one line); any other exception is a finding. Run a target alone with
 `.venv/bin/python fuzz/fuzz_NAME.py -max_total_time=60 fuzz/corpus/NAME`, all of them with `make fuzz`.
 """
+
 from __future__ import annotations
 
 import os

@@ -1,5 +1,6 @@
 """A human gate's request (sign-off, release candidate, approval) as the control socket and the HTTP API hand it to
 releases.HumanGates.handle: any JSON object from any local user or token. The answer is {ok, message|error}."""
+
 from __future__ import annotations
 
 import json
@@ -16,11 +17,24 @@ with atheris.instrument_imports(include=["gitopsd"]):
 FOLDER = scratch("gates")
 REPO = FOLDER / "shop.git"
 subprocess.run(["git", "init", "--quiet", "--bare", "--initial-branch=main", str(REPO)], check=True)
-(FOLDER / "gitopsd.yml").write_text(json.dumps({
-    "state_dir": str(FOLDER / "state"), "runtime_dir": str(FOLDER / "run"),
-    "repositories": [{"name": "shop", "path": str(REPO), "environments": [
-        {"name": "qa", "signoff_by": ["alice"]},
-        {"name": "production", "approvals": {"required": 1, "approvers": ["bob"]}}]}]}))
+(FOLDER / "gitopsd.yml").write_text(
+    json.dumps(
+        {
+            "state_dir": str(FOLDER / "state"),
+            "runtime_dir": str(FOLDER / "run"),
+            "repositories": [
+                {
+                    "name": "shop",
+                    "path": str(REPO),
+                    "environments": [
+                        {"name": "qa", "signoff_by": ["alice"]},
+                        {"name": "production", "approvals": {"required": 1, "approvers": ["bob"]}},
+                    ],
+                }
+            ],
+        }
+    )
+)
 CONFIG = load(FOLDER / "gitopsd.yml")
 GATES = releases.HumanGates(lambda: CONFIG, Store(CONFIG.database), notify=lambda _notify, _event: None)
 OPS = ["signoff", "rc-create", "approve", "reject", "withdraw", "other"]
@@ -40,4 +54,5 @@ def test_one_input(data: bytes) -> None:
 
 if __name__ == "__main__":
     from _harness import run
+
     run(test_one_input)

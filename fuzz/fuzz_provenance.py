@@ -1,4 +1,5 @@
 """A DSSE envelope uploaded with a commit status (ci/provenance.open_envelope): refused in one line or accepted."""
+
 from __future__ import annotations
 
 import base64
@@ -13,18 +14,19 @@ with atheris.instrument_imports(include=["gitopsd"]):
 
 FOLDER = scratch("prov")
 KEYS = [signing.ensure_key(FOLDER)]
-SIGNED = provenance.envelope(FOLDER, {"_type": provenance.STATEMENT_TYPE, "subject": [{"name": "a",
-                                                                                         "digest": {"sha256": "0" * 64}}]})
+SIGNED = provenance.envelope(
+    FOLDER, {"_type": provenance.STATEMENT_TYPE, "subject": [{"name": "a", "digest": {"sha256": "0" * 64}}]}
+)
 
 
 def test_one_input(data: bytes) -> None:
     fdp = atheris.FuzzedDataProvider(data)
-    if fdp.ConsumeBool():   # any JSON at all
+    if fdp.ConsumeBool():  # any JSON at all
         try:
             env = json.loads(fdp.ConsumeUnicodeNoSurrogates(2048))
         except (ValueError, RecursionError):
             return
-    else:                   # a validly signed envelope with a payload, a type or a signature changed
+    else:  # a validly signed envelope with a payload, a type or a signature changed
         env = json.loads(json.dumps(SIGNED))
         field = fdp.PickValueInList(["payload", "payloadType", "sig"])
         value = fdp.ConsumeUnicodeNoSurrogates(512)
@@ -45,4 +47,5 @@ def test_one_input(data: bytes) -> None:
 
 if __name__ == "__main__":
     from _harness import run
+
     run(test_one_input)

@@ -1,4 +1,5 @@
 """Push options (`git push -o name=value`), pusher-controlled, as the hook reads them (gate/receive.push_option)."""
+
 from __future__ import annotations
 
 import os
@@ -22,4 +23,5 @@ def test_one_input(data: bytes) -> None:
 
 if __name__ == "__main__":
     from _harness import run
+
     run(test_one_input)

@@ -1,4 +1,5 @@
 """The pre-receive hook's input: `<old> <new> <ref>` lines, and the ref names it judges (gate/receive.py)."""
+
 from __future__ import annotations
 
 import atheris
@@ -21,4 +22,5 @@ def test_one_input(data: bytes) -> None:
 
 if __name__ == "__main__":
     from _harness import run
+
     run(test_one_input)

@@ -1,4 +1,5 @@
 """A commit status POSTed to the HTTP API: the body's JSON (api/inputs.decode), then the report (api/statuses.parse_report)."""
+
 from __future__ import annotations
 
 import json
@@ -24,9 +25,13 @@ def test_one_input(data: bytes) -> None:
     if fdp.ConsumeBool():
         raw = fdp.ConsumeBytes(4096)
     else:
-        shown = fdp.ConsumeIntInRange(0, 15)   # which fields the body has, first: the rest of the input is their values
-        known = {"state": list(statuses.STATES), "context": ["ci/test", "gitopsd/build", ""],
-                 "target_url": ["https://ci.example/1", "http://", "ftp://x"], "description": ["ok", "x" * 1001]}
+        shown = fdp.ConsumeIntInRange(0, 15)  # which fields the body has, first: the rest of the input is their values
+        known = {
+            "state": list(statuses.STATES),
+            "context": ["ci/test", "gitopsd/build", ""],
+            "target_url": ["https://ci.example/1", "http://", "ftp://x"],
+            "description": ["ok", "x" * 1001],
+        }
         raw = json.dumps({k: text(fdp, v) for i, (k, v) in enumerate(known.items()) if shown & (1 << i)}).encode()
     try:
         body = inputs.decode(raw, "send a JSON object with a state")
@@ -45,4 +50,5 @@ def test_one_input(data: bytes) -> None:
 
 if __name__ == "__main__":
     from _harness import run
+
     run(test_one_input)

@@ -1,4 +1,5 @@
 """The `Authorization` header the HTTP API and the dashboard read (tokens.TokenCheck.authenticate)."""
+
 from __future__ import annotations
 
 import atheris
@@ -21,4 +22,5 @@ def test_one_input(data: bytes) -> None:
 
 if __name__ == "__main__":
     from _harness import run
+
     run(test_one_input)

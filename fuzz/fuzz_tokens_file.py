@@ -1,5 +1,6 @@
 """The API tokens file as the daemon reads it again on every change (tokens.read_tokens): a bad one refuses everyone,
 in one line, and never stops the daemon."""
+
 from __future__ import annotations
 
 import atheris
@@ -25,4 +26,5 @@ def test_one_input(data: bytes) -> None:
 
 if __name__ == "__main__":
     from _harness import run
+
     run(test_one_input)

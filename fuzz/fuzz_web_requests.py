@@ -1,4 +1,5 @@
 """What the web dashboard reads from a browser before any page: cookies, the posted CSRF token, a `next` link."""
+
 from __future__ import annotations
 
 import atheris
@@ -9,8 +10,10 @@ with atheris.instrument_imports(include=["gitopsd"]):
 
 def test_one_input(data: bytes) -> None:
     fdp = atheris.FuzzedDataProvider(data)
-    headers = {"cookie": fdp.ConsumeUnicodeNoSurrogates(512),
-               "content-type": fdp.PickValueInList(["application/x-www-form-urlencoded", "text/plain", ""])}
+    headers = {
+        "cookie": fdp.ConsumeUnicodeNoSurrogates(512),
+        "content-type": fdp.PickValueInList(["application/x-www-form-urlencoded", "text/plain", ""]),
+    }
     cookies = auth._cookies(headers)
     assert all(isinstance(k, str) and isinstance(v, str) for k, v in cookies.items())
     auth._posted_csrf(headers, fdp.ConsumeBytes(1024))
@@ -20,4 +23,5 @@ def test_one_input(data: bytes) -> None:
 
 if __name__ == "__main__":
     from _harness import run
+
     run(test_one_input)

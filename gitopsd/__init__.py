@@ -1,4 +1,5 @@
 """gitopsd: environment branches of a bare Git repository drive Ansible deployments."""
+
 import sys as _sys
 
 
@@ -15,6 +16,7 @@ if _command(_sys.argv[1:]) == "run":
     # of gitopsd that runs, not after the command line's imports; daemon.run acts on them once it can. Also after
     # global options (`gitopsd --config FILE run`), which argparse takes before or after the command.
     import signal as _signal
+
     _signal.pthread_sigmask(_signal.SIG_BLOCK, {_signal.SIGHUP, _signal.SIGTERM, _signal.SIGINT})
 
 __version__ = "0.1.0"

@@ -5,6 +5,7 @@ Python's import path; `-S` skips site-packages, which saves about 20 ms per push
 only the standard library and this package, whose folder is added to the path here, after the
 standard library's, so nothing installed beside gitopsd can stand in for a standard module.
 """
+
 import os
 import sys
 

@@ -6,6 +6,7 @@ at the change's revision, run the sample app's tests and report a commit status 
 with docs/ci.md's one-line `curl`, and, when asked, Buildbot's own GitHubStatusPush reporter pointed at
 gitopsd's GitHub-style API. Ports come from the OS; everything listens on 127.0.0.1 only.
 """
+
 from __future__ import annotations
 
 import json
@@ -24,7 +25,7 @@ from typing import Any
 import psutil
 
 BIN = Path(sys.executable).parent
-WORKER_PASSWORD = "local-worker-pw"   # the worker's login to its master on loopback: not a secret worth keeping
+WORKER_PASSWORD = "local-worker-pw"  # the worker's login to its master on loopback: not a secret worth keeping
 
 # The test step runs the sample app's own tests; the report steps run docs/ci.md's report line with
 # STATE set, as any CI job would. Every step hides its environment: the worker's holds GITOPSD_TOKEN.
@@ -153,7 +154,7 @@ class Buildbot:
                 raise AssertionError(f"a Buildbot process exited ({proc.returncode}):\n{self.logs()}")
 
     def stop(self) -> None:
-        for proc in reversed(self.processes):   # the worker first: it has nobody left to report to
+        for proc in reversed(self.processes):  # the worker first: it has nobody left to report to
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
         for proc in self.processes:
@@ -172,8 +173,9 @@ class Buildbot:
                     pass
 
 
-def start(root: Path, *, report: str, change_hook_auth: str, env: dict[str, str],
-          github: dict[str, str] | None = None) -> Buildbot:
+def start(
+    root: Path, *, report: str, change_hook_auth: str, env: dict[str, str], github: dict[str, str] | None = None
+) -> Buildbot:
     """Create and start a master and a local worker under `root`; `env` goes to the worker (the token, the API URL).
 
     `report` is the shell line each build ends with (STATE, GITOPSD_COMMIT and BUILD_URL set);
@@ -184,25 +186,57 @@ def start(root: Path, *, report: str, change_hook_auth: str, env: dict[str, str]
     www_port, pb_port = free_port(), free_port()
     master, workdir = root / "master", root / "worker"
     run = {**os.environ, "PATH": f"{BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}"}
-    subprocess.run([str(BIN / "buildbot"), "create-master", "--quiet", str(master)], check=True, env=run,
-                   capture_output=True, timeout=120)
-    (master / "master.cfg").write_text(MASTER_CFG.format(www_port=www_port, pb_port=pb_port, report=report,
-                                                         password=WORKER_PASSWORD,
-                                                         hook_auth=f"file:{master / 'changehook.passwd'}",
-                                                         reporter=GITHUB_REPORTER.format(**github) if github else ""))
+    subprocess.run(
+        [str(BIN / "buildbot"), "create-master", "--quiet", str(master)], check=True, env=run, capture_output=True, timeout=120
+    )
+    (master / "master.cfg").write_text(
+        MASTER_CFG.format(
+            www_port=www_port,
+            pb_port=pb_port,
+            report=report,
+            password=WORKER_PASSWORD,
+            hook_auth=f"file:{master / 'changehook.passwd'}",
+            reporter=GITHUB_REPORTER.format(**github) if github else "",
+        )
+    )
     (master / "changehook.passwd").write_text(f"{change_hook_auth}\n")
-    subprocess.run([str(BIN / "buildbot-worker"), "create-worker", "--quiet", str(workdir), f"127.0.0.1:{pb_port}",
-                    "local", WORKER_PASSWORD], check=True, env=run, capture_output=True, timeout=60)
+    subprocess.run(
+        [
+            str(BIN / "buildbot-worker"),
+            "create-worker",
+            "--quiet",
+            str(workdir),
+            f"127.0.0.1:{pb_port}",
+            "local",
+            WORKER_PASSWORD,
+        ],
+        check=True,
+        env=run,
+        capture_output=True,
+        timeout=60,
+    )
     bot = Buildbot(root, www_port)
     try:
         # In the foreground (--nodaemon), each in its own session: stop() can end them and what they started.
-        bot.processes.append(subprocess.Popen([str(BIN / "buildbot"), "start", "--nodaemon", str(master)], env=run,
-                                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                              start_new_session=True))
+        bot.processes.append(
+            subprocess.Popen(
+                [str(BIN / "buildbot"), "start", "--nodaemon", str(master)],
+                env=run,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        )
         _wait(lambda: _answers(bot), bot, "the Buildbot master's web service")
-        bot.processes.append(subprocess.Popen([str(BIN / "buildbot-worker"), "start", "--nodaemon", str(workdir)],
-                                              env={**run, **env}, stdout=subprocess.DEVNULL,
-                                              stderr=subprocess.DEVNULL, start_new_session=True))
+        bot.processes.append(
+            subprocess.Popen(
+                [str(BIN / "buildbot-worker"), "start", "--nodaemon", str(workdir)],
+                env={**run, **env},
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        )
         _wait(lambda: any(w["connected_to"] for w in bot.api("workers")["workers"]), bot, "the worker to connect")
     except BaseException:
         bot.stop()

@@ -7,6 +7,7 @@ process, real `sshd` hosts on loopback addresses (tests/sshhosts.py), and a real
 the Git and Ansible ports of the reconciler core, in tests/unit. A Sandbox's repository is a copy of one this
 process made the long way (tests/support.py); the tests of install-hooks and init run the real commands.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -28,9 +29,11 @@ def short_tmp(tmp_path_factory):
     """A short temp folder: Unix socket paths must stay under 108 bytes."""
     import tempfile
     from pathlib import Path
+
     path = Path(tempfile.mkdtemp(prefix="gt-", dir="/tmp"))
     yield path
     import shutil
+
     if not os.environ.get("KEEP_TMP"):
         shutil.rmtree(path, ignore_errors=True)
 
@@ -38,16 +41,24 @@ def short_tmp(tmp_path_factory):
 # The files that take longest, longest first (seconds per file from a full run, issue 24): under `--dist loadfile` a
 # worker takes the next file in collection order when it finishes one, so the long files start early and the short
 # ones fill the tail of both workers instead of one long file starting last.
-LONGEST_FILES = ("tests/e2e/test_rollout.py", "tests/e2e/test_service.py", "tests/e2e/test_store_file.py",
-                 "tests/integration/test_permissions.py", "tests/e2e/test_daemon.py", "tests/e2e/test_rollout_checks.py",
-                 "tests/integration/test_operator_commands.py", "tests/e2e/test_standby.py",
-                 "tests/integration/test_promotion.py", "tests/integration/test_execution_nodes.py")
+LONGEST_FILES = (
+    "tests/e2e/test_rollout.py",
+    "tests/e2e/test_service.py",
+    "tests/e2e/test_store_file.py",
+    "tests/integration/test_permissions.py",
+    "tests/e2e/test_daemon.py",
+    "tests/e2e/test_rollout_checks.py",
+    "tests/integration/test_operator_commands.py",
+    "tests/e2e/test_standby.py",
+    "tests/integration/test_promotion.py",
+    "tests/integration/test_execution_nodes.py",
+)
 
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "sandbox(envs, **options): the `sandbox` fixture's environments and Sandbox options")
     if hasattr(config.option, "loadscopereorder"):
-        config.option.loadscopereorder = False   # xdist would order files by their number of tests, not their seconds
+        config.option.loadscopereorder = False  # xdist would order files by their number of tests, not their seconds
 
 
 def pytest_collection_modifyitems(config, items):
@@ -63,6 +74,7 @@ def make_sandbox(short_tmp):
 
     def make(envs=None, **options):
         return Sandbox(short_tmp, envs or {"qa": ["qa-1"]}, **options)
+
     return make
 
 
@@ -77,6 +89,7 @@ def sandbox(request, make_sandbox):
 @pytest.fixture(autouse=True)
 def no_daemon_outlives_its_test():
     from tests.support import Daemon
+
     yield
     while Daemon.started:
         daemon = Daemon.started.pop()
@@ -90,6 +103,7 @@ def store_factory(request):
     """Open a Store on each backend: `store_factory(path, readonly=False)`; with PostgreSQL, `path` is the hook's
     SQLite file and the records live in a fresh database of the session's server. Every store opened is closed."""
     from gitopsd.adapters.store import Store
+
     url = request.getfixturevalue("postgres_url") if request.param == "postgresql" else ""
     opened = []
 
@@ -97,9 +111,10 @@ def store_factory(request):
         store = Store(path, readonly=readonly, url=url)
         opened.append(store)
         return store
+
     open_store.backend = request.param
     open_store.url = url
     yield open_store
     for store in opened:
-        with contextlib.suppress(Exception):   # closed by the test already
+        with contextlib.suppress(Exception):  # closed by the test already
             store.close()

@@ -1,4 +1,5 @@
 """The sdist and the wheel, built as a release is: `python -m build` in an isolated environment."""
+
 from __future__ import annotations
 
 import sys

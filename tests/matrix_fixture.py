@@ -5,6 +5,7 @@ rate limits out of the way), runs as a process of its own, and is always stopped
 ends. Accounts are registered with the shared secret, as `register_new_matrix_user` does for admins.
 Skipped when synapse or nio cannot be imported, unless GITOPSD_REQUIRE_MATRIX=1 (then it fails).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -33,8 +34,10 @@ def require_matrix() -> None:
     """Skip the test (or fail it, with GITOPSD_REQUIRE_MATRIX=1) when Synapse or matrix-nio is missing."""
     missing = [m for m in ("synapse", "nio") if importlib.util.find_spec(m) is None]
     if missing:
-        why = (f"{' and '.join(missing)} not importable: install the test extras (pip install -e '.[test]', "
-               "matrix-synapse and matrix-nio)")
+        why = (
+            f"{' and '.join(missing)} not importable: install the test extras (pip install -e '.[test]', "
+            "matrix-synapse and matrix-nio)"
+        )
         if os.environ.get("GITOPSD_REQUIRE_MATRIX") == "1":
             pytest.fail(f"GITOPSD_REQUIRE_MATRIX=1 but {why}")
         pytest.skip(why)
@@ -47,8 +50,8 @@ class Person:
         self.server, self.name, self.password = server, name, password
         self.user_id = f"@{name}:{SERVER_NAME}"
         self.token, self.device, self.since = "", "", ""
-        self.messages: list[dict[str, Any]] = []   # every room message seen since login, oldest first
-        self.read = 0                               # messages before this one were looked at by wait_for
+        self.messages: list[dict[str, Any]] = []  # every room message seen since login, oldest first
+        self.read = 0  # messages before this one were looked at by wait_for
 
     def _run(self, work: Callable[[Any], Any]) -> Any:
         """Run `work(client)` with a fresh nio client (each asyncio.run has its own loop and HTTP session)."""
@@ -62,6 +65,7 @@ class Person:
                 return await work(client)
             finally:
                 await client.close()
+
         return asyncio.run(go())
 
     def login(self) -> Person:
@@ -69,11 +73,12 @@ class Person:
 
         async def work(client: Any) -> Any:
             return await client.login(self.password, device_name="test")
+
         answer = self._run(work)
         assert isinstance(answer, LoginResponse), answer
         self.token, self.device = answer.access_token, answer.device_id
         self.sync()
-        self.messages, self.read = [], 0   # from now on `messages` holds only what comes later
+        self.messages, self.read = [], 0  # from now on `messages` holds only what comes later
         return self
 
     def create_room(self, invite: list[str]) -> str:
@@ -81,6 +86,7 @@ class Person:
 
         async def work(client: Any) -> Any:
             return await client.room_create(name="deploys", preset=RoomPreset.private_chat, invite=invite)
+
         answer = self._run(work)
         assert isinstance(answer, RoomCreateResponse), answer
         return str(answer.room_id)
@@ -90,18 +96,21 @@ class Person:
 
         async def work(client: Any) -> Any:
             return await client.join(room)
+
         answer = self._run(work)
         assert isinstance(answer, JoinResponse), answer
 
     def say(self, room: str, text: str, thread: str | None = None) -> str:
         """Type `text` in the room (in the thread of event `thread`); return the message's event id."""
         from nio import RoomSendResponse
+
         content: dict[str, Any] = {"msgtype": "m.text", "body": text}
         if thread:
             content["m.relates_to"] = {"rel_type": "m.thread", "event_id": thread}
 
         async def work(client: Any) -> Any:
             return await client.room_send(room, "m.room.message", content)
+
         answer = self._run(work)
         assert isinstance(answer, RoomSendResponse), answer
         return str(answer.event_id)
@@ -112,11 +121,16 @@ class Person:
 
         async def work(client: Any) -> Any:
             return await client.sync(timeout=1000, since=self.since or None, full_state=False)
+
         answer = self._run(work)
         assert isinstance(answer, SyncResponse), answer
         self.since = answer.next_batch
-        new = [{**event.source, "room_id": room_id} for room_id, room in answer.rooms.join.items()
-               for event in room.timeline.events if event.source.get("type") == "m.room.message"]
+        new = [
+            {**event.source, "room_id": room_id}
+            for room_id, room in answer.rooms.join.items()
+            for event in room.timeline.events
+            if event.source.get("type") == "m.room.message"
+        ]
         self.messages += new
         return new
 
@@ -129,8 +143,7 @@ class Person:
                     self.read = i + 1
                     return self.messages[i]
             if time.monotonic() > deadline:
-                said = "\n".join(f"{e.get('sender')}: {str(e.get('content', {}).get('body', ''))[:300]}"
-                                  for e in self.messages)
+                said = "\n".join(f"{e.get('sender')}: {str(e.get('content', {}).get('body', ''))[:300]}" for e in self.messages)
                 raise AssertionError(f"{self.name} never saw {what}; the rooms said:\n{said}")
             self.sync()
             time.sleep(0.5)
@@ -144,8 +157,12 @@ class Synapse:
 
     def register(self, name: str, password: str) -> Person:
         script = Path(sys.executable).parent / "register_new_matrix_user"
-        subprocess.run([str(script), "-c", str(self.config), "-u", name, "-p", password, "--no-admin", self.url],
-                       check=True, capture_output=True, timeout=120)
+        subprocess.run(
+            [str(script), "-c", str(self.config), "-u", name, "-p", password, "--no-admin", self.url],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
         return Person(self, name, password)
 
     def requests(self, path: str) -> int:
@@ -169,25 +186,62 @@ def synapse(root: Path) -> Iterator[Synapse]:
     require_matrix()
     root.mkdir(parents=True, exist_ok=True)
     config = root / "homeserver.yaml"
-    subprocess.run([sys.executable, "-m", "synapse.app.homeserver", "--server-name", SERVER_NAME,
-                    "--config-path", str(config), "--data-directory", str(root), "--generate-config",
-                    "--report-stats=no"], check=True, capture_output=True, cwd=root, timeout=300)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "synapse.app.homeserver",
+            "--server-name",
+            SERVER_NAME,
+            "--config-path",
+            str(config),
+            "--data-directory",
+            str(root),
+            "--generate-config",
+            "--report-stats=no",
+        ],
+        check=True,
+        capture_output=True,
+        cwd=root,
+        timeout=300,
+    )
     port = free_port()
     data = yaml.safe_load(config.read_text())
-    data.update({
-        "listeners": [{"port": port, "bind_addresses": ["127.0.0.1"], "type": "http", "tls": False,
-                       "x_forwarded": False, "resources": [{"names": ["client"], "compress": False}]}],
-        "trusted_key_servers": [], "suppress_key_server_warning": True, "federation_domain_whitelist": [],
-        "enable_metrics": False, "presence": {"enabled": False},
-        "rc_message": UNLIMITED, "rc_registration": UNLIMITED,
-        "rc_login": {"address": UNLIMITED, "account": UNLIMITED, "failed_attempts": UNLIMITED},
-        "rc_joins": {"local": UNLIMITED, "remote": UNLIMITED}, "rc_invites": {"per_room": UNLIMITED,
-                                                                             "per_user": UNLIMITED}})
+    data.update(
+        {
+            "listeners": [
+                {
+                    "port": port,
+                    "bind_addresses": ["127.0.0.1"],
+                    "type": "http",
+                    "tls": False,
+                    "x_forwarded": False,
+                    "resources": [{"names": ["client"], "compress": False}],
+                }
+            ],
+            "trusted_key_servers": [],
+            "suppress_key_server_warning": True,
+            "federation_domain_whitelist": [],
+            "enable_metrics": False,
+            "presence": {"enabled": False},
+            "rc_message": UNLIMITED,
+            "rc_registration": UNLIMITED,
+            "rc_login": {"address": UNLIMITED, "account": UNLIMITED, "failed_attempts": UNLIMITED},
+            "rc_joins": {"local": UNLIMITED, "remote": UNLIMITED},
+            "rc_invites": {"per_room": UNLIMITED, "per_user": UNLIMITED},
+        }
+    )
     config.write_text(yaml.safe_dump(data))
     log = root / "synapse.out"
     url = f"http://127.0.0.1:{port}"
     # timeout: a busy machine; Synapse's first start builds its database. A test that failed while holding it
     # stopped (SIGSTOP) is fine: serving sends SIGCONT before SIGTERM.
-    with serving("Synapse", [sys.executable, "-m", "synapse.app.homeserver", "-c", str(config)],
-                 f"{url}/_matrix/client/versions", log, timeout=180, cwd=root) as proc:
+    with serving(
+        "Synapse",
+        [sys.executable, "-m", "synapse.app.homeserver", "-c", str(config)],
+        f"{url}/_matrix/client/versions",
+        log,
+        timeout=180,
+        cwd=root,
+    ) as proc:
         yield Synapse(root, config, proc, url, log)

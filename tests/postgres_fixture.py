@@ -5,6 +5,7 @@ root, the server runs as `nobody` in a folder of its own (PostgreSQL refuses to 
 Trust authentication on 127.0.0.1 only; the server is stopped when the session ends. A test that
 stops the server (a database lost mid-deployment) starts its own with `PgServer`.
 """
+
 from __future__ import annotations
 
 import glob
@@ -48,11 +49,23 @@ class PgServer:
         self.data = self.root / "data"
         self.port = free_port()
         self._as: list[str] = []
-        if os.geteuid() == 0:   # PostgreSQL will not run as root: as nobody, in a folder nobody owns
+        if os.geteuid() == 0:  # PostgreSQL will not run as root: as nobody, in a folder nobody owns
             os.chown(self.root, 65534, 65534)
             self._as = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"]
-        self._run([str(self.bin / "initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8",
-                   "--no-sync", "--locale=C"])
+        self._run(
+            [
+                str(self.bin / "initdb"),
+                "-D",
+                str(self.data),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+                "--locale=C",
+            ]
+        )
         self.start()
 
     def _run(self, argv: list[str]) -> None:
@@ -64,10 +77,25 @@ class PgServer:
         return f"postgresql://postgres@127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        options = (f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off "
-                   f"-c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
-        self._run([str(self.bin / "pg_ctl"), "-D", str(self.data), "-l", str(self.root / "log"), "-o", options,
-                   "-w", "-t", "60", "start"])
+        options = (
+            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off "
+            f"-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+        )
+        self._run(
+            [
+                str(self.bin / "pg_ctl"),
+                "-D",
+                str(self.data),
+                "-l",
+                str(self.root / "log"),
+                "-o",
+                options,
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ]
+        )
 
     def stop(self, mode: str = "fast") -> None:
         self._run([str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "-t", "60", "stop"])
@@ -79,6 +107,7 @@ class PgServer:
     def create_database(self) -> str:
         """A new empty database; its URL."""
         import psycopg
+
         name = "t_" + uuid.uuid4().hex[:12]
         with psycopg.connect(self.base_url + "/postgres", autocommit=True) as db:
             db.execute(f"CREATE DATABASE {name}")
@@ -106,6 +135,6 @@ def postgres_server() -> Iterator[PgServer]:
 @pytest.fixture
 def postgres_url(postgres_server: PgServer) -> str:
     """A fresh, empty database on the session's server."""
-    if not postgres_server.running():   # a test stopped it: bring it back for the next
+    if not postgres_server.running():  # a test stopped it: bring it back for the next
         postgres_server.start()
     return postgres_server.create_database()

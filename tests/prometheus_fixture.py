@@ -3,6 +3,7 @@
 It scrapes and evaluates rules every second, keeps its data in a folder of its own, and is always
 stopped (the context manager kills it if it does not stop by itself): it never outlives a test.
 """
+
 from __future__ import annotations
 
 import json
@@ -71,15 +72,30 @@ def prometheus(root: Path, target: str, rules: list[Path] = (), alertmanager: st
         raise AssertionError("prometheus is not installed: run `make deps` as root (Debian's prometheus package)")
     root.mkdir(parents=True, exist_ok=True)
     config = root / "prometheus.yml"
-    config.write_text(yaml.safe_dump({
-        "global": {"scrape_interval": "1s", "evaluation_interval": "1s", "scrape_timeout": "1s"},
-        "rule_files": [str(r) for r in rules],
-        "scrape_configs": [{"job_name": "gitopsd", "metrics_path": "/metrics",
-                            "static_configs": [{"targets": [target]}]}],
-        **({"alerting": {"alertmanagers": [{"static_configs": [{"targets": [alertmanager]}]}]}} if alertmanager else {})}))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "global": {"scrape_interval": "1s", "evaluation_interval": "1s", "scrape_timeout": "1s"},
+                "rule_files": [str(r) for r in rules],
+                "scrape_configs": [
+                    {"job_name": "gitopsd", "metrics_path": "/metrics", "static_configs": [{"targets": [target]}]}
+                ],
+                **({"alerting": {"alertmanagers": [{"static_configs": [{"targets": [alertmanager]}]}]}} if alertmanager else {}),
+            }
+        )
+    )
     port, log = free_port(), root / "prometheus.log"
     url = f"http://127.0.0.1:{port}"
-    with serving("Prometheus", [binary, f"--config.file={config}", f"--storage.tsdb.path={root / 'data'}",
-                                f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
-                 f"{url}/-/ready", log) as proc:
+    with serving(
+        "Prometheus",
+        [
+            binary,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={root / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--log.level=warn",
+        ],
+        f"{url}/-/ready",
+        log,
+    ) as proc:
         yield Prometheus(proc, url, log)

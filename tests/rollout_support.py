@@ -1,5 +1,6 @@
 """The rollout tests' helpers: a production of four local hosts rolled out in batches, a real HTTP server standing
 in for an app's health or Prometheus, and the batches a deployment recorded."""
+
 from __future__ import annotations
 
 import json

@@ -1,4 +1,5 @@
 """Test helpers for signed commits and pushes: real SSH keys (ssh-keygen) and real OpenPGP keys (gpg in a temp GNUPGHOME)."""
+
 from __future__ import annotations
 
 import os

@@ -25,6 +25,7 @@ host's address and port. (An environment variable cannot tag them: sshd's setpro
 the memory /proc/<pid>/environ shows.) sshd is started with a minimal environment, so it never
 carries gitopsd's deployment marker.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -54,9 +55,9 @@ SSH_COMMON_ARGS = "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null"
 # Skips a test where sshd is not installed (`make deps` installs openssh-server, so CI runs it).
 # GITOPSD_REQUIRE_SSHD=1 turns the skip into a failure.
 skip_without_sshd = pytest.mark.skipif(
-    not (SSHD.exists() and shutil.which("ssh") and shutil.which("ssh-keygen"))
-    and os.environ.get("GITOPSD_REQUIRE_SSHD") != "1",
-    reason="needs openssh-server and openssh-client (/usr/sbin/sshd, ssh, ssh-keygen): run `make deps`")
+    not (SSHD.exists() and shutil.which("ssh") and shutil.which("ssh-keygen")) and os.environ.get("GITOPSD_REQUIRE_SSHD") != "1",
+    reason="needs openssh-server and openssh-client (/usr/sbin/sshd, ssh, ssh-keygen): run `make deps`",
+)
 
 _started: list[SshHost] = []
 
@@ -76,8 +77,12 @@ def free_port(address: str = "127.0.0.1") -> int:
 def keygen(path: Path, comment: str) -> Path:
     """An ed25519 key pair at path and path.pub (kept if already there)."""
     if not path.exists():
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)],
-                       check=True, capture_output=True, timeout=30)
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)],
+            check=True,
+            capture_output=True,
+            timeout=30,
+        )
     return path
 
 
@@ -101,7 +106,7 @@ def _account_locked(user: str) -> bool:
 @functools.cache
 def _sshd_version() -> tuple[int, int]:
     proc = subprocess.run([str(SSHD), "-V"], capture_output=True, text=True, timeout=10)
-    text = (proc.stderr or proc.stdout).strip()            # "OpenSSH_9.2p1 Debian-2+deb12u3, OpenSSL ..."
+    text = (proc.stderr or proc.stdout).strip()  # "OpenSSH_9.2p1 Debian-2+deb12u3, OpenSSL ..."
     try:
         major, minor = text.split("_", 1)[1].split(",")[0].split()[0].split("p")[0].split(".")[:2]
         return int(major), int("".join(c for c in minor if c.isdigit()) or 0)
@@ -128,7 +133,9 @@ def sshd_processes(hosts: list[SshHost] | None = None) -> list[psutil.Process]:
         try:
             if not (proc.info["name"] or "").startswith("sshd") or proc.status() == psutil.STATUS_ZOMBIE:
                 continue
-            if any(arg in configs for arg in proc.info["cmdline"] or ()) or any(c.laddr and (c.laddr.ip, c.laddr.port) in endpoints for c in proc.net_connections("tcp")):
+            if any(arg in configs for arg in proc.info["cmdline"] or ()) or any(
+                c.laddr and (c.laddr.ip, c.laddr.port) in endpoints for c in proc.net_connections("tcp")
+            ):
                 found.append(proc)
         except (psutil.Error, OSError):
             continue
@@ -147,7 +154,8 @@ def ssh_clients(hosts: list[SshHost] | None = None) -> list[psutil.Process]:
     for proc in psutil.process_iter(["name"]):
         try:
             if proc.info["name"] == "ssh" and any(
-                    c.raddr and (c.raddr.ip, c.raddr.port) in endpoints for c in proc.net_connections("tcp")):
+                c.raddr and (c.raddr.ip, c.raddr.port) in endpoints for c in proc.net_connections("tcp")
+            ):
                 found.append(proc)
         except (psutil.Error, OSError):
             continue
@@ -192,8 +200,9 @@ def _kill(procs: list[psutil.Process], sig: int = signal.SIGTERM, grace: float =
 class SshHost:
     """One sshd on its own loopback address: a target host that can be taken down and brought back."""
 
-    def __init__(self, name: str, address: str, port: int, folder: Path, key: Path, user: str,
-                 authorized_keys: Path, use_pam: bool = False) -> None:
+    def __init__(
+        self, name: str, address: str, port: int, folder: Path, key: Path, user: str, authorized_keys: Path, use_pam: bool = False
+    ) -> None:
         if "/" in name or name in ("", ".", ".."):
             raise ValueError(f"bad host name {name!r}")
         if ipaddress.ip_address(address) not in ipaddress.ip_network("127.0.0.0/8"):
@@ -201,8 +210,8 @@ class SshHost:
         self.name = name
         self.address = address
         self.port = port
-        self.folder = folder                  # sshd_config, host key, pid file and log of this host
-        self.key = key                        # the client's private key
+        self.folder = folder  # sshd_config, host key, pid file and log of this host
+        self.key = key  # the client's private key
         self.user = user
         self.authorized_keys = authorized_keys
         self.use_pam = use_pam
@@ -253,7 +262,7 @@ class SshHost:
             "SetEnv SHLVL=1",
         ]
         if _sshd_version() >= (9, 8):
-            lines.append("PerSourcePenalties no")   # else refused connections get 127.0.0.1 penalized
+            lines.append("PerSourcePenalties no")  # else refused connections get 127.0.0.1 penalized
         self.config.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
     def start(self, timeout: float = 15.0) -> None:
@@ -268,8 +277,14 @@ class SshHost:
         self.pidfile.unlink(missing_ok=True)
         env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
         with open(self.log, "ab") as log:
-            self._proc = subprocess.Popen([str(SSHD), "-D", "-e", "-f", str(self.config)], stdin=subprocess.DEVNULL,
-                                          stdout=log, stderr=log, env=env, close_fds=True)
+            self._proc = subprocess.Popen(
+                [str(SSHD), "-D", "-e", "-f", str(self.config)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                env=env,
+                close_fds=True,
+            )
         if self not in _started:
             _started.append(self)
         try:
@@ -280,34 +295,56 @@ class SshHost:
 
     def ssh_argv(self, *command: str) -> list[str]:
         """argv of an ssh client that logs in to this host without any user configuration."""
-        return ["ssh", "-F", "/dev/null", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
-                "-o", "UserKnownHostsFile=/dev/null", "-o", "IdentitiesOnly=yes", "-o", "ConnectTimeout=5",
-                "-o", "LogLevel=ERROR", "-i", str(self.key), "-p", str(self.port),
-                f"{self.user}@{self.address}", *command]
+        return [
+            "ssh",
+            "-F",
+            "/dev/null",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "ConnectTimeout=5",
+            "-o",
+            "LogLevel=ERROR",
+            "-i",
+            str(self.key),
+            "-p",
+            str(self.port),
+            f"{self.user}@{self.address}",
+            *command,
+        ]
 
     def wait_ready(self, timeout: float = 15.0) -> None:
         """Wait until sshd listens and `ssh ... true` succeeds; fail with the end of its log."""
         deadline = time.monotonic() + timeout
-        while True:                                             # listening?
+        while True:  # listening?
             if not self.running:
-                raise RuntimeError(f"sshd of {self.name} exited ({self._proc and self._proc.returncode}):\n"
-                                   f"{self.log_tail()}")
+                raise RuntimeError(f"sshd of {self.name} exited ({self._proc and self._proc.returncode}):\n{self.log_tail()}")
             try:
                 with socket.create_connection((self.address, self.port), timeout=1):
                     break
             except OSError:
                 if time.monotonic() > deadline:
-                    raise TimeoutError(f"sshd of {self.name} does not listen on {self.address}:{self.port}:\n"
-                                       f"{self.log_tail()}") from None
+                    raise TimeoutError(
+                        f"sshd of {self.name} does not listen on {self.address}:{self.port}:\n{self.log_tail()}"
+                    ) from None
                 time.sleep(0.02)
-        while True:                                             # a login works?
-            proc = subprocess.run(self.ssh_argv("true"), capture_output=True, text=True, timeout=timeout,
-                                  stdin=subprocess.DEVNULL)
+        while True:  # a login works?
+            proc = subprocess.run(
+                self.ssh_argv("true"), capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+            )
             if proc.returncode == 0:
                 return
             if time.monotonic() > deadline or not self.running:
-                raise RuntimeError(f"ssh to {self.name} ({self.user}@{self.address}:{self.port}) fails: "
-                                   f"{proc.stderr.strip()}\nsshd log:\n{self.log_tail()}")
+                raise RuntimeError(
+                    f"ssh to {self.name} ({self.user}@{self.address}:{self.port}) fails: "
+                    f"{proc.stderr.strip()}\nsshd log:\n{self.log_tail()}"
+                )
             time.sleep(0.1)
 
     def stop(self) -> None:
@@ -347,8 +384,9 @@ class SshHost:
             return "(no log)"
 
 
-def start_hosts(tmp: Path, names: list[str], *, first_octet: int = FIRST_OCTET, user: str | None = None,
-                timeout: float = 15.0) -> list[SshHost]:
+def start_hosts(
+    tmp: Path, names: list[str], *, first_octet: int = FIRST_OCTET, user: str | None = None, timeout: float = 15.0
+) -> list[SshHost]:
     """Start one sshd per name on 127.0.0.<first_octet + i>, each on a free port; wait until each
     accepts a login with the client key `<tmp>/sshhosts/id_ed25519`. Stops them all on failure."""
     if not SSHD.exists() and os.environ.get("GITOPSD_REQUIRE_SSHD") != "1":
@@ -370,7 +408,7 @@ def start_hosts(tmp: Path, names: list[str], *, first_octet: int = FIRST_OCTET, 
             address = f"127.0.0.{first_octet + i}"
             folder = base / name
             folder.mkdir(exist_ok=True)
-            for attempt in range(3):                           # a free port can be taken before sshd binds it
+            for attempt in range(3):  # a free port can be taken before sshd binds it
                 host = SshHost(name, address, free_port(address), folder, key, user, authorized, use_pam)
                 host.config.unlink(missing_ok=True)
                 try:
@@ -395,8 +433,9 @@ def stop_all(hosts: list[SshHost] | None = None) -> None:
 atexit.register(stop_all)
 
 
-def inventory_yaml(hosts: list[SshHost], extra_host_vars: dict[str, dict[str, Any]] | None = None,
-                   group_vars: dict[str, Any] | None = None) -> str:
+def inventory_yaml(
+    hosts: list[SshHost], extra_host_vars: dict[str, dict[str, Any]] | None = None, group_vars: dict[str, Any] | None = None
+) -> str:
     """An Ansible YAML inventory reaching each host over SSH, plus per-host and group variables."""
     extra_host_vars = extra_host_vars or {}
     unknown = set(extra_host_vars) - {h.name for h in hosts}

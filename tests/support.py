@@ -1,4 +1,5 @@
 """Test helpers: real bare repositories, real clones and pushes, the real daemon as a process."""
+
 from __future__ import annotations
 
 import atexit
@@ -63,8 +64,14 @@ def inventory(*hosts: str) -> str:
     return LOCAL_INVENTORY.format(hosts="\n".join(f"    {h}: {{}}" for h in hosts) or "    {}")
 
 
-def run(cmd: list[str], cwd: Path | None = None, check: bool = True, env: dict[str, str] | None = None,
-        input: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def run(
+    cmd: list[str],
+    cwd: Path | None = None,
+    check: bool = True,
+    env: dict[str, str] | None = None,
+    input: str | None = None,
+    timeout: float = 120,
+) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env, input=input, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"{cmd} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
@@ -92,12 +99,12 @@ def in_process(argv: list[str], env: dict[str, str] | None = None, check: bool =
     """`gitopsd ARGV` through gitopsd.cli.main.main in this process, as `run` would give it: the command's behaviour
     without starting a Python (a wait polls with it). Tests of the console script itself use `run([*GITOPSD, ...])`."""
     from gitopsd.cli import main as cli
+
     out, err = io.StringIO(), io.StringIO()
-    with environment(os.environ.copy() if env is None else env), \
-            contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+    with environment(os.environ.copy() if env is None else env), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:
             code = cli.main(argv)
-        except SystemExit as exc:   # argparse's usage errors and --help
+        except SystemExit as exc:  # argparse's usage errors and --help
             code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
     proc = subprocess.CompletedProcess(["gitopsd", *argv], code, out.getvalue(), err.getvalue())
     if check and code != 0:
@@ -107,9 +114,11 @@ def in_process(argv: list[str], env: dict[str, str] | None = None, check: bool =
 
 # -- servers the tests talk to (Prometheus, Alertmanager, Synapse) ------------------------------------
 
+
 @contextmanager
-def serving(name: str, argv: list[str], ready: str, log: Path, timeout: float = 30,
-            cwd: Path | None = None) -> Iterator[subprocess.Popen[bytes]]:
+def serving(
+    name: str, argv: list[str], ready: str, log: Path, timeout: float = 30, cwd: Path | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
     """Run server `name` (argv, its output in `log`, a session of its own) until the block ends: first wait until
     the URL `ready` answers 200, failing with the log's end if it exits or `timeout` passes; at the end stop it
     (SIGCONT first: a test may have stopped it), killing it after 30 s."""
@@ -140,6 +149,7 @@ def serving(name: str, argv: list[str], ready: str, log: Path, timeout: float = 
 
 # -- real Unix users (tests that run as root) ---------------------------------------------------------
 
+
 def sh(argv: list[str], check: bool = True, **kwargs: Any) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False, **kwargs)
     if check and proc.returncode != 0:
@@ -159,7 +169,7 @@ def remove_users(users: tuple[str, ...], group: str | None = None) -> None:
         sh(["pkill", "-KILL", "-u", user], check=False)
     for user in users:
         for _ in range(20):
-            if sh(["userdel", user], check=False).returncode != 8:   # 8: the user is still logged in (a process)
+            if sh(["userdel", user], check=False).returncode != 8:  # 8: the user is still logged in (a process)
                 break
             time.sleep(0.1)
     if group:
@@ -211,12 +221,16 @@ def python_for_everyone(venv: Path) -> Path:
         pytest.skip(f"no system Python {sys.version_info[0]}.{sys.version_info[1]} with venv for the other users")
     sh([str(system), "-m", "venv", "--without-pip", str(venv)])
     site = sh([str(venv / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"]).stdout
-    packages = sysconfig.get_paths()["purelib"]   # the project's venv: its packages, and gitopsd (editable)
+    packages = sysconfig.get_paths()["purelib"]  # the project's venv: its packages, and gitopsd (editable)
     Path(site.strip(), "gitopsd-tests.pth").write_text(f"import site; site.addsitedir({packages!r})\n")
     # The console scripts a `pip install` into /opt/gitopsd would put beside its Python (runs look there).
-    for name, module in (("gitopsd", "gitopsd.cli.main"), ("ansible-playbook", "ansible.cli.playbook"),
-                         ("ansible-galaxy", "ansible.cli.galaxy"), ("ansible-inventory", "ansible.cli.inventory"),
-                         ("ansible-vault", "ansible.cli.vault")):
+    for name, module in (
+        ("gitopsd", "gitopsd.cli.main"),
+        ("ansible-playbook", "ansible.cli.playbook"),
+        ("ansible-galaxy", "ansible.cli.galaxy"),
+        ("ansible-inventory", "ansible.cli.inventory"),
+        ("ansible-vault", "ansible.cli.vault"),
+    ):
         script = venv / "bin" / name
         script.write_text(f"#!{venv / 'bin' / 'python'}\nimport sys\nfrom {module} import main\nsys.exit(main())\n")
         script.chmod(0o755)
@@ -236,8 +250,8 @@ class Sandbox:
     env_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     sweep_interval: float = 300
     extra: dict[str, Any] = field(default_factory=dict)
-    sandbox_options: dict[str, Any] = field(default_factory=dict)   # merged into the config's `sandbox:`
-    from_template: bool = True   # False: made the long way, as `seed` does
+    sandbox_options: dict[str, Any] = field(default_factory=dict)  # merged into the config's `sandbox:`
+    from_template: bool = True  # False: made the long way, as `seed` does
 
     def __post_init__(self) -> None:
         self.repo = self.root / "shop.git"
@@ -247,7 +261,7 @@ class Sandbox:
         self.out = self.root / "out"
         self.config = self.root / "gitopsd.yml"
         self.out.mkdir(parents=True, exist_ok=True)
-        self.out.chmod(0o777)   # sandboxed playbooks write here, as `nobody` when the tests run as root
+        self.out.chmod(0o777)  # sandboxed playbooks write here, as `nobody` when the tests run as root
         if self.from_template:
             self.copy(_template(self.envs))
         else:
@@ -266,7 +280,7 @@ class Sandbox:
         self.commit("initial content")
         git(self.work, "push", "--quiet", "origin", "main")
         self.write_config()
-        self.state.mkdir()   # as a service's StateDirectory would: install-hooks saves the hook's config snapshot there
+        self.state.mkdir()  # as a service's StateDirectory would: install-hooks saves the hook's config snapshot there
         run([*GITOPSD, "install-hooks", str(self.repo), "--config", str(self.config)], env=self.environ())
         for env in self.envs:
             git(self.root, "--git-dir", str(self.repo), "branch", env, "main")
@@ -275,6 +289,7 @@ class Sandbox:
         """Copy TEMPLATE's repository and clone, then do what install-hooks does that depends on this config."""
         from gitopsd.config import ConfigError, load
         from gitopsd.installers.install_hooks import refresh_settings, write_gate_snapshot
+
         shutil.copytree(template / "shop.git", self.repo, symlinks=True)
         shutil.copytree(template / "work", self.work, symlinks=True)
         _replace_in(self.work / ".git" / "config", f"url = {template / 'shop.git'}\n", f"url = {self.repo}\n")
@@ -283,10 +298,13 @@ class Sandbox:
         with environment(self.environ()):
             database, _note = write_gate_snapshot(self.config)
         _replace_in(self.repo / "config", f"config = {template / 'gitopsd.yml'}\n", f"config = {self.config.resolve()}\n")
-        _replace_in(self.repo / "config", f"\tdatabase = {template / 'state' / 'state.db'}\n",
-                    f"\tdatabase = {database}\n" if database else "")
-        try:   # what else install-hooks records from the config: the signing key, the shim's stamp (the template's
-            loaded = load(self.config)   # names the template's config); a test's deliberately bad config has none
+        _replace_in(
+            self.repo / "config",
+            f"\tdatabase = {template / 'state' / 'state.db'}\n",
+            f"\tdatabase = {database}\n" if database else "",
+        )
+        try:  # what else install-hooks records from the config: the signing key, the shim's stamp (the template's
+            loaded = load(self.config)  # names the template's config); a test's deliberately bad config has none
         except ConfigError:
             (self.repo / "gitopsd-gate.stamp").unlink(missing_ok=True)
             return
@@ -296,18 +314,37 @@ class Sandbox:
     def write_config(self, **overrides: Any) -> None:
         environments = []
         for env in self.envs:
-            environments.append({"name": env, "retries": 1, "retry_backoff": 1, "retry_backoff_max": 2,
-                                 "timeout": 120, **self.env_options.get(env, {})})
-        data = {"state_dir": str(self.state), "runtime_dir": str(self.runtime), "sweep_interval": self.sweep_interval,
-                "stop_grace": 5, "sandbox": {"writable": [str(self.out)], **self.sandbox_options},
-                "repositories": [{"name": "shop", "path": str(self.repo), "environments": environments}],
-                **self.extra, **overrides}
+            environments.append(
+                {
+                    "name": env,
+                    "retries": 1,
+                    "retry_backoff": 1,
+                    "retry_backoff_max": 2,
+                    "timeout": 120,
+                    **self.env_options.get(env, {}),
+                }
+            )
+        data = {
+            "state_dir": str(self.state),
+            "runtime_dir": str(self.runtime),
+            "sweep_interval": self.sweep_interval,
+            "stop_grace": 5,
+            "sandbox": {"writable": [str(self.out)], **self.sandbox_options},
+            "repositories": [{"name": "shop", "path": str(self.repo), "environments": environments}],
+            **self.extra,
+            **overrides,
+        }
         self.config.write_text(yaml.safe_dump(data, sort_keys=False))
 
     def environ(self, **extra: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("GIT_", "GITOPSD_"))}
-        env.update({"GITOPSD_CONFIG": str(self.config), "GITOPSD_TEST_OUT": str(self.out),
-                    "PATH": f"{Path(sys.executable).parent}:{env.get('PATH', '/usr/bin:/bin')}"})
+        env.update(
+            {
+                "GITOPSD_CONFIG": str(self.config),
+                "GITOPSD_TEST_OUT": str(self.out),
+                "PATH": f"{Path(sys.executable).parent}:{env.get('PATH', '/usr/bin:/bin')}",
+            }
+        )
         env.update(extra)
         return env
 
@@ -353,7 +390,7 @@ class Sandbox:
         return [f"{p.name}: {p.read_text().strip()}" for p in files if p.is_file()]
 
 
-_TEMPLATES: dict[str, Path] = {}   # this process's sandbox templates, by environments
+_TEMPLATES: dict[str, Path] = {}  # this process's sandbox templates, by environments
 
 
 def _template(envs: dict[str, list[str]]) -> Path:
@@ -377,16 +414,20 @@ def _replace_in(path: Path, old: str, new: str) -> None:
 class Daemon:
     """`gitopsd run` as a real process."""
 
-    started: list[Daemon] = []   # stopped by the conftest after each test, whatever happened
+    started: list[Daemon] = []  # stopped by the conftest after each test, whatever happened
 
     def __init__(self, sandbox: Sandbox, **env: str):
         Daemon.started.append(self)
         self.sandbox = sandbox
         self.log_path = sandbox.root / f"daemon-{time.monotonic_ns()}.log"
-        self._log = open(self.log_path, "w")   # noqa: SIM115 (the daemon writes to it until stop)
-        self.proc = subprocess.Popen([*GITOPSD, "run", "--config", str(sandbox.config), "--log-level", "debug"],
-                                     stdout=self._log, stderr=subprocess.STDOUT, env=sandbox.environ(**env),
-                                     start_new_session=True)
+        self._log = open(self.log_path, "w")  # noqa: SIM115 (the daemon writes to it until stop)
+        self.proc = subprocess.Popen(
+            [*GITOPSD, "run", "--config", str(sandbox.config), "--log-level", "debug"],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=sandbox.environ(**env),
+            start_new_session=True,
+        )
 
     def log(self) -> str:
         return self.log_path.read_text()
@@ -407,13 +448,16 @@ class Daemon:
             row = self.sandbox.status()[env]
             ok = row["state"] == state and (commit is None or row["deployed"] == commit or row["desired"] == commit)
             return row if ok else None
+
         return self.wait_for(check, timeout, f"{env} {state} {commit or ''}")
 
     def wait_result(self, env: str, commit: str, result: str, timeout: float = 60) -> dict[str, Any]:
         """Wait for a deployment of `commit` in `env` to end with `result`; return its history row."""
-        return self.wait_for(lambda: next((d for d in self.sandbox.history(env)
-                                           if d["commit"] == commit and d["result"] == result), None),
-                             timeout, f"{env} {commit[:7]} {result}")
+        return self.wait_for(
+            lambda: next((d for d in self.sandbox.history(env) if d["commit"] == commit and d["result"] == result), None),
+            timeout,
+            f"{env} {commit[:7]} {result}",
+        )
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
         if self.proc.poll() is None:

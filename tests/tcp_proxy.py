@@ -5,6 +5,7 @@ silence, no FIN, as when a cable or a route goes), takes new connections and nev
 and closes the server's side only after `server_notices` seconds (as PostgreSQL's TCP keepalives
 drop a silent client's session).
 """
+
 from __future__ import annotations
 
 import socket
@@ -22,7 +23,7 @@ class CuttableProxy:
         self.port = self.listener.getsockname()[1]
         self.cut_at: float | None = None
         self._pairs: list[tuple[socket.socket, socket.socket]] = []
-        self._held: list[socket.socket] = []   # connections taken after the cut: never answered
+        self._held: list[socket.socket] = []  # connections taken after the cut: never answered
         self._lock = threading.Lock()
         self._closed = False
         threading.Thread(target=self._accept, daemon=True).start()
@@ -53,7 +54,7 @@ class CuttableProxy:
                 data = src.recv(65536)
             except OSError:
                 return
-            if self.cut_at is not None:   # the link is down: what was in flight is lost, nothing is said
+            if self.cut_at is not None:  # the link is down: what was in flight is lost, nothing is said
                 return
             if not data:
                 try:
@@ -75,6 +76,7 @@ class CuttableProxy:
             with self._lock:
                 for _client, server in self._pairs:
                     server.close()
+
         threading.Thread(target=close_servers, daemon=True).start()
 
     def close(self) -> None:

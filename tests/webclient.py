@@ -3,6 +3,7 @@
 Nothing is followed automatically (redirects are asserted), and the source address can be chosen
 (127.0.0.2 and 127.0.0.1 are both loopback) to be, or not be, a trusted proxy.
 """
+
 from __future__ import annotations
 
 import http.client
@@ -39,11 +40,10 @@ class Reply:
 class Browser:
     port: int
     source: str = "127.0.0.1"
-    headers: dict[str, str] = field(default_factory=dict)   # sent with every request (a proxy's user header, ...)
+    headers: dict[str, str] = field(default_factory=dict)  # sent with every request (a proxy's user header, ...)
     cookies: dict[str, str] = field(default_factory=dict)
 
-    def request(self, method: str, path: str, body: dict[str, Any] | None = None,
-                headers: dict[str, str] | None = None) -> Reply:
+    def request(self, method: str, path: str, body: dict[str, Any] | None = None, headers: dict[str, str] | None = None) -> Reply:
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60, source_address=(self.source, 0))
         sent = {**self.headers, **(headers or {})}
         if self.cookies:

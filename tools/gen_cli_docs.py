@@ -2,6 +2,7 @@
 
 `make docs` runs it; tests/unit/test_docs.py renders it again in memory and compares with the file.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -12,7 +13,7 @@ from pathlib import Path
 
 from gitopsd.cli.main import build_parser
 
-COLUMNS = "100"   # argparse wraps at the terminal's width: a fixed one keeps the file stable
+COLUMNS = "100"  # argparse wraps at the terminal's width: a fixed one keeps the file stable
 OUT = Path(__file__).resolve().parents[1] / "docs" / "cli.md"
 HEADER = """# Command line reference
 
@@ -28,7 +29,7 @@ def _commands(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentPars
         if isinstance(action, argparse._SubParsersAction):
             seen: set[int] = set()
             for sub in action.choices.values():
-                if id(sub) not in seen:   # an alias maps to the same parser
+                if id(sub) not in seen:  # an alias maps to the same parser
                     seen.add(id(sub))
                     yield sub
                     yield from _commands(sub)

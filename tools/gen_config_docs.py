@@ -2,6 +2,7 @@
 
 `make docs` runs it; tests/unit/test_docs.py renders it again in memory and compares with the file.
 """
+
 from __future__ import annotations
 
 import sys

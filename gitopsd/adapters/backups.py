@@ -3,6 +3,7 @@
 A copy is made with SQLite's online backup API (store.write_backup), so the daemon may write meanwhile. A
 restore replaces state.db only while no daemon holds the state folder's lock, and keeps the file it replaces.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -17,8 +18,8 @@ from ..core.errors import UserError
 from . import ownership
 from .store import Store, write_backup
 
-SCHEDULED = "state-"     # the daemon's own copies: state-20261207T041500Z.db, the newest `keep` kept
-RESCUED = "rescued-"     # what the daemon still held when its file was deleted or replaced: never pruned
+SCHEDULED = "state-"  # the daemon's own copies: state-20261207T041500Z.db, the newest `keep` kept
+RESCUED = "rescued-"  # what the daemon still held when its file was deleted or replaced: never pruned
 REQUIRED_TABLES = ("deployments", "env_status", "schema_version")
 
 
@@ -59,8 +60,7 @@ def backup(database: Path, target: Path) -> Path:
     try:
         write_backup(source, target)
     except PermissionError:
-        raise UserError(f"cannot write {target}: permission denied; choose a folder this user can write "
-                        f"(--to FILE)") from None
+        raise UserError(f"cannot write {target}: permission denied; choose a folder this user can write (--to FILE)") from None
     except (OSError, sqlite3.Error) as exc:
         raise UserError(f"cannot write the backup {target}: {exc}; choose another place (--to FILE)") from None
     finally:
@@ -81,31 +81,36 @@ def check_store_file(path: Path) -> int:
             tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
             missing = [t for t in REQUIRED_TABLES if t not in tables]
             if result is None or result[0] != "ok" or missing:
-                raise UserError(f"{path} is not a gitopsd state database ("
-                                + (f"no {', '.join(missing)} table" if missing else f"integrity check: {result}")
-                                + "): nothing was changed; restore a file `gitopsd db backup` made")
+                raise UserError(
+                    f"{path} is not a gitopsd state database ("
+                    + (f"no {', '.join(missing)} table" if missing else f"integrity check: {result}")
+                    + "): nothing was changed; restore a file `gitopsd db backup` made"
+                )
             return int(db.execute("SELECT count(*) FROM deployments").fetchone()[0])
         finally:
             db.close()
     except sqlite3.DatabaseError as exc:
-        raise UserError(f"{path} is not a gitopsd state database ({exc}): nothing was changed; restore a file "
-                        f"`gitopsd db backup` made") from None
+        raise UserError(
+            f"{path} is not a gitopsd state database ({exc}): nothing was changed; restore a file `gitopsd db backup` made"
+        ) from None
 
 
 @contextlib.contextmanager
 def daemon_stopped(state_dir: Path, what: str) -> Iterator[None]:
     """Hold the daemon's lock on the state folder (daemon.lock) for a while; raise UserError if a daemon holds it."""
     try:
-        handle = open(state_dir / "daemon.lock", "a", encoding="utf-8")   # noqa: SIM115 (held: the lock lives with it)
+        handle = open(state_dir / "daemon.lock", "a", encoding="utf-8")  # noqa: SIM115 (held: the lock lives with it)
     except OSError as exc:
-        raise UserError(f"cannot open {state_dir / 'daemon.lock'}: {exc.strerror}; run this as the daemon's user "
-                        f"or root") from None
+        raise UserError(
+            f"cannot open {state_dir / 'daemon.lock'}: {exc.strerror}; run this as the daemon's user or root"
+        ) from None
     with handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise UserError(f"the daemon is running with the state folder {state_dir}: stop it first "
-                            f"(systemctl stop gitopsd), then {what}") from None
+            raise UserError(
+                f"the daemon is running with the state folder {state_dir}: stop it first (systemctl stop gitopsd), then {what}"
+            ) from None
         yield
 
 
@@ -124,7 +129,7 @@ def restore(source: Path, database: Path, now: float) -> tuple[int, Path | None]
     if database.exists():
         aside = database.with_name(f"{database.name}.before-restore-{stamp(now)}")
         os.rename(database, aside)
-        for suffix in ("-wal", "-shm"):   # a log left by a daemon killed: it belongs to the file moved aside
+        for suffix in ("-wal", "-shm"):  # a log left by a daemon killed: it belongs to the file moved aside
             extra = Path(f"{database}{suffix}")
             if extra.exists():
                 os.rename(extra, Path(f"{aside}{suffix}"))
@@ -141,8 +146,10 @@ def replaced_marker(runtime_dir: Path) -> Path:
 def what_to_do(folder: Path, rescued: Path | None) -> str:
     """What an operator does about a lost state database: restore a copy, or rebuild from the notes."""
     copy = rescued or f"{folder}/{SCHEDULED}<newest>.db"
-    return (f"stop the daemon, then restore a copy (gitopsd db restore {copy}) or rebuild the records from the git "
-            f"notes (gitopsd db rebuild), and start it again")
+    return (
+        f"stop the daemon, then restore a copy (gitopsd db restore {copy}) or rebuild the records from the git "
+        f"notes (gitopsd db rebuild), and start it again"
+    )
 
 
 def say_replaced(runtime_dir: Path, reason: str) -> None:
@@ -159,7 +166,7 @@ def replaced_said(runtime_dir: Path) -> str | None:
     try:
         pid_line, reason = replaced_marker(runtime_dir).read_text(encoding="utf-8", errors="replace").split("\n", 1)
         os.kill(int(pid_line), 0)
-    except PermissionError:   # alive, as another user
+    except PermissionError:  # alive, as another user
         pass
     except (OSError, ValueError):
         return None

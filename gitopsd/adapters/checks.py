@@ -6,6 +6,7 @@ template naming a variable the host does not have, a value that would change the
 a CheckError, raised before any request; everything that goes wrong on the wire or in the answer
 is a failed CheckResult whose detail says what.
 """
+
 from __future__ import annotations
 
 import json
@@ -84,6 +85,7 @@ def _problem(exc: BaseException) -> str:
 
 # --- HTTP ---------------------------------------------------------------------------------
 
+
 def render_url(template: str, host: HostInfo) -> str:
     """Given a URL template and a host, return the URL with each `{name}` replaced by the host's
     variable (`inventory_hostname` is the host's name unless set). Only plain `{name}` fields.
@@ -108,8 +110,9 @@ def render_url(template: str, host: HostInfo) -> str:
             raise CheckError(f"URL {template!r} needs variable {field!r}, which host {host.name} does not have")
         value = values[field]
         if not _URL_VALUE.fullmatch(value):
-            raise CheckError(f"variable {field!r} of host {host.name} is {value!r}: only letters, digits and "
-                             f"'. _ ~ : [ ] -' may go into a URL")
+            raise CheckError(
+                f"variable {field!r} of host {host.name} is {value!r}: only letters, digits and '. _ ~ : [ ] -' may go into a URL"
+            )
         parts.append(value)
     url = "".join(parts)
     split = urllib.parse.urlsplit(url)
@@ -183,6 +186,7 @@ def run_http(check: HttpCheck, host: HostInfo, commit: str) -> CheckResult:
 
 
 # --- Prometheus ---------------------------------------------------------------------------
+
 
 def render_query(query: str, commit: str, env: str) -> str:
     """Given a PromQL query, return it with `{commit}` and `{env}` replaced (in one pass).

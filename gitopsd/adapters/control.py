@@ -8,6 +8,7 @@ so two approvals racing are counted once each, in order. Each connection is read
 within TIMEOUT, so an idle or slow peer holds only its own thread; beyond MAX_CLIENTS at once, a
 caller hears that the daemon is busy.
 """
+
 from __future__ import annotations
 
 import json
@@ -25,11 +26,13 @@ from typing import Any
 log = logging.getLogger("gitopsd.control")
 
 MAX_REQUEST = 64 * 1024
-_CREDS = struct.Struct("3i")   # struct ucred: pid, uid, gid
-TIMEOUT = 10.0                 # seconds a caller may take to send its request
-MAX_CLIENTS = 32               # connections read or answered at once
-BUSY = {"ok": False, "error": f"the daemon is busy: {MAX_CLIENTS} control connections are open at once; "
-                              "try again in a few seconds"}
+_CREDS = struct.Struct("3i")  # struct ucred: pid, uid, gid
+TIMEOUT = 10.0  # seconds a caller may take to send its request
+MAX_CLIENTS = 32  # connections read or answered at once
+BUSY = {
+    "ok": False,
+    "error": f"the daemon is busy: {MAX_CLIENTS} control connections are open at once; try again in a few seconds",
+}
 
 
 class ControlError(Exception):
@@ -55,7 +58,7 @@ class ControlServer:
         self.sock.bind(str(self.path))
         os.chmod(self.path, mode)
         self.sock.listen(64)
-        self.sock.settimeout(0.5)   # so the thread notices close() promptly
+        self.sock.settimeout(0.5)  # so the thread notices close() promptly
         self.closed = False
         self._slots = threading.BoundedSemaphore(MAX_CLIENTS)
         self._thread = threading.Thread(target=self._serve, name="control", daemon=True)
@@ -81,7 +84,7 @@ class ControlServer:
             except OSError:
                 if self.closed:
                     return
-                time.sleep(0.1)   # out of file descriptors: the peer waits in the backlog
+                time.sleep(0.1)  # out of file descriptors: the peer waits in the backlog
                 continue
             if not self._slots.acquire(blocking=False):
                 with conn:
@@ -105,7 +108,7 @@ class ControlServer:
     def _answer(self, conn: socket.socket) -> None:
         creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _CREDS.size)
         _pid, uid, _gid = _CREDS.unpack(creds)
-        deadline = time.monotonic() + TIMEOUT   # for the whole request: a trickle cannot hold the thread longer
+        deadline = time.monotonic() + TIMEOUT  # for the whole request: a trickle cannot hold the thread longer
         data = b""
         while len(data) <= MAX_REQUEST:
             conn.settimeout(max(0.01, deadline - time.monotonic()))
@@ -125,7 +128,7 @@ class ControlServer:
             else:
                 try:
                     answer = self.handler(user_name(uid), request)
-                except Exception:   # a bug: the caller hears of it, the daemon goes on
+                except Exception:  # a bug: the caller hears of it, the daemon goes on
                     log.exception("control request %s failed", request.get("op"))
                     answer = {"ok": False, "error": "internal error in the daemon (its log says where)"}
         conn.settimeout(TIMEOUT)
@@ -140,26 +143,31 @@ def call(path: Path, request: dict[str, Any], timeout: float = 60.0) -> dict[str
         try:
             sock.connect(str(path))
         except FileNotFoundError as exc:
-            raise ControlError(f"the daemon is not running (no control socket at {path}); sign-offs and approvals "
-                               "are recorded by the daemon, which takes your identity from the socket") from exc
+            raise ControlError(
+                f"the daemon is not running (no control socket at {path}); sign-offs and approvals "
+                "are recorded by the daemon, which takes your identity from the socket"
+            ) from exc
         except PermissionError as exc:
-            raise ControlError(f"you may not use {path}: ask an operator to add you to the daemon's group "
-                               "(usermod -aG gitopsd $USER), then log in again") from exc
+            raise ControlError(
+                f"you may not use {path}: ask an operator to add you to the daemon's group "
+                "(usermod -aG gitopsd $USER), then log in again"
+            ) from exc
         except ConnectionRefusedError as exc:
             raise ControlError(f"the daemon is not running (nothing listens on {path})") from exc
-        except BlockingIOError as exc:   # the socket's backlog is full (EAGAIN): not a database problem
-            raise ControlError(f"the daemon is busy (its control socket {path} takes no more connections now); "
-                               "try again in a few seconds") from exc
+        except BlockingIOError as exc:  # the socket's backlog is full (EAGAIN): not a database problem
+            raise ControlError(
+                f"the daemon is busy (its control socket {path} takes no more connections now); try again in a few seconds"
+            ) from exc
         try:
             sock.sendall(json.dumps(request).encode())
             sock.shutdown(socket.SHUT_WR)
         except (BrokenPipeError, ConnectionResetError):
-            pass   # the daemon answered ("busy") and closed before reading the request: its answer waits below
+            pass  # the daemon answered ("busy") and closed before reading the request: its answer waits below
         data = b""
         while True:
             try:
                 chunk = sock.recv(65536)
-            except ConnectionResetError:   # answered without reading our request ("busy"): the answer is whole
+            except ConnectionResetError:  # answered without reading our request ("busy"): the answer is whole
                 break
             if not chunk:
                 break

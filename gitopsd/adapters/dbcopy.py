@@ -4,6 +4,7 @@ The source is read only (an older SQLite store is read as it is: columns it lack
 defaults); the target is opened as the daemon opens it (its schema upgraded) and must be empty
 unless forced. One transaction on the target: a failed copy leaves it as it was.
 """
+
 from __future__ import annotations
 
 import re
@@ -29,8 +30,7 @@ def open_spec(spec: str, *, readonly: bool) -> Store:
         return Store(Path("/nonexistent"), readonly=readonly, url=spec, hook_copy=False, retry_for=0.0)
     path = Path(re.sub(r"^sqlite:(//)?", "", spec)).expanduser()
     if readonly and not path.exists():
-        raise UserError(f"no SQLite store at {path}: give the state database's path, e.g. "
-                        f"sqlite:/var/lib/gitopsd/state.db")
+        raise UserError(f"no SQLite store at {path}: give the state database's path, e.g. sqlite:/var/lib/gitopsd/state.db")
     return Store(path, readonly=readonly)
 
 
@@ -43,8 +43,10 @@ def copy(source: Store, target: Store, *, force: bool = False) -> dict[str, int]
     if not force:
         full = [t for t in names if dst.execute(f"SELECT 1 FROM {t} LIMIT 1").fetchone() is not None]  # noqa: S608 (schema names)
         if full:
-            raise UserError(f"the target {target.location} already holds records ({', '.join(full)}): copy into an "
-                            f"empty database, or add --force to replace them")
+            raise UserError(
+                f"the target {target.location} already holds records ({', '.join(full)}): copy into an "
+                f"empty database, or add --force to replace them"
+            )
     copied: dict[str, int] = {}
     with target._lock:
         dst.execute("BEGIN IMMEDIATE")
@@ -53,7 +55,7 @@ def copy(source: Store, target: Store, *, force: bool = False) -> dict[str, int]
                 dst.execute(f"DELETE FROM {table}")  # noqa: S608 (schema names)
                 try:
                     cur = src.execute(f"SELECT * FROM {table}")  # noqa: S608 (schema names)
-                except sqlite3.OperationalError:   # an older source without this table
+                except sqlite3.OperationalError:  # an older source without this table
                     copied[table] = 0
                     continue
                 fetched = cur.fetchall()
@@ -70,4 +72,3 @@ def copy(source: Store, target: Store, *, force: bool = False) -> dict[str, int]
             dst.execute("ROLLBACK")
             raise
     return copied
-

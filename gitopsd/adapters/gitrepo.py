@@ -2,6 +2,7 @@
 
 Desired state is re-read from the repository on every look: nothing here caches a ref.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -19,9 +20,9 @@ from ..core.types import Head
 
 __all__ = ["ExportError", "GitRepository", "resolve_inside"]
 
-CHUNK = 1 << 20                 # bytes read and written at a time when exporting a file
-MAX_DEPTH = 128                 # folders; deeper trees are refused: each level holds a file descriptor open
-LINK_MAX = 4095                 # bytes in a symlink target (Linux PATH_MAX, minus the NUL)
+CHUNK = 1 << 20  # bytes read and written at a time when exporting a file
+MAX_DEPTH = 128  # folders; deeper trees are refused: each level holds a file descriptor open
+LINK_MAX = 4095  # bytes in a symlink target (Linux PATH_MAX, minus the NUL)
 # Every folder is opened without following a symlink, and every name is created relative to it.
 DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
 
@@ -44,9 +45,11 @@ class GitRepository:
             if "not owned by current user" not in str(exc):
                 raise GitError(f"cannot open the repository {self.path}: {exc}") from exc
             # One clear line, logged once by the reconciler, instead of a traceback on every look.
-            raise ExportError(f"{self.path} belongs to another user and is not in this user's safe.directory, so git "
-                              f"refuses it: run `git config --global --add safe.directory {self.path}` as this user "
-                              "(docs/install.md, Permissions; `gitopsd doctor` checks it)") from exc
+            raise ExportError(
+                f"{self.path} belongs to another user and is not in this user's safe.directory, so git "
+                f"refuses it: run `git config --global --add safe.directory {self.path}` as this user "
+                "(docs/install.md, Permissions; `gitopsd doctor` checks it)"
+            ) from exc
 
     def head(self, branch: str) -> Head | None:
         """Return the commit and tree at refs/heads/BRANCH, or None if the branch does not exist.
@@ -88,8 +91,9 @@ class GitRepository:
             os.close(root)
         check_links(dest, links)
 
-    def _write_tree(self, repo: pygit2.Repository, tree: pygit2.Tree, dir_fd: int, prefix: str,
-                    links: list[tuple[str, str]]) -> None:
+    def _write_tree(
+        self, repo: pygit2.Repository, tree: pygit2.Tree, dir_fd: int, prefix: str, links: list[tuple[str, str]]
+    ) -> None:
         """Write `tree` into the open folder `dir_fd`, only ever creating names that do not exist yet.
 
         A name that exists already is a second entry of the same name: following it could write
@@ -123,9 +127,11 @@ class GitRepository:
                         self._copy_blob(repo, entry.id, out, path)
                 # Submodules (gitlinks) have no content here; they are skipped.
             except FileExistsError as exc:
-                raise ExportError(f"duplicate entry {path} in tree {tree.id}: the tree is malformed (git fsck rejects "
-                                  "it); push a commit that fixes it (`gitopsd install-hooks` makes the server refuse "
-                                  "such trees)") from exc
+                raise ExportError(
+                    f"duplicate entry {path} in tree {tree.id}: the tree is malformed (git fsck rejects "
+                    "it); push a commit that fixes it (`gitopsd install-hooks` makes the server refuse "
+                    "such trees)"
+                ) from exc
 
     def _write_link(self, repo: pygit2.Repository, oid: pygit2.Oid, name: str, dir_fd: int, path: str) -> str:
         """Create the symlink `name` in `dir_fd`; return its target, for the check once the whole tree is written."""
@@ -137,7 +143,7 @@ class GitRepository:
         target = repo[oid].peel(pygit2.Blob).data
         try:
             os.symlink(target, name, dir_fd=dir_fd)
-        except (ValueError, FileNotFoundError) as exc:   # a NUL byte in the target, or an empty one
+        except (ValueError, FileNotFoundError) as exc:  # a NUL byte in the target, or an empty one
             raise ExportError(f"symlink {path} has an invalid target {target!r}") from exc
         return os.fsdecode(target)
 
@@ -151,7 +157,7 @@ class GitRepository:
         """
         hexid = str(oid)
         try:
-            source = open(Path(repo.path) / "objects" / hexid[:2] / hexid[2:], "rb")   # noqa: SIM115 (closed below)
+            source = open(Path(repo.path) / "objects" / hexid[:2] / hexid[2:], "rb")  # noqa: SIM115 (closed below)
         except FileNotFoundError:
             blob = repo[oid]
             if not isinstance(blob, pygit2.Blob):
@@ -165,7 +171,7 @@ class GitRepository:
             try:
                 for piece in inflated(source):
                     digest.update(piece)
-                    if expected < 0:   # the content follows a header "blob <size>\0"
+                    if expected < 0:  # the content follows a header "blob <size>\0"
                         header += piece
                         if b"\0" not in header:
                             if len(header) > 64:
@@ -207,5 +213,7 @@ def check_links(dest: Path, links: list[tuple[str, str]]) -> None:
     for path, target in links:
         real = Path(os.path.realpath(root / path))
         if not real.is_relative_to(root):
-            raise ExportError(f"symlink {path} -> {target} leads out of the exported tree (to {real}), so the playbook "
-                              "could read the deploy server's files: point it at a file inside the repository")
+            raise ExportError(
+                f"symlink {path} -> {target} leads out of the exported tree (to {real}), so the playbook "
+                "could read the deploy server's files: point it at a file inside the repository"
+            )

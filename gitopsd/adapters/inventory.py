@@ -24,6 +24,7 @@ What that process shares with the playbook run and what it does not:
 
 Calls are serialized by a lock: the plugin loaders and configuration are process-wide state.
 """
+
 from __future__ import annotations
 
 import json
@@ -48,8 +49,9 @@ class InventoryError(GitopsdError):
     """The inventory cannot be read, or a requested variable cannot be templated."""
 
 
-def hosts_of(inventory: Path, variables: tuple[str, ...] = ("ansible_host",),
-             extra_vars: dict[str, Any] | None = None) -> list[HostInfo]:
+def hosts_of(
+    inventory: Path, variables: tuple[str, ...] = ("ansible_host",), extra_vars: dict[str, Any] | None = None
+) -> list[HostInfo]:
     """Given an inventory file (or folder) and the names of host variables, return every host of
     the `all` group in inventory order (the implicit localhost excluded) with those variables
     fully templated for that host. Extra vars take part as data, with the precedence of `-e`.
@@ -59,6 +61,7 @@ def hosts_of(inventory: Path, variables: tuple[str, ...] = ("ansible_host",),
     Raise ValueError for an extra var whose name is not an identifier or is reserved by Ansible.
     """
     from ._ansible import DeferredWarningContext, is_reserved_name  # heavy: only where an inventory is read
+
     extras = dict(extra_vars or {})
     for key in extras:
         if not isinstance(key, str) or not key.isidentifier() or is_reserved_name(key):
@@ -69,6 +72,7 @@ def hosts_of(inventory: Path, variables: tuple[str, ...] = ("ansible_host",),
     with _lock, DeferredWarningContext(variables={}) as warnings:
         hosts = _read(path, variables, extras)
     from ._ansible import format_message
+
     for warning in warnings.get_warnings():
         log.warning("ansible: %s", _first_line(format_message(warning, False)))
     return hosts
@@ -76,6 +80,7 @@ def hosts_of(inventory: Path, variables: tuple[str, ...] = ("ansible_host",),
 
 def _read(path: Path, names: tuple[str, ...], extras: dict[str, Any]) -> list[HostInfo]:
     from ._ansible import AnsibleError, DataLoader, DeferredWarningContext, InventoryManager, Templar, VariableManager
+
     _init_plugins()
     loader = DataLoader()
     loader.set_basedir(str(path if path.is_dir() else path.parent))
@@ -84,7 +89,7 @@ def _read(path: Path, names: tuple[str, ...], extras: dict[str, Any]) -> list[Ho
         manager = InventoryManager(loader=loader, sources=[str(path)])
     except AnsibleError as exc:
         raise InventoryError(f"cannot read inventory {path}: {_first_line(str(exc))}") from exc
-    if not manager._inventory.processed_sources:   # no plugin parsed it; the reasons are warnings
+    if not manager._inventory.processed_sources:  # no plugin parsed it; the reasons are warnings
         reasons = _parse_failures(warnings.get_warnings() if warnings is not None else [], path)
         raise InventoryError(f"cannot parse inventory {path}" + (": " + "; ".join(reasons) if reasons else ""))
     variable_manager = VariableManager(loader=loader, inventory=manager)
@@ -115,13 +120,27 @@ def _read(path: Path, names: tuple[str, ...], extras: dict[str, Any]) -> list[Ho
 def _init_plugins() -> None:
     """Install Ansible's collection loader once per process (`ansible.builtin.*` needs it)."""
     from ._ansible import AnsibleCollectionConfig, init_plugin_loader
+
     if AnsibleCollectionConfig.collection_finder is None:
         init_plugin_loader()
 
 
-_MAGIC = ("inventory_hostname", "inventory_hostname_short", "group_names", "groups", "playbook_dir",
-          "ansible_playbook_python", "ansible_config_file", "inventory_dir", "inventory_file",
-          "hostvars", "omit", "ansible_version", "ansible_check_mode", "ansible_diff_mode")
+_MAGIC = (
+    "inventory_hostname",
+    "inventory_hostname_short",
+    "group_names",
+    "groups",
+    "playbook_dir",
+    "ansible_playbook_python",
+    "ansible_config_file",
+    "inventory_dir",
+    "inventory_file",
+    "hostvars",
+    "omit",
+    "ansible_version",
+    "ansible_check_mode",
+    "ansible_diff_mode",
+)
 
 
 def _magic(all_vars: dict[str, Any]) -> dict[str, Any]:
@@ -136,6 +155,7 @@ def _parse_failures(warnings: list[Any], path: Path) -> list[str]:
     """Why no plugin parsed the inventory: the failure of the plugin its file name suggests (all
     failures when none does) and any source position, without repeats."""
     from ._ansible import format_message
+
     failures = [format_message(w, False) for w in warnings]
     failures = [t for t in failures if t.startswith("Failed to parse inventory with")]
     likely = _PLUGIN_FOR_SUFFIX.get(path.suffix.lower()) if path.is_file() else None
@@ -144,7 +164,7 @@ def _parse_failures(warnings: list[Any], path: Path) -> list[str]:
     for text in preferred or failures:
         if _first_line(text) not in reasons:
             reasons.append(_first_line(text))
-    for text in failures:   # a line and column, wherever a plugin reported one
+    for text in failures:  # a line and column, wherever a plugin reported one
         for line in text.splitlines():
             if line.startswith("Origin: /") and line[-1].isdigit() and line.strip() not in reasons:
                 reasons.append(line.strip())

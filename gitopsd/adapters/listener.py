@@ -1,4 +1,5 @@
 """The daemon's end of the nudge socket (see gate/nudge.py for the message and the sending side)."""
+
 from __future__ import annotations
 
 import os
@@ -35,7 +36,7 @@ class Listener:
         uid = None
         for level, kind, cdata in ancdata:
             if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS and len(cdata) >= _CREDS.size:
-                _pid, uid, _gid = _CREDS.unpack(cdata[:_CREDS.size])
+                _pid, uid, _gid = _CREDS.unpack(cdata[: _CREDS.size])
         return Nudge.decode(data, uid)
 
     def close(self) -> None:

@@ -5,6 +5,7 @@ Under journald (JOURNAL_STREAM set) lines carry no timestamp: the journal adds i
 JSON lines use Elastic Common Schema names (docs/monitoring.md, "Logs for ELK"); each deployment's end adds one
 summary event (event.action "deployment"), to JSON only: the plain lines already say it.
 """
+
 from __future__ import annotations
 
 import json
@@ -39,7 +40,7 @@ class PlainFormatter(logging.Formatter):
 
 
 ECS_VERSION = "8.11.0"
-OUTCOMES = {"succeeded": "success", "failed": "failure"}   # ECS allows success, failure, unknown
+OUTCOMES = {"succeeded": "success", "failed": "failure"}  # ECS allows success, failure, unknown
 
 
 class JsonFormatter(logging.Formatter):
@@ -51,20 +52,27 @@ class JsonFormatter(logging.Formatter):
         at = datetime.fromtimestamp(record.created, UTC)
         doc: dict[str, Any] = {
             "@timestamp": at.strftime("%Y-%m-%dT%H:%M:%S.") + f"{at.microsecond // 1000:03d}Z",
-            "log.level": record.levelname.lower(), "message": record.getMessage(), "ecs.version": ECS_VERSION,
-            "log": {"logger": record.name}, "service": {"name": "gitopsd"},
-            "process": {"pid": record.process, "thread": {"name": record.threadName}}}
+            "log.level": record.levelname.lower(),
+            "message": record.getMessage(),
+            "ecs.version": ECS_VERSION,
+            "log": {"logger": record.name},
+            "service": {"name": "gitopsd"},
+            "process": {"pid": record.process, "thread": {"name": record.threadName}},
+        }
         labels = {f: str(getattr(record, f)) for f in FIELDS if getattr(record, f, None) is not None}
         if labels:
             doc["labels"] = labels
-        for key, value in getattr(record, "ecs", {}).items():   # a summary event's event.*, user.* and gitopsd.*
+        for key, value in getattr(record, "ecs", {}).items():  # a summary event's event.*, user.* and gitopsd.*
             if isinstance(value, dict):
                 doc.setdefault(key, {}).update(value)
             else:
                 doc[key] = value
         if record.exc_info:
-            doc["error"] = {"type": record.exc_info[0].__name__ if record.exc_info[0] else "",
-                            "message": str(record.exc_info[1]), "stack_trace": self.formatException(record.exc_info)}
+            doc["error"] = {
+                "type": record.exc_info[0].__name__ if record.exc_info[0] else "",
+                "message": str(record.exc_info[1]),
+                "stack_trace": self.formatException(record.exc_info),
+            }
         return json.dumps(doc, default=str)
 
 
@@ -78,17 +86,42 @@ class NotInPlain(logging.Filter):
 def deployment_ended(logger: logging.Logger, d: Any) -> None:
     """Log the one summary event of a finished deployment `d` (a Deployment as the store has it)."""
     took = max(0.0, (d.finished_at or d.started_at) - d.started_at)
-    ecs = {"event": {"kind": "event", "category": ["process"], "type": ["end"], "action": "deployment",
-                     "outcome": OUTCOMES.get(d.result, "unknown"), "duration": int(took * 1e9),
-                     "start": _iso(d.started_at), "end": _iso(d.finished_at or d.started_at),
-                     **({"reason": d.outcome} if d.outcome else {})},
-           "user": {"name": d.actor},
-           "gitopsd": {"kind": d.kind, "result": d.result, "trigger": d.trigger, "actor": d.actor, "commit": d.commit,
-                       "tree": d.tree, "previous_commit": d.previous_commit, "attempt": d.attempt}}
-    logger.log(logging.INFO if d.result == "succeeded" else logging.WARNING,
-               "deployment #%s %s: %s of %s in %.1fs, %s by %s", d.id, d.result, d.kind, d.commit[:7], took,
-               d.trigger, d.actor, extra={"repo": d.repo, "env": d.env, "commit": d.commit[:7], "deployment": d.id,
-                                          "ecs": ecs, "json_only": True})
+    ecs = {
+        "event": {
+            "kind": "event",
+            "category": ["process"],
+            "type": ["end"],
+            "action": "deployment",
+            "outcome": OUTCOMES.get(d.result, "unknown"),
+            "duration": int(took * 1e9),
+            "start": _iso(d.started_at),
+            "end": _iso(d.finished_at or d.started_at),
+            **({"reason": d.outcome} if d.outcome else {}),
+        },
+        "user": {"name": d.actor},
+        "gitopsd": {
+            "kind": d.kind,
+            "result": d.result,
+            "trigger": d.trigger,
+            "actor": d.actor,
+            "commit": d.commit,
+            "tree": d.tree,
+            "previous_commit": d.previous_commit,
+            "attempt": d.attempt,
+        },
+    }
+    logger.log(
+        logging.INFO if d.result == "succeeded" else logging.WARNING,
+        "deployment #%s %s: %s of %s in %.1fs, %s by %s",
+        d.id,
+        d.result,
+        d.kind,
+        d.commit[:7],
+        took,
+        d.trigger,
+        d.actor,
+        extra={"repo": d.repo, "env": d.env, "commit": d.commit[:7], "deployment": d.id, "ecs": ecs, "json_only": True},
+    )
 
 
 def _iso(ts: float) -> str:

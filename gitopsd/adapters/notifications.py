@@ -3,6 +3,7 @@
 A notification never fails or blocks a deployment for long: each has a short timeout and its
 errors are logged, not raised.
 """
+
 from __future__ import annotations
 
 import json
@@ -25,13 +26,22 @@ def notify(target: Notify, event: dict[str, Any]) -> None:
         try:
             proc = subprocess.run(list(target.command), input=body, capture_output=True, timeout=TIMEOUT, check=False)
             if proc.returncode != 0:
-                log.warning("notify command %s exited %d: %s", target.command[0], proc.returncode,
-                            proc.stderr.decode(errors="replace").strip()[:200], extra=extra)
+                log.warning(
+                    "notify command %s exited %d: %s",
+                    target.command[0],
+                    proc.returncode,
+                    proc.stderr.decode(errors="replace").strip()[:200],
+                    extra=extra,
+                )
         except (OSError, subprocess.TimeoutExpired) as exc:
             log.warning("notify command %s failed: %s", target.command[0], exc, extra=extra)
     if target.webhook:
-        request = urllib.request.Request(target.webhook, data=body, method="POST",  # noqa: S310 (http(s) only: the scheme is checked before)
-                                         headers={"Content-Type": "application/json", "User-Agent": "gitopsd"})
+        request = urllib.request.Request(  # noqa: S310 (http(s) only: the scheme is checked before)
+            target.webhook,
+            data=body,
+            method="POST",
+            headers={"Content-Type": "application/json", "User-Agent": "gitopsd"},
+        )
         opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
         try:
             with opener.open(request, timeout=TIMEOUT) as response:
@@ -42,15 +52,20 @@ def notify(target: Notify, event: dict[str, Any]) -> None:
 
 def post_text(webhook: str, text: str) -> bool:
     """Post `text` to a Slack-compatible incoming webhook ({"text": ...}; Mattermost and Rocket.Chat take it too)."""
-    request = urllib.request.Request(webhook, data=json.dumps({"text": text}).encode(), method="POST",  # noqa: S310 (http(s) only: the config checks the scheme)
-                                     headers={"Content-Type": "application/json", "User-Agent": "gitopsd"})
+    request = urllib.request.Request(  # noqa: S310 (http(s) only: the config checks the scheme)
+        webhook,
+        data=json.dumps({"text": text}).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json", "User-Agent": "gitopsd"},
+    )
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     try:
         with opener.open(request, timeout=TIMEOUT) as response:
             response.read(1024)
     except OSError as exc:
         # the webhook's path is its secret (Slack's /services/T/B/XXXX): only the host is logged
-        log.warning("chat webhook at %s failed: %s; the approval request was not posted there",
-                    urllib.parse.urlsplit(webhook).netloc, exc)
+        log.warning(
+            "chat webhook at %s failed: %s; the approval request was not posted there", urllib.parse.urlsplit(webhook).netloc, exc
+        )
         return False
     return True

@@ -6,6 +6,7 @@ the daemon later reads or writes as its own user. The daemon's user is the owner
 database and no systemd (its recursive chown of `StateDirectory=` happens only under systemd, and only
 at start). Where the state folder is root's or missing, nothing is handed over.
 """
+
 from __future__ import annotations
 
 import grp

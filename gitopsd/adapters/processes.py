@@ -3,6 +3,7 @@
 Every process a run starts carries the run's marker in its environment (or its command line), so that all of
 them can be found and reaped, even after the daemon itself was killed and restarted.
 """
+
 from __future__ import annotations
 
 import os

@@ -3,6 +3,7 @@
 Exit codes do not say success (no hosts matched exits 0, an unreachable host and a syntax error both exit 4):
 the final `playbook_on_stats` event does. Check-mode runs (drift, previews) report what would change, with diffs.
 """
+
 from __future__ import annotations
 
 import json
@@ -30,15 +31,18 @@ def judge(stats: dict[str, Any] | None, no_hosts_matched: bool, status: str, rc:
         return False, "no hosts matched: the inventory or the play's hosts pattern selects nothing", hosts
     bad = sorted(h for h, r in hosts.items() if r != "ok")
     if bad:
-        fine = len(hosts) - len(bad)   # say the others were fine: "failed on prod-1" alone reads as all failed
-        return False, ("failed on " + ", ".join(f"{h} ({hosts[h]})" for h in bad)
-                       + (f"; {fine} of {len(hosts)} hosts ok" if fine else "")), hosts
+        fine = len(hosts) - len(bad)  # say the others were fine: "failed on prod-1" alone reads as all failed
+        return (
+            False,
+            ("failed on " + ", ".join(f"{h} ({hosts[h]})" for h in bad) + (f"; {fine} of {len(hosts)} hosts ok" if fine else "")),
+            hosts,
+        )
     if status != "successful":
         return False, f"ansible-playbook reported {status} (exit code {rc})", hosts
     return True, f"succeeded on {len(hosts)} host{'s' if len(hosts) != 1 else ''}", hosts
 
 
-MAX_DIFF = 20_000   # characters of one task's diff kept for `gitopsd drift`
+MAX_DIFF = 20_000  # characters of one task's diff kept for `gitopsd drift`
 
 
 def reports_changed(event: dict[str, Any]) -> bool:
@@ -58,8 +62,8 @@ def task_change(data: dict[str, Any], workdir: Path) -> TaskChange:
     task = str(data.get("task") or data.get("task_action") or "?")
     path = str(data.get("task_path") or "")
     root = str(workdir) + "/"
-    if path.startswith(root):   # each run exports the tree afresh: the place in the tree names the task
-        path = path[len(root):]
+    if path.startswith(root):  # each run exports the tree afresh: the place in the tree names the task
+        path = path[len(root) :]
     no_log = bool(res.get("_ansible_no_log")) or "censored" in res
     diffs: list[Any] = []
     if not no_log:
@@ -76,6 +80,7 @@ def task_change(data: dict[str, Any], workdir: Path) -> TaskChange:
 def render_diff(diff: Any) -> str:
     """One of Ansible's diffs (before/after with headers, or a prepared text) as unified diff text."""
     import difflib
+
     if not isinstance(diff, dict):
         return ""
     prepared = diff.get("prepared")
@@ -86,9 +91,14 @@ def render_diff(diff: Any) -> str:
         before = json.dumps(before, indent=2, sort_keys=True) + "\n"
     if not isinstance(after, str):
         after = json.dumps(after, indent=2, sort_keys=True) + "\n"
-    return "".join(difflib.unified_diff(before.splitlines(keepends=True), after.splitlines(keepends=True),
-                                        f"before: {diff.get('before_header', '')}".rstrip(),
-                                        f"after: {diff.get('after_header', '')}".rstrip()))
+    return "".join(
+        difflib.unified_diff(
+            before.splitlines(keepends=True),
+            after.splitlines(keepends=True),
+            f"before: {diff.get('before_header', '')}".rstrip(),
+            f"after: {diff.get('after_header', '')}".rstrip(),
+        )
+    )
 
 
 def content_error(stdout: Path, workdir: Path) -> str | None:
@@ -105,9 +115,9 @@ def content_error(stdout: Path, workdir: Path) -> str | None:
     if error is None:
         return None
     text = lines[error].split(" ", 1)[1].strip()
-    origin = next((line for line in lines[error + 1:error + 4] if line.startswith("Origin: ")), None)
+    origin = next((line for line in lines[error + 1 : error + 4] if line.startswith("Origin: ")), None)
     if origin:
-        where = origin[len("Origin: "):].strip()
+        where = origin[len("Origin: ") :].strip()
         root = str(workdir.resolve()) + "/"
-        text += f" ({where[len(root):] if where.startswith(root) else where})"
+        text += f" ({where[len(root) :] if where.startswith(root) else where})"
     return text

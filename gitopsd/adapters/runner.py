@@ -10,6 +10,7 @@ Its siblings hold the parts: processes.py (the marker, reaping), sshkeys.py (hos
 ssh-agent), runevents.py (judging the events, diffs), sandboxed.py (requirements, vault values).
 The names callers use are exported here too.
 """
+
 from __future__ import annotations
 
 import json
@@ -35,9 +36,23 @@ from .runevents import content_error, judge, render_diff, reports_changed, task_
 from .sandboxed import RequirementsError, install_requirements, vault_values
 from .sshkeys import SSH_ARGS, AgentError, host_key_problems, identity_files, ssh_envvars, start_agent, stop_agent
 
-__all__ = ["MARKER", "AgentError", "PlaybookRun", "RunOutcome", "identity_files", "judge", "processes_of", "reap",
-           "read_hosts", "render_diff", "run_playbook", "scrub_environment", "start_agent", "stop_agent",
-           "vault_values"]
+__all__ = [
+    "MARKER",
+    "AgentError",
+    "PlaybookRun",
+    "RunOutcome",
+    "identity_files",
+    "judge",
+    "processes_of",
+    "reap",
+    "read_hosts",
+    "render_diff",
+    "run_playbook",
+    "scrub_environment",
+    "start_agent",
+    "stop_agent",
+    "vault_values",
+]
 
 
 def extravars_file(path: Path, values: dict[str, Any]) -> None:
@@ -55,6 +70,7 @@ def extravars_file(path: Path, values: dict[str, Any]) -> None:
         if isinstance(value, dict):
             return {str(k): unsafe(v) for k, v in value.items()}
         return {"__ansible_unsafe": str(value)}
+
     path.write_text(json.dumps({k: unsafe(v) for k, v in values.items()}, indent=1) + "\n", encoding="utf-8")
 
 
@@ -64,15 +80,19 @@ def artifact_files(extravars: dict[str, Any]) -> tuple[Path, ...]:
     return tuple(sorted({Path(a["path"]) for a in artifacts.values()}))
 
 
-def run_playbook(run: PlaybookRun, cancel: threading.Event, policy: SandboxPolicy | None = None,  # noqa: C901 (one run's options, each an independent branch; the seams are the helpers it calls)
-                 on_event: Callable[[dict[str, Any]], None] | None = None) -> RunOutcome:
+def run_playbook(  # noqa: C901 (one run's options, each an independent branch; the seams are the helpers it calls)
+    run: PlaybookRun,
+    cancel: threading.Event,
+    policy: SandboxPolicy | None = None,
+    on_event: Callable[[dict[str, Any]], None] | None = None,
+) -> RunOutcome:
     """Run the playbook (in the sandbox of `policy`) to the end, a timeout or `cancel`; reap every process it started."""
     run.data_dir.mkdir(parents=True, exist_ok=False)
     vars_path = run.data_dir / "gitopsd-vars.json"
     extravars_file(vars_path, run.extravars)
     stats: dict[str, Any] | None = None
     no_hosts = False
-    unreachable: dict[str, str] = {}   # host -> why, from Ansible's events
+    unreachable: dict[str, str] = {}  # host -> why, from Ansible's events
     changes: list[TaskChange] = []
 
     def handle(event: dict[str, Any]) -> bool:
@@ -103,9 +123,15 @@ def run_playbook(run: PlaybookRun, cancel: threading.Event, policy: SandboxPolic
     # their environment; a control path inside the run's folder lets the reaper find them by name.
     control_dir = run.data_dir / "cp"
     control_dir.mkdir()
-    envvars = {MARKER: run.marker, "ANSIBLE_RETRY_FILES_ENABLED": "False", "ANSIBLE_NOCOLOR": "True",
-               "ANSIBLE_SSH_CONTROL_PATH_DIR": str(control_dir), "PATH": path_with_interpreter_bin(),
-               **ssh_envvars(known_hosts), **(requirements.envvars(run.workdir) if requirements else {})}
+    envvars = {
+        MARKER: run.marker,
+        "ANSIBLE_RETRY_FILES_ENABLED": "False",
+        "ANSIBLE_NOCOLOR": "True",
+        "ANSIBLE_SSH_CONTROL_PATH_DIR": str(control_dir),
+        "PATH": path_with_interpreter_bin(),
+        **ssh_envvars(known_hosts),
+        **(requirements.envvars(run.workdir) if requirements else {}),
+    }
     cmdline = f"-e @{shlex.quote(str(vars_path))}"
     if run.limit:
         cmdline += f" --limit {shlex.quote(run.limit)}"
@@ -113,7 +139,7 @@ def run_playbook(run: PlaybookRun, cancel: threading.Event, policy: SandboxPolic
     # changes made ("ok", nothing notified) and succeeds with the handlers never run. A play may say
     # `force_handlers: false`.
     cmdline += " --force-handlers"
-    if run.check_mode:   # drift detection: what would change, and how, without changing it
+    if run.check_mode:  # drift detection: what would change, and how, without changing it
         cmdline += " --check --diff"
     if run.verbose:
         cmdline += " -v"
@@ -123,12 +149,16 @@ def run_playbook(run: PlaybookRun, cancel: threading.Event, policy: SandboxPolic
         vault = run.data_dir / "vault-password"
         try:
             shutil.copyfile(run.vault_password_file, vault)
-        except OSError as exc:   # retrying cannot help until an operator puts the file back
-            return RunOutcome(False, "failed", None,
-                              f"vault_password_file {run.vault_password_file} cannot be read "
-                              f"({exc.strerror or exc}): the tree's Ansible Vault content cannot be decrypted; "
-                              "restore the file (readable by the daemon's user), then `gitopsd retry`",
-                              permanent=True)
+        except OSError as exc:  # retrying cannot help until an operator puts the file back
+            return RunOutcome(
+                False,
+                "failed",
+                None,
+                f"vault_password_file {run.vault_password_file} cannot be read "
+                f"({exc.strerror or exc}): the tree's Ansible Vault content cannot be decrypted; "
+                "restore the file (readable by the daemon's user), then `gitopsd retry`",
+                permanent=True,
+            )
         os.chmod(vault, 0o500 if os.access(run.vault_password_file, os.X_OK) else 0o400)
         cmdline += f" --vault-password-file {shlex.quote(str(vault))}"
     binary = None
@@ -142,26 +172,42 @@ def run_playbook(run: PlaybookRun, cancel: threading.Event, policy: SandboxPolic
             identities = identity_files()
             if policy.playbook_network != "host":
                 gate = ssh_gate(run, policy, cancel)
-            prefix = sandbox.command_prefix(policy, project=run.workdir, run_dir=run.data_dir, read_only=shown,
-                                            agent=run.data_dir / "agent.sock" if identities else None,
-                                            network=gate is None, ssh_gate=gate.path if gate else None)
-            if identities:   # after command_prefix: it hands the run's folder, where the socket goes, to the run's user
+            prefix = sandbox.command_prefix(
+                policy,
+                project=run.workdir,
+                run_dir=run.data_dir,
+                read_only=shown,
+                agent=run.data_dir / "agent.sock" if identities else None,
+                network=gate is None,
+                ssh_gate=gate.path if gate else None,
+            )
+            if identities:  # after command_prefix: it hands the run's folder, where the socket goes, to the run's user
                 try:
                     agent = start_agent(run.data_dir, run.marker, sandbox.run_as(policy), identities)
                 except AgentError as exc:
                     return RunOutcome(False, "failed", None, str(exc), permanent=True)
-            if gate is not None:   # ssh finds the user's config by the user database's home, which a kept user's $HOME is not
+            if gate is not None:  # ssh finds the user's config by the user database's home, which a kept user's $HOME is not
                 config = f"{sandbox.home_of(uid_gid[0] if (uid_gid := sandbox.run_as(policy)) else os.geteuid())}/.ssh/config"
                 envvars["ANSIBLE_SSH_ARGS"] = f"{envvars.get('ANSIBLE_SSH_ARGS', SSH_ARGS)} -F {shlex.quote(config)}"
             sandbox.write_argv(argv_file, prefix)
             envvars["GITOPSD_SANDBOX_ARGV"] = str(argv_file)
             binary = str(sandbox.launcher())
-            cmdline += f" {shlex.quote(str(run.playbook))}"   # with its own `binary`, ansible-runner adds no playbook
+            cmdline += f" {shlex.quote(str(run.playbook))}"  # with its own `binary`, ansible-runner adds no playbook
         result = ansible_runner.run(
-            private_data_dir=str(run.data_dir), project_dir=str(run.workdir), playbook=str(run.playbook),
-            inventory=str(run.inventory), cmdline=cmdline, envvars=envvars, timeout=run.timeout,
-            ident="run", quiet=True, event_handler=handle, cancel_callback=cancel.is_set, binary=binary,
-            settings={"suppress_ansible_output": True})
+            private_data_dir=str(run.data_dir),
+            project_dir=str(run.workdir),
+            playbook=str(run.playbook),
+            inventory=str(run.inventory),
+            cmdline=cmdline,
+            envvars=envvars,
+            timeout=run.timeout,
+            ident="run",
+            quiet=True,
+            event_handler=handle,
+            cancel_callback=cancel.is_set,
+            binary=binary,
+            settings={"suppress_ansible_output": True},
+        )
         status, rc = result.status, result.rc
     finally:
         if agent is not None:
@@ -179,7 +225,7 @@ def run_playbook(run: PlaybookRun, cancel: threading.Event, policy: SandboxPolic
         if invalid:
             reason, permanent = f"invalid content: {invalid}", True
     keys = host_key_problems(unreachable, run.extravars)
-    if keys:   # ssh refuses these hosts until someone trusts their keys: retrying cannot help, a human must look
+    if keys:  # ssh refuses these hosts until someone trusts their keys: retrying cannot help, a human must look
         reason, permanent = f"{reason}: {'; '.join(keys)}", True
     return RunOutcome(ok, status, rc, reason, hosts, stdout if stdout.exists() else None, permanent, tuple(changes))
 
@@ -187,18 +233,38 @@ def run_playbook(run: PlaybookRun, cancel: threading.Event, policy: SandboxPolic
 def ssh_gate(run: PlaybookRun, policy: SandboxPolicy, cancel: threading.Event) -> sshgate.Forwarder:
     """Start the forwarder of a playbook run without a network (sandbox.playbook_network: ssh-only): the hosts of
     its inventory, read in the sandbox at its first SSH connection, are all its ssh may reach."""
+
     def targets() -> set[tuple[str, int]]:
         # Its own marker: the reaper at the end of the read must leave the playbook's processes alone.
-        hosts = read_hosts(run.inventory, sshgate.VARIABLES, workdir=run.workdir, data_dir=run.data_dir / "ssh-hosts",
-                           marker=f"{run.marker}-ssh-hosts", timeout=run.timeout, cancel=cancel, policy=policy)
+        hosts = read_hosts(
+            run.inventory,
+            sshgate.VARIABLES,
+            workdir=run.workdir,
+            data_dir=run.data_dir / "ssh-hosts",
+            marker=f"{run.marker}-ssh-hosts",
+            timeout=run.timeout,
+            cancel=cancel,
+            policy=policy,
+        )
         return sshgate.targets(hosts)
-    forwarder = sshgate.Forwarder(run.data_dir / sshgate.SOCKET_NAME, targets, set(policy.daemon_addresses),
-                                  run.marker, sandbox.run_as(policy))
+
+    forwarder = sshgate.Forwarder(
+        run.data_dir / sshgate.SOCKET_NAME, targets, set(policy.daemon_addresses), run.marker, sandbox.run_as(policy)
+    )
     return forwarder.__enter__()
 
 
-def read_hosts(inventory: Path, variables: tuple[str, ...], *, workdir: Path, data_dir: Path, marker: str,
-               timeout: float, cancel: threading.Event, policy: SandboxPolicy | None = None) -> list[HostInfo]:
+def read_hosts(
+    inventory: Path,
+    variables: tuple[str, ...],
+    *,
+    workdir: Path,
+    data_dir: Path,
+    marker: str,
+    timeout: float,
+    cancel: threading.Event,
+    policy: SandboxPolicy | None = None,
+) -> list[HostInfo]:
     """The hosts of an inventory with the given variables templated, read by Ansible in the sandbox.
 
     An inventory is repository content (templates, lookups, scripts), so it is read by a child
@@ -207,21 +273,24 @@ def read_hosts(inventory: Path, variables: tuple[str, ...], *, workdir: Path, da
     """
     data_dir.mkdir(parents=True, exist_ok=False)
     command = [sys.executable, "-I", "-m", "gitopsd.adapters.inventory", str(inventory), *variables]
-    if policy is not None and policy.enabled:   # no network: a lookup cannot reach the API or anything else
+    if policy is not None and policy.enabled:  # no network: a lookup cannot reach the API or anything else
         command = sandbox.command_prefix(policy, project=workdir, run_dir=data_dir, network=False) + command
     env = {**os.environ, MARKER: marker, "PATH": path_with_interpreter_bin()}
     out_path = data_dir / "hosts.json"
     with open(out_path, "wb") as out, open(data_dir / "stderr", "wb") as err:
-        proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env, cwd=workdir,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env, cwd=workdir, start_new_session=True
+        )
         deadline = time.monotonic() + timeout
         try:
             while proc.poll() is None:
                 if cancel.is_set() or time.monotonic() > deadline:
                     proc.kill()
                     proc.wait()
-                    raise InventoryError(f"reading the inventory was {'canceled' if cancel.is_set() else 'stopped'}"
-                                         f"{'' if cancel.is_set() else f' after {timeout:g}s (time limit)'}")
+                    raise InventoryError(
+                        f"reading the inventory was {'canceled' if cancel.is_set() else 'stopped'}"
+                        f"{'' if cancel.is_set() else f' after {timeout:g}s (time limit)'}"
+                    )
                 time.sleep(0.02)
         finally:
             reap(marker)
@@ -229,8 +298,9 @@ def read_hosts(inventory: Path, variables: tuple[str, ...], *, workdir: Path, da
         answer = json.loads(out_path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         detail = (data_dir / "stderr").read_text(encoding="utf-8", errors="replace").strip().splitlines()
-        raise InventoryError(f"reading the inventory failed (exit code {proc.returncode})"
-                             + (f": {detail[-1]}" if detail else "")) from None
+        raise InventoryError(
+            f"reading the inventory failed (exit code {proc.returncode})" + (f": {detail[-1]}" if detail else "")
+        ) from None
     if "error" in answer:
         raise InventoryError(str(answer["error"]))
     return [HostInfo(str(name), {str(k): str(v) for k, v in values.items()}) for name, values in answer["hosts"]]

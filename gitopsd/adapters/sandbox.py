@@ -29,6 +29,7 @@ sandbox, with no capabilities and no way to regain privileges.
 
 This module only builds the argument list; runner.py (and sandboxed.py, for galaxy and vault) starts the processes.
 """
+
 from __future__ import annotations
 
 import glob
@@ -47,16 +48,13 @@ from ..core.settings import SandboxPolicy
 BWRAP = "bwrap"
 SYSTEM_READ_ONLY = ("/usr", "/etc", "/opt")
 SYSTEM_LINKS = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
-SSH_SHOWN = ("known_hosts", "config")   # of the daemon's ~/.ssh, the only files a run sees: no private key
-AGENT_SOCKET = "/run/gitopsd-agent/agent.sock"   # where a playbook run finds its ssh-agent (SSH_AUTH_SOCK)
-SSH_GATE_SOCKET = "/run/gitopsd-ssh/gate.sock"   # where a playbook run's ssh finds its forwarder (sshgate.py)
+SSH_SHOWN = ("known_hosts", "config")  # of the daemon's ~/.ssh, the only files a run sees: no private key
+AGENT_SOCKET = "/run/gitopsd-agent/agent.sock"  # where a playbook run finds its ssh-agent (SSH_AUTH_SOCK)
+SSH_GATE_SOCKET = "/run/gitopsd-ssh/gate.sock"  # where a playbook run's ssh finds its forwarder (sshgate.py)
 
 
 class SandboxError(ConfigurationError):
     """The sandbox cannot be set up (bubblewrap missing, unknown user)."""
-
-
-
 
 
 def default_user() -> str | None:
@@ -77,15 +75,19 @@ def run_as(policy: SandboxPolicy) -> tuple[int, int] | None:
 
 def python_paths() -> list[Path]:
     """What a Python run inside needs: this interpreter's prefixes, and gitopsd's package folder."""
-    paths = {Path(sys.prefix).resolve(), Path(sys.base_prefix).resolve(), Path(sys.executable).resolve().parent,
-             Path(gitopsd.__file__).resolve().parent}
+    paths = {
+        Path(sys.prefix).resolve(),
+        Path(sys.base_prefix).resolve(),
+        Path(sys.executable).resolve().parent,
+        Path(gitopsd.__file__).resolve().parent,
+    }
     return sorted(paths)
 
 
 def hidden_paths(config_file: Path, state_dir: Path, runtime_dir: Path, repositories: list[Path]) -> tuple[Path, ...]:
     """gitopsd's own paths, which no run may see."""
     hide = [config_file, state_dir, runtime_dir, *repositories]
-    if "gitopsd" in config_file.parent.name:   # a folder of its own, like /etc/gitopsd: tokens may live beside it
+    if "gitopsd" in config_file.parent.name:  # a folder of its own, like /etc/gitopsd: tokens may live beside it
         hide.append(config_file.parent)
     return tuple(sorted({Path(p) for p in hide}))
 
@@ -98,9 +100,17 @@ def for_config(config: Any) -> SandboxPolicy:
     return policy
 
 
-def bwrap_args(policy: SandboxPolicy, *, project: Path, run_dir: Path, uid: int,  # noqa: C901 (the sandbox's mounts: one branch per optional part of the run)
-               read_only: tuple[Path, ...] = (), network: bool = True, agent: Path | None = None,
-               ssh_gate: Path | None = None) -> list[str]:
+def bwrap_args(  # noqa: C901 (the sandbox's mounts: one branch per optional part of the run)
+    policy: SandboxPolicy,
+    *,
+    project: Path,
+    run_dir: Path,
+    uid: int,
+    read_only: tuple[Path, ...] = (),
+    network: bool = True,
+    agent: Path | None = None,
+    ssh_gate: Path | None = None,
+) -> list[str]:
     """The bubblewrap options (without the command) for one run whose tree is `project`.
 
     The order matters: later mounts cover earlier ones, so the hidden paths come after every
@@ -111,9 +121,26 @@ def bwrap_args(policy: SandboxPolicy, *, project: Path, run_dir: Path, uid: int,
     the run's ssh-agent, shown as AGENT_SOCKET; `ssh_gate` the socket of its SSH forwarder, shown as SSH_GATE_SOCKET
     (the run's ssh config is then the one command_prefix writes: the daemon's, and ssh sent through the forwarder).
     """
-    args = ["--die-with-parent", "--unshare-pid", "--new-session", *([] if network else ["--unshare-net"]),
-            "--dev", "/dev", "--perms", "1777", "--tmpfs", "/dev/shm", "--proc", "/proc",  # noqa: S108 (a mount point or a folder the unit hides, not a temporary file)
-            "--perms", "1777", "--tmpfs", "/tmp", "--tmpfs", "/run"]  # noqa: S108 (a mount point or a folder the unit hides, not a temporary file)
+    args = [
+        "--die-with-parent",
+        "--unshare-pid",
+        "--new-session",
+        *([] if network else ["--unshare-net"]),
+        "--dev",
+        "/dev",
+        "--perms",
+        "1777",
+        "--tmpfs",
+        "/dev/shm",  # noqa: S108 (a mount point or a folder the unit hides, not a temporary file)
+        "--proc",
+        "/proc",
+        "--perms",
+        "1777",
+        "--tmpfs",
+        "/tmp",  # noqa: S108 (a mount point or a folder the unit hides, not a temporary file)
+        "--tmpfs",
+        "/run",
+    ]
     shown = [*python_paths(), *policy.read_only, *policy.writable, project, run_dir]
     # bubblewrap makes missing parents of a mount point 0700 (root's): make them traversable first.
     for parent in _parents(shown):
@@ -143,26 +170,62 @@ def bwrap_args(policy: SandboxPolicy, *, project: Path, run_dir: Path, uid: int,
     # and tree lie beneath it, and a home mounted after them would cover them.
     home = home_of(uid)
     extra = [path for path in read_only if path.exists()]
-    for parent in _parents([Path(home)]):   # again: a hidden folder above it is a fresh tmpfs now
+    for parent in _parents([Path(home)]):  # again: a hidden folder above it is a fresh tmpfs now
         args += ["--perms", "0755", "--dir", parent]
     args += ["--bind", str(run_dir / "home"), home]
-    for parent in _parents([project, run_dir, *extra]):   # again: the home or a hidden folder may cover them now
+    for parent in _parents([project, run_dir, *extra]):  # again: the home or a hidden folder may cover them now
         args += ["--perms", "0755", "--dir", parent]
     # A CI step's tree lies inside its run folder, which is bound after it: its build writes there.
-    args += ["--ro-bind", str(project), str(project), "--bind", str(run_dir), str(run_dir), "--chdir", str(project),
-             "--setenv", "HOME", home, "--setenv", "TMPDIR", str(run_dir / "tmp")]
+    args += [
+        "--ro-bind",
+        str(project),
+        str(project),
+        "--bind",
+        str(run_dir),
+        str(run_dir),
+        "--chdir",
+        str(project),
+        "--setenv",
+        "HOME",
+        home,
+        "--setenv",
+        "TMPDIR",
+        str(run_dir / "tmp"),
+    ]
     ssh = Path(os.path.expanduser("~")) / ".ssh"
     for name in SSH_SHOWN:
         if (ssh / name).is_file() and not (ssh_gate and name == "config"):
             args += ["--ro-bind", str(ssh / name), f"{home}/.ssh/{name}"]
-    if ssh_gate is not None:   # ssh runs ProxyCommand with $SHELL, and a run's user may have nologin
-        args += ["--ro-bind", str(run_dir / RUN_SSH_CONFIG), f"{home}/.ssh/config",
-                 "--perms", "0755", "--dir", os.path.dirname(SSH_GATE_SOCKET), "--bind", str(ssh_gate), SSH_GATE_SOCKET,
-                 "--setenv", "SHELL", "/bin/sh"]
+    if ssh_gate is not None:  # ssh runs ProxyCommand with $SHELL, and a run's user may have nologin
+        args += [
+            "--ro-bind",
+            str(run_dir / RUN_SSH_CONFIG),
+            f"{home}/.ssh/config",
+            "--perms",
+            "0755",
+            "--dir",
+            os.path.dirname(SSH_GATE_SOCKET),
+            "--bind",
+            str(ssh_gate),
+            SSH_GATE_SOCKET,
+            "--setenv",
+            "SHELL",
+            "/bin/sh",
+        ]
     if agent is not None:
-        args += ["--perms", "0755", "--dir", os.path.dirname(AGENT_SOCKET),   # else root's 0700: `nobody` cannot reach it
-                 "--bind", str(agent), AGENT_SOCKET, "--setenv", "SSH_AUTH_SOCK", AGENT_SOCKET]
-    else:   # the daemon's own agent, if it has one, is not this run's
+        args += [
+            "--perms",
+            "0755",
+            "--dir",
+            os.path.dirname(AGENT_SOCKET),  # else root's 0700: `nobody` cannot reach it
+            "--bind",
+            str(agent),
+            AGENT_SOCKET,
+            "--setenv",
+            "SSH_AUTH_SOCK",
+            AGENT_SOCKET,
+        ]
+    else:  # the daemon's own agent, if it has one, is not this run's
         args += ["--unsetenv", "SSH_AUTH_SOCK"]
     for path in extra:
         args += ["--ro-bind", str(path), str(path)]
@@ -174,7 +237,7 @@ def home_of(uid: int) -> str:
     return pwd.getpwuid(uid).pw_dir if uid != os.geteuid() else os.path.expanduser("~")
 
 
-RUN_SSH_CONFIG = "ssh_config"   # in the run's folder, the daemon's: shown read-only as the run's ~/.ssh/config
+RUN_SSH_CONFIG = "ssh_config"  # in the run's folder, the daemon's: shown read-only as the run's ~/.ssh/config
 
 
 def ssh_config(daemons: str) -> str:
@@ -182,10 +245,12 @@ def ssh_config(daemons: str) -> str:
     (it keeps the first value it reads, so their ProxyJump and the inventory's ssh args win), then the forwarder as
     every other connection's ProxyCommand."""
     helper = Path(__file__).resolve().parent.parent / "libexec" / "ssh-proxy"
-    return (f"{daemons.rstrip()}\n\n"
-            "# gitopsd: this playbook run reaches SSH hosts only through its forwarder (sandbox.playbook_network)\n"
-            f"Match all\n{system_ssh_config()}\n"
-            f'Host *\n  ProxyCommand "{sys.executable}" -I -S "{helper}" %h %p "{SSH_GATE_SOCKET}"\n')
+    return (
+        f"{daemons.rstrip()}\n\n"
+        "# gitopsd: this playbook run reaches SSH hosts only through its forwarder (sandbox.playbook_network)\n"
+        f"Match all\n{system_ssh_config()}\n"
+        f'Host *\n  ProxyCommand "{sys.executable}" -I -S "{helper}" %h %p "{SSH_GATE_SOCKET}"\n'
+    )
 
 
 SYSTEM_SSH_CONFIG = Path("/etc/ssh/ssh_config")
@@ -214,12 +279,21 @@ def system_ssh_config(path: Path = SYSTEM_SSH_CONFIG, depth: int = 0) -> str:
 
 def _parents(paths: list[Path]) -> list[str]:
     """Every folder above `paths` (not /), shallowest first."""
-    return sorted({str(parent) for path in paths for parent in Path(path).parents if str(parent) != "/"},
-                  key=lambda p: (p.count("/"), p))
+    return sorted(
+        {str(parent) for path in paths for parent in Path(path).parents if str(parent) != "/"}, key=lambda p: (p.count("/"), p)
+    )
 
 
-def command_prefix(policy: SandboxPolicy, *, project: Path, run_dir: Path, read_only: tuple[Path, ...] = (),
-                   network: bool = True, agent: Path | None = None, ssh_gate: Path | None = None) -> list[str]:
+def command_prefix(
+    policy: SandboxPolicy,
+    *,
+    project: Path,
+    run_dir: Path,
+    read_only: tuple[Path, ...] = (),
+    network: bool = True,
+    agent: Path | None = None,
+    ssh_gate: Path | None = None,
+) -> list[str]:
     """The argv that enters the sandbox for one run; the command to run inside goes after it.
 
     Creates the run's private HOME (with its .ssh; with `ssh_gate`, an ssh config that sends ssh through the
@@ -234,18 +308,37 @@ def command_prefix(policy: SandboxPolicy, *, project: Path, run_dir: Path, read_
         for folder, _dirs, files in os.walk(run_dir):
             for name in [folder, *(os.path.join(folder, f) for f in files)]:
                 os.chown(name, *uid_gid, follow_symlinks=False)
-    if ssh_gate is not None:   # after the walk: the daemon's file, which the run cannot change
+    if ssh_gate is not None:  # after the walk: the daemon's file, which the run cannot change
         daemons = Path(os.path.expanduser("~")) / ".ssh" / "config"
-        (run_dir / RUN_SSH_CONFIG).write_text(ssh_config(daemons.read_text(encoding="utf-8", errors="replace")
-                                                         if daemons.is_file() else ""), encoding="utf-8")
+        (run_dir / RUN_SSH_CONFIG).write_text(
+            ssh_config(daemons.read_text(encoding="utf-8", errors="replace") if daemons.is_file() else ""), encoding="utf-8"
+        )
         os.chmod(run_dir / RUN_SSH_CONFIG, 0o644)
-    prefix = [BWRAP, *bwrap_args(policy, project=project, run_dir=run_dir,
-                                 uid=uid_gid[0] if uid_gid else os.geteuid(), read_only=read_only,
-                                 network=network, agent=agent, ssh_gate=ssh_gate)]
+    prefix = [
+        BWRAP,
+        *bwrap_args(
+            policy,
+            project=project,
+            run_dir=run_dir,
+            uid=uid_gid[0] if uid_gid else os.geteuid(),
+            read_only=read_only,
+            network=network,
+            agent=agent,
+            ssh_gate=ssh_gate,
+        ),
+    ]
     if uid_gid is not None:
         uid, gid = uid_gid
-        prefix += ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--inh-caps=-all",
-                   "--bounding-set=-all", "--no-new-privs", "--"]
+        prefix += [
+            "setpriv",
+            f"--reuid={uid}",
+            f"--regid={gid}",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+            "--no-new-privs",
+            "--",
+        ]
     return prefix
 
 
@@ -267,10 +360,13 @@ def check(policy: SandboxPolicy) -> None:
     if not policy.enabled:
         return
     import shutil
+
     if shutil.which(BWRAP) is None:
-        raise SandboxError("bubblewrap (bwrap) is not installed: install it (apt-get install bubblewrap), or set "
-                           "`sandbox: {enabled: false}` to run playbooks unsandboxed (they can then forge the "
-                           "deployment records)")
+        raise SandboxError(
+            "bubblewrap (bwrap) is not installed: install it (apt-get install bubblewrap), or set "
+            "`sandbox: {enabled: false}` to run playbooks unsandboxed (they can then forge the "
+            "deployment records)"
+        )
     if not os.access(launcher(), os.X_OK):
         raise SandboxError(f"{launcher()} is not executable: reinstall gitopsd")
     run_as(policy)

@@ -1,6 +1,7 @@
 """The other Ansible commands a run needs, each in the run's sandbox: ansible-galaxy for the tree's requirements,
 ansible-vault for the values a preview must hide.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -40,10 +41,12 @@ class Requirements:
 
     def envvars(self, project: Path) -> dict[str, str]:
         """Search the installed requirements first, then the tree's roles/ and collections/, then Ansible's defaults."""
-        return {"ANSIBLE_ROLES_PATH": f"{self.folder / 'roles'}:{project / 'roles'}:"
-                                      "~/.ansible/roles:/usr/share/ansible/roles:/etc/ansible/roles",
-                "ANSIBLE_COLLECTIONS_PATH": f"{self.folder / 'collections'}:{project / 'collections'}:"
-                                            "~/.ansible/collections:/usr/share/ansible/collections"}
+        return {
+            "ANSIBLE_ROLES_PATH": f"{self.folder / 'roles'}:{project / 'roles'}:"
+            "~/.ansible/roles:/usr/share/ansible/roles:/etc/ansible/roles",
+            "ANSIBLE_COLLECTIONS_PATH": f"{self.folder / 'collections'}:{project / 'collections'}:"
+            "~/.ansible/collections:/usr/share/ansible/collections",
+        }
 
 
 def requirements_files(workdir: Path) -> list[str]:
@@ -79,7 +82,9 @@ def install_requirements(run: PlaybookRun, policy: SandboxPolicy | None, cancel:
     files = requirements_files(run.workdir)
     if not files:
         return None
-    cache = policy.requirements_cache if policy is not None and policy.requirements_cache else run.data_dir.parent / "requirements"
+    cache = (
+        policy.requirements_cache if policy is not None and policy.requirements_cache else run.data_dir.parent / "requirements"
+    )
     digest = hashlib.sha256()
     for name in files:
         digest.update(name.encode() + b"\0" + (run.workdir / name).read_bytes() + b"\0")
@@ -114,13 +119,14 @@ def install_requirements(run: PlaybookRun, policy: SandboxPolicy | None, cancel:
     try:
         os.rename(staging, folder)
     except OSError:
-        if not folder.is_dir():   # another deployment of the same requirements won the race: use its copy
+        if not folder.is_dir():  # another deployment of the same requirements won the race: use its copy
             shutil.copytree(staging, folder, symlinks=True)
     return Requirements(folder)
 
 
-def run_sandboxed(command: list[str], run: PlaybookRun, policy: SandboxPolicy | None, cancel: threading.Event,
-               label: str) -> str | None:
+def run_sandboxed(
+    command: list[str], run: PlaybookRun, policy: SandboxPolicy | None, cancel: threading.Event, label: str
+) -> str | None:
     """Run a command in the run's sandbox, in the tree, time-limited and reaped. Return None, or why it failed.
 
     It gets the run's ssh-agent, as the playbook does: roles and collections may come from private Git over SSH.
@@ -128,8 +134,12 @@ def run_sandboxed(command: list[str], run: PlaybookRun, policy: SandboxPolicy | 
     agent = None
     if policy is not None and policy.enabled:
         identities = identity_files()
-        command = sandbox.command_prefix(policy, project=run.workdir, run_dir=run.data_dir,
-                                         agent=run.data_dir / "agent.sock" if identities else None) + command
+        command = (
+            sandbox.command_prefix(
+                policy, project=run.workdir, run_dir=run.data_dir, agent=run.data_dir / "agent.sock" if identities else None
+            )
+            + command
+        )
         if identities:
             try:
                 agent = start_agent(run.data_dir, run.marker, sandbox.run_as(policy), identities)
@@ -139,8 +149,15 @@ def run_sandboxed(command: list[str], run: PlaybookRun, policy: SandboxPolicy | 
     log = run.data_dir / f"{label}.log"
     try:
         with open(log, "wb") as out:
-            proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env,
-                                    cwd=run.workdir, start_new_session=True)
+            proc = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=run.workdir,
+                start_new_session=True,
+            )
             deadline = time.monotonic() + run.timeout
             while proc.poll() is None:
                 if cancel.is_set() or time.monotonic() > deadline:
@@ -205,17 +222,32 @@ def vault_values(run: PlaybookRun, cancel: threading.Event, policy: SandboxPolic
         for n, blob in enumerate(blobs):
             (work.data_dir / f"{n}.vault").write_bytes(blob)
             label = f"vault-{n}"
-            failed = run_sandboxed([vault_cli, "decrypt", "--vault-password-file", str(password), "--output", "-",
-                                 str(work.data_dir / f"{n}.vault")],
-                                work, policy, cancel, label)
+            failed = run_sandboxed(
+                [
+                    vault_cli,
+                    "decrypt",
+                    "--vault-password-file",
+                    str(password),
+                    "--output",
+                    "-",
+                    str(work.data_dir / f"{n}.vault"),
+                ],
+                work,
+                policy,
+                cancel,
+                label,
+            )
             log_file = work.data_dir / f"{label}.log"
             plain = log_file.read_text(encoding="utf-8", errors="replace") if failed is None else ""
             log_file.unlink(missing_ok=True)
             for line in plain.splitlines():
                 value = _YAML_VALUE.match(line)
                 for candidate in (line.strip(), value.group(1).strip("'\"") if value else ""):
-                    if len(candidate) >= 4 and candidate not in ("---", "...", "Decryption successful") \
-                            and not candidate.startswith("#"):
+                    if (
+                        len(candidate) >= 4
+                        and candidate not in ("---", "...", "Decryption successful")
+                        and not candidate.startswith("#")
+                    ):
                         values.add(candidate)
     finally:
         shutil.rmtree(work.data_dir, ignore_errors=True)

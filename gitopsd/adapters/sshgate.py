@@ -9,6 +9,7 @@ daemon listens on, and relays the bytes once the server has greeted it as an SSH
 naming a web server, a database or a proxy on this machine gets no tunnel to it). ssh itself (host keys, the run's agent, ProxyJump) is unchanged. The
 inventory is read (in the sandbox) at the run's first SSH connection: runs with only local hosts never pay for it.
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -25,14 +26,21 @@ from ..core.types import HostInfo
 
 log = logging.getLogger("gitopsd.sshgate")
 
-SOCKET_NAME = "ssh-gate.sock"   # in the run's folder; the sandbox shows it as sandbox.SSH_GATE_SOCKET
+SOCKET_NAME = "ssh-gate.sock"  # in the run's folder; the sandbox shows it as sandbox.SSH_GATE_SOCKET
 # What the forwarder needs to know of each host, read from the inventory (in the sandbox) before the run.
-VARIABLES = ("ansible_host", "ansible_ssh_host", "ansible_port", "ansible_ssh_port", "ansible_connection",
-             "ansible_ssh_common_args", "ansible_ssh_extra_args")
+VARIABLES = (
+    "ansible_host",
+    "ansible_ssh_host",
+    "ansible_port",
+    "ansible_ssh_port",
+    "ansible_connection",
+    "ansible_ssh_common_args",
+    "ansible_ssh_extra_args",
+)
 LOCAL = ("local", "ansible.builtin.local")
 JUMP = re.compile(r"(?:ProxyJump[= ]\s*|-J\s*)(\S+)")
 REQUEST = re.compile(r"([A-Za-z0-9._:%\[\]-]{1,255}) ([0-9]{1,5})\n")
-WILDCARD = ("", "0.0.0.0", "::")   # noqa: S104 (addresses compared with, never bound)
+WILDCARD = ("", "0.0.0.0", "::")  # noqa: S104 (addresses compared with, never bound)
 
 
 def _port(value: str | None) -> int | None:
@@ -73,12 +81,18 @@ class Forwarder:
     """The socket a playbook run's ssh connects through, to what `allowed` returns (asked once, at the first
     connection; a GitopsdError it raises refuses every connection) and never to a `forbidden` address."""
 
-    def __init__(self, path: Path, allowed: Callable[[], set[tuple[str, int]]], forbidden: set[tuple[str, int]],
-                 label: str, run_as: tuple[int, int] | None = None):
+    def __init__(
+        self,
+        path: Path,
+        allowed: Callable[[], set[tuple[str, int]]],
+        forbidden: set[tuple[str, int]],
+        label: str,
+        run_as: tuple[int, int] | None = None,
+    ):
         self.path, self.label, self.run_as = path, label, run_as
         self._targets: Callable[[], set[tuple[str, int]]] | None = allowed
         self.allowed: set[tuple[str, int]] = set()
-        self.unknown: str | None = None   # why the allowed hosts are unknown
+        self.unknown: str | None = None  # why the allowed hosts are unknown
         self.forbidden = {a for host, port in forbidden if host not in WILDCARD for a in resolve(host, port)}
         self.forbidden_ports = {port for host, port in forbidden if host in WILDCARD}
         self.refused: list[str] = []
@@ -125,15 +139,17 @@ class Forwarder:
             return f"{host}:{port} is where gitopsd itself listens"
         usable = sorted(a for a in addresses if a in self.allowed)
         if not usable:
-            return (f"{host}:{port} is not a host of this deployment's inventory (sandbox.playbook_network: ssh-only "
-                    "lets a playbook run reach only those, over SSH)")
+            return (
+                f"{host}:{port} is not a host of this deployment's inventory (sandbox.playbook_network: ssh-only "
+                "lets a playbook run reach only those, over SSH)"
+            )
         return usable[0]
 
     def _accept(self) -> None:
         while True:
             try:
                 conn, _ = self._server.accept()
-            except OSError:   # closed: the run is over
+            except OSError:  # closed: the run is over
                 return
             threading.Thread(target=self._serve, args=(conn,), name=f"ssh-gate {self.label}", daemon=True).start()
 

@@ -3,6 +3,7 @@
 A run can use the daemon's keys, never read them; ssh refuses a host whose key is not trusted, and the run
 says which host and the command that trusts it (`gitopsd hosts trust`).
 """
+
 from __future__ import annotations
 
 import os
@@ -18,7 +19,7 @@ from .processes import MARKER
 
 # ansible-runner's own settings, which a repository's ansible.cfg cannot change (environment variables win
 # over ansible.cfg): its callback writes the events gitopsd judges, and host keys are always checked.
-SSH_ARGS = "-C -o ControlMaster=auto -o ControlPersist=60s"   # Ansible's default ssh_args, kept
+SSH_ARGS = "-C -o ControlMaster=auto -o ControlPersist=60s"  # Ansible's default ssh_args, kept
 
 
 def ssh_envvars(known_hosts: Path | None) -> dict[str, str]:
@@ -30,8 +31,9 @@ def ssh_envvars(known_hosts: Path | None) -> dict[str, str]:
     """
     envvars = {"ANSIBLE_HOST_KEY_CHECKING": "True"}
     if known_hosts is not None:
-        envvars["ANSIBLE_SSH_ARGS"] = (f"{SSH_ARGS} -o StrictHostKeyChecking=yes -o UpdateHostKeys=no "
-                                       f"-o UserKnownHostsFile={shlex.quote(str(known_hosts))}")
+        envvars["ANSIBLE_SSH_ARGS"] = (
+            f"{SSH_ARGS} -o StrictHostKeyChecking=yes -o UpdateHostKeys=no -o UserKnownHostsFile={shlex.quote(str(known_hosts))}"
+        )
     return envvars
 
 
@@ -52,16 +54,17 @@ def host_key_problems(unreachable: dict[str, str], extravars: dict[str, str]) ->
         if address.startswith("[") and "]:" in address:
             address = address[1:].replace("]:", ":", 1)
         if "has changed" in msg or "IDENTIFICATION HAS CHANGED" in msg:
-            what = (f"host key of {host} ({address}) changed: ssh refused to connect (someone may be intercepting "
-                    f"the connection, or the host was reinstalled), run `{command}` after checking it")
+            what = (
+                f"host key of {host} ({address}) changed: ssh refused to connect (someone may be intercepting "
+                f"the connection, or the host was reinstalled), run `{command}` after checking it"
+            )
         else:
-            what = (f"host key of {host} ({address}) is not trusted yet: ssh refused to connect, "
-                    f"run `{command}` after checking it")
+            what = f"host key of {host} ({address}) is not trusted yet: ssh refused to connect, run `{command}` after checking it"
         problems.append(what)
     return problems
 
 
-IDENTITIES = ("id_ed25519", "id_ecdsa", "id_rsa")   # the daemon's keys in ~/.ssh that a playbook run may use
+IDENTITIES = ("id_ed25519", "id_ecdsa", "id_rsa")  # the daemon's keys in ~/.ssh that a playbook run may use
 
 
 class AgentError(GitopsdError):
@@ -74,7 +77,9 @@ def identity_files() -> list[Path]:
     return [ssh / name for name in IDENTITIES if (ssh / name).is_file()]
 
 
-def start_agent(run_dir: Path, marker: str, run_as: tuple[int, int] | None, keys: list[Path]) -> tuple[subprocess.Popen[bytes], Path]:
+def start_agent(
+    run_dir: Path, marker: str, run_as: tuple[int, int] | None, keys: list[Path]
+) -> tuple[subprocess.Popen[bytes], Path]:
     """Start an ssh-agent for one run, holding `keys`, its socket `<run_dir>/agent.sock`; return (process, socket).
 
     Like AWX's machine credentials: the run can use the keys, never read them. The agent runs as the
@@ -84,8 +89,10 @@ def start_agent(run_dir: Path, marker: str, run_as: tuple[int, int] | None, keys
     """
     binary, adder = shutil.which("ssh-agent"), shutil.which("ssh-add")
     if binary is None or adder is None:
-        raise AgentError("ssh-agent and ssh-add are not installed, so the run cannot use the service's SSH key "
-                         f"{keys[0]}: install openssh-client (apt-get install openssh-client), then `gitopsd retry`")
+        raise AgentError(
+            "ssh-agent and ssh-add are not installed, so the run cannot use the service's SSH key "
+            f"{keys[0]}: install openssh-client (apt-get install openssh-client), then `gitopsd retry`"
+        )
     socket_path = run_dir / "agent.sock"
     # Relative to the run's folder: a socket's path is limited to 107 bytes, a run's folder is not.
     argv = [binary, "-D", "-a", socket_path.name]
@@ -94,9 +101,16 @@ def start_agent(run_dir: Path, marker: str, run_as: tuple[int, int] | None, keys
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), MARKER: marker}
     log = run_dir / "agent.log"
     with open(log, "wb") as out:
-        agent = subprocess.Popen([f"ssh-agent [{MARKER}={marker}]", *argv[1:]], executable=argv[0], cwd=run_dir,
-                                 env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=out,
-                                 start_new_session=True)
+        agent = subprocess.Popen(
+            [f"ssh-agent [{MARKER}={marker}]", *argv[1:]],
+            executable=argv[0],
+            cwd=run_dir,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=out,
+            start_new_session=True,
+        )
     deadline = time.monotonic() + 10
     while not socket_path.is_socket():
         if agent.poll() is not None or time.monotonic() > deadline:
@@ -107,16 +121,25 @@ def start_agent(run_dir: Path, marker: str, run_as: tuple[int, int] | None, keys
     add_env = {"PATH": env["PATH"], "SSH_AUTH_SOCK": socket_path.name, "SSH_ASKPASS_REQUIRE": "never"}
     for key in keys:
         try:
-            added = subprocess.run([adder, "-q", str(key)], cwd=run_dir, env=add_env, stdin=subprocess.DEVNULL,
-                                   capture_output=True, timeout=10, check=False)
+            added = subprocess.run(
+                [adder, "-q", str(key)],
+                cwd=run_dir,
+                env=add_env,
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                timeout=10,
+                check=False,
+            )
             why = (added.stderr.decode(errors="replace").strip().splitlines() or [f"exit code {added.returncode}"])[-1]
         except subprocess.TimeoutExpired:
             added, why = None, "ssh-add did not answer in 10s"
         if added is None or added.returncode != 0:
             stop_agent(agent, socket_path)
-            raise AgentError(f"the service's SSH key {key} cannot be given to the run's ssh-agent ({why}): the key must "
-                             "be readable by the daemon and have no passphrase (ssh-keygen -p -N '' -f KEY); "
-                             "then `gitopsd retry`")
+            raise AgentError(
+                f"the service's SSH key {key} cannot be given to the run's ssh-agent ({why}): the key must "
+                "be readable by the daemon and have no passphrase (ssh-keygen -p -N '' -f KEY); "
+                "then `gitopsd retry`"
+            )
     return agent, socket_path
 
 

@@ -1,5 +1,6 @@
 """Timers on a jittered schedule: the periodic sweep (the safety net that converges whatever events
 were lost) and drift detection's check-mode runs. APScheduler lives here."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -15,8 +16,9 @@ class Periodic:
 
     def every(self, job_id: str, interval: float, callback: Callable[[], None]) -> None:
         # Jitter spreads the environments' runs apart (many drift checks on the hour would run at once).
-        self.scheduler.add_job(callback, "interval", seconds=interval, jitter=max(1, int(interval * 0.1)),
-                               id=job_id, max_instances=1, coalesce=True)
+        self.scheduler.add_job(
+            callback, "interval", seconds=interval, jitter=max(1, int(interval * 0.1)), id=job_id, max_instances=1, coalesce=True
+        )
 
     def start(self) -> None:
         self.scheduler.start()

@@ -3,6 +3,7 @@
 The socket address is taken once, at start, and removed from the environment so that no child
 (Ansible above all) can ever talk to systemd in the daemon's name.
 """
+
 from __future__ import annotations
 
 import os
@@ -17,7 +18,7 @@ class Notifier:
         pid = env.get("WATCHDOG_PID")
         self.watchdog_interval: float | None = None
         if usec and usec.isdigit() and (not pid or pid == str(os.getpid())):
-            self.watchdog_interval = int(usec) / 1_000_000 / 3   # ping at a third of the deadline
+            self.watchdog_interval = int(usec) / 1_000_000 / 3  # ping at a third of the deadline
         if self.address and self.address.startswith("@"):
             self.address = "\0" + self.address[1:]
 

@@ -5,6 +5,7 @@ An event is only a hint to look: a branch update is a rename of `<ref>.lock` ont
 cannot be watched (system limits reached, folder gone) still deploys through the push nudge and
 the periodic sweep, so the watcher logs it and carries on instead of failing.
 """
+
 from __future__ import annotations
 
 import errno
@@ -20,16 +21,23 @@ from inotify_simple import INotify, flags
 
 log = logging.getLogger("gitopsd.watch")
 
-RECHECK = 10.0   # seconds between looks at what is not watched (folder back? limit raised?)
+RECHECK = 10.0  # seconds between looks at what is not watched (folder back? limit raised?)
 NAMES_SHOWN = 20  # a log line names at most this many repositories; `unwatched` has them all
 
 # The repository folder: packed-refs is moved into place there; the folder itself may vanish.
-_REPO_MASK = (flags.MOVED_TO | flags.DELETE | flags.CLOSE_WRITE | flags.DELETE_SELF | flags.MOVE_SELF
-              | flags.ONLYDIR)
+_REPO_MASK = flags.MOVED_TO | flags.DELETE | flags.CLOSE_WRITE | flags.DELETE_SELF | flags.MOVE_SELF | flags.ONLYDIR
 # refs/heads and each folder below it (branch names with slashes). CREATE is for new folders;
 # CLOSE_WRITE catches a ref written by hand; no ACCESS or CLOSE_NOWRITE: reading refs must not trigger looks.
-_HEADS_MASK = (flags.MOVED_TO | flags.MOVED_FROM | flags.CREATE | flags.DELETE | flags.CLOSE_WRITE
-               | flags.DELETE_SELF | flags.MOVE_SELF | flags.ONLYDIR)
+_HEADS_MASK = (
+    flags.MOVED_TO
+    | flags.MOVED_FROM
+    | flags.CREATE
+    | flags.DELETE
+    | flags.CLOSE_WRITE
+    | flags.DELETE_SELF
+    | flags.MOVE_SELF
+    | flags.ONLYDIR
+)
 _FILE_CHANGES = flags.MOVED_TO | flags.MOVED_FROM | flags.DELETE | flags.CLOSE_WRITE
 _GONE = flags.DELETE_SELF | flags.MOVE_SELF | flags.UNMOUNT | flags.IGNORED
 
@@ -64,9 +72,9 @@ class RefWatcher:
         self.callback = callback
         self.recheck = recheck
         self._inotify: INotify | None = None
-        self._wds: dict[int, tuple[str, Path]] = {}          # watch -> (repository, folder)
+        self._wds: dict[int, tuple[str, Path]] = {}  # watch -> (repository, folder)
         self._repo_wds: dict[str, set[int]] = {}
-        self._identity: dict[str, tuple[int, int]] = {}      # repository -> (device, inode) of its folder
+        self._identity: dict[str, tuple[int, int]] = {}  # repository -> (device, inode) of its folder
         self._unwatched: dict[str, _Unwatchable] = {}
         self._lock = threading.RLock()
         self._stopping = threading.Event()
@@ -83,7 +91,7 @@ class RefWatcher:
     def start(self) -> None:
         with self._lock:
             try:
-                self._inotify = INotify()   # close-on-exec: playbooks never inherit it
+                self._inotify = INotify()  # close-on-exec: playbooks never inherit it
             except OSError as exc:
                 self._unwatched = {name: self._init_failure(exc) for name in self.repos}
             else:
@@ -116,8 +124,8 @@ class RefWatcher:
                 try:
                     self._inotify = INotify()
                 except OSError:
-                    return   # already reported; the nudge and the sweep carry on
-                os.write(self._wake_w, b"x")   # the reading thread starts polling the new instance
+                    return  # already reported; the nudge and the sweep carry on
+                os.write(self._wake_w, b"x")  # the reading thread starts polling the new instance
             for name, path in self.repos.items():
                 if name not in self._unwatched and _identity(path) != self._identity.get(name):
                     # No event says so when a parent folder is moved or the folder is swapped between looks.
@@ -127,25 +135,26 @@ class RefWatcher:
                 try:
                     self._arm(name)
                 except _Unwatchable as exc:
-                    self._unwatched[name] = exc   # quietly: the reason was logged when it stopped being watched
+                    self._unwatched[name] = exc  # quietly: the reason was logged when it stopped being watched
                     if exc.kind in SYSCTL and before.kind not in SYSCTL:
-                        self._report({name: exc})   # but a limit is news: say which sysctl raises it
+                        self._report({name: exc})  # but a limit is news: say which sysctl raises it
                     continue
                 del self._unwatched[name]
-                looks.append(name)   # it may have moved while no one watched
+                looks.append(name)  # it may have moved while no one watched
             if looks:
-                shown = ", ".join(looks[:NAMES_SHOWN]) + (f" and {len(looks) - NAMES_SHOWN} more"
-                                                          if len(looks) > NAMES_SHOWN else "")
-                log.info("now watching the refs of %d repositor%s: %s", len(looks),
-                         "y" if len(looks) == 1 else "ies", shown)
+                shown = ", ".join(looks[:NAMES_SHOWN]) + (
+                    f" and {len(looks) - NAMES_SHOWN} more" if len(looks) > NAMES_SHOWN else ""
+                )
+                log.info("now watching the refs of %d repositor%s: %s", len(looks), "y" if len(looks) == 1 else "ies", shown)
         for name in looks:
             self.callback(name)
 
     # -- arming ----------------------------------------------------------------------------------
     def _init_failure(self, exc: OSError) -> _Unwatchable:
         if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOMEM):
-            return _Unwatchable(INSTANCE_LIMIT, f"the inotify instance limit ({SYSCTL[INSTANCE_LIMIT]}) or the "
-                                                "open-file limit is reached")
+            return _Unwatchable(
+                INSTANCE_LIMIT, f"the inotify instance limit ({SYSCTL[INSTANCE_LIMIT]}) or the open-file limit is reached"
+            )
         return _Unwatchable(ERROR, f"cannot create an inotify instance: {exc.strerror or exc}")
 
     def _arm_or_mark(self, name: str) -> None:
@@ -189,7 +198,7 @@ class RefWatcher:
             try:
                 self._add_tree(name, sub)
             except FileNotFoundError:
-                pass   # removed between the listing and the watch: nothing to watch
+                pass  # removed between the listing and the watch: nothing to watch
 
     def _disarm(self, name: str, under: Path | None = None) -> None:
         """Stop watching a repository (or only its folders at and below `under`)."""
@@ -203,7 +212,7 @@ class RefWatcher:
                 if self._inotify is not None:
                     self._inotify.rm_watch(wd)
             except OSError:
-                pass   # the kernel dropped it already (folder deleted)
+                pass  # the kernel dropped it already (folder deleted)
         if under is None:
             self._repo_wds.pop(name, None)
             self._identity.pop(name, None)
@@ -215,8 +224,13 @@ class RefWatcher:
         self._disarm(name)
         self._unwatched[name] = why
         if why.kind == MISSING:
-            log.warning("repository %s: %s; its refs are not watched until it is back (looked for every %gs)",
-                        name, why.reason, self.recheck, extra={"repo": name})
+            log.warning(
+                "repository %s: %s; its refs are not watched until it is back (looked for every %gs)",
+                name,
+                why.reason,
+                self.recheck,
+                extra={"repo": name},
+            )
         else:
             self._report({name: why})
 
@@ -232,8 +246,12 @@ class RefWatcher:
                 shown += f" and {len(names) - NAMES_SHOWN} more"
             counted = f"{len(names)} of {len(self.repos)} repositories"
             if kind == MISSING:
-                log.warning("%s are not watched because their folder or refs/heads is missing (looked for again "
-                            "every %gs): %s", counted, self.recheck, shown)
+                log.warning(
+                    "%s are not watched because their folder or refs/heads is missing (looked for again every %gs): %s",
+                    counted,
+                    self.recheck,
+                    shown,
+                )
                 continue
             fallback = "pushes to them deploy through the push nudge and the periodic sweep instead"
             if kind not in SYSCTL:
@@ -242,10 +260,19 @@ class RefWatcher:
             key = SYSCTL[kind]
             now = _read_sysctl(key)
             more = max(2 * now, 1024) if now is not None else 1024
-            log.warning("%s%s: %s are not watched; %s: %s. To watch them all, raise the limit: "
-                        "`sysctl -w %s=%d`, and keep it in /etc/sysctl.d/90-gitopsd.conf as `%s = %d`",
-                        unwatched[names[0]].reason, f" (now {now})" if now is not None else "", counted, fallback,
-                        shown, key, more, key, more)
+            log.warning(
+                "%s%s: %s are not watched; %s: %s. To watch them all, raise the limit: "
+                "`sysctl -w %s=%d`, and keep it in /etc/sysctl.d/90-gitopsd.conf as `%s = %d`",
+                unwatched[names[0]].reason,
+                f" (now {now})" if now is not None else "",
+                counted,
+                fallback,
+                shown,
+                key,
+                more,
+                key,
+                more,
+            )
 
     # -- the reading thread ----------------------------------------------------------------------
     def _run(self) -> None:
@@ -284,7 +311,7 @@ class RefWatcher:
                 return
             for event in events:
                 looks.extend(self._handle(event.wd, event.mask, event.name))
-        for name in dict.fromkeys(looks):   # each repository once per batch, in order
+        for name in dict.fromkeys(looks):  # each repository once per batch, in order
             self.callback(name)
 
     def _handle(self, wd: int, mask: int, filename: str) -> list[str]:
@@ -293,14 +320,14 @@ class RefWatcher:
             log.debug("inotify queue overflowed: looking at every watched repository")
             return [n for n in self.repos if n not in self._unwatched]
         if wd not in self._wds:
-            return []   # a watch we removed: its last events are still queued
+            return []  # a watch we removed: its last events are still queued
         name, folder = self._wds[wd]
         path = self.repos[name]
         if mask & _GONE:
             if folder in (path, path / "refs" / "heads"):
                 self._lose(name, _Unwatchable(MISSING, f"{path} was deleted or moved away"))
             elif mask & flags.IGNORED:
-                self._disarm(name, under=folder)   # a branch folder git removed once empty
+                self._disarm(name, under=folder)  # a branch folder git removed once empty
             return []
         if folder == path:
             return [name] if filename == "packed-refs" else []
@@ -314,7 +341,7 @@ class RefWatcher:
                 try:
                     self._add_tree(name, sub)
                 except FileNotFoundError:
-                    pass   # already gone again
+                    pass  # already gone again
                 except OSError as exc:
                     self._lose(name, _why(exc, sub))
             return [name]

@@ -6,6 +6,7 @@ to the daemon's HumanGates.handle, as the control socket's requests do, acting a
 The routes live by concern in api/routes/ and share api/context.py (token, repository, thread pool)
 and api/inputs.py (bodies, fields, refusals); this module assembles them and guards the whole.
 """
+
 from __future__ import annotations
 
 import json
@@ -35,10 +36,14 @@ from .routes import human_gates as gate_routes  # create_app's `human_gates` is 
 log = logging.getLogger("gitopsd.api")
 
 
-def create_app(config: Callable[[], Config], store: Store, tokens: TokenCheck,
-               on_status: Callable[[str], None] = lambda _repo: None,
-               human_gates: HumanGatesHandler | None = None,
-               metrics: Callable[[], tuple[bytes, str]] | None = None) -> ASGIApp:
+def create_app(
+    config: Callable[[], Config],
+    store: Store,
+    tokens: TokenCheck,
+    on_status: Callable[[str], None] = lambda _repo: None,
+    human_gates: HumanGatesHandler | None = None,
+    metrics: Callable[[], tuple[bytes, str]] | None = None,
+) -> ASGIApp:
     """The API over the daemon's (current) config and store; `on_status(repo)` after each stored status;
     `human_gates(identity, request)` records sign-offs, release candidates and approvals (HumanGates.handle);
     `metrics()` the Prometheus text for /metrics (no token: it listens where the API does, loopback by default)."""
@@ -53,24 +58,37 @@ def create_app(config: Callable[[], Config], store: Store, tokens: TokenCheck,
         return JSONResponse(error_body(exc.message, INVALID, "bad-field", exc.field), status_code=STATUS[INVALID])
 
     async def not_found(_request: Request, _exc: Exception) -> Response:
-        return JSONResponse(error_body("no such API endpoint (see /api/v1/openapi.json)", MISSING, "no-endpoint"),
-                            status_code=STATUS[MISSING])
+        return JSONResponse(
+            error_body("no such API endpoint (see /api/v1/openapi.json)", MISSING, "no-endpoint"), status_code=STATUS[MISSING]
+        )
 
     async def not_allowed(_request: Request, _exc: Exception) -> Response:
-        return JSONResponse(error_body("method not allowed here (see /api/v1/openapi.json)", UNSUPPORTED),
-                            status_code=STATUS[UNSUPPORTED])
+        return JSONResponse(
+            error_body("method not allowed here (see /api/v1/openapi.json)", UNSUPPORTED), status_code=STATUS[UNSUPPORTED]
+        )
 
     async def internal(_request: Request, _exc: Exception) -> Response:
         return JSONResponse(error_body("internal error; the daemon's log says more", INTERNAL), status_code=STATUS[INTERNAL])
 
     v1 = "/api/v1"
     statuses_own, statuses_github = commit_statuses.routes(api, v1)
-    app = Starlette(routes=[
-        *reading.routes(api, v1), *statuses_own, *gate_routes.routes(api, v1), *change_control.routes(api, v1),
-        *break_glass.routes(api, v1),
-        *statuses_github,   # last: GitHub's /repos/{owner}/{repo} would take /repos/shop/rcs
-    ], exception_handlers={ApiError: api_error, statuses.InvalidStatus: invalid, 404: not_found, 405: not_allowed,
-                           500: internal})
+    app = Starlette(
+        routes=[
+            *reading.routes(api, v1),
+            *statuses_own,
+            *gate_routes.routes(api, v1),
+            *change_control.routes(api, v1),
+            *break_glass.routes(api, v1),
+            *statuses_github,  # last: GitHub's /repos/{owner}/{repo} would take /repos/shop/rcs
+        ],
+        exception_handlers={
+            ApiError: api_error,
+            statuses.InvalidStatus: invalid,
+            404: not_found,
+            405: not_allowed,
+            500: internal,
+        },
+    )
     return Guard(app)
 
 
@@ -84,11 +102,18 @@ def create_standby_app(metrics: Callable[[], tuple[bytes, str]], leader: Callabl
         return Response(body, media_type=content_type)
 
     async def elsewhere(_request: Request) -> Response:
-        return JSONResponse({**error_body(f"this gitopsd is the standby; {leader()}", UNAVAILABLE, "standby"),
-                             "role": "standby"}, status_code=STATUS[UNAVAILABLE], headers={"Retry-After": "5"})
+        return JSONResponse(
+            {**error_body(f"this gitopsd is the standby; {leader()}", UNAVAILABLE, "standby"), "role": "standby"},
+            status_code=STATUS[UNAVAILABLE],
+            headers={"Retry-After": "5"},
+        )
 
-    return Starlette(routes=[Route("/metrics", prometheus, methods=["GET"]),
-                             Route("/{path:path}", elsewhere, methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"])])
+    return Starlette(
+        routes=[
+            Route("/metrics", prometheus, methods=["GET"]),
+            Route("/{path:path}", elsewhere, methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]),
+        ]
+    )
 
 
 class Guard:
@@ -110,9 +135,16 @@ class Guard:
         answered = 0
         garbled = _garbled(scope)
         if garbled:
-            await _send_json(send, STATUS[INVALID], error_body("is not printable UTF-8 text once percent-decoded; names "
-                                                               "and values in URLs are printable text", INVALID,
-                                                               "bad-field", garbled))
+            await _send_json(
+                send,
+                STATUS[INVALID],
+                error_body(
+                    "is not printable UTF-8 text once percent-decoded; names and values in URLs are printable text",
+                    INVALID,
+                    "bad-field",
+                    garbled,
+                ),
+            )
             return
 
         async def sending(message: Message) -> None:
@@ -120,23 +152,35 @@ class Guard:
             if message["type"] == "http.response.start":
                 answered = int(message["status"])
             await send(message)
+
         try:
             await self.app(scope, receive, sending)
         except Exception as exc:
-            log.error("API %s %s failed: %s: %s", scope["method"], scope["path"], type(exc).__name__, exc,
-                      exc_info=log.isEnabledFor(logging.DEBUG))
+            log.error(
+                "API %s %s failed: %s: %s",
+                scope["method"],
+                scope["path"],
+                type(exc).__name__,
+                exc,
+                exc_info=log.isEnabledFor(logging.DEBUG),
+            )
             if not answered:
                 await _send_json(send, STATUS[INTERNAL], error_body("internal error; the daemon's log says more", INTERNAL))
                 answered = 500
         finally:
-            log.debug("API %s %s -> %d in %.1f ms%s", scope["method"], scope["path"], answered,
-                      (time.perf_counter() - t0) * 1000,
-                      f" (token {scope['gitopsd.token']})" if scope.get("gitopsd.token") else "")
+            log.debug(
+                "API %s %s -> %d in %.1f ms%s",
+                scope["method"],
+                scope["path"],
+                answered,
+                (time.perf_counter() - t0) * 1000,
+                f" (token {scope['gitopsd.token']})" if scope.get("gitopsd.token") else "",
+            )
 
 
 def _garbled(scope: Scope) -> str | None:
-    """"path" or "query" if that part of the URL is not printable UTF-8 text once percent-decoded, else None."""
-    if "\ufffd" in scope["path"] or not scope["path"].isprintable():   # the server decodes bytes that are not UTF-8 as U+FFFD
+    """ "path" or "query" if that part of the URL is not printable UTF-8 text once percent-decoded, else None."""
+    if "\ufffd" in scope["path"] or not scope["path"].isprintable():  # the server decodes bytes that are not UTF-8 as U+FFFD
         return "path"
     try:
         query = unquote_to_bytes(bytes(scope.get("query_string", b""))).decode("utf-8")
@@ -147,6 +191,11 @@ def _garbled(scope: Scope) -> str | None:
 
 async def _send_json(send: Callable[[Message], Awaitable[None]], status: int, body: dict[str, Any]) -> None:
     data = json.dumps(body).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())],
+        }
+    )
     await send({"type": "http.response.body", "body": data})

@@ -3,6 +3,7 @@
 Routes check the token and the input, then call the functions the command line uses; the blocking
 parts (git, SQLite) run in Starlette's thread pool, so one slow request never holds up the others.
 """
+
 from __future__ import annotations
 
 import logging
@@ -39,9 +40,11 @@ class Context:
 
     def authenticate(self, request: Request) -> Token:
         token = self.tokens.authenticate(request.headers.get("authorization"))
-        if token is None:   # the same answer for a missing, unknown or revoked token: nothing to learn from it
-            raise ApiError(Refused("a valid API token is required (Authorization: Bearer <token>)", UNAUTHENTICATED,
-                                   "token-required"), {"WWW-Authenticate": 'Bearer realm="gitopsd"'})
+        if token is None:  # the same answer for a missing, unknown or revoked token: nothing to learn from it
+            raise ApiError(
+                Refused("a valid API token is required (Authorization: Bearer <token>)", UNAUTHENTICATED, "token-required"),
+                {"WWW-Authenticate": 'Bearer realm="gitopsd"'},
+            )
         request.scope["gitopsd.token"] = token.name
         return token
 
@@ -75,8 +78,7 @@ class Context:
         repo = self.repository(request.path_params["repo"])
         env = repo.environment(request.path_params["env"])
         if env is None:
-            raise refuse(f"repository {repo.name} has no environment {request.path_params['env']!r}", MISSING,
-                         "no-environment")
+            raise refuse(f"repository {repo.name} has no environment {request.path_params['env']!r}", MISSING, "no-environment")
         return repo, env
 
     async def blocking(self, fn: Callable[..., Any], *args: Any) -> Any:
@@ -92,10 +94,20 @@ class Context:
     async def ask_gates(self, token: Token, ask: dict[str, Any]) -> Response:
         """Hand one human-gate request to the daemon as the token's owner; 201, or the refusal's status."""
         if self.human_gates is None:
-            raise refuse("sign-offs and approvals are recorded by the daemon, which serves them on "
-                         "its own API; this server cannot take them", UNAVAILABLE, "no-daemon")
+            raise refuse(
+                "sign-offs and approvals are recorded by the daemon, which serves them on "
+                "its own API; this server cannot take them",
+                UNAVAILABLE,
+                "no-daemon",
+            )
         answer = await self.blocking(self.human_gates, token.identity, ask)
         if not answer.get("ok"):
             raise ApiError(refused_from(answer))
-        return JSONResponse({"message": answer.get("message", "done"), "identity": token.identity,
-                             **({"id": answer["id"]} if "id" in answer else {})}, status_code=201)
+        return JSONResponse(
+            {
+                "message": answer.get("message", "done"),
+                "identity": token.identity,
+                **({"id": answer["id"]} if "id" in answer else {}),
+            },
+            status_code=201,
+        )

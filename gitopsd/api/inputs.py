@@ -3,6 +3,7 @@
 A refusal is an ApiError: the Refused it carries (core/errors.py) gives its status and body, the
 one shape every answer other than success has.
 """
+
 from __future__ import annotations
 
 import json
@@ -60,19 +61,21 @@ class _NotJson(ValueError):
 def decode(raw: bytes, send: str) -> Any:
     """Given a request body, return its JSON value. Raise ValueError with the one line that says what is wrong
     (not UTF-8, not JSON, NaN, nested too deep, a number too long to read, a lone surrogate) and what to send."""
+
     def constant(name: str) -> Any:
         raise _NotJson(f"has {name}, which JSON does not allow; {send}")
+
     try:
         data = json.loads(raw, parse_constant=constant)
     except RecursionError:
         raise ValueError(f"is nested too deeply to read; {send}") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ValueError(f"is not JSON ({exc.__class__.__name__}); {send}") from None
-    except _NotJson:   # NaN, from constant(): its own line
+    except _NotJson:  # NaN, from constant(): its own line
         raise
-    except ValueError:   # int()'s limit on digits
+    except ValueError:  # int()'s limit on digits
         raise ValueError(f"has a number too long to read; {send}") from None
-    try:   # a lone surrogate ("\ud800") decodes, and fails later where the text is stored or sent back
+    try:  # a lone surrogate ("\ud800") decodes, and fails later where the text is stored or sent back
         json.dumps(data, ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError:
         raise ValueError(f"has a lone surrogate escape (\\ud800 to \\udfff) in a string; {send}") from None

@@ -4,6 +4,7 @@ The daemon owns the signals (uvicorn installs none outside the main thread) and 
 own lines are quieted; api/app.py logs each request at DEBUG). The API is optional: when its
 address cannot be bound, the daemon logs why and goes on deploying without it.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -55,6 +56,7 @@ class _Sayer:
 def max_connections() -> int:
     """MAX_CONNECTIONS, or a quarter of the open files this process may have if that is less: runs need theirs."""
     import resource
+
     soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     return MAX_CONNECTIONS if soft == resource.RLIM_INFINITY else max(16, min(MAX_CONNECTIONS, soft // 4))
 
@@ -73,9 +75,12 @@ def _guarded(address: str) -> tuple[type[H11Protocol], Callable[[asyncio.Abstrac
             peer = transport.get_extra_info("peername")
             client = str(peer[0]) if isinstance(peer, tuple) and peer else "?"
             if sum(per_client.values()) >= most or per_client[client] >= MAX_PER_CLIENT:
-                sayer.say("full", f"the HTTP API on {address} refuses connections: {sum(per_client.values())} open "
-                                  f"({per_client[client]} from {client}; at most {most}, "
-                                  f"{MAX_PER_CLIENT} per client address)")
+                sayer.say(
+                    "full",
+                    f"the HTTP API on {address} refuses connections: {sum(per_client.values())} open "
+                    f"({per_client[client]} from {client}; at most {most}, "
+                    f"{MAX_PER_CLIENT} per client address)",
+                )
                 transport.abort()
                 return
             per_client[client] += 1
@@ -84,14 +89,16 @@ def _guarded(address: str) -> tuple[type[H11Protocol], Callable[[asyncio.Abstrac
             self._head_timer = self.loop.call_later(HEAD_TIMEOUT, self._head_late)
 
         def _head_late(self) -> None:
-            if self.cycle is None and not self.transport.is_closing():   # no whole request head yet
-                sayer.say("slow", f"the HTTP API on {address} closed connections that sent no whole request "
-                                  f"head within {HEAD_TIMEOUT:g}s")
+            if self.cycle is None and not self.transport.is_closing():  # no whole request head yet
+                sayer.say(
+                    "slow",
+                    f"the HTTP API on {address} closed connections that sent no whole request head within {HEAD_TIMEOUT:g}s",
+                )
                 self.transport.abort()
 
         def connection_lost(self, exc: Exception | None) -> None:
             if self._counted is None:
-                return   # refused in connection_made: uvicorn never knew of it
+                return  # refused in connection_made: uvicorn never knew of it
             per_client[self._counted] -= 1
             if per_client[self._counted] <= 0:
                 del per_client[self._counted]
@@ -103,8 +110,10 @@ def _guarded(address: str) -> tuple[type[H11Protocol], Callable[[asyncio.Abstrac
     def on_error(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         exc = context.get("exception")
         if isinstance(exc, OSError) and "accept" in str(context.get("message", "")):
-            sayer.say("accept", f"the HTTP API on {address} cannot accept connections: {exc.strerror or exc}; "
-                                "it tries again each second")
+            sayer.say(
+                "accept",
+                f"the HTTP API on {address} cannot accept connections: {exc.strerror or exc}; it tries again each second",
+            )
         else:
             loop.default_exception_handler(context)
 
@@ -124,10 +133,9 @@ class _Server(uvicorn.Server):
 class ApiServer:
     """A running API: where it listens, and how to stop it."""
 
-    def __init__(self, server: uvicorn.Server, thread: threading.Thread, address: str,
-                 stopping: threading.Event | None = None):
+    def __init__(self, server: uvicorn.Server, thread: threading.Thread, address: str, stopping: threading.Event | None = None):
         self.server, self.thread, self.address = server, thread, address
-        self.stopping = stopping or threading.Event()   # ends the dashboard's event streams, which never end alone
+        self.stopping = stopping or threading.Event()  # ends the dashboard's event streams, which never end alone
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop taking requests, let those in flight finish (up to `timeout`), and end the thread."""
@@ -160,10 +168,14 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def serve(config: Callable[[], Config], store: Store, on_status: Callable[[str], None],
-          human_gates: Callable[[str, dict[str, Any]], dict[str, Any]] | None = None,
-          metrics: Callable[[], tuple[bytes, str]] | None = None,
-          dashboard: Callable[..., Any] | None = None) -> ApiServer | None:
+def serve(
+    config: Callable[[], Config],
+    store: Store,
+    on_status: Callable[[str], None],
+    human_gates: Callable[[str, dict[str, Any]], dict[str, Any]] | None = None,
+    metrics: Callable[[], tuple[bytes, str]] | None = None,
+    dashboard: Callable[..., Any] | None = None,
+) -> ApiServer | None:
     """Start the API of `config().api` in a thread; None (and one error line) when it cannot listen.
 
     `human_gates` is the daemon's HumanGates.handle: the sign-offs and approvals the API takes go there;
@@ -175,9 +187,13 @@ def serve(config: Callable[[], Config], store: Store, on_status: Callable[[str],
     try:
         sock = bind(api.host, api.port)
     except OSError as exc:
-        log.error("the HTTP API is not started: cannot listen on %s (%s); free that port or set api.listen in %s "
-                  "to a free address, then restart gitopsd. Deployments go on without the API.",
-                  address, exc.strerror or exc, config().source)
+        log.error(
+            "the HTTP API is not started: cannot listen on %s (%s); free that port or set api.listen in %s "
+            "to a free address, then restart gitopsd. Deployments go on without the API.",
+            address,
+            exc.strerror or exc,
+            config().source,
+        )
         return None
 
     def tokens_file() -> Path:
@@ -187,13 +203,17 @@ def serve(config: Callable[[], Config], store: Store, on_status: Callable[[str],
     app = create_app(config, store, TokenCheck(tokens_file), on_status, human_gates, metrics)
     stopping = threading.Event()
     web = getattr(config(), "web", None) if dashboard is not None else None
-    if web is not None:   # the dashboard at /, the API and /metrics where they were (docs/web.md)
+    if web is not None:  # the dashboard at /, the API and /metrics where they were (docs/web.md)
         assert dashboard is not None
         app = dashboard(config, human_gates=human_gates, api=app, stopping=stopping)
     server = _run(app, sock, address, stopping)
-    log.info("HTTP API listening on http://%s/api/v1/ (tokens in %s)%s%s", address, api.tokens_file,
-             f", metrics on http://{address}/metrics" if metrics is not None else "",
-             f", the web dashboard on http://{address}/" if web is not None else "")
+    log.info(
+        "HTTP API listening on http://%s/api/v1/ (tokens in %s)%s%s",
+        address,
+        api.tokens_file,
+        f", metrics on http://{address}/metrics" if metrics is not None else "",
+        f", the web dashboard on http://{address}/" if web is not None else "",
+    )
     return server
 
 
@@ -214,22 +234,33 @@ def serve_standby(config: Config, metrics: Callable[[], tuple[bytes, str]], lead
 
 def _run(app: Any, sock: socket.socket, address: str, stopping: threading.Event) -> ApiServer:
     """Serve `app` on `sock` in a thread of its own."""
-    logging.getLogger("uvicorn").setLevel(logging.WARNING)   # its start and stop lines; errors still show
-    logging.getLogger("uvicorn.error").setLevel(logging.ERROR)   # "Exceeded concurrency limit." per refused request
+    logging.getLogger("uvicorn").setLevel(logging.WARNING)  # its start and stop lines; errors still show
+    logging.getLogger("uvicorn.error").setLevel(logging.ERROR)  # "Exceeded concurrency limit." per refused request
     protocol, on_error = _guarded(address)
     # proxy_headers off: uvicorn would otherwise take X-Forwarded-For/-Proto from any 127.0.0.1 peer as the truth;
     # the dashboard decides itself whom to believe (web.trusted_proxies, gitopsd/web/auth.py).
-    settings = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off", http=protocol, loop="asyncio",
-                              ws="none", server_header=False, timeout_graceful_shutdown=3, proxy_headers=False,
-                              limit_concurrency=MAX_CONNECTIONS, timeout_keep_alive=KEEP_ALIVE,
-                              backlog=MAX_CONNECTIONS)
+    settings = uvicorn.Config(
+        app,
+        log_config=None,
+        access_log=False,
+        lifespan="off",
+        http=protocol,
+        loop="asyncio",
+        ws="none",
+        server_header=False,
+        timeout_graceful_shutdown=3,
+        proxy_headers=False,
+        limit_concurrency=MAX_CONNECTIONS,
+        timeout_keep_alive=KEEP_ALIVE,
+        backlog=MAX_CONNECTIONS,
+    )
     server = _Server(settings)
     server.on_error = on_error
 
     def run() -> None:
         try:
             server.run(sockets=[sock])
-        except BaseException as exc:   # noqa: B036 (uvicorn ends a failed start with SystemExit: never let it out of the thread)
+        except BaseException as exc:  # noqa: B036 (uvicorn ends a failed start with SystemExit: never let it out of the thread)
             log.error("the HTTP API on %s stopped: %s: %s", address, type(exc).__name__, exc)
         finally:
             sock.close()

@@ -3,6 +3,7 @@
 One validation and one way to find a commit and its tree, for the HTTP API and the command line, so
 the two cannot disagree. Stdlib only (no web framework): the CLI imports this.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -22,8 +23,8 @@ from ..core.settings import STATUS_CONTEXT_MAX
 from ..core.types import iso
 from ..gate.required import STATES, Status, combined_state
 
-MAX_BODY = 64 * 1024        # bytes of a POSTed status
-MAX_DESCRIPTION = 1000      # characters (GitHub cuts at 140; ours is a limit, not a cut)
+MAX_BODY = 64 * 1024  # bytes of a POSTed status
+MAX_DESCRIPTION = 1000  # characters (GitHub cuts at 140; ours is a limit, not a cut)
 MAX_URL = 2048
 HEX = re.compile(r"[0-9a-f]{7,40}")
 # Contexts only the daemon's built-in CI writes (ci/steps.py, straight to the store): a required
@@ -71,28 +72,39 @@ def _text(data: dict[str, Any], field: str) -> str | None:
 def parse_report(data: Any) -> Report:
     """Given a decoded JSON body (or the CLI's options as a dict), return the report. Raise InvalidStatus."""
     if not isinstance(data, dict):
-        raise InvalidStatus("body", "must be a JSON object such as {\"state\": \"success\", \"context\": \"ci/test\"}")
+        raise InvalidStatus("body", 'must be a JSON object such as {"state": "success", "context": "ci/test"}')
     state = _text(data, "state")
     if state not in STATES:
         raise InvalidStatus("state", f"must be one of {', '.join(STATES)}, not {state!r}")
     context = _text(data, "context")
     context = "default" if context is None else context
     if not context.strip() or len(context) > STATUS_CONTEXT_MAX or not context.isprintable():
-        raise InvalidStatus("context", f"must be 1 to {STATUS_CONTEXT_MAX} printable characters "
-                                       f"(got {len(context)}), e.g. ci/test")
+        raise InvalidStatus(
+            "context", f"must be 1 to {STATUS_CONTEXT_MAX} printable characters (got {len(context)}), e.g. ci/test"
+        )
     target_url = _text(data, "target_url")
     if target_url is not None:
         try:
             parts = urlsplit(target_url)
         except ValueError:
             parts = None
-        if (parts is None or parts.scheme not in ("http", "https") or not parts.netloc or len(target_url) > MAX_URL
-                or not target_url.isprintable() or " " in target_url):
-            raise InvalidStatus("target_url", f"must be an http:// or https:// URL of at most {MAX_URL} characters, "
-                                              "e.g. https://ci.example.com/job/42")
+        if (
+            parts is None
+            or parts.scheme not in ("http", "https")
+            or not parts.netloc
+            or len(target_url) > MAX_URL
+            or not target_url.isprintable()
+            or " " in target_url
+        ):
+            raise InvalidStatus(
+                "target_url",
+                f"must be an http:// or https:// URL of at most {MAX_URL} characters, e.g. https://ci.example.com/job/42",
+            )
     if context.lower().startswith(RESERVED_PREFIX):
-        raise ReservedContext(f"the context {context[:80]!r} is reserved: contexts starting with {RESERVED_PREFIX} are "
-                              "written only by gitopsd's built-in CI; report yours under another context, e.g. ci/jenkins")
+        raise ReservedContext(
+            f"the context {context[:80]!r} is reserved: contexts starting with {RESERVED_PREFIX} are "
+            "written only by gitopsd's built-in CI; report yours under another context, e.g. ci/jenkins"
+        )
     description = _text(data, "description")
     if description is not None and len(description) > MAX_DESCRIPTION:
         raise InvalidStatus("description", f"must be at most {MAX_DESCRIPTION} characters (got {len(description)})")
@@ -119,12 +131,14 @@ def resolve_commit(repo_path: Path, given: str) -> tuple[str, str]:
         return given, known
     if len(given) == 40:
         candidates = [given]
-    else:   # every object with that prefix (never a ref), then the commits among them
+    else:  # every object with that prefix (never a ref), then the commits among them
         _code, out, _err = gitcli.run(["git", "-C", str(repo_path), "rev-parse", f"--disambiguate={given}"])
         candidates = [line for line in out.split() if HEX.fullmatch(line) and len(line) == 40]
     # Names on stdin: `%(objecttype)` of each candidate itself, then its tree.
-    code, out, _err = gitcli.run(["git", "-C", str(repo_path), "cat-file", "--batch-check=%(objectname) %(objecttype)"],
-                                 input="".join(f"{c}\n{c}^{{tree}}\n" for c in candidates))
+    code, out, _err = gitcli.run(
+        ["git", "-C", str(repo_path), "cat-file", "--batch-check=%(objectname) %(objecttype)"],
+        input="".join(f"{c}\n{c}^{{tree}}\n" for c in candidates),
+    )
     lines = out.splitlines()
     found = []
     if code == 0 and len(lines) == 2 * len(candidates):
@@ -142,14 +156,32 @@ def resolve_commit(repo_path: Path, given: str) -> tuple[str, str]:
     return found[0]
 
 
-def record(store: Store, repo: str, commit: str, tree: str, report: Report, reporter: str,
-           now: float | None = None, owners: Mapping[str, str] = NO_OWNERS) -> dict[str, Any]:
+def record(
+    store: Store,
+    repo: str,
+    commit: str,
+    tree: str,
+    report: Report,
+    reporter: str,
+    now: float | None = None,
+    owners: Mapping[str, str] = NO_OWNERS,
+) -> dict[str, Any]:
     """Store a report against the commit and its tree; return it as the API shows it."""
     now = time.time() if now is None else now
-    row = store.add_status(repo=repo, commit=commit, tree=tree, context=report.context, state=report.state,
-                           reporter=reporter, now=now, target_url=report.target_url, description=report.description)
-    shown = status_json(Status(report.context, report.state, report.target_url, report.description, commit, reporter, now),
-                        owners)
+    row = store.add_status(
+        repo=repo,
+        commit=commit,
+        tree=tree,
+        context=report.context,
+        state=report.state,
+        reporter=reporter,
+        now=now,
+        target_url=report.target_url,
+        description=report.description,
+    )
+    shown = status_json(
+        Status(report.context, report.state, report.target_url, report.description, commit, reporter, now), owners
+    )
     return {"id": row, **shown, "tree": tree}
 
 
@@ -158,31 +190,57 @@ def creator(reporter: str, owners: Mapping[str, str] = NO_OWNERS) -> dict[str, A
 
     GitHub's clients want a number as the id; gitopsd has none, so it is a stable one made from the login."""
     login = owners.get(reporter, reporter)
-    return {"login": login, "id": int(hashlib.sha256(login.encode()).hexdigest()[:12], 16),
-            "type": "Bot" if reporter == BUILTIN_REPORTER else "User"}
+    return {
+        "login": login,
+        "id": int(hashlib.sha256(login.encode()).hexdigest()[:12], 16),
+        "type": "Bot" if reporter == BUILTIN_REPORTER else "User",
+    }
 
 
 def status_json(status: Status, owners: Mapping[str, str] = NO_OWNERS) -> dict[str, Any]:
     """One status in GitHub's words, its `creator` too (plus who reported it and for which commit)."""
     created = iso(status.created_at)
-    return {"state": status.state, "context": status.context, "target_url": status.target_url,
-            "description": status.description, "commit": status.commit, "reporter": status.reporter,
-            "creator": creator(status.reporter, owners), "created_at": created, "updated_at": created}
+    return {
+        "state": status.state,
+        "context": status.context,
+        "target_url": status.target_url,
+        "description": status.description,
+        "commit": status.commit,
+        "reporter": status.reporter,
+        "creator": creator(status.reporter, owners),
+        "created_at": created,
+        "updated_at": created,
+    }
 
 
-def combined(store: Store, repo: str, commit: str, tree: str, required: tuple[str, ...] = (),
-             owners: Mapping[str, str] = NO_OWNERS) -> dict[str, Any]:
+def combined(
+    store: Store, repo: str, commit: str, tree: str, required: tuple[str, ...] = (), owners: Mapping[str, str] = NO_OWNERS
+) -> dict[str, Any]:
     """GitHub's combined status of a commit: the newest status per context reported for its tree."""
     statuses = store.statuses(repo, tree)
-    return {"state": combined_state(statuses, required), "sha": commit, "tree": tree, "total_count": len(statuses),
-            "statuses": [status_json(s, owners) for s in statuses]}
+    return {
+        "state": combined_state(statuses, required),
+        "sha": commit,
+        "tree": tree,
+        "total_count": len(statuses),
+        "statuses": [status_json(s, owners) for s in statuses],
+    }
 
 
 def repository_json(name: str, owner: str, default_branch: str, url: str) -> dict[str, Any]:
     """GitHub's repository object with the fields its clients read, for the owner the client asked for (gitopsd has
     one namespace: any owner names the same repository). Ids are stable numbers made from the names."""
+
     def number(text: str) -> int:
         return int(hashlib.sha256(text.encode()).hexdigest()[:12], 16)
-    return {"id": number(f"repo:{name}"), "name": name, "full_name": f"{owner}/{name}", "private": True,
-            "owner": {"login": owner, "id": number(f"owner:{owner}"), "type": "Organization"},
-            "url": url, "statuses_url": f"{url}/statuses/{{sha}}", "default_branch": default_branch}
+
+    return {
+        "id": number(f"repo:{name}"),
+        "name": name,
+        "full_name": f"{owner}/{name}",
+        "private": True,
+        "owner": {"login": owner, "id": number(f"owner:{owner}"), "type": "Organization"},
+        "url": url,
+        "statuses_url": f"{url}/statuses/{{sha}}",
+        "default_branch": default_branch,
+    }

@@ -17,6 +17,7 @@ so a judge that did could be shown a decoy commit (a tree verified elsewhere, a 
 is not one) while the deployer gets the real one. `run()` sets this for every git it starts, so
 no caller can forget it.
 """
+
 from __future__ import annotations
 
 import os
@@ -78,7 +79,7 @@ def run_bytes(argv: list[str], input: bytes | None = None, env: dict[str, str] |
             os.close(fd)
         raise
     finally:
-        for fd in (stdin_r, out_w, err_w):   # the child's ends (pipes are close-on-exec otherwise)
+        for fd in (stdin_r, out_w, err_w):  # the child's ends (pipes are close-on-exec otherwise)
             os.close(fd)
     pending = input or b""
     chunks: dict[int, list[bytes]] = {out_r: [], err_r: []}
@@ -95,7 +96,7 @@ def run_bytes(argv: list[str], input: bytes | None = None, env: dict[str, str] |
         for fd, _event in poller.poll():
             if fd == stdin_w:
                 try:
-                    pending = pending[os.write(stdin_w, pending[:65536]):]
+                    pending = pending[os.write(stdin_w, pending[:65536]) :]
                 except BrokenPipeError:
                     pending = b""
                 if not pending:
@@ -114,8 +115,9 @@ def run_bytes(argv: list[str], input: bytes | None = None, env: dict[str, str] |
     return os.waitstatus_to_exitcode(status), b"".join(chunks[out_r]), b"".join(chunks[err_r])
 
 
-def git(repo: str | os.PathLike[str], *args: str, input: str | None = None, env: dict[str, str] | None = None,
-        check: bool = True) -> str:
+def git(
+    repo: str | os.PathLike[str], *args: str, input: str | None = None, env: dict[str, str] | None = None, check: bool = True
+) -> str:
     """Run `git ARGS` in a repository and return its stdout. Raise GitError on failure."""
     code, out, err = run(["git", "-C", str(repo), *args], input=input, env=env)
     if check and code != 0:
@@ -135,12 +137,19 @@ def branch_head(repo: str | os.PathLike[str], branch: str) -> str | None:
 
 def branch_heads(repo: str | os.PathLike[str], branches: list[str]) -> dict[str, tuple[str, str]]:
     """The commit and its tree at refs/heads/B for each of `branches` that points at a commit: one git process."""
-    code, out, _err = run(["git", "-C", str(repo), "for-each-ref",
-                           "--format=%(refname) %(objectname) %(objecttype) %(tree)",
-                           *[f"refs/heads/{b}" for b in branches]])
+    code, out, _err = run(
+        [
+            "git",
+            "-C",
+            str(repo),
+            "for-each-ref",
+            "--format=%(refname) %(objectname) %(objecttype) %(tree)",
+            *[f"refs/heads/{b}" for b in branches],
+        ]
+    )
     wanted = {f"refs/heads/{b}": b for b in branches}
     heads: dict[str, tuple[str, str]] = {}
-    if code != 0:   # one broken ref (a missing object) fails the whole listing: read the branches one by one
+    if code != 0:  # one broken ref (a missing object) fails the whole listing: read the branches one by one
         for branch in branches:
             commit = branch_head(repo, branch)
             tree = tree_of(repo, commit) if commit else None
@@ -149,7 +158,7 @@ def branch_heads(repo: str | os.PathLike[str], branches: list[str]) -> dict[str,
         return heads
     for line in out.splitlines():
         parts = line.split()
-        if len(parts) == 4 and parts[0] in wanted and parts[2] == "commit":   # patterns also match refs/heads/B/...
+        if len(parts) == 4 and parts[0] in wanted and parts[2] == "commit":  # patterns also match refs/heads/B/...
             heads[wanted[parts[0]]] = (parts[1], parts[3])
     return heads
 
@@ -205,7 +214,7 @@ def read_heads(repo: str | os.PathLike[str]) -> list[str] | None:
         top = os.path.join(repo, "refs", "heads")
         for folder, _folders, files in os.walk(top, onerror=_raise):
             for name in files:
-                if name.endswith(".lock"):   # a ref being written: git reads the ref beside it too
+                if name.endswith(".lock"):  # a ref being written: git reads the ref beside it too
                     continue
                 with open(os.path.join(folder, name), encoding="ascii") as handle:
                     heads["refs/heads/" + os.path.relpath(os.path.join(folder, name), top)] = handle.read().strip()
@@ -229,8 +238,10 @@ def trees_of(repo: str | os.PathLike[str], *commits: str) -> list[str | None]:
 
     The names go on stdin, one per line, so none can be taken for an option.
     """
-    code, out, _err = run(["git", "-C", str(repo), "cat-file", "--batch-check=%(objectname) %(objecttype)"],
-                          input="".join(f"{c}^{{tree}}\n" for c in commits if "\n" not in c))
+    code, out, _err = run(
+        ["git", "-C", str(repo), "cat-file", "--batch-check=%(objectname) %(objecttype)"],
+        input="".join(f"{c}^{{tree}}\n" for c in commits if "\n" not in c),
+    )
     lines = out.splitlines()
     if code != 0 or len(lines) != len(commits):
         return [tree_of(repo, c) for c in commits]
@@ -249,7 +260,7 @@ def is_ancestor(repo: str | os.PathLike[str], ancestor: str, descendant: str) ->
     return run(["git", "-C", str(repo), "merge-base", "--is-ancestor", "--end-of-options", ancestor, descendant])[0] == 0
 
 
-FORWARD_WALK = 1000   # commits one push may add and still be judged by one git process (more: two more)
+FORWARD_WALK = 1000  # commits one push may add and still be judged by one git process (more: two more)
 
 
 def forward(repo: str | os.PathLike[str], old: str, new: str) -> tuple[bool, str | None, str | None]:
@@ -260,8 +271,21 @@ def forward(repo: str | os.PathLike[str], old: str, new: str) -> tuple[bool, str
     longer walk) asks merge-base and cat-file, as before.
     """
     if new != old and "\n" not in old + new:
-        code, out, _err = run(["git", "-C", str(repo), "rev-list", "--boundary", f"--max-count={FORWARD_WALK}",
-                               "--no-commit-header", "--format=%m %H %T", "--end-of-options", new, f"^{old}"])
+        code, out, _err = run(
+            [
+                "git",
+                "-C",
+                str(repo),
+                "rev-list",
+                "--boundary",
+                f"--max-count={FORWARD_WALK}",
+                "--no-commit-header",
+                "--format=%m %H %T",
+                "--end-of-options",
+                new,
+                f"^{old}",
+            ]
+        )
         rows = [line.split() for line in out.splitlines()]
         trees = {commit: tree for _mark, commit, tree in (row for row in rows if len(row) == 3)}
         # A boundary is a parent of a commit reached from `new`: `old` listed so is `new`'s ancestor.
@@ -271,7 +295,7 @@ def forward(repo: str | os.PathLike[str], old: str, new: str) -> tuple[bool, str
     return is_ancestor(repo, old, new), tree, old_tree
 
 
-SIGNING_KEY = "gitopsd.signingKey"   # in the repository's config: install-hooks and the daemon copy `signing_key` there
+SIGNING_KEY = "gitopsd.signingKey"  # in the repository's config: install-hooks and the daemon copy `signing_key` there
 
 
 def signing_args(repo: str | os.PathLike[str]) -> list[str]:
@@ -283,18 +307,24 @@ def signing_args(repo: str | os.PathLike[str]) -> list[str]:
     return ["-c", "gpg.format=ssh", "commit-tree", f"-S{key}"] if key else ["commit-tree"]
 
 
-def commit_tree(repo: str | os.PathLike[str], tree: str, parent_ids: list[str], message: str,
-                identity: Identity = GITOPSD_IDENTITY) -> str:
+def commit_tree(
+    repo: str | os.PathLike[str], tree: str, parent_ids: list[str], message: str, identity: Identity = GITOPSD_IDENTITY
+) -> str:
     """Write a commit object for `tree` with the given parents, signed when a key is set; return its id. Moves no ref."""
-    env = {**os.environ, "GIT_AUTHOR_NAME": identity.name, "GIT_AUTHOR_EMAIL": identity.email,
-           "GIT_COMMITTER_NAME": identity.name, "GIT_COMMITTER_EMAIL": identity.email}
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": identity.name,
+        "GIT_AUTHOR_EMAIL": identity.email,
+        "GIT_COMMITTER_NAME": identity.name,
+        "GIT_COMMITTER_EMAIL": identity.email,
+    }
     args = signing_args(repo)
     for p in parent_ids:
         args += ["-p", p]
     return git(repo, *args, "-F", "-", "--end-of-options", tree, input=message, env=env).strip()
 
 
-LOCK_RETRIES = (0.05, 0.2, 0.5)   # seconds between attempts while another git process holds the ref's lock
+LOCK_RETRIES = (0.05, 0.2, 0.5)  # seconds between attempts while another git process holds the ref's lock
 
 
 def update_branch(repo: str | os.PathLike[str], branch: str, new: str, expected_old: str, reason: str) -> bool:
@@ -313,10 +343,13 @@ def update_branch(repo: str | os.PathLike[str], branch: str, new: str, expected_
             return False
         if pause is not None:
             import time
+
             time.sleep(pause)
     lock = os.path.normpath(err.split("Unable to create '", 1)[-1].split("'", 1)[0])
-    raise TransientError(f"cannot move {branch} in {repo}: another git process holds {lock}; try again in a moment "
-                         f"(if no git process runs there, the lock was left by one that crashed: remove {lock})")
+    raise TransientError(
+        f"cannot move {branch} in {repo}: another git process holds {lock}; try again in a moment "
+        f"(if no git process runs there, the lock was left by one that crashed: remove {lock})"
+    )
 
 
 def create_branch(repo: str | os.PathLike[str], branch: str, commit: str, reason: str) -> bool:
@@ -326,6 +359,7 @@ def create_branch(repo: str | os.PathLike[str], branch: str, commit: str, reason
 # -- a repository's config and other files, read and written as files ------------------------------------
 # `git -C REPO config` refuses a repository another user owns ("dubious ownership"), which is the
 # normal case for root and for the daemon's user; `--file` reads and writes the file itself.
+
 
 def config_get(file: str | os.PathLike[str], key: str) -> str | None:
     """The value of `key` in a git config file, None if it is not set (or the file cannot be read)."""
@@ -373,6 +407,7 @@ def opens_as(prefix: list[str], repo: str | os.PathLike[str], env: dict[str, str
     """Whether git run after `prefix` (e.g. setpriv as another user) opens `repo` by its own trust (no
     safe.directory given here: that is what is checked). Return (exit code, stderr)."""
     # From `/`: the other user may not enter this process's working folder.
-    code, _out, err = run([*prefix, "env", "--chdir=/", "git", *NO_REPLACE_ARGS, "-C", str(repo), "rev-parse",
-                           "--git-dir"], env=env)
+    code, _out, err = run(
+        [*prefix, "env", "--chdir=/", "git", *NO_REPLACE_ARGS, "-C", str(repo), "rev-parse", "--git-dir"], env=env
+    )
     return code, err

@@ -9,6 +9,7 @@ manifest as `gitopsd_artifacts`, so staging and production run the identical fil
 Retention: a manifest a deployment used is kept for good; of the others, the newest
 `ci.keep_artifacts` trees' per repository; a stored file goes with the last manifest naming it.
 """
+
 from __future__ import annotations
 
 import glob
@@ -33,7 +34,7 @@ CHUNK = 1 << 20
 NAME_RE = re.compile(r"[A-Za-z0-9._+@=,~/-]{1,255}")
 TREE_RE = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 
-Vars = dict[str, dict[str, str]]   # name -> {path, sha256}: what a deployment gets
+Vars = dict[str, dict[str, str]]  # name -> {path, sha256}: what a deployment gets
 
 
 class ArtifactError(GitopsdError):
@@ -43,8 +44,10 @@ class ArtifactError(GitopsdError):
 def check_name(name: str) -> str:
     """Return `name` if it may reach a playbook; raise ArtifactError saying why not."""
     if not NAME_RE.fullmatch(name) or any(part in ("", ".", "..") for part in name.split("/")):
-        raise ArtifactError(f"artifact {name!r} has characters gitopsd does not pass to playbooks (control characters, "
-                            "newlines, spaces, braces...): rename it to letters, digits and ._+@=,~/-")
+        raise ArtifactError(
+            f"artifact {name!r} has characters gitopsd does not pass to playbooks (control characters, "
+            "newlines, spaces, braces...): rename it to letters, digits and ._+@=,~/-"
+        )
     return name
 
 
@@ -56,7 +59,7 @@ def find(export: Path, pattern: str) -> list[tuple[str, Path]]:
         path = root / match
         try:
             real = path.resolve(strict=True)
-        except (OSError, RuntimeError) as exc:   # a dangling link, a link loop
+        except (OSError, RuntimeError) as exc:  # a dangling link, a link loop
             raise ArtifactError(f"artifact {match} cannot be read: {exc}") from exc
         if not real.is_relative_to(root):
             raise ArtifactError(f"artifact {match} leads out of the export (to {real}): a symlink? It is not kept")
@@ -101,13 +104,13 @@ class ArtifactStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".tmp{os.getpid()}")
         tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n", encoding="utf-8")
-        os.replace(tmp, path)   # atomic: a reader sees the old manifest or the new one
+        os.replace(tmp, path)  # atomic: a reader sees the old manifest or the new one
 
     def _store(self, source: Path) -> tuple[str, int]:
         """Copy `source` into the content-addressed folder; return (sha256, size)."""
         folder = self.root / "sha256"
         folder.mkdir(parents=True, exist_ok=True)
-        os.chmod(self.root, 0o755)   # noqa: S103 (sandboxed playbooks read artifacts as another user; nothing secret)
+        os.chmod(self.root, 0o755)  # noqa: S103 (sandboxed playbooks read artifacts as another user; nothing secret)
         digest, size = hashlib.sha256(), 0
         tmp = folder / f".incoming-{os.getpid()}-{threading.get_ident()}"
         with open(source, "rb") as src, open(tmp, "wb") as out:
@@ -130,19 +133,27 @@ class ArtifactStore:
         have used them). Raise ArtifactError (nothing is listed then) for a glob matching nothing.
         """
         files = [item for pattern in globs for item in find(export, pattern)]
-        with self._lock:   # also while copying: `prune` must not take a file before the manifest lists it
+        with self._lock:  # also while copying: `prune` must not take a file before the manifest lists it
             stored = {name: self._store(real) for name, real in files}
-            data = self._read(repo, tree) or {"repo": repo, "tree": tree, "created_at": time.time(), "used": False,
-                                                "artifacts": {}}
+            data = self._read(repo, tree) or {
+                "repo": repo,
+                "tree": tree,
+                "created_at": time.time(),
+                "used": False,
+                "artifacts": {},
+            }
             added = {}
             for name, (sha256, size) in stored.items():
                 if name in data["artifacts"]:
                     if data["artifacts"][name]["sha256"] != sha256:
-                        log.warning("artifact %s of tree %s was built again with other bits; the first build is kept",
-                                    name, tree[:12], extra={"repo": repo})
+                        log.warning(
+                            "artifact %s of tree %s was built again with other bits; the first build is kept",
+                            name,
+                            tree[:12],
+                            extra={"repo": repo},
+                        )
                     continue
-                added[name] = data["artifacts"][name] = {"sha256": sha256, "size": size,
-                                                         "path": str(self.blob(sha256))}
+                added[name] = data["artifacts"][name] = {"sha256": sha256, "size": size, "path": str(self.blob(sha256))}
             self._write(repo, tree, data)
         return added
 
@@ -170,8 +181,10 @@ class ArtifactStore:
             if not data.get("used"):
                 data["used"] = True
                 self._write(repo, tree, data)
-        return {check_name(name): {"path": str(self.blob(entry["sha256"])), "sha256": str(entry["sha256"])}
-                for name, entry in sorted(data["artifacts"].items())}
+        return {
+            check_name(name): {"path": str(self.blob(entry["sha256"])), "sha256": str(entry["sha256"])}
+            for name, entry in sorted(data["artifacts"].items())
+        }
 
     def prune(self, keep: dict[str, int]) -> int:
         """Delete manifests beyond the newest keep[repo] unused ones of each repository, then unlisted files.
@@ -190,7 +203,7 @@ class ArtifactStore:
                     try:
                         data = json.loads(path.read_text(encoding="utf-8"))
                     except (OSError, ValueError):
-                        unreadable = True   # leave it, and every file (it may list any), alone
+                        unreadable = True  # leave it, and every file (it may list any), alone
                         continue
                     shas = {str(e.get("sha256")) for e in data.get("artifacts", {}).values()}
                     if data.get("used"):

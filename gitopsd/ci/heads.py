@@ -5,6 +5,7 @@ The daemon looks at a repository on every push nudge, ref change and sweep; each
 trigger's `branches`) point somewhere new. The last head seen per branch is kept in the store, so
 a restart neither repeats nor misses a head; a branch seen for the first time is new.
 """
+
 from __future__ import annotations
 
 import fnmatch
@@ -30,15 +31,22 @@ class HeadEvent:
     after: str
     tree: str
     pusher: str
-    asked_by: str | None = None   # a rerun of a head that did not move (ci/rerun.py): who asked for it
+    asked_by: str | None = None  # a rerun of a head that did not move (ci/rerun.py): who asked for it
 
     @property
     def ref(self) -> str:
         return f"refs/heads/{self.branch}"
 
     def as_json(self) -> dict[str, str | None]:
-        return {"repository": self.repo, "ref": self.ref, "branch": self.branch, "before": self.before,
-                "after": self.after, "tree": self.tree, "pusher": self.pusher}
+        return {
+            "repository": self.repo,
+            "ref": self.ref,
+            "branch": self.branch,
+            "before": self.before,
+            "after": self.after,
+            "tree": self.tree,
+            "pusher": self.pusher,
+        }
 
 
 class HeadRecords(Protocol):
@@ -62,8 +70,16 @@ def ci_globs(repo: Repository) -> tuple[str, ...]:
 
 def list_heads(repo: Repository, globs: tuple[str, ...]) -> dict[str, tuple[str, str]]:
     """branch -> (commit, tree) for every branch matching `globs`: one git process."""
-    code, out, err = gitcli.run(["git", "-C", str(repo.path), "for-each-ref",
-                                 "--format=%(refname:lstrip=2) %(objectname) %(objecttype) %(tree)", "refs/heads/"])
+    code, out, err = gitcli.run(
+        [
+            "git",
+            "-C",
+            str(repo.path),
+            "for-each-ref",
+            "--format=%(refname:lstrip=2) %(objectname) %(objecttype) %(tree)",
+            "refs/heads/",
+        ]
+    )
     if code != 0:
         log.warning("cannot list the branches for CI: %s", err.strip(), extra={"repo": repo.name})
         return {}
@@ -88,9 +104,11 @@ class NewHeads:
             return []
         heads = list_heads(repo, globs)
         seen = self.records.ci_heads(repo.name)
-        events = [HeadEvent(repo.name, branch, seen.get(branch), commit, tree,
-                            self.pusher_of(repo.name, commit) or "unknown")
-                  for branch, (commit, tree) in sorted(heads.items()) if seen.get(branch) != commit]
+        events = [
+            HeadEvent(repo.name, branch, seen.get(branch), commit, tree, self.pusher_of(repo.name, commit) or "unknown")
+            for branch, (commit, tree) in sorted(heads.items())
+            if seen.get(branch) != commit
+        ]
         if events or set(seen) != set(heads):
             self.records.set_ci_heads(repo.name, {branch: commit for branch, (commit, _tree) in heads.items()})
         return events

@@ -10,6 +10,7 @@ finished deployment, a sweep. Cheap reads come first (heads, statuses, deploymen
 that cannot pass yet costs no Git object; a head the full rule still refuses (a closed deploy
 window, say) is judged again at most once a minute.
 """
+
 from __future__ import annotations
 
 import logging
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("gitopsd.ci")
 
 IDENTITY = "gitopsd"
-RETRY_REFUSED = 60.0   # seconds before a head the full rule refused is judged again
+RETRY_REFUSED = 60.0  # seconds before a head the full rule refused is judged again
 
 
 class Holds(Protocol):
@@ -46,11 +47,17 @@ class Holds(Protocol):
 class AutoPromoter:
     """Promotes heads into environments with `auto_promote: true` once they pass every gate there."""
 
-    def __init__(self, store: Records, holds: Holds, gate: Callable[[], GateConfig],
-                 announce: Callable[[str, str, str], None], clock: Callable[[], float] = time.time):
+    def __init__(
+        self,
+        store: Records,
+        holds: Holds,
+        gate: Callable[[], GateConfig],
+        announce: Callable[[str, str, str], None],
+        clock: Callable[[], float] = time.time,
+    ):
         """`announce(repo, commit, reason)` tells the daemon who made `commit` before the branch moves."""
         self.store, self.holds, self.gate, self.announce, self.clock = store, holds, gate, announce, clock
-        self._refused: dict[tuple[str, str, str], float] = {}   # (repo, env, source head) -> when the rule refused it
+        self._refused: dict[tuple[str, str, str], float] = {}  # (repo, env, source head) -> when the rule refused it
 
     def look(self, repo: Repository) -> list[str]:
         """Promote where a source head passes now; return what was done, one line per environment moved."""
@@ -69,7 +76,7 @@ class AutoPromoter:
         dst_head, dst_tree = heads[env.branch]
         source = repo.environment_for_branch(env.promote_from)
         src_name = source.name if source is not None else env.promote_from
-        if env.approvals is not None:   # the newest release candidate for it, once approved (docs/human-gates.md)
+        if env.approvals is not None:  # the newest release candidate for it, once approved (docs/human-gates.md)
             newest = next((rc for rc in self.holds.rcs(repo.name) if rc["target_env"] == env.name), None)
             if newest is None:
                 return None
@@ -82,11 +89,16 @@ class AutoPromoter:
             return None
         key = (repo.name, env.name, src_head)
         rejected = rejection_for(repo, self.store.rejections(repo.name, tree), env.name)
-        if rejected is not None:   # paused until a new tree passes the source (gate/rejections.py)
+        if rejected is not None:  # paused until a new tree passes the source (gate/rejections.py)
             if self.clock() - self._refused.get(key, -RETRY_REFUSED) >= RETRY_REFUSED:
                 self._refused[key] = self.clock()
-                log.info("automatic promotion to %s waits: tree %s is rejected: %s", env.name, tree[:7],
-                         describe(rejected), extra={"repo": repo.name, "env": env.name, "commit": src_head[:7]})
+                log.info(
+                    "automatic promotion to %s waits: tree %s is rejected: %s",
+                    env.name,
+                    tree[:7],
+                    describe(rejected),
+                    extra={"repo": repo.name, "env": env.name, "commit": src_head[:7]},
+                )
             return None
         # A tree that ran here before is never brought back by itself: a rollback from it must stay.
         if self.holds.tree_tried(repo.name, env.name, tree) or not self._may_pass(repo, env, tree):
@@ -98,9 +110,17 @@ class AutoPromoter:
         if view is None or gate_env is None:
             return None
         reason = f"automatic promotion of {src_name} ({src_head[:7]}) to {env.name}"
-        result = promotion.promote(view, str(repo.path), self.store, gate_env, src_name, src_head, dst_head,
-                                   identity=IDENTITY,
-                                   announce=lambda commit, _override: self._announce(repo.name, commit, reason))
+        result = promotion.promote(
+            view,
+            str(repo.path),
+            self.store,
+            gate_env,
+            src_name,
+            src_head,
+            dst_head,
+            identity=IDENTITY,
+            announce=lambda commit, _override: self._announce(repo.name, commit, reason),
+        )
         extra = {"repo": repo.name, "env": env.name, "commit": src_head[:7]}
         if result.state == "moved":
             self._refused.pop(key, None)
@@ -108,7 +128,7 @@ class AutoPromoter:
             return result.summary
         if result.state == "refused" and result.verdict is not None:
             self._refused[key] = self.clock()
-            if len(self._refused) > 1000:   # bounded: oldest first
+            if len(self._refused) > 1000:  # bounded: oldest first
                 self._refused.pop(next(iter(self._refused)))
             log.info("automatic promotion to %s waits: %s", env.name, result.verdict.rule, extra=extra)
         elif result.state == "raced":
@@ -125,10 +145,12 @@ class AutoPromoter:
         if env.require_checks and unmet(env.require_checks, self.store.statuses(repo.name, tree)):
             return False
         a = env.approvals
-        if a is not None:   # an approved release candidate (the full rule judges it again, with sign-offs)
+        if a is not None:  # an approved release candidate (the full rule judges it again, with sign-offs)
             policy = Policy.of(a)
-            return any(not bound_approval_state(policy, self.store, repo.name, name, env.name, self.clock())[1]
-                       for name, _created in self.store.rcs_for_tree(repo.name, tree, env.name))
+            return any(
+                not bound_approval_state(policy, self.store, repo.name, name, env.name, self.clock())[1]
+                for name, _created in self.store.rcs_for_tree(repo.name, tree, env.name)
+            )
         return True
 
     def _announce(self, repo: str, commit: str, reason: str) -> bool:

@@ -7,6 +7,7 @@ key in the repository's `ci.provenance_keys` and speak of the status's commit or
 one line per artifact or statement, whether the signature holds and the bits are the bits signed:
 `gitopsd verify` prints it, and `require_provenance: true` refuses a tree before each batch unless all holds.
 """
+
 from __future__ import annotations
 
 import base64
@@ -30,7 +31,7 @@ STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 SLSA_PROVENANCE = "https://slsa.dev/provenance/v1"
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
 BUILD_TYPE = "https://gitopsd.dev/ci-steps/v1"
-MAX_ENVELOPE = 1 << 20   # bytes of an uploaded envelope
+MAX_ENVELOPE = 1 << 20  # bytes of an uploaded envelope
 CHUNK = 1 << 20
 
 
@@ -60,8 +61,19 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def statement(*, name: str, sha256: str, repo: str, repo_path: str, commit: str, tree: str,
-              steps: list[dict[str, Any]], run_id: int, started: float, builder: str) -> dict[str, Any]:
+def statement(
+    *,
+    name: str,
+    sha256: str,
+    repo: str,
+    repo_path: str,
+    commit: str,
+    tree: str,
+    steps: list[dict[str, Any]],
+    run_id: int,
+    started: float,
+    builder: str,
+) -> dict[str, Any]:
     """The in-toto Statement for one artifact built from `commit` (`tree`) by `steps` (each {name, run})."""
     return {
         "_type": STATEMENT_TYPE,
@@ -70,16 +82,24 @@ def statement(*, name: str, sha256: str, repo: str, repo_path: str, commit: str,
         "predicate": {
             "buildDefinition": {
                 "buildType": BUILD_TYPE,
-                "externalParameters": {"repository": repo, "commit": commit, "tree": tree,
-                                       "steps": [{"name": s["name"], "run": list(s["run"])} for s in steps]},
+                "externalParameters": {
+                    "repository": repo,
+                    "commit": commit,
+                    "tree": tree,
+                    "steps": [{"name": s["name"], "run": list(s["run"])} for s in steps],
+                },
                 "internalParameters": {},
-                "resolvedDependencies": [{"uri": f"git+file://{repo_path}", "name": repo,
-                                          "digest": {"gitCommit": commit, "gitTree": tree}}],
+                "resolvedDependencies": [
+                    {"uri": f"git+file://{repo_path}", "name": repo, "digest": {"gitCommit": commit, "gitTree": tree}}
+                ],
             },
             "runDetails": {
                 "builder": {"id": builder},
-                "metadata": {"invocationId": f"{repo}/ci/{run_id}",
-                             "startedOn": _rfc3339(started), "finishedOn": _rfc3339(time.time())},
+                "metadata": {
+                    "invocationId": f"{repo}/ci/{run_id}",
+                    "startedOn": _rfc3339(started),
+                    "finishedOn": _rfc3339(time.time()),
+                },
                 "byproducts": [{"name": name, "digest": {"sha256": sha256}}],
             },
         },
@@ -98,8 +118,11 @@ def envelope(state_dir: Path, body: dict[str, Any]) -> dict[str, Any]:
     """`body` as a DSSE envelope signed with the service's key."""
     payload = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
     keyid, sig = signing.sign(state_dir, pae(PAYLOAD_TYPE, payload))
-    return {"payloadType": PAYLOAD_TYPE, "payload": base64.b64encode(payload).decode(),
-            "signatures": [{"keyid": keyid, "sig": base64.b64encode(sig).decode()}]}
+    return {
+        "payloadType": PAYLOAD_TYPE,
+        "payload": base64.b64encode(payload).decode(),
+        "signatures": [{"keyid": keyid, "sig": base64.b64encode(sig).decode()}],
+    }
 
 
 def folder(artifacts_dir: Path, repo: str, tree: str) -> Path:
@@ -144,8 +167,10 @@ def open_envelope(env: Any, keys: list[signing.PublicKey]) -> tuple[dict[str, An
             if by:
                 break
     if by is None:
-        raise InvalidProvenance("no signature by a trusted key (the service's own, or one in ci.provenance_keys): "
-                                "signed by another key, or changed after signing")
+        raise InvalidProvenance(
+            "no signature by a trusted key (the service's own, or one in ci.provenance_keys): "
+            "signed by another key, or changed after signing"
+        )
     try:
         body = json.loads(payload)
     except ValueError as exc:
@@ -174,8 +199,9 @@ def sources(body: dict[str, Any]) -> set[str]:
     return found
 
 
-def accept_upload(state_dir: Path, artifacts_dir: Path, key_files: tuple[Path, ...], repo: str, commit: str, tree: str,
-                  context: str, env: Any) -> Path:
+def accept_upload(
+    state_dir: Path, artifacts_dir: Path, key_files: tuple[Path, ...], repo: str, commit: str, tree: str, context: str, env: Any
+) -> Path:
     """Check an envelope external CI uploaded with its status for `commit`, then store it; return where.
 
     Raise InvalidProvenance when it is not signed by a key of `ci.provenance_keys` or speaks of other content.
@@ -185,8 +211,10 @@ def accept_upload(state_dir: Path, artifacts_dir: Path, key_files: tuple[Path, .
         raise InvalidProvenance("this repository trusts no CI key: list the CI's public key file in ci.provenance_keys")
     body, _by = open_envelope(env, keys)
     if not {commit, tree} & sources(body):
-        raise InvalidProvenance(f"the statement is about other content: its resolvedDependencies name no gitCommit "
-                                f"{commit[:12]} or gitTree {tree[:12]}; upload it with the status of the commit it built")
+        raise InvalidProvenance(
+            f"the statement is about other content: its resolvedDependencies name no gitCommit "
+            f"{commit[:12]} or gitTree {tree[:12]}; upload it with the status of the commit it built"
+        )
     return write(artifacts_dir, repo, tree, f"external-{context}", env)
 
 
@@ -203,8 +231,9 @@ def trusted(state_dir: Path, key_files: tuple[Path, ...], service: bool = True) 
     return [own, *keys] if own else keys
 
 
-def check(artifacts_dir: Path, keys: list[signing.PublicKey], repo: str, tree: str,
-          manifest: dict[str, dict[str, Any]]) -> list[Finding]:
+def check(
+    artifacts_dir: Path, keys: list[signing.PublicKey], repo: str, tree: str, manifest: dict[str, dict[str, Any]]
+) -> list[Finding]:
     """Verify each built artifact of `tree` (`manifest`: name -> {sha256, path, provenance?}) and each uploaded statement.
 
     A tree with neither gets one failing finding: with `require_provenance` it has nothing to vouch for it.
@@ -221,8 +250,13 @@ def check(artifacts_dir: Path, keys: list[signing.PublicKey], repo: str, tree: s
         except (OSError, ValueError, InvalidProvenance) as exc:
             findings.append(Finding(False, f"refused: uploaded statement {path.name}: {exc}"))
     if not findings:
-        findings.append(Finding(False, f"refused: tree {tree[:12]} has no artifacts and no provenance: "
-                                       "let CI build it (ci.steps with artifacts) or upload a statement with a status"))
+        findings.append(
+            Finding(
+                False,
+                f"refused: tree {tree[:12]} has no artifacts and no provenance: "
+                "let CI build it (ci.steps with artifacts) or upload a statement with a status",
+            )
+        )
     return findings
 
 
@@ -230,8 +264,10 @@ def _check_artifact(keys: list[signing.PublicKey], tree: str, name: str, entry: 
     expected = str(entry.get("sha256", ""))
     where = entry.get("provenance")
     if not where:
-        return Finding(False, f"refused: artifact {name} has no provenance (built before signing was on?): "
-                              "build the tree again (gitopsd ci rerun)")
+        return Finding(
+            False,
+            f"refused: artifact {name} has no provenance (built before signing was on?): build the tree again (gitopsd ci rerun)",
+        )
     try:
         body, by = open_envelope(json.loads(Path(where).read_text(encoding="utf-8")), keys)
     except (OSError, ValueError, InvalidProvenance) as exc:
@@ -246,8 +282,11 @@ def _check_artifact(keys: list[signing.PublicKey], tree: str, name: str, entry: 
     except OSError as exc:
         return Finding(False, f"refused: artifact {name} cannot be read ({exc.strerror or exc}): build the tree again")
     if actual != expected:
-        return Finding(False, f"refused: artifact {name} changed after signing (sha256 {actual[:12]}, signed "
-                              f"{expected[:12]}): build the tree again (gitopsd ci rerun) and find who wrote it")
+        return Finding(
+            False,
+            f"refused: artifact {name} changed after signing (sha256 {actual[:12]}, signed "
+            f"{expected[:12]}): build the tree again (gitopsd ci rerun) and find who wrote it",
+        )
     return Finding(True, f"ok: artifact {name} sha256 {expected[:12]} signed by key {by[:12]}")
 
 
@@ -288,6 +327,11 @@ def verify_file(config: Config, path: Path) -> list[Finding]:
                 found = _check_artifact(keys, tree, name, {**entry, "path": str(path)})
                 findings.append(Finding(found.ok, f"{found.line} ({repo} tree {tree[:12]})"))
     if not findings:
-        findings.append(Finding(False, f"refused: {path} (sha256 {actual[:12]}) is no artifact gitopsd's CI kept: "
-                                       "give a file under <state_dir>/artifacts/sha256/ or a deployment number"))
+        findings.append(
+            Finding(
+                False,
+                f"refused: {path} (sha256 {actual[:12]}) is no artifact gitopsd's CI kept: "
+                "give a file under <state_dir>/artifacts/sha256/ or a deployment number",
+            )
+        )
     return findings

@@ -5,6 +5,7 @@ state and description, and how the run ended; `ci_dir/<id>/<n>-<step>.log` holds
 output. The daemon writes them (atomically: a reader sees the old record or the new one);
 `gitopsd logs --ci ID` reads them. Stdlib only: the command line imports this.
 """
+
 from __future__ import annotations
 
 import json
@@ -12,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-ACTIVE = ("queued", "running")   # a run.json left in one of these by a stopped daemon was interrupted
+ACTIVE = ("queued", "running")  # a run.json left in one of these by a stopped daemon was interrupted
 STEP_OPEN = ("queued", "running")
 
 
@@ -49,21 +50,29 @@ def describe(ci_dir: Path, run_id: int) -> list[str]:
     """What `gitopsd logs --ci ID` prints: the run, then each step's state and output. Raise LookupError if unknown."""
     record = load(ci_dir, run_id)
     if record is None:
-        raise LookupError(f"no CI run #{run_id} in {ci_dir} (its id is in the description of its gitopsd/<step> "
-                          "statuses and in the daemon's log)")
-    lines = [f"# CI run #{run_id}: {record['repo']} {record['branch']} {record['commit']} -> {record['state']}"
-             + (f": {record['reason']}" if record.get("reason") else "")]
-    lines.append(f"# tree {record['tree']}, pushed by {record.get('pusher', 'unknown')}"
-                 + (f", run again as asked by {record['rerun_by']}" if record.get("rerun_by") else ""))
+        raise LookupError(
+            f"no CI run #{run_id} in {ci_dir} (its id is in the description of its gitopsd/<step> "
+            "statuses and in the daemon's log)"
+        )
+    lines = [
+        f"# CI run #{run_id}: {record['repo']} {record['branch']} {record['commit']} -> {record['state']}"
+        + (f": {record['reason']}" if record.get("reason") else "")
+    ]
+    lines.append(
+        f"# tree {record['tree']}, pushed by {record.get('pusher', 'unknown')}"
+        + (f", run again as asked by {record['rerun_by']}" if record.get("rerun_by") else "")
+    )
     for index, step in enumerate(record.get("steps", []), 1):
-        lines.append(f"# --- step {step['name']}: {step['state']}"
-                     + (f" ({step['description']})" if step.get("description") else "") + " ---")
+        lines.append(
+            f"# --- step {step['name']}: {step['state']}"
+            + (f" ({step['description']})" if step.get("description") else "")
+            + " ---"
+        )
         for name, art in sorted((step.get("artifacts") or {}).items()):
             lines.append(f"# artifact {name}: sha256 {art['sha256']}, {art['size']} bytes")
         try:
-            text = (folder(ci_dir, run_id) / log_name(index, step["name"])).read_text(encoding="utf-8",
-                                                                                      errors="replace")
+            text = (folder(ci_dir, run_id) / log_name(index, step["name"])).read_text(encoding="utf-8", errors="replace")
         except OSError:
-            continue   # the step never started
+            continue  # the step never started
         lines.extend(text.splitlines())
     return lines

@@ -9,6 +9,7 @@ is canceled, even after the daemon itself died. Each step reports the commit sta
 `gitopsd/<name>` (reporter `gitopsd`); a failed step stops the run. A newer head of the same
 branch cancels the older run. What a step's `artifacts` globs match is kept (ci/artifacts.py).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -39,17 +40,29 @@ from .heads import HeadEvent, matches
 log = logging.getLogger("gitopsd.ci")
 
 REPORTER = "gitopsd"
-POLL = 0.05   # seconds between looks at a running step (its end, its time limit, a cancel)
+POLL = 0.05  # seconds between looks at a running step (its end, its time limit, a cancel)
 
 
 class StatusRecords(Protocol):
     """Where steps report their commit statuses (adapters.store.Store)."""
 
-    def add_status(self, *, repo: str, commit: str, tree: str, context: str, state: str, reporter: str, now: float,
-                   target_url: str | None = None, description: str | None = None) -> int: ...
+    def add_status(
+        self,
+        *,
+        repo: str,
+        commit: str,
+        tree: str,
+        context: str,
+        state: str,
+        reporter: str,
+        now: float,
+        target_url: str | None = None,
+        description: str | None = None,
+    ) -> int: ...
 
-    def record_attestation(self, *, repo: str, tree: str, name: str, sha256: str, signed_sha256: str, statement: str,
-                           now: float) -> None: ...
+    def record_attestation(
+        self, *, repo: str, tree: str, name: str, sha256: str, signed_sha256: str, statement: str, now: float
+    ) -> None: ...
 
 
 def context(step: str) -> str:
@@ -62,8 +75,8 @@ class _Run:
 
     record: dict[str, Any]
     cancel: threading.Event = field(default_factory=threading.Event)
-    why: str = ""             # the description its unfinished steps get when canceled
-    silent: bool = False      # replaced by a run of the same tree: its statuses would overwrite the newer run's
+    why: str = ""  # the description its unfinished steps get when canceled
+    silent: bool = False  # replaced by a run of the same tree: its statuses would overwrite the newer run's
 
     @property
     def id(self) -> int:
@@ -73,15 +86,22 @@ class _Run:
 class StepRunner:
     """Queues and runs built-in CI runs; `sink` is the daemon's CI sink. Never blocks its caller."""
 
-    def __init__(self, config: Config, store: StatusRecords, artifacts: ArtifactStore, *,
-                 policy: Callable[[], SandboxPolicy], on_status: Callable[[str], None] = lambda _repo: None):
+    def __init__(
+        self,
+        config: Config,
+        store: StatusRecords,
+        artifacts: ArtifactStore,
+        *,
+        policy: Callable[[], SandboxPolicy],
+        on_status: Callable[[str], None] = lambda _repo: None,
+    ):
         self.ci_dir, self.state_dir = config.ci_dir, config.state_dir
         self.store, self.artifacts, self.policy, self.on_status = store, artifacts, policy, on_status
         self.keep: dict[str, int] = {r.name: r.ci.keep_artifacts for r in config.repositories}
         self.pool = ThreadPoolExecutor(max_workers=max(1, config.max_parallel // 2), thread_name_prefix="ci")
         self._instance = hashlib.sha256(str(config.database).encode()).hexdigest()[:8]
         self._lock = threading.Lock()
-        self._active: dict[tuple[str, str], _Run] = {}   # (repo, branch) -> its newest run
+        self._active: dict[tuple[str, str], _Run] = {}  # (repo, branch) -> its newest run
         self._next_id: int | None = None
         self._stopping = False
 
@@ -94,7 +114,7 @@ class StepRunner:
         """Queue a run for a new head of a branch whose heads run the steps; cancel that branch's older run."""
         if not repo.ci.steps or not matches(event.branch, repo.ci.branches):
             return
-        self.keep[repo.name] = repo.ci.keep_artifacts   # the configuration may have been reloaded
+        self.keep[repo.name] = repo.ci.keep_artifacts  # the configuration may have been reloaded
         with self._lock:
             if self._stopping:
                 return
@@ -102,24 +122,43 @@ class StepRunner:
                 self._next_id = max(runs.ids(self.ci_dir), default=0) + 1
             run_id, self._next_id = self._next_id, self._next_id + 1
             runs.folder(self.ci_dir, run_id).mkdir(parents=True)
-            run = _Run({"id": run_id, "repo": repo.name, "branch": event.branch, "commit": event.after,
-                        "tree": event.tree, "pusher": event.pusher, "state": "queued", "reason": None,
-                        "created_at": time.time(), "started_at": None, "finished_at": None,
-                        "steps": [{"name": s.name, "state": "queued", "description": None} for s in repo.ci.steps]})
+            run = _Run(
+                {
+                    "id": run_id,
+                    "repo": repo.name,
+                    "branch": event.branch,
+                    "commit": event.after,
+                    "tree": event.tree,
+                    "pusher": event.pusher,
+                    "state": "queued",
+                    "reason": None,
+                    "created_at": time.time(),
+                    "started_at": None,
+                    "finished_at": None,
+                    "steps": [{"name": s.name, "state": "queued", "description": None} for s in repo.ci.steps],
+                }
+            )
             if event.asked_by is not None:
                 run.record["rerun_by"] = event.asked_by
             older = self._active.get((repo.name, event.branch))
             self._active[(repo.name, event.branch)] = run
         runs.save(self.ci_dir, run.record)
         if older is not None:
-            older.why = (f"canceled: a rerun asked by {event.asked_by} replaced it (CI run #{run_id})"
-                         if event.asked_by is not None and older.record["commit"] == event.after else
-                         f"canceled: a newer commit {event.after[:7]} of {event.branch} replaced it (CI run #{run_id})")
+            older.why = (
+                f"canceled: a rerun asked by {event.asked_by} replaced it (CI run #{run_id})"
+                if event.asked_by is not None and older.record["commit"] == event.after
+                else f"canceled: a newer commit {event.after[:7]} of {event.branch} replaced it (CI run #{run_id})"
+            )
             older.silent = older.record["tree"] == event.tree
             older.cancel.set()
-        log.info("CI run #%d queued for %s %s%s", run_id, event.branch, event.after[:7],
-                 f" (a rerun asked by {event.asked_by})" if event.asked_by is not None else "",
-                 extra={"repo": repo.name, "commit": event.after[:7]})
+        log.info(
+            "CI run #%d queued for %s %s%s",
+            run_id,
+            event.branch,
+            event.after[:7],
+            f" (a rerun asked by {event.asked_by})" if event.asked_by is not None else "",
+            extra={"repo": repo.name, "commit": event.after[:7]},
+        )
         self.pool.submit(self._work, repo, run)
 
     def recover(self) -> None:
@@ -132,8 +171,13 @@ class StepRunner:
             run = _Run(record, why="interrupted: the daemon stopped during this run; push again to run the steps")
             self._close_open_steps(run)
             self._finish(run, "interrupted", "the daemon stopped during this run")
-            log.warning("CI run #%d was interrupted by a daemon stop; %d leftover process%s reaped", run_id, killed,
-                        "" if killed == 1 else "es", extra={"repo": record.get("repo"), "commit": record["commit"][:7]})
+            log.warning(
+                "CI run #%d was interrupted by a daemon stop; %d leftover process%s reaped",
+                run_id,
+                killed,
+                "" if killed == 1 else "es",
+                extra={"repo": record.get("repo"), "commit": record["commit"][:7]},
+            )
 
     def stop(self) -> None:
         """Cancel every run (their processes are killed and reaped) and wait for the workers."""
@@ -159,7 +203,7 @@ class StepRunner:
             with self._lock:
                 if self._active.get((repo.name, run.record["branch"])) is run:
                     self._active.pop((repo.name, run.record["branch"]))
-            shutil.rmtree(runs.folder(self.ci_dir, run.id) / "work", ignore_errors=True)   # kept: artifacts, logs
+            shutil.rmtree(runs.folder(self.ci_dir, run.id) / "work", ignore_errors=True)  # kept: artifacts, logs
         try:
             removed = self.artifacts.prune(dict(self.keep))
             if removed:
@@ -176,10 +220,11 @@ class StepRunner:
             return
         record.update(state="running", started_at=time.time())
         for index in range(len(repo.ci.steps)):
-            self._report(run, index, "queued", "pending",
-                         f"queued (CI run #{run.id})" if index else f"starting (CI run #{run.id})")
+            self._report(
+                run, index, "queued", "pending", f"queued (CI run #{run.id})" if index else f"starting (CI run #{run.id})"
+            )
         work = runs.folder(self.ci_dir, run.id) / "work"
-        tree = work / "tree"   # inside the run's writable folder: steps build in it (sandbox.bwrap_args binds it last)
+        tree = work / "tree"  # inside the run's writable folder: steps build in it (sandbox.bwrap_args binds it last)
         started = time.monotonic()
         try:
             GitRepository(repo.path).export(record["commit"], tree)
@@ -188,16 +233,14 @@ class StepRunner:
             self._close_open_steps(run)
             self._finish(run, "error", run.why)
             return
-        log.info("CI run #%d started: %d step%s", run.id, len(repo.ci.steps), "" if len(repo.ci.steps) == 1 else "s",
-                 extra=extra)
+        log.info("CI run #%d started: %d step%s", run.id, len(repo.ci.steps), "" if len(repo.ci.steps) == 1 else "s", extra=extra)
         failed = None
         for index, step in enumerate(repo.ci.steps):
             if run.cancel.is_set():
                 break
             self._report(run, index, "running", "pending", f"running (gitopsd logs --ci {run.id})")
             state, description = self._step(repo, run, index, step, work, tree)
-            self._report(run, index, state, state,
-                         f"{description} (gitopsd logs --ci {run.id})")
+            self._report(run, index, state, state, f"{description} (gitopsd logs --ci {run.id})")
             if state != "success":
                 failed = step.name
                 break
@@ -222,10 +265,17 @@ class StepRunner:
         home = work / "home"
         home.mkdir(mode=0o700, parents=True, exist_ok=True)
         # Only these: nothing of the daemon's environment (tokens, sockets, its supervisor's variables) reaches a step.
-        env = {"PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}",
-               "HOME": str(home), "LANG": "C.UTF-8", "CI": "true", "GITOPSD_COMMIT": record["commit"],
-               "GITOPSD_TREE": record["tree"], "GITOPSD_BRANCH": record["branch"], "GITOPSD_STEP": step.name,
-               runner.MARKER: marker}   # how the reaper finds every process of the run, also after a daemon crash
+        env = {
+            "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+            "HOME": str(home),
+            "LANG": "C.UTF-8",
+            "CI": "true",
+            "GITOPSD_COMMIT": record["commit"],
+            "GITOPSD_TREE": record["tree"],
+            "GITOPSD_BRANCH": record["branch"],
+            "GITOPSD_STEP": step.name,
+            runner.MARKER: marker,
+        }  # how the reaper finds every process of the run, also after a daemon crash
         argv = list(step.run)
         policy = self.policy()
         if policy.enabled:
@@ -237,8 +287,15 @@ class StepRunner:
             out.write(f"$ {shlex.join(step.run)}\n".encode())
             out.flush()
             try:
-                proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env,
-                                        cwd=tree, start_new_session=True)
+                proc = subprocess.Popen(
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                    cwd=tree,
+                    start_new_session=True,
+                )
             except OSError as exc:
                 return "error", f"cannot start {step.run[0]}: {exc.strerror or exc}"
             try:
@@ -253,15 +310,17 @@ class StepRunner:
             finally:
                 if proc.poll() is None:
                     try:
-                        os.killpg(proc.pid, signal.SIGKILL)   # its own process group: the step and what it forked
+                        os.killpg(proc.pid, signal.SIGKILL)  # its own process group: the step and what it forked
                     except ProcessLookupError:
                         pass
                     proc.wait()
-                left = runner.reap(marker)   # and whatever left the group (setsid, double fork)
+                left = runner.reap(marker)  # and whatever left the group (setsid, double fork)
             took = time.monotonic() - started
             if ended == "timeout":
-                out.write(f"\n# stopped after {step.timeout}s (time limit); {left} more process"
-                          f"{'' if left == 1 else 'es'} killed\n".encode())
+                out.write(
+                    f"\n# stopped after {step.timeout}s (time limit); {left} more process"
+                    f"{'' if left == 1 else 'es'} killed\n".encode()
+                )
         if ended == "canceled":
             return "error", run.why or "canceled"
         if ended == "timeout":
@@ -282,21 +341,39 @@ class StepRunner:
     def _attest(self, repo: Repository, run: _Run, index: int, kept: dict[str, dict[str, Any]]) -> None:
         """Sign the provenance of each newly kept artifact, name it in the manifest and in the commit's note."""
         record = run.record
-        steps = [{"name": s.name, "run": s.run} for s in repo.ci.steps[:index + 1]]
+        steps = [{"name": s.name, "run": s.run} for s in repo.ci.steps[: index + 1]]
         for name, entry in sorted(kept.items()):
-            body = provenance.statement(name=name, sha256=entry["sha256"], repo=repo.name, repo_path=str(repo.path),
-                                        commit=record["commit"], tree=record["tree"], steps=steps, run_id=run.id,
-                                        started=float(record.get("started_at") or time.time()),
-                                        builder=provenance.builder_id())
-            path = provenance.write(self.artifacts.root, repo.name, record["tree"], name,
-                                    provenance.envelope(self.state_dir, body))
+            body = provenance.statement(
+                name=name,
+                sha256=entry["sha256"],
+                repo=repo.name,
+                repo_path=str(repo.path),
+                commit=record["commit"],
+                tree=record["tree"],
+                steps=steps,
+                run_id=run.id,
+                started=float(record.get("started_at") or time.time()),
+                builder=provenance.builder_id(),
+            )
+            path = provenance.write(
+                self.artifacts.root, repo.name, record["tree"], name, provenance.envelope(self.state_dir, body)
+            )
             self.artifacts.attest(repo.name, record["tree"], name, path)
             signed = [str(s["digest"]["sha256"]) for s in body["subject"] if s.get("name") == name]
-            self.store.record_attestation(repo=repo.name, tree=record["tree"], name=name, sha256=entry["sha256"],
-                                          signed_sha256=signed[0] if signed else "", statement=str(path),
-                                          now=time.time())
-            releases.add_note(str(repo.path), record["commit"],
-                              f"gitopsd: built {name} sha256:{entry['sha256']} (CI run #{run.id}), provenance {path}")
+            self.store.record_attestation(
+                repo=repo.name,
+                tree=record["tree"],
+                name=name,
+                sha256=entry["sha256"],
+                signed_sha256=signed[0] if signed else "",
+                statement=str(path),
+                now=time.time(),
+            )
+            releases.add_note(
+                str(repo.path),
+                record["commit"],
+                f"gitopsd: built {name} sha256:{entry['sha256']} (CI run #{run.id}), provenance {path}",
+            )
 
     # -- records and statuses ---------------------------------------------------------------------
     def _report(self, run: _Run, index: int, step_state: str, state: str, description: str) -> None:
@@ -308,12 +385,24 @@ class StepRunner:
         if run.silent:
             return
         try:
-            self.store.add_status(repo=record["repo"], commit=record["commit"], tree=record["tree"],
-                                  context=context(step["name"]), state=state, reporter=REPORTER, now=time.time(),
-                                  description=description[:1000])
-        except Exception as exc:   # a busy or broken store: the run goes on, the daemon's log says it
-            log.error("could not record the status %s of %s: %s", context(step["name"]), record["commit"][:7], exc,
-                      extra={"repo": record["repo"]})
+            self.store.add_status(
+                repo=record["repo"],
+                commit=record["commit"],
+                tree=record["tree"],
+                context=context(step["name"]),
+                state=state,
+                reporter=REPORTER,
+                now=time.time(),
+                description=description[:1000],
+            )
+        except Exception as exc:  # a busy or broken store: the run goes on, the daemon's log says it
+            log.error(
+                "could not record the status %s of %s: %s",
+                context(step["name"]),
+                record["commit"][:7],
+                exc,
+                extra={"repo": record["repo"]},
+            )
             return
         self.on_status(record["repo"])
 

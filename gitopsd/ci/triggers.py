@@ -6,6 +6,7 @@ exponential backoff. Any other 4xx (and a redirect, which is never followed, so 
 never travel to another host) is a configuration problem: logged once, not retried. Secrets are
 read from `secret_file` at send time and never logged; logged URLs carry no userinfo or query.
 """
+
 from __future__ import annotations
 
 import base64
@@ -29,8 +30,8 @@ from .heads import HeadEvent, matches
 
 log = logging.getLogger("gitopsd.ci")
 
-BACKOFF = 2.0          # seconds before the first retry; doubled for each one after
-BACKOFF_MAX = 300.0    # seconds: no retry waits longer, whatever Retry-After says
+BACKOFF = 2.0  # seconds before the first retry; doubled for each one after
+BACKOFF_MAX = 300.0  # seconds: no retry waits longer, whatever Retry-After says
 SECRET_MAX = 64 * 1024
 
 
@@ -45,7 +46,7 @@ class Request:
     url: str
     body: bytes
     headers: dict[str, str] = field(repr=False)
-    secret: str | None = field(default=None, repr=False)   # to blank it out of any answer that is logged
+    secret: str | None = field(default=None, repr=False)  # to blank it out of any answer that is logged
 
 
 @dataclass(frozen=True)
@@ -77,8 +78,9 @@ def read_secret(path: Path) -> str:
         with open(path, "rb") as handle:
             data = handle.read(SECRET_MAX + 1)
     except OSError as exc:
-        raise TriggerProblem(f"cannot read its secret_file {path}: {exc.strerror}; "
-                             "put the token in that file, readable by gitopsd") from None
+        raise TriggerProblem(
+            f"cannot read its secret_file {path}: {exc.strerror}; put the token in that file, readable by gitopsd"
+        ) from None
     secret = data.decode("utf-8", errors="replace").strip()
     if not secret or len(data) > SECRET_MAX or "\n" in secret or "\r" in secret:
         problem = "empty" if not secret else "too large" if len(data) > SECRET_MAX else "more than one line"
@@ -98,24 +100,42 @@ def build_request(trigger: CiTrigger, repo_path: str, event: HeadEvent) -> Reque
     """The request `trigger.kind` expects for `event` (docs/ci.md, "Triggering your CI server"). Raise TriggerProblem."""
     secret = read_secret(trigger.secret_file) if trigger.secret_file is not None else None
     headers = {"User-Agent": "gitopsd", "Accept": "application/json"}
-    if trigger.kind in ("gitlab", "circleci") and secret is None:   # config.load requires one
+    if trigger.kind in ("gitlab", "circleci") and secret is None:  # config.load requires one
         raise TriggerProblem(f"a {trigger.kind} trigger needs secret_file, the file holding its token")
     if trigger.kind == "gitlab":
         assert secret is not None
-        body, ctype = _form([("token", secret), ("ref", event.branch),
-                             ("variables[GITOPSD_COMMIT]", event.after), ("variables[GITOPSD_TREE]", event.tree),
-                             ("variables[GITOPSD_REPO]", event.repo), ("variables[GITOPSD_PUSHER]", event.pusher)])
+        body, ctype = _form(
+            [
+                ("token", secret),
+                ("ref", event.branch),
+                ("variables[GITOPSD_COMMIT]", event.after),
+                ("variables[GITOPSD_TREE]", event.tree),
+                ("variables[GITOPSD_REPO]", event.repo),
+                ("variables[GITOPSD_PUSHER]", event.pusher),
+            ]
+        )
     elif trigger.kind == "circleci":
         assert secret is not None
-        body, ctype = _json({"branch": event.branch, "parameters": {
-            "gitopsd_commit": event.after, "gitopsd_tree": event.tree, "gitopsd_repo": event.repo}})
+        body, ctype = _json(
+            {
+                "branch": event.branch,
+                "parameters": {"gitopsd_commit": event.after, "gitopsd_tree": event.tree, "gitopsd_repo": event.repo},
+            }
+        )
         headers["Circle-Token"] = secret
     elif trigger.kind == "buildbot":
-        body, ctype = _form([("revision", event.after), ("branch", event.branch), ("repository", repo_path),
-                             ("project", event.repo), ("author", event.pusher),
-                             ("comments", f"gitopsd: new head of {event.branch} pushed by {event.pusher}"),
-                             ("properties", json.dumps({"gitopsd_tree": event.tree}))])
-    else:   # generic, jenkins: gitopsd's own schema
+        body, ctype = _form(
+            [
+                ("revision", event.after),
+                ("branch", event.branch),
+                ("repository", repo_path),
+                ("project", event.repo),
+                ("author", event.pusher),
+                ("comments", f"gitopsd: new head of {event.branch} pushed by {event.pusher}"),
+                ("properties", json.dumps({"gitopsd_tree": event.tree})),
+            ]
+        )
+    else:  # generic, jenkins: gitopsd's own schema
         body, ctype = _json(event.as_json())
     headers["Content-Type"] = ctype
     # user:password@ in the URL is HTTP basic auth (urllib would take it for part of the host).
@@ -127,7 +147,7 @@ def build_request(trigger: CiTrigger, repo_path: str, event: HeadEvent) -> Reque
         headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode()
     if secret is not None and trigger.kind in ("generic", "jenkins"):
         headers["Authorization"] = f"Bearer {secret}"
-    elif secret is not None and trigger.kind == "buildbot":   # "user:password" of its change_hook_auth
+    elif secret is not None and trigger.kind == "buildbot":  # "user:password" of its change_hook_auth
         headers["Authorization"] = "Basic " + base64.b64encode(secret.encode()).decode()
     return Request(url, body, headers, secret)
 
@@ -176,12 +196,12 @@ def send(request: Request, timeout: float) -> Outcome:
         if header.strip().isdigit():
             retry_after = float(header.strip())
         return Outcome(status, reason, retry=status >= 500 or status == 429, retry_after=retry_after)
-    except (urllib.error.URLError, OSError) as exc:   # refused, unreachable, DNS, TLS, timeout
+    except (urllib.error.URLError, OSError) as exc:  # refused, unreachable, DNS, TLS, timeout
         why = getattr(exc, "reason", None) or exc
         return Outcome(None, f"no answer: {why}", retry=True)
-    except http.client.HTTPException as exc:   # a connection that spoke something other than HTTP
+    except http.client.HTTPException as exc:  # a connection that spoke something other than HTTP
         return Outcome(None, f"no valid HTTP answer: {type(exc).__name__} {exc}".strip(), retry=True)
-    except ValueError as exc:   # e.g. a port that is not a number: the URL itself is wrong
+    except ValueError as exc:  # e.g. a port that is not a number: the URL itself is wrong
         return Outcome(None, f"cannot send to this URL: {exc}", retry=False)
 
 
@@ -196,7 +216,7 @@ class TriggerSender:
 
     def __init__(self, *, backoff_base: float = BACKOFF, backoff_max: float = BACKOFF_MAX):
         self.backoff_base, self.backoff_max = backoff_base, backoff_max
-        self._due: list[tuple[float, int, Job]] = []   # (monotonic time to send, order, job)
+        self._due: list[tuple[float, int, Job]] = []  # (monotonic time to send, order, job)
         self._order = itertools.count()
         self._cond = threading.Condition()
         self._stopping = False
@@ -224,10 +244,14 @@ class TriggerSender:
             self._due.clear()
             self._cond.notify_all()
         if dropped:
-            log.warning("stopping: %d CI trigger%s waiting to be sent or retried %s dropped", dropped,
-                        "" if dropped == 1 else "s", "is" if dropped == 1 else "are")
+            log.warning(
+                "stopping: %d CI trigger%s waiting to be sent or retried %s dropped",
+                dropped,
+                "" if dropped == 1 else "s",
+                "is" if dropped == 1 else "are",
+            )
         if self._thread is not None:
-            self._thread.join(wait)   # an attempt in flight ends at its timeout; the thread is a daemon thread
+            self._thread.join(wait)  # an attempt in flight ends at its timeout; the thread is a daemon thread
 
     def _queue(self, job: Job, at: float) -> None:
         with self._cond:
@@ -250,9 +274,12 @@ class TriggerSender:
         while (job := self._next()) is not None:
             try:
                 self._attempt(job)
-            except Exception:   # a bug here must not end the thread: later heads still get sent
-                log.exception("CI trigger to %s failed unexpectedly", safe_url(job.trigger.url),
-                              extra={"repo": job.event.repo, "commit": job.event.after[:7]})
+            except Exception:  # a bug here must not end the thread: later heads still get sent
+                log.exception(
+                    "CI trigger to %s failed unexpectedly",
+                    safe_url(job.trigger.url),
+                    extra={"repo": job.event.repo, "commit": job.event.after[:7]},
+                )
 
     def _attempt(self, job: Job) -> None:
         trigger, event = job.trigger, job.event
@@ -267,18 +294,44 @@ class TriggerSender:
             return
         outcome = send(request, trigger.timeout)
         if outcome.status is not None and 200 <= outcome.status < 300:
-            log.info("%s told about %s (%s%s)", where, what, outcome.reason,
-                     f", attempt {job.attempt} of {attempts}" if job.attempt > 1 else "", extra=extra)
+            log.info(
+                "%s told about %s (%s%s)",
+                where,
+                what,
+                outcome.reason,
+                f", attempt {job.attempt} of {attempts}" if job.attempt > 1 else "",
+                extra=extra,
+            )
         elif not outcome.retry:
-            log.error("%s refused %s: %s; not retried: check the trigger's url, kind and secret_file",
-                      where, what, outcome.reason, extra=extra)
+            log.error(
+                "%s refused %s: %s; not retried: check the trigger's url, kind and secret_file",
+                where,
+                what,
+                outcome.reason,
+                extra=extra,
+            )
         elif job.attempt >= attempts:
-            log.error("%s failed for %s (attempt %d of %d): %s; giving up", where, what, job.attempt, attempts,
-                      outcome.reason, extra=extra)
+            log.error(
+                "%s failed for %s (attempt %d of %d): %s; giving up",
+                where,
+                what,
+                job.attempt,
+                attempts,
+                outcome.reason,
+                extra=extra,
+            )
         else:
             delay = backoff(job.attempt, self.backoff_base, self.backoff_max)
             if outcome.retry_after is not None:
                 delay = min(max(delay, outcome.retry_after), self.backoff_max)
-            log.warning("%s failed for %s (attempt %d of %d): %s; next attempt in %.1fs", where, what, job.attempt,
-                        attempts, outcome.reason, delay, extra=extra)
+            log.warning(
+                "%s failed for %s (attempt %d of %d): %s; next attempt in %.1fs",
+                where,
+                what,
+                job.attempt,
+                attempts,
+                outcome.reason,
+                delay,
+                extra=extra,
+            )
             self._queue(replace(job, attempt=job.attempt + 1), time.monotonic() + delay)

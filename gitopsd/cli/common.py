@@ -2,6 +2,7 @@
 
 Below the command groups so that none of them imports another: main.py registers them, they import only this.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,6 +17,7 @@ from ..core.errors import UserError
 def load_config(args: argparse.Namespace) -> Any:
     """The configuration --config names, or one line saying to run check-config."""
     from ..config import ConfigError, load
+
     try:
         return load(Path(args.config))
     except ConfigError as exc:
@@ -56,17 +58,20 @@ def read_config(args: argparse.Namespace, check: bool = True) -> tuple[Any, dict
     import re
 
     from ..services.status import read_config
+
     fast = read_config(Path(args.config), check)
     if fast is not None:
         return fast
     from ..config import ConfigError, load
+
     try:
         return load(Path(args.config)), {}
     except ConfigError as exc:
         at = [re.fullmatch(r"repositories\[(\d+)\]\.path", p.key) for p in exc.problems]
         if exc.config is None or not all(at):
-            raise UserError(f"the configuration has problems (run `gitopsd check-config --config {args.config}`):\n{exc}") \
-                from exc
+            raise UserError(
+                f"the configuration has problems (run `gitopsd check-config --config {args.config}`):\n{exc}"
+            ) from exc
         unavailable = {}
         for match, problem in zip(at, exc.problems, strict=True):
             assert match is not None
@@ -88,14 +93,16 @@ def check_env_name(config: Any, repo_name: str | None, name: str) -> None:
 def environment(repo: Any, name: str) -> Any:
     env = repo.environment(name)
     if env is None:
-        raise UserError(f"repository {repo.name} has no environment {name!r} "
-                   f"(it has: {', '.join(e.name for e in repo.environments)})")
+        raise UserError(
+            f"repository {repo.name} has no environment {name!r} (it has: {', '.join(e.name for e in repo.environments)})"
+        )
     return env
 
 
 def cli_identity() -> str:
     """Who runs this command: the Unix user (the sudo caller when run through sudo)."""
     import pwd
+
     if os.getuid() == 0 and os.environ.get("SUDO_USER"):
         return os.environ["SUDO_USER"]
     return pwd.getpwuid(os.getuid()).pw_name
@@ -103,8 +110,10 @@ def cli_identity() -> str:
 
 def nudge(config: Any, repo: Any, trigger: str, commits: tuple[str, ...] = (), reason: str | None = None) -> bool:
     from ..gate.nudge import Nudge, send
-    return send(config.nudge_socket, Nudge(repo=str(repo.path), trigger=trigger, actor=cli_identity(), commits=commits,
-                                           reason=reason))
+
+    return send(
+        config.nudge_socket, Nudge(repo=str(repo.path), trigger=trigger, actor=cli_identity(), commits=commits, reason=reason)
+    )
 
 
 def daemon_pid(state_dir: Path) -> int | None:
@@ -134,8 +143,10 @@ def unreachable(config: Any) -> str | None:
         return None
     if pid is None:
         return None
-    return (f"the runtime folder {config.runtime_dir} is missing: the daemon (pid {pid}) was started with it and "
-            "cannot be reached; restart it: systemctl restart gitopsd")
+    return (
+        f"the runtime folder {config.runtime_dir} is missing: the daemon (pid {pid}) was started with it and "
+        "cannot be reached; restart it: systemctl restart gitopsd"
+    )
 
 
 def not_told(config: Any, absent: str = "the daemon is not running") -> str:
@@ -152,6 +163,7 @@ def print_table(rows: Sequence[tuple[str, ...]]) -> None:
 def ask_daemon(args: argparse.Namespace, request: dict[str, Any]) -> int:
     """Send a request over the daemon's control socket (it knows the caller by SO_PEERCRED); print its answer."""
     from ..adapters.control import ControlError, call
+
     config = load_config(args)
     if getattr(args, "repo", None):
         request["repo"] = args.repo
@@ -165,23 +177,34 @@ def ask_daemon(args: argparse.Namespace, request: dict[str, Any]) -> int:
     return 0
 
 
-KIND_WORDS = {"file": "file", "package": "package", "service": "service", "handler": "handler",
-              "cannot predict": "cannot predict", "change": "change"}
+KIND_WORDS = {
+    "file": "file",
+    "package": "package",
+    "service": "service",
+    "handler": "handler",
+    "cannot predict": "cannot predict",
+    "change": "change",
+}
 
 
 def when(ts: float | None) -> str:
     from ..services.releases import when
+
     return when(ts) if ts else "-"
 
 
 def print_preview(view: dict[str, Any], diffs: bool = True) -> None:
     """A preview as people read it: per host, per task, what would change (diffs indented)."""
     what = f"rc/{view['rc']}" if view["rc"] else f"{view['source_env']}'s tree {view['tree'][:7]}"
-    print(f"Preview #{view['id']} of {what} (commit {view['commit'][:7]}) against {view['target_env']}: "
-          f"{view['state']}" + (f", made {when(view['finished_at'])}" if view["finished_at"] else ""))
+    print(
+        f"Preview #{view['id']} of {what} (commit {view['commit'][:7]}) against {view['target_env']}: "
+        f"{view['state']}" + (f", made {when(view['finished_at'])}" if view["finished_at"] else "")
+    )
     if view["stale"]:
-        print(f"STALE: {view['stale']}; make a fresh one: gitopsd preview {view['source_env']} {view['target_env']}"
-              + (f" --rc {view['rc']}" if view["rc"] else ""))
+        print(
+            f"STALE: {view['stale']}; make a fresh one: gitopsd preview {view['source_env']} {view['target_env']}"
+            + (f" --rc {view['rc']}" if view["rc"] else "")
+        )
     if view["summary"]:
         print(f"  {view['summary']}")
     for host, h in view["hosts"].items():
@@ -190,8 +213,11 @@ def print_preview(view: dict[str, Any], diffs: bool = True) -> None:
         if not h["changes"] and h["state"] == "ok":
             print("  no change")
         for c in h["changes"]:
-            label = "restart (handler)" if c["handler"] and c["kind"] in ("service", "handler") else KIND_WORDS.get(
-                c["kind"], c["kind"])
+            label = (
+                "restart (handler)"
+                if c["handler"] and c["kind"] in ("service", "handler")
+                else KIND_WORDS.get(c["kind"], c["kind"])
+            )
             detail = " ".join(x for x in (c["path"], c["note"]) if x)
             print(f"  {label}: {c['task']}" + (f": {detail}" if detail else ""))
             if diffs and c["diff"]:

@@ -1,4 +1,5 @@
 """The `gitopsd` command line. Imports are lazy: the hook path must stay fast."""
+
 from __future__ import annotations
 
 import argparse
@@ -43,14 +44,18 @@ The config file defaults to $GITOPSD_CONFIG, else /etc/gitopsd/gitopsd.yml.
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gitopsd", description=DESCRIPTION, epilog=EPILOG,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="gitopsd", description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--version", action="version", version=f"gitopsd {gitopsd.__version__}")
     # Global options go before or after the command: the default is filled in after parsing (main), so
     # a subcommand's unset option cannot overwrite one given before the command.
     debug: dict[str, Any] = {"action": "store_true", "default": argparse.SUPPRESS, "help": "show the full traceback of an error"}
-    config: dict[str, Any] = {"default": argparse.SUPPRESS, "metavar": "FILE",
-              "help": "server configuration file (default: $GITOPSD_CONFIG or /etc/gitopsd/gitopsd.yml)"}
+    config: dict[str, Any] = {
+        "default": argparse.SUPPRESS,
+        "metavar": "FILE",
+        "help": "server configuration file (default: $GITOPSD_CONFIG or /etc/gitopsd/gitopsd.yml)",
+    }
     parser.add_argument("--debug", **debug)
     parser.add_argument("--config", **config)
     common = argparse.ArgumentParser(add_help=False)
@@ -59,8 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     def add(name: str, helptext: str, description: str, func: Any) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, parents=[common], help=helptext, description=description,
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p = sub.add_parser(
+            name, parents=[common], help=helptext, description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+        )
         p.set_defaults(func=func)
         return p
 
@@ -72,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-COUNT_MAX = 10**9   # a count or an id past this is a typo; SQLite and int() would fail on it with a traceback
+COUNT_MAX = 10**9  # a count or an id past this is a typo; SQLite and int() would fail on it with a traceback
 
 
 def _count(text: str) -> int:
@@ -116,8 +122,10 @@ def _not_utf8(argv: Sequence[str]) -> str | None:
             if not option and i and argv[i - 1].startswith("-") and "=" not in argv[i - 1]:
                 option = argv[i - 1]
             named = f"the value of {option[:40]}" if option else "an argument"
-            return (f"{named} is not valid UTF-8 ('{shown[:60]}'); gitopsd takes names, text and paths as UTF-8: "
-                    "give it again spelled in UTF-8")
+            return (
+                f"{named} is not valid UTF-8 ('{shown[:60]}'); gitopsd takes names, text and paths as UTF-8: "
+                "give it again spelled in UTF-8"
+            )
     return None
 
 
@@ -132,13 +140,14 @@ def main(argv: list[str] | None = None) -> int:
         args.config = DEFAULT_CONFIG
     try:
         code = int(args.func(args))
-        sys.stdout.flush()   # a reader gone meanwhile (`| head -1`) shows here, not in Python's exit
+        sys.stdout.flush()  # a reader gone meanwhile (`| head -1`) shows here, not in Python's exit
         return code
-    except GitopsdError as exc:   # gitopsd's own errors are one line; --debug shows where
+    except GitopsdError as exc:  # gitopsd's own errors are one line; --debug shows where
         if _reader_gone(exc):
             return _quiet_exit()
         if getattr(args, "debug", False):
             import traceback
+
             traceback.print_exc()
         # A store error's line already says what is wrong and what to do (adapters/storeerrors.py).
         line = _control_unreachable(args, exc) or str(exc)
@@ -146,16 +155,21 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
-    except Exception as exc:   # the one place a failure of the state database, the disk or a bug is told
+    except Exception as exc:  # the one place a failure of the state database, the disk or a bug is told
         if _reader_gone(exc):
             return _quiet_exit()
         import sqlite3
+
         if getattr(args, "debug", False):
             import traceback
+
             traceback.print_exc()
-        if not isinstance(exc, (sqlite3.Error, OSError)):   # a bug: still one line, never a traceback
-            print(f"gitopsd: internal error: {type(exc).__name__}: {exc}"
-                  + ("" if getattr(args, "debug", False) else " (--debug shows where)"), file=sys.stderr)
+        if not isinstance(exc, (sqlite3.Error, OSError)):  # a bug: still one line, never a traceback
+            print(
+                f"gitopsd: internal error: {type(exc).__name__}: {exc}"
+                + ("" if getattr(args, "debug", False) else " (--debug shows where)"),
+                file=sys.stderr,
+            )
             return 1
         print(f"gitopsd: {_explain(args, exc)}", file=sys.stderr)
         return 1
@@ -164,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
 def _control_unreachable(args: argparse.Namespace, exc: BaseException | None) -> str | None:
     """For a failure to reach the control socket while the daemon runs without its runtime folder, the true line."""
     from ..adapters.control import ControlError
+
     seen = 0
     while exc is not None and seen < 10 and not isinstance(exc, ControlError):
         exc, seen = exc.__cause__ or exc.__context__, seen + 1
@@ -171,7 +186,7 @@ def _control_unreachable(args: argparse.Namespace, exc: BaseException | None) ->
         return None
     try:
         return unreachable(_config(args))
-    except Exception:   # no config to find the folders by: the original line stands
+    except Exception:  # no config to find the folders by: the original line stands
         return None
 
 
@@ -201,13 +216,15 @@ def _explain(args: argparse.Namespace, exc: Exception) -> str:
     import sqlite3
 
     from ..base.storeerrors import explain
+
     try:
         database = str(_config(args).database)
-    except Exception:   # no config to name the store by: say what failed, where
+    except Exception:  # no config to name the store by: say what failed, where
         database = ""
     filename = os.path.realpath(getattr(exc, "filename", None) or database or "/")
     about_store = isinstance(exc, sqlite3.Error) or (
-        isinstance(exc, OSError) and filename.startswith((database, os.path.dirname(database) + os.sep)))
+        isinstance(exc, OSError) and filename.startswith((database, os.path.dirname(database) + os.sep))
+    )
     if database and about_store:
         return explain(database, exc)
     return f"error: {exc}" + ("" if getattr(args, "debug", False) else " (--debug shows where)")

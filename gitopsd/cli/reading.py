@@ -1,6 +1,7 @@
 """What runs where and how it went: status, history, logs, wait, drift, dora. They read the state store
 (and Git); none needs the daemon running.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,9 +33,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     if not args.watch:
         return _show_status(args, config, unavailable)
     import time
+
     try:
         while True:
-            print("\033[H\033[2J", end="")   # home and clear: a plain terminal redraw, no curses
+            print("\033[H\033[2J", end="")  # home and clear: a plain terminal redraw, no curses
             print(f"gitopsd status, every 1s (Ctrl-C to stop)  {time.strftime('%H:%M:%S')}\n")
             _show_status(args, config, unavailable)
             sys.stdout.flush()
@@ -46,6 +48,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def _say_store_lost(config: Any, out: Any) -> None:
     """The running daemon's word that its state database was deleted or replaced: what is read here is not its record."""
     from ..adapters.backups import replaced_said
+
     lost = replaced_said(config.runtime_dir)
     if lost is not None:
         print(f"gitopsd: store-replaced: {lost} (the daemon's log says what to do)", file=out)
@@ -60,11 +63,12 @@ def json_lines(items: list[Any]) -> str:
 def _show_status(args: argparse.Namespace, config: Any, unavailable: dict[str, str]) -> int:
     from ..adapters.store import Store
     from ..services.status import ago, all_status
+
     store = Store.of(config, readonly=True)
     try:
         rows = all_status(config, store, args.repo, unavailable)
         unwatched = {r: why for r, why in store.unwatched().items() if args.repo in (None, r)}
-        daemons = store.daemons()   # a leader and its standby, with PostgreSQL (docs/install.md, "Standby daemon")
+        daemons = store.daemons()  # a leader and its standby, with PostgreSQL (docs/install.md, "Standby daemon")
     finally:
         store.close()
     _say_store_lost(config, sys.stderr if args.json else sys.stdout)
@@ -84,13 +88,18 @@ def _show_status(args: argparse.Namespace, config: Any, unavailable: dict[str, s
         for line in r.locks:
             print(f"{r.repo}/{r.env}: promotions stopped: {line}")
     for repo, why in unwatched.items():
-        print(f"{repo}: branch moves are not watched ({why}); the push nudge and the sweep every "
-              f"{config.sweep_interval:g}s still find them (`gitopsd doctor`, or the daemon's log, says how to fix it)")
+        print(
+            f"{repo}: branch moves are not watched ({why}); the push nudge and the sweep every "
+            f"{config.sweep_interval:g}s still find them (`gitopsd doctor`, or the daemon's log, says how to fix it)"
+        )
     if daemons:
         print("\ndaemons:")
         for d in daemons:
-            heard = (f"heard from {d['seen_ago']:.0f}s ago" if d["seen_ago"] < 30
-                     else f"not heard from for {ago(0, d['seen_ago']).removesuffix(' ago')}: stopped or cut off?")
+            heard = (
+                f"heard from {d['seen_ago']:.0f}s ago"
+                if d["seen_ago"] < 30
+                else f"not heard from for {ago(0, d['seen_ago']).removesuffix(' ago')}: stopped or cut off?"
+            )
             epoch = f"epoch {d['epoch']}, " if d["role"] == "leader" else ""
             api = f", API {d['api']}" if d["api"] else ""
             print(f"  {d['role']:<8} {d['name']} ({epoch}pid {d['pid']}, {heard}{api})")
@@ -100,6 +109,7 @@ def _show_status(args: argparse.Namespace, config: Any, unavailable: dict[str, s
 def cmd_history(args: argparse.Namespace) -> int:
     from ..adapters.store import Store
     from ..services.status import ago
+
     config, _unavailable = read_config(args, check=False)
     if args.repo:
         _repo(config, args.repo)
@@ -122,8 +132,9 @@ def cmd_history(args: argparse.Namespace) -> int:
         if d.reason:
             print(f"#{d.id}: {d.reason}")
         mark = marks.get(d.id, NO_MARKS)
-        gates = ([f"rc/{mark['rc']} approved by {', '.join(mark['approved_by']) or 'nobody'}"] if mark["rc"] else []) \
-            + ([f"signed off by {', '.join(mark['signed_off_by'])}"] if mark["signed_off_by"] else [])
+        gates = ([f"rc/{mark['rc']} approved by {', '.join(mark['approved_by']) or 'nobody'}"] if mark["rc"] else []) + (
+            [f"signed off by {', '.join(mark['signed_off_by'])}"] if mark["signed_off_by"] else []
+        )
         if gates:
             print(f"#{d.id}: {'; '.join(gates)}")
         if d.outcome and d.result != "succeeded":
@@ -138,6 +149,7 @@ def cmd_history(args: argparse.Namespace) -> int:
 def cmd_logs(args: argparse.Namespace) -> int:
     from ..adapters.store import Store
     from ..core.types import DeploymentFolders
+
     config, _unavailable = read_config(args)
     if args.ci is not None or args.deployment_id is None:
         return _ci_logs(config, args.ci)
@@ -145,21 +157,27 @@ def cmd_logs(args: argparse.Namespace) -> int:
         dep = store.get(args.deployment_id)
     if dep is None:
         raise UserError(f"no deployment #{args.deployment_id} (see `gitopsd history`)")
-    print(f"# deployment #{dep.id}: {dep.repo}/{dep.env} {dep.kind} of {dep.commit} -> {dep.result}"
-          + (f": {dep.outcome}" if dep.outcome else ""))
+    print(
+        f"# deployment #{dep.id}: {dep.repo}/{dep.env} {dep.kind} of {dep.commit} -> {dep.result}"
+        + (f": {dep.outcome}" if dep.outcome else "")
+    )
     if dep.reason:
         print(f"# why: {dep.reason}")
     batches = dep.batches
     for batch in batches:
         checks = "; ".join(f"{c.name}: {'ok' if c.ok else 'FAILED'} ({c.detail})" for c in batch.checks)
-        print(f"# batch {batch.batch}: {batch.result} on {', '.join(batch.hosts) or 'all hosts'}"
-              + (f"; checks: {checks}" if checks else ""))
+        print(
+            f"# batch {batch.batch}: {batch.result} on {', '.join(batch.hosts) or 'all hosts'}"
+            + (f"; checks: {checks}" if checks else "")
+        )
     outputs = DeploymentFolders.of(config.state_dir, dep.id).outputs()
     if not outputs:
         print("# no Ansible output was recorded (the run did not start, or its folder was removed)")
     for what, number, stdout in outputs:
-        print(f"# --- {'verification playbook' if what == 'verify' else 'playbook'}, "
-              f"{f'batch {number}' if len(batches) > 1 else 'run'} ---")
+        print(
+            f"# --- {'verification playbook' if what == 'verify' else 'playbook'}, "
+            f"{f'batch {number}' if len(batches) > 1 else 'run'} ---"
+        )
         sys.stdout.write(stdout.read_text(encoding="utf-8", errors="replace"))
     return 0
 
@@ -167,6 +185,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
 def _ci_logs(config: Any, run_id: int | None) -> int:
     """`logs --ci RUN_ID`: a built-in CI run's steps and their output (gitopsd/ci/runs.py)."""
     from ..ci import runs
+
     if run_id is None:
         raise UserError("say which deployment (`gitopsd logs DEPLOYMENT_ID`) or CI run (`gitopsd logs --ci RUN_ID`)")
     try:
@@ -184,11 +203,15 @@ def cmd_wait(args: argparse.Namespace) -> int:
     from ..adapters.store import Store
     from ..base import gitcli
     from ..services.status import environment_status
+
     config = _config(args)
     repo = _repo(config, args.repo)
     env = environment(repo, args.env)
-    commit = gitcli.branch_head(repo.path, env.branch) if args.commit is None else \
-        gitcli.rev_parse(repo.path, f"{args.commit}^{{commit}}")
+    commit = (
+        gitcli.branch_head(repo.path, env.branch)
+        if args.commit is None
+        else gitcli.rev_parse(repo.path, f"{args.commit}^{{commit}}")
+    )
     if commit is None:
         raise UserError(f"{args.commit or env.branch} is not a commit in {repo.path}")
     deadline = time.monotonic() + args.timeout
@@ -211,15 +234,15 @@ def cmd_wait(args: argparse.Namespace) -> int:
             return 0
         # "failed" while retries remain is not the end; failed for good (its automatic rollback failed too) is,
         # and so is a failed reapply of what runs (nothing retries it).
-        given_up = row.state in ("stalled", "blocked") or (row.state == "failed" and not pending and (
-            (failure is not None and failure.failed) or row.deployed == commit))
+        given_up = row.state in ("stalled", "blocked") or (
+            row.state == "failed" and not pending and ((failure is not None and failure.failed) or row.deployed == commit)
+        )
         if row.desired == commit and given_up:
             print(f"{where}: {commit[:7]} {row.state}: {row.reason or '-'}")
             return 1
         if row.desired != commit and not (row.state == "deploying" and row.last and row.last.commit == commit):
             failed = next((d for d in done if not d.active), None)
-            why = (f"its deployment #{failed.id} {failed.result}: {failed.outcome}" if failed
-                   else "it was never deployed")
+            why = f"its deployment #{failed.id} {failed.result}: {failed.outcome}" if failed else "it was never deployed"
             print(f"{where}: {commit[:7]} is no longer the head of {env.branch} ({(row.desired or 'none')[:7]} is); {why}")
             return 1
         if time.monotonic() >= deadline:
@@ -232,6 +255,7 @@ def cmd_drift(args: argparse.Namespace) -> int:
     """What the newest drift check found in ENV: per host, the tasks that would change and their diffs."""
     from ..adapters.store import Store
     from ..services.status import ago
+
     config, _unavailable = read_config(args)
     repo = _repo(config, args.repo)
     env = environment(repo, args.env)
@@ -246,10 +270,16 @@ def cmd_drift(args: argparse.Namespace) -> int:
     if report is None:
         print(f"{where}: no drift check yet (`drift: {{interval: 1h}}` on the environment turns them on)")
         return 0
-    state = {"baseline": "no drift (this was the baseline run)", "clean": "no drift", "drifted": "drifted",
-             "unknown": "drift unknown"}.get(report.state, report.state)
-    print(f"{where}: {state}, checked {ago(report.checked_at)} against deployment #{report.deployment_id}"
-          + (" (an older deployment: the one running now was not checked yet)" if stale else ""))
+    state = {
+        "baseline": "no drift (this was the baseline run)",
+        "clean": "no drift",
+        "drifted": "drifted",
+        "unknown": "drift unknown",
+    }.get(report.state, report.state)
+    print(
+        f"{where}: {state}, checked {ago(report.checked_at)} against deployment #{report.deployment_id}"
+        + (" (an older deployment: the one running now was not checked yet)" if stale else "")
+    )
     if report.reason:
         print(f"  {report.reason}")
     if report.state != "drifted":
@@ -271,14 +301,16 @@ def cmd_dora(args: argparse.Namespace) -> int:
 
     from ..adapters.store import Store
     from ..services import dora
+
     config, _unavailable = read_config(args)
     repos = [_repo(config, args.repo)] if args.repo else list(config.repositories)
     env = args.env
-    if env is None:   # the last environment in promotion order (production in the default layout)
+    if env is None:  # the last environment in promotion order (production in the default layout)
         lasts = sorted({r.environments[-1].name for r in repos if r.environments})
         if len(lasts) != 1:
-            raise UserError(f"the repositories end in different environments ({', '.join(lasts) or 'none'}): "
-                            "say which with --env NAME")
+            raise UserError(
+                f"the repositories end in different environments ({', '.join(lasts) or 'none'}): say which with --env NAME"
+            )
         env = lasts[0]
     check_env_name(config, args.repo, env)
     try:
@@ -297,53 +329,79 @@ def cmd_dora(args: argparse.Namespace) -> int:
 
 def add_commands(add: Callable[..., argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
     """Register these commands on the main parser (cli/main.py, build_parser)."""
-    p = add("status", "show desired vs deployed commit and state per environment",
-            "For each repository and environment: the branch head (desired), the last successfully deployed\n"
-            "commit (deployed), the state (in-sync, deploying, out-of-sync, failed, stalled, blocked,\n"
-            "missing-branch) and the last deployment. Works with or without the daemon running.", cmd_status)
+    p = add(
+        "status",
+        "show desired vs deployed commit and state per environment",
+        "For each repository and environment: the branch head (desired), the last successfully deployed\n"
+        "commit (deployed), the state (in-sync, deploying, out-of-sync, failed, stalled, blocked,\n"
+        "missing-branch) and the last deployment. Works with or without the daemon running.",
+        cmd_status,
+    )
     p.add_argument("--repo", metavar="NAME", help="only this repository")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--watch", action="store_true", help="show it again every second until Ctrl-C")
 
-    p = add("history", "list deployments, newest first",
-            "List deployments, newest first: id, repo, env, commit, kind (deploy, rollback, reapply), result\n"
-            "(running, succeeded, failed, canceled, interrupted), times, trigger and who caused it.", cmd_history)
+    p = add(
+        "history",
+        "list deployments, newest first",
+        "List deployments, newest first: id, repo, env, commit, kind (deploy, rollback, reapply), result\n"
+        "(running, succeeded, failed, canceled, interrupted), times, trigger and who caused it.",
+        cmd_history,
+    )
     p.add_argument("env", nargs="?", metavar="ENV", help="only this environment")
     p.add_argument("--repo", metavar="NAME", help="only this repository")
     p.add_argument("--limit", type=int, default=20, metavar="N", help="show at most N deployments (default 20)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
-    p = add("logs", "print the Ansible output of one deployment, or the output of a CI run's steps",
-            "Print the Ansible output of one deployment; with --ci, each step of a built-in CI run and its output.",
-            cmd_logs)
-    p.add_argument("deployment_id", type=int, nargs="?", metavar="DEPLOYMENT_ID",
-                   help="a deployment id from `gitopsd history`")
-    p.add_argument("--ci", type=int, metavar="RUN_ID",
-                   help="a built-in CI run instead (its id is in its gitopsd/<step> statuses and the daemon's log)")
+    p = add(
+        "logs",
+        "print the Ansible output of one deployment, or the output of a CI run's steps",
+        "Print the Ansible output of one deployment; with --ci, each step of a built-in CI run and its output.",
+        cmd_logs,
+    )
+    p.add_argument("deployment_id", type=int, nargs="?", metavar="DEPLOYMENT_ID", help="a deployment id from `gitopsd history`")
+    p.add_argument(
+        "--ci",
+        type=int,
+        metavar="RUN_ID",
+        help="a built-in CI run instead (its id is in its gitopsd/<step> statuses and the daemon's log)",
+    )
 
-    p = add("wait", "wait until a commit is deployed to an environment (for CI scripts)",
-            "Wait until COMMIT (default: the branch head now) is deployed and verified in ENV. Prints one line.\n"
-            "Exit code 0: deployed and verified; 1: its deployment failed, stalled or was blocked, or the branch\n"
-            "moved on without it; 2: --timeout passed first.", cmd_wait)
+    p = add(
+        "wait",
+        "wait until a commit is deployed to an environment (for CI scripts)",
+        "Wait until COMMIT (default: the branch head now) is deployed and verified in ENV. Prints one line.\n"
+        "Exit code 0: deployed and verified; 1: its deployment failed, stalled or was blocked, or the branch\n"
+        "moved on without it; 2: --timeout passed first.",
+        cmd_wait,
+    )
     p.add_argument("env", metavar="ENV", help="environment name")
     p.add_argument("--commit", metavar="COMMIT", help="the commit to wait for (default: the branch head)")
     p.add_argument("--timeout", type=float, default=600, metavar="SECONDS", help="give up after this long (default 600)")
     p.add_argument("--repo", metavar="NAME", help="repository name (needed when several are configured)")
 
-    p = add("drift", "what drift detection found on an environment's hosts (tasks and diffs per host)",
-            "Show the newest drift check of ENV (docs/operate.md, \"Drift detection\"): the deployed tree's playbook run\n"
-            "in check mode with diff; per host, the tasks that would change outside the baseline taken right\n"
-            "after the deployment, with their diffs (never the values of no_log tasks). `drift unknown` means\n"
-            "the check-mode run itself failed. Reads the state database only.", cmd_drift)
+    p = add(
+        "drift",
+        "what drift detection found on an environment's hosts (tasks and diffs per host)",
+        'Show the newest drift check of ENV (docs/operate.md, "Drift detection"): the deployed tree\'s playbook run\n'
+        "in check mode with diff; per host, the tasks that would change outside the baseline taken right\n"
+        "after the deployment, with their diffs (never the values of no_log tasks). `drift unknown` means\n"
+        "the check-mode run itself failed. Reads the state database only.",
+        cmd_drift,
+    )
     p.add_argument("env", metavar="ENV", help="environment name, e.g. production")
     p.add_argument("--repo", metavar="NAME", help="repository name (needed when several are configured)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
-    p = add("dora", "DORA figures of an environment from gitopsd's own history",
-            "Deployment frequency, lead time for changes (from when each commit first reached the server to its\n"
-            "first successful deployment in ENV), change failure rate, failed deployment recovery time and rework\n"
-            "rate of one environment over a window (docs/monitoring.md, \"DORA figures\", defines each). Reads the state\n"
-            "database only.", cmd_dora)
+    p = add(
+        "dora",
+        "DORA figures of an environment from gitopsd's own history",
+        "Deployment frequency, lead time for changes (from when each commit first reached the server to its\n"
+        "first successful deployment in ENV), change failure rate, failed deployment recovery time and rework\n"
+        'rate of one environment over a window (docs/monitoring.md, "DORA figures", defines each). Reads the state\n'
+        "database only.",
+        cmd_dora,
+    )
     p.add_argument("--env", metavar="ENV", help="the environment (default: the last in promotion order, e.g. production)")
     p.add_argument("--since", default="90d", metavar="SPAN", help="the window: 90d, 12h, 2w (default 90d)")
     p.add_argument("--repo", metavar="NAME", help="only this repository (default: every repository with ENV)")

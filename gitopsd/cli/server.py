@@ -1,6 +1,7 @@
 """Setting up and running the server: init, install-hooks, install-service, doctor, check-config, run,
 and the entry points Git and sshd call (hook, git-shell).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,8 +23,9 @@ from .common import (
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     from ..config import ConfigError, load
+
     try:
-        config = load(Path(args.config), writable_folders=True)   # as the unit runs it: as the service user
+        config = load(Path(args.config), writable_folders=True)  # as the unit runs it: as the service user
     except ConfigError as exc:
         print(f"{args.config}: {len(exc.problems)} problem{'s' if len(exc.problems) != 1 else ''}:", file=sys.stderr)
         for problem in exc.problems:
@@ -46,6 +48,7 @@ def content_warnings(config: Any) -> list[str]:
     """
     from ..base import gitcli
     from ..core.types import EMPTY_TREE
+
     warnings = []
     for repo in config.repositories:
         envs = repo.environments
@@ -53,32 +56,39 @@ def content_warnings(config: Any) -> list[str]:
         # Names on stdin (never taken for options): each branch's tree, then `refs/heads/B:PATH` for each file;
         # git answers "<name> missing" for what is absent.
         asked = [f"refs/heads/{env.branch}^{{tree}}" for env in envs] + [f"refs/heads/{e.branch}:{p}" for e, _w, p in files]
-        code, out, _err = gitcli.run(["git", "-C", str(repo.path), "cat-file", "--batch-check=%(objectname) %(objecttype)"],
-                                     input="".join(f"{name}\n" for name in asked))
+        code, out, _err = gitcli.run(
+            ["git", "-C", str(repo.path), "cat-file", "--batch-check=%(objectname) %(objecttype)"],
+            input="".join(f"{name}\n" for name in asked),
+        )
         answers = out.splitlines()
         if code != 0 or len(answers) != len(asked):
-            continue   # an unreadable repository is a problem of the config, reported as such
+            continue  # an unreadable repository is a problem of the config, reported as such
         trees = {env.branch: answers[i].split()[0] for i, env in enumerate(envs) if not answers[i].endswith(" missing")}
-        for (env, what, path), answer in zip(files, answers[len(envs):], strict=True):
+        for (env, what, path), answer in zip(files, answers[len(envs) :], strict=True):
             # A branch init left at the empty placeholder has nothing yet: its first promotion brings the files.
             if trees.get(env.branch, EMPTY_TREE) != EMPTY_TREE and answer.endswith(" missing"):
-                warnings.append(f"{repo.name}/{env.name}: the {what} {path} is not in branch {env.branch}: "
-                                "its next deployment fails until a commit adds it")
+                warnings.append(
+                    f"{repo.name}/{env.name}: the {what} {path} is not in branch {env.branch}: "
+                    "its next deployment fails until a commit adds it"
+                )
     return warnings
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     import signal
+
     # Importing the daemon takes a while; a SIGHUP meanwhile would end it. Held until daemon.run keeps them.
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP, signal.SIGTERM, signal.SIGINT})
     from ..adapters import logs
     from ..daemon import main as daemon
+
     logs.setup(args.log_format, getattr(__import__("logging"), args.log_level.upper()))
     return daemon.run(Path(args.config))
 
 
 def cmd_hook(args: argparse.Namespace) -> int:
     from ..gate import receive
+
     return receive.pre_receive(args.config, args.database or "", sys.stdin.read())
 
 
@@ -91,27 +101,33 @@ GIT_SHELL_VERBS = ("git-receive-pack", "git-upload-pack", "git-upload-archive")
 def cmd_git_shell(args: argparse.Namespace) -> int:
     """An authorized_keys forced command: git-shell for the person the key's line names, never one the client says."""
     import re
+
     if not re.fullmatch(GIT_SHELL_NAME, args.name):
-        raise UserError(f"git-shell: {args.name!r} is not a user name ([a-z_][a-z0-9_.-]*): fix this key's "
-                        "command= in the git user's ~/.ssh/authorized_keys")
+        raise UserError(
+            f"git-shell: {args.name!r} is not a user name ([a-z_][a-z0-9_.-]*): fix this key's "
+            "command= in the git user's ~/.ssh/authorized_keys"
+        )
     asked = os.environ.get("SSH_ORIGINAL_COMMAND")
     if asked is None:
         raise UserError("git-shell: this key only pushes and fetches with git; there is no interactive login")
     found = re.fullmatch(r"(\S+) '([^'\\]+)'", asked)
     if found is None or found.group(1) not in GIT_SHELL_VERBS:
-        raise UserError(f"git-shell: {asked!r} is not a git push, fetch or archive of one repository; this key only "
-                        f"runs {', '.join(GIT_SHELL_VERBS)} 'PATH'")
+        raise UserError(
+            f"git-shell: {asked!r} is not a git push, fetch or archive of one repository; this key only "
+            f"runs {', '.join(GIT_SHELL_VERBS)} 'PATH'"
+        )
     shell = "/usr/bin/git-shell"
     if not os.access(shell, os.X_OK):
         raise UserError(f"git-shell: {shell} is missing: apt-get install git")
     # Only the key's line names the pusher: other identity variables are dropped (GL_USER would win).
     env = {k: v for k, v in os.environ.items() if k not in ("GL_USER", "REMOTE_USER", "SSH_ORIGINAL_COMMAND")}
-    command = f"{found.group(1)} '{found.group(2)}'"   # git-shell parses it; a path with a quote or backslash was refused
+    command = f"{found.group(1)} '{found.group(2)}'"  # git-shell parses it; a path with a quote or backslash was refused
     os.execve(shell, ["git-shell", "-c", command], {**env, "GITOPSD_USER": args.name})  # noqa: S606 (argv, no shell)
 
 
 def cmd_install_hooks(args: argparse.Namespace) -> int:
     from ..installers import install_hooks
+
     repo = Path(args.repo).resolve()
     try:
         done = install_hooks.install_hooks(repo, Path(args.config), git_user=args.git_user, service_user=args.service_user)
@@ -126,9 +142,16 @@ def cmd_init(args: argparse.Namespace) -> int:
     from ..config import ConfigEditError
     from ..installers.bootstrap import init_repository
     from ..installers.install_hooks import HookError
+
     try:
-        lines = init_repository(Path(args.repo), Path(args.config), name=args.name, sample=args.sample,
-                                git_user=args.git_user, service_user=args.service_user)
+        lines = init_repository(
+            Path(args.repo),
+            Path(args.config),
+            name=args.name,
+            sample=args.sample,
+            git_user=args.git_user,
+            service_user=args.service_user,
+        )
     except (ConfigEditError, HookError, FileExistsError) as exc:
         raise UserError(str(exc)) from exc
     for line in lines:
@@ -138,7 +161,8 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 def cmd_doctor(args: argparse.Namespace) -> int:
     from ..installers.doctor import diagnose, probe
-    if args.probe:   # as the daemon's user, for a doctor run as root: its findings, one JSON object a line
+
+    if args.probe:  # as the daemon's user, for a doctor run as root: its findings, one JSON object a line
         for finding in probe(_config(args)):
             print(json.dumps({"ok": finding.ok, "what": finding.what, "fix": finding.fix}), flush=True)
         return 0
@@ -152,6 +176,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 def cmd_install_service(args: argparse.Namespace) -> int:
     from ..installers import service
+
     root = Path(args.root).resolve()
     try:
         plan = service.plan(args.user, Path(args.config), root)
@@ -183,76 +208,119 @@ def cmd_install_service(args: argparse.Namespace) -> int:
 
 def add_commands(add: Callable[..., argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
     """Register these commands on the main parser (cli/main.py, build_parser)."""
-    p = add("init", "create or adopt a deployment repository and register it",
-            "Create the bare repository REPO (or adopt an existing one), create missing environment branches\n"
-            "from main, install the hooks, and add a repository entry with the default environments\n"
-            "(qa, staging, production) to the config file, creating it if needed.", cmd_init)
+    p = add(
+        "init",
+        "create or adopt a deployment repository and register it",
+        "Create the bare repository REPO (or adopt an existing one), create missing environment branches\n"
+        "from main, install the hooks, and add a repository entry with the default environments\n"
+        "(qa, staging, production) to the config file, creating it if needed.",
+        cmd_init,
+    )
     p.add_argument("repo", metavar="REPO", help="path of the bare repository, e.g. /srv/git/shop.git")
     p.add_argument("--name", help="repository name in the config (default: REPO's folder name without .git)")
-    p.add_argument("--sample", action="store_true",
-                   help="seed main with gitopsd's sample web app and Ansible content (only if main does not exist)")
+    p.add_argument(
+        "--sample",
+        action="store_true",
+        help="seed main with gitopsd's sample web app and Ansible content (only if main does not exist)",
+    )
 
     def add_users(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--git-user", metavar="USER",
-                       help="the user pushes arrive as (default: the repository's owner unless root, else git)")
-        p.add_argument("--service-user", metavar="USER", help="the daemon's user (default: the owner of the configured state folder, which install-service makes)")
+        p.add_argument(
+            "--git-user", metavar="USER", help="the user pushes arrive as (default: the repository's owner unless root, else git)"
+        )
+        p.add_argument(
+            "--service-user",
+            metavar="USER",
+            help="the daemon's user (default: the owner of the configured state folder, which install-service makes)",
+        )
+
     add_users(p)
 
-    p = add("install-hooks", "install gitopsd's pre-receive hook (the promotion gate) into a repository",
-            "Install the static pre-receive shim into REPO/hooks and record in REPO's git config what it runs\n"
-            "(this Python, the config file, the state database). Idempotent; a hook that was there before is\n"
-            "kept as pre-receive.chained and runs first. Also saves the hook's snapshot of the config when it\n"
-            "can (the daemon does at start and on reload), so pushes need not parse YAML. As root, sets up the\n"
-            "permissions of docs/install.md's Permissions section: REPO owned by the git user and the daemon's group,\n"
-            "group-writable, core.sharedRepository=group, REPO in the daemon user's safe.directory.",
-            cmd_install_hooks)
+    p = add(
+        "install-hooks",
+        "install gitopsd's pre-receive hook (the promotion gate) into a repository",
+        "Install the static pre-receive shim into REPO/hooks and record in REPO's git config what it runs\n"
+        "(this Python, the config file, the state database). Idempotent; a hook that was there before is\n"
+        "kept as pre-receive.chained and runs first. Also saves the hook's snapshot of the config when it\n"
+        "can (the daemon does at start and on reload), so pushes need not parse YAML. As root, sets up the\n"
+        "permissions of docs/install.md's Permissions section: REPO owned by the git user and the daemon's group,\n"
+        "group-writable, core.sharedRepository=group, REPO in the daemon user's safe.directory.",
+        cmd_install_hooks,
+    )
     p.add_argument("repo", metavar="REPO", help="path of the bare repository")
     add_users(p)
 
-    p = add("doctor", "check permissions, hook and sandbox as the service and the pushers use them",
-            "Check each configured repository and the service as they are used: the repository owned by the\n"
-            "git user and the daemon's group, group-writable (the daemon writes rollback commits), the git\n"
-            "user in the daemon's group (it reads the state database, sends nudges on the socket), the hook\n"
-            "installed with a Python the git user can run and the config's database, the daemon user's\n"
-            "safe.directory, bubblewrap; and, as the daemon's user for real, every file the daemon reads\n"
-            "(config, tokens, vault passwords, known hosts), its state folder written, a no-op playbook and\n"
-            "a no-op CI step run in the sandbox. Prints ok or the problem with the command that fixes it.\n"
-            "Exit code 1 if there is any problem. Run it as root to check as the other users.", cmd_doctor)
+    p = add(
+        "doctor",
+        "check permissions, hook and sandbox as the service and the pushers use them",
+        "Check each configured repository and the service as they are used: the repository owned by the\n"
+        "git user and the daemon's group, group-writable (the daemon writes rollback commits), the git\n"
+        "user in the daemon's group (it reads the state database, sends nudges on the socket), the hook\n"
+        "installed with a Python the git user can run and the config's database, the daemon user's\n"
+        "safe.directory, bubblewrap; and, as the daemon's user for real, every file the daemon reads\n"
+        "(config, tokens, vault passwords, known hosts), its state folder written, a no-op playbook and\n"
+        "a no-op CI step run in the sandbox. Prints ok or the problem with the command that fixes it.\n"
+        "Exit code 1 if there is any problem. Run it as root to check as the other users.",
+        cmd_doctor,
+    )
     add_users(p)
-    p.add_argument("--probe", action="store_true", help=argparse.SUPPRESS)   # the part run as the daemon's user
+    p.add_argument("--probe", action="store_true", help=argparse.SUPPRESS)  # the part run as the daemon's user
 
-    p = add("run", "run the daemon in the foreground",
-            "Run the reconciler daemon in the foreground, logging to stderr. It refuses to start on an invalid\n"
-            "config. SIGHUP reloads the config (a bad one is refused, the old one kept); SIGTERM stops it,\n"
-            "letting running deployments finish within stop_grace seconds.", cmd_run)
-    p.add_argument("--log-format", choices=("plain", "json"), default="plain",
-                   help="plain lines (no timestamps under journald) or JSON lines for log shippers")
+    p = add(
+        "run",
+        "run the daemon in the foreground",
+        "Run the reconciler daemon in the foreground, logging to stderr. It refuses to start on an invalid\n"
+        "config. SIGHUP reloads the config (a bad one is refused, the old one kept); SIGTERM stops it,\n"
+        "letting running deployments finish within stop_grace seconds.",
+        cmd_run,
+    )
+    p.add_argument(
+        "--log-format",
+        choices=("plain", "json"),
+        default="plain",
+        help="plain lines (no timestamps under journald) or JSON lines for log shippers",
+    )
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
 
-    p = add("install-service", "install gitopsd as a systemd service",
-            "Write the hardened systemd unit with the real path of this gitopsd and the configured repositories\n"
-            "as its writable folders, create the service user and group, let that group read the config file;\n"
-            "then print the systemctl commands to enable it. Run it after `gitopsd init` (the config must\n"
-            "exist and be valid), and again after adding a repository.",
-            cmd_install_service)
+    p = add(
+        "install-service",
+        "install gitopsd as a systemd service",
+        "Write the hardened systemd unit with the real path of this gitopsd and the configured repositories\n"
+        "as its writable folders, create the service user and group, let that group read the config file;\n"
+        "then print the systemctl commands to enable it. Run it after `gitopsd init` (the config must\n"
+        "exist and be valid), and again after adding a repository.",
+        cmd_install_service,
+    )
     p.add_argument("--user", default="gitopsd", help="service user and group (default: gitopsd)")
     p.add_argument("--root", default="/", metavar="DIR", help="install into another root folder (default: /)")
     p.add_argument("--dry-run", action="store_true", help="print what would be done and change nothing")
 
-    add("check-config", "validate the configuration file",
+    add(
+        "check-config",
+        "validate the configuration file",
         "Validate the configuration and report every problem at once with file, line and key.\n"
-        "Exit code 1 if there is any problem.", cmd_check_config)
+        "Exit code 1 if there is any problem.",
+        cmd_check_config,
+    )
 
 
 def add_entry_points(add: Callable[..., argparse.ArgumentParser]) -> None:
     """Register what Git and sshd run (hook, git-shell): last in --help, they are not for people."""
-    p = add("git-shell", "the SSH forced command that names the pusher (in authorized_keys, not for people)",
-            "Run git-shell for a push, fetch or archive over SSH with GITOPSD_USER=NAME, as a forced command in\n"
-            "the git user's ~/.ssh/authorized_keys: command=\"/opt/gitopsd/bin/gitopsd git-shell alice\",restrict ...\n"
-            "Refuses any other command (SSH_ORIGINAL_COMMAND) and an interactive login.", cmd_git_shell)
+    p = add(
+        "git-shell",
+        "the SSH forced command that names the pusher (in authorized_keys, not for people)",
+        "Run git-shell for a push, fetch or archive over SSH with GITOPSD_USER=NAME, as a forced command in\n"
+        'the git user\'s ~/.ssh/authorized_keys: command="/opt/gitopsd/bin/gitopsd git-shell alice",restrict ...\n'
+        "Refuses any other command (SSH_ORIGINAL_COMMAND) and an interactive login.",
+        cmd_git_shell,
+    )
     p.add_argument("name", metavar="NAME", help="who this key belongs to ([a-z_][a-z0-9_.-]*)")
 
-    p = add("hook", "entry point of the hook shims (used by Git, not by people)",
-            "Run a server-side hook; Git calls this through the shims installed by install-hooks.", cmd_hook)
+    p = add(
+        "hook",
+        "entry point of the hook shims (used by Git, not by people)",
+        "Run a server-side hook; Git calls this through the shims installed by install-hooks.",
+        cmd_hook,
+    )
     p.add_argument("name", choices=("pre-receive",))
     p.add_argument("--database", metavar="FILE", help="state database holding the hook's config snapshot")

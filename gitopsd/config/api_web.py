@@ -1,4 +1,5 @@
 """`api:`, `grafana:` and `web:`: the HTTP API, Grafana annotations, the dashboard's sign-in and roles."""
+
 from __future__ import annotations
 
 import re
@@ -72,17 +73,27 @@ WEB_KEYS = {
 HEADER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,63}$")
 
 
-def _web(raw: Any, has_api: bool, repos: list[Repository], groups: dict[str, list[str]], base: Path,  # noqa: C901 (a config section: one branch per key)
-         check: _Checker) -> Web:
+def _web(  # noqa: C901 (a config section: one branch per key)
+    raw: Any,
+    has_api: bool,
+    repos: list[Repository],
+    groups: dict[str, list[str]],
+    base: Path,
+    check: _Checker,
+) -> Web:
     """`web:` the dashboard (docs/web.md): who you are and, per environment, what you may do."""
     import ipaddress
+
     data = check.mapping(raw, "web", WEB_KEYS)
     if not has_api:
         check.add("web", "the dashboard is served on the HTTP API's address: add `api: {listen: 127.0.0.1:8470}` too")
     auth = data.get("auth", Web.auth)
     if auth not in ("login", "proxy"):
-        check.add("web.auth", f"must be login (an API token on gitopsd's own login page) or proxy (a header set by a "
-                              f"trusted reverse proxy), not {auth!r}")
+        check.add(
+            "web.auth",
+            f"must be login (an API token on gitopsd's own login page) or proxy (a header set by a "
+            f"trusted reverse proxy), not {auth!r}",
+        )
         auth = Web.auth
     headers: dict[str, str | None] = {}
     for name, default in (("proxy_header", Web.proxy_header), ("proxy_groups_header", None)):
@@ -100,11 +111,13 @@ def _web(raw: Any, has_api: bool, repos: list[Repository], groups: dict[str, lis
         try:
             proxies.append(str(ipaddress.ip_network(str(entry), strict=False)))
         except ValueError:
-            check.add(f"web.trusted_proxies[{i}]", f"must be an IP address or network such as 127.0.0.1 or "
-                                                   f"10.0.0.0/24, not {entry!r}")
+            check.add(
+                f"web.trusted_proxies[{i}]", f"must be an IP address or network such as 127.0.0.1 or 10.0.0.0/24, not {entry!r}"
+            )
     if auth == "proxy" and not raw_proxies:
-        check.add("web.trusted_proxies", "auth: proxy needs the proxy's address here: a user header from anywhere "
-                                         "else is ignored")
+        check.add(
+            "web.trusted_proxies", "auth: proxy needs the proxy's address here: a user header from anywhere else is ignored"
+        )
     secret_raw, secret = data.get("proxy_secret_file"), None
     if secret_raw is not None:
         try:
@@ -115,21 +128,28 @@ def _web(raw: Any, has_api: bool, repos: list[Repository], groups: dict[str, lis
             check.add("web.proxy_secret_file", str(exc))
     elif auth == "proxy" or "trusted_proxies" in data:
         # Any local account can send a header from loopback: an address alone proves no proxy.
-        check.add("web.proxy_secret_file", "trusted_proxies needs a shared secret too: add proxy_secret_file: "
-                                           "/etc/gitopsd/proxy-secret (readable by root and the proxy only) and have "
-                                           "the proxy send its content in X-Gitopsd-Proxy-Secret")
+        check.add(
+            "web.proxy_secret_file",
+            "trusted_proxies needs a shared secret too: add proxy_secret_file: "
+            "/etc/gitopsd/proxy-secret (readable by root and the proxy only) and have "
+            "the proxy send its content in X-Gitopsd-Proxy-Secret",
+        )
     external = headers["proxy_groups_header"] is not None
-    grants = [RoleGrant("*", "admin", *_web_people(data["admin"], "web.admin", groups, external, check))] \
-        if "admin" in data else []
+    grants = (
+        [RoleGrant("*", "admin", *_web_people(data["admin"], "web.admin", groups, external, check))] if "admin" in data else []
+    )
     roles = data.get("roles", {"*": {"viewer": ["*"]}})
     if not isinstance(roles, dict):
-        check.add("web.roles", "must map environments (ENV, REPO/ENV, REPO/* or \"*\") to roles and who has them, "
-                               "e.g. {production: {deployer: [group:ops]}}")
+        check.add(
+            "web.roles",
+            'must map environments (ENV, REPO/ENV, REPO/* or "*") to roles and who has them, '
+            "e.g. {production: {deployer: [group:ops]}}",
+        )
         roles = {}
     for where, given in roles.items():
         key = f"web.roles.{where}"
         if not _web_place(str(where), repos):
-            check.add(key, "names no environment: use \"*\", ENV, REPO/ENV or REPO/* with names from repositories")
+            check.add(key, 'names no environment: use "*", ENV, REPO/ENV or REPO/* with names from repositories')
         if not isinstance(given, dict):
             check.add(key, f"must map roles ({', '.join(ROLES)}) to lists of people, e.g. {{deployer: [group:ops]}}")
             continue
@@ -140,15 +160,19 @@ def _web(raw: Any, has_api: bool, repos: list[Repository], groups: dict[str, lis
             grants.append(RoleGrant(str(where), role, *_web_people(people, f"{key}.{role}", groups, external, check)))
     cookies = data.get("secure_cookies", Web.secure_cookies)
     if cookies not in ("auto", True, False):
-        check.add("web.secure_cookies", f"must be auto (Secure when the request came over TLS), true or false, not "
-                                        f"{cookies!r}")
+        check.add("web.secure_cookies", f"must be auto (Secure when the request came over TLS), true or false, not {cookies!r}")
         cookies = Web.secure_cookies
-    hours = check.number(data, "session_hours", "web", Web.session_hours, minimum=0.05, maximum=720,
-                         what="30 days")
-    return Web(auth=auth, proxy_header=headers["proxy_header"] or Web.proxy_header,
-               proxy_groups_header=headers["proxy_groups_header"], trusted_proxies=tuple(proxies),
-               proxy_secret_file=secret, grants=tuple(grants),
-               secure_cookies=cookies if isinstance(cookies, str) else str(cookies).lower(), session_hours=hours)
+    hours = check.number(data, "session_hours", "web", Web.session_hours, minimum=0.05, maximum=720, what="30 days")
+    return Web(
+        auth=auth,
+        proxy_header=headers["proxy_header"] or Web.proxy_header,
+        proxy_groups_header=headers["proxy_groups_header"],
+        trusted_proxies=tuple(proxies),
+        proxy_secret_file=secret,
+        grants=tuple(grants),
+        secure_cookies=cookies if isinstance(cookies, str) else str(cookies).lower(),
+        session_hours=hours,
+    )
 
 
 def _web_place(where: str, repos: list[Repository]) -> bool:
@@ -160,13 +184,14 @@ def _web_place(where: str, repos: list[Repository]) -> bool:
     return bool(chosen) and (env_name == "*" and bool(repo_name) or any(r.environment(env_name) for r in chosen))
 
 
-def _web_people(value: Any, key: str, groups: dict[str, list[str]], external: bool,
-                check: _Checker) -> tuple[tuple[str, ...], tuple[str, ...]]:
+def _web_people(
+    value: Any, key: str, groups: dict[str, list[str]], external: bool, check: _Checker
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(identities, group names) of a role's list: user names, "*" (everyone signed in) and group:NAME entries.
 
     A group must be one of `groups:`, unless the proxy also says groups (proxy_groups_header): then it may be theirs."""
     if not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
-        check.add(key, "must be a list of user names, group:NAME entries or \"*\" (everyone signed in), e.g. [group:ops]")
+        check.add(key, 'must be a list of user names, group:NAME entries or "*" (everyone signed in), e.g. [group:ops]')
         return (), ()
     people: list[str] = []
     named: list[str] = []
@@ -176,15 +201,18 @@ def _web_people(value: Any, key: str, groups: dict[str, list[str]], external: bo
             if name in groups:
                 people += groups[name]
             elif not (external and HEADER_VALUE_RE.match(name)):
-                check.add(key, f"{entry} names no group of `groups:` ({', '.join(sorted(groups)) or 'none defined'})"
-                               + ("" if external else "; groups from your proxy count only with web.proxy_groups_header"))
+                check.add(
+                    key,
+                    f"{entry} names no group of `groups:` ({', '.join(sorted(groups)) or 'none defined'})"
+                    + ("" if external else "; groups from your proxy count only with web.proxy_groups_header"),
+                )
                 continue
             named.append(name)
         elif entry == "*" or IDENTITY_RE.match(entry):
             people.append(entry)
         else:
-            check.add(key, f"{entry!r} is not a user name, group:NAME nor \"*\"")
+            check.add(key, f'{entry!r} is not a user name, group:NAME nor "*"')
     return tuple(dict.fromkeys(people)), tuple(dict.fromkeys(named))
 
 
-HEADER_VALUE_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.@:/+-]{0,127}$")   # a group name as a proxy may say it
+HEADER_VALUE_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.@:/+-]{0,127}$")  # a group name as a proxy may say it

@@ -1,4 +1,5 @@
 """Each environment's `verify:`, `watch:` and `drift:`: the checks after a deployment, and drift between them."""
+
 from __future__ import annotations
 
 import math
@@ -60,17 +61,24 @@ def _http_check(raw: Any, key: str, check: _Checker) -> HttpCheck | None:
     """An HTTP check (verify.http, watch.http[i])."""
     h = check.mapping(raw, key, HTTP_KEYS)
     field_ = h.get("json_field")
-    made: HttpCheck | None = _check(HttpCheck, key, check, url=_url(h.get("url"), f"{key}.url", check),
-                  expect_status=int(check.number(h, "expect_status", key, 200, integer=True, minimum=100,
-                                                 maximum=599, what="an HTTP status")),
-                  json_field=str(field_) if field_ else None,
-                  timeout=check.seconds(h, "timeout", key, 2.0, minimum=0.1),
-                  retries=int(check.number(h, "retries", key, 3, integer=True, minimum=0)))
+    made: HttpCheck | None = _check(
+        HttpCheck,
+        key,
+        check,
+        url=_url(h.get("url"), f"{key}.url", check),
+        expect_status=int(
+            check.number(h, "expect_status", key, 200, integer=True, minimum=100, maximum=599, what="an HTTP status")
+        ),
+        json_field=str(field_) if field_ else None,
+        timeout=check.seconds(h, "timeout", key, 2.0, minimum=0.1),
+        retries=int(check.number(h, "retries", key, 3, integer=True, minimum=0)),
+    )
     return made
 
 
-def _prometheus_check(raw: Any, key: str, check: _Checker, allowed: Collection[str] = PROMETHEUS_KEYS,
-                      retries: int = 0) -> PrometheusCheck | None:
+def _prometheus_check(
+    raw: Any, key: str, check: _Checker, allowed: Collection[str] = PROMETHEUS_KEYS, retries: int = 0
+) -> PrometheusCheck | None:
     """A Prometheus check (verify.prometheus; watch.prometheus[i] also takes name, timeout and retries)."""
     p = check.mapping(raw, key, allowed)
     query = p.get("query")
@@ -85,16 +93,24 @@ def _prometheus_check(raw: Any, key: str, check: _Checker, allowed: Collection[s
         elif v is not None and not math.isfinite(v):
             check.add(f"{key}.{b}", f"must be a finite number, not {v!r}")
             bounds[b] = None
-    if p.get("max") is None and p.get("min") is None:   # an invalid one is already reported
+    if p.get("max") is None and p.get("min") is None:  # an invalid one is already reported
         check.add(key, "needs max: or min: (the threshold the query result must respect)")
     name = p.get("name")
     if name is not None and (not isinstance(name, str) or not name.strip() or "\n" in name):
         check.add(f"{key}.name", f"must be a one-line name, not {name!r}")
         name = None
-    made: PrometheusCheck | None = _check(PrometheusCheck, key, check, url=_url(p.get("url"), f"{key}.url", check), query=query,
-                  max_value=bounds["max"], min_value=bounds["min"], name=name,
-                  timeout=check.seconds(p, "timeout", key, 5.0, minimum=0.1),
-                  retries=int(check.number(p, "retries", key, retries, integer=True, minimum=0, maximum=10)))
+    made: PrometheusCheck | None = _check(
+        PrometheusCheck,
+        key,
+        check,
+        url=_url(p.get("url"), f"{key}.url", check),
+        query=query,
+        max_value=bounds["max"],
+        min_value=bounds["min"],
+        name=name,
+        timeout=check.seconds(p, "timeout", key, 5.0, minimum=0.1),
+        retries=int(check.number(p, "retries", key, retries, integer=True, minimum=0, maximum=10)),
+    )
     return made
 
 
@@ -108,20 +124,24 @@ def _watch(raw: Any, key: str, check: _Checker) -> Watch | None:
     duration = _duration(data, "for", key, 900.0, check)
     interval = _duration(data, "interval", key, 30.0, check)
     if interval > duration:
-        check.add(f"{key}.interval", f"is longer than the watch ({data.get('interval')!r} > {data.get('for')!r}): "
-                                     "no check would run")
+        check.add(
+            f"{key}.interval", f"is longer than the watch ({data.get('interval')!r} > {data.get('for')!r}): no check would run"
+        )
     checks: dict[str, list[Any]] = {"http": [], "prometheus": []}
     for kind in checks:
         items = data.get(kind, [])
-        if isinstance(items, dict):   # one check may be given without a list
+        if isinstance(items, dict):  # one check may be given without a list
             items = [items]
         if not isinstance(items, list):
             check.add(f"{key}.{kind}", f"must be a list of {kind} checks")
             continue
         for i, item in enumerate(items):
             at = f"{key}.{kind}[{i}]"
-            built = (_http_check(item, at, check) if kind == "http"
-                     else _prometheus_check(item, at, check, WATCH_PROMETHEUS_KEYS, retries=2))
+            built = (
+                _http_check(item, at, check)
+                if kind == "http"
+                else _prometheus_check(item, at, check, WATCH_PROMETHEUS_KEYS, retries=2)
+            )
             if built is not None:
                 checks[kind].append(built)
     if not data.get("http") and not data.get("prometheus"):
@@ -130,8 +150,13 @@ def _watch(raw: Any, key: str, check: _Checker) -> Watch | None:
     if inconclusive not in ("fail", "pass"):
         check.add(f"{key}.inconclusive", f"must be fail or pass, not {inconclusive!r}")
         inconclusive = "fail"
-    return Watch(duration=duration, interval=interval, http=tuple(checks["http"]),
-                 prometheus=tuple(checks["prometheus"]), inconclusive=inconclusive)
+    return Watch(
+        duration=duration,
+        interval=interval,
+        http=tuple(checks["http"]),
+        prometheus=tuple(checks["prometheus"]),
+        inconclusive=inconclusive,
+    )
 
 
 def _drift(raw: Any, key: str, check: _Checker) -> Drift:

@@ -1,4 +1,5 @@
 """A repository's `ci:`: the trigger that starts a CI server and the steps gitopsd runs itself."""
+
 from __future__ import annotations
 
 import posixpath
@@ -37,8 +38,11 @@ def _globs(value: Any, key: str, check: _Checker, default: tuple[str, ...]) -> t
     """A list of branch name globs such as [main, "feature/*"]."""
     if value is None:
         return default
-    if not (isinstance(value, list) and value and all(isinstance(v, str) and v and "\0" not in v and not v.startswith("-")
-                                                       for v in value)):
+    if not (
+        isinstance(value, list)
+        and value
+        and all(isinstance(v, str) and v and "\0" not in v and not v.startswith("-") for v in value)
+    ):
         check.add(key, "must be a non-empty list of branch names or globs, e.g. [main, 'feature/*']")
         return default
     return tuple(value)
@@ -68,11 +72,16 @@ def _ci(raw: Any, key: str, check: _Checker) -> Ci:  # noqa: C901 (a config sect
             secret = None
         if kind in ("gitlab", "circleci") and secret is None:
             check.add(f"{at}.secret_file", f"a {kind} trigger needs the file holding its token")
-        triggers.append(CiTrigger(url=_url(t.get("url"), f"{at}.url", check), kind=str(kind),
-                                  branches=_globs(t.get("branches"), f"{at}.branches", check, branches),
-                                  secret_file=Path(posixpath.normpath(secret)) if secret else None,
-                                  timeout=check.seconds(t, "timeout", at, 10.0, minimum=0.1),
-                                  retries=int(check.number(t, "retries", at, 5, integer=True, minimum=0, maximum=20))))
+        triggers.append(
+            CiTrigger(
+                url=_url(t.get("url"), f"{at}.url", check),
+                kind=str(kind),
+                branches=_globs(t.get("branches"), f"{at}.branches", check, branches),
+                secret_file=Path(posixpath.normpath(secret)) if secret else None,
+                timeout=check.seconds(t, "timeout", at, 10.0, minimum=0.1),
+                retries=int(check.number(t, "retries", at, 5, integer=True, minimum=0, maximum=20)),
+            )
+        )
     steps_raw = data.get("steps", [])
     if not isinstance(steps_raw, list):
         check.add(f"{key}.steps", "must be a list of steps, e.g. [{name: test, run: 'make check'}]")
@@ -99,30 +108,47 @@ def _ci(raw: Any, key: str, check: _Checker) -> Ci:  # noqa: C901 (a config sect
         elif isinstance(run, list) and all(isinstance(a, str) for a in run):
             argv = list(run)
         if not argv or any("\0" in a for a in argv):
-            check.add(f"{at}.run", "must be a command, e.g. 'make check' or [make, check] (no shell: "
-                                   "for pipes or &&, write [sh, -c, '...'])")
+            check.add(
+                f"{at}.run",
+                "must be a command, e.g. 'make check' or [make, check] (no shell: for pipes or &&, write [sh, -c, '...'])",
+            )
             argv = []
         artifacts = st.get("artifacts", [])
         if not (isinstance(artifacts, list) and all(isinstance(a, str) and a for a in artifacts)):
             check.add(f"{at}.artifacts", "must be a list of file globs relative to the tree, e.g. ['dist/*.tar.gz']")
             artifacts = []
         artifacts = [check.relpath(a, f"{at}.artifacts") for a in artifacts]
-        steps.append(CiStep(name=name or "", run=tuple(argv), artifacts=tuple(a for a in artifacts if a),
-                            timeout=int(check.seconds(st, "timeout", at, 1800, integer=True, minimum=1))))
+        steps.append(
+            CiStep(
+                name=name or "",
+                run=tuple(argv),
+                artifacts=tuple(a for a in artifacts if a),
+                timeout=int(check.seconds(st, "timeout", at, 1800, integer=True, minimum=1)),
+            )
+        )
     keys = data.get("provenance_keys", [])
     if not (isinstance(keys, list) and all(isinstance(k, str) and k.startswith("/") and "\0" not in k for k in keys)):
-        check.add(f"{key}.provenance_keys", "must be a list of absolute paths to PEM public keys of CI servers whose "
-                                            "signed provenance this repository accepts, e.g. [/etc/gitopsd/ci.pub]")
+        check.add(
+            f"{key}.provenance_keys",
+            "must be a list of absolute paths to PEM public keys of CI servers whose "
+            "signed provenance this repository accepts, e.g. [/etc/gitopsd/ci.pub]",
+        )
         keys = []
-    return Ci(trigger=tuple(triggers), steps=tuple(steps), branches=branches,
-              keep_artifacts=int(check.number(data, "keep_artifacts", key, 20, integer=True, minimum=0)),
-              provenance_keys=tuple(Path(posixpath.normpath(k)) for k in keys))
+    return Ci(
+        trigger=tuple(triggers),
+        steps=tuple(steps),
+        branches=branches,
+        keep_artifacts=int(check.number(data, "keep_artifacts", key, 20, integer=True, minimum=0)),
+        provenance_keys=tuple(Path(posixpath.normpath(k)) for k in keys),
+    )
 
 
 def _contexts(value: Any, key: str, check: _Checker) -> tuple[str, ...]:
     """require_checks: commit status contexts such as [ci/build, ci/test]."""
-    if not (isinstance(value, list) and all(isinstance(v, str) and v.strip() and len(v) <= STATUS_CONTEXT_MAX
-                                            and "\n" not in v for v in value)):
+    if not (
+        isinstance(value, list)
+        and all(isinstance(v, str) and v.strip() and len(v) <= STATUS_CONTEXT_MAX and "\n" not in v for v in value)
+    ):
         check.add(key, "must be a list of commit status contexts, e.g. [ci/build, ci/test]")
         return ()
     return tuple(dict.fromkeys(value))

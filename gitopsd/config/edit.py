@@ -1,4 +1,5 @@
 """`gitopsd init`'s edits: a repository added to a config file as text, keeping its comments, mode and owner."""
+
 from __future__ import annotations
 
 import os
@@ -14,21 +15,29 @@ from .repositories import DEFAULT_ENVIRONMENTS
 
 def repository_entry(name: str, path: Path) -> dict[str, Any]:
     """Return the config mapping `gitopsd init` writes for a repository with the default environments."""
-    return {"name": name, "path": str(path), "environments": [
-        {"name": env, "promote_from": prev, "auto_rollback": env == "production"}
-        for env, prev in zip(DEFAULT_ENVIRONMENTS, ("main",) + DEFAULT_ENVIRONMENTS[:-1], strict=True)]}
+    return {
+        "name": name,
+        "path": str(path),
+        "environments": [
+            {"name": env, "promote_from": prev, "auto_rollback": env == "production"}
+            for env, prev in zip(DEFAULT_ENVIRONMENTS, ("main",) + DEFAULT_ENVIRONMENTS[:-1], strict=True)
+        ],
+    }
 
 
 class ConfigEditError(ConfigurationError):
     """The config file cannot be edited safely by a program: the message says what to do instead."""
 
 
-_NEW_CONFIG_HEADER = ("# gitopsd server configuration (docs/operate.md, \"Configuration\"). `gitopsd init` adds repositories\n"
-                      "# below; edit the rest by hand, then `gitopsd check-config`.\n")
+_NEW_CONFIG_HEADER = (
+    '# gitopsd server configuration (docs/operate.md, "Configuration"). `gitopsd init` adds repositories\n'
+    "# below; edit the rest by hand, then `gitopsd check-config`.\n"
+)
 
 
-def add_repository(config_path: Path, entry: dict[str, Any], defaults: dict[str, Any] | None = None,
-                   new_file_group: int | None = None) -> bool:
+def add_repository(
+    config_path: Path, entry: dict[str, Any], defaults: dict[str, Any] | None = None, new_file_group: int | None = None
+) -> bool:
     """Add a repository entry to a config file, keeping its comments, mode, owner and group.
 
     The file is edited as text: only the new entry is inserted, at the end of `repositories:`.
@@ -44,21 +53,27 @@ def add_repository(config_path: Path, entry: dict[str, Any], defaults: dict[str,
         text = config_path.read_text(encoding="utf-8")
         root, data = compose_yaml(text)
     except OSError as exc:
-        raise ConfigEditError(f"cannot read {config_path}: {exc.strerror or exc}; run gitopsd init as a user who "
-                              "may read and write it (root)") from exc
+        raise ConfigEditError(
+            f"cannot read {config_path}: {exc.strerror or exc}; run gitopsd init as a user who may read and write it (root)"
+        ) from exc
     except ConfigurationError as exc:
-        raise ConfigEditError(f"{config_path} is not valid YAML; fix it first "
-                              f"(gitopsd check-config --config {config_path})") from exc
+        raise ConfigEditError(
+            f"{config_path} is not valid YAML; fix it first (gitopsd check-config --config {config_path})"
+        ) from exc
     repos = data.get("repositories") if isinstance(data, dict) else None
     if not isinstance(data, dict) or not isinstance(repos, (list, type(None))):
-        raise ConfigEditError(f"{config_path}: the file is not a mapping with a `repositories:` list; fix it first "
-                              f"(gitopsd check-config --config {config_path})")
+        raise ConfigEditError(
+            f"{config_path}: the file is not a mapping with a `repositories:` list; fix it first "
+            f"(gitopsd check-config --config {config_path})"
+        )
     if any(isinstance(r, dict) and r.get("name") == entry["name"] for r in repos or []):
         return False
     new = _text_with_item(text, root, item)
     if new is None or read_yaml(new) != {**data, "repositories": [*(repos or []), entry]}:
-        raise ConfigEditError(f"{config_path}: `repositories:` is written in a form gitopsd does not edit (a flow "
-                              f"list [...]?); add this entry under it by hand:\n{item}")
+        raise ConfigEditError(
+            f"{config_path}: `repositories:` is written in a form gitopsd does not edit (a flow "
+            f"list [...]?); add this entry under it by hand:\n{item}"
+        )
     _write_config_text(config_path, new, config_path.stat(), None)
     return True
 
@@ -71,8 +86,9 @@ def _write_config_text(path: Path, text: str, keep: os.stat_result | None, group
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     except OSError as exc:
-        raise ConfigEditError(f"cannot write {path} ({exc.strerror}): run gitopsd init as a user who may write "
-                              f"{path.parent} (root)") from exc
+        raise ConfigEditError(
+            f"cannot write {path} ({exc.strerror}): run gitopsd init as a user who may write {path.parent} (root)"
+        ) from exc
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
@@ -84,8 +100,9 @@ def _write_config_text(path: Path, text: str, keep: os.stat_result | None, group
         os.replace(tmp, path)
     except PermissionError as exc:
         os.unlink(tmp)
-        raise ConfigEditError(f"cannot write {path} keeping its owner and group (uid {owner[0]}, gid {owner[1]}): "
-                              "run gitopsd init as root") from exc
+        raise ConfigEditError(
+            f"cannot write {path} keeping its owner and group (uid {owner[0]}, gid {owner[1]}): run gitopsd init as root"
+        ) from exc
     except BaseException:
         os.unlink(tmp)
         raise

@@ -1,4 +1,5 @@
 """`groups:` and each environment's human gates (approvals, sign-offs): who may say yes to a promotion."""
+
 from __future__ import annotations
 
 from dataclasses import replace
@@ -57,8 +58,13 @@ def _identities(value: Any, key: str, groups: dict[str, list[str]], check: _Chec
     return tuple(dict.fromkeys(found))
 
 
-def _human_gates(repo: Repository, raw: dict[str, Any], key: str, groups: dict[str, list[str]],  # noqa: C901 (a config section: one branch per key)
-                 check: _Checker) -> Repository:
+def _human_gates(  # noqa: C901 (a config section: one branch per key)
+    repo: Repository,
+    raw: dict[str, Any],
+    key: str,
+    groups: dict[str, list[str]],
+    check: _Checker,
+) -> Repository:
     """Each environment's sign-off and approval settings (docs/human-gates.md), with groups resolved."""
     envs_raw = raw.get("environments")
     if not isinstance(envs_raw, list):
@@ -88,15 +94,20 @@ def _human_gates(repo: Repository, raw: dict[str, Any], key: str, groups: dict[s
                 for g in needed_raw:
                     name = g[6:] if g.startswith("group:") else g
                     if name not in groups:
-                        check.add(f"{at}.approvals.required_groups",
-                                  f"{g} names no group of `groups:` ({', '.join(sorted(groups)) or 'none defined'})")
+                        check.add(
+                            f"{at}.approvals.required_groups",
+                            f"{g} names no group of `groups:` ({', '.join(sorted(groups)) or 'none defined'})",
+                        )
                     else:
                         needed.append((name, tuple(groups[name])))
             if not approvers:
                 check.add(f"{at}.approvals.approvers", "must name who may approve (identities or group:NAME)")
             elif required > len(approvers):
-                check.add(f"{at}.approvals.required", f"{required} approvals can never be given: only "
-                                                      f"{len(approvers)} identit{'y' if len(approvers) == 1 else 'ies'} may approve")
+                check.add(
+                    f"{at}.approvals.required",
+                    f"{required} approvals can never be given: only "
+                    f"{len(approvers)} identit{'y' if len(approvers) == 1 else 'ies'} may approve",
+                )
             for name, members in needed:
                 if not set(members) & set(approvers):
                     check.add(f"{at}.approvals.required_groups", f"no member of {name} is among the approvers")
@@ -110,8 +121,13 @@ def _human_gates(repo: Repository, raw: dict[str, Any], key: str, groups: dict[s
                     expire = parse_duration(data["expire_after"]).total_seconds()
                 except (WindowError, OverflowError) as exc:
                     check.add(f"{at}.approvals.expire_after", str(exc))
-            approvals = Approvals(required=required, approvers=approvers, required_groups=tuple(needed),
-                                  forbid_self_approval=self_ok, expire_after=expire)
+            approvals = Approvals(
+                required=required,
+                approvers=approvers,
+                required_groups=tuple(needed),
+                forbid_self_approval=self_ok,
+                expire_after=expire,
+            )
         envs[i] = replace(env, signoff_by=signoff_by, require_signoff=rule, approvals=approvals)
     for i, env in enumerate(envs):
         rule = env.require_signoff
@@ -124,6 +140,9 @@ def _human_gates(repo: Repository, raw: dict[str, Any], key: str, groups: dict[s
         elif not source.signoff_by:
             check.add(at, f"{rule.env} has no signoff_by: nobody could ever sign off there")
         elif rule.count > len(source.signoff_by):
-            check.add(f"{at}.count", f"{rule.count} sign-offs can never be given: only {len(source.signoff_by)} "
-                                     f"identit{'y' if len(source.signoff_by) == 1 else 'ies'} may sign off in {rule.env}")
+            check.add(
+                f"{at}.count",
+                f"{rule.count} sign-offs can never be given: only {len(source.signoff_by)} "
+                f"identit{'y' if len(source.signoff_by) == 1 else 'ies'} may sign off in {rule.env}",
+            )
     return replace(repo, environments=tuple(envs))

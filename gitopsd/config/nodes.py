@@ -1,4 +1,5 @@
 """`execution_nodes:` and each environment's `execution_node:`: where the playbooks run."""
+
 from __future__ import annotations
 
 import re
@@ -17,7 +18,7 @@ NODE_KEYS = {
 }
 NODE_USER_RE = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
 NODE_HOST_RE = re.compile(r"^(?:[A-Za-z0-9][A-Za-z0-9.-]{0,252}|\[[0-9A-Fa-f:.]+\])$")
-PLACEMENTS = ("local", "any")   # execution_node: besides a node's name
+PLACEMENTS = ("local", "any")  # execution_node: besides a node's name
 
 
 def _execution_nodes(raw: Any, base: Path, check: _Checker) -> tuple[ExecutionNode, ...]:
@@ -33,8 +34,10 @@ def _execution_nodes(raw: Any, base: Path, check: _Checker) -> tuple[ExecutionNo
             continue
         name = data.get("name")
         if not isinstance(name, str) or not NAME_RE.match(name) or name in PLACEMENTS:
-            check.add(f"{key}.name", f"must be a plain name (lowercase letters, digits, '-' or '_') other than "
-                                     f"local and any, not {name!r}")
+            check.add(
+                f"{key}.name",
+                f"must be a plain name (lowercase letters, digits, '-' or '_') other than local and any, not {name!r}",
+            )
             name = ""
         elif any(n.name == name for n in nodes):
             check.add(f"{key}.name", f"execution node {name!r} is defined twice")
@@ -54,8 +57,18 @@ def _execution_nodes(raw: Any, base: Path, check: _Checker) -> tuple[ExecutionNo
                     identity = _resolve(base, value)
                 except ValueError as exc:
                     check.add(f"{key}.identity_file", str(exc))
-        parallel = int(check.number(data, "max_parallel", key, ExecutionNode.max_parallel, integer=True, minimum=1,
-                                    maximum=1000, what="a thousand deployments"))
+        parallel = int(
+            check.number(
+                data,
+                "max_parallel",
+                key,
+                ExecutionNode.max_parallel,
+                integer=True,
+                minimum=1,
+                maximum=1000,
+                what="a thousand deployments",
+            )
+        )
         if name:
             nodes.append(ExecutionNode(name, user, host, port, identity, parallel))
     return tuple(nodes)
@@ -79,6 +92,9 @@ def _placements(repos: list[Repository], nodes: tuple[ExecutionNode, ...], check
             if where == "local" or where in names or (where == "any" and names):
                 continue
             known = ", ".join(names) if names else "none: add execution_nodes at the top of the config"
-            check.add(f"repositories[{i}].environments[{j}].execution_node",
-                      f"{where!r} is not an execution node (configured: {known}); use local, any or a node's name"
-                      if where != "any" else f"any places on the execution nodes, and there are {known}")
+            check.add(
+                f"repositories[{i}].environments[{j}].execution_node",
+                f"{where!r} is not an execution node (configured: {known}); use local, any or a node's name"
+                if where != "any"
+                else f"any places on the execution nodes, and there are {known}",
+            )

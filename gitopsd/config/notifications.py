@@ -1,4 +1,5 @@
 """`notifications:`: the dashboard link, Slack and Matrix."""
+
 from __future__ import annotations
 
 import re
@@ -29,8 +30,9 @@ def _notifications(raw: Any, base: Path, check: _Checker) -> Notifications:
     data = check.mapping(raw, "notifications", NOTIFICATIONS_KEYS)
     link = _url(data["link"], "notifications.link", check).rstrip("/") or None if "link" in data else None
     slack = _url(data["slack_webhook"], "notifications.slack_webhook", check) or None if "slack_webhook" in data else None
-    return Notifications(link=link, slack_webhook=slack,
-                         matrix=_matrix(data["matrix"], base, check) if "matrix" in data else None)
+    return Notifications(
+        link=link, slack_webhook=slack, matrix=_matrix(data["matrix"], base, check) if "matrix" in data else None
+    )
 
 
 def _matrix(raw: Any, base: Path, check: _Checker) -> Matrix | None:
@@ -41,8 +43,9 @@ def _matrix(raw: Any, base: Path, check: _Checker) -> Matrix | None:
     user = data.get("user")
     if not isinstance(user, str) or not MATRIX_USER_RE.match(user):
         check.add(f"{key}.user", f"must be gitopsd's Matrix user id like @gitopsd:example.org, not {user!r}")
-    password = _path_field(data.get("password_file"), f"{key}.password_file",
-                           "the path of a file holding gitopsd's Matrix password", base, check)
+    password = _path_field(
+        data.get("password_file"), f"{key}.password_file", "the path of a file holding gitopsd's Matrix password", base, check
+    )
     room = data.get("room")
     if not isinstance(room, str) or not re.match(r"^(![^\s]+|#[^\s:]+:[^\s]+)$", room):
         check.add(f"{key}.room", f"must be a room id (!abc:example.org) or alias (#deploys:example.org), not {room!r}")
@@ -55,12 +58,12 @@ def _matrix(raw: Any, base: Path, check: _Checker) -> Matrix | None:
             if not isinstance(account, str) or not MATRIX_USER_RE.match(account):
                 check.add(f"{key}.accounts", f"{account!r} is not a Matrix user id like @alice:example.org")
             elif not isinstance(identity, str) or not IDENTITY_RE.match(identity) or account == user:
-                check.add(f"{key}.accounts.{account}", f"must be the identity {account} approves as (a user name), "
-                                                       f"not {identity!r}")
+                check.add(
+                    f"{key}.accounts.{account}", f"must be the identity {account} approves as (a user name), not {identity!r}"
+                )
             else:
                 accounts.append((account, identity))
     timeout = check.number(data, "timeout", key, Matrix.timeout, minimum=1, maximum=120, what="two minutes")
     if not homeserver or not isinstance(user, str) or password is None or not isinstance(room, str):
         return None
-    return Matrix(homeserver=homeserver, user=user, password_file=password, room=room, accounts=tuple(accounts),
-                  timeout=timeout)
+    return Matrix(homeserver=homeserver, user=user, password_file=password, room=room, accounts=tuple(accounts), timeout=timeout)

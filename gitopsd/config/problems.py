@@ -1,6 +1,7 @@
 """The problem collector: every problem one line with its file:line (Problem, ConfigError, _Checker), and the
 field readers every section shares (names, URLs, flags, paths relative to the config's folder).
 """
+
 from __future__ import annotations
 
 import math
@@ -18,7 +19,7 @@ from ..core.windows import WindowError, parse_duration
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 BRANCH_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
-ONE_DAY = 86400              # seconds: no wait or interval needs more; beyond, timers and timeouts overflow
+ONE_DAY = 86400  # seconds: no wait or interval needs more; beyond, timers and timeouts overflow
 _NO_PATH = Path("/nonexistent")
 
 
@@ -39,7 +40,7 @@ class ConfigError(ConfigurationError):
 
     def __init__(self, problems: list[Problem], config: Config | None = None):
         self.problems = problems
-        self.config = config   # what could be read anyway: read-only commands show the rest (see cli)
+        self.config = config  # what could be read anyway: read-only commands show the rest (see cli)
         super().__init__("\n".join(str(p) for p in problems))
 
 
@@ -58,19 +59,28 @@ class _Checker:
             return {}
         for k in raw:
             if k not in allowed:
-                self.add(f"{key}.{k}" if key else str(k),
-                         f"unknown key; allowed keys here: {', '.join(sorted(allowed))}")
+                self.add(f"{key}.{k}" if key else str(k), f"unknown key; allowed keys here: {', '.join(sorted(allowed))}")
         return raw
 
-    def number(self, raw: dict[str, Any], key: str, prefix: str, default: float, *,
-               integer: bool = False, minimum: float = 0.0, maximum: float = math.inf, what: str = "") -> float:
+    def number(
+        self,
+        raw: dict[str, Any],
+        key: str,
+        prefix: str,
+        default: float,
+        *,
+        integer: bool = False,
+        minimum: float = 0.0,
+        maximum: float = math.inf,
+        what: str = "",
+    ) -> float:
         """Given a mapping, return its finite number at `key` within [minimum, maximum] (`what` says why the maximum)."""
         value = raw.get(key, default)
         full = f"{prefix}.{key}" if prefix else key
         if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and not isinstance(value, int)):
             self.add(full, f"must be {'an integer' if integer else 'a number'}, not {value!r}")
             return default
-        if not math.isfinite(value):   # YAML's .nan and .inf: NaN passes every comparison below
+        if not math.isfinite(value):  # YAML's .nan and .inf: NaN passes every comparison below
             self.add(full, f"must be a finite number, not {value!r}")
             return default
         if value < minimum:
@@ -81,8 +91,9 @@ class _Checker:
             return default
         return value
 
-    def seconds(self, raw: dict[str, Any], key: str, prefix: str, default: float, *,
-                integer: bool = False, minimum: float = 0.0) -> float:
+    def seconds(
+        self, raw: dict[str, Any], key: str, prefix: str, default: float, *, integer: bool = False, minimum: float = 0.0
+    ) -> float:
         """A duration in seconds: a finite number from `minimum` up to one day."""
         return self.number(raw, key, prefix, default, integer=integer, minimum=minimum, maximum=ONE_DAY, what="one day")
 
@@ -119,7 +130,7 @@ def _resolve(base: Path, value: str) -> Path:
         raise ValueError("a path cannot contain a NUL byte")
     try:
         return (base / os.path.expanduser(value)).resolve()
-    except (OSError, RuntimeError, ValueError) as exc:   # RuntimeError: a symlink loop
+    except (OSError, RuntimeError, ValueError) as exc:  # RuntimeError: a symlink loop
         raise ValueError(f"cannot resolve {value!r}: {exc}") from exc
 
 

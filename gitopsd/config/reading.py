@@ -3,6 +3,7 @@
 This is the only module that imports PyYAML. Policy lives here, on the server, never in pushed
 content, so a push cannot loosen the rules that judge it.
 """
+
 from __future__ import annotations
 
 import os
@@ -20,9 +21,9 @@ from ..gate.snapshot import file_stamp
 from .problems import ConfigError, Problem, _Checker
 from .top import _normalize
 
-_SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)   # libyaml when available: same rules, faster
-CONFIG_MAX = 10 * 2**20      # bytes: a real config is a few KiB; stops --config /dev/zero or a log file read whole
-_MAX_NODES = 100_000         # far beyond any real config: stops a YAML alias bomb from expanding here
+_SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when available: same rules, faster
+CONFIG_MAX = 10 * 2**20  # bytes: a real config is a few KiB; stops --config /dev/zero or a log file read whole
+_MAX_NODES = 100_000  # far beyond any real config: stops a YAML alias bomb from expanding here
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
@@ -96,7 +97,7 @@ def load(path: Path | str, *, writable_folders: bool = False) -> Config:
         loader = _SafeLoader(text)
         try:
             node = loader.get_single_node()
-            duplicates = _duplicate_keys(node)   # before constructing, which rewrites merge keys in the tree
+            duplicates = _duplicate_keys(node)  # before constructing, which rewrites merge keys in the tree
             raw = loader.construct_document(node) if node is not None else None
         finally:
             loader.dispose()
@@ -118,7 +119,7 @@ def _read_text(source: Path) -> str:
     """The config file's text. Raise ConfigError, in one line, for a file that cannot be read, is not a regular
     file (/dev/zero, a FIFO: reading would never end), is over CONFIG_MAX bytes, or is not UTF-8 (with its line)."""
     file = str(source)
-    try:   # O_NONBLOCK: opening a FIFO does not wait for a writer
+    try:  # O_NONBLOCK: opening a FIFO does not wait for a writer
         fd = os.open(source, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         with os.fdopen(fd, "rb") as handle:
             info = os.fstat(handle.fileno())
@@ -128,24 +129,26 @@ def _read_text(source: Path) -> str:
     except OSError as exc:
         raise ConfigError([Problem(file, None, "", f"cannot read config: {exc.strerror or exc}")]) from exc
     if len(data) > CONFIG_MAX:
-        raise ConfigError([Problem(file, None, "", f"is over {CONFIG_MAX // 2**20} MiB; a gitopsd config is a few "
-                                                    "KiB: is it the right file?")])
+        raise ConfigError(
+            [Problem(file, None, "", f"is over {CONFIG_MAX // 2**20} MiB; a gitopsd config is a few KiB: is it the right file?")]
+        )
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line, column = data.count(b"\n", 0, exc.start) + 1, exc.start - data.rfind(b"\n", 0, exc.start)
-        raise ConfigError([Problem(file, line, "", f"is not UTF-8 text (byte 0x{data[exc.start]:02x} at column {column}); "
-                                                    "save it as UTF-8")]) from exc
+        raise ConfigError(
+            [Problem(file, line, "", f"is not UTF-8 text (byte 0x{data[exc.start]:02x} at column {column}); save it as UTF-8")]
+        ) from exc
 
 
 def read_yaml(text: str) -> Any:
     """Plain data from YAML text (safe tags only), for tools that read a config without validating it
     (install-service --root, the demo). Raise ConfigurationError for text that is not YAML."""
     try:
-        return yaml.load(text, Loader=_SafeLoader)   # noqa: S506 (safe tags only; libyaml's depth limit, as load has)
+        return yaml.load(text, Loader=_SafeLoader)  # noqa: S506 (safe tags only; libyaml's depth limit, as load has)
     except yaml.YAMLError as exc:
         raise ConfigurationError(f"invalid YAML: {getattr(exc, 'problem', None) or exc}") from exc
-    except RecursionError as exc:   # found by fuzz/fuzz_tokens_file.py: `[[[[...` without libyaml
+    except RecursionError as exc:  # found by fuzz/fuzz_tokens_file.py: `[[[[...` without libyaml
         raise ConfigurationError("invalid YAML: nested too deeply") from exc
 
 
@@ -188,14 +191,15 @@ def _text_with_item(text: str, root: yaml.Node | None, item: str) -> str | None:
             stripped = lines[n].strip()
             if stripped and not stripped.startswith("#") and len(lines[n]) - len(lines[n].lstrip()) > dash:
                 last = n
-        return "".join(lines[:last + 1]) + _indent(item, dash) + "".join(lines[last + 1:])
+        return "".join(lines[: last + 1]) + _indent(item, dash) + "".join(lines[last + 1 :])
     if (isinstance(value, yaml.ScalarNode) and value.tag == "tag:yaml.org,2002:null") or (
-            isinstance(value, yaml.SequenceNode) and not value.value):
+        isinstance(value, yaml.SequenceNode) and not value.value
+    ):
         # `repositories:`, `repositories: ~` or `repositories: []`: the value goes, the list follows the key's line.
         start, end = value.start_mark.index, value.end_mark.index
         text = text[:start] + text[end:]
         lines = text.splitlines(keepends=True)
         at = value.start_mark.line
         lines[at] = lines[at].rstrip(" \t\n") + "\n" if "#" not in lines[at] else lines[at]
-        return "".join(lines[:at + 1]) + _indent(item, 2) + "".join(lines[at + 1:])
+        return "".join(lines[: at + 1]) + _indent(item, 2) + "".join(lines[at + 1 :])
     return None

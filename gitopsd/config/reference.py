@@ -1,4 +1,5 @@
 """The configuration reference's table: each place in the YAML and the keys its parser accepts (tools/gen_config_docs.py)."""
+
 from __future__ import annotations
 
 from .api_web import API_KEYS, GRAFANA_KEYS, WEB_KEYS

@@ -1,4 +1,5 @@
 """`repositories:` and their `environments:`: branches, promotion, playbooks, rollouts, notify, windows."""
+
 from __future__ import annotations
 
 import difflib
@@ -90,7 +91,7 @@ def _repository(raw: Any, key: str, base: Path, check: _Checker) -> Repository: 
         else:
             try:
                 found = (path / "HEAD").is_file() and (path / "objects").is_dir()
-            except PermissionError:   # a folder this user may not look into (the service layout's, as another user)
+            except PermissionError:  # a folder this user may not look into (the service layout's, as another user)
                 who = pwd.getpwuid(os.geteuid()).pw_name
                 check.add(f"{key}.path", f"{path} cannot be read by {who} (run `gitopsd doctor` as root to see why)")
             else:
@@ -113,8 +114,11 @@ def _repository(raw: Any, key: str, base: Path, check: _Checker) -> Repository: 
         if env.name and env.name in names:
             check.add(f"{at}.name", f"environment {env.name!r} is defined twice")
         if env.branch and env.branch in branches:
-            check.add(f"{at}.branch", f"branch {env.branch!r} is already used by environment {branches[env.branch]!r}; "
-                                      "each environment needs its own branch")
+            check.add(
+                f"{at}.branch",
+                f"branch {env.branch!r} is already used by environment {branches[env.branch]!r}; "
+                "each environment needs its own branch",
+            )
         names[env.name] = at
         branches[env.branch] = env.name
     for i, env in enumerate(envs):
@@ -128,14 +132,17 @@ def _repository(raw: Any, key: str, base: Path, check: _Checker) -> Repository: 
         for context in env.require_checks:
             if context.startswith("gitopsd/") and context not in steps:
                 known = ", ".join(sorted(steps)) or "none: this repository has no ci.steps"
-                check.add(f"{key}.environments[{i}].require_checks",
-                          f"{context!r} would never be reported: gitopsd/<name> comes from the built-in CI step "
-                          f"<name> (its steps give {known})")
+                check.add(
+                    f"{key}.environments[{i}].require_checks",
+                    f"{context!r} would never be reported: gitopsd/<name> comes from the built-in CI step "
+                    f"<name> (its steps give {known})",
+                )
     for i, env in enumerate(envs):
         if env.auto_promote and env.promote_from not in branches and not env.require_checks:
-            check.add(f"{key}.environments[{i}].auto_promote",
-                      f"would promote every new head of {env.promote_from} untested: "
-                      "name the checks it must pass in require_checks")
+            check.add(
+                f"{key}.environments[{i}].auto_promote",
+                f"would promote every new head of {env.promote_from} untested: name the checks it must pass in require_checks",
+            )
     return Repository(name=name or "", path=path, environments=tuple(envs), ci=ci)
 
 
@@ -148,11 +155,16 @@ def _unknown_sources(envs: list[Environment], key: str, path: Path, check: _Chec
         source = env.promote_from
         if not source or source in known or path == _NO_PATH or _has_branch(path, source) is not False:
             continue
-        hint = (f"{source!r} is the environment whose branch is {by_name[source]!r}; " if source in by_name else
-                "".join(f"did you mean {m!r}? " for m in difflib.get_close_matches(source, known, 1)))
-        check.add(f"{key}.environments[{i}].promote_from",
-                  f"{source!r} is no environment branch here, not main and no branch of {path}: {hint}"
-                  f"promote from one of {', '.join(dict.fromkeys(known))}, or push the branch {source!r} first")
+        hint = (
+            f"{source!r} is the environment whose branch is {by_name[source]!r}; "
+            if source in by_name
+            else "".join(f"did you mean {m!r}? " for m in difflib.get_close_matches(source, known, 1))
+        )
+        check.add(
+            f"{key}.environments[{i}].promote_from",
+            f"{source!r} is no environment branch here, not main and no branch of {path}: {hint}"
+            f"promote from one of {', '.join(dict.fromkeys(known))}, or push the branch {source!r} first",
+        )
 
 
 def _has_branch(repo: Path, branch: str) -> bool | None:
@@ -160,7 +172,7 @@ def _has_branch(repo: Path, branch: str) -> bool | None:
     ref = f"refs/heads/{branch}"
     try:
         if (repo / "reftable").exists() or not (repo / "HEAD").is_file():
-            return None   # another ref format: read only through git, which the config does not run
+            return None  # another ref format: read only through git, which the config does not run
         if (repo / ref).is_file():
             return True
         with open(repo / "packed-refs", encoding="utf-8", errors="replace") as handle:
@@ -181,15 +193,17 @@ def _promotion_loops(envs: list[Environment], key: str, check: _Checker) -> None
             chain.append(index[envs[chain[-1]].promote_from])
         closes = index.get(envs[chain[-1]].promote_from) == start
         if not closes or len(chain) < 2 or start in on_a_loop:
-            continue   # no loop, or one already reported; promoting from its own branch is reported above
+            continue  # no loop, or one already reported; promoting from its own branch is reported above
         on_a_loop.update(chain)
         # Say it where promote_from is written: a loop cannot be made of defaults alone.
         at = next((i for i in sorted(chain) if f"{key}.environments[{i}].promote_from" in check.lines), start)
-        chain = chain[chain.index(at):] + chain[:chain.index(at)]
+        chain = chain[chain.index(at) :] + chain[: chain.index(at)]
         loop = " <- ".join(envs[i].branch for i in chain + chain[:1])
-        check.add(f"{key}.environments[{at}].promote_from",
-                  f"promotions go round in a loop ({loop}), so nothing can ever enter it: one of these environments "
-                  "must promote from a branch outside the loop (usually main)")
+        check.add(
+            f"{key}.environments[{at}].promote_from",
+            f"promotions go round in a loop ({loop}), so nothing can ever enter it: one of these environments "
+            "must promote from a branch outside the loop (usually main)",
+        )
 
 
 def _environment(raw: Any, key: str, previous_branch: str, check: _Checker) -> Environment:
@@ -259,21 +273,24 @@ def _vault_file(data: dict[str, Any], key: str, check: _Checker) -> Path | None:
         if not path.is_file():
             check.add(at, f"{path} is not a file: write the vault password in it (mode 0600, owned by the daemon's user)")
     except PermissionError:
-        pass   # a hook or a read-only command, as another user: the daemon and check-config see it
+        pass  # a hook or a read-only command, as another user: the daemon and check-config see it
     return path
 
 
 def _rollout(raw: Any, key: str, check: _Checker) -> Rollout | None:
     from ..core.batches import validate_batches
+
     data = check.mapping(raw, key, ROLLOUT_KEYS)
     batches = data.get("batches", ["100%"])
     problem = validate_batches(batches)
     if problem:
         check.add(f"{key}.batches", problem)
         batches = ["100%"]
-    return Rollout(batches=tuple(batches),
-                   max_fail_percentage=check.number(data, "max_fail_percentage", key, 0.0, maximum=100, what="a percentage"),
-                   bake=check.seconds(data, "bake", key, 0.0))
+    return Rollout(
+        batches=tuple(batches),
+        max_fail_percentage=check.number(data, "max_fail_percentage", key, 0.0, maximum=100, what="a percentage"),
+        bake=check.seconds(data, "bake", key, 0.0),
+    )
 
 
 def _notify(raw: Any, key: str, check: _Checker) -> Notify:
@@ -302,28 +319,35 @@ def _windows(raw: Any, key: str, check: _Checker) -> tuple[Window, ...]:
             check.add(at, "needs exactly one of allow: or deny: (a cron expression for when the window starts)")
             continue
         allow = "allow" in data
-        bad = False   # every problem of the entry is said, not only the first
+        bad = False  # every problem of the entry is said, not only the first
         try:
             cron = Cron.parse(str(data["allow" if allow else "deny"]))
             duration = parse_duration(data.get("duration"))
         except WindowError as exc:
             check.add(at, str(exc))
             bad = True
-        except OverflowError:   # more seconds than a timedelta holds
+        except OverflowError:  # more seconds than a timedelta holds
             duration = MAX_WINDOW + MAX_WINDOW
-        if not bad and duration > MAX_WINDOW:   # checking a window walks back over its whole length, minute by minute
-            check.add(f"{at}.duration", f"a window lasts at most {MAX_WINDOW.days} days, not {data.get('duration')} "
-                                        "(for longer, let cron start it again)")
+        if not bad and duration > MAX_WINDOW:  # checking a window walks back over its whole length, minute by minute
+            check.add(
+                f"{at}.duration",
+                f"a window lasts at most {MAX_WINDOW.days} days, not {data.get('duration')} "
+                "(for longer, let cron start it again)",
+            )
             bad = True
         tz = str(data.get("timezone", "UTC"))
         try:
             from zoneinfo import ZoneInfo
+
             ZoneInfo(tz)
         except (ValueError, KeyError, OSError):
             check.add(f"{at}.timezone", f"unknown time zone {tz!r}")
             bad = True
         if bad:
             continue
-        name = str(data.get("name") or f"{'allow' if allow else 'deny'} {data['allow' if allow else 'deny']} for {data.get('duration')} ({tz})")
+        name = str(
+            data.get("name")
+            or f"{'allow' if allow else 'deny'} {data['allow' if allow else 'deny']} for {data.get('duration')} ({tz})"
+        )
         windows.append(Window(name, allow, cron, duration, tz))
     return tuple(windows)

@@ -1,4 +1,5 @@
 """`sandbox:` and `ssh:`: how playbooks are confined, and the host keys they trust."""
+
 from __future__ import annotations
 
 import re
@@ -40,7 +41,7 @@ def _known_hosts(raw: Any, base: Path, state_dir: Path, check: _Checker) -> Path
         return default
     try:
         folder = path.is_dir()
-    except OSError:   # a reader of the config (the hook, as the git user) may not see into the state folder
+    except OSError:  # a reader of the config (the hook, as the git user) may not see into the state folder
         folder = False
     if folder:
         check.add("ssh.known_hosts", f"{path} is a folder; give the path of a file (`gitopsd hosts trust ENV` writes it)")
@@ -60,8 +61,11 @@ def _sandbox(raw: Any, base: Path, check: _Checker) -> SandboxPolicy:
         network = False
     playbook_network = data.get("playbook_network", "ssh-only")
     if playbook_network not in PLAYBOOK_NETWORKS:
-        check.add("sandbox.playbook_network", "must be ssh-only (playbook runs reach only their inventory's hosts, over "
-                                              f"SSH) or host (the deploy server's network), not {playbook_network!r}")
+        check.add(
+            "sandbox.playbook_network",
+            "must be ssh-only (playbook runs reach only their inventory's hosts, over "
+            f"SSH) or host (the deploy server's network), not {playbook_network!r}",
+        )
         playbook_network = "ssh-only"
     user = data.get("user", default_sandbox_user())
     if user is not None and not (isinstance(user, str) and re.fullmatch(r"[a-z_][a-z0-9_.-]{0,31}", user)):
@@ -69,6 +73,7 @@ def _sandbox(raw: Any, base: Path, check: _Checker) -> SandboxPolicy:
         user = default_sandbox_user()
     elif isinstance(user, str) and user != "root":
         import pwd
+
         try:
             pwd.getpwnam(user)
         except KeyError:
@@ -86,8 +91,14 @@ def _sandbox(raw: Any, base: Path, check: _Checker) -> SandboxPolicy:
             except ValueError as exc:
                 check.add(f"sandbox.{key}[{i}]", str(exc))
         folders[key] = tuple(resolved)
-    policy = SandboxPolicy(enabled=enabled, user=user, read_only=folders["read_only"], writable=folders["writable"],
-                           network=network, playbook_network=playbook_network)
+    policy = SandboxPolicy(
+        enabled=enabled,
+        user=user,
+        read_only=folders["read_only"],
+        writable=folders["writable"],
+        network=network,
+        playbook_network=playbook_network,
+    )
     try:
         sandbox_check(policy)
     except SandboxError as exc:

@@ -1,4 +1,5 @@
 """`signatures:` and `signed_push:`: the signed commits and pushes a repository and its environments require."""
+
 from __future__ import annotations
 
 from dataclasses import replace
@@ -9,7 +10,7 @@ from ..core.settings import Repository, Signatures
 from .human_gates import _identities
 from .problems import _Checker, _path_field
 
-MAIN_BRANCH = "main"   # the integration branch a repository's own `signatures:` applies to
+MAIN_BRANCH = "main"  # the integration branch a repository's own `signatures:` applies to
 SIGNATURES_KEYS = {
     "allowed_signers": "SSH allowed signers file (ssh-keygen(1) ALLOWED SIGNERS)",
     "gpg_home": "OpenPGP keyring holding the allowed public keys",
@@ -17,8 +18,9 @@ SIGNATURES_KEYS = {
 }
 
 
-def _signatures(repo: Repository, raw: dict[str, Any], key: str, groups: dict[str, list[str]], base: Path,
-                check: _Checker) -> Repository:
+def _signatures(
+    repo: Repository, raw: dict[str, Any], key: str, groups: dict[str, list[str]], base: Path, check: _Checker
+) -> Repository:
     """Each environment's `signatures:` and `signed_push:`, and the repository's own `signatures:` for main
     (docs/trust-model.md, "Signed commits and signed pushes")."""
     if "signatures" in raw:
@@ -39,21 +41,24 @@ def _signatures(repo: Repository, raw: dict[str, Any], key: str, groups: dict[st
     return replace(repo, environments=tuple(envs))
 
 
-def _signature_rule(raw: Any, signed_push: bool, at: str, groups: dict[str, list[str]], base: Path,
-                    check: _Checker) -> Signatures | None:
+def _signature_rule(
+    raw: Any, signed_push: bool, at: str, groups: dict[str, list[str]], base: Path, check: _Checker
+) -> Signatures | None:
     """One `signatures:` mapping at `at`: the allowed signers' files (checked, allowed_signers line by line), paths."""
     from ..gate.signatures import allowed_signers_problems
+
     data = check.mapping(raw, f"{at}.signatures", SIGNATURES_KEYS) if raw is not None else {}
     found: dict[str, Path | None] = {}
-    for name, what in (("allowed_signers", "an SSH allowed_signers file (ssh-keygen(1), ALLOWED SIGNERS)"),
-                       ("gpg_home", "an OpenPGP keyring folder (a GNUPGHOME with the allowed public keys)")):
-        path = _path_field(data[name], f"{at}.signatures.{name}", f"the path of {what}", base, check) \
-            if name in data else None
+    for name, what in (
+        ("allowed_signers", "an SSH allowed_signers file (ssh-keygen(1), ALLOWED SIGNERS)"),
+        ("gpg_home", "an OpenPGP keyring folder (a GNUPGHOME with the allowed public keys)"),
+    ):
+        path = _path_field(data[name], f"{at}.signatures.{name}", f"the path of {what}", base, check) if name in data else None
         found[name] = path
         try:
             exists = path is None or (path.is_file() if name == "allowed_signers" else path.is_dir())
         except PermissionError:
-            continue   # a hook or a read-only command, as another user: the daemon and check-config see it
+            continue  # a hook or a read-only command, as another user: the daemon and check-config see it
         if not exists:
             check.add(f"{at}.signatures.{name}", f"{path} does not exist: it must be {what}, kept outside the repository")
         elif path is not None and name == "allowed_signers":
@@ -66,8 +71,7 @@ def _signature_rule(raw: Any, signed_push: bool, at: str, groups: dict[str, list
     paths_raw = data.get("paths", {})
     paths: list[tuple[str, tuple[str, ...]]] = []
     if not isinstance(paths_raw, dict):
-        check.add(f"{at}.signatures.paths", "must map path globs to signers, e.g. {'environments/production/**': "
-                                            "[group:ops]}")
+        check.add(f"{at}.signatures.paths", "must map path globs to signers, e.g. {'environments/production/**': [group:ops]}")
     else:
         for glob, signers in paths_raw.items():
             if not isinstance(glob, str) or not glob or "\n" in glob:

@@ -1,4 +1,5 @@
 """The top level of the config: the server's own keys, and every section put together into one Config."""
+
 from __future__ import annotations
 
 import os
@@ -19,7 +20,7 @@ from .repositories import _repository
 from .sandbox import _known_hosts, _sandbox
 from .signatures import _signatures
 
-SOCKET_PATH_MAX = 107        # bytes of a Unix socket path on Linux: sun_path is 108 with the final NUL
+SOCKET_PATH_MAX = 107  # bytes of a Unix socket path on Linux: sun_path is 108 with the final NUL
 
 
 TOP_KEYS = {
@@ -59,7 +60,7 @@ FREEZE_KEYS = {
 }
 ALERT_FREEZES_KEYS = {
     "repeat_interval": "Alertmanager's repeat_interval on the route to gitopsd: a firing alert is sent again this often "
-                       "(default 4h, Alertmanager's own default)",
+    "(default 4h, Alertmanager's own default)",
     "grace": "more time before a freeze whose alert was not sent again expires (default 15m)",
 }
 BREAK_GLASS_KEYS = {
@@ -81,10 +82,14 @@ def _normalize(raw: Any, source: Path, check: _Checker, writable: bool) -> Confi
         repos_raw = []
     repos = [_repository(r, f"repositories[{i}]", base, check) for i, r in enumerate(repos_raw)]
     groups = _groups(top.get("groups", {}), check)
-    repos = [_human_gates(repo, repos_raw[i] if isinstance(repos_raw[i], dict) else {}, f"repositories[{i}]", groups, check)
-             for i, repo in enumerate(repos)]
-    repos = [_signatures(repo, repos_raw[i] if isinstance(repos_raw[i], dict) else {}, f"repositories[{i}]", groups,
-                         base, check) for i, repo in enumerate(repos)]
+    repos = [
+        _human_gates(repo, repos_raw[i] if isinstance(repos_raw[i], dict) else {}, f"repositories[{i}]", groups, check)
+        for i, repo in enumerate(repos)
+    ]
+    repos = [
+        _signatures(repo, repos_raw[i] if isinstance(repos_raw[i], dict) else {}, f"repositories[{i}]", groups, base, check)
+        for i, repo in enumerate(repos)
+    ]
     seen: dict[str, int] = {}
     for i, repo in enumerate(repos):
         if repo.name and repo.name in seen:
@@ -94,9 +99,12 @@ def _normalize(raw: Any, source: Path, check: _Checker, writable: bool) -> Confi
     state_dir = _dir(top, "state_dir", base, Config.state_dir, check, writable)
     runtime_dir = _dir(top, "runtime_dir", base, Config.runtime_dir, check, writable)
     socket = os.fsencode(runtime_dir / "nudge.sock")
-    if len(socket) > SOCKET_PATH_MAX:   # the daemon could not bind it, nor a hook reach it
-        check.add("runtime_dir", f"the nudge socket {runtime_dir / 'nudge.sock'} would be {len(socket)} bytes long; "
-                                 f"Unix socket paths hold at most {SOCKET_PATH_MAX}: choose a shorter runtime_dir")
+    if len(socket) > SOCKET_PATH_MAX:  # the daemon could not bind it, nor a hook reach it
+        check.add(
+            "runtime_dir",
+            f"the nudge socket {runtime_dir / 'nudge.sock'} would be {len(socket)} bytes long; "
+            f"Unix socket paths hold at most {SOCKET_PATH_MAX}: choose a shorter runtime_dir",
+        )
     known_hosts = _known_hosts(top.get("ssh", {}), base, state_dir, check)
     nodes = _execution_nodes(top.get("execution_nodes", []), base, check)
     _placements(repos, nodes, check)
@@ -110,8 +118,9 @@ def _normalize(raw: Any, source: Path, check: _Checker, writable: bool) -> Confi
         keep_workdirs=int(check.number(top, "keep_workdirs", "", Config.keep_workdirs, integer=True, minimum=1)),
         identity_env=tuple(identity),
         repositories=tuple(repos),
-        sandbox=replace(_sandbox(top.get("sandbox", {}), base, check), known_hosts=known_hosts,
-                        requirements_cache=state_dir / "requirements"),
+        sandbox=replace(
+            _sandbox(top.get("sandbox", {}), base, check), known_hosts=known_hosts, requirements_cache=state_dir / "requirements"
+        ),
         known_hosts=known_hosts,
         database_url=_database(top.get("database", "sqlite"), check),
         api=_api(top["api"], base, check) if "api" in top else None,
@@ -130,8 +139,7 @@ def _normalize(raw: Any, source: Path, check: _Checker, writable: bool) -> Confi
 
 def _signing_key(raw: Any, base: Path, check: _Checker) -> Path | None:
     """`signing_key:` the SSH private key gitopsd signs its commits with; its public half (KEY.pub) beside it."""
-    path = _path_field(raw, "signing_key", "the path of an SSH private key (`gitopsd install-service` makes one)",
-                       base, check)
+    path = _path_field(raw, "signing_key", "the path of an SSH private key (`gitopsd install-service` makes one)", base, check)
     public = Path(f"{path}.pub") if path else None
     if public is not None and not public.is_file():
         check.add("signing_key", f"{public} does not exist: make the key with ssh-keygen -t ed25519 -N '' -f {path}")
@@ -168,16 +176,19 @@ def _freeze_on(raw: Any, repos: list[Repository], check: _Checker) -> tuple[Free
             if known and not any(r.environment(env) for r in known):
                 check.add(f"{key}.envs", f"no repository has an environment {env!r}")
         if isinstance(alert, str) and alert.strip():
-            rules.append(FreezeRule(alert.strip(), tuple(envs), tuple((k, str(v)) for k, v in sorted(labels.items())),
-                                    tuple(names)))
+            rules.append(
+                FreezeRule(alert.strip(), tuple(envs), tuple((k, str(v)) for k, v in sorted(labels.items())), tuple(names))
+            )
     return tuple(rules)
 
 
 def _break_glass(raw: Any, check: _Checker) -> BreakGlass:
     """`break_glass: {confirm_within: 15m, lasts: 1h}`: the second person's time limit, and how long it holds."""
     data = check.mapping(raw, "break_glass", BREAK_GLASS_KEYS)
-    return BreakGlass(confirm_within=_duration(data, "confirm_within", "break_glass", BreakGlass.confirm_within, check),
-                      lasts=_duration(data, "lasts", "break_glass", BreakGlass.lasts, check))
+    return BreakGlass(
+        confirm_within=_duration(data, "confirm_within", "break_glass", BreakGlass.confirm_within, check),
+        lasts=_duration(data, "lasts", "break_glass", BreakGlass.lasts, check),
+    )
 
 
 def _alert_freezes(raw: Any, check: _Checker) -> AlertFreezes:
@@ -185,7 +196,8 @@ def _alert_freezes(raw: Any, check: _Checker) -> AlertFreezes:
     data = check.mapping(raw, "alert_freezes", ALERT_FREEZES_KEYS)
     return AlertFreezes(
         repeat_interval=_duration(data, "repeat_interval", "alert_freezes", AlertFreezes.repeat_interval, check),
-        grace=_duration(data, "grace", "alert_freezes", AlertFreezes.grace, check))
+        grace=_duration(data, "grace", "alert_freezes", AlertFreezes.grace, check),
+    )
 
 
 def _backup(raw: Any, base: Path, check: _Checker) -> Backup:
@@ -203,22 +215,23 @@ def _backup(raw: Any, base: Path, check: _Checker) -> Backup:
 def _database(raw: Any, check: _Checker) -> str:
     """`database:` sqlite (the default: state_dir/state.db) or postgresql://[user[:password]@]host[:port]/name[?...]."""
     from urllib.parse import urlsplit
+
     if raw == "sqlite":
         return ""
     shown = re.sub(r"(//[^:/@]*:)[^@]*@", r"\1***@", raw) if isinstance(raw, str) else repr(raw)
     if not isinstance(raw, str) or not raw.startswith(("postgresql://", "postgres://")):
-        check.add("database", f"must be sqlite or a PostgreSQL URL such as postgresql://gitopsd@db.example/gitopsd, "
-                              f"not {shown}")
+        check.add("database", f"must be sqlite or a PostgreSQL URL such as postgresql://gitopsd@db.example/gitopsd, not {shown}")
         return ""
     try:
         parts = urlsplit(raw)
-        parts.port   # noqa: B018 (raises ValueError for a port that is not a number)
+        parts.port  # noqa: B018 (raises ValueError for a port that is not a number)
     except ValueError as exc:
         check.add("database", f"{shown} is not a valid URL ({exc})")
         return ""
     if not parts.path.strip("/"):
-        check.add("database", f"{shown} names no database: add /NAME, e.g. postgresql://gitopsd@{parts.hostname or 'host'}"
-                              f"/gitopsd")
+        check.add(
+            "database", f"{shown} names no database: add /NAME, e.g. postgresql://gitopsd@{parts.hostname or 'host'}/gitopsd"
+        )
         return ""
     missing = postgresql_missing()
     if missing:
@@ -232,17 +245,20 @@ def _one_entry_per_repository(repos: list[Repository], check: _Checker) -> None:
     by_inode: dict[tuple[int, int], int] = {}
     for i, repo in enumerate(repos):
         if repo.path == _NO_PATH:
-            continue   # already reported
+            continue  # already reported
         try:
             st = os.stat(repo.path)
-            inode: tuple[int, int] | None = (st.st_dev, st.st_ino)   # what os.path.samefile compares
+            inode: tuple[int, int] | None = (st.st_dev, st.st_ino)  # what os.path.samefile compares
         except OSError:
             inode = None
         first = by_path.get(repo.path, by_inode.get(inode) if inode else None)
         if first is not None:
             other = f"{repos[first].name} (repositories[{first}])" if repos[first].name else f"repositories[{first}]"
-            check.add(f"repositories[{i}].path", f"{repo.path} is the repository of {other} again; "
-                                                 "configure each repository once, or it is deployed twice at the same time")
+            check.add(
+                f"repositories[{i}].path",
+                f"{repo.path} is the repository of {other} again; "
+                "configure each repository once, or it is deployed twice at the same time",
+            )
             continue
         by_path[repo.path] = i
         if inode:
@@ -278,7 +294,7 @@ def _folder_problem(path: Path, writable: bool) -> str | None:
     try:
         while not existing.exists() and existing != existing.parent:
             existing = existing.parent
-    except PermissionError as exc:   # a folder only the service's user may look into
+    except PermissionError as exc:  # a folder only the service's user may look into
         return f"{path} cannot be checked by {who}: {exc.strerror} on {exc.filename}" if writable else None
     if not existing.is_dir():
         return f"{path} is not a folder" if existing == path else f"{path} cannot be created: {existing} is not a folder"

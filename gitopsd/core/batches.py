@@ -4,6 +4,7 @@ A batch spec is a host count (`2`, or `"2"`) or a percentage of all the hosts (`
 down but at least one host). The specs are used in order and the last one repeats until every
 host is in a batch, so `[1, "25%", "100%"]` is a canary, then a quarter, then everything else.
 """
+
 from __future__ import annotations
 
 import re
@@ -71,7 +72,7 @@ def split_batches(hosts: list[str], batches: list[int | str]) -> list[list[str]]
     index = 0
     while start < total:
         size = _size(batches[min(index, len(batches) - 1)], total)
-        result.append(list(hosts[start:start + size]))
+        result.append(list(hosts[start : start + size]))
         start += size
         index += 1
     return result

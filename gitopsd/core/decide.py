@@ -3,6 +3,7 @@
 The reconciler acts on it; `gitopsd status` shows it. One function, so the two never disagree
 about what "stalled" or "failed" means.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -24,12 +25,24 @@ class Decision:
     reason: str | None = None
 
 
-def decide(desired: Head | None, deployed: Deployment | None, last: Deployment | None,  # noqa: C901 (the decision table of docs/concepts.md, one branch per row)
-           failure: FailureStatus | None, bad_tree_reason: str | None, rollback: bool,
-           busy: bool, now: float, blocked_reason: str | None = None, suspended_reason: str | None = None,
-           sync: bool = False, watch: WatchWindow | None = None, drift: DriftReport | None = None,
-           heal: bool = False, closed_window: tuple[str, float | None] | None = None,
-           announced: bool = False) -> Decision:
+def decide(  # noqa: C901 (the decision table of docs/concepts.md, one branch per row)
+    desired: Head | None,
+    deployed: Deployment | None,
+    last: Deployment | None,
+    failure: FailureStatus | None,
+    bad_tree_reason: str | None,
+    rollback: bool,
+    busy: bool,
+    now: float,
+    blocked_reason: str | None = None,
+    suspended_reason: str | None = None,
+    sync: bool = False,
+    watch: WatchWindow | None = None,
+    drift: DriftReport | None = None,
+    heal: bool = False,
+    closed_window: tuple[str, float | None] | None = None,
+    announced: bool = False,
+) -> Decision:
     """Given what Git asks for, what the store knows and how the promotion rule judged the head, return what to do.
 
     `rollback`: the rule accepted the head as a rollback. `blocked_reason`: the rule refused the head
@@ -55,10 +68,13 @@ def decide(desired: Head | None, deployed: Deployment | None, last: Deployment |
             return Decision(Action.DEPLOY, kind=Kind.HEAL)
         if last is not None and last.id > deployed.id and last.result == Result.FAILED:
             # A re-apply (sync, heal) of what runs failed: the hosts may be half changed, so not in sync.
-            return Decision(Action.FAILED, reason=f"the {last.kind} of {last.commit[:7]} failed (deployment #{last.id}"
-                                                  f"{': ' + last.outcome if last.outcome else ''}); deployment "
-                                                  f"#{deployed.id} is the last that succeeded: `gitopsd sync "
-                                                  f"{deployed.env}` re-applies it again")
+            return Decision(
+                Action.FAILED,
+                reason=f"the {last.kind} of {last.commit[:7]} failed (deployment #{last.id}"
+                f"{': ' + last.outcome if last.outcome else ''}); deployment "
+                f"#{deployed.id} is the last that succeeded: `gitopsd sync "
+                f"{deployed.env}` re-applies it again",
+            )
         return _in_sync(deployed, watch, drift, now)
     if deployed is None and desired.tree == EMPTY_TREE:
         return Decision(Action.WAITING, reason="nothing deployed yet: waiting for its first promotion")
@@ -87,18 +103,49 @@ def decide(desired: Head | None, deployed: Deployment | None, last: Deployment |
     return Decision(Action.DEPLOY, kind=kind, attempt=attempt)
 
 
-def decide_from_store(store: Ledger, repo: str, env: str, desired: Head | None, deployed: Deployment | None,
-                      busy: bool, now: float, *, rollback: bool = False, blocked_reason: str | None = None,
-                      sync: bool = False, heal: bool = False, closed_window: tuple[str, float | None] | None = None,
-                      announced: bool = False) -> Decision:
+def decide_from_store(
+    store: Ledger,
+    repo: str,
+    env: str,
+    desired: Head | None,
+    deployed: Deployment | None,
+    busy: bool,
+    now: float,
+    *,
+    rollback: bool = False,
+    blocked_reason: str | None = None,
+    sync: bool = False,
+    heal: bool = False,
+    closed_window: tuple[str, float | None] | None = None,
+    announced: bool = False,
+) -> Decision:
     """`decide` with everything else it needs read from the store (a suspension, the watch, drift too)."""
     hold = store.suspension(repo, env)
     suspended = None
     if hold is not None:
-        suspended = f"suspended by {hold.actor}" + (f": {hold.reason}" if hold.reason else "") + f"; `gitopsd resume {env}` lets it deploy again"
-    return decide(desired, deployed, store.last(repo, env), store.failure(repo, env),
-                  store.bad_tree(repo, env, desired.tree) if desired else None, rollback, busy, now, blocked_reason,
-                  suspended, sync, store.watch(repo, env), store.drift_report(repo, env), heal, closed_window, announced)
+        suspended = (
+            f"suspended by {hold.actor}"
+            + (f": {hold.reason}" if hold.reason else "")
+            + f"; `gitopsd resume {env}` lets it deploy again"
+        )
+    return decide(
+        desired,
+        deployed,
+        store.last(repo, env),
+        store.failure(repo, env),
+        store.bad_tree(repo, env, desired.tree) if desired else None,
+        rollback,
+        busy,
+        now,
+        blocked_reason,
+        suspended,
+        sync,
+        store.watch(repo, env),
+        store.drift_report(repo, env),
+        heal,
+        closed_window,
+        announced,
+    )
 
 
 def _in_sync(deployed: Deployment, watch: WatchWindow | None, drift: DriftReport | None, now: float) -> Decision:

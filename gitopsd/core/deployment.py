@@ -8,6 +8,7 @@ Rollbacks go to every host at once: they return hosts to a release they still ha
 The record says what happened to each host (HOST_STATES): Ansible's final stats for the hosts its
 runs reached, then gitopsd's own checks of each batch, and `skipped` for hosts no run reached.
 """
+
 from __future__ import annotations
 
 import string
@@ -39,7 +40,7 @@ class Attempt:
 
     ok: bool = False
     canceled: bool = False
-    permanent: bool = False   # retrying the same tree cannot help (RunOutcome.permanent)
+    permanent: bool = False  # retrying the same tree cannot help (RunOutcome.permanent)
     reason: str = ""
     hosts: dict[str, str] = field(default_factory=dict)
     batches: list[BatchRecord] = field(default_factory=list)
@@ -54,8 +55,8 @@ class Toolbox:
 
     run_playbook: Callable[[PlaybookRun, threading.Event], RunOutcome]
     hosts_of: Callable[[PlaybookRun, tuple[str, ...], threading.Event], list[HostInfo]] | None = None
-    check_http: Callable[[HttpCheck, HostInfo, str], CheckResult] | None = None           # (check, host, commit)
-    check_prometheus: Callable[[PrometheusCheck, str, str], CheckResult] | None = None   # (check, commit, env)
+    check_http: Callable[[HttpCheck, HostInfo, str], CheckResult] | None = None  # (check, host, commit)
+    check_prometheus: Callable[[PrometheusCheck, str, str], CheckResult] | None = None  # (check, commit, env)
     sleep: Callable[[float], None] = time.sleep
     # The files CI built for a tree (repo, tree) -> name -> {path, sha256}: `gitopsd_artifacts` (ci/artifacts.py).
     artifacts: Callable[[str, str], dict[str, dict[str, str]]] = lambda _repo, _tree: {}
@@ -63,32 +64,59 @@ class Toolbox:
     provenance: Callable[[str, str], str | None] = lambda _repo, _tree: None
 
 
-def playbook_run(repo: str, env: Environment, marker: str, deployment_id: int, head: Head, previous_commit: str | None,
-                 kind: str, workdir: Path, data_dir: Path, artifacts: dict[str, dict[str, str]],
-                 check_mode: bool = False) -> PlaybookRun:
+def playbook_run(
+    repo: str,
+    env: Environment,
+    marker: str,
+    deployment_id: int,
+    head: Head,
+    previous_commit: str | None,
+    kind: str,
+    workdir: Path,
+    data_dir: Path,
+    artifacts: dict[str, dict[str, str]],
+    check_mode: bool = False,
+) -> PlaybookRun:
     """The environment's playbook over its inventory, with its vault, for the exported `head` in `workdir`.
 
     Deployments and drift checks (check mode, the deployed deployment's own values) both run it.
     """
     return PlaybookRun(
-        marker=marker, workdir=workdir,
-        playbook=resolve_inside(workdir, env.playbook), inventory=resolve_inside(workdir, env.inventory),
-        data_dir=data_dir, timeout=env.timeout, vault_password_file=env.vault_password_file,
+        marker=marker,
+        workdir=workdir,
+        playbook=resolve_inside(workdir, env.playbook),
+        inventory=resolve_inside(workdir, env.inventory),
+        data_dir=data_dir,
+        timeout=env.timeout,
+        vault_password_file=env.vault_password_file,
         check_mode=check_mode,
         extravars={
-            "gitopsd_env": env.name, "gitopsd_repo": repo, "gitopsd_commit": head.commit,
-            "gitopsd_tree": head.tree, "gitopsd_previous_commit": previous_commit or "",
-            "gitopsd_deploy_id": str(deployment_id), "gitopsd_kind": kind,
-            "gitopsd_workdir": str(workdir), "gitopsd_artifacts": artifacts})
+            "gitopsd_env": env.name,
+            "gitopsd_repo": repo,
+            "gitopsd_commit": head.commit,
+            "gitopsd_tree": head.tree,
+            "gitopsd_previous_commit": previous_commit or "",
+            "gitopsd_deploy_id": str(deployment_id),
+            "gitopsd_kind": kind,
+            "gitopsd_workdir": str(workdir),
+            "gitopsd_artifacts": artifacts,
+        },
+    )
 
 
 def url_variables(url: str) -> tuple[str, ...]:
     return tuple(name for _, name, _, _ in string.Formatter().parse(url) if name)
 
 
-def execute(env: Environment, run: PlaybookRun, kind: str, tools: Toolbox, cancel: threading.Event,
-            progress: Callable[[Progress], None] = lambda _where: None, folders: DeploymentFolders | None = None,
-            ) -> Attempt:
+def execute(
+    env: Environment,
+    run: PlaybookRun,
+    kind: str,
+    tools: Toolbox,
+    cancel: threading.Event,
+    progress: Callable[[Progress], None] = lambda _where: None,
+    folders: DeploymentFolders | None = None,
+) -> Attempt:
     """Run a deployment described by `run` (the whole inventory) in `env`'s batches with its checks.
 
     Each batch's runs get their own folders (`folders`, by default the ones beside `run.data_dir`).
@@ -102,7 +130,7 @@ def execute(env: Environment, run: PlaybookRun, kind: str, tools: Toolbox, cance
         variables = url_variables(env.verify.http.url) if env.verify.http else ()
         try:
             hosts = tools.hosts_of(run, variables, cancel)
-        except Exception as exc:   # InventoryError and templating errors: say what, fail the attempt
+        except Exception as exc:  # InventoryError and templating errors: say what, fail the attempt
             attempt.reason = f"cannot read the inventory {run.inventory.name}: {exc}"
             return attempt
     if env.rollout is not None and kind != Kind.ROLLBACK:
@@ -111,23 +139,23 @@ def execute(env: Environment, run: PlaybookRun, kind: str, tools: Toolbox, cance
             attempt.reason = "no hosts matched: the inventory has no hosts to roll out to"
             return attempt
     else:
-        batches = [None]   # the whole inventory in one run
+        batches = [None]  # the whole inventory in one run
     by_name = {h.name: h for h in hosts}
     for number, batch in enumerate(batches, 1):
         where = Progress(number, len(batches)) if batch is not None else Progress()
         label = where.label
         # Checked before every batch: an artifact changed between batches must not reach the next one.
-        refusal = tools.provenance(run.extravars["gitopsd_repo"], run.extravars["gitopsd_tree"]) \
-            if env.require_provenance else None
+        refusal = (
+            tools.provenance(run.extravars["gitopsd_repo"], run.extravars["gitopsd_tree"]) if env.require_provenance else None
+        )
         if refusal is not None:
             attempt.reason, attempt.permanent = (f"{label}: {refusal}" if batch is not None else refusal), True
-            _not_reached(attempt, [], "skipped", batches[number - 1:])
+            _not_reached(attempt, [], "skipped", batches[number - 1 :])
             return attempt
         progress(where)
         record = BatchRecord(number, batch or [])
         attempt.batches.append(record)
-        outcome = tools.run_playbook(replace(run, data_dir=folders.run(number),
-                                             limit=",".join(batch) if batch else None), cancel)
+        outcome = tools.run_playbook(replace(run, data_dir=folders.run(number), limit=",".join(batch) if batch else None), cancel)
         attempt.hosts.update(_host_states(outcome))
         record.hosts = batch or sorted(outcome.hosts)
         record.playbook, record.node = outcome.reason, outcome.node
@@ -144,20 +172,25 @@ def execute(env: Environment, run: PlaybookRun, kind: str, tools: Toolbox, cance
             attempt.permanent = outcome.permanent
             _not_reached(attempt, record.hosts, "failed", batches[number:])
             return attempt
-        failed_check, blamed = _checks(env, run, kind, tools, cancel,
-                                       [by_name[h] for h in batch] if batch else hosts, folders.verify(number), record)
+        failed_check, blamed = _checks(
+            env, run, kind, tools, cancel, [by_name[h] for h in batch] if batch else hosts, folders.verify(number), record
+        )
         if failed_check is not None:
             record.result = "failed"
             attempt.hosts.update(dict.fromkeys(blamed, "check-failed"))
             _not_reached(attempt, record.hosts, "failed", batches[number:])
-            attempt.reason = (f"{label} failed the check {failed_check.name}: {failed_check.detail}" if batch is not None
-                              else f"the check {failed_check.name} failed: {failed_check.detail}")
+            attempt.reason = (
+                f"{label} failed the check {failed_check.name}: {failed_check.detail}"
+                if batch is not None
+                else f"the check {failed_check.name} failed: {failed_check.detail}"
+            )
             return attempt
         record.result = "passed"
     attempt.ok = True
     n_hosts = len(attempt.hosts)
-    attempt.reason = (f"succeeded on {n_hosts} host{'s' if n_hosts != 1 else ''}"
-                      + (f" in {len(batches)} batches" if len(batches) > 1 else ""))
+    attempt.reason = f"succeeded on {n_hosts} host{'s' if n_hosts != 1 else ''}" + (
+        f" in {len(batches)} batches" if len(batches) > 1 else ""
+    )
     return attempt
 
 
@@ -186,8 +219,16 @@ def _batch_ok(env: Environment, outcome: RunOutcome, batch: list[str] | None) ->
     return not failed_too_many(failed, total, env.rollout.max_fail_percentage)
 
 
-def _checks(env: Environment, run: PlaybookRun, kind: str, tools: Toolbox, cancel: threading.Event,
-            hosts: list[HostInfo], verify_dir: Path, record: BatchRecord) -> tuple[CheckResult | None, list[str]]:
+def _checks(
+    env: Environment,
+    run: PlaybookRun,
+    kind: str,
+    tools: Toolbox,
+    cancel: threading.Event,
+    hosts: list[HostInfo],
+    verify_dir: Path,
+    record: BatchRecord,
+) -> tuple[CheckResult | None, list[str]]:
     """Run the verification playbook once, then the HTTP and Prometheus checks until the bake is over.
 
     Return the first failed check and the hosts whose checks failed (every host of the batch for a
@@ -197,8 +238,7 @@ def _checks(env: Environment, run: PlaybookRun, kind: str, tools: Toolbox, cance
     if verify.playbook:
         playbook = resolve_inside(run.workdir, verify.playbook)
         limit = ",".join(h.name for h in hosts) if hosts else None
-        outcome = tools.run_playbook(replace(run, playbook=playbook, limit=limit,
-                                             data_dir=verify_dir), cancel)
+        outcome = tools.run_playbook(replace(run, playbook=playbook, limit=limit, data_dir=verify_dir), cancel)
         result = CheckResult(outcome.ok, f"playbook {verify.playbook}", outcome.reason)
         record.checks.append(result)
         if not result.ok:
@@ -208,7 +248,7 @@ def _checks(env: Environment, run: PlaybookRun, kind: str, tools: Toolbox, cance
     interval = min(5.0, max(0.5, bake / 5)) if bake else 0.0
     commit = run.extravars.get("gitopsd_commit", "")
     while True:
-        results: list[tuple[CheckResult, list[str]]] = []   # each check with the hosts it speaks for
+        results: list[tuple[CheckResult, list[str]]] = []  # each check with the hosts it speaks for
         if verify.http is not None and tools.check_http is not None:
             results += [(tools.check_http(verify.http, host, commit), [host.name]) for host in hosts]
         if verify.prometheus is not None and tools.check_prometheus is not None:

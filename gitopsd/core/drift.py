@@ -5,6 +5,7 @@ The first successful check-mode run after a deployment is its baseline: tasks th
 playbook's habit, not drift. Later runs report only the (host, task) pairs outside the baseline.
 A run that itself failed is `unknown`: it says nothing about the hosts, so never drift.
 """
+
 from __future__ import annotations
 
 from .types import DriftReport, RunOutcome, TaskChange
@@ -23,8 +24,9 @@ def outside(changes: tuple[TaskChange, ...], baseline: tuple[TaskChange, ...]) -
     return tuple(found)
 
 
-def judge_drift(repo: str, env: str, deployment_id: int, outcome: RunOutcome, baseline: DriftReport | None,
-                now: float) -> DriftReport:
+def judge_drift(
+    repo: str, env: str, deployment_id: int, outcome: RunOutcome, baseline: DriftReport | None, now: float
+) -> DriftReport:
     """Given a check-mode run's outcome and the deployment's baseline (None: none yet), return the report.
 
     A failed run is `unknown` with its reason; the first successful run is the `baseline`; after it,
@@ -34,17 +36,28 @@ def judge_drift(repo: str, env: str, deployment_id: int, outcome: RunOutcome, ba
         return DriftReport(repo, env, deployment_id, now, "unknown", f"the check-mode run failed: {outcome.reason}")
     if baseline is None:
         n = len({(c.host, c.key) for c in outcome.changes})
-        reason = (f"baseline: {n} task result{'s' if n != 1 else ''} that report changed right after the deployment "
-                  "are not counted as drift" if n else "baseline: nothing would change")
+        reason = (
+            f"baseline: {n} task result{'s' if n != 1 else ''} that report changed right after the deployment "
+            "are not counted as drift"
+            if n
+            else "baseline: nothing would change"
+        )
         return DriftReport(repo, env, deployment_id, now, "baseline", reason, outside(outcome.changes, ()))
     drifted = outside(outcome.changes, baseline.changes)
     if not drifted:
         return DriftReport(repo, env, deployment_id, now, "clean", None)
     hosts = sorted({c.host for c in drifted})
     tasks = len(drifted)
-    return DriftReport(repo, env, deployment_id, now, "drifted",
-                       f"{len(hosts)} host{'s' if len(hosts) != 1 else ''} drifted ({', '.join(hosts)}): "
-                       f"{tasks} task{'s' if tasks != 1 else ''} would change", drifted)
+    return DriftReport(
+        repo,
+        env,
+        deployment_id,
+        now,
+        "drifted",
+        f"{len(hosts)} host{'s' if len(hosts) != 1 else ''} drifted ({', '.join(hosts)}): "
+        f"{tasks} task{'s' if tasks != 1 else ''} would change",
+        drifted,
+    )
 
 
 def heal_delay(interval: float, heals: int) -> float:

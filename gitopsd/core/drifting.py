@@ -6,6 +6,7 @@ judges each run against the deployment's baseline; this records the report, tell
 drifted tasks, and asks the reconciler for a heal (kind heal) with a backoff when heals in a row do not hold.
 The check-mode run itself (export, playbook, Ansible) is the reconciler's, through the `run_check` port.
 """
+
 from __future__ import annotations
 
 import logging
@@ -22,7 +23,7 @@ from .watching import LookLater, span
 
 log = logging.getLogger("gitopsd.reconciler")
 
-AFTER_CHECK = "after-check"   # the look after a drift check: a head that waited for it, or a heal it asked for
+AFTER_CHECK = "after-check"  # the look after a drift check: a head that waited for it, or a heal it asked for
 
 
 class DriftStore(Protocol):
@@ -41,17 +42,24 @@ class RunCheck(Protocol):
     Never raises: a run that cannot start is a failed outcome, which says nothing about the hosts.
     """
 
-    def __call__(self, repo: Repository, env: Environment, deployed: Deployment, cancel: threading.Event,
-                 /) -> RunOutcome: ...
+    def __call__(self, repo: Repository, env: Environment, deployed: Deployment, cancel: threading.Event, /) -> RunOutcome: ...
 
 
 class DriftDetection:
     """Runs each environment's drift checks in the background and remembers the heals they ask for."""
 
-    def __init__(self, store: DriftStore, *, head: Callable[[Repository, Environment], Head | None],
-                 run_check: RunCheck, notify: Notifier, look_later: LookLater,
-                 background: Callable[[Callable[[], None]], object], clock: Callable[[], float],
-                 on_change: Callable[[], None]):
+    def __init__(
+        self,
+        store: DriftStore,
+        *,
+        head: Callable[[Repository, Environment], Head | None],
+        run_check: RunCheck,
+        notify: Notifier,
+        look_later: LookLater,
+        background: Callable[[Callable[[], None]], object],
+        clock: Callable[[], float],
+        on_change: Callable[[], None],
+    ):
         self.store = store
         self.head = head
         self.run_check = run_check
@@ -60,8 +68,8 @@ class DriftDetection:
         self.background = background
         self.clock = clock
         self.on_change = on_change
-        self._checking: dict[tuple[str, str], threading.Event] = {}   # drift checks running (cancel when a head moves)
-        self._heal: dict[tuple[str, str], tuple[int, str]] = {}   # heals asked for: deployed id and why
+        self._checking: dict[tuple[str, str], threading.Event] = {}  # drift checks running (cancel when a head moves)
+        self._heal: dict[tuple[str, str], tuple[int, str]] = {}  # heals asked for: deployed id and why
         self._lock = threading.Lock()
 
     def checking(self, repo: str, env: str) -> bool:
@@ -113,7 +121,8 @@ class DriftDetection:
                 with self._lock:
                     self._checking.pop(key, None)
                 self.on_change()
-                self.look_later(repo.name, env.name, AFTER_CHECK, self.clock())   # a head that waited, a heal
+                self.look_later(repo.name, env.name, AFTER_CHECK, self.clock())  # a head that waited, a heal
+
         self.background(check)
 
     def _check(self, repo: Repository, env: Environment, cancel: threading.Event) -> None:
@@ -122,7 +131,7 @@ class DriftDetection:
         deployed = self.store.deployed(repo.name, env.name)
         desired = self.head(repo, env)
         if deployed is None or desired is None or desired.commit != deployed.commit:
-            return   # nothing deployed, or a deployment is due: its own baseline check follows it
+            return  # nothing deployed, or a deployment is due: its own baseline check follows it
         extra = {"repo": repo.name, "env": env.name, "commit": deployed.commit[:7], "deployment": deployed.id}
         started = time.monotonic()
         outcome = self.run_check(repo, env, deployed, cancel)
@@ -137,22 +146,35 @@ class DriftDetection:
         if report.state == "unknown":
             log.warning("drift unknown after %.1fs: %s", took, report.reason, extra=extra)
         elif report.state != "drifted":
-            log.info("drift check %s in %.1fs%s", report.state, took, f": {report.reason}" if report.reason else "",
-                     extra=extra)
+            log.info("drift check %s in %.1fs%s", report.state, took, f": {report.reason}" if report.reason else "", extra=extra)
         else:
             log.warning("drift detected in %.1fs: %s", took, report.reason, extra=extra)
-            said = previous is not None and previous.state == "drifted" and \
-                {(c.host, c.key) for c in previous.changes} == {(c.host, c.key) for c in report.changes}
-            if not said:   # once per new set of drifted tasks, not every interval
-                self.notify(env.notify, {"event": "drift-detected", "repo": repo.name, "env": env.name,
-                                         "commit": deployed.commit, "tree": deployed.tree, "deployment": deployed.id,
-                                         "hosts": report.hosts, "reason": report.reason,
-                                         "tasks": [{"host": c.host, "task": c.task} for c in report.changes]})
+            said = (
+                previous is not None
+                and previous.state == "drifted"
+                and {(c.host, c.key) for c in previous.changes} == {(c.host, c.key) for c in report.changes}
+            )
+            if not said:  # once per new set of drifted tasks, not every interval
+                self.notify(
+                    env.notify,
+                    {
+                        "event": "drift-detected",
+                        "repo": repo.name,
+                        "env": env.name,
+                        "commit": deployed.commit,
+                        "tree": deployed.tree,
+                        "deployment": deployed.id,
+                        "hosts": report.hosts,
+                        "reason": report.reason,
+                        "tasks": [{"host": c.host, "task": c.task} for c in report.changes],
+                    },
+                )
             if env.drift.heal:
                 self._ask_heal(repo, env, deployed, report, extra)
 
-    def _ask_heal(self, repo: Repository, env: Environment, deployed: Deployment, report: DriftReport,
-                  extra: dict[str, object]) -> None:
+    def _ask_heal(
+        self, repo: Repository, env: Environment, deployed: Deployment, report: DriftReport, extra: dict[str, object]
+    ) -> None:
         """Ask the next look to re-apply the deployed tree (kind heal), unless heals in a row back off."""
         assert env.drift is not None
         heals = 0
@@ -164,7 +186,12 @@ class DriftDetection:
             last_heal = last_heal or d
         wait = heal_delay(env.drift.interval, heals)
         if last_heal is not None and (last_heal.finished_at or 0) + wait > self.clock():
-            log.warning("not healing yet: %d heal%s in a row did not hold; the next may start in %s", heals,
-                        "s" if heals != 1 else "", span((last_heal.finished_at or 0) + wait - self.clock()), extra=extra)
+            log.warning(
+                "not healing yet: %d heal%s in a row did not hold; the next may start in %s",
+                heals,
+                "s" if heals != 1 else "",
+                span((last_heal.finished_at or 0) + wait - self.clock()),
+                extra=extra,
+            )
             return
         self._heal[(repo.name, env.name)] = (deployed.id, f"heal: {report.reason}")

@@ -45,8 +45,16 @@ class UserError(GitopsdError):
 # which the API and the dashboard both answer with. Callers act on the kind and the reason id, never the words.
 INVALID, FORBIDDEN, MISSING, CONFLICT, UNAVAILABLE = "invalid", "forbidden", "missing", "conflict", "unavailable"
 UNAUTHENTICATED, UNSUPPORTED, INTERNAL = "unauthenticated", "unsupported", "internal"
-STATUS = {INVALID: 422, FORBIDDEN: 403, MISSING: 404, CONFLICT: 409, UNAVAILABLE: 503,
-          UNAUTHENTICATED: 401, UNSUPPORTED: 405, INTERNAL: 500}
+STATUS = {
+    INVALID: 422,
+    FORBIDDEN: 403,
+    MISSING: 404,
+    CONFLICT: 409,
+    UNAVAILABLE: 503,
+    UNAUTHENTICATED: 401,
+    UNSUPPORTED: 405,
+    INTERNAL: 500,
+}
 
 
 class Refused(UserError):
@@ -82,5 +90,9 @@ def refusal_answer(exc: Refused) -> dict[str, object]:
 def refused_from(answer: dict[str, object]) -> Refused:
     """The Refused a control-socket answer `{"ok": false, "error", "kind", "reason", "field"}` carries."""
     kind = str(answer.get("kind") or CONFLICT)
-    return Refused(str(answer.get("error") or answer.get("message") or "refused"), kind if kind in STATUS else CONFLICT,
-                   str(answer.get("reason") or "") or None, str(answer.get("field") or "") or None)
+    return Refused(
+        str(answer.get("error") or answer.get("message") or "refused"),
+        kind if kind in STATUS else CONFLICT,
+        str(answer.get("reason") or "") or None,
+        str(answer.get("field") or "") or None,
+    )

@@ -4,11 +4,12 @@ The hook keeps its own light classes (no dataclasses, no YAML: it runs on every 
 shapes find repositories and environments with these functions, so they cannot answer differently.
 Only `os`: the hook imports this on every push.
 """
+
 from __future__ import annotations
 
 import os
 
-TYPE_CHECKING = False   # true for mypy and import-linter only: `typing` costs the hook about 6 ms
+TYPE_CHECKING = False  # true for mypy and import-linter only: `typing` costs the hook about 6 ms
 if TYPE_CHECKING:
     from collections.abc import Iterable
     from typing import Any, Protocol, TypeVar

@@ -4,6 +4,7 @@ Stdlib only (no YAML, no adapter): config/ parses and validates into these; the 
 deployment and the checks read them. Each setting has one class (the HTTP and Prometheus checks
 are the same objects in the config and when they run).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -19,15 +20,15 @@ class SandboxPolicy:
     """What runs may see, from the configuration. `hide` lists gitopsd's own paths."""
 
     enabled: bool = True
-    user: str | None = None                  # drop to this user when the daemon is root; None: stay
+    user: str | None = None  # drop to this user when the daemon is root; None: stay
     read_only: tuple[Path, ...] = ()
     writable: tuple[Path, ...] = ()
     hide: tuple[Path, ...] = ()
-    known_hosts: Path | None = None          # ssh's only known_hosts file (docs/install.md, "SSH trust"); shown read-only
-    requirements_cache: Path | None = None   # roles and collections installed from trees' requirements.yml
-    network: bool = False                    # CI steps reach the network (playbook runs: playbook_network)
-    playbook_network: str = "ssh-only"       # playbook runs: "ssh-only" (SSH through the run's forwarder) | "host"
-    daemon_addresses: tuple[tuple[str, int], ...] = ()   # where the daemon listens (API, dashboard): never forwarded to
+    known_hosts: Path | None = None  # ssh's only known_hosts file (docs/install.md, "SSH trust"); shown read-only
+    requirements_cache: Path | None = None  # roles and collections installed from trees' requirements.yml
+    network: bool = False  # CI steps reach the network (playbook runs: playbook_network)
+    playbook_network: str = "ssh-only"  # playbook runs: "ssh-only" (SSH through the run's forwarder) | "host"
+    daemon_addresses: tuple[tuple[str, int], ...] = ()  # where the daemon listens (API, dashboard): never forwarded to
 
 
 class CheckError(ConfigurationError, ValueError):
@@ -71,7 +72,7 @@ class PrometheusCheck:
     min_value: float | None = None
     timeout: float = 5.0
     name: str | None = None
-    retries: int = 0          # a watch asks again this often when Prometheus is down or answers garbage
+    retries: int = 0  # a watch asks again this often when Prometheus is down or answers garbage
 
     def __post_init__(self) -> None:
         if self.timeout <= 0 or self.retries < 0:
@@ -92,7 +93,7 @@ class Rollout:
 @dataclass(frozen=True)
 class Verify:
     http: HttpCheck | None = None
-    playbook: str | None = None     # a verification playbook from the tree, run against each batch
+    playbook: str | None = None  # a verification playbook from the tree, run against each batch
     prometheus: PrometheusCheck | None = None
 
     @property
@@ -112,7 +113,7 @@ class Watch:
     interval: float = 30.0
     http: tuple[HttpCheck, ...] = ()
     prometheus: tuple[PrometheusCheck, ...] = ()
-    inconclusive: str = "fail"    # fail | pass
+    inconclusive: str = "fail"  # fail | pass
 
 
 @dataclass(frozen=True)
@@ -167,8 +168,8 @@ class Ci:
 
     trigger: tuple[CiTrigger, ...] = ()
     steps: tuple[CiStep, ...] = ()
-    branches: tuple[str, ...] = ("main",)   # whose new heads run `steps` (globs)
-    keep_artifacts: int = 20                # artifacts of trees never deployed: keep the newest N trees' (deployed: all)
+    branches: tuple[str, ...] = ("main",)  # whose new heads run `steps` (globs)
+    keep_artifacts: int = 20  # artifacts of trees never deployed: keep the newest N trees' (deployed: all)
     provenance_keys: tuple[Path, ...] = ()  # PEM public keys of external CI whose uploaded provenance is accepted
 
     @property
@@ -199,16 +200,16 @@ class Approvals:
     expire_after: float | None = None
 
 
-STATUS_CONTEXT_MAX = 255   # characters of a status context, as GitHub's API
+STATUS_CONTEXT_MAX = 255  # characters of a status context, as GitHub's API
 
 
 @dataclass(frozen=True)
 class Signatures:
     """Who may sign the commits that reach a branch (gate/signatures.py): files on the server, outside the repository."""
 
-    allowed_signers: Path | None = None      # SSH: git's gpg.ssh.allowedSignersFile format
-    gpg_home: Path | None = None             # OpenPGP: a GNUPGHOME holding the allowed public keys
-    paths: tuple[tuple[str, tuple[str, ...]], ...] = ()   # (glob, signers allowed to touch it), groups resolved
+    allowed_signers: Path | None = None  # SSH: git's gpg.ssh.allowedSignersFile format
+    gpg_home: Path | None = None  # OpenPGP: a GNUPGHOME holding the allowed public keys
+    paths: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (glob, signers allowed to touch it), groups resolved
 
 
 @dataclass(frozen=True)
@@ -225,23 +226,23 @@ class Environment:
     retries: int = 3
     retry_backoff: float = 10.0
     retry_backoff_max: float = 300.0
-    windows: tuple[Window, ...] = ()          # deploy windows for promotions; rollbacks ignore them
-    override_by: tuple[str, ...] = ()         # identities allowed an emergency override of a closed window
+    windows: tuple[Window, ...] = ()  # deploy windows for promotions; rollbacks ignore them
+    override_by: tuple[str, ...] = ()  # identities allowed an emergency override of a closed window
     rollout: Rollout | None = None
     verify: Verify = Verify()
     notify: Notify = Notify()
-    vault_password_file: Path | None = None   # Ansible Vault password (file or script), outside any repository
-    require_checks: tuple[str, ...] = ()      # commit status contexts that must be `success` on a tree it takes
-    auto_promote: bool = False                # the daemon promotes promote_from's head once it passes every gate here
-    signoff_by: tuple[str, ...] = ()          # identities who may sign off manual testing here (groups resolved)
-    require_signoff: SignoffRule | None = None   # sign-offs a tree needs (in another environment) before it comes here
-    approvals: Approvals | None = None        # a release candidate with these approvals is needed to come here
-    watch: Watch | None = None                # checks that keep running after a successful deployment
-    drift: Drift | None = None                # drift detection: check-mode runs of the deployed tree
-    execution_node: str = "local"            # where its playbook runs: local | any | a node's name (nodes.py)
-    require_provenance: bool = False         # refuse a tree whose artifacts lack valid signed provenance (ci/provenance.py)
-    signatures: Signatures | None = None     # every new commit signed by an allowed signer
-    signed_push: bool = False                # only `git push --signed` with a fresh nonce and an allowed key
+    vault_password_file: Path | None = None  # Ansible Vault password (file or script), outside any repository
+    require_checks: tuple[str, ...] = ()  # commit status contexts that must be `success` on a tree it takes
+    auto_promote: bool = False  # the daemon promotes promote_from's head once it passes every gate here
+    signoff_by: tuple[str, ...] = ()  # identities who may sign off manual testing here (groups resolved)
+    require_signoff: SignoffRule | None = None  # sign-offs a tree needs (in another environment) before it comes here
+    approvals: Approvals | None = None  # a release candidate with these approvals is needed to come here
+    watch: Watch | None = None  # checks that keep running after a successful deployment
+    drift: Drift | None = None  # drift detection: check-mode runs of the deployed tree
+    execution_node: str = "local"  # where its playbook runs: local | any | a node's name (nodes.py)
+    require_provenance: bool = False  # refuse a tree whose artifacts lack valid signed provenance (ci/provenance.py)
+    signatures: Signatures | None = None  # every new commit signed by an allowed signer
+    signed_push: bool = False  # only `git push --signed` with a fresh nonce and an allowed key
 
 
 @dataclass(frozen=True)
@@ -252,7 +253,7 @@ class Repository:
     path: Path
     environments: tuple[Environment, ...]
     ci: Ci = Ci()
-    signatures: Signatures | None = None      # `signatures:` of the repository: every new commit on main signed
+    signatures: Signatures | None = None  # `signatures:` of the repository: every new commit on main signed
 
     def environment(self, name: str) -> Environment | None:
         return by_name(self.environments, name)
@@ -270,7 +271,7 @@ class Api:
     tokens_file: Path = Path("/etc/gitopsd/tokens.yml")
 
 
-ROLES = ("viewer", "deployer", "approver", "admin")   # the web dashboard's roles, each allowing what the one before does
+ROLES = ("viewer", "deployer", "approver", "admin")  # the web dashboard's roles, each allowing what the one before does
 
 
 @dataclass(frozen=True)
@@ -278,9 +279,9 @@ class RoleGrant:
     """`web.roles` entry: `role` on environments matching `where` ("*", ENV, REPO/ENV or REPO/*) for these people."""
 
     where: str
-    role: str                                 # one of ROLES
-    identities: tuple[str, ...] = ()          # user names, `groups:` members resolved; "*" is everyone signed in
-    groups: tuple[str, ...] = ()              # group:NAME entries as named (also matched against the proxy's groups)
+    role: str  # one of ROLES
+    identities: tuple[str, ...] = ()  # user names, `groups:` members resolved; "*" is everyone signed in
+    groups: tuple[str, ...] = ()  # group:NAME entries as named (also matched against the proxy's groups)
 
     def matches(self, repo: str, env: str) -> bool:
         return self.where in ("*", env, f"{repo}/{env}", f"{repo}/*")
@@ -291,13 +292,13 @@ class Web:
     """`web:` the dashboard on the API's address: who you are (a trusted proxy's header, or a login with an API token)
     and what you may do (roles per environment). docs/web.md."""
 
-    auth: str = "login"                                      # login | proxy
+    auth: str = "login"  # login | proxy
     proxy_header: str = "X-Forwarded-User"
-    proxy_groups_header: str | None = None                   # e.g. X-Forwarded-Groups: comma-separated group names
-    trusted_proxies: tuple[str, ...] = ("127.0.0.1/32", "::1/128")   # networks whose requests may carry those headers
-    proxy_secret_file: Path | None = None                    # the secret the proxy sends in X-Gitopsd-Proxy-Secret
+    proxy_groups_header: str | None = None  # e.g. X-Forwarded-Groups: comma-separated group names
+    trusted_proxies: tuple[str, ...] = ("127.0.0.1/32", "::1/128")  # networks whose requests may carry those headers
+    proxy_secret_file: Path | None = None  # the secret the proxy sends in X-Gitopsd-Proxy-Secret
     grants: tuple[RoleGrant, ...] = (RoleGrant("*", "viewer", ("*",)),)
-    secure_cookies: str = "auto"                             # auto (when the request came over TLS) | true | false
+    secure_cookies: str = "auto"  # auto (when the request came over TLS) | true | false
     session_hours: float = 12.0
 
 
@@ -317,7 +318,7 @@ class FreezeRule:
     alert: str
     envs: tuple[str, ...]
     labels: tuple[tuple[str, str], ...] = ()
-    repos: tuple[str, ...] = ()               # none: every repository that has such an environment
+    repos: tuple[str, ...] = ()  # none: every repository that has such an environment
 
     def matches(self, labels: dict[str, str]) -> bool:
         """Does an alert with these labels (alertname among them) match this rule?"""
@@ -328,8 +329,8 @@ class FreezeRule:
 class AlertFreezes:
     """`alert_freezes:` when a freeze whose alert Alertmanager stopped sending expires (its resolve may never come)."""
 
-    repeat_interval: float = 14400.0          # the route's repeat_interval: a firing alert is sent again this often
-    grace: float = 900.0                      # more time before the freeze expires (group_interval, a slow delivery)
+    repeat_interval: float = 14400.0  # the route's repeat_interval: a firing alert is sent again this often
+    grace: float = 900.0  # more time before the freeze expires (group_interval, a slow delivery)
 
 
 @dataclass(frozen=True)
@@ -344,9 +345,9 @@ class BreakGlass:
 class Grafana:
     """`grafana:` where the daemon posts an annotation at each deployment's end (adapters/annotations.py)."""
 
-    url: str                                  # Grafana's base URL, e.g. http://grafana:3000
-    token_file: Path                          # a service account token, one line (sent as a Bearer token)
-    dashboard_uid: str | None = None          # annotate this dashboard only; None: an organization-wide annotation
+    url: str  # Grafana's base URL, e.g. http://grafana:3000
+    token_file: Path  # a service account token, one line (sent as a Bearer token)
+    dashboard_uid: str | None = None  # annotate this dashboard only; None: an organization-wide annotation
     timeout: float = 3.0
 
 
@@ -357,12 +358,12 @@ class Matrix:
     `accounts` maps Matrix user ids (@alice:example.org, which the homeserver vouches for) to identities;
     a display name is never trusted."""
 
-    homeserver: str                           # the client-server API's base URL, e.g. https://matrix.example.org
-    user: str                                 # gitopsd's own account, e.g. @gitopsd:example.org
-    password_file: Path                       # its password, one line (outside any repository)
-    room: str                                 # a room id (!abc:example.org) or alias (#deploys:example.org)
-    accounts: tuple[tuple[str, str], ...] = ()   # (Matrix user id, identity)
-    timeout: float = 10.0                     # seconds for each request (a sync waits this much longer)
+    homeserver: str  # the client-server API's base URL, e.g. https://matrix.example.org
+    user: str  # gitopsd's own account, e.g. @gitopsd:example.org
+    password_file: Path  # its password, one line (outside any repository)
+    room: str  # a room id (!abc:example.org) or alias (#deploys:example.org)
+    accounts: tuple[tuple[str, str], ...] = ()  # (Matrix user id, identity)
+    timeout: float = 10.0  # seconds for each request (a sync waits this much longer)
 
     def identity(self, account: str) -> str | None:
         return dict(self.accounts).get(account)
@@ -386,8 +387,8 @@ class ExecutionNode:
     user: str
     host: str
     port: int = 22
-    identity_file: Path | None = None         # ssh -i; None: ssh's own defaults for the daemon's user
-    max_parallel: int = 4                     # deployments at once on this node; more wait for a slot
+    identity_file: Path | None = None  # ssh -i; None: ssh's own defaults for the daemon's user
+    max_parallel: int = 4  # deployments at once on this node; more wait for a slot
 
     @property
     def destination(self) -> str:
@@ -399,7 +400,7 @@ class Config:
     """The whole server configuration, validated."""
 
     source: Path
-    stamp: str = ""                # gate.file_stamp() of the file, taken before it was read
+    stamp: str = ""  # gate.file_stamp() of the file, taken before it was read
     state_dir: Path = Path("/var/lib/gitopsd")
     runtime_dir: Path = Path("/run/gitopsd")
     sweep_interval: float = 60.0
@@ -408,20 +409,22 @@ class Config:
     keep_workdirs: int = 5
     identity_env: tuple[str, ...] = ("GL_USER", "GITOPSD_USER", "REMOTE_USER")
     repositories: tuple[Repository, ...] = field(default_factory=tuple)
-    sandbox: SandboxPolicy = SandboxPolicy()   # what playbook runs may see (adapters/sandbox.py); `hide` is filled in by the daemon
-    known_hosts: Path = Path("/var/lib/gitopsd/.ssh/known_hosts")   # the only host keys ssh accepts (docs/install.md, "SSH trust")
-    database_url: str = ""         # `database: postgresql://...` (docs/install.md, "PostgreSQL"); "": SQLite in state_dir
-    api: Api | None = None                      # the HTTP API; None: off
-    grafana: Grafana | None = None              # deployment annotations in Grafana; None: off
-    execution_nodes: tuple[ExecutionNode, ...] = ()   # remote runners (docs/install.md, "Execution nodes"); none: all local
-    groups: tuple[tuple[str, tuple[str, ...]], ...] = ()   # `groups:` name -> identities (for signoff_by, approvers)
-    web: Web | None = None                      # the web dashboard (served with the API); None: off
-    backup: Backup = Backup()                   # scheduled copies of the SQLite state database
-    notifications: Notifications = Notifications()   # approval requests to chat rooms; approvals from Matrix
-    signing_key: Path | None = None             # SSH private key gitopsd signs its own commits with (promote, revert)
-    freeze_on: tuple[FreezeRule, ...] = ()      # alerts that freeze environments while they fire (docs/change-control.md)
-    break_glass: BreakGlass = BreakGlass()      # two-person overrides of locks, freezes and deny windows
-    alert_freezes: AlertFreezes = AlertFreezes()   # when a freeze whose alert is no longer sent expires
+    sandbox: SandboxPolicy = (
+        SandboxPolicy()
+    )  # what playbook runs may see (adapters/sandbox.py); `hide` is filled in by the daemon
+    known_hosts: Path = Path("/var/lib/gitopsd/.ssh/known_hosts")  # the only host keys ssh accepts (docs/install.md, "SSH trust")
+    database_url: str = ""  # `database: postgresql://...` (docs/install.md, "PostgreSQL"); "": SQLite in state_dir
+    api: Api | None = None  # the HTTP API; None: off
+    grafana: Grafana | None = None  # deployment annotations in Grafana; None: off
+    execution_nodes: tuple[ExecutionNode, ...] = ()  # remote runners (docs/install.md, "Execution nodes"); none: all local
+    groups: tuple[tuple[str, tuple[str, ...]], ...] = ()  # `groups:` name -> identities (for signoff_by, approvers)
+    web: Web | None = None  # the web dashboard (served with the API); None: off
+    backup: Backup = Backup()  # scheduled copies of the SQLite state database
+    notifications: Notifications = Notifications()  # approval requests to chat rooms; approvals from Matrix
+    signing_key: Path | None = None  # SSH private key gitopsd signs its own commits with (promote, revert)
+    freeze_on: tuple[FreezeRule, ...] = ()  # alerts that freeze environments while they fire (docs/change-control.md)
+    break_glass: BreakGlass = BreakGlass()  # two-person overrides of locks, freezes and deny windows
+    alert_freezes: AlertFreezes = AlertFreezes()  # when a freeze whose alert is no longer sent expires
 
     @property
     def control_socket(self) -> Path:

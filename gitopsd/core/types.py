@@ -3,6 +3,7 @@
 Stdlib only. The store, the runner, the checks and the command line all speak these types, so the
 reconciler and `status` name states the same way (a StrEnum is its own string in the store and in JSON).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -19,17 +20,17 @@ class Action(StrEnum):
 
     IN_SYNC = "in-sync"
     DEPLOY = "deploy"
-    WAIT = "wait"              # a retry is due later
-    STALLED = "stalled"        # a person must act; not retried
-    FAILED = "failed"          # the deployment and its automatic rollback failed, or a re-apply of what runs failed
-    BLOCKED = "blocked"        # the promotion rule refused the head
+    WAIT = "wait"  # a retry is due later
+    STALLED = "stalled"  # a person must act; not retried
+    FAILED = "failed"  # the deployment and its automatic rollback failed, or a re-apply of what runs failed
+    BLOCKED = "blocked"  # the promotion rule refused the head
     BUSY = "busy"
     MISSING = "missing"
-    WAITING = "waiting"        # for a first promotion: nothing deployed, the branch holds the empty tree
+    WAITING = "waiting"  # for a first promotion: nothing deployed, the branch holds the empty tree
     SUSPENDED = "suspended"
-    WATCHING = "watching"      # in sync, and the post-deploy watch still runs its checks
-    WATCH_FAILED = "watch-failed"   # in sync, but the watch saw a breach and nothing rolled back
-    DRIFTED = "drifted"        # in sync in Git, but a check-mode run found hosts changed behind Ansible's back
+    WATCHING = "watching"  # in sync, and the post-deploy watch still runs its checks
+    WATCH_FAILED = "watch-failed"  # in sync, but the watch saw a breach and nothing rolled back
+    DRIFTED = "drifted"  # in sync in Git, but a check-mode run found hosts changed behind Ansible's back
 
 
 class Kind(StrEnum):
@@ -38,13 +39,13 @@ class Kind(StrEnum):
     DEPLOY = "deploy"
     ROLLBACK = "rollback"
     REAPPLY = "reapply"
-    HEAL = "heal"              # the deployed tree again, because drift detection found hosts changed (drift.heal)
+    HEAL = "heal"  # the deployed tree again, because drift detection found hosts changed (drift.heal)
 
 
 class Result(StrEnum):
     """How a deployment ended (or that it runs)."""
 
-    QUEUED = "queued"          # waiting for a free worker (max_parallel deployments run at once)
+    QUEUED = "queued"  # waiting for a free worker (max_parallel deployments run at once)
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
@@ -71,10 +72,10 @@ class Trigger(StrEnum):
     SUSPEND = "suspend"
     RESUME = "resume"
     AUTO_PROMOTE = "auto-promote"
-    BRANCH_PUSH = "branch-push"     # a push to a non-environment branch: for CI and self-approval, never an announcement
-    WATCH_CHECK = "watch-check"     # a post-deploy watch's next round of checks is due
-    DRIFT_CHECK = "drift-check"     # a drift detection run (check mode) is due
-    HEAL = "heal"                   # drift detection asked to re-apply the deployed tree
+    BRANCH_PUSH = "branch-push"  # a push to a non-environment branch: for CI and self-approval, never an announcement
+    WATCH_CHECK = "watch-check"  # a post-deploy watch's next round of checks is due
+    DRIFT_CHECK = "drift-check"  # a drift detection run (check mode) is due
+    HEAL = "heal"  # drift detection asked to re-apply the deployed tree
 
 
 @dataclass(frozen=True)
@@ -124,7 +125,7 @@ class CheckResult:
     ok: bool
     name: str
     detail: str
-    inconclusive: bool = False   # failed without a verdict: the source (Prometheus) was down or answered garbage
+    inconclusive: bool = False  # failed without a verdict: the source (Prometheus) was down or answered garbage
 
     def as_json(self) -> dict[str, Any]:
         record: dict[str, Any] = {"ok": self.ok, "name": self.name, "detail": self.detail}
@@ -134,8 +135,12 @@ class CheckResult:
 
     @classmethod
     def from_json(cls, value: dict[str, Any]) -> CheckResult:
-        return cls(bool(value.get("ok")), str(value.get("name", "")), str(value.get("detail", "")),
-                   bool(value.get("inconclusive", False)))
+        return cls(
+            bool(value.get("ok")),
+            str(value.get("name", "")),
+            str(value.get("detail", "")),
+            bool(value.get("inconclusive", False)),
+        )
 
 
 @dataclass
@@ -144,14 +149,18 @@ class BatchRecord:
 
     batch: int
     hosts: list[str]
-    result: str = "running"            # running | passed | failed | canceled
+    result: str = "running"  # running | passed | failed | canceled
     checks: list[CheckResult] = field(default_factory=list)
-    playbook: str | None = None        # the playbook run's own words
-    node: str = ""                     # the execution node that ran its playbook ("" on the controller)
+    playbook: str | None = None  # the playbook run's own words
+    node: str = ""  # the execution node that ran its playbook ("" on the controller)
 
     def as_json(self) -> dict[str, Any]:
-        record: dict[str, Any] = {"batch": self.batch, "hosts": self.hosts, "result": self.result,
-                                  "checks": [c.as_json() for c in self.checks]}
+        record: dict[str, Any] = {
+            "batch": self.batch,
+            "hosts": self.hosts,
+            "result": self.result,
+            "checks": [c.as_json() for c in self.checks],
+        }
         if self.playbook is not None:
             record["playbook"] = self.playbook
         if self.node:
@@ -160,9 +169,14 @@ class BatchRecord:
 
     @classmethod
     def from_json(cls, value: dict[str, Any]) -> BatchRecord:
-        return cls(int(value.get("batch", 0)), [str(h) for h in value.get("hosts", [])], str(value.get("result", "")),
-                   [CheckResult.from_json(c) for c in value.get("checks", []) if isinstance(c, dict)],
-                   value.get("playbook"), str(value.get("node") or ""))
+        return cls(
+            int(value.get("batch", 0)),
+            [str(h) for h in value.get("hosts", [])],
+            str(value.get("result", "")),
+            [CheckResult.from_json(c) for c in value.get("checks", []) if isinstance(c, dict)],
+            value.get("playbook"),
+            str(value.get("node") or ""),
+        )
 
 
 @dataclass(frozen=True)
@@ -177,8 +191,8 @@ class Deployment:
     result: str
     trigger: str
     actor: str
-    reason: str | None        # why it started (e.g. an automatic rollback's cause)
-    outcome: str | None       # how it ended, in words
+    reason: str | None  # why it started (e.g. an automatic rollback's cause)
+    outcome: str | None  # how it ended, in words
     started_at: float
     finished_at: float | None
     attempt: int
@@ -192,10 +206,20 @@ class Deployment:
 
     def as_json(self) -> dict[str, Any]:
         return {
-            "id": self.id, "repo": self.repo, "env": self.env, "commit": self.commit, "tree": self.tree,
-            "previous_commit": self.previous_commit, "kind": self.kind, "result": self.result,
-            "trigger": self.trigger, "actor": self.actor, "reason": self.reason, "outcome": self.outcome,
-            "started_at": iso(self.started_at), "finished_at": iso(self.finished_at),
+            "id": self.id,
+            "repo": self.repo,
+            "env": self.env,
+            "commit": self.commit,
+            "tree": self.tree,
+            "previous_commit": self.previous_commit,
+            "kind": self.kind,
+            "result": self.result,
+            "trigger": self.trigger,
+            "actor": self.actor,
+            "reason": self.reason,
+            "outcome": self.outcome,
+            "started_at": iso(self.started_at),
+            "finished_at": iso(self.finished_at),
             "attempt": self.attempt,
         }
 
@@ -217,7 +241,7 @@ class FailureStatus:
     next_retry_at: float | None
     stalled: bool
     reason: str | None
-    failed: bool = False      # a person must act: the deployment failed and so did its automatic rollback
+    failed: bool = False  # a person must act: the deployment failed and so did its automatic rollback
 
 
 @dataclass(frozen=True)
@@ -272,17 +296,17 @@ class HostInfo:
 class PlaybookRun:
     """One ansible-playbook invocation, fully described."""
 
-    marker: str            # unique per deployment and state folder; tags every process of the run
-    workdir: Path          # the exported commit; Ansible runs with it as its project folder
+    marker: str  # unique per deployment and state folder; tags every process of the run
+    workdir: Path  # the exported commit; Ansible runs with it as its project folder
     playbook: Path
     inventory: Path
-    data_dir: Path         # fresh ansible-runner private data dir
-    extravars: dict[str, Any]   # strings, and gitopsd_artifacts: name -> {path, sha256} (all strings)
+    data_dir: Path  # fresh ansible-runner private data dir
+    extravars: dict[str, Any]  # strings, and gitopsd_artifacts: name -> {path, sha256} (all strings)
     timeout: int
     limit: str | None = None
-    vault_password_file: Path | None = None   # the environment's, from the config; never inside the tree
-    check_mode: bool = False   # `--check --diff`: drift detection asks what would change, changing nothing
-    verbose: bool = False      # `-v`: a skipped task's line says why (a preview tells 'cannot run in check mode')
+    vault_password_file: Path | None = None  # the environment's, from the config; never inside the tree
+    check_mode: bool = False  # `--check --diff`: drift detection asks what would change, changing nothing
+    verbose: bool = False  # `-v`: a skipped task's line says why (a preview tells 'cannot run in check mode')
 
 
 @dataclass(frozen=True)
@@ -304,8 +328,13 @@ class TaskChange:
 
     @classmethod
     def from_json(cls, value: dict[str, Any]) -> TaskChange:
-        return cls(str(value.get("host", "")), str(value.get("task", "")), str(value.get("key", "")),
-                   str(value.get("diff", "")), bool(value.get("no_log", False)))
+        return cls(
+            str(value.get("host", "")),
+            str(value.get("task", "")),
+            str(value.get("key", "")),
+            str(value.get("diff", "")),
+            bool(value.get("no_log", False)),
+        )
 
 
 @dataclass(frozen=True)
@@ -313,14 +342,14 @@ class RunOutcome:
     """How a run ended, judged from Ansible's final stats rather than its exit code."""
 
     ok: bool
-    status: str            # successful | failed | timeout | canceled
+    status: str  # successful | failed | timeout | canceled
     rc: int | None
     reason: str
-    hosts: dict[str, str] = field(default_factory=dict)   # host -> ok | failed | unreachable
+    hosts: dict[str, str] = field(default_factory=dict)  # host -> ok | failed | unreachable
     stdout: Path | None = None
-    permanent: bool = False   # retrying cannot help: the content is invalid (a syntax error, an unknown module)
-    changes: tuple[TaskChange, ...] = ()   # every task result with `changed` (read for drift detection)
-    node: str = ""            # the execution node that ran it ("" here, on the controller: nodes.py)
+    permanent: bool = False  # retrying cannot help: the content is invalid (a syntax error, an unknown module)
+    changes: tuple[TaskChange, ...] = ()  # every task result with `changed` (read for drift detection)
+    node: str = ""  # the execution node that ran it ("" here, on the controller: nodes.py)
 
 
 @dataclass(frozen=True)
@@ -438,7 +467,15 @@ class DriftReport:
         hosts: dict[str, list[dict[str, Any]]] = {}
         for change in self.changes:
             hosts.setdefault(change.host, []).append(
-                {"task": change.task, "key": change.key, "diff": change.diff, "no_log": change.no_log})
-        return {"repo": self.repo, "env": self.env, "deployment": self.deployment_id,
-                "checked_at": iso(self.checked_at), "state": self.state, "reason": self.reason,
-                "drifted_hosts": len(hosts) if self.state == "drifted" else 0, "hosts": hosts}
+                {"task": change.task, "key": change.key, "diff": change.diff, "no_log": change.no_log}
+            )
+        return {
+            "repo": self.repo,
+            "env": self.env,
+            "deployment": self.deployment_id,
+            "checked_at": iso(self.checked_at),
+            "state": self.state,
+            "reason": self.reason,
+            "drifted_hosts": len(hosts) if self.state == "drifted" else 0,
+            "hosts": hosts,
+        }

@@ -5,6 +5,7 @@ resumes it. A breach rolls back as a failed deployment does (through the reconci
 automatic rollback, rejects the tree. The reconciler drives it: it begins a watch after a deployment, ends it
 when another deployment begins, and hands it the rounds that fall due. Its ports are below; it imports no adapter.
 """
+
 from __future__ import annotations
 
 import logging
@@ -21,7 +22,7 @@ from .types import CheckResult, Deployment, DeploymentJob, Head, HostInfo, Playb
 
 log = logging.getLogger("gitopsd.reconciler")
 
-TRANSIENT_RETRY = 5.0   # seconds before looking again after a TransientError (the sweep is the slower safety net)
+TRANSIENT_RETRY = 5.0  # seconds before looking again after a TransientError (the sweep is the slower safety net)
 
 
 class WatchStore(Protocol):
@@ -38,28 +39,38 @@ class WatchStore(Protocol):
 class Revert(Protocol):
     """The reconciler's automatic rollback: return (the revert commit, None), or (None, why not)."""
 
-    def __call__(self, repo: Repository, env: Environment, bad: Head, good_tree: str, why: str, now: float,
-                 deployment_id: int, /) -> tuple[str | None, str | None]: ...
+    def __call__(
+        self, repo: Repository, env: Environment, bad: Head, good_tree: str, why: str, now: float, deployment_id: int, /
+    ) -> tuple[str | None, str | None]: ...
 
 
 class Reject(Protocol):
     """The reconciler's rejection of a tree for an environment and every later one."""
 
-    def __call__(self, repo: Repository, env: Environment, bad: Head, deployment_id: int, why: str, now: float,
-                 /) -> None: ...
+    def __call__(self, repo: Repository, env: Environment, bad: Head, deployment_id: int, why: str, now: float, /) -> None: ...
 
 
-LookLater = Callable[[str, str, str, float], None]   # (repo, env, trigger, when): ask for a look then
+LookLater = Callable[[str, str, str, float], None]  # (repo, env, trigger, when): ask for a look then
 
 
 class PostDeployWatch:
     """Runs each environment's post-deploy watch: its rounds of checks, its end, its breach."""
 
-    def __init__(self, store: WatchStore, *, tools: Callable[[], Toolbox], revert: Revert, reject: Reject,
-                 notify: Notifier, look_later: LookLater, background: Callable[[Callable[[], None]], object],
-                 clock: Callable[[], float], on_change: Callable[[], None]):
+    def __init__(
+        self,
+        store: WatchStore,
+        *,
+        tools: Callable[[], Toolbox],
+        revert: Revert,
+        reject: Reject,
+        notify: Notifier,
+        look_later: LookLater,
+        background: Callable[[Callable[[], None]], object],
+        clock: Callable[[], float],
+        on_change: Callable[[], None],
+    ):
         self.store = store
-        self.tools = tools   # read at each use: a reload hands the reconciler a new toolbox
+        self.tools = tools  # read at each use: a reload hands the reconciler a new toolbox
         self.revert = revert
         self.reject = reject
         self.notify = notify
@@ -67,19 +78,22 @@ class PostDeployWatch:
         self.background = background
         self.clock = clock
         self.on_change = on_change
-        self._rounds: set[tuple[str, str]] = set()   # watch rounds running
+        self._rounds: set[tuple[str, str]] = set()  # watch rounds running
         self._lock = threading.Lock()
 
     def resume(self) -> None:
         """After a start: resume the watches the store says were running (their windows survive a restart)."""
         now = self.clock()
         for watch in self.store.active_watches():
-            log.info("resuming the watch of deployment #%d (%s)", watch.deployment_id, watch.left(now),
-                     extra={"repo": watch.repo, "env": watch.env, "commit": watch.commit[:7]})
+            log.info(
+                "resuming the watch of deployment #%d (%s)",
+                watch.deployment_id,
+                watch.left(now),
+                extra={"repo": watch.repo, "env": watch.env, "commit": watch.commit[:7]},
+            )
             self.look_later(watch.repo, watch.env, Trigger.WATCH_CHECK, now)
 
-    def hosts(self, env: Environment, run: PlaybookRun, job: DeploymentJob,
-              cancel: threading.Event) -> tuple[HostInfo, ...]:
+    def hosts(self, env: Environment, run: PlaybookRun, job: DeploymentJob, cancel: threading.Event) -> tuple[HostInfo, ...]:
         """The hosts the watch's HTTP checks go to, with the variables their URLs name, read once now."""
         assert env.watch is not None
         hosts_of = self.tools().hosts_of
@@ -88,20 +102,28 @@ class PostDeployWatch:
         names = tuple(sorted({n for check in env.watch.http for n in url_variables(check.url)}))
         try:
             return tuple(hosts_of(replace(run, data_dir=job.folders.root / "watch" / "run"), names, cancel))
-        except Exception as exc:   # the watch still runs its Prometheus checks; say why the HTTP ones cannot
+        except Exception as exc:  # the watch still runs its Prometheus checks; say why the HTTP ones cannot
             log.error("the watch cannot run its HTTP checks: cannot read the inventory: %s", exc, extra=job.log_extra())
             return ()
 
-    def begin(self, repo: Repository, env: Environment, job: DeploymentJob, hosts: tuple[HostInfo, ...],
-              now: float) -> None:
+    def begin(self, repo: Repository, env: Environment, job: DeploymentJob, hosts: tuple[HostInfo, ...], now: float) -> None:
         """Start the watch of a deployment that succeeded, and schedule its first round."""
         assert env.watch is not None
-        watch = WatchWindow(repo.name, env.name, job.id, job.desired.commit, job.desired.tree,
-                            job.deployed.tree if job.deployed else None, now, now + env.watch.duration, "watching",
-                            None, hosts)
+        watch = WatchWindow(
+            repo.name,
+            env.name,
+            job.id,
+            job.desired.commit,
+            job.desired.tree,
+            job.deployed.tree if job.deployed else None,
+            now,
+            now + env.watch.duration,
+            "watching",
+            None,
+            hosts,
+        )
         self.store.start_watch(watch)
-        log.info("watching for %s, checks every %gs", span(env.watch.duration), env.watch.interval,
-                 extra=job.log_extra())
+        log.info("watching for %s, checks every %gs", span(env.watch.duration), env.watch.interval, extra=job.log_extra())
         self.look_later(repo.name, env.name, Trigger.WATCH_CHECK, min(now + env.watch.interval, watch.until))
 
     def end(self, repo: Repository, env: Environment, why: str, now: float) -> None:
@@ -130,6 +152,7 @@ class PostDeployWatch:
                 with self._lock:
                     self._rounds.discard(key)
                 self.on_change()
+
         self.background(round_)
 
     def _round(self, repo: Repository, env: Environment) -> None:
@@ -148,13 +171,19 @@ class PostDeployWatch:
             return
         if now >= watch.until:
             last = watch.checked_at or watch.started_at
-            if now - last > 2 * env.watch.interval + 30:   # the daemon was stopped through part of it
+            if now - last > 2 * env.watch.interval + 30:  # the daemon was stopped through part of it
                 why = f"the watch's time ran out while gitopsd was stopped (last checked {span(now - last)} before)"
                 self.store.end_watch(repo.name, env.name, watch.deployment_id, "ended", why, now)
                 log.warning("%s", why, extra=extra)
             else:
-                self.store.end_watch(repo.name, env.name, watch.deployment_id, "passed",
-                                     f"no breach in {span(watch.until - watch.started_at)}", now)
+                self.store.end_watch(
+                    repo.name,
+                    env.name,
+                    watch.deployment_id,
+                    "passed",
+                    f"no breach in {span(watch.until - watch.started_at)}",
+                    now,
+                )
                 log.info("watch passed: no breach in %s", span(watch.until - watch.started_at), extra=extra)
             return
         breach = self._checks(env, watch, extra)
@@ -183,8 +212,11 @@ class PostDeployWatch:
                     if attempt < prometheus.retries:
                         tools.sleep(1.0)
                 if result.inconclusive:
-                    result = replace(result, detail=f"{result.detail} (inconclusive after {prometheus.retries + 1} "
-                                                    f"attempt{'s' if prometheus.retries else ''})")
+                    result = replace(
+                        result,
+                        detail=f"{result.detail} (inconclusive after {prometheus.retries + 1} "
+                        f"attempt{'s' if prometheus.retries else ''})",
+                    )
                 results.append(result)
         for result in results:
             if result.ok:
@@ -195,27 +227,42 @@ class PostDeployWatch:
             return result
         return None
 
-    def _breached(self, repo: Repository, env: Environment, watch: WatchWindow, breach: CheckResult,
-                  extra: dict[str, object]) -> None:
+    def _breached(
+        self, repo: Repository, env: Environment, watch: WatchWindow, breach: CheckResult, extra: dict[str, object]
+    ) -> None:
         """Roll back (with auto_rollback, as after a failed deployment), record the breach as the reason, notify."""
         now = self.clock()
         why = f"watch of deployment #{watch.deployment_id} ({watch.commit[:7]}) failed: {breach.name}: {breach.detail}"
         revert, problem = None, None
         if env.auto_rollback and watch.previous_tree is not None:
-            revert, problem = self.revert(repo, env, Head(watch.commit, watch.tree), watch.previous_tree, why, now,
-                                          watch.deployment_id)
+            revert, problem = self.revert(
+                repo, env, Head(watch.commit, watch.tree), watch.previous_tree, why, now, watch.deployment_id
+            )
         else:
             self.reject(repo, env, Head(watch.commit, watch.tree), watch.deployment_id, why, now)
             if env.auto_rollback:
                 problem = "no automatic rollback: nothing ran here before this deployment"
         reason = why + (f"; rolling back with revert {revert[:7]}" if revert else f"; {problem}" if problem else "")
         if not self.store.end_watch(repo.name, env.name, watch.deployment_id, "breached", reason, now):
-            return   # a new deployment ended it meanwhile
+            return  # a new deployment ended it meanwhile
         log.error("%s", reason, extra=extra)
-        self.notify(env.notify, {"event": "watch-failed", "repo": repo.name, "env": env.name, "commit": watch.commit,
-                                 "tree": watch.tree, "deployment": watch.deployment_id, "check": breach.name,
-                                 "detail": breach.detail, "inconclusive": breach.inconclusive, "reason": why,
-                                 "rollback_commit": revert, "rollback_problem": problem})
+        self.notify(
+            env.notify,
+            {
+                "event": "watch-failed",
+                "repo": repo.name,
+                "env": env.name,
+                "commit": watch.commit,
+                "tree": watch.tree,
+                "deployment": watch.deployment_id,
+                "check": breach.name,
+                "detail": breach.detail,
+                "inconclusive": breach.inconclusive,
+                "reason": why,
+                "rollback_commit": revert,
+                "rollback_problem": problem,
+            },
+        )
         if revert:
             self.look_later(repo.name, env.name, Trigger.AUTO_ROLLBACK, now)
 

@@ -5,6 +5,7 @@ Plain classes rather than dataclasses, and `zoneinfo` only when a window is chec
 pre-receive hook imports this on every push to an environment with windows. In the core because the settings
 hold windows (core/settings.py) and the hook checks them (gate/policy.py).
 """
+
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta, tzinfo
@@ -48,11 +49,20 @@ class Cron:
 
     __slots__ = ("text", "minutes", "hours", "days", "months", "weekdays", "days_restricted", "weekdays_restricted")
 
-    def __init__(self, text: str, minutes: frozenset[int], hours: frozenset[int], days: frozenset[int],
-                 months: frozenset[int], weekdays: frozenset[int], days_restricted: bool, weekdays_restricted: bool):
+    def __init__(
+        self,
+        text: str,
+        minutes: frozenset[int],
+        hours: frozenset[int],
+        days: frozenset[int],
+        months: frozenset[int],
+        weekdays: frozenset[int],
+        days_restricted: bool,
+        weekdays_restricted: bool,
+    ):
         self.text = text
         self.minutes, self.hours, self.days, self.months = minutes, hours, days, months
-        self.weekdays = weekdays            # 0 = Sunday
+        self.weekdays = weekdays  # 0 = Sunday
         self.days_restricted, self.weekdays_restricted = days_restricted, weekdays_restricted
 
     @classmethod
@@ -73,7 +83,7 @@ class Cron:
         day_ok = d.day in self.days
         weekday_ok = (d.isoweekday() % 7) in self.weekdays
         if self.days_restricted and self.weekdays_restricted:
-            return day_ok or weekday_ok   # cron's rule: either may match
+            return day_ok or weekday_ok  # cron's rule: either may match
         return day_ok and weekday_ok
 
 
@@ -96,8 +106,9 @@ class Window:
         self.name, self.allow, self.cron, self.duration, self.timezone = name, allow, cron, duration, timezone
 
     def __repr__(self) -> str:
-        return (f"Window({self.name!r}, {'allow' if self.allow else 'deny'}, {self.cron.text!r}, "
-                f"{self.duration}, {self.timezone!r})")
+        return (
+            f"Window({self.name!r}, {'allow' if self.allow else 'deny'}, {self.cron.text!r}, {self.duration}, {self.timezone!r})"
+        )
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Window) and repr(self) == repr(other)
@@ -130,6 +141,7 @@ def zone(name: str) -> tzinfo:
     if name == "UTC":
         return UTC
     from zoneinfo import ZoneInfo
+
     return ZoneInfo(name)
 
 
@@ -173,6 +185,8 @@ def closed_now(windows: tuple[Window, ...], now: float) -> tuple[str, float | No
         return None
     opens = next_opening(windows, moment)
     when = opens.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC") if opens else None
-    return (f"the deploy window is closed: {'outside' if window.allow else 'inside'} '{window.name}'; "
-            + (f"it waits until {when}" if when else "it waits for the window to open (not within the next 8 days)"),
-            opens.timestamp() if opens else None)
+    return (
+        f"the deploy window is closed: {'outside' if window.allow else 'inside'} '{window.name}'; "
+        + (f"it waits until {when}" if when else "it waits for the window to open (not within the next 8 days)"),
+        opens.timestamp() if opens else None,
+    )

@@ -1,4 +1,5 @@
 """The looks the main loop takes: the queue's markers, the nudge listener, the ref watcher, the sweep, timers."""
+
 from __future__ import annotations
 
 import heapq
@@ -55,8 +56,13 @@ class Intake(StateDb):
         self._record_unwatched()
         repos = list(self.config.repositories)
         if newest_first:
-            repos.sort(key=lambda r: max((_mtime(r.path / "refs" / "heads" / e.branch) for e in r.environments),
-                                         default=0.0) or _mtime(r.path / "packed-refs"), reverse=True)
+            repos.sort(
+                key=lambda r: (
+                    max((_mtime(r.path / "refs" / "heads" / e.branch) for e in r.environments), default=0.0)
+                    or _mtime(r.path / "packed-refs")
+                ),
+                reverse=True,
+            )
         for repo in repos:
             self.requests.put(Look(repo.name, None, trigger))
 
@@ -82,34 +88,34 @@ class Intake(StateDb):
             if repo is None:
                 log.warning("nudge for unknown repository %s ignored", nudge.repo)
                 continue
-            if nudge.trigger == REFUSED:   # the hook refused a push: counted for /metrics, nothing to look at
+            if nudge.trigger == REFUSED:  # the hook refused a push: counted for /metrics, nothing to look at
                 for env, rule in nudge.refusals:
                     if self.metrics is not None:
                         self.metrics.refused(repo.name, env, rule)
-                    if rule == "approvals":   # a promotion waiting for approvals: approvers see a preview (issue 25)
+                    if rule == "approvals":  # a promotion waiting for approvals: approvers see a preview (issue 25)
                         self.previewer.for_promotion(repo.name, env, nudge.who())
                 continue
-            if nudge.commits:   # the commits arrive now: their first-seen time (recorded on the next look)
+            if nudge.commits:  # the commits arrive now: their first-seen time (recorded on the next look)
                 self.first_seen.noted(repo.name, nudge.trigger, time.time())
-            if nudge.trigger == Trigger.BRANCH_PUSH:   # main or a feature branch: who pushed it, for CI and approvals
+            if nudge.trigger == Trigger.BRANCH_PUSH:  # main or a feature branch: who pushed it, for CI and approvals
                 self._record_pushes(repo.name, nudge)
                 now = time.time()
-                for delay in PUSH_FOLLOW_UP[:6]:   # the refs move right after the hook: CI looks for the new heads
+                for delay in PUSH_FOLLOW_UP[:6]:  # the refs move right after the hook: CI looks for the new heads
                     self.schedule(Look(repo.name, None, Trigger.BRANCH_PUSH), now + delay)
                 continue
-            if nudge.trigger == Trigger.PUSH:   # who delivered these commits (self-approval looks it up)
+            if nudge.trigger == Trigger.PUSH:  # who delivered these commits (self-approval looks it up)
                 self._record_pushes(repo.name, nudge)
             for commit in nudge.commits:
-                self.reconciler.remember_cause(repo.name, commit, Cause(nudge.who(), nudge.trigger, nudge.reason,
-                                                                        proven=self._from_hook(repo.path, nudge)))
+                self.reconciler.remember_cause(
+                    repo.name, commit, Cause(nudge.who(), nudge.trigger, nudge.reason, proven=self._from_hook(repo.path, nudge))
+                )
                 # A sweep or a `git update-ref` may have started this commit's deployment before the nudge came.
                 try:
-                    self.store.attribute(repo.name, commit, nudge.who(), nudge.trigger, nudge.reason,
-                                         since=time.time() - 120)
-                except StoreError as exc:   # the listener goes on: a lost store is said once (check_store)
+                    self.store.attribute(repo.name, commit, nudge.who(), nudge.trigger, nudge.reason, since=time.time() - 120)
+                except StoreError as exc:  # the listener goes on: a lost store is said once (check_store)
                     log.warning("could not record who pushed %s: %s", commit[:7], exc, extra={"repo": repo.name})
             self.requests.put(Look(repo.name, None, nudge.trigger))
-            if nudge.trigger == Trigger.PUSH:   # sent by pre-receive: the refs move right after it
+            if nudge.trigger == Trigger.PUSH:  # sent by pre-receive: the refs move right after it
                 now = time.time()
                 for delay in PUSH_FOLLOW_UP:
                     self.schedule(Look(repo.name, None, Trigger.PUSH), now + delay)
@@ -163,8 +169,7 @@ class Intake(StateDb):
             for commit in nudge.commits:
                 self.store.record_push(repo, "", commit, who, time.time())
         except StoreError as exc:
-            log.warning("could not record who pushed %s: %s", ", ".join(c[:7] for c in nudge.commits), exc,
-                        extra={"repo": repo})
+            log.warning("could not record who pushed %s: %s", ", ".join(c[:7] for c in nudge.commits), exc, extra={"repo": repo})
 
     def _pusher_of(self, repo: str, commit: str) -> str | None:
         try:

@@ -13,6 +13,7 @@ reach the database for SELF_FENCE seconds while a standby waits, it cancels its 
 (EXIT_LOST: systemd starts it again, as the standby). The server drops a vanished leader's session
 (TCP keepalives, store/postgresql.LEASE_OPTIONS) only after that, so the two never deploy at once.
 """
+
 from __future__ import annotations
 
 import logging
@@ -33,14 +34,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("gitopsd.leadership")
 
-POLL = 0.5               # seconds between a standby's tries for the lease, and between a leader's checks of it
-HEARTBEAT = 2.0          # seconds between the rows each daemon writes in `daemons` (gitopsd status shows them)
-SELF_FENCE = 3.0         # a leader that cannot confirm its lease this long, while a standby waits, stops deploying
-STANDBY_SEEN = 15.0      # a standby heard of within this many seconds is waiting
-HOOK_COPY_EVERY = 30.0   # seconds between a standby's refreshes of its pre-receive hook's copy of the records
-WARN_EVERY = 30.0        # seconds between the lines a leader logs while it cannot reach the database
+POLL = 0.5  # seconds between a standby's tries for the lease, and between a leader's checks of it
+HEARTBEAT = 2.0  # seconds between the rows each daemon writes in `daemons` (gitopsd status shows them)
+SELF_FENCE = 3.0  # a leader that cannot confirm its lease this long, while a standby waits, stops deploying
+STANDBY_SEEN = 15.0  # a standby heard of within this many seconds is waiting
+HOOK_COPY_EVERY = 30.0  # seconds between a standby's refreshes of its pre-receive hook's copy of the records
+WARN_EVERY = 30.0  # seconds between the lines a leader logs while it cannot reach the database
 STEP_DOWN_WITHIN = 15.0  # seconds a leader that lost the lead has to stop; then it exits at once (its runs canceled)
-EXIT_LOST = 75           # EX_TEMPFAIL: the leader stepped down; systemd (Restart=on-failure) starts it again
+EXIT_LOST = 75  # EX_TEMPFAIL: the leader stepped down; systemd (Restart=on-failure) starts it again
 
 
 def identity(config: Config) -> str:
@@ -53,6 +54,7 @@ def api_address(config: Config) -> str:
     if config.api is None:
         return ""
     from ..api.server import listen_address
+
     return f"http://{listen_address(config.api)}"
 
 
@@ -61,20 +63,21 @@ class Leadership:
 
     def __init__(self, config: Config, lease: Lease | None = None):
         from ..adapters.store.postgresql import Lease
+
         self.name = identity(config)
         self.api = api_address(config)
         self.lease = lease or Lease(config.database_url, self.name)
         self.leading = False
-        self.seen_epoch = 0        # the lease's epoch as last read (ours once we lead)
+        self.seen_epoch = 0  # the lease's epoch as last read (ours once we lead)
         self.lost = threading.Event()
         self.why_lost = ""
-        self.daemons: list[tuple[str, str, int, int, str, float]] = []   # the last heartbeat's view of all daemons
+        self.daemons: list[tuple[str, str, int, int, str, float]] = []  # the last heartbeat's view of all daemons
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._lock = threading.Lock()   # the lease's one connection: the watch thread and close() take turns
+        self._lock = threading.Lock()  # the lease's one connection: the watch thread and close() take turns
         self._lose_lock = threading.Lock()
-        self.confirmed_at = time.monotonic()   # when the leader last confirmed its lease
-        self.said = "no gitopsd leads yet"     # who leads, in words, as the standby last read it (its API's 503)
+        self.confirmed_at = time.monotonic()  # when the leader last confirmed its lease
+        self.said = "no gitopsd leads yet"  # who leads, in words, as the standby last read it (its API's 503)
         self._leader_before = ""
 
     @property
@@ -89,12 +92,14 @@ class Leadership:
     def wait_for_lead(self, config: Config, early: list[int], notifier: Notifier) -> bool:
         """Be the standby until this daemon takes the lead (True) or SIGTERM/SIGINT came (False). READY meanwhile."""
         from ..adapters.store import Store
+
         if self._try_take():
             return True
         server = None
         if config.api is not None:
             from ..api.server import serve_standby
             from ..services.metrics import standby_exposition
+
             server = serve_standby(config, standby_exposition(self.role), lambda: self.said)
         hook_copy: Store | None = None
         try:
@@ -122,12 +127,12 @@ class Leadership:
                 if notifier.watchdog_interval and now - last_ping >= notifier.watchdog_interval:
                     notifier.watchdog()
                     last_ping = now
-                if now - last_copy >= HOOK_COPY_EVERY:   # a push this machine's hook judges sees recent records
+                if now - last_copy >= HOOK_COPY_EVERY:  # a push this machine's hook judges sees recent records
                     last_copy = now
                     try:
                         hook_copy = hook_copy or Store.of(config)
                         hook_copy.refresh_hook_copy()
-                    except Exception as exc:   # noqa: BLE001 (the store's errors; the leader's daemon judges again)
+                    except Exception as exc:  # noqa: BLE001 (the store's errors; the leader's daemon judges again)
                         log.warning("standby: the hook's copy of the records could not be refreshed: %s", exc)
                 time.sleep(POLL)
         finally:
@@ -140,7 +145,7 @@ class Leadership:
         try:
             with self._lock:
                 epoch = self.lease.take()
-        except sqlite3.Error as exc:   # the database cannot be reached: ask again
+        except sqlite3.Error as exc:  # the database cannot be reached: ask again
             log.debug("cannot ask for the lead: %s", exc)
             return False
         if epoch is None:
@@ -163,8 +168,11 @@ class Leadership:
         self.seen_epoch = epoch
         self._leader_before = holder
         api = next((d[4] for d in self.daemons if d[0] == holder and d[4]), "")
-        return (f"the leader is {holder} (epoch {epoch}, since {time.strftime('%H:%M:%S', time.localtime(since))}"
-                + (f", API {api}" if api else "") + ")")
+        return (
+            f"the leader is {holder} (epoch {epoch}, since {time.strftime('%H:%M:%S', time.localtime(since))}"
+            + (f", API {api}" if api else "")
+            + ")"
+        )
 
     # -- the leader ------------------------------------------------------------------------------------
     def watch(self, on_lost: Callable[[], None]) -> None:
@@ -181,6 +189,7 @@ class Leadership:
 
     def _watch(self, on_lost: Callable[[], None]) -> None:
         from ..adapters.store.postgresql import LeaseLost
+
         last_beat, warned = 0.0, 0.0
         while not self._stop.wait(POLL) and not self.lost.is_set():
             try:
@@ -193,11 +202,10 @@ class Leadership:
             except LeaseLost as exc:
                 self._lose(f"another gitopsd took the lead ({exc})", on_lost)
                 return
-            except sqlite3.Error as exc:   # cannot reach the database: hold on, unless a standby waits (_deadline)
-                if time.monotonic() - warned >= WARN_EVERY:   # one line now and then, not one per check
+            except sqlite3.Error as exc:  # cannot reach the database: hold on, unless a standby waits (_deadline)
+                if time.monotonic() - warned >= WARN_EVERY:  # one line now and then, not one per check
                     warned = time.monotonic()
-                    log.warning("cannot confirm the leader's lease for %.1f s: %s", time.monotonic() - self.confirmed_at,
-                                exc)
+                    log.warning("cannot confirm the leader's lease for %.1f s: %s", time.monotonic() - self.confirmed_at, exc)
 
     def _deadline(self, on_lost: Callable[[], None]) -> None:
         while not self._stop.wait(POLL / 5) and not self.lost.is_set():
@@ -206,8 +214,11 @@ class Leadership:
                 continue
             waiting = [d[0] for d in self.daemons if d[1] == "standby" and d[0] != self.name and d[5] < STANDBY_SEEN]
             if waiting:
-                self._lose(f"its lease could not be confirmed for {silent:.1f} s (the database does not answer) and "
-                           f"the standby {', '.join(waiting)} takes over", on_lost)
+                self._lose(
+                    f"its lease could not be confirmed for {silent:.1f} s (the database does not answer) and "
+                    f"the standby {', '.join(waiting)} takes over",
+                    on_lost,
+                )
                 return
 
     def _lose(self, why: str, on_lost: Callable[[], None]) -> None:

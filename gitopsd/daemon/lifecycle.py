@@ -1,4 +1,5 @@
 """The daemon's life: recovery after a crash, STATUS= for systemd, reload on SIGHUP, signals, losing the lead, stop."""
+
 from __future__ import annotations
 
 import logging
@@ -29,11 +30,13 @@ class Lifecycle(Intake):
     def _status(self) -> None:
         running, queued = self.reconciler.running_commits(), self.reconciler.queued()
         if running or queued:
-            text = ", ".join(f"deploying {env} {commit[:7]}"
-                             + (f" ({progress.label})" if progress is not None and progress.batch is not None else "")
-                             for (_repo, env), (commit, progress) in sorted(running.items()))
+            text = ", ".join(
+                f"deploying {env} {commit[:7]}"
+                + (f" ({progress.label})" if progress is not None and progress.batch is not None else "")
+                for (_repo, env), (commit, progress) in sorted(running.items())
+            )
             text += f"{', ' if text else ''}{queued} queued" if queued else ""
-            if self._adopting:   # the first convergence after start: how far it got
+            if self._adopting:  # the first convergence after start: how far it got
                 text = f"adopting: {self._adopting - len(running) - queued} of {self._adopting} environments; {text}"
         else:
             self._adopting = 0
@@ -50,13 +53,16 @@ class Lifecycle(Intake):
             killed = runner.reap(self.reconciler.marker(dep.id))
             # and on the execution node it ran on: the worker and its children outlive a killed daemon's ssh
             self.placement.reap(self.reconciler.marker(dep.id), nodes.placement_of(self.config, dep.repo, dep.env))
-            log.warning("deployment was interrupted by a daemon stop; %d leftover process%s reaped", killed,
-                        "" if killed == 1 else "es",
-                        extra={"repo": dep.repo, "env": dep.env, "commit": dep.commit[:7], "deployment": dep.id})
+            log.warning(
+                "deployment was interrupted by a daemon stop; %d leftover process%s reaped",
+                killed,
+                "" if killed == 1 else "es",
+                extra={"repo": dep.repo, "env": dep.env, "commit": dep.commit[:7], "deployment": dep.id},
+            )
             repo, ended = self.config.repository(dep.repo), self.store.get(dep.id)
             if repo is not None and ended is not None:
                 self.human_gates.audit_deployment(repo, ended)
-        self.ci_steps.recover()   # built-in CI runs too: reaped, and their pending statuses ended with `error`
+        self.ci_steps.recover()  # built-in CI runs too: reaped, and their pending statuses ended with `error`
 
     def reload(self) -> None:
         self.notifier.reloading()
@@ -75,7 +81,7 @@ class Lifecycle(Intake):
         self.config = new
         self.reconciler.config = new
         self.placement.configure(new.execution_nodes, new.known_hosts)
-        self.reconciler.tools = real_toolbox(new, self.placement)   # the sandbox hides the new config's repositories too
+        self.reconciler.tools = real_toolbox(new, self.placement)  # the sandbox hides the new config's repositories too
         self._save_gate()
         self._refresh_hooks()
         self._start_triggers()
@@ -86,6 +92,7 @@ class Lifecycle(Intake):
 
     def install_signal_handlers(self, early: list[int] | None = None) -> None:
         """SIGTERM and SIGINT stop, SIGHUP reloads; then act on the signals `early` kept while the daemon started."""
+
         def stop(signum: int, _frame: FrameType | None) -> None:
             self.requests.put(STOP)
 
@@ -108,14 +115,15 @@ class Lifecycle(Intake):
         """Give the pre-receive hook the configuration this daemon enforces, without YAML (see gate/snapshot.py)."""
         try:
             self.store.save_gate(snapshot.from_config(self.config))
-        except StoreError as exc:   # the hook then reads the config file: slower, same rule
+        except StoreError as exc:  # the hook then reads the config file: slower, same rule
             log.warning("could not save the configuration snapshot for the hook: %s", exc)
 
     def _refresh_hooks(self) -> None:
         """Point each repository's hook at this config and database: `state_dir` may have changed since install-hooks."""
         for repo in self.config.repositories:
-            changed, problem = install_hooks.refresh_settings(repo.path, self.config.source, self.config.database,
-                                                              self.config, repo)
+            changed, problem = install_hooks.refresh_settings(
+                repo.path, self.config.source, self.config.database, self.config, repo
+            )
             if problem:
                 log.warning("%s", problem, extra={"repo": repo.name})
             elif changed:
@@ -135,6 +143,7 @@ class Lifecycle(Intake):
         """From the lease's threads: start nothing more and stop the runs now (the main loop may be waiting on a
         database that does not answer), then let the main loop step down, or exit if it cannot within a while."""
         from .leadership import EXIT_LOST, STEP_DOWN_WITHIN
+
         assert self.leadership is not None
         self._say_lost(self.leadership.why_lost, len(self.reconciler.running()))
         self._stop_runs()
@@ -143,10 +152,13 @@ class Lifecycle(Intake):
         def exit_if_stuck() -> None:
             time.sleep(STEP_DOWN_WITHIN)
             self._stop_runs()
-            log.error("this gitopsd could not stop within %.0f s (the database does not answer): exiting now; "
-                      "its runs were stopped", STEP_DOWN_WITHIN)
+            log.error(
+                "this gitopsd could not stop within %.0f s (the database does not answer): exiting now; its runs were stopped",
+                STEP_DOWN_WITHIN,
+            )
             logging.shutdown()
             os._exit(EXIT_LOST)
+
         threading.Thread(target=exit_if_stuck, name="step-down", daemon=True).start()
 
     def _stop_runs(self) -> None:
@@ -160,13 +172,18 @@ class Lifecycle(Intake):
         if self._lost_said:
             return
         self._lost_said = True
-        log.error("this gitopsd no longer leads (epoch %s): %s. Canceling %d running deployment(s) and stopping; "
-                  "started again (systemd restarts it), it waits as the standby",
-                  self.leadership.epoch if self.leadership else "-", why, running)
+        log.error(
+            "this gitopsd no longer leads (epoch %s): %s. Canceling %d running deployment(s) and stopping; "
+            "started again (systemd restarts it), it waits as the standby",
+            self.leadership.epoch if self.leadership else "-",
+            why,
+            running,
+        )
 
     def step_down(self) -> int:
         """Another daemon leads now: cancel what runs here at once (it is the leader's to run), stop, exit EXIT_LOST."""
         from .leadership import EXIT_LOST
+
         assert self.leadership is not None
         why = self.leadership.why_lost or "the database refused this daemon's deployment record: another gitopsd leads"
         self._say_lost(why, len(self.reconciler.running()))
@@ -181,8 +198,7 @@ class Lifecycle(Intake):
         running = self.reconciler.running()
         grace = self.config.stop_grace if grace is None else grace
         self.notifier.stopping(f"stopping; waiting for {len(running)} deployment(s)" if running else "stopping")
-        log.info("stopping%s", f"; waiting up to {grace:g}s for {len(running)} running deployment(s)"
-                 if running else "")
+        log.info("stopping%s", f"; waiting up to {grace:g}s for {len(running)} running deployment(s)" if running else "")
         deadline = time.monotonic() + grace
         while self.reconciler.running() and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -194,23 +210,21 @@ class Lifecycle(Intake):
         for dep_id in running.values():
             left = runner.reap(self.reconciler.marker(dep_id))
             if left:
-                log.warning("deployment #%d: %d process%s left after it ended, reaped", dep_id, left,
-                            "" if left == 1 else "es")
+                log.warning("deployment #%d: %d process%s left after it ended, reaped", dep_id, left, "" if left == 1 else "es")
         self.previewer.stop()
         self.monitor.shutdown(wait=True, cancel_futures=True)
         self.ci_triggers.stop()
         self.annotations.stop()
         self.ci_steps.stop()
         self._stop_triggers()
-        if self.api is not None:   # before the store it writes to closes
+        if self.api is not None:  # before the store it writes to closes
             self.api.stop()
         if self.control is not None:
             self.control.close()
         self.chat.stop()
         self.store.close()
-        if self.leadership is not None:   # last: a standby takes over once nothing runs here
+        if self.leadership is not None:  # last: a standby takes over once nothing runs here
             self.leadership.close()
         log.info("stopped")
         self._lock_handle.close()
         return 0
-

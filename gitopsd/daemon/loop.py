@@ -1,4 +1,5 @@
 """The main loop: start, then take each look from the queue to the reconciler, CI and the human gates until stopped."""
+
 from __future__ import annotations
 
 import heapq
@@ -16,7 +17,7 @@ from .lifecycle import Lifecycle
 from .serving import Serving
 
 log = logging.getLogger("gitopsd.daemon")
-deployments_log = logging.getLogger("gitopsd.deployment")   # one summary event per deployment's end
+deployments_log = logging.getLogger("gitopsd.deployment")  # one summary event per deployment's end
 
 # Looks that never follow a branch move: no walk for new commits (firstseen.py) then.
 NO_NEW_COMMITS = frozenset({Trigger.AFTER_DEPLOY, Trigger.RETRY, "ci-status"})
@@ -26,23 +27,28 @@ class Loop(Lifecycle, Serving):
     """The one thread that hands looks to the reconciler and pings the systemd watchdog."""
 
     def run(self) -> int:
-        backups.replaced_marker(self.config.runtime_dir).unlink(missing_ok=True)   # a stopped daemon's: said and done
+        backups.replaced_marker(self.config.runtime_dir).unlink(missing_ok=True)  # a stopped daemon's: said and done
         self.recover()
-        self.reconciler.resume()   # post-deploy watches a stop interrupted
+        self.reconciler.resume()  # post-deploy watches a stop interrupted
         self._save_gate()
         self._refresh_hooks()
         self._start_triggers()
         n_envs = sum(len(r.environments) for r in self.config.repositories)
-        log.info("gitopsd started: %d repositories, %d environments, state in %s, nudges on %s",
-                 len(self.config.repositories), n_envs, self.config.state_dir, self.config.nudge_socket)
+        log.info(
+            "gitopsd started: %d repositories, %d environments, state in %s, nudges on %s",
+            len(self.config.repositories),
+            n_envs,
+            self.config.state_dir,
+            self.config.nudge_socket,
+        )
         # The API listens before the first sweep: that sweep sends CI triggers, and a CI server reports "pending"
         # back at once (a status refused then is lost to it).
         self._start_api()
         self.sweep(Trigger.STARTUP, newest_first=True)
         self._drain()  # the first sweep: every environment looked at before READY
         self._start_control()
-        self.chat.start()   # approvals from the chat room: a thread of its own (docs/human-gates.md)
-        self._adopting = len(self.reconciler.running())   # started or queued by it: STATUS= counts them down
+        self.chat.start()  # approvals from the chat room: a thread of its own (docs/human-gates.md)
+        self._adopting = len(self.reconciler.running())  # started or queued by it: STATUS= counts them down
         self.notifier.ready(f"watching {n_envs} environment{'s' if n_envs != 1 else ''}")
         self._status()
         if self.leadership is not None:
@@ -73,7 +79,7 @@ class Loop(Lifecycle, Serving):
     def _deployment_finished(self, job: DeploymentJob, result: str) -> None:
         """A deployment ended: its summary event in the log, its annotation in Grafana and its line in the audit
         trail (git notes), whatever the result; a successful one's new commits are recorded (DORA)."""
-        self.check_store()   # the note below is written all the same: `gitopsd db rebuild` reads it
+        self.check_store()  # the note below is written all the same: `gitopsd db rebuild` reads it
         try:
             deployment = self.store.get(job.id)
         except StoreError:
@@ -106,7 +112,7 @@ class Loop(Lifecycle, Serving):
             return
         if request is WAKE or self.stopping.is_set() or not self.check_store():
             return
-        if self.config.freeze_on:   # freezes whose alert was not sent again in time: recorded as expired
+        if self.config.freeze_on:  # freezes whose alert was not sent again in time: recorded as expired
             try:
                 self.change_control.expire()
             except StoreError as exc:
@@ -141,14 +147,20 @@ class Loop(Lifecycle, Serving):
             log.warning("could not read or record the CI heads: %s", exc, extra={"repo": repo.name})
             return
         for event in events:
-            log.info("new head of %s: %s (pushed by %s)", event.branch, event.after[:7], event.pusher,
-                     extra={"repo": repo.name, "commit": event.after[:7]})
+            log.info(
+                "new head of %s: %s (pushed by %s)",
+                event.branch,
+                event.after[:7],
+                event.pusher,
+                extra={"repo": repo.name, "commit": event.after[:7]},
+            )
             for sink in self.ci_sinks:
                 try:
                     sink(repo, event)
-                except Exception:   # one sink's bug must not stop the others, nor the daemon
-                    log.exception("CI could not take the new head %s of %s", event.after[:7], event.branch,
-                                  extra={"repo": repo.name})
+                except Exception:  # one sink's bug must not stop the others, nor the daemon
+                    log.exception(
+                        "CI could not take the new head %s of %s", event.after[:7], event.branch, extra={"repo": repo.name}
+                    )
 
     def _next_timer_in(self) -> float:
         with self._timer_lock:

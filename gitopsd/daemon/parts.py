@@ -1,4 +1,5 @@
 """The daemon's parts, named and typed once: what each concern's methods (statedb, events, lifecycle, ...) may use."""
+
 from __future__ import annotations
 
 from collections.abc import Callable

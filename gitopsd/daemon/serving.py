@@ -1,4 +1,5 @@
 """What the daemon serves: the HTTP API and dashboard thread, the control socket and the requests they carry."""
+
 from __future__ import annotations
 
 import logging
@@ -26,23 +27,31 @@ class Serving(Intake):
         """Serve the HTTP API in its own thread; a stored status makes the daemon look at its repository at once."""
         if self.config.api is not None:
             from ..api.server import serve
+
             dashboard: Callable[..., Any] | None = None
-            if getattr(self.config, "web", None) is not None:   # only then Jinja2 and the pages are imported
+            if getattr(self.config, "web", None) is not None:  # only then Jinja2 and the pages are imported
                 from ..web.app import create_web_app
+
                 dashboard = create_web_app
-            self.api = serve(lambda: self.config, self.store,
-                             on_status=lambda repo: self.requests.put(Look(repo, None, "ci-status")),
-                             human_gates=self.control_request,   # as the token's owner or the signed-in user
-                             metrics=self.metrics.scrape if self.metrics is not None else None,
-                             dashboard=dashboard)
+            self.api = serve(
+                lambda: self.config,
+                self.store,
+                on_status=lambda repo: self.requests.put(Look(repo, None, "ci-status")),
+                human_gates=self.control_request,  # as the token's owner or the signed-in user
+                metrics=self.metrics.scrape if self.metrics is not None else None,
+                dashboard=dashboard,
+            )
 
     def _start_control(self) -> None:
         """Take sign-offs, release candidates and approvals on the control socket (identity: SO_PEERCRED)."""
         try:
             self.control = ControlServer(self.config.control_socket, self.control_request)
         except OSError as exc:
-            log.error("cannot open the control socket %s: %s; sign-offs and approvals cannot be recorded until a "
-                      "restart", self.config.control_socket, exc)
+            log.error(
+                "cannot open the control socket %s: %s; sign-offs and approvals cannot be recorded until a restart",
+                self.config.control_socket,
+                exc,
+            )
             return
         self.control.start()
 
@@ -53,27 +62,41 @@ class Serving(Intake):
 
     def control_request(self, identity: str, request: dict[str, Any]) -> dict[str, Any]:
         """A request of the control socket or the dashboard, as `identity`: a CI rerun here, the rest to HumanGates."""
-        if request.get("op") in CHANGE_CONTROL_OPS:   # locks, alert freezes, break-glass (changecontrol.py)
+        if request.get("op") in CHANGE_CONTROL_OPS:  # locks, alert freezes, break-glass (changecontrol.py)
             return self.change_control.handle(identity, request)
         if request.get("op") == "preview":
             return self.previewer.request(identity, request)
         if request.get("op") != "ci-rerun":
-            return self.human_gates.handle(identity, request)   # one lock with the HTTP API
+            return self.human_gates.handle(identity, request)  # one lock with the HTTP API
         repo = self.config.repository(str(request.get("repo")))
         if repo is None:
-            return refusal_answer(Refused(f"no repository named {str(request.get('repo'))[:100]!r} "
-                                          f"(known: {', '.join(r.name for r in self.config.repositories)})",
-                                          MISSING, "no-repository"))
+            return refusal_answer(
+                Refused(
+                    f"no repository named {str(request.get('repo'))[:100]!r} "
+                    f"(known: {', '.join(r.name for r in self.config.repositories)})",
+                    MISSING,
+                    "no-repository",
+                )
+            )
         try:
             event = rerun.head_event(repo, str(request.get("head") or ""), identity, self._pusher_of)
         except rerun.RerunRefused as exc:
             return refusal_answer(exc)
-        log.info("CI asked to run again on %s %s by %s", event.branch, event.after[:7], identity,
-                 extra={"repo": repo.name, "commit": event.after[:7]})
+        log.info(
+            "CI asked to run again on %s %s by %s",
+            event.branch,
+            event.after[:7],
+            identity,
+            extra={"repo": repo.name, "commit": event.after[:7]},
+        )
         for sink in self.ci_sinks:
             sink(repo, event)
-        what = (["the built-in steps"] if repo.ci.steps and matches(event.branch, repo.ci.branches) else []) + \
-            [f"the trigger to {safe_url(t.url)}" for t in repo.ci.trigger if matches(event.branch, t.branches)]
-        return {"ok": True, "identity": identity,
-                "message": f"{repo.name}: CI runs again on {event.branch} at {event.after[:7]} ({', '.join(what)}), "
-                           f"asked by {identity}; follow with `gitopsd ci status {event.after[:7]}`"}
+        what = (["the built-in steps"] if repo.ci.steps and matches(event.branch, repo.ci.branches) else []) + [
+            f"the trigger to {safe_url(t.url)}" for t in repo.ci.trigger if matches(event.branch, t.branches)
+        ]
+        return {
+            "ok": True,
+            "identity": identity,
+            "message": f"{repo.name}: CI runs again on {event.branch} at {event.after[:7]} ({', '.join(what)}), "
+            f"asked by {identity}; follow with `gitopsd ci status {event.after[:7]}`",
+        }

@@ -1,4 +1,5 @@
 """The daemon's guard over its state database: the file still the one it opened, and its scheduled copies."""
+
 from __future__ import annotations
 
 import logging
@@ -26,16 +27,17 @@ class StateDb(Parts):
         reason = self.store.replaced()
         if reason is None:
             return True
-        with self._store_lost_lock:   # the loop and a deployment's end may find it at once: said once
+        with self._store_lost_lock:  # the loop and a deployment's end may find it at once: said once
             if self.store_lost is not None:
                 return False
             self.store_lost = reason
         self.reconciler.accepting = False
-        self.store.let_go(reason)   # first: no other thread writes meanwhile into the log a new file would read
+        self.store.let_go(reason)  # first: no other thread writes meanwhile into the log a new file would read
         copy = None
         try:
-            copy = backups.scheduled(self.store, self.config.backup_dir, self.config.backup.keep, time.time(),
-                                     prefix=backups.RESCUED)
+            copy = backups.scheduled(
+                self.store, self.config.backup_dir, self.config.backup.keep, time.time(), prefix=backups.RESCUED
+            )
             rescued = f"; the records this daemon still held are in {copy}"
         except (OSError, StoreError, sqlite3.Error) as exc:
             rescued = f"; its records could not be copied ({exc})"
@@ -61,6 +63,11 @@ class StateDb(Parts):
                 target = backups.scheduled(self.store, self.config.backup_dir, self.config.backup.keep, now)
                 log.info("state database copied to %s", target)
             except (OSError, StoreError, sqlite3.Error) as exc:
-                log.error("could not copy the state database to %s: %s; check that the daemon's user can write "
-                          "there (config `backup.dir`)", self.config.backup_dir, exc)
+                log.error(
+                    "could not copy the state database to %s: %s; check that the daemon's user can write "
+                    "there (config `backup.dir`)",
+                    self.config.backup_dir,
+                    exc,
+                )
+
         self.monitor.submit(copy)

@@ -1,4 +1,5 @@
 """The reconciler's ports over the real adapters: Git through pygit2, the policy judge, Ansible and the checks."""
+
 from __future__ import annotations
 
 import threading
@@ -50,14 +51,30 @@ class PolicyJudge:
             gate = self._gate = (config, snapshot.from_config(config))
         return gate[1]
 
-    def __call__(self, repo: config_mod.Repository, env: config_mod.Environment, desired: Head,
-                 deployed: Deployment | None, check_windows: bool) -> Verdict:
+    def __call__(
+        self,
+        repo: config_mod.Repository,
+        env: config_mod.Environment,
+        desired: Head,
+        deployed: Deployment | None,
+        check_windows: bool,
+    ) -> Verdict:
         view = self.gate_config().repository(repo.name)
         gate_env = view.environment(env.name) if view else None
         if view is None or gate_env is None:
-            return policy.refuse("other", "the configuration changed meanwhile", [f"{repo.name}/{env.name} is not configured"], [])
-        return policy.judge(view, str(repo.path), self.store, gate_env, deployed.commit if deployed else None,
-                            desired.commit, identity="gitopsd", check_windows=check_windows)
+            return policy.refuse(
+                "other", "the configuration changed meanwhile", [f"{repo.name}/{env.name} is not configured"], []
+            )
+        return policy.judge(
+            view,
+            str(repo.path),
+            self.store,
+            gate_env,
+            deployed.commit if deployed else None,
+            desired.commit,
+            identity="gitopsd",
+            check_windows=check_windows,
+        )
 
 
 def sandbox_policy(config: Config) -> SandboxPolicy:
@@ -68,22 +85,31 @@ def sandbox_policy(config: Config) -> SandboxPolicy:
 def real_toolbox(config: Config, placement: nodes.Placement | None = None) -> Toolbox:
     """Ansible (in the sandbox, or on an execution node), its inventory parser (in the sandbox) and the checks, for real."""
     from ..adapters import checks
+
     sandboxed = sandbox_policy(config)
     placement = placement or nodes.Placement(config.execution_nodes, config.known_hosts)
 
     def run_playbook(run: PlaybookRun, cancel: threading.Event) -> RunOutcome:
-        return placement.run(run, cancel, nodes.placed(config, run), sandboxed,
-                             lambda: runner.run_playbook(run, cancel, sandboxed))
+        return placement.run(
+            run, cancel, nodes.placed(config, run), sandboxed, lambda: runner.run_playbook(run, cancel, sandboxed)
+        )
 
     def hosts_of(run: PlaybookRun, names: tuple[str, ...], cancel: threading.Event) -> list[HostInfo]:
-        return runner.read_hosts(run.inventory, names, workdir=run.workdir,
-                                 data_dir=DeploymentFolders(run.data_dir.parent).inventory,
-                                 marker=run.marker, timeout=run.timeout, cancel=cancel, policy=sandboxed)
+        return runner.read_hosts(
+            run.inventory,
+            names,
+            workdir=run.workdir,
+            data_dir=DeploymentFolders(run.data_dir.parent).inventory,
+            marker=run.marker,
+            timeout=run.timeout,
+            cancel=cancel,
+            policy=sandboxed,
+        )
 
     def http(check: HttpCheck, host: HostInfo, commit: str) -> CheckResult:
         try:
             return checks.run_http(check, host, commit)
-        except checks.CheckError as exc:   # e.g. the URL names a variable the host does not have
+        except checks.CheckError as exc:  # e.g. the URL names a variable the host does not have
             return CheckResult(False, f"http {host.name}", str(exc))
 
     def prometheus(check: PrometheusCheck, commit: str, env: str) -> CheckResult:
@@ -92,6 +118,11 @@ def real_toolbox(config: Config, placement: nodes.Placement | None = None) -> To
         except checks.CheckError as exc:
             return CheckResult(False, "prometheus", str(exc))
 
-    return Toolbox(run_playbook=run_playbook, hosts_of=hosts_of, check_http=http, check_prometheus=prometheus,
-                   artifacts=ArtifactStore(config.artifacts_dir).for_deployment,
-                   provenance=lambda repo, tree: provenance.refusal(config, repo, tree))
+    return Toolbox(
+        run_playbook=run_playbook,
+        hosts_of=hosts_of,
+        check_http=http,
+        check_prometheus=prometheus,
+        artifacts=ArtifactStore(config.artifacts_dir).for_deployment,
+        provenance=lambda repo, tree: provenance.refusal(config, repo, tree),
+    )

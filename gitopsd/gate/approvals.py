@@ -9,9 +9,10 @@ the daemon writes them, with the identity the kernel gives for its control socke
 The newest word of each identity counts: a sign-off after a rejection replaces it, `withdraw`
 takes back one's approval or rejection. Stdlib only: the hook imports this.
 """
+
 from __future__ import annotations
 
-TYPE_CHECKING = False   # true for mypy only: the hook imports neither typing nor the settings
+TYPE_CHECKING = False  # true for mypy only: the hook imports neither typing nor the settings
 if TYPE_CHECKING:
     from typing import Protocol
 
@@ -21,8 +22,8 @@ if TYPE_CHECKING:
         """What bound_approval_state reads (policy.Records has it: the hook's Ledger, the daemon's Store)."""
 
         def approval_rows(self, repo: str, rc: str) -> list[tuple[str, str, str, float]]: ...
-        def preview_marks(self, repo: str, rc: str, env: str) -> tuple[list[tuple[int, int, float, str]], int,
-                                                                       float | None]: ...
+        def preview_marks(self, repo: str, rc: str, env: str) -> tuple[list[tuple[int, int, float, str]], int, float | None]: ...
+
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS signoffs (
@@ -71,10 +72,10 @@ CREATE TABLE IF NOT EXISTS pushes (     -- who pushed which head to a non-enviro
 );
 """
 
-SIGNOFFS = ("SELECT actor, verdict, note, created_at FROM signoffs WHERE repo = ? AND env = ? AND tree = ?"
-            " ORDER BY id")
-RCS_FOR_TREE = ("SELECT name, created_at FROM release_candidates WHERE repo = ? AND tree = ? AND target_env = ?"
-                " ORDER BY created_at DESC")
+SIGNOFFS = "SELECT actor, verdict, note, created_at FROM signoffs WHERE repo = ? AND env = ? AND tree = ? ORDER BY id"
+RCS_FOR_TREE = (
+    "SELECT name, created_at FROM release_candidates WHERE repo = ? AND tree = ? AND target_env = ? ORDER BY created_at DESC"
+)
 APPROVALS = "SELECT actor, kind, note, created_at FROM approvals WHERE repo = ? AND rc = ? ORDER BY id"
 
 
@@ -83,8 +84,14 @@ class Policy:
 
     __slots__ = ("required", "approvers", "groups", "forbid_self", "expire_after")
 
-    def __init__(self, required: int, approvers: tuple[str, ...], groups: tuple[tuple[str, tuple[str, ...]], ...] = (),
-                 forbid_self: bool = True, expire_after: float | None = None):
+    def __init__(
+        self,
+        required: int,
+        approvers: tuple[str, ...],
+        groups: tuple[tuple[str, tuple[str, ...]], ...] = (),
+        forbid_self: bool = True,
+        expire_after: float | None = None,
+    ):
         self.required, self.approvers, self.groups = required, tuple(approvers), tuple(groups)
         self.forbid_self, self.expire_after = forbid_self, expire_after
 
@@ -96,9 +103,12 @@ class Policy:
 
     def encode(self) -> str:
         """One line per field, for the hook's snapshot table (no JSON: the hook stays light)."""
-        lines = [f"required={self.required}", f"self={int(self.forbid_self)}",
-                 f"expire={'' if self.expire_after is None else self.expire_after}",
-                 "approvers=" + ",".join(self.approvers)]
+        lines = [
+            f"required={self.required}",
+            f"self={int(self.forbid_self)}",
+            f"expire={'' if self.expire_after is None else self.expire_after}",
+            "approvers=" + ",".join(self.approvers),
+        ]
         lines += [f"group:{name}=" + ",".join(members) for name, members in self.groups]
         return "\n".join(lines)
 
@@ -114,9 +124,13 @@ class Policy:
                 groups.append((key[6:], tuple(filter(None, value.split(",")))))
             else:
                 fields[key] = value
-        return cls(int(fields.get("required", "1")), tuple(filter(None, fields.get("approvers", "").split(","))),
-                   tuple(groups), fields.get("self", "1") == "1",
-                   float(fields["expire"]) if fields.get("expire") else None)
+        return cls(
+            int(fields.get("required", "1")),
+            tuple(filter(None, fields.get("approvers", "").split(","))),
+            tuple(groups),
+            fields.get("self", "1") == "1",
+            float(fields["expire"]) if fields.get("expire") else None,
+        )
 
 
 class SignoffNeed:
@@ -152,16 +166,21 @@ def newest_by_actor(rows: list[tuple[str, str, str, float]]) -> dict[str, tuple[
 def signoff_unmet(need: SignoffNeed, rows: list[tuple[str, str, str, float]]) -> list[str]:
     """Why a tree lacks its sign-offs (rows: SIGNOFFS of need.env and the tree); [] when it has them."""
     newest = newest_by_actor(rows)
-    rejected = [f"rejected by {actor}: {note}" for actor, (verdict, note, _w) in sorted(newest.items())
-                if verdict == "reject" and actor in need.signers]
+    rejected = [
+        f"rejected by {actor}: {note}"
+        for actor, (verdict, note, _w) in sorted(newest.items())
+        if verdict == "reject" and actor in need.signers
+    ]
     if rejected:
         return rejected
     signed = sorted(a for a, (verdict, _n, _w) in newest.items() if verdict == "signoff" and a in need.signers)
     if len(signed) >= need.count:
         return []
     by = f" (by {', '.join(signed)})" if signed else ""
-    return [f"{len(signed)} of {need.count} sign-off{'s' if need.count != 1 else ''} in {need.env}{by}; "
-            f"may sign off: {', '.join(need.signers)}"]
+    return [
+        f"{len(signed)} of {need.count} sign-off{'s' if need.count != 1 else ''} in {need.env}{by}; "
+        f"may sign off: {', '.join(need.signers)}"
+    ]
 
 
 def approval_state(policy: Policy, rows: list[tuple[str, str, str, float]], now: float) -> tuple[list[str], list[str]]:
@@ -178,10 +197,12 @@ def approval_state(policy: Policy, rows: list[tuple[str, str, str, float]], now:
             valid.append(actor)
     problems = list(rejections)
     if len(valid) < policy.required:
-        problems.append(f"{len(valid)} of {policy.required} approval{'s' if policy.required != 1 else ''}"
-                        + (f" (by {', '.join(valid)})" if valid else "")
-                        + (f"; expired: {', '.join(expired)}" if expired else "")
-                        + f"; may approve: {', '.join(policy.approvers)}")
+        problems.append(
+            f"{len(valid)} of {policy.required} approval{'s' if policy.required != 1 else ''}"
+            + (f" (by {', '.join(valid)})" if valid else "")
+            + (f"; expired: {', '.join(expired)}" if expired else "")
+            + f"; may approve: {', '.join(policy.approvers)}"
+        )
     for name, members in policy.groups:
         if not set(valid) & set(members):
             problems.append(f"no approval from group {name} yet ({', '.join(members)})")
@@ -214,12 +235,13 @@ CREATE TABLE IF NOT EXISTS previews (   -- promotion previews: a candidate tree 
 CREATE INDEX IF NOT EXISTS previews_rc ON previews (repo, rc, id);
 CREATE INDEX IF NOT EXISTS previews_target ON previews (repo, target_env, id);
 """
-PREVIEW_MARKS = ("SELECT id, target_deployment, requested_at, digest, tree FROM previews WHERE repo = ? AND rc = ?"
-                 " AND target_env = ? AND state = 'done' ORDER BY id DESC LIMIT 50")
+PREVIEW_MARKS = (
+    "SELECT id, target_deployment, requested_at, digest, tree FROM previews WHERE repo = ? AND rc = ?"
+    " AND target_env = ? AND state = 'done' ORDER BY id DESC LIMIT 50"
+)
 # What a preview ran against: the target's newest successful deployment of another tree than the candidate's (so the
 # target taking the candidate itself does not make the candidate's preview stale; a re-apply or rollback does).
-TARGET_DEPLOYED = ("SELECT MAX(id) FROM deployments WHERE repo = ? AND env = ? AND result = 'succeeded'"
-                   " AND tree != ?")
+TARGET_DEPLOYED = "SELECT MAX(id) FROM deployments WHERE repo = ? AND env = ? AND result = 'succeeded' AND tree != ?"
 TARGET_DRIFTED = "SELECT MAX(checked_at) FROM drift_reports WHERE repo = ? AND env = ? AND state = 'drifted'"
 
 
@@ -227,15 +249,18 @@ def preview_stale(mark: tuple[int, int, float, str], env: str, deployed: int, dr
     """Why a finished preview (id, target deployment, requested at, digest) no longer holds; '' when it does."""
     ident, seen, at, _digest = mark
     if deployed != seen:
-        return (f"{env} changed after preview #{ident}: it now runs deployment #{deployed}, the preview saw "
-                f"{'#' + str(seen) if seen else 'nothing deployed'}")
+        return (
+            f"{env} changed after preview #{ident}: it now runs deployment #{deployed}, the preview saw "
+            f"{'#' + str(seen) if seen else 'nothing deployed'}"
+        )
     if drifted_at is not None and drifted_at > at:
         return f"{env}'s hosts drifted after preview #{ident}"
     return ""
 
 
-def preview_binding(marks: list[tuple[int, int, float, str]], env: str, deployed: int,
-                    drifted_at: float | None) -> tuple[float, str]:
+def preview_binding(
+    marks: list[tuple[int, int, float, str]], env: str, deployed: int, drifted_at: float | None
+) -> tuple[float, str]:
     """(approvals count from, why the candidate's preview is stale or '') given its finished previews newest first."""
     if not marks:
         return 0.0, ""
@@ -248,8 +273,7 @@ def preview_binding(marks: list[tuple[int, int, float, str]], env: str, deployed
     return since, stale
 
 
-def bound_approval_state(policy: Policy, store: Records, repo: str, rc: str, env: str,
-                         now: float) -> tuple[list[str], list[str]]:
+def bound_approval_state(policy: Policy, store: Records, repo: str, rc: str, env: str, now: float) -> tuple[list[str], list[str]]:
     """approval_state of a release candidate counting only approvals bound to its preview; a stale preview is a
     problem. `store` reads like the hook's Ledger or the daemon's Store (approval_rows, preview_marks)."""
     marks, deployed, drifted_at = store.preview_marks(repo, rc, env)
@@ -257,6 +281,5 @@ def bound_approval_state(policy: Policy, store: Records, repo: str, rc: str, env
     rows = [r for r in store.approval_rows(repo, rc) if r[3] >= since]
     valid, problems = approval_state(policy, rows, now)
     if stale:
-        problems = [f"its preview is stale: {stale}; make a fresh one: gitopsd preview --rc {rc} --repo {repo}",
-                    *problems]
+        problems = [f"its preview is stale: {stale}; make a fresh one: gitopsd preview --rc {rc} --repo {repo}", *problems]
     return valid, problems

@@ -7,9 +7,10 @@ no JSON or cryptography under its import budget): it refuses a tree with no such
 statement names other bits, and the daemon verifies the signatures before each batch
 (ci/provenance.refusal). Stdlib only: the hook imports this.
 """
+
 from __future__ import annotations
 
-TYPE_CHECKING = False   # true for mypy only: the hook does not import typing
+TYPE_CHECKING = False  # true for mypy only: the hook does not import typing
 if TYPE_CHECKING:
     from typing import Any
 
@@ -29,18 +30,30 @@ CREATE TABLE IF NOT EXISTS attestations (
 ATTESTATIONS = "SELECT name, sha256, signed_sha256 FROM attestations WHERE repo = ? AND tree = ? ORDER BY name"
 
 
-def judge(rows: list[tuple[Any, ...]], env_name: str, tree: str, short_new: str, repo_name: str
-          ) -> tuple[str, list[str], list[str]] | None:
+def judge(
+    rows: list[tuple[Any, ...]], env_name: str, tree: str, short_new: str, repo_name: str
+) -> tuple[str, list[str], list[str]] | None:
     """(rule, detail, instead) of a refusal when `tree`'s artifacts have no recorded provenance or it names other
     bits; None when every recorded artifact is vouched for. policy.judge makes it a Verdict."""
     rule = f"{env_name} only takes trees whose built artifacts have signed provenance (require_provenance)"
     if not rows:
-        return (rule, [f"commit {short_new} has tree {tree[:7]}, for which no provenance statement is recorded."],
-                [f"let gitopsd's CI build the tree (ci.steps with artifacts), or have external CI upload a statement "
-                 f"with its status (docs/ci.md), then push again; see: gitopsd ci status {short_new} --repo {repo_name}"])
-    other = [f"artifact {name}: kept sha256 {str(kept)[:12]}, but its statement signs sha256 {str(signed)[:12]}"
-             for name, kept, signed in rows if kept != signed]
+        return (
+            rule,
+            [f"commit {short_new} has tree {tree[:7]}, for which no provenance statement is recorded."],
+            [
+                f"let gitopsd's CI build the tree (ci.steps with artifacts), or have external CI upload a statement "
+                f"with its status (docs/ci.md), then push again; see: gitopsd ci status {short_new} --repo {repo_name}"
+            ],
+        )
+    other = [
+        f"artifact {name}: kept sha256 {str(kept)[:12]}, but its statement signs sha256 {str(signed)[:12]}"
+        for name, kept, signed in rows
+        if kept != signed
+    ]
     if other:
-        return (rule, [f"commit {short_new} has tree {tree[:7]}, whose provenance names other bits:", *other],
-                [f"build the tree again (gitopsd ci rerun {short_new} --repo {repo_name}), then push again"])
+        return (
+            rule,
+            [f"commit {short_new} has tree {tree[:7]}, whose provenance names other bits:", *other],
+            [f"build the tree again (gitopsd ci rerun {short_new} --repo {repo_name}), then push again"],
+        )
     return None

@@ -9,6 +9,7 @@ by one identity and confirmed by another in `override_by`, lets promotions throu
 windows until it expires. Only the daemon writes these rows; the hook and the daemon read them through
 `Records.locks` and `Records.break_glass`. Stdlib only: the hook imports this.
 """
+
 from __future__ import annotations
 
 SCHEMA = """
@@ -44,17 +45,22 @@ CREATE TABLE IF NOT EXISTS break_glass (    -- one identity asks, a second in ov
 CREATE INDEX IF NOT EXISTS break_glass_env ON break_glass (repo, env, id);
 """
 
-ACTIVE_LOCKS = ("SELECT id, repo, env, source, alert, actor, reason, created_at, expires_at FROM env_locks"
-                " WHERE lifted_at IS NULL AND (expires_at IS NULL OR expires_at > ?) AND repo IN (?, '*')"
-                " AND env IN (?, '*') ORDER BY id")
-ACTIVE_BREAK_GLASS = ("SELECT id, asked_by, reason, confirmed_by, confirm_reason, confirmed_at, expires_at"
-                      " FROM break_glass WHERE repo = ? AND env = ? AND confirmed_by IS NOT NULL AND expires_at > ?"
-                      " ORDER BY id DESC LIMIT 1")
+ACTIVE_LOCKS = (
+    "SELECT id, repo, env, source, alert, actor, reason, created_at, expires_at FROM env_locks"
+    " WHERE lifted_at IS NULL AND (expires_at IS NULL OR expires_at > ?) AND repo IN (?, '*')"
+    " AND env IN (?, '*') ORDER BY id"
+)
+ACTIVE_BREAK_GLASS = (
+    "SELECT id, asked_by, reason, confirmed_by, confirm_reason, confirmed_at, expires_at"
+    " FROM break_glass WHERE repo = ? AND env = ? AND confirmed_by IS NOT NULL AND expires_at > ?"
+    " ORDER BY id DESC LIMIT 1"
+)
 
 
 def utc(ts: float) -> str:
     """A moment as people read it in a refusal (the hook imports no datetime for this)."""
     import time
+
     return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(ts))
 
 
@@ -63,8 +69,18 @@ class Lock:
 
     __slots__ = ("id", "repo", "env", "source", "alert", "actor", "reason", "created_at", "expires_at")
 
-    def __init__(self, id: int, repo: str, env: str, source: str, alert: str, actor: str, reason: str,
-                 created_at: float, expires_at: float | None):
+    def __init__(
+        self,
+        id: int,
+        repo: str,
+        env: str,
+        source: str,
+        alert: str,
+        actor: str,
+        reason: str,
+        created_at: float,
+        expires_at: float | None,
+    ):
         self.id, self.repo, self.env, self.source, self.alert = id, repo, env, source, alert
         self.actor, self.reason, self.created_at, self.expires_at = actor, reason, created_at, expires_at
 
@@ -90,8 +106,17 @@ class Lock:
         return f"{self.scope} locked by {self.actor} {self.until} (since {utc(self.created_at)}): {self.reason}"
 
     def as_json(self) -> dict[str, object]:
-        return {"id": self.id, "repo": self.repo, "env": self.env, "source": self.source, "actor": self.actor,
-                "reason": self.reason, "since": self.created_at, "until": self.expires_at, "line": self.describe()}
+        return {
+            "id": self.id,
+            "repo": self.repo,
+            "env": self.env,
+            "source": self.source,
+            "actor": self.actor,
+            "reason": self.reason,
+            "since": self.created_at,
+            "until": self.expires_at,
+            "line": self.describe(),
+        }
 
 
 class BreakGlass:
@@ -99,8 +124,16 @@ class BreakGlass:
 
     __slots__ = ("id", "asked_by", "reason", "confirmed_by", "confirm_reason", "confirmed_at", "expires_at")
 
-    def __init__(self, id: int, asked_by: str, reason: str, confirmed_by: str, confirm_reason: str | None,
-                 confirmed_at: float, expires_at: float):
+    def __init__(
+        self,
+        id: int,
+        asked_by: str,
+        reason: str,
+        confirmed_by: str,
+        confirm_reason: str | None,
+        confirmed_at: float,
+        expires_at: float,
+    ):
         self.id, self.asked_by, self.reason, self.confirmed_by = id, asked_by, reason, confirmed_by
         self.confirm_reason, self.confirmed_at, self.expires_at = confirm_reason, confirmed_at, expires_at
 

@@ -13,6 +13,7 @@ A refused push is reported the same way (trigger `refused`, a `refused=<env> <ru
 refusal) for the daemon's metrics: fire and forget, and only a short rule id from REFUSAL_RULES,
 never the refusal's text.
 """
+
 from __future__ import annotations
 
 import _socket  # the C half of `socket`: all a datagram needs, without `socket`'s imports
@@ -20,15 +21,33 @@ import pwd
 
 MAX_DATAGRAM = 65_000
 MAGIC = b"gitopsd-nudge-1"
-REFUSED = "refused"   # the trigger of a refusal report: counted, never looked at
+REFUSED = "refused"  # the trigger of a refusal report: counted, never looked at
 
 # The short stable ids of the refusal rules, the metrics' `rule` label: each refusal names its own
 # (policy.refuse), so rewording what a refusal says never moves its count.
-REFUSAL_RULES = frozenset((
-    "delete", "create", "first-promotion", "non-fast-forward", "not-verified-upstream", "not-on-source",
-    "required-checks", "signoff", "approvals", "deploy-window", "locked", "reserved-ref", "promotion-request",
-    "rejected", "store-unreadable", "signature", "signed-push", "provenance", "other",
-))
+REFUSAL_RULES = frozenset(
+    (
+        "delete",
+        "create",
+        "first-promotion",
+        "non-fast-forward",
+        "not-verified-upstream",
+        "not-on-source",
+        "required-checks",
+        "signoff",
+        "approvals",
+        "deploy-window",
+        "locked",
+        "reserved-ref",
+        "promotion-request",
+        "rejected",
+        "store-unreadable",
+        "signature",
+        "signed-push",
+        "provenance",
+        "other",
+    )
+)
 
 
 class Nudge:
@@ -36,16 +55,23 @@ class Nudge:
 
     __slots__ = ("repo", "trigger", "actor", "commits", "sender_uid", "reason", "refusals")
 
-    def __init__(self, repo: str, trigger: str, actor: str | None = None, commits: tuple[str, ...] = (),
-                 sender_uid: int | None = None, reason: str | None = None,
-                 refusals: tuple[tuple[str, str], ...] = ()):
-        self.repo = repo                  # repository path as the sender saw it
-        self.trigger = trigger            # push | promote | rollback | retry | cli
-        self.actor = actor                # who the transport says pushed (GL_USER, REMOTE_USER, ...)
-        self.commits = tuple(commits)     # new heads this nudge is about
-        self.sender_uid = sender_uid      # filled in by the receiver from the kernel
-        self.reason = reason              # e.g. an emergency override's reason, recorded with the deployment
-        self.refusals = tuple(refusals)   # (environment, rule id) of each refusal, in a `refused` report
+    def __init__(
+        self,
+        repo: str,
+        trigger: str,
+        actor: str | None = None,
+        commits: tuple[str, ...] = (),
+        sender_uid: int | None = None,
+        reason: str | None = None,
+        refusals: tuple[tuple[str, str], ...] = (),
+    ):
+        self.repo = repo  # repository path as the sender saw it
+        self.trigger = trigger  # push | promote | rollback | retry | cli
+        self.actor = actor  # who the transport says pushed (GL_USER, REMOTE_USER, ...)
+        self.commits = tuple(commits)  # new heads this nudge is about
+        self.sender_uid = sender_uid  # filled in by the receiver from the kernel
+        self.reason = reason  # e.g. an emergency override's reason, recorded with the deployment
+        self.refusals = tuple(refusals)  # (environment, rule id) of each refusal, in a `refused` report
 
     def who(self) -> str:
         """The identity to record: the transport's user, checked against the kernel's uid."""
@@ -88,9 +114,15 @@ class Nudge:
                 values[key.decode()] = value
         if not values.get("repo"):
             return None
-        return cls(repo=values["repo"], trigger=values.get("trigger", "push")[:20] or "push",
-                   actor=values.get("actor", "")[:100] or None, commits=tuple(commits), sender_uid=sender_uid,
-                   reason=values.get("reason", "")[:300] or None, refusals=tuple(refusals))
+        return cls(
+            repo=values["repo"],
+            trigger=values.get("trigger", "push")[:20] or "push",
+            actor=values.get("actor", "")[:100] or None,
+            commits=tuple(commits),
+            sender_uid=sender_uid,
+            reason=values.get("reason", "")[:300] or None,
+            refusals=tuple(refusals),
+        )
 
 
 def user_name(uid: int) -> str:

@@ -11,6 +11,7 @@ to move refs from inside it. The promotion commit is built only from objects alr
 repository (the source head and its tree, the destination head), so it is written, and the
 branch moved, with the quarantine variables removed: straight into the repository, where it stays.
 """
+
 from __future__ import annotations
 
 import os
@@ -19,9 +20,9 @@ from datetime import UTC, datetime
 from ..base import gitcli
 from . import policy
 
-TYPE_CHECKING = False   # true for mypy and import-linter only: the hook does not import typing
+TYPE_CHECKING = False  # true for mypy and import-linter only: the hook does not import typing
 
-if TYPE_CHECKING:   # annotations only: this runs inside pre-receive
+if TYPE_CHECKING:  # annotations only: this runs inside pre-receive
     from collections.abc import Callable
 
     from .policy import Records
@@ -36,10 +37,17 @@ class Promotion:
 
     __slots__ = ("state", "commit", "tree", "verdict", "summary", "announced")
 
-    def __init__(self, state: str, commit: str = "", tree: str = "", verdict: policy.Verdict | None = None,
-                 summary: str = "", announced: bool = False):
+    def __init__(
+        self,
+        state: str,
+        commit: str = "",
+        tree: str = "",
+        verdict: policy.Verdict | None = None,
+        summary: str = "",
+        announced: bool = False,
+    ):
         self.state, self.commit, self.tree, self.verdict, self.summary = state, commit, tree, verdict, summary
-        self.announced = announced   # the daemon got the nudge
+        self.announced = announced  # the daemon got the nudge
 
 
 def outside_quarantine() -> dict[str, str]:
@@ -49,14 +57,29 @@ def outside_quarantine() -> dict[str, str]:
 
 def in_repository(repo_path: str, commit: str) -> bool:
     """Is `commit` in the repository itself (not only in a push's quarantine)?"""
-    return gitcli.run(["git", "-C", repo_path, "cat-file", "-e", "--end-of-options", f"{commit}^{{commit}}"],
-                      env=outside_quarantine())[0] == 0
+    return (
+        gitcli.run(
+            ["git", "-C", repo_path, "cat-file", "-e", "--end-of-options", f"{commit}^{{commit}}"], env=outside_quarantine()
+        )[0]
+        == 0
+    )
 
 
-def promote(view: GateRepository, repo_path: str, ledger: Records, dst: GateEnvironment, src_name: str,
-            src_head: str, dst_head: str, *, identity: str, override: str | None = None, now: datetime | None = None,
-            dry_run: bool = False, announce: Callable[[str, str | None], bool] = lambda _commit, _reason: False,
-            ) -> Promotion:
+def promote(
+    view: GateRepository,
+    repo_path: str,
+    ledger: Records,
+    dst: GateEnvironment,
+    src_name: str,
+    src_head: str,
+    dst_head: str,
+    *,
+    identity: str,
+    override: str | None = None,
+    now: datetime | None = None,
+    dry_run: bool = False,
+    announce: Callable[[str, str | None], bool] = lambda _commit, _reason: False,
+) -> Promotion:
     """Promote `src_head` (of `src_name`) to `dst` (a gate environment of `view`) with exactly its tree.
 
     Write the commit, judge it as the hook judges a push, call `announce(commit, override) -> bool`
@@ -66,34 +89,83 @@ def promote(view: GateRepository, repo_path: str, ledger: Records, dst: GateEnvi
     tree, dst_tree = gitcli.trees_of(repo_path, src_head, dst_head)
     tree = tree or ""
     if tree == dst_tree:
-        return Promotion("unchanged", dst_head, tree,
-                         summary=f"{dst.name} already has the tree of {src_name} ({src_head[:7]}): nothing to promote")
+        return Promotion(
+            "unchanged",
+            dst_head,
+            tree,
+            summary=f"{dst.name} already has the tree of {src_name} ({src_head[:7]}): nothing to promote",
+        )
     subject = f"Promote {src_name} ({src_head[:7]}) to {dst.name}"
-    message = (f"{subject}\n\nGitopsd-Promoted-By: {identity}\n"
-               f"Gitopsd-Promoted-At: {now.isoformat(timespec='seconds')}\n")
+    message = f"{subject}\n\nGitopsd-Promoted-By: {identity}\nGitopsd-Promoted-At: {now.isoformat(timespec='seconds')}\n"
     if override:
         message += f"Gitopsd-Override: {override}\n"
     clean = outside_quarantine()
     ident = gitcli.GITOPSD_IDENTITY
-    commit = gitcli.git(repo_path, *gitcli.signing_args(repo_path), "-p", dst_head, "-p", src_head, "-F", "-", "--end-of-options", tree,
-                        input=message, env={**clean, "GIT_AUTHOR_NAME": ident.name, "GIT_AUTHOR_EMAIL": ident.email,
-                                            "GIT_COMMITTER_NAME": ident.name, "GIT_COMMITTER_EMAIL": ident.email}).strip()
-    verdict = policy.judge(view, repo_path, ledger, dst, dst_head, commit, identity=identity,
-                           override_reason=override, now=now)
+    commit = gitcli.git(
+        repo_path,
+        *gitcli.signing_args(repo_path),
+        "-p",
+        dst_head,
+        "-p",
+        src_head,
+        "-F",
+        "-",
+        "--end-of-options",
+        tree,
+        input=message,
+        env={
+            **clean,
+            "GIT_AUTHOR_NAME": ident.name,
+            "GIT_AUTHOR_EMAIL": ident.email,
+            "GIT_COMMITTER_NAME": ident.name,
+            "GIT_COMMITTER_EMAIL": ident.email,
+        },
+    ).strip()
+    verdict = policy.judge(view, repo_path, ledger, dst, dst_head, commit, identity=identity, override_reason=override, now=now)
     if not verdict.accepted:
         return Promotion("refused", commit, tree, verdict)
     if dry_run:
-        return Promotion("dry-run", commit, tree, verdict,
-                         f"would promote {src_name} ({src_head[:7]}, tree {tree[:7]}) to {dst.name}: {verdict.rule}")
+        return Promotion(
+            "dry-run",
+            commit,
+            tree,
+            verdict,
+            f"would promote {src_name} ({src_head[:7]}, tree {tree[:7]}) to {dst.name}: {verdict.rule}",
+        )
     # Announce the commit before the branch moves, as a push does: the daemon judges it again, but
     # leaves deploy windows to this verdict (it may hold an override) only for an announced commit.
     announced = announce(commit, verdict.override)
-    moved = gitcli.run(["git", "-C", repo_path, "update-ref", "-m", f"gitopsd promote {src_name} {dst.name} by {identity}",
-                        f"refs/heads/{dst.branch}", commit, dst_head], env=clean)[0] == 0
+    moved = (
+        gitcli.run(
+            [
+                "git",
+                "-C",
+                repo_path,
+                "update-ref",
+                "-m",
+                f"gitopsd promote {src_name} {dst.name} by {identity}",
+                f"refs/heads/{dst.branch}",
+                commit,
+                dst_head,
+            ],
+            env=clean,
+        )[0]
+        == 0
+    )
     if not moved:
-        return Promotion("raced", commit, tree, verdict,
-                         f"{dst.branch} moved while the promotion was being made; nothing was changed. Run it again.",
-                         announced)
-    return Promotion("moved", commit, tree, verdict,
-                     f"{dst.name}: {dst.branch} is now at {commit[:7]} ({subject}); "
-                     f"its tree {tree[:7]} is what {src_name} runs.", announced)
+        return Promotion(
+            "raced",
+            commit,
+            tree,
+            verdict,
+            f"{dst.branch} moved while the promotion was being made; nothing was changed. Run it again.",
+            announced,
+        )
+    return Promotion(
+        "moved",
+        commit,
+        tree,
+        verdict,
+        f"{dst.name}: {dst.branch} is now at {commit[:7]} ({subject}); its tree {tree[:7]} is what {src_name} runs.",
+        announced,
+    )

@@ -12,6 +12,7 @@ and git subprocesses. The configuration comes from the snapshot in the state dat
 bare repository as the working directory and the pushed objects in quarantine; `git`
 subprocesses inherit that environment and see them.
 """
+
 from __future__ import annotations
 
 import io
@@ -22,9 +23,9 @@ import sys
 from ..base import gitcli
 from . import nudge, policy, promotion, snapshot
 
-TYPE_CHECKING = False   # true for mypy and import-linter only: the hook does not import typing
+TYPE_CHECKING = False  # true for mypy and import-linter only: the hook does not import typing
 
-if TYPE_CHECKING:   # annotations only: typing and datetime cost the hook time
+if TYPE_CHECKING:  # annotations only: typing and datetime cost the hook time
     from datetime import datetime
     from typing import TextIO
 
@@ -41,7 +42,7 @@ class RefUpdate:
 
     @property
     def branch(self) -> str | None:
-        return self.ref[len("refs/heads/"):] if self.ref.startswith("refs/heads/") else None
+        return self.ref[len("refs/heads/") :] if self.ref.startswith("refs/heads/") else None
 
 
 def read_updates(text: str) -> list[RefUpdate]:
@@ -79,10 +80,10 @@ def push_option(name: str) -> str | None:
 
 
 REPLACE_REFS = "refs/replace/"
-AUDIT_NOTES = "refs/notes/gitopsd"   # reserved for gitopsd's own audit trail
+AUDIT_NOTES = "refs/notes/gitopsd"  # reserved for gitopsd's own audit trail
 
 
-RC_TAGS = "refs/tags/rc/"   # release candidates: only gitopsd makes them (`gitopsd rc create`)
+RC_TAGS = "refs/tags/rc/"  # release candidates: only gitopsd makes them (`gitopsd rc create`)
 
 
 def is_reserved(ref: str) -> bool:
@@ -96,7 +97,7 @@ def shadowed(ref: str, branches: set[str]) -> str | None:
     while True:
         for prefix in ("refs/heads/", "refs/tags/", "refs/remotes/", "refs/"):
             if name.startswith(prefix):
-                name = name[len(prefix):]
+                name = name[len(prefix) :]
                 break
         else:
             break
@@ -111,8 +112,11 @@ def shadow_refusals(updates: list[RefUpdate], branches: set[str], out: TextIO) -
     for update in updates:
         branch = shadowed(update.ref, branches) if update.new != gitcli.ZERO else None
         if branch is not None:
-            print(f"gitopsd: push to {update.ref} refused: its name shadows the environment branch {branch}, so "
-                  f"`git push origin main:{branch}` would be ambiguous for everyone; push it under another name", file=out)
+            print(
+                f"gitopsd: push to {update.ref} refused: its name shadows the environment branch {branch}, so "
+                f"`git push origin main:{branch}` would be ambiguous for everyone; push it under another name",
+                file=out,
+            )
             found.append(branch)
     return found
 
@@ -123,10 +127,10 @@ def unpoliced(updates: list[RefUpdate], branches: set[str]) -> bool:
     for update in updates:
         ref = update.ref
         if ref.startswith("refs/heads/"):
-            if ref[len("refs/heads/"):] in branches:
+            if ref[len("refs/heads/") :] in branches:
                 return False
         elif not ref.startswith("refs/tags/"):
-            return False   # notes, replace refs, promotion requests, and whatever cannot be told apart
+            return False  # notes, replace refs, promotion requests, and whatever cannot be told apart
         if is_reserved(ref) or shadowed(ref, branches) is not None:
             return False
     return True
@@ -136,40 +140,64 @@ def reserved_refusal(update: RefUpdate, repo_name: str) -> policy.Verdict:
     """Why a push may not touch a replace ref or gitopsd's notes, and what to do instead."""
     action = "delete" if update.new == gitcli.ZERO else "create" if update.old == gitcli.ZERO else "update"
     if update.ref.startswith(RC_TAGS):
-        return policy.refuse("reserved-ref", "release candidates (rc/* tags) are made by gitopsd only",
-                             [f"this push would {action} {update.ref}: an rc/* tag is what approvals bind to."],
-                             [f"create one on the server: gitopsd rc create --repo {repo_name}",
-                              "push your own tags under another name (e.g. v1.2.3), or leave rc/* out of the push"])
+        return policy.refuse(
+            "reserved-ref",
+            "release candidates (rc/* tags) are made by gitopsd only",
+            [f"this push would {action} {update.ref}: an rc/* tag is what approvals bind to."],
+            [
+                f"create one on the server: gitopsd rc create --repo {repo_name}",
+                "push your own tags under another name (e.g. v1.2.3), or leave rc/* out of the push",
+            ],
+        )
     if update.ref == AUDIT_NOTES:
-        return policy.refuse("reserved-ref", f"{AUDIT_NOTES} is gitopsd's own record; pushes may not change it",
-                             [f"this push would {action} it."],
-                             ["push your notes under another name: git push origin refs/notes/<yours>",
-                              f"leave {AUDIT_NOTES} out of the push (no --mirror, no refs/notes/* refspec)"])
+        return policy.refuse(
+            "reserved-ref",
+            f"{AUDIT_NOTES} is gitopsd's own record; pushes may not change it",
+            [f"this push would {action} it."],
+            [
+                "push your notes under another name: git push origin refs/notes/<yours>",
+                f"leave {AUDIT_NOTES} out of the push (no --mirror, no refs/notes/* refspec)",
+            ],
+        )
     return policy.refuse(
         "reserved-ref",
         "replace refs (refs/replace/*) are not accepted in a deployment repository",
-        [f"this push would {action} {update.ref}. A replace ref makes git show another commit in place of",
-         "a real one; gitopsd judges and deploys the real commits, so it would only make them disagree."],
-        ["keep replace refs in your clone (git replace works locally) and leave them out of the push",
-         "to change what an environment runs, push a new commit or roll back: "
-         f"gitopsd rollback <env> --repo {repo_name}"])
+        [
+            f"this push would {action} {update.ref}. A replace ref makes git show another commit in place of",
+            "a real one; gitopsd judges and deploys the real commits, so it would only make them disagree.",
+        ],
+        [
+            "keep replace refs in your clone (git replace works locally) and leave them out of the push",
+            f"to change what an environment runs, push a new commit or roll back: gitopsd rollback <env> --repo {repo_name}",
+        ],
+    )
 
 
 def unreadable(database: str, exc: Exception, out: TextIO) -> None:
     """Refuse with what is really wrong with the store: the pusher's access, a damaged file, or a busy one."""
     from ..base import storeerrors
+
     kind = storeerrors.classify(exc)
-    print(f"\ngitopsd: push refused: the deployment records in {database} cannot be read ({exc}),\n"
-          "so environment branches cannot be checked.", file=out)
+    print(
+        f"\ngitopsd: push refused: the deployment records in {database} cannot be read ({exc}),\n"
+        "so environment branches cannot be checked.",
+        file=out,
+    )
     if kind == storeerrors.DAMAGED:
-        print("The file is damaged. Ask an operator to look at it: the daemon's log says more, and\n"
-              "`gitopsd status` on the deploy server shows the same error.\n", file=out)
+        print(
+            "The file is damaged. Ask an operator to look at it: the daemon's log says more, and\n"
+            "`gitopsd status` on the deploy server shows the same error.\n",
+            file=out,
+        )
     elif kind == storeerrors.BUSY:
         print("Another process holds the file just now. Push again in a moment.\n", file=out)
     elif kind == storeerrors.PERMISSION:
         user = nudge.user_name(os.getuid())
-        print(f"The hook runs as {user}, who must be able to read the state folder:\n"
-              f"ask an operator to add {user} to the daemon's group (usermod -aG gitopsd {user}).\n", file=out)
+        print(
+            f"The hook runs as {user}, who must be able to read the state folder:\n"
+            f"ask an operator to add {user} to the daemon's group (usermod -aG gitopsd {user}).\n",
+            file=out,
+        )
     else:
         print("Ask an operator to look at the daemon's log and `gitopsd status` on the deploy server.\n", file=out)
 
@@ -184,7 +212,7 @@ def gate_config(config_path: str, database: str, repo_path: str, out: TextIO) ->
     if database:
         try:
             db = snapshot.connect_readonly(database)
-        except sqlite3.Error as exc:   # said below only if it matters: feature branches need no store
+        except sqlite3.Error as exc:  # said below only if it matters: feature branches need no store
             db, store_error = None, exc
         if db is not None:
             try:
@@ -200,20 +228,27 @@ def gate_config(config_path: str, database: str, repo_path: str, out: TextIO) ->
     # `python -S` left out of the import path.
     try:
         import site
+
         site.main()
         from ..config import ConfigError, load
     except ImportError as exc:
         if store_error is not None:
             unreadable(database, store_error, out)
         else:
-            print(f"\ngitopsd: push refused: the hook's Python ({sys.executable}) cannot read the configuration "
-                  f"({exc}).\nAsk an operator to run `gitopsd install-hooks` again with gitopsd's own Python.", file=out)
+            print(
+                f"\ngitopsd: push refused: the hook's Python ({sys.executable}) cannot read the configuration "
+                f"({exc}).\nAsk an operator to run `gitopsd install-hooks` again with gitopsd's own Python.",
+                file=out,
+            )
         return None
     try:
         config = load(config_path)
     except ConfigError as exc:
-        print("\ngitopsd: push refused: the deploy server's gitopsd configuration is invalid, so environment\n"
-              "branches cannot be checked. Ask an operator to run `gitopsd check-config`:", file=out)
+        print(
+            "\ngitopsd: push refused: the deploy server's gitopsd configuration is invalid, so environment\n"
+            "branches cannot be checked. Ask an operator to run `gitopsd check-config`:",
+            file=out,
+        )
         for problem in exc.problems[:5]:
             print(f"  {problem}", file=out)
         return None
@@ -223,10 +258,15 @@ def gate_config(config_path: str, database: str, repo_path: str, out: TextIO) ->
     from pathlib import Path
 
     from .shimstamp import shim_rule, write
-    try:   # the shim decides pushes of main alone again from the next push on, as after the daemon's reload
-        write(repo_path, str(config.source.resolve()), shim_rule(config.repository_at(Path(repo_path))),
-              int(config.stamp.rsplit(":", 1)[-1]))
-    except (OSError, ValueError):   # a folder the pusher may not write, a file with no stamp: Python judges them
+
+    try:  # the shim decides pushes of main alone again from the next push on, as after the daemon's reload
+        write(
+            repo_path,
+            str(config.source.resolve()),
+            shim_rule(config.repository_at(Path(repo_path))),
+            int(config.stamp.rsplit(":", 1)[-1]),
+        )
+    except (OSError, ValueError):  # a folder the pusher may not write, a file with no stamp: Python judges them
         pass
     return gate, str(config.database)
 
@@ -256,6 +296,7 @@ def cached(config_path: str, repo_path: str) -> snapshot.GateConfig | None:
 def keep(gate: snapshot.GateConfig, repo_path: str) -> None:
     """Write the gate's part of the config for this repository beside it (see `cached`); quietly not if it cannot."""
     import time
+
     repo = gate.repository_at(repo_path)
     mine = snapshot.GateConfig(gate.source, gate.stamp, gate.runtime_dir, gate.identity_env, [repo] if repo else [])
     path = os.path.join(repo_path, CACHE_FILE)
@@ -275,8 +316,13 @@ def keep(gate: snapshot.GateConfig, repo_path: str) -> None:
             pass
 
 
-def pre_receive(config_path: str, database: str, stdin_text: str, out: TextIO = sys.stderr,  # noqa: C901 (the hook: one branch per kind of ref update)
-                now: datetime | None = None) -> int:
+def pre_receive(  # noqa: C901 (the hook: one branch per kind of ref update)
+    config_path: str,
+    database: str,
+    stdin_text: str,
+    out: TextIO = sys.stderr,
+    now: datetime | None = None,
+) -> int:
     """Judge every environment-branch update in the push; 0 accepts the push, 1 refuses all of it."""
     updates = read_updates(stdin_text)
     repo_path = os.getcwd()
@@ -286,8 +332,11 @@ def pre_receive(config_path: str, database: str, stdin_text: str, out: TextIO = 
         branches = snapshot_branches(config_path, database, repo_path)
         if branches is not None and unpoliced(updates, branches):
             # Feature branches are the developers' own: a config edit gone wrong must not stop them.
-            print("gitopsd: the gitopsd configuration cannot be read just now; this push touches no environment "
-                  "branch, so it goes through", file=out)
+            print(
+                "gitopsd: the gitopsd configuration cannot be read just now; this push touches no environment "
+                "branch, so it goes through",
+                file=out,
+            )
             return 0
         out.write(said.getvalue())
         return 1
@@ -295,7 +344,7 @@ def pre_receive(config_path: str, database: str, stdin_text: str, out: TextIO = 
     config, database = found
     repo = config.repository_at(repo_path)
     if repo is None:
-        return 0   # not a repository gitopsd manages
+        return 0  # not a repository gitopsd manages
     shadows = shadow_refusals(updates, {e.branch for e in repo.environments}, out)
     if shadows:
         envs = [repo.environment_for_branch(b) for b in shadows]
@@ -310,12 +359,14 @@ def pre_receive(config_path: str, database: str, stdin_text: str, out: TextIO = 
     requests = [u for u in updates if u.ref.startswith(promotion.REQUEST_PREFIX)]
     if requests:
         return promotion_request(config, config_path, database, repo, repo_path, updates, requests[0], out, now)
-    env_updates = [(u, env) for u in updates if u.branch
-                   for env in [repo.environment_for_branch(u.branch)] if env is not None]
+    env_updates = [(u, env) for u in updates if u.branch for env in [repo.environment_for_branch(u.branch)] if env is not None]
     env_refs = {u.ref for u, _env in env_updates}
     branch_commits = tuple(u.new for u in updates if u.branch and u.new != gitcli.ZERO and u.ref not in env_refs)
-    ruled = [(u, repo.branch_rules[u.branch]) for u in updates
-             if u.branch in repo.branch_rules and u.new != gitcli.ZERO and u.ref not in env_refs]
+    ruled = [
+        (u, repo.branch_rules[u.branch])
+        for u in updates
+        if u.branch in repo.branch_rules and u.new != gitcli.ZERO and u.ref not in env_refs
+    ]
     if ruled and unsigned_on_branches(config, config_path, repo_path, ruled, out):
         return 1
     if not env_updates:
@@ -337,8 +388,18 @@ def pre_receive(config_path: str, database: str, stdin_text: str, out: TextIO = 
         db = snapshot.connect_readonly(database)
         ledger = snapshot.Ledger(db)
         for update, env in env_updates:
-            verdict = policy.judge(repo, repo_path, ledger, env, update.old, update.new, identity=identity,
-                                   override_reason=override, now=now, pending=pending)
+            verdict = policy.judge(
+                repo,
+                repo_path,
+                ledger,
+                env,
+                update.old,
+                update.new,
+                identity=identity,
+                override_reason=override,
+                now=now,
+                pending=pending,
+            )
             verdicts.append((update, env, verdict))
     except sqlite3.Error as exc:
         unreadable(database, exc, out)
@@ -358,22 +419,30 @@ def pre_receive(config_path: str, database: str, stdin_text: str, out: TextIO = 
             print(f"gitopsd: {env.name}: {verdict.override} (recorded)", file=out)
     announce_branches(config, repo_path, branch_commits)
     overrides = [v.override for _u, _e, v in verdicts if v.override]
-    sent = nudge.send(config.nudge_socket, nudge.Nudge(
-        repo=repo_path, trigger="push", actor=identity, commits=tuple(u.new for u, _e, _v in verdicts),
-        reason=overrides[0] if overrides else None))
+    sent = nudge.send(
+        config.nudge_socket,
+        nudge.Nudge(
+            repo=repo_path,
+            trigger="push",
+            actor=identity,
+            commits=tuple(u.new for u, _e, _v in verdicts),
+            reason=overrides[0] if overrides else None,
+        ),
+    )
     names = ", ".join(sorted(env.branch for _u, env, _v in verdicts))
     if sent:
-        print(f"gitopsd: {names} will be deployed as soon as this push completes; follow it with `gitopsd status`",
-              file=out)
+        print(f"gitopsd: {names} will be deployed as soon as this push completes; follow it with `gitopsd status`", file=out)
     else:
         print(f"gitopsd: the daemon is not running; {names} will be deployed when it is back", file=out)
     return 0
 
 
-def unsigned_on_branches(config: snapshot.GateConfig, config_path: str, repo_path: str,
-                         ruled: list[tuple[RefUpdate, signatures.Rule]], out: TextIO) -> bool:
+def unsigned_on_branches(
+    config: snapshot.GateConfig, config_path: str, repo_path: str, ruled: list[tuple[RefUpdate, signatures.Rule]], out: TextIO
+) -> bool:
     """Say why (and return True) when the push adds commits to main that its `signatures:` refuses."""
     from .signatures import judge as judge_signatures
+
     refused = []
     for update, rule in ruled:
         branch = update.branch or ""
@@ -386,8 +455,9 @@ def unsigned_on_branches(config: snapshot.GateConfig, config_path: str, repo_pat
     return bool(refused)
 
 
-def certified_pusher(env_updates: list[tuple[RefUpdate, snapshot.GateEnvironment]], repo_path: str,
-                     config_path: str, out: TextIO) -> str | None:
+def certified_pusher(
+    env_updates: list[tuple[RefUpdate, snapshot.GateEnvironment]], repo_path: str, config_path: str, out: TextIO
+) -> str | None:
     """The push certificate's signer when an environment pushed to has `signed_push: required`; '' when none has;
     None (after saying why) when the certificate is missing, replayed or signed by a key that is not allowed."""
     signer = ""
@@ -396,12 +466,18 @@ def certified_pusher(env_updates: list[tuple[RefUpdate, snapshot.GateEnvironment
         if rule is None or not rule.signed_push:
             continue
         from .signatures import push_certificate
+
         found, why = push_certificate(repo_path, rule)
         if found is None:
-            verdict = policy.refuse("signed-push", f"{env.name} only takes signed pushes (git push --signed) by an "
-                                                   "allowed signer, with a fresh certificate", [why],
-                                    [f"push again, signed: git push --signed origin {update.ref}",
-                                     "a key that is not allowed: ask an operator to add yours to the allowed signers"])
+            verdict = policy.refuse(
+                "signed-push",
+                f"{env.name} only takes signed pushes (git push --signed) by an allowed signer, with a fresh certificate",
+                [why],
+                [
+                    f"push again, signed: git push --signed origin {update.ref}",
+                    "a key that is not allowed: ask an operator to add yours to the allowed signers",
+                ],
+            )
             print("\n".join(verdict.refusal_lines(update.ref, config_path)), file=out)
             return None
         signer = signer or found
@@ -424,8 +500,7 @@ def snapshot_branches(config_path: str, database: str, repo_path: str) -> set[st
 
 def report_refusals(config: snapshot.GateConfig, repo_path: str, refusals: list[tuple[str, str]]) -> None:
     """Tell the daemon which rules refused this push, by environment (its metrics count them). Never waits."""
-    nudge.send(config.nudge_socket, nudge.Nudge(repo=repo_path, trigger=nudge.REFUSED, refusals=tuple(refusals)),
-               wait=0.0)
+    nudge.send(config.nudge_socket, nudge.Nudge(repo=repo_path, trigger=nudge.REFUSED, refusals=tuple(refusals)), wait=0.0)
 
 
 def announce_branches(config: snapshot.GateConfig, repo_path: str, commits: tuple[str, ...]) -> None:
@@ -435,20 +510,30 @@ def announce_branches(config: snapshot.GateConfig, repo_path: str, commits: tupl
     commit announced so would later meet no deploy window if someone moved a branch onto it by hand.
     """
     if commits:
-        nudge.send(config.nudge_socket, nudge.Nudge(repo=repo_path, trigger="branch-push",
-                                                    actor=pusher(config.identity_env, repo_path), commits=commits))
+        nudge.send(
+            config.nudge_socket,
+            nudge.Nudge(repo=repo_path, trigger="branch-push", actor=pusher(config.identity_env, repo_path), commits=commits),
+        )
 
 
-def promotion_request(config: snapshot.GateConfig, config_path: str, database: str, repo: snapshot.GateRepository,
-                      repo_path: str, updates: list[RefUpdate], update: RefUpdate, out: TextIO,
-                      now: datetime | None = None) -> int:
+def promotion_request(
+    config: snapshot.GateConfig,
+    config_path: str,
+    database: str,
+    repo: snapshot.GateRepository,
+    repo_path: str,
+    updates: list[RefUpdate],
+    update: RefUpdate,
+    out: TextIO,
+    now: datetime | None = None,
+) -> int:
     """A push to refs/promote/<env>: make the exact-tree promotion to <env> here, as `gitopsd promote` does.
 
     The pushed commit says what to promote: the head of <env>'s source branch on the server, or a
     commit on the server whose tree the source environment runs now. The request ref itself never
     lands: this returns 1 whatever happened, after saying whether <env> moved.
     """
-    name = update.ref[len(promotion.REQUEST_PREFIX):]
+    name = update.ref[len(promotion.REQUEST_PREFIX) :]
     dst = repo.environment(name)
 
     def refused(rule: str, detail: list[str], instead: list[str]) -> int:
@@ -456,26 +541,37 @@ def promotion_request(config: snapshot.GateConfig, config_path: str, database: s
         print("\n".join(verdict.refusal_lines(update.ref, config_path)), file=out)
         report_refusals(config, repo_path, [(dst.name if dst is not None else "", verdict.rule_id)])
         return 1
+
     if len(updates) != 1:
-        return refused("a promotion request is pushed alone",
-                       [f"this push also updates {', '.join(u.ref for u in updates if u is not update)}."],
-                       [f"push the other refs first, then: git push origin <commit>:{update.ref}"])
+        return refused(
+            "a promotion request is pushed alone",
+            [f"this push also updates {', '.join(u.ref for u in updates if u is not update)}."],
+            [f"push the other refs first, then: git push origin <commit>:{update.ref}"],
+        )
     if dst is None:
         known = ", ".join(e.name for e in repo.environments)
-        return refused(f"{update.ref} names no environment of {repo.name}", [f"its environments are: {known}."],
-                       [f"git push origin <source branch>:{promotion.REQUEST_PREFIX}<environment>"])
+        return refused(
+            f"{update.ref} names no environment of {repo.name}",
+            [f"its environments are: {known}."],
+            [f"git push origin <source branch>:{promotion.REQUEST_PREFIX}<environment>"],
+        )
     source = repo.environment_for_branch(dst.promote_from)
     src_name = source.name if source is not None else dst.promote_from
     src_head = gitcli.branch_head(repo_path, dst.promote_from)
     dst_head = gitcli.branch_head(repo_path, dst.branch)
     example = f"git fetch origin && git push origin origin/{dst.promote_from}:{update.ref}"
     if update.new == gitcli.ZERO or src_head is None or dst_head is None:
-        return refused(f"{update.ref} asks to promote {src_name} to {dst.name}",
-                       [f"branch {dst.branch if dst_head is None else dst.promote_from} does not exist on the server."
-                        if update.new != gitcli.ZERO else "a request ref is never deleted: it is never kept."],
-                       [example])
+        return refused(
+            f"{update.ref} asks to promote {src_name} to {dst.name}",
+            [
+                f"branch {dst.branch if dst_head is None else dst.promote_from} does not exist on the server."
+                if update.new != gitcli.ZERO
+                else "a request ref is never deleted: it is never kept."
+            ],
+            [example],
+        )
     certified = certified_pusher([(update, dst)], repo_path, config_path, out)
-    if certified is None:   # `signed_push: required` holds for a promotion request to it too
+    if certified is None:  # `signed_push: required` holds for a promotion request to it too
         report_refusals(config, repo_path, [(dst.name, "signed-push")])
         return 1
     db = None
@@ -485,19 +581,36 @@ def promotion_request(config: snapshot.GateConfig, config_path: str, database: s
         if update.new != src_head:
             # Not the source branch head: only a commit already on the server whose tree the source runs now.
             runs = policy.rollback_trees(ledger.successes(repo.name, source.name))[0] if source is not None else None
-            if runs is None or not promotion.in_repository(repo_path, update.new) \
-                    or gitcli.tree_of(repo_path, update.new) != runs:
+            if (
+                runs is None
+                or not promotion.in_repository(repo_path, update.new)
+                or gitcli.tree_of(repo_path, update.new) != runs
+            ):
                 return refused(
                     f"a promotion request to {dst.name} pushes what {src_name} has",
-                    [f"{update.new[:7]} is not the head of {dst.promote_from} on the server ({src_head[:7]})"
-                     + (f", nor a commit here whose tree {source.name} runs now." if source is not None else ".")],
-                    [example, f"or on the server: gitopsd promote {src_name} {dst.name} --repo {repo.name}"])
+                    [
+                        f"{update.new[:7]} is not the head of {dst.promote_from} on the server ({src_head[:7]})"
+                        + (f", nor a commit here whose tree {source.name} runs now." if source is not None else ".")
+                    ],
+                    [example, f"or on the server: gitopsd promote {src_name} {dst.name} --repo {repo.name}"],
+                )
         identity = certified or pusher(config.identity_env, repo_path)
         done = promotion.promote(
-            repo, repo_path, ledger, dst, src_name, update.new, dst_head, identity=identity,
-            override=push_option("override"), now=now,
-            announce=lambda commit, reason: nudge.send(config.nudge_socket, nudge.Nudge(
-                repo=repo_path, trigger="promote", actor=identity, commits=(commit,), reason=reason)))
+            repo,
+            repo_path,
+            ledger,
+            dst,
+            src_name,
+            update.new,
+            dst_head,
+            identity=identity,
+            override=push_option("override"),
+            now=now,
+            announce=lambda commit, reason: nudge.send(
+                config.nudge_socket,
+                nudge.Nudge(repo=repo_path, trigger="promote", actor=identity, commits=(commit,), reason=reason),
+            ),
+        )
     except sqlite3.Error as exc:
         unreadable(database, exc, out)
         return 1
@@ -516,9 +629,12 @@ def promotion_request(config: snapshot.GateConfig, config_path: str, database: s
     if done.state == "moved":
         if done.verdict is not None and done.verdict.override:
             print(f"gitopsd: {dst.name}: {done.verdict.override} (recorded)", file=out)
-        print(f"gitopsd: promoted by {identity}; "
-              + ("the daemon deploys it now" if done.announced else "the daemon deploys it when it is back")
-              + f"; fetch it with: git fetch origin {dst.branch}", file=out)
+        print(
+            f"gitopsd: promoted by {identity}; "
+            + ("the daemon deploys it now" if done.announced else "the daemon deploys it when it is back")
+            + f"; fetch it with: git fetch origin {dst.branch}",
+            file=out,
+        )
     print(f"gitopsd: {update.ref} itself is never kept, so git reports it as declined\n", file=out)
     return 1
 

@@ -7,9 +7,10 @@ reason. The newest word per (tree, environment) counts. The rule (gate/policy.py
 in the environment it failed in and in every environment that promotes from it, directly or not;
 release candidates holding it are `failed`. Stdlib only: the hook imports this.
 """
+
 from __future__ import annotations
 
-TYPE_CHECKING = False   # true for mypy only: the hook does not import typing
+TYPE_CHECKING = False  # true for mypy only: the hook does not import typing
 if TYPE_CHECKING:
     from typing import Any
 
@@ -29,13 +30,15 @@ CREATE TABLE IF NOT EXISTS tree_rejections (
 CREATE INDEX IF NOT EXISTS tree_rejections_tree ON tree_rejections (repo, tree, id);
 """
 
-REJECTIONS = ("SELECT env, kind, deployment_id, actor, reason, created_at, commit_id FROM tree_rejections"
-              " WHERE repo = ? AND tree = ? ORDER BY id")
+REJECTIONS = (
+    "SELECT env, kind, deployment_id, actor, reason, created_at, commit_id FROM tree_rejections"
+    " WHERE repo = ? AND tree = ? ORDER BY id"
+)
 
 
 def standing(rows: list[tuple[Any, ...]]) -> dict[str, tuple[Any, ...]]:
     """The rejections that stand, by the environment they were made in: the newest word per environment is `reject`."""
-    newest: dict[str, tuple[Any, ...]] = {}   # rows: (env, kind, deployment_id, actor, reason, created_at, commit_id)
+    newest: dict[str, tuple[Any, ...]] = {}  # rows: (env, kind, deployment_id, actor, reason, created_at, commit_id)
     for row in rows:
         newest[str(row[0])] = row
     return {env: row for env, row in newest.items() if row[1] == "reject"}
@@ -63,7 +66,10 @@ def rejection_for(repo: Any, rows: list[tuple[Any, ...]], env_name: str) -> tupl
 def describe(row: tuple[Any, ...]) -> str:
     """One line on why a tree is rejected, naming the deployment that failed when there is one."""
     env, _kind, deployment, actor, reason = row[0], row[1], row[2], row[3], " ".join(str(row[4]).split())
-    if deployment is not None:   # the daemon's own reason names the deployment already, as a rule
-        return f"it failed in {env}: {reason}" if f"deployment #{deployment} " in reason else \
-            f"it failed in {env} in deployment #{deployment}: {reason}"
+    if deployment is not None:  # the daemon's own reason names the deployment already, as a rule
+        return (
+            f"it failed in {env}: {reason}"
+            if f"deployment #{deployment} " in reason
+            else f"it failed in {env} in deployment #{deployment}: {reason}"
+        )
     return f"{actor} rejected it for {env}: {reason}"

@@ -8,6 +8,7 @@ pre-receive hook, `gitopsd promote`, the daemon and the HTTP API.
 
 Stdlib only and cheap: the hook imports this on every push to an environment that requires checks.
 """
+
 from __future__ import annotations
 
 STATES = ("pending", "success", "failure", "error")
@@ -30,9 +31,11 @@ CREATE INDEX IF NOT EXISTS commit_statuses_commit ON commit_statuses (repo, comm
 """
 
 # The newest status per context of one tree (the index walks (repo, tree, context) in id order).
-LATEST_BY_TREE = ("SELECT context, state, target_url, description, commit_id, reporter, created_at FROM commit_statuses"
-                  " WHERE id IN (SELECT MAX(id) FROM commit_statuses WHERE repo = ? AND tree = ? GROUP BY context)"
-                  " ORDER BY context")
+LATEST_BY_TREE = (
+    "SELECT context, state, target_url, description, commit_id, reporter, created_at FROM commit_statuses"
+    " WHERE id IN (SELECT MAX(id) FROM commit_statuses WHERE repo = ? AND tree = ? GROUP BY context)"
+    " ORDER BY context"
+)
 
 
 class Status:
@@ -40,8 +43,16 @@ class Status:
 
     __slots__ = ("context", "state", "target_url", "description", "commit", "reporter", "created_at")
 
-    def __init__(self, context: str, state: str, target_url: str | None = None, description: str | None = None,
-                 commit: str = "", reporter: str = "", created_at: float = 0.0):
+    def __init__(
+        self,
+        context: str,
+        state: str,
+        target_url: str | None = None,
+        description: str | None = None,
+        commit: str = "",
+        reporter: str = "",
+        created_at: float = 0.0,
+    ):
         self.context, self.state, self.target_url, self.description = context, state, target_url, description
         self.commit, self.reporter, self.created_at = commit, reporter, created_at
 
@@ -49,15 +60,31 @@ class Status:
         return f"Status({self.context}: {self.state})"
 
     def as_json(self) -> dict[str, object]:
-        return {"context": self.context, "state": self.state, "target_url": self.target_url,
-                "description": self.description, "commit": self.commit, "reporter": self.reporter,
-                "created_at": self.created_at}
+        return {
+            "context": self.context,
+            "state": self.state,
+            "target_url": self.target_url,
+            "description": self.description,
+            "commit": self.commit,
+            "reporter": self.reporter,
+            "created_at": self.created_at,
+        }
 
 
 def rows_to_statuses(rows: list[tuple[object, ...]]) -> list[Status]:
     """Statuses from rows of (context, state, target_url, description, commit_id, reporter, created_at)."""
-    return [Status(str(r[0]), str(r[1]), None if r[2] is None else str(r[2]), None if r[3] is None else str(r[3]),
-                   str(r[4]), str(r[5]), float(r[6])) for r in rows]   # type: ignore[arg-type]
+    return [
+        Status(
+            str(r[0]),
+            str(r[1]),
+            None if r[2] is None else str(r[2]),
+            None if r[3] is None else str(r[3]),
+            str(r[4]),
+            str(r[5]),
+            float(r[6]),  # type: ignore[arg-type]
+        )
+        for r in rows
+    ]
 
 
 def combined_state(statuses: list[Status], required: tuple[str, ...] = ()) -> str:

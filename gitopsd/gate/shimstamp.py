@@ -5,13 +5,14 @@ when the repository's stamp names the config file and the environment branches, 
 file's mtime of when they were read. install-hooks and the daemon write it, and so does the hook
 after it read an edited config itself, so the pushes that follow need no Python again. Stdlib only.
 """
+
 from __future__ import annotations
 
 import os
 
-TYPE_CHECKING = False   # true for mypy and import-linter only: the hook does not import typing
+TYPE_CHECKING = False  # true for mypy and import-linter only: the hook does not import typing
 
-if TYPE_CHECKING:   # annotations only: the hook never imports the settings' dataclasses
+if TYPE_CHECKING:  # annotations only: the hook never imports the settings' dataclasses
     from ..core.settings import Repository
 
 STAMP_FILE = "gitopsd-gate.stamp"
@@ -50,7 +51,7 @@ def write(repo_path: str, source: str, rule: str, mtime_ns: int) -> None:
     try:
         with open(tmp, "w", encoding="utf-8") as handle:
             handle.write(text)
-            os.fchmod(handle.fileno(), 0o644)   # every pusher's shim reads it, whatever the writer's umask
+            os.fchmod(handle.fileno(), 0o644)  # every pusher's shim reads it, whatever the writer's umask
         os.utime(tmp, ns=(mtime_ns, mtime_ns))
         os.replace(tmp, stamp)
     except OSError:

@@ -11,26 +11,40 @@ fresh nonce (receive.certNonceSeed) and a certificate signed by an allowed key.
 
 Runs in the hook: standard library only, git and ssh-keygen through gitcli.run (argv lists).
 """
+
 from __future__ import annotations
 
 import os
 
 from ..base import gitcli
 
-TYPE_CHECKING = False   # true for mypy and import-linter only: the hook does not import typing
+TYPE_CHECKING = False  # true for mypy and import-linter only: the hook does not import typing
 
 if TYPE_CHECKING:
     from .sshsig import Check
 
-SCAN_LIMIT = 100_000   # commits one move may add before the push is refused as too large to check
+SCAN_LIMIT = 100_000  # commits one move may add before the push is refused as too large to check
 # git's %G? letters: G good, U good but unknown validity, X good but expired signature, Y good but
 # expired key, R good but revoked key, B bad, E cannot be checked (key missing, gpg missing), N none.
-MEANING = {"B": "a bad signature (it does not match the commit's content)",
-           "E": "a signature that cannot be checked (unknown key, or gpg missing on the server)",
-           "N": "no signature", "X": "an expired signature", "Y": "a signature by an expired key",
-           "R": "a signature by a revoked key", "U": "a signature by a key that is not an allowed signer"}
-SSH_KEY_TYPES = ("ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521",
-                 "sk-ssh-ed25519@openssh.com", "sk-ecdsa-sha2-nistp256@openssh.com", "ssh-dss")
+MEANING = {
+    "B": "a bad signature (it does not match the commit's content)",
+    "E": "a signature that cannot be checked (unknown key, or gpg missing on the server)",
+    "N": "no signature",
+    "X": "an expired signature",
+    "Y": "a signature by an expired key",
+    "R": "a signature by a revoked key",
+    "U": "a signature by a key that is not an allowed signer",
+}
+SSH_KEY_TYPES = (
+    "ssh-ed25519",
+    "ssh-rsa",
+    "ecdsa-sha2-nistp256",
+    "ecdsa-sha2-nistp384",
+    "ecdsa-sha2-nistp521",
+    "sk-ssh-ed25519@openssh.com",
+    "sk-ecdsa-sha2-nistp256@openssh.com",
+    "ssh-dss",
+)
 SSH_OPTIONS = ("cert-authority", "namespaces", "valid-after", "valid-before")
 
 
@@ -39,8 +53,13 @@ class Rule:
 
     __slots__ = ("allowed_signers", "gpg_home", "paths", "signed_push")
 
-    def __init__(self, allowed_signers: str = "", gpg_home: str = "",
-                 paths: tuple[tuple[str, tuple[str, ...]], ...] = (), signed_push: bool = False):
+    def __init__(
+        self,
+        allowed_signers: str = "",
+        gpg_home: str = "",
+        paths: tuple[tuple[str, tuple[str, ...]], ...] = (),
+        signed_push: bool = False,
+    ):
         self.allowed_signers, self.gpg_home, self.paths = allowed_signers, gpg_home, tuple(paths)
         self.signed_push = signed_push
 
@@ -75,7 +94,7 @@ class Signed:
 
     def __init__(self, commit: str, letter: str, signer: str, key: str, files: list[str], committer: str = ""):
         self.commit, self.letter, self.signer, self.key, self.files = commit, letter, signer, key, files
-        self.committer = committer   # only ever a hint in a refusal: anyone can write it
+        self.committer = committer  # only ever a hint in a refusal: anyone can write it
 
     @property
     def ssh(self) -> bool:
@@ -91,7 +110,7 @@ class Signed:
         """What a `paths:` entry may name this signer by: the SSH principal; the OpenPGP fingerprint, key id or e-mail."""
         names = {self.signer, self.key}
         if "<" in self.signer and self.signer.endswith(">"):
-            names.add(self.signer[self.signer.rindex("<") + 1:-1])
+            names.add(self.signer[self.signer.rindex("<") + 1 : -1])
         return {n for n in names if n}
 
 
@@ -115,13 +134,19 @@ def check_commits(repo_path: str, rule: Rule, new: str, exclude: list[str]) -> l
         raise gitcli.GitError(f"this move adds more than {SCAN_LIMIT} commits; push it in parts")
     fresh = [c for c in commits if memory is None or c not in memory.known]
     here = checked_here(repo_path, rule, fresh)
-    checked = {s.commit: s for s in git_verified(repo_path, rule, ["--stdin"], signatures=True,
-                                                 only=[c for c in fresh if c not in here])}
+    checked = {
+        s.commit: s for s in git_verified(repo_path, rule, ["--stdin"], signatures=True, only=[c for c in fresh if c not in here])
+    }
     if memory is not None:
         memory.keep([*here.values(), *(s for s in checked.values() if s.good)])
-    files = ({s.commit: s.files for s in git_verified(repo_path, rule, ["--stdin"], signatures=False,
-                                                       only=[c for c in commits if c not in checked])}
-             if rule.paths else {})
+    files = (
+        {
+            s.commit: s.files
+            for s in git_verified(repo_path, rule, ["--stdin"], signatures=False, only=[c for c in commits if c not in checked])
+        }
+        if rule.paths
+        else {}
+    )
     for good in here.values():
         good.files = files.get(good.commit, [])
     found = []
@@ -141,6 +166,7 @@ def checked_here(repo_path: str, rule: Rule, commits: list[str]) -> dict[str, Si
     if not commits or not rule.allowed_signers:
         return {}
     from . import sshsig
+
     try:
         with open(rule.allowed_signers, "rb") as f:
             signers = sshsig.parse_allowed_signers(f.read())
@@ -150,8 +176,7 @@ def checked_here(repo_path: str, rule: Rule, commits: list[str]) -> dict[str, Si
     # git hands a revocation file to ssh-keygen (-r); that is not implemented here
     if check is None or gitcli.run(["git", "-C", repo_path, "config", "gpg.ssh.revocationFile"])[1].strip():
         return {}
-    code, out, _err = gitcli.run_bytes(["git", "-C", repo_path, "cat-file", "--batch"],
-                                       input="\n".join(commits).encode() + b"\n")
+    code, out, _err = gitcli.run_bytes(["git", "-C", repo_path, "cat-file", "--batch"], input="\n".join(commits).encode() + b"\n")
     if code != 0:
         return {}
     found: dict[str, Signed] = {}
@@ -160,9 +185,9 @@ def checked_here(repo_path: str, rule: Rule, commits: list[str]) -> dict[str, Si
         nl = out.find(b"\n", at)
         head = out[at:nl].split()
         if len(head) != 3 or head[0].decode() != commit or head[1] != b"commit":
-            return found   # cannot happen for ids rev-list gave; git decides the rest
+            return found  # cannot happen for ids rev-list gave; git decides the rest
         size = int(head[2])
-        raw, at = out[nl + 1:nl + 1 + size], nl + 2 + size
+        raw, at = out[nl + 1 : nl + 1 + size], nl + 2 + size
         header = b"gpgsig" if len(commit) == 40 else b"gpgsig-sha256"
         verdict = sshsig.verdict(raw, header, signers, check)
         if verdict is not None and verdict[0] == "G":
@@ -179,6 +204,7 @@ def ssh_crypto() -> Check | None:
         # The hook runs with -S (no site-packages on the path): add this interpreter's, after the standard library.
         import site
         import sys
+
         bin_folder = os.path.dirname(sys.executable)
         venv = [p for p in (bin_folder, os.path.dirname(bin_folder)) if os.path.exists(os.path.join(p, "pyvenv.cfg"))]
         prefixes = [os.path.dirname(bin_folder)] if venv else []
@@ -196,23 +222,37 @@ def walk(new: str, exclude: list[str]) -> list[str]:
     return [*([] if excluded else ["--no-walk"]), "--end-of-options", new, *excluded]
 
 
-def git_verified(repo_path: str, rule: Rule, revisions: list[str], signatures: bool,
-                 only: list[str] | None = None) -> list[Signed]:
+def git_verified(
+    repo_path: str, rule: Rule, revisions: list[str], signatures: bool, only: list[str] | None = None
+) -> list[Signed]:
     """The commits `revisions` names (or the commits `only` lists), as git checked their signatures (with
     `signatures`; else just their files), in one `git log`."""
     if only is not None and not only:
         return []
-    signers = rule.allowed_signers or "/dev/null"   # an SSH signature then has no principal: U, refused
+    signers = rule.allowed_signers or "/dev/null"  # an SSH signature then has no principal: U, refused
     fmt = "%x01%H%x02%G?%x02%GS%x02%GF%x02%GK%x02%ce" if signatures else "%x01%H"
     # The checking programs pinned (a -c outranks the repository's config and the pusher's GIT_CONFIG_* variables).
-    argv = ["git", "-C", repo_path, "-c", f"gpg.ssh.allowedSignersFile={signers}", "-c", "gpg.ssh.program=ssh-keygen",
-            "-c", "gpg.program=gpg", "-c", "gpg.openpgp.program=gpg", "log", f"--format={fmt}", f"-n{SCAN_LIMIT}"]
+    argv = [
+        "git",
+        "-C",
+        repo_path,
+        "-c",
+        f"gpg.ssh.allowedSignersFile={signers}",
+        "-c",
+        "gpg.ssh.program=ssh-keygen",
+        "-c",
+        "gpg.program=gpg",
+        "-c",
+        "gpg.openpgp.program=gpg",
+        "log",
+        f"--format={fmt}",
+        f"-n{SCAN_LIMIT}",
+    ]
     if rule.paths:
-        argv += ["--name-only", "--cc"]   # a merge touches only what differs from every parent (its own resolution)
+        argv += ["--name-only", "--cc"]  # a merge touches only what differs from every parent (its own resolution)
     if only is not None:
         argv += ["--no-walk"]
-    code, out, err = gitcli.run(argv + revisions, env=environment(rule),
-                                input=None if only is None else "\n".join(only) + "\n")
+    code, out, err = gitcli.run(argv + revisions, env=environment(rule), input=None if only is None else "\n".join(only) + "\n")
     if code != 0:
         raise gitcli.GitError(f"git log: {err.strip() or f'exit {code}'}")
     found = []
@@ -246,11 +286,12 @@ class Memory:
         if not os.environ.get("GIT_QUARANTINE_PATH") or not rule.allowed_signers or rule.gpg_home:
             return None
         from hashlib import sha256
+
         try:
             with open(rule.allowed_signers, "rb") as f:
                 digest = sha256(f.read()).hexdigest()[:32]
         except OSError:
-            return None   # git then says why for each commit
+            return None  # git then says why for each commit
         path = os.path.join(repo_path, f"gitopsd-signatures-{digest}")
         known = {}
         try:
@@ -270,11 +311,11 @@ class Memory:
         try:
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
             try:
-                os.write(fd, text.encode())   # one append per push: concurrent hooks do not interleave lines
+                os.write(fd, text.encode())  # one append per push: concurrent hooks do not interleave lines
             finally:
                 os.close(fd)
         except OSError:
-            pass   # a read-only repository only loses the speed-up
+            pass  # a read-only repository only loses the speed-up
 
     def recall(self, commit: str, files: list[str]) -> Signed:
         _commit, letter, signer, key, committer = self.known[commit]
@@ -301,42 +342,59 @@ def problem(rule: Rule, signed: Signed) -> str | None:
             return f"commit {short} cannot be checked: gpg is not installed on the deploy server (apt-get install gnupg)"
         key = f" (key {signed.key})" if signed.key else ""
         if signed.letter == "N" and signed.committer == gitcli.GITOPSD_IDENTITY.email:
-            return (f"commit {short} has no signature; gitopsd wrote it: set signing_key in the config and add its "
-                    "public key to the allowed signers (docs/trust-model.md)")
+            return (
+                f"commit {short} has no signature; gitopsd wrote it: set signing_key in the config and add its "
+                "public key to the allowed signers (docs/trust-model.md)"
+            )
         return f"commit {short} has {what}{key}"
     if rule.paths:
         from fnmatch import fnmatchcase
+
         names = signed.names()
         for path in signed.files:
             for glob, allowed in rule.paths:
                 if fnmatchcase(path, glob) and not names & set(allowed):
-                    return (f"commit {short} changes {path}, which only {', '.join(allowed)} may sign; "
-                            f"it is signed by {signed.signer or signed.key}")
+                    return (
+                        f"commit {short} changes {path}, which only {', '.join(allowed)} may sign; "
+                        f"it is signed by {signed.signer or signed.key}"
+                    )
     return None
 
 
-def judge(repo_path: str, rule: Rule, env_name: str, branch: str, new: str,
-          exclude: list[str]) -> tuple[str, list[str], list[str]] | None:
+def judge(
+    repo_path: str, rule: Rule, env_name: str, branch: str, new: str, exclude: list[str]
+) -> tuple[str, list[str], list[str]] | None:
     """(rule, detail, instead) of a refusal naming the commits `new` adds (to what `exclude` reaches) that are not
     signed as `rule` wants; None when all are. policy.judge makes it a Verdict (this module is below it)."""
     try:
         found = check_commits(repo_path, rule, new, exclude)
     except gitcli.GitError as exc:
-        return (f"{env_name} only takes commits signed by an allowed signer",
-                [f"the signatures of {new[:7]} could not be checked: {exc}"],
-                ["ask an operator to look at the deploy server's git and `gitopsd doctor`"])
+        return (
+            f"{env_name} only takes commits signed by an allowed signer",
+            [f"the signatures of {new[:7]} could not be checked: {exc}"],
+            ["ask an operator to look at the deploy server's git and `gitopsd doctor`"],
+        )
     bad = [(s, p) for s in found for p in [problem(rule, s)] if p]
     if not bad:
         return None
-    where = " and ".join(f for f in (rule.allowed_signers and f"allowed_signers {rule.allowed_signers}",
-                                     rule.gpg_home and f"keyring {rule.gpg_home}") if f)
+    where = " and ".join(
+        f
+        for f in (
+            rule.allowed_signers and f"allowed_signers {rule.allowed_signers}",
+            rule.gpg_home and f"keyring {rule.gpg_home}",
+        )
+        if f
+    )
     detail = [p for _s, p in bad[:5]] + ([f"... and {len(bad) - 5} more"] if len(bad) > 5 else [])
-    return (f"every commit that reaches {branch} must be signed by an allowed signer ({where})",
-            [*detail, f"({len(found)} new commit(s) checked, {len(bad)} refused; nothing was deployed)"],
-            ["sign them with a key the server allows: git rebase --exec 'git commit --amend --no-edit -S' "
-             f"{bad[-1][0].commit[:7]}~1, then push again",
-             "a key that is not allowed, expired or revoked: ask an operator to add yours to "
-             + (where or "the allowed signers")])
+    return (
+        f"every commit that reaches {branch} must be signed by an allowed signer ({where})",
+        [*detail, f"({len(found)} new commit(s) checked, {len(bad)} refused; nothing was deployed)"],
+        [
+            "sign them with a key the server allows: git rebase --exec 'git commit --amend --no-edit -S' "
+            f"{bad[-1][0].commit[:7]}~1, then push again",
+            "a key that is not allowed, expired or revoked: ask an operator to add yours to " + (where or "the allowed signers"),
+        ],
+    )
 
 
 def push_certificate(repo_path: str, rule: Rule) -> tuple[str | None, str]:
@@ -350,10 +408,16 @@ def push_certificate(repo_path: str, rule: Rule) -> tuple[str | None, str]:
         return None, "this push has no certificate: push with `git push --signed`"
     nonce = os.environ.get("GIT_PUSH_CERT_NONCE_STATUS", "")
     if nonce != "OK":
-        said = {"UNSOLICITED": "the server asked for none", "MISSING": "it has none",
-                "BAD": "it is not one this server issued", "SLOP": "it is an old one (a replayed certificate)"}
-        return None, (f"the push certificate's nonce is not fresh ({nonce or 'unknown'}: "
-                      f"{said.get(nonce, 'not accepted')}): push again with `git push --signed`")
+        said = {
+            "UNSOLICITED": "the server asked for none",
+            "MISSING": "it has none",
+            "BAD": "it is not one this server issued",
+            "SLOP": "it is an old one (a replayed certificate)",
+        }
+        return None, (
+            f"the push certificate's nonce is not fresh ({nonce or 'unknown'}: "
+            f"{said.get(nonce, 'not accepted')}): push again with `git push --signed`"
+        )
     code, text, err = gitcli.run(["git", "-C", repo_path, "cat-file", "blob", cert])
     if code != 0:
         return None, f"the push certificate {cert[:7]} cannot be read ({err.strip()})"
@@ -370,6 +434,7 @@ def push_certificate(repo_path: str, rule: Rule) -> tuple[str | None, str]:
 def ssh_signer(payload: str, signature: str, allowed_signers: str) -> tuple[str | None, str]:
     """The principal of allowed_signers whose key made `signature` over `payload` (namespace git)."""
     import tempfile
+
     with tempfile.TemporaryDirectory(prefix="gitopsd-cert-") as tmp:
         sig = os.path.join(tmp, "cert.sig")
         with open(sig, "w") as f:
@@ -378,8 +443,9 @@ def ssh_signer(payload: str, signature: str, allowed_signers: str) -> tuple[str 
         principal = out.strip().split("\n")[0] if code == 0 else ""
         if not principal:
             return None, "the push certificate is signed by a key that is not in allowed_signers"
-        code, _out, err = gitcli.run(["ssh-keygen", "-Y", "verify", "-f", allowed_signers, "-I", principal,
-                                      "-n", "git", "-s", sig], input=payload)
+        code, _out, err = gitcli.run(
+            ["ssh-keygen", "-Y", "verify", "-f", allowed_signers, "-I", principal, "-n", "git", "-s", sig], input=payload
+        )
     if code != 0:
         return None, f"the push certificate's signature does not verify ({err.strip().splitlines()[-1:] or ''})"
     return principal, ""
@@ -388,13 +454,15 @@ def ssh_signer(payload: str, signature: str, allowed_signers: str) -> tuple[str 
 def gpg_signer(payload: str, signature: str, gpg_home: str) -> tuple[str | None, str]:
     """The e-mail (else user id) of the keyring's key that made the OpenPGP `signature` over `payload`."""
     import tempfile
+
     with tempfile.TemporaryDirectory(prefix="gitopsd-cert-") as tmp:
         sig = os.path.join(tmp, "cert.asc")
         with open(sig, "w") as f:
             f.write(signature)
         try:
-            code, out, _err = gitcli.run(["gpg", "--homedir", gpg_home, "--batch", "--no-tty", "--status-fd", "1",
-                                          "--verify", sig, "-"], input=payload)
+            code, out, _err = gitcli.run(
+                ["gpg", "--homedir", gpg_home, "--batch", "--no-tty", "--status-fd", "1", "--verify", sig, "-"], input=payload
+            )
         except OSError:
             return None, "the push certificate cannot be checked: gpg is not installed on the deploy server"
     # GOODSIG only for a good signature by an unrevoked, unexpired key (else REVKEYSIG, EXPKEYSIG, BADSIG, ...)
@@ -402,13 +470,14 @@ def gpg_signer(payload: str, signature: str, gpg_home: str) -> tuple[str | None,
     if code != 0 or not good or len(good[0]) < 4:
         return None, "the push certificate is not signed by a valid key of the keyring (unknown, revoked or expired)"
     uid = good[0][3]
-    return (uid[uid.rindex("<") + 1:-1] if "<" in uid and uid.endswith(">") else uid), ""
+    return (uid[uid.rindex("<") + 1 : -1] if "<" in uid and uid.endswith(">") else uid), ""
 
 
 def allowed_signers_problems(path: str) -> list[str]:
     """Syntax problems of an allowed_signers file, each naming its line; [] when it is fine (or unreadable: said elsewhere)."""
     import base64
     import binascii
+
     try:
         with open(path, encoding="utf-8") as f:
             lines = f.read().split("\n")
@@ -420,17 +489,21 @@ def allowed_signers_problems(path: str) -> list[str]:
         if not fields or fields[0].startswith("#"):
             continue
         rest = fields[1:]
-        if rest and rest[0] not in SSH_KEY_TYPES:   # options: comma separated, before the key
+        if rest and rest[0] not in SSH_KEY_TYPES:  # options: comma separated, before the key
             options, rest = rest[0], rest[1:]
             names = [o.partition("=")[0].lower() for o in options.split(",")]
             unknown = [n for n in names if n not in SSH_OPTIONS]
             if unknown:
-                problems.append(f"{path}:{number}: unknown option {unknown[0]!r} (expected principals, "
-                                f"options such as namespaces=\"git\", then the key type and key)")
+                problems.append(
+                    f"{path}:{number}: unknown option {unknown[0]!r} (expected principals, "
+                    f'options such as namespaces="git", then the key type and key)'
+                )
                 continue
         if len(rest) < 2 or rest[0] not in SSH_KEY_TYPES:
-            problems.append(f"{path}:{number}: expected `PRINCIPALS [OPTIONS] KEYTYPE BASE64-KEY`, e.g. "
-                            "`alice@example.com ssh-ed25519 AAAA...` (the line of `ssh-keygen -y -f KEY`)")
+            problems.append(
+                f"{path}:{number}: expected `PRINCIPALS [OPTIONS] KEYTYPE BASE64-KEY`, e.g. "
+                "`alice@example.com ssh-ed25519 AAAA...` (the line of `ssh-keygen -y -f KEY`)"
+            )
             continue
         try:
             base64.b64decode(rest[1], validate=True)

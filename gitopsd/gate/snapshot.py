@@ -10,6 +10,7 @@ the hook slower, never wrong.
 
 Stdlib only (os, sqlite3): the hook imports this on every push.
 """
+
 from __future__ import annotations
 
 import os
@@ -18,9 +19,9 @@ from datetime import timedelta
 
 from ..core.lookup import by_branch, by_name, by_path
 
-TYPE_CHECKING = False   # true for mypy and import-linter only: the hook does not import typing
+TYPE_CHECKING = False  # true for mypy and import-linter only: the hook does not import typing
 
-if TYPE_CHECKING:   # annotations only: the hook imports neither typing nor the settings' dataclasses
+if TYPE_CHECKING:  # annotations only: the hook imports neither typing nor the settings' dataclasses
     from typing import Any
 
     from ..core.settings import Config, Environment, Repository
@@ -76,26 +77,44 @@ CREATE TABLE IF NOT EXISTS gate_windows (
 );
 """
 
-DEFAULT_CONFIG = "/etc/gitopsd/gitopsd.yml"   # the one place it is spelled; stdlib-only for the hook
+DEFAULT_CONFIG = "/etc/gitopsd/gitopsd.yml"  # the one place it is spelled; stdlib-only for the hook
 
-TREE_SUCCEEDED = ("SELECT 1 FROM deployments WHERE repo = ? AND env = ? AND tree = ? AND result = 'succeeded' LIMIT 1")
+TREE_SUCCEEDED = "SELECT 1 FROM deployments WHERE repo = ? AND env = ? AND tree = ? AND result = 'succeeded' LIMIT 1"
 # The newest successful deployments of an environment, newest first (index deployments_env walks back
 # from the newest id); enough history for the rollback stack (policy.rollback_trees) at hook speed.
 SUCCESSES_LIMIT = 500
-SUCCESSES = ("SELECT kind, tree FROM deployments WHERE repo = ? AND env = ? AND result = 'succeeded'"
-             " ORDER BY id DESC LIMIT ?")
+SUCCESSES = "SELECT kind, tree FROM deployments WHERE repo = ? AND env = ? AND result = 'succeeded' ORDER BY id DESC LIMIT ?"
 
 
 class GateEnvironment:
     """An environment as the promotion rule sees it."""
 
-    __slots__ = ("name", "branch", "promote_from", "override_by", "windows", "require_checks", "signoff", "approvals",
-                 "signatures", "require_provenance")
+    __slots__ = (
+        "name",
+        "branch",
+        "promote_from",
+        "override_by",
+        "windows",
+        "require_checks",
+        "signoff",
+        "approvals",
+        "signatures",
+        "require_provenance",
+    )
 
-    def __init__(self, name: str, branch: str, promote_from: str, override_by: tuple[str, ...] = (),
-                 windows: tuple[Window, ...] = (), require_checks: tuple[str, ...] = (),
-                 signoff: SignoffNeed | None = None, approvals: Policy | None = None, signatures: Rule | None = None,
-                 require_provenance: bool = False):
+    def __init__(
+        self,
+        name: str,
+        branch: str,
+        promote_from: str,
+        override_by: tuple[str, ...] = (),
+        windows: tuple[Window, ...] = (),
+        require_checks: tuple[str, ...] = (),
+        signoff: SignoffNeed | None = None,
+        approvals: Policy | None = None,
+        signatures: Rule | None = None,
+        require_provenance: bool = False,
+    ):
         self.name, self.branch, self.promote_from = name, branch, promote_from
         self.override_by, self.windows, self.require_checks = tuple(override_by), tuple(windows), tuple(require_checks)
         self.signoff, self.approvals, self.signatures = signoff, approvals, signatures
@@ -105,10 +124,9 @@ class GateEnvironment:
 class GateRepository:
     __slots__ = ("name", "path", "environments", "branch_rules")
 
-    def __init__(self, name: str, path: str, environments: list[GateEnvironment],
-                 branch_rules: dict[str, Rule] | None = None):
+    def __init__(self, name: str, path: str, environments: list[GateEnvironment], branch_rules: dict[str, Rule] | None = None):
         self.name, self.path, self.environments = name, path, environments
-        self.branch_rules = branch_rules or {}   # signature rules of branches that are no environment's (main)
+        self.branch_rules = branch_rules or {}  # signature rules of branches that are no environment's (main)
 
     def environment(self, name: str) -> GateEnvironment | None:
         return by_name(self.environments, name)
@@ -122,8 +140,9 @@ class GateConfig:
 
     __slots__ = ("source", "stamp", "runtime_dir", "identity_env", "repositories")
 
-    def __init__(self, source: str, stamp: str, runtime_dir: str, identity_env: tuple[str, ...],
-                 repositories: list[GateRepository]):
+    def __init__(
+        self, source: str, stamp: str, runtime_dir: str, identity_env: tuple[str, ...], repositories: list[GateRepository]
+    ):
         self.source, self.stamp, self.runtime_dir = source, stamp, runtime_dir
         self.identity_env, self.repositories = tuple(identity_env), repositories
 
@@ -150,16 +169,39 @@ def file_stamp(path: str) -> str:
 def from_config(config: Config) -> GateConfig:
     """The gate's view of a loaded `config.Config` (taken as given: this module never imports YAML)."""
     return GateConfig(
-        str(config.source), config.stamp, str(config.runtime_dir), config.identity_env,
-        [GateRepository(r.name, os.path.realpath(r.path),
-                        [GateEnvironment(e.name, e.branch, e.promote_from, e.override_by, e.windows, e.require_checks,
-                                         _signoff_need(r, e), _policy(e), _signature_rule(e), e.require_provenance)
-                         for e in r.environments], _branch_rules(r))
-         for r in config.repositories])
+        str(config.source),
+        config.stamp,
+        str(config.runtime_dir),
+        config.identity_env,
+        [
+            GateRepository(
+                r.name,
+                os.path.realpath(r.path),
+                [
+                    GateEnvironment(
+                        e.name,
+                        e.branch,
+                        e.promote_from,
+                        e.override_by,
+                        e.windows,
+                        e.require_checks,
+                        _signoff_need(r, e),
+                        _policy(e),
+                        _signature_rule(e),
+                        e.require_provenance,
+                    )
+                    for e in r.environments
+                ],
+                _branch_rules(r),
+            )
+            for r in config.repositories
+        ],
+    )
 
 
 def _signoff_need(repo: Repository, env: Environment) -> SignoffNeed | None:
     from .approvals import SignoffNeed
+
     rule = env.require_signoff
     source = repo.environment(rule.env) if rule is not None else None
     return SignoffNeed(rule.env, rule.count, source.signoff_by) if rule is not None and source is not None else None
@@ -167,22 +209,26 @@ def _signoff_need(repo: Repository, env: Environment) -> SignoffNeed | None:
 
 def _policy(env: Environment) -> Policy | None:
     from .approvals import Policy
+
     a = env.approvals
     return Policy.of(a) if a else None
 
 
 def _signature_rule(env: Environment) -> Rule | None:
     from .signatures import Rule
+
     s = env.signatures
     if s is None and not env.signed_push:
         return None
-    return Rule(str(s.allowed_signers or "") if s else "", str(s.gpg_home or "") if s else "",
-                s.paths if s else (), env.signed_push)
+    return Rule(
+        str(s.allowed_signers or "") if s else "", str(s.gpg_home or "") if s else "", s.paths if s else (), env.signed_push
+    )
 
 
 def _branch_rules(repo: Repository) -> dict[str, Rule]:
     """The repository's own `signatures:`, for main."""
     from .signatures import Rule
+
     s = repo.signatures
     return {"main": Rule(str(s.allowed_signers or ""), str(s.gpg_home or ""), s.paths)} if s is not None else {}
 
@@ -193,24 +239,51 @@ def save(db: sqlite3.Connection, gate: GateConfig, now: float) -> None:
     try:
         for table in ("gate_config", "gate_environments", "gate_windows", "gate_branches"):
             db.execute(f"DELETE FROM {table} WHERE config = ?", (gate.source,))  # noqa: S608 (table names and clauses are constants; values are bound)
-        db.execute("INSERT INTO gate_config VALUES (?, ?, ?, ?, ?)",
-                   (gate.source, gate.stamp, gate.runtime_dir, "\n".join(gate.identity_env), now))
+        db.execute(
+            "INSERT INTO gate_config VALUES (?, ?, ?, ?, ?)",
+            (gate.source, gate.stamp, gate.runtime_dir, "\n".join(gate.identity_env), now),
+        )
         for repo in gate.repositories:
             for branch, rule in repo.branch_rules.items():
-                db.execute("INSERT INTO gate_branches VALUES (?, ?, ?, ?, ?)",
-                           (gate.source, repo.name, repo.path, branch, rule.encode()))
+                db.execute(
+                    "INSERT INTO gate_branches VALUES (?, ?, ?, ?, ?)", (gate.source, repo.name, repo.path, branch, rule.encode())
+                )
             for position, env in enumerate(repo.environments):
-                db.execute("INSERT INTO gate_environments (config, repo, repo_path, position, name, branch, promote_from,"
-                           " override_by, require_checks, signoff, approvals, signatures, require_provenance)"
-                           " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                           (gate.source, repo.name, repo.path, position, env.name, env.branch, env.promote_from,
-                            "\n".join(env.override_by), "\n".join(env.require_checks),
-                            env.signoff.encode() if env.signoff else "", env.approvals.encode() if env.approvals else "",
-                            env.signatures.encode() if env.signatures else "", int(env.require_provenance)))
+                db.execute(
+                    "INSERT INTO gate_environments (config, repo, repo_path, position, name, branch, promote_from,"
+                    " override_by, require_checks, signoff, approvals, signatures, require_provenance)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        gate.source,
+                        repo.name,
+                        repo.path,
+                        position,
+                        env.name,
+                        env.branch,
+                        env.promote_from,
+                        "\n".join(env.override_by),
+                        "\n".join(env.require_checks),
+                        env.signoff.encode() if env.signoff else "",
+                        env.approvals.encode() if env.approvals else "",
+                        env.signatures.encode() if env.signatures else "",
+                        int(env.require_provenance),
+                    ),
+                )
                 for i, w in enumerate(env.windows):
-                    db.execute("INSERT INTO gate_windows VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                               (gate.source, repo.name, env.name, i, w.name, int(w.allow), w.cron.text,
-                                w.duration.total_seconds(), w.timezone))
+                    db.execute(
+                        "INSERT INTO gate_windows VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (
+                            gate.source,
+                            repo.name,
+                            env.name,
+                            i,
+                            w.name,
+                            int(w.allow),
+                            w.cron.text,
+                            w.duration.total_seconds(),
+                            w.timezone,
+                        ),
+                    )
         db.execute("COMMIT")
     except BaseException:
         db.execute("ROLLBACK")
@@ -262,24 +335,30 @@ def load(db: sqlite3.Connection, config_path: str, repo_path: str) -> GateConfig
     """The snapshot for `config_path`, holding just the repository at `repo_path`; None if stale or absent."""
     source = os.path.realpath(config_path)
     try:
-        row = db.execute("SELECT stamp, runtime_dir, identity_env FROM gate_config WHERE config = ?",
-                         (source,)).fetchone()
+        row = db.execute("SELECT stamp, runtime_dir, identity_env FROM gate_config WHERE config = ?", (source,)).fetchone()
         if row is None or not row[0] or row[0] != file_stamp(source):
             return None
-        envs = db.execute("SELECT repo, name, branch, promote_from, override_by, require_checks, signoff, approvals,"
-                          " signatures, require_provenance FROM gate_environments"
-                          " WHERE config = ? AND repo_path = ? ORDER BY position",
-                          (source, os.path.realpath(repo_path))).fetchall()
-        rules = db.execute("SELECT repo, branch, signatures FROM gate_branches WHERE config = ? AND repo_path = ?",
-                           (source, os.path.realpath(repo_path))).fetchall()
-        windows = db.execute("SELECT env, name, allow, cron, duration, timezone FROM gate_windows"
-                             " WHERE config = ? AND repo = ? ORDER BY env, position",
-                             (source, envs[0][0] if envs else "")).fetchall()
+        envs = db.execute(
+            "SELECT repo, name, branch, promote_from, override_by, require_checks, signoff, approvals,"
+            " signatures, require_provenance FROM gate_environments"
+            " WHERE config = ? AND repo_path = ? ORDER BY position",
+            (source, os.path.realpath(repo_path)),
+        ).fetchall()
+        rules = db.execute(
+            "SELECT repo, branch, signatures FROM gate_branches WHERE config = ? AND repo_path = ?",
+            (source, os.path.realpath(repo_path)),
+        ).fetchall()
+        windows = db.execute(
+            "SELECT env, name, allow, cron, duration, timezone FROM gate_windows"
+            " WHERE config = ? AND repo = ? ORDER BY env, position",
+            (source, envs[0][0] if envs else ""),
+        ).fetchall()
     except sqlite3.Error:
-        return None   # an older store without these tables: read the config file instead
+        return None  # an older store without these tables: read the config file instead
     by_env: dict[str, list[Window]] = {}
     if windows:
         from ..core.windows import Cron, Window
+
         for env, name, allow, cron, duration, tz in windows:
             by_env.setdefault(env, []).append(Window(name, bool(allow), Cron.parse(cron), timedelta(seconds=duration), tz))
     repos = []
@@ -288,14 +367,28 @@ def load(db: sqlite3.Connection, config_path: str, repo_path: str) -> GateConfig
     if rules or any(row[-2] for row in envs):
         from .signatures import Rule
     if envs:
-        repos.append(GateRepository(envs[0][0], os.path.realpath(repo_path), [
-            GateEnvironment(name, branch, promote_from, tuple(filter(None, override_by.split("\n"))),
-                            tuple(by_env.get(name, ())), tuple(filter(None, checks.split("\n"))),
-                            SignoffNeed.decode(signoff) if signoff else None, Policy.decode(approvals) if approvals else None,
-                            Rule.decode(signatures) if signatures else None, bool(provenance))
-            for _repo, name, branch, promote_from, override_by, checks, signoff, approvals, signatures, provenance
-            in envs],
-            {branch: rule for _repo, branch, text in rules for rule in [Rule.decode(text)] if rule is not None}))
+        repos.append(
+            GateRepository(
+                envs[0][0],
+                os.path.realpath(repo_path),
+                [
+                    GateEnvironment(
+                        name,
+                        branch,
+                        promote_from,
+                        tuple(filter(None, override_by.split("\n"))),
+                        tuple(by_env.get(name, ())),
+                        tuple(filter(None, checks.split("\n"))),
+                        SignoffNeed.decode(signoff) if signoff else None,
+                        Policy.decode(approvals) if approvals else None,
+                        Rule.decode(signatures) if signatures else None,
+                        bool(provenance),
+                    )
+                    for _repo, name, branch, promote_from, override_by, checks, signoff, approvals, signatures, provenance in envs
+                ],
+                {branch: rule for _repo, branch, text in rules for rule in [Rule.decode(text)] if rule is not None},
+            )
+        )
     return GateConfig(source, row[0], row[1], tuple(filter(None, row[2].split("\n"))), repos)
 
 
@@ -303,8 +396,10 @@ def branches(db: sqlite3.Connection, config_path: str, repo_path: str) -> set[st
     """The environment branches the snapshot for `config_path` lists for `repo_path`, even when it is stale (the
     file changed since); None when it lists none, so nothing can be told apart."""
     try:
-        rows = db.execute("SELECT branch FROM gate_environments WHERE config = ? AND repo_path = ?",
-                          (os.path.realpath(config_path), os.path.realpath(repo_path))).fetchall()
+        rows = db.execute(
+            "SELECT branch FROM gate_environments WHERE config = ? AND repo_path = ?",
+            (os.path.realpath(config_path), os.path.realpath(repo_path)),
+        ).fetchall()
     except sqlite3.Error:
         return None
     return {str(r[0]) for r in rows} or None
@@ -333,57 +428,68 @@ class Ledger:
     def signoffs(self, repo: str, env: str, tree: str) -> list[tuple[str, str, str, float]]:
         """(actor, verdict, note, when) of the sign-offs of `tree` in `env`, oldest first (gate/approvals.py)."""
         from .approvals import SIGNOFFS
+
         return self._human(SIGNOFFS, (repo, env, tree))
 
     def rcs_for_tree(self, repo: str, tree: str, target_env: str) -> list[tuple[str, float]]:
         """(name, created_at) of the release candidates for `target_env` with `tree`, newest first."""
         from .approvals import RCS_FOR_TREE
+
         return [(str(r[0]), float(r[1])) for r in self._human(RCS_FOR_TREE, (repo, tree, target_env))]
 
     def approval_rows(self, repo: str, rc: str) -> list[tuple[str, str, str, float]]:
         """(actor, kind, note, when) of a release candidate's approvals, rejections and withdrawals, oldest first."""
         from .approvals import APPROVALS
+
         return self._human(APPROVALS, (repo, rc))
 
     def locks(self, repo: str, env: str, now: float) -> list[Lock]:
         """The locks and alert freezes in force on `env` of `repo` now (gate/locks.py), oldest first."""
         from .locks import ACTIVE_LOCKS, Lock
+
         return [Lock.of(row) for row in self._human(ACTIVE_LOCKS, (now, repo, env))]
 
     def break_glass(self, repo: str, env: str, now: float) -> BreakGlass | None:
         """The confirmed break-glass override in force on `env` of `repo` now, if any."""
         from .locks import ACTIVE_BREAK_GLASS, BreakGlass
+
         rows = self._human(ACTIVE_BREAK_GLASS, (repo, env, now))
         return BreakGlass(*rows[0]) if rows else None
 
     def rejections(self, repo: str, tree: str) -> list[tuple[Any, ...]]:
         """Every rejection and unrejection of `tree`, oldest first (gate/rejections.py)."""
         from .rejections import REJECTIONS
+
         return [tuple(r) for r in self._human(REJECTIONS, (repo, tree))]
 
     def attestations(self, repo: str, tree: str) -> list[tuple[Any, ...]]:
         """(artifact, sha256 kept, sha256 signed) of `tree`'s recorded provenance (gate/attested.py)."""
         from .attested import ATTESTATIONS
+
         return [tuple(r) for r in self._human(ATTESTATIONS, (repo, tree))]
 
     def preview_marks(self, repo: str, rc: str, env: str) -> tuple[list[tuple[int, int, float, str]], int, float | None]:
         """(finished previews of `rc` for `env` newest first, its deployed deployment now, when it last drifted)."""
         from .approvals import PREVIEW_MARKS, TARGET_DEPLOYED, TARGET_DRIFTED
+
         rows = self._human(PREVIEW_MARKS, (repo, rc, env))
         marks = [(int(a), int(b), float(c), str(d)) for a, b, c, d, _tree in rows]
-        if not marks:   # the rule needs the rest only for a candidate with a preview
+        if not marks:  # the rule needs the rest only for a candidate with a preview
             return [], 0, None
         deployed = self._human(TARGET_DEPLOYED, (repo, env, str(rows[0][4]) if rows else ""))
         drifted = self._human(TARGET_DRIFTED, (repo, env))
-        return (marks, int(deployed[0][0] or 0) if deployed else 0,
-                float(drifted[0][0]) if drifted and drifted[0][0] is not None else None)
+        return (
+            marks,
+            int(deployed[0][0] or 0) if deployed else 0,
+            float(drifted[0][0]) if drifted and drifted[0][0] is not None else None,
+        )
 
     def _human(self, sql: str, args: tuple[Any, ...]) -> list[Any]:
         if self.db is None:
             return []
         try:
             return list(self.db.execute(sql, args).fetchall())
-        except sqlite3.OperationalError:   # a store from before human gates: nothing was recorded
+        except sqlite3.OperationalError:  # a store from before human gates: nothing was recorded
             return []
 
     def statuses(self, repo: str, tree: str) -> list[Status]:
@@ -391,7 +497,8 @@ class Ledger:
         if self.db is None:
             return []
         from .required import LATEST_BY_TREE, rows_to_statuses
+
         try:
             return rows_to_statuses(self.db.execute(LATEST_BY_TREE, (repo, tree)).fetchall())
-        except sqlite3.OperationalError:   # a store from before commit statuses: nothing was reported
+        except sqlite3.OperationalError:  # a store from before commit statuses: nothing was reported
             return []

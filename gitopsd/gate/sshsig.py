@@ -12,6 +12,7 @@ stands. So this is never more lenient than `ssh-keygen -Y verify`; it is only fa
 Standard library only (it runs in the hook): the cryptographic check is the port `Check`, given by the
 caller (adapters/signing.verify_ssh, the one importer of `cryptography`).
 """
+
 from __future__ import annotations
 
 import base64
@@ -19,7 +20,7 @@ import binascii
 import hashlib
 import time
 
-TYPE_CHECKING = False   # true for mypy and import-linter only: the hook does not import typing
+TYPE_CHECKING = False  # true for mypy and import-linter only: the hook does not import typing
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -32,9 +33,22 @@ END = b"\n-----END SSH SIGNATURE-----"
 CURVES = {"ecdsa-sha2-nistp256": b"nistp256", "ecdsa-sha2-nistp384": b"nistp384", "ecdsa-sha2-nistp521": b"nistp521"}
 CHECKED_TYPES = ("ssh-ed25519", "ssh-rsa", *CURVES)
 # Key types ssh-keygen reads in allowed_signers; a line with one not checked here never matches a key checked here.
-OTHER_TYPES = ("ssh-dss", "sk-ssh-ed25519@openssh.com", "sk-ecdsa-sha2-nistp256@openssh.com",
-               *(f"{t}-cert-v01@openssh.com" for t in ("ssh-ed25519", "ssh-rsa", "ssh-dss", *CURVES,
-                                                       "sk-ssh-ed25519@openssh.com", "sk-ecdsa-sha2-nistp256@openssh.com")))
+OTHER_TYPES = (
+    "ssh-dss",
+    "sk-ssh-ed25519@openssh.com",
+    "sk-ecdsa-sha2-nistp256@openssh.com",
+    *(
+        f"{t}-cert-v01@openssh.com"
+        for t in (
+            "ssh-ed25519",
+            "ssh-rsa",
+            "ssh-dss",
+            *CURVES,
+            "sk-ssh-ed25519@openssh.com",
+            "sk-ecdsa-sha2-nistp256@openssh.com",
+        )
+    ),
+)
 RSA_SIGNATURES = ("rsa-sha2-256", "rsa-sha2-512")
 HASHES = (b"sha256", b"sha512")
 
@@ -55,14 +69,14 @@ class Reader:
         if self.at + 4 > len(self.data):
             raise Unsupported("short")
         self.at += 4
-        return int.from_bytes(self.data[self.at - 4:self.at], "big")
+        return int.from_bytes(self.data[self.at - 4 : self.at], "big")
 
     def string(self) -> bytes:
         size = self.u32()
         if self.at + size > len(self.data):
             raise Unsupported("short")
         self.at += size
-        return self.data[self.at - size:self.at]
+        return self.data[self.at - size : self.at]
 
     def mpint(self) -> bytes:
         """A positive integer in its one canonical encoding (anything else is left to ssh-keygen)."""
@@ -94,7 +108,7 @@ def parse_key(blob: bytes) -> tuple[str, list[bytes]]:
         if len(fields[0]) != 32:
             raise Unsupported("ed25519 key size")
     elif kind == "ssh-rsa":
-        fields = [reader.mpint(), reader.mpint()]   # e, n
+        fields = [reader.mpint(), reader.mpint()]  # e, n
         if not 2048 <= int.from_bytes(fields[1], "big").bit_length() <= 16384:
             raise Unsupported("RSA key size")
     elif kind in CURVES:
@@ -102,7 +116,7 @@ def parse_key(blob: bytes) -> tuple[str, list[bytes]]:
             raise Unsupported("curve")
         fields = [reader.string()]
         size = {"ecdsa-sha2-nistp256": 32, "ecdsa-sha2-nistp384": 48, "ecdsa-sha2-nistp521": 66}[kind]
-        if len(fields[0]) != 1 + 2 * size or fields[0][0] != 4:   # uncompressed points only
+        if len(fields[0]) != 1 + 2 * size or fields[0][0] != 4:  # uncompressed points only
             raise Unsupported("point")
     else:
         raise Unsupported(kind)
@@ -126,7 +140,7 @@ def parse_signature_blob(kind: str, key_fields: list[bytes], blob: bytes) -> tup
         if sigtype != kind:
             raise Unsupported("ECDSA signature type")
         inner = Reader(reader.string())
-        fields = [inner.mpint(), inner.mpint()]   # r, s
+        fields = [inner.mpint(), inner.mpint()]  # r, s
         inner.end()
     reader.end()
     return sigtype, fields
@@ -145,7 +159,7 @@ def split_commit(raw: bytes, header: bytes) -> tuple[bytes, bytes] | None:
         if in_signature and line[:1] == b" ":
             sig = line[1:]
         elif line.startswith(header + b" "):
-            sig, other = line[len(header) + 1:], False
+            sig, other = line[len(header) + 1 :], False
         elif line.startswith(b"gpgsig"):
             other = True
         elif other and line[:1] != b" ":
@@ -155,7 +169,7 @@ def split_commit(raw: bytes, header: bytes) -> tuple[bytes, bytes] | None:
             saw = in_signature = True
         else:
             if line[:1] == b"\n":
-                nxt = size   # the message: the rest is payload
+                nxt = size  # the message: the rest is payload
                 line = raw[at:]
             if not other:
                 payload += line
@@ -171,7 +185,7 @@ def committer(payload: bytes) -> tuple[int, str]:
         if line.startswith(b"committer "):
             ident, _, when = line.rpartition(b">")
             fields = when.split()
-            if len(fields) != 2 or not fields[0].isdigit() or b"<" not in ident or not 0 < int(fields[0]) < 2 ** 33:
+            if len(fields) != 2 or not fields[0].isdigit() or b"<" not in ident or not 0 < int(fields[0]) < 2**33:
                 raise Unsupported("committer")
             return verify_time(int(fields[0])), ident.rpartition(b"<")[2].decode("utf-8", "replace")
     raise Unsupported("no committer")
@@ -186,9 +200,9 @@ def verify_time(when: int) -> int:
 def dearmor(armored: bytes) -> tuple[bytes, bytes, bytes]:
     """(public key blob, hash algorithm, signature blob) of an armored SSHSIG for namespace git. Raise Unsupported."""
     end = armored.find(END, len(BEGIN) - 1)
-    if not armored.startswith(BEGIN) or end < 0 or armored[end + len(END):] not in (b"", b"\n"):
+    if not armored.startswith(BEGIN) or end < 0 or armored[end + len(END) :] not in (b"", b"\n"):
         raise Unsupported("armor")
-    text = b"".join(armored[len(BEGIN):end].split())
+    text = b"".join(armored[len(BEGIN) : end].split())
     try:
         blob = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError) as exc:
@@ -204,7 +218,7 @@ def dearmor(armored: bytes) -> tuple[bytes, bytes, bytes]:
     key, namespace, _reserved, hashalg, signature = (reader.string() for _ in range(5))
     reader.end()
     if namespace != b"git" or hashalg not in HASHES:
-        raise Unsupported("namespace or hash")   # ssh-keygen refuses these: git says so in its own words
+        raise Unsupported("namespace or hash")  # ssh-keygen refuses these: git says so in its own words
     return key, hashalg, signature
 
 
@@ -213,8 +227,9 @@ class Signer:
 
     __slots__ = ("principals", "key", "ca", "namespaces", "after", "before")
 
-    def __init__(self, principals: str, key: bytes, ca: bool, namespaces: list[str] | None,
-                 after: int | None, before: int | None):
+    def __init__(
+        self, principals: str, key: bytes, ca: bool, namespaces: list[str] | None, after: int | None, before: int | None
+    ):
         self.principals, self.key, self.ca, self.namespaces = principals, key, ca, namespaces
         self.after, self.before = after, before
 
@@ -230,7 +245,7 @@ class Signer:
 def absolute_time(text: str) -> int:
     """ssh-keygen's YYYYMMDD[HHMM[SS]] in local time (mktime, no DST), as its parse_absolute_time. Raise Unsupported."""
     if len(text) not in (8, 12, 14) or not text.isdigit() or not text.isascii():
-        raise Unsupported("time")   # a Z or UTC suffix too: ssh-keygen decides
+        raise Unsupported("time")  # a Z or UTC suffix too: ssh-keygen decides
     year, month, day = int(text[:4]), int(text[4:6]), int(text[6:8])
     hour, minute, second = int(text[8:10] or 0), int(text[10:12] or 0), int(text[12:14] or 0)
     days = [31, 29 if year % 4 == 0 and (year % 100 or year % 400 == 0) else 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31]
@@ -246,7 +261,7 @@ def parse_options(text: str) -> tuple[bool, list[str] | None, int | None, int | 
     """(cert-authority, namespaces, valid-after, valid-before) of an options field. Raise Unsupported."""
     options: list[str] = []
     quoted, start = False, 0
-    for at, char in enumerate(text):   # commas inside quotes belong to the value (namespaces="git,file")
+    for at, char in enumerate(text):  # commas inside quotes belong to the value (namespaces="git,file")
         if char == '"':
             quoted = not quoted
         elif char == "," and not quoted:
@@ -258,8 +273,14 @@ def parse_options(text: str) -> tuple[bool, list[str] | None, int | None, int | 
         name, eq, value = option.partition("=")
         if not eq and name == "cert-authority" and not ca:
             ca = True
-        elif (eq and name in ("namespaces", "valid-after", "valid-before") and name not in values
-              and len(value) >= 2 and value[0] == value[-1] == '"' and not any(c in value[1:-1] for c in '"\\')):
+        elif (
+            eq
+            and name in ("namespaces", "valid-after", "valid-before")
+            and name not in values
+            and len(value) >= 2
+            and value[0] == value[-1] == '"'
+            and not any(c in value[1:-1] for c in '"\\')
+        ):
             values[name] = value[1:-1]
         else:
             raise Unsupported("option")
@@ -277,7 +298,7 @@ def parse_allowed_signers(content: bytes) -> list[Signer]:
     """Every line of an allowed_signers file. Raise Unsupported for anything ssh-keygen might read otherwise."""
     signers = []
     for raw in content.split(b"\n"):
-        if any(b < 0x20 and b != 0x09 or b > 0x7e for b in raw):
+        if any(b < 0x20 and b != 0x09 or b > 0x7E for b in raw):
             raise Unsupported("character")
         line = raw.decode("ascii").strip(" \t")
         if not line or line.startswith("#"):
@@ -320,8 +341,7 @@ def verdict(raw: bytes, header: bytes, signers: list[Signer], check: Check) -> t
         return None
     lines = [s for s in signers if s.key == key_blob]
     valid = [s for s in lines if s.valid_at(when)]
-    if len(lines) > 1 or any(s.ca or not s.literal or (s.namespaces is not None and "git" not in s.namespaces)
-                             for s in lines):
+    if len(lines) > 1 or any(s.ca or not s.literal or (s.namespaces is not None and "git" not in s.namespaces) for s in lines):
         return None
     digest = hashlib.new(hashalg.decode(), payload).digest()
     data = b"SSHSIG" + string(b"git") + string(b"") + string(hashalg) + string(digest)

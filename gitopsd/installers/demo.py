@@ -4,6 +4,7 @@ Everything is real: a bare repository with gitopsd's hooks, the daemon as a proc
 from a clone, ansible-playbook deploying the sample web app to local hosts, and the app itself
 answering over HTTP with the commit it runs.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,8 +27,11 @@ ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / ".demo"
 GITOPSD = [sys.executable, "-m", "gitopsd"]
 PORT_BASE = int(os.environ.get("GITOPSD_DEMO_PORT_BASE", "18000"))
-HOSTS = {"qa": ["qa-1"], "staging": ["staging-1", "staging-2"],
-         "production": ["production-1", "production-2", "production-3", "production-4"]}
+HOSTS = {
+    "qa": ["qa-1"],
+    "staging": ["staging-1", "staging-2"],
+    "production": ["production-1", "production-2", "production-3", "production-4"],
+}
 DEMO_GROUP = "gitopsd-demo"
 DEMO_PEOPLE = {"tester": "gitopsd-demo-ann", "approver": "gitopsd-demo-ben", "second": "gitopsd-demo-cat"}
 BOLD, DIM, RESET = ("\033[1m", "\033[2m", "\033[0m") if sys.stdout.isatty() else ("", "", "")
@@ -53,17 +57,23 @@ def start_local_hosts(hosts_root: Path, folders: list[Path]) -> None:
     a sandbox whose processes all end with the run, so they ask it to (re)start the app.
     """
     from ..adapters.sandbox import default_user
+
     user = default_user()
     for folder in folders:
         folder.mkdir(parents=True, exist_ok=True)
-        if user is not None:   # the folder and those above it, up to hosts_root
+        if user is not None:  # the folder and those above it, up to hosts_root
             import pwd
+
             entry = pwd.getpwnam(user)
-            for path in [folder, *folder.parents[:len(folder.relative_to(hosts_root).parts)]]:
+            for path in [folder, *folder.parents[: len(folder.relative_to(hosts_root).parts)]]:
                 os.chown(path, entry.pw_uid, entry.pw_gid)
-        subprocess.Popen([sys.executable, str(ROOT / "app" / "launch.py"), "supervise", "--app-root", str(folder)],
-                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                         start_new_session=True)
+        subprocess.Popen(
+            [sys.executable, str(ROOT / "app" / "launch.py"), "supervise", "--app-root", str(folder)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
     deadline = time.monotonic() + 10
     while not all((f / "supervisor.alive").exists() for f in folders):
         if time.monotonic() > deadline:
@@ -75,8 +85,11 @@ def stop_local_hosts(folders: list[Path]) -> None:
     """Stop the sample app and the supervisor of each host folder (the launcher waits until they are gone)."""
     for folder in folders:
         if folder.is_dir():
-            subprocess.run([sys.executable, str(ROOT / "app" / "launch.py"), "stop", "--app-root", str(folder)],
-                           capture_output=True, check=False)
+            subprocess.run(
+                [sys.executable, str(ROOT / "app" / "launch.py"), "stop", "--app-root", str(folder)],
+                capture_output=True,
+                check=False,
+            )
 
 
 class Demo:
@@ -85,13 +98,19 @@ class Demo:
         self.repo = DEMO / "shop.git"
         self.work = DEMO / "work"
         self.hosts_root = DEMO / "hosts"
-        self.env = {**os.environ, "GITOPSD_CONFIG": str(self.config), "GITOPSD_SAMPLE_ROOT": str(self.hosts_root),
-                    "GITOPSD_SAMPLE_PORT_BASE": str(PORT_BASE),
-                    "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}",
-                    "GIT_AUTHOR_NAME": "Demo Developer", "GIT_AUTHOR_EMAIL": "dev@example.com",
-                    "GIT_COMMITTER_NAME": "Demo Developer", "GIT_COMMITTER_EMAIL": "dev@example.com"}
+        self.env = {
+            **os.environ,
+            "GITOPSD_CONFIG": str(self.config),
+            "GITOPSD_SAMPLE_ROOT": str(self.hosts_root),
+            "GITOPSD_SAMPLE_PORT_BASE": str(PORT_BASE),
+            "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+            "GIT_AUTHOR_NAME": "Demo Developer",
+            "GIT_AUTHOR_EMAIL": "dev@example.com",
+            "GIT_COMMITTER_NAME": "Demo Developer",
+            "GIT_COMMITTER_EMAIL": "dev@example.com",
+        }
         self.daemon: subprocess.Popen[str] | None = None
-        self.people: dict[str, str] = {}   # role -> Unix user, for the human gates (root only)
+        self.people: dict[str, str] = {}  # role -> Unix user, for the human gates (root only)
 
     # -- helpers -----------------------------------------------------------------------------------
     def run(self, *cmd: str, cwd: Path | None = None, show: bool = True, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -160,10 +179,13 @@ class Demo:
         user = self.people[role]
         entry = pwd.getpwnam(user)
         note(f"{DIM}{user}$ gitopsd {' '.join(args)}{RESET}")
-        proc = subprocess.run(["setpriv", f"--reuid={entry.pw_uid}", f"--regid={entry.pw_gid}", "--init-groups", "--",
-                               *GITOPSD, *args], env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": "/",
-                                                      "GITOPSD_CONFIG": str(self.config)},
-                              capture_output=True, text=True, cwd="/")
+        proc = subprocess.run(
+            ["setpriv", f"--reuid={entry.pw_uid}", f"--regid={entry.pw_gid}", "--init-groups", "--", *GITOPSD, *args],
+            env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": "/", "GITOPSD_CONFIG": str(self.config)},
+            capture_output=True,
+            text=True,
+            cwd="/",
+        )
         for line in (proc.stdout + proc.stderr).splitlines():
             note(f"  {line.rstrip()}")
         if check and proc.returncode != 0:
@@ -206,7 +228,7 @@ class Demo:
 
     def stream_daemon(self) -> None:
         assert self.daemon is not None and self.daemon.stderr is not None
-        log = open(DEMO / "daemon.log", "w", encoding="utf-8")   # noqa: SIM115 (open while the daemon runs)
+        log = open(DEMO / "daemon.log", "w", encoding="utf-8")  # noqa: SIM115 (open while the daemon runs)
         for line in self.daemon.stderr:
             log.write(line)
             log.flush()
@@ -220,9 +242,17 @@ class Demo:
         DEMO.mkdir()
         # Playbooks run in a sandbox that sees only what it is shown: the local hosts' folders, writable. The
         # sample's hosts are this machine (their apps on its loopback, which the playbook checks): its network too.
-        self.config.write_text(write_yaml({"state_dir": str(DEMO / "state"), "runtime_dir": str(DEMO / "run"),
-                                           "sweep_interval": 30, "stop_grace": 30,
-                                           "sandbox": {"writable": [str(self.hosts_root)], "playbook_network": "host"}}))
+        self.config.write_text(
+            write_yaml(
+                {
+                    "state_dir": str(DEMO / "state"),
+                    "runtime_dir": str(DEMO / "run"),
+                    "sweep_interval": 30,
+                    "stop_grace": 30,
+                    "sandbox": {"writable": [str(self.hosts_root)], "playbook_network": "host"},
+                }
+            )
+        )
         self.start_hosts()
         self.make_people()
         self.run(*GITOPSD, "init", str(self.repo), "--config", str(self.config), "--sample")
@@ -230,24 +260,34 @@ class Demo:
         repo = data["repositories"][0]
         qa, staging, production = repo["environments"]
         say("Built-in CI: every new head of main is built once and tested; qa takes what passed, by itself")
-        repo["ci"] = {"branches": ["main"], "steps": [
-            {"name": "build", "run": "python3 app/build.py", "artifacts": ["dist/app.tar.gz"]},
-            {"name": "test", "run": "python3 -m unittest discover -s app"}]}
+        repo["ci"] = {
+            "branches": ["main"],
+            "steps": [
+                {"name": "build", "run": "python3 app/build.py", "artifacts": ["dist/app.tar.gz"]},
+                {"name": "test", "run": "python3 -m unittest discover -s app"},
+            ],
+        }
         qa.update({"require_checks": ["gitopsd/build", "gitopsd/test"], "auto_promote": True})
         for line in write_yaml({"ci": repo["ci"], "qa": qa}).splitlines():
             note(f"  {line}")
         say("Production rolls out in batches (1 host, 25 %, the rest), checks /health after each, rolls back itself")
-        production.update({
-            "auto_rollback": True,
-            "rollout": {"batches": [1, "25%", "100%"], "bake": 2},
-            "verify": {"http": {"url": "http://127.0.0.1:{app_port}/health", "json_field": "commit"}}})
+        production.update(
+            {
+                "auto_rollback": True,
+                "rollout": {"batches": [1, "25%", "100%"], "bake": 2},
+                "verify": {"http": {"url": "http://127.0.0.1:{app_port}/health", "json_field": "commit"}},
+            }
+        )
         if self.people:
             say("Human gates: a tester signs off staging; two approvers approve a release candidate for production")
             data["groups"] = {"approvers": [self.people["approver"], self.people["second"]]}
             staging["signoff_by"] = [self.people["tester"]]
-            production.update({"require_signoff": {"env": "staging", "count": 1},
-                               "approvals": {"required": 2, "approvers": ["group:approvers"],
-                                             "forbid_self_approval": True}})
+            production.update(
+                {
+                    "require_signoff": {"env": "staging", "count": 1},
+                    "approvals": {"required": 2, "approvers": ["group:approvers"], "forbid_self_approval": True},
+                }
+            )
             for line in write_yaml({"groups": data["groups"], "staging": {"signoff_by": staging["signoff_by"]}}).splitlines():
                 note(f"  {line}")
         else:
@@ -264,19 +304,33 @@ class Demo:
         self.remove_people()
         subprocess.run(["groupadd", DEMO_GROUP], check=True, capture_output=True)
         for role, user in DEMO_PEOPLE.items():
-            subprocess.run(["useradd", "-M", "-d", "/nonexistent", "-s", "/usr/sbin/nologin", "-G", DEMO_GROUP, user],
-                           check=True, capture_output=True)
+            subprocess.run(
+                ["useradd", "-M", "-d", "/nonexistent", "-s", "/usr/sbin/nologin", "-G", DEMO_GROUP, user],
+                check=True,
+                capture_output=True,
+            )
             self.people[role] = user
-        probe = subprocess.run(["setpriv", f"--reuid={pwd.getpwnam(DEMO_PEOPLE['tester']).pw_uid}", "--clear-groups",
-                                "--", sys.executable, "-c", "import gitopsd"], capture_output=True, cwd="/")
-        if probe.returncode != 0:   # the checkout is not readable by other users (e.g. under /root)
+        probe = subprocess.run(
+            [
+                "setpriv",
+                f"--reuid={pwd.getpwnam(DEMO_PEOPLE['tester']).pw_uid}",
+                "--clear-groups",
+                "--",
+                sys.executable,
+                "-c",
+                "import gitopsd",
+            ],
+            capture_output=True,
+            cwd="/",
+        )
+        if probe.returncode != 0:  # the checkout is not readable by other users (e.g. under /root)
             note(f"(other users cannot run {sys.executable}: the human gates are left out)")
             self.remove_people()
             return
         runtime = DEMO / "run"
         runtime.mkdir(mode=0o2770, exist_ok=True)
         shutil.chown(runtime, "root", DEMO_GROUP)
-        runtime.chmod(0o2770)   # the sockets take the folder's group: the people may use them
+        runtime.chmod(0o2770)  # the sockets take the folder's group: the people may use them
         note(f"users {', '.join(DEMO_PEOPLE.values())} (removed at the end) play the tester and two approvers")
 
     def remove_people(self) -> None:
@@ -293,8 +347,14 @@ class Demo:
 
     def start_daemon(self) -> None:
         say("Starting the daemon (gitopsd run): it deploys main's first commit to qa; staging and production wait")
-        self.daemon = subprocess.Popen([*GITOPSD, "run"], env={**self.env, "JOURNAL_STREAM": "demo"}, text=True,
-                                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+        self.daemon = subprocess.Popen(
+            [*GITOPSD, "run"],
+            env={**self.env, "JOURNAL_STREAM": "demo"},
+            text=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
         threading.Thread(target=self.stream_daemon, daemon=True).start()
         first = self.head("main")
         note("qa's first head is main's first commit: it waits until CI has built and tested it.")
@@ -342,8 +402,10 @@ class Demo:
         self.wait_in_sync("staging", self.head("staging"))
         self.show_hosts()
 
-        say("Release to production with a merge commit (git merge --no-ff staging), pushed"
-            + (", once its release candidate is approved" if self.people else ""))
+        say(
+            "Release to production with a merge commit (git merge --no-ff staging), pushed"
+            + (", once its release candidate is approved" if self.people else "")
+        )
         if self.people:
             self.approve_candidate("greeting from release 2")
         self.git("fetch", "--quiet", "origin")
@@ -384,8 +446,11 @@ class Demo:
         promoted = self.head("production")
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
-            if self.head("production") != promoted and self.status()["production"]["state"] == "in-sync" \
-                    and self.status()["production"]["deployed"] == self.head("production"):
+            if (
+                self.head("production") != promoted
+                and self.status()["production"]["state"] == "in-sync"
+                and self.status()["production"]["deployed"] == self.head("production")
+            ):
                 break
             time.sleep(0.3)
         else:
@@ -393,8 +458,11 @@ class Demo:
         note("batch 1 (production-1) failed its health check: the rollout stopped, the other hosts never got")
         note("the bad release, and gitopsd reverted the branch and redeployed the last good tree everywhere.")
         self.show_hosts()
-        failed = next(d for d in json.loads(self.run(*GITOPSD, "history", "production", "--json", show=False).stdout)
-                      if d["commit"] == promoted)
+        failed = next(
+            d
+            for d in json.loads(self.run(*GITOPSD, "history", "production", "--json", show=False).stdout)
+            if d["commit"] == promoted
+        )
         logs = self.run(*GITOPSD, "logs", str(failed["id"]), show=False).stdout.splitlines()
         note(f"$ gitopsd logs {failed['id']}   (its header)")
         for line in logs[:3]:
@@ -405,8 +473,18 @@ class Demo:
         self.run(*GITOPSD, "history", "production", "--limit", "5")
         if self.people:
             say("The audit trail travels with the repository: git log --notes=gitopsd")
-            out = self.run("git", "--git-dir", str(self.repo), "log", "--notes=gitopsd", "-n", "8", "--format=%h %s%n%N",
-                           "refs/heads/staging", show=False).stdout
+            out = self.run(
+                "git",
+                "--git-dir",
+                str(self.repo),
+                "log",
+                "--notes=gitopsd",
+                "-n",
+                "8",
+                "--format=%h %s%n%N",
+                "refs/heads/staging",
+                show=False,
+            ).stdout
             for line in [ln for ln in out.splitlines() if ln.strip()][:14]:
                 note(f"  {line}")
         say("Stopping the daemon and the sample app")

@@ -5,6 +5,7 @@ pushing what; the daemon's ref watcher sees the ref move. A post-receive hook wo
 Python start on every push for nothing the daemon cannot see by itself, so there is none (an old
 gitopsd post-receive shim is removed, and a hook it had chained is put back).
 """
+
 from __future__ import annotations
 
 import grp
@@ -30,14 +31,14 @@ SHIM_MARK = "gitopsd hook shim"
 
 # -- installing the shims ----------------------------------------------------------------------------
 
+
 def shim_source() -> Path:
     """The static hook shims: shipped in the package (gitopsd/data/hooks), or the checkout's hooks/ folder."""
-    package = Path(__file__).resolve().parent.parent   # gitopsd/, where data/ is
+    package = Path(__file__).resolve().parent.parent  # gitopsd/, where data/ is
     for candidate in (package / "data" / "hooks", package.parent / "hooks"):
         if (candidate / "pre-receive").is_file():
             return candidate
-    raise FileNotFoundError(f"the gitopsd hook shim pre-receive was not found in {package / 'data' / 'hooks'}: "
-                            "reinstall gitopsd")
+    raise FileNotFoundError(f"the gitopsd hook shim pre-receive was not found in {package / 'data' / 'hooks'}: reinstall gitopsd")
 
 
 def gitopsd_executable() -> str:
@@ -46,8 +47,13 @@ def gitopsd_executable() -> str:
     return str(local) if local.exists() else (found or "gitopsd")
 
 
-def install_hooks(repo_path: Path, config_path: Path | None = None, *, git_user: str | None = None,  # noqa: C901 (one branch per file it owns or chains)
-                  service_user: str | None = None) -> list[str]:
+def install_hooks(  # noqa: C901 (one branch per file it owns or chains)
+    repo_path: Path,
+    config_path: Path | None = None,
+    *,
+    git_user: str | None = None,
+    service_user: str | None = None,
+) -> list[str]:
     """Install the shims into REPO/hooks idempotently; keep a foreign hook as `<name>.chained`. Return what was done.
 
     Also sets up the service layout (docs/install.md, "Permissions") where it can: see `share_with_service`.
@@ -88,13 +94,16 @@ def install_hooks(repo_path: Path, config_path: Path | None = None, *, git_user:
         os.replace(tmp, target)
         done.append(f"hooks/{name}: installed")
     # The shim reads these settings; nothing in a hook file is generated.
-    settings = {"gitopsd.executable": gitopsd_executable(), "gitopsd.python": sys.executable,
-                "gitopsd.entry": str(Path(__file__).resolve().parent.parent / "hook_entry.py"),
-                # Push options (`git push -o override=...`) reach the hooks only when advertised.
-                "receive.advertisePushOptions": "true",
-                # Git stores malformed trees (a symlink and a file of the same name) unless told to check:
-                # refuse them at the door, before the daemon has to refuse to export them.
-                "receive.fsckObjects": "true"}
+    settings = {
+        "gitopsd.executable": gitopsd_executable(),
+        "gitopsd.python": sys.executable,
+        "gitopsd.entry": str(Path(__file__).resolve().parent.parent / "hook_entry.py"),
+        # Push options (`git push -o override=...`) reach the hooks only when advertised.
+        "receive.advertisePushOptions": "true",
+        # Git stores malformed trees (a symlink and a file of the same name) unless told to check:
+        # refuse them at the door, before the daemon has to refuse to export them.
+        "receive.fsckObjects": "true",
+    }
     if get_setting(repo_path, "receive.certNonceSeed") is None:
         # `git push --signed` certificates carry a nonce made from this secret: the hook then knows a fresh one
         # from a replayed one (GIT_PUSH_CERT_NONCE_STATUS), for environments with `signed_push: required`.
@@ -115,8 +124,7 @@ def install_hooks(repo_path: Path, config_path: Path | None = None, *, git_user:
     problem = record_shim_rule(repo_path, Path(config_path)) if config_path is not None else None
     if problem:
         done.append(f"warning: {problem}")
-    done += share_with_service(repo_path, pushing_user(repo_path, git_user), daemon_user(service_user, config_path),
-                               config_path)
+    done += share_with_service(repo_path, pushing_user(repo_path, git_user), daemon_user(service_user, config_path), config_path)
     pusher = pushing_user(repo_path, git_user)
     if pusher is not None:
         problem = hook_python_problem(pusher, settings["gitopsd.python"], settings["gitopsd.entry"])
@@ -128,6 +136,7 @@ def install_hooks(repo_path: Path, config_path: Path | None = None, *, git_user:
 # -- the repository's git config, read and written as a file -------------------------------------------
 # `git -C REPO config` refuses a repository another user owns ("dubious ownership"), which is the
 # normal case for root and for the daemon's user; `--file` reads and writes the file itself.
+
 
 class HookError(UserError):
     """The hook or its settings cannot be installed; the message says what to do."""
@@ -166,9 +175,9 @@ def recorded_settings(repo_path: Path) -> dict[str, str]:
     if plain and "[gitopsd" not in text.lower():
         return {}
     if plain and text.lower().count("[gitopsd") == 1 and "\n[gitopsd]\n" in text:
-        section = text.split("\n[gitopsd]\n", 1)[1].split("\n[", 1)[0]   # other sections may quote (gpg "ssh")
+        section = text.split("\n[gitopsd]\n", 1)[1].split("\n[", 1)[0]  # other sections may quote (gpg "ssh")
         if any(c in section for c in '"\\'):
-            section = "\x00"   # a quote or an escape in it: git reads it
+            section = "\x00"  # a quote or an escape in it: git reads it
         pairs = [line.strip().partition(" = ") for line in section.splitlines() if line.strip()]
         if all(sep and key.isalnum() and "#" not in value and ";" not in value for key, sep, value in pairs):
             return {f"gitopsd.{key.lower()}": value for key, _sep, value in pairs}
@@ -181,14 +190,16 @@ def recorded_settings(repo_path: Path) -> dict[str, str]:
 def configured_signing_key(config_path: Path) -> Path | None:
     """The config's `signing_key`, or None (also when the config cannot be loaded: that is said elsewhere)."""
     from ..config import ConfigError, load
+
     try:
         return load(config_path).signing_key
     except ConfigError:
         return None
 
 
-def refresh_settings(repo_path: Path, config_path: Path, database: Path, config: Config | None = None,
-                     repo: Repository | None = None) -> tuple[list[str], str | None]:
+def refresh_settings(
+    repo_path: Path, config_path: Path, database: Path, config: Config | None = None, repo: Repository | None = None
+) -> tuple[list[str], str | None]:
     """Point an installed hook at this config and database (after `state_dir` changed, say), and at CONFIG's signing
     key; with CONFIG (loaded from config_path) and its REPO at repo_path, also record what the shim decides alone
     (`record_shim_rule`).
@@ -197,20 +208,25 @@ def refresh_settings(repo_path: Path, config_path: Path, database: Path, config:
     touched, and only in a repository where they are.
     """
     current = recorded_settings(repo_path)
-    wanted = {"gitopsd.config": str(Path(config_path).resolve()), "gitopsd.database": str(database),
-              **signing_settings(current, config.signing_key if config is not None else None)}
+    wanted = {
+        "gitopsd.config": str(Path(config_path).resolve()),
+        "gitopsd.database": str(database),
+        **signing_settings(current, config.signing_key if config is not None else None),
+    }
     if "gitopsd.entry" not in current and "gitopsd.config" not in current:
         return [], None
-    stale = {key: value for key, value in wanted.items() if current.get(key.lower()) != value}   # git lowers keys
+    stale = {key: value for key, value in wanted.items() if current.get(key.lower()) != value}  # git lowers keys
     try:
         for key, value in stale.items():
             set_setting(repo_path, key, value)
         problem = record_shim_rule(repo_path, config, repo) if config is not None else None
     except HookError:
-        return [], (f"the hook of {repo_path} still reads {', '.join(f'{k}={current.get(k)}' for k in stale)}"
-                    f" (now {', '.join(stale.values())}) and this daemon cannot write {repo_path / 'config'}: pushes "
-                    f"take the slow path until root runs: {gitopsd_executable()} install-hooks {repo_path} "
-                    f"--config {wanted['gitopsd.config']}")
+        return [], (
+            f"the hook of {repo_path} still reads {', '.join(f'{k}={current.get(k)}' for k in stale)}"
+            f" (now {', '.join(stale.values())}) and this daemon cannot write {repo_path / 'config'}: pushes "
+            f"take the slow path until root runs: {gitopsd_executable()} install-hooks {repo_path} "
+            f"--config {wanted['gitopsd.config']}"
+        )
     return [f"{key}={value}" for key, value in stale.items()], problem
 
 
@@ -232,6 +248,7 @@ def record_shim_rule(repo_path: Path, config: Config | Path, repo: Repository | 
     loaded: Config | None = None
     if isinstance(config, Path):
         from ..config import ConfigError, load
+
         try:
             loaded = load(config)
         except ConfigError:
@@ -240,7 +257,11 @@ def record_shim_rule(repo_path: Path, config: Config | Path, repo: Repository | 
         loaded = config
     stamp = repo_path / STAMP_FILE
     try:
-        rule = shim_rule(repo if repo is not None else loaded.repository_at(repo_path)) if loaded is not None and loaded.stamp else ""
+        rule = (
+            shim_rule(repo if repo is not None else loaded.repository_at(repo_path))
+            if loaded is not None and loaded.stamp
+            else ""
+        )
         if loaded is None or not rule:
             stamp.unlink(missing_ok=True)
             return None
@@ -252,11 +273,15 @@ def record_shim_rule(repo_path: Path, config: Config | Path, repo: Repository | 
 
 # -- the service layout (docs/install.md, "Permissions") --------------------------------------------------------
 
-PYTHON_ADVICE = ("install gitopsd in a virtualenv every user may run (python3 -m venv /opt/gitopsd; "
-                 "/opt/gitopsd/bin/pip install gitopsd) and run /opt/gitopsd/bin/gitopsd install-hooks from there")
+PYTHON_ADVICE = (
+    "install gitopsd in a virtualenv every user may run (python3 -m venv /opt/gitopsd; "
+    "/opt/gitopsd/bin/pip install gitopsd) and run /opt/gitopsd/bin/gitopsd install-hooks from there"
+)
 # What the hook needs of its Python, run as the pusher, with the path hook_entry.py sets up.
-PYTHON_PROBE = ("import os, sys; sys.path.append(os.path.dirname(os.path.dirname(os.path.realpath(sys.argv[1])))); "
-                "import sqlite3, gitopsd.gate.receive")
+PYTHON_PROBE = (
+    "import os, sys; sys.path.append(os.path.dirname(os.path.dirname(os.path.realpath(sys.argv[1])))); "
+    "import sqlite3, gitopsd.gate.receive"
+)
 
 
 def _user(name: str | None) -> pwd.struct_passwd | None:
@@ -290,6 +315,7 @@ def daemon_user(name: str | None = None, config_path: Path | None = None) -> str
     if name or config_path is None:
         return name
     from ..config import ConfigError, load
+
     try:
         state_dir = load(config_path).state_dir
     except ConfigError:
@@ -320,8 +346,15 @@ def hook_python_problem(user_name: str, python: str | None, entry: str | None) -
     if argv is None:
         return f"cannot check whether {user_name} may run {python}: run this as root"
     try:
-        proc = subprocess.run(argv, capture_output=True, text=True, cwd="/", timeout=30, check=False,
-                              env={"PATH": "/usr/bin:/bin", "HOME": user.pw_dir, "LC_ALL": "C.UTF-8"})
+        proc = subprocess.run(
+            argv,
+            capture_output=True,
+            text=True,
+            cwd="/",
+            timeout=30,
+            check=False,
+            env={"PATH": "/usr/bin:/bin", "HOME": user.pw_dir, "LC_ALL": "C.UTF-8"},
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"{python} could not be started as {user_name}: {exc}"
     if proc.returncode != 0:
@@ -330,8 +363,9 @@ def hook_python_problem(user_name: str, python: str | None, entry: str | None) -
     return None
 
 
-def share_with_service(repo_path: Path, git_user: str | None, service_user: str | None,
-                       config_path: Path | None = None) -> list[str]:
+def share_with_service(
+    repo_path: Path, git_user: str | None, service_user: str | None, config_path: Path | None = None
+) -> list[str]:
     """Set up the supported layout: the repository owned by the git user and the daemon's group.
 
     Folders group-writable and setgid, files group-readable and -writable, core.sharedRepository=group
@@ -340,15 +374,21 @@ def share_with_service(repo_path: Path, git_user: str | None, service_user: str 
     """
     pusher, service = _user(git_user), _user(service_user)
     if pusher is None or service is None or pusher.pw_uid in (0, service.pw_uid):
-        missing = (f"no user {git_user}" if git_user and pusher is None else
-                   f"no user {service_user}" if service_user and service is None else
-                   "no git user (say --git-user)" if pusher is None else
-                   "no service user (install-service creates gitopsd, or say --service-user)" if service is None else
-                   f"{git_user} pushes and is the daemon's user too")
+        missing = (
+            f"no user {git_user}"
+            if git_user and pusher is None
+            else f"no user {service_user}"
+            if service_user and service is None
+            else "no git user (say --git-user)"
+            if pusher is None
+            else "no service user (install-service creates gitopsd, or say --service-user)"
+            if service is None
+            else f"{git_user} pushes and is the daemon's user too"
+        )
         return [f"permissions: left as they are ({missing}; docs/install.md, Permissions)"]
     gid = service.pw_gid
     group = grp.getgrgid(gid).gr_name
-    set_setting(repo_path, "core.sharedRepository", "group")   # first: the walk below then fixes the file's owner
+    set_setting(repo_path, "core.sharedRepository", "group")  # first: the walk below then fixes the file's owner
     done, refused = [], 0
     for path in [repo_path, *_tree(repo_path)]:
         try:
@@ -365,8 +405,10 @@ def share_with_service(repo_path: Path, git_user: str | None, service_user: str 
         except OSError:
             refused += 1
     if refused:
-        done.append(f"permissions: {refused} files or folders could not be given to {pusher.pw_name}:{group} with "
-                    f"group write: run install-hooks as root")
+        done.append(
+            f"permissions: {refused} files or folders could not be given to {pusher.pw_name}:{group} with "
+            f"group write: run install-hooks as root"
+        )
     else:
         done.append(f"permissions: {repo_path} belongs to {pusher.pw_name}:{group}, group-writable, setgid folders")
     done.append(_trust(repo_path, service, config_path))
@@ -400,8 +442,10 @@ def _trust(repo_path: Path, service: pwd.struct_passwd, config_path: Path | None
     if config_path is None or listed is None:
         return f"safe.directory: not set for {service.pw_name}: the config cannot be read (gitopsd check-config)"
     if path not in listed:
-        return (f"safe.directory: not set for {service.pw_name}: {path} is not a repository of {config_path} "
-                "(add it there, then run install-hooks again)")
+        return (
+            f"safe.directory: not set for {service.pw_name}: {path} is not a repository of {config_path} "
+            "(add it there, then run install-hooks again)"
+        )
     if os.geteuid() not in (0, service.pw_uid):
         if {path, "*"} & {_resolved(entry) for entry in safe_directories(service)}:
             return f"safe.directory: {service.pw_name} already trusts {path}"
@@ -414,7 +458,7 @@ def _trust(repo_path: Path, service: pwd.struct_passwd, config_path: Path | None
     try:
         removed = tidy_safe_directories(home, config_path, listed)
         if {path, "*"} & {_resolved(entry) for entry in safe_directories(service)}:
-            if path in {repo for repo, _config in _ledger(home)}:   # gitopsd's entry: this config needs it too
+            if path in {repo for repo, _config in _ledger(home)}:  # gitopsd's entry: this config needs it too
                 _write_ledger(home, [*_ledger(home), ours])
             return f"safe.directory: {service.pw_name} already trusts {path}" + _removed_note(removed)
         gitcli.config_set(gitconfig, "safe.directory", path, add=True)
@@ -422,8 +466,9 @@ def _trust(repo_path: Path, service: pwd.struct_passwd, config_path: Path | None
         _write_ledger(home, [*_ledger(home), ours])
     except (GitError, OSError) as exc:
         return f"safe.directory: could not write {gitconfig}: {str(exc).split(': ', 1)[-1]}"
-    return (f"safe.directory: {path} added to {gitconfig} ({service.pw_name} opens repositories others own)"
-            + _removed_note(removed))
+    return f"safe.directory: {path} added to {gitconfig} ({service.pw_name} opens repositories others own)" + _removed_note(
+        removed
+    )
 
 
 # -- safe.directory entries gitopsd added, and only those, are removed again ---------------------------
@@ -441,6 +486,7 @@ def _resolved(path: str) -> str:
 def _configured_repositories(config_path: Path | None) -> set[str] | None:
     """The resolved paths of the repositories CONFIG lists; None if it cannot be read."""
     from ..config import ConfigError, load
+
     if config_path is None:
         return None
     try:
@@ -476,19 +522,21 @@ def tidy_safe_directories(home: Path, config_path: Path, listed: set[str]) -> li
     (which lists LISTED now), whose config file is gone, or which no longer exists; return the removed paths."""
     config = str(config_path.resolve())
     entries = _ledger(home)
-    keep = [(repo, cfg) for repo, cfg in entries
-            if os.path.isdir(repo) and os.path.exists(cfg) and (cfg != config or repo in listed)]
+    keep = [
+        (repo, cfg) for repo, cfg in entries if os.path.isdir(repo) and os.path.exists(cfg) and (cfg != config or repo in listed)
+    ]
     gone = sorted({repo for repo, _cfg in entries} - {repo for repo, _cfg in keep})
     gitconfig = home / ".gitconfig"
     if gone and gitconfig.exists():
         owner = gitconfig.stat()
         for repo in gone:
-            code, _out, err = gitcli.run(["git", "config", "--file", str(gitconfig), "--fixed-value", "--unset-all",
-                                          "safe.directory", repo])
-            if code not in (0, 5):   # 5: not there any more (a person removed it)
+            code, _out, err = gitcli.run(
+                ["git", "config", "--file", str(gitconfig), "--fixed-value", "--unset-all", "safe.directory", repo]
+            )
+            if code not in (0, 5):  # 5: not there any more (a person removed it)
                 raise GitError(f"cannot remove safe.directory {repo} from {gitconfig}: {err.strip()}")
         if os.geteuid() == 0:
-            os.chown(gitconfig, owner.st_uid, owner.st_gid)   # git rewrote it as a new file
+            os.chown(gitconfig, owner.st_uid, owner.st_gid)  # git rewrote it as a new file
     if keep != entries:
         _write_ledger(home, keep)
     return gone
@@ -507,6 +555,7 @@ def write_gate_snapshot(config_path: Path) -> tuple[str | None, str]:
     from ..adapters.store import Store
     from ..config import ConfigError, load
     from ..gate import snapshot
+
     try:
         config = load(config_path)
     except ConfigError:
@@ -515,10 +564,15 @@ def write_gate_snapshot(config_path: Path) -> tuple[str | None, str]:
     owner = database if database.exists() else config.state_dir
     mine = owner.exists() and owner.stat().st_uid == os.geteuid()
     if not mine:
-        why = (f"{owner} belongs to another user" if owner.exists()
-               else f"the daemon creates {config.state_dir} when it first starts")
-        return str(database), (f"left to the daemon, which saves it at start and on reload ({why}); "
-                               "until then the hook reads the config file: slower, same rule")
+        why = (
+            f"{owner} belongs to another user"
+            if owner.exists()
+            else f"the daemon creates {config.state_dir} when it first starts"
+        )
+        return str(database), (
+            f"left to the daemon, which saves it at start and on reload ({why}); "
+            "until then the hook reads the config file: slower, same rule"
+        )
     try:
         store = Store(database)
         try:

@@ -5,6 +5,7 @@ state or runtime folder outside the unit's own), and the service user must be ab
 config file. `--root DIR` installs into another root (an image being built, a temporary one in
 tests); `--dry-run` only says what would be done.
 """
+
 from __future__ import annotations
 
 import grp
@@ -20,11 +21,16 @@ from ..core.errors import ConfigurationError
 from ..gate.snapshot import DEFAULT_CONFIG
 from .install_hooks import gitopsd_executable
 
-HOME = Path("/var/lib/gitopsd")          # the unit's StateDirectory=gitopsd, also the service user's home
-RUNTIME = Path("/run/gitopsd")           # the unit's RuntimeDirectory=gitopsd
+HOME = Path("/var/lib/gitopsd")  # the unit's StateDirectory=gitopsd, also the service user's home
+RUNTIME = Path("/run/gitopsd")  # the unit's RuntimeDirectory=gitopsd
 # Folders the unit hides from the service: PrivateTmp=yes gives it empty ones, ProtectHome=yes none.
-HIDDEN = {Path("/tmp"): "PrivateTmp=yes", Path("/var/tmp"): "PrivateTmp=yes", Path("/home"): "ProtectHome=yes",  # noqa: S108 (a mount point or a folder the unit hides, not a temporary file)
-          Path("/root"): "ProtectHome=yes", Path("/run/user"): "ProtectHome=yes"}
+HIDDEN = {
+    Path("/tmp"): "PrivateTmp=yes",  # noqa: S108 (a folder the unit hides, not a temporary file)
+    Path("/var/tmp"): "PrivateTmp=yes",  # noqa: S108 (a mount point or a folder the unit hides, not a temporary file)
+    Path("/home"): "ProtectHome=yes",
+    Path("/root"): "ProtectHome=yes",
+    Path("/run/user"): "ProtectHome=yes",
+}
 # What a path in the unit may contain: systemd splits on spaces and expands % and \ in some places.
 PLAIN_PATH = re.compile(r"/[A-Za-z0-9/._+,=~@:-]*")
 
@@ -35,12 +41,11 @@ class InstallError(Exception):
 
 def unit_template() -> Path:
     """The unit shipped in the package (gitopsd/data/systemd), or the checkout's systemd/ folder."""
-    package = Path(__file__).resolve().parent.parent   # gitopsd/, where data/ is
+    package = Path(__file__).resolve().parent.parent  # gitopsd/, where data/ is
     for candidate in (package / "data" / "systemd", package.parent / "systemd"):
         if (candidate / "gitopsd.service").is_file():
             return candidate / "gitopsd.service"
-    raise InstallError(f"the systemd unit gitopsd.service was not found in {package / 'data' / 'systemd'}: "
-                       "reinstall gitopsd")
+    raise InstallError(f"the systemd unit gitopsd.service was not found in {package / 'data' / 'systemd'}: reinstall gitopsd")
 
 
 @dataclass(frozen=True)
@@ -50,10 +55,10 @@ class Step:
     what: str
     argv: tuple[str, ...] = ()
     path: Path | None = None
-    content: str | None = None   # write this to `path`
+    content: str | None = None  # write this to `path`
     mode: int = 0o644
-    group: str | None = None     # give `path` to this group (looked up under the root when the step runs)
-    owner: str | None = None     # make the folder `path` (mode `mode`) and give it and all in it to this user
+    group: str | None = None  # give `path` to this group (looked up under the root when the step runs)
+    owner: str | None = None  # make the folder `path` (mode `mode`) and give it and all in it to this user
 
 
 @dataclass
@@ -61,13 +66,14 @@ class Plan:
     """What install-service would do, what must be done before it can, and what will not work as the user expects."""
 
     steps: list[Step] = field(default_factory=list)
-    first: list[str] = field(default_factory=list)      # the install refuses while any of these is left
+    first: list[str] = field(default_factory=list)  # the install refuses while any of these is left
     warnings: list[str] = field(default_factory=list)
-    config: Path = Path(DEFAULT_CONFIG)                 # as the service sees it
+    config: Path = Path(DEFAULT_CONFIG)  # as the service sees it
 
 
-def render_unit(executable: str, config: Path, user: str, group: str, writable: tuple[Path, ...] = (),
-                template: Path | None = None) -> str:
+def render_unit(
+    executable: str, config: Path, user: str, group: str, writable: tuple[Path, ...] = (), template: Path | None = None
+) -> str:
     """The unit text: the template with this gitopsd's paths, the service user and its writable folders."""
     text = (template or unit_template()).read_text(encoding="utf-8")
     # "-": a missing folder is then check-config's clear problem, not a namespace error at start.
@@ -82,8 +88,9 @@ def plan(user: str, config: Path, root: Path = Path("/"), executable: str | None
     exe = executable or gitopsd_executable()
     result = Plan()
     if root != Path("/") and not all((root / "etc" / name).is_file() for name in ("passwd", "group")):
-        result.first.append(f"{root} has no etc/passwd and etc/group: --root must be the root folder of a system "
-                            "(an image being built)")
+        result.first.append(
+            f"{root} has no etc/passwd and etc/group: --root must be the root folder of a system (an image being built)"
+        )
     if not config.is_absolute():
         if root != Path("/"):
             result.first.append(f"--config {config} must be an absolute path with --root (the path the service will use)")
@@ -92,23 +99,29 @@ def plan(user: str, config: Path, root: Path = Path("/"), executable: str | None
     config_file = root / str(config).lstrip("/")
     folders = _configured_folders(config, config_file, root, result)
     if not os.path.isabs(exe):
-        result.first.append(f"no gitopsd command next to this Python ({exe!r}): install gitopsd into a virtualenv, "
-                            "e.g. /opt/gitopsd (docs/install.md)")
+        result.first.append(
+            f"no gitopsd command next to this Python ({exe!r}): install gitopsd into a virtualenv, "
+            "e.g. /opt/gitopsd (docs/install.md)"
+        )
     programs = [Path(exe), *_interpreters(exe)]
     for path in [*programs, config, *folders]:
         hidden = next((h for h in HIDDEN if path.is_relative_to(h)), None)
         if hidden is None:
             continue
         if path in programs:
-            advice = ("the service cannot start it: make the virtualenv in /opt/gitopsd with a Python outside "
-                      "/tmp, /home and /root, e.g. /usr/bin/python3 (docs/install.md)")
+            advice = (
+                "the service cannot start it: make the virtualenv in /opt/gitopsd with a Python outside "
+                "/tmp, /home and /root, e.g. /usr/bin/python3 (docs/install.md)"
+            )
         else:
             advice = "the service will not find it: keep repositories, config, state and runtime folders elsewhere"
         result.warnings.append(f"{path} lies under {hidden}, which the unit hides ({HIDDEN[hidden]}): {advice}")
     for path in [Path(exe), config, *folders]:
         if not PLAIN_PATH.fullmatch(str(path)):
-            result.first.append(f"{path}: the unit can only carry paths made of letters, digits and / . _ + , = ~ @ : -; "
-                                "move it or link it from such a path")
+            result.first.append(
+                f"{path}: the unit can only carry paths made of letters, digits and / . _ + , = ~ @ : -; "
+                "move it or link it from such a path"
+            )
 
     prefix = ["--prefix", str(root)] if root != Path("/") else []
     if not _exists(user, "group", root):
@@ -116,27 +129,53 @@ def plan(user: str, config: Path, root: Path = Path("/"), executable: str | None
     # The service user's home is its state folder: its ~/.ssh and ~/.gitconfig live there (ProtectHome=yes).
     home = _state_folder(config, config_file)
     if not _exists(user, "passwd", root):
-        result.steps.append(Step(f"create system user {user} (home {home}, no login shell)",
-                                 ("useradd", *prefix, "--system", "--gid", user, "--home-dir", str(home),
-                                  "--no-create-home", "--shell", "/usr/sbin/nologin", user)))
+        result.steps.append(
+            Step(
+                f"create system user {user} (home {home}, no login shell)",
+                (
+                    "useradd",
+                    *prefix,
+                    "--system",
+                    "--gid",
+                    user,
+                    "--home-dir",
+                    str(home),
+                    "--no-create-home",
+                    "--shell",
+                    "/usr/sbin/nologin",
+                    user,
+                ),
+            )
+        )
     unit_path = root / "etc/systemd/system/gitopsd.service"
     writable = " ".join(map(str, folders)) or "none yet"
-    result.steps.append(Step(f"write {unit_path} (ExecStart={exe} run --config {config}; writable besides {HOME} "
-                             f"and {RUNTIME}: {writable})",
-                             path=unit_path, content=render_unit(exe, config, user, user, tuple(folders))))
+    result.steps.append(
+        Step(
+            f"write {unit_path} (ExecStart={exe} run --config {config}; writable besides {HOME} and {RUNTIME}: {writable})",
+            path=unit_path,
+            content=render_unit(exe, config, user, user, tuple(folders)),
+        )
+    )
     # The files the daemon reads as its user: the config and the API's tokens file, its group's with group read
     # (`token create` keeps that group); world-readable is not enough for a tokens file created later.
     for path in (p for p in (config_file, _tokens_path(config_file, root)) if p is not None):
         if path.is_file() and not _readable_by(path, user, root):
             mode = (path.stat().st_mode & 0o7707) | 0o040
-            result.steps.append(Step(f"let group {user} read {path} (group {user}, mode {mode:04o})",
-                                     path=path, mode=mode, group=user))
+            result.steps.append(
+                Step(f"let group {user} read {path} (group {user}, mode {mode:04o})", path=path, mode=mode, group=user)
+            )
     # The state folder, the service user's home: made here, not by systemd at the first start, so that what
     # init, install-hooks and token create write there as root meanwhile is the service's too.
     state = _under(root, home)
     if not _owned_by(state, user, root):
-        result.steps.append(Step(f"give {state} and all in it to {user}:{user} (mode 0750; the state folder, "
-                                 f"{user}'s home)", path=state, mode=0o750, owner=user))
+        result.steps.append(
+            Step(
+                f"give {state} and all in it to {user}:{user} (mode 0750; the state folder, {user}'s home)",
+                path=state,
+                mode=0o750,
+                owner=user,
+            )
+        )
     result.steps += _provenance_key(state, user)
     key = _signing_key(config, config_file)
     if key is not None and not _under(root, key).exists():
@@ -144,8 +183,12 @@ def plan(user: str, config: Path, root: Path = Path("/"), executable: str | None
         made = _under(root, key)
         if not made.parent.is_dir():
             result.steps.append(Step(f"make the folder {made.parent}", ("mkdir", "-p", "--", str(made.parent))))
-        result.steps.append(Step(f"make the service's SSH signing key {made} (signing_key in the config)",
-                                 ("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"{user}@gitopsd", "-f", str(made))))
+        result.steps.append(
+            Step(
+                f"make the service's SSH signing key {made} (signing_key in the config)",
+                ("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"{user}@gitopsd", "-f", str(made)),
+            )
+        )
         if key.is_relative_to(home):
             result.steps.append(Step(f"give {made} to {user}", path=state, mode=0o750, owner=user))
         else:
@@ -157,15 +200,20 @@ def _provenance_key(state: Path, user: str) -> list[Step]:
     """Make the service's ed25519 provenance key (ci/provenance.py) in its state folder when missing: the service's
     alone (0600), and there before the first build, so that `gitopsd doctor` can check it."""
     from ..adapters.signing import KEY_NAME
+
     key = state / KEY_NAME
     if key.exists():
         return []
     public = key.with_suffix(".pub")
-    return [Step(f"make the service's provenance key {key} (ed25519, mode 0600)",
-                 ("openssl", "genpkey", "-algorithm", "ed25519", "-out", str(key))),
-            Step(f"keep {key} to its owner", ("chmod", "0600", str(key))),
-            Step(f"write its public half {public}", ("openssl", "pkey", "-in", str(key), "-pubout", "-out", str(public))),
-            Step(f"give {key} to {user}", path=state, mode=0o750, owner=user)]
+    return [
+        Step(
+            f"make the service's provenance key {key} (ed25519, mode 0600)",
+            ("openssl", "genpkey", "-algorithm", "ed25519", "-out", str(key)),
+        ),
+        Step(f"keep {key} to its owner", ("chmod", "0600", str(key))),
+        Step(f"write its public half {public}", ("openssl", "pkey", "-in", str(key), "-pubout", "-out", str(public))),
+        Step(f"give {key} to {user}", path=state, mode=0o750, owner=user),
+    ]
 
 
 def _tokens_path(config_file: Path, root: Path) -> Path | None:
@@ -229,16 +277,21 @@ def _configured_folders(config: Path, config_file: Path, root: Path, result: Pla
     since its paths are that system's.
     """
     if not config_file.is_file():
-        result.first.append(f"{config_file} does not exist: register a repository first with "
-                            f"`gitopsd init /srv/git/NAME.git --config {config}`, then run install-service again")
+        result.first.append(
+            f"{config_file} does not exist: register a repository first with "
+            f"`gitopsd init /srv/git/NAME.git --config {config}`, then run install-service again"
+        )
         return []
     if root == Path("/"):
         from ..config import ConfigError, load
+
         try:
             loaded = load(config_file)
         except ConfigError as exc:
-            result.first.append(f"{config_file} has {len(exc.problems)} problem(s): fix what "
-                                f"`gitopsd check-config --config {config}` shows, then run install-service again")
+            result.first.append(
+                f"{config_file} has {len(exc.problems)} problem(s): fix what "
+                f"`gitopsd check-config --config {config}` shows, then run install-service again"
+            )
             return []
         repos, state, runtime = [r.path for r in loaded.repositories], loaded.state_dir, loaded.runtime_dir
     else:
@@ -248,12 +301,16 @@ def _configured_folders(config: Path, config_file: Path, root: Path, result: Pla
             state = Path(config.parent, data.get("state_dir", str(HOME)))
             runtime = Path(config.parent, data.get("runtime_dir", str(RUNTIME)))
         except (OSError, UnicodeError, ConfigurationError, AttributeError, KeyError, TypeError) as exc:
-            result.first.append(f"{config_file}: cannot read the repositories' paths ({exc}); "
-                                "fix it with `gitopsd check-config` on the target system")
+            result.first.append(
+                f"{config_file}: cannot read the repositories' paths ({exc}); "
+                "fix it with `gitopsd check-config` on the target system"
+            )
             return []
         if not repos:
-            result.first.append(f"{config_file} lists no repositories: register one first with "
-                                f"`gitopsd init /srv/git/NAME.git --config {config}`, then run install-service again")
+            result.first.append(
+                f"{config_file} lists no repositories: register one first with "
+                f"`gitopsd init /srv/git/NAME.git --config {config}`, then run install-service again"
+            )
             return []
     folders = list(dict.fromkeys(Path(os.path.normpath(p)) for p in repos))
     for own, path in ((HOME, state), (RUNTIME, runtime)):
@@ -323,10 +380,12 @@ def apply(steps: list[Step], root: Path = Path("/")) -> None:
 
 def next_commands(user: str, config: Path, again: bool) -> list[str]:
     """What to run after install-service, in order; with `again`, install-service itself first (after `first:`)."""
-    return [*([f"gitopsd install-service --config {config}"] if again else []),
-            "systemctl daemon-reload",
-            "systemctl enable --now gitopsd",
-            "journalctl -u gitopsd -f",
-            f"# let git users reach the nudge socket: usermod -aG {user} git",
-            f"# after `gitopsd init` of another repository: gitopsd install-service --config {config}, "
-            "then systemctl daemon-reload && systemctl restart gitopsd"]
+    return [
+        *([f"gitopsd install-service --config {config}"] if again else []),
+        "systemctl daemon-reload",
+        "systemctl enable --now gitopsd",
+        "journalctl -u gitopsd -f",
+        f"# let git users reach the nudge socket: usermod -aG {user} git",
+        f"# after `gitopsd init` of another repository: gitopsd install-service --config {config}, "
+        "then systemctl daemon-reload && systemctl restart gitopsd",
+    ]

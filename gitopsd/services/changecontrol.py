@@ -12,6 +12,7 @@ its endsAt, or (Alertmanager's webhook leaves endsAt empty while an alert fires)
 `alert_freezes.grace`; one not sent again by then expires, recorded as expired. A person in `override_by` may lift it
 with a reason; the alert's next firing notification freezes again.
 """
+
 from __future__ import annotations
 
 import logging
@@ -33,7 +34,7 @@ from .releases import NOTE_MAX, add_note
 log = logging.getLogger("gitopsd.changecontrol")
 
 OPS = ("lock", "unlock", "locks", "override", "override-confirm", "alerts")
-MAX_ALERTS = 1000   # alerts in one notification (Alertmanager groups them; more is not a notification)
+MAX_ALERTS = 1000  # alerts in one notification (Alertmanager groups them; more is not a notification)
 LABEL = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -51,13 +52,18 @@ def lock_until(until: Any, for_: Any, now: float) -> float | None:
     try:
         moment = datetime.fromisoformat(str(until).strip().replace("Z", "+00:00"))
     except ValueError as exc:
-        raise Refused(f"--until {str(until)[:40]!r} is not a time: give one like 2026-12-24T18:00 (UTC unless it says "
-                      "+01:00), or --for 2h", INVALID) from exc
+        raise Refused(
+            f"--until {str(until)[:40]!r} is not a time: give one like 2026-12-24T18:00 (UTC unless it says +01:00), or --for 2h",
+            INVALID,
+        ) from exc
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     if moment.timestamp() <= now:
-        raise Refused(f"--until {moment.astimezone(UTC):%Y-%m-%d %H:%M} UTC is in the past (now is {utc(now)}): "
-                      "give a time to come, or --for 2h", INVALID)
+        raise Refused(
+            f"--until {moment.astimezone(UTC):%Y-%m-%d %H:%M} UTC is in the past (now is {utc(now)}): "
+            "give a time to come, or --for 2h",
+            INVALID,
+        )
     return moment.timestamp()
 
 
@@ -70,9 +76,12 @@ def alert_key(labels: dict[str, str]) -> str:
 def parse_alerts(payload: Any) -> list[tuple[str, dict[str, str], dict[str, str], float | None, float | None]]:
     """(status, labels, annotations, startsAt, endsAt) of each alert in an Alertmanager webhook payload. Raise Refused (invalid)
     when it is not one, before anything is locked: a version, a status and a list of alerts with labels."""
+
     def bad(why: str) -> Refused:
-        return Refused(f"not an Alertmanager webhook payload: {why} (send Alertmanager's webhook_configs "
-                       "notification, version 4)", INVALID)
+        return Refused(
+            f"not an Alertmanager webhook payload: {why} (send Alertmanager's webhook_configs notification, version 4)", INVALID
+        )
+
     if not isinstance(payload, dict):
         raise bad("the body is not a JSON object")
     if not isinstance(payload.get("version"), str) or payload.get("status") not in ("firing", "resolved"):
@@ -85,13 +94,23 @@ def parse_alerts(payload: Any) -> list[tuple[str, dict[str, str], dict[str, str]
         if not isinstance(alert, dict) or alert.get("status") not in ("firing", "resolved"):
             raise bad(f"alerts[{i}] has no status firing or resolved")
         labels, notes = alert.get("labels"), alert.get("annotations", {})
-        if not (isinstance(labels, dict) and all(isinstance(k, str) and LABEL.match(k) and isinstance(v, str)
-                                                 for k, v in labels.items()) and labels.get("alertname")):
+        if not (
+            isinstance(labels, dict)
+            and all(isinstance(k, str) and LABEL.match(k) and isinstance(v, str) for k, v in labels.items())
+            and labels.get("alertname")
+        ):
             raise bad(f"alerts[{i}].labels must map label names to strings, alertname among them")
         if not (isinstance(notes, dict) and all(isinstance(v, str) for v in notes.values())):
             raise bad(f"alerts[{i}].annotations must map names to strings")
-        found.append((str(alert["status"]), dict(labels), {str(k): str(v) for k, v in notes.items()},
-                      _moment(alert.get("startsAt")), _moment(alert.get("endsAt"))))
+        found.append(
+            (
+                str(alert["status"]),
+                dict(labels),
+                {str(k): str(v) for k, v in notes.items()},
+                _moment(alert.get("startsAt")),
+                _moment(alert.get("endsAt")),
+            )
+        )
     return found
 
 
@@ -104,24 +123,41 @@ def _moment(text: Any) -> float | None:
 
 def one_line(text: str, limit: int = 300) -> str:
     line = " ".join(text.split())
-    return line if len(line) <= limit else line[:limit - 3] + "..."
+    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 class ChangeControl:
     """Locks, alert freezes and break-glass overrides, asked for over the control socket, the API or the dashboard."""
 
-    def __init__(self, config: Callable[[], Config], store: Store, notify: Callable[[Notify, dict[str, Any]], None],
-                 on_change: Callable[[str], None] = lambda _repo: None,
-                 look_at: Callable[[str, float], None] = lambda _repo, _at: None, clock: Callable[[], float] = time.time):
-        self.config, self.store, self.notify, self.on_change, self.look_at, self.clock = \
-            config, store, notify, on_change, look_at, clock
+    def __init__(
+        self,
+        config: Callable[[], Config],
+        store: Store,
+        notify: Callable[[Notify, dict[str, Any]], None],
+        on_change: Callable[[str], None] = lambda _repo: None,
+        look_at: Callable[[str, float], None] = lambda _repo, _at: None,
+        clock: Callable[[], float] = time.time,
+    ):
+        self.config, self.store, self.notify, self.on_change, self.look_at, self.clock = (
+            config,
+            store,
+            notify,
+            on_change,
+            look_at,
+            clock,
+        )
         self._lock = threading.Lock()
 
     def handle(self, identity: str, request: dict[str, Any]) -> dict[str, Any]:
         """Do one request as `identity`; one at a time (two confirmations racing count once)."""
         actions: dict[str, Callable[[str, dict[str, Any]], str | tuple[str, dict[str, Any]]]] = {
-            "lock": self.lock, "unlock": self.unlock, "locks": self.list_locks, "override": self.ask,
-            "override-confirm": self.confirm, "alerts": self.alerts}
+            "lock": self.lock,
+            "unlock": self.unlock,
+            "locks": self.list_locks,
+            "override": self.ask,
+            "override-confirm": self.confirm,
+            "alerts": self.alerts,
+        }
         action = actions.get(str(request.get("op")))
         if action is None:
             return refusal_answer(Refused(f"unknown request {request.get('op')!r}", INVALID, "unknown-request"))
@@ -138,21 +174,26 @@ class ChangeControl:
         config = self.config()
         if name in (None, ""):
             if len(config.repositories) != 1:
-                raise Refused(f"name the repository with --repo (known: {', '.join(r.name for r in config.repositories)})",
-                              INVALID)
+                raise Refused(
+                    f"name the repository with --repo (known: {', '.join(r.name for r in config.repositories)})", INVALID
+                )
             return config.repositories[0]
         repo = config.repository(str(name))
         if repo is None:
-            raise Refused(f"no repository named {str(name)[:100]!r} (known: "
-                          f"{', '.join(r.name for r in config.repositories)})", MISSING)
+            raise Refused(
+                f"no repository named {str(name)[:100]!r} (known: {', '.join(r.name for r in config.repositories)})", MISSING
+            )
         return repo
 
     @staticmethod
     def _env(repo: Repository, name: Any) -> Environment:
         env = repo.environment(str(name))
         if env is None:
-            raise Refused(f"repository {repo.name} has no environment {str(name)[:100]!r} "
-                          f"(it has: {', '.join(e.name for e in repo.environments)})", MISSING)
+            raise Refused(
+                f"repository {repo.name} has no environment {str(name)[:100]!r} "
+                f"(it has: {', '.join(e.name for e in repo.environments)})",
+                MISSING,
+            )
         return env
 
     def _scope(self, request: dict[str, Any]) -> tuple[str, str]:
@@ -174,16 +215,16 @@ class ChangeControl:
         if reason in (None, "") and not required:
             return ""
         if not isinstance(reason, str) or not reason.strip():
-            raise Refused("say why with --reason '...' (it is recorded with your name and shown to whoever is refused)",
-                          INVALID)
+            raise Refused("say why with --reason '...' (it is recorded with your name and shown to whoever is refused)", INVALID)
         if len(reason) > NOTE_MAX or any(ord(c) < 32 and c != "\t" for c in reason):
             raise Refused(f"--reason must be one line of at most {NOTE_MAX} characters", INVALID)
         return reason.strip()
 
     def _envs_of(self, repo_name: str, env_name: str) -> list[tuple[Repository, Environment]]:
         config = self.config()
-        return [(r, e) for r in config.repositories if repo_name in ("*", r.name)
-                for e in r.environments if env_name in ("*", e.name)]
+        return [
+            (r, e) for r in config.repositories if repo_name in ("*", r.name) for e in r.environments if env_name in ("*", e.name)
+        ]
 
     def _note(self, repo_name: str, env_name: str, line: str) -> None:
         """The line as a git note on what each environment in scope runs, or else on its branch's head (the audit trail
@@ -205,13 +246,14 @@ class ChangeControl:
         reason = self._reason(request)
         now = self.clock()
         until = lock_until(request.get("until"), request.get("for"), now)
-        lock_id = self.store.add_lock(repo=repo, env=env, source="person", actor=identity, reason=reason, now=now,
-                                      expires_at=until)
+        lock_id = self.store.add_lock(
+            repo=repo, env=env, source="person", actor=identity, reason=reason, now=now, expires_at=until
+        )
         lock = Lock(lock_id, repo, env, "person", "", identity, reason, now, until)
         self._note(repo, env, f"gitopsd: {lock.describe()}")
         if until is not None:
             for name in {r.name for r, _e in self._envs_of(repo, env)}:
-                self.look_at(name, until + 0.5)   # it expires on time: the held heads deploy then
+                self.look_at(name, until + 0.5)  # it expires on time: the held heads deploy then
         log.info("%s", lock.describe(), extra={"repo": repo, "env": env})
         return f"{lock.describe()}; rollbacks still pass; `gitopsd unlock` lifts it"
 
@@ -221,30 +263,49 @@ class ChangeControl:
         now = self.clock()
         scope = Lock(0, repo, env, "person", "", identity, reason, now, None).scope
         frozen, why_first = self._frozen_for(identity, repo, env, now), ""
-        if frozen and not reason:   # a person's own lock lifts without one; an alert's freeze only with one
-            why_first = (f"lifting the freeze of alert {frozen[0].actor} on {frozen[0].scope} is recorded: say why with "
-                         "--reason '...'")
+        if frozen and not reason:  # a person's own lock lifts without one; an alert's freeze only with one
+            why_first = (
+                f"lifting the freeze of alert {frozen[0].actor} on {frozen[0].scope} is recorded: say why with --reason '...'"
+            )
             frozen = []
         lifted = self.store.lift_locks(repo=repo, env=env, by=identity, now=now, reason=reason or None)
         for lock in frozen:
             if self.store.lift_lock(lock.id, by=identity, now=now, reason=reason):
                 lifted += 1
-                self._note(lock.repo, lock.env, f"gitopsd: {lock.scope} freeze by alert {lock.actor} lifted by {identity} "
-                                                f"at {utc(now)}: {reason}")
-                log.warning("%s freeze by alert %s lifted by %s: %s", lock.scope, lock.actor, identity, reason,
-                            extra={"repo": lock.repo, "env": lock.env})
+                self._note(
+                    lock.repo,
+                    lock.env,
+                    f"gitopsd: {lock.scope} freeze by alert {lock.actor} lifted by {identity} at {utc(now)}: {reason}",
+                )
+                log.warning(
+                    "%s freeze by alert %s lifted by %s: %s",
+                    lock.scope,
+                    lock.actor,
+                    identity,
+                    reason,
+                    extra={"repo": lock.repo, "env": lock.env},
+                )
         if not lifted and why_first:
             raise Refused(why_first, INVALID)
         if not lifted:
             left = [lock.describe() for lock in self.store.all_locks(now) if lock.repo == repo and lock.env == env]
-            raise Refused(f"no lock set by a person on {scope} to lift" + (
-                f"; in force: {'; '.join(left)} (an alert's freeze lifts when the alert resolves or is no longer sent, "
-                f"or by a person in override_by with --reason)" if left else ""))
+            raise Refused(
+                f"no lock set by a person on {scope} to lift"
+                + (
+                    f"; in force: {'; '.join(left)} (an alert's freeze lifts when the alert resolves or is no longer sent, "
+                    f"or by a person in override_by with --reason)"
+                    if left
+                    else ""
+                )
+            )
         self._note(repo, env, f"gitopsd: {scope} unlocked by {identity} at {utc(now)}" + (f": {reason}" if reason else ""))
         self._changed(repo)
         log.info("%s unlocked by %s%s", scope, identity, f": {reason}" if reason else "", extra={"repo": repo, "env": env})
-        still = [lock.describe() for repo_, env_ in {(r.name, e.name) for r, e in self._envs_of(repo, env)}
-                 for lock in self.store.locks(repo_, env_, now)]
+        still = [
+            lock.describe()
+            for repo_, env_ in {(r.name, e.name) for r, e in self._envs_of(repo, env)}
+            for lock in self.store.locks(repo_, env_, now)
+        ]
         return f"{scope} unlocked by {identity}" + (f"; still in force: {'; '.join(dict.fromkeys(still))}" if still else "")
 
     def _frozen_for(self, identity: str, repo: str, env: str, now: float) -> list[Lock]:
@@ -261,10 +322,21 @@ class ChangeControl:
     def _expire(self) -> list[str]:
         said = []
         for row in self.store.expire_alert_locks(self.clock()):
-            lock = Lock(row["id"], row["repo"], row["env"], "alert", row["alert"], row["actor"], row["reason"],
-                        row["created_at"], row["expires_at"])
-            line = (f"{lock.scope} freeze by alert {lock.actor} expired at {utc(row['expires_at'])}: Alertmanager did not "
-                    "send the alert again (alert_freezes: repeat_interval + grace)")
+            lock = Lock(
+                row["id"],
+                row["repo"],
+                row["env"],
+                "alert",
+                row["alert"],
+                row["actor"],
+                row["reason"],
+                row["created_at"],
+                row["expires_at"],
+            )
+            line = (
+                f"{lock.scope} freeze by alert {lock.actor} expired at {utc(row['expires_at'])}: Alertmanager did not "
+                "send the alert again (alert_freezes: repeat_interval + grace)"
+            )
             self._note(lock.repo, lock.env, f"gitopsd: {line}")
             log.warning("%s", line, extra={"repo": lock.repo, "env": lock.env})
             said.append(line)
@@ -281,21 +353,40 @@ class ChangeControl:
         env = self._env(repo, request.get("env"))
         reason = self._reason(request)
         if not env.override_by:
-            raise Refused(f"nobody may confirm a break-glass in {env.name}: its override_by is empty in the config",
-                          FORBIDDEN)
+            raise Refused(f"nobody may confirm a break-glass in {env.name}: its override_by is empty in the config", FORBIDDEN)
         settings, now = self.config().break_glass, self.clock()
-        request_id = self.store.ask_break_glass(repo=repo.name, env=env.name, asked_by=identity, reason=reason, now=now,
-                                                confirm_within=settings.confirm_within, lasts=settings.lasts)
+        request_id = self.store.ask_break_glass(
+            repo=repo.name,
+            env=env.name,
+            asked_by=identity,
+            reason=reason,
+            now=now,
+            confirm_within=settings.confirm_within,
+            lasts=settings.lasts,
+        )
         others = [who for who in env.override_by if who != identity] or ["nobody else"]
-        self._note(repo.name, env.name, f"gitopsd: break-glass #{request_id} for {env.name} asked by {identity} at "
-                                        f"{utc(now)}: {reason}")
-        self.notify(env.notify, {"event": "break-glass-asked", "repo": repo.name, "env": env.name, "id": request_id,
-                                 "by": identity, "reason": reason, "confirm_by": others,
-                                 "confirm_before": now + settings.confirm_within})
+        self._note(
+            repo.name, env.name, f"gitopsd: break-glass #{request_id} for {env.name} asked by {identity} at {utc(now)}: {reason}"
+        )
+        self.notify(
+            env.notify,
+            {
+                "event": "break-glass-asked",
+                "repo": repo.name,
+                "env": env.name,
+                "id": request_id,
+                "by": identity,
+                "reason": reason,
+                "confirm_by": others,
+                "confirm_before": now + settings.confirm_within,
+            },
+        )
         log.info("break-glass #%d asked by %s: %s", request_id, identity, reason, extra={"repo": repo.name, "env": env.name})
-        return (f"break-glass #{request_id} for {repo.name}/{env.name} asked by {identity}: {reason}. A second person "
-                f"({', '.join(others)}) confirms it before {utc(now + settings.confirm_within)}: "
-                f"gitopsd override confirm {request_id}"), {"id": request_id}
+        return (
+            f"break-glass #{request_id} for {repo.name}/{env.name} asked by {identity}: {reason}. A second person "
+            f"({', '.join(others)}) confirms it before {utc(now + settings.confirm_within)}: "
+            f"gitopsd override confirm {request_id}"
+        ), {"id": request_id}
 
     def confirm(self, identity: str, request: dict[str, Any]) -> str:
         try:
@@ -310,48 +401,77 @@ class ChangeControl:
         reason = self._reason(request, required=False) or None
         now = self.clock()
         if identity == asked["asked_by"]:
-            raise Refused(f"{identity} asked for break-glass #{request_id}: the same person cannot confirm their own; "
-                          f"a second identity in override_by ({', '.join(env.override_by)}) must", FORBIDDEN)
+            raise Refused(
+                f"{identity} asked for break-glass #{request_id}: the same person cannot confirm their own; "
+                f"a second identity in override_by ({', '.join(env.override_by)}) must",
+                FORBIDDEN,
+            )
         if identity not in env.override_by:
-            raise Refused(f"{identity} may not confirm a break-glass in {env.name}; who may: "
-                          f"{', '.join(env.override_by)}", FORBIDDEN)
+            raise Refused(
+                f"{identity} may not confirm a break-glass in {env.name}; who may: {', '.join(env.override_by)}", FORBIDDEN
+            )
         if asked["confirmed_by"]:
             raise Refused(f"break-glass #{request_id} was confirmed already by {asked['confirmed_by']}")
         if asked["confirm_before"] <= now:
-            raise Refused(f"break-glass #{request_id} lapsed at {utc(asked['confirm_before'])}, unconfirmed: "
-                          f"ask again with gitopsd override {env.name} --reason '...'")
+            raise Refused(
+                f"break-glass #{request_id} lapsed at {utc(asked['confirm_before'])}, unconfirmed: "
+                f"ask again with gitopsd override {env.name} --reason '...'"
+            )
         if not self.store.confirm_break_glass(request_id, by=identity, reason=reason, now=now):
             raise Refused(f"break-glass #{request_id} was confirmed or lapsed meanwhile")
         until = now + float(asked["lasts"])
-        self._note(repo.name, env.name, f"gitopsd: break-glass #{request_id} for {env.name} confirmed by {identity} at "
-                                        f"{utc(now)} (asked by {asked['asked_by']}: {asked['reason']})"
-                                        + (f": {reason}" if reason else ""))
-        self.notify(env.notify, {"event": "break-glass-confirmed", "repo": repo.name, "env": env.name, "id": request_id,
-                                 "asked_by": asked["asked_by"], "reason": asked["reason"], "by": identity,
-                                 "until": until})
+        self._note(
+            repo.name,
+            env.name,
+            f"gitopsd: break-glass #{request_id} for {env.name} confirmed by {identity} at "
+            f"{utc(now)} (asked by {asked['asked_by']}: {asked['reason']})" + (f": {reason}" if reason else ""),
+        )
+        self.notify(
+            env.notify,
+            {
+                "event": "break-glass-confirmed",
+                "repo": repo.name,
+                "env": env.name,
+                "id": request_id,
+                "asked_by": asked["asked_by"],
+                "reason": asked["reason"],
+                "by": identity,
+                "until": until,
+            },
+        )
         self.on_change(repo.name)
         self.look_at(repo.name, until + 0.5)
-        log.warning("break-glass #%d confirmed by %s (asked by %s: %s)", request_id, identity, asked["asked_by"],
-                    asked["reason"], extra={"repo": repo.name, "env": env.name})
-        return (f"break-glass #{request_id} confirmed by {identity} (asked by {asked['asked_by']}: {asked['reason']}): "
-                f"promotions to {repo.name}/{env.name} pass its locks, freezes and deploy windows until {utc(until)}")
+        log.warning(
+            "break-glass #%d confirmed by %s (asked by %s: %s)",
+            request_id,
+            identity,
+            asked["asked_by"],
+            asked["reason"],
+            extra={"repo": repo.name, "env": env.name},
+        )
+        return (
+            f"break-glass #{request_id} confirmed by {identity} (asked by {asked['asked_by']}: {asked['reason']}): "
+            f"promotions to {repo.name}/{env.name} pass its locks, freezes and deploy windows until {utc(until)}"
+        )
 
     # -- freezes raised by alerts ----------------------------------------------------------------------------
     def alerts(self, identity: str, request: dict[str, Any]) -> str:
         """An Alertmanager notification: freeze what `freeze_on` names for each firing alert, lift it at its resolve."""
         found = parse_alerts(request.get("payload"))
         config, now = self.config(), self.clock()
-        self._expire()   # a freeze past its end is recorded as expired before the alert freezes anew
+        self._expire()  # a freeze past its end is recorded as expired before the alert freezes anew
         said: list[str] = []
         touched: set[str] = set()
         for status, labels, notes, since, ends in found:
             key = alert_key(labels)
             # Alertmanager sends a firing alert again every repeat_interval: the freeze holds until then (or its endsAt)
-            until = (ends if ends is not None and ends > now else now + config.alert_freezes.repeat_interval) \
-                + config.alert_freezes.grace
+            until = (
+                ends if ends is not None and ends > now else now + config.alert_freezes.repeat_interval
+            ) + config.alert_freezes.grace
             if status == "resolved":
-                if self.store.lift_locks(repo="", env="", by=f"alertmanager ({identity})", now=now, alert=key,
-                                         reason="the alert resolved"):
+                if self.store.lift_locks(
+                    repo="", env="", by=f"alertmanager ({identity})", now=now, alert=key, reason="the alert resolved"
+                ):
                     said.append(f"{labels['alertname']} resolved: its freeze is lifted")
                     touched.add("*")
                 continue
@@ -364,17 +484,33 @@ class ChangeControl:
                     for env in (repo.environment(name) for name in rule.envs):
                         if env is None:
                             continue
-                        self.look_at(repo.name, until + 0.5)   # it expires unless sent again: recorded, held heads go
+                        self.look_at(repo.name, until + 0.5)  # it expires unless sent again: recorded, held heads go
                         if self.store.extend_alert_lock(alert=key, repo=repo.name, env=env.name, now=now, until=until):
                             continue
                         why = one_line(notes.get("summary") or notes.get("description") or f"{key} is firing")
-                        self.store.add_lock(repo=repo.name, env=env.name, source="alert", actor=labels["alertname"],
-                                            reason=why, now=since if since and since <= now else now, alert=key,
-                                            expires_at=until)
-                        self._note(repo.name, env.name, f"gitopsd: {repo.name}/{env.name} frozen by alert "
-                                                        f"{labels['alertname']} at {utc(now)}: {why}")
-                        log.warning("%s/%s frozen by alert %s: %s", repo.name, env.name, labels["alertname"], why,
-                                    extra={"repo": repo.name, "env": env.name})
+                        self.store.add_lock(
+                            repo=repo.name,
+                            env=env.name,
+                            source="alert",
+                            actor=labels["alertname"],
+                            reason=why,
+                            now=since if since and since <= now else now,
+                            alert=key,
+                            expires_at=until,
+                        )
+                        self._note(
+                            repo.name,
+                            env.name,
+                            f"gitopsd: {repo.name}/{env.name} frozen by alert {labels['alertname']} at {utc(now)}: {why}",
+                        )
+                        log.warning(
+                            "%s/%s frozen by alert %s: %s",
+                            repo.name,
+                            env.name,
+                            labels["alertname"],
+                            why,
+                            extra={"repo": repo.name, "env": env.name},
+                        )
                         said.append(f"{repo.name}/{env.name} frozen by alert {labels['alertname']}")
                         touched.add(repo.name)
         for name in touched:

@@ -10,6 +10,7 @@ no self-approval, expiry). The answer goes back to the room, in the sender's thr
 Each side has its own thread with timeouts and backoff: a homeserver that is down, slow or refuses
 the login never holds up a deployment, a release candidate or the control socket.
 """
+
 from __future__ import annotations
 
 import logging
@@ -28,12 +29,11 @@ from ..core.settings import Config, Matrix
 
 log = logging.getLogger("gitopsd.chat")
 
-SYNC_WAIT = 5.0        # seconds a sync waits for new messages: also how late a queued post may go out
-BACKOFF_FIRST, BACKOFF_MAX = 5.0, 300.0   # seconds between attempts while the homeserver fails, doubling
-QUEUE_MAX = 200        # posts waiting for a homeserver or webhook that is down; more are dropped (one warning)
+SYNC_WAIT = 5.0  # seconds a sync waits for new messages: also how late a queued post may go out
+BACKOFF_FIRST, BACKOFF_MAX = 5.0, 300.0  # seconds between attempts while the homeserver fails, doubling
+QUEUE_MAX = 200  # posts waiting for a homeserver or webhook that is down; more are dropped (one warning)
 REASON_MAX = 900
-COMMAND_RE = re.compile(r"^(approve|reject)\s+(?:([A-Za-z0-9][A-Za-z0-9._-]*)/)?rc/(\S+)(?:\s+(.*))?$",
-                        re.IGNORECASE | re.DOTALL)
+COMMAND_RE = re.compile(r"^(approve|reject)\s+(?:([A-Za-z0-9][A-Za-z0-9._-]*)/)?rc/(\S+)(?:\s+(.*))?$", re.IGNORECASE | re.DOTALL)
 
 
 def parse(body: str) -> tuple[str, str | None, str, str] | None:
@@ -55,12 +55,15 @@ def parse(body: str) -> tuple[str, str | None, str, str] | None:
 def request_text(config: Config, event: dict[str, Any]) -> str:
     """The approval request for a new release candidate: what it is, its changes, checks and sign-offs, its page."""
     repo, name, env = str(event["repo"]), str(event["rc"]), str(event["env"])
-    lines = [f"gitopsd: release candidate rc/{name} for {env} ({repo}) asks for {event.get('approvals_required', 1)} "
-             f"approval(s) from {', '.join(event.get('approvers', [])) or 'its approvers'}"]
+    lines = [
+        f"gitopsd: release candidate rc/{name} for {env} ({repo}) asks for {event.get('approvals_required', 1)} "
+        f"approval(s) from {', '.join(event.get('approvers', [])) or 'its approvers'}"
+    ]
     repository = config.repository(repo)
-    if repository is not None:   # the tag's message holds the changes, checks and sign-offs, as `rc show` does
-        code, out, _err = gitcli.run(["git", "-C", str(repository.path), "for-each-ref", "--format=%(contents)",
-                                      f"refs/tags/rc/{name}"])
+    if repository is not None:  # the tag's message holds the changes, checks and sign-offs, as `rc show` does
+        code, out, _err = gitcli.run(
+            ["git", "-C", str(repository.path), "for-each-ref", "--format=%(contents)", f"refs/tags/rc/{name}"]
+        )
         body = out.strip().splitlines()[1:] if code == 0 else []
         lines += [line for line in body if line.strip()]
     link = page_link(config, repo, name)
@@ -81,26 +84,25 @@ def page_link(config: Config, repo: str, name: str) -> str | None:
 class ChatRoom:
     """The Matrix room's reader and poster, and the webhook poster: each a thread of its own; `announce` never blocks."""
 
-    def __init__(self, config: Callable[[], Config], handle: Callable[[str, dict[str, Any]], dict[str, Any]],
-                 since_file: Path):
+    def __init__(self, config: Callable[[], Config], handle: Callable[[str, dict[str, Any]], dict[str, Any]], since_file: Path):
         self.config, self.handle, self.since_file = config, handle, since_file
         self.stopping = threading.Event()
         self._room_posts: queue.Queue[str] = queue.Queue(QUEUE_MAX)
         self._webhook_posts: queue.Queue[tuple[str, str] | None] = queue.Queue(QUEUE_MAX)
         self._told_unmapped: set[str] = set()
         self._threads: list[threading.Thread] = []
-        self._live = False   # the current session logged in and joined
+        self._live = False  # the current session logged in and joined
 
     def start(self) -> None:
         for target, name in ((self._matrix_loop, "chat-matrix"), (self._webhook_loop, "chat-webhook")):
-            thread = threading.Thread(target=target, name=name, daemon=True)   # a hung homeserver never holds up exit
+            thread = threading.Thread(target=target, name=name, daemon=True)  # a hung homeserver never holds up exit
             thread.start()
             self._threads.append(thread)
 
     def stop(self) -> None:
         self.stopping.set()
         try:
-            self._webhook_posts.put_nowait(None)   # wakes the webhook's thread; a full queue: it sees `stopping` next
+            self._webhook_posts.put_nowait(None)  # wakes the webhook's thread; a full queue: it sees `stopping` next
         except queue.Full:
             pass
         for thread in self._threads:
@@ -122,8 +124,11 @@ class ChatRoom:
             if chat.slack_webhook is not None:
                 self._webhook_posts.put_nowait((chat.slack_webhook, text))
         except queue.Full:
-            log.warning("too many chat posts wait for a homeserver or webhook that does not answer: the approval "
-                        "request of rc/%s was not posted", event.get("rc"))
+            log.warning(
+                "too many chat posts wait for a homeserver or webhook that does not answer: the approval "
+                "request of rc/%s was not posted",
+                event.get("rc"),
+            )
 
     def _webhook_loop(self) -> None:
         while not self.stopping.is_set():
@@ -143,20 +148,19 @@ class ChatRoom:
             self._live = False
             try:
                 self._session(settings)
-                delay = BACKOFF_FIRST   # the settings changed (a reload): a fresh session at once
+                delay = BACKOFF_FIRST  # the settings changed (a reload): a fresh session at once
                 continue
             except MatrixError as exc:
                 problem = self._explain(settings, exc)
             except OSError as exc:
                 problem = f"cannot read {settings.password_file}: {exc.strerror or exc}; check the file and its owner"
-            except Exception:   # a bug here must not end approvals from the room for good: said, then tried again
+            except Exception:  # a bug here must not end approvals from the room for good: said, then tried again
                 log.exception("the Matrix room's reader failed")
                 problem = "the Matrix room's reader failed (above)"
-            if self._live:   # it worked a while: a new outage is said again and retried soon
+            if self._live:  # it worked a while: a new outage is said again and retried soon
                 delay, said = BACKOFF_FIRST, ""
-            if problem != said:   # once per cause: a homeserver that keeps refusing fills no log
-                log.warning("%s; approvals from the Matrix room wait: trying again in %.0f s, then less often",
-                            problem, delay)
+            if problem != said:  # once per cause: a homeserver that keeps refusing fills no log
+                log.warning("%s; approvals from the Matrix room wait: trying again in %.0f s, then less often", problem, delay)
                 said = problem
             if self.stopping.wait(delay):
                 return
@@ -165,9 +169,11 @@ class ChatRoom:
     @staticmethod
     def _explain(settings: Matrix, exc: MatrixError) -> str:
         if exc.status in (401, 403) and exc.errcode in ("M_FORBIDDEN", "M_USER_DEACTIVATED", "M_UNKNOWN_TOKEN", ""):
-            return (f"the Matrix homeserver {settings.homeserver} refused gitopsd's login or room as {settings.user} "
-                    f"({exc}): check notifications.matrix.user, its password file and that {settings.room} "
-                    "invites it")
+            return (
+                f"the Matrix homeserver {settings.homeserver} refused gitopsd's login or room as {settings.user} "
+                f"({exc}): check notifications.matrix.user, its password file and that {settings.room} "
+                "invites it"
+            )
         return f"Matrix homeserver {settings.homeserver}: {exc}"
 
     def _session(self, settings: Matrix) -> None:
@@ -178,13 +184,13 @@ class ChatRoom:
         room_id = client.join(settings.room)
         since = self._load_since(settings, room_id)
         if since is None:
-            since, _ = client.sync(room_id, None, 0)   # where the room is now: what was said before is not a command
+            since, _ = client.sync(room_id, None, 0)  # where the room is now: what was said before is not a command
             self._save_since(settings, room_id, since)
         log.info("reading approvals in the Matrix room %s as %s", settings.room, settings.user)
         self._live = True
         while not self.stopping.is_set() and self.config().notifications.matrix == settings:
             while not self._room_posts.empty():
-                text = self._room_posts.queue[0]   # peek: a post that fails is sent again once the homeserver answers
+                text = self._room_posts.queue[0]  # peek: a post that fails is sent again once the homeserver answers
                 try:
                     client.send(room_id, text)
                 except MatrixError as exc:
@@ -194,7 +200,7 @@ class ChatRoom:
                 self._room_posts.get_nowait()
             since, events = client.sync(room_id, since, SYNC_WAIT)
             for event in events:
-                if self.stopping.is_set():   # the daemon closes its store: the rest is read at the next start
+                if self.stopping.is_set():  # the daemon closes its store: the rest is read at the next start
                     return
                 self._answer(client, settings, room_id, event)
             self._save_since(settings, room_id, since)
@@ -208,31 +214,44 @@ class ChatRoom:
         if command is None:
             return
         verb, repo, name, reason = command
-        identity = settings.identity(sender)   # the homeserver's word for the sender; display names mean nothing
+        identity = settings.identity(sender)  # the homeserver's word for the sender; display names mean nothing
         if identity is None:
-            if sender not in self._told_unmapped:   # answered (and logged) once, then ignored
+            if sender not in self._told_unmapped:  # answered (and logged) once, then ignored
                 self._told_unmapped.add(sender)
                 log.warning("Matrix: %s asked to %s rc/%s but is mapped to no identity: ignored", sender, verb, name)
-                client.send(room_id, f"{sender} is not mapped to an identity in gitopsd's config "
-                                     "(notifications.matrix.accounts): your messages are ignored; ask an admin to "
-                                     "map your account", reply_to=event)
+                client.send(
+                    room_id,
+                    f"{sender} is not mapped to an identity in gitopsd's config "
+                    "(notifications.matrix.accounts): your messages are ignored; ask an admin to "
+                    "map your account",
+                    reply_to=event,
+                )
             return
         if verb == "reject" and not reason:
-            client.send(room_id, f"say why: reject rc/{name} REASON (the reason is recorded with your name)",
-                        reply_to=event)
+            client.send(room_id, f"say why: reject rc/{name} REASON (the reason is recorded with your name)", reply_to=event)
             return
         note = f"{reason or 'approved'} (in Matrix as {sender})"
         request: dict[str, Any] = {"op": verb, "rc": name, "note": note}
         if repo is not None:
             request["repo"] = repo
         elif len(self.config().repositories) > 1:
-            client.send(room_id, f"name the repository: {verb} REPO/rc/{name} ... (repositories: "
-                                 f"{', '.join(r.name for r in self.config().repositories)})", reply_to=event)
+            client.send(
+                room_id,
+                f"name the repository: {verb} REPO/rc/{name} ... (repositories: "
+                f"{', '.join(r.name for r in self.config().repositories)})",
+                reply_to=event,
+            )
             return
         answer = self.handle(identity, request)
         text = answer["message"] if answer.get("ok") else f"{identity}: refused: {answer.get('error')}"
-        log.info("Matrix: %s (%s) asked to %s rc/%s: %s", sender, identity, verb, name,
-                 "done" if answer.get("ok") else answer.get("error"))
+        log.info(
+            "Matrix: %s (%s) asked to %s rc/%s: %s",
+            sender,
+            identity,
+            verb,
+            name,
+            "done" if answer.get("ok") else answer.get("error"),
+        )
         client.send(room_id, text, reply_to=event)
 
     # -- where reading stopped (so nothing typed while gitopsd was down is lost) --------------------------------

@@ -4,6 +4,7 @@ Pure computation over rows the store gives (docs/monitoring.md, "DORA figures", 
 clock but the one passed in. `figures(store, repo, env, since)` is what `gitopsd dora` and a metrics
 collector call.
 """
+
 from __future__ import annotations
 
 import math
@@ -16,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 DAY = 86_400.0
-FIX_WITHIN = DAY   # a deploy of another commit this soon after a change failure is a fix (rework)
+FIX_WITHIN = DAY  # a deploy of another commit this soon after a change failure is a fix (rework)
 # Commits gitopsd or its commands made on the server (promotion merges, reverts): no change of anyone's, no lead time.
 SERVER_MADE = frozenset({"promote", "rollback", "auto-promote", "auto-rollback"})
 UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": DAY, "w": 7 * DAY}
@@ -34,22 +35,22 @@ class Figures:
 
     repo: str | None
     env: str
-    since: float                        # the window's start as asked
+    since: float  # the window's start as asked
     until: float
-    days: float                         # the window measured: from `since` or the environment's first deployment
-    deployments: int                    # deploys and rollbacks that succeeded or failed
+    days: float  # the window measured: from `since` or the environment's first deployment
+    deployments: int  # deploys and rollbacks that succeeded or failed
     successful: int
     per_day: float
     deploy_days_per_week: float
-    changes: int                        # commits whose lead time is measured
+    changes: int  # commits whose lead time is measured
     lead_time_median: float | None
     lead_time_p90: float | None
-    change_failures: int                # failed deployments, and successful deploys rolled back afterwards
+    change_failures: int  # failed deployments, and successful deploys rolled back afterwards
     change_failure_rate: float | None
     recoveries: int
     recovery_median: float | None
     recovery_p90: float | None
-    unrecovered: int                    # failures with no successful deployment after them yet
+    unrecovered: int  # failures with no successful deployment after them yet
     rollbacks: int
     fixes: int
     rework_rate: float | None
@@ -69,17 +70,34 @@ def parse_span(text: str) -> float:
     return float(match.group(1)) * UNITS[match.group(2)]
 
 
-def figures(store: DoraStore, repo: str | None, env: str, since: float, now: float | None = None,
-            fix_within: float = FIX_WITHIN) -> Figures:
+def figures(
+    store: DoraStore, repo: str | None, env: str, since: float, now: float | None = None, fix_within: float = FIX_WITHIN
+) -> Figures:
     """The figures of `env` (in `repo`, or in every repository that has it) for deployments started since `since`."""
     now = time.time() if now is None else now
-    return compute(store.dora_deployments(repo, env, since), store.dora_lead_times(repo, env, since),
-                   store.dora_first_deployment(repo, env), repo=repo, env=env, since=since, now=now,
-                   fix_within=fix_within)
+    return compute(
+        store.dora_deployments(repo, env, since),
+        store.dora_lead_times(repo, env, since),
+        store.dora_first_deployment(repo, env),
+        repo=repo,
+        env=env,
+        since=since,
+        now=now,
+        fix_within=fix_within,
+    )
 
 
-def compute(deployments: Iterable[tuple[Any, ...]], leads: list[float], first: float | None, *,
-            repo: str | None, env: str, since: float, now: float, fix_within: float = FIX_WITHIN) -> Figures:
+def compute(
+    deployments: Iterable[tuple[Any, ...]],
+    leads: list[float],
+    first: float | None,
+    *,
+    repo: str | None,
+    env: str,
+    since: float,
+    now: float,
+    fix_within: float = FIX_WITHIN,
+) -> Figures:
     """Given the deploys and rollbacks that succeeded or failed as (repo, is a rollback, succeeded, commit, started,
     finished) rows by repo and id, and the lead times of the changes they brought, return the Figures."""
     start = max(since, first) if first is not None else since
@@ -88,10 +106,10 @@ def compute(deployments: Iterable[tuple[Any, ...]], leads: list[float], first: f
     counted, successful, failures, rollbacks, fixes, unrecovered = len(rows), 0, 0, 0, 0, 0
     deploy_days: set[int] = set()
     recoveries: list[float] = []
-    down_since: float | None = None          # an unrecovered failure's end
+    down_since: float | None = None  # an unrecovered failure's end
     to_fix: tuple[float, str] | None = None  # (end, commit) of the last change failure not yet fixed
     for i, (repo_, rollback, ok, commit, started, finished) in enumerate(rows):
-        if i and rows[i - 1][0] != repo_:    # the next repository: each one's history is its own
+        if i and rows[i - 1][0] != repo_:  # the next repository: each one's history is its own
             unrecovered += down_since is not None
             down_since = to_fix = None
         if rollback:
@@ -113,13 +131,28 @@ def compute(deployments: Iterable[tuple[Any, ...]], leads: list[float], first: f
             down_since = None
     unrecovered += down_since is not None
     return Figures(
-        repo=repo, env=env, since=since, until=now, days=days, deployments=counted, successful=successful,
-        per_day=successful / days, deploy_days_per_week=len(deploy_days) / max(1.0, days / 7),
-        changes=len(leads), lead_time_median=_median(leads), lead_time_p90=_p90(leads),
-        change_failures=failures, change_failure_rate=failures / counted if counted else None,
-        recoveries=len(recoveries), recovery_median=_median(recoveries), recovery_p90=_p90(recoveries),
-        unrecovered=unrecovered, rollbacks=rollbacks, fixes=fixes,
-        rework_rate=(rollbacks + fixes) / counted if counted else None)
+        repo=repo,
+        env=env,
+        since=since,
+        until=now,
+        days=days,
+        deployments=counted,
+        successful=successful,
+        per_day=successful / days,
+        deploy_days_per_week=len(deploy_days) / max(1.0, days / 7),
+        changes=len(leads),
+        lead_time_median=_median(leads),
+        lead_time_p90=_p90(leads),
+        change_failures=failures,
+        change_failure_rate=failures / counted if counted else None,
+        recoveries=len(recoveries),
+        recovery_median=_median(recoveries),
+        recovery_p90=_p90(recoveries),
+        unrecovered=unrecovered,
+        rollbacks=rollbacks,
+        fixes=fixes,
+        rework_rate=(rollbacks + fixes) / counted if counted else None,
+    )
 
 
 def _median(values: list[float]) -> float | None:
@@ -153,17 +186,24 @@ def text(f: Figures, since_label: str) -> list[str]:
     """The lines `gitopsd dora` prints."""
     where = f"{f.repo}/{f.env}" if f.repo else f.env
     rows = [
-        ("deployment frequency", f"{f.per_day:.2f} per day, {f.deploy_days_per_week:.1f} deploy days per week "
-                                 f"({f.successful} successful)"),
-        ("lead time for changes", f"median {span(f.lead_time_median)}, p90 {span(f.lead_time_p90)} "
-                                  f"({_count(f.changes, 'commit')})"),
+        (
+            "deployment frequency",
+            f"{f.per_day:.2f} per day, {f.deploy_days_per_week:.1f} deploy days per week ({f.successful} successful)",
+        ),
+        (
+            "lead time for changes",
+            f"median {span(f.lead_time_median)}, p90 {span(f.lead_time_p90)} ({_count(f.changes, 'commit')})",
+        ),
         ("change failure rate", f"{_rate(f.change_failure_rate)} ({f.change_failures} failed or rolled back)"),
-        ("failed deployment recovery", f"median {span(f.recovery_median)}, p90 {span(f.recovery_p90)} "
-                                       f"({f.recoveries} recovered, {f.unrecovered} not yet)"),
+        (
+            "failed deployment recovery",
+            f"median {span(f.recovery_median)}, p90 {span(f.recovery_p90)} ({f.recoveries} recovered, {f.unrecovered} not yet)",
+        ),
         ("rework rate", f"{_rate(f.rework_rate)} ({_count(f.rollbacks, 'rollback')}, {_count(f.fixes, 'fix')})"),
     ]
-    return [f"DORA figures of {where}, last {since_label} ({f.days:.1f} days measured, "
-            f"{_count(f.deployments, 'deployment')}):"] + [f"  {label:<28}{value}" for label, value in rows]
+    return [
+        f"DORA figures of {where}, last {since_label} ({f.days:.1f} days measured, {_count(f.deployments, 'deployment')}):"
+    ] + [f"  {label:<28}{value}" for label, value in rows]
 
 
 def _count(n: int, word: str) -> str:

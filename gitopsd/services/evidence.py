@@ -5,6 +5,7 @@ artifacts built for it (sha256), sign-offs, approvals, the preview it was approv
 deployment's), every deployment of its tree per host, the rollbacks away from it, and its tree's rejections.
 Reads only, like readmodels.py.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -12,14 +13,15 @@ from typing import Any
 from ..base import gitcli
 from .readmodels import deployment_json, preview_view, rc_history, rc_view, release_marks
 
-HISTORY_SCANNED = 5000   # deployments looked through for this tree, newest first
+HISTORY_SCANNED = 5000  # deployments looked through for this tree, newest first
 
 
 def changes(repo_path: str, base: str | None, commit: str) -> list[dict[str, str]]:
     """(commit, subject) of what `commit` has that `base` has not, newest first."""
     spec = [commit, f"^{base}"] if base else [commit]
-    code, out, _err = gitcli.run(["git", "-C", repo_path, "log", "--no-merges", "-n", "5000", "--format=%H %s",
-                                  "--end-of-options", *spec])
+    code, out, _err = gitcli.run(
+        ["git", "-C", repo_path, "log", "--no-merges", "-n", "5000", "--format=%H %s", "--end-of-options", *spec]
+    )
     return [{"commit": line[:40], "subject": line[41:]} for line in out.splitlines() if len(line) >= 40] if code == 0 else []
 
 
@@ -27,9 +29,9 @@ def rc_evidence(config: Any, repo: Any, store: Any, rc: dict[str, Any]) -> dict[
     """The whole chain of a release candidate (`rc`, a store row), as plain JSON values."""
     tree, target = rc["tree"], rc["target_env"]
     scanned = store.history(repo=repo.name, limit=HISTORY_SCANNED)
-    mine = [d for d in scanned if d.tree == tree][::-1]   # oldest first
+    mine = [d for d in scanned if d.tree == tree][::-1]  # oldest first
     ids, before, rollbacks = {d.id for d in mine}, dict[str, int](), list[Any]()
-    for d in scanned[::-1]:   # a rollback right after a deployment of this tree, in the same environment
+    for d in scanned[::-1]:  # a rollback right after a deployment of this tree, in the same environment
         if d.kind == "rollback" and before.get(d.env) in ids:
             rollbacks.append(d)
         before[d.env] = d.id
@@ -41,8 +43,11 @@ def rc_evidence(config: Any, repo: Any, store: Any, rc: dict[str, Any]) -> dict[
         artifacts.update(d.detail.get("artifacts", {}))
     shown = [marks[d.id]["preview"] for d in mine if d.env == target and marks.get(d.id, {}).get("preview")]
     approved_on = store.previews(repo.name, preview_id=shown[-1], limit=1) if shown else []
-    signoffs = [{"env": env.name, "actor": actor, "verdict": verdict, "note": note, "at": at}
-                for env in repo.environments for actor, verdict, note, at in store.signoffs(repo.name, env.name, tree)]
+    signoffs = [
+        {"env": env.name, "actor": actor, "verdict": verdict, "note": note, "at": at}
+        for env in repo.environments
+        for actor, verdict, note, at in store.signoffs(repo.name, env.name, tree)
+    ]
     return {
         "rc": rc_view(repo, store, rc),
         "changes": changes(str(repo.path), base, rc["commit_id"]),
@@ -54,6 +59,8 @@ def rc_evidence(config: Any, repo: Any, store: Any, rc: dict[str, Any]) -> dict[
         "preview": preview_view(store, approved_on[0]) if approved_on else None,
         "deployments": [deployment_json(d, marks.get(d.id)) for d in mine],
         "rollbacks": [deployment_json(d, marks.get(d.id)) for d in rollbacks],
-        "rejections": [{"env": env, "kind": kind, "deployment": deployment, "actor": actor, "reason": reason, "at": at}
-                       for env, kind, deployment, actor, reason, at, _commit in store.rejections(repo.name, tree)],
+        "rejections": [
+            {"env": env, "kind": kind, "deployment": deployment, "actor": actor, "reason": reason, "at": at}
+            for env, kind, deployment, actor, reason, at, _commit in store.rejections(repo.name, tree)
+        ],
     }

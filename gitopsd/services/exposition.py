@@ -8,6 +8,7 @@ than a tenth of a core. A rendering that took under INLINE seconds (a small inst
 scrape that finds it stale, as before. The daemon's own figures (process, leadership, refused pushes) are cheap
 and rendered by every scrape. docs/monitoring.md, "How fresh a scrape is", says the same.
 """
+
 from __future__ import annotations
 
 import logging
@@ -17,28 +18,34 @@ from collections.abc import Callable
 
 log = logging.getLogger("gitopsd.metrics")
 
-POLL = 1.0          # seconds between two looks at the store's data_version
-DEBOUNCE = 1.0      # seconds at least between two renderings: a burst of changes makes one
-GAP = 9.0           # after a rendering, wait at least GAP x its duration: at most a tenth of a core
-INLINE = 0.25       # seconds: a rendering this quick is made in the scrape that finds it stale
-MAX_AGE = 60.0      # seconds: a scrape finding the rendering older asks for a new one (locks that expired, DORA)
-FIRST_WAIT = 0.5    # seconds the first scrape waits for the first rendering before it gets the daemon's own figures
+POLL = 1.0  # seconds between two looks at the store's data_version
+DEBOUNCE = 1.0  # seconds at least between two renderings: a burst of changes makes one
+GAP = 9.0  # after a rendering, wait at least GAP x its duration: at most a tenth of a core
+INLINE = 0.25  # seconds: a rendering this quick is made in the scrape that finds it stale
+MAX_AGE = 60.0  # seconds: a scrape finding the rendering older asks for a new one (locks that expired, DORA)
+FIRST_WAIT = 0.5  # seconds the first scrape waits for the first rendering before it gets the daemon's own figures
 
 
 class Rendering:
     """The store's figures as last rendered, and the daemon's own rendered for each scrape."""
 
-    def __init__(self, render: Callable[[], bytes], own: Callable[[], bytes], version: Callable[[], object],
-                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep):
+    def __init__(
+        self,
+        render: Callable[[], bytes],
+        own: Callable[[], bytes],
+        version: Callable[[], object],
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
         self.render, self.own, self.version, self.clock, self.sleep = render, own, version, clock, sleep
         self._body: bytes | None = None
-        self._seen: object = None       # the store's data_version the last rendering read
-        self._at = float("-inf")        # when the last rendering began
-        self._took = 0.0                # how long it took
-        self._waited = False            # a scrape waited FIRST_WAIT for the first rendering
+        self._seen: object = None  # the store's data_version the last rendering read
+        self._at = float("-inf")  # when the last rendering began
+        self._took = 0.0  # how long it took
+        self._waited = False  # a scrape waited FIRST_WAIT for the first rendering
         self._wake = threading.Event()
         self._first = threading.Event()
-        self._lock = threading.RLock()   # one rendering at a time
+        self._lock = threading.RLock()  # one rendering at a time
         self._starting = threading.Lock()
         self._thread: threading.Thread | None = None
 
@@ -55,9 +62,9 @@ class Rendering:
         body = self._body
         if body is None:
             self._wake.set()
-            waited, self._waited = self._waited, True   # only the first scrape waits: the others must be quick
+            waited, self._waited = self._waited, True  # only the first scrape waits: the others must be quick
             if not self._first.wait(0 if waited else FIRST_WAIT) or self._body is None:
-                return b""   # the history is still being added up: the daemon's own figures meanwhile
+                return b""  # the history is still being added up: the daemon's own figures meanwhile
             return self._body
         if not (self._moved() or self._aged()):
             return body
@@ -76,7 +83,7 @@ class Rendering:
 
     def _render(self) -> bytes:
         with self._lock:
-            version, began = self.version(), self.clock()   # read first: a change meanwhile makes the next rendering
+            version, began = self.version(), self.clock()  # read first: a change meanwhile makes the next rendering
             body = self.render()
             self._body, self._seen, self._at, self._took = body, version, began, self.clock() - began
             self._first.set()
@@ -96,10 +103,10 @@ class Rendering:
             self._wake.clear()
             due = self._at + max(DEBOUNCE, GAP * self._took)
             if self.clock() < due:
-                self.sleep(due - self.clock())   # a burst of changes makes one rendering, at most a tenth of a core
+                self.sleep(due - self.clock())  # a burst of changes makes one rendering, at most a tenth of a core
             try:
-                with self._lock:   # a scrape or prime() may have rendered meanwhile
+                with self._lock:  # a scrape or prime() may have rendered meanwhile
                     if self._body is None or self._moved() or (asked and self._aged()):
                         self._render()
-            except Exception as exc:   # noqa: BLE001 (the last rendering stays; tried again on the next change)
+            except Exception as exc:  # noqa: BLE001 (the last rendering stays; tried again on the next change)
                 log.warning("metrics: cannot render: %s: %s", type(exc).__name__, exc)

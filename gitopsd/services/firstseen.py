@@ -6,6 +6,7 @@ previous walk (`git rev-list NEW --not OLD`): every commit found is new to the s
 The first walk of a repository only records its heads: commits from before it have no first-seen time
 (dora.py falls back to their first deployment's start).
 """
+
 from __future__ import annotations
 
 import logging
@@ -21,8 +22,8 @@ from .dora import SERVER_MADE
 
 log = logging.getLogger("gitopsd.firstseen")
 
-PENDING_FOR = 60.0           # seconds a nudge's time waits for its commits to appear (a refused push never lands)
-MAX_DEPLOYED_COMMITS = 10_000   # commits recorded per deployment at most (a branch reset onto a distant history)
+PENDING_FOR = 60.0  # seconds a nudge's time waits for its commits to appear (a refused push never lands)
+MAX_DEPLOYED_COMMITS = 10_000  # commits recorded per deployment at most (a branch reset onto a distant history)
 
 
 class FirstSeen:
@@ -30,8 +31,8 @@ class FirstSeen:
 
     def __init__(self, store: Store, known_trigger: Callable[[str, str], str | None] = lambda _repo, _commit: None):
         self.store = store
-        self.known_trigger = known_trigger   # the trigger the daemon knows for a commit it or a command made
-        self._pending: dict[str, tuple[float, str]] = {}   # repo -> (earliest nudge time, its trigger) not yet walked
+        self.known_trigger = known_trigger  # the trigger the daemon knows for a commit it or a command made
+        self._pending: dict[str, tuple[float, str]] = {}  # repo -> (earliest nudge time, its trigger) not yet walked
         self._lock = threading.Lock()
 
     def noted(self, repo: str, trigger: str, at: float) -> None:
@@ -44,20 +45,20 @@ class FirstSeen:
         now = time.time() if now is None else now
         with self._lock:
             at, via = self._pending.get(repo, (now, "found"))
-            if now - at > PENDING_FOR:   # that push never landed (refused): what is new now came otherwise
+            if now - at > PENDING_FOR:  # that push never landed (refused): what is new now came otherwise
                 self._pending.pop(repo, None)
                 at, via = now, "found"
         try:
-            heads = gitcli.read_heads(path)   # no git process for each of 1,000 repositories when nothing moved
+            heads = gitcli.read_heads(path)  # no git process for each of 1,000 repositories when nothing moved
             if heads is None:
                 heads = sorted(set(gitcli.git(path, "for-each-ref", "--format=%(objectname)", "refs/heads/").split()))
             old = self.store.seen_tips(repo)
-            if old is None:   # the first walk: a baseline, what is there already has no first-seen time
+            if old is None:  # the first walk: a baseline, what is there already has no first-seen time
                 self.store.record_seen(repo, [], now, heads)
                 return 0
             new = sorted(set(heads) - set(old))
             if not new:
-                if set(heads) != set(old):   # only deletions
+                if set(heads) != set(old):  # only deletions
                     self.store.record_seen(repo, [], now, heads)
                 return 0
             revs = "\n".join(new + [f"^{c}" for c in old]) + "\n"
@@ -79,12 +80,21 @@ class FirstSeen:
         if deployment.kind != Kind.DEPLOY or deployment.result != "succeeded" or not previous:
             return 0
         try:
-            out = gitcli.git(path, "rev-list", f"--max-count={MAX_DEPLOYED_COMMITS}", "--ignore-missing", "--stdin",
-                             input=f"{deployment.commit}\n^{previous}\n")
+            out = gitcli.git(
+                path,
+                "rev-list",
+                f"--max-count={MAX_DEPLOYED_COMMITS}",
+                "--ignore-missing",
+                "--stdin",
+                input=f"{deployment.commit}\n^{previous}\n",
+            )
             commits = out.split()
             self.store.record_deployed_commits(deployment, commits, tuple(sorted(SERVER_MADE)))
         except (GitError, StoreError) as exc:
-            log.warning("could not record which commits this deployment brought: %s", exc,
-                        extra={"repo": deployment.repo, "env": deployment.env, "deployment": deployment.id})
+            log.warning(
+                "could not record which commits this deployment brought: %s",
+                exc,
+                extra={"repo": deployment.repo, "env": deployment.env, "deployment": deployment.id},
+            )
             return 0
         return len(commits)

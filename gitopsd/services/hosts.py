@@ -6,6 +6,7 @@ deployment does (exported, then read by Ansible in the sandbox), asks each SSH h
 with `ssh-keyscan`, prints their fingerprints and whether they are new or changed, and after
 confirmation writes them to that file, replacing the host's old keys.
 """
+
 from __future__ import annotations
 
 import base64
@@ -28,7 +29,7 @@ from ..base import gitcli
 from ..core.constants import EMPTY_TREE
 from ..core.errors import StalledError
 
-SSH_CONNECTIONS = ("ssh", "smart", "paramiko", "")   # connections that check host keys (""/unset: ssh)
+SSH_CONNECTIONS = ("ssh", "smart", "paramiko", "")  # connections that check host keys (""/unset: ssh)
 SCAN_TIMEOUT = 5
 
 
@@ -41,10 +42,10 @@ class Scanned:
     """One inventory host and the keys its SSH server offered."""
 
     host: str
-    name: str                 # as known_hosts names it: "addr", or "[addr]:port" when the port is not 22
-    lines: list[str]          # known_hosts lines from ssh-keyscan
-    fingerprints: list[str]   # "ED25519 SHA256:..."
-    state: str = "new"        # new | known | changed | no answer
+    name: str  # as known_hosts names it: "addr", or "[addr]:port" when the port is not 22
+    lines: list[str]  # known_hosts lines from ssh-keyscan
+    fingerprints: list[str]  # "ED25519 SHA256:..."
+    state: str = "new"  # new | known | changed | no answer
 
 
 def known_name(address: str, port: int) -> str:
@@ -56,27 +57,38 @@ def ssh_hosts(config: Any, repo: Any, env: Any, work: Path, ref: str | None = No
     where = ref or env.branch
     commit = gitcli.rev_parse(repo.path, f"{ref}^{{commit}}") if ref else gitcli.branch_head(repo.path, env.branch)
     if commit is None:
-        raise TrustError(f"{ref} is not a commit or branch in {repo.path}: name one whose tree has {env.inventory}"
-                         if ref else f"branch {env.branch} does not exist in {repo.path}: push it first")
+        raise TrustError(
+            f"{ref} is not a commit or branch in {repo.path}: name one whose tree has {env.inventory}"
+            if ref
+            else f"branch {env.branch} does not exist in {repo.path}: push it first"
+        )
     if ref is None and gitcli.tree_of(repo.path, commit) == EMPTY_TREE and not gitcli.parents(repo.path, commit):
         # Before its first promotion there is no inventory here; the hosts are those of what would be promoted.
         source = repo.environment(env.promote_from)
-        raise TrustError(f"{env.branch} is at the placeholder `gitopsd init` left ({commit[:7]}), with no inventory "
-                         f"until its first promotion from {env.promote_from}: trust the hosts of what would be promoted "
-                         f"with `gitopsd hosts trust {env.name} --ref {source.branch if source else env.promote_from}"
-                         f" --repo {repo.name}`")
+        raise TrustError(
+            f"{env.branch} is at the placeholder `gitopsd init` left ({commit[:7]}), with no inventory "
+            f"until its first promotion from {env.promote_from}: trust the hosts of what would be promoted "
+            f"with `gitopsd hosts trust {env.name} --ref {source.branch if source else env.promote_from}"
+            f" --repo {repo.name}`"
+        )
     tree = work / "tree"
     try:
         GitRepository(repo.path).export(commit, tree)
         inventory = resolve_inside(tree, env.inventory)
-    except StalledError as exc:   # ExportError, or an inventory that is missing or leads out of the tree
+    except StalledError as exc:  # ExportError, or an inventory that is missing or leads out of the tree
         raise TrustError(f"cannot read {env.name}'s inventory from {where} ({commit[:7]}): {exc}") from exc
     policy = sandbox.for_config(config)
     try:
-        hosts = runner.read_hosts(inventory, ("ansible_host", "ansible_ssh_host", "ansible_port", "ansible_ssh_port",
-                                              "ansible_connection"), workdir=tree,
-                                  data_dir=work / "inventory", marker=f"gitopsd-hosts-{os.getpid()}",
-                                  timeout=min(env.timeout, 120), cancel=threading.Event(), policy=policy)
+        hosts = runner.read_hosts(
+            inventory,
+            ("ansible_host", "ansible_ssh_host", "ansible_port", "ansible_ssh_port", "ansible_connection"),
+            workdir=tree,
+            data_dir=work / "inventory",
+            marker=f"gitopsd-hosts-{os.getpid()}",
+            timeout=min(env.timeout, 120),
+            cancel=threading.Event(),
+            policy=policy,
+        )
     except InventoryError as exc:
         raise TrustError(f"cannot read the inventory {env.inventory} of {where} ({commit[:7]}): {exc}") from exc
     found = []
@@ -95,16 +107,27 @@ def ssh_hosts(config: Any, repo: Any, env: Any, work: Path, ref: str | None = No
 def scan(host: str, address: str, port: int) -> Scanned:
     """Ask one SSH server for its host keys and fingerprint them."""
     name = known_name(address, port)
-    proc = subprocess.run(["ssh-keyscan", "-T", str(SCAN_TIMEOUT), "-p", str(port), "--", address],
-                          capture_output=True, text=True, timeout=SCAN_TIMEOUT * 4, stdin=subprocess.DEVNULL)
-    lines = sorted({line.strip() for line in proc.stdout.splitlines()
-                    if line.strip() and not line.startswith("#") and line.split()[0] == name})
+    proc = subprocess.run(
+        ["ssh-keyscan", "-T", str(SCAN_TIMEOUT), "-p", str(port), "--", address],
+        capture_output=True,
+        text=True,
+        timeout=SCAN_TIMEOUT * 4,
+        stdin=subprocess.DEVNULL,
+    )
+    lines = sorted(
+        {
+            line.strip()
+            for line in proc.stdout.splitlines()
+            if line.strip() and not line.startswith("#") and line.split()[0] == name
+        }
+    )
     if not lines:
         return Scanned(host, name, [], [], "no answer")
-    listing = subprocess.run(["ssh-keygen", "-l", "-f", "-"], input="\n".join(lines) + "\n", capture_output=True,
-                             text=True, timeout=30)
+    listing = subprocess.run(
+        ["ssh-keygen", "-l", "-f", "-"], input="\n".join(lines) + "\n", capture_output=True, text=True, timeout=30
+    )
     fingerprints = []
-    for line in listing.stdout.splitlines():   # "256 SHA256:abc [addr]:port (ED25519)"
+    for line in listing.stdout.splitlines():  # "256 SHA256:abc [addr]:port (ED25519)"
         parts = line.split()
         if len(parts) >= 4:
             fingerprints.append(f"{parts[-1].strip('()')} {parts[1]}")
@@ -150,8 +173,11 @@ def record(path: Path, scanned: list[Scanned]) -> None:
     except FileNotFoundError:
         existing, keep = [], None
     names = [s.name for s in scanned]
-    lines = [line for line in existing
-             if not (line.split() and not line.startswith(("#", "@")) and any(_matches(line.split()[0], n) for n in names))]
+    lines = [
+        line
+        for line in existing
+        if not (line.split() and not line.startswith(("#", "@")) and any(_matches(line.split()[0], n) for n in names))
+    ]
     lines += [line for s in scanned for line in s.lines]
     # As root, what is made here belongs to whoever owns the folder around it (the service user owns its state
     # folder), so the service user may record keys later too; an existing file keeps its owner.
@@ -177,8 +203,16 @@ def record(path: Path, scanned: list[Scanned]) -> None:
         raise
 
 
-def trust(config: Any, repo: Any, env: Any, *, yes: bool, ref: str | None = None, ask: Callable[[str], str] = input,
-          say: Callable[[str], None] = print) -> int:
+def trust(
+    config: Any,
+    repo: Any,
+    env: Any,
+    *,
+    yes: bool,
+    ref: str | None = None,
+    ask: Callable[[str], str] = input,
+    say: Callable[[str], None] = print,
+) -> int:
     """The `gitopsd hosts trust` command: scan, show, confirm, record. Return the exit code."""
     for tool in ("ssh-keyscan", "ssh-keygen"):
         if shutil.which(tool) is None:
@@ -190,8 +224,10 @@ def trust(config: Any, repo: Any, env: Any, *, yes: bool, ref: str | None = None
     finally:
         shutil.rmtree(work, ignore_errors=True)
     if not hosts:
-        say(f"nothing recorded: the inventory of {repo.name}/{env.name} has no hosts reached over SSH, "
-            "so there are no host keys to trust")
+        say(
+            f"nothing recorded: the inventory of {repo.name}/{env.name} has no hosts reached over SSH, "
+            "so there are no host keys to trust"
+        )
         return 1
     scanned = [scan(*host) for host in hosts]
     try:
@@ -212,15 +248,23 @@ def trust(config: Any, repo: Any, env: Any, *, yes: bool, ref: str | None = None
         say(f"nothing to record in {path}" + (f"; no answer from {', '.join(s.host for s in missing)}" if missing else ""))
         return 1 if missing else 0
     changed = [s.host for s in todo if s.state == "changed"]
-    question = (f"record the keys of {', '.join(s.host for s in todo)} in {path}"
-                + (f" (replacing the old keys of {', '.join(changed)}: compare the fingerprints with the hosts' "
-                   "own `ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub` first)" if changed else "") + "? [y/N] ")
+    question = (
+        f"record the keys of {', '.join(s.host for s in todo)} in {path}"
+        + (
+            f" (replacing the old keys of {', '.join(changed)}: compare the fingerprints with the hosts' "
+            "own `ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub` first)"
+            if changed
+            else ""
+        )
+        + "? [y/N] "
+    )
     if not yes:
         try:
             answer = ask(question)
         except EOFError:
-            raise TrustError("no answer (stdin is not a terminal): check the fingerprints above, then run again "
-                             "with --yes") from None
+            raise TrustError(
+                "no answer (stdin is not a terminal): check the fingerprints above, then run again with --yes"
+            ) from None
         if answer.strip().lower() not in ("y", "yes"):
             say(f"nothing recorded in {path}: the answer was not yes")
             return 1
@@ -228,6 +272,8 @@ def trust(config: Any, repo: Any, env: Any, *, yes: bool, ref: str | None = None
         record(path, todo)
     except OSError as exc:
         raise TrustError(f"cannot write {path}: {exc.strerror}; run this as the daemon's user or root") from exc
-    say(f"recorded {len(todo)} host{'s' if len(todo) != 1 else ''} in {path}"
-        + (f"; no answer from {', '.join(s.host for s in missing)}: not recorded" if missing else ""))
+    say(
+        f"recorded {len(todo)} host{'s' if len(todo) != 1 else ''} in {path}"
+        + (f"; no answer from {', '.join(s.host for s in missing)}: not recorded" if missing else "")
+    )
     return 1 if missing else 0

@@ -6,6 +6,7 @@ and each scrape reads only the deployments that finished since (a few grouped qu
 row). Only what the daemon alone hears (pushes the hook refused) is counted in memory. Labels are
 names from the configuration and short fixed words, never free text.
 """
+
 from __future__ import annotations
 
 import logging
@@ -34,7 +35,7 @@ DURATION_BUCKETS = (1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 360
 LEAD_TIME_BUCKETS = (300.0, 1800.0, 3600.0, 6 * 3600.0, 86400.0, 3 * 86400.0, 7 * 86400.0, 30 * 86400.0)
 CHECK_TYPES = ("http", "prometheus", "playbook")
 
-Key = tuple[str, str]   # (repo, env)
+Key = tuple[str, str]  # (repo, env)
 
 
 @dataclass
@@ -69,8 +70,9 @@ class Totals:
 
     def read(self, store: Store, after: int, upto: int) -> None:
         """Add the finished deployments with ids in (after, upto]."""
-        for repo, env, kind, result, automatic, bucket, count, seconds, success in \
-                store.deployment_totals(after, upto, DURATION_BUCKETS):
+        for repo, env, kind, result, automatic, bucket, count, seconds, success in store.deployment_totals(
+            after, upto, DURATION_BUCKETS
+        ):
             self.deployments[(repo, env, kind, result)] += count
             if kind == "rollback":
                 self.rollbacks[(repo, env, "automatic" if automatic else "manual")] += count
@@ -99,8 +101,9 @@ class Totals:
         return out
 
 
-def _family(kind: type[CounterMetricFamily] | type[GaugeMetricFamily], name: str, doc: str, labels: list[str],
-            values: Mapping[Any, float]) -> CounterMetricFamily | GaugeMetricFamily:
+def _family(
+    kind: type[CounterMetricFamily] | type[GaugeMetricFamily], name: str, doc: str, labels: list[str], values: Mapping[Any, float]
+) -> CounterMetricFamily | GaugeMetricFamily:
     """A counter or gauge family with one sample per key of `values` (label values in the order of `labels`)."""
     family = kind(name, doc, labels=labels)
     for key in sorted(values):
@@ -117,32 +120,36 @@ def _histogram(table: dict[Key, Histogram], key: Key, bounds: tuple[float, ...])
 class StoreCollector(Collector):
     """The store's figures, read at scrape time; finished deployments are added up once and kept."""
 
-    def __init__(self, config: Callable[[], Config], store: Store,
-                 drifted: Callable[[], dict[Key, int]] | None = None,
-                 dora: Callable[[], list[tuple[str, str, dict[str, float | None]]]] | None = None):
+    def __init__(
+        self,
+        config: Callable[[], Config],
+        store: Store,
+        drifted: Callable[[], dict[Key, int]] | None = None,
+        dora: Callable[[], list[tuple[str, str, dict[str, float | None]]]] | None = None,
+    ):
         self.config, self.store = config, store
         # Drift detection's and the DORA figures, where this gitopsd has them (store.drifted_hosts, dora.py).
         self.drifted: Callable[[], dict[Key, int]] = drifted or getattr(store, "drifted_hosts", None) or dict
         self.dora = dora if dora is not None else dora_source(config, store)
         self._lock = threading.Lock()
-        self._upto = 0            # every deployment with an id up to here is finished and in _kept
+        self._upto = 0  # every deployment with an id up to here is finished and in _kept
         self._kept = Totals()
 
     def totals(self) -> tuple[Totals, list[tuple[int, str, str, str]]]:
         """Everything finished so far, and the deployments queued or running now."""
-        with self._lock:   # two scrapes at once must not add the same range twice
+        with self._lock:  # two scrapes at once must not add the same range twice
             top, active = self.store.deployment_ids(self._upto)
             upto = active[0][0] - 1 if active else top
             if upto > self._upto:
                 self._kept.read(self.store, self._upto, upto)
                 self._upto = upto
-            tail = Totals()   # finished above a deployment still running: read again next time, until that ends
+            tail = Totals()  # finished above a deployment still running: read again next time, until that ends
             if top > upto:
                 tail.read(self.store, upto, top)
             return self._kept.plus(tail), active
 
     def describe(self) -> Iterator[Any]:
-        return iter(())   # collected only when scraped (no store reads when the collector is registered)
+        return iter(())  # collected only when scraped (no store reads when the collector is registered)
 
     def collect(self) -> Iterator[Any]:
         totals, active = self.totals()
@@ -152,38 +159,71 @@ class StoreCollector(Collector):
         # Zero series where alerts look for a first increase (a series born at 1 shows Prometheus no increase);
         # the rarer kinds and results appear when they first happen, which keeps a scrape short.
         zeros = {(r, e, k, res): 0 for r, e in envs for k in ("deploy", "rollback") for res in ("succeeded", "failed")}
-        yield _family(CounterMetricFamily, "gitopsd_deployments", "Finished deployments by kind and result.",
-                      ["repo", "env", "kind", "result"], {**zeros, **totals.deployments})
-        yield _family(CounterMetricFamily, "gitopsd_rollbacks", "Finished rollback deployments, automatic or by a person.",
-                      ["repo", "env", "cause"],
-                      {**{(r, e, c): 0 for r, e in envs for c in ("automatic", "manual")}, **totals.rollbacks})
-        yield _family(CounterMetricFamily, "gitopsd_checks", "Verification checks run by deployments, by type and result.",
-                      ["repo", "env", "type", "result"], dict(totals.checks))
+        yield _family(
+            CounterMetricFamily,
+            "gitopsd_deployments",
+            "Finished deployments by kind and result.",
+            ["repo", "env", "kind", "result"],
+            {**zeros, **totals.deployments},
+        )
+        yield _family(
+            CounterMetricFamily,
+            "gitopsd_rollbacks",
+            "Finished rollback deployments, automatic or by a person.",
+            ["repo", "env", "cause"],
+            {**{(r, e, c): 0 for r, e in envs for c in ("automatic", "manual")}, **totals.rollbacks},
+        )
+        yield _family(
+            CounterMetricFamily,
+            "gitopsd_checks",
+            "Verification checks run by deployments, by type and result.",
+            ["repo", "env", "type", "result"],
+            dict(totals.checks),
+        )
         for name, doc, table, bounds in (
-                ("gitopsd_deployment_duration_seconds", "How long finished deployments took.", totals.durations,
-                 DURATION_BUCKETS),
-                ("gitopsd_lead_time_seconds", "From when a commit first reached the server to its first successful "
-                 "deployment in the environment.", totals.lead_times, LEAD_TIME_BUCKETS)):
+            ("gitopsd_deployment_duration_seconds", "How long finished deployments took.", totals.durations, DURATION_BUCKETS),
+            (
+                "gitopsd_lead_time_seconds",
+                "From when a commit first reached the server to its first successful deployment in the environment.",
+                totals.lead_times,
+                LEAD_TIME_BUCKETS,
+            ),
+        ):
             # Only environments that have deployed: zero-filled buckets for the rest were two thirds of a scrape at 1,000 repositories.
             histogram = HistogramMetricFamily(name, doc, labels=["repo", "env"])
             for pair in sorted(table):
                 histogram.add_metric(list(pair), table[pair].buckets(bounds), table[pair].total)
             yield histogram
-        yield _family(GaugeMetricFamily, "gitopsd_last_successful_deployment_timestamp_seconds",
-                      "When the environment's last successful deployment ended (Unix time).", ["repo", "env"],
-                      dict(totals.last_success))
-        for result, doc in (("running", "Deployments running now."),
-                            ("queued", "Deployments waiting for a free worker (max_parallel).")):
+        yield _family(
+            GaugeMetricFamily,
+            "gitopsd_last_successful_deployment_timestamp_seconds",
+            "When the environment's last successful deployment ended (Unix time).",
+            ["repo", "env"],
+            dict(totals.last_success),
+        )
+        for result, doc in (
+            ("running", "Deployments running now."),
+            ("queued", "Deployments waiting for a free worker (max_parallel)."),
+        ):
             counts: dict[tuple[str, ...], float] = {pair: 0 for pair in envs}
             for _id, repo, env, state in active:
                 if state == result:
                     counts[(repo, env)] = counts.get((repo, env), 0) + 1
             yield _family(GaugeMetricFamily, f"gitopsd_deployments_{result}", doc, ["repo", "env"], counts)
-        yield _family(GaugeMetricFamily, "gitopsd_drifted_hosts", "Hosts whose last drift check found changes.",
-                      ["repo", "env"], {**{pair: 0 for pair in envs}, **self.drifted()})
-        yield _family(GaugeMetricFamily, "gitopsd_environment_locked", "Locks in force on the environment, by who "
-                      "set them: a person (gitopsd lock) or a firing alert (freeze_on).", ["repo", "env", "source"],
-                      self._locks(envs))
+        yield _family(
+            GaugeMetricFamily,
+            "gitopsd_drifted_hosts",
+            "Hosts whose last drift check found changes.",
+            ["repo", "env"],
+            {**{pair: 0 for pair in envs}, **self.drifted()},
+        )
+        yield _family(
+            GaugeMetricFamily,
+            "gitopsd_environment_locked",
+            "Locks in force on the environment, by who set them: a person (gitopsd lock) or a firing alert (freeze_on).",
+            ["repo", "env", "source"],
+            self._locks(envs),
+        )
         if self.dora is not None:
             yield from self._dora(self.dora())
 
@@ -199,29 +239,38 @@ class StoreCollector(Collector):
     def _environments(self, config: Config) -> Iterator[Any]:
         """gitopsd_environment_info: desired and deployed commit and state, as `gitopsd status` shows them."""
         from .status import all_status
-        info = InfoMetricFamily("gitopsd_environment", "Each environment's desired and deployed commit and state.",
-                                labels=["repo", "env"])
+
+        info = InfoMetricFamily(
+            "gitopsd_environment", "Each environment's desired and deployed commit and state.", labels=["repo", "env"]
+        )
         try:
             rows = all_status(config, self.store)
-        except (StoreError, GitError, OSError) as exc:   # the other figures are still worth a scrape
+        except (StoreError, GitError, OSError) as exc:  # the other figures are still worth a scrape
             log.warning("metrics: cannot read the environments' status: %s", exc)
             rows = []
         for row in rows:
-            info.add_metric([row.repo, row.env], {"desired": row.desired or "", "deployed": row.deployed or "",
-                                                  "state": row.state})
+            info.add_metric(
+                [row.repo, row.env], {"desired": row.desired or "", "deployed": row.deployed or "", "state": row.state}
+            )
         yield info
 
     @staticmethod
     def _dora(figures: list[tuple[str, str, dict[str, float | None]]]) -> Iterator[Any]:
         """DORA figures per (repo, env), as gitopsd/services/dora.py computes them."""
-        names = {"per_day": ("gitopsd_dora_deployments_per_day", "Successful deployments per day"),
-                 "lead_time_median": ("gitopsd_dora_lead_time_median_seconds", "Median lead time for changes"),
-                 "lead_time_p90": ("gitopsd_dora_lead_time_p90_seconds", "90th percentile lead time for changes"),
-                 "change_failure_rate": ("gitopsd_dora_change_failure_ratio",
-                                         "Deployments that failed or were rolled back, per deployment"),
-                 "recovery_median": ("gitopsd_dora_recovery_time_median_seconds",
-                                     "Median time from a failed deployment to the next successful one"),
-                 "rework_rate": ("gitopsd_dora_rework_ratio", "Rollbacks and fixes per deployment")}
+        names = {
+            "per_day": ("gitopsd_dora_deployments_per_day", "Successful deployments per day"),
+            "lead_time_median": ("gitopsd_dora_lead_time_median_seconds", "Median lead time for changes"),
+            "lead_time_p90": ("gitopsd_dora_lead_time_p90_seconds", "90th percentile lead time for changes"),
+            "change_failure_rate": (
+                "gitopsd_dora_change_failure_ratio",
+                "Deployments that failed or were rolled back, per deployment",
+            ),
+            "recovery_median": (
+                "gitopsd_dora_recovery_time_median_seconds",
+                "Median time from a failed deployment to the next successful one",
+            ),
+            "rework_rate": ("gitopsd_dora_rework_ratio", "Rollbacks and fixes per deployment"),
+        }
         for key, (name, doc) in names.items():
             family = GaugeMetricFamily(name, doc + " (production, last 30 days)", labels=["repo", "env"])
             for repo, env, values in figures:
@@ -232,7 +281,7 @@ class StoreCollector(Collector):
 
 DORA_ENV = "production"
 DORA_WINDOW = 30 * 86400.0
-DORA_CACHE = 60.0   # seconds: the figures read the whole window's history; a minute old is fresh enough
+DORA_CACHE = 60.0  # seconds: the figures read the whole window's history; a minute old is fresh enough
 
 
 def dora_source(config: Callable[[], Config], store: Store) -> Callable[[], list[tuple[str, str, dict[str, Any]]]] | None:
@@ -251,17 +300,21 @@ def dora_source(config: Callable[[], Config], store: Store) -> Callable[[], list
         if cached and now - cached[0][0] < DORA_CACHE:
             return cached[0][1]
         try:
-            found = [(r.name, DORA_ENV, dora.figures(store, r.name, DORA_ENV, now - DORA_WINDOW, now=now).as_json())
-                     for r in config().repositories if r.environment(DORA_ENV) is not None]
-        except Exception as exc:   # noqa: BLE001 (the other figures are still worth a scrape; tried again in a minute)
+            found = [
+                (r.name, DORA_ENV, dora.figures(store, r.name, DORA_ENV, now - DORA_WINDOW, now=now).as_json())
+                for r in config().repositories
+                if r.environment(DORA_ENV) is not None
+            ]
+        except Exception as exc:  # noqa: BLE001 (the other figures are still worth a scrape; tried again in a minute)
             log.warning("metrics: the DORA figures cannot be computed: %s: %s", type(exc).__name__, exc)
             found = []
         cached[:] = [(now, found)]
         return found
+
     return figures
 
 
-Role = Callable[[], tuple[bool, int]]   # (is this daemon the leader, its lease's epoch): gitopsd/daemon/leadership.py
+Role = Callable[[], tuple[bool, int]]  # (is this daemon the leader, its lease's epoch): gitopsd/daemon/leadership.py
 
 
 class RoleCollector(Collector):
@@ -275,10 +328,12 @@ class RoleCollector(Collector):
 
     def collect(self) -> Iterator[Any]:
         leads, epoch = self.role()
-        yield GaugeMetricFamily("gitopsd_leader", "1 when this gitopsd leads (deploys), 0 when it is the standby.",
-                                value=1 if leads else 0)
-        yield GaugeMetricFamily("gitopsd_leader_epoch", "The leader's lease epoch this gitopsd last saw "
-                                "(raised by each takeover).", value=epoch)
+        yield GaugeMetricFamily(
+            "gitopsd_leader", "1 when this gitopsd leads (deploys), 0 when it is the standby.", value=1 if leads else 0
+        )
+        yield GaugeMetricFamily(
+            "gitopsd_leader_epoch", "The leader's lease epoch this gitopsd last saw (raised by each takeover).", value=epoch
+        )
 
 
 def standby_exposition(role: Role) -> Callable[[], tuple[bytes, str]]:
@@ -310,23 +365,32 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=False)
         self.collector = StoreCollector(config, store, **sources)
         self.registry.register(self.collector)
-        self.store_replaced = False   # the daemon found its state database deleted or replaced (Daemon.check_store)
+        self.store_replaced = False  # the daemon found its state database deleted or replaced (Daemon.check_store)
         # A scrape renders the daemon's own figures itself, the store's only when that is quick (exposition.py).
         self._store = CollectorRegistry(auto_describe=False)
         self._store.register(self.collector)
         self._own = CollectorRegistry(auto_describe=False)
-        self._refused = Counter("gitopsd_pushes_refused", "Pushes the pre-receive hook refused, by rule.",
-                                ["repo", "env", "rule"], registry=None)
-        for own in (RoleCollector(role or (lambda: (True, 0))),   # without a standby: the one daemon leads
-                    ProcessCollector(registry=None, namespace="gitopsd"),   # the daemon's own CPU, memory, files
-                    _Gauge(lambda: GaugeMetricFamily(
-                        "gitopsd_store_replaced", "1 when the state database file was deleted or replaced while the "
-                        "daemon ran: it deploys nothing until restored.", value=1 if self.store_replaced else 0)),
-                    self._refused):
+        self._refused = Counter(
+            "gitopsd_pushes_refused", "Pushes the pre-receive hook refused, by rule.", ["repo", "env", "rule"], registry=None
+        )
+        for own in (
+            RoleCollector(role or (lambda: (True, 0))),  # without a standby: the one daemon leads
+            ProcessCollector(registry=None, namespace="gitopsd"),  # the daemon's own CPU, memory, files
+            _Gauge(
+                lambda: GaugeMetricFamily(
+                    "gitopsd_store_replaced",
+                    "1 when the state database file was deleted or replaced while the "
+                    "daemon ran: it deploys nothing until restored.",
+                    value=1 if self.store_replaced else 0,
+                )
+            ),
+            self._refused,
+        ):
             self.registry.register(own)
             self._own.register(own)
-        self.rendering = Rendering(lambda: generate_latest(self._store), lambda: generate_latest(self._own),
-                                   getattr(store, "data_version", lambda: None))
+        self.rendering = Rendering(
+            lambda: generate_latest(self._store), lambda: generate_latest(self._own), getattr(store, "data_version", lambda: None)
+        )
         # The whole history is added up once, about a second per 100,000 deployments: at start, not in a scrape.
         threading.Thread(target=self._warm, name="metrics", daemon=True).start()
 
@@ -334,7 +398,7 @@ class Metrics:
         try:
             self.collector.totals()
             self.rendering.prime()
-        except StoreError as exc:   # the first scrape tries again
+        except StoreError as exc:  # the first scrape tries again
             log.warning("metrics: cannot read the deployment history: %s", exc)
 
     def refused(self, repo: str, env: str, rule: str) -> None:
@@ -352,4 +416,4 @@ class Metrics:
         t0 = time.perf_counter()
         body = generate_latest(self.registry)
         log.debug("metrics: %d bytes in %.1f ms", len(body), (time.perf_counter() - t0) * 1000)
-        return body, CONTENT_TYPE_PLAIN_0_0_4   # the text format Prometheus 2 reads
+        return body, CONTENT_TYPE_PLAIN_0_0_4  # the text format Prometheus 2 reads

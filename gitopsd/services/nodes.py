@@ -7,6 +7,7 @@ max_parallel), never the controller itself, so that `any` keeps the deploy serve
 recording. A node that is down is skipped with a log line and remembered as down for DOWN_FOR
 seconds, so retries go elsewhere; when every node is down, the run fails as `unreachable node`.
 """
+
 from __future__ import annotations
 
 import logging
@@ -24,7 +25,7 @@ from ..core.types import PlaybookRun, RunOutcome
 
 log = logging.getLogger("gitopsd.nodes")
 
-DOWN_FOR = 30.0   # seconds `any` prefers other nodes after one did not answer
+DOWN_FOR = 30.0  # seconds `any` prefers other nodes after one did not answer
 
 
 class Placement:
@@ -33,8 +34,8 @@ class Placement:
     def __init__(self, nodes: tuple[ExecutionNode, ...], known_hosts: Path):
         self._cond = threading.Condition()
         self._busy: dict[str, int] = {}
-        self._down: dict[str, tuple[float, str]] = {}   # node -> (until when, why)
-        self._info: dict[str, remote.NodeInfo] = {}     # what each node said at first use (home, versions)
+        self._down: dict[str, tuple[float, str]] = {}  # node -> (until when, why)
+        self._info: dict[str, remote.NodeInfo] = {}  # what each node said at first use (home, versions)
         self.nodes: dict[str, ExecutionNode] = {}
         self.known_hosts = known_hosts
         self.configure(nodes, known_hosts)
@@ -51,16 +52,25 @@ class Placement:
         with self._cond:
             return {name: self._busy.get(name, 0) for name in self.nodes}
 
-    def run(self, run: PlaybookRun, cancel: threading.Event, where: str, policy: SandboxPolicy | None,
-            local: Callable[[], RunOutcome]) -> RunOutcome:
+    def run(
+        self, run: PlaybookRun, cancel: threading.Event, where: str, policy: SandboxPolicy | None, local: Callable[[], RunOutcome]
+    ) -> RunOutcome:
         """Run `run` where `where` says (local | any | a node's name); `local` runs it here."""
         if where == "local":
             return local()
-        extra = {"repo": run.extravars.get("gitopsd_repo"), "env": run.extravars.get("gitopsd_env"),
-                 "deployment": run.extravars.get("gitopsd_deploy_id")}
+        extra = {
+            "repo": run.extravars.get("gitopsd_repo"),
+            "env": run.extravars.get("gitopsd_env"),
+            "deployment": run.extravars.get("gitopsd_deploy_id"),
+        }
         if where != "any" and where not in self.nodes:
-            return RunOutcome(False, "failed", None, f"execution node {where!r} is not configured: add it to "
-                                                     "execution_nodes or change execution_node", permanent=True)
+            return RunOutcome(
+                False,
+                "failed",
+                None,
+                f"execution node {where!r} is not configured: add it to execution_nodes or change execution_node",
+                permanent=True,
+            )
         tried: list[str] = []
         problems: list[str] = []
         while not cancel.is_set():
@@ -82,24 +92,40 @@ class Placement:
                 tried.append(node.name)
                 problems.append(str(result.problem))
                 continue
-            return replace(result.outcome, node=node.name)   # the deployment's record says where it ran
+            return replace(result.outcome, node=node.name)  # the deployment's record says where it ran
         if cancel.is_set():
             return RunOutcome(False, "canceled", None, "run was canceled")
-        return RunOutcome(False, "failed", None, "unreachable node: no execution node could take the run ("
-                          + "; ".join(problems or ["none is configured"]) + ")")
+        return RunOutcome(
+            False,
+            "failed",
+            None,
+            "unreachable node: no execution node could take the run (" + "; ".join(problems or ["none is configured"]) + ")",
+        )
 
     def reap(self, marker: str, where: str) -> list[str]:
         """After a crash: kill what a run with `marker` left on the node(s) `where` names. Return the nodes reached."""
-        targets = [] if where == "local" else list(self.nodes.values()) if where == "any" else \
-            [self.nodes[where]] if where in self.nodes else []
+        targets = (
+            []
+            if where == "local"
+            else list(self.nodes.values())
+            if where == "any"
+            else [self.nodes[where]]
+            if where in self.nodes
+            else []
+        )
         reached: list[str] = []
 
         def kill(node: ExecutionNode) -> None:
             if remote.kill_remote(node, self.known_hosts, marker):
                 reached.append(node.name)
             else:
-                log.warning("execution node %s: could not reach it to stop what run %s left there; its worker "
-                            "stops by itself at the run's timeout", node.name, marker)
+                log.warning(
+                    "execution node %s: could not reach it to stop what run %s left there; its worker "
+                    "stops by itself at the run's timeout",
+                    node.name,
+                    marker,
+                )
+
         threads = [threading.Thread(target=kill, args=(node,), daemon=True) for node in targets]
         for thread in threads:
             thread.start()
@@ -128,8 +154,9 @@ class Placement:
         down = self._down.get(node.name, (0.0, ""))[0] > time.monotonic()
         return down, self._busy.get(node.name, 0) / node.max_parallel, node.name
 
-    def _run_on(self, node: ExecutionNode, run: PlaybookRun, cancel: threading.Event,
-                policy: SandboxPolicy | None) -> remote.NodeRun:
+    def _run_on(
+        self, node: ExecutionNode, run: PlaybookRun, cancel: threading.Event, policy: SandboxPolicy | None
+    ) -> remote.NodeRun:
         """Ask the node about itself at first use (its home, a matching ansible-runner), then run there."""
         info = self._info.get(node.name)
         if info is None:
@@ -139,12 +166,13 @@ class Placement:
                 return remote.NodeRun(RunOutcome(False, "failed", None, str(exc), permanent=exc.untrusted), False, exc)
             problem = remote.version_problem(node, info)
             if problem:
-                return remote.NodeRun(RunOutcome(False, "failed", None, problem, permanent=True), False,
-                                      remote.NodeError(problem))
+                return remote.NodeRun(
+                    RunOutcome(False, "failed", None, problem, permanent=True), False, remote.NodeError(problem)
+                )
             self._info[node.name] = info
         result = remote.run_on_node(node, info, run, cancel, policy, self.known_hosts)
         if result.problem is not None:
-            self._info.pop(node.name, None)   # ask again next time: it may come back reinstalled
+            self._info.pop(node.name, None)  # ask again next time: it may come back reinstalled
         return result
 
 
@@ -152,14 +180,20 @@ class NodeCheckError(GitopsdError):
     """`gitopsd node check` cannot go on: the message says what to do."""
 
 
-def check(config: Config, name: str, *, trust: bool = False, yes: bool = False, ask: Callable[[str], str] = input,
-          say: Callable[[str], None] = print) -> int:
+def check(
+    config: Config,
+    name: str,
+    *,
+    trust: bool = False,
+    yes: bool = False,
+    ask: Callable[[str], str] = input,
+    say: Callable[[str], None] = print,
+) -> int:
     """`gitopsd node check NAME [--trust]`: connect, report the node's versions, refuse a mismatched ansible-runner."""
     node = config.execution_node(name)
     if node is None:
         known = ", ".join(n.name for n in config.execution_nodes) or "none"
-        raise NodeCheckError(f"no execution node {name!r} in {config.source} (configured: {known}): "
-                             "add it under execution_nodes")
+        raise NodeCheckError(f"no execution node {name!r} in {config.source} (configured: {known}): add it under execution_nodes")
     if trust and _trust(config, node, yes=yes, ask=ask, say=say) != 0:
         return 1
     try:
@@ -168,8 +202,10 @@ def check(config: Config, name: str, *, trust: bool = False, yes: bool = False, 
         say(str(exc))
         return 1
     say(f"{node.name} ({node.destination}, port {node.port}): connected")
-    say(f"    python {info.ansible_python or info.python or '?'}, ansible-core {info.ansible_core or '?'}, "
-        f"ansible-runner {info.runner or '?'}")
+    say(
+        f"    python {info.ansible_python or info.python or '?'}, ansible-core {info.ansible_core or '?'}, "
+        f"ansible-runner {info.runner or '?'}"
+    )
     problem = remote.version_problem(node, info)
     if problem:
         say(problem)
@@ -178,10 +214,10 @@ def check(config: Config, name: str, *, trust: bool = False, yes: bool = False, 
     return 0
 
 
-def _trust(config: Config, node: ExecutionNode, *, yes: bool, ask: Callable[[str], str],
-           say: Callable[[str], None]) -> int:
+def _trust(config: Config, node: ExecutionNode, *, yes: bool, ask: Callable[[str], str], say: Callable[[str], None]) -> int:
     """Record the node's SSH host key in the service's known_hosts after showing its fingerprints (as `hosts trust`)."""
     from . import hosts
+
     scanned = hosts.scan(node.name, node.host, node.port)
     try:
         existing = config.known_hosts.read_text(encoding="utf-8").splitlines()
@@ -199,16 +235,16 @@ def _trust(config: Config, node: ExecutionNode, *, yes: bool, ask: Callable[[str
         try:
             answer = ask(f"record the key of {node.name} in {config.known_hosts}? [y/N] ")
         except EOFError:
-            raise NodeCheckError("no answer (stdin is not a terminal): check the fingerprints above, then run again "
-                                 "with --yes") from None
+            raise NodeCheckError(
+                "no answer (stdin is not a terminal): check the fingerprints above, then run again with --yes"
+            ) from None
         if answer.strip().lower() not in ("y", "yes"):
             say("nothing recorded")
             return 1
     try:
         hosts.record(config.known_hosts, [scanned])
     except OSError as exc:
-        raise NodeCheckError(f"cannot write {config.known_hosts}: {exc.strerror}; run this as the daemon's user "
-                             "or root") from exc
+        raise NodeCheckError(f"cannot write {config.known_hosts}: {exc.strerror}; run this as the daemon's user or root") from exc
     say(f"recorded the key of {node.name} in {config.known_hosts}")
     return 0
 

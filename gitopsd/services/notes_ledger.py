@@ -4,6 +4,7 @@ Every deployment's end, sign-off, release candidate and approval is noted on its
 notes travel with the repository: a state database lost with no backup is rebuilt from them. The notes carry
 minutes, not seconds, and no pushers, so self-approval identities beyond a candidate's creator are not restored.
 """
+
 from __future__ import annotations
 
 import calendar
@@ -19,13 +20,12 @@ from ..core.settings import Config, Repository
 from .releases import NOTES_REF
 
 WHEN = r"(\d{4}-\d\d-\d\d \d\d:\d\d) UTC"
-DEPLOYMENT = re.compile(r"gitopsd: (deploy|rollback|reapply) to (\S+) (\w+) \(deployment #(\d+), (\S+) by (.+?)\) at "
-                        + WHEN + r"(?:: (.*))?")
-SIGNOFF = re.compile(r"gitopsd: (signed off|rejected|withdrew their sign-off) in (\S+) by (.+?) at " + WHEN
-                     + r"(?:: (.*))?")
+DEPLOYMENT = re.compile(
+    r"gitopsd: (deploy|rollback|reapply) to (\S+) (\w+) \(deployment #(\d+), (\S+) by (.+?)\) at " + WHEN + r"(?:: (.*))?"
+)
+SIGNOFF = re.compile(r"gitopsd: (signed off|rejected|withdrew their sign-off) in (\S+) by (.+?) at " + WHEN + r"(?:: (.*))?")
 RC_CREATED = re.compile(r"gitopsd: release candidate rc/(\S+) for (\S+) created by (.+?) at " + WHEN)
-APPROVAL = re.compile(r"gitopsd: rc/(\S+) (approved|rejected|withdrew their word on) by (.+?) at " + WHEN
-                      + r"(?:: (.*))?")
+APPROVAL = re.compile(r"gitopsd: rc/(\S+) (approved|rejected|withdrew their word on) by (.+?) at " + WHEN + r"(?:: (.*))?")
 # What built-in CI built and where its signed provenance is (ci/steps.py): evidence, nothing the rule trusts to restore.
 BUILT = re.compile(r"gitopsd: built \S+ sha256:[0-9a-f]{64} \(CI run #\d+\), provenance .+")
 SIGNOFF_VERDICT = {"signed off": "signoff", "rejected": "reject", "withdrew their sign-off": "withdraw"}
@@ -49,8 +49,10 @@ class Report:
         for (repo, env), n in sorted(self.deployments.items()):
             out.append(f"{repo}/{env}: {n} deployment{'s' if n != 1 else ''} restored")
         for repo in sorted(set(self.signoffs) | set(self.rcs) | set(self.approvals)):
-            out.append(f"{repo}: {self.signoffs.get(repo, 0)} sign-offs, {self.rcs.get(repo, 0)} release candidates, "
-                       f"{self.approvals.get(repo, 0)} approvals restored")
+            out.append(
+                f"{repo}: {self.signoffs.get(repo, 0)} sign-offs, {self.rcs.get(repo, 0)} release candidates, "
+                f"{self.approvals.get(repo, 0)} approvals restored"
+            )
         if self.already:
             out.append(f"{self.already} record{'s were' if self.already != 1 else ' was'} already in the store: kept")
         for repo in self.no_notes:
@@ -58,14 +60,13 @@ class Report:
         if not out:
             out.append("nothing to restore: no gitopsd notes in the configured repositories")
         if self.unread:
-            out.append(f"{len(self.unread)} note line{'s' if len(self.unread) != 1 else ''} could not be read "
-                       "(not restored):")
+            out.append(f"{len(self.unread)} note line{'s' if len(self.unread) != 1 else ''} could not be read (not restored):")
             out.extend(f"  {line}" for line in self.unread[:50])
         out.append("times are to the minute, as the notes give them; start the daemon again (systemctl start gitopsd)")
         return out
 
 
-MAX_ID = 2**63 - 1   # the largest deployment number the store (SQLite, PostgreSQL bigint) keeps
+MAX_ID = 2**63 - 1  # the largest deployment number the store (SQLite, PostgreSQL bigint) keeps
 
 
 def _unreadable(line: str) -> bool:
@@ -97,8 +98,15 @@ def noted(repo: Repository) -> list[tuple[str, str, str]]:
     commits = [line.split()[1] for line in listing.splitlines() if len(line.split()) == 2]
     if not commits:
         return []
-    out = gitcli.git(repo.path, "log", f"--notes={NOTES_REF}", "--no-walk=unsorted", "--stdin",
-                     "--format=%H %T%n%N%x1e", input="\n".join(commits) + "\n")
+    out = gitcli.git(
+        repo.path,
+        "log",
+        f"--notes={NOTES_REF}",
+        "--no-walk=unsorted",
+        "--stdin",
+        "--format=%H %T%n%N%x1e",
+        input="\n".join(commits) + "\n",
+    )
     found: list[tuple[str, str, str]] = []
     for record in out.split("\x1e"):
         head, _, body = record.strip("\n").partition("\n")
@@ -138,15 +146,25 @@ def _restore(store: Store, repo: Repository, lines: list[tuple[str, str, str]], 
             if (m[3], verdict, at) in {(a, v, _minute(t)) for a, v, _n, t in store.signoffs(repo.name, m[2], tree)}:
                 report.already += 1
                 continue
-            store.add_signoff(repo=repo.name, env=m[2], commit=commit, tree=tree, actor=m[3], verdict=verdict,
-                              note=m[5] or "", now=at)
+            store.add_signoff(
+                repo=repo.name, env=m[2], commit=commit, tree=tree, actor=m[3], verdict=verdict, note=m[5] or "", now=at
+            )
             report.signoffs[repo.name] = report.signoffs.get(repo.name, 0) + 1
         elif (m := RC_CREATED.fullmatch(line)) and m[2] in envs:
             target = envs[m[2]]
             order = [e.name for e in repo.environments]
             source = target.promote_from or (order[order.index(target.name) - 1] if order.index(target.name) else "")
-            if store.add_rc(repo=repo.name, name=m[1], commit=commit, tree=tree, source_env=source,
-                            target_env=target.name, created_by=m[3], self_identities=[m[3]], now=_at(m[4])):
+            if store.add_rc(
+                repo=repo.name,
+                name=m[1],
+                commit=commit,
+                tree=tree,
+                source_env=source,
+                target_env=target.name,
+                created_by=m[3],
+                self_identities=[m[3]],
+                now=_at(m[4]),
+            ):
                 report.rcs[repo.name] = report.rcs.get(repo.name, 0) + 1
             else:
                 report.already += 1
@@ -164,9 +182,20 @@ def _restore(store: Store, repo: Repository, lines: list[tuple[str, str, str]], 
     previous: dict[str, str] = {}
     for dep_id, (commit, tree, m) in sorted(deployments, key=lambda d: d[0]):
         kind, env, result, trigger, actor, at, why = m[1], m[2], m[3], m[5], m[6], _at(m[7]), m[8]
-        if store.restore_deployment(dep_id, repo=repo.name, env=env, commit=commit, tree=tree,
-                                    previous_commit=previous.get(env), kind=kind, result=result, trigger=trigger,
-                                    actor=actor, outcome=why, at=at):
+        if store.restore_deployment(
+            dep_id,
+            repo=repo.name,
+            env=env,
+            commit=commit,
+            tree=tree,
+            previous_commit=previous.get(env),
+            kind=kind,
+            result=result,
+            trigger=trigger,
+            actor=actor,
+            outcome=why,
+            at=at,
+        ):
             report.deployments[(repo.name, env)] = report.deployments.get((repo.name, env), 0) + 1
         else:
             report.already += 1

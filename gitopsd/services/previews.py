@@ -8,6 +8,7 @@ the files that would change with their diff, the packages, the services handlers
 cannot run in check mode ("cannot predict") and the hosts that could not be reached; never a `no_log` result
 and never a value from the environment's vault. Approvals bind to the preview they saw (gate/approvals.py).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -35,7 +36,7 @@ log = logging.getLogger("gitopsd.previews")
 
 PACKAGES = {"package", "apt", "dnf", "dnf5", "yum", "pip", "apk", "zypper", "pacman", "snap", "homebrew", "gem", "npm"}
 SERVICES = {"service", "systemd", "systemd_service", "sysvinit", "runit", "openrc"}
-MAX_DIFF = 20_000            # characters of one task's diff kept
+MAX_DIFF = 20_000  # characters of one task's diff kept
 HIDDEN = "[hidden: vault secret]"
 _CONDITIONAL_SKIP = re.compile(r'"skip_reason":')
 
@@ -51,7 +52,7 @@ class Collector:
     """Turns a check-mode run's events into a preview: per host, per task, what would happen."""
 
     def __init__(self, secrets: tuple[str, ...] = ()):
-        self.handlers: set[str] = set()   # task uuids of handlers (ansible-runner marks their start `is_conditional`)
+        self.handlers: set[str] = set()  # task uuids of handlers (ansible-runner marks their start `is_conditional`)
         self.hosts: dict[str, dict[str, Any]] = {}
         self.secrets = tuple(sorted((s for s in secrets if len(s) >= 4), key=len, reverse=True))
 
@@ -78,8 +79,16 @@ class Collector:
         no_log = bool(res.get("_ansible_no_log")) or "censored" in res
         handler = str(data.get("task_uuid")) in self.handlers
         action = short_action(data)
-        entry: dict[str, Any] = {"task": str(data.get("task") or action), "action": action, "handler": handler,
-                                 "kind": "", "path": "", "diff": "", "note": "", "no_log": no_log}
+        entry: dict[str, Any] = {
+            "task": str(data.get("task") or action),
+            "action": action,
+            "handler": handler,
+            "kind": "",
+            "path": "",
+            "diff": "",
+            "note": "",
+            "no_log": no_log,
+        }
         if kind == "runner_on_unreachable":
             mine = self._host(str(host))
             mine["state"], mine["reason"] = "unreachable", self.hide(str(res.get("msg") or "unreachable"))[:500]
@@ -93,9 +102,11 @@ class Collector:
             entry.update(kind="cannot predict", note=f"failed in check mode: {why}")
         elif kind == "runner_on_skipped":
             if _CONDITIONAL_SKIP.search(str(event.get("stdout") or "")):
-                return   # its `when` was false (or its loop empty): nothing would happen
-            entry.update(kind="handler" if handler else "cannot predict",
-                         note="would run; cannot run in check mode" if handler else "cannot run in check mode")
+                return  # its `when` was false (or its loop empty): nothing would happen
+            entry.update(
+                kind="handler" if handler else "cannot predict",
+                note="would run; cannot run in check mode" if handler else "cannot run in check mode",
+            )
         elif kind == "runner_on_ok":
             if not _changed(event, res):
                 return
@@ -128,8 +139,12 @@ class Collector:
             names = args.get("name") or args.get("pkg") or []
             names = ", ".join(str(n) for n in names) if isinstance(names, list) else str(names)
             return {"kind": "package", "path": "", "diff": text, "note": self.hide(names)}
-        return {"kind": "file" if path else "handler" if handler else "change", "path": path, "diff": text,
-                "note": "(no_log: values hidden)" if no_log else ""}
+        return {
+            "kind": "file" if path else "handler" if handler else "change",
+            "path": path,
+            "diff": text,
+            "note": "(no_log: values hidden)" if no_log else "",
+        }
 
     def result(self, outcome: RunOutcome) -> dict[str, Any]:
         """The preview of every host the run reached or tried, the stats' word on each host included."""
@@ -149,8 +164,11 @@ def _changed(event: dict[str, Any], res: dict[str, Any]) -> bool:
 
 def digest(result: dict[str, Any]) -> str:
     """The same changes give the same digest (approvals carry over between such previews)."""
-    shown = sorted((host, c["task"], c["kind"], c["path"], c["diff"], c["note"])
-                   for host, h in (result.get("hosts") or {}).items() for c in h.get("changes", []))
+    shown = sorted(
+        (host, c["task"], c["kind"], c["path"], c["diff"], c["note"])
+        for host, h in (result.get("hosts") or {}).items()
+        for c in h.get("changes", [])
+    )
     states = sorted((host, h.get("state", "")) for host, h in (result.get("hosts") or {}).items())
     return hashlib.sha256(json.dumps([shown, states]).encode()).hexdigest()
 
@@ -166,8 +184,10 @@ def summary(result: dict[str, Any]) -> str:
         for c in h.get("changes", []):
             key = "service restart" if c["kind"] in ("service", "handler") else c["kind"]
             counts[key] = counts.get(key, 0) + 1
-        words = ", ".join(f"{n} {k}{'s' if n != 1 and not k.endswith('predict') else ''}"
-                          for k, n in sorted(counts.items())) or "no change"
+        words = (
+            ", ".join(f"{n} {k}{'s' if n != 1 and not k.endswith('predict') else ''}" for k, n in sorted(counts.items()))
+            or "no change"
+        )
         parts.append(f"{host}: {words}" + (" (stopped early)" if h.get("state") == "failed" else ""))
     return "; ".join(parts) or "no hosts"
 
@@ -175,17 +195,26 @@ def summary(result: dict[str, Any]) -> str:
 class Previewer:
     """Runs previews for the daemon: asked on the control socket (`op: preview`) and for each new release candidate."""
 
-    def __init__(self, config: Callable[[], Config], store: Store, *, export: Callable[[Repository, str, Path], None],
-                 run: RunWithEvents, artifacts: Callable[[str, str], dict[str, dict[str, str]]],
-                 secrets: Callable[[PlaybookRun, threading.Event], tuple[str, ...]],
-                 marker: Callable[[int], str], notify: Callable[[Notify, dict[str, Any]], None],
-                 on_change: Callable[[str], None] = lambda _repo: None, clock: Callable[[], float] = time.time):
+    def __init__(
+        self,
+        config: Callable[[], Config],
+        store: Store,
+        *,
+        export: Callable[[Repository, str, Path], None],
+        run: RunWithEvents,
+        artifacts: Callable[[str, str], dict[str, dict[str, str]]],
+        secrets: Callable[[PlaybookRun, threading.Event], tuple[str, ...]],
+        marker: Callable[[int], str],
+        notify: Callable[[Notify, dict[str, Any]], None],
+        on_change: Callable[[str], None] = lambda _repo: None,
+        clock: Callable[[], float] = time.time,
+    ):
         self.config, self.store, self.export, self.run, self.artifacts = config, store, export, run, artifacts
         self.secrets, self.marker, self.notify, self.on_change, self.clock = secrets, marker, notify, on_change, clock
-        self._queues: dict[tuple[str, str], ThreadPoolExecutor] = {}   # one preview per target at a time
+        self._queues: dict[tuple[str, str], ThreadPoolExecutor] = {}  # one preview per target at a time
         self._cancel = threading.Event()
         self._lock = threading.Lock()
-        for repo in config().repositories:   # a preview the last daemon left unfinished will never finish
+        for repo in config().repositories:  # a preview the last daemon left unfinished will never finish
             for row in store.previews(repo.name, limit=50):
                 if row["state"] in ("queued", "running"):
                     store.update_preview(row["id"], state="failed", now=clock(), reason="interrupted: the daemon stopped")
@@ -217,6 +246,7 @@ class Previewer:
         """A promotion request into an environment with `approvals:` was refused for want of them: preview what its
         source runs against it (bound to that tree's newest candidate), in the background, unless a fresh one exists."""
         from .readmodels import preview_view
+
         repo = self.config().repository(repo_name)
         target = repo.environment(env_name) if repo is not None else None
         source = repo.environment_for_branch(target.promote_from) if repo is not None and target is not None else None
@@ -224,12 +254,14 @@ class Previewer:
         if target is None or target.approvals is None or source is None or deployed is None:
             return
         for row in self.store.previews(repo_name, target_env=target.name, limit=20):
-            if row["tree"] == deployed.tree and (row["state"] in ("queued", "running") or (
-                    row["state"] == "done" and not preview_view(self.store, row)["stale"])):
-                return   # a fresh one exists (or is on its way)
+            if row["tree"] == deployed.tree and (
+                row["state"] in ("queued", "running") or (row["state"] == "done" and not preview_view(self.store, row)["stale"])
+            ):
+                return  # a fresh one exists (or is on its way)
         rcs = [rc for rc in self.store.rcs(repo_name) if rc["target_env"] == target.name and rc["tree"] == deployed.tree]
-        request = {"repo": repo_name, "rc": rcs[0]["name"]} if rcs else {"repo": repo_name, "from": source.name,
-                                                                         "to": target.name}
+        request = (
+            {"repo": repo_name, "rc": rcs[0]["name"]} if rcs else {"repo": repo_name, "from": source.name, "to": target.name}
+        )
         try:
             self._queue(identity, request)
         except Refused as exc:
@@ -246,56 +278,76 @@ class Previewer:
             source, target = _env(repo, rc["source_env"]), _env(repo, rc["target_env"])
             for given, env in ((request.get("from"), source), (request.get("to"), target)):
                 if given and given != env.name:
-                    raise Refused(f"rc/{rc_name} goes from {source.name} to {target.name}, not {given}: "
-                                  f"gitopsd preview {source.name} {target.name} --rc {rc_name}", INVALID)
+                    raise Refused(
+                        f"rc/{rc_name} goes from {source.name} to {target.name}, not {given}: "
+                        f"gitopsd preview {source.name} {target.name} --rc {rc_name}",
+                        INVALID,
+                    )
             commit, tree = str(rc["commit_id"]), str(rc["tree"])
         else:
             source, target = _env(repo, request.get("from")), _env(repo, request.get("to"))
             commit, tree = self._candidate(repo, source, request.get("tree"))
         if source.name == target.name:
-            raise Refused(f"preview what {source.name} runs against another environment, not {target.name} itself",
-                          INVALID)
-        preview_id = self.store.add_preview(repo=repo.name, source_env=source.name, target_env=target.name,
-                                            commit=commit, tree=tree, rc=rc_name, requested_by=identity,
-                                            target_deployment=self.store.target_deployment(repo.name, target.name, tree),
-                                            now=self.clock())
+            raise Refused(f"preview what {source.name} runs against another environment, not {target.name} itself", INVALID)
+        preview_id = self.store.add_preview(
+            repo=repo.name,
+            source_env=source.name,
+            target_env=target.name,
+            commit=commit,
+            tree=tree,
+            rc=rc_name,
+            requested_by=identity,
+            target_deployment=self.store.target_deployment(repo.name, target.name, tree),
+            now=self.clock(),
+        )
         with self._lock:
             if self._cancel.is_set():
                 raise Refused("the daemon is stopping: ask again once it runs", FORBIDDEN)
             pool = self._queues.get((repo.name, target.name))
             if pool is None:
                 pool = self._queues[(repo.name, target.name)] = ThreadPoolExecutor(
-                    max_workers=1, thread_name_prefix=f"preview-{target.name}")
+                    max_workers=1, thread_name_prefix=f"preview-{target.name}"
+                )
             pool.submit(self._guarded, preview_id, repo.name, source.name, target.name, commit, tree, rc_name)
         what = f"rc/{rc_name}" if rc_name else f"{source.name}'s tree {tree[:7]}"
-        log.info("preview #%d of %s against %s asked by %s", preview_id, what, target.name, identity,
-                 extra={"repo": repo.name, "env": target.name, "commit": commit[:7]})
-        return preview_id, (f"preview #{preview_id} of {what} (commit {commit[:7]}) against {target.name}'s hosts "
-                            f"queued; see it: gitopsd preview --show {preview_id}")
+        log.info(
+            "preview #%d of %s against %s asked by %s",
+            preview_id,
+            what,
+            target.name,
+            identity,
+            extra={"repo": repo.name, "env": target.name, "commit": commit[:7]},
+        )
+        return preview_id, (
+            f"preview #{preview_id} of {what} (commit {commit[:7]}) against {target.name}'s hosts "
+            f"queued; see it: gitopsd preview --show {preview_id}"
+        )
 
     def _candidate(self, repo: Repository, source: Environment, asked: Any) -> tuple[str, str]:
         """(commit, tree) to preview: what `source` runs, or a tree (or commit) it ran successfully."""
         if not asked:
             deployed = self.store.deployed(repo.name, source.name)
             if deployed is None or not self.store.tree_succeeded(repo.name, source.name, deployed.tree):
-                raise Refused(f"{source.name} runs nothing deployed and verified yet: nothing to preview "
-                              f"(gitopsd status {source.name})")
+                raise Refused(
+                    f"{source.name} runs nothing deployed and verified yet: nothing to preview (gitopsd status {source.name})"
+                )
             return deployed.commit, deployed.tree
         text = str(asked)
         tree = gitcli.rev_parse(repo.path, f"{text}^{{tree}}") if re.fullmatch(r"[0-9a-fA-F]{4,64}", text) else None
         if tree is None:
             raise Refused(f"no commit or tree {text[:80]!r} in {repo.name}: give a commit or tree id", MISSING)
         if not self.store.tree_succeeded(repo.name, source.name, tree):
-            raise Refused(f"tree {tree[:7]} never ran successfully in {source.name}: preview only what {source.name} "
-                          f"runs or ran (gitopsd history {source.name})")
+            raise Refused(
+                f"tree {tree[:7]} never ran successfully in {source.name}: preview only what {source.name} "
+                f"runs or ran (gitopsd history {source.name})"
+            )
         for d in self.store.history(repo=repo.name, env=source.name, limit=500):
             if d.tree == tree and d.result == "succeeded":
                 return d.commit, tree
         raise Refused(f"tree {tree[:7]} ran in {source.name} too long ago to preview: promote it again first")
 
     # -- running --------------------------------------------------------------------------------------------
-    def _guarded(self, preview_id: int, repo_name: str, source: str, target: str, commit: str, tree: str,
-                 rc: str) -> None:
+    def _guarded(self, preview_id: int, repo_name: str, source: str, target: str, commit: str, tree: str, rc: str) -> None:
         try:
             self._run(preview_id, repo_name, source, target, commit, tree, rc)
         except Exception as exc:  # a preview that cannot run says so in its record, never kills its thread
@@ -308,8 +360,9 @@ class Previewer:
         repo = _repository(config, repo_name)
         env = _env(repo, target)
         deployed = self.store.deployed(repo.name, env.name)
-        self.store.update_preview(preview_id, state="running",
-                                  target_deployment=self.store.target_deployment(repo.name, env.name, tree))
+        self.store.update_preview(
+            preview_id, state="running", target_deployment=self.store.target_deployment(repo.name, env.name, tree)
+        )
         folder = config.state_dir / "previews" / str(preview_id)
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
@@ -319,22 +372,35 @@ class Previewer:
             workdir = folder / "tree"
             self.export(repo, commit, workdir)
             run = PlaybookRun(
-                marker=f"{self.marker(0)}-preview-{preview_id}", workdir=workdir,
-                playbook=resolve_inside(workdir, env.playbook), inventory=resolve_inside(workdir, env.inventory),
-                data_dir=folder / "run", timeout=env.timeout, vault_password_file=env.vault_password_file,
-                check_mode=True, verbose=True,
-                extravars={"gitopsd_env": env.name, "gitopsd_repo": repo.name, "gitopsd_commit": commit,
-                           "gitopsd_tree": tree, "gitopsd_previous_commit": deployed.commit if deployed else "",
-                           "gitopsd_deploy_id": f"preview-{preview_id}", "gitopsd_kind": "deploy",
-                           "gitopsd_workdir": str(workdir), "gitopsd_artifacts": self.artifacts(repo.name, tree)})
+                marker=f"{self.marker(0)}-preview-{preview_id}",
+                workdir=workdir,
+                playbook=resolve_inside(workdir, env.playbook),
+                inventory=resolve_inside(workdir, env.inventory),
+                data_dir=folder / "run",
+                timeout=env.timeout,
+                vault_password_file=env.vault_password_file,
+                check_mode=True,
+                verbose=True,
+                extravars={
+                    "gitopsd_env": env.name,
+                    "gitopsd_repo": repo.name,
+                    "gitopsd_commit": commit,
+                    "gitopsd_tree": tree,
+                    "gitopsd_previous_commit": deployed.commit if deployed else "",
+                    "gitopsd_deploy_id": f"preview-{preview_id}",
+                    "gitopsd_kind": "deploy",
+                    "gitopsd_workdir": str(workdir),
+                    "gitopsd_artifacts": self.artifacts(repo.name, tree),
+                },
+            )
             secrets = self.secrets(run, self._cancel) if env.vault_password_file is not None else ()
             collector = Collector(secrets)
             outcome = self.run(run, self._cancel, collector.handle)
             result = collector.result(outcome)
-        except GitopsdError as exc:   # an export or an inventory that cannot be read says nothing about the hosts
+        except GitopsdError as exc:  # an export or an inventory that cannot be read says nothing about the hosts
             outcome, result = RunOutcome(False, "failed", None, str(exc)), {"hosts": {}}
         finally:
-            shutil.rmtree(folder, ignore_errors=True)   # the run's output holds what the record must not
+            shutil.rmtree(folder, ignore_errors=True)  # the run's output holds what the record must not
         hosts = result["hosts"]
         unreachable = sorted(h for h, v in hosts.items() if v["state"] == "unreachable")
         if outcome.status in ("timeout", "canceled") or (not hosts and not outcome.ok):
@@ -344,35 +410,52 @@ class Previewer:
         else:
             state, reason = "done", summary(result)
         now = self.clock()
-        self.store.update_preview(preview_id, state=state, now=now, reason=reason, digest=digest(result),
-                                  result=json.dumps(result))
+        self.store.update_preview(
+            preview_id, state=state, now=now, reason=reason, digest=digest(result), result=json.dumps(result)
+        )
         took = time.monotonic() - started
-        (log.info if state == "done" else log.warning)("preview #%d %s in %.1fs: %s", preview_id, state, took, reason,
-                                                        extra=extra)
+        (log.info if state == "done" else log.warning)(
+            "preview #%d %s in %.1fs: %s", preview_id, state, took, reason, extra=extra
+        )
         what = f"rc/{rc}" if rc else f"{source}'s tree {tree[:7]}"
         line = f"gitopsd: preview #{preview_id} of {what} against {env.name} at {when(now)}: {state}: {reason}"
         add_note(str(repo.path), commit, line if len(line) <= 1000 else line[:997] + "...")
-        self.notify(env.notify, {"event": "preview-finished", "repo": repo.name, "env": env.name, "preview": preview_id,
-                                 "rc": rc or None, "source": source, "commit": commit, "tree": tree, "state": state,
-                                 "summary": reason})
+        self.notify(
+            env.notify,
+            {
+                "event": "preview-finished",
+                "repo": repo.name,
+                "env": env.name,
+                "preview": preview_id,
+                "rc": rc or None,
+                "source": source,
+                "commit": commit,
+                "tree": tree,
+                "state": state,
+                "summary": reason,
+            },
+        )
 
 
 def _repository(config: Config, name: Any) -> Repository:
     if name is None:
         if len(config.repositories) != 1:
-            raise Refused(f"name the repository with --repo (known: {', '.join(r.name for r in config.repositories)})",
-                          INVALID)
+            raise Refused(f"name the repository with --repo (known: {', '.join(r.name for r in config.repositories)})", INVALID)
         return config.repositories[0]
     repo = config.repository(str(name))
     if repo is None:
-        raise Refused(f"no repository named {str(name)[:100]!r} (known: "
-                      f"{', '.join(r.name for r in config.repositories)})", MISSING)
+        raise Refused(
+            f"no repository named {str(name)[:100]!r} (known: {', '.join(r.name for r in config.repositories)})", MISSING
+        )
     return repo
 
 
 def _env(repo: Repository, name: Any) -> Environment:
     env = repo.environment(str(name)) if name else None
     if env is None:
-        raise Refused(f"repository {repo.name} has no environment {str(name)[:100]!r} "
-                      f"(it has: {', '.join(e.name for e in repo.environments)})", MISSING)
+        raise Refused(
+            f"repository {repo.name} has no environment {str(name)[:100]!r} "
+            f"(it has: {', '.join(e.name for e in repo.environments)})",
+            MISSING,
+        )
     return env

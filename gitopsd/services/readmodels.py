@@ -5,6 +5,7 @@
 `preview`, `where` and `hosts ENV` show `preview_view`, `where_view` and `host_runs`.
 Reads only: nothing here decides anything or writes to the store.
 """
+
 from __future__ import annotations
 
 import re
@@ -21,8 +22,13 @@ NO_MARKS: dict[str, Any] = {"rc": None, "approved_by": [], "signed_off_by": [], 
 def deployment_json(d: Any, marks: dict[str, Any] | None = None) -> dict[str, Any]:
     """A deployment for `history --json`: the record, with its batches, hosts, checks and artifacts (name -> sha256),
     and its human gates (`marks`, from release_marks)."""
-    return {**d.as_json(), "hosts": d.detail.get("hosts", {}), "batches": d.detail.get("batches", []),
-            "artifacts": d.detail.get("artifacts", {}), **(marks or NO_MARKS)}
+    return {
+        **d.as_json(),
+        "hosts": d.detail.get("hosts", {}),
+        "batches": d.detail.get("batches", []),
+        "artifacts": d.detail.get("artifacts", {}),
+        **(marks or NO_MARKS),
+    }
 
 
 def release_marks(config: Any, store: Any, deployments: list[Any]) -> dict[int, dict[str, Any]]:
@@ -31,16 +37,17 @@ def release_marks(config: Any, store: Any, deployments: list[Any]) -> dict[int, 
     (`signed_off_by`). Two queries for the whole page, none per row, so `history` stays fast."""
     if not deployments:
         return {}
-    signoff_env: dict[tuple[str, str], str] = {}   # (repo, env) -> where its required sign-offs happen
+    signoff_env: dict[tuple[str, str], str] = {}  # (repo, env) -> where its required sign-offs happen
     for d in deployments:
         repo = config.repository(d.repo)
         env = repo.environment(d.env) if repo is not None else None
-        rule = getattr(env, "require_signoff", None) or getattr(env, "signoff", None)   # a Config's, or the snapshot's
+        rule = getattr(env, "require_signoff", None) or getattr(env, "signoff", None)  # a Config's, or the snapshot's
         if rule is not None:
             signoff_env[(d.repo, d.env)] = rule.env
     rcs: dict[tuple[str, str, str], dict[str, tuple[float, list[tuple[str, str, str, float]]]]] = {}
     for repo, env, tree, name, created, actor, kind, at in store.rcs_with_approvals(
-            sorted({(d.repo, d.env, d.tree) for d in deployments})):
+        sorted({(d.repo, d.env, d.tree) for d in deployments})
+    ):
         _created, words = rcs.setdefault((repo, env, tree), {}).setdefault(name, (created, []))
         if actor is not None:
             words.append((actor, kind, "", at))
@@ -53,26 +60,33 @@ def release_marks(config: Any, store: Any, deployments: list[Any]) -> dict[int, 
         """Who had `word` as their newest word before `by`."""
         return sorted(a for a, (w, _n, _at) in newest_by_actor([x for x in words if x[3] <= by]).items() if w == word)
 
-    finished: dict[tuple[str, str, str], list[tuple[float, int]]] = {}   # (repo, rc, env) -> (finished_at, id)
+    finished: dict[tuple[str, str, str], list[tuple[float, int]]] = {}  # (repo, rc, env) -> (finished_at, id)
 
     def approved_on(repo: str, rc: str, env: str, by: float) -> int | None:
         """The newest finished preview of `rc` for `env` made before `by`: the one its approvals were bound to."""
-        if (repo, rc, env) not in finished:   # one query per candidate on the page, not per row
-            finished[(repo, rc, env)] = [(float(p["finished_at"]), int(p["id"])) for p in
-                                         store.previews(repo, rc=rc, target_env=env, limit=50)
-                                         if p["state"] == "done" and p["finished_at"] is not None]
+        if (repo, rc, env) not in finished:  # one query per candidate on the page, not per row
+            finished[(repo, rc, env)] = [
+                (float(p["finished_at"]), int(p["id"]))
+                for p in store.previews(repo, rc=rc, target_env=env, limit=50)
+                if p["state"] == "done" and p["finished_at"] is not None
+            ]
         return max(((at, i) for at, i in finished[(repo, rc, env)] if at <= by), default=(0.0, None))[1]
 
     marks: dict[int, dict[str, Any]] = {}
     for d in deployments:
-        known = [(created, name, words) for name, (created, words) in rcs.get((d.repo, d.env, d.tree), {}).items()
-                 if created <= d.started_at]
+        known = [
+            (created, name, words)
+            for name, (created, words) in rcs.get((d.repo, d.env, d.tree), {}).items()
+            if created <= d.started_at
+        ]
         _created, rc, words = max(known, default=(0.0, None, []))
         where = signoff_env.get((d.repo, d.env))
-        marks[d.id] = {"rc": rc, "approved_by": said(words, "approve", d.started_at) if rc else [],
-                       "signed_off_by": said(signoffs.get((d.repo, where, d.tree), []), "signoff", d.started_at)
-                       if where else [],
-                       "preview": approved_on(d.repo, rc, d.env, d.started_at) if rc else None}
+        marks[d.id] = {
+            "rc": rc,
+            "approved_by": said(words, "approve", d.started_at) if rc else [],
+            "signed_off_by": said(signoffs.get((d.repo, where, d.tree), []), "signoff", d.started_at) if where else [],
+            "preview": approved_on(d.repo, rc, d.env, d.started_at) if rc else None,
+        }
     return marks
 
 
@@ -84,56 +98,90 @@ def rc_view(repo: Any, store: Any, rc: dict[str, Any]) -> dict[str, Any]:
     problems = ["its environment no longer takes approvals"]
     if policy is not None:
         # As the gate judges it (gate/policy.py human_gates): approvals bind to the preview they saw.
-        valid, problems = bound_approval_state(Policy.of(policy), store, repo.name, rc["name"], rc["target_env"],
-                                               time.time())
+        valid, problems = bound_approval_state(Policy.of(policy), store, repo.name, rc["name"], rc["target_env"], time.time())
     state = "approved" if not problems else "rejected" if any(p.startswith("rejected") for p in problems) else "waiting"
     failed = rejection_for(repo, store.rejections(repo.name, rc["tree"]), rc["target_env"])
-    if failed is not None:   # a tree that failed stays out: its approvals count for nothing (gate/rejections.py)
+    if failed is not None:  # a tree that failed stays out: its approvals count for nothing (gate/rejections.py)
         state, valid = "failed", []
         problems = [f"tree {rc['tree'][:7]} is rejected for {rc['target_env']}: {describe(failed)} (its approvals are void)"]
     previews = store.previews(repo.name, rc=rc["name"], limit=1)
-    return {"name": rc["name"], "repo": repo.name, "commit": rc["commit_id"], "tree": rc["tree"],
-            "source_env": rc["source_env"], "target_env": rc["target_env"], "created_by": rc["created_by"],
-            "created_at": rc["created_at"], "state": state, "approved_by": valid, "problems": problems,
-            "preview": preview_view(store, previews[0]) if previews else None}
+    return {
+        "name": rc["name"],
+        "repo": repo.name,
+        "commit": rc["commit_id"],
+        "tree": rc["tree"],
+        "source_env": rc["source_env"],
+        "target_env": rc["target_env"],
+        "created_by": rc["created_by"],
+        "created_at": rc["created_at"],
+        "state": state,
+        "approved_by": valid,
+        "problems": problems,
+        "preview": preview_view(store, previews[0]) if previews else None,
+    }
 
 
 def preview_view(store: Any, row: dict[str, Any]) -> dict[str, Any]:
     """A promotion preview as `gitopsd preview`, `rc show` and the candidate's page show it, with whether it is stale."""
     import json
+
     stale = ""
     if row["state"] == "done":
         drifted_at = store.preview_marks(row["repo"], row["rc"], row["target_env"])[2]
-        stale = preview_stale((row["id"], row["target_deployment"], row["requested_at"], row["digest"]),
-                              row["target_env"], store.target_deployment(row["repo"], row["target_env"], row["tree"]),
-                              drifted_at)
-    return {"id": row["id"], "repo": row["repo"], "source_env": row["source_env"], "target_env": row["target_env"],
-            "commit": row["commit_id"], "tree": row["tree"], "rc": row["rc"] or None, "state": row["state"],
-            "stale": stale or None, "requested_by": row["requested_by"], "requested_at": row["requested_at"],
-            "finished_at": row["finished_at"], "target_deployment": row["target_deployment"] or None,
-            "summary": row["reason"], "hosts": json.loads(row["result"] or "{}").get("hosts", {})}
+        stale = preview_stale(
+            (row["id"], row["target_deployment"], row["requested_at"], row["digest"]),
+            row["target_env"],
+            store.target_deployment(row["repo"], row["target_env"], row["tree"]),
+            drifted_at,
+        )
+    return {
+        "id": row["id"],
+        "repo": row["repo"],
+        "source_env": row["source_env"],
+        "target_env": row["target_env"],
+        "commit": row["commit_id"],
+        "tree": row["tree"],
+        "rc": row["rc"] or None,
+        "state": row["state"],
+        "stale": stale or None,
+        "requested_by": row["requested_by"],
+        "requested_at": row["requested_at"],
+        "finished_at": row["finished_at"],
+        "target_deployment": row["target_deployment"] or None,
+        "summary": row["reason"],
+        "hosts": json.loads(row["result"] or "{}").get("hosts", {}),
+    }
 
 
-RAN = ("ok", "changed", "check-failed")   # a deployment's host results after which the host runs its tree
+RAN = ("ok", "changed", "check-failed")  # a deployment's host results after which the host runs its tree
 
 
 def host_runs(store: Any, repo: str, env: str, limit: int = 200) -> list[dict[str, Any]]:
     """Per host of an environment: the tree it runs (its newest deployment that succeeded there), since when (the
     oldest of that run of deployments of the same tree), its newest deployment's result there, and drift."""
     hosts: dict[str, dict[str, Any]] = {}
-    settled: set[str] = set()   # hosts whose run of equal trees has ended (an older tree, going back)
+    settled: set[str] = set()  # hosts whose run of equal trees has ended (an older tree, going back)
     for d in store.history(repo=repo, env=env, limit=limit):
         for host, result in (d.detail.get("hosts") or {}).items():
             mine = hosts.get(host)
             if mine is None:
-                hosts[host] = mine = {"host": host, "env": env, "tree": None, "commit": None, "deployment": None,
-                                      "deployed_at": None, "since": None, "last_result": result,
-                                      "last_deployment": d.id, "last_check": None, "drift": None}
+                hosts[host] = mine = {
+                    "host": host,
+                    "env": env,
+                    "tree": None,
+                    "commit": None,
+                    "deployment": None,
+                    "deployed_at": None,
+                    "since": None,
+                    "last_result": result,
+                    "last_deployment": d.id,
+                    "last_check": None,
+                    "drift": None,
+                }
             if result not in RAN or host in settled:
                 continue
             if mine["tree"] is None:
-                mine.update(tree=d.tree, commit=d.commit, deployment=d.id, deployed_at=d.finished_at,
-                            since=d.finished_at)
+                mine.update(tree=d.tree, commit=d.commit, deployment=d.id, deployed_at=d.finished_at, since=d.finished_at)
             elif d.tree == mine["tree"]:
                 mine["since"] = d.finished_at
             else:
@@ -143,9 +191,11 @@ def host_runs(store: Any, repo: str, env: str, limit: int = 200) -> list[dict[st
         drifted = set(report.hosts) if report.state == "drifted" else set()
         for mine in hosts.values():
             mine["last_check"] = report.checked_at
-            mine["drift"] = ("drifted" if mine["host"] in drifted else "clean") if report.state in ("drifted", "clean",
-                                                                                                      "baseline") \
+            mine["drift"] = (
+                ("drifted" if mine["host"] in drifted else "clean")
+                if report.state in ("drifted", "clean", "baseline")
                 else report.state
+            )
     return [hosts[h] for h in sorted(hosts)]
 
 
@@ -157,6 +207,7 @@ def tree_named(store: Any, repo: Any, what: str) -> str | None:
     if not re.fullmatch(r"[0-9a-fA-F]{4,64}", what):
         return None
     from ..base import gitcli
+
     return gitcli.rev_parse(repo.path, f"{what}^{{tree}}")
 
 
@@ -171,8 +222,10 @@ def rc_history(store: Any, repo_name: str, name: str) -> list[dict[str, Any]]:
     words = [{"actor": a, "kind": k, "note": n, "at": w} for a, k, n, w in store.approval_rows(repo_name, name)]
     rc = store.rc(repo_name, name)
     trees = store.rejections(repo_name, rc["tree"]) if rc is not None else []
-    words += [{"actor": actor, "kind": f"tree-{kind}ed", "note": f"{env}: {reason}", "at": at}
-              for env, kind, _deployment, actor, reason, at, _commit in trees]
+    words += [
+        {"actor": actor, "kind": f"tree-{kind}ed", "note": f"{env}: {reason}", "at": at}
+        for env, kind, _deployment, actor, reason, at, _commit in trees
+    ]
     return sorted(words, key=lambda w: float(w["at"]))
 
 

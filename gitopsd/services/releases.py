@@ -8,6 +8,7 @@ Every sign-off, release candidate, approval, rejection, withdrawal and deploymen
 the store and as a git note under refs/notes/gitopsd on its commit, so `git log --notes=gitopsd`
 in any clone shows who tested, approved and deployed what, and when.
 """
+
 from __future__ import annotations
 
 import logging
@@ -34,8 +35,7 @@ RC_PREFIX = "refs/tags/rc/"
 RC_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 NOTE_MAX = 1000
 CHANGES_SHOWN = 50
-_notes_lock = threading.Lock()   # git notes moves one ref: writers (control thread, deploy threads) take turns
-
+_notes_lock = threading.Lock()  # git notes moves one ref: writers (control thread, deploy threads) take turns
 
 
 def when(ts: float) -> str:
@@ -45,11 +45,17 @@ def when(ts: float) -> str:
 def add_note(repo_path: str, commit: str, line: str) -> None:
     """Append one line to the commit's gitopsd note (the audit trail that travels with the repository)."""
     ident = gitcli.GITOPSD_IDENTITY
-    env = {"GIT_AUTHOR_NAME": ident.name, "GIT_AUTHOR_EMAIL": ident.email,
-           "GIT_COMMITTER_NAME": ident.name, "GIT_COMMITTER_EMAIL": ident.email}
+    env = {
+        "GIT_AUTHOR_NAME": ident.name,
+        "GIT_AUTHOR_EMAIL": ident.email,
+        "GIT_COMMITTER_NAME": ident.name,
+        "GIT_COMMITTER_EMAIL": ident.email,
+    }
     with _notes_lock:
-        code, _out, err = gitcli.run(["git", "-C", repo_path, "notes", f"--ref={NOTES_REF}", "append", "-m", line,
-                                      "--end-of-options", commit], env={**os.environ, **env})
+        code, _out, err = gitcli.run(
+            ["git", "-C", repo_path, "notes", f"--ref={NOTES_REF}", "append", "-m", line, "--end-of-options", commit],
+            env={**os.environ, **env},
+        )
     if code != 0:
         log.warning("could not write the audit note on %s: %s", commit[:7], err.strip())
 
@@ -62,8 +68,14 @@ def self_name(pusher: str) -> str:
 class HumanGates:
     """Sign-offs, release candidates and approvals, asked for over the control socket."""
 
-    def __init__(self, config: Callable[[], Config], store: Store, notify: Callable[[Notify, dict[str, Any]], None],
-                 on_change: Callable[[str], None] = lambda _repo: None, clock: Callable[[], float] = time.time):
+    def __init__(
+        self,
+        config: Callable[[], Config],
+        store: Store,
+        notify: Callable[[Notify, dict[str, Any]], None],
+        on_change: Callable[[str], None] = lambda _repo: None,
+        clock: Callable[[], float] = time.time,
+    ):
         self.config, self.store, self.notify, self.on_change, self.clock = config, store, notify, on_change, clock
         self._expired_told: set[tuple[str, str, str]] = set()
         # (repo, rc name, identity): a new release candidate, previewed against its target (previews.py).
@@ -81,9 +93,14 @@ class HumanGates:
     def _handle(self, identity: str, request: dict[str, Any]) -> dict[str, Any]:
         op = request.get("op")
         actions: dict[str, Callable[[str, dict[str, Any]], str]] = {
-            "signoff": self.signoff, "rc-create": self.rc_create, "approve": self.approve,
-            "reject": self.approve, "withdraw": self.approve,
-            "tree-reject": self.tree_word, "tree-unreject": self.tree_word}
+            "signoff": self.signoff,
+            "rc-create": self.rc_create,
+            "approve": self.approve,
+            "reject": self.approve,
+            "withdraw": self.approve,
+            "tree-reject": self.tree_word,
+            "tree-unreject": self.tree_word,
+        }
         action = actions.get(str(op))
         if action is None:
             return refusal_answer(Refused(f"unknown request {op!r}", INVALID, "unknown-request"))
@@ -99,7 +116,9 @@ class HumanGates:
         name = request.get("repo")
         if name is None:
             if len(config.repositories) != 1:
-                raise Refused(f"name the repository with --repo (known: {', '.join(r.name for r in config.repositories)})", INVALID)
+                raise Refused(
+                    f"name the repository with --repo (known: {', '.join(r.name for r in config.repositories)})", INVALID
+                )
             return config.repositories[0]
         repo = config.repository(str(name))
         if repo is None:
@@ -110,8 +129,10 @@ class HumanGates:
     def _env(repo: Repository, name: Any) -> Environment:
         env = repo.environment(str(name))
         if env is None:
-            raise Refused(f"repository {repo.name} has no environment {name!r} "
-                          f"(it has: {', '.join(e.name for e in repo.environments)})", MISSING)
+            raise Refused(
+                f"repository {repo.name} has no environment {name!r} (it has: {', '.join(e.name for e in repo.environments)})",
+                MISSING,
+            )
         return env
 
     @staticmethod
@@ -153,14 +174,19 @@ class HumanGates:
             raise Refused(f"no commit {commit!r} in {repo.name}", MISSING)
         tree = gitcli.tree_of(repo.path, full) or ""
         if tree != deployed.tree:
-            raise Refused(f"{full[:7]} (tree {tree[:7]}) is not what {env.name} runs (tree {deployed.tree[:7]}, "
-                          f"commit {deployed.commit[:7]}): sign off what you tested there")
+            raise Refused(
+                f"{full[:7]} (tree {tree[:7]}) is not what {env.name} runs (tree {deployed.tree[:7]}, "
+                f"commit {deployed.commit[:7]}): sign off what you tested there"
+            )
         newest = newest_by_actor(self.store.signoffs(repo.name, env.name, tree)).get(identity)
         if newest is not None and newest[0] == verdict:
-            raise Refused(f"{identity} already {'rejected' if verdict == 'reject' else 'signed off'} tree {tree[:7]} "
-                          f"in {env.name} ({when(newest[2])}); nothing changed")
-        self.store.add_signoff(repo=repo.name, env=env.name, commit=full, tree=tree, actor=identity, verdict=verdict,
-                               note=note, now=self.clock())
+            raise Refused(
+                f"{identity} already {'rejected' if verdict == 'reject' else 'signed off'} tree {tree[:7]} "
+                f"in {env.name} ({when(newest[2])}); nothing changed"
+            )
+        self.store.add_signoff(
+            repo=repo.name, env=env.name, commit=full, tree=tree, actor=identity, verdict=verdict, note=note, now=self.clock()
+        )
         word = "rejected" if verdict == "reject" else "signed off"
         add_note(str(repo.path), full, f"gitopsd: {word} in {env.name} by {identity} at {when(self.clock())}: {note}")
         self.on_change(repo.name)
@@ -173,22 +199,28 @@ class HumanGates:
         target = self._rc_target(repo, request.get("to"))
         source = self._env(repo, request["from"]) if request.get("from") else repo.environment_for_branch(target.promote_from)
         if source is None:
-            raise Refused(f"{target.name} promotes from {target.promote_from}, which is no environment: "
-                          "name the tested environment with --from", INVALID)
+            raise Refused(
+                f"{target.name} promotes from {target.promote_from}, which is no environment: "
+                "name the tested environment with --from",
+                INVALID,
+            )
         deployed = self.store.deployed(repo.name, source.name)
         if deployed is None or not self.store.tree_succeeded(repo.name, source.name, deployed.tree):
             raise Refused(f"{source.name} runs nothing deployed and verified yet: nothing to make a candidate of")
         rejected = rejection_for(repo, self.store.rejections(repo.name, deployed.tree), target.name)
         if rejected is not None:
-            raise Refused(f"tree {deployed.tree[:7]} is rejected for {target.name}: {describe(rejected)}; promote a fix "
-                          f"(or, if it is safe after all: gitopsd release unreject {deployed.tree[:7]} --env {rejected[0]} "
-                          "--reason '...')")
+            raise Refused(
+                f"tree {deployed.tree[:7]} is rejected for {target.name}: {describe(rejected)}; promote a fix "
+                f"(or, if it is safe after all: gitopsd release unreject {deployed.tree[:7]} --env {rejected[0]} "
+                "--reason '...')"
+            )
         need = target.require_signoff
         if need is not None:
             source_of_need = repo.environment(need.env)
             signers = source_of_need.signoff_by if source_of_need else ()
-            missing = signoff_unmet(SignoffNeed(need.env, need.count, signers),
-                                    self.store.signoffs(repo.name, need.env, deployed.tree))
+            missing = signoff_unmet(
+                SignoffNeed(need.env, need.count, signers), self.store.signoffs(repo.name, need.env, deployed.tree)
+            )
             if missing:
                 raise Refused(f"tree {deployed.tree[:7]} lacks its sign-offs for {target.name}: {'; '.join(missing)}")
         name = str(request.get("name") or self._next_name(repo))
@@ -204,28 +236,58 @@ class HumanGates:
         ident = gitcli.GITOPSD_IDENTITY
         code, _out, err = gitcli.run(
             ["git", "-C", str(repo.path), "tag", "-a", "-F", "-", "--end-of-options", f"rc/{name}", deployed.commit],
-            input=message, env={**os.environ, "GIT_COMMITTER_NAME": ident.name,
-                                "GIT_COMMITTER_EMAIL": ident.email})
+            input=message,
+            env={**os.environ, "GIT_COMMITTER_NAME": ident.name, "GIT_COMMITTER_EMAIL": ident.email},
+        )
         if code != 0:
             raise Refused(f"could not create the tag rc/{name}: {err.strip()}")
-        if not self.store.add_rc(repo=repo.name, name=name, commit=deployed.commit, tree=deployed.tree,
-                                 source_env=source.name, target_env=target.name, created_by=identity,
-                                 self_identities=self_ids, now=self.clock()):
+        if not self.store.add_rc(
+            repo=repo.name,
+            name=name,
+            commit=deployed.commit,
+            tree=deployed.tree,
+            source_env=source.name,
+            target_env=target.name,
+            created_by=identity,
+            self_identities=self_ids,
+            now=self.clock(),
+        ):
             raise Refused(f"rc/{name} was created meanwhile by someone else")
-        add_note(str(repo.path), deployed.commit,
-                 f"gitopsd: release candidate rc/{name} for {target.name} created by {identity} at {when(self.clock())}")
+        add_note(
+            str(repo.path),
+            deployed.commit,
+            f"gitopsd: release candidate rc/{name} for {target.name} created by {identity} at {when(self.clock())}",
+        )
         policy = target.approvals
         assert policy is not None
-        self.notify(target.notify, {"event": "rc-created", "repo": repo.name, "env": target.name, "rc": name,
-                                    "commit": deployed.commit, "tree": deployed.tree, "created_by": identity,
-                                    "approvals_required": policy.required, "approvers": list(policy.approvers)})
+        self.notify(
+            target.notify,
+            {
+                "event": "rc-created",
+                "repo": repo.name,
+                "env": target.name,
+                "rc": name,
+                "commit": deployed.commit,
+                "tree": deployed.tree,
+                "created_by": identity,
+                "approvals_required": policy.required,
+                "approvers": list(policy.approvers),
+            },
+        )
         self.on_rc_created(repo.name, name, identity)
         self.on_change(repo.name)
-        log.info("release candidate rc/%s created by %s from %s", name, identity, source.name,
-                 extra={"repo": repo.name, "env": target.name, "commit": deployed.commit[:7]})
-        return (f"release candidate rc/{name} created: {source.name}'s commit {deployed.commit[:7]} (tree "
-                f"{deployed.tree[:7]}), {len(changes)} change(s) since {target.name}'s last release; it needs "
-                f"{policy.required} approval(s) from {', '.join(policy.approvers)}: gitopsd approve {name} --note '...'")
+        log.info(
+            "release candidate rc/%s created by %s from %s",
+            name,
+            identity,
+            source.name,
+            extra={"repo": repo.name, "env": target.name, "commit": deployed.commit[:7]},
+        )
+        return (
+            f"release candidate rc/{name} created: {source.name}'s commit {deployed.commit[:7]} (tree "
+            f"{deployed.tree[:7]}), {len(changes)} change(s) since {target.name}'s last release; it needs "
+            f"{policy.required} approval(s) from {', '.join(policy.approvers)}: gitopsd approve {name} --note '...'"
+        )
 
     def _next_name(self, repo: Repository) -> str:
         day = datetime.fromtimestamp(self.clock(), UTC).strftime("%Y-%m-%d")
@@ -239,25 +301,43 @@ class HumanGates:
     def _changes(repo: Repository, base: str | None, commit: str) -> list[tuple[str, str]]:
         """(commit, subject) of what `commit` has that `base` has not, newest first."""
         spec = [commit, f"^{base}"] if base else [commit]
-        code, out, _err = gitcli.run(["git", "-C", str(repo.path), "log", "--no-merges", "-n", "5000",
-                                      "--format=%H %s", "--end-of-options", *spec])
+        code, out, _err = gitcli.run(
+            ["git", "-C", str(repo.path), "log", "--no-merges", "-n", "5000", "--format=%H %s", "--end-of-options", *spec]
+        )
         return [(line[:40], line[41:]) for line in out.splitlines() if len(line) >= 40] if code == 0 else []
 
-    def _tag_message(self, repo: Repository, name: str, source: Environment, target: Environment, deployed: Deployment,
-                     base: Deployment | None, changes: list[tuple[str, str]], identity: str) -> str:
-        lines = [f"Release candidate {name} for {target.name}", "",
-                 f"From {source.name}: commit {deployed.commit} (tree {deployed.tree}), deployment #{deployed.id}",
-                 f"Created by {identity} at {when(self.clock())}", "",
-                 f"Changes since {target.name}'s last release ({base.commit[:7] if base else 'none yet'}):"]
+    def _tag_message(
+        self,
+        repo: Repository,
+        name: str,
+        source: Environment,
+        target: Environment,
+        deployed: Deployment,
+        base: Deployment | None,
+        changes: list[tuple[str, str]],
+        identity: str,
+    ) -> str:
+        lines = [
+            f"Release candidate {name} for {target.name}",
+            "",
+            f"From {source.name}: commit {deployed.commit} (tree {deployed.tree}), deployment #{deployed.id}",
+            f"Created by {identity} at {when(self.clock())}",
+            "",
+            f"Changes since {target.name}'s last release ({base.commit[:7] if base else 'none yet'}):",
+        ]
         lines += [f"  {c[:7]} {s}" for c, s in changes[:CHANGES_SHOWN]] or ["  (none)"]
         if len(changes) > CHANGES_SHOWN:
             lines.append(f"  ... and {len(changes) - CHANGES_SHOWN} more")
         statuses = self.store.statuses(repo.name, deployed.tree)
-        lines += ["", "Checks:"] + ([f"  {s.context}: {s.state}" + (f" ({s.target_url})" if s.target_url else "")
-                                     for s in statuses] or ["  (none reported)"])
-        signoffs = [(actor, verdict, note) for env in repo.environments
-                    for actor, (verdict, note, _w) in newest_by_actor(
-                        self.store.signoffs(repo.name, env.name, deployed.tree)).items()]
+        lines += ["", "Checks:"] + (
+            [f"  {s.context}: {s.state}" + (f" ({s.target_url})" if s.target_url else "") for s in statuses]
+            or ["  (none reported)"]
+        )
+        signoffs = [
+            (actor, verdict, note)
+            for env in repo.environments
+            for actor, (verdict, note, _w) in newest_by_actor(self.store.signoffs(repo.name, env.name, deployed.tree)).items()
+        ]
         lines += ["", "Sign-offs:"] + ([f"  {a}: {v}: {n}" for a, v, n in signoffs] or ["  (none)"])
         return "\n".join(lines) + "\n"
 
@@ -284,39 +364,59 @@ class HumanGates:
                 raise Refused(f"{identity} has no approval or rejection of rc/{name} to withdraw")
         else:
             if kind == "approve" and policy.forbid_self_approval and identity in rc["self_identities"].split("\n"):
-                raise Refused(f"{identity} may not approve rc/{name}: it is their own (they created it or pushed one of "
-                              "its changes) and forbid_self_approval is on; ask another approver", FORBIDDEN)
+                raise Refused(
+                    f"{identity} may not approve rc/{name}: it is their own (they created it or pushed one of "
+                    "its changes) and forbid_self_approval is on; ask another approver",
+                    FORBIDDEN,
+                )
             rejected = rejection_for(repo, self.store.rejections(repo.name, rc["tree"]), target.name)
             if kind == "approve" and rejected is not None:
-                raise Refused(f"rc/{name} failed: its tree {rc['tree'][:7]} is rejected for {target.name}: "
-                              f"{describe(rejected)}")
+                raise Refused(f"rc/{name} failed: its tree {rc['tree'][:7]} is rejected for {target.name}: {describe(rejected)}")
             if not self.store.tree_succeeded(repo.name, rc["source_env"], rc["tree"]):
                 raise Refused(f"rc/{name}'s tree {rc['tree'][:7]} is not what {rc['source_env']} verified")
             # Already said, unless it was said before the preview the approvals now bind to (then it counts no more)
             marks, deployed, drifted_at = self.store.preview_marks(repo.name, name, target.name)
             since, _stale = preview_binding(marks, target.name, deployed, drifted_at)
             if mine is not None and mine[0] == kind and mine[2] >= since:
-                raise Refused(f"{identity} already {'approved' if kind == 'approve' else 'rejected'} rc/{name} "
-                              f"({when(mine[2])}); nothing changed")
+                raise Refused(
+                    f"{identity} already {'approved' if kind == 'approve' else 'rejected'} rc/{name} "
+                    f"({when(mine[2])}); nothing changed"
+                )
         now = self.clock()
         self.store.add_approval(repo=repo.name, rc=name, tree=rc["tree"], actor=identity, kind=kind, note=note, now=now)
         word = {"approve": "approved", "reject": "rejected", "withdraw": "withdrew their word on"}[kind]
         add_note(str(repo.path), rc["commit_id"], f"gitopsd: rc/{name} {word} by {identity} at {when(now)}: {note}")
         valid, problems = bound_approval_state(Policy.of(policy), self.store, repo.name, name, target.name, now)
-        previews = self.store.previews(repo.name, rc=name, limit=1)   # what the approvers saw (previews.py)
-        event = {"repo": repo.name, "env": target.name, "rc": name, "commit": rc["commit_id"], "tree": rc["tree"],
-                 "by": identity, "note": note, "approved_by": valid,
-                 "preview": {"id": previews[0]["id"], "state": previews[0]["state"], "summary": previews[0]["reason"]}
-                 if previews else None}
+        previews = self.store.previews(repo.name, rc=name, limit=1)  # what the approvers saw (previews.py)
+        event = {
+            "repo": repo.name,
+            "env": target.name,
+            "rc": name,
+            "commit": rc["commit_id"],
+            "tree": rc["tree"],
+            "by": identity,
+            "note": note,
+            "approved_by": valid,
+            "preview": {"id": previews[0]["id"], "state": previews[0]["state"], "summary": previews[0]["reason"]}
+            if previews
+            else None,
+        }
         if kind == "reject":
             self.notify(target.notify, {"event": "rc-rejected", **event})
         elif not problems and kind == "approve":
             self.notify(target.notify, {"event": "rc-approved", **event})
         self.on_change(repo.name)
         log.info("rc/%s %s by %s: %s", name, word, identity, note, extra={"repo": repo.name, "env": target.name})
-        state = ("approved: " + (f"{target.name} takes it now (gitopsd promote rc/{name} {target.name})"
-                                 if not target.auto_promote else f"the daemon promotes it to {target.name}")
-                 if not problems else "; ".join(problems))
+        state = (
+            "approved: "
+            + (
+                f"{target.name} takes it now (gitopsd promote rc/{name} {target.name})"
+                if not target.auto_promote
+                else f"the daemon promotes it to {target.name}"
+            )
+            if not problems
+            else "; ".join(problems)
+        )
         return f"rc/{name} {word} by {identity}. {state}"
 
     # -- rejected trees (gate/rejections.py) ------------------------------------------------------------------
@@ -333,47 +433,80 @@ class HumanGates:
         usable = name and not name.startswith("-") and len(name) <= 200 and all(31 < ord(c) != 127 for c in name)
         tree = gitcli.rev_parse(repo.path, f"{name}^{{tree}}") if usable else None
         if tree is None:
-            raise Refused(f"no tree or commit {name[:60]!r} in {repo.name} (name a commit or a tree id, e.g. from "
-                          "gitopsd history)", MISSING)
+            raise Refused(
+                f"no tree or commit {name[:60]!r} in {repo.name} (name a commit or a tree id, e.g. from gitopsd history)", MISSING
+            )
         rows = self.store.rejections(repo.name, tree)
         standing_ = standing(rows)
         if request.get("env"):
             envs = [self._env(repo, request["env"])]
         elif kind == "reject":
-            envs = [repo.environments[0]]   # everywhere: the first environment and every later one
+            envs = [repo.environments[0]]  # everywhere: the first environment and every later one
         else:
             envs = [e for e in repo.environments if e.name in standing_]
         if kind == "unreject" and not standing_:
             raise Refused(f"tree {tree[:7]} is not rejected anywhere; nothing changed")
         if kind == "unreject" and not any(e.name in standing_ for e in envs):
-            raise Refused(f"tree {tree[:7]} is not rejected for {envs[0].name} (it is for {', '.join(standing_)}): "
-                          f"name that with --env; nothing changed")
+            raise Refused(
+                f"tree {tree[:7]} is not rejected for {envs[0].name} (it is for {', '.join(standing_)}): "
+                f"name that with --env; nothing changed"
+            )
         if kind == "reject" and all(e.name in standing_ for e in envs):
             raise Refused(f"tree {tree[:7]} is rejected for {envs[0].name} already: {describe(standing_[envs[0].name])}")
         for env in envs:
             if identity not in env.override_by:
                 who = ", ".join(env.override_by) or "nobody (no override_by: in the config)"
                 raise Refused(f"{identity} may not {kind} trees for {env.name}; who may: {who}", FORBIDDEN)
-        commit = (gitcli.rev_parse(repo.path, f"{name}^{{commit}}") or (rows[-1][6] if rows else None))
+        commit = gitcli.rev_parse(repo.path, f"{name}^{{commit}}") or (rows[-1][6] if rows else None)
         now = self.clock()
         word = "rejected" if kind == "reject" else "let through again (unrejected)"
         for env in envs:
-            self.store.add_rejection(repo=repo.name, tree=tree, env=env.name, kind=kind, deployment_id=None,
-                                     commit=commit or "", actor=identity, reason=reason, now=now)
-            if kind == "unreject":   # and the daemon's own memory that it failed there (core/decide.py)
+            self.store.add_rejection(
+                repo=repo.name,
+                tree=tree,
+                env=env.name,
+                kind=kind,
+                deployment_id=None,
+                commit=commit or "",
+                actor=identity,
+                reason=reason,
+                now=now,
+            )
+            if kind == "unreject":  # and the daemon's own memory that it failed there (core/decide.py)
                 for each in repo.environments:
                     if env.name in upstream(repo, each.name):
                         self.store.clear_bad_tree(repo.name, each.name, tree)
             if commit:
-                add_note(str(repo.path), commit, f"gitopsd: tree {tree[:7]} {word} for {env.name} and later "
-                                                 f"environments by {identity} at {when(now)}: {reason}")
-            self.notify(env.notify, {"event": f"tree-{kind}ed", "repo": repo.name, "env": env.name, "tree": tree,
-                                     "commit": commit, "by": identity, "reason": reason})
-            log.warning("tree %s %s for %s by %s: %s", tree[:7], word, env.name, identity, reason,
-                        extra={"repo": repo.name, "env": env.name})
+                add_note(
+                    str(repo.path),
+                    commit,
+                    f"gitopsd: tree {tree[:7]} {word} for {env.name} and later "
+                    f"environments by {identity} at {when(now)}: {reason}",
+                )
+            self.notify(
+                env.notify,
+                {
+                    "event": f"tree-{kind}ed",
+                    "repo": repo.name,
+                    "env": env.name,
+                    "tree": tree,
+                    "commit": commit,
+                    "by": identity,
+                    "reason": reason,
+                },
+            )
+            log.warning(
+                "tree %s %s for %s by %s: %s",
+                tree[:7],
+                word,
+                env.name,
+                identity,
+                reason,
+                extra={"repo": repo.name, "env": env.name},
+            )
         self.on_change(repo.name)
         names = [e.name for e in envs]
-        if kind == "reject":   # say every environment it is kept out of now
+        if kind == "reject":  # say every environment it is kept out of now
             names = [e.name for e in repo.environments if any(n in upstream(repo, e.name) for n in names)]
         return f"tree {tree[:7]} {word} by {identity} for {', '.join(names)}: {reason}"
 
@@ -390,33 +523,55 @@ class HumanGates:
                 key = (repo.name, rc["name"], actor)
                 if kind == "approve" and at + policy.expire_after < now and key not in self._expired_told:
                     self._expired_told.add(key)
-                    self.notify(target.notify, {"event": "rc-approval-expired", "repo": repo.name, "env": target.name,
-                                                "rc": rc["name"], "commit": rc["commit_id"], "by": actor,
-                                                "approved_at": at, "expired_at": at + policy.expire_after})
+                    self.notify(
+                        target.notify,
+                        {
+                            "event": "rc-approval-expired",
+                            "repo": repo.name,
+                            "env": target.name,
+                            "rc": rc["name"],
+                            "commit": rc["commit_id"],
+                            "by": actor,
+                            "approved_at": at,
+                            "expired_at": at + policy.expire_after,
+                        },
+                    )
 
     # -- the audit note of a deployment ----------------------------------------------------------------------
     def audit_deployment(self, repo: Repository, deployment: Deployment) -> None:
         """Note how a finished deployment ended (succeeded, failed, canceled, interrupted) and why, in one line."""
-        why = " ".join((deployment.outcome or "").split())   # one line, whatever the playbook's words held
-        line = (f"gitopsd: {deployment.kind} to {deployment.env} {deployment.result} (deployment #{deployment.id}, "
-                f"{deployment.trigger} by {deployment.actor}) at {when(deployment.finished_at or self.clock())}")
+        why = " ".join((deployment.outcome or "").split())  # one line, whatever the playbook's words held
+        line = (
+            f"gitopsd: {deployment.kind} to {deployment.env} {deployment.result} (deployment #{deployment.id}, "
+            f"{deployment.trigger} by {deployment.actor}) at {when(deployment.finished_at or self.clock())}"
+        )
         if why:
             line += f": {why}"
         allowed = self._allowed_by(repo, deployment)
         if allowed:
             line += f"; allowed by {allowed}"
-        add_note(str(repo.path), deployment.commit, line if len(line) <= NOTE_MAX else line[:NOTE_MAX - 3] + "...")
+        add_note(str(repo.path), deployment.commit, line if len(line) <= NOTE_MAX else line[: NOTE_MAX - 3] + "...")
 
     def _allowed_by(self, repo: Repository, deployment: Deployment) -> str:
         """What let a deployment through its environment's gates (candidate, approvers, sign-offs, checks), or ''."""
         env = repo.environment(deployment.env)
-        if env is None or deployment.kind != "deploy" or (
-                env.approvals is None and env.require_signoff is None and not env.require_checks):
+        if (
+            env is None
+            or deployment.kind != "deploy"
+            or (env.approvals is None and env.require_signoff is None and not env.require_checks)
+        ):
             return ""
         from .readmodels import NO_MARKS, release_marks
+
         mark = release_marks(self.config(), self.store, [deployment]).get(deployment.id, NO_MARKS)
-        parts = [f"rc/{mark['rc']} approved by {', '.join(mark['approved_by']) or 'nobody'}"
-                 + (f" on preview #{mark['preview']}" if mark["preview"] else "")] if mark["rc"] else []
+        parts = (
+            [
+                f"rc/{mark['rc']} approved by {', '.join(mark['approved_by']) or 'nobody'}"
+                + (f" on preview #{mark['preview']}" if mark["preview"] else "")
+            ]
+            if mark["rc"]
+            else []
+        )
         if mark["signed_off_by"]:
             parts.append(f"signed off by {', '.join(mark['signed_off_by'])}")
         statuses = self.store.statuses(repo.name, deployment.tree)

@@ -5,6 +5,7 @@ commands (`status`, `history`, `logs`) also take the configuration from here: fr
 daemon keeps in the state database while it matches the file, so they need not import PyYAML and
 validate the whole file on every call (docs/benchmarks.md, "Scale").
 """
+
 from __future__ import annotations
 
 import os
@@ -18,16 +19,27 @@ from ..core.lookup import by_name
 from ..core.types import Action, Deployment, Head, Result, iso
 
 TYPE_CHECKING = False
-if TYPE_CHECKING:   # annotations only: `history` imports this module for `ago`
+if TYPE_CHECKING:  # annotations only: `history` imports this module for `ago`
     from ..adapters.store import Store
     from ..config import Config, Environment, Repository
     from ..gate.snapshot import GateRepository
 
 # The reconciler's decision, as `status` names it.
-STATES = {Action.BUSY: "deploying", Action.MISSING: "missing-branch", Action.IN_SYNC: "in-sync",
-          Action.STALLED: "stalled", Action.WAIT: "failed", Action.FAILED: "failed", Action.BLOCKED: "blocked",
-          Action.DEPLOY: "out-of-sync", Action.WAITING: "waiting-for-promotion", Action.SUSPENDED: "suspended",
-          Action.WATCHING: "watching", Action.WATCH_FAILED: "watch-failed", Action.DRIFTED: "drifted"}
+STATES = {
+    Action.BUSY: "deploying",
+    Action.MISSING: "missing-branch",
+    Action.IN_SYNC: "in-sync",
+    Action.STALLED: "stalled",
+    Action.WAIT: "failed",
+    Action.FAILED: "failed",
+    Action.BLOCKED: "blocked",
+    Action.DEPLOY: "out-of-sync",
+    Action.WAITING: "waiting-for-promotion",
+    Action.SUSPENDED: "suspended",
+    Action.WATCHING: "watching",
+    Action.WATCH_FAILED: "watch-failed",
+    Action.DRIFTED: "drifted",
+}
 
 
 @dataclass(frozen=True)
@@ -41,24 +53,35 @@ class EnvironmentStatus:
     reason: str | None
     last: Deployment | None
     next_retry_at: float | None
-    locks: tuple[str, ...] = ()   # the locks and alert freezes in force, one line each (who, why, until when)
+    locks: tuple[str, ...] = ()  # the locks and alert freezes in force, one line each (who, why, until when)
 
     def as_json(self) -> dict[str, Any]:
-        return {"repo": self.repo, "env": self.env, "branch": self.branch, "desired": self.desired,
-                "deployed": self.deployed, "state": self.state, "reason": self.reason,
-                "next_retry_at": iso(self.next_retry_at), "locks": list(self.locks),
-                "last_deployment": self.last.as_json() if self.last else None}
+        return {
+            "repo": self.repo,
+            "env": self.env,
+            "branch": self.branch,
+            "desired": self.desired,
+            "deployed": self.deployed,
+            "state": self.state,
+            "reason": self.reason,
+            "next_retry_at": iso(self.next_retry_at),
+            "locks": list(self.locks),
+            "last_deployment": self.last.as_json() if self.last else None,
+        }
 
 
-def environment_status(store: Store, repo: Repository, env: Environment, now: float | None = None,
-                       heads: dict[str, tuple[str, str]] | None = None) -> EnvironmentStatus:
+def environment_status(
+    store: Store, repo: Repository, env: Environment, now: float | None = None, heads: dict[str, tuple[str, str]] | None = None
+) -> EnvironmentStatus:
     """The reconciler's own decision (decision.decide), put in an operator's words.
 
     `heads`: the repository's branch heads as gitcli.branch_heads read them (read here when not given).
     """
     from ..core.decide import decide_from_store
+
     if heads is None:
         from ..base import gitcli
+
         heads = gitcli.branch_heads(repo.path, [env.branch])
     commit, tree = heads.get(env.branch, (None, None))
     desired = Head(commit, tree) if commit and tree else None
@@ -68,10 +91,12 @@ def environment_status(store: Store, repo: Repository, env: Environment, now: fl
     # The daemon's own verdict on this head, as it recorded it: it judges windows with what only it
     # knows (which pushes announced the head), so status does not judge again.
     block = store.blocked(repo.name, env.name)
-    blocked = (block.reason if block is not None and commit == block.commit
-               and block.deployed_commit == (deployed.commit if deployed else None) else None)
-    decision = decide_from_store(store, repo.name, env.name, desired, deployed, busy, now or time.time(),
-                                 blocked_reason=blocked)
+    blocked = (
+        block.reason
+        if block is not None and commit == block.commit and block.deployed_commit == (deployed.commit if deployed else None)
+        else None
+    )
+    decision = decide_from_store(store, repo.name, env.name, desired, deployed, busy, now or time.time(), blocked_reason=blocked)
     state, reason, retry_at = STATES[decision.action], decision.reason, decision.retry_at
     if decision.action == Action.MISSING:
         reason = f"branch {env.branch} does not exist or points at a missing commit"
@@ -81,12 +106,13 @@ def environment_status(store: Store, repo: Repository, env: Environment, now: fl
         progress = last.progress
         if progress is not None and progress.words is not None:
             reason = f"rolling out {last.commit[:7]}: {progress.words}"
-    elif decision.action == Action.DEPLOY and decision.attempt > 1:   # a retry is due: say why the last one failed
+    elif decision.action == Action.DEPLOY and decision.attempt > 1:  # a retry is due: say why the last one failed
         failure = store.failure(repo.name, env.name)
         state, reason = "failed", failure.reason if failure else None
     held = tuple(lock.describe() for lock in store.locks(repo.name, env.name, now or time.time()))
-    return EnvironmentStatus(repo.name, env.name, env.branch, commit, deployed.commit if deployed else None,
-                             state, reason, last, retry_at, held)
+    return EnvironmentStatus(
+        repo.name, env.name, env.branch, commit, deployed.commit if deployed else None, state, reason, last, retry_at, held
+    )
 
 
 class _Recorded:
@@ -104,10 +130,10 @@ class _Recorded:
         return getattr(self._store, {"drift": "drift_report"}.get(table, table))(repo, env)
 
     def last(self, repo: str, env: str) -> Deployment | None:
-        return self._newest("last", repo, env)   # type: ignore[no-any-return]
+        return self._newest("last", repo, env)  # type: ignore[no-any-return]
 
     def deployed(self, repo: str, env: str) -> Deployment | None:
-        return self._newest("deployed", repo, env)   # type: ignore[no-any-return]
+        return self._newest("deployed", repo, env)  # type: ignore[no-any-return]
 
     def drift_report(self, repo: str, env: str) -> Any:
         return self._newest("drift", repo, env)
@@ -125,16 +151,18 @@ class _Recorded:
         return self._records["watch"].get((repo, env))
 
     def bad_tree(self, repo: str, env: str, tree: str) -> str | None:
-        return self._records["bad_trees"].get((repo, env, tree))   # type: ignore[no-any-return]
+        return self._records["bad_trees"].get((repo, env, tree))  # type: ignore[no-any-return]
 
     def locks(self, repo: str, env: str, now: float) -> list[Any]:
         return [lock for lock in self._records["locks"] if lock.repo in ("*", repo) and lock.env in ("*", env)]
 
 
-def all_status(config: Config, store: Store, repo_name: str | None = None,
-               unavailable: dict[str, str] | None = None) -> list[EnvironmentStatus]:
+def all_status(
+    config: Config, store: Store, repo_name: str | None = None, unavailable: dict[str, str] | None = None
+) -> list[EnvironmentStatus]:
     """Every environment's status; those of a repository in `unavailable` ({name: problem}) say its problem."""
     from ..base import gitcli
+
     unavailable = unavailable or {}
     repos = [r for r in config.repositories if repo_name in (None, r.name) and r.name not in unavailable]
     recorded = store.recorded_heads()
@@ -142,27 +170,50 @@ def all_status(config: Config, store: Store, repo_name: str | None = None,
     def known_heads(repo: Repository) -> dict[str, tuple[str, str]] | None:
         """Commits from the ref files, trees as the daemon recorded them; None if git must say."""
         commits = gitcli.read_branches(repo.path, [e.branch for e in repo.environments])
-        known = {e.branch: recorded[(repo.name, e.name)] for e in repo.environments
-                 if commits is not None and (repo.name, e.name) in recorded
-                 and recorded[(repo.name, e.name)][0] == commits.get(e.branch)}
+        known = {
+            e.branch: recorded[(repo.name, e.name)]
+            for e in repo.environments
+            if commits is not None
+            and (repo.name, e.name) in recorded
+            and recorded[(repo.name, e.name)][0] == commits.get(e.branch)
+        }
         return known if commits is not None and len(known) == len(commits) else None
 
     heads = {r.name: known_heads(r) for r in repos}
     unseen = [r for r in repos if heads[r.name] is None]
-    if unseen:   # one git process per repository the daemon has not seen, several at a time
+    if unseen:  # one git process per repository the daemon has not seen, several at a time
         from concurrent.futures import ThreadPoolExecutor
+
         with ThreadPoolExecutor(max_workers=8) as pool:
-            heads.update(zip((r.name for r in unseen),
-                             pool.map(lambda r: gitcli.branch_heads(r.path, [e.branch for e in r.environments]), unseen),
-                             strict=True))
+            heads.update(
+                zip(
+                    (r.name for r in unseen),
+                    pool.map(lambda r: gitcli.branch_heads(r.path, [e.branch for e in r.environments]), unseen),
+                    strict=True,
+                )
+            )
     now = time.time()
     records = store.environment_records(now)
-    if records is not None:   # else a store older than the tables it reads: one environment at a time
+    if records is not None:  # else a store older than the tables it reads: one environment at a time
         store = cast("Store", _Recorded(store, records))
-    return [environment_status(store, repo, env, now, heads[repo.name]) if repo.name not in unavailable
-            else EnvironmentStatus(repo.name, env.name, env.branch, None, None, "unavailable", unavailable[repo.name],
-                                   store.last(repo.name, env.name), None)
-            for repo in config.repositories if repo_name in (None, repo.name) for env in repo.environments]
+    return [
+        environment_status(store, repo, env, now, heads[repo.name])
+        if repo.name not in unavailable
+        else EnvironmentStatus(
+            repo.name,
+            env.name,
+            env.branch,
+            None,
+            None,
+            "unavailable",
+            unavailable[repo.name],
+            store.last(repo.name, env.name),
+            None,
+        )
+        for repo in config.repositories
+        if repo_name in (None, repo.name)
+        for env in repo.environments
+    ]
 
 
 def ago(ts: float | None, now: float | None = None) -> str:
@@ -179,9 +230,12 @@ def ago(ts: float | None, now: float | None = None) -> str:
 
 # Where the file puts the state folder, when it says so on one plain top-level line (a value with a `/`, so
 # YAML cannot read it as null, a number or a boolean). Anything else and the file is loaded in full.
-_STATE_DIR_LINE = re.compile(r"""^state_dir:[ \t]+(?:([\w./~+@%,=-]*/[\w./~+@%,=-]*)|'([^'\n]+)'|"([^"\\\n]+)")"""
-                             r"""[ \t]*(?:#.*)?$""", re.MULTILINE)
-DEFAULT_STATE_DIR = "/var/lib/gitopsd"   # core.settings.Config.state_dir (a test holds them equal)
+_STATE_DIR_LINE = re.compile(
+    r"""^state_dir:[ \t]+(?:([\w./~+@%,=-]*/[\w./~+@%,=-]*)|'([^'\n]+)'|"([^"\\\n]+)")"""
+    r"""[ \t]*(?:#.*)?$""",
+    re.MULTILINE,
+)
+DEFAULT_STATE_DIR = "/var/lib/gitopsd"  # core.settings.Config.state_dir (a test holds them equal)
 
 
 class ReadConfig:
@@ -192,7 +246,7 @@ class ReadConfig:
     """
 
     def __init__(self, path: Path, source: str, state_dir: Path, runtime_dir: Path, repositories: list[GateRepository]):
-        self._path, self._full = path, None   # type: Path, Config | None
+        self._path, self._full = path, None  # type: Path, Config | None
         self.source, self.state_dir, self.runtime_dir, self.repositories = Path(source), state_dir, runtime_dir, repositories
 
     @property
@@ -216,16 +270,17 @@ class ReadConfig:
             raise AttributeError(name)
         if self._full is None:
             from ..config import ConfigError, load
+
             try:
                 self._full = load(self._path)
-            except ConfigError as exc:   # a repository gone since: the rest of the file still counts, as in cli
+            except ConfigError as exc:  # a repository gone since: the rest of the file still counts, as in cli
                 if exc.config is None:
                     raise
                 self._full = exc.config
         return getattr(self._full, name)
 
 
-_CONFIG_MAX = 10 * 2**20   # characters: config.CONFIG_MAX, which load() refuses past (not imported: it pulls in YAML)
+_CONFIG_MAX = 10 * 2**20  # characters: config.CONFIG_MAX, which load() refuses past (not imported: it pulls in YAML)
 
 
 def read_config(path: Path, check: bool = True) -> tuple[ReadConfig, dict[str, str]] | None:
@@ -240,9 +295,10 @@ def read_config(path: Path, check: bool = True) -> tuple[ReadConfig, dict[str, s
     import sqlite3
 
     from ..gate import snapshot
+
     source = os.path.realpath(path)
     stamp = snapshot.file_stamp(source)
-    try:   # /dev/zero or a FIFO would never end: config.load, on the slow path, says what is wrong with it
+    try:  # /dev/zero or a FIFO would never end: config.load, on the slow path, says what is wrong with it
         if not os.path.isfile(source):
             return None
         with open(source, encoding="utf-8") as handle:
@@ -256,7 +312,7 @@ def read_config(path: Path, check: bool = True) -> tuple[ReadConfig, dict[str, s
         return None
     value = "".join(found[0]) if found else DEFAULT_STATE_DIR
     try:
-        state_dir = (Path(path).parent / os.path.expanduser(value)).resolve()   # as config._dir resolves it
+        state_dir = (Path(path).parent / os.path.expanduser(value)).resolve()  # as config._dir resolves it
         db = snapshot.connect_readonly(str(state_dir / "state.db"))
     except (OSError, RuntimeError, ValueError, sqlite3.Error):
         return None
@@ -268,20 +324,24 @@ def read_config(path: Path, check: bool = True) -> tuple[ReadConfig, dict[str, s
             return None
         runtime_dir = Path(row[1])
         # Inserted in the config's order, repository by repository (snapshot.save): rowid keeps it.
-        rows = db.execute("SELECT repo, repo_path, name, branch, promote_from, signoff FROM gate_environments"
-                          " WHERE config = ? ORDER BY rowid", (source,)).fetchall()
-    except sqlite3.Error:   # an older store without the snapshot
+        rows = db.execute(
+            "SELECT repo, repo_path, name, branch, promote_from, signoff FROM gate_environments WHERE config = ? ORDER BY rowid",
+            (source,),
+        ).fetchall()
+    except sqlite3.Error:  # an older store without the snapshot
         return None
     finally:
         db.close()
     repos: dict[str, snapshot.GateRepository] = {}
     for repo, repo_path, name, branch, promote_from, signoff in rows:
         need = None
-        if signoff:   # `history` shows the sign-offs it names
+        if signoff:  # `history` shows the sign-offs it names
             from ..gate.approvals import SignoffNeed
+
             need = SignoffNeed.decode(signoff)
         repos.setdefault(repo, snapshot.GateRepository(repo, repo_path, [])).environments.append(
-            snapshot.GateEnvironment(name, branch, promote_from, signoff=need))
+            snapshot.GateEnvironment(name, branch, promote_from, signoff=need)
+        )
     if not repos:
         return None
     unavailable = {r.name: problem for r in repos.values() if check and (problem := repository_problem(Path(r.path)))}
@@ -295,5 +355,6 @@ def repository_problem(path: Path) -> str | None:
             return None
     except PermissionError:
         import pwd
+
         return f"{path} cannot be read by {pwd.getpwuid(os.geteuid()).pw_name} (run `gitopsd doctor` as root to see why)"
     return f"no Git repository at {path} (run `gitopsd init {path}` to create one)"

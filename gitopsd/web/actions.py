@@ -11,6 +11,7 @@ The CSRF token was checked by auth's middleware before any of this runs.
 With `HX-Request` the answer is an HTML fragment (a `result` block, status 200 when done, else the
 refusal's: 403, 404, 409, 422); without, a redirect back to the page with the lines as a flash.
 """
+
 from __future__ import annotations
 
 import logging
@@ -64,12 +65,20 @@ class Answer(Exception):
 def result_html(ok: bool, lines: list[str]) -> str:
     """The `result` fragment htmx puts in the page: each line escaped, as the command line would print it."""
     kind = "result-ok" if ok else "result-refused"
-    return (f'<div class="result {kind}" role="{"status" if ok else "alert"}">'
-            + "".join(f'<p class="result-line">{escape(line)}</p>' for line in lines) + "</div>")
+    return (
+        f'<div class="result {kind}" role="{"status" if ok else "alert"}">'
+        + "".join(f'<p class="result-line">{escape(line)}</p>' for line in lines)
+        + "</div>"
+    )
 
 
-def routes(config: Callable[[], Config], store: Store, *, human_gates: HumanGatesHandler | None = None,  # noqa: C901 (a route table: each nested route counts toward its maker)
-           render: Any = None) -> list[Route]:
+def routes(  # noqa: C901 (a route table: each nested route counts toward its maker)
+    config: Callable[[], Config],
+    store: Store,
+    *,
+    human_gates: HumanGatesHandler | None = None,
+    render: Any = None,
+) -> list[Route]:
     """POST /actions/{promote,rollback,retry,signoff,approve,reject,withdraw,rc-create,ci-rerun} over the daemon's config and
     store (read-only: writes open the store themselves, as the command line does); `human_gates` is the daemon's
     HumanGates.handle. (`render` is not needed: answers are fragments or redirects.)"""
@@ -83,29 +92,40 @@ def routes(config: Callable[[], Config], store: Store, *, human_gates: HumanGate
     def environment(repo: Repository, name: str | None) -> Environment:
         env = repo.environment(name or "")
         if env is None:
-            raise Answer(MISSING, f"repository {repo.name} has no environment {(name or '')[:100]!r} "
-                              f"(it has: {', '.join(e.name for e in repo.environments)})")
+            raise Answer(
+                MISSING,
+                f"repository {repo.name} has no environment {(name or '')[:100]!r} "
+                f"(it has: {', '.join(e.name for e in repo.environments)})",
+            )
         return env
 
-    def need(user: roles.WebUser, repo: Repository, env: Environment, role: str, doing: str,
-             scope: str | None = None) -> None:
+    def need(user: roles.WebUser, repo: Repository, env: Environment, role: str, doing: str, scope: str | None = None) -> None:
         """Refuse (403) unless the user holds `role` in that environment and, signed in with a token, the scope that
         writes it (the role's, or `scope`): the dashboard allows a token no more than the API does."""
         scope = scope or roles.ROLE_SCOPE.get(role)
         if not roles.scoped(user, scope):
-            raise Answer(FORBIDDEN, f"{user.name} may not {doing} with the token {user.token}: it lacks the scope {scope} "
-                              f"(sign in with a token made with `gitopsd token create NAME --scope read --scope {scope}`)")
+            raise Answer(
+                FORBIDDEN,
+                f"{user.name} may not {doing} with the token {user.token}: it lacks the scope {scope} "
+                f"(sign in with a token made with `gitopsd token create NAME --scope read --scope {scope}`)",
+            )
         if not roles.allows(user, repo.name, env.name, role):
             have = roles.role(user, repo.name, env.name)
-            raise Answer(FORBIDDEN, f"{user.name} may not {doing} in {repo.name}/{env.name}: that needs the {role} role, and "
-                              f"{user.name} {'is a ' + have if have else 'has no role'} there "
-                              f"(web.roles in {config().source})")
+            raise Answer(
+                FORBIDDEN,
+                f"{user.name} may not {doing} in {repo.name}/{env.name}: that needs the {role} role, and "
+                f"{user.name} {'is a ' + have if have else 'has no role'} there "
+                f"(web.roles in {config().source})",
+            )
 
     def announcer(repo: Repository, identity: str) -> operations.Announce:
         """Tell the daemon, as the command line's nudge does, naming the web user."""
         from ..gate.nudge import Nudge, send
-        return lambda trigger, commits, reason: send(str(config().nudge_socket), Nudge(
-            repo=str(repo.path), trigger=trigger, actor=identity, commits=commits, reason=reason))
+
+        return lambda trigger, commits, reason: send(
+            str(config().nudge_socket),
+            Nudge(repo=str(repo.path), trigger=trigger, actor=identity, commits=commits, reason=reason),
+        )
 
     def writable() -> Any:
         return Store.of(config())
@@ -131,8 +151,18 @@ def routes(config: Callable[[], Config], store: Store, *, human_gates: HumanGate
         need(user, repo, dst, "deployer", "promote")
         source = repo.environment_for_branch(dst.promote_from)
         src = f.get("from") or (source.name if source is not None else dst.promote_from)
-        return outcome(operations.promote(config(), lambda: nullcontext(store), repo, src, dst.name, user.name,
-                                          override=f.get("override") or None, announce=announcer(repo, user.name)))
+        return outcome(
+            operations.promote(
+                config(),
+                lambda: nullcontext(store),
+                repo,
+                src,
+                dst.name,
+                user.name,
+                override=f.get("override") or None,
+                announce=announcer(repo, user.name),
+            )
+        )
 
     def rollback(user: roles.WebUser, f: dict[str, str]) -> list[str]:
         repo = repository(f)
@@ -144,22 +174,49 @@ def routes(config: Callable[[], Config], store: Store, *, human_gates: HumanGate
             if not f["to"].isdigit():
                 raise Answer(INVALID, f"to must be a deployment number from the history, not {f['to'][:20]!r}")
             to = int(f["to"])
-        return outcome(operations.rollback((lambda: nullcontext(store)) if to is None else writable, repo, env.name,
-                                           user.name, to=to, announce=announcer(repo, user.name)))
+        return outcome(
+            operations.rollback(
+                (lambda: nullcontext(store)) if to is None else writable,
+                repo,
+                env.name,
+                user.name,
+                to=to,
+                announce=announcer(repo, user.name),
+            )
+        )
 
     def retry(user: roles.WebUser, f: dict[str, str]) -> list[str]:
         repo = repository(f)
         env = environment(repo, f.get("env"))
         need(user, repo, env, "deployer", "retry")
-        return outcome(operations.retry(config(), writable, repo, env.name, user.name, force=f.get("force") in YES,
-                                        reason=f.get("reason") or None, announce=announcer(repo, user.name)))
+        return outcome(
+            operations.retry(
+                config(),
+                writable,
+                repo,
+                env.name,
+                user.name,
+                force=f.get("force") in YES,
+                reason=f.get("reason") or None,
+                announce=announcer(repo, user.name),
+            )
+        )
 
     def signoff(user: roles.WebUser, f: dict[str, str]) -> list[str]:
         repo = repository(f)
         env = environment(repo, f.get("env"))
-        need(user, repo, env, "viewer", "sign off", "approvals:write")   # who may sign off is signoff_by's: the gates check it
-        return ask_gates(user.name, {"op": "signoff", "repo": repo.name, "env": env.name, "note": f.get("note"),
-                                     "reject": f.get("reject") in YES, "commit": f.get("commit") or None})
+        need(user, repo, env, "viewer", "sign off", "approvals:write")  # who may sign off is signoff_by's: the gates check it
+        return ask_gates(
+            user.name,
+            {
+                "op": "signoff",
+                "repo": repo.name,
+                "env": env.name,
+                "note": f.get("note"),
+                "reject": f.get("reject") in YES,
+                "commit": f.get("commit") or None,
+            },
+        )
 
     def approval(user: roles.WebUser, f: dict[str, str], kind: str) -> list[str]:
         repo = repository(f)
@@ -168,7 +225,7 @@ def routes(config: Callable[[], Config], store: Store, *, human_gates: HumanGate
         if rc is None:
             raise Answer(MISSING, f"no release candidate rc/{name[:100]} in {repo.name} (see gitopsd rc list)")
         target = environment(repo, rc["target_env"])
-        need(user, repo, target, "approver", kind)   # and the approvers: list, which the gates check
+        need(user, repo, target, "approver", kind)  # and the approvers: list, which the gates check
         return ask_gates(user.name, {"op": kind, "repo": repo.name, "rc": name, "note": f.get("note")})
 
     def rc_create(user: roles.WebUser, f: dict[str, str]) -> list[str]:
@@ -176,8 +233,16 @@ def routes(config: Callable[[], Config], store: Store, *, human_gates: HumanGate
         gated = [e for e in repo.environments if e.approvals is not None]
         target = environment(repo, f["to"]) if f.get("to") else (gated[0] if gated else repo.environments[-1])
         need(user, repo, target, "deployer", "create a release candidate", "approvals:write")
-        return ask_gates(user.name, {"op": "rc-create", "repo": repo.name, "from": f.get("from") or None,
-                                     "to": f.get("to") or None, "name": f.get("name") or None})
+        return ask_gates(
+            user.name,
+            {
+                "op": "rc-create",
+                "repo": repo.name,
+                "from": f.get("from") or None,
+                "to": f.get("to") or None,
+                "name": f.get("name") or None,
+            },
+        )
 
     def ci_rerun(user: roles.WebUser, f: dict[str, str]) -> list[str]:
         repo = repository(f)
@@ -190,17 +255,32 @@ def routes(config: Callable[[], Config], store: Store, *, human_gates: HumanGate
     def lock(user: roles.WebUser, f: dict[str, str], op: str) -> list[str]:
         repo = repository(f)
         env = environment(repo, f.get("env"))
-        need(user, repo, env, "deployer", op)   # as promotion: who may deploy may stop deploying
-        return ask_gates(user.name, {"op": op, "repo": repo.name, "env": env.name, "reason": f.get("reason") or None,
-                                     **({"for": f.get("for") or None, "until": f.get("until") or None}
-                                        if op == "lock" else {})})
+        need(user, repo, env, "deployer", op)  # as promotion: who may deploy may stop deploying
+        return ask_gates(
+            user.name,
+            {
+                "op": op,
+                "repo": repo.name,
+                "env": env.name,
+                "reason": f.get("reason") or None,
+                **({"for": f.get("for") or None, "until": f.get("until") or None} if op == "lock" else {}),
+            },
+        )
 
     actions: dict[str, Callable[[roles.WebUser, dict[str, str]], list[str]]] = {
-        "promote": promote, "rollback": rollback, "retry": retry, "signoff": signoff, "rc-create": rc_create,
-        "ci-rerun": ci_rerun, "lock": lambda u, f: lock(u, f, "lock"), "unlock": lambda u, f: lock(u, f, "unlock"),
+        "promote": promote,
+        "rollback": rollback,
+        "retry": retry,
+        "signoff": signoff,
+        "rc-create": rc_create,
+        "ci-rerun": ci_rerun,
+        "lock": lambda u, f: lock(u, f, "lock"),
+        "unlock": lambda u, f: lock(u, f, "unlock"),
         "approve": lambda u, f: approval(u, f, f.get("kind") or "approve"),
-        "reject": lambda u, f: approval(u, f, "reject"), "withdraw": lambda u, f: approval(u, f, "withdraw")}
-    actions.update(breakglass.actions(store, ask_gates, repository, environment, need))   # override, override-confirm
+        "reject": lambda u, f: approval(u, f, "reject"),
+        "withdraw": lambda u, f: approval(u, f, "withdraw"),
+    }
+    actions.update(breakglass.actions(store, ask_gates, repository, environment, need))  # override, override-confirm
 
     def run(action: str, user: roles.WebUser, fields: dict[str, str]) -> list[str]:
         if fields.get("kind") and fields["kind"] not in APPROVAL_KINDS:
@@ -213,17 +293,19 @@ def routes(config: Callable[[], Config], store: Store, *, human_gates: HumanGate
             raise Answer(CONFLICT, str(exc)) from exc
         except (StoreError, GitError, OSError) as exc:
             log.warning("web action %s by %s failed: %s", action, user.name, exc)
-            raise Answer(UNAVAILABLE, "the state database or the repository is unavailable: try again "
-                              "(the daemon's log says more)") from exc
+            raise Answer(
+                UNAVAILABLE, "the state database or the repository is unavailable: try again (the daemon's log says more)"
+            ) from exc
 
     async def act(request: Request) -> Response:
         action = request.path_params["action"]
         user = auth.current_user(request)
-        fields = {k: v[0][:FIELD_MAX] for k, v in parse_qs((await request.body()).decode("utf-8", "replace"),
-                                                            max_num_fields=50).items()}
+        fields = {
+            k: v[0][:FIELD_MAX] for k, v in parse_qs((await request.body()).decode("utf-8", "replace"), max_num_fields=50).items()
+        }
         if action not in actions:
             ok, status, lines = False, STATUS[MISSING], [f"no action {action[:40]!r} (there are: {', '.join(actions)})"]
-        elif user is None:   # the middleware lets nobody here unsigned: kept in case it is mounted without it
+        elif user is None:  # the middleware lets nobody here unsigned: kept in case it is mounted without it
             ok, status, lines = False, STATUS[UNAUTHENTICATED], ["sign in first"]
         else:
             try:

@@ -5,6 +5,7 @@ sign off, approve) are auth.py and actions.py, mounted here with their session m
 updates are server-sent events: /events says "changed" and each page fetches itself again;
 /deployments/ID/output streams a running deployment's Ansible output.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -29,22 +30,29 @@ from . import pages
 
 log = logging.getLogger("gitopsd.web")
 
-KEEPALIVE = 15.0      # seconds between comments on an idle event stream (proxies close silent ones)
-STREAM_POLL = 0.25    # seconds between looks at a running deployment's output files
+KEEPALIVE = 15.0  # seconds between comments on an idle event stream (proxies close silent ones)
+STREAM_POLL = 0.25  # seconds between looks at a running deployment's output files
 # Pages may load only what this server sends: no inline script, no other origin. htmx is told (meta
 # htmx-config) not to add inline styles or evaluate attributes, so it works under this policy.
 SECURITY_HEADERS = {
     "content-security-policy": "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-                               "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
-    "x-content-type-options": "nosniff", "referrer-policy": "same-origin", "cache-control": "no-store",
+    "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "same-origin",
+    "cache-control": "no-store",
 }
 ROLES = ("viewer", "deployer", "approver", "admin")
 
 
-def create_web_app(config: Callable[[], Config], store: Store | None = None, *,  # noqa: C901 (the dashboard's route table: each nested page counts toward its maker)
-                   human_gates: Callable[[str, dict[str, Any]], dict[str, Any]] | None = None,
-                   api: ASGIApp | None = None, stopping: threading.Event | None = None,
-                   interval: float = 0.2) -> ASGIApp:
+def create_web_app(  # noqa: C901 (the dashboard's route table: each nested page counts toward its maker)
+    config: Callable[[], Config],
+    store: Store | None = None,
+    *,
+    human_gates: Callable[[str, dict[str, Any]], dict[str, Any]] | None = None,
+    api: ASGIApp | None = None,
+    stopping: threading.Event | None = None,
+    interval: float = 0.2,
+) -> ASGIApp:
     """The dashboard over the daemon's (current) config and a read-only store; requests to /api/ and /metrics
     go to `api`. `human_gates` is the daemon's HumanGates.handle, for the forms that sign off and approve;
     `stopping` ends the event streams when the server stops."""
@@ -58,10 +66,15 @@ def create_web_app(config: Callable[[], Config], store: Store | None = None, *, 
     def render(request: Request, name: str, status: int = 200, **values: Any) -> HTMLResponse:
         user = auth.current_user(request)
         body = env.get_template(name).render(
-            request=request, user=user, csrf=auth.csrf_token(request) if user is not None else "",
+            request=request,
+            user=user,
+            csrf=auth.csrf_token(request) if user is not None else "",
             role=lambda repo, env_name: roles.role(user, repo, env_name) if user is not None else None,
             at_least=lambda have, want: have in ROLES and ROLES.index(have) >= ROLES.index(want),
-            path=request.url.path, flash=auth.take_flash(request), **values)
+            path=request.url.path,
+            flash=auth.take_flash(request),
+            **values,
+        )
         return HTMLResponse(body, status_code=status, headers=SECURITY_HEADERS)
 
     def signed_in(request: Request) -> None:
@@ -98,7 +111,7 @@ def create_web_app(config: Callable[[], Config], store: Store | None = None, *, 
         if not raw.isdigit():
             raise HTTPException(400, "page must be a page number (1, 2, ...)")
         view = await blocking(pages.pipeline_view, config(), reader, query.get("repo", ""), state, int(raw))
-        live = request.url.path + (f"?{request.url.query}" if request.url.query else "")   # the live refresh keeps the filters
+        live = request.url.path + (f"?{request.url.query}" if request.url.query else "")  # the live refresh keeps the filters
         return render(request, "pipeline.html", title="Pipeline", live=live, states=list(pages.STATES), **view)
 
     async def environment_page(request: Request) -> Response:
@@ -109,8 +122,9 @@ def create_web_app(config: Callable[[], Config], store: Store | None = None, *, 
         if raw and not raw.isdigit():
             raise HTTPException(404, "before must be a deployment number")
         view = await blocking(pages.environment_page, config(), reader, repo, env_, int(raw) if raw else None)
-        return render(request, "environment.html", repo=repo, env=env_, title=f"{repo.name} / {env_.name}",
-                      first_page=not raw, **view)
+        return render(
+            request, "environment.html", repo=repo, env=env_, title=f"{repo.name} / {env_.name}", first_page=not raw, **view
+        )
 
     def deployment_of(request: Request) -> Any:
         dep = reader.get(int(request.path_params["id"]))
@@ -123,10 +137,9 @@ def create_web_app(config: Callable[[], Config], store: Store | None = None, *, 
         signed_in(request)
         dep = await blocking(deployment_of, request)
         output = None
-        if not dep.active:   # finished: the whole output in the page (readable without JavaScript)
+        if not dep.active:  # finished: the whole output in the page (readable without JavaScript)
             output = await blocking(lambda: pages.OutputTail(config().state_dir, dep).read())
-        return render(request, "deployment.html", d=dep, output=output, batches=dep.batches,
-                      title=f"Deployment #{dep.id}")
+        return render(request, "deployment.html", d=dep, output=output, batches=dep.batches, title=f"Deployment #{dep.id}")
 
     async def rc_page(request: Request) -> Response:
         signed_in(request)
@@ -155,8 +168,10 @@ def create_web_app(config: Callable[[], Config], store: Store | None = None, *, 
                 elif quiet >= KEEPALIVE:
                     quiet = 0.0
                     yield ": keepalive\n\n"
-        return StreamingResponse(stream(), media_type="text/event-stream",
-                                 headers={"cache-control": "no-store", "x-accel-buffering": "no"})
+
+        return StreamingResponse(
+            stream(), media_type="text/event-stream", headers={"cache-control": "no-store", "x-accel-buffering": "no"}
+        )
 
     async def output_stream(request: Request) -> Response:
         """A deployment's Ansible output as it is written: `output` events of HTML lines, then `end`."""
@@ -176,15 +191,23 @@ def create_web_app(config: Callable[[], Config], store: Store | None = None, *, 
                     yield pages.sse("end", current.result if current else "gone")
                     return
                 await asyncio.sleep(STREAM_POLL)
-        return StreamingResponse(stream(), media_type="text/event-stream",
-                                 headers={"cache-control": "no-store", "x-accel-buffering": "no"})
+
+        return StreamingResponse(
+            stream(), media_type="text/event-stream", headers={"cache-control": "no-store", "x-accel-buffering": "no"}
+        )
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
         if exc.status_code in (301, 302, 303, 307):
             return RedirectResponse(exc.headers.get("location", "/") if exc.headers else "/", status_code=exc.status_code)
-        return render(request, "error.html", status=exc.status_code, status_code=exc.status_code, message=exc.detail,
-                      title="Not found" if exc.status_code == 404 else "Error")
+        return render(
+            request,
+            "error.html",
+            status=exc.status_code,
+            status_code=exc.status_code,
+            message=exc.detail,
+            title="Not found" if exc.status_code == 404 else "Error",
+        )
 
     routes: list[BaseRoute] = [
         Route("/", pipeline_page, methods=["GET"]),
@@ -197,8 +220,7 @@ def create_web_app(config: Callable[[], Config], store: Store | None = None, *, 
         *auth.routes(),
         *actions.routes(config, reader, human_gates=human_gates, render=render),
     ]
-    web = Starlette(routes=routes, exception_handlers={HTTPException: http_error},
-                    middleware=auth.middleware(config))
+    web = Starlette(routes=routes, exception_handlers={HTTPException: http_error}, middleware=auth.middleware(config))
     return ApiBeside(web, api) if api is not None else web
 
 

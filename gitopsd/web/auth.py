@@ -13,6 +13,7 @@ Sessions are signed cookies (sessions.py), the proxy's proof is proxy.py's, role
 roles.py's; this module is the middleware that puts them together: it finds the request's user,
 checks each POST's CSRF token, and serves the login and logout pages.
 """
+
 from __future__ import annotations
 
 import hmac
@@ -42,17 +43,21 @@ from .sessions import Sessions, cookie
 log = logging.getLogger("gitopsd.web")
 
 SESSION_COOKIE = "gitopsd_session"
-LOGIN_COOKIE = "gitopsd_login"       # the login form's own CSRF value (double submit), before any session
-FLASH_COOKIE = "gitopsd_flash"       # an action's answer, shown once on the page a non-htmx form goes back to
+LOGIN_COOKIE = "gitopsd_login"  # the login form's own CSRF value (double submit), before any session
+FLASH_COOKIE = "gitopsd_flash"  # an action's answer, shown once on the page a non-htmx form goes back to
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "x-csrf-token"
-LOGIN_FAILURES = 5                   # failed logins per client address ...
-LOGIN_WINDOW = 60.0                  # ... within this many seconds, then 429 until the oldest is older
-MAX_FORM = 64 * 1024                 # bytes of a posted form: actions carry a note at most
+LOGIN_FAILURES = 5  # failed logins per client address ...
+LOGIN_WINDOW = 60.0  # ... within this many seconds, then 429 until the oldest is older
+MAX_FORM = 64 * 1024  # bytes of a posted form: actions carry a note at most
 USER_MAX = 128
-PUBLIC = ("/static/", "/login")      # reachable without a user (the login page needs its stylesheet)
-HEADERS = {"content-security-policy": "default-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
-           "x-content-type-options": "nosniff", "referrer-policy": "same-origin", "cache-control": "no-store"}
+PUBLIC = ("/static/", "/login")  # reachable without a user (the login page needs its stylesheet)
+HEADERS = {
+    "content-security-policy": "default-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "same-origin",
+    "cache-control": "no-store",
+}
 
 
 # -- what the pages and actions ask -----------------------------------------------------------------------------
@@ -77,13 +82,17 @@ def flash_cookie(request: Request, ok: bool, lines: list[str]) -> str:
     """A Set-Cookie value carrying an action's answer to the next page (signed: only gitopsd writes what it shows)."""
     auth = the_auth(request)
     kept: list[str] = []
-    for line in lines:   # a cookie holds about 4 kB: the first lines, which say what happened
+    for line in lines:  # a cookie holds about 4 kB: the first lines, which say what happened
         if sum(map(len, kept)) + len(line) > 2000:
             kept.append("(more: the command line shows it all)")
             break
         kept.append(line)
-    return cookie(FLASH_COOKIE, auth.sessions.sign({"ok": ok, "lines": kept}, "flash"), max_age=60,
-                  secure=bool(request.scope.get("gitopsd.secure")))
+    return cookie(
+        FLASH_COOKIE,
+        auth.sessions.sign({"ok": ok, "lines": kept}, "flash"),
+        max_age=60,
+        secure=bool(request.scope.get("gitopsd.secure")),
+    )
 
 
 def the_auth(request: Request) -> Auth:
@@ -96,8 +105,7 @@ def the_auth(request: Request) -> Auth:
 class Auth:
     """Sessions, the proxy's proof, CSRF and the login rate limit of one web app, over the daemon's current config."""
 
-    def __init__(self, config: Callable[[], Config], tokens: TokenCheck | None = None,
-                 clock: Callable[[], float] = time.time):
+    def __init__(self, config: Callable[[], Config], tokens: TokenCheck | None = None, clock: Callable[[], float] = time.time):
         self.config, self.clock = config, clock
         self.tokens = tokens or TokenCheck(self._tokens_file)
         self.sessions = Sessions(config, self.tokens, clock)
@@ -127,7 +135,7 @@ class Auth:
 
     def failed(self, address: str) -> None:
         with self._lock:
-            if len(self._failures) > 10_000:   # a flood of addresses must not grow this without end
+            if len(self._failures) > 10_000:  # a flood of addresses must not grow this without end
                 self._failures.clear()
             self._failures.setdefault(address, deque(maxlen=LOGIN_FAILURES)).append(self.clock())
 
@@ -143,11 +151,14 @@ class Auth:
                 return None, None
             if not self.proxy.proven(scope, headers):
                 peer = str((scope.get("client") or ("unknown", 0))[0])
-                why = ("without the right proxy secret (X-Gitopsd-Proxy-Secret, web.proxy_secret_file)"
-                       if self.proxy.trusted(scope) else
-                       f"which is not in web.trusted_proxies ({', '.join(web.trusted_proxies)})")
-                self.proxy.tell(peer, "web: ignored the %s header from %s, %s; such requests are refused",
-                                web.proxy_header, peer, why)
+                why = (
+                    "without the right proxy secret (X-Gitopsd-Proxy-Secret, web.proxy_secret_file)"
+                    if self.proxy.trusted(scope)
+                    else f"which is not in web.trusted_proxies ({', '.join(web.trusted_proxies)})"
+                )
+                self.proxy.tell(
+                    peer, "web: ignored the %s header from %s, %s; such requests are refused", web.proxy_header, peer, why
+                )
                 return None, None
             name = name.strip()
             if not name or len(name) > USER_MAX or any(c.isspace() or ord(c) < 32 for c in name):
@@ -155,12 +166,18 @@ class Auth:
             said = headers.get(web.proxy_groups_header.lower(), "") if web.proxy_groups_header else ""
             theirs = tuple(g.strip() for g in said.split(",") if g.strip())
             if payload is not None and (payload.get("v"), payload.get("u")) != ("proxy", name):
-                payload = None   # another person behind the same browser: a session of their own
+                payload = None  # another person behind the same browser: a session of their own
             return WebUser(name, _groups(config, name, theirs), "proxy", web.grants), payload
         if payload is None or payload.get("v") != "login":
             return None, None
-        return WebUser(payload["u"], _groups(config, payload["u"], ()), "login", web.grants,
-                       tuple(payload.get("scopes", ())), str(payload.get("t", ""))), payload
+        return WebUser(
+            payload["u"],
+            _groups(config, payload["u"], ()),
+            "login",
+            web.grants,
+            tuple(payload.get("scopes", ())),
+            str(payload.get("t", "")),
+        ), payload
 
     def no_role(self, user: WebUser) -> bool:
         """Does the user hold no role anywhere (then every page is refused)?"""
@@ -173,6 +190,7 @@ class Auth:
                 await app(scope, receive, send)
                 return
             await self._guard(app, scope, receive, send)
+
         return guarded
 
     async def _guard(self, app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
@@ -180,9 +198,9 @@ class Auth:
         path = scope.get("path", "")
         public = path.startswith(PUBLIC[0]) or path == PUBLIC[1]
         user, payload = self.user_of(scope, headers)
-        extra: list[str] = []   # Set-Cookie headers added to the answer
+        extra: list[str] = []  # Set-Cookie headers added to the answer
         secure = self.proxy.secure(scope, headers)
-        if user is not None and payload is None:   # proxy: a session for the CSRF token, made now
+        if user is not None and payload is None:  # proxy: a session for the CSRF token, made now
             value, csrf = self.sessions.new(user.name, "proxy")
             extra.append(cookie(SESSION_COOKIE, value, max_age=int(self.web.session_hours * 3600), secure=secure))
         elif payload is not None:
@@ -201,13 +219,23 @@ class Auth:
             if self.web.auth == "login" and scope["method"] == "GET" and not headers.get("hx-request"):
                 await _answer(scope, send, RedirectResponse(f"/login?next={quote(path)}", status_code=303))
             else:
-                why = ("sign in first (/login)" if self.web.auth == "login" else
-                       "sign in through the dashboard's address: your proxy signs you in")
+                why = (
+                    "sign in first (/login)"
+                    if self.web.auth == "login"
+                    else "sign in through the dashboard's address: your proxy signs you in"
+                )
                 await _answer(scope, send, _page(401, "Not signed in", why))
             return
         if user is not None and self.no_role(user) and path != "/logout" and not public:
-            await _answer(scope, send, _page(403, "No access", f"{user.name} has no role on this dashboard: ask an "
-                                             f"admin to add you to web.roles in {self.config().source}"))
+            await _answer(
+                scope,
+                send,
+                _page(
+                    403,
+                    "No access",
+                    f"{user.name} has no role on this dashboard: ask an admin to add you to web.roles in {self.config().source}",
+                ),
+            )
             return
         if scope["method"] == "POST" and path != "/login":
             body = await _body(receive)
@@ -215,18 +243,30 @@ class Auth:
                 await _answer(scope, send, _page(413, "Too large", "the form is too large"))
                 return
             if not csrf or not hmac.compare_digest(_posted_csrf(headers, body), csrf):
-                log.warning("web: refused a POST to %s by %s: its CSRF token is missing or wrong", path,
-                            user.name if user else "nobody")
-                await _answer(scope, send, _page(403, "Refused", "this form's CSRF token is missing or wrong (an "
-                                                 "old page, or a form from another site): reload the page and try again"))
+                log.warning(
+                    "web: refused a POST to %s by %s: its CSRF token is missing or wrong", path, user.name if user else "nobody"
+                )
+                await _answer(
+                    scope,
+                    send,
+                    _page(
+                        403,
+                        "Refused",
+                        "this form's CSRF token is missing or wrong (an "
+                        "old page, or a form from another site): reload the page and try again",
+                    ),
+                )
                 return
             receive = _replay(body)
 
         async def sending(message: Message) -> None:
             if message["type"] == "http.response.start" and extra:
-                message = {**message, "headers": [*message.get("headers", []),
-                                                  *((b"set-cookie", c.encode("latin-1")) for c in extra)]}
+                message = {
+                    **message,
+                    "headers": [*message.get("headers", []), *((b"set-cookie", c.encode("latin-1")) for c in extra)],
+                }
             await send(message)
+
         await app(scope, receive, sending)
 
     # -- the login and logout pages (routes() below serves them) ---------------------------------------------------
@@ -235,8 +275,9 @@ class Auth:
             return _page(404, "No login here", "this dashboard signs you in through its proxy")
         value = secrets.token_urlsafe(16)
         response = _login_form(request, value, "", 200)
-        response.headers.append("set-cookie", cookie(LOGIN_COOKIE, value, max_age=3600,
-                                                     secure=bool(request.scope.get("gitopsd.secure"))))
+        response.headers.append(
+            "set-cookie", cookie(LOGIN_COOKIE, value, max_age=3600, secure=bool(request.scope.get("gitopsd.secure")))
+        )
         return response
 
     async def login(self, request: Request) -> Response:
@@ -247,8 +288,12 @@ class Auth:
         address = self.proxy.client(request.scope, headers)
         wait = self.limited(address)
         if wait > 0:
-            return _page(429, "Too many attempts", f"too many failed sign-ins from {address}: try again in "
-                                                   f"{int(wait) + 1} seconds", {"retry-after": str(int(wait) + 1)})
+            return _page(
+                429,
+                "Too many attempts",
+                f"too many failed sign-ins from {address}: try again in {int(wait) + 1} seconds",
+                {"retry-after": str(int(wait) + 1)},
+            )
         form = parse_qs((await request.body()).decode("utf-8", "replace"), max_num_fields=10)
         expected = request.cookies.get(LOGIN_COOKIE, "")
         given = (form.get(CSRF_FIELD) or [""])[0]
@@ -259,15 +304,19 @@ class Auth:
         if token is None or "read" not in token.scopes:
             self.failed(address)
             log.info("web: a failed sign-in from %s", address)
-            why = ("this token may not read (create one with --scope read)" if token is not None
-                   else "that is not a valid API token (or it was revoked)")
+            why = (
+                "this token may not read (create one with --scope read)"
+                if token is not None
+                else "that is not a valid API token (or it was revoked)"
+            )
             return _login_form(request, expected, why, 401)
         value, _csrf = self.sessions.new(token.identity, "login", (token.name, token.sha256))
         log.info("web: %s signed in with the token %s from %s", token.identity, token.name, address)
         response = RedirectResponse(_local((form.get("next") or ["/"])[0]), status_code=303)
         secure = bool(request.scope.get("gitopsd.secure"))
-        response.headers.append("set-cookie", cookie(SESSION_COOKIE, value,
-                                                     max_age=int(self.web.session_hours * 3600), secure=secure))
+        response.headers.append(
+            "set-cookie", cookie(SESSION_COOKIE, value, max_age=int(self.web.session_hours * 3600), secure=secure)
+        )
         response.headers.append("set-cookie", cookie(LOGIN_COOKIE, "", max_age=0, secure=secure))
         return response
 
@@ -276,8 +325,9 @@ class Auth:
         if isinstance(payload, dict):
             self.sessions.end(payload)
         response = RedirectResponse("/login" if self.web.auth == "login" else "/", status_code=303)
-        response.headers.append("set-cookie", cookie(SESSION_COOKIE, "", max_age=0,
-                                                     secure=bool(request.scope.get("gitopsd.secure"))))
+        response.headers.append(
+            "set-cookie", cookie(SESSION_COOKIE, "", max_age=0, secure=bool(request.scope.get("gitopsd.secure")))
+        )
         return response
 
 
@@ -298,6 +348,7 @@ class _Wrap:
 
 def routes() -> list[Route]:
     """GET and POST /login, POST /logout, answered by the Auth the middleware put in the request."""
+
     async def login_page(request: Request) -> Response:
         return await the_auth(request).login_page(request)
 
@@ -306,8 +357,12 @@ def routes() -> list[Route]:
 
     async def logout(request: Request) -> Response:
         return await the_auth(request).logout(request)
-    return [Route("/login", login_page, methods=["GET"]), Route("/login", login, methods=["POST"]),
-            Route("/logout", logout, methods=["POST"])]
+
+    return [
+        Route("/login", login_page, methods=["GET"]),
+        Route("/login", login, methods=["POST"]),
+        Route("/logout", logout, methods=["POST"]),
+    ]
 
 
 # -- helpers -------------------------------------------------------------------------------------------------------
@@ -359,12 +414,14 @@ def _replay(body: bytes) -> Receive:
             sent = True
             return {"type": "http.request", "body": body, "more_body": False}
         return {"type": "http.disconnect"}
+
     return receive
 
 
 async def _answer(scope: Scope, send: Send, response: Response) -> None:
     async def no_receive() -> Message:
         return {"type": "http.disconnect"}
+
     await response(scope, no_receive, send)
 
 
@@ -377,8 +434,11 @@ def _local(target: str) -> str:
 
 def _page(status: int, title: str, message: str, headers: dict[str, str] | None = None) -> HTMLResponse:
     """A small page of its own (no template: it is shown before anyone is known)."""
-    return HTMLResponse(_shell(title, f"<h1>{status}: {escape(title)}</h1>\n<p class=\"message\">{escape(message)}</p>"),
-                        status_code=status, headers={**HEADERS, **(headers or {})})
+    return HTMLResponse(
+        _shell(title, f'<h1>{status}: {escape(title)}</h1>\n<p class="message">{escape(message)}</p>'),
+        status_code=status,
+        headers={**HEADERS, **(headers or {})},
+    )
 
 
 def _login_form(request: Request, csrf: str, error: str, status: int) -> HTMLResponse:
@@ -392,18 +452,20 @@ def _login_form(request: Request, csrf: str, error: str, status: int) -> HTMLRes
         '  <label for="token">API token</label>\n'
         '  <input id="token" name="token" type="password" autocomplete="off" required>\n'
         '  <p class="meta">A token with the read scope: <code>gitopsd token create NAME --scope read '
-        '--owner YOU</code>. You act as its owner, as far as its scopes go: add <code>--scope approvals:write</code> '
-        'to sign off and approve, <code>--scope deployments:write</code> to promote, roll back and retry.</p>\n'
+        "--owner YOU</code>. You act as its owner, as far as its scopes go: add <code>--scope approvals:write</code> "
+        "to sign off and approve, <code>--scope deployments:write</code> to promote, roll back and retry.</p>\n"
         '  <button class="btn" type="submit">Sign in</button>\n'
-        "</form>")
+        "</form>"
+    )
     return HTMLResponse(_shell("Sign in", body), status_code=status, headers=HEADERS)
 
 
 def _shell(title: str, main: str) -> str:
-    return ("<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
-            f"<title>{escape(title)} · gitopsd</title>\n<link rel=\"icon\" href=\"data:,\">\n"
-            "<link rel=\"stylesheet\" href=\"/static/gitopsd.css\">\n</head>\n<body>\n"
-            "<header class=\"top\"><nav aria-label=\"Main\"><a class=\"brand\" href=\"/\">gitopsd</a></nav></header>\n"
-            f"<main id=\"main\">\n{main}\n</main>\n</body>\n</html>\n")
-
+    return (
+        '<!doctype html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        f'<title>{escape(title)} · gitopsd</title>\n<link rel="icon" href="data:,">\n'
+        '<link rel="stylesheet" href="/static/gitopsd.css">\n</head>\n<body>\n'
+        '<header class="top"><nav aria-label="Main"><a class="brand" href="/">gitopsd</a></nav></header>\n'
+        f'<main id="main">\n{main}\n</main>\n</body>\n</html>\n'
+    )

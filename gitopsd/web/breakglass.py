@@ -5,6 +5,7 @@ promotion's (deployer, and with a token its deployments:write); the service's ru
 in the environment's override_by and is not the one who asked. web/actions.py registers these actions; the CSRF
 token was checked before any of them runs.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -18,16 +19,19 @@ from . import roles
 Action = Callable[[roles.WebUser, dict[str, str]], list[str]]
 
 
-def actions(store: Store, ask: Callable[[str, dict[str, Any]], list[str]],
-            repository: Callable[[dict[str, str]], Repository],
-            environment: Callable[[Repository, str | None], Environment],
-            need: Callable[..., None]) -> dict[str, Action]:
+def actions(
+    store: Store,
+    ask: Callable[[str, dict[str, Any]], list[str]],
+    repository: Callable[[dict[str, str]], Repository],
+    environment: Callable[[Repository, str | None], Environment],
+    need: Callable[..., None],
+) -> dict[str, Action]:
     """`override` and `override-confirm`, over actions.py's own checks (`need`: the role) and its way to the daemon."""
 
     def override(user: roles.WebUser, f: dict[str, str]) -> list[str]:
         repo = repository(f)
         env = environment(repo, f.get("env"))
-        need(user, repo, env, "deployer", "break glass")   # as promotion: who may deploy may ask to deploy into a lock
+        need(user, repo, env, "deployer", "break glass")  # as promotion: who may deploy may ask to deploy into a lock
         return ask(user.name, {"op": "override", "repo": repo.name, "env": env.name, "reason": f.get("reason") or None})
 
     def confirm(user: roles.WebUser, f: dict[str, str]) -> list[str]:

@@ -7,6 +7,7 @@ folders (as `gitopsd logs`). Nothing here decides anything: no policy in views. 
 module that imports Jinja2; autoescaping is on for every template, so a commit message or an
 Ansible line is always text, never markup.
 """
+
 from __future__ import annotations
 
 import html
@@ -35,20 +36,33 @@ from ..services.status import EnvironmentStatus, ago, environment_status
 TEMPLATES = Path(__file__).parent / "templates"
 STATIC = Path(__file__).parent / "static"
 PAGE_SIZE = 25
-PIPELINE_PAGE = 50   # repositories per Pipeline page
+PIPELINE_PAGE = 50  # repositories per Pipeline page
 
 # Each state as a person reads it: a word and a symbol, so it never rests on colour alone (grayscale, colour
 # blindness); the CSS class gives the colour and the border style.
 STATES: dict[str, tuple[str, str]] = {
-    "in-sync": ("✓", "in sync"), "deploying": ("↻", "deploying"), "queued": ("⋯", "queued"),
-    "failed": ("✕", "failed"), "stalled": ("■", "stalled"), "drifted": ("≠", "drifted"),
-    "watching": ("◔", "watching"), "watch-failed": ("✕", "watch failed"), "blocked": ("⊘", "blocked"),
-    "out-of-sync": ("→", "out of sync"), "waiting-for-promotion": ("…", "waiting for promotion"),
-    "suspended": ("‖", "suspended"), "missing-branch": ("?", "no branch"), "unavailable": ("!", "unavailable"),
+    "in-sync": ("✓", "in sync"),
+    "deploying": ("↻", "deploying"),
+    "queued": ("⋯", "queued"),
+    "failed": ("✕", "failed"),
+    "stalled": ("■", "stalled"),
+    "drifted": ("≠", "drifted"),
+    "watching": ("◔", "watching"),
+    "watch-failed": ("✕", "watch failed"),
+    "blocked": ("⊘", "blocked"),
+    "out-of-sync": ("→", "out of sync"),
+    "waiting-for-promotion": ("…", "waiting for promotion"),
+    "suspended": ("‖", "suspended"),
+    "missing-branch": ("?", "no branch"),
+    "unavailable": ("!", "unavailable"),
 }
 RESULTS: dict[str, tuple[str, str]] = {
-    "succeeded": ("✓", "in-sync"), "running": ("↻", "deploying"), "queued": ("⋯", "queued"),
-    "failed": ("✕", "failed"), "canceled": ("‖", "suspended"), "interrupted": ("!", "stalled"),
+    "succeeded": ("✓", "in-sync"),
+    "running": ("↻", "deploying"),
+    "queued": ("⋯", "queued"),
+    "failed": ("✕", "failed"),
+    "canceled": ("‖", "suspended"),
+    "interrupted": ("!", "stalled"),
 }
 
 
@@ -62,7 +76,7 @@ class Cell:
     commit: str | None = None
     tree: str | None = None
     subject: str = ""
-    state: str | None = None          # None for the main column: nothing deploys it
+    state: str | None = None  # None for the main column: nothing deploys it
     reason: str | None = None
     moved_by: str | None = None
     last: Deployment | None = None
@@ -73,14 +87,19 @@ class Cell:
     rc: dict[str, Any] | None = None  # the release candidate waiting for approval to come here
     drifted: int = 0
     deployed: str | None = None
-    locks: tuple[str, ...] = ()       # locks and alert freezes in force: who, why, until when
-    promote_refused: str | None = None   # why the previous column's tree may not come here (a rejected tree)
+    locks: tuple[str, ...] = ()  # locks and alert freezes in force: who, why, until when
+    promote_refused: str | None = None  # why the previous column's tree may not come here (a rejected tree)
 
 
 def heads(repo: Repository, branches: list[str]) -> dict[str, tuple[str, str, str]]:
     """branch -> (commit, tree, subject) of each of `branches` that exists: one git process for the repository."""
-    out = gitcli.git(repo.path, "for-each-ref", "--format=%(refname:strip=2)%00%(objectname)%00%(tree)%00"
-                     "%(contents:subject)", *[f"refs/heads/{b}" for b in branches], check=False)
+    out = gitcli.git(
+        repo.path,
+        "for-each-ref",
+        "--format=%(refname:strip=2)%00%(objectname)%00%(tree)%00%(contents:subject)",
+        *[f"refs/heads/{b}" for b in branches],
+        check=False,
+    )
     found = {}
     for line in out.splitlines():
         parts = line.split("\0")
@@ -89,8 +108,9 @@ def heads(repo: Repository, branches: list[str]) -> dict[str, tuple[str, str, st
     return found
 
 
-def pipeline_view(config: Config, store: Store, repo: str = "", state: str = "", page: int = 1,
-                  per_page: int = PIPELINE_PAGE) -> dict[str, Any]:
+def pipeline_view(
+    config: Config, store: Store, repo: str = "", state: str = "", page: int = 1, per_page: int = PIPELINE_PAGE
+) -> dict[str, Any]:
     """One page of the Pipeline: repositories whose name contains `repo`, with an environment in `state` when given.
 
     Only the page's repositories get their cards built (a git process and the store's reads each): at 1,000
@@ -99,13 +119,20 @@ def pipeline_view(config: Config, store: Store, repo: str = "", state: str = "",
     names = [r.name for r in config.repositories if repo in r.name]
     if state:
         from ..services.status import all_status
+
         in_state = {s.repo for s in all_status(config, store) if s.state == state}
         names = [n for n in names if n in in_state]
     pages = max(1, -(-len(names) // per_page))
     page = min(max(page, 1), pages)
-    shown = set(names[(page - 1) * per_page:page * per_page])
-    return {"rows": pipeline(config, store, shown) if shown else [], "page": page, "pages": pages,
-            "total": len(names), "repo": repo, "state": state}
+    shown = set(names[(page - 1) * per_page : page * per_page])
+    return {
+        "rows": pipeline(config, store, shown) if shown else [],
+        "page": page,
+        "pages": pages,
+        "total": len(names),
+        "repo": repo,
+        "state": state,
+    }
 
 
 def pipeline(config: Config, store: Store, only: set[str] | None = None) -> list[dict[str, Any]]:
@@ -129,22 +156,44 @@ def pipeline(config: Config, store: Store, only: set[str] | None = None) -> list
             status = environment_status(store, repo, env, now, {b: (c, t) for b, (c, t, _s) in known.items()})
             cells.append(cell(store, repo, env, status, known.get(env.branch), rcs, drifted.get((repo.name, env.name), 0)))
             source = cells[-2]
-            if source.tree and source.tree != cells[-1].tree:   # no Promote button for a tree that failed here
+            if source.tree and source.tree != cells[-1].tree:  # no Promote button for a tree that failed here
                 rejected = rejection_for(repo, store.rejections(repo.name, source.tree), env.name)
                 if rejected is not None:
-                    cells[-1].promote_refused = (f"{source.env}'s tree {source.tree[:7]} is rejected for {env.name}: "
-                                                 f"{describe(rejected)}")
+                    cells[-1].promote_refused = (
+                        f"{source.env}'s tree {source.tree[:7]} is rejected for {env.name}: {describe(rejected)}"
+                    )
         # The source column's "Run CI again" (actions.py ci-rerun): when CI runs on its branch; deployer in the first env.
-        rows.append({"repo": repo.name, "cells": cells, "first_env": repo.environments[0].name if repo.environments else None,
-                     "ci": matches(first, ci_globs(repo))})
+        rows.append(
+            {
+                "repo": repo.name,
+                "cells": cells,
+                "first_env": repo.environments[0].name if repo.environments else None,
+                "ci": matches(first, ci_globs(repo)),
+            }
+        )
     return rows
 
 
-def cell(store: Store, repo: Repository, env: Environment, status: EnvironmentStatus,
-         head: tuple[str, str, str] | None, rcs: list[dict[str, Any]], drifted: int) -> Cell:
+def cell(
+    store: Store,
+    repo: Repository,
+    env: Environment,
+    status: EnvironmentStatus,
+    head: tuple[str, str, str] | None,
+    rcs: list[dict[str, Any]],
+    drifted: int,
+) -> Cell:
     """One environment's column: its status plus what its hosts report, its checks, sign-offs and waiting RC."""
-    c = Cell(env.name, env.branch, state=status.state, reason=status.reason, last=status.last,
-             deployed=status.deployed, drifted=drifted, locks=status.locks)
+    c = Cell(
+        env.name,
+        env.branch,
+        state=status.state,
+        reason=status.reason,
+        last=status.last,
+        deployed=status.deployed,
+        drifted=drifted,
+        locks=status.locks,
+    )
     if head is not None:
         c.commit, c.tree, c.subject = head
     if drifted and c.state == "in-sync":
@@ -159,6 +208,7 @@ def cell(store: Store, repo: Repository, env: Environment, status: EnvironmentSt
     if c.tree is not None:
         c.checks = store.statuses(repo.name, c.tree)
         from ..gate.approvals import newest_by_actor
+
         c.signoffs = [(a, v) for a, (v, _n, _w) in sorted(newest_by_actor(store.signoffs(repo.name, env.name, c.tree)).items())]
     if env.approvals is not None:
         for rc in rcs:
@@ -169,8 +219,7 @@ def cell(store: Store, repo: Repository, env: Environment, status: EnvironmentSt
     return c
 
 
-def environment_page(config: Config, store: Store, repo: Repository, env: Environment,
-                     before: int | None) -> dict[str, Any]:
+def environment_page(config: Config, store: Store, repo: Repository, env: Environment, before: int | None) -> dict[str, Any]:
     """One page of an environment's history, newest first, with what `history --json` shows per deployment, and per
     host what runs there and since when (as `gitopsd hosts ENV`)."""
     deployments = store.history(repo=repo.name, env=env.name, limit=PAGE_SIZE + 1, before=before)
@@ -178,9 +227,12 @@ def environment_page(config: Config, store: Store, repo: Repository, env: Enviro
     deployments = deployments[:PAGE_SIZE]
     marks = release_marks(config, store, deployments)
     rows = [{"d": d, "json": deployment_json(d, marks.get(d.id)), "batches": d.batches} for d in deployments]
-    return {"rows": rows, "next_before": deployments[-1].id if more and deployments else None,
-            "hosts": host_runs(store, repo.name, env.name),
-            "break_glass": [r for r in store.break_glass_requests(time.time()) if (r["repo"], r["env"]) == (repo.name, env.name)]}
+    return {
+        "rows": rows,
+        "next_before": deployments[-1].id if more and deployments else None,
+        "hosts": host_runs(store, repo.name, env.name),
+        "break_glass": [r for r in store.break_glass_requests(time.time()) if (r["repo"], r["env"]) == (repo.name, env.name)],
+    }
 
 
 def rc_page(repo: Repository, store: Store, name: str) -> dict[str, Any] | None:
@@ -190,8 +242,9 @@ def rc_page(repo: Repository, store: Store, name: str) -> dict[str, Any] | None:
     if rc is None:
         return None
     view = rc_shown(repo, store, rc)
-    view["message"] = gitcli.git(repo.path, "tag", "-l", "--format=%(contents)", "--end-of-options", f"rc/{name}",
-                                 check=False).rstrip()
+    view["message"] = gitcli.git(
+        repo.path, "tag", "-l", "--format=%(contents)", "--end-of-options", f"rc/{name}", check=False
+    ).rstrip()
     view["checks"] = store.statuses(repo.name, rc["tree"])
     view["where"] = where_view(store, repo, rc["tree"])
     return view
@@ -200,7 +253,7 @@ def rc_page(repo: Repository, store: Store, name: str) -> dict[str, Any] | None:
 # -- Ansible output -----------------------------------------------------------------------------------------
 _SGR = re.compile(r"\x1b\[([0-9;]*)m")
 _OTHER_ESCAPES = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Za-z0-9]|[\x00-\x08\x0b-\x1f\x7f]")
-_SGR_PARAMETERS = 16   # a real colour code has one to five; the rest of an absurd one is ignored
+_SGR_PARAMETERS = 16  # a real colour code has one to five; the rest of an absurd one is ignored
 _COLOURS = {30: "black", 31: "red", 32: "green", 33: "yellow", 34: "blue", 35: "magenta", 36: "cyan", 37: "white"}
 
 
@@ -213,7 +266,7 @@ def ansi_to_html(text: str) -> Markup:
     classes: list[str] = []
     pos = 0
     for match in _SGR.finditer(text):
-        out.append(html.escape(_OTHER_ESCAPES.sub("", text[pos:match.start()])))
+        out.append(html.escape(_OTHER_ESCAPES.sub("", text[pos : match.start()])))
         pos = match.end()
         if classes:
             out.append("</span>")
@@ -224,7 +277,9 @@ def ansi_to_html(text: str) -> Markup:
             elif code == 1:
                 classes = [c for c in classes if c != "ansi-bold"] + ["ansi-bold"]
             elif code in _COLOURS or code - 60 in _COLOURS:
-                classes = [c for c in classes if not c.startswith("ansi-fg")] + [f"ansi-fg-{_COLOURS[code % 60 if code >= 90 else code]}"]
+                classes = [c for c in classes if not c.startswith("ansi-fg")] + [
+                    f"ansi-fg-{_COLOURS[code % 60 if code >= 90 else code]}"
+                ]
             elif code == 39:
                 classes = [c for c in classes if not c.startswith("ansi-fg")]
         if classes:
@@ -232,15 +287,17 @@ def ansi_to_html(text: str) -> Markup:
     out.append(html.escape(_OTHER_ESCAPES.sub("", text[pos:])))
     if classes:
         out.append("</span>")
-    return Markup("".join(out))   # noqa: S704 (every piece of the text went through html.escape above)
+    return Markup("".join(out))  # noqa: S704 (every piece of the text went through html.escape above)
 
 
 def output_sections(state_dir: Path, deployment: Deployment) -> list[tuple[str, Path]]:
     """(heading, stdout file) of each Ansible run of the deployment, in the order they ran (as `gitopsd logs`)."""
     outputs = DeploymentFolders.of(state_dir, deployment.id).outputs()
     many = len({n for _w, n, _p in outputs}) > 1
-    return [(f"{'verification playbook' if what == 'verify' else 'playbook'}{f', batch {n}' if many else ''}", path)
-            for what, n, path in outputs]
+    return [
+        (f"{'verification playbook' if what == 'verify' else 'playbook'}{f', batch {n}' if many else ''}", path)
+        for what, n, path in outputs
+    ]
 
 
 class OutputTail:
@@ -264,7 +321,7 @@ class OutputTail:
                     data = handle.read(1 << 20)
             except OSError:
                 continue
-            end = data.rfind(b"\n") + 1   # whole lines only: a colour code is never cut in two
+            end = data.rfind(b"\n") + 1  # whole lines only: a colour code is never cut in two
             if end:
                 chunks.append(ansi_to_html(data[:end].decode("utf-8", errors="replace")))
             self.offsets[path] = start + end
@@ -303,7 +360,7 @@ class Changes:
             try:
                 now = self.fingerprint()
             except (OSError, sqlite3.Error):
-                self._db = None   # the database comes back with the daemon: connect again next time
+                self._db = None  # the database comes back with the daemon: connect again next time
                 continue
             if now != self._last:
                 if self._last is not None:
@@ -313,6 +370,7 @@ class Changes:
     def fingerprint(self) -> tuple[Any, ...]:
         if self._db is None:
             from ..gate.snapshot import connect_readonly
+
             self._db = connect_readonly(str(self.database))
             if self._db is None:
                 raise OSError("no database yet")
@@ -321,7 +379,7 @@ class Changes:
             for name in ("packed-refs", "refs/heads"):
                 parts.append(_mtime(path / name))
             branches = path / "refs" / "heads"
-            if branches.is_dir():   # a branch file replaced by rename leaves its folder's time alone in some cases
+            if branches.is_dir():  # a branch file replaced by rename leaves its folder's time alone in some cases
                 parts.extend(_mtime(p) for p in sorted(branches.iterdir()))
         return tuple(parts)
 
@@ -341,8 +399,13 @@ def sse(event: str, data: str) -> str:
 # -- rendering ------------------------------------------------------------------------------------------------
 def templates() -> jinja2.Environment:
     """The templates, autoescaped (every value is text unless it is Markup we made), with the dashboard's filters."""
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), autoescape=True,
-                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(TEMPLATES)),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
     env.filters["short"] = lambda sha: (sha or "")[:7]
     env.filters["ago"] = lambda ts: ago(ts) if ts else "-"
     env.filters["when"] = lambda ts: time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else "-"

@@ -5,6 +5,7 @@ from a proven proxy: an address in `web.trusted_proxies` that also sends the sha
 `web.proxy_secret_file` (any local account can send headers from loopback). Only a proven proxy
 names the client's address (rate limits) and the scheme it was reached by (Secure cookies).
 """
+
 from __future__ import annotations
 
 import hmac
@@ -21,7 +22,7 @@ from ..core.settings import Config, Web
 
 log = logging.getLogger("gitopsd.web")
 
-SECRET_HEADER = "x-gitopsd-proxy-secret"   # noqa: S105 (a header's name): carries web.proxy_secret_file's content
+SECRET_HEADER = "x-gitopsd-proxy-secret"  # noqa: S105 (a header's name): carries web.proxy_secret_file's content
 
 
 class ProxyProof:
@@ -30,8 +31,8 @@ class ProxyProof:
     def __init__(self, config: Callable[[], Config]):
         self.config = config
         self._lock = threading.Lock()
-        self._told: set[str] = set()                        # addresses whose unproven proxy header was logged
-        self._proof: tuple[tuple[str, int, int], bytes] | None = None   # (file, ctime, size) -> its secret
+        self._told: set[str] = set()  # addresses whose unproven proxy header was logged
+        self._proof: tuple[tuple[str, int, int], bytes] | None = None  # (file, ctime, size) -> its secret
 
     @property
     def web(self) -> Web:
@@ -55,19 +56,22 @@ class ProxyProof:
         try:
             with open(path, "rb") as handle:
                 st = os.fstat(handle.fileno())
-                key = (str(path), st.st_ctime_ns, st.st_size)   # ctime: a chmod changes it too
+                key = (str(path), st.st_ctime_ns, st.st_size)  # ctime: a chmod changes it too
                 if self._proof is not None and self._proof[0] == key:
                     return self._proof[1]
                 if st.st_mode & 0o004:
                     raise OSError(f"it is readable by everyone: chmod o-r {path} (root and the proxy's user only)")
                 secret = handle.read(4096).strip()
         except OSError as exc:
-            self.tell(f"secret:{exc}", "web: no proxy is believed: web.proxy_secret_file %s: %s", path,
-                      exc.strerror or exc)
+            self.tell(f"secret:{exc}", "web: no proxy is believed: web.proxy_secret_file %s: %s", path, exc.strerror or exc)
             return b""
         if len(secret) < 16:
-            self.tell(f"short:{key}", "web: no proxy is believed: web.proxy_secret_file %s holds less than 16 "
-                      "bytes: write a long random one (openssl rand -hex 32)", path)
+            self.tell(
+                f"short:{key}",
+                "web: no proxy is believed: web.proxy_secret_file %s holds less than 16 "
+                "bytes: write a long random one (openssl rand -hex 32)",
+                path,
+            )
             return b""
         self._proof = (key, secret)
         return secret
@@ -102,5 +106,6 @@ class ProxyProof:
         setting = self.web.secure_cookies
         if setting in ("true", "false"):
             return setting == "true"
-        return scope.get("scheme") == "https" or (headers.get("x-forwarded-proto", "").lower() == "https"
-                                                  and self.proven(scope, headers))
+        return scope.get("scheme") == "https" or (
+            headers.get("x-forwarded-proto", "").lower() == "https" and self.proven(scope, headers)
+        )

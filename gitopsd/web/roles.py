@@ -3,6 +3,7 @@
 Roles (viewer < deployer < approver < admin) come from `web.roles` and `web.admin`; a person who
 signed in with an API token is also bounded by its scopes (a read token looks, never acts).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -17,10 +18,10 @@ class WebUser:
 
     name: str
     groups: tuple[str, ...] = ()
-    via: str = "login"                                   # login | proxy
+    via: str = "login"  # login | proxy
     grants: tuple[RoleGrant, ...] = field(default=(), repr=False, compare=False)
-    scopes: tuple[str, ...] | None = None                # a login's token scopes (None: a proxy's user, unbounded)
-    token: str = ""                                      # the name of the token a login signed in with
+    scopes: tuple[str, ...] | None = None  # a login's token scopes (None: a proxy's user, unbounded)
+    token: str = ""  # the name of the token a login signed in with
 
 
 # What a role's actions write, as the API's scopes say it: a token session needs that scope too.
@@ -39,15 +40,14 @@ def role(user: WebUser | None, repo: Any, env: Any) -> str:
         if grant.matches(str(repo_name), str(env_name)) and holds(user, grant):
             best = max(best, ROLES.index(grant.role))
     if best > 0 and user.scopes is not None and not WRITE_SCOPES & set(user.scopes):
-        best = 0   # a read token looks, never acts, whatever the role
+        best = 0  # a read token looks, never acts, whatever the role
     return ROLES[best] if best >= 0 else ""
 
 
 def allows(user: WebUser | None, repo: Any, env: Any, needed: str) -> bool:
     """Does the user have `needed` (or a higher role) in that environment?"""
     have = role(user, repo, env)
-    return (user is not None and bool(have) and ROLES.index(have) >= ROLES.index(needed)
-            and scoped(user, ROLE_SCOPE.get(needed)))
+    return user is not None and bool(have) and ROLES.index(have) >= ROLES.index(needed) and scoped(user, ROLE_SCOPE.get(needed))
 
 
 def scoped(user: WebUser, scope: str | None) -> bool:

@@ -5,6 +5,7 @@ made for one use from passing as another. Cookies are HttpOnly and SameSite=Stri
 TLS); signing out records the session as ended in state_dir/web-ended, so a kept copy is refused.
 Each session has its CSRF token, derived from its nonce.
 """
+
 from __future__ import annotations
 
 import base64
@@ -30,7 +31,7 @@ class Sessions:
         self.config, self.tokens, self.clock = config, tokens, clock
         self._lock = threading.Lock()
         self._secret: bytes | None = None
-        self._ended: dict[str, float] | None = None         # nonce -> expiry of sessions signed out
+        self._ended: dict[str, float] | None = None  # nonce -> expiry of sessions signed out
 
     @property
     def web(self) -> Web:
@@ -78,8 +79,7 @@ class Sessions:
     def new(self, identity: str, via: str, token: tuple[str, str] | None = None) -> tuple[str, str]:
         """(cookie value, CSRF token) of a new session for `identity`; `token` (name, sha256) for a login."""
         nonce = secrets.token_urlsafe(16)
-        payload: dict[str, Any] = {"u": identity, "v": via, "n": nonce,
-                                   "e": int(self.clock() + self.web.session_hours * 3600)}
+        payload: dict[str, Any] = {"u": identity, "v": via, "n": nonce, "e": int(self.clock() + self.web.session_hours * 3600)}
         if token is not None:
             payload["t"], payload["h"] = token
         return self.sign(payload, "session"), self.csrf_for(nonce)
@@ -93,11 +93,17 @@ class Sessions:
         if not isinstance(payload.get("e"), int) or payload["e"] < self.clock() or payload["n"] in self.ended():
             return None
         if payload.get("v") == "login":
-            live = [t for t in self.tokens.tokens() if t.name == payload.get("t") and t.identity == payload["u"]
-                    and hmac.compare_digest(t.sha256, str(payload.get("h"))) and "read" in t.scopes]
+            live = [
+                t
+                for t in self.tokens.tokens()
+                if t.name == payload.get("t")
+                and t.identity == payload["u"]
+                and hmac.compare_digest(t.sha256, str(payload.get("h")))
+                and "read" in t.scopes
+            ]
             if not live:
                 return None
-            payload = {**payload, "scopes": list(live[0].scopes)}   # as the token is now, not as it was at sign-in
+            payload = {**payload, "scopes": list(live[0].scopes)}  # as the token is now, not as it was at sign-in
         return payload
 
     def _ended_file(self) -> Path:
@@ -132,5 +138,4 @@ class Sessions:
 
 def cookie(name: str, value: str, *, max_age: int, secure: bool) -> str:
     """A Set-Cookie value: HttpOnly, SameSite=Strict, for the whole site, Secure when `secure`."""
-    return (f"{name}={value}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Strict"
-            + ("; Secure" if secure else ""))
+    return f"{name}={value}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Strict" + ("; Secure" if secure else "")

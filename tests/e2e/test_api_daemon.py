@@ -3,6 +3,7 @@
 Real: `gitopsd run`, uvicorn on loopback, `gitopsd token create`, HTTP through urllib, git push through the
 installed pre-receive hook, ansible-playbook for the deployment. Nothing faked.
 """
+
 from __future__ import annotations
 
 import json
@@ -24,15 +25,19 @@ def free_port() -> int:
 @pytest.fixture
 def sandbox(make_sandbox, short_tmp):
     port = free_port()
-    box = make_sandbox({"qa": ["qa-1"]}, env_options={"qa": {"require_checks": ["ci/test"]}},
-                       extra={"api": {"listen": f"127.0.0.1:{port}", "tokens_file": str(short_tmp / "tokens.yml")}})
-    box.api_base = f"http://127.0.0.1:{port}"   # type: ignore[attr-defined]
+    box = make_sandbox(
+        {"qa": ["qa-1"]},
+        env_options={"qa": {"require_checks": ["ci/test"]}},
+        extra={"api": {"listen": f"127.0.0.1:{port}", "tokens_file": str(short_tmp / "tokens.yml")}},
+    )
+    box.api_base = f"http://127.0.0.1:{port}"  # type: ignore[attr-defined]
     return box
 
 
 def http(method: str, url: str, token: str | None = None, body: object = None) -> tuple[int, object]:
-    request = urllib.request.Request(url, data=None if body is None else json.dumps(body).encode(), method=method,
-                                     headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        url, data=None if body is None else json.dumps(body).encode(), method=method, headers={"Content-Type": "application/json"}
+    )
     if token:
         request.add_header("Authorization", f"Bearer {token}")
     try:
@@ -52,8 +57,12 @@ def test_a_ci_job_reports_success_with_a_token_and_qa_takes_that_commit_but_refu
         sandbox.write("app.txt", "tested")
         tested = sandbox.commit("tested")
         sandbox.push("main")
-        code, stored = http("POST", f"{sandbox.api_base}/api/v1/repos/shop/statuses/{tested}", token,
-                            {"state": "success", "context": "ci/test", "target_url": "https://ci.example.com/job/1"})
+        code, stored = http(
+            "POST",
+            f"{sandbox.api_base}/api/v1/repos/shop/statuses/{tested}",
+            token,
+            {"state": "success", "context": "ci/test", "target_url": "https://ci.example.com/job/1"},
+        )
         assert code == 201 and stored["reporter"] == "jenkins", stored
         pushed = sandbox.push("main:qa")
         assert pushed.returncode == 0

@@ -1,5 +1,6 @@
 """Automatic promotion with the daemon as a real process: a push to main goes through CI to qa with no
 other step; a red commit never reaches qa; staging follows qa once qa verified the tree."""
+
 from __future__ import annotations
 
 import time
@@ -10,14 +11,25 @@ from gitopsd.adapters.store import Store
 from gitopsd.gate import nudge
 from tests.support import Daemon, Sandbox, git
 
-pytestmark = pytest.mark.sandbox({"qa": ["qa-1"], "staging": ["staging-1"]}, env_options={"qa": {"require_checks": ["ci/test"], "auto_promote": True}, "staging": {"auto_promote": True}})
+pytestmark = pytest.mark.sandbox(
+    {"qa": ["qa-1"], "staging": ["staging-1"]},
+    env_options={"qa": {"require_checks": ["ci/test"], "auto_promote": True}, "staging": {"auto_promote": True}},
+)
 
 
 def report(sandbox: Sandbox, commit: str, state: str) -> None:
     """As a CI job does: a commit status, then a word to the daemon (the API and `gitopsd ci report` do both)."""
     with Store(sandbox.state / "state.db") as store:
-        store.add_status(repo="shop", commit=commit, tree=sandbox.tree(commit), context="ci/test", state=state,
-                         reporter="ci", now=time.time(), target_url="http://ci.example/1")
+        store.add_status(
+            repo="shop",
+            commit=commit,
+            tree=sandbox.tree(commit),
+            context="ci/test",
+            state=state,
+            reporter="ci",
+            now=time.time(),
+            target_url="http://ci.example/1",
+        )
     nudge.send(str(sandbox.runtime / "nudge.sock"), nudge.Nudge(repo=str(sandbox.repo), trigger="ci-status"))
 
 
@@ -32,7 +44,7 @@ def test_a_green_commit_on_main_reaches_qa_then_staging_by_itself_and_a_red_one_
         sandbox.push("main")
         report(sandbox, v2, "pending")
         time.sleep(1)
-        assert sandbox.tree(sandbox.head("qa")) != sandbox.tree(v2)    # pending: not yet
+        assert sandbox.tree(sandbox.head("qa")) != sandbox.tree(v2)  # pending: not yet
         report(sandbox, v2, "success")
         daemon.wait_for(lambda: sandbox.tree(sandbox.head("qa")) == sandbox.tree(v2), 20, "qa promoted")
         promoted = sandbox.head("qa")
@@ -56,9 +68,10 @@ def test_a_green_commit_on_main_reaches_qa_then_staging_by_itself_and_a_red_one_
         sandbox.push("main")
         report(sandbox, v3, "failure")
         time.sleep(2)
-        assert sandbox.head("qa") == promoted                         # qa stays where it was
-        git(sandbox.work, "fetch", "-q", "origin")                    # and a manual promotion is refused
-        manual = git(sandbox.work, "commit-tree", "-p", "origin/qa", "-p", v3, "-m", "promote by hand",
-                     sandbox.tree(v3)).stdout.strip()
+        assert sandbox.head("qa") == promoted  # qa stays where it was
+        git(sandbox.work, "fetch", "-q", "origin")  # and a manual promotion is refused
+        manual = git(
+            sandbox.work, "commit-tree", "-p", "origin/qa", "-p", v3, "-m", "promote by hand", sandbox.tree(v3)
+        ).stdout.strip()
         refused = sandbox.push(f"{manual}:refs/heads/qa", check=False)
         assert refused.returncode == 1 and "ci/test: failure (http://ci.example/1)" in refused.stderr

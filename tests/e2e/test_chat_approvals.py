@@ -4,6 +4,7 @@
 Real: Synapse (tests/matrix_fixture.py), the daemon, git pushes through the installed hook, ansible-playbook,
 HTTP to the webhook. Nothing faked. The homeserver is held stopped (SIGSTOP) to play a hung one.
 """
+
 from __future__ import annotations
 
 import json
@@ -49,6 +50,7 @@ class Webhook:
 
             def log_message(self, *_args: object) -> None:
                 pass
+
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/services/T0/B0/x"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
@@ -62,21 +64,28 @@ def room_for(people: dict[str, Person]) -> str:
     return room
 
 
-def chat_sandbox(root: Path, server: Synapse, room: str, webhook: Webhook | None = None,
-                 password: str = BOT_PASSWORD) -> Sandbox:
+def chat_sandbox(root: Path, server: Synapse, room: str, webhook: Webhook | None = None, password: str = BOT_PASSWORD) -> Sandbox:
     root.chmod(0o755)
     (root / "matrix-password").write_text(password + "\n")
     notifications: dict[str, Any] = {
         "link": "https://deploy.example.org",
-        "matrix": {"homeserver": server.url, "user": f"@gitopsd-bot:{SERVER_NAME}",
-                   "password_file": str(root / "matrix-password"), "room": room, "timeout": 10,
-                   "accounts": {f"@alice:{SERVER_NAME}": "alice", f"@bob:{SERVER_NAME}": "bob"}}}
+        "matrix": {
+            "homeserver": server.url,
+            "user": f"@gitopsd-bot:{SERVER_NAME}",
+            "password_file": str(root / "matrix-password"),
+            "room": room,
+            "timeout": 10,
+            "accounts": {f"@alice:{SERVER_NAME}": "alice", f"@bob:{SERVER_NAME}": "bob"},
+        },
+    }
     if webhook is not None:
         notifications["slack_webhook"] = webhook.url
-    return Sandbox(root, {"qa": ["qa-1"], "staging": ["staging-1"], "production": ["production-1"]},
-                   env_options={"production": {"approvals": {"required": 1, "approvers": ["alice", "bob"],
-                                                             "forbid_self_approval": True}}},
-                   extra={"notifications": notifications})
+    return Sandbox(
+        root,
+        {"qa": ["qa-1"], "staging": ["staging-1"], "production": ["production-1"]},
+        env_options={"production": {"approvals": {"required": 1, "approvers": ["alice", "bob"], "forbid_self_approval": True}}},
+        extra={"notifications": notifications},
+    )
 
 
 def body(event: dict[str, Any]) -> str:
@@ -88,7 +97,8 @@ def from_gitopsd(text: str) -> Any:
 
 
 def test_an_approval_typed_in_the_room_by_a_mapped_approver_lets_production_take_the_candidate_and_its_authors_is_refused(
-        homeserver, short_tmp):
+    homeserver, short_tmp
+):
     server, people = homeserver
     bob, alice, mallory = people["bob"], people["alice"], people["mallory"]
     room = room_for(people)
@@ -102,8 +112,14 @@ def test_an_approval_typed_in_the_room_by_a_mapped_approver_lets_production_take
 
         # The request, in the room and on the webhook: candidate, changes, checks, sign-offs, its page.
         asked = bob.wait_for(from_gitopsd("rc/r1 for production"), "the approval request")
-        for part in ("asks for 1 approval(s) from alice, bob", "release 2: faster checkout", "Checks:", "Sign-offs:",
-                     "Page: https://deploy.example.org/repos/shop/rcs/r1", "approve rc/r1 [reason]"):
+        for part in (
+            "asks for 1 approval(s) from alice, bob",
+            "release 2: faster checkout",
+            "Checks:",
+            "Sign-offs:",
+            "Page: https://deploy.example.org/repos/shop/rcs/r1",
+            "approve rc/r1 [reason]",
+        ):
             assert part in body(asked), body(asked)
         daemon.wait_for(lambda: webhook.posts, 60, "the webhook's post")
         assert "rc/r1 for production" in webhook.posts[0]["text"] and "release 2" in webhook.posts[0]["text"]
@@ -129,7 +145,7 @@ def test_an_approval_typed_in_the_room_by_a_mapped_approver_lets_production_take
         done = bob.wait_for(from_gitopsd("rc/r1 approved by bob"), "the approval's answer")
         assert "approved: production takes it now" in body(done), body(done)
         bob.sync()
-        assert sum("is not mapped" in body(e) for e in bob.messages) == 1   # mallory's second message: no answer
+        assert sum("is not mapped" in body(e) for e in bob.messages) == 1  # mallory's second message: no answer
         sandbox.cli("promote", "rc/r1", "production")
         row = daemon.wait_result("production", sandbox.head("production"), "succeeded", timeout=120)
         assert (row["rc"], row["approved_by"]) == ("r1", ["bob"])
@@ -138,8 +154,7 @@ def test_an_approval_typed_in_the_room_by_a_mapped_approver_lets_production_take
         assert shown["history"][0]["note"] == f"checked the changes with product (in Matrix as @bob:{SERVER_NAME})"
 
 
-def test_the_daemon_keeps_deploying_while_the_homeserver_is_held_stopped_and_the_request_arrives_after(
-        homeserver, short_tmp):
+def test_the_daemon_keeps_deploying_while_the_homeserver_is_held_stopped_and_the_request_arrives_after(homeserver, short_tmp):
     server, people = homeserver
     room = room_for(people)
     sandbox = chat_sandbox(short_tmp, server, room)
@@ -147,7 +162,7 @@ def test_the_daemon_keeps_deploying_while_the_homeserver_is_held_stopped_and_the
         daemon.wait_for(lambda: "reading approvals in the Matrix room" in daemon.log(), 120, "the chat loop in the room")
         with server.held():
             commit = ship_to_staging(sandbox, daemon, "release 3", pusher="alice")
-            created = sandbox.cli("rc", "create", "--name", "r2")   # answered while the homeserver hangs
+            created = sandbox.cli("rc", "create", "--name", "r2")  # answered while the homeserver hangs
             assert "release candidate rc/r2 created" in created.stdout
             sandbox.write("app.txt", "release 4")
             newer = sandbox.commit("release 4")

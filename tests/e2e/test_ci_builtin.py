@@ -1,6 +1,7 @@
 """Built-in CI with the daemon as a real process: a push to main runs the steps (in the sandbox), their
 statuses gate qa, the artifact built once reaches qa and staging with the same sha256, a newer push
 cancels an older run, and a daemon killed during a run leaves no process and no pending status."""
+
 from __future__ import annotations
 
 import hashlib
@@ -70,21 +71,29 @@ def sandbox(make_sandbox):
 
 
 def test_a_push_to_main_runs_the_steps_and_qa_and_staging_deploy_the_identical_artifact(sandbox):
-    with_ci(sandbox, [{"name": "build", "run": BUILD, "artifacts": ["dist/*.tar.gz"]}, {"name": "test", "run": TEST}],
-            qa_requires=("gitopsd/build", "gitopsd/test"))
+    with_ci(
+        sandbox,
+        [{"name": "build", "run": BUILD, "artifacts": ["dist/*.tar.gz"]}, {"name": "test", "run": TEST}],
+        qa_requires=("gitopsd/build", "gitopsd/test"),
+    )
     with Daemon(sandbox) as daemon:
         v2 = sandbox.commit("v2 with a build")
         sandbox.push("main")
         done = daemon.wait_for(lambda: finished(sandbox, v2, 2), 60, "CI of v2")
         assert done["gitopsd/build"][0] == "success" and done["gitopsd/test"][0] == "success", done
-        sandbox.push("main:qa")                      # the hook lets it in: both required checks passed
+        sandbox.push("main:qa")  # the hook lets it in: both required checks passed
         daemon.wait_state("qa", "in-sync", v2, timeout=90)
         sandbox.cli("promote", "qa", "staging")
-        daemon.wait_for(lambda: sandbox.status()["staging"]["state"] == "in-sync"
-                        and sandbox.tree(sandbox.status()["staging"]["deployed"]) == sandbox.tree(v2), 90, "staging")
+        daemon.wait_for(
+            lambda: (
+                sandbox.status()["staging"]["state"] == "in-sync"
+                and sandbox.tree(sandbox.status()["staging"]["deployed"]) == sandbox.tree(v2)
+            ),
+            90,
+            "staging",
+        )
         qa = next(d for d in sandbox.history("qa") if d["commit"] == v2 and d["result"] == "succeeded")
-        staging = next(d for d in sandbox.history("staging") if d["tree"] == sandbox.tree(v2)
-                       and d["result"] == "succeeded")
+        staging = next(d for d in sandbox.history("staging") if d["tree"] == sandbox.tree(v2) and d["result"] == "succeeded")
         log = sandbox.cli("logs", "--ci", str(run_id(done["gitopsd/build"][1]))).stdout
     # Built once: the same sha256 recorded for both deployments, and the very bytes each host received.
     sha = qa["artifacts"]["dist/app.tar.gz"]
@@ -97,15 +106,21 @@ def test_a_push_to_main_runs_the_steps_and_qa_and_staging_deploy_the_identical_a
 
 
 def test_a_red_commit_is_refused_by_qa_and_a_newer_push_cancels_the_older_run(sandbox):
-    with_ci(sandbox, [{"name": "build", "run": BUILD, "artifacts": ["dist/*.tar.gz"]},
-                      {"name": "test", "run": ["sh", "-c", "test -f SLOW && sleep 300; " + TEST[2]], "timeout": 600}],
-            qa_requires=("gitopsd/build", "gitopsd/test"))
+    with_ci(
+        sandbox,
+        [
+            {"name": "build", "run": BUILD, "artifacts": ["dist/*.tar.gz"]},
+            {"name": "test", "run": ["sh", "-c", "test -f SLOW && sleep 300; " + TEST[2]], "timeout": 600},
+        ],
+        qa_requires=("gitopsd/build", "gitopsd/test"),
+    )
     with Daemon(sandbox) as daemon:
         sandbox.write("SLOW", "")
         slow = sandbox.commit("a slow test")
         sandbox.push("main")
-        daemon.wait_for(lambda: statuses(sandbox, slow).get("gitopsd/test", ("", ""))[1].startswith("running"),
-                        60, "the slow test running")
+        daemon.wait_for(
+            lambda: statuses(sandbox, slow).get("gitopsd/test", ("", ""))[1].startswith("running"), 60, "the slow test running"
+        )
         slow_run = run_id(statuses(sandbox, slow)["gitopsd/test"][1])
         assert ci_processes(sandbox, slow_run)
         sandbox.remove("SLOW")
@@ -128,8 +143,7 @@ def test_a_daemon_killed_during_a_run_leaves_no_process_and_no_pending_status_af
     daemon = Daemon(sandbox)
     v2 = sandbox.commit("v2")
     sandbox.push("main")
-    daemon.wait_for(lambda: statuses(sandbox, v2).get("gitopsd/hang", ("", ""))[1].startswith("running"), 60,
-                    "the step running")
+    daemon.wait_for(lambda: statuses(sandbox, v2).get("gitopsd/hang", ("", ""))[1].startswith("running"), 60, "the step running")
     number = run_id(statuses(sandbox, v2)["gitopsd/hang"][1])
     daemon.wait_for(lambda: len(ci_processes(sandbox, number)) >= 3, 20, "the step's processes")
     daemon.stop(signal.SIGKILL)
@@ -138,8 +152,7 @@ def test_a_daemon_killed_during_a_run_leaves_no_process_and_no_pending_status_af
         assert not ci_processes(sandbox, number), "a process of the interrupted run survived the restart"
         record = json.loads((sandbox.state / "ci" / str(number) / "run.json").read_text())
     assert record["state"] == "interrupted"
-    assert done["gitopsd/hang"] == ("error", "interrupted: the daemon stopped during this run; push again to run the "
-                                             "steps")
+    assert done["gitopsd/hang"] == ("error", "interrupted: the daemon stopped during this run; push again to run the steps")
     assert done["gitopsd/test"][0] == "error"
 
 
@@ -164,29 +177,36 @@ def test_ci_rerun_runs_the_steps_again_on_the_same_head_and_their_result_replace
         sandbox.push("main")
         failed = daemon.wait_for(lambda: finished(sandbox, head, 1), 60, "the first CI run of v2")
         assert failed["gitopsd/test"][0] == "failure"
-        down.unlink()   # the infrastructure is back; the commit is the same
+        down.unlink()  # the infrastructure is back; the commit is the same
         said = sandbox.cli("ci", "rerun", "shop", "main").stdout
         passed = daemon.wait_for(lambda: rerun_passed(sandbox, head, run_id(failed["gitopsd/test"][1])), 60, "the rerun")
         refused = sandbox.cli("ci", "rerun", "shop", "qa", check=False)
-    assert said.strip() == (f"shop: CI runs again on main at {head[:7]} (the built-in steps), asked by {me}; "
-                            f"follow with `gitopsd ci status {head[:7]}`")
+    assert said.strip() == (
+        f"shop: CI runs again on main at {head[:7]} (the built-in steps), asked by {me}; "
+        f"follow with `gitopsd ci status {head[:7]}`"
+    )
     shown = sandbox.cli("ci", "status", head).stdout
     assert "gitopsd/test  success" in shown, shown
     logs = sandbox.cli("logs", "--ci", str(run_id(passed["gitopsd/test"][1]))).stdout
     assert f"run again as asked by {me}" in logs and head in logs
     assert refused.returncode == 1
-    assert refused.stderr.strip() == ("gitopsd: error: 'qa' is neither a CI branch of shop nor the commit at the head "
-                                      "of one (CI branches: main); name the branch, e.g. gitopsd ci rerun shop main")
+    assert refused.stderr.strip() == (
+        "gitopsd: error: 'qa' is neither a CI branch of shop nor the commit at the head "
+        "of one (CI branches: main); name the branch, e.g. gitopsd ci rerun shop main"
+    )
 
 
 def test_the_dashboards_run_ci_again_button_does_what_ci_rerun_does_for_a_deployer_only(sandbox, short_tmp):
     from tests.webclient import Browser, free_port, token, web_up
+
     down = failing_while_down(sandbox)
     port = free_port()
     data = yaml.safe_load(sandbox.config.read_text())
-    data.update(groups={"ops": ["olga"]},
-                api={"listen": f"127.0.0.1:{port}", "tokens_file": str(short_tmp / "tokens.yml")},
-                web={"roles": {"*": {"viewer": ["*"], "deployer": ["group:ops"]}}})
+    data.update(
+        groups={"ops": ["olga"]},
+        api={"listen": f"127.0.0.1:{port}", "tokens_file": str(short_tmp / "tokens.yml")},
+        web={"roles": {"*": {"viewer": ["*"], "deployer": ["group:ops"]}}},
+    )
     sandbox.config.write_text(yaml.safe_dump(data, sort_keys=False))
     with Daemon(sandbox) as daemon:
         web_up(daemon)
@@ -202,7 +222,7 @@ def test_the_dashboards_run_ci_again_button_does_what_ci_rerun_does_for_a_deploy
         form = {"repo": "shop", "head": "main"}
         refused = vera.post("/actions/ci-rerun", {**form, "csrf_token": vera.csrf()}, headers={"HX-Request": "true"})
         assert refused.status == 403 and "that needs the deployer role" in refused.text
-        assert olga.post("/actions/ci-rerun", form, headers={"HX-Request": "true"}).status == 403   # no CSRF token
+        assert olga.post("/actions/ci-rerun", form, headers={"HX-Request": "true"}).status == 403  # no CSRF token
         done = olga.post("/actions/ci-rerun", {**form, "csrf_token": olga.csrf()}, headers={"HX-Request": "true"})
         assert done.status == 200 and f"CI runs again on main at {head[:7]} (the built-in steps), asked by olga" in done.text
         passed = daemon.wait_for(lambda: rerun_passed(sandbox, head, run_id(failed["gitopsd/test"][1])), 60, "the rerun")

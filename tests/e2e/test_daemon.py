@@ -1,4 +1,5 @@
 """The daemon as a real process: real pushes through real hooks, real ansible-playbook runs."""
+
 from __future__ import annotations
 
 import json
@@ -15,7 +16,9 @@ import pytest
 from tests.support import Daemon, Sandbox, git
 
 # Both environments take main directly here; the promotion chain is tested in test_promotion.
-pytestmark = pytest.mark.sandbox({"qa": ["qa-1"], "staging": ["staging-1", "staging-2"]}, env_options={"staging": {"promote_from": "main"}})
+pytestmark = pytest.mark.sandbox(
+    {"qa": ["qa-1"], "staging": ["staging-1", "staging-2"]}, env_options={"staging": {"promote_from": "main"}}
+)
 
 
 def _converged(sandbox: Sandbox, daemon: Daemon, envs=("qa", "staging")) -> None:
@@ -27,7 +30,7 @@ def _converged(sandbox: Sandbox, daemon: Daemon, envs=("qa", "staging")) -> None
 def test_each_trigger_alone_is_enough_to_deploy_a_push(short_tmp, trigger):
     sandbox = Sandbox(short_tmp, {"qa": ["qa-1"]}, sweep_interval=2)
     with Daemon(sandbox, GITOPSD_TRIGGERS=trigger) as daemon:
-        daemon.wait_state("qa", "in-sync", sandbox.head("qa"))   # the startup sweep deploys the first head
+        daemon.wait_state("qa", "in-sync", sandbox.head("qa"))  # the startup sweep deploys the first head
         sandbox.write("app.txt", "v2")
         new = sandbox.commit("v2")
         pushed = sandbox.push("main", "main:qa")
@@ -46,8 +49,10 @@ def test_push_records_who_pushed_from_the_transport_not_from_the_commit(sandbox)
         new = sandbox.commit("v2")
         # The commit's author says "Dev"; the transport (as Gitolite would) says alice.
         import subprocess
-        subprocess.run(["git", "push", "-q", "origin", "main", "main:qa"], cwd=sandbox.work, check=True,
-                       env=sandbox.environ(GL_USER="alice"))
+
+        subprocess.run(
+            ["git", "push", "-q", "origin", "main", "main:qa"], cwd=sandbox.work, check=True, env=sandbox.environ(GL_USER="alice")
+        )
         daemon.wait_state("qa", "in-sync", new)
         daemon.wait_for(lambda: sandbox.history("qa")[0]["actor"].startswith("alice"), 10, "actor recorded")
 
@@ -80,9 +85,10 @@ def test_environments_deploy_in_parallel_one_deployment_each(sandbox):
         daemon.wait_state("qa", "in-sync", new, timeout=60)
         daemon.wait_state("staging", "in-sync", new, timeout=60)
     import sqlite3
+
     with sqlite3.connect(sandbox.state / "state.db") as db:
         spans = db.execute("SELECT env, started_at, finished_at FROM deployments WHERE commit_id = ?", (new,)).fetchall()
-    assert sorted(env for env, _, _ in spans) == ["qa", "staging"]   # one deployment each
+    assert sorted(env for env, _, _ in spans) == ["qa", "staging"]  # one deployment each
     (_, start_a, end_a), (_, start_b, end_b) = spans
     assert start_a < end_b and start_b < end_a, "the two 3-second deployments ran side by side"
 
@@ -97,7 +103,7 @@ def test_a_failing_commit_is_retried_with_backoff_then_stalled_until_the_branch_
         row = daemon.wait_state("qa", "stalled", bad, timeout=60)
         assert row["deployed"] == good, "a failing deploy leaves the environment on its last good state"
         attempts = [d for d in sandbox.history("qa") if d["commit"] == bad]
-        assert [d["result"] for d in attempts] == ["failed", "failed"]   # retries: 1 -> two attempts
+        assert [d["result"] for d in attempts] == ["failed", "failed"]  # retries: 1 -> two attempts
         assert [d["attempt"] for d in attempts] == [2, 1]
         assert "gitopsd retry qa" in daemon.log()
         # Stalled: nothing more happens on its own.
@@ -129,15 +135,19 @@ def test_automatic_rollback_reverts_the_branch_and_deploys_the_last_good_tree(sh
     assert sandbox.tree(revert) == sandbox.tree(good)
     history = sandbox.history("production")
     assert [(d["commit"], d["kind"], d["result"]) for d in history[:2]] == [
-        (revert, "rollback", "succeeded"), (bad, "deploy", "failed")]
+        (revert, "rollback", "succeeded"),
+        (bad, "deploy", "failed"),
+    ]
     assert history[0]["trigger"] == "auto-rollback" and history[0]["actor"] == "gitopsd"
     assert "automatic rollback" in history[0]["reason"]
     assert sum(1 for d in history if d["commit"] == bad) == 1
     message = sandbox.cli("logs", str(history[0]["id"])).stdout
     assert "rollback" in message
     import subprocess
-    body = subprocess.run(["git", "--git-dir", str(sandbox.repo), "log", "-1", "--format=%B", revert],
-                          capture_output=True, text=True, check=True).stdout
+
+    body = subprocess.run(
+        ["git", "--git-dir", str(sandbox.repo), "log", "-1", "--format=%B", revert], capture_output=True, text=True, check=True
+    ).stdout
     assert body.startswith('Revert "broken release"') and f"This reverts commit {bad}." in body
     assert "Gitopsd-Rollback: automatic" in body
 
@@ -150,13 +160,13 @@ def test_a_pushed_git_revert_rolls_the_environment_back(sandbox):
         sandbox.commit("v2")
         sandbox.push("main")
         import subprocess
+
         subprocess.run(["git", "fetch", "-q", "origin"], cwd=sandbox.work, check=True)
         subprocess.run(["git", "checkout", "-q", "-b", "qa", "origin/qa"], cwd=sandbox.work, check=True)
         subprocess.run(["git", "merge", "-q", "--no-ff", "-m", "Promote main to qa", "main"], cwd=sandbox.work, check=True)
         merge = sandbox.push("qa:qa") and sandbox.head("qa")
         daemon.wait_state("qa", "in-sync", merge)
-        subprocess.run(["git", "revert", "--no-edit", "-m", "1", merge], cwd=sandbox.work, check=True,
-                       capture_output=True)
+        subprocess.run(["git", "revert", "--no-edit", "-m", "1", merge], cwd=sandbox.work, check=True, capture_output=True)
         sandbox.push("qa:qa")
         revert = sandbox.head("qa")
         daemon.wait_state("qa", "in-sync", revert)
@@ -188,12 +198,12 @@ def test_kill_9_mid_deployment_then_restart_marks_it_interrupted_reaps_and_conve
     slow = sandbox.commit("slow")
     sandbox.push("main", "main:qa")
     daemon.wait_for(lambda: _sleeping("30"), 30, "sleep started")
-    daemon.proc.kill()   # SIGKILL: no cleanup at all
+    daemon.proc.kill()  # SIGKILL: no cleanup at all
     daemon.stop()
     sandbox.remove("SLEEP")
     with Daemon(sandbox) as second:
         second.wait_for(lambda: not _sleeping("30"), 10, "orphans reaped")
-        second.wait_state("qa", "in-sync", slow, timeout=60)   # the head is still `slow`: redeployed
+        second.wait_state("qa", "in-sync", slow, timeout=60)  # the head is still `slow`: redeployed
         assert "interrupted" in second.log()
     results = [(d["commit"], d["result"]) for d in sandbox.history("qa") if d["commit"] == slow]
     assert ("interrupted" in [r for _, r in results]) and results[0][1] == "succeeded"
@@ -214,7 +224,7 @@ def test_sigterm_during_a_long_deployment_cancels_it_cleanly_and_the_next_start_
     started = time.monotonic()
     daemon.proc.send_signal(signal.SIGTERM)
     daemon.proc.wait(30)
-    assert time.monotonic() - started < 5 + 10   # stop_grace 5 s plus cancel and reaping
+    assert time.monotonic() - started < 5 + 10  # stop_grace 5 s plus cancel and reaping
     assert not _sleeping("60")
     daemon.stop()
     [last] = [d for d in sandbox.history("qa") if d["commit"] == slow]
@@ -276,11 +286,12 @@ def test_commit_messages_with_shell_or_jinja_syntax_never_execute(sandbox):
     with Daemon(sandbox) as daemon:
         _converged(sandbox, daemon)
         sandbox.write("app.txt", "v2")
-        evil = sandbox.commit("{{ lookup('pipe', 'touch " + str(canary) + "') }} $(touch " + str(canary) + ") `touch "
-                              + str(canary) + "`")
+        evil = sandbox.commit(
+            "{{ lookup('pipe', 'touch " + str(canary) + "') }} $(touch " + str(canary) + ") `touch " + str(canary) + "`"
+        )
         sandbox.push("main", "main:qa")
         daemon.wait_state("qa", "in-sync", evil)
-        sandbox.cli("rollback", "qa")       # the revert message quotes the evil subject
+        sandbox.cli("rollback", "qa")  # the revert message quotes the evil subject
         daemon.wait_state("qa", "in-sync", sandbox.head("qa"))
         assert sandbox.history("qa")[0]["kind"] == "rollback"
     assert not canary.exists()
@@ -290,20 +301,22 @@ def _read_only(path) -> bool:
     """Make a folder tree unwritable even for root (which ignores modes): the immutable attribute."""
     if os.geteuid() != 0:
         return subprocess.run(["chmod", "-R", "a-w", str(path)], check=False).returncode == 0
-    return bool(shutil.which("chattr")) and subprocess.run(["chattr", "-R", "+i", str(path)], capture_output=True,
-                                                           check=False).returncode == 0
+    return (
+        bool(shutil.which("chattr"))
+        and subprocess.run(["chattr", "-R", "+i", str(path)], capture_output=True, check=False).returncode == 0
+    )
 
 
 def _writable(path) -> None:
-    subprocess.run(["chattr", "-R", "-i", str(path)] if os.geteuid() == 0 else ["chmod", "-R", "u+w", str(path)],
-                   check=False)
+    subprocess.run(["chattr", "-R", "-i", str(path)] if os.geteuid() == 0 else ["chmod", "-R", "u+w", str(path)], check=False)
 
 
 def test_a_failed_automatic_rollback_is_logged_notified_and_shown_as_failed(short_tmp):
     events = short_tmp / "events.jsonl"
     notifier = [sys.executable, "-c", f"import sys; open({str(events)!r}, 'a').write(sys.stdin.read() + '\\n')"]
-    sandbox = Sandbox(short_tmp, {"production": ["p-1"]},
-                      env_options={"production": {"auto_rollback": True, "notify": {"command": notifier}}})
+    sandbox = Sandbox(
+        short_tmp, {"production": ["p-1"]}, env_options={"production": {"auto_rollback": True, "notify": {"command": notifier}}}
+    )
     with Daemon(sandbox) as daemon:
         daemon.wait_state("production", "in-sync", sandbox.head("production"))
         sandbox.write("FAIL", "yes")
@@ -316,8 +329,9 @@ def test_a_failed_automatic_rollback_is_logged_notified_and_shown_as_failed(shor
         try:
             git(sandbox.root, "--git-dir", str(sandbox.repo), "update-ref", "refs/heads/production", bad)
             row = daemon.wait_state("production", "failed", bad)
-            assert row["reason"].startswith(f"automatic rollback failed: cannot write the revert to {sandbox.repo}: "
-                                            "git commit-tree")
+            assert row["reason"].startswith(
+                f"automatic rollback failed: cannot write the revert to {sandbox.repo}: git commit-tree"
+            )
             assert "not permitted" in row["reason"] or "permission" in row["reason"]
             daemon.wait_for(lambda: events.exists() and "rollback-failed" in events.read_text(), 20, "notification")
             failed = next(d for d in sandbox.history("production") if d["commit"] == bad)
@@ -325,7 +339,7 @@ def test_a_failed_automatic_rollback_is_logged_notified_and_shown_as_failed(shor
             assert f"and {row['reason']}" in daemon.log()
             assert sandbox.head("production") == bad
             time.sleep(2)
-            assert sandbox.status()["production"]["state"] == "failed"   # a person must act: nothing retries
+            assert sandbox.status()["production"]["state"] == "failed"  # a person must act: nothing retries
             assert len([d for d in sandbox.history("production") if d["commit"] == bad]) == 1
         finally:
             _writable(sandbox.repo / "objects")

@@ -13,6 +13,7 @@ Not real: systemd as PID 1 (not here: the unit's process settings are applied by
 so install-service writes its unit into a private mount of /etc/systemd/system: a gitopsd service already on
 this machine is never touched. Paths and users are this test's own (gitopsd-e2e, gi-*), removed before and after.
 """
+
 from __future__ import annotations
 
 import json
@@ -44,12 +45,20 @@ STATE, RUNTIME = Path("/var/lib") / NAME, Path("/run") / NAME
 GIT_USER, SVC_USER, TESTER, APPROVER = "gi-git", "gi-svc", "gi-tina", "gi-paula"
 PEOPLE = (GIT_USER, TESTER, APPROVER)
 
-CAN_INSTALL = os.geteuid() == 0 and all(shutil.which(t) for t in ("setpriv", "useradd", "userdel", "git-shell", "bwrap",
-                                                                  "unshare", "mount")) and Path("/usr/bin/python3").exists()
+CAN_INSTALL = (
+    os.geteuid() == 0
+    and all(shutil.which(t) for t in ("setpriv", "useradd", "userdel", "git-shell", "bwrap", "unshare", "mount"))
+    and Path("/usr/bin/python3").exists()
+)
 # .ci/run sets GITOPSD_REQUIRE_INSTALL=1: in CI this test must run, never skip.
-pytestmark = [pytest.mark.slow, skip_without_sshd, pytest.mark.skipif(
-    not CAN_INSTALL and os.environ.get("GITOPSD_REQUIRE_INSTALL") != "1",
-    reason="installing a service needs root, setpriv, useradd, git-shell, bubblewrap, unshare and /usr/bin/python3")]
+pytestmark = [
+    pytest.mark.slow,
+    skip_without_sshd,
+    pytest.mark.skipif(
+        not CAN_INSTALL and os.environ.get("GITOPSD_REQUIRE_INSTALL") != "1",
+        reason="installing a service needs root, setpriv, useradd, git-shell, bubblewrap, unshare and /usr/bin/python3",
+    ),
+]
 
 PLAYBOOK = """\
 - name: the shop
@@ -94,8 +103,14 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     OPT.mkdir(mode=0o755)
     venv = OPT / "venv"
     sh(["/usr/bin/python3", "-m", "venv", str(venv)])
-    proc = subprocess.run([str(venv / "bin" / "pip"), "install", "--quiet", "--disable-pip-version-check", str(wheel)],
-                          capture_output=True, text=True, timeout=900, check=False, cwd="/")
+    proc = subprocess.run(
+        [str(venv / "bin" / "pip"), "install", "--quiet", "--disable-pip-version-check", str(wheel)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+        cwd="/",
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     try:
         yield venv / "bin"
@@ -109,7 +124,7 @@ class Server:
     def __init__(self, bin_dir: Path, base: Path):
         self.bin, self.base = bin_dir, base
         self.config, self.repo = ETC / "gitopsd.yml", SRV / "shop.git"
-        self.root_home = base / "root-home"   # root's HOME: its ~/.gitconfig is this test's, not the machine's
+        self.root_home = base / "root-home"  # root's HOME: its ~/.gitconfig is this test's, not the machine's
         self.root_home.mkdir()
         self.units = base / "systemd-system"  # what install-service writes as /etc/systemd/system
         self.units.mkdir()
@@ -120,8 +135,11 @@ class Server:
         self.ssh: list[SshHost] = []
 
     def env(self, home: Path) -> dict[str, str]:
-        return {"PATH": f"{self.bin}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": str(home),
-                "LANG": "C.UTF-8"}
+        return {
+            "PATH": f"{self.bin}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "HOME": str(home),
+            "LANG": "C.UTF-8",
+        }
 
     def gitopsd(self, *args: str, user: str = "root", check: bool = True) -> subprocess.CompletedProcess[str]:
         argv = [str(self.bin / "gitopsd"), *args, "--config", str(self.config)]
@@ -138,8 +156,23 @@ class Server:
     def install_service(self) -> subprocess.CompletedProcess[str]:
         """`gitopsd install-service` for real, with /etc/systemd/system a private mount of this test's folder."""
         mount = 'mount --bind "$0" /etc/systemd/system && exec "$@"'
-        argv = ["unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-c", mount, str(self.units),
-                str(self.bin / "gitopsd"), "install-service", "--config", str(self.config), "--user", SVC_USER]
+        argv = [
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "--",
+            "/bin/sh",
+            "-c",
+            mount,
+            str(self.units),
+            str(self.bin / "gitopsd"),
+            "install-service",
+            "--config",
+            str(self.config),
+            "--user",
+            SVC_USER,
+        ]
         proc = sh(argv, env=self.env(self.root_home), cwd="/")
         assert "Traceback" not in proc.stderr and "warning" not in proc.stderr, proc.stderr
         return proc
@@ -158,7 +191,7 @@ class Server:
         (user,), (group,), (umask,) = unit["User"], unit["Group"], unit["UMask"]
         assert (user, group) == (SVC_USER, SVC_USER), unit
         entry = pwd.getpwnam(user)
-        assert Path(entry.pw_dir) == STATE and STATE.stat().st_uid == entry.pw_uid   # install-service made both
+        assert Path(entry.pw_dir) == STATE and STATE.stat().st_uid == entry.pw_uid  # install-service made both
         # RuntimeDirectory=: systemd makes the unit's own; this config's runtime_dir is made the same way here.
         RUNTIME.mkdir(mode=0o750, exist_ok=True)
         shutil.chown(RUNTIME, user, group)
@@ -168,16 +201,30 @@ class Server:
         self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.notify.bind(str(notify / "sock"))
         (notify / "sock").chmod(0o777)
-        threading.Thread(target=self._read_notifications, daemon=True).start()   # as systemd reads its socket
-        as_service = ["setpriv", f"--reuid={entry.pw_uid}", f"--regid={entry.pw_gid}", "--init-groups", "--",
-                      "/bin/sh", "-c", 'umask "$0" && exec "$@"', umask]
+        threading.Thread(target=self._read_notifications, daemon=True).start()  # as systemd reads its socket
+        as_service = [
+            "setpriv",
+            f"--reuid={entry.pw_uid}",
+            f"--regid={entry.pw_gid}",
+            "--init-groups",
+            "--",
+            "/bin/sh",
+            "-c",
+            'umask "$0" && exec "$@"',
+            umask,
+        ]
         env = {**self.env(STATE), "USER": user, "LOGNAME": user, "SHELL": entry.pw_shell}
         (pre,), (start,) = unit["ExecStartPre"], unit["ExecStart"]
         checked = sh([*as_service, *pre.split()], check=False, env=env, cwd="/")
         assert checked.returncode == 0, checked.stdout + checked.stderr
-        self.daemon = subprocess.Popen([*as_service, *start.split(), "--log-level", "debug"], cwd="/",
-                                       env={**env, "NOTIFY_SOCKET": str(notify / "sock")},
-                                       stdout=self.log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+        self.daemon = subprocess.Popen(
+            [*as_service, *start.split(), "--log-level", "debug"],
+            cwd="/",
+            env={**env, "NOTIFY_SOCKET": str(notify / "sock")},
+            stdout=self.log.open("w"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         self.wait_for(lambda: "READY=1" in self.notified(), "READY=1 from the daemon")
 
     def _read_notifications(self) -> None:
@@ -185,7 +232,7 @@ class Server:
         while True:
             try:
                 self.notes.append(self.notify.recv(4096).decode())
-            except OSError:   # closed at the end of the test
+            except OSError:  # closed at the end of the test
                 return
 
     def notified(self) -> str:
@@ -211,8 +258,10 @@ class Server:
                 return value
             assert self.daemon is None or self.daemon.poll() is None, f"the daemon exited:\n{self.log.read_text()}"
             time.sleep(0.5)
-        runs = "".join(f"\n--- {p}:\n{p.read_text(errors='replace')[-2000:]}" for p in
-                       [*sorted(STATE.glob("ci/*/*.log")), *sorted(STATE.glob("deployments/*/*/artifacts/run/stdout"))])
+        runs = "".join(
+            f"\n--- {p}:\n{p.read_text(errors='replace')[-2000:]}"
+            for p in [*sorted(STATE.glob("ci/*/*.log")), *sorted(STATE.glob("deployments/*/*/artifacts/run/stdout"))]
+        )
         raise AssertionError(f"timed out waiting for {what}:\n{self.log.read_text()[-8000:]}{runs}")
 
     def status(self) -> dict[str, dict[str, Any]]:
@@ -220,11 +269,13 @@ class Server:
 
     def wait_in_sync(self, env: str, tree: str) -> dict[str, Any]:
         """ENV's branch is at a commit with TREE and that commit is deployed."""
+
         def check() -> dict[str, Any] | None:
             row = self.status()[env]
             assert row["state"] != "stalled", f"{env} stalled: {row}\n{self.log.read_text()[-4000:]}"
             head = row.get("desired") or ""
             return row if row["state"] == "in-sync" and head and self.tree(head) == tree else None
+
         return self.wait_for(check, f"{env} in sync at tree {tree[:7]}")
 
     def git(self, *args: str) -> str:
@@ -236,7 +287,7 @@ class Server:
 
 @pytest.fixture
 def server(installed: Path) -> Iterator[Server]:
-    base = Path(tempfile.mkdtemp(prefix="gi-e2e-", dir="/tmp"))   # every user may enter it (sshd reads keys as them)
+    base = Path(tempfile.mkdtemp(prefix="gi-e2e-", dir="/tmp"))  # every user may enter it (sshd reads keys as them)
     base.chmod(0o755)
     srv = Server(installed, base)
     try:
@@ -250,12 +301,13 @@ def server(installed: Path) -> Iterator[Server]:
 
 
 def test_the_installed_wheel_runs_the_pipeline_as_its_service_from_a_push_over_ssh_to_an_approved_production(
-        server: Server, ssh_hosts: Any) -> None:
+    server: Server, ssh_hosts: Any
+) -> None:
     gitopsd, tmp_path = server.gitopsd, server.base
-    (web,) = ssh_hosts(["web-1"])   # the one target host: each environment deploys to its own folder on it
+    (web,) = ssh_hosts(["web-1"])  # the one target host: each environment deploys to its own folder on it
     shop_root = tmp_path / "hosts"
     shop_root.mkdir()
-    for user in PEOPLE:   # the git-shell account (sh until sshd's first check) and two people
+    for user in PEOPLE:  # the git-shell account (sh until sshd's first check) and two people
         sh(["useradd", "-M", "-d", "/nonexistent", "-s", "/bin/sh", user])
     assert gitopsd("--version").stdout.strip().startswith("gitopsd ")
 
@@ -264,8 +316,9 @@ def test_the_installed_wheel_runs_the_pipeline_as_its_service_from_a_push_over_s
     port = free_port()
     server.config.write_text(
         f"state_dir: {STATE}\nruntime_dir: {RUNTIME}\nsweep_interval: 300\nstop_grace: 5\n"
-        f"api: {{listen: \"127.0.0.1:{port}\", tokens_file: tokens.yml}}\n"
-        f"groups: {{approvers: [{APPROVER}]}}\nrepositories: []\n")
+        f'api: {{listen: "127.0.0.1:{port}", tokens_file: tokens.yml}}\n'
+        f"groups: {{approvers: [{APPROVER}]}}\nrepositories: []\n"
+    )
     SRV.mkdir(mode=0o755)
     init = gitopsd("init", str(server.repo), "--git-user", GIT_USER)
     assert "main does not exist yet" in init.stdout
@@ -275,7 +328,7 @@ def test_the_installed_wheel_runs_the_pipeline_as_its_service_from_a_push_over_s
     hooks = gitopsd("install-hooks", str(server.repo), "--git-user", GIT_USER).stdout
     assert f"belongs to {GIT_USER}:{SVC_USER}" in hooks and f"safe.directory: {server.repo}" in hooks, hooks
     for user in PEOPLE:
-        sh(["usermod", "-aG", SVC_USER, user])   # docs/install.md: the hook and the people reach the sockets through the group
+        sh(["usermod", "-aG", SVC_USER, user])  # docs/install.md: the hook and the people reach the sockets through the group
 
     # -- alice pushes the content over SSH, as the git-shell account; init then makes the environment branches.
     alice = Developer("alice", tmp_path / "dev" / "alice")
@@ -284,26 +337,41 @@ def test_the_installed_wheel_runs_the_pipeline_as_its_service_from_a_push_over_s
     url = f"ssh://{GIT_USER}@{git_host.address}:{git_host.port}{server.repo}"
     alice.git("clone", "-q", url, str(alice.work))
     alice.git("checkout", "-q", "-b", "main")
-    inventory = yaml.safe_dump({"all": {
-        "vars": {"ansible_user": web.user, "ansible_python_interpreter": "/usr/bin/python3", "shop_root": str(shop_root)},
-        "hosts": {web.name: {"ansible_host": web.address, "ansible_port": web.port}}}})
-    alice.write({"playbooks/deploy.yml": PLAYBOOK, "check.py": CHECK, "VERSION": "1\n",
-                 **{f"environments/{env}/hosts.yml": inventory for env in ("qa", "staging", "production")}})
+    inventory = yaml.safe_dump(
+        {
+            "all": {
+                "vars": {"ansible_user": web.user, "ansible_python_interpreter": "/usr/bin/python3", "shop_root": str(shop_root)},
+                "hosts": {web.name: {"ansible_host": web.address, "ansible_port": web.port}},
+            }
+        }
+    )
+    alice.write(
+        {
+            "playbooks/deploy.yml": PLAYBOOK,
+            "check.py": CHECK,
+            "VERSION": "1\n",
+            **{f"environments/{env}/hosts.yml": inventory for env in ("qa", "staging", "production")},
+        }
+    )
     alice.commit("the shop, version 1")
     alice.git("push", "-q", "origin", "main")
     init = gitopsd("init", str(server.repo), "--git-user", GIT_USER)
     assert "created branch qa at main" in init.stdout, init.stdout
     trust_root = next(s for s in init.stdout.splitlines() if "safe.directory" in s and "git config" in s)
-    sh(trust_root.split("#")[0].split(), env=server.env(server.root_home))   # the printed step, as root
+    sh(trust_root.split("#")[0].split(), env=server.env(server.root_home))  # the printed step, as root
 
     # The pipeline: built-in CI, qa automatic after it, staging after an external check, production approved.
     data = yaml.safe_load(server.config.read_text())
     (repo,) = data["repositories"]
     repo["ci"] = {"steps": [{"name": "test", "run": "python3 check.py", "timeout": 120}]}
-    options = {"qa": {"require_checks": ["gitopsd/test"], "auto_promote": True},
-               "staging": {"require_checks": ["ci/external"], "signoff_by": [TESTER]},
-               "production": {"require_signoff": {"env": "staging", "count": 1},
-                              "approvals": {"required": 1, "approvers": ["group:approvers"], "forbid_self_approval": True}}}
+    options = {
+        "qa": {"require_checks": ["gitopsd/test"], "auto_promote": True},
+        "staging": {"require_checks": ["ci/external"], "signoff_by": [TESTER]},
+        "production": {
+            "require_signoff": {"env": "staging", "count": 1},
+            "approvals": {"required": 1, "approvers": ["group:approvers"], "forbid_self_approval": True},
+        },
+    }
     for entry in repo["environments"]:
         entry.update({"retries": 1, "retry_backoff": 1, **options[entry["name"]]})
     server.config.write_text(yaml.safe_dump(data, sort_keys=False))
@@ -325,8 +393,12 @@ def test_the_installed_wheel_runs_the_pipeline_as_its_service_from_a_push_over_s
     server.wait_in_sync("qa", server.tree(first))
     doctor = gitopsd("doctor", "--git-user", GIT_USER, check=False)
     assert doctor.returncode == 0 and doctor.stdout.splitlines()[-1] == "all ok", doctor.stdout
-    for line in (f"{SVC_USER} reads the API's tokens file {ETC / 'tokens.yml'}", f"{SVC_USER} writes the state folder",
-                 f"{SVC_USER} runs a playbook in the sandbox", f"{SVC_USER} runs a CI step in the sandbox"):
+    for line in (
+        f"{SVC_USER} reads the API's tokens file {ETC / 'tokens.yml'}",
+        f"{SVC_USER} writes the state folder",
+        f"{SVC_USER} runs a playbook in the sandbox",
+        f"{SVC_USER} runs a CI step in the sandbox",
+    ):
         assert line in doctor.stdout, doctor.stdout
 
     # -- A change to main: CI in the sandbox, then qa by itself, deployed in the sandbox over SSH.
@@ -341,10 +413,12 @@ def test_the_installed_wheel_runs_the_pipeline_as_its_service_from_a_push_over_s
 
     # -- The CI job reports with the token `token create` wrote: the daemon (as its user) reads the tokens file.
     request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/api/v1/repos/shop/statuses/{change}", method="POST",
+        f"http://127.0.0.1:{port}/api/v1/repos/shop/statuses/{change}",
+        method="POST",
         data=json.dumps({"state": "success", "context": "ci/external", "description": "acceptance tests"}).encode(),
-        headers={"Authorization": f"Bearer {secret}", "Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=30) as answer:   # noqa: S310 (loopback, this test's daemon)
+        headers={"Authorization": f"Bearer {secret}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as answer:  # noqa: S310 (loopback, this test's daemon)
         assert answer.status == 201
     promoted = gitopsd("promote", "qa", "staging")
     assert "Traceback" not in promoted.stderr

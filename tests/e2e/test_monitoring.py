@@ -5,6 +5,7 @@ Debian's prometheus and promtool. One scenario runs once for the module (deploym
 a verification check, a refused push, a failed production deployment and its automatic rollback), and each
 test reads what Prometheus made of it while the daemon still runs.
 """
+
 from __future__ import annotations
 
 import json
@@ -39,14 +40,17 @@ VERIFY = """\
 def scenario():
     root = Path(tempfile.mkdtemp(prefix="gm-", dir="/tmp"))
     port = free_port()
-    box = Sandbox(root / "box", {"qa": ["qa-1"], "production": ["prod-1"]},
-                  env_options={"production": {"auto_rollback": True}},
-                  extra={"api": {"listen": f"127.0.0.1:{port}", "tokens_file": str(root / "tokens.yml")}})
-    box.metrics_url = f"http://127.0.0.1:{port}/metrics"   # type: ignore[attr-defined]
+    box = Sandbox(
+        root / "box",
+        {"qa": ["qa-1"], "production": ["prod-1"]},
+        env_options={"production": {"auto_rollback": True}},
+        extra={"api": {"listen": f"127.0.0.1:{port}", "tokens_file": str(root / "tokens.yml")}},
+    )
+    box.metrics_url = f"http://127.0.0.1:{port}/metrics"  # type: ignore[attr-defined]
     try:
         with prometheus(root / "prometheus", f"127.0.0.1:{port}", [ALERTS]) as prom:
             daemon = Daemon(box)
-            Daemon.started.remove(daemon)   # it must outlive each test of this module: stopped below
+            Daemon.started.remove(daemon)  # it must outlive each test of this module: stopped below
             try:
                 daemon.wait_state("qa", "in-sync")
                 daemon.wait_state("production", "in-sync")
@@ -72,8 +76,11 @@ def scenario():
                 box.push("main", "main:qa")
                 daemon.wait_state("qa", "in-sync", v4)
                 box.cli("promote", "qa", "production")
-                daemon.wait_for(lambda: any(d["kind"] == "rollback" and d["result"] == "succeeded"
-                                            for d in box.history("production")), 120, "the automatic rollback")
+                daemon.wait_for(
+                    lambda: any(d["kind"] == "rollback" and d["result"] == "succeeded" for d in box.history("production")),
+                    120,
+                    "the automatic rollback",
+                )
                 prom.wait_for('gitopsd_rollbacks_total{env="production", cause="automatic"} > 0')
                 # The DORA figures are cached for 60 s: wait for the ones that count this failure and its recovery.
                 prom.wait_for('gitopsd_dora_recovery_time_median_seconds{repo="shop"} >= 0', timeout=90)
@@ -92,18 +99,36 @@ def test_promtool_accepts_the_shipped_alert_rules():
 
 def test_no_leader_fires_only_when_every_daemon_is_a_standby_for_a_minute(tmp_path):
     """promtool's rule tests: a leader and its standby, the leader gone and the standby not taking over."""
-    cases = {"rule_files": [str(ALERTS)], "evaluation_interval": "15s", "tests": [{
-        "interval": "15s",
-        "input_series": [
-            {"series": 'gitopsd_leader{instance="a:8470"}', "values": "1x8 stale"},      # killed after 2 min: its series ends
-            {"series": 'gitopsd_leader{instance="b:8470"}', "values": "0x20"}],         # never takes over
-        "alert_rule_test": [
-            {"eval_time": "1m", "alertname": "GitopsdNoLeader", "exp_alerts": []},
-            {"eval_time": "2m30s", "alertname": "GitopsdNoLeader", "exp_alerts": []},   # pending: not a minute yet
-            {"eval_time": "4m", "alertname": "GitopsdNoLeader",
-             "exp_alerts": [{"exp_labels": {"severity": "critical"}, "exp_annotations": {
-                 "summary": "gitopsd: no daemon leads; nothing is deployed",
-                 "description": "See `journalctl -u gitopsd` on each deploy server and `gitopsd status` (its daemons list)."}}]}]}]}
+    cases = {
+        "rule_files": [str(ALERTS)],
+        "evaluation_interval": "15s",
+        "tests": [
+            {
+                "interval": "15s",
+                "input_series": [
+                    {"series": 'gitopsd_leader{instance="a:8470"}', "values": "1x8 stale"},  # killed after 2 min: its series ends
+                    {"series": 'gitopsd_leader{instance="b:8470"}', "values": "0x20"},
+                ],  # never takes over
+                "alert_rule_test": [
+                    {"eval_time": "1m", "alertname": "GitopsdNoLeader", "exp_alerts": []},
+                    {"eval_time": "2m30s", "alertname": "GitopsdNoLeader", "exp_alerts": []},  # pending: not a minute yet
+                    {
+                        "eval_time": "4m",
+                        "alertname": "GitopsdNoLeader",
+                        "exp_alerts": [
+                            {
+                                "exp_labels": {"severity": "critical"},
+                                "exp_annotations": {
+                                    "summary": "gitopsd: no daemon leads; nothing is deployed",
+                                    "description": "See `journalctl -u gitopsd` on each deploy server and `gitopsd status` (its daemons list).",
+                                },
+                            }
+                        ],
+                    },
+                ],
+            }
+        ],
+    }
     path = tmp_path / "no_leader_test.yml"
     path.write_text(yaml.safe_dump(cases))
     tested = subprocess.run(["promtool", "test", "rules", str(path)], capture_output=True, text=True)
@@ -118,10 +143,19 @@ def test_a_scrape_of_the_daemon_passes_promtool_check_metrics(scenario):
     checked = subprocess.run(["promtool", "check", "metrics"], input=body, capture_output=True)
     assert checked.returncode == 0, checked.stdout + checked.stderr
     text = body.decode()
-    for name in ("gitopsd_environment_info", "gitopsd_deployments_total", "gitopsd_deployment_duration_seconds_bucket",
-                 "gitopsd_last_successful_deployment_timestamp_seconds", "gitopsd_lead_time_seconds_bucket",
-                 "gitopsd_pushes_refused_total", "gitopsd_checks_total", "gitopsd_rollbacks_total",
-                 "gitopsd_drifted_hosts", "gitopsd_deployments_running", "gitopsd_deployments_queued"):
+    for name in (
+        "gitopsd_environment_info",
+        "gitopsd_deployments_total",
+        "gitopsd_deployment_duration_seconds_bucket",
+        "gitopsd_last_successful_deployment_timestamp_seconds",
+        "gitopsd_lead_time_seconds_bucket",
+        "gitopsd_pushes_refused_total",
+        "gitopsd_checks_total",
+        "gitopsd_rollbacks_total",
+        "gitopsd_drifted_hosts",
+        "gitopsd_deployments_running",
+        "gitopsd_deployments_queued",
+    ):
         assert f"\n{name}{{" in text, name
     assert 'gitopsd_checks_total{env="production",repo="shop",result="passed",type="playbook"}' in text
 
@@ -136,8 +170,10 @@ def test_a_failed_deployment_and_the_automatic_rollback_fire_their_alerts_in_pro
     _box, prom, daemon = scenario
     deadline = time.monotonic() + 30
     firing: set[tuple[str, str]] = set()
-    while time.monotonic() < deadline and not {("GitopsdDeploymentFailed", "production"),
-                                               ("GitopsdAutomaticRollback", "production")} <= firing:
+    while (
+        time.monotonic() < deadline
+        and not {("GitopsdDeploymentFailed", "production"), ("GitopsdAutomaticRollback", "production")} <= firing
+    ):
         firing = {(a["labels"]["alertname"], a["labels"].get("env", "")) for a in prom.alerts() if a["state"] == "firing"}
         time.sleep(0.5)
     assert ("GitopsdDeploymentFailed", "production") in firing, prom.alerts()
@@ -167,6 +203,6 @@ def test_every_dashboard_panel_gets_data_from_prometheus(scenario):
     empty = []
     for title, expr in queries:
         samples = prom.query(expr)
-        if not any(re.fullmatch(r"-?[0-9.e+-]+", s["value"][1]) for s in samples):   # NaN or nothing: no data
+        if not any(re.fullmatch(r"-?[0-9.e+-]+", s["value"][1]) for s in samples):  # NaN or nothing: no data
             empty.append((title, expr, samples))
     assert not empty, "\n".join(f"{t}: {e} -> {s}" for t, e, s in empty)

@@ -4,6 +4,7 @@ annotations, and the DORA figures of the daemon's own history.
 Real: the daemon as a process (`--log-format json`), pushes through the installed hook, ansible-playbook,
 an HTTP server on loopback standing in for Grafana's /api/annotations, `gitopsd dora`. Nothing faked.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,7 +27,7 @@ class Receiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:   # noqa: N802 (http.server's name)
+            def do_POST(self) -> None:  # noqa: N802 (http.server's name)
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 time.sleep(delay)
                 receiver.posts.append((self.path, dict(self.headers), json.loads(body)))
@@ -54,10 +55,14 @@ class JsonDaemon(Daemon):
         Daemon.started.append(self)
         self.sandbox = sandbox
         self.log_path = sandbox.root / "daemon.jsonl"
-        self._log = open(self.log_path, "w")   # noqa: SIM115 (the daemon writes to it until stop)
-        self.proc = subprocess.Popen([*GITOPSD, "run", "--config", str(sandbox.config), "--log-format", "json"],
-                                     stdout=self._log, stderr=subprocess.STDOUT, env=sandbox.environ(),
-                                     start_new_session=True)
+        self._log = open(self.log_path, "w")  # noqa: SIM115 (the daemon writes to it until stop)
+        self.proc = subprocess.Popen(
+            [*GITOPSD, "run", "--config", str(sandbox.config), "--log-format", "json"],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=sandbox.environ(),
+            start_new_session=True,
+        )
 
 
 @pytest.fixture
@@ -70,11 +75,14 @@ def grafana():
 def test_logs_annotations_and_dora_figures_follow_each_deployment(short_tmp, grafana):
     token = short_tmp / "grafana.token"
     token.write_text("glsa_test_token\n")
-    sandbox = Sandbox(short_tmp, {"qa": ["qa-1"]},
-                      extra={"grafana": {"url": grafana.url, "token_file": str(token), "dashboard_uid": "gitopsd-1"}})
+    sandbox = Sandbox(
+        short_tmp,
+        {"qa": ["qa-1"]},
+        extra={"grafana": {"url": grafana.url, "token_file": str(token), "dashboard_uid": "gitopsd-1"}},
+    )
     pushed_at = {}
     with JsonDaemon(sandbox) as daemon:
-        daemon.wait_state("qa", "in-sync", sandbox.head("qa"))   # the first deployment: qa's baseline
+        daemon.wait_state("qa", "in-sync", sandbox.head("qa"))  # the first deployment: qa's baseline
         for name, fail in (("A", False), ("B", True), ("C", False)):
             if fail:
                 sandbox.write("FAIL", "all")
@@ -86,7 +94,7 @@ def test_logs_annotations_and_dora_figures_follow_each_deployment(short_tmp, gra
             sandbox.push("main", "main:qa")
             pushed_at[name] = (commit, before, time.time())
             if fail:
-                daemon.wait_state("qa", "stalled", commit, timeout=90)   # two attempts (retries: 1), both failed
+                daemon.wait_state("qa", "stalled", commit, timeout=90)  # two attempts (retries: 1), both failed
             else:
                 daemon.wait_state("qa", "in-sync", commit, timeout=90)
         daemon.wait_for(lambda: len(grafana.posts) >= len(sandbox.history("qa")), 15, "an annotation per deployment")
@@ -143,8 +151,9 @@ def test_a_grafana_that_hangs_or_refuses_never_delays_a_deployment(short_tmp):
     token = short_tmp / "grafana.token"
     token.write_text("t\n")
     try:
-        sandbox = Sandbox(short_tmp, {"qa": ["qa-1"]},
-                          extra={"grafana": {"url": slow.url, "token_file": str(token), "timeout": 1}})
+        sandbox = Sandbox(
+            short_tmp, {"qa": ["qa-1"]}, extra={"grafana": {"url": slow.url, "token_file": str(token), "timeout": 1}}
+        )
         with Daemon(sandbox) as daemon:
             daemon.wait_state("qa", "in-sync", sandbox.head("qa"))
             sandbox.write("app.txt", "v2")
@@ -154,6 +163,6 @@ def test_a_grafana_that_hangs_or_refuses_never_delays_a_deployment(short_tmp):
             daemon.wait_state("qa", "in-sync", commit, timeout=60)
             took = time.monotonic() - started
             daemon.wait_for(lambda: "could not annotate deployment" in daemon.log(), 15, "the warning")
-        assert took < 30   # the annotation's 30 s hang is not in it
+        assert took < 30  # the annotation's 30 s hang is not in it
     finally:
         slow.close()

@@ -1,4 +1,5 @@
 """The daemon on a real PostgreSQL (tests/postgres_fixture.py): pushes through the real hook, real ansible-playbook runs."""
+
 from __future__ import annotations
 
 import sqlite3
@@ -50,7 +51,7 @@ def test_push_deploy_promote_and_rollback_with_the_records_in_postgresql(short_t
     assert sandbox.tree(revert) == sandbox.tree(v1)
     last = sandbox.history("staging")[0]
     assert last["kind"] == "rollback" and last["result"] == "succeeded"
-    assert not (sandbox.state / "state.db").exists()   # no SQLite store: only the hook's copy
+    assert not (sandbox.state / "state.db").exists()  # no SQLite store: only the hook's copy
     with Store(sandbox.state / "x.db", url=postgres_url, readonly=True) as pg:
         rows = [(d.env, d.kind, d.result) for d in pg.history(limit=100)]
     copy = sqlite3.connect(sandbox.state / "hook-ledger.db")
@@ -66,8 +67,11 @@ def test_an_unreachable_database_at_start_is_said_retried_and_not_ready(short_tm
         sandbox = pg_sandbox(short_tmp, url)
         notify = NotifySocket(sandbox.root / "notify.sock")
         with Daemon(sandbox, NOTIFY_SOCKET=str(notify.path)) as daemon:
-            daemon.wait_for(lambda: daemon.log().count("cannot start yet: cannot reach the PostgreSQL state database") >= 2,
-                            30, "two tries said")
+            daemon.wait_for(
+                lambda: daemon.log().count("cannot start yet: cannot reach the PostgreSQL state database") >= 2,
+                30,
+                "two tries said",
+            )
             line = next(x for x in daemon.log().splitlines() if "cannot start yet" in x)
             assert f"127.0.0.1:{server.port}" in line and "Start PostgreSQL or fix `database:`" in line
             assert notify.fields("STATUS=waiting for the database") and not notify.fields("READY=1")

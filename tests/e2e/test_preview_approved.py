@@ -1,6 +1,7 @@
 """The preview a deployment was approved on, and previews for every promotion request into an approvals environment
 (issue 25, items 3 and 5): the deployment's history entry and git note name it, `rc evidence` agrees, and a
 promotion request queues a preview of its own when none fresh exists, without waiting for it."""
+
 from __future__ import annotations
 
 import json
@@ -20,8 +21,12 @@ pytestmark = [pytest.mark.slow]
 
 def approvals_sandbox(root: Path, **extra: Any) -> Sandbox:
     me = subprocess.run(["id", "-un"], capture_output=True, text=True, check=True).stdout.strip()
-    return Sandbox(root, {"staging": ["stg-1"], "production": ["prod-1", "prod-2"]}, env_options={"production": {
-        "approvals": {"required": 1, "approvers": [me], "forbid_self_approval": False}}}, **extra)
+    return Sandbox(
+        root,
+        {"staging": ["stg-1"], "production": ["prod-1", "prod-2"]},
+        env_options={"production": {"approvals": {"required": 1, "approvers": [me], "forbid_self_approval": False}}},
+        **extra,
+    )
 
 
 def done_preview(sandbox: Sandbox, rc: str) -> dict | None:
@@ -53,9 +58,13 @@ def test_a_deployment_approved_on_a_preview_names_that_preview_in_its_history_en
 
 def test_the_candidate_page_and_the_environment_page_show_per_host_what_runs_there_and_since_when(short_tmp):
     port = free_port()
-    sandbox = approvals_sandbox(short_tmp / "s", extra={
-        "api": {"listen": f"127.0.0.1:{port}", "tokens_file": str(short_tmp / "tokens.yml")},
-        "web": {"roles": {"*": {"viewer": ["*"]}}}})
+    sandbox = approvals_sandbox(
+        short_tmp / "s",
+        extra={
+            "api": {"listen": f"127.0.0.1:{port}", "tokens_file": str(short_tmp / "tokens.yml")},
+            "web": {"roles": {"*": {"viewer": ["*"]}}},
+        },
+    )
     sandbox.write("VERSION", "1")
     v1 = sandbox.commit("v1")
     sandbox.push("main", "main:staging")
@@ -76,16 +85,19 @@ def test_the_candidate_page_and_the_environment_page_show_per_host_what_runs_the
         assert page.status == 200, page.text
         hosts = page.text.split('<h2 id="hosts">', 1)[1].split("</table>", 1)[0]
         for row in listed:
-            assert f"<th scope=\"row\">{row['host']}</th>" in hosts and f"since {_when(row['since'])}" in hosts
+            assert f'<th scope="row">{row["host"]}</th>' in hosts and f"since {_when(row['since'])}" in hosts
         assert sandbox.tree(v1)[:7] in hosts and f'href="/deployments/{deployed["id"]}"' in hosts
 
         page = viewer.get("/repos/shop/rcs/one")
         assert page.status == 200, page.text
         runs = page.text.split('<h2 id="where">', 1)[1].split("</table>", 1)[0]
         assert sorted((h["env"], h["host"]) for h in where) == [
-            ("production", "prod-1"), ("production", "prod-2"), ("staging", "stg-1")]
+            ("production", "prod-1"),
+            ("production", "prod-2"),
+            ("staging", "stg-1"),
+        ]
         for row in where:
-            assert f"<td>{row['env']}</td><th scope=\"row\">{row['host']}</th>" in runs
+            assert f'<td>{row["env"]}</td><th scope="row">{row["host"]}</th>' in runs
             assert f"since {_when(row['since'])}" in runs
 
 
@@ -94,8 +106,7 @@ def _when(at: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at))
 
 
-def test_a_promotion_request_into_an_approvals_environment_queues_a_preview_of_its_tree_unless_a_fresh_one_exists(
-        short_tmp):
+def test_a_promotion_request_into_an_approvals_environment_queues_a_preview_of_its_tree_unless_a_fresh_one_exists(short_tmp):
     sandbox = approvals_sandbox(short_tmp)
     sandbox.write("VERSION", "1")
     v1 = sandbox.commit("v1")

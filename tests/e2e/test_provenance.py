@@ -2,6 +2,7 @@
 it, and an environment with `require_provenance: true` refuses an artifact changed after signing before batch 1.
 
 Real: the daemon, the CI steps in the sandbox, the service's ed25519 key, git notes, ansible-runner."""
+
 from __future__ import annotations
 
 import hashlib
@@ -17,9 +18,14 @@ TAMPERED = b"not what CI built\n"
 
 @pytest.fixture
 def signed(short_tmp):
-    box = Sandbox(short_tmp, {"qa": ["qa-1"], "staging": ["staging-1", "staging-2"]},
-                  env_options={"qa": {"require_provenance": True},
-                               "staging": {"require_provenance": True, "rollout": {"batches": [1, "100%"]}}})
+    box = Sandbox(
+        short_tmp,
+        {"qa": ["qa-1"], "staging": ["staging-1", "staging-2"]},
+        env_options={
+            "qa": {"require_provenance": True},
+            "staging": {"require_provenance": True, "rollout": {"batches": [1, "100%"]}},
+        },
+    )
     box.write("playbooks/deploy.yml", PLAYBOOK)
     box.write("app.txt", "v1\n")
     with_ci(box, [{"name": "build", "run": BUILD, "artifacts": ["dist/*.tar.gz"]}])
@@ -42,12 +48,15 @@ def test_ci_signs_what_it_built_and_an_artifact_changed_after_signing_is_refused
         assert f"gitopsd: built dist/app.tar.gz sha256:{sha} (CI run #1), provenance " in note
 
         blob.chmod(0o644)
-        blob.write_bytes(TAMPERED)   # someone with access to the state folder swaps the bits
+        blob.write_bytes(TAMPERED)  # someone with access to the state folder swaps the bits
         signed.cli("promote", "qa", "staging")
-        refused = daemon.wait_for(lambda: next((d for d in signed.history("staging") if d["result"] == "failed"), None),
-                                  120, "staging refused")
-    assert refused["outcome"].startswith("batch 1/2: refused: artifact dist/app.tar.gz changed after signing (sha256 "
-                                         f"{hashlib.sha256(TAMPERED).hexdigest()[:12]}, signed {sha[:12]})")
+        refused = daemon.wait_for(
+            lambda: next((d for d in signed.history("staging") if d["result"] == "failed"), None), 120, "staging refused"
+        )
+    assert refused["outcome"].startswith(
+        "batch 1/2: refused: artifact dist/app.tar.gz changed after signing (sha256 "
+        f"{hashlib.sha256(TAMPERED).hexdigest()[:12]}, signed {sha[:12]})"
+    )
     assert not list(signed.out.glob("staging-*")), "no host of staging received anything"
     assert refused["hosts"] == {"staging-1": "skipped", "staging-2": "skipped"}
     again = signed.cli("verify", str(blob), check=False)
@@ -57,7 +66,7 @@ def test_ci_signs_what_it_built_and_an_artifact_changed_after_signing_is_refused
 
 
 def test_a_tree_that_nothing_built_is_refused_by_the_hook_and_blocked_by_the_daemon_past_it(signed):
-    with_ci(signed, [])   # CI off: nothing is built, nothing signed
+    with_ci(signed, [])  # CI off: nothing is built, nothing signed
     with Daemon(signed) as daemon:
         v2 = signed.commit("v2 never built")
         signed.push("main")
@@ -72,8 +81,10 @@ def test_a_tree_that_nothing_built_is_refused_by_the_hook_and_blocked_by_the_dae
 
 
 def test_verify_says_in_one_line_what_it_was_given_that_it_cannot_check(signed):
-    for target, said in (("999", "gitopsd: error: no deployment #999: see `gitopsd history` for their numbers"),
-                         ("no-such-thing", "gitopsd: error: 'no-such-thing' is neither a deployment number nor a file")):
+    for target, said in (
+        ("999", "gitopsd: error: no deployment #999: see `gitopsd history` for their numbers"),
+        ("no-such-thing", "gitopsd: error: 'no-such-thing' is neither a deployment number nor a file"),
+    ):
         out = signed.cli("verify", target, check=False)
         assert out.returncode == 1 and out.stderr.startswith(said) and len(out.stderr.splitlines()) == 1, out.stderr
     stranger = signed.root / "stranger.tar.gz"

@@ -10,6 +10,7 @@ waits for the daemon, commits changes on main (pushing main alone), fetches, che
 for the revert, promotes once more before `gitopsd rollback` (so there is a release to roll back),
 and checks that the first line is refused once gitopsd wrote on qa, as the README says.
 """
+
 from __future__ import annotations
 
 import re
@@ -42,7 +43,10 @@ def test_the_readmes_everyday_commands_work_in_the_order_written(short_tmp):
         sandbox.write("feature.txt", "a feature")
         feature = sandbox.commit("a feature")
         ids: dict[str, str] = {}
-        release = {"qa": feature, "tree": git(sandbox.work, "rev-parse", "HEAD^{tree}").stdout.strip()}   # what goes on to staging and production
+        release = {
+            "qa": feature,
+            "tree": git(sandbox.work, "rev-parse", "HEAD^{tree}").stdout.strip(),
+        }  # what goes on to staging and production
 
         def do(line: str, expect: int = 0) -> subprocess.CompletedProcess[str]:
             """Run one README line (its `&&` parts in turn): git in the clone, gitopsd as this checkout's."""
@@ -51,39 +55,41 @@ def test_the_readmes_everyday_commands_work_in_the_order_written(short_tmp):
                 argv = shlex.split(part)
                 argv = [*GITOPSD, *argv[1:]] if argv[0] == "gitopsd" else argv
                 proc = run(argv, cwd=sandbox.work, env=sandbox.environ(), check=False)
-                assert proc.returncode == expect, f"README line `{line}`: {part} exited {proc.returncode}:\n" \
-                                                  f"{proc.stdout}\n{proc.stderr}"
+                assert proc.returncode == expect, (
+                    f"README line `{line}`: {part} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
+                )
             assert proc is not None
             return proc
 
         def steps() -> dict[str, Callable[[str], object]]:
             """What the test does for each README line, keyed by the line itself (a new line must be taught here)."""
             return {
-                "git push origin main main:qa": lambda line: (
-                    do(line), daemon.wait_state("qa", "in-sync", feature)),
+                "git push origin main main:qa": lambda line: (do(line), daemon.wait_state("qa", "in-sync", feature)),
                 "gitopsd promote main qa": promote_to_qa,
                 "git push origin origin/qa:refs/heads/staging": lambda line: (
-                    do(line), daemon.wait_state("staging", "in-sync", release["qa"])),
+                    do(line),
+                    daemon.wait_state("staging", "in-sync", release["qa"]),
+                ),
                 "gitopsd promote staging production": promote,
                 "git revert -m 1 <merge> && git push": revert,
                 "gitopsd rollback production": rollback,
-                "gitopsd status": lambda line: (
-                    assert_has(do(line).stdout, "qa", "in-sync")),
-                "gitopsd history production": lambda line: (
-                    assert_has(do(line).stdout, "rollback", "deploy")),
-                "gitopsd logs 42": lambda line: (
-                    assert_has(do(line.replace("42", ids["rollback"])).stdout, "PLAY RECAP")),
-                "gitopsd retry qa": lambda line: (
-                    assert_has(do(line).stdout, "shop/qa: nothing was stalled; the daemon looks at it now")),
+                "gitopsd status": lambda line: assert_has(do(line).stdout, "qa", "in-sync"),
+                "gitopsd history production": lambda line: assert_has(do(line).stdout, "rollback", "deploy"),
+                "gitopsd logs 42": lambda line: assert_has(do(line.replace("42", ids["rollback"])).stdout, "PLAY RECAP"),
+                "gitopsd retry qa": lambda line: assert_has(
+                    do(line).stdout, "shop/qa: nothing was stalled; the daemon looks at it now"
+                ),
                 "git push origin origin/staging:refs/promote/production": request,
                 "gitopsd suspend production --reason 'db migration'": lambda line: (
-                    assert_has(do(line).stdout, "suspended by"), daemon.wait_state("production", "suspended")),
+                    assert_has(do(line).stdout, "suspended by"),
+                    daemon.wait_state("production", "suspended"),
+                ),
                 "gitopsd resume production": lambda line: (
                     assert_has(do(line).stdout, "resumed"),
-                    daemon.wait_state("production", "in-sync", sandbox.head("production"))),
+                    daemon.wait_state("production", "in-sync", sandbox.head("production")),
+                ),
                 "gitopsd sync production": sync,
-                "gitopsd wait qa --timeout 600": lambda line: (
-                    assert_has(do(line).stdout, sandbox.head("qa")[:7])),
+                "gitopsd wait qa --timeout 600": lambda line: assert_has(do(line).stdout, sandbox.head("qa")[:7]),
                 "gitopsd status --watch": watch,
             }
 
@@ -95,7 +101,7 @@ def test_the_readmes_everyday_commands_work_in_the_order_written(short_tmp):
             daemon.wait_state("qa", "in-sync", sandbox.head("qa"))
             # What the README says: now that gitopsd wrote on qa, the first line is refused ...
             proc = do(commands[0], expect=1)
-            assert re.search(r"\[rejected\] +main -> qa", proc.stderr), proc.stderr   # git refuses it before the hook
+            assert re.search(r"\[rejected\] +main -> qa", proc.stderr), proc.stderr  # git refuses it before the hook
             # ... and a request from the clone promotes main's next change as `gitopsd promote` does.
             sandbox.write("third.txt", "a third change")
             third = sandbox.commit("a third change")
@@ -103,7 +109,7 @@ def test_the_readmes_everyday_commands_work_in_the_order_written(short_tmp):
             assert_has(sandbox.push("main:refs/promote/qa", check=False).stderr, "qa is now at")
             assert sandbox.tree(sandbox.head("qa")) == sandbox.tree(third)
             daemon.wait_state("qa", "in-sync", sandbox.head("qa"))
-            git(sandbox.work, "fetch", "-q", "origin")   # origin/qa: the commit gitopsd wrote, for the next line
+            git(sandbox.work, "fetch", "-q", "origin")  # origin/qa: the commit gitopsd wrote, for the next line
             release["qa"] = sandbox.head("qa")
             release["tree"] = sandbox.tree(third)
 
@@ -134,7 +140,7 @@ def test_the_readmes_everyday_commands_work_in_the_order_written(short_tmp):
             ids["rollback"] = str(row["id"])
 
         def request(line: str) -> None:
-            proc = do(line, expect=1)   # the request ref itself is never kept: git reports it as declined
+            proc = do(line, expect=1)  # the request ref itself is never kept: git reports it as declined
             assert_has(proc.stderr, "is what staging runs", "refs/promote/production itself is never kept")
             daemon.wait_state("production", "in-sync", sandbox.head("production"))
             assert sandbox.tree(sandbox.head("production")) == release["tree"]
@@ -142,12 +148,23 @@ def test_the_readmes_everyday_commands_work_in_the_order_written(short_tmp):
         def sync(line: str) -> None:
             head = sandbox.head("production")
             assert_has(do(line).stdout, "kind reapply")
-            daemon.wait_for(lambda: any(d["commit"] == head and d["kind"] == "reapply" and d["result"] == "succeeded"
-                                        for d in sandbox.history("production")), what="the reapply")
+            daemon.wait_for(
+                lambda: any(
+                    d["commit"] == head and d["kind"] == "reapply" and d["result"] == "succeeded"
+                    for d in sandbox.history("production")
+                ),
+                what="the reapply",
+            )
 
         def watch(line: str) -> None:
-            proc = subprocess.Popen([*GITOPSD, *shlex.split(line)[1:]], cwd=sandbox.work, env=sandbox.environ(),
-                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            proc = subprocess.Popen(
+                [*GITOPSD, *shlex.split(line)[1:]],
+                cwd=sandbox.work,
+                env=sandbox.environ(),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
             time.sleep(2.5)
             proc.send_signal(signal.SIGINT)
             out, err = proc.communicate(timeout=30)

@@ -12,6 +12,7 @@ Not real: the role. The public geerlingguy.nginx role cannot be downloaded here 
 the same shape (tasks, handlers, templates, defaults, meta) is built into a tarball, as a team's own
 Galaxy mirror would serve it, and installed by ansible-galaxy from a `file://` source.
 """
+
 from __future__ import annotations
 
 import json
@@ -37,28 +38,39 @@ from tests.support import python_for_everyone, service_users, setpriv, sh
 
 GIT_USER, SVC_USER, GROUP = "gr-git", "gr-svc", "gr-gitopsd"
 
-pytestmark = [pytest.mark.slow, skip_without_sshd, pytest.mark.skipif(
-    os.geteuid() != 0 or not all(shutil.which(t) for t in ("setpriv", "useradd", "groupadd", "git-shell", "bwrap")),
-    reason="real Unix users need root, setpriv, useradd, groupadd, git-shell and bubblewrap")]
+pytestmark = [
+    pytest.mark.slow,
+    skip_without_sshd,
+    pytest.mark.skipif(
+        os.geteuid() != 0 or not all(shutil.which(t) for t in ("setpriv", "useradd", "groupadd", "git-shell", "bwrap")),
+        reason="real Unix users need root, setpriv, useradd, groupadd, git-shell and bubblewrap",
+    ),
+]
 
 # A role shaped like geerlingguy.nginx: defaults, a templated site config whose change notifies a reload.
 ROLE = {
     "defaults/main.yml": "webserver_conf_dir: /etc/webserver\nwebserver_listen_port: 80\n"
-                         "webserver_server_name: localhost\nwebserver_api_token: ''\n",
+    "webserver_server_name: localhost\nwebserver_api_token: ''\n",
     "tasks/main.yml": (
         "- name: Ensure the configuration folder exists\n"
         "  ansible.builtin.file: {path: '{{ webserver_conf_dir }}/conf.d', state: directory, mode: '0755'}\n"
         "- name: Write the site configuration\n"
         "  ansible.builtin.template: {src: site.conf.j2, dest: '{{ webserver_conf_dir }}/conf.d/site.conf', "
         "mode: '0644'}\n"
-        "  notify: reload webserver\n"),
-    "handlers/main.yml": ("- name: reload webserver\n"
-                          "  ansible.builtin.shell: echo reloaded >> {{ webserver_conf_dir }}/reloads\n"),
-    "templates/site.conf.j2": ("server {\n    listen {{ webserver_listen_port }};\n"
-                               "    server_name {{ webserver_server_name }};\n"
-                               "    set $api_token \"{{ webserver_api_token }}\";\n}\n"),
-    "meta/main.yml": ("galaxy_info: {role_name: webserver, author: team, description: web server like nginx, "
-                      "license: MIT, min_ansible_version: '2.9', platforms: []}\ndependencies: []\n"),
+        "  notify: reload webserver\n"
+    ),
+    "handlers/main.yml": (
+        "- name: reload webserver\n  ansible.builtin.shell: echo reloaded >> {{ webserver_conf_dir }}/reloads\n"
+    ),
+    "templates/site.conf.j2": (
+        "server {\n    listen {{ webserver_listen_port }};\n"
+        "    server_name {{ webserver_server_name }};\n"
+        '    set $api_token "{{ webserver_api_token }}";\n}\n'
+    ),
+    "meta/main.yml": (
+        "galaxy_info: {role_name: webserver, author: team, description: web server like nginx, "
+        "license: MIT, min_ansible_version: '2.9', platforms: []}\ndependencies: []\n"
+    ),
 }
 PLAYBOOK = """\
 - name: Web servers
@@ -92,12 +104,12 @@ class Server:
         self.repo = base / "srv" / "git" / "shop.git"
         self.config = base / "etc" / "gitopsd" / "gitopsd.yml"
         self.state, self.runtime = base / "state", base / "run"
-        self.root_home = base / "root-home"   # root's HOME here: its ~/.gitconfig is the test's, not the machine's
+        self.root_home = base / "root-home"  # root's HOME here: its ~/.gitconfig is the test's, not the machine's
         self.root_home.mkdir()
         self.svc_home = Path(pwd.getpwnam(SVC_USER).pw_dir)
         self.daemon: subprocess.Popen[str] | None = None
         self.log = base / "daemon.log"
-        self.git_hosts: list[SshHost] = []   # the git server's sshd, stopped with the daemon
+        self.git_hosts: list[SshHost] = []  # the git server's sshd, stopped with the daemon
 
     def env(self, home: Path) -> dict[str, str]:
         return {"PATH": f"{self.bin}:/usr/bin:/bin", "HOME": str(home), "LANG": "C.UTF-8"}
@@ -125,9 +137,23 @@ class Server:
 
     def start(self) -> None:
         self.daemon = subprocess.Popen(
-            [*setpriv(SVC_USER), str(self.bin / "python"), "-m", "gitopsd", "run", "--config", str(self.config),
-             "--log-level", "debug"], stdout=self.log.open("w"), stderr=subprocess.STDOUT,
-            env=self.env(self.svc_home), cwd="/", start_new_session=True)
+            [
+                *setpriv(SVC_USER),
+                str(self.bin / "python"),
+                "-m",
+                "gitopsd",
+                "run",
+                "--config",
+                str(self.config),
+                "--log-level",
+                "debug",
+            ],
+            stdout=self.log.open("w"),
+            stderr=subprocess.STDOUT,
+            env=self.env(self.svc_home),
+            cwd="/",
+            start_new_session=True,
+        )
         self.wait_for(lambda: (self.runtime / "nudge.sock").exists(), "the daemon's socket")
 
     def stop(self) -> None:
@@ -154,6 +180,7 @@ class Server:
         def check() -> dict[str, Any] | None:
             row = self.status()[env]
             return row if row["state"] == state and row["desired"] == desired else None
+
         return self.wait_for(check, f"{env} {state} at {desired[:7]}")
 
 
@@ -168,15 +195,19 @@ class Developer:
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("GIT_", "GITOPSD_"))}
         # The author names someone else on purpose: who deployed comes from the transport, never from here.
-        return {**env, "GIT_AUTHOR_NAME": "Mallory", "GIT_AUTHOR_EMAIL": "mallory@example.com",
-                "GIT_COMMITTER_NAME": "Mallory", "GIT_COMMITTER_EMAIL": "mallory@example.com",
-                "GIT_CONFIG_NOSYSTEM": "1",
-                "GIT_SSH_COMMAND": f"ssh -F /dev/null -o BatchMode=yes -o StrictHostKeyChecking=no "
-                                   f"-o UserKnownHostsFile=/dev/null -o IdentitiesOnly=yes -i {self.key}"}
+        return {
+            **env,
+            "GIT_AUTHOR_NAME": "Mallory",
+            "GIT_AUTHOR_EMAIL": "mallory@example.com",
+            "GIT_COMMITTER_NAME": "Mallory",
+            "GIT_COMMITTER_EMAIL": "mallory@example.com",
+            "GIT_CONFIG_NOSYSTEM": "1",
+            "GIT_SSH_COMMAND": f"ssh -F /dev/null -o BatchMode=yes -o StrictHostKeyChecking=no "
+            f"-o UserKnownHostsFile=/dev/null -o IdentitiesOnly=yes -i {self.key}",
+        }
 
     def git(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return sh(["git", *args], check=check, cwd=self.work if self.work.exists() else self.work.parent,
-                  env=self.env())
+        return sh(["git", *args], check=check, cwd=self.work if self.work.exists() else self.work.parent, env=self.env())
 
     def write(self, files: dict[str, str]) -> None:
         for path, text in files.items():
@@ -192,34 +223,55 @@ class Developer:
 def git_server(base: Path, people: dict[str, Developer], user: str = GIT_USER, first_octet: int = 31) -> SshHost:
     """An sshd for the git user: one authorized_keys line per person naming them, git-shell as the shell."""
     (server,) = start_hosts(base / "git-server", ["git-server"], first_octet=first_octet, user=user)
-    ready = server.authorized_keys.read_text().strip()   # the fixture's own key: only to see sshd come back
-    lines = [f'environment="GITOPSD_USER={name}",no-port-forwarding,no-agent-forwarding,no-pty '
-             f"{Path(f'{dev.key}.pub').read_text().strip()}" for name, dev in people.items()]
+    ready = server.authorized_keys.read_text().strip()  # the fixture's own key: only to see sshd come back
+    lines = [
+        f'environment="GITOPSD_USER={name}",no-port-forwarding,no-agent-forwarding,no-pty '
+        f"{Path(f'{dev.key}.pub').read_text().strip()}"
+        for name, dev in people.items()
+    ]
     server.authorized_keys.write_text("\n".join([*lines, ready]) + "\n")
     server.stop()
-    server.config.write_text(server.config.read_text() + "PermitUserEnvironment GITOPSD_USER\n")   # as docs/trust-model.md
+    server.config.write_text(server.config.read_text() + "PermitUserEnvironment GITOPSD_USER\n")  # as docs/trust-model.md
     server.start()
     server.authorized_keys.write_text("\n".join(lines) + "\n")
-    sh(["usermod", "-s", shutil.which("git-shell") or "/usr/bin/git-shell", user])   # after sshd's `true` check
+    sh(["usermod", "-s", shutil.which("git-shell") or "/usr/bin/git-shell", user])  # after sshd's `true` check
     return server
 
 
 def inventory(env: str, hosts: list[SshHost], targets: Path) -> str:
     """Hosts over SSH as a team writes them: no key path, no host-key options (the service's key and known_hosts)."""
-    return yaml.safe_dump({"all": {
-        "vars": {"ansible_user": hosts[0].user, "ansible_python_interpreter": interpreter(),
-                 "ansible_pipelining": True, "webserver_conf_dir": f"{targets}/{env}/{{{{ inventory_hostname }}}}"},
-        "hosts": {h.name: {"ansible_host": h.address, "ansible_port": h.port} for h in hosts}}}, sort_keys=False)
+    return yaml.safe_dump(
+        {
+            "all": {
+                "vars": {
+                    "ansible_user": hosts[0].user,
+                    "ansible_python_interpreter": interpreter(),
+                    "ansible_pipelining": True,
+                    "webserver_conf_dir": f"{targets}/{env}/{{{{ inventory_hostname }}}}",
+                },
+                "hosts": {h.name: {"ansible_host": h.address, "ansible_port": h.port} for h in hosts},
+            }
+        },
+        sort_keys=False,
+    )
 
 
 def vaulted(password: Path, value: str) -> str:
     """A group_vars file with webserver_api_token encrypted by ansible-vault with that password file."""
-    return sh([str(PROJECT_BIN / "ansible-vault"), "encrypt_string", "--vault-password-file", str(password), value,
-               "--name", "webserver_api_token"]).stdout
+    return sh(
+        [
+            str(PROJECT_BIN / "ansible-vault"),
+            "encrypt_string",
+            "--vault-password-file",
+            str(password),
+            value,
+            "--name",
+            "webserver_api_token",
+        ]
+    ).stdout
 
 
-def test_a_team_deploys_a_role_over_ssh_as_pushed_by_each_person_promotes_and_is_stopped_where_it_must(
-        team, ssh_hosts):
+def test_a_team_deploys_a_role_over_ssh_as_pushed_by_each_person_promotes_and_is_stopped_where_it_must(team, ssh_hosts):
     base = team["base"]
     server = Server(base, team["bin"])
     targets = base / "targets"
@@ -254,7 +306,7 @@ def _scenario(server: Server, base: Path, targets: Path, ssh_hosts: Any) -> None
         path.chmod(0o600)
     galaxy = base / "galaxy"
     galaxy.mkdir()
-    build_requirements(galaxy)   # the collection acme.tools (filter `shout`), as test_ansible_setup builds it
+    build_requirements(galaxy)  # the collection acme.tools (filter `shout`), as test_ansible_setup builds it
     role_src = base / "role-src" / "webserver"
     for path, text in ROLE.items():
         (role_src / path).parent.mkdir(parents=True, exist_ok=True)
@@ -265,7 +317,8 @@ def _scenario(server: Server, base: Path, targets: Path, ssh_hosts: Any) -> None
         "# the team's deploy server\n"
         f"state_dir: {server.state}\nruntime_dir: {server.runtime}\nsweep_interval: 300\nstop_grace: 5\n"
         f"sandbox:\n  read_only: [{sysconfig.get_paths()['purelib']}, {galaxy}]   # gitopsd's Python; the Galaxy\n"
-        "repositories: []   # gitopsd init adds them\n")
+        "repositories: []   # gitopsd init adds them\n"
+    )
     shutil.chown(server.config, "root", GROUP)
     server.config.chmod(0o640)
 
@@ -275,9 +328,10 @@ def _scenario(server: Server, base: Path, targets: Path, ssh_hosts: Any) -> None
     git_host = git_server(base, {"alice": alice, "bob": bob})
     server.git_hosts.append(git_host)
     url = f"ssh://{GIT_USER}@{git_host.address}:{git_host.port}{server.repo}"
-    shell = sh([*alice.env()["GIT_SSH_COMMAND"].split(), "-p", str(git_host.port), f"{GIT_USER}@{git_host.address}",
-                "id"], check=False)
-    assert shell.returncode != 0 and "unrecognized command" in shell.stderr, shell   # git-shell: git only
+    shell = sh(
+        [*alice.env()["GIT_SSH_COMMAND"].split(), "-p", str(git_host.port), f"{GIT_USER}@{git_host.address}", "id"], check=False
+    )
+    assert shell.returncode != 0 and "unrecognized command" in shell.stderr, shell  # git-shell: git only
 
     # -- `gitopsd init` as root creates the repository and gives it to the git user.
     server.repo.parent.mkdir(parents=True)
@@ -285,17 +339,22 @@ def _scenario(server: Server, base: Path, targets: Path, ssh_hosts: Any) -> None
     assert "Traceback" not in init.stderr and "warning" not in init.stdout, init.stdout
     assert server.repo.stat().st_uid == pwd.getpwnam(GIT_USER).pw_uid
     trust_root = next(s for s in init.stdout.splitlines() if "safe.directory" in s and "git config" in s)
-    sh(trust_root.split("#")[0].split(), env=server.env(server.root_home))   # the printed step, as root
+    sh(trust_root.split("#")[0].split(), env=server.env(server.root_home))  # the printed step, as root
 
     # alice pushes the content to main, over SSH as the git user; then init makes the environment branches.
     alice.git("clone", "-q", url, str(alice.work))
     alice.git("checkout", "-q", "-b", "main")
-    alice.write({"playbooks/deploy.yml": PLAYBOOK.format(port=8080),
-                 "requirements.yml": (f"roles:\n  - src: file://{galaxy}/webserver.tar.gz\n    name: webserver\n"
-                                      f"collections:\n  - name: {galaxy}/acme-tools-1.0.0.tar.gz\n    type: file\n"),
-                 **{f"environments/{env}/hosts.yml": inventory(env, hosts, targets) for env in ("qa", "staging")},
-                 **{f"environments/{env}/group_vars/all.yml": vaulted(path, f"token-{env}")
-                    for env, path in passwords.items()}})
+    alice.write(
+        {
+            "playbooks/deploy.yml": PLAYBOOK.format(port=8080),
+            "requirements.yml": (
+                f"roles:\n  - src: file://{galaxy}/webserver.tar.gz\n    name: webserver\n"
+                f"collections:\n  - name: {galaxy}/acme-tools-1.0.0.tar.gz\n    type: file\n"
+            ),
+            **{f"environments/{env}/hosts.yml": inventory(env, hosts, targets) for env in ("qa", "staging")},
+            **{f"environments/{env}/group_vars/all.yml": vaulted(path, f"token-{env}") for env, path in passwords.items()},
+        }
+    )
     alice.commit("web servers with the webserver role")
     alice.git("push", "-q", "origin", "main")
     init = server.gitopsd("init", str(server.repo), "--git-user", GIT_USER, "--service-user", SVC_USER)
@@ -309,14 +368,14 @@ def _scenario(server: Server, base: Path, targets: Path, ssh_hosts: Any) -> None
             entry["vault_password_file"] = str(passwords[entry["name"]])
     server.config.write_text("# the team's deploy server\n" + yaml.safe_dump(data, sort_keys=False))
     server.gitopsd("check-config")
-    for path in passwords.values():   # the daemon's, 0600; root made them
+    for path in passwords.values():  # the daemon's, 0600; root made them
         shutil.chown(path, SVC_USER, GROUP)
 
     # -- SSH trust, as root: the keys of qa's hosts (staging's are the same hosts).
     trusted = server.gitopsd("hosts", "trust", "qa", "--yes")
     for host in hosts:
         assert f"{host.name} ({host.address}:{host.port}): new" in trusted.stdout, trusted.stdout
-    known_hosts = server.state / ".ssh" / "known_hosts"   # the service's own, though root wrote it
+    known_hosts = server.state / ".ssh" / "known_hosts"  # the service's own, though root wrote it
     assert {known_hosts.stat().st_uid, known_hosts.parent.stat().st_uid} == {pwd.getpwnam(SVC_USER).pw_uid}
 
     # -- The daemon as the service user deploys qa at main.
@@ -326,7 +385,7 @@ def _scenario(server: Server, base: Path, targets: Path, ssh_hosts: Any) -> None
     for host in hosts:
         conf = (targets / "qa" / host.name / "conf.d" / "site.conf").read_text()
         assert "listen 8080;" in conf and f"server_name {host.name.upper()}!;" in conf, conf
-        assert 'set $api_token "token-qa";' in conf   # decrypted with qa's vault password
+        assert 'set $api_token "token-qa";' in conf  # decrypted with qa's vault password
     assert server.status()["staging"]["state"] == "waiting-for-promotion"
 
     # -- alice's change to main and qa: deployed to both hosts, recorded as hers (not the author's).
@@ -339,7 +398,7 @@ def _scenario(server: Server, base: Path, targets: Path, ssh_hosts: Any) -> None
     assert row["result"] == "succeeded" and row["actor"] == f"alice (via {GIT_USER})", row
     for host in hosts:
         assert "listen 8081;" in (targets / "qa" / host.name / "conf.d" / "site.conf").read_text()
-        assert (targets / "qa" / host.name / "reloads").read_text() == "reloaded\nreloaded\n"   # the handler ran
+        assert (targets / "qa" / host.name / "reloads").read_text() == "reloaded\nreloaded\n"  # the handler ran
 
     # -- Promotion as root, exactly qa's tree, with staging's own vault password.
     promoted = server.gitopsd("promote", "qa", "staging")

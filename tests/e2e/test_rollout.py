@@ -1,5 +1,6 @@
 """Production rollout in batches, automatic rollback, unreachable and hanging hosts: the real daemon, real
 ansible-playbook runs on local hosts. The checks that fail a batch are in test_rollout_checks.py."""
+
 from __future__ import annotations
 
 import time
@@ -19,8 +20,11 @@ def test_batches_of_1_then_25_percent_then_the_rest_run_in_order(short_tmp):
         new = sandbox.commit("v2")
         sandbox.push("main", "main:production")
         # `gitopsd status` shows the rollout in progress.
-        row = daemon.wait_for(lambda: (r := sandbox.status()["production"])["state"] == "deploying"
-                              and "batch 2 of 3" in (r["reason"] or "") and r, 60, "batch 2 in status")
+        row = daemon.wait_for(
+            lambda: (r := sandbox.status()["production"])["state"] == "deploying" and "batch 2 of 3" in (r["reason"] or "") and r,
+            60,
+            "batch 2 in status",
+        )
         assert row["reason"] == f"rolling out {new[:7]}: batch 2 of 3"
         daemon.wait_state("production", "in-sync", new)
         assert "rolling out: batch 3/3" in daemon.log()
@@ -42,7 +46,7 @@ def test_a_failing_first_batch_stops_the_rollout_and_rolls_back_automatically(sh
         daemon.wait_for(lambda: sandbox.head("production") not in (good, bad), 60, "revert")
         revert = sandbox.head("production")
         daemon.wait_state("production", "in-sync", revert)
-        time.sleep(2)   # the failed tree is not retried
+        time.sleep(2)  # the failed tree is not retried
     history = sandbox.history("production")
     failed = next(d for d in history if d["commit"] == bad)
     assert [d["commit"] for d in history].count(bad) == 1
@@ -76,7 +80,8 @@ def test_a_failed_deployment_and_its_automatic_rollback_each_get_a_note_saying_h
 
     assert note(bad).splitlines() == [
         f"gitopsd: deploy to production failed (deployment #{failed['id']}, push by {failed['actor']}) at "
-        f"{failed['finished_at'][:16].replace('T', ' ')} UTC: batch 1/3 failed: failed on p-1 (failed)"]
+        f"{failed['finished_at'][:16].replace('T', ' ')} UTC: batch 1/3 failed: failed on p-1 (failed)"
+    ]
     assert "rollback to production succeeded" in note(revert)
 
 
@@ -86,7 +91,8 @@ def test_an_unreachable_host_fails_its_batch(short_tmp):
     with Daemon(sandbox) as daemon:
         daemon.wait_state("production", "in-sync", sandbox.head("production"))
         broken_inventory = inventory("p-1", "p-3", "p-4").replace(
-            "    p-1: {}", "    p-1: {}\n    p-2: {ansible_connection: ssh, ansible_host: 127.0.0.1, ansible_port: 1}")
+            "    p-1: {}", "    p-1: {}\n    p-2: {ansible_connection: ssh, ansible_host: 127.0.0.1, ansible_port: 1}"
+        )
         sandbox.write("environments/production/hosts.yml", broken_inventory)
         bad = sandbox.commit("p-2 is unreachable")
         sandbox.push("main", "main:production")
@@ -111,15 +117,20 @@ def test_a_timed_out_batch_leaves_no_process_behind(short_tmp):
 
 
 # One environment per plan: (its batches, its number of hosts, the batch sizes they make).
-PLANS = {"whole": (["100%"], 4, [4]), "single": ([1], 4, [1, 1, 1, 1]), "quarter": (["25%"], 5, [1, 1, 1, 1, 1]),
-         "pair": ([2, "100%"], 5, [2, 3])}
+PLANS = {
+    "whole": (["100%"], 4, [4]),
+    "single": ([1], 4, [1, 1, 1, 1]),
+    "quarter": (["25%"], 5, [1, 1, 1, 1, 1]),
+    "pair": ([2, "100%"], 5, [2, 3]),
+}
 
 
 def test_batch_sizes_split_real_inventories(short_tmp):
     # All four under one daemon: one start and one sandbox instead of four; each plan has its own environment.
     envs = {env: [f"{env}-{i}" for i in range(1, hosts + 1)] for env, (_, hosts, _) in PLANS.items()}
-    sandbox = Sandbox(short_tmp, envs,
-                      env_options={env: {"rollout": {"batches": batches}} for env, (batches, _, _) in PLANS.items()})
+    sandbox = Sandbox(
+        short_tmp, envs, env_options={env: {"rollout": {"batches": batches}} for env, (batches, _, _) in PLANS.items()}
+    )
     with Daemon(sandbox) as daemon:
         for env in PLANS:
             daemon.wait_state(env, "in-sync", sandbox.head(env), timeout=180)

@@ -4,6 +4,7 @@ The inventory is read in the deployment's sandbox, in a child process with the d
 limit: it can fail its own deployment, never hold up another environment, the daemon's stop, or
 leave a process behind.
 """
+
 from __future__ import annotations
 
 import time
@@ -29,8 +30,11 @@ def sleepers() -> list[psutil.Process]:
 def test_a_wedged_inventory_fails_its_own_deployment_only_and_never_survives(short_tmp):
     # Two environments that both take trees from main; both roll out in batches, so both read their inventory.
     rollout = {"rollout": {"batches": ["100%"]}, "promote_from": "main", "timeout": 6, "retries": 0}
-    sandbox = Sandbox(short_tmp, {"qa": ["qa-1"], "dev": ["dev-1"]},
-                      env_options={"qa": {**rollout, "inventory": "environments/qa/inventory.sh"}, "dev": rollout})
+    sandbox = Sandbox(
+        short_tmp,
+        {"qa": ["qa-1"], "dev": ["dev-1"]},
+        env_options={"qa": {**rollout, "inventory": "environments/qa/inventory.sh"}, "dev": rollout},
+    )
     script = sandbox.work / "environments" / "qa" / "inventory.sh"
     sandbox.write("environments/qa/inventory.sh", SCRIPT.format(sleep=""))
     script.chmod(0o755)
@@ -55,6 +59,6 @@ def test_a_wedged_inventory_fails_its_own_deployment_only_and_never_survives(sho
         daemon.wait_for(sleepers, 30, "qa's inventory lookup running again")
         started = time.monotonic()
         assert daemon.stop() == 0
-        assert time.monotonic() - started < 15     # stop_grace is 5 s: canceled, not waited out
+        assert time.monotonic() - started < 15  # stop_grace is 5 s: canceled, not waited out
     assert sleepers() == []
     assert slow != wedged

@@ -1,5 +1,6 @@
 """Running as a systemd service, tested for real without systemd as PID 1: the unit through
 systemd-analyze, the notify protocol on a real AF_UNIX datagram socket, signals on the real daemon."""
+
 from __future__ import annotations
 
 import json
@@ -28,8 +29,9 @@ needs_analyze = pytest.mark.skipif(shutil.which("systemd-analyze") is None, reas
 @pytest.fixture
 def unit(tmp_path: Path) -> Path:
     path = tmp_path / "gitopsd.service"
-    path.write_text(render_unit(str(Path(sys.executable).parent / "gitopsd"), Path("/etc/gitopsd/gitopsd.yml"),
-                                "gitopsd", "gitopsd"))
+    path.write_text(
+        render_unit(str(Path(sys.executable).parent / "gitopsd"), Path("/etc/gitopsd/gitopsd.yml"), "gitopsd", "gitopsd")
+    )
     return path
 
 
@@ -44,8 +46,9 @@ def test_the_unit_scores_2_6_or_better_in_systemd_analyze_security(unit):
     # 1.4 before the playbook sandbox: bubblewrap needs user, mount and PID namespaces, its mount
     # system calls, and a /proc with nothing mounted over it (docs/install.md, "Run it as a service");
     # 2.5 before CI steps and inventory reads lost the network: a network namespace and netlink (+0.1).
-    proc = subprocess.run(["systemd-analyze", "security", "--offline=true", "--threshold=26", str(unit)],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        ["systemd-analyze", "security", "--offline=true", "--threshold=26", str(unit)], capture_output=True, text=True
+    )
     assert proc.returncode == 0, proc.stdout[-2000:]
     assert "Overall exposure level for gitopsd.service: 2." in proc.stdout
 
@@ -82,7 +85,7 @@ def test_install_service_into_a_temporary_root(tmp_path):
     assert any(l.startswith("gitopsd-test:") for l in (tmp_path / "etc/passwd").read_text().splitlines())
     assert "journalctl -u gitopsd -f" in out
     again = run([*GITOPSD, "install-service", "--root", str(tmp_path), "--user", "gitopsd-test"]).stdout
-    assert "create system user" not in again   # idempotent
+    assert "create system user" not in again  # idempotent
 
 
 class NotifySocket:
@@ -133,14 +136,18 @@ def test_notify_ready_after_the_first_sweep_status_during_deploys_watchdog_pings
         def adopted() -> bool:
             last = max([ready_at] + [t for t, _ in notify.fields("STATUS=adopting")])
             return any(t > last for t, _ in notify.fields("STATUS=watching 2 environments"))
+
         daemon.wait_for(adopted, 30, "adoption done")
         sandbox.write("SLEEP", "2")
         slow = sandbox.commit("slow")
         sandbox.push("main", "main:qa")
         deploying = daemon.wait_for(lambda: notify.fields(f"STATUS=deploying qa {slow[:7]}"), 20, "deploying status")
         daemon.wait_state("qa", "in-sync", slow)
-        daemon.wait_for(lambda: [t for t, _ in notify.fields("STATUS=watching 2 environments") if t > deploying[0][0]],
-                        10, "watching status after the deployment")
+        daemon.wait_for(
+            lambda: [t for t, _ in notify.fields("STATUS=watching 2 environments") if t > deploying[0][0]],
+            10,
+            "watching status after the deployment",
+        )
         # WATCHDOG_USEC=0.6 s: pings every 0.2 s, well under half the deadline.
         t0 = time.monotonic()
         time.sleep(2)
@@ -166,6 +173,7 @@ def test_watchdog_pings_stop_when_the_main_loop_is_wedged(sandbox):
         ref.unlink()
         os.mkfifo(ref)
         from gitopsd.gate.nudge import Nudge, send
+
         send(sandbox.runtime / "nudge.sock", Nudge(repo=str(sandbox.repo), trigger="push"))
         time.sleep(1.0)
         t0 = time.monotonic()
@@ -207,33 +215,37 @@ def test_sighup_reloads_a_good_config_and_refuses_a_broken_one_without_interrupt
 
 def test_a_bad_config_is_refused_before_the_daemon_starts(sandbox):
     sandbox.config.write_text(sandbox.config.read_text() + "surprise: 1\n")
-    proc = subprocess.run([*GITOPSD, "run", "--config", str(sandbox.config)], capture_output=True, text=True,
-                          env=sandbox.environ(), timeout=30)
+    proc = subprocess.run(
+        [*GITOPSD, "run", "--config", str(sandbox.config)], capture_output=True, text=True, env=sandbox.environ(), timeout=30
+    )
     assert proc.returncode == 2
     assert "refusing to start" in proc.stderr and "surprise: unknown key" in proc.stderr
 
 
 def test_journald_lines_have_no_timestamp_and_json_lines_name_repo_env_commit_and_deployment(sandbox):
     env = sandbox.environ(JOURNAL_STREAM="8:1234")
-    proc = subprocess.Popen([*GITOPSD, "run", "--config", str(sandbox.config)], env=env, stderr=subprocess.PIPE,
-                            text=True)
+    proc = subprocess.Popen([*GITOPSD, "run", "--config", str(sandbox.config)], env=env, stderr=subprocess.PIPE, text=True)
     time.sleep(0.5)
     _wait_in_sync(sandbox)
     proc.send_signal(signal.SIGTERM)
     plain = proc.communicate(timeout=30)[1]
     deploying = next(l for l in plain.splitlines() if "deploying" in l)
-    assert deploying.startswith("info: [shop/qa ") and "#1]" in deploying   # no timestamp, names all four
+    assert deploying.startswith("info: [shop/qa ") and "#1]" in deploying  # no timestamp, names all four
 
     sandbox.write("x", "y")
     commit = sandbox.commit("json")
     sandbox.push("main", "main:qa")
-    proc = subprocess.Popen([*GITOPSD, "run", "--config", str(sandbox.config), "--log-format", "json"],
-                            env=sandbox.environ(), stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [*GITOPSD, "run", "--config", str(sandbox.config), "--log-format", "json"],
+        env=sandbox.environ(),
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     _wait_in_sync(sandbox, commit)
     proc.send_signal(signal.SIGTERM)
     lines = [json.loads(l) for l in proc.communicate(timeout=30)[1].splitlines()]
     done = next(l for l in lines if "deployment succeeded" in l["message"])
-    labels = done["labels"]   # Elastic Common Schema names (docs/monitoring.md, "Logs for ELK")
+    labels = done["labels"]  # Elastic Common Schema names (docs/monitoring.md, "Logs for ELK")
     assert labels["repo"] == "shop" and labels["env"] == "qa" and labels["commit"] == commit[:7]
     assert labels["deployment"].isdigit() and done["log.level"] == "info" and "@timestamp" in done
 
@@ -250,16 +262,22 @@ def _wait_in_sync(sandbox: Sandbox, commit: str | None = None) -> None:
 
 def test_adoption_deploys_max_parallel_at_a_time_shows_the_rest_queued_and_counts_down_in_status(short_tmp):
     envs = {name: [f"{name}-1"] for name in ("dev", "qa", "uat")}
-    sandbox = Sandbox(short_tmp, envs, env_options={name: {"promote_from": "main"} for name in envs},
-                      extra={"max_parallel": 1})
+    sandbox = Sandbox(short_tmp, envs, env_options={name: {"promote_from": "main"} for name in envs}, extra={"max_parallel": 1})
     sandbox.write("SLEEP", "2")
     sandbox.commit("slow enough to see the queue")
     sandbox.push("main", *(f"main:{name}" for name in envs))
     notify = NotifySocket(sandbox.root / "notify.sock")
     with Daemon(sandbox, NOTIFY_SOCKET=str(notify.path)) as daemon:
         notify.wait("READY=1")
-        states = daemon.wait_for(lambda: sorted(r["state"] for r in sandbox.status().values())
-                                 if "queued" in [r["state"] for r in sandbox.status().values()] else None, 30, "queued")
+        states = daemon.wait_for(
+            lambda: (
+                sorted(r["state"] for r in sandbox.status().values())
+                if "queued" in [r["state"] for r in sandbox.status().values()]
+                else None
+            ),
+            30,
+            "queued",
+        )
         assert states == ["deploying", "queued", "queued"]
         for name in envs:
             daemon.wait_state(name, "in-sync", sandbox.head(name), timeout=60)
@@ -278,7 +296,7 @@ def test_a_notify_socket_nobody_reads_never_holds_up_a_deployment(short_tmp):
     sandbox = Sandbox(short_tmp, {"qa": ["qa-1"]})
     path = sandbox.root / "notify.sock"
     deaf = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    deaf.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)   # the kernel's smallest: a few lines fill it
+    deaf.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)  # the kernel's smallest: a few lines fill it
     deaf.bind(str(path))
     try:
         with Daemon(sandbox, NOTIFY_SOCKET=str(path), WATCHDOG_USEC="300000") as daemon:

@@ -1,6 +1,7 @@
 """A newer head supersedes a rollout in flight over real SSH (issue 25, item 2): 4 hosts, each a real sshd on its own
 loopback address; a fix pushed during batch 2 cancels the rest of the old rollout, which never reaches batch 3, and
 the new head rolls out from batch 1, leaving no SSH client behind."""
+
 from __future__ import annotations
 
 import os
@@ -18,12 +19,15 @@ NAMES = ["web-1", "web-2", "web-3", "web-4"]
 
 def test_a_head_pushed_during_batch_2_over_ssh_cancels_the_rest_and_rolls_out_from_batch_1(short_tmp, ssh_hosts):
     hosts = ssh_hosts(NAMES)
-    if os.geteuid() == 0:   # playbooks run sandboxed as nobody: the SSH key is that user's, as it would be the service's
+    if os.geteuid() == 0:  # playbooks run sandboxed as nobody: the SSH key is that user's, as it would be the service's
         for path in (hosts[0].key, Path(f"{hosts[0].key}.pub")):
             os.chown(path, 65534, 65534)
-    sandbox = Sandbox(short_tmp, {"production": NAMES}, env_options={"production": {
-        "promote_from": "main", "auto_rollback": True, "rollout": {"batches": [1, "25%", "100%"]}}},
-        sandbox_options={"read_only": [str(hosts[0].key.parent)]})
+    sandbox = Sandbox(
+        short_tmp,
+        {"production": NAMES},
+        env_options={"production": {"promote_from": "main", "auto_rollback": True, "rollout": {"batches": [1, "25%", "100%"]}}},
+        sandbox_options={"read_only": [str(hosts[0].key.parent)]},
+    )
     sandbox.write("environments/production/hosts.yml", inventory_yaml(hosts, group_vars={"ansible_pipelining": True}))
     sandbox.commit("production over ssh")
     sandbox.push("main")

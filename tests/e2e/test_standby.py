@@ -3,6 +3,7 @@
 The two daemons share the bare repository (the "shared path" layout of docs/install.md, "Standby daemon"),
 each with its own state folder, runtime folder and API port, as two machines would have.
 """
+
 from __future__ import annotations
 
 import json
@@ -83,8 +84,11 @@ def epochs(url: str) -> list[tuple[int, str, str, int]]:
 @pytest.fixture
 def pair(short_tmp, postgres_url):
     port_a, port_b = free_port(), free_port()
-    sandbox = Sandbox(short_tmp, {"qa": ["qa-1"]}, extra={
-        "database": postgres_url, "api": {"listen": f"127.0.0.1:{port_a}", "tokens_file": str(short_tmp / "tokens.yml")}})
+    sandbox = Sandbox(
+        short_tmp,
+        {"qa": ["qa-1"]},
+        extra={"database": postgres_url, "api": {"listen": f"127.0.0.1:{port_a}", "tokens_file": str(short_tmp / "tokens.yml")}},
+    )
     return sandbox, Second(sandbox, port_b), port_a, port_b, postgres_url
 
 
@@ -116,7 +120,7 @@ def test_the_standby_waits_ready_then_takes_over_a_killed_leader_within_ten_seco
         assert "gitopsd_leader 1.0" in get(port_a, "/metrics")[1]
         code, text = get(port_b, "/metrics")
         assert code == 200 and "gitopsd_leader 0.0" in text and "gitopsd_leader_epoch 1.0" in text
-        assert "gitopsd_deployments_total" not in text   # counted once, by the leader
+        assert "gitopsd_deployments_total" not in text  # counted once, by the leader
         code, text = get(port_b, "/api/v1/health")
         assert code == 503 and f"this gitopsd is the standby; the leader is {name_a}" in json.loads(text)["message"]
         shown = leader.wait_for(lambda: status_saying(sandbox, "standby"), 20, "the standby in gitopsd status")
@@ -144,11 +148,11 @@ def test_the_standby_waits_ready_then_takes_over_a_killed_leader_within_ten_seco
             time.sleep(0.05)
         assert most <= 1
         rows = [(r[2], r[3]) for r in epochs(url) if r[1] == "qa"]
-        assert rows[-2:] == [("interrupted", 2), ("succeeded", 2)], rows   # interrupted: marked by the new leader
+        assert rows[-2:] == [("interrupted", 2), ("succeeded", 2)], rows  # interrupted: marked by the new leader
         standby.wait_state("qa", "in-sync", slow)
         name_b = f"{os.uname().nodename}:{sandbox.root / 'state-b'}"
         shown = standby.wait_for(lambda: status_saying(sandbox, f"leader   {name_b}"), 20, "the new leader in status")
-        assert f"leader   {name_a} (" not in shown   # the killed leader's row went with its lead
+        assert f"leader   {name_a} (" not in shown  # the killed leader's row went with its lead
         # the shared repository's hooks now point at the new leader: a push deploys at once
         sandbox.remove("SLEEP")
         fix = sandbox.commit("fast again")
@@ -183,20 +187,19 @@ def test_a_leader_cut_off_and_back_records_and_starts_nothing_and_steps_down(pai
         leader.wait_for(lambda: sleeping("7", sandbox), 30, "the slow deployment running on the leader")
         before = epochs(url)
         os.kill(leader.proc.pid, signal.SIGSTOP)
-        with psycopg.connect(url, autocommit=True) as db:   # the server gives up on the paused leader's session
+        with psycopg.connect(url, autocommit=True) as db:  # the server gives up on the paused leader's session
             held = db.execute("SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted").fetchall()
             assert len(held) == 1
             db.execute("SELECT pg_terminate_backend(%s)", (held[0][0],))
         standby.wait_for(lambda: "this gitopsd leads now (epoch 2)" in standby.log(), 15, "the takeover")
-        standby.wait_for(lambda: any(r[2] == "running" and r[3] == 2 for r in epochs(url)), 30,
-                         "the new leader deploying")
+        standby.wait_for(lambda: any(r[2] == "running" and r[3] == 2 for r in epochs(url)), 30, "the new leader deploying")
         os.kill(leader.proc.pid, signal.SIGCONT)
         assert leader.proc.wait(30) == 75
         assert "this gitopsd no longer leads (epoch 1)" in leader.log()
         standby.wait_result("qa", slow, "succeeded", timeout=60)
         after = epochs(url)
         old_rows = {r[0] for r in before}
-        assert all(r[3] == 2 for r in after if r[0] not in old_rows)   # nothing new from the old leader
+        assert all(r[3] == 2 for r in after if r[0] not in old_rows)  # nothing new from the old leader
         interrupted = [r for r in after if r[0] in old_rows and r[2] == "interrupted"]
         assert len(interrupted) == 1 and interrupted[0][3] == 2, after
     finally:
@@ -208,8 +211,7 @@ def test_a_leader_cut_off_and_back_records_and_starts_nothing_and_steps_down(pai
         leader.stop()
 
 
-def test_a_leader_cut_off_from_the_database_stops_its_run_before_the_standby_starts_it(short_tmp, postgres_server,
-                                                                                       postgres_url):
+def test_a_leader_cut_off_from_the_database_stops_its_run_before_the_standby_starts_it(short_tmp, postgres_server, postgres_url):
     """The leader's link to PostgreSQL goes silent (no FIN); the server drops its session 6 s later, as keepalives do."""
     proxy = CuttableProxy(postgres_server.port)
     through_proxy = postgres_url.replace(f":{postgres_server.port}/", f":{proxy.port}/")
@@ -221,7 +223,7 @@ def test_a_leader_cut_off_from_the_database_stops_its_run_before_the_standby_sta
         leader.wait_state("qa", "in-sync", sandbox.head("qa"))
         standby = Daemon(second)
         standby.wait_for(lambda: "standby: the leader is" in standby.log(), 30, "the standby")
-        time.sleep(2.5)   # the leader's heartbeat has seen the standby waiting
+        time.sleep(2.5)  # the leader's heartbeat has seen the standby waiting
         sandbox.write("SLEEP", "9")
         slow = sandbox.commit("slow")
         sandbox.push("main", "main:qa")
@@ -247,8 +249,11 @@ def test_a_leader_cut_off_from_the_database_stops_its_run_before_the_standby_sta
         assert leader.proc.wait(30) == 75
         assert "could not be confirmed" in leader.log() and "this gitopsd no longer leads (epoch 1)" in leader.log()
         # the records as the new leader sees them (the old config's database is behind the cut)
-        standby.wait_for(lambda: [r[2:] for r in epochs(postgres_url)][-2:] == [("interrupted", 2), ("succeeded", 2)],
-                         60, "the interrupted run marked and run again")
+        standby.wait_for(
+            lambda: [r[2:] for r in epochs(postgres_url)][-2:] == [("interrupted", 2), ("succeeded", 2)],
+            60,
+            "the interrupted run marked and run again",
+        )
         assert slow
     finally:
         if standby is not None:

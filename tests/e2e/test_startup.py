@@ -2,6 +2,7 @@
 
 The daemon is a real process (`gitopsd run`), pushed to and deployed with real ansible-playbook runs.
 """
+
 from __future__ import annotations
 
 import os
@@ -27,16 +28,23 @@ def signal_masks(pid: int) -> dict[str, int]:
 @pytest.mark.parametrize("entry", ["python -m gitopsd", "gitopsd", "gitopsd --config FILE run"])
 def test_sighup_from_the_first_moment_neither_kills_the_daemon_nor_keeps_it_from_getting_ready(short_tmp, entry):
     sandbox = Sandbox(short_tmp, {"qa": ["qa-1"]})
-    daemon = Daemon.__new__(Daemon)   # as Daemon() does, but started here so the signals can follow at once
+    daemon = Daemon.__new__(Daemon)  # as Daemon() does, but started here so the signals can follow at once
     Daemon.started.append(daemon)
     daemon.sandbox, daemon.log_path = sandbox, sandbox.root / "daemon.log"
-    daemon._log = open(daemon.log_path, "w")   # noqa: SIM115 (the daemon writes to it until stop)
+    daemon._log = open(daemon.log_path, "w")  # noqa: SIM115 (the daemon writes to it until stop)
     argv = [sys.executable, "-m", "gitopsd"] if entry.startswith("python") else [str(Path(sys.executable).parent / "gitopsd")]
-    command = (["--config", str(sandbox.config), "run"] if entry.endswith("run")   # global options go before it too
-               else ["run", "--config", str(sandbox.config)])
-    daemon.proc = subprocess.Popen([*argv, *command, "--log-level", "debug"],
-                                   stdout=daemon._log, stderr=subprocess.STDOUT, env=sandbox.environ(),
-                                   start_new_session=True)
+    command = (
+        ["--config", str(sandbox.config), "run"]
+        if entry.endswith("run")  # global options go before it too
+        else ["run", "--config", str(sandbox.config)]
+    )
+    daemon.proc = subprocess.Popen(
+        [*argv, *command, "--log-level", "debug"],
+        stdout=daemon._log,
+        stderr=subprocess.STDOUT,
+        env=sandbox.environ(),
+        start_new_session=True,
+    )
     pid = daemon.proc.pid
     # The process holds SIGHUP (blocked or caught) before it loads the daemon's heavy modules:
     # from then on no SIGHUP can end it. Before that there is only the interpreter's own start.
@@ -62,8 +70,7 @@ def test_sighup_from_the_first_moment_neither_kills_the_daemon_nor_keeps_it_from
 
 
 def test_a_lost_state_database_never_reuses_deployment_ids_and_every_environment_converges_again(short_tmp):
-    sandbox = Sandbox(short_tmp, {"qa": ["qa-1"], "staging": ["staging-1"]},
-                      env_options={"staging": {"promote_from": "main"}})
+    sandbox = Sandbox(short_tmp, {"qa": ["qa-1"], "staging": ["staging-1"]}, env_options={"staging": {"promote_from": "main"}})
     with Daemon(sandbox) as daemon:
         for env in ("qa", "staging"):
             daemon.wait_state(env, "in-sync", sandbox.head(env))
@@ -76,9 +83,11 @@ def test_a_lost_state_database_never_reuses_deployment_ids_and_every_environment
         for env in ("qa", "staging"):
             daemon.wait_state(env, "in-sync", sandbox.head(env))
         log = daemon.log()
-    assert (f"{sandbox.state / 'state.db'} is new or was reset: {len(folders)} earlier deployment folder"
-            f"{'s' if len(folders) != 1 else ''} found in {sandbox.state / 'deployments'}; deployment ids continue "
-            f"from {max(folders) + 1}; every environment is deployed again as it converges") in log
+    assert (
+        f"{sandbox.state / 'state.db'} is new or was reset: {len(folders)} earlier deployment folder"
+        f"{'s' if len(folders) != 1 else ''} found in {sandbox.state / 'deployments'}; deployment ids continue "
+        f"from {max(folders) + 1}; every environment is deployed again as it converges"
+    ) in log
     assert "File exists" not in log
     after = sandbox.history()
     assert {d["env"] for d in after if d["result"] == "succeeded"} == {"qa", "staging"}
@@ -89,26 +98,37 @@ def test_a_lost_state_database_never_reuses_deployment_ids_and_every_environment
 def test_gitopsd_run_holds_sighup_from_the_first_line_of_gitopsd_before_the_command_line_is_imported(entry):
     # What runs before gitopsd/__init__.py is only the interpreter's own start (no Python program can hold a signal
     # then); from that line on, until the daemon's handlers are in place, SIGHUP is held, not fatal.
-    probe = ("import signal, sys; import gitopsd; "
-             "print(signal.SIGHUP in signal.pthread_sigmask(signal.SIG_BLOCK, []), 'gitopsd.cli.main' in sys.modules)")
+    probe = (
+        "import signal, sys; import gitopsd; "
+        "print(signal.SIGHUP in signal.pthread_sigmask(signal.SIG_BLOCK, []), 'gitopsd.cli.main' in sys.modules)"
+    )
     argv0 = "-m" if entry.startswith("python") else str(Path(sys.executable).parent / "gitopsd")
-    held = subprocess.run([sys.executable, "-c", f"import sys; sys.argv = [{argv0!r}, 'run']; {probe}"],
-                          capture_output=True, text=True, check=True).stdout.split()
+    held = subprocess.run(
+        [sys.executable, "-c", f"import sys; sys.argv = [{argv0!r}, 'run']; {probe}"], capture_output=True, text=True, check=True
+    ).stdout.split()
     assert held == ["True", "False"]
-    other = subprocess.run([sys.executable, "-c", f"import sys; sys.argv = [{argv0!r}, 'status']; {probe}"],
-                           capture_output=True, text=True, check=True).stdout.split()
-    assert other == ["False", "False"]   # other commands keep Ctrl-C and the default SIGHUP
+    other = subprocess.run(
+        [sys.executable, "-c", f"import sys; sys.argv = [{argv0!r}, 'status']; {probe}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert other == ["False", "False"]  # other commands keep Ctrl-C and the default SIGHUP
 
 
-@pytest.mark.parametrize("options", [["--config", "/etc/x.yml"], ["--config=/etc/x.yml"], ["--debug"],
-                                     ["--debug", "--config", "run"]])
+@pytest.mark.parametrize(
+    "options", [["--config", "/etc/x.yml"], ["--config=/etc/x.yml"], ["--debug"], ["--debug", "--config", "run"]]
+)
 def test_gitopsd_run_holds_sighup_from_the_first_line_of_gitopsd_also_after_global_options(options):
     # argparse takes --config and --debug before the command too: `gitopsd --config FILE run` once held SIGHUP only
     # after the command line's imports (about 0.2 s here), and a SIGHUP meanwhile ended the daemon.
-    probe = ("import signal, sys; import gitopsd; "
-             "print(signal.SIGHUP in signal.pthread_sigmask(signal.SIG_BLOCK, []), 'gitopsd.cli.main' in sys.modules)")
+    probe = (
+        "import signal, sys; import gitopsd; "
+        "print(signal.SIGHUP in signal.pthread_sigmask(signal.SIG_BLOCK, []), 'gitopsd.cli.main' in sys.modules)"
+    )
     for command, held in (("run", "True"), ("status", "False")):
         argv = ["-m", *options, command]
-        out = subprocess.run([sys.executable, "-c", f"import sys; sys.argv = {argv!r}; {probe}"],
-                             capture_output=True, text=True, check=True).stdout.split()
+        out = subprocess.run(
+            [sys.executable, "-c", f"import sys; sys.argv = {argv!r}; {probe}"], capture_output=True, text=True, check=True
+        ).stdout.split()
         assert out == [held, "False"], (argv, out)

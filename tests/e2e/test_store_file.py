@@ -2,6 +2,7 @@
 
 Real: `gitopsd run` as a process, pushes through the installed hook, ansible-playbook, SQLite files.
 """
+
 from __future__ import annotations
 
 import json
@@ -35,7 +36,7 @@ def _nothing_deploys_after_a_push(sandbox: Sandbox, daemon: Daemon) -> None:
     sandbox.write("app.txt", f"after {time.monotonic_ns()}")
     sandbox.commit("a change made after the store was lost")
     sandbox.push("main", "main:qa")
-    time.sleep(4)   # four sweeps and the nudge: any of them would have started it
+    time.sleep(4)  # four sweeps and the nudge: any of them would have started it
     assert sandbox.runs() == runs
     assert daemon.proc.poll() is None
 
@@ -69,13 +70,17 @@ def _gauge(url: str) -> str:
 
 def test_a_state_database_replaced_by_another_file_is_noticed_and_the_new_file_is_not_written(short_tmp):
     port = free_port()
-    sandbox = Sandbox(short_tmp, {"qa": ["qa-1"]}, sweep_interval=1,
-                      extra={"api": {"listen": f"127.0.0.1:{port}", "tokens_file": str(short_tmp / "tokens.yml")}})
+    sandbox = Sandbox(
+        short_tmp,
+        {"qa": ["qa-1"]},
+        sweep_interval=1,
+        extra={"api": {"listen": f"127.0.0.1:{port}", "tokens_file": str(short_tmp / "tokens.yml")}},
+    )
     metrics = f"http://127.0.0.1:{port}/metrics"
     with Daemon(sandbox) as daemon:
         daemon.wait_state("qa", "in-sync", sandbox.head("qa"))
         assert _gauge(metrics) == "gitopsd_store_replaced 0.0"
-        other = sandbox.state / "other.db"   # an empty store, as the next opener would have made
+        other = sandbox.state / "other.db"  # an empty store, as the next opener would have made
         sandbox.cli("db", "upgrade", "--database", f"sqlite:{other}")
         os.replace(other, _db(sandbox))
         daemon.wait_for(lambda: "was replaced by another file" in daemon.log(), 10, "the error line")
@@ -97,9 +102,11 @@ def test_a_backup_made_while_the_daemon_runs_brings_the_history_back_after_a_sto
         assert copy.stat().st_mode & 0o777 == 0o640
         refused = sandbox.cli("db", "restore", str(copy), check=False)
         assert refused.returncode == 1 and refused.stdout == ""
-        assert refused.stderr.strip() == (f"gitopsd: error: the daemon is running with the state folder "
-                                          f"{sandbox.state}: stop it first (systemctl stop gitopsd), then "
-                                          f"gitopsd db restore {copy}")
+        assert refused.stderr.strip() == (
+            f"gitopsd: error: the daemon is running with the state folder "
+            f"{sandbox.state}: stop it first (systemctl stop gitopsd), then "
+            f"gitopsd db restore {copy}"
+        )
     before = sandbox.history("qa")
     assert before
     _remove_store(sandbox)
@@ -127,8 +134,11 @@ def test_a_restore_of_a_file_that_is_not_a_store_says_so_in_one_line_and_changes
     text.write_text("not a database\n" * 100)
     empty = sandbox.root / "empty.db"
     sqlite3.connect(empty).execute("CREATE TABLE t (x)").connection.close()
-    for bad, why in ((text, "file is not a database"), (empty, "no deployments, env_status, schema_version table"),
-                     (sandbox.root / "missing.db", "is not a file")):
+    for bad, why in (
+        (text, "file is not a database"),
+        (empty, "no deployments, env_status, schema_version table"),
+        (sandbox.root / "missing.db", "is not a file"),
+    ):
         out = sandbox.cli("db", "restore", str(bad), check=False)
         assert out.returncode == 1 and out.stdout == ""
         [line] = out.stderr.splitlines()
@@ -149,13 +159,17 @@ def test_a_backup_to_a_place_that_cannot_be_written_says_so_in_one_line(sandbox)
 
 
 def test_the_daemon_keeps_the_newest_scheduled_backups(short_tmp):
-    sandbox = Sandbox(short_tmp, {"qa": ["qa-1"]}, sweep_interval=1,
-                      extra={"backup": {"interval": "1m", "keep": 2, "dir": str(short_tmp / "copies")}})
+    sandbox = Sandbox(
+        short_tmp,
+        {"qa": ["qa-1"]},
+        sweep_interval=1,
+        extra={"backup": {"interval": "1m", "keep": 2, "dir": str(short_tmp / "copies")}},
+    )
     folder = short_tmp / "copies"
     folder.mkdir()
     for stamp in ("20200101T000000Z", "20200102T000000Z", "20200103T000000Z"):
         (folder / f"state-{stamp}.db").write_text("old")
-    with Daemon(sandbox) as daemon:   # a copy at start, then one each interval
+    with Daemon(sandbox) as daemon:  # a copy at start, then one each interval
         daemon.wait_state("qa", "in-sync", sandbox.head("qa"))
         daemon.wait_for(lambda: "state database copied to" in daemon.log(), 10, "the first copy")
     names = sorted(p.name for p in folder.iterdir())
@@ -181,10 +195,17 @@ def test_db_rebuild_restores_the_ledger_from_the_notes_so_nothing_redeploys_and_
         daemon.wait_state("qa", "in-sync", v2)
         sandbox.cli("promote", "qa", "staging")
         daemon.wait_state("staging", "in-sync", sandbox.head("staging"))
-        daemon.wait_for(lambda: "deploy to staging succeeded" in git(
-            sandbox.root, "--git-dir", str(sandbox.repo), "log", "-1", "--notes=gitopsd", "--format=%N", v2).stdout
-            + git(sandbox.root, "--git-dir", str(sandbox.repo), "log", "-1", "--notes=gitopsd", "--format=%N",
-                  "staging").stdout, 10, "the note of staging's deployment")
+        daemon.wait_for(
+            lambda: (
+                "deploy to staging succeeded"
+                in git(sandbox.root, "--git-dir", str(sandbox.repo), "log", "-1", "--notes=gitopsd", "--format=%N", v2).stdout
+                + git(
+                    sandbox.root, "--git-dir", str(sandbox.repo), "log", "-1", "--notes=gitopsd", "--format=%N", "staging"
+                ).stdout
+            ),
+            10,
+            "the note of staging's deployment",
+        )
     before = {env: sandbox.history(env) for env in ("qa", "staging")}
     runs = sandbox.runs()
     with Daemon(sandbox) as daemon:
@@ -192,16 +213,27 @@ def test_db_rebuild_restores_the_ledger_from_the_notes_so_nothing_redeploys_and_
         refused = sandbox.cli("db", "rebuild", check=False)
     assert refused.returncode == 1 and refused.stderr.startswith("gitopsd: error: the daemon is running")
     _remove_store(sandbox)
-    git(sandbox.root, "--git-dir", str(sandbox.repo), "notes", "--ref=gitopsd", "append", "-m",
-        "gitopsd: deploy to qa went sideways somehow", v2)   # a line no gitopsd writes: named, not guessed at
+    git(
+        sandbox.root,
+        "--git-dir",
+        str(sandbox.repo),
+        "notes",
+        "--ref=gitopsd",
+        "append",
+        "-m",
+        "gitopsd: deploy to qa went sideways somehow",
+        v2,
+    )  # a line no gitopsd writes: named, not guessed at
     out = sandbox.cli("db", "rebuild").stdout
     assert f"shop/qa: {len(before['qa'])} deployments restored" in out
     assert f"shop/staging: {len(before['staging'])} deployments restored" in out
-    assert (f"1 note line could not be read (not restored):\n  shop {v2[:7]}: gitopsd: deploy to qa went sideways "
-            "somehow") in out, out
+    assert (
+        f"1 note line could not be read (not restored):\n  shop {v2[:7]}: gitopsd: deploy to qa went sideways somehow"
+    ) in out, out
     after = sandbox.history("staging")
-    assert [(d["id"], d["commit"], d["tree"], d["kind"], d["result"], d["actor"]) for d in after] == \
-        [(d["id"], d["commit"], d["tree"], d["kind"], d["result"], d["actor"]) for d in before["staging"]]
+    assert [(d["id"], d["commit"], d["tree"], d["kind"], d["result"], d["actor"]) for d in after] == [
+        (d["id"], d["commit"], d["tree"], d["kind"], d["result"], d["actor"]) for d in before["staging"]
+    ]
     with Daemon(sandbox) as daemon:
         daemon.wait_state("staging", "in-sync", sandbox.head("staging"))
         daemon.wait_state("qa", "in-sync", v2)
@@ -211,21 +243,32 @@ def test_db_rebuild_restores_the_ledger_from_the_notes_so_nothing_redeploys_and_
     assert sandbox.tree(sandbox.head("production")) == sandbox.tree(v2)
 
 
-def test_db_rebuild_restores_sign_offs_release_candidates_and_approvals_so_the_release_still_reaches_production(
-        short_tmp):
+def test_db_rebuild_restores_sign_offs_release_candidates_and_approvals_so_the_release_still_reaches_production(short_tmp):
     port = free_port()
-    sandbox = Sandbox(short_tmp, {"qa": ["qa-1"], "staging": ["staging-1"], "production": ["production-1"]},
-                      env_options={"staging": {"signoff_by": ["sf-alice"]},
-                                   "production": {"require_signoff": {"env": "staging", "count": 1},
-                                                  "approvals": {"required": 2, "approvers": ["group:approvers"]}}},
-                      extra={"groups": {"approvers": ["sf-bob", "sf-carol"]},
-                             "api": {"listen": f"127.0.0.1:{port}", "tokens_file": str(short_tmp / "tokens.yml")}})
+    sandbox = Sandbox(
+        short_tmp,
+        {"qa": ["qa-1"], "staging": ["staging-1"], "production": ["production-1"]},
+        env_options={
+            "staging": {"signoff_by": ["sf-alice"]},
+            "production": {
+                "require_signoff": {"env": "staging", "count": 1},
+                "approvals": {"required": 2, "approvers": ["group:approvers"]},
+            },
+        },
+        extra={
+            "groups": {"approvers": ["sf-bob", "sf-carol"]},
+            "api": {"listen": f"127.0.0.1:{port}", "tokens_file": str(short_tmp / "tokens.yml")},
+        },
+    )
     base = f"http://127.0.0.1:{port}/api/v1/repos/shop"
 
     def post(path: str, token: str, body: dict[str, str]) -> None:
-        request = urllib.request.Request(base + path, data=json.dumps(body).encode(), method="POST",
-                                         headers={"Authorization": f"Bearer {token}",
-                                                  "Content-Type": "application/json"})
+        request = urllib.request.Request(
+            base + path,
+            data=json.dumps(body).encode(),
+            method="POST",
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        )
         with urllib.request.urlopen(request, timeout=60) as answer:
             assert answer.status == 201
 
@@ -237,8 +280,10 @@ def test_db_rebuild_restores_sign_offs_release_candidates_and_approvals_so_the_r
         daemon.wait_state("qa", "in-sync", v2)
         sandbox.cli("promote", "qa", "staging")
         daemon.wait_state("staging", "in-sync", sandbox.head("staging"))
-        alice, bob, carol = (sandbox.cli("token", "create", name, "--scope", "approvals:write").stdout.strip()
-                             for name in ("sf-alice", "sf-bob", "sf-carol"))
+        alice, bob, carol = (
+            sandbox.cli("token", "create", name, "--scope", "approvals:write").stdout.strip()
+            for name in ("sf-alice", "sf-bob", "sf-carol")
+        )
         post("/environments/staging/signoffs", alice, {"note": "tested by hand"})
         post("/rcs", alice, {"name": "r2"})
         post("/rcs/r2/approvals", bob, {"kind": "approve", "note": "ok"})
@@ -249,7 +294,7 @@ def test_db_rebuild_restores_sign_offs_release_candidates_and_approvals_so_the_r
     assert "could not be read" not in out, out
     shown = json.loads(sandbox.cli("rc", "show", "r2", "--json").stdout)
     assert shown["state"] == "approved" and shown["approved_by"] == ["sf-bob", "sf-carol"]
-    again = sandbox.cli("db", "rebuild").stdout   # twice is once: nothing is written a second time
+    again = sandbox.cli("db", "rebuild").stdout  # twice is once: nothing is written a second time
     assert "restored" not in again and "records were already in the store: kept" in again, again
     assert json.loads(sandbox.cli("rc", "show", "r2", "--json").stdout) == shown
     with Daemon(sandbox) as daemon:
@@ -268,14 +313,19 @@ def test_a_deployment_that_ends_after_the_store_is_lost_is_not_written_but_its_n
         daemon.wait_state("qa", "deploying", slow)
         _remove_store(sandbox)
         daemon.wait_for(lambda: "was deleted while the daemon had it open" in daemon.log(), 10, "the error line")
-        note = daemon.wait_for(lambda: git(sandbox.root, "--git-dir", str(sandbox.repo), "log", "-1",
-                                           "--notes=gitopsd", "--format=%N", slow).stdout.strip(), 30, "the note")
+        note = daemon.wait_for(
+            lambda: git(
+                sandbox.root, "--git-dir", str(sandbox.repo), "log", "-1", "--notes=gitopsd", "--format=%N", slow
+            ).stdout.strip(),
+            30,
+            "the note",
+        )
         assert "gitopsd: deploy to qa succeeded (deployment #" in note
         assert "deployment worker failed" not in daemon.log() and "Traceback" not in daemon.log()
     assert not _db(sandbox).exists()
 
 
-SERVICE, GROUP = "gt-sf-svc", "gt-sf"   # this file's own user: the daemon's, owner of the state folder
+SERVICE, GROUP = "gt-sf-svc", "gt-sf"  # this file's own user: the daemon's, owner of the state folder
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="makes a Unix user: root only")

@@ -1,5 +1,6 @@
 """A newer head supersedes a rollout in flight (issue 25, item 2): the real daemon, real ansible-playbook runs on
 local hosts in batches; the record says which deployment superseded which."""
+
 from __future__ import annotations
 
 from tests.rollout_support import HOSTS, batches_of, rollout_sandbox
@@ -7,7 +8,7 @@ from tests.support import Daemon
 
 
 def test_a_head_pushed_during_batch_2_cancels_the_rest_of_the_rollout_and_rolls_out_from_batch_1(short_tmp):
-    sandbox = rollout_sandbox(short_tmp)   # batches: p-1, then p-2, then p-3 and p-4
+    sandbox = rollout_sandbox(short_tmp)  # batches: p-1, then p-2, then p-3 and p-4
     with Daemon(sandbox) as daemon:
         daemon.wait_state("production", "in-sync", sandbox.head("production"), timeout=120)
         sandbox.write("app.txt", "v2")

@@ -5,6 +5,7 @@ ansible-playbook deployments, Debian's chromium driven by Playwright (no browser
 axe-core (tests/vendor) checking every page. Each test is one step of one story, in order, on one
 daemon; screenshots of each page go to $GITOPSD_TEST_ARTIFACTS or tests/artifacts/.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -25,12 +26,15 @@ from tests.support import ROOT, Daemon, Sandbox
 
 playwright = pytest.importorskip("playwright.sync_api")
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian's chromium is not installed (make deps)")]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian's chromium is not installed (make deps)"),
+]
 
 AXE = ROOT / "tests" / "vendor" / "axe.min.js"
-AXE_SHA256 = "29348999450cdf2849a8e70b7912fc2da85a849da39c0d0d5394f51d4a9ed95c"   # tests/vendor/VENDORED.md
+AXE_SHA256 = "29348999450cdf2849a8e70b7912fc2da85a849da39c0d0d5394f51d4a9ed95c"  # tests/vendor/VENDORED.md
 ARTIFACTS = Path(os.environ.get("GITOPSD_TEST_ARTIFACTS") or ROOT / "tests" / "artifacts") / "web"
-WAIT = 60_000   # ms: a deployment of the test playbook takes a few seconds; the machine may be loaded
+WAIT = 60_000  # ms: a deployment of the test playbook takes a few seconds; the machine may be loaded
 
 
 def free_port() -> int:
@@ -46,16 +50,32 @@ class Story:
         port = free_port()
         self.base = f"http://127.0.0.1:{port}"
         self.sandbox = Sandbox(
-            root, {"qa": ["qa-1"], "staging": ["staging-1"], "production": ["prod-1", "prod-2", "prod-3"]},
+            root,
+            {"qa": ["qa-1"], "staging": ["staging-1"], "production": ["prod-1", "prod-2", "prod-3"]},
             env_options={"production": {"rollout": {"batches": [1, "100%"], "bake": 4}}},
-            extra={"api": {"listen": f"127.0.0.1:{port}", "tokens_file": str(root / "tokens.yml")},
-                   "web": {"roles": {"*": {"viewer": ["*"], "deployer": ["dana"]},
-                                     "production": {"approver": ["alice", "bob"]}}}})
+            extra={
+                "api": {"listen": f"127.0.0.1:{port}", "tokens_file": str(root / "tokens.yml")},
+                "web": {"roles": {"*": {"viewer": ["*"], "deployer": ["dana"]}, "production": {"approver": ["alice", "bob"]}}},
+            },
+        )
         self.daemon = self.start()
         self.daemon.wait_for(lambda: self.answers("/api/v1/health"), 60, "the API and the dashboard up")
-        self.tokens = {who: self.sandbox.cli("token", "create", f"{who}-browser", "--owner", who, "--scope", "read",
-                                             "--scope", "approvals:write", "--scope", "deployments:write").stdout.strip()
-                       for who in ("dana", "alice", "bob", "victor")}
+        self.tokens = {
+            who: self.sandbox.cli(
+                "token",
+                "create",
+                f"{who}-browser",
+                "--owner",
+                who,
+                "--scope",
+                "read",
+                "--scope",
+                "approvals:write",
+                "--scope",
+                "deployments:write",
+            ).stdout.strip()
+            for who in ("dana", "alice", "bob", "victor")
+        }
         for env in ("qa", "staging", "production"):
             self.daemon.wait_state(env, "in-sync", timeout=90)
         # Production takes approved release candidates from now on: its first release came before the rule.
@@ -78,9 +98,12 @@ class Story:
             return False
 
     def api(self, method: str, path: str, who: str, body: dict[str, Any]) -> tuple[int, Any]:
-        request = urllib.request.Request(self.base + path, data=json.dumps(body).encode(), method=method,
-                                         headers={"Content-Type": "application/json",
-                                                  "Authorization": f"Bearer {self.tokens[who]}"})
+        request = urllib.request.Request(
+            self.base + path,
+            data=json.dumps(body).encode(),
+            method=method,
+            headers={"Content-Type": "application/json", "Authorization": f"Bearer {self.tokens[who]}"},
+        )
         try:
             with urllib.request.urlopen(request, timeout=10) as answer:
                 return answer.status, json.loads(answer.read())
@@ -106,7 +129,7 @@ def story() -> Iterator[Story]:
 @pytest.fixture(scope="session")
 def browser() -> Iterator[Any]:
     with playwright.sync_playwright() as p:
-        args = ["--no-sandbox"] if os.geteuid() == 0 else []   # chromium's own sandbox refuses to run as root
+        args = ["--no-sandbox"] if os.geteuid() == 0 else []  # chromium's own sandbox refuses to run as root
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=args)
         yield browser
         browser.close()
@@ -120,7 +143,7 @@ def people(story: Story, browser: Any) -> dict[str, Any]:
         context = browser.new_context(viewport={"width": 1280, "height": 800})
         page = context.new_page()
         page.set_default_timeout(WAIT)
-        page.on("dialog", lambda dialog: dialog.accept())   # every action asks for confirmation: the person says yes
+        page.on("dialog", lambda dialog: dialog.accept())  # every action asks for confirmation: the person says yes
         sign_in(page, story, who)
         pages[who] = page
     return pages
@@ -143,7 +166,7 @@ def shoot(page: Any, name: str, axe: bool = True) -> None:
         return
     source = AXE.read_bytes()
     assert hashlib.sha256(source).hexdigest() == AXE_SHA256, "tests/vendor/axe.min.js is not the vendored file"
-    page.evaluate(source.decode() + "\n;0")   # through the DevTools protocol: the page's CSP stays as it is
+    page.evaluate(source.decode() + "\n;0")  # through the DevTools protocol: the page's CSP stays as it is
     violations = page.evaluate("""async () => (await axe.run(document, {resultTypes: ['violations']})).violations
         .filter(v => v.impact === 'serious' || v.impact === 'critical')
         .map(v => `${v.id} (${v.impact}): ${v.nodes.map(n => n.target.join(' ')).slice(0, 3).join(', ')}`)""")
@@ -166,13 +189,13 @@ def test_a_deployer_watches_a_push_move_through_qa_and_staging_live(story, peopl
     box.push("main:qa")
     dana.wait_for_selector(f"{lane('qa')} code[title='{commit}']")
     dana.wait_for_selector(f"{lane('qa')} .badge.st-in-sync")
-    assert "Checkout button <script>alert('x')</script>" in dana.inner_text(lane("qa"))   # shown as text
+    assert "Checkout button <script>alert('x')</script>" in dana.inner_text(lane("qa"))  # shown as text
     assert dana.evaluate("window.notReloaded") is True and dana.evaluate("typeof alert === 'function'")
     shoot(dana, "pipeline-qa")
     dana.click(f"{lane('staging')} button:has-text('Promote qa')")
     dana.wait_for_function(f"""() => {{
-        const lane = document.querySelector("{lane('staging')}");
-        return lane && lane.querySelector(".badge.st-in-sync") && lane.textContent.includes("{box.tree('main')[:7]}"); }}""")
+        const lane = document.querySelector("{lane("staging")}");
+        return lane && lane.querySelector(".badge.st-in-sync") && lane.textContent.includes("{box.tree("main")[:7]}"); }}""")
     assert dana.evaluate("window.notReloaded") is True
     assert story.sandbox.status()["staging"]["state"] == "in-sync"
 
@@ -258,7 +281,7 @@ def test_the_page_says_reconnecting_while_the_daemon_restarts_and_catches_up(sto
     story.daemon = story.start()
     story.daemon.wait_for(lambda: story.answers("/api/v1/health"), 60, "the dashboard back")
     dana.wait_for_selector("#connection[data-state=live]", timeout=30_000)
-    if "/login" not in dana.url:   # sessions may not outlive the daemon; the page still came back by itself
+    if "/login" not in dana.url:  # sessions may not outlive the daemon; the page still came back by itself
         assert dana.locator(lane("production")).count() == 1
 
 

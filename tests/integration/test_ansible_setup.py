@@ -5,6 +5,7 @@ ansible-vault and ansible-galaxy, a collection built with `ansible-galaxy collec
 tarball, installed offline from a local folder. Each test's tree is an export in a state folder that the
 sandbox hides, as the daemon's are.
 """
+
 from __future__ import annotations
 
 import os
@@ -42,14 +43,20 @@ class Server:
         self.out = root / "out"
         self.out.mkdir(parents=True)
         self.out.chmod(0o777)
-        self.shared = root / "shared"   # a local "galaxy": what sandbox.read_only shows
+        self.shared = root / "shared"  # a local "galaxy": what sandbox.read_only shows
         self.shared.mkdir()
 
     def policy(self) -> SandboxPolicy:
         hide = sandbox.hidden_paths(self.config, self.state, self.root / "run", [])
-        return SandboxPolicy(enabled=True, user=sandbox.default_user(), read_only=(self.shared,),
-                             writable=(self.out,), hide=hide, known_hosts=self.state / ".ssh" / "known_hosts",
-                             requirements_cache=self.state / "requirements")
+        return SandboxPolicy(
+            enabled=True,
+            user=sandbox.default_user(),
+            read_only=(self.shared,),
+            writable=(self.out,),
+            hide=hide,
+            known_hosts=self.state / ".ssh" / "known_hosts",
+            requirements_cache=self.state / "requirements",
+        )
 
     def run(self, files: dict[str, str], **options) -> RunOutcome:
         folder = self.state / "deployments" / uuid.uuid4().hex[:8]
@@ -57,10 +64,16 @@ class Server:
         for name, text in {"hosts.yml": LOCAL, **files}.items():
             (tree / name).parent.mkdir(parents=True, exist_ok=True)
             (tree / name).write_text(text)
-        run = PlaybookRun(marker=f"setup-{uuid.uuid4().hex}", workdir=tree, playbook=tree / "playbooks" / "deploy.yml",
-                          inventory=tree / "hosts.yml", data_dir=folder / "run", timeout=120,
-                          extravars={"gitopsd_env": "qa", "gitopsd_workdir": str(tree), "out": str(self.out)},
-                          **options)
+        run = PlaybookRun(
+            marker=f"setup-{uuid.uuid4().hex}",
+            workdir=tree,
+            playbook=tree / "playbooks" / "deploy.yml",
+            inventory=tree / "hosts.yml",
+            data_dir=folder / "run",
+            timeout=120,
+            extravars={"gitopsd_env": "qa", "gitopsd_workdir": str(tree), "out": str(self.out)},
+            **options,
+        )
         return run_playbook(run, threading.Event(), self.policy())
 
 
@@ -80,13 +93,17 @@ def describe(outcome: RunOutcome) -> str:
 
 # -- ansible.cfg ---------------------------------------------------------------------------------------
 
+
 def test_the_trees_ansible_cfg_is_honoured_except_the_keys_gitopsd_sets(server):
-    cfg = ("[defaults]\nforks = 3\ntimeout = 17\npoll_interval = 7\nhost_key_checking = False\n"
-           "retry_files_enabled = True\n")
+    cfg = "[defaults]\nforks = 3\ntimeout = 17\npoll_interval = 7\nhost_key_checking = False\nretry_files_enabled = True\n"
     settings = ("DEFAULT_FORKS", "DEFAULT_TIMEOUT", "DEFAULT_POLL_INTERVAL", "HOST_KEY_CHECKING", "RETRY_FILES_ENABLED")
     line = " ".join(f"{{{{ lookup('ansible.builtin.config', '{s}') }}}}" for s in settings)
-    outcome = server.run({"ansible.cfg": cfg, "playbooks/deploy.yml": play(
-        f"ansible.builtin.copy: {{dest: '{{{{ out }}}}/settings', content: \"{line}\"}}")})
+    outcome = server.run(
+        {
+            "ansible.cfg": cfg,
+            "playbooks/deploy.yml": play(f"ansible.builtin.copy: {{dest: '{{{{ out }}}}/settings', content: \"{line}\"}}"),
+        }
+    )
     assert outcome.ok, describe(outcome)
     forks, timeout, poll_interval, host_key_checking, retry_files = (server.out / "settings").read_text().split()
     assert (forks, timeout, poll_interval) == ("3", "17", "7")
@@ -95,18 +112,36 @@ def test_the_trees_ansible_cfg_is_honoured_except_the_keys_gitopsd_sets(server):
 
 # -- Ansible Vault ---------------------------------------------------------------------------------------
 
+
 def test_a_vaulted_variable_is_decrypted_with_the_environments_password_file_which_runs_never_keep(server):
-    password = server.root / "etc" / "gitopsd" / "vault" / "qa.pass"   # beside the config: hidden from runs
+    password = server.root / "etc" / "gitopsd" / "vault" / "qa.pass"  # beside the config: hidden from runs
     password.parent.mkdir()
     password.write_text("pw-s3cret-for-qa\n")
     password.chmod(0o600)
-    encrypted = subprocess.run([str(BIN / "ansible-vault"), "encrypt_string", "--vault-password-file", str(password),
-                                "the-secret-value", "--name", "secret"], capture_output=True, text=True, check=True)
-    outcome = server.run({
-        "group_vars/all.yml": encrypted.stdout,
-        "playbooks/deploy.yml": play("ansible.builtin.copy: {dest: '{{ out }}/secret', content: '{{ secret }}'}",
-                                     "ansible.builtin.shell: cat /proc/self/mountinfo > {{ out }}/mounts")},
-        vault_password_file=password)
+    encrypted = subprocess.run(
+        [
+            str(BIN / "ansible-vault"),
+            "encrypt_string",
+            "--vault-password-file",
+            str(password),
+            "the-secret-value",
+            "--name",
+            "secret",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    outcome = server.run(
+        {
+            "group_vars/all.yml": encrypted.stdout,
+            "playbooks/deploy.yml": play(
+                "ansible.builtin.copy: {dest: '{{ out }}/secret', content: '{{ secret }}'}",
+                "ansible.builtin.shell: cat /proc/self/mountinfo > {{ out }}/mounts",
+            ),
+        },
+        vault_password_file=password,
+    )
     assert outcome.ok, describe(outcome)
     assert (server.out / "secret").read_text() == "the-secret-value"
     run_dir = outcome.stdout.parents[2]
@@ -115,9 +150,11 @@ def test_a_vaulted_variable_is_decrypted_with_the_environments_password_file_whi
     assert "pw-s3cret-for-qa" not in written, "the password is in no output, event or artifact"
     assert str(password.parent) not in (server.out / "mounts").read_text()
 
-    password.unlink()   # gone at run time: one line saying which file and what to do, and no retries
-    outcome = server.run({"group_vars/all.yml": encrypted.stdout, "playbooks/deploy.yml": play(
-        "ansible.builtin.debug: {msg: '{{ secret }}'}")}, vault_password_file=password)
+    password.unlink()  # gone at run time: one line saying which file and what to do, and no retries
+    outcome = server.run(
+        {"group_vars/all.yml": encrypted.stdout, "playbooks/deploy.yml": play("ansible.builtin.debug: {msg: '{{ secret }}'}")},
+        vault_password_file=password,
+    )
     assert not outcome.ok and outcome.permanent
     assert outcome.reason.startswith(f"vault_password_file {password} cannot be read (No such file or directory)")
     assert "gitopsd retry" in outcome.reason
@@ -125,25 +162,31 @@ def test_a_vaulted_variable_is_decrypted_with_the_environments_password_file_whi
 
 # -- requirements.yml --------------------------------------------------------------------------------
 
+
 def build_requirements(shared: Path) -> None:
     """A collection acme.tools (a filter `shout`) built into a tarball, and a role `greet` as a tarball."""
     source = shared / "src"
     galaxy = str(BIN / "ansible-galaxy")
-    subprocess.run([galaxy, "collection", "init", "acme.tools", "--init-path", str(source)], check=True,
-                   capture_output=True)
+    subprocess.run([galaxy, "collection", "init", "acme.tools", "--init-path", str(source)], check=True, capture_output=True)
     (source / "acme" / "tools" / "plugins" / "filter").mkdir(parents=True, exist_ok=True)
     (source / "acme" / "tools" / "plugins" / "filter" / "shout.py").write_text(
         "def shout(value):\n    return str(value).upper() + '!'\n\n\nclass FilterModule:\n"
-        "    def filters(self):\n        return {'shout': shout}\n")
-    subprocess.run([galaxy, "collection", "build", str(source / "acme" / "tools"), "--output-path", str(shared)],
-                   check=True, capture_output=True)
+        "    def filters(self):\n        return {'shout': shout}\n"
+    )
+    subprocess.run(
+        [galaxy, "collection", "build", str(source / "acme" / "tools"), "--output-path", str(shared)],
+        check=True,
+        capture_output=True,
+    )
     role = source / "greet"
     (role / "tasks").mkdir(parents=True)
     (role / "meta").mkdir()
     (role / "tasks" / "main.yml").write_text(
-        "- ansible.builtin.copy: {dest: '{{ out }}/greeted', content: \"{{ 'hello' | acme.tools.shout }}\"}\n")
-    (role / "meta" / "main.yml").write_text("galaxy_info: {author: t, description: t, license: MIT, "
-                                            "min_ansible_version: '2.9', platforms: []}\ndependencies: []\n")
+        "- ansible.builtin.copy: {dest: '{{ out }}/greeted', content: \"{{ 'hello' | acme.tools.shout }}\"}\n"
+    )
+    (role / "meta" / "main.yml").write_text(
+        "galaxy_info: {author: t, description: t, license: MIT, min_ansible_version: '2.9', platforms: []}\ndependencies: []\n"
+    )
     subprocess.run(["tar", "-C", str(source), "-czf", str(shared / "greet.tar.gz"), "greet"], check=True)
     for path in [shared, *shared.rglob("*")]:
         path.chmod(0o755 if path.is_dir() else 0o644)
@@ -151,10 +194,11 @@ def build_requirements(shared: Path) -> None:
 
 def test_requirements_are_installed_in_the_sandbox_once_per_content_and_used_by_the_playbook(server):
     build_requirements(server.shared)
-    requirements = (f"roles:\n  - src: file://{server.shared}/greet.tar.gz\n    name: greet\n"
-                    f"collections:\n  - name: {server.shared}/acme-tools-1.0.0.tar.gz\n    type: file\n")
-    files = {"requirements.yml": requirements,
-             "playbooks/deploy.yml": "- hosts: all\n  gather_facts: false\n  roles: [greet]\n"}
+    requirements = (
+        f"roles:\n  - src: file://{server.shared}/greet.tar.gz\n    name: greet\n"
+        f"collections:\n  - name: {server.shared}/acme-tools-1.0.0.tar.gz\n    type: file\n"
+    )
+    files = {"requirements.yml": requirements, "playbooks/deploy.yml": "- hosts: all\n  gather_facts: false\n  roles: [greet]\n"}
     first = server.run(files)
     assert first.ok, describe(first)
     assert (server.out / "greeted").read_text() == "HELLO!"
@@ -165,7 +209,7 @@ def test_requirements_are_installed_in_the_sandbox_once_per_content_and_used_by_
     assert list(first.stdout.parents[2].glob("galaxy-*.log")), "ansible-galaxy ran for the first tree"
 
     (server.out / "greeted").unlink()
-    second = server.run(files)                              # another export of the same requirements
+    second = server.run(files)  # another export of the same requirements
     assert second.ok, describe(second)
     assert (server.out / "greeted").read_text() == "HELLO!"
     assert not list(second.stdout.parents[2].glob("galaxy-*.log")), "the second tree used the cached install"
@@ -173,26 +217,35 @@ def test_requirements_are_installed_in_the_sandbox_once_per_content_and_used_by_
 
 def test_a_list_form_requirements_file_installs_its_roles_and_no_collections_are_asked_of_it(server):
     build_requirements(server.shared)
-    files = {"requirements.yml": f"# the classic roles format\n---\n- src: file://{server.shared}/greet.tar.gz\n  name: greet\n",
-             "collections/requirements.yml": f"collections:\n  - name: {server.shared}/acme-tools-1.0.0.tar.gz\n"
-                                             "    type: file\n",
-             "playbooks/deploy.yml": "- hosts: all\n  gather_facts: false\n  roles: [greet]\n"}
+    files = {
+        "requirements.yml": f"# the classic roles format\n---\n- src: file://{server.shared}/greet.tar.gz\n  name: greet\n",
+        "collections/requirements.yml": f"collections:\n  - name: {server.shared}/acme-tools-1.0.0.tar.gz\n    type: file\n",
+        "playbooks/deploy.yml": "- hosts: all\n  gather_facts: false\n  roles: [greet]\n",
+    }
     outcome = server.run(files)
     assert outcome.ok, describe(outcome)
     assert (server.out / "greeted").read_text() == "HELLO!"
     logs = sorted(p.name for p in outcome.stdout.parents[2].glob("galaxy-*.log"))
-    assert logs == ["galaxy-collection-collections-requirements.yml.log", "galaxy-role-collections-requirements.yml.log",
-                    "galaxy-role-requirements.yml.log"]
+    assert logs == [
+        "galaxy-collection-collections-requirements.yml.log",
+        "galaxy-role-collections-requirements.yml.log",
+        "galaxy-role-requirements.yml.log",
+    ]
 
 
 def test_requirements_that_cannot_be_installed_fail_the_run_saying_what_galaxy_said(server):
-    outcome = server.run({"roles/requirements.yml": f"- src: file://{server.shared}/nosuch.tar.gz\n  name: nosuch\n",
-                          "playbooks/deploy.yml": play("ansible.builtin.debug: msg=hi")})
+    outcome = server.run(
+        {
+            "roles/requirements.yml": f"- src: file://{server.shared}/nosuch.tar.gz\n  name: nosuch\n",
+            "playbooks/deploy.yml": play("ansible.builtin.debug: msg=hi"),
+        }
+    )
     assert not outcome.ok and "installing roles/requirements.yml (roles) with ansible-galaxy failed" in outcome.reason
     assert not (server.state / "requirements").exists() or not list((server.state / "requirements").iterdir())
 
 
 # -- retries that lie ---------------------------------------------------------------------------------
+
 
 def test_a_playbook_ansible_cannot_load_fails_at_once_as_invalid_content_naming_the_place(server):
     outcome = server.run({"playbooks/deploy.yml": play("ansible.builtin.nosuchmodule: msg=hi")})
@@ -205,18 +258,23 @@ def test_a_playbook_ansible_cannot_load_fails_at_once_as_invalid_content_naming_
 
 def test_a_failed_task_or_an_unreachable_host_is_not_permanent(server):
     failed = server.run({"playbooks/deploy.yml": play("ansible.builtin.fail: msg=no")})
-    unreachable = server.run({"hosts.yml": "all:\n  hosts:\n    ghost: {ansible_host: 127.0.0.1, ansible_port: 1}\n",
-                              "playbooks/deploy.yml": play("ansible.builtin.ping:")})
+    unreachable = server.run(
+        {
+            "hosts.yml": "all:\n  hosts:\n    ghost: {ansible_host: 127.0.0.1, ansible_port: 1}\n",
+            "playbooks/deploy.yml": play("ansible.builtin.ping:"),
+        }
+    )
     assert not failed.ok and not failed.permanent
     assert not unreachable.ok and not unreachable.permanent
 
 
 def test_handlers_notified_before_a_failing_task_still_run(server):
     """Else a retry finds the change made ("ok", nothing notified), succeeds, and the restart never happens."""
-    playbook = play("ansible.builtin.copy: {dest: '{{ out }}/app.conf', content: v2}\n      notify: restart app",
-                    "ansible.builtin.fail: {msg: flaky}\n      when: (out + '/flaky') is not exists",
-                    handlers="    - name: restart app\n      ansible.builtin.copy: {dest: '{{ out }}/restarted', "
-                             "content: yes}\n")
+    playbook = play(
+        "ansible.builtin.copy: {dest: '{{ out }}/app.conf', content: v2}\n      notify: restart app",
+        "ansible.builtin.fail: {msg: flaky}\n      when: (out + '/flaky') is not exists",
+        handlers="    - name: restart app\n      ansible.builtin.copy: {dest: '{{ out }}/restarted', content: yes}\n",
+    )
     first = server.run({"playbooks/deploy.yml": playbook})
     assert not first.ok
     assert (server.out / "restarted").exists(), "the handler ran although a later task failed"

@@ -3,6 +3,7 @@
 Real: the server thread the daemon starts (api/server.serve), the store, git, the `gitopsd` command line
 for tokens and `ci report|status`. Faked: only the daemon's callback after a stored status (a list).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -34,8 +35,11 @@ def free_port() -> int:
 
 @pytest.fixture
 def sandbox(make_sandbox, short_tmp):
-    return make_sandbox({"qa": ["qa-1"]}, env_options={"qa": {"require_checks": ["ci/test"]}},
-                        extra={"api": {"listen": f"127.0.0.1:{free_port()}", "tokens_file": str(short_tmp / "tokens.yml")}})
+    return make_sandbox(
+        {"qa": ["qa-1"]},
+        env_options={"qa": {"require_checks": ["ci/test"]}},
+        extra={"api": {"listen": f"127.0.0.1:{free_port()}", "tokens_file": str(short_tmp / "tokens.yml")}},
+    )
 
 
 class Api:
@@ -54,8 +58,15 @@ class Api:
         args = [a for s in scopes for a in ("--scope", s)]
         return self.sandbox.command("token", "create", name, *args).stdout.strip()
 
-    def call(self, method: str, path: str, token: str | None = None, body: object = None, raw: bytes | None = None,
-             headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], object]:
+    def call(
+        self,
+        method: str,
+        path: str,
+        token: str | None = None,
+        body: object = None,
+        raw: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, dict[str, str], object]:
         data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
         request = urllib.request.Request(self.base + path, data=data, method=method, headers=headers or {})
         if token:
@@ -123,10 +134,14 @@ def test_a_missing_or_wrong_token_gets_401_and_learns_nothing(sandbox, api):
     real = api.token("ci", "statuses:write")
     head = sandbox.head("main")
     answers = []
-    for headers in ({}, {"Authorization": "Bearer gitopsd_wrong"}, {"Authorization": f"Basic {real}"},
-                    {"Authorization": f"Bearer {real}x"}, {"Authorization": "Bearer"}):
-        code, got, doc = api.call("POST", f"/api/v1/repos/shop/statuses/{head}", body={"state": "success"},
-                                  headers=headers)
+    for headers in (
+        {},
+        {"Authorization": "Bearer gitopsd_wrong"},
+        {"Authorization": f"Basic {real}"},
+        {"Authorization": f"Bearer {real}x"},
+        {"Authorization": "Bearer"},
+    ):
+        code, got, doc = api.call("POST", f"/api/v1/repos/shop/statuses/{head}", body={"state": "success"}, headers=headers)
         assert code == 401 and got["www-authenticate"].startswith("Bearer")
         answers.append(doc)
     assert all(doc == answers[0] for doc in answers)
@@ -155,16 +170,21 @@ def test_a_statuses_write_token_reads_back_the_statuses_of_the_repositories_it_r
     code, _h, doc = api.call("GET", f"/api/v1/repos/shop/commits/{head}/statuses", writer)
     assert code == 200 and [s["context"] for s in doc] == ["ci/test"]
     code, _h, doc = api.call("GET", f"/api/v1/repos/shop/commits/{head}/status", elsewhere)
-    assert code == 403 and doc == {"message": "this token lacks the scope read (or statuses:write for shop)",
-                                    "kind": "forbidden", "reason": "scope-missing", "field": None}
+    assert code == 403 and doc == {
+        "message": "this token lacks the scope read (or statuses:write for shop)",
+        "kind": "forbidden",
+        "reason": "scope-missing",
+        "field": None,
+    }
 
 
 def test_pygithub_reports_lists_and_reads_statuses_and_gets_the_repository_as_from_github(sandbox, api):
     from github import Auth, Github
+
     token = sandbox.command("token", "create", "jenkins", "--scope", "statuses:write", "--owner", "ci-bot").stdout.strip()
     head = sandbox.head("main")
-    hub = Github(base_url=f"{api.base}/api/v1", auth=Auth.Token(token))   # sends `Authorization: token ...`
-    repo = hub.get_repo("acme/shop")   # not lazy: GET /repos/acme/shop
+    hub = Github(base_url=f"{api.base}/api/v1", auth=Auth.Token(token))  # sends `Authorization: token ...`
+    repo = hub.get_repo("acme/shop")  # not lazy: GET /repos/acme/shop
     assert (repo.name, repo.full_name, repo.owner.login, repo.default_branch) == ("shop", "acme/shop", "acme", "main")
     assert isinstance(repo.id, int)
     commit = repo.get_commit(head)
@@ -183,17 +203,22 @@ def test_pygithub_reports_lists_and_reads_statuses_and_gets_the_repository_as_fr
 
 
 def test_a_token_limited_to_contexts_and_repositories_reports_only_those(sandbox, api):
-    token = sandbox.command("token", "create", "jenkins", "--scopes", "statuses:write", "--contexts", "ci/*,lint",
-                        "--repos", "shop").stdout.strip()
+    token = sandbox.command(
+        "token", "create", "jenkins", "--scopes", "statuses:write", "--contexts", "ci/*,lint", "--repos", "shop"
+    ).stdout.strip()
     other = sandbox.command("token", "create", "web-ci", "--scope", "statuses:write", "--repos", "web-*").stdout.strip()
     head = sandbox.head("main")
     assert api.post(head, token, state="success", context="ci/test")[0] == 201
     assert api.post(head, token, state="success", context="lint")[0] == 201
     code, _h, doc = api.post(head, token, state="success", context="deploy/smoke")
-    assert code == 403 and doc == {"message": "token jenkins may report only the contexts ci/*, lint, not "
-                                              "'deploy/smoke'; report one of those, or use a token made for it "
-                                              "(`gitopsd token create ... --contexts PATTERN`)",
-                                   "kind": "forbidden", "reason": "context-not-allowed", "field": None}
+    assert code == 403 and doc == {
+        "message": "token jenkins may report only the contexts ci/*, lint, not "
+        "'deploy/smoke'; report one of those, or use a token made for it "
+        "(`gitopsd token create ... --contexts PATTERN`)",
+        "kind": "forbidden",
+        "reason": "context-not-allowed",
+        "field": None,
+    }
     code, _h, doc = api.post(head, other, state="success", context="ci/test")
     assert code == 403 and doc["message"].startswith("token web-ci may report only for the repositories web-*, not shop;")
     assert [s["context"] for s in api.combined(head, token)["statuses"]] == ["ci/test", "lint"]
@@ -202,15 +227,16 @@ def test_a_token_limited_to_contexts_and_repositories_reports_only_those(sandbox
     assert listed[1].split()[:5] == ["jenkins", "statuses:write", "jenkins", "ci/*,lint", "shop"]
     assert listed[2].split()[:5] == ["web-ci", "statuses:write", "web-ci", "*", "web-*"]
     bad = sandbox.command("token", "create", "dash", "--scope", "read", "--repos", "shop", check=False)
-    assert bad.returncode == 1 and bad.stderr == ("gitopsd: error: --repos limits what a token reports: give it with "
-                                                  "--scope statuses:write\n")
+    assert bad.returncode == 1 and bad.stderr == (
+        "gitopsd: error: --repos limits what a token reports: give it with --scope statuses:write\n"
+    )
 
 
 def test_the_tokens_file_limits_are_checked_when_read_and_a_file_without_them_has_none(sandbox, api):
     tokens_file = sandbox.root / "tokens.yml"
     token = api.token("ci", "statuses:write")
     text = tokens_file.read_text()
-    assert "contexts" not in text and "repos" not in text   # no limits: the file reads as the last release wrote it
+    assert "contexts" not in text and "repos" not in text  # no limits: the file reads as the last release wrote it
     head = sandbox.head("main")
     assert api.post(head, token, state="success", context="deploy/smoke")[0] == 201
     tokens_file.write_text(text.replace("  scopes:", "  contexts: ci/*\n  scopes:"))
@@ -218,8 +244,9 @@ def test_the_tokens_file_limits_are_checked_when_read_and_a_file_without_them_ha
     assert listed.returncode == 1 and listed.stderr == (
         f"gitopsd: error: {tokens_file}: tokens[0] (ci): contexts must be a list of glob patterns of one line each, "
         "at most 255 characters, e.g. ['ci/*'] (revoke the token and create it again with `gitopsd token create ... "
-        "--contexts PATTERN`)\n")
-    assert api.post(head, token, state="success", context="ci/test")[0] == 401   # refused rather than guessed
+        "--contexts PATTERN`)\n"
+    )
+    assert api.post(head, token, state="success", context="ci/test")[0] == 401  # refused rather than guessed
     tokens_file.write_text(text.replace("  scopes:", "  repos: [shop, '']\n  scopes:"))
     assert "tokens[0] (ci): repos must be a list" in sandbox.command("token", "list", check=False).stderr
     tokens_file.write_text(text.replace("  scopes:", "  repos: [web]\n  scopes:"))
@@ -247,37 +274,41 @@ def test_unknown_repository_or_commit_is_404_and_an_abbreviation_resolves(sandbo
 BIG = 64 * 1024
 
 
-@pytest.mark.parametrize("body, field", [
-    ({"state": "passed"}, "state"),
-    ({"context": "ci/test"}, "state"),
-    ({"state": 1}, "state"),
-    ({"state": "success", "context": "c" * 256}, "context"),
-    ({"state": "success", "context": ""}, "context"),
-    ({"state": "success", "context": "ci/test\nci/build"}, "context"),
-    ({"state": "success", "target_url": "ftp://ci.example.com/job/1"}, "target_url"),
-    ({"state": "success", "target_url": "javascript:alert(1)"}, "target_url"),
-    ({"state": "success", "target_url": "https://"}, "target_url"),
-    ({"state": "success", "description": "d" * 1001}, "description"),
-    ({"state": "success", "description": 7}, "description"),
-    (["state", "success"], "body"),
-    ("not json {", "body"),
-    ({"state": "success", "description": "x" * BIG}, "body"),
-])
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        ({"state": "passed"}, "state"),
+        ({"context": "ci/test"}, "state"),
+        ({"state": 1}, "state"),
+        ({"state": "success", "context": "c" * 256}, "context"),
+        ({"state": "success", "context": ""}, "context"),
+        ({"state": "success", "context": "ci/test\nci/build"}, "context"),
+        ({"state": "success", "target_url": "ftp://ci.example.com/job/1"}, "target_url"),
+        ({"state": "success", "target_url": "javascript:alert(1)"}, "target_url"),
+        ({"state": "success", "target_url": "https://"}, "target_url"),
+        ({"state": "success", "description": "d" * 1001}, "description"),
+        ({"state": "success", "description": 7}, "description"),
+        (["state", "success"], "body"),
+        ("not json {", "body"),
+        ({"state": "success", "description": "x" * BIG}, "body"),
+    ],
+)
 def test_invalid_input_is_422_naming_the_field(sandbox, api, body, field):
     token = api.token("ci", "statuses:write", "read")
     head = sandbox.head("main")
     raw = body.encode() if isinstance(body, str) else None
     code, _h, doc = api.call("POST", f"/api/v1/repos/shop/statuses/{head}", token, body if raw is None else None, raw=raw)
     assert code == 422 and doc["field"] == field and doc["message"], doc
-    assert api.combined(head, token)["total_count"] == 0   # nothing was stored
+    assert api.combined(head, token)["total_count"] == 0  # nothing was stored
     assert api.looks == []
 
 
 def test_limits_at_their_edge_are_taken(sandbox, api):
     token = api.token("ci", "statuses:write")
     head = sandbox.head("main")
-    code, _h, doc = api.post(head, token, state="pending", context="c" * 255, description="d" * 1000,
-                             target_url="https://ci.example.com/job/1?x=1#y")
+    code, _h, doc = api.post(
+        head, token, state="pending", context="c" * 255, description="d" * 1000, target_url="https://ci.example.com/job/1?x=1#y"
+    )
     assert code == 201 and doc["context"] == "c" * 255 and doc["target_url"] == "https://ci.example.com/job/1?x=1#y"
 
 
@@ -286,9 +317,13 @@ def test_a_body_over_64_kib_without_content_length_is_refused_by_the_bytes_read(
     head = sandbox.head("main")
     chunks = [b'{"state": "success", "description": "', b"x" * (BIG // 2), b"x" * (BIG // 2), b'"}']
     connection = http.client.HTTPConnection(api.config.api.host, api.config.api.port, timeout=10)
-    connection.request("POST", f"/api/v1/repos/shop/statuses/{head}", body=iter(chunks), encode_chunked=True,
-                       headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json",
-                                "Transfer-Encoding": "chunked"})
+    connection.request(
+        "POST",
+        f"/api/v1/repos/shop/statuses/{head}",
+        body=iter(chunks),
+        encode_chunked=True,
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json", "Transfer-Encoding": "chunked"},
+    )
     response = connection.getresponse()
     doc = json.loads(response.read())
     connection.close()
@@ -301,20 +336,29 @@ def test_combined_state_follows_githubs_rules_newest_report_per_context_wins(san
     head = sandbox.head("main")
     first = api.combined(head, token)
     assert first == {"state": "pending", "sha": head, "tree": sandbox.tree(head), "total_count": 0, "statuses": []}
-    steps = [("ci/test", "pending", "pending"), ("ci/test", "success", "success"), ("ci/build", "failure", "failure"),
-             ("ci/build", "success", "success"), ("ci/lint", "error", "failure"), ("ci/lint", "pending", "pending"),
-             ("ci/lint", "success", "success")]
+    steps = [
+        ("ci/test", "pending", "pending"),
+        ("ci/test", "success", "success"),
+        ("ci/build", "failure", "failure"),
+        ("ci/build", "success", "success"),
+        ("ci/lint", "error", "failure"),
+        ("ci/lint", "pending", "pending"),
+        ("ci/lint", "success", "success"),
+    ]
     for context, state, expected in steps:
         code, _h, stored = api.post(head, token, state=state, context=context, target_url=f"https://ci.example/{context}")
         assert code == 201 and stored["state"] == state and stored["reporter"] == "ci"
         doc = api.combined(head, token)
         assert doc["state"] == expected, (context, state, doc)
-    assert [(s["context"], s["state"]) for s in doc["statuses"]] == [("ci/build", "success"), ("ci/lint", "success"),
-                                                                      ("ci/test", "success")]
+    assert [(s["context"], s["state"]) for s in doc["statuses"]] == [
+        ("ci/build", "success"),
+        ("ci/lint", "success"),
+        ("ci/test", "success"),
+    ]
     code, _h, history = api.call("GET", f"/api/v1/repos/shop/commits/{head}/statuses", token)
     assert code == 200 and len(history) == len(steps) and history[0]["context"] == "ci/lint"
     assert api.call("GET", f"/api/v1/repos/shop/commits/{head}/statuses?limit=0", token)[0] == 422
-    assert api.looks == ["shop"] * len(steps)   # the daemon is told after each stored status
+    assert api.looks == ["shop"] * len(steps)  # the daemon is told after each stored status
 
 
 def test_a_status_counts_for_another_commit_with_the_same_tree(sandbox, api):
@@ -334,8 +378,17 @@ def test_a_status_counts_for_another_commit_with_the_same_tree(sandbox, api):
 def test_status_and_history_show_what_the_command_line_shows(sandbox, api):
     token = api.token("dash", "read")
     head = sandbox.head("qa")
-    deployment = api.store.begin(repo="shop", env="qa", commit=head, tree=sandbox.tree(head), previous_commit=None,
-                                 kind="deploy", trigger="push", actor="alice", now=1_700_000_000.0)
+    deployment = api.store.begin(
+        repo="shop",
+        env="qa",
+        commit=head,
+        tree=sandbox.tree(head),
+        previous_commit=None,
+        kind="deploy",
+        trigger="push",
+        actor="alice",
+        now=1_700_000_000.0,
+    )
     api.store.finish(deployment, "succeeded", now=1_700_000_002.0, outcome="ok", detail={"hosts": {"qa-1": "ok"}})
     code, _h, rows = api.call("GET", "/api/v1/status", token)
     assert code == 200 and rows == json.loads(sandbox.command("status", "--json").stdout)
@@ -352,19 +405,32 @@ def test_hosts_and_where_show_what_the_command_line_shows_per_host_and_since_whe
     old = sandbox.head("qa")
 
     def deployed(commit: str, at: float, hosts: dict[str, str]) -> None:
-        ident = api.store.begin(repo="shop", env="qa", commit=commit, tree=sandbox.tree(commit), previous_commit=None,
-                                kind="deploy", trigger="push", actor="alice", now=at)
-        api.store.finish(ident, "succeeded" if "failed" not in hosts.values() else "failed", now=at + 1,
-                         outcome="ok", detail={"hosts": hosts})
+        ident = api.store.begin(
+            repo="shop",
+            env="qa",
+            commit=commit,
+            tree=sandbox.tree(commit),
+            previous_commit=None,
+            kind="deploy",
+            trigger="push",
+            actor="alice",
+            now=at,
+        )
+        api.store.finish(
+            ident, "succeeded" if "failed" not in hosts.values() else "failed", now=at + 1, outcome="ok", detail={"hosts": hosts}
+        )
+
     sandbox.write("VERSION", "2")
     new = sandbox.commit("v2")
     sandbox.push("main")
     deployed(old, 1_700_000_000.0, {"qa-1": "ok", "qa-2": "ok"})
-    deployed(old, 1_700_000_100.0, {"qa-1": "ok", "qa-2": "ok"})          # a re-apply: the same tree since the first
+    deployed(old, 1_700_000_100.0, {"qa-1": "ok", "qa-2": "ok"})  # a re-apply: the same tree since the first
     deployed(new, 1_700_000_200.0, {"qa-1": "changed", "qa-2": "failed"})  # qa-2 kept the old tree
     hosts = json.loads(sandbox.cli("hosts", "qa", "--json").stdout)
     assert [(h["host"], h["tree"], h["since"], h["last_result"]) for h in hosts] == [
-        ("qa-1", sandbox.tree(new), 1_700_000_201.0, "changed"), ("qa-2", sandbox.tree(old), 1_700_000_001.0, "failed")]
+        ("qa-1", sandbox.tree(new), 1_700_000_201.0, "changed"),
+        ("qa-2", sandbox.tree(old), 1_700_000_001.0, "failed"),
+    ]
     assert api.call("GET", "/api/v1/repos/shop/environments/qa/hosts", token)[2] == hosts
     text = sandbox.cli("hosts", "qa").stdout
     assert "qa-2" in text and sandbox.tree(old)[:7] in text and "failed" in text
@@ -373,7 +439,9 @@ def test_hosts_and_where_show_what_the_command_line_shows_per_host_and_since_whe
     assert api.call("GET", f"/api/v1/repos/shop/where?of={old}", token)[2] == where
     assert "qa           qa-2" in sandbox.cli("where", sandbox.tree(old)).stdout
     missing = sandbox.cli("where", "rc/nope", check=False)
-    assert missing.returncode == 1 and missing.stderr.count("\n") == 1 and "no commit, tree or release candidate" in missing.stderr
+    assert (
+        missing.returncode == 1 and missing.stderr.count("\n") == 1 and "no commit, tree or release candidate" in missing.stderr
+    )
     assert api.call("GET", "/api/v1/repos/shop/where?of=rc/nope", token)[0] == 404
     unknown = sandbox.cli("hosts", "prod", check=False)
     assert unknown.returncode == 1 and "has no environment 'prod' (it has: qa)" in unknown.stderr
@@ -386,29 +454,45 @@ def test_the_openapi_document_describes_every_endpoint(sandbox, api):
     assert api.call("GET", "/api/v1/openapi.json")[0] == 401
     code, _h, doc = api.call("GET", "/api/v1/openapi.json", token)
     assert code == 200 and doc["openapi"].startswith("3.")
-    assert set(doc["paths"]) == {"/api/v1/health", "/api/v1/openapi.json", "/api/v1/status",
-                                 "/api/v1/repos/{repo}/statuses/{commit}", "/api/v1/repos/{repo}/commits/{commit}/status",
-                                 "/api/v1/repos/{repo}/commits/{commit}/statuses",
-                                 "/api/v1/repos/{repo}/environments/{env}/history",
-                                 "/api/v1/repos/{repo}/environments/{env}/signoffs", "/api/v1/repos/{repo}/rcs",
-                                 "/api/v1/repos/{repo}/environments/{env}/hosts", "/api/v1/repos/{repo}/where",
-                                 "/api/v1/repos/{repo}/previews/{name}",
-                                 "/api/v1/repos/{repo}/rcs/{name}", "/api/v1/repos/{repo}/rcs/{name}/approvals",
-                                 "/api/v1/locks", "/api/v1/locks/lift", "/api/v1/alerts",
-                                 "/api/v1/overrides", "/api/v1/overrides/{id}/confirm",
-                                 "/api/v1/repos/{repo}/trees/{tree}/rejections",
-                                 # GitHub's paths, for clients built for GitHub
-                                 "/api/v1/repos/{owner}/{repo}", "/api/v1/repos/{owner}/{repo}/commits/{commit}",
-                                 "/api/v1/repos/{owner}/{repo}/statuses/{commit}",
-                                 "/api/v1/repos/{owner}/{repo}/commits/{commit}/status",
-                                 "/api/v1/repos/{owner}/{repo}/commits/{commit}/statuses"}
+    assert set(doc["paths"]) == {
+        "/api/v1/health",
+        "/api/v1/openapi.json",
+        "/api/v1/status",
+        "/api/v1/repos/{repo}/statuses/{commit}",
+        "/api/v1/repos/{repo}/commits/{commit}/status",
+        "/api/v1/repos/{repo}/commits/{commit}/statuses",
+        "/api/v1/repos/{repo}/environments/{env}/history",
+        "/api/v1/repos/{repo}/environments/{env}/signoffs",
+        "/api/v1/repos/{repo}/rcs",
+        "/api/v1/repos/{repo}/environments/{env}/hosts",
+        "/api/v1/repos/{repo}/where",
+        "/api/v1/repos/{repo}/previews/{name}",
+        "/api/v1/repos/{repo}/rcs/{name}",
+        "/api/v1/repos/{repo}/rcs/{name}/approvals",
+        "/api/v1/locks",
+        "/api/v1/locks/lift",
+        "/api/v1/alerts",
+        "/api/v1/overrides",
+        "/api/v1/overrides/{id}/confirm",
+        "/api/v1/repos/{repo}/trees/{tree}/rejections",
+        # GitHub's paths, for clients built for GitHub
+        "/api/v1/repos/{owner}/{repo}",
+        "/api/v1/repos/{owner}/{repo}/commits/{commit}",
+        "/api/v1/repos/{owner}/{repo}/statuses/{commit}",
+        "/api/v1/repos/{owner}/{repo}/commits/{commit}/status",
+        "/api/v1/repos/{owner}/{repo}/commits/{commit}/statuses",
+    }
     post = doc["paths"]["/api/v1/repos/{repo}/statuses/{commit}"]["post"]
     assert {"201", "401", "403", "404", "422"} <= set(post["responses"])
     assert "gitopsd/" in post["responses"]["403"]["description"]
     assert set(doc["paths"]["/api/v1/repos/{owner}/{repo}/statuses/{commit}"]) == {"get", "post"}
     assert doc["components"]["schemas"]["Status"]["properties"]["creator"] == {"$ref": "#/components/schemas/User"}
     assert doc["components"]["schemas"]["StatusReport"]["properties"]["state"]["enum"] == [
-        "pending", "success", "failure", "error"]
+        "pending",
+        "success",
+        "failure",
+        "error",
+    ]
     code, _h, doc = api.call("GET", "/api/v1/nothing-here", token)
     assert code == 404 and "openapi.json" in doc["message"]
 
@@ -437,8 +521,20 @@ def test_ci_report_checks_like_the_api_and_ci_status_shows_each_context(sandbox)
     assert bad.returncode == 1 and f"no commit {'0' * 40}" in bad.stderr
     before = sandbox.command("ci", "status", head[:7]).stdout
     assert "pending (no status reported for this tree)" in before and "qa requires ci/test: ci/test: not reported" in before
-    done = sandbox.command("ci", "report", "--commit", head[:10], "--context", "ci/test", "--state", "success",
-                       "--url", "https://ci.example.com/42", "--description", "all green")
+    done = sandbox.command(
+        "ci",
+        "report",
+        "--commit",
+        head[:10],
+        "--context",
+        "ci/test",
+        "--state",
+        "success",
+        "--url",
+        "https://ci.example.com/42",
+        "--description",
+        "all green",
+    )
     user = __import__("pwd").getpwuid(os.getuid()).pw_name
     assert f"ci/test success for {head[:7]}" in done.stdout and f"cli:{user}" in done.stdout
     assert "the daemon is not running" in done.stdout
@@ -458,8 +554,12 @@ def test_answers_are_not_held_back_by_nagles_algorithm(sandbox, api):
     took = []
     for _ in range(15):
         started = time.perf_counter()
-        connection.request("POST", f"/api/v1/repos/shop/statuses/{head}", body=b'{"state": "success"}',
-                           headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+        connection.request(
+            "POST",
+            f"/api/v1/repos/shop/statuses/{head}",
+            body=b'{"state": "success"}',
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        )
         response = connection.getresponse()
         response.read()
         assert response.status == 201
@@ -470,10 +570,12 @@ def test_answers_are_not_held_back_by_nagles_algorithm(sandbox, api):
 
 def _example(schema: dict) -> dict:
     """A body that passes the schema's own checks: the first enum value, true, or a short string per property."""
+
     def value(prop: dict) -> object:
         if "enum" in prop:
             return prop["enum"][0]
         return True if prop.get("type") == "boolean" else "ok"
+
     return {k: value(p) for k, p in schema["properties"].items() if k in schema.get("required", []) or "enum" in p}
 
 
@@ -487,7 +589,7 @@ def _hostile_requests(doc: dict, head: str) -> list[tuple[str, str, bytes | None
             path = template.format(**fill)
             params = operation.get("parameters", [])
             for p in params:
-                if p["in"] == "path":   # a name that is not UTF-8 once percent-decoded, and a lone surrogate's bytes
+                if p["in"] == "path":  # a name that is not UTF-8 once percent-decoded, and a lone surrogate's bytes
                     for bad in ("%FF", "%ED%A0%80", "%00"):
                         cases.append((method, template.replace(f"{{{p['name']}}}", bad).format(**fill), None))
                 if p["in"] == "query":
@@ -502,8 +604,9 @@ def _hostile_requests(doc: dict, head: str) -> list[tuple[str, str, bytes | None
             cases += [(method, path, b"[" * 30_000 + b"]" * 30_000), (method, path, b'{"a":' * 30_000 + b"1" + b"}" * 30_000)]
             for field in schema["properties"]:
                 for bad in ("9" * 5000, '"\\ud800"', '"\\udfff x"', "1e999", "NaN", "[" * 2000 + "]" * 2000):
-                    cases.append((method, path, (f'{{{example}, "{field}": {bad}}}' if example
-                                                 else f'{{"{field}": {bad}}}').encode()))
+                    cases.append(
+                        (method, path, (f'{{{example}, "{field}": {bad}}}' if example else f'{{"{field}": {bad}}}').encode())
+                    )
     return cases
 
 
@@ -520,8 +623,9 @@ def test_no_bad_input_to_any_endpoint_answers_500_each_gets_a_422_with_one_line(
     answers = []
     for method, path, raw in _hostile_requests(doc, head):
         connection = http.client.HTTPConnection(api.config.api.host, api.config.api.port, timeout=10)
-        connection.request(method.upper(), path, body=raw, headers={"Authorization": f"Bearer {token}",
-                                                                   "Content-Type": "application/json"})
+        connection.request(
+            method.upper(), path, body=raw, headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+        )
         response = connection.getresponse()
         text = response.read()
         connection.close()

@@ -4,6 +4,7 @@ promotion's scope (deployments:write) and refusals in core/errors.py's one body.
 Real: `gitopsd run` as a process serving uvicorn on loopback, `gitopsd token create --owner`, HTTP through urllib,
 pushes through the installed hook, ansible-playbook, `gitopsd promote` beside it. Nothing faked.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -14,15 +15,18 @@ import pytest
 from tests.integration.test_api_human_gates import Api, free_port
 from tests.support import Daemon, Sandbox
 
-ASKER, CONFIRMER = "gb-bob", "gb-carol"   # token owners (identities), not Unix users
+ASKER, CONFIRMER = "gb-bob", "gb-carol"  # token owners (identities), not Unix users
 
 
 @pytest.fixture
 def server(short_tmp: Path) -> Iterator[tuple[Sandbox, Daemon, Api]]:
     port = free_port()
-    sandbox = Sandbox(short_tmp, {"qa": ["qa-1"], "staging": ["staging-1"]},
-                      env_options={"staging": {"override_by": [ASKER, CONFIRMER]}},
-                      extra={"api": {"listen": f"127.0.0.1:{port}", "tokens_file": str(short_tmp / "tokens.yml")}})
+    sandbox = Sandbox(
+        short_tmp,
+        {"qa": ["qa-1"], "staging": ["staging-1"]},
+        env_options={"staging": {"override_by": [ASKER, CONFIRMER]}},
+        extra={"api": {"listen": f"127.0.0.1:{port}", "tokens_file": str(short_tmp / "tokens.yml")}},
+    )
     api = Api(sandbox, f"http://127.0.0.1:{port}")
     with Daemon(sandbox) as daemon:
         daemon.wait_state("staging", "in-sync", sandbox.head("staging"))
@@ -34,7 +38,7 @@ def test_a_promotion_into_a_locked_environment_passes_once_a_second_token_owner_
     sandbox, daemon, api = server
     bob = api.token("bob-laptop", "read", "deployments:write", owner=ASKER)
     carol = api.token("carol-laptop", "read", "deployments:write", owner=CONFIRMER)
-    olga = api.token("olga-laptop", "read", "deployments:write", owner="gb-olga")   # may deploy, not in override_by
+    olga = api.token("olga-laptop", "read", "deployments:write", owner="gb-olga")  # may deploy, not in override_by
     reader = api.token("dashboard", "read")
     assert api.call("POST", "/api/v1/locks", olga, {"env": "staging", "reason": "incident 42"})[0] == 201
     sandbox.write("app.txt", "the fix")
@@ -45,24 +49,31 @@ def test_a_promotion_into_a_locked_environment_passes_once_a_second_token_owner_
 
     # Asking needs promotion's scope; the answer names the request's number.
     code, body = api.call("POST", "/api/v1/overrides", reader, {"env": "staging", "reason": "the fix"})
-    assert (code, body) == (403, {"message": "this token lacks the scope deployments:write", "kind": "forbidden",
-                                  "reason": "scope-missing", "field": None})
+    assert (code, body) == (
+        403,
+        {
+            "message": "this token lacks the scope deployments:write",
+            "kind": "forbidden",
+            "reason": "scope-missing",
+            "field": None,
+        },
+    )
     code, asked = api.call("POST", "/api/v1/overrides", bob, {"env": "staging", "reason": "the fix for incident 42"})
     assert code == 201 and asked["identity"] == ASKER and isinstance(asked["id"], int), asked
     assert f"break-glass #{asked['id']} for shop/staging asked by {ASKER}" in asked["message"]
     number = asked["id"]
 
     code, listed = api.call("GET", "/api/v1/overrides", reader)
-    assert code == 200 and [(r["id"], r["asked_by"], r["confirmed_by"]) for r in listed["break_glass"]] == \
-        [(number, ASKER, None)]
+    assert code == 200 and [(r["id"], r["asked_by"], r["confirmed_by"]) for r in listed["break_glass"]] == [(number, ASKER, None)]
 
     # The asker cannot confirm their own; a deployer outside override_by may not; the second person does, once.
     code, body = api.call("POST", f"/api/v1/overrides/{number}/confirm", bob, {})
     assert code == 403 and "the same person cannot confirm their own" in body["message"], body
     assert set(body) == {"message", "kind", "reason", "field"} and body["kind"] == "forbidden"
     code, body = api.call("POST", f"/api/v1/overrides/{number}/confirm", olga, {"reason": "looks fine"})
-    assert code == 403 and f"gb-olga may not confirm a break-glass in staging; who may: {ASKER}, {CONFIRMER}" \
-        in body["message"], body
+    assert (
+        code == 403 and f"gb-olga may not confirm a break-glass in staging; who may: {ASKER}, {CONFIRMER}" in body["message"]
+    ), body
     code, done = api.call("POST", f"/api/v1/overrides/{number}/confirm", carol, {"reason": "read the diff"})
     assert code == 201 and f"break-glass #{number} confirmed by {CONFIRMER}" in done["message"], done
     code, body = api.call("POST", f"/api/v1/overrides/{number}/confirm", carol, {})
@@ -72,6 +83,7 @@ def test_a_promotion_into_a_locked_environment_passes_once_a_second_token_owner_
     assert f"break-glass #{number} asked by {ASKER}, confirmed by {CONFIRMER} (read the diff)" in promoted.stdout
     deployed = daemon.wait_result("staging", sandbox.head("staging"), "succeeded", timeout=120)
     assert f"break-glass #{number} asked by {ASKER}, confirmed by {CONFIRMER}" in deployed["reason"], deployed
+
 
 def test_break_glass_requests_over_http_that_make_no_sense_get_one_line_and_the_status_that_fits(server):
     _sandbox, _daemon, api = server
@@ -89,4 +101,4 @@ def test_break_glass_requests_over_http_that_make_no_sense_get_one_line_and_the_
         code, answer = api.call(method, path, bob, body)
         assert code == status and words in answer["message"] and "\n" not in answer["message"], (path, body, answer)
         assert set(answer) == {"message", "kind", "reason", "field"}, answer
-    assert api.call("GET", "/api/v1/overrides", bob)[0] == 403   # listing is a read: the read scope
+    assert api.call("GET", "/api/v1/overrides", bob)[0] == 403  # listing is a read: the read scope

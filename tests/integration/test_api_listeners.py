@@ -3,6 +3,7 @@ errors told once a minute.
 
 Real: uvicorn serving a small ASGI app on a loopback port through gitopsd/api/server.py, real client sockets.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -23,7 +24,7 @@ async def hello(scope: dict[str, Any], receive: Any, send: Any) -> None:
 
 def serving(monkeypatch, **limits: Any) -> tuple[server.ApiServer, int]:
     for name, value in limits.items():
-        monkeypatch.setattr(server, name, value, raising=False)   # also before these limits existed
+        monkeypatch.setattr(server, name, value, raising=False)  # also before these limits existed
     sock = server.bind("127.0.0.1", 0)
     port = sock.getsockname()[1]
     api = server._run(hello, sock, f"127.0.0.1:{port}", threading.Event())
@@ -57,7 +58,7 @@ def test_a_connection_that_sends_no_whole_request_head_in_time_is_closed_while_o
         slow.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")
         assert get(port).startswith(b"HTTP/1.1 200")
         started = time.monotonic()
-        for _ in range(3):   # headers trickle in, the head never ends
+        for _ in range(3):  # headers trickle in, the head never ends
             slow.sendall(b"X-A: b\r\n")
             time.sleep(0.3)
         assert closed_within(silent, 3) and closed_within(slow, 3)
@@ -92,8 +93,13 @@ def test_accept_errors_are_one_line_a_minute_without_a_traceback(caplog):
     try:
         with caplog.at_level(logging.WARNING, logger="gitopsd.api"):
             for _ in range(100):
-                on_error(loop, {"message": "socket.accept() out of system resource",
-                                "exception": OSError(errno.EMFILE, "Too many open files")})
+                on_error(
+                    loop,
+                    {
+                        "message": "socket.accept() out of system resource",
+                        "exception": OSError(errno.EMFILE, "Too many open files"),
+                    },
+                )
     finally:
         loop.close()
     lines = [r for r in caplog.records if r.name == "gitopsd.api"]

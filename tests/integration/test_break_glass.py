@@ -1,5 +1,6 @@
 """Two-person break-glass with real Unix users: one asks, a second identity in override_by confirms; the daemon takes
 each caller's identity from its control socket (SO_PEERCRED). Real pushes, real CLI calls, the daemon as a process."""
+
 from __future__ import annotations
 
 import os
@@ -10,26 +11,34 @@ import pytest
 from tests.integration.test_human_gates import as_user, said
 from tests.support import Daemon, Sandbox, git, unix_users
 
-PEOPLE = ("gt-bg-alice", "gt-bg-bob", "gt-bg-carol")   # bob asks, carol confirms, alice may not
+PEOPLE = ("gt-bg-alice", "gt-bg-bob", "gt-bg-carol")  # bob asks, carol confirms, alice may not
 GROUP = "gt-bg-people"
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or not all(shutil.which(t) for t in ("setpriv", "useradd", "groupadd", "userdel")),
-    reason="real Unix users need root, setpriv, useradd and groupadd")
+    reason="real Unix users need root, setpriv, useradd and groupadd",
+)
 
 
 @pytest.fixture
 def server(short_tmp):
     with unix_users(PEOPLE, GROUP):
         short_tmp.chmod(0o755)
-        sandbox = Sandbox(short_tmp, {"qa": ["qa-1"], "staging": ["staging-1"]},
-                          env_options={"staging": {"override_by": ["gt-bg-bob", "gt-bg-carol"],   # and a deny window
-                                                   "windows": [{"deny": "* * * * *", "duration": "1h", "name": "freeze"}]}})
+        sandbox = Sandbox(
+            short_tmp,
+            {"qa": ["qa-1"], "staging": ["staging-1"]},
+            env_options={
+                "staging": {
+                    "override_by": ["gt-bg-bob", "gt-bg-carol"],  # and a deny window
+                    "windows": [{"deny": "* * * * *", "duration": "1h", "name": "freeze"}],
+                }
+            },
+        )
         sandbox.runtime.mkdir()
         shutil.chown(sandbox.runtime, "root", GROUP)
-        sandbox.runtime.chmod(0o2770)   # the sockets take the folder's group: the people may use them
+        sandbox.runtime.chmod(0o2770)  # the sockets take the folder's group: the people may use them
         with Daemon(sandbox) as daemon:
-            daemon.wait_state("qa", "in-sync", sandbox.head("qa"))   # read from the store: the socket may come later
+            daemon.wait_state("qa", "in-sync", sandbox.head("qa"))  # read from the store: the socket may come later
             daemon.wait_for(lambda: (sandbox.runtime / "control.sock").exists(), 60, "the control socket")
             yield sandbox, daemon
 

@@ -1,5 +1,6 @@
 """Locks and their reasons, end to end: the daemon as a process, real pushes through the hook, `gitopsd` commands over
 the control socket (the caller's identity from SO_PEERCRED: the Unix user running the tests)."""
+
 from __future__ import annotations
 
 import math
@@ -59,15 +60,18 @@ def test_a_lock_refuses_pushes_and_promotions_naming_who_why_and_until_when_and_
 
     # Rollbacks always pass.
     sandbox.cli("rollback", "qa")
-    rollback = daemon.wait_for(lambda: next((d for d in sandbox.history("qa") if d["kind"] == "rollback"
-                                             and d["result"] == "succeeded"), None), 120, "the rollback deployed")
+    rollback = daemon.wait_for(
+        lambda: next((d for d in sandbox.history("qa") if d["kind"] == "rollback" and d["result"] == "succeeded"), None),
+        120,
+        "the rollback deployed",
+    )
     assert sandbox.tree(rollback["commit"]) == sandbox.tree(f"{v2}~1")
 
     # Unlock lifts a person's lock of exactly that scope and says what still holds.
     lifted = sandbox.cli("unlock", "qa", "--reason", "migration done")
     assert f"shop/qa unlocked by {ME}; still in force: every environment of shop locked by" in lifted.stdout
     sandbox.cli("unlock", "--repo", "shop")
-    sandbox.push("main")   # the refused push took main with it: pre-receive refuses all or nothing
+    sandbox.push("main")  # the refused push took main with it: pre-receive refuses all or nothing
     sandbox.cli("promote", "main", "qa")
     daemon.wait_state("qa", "in-sync", sandbox.head("qa"))
     assert sandbox.tree("qa") == sandbox.tree(v3)
@@ -80,7 +84,7 @@ def test_a_lock_blocks_a_head_that_skipped_the_hook_and_it_deploys_when_the_lock
     v2 = ship(sandbox, "v2")
     sandbox.push("main")
     before = time.time()
-    locked = sandbox.cli("lock", "qa", "--reason", "incident 42", "--for", "45s")   # long enough for a busy machine
+    locked = sandbox.cli("lock", "qa", "--reason", "incident 42", "--for", "45s")  # long enough for a busy machine
     assert "incident 42" in locked.stdout
     # A head nobody pushed through the hook (git update-ref): the daemon judges it again.
     git(sandbox.repo, "update-ref", "refs/heads/qa", v2)
@@ -120,7 +124,8 @@ def test_overrides_unlocks_and_approvals_carry_their_reason_and_the_lock_history
         silent = sandbox.cli("retry", "qa", "--force", check=False)
         assert silent.returncode == 1 and silent.stderr.strip().splitlines() == [
             "gitopsd: error: say why with --reason '...': forcing a head past the promotion rule in qa is recorded "
-            "with your name and its reason"]
+            "with your name and its reason"
+        ]
         assert "admitted past the promotion rule" in sandbox.cli("retry", "qa", "--force", "--reason", "hotfix").stdout
         # Approvals take --reason as well as --note: the same word everywhere.
         named = sandbox.cli("approve", "nope", "--reason", "looks good", check=False)
@@ -151,6 +156,7 @@ def test_a_confirmed_break_glass_lets_a_promotion_through_a_lock_and_a_closed_de
     assert judge(Records()).rule_id == "deploy-window"
     for records in (Glass(locks=[lock]), Glass()):
         verdict = judge(records)
-        assert verdict.accepted and verdict.override == ("break-glass #3 asked by bob, confirmed by carol "
-                                                         "(read the diff): checkout hotfix"), verdict
+        assert verdict.accepted and verdict.override == (
+            "break-glass #3 asked by bob, confirmed by carol (read the diff): checkout hotfix"
+        ), verdict
     assert "locked by alice" in judge(Glass(locks=[lock])).rule and "inside 'freeze'" in judge(Glass()).rule

@@ -1,4 +1,5 @@
 """Health checks against real HTTP servers on 127.0.0.1: an app's /health and a fake Prometheus."""
+
 from __future__ import annotations
 
 import json
@@ -92,6 +93,7 @@ CHECK = HttpCheck("http://{ansible_host}:{app_port}/health", json_field="commit"
 
 # --- HTTP ---------------------------------------------------------------------------------
 
+
 def test_a_healthy_host_reporting_the_deployed_commit_passes(serve):
     app = serve(health(COMMIT))
     result = run_http(CHECK, app.host(), COMMIT)
@@ -160,6 +162,7 @@ def test_a_slow_host_times_out(serve):
     def slow(path: str) -> Answer:
         time.sleep(0.5)
         return 200, {}, b"{}"
+
     result = run_http(HttpCheck(CHECK.url, timeout=0.1, retries=0), serve(slow).host(), COMMIT)
     assert not result.ok and "timed out" in result.detail
 
@@ -196,8 +199,13 @@ def test_values_that_would_change_the_urls_shape_are_refused(value):
 def test_url_templates_take_plain_names_only_and_must_give_an_http_url():
     host = HostInfo("web-1", {"ansible_host": "10.0.0.1", "app_port": "80"})
     assert render_url("https://{inventory_hostname}.example.com/", host) == "https://web-1.example.com/"
-    for bad in ("http://{ansible_host.__class__}/", "http://{ansible_host!r}/", "http://{0}/", "file:///{app_port}",
-                "http://{ansible_host"):
+    for bad in (
+        "http://{ansible_host.__class__}/",
+        "http://{ansible_host!r}/",
+        "http://{0}/",
+        "file:///{app_port}",
+        "http://{ansible_host",
+    ):
         with pytest.raises(CheckError):
             render_url(bad, host)
 
@@ -207,8 +215,9 @@ def test_url_templates_take_plain_names_only_and_must_give_an_http_url():
 QUERY = 'sum(rate(http_errors_total{env="{env}",commit="{commit}"}[5m])) / sum(rate(http_requests_total[5m]))'
 
 
-def prometheus(values: list[str] | None = None, kind: str = "vector", status: int = 200,
-               document: dict | None = None) -> Callable[[str], Answer]:
+def prometheus(
+    values: list[str] | None = None, kind: str = "vector", status: int = 200, document: dict | None = None
+) -> Callable[[str], Answer]:
     def answer(path: str) -> Answer:
         if not path.startswith("/api/v1/query?"):
             return 404, {}, b"{}"
@@ -220,6 +229,7 @@ def prometheus(values: list[str] | None = None, kind: str = "vector", status: in
             result = [{"metric": {"instance": f"web-{i}"}, "value": [1700000000.0, v]} for i, v in enumerate(values or [])]
         body = {"status": "success", "data": {"resultType": kind, "result": result}}
         return status, {}, json.dumps(body).encode()
+
     return answer
 
 
@@ -233,8 +243,9 @@ def test_an_error_rate_within_the_bound_passes_and_the_placeholders_were_filled(
     result = run_prometheus(PrometheusCheck(prom.base, QUERY, max_value=0.05, name="error_rate"), COMMIT, "production")
     assert result.ok and result.name == "prometheus error_rate"
     assert result.detail == "2 samples within bounds: 0.02, 0.01"
-    assert sent_query(prom) == (f'sum(rate(http_errors_total{{env="production",commit="{COMMIT}"}}[5m]))'
-                                f' / sum(rate(http_requests_total[5m]))')
+    assert sent_query(prom) == (
+        f'sum(rate(http_errors_total{{env="production",commit="{COMMIT}"}}[5m])) / sum(rate(http_requests_total[5m]))'
+    )
 
 
 def test_a_breached_threshold_fails_naming_the_series(serve):
@@ -265,20 +276,26 @@ def test_nan_is_never_within_bounds(serve):
 
 
 def test_a_prometheus_error_is_a_failure_with_its_message(serve):
-    prom = serve(prometheus(status=400, document={"status": "error", "errorType": "bad_data",
-                                                  "error": "1:5: parse error: unexpected"}))
+    prom = serve(
+        prometheus(status=400, document={"status": "error", "errorType": "bad_data", "error": "1:5: parse error: unexpected"})
+    )
     result = run_prometheus(PrometheusCheck(prom.base, "sum(", max_value=1), COMMIT, "qa")
     assert not result.ok
     assert result.detail == f"{prom.base} answered 400: Prometheus error bad_data: 1:5: parse error: unexpected"
 
 
-@pytest.mark.parametrize("answer, words", [
-    (lambda path: (502, {}, b"<html>bad gateway</html>"), "answered 502"),
-    (lambda path: (200, {}, b"not json"), "not JSON"),
-    (prometheus(document={"status": "success", "data": {"resultType": "matrix", "result": []}}), "instant vector"),
-    (prometheus(document={"status": "success", "data": {"resultType": "vector", "result": [{"value": 1}]}}),
-     "unexpected answer"),
-])
+@pytest.mark.parametrize(
+    "answer, words",
+    [
+        (lambda path: (502, {}, b"<html>bad gateway</html>"), "answered 502"),
+        (lambda path: (200, {}, b"not json"), "not JSON"),
+        (prometheus(document={"status": "success", "data": {"resultType": "matrix", "result": []}}), "instant vector"),
+        (
+            prometheus(document={"status": "success", "data": {"resultType": "vector", "result": [{"value": 1}]}}),
+            "unexpected answer",
+        ),
+    ],
+)
 def test_unusable_answers_fail_with_a_clear_detail(serve, answer, words):
     prom = serve(answer)
     result = run_prometheus(PrometheusCheck(prom.base, "up", max_value=1), COMMIT, "qa")
@@ -286,7 +303,7 @@ def test_unusable_answers_fail_with_a_clear_detail(serve, answer, words):
 
 
 def test_an_unreachable_prometheus_fails():
-    with socket.socket() as sock:   # a port nothing listens on
+    with socket.socket() as sock:  # a port nothing listens on
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     result = run_prometheus(PrometheusCheck(f"http://127.0.0.1:{port}", "up", timeout=1), COMMIT, "qa")

@@ -3,6 +3,7 @@ the real StepRunner in the real bubblewrap sandbox, statuses in the real store, 
 
 Only the daemon's loop is left out: the tests hand the runner the HeadEvents the loop would.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -44,10 +45,10 @@ def steps(*items: dict) -> dict:
 class Harness:
     """A repository with `ci.steps`, and a StepRunner over its store, artifacts and sandbox as the daemon builds them."""
 
-    def __init__(self, root: Path, ci: dict, max_parallel: int = 4, env_options: dict | None = None,
-                 extra: dict | None = None):
-        self.sandbox = Sandbox(root, {"qa": ["qa-1"]}, env_options=env_options or {},
-                               extra={"max_parallel": max_parallel, **(extra or {})})
+    def __init__(self, root: Path, ci: dict, max_parallel: int = 4, env_options: dict | None = None, extra: dict | None = None):
+        self.sandbox = Sandbox(
+            root, {"qa": ["qa-1"]}, env_options=env_options or {}, extra={"max_parallel": max_parallel, **(extra or {})}
+        )
         data = config_mod_yaml(self.sandbox.config)
         data["repositories"][0].update(ci)
         self.sandbox.config.write_text(json.dumps(data))
@@ -59,8 +60,13 @@ class Harness:
         self.runner = self.new_runner()
 
     def new_runner(self) -> StepRunner:
-        return StepRunner(self.config, self.store, ArtifactStore(self.config.artifacts_dir),
-                          policy=lambda: sandbox_policy(self.config), on_status=self.looks.append)
+        return StepRunner(
+            self.config,
+            self.store,
+            ArtifactStore(self.config.artifacts_dir),
+            policy=lambda: sandbox_policy(self.config),
+            on_status=self.looks.append,
+        )
 
     def push(self, message: str, branch: str = "main") -> HeadEvent:
         commit = self.sandbox.commit(message)
@@ -87,6 +93,7 @@ class Harness:
 
 def config_mod_yaml(path: Path) -> dict:
     import yaml
+
     return yaml.safe_load(path.read_text())
 
 
@@ -102,6 +109,7 @@ def harness_for(short_tmp):
         h = Harness(short_tmp, ci, **kw)
         made.append(h)
         return h
+
     yield make
     for h in made:
         h.runner.stop()
@@ -109,11 +117,21 @@ def harness_for(short_tmp):
 
 
 def test_steps_run_in_order_in_the_sandbox_with_a_clean_environment_and_keep_their_artifacts(harness_for):
-    h = harness_for(steps({"name": "build", "run": [sys.executable, "build.py"],
-                           "artifacts": ["dist/*.tar.gz", "dist/env.json"]},
-                          # The export is state/ci/1/work/tree: the state folder and the config must be hidden from it.
-                          {"name": "test", "run": ["sh", "-c", "test -f dist/app.tar.gz && test ! -e ../../../../state.db"
-                                                               " && ! grep -q repositories ../../../../../gitopsd.yml"]}))
+    h = harness_for(
+        steps(
+            {"name": "build", "run": [sys.executable, "build.py"], "artifacts": ["dist/*.tar.gz", "dist/env.json"]},
+            # The export is state/ci/1/work/tree: the state folder and the config must be hidden from it.
+            {
+                "name": "test",
+                "run": [
+                    "sh",
+                    "-c",
+                    "test -f dist/app.tar.gz && test ! -e ../../../../state.db"
+                    " && ! grep -q repositories ../../../../../gitopsd.yml",
+                ],
+            },
+        )
+    )
     event = h.push("v1")
     h.runner.sink(h.config.repository("shop"), event)
     done = h.wait_done(event, 2)
@@ -121,14 +139,25 @@ def test_steps_run_in_order_in_the_sandbox_with_a_clean_environment_and_keep_the
     assert done["gitopsd/test"][0] == "success", done
     assert "artifacts: dist/app.tar.gz, dist/env.json" in done["gitopsd/build"][1]
     assert "gitopsd logs --ci 1" in done["gitopsd/test"][1]
-    assert set(h.looks) == {"shop"}   # the daemon is told after each status
+    assert set(h.looks) == {"shop"}  # the daemon is told after each status
     record = h.run_record()
     assert record["state"] == "succeeded" and [s["state"] for s in record["steps"]] == ["success", "success"]
     # The environment was cleared: only what the step needs, the reaper's marker, the sandbox's TMPDIR and PWD.
     manifest = json.loads((h.config.artifacts_dir / "manifests" / "shop" / f"{event.tree}.json").read_text())
     env = json.loads(Path(manifest["artifacts"]["dist/env.json"]["path"]).read_text())
-    assert set(env) <= {"PATH", "HOME", "LANG", "CI", "GITOPSD_COMMIT", "GITOPSD_TREE", "GITOPSD_BRANCH",
-                        "GITOPSD_STEP", runner.MARKER, "TMPDIR", "PWD"}, env
+    assert set(env) <= {
+        "PATH",
+        "HOME",
+        "LANG",
+        "CI",
+        "GITOPSD_COMMIT",
+        "GITOPSD_TREE",
+        "GITOPSD_BRANCH",
+        "GITOPSD_STEP",
+        runner.MARKER,
+        "TMPDIR",
+        "PWD",
+    }, env
     assert env["GITOPSD_COMMIT"] == event.after and env["GITOPSD_STEP"] == "build" and env["CI"] == "true"
     assert "GITOPSD_CONFIG" not in env and "GITOPSD_TEST_OUT" not in env
     # Content-addressed, with its sha256; the same bytes as the step built.
@@ -136,11 +165,18 @@ def test_steps_run_in_order_in_the_sandbox_with_a_clean_environment_and_keep_the
     blob = Path(art["path"])
     assert blob == h.config.artifacts_dir / "sha256" / art["sha256"]
     assert hashlib.sha256(blob.read_bytes()).hexdigest() == art["sha256"] and blob.stat().st_size == art["size"]
-    assert h.runner.artifacts.for_deployment("shop", event.tree)["dist/app.tar.gz"] == {"path": str(blob),
-                                                                                         "sha256": art["sha256"]}
+    assert h.runner.artifacts.for_deployment("shop", event.tree)["dist/app.tar.gz"] == {
+        "path": str(blob),
+        "sha256": art["sha256"],
+    }
     # `gitopsd logs --ci 1` shows each step and its output.
-    out = subprocess.run([*GITOPSD, "logs", "--ci", "1", "--config", str(h.sandbox.config)], capture_output=True,
-                         text=True, env=h.sandbox.environ(), check=True).stdout
+    out = subprocess.run(
+        [*GITOPSD, "logs", "--ci", "1", "--config", str(h.sandbox.config)],
+        capture_output=True,
+        text=True,
+        env=h.sandbox.environ(),
+        check=True,
+    ).stdout
     assert "# CI run #1: shop main" in out and "# --- step build: success" in out and "built dist/app.tar.gz" in out
     assert f"# artifact dist/app.tar.gz: sha256 {art['sha256']}" in out
 
@@ -154,20 +190,29 @@ def test_a_step_that_hangs_is_killed_at_its_timeout_with_every_process_it_starte
     h.runner.sink(h.config.repository("shop"), event)
     done = h.wait_done(event, 2)
     assert time.monotonic() - started < 20
-    assert done["gitopsd/hang"] == ("failure", "stopped after 2s (time limit), with every process it started "
-                                               "(gitopsd logs --ci 1)")
+    assert done["gitopsd/hang"] == (
+        "failure",
+        "stopped after 2s (time limit), with every process it started (gitopsd logs --ci 1)",
+    )
     assert done["gitopsd/test"] == ("error", "not run: hang failed")
     assert not marked(h.runner.marker(1)), "a process of the step survived its timeout"
-    assert not [p for p in psutil.process_iter(["cmdline"]) if (p.info["cmdline"] or [""])[0] == "sleep"
-                and p.info["cmdline"][1:] in (["300"], ["301"], ["302"], ["303"])]
+    assert not [
+        p
+        for p in psutil.process_iter(["cmdline"])
+        if (p.info["cmdline"] or [""])[0] == "sleep" and p.info["cmdline"][1:] in (["300"], ["301"], ["302"], ["303"])
+    ]
     log = (h.config.ci_dir / "1" / "1-hang.log").read_text()
     assert "started" in log and "stopped after 2s (time limit)" in log
 
 
 def test_a_failing_step_reports_failure_and_later_steps_report_error(harness_for):
-    h = harness_for(steps({"name": "lint", "run": ["true"]},
-                          {"name": "test", "run": ["sh", "-c", "echo 'FAILED: test_app'; exit 3"]},
-                          {"name": "package", "run": ["true"]}))
+    h = harness_for(
+        steps(
+            {"name": "lint", "run": ["true"]},
+            {"name": "test", "run": ["sh", "-c", "echo 'FAILED: test_app'; exit 3"]},
+            {"name": "package", "run": ["true"]},
+        )
+    )
     event = h.push("red")
     h.runner.sink(h.config.repository("shop"), event)
     done = h.wait_done(event, 3)
@@ -181,28 +226,33 @@ def test_a_failing_step_reports_failure_and_later_steps_report_error(harness_for
 def test_the_builtin_tests_failure_stands_against_any_token_and_any_user(harness_for, short_tmp):
     """Issue 23: a statuses:write token posted success for gitopsd/test over the built-in CI's failure, and qa,
     which requires it, took the failing tree. gitopsd/ contexts are the built-in CI's alone."""
-    h = harness_for(steps({"name": "test", "run": ["sh", "-c", "exit 3"]}),
-                    env_options={"qa": {"require_checks": ["gitopsd/test"], "auto_promote": True}},
-                    extra={"api": {"listen": f"127.0.0.1:{free_port()}", "tokens_file": str(short_tmp / "tokens.yml")}})
+    h = harness_for(
+        steps({"name": "test", "run": ["sh", "-c", "exit 3"]}),
+        env_options={"qa": {"require_checks": ["gitopsd/test"], "auto_promote": True}},
+        extra={"api": {"listen": f"127.0.0.1:{free_port()}", "tokens_file": str(short_tmp / "tokens.yml")}},
+    )
     event = h.push("red")
     h.runner.sink(h.config.repository("shop"), event)
-    assert h.wait_done(event, 1)["gitopsd/test"][0] == "failure"   # the built-in CI still writes it
-    reserved = ("the context 'gitopsd/test' is reserved: contexts starting with gitopsd/ are written only by "
-                "gitopsd's built-in CI; report yours under another context, e.g. ci/jenkins")
+    assert h.wait_done(event, 1)["gitopsd/test"][0] == "failure"  # the built-in CI still writes it
+    reserved = (
+        "the context 'gitopsd/test' is reserved: contexts starting with gitopsd/ are written only by "
+        "gitopsd's built-in CI; report yours under another context, e.g. ci/jenkins"
+    )
     api = Api(h.sandbox)
     try:
         for token in (api.token("jenkins", "statuses:write"), api.token("all", "statuses:write", "read", "approvals:write")):
             code, _h, doc = api.post(event.after, token, state="success", context="gitopsd/test")
-            assert (code, doc) == (403, {"message": reserved, "kind": "forbidden", "reason": "reserved-context",
-                                          "field": None})
-        code, _h, doc = api.call("POST", f"/api/v1/repos/acme/shop/statuses/{event.after}", token,
-                                 {"state": "success", "context": "GitOpsD/test"})
+            assert (code, doc) == (403, {"message": reserved, "kind": "forbidden", "reason": "reserved-context", "field": None})
+        code, _h, doc = api.call(
+            "POST", f"/api/v1/repos/acme/shop/statuses/{event.after}", token, {"state": "success", "context": "GitOpsD/test"}
+        )
         assert code == 403 and doc["message"].startswith("the context 'GitOpsD/test' is reserved")
         assert api.combined(event.after, token)["state"] == "failure" and api.looks == []
     finally:
         api.close()
-    refused = h.sandbox.cli("ci", "report", "--commit", event.after, "--context", "gitopsd/test", "--state", "success",
-                            check=False)
+    refused = h.sandbox.cli(
+        "ci", "report", "--commit", event.after, "--context", "gitopsd/test", "--state", "success", check=False
+    )
     assert (refused.returncode, refused.stdout, refused.stderr) == (1, "", f"gitopsd: error: {reserved}\n")
     assert h.statuses(event)["gitopsd/test"][0] == "failure"
     pushed = h.sandbox.push(f"{event.after}:refs/heads/qa", check=False)
@@ -210,8 +260,11 @@ def test_the_builtin_tests_failure_stands_against_any_token_and_any_user(harness
 
 
 def test_an_artifact_glob_that_matches_nothing_fails_the_step_with_that_message(harness_for):
-    h = harness_for(steps({"name": "build", "run": [sys.executable, "build.py"], "artifacts": ["dist/*.whl"]},
-                          {"name": "test", "run": ["true"]}))
+    h = harness_for(
+        steps(
+            {"name": "build", "run": [sys.executable, "build.py"], "artifacts": ["dist/*.whl"]}, {"name": "test", "run": ["true"]}
+        )
+    )
     event = h.push("no wheel")
     h.runner.sink(h.config.repository("shop"), event)
     done = h.wait_done(event, 2)
@@ -222,8 +275,15 @@ def test_an_artifact_glob_that_matches_nothing_fails_the_step_with_that_message(
 
 
 def test_an_artifact_that_is_a_symlink_leading_out_of_the_export_is_refused(harness_for):
-    h = harness_for(steps({"name": "build", "run": ["sh", "-c", "mkdir -p dist && ln -s /etc/passwd dist/x.tar.gz"],
-                           "artifacts": ["dist/*.tar.gz"]}))
+    h = harness_for(
+        steps(
+            {
+                "name": "build",
+                "run": ["sh", "-c", "mkdir -p dist && ln -s /etc/passwd dist/x.tar.gz"],
+                "artifacts": ["dist/*.tar.gz"],
+            }
+        )
+    )
     event = h.push("escape")
     h.runner.sink(h.config.repository("shop"), event)
     done = h.wait_done(event, 1)
@@ -232,8 +292,11 @@ def test_an_artifact_that_is_a_symlink_leading_out_of_the_export_is_refused(harn
 
 
 def test_a_newer_head_of_the_same_branch_cancels_the_older_run(harness_for):
-    h = harness_for(steps({"name": "slow", "run": ["sh", "-c", "test -f FAST || sleep 300"], "timeout": 600},
-                          {"name": "test", "run": ["true"]}))
+    h = harness_for(
+        steps(
+            {"name": "slow", "run": ["sh", "-c", "test -f FAST || sleep 300"], "timeout": 600}, {"name": "test", "run": ["true"]}
+        )
+    )
     old = h.push("slow one")
     h.runner.sink(h.config.repository("shop"), old)
     deadline = time.monotonic() + 30
@@ -247,8 +310,10 @@ def test_a_newer_head_of_the_same_branch_cancels_the_older_run(harness_for):
     assert done_old["gitopsd/slow"][0] == "error"
     assert done_old["gitopsd/slow"][1].startswith(f"canceled: a newer commit {new.after[:7]} of main replaced it")
     assert done_old["gitopsd/test"][0] == "error"
-    assert h.wait_done(new, 2) == {"gitopsd/slow": h.statuses(new)["gitopsd/slow"],
-                                   "gitopsd/test": h.statuses(new)["gitopsd/test"]}
+    assert h.wait_done(new, 2) == {
+        "gitopsd/slow": h.statuses(new)["gitopsd/slow"],
+        "gitopsd/test": h.statuses(new)["gitopsd/test"],
+    }
     assert {s for s, _ in h.statuses(new).values()} == {"success"}
     assert not marked(h.runner.marker(1))
     assert h.run_record(1)["state"] == "canceled" and h.run_record(2)["state"] == "succeeded"
@@ -275,21 +340,49 @@ def test_a_run_left_by_a_stopped_daemon_is_interrupted_reaped_and_its_statuses_e
     # What a daemon killed during step `test` leaves: run.json saying running, a pending status, a live process.
     folder = runs.folder(h.config.ci_dir, 7)
     folder.mkdir(parents=True)
-    runs.save(h.config.ci_dir, {"id": 7, "repo": "shop", "branch": "main", "commit": event.after, "tree": event.tree,
-                                "pusher": "alice", "state": "running", "reason": None, "steps": [
-                                    {"name": "build", "state": "success", "description": "passed"},
-                                    {"name": "test", "state": "running", "description": "running"}]})
-    h.store.add_status(repo="shop", commit=event.after, tree=event.tree, context="gitopsd/build", state="success",
-                       reporter="gitopsd", now=time.time())
-    h.store.add_status(repo="shop", commit=event.after, tree=event.tree, context="gitopsd/test", state="pending",
-                       reporter="gitopsd", now=time.time())
-    leftover = subprocess.Popen(["sleep", "300"], env={**os.environ, runner.MARKER: h.runner.marker(7)},
-                                start_new_session=True)
+    runs.save(
+        h.config.ci_dir,
+        {
+            "id": 7,
+            "repo": "shop",
+            "branch": "main",
+            "commit": event.after,
+            "tree": event.tree,
+            "pusher": "alice",
+            "state": "running",
+            "reason": None,
+            "steps": [
+                {"name": "build", "state": "success", "description": "passed"},
+                {"name": "test", "state": "running", "description": "running"},
+            ],
+        },
+    )
+    h.store.add_status(
+        repo="shop",
+        commit=event.after,
+        tree=event.tree,
+        context="gitopsd/build",
+        state="success",
+        reporter="gitopsd",
+        now=time.time(),
+    )
+    h.store.add_status(
+        repo="shop",
+        commit=event.after,
+        tree=event.tree,
+        context="gitopsd/test",
+        state="pending",
+        reporter="gitopsd",
+        now=time.time(),
+    )
+    leftover = subprocess.Popen(["sleep", "300"], env={**os.environ, runner.MARKER: h.runner.marker(7)}, start_new_session=True)
     h.new_runner().recover()
     assert leftover.wait(timeout=10) is not None
     assert h.statuses(event)["gitopsd/build"][0] == "success"
-    assert h.statuses(event)["gitopsd/test"] == ("error", "interrupted: the daemon stopped during this run; push "
-                                                          "again to run the steps")
+    assert h.statuses(event)["gitopsd/test"] == (
+        "error",
+        "interrupted: the daemon stopped during this run; push again to run the steps",
+    )
     assert h.run_record(7)["state"] == "interrupted"
     # The next run takes the next number.
     h.runner.sink(h.config.repository("shop"), event)
@@ -312,7 +405,7 @@ def test_retention_keeps_deployed_artifacts_and_the_newest_others(tmp_path):
         time.sleep(0.01)
     deployed = store.for_deployment("shop", trees[0])["dist/app.tar.gz"]
     assert store.prune({"shop": 1}) == 2
-    assert Path(deployed["path"]).read_text() == "build 0"            # a deployment used it: kept for good
-    assert store.for_deployment("shop", trees[3])                      # the newest other tree: kept
+    assert Path(deployed["path"]).read_text() == "build 0"  # a deployment used it: kept for good
+    assert store.for_deployment("shop", trees[3])  # the newest other tree: kept
     assert store.for_deployment("shop", trees[1]) == {} and store.for_deployment("shop", trees[2]) == {}
     assert len(list((tmp_path / "artifacts" / "sha256").iterdir())) == 2

@@ -2,6 +2,7 @@
 
 Real: a ControlServer on a Unix socket in a temp folder, real client sockets, control.call as the CLI uses it.
 """
+
 from __future__ import annotations
 
 import socket
@@ -27,7 +28,7 @@ def test_beyond_max_clients_idle_peers_a_caller_hears_at_once_that_the_daemon_is
     server.start()
     idle = [idle_peer(server.path) for _ in range(control.MAX_CLIENTS)]
     try:
-        time.sleep(0.5)   # each taken by a thread of its own
+        time.sleep(0.5)  # each taken by a thread of its own
         started = time.monotonic()
         assert control.call(server.path, {"op": "ping"}, timeout=5) == control.BUSY
         assert time.monotonic() - started < 2
@@ -49,16 +50,16 @@ def test_an_idle_or_trickling_peer_is_cut_off_after_the_timeout_and_others_are_a
     try:
         started = time.monotonic()
         assert control.call(server.path, {"op": "ping"}, timeout=5)["ok"] is True
-        assert time.monotonic() - started < 0.9   # not after the idle peers' time is up
+        assert time.monotonic() - started < 0.9  # not after the idle peers' time is up
         cut = None
-        while cut is None and time.monotonic() - started < 5:   # a byte every 0.2 s: quick recvs, a slow request
+        while cut is None and time.monotonic() - started < 5:  # a byte every 0.2 s: quick recvs, a slow request
             try:
                 slow.sendall(b" ")
                 time.sleep(0.2)
             except OSError:
                 cut = time.monotonic() - started
         assert cut is not None and cut < 2.5, cut
-        assert idle.recv(1024) == b""   # closed, nothing said: it asked nothing
+        assert idle.recv(1024) == b""  # closed, nothing said: it asked nothing
         assert time.monotonic() - started < 3
     finally:
         idle.close()

@@ -1,4 +1,5 @@
 """`gitopsd db upgrade` and `gitopsd db copy` on real SQLite files and a real PostgreSQL (tests/postgres_fixture.py)."""
+
 from __future__ import annotations
 
 import sqlite3
@@ -18,19 +19,39 @@ def filled_sqlite(path):
     with Store(path) as store:
         store.continue_ids_after(9)
         for i, (tree, result) in enumerate([(T1, "succeeded"), (T2, "failed")]):
-            dep = store.begin(repo="shop", env="qa", commit=f"c{i}", tree=tree, previous_commit=None, kind="deploy",
-                              trigger="push", actor="alice", now=100.0 + i)
+            dep = store.begin(
+                repo="shop",
+                env="qa",
+                commit=f"c{i}",
+                tree=tree,
+                previous_commit=None,
+                kind="deploy",
+                trigger="push",
+                actor="alice",
+                now=100.0 + i,
+            )
             store.finish(dep, result, now=110.0 + i, detail={"progress": {"batch": 1}})
         store.record_failure("shop", "qa", FailureStatus("c1", 1, 200.0, False, "boom"))
         store.add_status(repo="shop", commit="c0", tree=T1, context="ci", state="success", reporter="ci", now=1.0)
-        store.add_rc(repo="shop", name="r1", commit="c0", tree=T1, source_env="qa", target_env="production",
-                     created_by="alice", self_identities=["alice"], now=2.0)
+        store.add_rc(
+            repo="shop",
+            name="r1",
+            commit="c0",
+            tree=T1,
+            source_env="qa",
+            target_env="production",
+            created_by="alice",
+            self_identities=["alice"],
+            now=2.0,
+        )
         store.record_seen("shop", [("c0", "push")], 3.0, ["c0"])
 
 
 def rows(store):
-    return {t: sorted(tuple(r) for r in store._db.execute(f"SELECT * FROM {t}").fetchall())  # noqa: S608 (schema names)
-            for t in dbcopy.tables()}
+    return {
+        t: sorted(tuple(r) for r in store._db.execute(f"SELECT * FROM {t}").fetchall())  # noqa: S608 (schema names)
+        for t in dbcopy.tables()
+    }
 
 
 def test_db_copy_moves_every_table_of_a_sqlite_store_to_postgresql(tmp_path, postgres_url, capsys):
@@ -42,9 +63,10 @@ def test_db_copy_moves_every_table_of_a_sqlite_store_to_postgresql(tmp_path, pos
     assert "  deployments: 2\n" in said and "The source is unchanged" in said
     with Store(source, readonly=True) as old, Store(tmp_path / "hook.db", url=postgres_url) as new:
         assert rows(new) == rows(old)
-        next_id = new.begin(repo="shop", env="qa", commit="c9", tree=T1, previous_commit=None, kind="deploy",
-                            trigger="push", actor="a", now=300.0)
-        assert next_id == 12   # ids continue above the copied ones
+        next_id = new.begin(
+            repo="shop", env="qa", commit="c9", tree=T1, previous_commit=None, kind="deploy", trigger="push", actor="a", now=300.0
+        )
+        assert next_id == 12  # ids continue above the copied ones
         assert new.deployed("shop", "qa").detail == {"progress": {"batch": 1}}
 
 
@@ -78,13 +100,16 @@ def test_db_copy_from_a_missing_file_says_what_to_give(tmp_path, postgres_url, c
 def test_db_upgrade_brings_an_old_sqlite_store_to_the_current_version(tmp_path, capsys):
     old = tmp_path / "state.db"
     db = sqlite3.connect(old)
-    db.execute("CREATE TABLE gate_environments (config TEXT NOT NULL, repo TEXT NOT NULL, repo_path TEXT NOT NULL,"
-               " position INTEGER NOT NULL, name TEXT NOT NULL, branch TEXT NOT NULL, promote_from TEXT NOT NULL,"
-               " override_by TEXT NOT NULL, PRIMARY KEY (config, repo, name))")
+    db.execute(
+        "CREATE TABLE gate_environments (config TEXT NOT NULL, repo TEXT NOT NULL, repo_path TEXT NOT NULL,"
+        " position INTEGER NOT NULL, name TEXT NOT NULL, branch TEXT NOT NULL, promote_from TEXT NOT NULL,"
+        " override_by TEXT NOT NULL, PRIMARY KEY (config, repo, name))"
+    )
     db.close()
     assert main(["db", "upgrade", "--database", f"sqlite:{old}"]) == 0
-    assert capsys.readouterr().out == (f"{old}: the schema went from version 0 to {migrations.LATEST} "
-                                       f"(a store from before schema versions, upgraded in place)\n")
+    assert capsys.readouterr().out == (
+        f"{old}: the schema went from version 0 to {migrations.LATEST} (a store from before schema versions, upgraded in place)\n"
+    )
     assert main(["db", "upgrade", "--database", f"sqlite:{old}"]) == 0
     assert capsys.readouterr().out == f"{old}: the schema is at version {migrations.LATEST}, nothing to do\n"
     tables = {r[0] for r in sqlite3.connect(old).execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
@@ -95,9 +120,12 @@ def test_db_upgrade_of_the_configured_postgresql(tmp_path, postgres_url, capsys)
     config = tmp_path / "gitopsd.yml"
     repo = tmp_path / "shop.git"
     subprocess.run(["git", "init", "-q", "--bare", str(repo)], check=True)
-    config.write_text(f"state_dir: {tmp_path / 'state'}\nruntime_dir: {tmp_path / 'run'}\ndatabase: {postgres_url}\n"
-                      f"repositories:\n  - name: shop\n    path: {repo}\n    environments:\n      - name: qa\n")
+    config.write_text(
+        f"state_dir: {tmp_path / 'state'}\nruntime_dir: {tmp_path / 'run'}\ndatabase: {postgres_url}\n"
+        f"repositories:\n  - name: shop\n    path: {repo}\n    environments:\n      - name: qa\n"
+    )
     assert main(["db", "upgrade", "--config", str(config)]) == 0
-    assert capsys.readouterr().out.endswith(f"the schema went from version 0 to {migrations.LATEST} "
-                                            f"(a store from before schema versions, upgraded in place)\n")
-    assert (tmp_path / "state" / "hook-ledger.db").exists()   # the hook's copy, next to where SQLite would be
+    assert capsys.readouterr().out.endswith(
+        f"the schema went from version 0 to {migrations.LATEST} (a store from before schema versions, upgraded in place)\n"
+    )
+    assert (tmp_path / "state" / "hook-ledger.db").exists()  # the hook's copy, next to where SQLite would be

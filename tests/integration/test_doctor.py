@@ -4,6 +4,7 @@ Real: the CLI as root, which runs its probe as the daemon's user (`nobody` here:
 as install-service makes it) with a Python every user may run; bubblewrap; ansible-runner. Each test puts back a
 defect a new team met on day one and shows that doctor names it, and the command that fixes it.
 """
+
 from __future__ import annotations
 
 import os
@@ -21,8 +22,10 @@ from gitopsd.config import load
 from gitopsd.installers import doctor
 from tests.support import Sandbox, python_for_everyone, sh
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not all(shutil.which(t) for t in ("setpriv", "bwrap")),
-                                reason="running the probe as another user needs root, setpriv and bubblewrap")
+pytestmark = pytest.mark.skipif(
+    os.geteuid() != 0 or not all(shutil.which(t) for t in ("setpriv", "bwrap")),
+    reason="running the probe as another user needs root, setpriv and bubblewrap",
+)
 
 
 @pytest.fixture(scope="module")
@@ -39,30 +42,42 @@ def everyone() -> Iterator[Path]:
 def server(short_tmp: Path) -> Sandbox:
     """A deploy server whose state folder is nobody's: nobody is the daemon's user."""
     short_tmp.chmod(0o755)
-    box = Sandbox(short_tmp, {"qa": ["qa-1"]}, extra={"api": {"listen": "127.0.0.1:8479", "tokens_file": "tokens.yml"}},
-                  sandbox_options={"read_only": [sysconfig.get_paths()["purelib"]]})   # the packages python_for_everyone adds
+    box = Sandbox(
+        short_tmp,
+        {"qa": ["qa-1"]},
+        extra={"api": {"listen": "127.0.0.1:8479", "tokens_file": "tokens.yml"}},
+        sandbox_options={"read_only": [sysconfig.get_paths()["purelib"]]},
+    )  # the packages python_for_everyone adds
     box.config.chmod(0o644)
     sh(["chown", "-R", "nobody:", str(box.state)])
     return box
 
 
 def doctor_says(bin_dir: Path, box: Sandbox) -> str:
-    proc = sh([str(bin_dir / "gitopsd"), "doctor", "--config", str(box.config)], check=False, cwd="/",
-              env={"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(box.root), "LANG": "C.UTF-8"})
+    proc = sh(
+        [str(bin_dir / "gitopsd"), "doctor", "--config", str(box.config)],
+        check=False,
+        cwd="/",
+        env={"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(box.root), "LANG": "C.UTF-8"},
+    )
     assert "Traceback" not in proc.stdout + proc.stderr, proc.stdout + proc.stderr
     return proc.stdout
 
 
 def test_doctor_names_a_tokens_file_the_daemon_cannot_read_and_token_create_writes_one_it_can(everyone, server):
     tokens = server.config.parent / "tokens.yml"
-    tokens.write_text("tokens: []\n")   # as `token create` left it before: root:root 0640
+    tokens.write_text("tokens: []\n")  # as `token create` left it before: root:root 0640
     tokens.chmod(0o640)
     said = doctor_says(everyone, server)
-    assert (f"PROBLEM  nobody cannot read the API's tokens file {tokens} (root:root 0640): Permission denied\n"
-            f"         fix: chgrp nogroup {tokens} && chmod g+r {tokens}") in said, said
+    assert (
+        f"PROBLEM  nobody cannot read the API's tokens file {tokens} (root:root 0640): Permission denied\n"
+        f"         fix: chgrp nogroup {tokens} && chmod g+r {tokens}"
+    ) in said, said
     tokens.unlink()
-    sh([str(everyone / "gitopsd"), "token", "create", "jenkins", "--scope", "statuses:write", "--config",
-        str(server.config)], env={"PATH": f"{everyone}:/usr/bin:/bin", "HOME": str(server.root)})
+    sh(
+        [str(everyone / "gitopsd"), "token", "create", "jenkins", "--scope", "statuses:write", "--config", str(server.config)],
+        env={"PATH": f"{everyone}:/usr/bin:/bin", "HOME": str(server.root)},
+    )
     said = doctor_says(everyone, server)
     assert f"ok       nobody reads the API's tokens file {tokens}" in said, said
     assert "ok       nobody writes the state folder" in said
@@ -79,9 +94,9 @@ def test_doctor_names_a_state_folder_the_daemon_cannot_write(everyone, server):
 def test_doctor_fails_the_sandbox_where_the_runs_home_would_cover_its_own_folders(server, monkeypatch):
     """The service user's home is its state folder; a sandbox that mounts the run's private home after the run's
     folders (as gitopsd did) hides them: doctor, run as that user, must say so rather than "all ok"."""
-    monkeypatch.setenv("HOME", str(server.state))   # as for the service user: its home is the state folder
+    monkeypatch.setenv("HOME", str(server.state))  # as for the service user: its home is the state folder
     sh(["chown", "-R", "root:", str(server.state)])
-    server.sandbox_options["user"] = "root"   # the run keeps the daemon's user, as the service's runs do
+    server.sandbox_options["user"] = "root"  # the run keeps the daemon's user, as the service's runs do
     server.write_config()
     config = load(server.config)
     umask = os.umask(0o022)
@@ -91,9 +106,13 @@ def test_doctor_fails_the_sandbox_where_the_runs_home_would_cover_its_own_folder
 
         def home_last(*args: Any, **kwargs: Any) -> list[str]:
             argv = real(*args, **kwargs)
-            at = next(i for i in range(len(argv) - 2)   # "--bind", <run>/home, <home>
-                      if argv[i] == "--bind" and argv[i + 1].endswith("/home") and argv[i + 2] == str(server.state))
-            return argv[:at] + argv[at + 3:] + argv[at:at + 3]
+            at = next(
+                i
+                for i in range(len(argv) - 2)  # "--bind", <run>/home, <home>
+                if argv[i] == "--bind" and argv[i + 1].endswith("/home") and argv[i + 2] == str(server.state)
+            )
+            return argv[:at] + argv[at + 3 :] + argv[at : at + 3]
+
         monkeypatch.setattr(sandbox, "bwrap_args", home_last)
         failed = [f.what for f in doctor.probe(config) if not f.ok]
     finally:
@@ -105,6 +124,7 @@ def test_doctor_fails_the_sandbox_where_the_runs_home_would_cover_its_own_folder
 
 def test_doctor_checks_the_provenance_key_is_the_daemons_own_and_the_key_its_public_half_names(everyone, server):
     from gitopsd.adapters import signing
+
     key = signing.key_path(server.state)
     signing.ensure_key(server.state)
     sh(["chown", "-R", "nobody:", str(server.state)])
@@ -115,8 +135,9 @@ def test_doctor_checks_the_provenance_key_is_the_daemons_own_and_the_key_its_pub
     finding = doctor.provenance_key_finding(config, "nobody")
     assert not finding.ok and finding.what == f"the provenance key {key} can be read by others (mode 0640)"
     key.chmod(0o600)
-    other = signing.ensure_key(server.root / "other")   # a public half left from another key
+    other = signing.ensure_key(server.root / "other")  # a public half left from another key
     shutil.copy(server.root / "other" / "signing-key.pub", key.with_suffix(".pub"))
     finding = doctor.provenance_key_finding(config, "nobody")
-    assert not finding.ok and finding.what.startswith(f"the provenance key's public half {key.with_suffix('.pub')} "
-                                                      f"is not {key}'s"), (finding.what, other.keyid)
+    assert not finding.ok and finding.what.startswith(
+        f"the provenance key's public half {key.with_suffix('.pub')} is not {key}'s"
+    ), (finding.what, other.keyid)

@@ -2,6 +2,7 @@
 
 Real: the store in a temp folder, on SQLite and on a real PostgreSQL (store_factory). Rows are written through its own methods, as the daemon does.
 """
+
 from __future__ import annotations
 
 import pytest
@@ -13,8 +14,17 @@ H = 3600.0
 
 
 def deploy(store: Store, env: str, commit: str, started: float, took: float = 60.0):
-    dep = store.begin(repo="shop", env=env, commit=commit, tree="t" + commit, previous_commit=None, kind="deploy",
-                      trigger="push", actor="alice", now=started)
+    dep = store.begin(
+        repo="shop",
+        env=env,
+        commit=commit,
+        tree="t" + commit,
+        previous_commit=None,
+        kind="deploy",
+        trigger="push",
+        actor="alice",
+        now=started,
+    )
     store.finish(dep, "succeeded", now=started + took)
     return store.get(dep)
 
@@ -35,6 +45,6 @@ def test_a_commit_seen_before_recording_falls_back_to_its_first_deployment_anywh
         store.record_deployed_commits(qa, ["o" * 40], tuple(dora.SERVER_MADE))
         prod = deploy(store, "production", "o" * 40, 5000.0 + 3 * H)
         store.record_deployed_commits(prod, ["o" * 40], tuple(dora.SERVER_MADE))
-        store.record_deployed_commits(prod, ["o" * 40], tuple(dora.SERVER_MADE))   # once per environment
+        store.record_deployed_commits(prod, ["o" * 40], tuple(dora.SERVER_MADE))  # once per environment
         assert store.dora_lead_times(None, "production", 0.0) == pytest.approx([3 * H + 60.0])
-        assert store.dora_lead_times(None, "production", 5000.0 + 4 * H) == []   # before the window
+        assert store.dora_lead_times(None, "production", 5000.0 + 4 * H) == []  # before the window

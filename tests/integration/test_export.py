@@ -3,6 +3,7 @@
 Real: git repositories in temp folders, objects written with `git hash-object` and `git mktree`,
 the export through pygit2, and a child Python process whose peak memory is measured.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -67,8 +68,11 @@ def outside(tmp_path) -> Path:
 def test_a_file_after_a_symlink_of_the_same_name_is_refused_and_nothing_is_written_outside(repo, tmp_path, outside):
     sha = commit(repo, [("zz", ("link", str(outside / "pwned"))), ("zz", b"written through the link\n")])
     tree = git_bytes(repo, "rev-parse", f"{sha}^{{tree}}")
-    with pytest.raises(ExportError, match=f"^duplicate entry zz in tree {tree}: the tree is malformed "
-                                          r"\(git fsck rejects it\)"):
+    with pytest.raises(
+        ExportError,
+        match=f"^duplicate entry zz in tree {tree}: the tree is malformed "
+        r"\(git fsck rejects it\)",
+    ):
         GitRepository(repo).export(sha, tmp_path / "export")
     assert list(outside.iterdir()) == [outside / "secret.yml"]
 
@@ -87,20 +91,37 @@ def test_a_duplicate_inside_a_subfolder_names_its_full_path(repo, tmp_path, outs
     assert not (outside / "x").exists()
 
 
-@pytest.mark.parametrize("entries, path, target", [
-    pytest.param([("environments", [("qa", [("group_vars", [("all.yml", ("link", "{outside}/secret.yml"))])])])],
-                 "environments/qa/group_vars/all.yml", "{outside}/secret.yml", id="group_vars to a secret"),
-    pytest.param([("passwd", ("link", "/etc/passwd"))], "passwd", "/etc/passwd", id="absolute"),
-    pytest.param([("a", [("up", ("link", "../../outside/secret.yml"))])], "a/up", "../../outside/secret.yml",
-                 id="relative, out through .."),
-    pytest.param([("a", [("b", [("d", ("link", "../.."))])]), ("x", ("link", "a/b/d/.."))], "x", "a/b/d/..",
-                 id="a chain that looks inside"),
-])
-def test_a_symlink_that_leads_out_of_the_tree_fails_the_export_naming_it(repo, tmp_path, outside, entries, path,
-                                                                         target):
+@pytest.mark.parametrize(
+    "entries, path, target",
+    [
+        pytest.param(
+            [("environments", [("qa", [("group_vars", [("all.yml", ("link", "{outside}/secret.yml"))])])])],
+            "environments/qa/group_vars/all.yml",
+            "{outside}/secret.yml",
+            id="group_vars to a secret",
+        ),
+        pytest.param([("passwd", ("link", "/etc/passwd"))], "passwd", "/etc/passwd", id="absolute"),
+        pytest.param(
+            [("a", [("up", ("link", "../../outside/secret.yml"))])],
+            "a/up",
+            "../../outside/secret.yml",
+            id="relative, out through ..",
+        ),
+        pytest.param(
+            [("a", [("b", [("d", ("link", "../.."))])]), ("x", ("link", "a/b/d/.."))],
+            "x",
+            "a/b/d/..",
+            id="a chain that looks inside",
+        ),
+    ],
+)
+def test_a_symlink_that_leads_out_of_the_tree_fails_the_export_naming_it(repo, tmp_path, outside, entries, path, target):
     def fill(items):
-        return [(n, fill(v) if isinstance(v, list) else (v[0], v[1].format(outside=outside)) if isinstance(v, tuple)
-                 else v) for n, v in items]
+        return [
+            (n, fill(v) if isinstance(v, list) else (v[0], v[1].format(outside=outside)) if isinstance(v, tuple) else v)
+            for n, v in items
+        ]
+
     sha = commit(repo, fill(entries))
     target = target.format(outside=outside)
     with pytest.raises(ExportError) as err:
@@ -109,15 +130,24 @@ def test_a_symlink_that_leads_out_of_the_tree_fails_the_export_naming_it(repo, t
 
 
 def test_symlinks_that_stay_inside_are_exported_even_dangling_ones(repo, tmp_path):
-    sha = commit(repo, [("environments", [("qa", [("group_vars", [("all.yml", b"a: 1\n")])]),
-                                          ("staging", [("group_vars", ("link", "../qa/group_vars"))])]),
-                        ("later", ("link", "not/yet/there")), ("self", ("link", "."))])
+    sha = commit(
+        repo,
+        [
+            (
+                "environments",
+                [("qa", [("group_vars", [("all.yml", b"a: 1\n")])]), ("staging", [("group_vars", ("link", "../qa/group_vars"))])],
+            ),
+            ("later", ("link", "not/yet/there")),
+            ("self", ("link", ".")),
+        ],
+    )
     dest = tmp_path / "export"
     GitRepository(repo).export(sha, dest)
     assert (dest / "environments/staging/group_vars/all.yml").read_text() == "a: 1\n"
     assert os.readlink(dest / "later") == "not/yet/there"
-    assert resolve_inside(dest, "environments/staging/group_vars/all.yml") == \
-        (dest / "environments/qa/group_vars/all.yml").resolve()
+    assert (
+        resolve_inside(dest, "environments/staging/group_vars/all.yml") == (dest / "environments/qa/group_vars/all.yml").resolve()
+    )
 
 
 def test_modes_are_world_readable_whatever_the_umask(repo, tmp_path):
@@ -152,6 +182,7 @@ def test_resolve_inside_refuses_paths_that_lead_out_and_returns_the_real_file(re
 
 def test_a_tree_too_deep_to_export_is_refused(repo, tmp_path):
     from gitopsd.adapters.gitrepo import MAX_DEPTH
+
     tree = git_bytes(repo, "mktree", input=b"")
     for _ in range(MAX_DEPTH + 1):
         tree = git_bytes(repo, "mktree", input=f"040000 tree {tree}\td\n".encode())
@@ -170,6 +201,7 @@ def test_packed_objects_are_exported_too(repo, tmp_path):
     assert (dest / "site.yml").read_bytes() == b"- hosts: all\n"
     assert (dest / "bin/run.sh").read_bytes() == b"#!/bin/sh\n" and os.access(dest / "bin/run.sh", os.X_OK)
 
+
 PEAK_RSS = """\
 import resource, sys
 sys.path.insert(0, sys.argv[1])
@@ -185,8 +217,9 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 
 
 def peak_rss_kib(*args: str) -> int:
-    out = subprocess.run([sys.executable, "-c", PEAK_RSS, str(ROOT), *args], capture_output=True, text=True,
-                         check=True, timeout=60).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", PEAK_RSS, str(ROOT), *args], capture_output=True, text=True, check=True, timeout=60
+    ).stdout
     return int(out.strip())
 
 

@@ -2,6 +2,7 @@
 when no branch moved: at 1,000 repositories the start's first sweep spent two thirds of its time in `git for-each-ref`
 (issue 28). Real: a bare repository pushed to through gitopsd's hooks, git's own pack-refs, the SQLite store.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -21,7 +22,7 @@ def test_a_walk_of_a_repository_whose_branches_did_not_move_starts_no_git_proces
     sandbox = Sandbox(tmp_path, {"qa": ["qa-1"]})
     with Store(sandbox.state / "state.db") as store:
         seen = FirstSeen(store)
-        assert seen.walk("shop", str(sandbox.repo)) == 0   # the baseline
+        assert seen.walk("shop", str(sandbox.repo)) == 0  # the baseline
         started: list[list[str]] = []
         real = gitcli.run
         monkeypatch.setattr(gitcli, "run", lambda argv, **kw: started.append(argv) or real(argv, **kw))
@@ -41,12 +42,12 @@ def test_the_heads_read_from_the_ref_files_are_those_git_lists_loose_packed_and_
     sandbox.commit("v2")
     sandbox.push("main", "main:refs/heads/feature/deep/x")
     assert gitcli.read_heads(sandbox.repo) == listed(sandbox.repo)
-    git(sandbox.repo, "pack-refs", "--all")   # the loose files go: to a reader, only packed-refs says
+    git(sandbox.repo, "pack-refs", "--all")  # the loose files go: to a reader, only packed-refs says
     assert not (sandbox.repo / "refs/heads/main").exists()
     assert gitcli.read_heads(sandbox.repo) == listed(sandbox.repo)
     sandbox.write("app.txt", "v3")
     sandbox.commit("v3")
-    sandbox.push("main")   # a loose ref over its packed line: the loose one counts
+    sandbox.push("main")  # a loose ref over its packed line: the loose one counts
     assert gitcli.read_heads(sandbox.repo) == listed(sandbox.repo)
     git(sandbox.repo, "symbolic-ref", "refs/heads/alias", "refs/heads/main")
     assert gitcli.read_heads(sandbox.repo) is None, "a symbolic ref: git must say"

@@ -3,6 +3,7 @@
 The hook's Python is replaced by a script that leaves a mark and then runs the real one, so each
 test sees whether a real `git push` started Python, and what it answered.
 """
+
 from __future__ import annotations
 
 import os
@@ -50,13 +51,16 @@ def test_a_feature_branch_push_starts_no_python_and_a_push_touching_qa_still_doe
     assert sandbox.head("qa") == commit
 
 
-@pytest.mark.parametrize("refspec, said", [
-    ("main:refs/tags/qa", "its name shadows the environment branch qa"),
-    ("main:refs/heads/refs/heads/staging", "its name shadows the environment branch staging"),
-    ("main:refs/tags/rc/1", "release candidates (rc/* tags) are made by gitopsd only"),
-    ("main:refs/notes/gitopsd", "refs/notes/gitopsd is gitopsd's own record"),
-    ("main:refs/replace/" + "0" * 40, "replace refs (refs/replace/*) are not accepted"),
-])
+@pytest.mark.parametrize(
+    "refspec, said",
+    [
+        ("main:refs/tags/qa", "its name shadows the environment branch qa"),
+        ("main:refs/heads/refs/heads/staging", "its name shadows the environment branch staging"),
+        ("main:refs/tags/rc/1", "release candidates (rc/* tags) are made by gitopsd only"),
+        ("main:refs/notes/gitopsd", "refs/notes/gitopsd is gitopsd's own record"),
+        ("main:refs/replace/" + "0" * 40, "replace refs (refs/replace/*) are not accepted"),
+    ],
+)
 def test_a_push_beside_a_feature_branch_that_the_gate_refuses_still_goes_to_python_and_is_refused(sandbox, refspec, said):
     mark = _watch_python(sandbox)
     proc = sandbox.push("main:feature/y", refspec, check=False)
@@ -68,7 +72,7 @@ def test_a_config_edit_adding_an_environment_is_policed_before_the_daemon_reload
     mark = _watch_python(sandbox)
     sandbox.write("a.txt", "1")
     sandbox.commit("one")
-    sandbox.push("main:production")   # not an environment yet: nothing to judge
+    sandbox.push("main:production")  # not an environment yet: nothing to judge
     assert not _started(mark)
     sandbox.envs["production"] = ["production-1"]
     sandbox.write_config()
@@ -89,8 +93,7 @@ def test_a_config_edit_adding_an_environment_is_policed_before_the_daemon_reload
 
 
 def test_a_repository_whose_approvals_need_to_know_who_pushed_main_runs_python_for_every_push(short_tmp):
-    sandbox = Sandbox(short_tmp, {"qa": ["qa-1"]},
-                      env_options={"qa": {"approvals": {"required": 1, "approvers": ["carol"]}}})
+    sandbox = Sandbox(short_tmp, {"qa": ["qa-1"]}, env_options={"qa": {"approvals": {"required": 1, "approvers": ["carol"]}}})
     mark = _watch_python(sandbox)
     assert sandbox.push("main:feature/x").returncode == 0
     assert _started(mark)
@@ -99,15 +102,26 @@ def test_a_repository_whose_approvals_need_to_know_who_pushed_main_runs_python_f
 def test_a_repository_whose_signatures_rule_guards_main_runs_python_for_a_push_to_main(short_tmp):
     signers = short_tmp / "allowed_signers"
     signers.write_text("")
-    sandbox = Sandbox(short_tmp, {"qa": ["qa-1"]}, extra={"repositories": [
-        {"name": "shop", "path": str(short_tmp / "shop.git"), "signatures": {"allowed_signers": str(signers)},
-         "environments": [{"name": "qa"}]}]})
+    sandbox = Sandbox(
+        short_tmp,
+        {"qa": ["qa-1"]},
+        extra={
+            "repositories": [
+                {
+                    "name": "shop",
+                    "path": str(short_tmp / "shop.git"),
+                    "signatures": {"allowed_signers": str(signers)},
+                    "environments": [{"name": "qa"}],
+                }
+            ]
+        },
+    )
     mark = _watch_python(sandbox)
     sandbox.write("a.txt", "unsigned")
     sandbox.commit("unsigned")
     pushed = sandbox.push("main", check=False)
     assert _started(mark)
-    assert pushed.returncode != 0 and "has no signature" in pushed.stderr, pushed.stderr   # main's rule
+    assert pushed.returncode != 0 and "has no signature" in pushed.stderr, pushed.stderr  # main's rule
 
 
 def test_after_a_config_edit_the_hook_parses_the_yaml_once_and_later_pushes_read_its_own_copy(sandbox):
@@ -133,7 +147,7 @@ def test_a_config_put_in_place_with_an_older_mtime_is_policed_too(sandbox):
     mark = _watch_python(sandbox)
     before = sandbox.config.stat().st_mtime_ns
     sandbox.envs["production"] = ["production-1"]
-    sandbox.write_config()   # as `cp -p` or `tar x` of a file edited earlier leaves it
+    sandbox.write_config()  # as `cp -p` or `tar x` of a file edited earlier leaves it
     os.utime(sandbox.config, ns=(before - 10**9, before - 10**9))
     proc = sandbox.push("main:production", check=False)
     assert _started(mark)
@@ -144,7 +158,9 @@ def test_a_chained_hook_still_runs_first_on_the_same_input_and_can_refuse_a_feat
     mark = _watch_python(sandbox)
     seen = sandbox.root / "chained-input"
     chained = sandbox.repo / "hooks" / "pre-receive.chained"
-    chained.write_text(f'#!/bin/sh\ncat > {seen}\ngrep -q refs/heads/wip {seen} && {{ echo "no wip branches" >&2; exit 1; }}\nexit 0\n')
+    chained.write_text(
+        f'#!/bin/sh\ncat > {seen}\ngrep -q refs/heads/wip {seen} && {{ echo "no wip branches" >&2; exit 1; }}\nexit 0\n'
+    )
     chained.chmod(0o755)
     old, new = sandbox.head("main"), sandbox.commit("one")
     assert sandbox.push("main:feature/x").returncode == 0
@@ -157,15 +173,15 @@ def test_a_chained_hook_still_runs_first_on_the_same_input_and_can_refuse_a_feat
     assert seen.read_text() == f"{old} {new} refs/heads/main\n"
 
 
-def test_the_daemon_reads_a_repositorys_hook_settings_from_its_git_config_as_git_does_without_starting_git(
-        sandbox, monkeypatch):
+def test_the_daemon_reads_a_repositorys_hook_settings_from_its_git_config_as_git_does_without_starting_git(sandbox, monkeypatch):
     def by_git() -> dict[str, str]:
         out = git(sandbox.root, "config", "--file", str(sandbox.repo / "config"), "--get-regexp", r"^gitopsd\.").stdout
         return {key: value for key, _, value in (line.partition(" ") for line in out.splitlines())}
+
     wanted = by_git()
     assert wanted["gitopsd.config"] == str(sandbox.config.resolve())
     with monkeypatch.context() as m:
-        m.setenv("PATH", str(sandbox.root / "no-git-here"))   # a thousand repositories, a thousand git runs spared
+        m.setenv("PATH", str(sandbox.root / "no-git-here"))  # a thousand repositories, a thousand git runs spared
         assert install_hooks.recorded_settings(sandbox.repo) == wanted
     # What only git reads right is left to git: a quoted value, a section spelled otherwise.
     git(sandbox.root, "config", "--file", str(sandbox.repo / "config"), "gitopsd.note", "a # b")

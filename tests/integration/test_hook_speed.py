@@ -4,6 +4,7 @@ Every git process on a push logs its start with its whole command line to GIT_TR
 pushing git, receive-pack and its helpers, the shim's and the hook's. gitopsd's own git runs carry
 `core.hooksPath=/dev/null` (base/gitcli.py).
 """
+
 from __future__ import annotations
 
 import json
@@ -20,8 +21,9 @@ def _traced_push(sandbox: Sandbox, *refspecs: str) -> tuple[int, str, list[str]]
     """Push with git's trace on; return (exit code, stderr, the command lines of the git processes started)."""
     trace = sandbox.root / "git-trace"
     trace.unlink(missing_ok=True)
-    proc = run(["git", "push", "origin", *refspecs], cwd=sandbox.work, check=False,
-               env=sandbox.environ(GIT_TRACE2_EVENT=str(trace)))
+    proc = run(
+        ["git", "push", "origin", *refspecs], cwd=sandbox.work, check=False, env=sandbox.environ(GIT_TRACE2_EVENT=str(trace))
+    )
     events = [json.loads(line) for line in trace.read_text().splitlines()]
     started = [" ".join(["git", *e["argv"][1:]]) for e in events if e["event"] == "start"]
     return proc.returncode, proc.stderr, started
@@ -44,8 +46,11 @@ def test_a_force_push_to_an_environment_branch_is_still_refused_after_a_long_wal
     """The one git run walks at most a bounded part of the history; an unrelated one is told apart all the same."""
     orphan = sandbox.root / "orphan"
     git(sandbox.root, "init", "--quiet", "--initial-branch=other", str(orphan))
-    stream = "".join(f"commit refs/heads/other\ncommitter A <a@example.com> {1_600_000_000 + i} +0000\ndata 2\nc\n"
-                     f"M 100644 inline f\ndata {len(str(i))}\n{i}\n\n" for i in range(1500))
+    stream = "".join(
+        f"commit refs/heads/other\ncommitter A <a@example.com> {1_600_000_000 + i} +0000\ndata 2\nc\n"
+        f"M 100644 inline f\ndata {len(str(i))}\n{i}\n\n"
+        for i in range(1500)
+    )
     run(["git", "fast-import", "--quiet"], cwd=orphan, input=stream)
     git(sandbox.work, "fetch", "--quiet", str(orphan), "other:other")
     before = sandbox.head("qa")
@@ -78,15 +83,21 @@ def test_the_shim_leaves_a_repository_config_it_cannot_read_plainly_to_git(sandb
     code, err, started = _traced_push(sandbox, "main", "main:qa")
     assert code == 0, err
     assert [line for line in started if line.startswith("git config")]
-    assert mark.read_text().split() == ["-I", "-S", git(sandbox.root, "--git-dir", str(sandbox.repo), "config",
-                                                         "gitopsd.entry").stdout.strip(),
-                                        "--config", str(sandbox.config.resolve()), "--database", database]
+    assert mark.read_text().split() == [
+        "-I",
+        "-S",
+        git(sandbox.root, "--git-dir", str(sandbox.repo), "config", "gitopsd.entry").stdout.strip(),
+        "--config",
+        str(sandbox.config.resolve()),
+        "--database",
+        database,
+    ]
 
 
 def test_after_a_config_edit_the_push_that_reads_it_lets_the_next_push_of_main_alone_start_no_python(sandbox):
     mark = _watch_python(sandbox)
     sandbox.envs["production"] = ["production-1"]
-    sandbox.write_config()   # an edit the daemon has not read: the shim's stamp is of the file before it
+    sandbox.write_config()  # an edit the daemon has not read: the shim's stamp is of the file before it
     sandbox.write("a.txt", "1")
     sandbox.commit("one")
     assert sandbox.push("main").returncode == 0

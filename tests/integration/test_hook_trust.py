@@ -5,6 +5,7 @@ Real: bare repositories with the installed hook, `git push` from a clone, the sn
 The repository's owner is changed to another uid (no user needed) to make the pusher someone other than
 the transport's account, with `safe.directory` in a global git config of the test's own (GIT_CONFIG_GLOBAL).
 """
+
 from __future__ import annotations
 
 import os
@@ -15,17 +16,16 @@ import pytest
 from tests.support import Sandbox, git, run
 
 FREEZE = {"windows": [{"deny": "* * * * *", "duration": "1h", "name": "freeze"}], "override_by": ["alice"]}
-OTHER_UID = 54329   # the repository's owner: an account other than the one pushing here
+OTHER_UID = 54329  # the repository's owner: an account other than the one pushing here
 
 
 pytestmark = pytest.mark.sandbox({"qa": ["qa-1"], "staging": ["staging-1"]}, env_options={"qa": FREEZE})
 
 
 def push(sandbox: Sandbox, *args: str, **env: str) -> tuple[int, str]:
-    safe = sandbox.root / "gitconfig"   # git's local transport drops GIT_CONFIG_COUNT, not a global file
+    safe = sandbox.root / "gitconfig"  # git's local transport drops GIT_CONFIG_COUNT, not a global file
     safe.write_text("[safe]\n\tdirectory = *\n")
-    proc = run(["git", "push", *args], cwd=sandbox.work, check=False,
-               env=sandbox.environ(GIT_CONFIG_GLOBAL=str(safe), **env))
+    proc = run(["git", "push", *args], cwd=sandbox.work, check=False, env=sandbox.environ(GIT_CONFIG_GLOBAL=str(safe), **env))
     return proc.returncode, proc.stderr
 
 
@@ -35,10 +35,18 @@ def test_a_local_push_naming_someone_in_gitopsd_user_is_its_unix_user_and_gets_n
     sandbox.write("a.txt", "hotfix")
     commit = sandbox.commit("hotfix")
     sandbox.push("main")
-    os.chown(sandbox.repo, OTHER_UID, -1)   # pushed through the file system by someone not the transport's account
+    os.chown(sandbox.repo, OTHER_UID, -1)  # pushed through the file system by someone not the transport's account
     try:
-        code, said = push(sandbox, "-o", "override=outage", "origin", "main:qa", GITOPSD_USER="alice",
-                          GL_USER="alice", SSH_CONNECTION="10.0.0.9 5000 10.0.0.1 22")
+        code, said = push(
+            sandbox,
+            "-o",
+            "override=outage",
+            "origin",
+            "main:qa",
+            GITOPSD_USER="alice",
+            GL_USER="alice",
+            SSH_CONNECTION="10.0.0.9 5000 10.0.0.1 22",
+        )
         assert code == 1 and f"{me} may not override it" in said, said
         assert "alice may not" not in said and "override by alice" not in said
         assert sandbox.head("qa") != commit
@@ -52,24 +60,36 @@ def test_a_local_push_naming_someone_in_gitopsd_user_is_its_unix_user_and_gets_n
 
 
 def test_feature_branches_and_tags_go_through_while_the_config_cannot_be_read_and_environment_refs_do_not(sandbox):
-    sandbox.config.write_text(sandbox.config.read_text() + "  - oops: [unclosed\n")   # an edit gone wrong
+    sandbox.config.write_text(sandbox.config.read_text() + "  - oops: [unclosed\n")  # an edit gone wrong
     sandbox.write("f.txt", "feature")
     sandbox.commit("feature")
     code, said = push(sandbox, "origin", "main:feature/x", "main:refs/tags/v1.0")
     assert code == 0, said
     assert "configuration cannot be read just now; this push touches no environment branch, so it goes through" in said
     assert git(sandbox.work, "ls-remote", "origin", "feature/x").stdout.strip()
-    for refspec in ("main:qa", "main:staging", "main:refs/promote/staging", "main:refs/tags/rc/1",
-                    "main:refs/notes/gitopsd", "main:refs/for/main", "main:refs/tags/qa"):
+    for refspec in (
+        "main:qa",
+        "main:staging",
+        "main:refs/promote/staging",
+        "main:refs/tags/rc/1",
+        "main:refs/notes/gitopsd",
+        "main:refs/for/main",
+        "main:refs/tags/qa",
+    ):
         code, said = push(sandbox, "origin", refspec)
         assert code == 1 and "gitopsd configuration is invalid" in said, (refspec, said)
-    code, said = push(sandbox, "origin", "main:feature/y", "main:qa")   # one policed ref holds up the whole push
+    code, said = push(sandbox, "origin", "main:feature/y", "main:qa")  # one policed ref holds up the whole push
     assert code == 1 and "gitopsd configuration is invalid" in said
 
 
 def test_a_tag_or_branch_whose_name_shadows_an_environment_branch_is_refused_in_one_line(sandbox):
-    for ref in ("refs/tags/qa", "refs/heads/refs/heads/qa", "refs/heads/refs/tags/staging", "refs/qa",
-                "refs/remotes/staging/HEAD"):
+    for ref in (
+        "refs/tags/qa",
+        "refs/heads/refs/heads/qa",
+        "refs/heads/refs/tags/staging",
+        "refs/qa",
+        "refs/remotes/staging/HEAD",
+    ):
         code, said = push(sandbox, "origin", f"main:{ref}")
         remote = [line for line in said.splitlines() if line.startswith("remote: gitopsd")]
         assert code == 1 and len(remote) == 1, (ref, said)

@@ -1,4 +1,5 @@
 """Real `git push` into real bare repositories through the installed hooks; exact output and exit codes."""
+
 from __future__ import annotations
 
 import grp
@@ -112,10 +113,12 @@ def test_ref_names_with_shell_or_jinja_syntax_execute_nothing(sandbox):
 def test_every_module_on_the_hook_path_imports_nothing_heavy():
     """What the hook may import, windows included, under the interpreter flags the shim uses."""
     root = Path(__file__).resolve().parents[2]
-    code = (f"import sys; sys.path.append({str(root)!r}); "
-            "import gitopsd.gate.receive, gitopsd.gate.policy, gitopsd.gate.snapshot, gitopsd.gate.nudge, gitopsd.base.gitcli, "
-            "gitopsd.core.windows, gitopsd.gate.promotion; "
-            f"print(sorted(m for m in {sorted(HEAVY)!r} if m in sys.modules))")
+    code = (
+        f"import sys; sys.path.append({str(root)!r}); "
+        "import gitopsd.gate.receive, gitopsd.gate.policy, gitopsd.gate.snapshot, gitopsd.gate.nudge, gitopsd.base.gitcli, "
+        "gitopsd.core.windows, gitopsd.gate.promotion; "
+        f"print(sorted(m for m in {sorted(HEAVY)!r} if m in sys.modules))"
+    )
     out = run([sys.executable, "-I", "-S", "-c", code]).stdout.strip()
     assert out == "[]"
 
@@ -139,15 +142,36 @@ def _run_hook_entry(sandbox: Sandbox, old: str, new: str, ref: str) -> tuple[sub
     """Run the hook exactly as the shim does (python -I -S), recording every module it imports."""
     entry = git(sandbox.root, "--git-dir", str(sandbox.repo), "config", "gitopsd.entry").stdout.strip()
     database = git(sandbox.root, "--git-dir", str(sandbox.repo), "config", "gitopsd.database").stdout.strip()
-    proc = subprocess.run([sys.executable, "-I", "-S", "-X", "importtime", entry, "--config", str(sandbox.config),
-                           "--database", database], input=f"{old} {new} {ref}\n", cwd=sandbox.repo,
-                          capture_output=True, text=True, env=sandbox.environ(), check=False)
+    proc = subprocess.run(
+        [sys.executable, "-I", "-S", "-X", "importtime", entry, "--config", str(sandbox.config), "--database", database],
+        input=f"{old} {new} {ref}\n",
+        cwd=sandbox.repo,
+        capture_output=True,
+        text=True,
+        env=sandbox.environ(),
+        check=False,
+    )
     modules = {line.split("|")[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
     return proc, modules - {"package"}
 
 
-HEAVY = {"yaml", "pygit2", "ansible", "ansible_runner", "inotify_simple", "apscheduler", "dataclasses", "subprocess",
-         "json", "pathlib", "typing", "socket", "re", "argparse", "cryptography"}   # cryptography: signed commits only
+HEAVY = {
+    "yaml",
+    "pygit2",
+    "ansible",
+    "ansible_runner",
+    "inotify_simple",
+    "apscheduler",
+    "dataclasses",
+    "subprocess",
+    "json",
+    "pathlib",
+    "typing",
+    "socket",
+    "re",
+    "argparse",
+    "cryptography",
+}  # cryptography: signed commits only
 
 
 def test_the_hook_reads_the_snapshot_and_imports_nothing_heavy_until_the_config_changes(sandbox):
@@ -172,15 +196,20 @@ def test_the_hook_reads_the_snapshot_and_imports_nothing_heavy_until_the_config_
 def _interpreter_for_others() -> str | None:
     """A Python another user can run (this one may live under /root); None if there is none."""
     for candidate in (sys.executable, "/usr/bin/python3"):
-        probe = subprocess.run(["setpriv", "--reuid", "54321", "--regid", "54321", "--clear-groups", candidate, "-I",
-                                "-S", "-c", "import sqlite3"], capture_output=True, check=False)
+        probe = subprocess.run(
+            ["setpriv", "--reuid", "54321", "--regid", "54321", "--clear-groups", candidate, "-I", "-S", "-c", "import sqlite3"],
+            capture_output=True,
+            check=False,
+        )
         if probe.returncode == 0:
             return candidate
     return None
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv") or not shutil.which("groupadd"),
-                    reason="running the hook as another user needs root, setpriv and groupadd")
+@pytest.mark.skipif(
+    os.geteuid() != 0 or not shutil.which("setpriv") or not shutil.which("groupadd"),
+    reason="running the hook as another user needs root, setpriv and groupadd",
+)
 def test_a_git_user_in_the_daemons_group_is_gated_while_the_daemon_is_stopped_and_others_are_told_why(sandbox):
     """The service layout: state folder 0750 and files 0640 of the daemon's group; the hook runs as the pusher."""
     python = _interpreter_for_others()
@@ -196,22 +225,47 @@ def test_a_git_user_in_the_daemons_group_is_gated_while_the_daemon_is_stopped_an
         os.chown(path, 0, gid)
         path.chmod(0o750 if path.is_dir() else 0o640)
     sandbox.root.chmod(0o755)
-    Store(sandbox.state / "state.db").close()                # as a daemon's clean stop leaves it:
-    assert not (sandbox.state / "state.db-wal").exists()     # SQLite has removed its log files
+    Store(sandbox.state / "state.db").close()  # as a daemon's clean stop leaves it:
+    assert not (sandbox.state / "state.db-wal").exists()  # SQLite has removed its log files
     entry = git(sandbox.root, "--git-dir", str(sandbox.repo), "config", "gitopsd.entry").stdout.strip()
-    env = {**sandbox.environ(), "HOME": "/tmp", "GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "safe.directory",
-           "GIT_CONFIG_VALUE_0": "*"}   # the repository belongs to root here; on a server, to the git user
+    env = {
+        **sandbox.environ(),
+        "HOME": "/tmp",
+        "GIT_CONFIG_COUNT": "1",
+        "GIT_CONFIG_KEY_0": "safe.directory",
+        "GIT_CONFIG_VALUE_0": "*",
+    }  # the repository belongs to root here; on a server, to the git user
 
     def hook_as(group: int) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(["setpriv", "--reuid", "54321", "--regid", str(group), "--clear-groups", python, "-I",
-                               "-S", entry, "--config", str(sandbox.config), "--database", str(sandbox.state / "state.db")],
-                              input=f"{old} {new} refs/heads/qa\n", cwd=sandbox.repo, capture_output=True, text=True,
-                              env=env, check=False)
+        return subprocess.run(
+            [
+                "setpriv",
+                "--reuid",
+                "54321",
+                "--regid",
+                str(group),
+                "--clear-groups",
+                python,
+                "-I",
+                "-S",
+                entry,
+                "--config",
+                str(sandbox.config),
+                "--database",
+                str(sandbox.state / "state.db"),
+            ],
+            input=f"{old} {new} refs/heads/qa\n",
+            cwd=sandbox.repo,
+            capture_output=True,
+            text=True,
+            env=env,
+            check=False,
+        )
 
     member = hook_as(gid)
     assert member.returncode == 0, member.stderr
     assert "gitopsd: the daemon is not running; qa will be deployed when it is back" in member.stderr
-    running = Store(sandbox.state / "state.db")              # as while the daemon runs: log files present
+    running = Store(sandbox.state / "state.db")  # as while the daemon runs: log files present
     try:
         member = hook_as(gid)
     finally:
@@ -219,15 +273,19 @@ def test_a_git_user_in_the_daemons_group_is_gated_while_the_daemon_is_stopped_an
     assert member.returncode == 0, member.stderr
     stranger = hook_as(54321)
     assert stranger.returncode == 1
-    assert (f"gitopsd: push refused: the deployment records in {sandbox.state / 'state.db'} cannot be read "
-            f"(Permission denied: {sandbox.state / 'state.db'})") in stranger.stderr
+    assert (
+        f"gitopsd: push refused: the deployment records in {sandbox.state / 'state.db'} cannot be read "
+        f"(Permission denied: {sandbox.state / 'state.db'})"
+    ) in stranger.stderr
     assert "ask an operator to add uid 54321 to the daemon's group (usermod -aG gitopsd uid 54321)" in stranger.stderr
 
 
 def test_a_push_of_a_tree_git_fsck_rejects_is_refused_by_the_server(sandbox):
     """A symlink and a file of the same name: without receive.fsckObjects git stores it, and a naive export follows it."""
+
     def objects(*args: str, input: str) -> str:
         return run(["git", *args], cwd=sandbox.work, input=input).stdout.strip()
+
     link = objects("hash-object", "-w", "--stdin", input=str(sandbox.root / "pwned"))
     blob = objects("hash-object", "-w", "--stdin", input="written through the link\n")
     tree = objects("mktree", input=f"120000 blob {link}\tzz\n100644 blob {blob}\tzz\n")
@@ -236,8 +294,19 @@ def test_a_push_of_a_tree_git_fsck_rejects_is_refused_by_the_server(sandbox):
     assert proc.returncode == 1
     assert f"remote: error: object {tree}: duplicateEntries: contains duplicate file entries" in proc.stderr
     assert "unpack failed" in proc.stderr or "unpacker error" in proc.stderr
-    assert git(sandbox.root, "--git-dir", str(sandbox.repo), "rev-parse", "--verify", "--quiet",
-               "refs/heads/feature/malformed", check=False).returncode != 0
+    assert (
+        git(
+            sandbox.root,
+            "--git-dir",
+            str(sandbox.repo),
+            "rev-parse",
+            "--verify",
+            "--quiet",
+            "refs/heads/feature/malformed",
+            check=False,
+        ).returncode
+        != 0
+    )
 
 
 def test_init_and_install_hooks_turn_on_fsck_of_pushed_objects_idempotently(short_tmp):

@@ -1,5 +1,6 @@
 """Sign-offs, release candidates and approvals with real Unix users: the daemon takes each caller's
 identity from its control socket (SO_PEERCRED), never from the environment; real pushes, real CLI calls."""
+
 from __future__ import annotations
 
 import os
@@ -16,13 +17,13 @@ import pytest
 from tests.support import Daemon, Sandbox, git, sh, unix_users
 
 NOTIFY = "import sys; open(sys.argv[1], 'a').write(sys.stdin.read() + chr(10))"
-PEOPLE = ("gt-alice", "gt-bob", "gt-carol", "gt-dave")   # alice tests; bob, carol and dave approve
+PEOPLE = ("gt-alice", "gt-bob", "gt-carol", "gt-dave")  # alice tests; bob, carol and dave approve
 GROUP = "gt-people"
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or not all(shutil.which(t) for t in ("setpriv", "useradd", "groupadd", "userdel")),
-    reason="real Unix users need root, setpriv, useradd and groupadd")
-
+    reason="real Unix users need root, setpriv, useradd and groupadd",
+)
 
 
 @pytest.fixture(scope="module")
@@ -34,17 +35,22 @@ def people() -> Iterator[None]:
 @pytest.fixture
 def server(short_tmp: Path, people: None) -> Iterator[tuple[Sandbox, Daemon]]:
     short_tmp.chmod(0o755)
-    sandbox = Sandbox(short_tmp, {"qa": ["qa-1"], "staging": ["staging-1"], "production": ["production-1"]},
-                      env_options={"staging": {"signoff_by": ["gt-alice"]},
-                                   "production": {"notify": {"command": [sys.executable, "-c", NOTIFY,
-                                                                         str(short_tmp / "events.jsonl")]},
-                                                  "require_signoff": {"env": "staging", "count": 1},
-                                                  "approvals": {"required": 2, "approvers": ["group:approvers"],
-                                                                "forbid_self_approval": True}}},
-                      extra={"groups": {"approvers": ["gt-bob", "gt-carol", "gt-dave"]}})
+    sandbox = Sandbox(
+        short_tmp,
+        {"qa": ["qa-1"], "staging": ["staging-1"], "production": ["production-1"]},
+        env_options={
+            "staging": {"signoff_by": ["gt-alice"]},
+            "production": {
+                "notify": {"command": [sys.executable, "-c", NOTIFY, str(short_tmp / "events.jsonl")]},
+                "require_signoff": {"env": "staging", "count": 1},
+                "approvals": {"required": 2, "approvers": ["group:approvers"], "forbid_self_approval": True},
+            },
+        },
+        extra={"groups": {"approvers": ["gt-bob", "gt-carol", "gt-dave"]}},
+    )
     sandbox.runtime.mkdir()
     shutil.chown(sandbox.runtime, "root", GROUP)
-    sandbox.runtime.chmod(0o2770)   # the sockets take the folder's group: the people may use them
+    sandbox.runtime.chmod(0o2770)  # the sockets take the folder's group: the people may use them
     with Daemon(sandbox) as daemon:
         daemon.wait_state("qa", "in-sync", sandbox.head("qa"))
         yield sandbox, daemon
@@ -52,9 +58,24 @@ def server(short_tmp: Path, people: None) -> Iterator[tuple[Sandbox, Daemon]]:
 
 def as_user(sandbox: Sandbox, user: str, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     entry = pwd.getpwnam(user)
-    return sh(["setpriv", f"--reuid={entry.pw_uid}", f"--regid={entry.pw_gid}", "--init-groups", "--",
-               sys.executable, "-m", "gitopsd", *args, "--config", str(sandbox.config)],
-              check=False, cwd="/", env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": "/nonexistent", **(env or {})})
+    return sh(
+        [
+            "setpriv",
+            f"--reuid={entry.pw_uid}",
+            f"--regid={entry.pw_gid}",
+            "--init-groups",
+            "--",
+            sys.executable,
+            "-m",
+            "gitopsd",
+            *args,
+            "--config",
+            str(sandbox.config),
+        ],
+        check=False,
+        cwd="/",
+        env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": "/nonexistent", **(env or {})},
+    )
 
 
 def said(proc: subprocess.CompletedProcess[str]) -> str:
@@ -64,8 +85,9 @@ def said(proc: subprocess.CompletedProcess[str]) -> str:
 def ship_to_staging(sandbox: Sandbox, daemon: Daemon, text: str, pusher: str) -> str:
     sandbox.write("app.txt", text)
     commit = sandbox.commit(text)
-    subprocess.run(["git", "push", "-q", "origin", "main", "main:qa"], cwd=sandbox.work, check=True,
-                   env=sandbox.environ(GITOPSD_USER=pusher))
+    subprocess.run(
+        ["git", "push", "-q", "origin", "main", "main:qa"], cwd=sandbox.work, check=True, env=sandbox.environ(GITOPSD_USER=pusher)
+    )
     daemon.wait_state("qa", "in-sync", commit)
     sandbox.command("promote", "qa", "staging")
     daemon.wait_state("staging", "in-sync", sandbox.head("staging"))
@@ -83,8 +105,9 @@ def test_signoff_rc_and_two_approvals_let_a_release_into_production_and_each_mis
     assert proc.returncode == 1 and "lacks its sign-offs for production" in said(proc)
 
     # Only signoff_by may sign off; the environment cannot make someone else of the caller.
-    proc = as_user(sandbox, "gt-bob", "signoff", "staging", "--note", "looks fine", env={"GITOPSD_USER": "gt-alice",
-                                                                                        "SUDO_USER": "gt-alice"})
+    proc = as_user(
+        sandbox, "gt-bob", "signoff", "staging", "--note", "looks fine", env={"GITOPSD_USER": "gt-alice", "SUDO_USER": "gt-alice"}
+    )
     assert proc.returncode == 1 and said(proc) == "gitopsd: error: gt-bob may not sign off in staging; who may: gt-alice"
     proc = as_user(sandbox, "gt-alice", "signoff", "staging", "--note", "checkout and refunds tested by hand")
     assert proc.returncode == 0, said(proc)
@@ -112,7 +135,7 @@ def test_signoff_rc_and_two_approvals_let_a_release_into_production_and_each_mis
     assert "0 of 2 approvals" in said(refused)
     proc = as_user(sandbox, "gt-alice", "approve", "r2", "--note", "mine")
     assert proc.returncode == 1 and "gt-alice may not approve for production; who may: gt-bob, gt-carol, gt-dave" in said(proc)
-    proc = as_user(sandbox, "gt-bob", "approve", "r2", "--note", "lgtm")   # bob pushed one of its changes
+    proc = as_user(sandbox, "gt-bob", "approve", "r2", "--note", "lgtm")  # bob pushed one of its changes
     assert proc.returncode == 1 and "it is their own" in said(proc)
     proc = as_user(sandbox, "gt-carol", "approve", "r2", "--note", "product ok")
     assert proc.returncode == 0 and "1 of 2 approvals (by gt-carol)" in said(proc), said(proc)
@@ -124,6 +147,7 @@ def test_signoff_rc_and_two_approvals_let_a_release_into_production_and_each_mis
     assert proc.returncode == 0 and "approved: production takes it now" in said(proc), said(proc)
 
     import json
+
     events = [json.loads(line) for line in (sandbox.root / "events.jsonl").read_text().splitlines()]
     events = [e for e in events if e["event"].startswith("rc-")]
     assert [e["event"] for e in events] == ["rc-created", "rc-approved"]
@@ -137,14 +161,26 @@ def test_signoff_rc_and_two_approvals_let_a_release_into_production_and_each_mis
     assert sandbox.tree(production) == sandbox.tree("refs/tags/rc/r2")
 
     # The audit trail travels with the repository: git notes on the commit.
-    notes = git(sandbox.root, "--git-dir", str(sandbox.repo), "log", "--notes=gitopsd", "-n", "3",
-                "--format=%H%n%N", "refs/heads/staging").stdout
-    for line in ("signed off in staging by gt-alice", "release candidate rc/r2 for production created by gt-alice",
-                 "rc/r2 approved by gt-carol", "rc/r2 approved by gt-dave"):
+    notes = git(
+        sandbox.root, "--git-dir", str(sandbox.repo), "log", "--notes=gitopsd", "-n", "3", "--format=%H%n%N", "refs/heads/staging"
+    ).stdout
+    for line in (
+        "signed off in staging by gt-alice",
+        "release candidate rc/r2 for production created by gt-alice",
+        "rc/r2 approved by gt-carol",
+        "rc/r2 approved by gt-dave",
+    ):
         assert line in notes, (line, notes)
-    daemon.wait_for(lambda: "deploy to production succeeded" in git(
-        sandbox.root, "--git-dir", str(sandbox.repo), "log", "--notes=gitopsd", "-n", "1", "--format=%N",
-        production).stdout, 10, "the deployment's note")
+    daemon.wait_for(
+        lambda: (
+            "deploy to production succeeded"
+            in git(
+                sandbox.root, "--git-dir", str(sandbox.repo), "log", "--notes=gitopsd", "-n", "1", "--format=%N", production
+            ).stdout
+        ),
+        10,
+        "the deployment's note",
+    )
     shown = sandbox.command("rc", "show", "r2")
     assert "State: approved" in shown.stdout and "gt-dave: approve: pm ok" in shown.stdout
 
@@ -172,8 +208,8 @@ def test_a_rejection_blocks_a_candidate_until_its_author_withdraws_it_and_a_new_
     refused = sandbox.command("promote", "rc/r3", "production", check=False)
     assert refused.returncode == 1 and "rejected by gt-carol" in said(refused)
     assert '"event": "rc-rejected"' in (sandbox.root / "events.jsonl").read_text()
-    other = as_user(sandbox, "gt-bob", "withdraw", "r3")          # only carol can take her rejection back
-    assert other.returncode == 0                                  # (bob withdraws his own approval)
+    other = as_user(sandbox, "gt-bob", "withdraw", "r3")  # only carol can take her rejection back
+    assert other.returncode == 0  # (bob withdraws his own approval)
     assert as_user(sandbox, "gt-bob", "approve", "r3", "--note", "ok again").returncode == 0
     assert as_user(sandbox, "gt-carol", "withdraw", "r3").returncode == 0
     sandbox.command("promote", "rc/r3", "production")
@@ -190,15 +226,37 @@ def test_two_approvals_racing_are_each_counted_once(server):
     ship_to_staging(sandbox, daemon, "release 5", pusher="gt-alice")
     assert as_user(sandbox, "gt-alice", "signoff", "staging", "--note", "tested").returncode == 0
     assert as_user(sandbox, "gt-alice", "rc", "create", "--name", "r5").returncode == 0
-    procs = [subprocess.Popen(["setpriv", f"--reuid={pwd.getpwnam(u).pw_uid}", f"--regid={pwd.getpwnam(u).pw_gid}",
-                               "--init-groups", "--", sys.executable, "-m", "gitopsd", "approve", "r5", "--note", "go",
-                               "--config", str(sandbox.config)], cwd="/", text=True, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, env={"PATH": "/usr/bin:/bin", "HOME": "/nonexistent"})
-             for u in ("gt-bob", "gt-carol", "gt-carol", "gt-dave")]
+    procs = [
+        subprocess.Popen(
+            [
+                "setpriv",
+                f"--reuid={pwd.getpwnam(u).pw_uid}",
+                f"--regid={pwd.getpwnam(u).pw_gid}",
+                "--init-groups",
+                "--",
+                sys.executable,
+                "-m",
+                "gitopsd",
+                "approve",
+                "r5",
+                "--note",
+                "go",
+                "--config",
+                str(sandbox.config),
+            ],
+            cwd="/",
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env={"PATH": "/usr/bin:/bin", "HOME": "/nonexistent"},
+        )
+        for u in ("gt-bob", "gt-carol", "gt-carol", "gt-dave")
+    ]
     results = [p.communicate(timeout=60) + (p.returncode,) for p in procs]
-    assert sorted(code for _o, _e, code in results) == [0, 0, 0, 1]    # carol's second is refused: already approved
+    assert sorted(code for _o, _e, code in results) == [0, 0, 0, 1]  # carol's second is refused: already approved
     shown = sandbox.command("rc", "show", "r5", "--json")
     import json
+
     view = json.loads(shown.stdout)
     assert view["approved_by"] == ["gt-bob", "gt-carol", "gt-dave"] and view["state"] == "approved"
     assert [h["actor"] for h in view["history"]].count("gt-carol") == 1
@@ -206,6 +264,7 @@ def test_two_approvals_racing_are_each_counted_once(server):
 
 def test_with_auto_promote_the_daemon_promotes_the_candidate_once_its_approvals_are_complete(server):
     import signal
+
     sandbox, daemon = server
     sandbox.env_options["production"]["auto_promote"] = True
     sandbox.write_config()
@@ -217,10 +276,13 @@ def test_with_auto_promote_the_daemon_promotes_the_candidate_once_its_approvals_
     assert as_user(sandbox, "gt-alice", "rc", "create", "--name", "r6").returncode == 0
     assert as_user(sandbox, "gt-bob", "approve", "r6", "--note", "ok").returncode == 0
     time.sleep(1.5)
-    assert sandbox.head("production") == before                   # one approval of two: nothing moves
+    assert sandbox.head("production") == before  # one approval of two: nothing moves
     proc = as_user(sandbox, "gt-carol", "approve", "r6", "--note", "ok")
     assert "the daemon promotes it to production" in said(proc)
-    daemon.wait_for(lambda: sandbox.tree(sandbox.head("production")) == sandbox.tree("refs/tags/rc/r6"), 20,
-                    "production promoted by the daemon")
+    daemon.wait_for(
+        lambda: sandbox.tree(sandbox.head("production")) == sandbox.tree("refs/tags/rc/r6"),
+        20,
+        "production promoted by the daemon",
+    )
     row = daemon.wait_result("production", sandbox.head("production"), "succeeded")
     assert row["trigger"] == "auto-promote" and row["actor"] == "gitopsd"

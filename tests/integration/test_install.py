@@ -1,5 +1,6 @@
 """Installing gitopsd as a team would: a wheel built from this checkout, installed (not editable)
 into a fresh virtualenv made by the system's Python, then used from there with no checkout in sight."""
+
 from __future__ import annotations
 
 import os
@@ -18,8 +19,13 @@ SOURCES = ("pyproject.toml", "README.md", "gitopsd", "hooks", "systemd", "app", 
 
 def system_python() -> str:
     """Debian's python3 when it is 3.11+, as docs/install.md's Install section uses; else the one running the tests."""
-    probe = subprocess.run(["/usr/bin/python3", "-c", "import sys, venv; print(sys.version_info >= (3, 11))"],
-                           capture_output=True, text=True) if Path("/usr/bin/python3").exists() else None
+    probe = (
+        subprocess.run(
+            ["/usr/bin/python3", "-c", "import sys, venv; print(sys.version_info >= (3, 11))"], capture_output=True, text=True
+        )
+        if Path("/usr/bin/python3").exists()
+        else None
+    )
     return "/usr/bin/python3" if probe and probe.stdout.strip() == "True" else sys._base_executable
 
 
@@ -41,11 +47,17 @@ def test_a_wheel_installed_into_a_fresh_virtualenv_inits_a_sample_repository_who
     run([str(venv / "bin" / "pip"), "install", "--quiet", str(wheel)], timeout=180)
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GIT_", "GITOPSD_", "PYTHON", "VIRTUAL_ENV"))}
-    env.update(GIT_AUTHOR_NAME="Ops", GIT_AUTHOR_EMAIL="ops@example.com", GIT_COMMITTER_NAME="Ops",
-               GIT_COMMITTER_EMAIL="ops@example.com", PATH=f"{venv / 'bin'}:/usr/bin:/bin")
+    env.update(
+        GIT_AUTHOR_NAME="Ops",
+        GIT_AUTHOR_EMAIL="ops@example.com",
+        GIT_COMMITTER_NAME="Ops",
+        GIT_COMMITTER_EMAIL="ops@example.com",
+        PATH=f"{venv / 'bin'}:/usr/bin:/bin",
+    )
     gitopsd = str(venv / "bin" / "gitopsd")
-    package = Path(run([str(venv / "bin" / "python"), "-c", "import gitopsd; print(gitopsd.__file__)"],
-                       cwd=tmp_path, env=env).stdout.strip()).parent
+    package = Path(
+        run([str(venv / "bin" / "python"), "-c", "import gitopsd; print(gitopsd.__file__)"], cwd=tmp_path, env=env).stdout.strip()
+    ).parent
     assert package.is_relative_to(venv)
     # The sandbox refuses to start a helper without its executable bit.
     assert os.access(package / "libexec" / "sandboxed-ansible-playbook", os.X_OK)
@@ -63,12 +75,15 @@ def test_a_wheel_installed_into_a_fresh_virtualenv_inits_a_sample_repository_who
     hook_entry = git(tmp_path, "--git-dir", str(repo), "config", "gitopsd.entry").stdout.strip()
     assert Path(hook_python).parent == venv / "bin" and Path(hook_entry).is_relative_to(package)
 
-    assert "ok (1 repository, 3 environments)" in run([gitopsd, "check-config", "--config", str(config)],
-                                                         cwd=tmp_path, env=env).stdout
+    assert (
+        "ok (1 repository, 3 environments)"
+        in run([gitopsd, "check-config", "--config", str(config)], cwd=tmp_path, env=env).stdout
+    )
     dry = run([gitopsd, "install-service", "--dry-run", "--config", str(config)], cwd=tmp_path, env=env)
-    assert (f"write /etc/systemd/system/gitopsd.service (ExecStart={gitopsd} run --config {config}; "
-            f"writable besides /var/lib/gitopsd and /run/gitopsd: {repo} {tmp_path / 'state'} {tmp_path / 'run'})"
-            in dry.stdout)
+    assert (
+        f"write /etc/systemd/system/gitopsd.service (ExecStart={gitopsd} run --config {config}; "
+        f"writable besides /var/lib/gitopsd and /run/gitopsd: {repo} {tmp_path / 'state'} {tmp_path / 'run'})" in dry.stdout
+    )
     assert f"gitopsd: warning: {gitopsd} lies under /tmp, which the unit hides (PrivateTmp=yes)" in dry.stderr
 
     # A real push through the installed hook: main and qa are accepted, production is judged and refused.

@@ -1,5 +1,6 @@
 """`gitopsd install-service` for real: the CLI as a process, a temporary root with a copy of this
 system's user database, the written unit checked with systemd-analyze."""
+
 from __future__ import annotations
 
 import os
@@ -54,15 +55,19 @@ def test_install_service_without_a_config_writes_none_and_says_to_run_init_first
     assert proc.stderr.splitlines() == [
         f"gitopsd: error: {root}/etc/gitopsd/gitopsd.yml does not exist: register a repository first with "
         "`gitopsd init /srv/git/NAME.git --config /etc/gitopsd/gitopsd.yml`, then run install-service again "
-        "(nothing was changed)"]
+        "(nothing was changed)"
+    ]
     assert sorted(root.rglob("*")) == before
     # The dry run shows the same thing to do first, and puts install-service again before systemctl.
     dry = run([*GITOPSD, "install-service", "--dry-run", "--root", str(root), "--user", "gitopsd-test"]).stdout
     lines = [line.strip() for line in dry.splitlines()]
     assert lines[lines.index("first:") + 1].startswith(f"{root}/etc/gitopsd/gitopsd.yml does not exist")
-    after = lines[lines.index("then:") + 1:]
-    assert after[:3] == ["gitopsd install-service --config /etc/gitopsd/gitopsd.yml", "systemctl daemon-reload",
-                         "systemctl enable --now gitopsd"]
+    after = lines[lines.index("then:") + 1 :]
+    assert after[:3] == [
+        "gitopsd install-service --config /etc/gitopsd/gitopsd.yml",
+        "systemctl daemon-reload",
+        "systemctl enable --now gitopsd",
+    ]
     assert sorted(root.rglob("*")) == before
 
 
@@ -70,8 +75,13 @@ def test_install_service_without_a_config_writes_none_and_says_to_run_init_first
 @needs_analyze
 def test_install_service_makes_the_configured_repositories_writable_and_the_config_readable_by_the_service(tmp_path):
     root = system_root(tmp_path)
-    config = write_config(root, {"state_dir": "/srv/gitopsd-state", "repositories": [
-        {"name": "shop", "path": "/srv/git/shop.git"}, {"name": "web", "path": "/data/repos/web.git"}]})
+    config = write_config(
+        root,
+        {
+            "state_dir": "/srv/gitopsd-state",
+            "repositories": [{"name": "shop", "path": "/srv/git/shop.git"}, {"name": "web", "path": "/data/repos/web.git"}],
+        },
+    )
     out = run([*GITOPSD, "install-service", "--root", str(root), "--user", "gitopsd-test"]).stdout
     unit_path = root / "etc/systemd/system/gitopsd.service"
     unit = unit_path.read_text()
@@ -79,20 +89,22 @@ def test_install_service_makes_the_configured_repositories_writable_and_the_conf
     assert f"ExecStartPre={EXE} check-config --config /etc/gitopsd/gitopsd.yml" in unit.splitlines()
     # The repositories and the state folder outside /var/lib/gitopsd, nothing hard-coded.
     assert "ReadWritePaths=-/srv/git/shop.git -/data/repos/web.git -/srv/gitopsd-state" in unit.splitlines()
-    assert "/srv/git\n" not in unit and not re.search(r"@[A-Z]+@", unit)   # every placeholder filled in
+    assert "/srv/git\n" not in unit and not re.search(r"@[A-Z]+@", unit)  # every placeholder filled in
     assert not any(line.startswith("Documentation=http") for line in unit.splitlines())
     assert "User=gitopsd-test" in unit and "Group=gitopsd-test" in unit
     # root:gitopsd-test 0640, with the comment kept.
-    gid = next(int(line.split(":")[2]) for line in (root / "etc/group").read_text().splitlines()
-               if line.startswith("gitopsd-test:"))
+    gid = next(
+        int(line.split(":")[2]) for line in (root / "etc/group").read_text().splitlines() if line.startswith("gitopsd-test:")
+    )
     st = config.stat()
     assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (0, gid, 0o640)
     assert config.read_text().startswith("# the team's comment\n")
     assert f"done: let group gitopsd-test read {config}" in out
     verify = subprocess.run(["systemd-analyze", "verify", str(unit_path)], capture_output=True, text=True)
     assert verify.returncode == 0 and verify.stderr == "", verify.stderr
-    security = subprocess.run(["systemd-analyze", "security", "--offline=true", "--threshold=26", str(unit_path)],
-                              capture_output=True, text=True)
+    security = subprocess.run(
+        ["systemd-analyze", "security", "--offline=true", "--threshold=26", str(unit_path)], capture_output=True, text=True
+    )
     assert security.returncode == 0, security.stdout[-2000:]
     # Again: nothing left to do but the unit, which is rewritten from the config as it is now.
     again = run([*GITOPSD, "install-service", "--root", str(root), "--user", "gitopsd-test"]).stdout
@@ -106,8 +118,9 @@ def test_the_dry_run_on_this_system_names_the_written_paths_and_warns_about_fold
     assert f"{sandbox.repo} {sandbox.state} {sandbox.runtime})" in proc.stdout
     assert not Path("/etc/systemd/system/gitopsd.service").exists() or "would do:" in proc.stdout
     # The sandbox lives under /tmp, which PrivateTmp=yes replaces with an empty folder.
-    assert (f"gitopsd: warning: {sandbox.repo} lies under /tmp, which the unit hides (PrivateTmp=yes): "
-            "the service will not find it") in proc.stderr
+    assert (
+        f"gitopsd: warning: {sandbox.repo} lies under /tmp, which the unit hides (PrivateTmp=yes): the service will not find it"
+    ) in proc.stderr
     # The ExecStart of the unit it would write is the one the service runs, with real paths.
     unit = next(s for s in service.plan("gitopsd", sandbox.config).steps if s.content).content
     assert f"ReadWritePaths=-{sandbox.repo} -{sandbox.state} -{sandbox.runtime}" in unit.splitlines()
@@ -115,28 +128,36 @@ def test_the_dry_run_on_this_system_names_the_written_paths_and_warns_about_fold
     assert run(pre.removeprefix("ExecStartPre=").split(), env=sandbox.environ()).returncode == 0
 
 
-@pytest.mark.parametrize("exe, hidden, directive", [("/home/ops/venv/bin/gitopsd", "/home", "ProtectHome=yes"),
-                                                    ("/root/venv/bin/gitopsd", "/root", "ProtectHome=yes"),
-                                                    ("/tmp/venv/bin/gitopsd", "/tmp", "PrivateTmp=yes")])
+@pytest.mark.parametrize(
+    "exe, hidden, directive",
+    [
+        ("/home/ops/venv/bin/gitopsd", "/home", "ProtectHome=yes"),
+        ("/root/venv/bin/gitopsd", "/root", "ProtectHome=yes"),
+        ("/tmp/venv/bin/gitopsd", "/tmp", "PrivateTmp=yes"),
+    ],
+)
 def test_an_exec_start_the_unit_would_hide_is_warned_about(tmp_path, exe, hidden, directive):
     root = system_root(tmp_path)
     write_config(root, {"repositories": [{"name": "shop", "path": "/srv/git/shop.git"}]})
     plan = service.plan("gitopsd", Path("/etc/gitopsd/gitopsd.yml"), root, executable=exe)
     assert plan.first == []
-    assert plan.warnings == [f"{exe} lies under {hidden}, which the unit hides ({directive}): the service cannot start "
-                             "it: make the virtualenv in /opt/gitopsd with a Python outside /tmp, /home and /root, "
-                             "e.g. /usr/bin/python3 (docs/install.md)"]
-    assert service.plan("gitopsd", Path("/etc/gitopsd/gitopsd.yml"), root,
-                        executable="/opt/gitopsd/bin/gitopsd").warnings == []
+    assert plan.warnings == [
+        f"{exe} lies under {hidden}, which the unit hides ({directive}): the service cannot start "
+        "it: make the virtualenv in /opt/gitopsd with a Python outside /tmp, /home and /root, "
+        "e.g. /usr/bin/python3 (docs/install.md)"
+    ]
+    assert service.plan("gitopsd", Path("/etc/gitopsd/gitopsd.yml"), root, executable="/opt/gitopsd/bin/gitopsd").warnings == []
 
 
 def test_a_config_the_service_could_not_start_with_is_refused_before_anything_is_installed(short_tmp, tmp_path):
     sandbox = Sandbox(short_tmp, {"qa": ["qa-1"]})
-    sandbox.config.write_text("repositories: []\n")   # what install-service used to write as a starter config
+    sandbox.config.write_text("repositories: []\n")  # what install-service used to write as a starter config
     dry = run([*GITOPSD, "install-service", "--dry-run", "--config", str(sandbox.config)]).stdout
     lines = [line.strip() for line in dry.splitlines()]
-    assert lines[lines.index("first:") + 1] == (f"{sandbox.config} has 1 problem(s): fix what `gitopsd check-config "
-                                                f"--config {sandbox.config}` shows, then run install-service again")
+    assert lines[lines.index("first:") + 1] == (
+        f"{sandbox.config} has 1 problem(s): fix what `gitopsd check-config "
+        f"--config {sandbox.config}` shows, then run install-service again"
+    )
     # Under another root the paths are that system's, so only read: an empty list is refused all the same.
     root = system_root(tmp_path)
     write_config(root, {"repositories": []})
@@ -145,20 +166,28 @@ def test_a_config_the_service_could_not_start_with_is_refused_before_anything_is
     assert proc.stderr.splitlines() == [
         f"gitopsd: error: {root}/etc/gitopsd/gitopsd.yml lists no repositories: register one first with "
         "`gitopsd init /srv/git/NAME.git --config /etc/gitopsd/gitopsd.yml`, then run install-service again "
-        "(nothing was changed)"]
+        "(nothing was changed)"
+    ]
     assert not (root / "etc/systemd").exists()
 
 
 @needs_root
 def test_install_service_makes_the_configured_signing_key_once_and_gives_it_to_the_service(tmp_path):
     root = system_root(tmp_path)
-    write_config(root, {"state_dir": "/srv/gitopsd-state", "signing_key": "/srv/gitopsd-state/signing_key",
-                        "repositories": [{"name": "shop", "path": "/srv/git/shop.git"}]})
+    write_config(
+        root,
+        {
+            "state_dir": "/srv/gitopsd-state",
+            "signing_key": "/srv/gitopsd-state/signing_key",
+            "repositories": [{"name": "shop", "path": "/srv/git/shop.git"}],
+        },
+    )
     out = run([*GITOPSD, "install-service", "--root", str(root), "--user", "gitopsd-test"]).stdout
     key = root / "srv/gitopsd-state/signing_key"
     assert f"done: make the service's SSH signing key {key} (signing_key in the config)" in out
-    uid = next(int(line.split(":")[2]) for line in (root / "etc/passwd").read_text().splitlines()
-               if line.startswith("gitopsd-test:"))
+    uid = next(
+        int(line.split(":")[2]) for line in (root / "etc/passwd").read_text().splitlines() if line.startswith("gitopsd-test:")
+    )
     assert (key.stat().st_uid, key.stat().st_mode & 0o777) == (uid, 0o600)
     assert Path(f"{key}.pub").read_text().startswith("ssh-ed25519 ")
     public = Path(f"{key}.pub").read_text()
@@ -169,16 +198,18 @@ def test_install_service_makes_the_configured_signing_key_once_and_gives_it_to_t
 @needs_root
 def test_install_service_makes_the_services_provenance_key_once_in_its_state_folder_and_only_it_reads_it(tmp_path):
     from gitopsd.adapters import signing
+
     root = system_root(tmp_path)
     write_config(root, {"state_dir": "/srv/gitopsd-state", "repositories": [{"name": "shop", "path": "/srv/git/shop.git"}]})
     out = run([*GITOPSD, "install-service", "--root", str(root), "--user", "gitopsd-test"]).stdout
     state = root / "srv/gitopsd-state"
     key = state / "signing-key.pem"
     assert f"done: make the service's provenance key {key} (ed25519, mode 0600)" in out
-    uid = next(int(line.split(":")[2]) for line in (root / "etc/passwd").read_text().splitlines()
-               if line.startswith("gitopsd-test:"))
+    uid = next(
+        int(line.split(":")[2]) for line in (root / "etc/passwd").read_text().splitlines() if line.startswith("gitopsd-test:")
+    )
     assert (key.stat().st_uid, key.stat().st_mode & 0o777) == (uid, 0o600)
     service_key = signing.service_key(state)
-    assert service_key is not None and service_key.keyid == signing.signing_key_id(state)   # the daemon signs with it
+    assert service_key is not None and service_key.keyid == signing.signing_key_id(state)  # the daemon signs with it
     again = run([*GITOPSD, "install-service", "--root", str(root), "--user", "gitopsd-test"]).stdout
     assert "provenance key" not in again and signing.signing_key_id(state) == service_key.keyid

@@ -1,4 +1,5 @@
 """Host variables read with ansible's own inventory and templating, from the sample inventories."""
+
 from __future__ import annotations
 
 import subprocess
@@ -51,8 +52,7 @@ def test_ansible_host_defaults_to_the_inventory_name_and_other_missing_variables
 
 def test_magic_variables_template_as_in_a_playbook_run():
     [qa] = hosts_of(SAMPLES / "qa" / "hosts.yml", ("ansible_python_interpreter", "app_python", "inventory_hostname"))
-    assert qa.vars == {"ansible_python_interpreter": sys.executable, "app_python": sys.executable,
-                       "inventory_hostname": "qa-1"}
+    assert qa.vars == {"ansible_python_interpreter": sys.executable, "app_python": sys.executable, "inventory_hostname": "qa-1"}
 
 
 def test_hosts_follow_the_order_ansible_gives_the_all_group(tmp_path):
@@ -61,19 +61,31 @@ def test_hosts_follow_the_order_ansible_gives_the_all_group(tmp_path):
         "all:\n  hosts:\n    zeta:\n  children:\n"
         "    web:\n      hosts:\n        web-b:\n        web-a:\n"
         "    db:\n      hosts:\n        db-1:\n        web-a:\n      children:\n        replicas:\n          hosts:\n            db-9:\n"
-        "    ungrouped:\n      hosts:\n        alpha:\n")
-    listed = subprocess.run([str(Path(sys.executable).parent / "ansible"), "all", "-i", str(inv), "--list-hosts"],
-                            capture_output=True, text=True, check=True).stdout.split()[2:]
+        "    ungrouped:\n      hosts:\n        alpha:\n"
+    )
+    listed = subprocess.run(
+        [str(Path(sys.executable).parent / "ansible"), "all", "-i", str(inv), "--list-hosts"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()[2:]
     assert [h.name for h in hosts_of(inv)] == listed == ["zeta", "alpha", "web-b", "web-a", "db-1", "db-9"]
 
 
 def test_extra_vars_are_data_that_group_vars_can_use(tmp_path):
     inv = tmp_path / "hosts.yml"
-    inv.write_text("all:\n  hosts:\n    h1:\n      health: 'http://h1/{{ gitopsd_commit }}'\n      app_port: 8080\n"
-                   "      enabled: true\n      roles_: [a, b]\n")
+    inv.write_text(
+        "all:\n  hosts:\n    h1:\n      health: 'http://h1/{{ gitopsd_commit }}'\n      app_port: 8080\n"
+        "      enabled: true\n      roles_: [a, b]\n"
+    )
     [h1] = hosts_of(inv, ("health", "gitopsd_commit", "app_port", "enabled", "roles_"), {"gitopsd_commit": "abc{{ 6 * 7 }}"})
-    assert h1.vars == {"health": "http://h1/abc{{ 6 * 7 }}", "gitopsd_commit": "abc{{ 6 * 7 }}",
-                       "app_port": "8080", "enabled": "true", "roles_": '["a", "b"]'}
+    assert h1.vars == {
+        "health": "http://h1/abc{{ 6 * 7 }}",
+        "gitopsd_commit": "abc{{ 6 * 7 }}",
+        "app_port": "8080",
+        "enabled": "true",
+        "roles_": '["a", "b"]',
+    }
 
 
 def test_an_extra_var_may_not_take_a_name_ansible_reserves(tmp_path):
@@ -109,11 +121,12 @@ def test_a_variable_that_fails_to_template_names_itself_and_the_host(tmp_path):
     inv.write_text("all:\n  hosts:\n    h1:\n      app_port: '{{ base_port + 1 }}'\n")
     with pytest.raises(InventoryError, match="app_port of h1"):
         hosts_of(inv, ("app_port",))
-    assert hosts_of(inv, ("ansible_host",)) == [HostInfo("h1", {"ansible_host": "h1"})]   # not asked: not templated
+    assert hosts_of(inv, ("ansible_host",)) == [HostInfo("h1", {"ansible_host": "h1"})]  # not asked: not templated
 
 
 def test_calls_from_several_threads_give_the_same_answers():
     from concurrent.futures import ThreadPoolExecutor
+
     envs = ["qa", "staging", "production"] * 3
     with ThreadPoolExecutor(4) as pool:
         results = list(pool.map(lambda env: hosts_of(SAMPLES / env / "hosts.yml", ("app_port",)), envs))

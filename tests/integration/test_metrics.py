@@ -5,6 +5,7 @@ repositories, the hook's code called in-process and the daemon's end of the nudg
 deployment records policy.judge reads (Records). No daemon: the e2e test (tests/e2e/test_monitoring.py) has
 one, scraped by a real Prometheus.
 """
+
 from __future__ import annotations
 
 import io
@@ -32,26 +33,58 @@ from tests.support import run
 
 
 def config(tmp: Path) -> Config:
-    envs = [Environment(name=name, branch=name, promote_from=src, inventory=f"environments/{name}/hosts.yml",
-                        playbook="playbooks/deploy.yml") for name, src in (("qa", "main"), ("production", "qa"))]
-    return Config(source=tmp / "gitopsd.yml", state_dir=tmp, repositories=[Repository(name="shop", path=tmp / "shop.git",
-                                                                                       environments=envs)])
+    envs = [
+        Environment(
+            name=name, branch=name, promote_from=src, inventory=f"environments/{name}/hosts.yml", playbook="playbooks/deploy.yml"
+        )
+        for name, src in (("qa", "main"), ("production", "qa"))
+    ]
+    return Config(
+        source=tmp / "gitopsd.yml",
+        state_dir=tmp,
+        repositories=[Repository(name="shop", path=tmp / "shop.git", environments=envs)],
+    )
 
 
-def deploy(store: Store, env: str, n: int, result: str, kind: str = "deploy", trigger: str = "push",
-           seconds: float = 3.0, checks: list[tuple[str, bool]] = ()) -> int:
-    dep = store.begin(repo="shop", env=env, commit=f"{n:040x}", tree=f"{n:040x}", previous_commit=None, kind=kind,
-                      trigger=trigger, actor="test", now=1000.0 + n * 10, queued=result == "queued")
+def deploy(
+    store: Store,
+    env: str,
+    n: int,
+    result: str,
+    kind: str = "deploy",
+    trigger: str = "push",
+    seconds: float = 3.0,
+    checks: list[tuple[str, bool]] = (),
+) -> int:
+    dep = store.begin(
+        repo="shop",
+        env=env,
+        commit=f"{n:040x}",
+        tree=f"{n:040x}",
+        previous_commit=None,
+        kind=kind,
+        trigger=trigger,
+        actor="test",
+        now=1000.0 + n * 10,
+        queued=result == "queued",
+    )
     if result not in ("running", "queued"):
-        store.finish(dep, result, now=1000.0 + n * 10 + seconds,
-                     detail={"batches": [{"checks": [{"ok": ok, "name": name, "detail": ""} for name, ok in checks]}]})
+        store.finish(
+            dep,
+            result,
+            now=1000.0 + n * 10 + seconds,
+            detail={"batches": [{"checks": [{"ok": ok, "name": name, "detail": ""} for name, ok in checks]}]},
+        )
     return dep
 
 
 def samples(metrics: Metrics) -> dict[str, float]:
     text = metrics.exposition()[0].decode()
-    return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-            if line.startswith("gitopsd_") and not line.startswith("gitopsd_process")}
+    return {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("gitopsd_") and not line.startswith("gitopsd_process")
+    }
 
 
 def test_totals_kept_between_scrapes_equal_a_fresh_read_after_a_restart(tmp_path, store_factory):
@@ -92,8 +125,15 @@ def test_locks_in_force_are_counted_per_environment_by_who_set_them_and_expired_
     cfg = config(tmp_path)
     store = store_factory(cfg.database)
     now = time.time()
-    store.add_lock(repo="shop", env="production", source="alert", actor="CheckoutErrors", reason="5xx", now=now,
-                   alert='CheckoutErrors{severity="page"}')
+    store.add_lock(
+        repo="shop",
+        env="production",
+        source="alert",
+        actor="CheckoutErrors",
+        reason="5xx",
+        now=now,
+        alert='CheckoutErrors{severity="page"}',
+    )
     store.add_lock(repo="*", env="*", source="person", actor="alice", reason="release freeze", now=now)
     store.add_lock(repo="shop", env="qa", source="person", actor="bob", reason="over", now=now - 60, expires_at=now - 1)
     got = samples(Metrics(lambda: cfg, store_factory(cfg.database, readonly=True)))
@@ -119,7 +159,7 @@ def test_a_scrape_passes_promtool_check_metrics(tmp_path, store_factory):
     deploy(store, "qa", 1, "succeeded")
     metrics = Metrics(lambda: cfg, store_factory(cfg.database, readonly=True))
     metrics.refused("shop", "qa", "deploy-window")
-    metrics.refused("shop", "nonsense", "free text here")   # never a label: '' and other
+    metrics.refused("shop", "nonsense", "free text here")  # never a label: '' and other
     body, content_type = metrics.exposition()
     assert content_type.startswith("text/plain; version=0.0.4")
     checked = subprocess.run(["promtool", "check", "metrics"], input=body, capture_output=True)
@@ -130,8 +170,9 @@ def test_a_scrape_passes_promtool_check_metrics(tmp_path, store_factory):
 class Records:
     """The deployment records policy.judge reads, as plain values: each case sets what it needs."""
 
-    def __init__(self, rcs: list[tuple[str, float]] | None = None, locks: list | None = None,
-                 rejections: list[tuple] | None = None):
+    def __init__(
+        self, rcs: list[tuple[str, float]] | None = None, locks: list | None = None, rejections: list[tuple] | None = None
+    ):
         self.rcs, self.held, self.rejection_rows = rcs or [], locks or [], rejections or []
 
     def tree_succeeded(self, repo: str, env: str, tree: str) -> bool:
@@ -168,10 +209,13 @@ class Records:
 def commit(repo: Path, files: dict[str, str], *parents: str, tree: str | None = None) -> str:
     """A commit of exactly `files` (or `tree`) on `parents`, written with git's plumbing: no work tree needed."""
     if tree is None:
-        blobs = {name: run(["git", "-C", str(repo), "hash-object", "-w", "--stdin"], input=text).stdout.strip()
-                 for name, text in files.items()}
-        tree = run(["git", "-C", str(repo), "mktree"],
-                   input="".join(f"100644 blob {blob}\t{name}\n" for name, blob in blobs.items())).stdout.strip()
+        blobs = {
+            name: run(["git", "-C", str(repo), "hash-object", "-w", "--stdin"], input=text).stdout.strip()
+            for name, text in files.items()
+        }
+        tree = run(
+            ["git", "-C", str(repo), "mktree"], input="".join(f"100644 blob {blob}\t{name}\n" for name, blob in blobs.items())
+        ).stdout.strip()
     parent_args = [arg for parent in parents for arg in ("-p", parent)]
     return run(["git", "-C", str(repo), "commit-tree", *parent_args, "-m", "a commit", tree]).stdout.strip()
 
@@ -181,8 +225,12 @@ def shop(path: Path) -> tuple[Path, dict[str, str]]:
     and `placeholder`, what `gitopsd init` leaves on a new environment branch."""
     run(["git", "init", "-q", "--bare", "--initial-branch=main", str(path)])
     base = commit(path, {"app.txt": "1"})
-    commits = {"base": base, "change": commit(path, {"app.txt": "2"}, base), "stray": commit(path, {"app.txt": "3"}),
-               "placeholder": commit(path, {}, tree=EMPTY_TREE)}
+    commits = {
+        "base": base,
+        "change": commit(path, {"app.txt": "2"}, base),
+        "stray": commit(path, {"app.txt": "3"}),
+        "placeholder": commit(path, {}, tree=EMPTY_TREE),
+    }
     for branch in ("main", "qa"):
         run(["git", "-C", str(path), "update-ref", f"refs/heads/{branch}", base])
     return path, commits
@@ -200,6 +248,7 @@ def daemon_socket(runtime: Path) -> Iterator[Callable[[], Nudge]]:
         got = Nudge.decode(sock.recv(65_536), None)
         assert got is not None
         return got
+
     try:
         yield receive
     finally:
@@ -209,19 +258,22 @@ def daemon_socket(runtime: Path) -> Iterator[Callable[[], Nudge]]:
 def test_every_refusal_the_policy_makes_carries_its_rule_id(short_tmp):
     path, c = shop(short_tmp / "shop.git")
     never = (Window("never", True, Cron.parse("0 0 1 1 *"), timedelta(minutes=1), "UTC"),)
-    envs = [GateEnvironment("qa", "qa", "main"), GateEnvironment("staging", "staging", "qa"),
-            GateEnvironment("ci", "ci", "main", require_checks=("ci/test",)),
-            GateEnvironment("uat", "uat", "main", signoff=SignoffNeed("qa", 1, ("alice",))),
-            GateEnvironment("production", "production", "main", approvals=Policy(1, ("bob",))),
-            GateEnvironment("late", "late", "main", windows=never)]
+    envs = [
+        GateEnvironment("qa", "qa", "main"),
+        GateEnvironment("staging", "staging", "qa"),
+        GateEnvironment("ci", "ci", "main", require_checks=("ci/test",)),
+        GateEnvironment("uat", "uat", "main", signoff=SignoffNeed("qa", 1, ("alice",))),
+        GateEnvironment("production", "production", "main", approvals=Policy(1, ("bob",))),
+        GateEnvironment("late", "late", "main", windows=never),
+    ]
     repo = GateRepository("shop", str(path), envs)
     env = {e.name: e for e in envs}
     now = datetime(2024, 6, 3, 12, tzinfo=UTC)
 
     def judge(name: str, old: str | None, new: str, records: Records | None = None, **kwargs: Any) -> policy.Verdict:
-        return policy.judge(repo, str(path), records or Records(), env[name], old, new, identity="alice", now=now,
-                            **kwargs)
-    verdicts = {   # each case is named by the rule id its refusal must carry, then what the case is
+        return policy.judge(repo, str(path), records or Records(), env[name], old, new, identity="alice", now=now, **kwargs)
+
+    verdicts = {  # each case is named by the rule id its refusal must carry, then what the case is
         "delete": judge("qa", c["base"], ZERO),
         "create": judge("qa", ZERO, c["base"]),
         "first-promotion": judge("qa", c["placeholder"], c["base"]),
@@ -232,21 +284,30 @@ def test_every_refusal_the_policy_makes_carries_its_rule_id(short_tmp):
         "signoff": judge("uat", None, c["base"]),
         "approvals (no release candidate)": judge("production", None, c["base"]),
         "approvals (not approved)": judge("production", None, c["base"], Records(rcs=[("1", 0.0)])),
-        "locked": judge("qa", None, c["base"], Records(locks=[Lock(1, "shop", "qa", "person", "", "bob", "migration",
-                                                                     0.0, None)])),
+        "locked": judge(
+            "qa", None, c["base"], Records(locks=[Lock(1, "shop", "qa", "person", "", "bob", "migration", 0.0, None)])
+        ),
         "rejected": judge("qa", c["base"], c["change"], Records(rejections=[("qa", "reject", 7, "gitopsd", "broke", 0.0, "")])),
         "deploy-window (closed)": judge("late", None, c["base"]),
         "deploy-window (no right to override)": judge("late", None, c["base"], override_reason="hotfix"),
-        **{f"reserved-ref ({ref})": receive.reserved_refusal(receive.RefUpdate(c["stray"], c["base"], ref), "shop")
-           for ref in ("refs/replace/" + c["stray"], "refs/notes/gitopsd", "refs/tags/rc/1")},
+        **{
+            f"reserved-ref ({ref})": receive.reserved_refusal(receive.RefUpdate(c["stray"], c["base"], ref), "shop")
+            for ref in ("refs/replace/" + c["stray"], "refs/notes/gitopsd", "refs/tags/rc/1")
+        },
     }
     assert not any(v.accepted for v in verdicts.values())
     assert {case: v.rule_id for case, v in verdicts.items()} == {case: case.split(" ")[0] for case in verdicts}
     # Every id the hook reports has its case here, but promotion-request (the next test), store-unreadable (no
     # rule was judged), other (no rule at all), signature and signed-push (they need signed commits and pushes:
     # tests/integration/test_signed_commits.py and test_signed_pushes.py), and provenance (test_provenance_gate.py).
-    assert {v.rule_id for v in verdicts.values()} | {"promotion-request", "store-unreadable", "other", "signature",
-                                                     "signed-push", "provenance"} == REFUSAL_RULES
+    assert {v.rule_id for v in verdicts.values()} | {
+        "promotion-request",
+        "store-unreadable",
+        "other",
+        "signature",
+        "signed-push",
+        "provenance",
+    } == REFUSAL_RULES
 
 
 def test_refused_promotion_requests_are_reported_with_their_rule_id(short_tmp):
@@ -266,20 +327,29 @@ def test_refused_promotion_requests_are_reported_with_their_rule_id(short_tmp):
 
 def test_a_reworded_refusal_is_still_counted_by_its_rule(short_tmp, monkeypatch):
     path, c = shop(short_tmp / "shop.git")
-    (short_tmp / "gitopsd.yml").write_text(f"state_dir: state\nruntime_dir: run\nrepositories:\n  - name: shop\n"
-                                          f"    path: {path}\n    environments:\n      - name: qa\n")
+    (short_tmp / "gitopsd.yml").write_text(
+        f"state_dir: state\nruntime_dir: run\nrepositories:\n  - name: shop\n"
+        f"    path: {path}\n    environments:\n      - name: qa\n"
+    )
     config = load(short_tmp / "gitopsd.yml")
     store = Store(config.database)
     store.save_gate(snapshot.from_config(config))
     store.close()
     real_refuse = policy.refuse
-    monkeypatch.setattr(policy, "refuse", lambda rule_id, rule, detail, instead:
-                        real_refuse(rule_id, f"qa says no: {rule[::-1]}", detail, instead))
-    monkeypatch.chdir(path)   # git runs the hook in the bare repository
+    monkeypatch.setattr(
+        policy,
+        "refuse",
+        lambda rule_id, rule, detail, instead: real_refuse(rule_id, f"qa says no: {rule[::-1]}", detail, instead),
+    )
+    monkeypatch.chdir(path)  # git runs the hook in the bare repository
     out = io.StringIO()
     with daemon_socket(config.runtime_dir) as received:
-        assert receive.pre_receive(str(short_tmp / "gitopsd.yml"), str(config.database),
-                                   f"{c['base']} {c['change']} refs/heads/qa\n", out) == 1
+        assert (
+            receive.pre_receive(
+                str(short_tmp / "gitopsd.yml"), str(config.database), f"{c['base']} {c['change']} refs/heads/qa\n", out
+            )
+            == 1
+        )
         report = received()
     assert "rule: qa says no: niam morf seert sekat ylno aq" in out.getvalue()
     assert report.refusals == (("qa", "not-on-source"),)

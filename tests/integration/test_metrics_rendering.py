@@ -5,6 +5,7 @@ Real: the SQLite store in a temp folder, written through a second connection as 
 prometheus_client's text. Faked: the clock and the renderer's work where a rendering must be slow (Rendering's
 own tests), and StoreCollector.totals held back where the history must be still being added up.
 """
+
 from __future__ import annotations
 
 import threading
@@ -43,14 +44,14 @@ def test_a_scrape_while_nothing_changed_reads_nothing_from_the_store(tmp_path):
     with Store(cfg.database) as store:
         deploy(store, "qa", 1, "succeeded")
         metrics = Metrics(lambda: cfg, Store(cfg.database, readonly=True))
-        first = wait_until(lambda: added_up(metrics))   # the start's first rendering, on its own thread
+        first = wait_until(lambda: added_up(metrics))  # the start's first rendering, on its own thread
         collected = []
         real = metrics.collector.collect
-        metrics.collector.collect = lambda: collected.append(1) or real()   # type: ignore[method-assign]
+        metrics.collector.collect = lambda: collected.append(1) or real()  # type: ignore[method-assign]
         for _ in range(5):
             assert b'gitopsd_deployments_total{env="qa",kind="deploy",repo="shop",result="succeeded"} 1.0' in metrics.scrape()[0]
         assert collected == [], "no scrape read the store again"
-        assert first.startswith(b"# HELP gitopsd_environment_info")   # the families in the order they always had
+        assert first.startswith(b"# HELP gitopsd_environment_info")  # the families in the order they always had
 
 
 def test_a_deployment_another_connection_records_shows_in_the_next_scrape(tmp_path):
@@ -59,15 +60,17 @@ def test_a_deployment_another_connection_records_shows_in_the_next_scrape(tmp_pa
         deploy(store, "qa", 1, "succeeded")
         metrics = Metrics(lambda: cfg, Store(cfg.database, readonly=True))
         assert b'result="failed"} 0.0' in wait_until(lambda: added_up(metrics))
-        deploy(store, "qa", 2, "failed")   # as the daemon records it: its own connection, no word to Metrics
-        wait_until(lambda: b'gitopsd_deployments_total{env="qa",kind="deploy",repo="shop",result="failed"} 1.0'
-                   in metrics.scrape()[0])
+        deploy(store, "qa", 2, "failed")  # as the daemon records it: its own connection, no word to Metrics
+        wait_until(
+            lambda: b'gitopsd_deployments_total{env="qa",kind="deploy",repo="shop",result="failed"} 1.0' in metrics.scrape()[0]
+        )
         metrics.refused("shop", "qa", "not-on-source")
         assert b'gitopsd_pushes_refused_total{env="qa",repo="shop",rule="not-on-source"} 1.0' in metrics.scrape()[0]
         metrics.store_replaced = True
         assert b"gitopsd_store_replaced 1.0" in metrics.scrape()[0]
-        assert without_process(metrics.scrape()[0]) == without_process(metrics.exposition()[0]), \
+        assert without_process(metrics.scrape()[0]) == without_process(metrics.exposition()[0]), (
             "the same text, family for family, as a scrape that renders everything"
+        )
 
 
 def test_while_the_history_is_added_up_a_scrape_gets_the_daemons_own_figures_and_never_zero_counters(tmp_path, monkeypatch):
@@ -108,6 +111,7 @@ def slow_rendering(clock: Clock, version: list[int]) -> tuple[Rendering, list[in
         clock.now += 5
         made.append(version[0])
         return f"version {version[0]}\n".encode()
+
     return Rendering(render, lambda: b"own\n", lambda: version[0], clock=clock, sleep=clock.sleep), made
 
 
@@ -115,11 +119,11 @@ def test_a_slow_rendering_is_never_made_in_a_scrape_and_the_rendering_thread_bri
     clock, version = Clock(), [1]
     rendering, made = slow_rendering(clock, version)
     rendering.prime()
-    version[0] = 2   # another connection committed
+    version[0] = 2  # another connection committed
     assert rendering.scrape() == b"version 1\nown\n", "the last rendering, at once"
     wait_until(lambda: rendering.scrape() == b"version 2\nown\n")
     assert made == [1, 2]
-    clock.now += exposition.MAX_AGE + 1   # nothing changed, but locks may have expired: one rendering more
+    clock.now += exposition.MAX_AGE + 1  # nothing changed, but locks may have expired: one rendering more
     assert rendering.scrape() == b"version 2\nown\n"
     wait_until(lambda: len(made) == 3)
 

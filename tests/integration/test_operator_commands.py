@@ -3,6 +3,7 @@
 Real: bare repositories, the CLI as a process, the SQLite store (deployments recorded through `Store` where
 a daemon run would only add time), the daemon as a process for suspend/resume, sync and wait.
 """
+
 from __future__ import annotations
 
 import json
@@ -29,7 +30,8 @@ def test_unknown_repository_and_environment_names_are_errors_naming_the_known_on
     proc = sandbox.command("history", "nosuchenv", check=False)
     assert proc.returncode == 1 and proc.stdout == ""
     assert proc.stderr.splitlines() == [
-        f"gitopsd: error: no environment named 'nosuchenv' in {sandbox.config} (known: qa, staging)"]
+        f"gitopsd: error: no environment named 'nosuchenv' in {sandbox.config} (known: qa, staging)"
+    ]
     assert sandbox.command("history", "qa").returncode == 0
 
 
@@ -71,12 +73,29 @@ def test_check_config_counts_in_words_and_reports_every_problem_of_a_window(sand
 
 def test_history_json_has_each_deployments_batches_hosts_and_checks(sandbox):
     store = Store(sandbox.state / "state.db")
-    batches = [{"batch": 1, "hosts": ["qa-1"], "result": "passed", "playbook": "succeeded on 1 host",
-                "checks": [{"ok": True, "name": "http", "detail": "200 from qa-1"}]}]
-    dep = store.begin(repo="shop", env="qa", commit="a" * 40, tree="b" * 40, previous_commit=None, kind="deploy",
-                      trigger="push", actor="alice", now=time.time())
-    store.finish(dep, "succeeded", now=time.time(), outcome="succeeded on 1 host",
-                 detail={"hosts": {"qa-1": "ok"}, "batches": batches})
+    batches = [
+        {
+            "batch": 1,
+            "hosts": ["qa-1"],
+            "result": "passed",
+            "playbook": "succeeded on 1 host",
+            "checks": [{"ok": True, "name": "http", "detail": "200 from qa-1"}],
+        }
+    ]
+    dep = store.begin(
+        repo="shop",
+        env="qa",
+        commit="a" * 40,
+        tree="b" * 40,
+        previous_commit=None,
+        kind="deploy",
+        trigger="push",
+        actor="alice",
+        now=time.time(),
+    )
+    store.finish(
+        dep, "succeeded", now=time.time(), outcome="succeeded on 1 host", detail={"hosts": {"qa-1": "ok"}, "batches": batches}
+    )
     store.close()
     (row,) = sandbox.history("qa")
     assert row["hosts"] == {"qa-1": "ok"} and row["batches"] == batches
@@ -84,23 +103,37 @@ def test_history_json_has_each_deployments_batches_hosts_and_checks(sandbox):
 
 def test_a_reader_that_closes_the_pipe_early_ends_any_command_quietly(sandbox):
     store = Store(sandbox.state / "state.db")
-    for n in range(1500):   # far more than a pipe holds: history is still writing when the reader goes away
-        dep = store.begin(repo="shop", env="qa", commit=f"{n:040x}", tree="b" * 40, previous_commit=None,
-                          kind="deploy", trigger="push", actor="alice", now=time.time())
+    for n in range(1500):  # far more than a pipe holds: history is still writing when the reader goes away
+        dep = store.begin(
+            repo="shop",
+            env="qa",
+            commit=f"{n:040x}",
+            tree="b" * 40,
+            previous_commit=None,
+            kind="deploy",
+            trigger="push",
+            actor="alice",
+            now=time.time(),
+        )
         store.finish(dep, "succeeded", now=time.time(), outcome="succeeded on 1 host")
     store.close()
     for command in (["history", "--limit", "2000"], ["history", "--limit", "2000", "--json"]):
-        proc = subprocess.Popen([*GITOPSD, *command, "--config", str(sandbox.config)], stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, env=sandbox.environ())
+        proc = subprocess.Popen(
+            [*GITOPSD, *command, "--config", str(sandbox.config)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=sandbox.environ(),
+        )
         assert proc.stdout is not None and proc.stderr is not None
-        first = proc.stdout.readline()   # as `| head -1` does
+        first = proc.stdout.readline()  # as `| head -1` does
         proc.stdout.close()
         errors = proc.stderr.read().decode()
         assert proc.wait(60) in (0, 141) and errors == "" and first, (command, proc.returncode, errors)
-    reader, writer = os.pipe()   # gone before the command writes at all: its output is flushed at the end
+    reader, writer = os.pipe()  # gone before the command writes at all: its output is flushed at the end
     os.close(reader)
-    proc = subprocess.Popen([*GITOPSD, "status", "--config", str(sandbox.config)], stdout=writer,
-                            stderr=subprocess.PIPE, env=sandbox.environ())
+    proc = subprocess.Popen(
+        [*GITOPSD, "status", "--config", str(sandbox.config)], stdout=writer, stderr=subprocess.PIPE, env=sandbox.environ()
+    )
     os.close(writer)
     assert proc.stderr is not None
     errors = proc.stderr.read().decode()
@@ -135,8 +168,11 @@ def test_suspend_holds_deployments_shown_in_status_and_resume_deploys_at_once(sa
         # sync re-applies what runs now, as a reapply caused by the operator.
         out = sandbox.command("sync", "qa", "--reason", "host rebuilt").stdout
         assert f"re-applying {v2[:7]} (kind reapply)" in out
-        daemon.wait_for(lambda: len([d for d in sandbox.history("qa") if d["commit"] == v2
-                                     and d["result"] == "succeeded"]) == 2, 60, "the reapply")
+        daemon.wait_for(
+            lambda: len([d for d in sandbox.history("qa") if d["commit"] == v2 and d["result"] == "succeeded"]) == 2,
+            60,
+            "the reapply",
+        )
         last = sandbox.history("qa")[0]
         assert (last["kind"], last["trigger"], last["reason"]) == ("reapply", "sync", "host rebuilt")
         # wait: 0 for a deployed commit, one line.
@@ -151,7 +187,7 @@ def test_wait_right_after_sync_waits_for_the_reapply_not_the_deployment_before_i
         before = daemon.wait_state("qa", "in-sync", head)["last_deployment"]
         sandbox.command("sync", "qa", "--reason", "host rebuilt")
         proc = sandbox.command("wait", "qa", "--timeout", "60")
-        reapply = sandbox.history("qa")[0]   # read after wait returned: it exists, and it is what wait named
+        reapply = sandbox.history("qa")[0]  # read after wait returned: it exists, and it is what wait named
         assert (reapply["kind"], reapply["result"]) == ("reapply", "succeeded") and reapply["id"] != before["id"]
         assert proc.stdout == f"shop/qa: {head[:7]} deployed and verified (deployment #{reapply['id']}, reapply)\n"
 
@@ -162,13 +198,14 @@ def test_a_failed_reapply_is_shown_failed_until_a_later_run_succeeds(sandbox):
         daemon.wait_state("qa", "in-sync", head)
         daemon.wait_state("staging", "in-sync")
         failing = max(d["id"] for d in sandbox.history()) + 1
-        (sandbox.out / f"qa-1.{failing}").mkdir()   # the test playbook cannot write its record there: the run fails
+        (sandbox.out / f"qa-1.{failing}").mkdir()  # the test playbook cannot write its record there: the run fails
         sandbox.command("sync", "qa")
         proc = sandbox.command("wait", "qa", "--timeout", "60", check=False)
         assert proc.returncode == 1, proc.stdout
-        assert proc.stdout.startswith(f"shop/qa: {head[:7]} failed: the reapply of {head[:7]} failed (deployment "
-                                      f"#{failing}: "), proc.stdout
-        time.sleep(3)   # past the retry backoff: nothing re-runs it by itself, and it still says so
+        assert proc.stdout.startswith(f"shop/qa: {head[:7]} failed: the reapply of {head[:7]} failed (deployment #{failing}: "), (
+            proc.stdout
+        )
+        time.sleep(3)  # past the retry backoff: nothing re-runs it by itself, and it still says so
         row = sandbox.status()["qa"]
         assert (row["state"], row["deployed"], row["last_deployment"]["id"]) == ("failed", head, failing), row
         assert "`gitopsd sync qa` re-applies it again" in row["reason"]
@@ -181,7 +218,7 @@ def test_wait_exits_1_when_the_deployment_stalls_and_2_on_timeout(sandbox):
     sandbox.write("FAIL", "all")
     bad = sandbox.commit("broken")
     sandbox.push("main", "main:qa")
-    proc = sandbox.command("wait", "qa", "--timeout", "1", check=False)   # no daemon: nothing happens
+    proc = sandbox.command("wait", "qa", "--timeout", "1", check=False)  # no daemon: nothing happens
     assert proc.returncode == 2
     assert proc.stdout == f"shop/qa: timed out after 1s waiting for {bad[:7]} (out-of-sync)\n"
     with Daemon(sandbox):
@@ -203,12 +240,14 @@ def test_check_config_warns_about_inventory_and_playbook_files_missing_from_bran
         "gitopsd: warning: shop/qa: the playbook playbooks/site.yml is not in branch qa: its next deployment fails "
         "until a commit adds it",
         "gitopsd: warning: shop/staging: the inventory environments/staging/hosts.yml is not in branch staging: its "
-        "next deployment fails until a commit adds it"]
+        "next deployment fails until a commit adds it",
+    ]
 
 
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="another user needs root and setpriv")
 def test_check_config_as_a_user_who_cannot_read_a_repository_says_so_in_one_line(tmp_path_factory):
     import tempfile
+
     folder = Path(tempfile.mkdtemp(prefix="gt-", dir="/tmp"))
     try:
         folder.chmod(0o755)
@@ -216,15 +255,27 @@ def test_check_config_as_a_user_who_cannot_read_a_repository_says_so_in_one_line
         git(folder, "init", "-q", "--bare", str(repo))
         repo.chmod(0o700)
         config = folder / "gitopsd.yml"
-        config.write_text(yaml.safe_dump({"state_dir": str(folder / "state"), "runtime_dir": str(folder / "run"),
-                                          "repositories": [{"name": "shop", "path": str(repo)}]}))
+        config.write_text(
+            yaml.safe_dump(
+                {
+                    "state_dir": str(folder / "state"),
+                    "runtime_dir": str(folder / "run"),
+                    "repositories": [{"name": "shop", "path": str(repo)}],
+                }
+            )
+        )
         config.chmod(0o644)
-        code = (f"import sys; sys.path.insert(0, {str(ROOT)!r}); from gitopsd.cli.main import main; "
-                f"sys.exit(main(['check-config', '--config', {str(config)!r}]))")
-        proc = run(["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups", sys.executable, "-c", code],
-                   check=False, env={"PATH": os.environ["PATH"]}, cwd=folder)
+        code = (
+            f"import sys; sys.path.insert(0, {str(ROOT)!r}); from gitopsd.cli.main import main; "
+            f"sys.exit(main(['check-config', '--config', {str(config)!r}]))"
+        )
+        proc = run(
+            ["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups", sys.executable, "-c", code],
+            check=False,
+            env={"PATH": os.environ["PATH"]},
+            cwd=folder,
+        )
         assert proc.returncode == 1 and "Traceback" not in proc.stderr
-        assert f"repositories[0].path: {repo} cannot be read by nobody (run `gitopsd doctor` as root to see why)" \
-            in proc.stderr
+        assert f"repositories[0].path: {repo} cannot be read by nobody (run `gitopsd doctor` as root to see why)" in proc.stderr
     finally:
         shutil.rmtree(folder, ignore_errors=True)

@@ -4,6 +4,7 @@ Real: `python -m build` (isolated, as a release is built), `twine check`, the wh
 metadata, and the wheel installed with `pip --no-deps` into a fresh virtualenv whose `gitopsd --version`
 runs. An editable checkout hides a forgotten package; only the built artifact shows it.
 """
+
 from __future__ import annotations
 
 import os
@@ -46,8 +47,13 @@ def test_the_wheel_holds_every_module_and_data_file_of_the_package_and_nothing_e
     assert not expected - names, f"missing from the wheel: {sorted(expected - names)}"
     assert not names - expected, f"in the wheel but not in gitopsd/: {sorted(names - expected)}"
     # Subpackages a hand-written list forgot once, the data the installers read, the sandbox launcher.
-    for needed in ("gitopsd/ci/__init__.py", "gitopsd/data/hooks/pre-receive", "gitopsd/data/systemd/gitopsd.service",
-                   "gitopsd/data/sample/playbooks/deploy.yml", "gitopsd/web/templates/base.html"):
+    for needed in (
+        "gitopsd/ci/__init__.py",
+        "gitopsd/data/hooks/pre-receive",
+        "gitopsd/data/systemd/gitopsd.service",
+        "gitopsd/data/sample/playbooks/deploy.yml",
+        "gitopsd/web/templates/base.html",
+    ):
         assert needed in names
 
 
@@ -64,8 +70,9 @@ def test_the_sdist_carries_the_package_and_its_metadata_but_no_tests_bench_or_ca
     with tarfile.open(sdist) as archive:
         names = {n.split("/", 1)[1] for n in archive.getnames() if "/" in n}
     assert {"pyproject.toml", "README.md", "gitopsd/__init__.py", "gitopsd/ci/runs.py"} <= names
-    assert not [n for n in names if n.startswith(("tests/", "bench/", ".venv/", ".demo/")) or "__pycache__" in n
-                or n.endswith(".pyc")], sorted(names)
+    assert not [
+        n for n in names if n.startswith(("tests/", "bench/", ".venv/", ".demo/")) or "__pycache__" in n or n.endswith(".pyc")
+    ], sorted(names)
 
 
 def test_twine_finds_nothing_to_fix_in_the_sdist_and_the_wheel(dist):
@@ -79,8 +86,21 @@ def test_the_installed_wheel_says_the_one_version_the_package_and_its_metadata_c
     venv = tmp_path / "venv"
     # Without its dependencies: --version needs none, and this test must not reach an index.
     run([sys.executable, "-m", "venv", "--without-pip", str(venv)])
-    run([sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install", "--quiet", "--no-deps",
-         "--no-index", str(wheel)], timeout=300)
+    run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            str(venv / "bin" / "python"),
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-index",
+            str(wheel),
+        ],
+        timeout=300,
+    )
     for argv in ([str(venv / "bin" / "gitopsd"), "--version"], [str(venv / "bin" / "python"), "-m", "gitopsd", "--version"]):
         proc = subprocess.run(argv, capture_output=True, text=True, cwd="/", env={"PATH": "/usr/bin:/bin"}, check=False)
         assert (proc.returncode, proc.stdout.strip()) == (0, f"gitopsd {gitopsd.__version__}"), proc

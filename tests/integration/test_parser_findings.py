@@ -2,6 +2,7 @@
 
 Real: the `gitopsd` command line, a bare repository with real git notes, the state store, the tokens file.
 """
+
 from __future__ import annotations
 
 import pytest
@@ -14,10 +15,14 @@ def sandbox(short_tmp):
     return Sandbox(short_tmp, {"qa": ["qa-1"]}, extra={"api": {"tokens_file": str(short_tmp / "tokens.yml")}})
 
 
-@pytest.mark.parametrize("content, said", [
-    (b"\x8b\x08 tokens: []\n", "not UTF-8 text (byte 0)"),                          # fuzz/fuzz_tokens_file.py
-    (b"tokens: " + b"[" * 5000 + b"\n", "invalid YAML: exceeded maximum nesting depth"),   # found triaging it
-], ids=["not-utf8", "nested-too-deeply"])
+@pytest.mark.parametrize(
+    "content, said",
+    [
+        (b"\x8b\x08 tokens: []\n", "not UTF-8 text (byte 0)"),  # fuzz/fuzz_tokens_file.py
+        (b"tokens: " + b"[" * 5000 + b"\n", "invalid YAML: exceeded maximum nesting depth"),  # found triaging it
+    ],
+    ids=["not-utf8", "nested-too-deeply"],
+)
 def test_a_tokens_file_that_is_not_utf8_or_nested_too_deeply_is_refused_in_one_line(sandbox, content, said):
     (sandbox.root / "tokens.yml").write_bytes(content)
     listed = sandbox.cli("token", "list", check=False)
@@ -28,9 +33,11 @@ def test_a_tokens_file_that_is_not_utf8_or_nested_too_deeply_is_refused_in_one_l
 
 def test_db_rebuild_lists_notes_whose_time_is_no_date_or_whose_number_no_store_keeps_and_restores_the_rest(sandbox):
     head = sandbox.head("qa")
-    notes = ["gitopsd: deploy to qa succeeded (deployment #7, push by alice) at 2026-12-01 09:30 UTC",
-             "gitopsd: deploy to qa succeeded (deployment #8, push by alice) at 2026-13-45 09:30 UTC",   # fuzz_notes.py
-             "gitopsd: deploy to qa succeeded (deployment #99999999999999999999, push by alice) at 2026-12-01 09:31 UTC"]
+    notes = [
+        "gitopsd: deploy to qa succeeded (deployment #7, push by alice) at 2026-12-01 09:30 UTC",
+        "gitopsd: deploy to qa succeeded (deployment #8, push by alice) at 2026-13-45 09:30 UTC",  # fuzz_notes.py
+        "gitopsd: deploy to qa succeeded (deployment #99999999999999999999, push by alice) at 2026-12-01 09:31 UTC",
+    ]
     for line in notes:
         git(sandbox.root, "--git-dir", str(sandbox.repo), "notes", "--ref=refs/notes/gitopsd", "append", "-m", line, head)
     rebuilt = sandbox.cli("db", "rebuild", check=False)

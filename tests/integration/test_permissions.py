@@ -10,6 +10,7 @@ user may read, and a .pth file there adds the project's installed packages (plai
 and 3.11 extension modules, which Debian's 3.11 loads as well); the playbook sandbox is shown
 that folder read-only (sandbox.read_only).
 """
+
 from __future__ import annotations
 
 import grp
@@ -36,7 +37,8 @@ GIT_USER, SVC_USER, GROUP = "gt-git", "gt-svc", "gt-gitopsd"
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or not all(shutil.which(t) for t in ("setpriv", "useradd", "groupadd", "userdel")),
-    reason="real Unix users need root, setpriv, useradd and groupadd")
+    reason="real Unix users need root, setpriv, useradd and groupadd",
+)
 
 
 @pytest.fixture(scope="module")
@@ -60,18 +62,18 @@ class Server:
         self.root.mkdir(mode=0o755)
         self.repo, self.config = self.root / "shop.git", self.root / "etc" / "gitopsd.yml"
         self.state, self.runtime, self.out = self.root / "state", self.root / "run", self.root / "out"
-        for folder in (self.state, self.runtime):   # as systemd's StateDirectory= and RuntimeDirectory= make them
+        for folder in (self.state, self.runtime):  # as systemd's StateDirectory= and RuntimeDirectory= make them
             folder.mkdir(mode=0o750)
             shutil.chown(folder, SVC_USER, GROUP)
         self.out.mkdir()
-        self.out.chmod(0o777)   # the playbook runs as gt-svc
+        self.out.chmod(0o777)  # the playbook runs as gt-svc
         self.config.parent.mkdir()
         self.home_git = Path(pwd.getpwnam(GIT_USER).pw_dir)
         self.work = self.home_git / f"{name}-work"
         self.daemon: subprocess.Popen[str] | None = None
         self.write_config()
         sh(["git", "init", "-q", "--bare", "--initial-branch=main", str(self.repo)])
-        sh(["chown", "-R", f"{GIT_USER}:{GIT_USER}", str(self.repo)])   # as a git server makes it: the git user's
+        sh(["chown", "-R", f"{GIT_USER}:{GIT_USER}", str(self.repo)])  # as a git server makes it: the git user's
         self.as_git(["git", "clone", "-q", str(self.repo), str(self.work)])
         self.as_git(["git", "-C", str(self.work), "checkout", "-q", "-b", "main"])
         self.write("playbooks/deploy.yml", TEST_PLAYBOOK)
@@ -79,30 +81,52 @@ class Server:
         self.commit_and_push("initial content", "main", "main:qa")
 
     def write_config(self, **top: Any) -> None:
-        data = {"state_dir": str(self.state), "runtime_dir": str(self.runtime), "sweep_interval": 300, "stop_grace": 5,
-                "sandbox": {"writable": [str(self.out)], "read_only": [sysconfig.get_paths()["purelib"]]},
-                "repositories": [{"name": "shop", "path": str(self.repo), "environments": [
-                    {"name": "qa", "auto_rollback": True, "retries": 1, "retry_backoff": 1, "timeout": 120}]}], **top}
+        data = {
+            "state_dir": str(self.state),
+            "runtime_dir": str(self.runtime),
+            "sweep_interval": 300,
+            "stop_grace": 5,
+            "sandbox": {"writable": [str(self.out)], "read_only": [sysconfig.get_paths()["purelib"]]},
+            "repositories": [
+                {
+                    "name": "shop",
+                    "path": str(self.repo),
+                    "environments": [{"name": "qa", "auto_rollback": True, "retries": 1, "retry_backoff": 1, "timeout": 120}],
+                }
+            ],
+            **top,
+        }
         self.config.write_text("# the deploy server's gitopsd config\n" + yaml.safe_dump(data, sort_keys=False))
         shutil.chown(self.config, "root", GROUP)
         self.config.chmod(0o640)
 
     def env(self, user: str) -> dict[str, str]:
-        return {"PATH": f"{self.bin}:/usr/bin:/bin", "HOME": pwd.getpwnam(user).pw_dir, "LANG": "C.UTF-8",
-                "GITOPSD_TEST_OUT": str(self.out), "GIT_AUTHOR_NAME": "Dev", "GIT_AUTHOR_EMAIL": "dev@example.com",
-                "GIT_COMMITTER_NAME": "Dev", "GIT_COMMITTER_EMAIL": "dev@example.com"}
+        return {
+            "PATH": f"{self.bin}:/usr/bin:/bin",
+            "HOME": pwd.getpwnam(user).pw_dir,
+            "LANG": "C.UTF-8",
+            "GITOPSD_TEST_OUT": str(self.out),
+            "GIT_AUTHOR_NAME": "Dev",
+            "GIT_AUTHOR_EMAIL": "dev@example.com",
+            "GIT_COMMITTER_NAME": "Dev",
+            "GIT_COMMITTER_EMAIL": "dev@example.com",
+        }
 
     def as_user(self, user: str, argv: list[str], check: bool = True) -> subprocess.CompletedProcess[str]:
         entry = pwd.getpwnam(user)
-        return sh(["setpriv", f"--reuid={entry.pw_uid}", f"--regid={entry.pw_gid}", "--init-groups", "--", *argv],
-                  check=check, env=self.env(user), cwd="/")
+        return sh(
+            ["setpriv", f"--reuid={entry.pw_uid}", f"--regid={entry.pw_gid}", "--init-groups", "--", *argv],
+            check=check,
+            env=self.env(user),
+            cwd="/",
+        )
 
     def as_git(self, argv: list[str], check: bool = True) -> subprocess.CompletedProcess[str]:
         return self.as_user(GIT_USER, argv, check)
 
     def gitopsd(self, *args: str, user: str = "root", check: bool = True) -> subprocess.CompletedProcess[str]:
         argv = [str(self.bin / "gitopsd"), *args, "--config", str(self.config)]
-        if user == "root":   # root's HOME is a folder of the test: its ~/.gitconfig is not touched
+        if user == "root":  # root's HOME is a folder of the test: its ~/.gitconfig is not touched
             return sh(argv, check=check, env={**self.env("root"), "HOME": str(self.root)})
         return self.as_user(user, argv, check)
 
@@ -110,8 +134,7 @@ class Server:
         return self.gitopsd("doctor", "--git-user", GIT_USER, "--service-user", SVC_USER, check=False)
 
     def write(self, path: str, content: str) -> None:
-        self.as_git(["sh", "-c", 'mkdir -p "$(dirname "$1")" && printf %s "$2" > "$1"', "-", str(self.work / path),
-                     content])
+        self.as_git(["sh", "-c", 'mkdir -p "$(dirname "$1")" && printf %s "$2" > "$1"', "-", str(self.work / path), content])
 
     def commit_and_push(self, message: str, *refspecs: str) -> str:
         self.as_git(["git", "-C", str(self.work), "add", "-A"])
@@ -130,10 +153,27 @@ class Server:
         entry = pwd.getpwnam(SVC_USER)
         self.log = self.root / "daemon.log"
         self.daemon = subprocess.Popen(
-            ["setpriv", f"--reuid={entry.pw_uid}", f"--regid={entry.pw_gid}", "--init-groups", "--",
-             str(self.bin / "python"), "-m", "gitopsd", "run", "--config", str(self.config), "--log-level", "debug"],
-            stdout=self.log.open("w"), stderr=subprocess.STDOUT, env=self.env(SVC_USER), cwd="/",
-            start_new_session=True)
+            [
+                "setpriv",
+                f"--reuid={entry.pw_uid}",
+                f"--regid={entry.pw_gid}",
+                "--init-groups",
+                "--",
+                str(self.bin / "python"),
+                "-m",
+                "gitopsd",
+                "run",
+                "--config",
+                str(self.config),
+                "--log-level",
+                "debug",
+            ],
+            stdout=self.log.open("w"),
+            stderr=subprocess.STDOUT,
+            env=self.env(SVC_USER),
+            cwd="/",
+            start_new_session=True,
+        )
         self.wait_for(lambda: (self.runtime / "nudge.sock").exists(), "the daemon's socket")
 
     def wait_for(self, predicate: Any, what: str, timeout: float = 90) -> Any:
@@ -151,6 +191,7 @@ class Server:
         def check() -> dict[str, Any] | None:
             row = self.status()[env]
             return row if row["state"] == state and row["desired"] == desired else None
+
         return self.wait_for(check, f"{env} {state} at {desired[:7]}")
 
     def stop(self) -> None:
@@ -173,8 +214,11 @@ def server(world: dict[str, Path], request: pytest.FixtureRequest) -> Iterator[S
 def problems(doctor: subprocess.CompletedProcess[str]) -> list[str]:
     """Each PROBLEM line of doctor's output, with its fix line."""
     lines = doctor.stdout.splitlines()
-    return [f"{line}\n{lines[i + 1]}" if i + 1 < len(lines) and "fix:" in lines[i + 1] else line
-            for i, line in enumerate(lines) if line.startswith("PROBLEM")]
+    return [
+        f"{line}\n{lines[i + 1]}" if i + 1 < len(lines) and "fix:" in lines[i + 1] else line
+        for i, line in enumerate(lines)
+        if line.startswith("PROBLEM")
+    ]
 
 
 def test_the_daemon_as_its_user_deploys_pushes_of_the_git_user_and_rolls_back_and_doctor_names_each_fault(server):
@@ -198,8 +242,9 @@ def test_the_daemon_as_its_user_deploys_pushes_of_the_git_user_and_rolls_back_an
     revert = server.wait_for(lambda: (h := server.head("qa")) != bad and h, "the automatic rollback's revert")
     server.wait_state("qa", "in-sync", revert)
     assert server.as_git(["git", "-C", str(server.repo), "log", "-1", "--format=%an %s", revert]).stdout.startswith(
-        'gitopsd Revert "broken"')
-    assert server.as_git(["git", "-C", str(server.repo), "fsck", "--no-dangling"]).returncode == 0   # readable by both
+        'gitopsd Revert "broken"'
+    )
+    assert server.as_git(["git", "-C", str(server.repo), "fsck", "--no-dangling"]).returncode == 0  # readable by both
     history = json.loads(server.gitopsd("history", "qa", "--json", user=SVC_USER).stdout)
     assert history[0]["kind"] == "rollback" and history[0]["result"] == "succeeded"
 
@@ -211,20 +256,24 @@ def test_the_daemon_as_its_user_deploys_pushes_of_the_git_user_and_rolls_back_an
     sh(["gpasswd", "-d", GIT_USER, GROUP])
     doctor = server.doctor()
     assert doctor.returncode == 1 and "Traceback" not in doctor.stderr
-    assert (f"PROBLEM  {GIT_USER} is in the daemon's group {GROUP} (reads the state, sends nudges)\n"
-            f"         fix: usermod -aG {GROUP} {GIT_USER}") in problems(doctor)
+    assert (
+        f"PROBLEM  {GIT_USER} is in the daemon's group {GROUP} (reads the state, sends nudges)\n"
+        f"         fix: usermod -aG {GROUP} {GIT_USER}"
+    ) in problems(doctor)
     sh(["usermod", "-aG", GROUP, GIT_USER])
 
     (server.repo / "objects").chmod(0o755)
     doctor = server.doctor()
     found = "\n".join(problems(doctor))
     assert f"PROBLEM  {SVC_USER} cannot write {server.repo / 'objects'} (drwxr-xr-x {GIT_USER}:{GROUP})" in found
-    assert (f"fix: {server.bin / 'gitopsd'} install-hooks {server.repo} --config {server.config} --git-user {GIT_USER} "
-            f"--service-user {SVC_USER}   # as root") in found
+    assert (
+        f"fix: {server.bin / 'gitopsd'} install-hooks {server.repo} --config {server.config} --git-user {GIT_USER} "
+        f"--service-user {SVC_USER}   # as root"
+    ) in found
     server.gitopsd("install-hooks", str(server.repo), "--git-user", GIT_USER, "--service-user", SVC_USER)
     assert server.doctor().returncode == 0
 
-    hidden = str(Path(sys.executable))   # the project's venv, under /root: gt-git cannot run it
+    hidden = str(Path(sys.executable))  # the project's venv, under /root: gt-git cannot run it
     sh(["git", "config", "--file", str(server.repo / "config"), "gitopsd.python", hidden])
     doctor = server.doctor()
     found = "\n".join(problems(doctor))
@@ -235,8 +284,9 @@ def test_the_daemon_as_its_user_deploys_pushes_of_the_git_user_and_rolls_back_an
     # Item 14: a stale database path (state_dir changed since install-hooks); the daemon fixes it on reload.
     sh(["git", "config", "--file", str(server.repo / "config"), "gitopsd.database", "/var/lib/old/state.db"])
     found = "\n".join(problems(server.doctor()))
-    assert (f"PROBLEM  the hook's gitopsd.database is /var/lib/old/state.db, but the config says "
-            f"{server.state / 'state.db'}") in found
+    assert (
+        f"PROBLEM  the hook's gitopsd.database is /var/lib/old/state.db, but the config says {server.state / 'state.db'}"
+    ) in found
     os.kill(server.daemon.pid, signal.SIGHUP)
     server.wait_for(lambda: "hook settings updated: gitopsd.database=" in server.log.read_text(), "the refresh")
     assert server.doctor().returncode == 0
@@ -263,7 +313,7 @@ def test_the_daemon_refreshes_the_hooks_database_at_start_after_state_dir_change
 def test_a_daemon_that_cannot_write_the_repository_says_once_which_command_fixes_its_hook_settings(server):
     server.gitopsd("install-hooks", str(server.repo), "--git-user", GIT_USER, "--service-user", SVC_USER)
     sh(["git", "config", "--file", str(server.repo / "config"), "gitopsd.database", "/var/lib/old/state.db"])
-    server.repo.chmod(0o755)   # the repository folder itself is not the group's to write: no config.lock
+    server.repo.chmod(0o755)  # the repository folder itself is not the group's to write: no config.lock
     server.start()
     server.wait_for(lambda: "this daemon cannot write" in server.log.read_text(), "the warning")
     log = server.log.read_text()
@@ -301,9 +351,11 @@ def test_init_keeps_the_configs_comments_mode_and_group_deploys_only_qa_and_its_
     server.commit_and_push("staging's hosts", "main", "main:qa")
     server.gitopsd("install-hooks", str(server.repo), "--git-user", GIT_USER, "--service-user", SVC_USER)
     config = server.config.with_name("fresh.yml")
-    config.write_text(f"# written by hand: keep this\nstate_dir: {server.state}   # the state\n"
-                      f"runtime_dir: {server.runtime}\nsandbox:\n  writable: [{server.out}]\n"
-                      f"  read_only: [{sysconfig.get_paths()['purelib']}]\nrepositories: []   # init adds them\n")
+    config.write_text(
+        f"# written by hand: keep this\nstate_dir: {server.state}   # the state\n"
+        f"runtime_dir: {server.runtime}\nsandbox:\n  writable: [{server.out}]\n"
+        f"  read_only: [{sysconfig.get_paths()['purelib']}]\nrepositories: []   # init adds them\n"
+    )
     shutil.chown(config, "root", GROUP)
     config.chmod(0o640)
     server.config = config
@@ -319,10 +371,10 @@ def test_init_keeps_the_configs_comments_mode_and_group_deploys_only_qa_and_its_
     server.start()
     main = server.head("main")
     server.wait_state("qa", "in-sync", main)
-    time.sleep(2)   # qa has run main's tree: a branch at main would now pass the rule and deploy
-    for env in ("staging", "production"):   # main was never promoted there: nothing is deployed
+    time.sleep(2)  # qa has run main's tree: a branch at main would now pass the rule and deploy
+    for env in ("staging", "production"):  # main was never promoted there: nothing is deployed
         row = server.status()[env]
-        assert row["state"] == "waiting-for-promotion" and row["deployed"] is None, row   # since 7cb8bb5
+        assert row["state"] == "waiting-for-promotion" and row["deployed"] is None, row  # since 7cb8bb5
     # (a placeholder is waiting, not blocked: the daemon logs nothing about staging, so look at deploying lines)
     assert not [line for line in server.log.read_text().splitlines() if "deploying" in line and "[shop/staging" in line]
     # The next steps, as printed: a push of main to qa, then a promotion as root.

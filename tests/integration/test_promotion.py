@@ -1,5 +1,6 @@
 """The promotion policy through real `git push` into real bare repositories (and the daemon where
 deployments must have happened): exact `remote:` output and exit codes."""
+
 from __future__ import annotations
 
 import os
@@ -32,7 +33,7 @@ def remote_text(proc: subprocess.CompletedProcess[str]) -> str:
 def test_qa_takes_trees_from_main_and_refuses_others(sandbox):
     sandbox.write("a.txt", "on main")
     sandbox.commit("on main")
-    assert sandbox.push("main", "main:qa").returncode == 0    # main and qa in one push
+    assert sandbox.push("main", "main:qa").returncode == 0  # main and qa in one push
     git(sandbox.work, "checkout", "-q", "-b", "side")
     sandbox.write("b.txt", "never on main")
     side = sandbox.commit("side")
@@ -127,8 +128,9 @@ def test_the_revert_a_faulty_merge_trap_is_refused_and_exact_tree_promotion_fixe
         assert not (sandbox.work / "feature.txt").exists(), "git kept the revert: the feature is gone"
         proc = sandbox.push("production", check=False)
         assert proc.returncode == 1
-        assert "remote:     promote what staging runs, with exactly its tree: gitopsd promote staging production" \
-            in remote_text(proc)
+        assert "remote:     promote what staging runs, with exactly its tree: gitopsd promote staging production" in remote_text(
+            proc
+        )
         # The exact-tree promotion is accepted and deploys the fix.
         reverted = sandbox.head("production")
         out = sandbox.command("promote", "staging", "production").stdout
@@ -170,10 +172,14 @@ def test_concurrent_pushes_to_one_branch_exactly_one_wins_and_only_it_deploys(sa
 
         def push(name, cwd, refspecs):
             # --atomic: main and qa land together or not at all (without it, each push could land half).
-            results[name] = subprocess.run(["git", "push", "--atomic", "origin", *refspecs], cwd=cwd, capture_output=True,
-                                           text=True, env=sandbox.environ())
-        threads = [threading.Thread(target=push, args=("mine", sandbox.work, ["main", "main:qa"])),
-                   threading.Thread(target=push, args=("theirs", other, ["HEAD:main", "HEAD:qa"]))]
+            results[name] = subprocess.run(
+                ["git", "push", "--atomic", "origin", *refspecs], cwd=cwd, capture_output=True, text=True, env=sandbox.environ()
+            )
+
+        threads = [
+            threading.Thread(target=push, args=("mine", sandbox.work, ["main", "main:qa"])),
+            threading.Thread(target=push, args=("theirs", other, ["HEAD:main", "HEAD:qa"])),
+        ]
         for t in threads:
             t.start()
         for t in threads:
@@ -208,7 +214,7 @@ def test_pack_refs_and_gc_cause_no_redeploy(sandbox):
 def test_pushes_while_the_daemon_is_down_are_gated_the_same_and_deploy_once_it_is_back(sandbox):
     sandbox.write("a.txt", "v2")
     v2 = sandbox.commit("v2")
-    assert sandbox.push("main:staging", check=False).returncode == 1   # still gated
+    assert sandbox.push("main:staging", check=False).returncode == 1  # still gated
     proc = sandbox.push("main", "main:qa")
     assert "the daemon is not running; qa will be deployed when it is back" in proc.stderr
     with Daemon(sandbox) as daemon:
@@ -235,8 +241,12 @@ def test_a_closed_window_refuses_promotions_but_not_rollbacks_and_one_identity_a
         daemon.wait_state("qa", "in-sync", v2)
         # A freeze that started a minute ago and lasts two hours, in the real clock.
         start = datetime.now(UTC) - timedelta(minutes=1)
-        _window_config(sandbox, "qa", [{"name": "release freeze", "deny": f"{start.minute} {start.hour} * * *",
-                                        "duration": "2h", "timezone": "UTC"}], ["alice"])
+        _window_config(
+            sandbox,
+            "qa",
+            [{"name": "release freeze", "deny": f"{start.minute} {start.hour} * * *", "duration": "2h", "timezone": "UTC"}],
+            ["alice"],
+        )
         sandbox.write("a.txt", "v3")
         sandbox.commit("v3")
         proc = sandbox.push("main", "main:qa", check=False)
@@ -258,13 +268,24 @@ def test_a_closed_window_refuses_promotions_but_not_rollbacks_and_one_identity_a
         # tests/integration/test_break_glass.py), and the refusal says how.
         # The hotfix: main's tree (v3) on top of qa, as `gitopsd promote` would make it.
         git(sandbox.work, "fetch", "-q", "origin")
-        hotfix = git(sandbox.work, "commit-tree", "origin/main^{tree}", "-p", "origin/qa", "-p", "origin/main",
-                     "-m", "hotfix").stdout.strip()
-        bob = subprocess.run(["git", "push", "-o", "override=customer outage", "origin", f"{hotfix}:refs/heads/qa"],
-                             cwd=sandbox.work, capture_output=True, text=True, env=sandbox.environ(GL_USER="bob"))
+        hotfix = git(
+            sandbox.work, "commit-tree", "origin/main^{tree}", "-p", "origin/qa", "-p", "origin/main", "-m", "hotfix"
+        ).stdout.strip()
+        bob = subprocess.run(
+            ["git", "push", "-o", "override=customer outage", "origin", f"{hotfix}:refs/heads/qa"],
+            cwd=sandbox.work,
+            capture_output=True,
+            text=True,
+            env=sandbox.environ(GL_USER="bob"),
+        )
         assert bob.returncode == 1 and "bob may not override it" in bob.stderr
-        alice = subprocess.run(["git", "push", "-o", "override=customer outage", "origin", f"{hotfix}:refs/heads/qa"],
-                               cwd=sandbox.work, capture_output=True, text=True, env=sandbox.environ(GL_USER="alice"))
+        alice = subprocess.run(
+            ["git", "push", "-o", "override=customer outage", "origin", f"{hotfix}:refs/heads/qa"],
+            cwd=sandbox.work,
+            capture_output=True,
+            text=True,
+            env=sandbox.environ(GL_USER="alice"),
+        )
         assert alice.returncode == 1 and "an emergency override needs two people" in alice.stderr, alice.stderr
         assert "break glass with two people: gitopsd override qa --reason '<why>'" in alice.stderr
         assert sandbox.head("qa") != hotfix
@@ -272,17 +293,44 @@ def test_a_closed_window_refuses_promotions_but_not_rollbacks_and_one_identity_a
 
 def _forward_commit(sandbox: Sandbox, branch: str, tree_of: str, message: str) -> str:
     """A commit on top of `branch` with the tree of `tree_of`, made in the bare repository (no push, no hook)."""
-    return git(sandbox.root, "--git-dir", str(sandbox.repo), "commit-tree", f"{tree_of}^{{tree}}", "-p",
-               f"refs/heads/{branch}", "-m", message).stdout.strip()
+    return git(
+        sandbox.root,
+        "--git-dir",
+        str(sandbox.repo),
+        "commit-tree",
+        f"{tree_of}^{{tree}}",
+        "-p",
+        f"refs/heads/{branch}",
+        "-m",
+        message,
+    ).stdout.strip()
 
 
 def _as_nobody(sandbox: Sandbox, *args: str) -> subprocess.CompletedProcess[str]:
     """`gitopsd ARGS` as the Unix user nobody: another identity than the test's."""
     for path in (sandbox.root, sandbox.config):
         path.chmod(0o755 if path.is_dir() else 0o644)
-    return subprocess.run(["setpriv", "--reuid", "nobody", "--regid", "nogroup", "--clear-groups", sys.executable,
-                           "-m", "gitopsd", *args, "--config", str(sandbox.config)], capture_output=True, text=True,
-                          env=sandbox.environ(HOME="/tmp"), cwd=Path(__file__).resolve().parents[2], check=False)
+    return subprocess.run(
+        [
+            "setpriv",
+            "--reuid",
+            "nobody",
+            "--regid",
+            "nogroup",
+            "--clear-groups",
+            sys.executable,
+            "-m",
+            "gitopsd",
+            *args,
+            "--config",
+            str(sandbox.config),
+        ],
+        capture_output=True,
+        text=True,
+        env=sandbox.environ(HOME="/tmp"),
+        cwd=Path(__file__).resolve().parents[2],
+        check=False,
+    )
 
 
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="another identity needs root and setpriv")
@@ -299,19 +347,22 @@ def test_a_head_moved_past_the_hook_is_blocked_until_an_allowed_identity_forces_
         sneaky = _forward_commit(sandbox, "production", v2, "straight to production")
         git(sandbox.root, "--git-dir", str(sandbox.repo), "update-ref", "refs/heads/production", sneaky)
         row = daemon.wait_state("production", "blocked", sneaky)
-        assert row["reason"] == (f"production only takes trees that were deployed and verified in staging: commit "
-                                 f"{sneaky[:7]} has tree {sandbox.tree(v2)[:7]}, which was never deployed successfully "
-                                 "to staging. A merge made by hand gets a new tree when the branches differ (after a "
-                                 "revert, for example).")
+        assert row["reason"] == (
+            f"production only takes trees that were deployed and verified in staging: commit "
+            f"{sneaky[:7]} has tree {sandbox.tree(v2)[:7]}, which was never deployed successfully "
+            "to staging. A merge made by hand gets a new tree when the branches differ (after a "
+            "revert, for example)."
+        )
         assert f"shop/production: {row['reason']}" in sandbox.command("status").stdout
-        time.sleep(2)   # looks come and go: still nothing runs, and it was said once
+        time.sleep(2)  # looks come and go: still nothing runs, and it was said once
         assert not [d for d in sandbox.history("production") if d["commit"] == sneaky]
         assert daemon.log().count(f"blocked {sneaky[:7]}:") == 1
         refused = _as_nobody(sandbox, "retry", "production", "--force")
         assert refused.returncode == 1 and refused.stdout == ""
         assert refused.stderr.splitlines() == [
             f"gitopsd: error: nobody may not force a head past the promotion rule in production; only "
-            f"{pwd.getpwuid(os.getuid()).pw_name} may (override_by in {sandbox.config})"]
+            f"{pwd.getpwuid(os.getuid()).pw_name} may (override_by in {sandbox.config})"
+        ]
         out = sandbox.command("retry", "production", "--force", "--reason", "customer outage").stdout
         assert f"{sneaky[:7]} admitted past the promotion rule by" in out
         daemon.wait_state("production", "in-sync", sneaky)
@@ -329,17 +380,21 @@ def test_reverting_a_rollback_during_a_freeze_is_no_rollback_for_the_hook_nor_fo
         sandbox.commit("T2")
         sandbox.push("main", "main:qa")
         daemon.wait_state("qa", "in-sync", sandbox.head("qa"))
-        sandbox.command("rollback", "qa")                                # back to T1
+        sandbox.command("rollback", "qa")  # back to T1
         rolled_back = sandbox.head("qa")
         daemon.wait_state("qa", "in-sync", rolled_back)
         start = datetime.now(UTC) - timedelta(minutes=1)
-        _window_config(sandbox, "qa", [{"name": "release freeze", "deny": f"{start.minute} {start.hour} * * *",
-                                        "duration": "2h", "timezone": "UTC"}], [])
-        daemon.proc.send_signal(signal.SIGHUP)                    # the daemon judges with the freeze too
+        _window_config(
+            sandbox,
+            "qa",
+            [{"name": "release freeze", "deny": f"{start.minute} {start.hour} * * *", "duration": "2h", "timezone": "UTC"}],
+            [],
+        )
+        daemon.proc.send_signal(signal.SIGHUP)  # the daemon judges with the freeze too
         daemon.wait_for(lambda: "configuration reloaded" in daemon.log(), 30, "reload")
         git(sandbox.work, "fetch", "-q", "origin")
         git(sandbox.work, "checkout", "-q", "-b", "qa", "origin/qa")
-        git(sandbox.work, "revert", "--no-edit", "HEAD")          # the revert of the rollback: tree T2 again
+        git(sandbox.work, "revert", "--no-edit", "HEAD")  # the revert of the rollback: tree T2 again
         proc = sandbox.push("qa:qa", check=False)
         assert proc.returncode == 1
         text = remote_text(proc)
@@ -348,7 +403,7 @@ def test_reverting_a_rollback_during_a_freeze_is_no_rollback_for_the_hook_nor_fo
         assert sandbox.head("qa") == rolled_back
         # Past the hook, the daemon refuses it the same way.
         again = git(sandbox.work, "rev-parse", "HEAD").stdout.strip()
-        git(sandbox.work, "push", "-q", "origin", "HEAD:refs/heads/sneaky")      # the objects, on a feature branch
+        git(sandbox.work, "push", "-q", "origin", "HEAD:refs/heads/sneaky")  # the objects, on a feature branch
         git(sandbox.root, "--git-dir", str(sandbox.repo), "update-ref", "refs/heads/qa", again)
         row = daemon.wait_state("qa", "blocked", again)
         assert row["reason"].startswith("promotions to qa are closed now: the deploy window is closed: inside")
@@ -367,7 +422,7 @@ def test_a_promotion_after_a_rollback_is_recorded_as_a_deploy(sandbox):
         daemon.wait_state("staging", "in-sync", sandbox.head("staging"))
         sandbox.command("rollback", "staging")
         daemon.wait_state("staging", "in-sync", sandbox.head("staging"))
-        sandbox.command("promote", "qa", "staging")                    # T2 again, as qa runs it: a promotion
+        sandbox.command("promote", "qa", "staging")  # T2 again, as qa runs it: a promotion
         daemon.wait_state("staging", "in-sync", sandbox.head("staging"))
     assert [d["kind"] for d in sandbox.history("staging")[:3]] == ["deploy", "rollback", "deploy"]
 
@@ -385,16 +440,27 @@ def test_rollback_to_an_earlier_deployment_is_admitted_and_recorded_and_bad_ids_
         refused = sandbox.command("rollback", "qa", "--to", str(other["id"]), check=False)
         assert refused.returncode == 1 and refused.stderr.splitlines() == [
             f"gitopsd: error: deployment #{other['id']} is not a deployment of shop/qa; "
-            "pick one from `gitopsd history qa --repo shop`"]
+            "pick one from `gitopsd history qa --repo shop`"
+        ]
         store = Store(sandbox.state / "state.db")
-        failed = store.begin(repo="shop", env="qa", commit=first["commit"], tree=first["tree"], previous_commit=None,
-                             kind="deploy", trigger="test", actor="test", now=time.time())
+        failed = store.begin(
+            repo="shop",
+            env="qa",
+            commit=first["commit"],
+            tree=first["tree"],
+            previous_commit=None,
+            kind="deploy",
+            trigger="test",
+            actor="test",
+            now=time.time(),
+        )
         store.finish(failed, "failed", now=time.time())
         store.close()
         refused = sandbox.command("rollback", "qa", "--to", str(failed), check=False)
         assert refused.returncode == 1 and refused.stderr.splitlines() == [
             f"gitopsd: error: deployment #{failed} failed: only a tree that ran successfully is a rollback target; "
-            "pick a succeeded one from `gitopsd history qa --repo shop`"]
+            "pick a succeeded one from `gitopsd history qa --repo shop`"
+        ]
         out = sandbox.command("rollback", "qa", "--to", str(first["id"])).stdout
         assert f"whose tree is the one deployment #{first['id']}" in out
         daemon.wait_state("qa", "in-sync", sandbox.head("qa"))

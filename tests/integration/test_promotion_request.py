@@ -1,5 +1,6 @@
 """Promotion from a developer's machine: a real `git push` from a clone to refs/promote/<env>, turned by the
 real pre-receive hook into the exact-tree promotion commit; the real daemon deploys what the sources ran."""
+
 from __future__ import annotations
 
 import os
@@ -41,8 +42,10 @@ def test_a_push_to_the_request_ref_after_a_revert_makes_the_exact_tree_promotion
         assert promoted != before
         text = remote_text(proc)
         assert proc.returncode == 1, "the request ref itself never lands"
-        assert (f"remote: gitopsd: production: production is now at {promoted[:7]} (Promote staging ({v1[:7]}) to "
-                f"production); its tree {sandbox.tree(v1)[:7]} is what staging runs.") in text
+        assert (
+            f"remote: gitopsd: production: production is now at {promoted[:7]} (Promote staging ({v1[:7]}) to "
+            f"production); its tree {sandbox.tree(v1)[:7]} is what staging runs."
+        ) in text
         assert "remote: gitopsd: refs/promote/production itself is never kept" in text
         assert sandbox.tree(promoted) == sandbox.tree(v1) and parents(sandbox, promoted) == [before, v1]
         assert git(sandbox.root, "--git-dir", str(sandbox.repo), "for-each-ref", "refs/promote/").stdout == ""
@@ -64,15 +67,15 @@ def test_a_push_to_the_request_ref_after_a_revert_makes_the_exact_tree_promotion
         daemon.wait_state("qa", "in-sync", fixed)
         sandbox.push("main:staging")
         daemon.wait_state("staging", "in-sync", fixed)
-        sandbox.push("staging:refs/promote/production", check=False)   # a stale local staging: refused below
-        proc = sandbox.push("main:refs/promote/production", check=False)   # main is at what staging runs
+        sandbox.push("staging:refs/promote/production", check=False)  # a stale local staging: refused below
+        proc = sandbox.push("main:refs/promote/production", check=False)  # main is at what staging runs
         again = sandbox.head("production")
         assert "is what staging runs" in remote_text(proc)
         assert sandbox.tree(again) == sandbox.tree(fixed) and parents(sandbox, again) == [reverted, fixed]
         daemon.wait_state("production", "in-sync", again)
     last = sandbox.history("production")[0]
     assert (last["commit"], last["kind"], last["trigger"]) == (again, "deploy", "promote")
-    assert last["actor"] == pwd.getpwuid(os.getuid()).pw_name   # the pusher, from the transport (here: Unix)
+    assert last["actor"] == pwd.getpwuid(os.getuid()).pw_name  # the pusher, from the transport (here: Unix)
 
 
 def test_a_request_for_a_tree_the_source_never_ran_is_refused_and_moves_nothing(sandbox):

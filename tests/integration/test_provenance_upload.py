@@ -4,6 +4,7 @@ Real: the HTTP API served as the daemon serves it (tests/integration/test_api.py
 statements made and signed by the `in-toto` library (its DSSE Envelope, securesystemslib's CryptoSigner), as a CI
 job using it would upload them. Faked: nothing.
 """
+
 from __future__ import annotations
 
 import json
@@ -24,15 +25,20 @@ from tests.support import Sandbox
 
 def in_toto_envelope(key: ed25519.Ed25519PrivateKey, commit: str, subject: str = "shop-1.0.tar.gz") -> dict:
     """An in-toto Statement v1 with a SLSA provenance v1 predicate, signed by the in-toto library."""
-    statement = {"_type": "https://in-toto.io/Statement/v1",
-                 "subject": [{"name": subject, "digest": {"sha256": "ab" * 32}}],
-                 "predicateType": "https://slsa.dev/provenance/v1",
-                 "predicate": {"buildDefinition": {"buildType": "https://ci.example/build/v1", "externalParameters": {},
-                                                   "resolvedDependencies": [{"uri": "git+https://git.example/shop",
-                                                                             "digest": {"gitCommit": commit}}]},
-                               "runDetails": {"builder": {"id": "https://ci.example/runner/7"}}}}
-    envelope = Envelope(payload=json.dumps(statement).encode(), payload_type="application/vnd.in-toto+json",
-                        signatures={})
+    statement = {
+        "_type": "https://in-toto.io/Statement/v1",
+        "subject": [{"name": subject, "digest": {"sha256": "ab" * 32}}],
+        "predicateType": "https://slsa.dev/provenance/v1",
+        "predicate": {
+            "buildDefinition": {
+                "buildType": "https://ci.example/build/v1",
+                "externalParameters": {},
+                "resolvedDependencies": [{"uri": "git+https://git.example/shop", "digest": {"gitCommit": commit}}],
+            },
+            "runDetails": {"builder": {"id": "https://ci.example/runner/7"}},
+        },
+    }
+    envelope = Envelope(payload=json.dumps(statement).encode(), payload_type="application/vnd.in-toto+json", signatures={})
     envelope.create_signature(CryptoSigner(key))
     return envelope.to_dict()
 
@@ -40,15 +46,19 @@ def in_toto_envelope(key: ed25519.Ed25519PrivateKey, commit: str, subject: str =
 @pytest.fixture
 def ci_key(short_tmp):
     key = ed25519.Ed25519PrivateKey.generate()
-    (short_tmp / "ci.pub").write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
-                                                                      serialization.PublicFormat.SubjectPublicKeyInfo))
+    (short_tmp / "ci.pub").write_bytes(
+        key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
     return key
 
 
 @pytest.fixture
 def api(short_tmp, ci_key):
-    box = Sandbox(short_tmp, {"qa": ["qa-1"]},
-                  extra={"api": {"listen": f"127.0.0.1:{free_port()}", "tokens_file": str(short_tmp / "tokens.yml")}})
+    box = Sandbox(
+        short_tmp,
+        {"qa": ["qa-1"]},
+        extra={"api": {"listen": f"127.0.0.1:{free_port()}", "tokens_file": str(short_tmp / "tokens.yml")}},
+    )
     data = yaml.safe_load(box.config.read_text())
     data["repositories"][0]["ci"] = {"provenance_keys": [str(short_tmp / "ci.pub")]}
     box.config.write_text(yaml.safe_dump(data, sort_keys=False))
@@ -65,10 +75,11 @@ def test_external_ci_uploads_an_in_toto_statement_with_its_status_and_verify_acc
     assert code == 201, doc
     tree = sandbox.tree(head)
     (finding,) = provenance.verify_tree(load(sandbox.config), "shop", tree)
-    assert finding.ok and finding.line.startswith("ok: uploaded statement external-ci%2Fbuild.intoto.json for "
-                                                  "shop-1.0.tar.gz signed by key"), finding.line
+    assert finding.ok and finding.line.startswith(
+        "ok: uploaded statement external-ci%2Fbuild.intoto.json for shop-1.0.tar.gz signed by key"
+    ), finding.line
     assert api.combined(head, token)["state"] == "success"
-    with Store(load(sandbox.config).database) as store:   # what the hook's require_provenance reads
+    with Store(load(sandbox.config).database) as store:  # what the hook's require_provenance reads
         assert store.attestations("shop", tree) == [("external-ci/build:shop-1.0.tar.gz", "ab" * 32, "ab" * 32)]
 
 
@@ -80,16 +91,21 @@ def test_a_statement_over_other_content_or_by_an_untrusted_key_is_refused_in_one
     other = sandbox.commit("v2")
     sandbox.push("main")
     answers = {
-        "other content": api.post(head, token, state="success", context="ci/build",
-                                  provenance=in_toto_envelope(ci_key, other)),
-        "untrusted key": api.post(head, token, state="success", context="ci/build",
-                                  provenance=in_toto_envelope(ed25519.Ed25519PrivateKey.generate(), head)),
+        "other content": api.post(head, token, state="success", context="ci/build", provenance=in_toto_envelope(ci_key, other)),
+        "untrusted key": api.post(
+            head,
+            token,
+            state="success",
+            context="ci/build",
+            provenance=in_toto_envelope(ed25519.Ed25519PrivateKey.generate(), head),
+        ),
         "not an envelope": api.post(head, token, state="success", context="ci/build", provenance={"payload": 1}),
     }
     for what, (code, _h, doc) in answers.items():
         assert code == 422 and doc["field"] == "provenance" and "\n" not in doc["message"], (what, doc)
     assert answers["other content"][2]["message"].startswith(
-        f"provenance: the statement is about other content: its resolvedDependencies name no gitCommit {head[:12]}")
+        f"provenance: the statement is about other content: its resolvedDependencies name no gitCommit {head[:12]}"
+    )
     assert "no signature by a trusted key" in answers["untrusted key"][2]["message"]
     assert "not a DSSE envelope" in answers["not an envelope"][2]["message"]
     assert api.combined(head, token)["statuses"] == []

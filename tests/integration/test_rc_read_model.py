@@ -3,6 +3,7 @@
 Real: a sandbox's bare repository and config, its SQLite store, and the `gitopsd rc` command. The release candidate
 is written into the store as the daemon records one (Store.add_rc), without a daemon.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,8 +27,17 @@ def r1(tmp_path) -> Iterator[tuple[Sandbox, Any, Store]]:
     config = load(sandbox.config)
     repo = config.repositories[0]
     with Store(config.database) as store:
-        store.add_rc(repo=repo.name, name="r1", commit=sandbox.head("main"), tree=sandbox.tree("main"),
-                     source_env="qa", target_env="production", created_by="alice", self_identities=[], now=time.time())
+        store.add_rc(
+            repo=repo.name,
+            name="r1",
+            commit=sandbox.head("main"),
+            tree=sandbox.tree("main"),
+            source_env="qa",
+            target_env="production",
+            created_by="alice",
+            self_identities=[],
+            now=time.time(),
+        )
         yield sandbox, repo, store
 
 

@@ -3,6 +3,7 @@
 What is real: a bare repository with the hook installed (install-hooks saves the snapshot), the
 state store, the `gitopsd` command line as a process. Nothing is faked.
 """
+
 from __future__ import annotations
 
 import json
@@ -29,8 +30,13 @@ print(json.dumps({"code": code, "out": out.getvalue(), "yaml": "yaml" in sys.mod
 
 def probe(sandbox: Sandbox, *args: str) -> dict:
     """Run a command in a fresh interpreter; say what it printed and whether it imported PyYAML and the settings."""
-    proc = subprocess.run([sys.executable, "-c", PROBE, *args, "--config", str(sandbox.config)],
-                          capture_output=True, text=True, env=sandbox.environ(), check=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", PROBE, *args, "--config", str(sandbox.config)],
+        capture_output=True,
+        text=True,
+        env=sandbox.environ(),
+        check=True,
+    )
     return json.loads(proc.stdout)
 
 
@@ -40,8 +46,10 @@ def test_status_and_history_answer_from_the_snapshot_without_parsing_the_yaml(sh
         got = probe(sandbox, *command)
         assert got["code"] == 0 and not got["yaml"] and not got["settings"], (command, got)
     rows = json.loads(probe(sandbox, "status", "--json")["out"])
-    assert [(r["repo"], r["env"], r["desired"]) for r in rows] == [("shop", "qa", sandbox.head("qa")),
-                                                                  ("shop", "staging", sandbox.head("staging"))]
+    assert [(r["repo"], r["env"], r["desired"]) for r in rows] == [
+        ("shop", "qa", sandbox.head("qa")),
+        ("shop", "staging", sandbox.head("staging")),
+    ]
     # Names are still checked: a typo is an error, not an empty table.
     proc = sandbox.cli("history", "prod", check=False)
     assert proc.returncode == 1 and "no environment named 'prod'" in proc.stderr
@@ -54,7 +62,7 @@ def test_an_edited_file_is_read_in_full_until_the_snapshot_is_saved_again(short_
     data = yaml.safe_load(sandbox.config.read_text())
     data["repositories"].append({"name": "other", "path": str(other), "environments": [{"name": "qa"}]})
     sandbox.config.write_text(yaml.safe_dump(data))
-    assert read_config(sandbox.config) is None   # the stamp no longer matches
+    assert read_config(sandbox.config) is None  # the stamp no longer matches
     got = probe(sandbox, "status", "--json")
     assert got["yaml"] and [r["repo"] for r in json.loads(got["out"])] == ["shop", "other"]
     # An invalid edit is reported, not hidden behind the old snapshot.
@@ -70,7 +78,7 @@ def test_a_repository_gone_since_the_snapshot_is_an_unavailable_row(short_tmp):
     data = yaml.safe_load(sandbox.config.read_text())
     data["repositories"].append({"name": "other", "path": str(other), "environments": [{"name": "qa"}]})
     sandbox.config.write_text(yaml.safe_dump(data))
-    sandbox.cli("install-hooks", str(sandbox.repo))   # saves the snapshot of this version
+    sandbox.cli("install-hooks", str(sandbox.repo))  # saves the snapshot of this version
     assert read_config(sandbox.config) is not None
     shutil.rmtree(other)
     got = probe(sandbox, "status", "--json")

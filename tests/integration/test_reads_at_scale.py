@@ -3,6 +3,7 @@
 Real: a bare repository with gitopsd's hook (install-hooks saved the configuration snapshot), the SQLite store,
 the command line run in-process. Faked: nothing; services.status.repository_problem is only watched.
 """
+
 from __future__ import annotations
 
 import sqlite3
@@ -27,15 +28,29 @@ def test_history_reads_the_store_and_never_looks_at_the_repositories_folders(sho
 def test_the_deployments_still_active_are_found_through_an_index_not_by_reading_the_history(tmp_path):
     with Store(tmp_path / "state.db") as store:
         for n in range(3):
-            dep = store.begin(repo="shop", env="qa", commit=f"{n:040x}", tree=f"{n:040x}", previous_commit=None,
-                              kind="deploy", trigger="push", actor="test", now=1000.0 + n)
+            dep = store.begin(
+                repo="shop",
+                env="qa",
+                commit=f"{n:040x}",
+                tree=f"{n:040x}",
+                previous_commit=None,
+                kind="deploy",
+                trigger="push",
+                actor="test",
+                now=1000.0 + n,
+            )
             if n < 2:
                 store.finish(dep, "succeeded", now=1001.0 + n)
         assert [d.id for d in store.mark_interrupted(2000.0)] == [3]
     db = sqlite3.connect(tmp_path / "state.db")
-    plans = [db.execute("EXPLAIN QUERY PLAN " + query).fetchall() for query in (
-        "SELECT * FROM deployments WHERE result IN ('queued', 'running')",   # Store.mark_interrupted, at each start
-        "SELECT id, repo, env, result FROM deployments WHERE id > 5 AND id <= 9 AND result IN ('queued', 'running')")]
+    plans = [
+        db.execute("EXPLAIN QUERY PLAN " + query).fetchall()
+        for query in (
+            "SELECT * FROM deployments WHERE result IN ('queued', 'running')",  # Store.mark_interrupted, at each start
+            "SELECT id, repo, env, result FROM deployments WHERE id > 5 AND id <= 9 AND result IN ('queued', 'running')",
+        )
+    ]
     db.close()
-    assert all("USING INDEX deployments_active" in str(plan) or "USING COVERING INDEX deployments_active" in str(plan)
-               for plan in plans), plans
+    assert all(
+        "USING INDEX deployments_active" in str(plan) or "USING COVERING INDEX deployments_active" in str(plan) for plan in plans
+    ), plans

@@ -2,6 +2,7 @@
 
 Real processes (sh, env, sleep) carrying a real marker; nothing faked.
 """
+
 from __future__ import annotations
 
 import os
@@ -27,9 +28,12 @@ def sleeping(seconds: str) -> list[psutil.Process]:
 
 def test_a_process_that_cleared_its_environment_is_reaped_with_the_run_that_started_it():
     marker = f"reap-test-{os.getpid()}-{time.monotonic_ns()}"
-    seconds = str(600 + os.getpid() % 97)   # a sleep no one else runs
-    parent = subprocess.Popen(["sh", "-c", f"env -i sleep {seconds} & exec sleep {int(seconds) + 1}"],
-                              env={**os.environ, runner.MARKER: marker}, start_new_session=True)
+    seconds = str(600 + os.getpid() % 97)  # a sleep no one else runs
+    parent = subprocess.Popen(
+        ["sh", "-c", f"env -i sleep {seconds} & exec sleep {int(seconds) + 1}"],
+        env={**os.environ, runner.MARKER: marker},
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 10
         while not sleeping(seconds) and time.monotonic() < deadline:
@@ -50,8 +54,10 @@ def test_a_process_of_the_run_that_became_a_zombie_nobody_collects_does_not_hold
     seconds = str(700 + os.getpid() % 97)
     # An unmarked parent (not of the run, so it lives on) that never collects its marked child: killed, the child
     # stays a zombie. Ended all the same, it must not hold reap.
-    starter = (f"import os, subprocess, sys, time; child = subprocess.Popen(['sleep', '{seconds}'], "
-               f"env={{**os.environ, {runner.MARKER!r}: {marker!r}}}); time.sleep(60)")
+    starter = (
+        f"import os, subprocess, sys, time; child = subprocess.Popen(['sleep', '{seconds}'], "
+        f"env={{**os.environ, {runner.MARKER!r}: {marker!r}}}); time.sleep(60)"
+    )
     parent = subprocess.Popen([sys.executable, "-c", starter], start_new_session=True)
     try:
         deadline = time.monotonic() + 10

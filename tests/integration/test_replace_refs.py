@@ -5,6 +5,7 @@ which exports what the daemon deploys, does not. Real bare repositories, real pu
 real hook, and the real `gitopsd promote` and `gitopsd rollback`. Deployment records are written
 into the real state store directly: these tests are about what git shows, not about Ansible.
 """
+
 from __future__ import annotations
 
 import time
@@ -25,8 +26,17 @@ def deployed(sandbox: Sandbox, env: str, commit: str) -> None:
     store = Store(sandbox.state / "state.db")
     try:
         now = time.time()
-        dep = store.begin(repo="shop", env=env, commit=commit, tree=sandbox.tree(commit), previous_commit=None,
-                          kind="deploy", trigger="test", actor="test", now=now)
+        dep = store.begin(
+            repo="shop",
+            env=env,
+            commit=commit,
+            tree=sandbox.tree(commit),
+            previous_commit=None,
+            kind="deploy",
+            trigger="test",
+            actor="test",
+            now=now,
+        )
         store.finish(dep, "succeeded", now=now)
     finally:
         store.close()
@@ -68,8 +78,7 @@ def attack(sandbox):
     # Unrelated history whose tree staging did verify: a rewrite of production's history.
     orphan = commit_tree(sandbox, sandbox.tree(good), message="history rewritten")
     orphan_decoy = commit_tree(sandbox, sandbox.tree(good), production, message="looks like a fast-forward")
-    return {"production": production, "good": good, "evil": evil, "decoy": decoy, "orphan": orphan,
-            "orphan_decoy": orphan_decoy}
+    return {"production": production, "good": good, "evil": evil, "decoy": decoy, "orphan": orphan, "orphan_decoy": orphan_decoy}
 
 
 def test_a_push_of_a_replace_ref_is_refused_and_the_evil_commit_after_it_too(sandbox, attack):
@@ -120,18 +129,22 @@ def test_updating_or_deleting_replace_refs_and_gitopsds_notes_is_refused_but_oth
 def test_replacements_written_on_the_server_do_not_fool_the_hook(sandbox, attack, how):
     """The git user can write refs/replace (or info/grafts) in the bare repository; the hook judges the real commits."""
     production, evil, decoy, orphan = attack["production"], attack["evil"], attack["decoy"], attack["orphan"]
-    sandbox.push(f"{evil}:refs/heads/feature/evil", f"{decoy}:refs/heads/feature/decoy",
-                 f"{orphan}:refs/heads/feature/orphan", f"{attack['orphan_decoy']}:refs/heads/feature/orphan-decoy")
+    sandbox.push(
+        f"{evil}:refs/heads/feature/evil",
+        f"{decoy}:refs/heads/feature/decoy",
+        f"{orphan}:refs/heads/feature/orphan",
+        f"{attack['orphan_decoy']}:refs/heads/feature/orphan-decoy",
+    )
     if how == "git replace":
         bare(sandbox, "replace", evil, decoy)
         bare(sandbox, "replace", orphan, attack["orphan_decoy"])
     elif how == "update-ref":
         bare(sandbox, "update-ref", f"refs/replace/{evil}", decoy)
         bare(sandbox, "update-ref", f"refs/replace/{orphan}", attack["orphan_decoy"])
-    elif how == "grafts":   # git 2.39 still honours the deprecated graft file
+    elif how == "grafts":  # git 2.39 still honours the deprecated graft file
         (sandbox.repo / "info").mkdir(exist_ok=True)
         (sandbox.repo / "info" / "grafts").write_text(f"{orphan} {production}\n")
-    else:   # a repository setting that would switch replacement back on
+    else:  # a repository setting that would switch replacement back on
         bare(sandbox, "replace", evil, decoy)
         bare(sandbox, "replace", orphan, attack["orphan_decoy"])
         bare(sandbox, "config", "core.useReplaceRefs", "true")

@@ -1,4 +1,5 @@
 """The required-checks gate through real pushes and `gitopsd promote`: commit statuses keyed by tree."""
+
 from __future__ import annotations
 
 import subprocess
@@ -19,11 +20,21 @@ def remote_text(proc: subprocess.CompletedProcess[str]) -> str:
     return "\n".join(line.rstrip() for line in proc.stderr.splitlines() if line.startswith("remote:"))
 
 
-def report(sandbox: Sandbox, commit: str, context: str, state: str, url: str | None = None,
-           description: str | None = None) -> None:
+def report(
+    sandbox: Sandbox, commit: str, context: str, state: str, url: str | None = None, description: str | None = None
+) -> None:
     with Store(sandbox.state / "state.db") as store:
-        store.add_status(repo="shop", commit=commit, tree=sandbox.tree(commit), context=context, state=state,
-                         reporter="test", now=time.time(), target_url=url, description=description)
+        store.add_status(
+            repo="shop",
+            commit=commit,
+            tree=sandbox.tree(commit),
+            context=context,
+            state=state,
+            reporter="test",
+            now=time.time(),
+            target_url=url,
+            description=description,
+        )
 
 
 def test_a_push_to_qa_is_refused_until_every_required_check_passed_on_its_tree(sandbox):
@@ -38,7 +49,7 @@ def test_a_push_to_qa_is_refused_until_every_required_check_passed_on_its_tree(s
     assert "remote:   rule: qa only takes trees that passed its required checks (ci/build, ci/test)" in text
     assert f"remote:   commit {v2[:7]} has tree {sandbox.tree(v2)[:7]}; its checks:" in text
     assert "remote:     ci/test: failure: 3 tests failed (http://ci.example/job/7)" in text
-    assert "ci/build" not in text.split("its checks:")[1].split("what to do instead")[0]   # it passed: not listed
+    assert "ci/build" not in text.split("its checks:")[1].split("what to do instead")[0]  # it passed: not listed
     assert f"remote:     see the checks: gitopsd ci status {v2[:7]} --repo shop" in text
     assert sandbox.head("qa") != v2
     # The newest report per context wins: CI re-ran and passed.
@@ -65,8 +76,9 @@ def test_a_commit_with_a_tested_tree_counts_as_tested(sandbox):
     report(sandbox, v2, "ci/build", "success")
     report(sandbox, v2, "ci/test", "success")
     # Another commit with exactly v2's tree (as a promotion commit would be): never reported itself.
-    same_tree = git(sandbox.work, "commit-tree", "-p", sandbox.head("qa"), "-p", v2, "-m", "merge main into qa",
-                    sandbox.tree(v2)).stdout.strip()
+    same_tree = git(
+        sandbox.work, "commit-tree", "-p", sandbox.head("qa"), "-p", v2, "-m", "merge main into qa", sandbox.tree(v2)
+    ).stdout.strip()
     proc = sandbox.push(f"{same_tree}:refs/heads/qa", check=False)
     assert proc.returncode == 0, proc.stderr
     assert sandbox.head("qa") == same_tree
@@ -92,8 +104,10 @@ def test_a_status_for_another_repository_or_tree_does_not_count(sandbox):
     sandbox.push("main")
     with Store(sandbox.state / "state.db") as store:
         for context in ("ci/build", "ci/test"):
-            store.add_status(repo="other", commit=v2, tree=sandbox.tree(v2), context=context, state="success",
-                             reporter="test", now=time.time())
-            store.add_status(repo="shop", commit=v2, tree="0" * 40, context=context, state="success",
-                             reporter="test", now=time.time())
+            store.add_status(
+                repo="other", commit=v2, tree=sandbox.tree(v2), context=context, state="success", reporter="test", now=time.time()
+            )
+            store.add_status(
+                repo="shop", commit=v2, tree="0" * 40, context=context, state="success", reporter="test", now=time.time()
+            )
     assert sandbox.push("main:qa", check=False).returncode == 1

@@ -3,6 +3,7 @@
 Success is judged from the final stats, not the exit code; cancel and timeout reap every process;
 extra vars are data that Jinja never evaluates.
 """
+
 from __future__ import annotations
 
 import threading
@@ -19,17 +20,24 @@ from tests.support import inventory
 LOCAL = "ansible_connection=local ansible_python_interpreter={{ ansible_playbook_python }}"
 
 
-def make_run(tmp: Path, playbook: str, inv: str, *, timeout: int = 60, extravars: dict | None = None,
-             marker: str = "test") -> PlaybookRun:
+def make_run(
+    tmp: Path, playbook: str, inv: str, *, timeout: int = 60, extravars: dict | None = None, marker: str = "test"
+) -> PlaybookRun:
     """A run with its own marker: the reaper of one test must not kill the runs of another running alongside."""
     work = tmp / "tree"
     (work / "playbooks").mkdir(parents=True, exist_ok=True)
     (work / "playbooks" / "deploy.yml").write_text(playbook)
     (work / "hosts.yml").write_text(inv)
     values = {"gitopsd_env": "qa", "gitopsd_commit": "a" * 40, "gitopsd_workdir": str(work), **(extravars or {})}
-    return PlaybookRun(marker=f"{marker}-{time.monotonic_ns()}", workdir=work, playbook=work / "playbooks" / "deploy.yml",
-                       inventory=work / "hosts.yml", data_dir=tmp / f"runner-{time.monotonic_ns()}",
-                       extravars=values, timeout=timeout)
+    return PlaybookRun(
+        marker=f"{marker}-{time.monotonic_ns()}",
+        workdir=work,
+        playbook=work / "playbooks" / "deploy.yml",
+        inventory=work / "hosts.yml",
+        data_dir=tmp / f"runner-{time.monotonic_ns()}",
+        extravars=values,
+        timeout=timeout,
+    )
 
 
 OK_PLAY = "- hosts: all\n  gather_facts: false\n  tasks:\n    - ansible.builtin.debug: msg=hello\n"
@@ -57,8 +65,10 @@ def test_an_unreachable_host_fails_the_run(tmp_path):
 
 
 def test_a_failed_task_fails_the_run_naming_the_host(tmp_path):
-    play = ("- hosts: all\n  gather_facts: false\n  tasks:\n    - ansible.builtin.fail: msg=no\n"
-            "      when: inventory_hostname == 'h2'\n")
+    play = (
+        "- hosts: all\n  gather_facts: false\n  tasks:\n    - ansible.builtin.fail: msg=no\n"
+        "      when: inventory_hostname == 'h2'\n"
+    )
     outcome = run_playbook(make_run(tmp_path, play, inventory("h1", "h2")), threading.Event())
     assert not outcome.ok and outcome.rc == 2
     assert outcome.hosts == {"h1": "ok", "h2": "failed"}
@@ -92,20 +102,23 @@ def test_cancel_stops_the_run_and_reaps(tmp_path):
 def test_extra_vars_with_jinja_or_shell_syntax_are_never_evaluated(tmp_path):
     canary = tmp_path / "pwned"
     evil = "{{ lookup('pipe', 'touch " + str(canary) + "') }}$(touch " + str(canary) + ")"
-    play = ("- hosts: all\n  gather_facts: false\n  tasks:\n"
-            "    - ansible.builtin.copy: {dest: '" + str(tmp_path / "seen") + "', content: '{{ gitopsd_env }}'}\n")
-    outcome = run_playbook(make_run(tmp_path, play, inventory("h1"), extravars={"gitopsd_env": evil}),
-                           threading.Event())
+    play = (
+        "- hosts: all\n  gather_facts: false\n  tasks:\n"
+        "    - ansible.builtin.copy: {dest: '" + str(tmp_path / "seen") + "', content: '{{ gitopsd_env }}'}\n"
+    )
+    outcome = run_playbook(make_run(tmp_path, play, inventory("h1"), extravars={"gitopsd_env": evil}), threading.Event())
     assert outcome.ok
     assert not canary.exists()
     assert (tmp_path / "seen").read_text() == evil
 
 
 def test_extra_vars_stay_strings_whatever_they_look_like(tmp_path):
-    play = ("- hosts: all\n  gather_facts: false\n  tasks:\n"
-            "    - ansible.builtin.copy: {dest: '" + str(tmp_path / "types") + "', "
-            "content: \"{{ [gitopsd_env, gitopsd_deploy_id, gitopsd_previous_commit] | map('type_debug') | join(',') }}"
-            "|{{ gitopsd_env }}|{{ gitopsd_previous_commit }}\"}\n")
+    play = (
+        "- hosts: all\n  gather_facts: false\n  tasks:\n"
+        "    - ansible.builtin.copy: {dest: '" + str(tmp_path / "types") + "', "
+        "content: \"{{ [gitopsd_env, gitopsd_deploy_id, gitopsd_previous_commit] | map('type_debug') | join(',') }}"
+        '|{{ gitopsd_env }}|{{ gitopsd_previous_commit }}"}\n'
+    )
     values = {"gitopsd_env": "0123", "gitopsd_deploy_id": "7", "gitopsd_previous_commit": ""}
     assert run_playbook(make_run(tmp_path, play, inventory("h1"), extravars=values), threading.Event()).ok
     assert (tmp_path / "types").read_text() == "str,str,str|0123|"
@@ -113,12 +126,15 @@ def test_extra_vars_stay_strings_whatever_they_look_like(tmp_path):
 
 def test_the_playbook_child_sees_no_notify_socket(tmp_path, monkeypatch):
     from gitopsd.adapters.runner import scrub_environment
+
     monkeypatch.setenv("NOTIFY_SOCKET", "/run/systemd/notify")
     monkeypatch.setenv("WATCHDOG_USEC", "1000000")
     scrub_environment()
-    play = ("- hosts: all\n  gather_facts: false\n  tasks:\n"
-            "    - ansible.builtin.copy: {dest: '" + str(tmp_path / "env") + "', "
-            "content: \"{{ lookup('ansible.builtin.env', 'NOTIFY_SOCKET', default='absent') }}\"}\n")
+    play = (
+        "- hosts: all\n  gather_facts: false\n  tasks:\n"
+        "    - ansible.builtin.copy: {dest: '" + str(tmp_path / "env") + "', "
+        "content: \"{{ lookup('ansible.builtin.env', 'NOTIFY_SOCKET', default='absent') }}\"}\n"
+    )
     assert run_playbook(make_run(tmp_path, play, inventory("h1")), threading.Event()).ok
     assert (tmp_path / "env").read_text() == "absent"
 

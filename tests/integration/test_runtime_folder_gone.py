@@ -3,6 +3,7 @@
 Real: `gitopsd run` as a process with its state and runtime folders, the command line as processes beside it,
 and the runtime folder removed by the test (as a tmpfiles cleanup or a careless `rm -r /run/gitopsd` would).
 """
+
 from __future__ import annotations
 
 import shutil
@@ -11,15 +12,13 @@ from pathlib import Path
 from tests.support import Daemon, Sandbox
 
 
-def test_commands_that_talk_to_the_daemon_say_its_runtime_folder_is_missing_not_that_it_is_not_running(
-        short_tmp: Path) -> None:
+def test_commands_that_talk_to_the_daemon_say_its_runtime_folder_is_missing_not_that_it_is_not_running(short_tmp: Path) -> None:
     sandbox = Sandbox(short_tmp, {"qa": ["qa-1"]})
     with Daemon(sandbox) as daemon:
         daemon.wait_state("qa", "in-sync", sandbox.head("qa"))
         shutil.rmtree(sandbox.runtime)
         missing = f"the runtime folder {sandbox.runtime} is missing: the daemon (pid {daemon.proc.pid}) was started"
-        for args in (("approve", "r1", "--note", "ok"), ("signoff", "qa", "--note", "tested"),
-                     ("ci", "rerun", "shop", "main")):
+        for args in (("approve", "r1", "--note", "ok"), ("signoff", "qa", "--note", "tested"), ("ci", "rerun", "shop", "main")):
             proc = sandbox.cli(*args, check=False)
             assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
             assert missing in proc.stderr and "systemctl restart gitopsd" in proc.stderr

@@ -4,6 +4,7 @@ What is real: bubblewrap, ansible-runner, ansible-playbook with a local host, th
 Each test plays the attacker with push rights: its playbook or inventory tries to reach gitopsd's
 own files or to outlive its deployment.
 """
+
 from __future__ import annotations
 
 import os
@@ -59,13 +60,23 @@ class Server:
             (tree / name).write_text(text)
         return tree
 
-    def run(self, playbook: str, files: dict[str, str] | None = None, timeout: int = 60,
-            policy: SandboxPolicy | None = None) -> runner.RunOutcome:
+    def run(
+        self, playbook: str, files: dict[str, str] | None = None, timeout: int = 60, policy: SandboxPolicy | None = None
+    ) -> runner.RunOutcome:
         tree = self.export({"site.yml": playbook, **(files or {})})
-        return runner.run_playbook(runner.PlaybookRun(
-            marker=f"test-{uuid.uuid4().hex[:8]}", workdir=tree, playbook=tree / "site.yml", inventory=tree / "hosts.yml",
-            data_dir=tree.parent / "run-1", extravars={"gitopsd_env": "qa"}, timeout=timeout),
-            threading.Event(), policy or self.policy())
+        return runner.run_playbook(
+            runner.PlaybookRun(
+                marker=f"test-{uuid.uuid4().hex[:8]}",
+                workdir=tree,
+                playbook=tree / "site.yml",
+                inventory=tree / "hosts.yml",
+                data_dir=tree.parent / "run-1",
+                extravars={"gitopsd_env": "qa"},
+                timeout=timeout,
+            ),
+            threading.Event(),
+            policy or self.policy(),
+        )
 
 
 def shell_play(command: str) -> str:
@@ -110,23 +121,25 @@ def test_a_playbook_cannot_forge_a_deployment_record(server):
     assert "unable to open database file" in outcome.stdout.read_text()
     assert not server.store.tree_succeeded("shop", "staging", "forged")
     # The same playbook unsandboxed does forge it: the test can fail.
-    unsandboxed = server.run(SCRIPT_PLAY.replace("{{ target }}", db), {"script.py": FORGE},
-                             policy=SandboxPolicy(enabled=False))
+    unsandboxed = server.run(SCRIPT_PLAY.replace("{{ target }}", db), {"script.py": FORGE}, policy=SandboxPolicy(enabled=False))
     assert unsandboxed.ok, unsandboxed.reason
     assert server.store.tree_succeeded("shop", "staging", "forged")
 
 
 def test_a_playbook_sees_neither_config_nor_repositories_nor_state_but_writes_where_shown(server):
     report = server.out / "seen"
-    outcome = server.run(shell_play(
-        f"(cat {server.config} || echo no-config; ls {server.repo} || echo no-repo; ls {server.state}; "
-        f"ls {server.state / 'deployments'}; id -u) > {report} 2>&1"))
+    outcome = server.run(
+        shell_play(
+            f"(cat {server.config} || echo no-config; ls {server.repo} || echo no-repo; ls {server.state}; "
+            f"ls {server.state / 'deployments'}; id -u) > {report} 2>&1"
+        )
+    )
     assert outcome.ok, outcome.reason
     seen = report.read_text()
     assert "the config" not in seen and "objects" not in seen and "state.db" not in seen
     assert "no-config" in seen or "No such file" in seen
     if os.geteuid() == 0:
-        assert seen.split()[-1] == "65534"   # runs dropped to nobody
+        assert seen.split()[-1] == "65534"  # runs dropped to nobody
 
 
 def test_nothing_a_deployment_started_outlives_it(server):
@@ -142,8 +155,16 @@ def test_an_inventory_is_read_in_the_sandbox_time_limited_and_reaped(server):
     tree = server.export({"group_vars/all.yml": "app_port: \"{{ lookup('pipe', 'sleep 317') }}\"\n"})
     started = time.monotonic()
     with pytest.raises(InventoryError, match="after 2s"):
-        runner.read_hosts(tree / "hosts.yml", ("app_port",), workdir=tree, data_dir=tree.parent / "inv",
-                          marker=f"test-{uuid.uuid4().hex[:8]}", timeout=2, cancel=threading.Event(), policy=server.policy())
+        runner.read_hosts(
+            tree / "hosts.yml",
+            ("app_port",),
+            workdir=tree,
+            data_dir=tree.parent / "inv",
+            marker=f"test-{uuid.uuid4().hex[:8]}",
+            timeout=2,
+            cancel=threading.Event(),
+            policy=server.policy(),
+        )
     assert time.monotonic() - started < 10
     assert not [p for p in psutil.process_iter(["cmdline"]) if p.info["cmdline"] and "317" in p.info["cmdline"]]
 
@@ -151,15 +172,30 @@ def test_an_inventory_is_read_in_the_sandbox_time_limited_and_reaped(server):
 def test_an_inventory_lookup_cannot_read_the_config(server):
     tree = server.export({"group_vars/all.yml": f"secret: \"{{{{ lookup('file', '{server.config}') }}}}\"\n"})
     with pytest.raises(InventoryError, match="secret"):
-        runner.read_hosts(tree / "hosts.yml", ("secret",), workdir=tree, data_dir=tree.parent / "inv",
-                          marker=f"test-{uuid.uuid4().hex[:8]}", timeout=30, cancel=threading.Event(), policy=server.policy())
+        runner.read_hosts(
+            tree / "hosts.yml",
+            ("secret",),
+            workdir=tree,
+            data_dir=tree.parent / "inv",
+            marker=f"test-{uuid.uuid4().hex[:8]}",
+            timeout=30,
+            cancel=threading.Event(),
+            policy=server.policy(),
+        )
 
 
 def test_an_inventory_gives_its_hosts_and_variables(server):
-    tree = server.export({"group_vars/all.yml": "app_port: \"{{ 18000 + 11 }}\"\n"})
-    hosts = runner.read_hosts(tree / "hosts.yml", ("app_port", "ansible_host"), workdir=tree,
-                              data_dir=tree.parent / "inv", marker=f"test-{uuid.uuid4().hex[:8]}", timeout=30, cancel=threading.Event(),
-                              policy=server.policy())
+    tree = server.export({"group_vars/all.yml": 'app_port: "{{ 18000 + 11 }}"\n'})
+    hosts = runner.read_hosts(
+        tree / "hosts.yml",
+        ("app_port", "ansible_host"),
+        workdir=tree,
+        data_dir=tree.parent / "inv",
+        marker=f"test-{uuid.uuid4().hex[:8]}",
+        timeout=30,
+        cancel=threading.Event(),
+        policy=server.policy(),
+    )
     assert [(h.name, h.vars) for h in hosts] == [("h1", {"app_port": "18011", "ansible_host": "h1"})]
 
 
@@ -173,13 +209,18 @@ def test_check_config_refuses_a_sandbox_without_bubblewrap(monkeypatch):
 def test_a_run_works_where_the_service_users_home_is_the_state_folder_as_install_service_makes_it(server, monkeypatch):
     """install-service gives the service user its home in the state folder, so every run's folder and tree lie
     beneath $HOME; the run's private home must not cover them ("bwrap: Can't chdir to .../tree")."""
-    monkeypatch.setenv("HOME", str(server.state))   # the daemon's user's home, as for the service user
+    monkeypatch.setenv("HOME", str(server.state))  # the daemon's user's home, as for the service user
     report = server.out / "home"
-    policy = SandboxPolicy(enabled=True, user="root", writable=(server.out,),   # keeps the daemon's user, as a service does
-                           hide=sandbox.hidden_paths(server.config, server.state, server.root / "run", [server.repo]))
-    outcome = server.run(shell_play(f"(pwd; echo $HOME; ls $HOME; ls {server.state / 'state.db'} || echo no-db) > {report} 2>&1"),
-                         policy=policy)
+    policy = SandboxPolicy(
+        enabled=True,
+        user="root",
+        writable=(server.out,),  # keeps the daemon's user, as a service does
+        hide=sandbox.hidden_paths(server.config, server.state, server.root / "run", [server.repo]),
+    )
+    outcome = server.run(
+        shell_play(f"(pwd; echo $HOME; ls $HOME; ls {server.state / 'state.db'} || echo no-db) > {report} 2>&1"), policy=policy
+    )
     assert outcome.ok, outcome.reason + outcome.stdout.read_text()[-2000:]
     cwd, home, *rest = report.read_text().split("\n")
     assert cwd == str(server.state / "deployments" / str(server.n) / "tree") and home == str(server.state)
-    assert "no-db" in rest   # the state folder is still hidden: $HOME is the run's own private one
+    assert "no-db" in rest  # the state folder is still hidden: $HOME is the run's own private one

@@ -6,6 +6,7 @@ StepRunner, sshd hosts on loopback (tests/sshhosts.py). The daemon's home is a f
 Each test plays the attacker with push rights: a playbook task, a CI step or an inventory lookup that
 tries to read the service's key or to reach a service on this machine.
 """
+
 from __future__ import annotations
 
 import getpass
@@ -38,8 +39,10 @@ from tests.unit.test_config import problems
 pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap is not installed")
 
 # Reads everything the run can find of the daemon's .ssh: the usual path, its home's and the real one.
-LOOK = ("for f in ~/.ssh/* {ssh}/*; do echo \"== $f\"; cat \"$f\" || echo \"refused $f\"; done; "
-        "ls -a ~/.ssh; echo \"agent: ${{SSH_AUTH_SOCK:-none}}\"; ssh-add -L || echo no-agent-keys")
+LOOK = (
+    'for f in ~/.ssh/* {ssh}/*; do echo "== $f"; cat "$f" || echo "refused $f"; done; '
+    'ls -a ~/.ssh; echo "agent: ${{SSH_AUTH_SOCK:-none}}"; ssh-add -L || echo no-agent-keys'
+)
 
 
 @pytest.fixture
@@ -70,8 +73,7 @@ def with_passphrase(key: Path) -> None:
     """Replace the key pair with one that has a passphrase, which ssh-add cannot use without a person."""
     for path in (key, Path(f"{key}.pub")):
         path.unlink()
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "a passphrase", "-f", str(key)], check=True,
-                   capture_output=True)
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "a passphrase", "-f", str(key)], check=True, capture_output=True)
 
 
 def agents_of(marker: str) -> list[psutil.Process]:
@@ -79,16 +81,22 @@ def agents_of(marker: str) -> list[psutil.Process]:
 
 
 @pytest.mark.parametrize("keep_user", [True, False], ids=["as-the-daemons-user", "as-sandbox-user"])
-def test_a_playbook_task_uses_the_services_key_through_the_agent_but_cannot_read_any_file_of_its_ssh(server, daemon_home, keep_user):  # noqa: F811
+def test_a_playbook_task_uses_the_services_key_through_the_agent_but_cannot_read_any_file_of_its_ssh(
+    server,
+    daemon_home,
+    keep_user,  # noqa: F811
+):
     report = server.out / "seen"
-    outcome = server.run(shell_play(f"({LOOK.format(ssh=daemon_home / '.ssh')}) > {report} 2>&1"),
-                         policy=keeps_user(server) if keep_user else server.policy())
+    outcome = server.run(
+        shell_play(f"({LOOK.format(ssh=daemon_home / '.ssh')}) > {report} 2>&1"),
+        policy=keeps_user(server) if keep_user else server.policy(),
+    )
     assert outcome.ok, outcome.reason + outcome.stdout.read_text()[-2000:]
     seen = report.read_text()
     assert secret(daemon_home) not in seen and "PRIVATE KEY" not in seen, seen
-    assert (daemon_home / ".ssh" / "id_ed25519.pub").read_text().split()[1] in seen, seen   # the agent holds it
+    assert (daemon_home / ".ssh" / "id_ed25519.pub").read_text().split()[1] in seen, seen  # the agent holds it
     listed = seen.split("ls -a", 1)[0] if "ls -a" in seen else seen
-    assert "ServerAliveInterval" in listed and "127.0.0.9" in listed   # config and known_hosts, read-only
+    assert "ServerAliveInterval" in listed and "127.0.0.9" in listed  # config and known_hosts, read-only
     names = {line.split()[-1] for line in seen.splitlines() if line.startswith("== ")}
     assert {Path(n).name for n in names} <= {"known_hosts", "config", "*"}, names
     assert f"agent: {sandbox.AGENT_SOCKET}" in seen
@@ -98,8 +106,15 @@ def run_watching(srv: Server, play: str, cancel_on_agent: bool) -> tuple[runner.
     """Run a playbook while a thread records the run's ssh-agent (and cancels the run once seen, if asked)."""
     marker = f"test-{uuid.uuid4().hex[:8]}"
     tree = srv.export({"site.yml": play})
-    run = runner.PlaybookRun(marker=marker, workdir=tree, playbook=tree / "site.yml", inventory=tree / "hosts.yml",
-                             data_dir=tree.parent / "run-1", extravars={"gitopsd_env": "qa"}, timeout=60)
+    run = runner.PlaybookRun(
+        marker=marker,
+        workdir=tree,
+        playbook=tree / "site.yml",
+        inventory=tree / "hosts.yml",
+        data_dir=tree.parent / "run-1",
+        extravars={"gitopsd_env": "qa"},
+        timeout=60,
+    )
     cancel, ended = threading.Event(), threading.Event()
     seen: list[psutil.Process] = []
 
@@ -109,6 +124,7 @@ def run_watching(srv: Server, play: str, cancel_on_agent: bool) -> tuple[runner.
             time.sleep(0.05)
         if cancel_on_agent:
             cancel.set()
+
     watcher = threading.Thread(target=watch)
     watcher.start()
     try:
@@ -171,9 +187,23 @@ def test_the_reaper_finds_a_runs_agent_where_a_service_user_cannot_read_the_agen
     keygen(home / ".ssh" / "id_ed25519", "gitopsd@deploy")
     (short_tmp / "as_service.py").write_text(AS_SERVICE)
     sh(["chown", "-R", "nobody:", str(home), str(run_dir)])
-    said = sh(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "env", "-i", f"HOME={home}",
-               "PATH=/usr/bin:/bin", str(bin_dir / "python"), str(short_tmp / "as_service.py"), str(run_dir),
-               f"test-{uuid.uuid4().hex[:8]}"], cwd="/").stdout
+    said = sh(
+        [
+            "setpriv",
+            "--reuid=nobody",
+            "--regid=nogroup",
+            "--clear-groups",
+            "env",
+            "-i",
+            f"HOME={home}",
+            "PATH=/usr/bin:/bin",
+            str(bin_dir / "python"),
+            str(short_tmp / "as_service.py"),
+            str(run_dir),
+            f"test-{uuid.uuid4().hex[:8]}",
+        ],
+        cwd="/",
+    ).stdout
     assert said.splitlines() == ["environment hidden", "reaped 1 alive False"], said
 
 
@@ -207,9 +237,9 @@ def test_doctor_says_whether_the_runs_agent_takes_the_services_key(short_tmp, da
 
 @skip_without_sshd
 def test_a_deployment_over_ssh_works_with_the_key_only_in_the_agent(short_tmp, daemon_home, ssh_hosts):
-    srv = Server(short_tmp)   # ssh's control sockets live in the run's folder: a short path
+    srv = Server(short_tmp)  # ssh's control sockets live in the run's folder: a short path
     (host,) = ssh_hosts(["keys-1"])
-    shutil.copyfile(host.key, daemon_home / ".ssh" / "id_ed25519")   # the service's key, and no other way in
+    shutil.copyfile(host.key, daemon_home / ".ssh" / "id_ed25519")  # the service's key, and no other way in
     shutil.copyfile(f"{host.key}.pub", daemon_home / ".ssh" / "id_ed25519.pub")
     data = yaml.safe_load(inventory_yaml([host]))
     del data["all"]["hosts"]["keys-1"]["ansible_ssh_private_key_file"]
@@ -219,7 +249,7 @@ def test_a_deployment_over_ssh_works_with_the_key_only_in_the_agent(short_tmp, d
 - hosts: all
   gather_facts: false
   tasks:
-    - ansible.builtin.command: "cat {daemon_home / '.ssh' / 'id_ed25519'}"
+    - ansible.builtin.command: "cat {daemon_home / ".ssh" / "id_ed25519"}"
       register: key
       failed_when: false
     - ansible.builtin.copy:
@@ -236,11 +266,10 @@ def test_a_deployment_over_ssh_works_with_the_key_only_in_the_agent(short_tmp, d
 
 
 @skip_without_sshd
-def test_a_role_from_a_private_git_repository_over_ssh_installs_with_the_key_only_in_the_agent(
-        short_tmp, daemon_home, ssh_hosts):
-    srv = Server(short_tmp)   # the default sandbox: as root, runs and their agent are `nobody`
+def test_a_role_from_a_private_git_repository_over_ssh_installs_with_the_key_only_in_the_agent(short_tmp, daemon_home, ssh_hosts):
+    srv = Server(short_tmp)  # the default sandbox: as root, runs and their agent are `nobody`
     (host,) = ssh_hosts(["git-1"])
-    shutil.copyfile(host.key, daemon_home / ".ssh" / "id_ed25519")   # the service's key, and no other way in
+    shutil.copyfile(host.key, daemon_home / ".ssh" / "id_ed25519")  # the service's key, and no other way in
     shutil.copyfile(f"{host.key}.pub", daemon_home / ".ssh" / "id_ed25519.pub")
     host_key = Path(f"{host.host_key}.pub").read_text().split()
     (daemon_home / ".ssh" / "known_hosts").write_text(f"[{host.address}]:{host.port} {host_key[0]} {host_key[1]}\n")
@@ -248,7 +277,9 @@ def test_a_role_from_a_private_git_repository_over_ssh_installs_with_the_key_onl
     (role / "tasks").mkdir(parents=True)
     (role / "meta").mkdir()
     (role / "tasks" / "main.yml").write_text("- ansible.builtin.debug: {msg: from the private role}\n")
-    (role / "meta" / "main.yml").write_text("galaxy_info: {author: x, description: x, license: MIT, min_ansible_version: '2.9'}\n")
+    (role / "meta" / "main.yml").write_text(
+        "galaxy_info: {author: x, description: x, license: MIT, min_ansible_version: '2.9'}\n"
+    )
     for args in (["init", "-q"], ["add", "."], ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "role"]):
         subprocess.run(["git", *args], cwd=role, check=True, capture_output=True)
     bare = short_tmp / "private_role.git"
@@ -266,12 +297,12 @@ def test_a_role_from_a_private_git_repository_over_ssh_installs_with_the_key_onl
 def test_a_ci_step_can_read_no_file_of_the_services_ssh_and_has_no_agent(harness_for, daemon_home):  # noqa: F811
     ssh = daemon_home / ".ssh"
     h = harness_for(steps({"name": "look", "run": ["sh", "-c", LOOK.format(ssh=ssh) + f"; cat {ssh}/id_ed25519"]}))
-    h.config = replace(h.config, sandbox=replace(h.config.sandbox, user="root"))   # keeps the daemon's user
+    h.config = replace(h.config, sandbox=replace(h.config.sandbox, user="root"))  # keeps the daemon's user
     h.runner = h.new_runner()
     event = h.push("look")
     h.runner.sink(h.config.repository("shop"), event)
     done = h.wait_done(event, 1)
-    assert done["gitopsd/look"][0] == "failure", done   # the last cat is refused
+    assert done["gitopsd/look"][0] == "failure", done  # the last cat is refused
     log = next((h.config.ci_dir).rglob("*look*")).read_text()
     assert secret(daemon_home) not in log and "PRIVATE KEY" not in log, log
     assert "agent: none" in log and "no-agent-keys" in log
@@ -302,7 +333,7 @@ def test_a_ci_step_cannot_connect_to_the_daemons_api_port_unless_sandbox_network
         h.config = replace(h.config, sandbox=replace(h.config.sandbox, network=True))
         h.runner.stop()
         h.runner = h.new_runner()
-        h.sandbox.write("app.txt", "v2\n")   # another tree: CI runs once per tree
+        h.sandbox.write("app.txt", "v2\n")  # another tree: CI runs once per tree
         again = h.push("call the api again")
         h.runner.sink(h.config.repository("shop"), again)
         assert h.wait_done(again, 1)["gitopsd/call"][0] == "success"
@@ -317,10 +348,18 @@ def test_an_inventory_lookup_cannot_open_a_tcp_connection(server):  # noqa: F811
         tree = server.export({"connect.py": CONNECT + "\n"})
         (tree / "group_vars").mkdir()
         (tree / "group_vars" / "all.yml").write_text(
-            f"reached: \"{{{{ lookup('pipe', '{sys.executable} {tree}/connect.py {port} 2>&1 || echo refused') }}}}\"\n")
-        hosts = runner.read_hosts(tree / "hosts.yml", ("reached",), workdir=tree, data_dir=tree.parent / "inv",
-                                  marker=f"test-{uuid.uuid4().hex[:8]}", timeout=30, cancel=threading.Event(),
-                                  policy=server.policy())
+            f"reached: \"{{{{ lookup('pipe', '{sys.executable} {tree}/connect.py {port} 2>&1 || echo refused') }}}}\"\n"
+        )
+        hosts = runner.read_hosts(
+            tree / "hosts.yml",
+            ("reached",),
+            workdir=tree,
+            data_dir=tree.parent / "inv",
+            marker=f"test-{uuid.uuid4().hex[:8]}",
+            timeout=30,
+            cancel=threading.Event(),
+            policy=server.policy(),
+        )
         reached = hosts[0].vars["reached"]
         assert not reached.startswith("connected") and ("Connection refused" in reached or "unreachable" in reached), reached
     finally:
@@ -337,5 +376,5 @@ def test_sandbox_network_is_off_unless_the_config_says_true_and_anything_else_is
     box.write_config()
     line = box.config.read_text().splitlines().index("  network: yes please") + 1
     assert problems(box.config) == [
-        f"{box.config}:{line}: sandbox.network: must be true or false (whether CI steps may reach the "
-        "network), not 'yes please'"]
+        f"{box.config}:{line}: sandbox.network: must be true or false (whether CI steps may reach the network), not 'yes please'"
+    ]

@@ -1,4 +1,5 @@
 """Signed commits at the door: real SSH and OpenPGP keys, real signed commits, real pushes through the pre-receive hook."""
+
 from __future__ import annotations
 
 import os
@@ -23,11 +24,13 @@ def keys(short_tmp: Path) -> dict[str, Path]:
 
 
 def signed_sandbox(root: Path, keys: dict[str, Path], **signatures: object) -> Sandbox:
-    signers = allowed_signers(root / "allowed_signers", ("alice@example.com", keys["alice"]),
-                              ("ops@example.com", keys["ops"]))
-    sandbox = Sandbox(root / "s", {"qa": ["qa-1"]},
-                      env_options={"qa": {"signatures": {"allowed_signers": str(signers), **signatures}}},
-                      extra={"groups": {"ops": ["ops@example.com"]}})
+    signers = allowed_signers(root / "allowed_signers", ("alice@example.com", keys["alice"]), ("ops@example.com", keys["ops"]))
+    sandbox = Sandbox(
+        root / "s",
+        {"qa": ["qa-1"]},
+        env_options={"qa": {"signatures": {"allowed_signers": str(signers), **signatures}}},
+        extra={"groups": {"ops": ["ops@example.com"]}},
+    )
     sign_with(sandbox.work, keys["alice"])
     return sandbox
 
@@ -46,15 +49,17 @@ def test_an_unsigned_commit_under_a_signed_merge_is_refused_by_the_hook_naming_i
     signed = commit(sandbox.work, "signed work")
     git(sandbox.work, "merge", "--quiet", "--no-ff", "-m", "signed merge", "feature")
     merge = git(sandbox.work, "rev-parse", "HEAD").stdout.strip()
-    assert git(sandbox.work, "verify-commit", merge, check=False).returncode == 1   # no allowedSignersFile in the clone
-    assert sandbox.push("main").returncode == 0   # main has no signature rule here
+    assert git(sandbox.work, "verify-commit", merge, check=False).returncode == 1  # no allowedSignersFile in the clone
+    assert sandbox.push("main").returncode == 0  # main has no signature rule here
     proc = sandbox.push("main:qa", check=False)
     assert proc.returncode == 1
     text = remote_text(proc)
-    assert ("remote:   rule: every commit that reaches qa must be signed by an allowed signer "
-            f"(allowed_signers {short_tmp / 'allowed_signers'})") in text
+    assert (
+        "remote:   rule: every commit that reaches qa must be signed by an allowed signer "
+        f"(allowed_signers {short_tmp / 'allowed_signers'})"
+    ) in text
     assert f"remote:   commit {unsigned[:7]} has no signature" in text
-    assert merge[:7] not in text.split("what to do")[0] and signed[:7] not in text   # the signed ones pass
+    assert merge[:7] not in text.split("what to do")[0] and signed[:7] not in text  # the signed ones pass
     assert "remote:   (3 new commit(s) checked, 1 refused; nothing was deployed)" in text
     assert sandbox.head("qa") != merge
 
@@ -78,14 +83,17 @@ def test_a_key_that_is_not_allowed_expired_or_signing_other_content_is_refused_w
     expired = ssh_key(root / "keys", "expired")
     sandbox = signed_sandbox(root, keys)
     before = sandbox.head("qa")
-    allowed_signers(root / "allowed_signers", ("alice@example.com", keys["alice"]), ("ops@example.com", keys["ops"]),
-                    ("old@example.com", expired, 'valid-before="20200101"'))
+    allowed_signers(
+        root / "allowed_signers",
+        ("alice@example.com", keys["alice"]),
+        ("ops@example.com", keys["ops"]),
+        ("old@example.com", expired, 'valid-before="20200101"'),
+    )
     fingerprint = run(["ssh-keygen", "-l", "-f", f"{keys['mallory']}.pub"]).stdout.split()[1]
     bad = commit(sandbox.work, "by mallory", key=keys["mallory"])
     sandbox.push("main")
     text = remote_text(sandbox.push("main:qa", check=False))
-    assert (f"remote:   commit {bad[:7]} has a signature by a key that is not an allowed signer "
-            f"(key {fingerprint})") in text
+    assert (f"remote:   commit {bad[:7]} has a signature by a key that is not an allowed signer (key {fingerprint})") in text
     git(sandbox.work, "reset", "--quiet", "--hard", "HEAD~1")
     old = commit(sandbox.work, "by an expired key", key=expired)
     sandbox.push("main", "--force")
@@ -110,8 +118,10 @@ def test_paths_may_be_signed_only_by_the_signers_the_config_names(short_tmp, key
     by_alice = commit(sandbox.work, "production inventory by alice")
     sandbox.push("main")
     text = remote_text(sandbox.push("main:qa", check=False))
-    assert (f"remote:   commit {by_alice[:7]} changes environments/production/hosts.yml, which only "
-            "ops@example.com may sign; it is signed by alice@example.com") in text
+    assert (
+        f"remote:   commit {by_alice[:7]} changes environments/production/hosts.yml, which only "
+        "ops@example.com may sign; it is signed by alice@example.com"
+    ) in text
     git(sandbox.work, "reset", "--quiet", "--soft", "HEAD~1")
     commit(sandbox.work, "production inventory by ops", key=keys["ops"])
     sandbox.write("app.txt", "alice may change this")
@@ -147,8 +157,9 @@ def test_openpgp_signatures_verify_against_the_configured_keyring_and_a_revoked_
     sandbox = Sandbox(short_tmp / "s", {"qa": ["qa-1"]}, env_options={"qa": {"signatures": {"gpg_home": str(server)}}})
     git(sandbox.work, "config", "user.signingkey", fingerprint)
     env = {"GNUPGHOME": str(mine)}
-    signed = run(["git", "commit", "--quiet", "--allow-empty", "-S", "-m", "gpg signed"], cwd=sandbox.work,
-                 env=sandbox.environ(**env))
+    signed = run(
+        ["git", "commit", "--quiet", "--allow-empty", "-S", "-m", "gpg signed"], cwd=sandbox.work, env=sandbox.environ(**env)
+    )
     assert signed.returncode == 0
     sandbox.push("main")
     proc = sandbox.push("main:qa")
@@ -156,8 +167,11 @@ def test_openpgp_signatures_verify_against_the_configured_keyring_and_a_revoked_
     # Revoke the key on the server (the revocation certificate gpg made with it), then push another signed commit.
     revocation = (mine / "openpgp-revocs.d" / f"{fingerprint}.rev").read_text().replace(":-----BEGIN", "-----BEGIN")
     run(["gpg", "--homedir", str(server), "--batch", "--import"], input=revocation)
-    run(["git", "commit", "--quiet", "--allow-empty", "-S", "-m", "after revocation"], cwd=sandbox.work,
-        env=sandbox.environ(**env))
+    run(
+        ["git", "commit", "--quiet", "--allow-empty", "-S", "-m", "after revocation"],
+        cwd=sandbox.work,
+        env=sandbox.environ(**env),
+    )
     late = git(sandbox.work, "rev-parse", "HEAD").stdout.strip()
     sandbox.push("main")
     text = remote_text(sandbox.push("main:qa", check=False))
@@ -168,8 +182,11 @@ def test_gpg_missing_on_the_server_is_said_as_such(short_tmp, openpgp):
     mine, server, fingerprint = openpgp
     sandbox = Sandbox(short_tmp / "s", {"qa": ["qa-1"]}, env_options={"qa": {"signatures": {"gpg_home": str(server)}}})
     git(sandbox.work, "config", "user.signingkey", fingerprint)
-    run(["git", "commit", "--quiet", "--allow-empty", "-S", "-m", "gpg signed"], cwd=sandbox.work,
-        env=sandbox.environ(GNUPGHOME=str(mine)))
+    run(
+        ["git", "commit", "--quiet", "--allow-empty", "-S", "-m", "gpg signed"],
+        cwd=sandbox.work,
+        env=sandbox.environ(GNUPGHOME=str(mine)),
+    )
     late = git(sandbox.work, "rev-parse", "HEAD").stdout.strip()
     sandbox.push("main")
     # The hook's PATH without gpg: a folder with git, python and ssh-keygen only.
@@ -177,19 +194,27 @@ def test_gpg_missing_on_the_server_is_said_as_such(short_tmp, openpgp):
     bare.mkdir()
     for tool in ("git", "ssh-keygen"):
         (bare / tool).symlink_to(run(["sh", "-c", f"command -v {tool}"]).stdout.strip())
-    proc = run(["git", "push", "origin", "main:qa"], cwd=sandbox.work, check=False,
-               env=sandbox.environ(PATH=f"{Path(sys.executable).parent}:{bare}"))
+    proc = run(
+        ["git", "push", "origin", "main:qa"],
+        cwd=sandbox.work,
+        check=False,
+        env=sandbox.environ(PATH=f"{Path(sys.executable).parent}:{bare}"),
+    )
     text = remote_text(proc)
-    assert (f"remote:   commit {late[:7]} cannot be checked: gpg is not installed on the deploy server "
-            "(apt-get install gnupg)") in text
+    assert (
+        f"remote:   commit {late[:7]} cannot be checked: gpg is not installed on the deploy server (apt-get install gnupg)"
+    ) in text
 
 
 def test_gitopsds_own_promotion_commits_are_signed_with_its_key_and_verify_with_git_verify_commit(short_tmp, keys):
     service = ssh_key(short_tmp / "keys", "gitopsd")
-    signers = allowed_signers(short_tmp / "allowed_signers", ("alice@example.com", keys["alice"]),
-                              ("gitopsd@localhost", service))
-    sandbox = Sandbox(short_tmp / "s", {"qa": ["qa-1"]}, extra={"signing_key": str(service)},
-                      env_options={"qa": {"signatures": {"allowed_signers": str(signers)}}})
+    signers = allowed_signers(short_tmp / "allowed_signers", ("alice@example.com", keys["alice"]), ("gitopsd@localhost", service))
+    sandbox = Sandbox(
+        short_tmp / "s",
+        {"qa": ["qa-1"]},
+        extra={"signing_key": str(service)},
+        env_options={"qa": {"signatures": {"allowed_signers": str(signers)}}},
+    )
     sign_with(sandbox.work, keys["alice"])
     sandbox.write("a.txt", "v2")
     git(sandbox.work, "add", "-A")
@@ -200,16 +225,17 @@ def test_gitopsds_own_promotion_commits_are_signed_with_its_key_and_verify_with_
     assert "gitopsd: promoted by" in proc.stderr, proc.stderr
     promotion = sandbox.head("qa")
     assert git(sandbox.repo, "rev-parse", f"{promotion}^2").stdout.strip() == v2
-    verified = run(["git", "-c", f"gpg.ssh.allowedSignersFile={signers}", "verify-commit", promotion], cwd=sandbox.repo,
-                   check=False)
+    verified = run(
+        ["git", "-c", f"gpg.ssh.allowedSignersFile={signers}", "verify-commit", promotion], cwd=sandbox.repo, check=False
+    )
     assert verified.returncode == 0, verified.stderr
     assert 'Good "git" signature for gitopsd@localhost with ED25519 key' in verified.stderr
     # A rollback's revert commit (as the daemon's automatic rollback writes it) is signed the same way.
-    revert = make_revert(sandbox.repo, "qa", promotion, sandbox.tree(f"{promotion}^1"), requested_by="gitopsd",
-                         reason="test", automatic=True)
+    revert = make_revert(
+        sandbox.repo, "qa", promotion, sandbox.tree(f"{promotion}^1"), requested_by="gitopsd", reason="test", automatic=True
+    )
     assert revert is not None and sandbox.head("qa") == revert
-    verified = run(["git", "-c", f"gpg.ssh.allowedSignersFile={signers}", "verify-commit", revert], cwd=sandbox.repo,
-                   check=False)
+    verified = run(["git", "-c", f"gpg.ssh.allowedSignersFile={signers}", "verify-commit", revert], cwd=sandbox.repo, check=False)
     assert 'Good "git" signature for gitopsd@localhost with ED25519 key' in verified.stderr, verified.stderr
 
 
@@ -221,10 +247,16 @@ def test_doctor_signs_with_the_service_key_and_names_an_environment_whose_allowe
     findings = doctor.signing_key_findings(load(sandbox.config), me)
     assert [(f.ok, f.what) for f in findings] == [
         (True, f"{me} signs gitopsd's own commits with {service}"),
-        (False, f"shop/qa: {short_tmp / 'allowed_signers'} does not allow gitopsd's signing key, so its own commits "
-                "there (promotions, reverts) would be refused")]
-    assert findings[1].fix == f'add the line: gitopsd@localhost namespaces="git" {Path(f"{service}.pub").read_text().split()[0]} ' \
-        f'{Path(f"{service}.pub").read_text().split()[1]}'
+        (
+            False,
+            f"shop/qa: {short_tmp / 'allowed_signers'} does not allow gitopsd's signing key, so its own commits "
+            "there (promotions, reverts) would be refused",
+        ),
+    ]
+    assert (
+        findings[1].fix == f'add the line: gitopsd@localhost namespaces="git" {Path(f"{service}.pub").read_text().split()[0]} '
+        f"{Path(f'{service}.pub').read_text().split()[1]}"
+    )
     allowed_signers(short_tmp / "allowed_signers", ("alice@example.com", keys["alice"]), ("gitopsd@localhost", service))
     assert all(f.ok for f in doctor.signing_key_findings(load(sandbox.config), me))
     service.write_text("not a key\n")
@@ -234,9 +266,20 @@ def test_doctor_signs_with_the_service_key_and_names_an_environment_whose_allowe
 
 def test_the_repositorys_own_signatures_rule_guards_main_and_names_the_unsigned_commit(short_tmp, keys):
     signers = allowed_signers(short_tmp / "allowed_signers", ("alice@example.com", keys["alice"]))
-    sandbox = Sandbox(short_tmp / "s", {"qa": ["qa-1"]}, extra={"repositories": [
-        {"name": "shop", "path": str(short_tmp / "s" / "shop.git"), "signatures": {"allowed_signers": str(signers)},
-         "environments": [{"name": "qa"}]}]})
+    sandbox = Sandbox(
+        short_tmp / "s",
+        {"qa": ["qa-1"]},
+        extra={
+            "repositories": [
+                {
+                    "name": "shop",
+                    "path": str(short_tmp / "s" / "shop.git"),
+                    "signatures": {"allowed_signers": str(signers)},
+                    "environments": [{"name": "qa"}],
+                }
+            ]
+        },
+    )
     sign_with(sandbox.work, keys["alice"])
     before = sandbox.head("main")
     commit(sandbox.work, "signed")
@@ -248,7 +291,7 @@ def test_the_repositorys_own_signatures_rule_guards_main_and_names_the_unsigned_
     git(sandbox.work, "reset", "--quiet", "--hard", "HEAD~1")
     assert sandbox.push("main").returncode == 0
     feature = commit(sandbox.work, "unsigned on a feature branch", signed=False)
-    assert sandbox.push(f"{feature}:refs/heads/feature").returncode == 0   # only main has the rule
+    assert sandbox.push(f"{feature}:refs/heads/feature").returncode == 0  # only main has the rule
 
 
 def test_a_promotion_commit_gitopsd_could_not_sign_is_refused_with_the_setting_that_is_missing(short_tmp, keys):
@@ -258,32 +301,51 @@ def test_a_promotion_commit_gitopsd_could_not_sign_is_refused_with_the_setting_t
     commit(sandbox.work, "v2")
     sandbox.push("main")
     text = remote_text(sandbox.push("main:refs/promote/qa", check=False))
-    assert ("has no signature; gitopsd wrote it: set signing_key in the config and add its public key to the "
-            "allowed signers (docs/trust-model.md)") in text
+    assert (
+        "has no signature; gitopsd wrote it: set signing_key in the config and add its public key to the "
+        "allowed signers (docs/trust-model.md)"
+    ) in text
 
 
-def test_an_openpgp_signature_checked_with_the_pushers_own_keyring_does_not_pass_an_ssh_only_rule(short_tmp, keys,
-                                                                                                 openpgp):
+def test_an_openpgp_signature_checked_with_the_pushers_own_keyring_does_not_pass_an_ssh_only_rule(short_tmp, keys, openpgp):
     mine, _server, fingerprint = openpgp
     sandbox = signed_sandbox(short_tmp, keys)
-    env = sandbox.environ(GNUPGHOME=str(mine))   # reaches the hook over the local transport
-    run(["git", "-c", "gpg.format=openpgp", "-c", f"user.signingkey={fingerprint}", "commit", "--quiet",
-         "--allow-empty", "-S", "-m", "gpg signed"], cwd=sandbox.work, env=env)
+    env = sandbox.environ(GNUPGHOME=str(mine))  # reaches the hook over the local transport
+    run(
+        [
+            "git",
+            "-c",
+            "gpg.format=openpgp",
+            "-c",
+            f"user.signingkey={fingerprint}",
+            "commit",
+            "--quiet",
+            "--allow-empty",
+            "-S",
+            "-m",
+            "gpg signed",
+        ],
+        cwd=sandbox.work,
+        env=env,
+    )
     late = git(sandbox.work, "rev-parse", "HEAD").stdout.strip()
     run(["git", "push", "origin", "main"], cwd=sandbox.work, env=env)
     proc = run(["git", "push", "origin", "main:qa"], cwd=sandbox.work, env=env, check=False)
     assert proc.returncode == 1
     # gpg, given no keyring, names the key by its long id (the fingerprint's last 16 digits)
-    assert (f"remote:   commit {late[:7]} has an OpenPGP signature (key {fingerprint[-16:]}), but only SSH signers "
-            "are allowed here") in remote_text(proc)
+    assert (
+        f"remote:   commit {late[:7]} has an OpenPGP signature (key {fingerprint[-16:]}), but only SSH signers are allowed here"
+    ) in remote_text(proc)
 
 
 def test_a_checking_program_set_in_the_repositorys_config_is_not_used(short_tmp, keys):
     """The repository's config belongs to the git user, not to gitopsd: the hook pins ssh-keygen and gpg."""
     sandbox = signed_sandbox(short_tmp, keys)
     fake = short_tmp / "fake-ssh-keygen"
-    fake.write_text("#!/bin/sh\necho alice@example.com\n"
-                    "echo 'Good \"git\" signature for alice@example.com with ED25519 key SHA256:x' >&2\nexit 0\n")
+    fake.write_text(
+        "#!/bin/sh\necho alice@example.com\n"
+        "echo 'Good \"git\" signature for alice@example.com with ED25519 key SHA256:x' >&2\nexit 0\n"
+    )
     fake.chmod(0o755)
     git(sandbox.repo, "config", "gpg.ssh.program", str(fake))
     signed = commit(sandbox.work, "signed by mallory", key=keys["mallory"])
@@ -293,33 +355,43 @@ def test_a_checking_program_set_in_the_repositorys_config_is_not_used(short_tmp,
     assert f"remote:   commit {signed[:7]} has a signature by a key that is not an allowed signer" in remote_text(proc)
 
 
-def test_commits_verified_on_main_cost_no_ssh_keygen_when_promoted_and_a_changed_allowed_signers_checks_again(
-        short_tmp, keys):
+def test_commits_verified_on_main_cost_no_ssh_keygen_when_promoted_and_a_changed_allowed_signers_checks_again(short_tmp, keys):
     signers = allowed_signers(short_tmp / "allowed_signers", ("alice@example.com", keys["alice"]))
     rule = {"allowed_signers": str(signers)}
-    sandbox = Sandbox(short_tmp / "s", {"qa": ["qa-1"]}, extra={"repositories": [
-        {"name": "shop", "path": str(short_tmp / "s" / "shop.git"), "signatures": rule,
-         "environments": [{"name": "qa", "signatures": rule}]}]})
+    sandbox = Sandbox(
+        short_tmp / "s",
+        {"qa": ["qa-1"]},
+        extra={
+            "repositories": [
+                {
+                    "name": "shop",
+                    "path": str(short_tmp / "s" / "shop.git"),
+                    "signatures": rule,
+                    "environments": [{"name": "qa", "signatures": rule}],
+                }
+            ]
+        },
+    )
     sign_with(sandbox.work, keys["alice"])
     calls = short_tmp / "ssh-keygen-calls"
     wrapper = short_tmp / "bin" / "ssh-keygen"
     wrapper.parent.mkdir()
-    wrapper.write_text(f"#!/bin/sh\necho \"$@\" >> {calls}\nexec /usr/bin/ssh-keygen \"$@\"\n")
+    wrapper.write_text(f'#!/bin/sh\necho "$@" >> {calls}\nexec /usr/bin/ssh-keygen "$@"\n')
     wrapper.chmod(0o755)
     env = sandbox.environ()
     env["PATH"] = f"{wrapper.parent}:{env['PATH']}"
     for n in range(3):
         commit(sandbox.work, f"signed {n}")
     run(["git", "push", "origin", "main"], cwd=sandbox.work, env=env)
-    assert not calls.exists()   # checked for real on main, in the hook's own process (gate/sshsig.py)
-    assert list(sandbox.repo.glob("gitopsd-signatures-*"))   # and remembered
+    assert not calls.exists()  # checked for real on main, in the hook's own process (gate/sshsig.py)
+    assert list(sandbox.repo.glob("gitopsd-signatures-*"))  # and remembered
     run(["git", "push", "origin", "main:qa"], cwd=sandbox.work, env=env)
-    assert not calls.exists()   # the same commits under the same allowed_signers: remembered
+    assert not calls.exists()  # the same commits under the same allowed_signers: remembered
     assert sandbox.head("qa") == sandbox.head("main")
     mallory = commit(sandbox.work, "signed by mallory", key=keys["mallory"])
     allowed_signers(signers, ("alice@example.com", keys["alice"]), ("mallory@example.com", keys["mallory"]))
     run(["git", "push", "origin", "main"], cwd=sandbox.work, env=env)
-    allowed_signers(signers, ("alice@example.com", keys["alice"]))   # mallory's key withdrawn again
+    allowed_signers(signers, ("alice@example.com", keys["alice"]))  # mallory's key withdrawn again
     proc = run(["git", "push", "origin", "main:qa"], cwd=sandbox.work, env=env, check=False)
     assert proc.returncode == 1
     assert f"remote:   commit {mallory[:7]} has a signature by a key that is not an allowed signer" in remote_text(proc)

@@ -1,5 +1,6 @@
 """SSH signatures checked in the process (gate/sshsig.py), compared with what git and `ssh-keygen -Y verify` say about the
 same real commits signed with real keys: valid, changed after signing, another namespace, expired, unknown, another principal."""
+
 from __future__ import annotations
 
 import base64
@@ -22,11 +23,17 @@ PRINCIPALS = ("alice@example.com", "ops@example.com", "ec@example.com", "old@exa
 @pytest.fixture
 def signed(short_tmp: Path) -> tuple[Path, dict[str, Path], Path]:
     """A clone whose commits alice signs; allowed_signers with ed25519, RSA and ECDSA keys and one expired in 2020."""
-    keys = {name: ssh_key(short_tmp / "keys", name, kind) for name, kind in
-            (("alice", "ed25519"), ("ops", "rsa"), ("ec", "ecdsa"), ("old", "ed25519"), ("mallory", "ed25519"))}
-    signers = allowed_signers(short_tmp / "allowed_signers", ("alice@example.com", keys["alice"]),
-                              ("ops@example.com", keys["ops"]), ("ec@example.com", keys["ec"]),
-                              ("old@example.com", keys["old"], 'valid-before="20200101"'))
+    keys = {
+        name: ssh_key(short_tmp / "keys", name, kind)
+        for name, kind in (("alice", "ed25519"), ("ops", "rsa"), ("ec", "ecdsa"), ("old", "ed25519"), ("mallory", "ed25519"))
+    }
+    signers = allowed_signers(
+        short_tmp / "allowed_signers",
+        ("alice@example.com", keys["alice"]),
+        ("ops@example.com", keys["ops"]),
+        ("ec@example.com", keys["ec"]),
+        ("old@example.com", keys["old"], 'valid-before="20200101"'),
+    )
     work = short_tmp / "work"
     git(short_tmp, "init", "-q", str(work))
     sign_with(work, keys["alice"])
@@ -39,8 +46,13 @@ def cat(work: Path, commit_id: str) -> bytes:
 
 def write(work: Path, body: bytes) -> str:
     """A commit object with exactly these bytes (as a forger would write it); return its id."""
-    return subprocess.run(["git", "hash-object", "-t", "commit", "-w", "--stdin"], cwd=work, input=body,
-                          capture_output=True, check=True).stdout.decode().strip()
+    return (
+        subprocess.run(
+            ["git", "hash-object", "-t", "commit", "-w", "--stdin"], cwd=work, input=body, capture_output=True, check=True
+        )
+        .stdout.decode()
+        .strip()
+    )
 
 
 def with_signature(payload: bytes, armored: bytes) -> bytes:
@@ -56,19 +68,29 @@ def keygen_principals(work: Path, signers: Path, commit_id: str) -> set[str]:
         return set()
     payload, armored = split
     stamp = next(line for line in payload.split(b"\n") if line.startswith(b"committer ")).split()[-2]
-    when = time.strftime("%Y%m%d%H%M%S", time.localtime(int(stamp)))   # as git passes it
+    when = time.strftime("%Y%m%d%H%M%S", time.localtime(int(stamp)))  # as git passes it
     sig = work.parent / "commit.sig"
     sig.write_bytes(armored)
-    return {p for p in PRINCIPALS if subprocess.run(
-        ["ssh-keygen", "-Y", "verify", "-f", str(signers), "-I", p, "-n", "git", "-s", str(sig), f"-Overify-time={when}"],
-        input=payload, capture_output=True).returncode == 0}
+    return {
+        p
+        for p in PRINCIPALS
+        if subprocess.run(
+            ["ssh-keygen", "-Y", "verify", "-f", str(signers), "-I", p, "-n", "git", "-s", str(sig), f"-Overify-time={when}"],
+            input=payload,
+            capture_output=True,
+        ).returncode
+        == 0
+    }
 
 
 def judged(work: Path, signers: Path, commit_id: str) -> tuple[str, str, str] | None:
     """The in-process (letter, principal, key) of a commit, after checking it says what git (ssh-keygen) says."""
     here = sshsig.verdict(cat(work, commit_id), b"gpgsig", sshsig.parse_allowed_signers(signers.read_bytes()), verify_ssh)
-    letter, principal, key = git(work, "-c", f"gpg.ssh.allowedSignersFile={signers}", "log", "-1",
-                                 "--format=%G?%x02%GS%x02%GK", commit_id).stdout.strip("\n").split("\x02")
+    letter, principal, key = (
+        git(work, "-c", f"gpg.ssh.allowedSignersFile={signers}", "log", "-1", "--format=%G?%x02%GS%x02%GK", commit_id)
+        .stdout.strip("\n")
+        .split("\x02")
+    )
     accepted = keygen_principals(work, signers, commit_id)
     if here is not None:
         assert here[0] == letter and here[1] == principal, (here, letter, principal)
@@ -108,9 +130,9 @@ def test_a_commit_changed_after_signing_in_message_tree_or_signature_bytes_is_ba
     payload, armored = sshsig.split_commit(body, b"gpgsig") or (b"", b"")
     lines = armored.split(b"\n")
     blob = bytearray(base64.b64decode(b"".join(lines[1:-2])))
-    blob[-1] ^= 1   # the last byte of the signature itself
+    blob[-1] ^= 1  # the last byte of the signature itself
     text = base64.b64encode(bytes(blob))
-    forged = b"\n".join([lines[0], *(text[i:i + 70] for i in range(0, len(text), 70)), *lines[-2:]])
+    forged = b"\n".join([lines[0], *(text[i : i + 70] for i in range(0, len(text), 70)), *lines[-2:]])
     signature = write(work, with_signature(payload, forged))
     assert (judged(work, signers, good) or ("",))[:2] == ("G", "alice@example.com")
     for changed in (message, tree, signature):
@@ -124,7 +146,7 @@ def test_a_signature_made_for_another_namespace_is_good_neither_in_process_nor_i
     (work.parent / "payload").write_bytes(payload)
     run(["ssh-keygen", "-q", "-Y", "sign", "-f", str(keys["alice"]), "-n", "file", str(work.parent / "payload")])
     other = write(work, with_signature(payload, (work.parent / "payload.sig").read_bytes()))
-    assert judged(work, signers, other) is None   # left to git, which says B
+    assert judged(work, signers, other) is None  # left to git, which says B
     assert git(work, "-c", f"gpg.ssh.allowedSignersFile={signers}", "log", "-1", "--format=%G?", other).stdout.strip() == "B"
 
 
@@ -133,8 +155,12 @@ def test_an_expired_key_an_unknown_key_and_another_principal_are_judged_in_proce
     expired = commit(work, "by a key that expired in 2020", key=keys["old"])
     assert (judged(work, signers, expired) or ("",))[0] == "U"
     # git checks a key's validity at the commit's own (committer) time, and so does the check here
-    subprocess.run(["git", "-c", f"user.signingkey={keys['old']}", "commit", "-q", "--allow-empty", "-m", "from 2019"],
-                   cwd=work, env={**os.environ, "GIT_COMMITTER_DATE": "2019-06-01T00:00:00Z"}, check=True)
+    subprocess.run(
+        ["git", "-c", f"user.signingkey={keys['old']}", "commit", "-q", "--allow-empty", "-m", "from 2019"],
+        cwd=work,
+        env={**os.environ, "GIT_COMMITTER_DATE": "2019-06-01T00:00:00Z"},
+        check=True,
+    )
     old = git(work, "rev-parse", "HEAD").stdout.strip()
     assert (judged(work, signers, old) or ("",))[:2] == ("G", "old@example.com")
     unknown = commit(work, "by mallory", key=keys["mallory"])
@@ -151,25 +177,26 @@ def test_allowed_signers_features_not_implemented_here_leave_the_verdict_to_ssh_
     calls = work.parent / "ssh-keygen-calls"
     wrapper = work.parent / "bin" / "ssh-keygen"
     wrapper.parent.mkdir()
-    wrapper.write_text(f"#!/bin/sh\necho \"$@\" >> {calls}\nexec /usr/bin/ssh-keygen \"$@\"\n")
+    wrapper.write_text(f'#!/bin/sh\necho "$@" >> {calls}\nexec /usr/bin/ssh-keygen "$@"\n')
     wrapper.chmod(0o755)
     monkeypatch.setenv("PATH", f"{wrapper.parent}:{os.environ['PATH']}")
     assert [s.letter for s in check_commits(str(work), Rule(str(signers)), good, [])] == ["G"]
-    assert not calls.exists()   # checked here
+    assert not calls.exists()  # checked here
     pub = Path(f"{keys['alice']}.pub").read_text().strip()
-    for line in (f'*@example.com namespaces="git" {pub}',                    # a principal pattern
-                 f'alice@example.com cert-authority {pub}',                 # a certificate authority
-                 f'alice@example.com valid-before="20991231Z" {pub}'):      # a time in UTC
+    for line in (
+        f'*@example.com namespaces="git" {pub}',  # a principal pattern
+        f"alice@example.com cert-authority {pub}",  # a certificate authority
+        f'alice@example.com valid-before="20991231Z" {pub}',
+    ):  # a time in UTC
         signers.write_text(line + "\n")
         try:
-            here = sshsig.verdict(cat(work, good), b"gpgsig", sshsig.parse_allowed_signers(signers.read_bytes()),
-                                  verify_ssh)
+            here = sshsig.verdict(cat(work, good), b"gpgsig", sshsig.parse_allowed_signers(signers.read_bytes()), verify_ssh)
         except sshsig.Unsupported:
             here = None
         assert here is None, line
         letter = git(work, "-c", f"gpg.ssh.allowedSignersFile={signers}", "log", "-1", "--format=%G?", good).stdout.strip()
         assert [s.letter for s in check_commits(str(work), Rule(str(signers)), good, [])] == [letter]
-        assert "-Y" in calls.read_text()   # ssh-keygen decided
+        assert "-Y" in calls.read_text()  # ssh-keygen decided
         calls.unlink()
 
 
@@ -181,12 +208,20 @@ def test_a_key_expiring_across_a_daylight_saving_change_is_judged_as_git_and_ssh
     time.tzset()
     try:
         signers = allowed_signers(work.parent / "dst_signers", ("old@example.com", keys["old"], 'valid-before="20190331030000"'))
-        subprocess.run(["git", "-c", f"user.signingkey={keys['old']}", "commit", "-q", "--allow-empty", "-m", "at 03:20"],
-                       cwd=work, env={**os.environ, "GIT_COMMITTER_DATE": "2019-03-31T01:20:00Z"}, check=True)
+        subprocess.run(
+            ["git", "-c", f"user.signingkey={keys['old']}", "commit", "-q", "--allow-empty", "-m", "at 03:20"],
+            cwd=work,
+            env={**os.environ, "GIT_COMMITTER_DATE": "2019-03-31T01:20:00Z"},
+            check=True,
+        )
         late = git(work, "rev-parse", "HEAD").stdout.strip()
-        assert (judged(work, signers, late) or ("",))[0] == "U"   # 01:20 UTC is before 03:00 local, yet expired
-        subprocess.run(["git", "-c", f"user.signingkey={keys['old']}", "commit", "-q", "--allow-empty", "-m", "at 01:50"],
-                       cwd=work, env={**os.environ, "GIT_COMMITTER_DATE": "2019-03-31T00:50:00Z"}, check=True)
+        assert (judged(work, signers, late) or ("",))[0] == "U"  # 01:20 UTC is before 03:00 local, yet expired
+        subprocess.run(
+            ["git", "-c", f"user.signingkey={keys['old']}", "commit", "-q", "--allow-empty", "-m", "at 01:50"],
+            cwd=work,
+            env={**os.environ, "GIT_COMMITTER_DATE": "2019-03-31T00:50:00Z"},
+            check=True,
+        )
         early = git(work, "rev-parse", "HEAD").stdout.strip()
         assert (judged(work, signers, early) or ("",))[:2] == ("G", "old@example.com")
     finally:

@@ -1,5 +1,6 @@
 """Signed pushes: `signed_push: required` takes only `git push --signed` with a fresh nonce and an allowed key (real
 push certificates over the local transport, which carries them as ssh:// does)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -14,8 +15,11 @@ from tests.support import Sandbox, git, run
 def signed_push_sandbox(root: Path) -> tuple[Sandbox, dict[str, Path]]:
     keys = {name: ssh_key(root / "keys", name) for name in ("alice", "mallory")}
     signers = allowed_signers(root / "allowed_signers", ("alice@example.com", keys["alice"]))
-    sandbox = Sandbox(root / "s", {"qa": ["qa-1"]},
-                      env_options={"qa": {"signatures": {"allowed_signers": str(signers)}, "signed_push": "required"}})
+    sandbox = Sandbox(
+        root / "s",
+        {"qa": ["qa-1"]},
+        env_options={"qa": {"signatures": {"allowed_signers": str(signers)}, "signed_push": "required"}},
+    )
     sign_with(sandbox.work, keys["alice"])
     return sandbox, keys
 
@@ -30,12 +34,17 @@ def pkt(data: bytes) -> bytes:
 
 def replay(sandbox: Sandbox, certificate: str) -> subprocess.CompletedProcess[bytes]:
     """Send an old push certificate to `git receive-pack` as `git push --signed` sends one, with an empty pack."""
-    body = pkt(b"push-cert\0report-status") + b"".join(pkt(line.encode()) for line in
-                                                        certificate.splitlines(keepends=True))
+    body = pkt(b"push-cert\0report-status") + b"".join(pkt(line.encode()) for line in certificate.splitlines(keepends=True))
     header = b"PACK" + (2).to_bytes(4, "big") + (0).to_bytes(4, "big")
     body += pkt(b"push-cert-end\n") + b"0000" + header + hashlib.sha1(header).digest()  # noqa: S324 (git's pack checksum)
-    return subprocess.run(["git", "receive-pack", str(sandbox.repo)], input=body, capture_output=True,
-                          env=sandbox.environ(), timeout=120, check=False)
+    return subprocess.run(
+        ["git", "receive-pack", str(sandbox.repo)],
+        input=body,
+        capture_output=True,
+        env=sandbox.environ(),
+        timeout=120,
+        check=False,
+    )
 
 
 def test_an_unsigned_push_and_a_push_signed_by_a_key_that_is_not_allowed_are_refused(short_tmp):
@@ -43,15 +52,21 @@ def test_an_unsigned_push_and_a_push_signed_by_a_key_that_is_not_allowed_are_ref
     v2 = commit(sandbox.work, "v2")
     sandbox.push("main")
     text = remote_text(sandbox.push("main:qa", check=False))
-    assert "remote:   rule: qa only takes signed pushes (git push --signed) by an allowed signer, with a fresh certificate" in text
+    assert (
+        "remote:   rule: qa only takes signed pushes (git push --signed) by an allowed signer, with a fresh certificate" in text
+    )
     assert "remote:   this push has no certificate: push with `git push --signed`" in text
-    proc = run(["git", "-c", f"user.signingkey={keys['mallory']}", "push", "--signed", "origin", "main:qa"],
-               cwd=sandbox.work, env=sandbox.environ(), check=False)
+    proc = run(
+        ["git", "-c", f"user.signingkey={keys['mallory']}", "push", "--signed", "origin", "main:qa"],
+        cwd=sandbox.work,
+        env=sandbox.environ(),
+        check=False,
+    )
     assert "remote:   the push certificate is signed by a key that is not in allowed_signers" in remote_text(proc)
     assert sandbox.head("qa") != v2
     proc = run(["git", "push", "--signed", "origin", "main:qa"], cwd=sandbox.work, env=sandbox.environ(), check=False)
     assert proc.returncode == 0, proc.stderr
-    assert "error:" not in proc.stderr   # receive-pack's own check of the certificate stays quiet
+    assert "error:" not in proc.stderr  # receive-pack's own check of the certificate stays quiet
     assert sandbox.head("qa") == v2
 
 
@@ -63,13 +78,17 @@ def test_a_replayed_push_certificate_with_an_old_nonce_is_refused(short_tmp):
     run(["git", "push", "--signed", "origin", "main:qa"], cwd=sandbox.work, env=sandbox.environ())
     assert sandbox.head("qa") == v2
     blobs = git(sandbox.repo, "cat-file", "--batch-all-objects", "--batch-check=%(objectname) %(objecttype)").stdout
-    certificate = next(text for oid, kind in (line.split() for line in blobs.splitlines()) if kind == "blob"
-                       for text in [git(sandbox.repo, "cat-file", "blob", oid).stdout]
-                       if text.startswith("certificate version 0.1"))
+    certificate = next(
+        text
+        for oid, kind in (line.split() for line in blobs.splitlines())
+        if kind == "blob"
+        for text in [git(sandbox.repo, "cat-file", "blob", oid).stdout]
+        if text.startswith("certificate version 0.1")
+    )
     assert f"{before} {v2} refs/heads/qa" in certificate
     # Someone puts qa back and replays the certificate they saw: its nonce is from another second.
     git(sandbox.repo, "update-ref", "refs/heads/qa", before)
-    time.sleep(1.5)   # the nonce names the second it was issued in: a new second, a new nonce
+    time.sleep(1.5)  # the nonce names the second it was issued in: a new second, a new nonce
     proc = replay(sandbox, certificate)
     err = proc.stdout.decode(errors="replace") + proc.stderr.decode(errors="replace")
     assert "the push certificate's nonce is not fresh (" in err, err
@@ -80,21 +99,34 @@ def test_a_replayed_push_certificate_with_an_old_nonce_is_refused(short_tmp):
 def test_an_openpgp_signed_push_is_checked_against_the_configured_keyring_not_the_git_users(short_tmp):
     mine, server = gpg_home(short_tmp / "gpg-dev"), gpg_home(short_tmp / "gpg-server")
     fingerprint = gpg_key(mine, "Alice <alice@example.com>")
-    other = gpg_key(mine, "Mallory <mallory@example.com>")   # in the pusher's keyring only
+    other = gpg_key(mine, "Mallory <mallory@example.com>")  # in the pusher's keyring only
     gpg_export(mine, fingerprint, server)
-    sandbox = Sandbox(short_tmp / "s", {"qa": ["qa-1"]},
-                      env_options={"qa": {"signatures": {"gpg_home": str(server)}, "signed_push": "required"}})
+    sandbox = Sandbox(
+        short_tmp / "s",
+        {"qa": ["qa-1"]},
+        env_options={"qa": {"signatures": {"gpg_home": str(server)}, "signed_push": "required"}},
+    )
     env = sandbox.environ(GNUPGHOME=str(mine))
-    run(["git", "-c", f"user.signingkey={fingerprint}", "commit", "--quiet", "--allow-empty", "-S", "-m", "v2"],
-        cwd=sandbox.work, env=env)
+    run(
+        ["git", "-c", f"user.signingkey={fingerprint}", "commit", "--quiet", "--allow-empty", "-S", "-m", "v2"],
+        cwd=sandbox.work,
+        env=env,
+    )
     v2 = git(sandbox.work, "rev-parse", "HEAD").stdout.strip()
     sandbox.push("main")
-    proc = run(["git", "-c", f"user.signingkey={other}", "push", "--signed", "origin", "main:qa"], cwd=sandbox.work,
-               env=env, check=False)
-    assert ("remote:   the push certificate is not signed by a valid key of the keyring (unknown, revoked or expired)"
-            in remote_text(proc))
-    proc = run(["git", "-c", f"user.signingkey={fingerprint}", "push", "--signed", "origin", "main:qa"],
-               cwd=sandbox.work, env=env, check=False)
+    proc = run(
+        ["git", "-c", f"user.signingkey={other}", "push", "--signed", "origin", "main:qa"], cwd=sandbox.work, env=env, check=False
+    )
+    assert (
+        "remote:   the push certificate is not signed by a valid key of the keyring (unknown, revoked or expired)"
+        in remote_text(proc)
+    )
+    proc = run(
+        ["git", "-c", f"user.signingkey={fingerprint}", "push", "--signed", "origin", "main:qa"],
+        cwd=sandbox.work,
+        env=env,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr
     assert sandbox.head("qa") == v2
 

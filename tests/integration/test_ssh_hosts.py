@@ -4,6 +4,7 @@ Each host is an sshd on 127.0.0.1x (tests/sshhosts.py); its app_root is a folder
 its app listens on a free 127.0.0.1 port, which the playbook's health check reaches from the
 "remote" host because every host is this machine.
 """
+
 from __future__ import annotations
 
 import json
@@ -61,12 +62,24 @@ class Site:
         deploy_id = f"ssh-{len(self.runs) + 1}"
         self.runs.append(deploy_id)
         run = PlaybookRun(
-            marker=marker, workdir=self.workdir, playbook=PLAYBOOK, inventory=self.inventory,
-            data_dir=self.tmp / f"runner-{deploy_id}", timeout=90, limit=limit,
-            extravars={"gitopsd_env": "production", "gitopsd_repo": str(self.tmp / "repo.git"),
-                       "gitopsd_commit": commit, "gitopsd_tree": secrets.token_hex(20),
-                       "gitopsd_previous_commit": self.last_commit, "gitopsd_deploy_id": deploy_id,
-                       "gitopsd_kind": "deploy", "gitopsd_workdir": str(self.workdir)})
+            marker=marker,
+            workdir=self.workdir,
+            playbook=PLAYBOOK,
+            inventory=self.inventory,
+            data_dir=self.tmp / f"runner-{deploy_id}",
+            timeout=90,
+            limit=limit,
+            extravars={
+                "gitopsd_env": "production",
+                "gitopsd_repo": str(self.tmp / "repo.git"),
+                "gitopsd_commit": commit,
+                "gitopsd_tree": secrets.token_hex(20),
+                "gitopsd_previous_commit": self.last_commit,
+                "gitopsd_deploy_id": deploy_id,
+                "gitopsd_kind": "deploy",
+                "gitopsd_workdir": str(self.workdir),
+            },
+        )
         outcome = run_playbook(run, threading.Event())
         assert processes_of(marker) == [], "the runner left processes of the run behind"
         self.last_commit = commit
@@ -116,20 +129,24 @@ def site(tmp_path_factory):
     hosts = start_hosts(tmp, NAMES)
     try:
         inventory = tmp / "hosts.yml"
-        inventory.write_text(inventory_yaml(
-            hosts, {n: {"app_root": str(app_roots[n]), "app_port": app_ports[n]} for n in NAMES},
-            # Pipelining runs each module through the ssh session's stdin: half the round trips of
-            # the default (temp folder, sftp put, run, remove). The copy task still transfers files.
-            {"app_python": interpreter(), "keep_releases": 3, "ansible_pipelining": True}))
+        inventory.write_text(
+            inventory_yaml(
+                hosts,
+                {n: {"app_root": str(app_roots[n]), "app_port": app_ports[n]} for n in NAMES},
+                # Pipelining runs each module through the ssh session's stdin: half the round trips of
+                # the default (temp folder, sftp put, run, remove). The copy task still transfers files.
+                {"app_python": interpreter(), "keep_releases": 3, "ansible_pipelining": True},
+            )
+        )
         yield Site(tmp, hosts, app_roots, app_ports, workdir, inventory)
     finally:
         stop_all(hosts)
         left = sshd_processes(hosts)
-        shutil.rmtree(apps, ignore_errors=True)           # each app exits within ~1 s of its folder going
+        shutil.rmtree(apps, ignore_errors=True)  # each app exits within ~1 s of its folder going
         deadline = time.monotonic() + 10
         while app_processes(apps) and time.monotonic() < deadline:
             time.sleep(0.1)
-        while ssh_clients(hosts) and time.monotonic() < deadline:   # ControlPersist masters see EOF
+        while ssh_clients(hosts) and time.monotonic() < deadline:  # ControlPersist masters see EOF
             time.sleep(0.1)
         assert left == [], f"sshd processes left: {left}"
         assert ssh_clients(hosts) == [], "ssh clients still connected to stopped hosts"
@@ -143,7 +160,7 @@ def test_deploys_to_every_host_over_ssh(site):
     assert outcome.ok, describe(outcome)
     assert outcome.hosts == {name: "ok" for name in NAMES}
     for name in NAMES:
-        assert site.logins(name) >= 2, f"{name} was not reached over SSH"   # the readiness check, then Ansible
+        assert site.logins(name) >= 2, f"{name} was not reached over SSH"  # the readiness check, then Ansible
         health = site.health(name)
         assert health is not None and health["commit"] == commit and health["host"] == name, (name, health)
         assert (site.app_roots[name] / "current" / "REVISION.json").exists()
@@ -160,13 +177,12 @@ def test_a_host_whose_sshd_is_down_is_unreachable_and_the_others_deploy(site):
         commit = secrets.token_hex(20)
         outcome = site.deploy(commit)
         assert not outcome.ok, describe(outcome)
-        assert outcome.hosts == {name: ("unreachable" if name == down.name else "ok") for name in NAMES}, \
-            describe(outcome)
+        assert outcome.hosts == {name: ("unreachable" if name == down.name else "ok") for name in NAMES}, describe(outcome)
         assert f"{down.name} (unreachable)" in outcome.reason
         for name in NAMES:
             health = site.health(name)
             if name == down.name:
-                assert health == before                  # its app, if any, was left as it was
+                assert health == before  # its app, if any, was left as it was
             else:
                 assert health is not None and health["commit"] == commit, (name, health)
     finally:
@@ -193,15 +209,16 @@ def test_a_limited_batch_of_one_host_touches_only_that_host(site):
 
 def test_stopping_a_host_ends_its_open_sessions_and_start_brings_it_back(ssh_hosts):
     (host,) = ssh_hosts(["lone"], first_octet=21)
-    session = subprocess.Popen(host.ssh_argv("sleep 60"), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+    session = subprocess.Popen(
+        host.ssh_argv("sleep 60"), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         deadline = time.monotonic() + 10
-        while len(sshd_processes([host])) < 2 and time.monotonic() < deadline:   # listener + session
+        while len(sshd_processes([host])) < 2 and time.monotonic() < deadline:  # listener + session
             time.sleep(0.05)
         assert len(sshd_processes([host])) >= 2
         host.stop()
-        assert session.wait(timeout=5) == 255                  # the connection was cut
+        assert session.wait(timeout=5) == 255  # the connection was cut
         assert host.pid is None and sshd_processes([host]) == []
     finally:
         if session.poll() is None:

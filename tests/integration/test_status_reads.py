@@ -2,6 +2,7 @@
 
 What is real: bare repositories, their ref files (loose and packed), the state store.
 """
+
 from __future__ import annotations
 
 import json
@@ -79,23 +80,34 @@ def test_status_of_four_repositories_reads_the_store_in_as_many_queries_as_statu
             for env in repo.environments:
                 commit, tree = sandbox.head(env.branch), sandbox.tree(env.branch)
                 store.record_head(repo.name, env.name, commit, tree)
-                dep = store.begin(repo=repo.name, env=env.name, commit=commit, tree=tree, previous_commit=None,
-                                  kind="deploy", trigger="startup", actor="test", now=time.time())
+                dep = store.begin(
+                    repo=repo.name,
+                    env=env.name,
+                    commit=commit,
+                    tree=tree,
+                    previous_commit=None,
+                    kind="deploy",
+                    trigger="startup",
+                    actor="test",
+                    now=time.time(),
+                )
                 store.finish(dep, "succeeded", now=time.time())
         store.add_lock(repo="r1", env="*", source="person", actor="alice", reason="audit", now=time.time())
 
         def queries(repo: str | None) -> tuple[int, list]:
             seen: list[str] = []
-            store._db.set_trace_callback(seen.append)   # every statement the store runs
+            store._db.set_trace_callback(seen.append)  # every statement the store runs
             rows = all_status(config, store, repo)
             store._db.set_trace_callback(None)
             return len(seen), rows
+
         one, _ = queries("shop")
         every, rows = queries(None)
     finally:
         store.close()
     assert [(r.repo, r.env, r.state, r.deployed == r.desired) for r in rows] == [
-        (repo, env, "in-sync", True) for repo in ("shop", "r0", "r1", "r2") for env in ("qa", "staging")]
+        (repo, env, "in-sync", True) for repo in ("shop", "r0", "r1", "r2") for env in ("qa", "staging")
+    ]
     assert [len(r.locks) for r in rows] == [0, 0, 0, 0, 1, 1, 0, 0]
     assert every == one
 

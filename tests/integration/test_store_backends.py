@@ -1,4 +1,5 @@
 """Every Store method, on SQLite and on a real PostgreSQL (tests/postgres_fixture.py): the same answers from both."""
+
 from __future__ import annotations
 
 import sqlite3
@@ -15,8 +16,9 @@ T1, T2, T3 = "a" * 40, "b" * 40, "c" * 40
 
 
 def deploy(store, env="qa", commit="c1", tree=T1, kind="deploy", result="succeeded", now=100.0, detail=None):
-    dep = store.begin(repo="shop", env=env, commit=commit, tree=tree, previous_commit=None, kind=kind,
-                      trigger="push", actor="alice", now=now)
+    dep = store.begin(
+        repo="shop", env=env, commit=commit, tree=tree, previous_commit=None, kind=kind, trigger="push", actor="alice", now=now
+    )
     if result not in ("running",):
         store.finish(dep, result, now=now + 5, outcome="done", detail=detail or {})
     return dep
@@ -26,8 +28,19 @@ def test_deployments_are_recorded_read_and_finished_alike(store_factory, tmp_pat
     store = store_factory(tmp_path / "state.db")
     first = deploy(store, tree=T1)
     second = deploy(store, commit="c2", tree=T2, result="failed", now=200.0)
-    queued = store.begin(repo="shop", env="qa", commit="c3", tree=T3, previous_commit="c2", kind="rollback",
-                         trigger="cli", actor="unknown", now=300.0, queued=True, reason="why")
+    queued = store.begin(
+        repo="shop",
+        env="qa",
+        commit="c3",
+        tree=T3,
+        previous_commit="c2",
+        kind="rollback",
+        trigger="cli",
+        actor="unknown",
+        now=300.0,
+        queued=True,
+        reason="why",
+    )
     assert (first, second) == (1, 2) and queued == 3
     assert store.get(queued).result == "queued"
     store.started(queued, 301.0)
@@ -101,20 +114,46 @@ def test_admissions_suspensions_and_syncs(store_factory, tmp_path):
 def test_statuses_ci_heads_and_human_gates(store_factory, tmp_path):
     store = store_factory(tmp_path / "state.db")
     store.add_status(repo="shop", commit="c1", tree=T1, context="ci/test", state="pending", reporter="ci", now=1.0)
-    store.add_status(repo="shop", commit="c2", tree=T1, context="ci/test", state="success", reporter="ci", now=2.0,
-                     target_url="http://ci/1", description="ok")
+    store.add_status(
+        repo="shop",
+        commit="c2",
+        tree=T1,
+        context="ci/test",
+        state="success",
+        reporter="ci",
+        now=2.0,
+        target_url="http://ci/1",
+        description="ok",
+    )
     assert [(s.context, s.state, s.commit) for s in store.statuses("shop", T1)] == [("ci/test", "success", "c2")]
     assert [s.state for s in store.status_history("shop", "c1")] == ["pending"]
     store.set_ci_heads("shop", {"main": "c1", "feature": "c2"})
     store.set_ci_heads("shop", {"main": "c3"})
     assert store.ci_heads("shop") == {"main": "c3"}
-    store.add_signoff(repo="shop", env="staging", commit="c1", tree=T1, actor="tess", verdict="signoff", note="ok",
-                      now=3.0)
+    store.add_signoff(repo="shop", env="staging", commit="c1", tree=T1, actor="tess", verdict="signoff", note="ok", now=3.0)
     assert store.signoffs("shop", "staging", T1) == [("tess", "signoff", "ok", 3.0)]
-    assert store.add_rc(repo="shop", name="r1", commit="c1", tree=T1, source_env="staging", target_env="production",
-                        created_by="alice", self_identities=["alice", "bob"], now=4.0)
-    assert not store.add_rc(repo="shop", name="r1", commit="c1", tree=T1, source_env="staging",
-                            target_env="production", created_by="alice", self_identities=[], now=5.0)
+    assert store.add_rc(
+        repo="shop",
+        name="r1",
+        commit="c1",
+        tree=T1,
+        source_env="staging",
+        target_env="production",
+        created_by="alice",
+        self_identities=["alice", "bob"],
+        now=4.0,
+    )
+    assert not store.add_rc(
+        repo="shop",
+        name="r1",
+        commit="c1",
+        tree=T1,
+        source_env="staging",
+        target_env="production",
+        created_by="alice",
+        self_identities=[],
+        now=5.0,
+    )
     assert store.rc("shop", "r1")["self_identities"] == "alice\nbob" and store.rc("shop", "nope") is None
     assert [r["name"] for r in store.rcs("shop")] == ["r1"]
     assert store.rcs_for_tree("shop", T1, "production") == [("r1", 4.0)]
@@ -137,22 +176,29 @@ def test_dora_and_metrics_reads(store_factory, tmp_path):
     checks = {"batches": [{"checks": [{"name": "http http://x", "ok": True}, {"name": "playbook verify.yml", "ok": False}]}]}
     dep = deploy(store, env="production", commit="c1", now=100.0, detail=checks)
     store.record_deployed_commits(store.get(dep), ["c1", "m1"], ("promote",))
-    store.record_deployed_commits(store.get(dep), ["c1"], ("promote",))   # the first record stays
+    store.record_deployed_commits(store.get(dep), ["c1"], ("promote",))  # the first record stays
     assert store.dora_lead_times(None, "production", 0.0) == [95.0]
     assert store.dora_lead_times("shop", "production", 200.0) == []
     rollback = deploy(store, env="production", commit="c2", kind="rollback", result="failed", now=200.0)
     assert [tuple(r[:3]) for r in store.dora_deployments(None, "production", 0.0)] == [
-        ("shop", False, True), ("shop", True, False)]
+        ("shop", False, True),
+        ("shop", True, False),
+    ]
     assert store.dora_first_deployment("shop", "production") == 100.0
-    running = store.begin(repo="shop", env="qa", commit="c3", tree=T3, previous_commit=None, kind="deploy",
-                          trigger="push", actor="a", now=300.0)
+    running = store.begin(
+        repo="shop", env="qa", commit="c3", tree=T3, previous_commit=None, kind="deploy", trigger="push", actor="a", now=300.0
+    )
     assert store.deployment_ids(0) == (running, [(running, "shop", "qa", "running")])
     totals = store.deployment_totals(0, rollback, (1.0, 10.0))
     assert sorted((r[2], r[3], bool(r[4]), r[5], r[6], r[7]) for r in totals) == [
-        ("deploy", "succeeded", False, 1, 1, 5.0), ("rollback", "failed", False, 1, 1, 5.0)]
+        ("deploy", "succeeded", False, 1, 1, 5.0),
+        ("rollback", "failed", False, 1, 1, 5.0),
+    ]
     assert [tuple(r) for r in store.lead_times(0, rollback, (60.0, 100.0))] == [("shop", "production", 1, 1, 95.0)]
     assert sorted((r[2], bool(r[3]), r[4]) for r in store.check_totals(0, rollback)) == [
-        ("http", True, 1), ("playbook", False, 1)]
+        ("http", True, 1),
+        ("playbook", False, 1),
+    ]
 
 
 def test_the_totals_for_metrics_and_the_rows_history_shows_of_releases_name_their_fields(store_factory, tmp_path):
@@ -163,19 +209,34 @@ def test_the_totals_for_metrics_and_the_rows_history_shows_of_releases_name_thei
     store.record_deployed_commits(store.get(dep), ["c1"], ())
     [total] = store.deployment_totals(0, dep, (1.0, 10.0))
     assert (total.kind, total.result, total.bucket, total.deployments, total.seconds, total.last_success) == (
-        "deploy", "succeeded", 1, 1, 5.0, 105.0)
+        "deploy",
+        "succeeded",
+        1,
+        1,
+        5.0,
+        105.0,
+    )
     [lead] = store.lead_times(0, dep, (60.0, 100.0))
     assert (lead.env, lead.bucket, lead.changes, lead.seconds) == ("production", 1, 1, 95.0)
     [check] = store.check_totals(0, dep)
     assert (check.type, bool(check.passed), check.checks) == ("http", True, 1)
-    store.add_signoff(repo="shop", env="staging", commit="c1", tree=T1, actor="tess", verdict="signoff", note="ok",
-                      now=3.0)
-    store.add_rc(repo="shop", name="r1", commit="c1", tree=T1, source_env="staging", target_env="production",
-                 created_by="alice", self_identities=[], now=4.0)
+    store.add_signoff(repo="shop", env="staging", commit="c1", tree=T1, actor="tess", verdict="signoff", note="ok", now=3.0)
+    store.add_rc(
+        repo="shop",
+        name="r1",
+        commit="c1",
+        tree=T1,
+        source_env="staging",
+        target_env="production",
+        created_by="alice",
+        self_identities=[],
+        now=4.0,
+    )
     [word] = store.rcs_with_approvals([("shop", "production", T1)])
-    assert (word.name, word.created_at, word.actor) == ("r1", 4.0, None)   # no approval yet
+    assert (word.name, word.created_at, word.actor) == ("r1", 4.0, None)  # no approval yet
     [signoff] = store.signoffs_of([("shop", "staging", T1)])
     assert (signoff.actor, signoff.verdict, signoff.at) == ("tess", "signoff", 3.0)
+
 
 def test_watches_and_drift_reports(store_factory, tmp_path):
     store = store_factory(tmp_path / "state.db")
@@ -192,10 +253,10 @@ def test_watches_and_drift_reports(store_factory, tmp_path):
     store.add_drift_report(DriftReport("shop", "qa", dep, 2.0, "drifted", "1 host", (change,)))
     assert store.drift_baseline("shop", "qa", dep).id == base
     assert store.drift_report("shop", "qa").changes == (change,) and store.drift_report("shop", "qa", 99) is None
-    assert store.drifted_hosts() == {("shop", "qa"): 1}   # one host drifted under what qa runs now
+    assert store.drifted_hosts() == {("shop", "qa"): 1}  # one host drifted under what qa runs now
     for i in range(55):
         store.add_drift_report(DriftReport("shop", "qa", dep, 3.0 + i, "clean", None, ()))
-    assert store.drift_baseline("shop", "qa", dep).id == base   # baselines are kept, older reports go
+    assert store.drift_baseline("shop", "qa", dep).id == base  # baselines are kept, older reports go
 
 
 def test_the_gate_snapshot_is_saved_where_the_hook_reads_it(store_factory, tmp_path):
@@ -203,8 +264,13 @@ def test_the_gate_snapshot_is_saved_where_the_hook_reads_it(store_factory, tmp_p
     config = tmp_path / "gitopsd.yml"
     config.write_text("x")
     store = store_factory(tmp_path / "state.db")
-    gate = snapshot.GateConfig(str(config), snapshot.file_stamp(str(config)), "/run/gitopsd", ("GL_USER",), [
-        snapshot.GateRepository("shop", str(tmp_path), [snapshot.GateEnvironment("qa", "qa", "main")])])
+    gate = snapshot.GateConfig(
+        str(config),
+        snapshot.file_stamp(str(config)),
+        "/run/gitopsd",
+        ("GL_USER",),
+        [snapshot.GateRepository("shop", str(tmp_path), [snapshot.GateEnvironment("qa", "qa", "main")])],
+    )
     store.save_gate(gate)
     deploy(store, tree=T1)
     deploy(store, commit="c2", tree=T2, result="failed")
@@ -241,16 +307,18 @@ def test_an_old_sqlite_store_is_upgraded_in_place(tmp_path):
     """A store written before schema versions, without the hook snapshot's newer columns, keeps its rows."""
     path = tmp_path / "state.db"
     db = sqlite3.connect(path)
-    db.executescript("CREATE TABLE deployments (id INTEGER PRIMARY KEY AUTOINCREMENT, repo TEXT NOT NULL, env TEXT NOT NULL,"  # noqa: S608 (test data)
-                     " commit_id TEXT NOT NULL, tree TEXT NOT NULL, previous_commit TEXT, kind TEXT NOT NULL,"
-                     " result TEXT NOT NULL, trigger TEXT NOT NULL, actor TEXT NOT NULL, reason TEXT, outcome TEXT,"
-                     " started_at REAL NOT NULL, finished_at REAL, attempt INTEGER NOT NULL DEFAULT 1, workdir TEXT,"
-                     " detail TEXT);"
-                     "CREATE TABLE gate_environments (config TEXT NOT NULL, repo TEXT NOT NULL, repo_path TEXT NOT NULL,"
-                     " position INTEGER NOT NULL, name TEXT NOT NULL, branch TEXT NOT NULL, promote_from TEXT NOT NULL,"
-                     " override_by TEXT NOT NULL, PRIMARY KEY (config, repo, name));"
-                     f"INSERT INTO deployments (repo, env, commit_id, tree, kind, result, trigger, actor, started_at)"
-                     f" VALUES ('shop', 'qa', 'c1', '{T1}', 'deploy', 'succeeded', 'push', 'a', 1.0);")
+    db.executescript(
+        "CREATE TABLE deployments (id INTEGER PRIMARY KEY AUTOINCREMENT, repo TEXT NOT NULL, env TEXT NOT NULL,"  # noqa: S608 (test data)
+        " commit_id TEXT NOT NULL, tree TEXT NOT NULL, previous_commit TEXT, kind TEXT NOT NULL,"
+        " result TEXT NOT NULL, trigger TEXT NOT NULL, actor TEXT NOT NULL, reason TEXT, outcome TEXT,"
+        " started_at REAL NOT NULL, finished_at REAL, attempt INTEGER NOT NULL DEFAULT 1, workdir TEXT,"
+        " detail TEXT);"
+        "CREATE TABLE gate_environments (config TEXT NOT NULL, repo TEXT NOT NULL, repo_path TEXT NOT NULL,"
+        " position INTEGER NOT NULL, name TEXT NOT NULL, branch TEXT NOT NULL, promote_from TEXT NOT NULL,"
+        " override_by TEXT NOT NULL, PRIMARY KEY (config, repo, name));"
+        f"INSERT INTO deployments (repo, env, commit_id, tree, kind, result, trigger, actor, started_at)"
+        f" VALUES ('shop', 'qa', 'c1', '{T1}', 'deploy', 'succeeded', 'push', 'a', 1.0);"
+    )
     db.close()
     with Store(path) as store:
         assert store.versions == (0, migrations.LATEST)
@@ -263,11 +331,17 @@ def test_an_old_sqlite_store_is_upgraded_in_place(tmp_path):
 def test_a_version_1_store_gets_the_epoch_the_lease_row_and_on_postgresql_the_fence(store_factory, tmp_path):
     """The step from the last release's schema (version 1) to the leader's lease (version 2), on both backends."""
     store = store_factory(tmp_path / "state.db")
-    store._write("INSERT INTO deployments (repo, env, commit_id, tree, kind, result, trigger, actor, started_at)"
-                 " VALUES ('shop', 'qa', 'c1', ?, 'deploy', 'succeeded', 'push', 'a', 1.0)", (T1,))
+    store._write(
+        "INSERT INTO deployments (repo, env, commit_id, tree, kind, result, trigger, actor, started_at)"
+        " VALUES ('shop', 'qa', 'c1', ?, 'deploy', 'succeeded', 'push', 'a', 1.0)",
+        (T1,),
+    )
     for sql in (["DROP TRIGGER IF EXISTS gitopsd_fence ON deployments"] if store_factory.backend == "postgresql" else []) + [
-            "ALTER TABLE deployments DROP COLUMN epoch", "DELETE FROM leadership", "DELETE FROM schema_version WHERE version >= 2"]:
-        store._write(sql)   # as version 1 left it
+        "ALTER TABLE deployments DROP COLUMN epoch",
+        "DELETE FROM leadership",
+        "DELETE FROM schema_version WHERE version >= 2",
+    ]:
+        store._write(sql)  # as version 1 left it
     store.close()
     again = store_factory(tmp_path / "state.db")
     assert again.versions == (1, migrations.LATEST)
@@ -275,7 +349,7 @@ def test_a_version_1_store_gets_the_epoch_the_lease_row_and_on_postgresql_the_fe
     rows = again._rows("SELECT epoch FROM deployments")
     assert [r["epoch"] for r in rows] == [0]
     assert [tuple(r) for r in again._rows("SELECT id, epoch FROM leadership")] == [(1, 0)]
-    if store_factory.backend == "postgresql":   # the fence is in place: a daemon of an epoch that does not lead
+    if store_factory.backend == "postgresql":  # the fence is in place: a daemon of an epoch that does not lead
         again.close()
         stale = Store(tmp_path / "stale.db", url=store_factory.url, epoch=5, retry_for=0.0)
         try:
@@ -287,8 +361,10 @@ def test_a_version_1_store_gets_the_epoch_the_lease_row_and_on_postgresql_the_fe
 
 def test_a_store_from_a_newer_gitopsd_is_refused_in_one_line(store_factory, tmp_path):
     store = store_factory(tmp_path / "state.db")
-    store._write("INSERT INTO schema_version (version, applied_at, description) VALUES (?, ?, ?)",
-                 (migrations.LATEST + 1, 0.0, "from the future"))
+    store._write(
+        "INSERT INTO schema_version (version, applied_at, description) VALUES (?, ?, ?)",
+        (migrations.LATEST + 1, 0.0, "from the future"),
+    )
     store.close()
     with pytest.raises(StoreError, match=f"version {migrations.LATEST + 1}, newer than"):
         store_factory(tmp_path / "state.db")
@@ -296,6 +372,7 @@ def test_a_store_from_a_newer_gitopsd_is_refused_in_one_line(store_factory, tmp_
 
 def test_an_unreachable_postgresql_is_one_line_naming_it_without_its_password(tmp_path):
     from tests.postgres_fixture import free_port
+
     url = f"postgresql://gitopsd:s3cret@127.0.0.1:{free_port()}/gitopsd"
     with pytest.raises(StoreError) as raised:
         Store(tmp_path / "state.db", url=url)
@@ -317,8 +394,13 @@ def test_the_snapshot_install_hooks_wrote_survives_the_daemon_opening_postgresql
     ledger from PostgreSQL at start, must not wipe it (the hook would read the YAML on every push: 2x slower)."""
     config = tmp_path / "gitopsd.yml"
     config.write_text("x")
-    gate = snapshot.GateConfig(str(config), snapshot.file_stamp(str(config)), "/run/gitopsd", (), [
-        snapshot.GateRepository("shop", str(tmp_path), [snapshot.GateEnvironment("qa", "qa", "main")])])
+    gate = snapshot.GateConfig(
+        str(config),
+        snapshot.file_stamp(str(config)),
+        "/run/gitopsd",
+        (),
+        [snapshot.GateRepository("shop", str(tmp_path), [snapshot.GateEnvironment("qa", "qa", "main")])],
+    )
     with Store(tmp_path / "hook-ledger.db") as installer:
         installer.save_gate(gate)
     with Store(tmp_path / "hook-ledger.db", url=postgres_url) as daemon_store:
@@ -334,12 +416,24 @@ def test_the_snapshot_install_hooks_wrote_survives_the_daemon_opening_postgresql
 def test_signature_rules_the_daemon_saves_in_postgresql_reach_the_hooks_sqlite_file(postgres_url, tmp_path):
     """main's rule (gate_branches) and an environment's (gate_environments.signatures) are mirrored for the hook."""
     from gitopsd.gate.signatures import Rule
+
     config = tmp_path / "gitopsd.yml"
     config.write_text("x")
     rule = Rule("/etc/gitopsd/allowed_signers", "", (("environments/production/**", ("ops",)),), True)
-    gate = snapshot.GateConfig(str(config), snapshot.file_stamp(str(config)), "/run/gitopsd", (), [
-        snapshot.GateRepository("shop", str(tmp_path), [snapshot.GateEnvironment("qa", "qa", "main", signatures=rule)],
-                                {"main": Rule("/etc/gitopsd/allowed_signers")})])
+    gate = snapshot.GateConfig(
+        str(config),
+        snapshot.file_stamp(str(config)),
+        "/run/gitopsd",
+        (),
+        [
+            snapshot.GateRepository(
+                "shop",
+                str(tmp_path),
+                [snapshot.GateEnvironment("qa", "qa", "main", signatures=rule)],
+                {"main": Rule("/etc/gitopsd/allowed_signers")},
+            )
+        ],
+    )
     with Store(tmp_path / "hook-ledger.db", url=postgres_url) as daemon_store:
         daemon_store.save_gate(gate)
     db = snapshot.connect_readonly(str(tmp_path / "hook-ledger.db"))

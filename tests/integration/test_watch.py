@@ -1,5 +1,6 @@
 """The ref watcher on real repositories: real pushes through the real hook, real `git update-ref`,
 `git pack-refs`, and repository folders deleted or moved while watched. Nothing is faked."""
+
 from __future__ import annotations
 
 import logging
@@ -47,7 +48,7 @@ def inotify_instances() -> int:
         try:
             count += os.readlink(fd) == "anon_inode:inotify"
         except OSError:
-            pass   # closed meanwhile
+            pass  # closed meanwhile
     return count
 
 
@@ -102,7 +103,7 @@ def test_a_branch_with_slashes_is_watched_in_its_new_folders_and_reads_trigger_n
     sandbox.write("app.txt", "v2")
     sandbox.commit("v2")
     calls.quiet(0)
-    sandbox.push("main:release/2025/one")   # a move inside the folder made after the watcher started
+    sandbox.push("main:release/2025/one")  # a move inside the folder made after the watcher started
     calls.wait("shop")
     assert calls.quiet() == []
     git(sandbox.root, "--git-dir", str(sandbox.repo), "log", "--all", "--oneline")
@@ -117,10 +118,10 @@ def test_pack_refs_and_update_ref_of_a_packed_ref_both_call_back(watched):
     calls.wait("shop")
     assert not (sandbox.repo / "refs" / "heads" / "qa").exists()
     calls.quiet(0)
-    git(sandbox.repo, "update-ref", "refs/heads/qa", new_commit(sandbox.repo))   # a loose ref again
+    git(sandbox.repo, "update-ref", "refs/heads/qa", new_commit(sandbox.repo))  # a loose ref again
     calls.wait("shop")
     calls.quiet(0)
-    git(sandbox.root, "--git-dir", str(sandbox.repo), "pack-refs", "--all")   # packed-refs moved into place
+    git(sandbox.root, "--git-dir", str(sandbox.repo), "pack-refs", "--all")  # packed-refs moved into place
     calls.wait("shop")
 
 
@@ -156,7 +157,7 @@ def test_a_repository_folder_that_disappears_logs_one_line_and_is_watched_again_
     assert "shop" not in calls.quiet()
 
     parked.rename(sandbox.repo)
-    calls.wait("shop")   # looked at once it is back: it may have moved meanwhile
+    calls.wait("shop")  # looked at once it is back: it may have moved meanwhile
     assert watcher.unwatched == {}
     assert any("now watching the refs of 1 repository: shop" in r.getMessage() for r in caplog.records)
     sandbox.write("app.txt", "back")
@@ -192,7 +193,7 @@ def test_a_folder_swapped_in_place_is_noticed_by_refresh(watched):
     parent.rename(moved)
     shutil.copytree(moved, parent, symlinks=True)
     watcher.refresh()
-    assert watcher.unwatched == {}   # rewatched at once: the folder is there, a new one
+    assert watcher.unwatched == {}  # rewatched at once: the folder is there, a new one
     calls.quiet(0)
     git(sandbox.repo, "update-ref", "refs/heads/qa", new_commit(sandbox.repo))
     calls.wait("shop")

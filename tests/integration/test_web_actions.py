@@ -4,6 +4,7 @@ Real: `gitopsd run` as a process serving the dashboard with uvicorn on loopback,
 tokens, forms posted over TCP, pushes through the installed hook, ansible-playbook deploying to
 local hosts, and the command line run beside it for comparison. Nothing faked.
 """
+
 from __future__ import annotations
 
 import html
@@ -23,21 +24,26 @@ HX = {"HX-Request": "true"}
 @pytest.fixture
 def site(short_tmp: Path) -> Iterator[tuple[Sandbox, Daemon, dict[str, Browser]]]:
     port = free_port()
-    sandbox = Sandbox(short_tmp, {"qa": ["qa-1"], "staging": ["staging-1"], "production": ["production-1"]},
-                      env_options={"production": {"approvals": {"required": 1, "approvers": ["group:product"]}}},
-                      extra={"groups": {"ops": ["olga"], "product": ["paula"]},
-                             "api": {"listen": f"127.0.0.1:{port}", "tokens_file": str(short_tmp / "tokens.yml")},
-                             "web": {"roles": {"*": {"viewer": ["*"], "deployer": ["group:ops"]},
-                                               "production": {"approver": ["group:product"]}}}})
+    sandbox = Sandbox(
+        short_tmp,
+        {"qa": ["qa-1"], "staging": ["staging-1"], "production": ["production-1"]},
+        env_options={"production": {"approvals": {"required": 1, "approvers": ["group:product"]}}},
+        extra={
+            "groups": {"ops": ["olga"], "product": ["paula"]},
+            "api": {"listen": f"127.0.0.1:{port}", "tokens_file": str(short_tmp / "tokens.yml")},
+            "web": {"roles": {"*": {"viewer": ["*"], "deployer": ["group:ops"]}, "production": {"approver": ["group:product"]}}},
+        },
+    )
     with Daemon(sandbox) as daemon:
         web_up(daemon)
-        for env in ("qa", "staging"):   # production waits for a release candidate with its approval
+        for env in ("qa", "staging"):  # production waits for a release candidate with its approval
             daemon.wait_state(env, "in-sync", sandbox.head(env))
         people = {}
-        for name in ("olga", "paula", "vera"):   # a deployer, an approver, a viewer
+        for name in ("olga", "paula", "vera"):  # a deployer, an approver, a viewer
             people[name] = Browser(port)
-            signed = people[name].login(token(sandbox, f"{name}-laptop", "read", "deployments:write", "approvals:write",
-                                              owner=name))
+            signed = people[name].login(
+                token(sandbox, f"{name}-laptop", "read", "deployments:write", "approvals:write", owner=name)
+            )
             assert signed.status == 303
         yield sandbox, daemon, people
 
@@ -73,11 +79,13 @@ def test_forms_without_the_csrf_token_or_from_a_viewer_change_nothing_and_names_
     assert olga.post("/actions/promote", {**form, "csrf_token": vera.csrf()}, headers=HX).status == 403
     refused = post(vera, "promote", **form)
     assert refused.status == 403
-    assert lines(refused) == [f"vera may not promote in shop/staging: that needs the deployer role, and vera is a "
-                              f"viewer there (web.roles in {sandbox.config})"]
+    assert lines(refused) == [
+        f"vera may not promote in shop/staging: that needs the deployer role, and vera is a "
+        f"viewer there (web.roles in {sandbox.config})"
+    ]
     for action in ("rollback", "retry"):
         assert post(vera, action, **form).status == 403
-    assert post(olga, "rollback", to="1", **form).status == 403   # back to a chosen deployment: admins only
+    assert post(olga, "rollback", to="1", **form).status == 403  # back to a chosen deployment: admins only
     assert heads(sandbox) == before
 
     assert post(olga, "promote", repo="nope", env="staging").status == 404
@@ -85,7 +93,7 @@ def test_forms_without_the_csrf_token_or_from_a_viewer_change_nothing_and_names_
     assert missing.status == 404 and "has no environment 'nope'" in lines(missing)[0]
     assert post(olga, "unheard-of", repo="shop", env="qa").status == 404
     assert post(people["paula"], "approve", repo="shop", rc="nope", note="x").status == 404
-    assert post(olga, "promote", repo="shop", env="<script>").text.count("<script>") == 0   # escaped
+    assert post(olga, "promote", repo="shop", env="<script>").text.count("<script>") == 0  # escaped
     assert heads(sandbox) == before
 
 
@@ -100,9 +108,10 @@ def test_a_deployer_promotes_with_the_clis_refusal_and_an_approver_approves_as_t
     refused = post(olga, "promote", repo="shop", env="staging")
     assert refused.status == 409 and 'class="result result-refused"' in refused.text
 
-    def same(text: str) -> str:   # the promotion commit each one wrote has its own id; trees and rules agree
+    def same(text: str) -> str:  # the promotion commit each one wrote has its own id; trees and rules agree
         return re.sub(r"\b[0-9a-f]{7,40}\b", "<id>", text)
-    assert same("\n".join(lines(refused)) + "\n") == same(cli.stderr)   # line for line, blank lines too
+
+    assert same("\n".join(lines(refused)) + "\n") == same(cli.stderr)  # line for line, blank lines too
     assert sandbox.tree(broken)[:7] in refused.text
     assert heads(sandbox) == before
 
@@ -111,8 +120,10 @@ def test_a_deployer_promotes_with_the_clis_refusal_and_an_approver_approves_as_t
     done = post(olga, "promote", repo="shop", env="staging")
     assert done.status == 200, done.text
     said = lines(done)
-    assert said[0].startswith(f"staging: staging is now at {sandbox.head('staging')[:7]} (Promote qa ({fixed[:7]}) "
-                              "to staging)") and said[1] == "the daemon deploys it now; follow with `gitopsd status`"
+    assert (
+        said[0].startswith(f"staging: staging is now at {sandbox.head('staging')[:7]} (Promote qa ({fixed[:7]}) to staging)")
+        and said[1] == "the daemon deploys it now; follow with `gitopsd status`"
+    )
     message = git(sandbox.root, "--git-dir", str(sandbox.repo), "log", "-1", "--format=%B", "staging").stdout
     assert "Gitopsd-Promoted-By: olga" in message
     daemon.wait_state("staging", "in-sync", sandbox.head("staging"))
@@ -137,8 +148,7 @@ def test_a_deployer_locks_an_environment_from_the_dashboard_with_a_reason_a_view
     olga, vera = people["olga"], people["vera"]
     assert post(vera, "lock", repo="shop", env="staging", reason="mine").status == 403
     assert "lacks" not in sandbox.cli("locks").stdout and "nothing is locked" in sandbox.cli("locks").stdout
-    assert "is in the past" in lines(post(olga, "lock", repo="shop", env="staging", reason="x",
-                                          until="2001-01-01T00:00"))[0]
+    assert "is in the past" in lines(post(olga, "lock", repo="shop", env="staging", reason="x", until="2001-01-01T00:00"))[0]
     done = post(olga, "lock", repo="shop", env="staging", reason="load test tonight", **{"for": "2h"})
     assert done.status == 200 and "shop/staging locked by olga until " in lines(done)[0], lines(done)
     page = olga.get("/").text

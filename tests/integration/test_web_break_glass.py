@@ -4,6 +4,7 @@ override_by confirms there, the asker cannot; forms carry the CSRF token as ever
 Real: `gitopsd run` as a process serving the dashboard with uvicorn on loopback, sessions from API tokens, forms posted
 over TCP, pushes through the installed hook, ansible-playbook, `gitopsd promote` beside it. Nothing faked.
 """
+
 from __future__ import annotations
 
 import html
@@ -21,15 +22,20 @@ from tests.webclient import Browser, free_port, token, web_up
 @pytest.fixture
 def site(short_tmp: Path) -> Iterator[tuple[Sandbox, Daemon, dict[str, Browser]]]:
     port = free_port()
-    sandbox = Sandbox(short_tmp, {"qa": ["qa-1"], "staging": ["staging-1"]},
-                      env_options={"staging": {"override_by": ["wb-olga", "wb-oscar"]}},
-                      extra={"api": {"listen": f"127.0.0.1:{port}", "tokens_file": str(short_tmp / "tokens.yml")},
-                             "web": {"roles": {"*": {"viewer": ["*"], "deployer": ["wb-olga", "wb-oscar", "wb-otto"]}}}})
+    sandbox = Sandbox(
+        short_tmp,
+        {"qa": ["qa-1"], "staging": ["staging-1"]},
+        env_options={"staging": {"override_by": ["wb-olga", "wb-oscar"]}},
+        extra={
+            "api": {"listen": f"127.0.0.1:{port}", "tokens_file": str(short_tmp / "tokens.yml")},
+            "web": {"roles": {"*": {"viewer": ["*"], "deployer": ["wb-olga", "wb-oscar", "wb-otto"]}}},
+        },
+    )
     with Daemon(sandbox) as daemon:
         web_up(daemon)
         daemon.wait_state("staging", "in-sync", sandbox.head("staging"))
         people = {}
-        for name in ("wb-olga", "wb-oscar", "wb-otto", "wb-vera"):   # deployers (otto not in override_by), a viewer
+        for name in ("wb-olga", "wb-oscar", "wb-otto", "wb-vera"):  # deployers (otto not in override_by), a viewer
             people[name] = Browser(port)
             assert people[name].login(token(sandbox, f"{name}-laptop", "read", "deployments:write", owner=name)).status == 303
         yield sandbox, daemon, people
@@ -59,8 +65,7 @@ def test_a_deployer_asks_to_break_glass_on_the_environment_page_and_a_second_per
     assert "Confirm break-glass #1" not in olga.get("/repos/shop/envs/staging").text
     page = html.unescape(oscar.get("/repos/shop/envs/staging").text)
     assert "#1 asked by wb-olga: the fix for incident 42" in page and "Confirm break-glass #1" in page
-    assert re.search(r'<form method="post" action="/actions/override-confirm".*?name="csrf_token" value="[0-9a-f]+"',
-                     page, re.S)
+    assert re.search(r'<form method="post" action="/actions/override-confirm".*?name="csrf_token" value="[0-9a-f]+"', page, re.S)
     own = post(olga, "override-confirm", id="1")
     assert own.status == 403 and "the same person cannot confirm their own" in lines(own)[0], lines(own)
     outside = post(otto, "override-confirm", id="1", reason="fine")

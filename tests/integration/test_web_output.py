@@ -3,6 +3,7 @@
 Real: `gitopsd run` as a process serving the dashboard on loopback, a push through the installed hook, and
 ansible-playbook deploying to a local host with a playbook whose task names carry escape sequences. Nothing faked.
 """
+
 from __future__ import annotations
 
 import re
@@ -26,9 +27,14 @@ HOSTILE_PLAYBOOK = """\
 
 def test_the_deployment_page_shows_output_whose_escape_sequences_have_absurd_parameters(short_tmp: Path) -> None:
     port = free_port()
-    sandbox = Sandbox(short_tmp, {"qa": ["qa-1"]},
-                      extra={"api": {"listen": f"127.0.0.1:{port}", "tokens_file": str(short_tmp / "tokens.yml")},
-                             "web": {"roles": {"*": {"viewer": ["*"]}}}})
+    sandbox = Sandbox(
+        short_tmp,
+        {"qa": ["qa-1"]},
+        extra={
+            "api": {"listen": f"127.0.0.1:{port}", "tokens_file": str(short_tmp / "tokens.yml")},
+            "web": {"roles": {"*": {"viewer": ["*"]}}},
+        },
+    )
     sandbox.write("playbooks/deploy.yml", HOSTILE_PLAYBOOK.format(nines="9" * 5000, params=";".join(["31"] * 20_000)))
     commit = sandbox.commit("a playbook whose output has absurd escape sequences")
     sandbox.push("main", "main:qa")
@@ -43,4 +49,4 @@ def test_the_deployment_page_shows_output_whose_escape_sequences_have_absurd_par
         assert "huge colour" in page.text and "many parameters" in page.text
         assert '<span class="ansi-bold ansi-fg-green">' in page.text and "&lt;b&gt;not bold&lt;/b&gt;" in page.text
         assert "9" * 100 not in page.text and "\x1b" not in page.text
-        assert len(re.findall(r"<span", page.text)) < 100   # 20,000 parameters make one span, not 20,000
+        assert len(re.findall(r"<span", page.text)) < 100  # 20,000 parameters make one span, not 20,000

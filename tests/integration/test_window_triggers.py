@@ -4,6 +4,7 @@ Real: the daemon as a process, a bare repository with the installed hook, `gitop
 nudge datagram on the daemon's socket whose sender the kernel reports (SCM_CREDENTIALS) as another uid: root may
 send any credentials, which is how the datagram of another member of the daemon's group looks to the daemon.
 """
+
 from __future__ import annotations
 
 import os
@@ -20,7 +21,7 @@ from gitopsd.config import load
 from gitopsd.gate.nudge import Nudge
 from tests.support import Daemon, Sandbox, git
 
-MEMBER_UID = 54331   # another account of the daemon's group: not the repository's owner, not root, not the daemon
+MEMBER_UID = 54331  # another account of the daemon's group: not the repository's owner, not root, not the daemon
 
 
 def freeze(sandbox: Sandbox, daemon: Daemon, windows: list[dict[str, str]], override_by: tuple[str, ...] = ()) -> None:
@@ -41,8 +42,7 @@ def now_frozen() -> list[dict[str, str]]:
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="sending another uid's credentials needs root")
-def test_a_push_nudge_from_an_account_other_than_the_hooks_announces_nothing_and_the_head_meets_the_closed_window(
-        short_tmp):
+def test_a_push_nudge_from_an_account_other_than_the_hooks_announces_nothing_and_the_head_meets_the_closed_window(short_tmp):
     sandbox = Sandbox(short_tmp, {"qa": ["qa-1"]})
     with Daemon(sandbox) as daemon:
         daemon.wait_state("qa", "in-sync", sandbox.head("qa"))
@@ -54,12 +54,14 @@ def test_a_push_nudge_from_an_account_other_than_the_hooks_announces_nothing_and
         forged = Nudge(repo=str(sandbox.repo), trigger="push", actor="alice", commits=(v2,)).encode()
         creds = struct.pack("3i", os.getpid(), MEMBER_UID, MEMBER_UID)
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-            sock.sendmsg([forged], [(socket.SOL_SOCKET, socket.SCM_CREDENTIALS, creds)], 0,
-                       str(load(sandbox.config).nudge_socket))
+            sock.sendmsg(
+                [forged], [(socket.SOL_SOCKET, socket.SCM_CREDENTIALS, creds)], 0, str(load(sandbox.config).nudge_socket)
+            )
         git(sandbox.root, "--git-dir", str(sandbox.repo), "update-ref", "refs/heads/qa", v2)
         row = daemon.wait_state("qa", "blocked", v2)
-        assert row["reason"].startswith("promotions to qa are closed now: the deploy window is closed: inside "
-                                        "'release freeze'"), row
+        assert row["reason"].startswith(
+            "promotions to qa are closed now: the deploy window is closed: inside 'release freeze'"
+        ), row
         assert not [d for d in sandbox.history("qa") if d["commit"] == v2]
         # The window opens: the daemon deploys the head (so the test can tell a block from a daemon that does nothing).
         freeze(sandbox, daemon, [])
@@ -78,8 +80,11 @@ def test_gitopsd_sync_during_a_closed_window_waits_for_it_to_open_and_then_reapp
         daemon.wait_for(lambda: held in daemon.log(), 60, "the sync held by the window")
         assert [d["kind"] for d in sandbox.history("qa")] == ["deploy"]
         freeze(sandbox, daemon, [])
-        daemon.wait_for(lambda: sorted(d["kind"] for d in sandbox.history("qa") if d["result"] == "succeeded")
-                        == ["deploy", "reapply"], 60, "the re-apply once the window is gone")
+        daemon.wait_for(
+            lambda: sorted(d["kind"] for d in sandbox.history("qa") if d["result"] == "succeeded") == ["deploy", "reapply"],
+            60,
+            "the re-apply once the window is gone",
+        )
 
 
 def test_retry_force_by_an_identity_in_override_by_still_deploys_a_blocked_head_during_the_closed_window(short_tmp):
@@ -92,5 +97,5 @@ def test_retry_force_by_an_identity_in_override_by_still_deploys_a_blocked_head_
         freeze(sandbox, daemon, now_frozen(), override_by=(pwd.getpwuid(os.geteuid()).pw_name,))
         git(sandbox.root, "--git-dir", str(sandbox.repo), "update-ref", "refs/heads/qa", fix)
         daemon.wait_state("qa", "blocked", fix)
-        sandbox.cli("retry", "qa", "--force", "--reason", "customer outage")   # the operator's override
+        sandbox.cli("retry", "qa", "--force", "--reason", "customer outage")  # the operator's override
         daemon.wait_result("qa", fix, "succeeded")

@@ -4,6 +4,7 @@ whose alert is not sent again expires (recorded as expired), a person in overrid
 Real: the config loader, the SQLite state store, a bare repository whose production branch has a commit (the git
 notes), the rule the hook applies (gate/policy.py's `locked`). Faked: the clock (injected) and the notifications.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -17,7 +18,7 @@ from gitopsd.core.settings import AlertFreezes
 from gitopsd.services.changecontrol import ChangeControl, parse_alerts
 from tests.support import git
 
-ZERO = "0001-01-01T00:00:00Z"   # what Alertmanager's webhook sends as endsAt while an alert fires (checked on 0.25)
+ZERO = "0001-01-01T00:00:00Z"  # what Alertmanager's webhook sends as endsAt while an alert fires (checked on 0.25)
 
 
 class Clock:
@@ -39,26 +40,40 @@ def config_file(tmp_path: Path, extra: str = "") -> Path:
         git(work, "-c", "user.name=t", "-c", "user.email=t@example.org", "commit", "-q", "-m", "v1")
         git(work, "push", "-q", str(repo), "HEAD:refs/heads/qa", "HEAD:refs/heads/production")
     path = tmp_path / "gitopsd.yml"
-    path.write_text(f"state_dir: {tmp_path / 'state'}\nrepositories:\n  - name: shop\n    path: {repo}\n"
-                    "    environments:\n      - name: qa\n      - name: production\n        override_by: [carol, dave]\n"
-                    "freeze_on:\n  - alert: CheckoutErrors\n    envs: [production]\n" + extra)
+    path.write_text(
+        f"state_dir: {tmp_path / 'state'}\nrepositories:\n  - name: shop\n    path: {repo}\n"
+        "    environments:\n      - name: qa\n      - name: production\n        override_by: [carol, dave]\n"
+        "freeze_on:\n  - alert: CheckoutErrors\n    envs: [production]\n" + extra
+    )
     return path
 
 
 def notification(status: str, ends: str = ZERO) -> dict[str, Any]:
-    return {"version": "4", "status": status, "receiver": "gitopsd", "alerts": [{
-        "status": status, "labels": {"alertname": "CheckoutErrors", "severity": "page"},
-        "annotations": {"summary": "checkout errors above 5%"}, "startsAt": "2026-12-07T10:00:00Z", "endsAt": ends}]}
+    return {
+        "version": "4",
+        "status": status,
+        "receiver": "gitopsd",
+        "alerts": [
+            {
+                "status": status,
+                "labels": {"alertname": "CheckoutErrors", "severity": "page"},
+                "annotations": {"summary": "checkout errors above 5%"},
+                "startsAt": "2026-12-07T10:00:00Z",
+                "endsAt": ends,
+            }
+        ],
+    }
 
 
 @pytest.fixture
 def control(tmp_path):
     config = load(config_file(tmp_path, "alert_freezes: {repeat_interval: 1h, grace: 10m}\n"))
     store = Store(tmp_path / "state" / "state.db")
-    clock = Clock(1_796_637_600.0)   # 2026-12-07 10:00 UTC
+    clock = Clock(1_796_637_600.0)  # 2026-12-07 10:00 UTC
     looks: list[tuple[str, float]] = []
-    cc = ChangeControl(lambda: config, store, lambda _notify, _event: None,
-                       look_at=lambda repo, at: looks.append((repo, at)), clock=clock)
+    cc = ChangeControl(
+        lambda: config, store, lambda _notify, _event: None, look_at=lambda repo, at: looks.append((repo, at)), clock=clock
+    )
     yield cc, store, clock, looks, tmp_path / "shop.git"
     store.close()
 
@@ -73,8 +88,9 @@ def notes(repo: Path) -> str:
 
 def test_alert_freezes_default_to_alertmanagers_repeat_interval_and_a_grace_and_say_a_bad_duration_with_its_key(tmp_path):
     assert load(config_file(tmp_path)).alert_freezes == AlertFreezes(repeat_interval=4 * 3600.0, grace=900.0)
-    assert load(config_file(tmp_path, "alert_freezes: {repeat_interval: 30m, grace: 5m}\n")).alert_freezes == \
-        AlertFreezes(repeat_interval=1800.0, grace=300.0)
+    assert load(config_file(tmp_path, "alert_freezes: {repeat_interval: 30m, grace: 5m}\n")).alert_freezes == AlertFreezes(
+        repeat_interval=1800.0, grace=300.0
+    )
     with pytest.raises(ConfigError) as info:
         load(config_file(tmp_path, "alert_freezes: {repeat_interval: often, grace: 5m, every: 1h}\n"))
     said = "\n".join(str(p) for p in info.value.problems)
@@ -82,7 +98,7 @@ def test_alert_freezes_default_to_alertmanagers_repeat_interval_and_a_grace_and_
 
 
 def test_a_firing_alerts_zero_ends_at_is_read_as_no_end():
-    (_status, _labels, _notes, since, ends), = parse_alerts(notification("firing"))
+    ((_status, _labels, _notes, since, ends),) = parse_alerts(notification("firing"))
     assert since == 1_796_637_600.0 and ends is not None and ends < 0
 
 
@@ -91,17 +107,17 @@ def test_a_freeze_whose_alert_is_not_sent_again_expires_after_repeat_interval_an
     answer = cc.handle("alertmanager", {"op": "alerts", "payload": notification("firing")})
     assert answer["ok"] and "shop/production frozen by alert CheckoutErrors" in answer["message"], answer
     end = clock.now + 3600 + 600
-    assert ("shop", end + 0.5) in looks   # the daemon looks again then: the record, and the heads that waited
+    assert ("shop", end + 0.5) in looks  # the daemon looks again then: the record, and the heads that waited
     (line,) = frozen(store, clock.now)
     assert "expires 2026-12-07 11:10 UTC unless sent again" in line, line
 
     clock.now = end - 1
     assert cc.expire() == [] and frozen(store, clock.now)
     clock.now = end + 1
-    assert frozen(store, clock.now) == []   # the rule (hook and daemon) stops at its end, recorded or not
+    assert frozen(store, clock.now) == []  # the rule (hook and daemon) stops at its end, recorded or not
     (said,) = cc.expire()
     assert "shop/production freeze by alert CheckoutErrors expired at 2026-12-07 11:10 UTC" in said, said
-    assert cc.expire() == []   # recorded once
+    assert cc.expire() == []  # recorded once
     (row,) = store.lock_history(1)
     assert row["lifted_by"] == "expired" and row["lifted_at"] == end
     assert "freeze by alert CheckoutErrors expired at 2026-12-07 11:10 UTC" in notes(repo)
@@ -110,7 +126,7 @@ def test_a_freeze_whose_alert_is_not_sent_again_expires_after_repeat_interval_an
 def test_each_firing_notification_moves_the_freezes_end_and_a_given_ends_at_is_kept_with_the_grace(control):
     cc, store, clock, _looks, _repo = control
     cc.handle("alertmanager", {"op": "alerts", "payload": notification("firing")})
-    clock.now += 3000   # Alertmanager's repeat: the same freeze, held for another repeat_interval
+    clock.now += 3000  # Alertmanager's repeat: the same freeze, held for another repeat_interval
     cc.handle("alertmanager", {"op": "alerts", "payload": notification("firing")})
     (lock,) = store.locks("shop", "production", clock.now)
     assert lock.expires_at == clock.now + 3600 + 600
@@ -124,7 +140,7 @@ def test_each_firing_notification_moves_the_freezes_end_and_a_given_ends_at_is_k
 def test_a_notification_after_the_freeze_expired_freezes_again_and_the_resolve_still_lifts_it(control):
     cc, store, clock, _looks, _repo = control
     cc.handle("alertmanager", {"op": "alerts", "payload": notification("firing")})
-    clock.now += 5 * 3600   # the notifications stopped (Alertmanager restarted without its data), then came back
+    clock.now += 5 * 3600  # the notifications stopped (Alertmanager restarted without its data), then came back
     cc.handle("alertmanager", {"op": "alerts", "payload": notification("firing")})
     assert len(frozen(store, clock.now)) == 1
     history = store.lock_history(10)
@@ -158,6 +174,7 @@ def test_a_person_in_override_by_lifts_an_alerts_freeze_with_a_reason_and_the_ne
 
 def test_the_refusal_of_a_frozen_environment_names_who_may_lift_the_freeze(control):
     from gitopsd.gate.policy import locked
+
     cc, store, clock, _looks, _repo = control
     cc.handle("alertmanager", {"op": "alerts", "payload": notification("firing")})
     env = cc.config().repository("shop").environment("production")

@@ -1,4 +1,5 @@
 """Config: load -> normalize -> validate, every problem at once with file, line and key."""
+
 from __future__ import annotations
 
 import subprocess
@@ -33,7 +34,10 @@ def test_a_minimal_config_gets_the_default_environments_in_promotion_order(tmp_p
     config = load(write(tmp_path, f"repositories:\n  - name: shop\n    path: {repo}\n"))
     [shop] = config.repositories
     assert [(e.name, e.branch, e.promote_from) for e in shop.environments] == [
-        ("qa", "qa", "main"), ("staging", "staging", "qa"), ("production", "production", "staging")]
+        ("qa", "qa", "main"),
+        ("staging", "staging", "qa"),
+        ("production", "production", "staging"),
+    ]
     assert shop.environments[0].inventory == "environments/qa/hosts.yml"
     assert shop.environments[0].playbook == "playbooks/deploy.yml"
     assert config.state_dir == Path("/var/lib/gitopsd") and config.runtime_dir == Path("/run/gitopsd")
@@ -47,7 +51,9 @@ def test_relative_paths_in_the_config_are_relative_to_the_config_file(tmp_path, 
 
 
 def test_every_problem_is_reported_at_once_with_file_line_and_key(tmp_path, repo):
-    path = write(tmp_path, f"""\
+    path = write(
+        tmp_path,
+        f"""\
 sweep_interval: soon
 colour: blue
 repositories:
@@ -63,7 +69,8 @@ repositories:
         timeout: -5
   - name: Bad Name
     path: {tmp_path}/missing.git
-""")
+""",
+    )
     found = problems(path)
     text = "\n".join(found)
     assert f"{path}:1: sweep_interval: must be a number, not 'soon'" in text
@@ -98,14 +105,17 @@ def test_a_missing_config_file_is_a_clear_error(tmp_path):
 
 def test_check_config_command_exits_non_zero_and_lists_problems(tmp_path):
     path = write(tmp_path, "repositories:\n  - name: shop\n    path: /nonexistent\n    surprise: 1\n")
-    proc = subprocess.run([sys.executable, "-m", "gitopsd", "check-config", "--config", str(path)],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "gitopsd", "check-config", "--config", str(path)], capture_output=True, text=True
+    )
     assert proc.returncode == 1
     assert "2 problems" in proc.stderr and "surprise: unknown key" in proc.stderr and "path: no Git repository" in proc.stderr
 
 
 def test_numbers_that_are_not_finite_are_refused_wherever_they_appear(tmp_path, repo):
-    path = write(tmp_path, f"""\
+    path = write(
+        tmp_path,
+        f"""\
 sweep_interval: .nan
 stop_grace: .inf
 repositories:
@@ -119,7 +129,8 @@ repositories:
         verify:
           http: {{url: "http://h/health", timeout: .nan}}
           prometheus: {{url: "http://p", query: up, max: .nan, min: -.inf}}
-""")
+""",
+    )
     found = problems(path)
     env = "repositories[0].environments[0]"
     assert found == [
@@ -136,7 +147,9 @@ repositories:
 
 
 def test_numbers_beyond_what_the_daemon_can_use_are_refused(tmp_path, repo):
-    path = write(tmp_path, f"""\
+    path = write(
+        tmp_path,
+        f"""\
 sweep_interval: 1000000000
 repositories:
   - name: shop
@@ -149,7 +162,8 @@ repositories:
         rollout: {{max_fail_percentage: 101}}
         verify:
           http: {{url: "http://h/health", expect_status: 600}}
-""")
+""",
+    )
     text = "\n".join(problems(path))
     env = "repositories[0].environments[0]"
     assert f"{path}:1: sweep_interval: must be at most 86400 (one day), not 1000000000" in text
@@ -162,21 +176,26 @@ repositories:
 
 def test_a_runtime_dir_too_long_for_the_nudge_socket_is_refused_counting_bytes(tmp_path, repo):
     import socket
+
     base = f"{tmp_path}/"
     fill = 107 - len(base.encode()) - len("/nudge.sock")
-    fits, too_long = base + "r" * fill, base + "r" * (fill - 1) + "é"   # same length in characters
+    fits, too_long = base + "r" * fill, base + "r" * (fill - 1) + "é"  # same length in characters
     Path(fits).mkdir()
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as probe:   # 107 bytes is what Linux really takes
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as probe:  # 107 bytes is what Linux really takes
         probe.bind(f"{fits}/nudge.sock")
     load(write(tmp_path, f"runtime_dir: {fits}\nrepositories:\n  - name: shop\n    path: {repo}\n"))
     path = write(tmp_path, f"runtime_dir: {too_long}\nrepositories:\n  - name: shop\n    path: {repo}\n")
     [problem] = problems(path)
-    assert problem == (f"{path}:1: runtime_dir: the nudge socket {too_long}/nudge.sock would be 108 bytes long; "
-                       "Unix socket paths hold at most 107: choose a shorter runtime_dir")
+    assert problem == (
+        f"{path}:1: runtime_dir: the nudge socket {too_long}/nudge.sock would be 108 bytes long; "
+        "Unix socket paths hold at most 107: choose a shorter runtime_dir"
+    )
 
 
 def test_a_key_given_twice_in_one_mapping_is_refused_at_the_second_line(tmp_path, repo):
-    path = write(tmp_path, f"""\
+    path = write(
+        tmp_path,
+        f"""\
 repositories:
   - name: shop
     path: {repo}
@@ -189,7 +208,8 @@ repositories:
         auto_rollback: false
 sweep_interval: 30
 sweep_interval: 60
-""")
+""",
+    )
     assert problems(path) == [
         f"{path}:10: repositories[0].environments[1].auto_rollback: duplicate key (first at line 8)",
         f"{path}:12: sweep_interval: duplicate key (first at line 11)",
@@ -197,22 +217,27 @@ sweep_interval: 60
 
 
 def test_a_yaml_merge_key_is_not_a_duplicate(tmp_path, repo):
-    config = load(write(tmp_path, f"""\
+    config = load(
+        write(
+            tmp_path,
+            f"""\
 repositories:
   - name: shop
     path: {repo}
     environments:
       - &qa {{name: qa, timeout: 60}}
       - {{<<: *qa, name: production, promote_from: qa}}
-"""))
+""",
+        )
+    )
     assert [(e.name, e.timeout) for e in config.repositories[0].environments] == [("qa", 60), ("production", 60)]
 
 
 def test_self_referencing_and_exploding_yaml_aliases_give_problems_not_a_hang_or_traceback(tmp_path, repo):
     import time
+
     levels = "".join(f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 10)}]\n" for i in range(1, 9))
-    path = write(tmp_path, f"identity_env: &ids [*ids]\nl0: &l0 [x]\n{levels}"
-                           f"repositories:\n  - name: shop\n    path: {repo}\n")
+    path = write(tmp_path, f"identity_env: &ids [*ids]\nl0: &l0 [x]\n{levels}repositories:\n  - name: shop\n    path: {repo}\n")
     started = time.monotonic()
     found = problems(path)
     assert time.monotonic() - started < 5
@@ -221,7 +246,9 @@ def test_self_referencing_and_exploding_yaml_aliases_give_problems_not_a_hang_or
 
 
 def test_promote_from_loops_between_environments_are_refused(tmp_path, repo):
-    path = write(tmp_path, f"""\
+    path = write(
+        tmp_path,
+        f"""\
 repositories:
   - name: shop
     path: {repo}
@@ -237,8 +264,9 @@ repositories:
         promote_from: production
       - name: production
         promote_from: qa
-""")
-    found = [p for p in problems(path) if "].promote_from: " in p]   # the repository is there twice, too
+""",
+    )
+    found = [p for p in problems(path) if "].promote_from: " in p]  # the repository is there twice, too
     assert found == [
         f"{path}:6: repositories[0].environments[0].promote_from: promotions go round in a loop "
         "(qa <- production <- staging <- qa), so nothing can ever enter it: one of these environments must "
@@ -252,16 +280,19 @@ repositories:
 def branch(repo: Path, name: str) -> None:
     """Give a bare repository the branch NAME (one empty commit), as a push would."""
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com", "--git-dir", str(repo)]
-    tree = subprocess.run([*git, "hash-object", "-w", "-t", "tree", "/dev/null"], capture_output=True, text=True,
-                          check=True).stdout.strip()
-    commit = subprocess.run([*git, "commit-tree", tree, "-m", name], capture_output=True, text=True,
-                            check=True).stdout.strip()
+    tree = subprocess.run(
+        [*git, "hash-object", "-w", "-t", "tree", "/dev/null"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    commit = subprocess.run([*git, "commit-tree", tree, "-m", name], capture_output=True, text=True, check=True).stdout.strip()
     subprocess.run([*git, "update-ref", f"refs/heads/{name}", commit], check=True)
 
 
 def test_promote_from_a_later_environment_or_a_branch_outside_the_chain_is_allowed(tmp_path, repo):
     branch(repo, "develop")
-    config = load(write(tmp_path, f"""\
+    config = load(
+        write(
+            tmp_path,
+            f"""\
 repositories:
   - name: shop
     path: {repo}
@@ -272,14 +303,18 @@ repositories:
         promote_from: production
       - name: production
         promote_from: qa
-"""))
+""",
+        )
+    )
     assert [e.promote_from for e in config.repositories[0].environments] == ["develop", "production", "qa"]
 
 
 def test_a_promote_from_naming_no_environment_branch_main_or_branch_of_the_repository_is_reported(tmp_path, repo):
     branch(repo, "develop")
-    subprocess.run(["git", "--git-dir", str(repo), "pack-refs", "--all"], check=True)   # found in packed-refs too
-    path = write(tmp_path, f"""\
+    subprocess.run(["git", "--git-dir", str(repo), "pack-refs", "--all"], check=True)  # found in packed-refs too
+    path = write(
+        tmp_path,
+        f"""\
 repositories:
   - name: shop
     path: {repo}
@@ -293,7 +328,8 @@ repositories:
         promote_from: stagng
       - name: hotfix
         promote_from: staging
-""")
+""",
+    )
     found = [p for p in problems(path) if "].promote_from: " in p]
     assert found == [
         f"{path}:11: repositories[0].environments[2].promote_from: 'stagng' is no environment branch here, not main "
@@ -310,7 +346,9 @@ def test_one_repository_configured_under_two_names_is_refused(tmp_path, repo):
     (tmp_path / "link.git").symlink_to(repo)
     other = tmp_path / "other.git"
     subprocess.run(["git", "init", "-q", "--bare", str(other)], check=True)
-    path = write(tmp_path, f"""\
+    path = write(
+        tmp_path,
+        f"""\
 repositories:
   - name: shop
     path: {repo}
@@ -320,7 +358,8 @@ repositories:
     path: link.git
   - name: other
     path: {other}
-""")
+""",
+    )
     assert problems(path) == [
         f"{path}:5: repositories[1].path: {repo} is the repository of shop (repositories[0]) again; "
         "configure each repository once, or it is deployed twice at the same time",
@@ -332,8 +371,7 @@ repositories:
 def test_state_dir_and_runtime_dir_must_be_folders(tmp_path, repo):
     (tmp_path / "state").write_text("not a folder")
     (tmp_path / "run").write_text("not a folder either")
-    path = write(tmp_path, f"state_dir: state\nruntime_dir: run/gitopsd\n"
-                           f"repositories:\n  - name: shop\n    path: {repo}\n")
+    path = write(tmp_path, f"state_dir: state\nruntime_dir: run/gitopsd\nrepositories:\n  - name: shop\n    path: {repo}\n")
     assert problems(path) == [
         f"{path}:1: state_dir: {tmp_path / 'state'} is not a folder",
         f"{path}:2: runtime_dir: {tmp_path / 'run' / 'gitopsd'} cannot be created: {tmp_path / 'run'} is not a folder",
@@ -343,7 +381,9 @@ def test_state_dir_and_runtime_dir_must_be_folders(tmp_path, repo):
 def test_paths_with_nul_bytes_or_symlink_loops_are_problems_not_tracebacks(tmp_path, repo):
     (tmp_path / "loop1").symlink_to("loop2")
     (tmp_path / "loop2").symlink_to("loop1")
-    path = write(tmp_path, f"""\
+    path = write(
+        tmp_path,
+        f"""\
 state_dir: "st\\0ate"
 runtime_dir: loop1/run
 repositories:
@@ -352,17 +392,23 @@ repositories:
     environments:
       - name: qa
         inventory: "hosts\\0.yml"
-""")
+""",
+    )
     found = problems(path)
     assert found[0] == f"{path}:5: repositories[0].path: must be the path of a bare Git repository, not '{repo}\\x00'"
-    assert found[1] == f"{path}:8: repositories[0].environments[0].inventory: must be a path relative to the repository tree, not 'hosts\\x00.yml'"
+    assert (
+        found[1]
+        == f"{path}:8: repositories[0].environments[0].inventory: must be a path relative to the repository tree, not 'hosts\\x00.yml'"
+    )
     assert found[2] == f"{path}:1: state_dir: must be a folder path, not 'st\\x00ate'"
     assert found[3].startswith(f"{path}:2: runtime_dir: cannot resolve 'loop1/run': Symlink loop from ")
     assert len(found) == 4
 
 
 def test_a_deploy_window_longer_than_a_month_is_refused_not_a_crash_later(tmp_path, repo):
-    path = write(tmp_path, f"""\
+    path = write(
+        tmp_path,
+        f"""\
 repositories:
   - name: shop
     path: {repo}
@@ -373,7 +419,8 @@ repositories:
           - {{deny: "0 0 1 1 *", duration: 32d}}
           - {{allow: "0 9 * * *", duration: 99999999999999999999d}}
           - {{allow: "0 9 * * *", duration: 99999999999999999999}}
-""")
+""",
+    )
     at = "repositories[0].environments[0].windows"
     assert problems(path) == [
         f"{path}:8: {at}[1].duration: a window lasts at most 31 days, not 32d (for longer, let cron start it again)",
@@ -395,6 +442,7 @@ def test_a_sandbox_folder_behind_a_symlink_loop_is_a_problem_not_a_traceback(tmp
 def test_ci_settings_are_parsed_and_each_mistake_is_named(tmp_path):
     """The `api:`, `ci:`, require_checks and auto_promote settings of issue 12."""
     from gitopsd.config import ConfigError, load
+
     repo = tmp_path / "shop.git"
     (repo / "objects").mkdir(parents=True)
     (repo / "HEAD").write_text("ref: refs/heads/main\n")
@@ -402,17 +450,40 @@ def test_ci_settings_are_parsed_and_each_mistake_is_named(tmp_path):
 
     def write(repo_extra, env_extra=None, top=None):
         import yaml
-        (tmp_path / "c.yml").write_text(yaml.safe_dump({**base, **(top or {}), "repositories": [{
-            "name": "shop", "path": str(repo), **repo_extra,
-            "environments": [{"name": "qa", **(env_extra or {})}, {"name": "staging"}]}]}))
+
+        (tmp_path / "c.yml").write_text(
+            yaml.safe_dump(
+                {
+                    **base,
+                    **(top or {}),
+                    "repositories": [
+                        {
+                            "name": "shop",
+                            "path": str(repo),
+                            **repo_extra,
+                            "environments": [{"name": "qa", **(env_extra or {})}, {"name": "staging"}],
+                        }
+                    ],
+                }
+            )
+        )
         return tmp_path / "c.yml"
 
-    cfg = load(write({"ci": {"steps": [{"name": "build", "run": "python3 app/build.py", "artifacts": ["dist/*.tar.gz"]},
-                                       {"name": "test", "run": ["python3", "-m", "unittest"], "timeout": 60}],
-                             "trigger": [{"url": "http://ci.example/hook", "kind": "jenkins",
-                                          "branches": ["main", "feature/*"]}]}},
-                     {"require_checks": ["gitopsd/build", "gitopsd/test"], "auto_promote": True},
-                     {"api": {"listen": "127.0.0.1:9999", "tokens_file": "tokens.yml"}}))
+    cfg = load(
+        write(
+            {
+                "ci": {
+                    "steps": [
+                        {"name": "build", "run": "python3 app/build.py", "artifacts": ["dist/*.tar.gz"]},
+                        {"name": "test", "run": ["python3", "-m", "unittest"], "timeout": 60},
+                    ],
+                    "trigger": [{"url": "http://ci.example/hook", "kind": "jenkins", "branches": ["main", "feature/*"]}],
+                }
+            },
+            {"require_checks": ["gitopsd/build", "gitopsd/test"], "auto_promote": True},
+            {"api": {"listen": "127.0.0.1:9999", "tokens_file": "tokens.yml"}},
+        )
+    )
     repo_cfg = cfg.repositories[0]
     assert [s.run for s in repo_cfg.ci.steps] == [("python3", "app/build.py"), ("python3", "-m", "unittest")]
     assert repo_cfg.ci.steps[0].artifacts == ("dist/*.tar.gz",) and repo_cfg.ci.steps[1].timeout == 60
@@ -423,25 +494,34 @@ def test_ci_settings_are_parsed_and_each_mistake_is_named(tmp_path):
     assert cfg.api.tokens_file == tmp_path / "tokens.yml"
 
     with pytest.raises(ConfigError) as err:
-        load(write({"ci": {"steps": [{"name": "Build!", "run": ""}, {"name": "t", "run": "x", "artifacts": ["../up"]}],
-                           "trigger": [{"url": "ftp://x", "kind": "travis"}, {"url": "http://gl", "kind": "gitlab"}]}},
-                   {"require_checks": ["gitopsd/lint", "x" * 300], "auto_promote": "yes"},
-                   {"api": {"listen": "localhost"}}))
+        load(
+            write(
+                {
+                    "ci": {
+                        "steps": [{"name": "Build!", "run": ""}, {"name": "t", "run": "x", "artifacts": ["../up"]}],
+                        "trigger": [{"url": "ftp://x", "kind": "travis"}, {"url": "http://gl", "kind": "gitlab"}],
+                    }
+                },
+                {"require_checks": ["gitopsd/lint", "x" * 300], "auto_promote": "yes"},
+                {"api": {"listen": "localhost"}},
+            )
+        )
     text = str(err.value)
-    for expected in ("repositories[0].ci.steps[0].name: must be a plain name",
-                     "repositories[0].ci.steps[0].run: must be a command",
-                     "repositories[0].ci.steps[1].artifacts: path escapes the repository tree",
-                     "repositories[0].ci.trigger[0].url: must be an http:// or https:// URL",
-                     "repositories[0].ci.trigger[0].kind: must be one of generic, jenkins, gitlab, circleci, buildbot",
-                     "repositories[0].ci.trigger[1].secret_file: a gitlab trigger needs the file holding its token",
-                     "repositories[0].environments[0].require_checks: must be a list of commit status contexts",
-                     "repositories[0].environments[0].auto_promote: must be true or false",
-                     "api.listen: must be HOST:PORT"):
+    for expected in (
+        "repositories[0].ci.steps[0].name: must be a plain name",
+        "repositories[0].ci.steps[0].run: must be a command",
+        "repositories[0].ci.steps[1].artifacts: path escapes the repository tree",
+        "repositories[0].ci.trigger[0].url: must be an http:// or https:// URL",
+        "repositories[0].ci.trigger[0].kind: must be one of generic, jenkins, gitlab, circleci, buildbot",
+        "repositories[0].ci.trigger[1].secret_file: a gitlab trigger needs the file holding its token",
+        "repositories[0].environments[0].require_checks: must be a list of commit status contexts",
+        "repositories[0].environments[0].auto_promote: must be true or false",
+        "api.listen: must be HOST:PORT",
+    ):
         assert expected in text, (expected, text)
 
-    with pytest.raises(ConfigError) as err:   # a gitopsd/<step> context no step reports; auto-promotion from main untested
-        load(write({"ci": {"steps": [{"name": "test", "run": "make check"}]}},
-                   {"require_checks": ["gitopsd/tset"]}))
+    with pytest.raises(ConfigError) as err:  # a gitopsd/<step> context no step reports; auto-promotion from main untested
+        load(write({"ci": {"steps": [{"name": "test", "run": "make check"}]}}, {"require_checks": ["gitopsd/tset"]}))
     assert "'gitopsd/tset' would never be reported" in str(err.value) and "gitopsd/test" in str(err.value)
     with pytest.raises(ConfigError) as err:
         load(write({}, {"auto_promote": True}))

@@ -1,4 +1,5 @@
 """Config `freeze_on:` and `break_glass:` (docs/change-control.md): parsed into core.settings, every problem said with its key."""
+
 from __future__ import annotations
 
 import subprocess
@@ -24,8 +25,13 @@ def test_no_alert_freezes_anything_and_break_glass_has_its_defaults_unless_confi
 
 
 def test_a_freeze_rule_names_an_alert_its_labels_and_the_environments_it_freezes(tmp_path):
-    loaded = load(config(tmp_path, "freeze_on:\n  - alert: CheckoutErrors\n    labels: {severity: page}\n"
-                                   "    envs: [production]\nbreak_glass: {confirm_within: 5m, lasts: 30m}\n"))
+    loaded = load(
+        config(
+            tmp_path,
+            "freeze_on:\n  - alert: CheckoutErrors\n    labels: {severity: page}\n"
+            "    envs: [production]\nbreak_glass: {confirm_within: 5m, lasts: 30m}\n",
+        )
+    )
     rule = loaded.freeze_on[0]
     assert rule == FreezeRule("CheckoutErrors", ("production",), (("severity", "page"),), ())
     assert rule.matches({"alertname": "CheckoutErrors", "severity": "page", "instance": "web-1"})
@@ -36,14 +42,26 @@ def test_a_freeze_rule_names_an_alert_its_labels_and_the_environments_it_freezes
 
 def test_each_problem_of_freeze_on_and_break_glass_is_said_with_its_key(tmp_path):
     with pytest.raises(ConfigError) as info:
-        load(config(tmp_path, "freeze_on:\n  - alert: ''\n    labels: [a]\n    envs: [prod]\n    repos: [cart]\n"
-                              "    when: now\nbreak_glass: {confirm_within: soon, lasts: 3d}\n"))
+        load(
+            config(
+                tmp_path,
+                "freeze_on:\n  - alert: ''\n    labels: [a]\n    envs: [prod]\n    repos: [cart]\n"
+                "    when: now\nbreak_glass: {confirm_within: soon, lasts: 3d}\n",
+            )
+        )
     said = "\n".join(str(p) for p in info.value.problems)
-    for key in ("freeze_on[0].alert", "freeze_on[0].labels", "freeze_on[0].repos", "freeze_on[0].when",
-                "break_glass.confirm_within", "break_glass.lasts"):
+    for key in (
+        "freeze_on[0].alert",
+        "freeze_on[0].labels",
+        "freeze_on[0].repos",
+        "freeze_on[0].when",
+        "break_glass.confirm_within",
+        "break_glass.lasts",
+    ):
         assert key in said, said
     assert "no repository named 'cart'" in said
     with pytest.raises(ConfigError) as info:
         load(config(tmp_path, "freeze_on:\n  - alert: X\n    envs: [prod]\n"))
     assert "freeze_on[0].envs" in str(info.value.problems[0]) and "no repository has an environment 'prod'" in str(
-        info.value.problems[0])
+        info.value.problems[0]
+    )

@@ -1,4 +1,5 @@
 """Config `grafana:` (deployment annotations): parsed into core.settings.Grafana, every problem said with its key."""
+
 from __future__ import annotations
 
 import subprocess
@@ -23,10 +24,18 @@ def test_grafana_is_off_unless_configured(tmp_path):
 
 
 def test_grafana_takes_a_url_a_token_file_relative_to_the_config_and_an_optional_dashboard(tmp_path):
-    loaded = load(config(tmp_path, "grafana:\n  url: http://grafana.local:3000/\n  token_file: grafana.token\n"
-                                   "  dashboard_uid: gitopsd-overview\n"))
-    assert loaded.grafana == Grafana(url="http://grafana.local:3000", token_file=(tmp_path / "grafana.token").resolve(),
-                                     dashboard_uid="gitopsd-overview", timeout=3.0)
+    loaded = load(
+        config(
+            tmp_path,
+            "grafana:\n  url: http://grafana.local:3000/\n  token_file: grafana.token\n  dashboard_uid: gitopsd-overview\n",
+        )
+    )
+    assert loaded.grafana == Grafana(
+        url="http://grafana.local:3000",
+        token_file=(tmp_path / "grafana.token").resolve(),
+        dashboard_uid="gitopsd-overview",
+        timeout=3.0,
+    )
 
 
 def test_each_problem_of_grafana_is_said_with_its_key(tmp_path):

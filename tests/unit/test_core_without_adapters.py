@@ -5,6 +5,7 @@ would), the core modules, the SQLite store; and pytest run the same way on the c
 files (issue 11: "unit tests of the core run in a virtualenv without pygit2, ansible-runner or psutil").
 Fake: Git, the playbook runner, the judge and notifications.
 """
+
 from __future__ import annotations
 
 import os
@@ -16,8 +17,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 BLOCKED = ("pygit2", "ansible_runner", "ansible", "psutil", "inotify_simple", "apscheduler", "starlette", "uvicorn")
 # The unit tests that need no adapter library: the reconciler, decisions, rollouts, the gate's rules, the config.
-CORE_TESTS = ("test_reconciler.py", "test_rollout.py", "test_policy.py", "test_windows.py", "test_required.py",
-              "test_gate.py", "test_config.py", "test_transient_errors.py")
+CORE_TESTS = (
+    "test_reconciler.py",
+    "test_rollout.py",
+    "test_policy.py",
+    "test_windows.py",
+    "test_required.py",
+    "test_gate.py",
+    "test_config.py",
+    "test_transient_errors.py",
+)
 
 REFUSE = textwrap.dedent("""
     import sys
@@ -83,17 +92,17 @@ SCRIPT = textwrap.dedent("""
 
 def test_the_core_imports_and_reconciles_with_the_adapters_libraries_refused():
     code = f"BLOCKED = {BLOCKED!r}\n" + SCRIPT
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60,
-                          check=False)
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "ok []"
 
 
 def test_the_guard_itself_refuses_an_adapter():
     """Without this, a broken guard would let the test above pass with pygit2 loaded."""
-    code = f"BLOCKED = {BLOCKED!r}\n" + SCRIPT.replace("from gitopsd.core import", "import gitopsd.adapters.gitrepo\nfrom gitopsd.core import", 1)
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60,
-                          check=False)
+    code = f"BLOCKED = {BLOCKED!r}\n" + SCRIPT.replace(
+        "from gitopsd.core import", "import gitopsd.adapters.gitrepo\nfrom gitopsd.core import", 1
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode != 0 and "blocked by the test" in proc.stderr
 
 
@@ -103,10 +112,24 @@ def pytest_with_adapters_refused(*files: str) -> subprocess.CompletedProcess[str
     No plugins from the environment and no conftest (tests/conftest.py sets up real sshd hosts, which need psutil).
     """
     code = f"BLOCKED = {BLOCKED!r}\n" + REFUSE + "import pytest\nsys.exit(pytest.main(sys.argv[1:]))\n"
-    return subprocess.run([sys.executable, "-c", code, "-q", "-p", "no:cacheprovider", "--noconftest",
-                           *(str(ROOT / "tests" / "unit" / f) for f in files)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
-                          env={**os.environ, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"})
+    return subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            code,
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "--noconftest",
+            *(str(ROOT / "tests" / "unit" / f) for f in files),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env={**os.environ, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"},
+    )
 
 
 def test_the_cores_unit_tests_pass_with_the_adapters_libraries_refused():

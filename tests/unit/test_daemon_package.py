@@ -2,6 +2,7 @@
 
 Real: the package's source files, read and parsed with ast. Nothing faked.
 """
+
 from __future__ import annotations
 
 import ast
@@ -20,6 +21,9 @@ def test_each_module_of_the_daemon_opens_with_a_docstring(module: Path) -> None:
 
 @pytest.mark.parametrize("module", [m for m in MODULES if m.name != "main.py"], ids=lambda p: p.name)
 def test_no_concern_of_the_daemon_imports_main_which_builds_the_daemon_from_them(module: Path) -> None:
-    imported = {node.module for node in ast.walk(ast.parse(module.read_text(encoding="utf-8")))
-                if isinstance(node, ast.ImportFrom) and node.level == 1}
+    imported = {
+        node.module
+        for node in ast.walk(ast.parse(module.read_text(encoding="utf-8")))
+        if isinstance(node, ast.ImportFrom) and node.level == 1
+    }
     assert "main" not in imported, f"gitopsd/daemon/{module.name} imports main: an import loop"

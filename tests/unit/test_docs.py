@@ -5,6 +5,7 @@ Real: the command line's own parser (gitopsd.cli.main.build_parser, through tool
 parsers' key sets (gitopsd.config.reference, through tools/gen_config_docs.py) and the Markdown files of this
 checkout. Nothing faked.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -57,6 +58,7 @@ def test_the_configuration_reference_is_what_the_parsers_accept_today():
 
 def test_every_key_set_beside_a_config_parser_is_in_the_reference_with_one_line_on_each_key():
     from gitopsd.config.reference import SECTIONS
+
     listed = {id(keys) for _, keys in SECTIONS}
     for path in sorted((ROOT / "gitopsd" / "config").glob("*.py")):
         module = importlib.import_module(f"gitopsd.config.{path.stem}" if path.stem != "__init__" else "gitopsd.config")
@@ -72,7 +74,7 @@ def test_every_link_between_the_readme_and_the_docs_reaches_a_file_and_a_heading
     for source in [ROOT / "README.md", ROOT / "DEVELOPMENT.md", *PAGES]:
         for target in LINK.findall(source.read_text()):
             if re.match(r"[a-z]+:", target):
-                continue   # http(s), mailto: not ours to check
+                continue  # http(s), mailto: not ours to check
             path, _, anchor = target.partition("#")
             file = (source.parent / path).resolve() if path else source
             if not file.exists():

@@ -2,6 +2,7 @@
 
 Fakes as in test_reconciler: Git, the playbook runner, the judge and the clock; the store is real.
 """
+
 from __future__ import annotations
 
 import threading
@@ -15,8 +16,8 @@ def test_invalid_content_stalls_after_one_attempt_without_retries(world):  # noq
 
     def invalid(run: PlaybookRun, cancel: threading.Event) -> RunOutcome:
         runner.runs.append(run)
-        return RunOutcome(False, "failed", 4, "invalid content: YAML parsing failed (playbooks/deploy.yml:6:1)",
-                          permanent=True)
+        return RunOutcome(False, "failed", 4, "invalid content: YAML parsing failed (playbooks/deploy.yml:6:1)", permanent=True)
+
     reconciler.tools = type(reconciler.tools)(run_playbook=invalid)
     git.heads["qa"] = head(1)
     look(reconciler)

@@ -2,6 +2,7 @@
 
 Real: lint-imports on temporary copies of gitopsd/ and pyproject.toml, one run for every break. Nothing faked.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -48,8 +49,15 @@ BREAKS = [
 
 
 def lint(root: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(LINT_IMPORTS), "--no-cache"], cwd=root, capture_output=True, text=True, timeout=300,
-                          env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"}, check=False)
+    return subprocess.run(
+        [str(LINT_IMPORTS), "--no-cache"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"},
+        check=False,
+    )
 
 
 def copy_of_the_package(root: Path) -> Path:
@@ -114,6 +122,6 @@ def test_each_contract_fails_when_its_rule_is_broken(broken, module, line, contr
     sections, landed, stdout = broken
     names = [name for name in sections if name.startswith(contract)]
     assert names, f"{contract!r} is not among the broken contracts:\n{stdout}"
-    importer = ".".join(["gitopsd", *module.removesuffix(".py").split("/")]).removesuffix(".__init__")   # a package
+    importer = ".".join(["gitopsd", *module.removesuffix(".py").split("/")]).removesuffix(".__init__")  # a package
     expected = f"{importer} -> {imported_module(module, line.splitlines()[-1])} (l.{landed[module, line]})"
     assert expected in sections[names[0]], f"{expected!r} not reported under {names[0]!r}:\n{stdout}"

@@ -2,6 +2,7 @@
 
 Real: gitopsd.adapters.logs' formatters and handler filter on a real logging.Logger writing to a StringIO.
 """
+
 from __future__ import annotations
 
 import io
@@ -16,21 +17,37 @@ def capture(fmt: str):
     stream = io.StringIO()
     logs.setup(fmt)
     handler = logging.getLogger().handlers[0]
-    handler.setStream(stream)   # type: ignore[attr-defined]
+    handler.setStream(stream)  # type: ignore[attr-defined]
     return stream
 
 
 def deployment(result: str = "failed") -> Deployment:
-    return Deployment(id=12, repo="shop", env="production", commit="a" * 40, tree="b" * 40, previous_commit="c" * 40,
-                      kind="deploy", result=result, trigger="push", actor="alice", reason=None,
-                      outcome="task failed on web-1", started_at=1_700_000_000.0, finished_at=1_700_000_012.5,
-                      attempt=1, workdir=None, detail={})
+    return Deployment(
+        id=12,
+        repo="shop",
+        env="production",
+        commit="a" * 40,
+        tree="b" * 40,
+        previous_commit="c" * 40,
+        kind="deploy",
+        result=result,
+        trigger="push",
+        actor="alice",
+        reason=None,
+        outcome="task failed on web-1",
+        started_at=1_700_000_000.0,
+        finished_at=1_700_000_012.5,
+        attempt=1,
+        workdir=None,
+        detail={},
+    )
 
 
 def test_json_lines_carry_ecs_field_names_and_the_deployment_labels():
     stream = capture("json")
-    logging.getLogger("gitopsd.reconciler").info("deploying %s", "abc1234", extra={
-        "repo": "shop", "env": "qa", "commit": "abc1234", "deployment": 7})
+    logging.getLogger("gitopsd.reconciler").info(
+        "deploying %s", "abc1234", extra={"repo": "shop", "env": "qa", "commit": "abc1234", "deployment": 7}
+    )
     doc = json.loads(stream.getvalue())
     assert doc["@timestamp"].endswith("Z") and doc["log.level"] == "info" and doc["message"] == "deploying abc1234"
     assert doc["ecs.version"] and doc["log"]["logger"] == "gitopsd.reconciler"
@@ -61,8 +78,9 @@ def test_a_deployment_summary_event_says_action_outcome_duration_in_nanoseconds_
 
 def test_the_plain_format_is_unchanged_and_leaves_the_summary_event_to_json():
     stream = capture("plain")
-    logging.getLogger("gitopsd.reconciler").info("deployment succeeded in 2.1s: ok", extra={
-        "repo": "shop", "env": "qa", "commit": "abc1234", "deployment": 7})
+    logging.getLogger("gitopsd.reconciler").info(
+        "deployment succeeded in 2.1s: ok", extra={"repo": "shop", "env": "qa", "commit": "abc1234", "deployment": 7}
+    )
     logs.deployment_ended(logging.getLogger("gitopsd.deployment"), deployment("succeeded"))
     lines = stream.getvalue().splitlines()
     assert len(lines) == 1

@@ -1,5 +1,6 @@
 """Suspend and sync in the one decision function and the reconciler core (fakes as in test_reconciler), and the
 words a partial failure is reported with."""
+
 from __future__ import annotations
 
 import threading
@@ -19,8 +20,10 @@ def test_a_suspended_environment_starts_nothing_until_resumed(world):  # noqa: F
     git.heads["qa"] = head(2)
     look(reconciler)
     assert len(runner.runs) == 1
-    assert decide(head(2), store.deployed("shop", "qa"), None, None, None, False, False, 0,
-                  suspended_reason="x").action == "suspended"
+    assert (
+        decide(head(2), store.deployed("shop", "qa"), None, None, None, False, False, 0, suspended_reason="x").action
+        == "suspended"
+    )
     assert store.resume("shop", "qa")
     look(reconciler)
     assert [r.extravars["gitopsd_commit"] for r in runner.runs] == [head(1).commit, head(2).commit]
@@ -43,9 +46,17 @@ def test_a_partial_failure_says_which_hosts_failed_and_that_the_others_were_fine
     ok, reason, _hosts = judge({"processed": {"prod-1": 1, "prod-2": 1}, "failures": {"prod-1": 1}}, False, "failed", 2)
     assert not ok and reason == "failed on prod-1 (failed); 1 of 2 hosts ok"
     env = Environment("production", "production", "staging", "i", "p")
-    run = PlaybookRun(marker="m", workdir=tmp_path, playbook=tmp_path / "p", inventory=tmp_path / "i",
-                      data_dir=tmp_path / "run", timeout=10, extravars={})
-    tools = Toolbox(run_playbook=lambda _run, _cancel: RunOutcome(False, "failed", 2, reason,
-                                                                   {"prod-1": "failed", "prod-2": "ok"}))
+    run = PlaybookRun(
+        marker="m",
+        workdir=tmp_path,
+        playbook=tmp_path / "p",
+        inventory=tmp_path / "i",
+        data_dir=tmp_path / "run",
+        timeout=10,
+        extravars={},
+    )
+    tools = Toolbox(
+        run_playbook=lambda _run, _cancel: RunOutcome(False, "failed", 2, reason, {"prod-1": "failed", "prod-2": "ok"})
+    )
     attempt = execute(env, run, "deploy", tools, threading.Event())
     assert attempt.reason == "failed on prod-1 (failed); 1 of 2 hosts ok"

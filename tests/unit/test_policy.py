@@ -1,4 +1,5 @@
 """`policy.rollback_trees`: which trees count as a rollback, from an environment's successful deployments."""
+
 from __future__ import annotations
 
 from gitopsd.gate.policy import rollback_trees

@@ -6,6 +6,7 @@ the tokens file, the service's signing key. The same surfaces are fuzzed by cove
 Not here because gitopsd has no parser of them yet: commit trailers (gitopsd writes them, never reads them) and
 alertmanager-style payloads.
 """
+
 from __future__ import annotations
 
 import base64
@@ -30,10 +31,12 @@ from gitopsd.web import auth
 
 HEX40 = st.text("0123456789abcdef", min_size=40, max_size=40)
 REF = st.text(string.ascii_letters + string.digits + "/._-", min_size=1, max_size=60).map(lambda r: "refs/heads/" + r)
-FOLDER = Path(tempfile.mkdtemp(prefix="gt-props-"))   # one per run of this file: a key, a tokens file, a store
-JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=40),
-                    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4),
-                    max_leaves=20)
+FOLDER = Path(tempfile.mkdtemp(prefix="gt-props-"))  # one per run of this file: a key, a tokens file, a store
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=40),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4),
+    max_leaves=20,
+)
 
 
 @given(st.lists(st.tuples(HEX40, HEX40, REF), max_size=20))
@@ -54,8 +57,14 @@ def test_a_push_option_is_the_first_one_named_so_stripped_and_bounded_and_none_o
     environ = {"GIT_PUSH_OPTION_COUNT": str(len(options)), **{f"GIT_PUSH_OPTION_{i}": o for i, o in enumerate(options)}}
     with mock.patch.dict(os.environ, environ):
         got = receive.push_option("override")
-    wanted = next((v.strip()[:200] for k, _, v in (o.partition("=") for o in options)
-                   if k in ("override", "gitopsd.override") and v.strip()), None)
+    wanted = next(
+        (
+            v.strip()[:200]
+            for k, _, v in (o.partition("=") for o in options)
+            if k in ("override", "gitopsd.override") and v.strip()
+        ),
+        None,
+    )
     assert got == wanted
 
 
@@ -65,8 +74,12 @@ TEXT = st.text(alphabet=st.characters(blacklist_characters="\0", blacklist_categ
 @given(TEXT, st.sampled_from(["push", "promote", "rollback"]), st.none() | TEXT, st.lists(HEX40, max_size=5))
 def test_a_nudge_reads_back_as_it_was_sent(repo, trigger, actor, commits):
     got = nudge.Nudge.decode(nudge.Nudge(repo, trigger, actor, tuple(commits)).encode(), 0)
-    assert got is not None and (got.repo, got.trigger, got.actor, got.commits) == (repo, trigger, actor[:100] if actor
-                                                                                   else None, tuple(commits))
+    assert got is not None and (got.repo, got.trigger, got.actor, got.commits) == (
+        repo,
+        trigger,
+        actor[:100] if actor else None,
+        tuple(commits),
+    )
 
 
 @given(st.binary(max_size=300))
@@ -85,8 +98,11 @@ def test_any_status_body_is_a_report_or_one_line_saying_what_is_wrong(raw):
     assert report.state in statuses.STATES and report.context.isprintable()
 
 
-@given(st.sampled_from(statuses.STATES), st.text(string.ascii_letters + "/-_.", min_size=1, max_size=40),
-       st.none() | st.text(string.printable, max_size=100))
+@given(
+    st.sampled_from(statuses.STATES),
+    st.text(string.ascii_letters + "/-_.", min_size=1, max_size=40),
+    st.none() | st.text(string.printable, max_size=100),
+)
 def test_a_valid_status_reads_back_as_reported(state, context, description):
     body = {"state": state, "context": "ci/" + context, "description": description}
     report = statuses.parse_report(inputs.decode(json.dumps(body).encode(), "x"))
@@ -120,11 +136,17 @@ REPO = Repository("shop", FOLDER, (Environment("qa", "qa", "main", "i", "p"),))
 
 
 @settings(deadline=None, max_examples=60)
-@given(st.integers(0, 2**80), st.tuples(*(st.integers(0, top) for top in (9999, 99, 99, 99, 99))),
-       st.sampled_from(["succeeded", "failed"]), st.text(string.ascii_letters, min_size=1, max_size=10))
+@given(
+    st.integers(0, 2**80),
+    st.tuples(*(st.integers(0, top) for top in (9999, 99, 99, 99, 99))),
+    st.sampled_from(["succeeded", "failed"]),
+    st.text(string.ascii_letters, min_size=1, max_size=10),
+)
 def test_a_deployment_note_is_restored_or_listed_as_unread_never_a_stop(number, when, result, actor):
-    line = (f"gitopsd: deploy to qa {result} (deployment #{number}, push by {actor}) at "
-            "{:04d}-{:02d}-{:02d} {:02d}:{:02d} UTC".format(*when))
+    line = (
+        f"gitopsd: deploy to qa {result} (deployment #{number}, push by {actor}) at "
+        "{:04d}-{:02d}-{:02d} {:02d}:{:02d} UTC".format(*when)
+    )
     report = notes_ledger.Report()
     notes_ledger._restore(STORE, REPO, [("c" * 40, "d" * 40, line)], report)
     assert report.deployments or report.already or report.unread

@@ -3,6 +3,7 @@
 Real: the service's ed25519 key (made under a temp state folder), DSSE envelopes, the artifact store's files and
 manifests. Faked: the playbook runs of `execute` (RunOutcome values), as in test_deployment.py.
 """
+
 from __future__ import annotations
 
 import base64
@@ -29,9 +30,18 @@ def built(tmp_path: Path) -> tuple[ArtifactStore, dict]:
     store = ArtifactStore(tmp_path / "artifacts")
     kept = store.keep("shop", TREE, export, ("dist/*",))
     for name, entry in kept.items():
-        body = provenance.statement(name=name, sha256=entry["sha256"], repo="shop", repo_path="/srv/git/shop.git",
-                                    commit=COMMIT, tree=TREE, steps=[{"name": "build", "run": ["make"]}], run_id=1,
-                                    started=0.0, builder=provenance.builder_id())
+        body = provenance.statement(
+            name=name,
+            sha256=entry["sha256"],
+            repo="shop",
+            repo_path="/srv/git/shop.git",
+            commit=COMMIT,
+            tree=TREE,
+            steps=[{"name": "build", "run": ["make"]}],
+            run_id=1,
+            started=0.0,
+            builder=provenance.builder_id(),
+        )
         path = provenance.write(store.root, "shop", TREE, name, provenance.envelope(tmp_path / "state", body))
         store.attest("shop", TREE, name, path)
     return store, kept
@@ -51,8 +61,10 @@ def test_an_artifact_signed_by_the_service_verifies_with_its_digest_and_key(tmp_
     statement = json.loads(base64.b64decode(env["payload"]))
     assert statement["_type"] == "https://in-toto.io/Statement/v1"
     assert statement["predicateType"] == "https://slsa.dev/provenance/v1"
-    assert statement["predicate"]["buildDefinition"]["resolvedDependencies"][0]["digest"] == {"gitCommit": COMMIT,
-                                                                                             "gitTree": TREE}
+    assert statement["predicate"]["buildDefinition"]["resolvedDependencies"][0]["digest"] == {
+        "gitCommit": COMMIT,
+        "gitTree": TREE,
+    }
     assert (tmp_path / "state" / "signing-key.pem").stat().st_mode & 0o077 == 0
 
 
@@ -68,7 +80,7 @@ def test_a_statement_over_other_content_is_refused(tmp_path):
     store, kept = built(tmp_path)
     path = Path(store.manifest("shop", TREE)["dist/app.tar.gz"]["provenance"])
     body = json.loads(base64.b64decode(json.loads(path.read_text())["payload"]))
-    body["subject"][0]["digest"]["sha256"] = "0" * 64   # validly signed, but about other bits
+    body["subject"][0]["digest"]["sha256"] = "0" * 64  # validly signed, but about other bits
     path.write_text(json.dumps(provenance.envelope(tmp_path / "state", body)))
     (finding,) = findings(tmp_path, store)
     assert not finding.ok and "the statement signs other content" in finding.line
@@ -83,7 +95,7 @@ def test_an_envelope_edited_after_signing_or_signed_by_another_key_is_refused(tm
     path.write_text(json.dumps({**env, "payload": base64.b64encode(json.dumps(body).encode()).decode()}))
     (finding,) = findings(tmp_path, store)
     assert not finding.ok and "no signature by a trusted key" in finding.line
-    path.write_text(json.dumps(provenance.envelope(tmp_path / "other-state", body)))   # another service's key
+    path.write_text(json.dumps(provenance.envelope(tmp_path / "other-state", body)))  # another service's key
     (finding,) = findings(tmp_path, store)
     assert not finding.ok and "no signature by a trusted key" in finding.line
 
@@ -97,18 +109,30 @@ def test_a_tree_with_neither_artifacts_nor_statements_has_nothing_to_vouch_for_i
 
 def test_provenance_is_checked_before_each_batch_and_a_refusal_stops_the_rollout_before_the_next(tmp_path):
     hosts = ["p-1", "p-2"]
-    env = Environment("production", "production", "staging", "i", "p", rollout=Rollout(batches=(1, "100%")),
-                      require_provenance=True)
-    run = PlaybookRun(marker="m", workdir=tmp_path, playbook=tmp_path / "p", inventory=tmp_path / "i",
-                      data_dir=tmp_path / "run", timeout=10, extravars={"gitopsd_repo": "shop", "gitopsd_tree": TREE})
-    answers = [None, "refused: artifact app changed after signing"]   # fine before batch 1, tampered before batch 2
+    env = Environment(
+        "production", "production", "staging", "i", "p", rollout=Rollout(batches=(1, "100%")), require_provenance=True
+    )
+    run = PlaybookRun(
+        marker="m",
+        workdir=tmp_path,
+        playbook=tmp_path / "p",
+        inventory=tmp_path / "i",
+        data_dir=tmp_path / "run",
+        timeout=10,
+        extravars={"gitopsd_repo": "shop", "gitopsd_tree": TREE},
+    )
+    answers = [None, "refused: artifact app changed after signing"]  # fine before batch 1, tampered before batch 2
     ran: list[str | None] = []
 
     def run_playbook(r: PlaybookRun, _cancel: threading.Event) -> RunOutcome:
         ran.append(r.limit)
         return RunOutcome(ok=True, status="successful", rc=0, reason="ok", hosts={h: "ok" for h in (r.limit or "").split(",")})
-    tools = Toolbox(run_playbook=run_playbook, hosts_of=lambda _r, _n, _c: [HostInfo(h, {}) for h in hosts],
-                    provenance=lambda repo, tree: answers.pop(0))
+
+    tools = Toolbox(
+        run_playbook=run_playbook,
+        hosts_of=lambda _r, _n, _c: [HostInfo(h, {}) for h in hosts],
+        provenance=lambda repo, tree: answers.pop(0),
+    )
     attempt = execute(env, run, "deploy", tools, threading.Event())
     assert not attempt.ok and attempt.permanent
     assert ran == ["p-1"]
@@ -119,5 +143,5 @@ def test_provenance_is_checked_before_each_batch_and_a_refusal_stops_the_rollout
 def test_the_statements_of_a_pruned_tree_go_with_its_manifest(tmp_path):
     store, _kept = built(tmp_path)
     assert provenance.folder(store.root, "shop", TREE).is_dir()
-    assert store.prune({"shop": 0}) == 1   # never deployed, none kept: its file, manifest and statements go
+    assert store.prune({"shop": 0}) == 1  # never deployed, none kept: its file, manifest and statements go
     assert not provenance.folder(store.root, "shop", TREE).exists() and store.manifest("shop", TREE) == {}

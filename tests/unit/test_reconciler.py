@@ -3,6 +3,7 @@
 Real: the SQLite store (in a temp folder), `policy.rollback_trees`. Fake: Git heads, exports and reverts,
 Ansible outcomes, the rest of the promotion rule, notifications, time.
 """
+
 from __future__ import annotations
 
 import random
@@ -39,7 +40,7 @@ class FakeGit:
         (dest / "environments" / "qa" / "hosts.yml").write_text("all: {}\n")
 
     def revert(self, repo, branch, head, good_tree, *, reason):
-        self.heads[branch] = Head(f"{len(self.heads) + 0xfeed:040x}", good_tree)
+        self.heads[branch] = Head(f"{len(self.heads) + 0xFEED:040x}", good_tree)
         return self.heads[branch].commit
 
 
@@ -82,21 +83,41 @@ class Clock:
 
 
 def head(n: int, tree: int | None = None) -> Head:
-    return Head(f"{n:040x}", f"{(tree if tree is not None else n) + 0xabc:040x}")
+    return Head(f"{n:040x}", f"{(tree if tree is not None else n) + 0xABC:040x}")
 
 
 @pytest.fixture
 def world(tmp_path):
-    env = Environment(name="qa", branch="qa", promote_from="main", inventory="environments/qa/hosts.yml",
-                      playbook="playbooks/deploy.yml", retries=2, retry_backoff=10, retry_backoff_max=60)
-    config = Config(source=tmp_path / "gitopsd.yml", state_dir=tmp_path / "state",
-                    repositories=(Repository("shop", tmp_path / "shop.git", (env,)),))
+    env = Environment(
+        name="qa",
+        branch="qa",
+        promote_from="main",
+        inventory="environments/qa/hosts.yml",
+        playbook="playbooks/deploy.yml",
+        retries=2,
+        retry_backoff=10,
+        retry_backoff_max=60,
+    )
+    config = Config(
+        source=tmp_path / "gitopsd.yml",
+        state_dir=tmp_path / "state",
+        repositories=(Repository("shop", tmp_path / "shop.git", (env,)),),
+    )
     store = Store(config.database)
     git, runner, clock = FakeGit(), FakeRunner(), Clock()
     scheduled: list[tuple[Look, float]] = []
-    reconciler = Reconciler(config, store, git, Toolbox(run_playbook=runner), submit=lambda job: job(),
-                            schedule=lambda look, at: scheduled.append((look, at)), clock=clock,
-                            rng=random.Random(7), judge=FakeJudge(store), notify=lambda target, event: None)
+    reconciler = Reconciler(
+        config,
+        store,
+        git,
+        Toolbox(run_playbook=runner),
+        submit=lambda job: job(),
+        schedule=lambda look, at: scheduled.append((look, at)),
+        clock=clock,
+        rng=random.Random(7),
+        judge=FakeJudge(store),
+        notify=lambda target, event: None,
+    )
     reconciler.auto_rollback_calls = []  # type: ignore[attr-defined]
     return reconciler, store, git, runner, clock, scheduled
 
@@ -114,10 +135,18 @@ def test_a_new_head_is_deployed_once_and_then_in_sync(world):
     assert store.deployed("shop", "qa").commit == head(1).commit
     extravars = runner.runs[0].extravars
     assert extravars["gitopsd_kind"] == "deploy" and extravars["gitopsd_previous_commit"] == ""
-    assert set(extravars) == {"gitopsd_env", "gitopsd_repo", "gitopsd_commit", "gitopsd_tree",
-                              "gitopsd_previous_commit", "gitopsd_deploy_id", "gitopsd_kind", "gitopsd_workdir",
-                              "gitopsd_artifacts"}
-    assert extravars["gitopsd_artifacts"] == {}   # no CI artifacts for this tree
+    assert set(extravars) == {
+        "gitopsd_env",
+        "gitopsd_repo",
+        "gitopsd_commit",
+        "gitopsd_tree",
+        "gitopsd_previous_commit",
+        "gitopsd_deploy_id",
+        "gitopsd_kind",
+        "gitopsd_workdir",
+        "gitopsd_artifacts",
+    }
+    assert extravars["gitopsd_artifacts"] == {}  # no CI artifacts for this tree
 
 
 def test_failures_back_off_then_stall_until_the_branch_moves(world):
@@ -126,16 +155,16 @@ def test_failures_back_off_then_stall_until_the_branch_moves(world):
     look(reconciler)
     git.heads["qa"] = head(2)
     runner.failing.add(head(2).commit)
-    look(reconciler)                        # attempt 1 fails
+    look(reconciler)  # attempt 1 fails
     failure = store.failure("shop", "qa")
     assert failure.failures == 1 and not failure.stalled
-    assert 8 <= failure.next_retry_at - clock.now <= 12   # 10 s +-20 %
-    look(reconciler)                        # too early: nothing runs
+    assert 8 <= failure.next_retry_at - clock.now <= 12  # 10 s +-20 %
+    look(reconciler)  # too early: nothing runs
     assert len(runner.runs) == 2
     clock.now = failure.next_retry_at
-    look(reconciler)                        # attempt 2
+    look(reconciler)  # attempt 2
     clock.now = store.failure("shop", "qa").next_retry_at
-    look(reconciler)                        # attempt 3 = retries exhausted -> stalled
+    look(reconciler)  # attempt 3 = retries exhausted -> stalled
     failure = store.failure("shop", "qa")
     assert failure.stalled and failure.failures == 3 and len(runner.runs) == 4
     clock.now += 10_000
@@ -164,7 +193,7 @@ def test_returning_to_a_tree_deployed_before_is_a_rollback(world):
     look(reconciler)
     git.heads["qa"] = head(2)
     look(reconciler)
-    git.heads["qa"] = head(3, tree=1)       # a revert: new commit, old tree
+    git.heads["qa"] = head(3, tree=1)  # a revert: new commit, old tree
     look(reconciler)
     assert [r.extravars["gitopsd_kind"] for r in runner.runs] == ["deploy", "deploy", "rollback"]
     assert store.last("shop", "qa").kind == "rollback"
@@ -174,7 +203,7 @@ def test_a_new_commit_with_the_deployed_tree_is_a_reapply(world):
     reconciler, store, git, runner, *_ = world
     git.heads["qa"] = head(1)
     look(reconciler)
-    git.heads["qa"] = head(2, tree=1)       # e.g. a promotion merge with the same tree
+    git.heads["qa"] = head(2, tree=1)  # e.g. a promotion merge with the same tree
     look(reconciler)
     assert runner.runs[-1].extravars["gitopsd_kind"] == "reapply"
 
@@ -206,15 +235,25 @@ def test_a_branch_init_left_at_the_empty_tree_waits_for_its_first_promotion_with
 
 
 def _deployment(n: int, commit: Head, kind: str = "deploy", result: str = "succeeded") -> Deployment:
-    return Deployment(n, "shop", "qa", commit.commit, commit.tree, None, kind, result, "test", "t", None, None,
-                      0.0, 1.0, 1, None, {})
+    return Deployment(
+        n, "shop", "qa", commit.commit, commit.tree, None, kind, result, "test", "t", None, None, 0.0, 1.0, 1, None, {}
+    )
 
 
 def test_decide_blocks_a_refused_head_before_any_stall_or_retry_and_names_the_rule():
     deployed = _deployment(1, head(1))
     stalled = FailureStatus(head(2).commit, 3, None, True, "failed three times")
-    decision = decide(head(2), deployed, deployed, stalled, "it failed", False, False, 0,
-                      blocked_reason="production only takes trees verified in staging")
+    decision = decide(
+        head(2),
+        deployed,
+        deployed,
+        stalled,
+        "it failed",
+        False,
+        False,
+        0,
+        blocked_reason="production only takes trees verified in staging",
+    )
     assert (decision.action, decision.reason) == ("blocked", "production only takes trees verified in staging")
     assert decide(head(1), deployed, deployed, None, None, False, False, 0, blocked_reason="x").action == "in-sync"
 
@@ -241,8 +280,10 @@ def test_decide_says_failed_after_a_failed_reapply_of_what_runs_until_a_later_ru
     reapply = replace(reapply, outcome="failed on qa-1")
     decision = decide(head(1), deployed, reapply, None, None, False, False, 0)
     assert decision.action == "failed"
-    assert decision.reason == (f"the reapply of {head(1).commit[:7]} failed (deployment #2: failed on qa-1); "
-                               "deployment #1 is the last that succeeded: `gitopsd sync qa` re-applies it again")
+    assert decision.reason == (
+        f"the reapply of {head(1).commit[:7]} failed (deployment #2: failed on qa-1); "
+        "deployment #1 is the last that succeeded: `gitopsd sync qa` re-applies it again"
+    )
     assert decide(head(1), deployed, reapply, None, None, False, False, 0, sync=True).kind == "reapply"
     again = _deployment(3, head(1), kind="reapply")
     assert decide(head(1), again, again, None, None, False, False, 0).action == "in-sync"
@@ -261,7 +302,7 @@ def test_a_refused_head_is_blocked_once_per_commit_and_deploys_when_the_rule_is_
     look(reconciler)
     git.heads["qa"] = head(2)
     reconciler.judge.refused[head(2).commit] = "qa only takes trees from main"
-    for _ in range(3):   # every sweep looks again: one log line, one notification
+    for _ in range(3):  # every sweep looks again: one log line, one notification
         look(reconciler)
     assert len(runner.runs) == 1 and store.deployed("shop", "qa").commit == head(1).commit
     block = store.blocked("shop", "qa")
@@ -270,7 +311,7 @@ def test_a_refused_head_is_blocked_once_per_commit_and_deploys_when_the_rule_is_
     assert [e["event"] for e in notes] == ["blocked"] and notes[0]["commit"] == head(2).commit
     assert len([r for r in caplog.records if r.getMessage().startswith("blocked")]) == 1
     assert len(reconciler.judge.calls) == 4, "a refused head is judged again on every look"
-    del reconciler.judge.refused[head(2).commit]      # e.g. the source environment deployed that tree meanwhile
+    del reconciler.judge.refused[head(2).commit]  # e.g. the source environment deployed that tree meanwhile
     look(reconciler)
     assert store.deployed("shop", "qa").commit == head(2).commit and store.blocked("shop", "qa") is None
     look(reconciler)
@@ -289,19 +330,31 @@ def test_an_admitted_head_is_deployed_past_a_refusal_and_recorded_as_the_admissi
     reconciler.judge.refused[head(2).commit] = "qa only takes trees from main"
     look(reconciler)
     assert store.blocked("shop", "qa") is not None
-    store.admit(repo="shop", env="qa", commit=head(2).commit, kind="override", actor="alice",
-                reason="retry --force: hotfix", now=clock.now)
+    store.admit(
+        repo="shop",
+        env="qa",
+        commit=head(2).commit,
+        kind="override",
+        actor="alice",
+        reason="retry --force: hotfix",
+        now=clock.now,
+    )
     look(reconciler)
     last = store.last("shop", "qa")
     assert (last.commit, last.kind, last.result, last.actor, last.reason) == (
-        head(2).commit, "deploy", "succeeded", "alice", "retry --force: hotfix")
+        head(2).commit,
+        "deploy",
+        "succeeded",
+        "alice",
+        "retry --force: hotfix",
+    )
     assert store.blocked("shop", "qa") is None
 
 
 def test_deploy_windows_are_left_to_the_hook_only_for_heads_a_push_announced(world):
     reconciler, store, git, *_ = world
     git.heads["qa"] = head(1)
-    look(reconciler)                                            # nobody announced it: windows judged here
+    look(reconciler)  # nobody announced it: windows judged here
     reconciler.remember_cause("shop", head(2).commit, Cause("alice", "push"))
     git.heads["qa"] = head(2)
     look(reconciler)
@@ -313,7 +366,7 @@ def test_deploy_windows_are_left_to_the_hook_only_for_heads_a_push_announced(wor
 
 def test_a_move_back_to_a_tree_that_ran_long_ago_is_a_deploy_not_a_rollback(world):
     reconciler, store, git, runner, *_ = world
-    for n, tree in ((1, 1), (2, 2), (3, 1), (4, 2)):   # T1, T2, rollback to T1, then T2 again
+    for n, tree in ((1, 1), (2, 2), (3, 1), (4, 2)):  # T1, T2, rollback to T1, then T2 again
         git.heads["qa"] = head(n, tree=tree)
         look(reconciler)
     assert [r.extravars["gitopsd_kind"] for r in runner.runs] == ["deploy", "deploy", "rollback", "deploy"]
@@ -324,6 +377,7 @@ def auto_rollback(world):
     reconciler, store, git, runner, *_ = world
     env = reconciler.config.repositories[0].environments[0]
     from dataclasses import replace
+
     repo = replace(reconciler.config.repositories[0], environments=(replace(env, auto_rollback=True),))
     reconciler.config = replace(reconciler.config, repositories=(repo,))
     git.heads["qa"] = head(1)
@@ -333,20 +387,25 @@ def auto_rollback(world):
     return world
 
 
-def test_a_failed_automatic_rollback_marks_the_environment_failed_says_why_and_notifies(auto_rollback, notes, caplog,
-                                                                                        monkeypatch):
+def test_a_failed_automatic_rollback_marks_the_environment_failed_says_why_and_notifies(
+    auto_rollback, notes, caplog, monkeypatch
+):
     reconciler, store, *_ = auto_rollback
 
     def unwritable(*args, **kwargs):
-        raise GitError("git commit-tree: error: insufficient permission for adding an object to repository database "
-                       "./objects\nfatal: Unable to add (null) to database")
+        raise GitError(
+            "git commit-tree: error: insufficient permission for adding an object to repository database "
+            "./objects\nfatal: Unable to add (null) to database"
+        )
+
     monkeypatch.setattr(reconciler.git, "revert", unwritable)
     look(reconciler)
     failure = store.failure("shop", "qa")
     repo_path = reconciler.config.repositories[0].path
     assert failure.failed and failure.reason == (
         f"automatic rollback failed: cannot write the revert to {repo_path}: git commit-tree: error: insufficient "
-        "permission for adding an object to repository database ./objects")
+        "permission for adding an object to repository database ./objects"
+    )
     assert [e["event"] for e in notes] == ["deploy-failed", "rollback-failed"]
     assert notes[1]["reason"] == failure.reason and notes[1]["deployment"] == store.last("shop", "qa").id
     [line] = [r for r in caplog.records if "automatic rollback failed" in r.getMessage()]
@@ -378,9 +437,18 @@ def test_after_a_restart_a_look_at_a_head_that_did_not_move_writes_no_head(world
     reconciler, store, git, runner, clock, scheduled = world
     git.heads["qa"] = head(1)
     look(reconciler)
-    restarted = Reconciler(reconciler.config, store, git, Toolbox(run_playbook=runner), submit=lambda job: job(),
-                           schedule=lambda look, at: scheduled.append((look, at)), clock=clock,
-                           rng=random.Random(7), judge=FakeJudge(store), notify=lambda target, event: None)
+    restarted = Reconciler(
+        reconciler.config,
+        store,
+        git,
+        Toolbox(run_playbook=runner),
+        submit=lambda job: job(),
+        schedule=lambda look, at: scheduled.append((look, at)),
+        clock=clock,
+        rng=random.Random(7),
+        judge=FakeJudge(store),
+        notify=lambda target, event: None,
+    )
     restarted.resume()
     written: list[tuple[str, ...]] = []
     monkeypatch.setattr(store, "record_head", lambda *args: written.append(args))

@@ -3,6 +3,7 @@ a refusal's words.
 
 Real: the error type itself, and the source of gitopsd/api and gitopsd/web read as Python syntax trees.
 """
+
 from __future__ import annotations
 
 import ast
@@ -21,8 +22,10 @@ TEXT_METHODS = ("startswith", "endswith", "find", "rfind", "index", "count", "sp
 
 
 def test_every_refusal_kind_maps_to_exactly_one_status_and_no_two_kinds_share_one():
-    kinds = [getattr(errors, name) for name in ("INVALID", "FORBIDDEN", "MISSING", "CONFLICT", "UNAVAILABLE",
-                                                "UNAUTHENTICATED", "UNSUPPORTED", "INTERNAL")]
+    kinds = [
+        getattr(errors, name)
+        for name in ("INVALID", "FORBIDDEN", "MISSING", "CONFLICT", "UNAVAILABLE", "UNAUTHENTICATED", "UNSUPPORTED", "INTERNAL")
+    ]
     assert sorted(kinds) == sorted(STATUS)
     assert all(isinstance(STATUS[kind], int) and 400 <= STATUS[kind] < 600 for kind in kinds)
     assert len(set(STATUS.values())) == len(STATUS)
@@ -36,10 +39,12 @@ def test_a_refusal_of_an_unknown_kind_cannot_be_made():
 
 def test_a_refusal_has_one_body_shape_and_crosses_the_control_socket_unchanged():
     refused = Refused("note is required", errors.INVALID, "bad-field", "note")
-    assert refused.body() == error_body("note is required", "invalid", "bad-field", "note") == {
-        "message": "note is required", "kind": "invalid", "reason": "bad-field", "field": "note"}
-    assert Refused("gone", errors.MISSING).body() == {"message": "gone", "kind": "missing", "reason": "missing",
-                                                      "field": None}
+    assert (
+        refused.body()
+        == error_body("note is required", "invalid", "bad-field", "note")
+        == {"message": "note is required", "kind": "invalid", "reason": "bad-field", "field": "note"}
+    )
+    assert Refused("gone", errors.MISSING).body() == {"message": "gone", "kind": "missing", "reason": "missing", "field": None}
     back = refused_from(refusal_answer(refused))
     assert (str(back), back.kind, back.reason, back.field) == ("note is required", "invalid", "bad-field", "note")
     assert refused_from({"ok": False, "error": "odd", "kind": "unheard-of"}).kind == errors.CONFLICT
@@ -53,8 +58,7 @@ def _text_reads(tree: ast.AST) -> list[ast.AST]:
     def key_of(holder: ast.AST, key: ast.AST) -> bool:
         if not isinstance(key, ast.Constant):
             return False
-        return key.value == ANSWER_KEY or (key.value == BODY_KEY and isinstance(holder, ast.Attribute)
-                                           and holder.attr == "body")
+        return key.value == ANSWER_KEY or (key.value == BODY_KEY and isinstance(holder, ast.Attribute) and holder.attr == "body")
 
     def is_text(node: ast.AST, named: set[str]) -> bool:
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "str" and node.args:
@@ -70,7 +74,7 @@ def _text_reads(tree: ast.AST) -> list[ast.AST]:
         return isinstance(node, ast.Name) and node.id in named
 
     named: set[str] = set()
-    for _ in range(3):   # names given names given the words
+    for _ in range(3):  # names given names given the words
         for node in ast.walk(tree):
             if isinstance(node, ast.Assign) and is_text(node.value, named):
                 named |= {t.id for t in node.targets if isinstance(t, ast.Name)}
@@ -82,20 +86,38 @@ def _inspections(source: str) -> list[str]:
     functions that does `in` on a parameter (the old api.app.refusal_status)."""
     tree = ast.parse(source)
     text = {id(n) for n in _text_reads(tree)}
-    matchers = {f.name for f in ast.walk(tree) if isinstance(f, ast.FunctionDef)
-                and any(isinstance(c, ast.Compare) and any(isinstance(op, (ast.In, ast.NotIn)) for op in c.ops)
-                        and any(isinstance(side, ast.Name) and side.id in {a.arg for a in f.args.args}
-                                for side in c.comparators) for c in ast.walk(f))}
+    matchers = {
+        f.name
+        for f in ast.walk(tree)
+        if isinstance(f, ast.FunctionDef)
+        and any(
+            isinstance(c, ast.Compare)
+            and any(isinstance(op, (ast.In, ast.NotIn)) for op in c.ops)
+            and any(isinstance(side, ast.Name) and side.id in {a.arg for a in f.args.args} for side in c.comparators)
+            for c in ast.walk(f)
+        )
+    }
     found = []
     for node in ast.walk(tree):
-        if isinstance(node, ast.Compare) and any(isinstance(op, (ast.In, ast.NotIn)) for op in node.ops) \
-                and any(id(side) in text for side in node.comparators):
+        if (
+            isinstance(node, ast.Compare)
+            and any(isinstance(op, (ast.In, ast.NotIn)) for op in node.ops)
+            and any(id(side) in text for side in node.comparators)
+        ):
             found.append(f"line {node.lineno}: `in` on a refusal's words")
-        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in TEXT_METHODS \
-                and id(node.func.value) in text:
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr in TEXT_METHODS
+            and id(node.func.value) in text
+        ):
             found.append(f"line {node.lineno}: .{node.func.attr}() on a refusal's words")
-        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in matchers \
-                and any(id(a) in text for a in node.args):
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id in matchers
+            and any(id(a) in text for a in node.args)
+        ):
             found.append(f"line {node.lineno}: {node.func.id}() matches on a refusal's words")
     return found
 
@@ -106,7 +128,7 @@ def test_no_module_of_the_api_or_the_dashboard_inspects_a_refusals_message_text(
 
 
 def test_the_inspection_check_catches_status_guessed_from_english_words():
-    guessed = '''
+    guessed = """
 def refusal_status(line):
     for status, words in ((403, (" may not ",)), (404, ("no release candidate",))):
         if any(w in line for w in words):
@@ -123,5 +145,5 @@ def other(exc_source):
     except Exception as exc:
         if "may not" in str(exc) or str(exc).startswith("no "):
             return 403
-'''
+"""
     assert sorted(f.split(":")[0] for f in _inspections(guessed)) == ["line 10", "line 16", "line 16", "line 4"]

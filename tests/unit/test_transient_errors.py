@@ -3,6 +3,7 @@
 What is real: SQLite stores in temp folders, a bare Git repository and `git update-ref`. What is faked:
 the Git port of the reconciler (tests/unit/test_reconciler.py's world), to make it fail on purpose.
 """
+
 from __future__ import annotations
 
 import logging
@@ -29,8 +30,10 @@ def test_a_busy_store_raises_a_transient_store_error_that_names_the_file(tmp_pat
         store.clear_failure("shop", "qa")
     assert isinstance(caught.value, TransientError) and isinstance(caught.value, StoreError)
     assert not isinstance(caught.value, sqlite3.Error)
-    assert str(caught.value) == (f"the state database {tmp_path / 'state.db'} is busy (database is locked): "
-                                 "another process holds it. Try again in a moment.")
+    assert str(caught.value) == (
+        f"the state database {tmp_path / 'state.db'} is busy (database is locked): "
+        "another process holds it. Try again in a moment."
+    )
     holder.rollback()
     assert store.clear_failure("shop", "qa") is False
 
@@ -41,7 +44,7 @@ def test_a_damaged_or_forbidden_store_is_raised_as_the_kind_a_person_must_fix(tm
         Store(tmp_path / "state.db")
     assert isinstance(damaged.value, StalledError) and "Move it aside" in str(damaged.value)
     (tmp_path / "file").write_text("")
-    with pytest.raises(StoreError) as other:   # its folder cannot be made: an OSError under the store, told the same way
+    with pytest.raises(StoreError) as other:  # its folder cannot be made: an OSError under the store, told the same way
         Store(tmp_path / "file" / "state.db")
     assert "the state database" in str(other.value)
     assert issubclass(StoreUnusable, ConfigurationError)
@@ -52,6 +55,7 @@ def test_a_transient_error_during_a_look_is_a_warning_and_a_look_again_soon(worl
 
     def busy(repo, branch):
         raise TransientError("the state database x is busy")
+
     git.head = busy
     with caplog.at_level(logging.WARNING):
         look(reconciler)
@@ -67,13 +71,14 @@ def test_a_transient_error_during_a_deployment_is_a_failed_attempt_retried_with_
 
     def locked(repo, commit, dest):
         raise TransientError("cannot move qa: another git process holds its lock")
+
     git.export = locked
     look(reconciler)
     failure = store.failure("shop", "qa")
     assert failure is not None and not failure.stalled and failure.failures == 1
     assert "another git process holds its lock" in failure.reason
     assert any(look.trigger == Trigger.RETRY and at > clock.now for look, at in scheduled)
-    assert not [r for r in caplog.records if r.exc_info]   # no "deployment crashed" traceback
+    assert not [r for r in caplog.records if r.exc_info]  # no "deployment crashed" traceback
 
 
 def test_a_held_ref_lock_is_retried_then_transient_and_a_moved_branch_is_false(tmp_path, monkeypatch):
@@ -90,5 +95,5 @@ def test_a_held_ref_lock_is_retried_then_transient_and_a_moved_branch_is_false(t
         gitcli.update_branch(repo, "qa", second, first, "test")
     assert f"another git process holds {lock}" in str(caught.value)
     lock.unlink()
-    assert gitcli.update_branch(repo, "qa", second, second, "test") is False   # not where we thought: no retry helps
+    assert gitcli.update_branch(repo, "qa", second, second, "test") is False  # not where we thought: no retry helps
     assert gitcli.update_branch(repo, "qa", second, first, "test") is True

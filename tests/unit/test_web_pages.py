@@ -1,4 +1,5 @@
 """The dashboard's rendering rules without a server: Ansible output and commit text are always text."""
+
 from __future__ import annotations
 
 from gitopsd.web.pages import STATES, ansi_to_html, sse, templates
@@ -17,8 +18,11 @@ def test_escape_sequences_other_than_colours_and_control_bytes_are_dropped():
 
 
 def test_a_commit_message_with_markup_renders_as_text_in_the_pipeline():
-    page = templates().from_string('{% import "_macros.html" as m with context %}{{ m.commit(sha, subject) }}').render(
-        sha="a" * 40, subject='<img src=x onerror="alert(1)">', csrf="", STATES=STATES)
+    page = (
+        templates()
+        .from_string('{% import "_macros.html" as m with context %}{{ m.commit(sha, subject) }}')
+        .render(sha="a" * 40, subject='<img src=x onerror="alert(1)">', csrf="", STATES=STATES)
+    )
     assert "&lt;img src=x onerror=&#34;alert(1)&#34;&gt;" in page and "<img" not in page
 
 
@@ -28,6 +32,7 @@ def test_a_server_sent_event_puts_each_line_on_its_own_data_line():
 
 def test_every_state_status_can_name_has_a_symbol_and_a_word():
     from gitopsd.services.status import STATES as STATUS_STATES
+
     for state in [*STATUS_STATES.values(), "queued", "unavailable"]:
         symbol, word = STATES[state]
         assert symbol and word
@@ -35,5 +40,5 @@ def test_every_state_status_can_name_has_a_symbol_and_a_word():
 
 def test_colour_codes_with_absurd_parameters_are_ignored_not_read():
     assert ansi_to_html("\x1b[" + "9" * 5000 + "ma\x1b[0m") == "a"
-    assert ansi_to_html("\x1b[" + "0;" * 100_000 + "31mb\x1b[0m") == "b"   # past the sixteenth parameter
+    assert ansi_to_html("\x1b[" + "0;" * 100_000 + "31mb\x1b[0m") == "b"  # past the sixteenth parameter
     assert ansi_to_html("\x1b[1;" + "9" * 4 + ";32mc") == '<span class="ansi-bold ansi-fg-green">c</span>'

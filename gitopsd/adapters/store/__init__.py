@@ -5,6 +5,7 @@ composes the queries, grouped by concern (deployments.py, holds.py, checks.py, h
 trees.py) over base.py; schema.py holds every table and migration; dialect.py SQLite's and PostgreSQL's SQL;
 postgresql.py the PostgreSQL backend (the one importer of psycopg, loaded only for `database: postgresql://...`).
 """
+
 from __future__ import annotations
 
 from ...core.types import Admission, Block, Deployment, FailureStatus, Hold, iso
@@ -13,5 +14,20 @@ from .deployments import ACTIVE, KINDS, RESULTS
 from .facade import PG_WRITE_RETRY, Store
 from .schema import SCHEMA, full_schema
 
-__all__ = ["ACTIVE", "KINDS", "PG_WRITE_RETRY", "RESULTS", "SCHEMA", "Admission", "Block", "Deployment", "FailureStatus",
-           "Hold", "Store", "file_identity", "full_schema", "iso", "write_backup"]
+__all__ = [
+    "ACTIVE",
+    "KINDS",
+    "PG_WRITE_RETRY",
+    "RESULTS",
+    "SCHEMA",
+    "Admission",
+    "Block",
+    "Deployment",
+    "FailureStatus",
+    "Hold",
+    "Store",
+    "file_identity",
+    "full_schema",
+    "iso",
+    "write_backup",
+]

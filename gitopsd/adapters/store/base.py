@@ -3,6 +3,7 @@
 The query modules (deployments.py, holds.py, ...) are mixins of `StoreBase`; facade.py's `Store` composes them and
 opens the connection. Every public method of the composed `Store` raises gitopsd's StoreError kinds (`errors_translated`).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -22,32 +23,36 @@ T = TypeVar("T")
 
 def _translated(method: Callable[..., T]) -> Callable[..., T]:
     """Raise a failure of SQLite (or of the file under it) as the StoreError storeerrors.translate makes of it."""
+
     @functools.wraps(method)
     def wrapper(self: StoreBase, *args: Any, **kwargs: Any) -> T:
         try:
             return method(self, *args, **kwargs)
         except (sqlite3.Error, OSError) as exc:
             error = translate(self.location, exc)
-            if isinstance(error, StoreFenced):   # another daemon leads: the daemon steps down (daemon.py)
+            if isinstance(error, StoreFenced):  # another daemon leads: the daemon steps down (daemon.py)
                 self.fenced.set()
             raise error from exc
+
     return wrapper
 
 
 def bookkeeping(method: Callable[..., Any]) -> Callable[..., Any]:
     """The daemon's own bookkeeping: with the file lost (Store.let_go) there is nowhere to keep it, and nothing to say."""
+
     @functools.wraps(method)
     def wrapper(self: StoreBase, *args: Any, **kwargs: Any) -> Any:
         if self.lost is not None:
             return None
         return method(self, *args, **kwargs)
+
     return wrapper
 
 
 def errors_translated(cls: type[T]) -> type[T]:
     """Every method of the store, its mixins' included, raises gitopsd's own error kinds, never sqlite3.Error (issue 11)."""
     methods: dict[str, Any] = {}
-    for klass in reversed(cls.__mro__[:-1]):   # the most derived definition of each name wins, as for attributes
+    for klass in reversed(cls.__mro__[:-1]):  # the most derived definition of each name wins, as for attributes
         methods.update(vars(klass))
     for name, attr in methods.items():
         if callable(attr) and (not name.startswith("_") or name == "__init__"):
@@ -71,11 +76,11 @@ def write_backup(source: sqlite3.Connection, target: Path) -> Path:
     try:
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
         os.close(fd)
-        os.chmod(temp, 0o640)   # whatever the umask
+        os.chmod(temp, 0o640)  # whatever the umask
         copy = sqlite3.connect(temp)
         try:
             source.backup(copy)
-            copy.execute("PRAGMA journal_mode=DELETE")   # one self-contained file, no -wal beside it
+            copy.execute("PRAGMA journal_mode=DELETE")  # one self-contained file, no -wal beside it
         finally:
             copy.close()
         os.rename(temp, target)
@@ -99,7 +104,7 @@ class StoreBase:
     _unrecorded: dict[int, tuple[str, float, str | None]]
 
     def _open_reader(self) -> None:
-        raise NotImplementedError   # facade.Store's: a read-only store opens its connection again
+        raise NotImplementedError  # facade.Store's: a read-only store opens its connection again
 
     def _write(self, sql: str, args: tuple[Any, ...] = ()) -> sqlite3.Cursor:
         with self._lock:
@@ -140,5 +145,5 @@ class StoreBase:
         """Rows as plain tuples, [] for a store written by an older daemon (read by a command)."""
         try:
             return [tuple(r) for r in self._rows(sql, args)]
-        except sqlite3.OperationalError:   # a store written by an older daemon, read by a command
+        except sqlite3.OperationalError:  # a store written by an older daemon, read by a command
             return []

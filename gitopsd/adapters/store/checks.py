@@ -1,4 +1,5 @@
 """Commit statuses (CI results, keyed by tree: gate/required.py) and the CI heads seen (gitopsd/ci/heads.py)."""
+
 from __future__ import annotations
 
 import sqlite3
@@ -10,37 +11,52 @@ from .base import StoreBase, bookkeeping
 class Checks(StoreBase):
     """Commit statuses and CI heads."""
 
-    def add_status(self, *, repo: str, commit: str, tree: str, context: str, state: str, reporter: str, now: float,
-                   target_url: str | None = None, description: str | None = None) -> int:
+    def add_status(
+        self,
+        *,
+        repo: str,
+        commit: str,
+        tree: str,
+        context: str,
+        state: str,
+        reporter: str,
+        now: float,
+        target_url: str | None = None,
+        description: str | None = None,
+    ) -> int:
         """Record a status report; the newest per (tree, context) is the one that counts."""
         assert state in required.STATES, state
-        cur = self._write("INSERT INTO commit_statuses (repo, commit_id, tree, context, state, target_url, description,"
-                          " reporter, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                          (repo, commit, tree, context, state, target_url, description, reporter, now))
+        cur = self._write(
+            "INSERT INTO commit_statuses (repo, commit_id, tree, context, state, target_url, description,"
+            " reporter, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (repo, commit, tree, context, state, target_url, description, reporter, now),
+        )
         return int(cur.lastrowid or 0)
 
     def statuses(self, repo: str, tree: str) -> list[required.Status]:
         """The newest status per context reported for `tree` (by any commit that has it), by context."""
         try:
             return required.rows_to_statuses([tuple(r) for r in self._rows(required.LATEST_BY_TREE, (repo, tree))])
-        except sqlite3.OperationalError:   # a store written by an older daemon, read by `status`
+        except sqlite3.OperationalError:  # a store written by an older daemon, read by `status`
             return []
 
     def status_history(self, repo: str, commit: str, limit: int = 100) -> list[required.Status]:
         """Every status reported for `commit` itself, newest first."""
-        rows = self._rows("SELECT context, state, target_url, description, commit_id, reporter, created_at"
-                          " FROM commit_statuses WHERE repo = ? AND commit_id = ? ORDER BY id DESC LIMIT ?",
-                          (repo, commit, limit))
+        rows = self._rows(
+            "SELECT context, state, target_url, description, commit_id, reporter, created_at"
+            " FROM commit_statuses WHERE repo = ? AND commit_id = ? ORDER BY id DESC LIMIT ?",
+            (repo, commit, limit),
+        )
         return required.rows_to_statuses([tuple(r) for r in rows])
 
     def ci_heads(self, repo: str) -> dict[str, str]:
-        return {r["branch"]: r["commit_id"] for r in self._rows("SELECT branch, commit_id FROM ci_heads WHERE repo = ?",
-                                                                (repo,))}
+        return {r["branch"]: r["commit_id"] for r in self._rows("SELECT branch, commit_id FROM ci_heads WHERE repo = ?", (repo,))}
 
     @bookkeeping
     def set_ci_heads(self, repo: str, heads: dict[str, str]) -> None:
         """Replace the CI heads seen in `repo` by `heads` (branch -> commit), in one transaction."""
         with self._transaction() as db:
             db.execute("DELETE FROM ci_heads WHERE repo = ?", (repo,))
-            db.executemany("INSERT INTO ci_heads (repo, branch, commit_id) VALUES (?, ?, ?)",
-                           [(repo, b, c) for b, c in heads.items()])
+            db.executemany(
+                "INSERT INTO ci_heads (repo, branch, commit_id) VALUES (?, ?, ?)", [(repo, b, c) for b, c in heads.items()]
+            )

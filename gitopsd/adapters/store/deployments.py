@@ -1,4 +1,5 @@
 """The store's deployments: each run recorded, found and finished; retries, blocked heads, admissions."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -12,46 +13,89 @@ from ...gate import snapshot
 from .base import StoreBase, bookkeeping
 
 RESULTS = tuple(Result)
-ACTIVE = (Result.QUEUED, Result.RUNNING)   # not finished: waiting for a free worker (max_parallel), or running
+ACTIVE = (Result.QUEUED, Result.RUNNING)  # not finished: waiting for a free worker (max_parallel), or running
 KINDS = tuple(Kind)
 
 
 class Deployments(StoreBase):
     """Deployments and what the daemon keeps beside them per environment (retries, heads, blocks, admissions)."""
 
-    def begin(self, *, repo: str, env: str, commit: str, tree: str, previous_commit: str | None, kind: str,
-              trigger: str, actor: str, now: float, attempt: int = 1, reason: str | None = None,
-              queued: bool = False) -> int:
+    def begin(
+        self,
+        *,
+        repo: str,
+        env: str,
+        commit: str,
+        tree: str,
+        previous_commit: str | None,
+        kind: str,
+        trigger: str,
+        actor: str,
+        now: float,
+        attempt: int = 1,
+        reason: str | None = None,
+        queued: bool = False,
+    ) -> int:
         """Record a new deployment, `running` (or `queued` until a worker takes it: see `started`)."""
         assert kind in KINDS, kind
         cur = self._write(
             "INSERT INTO deployments (repo, env, commit_id, tree, previous_commit, kind, result, trigger, actor,"
             " reason, started_at, attempt) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (repo, env, commit, tree, previous_commit, kind, "queued" if queued else "running", trigger, actor,
-             reason, now, attempt))
+            (
+                repo,
+                env,
+                commit,
+                tree,
+                previous_commit,
+                kind,
+                "queued" if queued else "running",
+                trigger,
+                actor,
+                reason,
+                now,
+                attempt,
+            ),
+        )
         return int(cur.lastrowid or 0)
 
-    def restore_deployment(self, deployment_id: int, *, repo: str, env: str, commit: str, tree: str,
-                           previous_commit: str | None, kind: str, result: str, trigger: str, actor: str,
-                           outcome: str | None, at: float) -> bool:
+    def restore_deployment(
+        self,
+        deployment_id: int,
+        *,
+        repo: str,
+        env: str,
+        commit: str,
+        tree: str,
+        previous_commit: str | None,
+        kind: str,
+        result: str,
+        trigger: str,
+        actor: str,
+        outcome: str | None,
+        at: float,
+    ) -> bool:
         """Record a finished deployment under its own id, as the notes tell it (notes_ledger); False if that id exists."""
         cur = self._write(
             "INSERT OR IGNORE INTO deployments (id, repo, env, commit_id, tree, previous_commit, kind, result, trigger,"
             " actor, outcome, started_at, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (deployment_id, repo, env, commit, tree, previous_commit, kind, result, trigger, actor, outcome, at, at))
+            (deployment_id, repo, env, commit, tree, previous_commit, kind, result, trigger, actor, outcome, at, at),
+        )
         return cur.rowcount == 1
 
     @bookkeeping
     def started(self, deployment_id: int, now: float) -> None:
         """A queued deployment's worker took it: it runs from now on."""
-        self._write("UPDATE deployments SET result = 'running', started_at = ? WHERE id = ? AND result = 'queued'",
-                    (now, deployment_id))
+        self._write(
+            "UPDATE deployments SET result = 'running', started_at = ? WHERE id = ? AND result = 'queued'", (now, deployment_id)
+        )
 
     def attribute(self, repo: str, commit: str, actor: str, trigger: str, reason: str | None, since: float) -> int:
         """Name who caused deployments of `commit` that started (since `since`) before the nudge arrived."""
-        return self._write("UPDATE deployments SET actor = ?, trigger = ?, reason = COALESCE(?, reason)"
-                           " WHERE repo = ? AND commit_id = ? AND actor = 'unknown' AND started_at >= ?",
-                           (actor, trigger, reason, repo, commit, since)).rowcount
+        return self._write(
+            "UPDATE deployments SET actor = ?, trigger = ?, reason = COALESCE(?, reason)"
+            " WHERE repo = ? AND commit_id = ? AND actor = 'unknown' AND started_at >= ?",
+            (actor, trigger, reason, repo, commit, since),
+        ).rowcount
 
     @bookkeeping
     def set_progress(self, deployment_id: int, progress: dict[str, int | None]) -> None:
@@ -62,17 +106,19 @@ class Deployments(StoreBase):
     def set_workdir(self, deployment_id: int, workdir: Path) -> None:
         self._write("UPDATE deployments SET workdir = ? WHERE id = ?", (str(workdir), deployment_id))
 
-    def finish(self, deployment_id: int, result: str, *, now: float, outcome: str | None = None,
-               detail: dict[str, Any] | None = None) -> None:
+    def finish(
+        self, deployment_id: int, result: str, *, now: float, outcome: str | None = None, detail: dict[str, Any] | None = None
+    ) -> None:
         assert result in RESULTS and result not in ACTIVE, result
-        if self.lost is not None:   # nowhere to write it: kept for get(), so its audit note tells how it ended
+        if self.lost is not None:  # nowhere to write it: kept for get(), so its audit note tells how it ended
             with self._lock:
                 self._unrecorded[deployment_id] = (result, now, outcome)
             return
         self._write(
             "UPDATE deployments SET result = ?, finished_at = ?, outcome = ?, detail = ?"
             " WHERE id = ? AND result IN ('queued', 'running')",
-            (result, now, outcome, json.dumps(detail or {}), deployment_id))
+            (result, now, outcome, json.dumps(detail or {}), deployment_id),
+        )
 
     def mark_interrupted(self, now: float) -> list[Deployment]:
         """Mark every deployment a previous daemon left running as interrupted (queued: canceled); return them."""
@@ -88,12 +134,12 @@ class Deployments(StoreBase):
         rows = self._rows("SELECT * FROM deployments WHERE id = ?", (deployment_id,))
         ended = self._unrecorded.get(deployment_id)
         if rows and ended is not None:
-            return dataclasses.replace(self._deployment(rows[0]), result=ended[0], finished_at=ended[1],
-                                       outcome=ended[2])
+            return dataclasses.replace(self._deployment(rows[0]), result=ended[0], finished_at=ended[1], outcome=ended[2])
         return self._deployment(rows[0]) if rows else None
 
-    def history(self, *, repo: str | None = None, env: str | None = None, limit: int = 20,
-                before: int | None = None) -> list[Deployment]:
+    def history(
+        self, *, repo: str | None = None, env: str | None = None, limit: int = 20, before: int | None = None
+    ) -> list[Deployment]:
         """Deployments newest first; `before`: only those with a smaller id (the next page, however deep)."""
         where: list[str] = []
         args: list[object] = []
@@ -116,8 +162,9 @@ class Deployments(StoreBase):
 
     def deployed(self, repo: str, env: str) -> Deployment | None:
         """The last successful deployment of an environment: what its hosts run."""
-        rows = self._rows("SELECT * FROM deployments WHERE repo = ? AND env = ? AND result = 'succeeded'"
-                          " ORDER BY id DESC LIMIT 1", (repo, env))
+        rows = self._rows(
+            "SELECT * FROM deployments WHERE repo = ? AND env = ? AND result = 'succeeded' ORDER BY id DESC LIMIT 1", (repo, env)
+        )
         return self._deployment(rows[0]) if rows else None
 
     def tree_succeeded(self, repo: str, env: str, tree: str) -> bool:
@@ -125,8 +172,7 @@ class Deployments(StoreBase):
 
     def tree_tried(self, repo: str, env: str, tree: str) -> bool:
         """Was `tree` ever deployed (or tried) in `env`? Automatic promotion never brings one back."""
-        return bool(self._rows("SELECT 1 FROM deployments WHERE repo = ? AND env = ? AND tree = ? LIMIT 1",
-                               (repo, env, tree)))
+        return bool(self._rows("SELECT 1 FROM deployments WHERE repo = ? AND env = ? AND tree = ? LIMIT 1", (repo, env, tree)))
 
     def successes(self, repo: str, env: str) -> list[tuple[str, str]]:
         """(kind, tree) of the environment's last successful deployments, oldest first (as snapshot.Ledger)."""
@@ -136,7 +182,9 @@ class Deployments(StoreBase):
         """Work folders of finished deployments beyond the newest `keep` per environment."""
         rows = self._rows(
             "SELECT id, workdir FROM (SELECT id, workdir, result, ROW_NUMBER() OVER (PARTITION BY repo, env ORDER BY id DESC)"
-            " AS n FROM deployments WHERE workdir IS NOT NULL) AS numbered WHERE n > ? AND result NOT IN ('queued', 'running')", (keep,))
+            " AS n FROM deployments WHERE workdir IS NOT NULL) AS numbered WHERE n > ? AND result NOT IN ('queued', 'running')",
+            (keep,),
+        )
         return [(int(r["id"]), str(r["workdir"])) for r in rows]
 
     @bookkeeping
@@ -146,25 +194,42 @@ class Deployments(StoreBase):
     @staticmethod
     def _deployment(row: sqlite3.Row) -> Deployment:
         return Deployment(
-            id=row["id"], repo=row["repo"], env=row["env"], commit=row["commit_id"], tree=row["tree"],
-            previous_commit=row["previous_commit"], kind=row["kind"], result=row["result"], trigger=row["trigger"],
-            actor=row["actor"], reason=row["reason"], outcome=row["outcome"], started_at=row["started_at"], finished_at=row["finished_at"],
-            attempt=row["attempt"], workdir=row["workdir"], detail=json.loads(row["detail"] or "{}"))
+            id=row["id"],
+            repo=row["repo"],
+            env=row["env"],
+            commit=row["commit_id"],
+            tree=row["tree"],
+            previous_commit=row["previous_commit"],
+            kind=row["kind"],
+            result=row["result"],
+            trigger=row["trigger"],
+            actor=row["actor"],
+            reason=row["reason"],
+            outcome=row["outcome"],
+            started_at=row["started_at"],
+            finished_at=row["finished_at"],
+            attempt=row["attempt"],
+            workdir=row["workdir"],
+            detail=json.loads(row["detail"] or "{}"),
+        )
 
     def failure(self, repo: str, env: str) -> FailureStatus | None:
         rows = self._rows("SELECT * FROM env_status WHERE repo = ? AND env = ?", (repo, env))
         if not rows:
             return None
         r = rows[0]
-        return FailureStatus(r["commit_id"], r["failures"], r["next_retry_at"], bool(r["stalled"]), r["reason"],
-                             failed=r["stalled"] == 2)
+        return FailureStatus(
+            r["commit_id"], r["failures"], r["next_retry_at"], bool(r["stalled"]), r["reason"], failed=r["stalled"] == 2
+        )
 
     @bookkeeping
     def record_failure(self, repo: str, env: str, status: FailureStatus) -> None:
         stalled = 2 if status.failed else int(status.stalled)
-        self._write("INSERT OR REPLACE INTO env_status (repo, env, commit_id, failures, next_retry_at, stalled, reason)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (repo, env, status.commit, status.failures, status.next_retry_at, stalled, status.reason))
+        self._write(
+            "INSERT OR REPLACE INTO env_status (repo, env, commit_id, failures, next_retry_at, stalled, reason)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (repo, env, status.commit, status.failures, status.next_retry_at, stalled, status.reason),
+        )
 
     @bookkeeping
     def clear_failure(self, repo: str, env: str) -> bool:
@@ -172,14 +237,17 @@ class Deployments(StoreBase):
 
     @bookkeeping
     def block(self, repo: str, env: str, block: Block) -> None:
-        self._write("INSERT OR REPLACE INTO env_blocks (repo, env, commit_id, deployed_commit, reason, since)"
-                    " VALUES (?, ?, ?, ?, ?, ?)", (repo, env, block.commit, block.deployed_commit, block.reason, block.since))
+        self._write(
+            "INSERT OR REPLACE INTO env_blocks (repo, env, commit_id, deployed_commit, reason, since) VALUES (?, ?, ?, ?, ?, ?)",
+            (repo, env, block.commit, block.deployed_commit, block.reason, block.since),
+        )
 
     @bookkeeping
     def record_head(self, repo: str, env: str, commit: str, tree: str) -> None:
         """Remember an environment branch's head and its tree (status reads the tree here, not from git)."""
-        self._write("INSERT OR REPLACE INTO env_heads (repo, env, commit_id, tree) VALUES (?, ?, ?, ?)",
-                    (repo, env, commit, tree))
+        self._write(
+            "INSERT OR REPLACE INTO env_heads (repo, env, commit_id, tree) VALUES (?, ?, ?, ?)", (repo, env, commit, tree)
+        )
 
     @bookkeeping
     def set_unwatched(self, unwatched: dict[str, str]) -> None:
@@ -199,14 +267,14 @@ class Deployments(StoreBase):
         """(repo, env) -> (commit, tree) of every head the daemon recorded."""
         try:
             rows = self._rows("SELECT repo, env, commit_id, tree FROM env_heads")
-        except sqlite3.OperationalError:   # a store written by an older daemon, read by `status`
+        except sqlite3.OperationalError:  # a store written by an older daemon, read by `status`
             return {}
         return {(r["repo"], r["env"]): (r["commit_id"], r["tree"]) for r in rows}
 
     def blocked(self, repo: str, env: str) -> Block | None:
         try:
             rows = self._rows("SELECT * FROM env_blocks WHERE repo = ? AND env = ?", (repo, env))
-        except sqlite3.OperationalError:   # a store written by an older daemon, read by `status`
+        except sqlite3.OperationalError:  # a store written by an older daemon, read by `status`
             return None
         return Block(rows[0]["commit_id"], rows[0]["deployed_commit"], rows[0]["reason"], rows[0]["since"]) if rows else None
 
@@ -215,8 +283,10 @@ class Deployments(StoreBase):
 
     def admit(self, *, repo: str, env: str, commit: str, kind: str, actor: str, reason: str, now: float) -> int:
         assert kind in ("override", "rollback"), kind
-        cur = self._write("INSERT INTO admissions (repo, env, commit_id, kind, actor, reason, created_at)"
-                          " VALUES (?, ?, ?, ?, ?, ?, ?)", (repo, env, commit, kind, actor, reason, now))
+        cur = self._write(
+            "INSERT INTO admissions (repo, env, commit_id, kind, actor, reason, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (repo, env, commit, kind, actor, reason, now),
+        )
         return int(cur.lastrowid or 0)
 
     def admission(self, repo: str, env: str, commit: str) -> Admission | None:
@@ -232,7 +302,9 @@ class Deployments(StoreBase):
     def _admissions(self, where: str, args: tuple[Any, ...], limit: int) -> list[Admission]:
         try:
             rows = self._rows(f"SELECT * FROM admissions {where} ORDER BY id DESC LIMIT ?", (*args, limit))  # noqa: S608 (table names and clauses are constants; values are bound)
-        except sqlite3.OperationalError:   # a store written by an older daemon
+        except sqlite3.OperationalError:  # a store written by an older daemon
             return []
-        return [Admission(r["id"], r["repo"], r["env"], r["commit_id"], r["kind"], r["actor"], r["reason"],
-                          r["created_at"]) for r in rows]
+        return [
+            Admission(r["id"], r["repo"], r["env"], r["commit_id"], r["kind"], r["actor"], r["reason"], r["created_at"])
+            for r in rows
+        ]

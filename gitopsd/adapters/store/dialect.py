@@ -7,6 +7,7 @@ REPLACE` and `INSERT OR IGNORE` (ON CONFLICT), two-argument MIN/MAX (LEAST/GREAT
 `BEGIN IMMEDIATE`. What cannot be rewritten by pattern (JSON functions, the id sequence, the
 schema's types) is a named method of each dialect. Stdlib only.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -26,7 +27,7 @@ class Executes(Protocol):
     def execute(self, sql: str, /) -> Any: ...
 
 
-Connection = TypeVar("Connection", bound=Executes)   # sqlite3's, or postgresql.py's
+Connection = TypeVar("Connection", bound=Executes)  # sqlite3's, or postgresql.py's
 
 
 @contextlib.contextmanager
@@ -75,8 +76,7 @@ class SQLite:
         return script
 
     # Progress of a running deployment, kept inside its `detail` JSON.
-    SET_PROGRESS = ("UPDATE deployments SET detail = json_set(COALESCE(detail, '{}'), '$.progress', json(?))"
-                    " WHERE id = ?")
+    SET_PROGRESS = "UPDATE deployments SET detail = json_set(COALESCE(detail, '{}'), '$.progress', json(?)) WHERE id = ?"
 
     # (repo, env, check type, passed, count) of the checks in finished deployments' details.
     CHECK_TOTALS = (
@@ -84,7 +84,8 @@ class SQLite:
         " instr(json_extract(c.value, '$.name') || ' ', ' ') - 1) AS check_type, json_extract(c.value, '$.ok') AS check_ok,"
         " COUNT(*) FROM deployments d, json_each(d.detail, '$.batches') b, json_each(b.value, '$.checks') c"
         " WHERE d.id > ? AND d.id <= ? AND d.result NOT IN ('queued', 'running') AND d.detail LIKE '%\"checks\"%'"
-        " GROUP BY d.repo, d.env, check_type, check_ok")
+        " GROUP BY d.repo, d.env, check_type, check_ok"
+    )
 
     def id_floor(self, db: Any, table: str, n: int) -> bool:
         """Make `table`'s next generated id exceed `n` (in a transaction); False if it already did."""
@@ -106,7 +107,7 @@ class PostgreSQL(SQLite):
 
     def __init__(self, keys: dict[str, tuple[str, ...]]):
         self.keys = keys
-        self.translate = functools.lru_cache(maxsize=1024)(self._translate)   # type: ignore[method-assign]
+        self.translate = functools.lru_cache(maxsize=1024)(self._translate)  # type: ignore[method-assign]
 
     def _translate(self, sql: str) -> tuple[str, tuple[int, ...] | None]:
         """(statement for psycopg, the argument index of each %s, or None to pass the arguments as given)."""
@@ -118,8 +119,12 @@ class PostgreSQL(SQLite):
             table, columns = replace.group(1), [c.strip() for c in replace.group(2).split(",")]
             key = self.keys[table]
             updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in columns if c not in key)
-            text = (f"INSERT INTO {table} ({', '.join(columns)})" + text[replace.end():]
-                    + f" ON CONFLICT ({', '.join(key)}) " + (f"DO UPDATE SET {updates}" if updates else "DO NOTHING"))
+            text = (
+                f"INSERT INTO {table} ({', '.join(columns)})"
+                + text[replace.end() :]
+                + f" ON CONFLICT ({', '.join(key)}) "
+                + (f"DO UPDATE SET {updates}" if updates else "DO NOTHING")
+            )
         elif _OR_IGNORE.match(text):
             text = _OR_IGNORE.sub("INSERT INTO", text, count=1) + " ON CONFLICT DO NOTHING"
         text = _two_argument(text, "MIN", "LEAST")
@@ -134,8 +139,10 @@ class PostgreSQL(SQLite):
         script = re.sub(r"\bREAL\b", "DOUBLE PRECISION", script)
         return re.sub(r"\bINTEGER\b", "BIGINT", script)
 
-    SET_PROGRESS = ("UPDATE deployments SET detail = jsonb_set(COALESCE(detail, '{}')::jsonb, '{progress}',"
-                    " CAST(? AS jsonb))::text WHERE id = ?")
+    SET_PROGRESS = (
+        "UPDATE deployments SET detail = jsonb_set(COALESCE(detail, '{}')::jsonb, '{progress}',"
+        " CAST(? AS jsonb))::text WHERE id = ?"
+    )
 
     CHECK_TOTALS = (
         "SELECT d.repo, d.env, split_part(c.value->>'name', ' ', 1) AS check_type,"
@@ -143,7 +150,8 @@ class PostgreSQL(SQLite):
         " FROM deployments d, jsonb_array_elements(COALESCE(d.detail::jsonb->'batches', '[]')) AS b(value),"
         " jsonb_array_elements(COALESCE(b.value->'checks', '[]')) AS c(value)"
         " WHERE d.id > ? AND d.id <= ? AND d.result NOT IN ('queued', 'running') AND d.detail LIKE '%\"checks\"%'"
-        " GROUP BY d.repo, d.env, check_type, check_ok")
+        " GROUP BY d.repo, d.env, check_type, check_ok"
+    )
 
     def id_floor(self, db: Any, table: str, n: int) -> bool:
         """The identity's sequence moved past `n` (rows copied in with their ids leave it behind too)."""
@@ -173,7 +181,7 @@ def _two_argument(sql: str, function: str, replacement: str) -> str:
                 i = sql.index("'", i + 1)
             i += 1
         if commas:
-            out.append(sql[at:found.start()] + replacement + "(")
+            out.append(sql[at : found.start()] + replacement + "(")
             at = start
     return "".join(out) + sql[at:]
 
@@ -183,7 +191,8 @@ def _placeholders(sql: str) -> tuple[str, tuple[int, ...] | None]:
     parts = re.split(r"('(?:[^']|'')*')", sql)
     order: list[int] = []
     numbered = False
-    for i in range(0, len(parts), 2):   # even parts are outside literals
+    for i in range(0, len(parts), 2):  # even parts are outside literals
+
         def mark(found: re.Match[str]) -> str:
             nonlocal numbered
             if found.group(1):
@@ -192,6 +201,7 @@ def _placeholders(sql: str) -> tuple[str, tuple[int, ...] | None]:
             else:
                 order.append(len(order))
             return "%s"
+
         parts[i] = _PLACEHOLDER.sub(mark, parts[i].replace("%", "%%"))
     for i in range(1, len(parts), 2):
         parts[i] = parts[i].replace("%", "%%")

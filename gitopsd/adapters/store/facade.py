@@ -10,6 +10,7 @@ pre-receive hook's read model in a local SQLite file. The schema is versioned (s
 `Store` opens the connection and composes the queries, grouped by concern in this package's modules
 (deployments, holds, checks, human, ledger, watches, trees); every caller calls them on the one `Store`.
 """
+
 from __future__ import annotations
 
 import sqlite3
@@ -47,20 +48,28 @@ class Store(Deployments, Holds, Checks, Human, Ledger, Watches, Trees):
     SQLite file the pre-receive hook reads (written by a writable store only).
     """
 
-    def __init__(self, path: Path, *, readonly: bool = False, url: str = "", retry_for: float | None = None,
-                 hook_copy: bool = True, epoch: int | None = None):
+    def __init__(
+        self,
+        path: Path,
+        *,
+        readonly: bool = False,
+        url: str = "",
+        retry_for: float | None = None,
+        hook_copy: bool = True,
+        epoch: int | None = None,
+    ):
         self.path = Path(path)
-        self.fenced = threading.Event()   # set when PostgreSQL refused a deployment record: another daemon leads
+        self.fenced = threading.Event()  # set when PostgreSQL refused a deployment record: another daemon leads
         self.epoch = epoch
         self.url = url
         self.location = str(self.path)
         self._lock = threading.Lock()
-        self.versions = (migrations.LATEST, migrations.LATEST)   # the schema's version before and after opening
+        self.versions = (migrations.LATEST, migrations.LATEST)  # the schema's version before and after opening
         self.dialect: dialects.SQLite = dialects.SQLite()
-        self.lost: str | None = None   # let_go(): why this store writes nothing more
-        self._unrecorded: dict[int, tuple[str, float, str | None]] = {}   # deployments that ended after let_go()
-        self.identity: tuple[int, int] | None = None   # (st_dev, st_ino) of the SQLite file a writable store opened
-        self._reader = readonly and not url   # a read-only SQLite store: opened again once if a read fails (_rows)
+        self.lost: str | None = None  # let_go(): why this store writes nothing more
+        self._unrecorded: dict[int, tuple[str, float, str | None]] = {}  # deployments that ended after let_go()
+        self.identity: tuple[int, int] | None = None  # (st_dev, st_ino) of the SQLite file a writable store opened
+        self._reader = readonly and not url  # a read-only SQLite store: opened again once if a read fails (_rows)
         if url:
             retry = PG_WRITE_RETRY if retry_for is None and not readonly else retry_for or 0.0
             self._open_postgresql(readonly, retry, hook_copy)
@@ -74,17 +83,20 @@ class Store(Deployments, Holds, Checks, Human, Ledger, Watches, Trees):
         self._db.execute("PRAGMA synchronous=NORMAL")
         self.versions = self._upgrade(self._db, self.dialect)
         self._db.row_factory = sqlite3.Row
-        self.identity = file_identity(self.path)   # the file this connection writes: see replaced()
+        self.identity = file_identity(self.path)  # the file this connection writes: see replaced()
         # Made by root (init, install-hooks, db upgrade) in the service's state folder: the service's, not root's.
-        ownership.hand_over([self.path, Path(f"{self.path}-wal"), Path(f"{self.path}-shm")],
-                            ownership.daemon_account(self.path.parent))
+        ownership.hand_over(
+            [self.path, Path(f"{self.path}-wal"), Path(f"{self.path}-shm")], ownership.daemon_account(self.path.parent)
+        )
 
     def _open_reader(self) -> None:
         """The read-only connection of a command (see snapshot.connect_readonly: readers in the daemon's group)."""
         db = snapshot.connect_readonly(str(self.path), check_same_thread=False)
-        if db is not None and db.execute(
-                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'deployments'").fetchone() is None:
-            db.close()   # a state.db without the store's tables (an older tool made it): nothing recorded, as no file
+        if (
+            db is not None
+            and db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'deployments'").fetchone() is None
+        ):
+            db.close()  # a state.db without the store's tables (an older tool made it): nothing recorded, as no file
             db = None
         if db is None:
             db = sqlite3.connect(":memory:", check_same_thread=False)
@@ -105,14 +117,14 @@ class Store(Deployments, Holds, Checks, Human, Ledger, Watches, Trees):
     def _upgrade(self, db: Any, dialect: dialects.SQLite) -> tuple[int, int]:
         try:
             return migrations.upgrade(db, dialect, full_schema())
-        except ValueError as exc:   # written by a newer gitopsd
+        except ValueError as exc:  # written by a newer gitopsd
             raise sqlite3.DatabaseError(f"{self.location}: {exc}") from exc
 
     def _open_postgresql(self, readonly: bool, retry_for: float, hook_copy: bool) -> None:
         """PostgreSQL at self.url; a writable store also keeps the hook's read model at self.path, copied whole now."""
         try:
             from . import postgresql as pgstore
-        except ImportError as exc:   # PostgreSQL is an extra (pyproject's `postgresql`): say what to install
+        except ImportError as exc:  # PostgreSQL is an extra (pyproject's `postgresql`): say what to install
             raise StoreUnusable(f"cannot use the PostgreSQL state database: {postgresql_missing(exc)}") from None
         self.location = pgstore.redact(self.url)
         self.dialect = dialects.PostgreSQL(dialects.primary_keys(full_schema()))
@@ -124,8 +136,9 @@ class Store(Deployments, Holds, Checks, Human, Ledger, Watches, Trees):
             mirror.execute("PRAGMA synchronous=NORMAL")
             migrations.upgrade(mirror, dialects.SQLite(), full_schema())
         try:
-            pg = pgstore.Connection(self.url, self.dialect, retry_for=retry_for, mirror=mirror,
-                                    max_size=2 if readonly else 4, epoch=self.epoch)
+            pg = pgstore.Connection(
+                self.url, self.dialect, retry_for=retry_for, mirror=mirror, max_size=2 if readonly else 4, epoch=self.epoch
+            )
         except BaseException:
             if mirror is not None:
                 mirror.close()
@@ -136,7 +149,7 @@ class Store(Deployments, Holds, Checks, Human, Ledger, Watches, Trees):
         if not readonly:
             self.versions = self._upgrade(pg, self.dialect)
             pg.resync_mirror()
-        elif migrations.current(pg) == 0:   # no daemon wrote here yet: nothing recorded, as a missing SQLite file
+        elif migrations.current(pg) == 0:  # no daemon wrote here yet: nothing recorded, as a missing SQLite file
             pg.close()
             self.dialect = dialects.SQLite()
             self._db = sqlite3.connect(":memory:", check_same_thread=False)
@@ -160,7 +173,7 @@ class Store(Deployments, Holds, Checks, Human, Ledger, Watches, Trees):
         """Why the SQLite file at `path` is no longer the one this writable store opened (one os.stat), or None.
 
         A deleted or replaced state.db would otherwise be recreated empty by the next opener, the history gone."""
-        if self.identity is None:   # PostgreSQL, or a reader
+        if self.identity is None:  # PostgreSQL, or a reader
             return None
         now = file_identity(self.path)
         if now is None:
@@ -177,7 +190,7 @@ class Store(Deployments, Holds, Checks, Human, Ledger, Watches, Trees):
             try:
                 self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             except sqlite3.Error:
-                pass   # a reader's snapshot holds the log: the rescue copy has the records all the same
+                pass  # a reader's snapshot holds the log: the rescue copy has the records all the same
 
     def backup(self, target: Path) -> Path:
         """Copy this store, as it is now, to `target` (SQLite's online backup; atomic, mode 0640); return `target`."""
@@ -198,10 +211,20 @@ class Store(Deployments, Holds, Checks, Human, Ledger, Watches, Trees):
         """Each daemon that said it was alive here: name, role, epoch, pid, api, seconds since it did (PostgreSQL)."""
         if self.backend != "postgresql":
             return []
-        rows = self._rows("SELECT name, role, epoch, pid, api, extract(epoch from now()) - seen_at AS age FROM daemons"
-                          " ORDER BY role, name")   # the age by the database's clock: the daemons' may differ
-        return [{"name": r["name"], "role": r["role"], "epoch": int(r["epoch"]), "pid": int(r["pid"]),
-                 "api": r["api"], "seen_ago": max(0.0, float(r["age"]))} for r in rows]
+        rows = self._rows(
+            "SELECT name, role, epoch, pid, api, extract(epoch from now()) - seen_at AS age FROM daemons ORDER BY role, name"
+        )  # the age by the database's clock: the daemons' may differ
+        return [
+            {
+                "name": r["name"],
+                "role": r["role"],
+                "epoch": int(r["epoch"]),
+                "pid": int(r["pid"]),
+                "api": r["api"],
+                "seen_ago": max(0.0, float(r["age"])),
+            }
+            for r in rows
+        ]
 
     def close(self) -> None:
         self._db.close()
@@ -236,12 +259,14 @@ class Store(Deployments, Holds, Checks, Human, Ledger, Watches, Trees):
         through the (repo, env, id) indexes; failure, blocked, suspension, watch: {(repo, env): row}, bad_trees:
         {(repo, env, tree): reason}, locks: every lock in force at `now`. None from a store older than these tables.
         """
-        newest = ("SELECT * FROM {0} WHERE id IN (SELECT (SELECT max(id) FROM {0} AS x WHERE x.repo = h.repo"
-                  " AND x.env = h.env{1}) FROM env_heads AS h)")
-        pair = lambda r: (r["repo"], r["env"])   # noqa: E731
+        newest = (
+            "SELECT * FROM {0} WHERE id IN (SELECT (SELECT max(id) FROM {0} AS x WHERE x.repo = h.repo"
+            " AND x.env = h.env{1}) FROM env_heads AS h)"
+        )
+        pair = lambda r: (r["repo"], r["env"])  # noqa: E731
         try:
             return self._environment_records(newest, pair, now)
-        except sqlite3.OperationalError:   # a store written by an older daemon, read by `status`
+        except sqlite3.OperationalError:  # a store written by an older daemon, read by `status`
             return None
 
     def _environment_records(self, newest: str, pair: Callable[[sqlite3.Row], tuple[str, str]], now: float) -> dict[str, Any]:
@@ -249,16 +274,27 @@ class Store(Deployments, Holds, Checks, Human, Ledger, Watches, Trees):
         return {
             "covered": {pair(r) for r in self._rows("SELECT repo, env FROM env_heads")},
             "last": {(d.repo, d.env): d for d in last.values()},
-            "deployed": {pair(r): last.get(r["id"]) or self._deployment(r)   # mostly the last one: parsed once
-                         for r in self._rows(newest.format("deployments", " AND x.result = 'succeeded'"))},
+            "deployed": {
+                pair(r): last.get(r["id"]) or self._deployment(r)  # mostly the last one: parsed once
+                for r in self._rows(newest.format("deployments", " AND x.result = 'succeeded'"))
+            },
             "drift": {pair(r): self._drift_report(r) for r in self._rows(newest.format("drift_reports", ""))},
-            "failure": {pair(r): FailureStatus(r["commit_id"], r["failures"], r["next_retry_at"], bool(r["stalled"]),
-                                               r["reason"], failed=r["stalled"] == 2)
-                        for r in self._rows("SELECT * FROM env_status")},
-            "blocked": {pair(r): Block(r["commit_id"], r["deployed_commit"], r["reason"], r["since"])
-                        for r in self._rows("SELECT * FROM env_blocks")},
-            "suspension": {pair(r): Hold(r["actor"], r["reason"], r["since"]) for r in self._rows("SELECT * FROM env_suspensions")},
+            "failure": {
+                pair(r): FailureStatus(
+                    r["commit_id"], r["failures"], r["next_retry_at"], bool(r["stalled"]), r["reason"], failed=r["stalled"] == 2
+                )
+                for r in self._rows("SELECT * FROM env_status")
+            },
+            "blocked": {
+                pair(r): Block(r["commit_id"], r["deployed_commit"], r["reason"], r["since"])
+                for r in self._rows("SELECT * FROM env_blocks")
+            },
+            "suspension": {
+                pair(r): Hold(r["actor"], r["reason"], r["since"]) for r in self._rows("SELECT * FROM env_suspensions")
+            },
             "watch": {pair(r): self._watch(r) for r in self._rows("SELECT * FROM watches")},
-            "bad_trees": {(r["repo"], r["env"], r["tree"]): r["reason"]
-                          for r in self._rows("SELECT repo, env, tree, reason FROM bad_trees")},
-            "locks": self.all_locks(now)}
+            "bad_trees": {
+                (r["repo"], r["env"], r["tree"]): r["reason"] for r in self._rows("SELECT repo, env, tree, reason FROM bad_trees")
+            },
+            "locks": self.all_locks(now),
+        }

@@ -1,4 +1,5 @@
 """The human gates' records: sign-offs, release candidates, approvals, previews, pushers (gate/approvals.py)."""
+
 from __future__ import annotations
 
 import sqlite3
@@ -10,6 +11,7 @@ from .base import StoreBase
 
 class ReleaseWord(NamedTuple):
     """A release candidate for (repo, target environment, tree) with one of its approvals (actor None: it has none)."""
+
     repo: str
     env: str
     tree: str
@@ -22,6 +24,7 @@ class ReleaseWord(NamedTuple):
 
 class SignoffWord(NamedTuple):
     """One sign-off (or rejection, or withdrawal) of a tree in an environment."""
+
     repo: str
     env: str
     tree: str
@@ -43,53 +46,100 @@ class Human(StoreBase):
     def approval_rows(self, repo: str, rc: str) -> list[tuple[str, str, str, float]]:
         return self._human(approvals.APPROVALS, (repo, rc))
 
-    def add_signoff(self, *, repo: str, env: str, commit: str, tree: str, actor: str, verdict: str, note: str,
-                    now: float) -> int:
+    def add_signoff(self, *, repo: str, env: str, commit: str, tree: str, actor: str, verdict: str, note: str, now: float) -> int:
         assert verdict in ("signoff", "reject", "withdraw"), verdict
-        return int(self._write("INSERT INTO signoffs (repo, env, commit_id, tree, actor, verdict, note, created_at)"
-                               " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                               (repo, env, commit, tree, actor, verdict, note, now)).lastrowid or 0)
+        return int(
+            self._write(
+                "INSERT INTO signoffs (repo, env, commit_id, tree, actor, verdict, note, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (repo, env, commit, tree, actor, verdict, note, now),
+            ).lastrowid
+            or 0
+        )
 
-    def add_rc(self, *, repo: str, name: str, commit: str, tree: str, source_env: str, target_env: str,
-               created_by: str, self_identities: list[str], now: float) -> bool:
+    def add_rc(
+        self,
+        *,
+        repo: str,
+        name: str,
+        commit: str,
+        tree: str,
+        source_env: str,
+        target_env: str,
+        created_by: str,
+        self_identities: list[str],
+        now: float,
+    ) -> bool:
         """Record a release candidate; False if the name is taken."""
         try:
-            self._write("INSERT INTO release_candidates (repo, name, commit_id, tree, source_env, target_env, created_by,"
-                        " created_at, self_identities) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        (repo, name, commit, tree, source_env, target_env, created_by, now, "\n".join(self_identities)))
+            self._write(
+                "INSERT INTO release_candidates (repo, name, commit_id, tree, source_env, target_env, created_by,"
+                " created_at, self_identities) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (repo, name, commit, tree, source_env, target_env, created_by, now, "\n".join(self_identities)),
+            )
         except sqlite3.IntegrityError:
             return False
         return True
 
-    def add_preview(self, *, repo: str, source_env: str, target_env: str, commit: str, tree: str, rc: str,
-                    target_deployment: int, requested_by: str, now: float) -> int:
-        return int(self._write(
-            "INSERT INTO previews (repo, source_env, target_env, commit_id, tree, rc, target_deployment, requested_by,"
-            " requested_at, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued')",
-            (repo, source_env, target_env, commit, tree, rc, target_deployment, requested_by, now)).lastrowid or 0)
+    def add_preview(
+        self,
+        *,
+        repo: str,
+        source_env: str,
+        target_env: str,
+        commit: str,
+        tree: str,
+        rc: str,
+        target_deployment: int,
+        requested_by: str,
+        now: float,
+    ) -> int:
+        return int(
+            self._write(
+                "INSERT INTO previews (repo, source_env, target_env, commit_id, tree, rc, target_deployment, requested_by,"
+                " requested_at, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued')",
+                (repo, source_env, target_env, commit, tree, rc, target_deployment, requested_by, now),
+            ).lastrowid
+            or 0
+        )
 
-    def update_preview(self, preview_id: int, *, state: str, now: float | None = None, reason: str | None = None,
-                       digest: str = "", result: str = "{}", target_deployment: int | None = None) -> None:
+    def update_preview(
+        self,
+        preview_id: int,
+        *,
+        state: str,
+        now: float | None = None,
+        reason: str | None = None,
+        digest: str = "",
+        result: str = "{}",
+        target_deployment: int | None = None,
+    ) -> None:
         """A preview starts (running: the target's deployment it runs against) or ends (done | failed)."""
         if state == "running":
-            self._write("UPDATE previews SET state = 'running', target_deployment = ? WHERE id = ?",
-                        (target_deployment or 0, preview_id))
+            self._write(
+                "UPDATE previews SET state = 'running', target_deployment = ? WHERE id = ?", (target_deployment or 0, preview_id)
+            )
             return
-        self._write("UPDATE previews SET state = ?, finished_at = ?, reason = ?, digest = ?, result = ? WHERE id = ?",
-                    (state, now, reason, digest, result, preview_id))
+        self._write(
+            "UPDATE previews SET state = ?, finished_at = ?, reason = ?, digest = ?, result = ? WHERE id = ?",
+            (state, now, reason, digest, result, preview_id),
+        )
 
-    def previews(self, repo: str, *, rc: str | None = None, target_env: str | None = None, preview_id: int | None = None,
-                 limit: int = 20) -> list[dict[str, Any]]:
+    def previews(
+        self, repo: str, *, rc: str | None = None, target_env: str | None = None, preview_id: int | None = None, limit: int = 20
+    ) -> list[dict[str, Any]]:
         """Previews newest first, of a release candidate, a target environment or one by id."""
-        where, args = ["repo = ?"], [repo]   # type: tuple[list[str], list[Any]]
+        where, args = ["repo = ?"], [repo]  # type: tuple[list[str], list[Any]]
         for column, value in (("rc", rc), ("target_env", target_env), ("id", preview_id)):
             if value is not None:
                 where.append(f"{column} = ?")
                 args.append(value)
         try:
-            rows = self._rows(f"SELECT * FROM previews WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ?",  # noqa: S608 (constant clauses; values are bound)
-                              (*args, limit))
-        except sqlite3.OperationalError:   # a store written by an older daemon, read by a command
+            rows = self._rows(
+                f"SELECT * FROM previews WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ?",  # noqa: S608 (constant clauses; values are bound)
+                (*args, limit),
+            )
+        except sqlite3.OperationalError:  # a store written by an older daemon, read by a command
             return []
         return [dict(r) for r in rows]
 
@@ -104,8 +154,11 @@ class Human(StoreBase):
         marks = [(int(a), int(b), float(c), str(d)) for a, b, c, d, _tree in rows]
         deployed = self._human(approvals.TARGET_DEPLOYED, (repo, env, str(rows[0][4]) if rows else ""))
         drifted = self._human(approvals.TARGET_DRIFTED, (repo, env))
-        return (marks, int(deployed[0][0] or 0) if deployed else 0,
-                float(drifted[0][0]) if drifted and drifted[0][0] is not None else None)
+        return (
+            marks,
+            int(deployed[0][0] or 0) if deployed else 0,
+            float(drifted[0][0]) if drifted and drifted[0][0] is not None else None,
+        )
 
     def rc(self, repo: str, name: str) -> dict[str, Any] | None:
         rows = self._rows("SELECT * FROM release_candidates WHERE repo = ? AND name = ?", (repo, name))
@@ -114,55 +167,73 @@ class Human(StoreBase):
     def rcs(self, repo: str, limit: int = 50) -> list[dict[str, Any]]:
         """Release candidates, newest first."""
         try:
-            rows = self._rows("SELECT * FROM release_candidates WHERE repo = ? ORDER BY created_at DESC LIMIT ?",
-                              (repo, limit))
+            rows = self._rows("SELECT * FROM release_candidates WHERE repo = ? ORDER BY created_at DESC LIMIT ?", (repo, limit))
         except sqlite3.OperationalError:
             return []
         return [dict(r) for r in rows]
 
     def add_approval(self, *, repo: str, rc: str, tree: str, actor: str, kind: str, note: str, now: float) -> int:
         assert kind in ("approve", "reject", "withdraw"), kind
-        return int(self._write("INSERT INTO approvals (repo, rc, tree, actor, kind, note, created_at)"
-                               " VALUES (?, ?, ?, ?, ?, ?, ?)", (repo, rc, tree, actor, kind, note, now)).lastrowid or 0)
+        return int(
+            self._write(
+                "INSERT INTO approvals (repo, rc, tree, actor, kind, note, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (repo, rc, tree, actor, kind, note, now),
+            ).lastrowid
+            or 0
+        )
 
     def record_push(self, repo: str, branch: str, commit: str, pusher: str, now: float) -> None:
         """Remember who pushed a head to a non-environment branch (self-approval looks it up)."""
-        self._write("INSERT OR IGNORE INTO pushes (repo, commit_id, branch, pusher, pushed_at) VALUES (?, ?, ?, ?, ?)",
-                    (repo, commit, branch, pusher, now))
+        self._write(
+            "INSERT OR IGNORE INTO pushes (repo, commit_id, branch, pusher, pushed_at) VALUES (?, ?, ?, ?, ?)",
+            (repo, commit, branch, pusher, now),
+        )
 
     def pushers(self, repo: str, commits: list[str]) -> set[str]:
         """Who pushed any of `commits` (as heads of non-environment branches)."""
         found: set[str] = set()
         for start in range(0, len(commits), 500):
-            chunk = commits[start:start + 500]
+            chunk = commits[start : start + 500]
             marks = ",".join("?" * len(chunk))
-            found |= {r["pusher"] for r in self._rows(
-                f"SELECT DISTINCT pusher FROM pushes WHERE repo = ? AND commit_id IN ({marks})", (repo, *chunk))}  # noqa: S608 (placeholders only; values are bound)
+            found |= {
+                r["pusher"]
+                for r in self._rows(
+                    f"SELECT DISTINCT pusher FROM pushes WHERE repo = ? AND commit_id IN ({marks})",
+                    (repo, *chunk),  # noqa: S608 (placeholders only; values are bound)
+                )
+            }
         return found
 
     def rcs_with_approvals(self, keys: list[tuple[str, str, str]]) -> list[ReleaseWord]:
         """(repo, target_env, tree, name, created_at, actor, kind, at) of the release candidates for these
         (repo, target environment, tree), each with its approvals oldest first (actor None when it has none)."""
-        rows = self._by_keys("SELECT c.repo, c.target_env, c.tree, c.name, c.created_at, a.actor, a.kind, a.created_at"
-                             " FROM k JOIN release_candidates c ON c.repo = k.repo AND c.tree = k.tree"
-                             " AND c.target_env = k.env LEFT JOIN approvals a ON a.repo = c.repo AND a.rc = c.name"
-                             " ORDER BY c.created_at, a.id", keys)
+        rows = self._by_keys(
+            "SELECT c.repo, c.target_env, c.tree, c.name, c.created_at, a.actor, a.kind, a.created_at"
+            " FROM k JOIN release_candidates c ON c.repo = k.repo AND c.tree = k.tree"
+            " AND c.target_env = k.env LEFT JOIN approvals a ON a.repo = c.repo AND a.rc = c.name"
+            " ORDER BY c.created_at, a.id",
+            keys,
+        )
         return [ReleaseWord(*r) for r in rows]
 
     def signoffs_of(self, keys: list[tuple[str, str, str]]) -> list[SignoffWord]:
         """(repo, env, tree, actor, verdict, note, at) of the sign-offs of these (repo, env, tree), oldest first."""
-        rows = self._by_keys("SELECT s.repo, s.env, s.tree, s.actor, s.verdict, s.note, s.created_at FROM k"
-                             " JOIN signoffs s ON s.repo = k.repo AND s.env = k.env AND s.tree = k.tree ORDER BY s.id",
-                             keys)
+        rows = self._by_keys(
+            "SELECT s.repo, s.env, s.tree, s.actor, s.verdict, s.note, s.created_at FROM k"
+            " JOIN signoffs s ON s.repo = k.repo AND s.env = k.env AND s.tree = k.tree ORDER BY s.id",
+            keys,
+        )
         return [SignoffWord(*r) for r in rows]
 
     def _by_keys(self, select: str, keys: list[tuple[str, str, str]]) -> list[tuple[Any, ...]]:
         """`select` over the table k(repo, env, tree) of `keys`: joined from k, the indexes serve each key
         (a row-value IN scanned the whole table)."""
         rows: list[tuple[Any, ...]] = []
-        for start in range(0, len(keys), 300):   # 900 bound values per statement, under SQLite's old 999 limit
-            chunk = keys[start:start + 300]
+        for start in range(0, len(keys), 300):  # 900 bound values per statement, under SQLite's old 999 limit
+            chunk = keys[start : start + 300]
             values = ",".join(["(?, ?, ?)"] * len(chunk))
-            rows += self._human(f"WITH k(repo, env, tree) AS (VALUES {values}) {select}",  # noqa: S608 (placeholders and constants; values are bound)
-                                tuple(v for key in chunk for v in key))
+            rows += self._human(
+                f"WITH k(repo, env, tree) AS (VALUES {values}) {select}",  # noqa: S608 (placeholders and constants; values are bound)
+                tuple(v for key in chunk for v in key),
+            )
         return rows

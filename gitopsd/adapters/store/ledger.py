@@ -1,4 +1,5 @@
 """The ledger behind DORA and /metrics: commits first seen and first deployed, and grouped totals over id ranges."""
+
 from __future__ import annotations
 
 import sqlite3
@@ -10,11 +11,12 @@ from .base import StoreBase, bookkeeping
 
 class DeploymentTotal(NamedTuple):
     """Finished deployments of one group (deployment_totals): how many, how long, the bucket of their duration."""
+
     repo: str
     env: str
     kind: str
     result: str
-    automatic: bool | int   # an automatic rollback's (SQLite says 1 or 0)
+    automatic: bool | int  # an automatic rollback's (SQLite says 1 or 0)
     bucket: int
     deployments: int
     seconds: float
@@ -23,6 +25,7 @@ class DeploymentTotal(NamedTuple):
 
 class LeadTimeTotal(NamedTuple):
     """The lead times of one environment's changes in one bucket (lead_times)."""
+
     repo: str
     env: str
     bucket: int
@@ -32,6 +35,7 @@ class LeadTimeTotal(NamedTuple):
 
 class CheckTotal(NamedTuple):
     """How many checks of one type passed (or failed) in one environment's deployments (check_totals)."""
+
     repo: str
     env: str
     type: str
@@ -46,7 +50,7 @@ class Ledger(StoreBase):
         """The branch heads at the last walk for new commits; None before the first walk (firstseen.py)."""
         try:
             rows = self._rows("SELECT tips FROM seen_refs WHERE repo = ?", (repo,))
-        except sqlite3.OperationalError:   # a store written by an older daemon
+        except sqlite3.OperationalError:  # a store written by an older daemon
             return None
         return rows[0]["tips"].split() if rows else None
 
@@ -54,8 +58,10 @@ class Ledger(StoreBase):
     def record_seen(self, repo: str, commits: list[tuple[str, str]], at: float, tips: list[str]) -> None:
         """Record (commit, via) first seen at `at` (an earlier record wins) and the heads walked to, in one transaction."""
         with self._transaction() as db:
-            db.executemany("INSERT OR IGNORE INTO commits_seen (repo, commit_id, first_seen, via)"
-                           " VALUES (?, ?, ?, ?)", [(repo, c, at, via) for c, via in commits])
+            db.executemany(
+                "INSERT OR IGNORE INTO commits_seen (repo, commit_id, first_seen, via) VALUES (?, ?, ?, ?)",
+                [(repo, c, at, via) for c, via in commits],
+            )
             db.execute("INSERT OR REPLACE INTO seen_refs (repo, tips) VALUES (?, ?)", (repo, "\n".join(tips)))
 
     @bookkeeping
@@ -65,53 +71,73 @@ class Ledger(StoreBase):
         recorded, its first deployment's start anywhere) to `d`'s end. None for commits whose `via` is in
         `not_changes` (gitopsd made them)."""
         end = d.finished_at or d.started_at
-        marks = ",".join(f"?{7 + i}" for i in range(len(not_changes))) or "NULL"   # after ?1 to ?6 below
-        sql = ("INSERT OR IGNORE INTO commits_deployed (repo, env, commit_id, deployment_id, deployed_at, lead)"  # noqa: S608 (placeholders only)
-               f" SELECT ?1, ?2, ?3, ?4, ?5, CASE WHEN s.via IN ({marks}) THEN NULL ELSE ?5 - MIN(?6, COALESCE("  # noqa: S608 (placeholders only; values are bound)
-               " s.first_seen, (SELECT MIN(d.started_at) FROM commits_deployed c JOIN deployments d"
-               " ON d.id = c.deployment_id WHERE c.repo = ?1 AND c.commit_id = ?3), ?6)) END"
-               " FROM (SELECT 1) AS one LEFT JOIN commits_seen s ON s.repo = ?1 AND s.commit_id = ?3")
+        marks = ",".join(f"?{7 + i}" for i in range(len(not_changes))) or "NULL"  # after ?1 to ?6 below
+        sql = (
+            "INSERT OR IGNORE INTO commits_deployed (repo, env, commit_id, deployment_id, deployed_at, lead)"  # noqa: S608 (placeholders only)
+            f" SELECT ?1, ?2, ?3, ?4, ?5, CASE WHEN s.via IN ({marks}) THEN NULL ELSE ?5 - MIN(?6, COALESCE("  # noqa: S608 (placeholders only; values are bound)
+            " s.first_seen, (SELECT MIN(d.started_at) FROM commits_deployed c JOIN deployments d"
+            " ON d.id = c.deployment_id WHERE c.repo = ?1 AND c.commit_id = ?3), ?6)) END"
+            " FROM (SELECT 1) AS one LEFT JOIN commits_seen s ON s.repo = ?1 AND s.commit_id = ?3"
+        )
         with self._transaction() as db:
             db.executemany(sql, [(d.repo, d.env, c, d.id, end, d.started_at, *not_changes) for c in commits])
 
     def dora_deployments(self, repo: str | None, env: str, since: float) -> list[tuple[Any, ...]]:
         """(repo, is a rollback, succeeded, commit, started_at, finished_at) of `env`'s deploys and rollbacks that
         succeeded or failed, started since `since`, by repository and id (dora.py computes the figures)."""
-        where = ("env = ? AND started_at >= ? AND kind IN ('deploy', 'rollback') AND result IN ('succeeded', 'failed')"
-                 + (" AND repo = ?" if repo else ""))
-        return self._plain("SELECT repo, kind = 'rollback', result = 'succeeded', commit_id, started_at,"  # noqa: S608 (constant clauses; values are bound)
-                           f" COALESCE(finished_at, started_at) FROM deployments WHERE {where} ORDER BY repo, id",
-                           (env, since, *([repo] if repo else [])))
+        where = "env = ? AND started_at >= ? AND kind IN ('deploy', 'rollback') AND result IN ('succeeded', 'failed')" + (
+            " AND repo = ?" if repo else ""
+        )
+        return self._plain(
+            "SELECT repo, kind = 'rollback', result = 'succeeded', commit_id, started_at,"  # noqa: S608 (constant clauses; values are bound)
+            f" COALESCE(finished_at, started_at) FROM deployments WHERE {where} ORDER BY repo, id",
+            (env, since, *([repo] if repo else [])),
+        )
 
     def dora_first_deployment(self, repo: str | None, env: str) -> float | None:
         """When `env` (in `repo`, or in any repository) was first deployed: a younger history is measured from there."""
-        rows = self._plain("SELECT MIN(started_at) FROM deployments WHERE env = ?" + (" AND repo = ?" if repo else ""),  # noqa: S608 (constant clauses)
-                           (env, *([repo] if repo else [])))
+        rows = self._plain(
+            "SELECT MIN(started_at) FROM deployments WHERE env = ?" + (" AND repo = ?" if repo else ""),  # noqa: S608 (constant clauses)
+            (env, *([repo] if repo else [])),
+        )
         return rows[0][0] if rows else None
 
     def dora_lead_times(self, repo: str | None, env: str, since: float) -> list[float]:
         """The lead times (seconds) of the changes that deployments ending since `since` brought to `env` first."""
-        return [lead for (lead,) in self._plain(
-            "SELECT lead FROM commits_deployed WHERE env = ? AND deployed_at >= ? AND lead IS NOT NULL"  # noqa: S608 (constant clauses)
-            + (" AND repo = ?" if repo else ""), (env, since, *([repo] if repo else [])))]
+        return [
+            lead
+            for (lead,) in self._plain(
+                "SELECT lead FROM commits_deployed WHERE env = ? AND deployed_at >= ? AND lead IS NOT NULL"  # noqa: S608 (constant clauses)
+                + (" AND repo = ?" if repo else ""),
+                (env, since, *([repo] if repo else [])),
+            )
+        ]
 
     def deployment_ids(self, after: int) -> tuple[int, list[tuple[int, str, str, str]]]:
         """(highest id, [(id, repo, env, result)] of deployments above `after` still queued or running)."""
         top = self._rows("SELECT COALESCE(MAX(id), 0) FROM deployments")[0][0]
-        active = self._rows("SELECT id, repo, env, result FROM deployments WHERE id > ? AND id <= ?"
-                            " AND result IN ('queued', 'running') ORDER BY id", (after, top))
+        active = self._rows(
+            "SELECT id, repo, env, result FROM deployments WHERE id > ? AND id <= ?"
+            " AND result IN ('queued', 'running') ORDER BY id",
+            (after, top),
+        )
         return int(top), [(int(r[0]), r[1], r[2], r[3]) for r in active]
 
     def deployment_totals(self, after: int, upto: int, bounds: tuple[float, ...]) -> list[DeploymentTotal]:
         """Finished deployments with ids in (after, upto], grouped: (repo, env, kind, result, automatic, bucket,
         count, seconds, last success), `bucket` the index of the first of `bounds` the duration is within."""
         case = " ".join(f"WHEN finished_at - started_at <= {float(b)!r} THEN {i}" for i, b in enumerate(bounds))
-        return [DeploymentTotal(*r) for r in self._rows(
-            f"SELECT repo, env, kind, result, trigger = 'auto-rollback', CASE {case} ELSE {len(bounds)} END AS bucket,"  # noqa: S608 (numbers formatted from floats; values are bound)
-            " COUNT(*), SUM(finished_at - started_at),"
-            " MAX(CASE WHEN result = 'succeeded' THEN finished_at END) FROM deployments"
-            " WHERE id > ? AND id <= ? AND result NOT IN ('queued', 'running')"
-            " GROUP BY repo, env, kind, result, trigger = 'auto-rollback', bucket", (after, upto))]
+        return [
+            DeploymentTotal(*r)
+            for r in self._rows(
+                f"SELECT repo, env, kind, result, trigger = 'auto-rollback', CASE {case} ELSE {len(bounds)} END AS bucket,"  # noqa: S608 (numbers formatted from floats; values are bound)
+                " COUNT(*), SUM(finished_at - started_at),"
+                " MAX(CASE WHEN result = 'succeeded' THEN finished_at END) FROM deployments"
+                " WHERE id > ? AND id <= ? AND result NOT IN ('queued', 'running')"
+                " GROUP BY repo, env, kind, result, trigger = 'auto-rollback', bucket",
+                (after, upto),
+            )
+        ]
 
     def lead_times(self, after: int, upto: int, bounds: tuple[float, ...]) -> list[LeadTimeTotal]:
         """(repo, env, bucket, count, seconds) of the lead times of the commits that successful deployments with
@@ -119,11 +145,16 @@ class Ledger(StoreBase):
         that deployment's end (table commits_deployed, as `gitopsd dora` counts them)."""
         case = " ".join(f"WHEN lead <= {float(b)!r} THEN {i}" for i, b in enumerate(bounds))
         try:
-            return [LeadTimeTotal(*r) for r in self._rows(
-                f"SELECT repo, env, CASE {case} ELSE {len(bounds)} END AS bucket, COUNT(*), SUM(lead)"  # noqa: S608 (numbers formatted from floats; values are bound)
-                " FROM commits_deployed WHERE deployment_id > ? AND deployment_id <= ? AND lead IS NOT NULL"
-                " GROUP BY repo, env, bucket", (after, upto))]
-        except sqlite3.OperationalError:   # a store without commits_deployed (older daemon)
+            return [
+                LeadTimeTotal(*r)
+                for r in self._rows(
+                    f"SELECT repo, env, CASE {case} ELSE {len(bounds)} END AS bucket, COUNT(*), SUM(lead)"  # noqa: S608 (numbers formatted from floats; values are bound)
+                    " FROM commits_deployed WHERE deployment_id > ? AND deployment_id <= ? AND lead IS NOT NULL"
+                    " GROUP BY repo, env, bucket",
+                    (after, upto),
+                )
+            ]
+        except sqlite3.OperationalError:  # a store without commits_deployed (older daemon)
             return []
 
     def check_totals(self, after: int, upto: int) -> list[CheckTotal]:

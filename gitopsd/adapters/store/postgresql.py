@@ -9,6 +9,7 @@ The pre-receive hook never connects here: every row written to a table the hook 
 comes back from PostgreSQL (RETURNING *) and is written, once PostgreSQL committed it, into a local
 SQLite file the hook reads as it reads the SQLite store (gate/snapshot.py connect_readonly).
 """
+
 from __future__ import annotations
 
 import logging
@@ -46,20 +47,23 @@ def redact(url: str) -> str:
 
 class Unreachable(sqlite3.OperationalError):
     """PostgreSQL cannot be reached (down, wrong address, refusing connections)."""
+
     store_kind = UNREACHABLE
 
 
 class Refused(sqlite3.OperationalError):
     """PostgreSQL refused this user (password, role, permissions)."""
+
     store_kind = PERMISSION
 
 
 class Fenced(sqlite3.OperationalError):
     """A deployment record from a daemon that lost the lead: the database refused it (migrations.FENCE)."""
+
     store_kind = FENCED
 
 
-FENCED_STATE = "GDF01"   # the SQLSTATE migrations.FENCE raises
+FENCED_STATE = "GDF01"  # the SQLSTATE migrations.FENCE raises
 
 
 class Row(tuple):  # type: ignore[type-arg]
@@ -106,9 +110,16 @@ def translate_error(url: str, exc: BaseException) -> sqlite3.Error:
     """psycopg's error as the sqlite3 class the store handles, its words kept and the URL's password left out."""
     words = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     text = f"{redact(url)}: {words}"
-    if isinstance(exc, psycopg.errors.InsufficientPrivilege | psycopg.errors.InvalidAuthorizationSpecification |
-                  psycopg.errors.InvalidPassword) or "authentication failed" in words or (
-                      "role" in words and "does not exist" in words):
+    if (
+        isinstance(
+            exc,
+            psycopg.errors.InsufficientPrivilege
+            | psycopg.errors.InvalidAuthorizationSpecification
+            | psycopg.errors.InvalidPassword,
+        )
+        or "authentication failed" in words
+        or ("role" in words and "does not exist" in words)
+    ):
         return Refused(text)
     if getattr(exc, "sqlstate", None) == FENCED_STATE:
         return Fenced(text)
@@ -137,28 +148,50 @@ class Connection:
     Callers serialise their use (the store's lock), as they do with sqlite3.
     """
 
-    def __init__(self, url: str, dialect: PostgreSQL, *, retry_for: float = 0.0, connect_timeout: float = 5.0,
-                 mirror: sqlite3.Connection | None = None, max_size: int = 4, epoch: int | None = None):
+    def __init__(
+        self,
+        url: str,
+        dialect: PostgreSQL,
+        *,
+        retry_for: float = 0.0,
+        connect_timeout: float = 5.0,
+        mirror: sqlite3.Connection | None = None,
+        max_size: int = 4,
+        epoch: int | None = None,
+    ):
         self.url, self.dialect, self.retry_for = url, dialect, retry_for
-        self.row_factory: Any = None   # accepted for sqlite3's sake: rows are always Row
+        self.row_factory: Any = None  # accepted for sqlite3's sake: rows are always Row
         self.mirror = mirror
         self._tx: psycopg.Connection[Any] | None = None
         self._pending: list[tuple[str, str, list[str], list[tuple[Any, ...]]]] = []
         # TCP keepalives and a user timeout: a statement on a connection whose network went away fails within
         # seconds (and is retried, above) instead of waiting for the system's two-hour keepalive.
-        kwargs: dict[str, Any] = {"autocommit": True, "connect_timeout": max(1, int(connect_timeout)), "keepalives": 1,
-                                  "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 3,
-                                  "tcp_user_timeout": 15000}
-        if epoch is not None:   # the leader's: each deployment row it writes carries it, or is refused (fencing)
+        kwargs: dict[str, Any] = {
+            "autocommit": True,
+            "connect_timeout": max(1, int(connect_timeout)),
+            "keepalives": 1,
+            "keepalives_idle": 5,
+            "keepalives_interval": 2,
+            "keepalives_count": 3,
+            "tcp_user_timeout": 15000,
+        }
+        if epoch is not None:  # the leader's: each deployment row it writes carries it, or is refused (fencing)
             kwargs["options"] = f"-c gitopsd.epoch={int(epoch)}"
         self._pool = psycopg_pool.ConnectionPool(
-            url, min_size=1, max_size=max_size, open=False, timeout=connect_timeout, name="gitopsd", kwargs=kwargs,
-            check=psycopg_pool.ConnectionPool.check_connection)
+            url,
+            min_size=1,
+            max_size=max_size,
+            open=False,
+            timeout=connect_timeout,
+            name="gitopsd",
+            kwargs=kwargs,
+            check=psycopg_pool.ConnectionPool.check_connection,
+        )
         try:
             # One plain connection first: its error says what is wrong (the pool's says only that it timed out).
             psycopg.connect(url, connect_timeout=max(1, int(connect_timeout))).close()
             self._pool.open(wait=True, timeout=connect_timeout)
-        except Exception as exc:   # noqa: B902 (psycopg's and the pool's errors alike)
+        except Exception as exc:  # noqa: B902 (psycopg's and the pool's errors alike)
             self._pool.close()
             raise translate_error(url, exc) from exc
 
@@ -170,7 +203,7 @@ class Connection:
         self._pool.close()
 
     def cursor(self) -> Connection:
-        return self   # rows are tuples already; `row_factory = None` on it is harmless
+        return self  # rows are tuples already; `row_factory = None` on it is harmless
 
     def executescript(self, script: str) -> None:
         for statement in (s.strip() for s in script.split(";")):
@@ -187,7 +220,7 @@ class Connection:
                 with self._tx.cursor() as cur:
                     cur.executemany(text, params)
                     return Result([], cur.rowcount, None)
-            except Exception as exc:   # noqa: B902
+            except Exception as exc:  # noqa: B902
                 raise translate_error(self.url, exc) from exc
         total = 0
         for args in seq:
@@ -212,7 +245,7 @@ class Connection:
         if self._tx is not None:
             try:
                 result = self._run(self._tx, text, params)
-            except Exception as exc:   # noqa: B902
+            except Exception as exc:  # noqa: B902
                 raise translate_error(self.url, exc) from exc
         else:
             result = self._autocommit(text, params)
@@ -228,8 +261,7 @@ class Connection:
         return Result([cls(r) for r in result[1]], result[2], None)
 
     @staticmethod
-    def _run(conn: psycopg.Connection[Any], text: str, params: tuple[Any, ...]
-             ) -> tuple[list[str], list[tuple[Any, ...]], int]:
+    def _run(conn: psycopg.Connection[Any], text: str, params: tuple[Any, ...]) -> tuple[list[str], list[tuple[Any, ...]], int]:
         with conn.cursor() as cur:
             cur.execute(text, params)
             names = [d.name for d in cur.description] if cur.description else []
@@ -243,12 +275,16 @@ class Connection:
             try:
                 with self._pool.connection() as conn:
                     return self._run(conn, text, params)
-            except Exception as exc:   # noqa: B902
+            except Exception as exc:  # noqa: B902
                 if not _lost(exc) or time.monotonic() >= deadline:
                     raise translate_error(self.url, exc) from exc
                 if not said:
-                    log.warning("the database %s went away (%s); retrying for up to %.0f s",
-                                redact(self.url), str(exc).strip().splitlines()[0] if str(exc).strip() else "", self.retry_for)
+                    log.warning(
+                        "the database %s went away (%s); retrying for up to %.0f s",
+                        redact(self.url),
+                        str(exc).strip().splitlines()[0] if str(exc).strip() else "",
+                        self.retry_for,
+                    )
                     said = True
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
@@ -256,11 +292,11 @@ class Connection:
     def _begin(self) -> Result:
         try:
             conn = self._pool.getconn()
-        except Exception as exc:   # noqa: B902
+        except Exception as exc:  # noqa: B902
             raise translate_error(self.url, exc) from exc
         try:
             conn.execute("BEGIN")
-        except Exception as exc:   # noqa: B902
+        except Exception as exc:  # noqa: B902
             self._pool.putconn(conn)
             raise translate_error(self.url, exc) from exc
         self._tx, self._pending = conn, []
@@ -272,7 +308,7 @@ class Connection:
             return Result([], -1, None)
         try:
             conn.execute(word)
-        except Exception as exc:   # noqa: B902
+        except Exception as exc:  # noqa: B902
             self._pending = []
             raise translate_error(self.url, exc) from exc
         finally:
@@ -293,8 +329,9 @@ class Connection:
                 for verb, table, names, rows in pending:
                     apply_rows(self.mirror, verb, table, names, rows, self.dialect.keys[table])
         except sqlite3.Error as exc:
-            log.warning("the pre-receive hook's copy of the deployment records could not be written (%s); "
-                        "it is copied again whole", exc)
+            log.warning(
+                "the pre-receive hook's copy of the deployment records could not be written (%s); it is copied again whole", exc
+            )
             self.resync_mirror()
 
     def resync_mirror(self) -> None:
@@ -311,15 +348,20 @@ class Connection:
                     self.mirror.execute(f"DELETE FROM {table}")  # noqa: S608 (constant table names)
                     apply_rows(self.mirror, "INSERT", table, names, rows, self.dialect.keys[table])
         except sqlite3.Error as exc:
-            log.error("the pre-receive hook's copy of the deployment records could not be written (%s): pushes to "
-                      "environment branches may be refused until it can", exc)
+            log.error(
+                "the pre-receive hook's copy of the deployment records could not be written (%s): pushes to "
+                "environment branches may be refused until it can",
+                exc,
+            )
 
 
-LEASE_KEY = 0x6769746F707364   # the advisory lock of the leader's lease ("gitopsd"), one per database
+LEASE_KEY = 0x6769746F707364  # the advisory lock of the leader's lease ("gitopsd"), one per database
 # A daemon whose machine vanished (no FIN) is noticed by the server's TCP keepalives on the lease's connection:
 # about 4 + 2 x 1 seconds after its last packet, well after a cut-off leader stopped its runs (leadership.SELF_FENCE).
-LEASE_OPTIONS = ("-c tcp_keepalives_idle=4 -c tcp_keepalives_interval=1 -c tcp_keepalives_count=2"
-                 " -c statement_timeout=3000 -c idle_in_transaction_session_timeout=5000")
+LEASE_OPTIONS = (
+    "-c tcp_keepalives_idle=4 -c tcp_keepalives_interval=1 -c tcp_keepalives_count=2"
+    " -c statement_timeout=3000 -c idle_in_transaction_session_timeout=5000"
+)
 
 
 class Lease:
@@ -333,7 +375,7 @@ class Lease:
 
     def __init__(self, url: str, holder: str, connect_timeout: float = 2.0):
         self.url, self.holder, self.connect_timeout = url, holder, connect_timeout
-        self.epoch: int | None = None   # ours, while we lead
+        self.epoch: int | None = None  # ours, while we lead
         self._conn: psycopg.Connection[Any] | None = None
 
     def _connection(self) -> psycopg.Connection[Any]:
@@ -341,11 +383,18 @@ class Lease:
             self.drop()
             try:
                 self._conn = psycopg.connect(
-                    self.url, autocommit=True, connect_timeout=max(1, int(self.connect_timeout)),
-                    application_name=f"gitopsd lease {self.holder}"[:63], options=LEASE_OPTIONS,
-                    keepalives=1, keepalives_idle=2, keepalives_interval=1, keepalives_count=2,
-                    tcp_user_timeout=1500)   # a cut network fails a statement here in 1.5 s
-            except Exception as exc:   # noqa: B902 (psycopg's errors)
+                    self.url,
+                    autocommit=True,
+                    connect_timeout=max(1, int(self.connect_timeout)),
+                    application_name=f"gitopsd lease {self.holder}"[:63],
+                    options=LEASE_OPTIONS,
+                    keepalives=1,
+                    keepalives_idle=2,
+                    keepalives_interval=1,
+                    keepalives_count=2,
+                    tcp_user_timeout=1500,
+                )  # a cut network fails a statement here in 1.5 s
+            except Exception as exc:  # noqa: B902 (psycopg's errors)
                 raise translate_error(self.url, exc) from exc
         return self._conn
 
@@ -355,7 +404,7 @@ class Lease:
             with conn.cursor() as cur:
                 cur.execute(sql, args)
                 return cur.fetchall() if cur.description else []
-        except Exception as exc:   # noqa: B902
+        except Exception as exc:  # noqa: B902
             if conn.broken or _lost(exc):
                 self.drop()
             raise translate_error(self.url, exc) from exc
@@ -373,17 +422,19 @@ class Lease:
             with conn.transaction():
                 row = conn.execute("SELECT epoch FROM leadership WHERE id = 1 FOR UPDATE").fetchone()
                 current = int(row[0]) if row else 0
-                if self.epoch is not None and current != self.epoch:   # another daemon led meanwhile
+                if self.epoch is not None and current != self.epoch:  # another daemon led meanwhile
                     raise LeaseLost(f"another gitopsd led meanwhile (epoch {current}; this one led {self.epoch})")
                 if self.epoch is None:
                     current += 1
-                conn.execute("UPDATE leadership SET epoch = %s, holder = %s,"
-                             " since = CASE WHEN epoch = %s THEN since ELSE extract(epoch from now()) END WHERE id = 1",
-                             (current, self.holder, current))
+                conn.execute(
+                    "UPDATE leadership SET epoch = %s, holder = %s,"
+                    " since = CASE WHEN epoch = %s THEN since ELSE extract(epoch from now()) END WHERE id = 1",
+                    (current, self.holder, current),
+                )
         except LeaseLost:
             self._run("SELECT pg_advisory_unlock(%s)", (LEASE_KEY,))
             raise
-        except Exception as exc:   # noqa: B902
+        except Exception as exc:  # noqa: B902
             if conn.broken or _lost(exc):
                 self.drop()
             raise translate_error(self.url, exc) from exc
@@ -394,7 +445,7 @@ class Lease:
         """Check that we still lead: return quietly, raise LeaseLost, or an Unreachable when the database cannot say."""
         if self.epoch is None:
             raise LeaseLost("this gitopsd does not lead")
-        if self._conn is None or self._conn.closed or self._conn.broken:   # the connection (and the lock) went away
+        if self._conn is None or self._conn.closed or self._conn.broken:  # the connection (and the lock) went away
             if self.take() is None:
                 raise LeaseLost("another gitopsd holds the lease")
             log.info("the leader's lease is held again (epoch %d) after its connection was lost", self.epoch)
@@ -410,15 +461,23 @@ class Lease:
 
     def heartbeat(self, name: str, role: str, pid: int, api: str) -> list[tuple[str, str, int, int, str, float]]:
         """Say this daemon is alive (and as what); every daemon of this database: (name, role, epoch, pid, api, age s)."""
-        if role == "leader":   # only we lead: a leader row of another is from one that died; an hour's silence too
-            self._run("DELETE FROM daemons WHERE name <> %s AND (role = 'leader'"
-                      " OR seen_at < extract(epoch from now()) - 3600)", (name,))
-        self._run("INSERT INTO daemons (name, role, epoch, pid, api, seen_at) VALUES (%s, %s, %s, %s, %s,"
-                  " extract(epoch from now())) ON CONFLICT (name) DO UPDATE SET role = EXCLUDED.role,"
-                  " epoch = EXCLUDED.epoch, pid = EXCLUDED.pid, api = EXCLUDED.api, seen_at = EXCLUDED.seen_at",
-                  (name, role, self.epoch or 0, pid, api))
-        return [(str(r[0]), str(r[1]), int(r[2]), int(r[3]), str(r[4]), float(r[5])) for r in self._run(
-            "SELECT name, role, epoch, pid, api, extract(epoch from now()) - seen_at FROM daemons ORDER BY name")]
+        if role == "leader":  # only we lead: a leader row of another is from one that died; an hour's silence too
+            self._run(
+                "DELETE FROM daemons WHERE name <> %s AND (role = 'leader' OR seen_at < extract(epoch from now()) - 3600)",
+                (name,),
+            )
+        self._run(
+            "INSERT INTO daemons (name, role, epoch, pid, api, seen_at) VALUES (%s, %s, %s, %s, %s,"
+            " extract(epoch from now())) ON CONFLICT (name) DO UPDATE SET role = EXCLUDED.role,"
+            " epoch = EXCLUDED.epoch, pid = EXCLUDED.pid, api = EXCLUDED.api, seen_at = EXCLUDED.seen_at",
+            (name, role, self.epoch or 0, pid, api),
+        )
+        return [
+            (str(r[0]), str(r[1]), int(r[2]), int(r[3]), str(r[4]), float(r[5]))
+            for r in self._run(
+                "SELECT name, role, epoch, pid, api, extract(epoch from now()) - seen_at FROM daemons ORDER BY name"
+            )
+        ]
 
     def forget(self, name: str) -> None:
         """This daemon stops: its row goes (a standby stopping is not a standby lost)."""
@@ -430,27 +489,33 @@ class Lease:
         if conn is not None:
             try:
                 conn.close()
-            except Exception as exc:   # noqa: BLE001 (closing a broken connection)
+            except Exception as exc:  # noqa: BLE001 (closing a broken connection)
                 log.debug("closing the lease's connection: %s", exc)
 
 
 class LeaseLost(sqlite3.OperationalError):
     """Another daemon leads now (or took the lead while this one could not reach the database)."""
+
     store_kind = FENCED
 
 
-def apply_rows(db: sqlite3.Connection, verb: str, table: str, names: list[str], rows: list[tuple[Any, ...]],
-               key: tuple[str, ...]) -> None:
+def apply_rows(
+    db: sqlite3.Connection, verb: str, table: str, names: list[str], rows: list[tuple[Any, ...]], key: tuple[str, ...]
+) -> None:
     """Apply rows PostgreSQL returned for a write to the same table in a SQLite file: upserted, or deleted by key."""
     if not rows:
         return
     if verb == "DELETE":
         where = " AND ".join(f"{k} = ?" for k in key)
-        db.executemany(f"DELETE FROM {table} WHERE {where}",  # noqa: S608 (names from the schema)
-                       [tuple(r[names.index(k)] for k in key) for r in rows])
+        db.executemany(
+            f"DELETE FROM {table} WHERE {where}",  # noqa: S608 (names from the schema)
+            [tuple(r[names.index(k)] for k in key) for r in rows],
+        )
     else:
-        db.executemany(f"INSERT OR REPLACE INTO {table} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})",  # noqa: S608
-                       rows)
+        db.executemany(
+            f"INSERT OR REPLACE INTO {table} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})",  # noqa: S608
+            rows,
+        )
 
 
 def is_url(database: str) -> bool:

@@ -9,6 +9,7 @@ per database in order, recorded in `schema_version`. Version 1 is the schema as 
 began; a store written before that (no `schema_version`) is brought to it in place.
 `gitopsd db upgrade` runs this; so does every writable open of the store (the daemon's start).
 """
+
 from __future__ import annotations
 
 import time
@@ -182,11 +183,21 @@ CREATE TABLE IF NOT EXISTS daemons (   -- each gitopsd sharing this database: le
 
 def full_schema() -> str:
     """Every table of the store, the gate's included, in SQLite's dialect (migrations create them where missing)."""
-    return (SCHEMA + snapshot.SCHEMA + required.SCHEMA + approvals.SCHEMA + locks.SCHEMA + rejections.SCHEMA + approvals.PREVIEW_SCHEMA
-            + attested.SCHEMA)
+    return (
+        SCHEMA
+        + snapshot.SCHEMA
+        + required.SCHEMA
+        + approvals.SCHEMA
+        + locks.SCHEMA
+        + rejections.SCHEMA
+        + approvals.PREVIEW_SCHEMA
+        + attested.SCHEMA
+    )
 
-VERSION_TABLE = ("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at REAL NOT NULL,"
-                 " description TEXT NOT NULL)")
+
+VERSION_TABLE = (
+    "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at REAL NOT NULL, description TEXT NOT NULL)"
+)
 
 
 def _v1(db: Any, dialect: SQLite) -> None:
@@ -199,9 +210,19 @@ def _v1(db: Any, dialect: SQLite) -> None:
 # on its connections; a row it writes (or deletes) in a table below while another daemon holds a newer epoch is
 # refused (SQLSTATE GDF01), and each deployment row carries the epoch that wrote it. Row-locking the lease's row
 # (FOR SHARE) makes a takeover wait for the old leader's write in flight. Commands (no `gitopsd.epoch`) pass.
-FENCED_TABLES = ("deployments", "env_status", "env_heads", "env_blocks", "bad_trees", "watches", "drift_reports",
-                 "commits_deployed", "ci_heads")
-FENCE = ("""
+FENCED_TABLES = (
+    "deployments",
+    "env_status",
+    "env_heads",
+    "env_blocks",
+    "bad_trees",
+    "watches",
+    "drift_reports",
+    "commits_deployed",
+    "ci_heads",
+)
+FENCE = (
+    """
 CREATE OR REPLACE FUNCTION gitopsd_fence() RETURNS trigger LANGUAGE plpgsql AS $fence$
 DECLARE
     mine text := current_setting('gitopsd.epoch', true);
@@ -222,19 +243,31 @@ BEGIN
     END IF;
     RETURN NEW;
 END
-$fence$""",) + tuple(
-    statement for table in FENCED_TABLES for statement in (
+$fence$""",
+) + tuple(
+    statement
+    for table in FENCED_TABLES
+    for statement in (
         f"DROP TRIGGER IF EXISTS gitopsd_fence ON {table}",
         f"CREATE TRIGGER gitopsd_fence BEFORE INSERT OR UPDATE OR DELETE ON {table} FOR EACH ROW"
-        f" EXECUTE FUNCTION gitopsd_fence()"))
+        f" EXECUTE FUNCTION gitopsd_fence()",
+    )
+)
 
 
 def _v2(db: Any, dialect: SQLite) -> None:
     """The leader's lease and epoch: `deployments.epoch`, the lease's row and, in PostgreSQL, the fence."""
-    columns = [r[0] for r in db.execute("SELECT * FROM deployments LIMIT 0").description or []] \
-        if dialect.name == "sqlite" else [r[0] for r in db.execute(
-            "SELECT column_name FROM information_schema.columns WHERE table_name = 'deployments'"
-            " AND table_schema = current_schema()").fetchall()]
+    columns = (
+        [r[0] for r in db.execute("SELECT * FROM deployments LIMIT 0").description or []]
+        if dialect.name == "sqlite"
+        else [
+            r[0]
+            for r in db.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_name = 'deployments'"
+                " AND table_schema = current_schema()"
+            ).fetchall()
+        ]
+    )
     if "epoch" not in columns:
         db.execute(dialect.schema("ALTER TABLE deployments ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0"))
     db.execute("INSERT OR IGNORE INTO leadership (id, epoch, holder, since) VALUES (1, 0, '', 0)")
@@ -245,10 +278,17 @@ def _v2(db: Any, dialect: SQLite) -> None:
 
 def _v3(db: Any, dialect: SQLite) -> None:
     """Signed commits and pushes: the hook snapshot's `gate_environments.signatures` (gate/signatures.py)."""
-    columns = [r[0] for r in db.execute("SELECT * FROM gate_environments LIMIT 0").description or []] \
-        if dialect.name == "sqlite" else [r[0] for r in db.execute(
-            "SELECT column_name FROM information_schema.columns WHERE table_name = 'gate_environments'"
-            " AND table_schema = current_schema()").fetchall()]
+    columns = (
+        [r[0] for r in db.execute("SELECT * FROM gate_environments LIMIT 0").description or []]
+        if dialect.name == "sqlite"
+        else [
+            r[0]
+            for r in db.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_name = 'gate_environments'"
+                " AND table_schema = current_schema()"
+            ).fetchall()
+        ]
+    )
     if "signatures" not in columns:
         db.execute(dialect.schema("ALTER TABLE gate_environments ADD COLUMN signatures TEXT NOT NULL DEFAULT ''"))
 
@@ -259,10 +299,17 @@ def _v4(db: Any, dialect: SQLite) -> None:
 
 def _v5(db: Any, dialect: SQLite) -> None:
     """Provenance at the door: `gate_environments.require_provenance` (table attestations created above)."""
-    columns = [r[0] for r in db.execute("SELECT * FROM gate_environments LIMIT 0").description or []] \
-        if dialect.name == "sqlite" else [r[0] for r in db.execute(
-            "SELECT column_name FROM information_schema.columns WHERE table_name = 'gate_environments'"
-            " AND table_schema = current_schema()").fetchall()]
+    columns = (
+        [r[0] for r in db.execute("SELECT * FROM gate_environments LIMIT 0").description or []]
+        if dialect.name == "sqlite"
+        else [
+            r[0]
+            for r in db.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_name = 'gate_environments'"
+                " AND table_schema = current_schema()"
+            ).fetchall()
+        ]
+    )
     if "require_provenance" not in columns:
         db.execute(dialect.schema("ALTER TABLE gate_environments ADD COLUMN require_provenance INTEGER NOT NULL DEFAULT 0"))
 
@@ -288,7 +335,7 @@ def current(db: Any) -> int:
     """The database's schema version: 0 before any (a new or an old store)."""
     try:
         row = db.execute("SELECT MAX(version) FROM schema_version").fetchone()
-    except Exception:   # noqa: BLE001 (no such table, on either backend: version 0)
+    except Exception:  # noqa: BLE001 (no such table, on either backend: version 0)
         if getattr(db, "in_transaction", False):
             db.execute("ROLLBACK")
         return 0
@@ -302,14 +349,18 @@ def upgrade(db: Any, dialect: SQLite, schema: str) -> tuple[int, int]:
     """
     before = current(db)
     if before > LATEST:
-        raise ValueError(f"its schema is version {before}, newer than this gitopsd knows ({LATEST}): "
-                         f"upgrade gitopsd, or use the gitopsd that wrote it")
+        raise ValueError(
+            f"its schema is version {before}, newer than this gitopsd knows ({LATEST}): "
+            f"upgrade gitopsd, or use the gitopsd that wrote it"
+        )
     db.executescript(dialect.schema(schema + ";\n" + VERSION_TABLE + ";"))
     for version, description, step in STEPS:
         if version <= before:
             continue
         with transaction(db):
             step(db, dialect)
-            db.execute("INSERT INTO schema_version (version, applied_at, description) VALUES (?, ?, ?)",
-                       (version, time.time(), description))
+            db.execute(
+                "INSERT INTO schema_version (version, applied_at, description) VALUES (?, ?, ?)",
+                (version, time.time(), description),
+            )
     return before, max(before, LATEST)

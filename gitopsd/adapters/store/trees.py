@@ -1,4 +1,5 @@
 """What is known about trees: failed in an environment, rejected (gate/rejections.py), attested (gate/attested.py)."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -12,8 +13,10 @@ class Trees(StoreBase):
 
     @bookkeeping
     def mark_bad_tree(self, repo: str, env: str, tree: str, reason: str, now: float) -> None:
-        self._write("INSERT OR REPLACE INTO bad_trees (repo, env, tree, reason, marked_at) VALUES (?, ?, ?, ?, ?)",
-                    (repo, env, tree, reason, now))
+        self._write(
+            "INSERT OR REPLACE INTO bad_trees (repo, env, tree, reason, marked_at) VALUES (?, ?, ?, ?, ?)",
+            (repo, env, tree, reason, now),
+        )
 
     def bad_tree(self, repo: str, env: str, tree: str) -> str | None:
         rows = self._rows("SELECT reason FROM bad_trees WHERE repo = ? AND env = ? AND tree = ?", (repo, env, tree))
@@ -31,21 +34,38 @@ class Trees(StoreBase):
         return self._human(attested.ATTESTATIONS, (repo, tree))
 
     @bookkeeping
-    def record_attestation(self, *, repo: str, tree: str, name: str, sha256: str, signed_sha256: str, statement: str,
-                           now: float) -> None:
+    def record_attestation(
+        self, *, repo: str, tree: str, name: str, sha256: str, signed_sha256: str, statement: str, now: float
+    ) -> None:
         """Record that `tree`'s artifact `name` has a signed statement (the hook's require_provenance reads it)."""
-        self._write("INSERT OR REPLACE INTO attestations (repo, tree, name, sha256, signed_sha256, statement, recorded_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?)", (repo, tree, name, sha256, signed_sha256, statement, now))
+        self._write(
+            "INSERT OR REPLACE INTO attestations (repo, tree, name, sha256, signed_sha256, statement, recorded_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (repo, tree, name, sha256, signed_sha256, statement, now),
+        )
 
     def rejections(self, repo: str, tree: str) -> list[tuple[Any, ...]]:
         """Every rejection and unrejection of `tree`, oldest first (gate/rejections.REJECTIONS)."""
         return self._human(rejections.REJECTIONS, (repo, tree))
 
     @bookkeeping
-    def add_rejection(self, *, repo: str, tree: str, env: str, kind: str, deployment_id: int | None, commit: str,
-                      actor: str, reason: str, now: float) -> None:
+    def add_rejection(
+        self,
+        *,
+        repo: str,
+        tree: str,
+        env: str,
+        kind: str,
+        deployment_id: int | None,
+        commit: str,
+        actor: str,
+        reason: str,
+        now: float,
+    ) -> None:
         """Record that `tree` is rejected (kind reject) or let through again (unreject) from `env` on."""
         assert kind in ("reject", "unreject"), kind
-        self._write("INSERT INTO tree_rejections (repo, tree, env, kind, deployment_id, commit_id, actor, reason,"
-                    " created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (repo, tree, env, kind, deployment_id, commit, actor, reason, now))
+        self._write(
+            "INSERT INTO tree_rejections (repo, tree, env, kind, deployment_id, commit_id, actor, reason,"
+            " created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (repo, tree, env, kind, deployment_id, commit, actor, reason, now),
+        )

@@ -1,4 +1,5 @@
 """Post-deploy watches and drift reports (the reconciler's watch and drift engines)."""
+
 from __future__ import annotations
 
 import json
@@ -15,17 +16,30 @@ class Watches(StoreBase):
     @bookkeeping
     def start_watch(self, watch: WatchWindow) -> None:
         """Record the watch of a deployment, replacing the environment's previous one."""
-        self._write("INSERT OR REPLACE INTO watches (repo, env, deployment_id, commit_id, tree, previous_tree, started_at,"
-                    " until, state, reason, hosts, checked_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (watch.repo, watch.env, watch.deployment_id, watch.commit, watch.tree, watch.previous_tree,
-                     watch.started_at, watch.until, watch.state, watch.reason,
-                     json.dumps([[h.name, h.vars] for h in watch.hosts]), watch.checked_at))
+        self._write(
+            "INSERT OR REPLACE INTO watches (repo, env, deployment_id, commit_id, tree, previous_tree, started_at,"
+            " until, state, reason, hosts, checked_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                watch.repo,
+                watch.env,
+                watch.deployment_id,
+                watch.commit,
+                watch.tree,
+                watch.previous_tree,
+                watch.started_at,
+                watch.until,
+                watch.state,
+                watch.reason,
+                json.dumps([[h.name, h.vars] for h in watch.hosts]),
+                watch.checked_at,
+            ),
+        )
 
     def watch(self, repo: str, env: str) -> WatchWindow | None:
         """The environment's last post-deploy watch (any state), None when it never had one."""
         try:
             rows = self._rows("SELECT * FROM watches WHERE repo = ? AND env = ?", (repo, env))
-        except sqlite3.OperationalError:   # a store written by an older daemon
+        except sqlite3.OperationalError:  # a store written by an older daemon
             return None
         return self._watch(rows[0]) if rows else None
 
@@ -35,33 +49,62 @@ class Watches(StoreBase):
 
     def end_watch(self, repo: str, env: str, deployment_id: int, state: str, reason: str, now: float) -> bool:
         """End a running watch of this deployment as passed, breached or ended; False if it was not running."""
-        return self._write("UPDATE watches SET state = ?, reason = ?, checked_at = ? WHERE repo = ? AND env = ?"
-                           " AND deployment_id = ? AND state = 'watching'",
-                           (state, reason, now, repo, env, deployment_id)).rowcount > 0
+        return (
+            self._write(
+                "UPDATE watches SET state = ?, reason = ?, checked_at = ? WHERE repo = ? AND env = ?"
+                " AND deployment_id = ? AND state = 'watching'",
+                (state, reason, now, repo, env, deployment_id),
+            ).rowcount
+            > 0
+        )
 
     @bookkeeping
     def watch_checked(self, repo: str, env: str, deployment_id: int, now: float) -> None:
-        self._write("UPDATE watches SET checked_at = ? WHERE repo = ? AND env = ? AND deployment_id = ?",
-                    (now, repo, env, deployment_id))
+        self._write(
+            "UPDATE watches SET checked_at = ? WHERE repo = ? AND env = ? AND deployment_id = ?", (now, repo, env, deployment_id)
+        )
 
     @staticmethod
     def _watch(row: sqlite3.Row) -> WatchWindow:
-        hosts = tuple(HostInfo(str(name), {str(k): str(v) for k, v in values.items()})
-                      for name, values in json.loads(row["hosts"] or "[]"))
-        return WatchWindow(row["repo"], row["env"], row["deployment_id"], row["commit_id"], row["tree"],
-                           row["previous_tree"], row["started_at"], row["until"], row["state"], row["reason"], hosts,
-                           row["checked_at"])
+        hosts = tuple(
+            HostInfo(str(name), {str(k): str(v) for k, v in values.items()}) for name, values in json.loads(row["hosts"] or "[]")
+        )
+        return WatchWindow(
+            row["repo"],
+            row["env"],
+            row["deployment_id"],
+            row["commit_id"],
+            row["tree"],
+            row["previous_tree"],
+            row["started_at"],
+            row["until"],
+            row["state"],
+            row["reason"],
+            hosts,
+            row["checked_at"],
+        )
 
     def add_drift_report(self, report: DriftReport) -> int:
-        cur = self._write("INSERT INTO drift_reports (repo, env, deployment_id, checked_at, state, reason, hosts, changes)"
-                          " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                          (report.repo, report.env, report.deployment_id, report.checked_at, report.state,
-                           report.reason, len(report.hosts) if report.state == "drifted" else 0,
-                           json.dumps([c.as_json() for c in report.changes])))
+        cur = self._write(
+            "INSERT INTO drift_reports (repo, env, deployment_id, checked_at, state, reason, hosts, changes)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                report.repo,
+                report.env,
+                report.deployment_id,
+                report.checked_at,
+                report.state,
+                report.reason,
+                len(report.hosts) if report.state == "drifted" else 0,
+                json.dumps([c.as_json() for c in report.changes]),
+            ),
+        )
         # The last 50 per environment are plenty for `gitopsd drift`; older reports go.
-        self._write("DELETE FROM drift_reports WHERE repo = ? AND env = ? AND state != 'baseline' AND id < (SELECT id"
-                    " FROM drift_reports WHERE repo = ? AND env = ? ORDER BY id DESC LIMIT 1 OFFSET 49)",
-                    (report.repo, report.env, report.repo, report.env))
+        self._write(
+            "DELETE FROM drift_reports WHERE repo = ? AND env = ? AND state != 'baseline' AND id < (SELECT id"
+            " FROM drift_reports WHERE repo = ? AND env = ? ORDER BY id DESC LIMIT 1 OFFSET 49)",
+            (report.repo, report.env, report.repo, report.env),
+        )
         return int(cur.lastrowid or 0)
 
     def drift_report(self, repo: str, env: str, deployment_id: int | None = None) -> DriftReport | None:
@@ -72,14 +115,17 @@ class Watches(StoreBase):
             where, args = where + " AND deployment_id = ?", [*args, deployment_id]
         try:
             rows = self._rows(f"SELECT * FROM drift_reports WHERE {where} ORDER BY id DESC LIMIT 1", tuple(args))  # noqa: S608 (constant clauses; values are bound)
-        except sqlite3.OperationalError:   # a store written by an older daemon
+        except sqlite3.OperationalError:  # a store written by an older daemon
             return None
         return self._drift_report(rows[0]) if rows else None
 
     def drift_baseline(self, repo: str, env: str, deployment_id: int) -> DriftReport | None:
         """The baseline run of this deployment: the first successful check-mode run after it."""
-        rows = self._rows("SELECT * FROM drift_reports WHERE repo = ? AND env = ? AND deployment_id = ?"
-                          " AND state = 'baseline' ORDER BY id LIMIT 1", (repo, env, deployment_id))
+        rows = self._rows(
+            "SELECT * FROM drift_reports WHERE repo = ? AND env = ? AND deployment_id = ?"
+            " AND state = 'baseline' ORDER BY id LIMIT 1",
+            (repo, env, deployment_id),
+        )
         return self._drift_report(rows[0]) if rows else None
 
     def drifted_hosts(self) -> dict[tuple[str, str], int]:
@@ -90,12 +136,21 @@ class Watches(StoreBase):
                 "SELECT r.repo, r.env, CASE WHEN r.state = 'drifted' AND r.deployment_id = (SELECT MAX(d.id) FROM"
                 " deployments d WHERE d.repo = r.repo AND d.env = r.env AND d.result = 'succeeded') THEN r.hosts"
                 " ELSE 0 END FROM drift_reports r"
-                " WHERE r.id = (SELECT MAX(id) FROM drift_reports x WHERE x.repo = r.repo AND x.env = r.env)")
-        except sqlite3.OperationalError:   # a store written by an older daemon
+                " WHERE r.id = (SELECT MAX(id) FROM drift_reports x WHERE x.repo = r.repo AND x.env = r.env)"
+            )
+        except sqlite3.OperationalError:  # a store written by an older daemon
             return {}
         return {(r[0], r[1]): int(r[2]) for r in rows}
 
     @staticmethod
     def _drift_report(row: sqlite3.Row) -> DriftReport:
-        return DriftReport(row["repo"], row["env"], row["deployment_id"], row["checked_at"], row["state"], row["reason"],
-                           tuple(TaskChange.from_json(c) for c in json.loads(row["changes"] or "[]")), row["id"])
+        return DriftReport(
+            row["repo"],
+            row["env"],
+            row["deployment_id"],
+            row["checked_at"],
+            row["state"],
+            row["reason"],
+            tuple(TaskChange.from_json(c) for c in json.loads(row["changes"] or "[]")),
+            row["id"],
+        )

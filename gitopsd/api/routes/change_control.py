@@ -1,4 +1,5 @@
 """Change control over the API (docs/change-control.md): locks, their lifting, and Alertmanager's freezes."""
+
 from __future__ import annotations
 
 import time
@@ -25,7 +26,7 @@ def routes(api: Context, v1: str) -> list[Route]:
         return body
 
     async def post_lock(request: Request) -> Response:
-        token = api.authorize(request, "deployments:write")   # as promotion: who may deploy may stop deploying
+        token = api.authorize(request, "deployments:write")  # as promotion: who may deploy may stop deploying
         return await api.ask_gates(token, {"op": "lock", **await lock_fields(request)})
 
     async def post_unlock(request: Request) -> Response:
@@ -40,8 +41,11 @@ def routes(api: Context, v1: str) -> list[Route]:
 
         def read() -> dict[str, Any]:
             now = time.time()
-            return {"locks": [lock.as_json() for lock in api.store.all_locks(now)],
-                    "break_glass": api.store.break_glass_requests(now)}
+            return {
+                "locks": [lock.as_json() for lock in api.store.all_locks(now)],
+                "break_glass": api.store.break_glass_requests(now),
+            }
+
         return JSONResponse(await api.blocking(read))
 
     async def post_alerts(request: Request) -> Response:
@@ -51,13 +55,13 @@ def routes(api: Context, v1: str) -> list[Route]:
             payload = inputs.decode(await inputs.body(request), "send Alertmanager's webhook notification (JSON)")
         except ValueError as exc:
             raise refused("body", str(exc)) from exc
-        try:   # judged here too: not Alertmanager's payload is a 422 even while the daemon is away
+        try:  # judged here too: not Alertmanager's payload is a 422 even while the daemon is away
             changecontrol.parse_alerts(payload)
         except Refused as exc:
             raise refused("body", str(exc)) from exc
         response = await api.ask_gates(token, {"op": "alerts", "payload": payload})
         if response.status_code == 201:
-            response.status_code = 200   # nothing was created: what was frozen or lifted
+            response.status_code = 200  # nothing was created: what was frozen or lifted
         return response
 
     return [

@@ -1,4 +1,5 @@
 """Commit statuses in and out (docs/api.md), on gitopsd's paths and on GitHub's, for clients built for GitHub."""
+
 from __future__ import annotations
 
 import logging
@@ -39,21 +40,37 @@ def routes(api: Context, v1: str) -> tuple[list[Route], list[Route]]:
 
         def store_it() -> dict[str, Any]:
             commit, tree = statuses.resolve_commit(repo.path, request.path_params["commit"])
-            if isinstance(data, dict) and data.get("provenance") is not None:   # signed by external CI (docs/ci.md)
+            if isinstance(data, dict) and data.get("provenance") is not None:  # signed by external CI (docs/ci.md)
                 cfg = api.config()
                 try:
-                    path = provenance.accept_upload(cfg.state_dir, cfg.artifacts_dir, repo.ci.provenance_keys,
-                                                    repo.name, commit, tree, report.context, data["provenance"])
+                    path = provenance.accept_upload(
+                        cfg.state_dir,
+                        cfg.artifacts_dir,
+                        repo.ci.provenance_keys,
+                        repo.name,
+                        commit,
+                        tree,
+                        report.context,
+                        data["provenance"],
+                    )
                 except (provenance.InvalidProvenance, ConfigurationError) as exc:
                     raise refuse(f"provenance: {exc}", INVALID, "bad-provenance", "provenance") from exc
-                for name, sha256 in provenance.subjects(data["provenance"]):   # what the hook's require_provenance reads
-                    store.record_attestation(repo=repo.name, tree=tree, name=f"external-{report.context}:{name}",
-                                             sha256=sha256, signed_sha256=sha256, statement=str(path), now=time.time())
+                for name, sha256 in provenance.subjects(data["provenance"]):  # what the hook's require_provenance reads
+                    store.record_attestation(
+                        repo=repo.name,
+                        tree=tree,
+                        name=f"external-{report.context}:{name}",
+                        sha256=sha256,
+                        signed_sha256=sha256,
+                        statement=str(path),
+                        now=time.time(),
+                    )
             return statuses.record(store, repo.name, commit, tree, report, reporter=token.name, owners=shown_as)
+
         stored = await api.blocking(store_it)
         try:
             api.on_status(repo.name)
-        except Exception:   # the status is stored; auto-promotion also looks on the next sweep
+        except Exception:  # the status is stored; auto-promotion also looks on the next sweep
             log.exception("could not tell the daemon about a new status", extra={"repo": repo.name})
         return JSONResponse(stored, status_code=201)
 
@@ -64,6 +81,7 @@ def routes(api: Context, v1: str) -> tuple[list[Route], list[Route]]:
         def read() -> dict[str, Any]:
             commit, tree = statuses.resolve_commit(repo.path, request.path_params["commit"])
             return statuses.combined(store, repo.name, commit, tree, owners=shown_as)
+
         return JSONResponse(await api.blocking(read))
 
     async def commit_statuses(request: Request) -> Response:
@@ -74,14 +92,14 @@ def routes(api: Context, v1: str) -> tuple[list[Route], list[Route]]:
         def read() -> list[dict[str, Any]]:
             commit, _tree = statuses.resolve_commit(repo.path, request.path_params["commit"])
             return [statuses.status_json(s, shown_as) for s in store.status_history(repo.name, commit, limit)]
+
         return JSONResponse(await api.blocking(read))
 
     async def github_repository(request: Request) -> Response:
         """GitHub's repository object, the fields its clients read (PyGithub's non-lazy get_repo)."""
         _token, repo = api.status_reader(request)
         owner = request.path_params["owner"]
-        return JSONResponse(statuses.repository_json(repo.name, owner, _default_branch(repo),
-                                                     str(request.url.replace(query=""))))
+        return JSONResponse(statuses.repository_json(repo.name, owner, _default_branch(repo), str(request.url.replace(query=""))))
 
     async def github_commit(request: Request) -> Response:
         """GitHub's commit object, the fields its clients read before reporting (PyGithub's non-lazy get_commit)."""

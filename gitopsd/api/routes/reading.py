@@ -2,6 +2,7 @@
 
 Each answers what the matching command's --json prints, from the same read model (services/readmodels.py).
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -47,6 +48,7 @@ def routes(api: Context, v1: str) -> list[Route]:  # noqa: C901 (a route table: 
 
         def read() -> list[dict[str, Any]]:
             return [row.as_json() for row in all_status(api.config(), store, name)]
+
         return JSONResponse(await api.blocking(read))
 
     async def history(request: Request) -> Response:
@@ -58,6 +60,7 @@ def routes(api: Context, v1: str) -> list[Route]:  # noqa: C901 (a route table: 
             deployments = store.history(repo=repo.name, env=env.name, limit=limit)
             marks = release_marks(api.config(), store, deployments)
             return [deployment_json(d, marks.get(d.id)) for d in deployments]
+
         return JSONResponse(await api.blocking(read))
 
     async def env_hosts(request: Request) -> Response:
@@ -73,10 +76,14 @@ def routes(api: Context, v1: str) -> list[Route]:  # noqa: C901 (a route table: 
         def read() -> dict[str, Any] | None:
             tree = tree_named(store, repo, what)
             return None if tree is None else {"tree": tree, "hosts": where_view(store, repo, tree)}
+
         found = await api.blocking(read)
         if found is None:
-            raise refuse(f"no commit, tree or release candidate {what[:80]!r} in {repo.name}: "
-                         "give ?of=COMMIT, TREE or rc/NAME", MISSING, "no-such-thing")
+            raise refuse(
+                f"no commit, tree or release candidate {what[:80]!r} in {repo.name}: give ?of=COMMIT, TREE or rc/NAME",
+                MISSING,
+                "no-such-thing",
+            )
         return JSONResponse(found)
 
     async def preview_show(request: Request) -> Response:
@@ -95,6 +102,7 @@ def routes(api: Context, v1: str) -> list[Route]:  # noqa: C901 (a route table: 
 
         def read() -> list[dict[str, Any]]:
             return [rc_view(repo, store, rc) for rc in store.rcs(repo.name, limit=limit)]
+
         return JSONResponse(await api.blocking(read))
 
     async def rc_show(request: Request) -> Response:
@@ -105,6 +113,7 @@ def routes(api: Context, v1: str) -> list[Route]:  # noqa: C901 (a route table: 
         def read() -> dict[str, Any] | None:
             rc = store.rc(repo.name, name)
             return None if rc is None else rc_shown(repo, store, rc)
+
         view = await api.blocking(read)
         if view is None:
             raise refuse(f"no release candidate rc/{name} in {repo.name}", MISSING, "no-rc")
