@@ -37,9 +37,9 @@ HELPER = Path(sandbox.__file__).resolve().parent.parent / "libexec" / "ssh-proxy
 @skip_without_sshd
 def test_a_playbook_deploys_over_ssh_while_its_controller_tasks_reach_neither_loopback_nor_a_host_outside_the_inventory(
     short_tmp,
-    daemon_home,
+    daemon_home,  # noqa: F811 (the fixture imported above)
     ssh_hosts,
-    caplog,  # noqa: F811
+    caplog,
 ):
     srv = Server(short_tmp)  # ssh's control sockets live in the run's folder: a short path
     host, outside = ssh_hosts(["net-1", "net-2"])

@@ -82,9 +82,9 @@ def agents_of(marker: str) -> list[psutil.Process]:
 
 @pytest.mark.parametrize("keep_user", [True, False], ids=["as-the-daemons-user", "as-sandbox-user"])
 def test_a_playbook_task_uses_the_services_key_through_the_agent_but_cannot_read_any_file_of_its_ssh(
-    server,
+    server,  # noqa: F811 (the fixture above)
     daemon_home,
-    keep_user,  # noqa: F811
+    keep_user,
 ):
     report = server.out / "seen"
     outcome = server.run(

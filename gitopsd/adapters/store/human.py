@@ -198,8 +198,8 @@ class Human(StoreBase):
             found |= {
                 r["pusher"]
                 for r in self._rows(
-                    f"SELECT DISTINCT pusher FROM pushes WHERE repo = ? AND commit_id IN ({marks})",
-                    (repo, *chunk),  # noqa: S608 (placeholders only; values are bound)
+                    f"SELECT DISTINCT pusher FROM pushes WHERE repo = ? AND commit_id IN ({marks})",  # noqa: S608 (placeholders only; values are bound)
+                    (repo, *chunk),
                 )
             }
         return found
