@@ -120,19 +120,12 @@ def start_agent(
         time.sleep(0.01)
     add_env = {"PATH": env["PATH"], "SSH_AUTH_SOCK": socket_path.name, "SSH_ASKPASS_REQUIRE": "never"}
     for key in keys:
-        try:
-            added = subprocess.run(
-                [adder, "-q", str(key)],
-                cwd=run_dir,
-                env=add_env,
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                timeout=10,
-                check=False,
-            )
-            why = (added.stderr.decode(errors="replace").strip().splitlines() or [f"exit code {added.returncode}"])[-1]
-        except subprocess.TimeoutExpired:
-            added, why = None, "ssh-add did not answer in 10s"
+        while True:
+            added, why = _add_key(adder, key, run_dir, add_env)
+            # The socket is bound a moment before ssh-agent listens on it: refused in that gap, on a busy machine.
+            if added is None or added.returncode == 0 or "Connection refused" not in why or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
         if added is None or added.returncode != 0:
             stop_agent(agent, socket_path)
             raise AgentError(
@@ -141,6 +134,23 @@ def start_agent(
                 "then `gitopsd retry`"
             )
     return agent, socket_path
+
+
+def _add_key(adder: str, key: Path, run_dir: Path, env: dict[str, str]) -> tuple[subprocess.CompletedProcess[bytes] | None, str]:
+    """`ssh-add KEY` to the run's agent: (its result, the last line it said), or (None, why) when it hung."""
+    try:
+        added = subprocess.run(
+            [adder, "-q", str(key)],
+            cwd=run_dir,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=10,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return None, "ssh-add did not answer in 10s"
+    return added, (added.stderr.decode(errors="replace").strip().splitlines() or [f"exit code {added.returncode}"])[-1]
 
 
 def stop_agent(agent: subprocess.Popen[bytes], socket_path: Path) -> None:

@@ -378,3 +378,32 @@ def test_sandbox_network_is_off_unless_the_config_says_true_and_anything_else_is
     assert problems(box.config) == [
         f"{box.config}:{line}: sandbox.network: must be true or false (whether CI steps may reach the network), not 'yes please'"
     ]
+
+
+def test_a_run_s_agent_that_refuses_the_first_connection_still_gets_the_key(tmp_path, daemon_home, monkeypatch):
+    """ssh-agent binds its socket a moment before it listens: an ssh-add in that gap is refused, and tried again."""
+    wrapper = tmp_path / "bin" / "ssh-add"
+    wrapper.parent.mkdir()
+    tried = tmp_path / "tried"
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        f'if [ ! -e {tried} ]; then touch {tried}; echo "Error connecting to agent: Connection refused" >&2; exit 2; fi\n'
+        f'exec {shutil.which("ssh-add")} "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{wrapper.parent}:{os.environ['PATH']}")
+    marker = f"test-{uuid.uuid4().hex[:8]}"
+    agent, sock = runner.start_agent(tmp_path, marker, None, runner.identity_files())
+    try:
+        assert tried.exists()
+        listed = subprocess.run(
+            ["ssh-add", "-l"],
+            cwd=tmp_path,
+            env={**os.environ, "SSH_AUTH_SOCK": sock.name},
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert listed.returncode == 0 and "ED25519" in listed.stdout.upper(), listed
+    finally:
+        runner.stop_agent(agent, sock)
