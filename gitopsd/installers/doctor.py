@@ -4,6 +4,8 @@ Each check says ok, or what is wrong and the command that fixes it. Nothing here
 and nothing may end in a traceback: a missing user, folder or file is a finding like any other.
 File access is judged from the mode bits and the group database (as a new login or push gets
 its groups); the hook's Python and the daemon's git are run for real as their users (as root).
+Here: the entry and what the daemon's user reads and writes; doctor_sandbox.py runs its sandbox,
+doctor_access.py checks the pushers' side, doctor_report.py is the finding.
 """
 
 from __future__ import annotations
@@ -13,32 +15,16 @@ import json
 import os
 import pwd
 import shutil
-import stat
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-from ..base import gitcli
 from ..config import Config, ConfigError, Repository, load
 from ..core.errors import ConfigurationError
-from ..core.settings import SandboxPolicy
-from . import install_hooks
-
-
-@dataclass(frozen=True)
-class Finding:
-    ok: bool
-    what: str
-    fix: str | None = None
-
-    def text(self) -> str:
-        if self.ok:
-            return f"ok       {self.what}"
-        return f"PROBLEM  {self.what}" + (f"\n         fix: {self.fix}" if self.fix else "")
+from . import doctor_access, doctor_sandbox, install_hooks
+from .doctor_report import Finding, checked
 
 
 def diagnose(config_path: Path, *, git_user: str | None = None, service_user: str | None = None) -> list[Finding]:
@@ -73,26 +59,25 @@ def diagnose(config_path: Path, *, git_user: str | None = None, service_user: st
                 shutil.which("bwrap") is not None, "bubblewrap (bwrap) is installed for the sandbox", "apt-get install bubblewrap"
             )
         )
-    findings += _checked("the ref watcher", partial(_watched, config))
-    findings += _checked("the inotify watch limit", partial(_inotify_room, config))
+    findings += checked("the ref watcher", partial(_watched, config))
+    findings += checked("the inotify watch limit", partial(_inotify_room, config))
     if service is None:
         return findings
-    findings += _checked(f"what {service.pw_name} reads, writes and runs", partial(_as_service, config, service))
+    findings += checked(f"what {service.pw_name} reads, writes and runs", partial(_as_service, config, service))
     pushers: dict[str, list[Repository]] = {}
     for repo in config.repositories:
         pushers.setdefault(install_hooks.pushing_user(repo.path, git_user) or "", []).append(repo)
     for pusher in sorted(pushers):
-        findings += _checked(f"the git user {pusher}", partial(_pusher, config, pusher, service))
+        findings += checked(f"the git user {pusher}", partial(doctor_access.pusher, config, pusher, service))
     for pusher, repos in sorted(pushers.items()):
         for repo in repos:
-            findings += _checked(f"repository {repo.path}", partial(_repository, config, repo, pusher, service, git_user))
+            findings += checked(
+                f"repository {repo.path}", partial(doctor_access.repository, config, repo, pusher, service, git_user)
+            )
     return findings
 
 
-# -- the daemon's own files and its sandbox, tried for real as its user --------------------------------------
-
-PROBE_PLAYBOOK = "- hosts: all\n  gather_facts: false\n  tasks:\n    - ansible.builtin.debug: {msg: gitopsd doctor}\n"
-PROBE_INVENTORY = "all:\n  hosts:\n    doctor: {ansible_connection: local}\n"
+# -- the daemon's own files, tried for real as its user ------------------------------------------------------
 
 
 def _as_service(config: Config, service: pwd.struct_passwd) -> list[Finding]:
@@ -149,8 +134,8 @@ def probe(config: Config) -> list[Finding]:
     writable = _state_writable(config, me)
     found.append(writable)
     if config.sandbox.enabled and writable.ok:
-        found += _checked("the sandbox", partial(_sandboxed_runs, config, me))
-        found += _checked("the runs' ssh-agent", partial(_agent, config, me))
+        found += checked("the sandbox", partial(doctor_sandbox.sandboxed_runs, config, me))
+        found += checked("the runs' ssh-agent", partial(doctor_sandbox.ssh_agent, config, me))
     return found
 
 
@@ -239,30 +224,6 @@ def provenance_key_finding(config: Config, me: str) -> Finding:
     return Finding(True, f"{me} signs provenance with {key} (key id {keyid[:12]})")
 
 
-def _agent(config: Config, me: str) -> list[Finding]:
-    """Playbook runs get the service's SSH keys through an ssh-agent: start one as a run does and give it the keys."""
-    from ..adapters import runner
-
-    keys = runner.identity_files()
-    if not keys:
-        return []
-    folder = Path(tempfile.mkdtemp(prefix=".doctor-", dir=config.state_dir))
-    try:
-        agent, socket_path = runner.start_agent(folder, f"gitopsd-doctor-agent-{os.getpid()}", None, keys)
-        runner.stop_agent(agent, socket_path)
-    except runner.AgentError as exc:
-        return [Finding(False, str(exc))]
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-    return [
-        Finding(
-            True,
-            f"{me}'s ssh-agent takes the SSH key{'s' if len(keys) > 1 else ''} "
-            f"{', '.join(str(k) for k in keys)} for playbook runs",
-        )
-    ]
-
-
 def _readable(path: Path, me: str, what: str, missing_ok: bool = False) -> Finding:
     from ..adapters.ownership import describe
 
@@ -302,111 +263,6 @@ def _state_writable(config: Config, me: str) -> Finding:
     except OSError as exc:
         return Finding(False, f"{me} cannot write in the state folder {state} ({describe(state)}): {exc.strerror}", fix)
     return Finding(True, f"{me} writes the state folder {state}")
-
-
-def _sandboxed_runs(config: Config, me: str) -> list[Finding]:
-    """A no-op playbook and a no-op CI step, each in the sandbox and in a folder where the daemon puts its own."""
-    import threading
-
-    from ..adapters import runner, sandbox
-    from ..core.types import PlaybookRun
-
-    policy = sandbox.for_config(config)
-    folder = Path(tempfile.mkdtemp(prefix=".doctor-", dir=config.state_dir))
-    found = []
-    try:
-        tree = folder / "deployment" / "tree"
-        tree.mkdir(parents=True)
-        (tree / "site.yml").write_text(PROBE_PLAYBOOK, encoding="utf-8")
-        (tree / "hosts.yml").write_text(PROBE_INVENTORY, encoding="utf-8")
-        outcome = runner.run_playbook(
-            PlaybookRun(
-                marker=f"gitopsd-doctor-{os.getpid()}",
-                workdir=tree,
-                playbook=tree / "site.yml",
-                inventory=tree / "hosts.yml",
-                data_dir=folder / "deployment" / "run",
-                extravars={},
-                timeout=120,
-            ),
-            threading.Event(),
-            policy,
-        )
-        why = outcome.reason
-        if not outcome.ok and outcome.stdout is not None and outcome.stdout.exists():
-            why = (outcome.stdout.read_text(errors="replace").strip().splitlines() or [why])[-1]
-        found.append(
-            Finding(
-                outcome.ok,
-                f"{me} runs a playbook in the sandbox" + ("" if outcome.ok else f": {why}"),
-                None if outcome.ok else "gitopsd check-config, and the sandbox section of docs (Trust model)",
-            )
-        )
-        work = folder / "ci" / "work"
-        step_tree = work / "tree"
-        step_tree.mkdir(parents=True)
-        argv = sandbox.command_prefix(policy, project=step_tree, run_dir=work, network=policy.network) + ["true"]
-        proc = subprocess.run(
-            argv,
-            capture_output=True,
-            text=True,
-            cwd=step_tree,
-            timeout=60,
-            check=False,
-            env={"PATH": "/usr/bin:/bin", "HOME": str(work / "home"), "LANG": "C.UTF-8"},
-        )
-        last = (proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"])[-1]
-        found.append(
-            Finding(proc.returncode == 0, f"{me} runs a CI step in the sandbox" + ("" if proc.returncode == 0 else f": {last}"))
-        )
-        found.append(_playbook_network(policy, step_tree, folder / "net", me))
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-    return found
-
-
-def _playbook_network(policy: SandboxPolicy, tree: Path, run_dir: Path, me: str) -> Finding:
-    """With sandbox.playbook_network ssh-only, a run's ssh reaches its forwarder, and the forwarder refuses a host
-    outside the inventory (here every host: the probe has none)."""
-    from ..adapters import sandbox, sshgate
-
-    if policy.playbook_network == "host":
-        return Finding(
-            True,
-            "playbook runs use this machine's network (sandbox.playbook_network: host): their tasks "
-            "reach its loopback services, the API and the dashboard too",
-        )
-    run_dir.mkdir()
-    helper = Path(sandbox.__file__).resolve().parent.parent / "libexec" / "ssh-proxy"
-    with sshgate.Forwarder(
-        run_dir / sshgate.SOCKET_NAME, set, set(policy.daemon_addresses), "doctor", sandbox.run_as(policy)
-    ) as gate:
-        argv = sandbox.command_prefix(policy, project=tree, run_dir=run_dir, network=False, ssh_gate=gate.path) + [
-            sys.executable,
-            "-I",
-            "-S",
-            str(helper),
-            "127.0.0.1",
-            "22",
-            sandbox.SSH_GATE_SOCKET,
-        ]
-        proc = subprocess.run(
-            argv,
-            capture_output=True,
-            text=True,
-            cwd=tree,
-            timeout=60,
-            check=False,
-            env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
-        )
-    last = (proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"])[-1]
-    ok = last.startswith("gitopsd: refused: 127.0.0.1:22 is not a host of this deployment's inventory")
-    return Finding(
-        ok,
-        f"{me}'s playbook runs reach SSH hosts only through their forwarder (sandbox.playbook_network: "
-        f"ssh-only)" + ("" if ok else f": {last}"),
-        None if ok else "gitopsd check-config, and the sandbox section of docs (Trust model)",
-    )
 
 
 def _watched(config: Config) -> list[Finding]:
@@ -451,219 +307,3 @@ def _inotify_room(config: Config, limit: int | None = None) -> list[Finding]:
             "/etc/sysctl.d/90-gitopsd.conf; then systemctl reload gitopsd",
         )
     ]
-
-
-def _checked(what: str, check: Callable[[], list[Finding]]) -> list[Finding]:
-    """A check that fails in an unforeseen way is a finding too, never a traceback."""
-    try:
-        return check()
-    except Exception as exc:  # noqa: BLE001 (doctor must report, not crash)
-        return [Finding(False, f"{what}: could not be checked ({type(exc).__name__}: {exc})")]
-
-
-# -- the git user: the daemon's group, the state and the socket -----------------------------------------
-
-
-def _pusher(config: Config, name: str, service: pwd.struct_passwd) -> list[Finding]:
-    user = install_hooks._user(name)
-    if user is None:
-        return [
-            Finding(
-                False,
-                f"the git user {name or '(none)'} does not exist: who pushes? (the repository "
-                "belongs to root and there is no user git)",
-                "gitopsd doctor --git-user USER",
-            )
-        ]
-    group = grp.getgrgid(service.pw_gid).gr_name
-    member = service.pw_gid in _groups(user)
-    found = [
-        Finding(member, f"{name} is in the daemon's group {group} (reads the state, sends nudges)", f"usermod -aG {group} {name}")
-    ]
-    found.append(_access(user, config.database, os.R_OK, "read the state database", group))
-    if config.nudge_socket.exists():
-        found.append(_access(user, config.nudge_socket, os.W_OK, "send nudges on the socket", group))
-    else:
-        found.append(
-            Finding(
-                False,
-                f"the nudge socket {config.nudge_socket} does not exist: the daemon is not "
-                "running (pushes are deployed only once it runs)",
-                f"systemctl start gitopsd   # or: gitopsd run --config {config.source}",
-            )
-        )
-    return found
-
-
-def _groups(user: pwd.struct_passwd) -> set[int]:
-    return {user.pw_gid} | {g.gr_gid for g in grp.getgrall() if user.pw_name in g.gr_mem}
-
-
-def _denied(user: pwd.struct_passwd, path: Path, want: int) -> Path | None:
-    """The first path on the way to PATH that USER's mode bits refuse (None if none does). Raise OSError."""
-    if user.pw_uid == 0:
-        return None
-    groups = _groups(user)
-    path = Path(os.path.realpath(path))
-    for step, need in [*((p, os.X_OK) for p in reversed(path.parents)), (path, want)]:
-        info = step.stat()
-        shift = 6 if info.st_uid == user.pw_uid else 3 if info.st_gid in groups else 0
-        if (stat.S_IMODE(info.st_mode) >> shift) & need != need:
-            return step
-    return None
-
-
-def _access(user: pwd.struct_passwd, path: Path, want: int, purpose: str, group: str) -> Finding:
-    verb = "write" if want & os.W_OK else "read"
-    if not path.exists():
-        return Finding(
-            False,
-            f"{user.pw_name} cannot {purpose}: {path} does not exist (the daemon makes it when it starts)",
-            "systemctl start gitopsd",
-        )
-    denied = _denied(user, path, want)
-    if denied is None:
-        return Finding(True, f"{user.pw_name} may {purpose} ({path})")
-    info = denied.stat()
-    owner = f"{_name(pwd.getpwuid, info.st_uid)}:{_name(grp.getgrgid, info.st_gid)}"
-    what = f"{user.pw_name} cannot {purpose}: {denied} is {stat.filemode(info.st_mode)} {owner}"
-    bits = "rx" if denied.is_dir() else verb[0]
-    if info.st_gid not in _groups(user):
-        fix = (
-            f"usermod -aG {group} {user.pw_name}"
-            if _name(grp.getgrgid, info.st_gid) == group
-            else f"chgrp {group} {denied} && chmod g+{bits} {denied}"
-        )
-    else:
-        fix = f"chmod g+{bits} {denied}"
-    return Finding(False, what, fix)
-
-
-def _name(lookup: Callable[[int], object], ident: int) -> str:
-    try:
-        return str(lookup(ident)[0])  # type: ignore[index]
-    except KeyError:
-        return str(ident)
-
-
-# -- one repository ---------------------------------------------------------------------------------------
-
-
-def _repository(
-    config: Config, repo: Repository, pusher_name: str, service: pwd.struct_passwd, git_user: str | None
-) -> list[Finding]:
-    path = repo.path
-    if not (path / "objects").is_dir() or not (path / "config").is_file():
-        return [
-            Finding(
-                False, f"{path} is not a bare Git repository (or cannot be read)", f"gitopsd init {path} --config {config.source}"
-            )
-        ]
-    pusher = install_hooks._user(pusher_name)
-    group = grp.getgrgid(service.pw_gid).gr_name
-    options = f" --git-user {pusher_name}" if git_user else ""
-    options += f" --service-user {service.pw_name}" if service.pw_name != "gitopsd" else ""
-    install = f"{install_hooks.gitopsd_executable()} install-hooks {path} --config {config.source}{options}"
-    found = [_layout(path, pusher, service, group, install), _writable(path, service, install), _safe_directory(path, service)]
-    found += _hook(config, path, pusher, install)
-    return found
-
-
-def _layout(path: Path, pusher: pwd.struct_passwd | None, service: pwd.struct_passwd, group: str, install: str) -> Finding:
-    """Owner the git user, group the daemon's, folders group-writable and setgid, core.sharedRepository=group."""
-    info = path.stat()
-    owner = _name(pwd.getpwuid, info.st_uid)
-    wrong = []
-    if pusher is not None and info.st_uid != pusher.pw_uid:
-        wrong.append(f"it belongs to {owner}, not {pusher.pw_name}")
-    shared = install_hooks.get_setting(path, "core.sharedRepository")
-    if (shared or "").lower() not in ("group", "true", "1"):
-        wrong.append(f"core.sharedRepository is {shared or 'not set'}, not group")
-    bad = [p for p in [path, *install_hooks._tree(path)] if not p.is_symlink() and _unshared(p, service.pw_gid)]
-    if bad:
-        mode = stat.filemode(bad[0].lstat().st_mode)
-        wrong.append(
-            f"{len(bad)} files or folders are not {group}'s with group access, e.g. {bad[0]} ({mode} "
-            f"{_name(pwd.getpwuid, bad[0].lstat().st_uid)}:{_name(grp.getgrgid, bad[0].lstat().st_gid)})"
-        )
-    if wrong:
-        return Finding(False, f"{path}: {'; '.join(wrong)}", f"{install}   # as root")
-    return Finding(True, f"{path} belongs to {owner}:{group}, group-writable, setgid folders, shared with the group")
-
-
-def _unshared(path: Path, gid: int) -> bool:
-    info = path.lstat()
-    mode = stat.S_IMODE(info.st_mode)
-    need = 0o2070 if stat.S_ISDIR(info.st_mode) else 0o040
-    return info.st_gid != gid or mode & need != need
-
-
-def _writable(path: Path, service: pwd.struct_passwd, install: str) -> Finding:
-    """The daemon writes revert commits (objects) and moves branches (refs) for automatic rollbacks."""
-    folders = [path / "objects", path / "refs"]
-    folders += [Path(d) for top in folders for d, _subdirs, _files in os.walk(top)]
-    denied = next((d for d in folders if _denied(service, d, os.W_OK | os.X_OK) is not None), None)
-    if denied is not None:
-        info = denied.stat()
-        return Finding(
-            False,
-            f"{service.pw_name} cannot write {denied} ({stat.filemode(info.st_mode)} "
-            f"{_name(pwd.getpwuid, info.st_uid)}:{_name(grp.getgrgid, info.st_gid)}): automatic "
-            "rollbacks cannot write their revert commit",
-            f"{install}   # as root",
-        )
-    return Finding(True, f"{service.pw_name} may write {path} (automatic rollbacks)")
-
-
-def _safe_directory(path: Path, service: pwd.struct_passwd) -> Finding:
-    """git and pygit2 refuse a repository another user owns unless safe.directory names it."""
-    if path.stat().st_uid == service.pw_uid:
-        return Finding(True, f"{service.pw_name} owns {path}: no safe.directory needed")
-    fix = install_hooks.trust_command(path, service.pw_name)
-    prefix = install_hooks.as_user(service, [])
-    if prefix is None:  # not root: read its config instead of asking git as that user
-        trusted = {str(path), "*"} & set(install_hooks.safe_directories(service))
-        return Finding(bool(trusted), f"{service.pw_name}'s safe.directory names {path}", fix)
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": service.pw_dir}
-    code, stderr = gitcli.opens_as(prefix, path, env)
-    if code == 0:
-        return Finding(True, f"{service.pw_name}'s git opens {path} (safe.directory)")
-    first = (stderr.strip().splitlines() or [f"exit {code}"])[0]
-    return Finding(False, f"{service.pw_name}'s git cannot open {path}: {first}", fix if "dubious ownership" in stderr else None)
-
-
-def _hook(config: Config, path: Path, pusher: pwd.struct_passwd | None, install: str) -> list[Finding]:
-    shim = (install_hooks.shim_source() / "pre-receive").read_text(encoding="utf-8")
-    target = path / "hooks" / "pre-receive"
-    try:
-        installed = target.read_text(encoding="utf-8", errors="replace") == shim and os.access(target, os.X_OK)
-    except OSError:
-        installed = False
-    found = [Finding(installed, f"{target} is gitopsd's hook", install)]
-    python, entry = install_hooks.get_setting(path, "gitopsd.python"), install_hooks.get_setting(path, "gitopsd.entry")
-    if pusher is not None:
-        problem = install_hooks.hook_python_problem(pusher.pw_name, python, entry)
-        here = install_hooks.hook_python_problem(
-            pusher.pw_name, sys.executable, str(Path(install_hooks.__file__).parent.parent / "hook_entry.py")
-        )
-        fix = (
-            f"{Path(sys.executable).parent / 'gitopsd'} install-hooks {path} --config {config.source}"
-            if problem and here is None
-            else install_hooks.PYTHON_ADVICE
-        )
-        found.append(Finding(problem is None, problem or f"{pusher.pw_name} can run the hook's Python {python}", fix))
-    for key, wanted in (("gitopsd.database", str(config.database)), ("gitopsd.config", str(config.source.resolve()))):
-        recorded = install_hooks.get_setting(path, key)
-        found.append(
-            Finding(
-                recorded == wanted,
-                f"the hook's {key} is {recorded or 'not set'}"
-                + (
-                    ""
-                    if recorded == wanted
-                    else f", but the config says {wanted}: pushes take the slow path (or read the wrong records)"
-                ),
-                f"systemctl reload gitopsd   # the daemon updates it; or: {install}",
-            )
-        )
-    return found
