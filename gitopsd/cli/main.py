@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
             import traceback
 
             traceback.print_exc()
-        # A store error's line already says what is wrong and what to do (adapters/storeerrors.py).
+        # A store error's line already says what is wrong and what to do (base/storeerrors.py).
         line = _control_unreachable(args, exc) or str(exc)
         print(f"gitopsd: {'' if isinstance(exc, StoreError) else 'error: '}{line}", file=sys.stderr)
         return 1

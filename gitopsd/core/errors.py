@@ -27,7 +27,7 @@ class TransientError(GitopsdError):
 
 
 class StoreError(GitopsdError):
-    """The state database cannot be used; the message says which file, why and what to do (adapters/storeerrors.py).
+    """The state database cannot be used; the message says which file, why and what to do (base/storeerrors.py).
 
     Raised as one of the kinds above too: busy or full is transient, permission is configuration, damaged is stalled.
     """
