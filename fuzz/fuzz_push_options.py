@@ -1,4 +1,4 @@
-"""Push options (`git push -o name=value`), pusher-controlled, as the hook reads them (gate/receive.push_option)."""
+"""Push options (`git push -o name=value`), pusher-controlled, as the hook reads them (gate/push.push_option)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import os
 import atheris
 
 with atheris.instrument_imports(include=["gitopsd"]):
-    from gitopsd.gate import receive
+    from gitopsd.gate import push
 
 
 def test_one_input(data: bytes) -> None:
@@ -17,7 +17,7 @@ def test_one_input(data: bytes) -> None:
     for i, option in enumerate(options):
         os.environ[f"GIT_PUSH_OPTION_{i}"] = option
     for name in ("override", "reason"):
-        value = receive.push_option(name)
+        value = push.push_option(name)
         assert value is None or (0 < len(value) <= 200 and value == value.strip())
 
 

@@ -3,7 +3,7 @@
 One implementation for `gitopsd promote` on the server and for a developer's push to the request
 ref `refs/promote/<env>`, which the pre-receive hook turns into the same commit. Both judge it
 with `policy.judge`, announce it to the daemon, then move the destination branch by
-compare-and-swap. Runs inside pre-receive, so it imports only what the hook may (see receive.py).
+compare-and-swap. Runs inside pre-receive (promotion_request.py), so it imports only what the hook may.
 
 Inside pre-receive, git runs with the pushed objects in quarantine (GIT_OBJECT_DIRECTORY, ...):
 a commit written there is deleted with the quarantine when the push is refused, and git refuses
@@ -28,7 +28,6 @@ if TYPE_CHECKING:  # annotations only: this runs inside pre-receive
     from .policy import Records
     from .snapshot import GateEnvironment, GateRepository
 
-REQUEST_PREFIX = "refs/promote/"
 QUARANTINE_VARS = ("GIT_QUARANTINE_PATH", "GIT_OBJECT_DIRECTORY", "GIT_ALTERNATE_OBJECT_DIRECTORIES")
 
 

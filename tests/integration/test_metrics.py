@@ -23,7 +23,7 @@ from gitopsd.config import load
 from gitopsd.core.constants import EMPTY_TREE, ZERO
 from gitopsd.core.settings import Config, Environment, Repository
 from gitopsd.core.windows import Cron, Window
-from gitopsd.gate import policy, receive, snapshot
+from gitopsd.gate import messages, policy, promotion_request, push, receive, snapshot
 from gitopsd.gate.approvals import Policy, SignoffNeed
 from gitopsd.gate.locks import Lock
 from gitopsd.gate.nudge import REFUSAL_RULES, REFUSED, Nudge
@@ -291,7 +291,7 @@ def test_every_refusal_the_policy_makes_carries_its_rule_id(short_tmp):
         "deploy-window (closed)": judge("late", None, c["base"]),
         "deploy-window (no right to override)": judge("late", None, c["base"], override_reason="hotfix"),
         **{
-            f"reserved-ref ({ref})": receive.reserved_refusal(receive.RefUpdate(c["stray"], c["base"], ref), "shop")
+            f"reserved-ref ({ref})": messages.reserved_refusal(push.RefUpdate(c["stray"], c["base"], ref), "shop")
             for ref in ("refs/replace/" + c["stray"], "refs/notes/gitopsd", "refs/tags/rc/1")
         },
     }
@@ -314,12 +314,12 @@ def test_refused_promotion_requests_are_reported_with_their_rule_id(short_tmp):
     path, c = shop(short_tmp / "shop.git")
     repo = GateRepository("shop", str(path), [GateEnvironment("qa", "qa", "main")])
     config = snapshot.GateConfig(str(short_tmp / "gitopsd.yml"), "", str(short_tmp / "run"), (), [repo])
-    alone = [receive.RefUpdate(ZERO, c["base"], "refs/promote/qa"), receive.RefUpdate(c["base"], c["change"], "refs/heads/main")]
-    nowhere = [receive.RefUpdate(ZERO, c["base"], "refs/promote/prod")]
+    alone = [push.RefUpdate(ZERO, c["base"], "refs/promote/qa"), push.RefUpdate(c["base"], c["change"], "refs/heads/main")]
+    nowhere = [push.RefUpdate(ZERO, c["base"], "refs/promote/prod")]
     with daemon_socket(short_tmp / "run") as received:
         for updates, env in ((alone, "qa"), (nowhere, "")):
             out = io.StringIO()
-            assert receive.promotion_request(config, config.source, "", repo, str(path), updates, updates[0], out) == 1
+            assert promotion_request.promotion_request(config, config.source, "", repo, str(path), updates, updates[0], out) == 1
             assert f"push to {updates[0].ref} refused" in out.getvalue()
             report = received()
             assert (report.trigger, report.refusals) == (REFUSED, ((env, "promotion-request"),))

@@ -25,7 +25,7 @@ from gitopsd.adapters.store import Store
 from gitopsd.api import inputs, statuses
 from gitopsd.ci import provenance
 from gitopsd.core.settings import Environment, Repository
-from gitopsd.gate import nudge, receive
+from gitopsd.gate import nudge, push
 from gitopsd.services import notes_ledger, tokens
 from gitopsd.web import auth
 
@@ -42,21 +42,21 @@ JSON = st.recursive(
 @given(st.lists(st.tuples(HEX40, HEX40, REF), max_size=20))
 def test_ref_update_lines_git_writes_read_back_the_same(updates):
     text = "".join(f"{old} {new} {ref}\n" for old, new, ref in updates)
-    assert [(u.old, u.new, u.ref) for u in receive.read_updates(text)] == updates
+    assert [(u.old, u.new, u.ref) for u in push.read_updates(text)] == updates
 
 
 @given(st.text())
 def test_any_hook_input_reads_as_updates_of_three_fields_or_nothing(text):
-    for update in receive.read_updates(text):
+    for update in push.read_updates(text):
         assert all(part and not any(c.isspace() for c in part) for part in (update.old, update.new, update.ref))
-        receive.shadowed(update.ref, {"qa", "production"})
+        push.shadowed(update.ref, {"qa", "production"})
 
 
 @given(st.lists(st.text(alphabet=st.characters(blacklist_characters="\0", blacklist_categories=("Cs",))), max_size=6))
 def test_a_push_option_is_the_first_one_named_so_stripped_and_bounded_and_none_otherwise(options):
     environ = {"GIT_PUSH_OPTION_COUNT": str(len(options)), **{f"GIT_PUSH_OPTION_{i}": o for i, o in enumerate(options)}}
     with mock.patch.dict(os.environ, environ):
-        got = receive.push_option("override")
+        got = push.push_option("override")
     wanted = next(
         (
             v.strip()[:200]
