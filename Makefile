@@ -39,7 +39,7 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/ruff check gitopsd tests bench tools fuzz
-	$(BIN)/ruff format --check gitopsd tests bench tools fuzz
+	$(BIN)/ruff format --no-cache --check gitopsd tests bench tools fuzz
 	$(BIN)/lint-imports
 
 format: $(STAMP)

@@ -159,9 +159,8 @@ def pipeline(config: Config, store: Store, only: set[str] | None = None) -> list
             if source.tree and source.tree != cells[-1].tree:  # no Promote button for a tree that failed here
                 rejected = rejection_for(repo, store.rejections(repo.name, source.tree), env.name)
                 if rejected is not None:
-                    cells[-1].promote_refused = (
-                        f"{source.env}'s tree {source.tree[:7]} is rejected for {env.name}: {describe(rejected)}"
-                    )
+                    why = f"{source.env}'s tree {source.tree[:7]} is rejected for {env.name}: {describe(rejected)}"
+                    cells[-1].promote_refused = why
         # The source column's "Run CI again" (actions.py ci-rerun): when CI runs on its branch; deployer in the first env.
         rows.append(
             {
