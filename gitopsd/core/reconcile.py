@@ -7,7 +7,11 @@ environment to look at; they never carry what changed.
 
 The hook is not a security boundary (the git user can `git update-ref`, a push into a linked
 worktree skips hooks, a non-atomic push can land half), so every new head is judged again here
-with the same `policy.judge` before it is deployed; a refused head is `blocked`.
+with the same `policy.judge` before it is deployed; a refused head is `blocked` (core/judging.py).
+
+This module holds the look and its decision, and starts a deployment; the deployment's run on a worker, its
+record, and the retry, stall or automatic rollback of a failure are core/deploying.py's. What a look is asked
+and keeps (looks, causes, the deployments running, backoff) is core/looks.py's.
 
 After a successful deployment, the environment's `watch:` checks keep running for a while, and a breach
 rolls back as a failed deployment does (core/watching.py). `drift:` runs the deployed tree in check mode
@@ -24,91 +28,29 @@ from __future__ import annotations
 import hashlib
 import logging
 import random
-import shutil
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from .decide import Decision, decide_from_store
-from .deployment import Toolbox, execute, playbook_run
+from .deploying import Deploying
+from .deployment import Toolbox
 from .drifting import DriftDetection
 from .errors import StalledError, TransientError
+from .looks import IN_SYNC_ACTIONS, Admitted, Cause, Look, RunningDeployment, backoff, blocked_reason
 from .ports import GitPort, Judge, Notifier, StorePort, Verdict
 from .settings import Config, Environment, Repository
-from .types import (
-    EMPTY_TREE,
-    Action,
-    Block,
-    Deployment,
-    DeploymentFolders,
-    DeploymentJob,
-    FailureStatus,
-    Head,
-    HostInfo,
-    Kind,
-    Progress,
-    Result,
-    RunOutcome,
-    Trigger,
-)
+from .types import EMPTY_TREE, Action, Deployment, DeploymentFolders, DeploymentJob, Head, Kind, Progress, Trigger
 from .watching import TRANSIENT_RETRY, PostDeployWatch
 from .windows import closed_now
 
+# Callers import these from here (they moved to core/looks.py and core/watching.py).
+__all__ = ["TRANSIENT_RETRY", "Admitted", "Cause", "Look", "Reconciler", "backoff", "blocked_reason"]
+
 log = logging.getLogger("gitopsd.reconciler")
 
-# Nudges sent by code that judged the head with the deploy windows just before it moved the branch.
-ANNOUNCING_TRIGGERS = (Trigger.PUSH, Trigger.PROMOTE)
-IN_SYNC_ACTIONS = (Action.IN_SYNC, Action.WATCHING, Action.WATCH_FAILED, Action.DRIFTED)
 
-
-@dataclass(frozen=True)
-class Admitted:
-    """An operator's admission (retry --force, rollback --to), standing in for the rule's verdict."""
-
-    accepted: bool
-    kind: str
-    rule: str
-    detail: list[str]
-
-
-@dataclass(frozen=True)
-class Look:
-    """A request to look at one environment (or every environment of a repository)."""
-
-    repo: str
-    env: str | None
-    trigger: str
-
-
-@dataclass(frozen=True)
-class Cause:
-    """Who or what moved a branch to a commit, as the daemon learned it (never from commit metadata)."""
-
-    actor: str
-    trigger: str
-    reason: str | None = None
-    proven: bool = True  # False: a nudge the daemon cannot take for its hook's (daemon._listen): it announces nothing
-
-
-def backoff(env: Environment, failures: int, rng: random.Random) -> float:
-    """Capped exponential backoff with +-20% jitter, in seconds."""
-    base = min(env.retry_backoff_max, env.retry_backoff * (2 ** max(0, failures - 1)))
-    return float(base * rng.uniform(0.8, 1.2))
-
-
-@dataclass
-class _Running:
-    deployment_id: int
-    commit: str
-    cancel: threading.Event
-    progress: Progress | None = None
-    started: bool = False  # False while queued for a worker (max_parallel deployments run at once)
-    kind: str = ""
-    superseded_by: str | None = None  # the newer head that canceled this rollout's remaining batches
-
-
-class Reconciler:
+class Reconciler(Deploying):
     """Decides and runs deployments. `look` is called from one thread; deployments run on `submit`."""
 
     def __init__(
@@ -144,7 +86,7 @@ class Reconciler:
         self.accepting = True
         self._accepted: dict[tuple[str, str, str, str | None], Verdict] = {}  # (repo, env, desired, deployed)
         self.causes: dict[tuple[str, str], Cause] = {}
-        self._running: dict[tuple[str, str], _Running] = {}
+        self._running: dict[tuple[str, str], RunningDeployment] = {}
         self._broken: dict[tuple[str, str], str] = {}  # environments whose branch cannot be read, and why
         self._held: dict[tuple[str, str], tuple[Head | None, str]] = {}  # deployments a closed window holds, said once
         self._heads: dict[tuple[str, str], Head] = {}  # the heads last recorded in the store
@@ -175,10 +117,6 @@ class Reconciler:
         )
 
     # -- bookkeeping shared with the daemon ----------------------------------------------------------
-    def marker(self, deployment_id: int) -> str:
-        """The process marker of a deployment: unique across state folders sharing one machine."""
-        return f"{self._instance}-{deployment_id}"
-
     def running(self) -> dict[tuple[str, str], int]:
         with self._lock:
             return {k: v.deployment_id for k, v in self._running.items()}
@@ -202,11 +140,6 @@ class Reconciler:
     def cancel_checks(self) -> None:
         """Stop running drift checks (the daemon stops): a check has nothing to finish."""
         self.drift.cancel_all()
-
-    def remember_cause(self, repo: str, commit: str, cause: Cause) -> None:
-        self.causes[(repo, commit)] = cause
-        if len(self.causes) > 10_000:  # bounded: oldest first
-            self.causes.pop(next(iter(self.causes)))
 
     # -- the loop body -------------------------------------------------------------------------------
     def look(self, request: Look) -> None:
@@ -320,116 +253,6 @@ class Reconciler:
             log.debug("%s: %s", decision.action, decision.reason, extra={"repo": repo.name, "env": env.name})
         return decision
 
-    # -- judging every new head again ----------------------------------------------------------------
-    def _verdict(self, repo: Repository, env: Environment, desired: Head, deployed: Deployment | None) -> Verdict:
-        """The promotion rule's verdict on deploying `desired` over `deployed`; accepted ones are remembered."""
-        key = (repo.name, env.name, desired.commit, deployed.commit if deployed else None)
-        if key in self._accepted:
-            return self._accepted[key]
-        admission = self.store.admission(repo.name, env.name, desired.commit)
-        if admission is not None:
-            kind = "rollback" if admission.kind == "rollback" else "promotion"
-            verdict: Verdict = Admitted(True, kind, f"admitted by {admission.actor}: {admission.reason}", [])
-            # The admission, not the nudge that announced it (if the daemon was up), says who and why.
-            self.remember_cause(
-                repo.name,
-                desired.commit,
-                Cause(admission.actor, Trigger.ROLLBACK if admission.kind == "rollback" else Trigger.RETRY, admission.reason),
-            )
-        else:
-            # Deploy windows are judged here only for heads no push (or `gitopsd promote`) announced. An
-            # announced head passed the windows when it was pushed: maybe just before a window closed, or
-            # with an emergency override this daemon cannot check again. A head nobody announced (git
-            # update-ref, a push that skipped the hook) meets the windows as they are now.
-            cause = self.causes.get((repo.name, desired.commit))
-            verdict = self.judge(repo, env, desired, deployed, not self._announced(repo, desired))
-            override = getattr(verdict, "override", None)
-            if verdict.accepted and override and not (cause and cause.reason):
-                # Let through by a break-glass the daemon found itself: its deployment records who and why.
-                self.remember_cause(
-                    repo.name,
-                    desired.commit,
-                    Cause(cause.actor if cause else "unknown", cause.trigger if cause else "", override),
-                )
-        if verdict.accepted:
-            self._accepted[key] = verdict
-            if len(self._accepted) > 10_000:  # bounded: oldest first
-                self._accepted.pop(next(iter(self._accepted)))
-        return verdict
-
-    def _announced(self, repo: Repository, desired: Head) -> bool:
-        """Whether the hook announced this head (so it judged the deploy windows when it was pushed)."""
-        cause = self.causes.get((repo.name, desired.commit))
-        return cause is not None and cause.trigger in ANNOUNCING_TRIGGERS and cause.proven
-
-    def _supersede(
-        self, repo: Repository, env: Environment, running: _Running, desired: Head, deployed: Deployment | None
-    ) -> None:
-        """A newer acceptable head while a rollout runs: cancel its remaining batches; the next look rolls `desired`
-        out from batch 1 (as Flux cancels the health checks of a superseded revision). Rollbacks are never canceled."""
-        if (
-            env.rollout is None
-            or running.kind != Kind.DEPLOY
-            or not running.started
-            or running.cancel.is_set()
-            or running.superseded_by is not None
-        ):
-            return
-        verdict = self._verdict(repo, env, desired, deployed)
-        if not verdict.accepted:
-            return  # a refused head supersedes nothing: the rollout goes on, the head is blocked after it
-        where = running.progress.label if running.progress is not None and running.progress.batch else "its start"
-        running.superseded_by = desired.commit
-        self._superseded[(repo.name, env.name)] = (running.deployment_id, desired.commit, where)
-        log.warning(
-            "newer head %s supersedes deployment #%d of %s at %s: its remaining batches are canceled, %s rolls out from batch 1",
-            desired.commit[:7],
-            running.deployment_id,
-            running.commit[:7],
-            where,
-            desired.commit[:7],
-            extra={"repo": repo.name, "env": env.name, "commit": desired.commit[:7]},
-        )
-        running.cancel.set()
-
-    def _note_block(
-        self, repo: Repository, env: Environment, desired: Head, deployed: Deployment | None, verdict: Verdict | None, now: float
-    ) -> None:
-        """Record (for `status`), log and notify a refused head once per commit; forget it when it is gone."""
-        block = self.store.blocked(repo.name, env.name)
-        if verdict is None or verdict.accepted:
-            if block is not None:
-                self.store.clear_block(repo.name, env.name)
-            return
-        reason = blocked_reason(verdict)
-        deployed_commit = deployed.commit if deployed else None
-        if block is not None and (block.commit, block.deployed_commit, block.reason) == (desired.commit, deployed_commit, reason):
-            return
-        self.store.block(repo.name, env.name, Block(desired.commit, deployed_commit, reason, now))
-        if block is not None and block.commit == desired.commit:
-            return  # the same head, judged again with other words: said already
-        log.error(
-            "blocked %s: %s (not deployed until the branch moves to an acceptable head, the rule is met, or an "
-            "identity in override_by runs `gitopsd retry %s --force`)",
-            desired.commit[:7],
-            reason,
-            env.name,
-            extra={"repo": repo.name, "env": env.name, "commit": desired.commit[:7]},
-        )
-        self.notify(
-            env.notify,
-            {
-                "event": "blocked",
-                "repo": repo.name,
-                "env": env.name,
-                "commit": desired.commit,
-                "tree": desired.tree,
-                "rule": verdict.rule,
-                "reason": reason,
-                "deployed_commit": deployed_commit,
-            },
-        )
-
     def _start(
         self,
         repo: Repository,
@@ -472,7 +295,7 @@ class Reconciler:
             decision.attempt,
             DeploymentFolders.of(self.config.state_dir, deployment_id),
         )
-        item = _Running(deployment_id, desired.commit, threading.Event(), kind=decision.kind)
+        item = RunningDeployment(deployment_id, desired.commit, threading.Event(), kind=decision.kind)
         with self._lock:
             self._running[(repo.name, env.name)] = item
         log.info(
@@ -485,277 +308,6 @@ class Reconciler:
         )
         self.on_change()
         self.submit(lambda: self._deploy(repo, env, job, item))
-
-    # -- one deployment (runs on a worker) -----------------------------------------------------------
-    def _deploy(self, repo: Repository, env: Environment, job: DeploymentJob, item: _Running) -> None:
-        """One deployment on a worker. Nothing may end it silently: the pool would keep the exception to itself."""
-        if item.cancel.is_set():  # the daemon is stopping: a queued deployment never starts
-            self.store.finish(job.id, Result.CANCELED, now=self.clock(), outcome="canceled before it started")
-            with self._lock:
-                if self._running.get((repo.name, env.name)) is item:
-                    self._running.pop((repo.name, env.name))
-            try:
-                self.on_finished(job, Result.CANCELED)
-            except Exception:
-                log.exception("after the deployment's record", extra=job.log_extra())
-            return
-        item.started = True
-        self.store.started(job.id, self.clock())  # queued until now, while max_parallel others ran
-        self.on_change()
-        result = Result.FAILED
-        try:
-            result = self._run_deployment(repo, env, job, item)
-        except Exception:
-            log.exception("deployment worker failed", extra=job.log_extra())
-        finally:
-            with self._lock:  # never leave the environment looking busy forever
-                if self._running.get((repo.name, env.name)) is item:
-                    self._running.pop((repo.name, env.name))
-        try:
-            self._prune()
-        except Exception:
-            log.exception("removing old work folders failed", extra=job.log_extra())
-        self.on_change()
-        # Look again here, and where this environment's trees are promoted to: a head blocked there
-        # for want of this deployment may pass now.
-        for other in repo.environments:
-            if other.name == env.name or other.promote_from == env.branch:
-                self.schedule(Look(repo.name, other.name, Trigger.AFTER_DEPLOY), self.clock())
-        if result == Result.SUCCEEDED and env.drift is not None:
-            # The first check-mode run after a deployment is its drift baseline: take it while nothing drifted yet.
-            self.schedule(Look(repo.name, env.name, Trigger.DRIFT_CHECK), self.clock())
-
-    def _run_deployment(self, repo: Repository, env: Environment, job: DeploymentJob, item: _Running) -> Result:
-        started = time.monotonic()
-        result, reason, permanent, detail = Result.FAILED, "", False, {}
-        watch_hosts: tuple[HostInfo, ...] = ()
-
-        def progress(where: Progress) -> None:
-            item.progress = where
-            self.store.set_progress(job.id, where.as_json())
-            if where.batch is not None:
-                log.info("rolling out: %s", where.label, extra=job.log_extra())
-            self.on_change()
-
-        try:
-            workdir = job.folders.tree
-            self.store.set_workdir(job.id, workdir)
-            self.git.export(repo, job.desired.commit, workdir)
-            # Built once by CI for this tree, the same files in every environment (plain data, names checked).
-            artifacts = self.tools.artifacts(repo.name, job.desired.tree)
-            run = playbook_run(
-                repo.name,
-                env,
-                self.marker(job.id),
-                job.id,
-                job.desired,
-                job.previous_commit,
-                job.kind,
-                workdir,
-                job.folders.root / "run",
-                artifacts,
-            )
-            attempt = execute(env, run, job.kind, self.tools, item.cancel, progress, job.folders)
-            detail, reason = attempt.detail(), attempt.reason
-            detail["artifacts"] = {name: a["sha256"] for name, a in artifacts.items()}  # history --json shows them
-            if attempt.ok:
-                result = Result.SUCCEEDED
-                if env.watch is not None and job.kind == Kind.DEPLOY and env.watch.http:
-                    watch_hosts = self.watch.hosts(env, run, job, item.cancel)
-            elif attempt.canceled:
-                result = Result.CANCELED
-                if item.superseded_by is not None:
-                    reason = f"superseded by the newer head {item.superseded_by[:7]}: {reason}"
-                    detail["superseded_by"] = item.superseded_by
-            permanent = attempt.permanent  # e.g. invalid content: retrying the same tree cannot help
-        except StalledError as exc:
-            reason, permanent = str(exc), True
-        except TransientError as exc:  # a failed attempt, retried with the environment's backoff
-            reason = str(exc)
-        except Exception as exc:  # an unexpected error is a failed attempt, never a dead worker
-            log.exception("deployment crashed", extra=job.log_extra())
-            reason = f"internal error: {exc}"
-        # Only with the result recorded (the caller then clears `_running`) may a look start the next one here.
-        self._record(repo, env, job, result, reason, permanent, detail, time.monotonic() - started, watch_hosts)
-        return result
-
-    def _record(
-        self,
-        repo: Repository,
-        env: Environment,
-        job: DeploymentJob,
-        result: Result,
-        reason: str,
-        permanent: bool,
-        detail: dict[str, object],
-        took: float,
-        watch_hosts: tuple[HostInfo, ...] = (),
-    ) -> None:
-        now = self.clock()
-        self.store.finish(job.id, result, now=now, outcome=reason or None, detail=detail)
-        try:
-            self.on_finished(job, result)
-        except Exception:  # the record is what counts; a failed side note must not undo it
-            log.exception("after the deployment's record", extra=job.log_extra())
-        if result == Result.FAILED or job.kind == Kind.ROLLBACK:
-            self.notify(
-                env.notify,
-                {
-                    "event": f"{job.kind}-{result}" if job.kind == Kind.ROLLBACK else "deploy-failed",
-                    "repo": repo.name,
-                    "env": env.name,
-                    "commit": job.desired.commit,
-                    "tree": job.desired.tree,
-                    "kind": job.kind,
-                    "result": result,
-                    "deployment": job.id,
-                    "outcome": reason,
-                    "previous_commit": job.previous_commit,
-                },
-            )
-        if result == Result.SUCCEEDED:
-            self.store.clear_failure(repo.name, env.name)
-            log.info("deployment %s in %.1fs: %s", result, took, reason, extra=job.log_extra())
-            if env.watch is not None and job.kind == Kind.DEPLOY:
-                self.watch.begin(repo, env, job, watch_hosts, now)
-        elif result == Result.CANCELED:
-            log.warning(
-                "deployment canceled after %.1fs; %s stays on %s",
-                took,
-                env.name,
-                (job.previous_commit or "nothing")[:7],
-                extra=job.log_extra(),
-            )
-        else:
-            self._failed(repo, env, job, reason, permanent, now, took)
-
-    def _failed(
-        self, repo: Repository, env: Environment, job: DeploymentJob, reason: str, permanent: bool, now: float, took: float
-    ) -> None:
-        desired, deployed, extra = job.desired, job.deployed, job.log_extra()
-        good = deployed.commit[:7] if deployed else "nothing"
-        if env.auto_rollback and job.kind != Kind.ROLLBACK and deployed is not None and not permanent:
-            why = f"deployment #{job.id} of {desired.commit[:7]} failed: {reason}"
-            revert, problem = self._revert(repo, env, desired, deployed.tree, why, now, job.id)
-            if revert is None:
-                self._rollback_failed(repo, env, job, reason, problem or "automatic rollback not made")
-                return
-            log.error(
-                "deployment failed in %.1fs (%s); rolling %s back to %s with revert %s",
-                took,
-                reason,
-                env.name,
-                good,
-                revert[:7],
-                extra=extra,
-            )
-            return
-        previous = self.store.failure(repo.name, env.name)
-        failures = previous.failures + 1 if previous and previous.commit == desired.commit else 1
-        stalled = permanent or failures > env.retries
-        retry_at = None if stalled else now + backoff(env, failures, self.rng)
-        self.store.record_failure(repo.name, env.name, FailureStatus(desired.commit, failures, retry_at, stalled, reason))
-        if stalled:
-            log.error(
-                "deployment failed in %.1fs: %s; stalled after %d attempt%s, %s stays on %s until the branch "
-                "moves or `gitopsd retry %s`",
-                took,
-                reason,
-                failures,
-                "s" if failures != 1 else "",
-                env.name,
-                good,
-                env.name,
-                extra=extra,
-            )
-        else:
-            assert retry_at is not None
-            log.warning(
-                "deployment failed in %.1fs: %s; retry %d of %d in %.0fs",
-                took,
-                reason,
-                failures,
-                env.retries,
-                retry_at - now,
-                extra=extra,
-            )
-            self.schedule(Look(repo.name, env.name, Trigger.RETRY), retry_at)
-
-    def _revert(
-        self, repo: Repository, env: Environment, bad: Head, good_tree: str, why: str, now: float, deployment_id: int
-    ) -> tuple[str | None, str | None]:
-        """The automatic rollback (after a failed deployment or a failed watch): mark `bad`'s tree bad here, commit
-        `good_tree` on `bad` through the git port, then reject the tree here and later (gate/rejections.py).
-        Return (the revert commit, None), or (None, why not)."""
-        self.store.mark_bad_tree(repo.name, env.name, bad.tree, why, now)
-        try:
-            revert = self.git.revert(repo, env.branch, bad.commit, good_tree, reason=why)
-        except Exception as exc:  # e.g. the repository is not writable by the daemon, or git failed
-            first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
-            return None, f"automatic rollback failed: cannot write the revert to {repo.path}: {first}"
-        if revert is None:
-            return None, (
-                f"automatic rollback not made: {env.branch} moved away from {bad.commit[:7]} "
-                f"meanwhile, and its new head is deployed instead"
-            )
-        self.remember_cause(repo.name, revert, Cause("gitopsd", Trigger.AUTO_ROLLBACK, f"automatic rollback: {why}"))
-        # Rejected only once rolled back: a head whose rollback failed stays 'failed' (a person acts), not 'blocked'.
-        self._reject(repo, env, bad, deployment_id, why, now)
-        return revert, None
-
-    def _reject(self, repo: Repository, env: Environment, bad: Head, deployment_id: int, why: str, now: float) -> None:
-        """Record `bad`'s tree rejected for `env` and every later environment: promotions refuse it from now on."""
-        self.store.add_rejection(
-            repo=repo.name,
-            tree=bad.tree,
-            env=env.name,
-            kind="reject",
-            deployment_id=deployment_id,
-            commit=bad.commit,
-            actor="gitopsd",
-            reason=why,
-            now=now,
-        )
-        log.warning(
-            "tree %s is rejected for %s and every later environment (deployment #%d); a person in "
-            "override_by may lift it: gitopsd release unreject %s --env %s --reason '...'",
-            bad.tree[:7],
-            env.name,
-            deployment_id,
-            bad.tree[:7],
-            env.name,
-            extra={"repo": repo.name, "env": env.name},
-        )
-
-    def _rollback_failed(self, repo: Repository, env: Environment, job: DeploymentJob, reason: str, problem: str) -> None:
-        """A failed deployment whose automatic rollback failed too: a person must act; make sure one hears of it."""
-        desired = job.desired
-        previous = self.store.failure(repo.name, env.name)
-        failures = previous.failures + 1 if previous and previous.commit == desired.commit else 1
-        self.store.record_failure(repo.name, env.name, FailureStatus(desired.commit, failures, None, True, problem, failed=True))
-        log.error(
-            "deployment failed (%s) and %s; %s may run a half-deployed %s: fix that, then `gitopsd rollback %s` or push a fix",
-            reason,
-            problem,
-            env.name,
-            desired.commit[:7],
-            env.name,
-            extra=job.log_extra(),
-        )
-        self.notify(
-            env.notify,
-            {
-                "event": "rollback-failed",
-                "repo": repo.name,
-                "env": env.name,
-                "commit": desired.commit,
-                "tree": desired.tree,
-                "deployment": job.id,
-                "outcome": reason,
-                "reason": problem,
-                "previous_commit": job.previous_commit,
-            },
-        )
 
     # -- the post-deploy watch and drift detection (core/watching.py, core/drifting.py) -------------------
     def resume(self) -> None:
@@ -775,43 +327,3 @@ class Reconciler:
 
     def _look_later(self, repo: str, env: str, trigger: str, when: float) -> None:
         self.schedule(Look(repo, env, trigger), when)
-
-    def _check_run(self, repo: Repository, env: Environment, deployed: Deployment, cancel: threading.Event) -> RunOutcome:
-        """Drift detection's run: the deployed tree, exported afresh, its playbook in check mode with diff."""
-        extra = {"repo": repo.name, "env": env.name, "commit": deployed.commit[:7], "deployment": deployed.id}
-        folder = DeploymentFolders.of(self.config.state_dir, deployed.id).root / "drift"
-        shutil.rmtree(folder, ignore_errors=True)  # the newest check's files only
-        try:
-            workdir = folder / "tree"
-            self.git.export(repo, deployed.commit, workdir)
-            artifacts = self.tools.artifacts(repo.name, deployed.tree)
-            run = playbook_run(
-                repo.name,
-                env,
-                self.marker(deployed.id) + "-drift",
-                deployed.id,
-                Head(deployed.commit, deployed.tree),
-                deployed.previous_commit,
-                deployed.kind,
-                workdir,
-                folder / "run",
-                artifacts,
-                check_mode=True,
-            )
-            return self.tools.run_playbook(run, cancel)
-        except Exception as exc:  # an export or a run that cannot start says nothing about the hosts
-            log.warning("drift check could not run: %s", exc, extra=extra)
-            return RunOutcome(False, "failed", None, str(exc))
-        finally:
-            shutil.rmtree(folder / "tree", ignore_errors=True)
-
-    def _prune(self) -> None:
-        """Delete exported trees of old deployments; their output and events stay for `gitopsd logs`."""
-        for deployment_id, workdir in self.store.old_workdirs(self.config.keep_workdirs):
-            shutil.rmtree(workdir, ignore_errors=True)
-            self.store.clear_workdir(deployment_id)
-
-
-def blocked_reason(verdict: Verdict) -> str:
-    """A refused verdict in one line: its rule, then its detail."""
-    return " ".join([verdict.rule + ":", *verdict.detail]) if verdict.detail else verdict.rule
