@@ -137,7 +137,7 @@ CREATE TABLE IF NOT EXISTS commits_deployed (   -- the commits a successful depl
 CREATE INDEX IF NOT EXISTS commits_deployed_at ON commits_deployed (env, deployed_at);
 CREATE INDEX IF NOT EXISTS commits_deployed_commit ON commits_deployed (repo, commit_id);
 CREATE INDEX IF NOT EXISTS commits_deployed_deployment ON commits_deployed (deployment_id);
-CREATE TABLE IF NOT EXISTS watches (   -- each environment's post-deploy watch (core/reconcile.py); a restart resumes it
+CREATE TABLE IF NOT EXISTS watches (   -- each environment's post-deploy watch (core/watching.py); a restart resumes it
     repo TEXT NOT NULL,
     env TEXT NOT NULL,
     deployment_id INTEGER NOT NULL,
