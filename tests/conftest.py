@@ -40,18 +40,27 @@ def short_tmp(tmp_path_factory):
 
 # The files that take longest, longest first (seconds per file from a full run, issue 24): under `--dist loadfile` a
 # worker takes the next file in collection order when it finishes one, so the long files start early and the short
-# ones fill the tail of both workers instead of one long file starting last.
+# ones fill the tail of every worker instead of one long file starting last.
 LONGEST_FILES = (
+    "tests/e2e/test_alert_freeze.py",
+    "tests/e2e/test_daemon.py",
     "tests/e2e/test_rollout.py",
+    "tests/e2e/test_monitoring.py",
+    "tests/e2e/test_watch_drift.py",
     "tests/e2e/test_service.py",
     "tests/e2e/test_store_file.py",
-    "tests/integration/test_permissions.py",
-    "tests/e2e/test_daemon.py",
-    "tests/e2e/test_rollout_checks.py",
-    "tests/integration/test_operator_commands.py",
     "tests/e2e/test_standby.py",
+    "tests/integration/test_permissions.py",
+    "tests/integration/test_change_control.py",
+    "tests/e2e/test_preview.py",
+    "tests/integration/test_break_glass.py",
     "tests/integration/test_promotion.py",
+    "tests/e2e/test_rollout_checks.py",
+    "tests/e2e/test_web_browser.py",
+    "tests/e2e/test_postgresql.py",
+    "tests/integration/test_operator_commands.py",
     "tests/integration/test_execution_nodes.py",
+    "tests/e2e/test_chat_approvals.py",
 )
 
 

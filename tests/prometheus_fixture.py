@@ -93,6 +93,7 @@ def prometheus(root: Path, target: str, rules: list[Path] = (), alertmanager: st
             f"--config.file={config}",
             f"--storage.tsdb.path={root / 'data'}",
             f"--web.listen-address=127.0.0.1:{port}",
+            "--rules.alert.resend-delay=1s",  # firing alerts to Alertmanager every second, not every minute
             "--log.level=warn",
         ],
         f"{url}/-/ready",
