@@ -127,13 +127,24 @@ class Window:
         day = local.date()
         while day >= earliest.date():
             if self.cron.day_matches(day):
-                for hour in sorted(self.cron.hours, reverse=True):
-                    for minute in sorted(self.cron.minutes, reverse=True):
-                        start = datetime(day.year, day.month, day.day, hour, minute)
-                        if start <= local:
-                            return start >= earliest
+                start = self._latest_start(day, local)
+                if start is not None:
+                    return start >= earliest
             day -= timedelta(days=1)
         return False
+
+    def _latest_start(self, day: date, local: datetime) -> datetime | None:
+        """The latest start on `day` not after `local`; on local's own day the later hours and minutes are skipped,
+        not tried one by one (an every-minute cron checked over 8 days made each look of its environment cost seconds)."""
+        today = day == local.date()
+        for hour in sorted(self.cron.hours, reverse=True):
+            if today and hour > local.hour:
+                continue
+            for minute in sorted(self.cron.minutes, reverse=True):
+                if today and hour == local.hour and minute > local.minute:
+                    continue
+                return datetime(day.year, day.month, day.day, hour, minute)
+        return None
 
 
 def zone(name: str) -> tzinfo:

@@ -41,6 +41,8 @@ def server(short_tmp):
             daemon.wait_state("qa", "in-sync", sandbox.head("qa"))  # read from the store: the socket may come later
             daemon.wait_for(lambda: (sandbox.runtime / "control.sock").exists(), 60, "the control socket")
             yield sandbox, daemon
+            # staging's window is closed for good: judging it once cost seconds, the loop never got to SIGTERM
+            assert daemon.stop() == 0, daemon.log()[-2000:]
 
 
 def test_a_promotion_into_a_locked_environment_inside_a_deny_window_needs_a_second_person_and_both_are_recorded(server):
