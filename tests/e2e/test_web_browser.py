@@ -126,8 +126,8 @@ def story() -> Iterator[Story]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
-def browser() -> Iterator[Any]:
+@pytest.fixture(scope="module")  # not the session's: Playwright's event loop would stay running in this worker
+def browser() -> Iterator[Any]:  # for the next file (asyncio.run in the Matrix fixture then refuses to start)
     with playwright.sync_playwright() as p:
         args = ["--no-sandbox"] if os.geteuid() == 0 else []  # chromium's own sandbox refuses to run as root
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=args)
