@@ -276,21 +276,25 @@ def _v2(db: Any, dialect: SQLite) -> None:
             db.execute(statement)
 
 
-def _v3(db: Any, dialect: SQLite) -> None:
-    """Signed commits and pushes: the hook snapshot's `gate_environments.signatures` (gate/signatures.py)."""
-    columns = (
-        [r[0] for r in db.execute("SELECT * FROM gate_environments LIMIT 0").description or []]
-        if dialect.name == "sqlite"
-        else [
+def _add_gate_column(db: Any, dialect: SQLite, name: str, declaration: str) -> None:
+    """Add `name` to the hook snapshot's gate_environments unless a store already has it (either backend)."""
+    if dialect.name == "sqlite":
+        columns = [r[0] for r in db.execute("SELECT * FROM gate_environments LIMIT 0").description or []]
+    else:
+        columns = [
             r[0]
             for r in db.execute(
                 "SELECT column_name FROM information_schema.columns WHERE table_name = 'gate_environments'"
                 " AND table_schema = current_schema()"
             ).fetchall()
         ]
-    )
-    if "signatures" not in columns:
-        db.execute(dialect.schema("ALTER TABLE gate_environments ADD COLUMN signatures TEXT NOT NULL DEFAULT ''"))
+    if name not in columns:
+        db.execute(dialect.schema(f"ALTER TABLE gate_environments ADD COLUMN {name} {declaration}"))
+
+
+def _v3(db: Any, dialect: SQLite) -> None:
+    """Signed commits and pushes: the hook snapshot's `gate_environments.signatures` (gate/signatures.py)."""
+    _add_gate_column(db, dialect, "signatures", "TEXT NOT NULL DEFAULT ''")
 
 
 def _v4(db: Any, dialect: SQLite) -> None:
@@ -299,19 +303,7 @@ def _v4(db: Any, dialect: SQLite) -> None:
 
 def _v5(db: Any, dialect: SQLite) -> None:
     """Provenance at the door: `gate_environments.require_provenance` (table attestations created above)."""
-    columns = (
-        [r[0] for r in db.execute("SELECT * FROM gate_environments LIMIT 0").description or []]
-        if dialect.name == "sqlite"
-        else [
-            r[0]
-            for r in db.execute(
-                "SELECT column_name FROM information_schema.columns WHERE table_name = 'gate_environments'"
-                " AND table_schema = current_schema()"
-            ).fetchall()
-        ]
-    )
-    if "require_provenance" not in columns:
-        db.execute(dialect.schema("ALTER TABLE gate_environments ADD COLUMN require_provenance INTEGER NOT NULL DEFAULT 0"))
+    _add_gate_column(db, dialect, "require_provenance", "INTEGER NOT NULL DEFAULT 0")
 
 
 def _v6(db: Any, dialect: SQLite) -> None:
