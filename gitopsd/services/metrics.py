@@ -281,24 +281,35 @@ class StoreCollector(Collector):
 
 DORA_ENV = "production"
 DORA_WINDOW = 30 * 86400.0
-DORA_CACHE = 60.0  # seconds: the figures read the whole window's history; a minute old is fresh enough
+DORA_CACHE = 60.0  # seconds: the figures read the whole window's history; kept a minute unless production moved
 
 
 def dora_source(config: Callable[[], Config], store: Store) -> Callable[[], list[tuple[str, str, dict[str, Any]]]] | None:
-    """The DORA figures of each repository's production over the last 30 days (gitopsd/services/dora.py), cached for a minute;
-    None where this gitopsd has no dora.py."""
+    """The DORA figures of each repository's production over the last 30 days (gitopsd/services/dora.py), kept for a
+    minute unless a production deployment began or ended meanwhile (then the next rendering has them); None where
+    this gitopsd has no dora.py."""
     try:
         from . import dora
     except ImportError:
         return None
     if not hasattr(store, "dora_deployments"):
         return None
-    cached: list[tuple[float, list[tuple[str, str, dict[str, Any]]]]] = []
+    cached: list[tuple[float, object, list[tuple[str, str, dict[str, Any]]]]] = []
+
+    def moved() -> object:
+        """Each repository's last production deployment and its result: one indexed row each, so a changed figure is
+        shown by the next rendering instead of up to a minute later."""
+        last = ((r.name, store.last(r.name, DORA_ENV)) for r in config().repositories if r.environment(DORA_ENV) is not None)
+        return tuple((name, d.id, d.result) if d else (name, None, None) for name, d in last)
 
     def figures() -> list[tuple[str, str, dict[str, Any]]]:
         now = time.time()
-        if cached and now - cached[0][0] < DORA_CACHE:
-            return cached[0][1]
+        try:
+            mark: object = moved()
+        except Exception:  # noqa: BLE001 (the figures below say what is wrong, or the age alone decides)
+            mark = None
+        if cached and now - cached[0][0] < DORA_CACHE and mark is not None and mark == cached[0][1]:
+            return cached[0][2]
         try:
             found = [
                 (r.name, DORA_ENV, dora.figures(store, r.name, DORA_ENV, now - DORA_WINDOW, now=now).as_json())
@@ -308,7 +319,7 @@ def dora_source(config: Callable[[], Config], store: Store) -> Callable[[], list
         except Exception as exc:  # noqa: BLE001 (the other figures are still worth a scrape; tried again in a minute)
             log.warning("metrics: the DORA figures cannot be computed: %s: %s", type(exc).__name__, exc)
             found = []
-        cached[:] = [(now, found)]
+        cached[:] = [(now, mark, found)]
         return found
 
     return figures

@@ -5,6 +5,8 @@ Real: the store in a temp folder, on SQLite and on a real PostgreSQL (store_fact
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from gitopsd.adapters.store import Store
@@ -48,3 +50,21 @@ def test_a_commit_seen_before_recording_falls_back_to_its_first_deployment_anywh
         store.record_deployed_commits(prod, ["o" * 40], tuple(dora.SERVER_MADE))  # once per environment
         assert store.dora_lead_times(None, "production", 0.0) == pytest.approx([3 * H + 60.0])
         assert store.dora_lead_times(None, "production", 5000.0 + 4 * H) == []  # before the window
+
+
+def test_the_dora_figures_are_kept_while_production_stays_and_computed_again_when_a_deployment_ends(tmp_path, store_factory):
+    from gitopsd.services.metrics import dora_source
+    from tests.integration.test_metrics import config
+
+    cfg = config(tmp_path)
+    with store_factory(tmp_path / "state.db") as store:
+        figures = dora_source(lambda: cfg, store)
+        assert figures is not None
+        now = time.time()
+        deploy(store, "production", "a" * 40, now - 2 * H)
+        first = figures()
+        assert figures() is first  # nothing moved: the figures of a moment ago
+        deploy(store, "production", "b" * 40, now - H)
+        second = figures()
+        assert second is not first
+        assert second[0][2]["deployments"] == first[0][2]["deployments"] + 1
