@@ -84,7 +84,9 @@ def test_a_lock_blocks_a_head_that_skipped_the_hook_and_it_deploys_when_the_lock
     v2 = ship(sandbox, "v2")
     sandbox.push("main")
     before = time.time()
-    locked = sandbox.cli("lock", "qa", "--reason", "incident 42", "--for", "45s")  # long enough for a busy machine
+    locked = sandbox.cli(
+        "lock", "qa", "--reason", "incident 42", "--for", "20s"
+    )  # long enough for a busy machine to see it blocked
     assert "incident 42" in locked.stdout
     # A head nobody pushed through the hook (git update-ref): the daemon judges it again.
     git(sandbox.repo, "update-ref", "refs/heads/qa", v2)
@@ -93,7 +95,7 @@ def test_a_lock_blocks_a_head_that_skipped_the_hook_and_it_deploys_when_the_lock
     deployed = daemon.wait_result("qa", v2, "succeeded", timeout=240)
     started = datetime.fromisoformat(deployed["started_at"]).timestamp()
     # Not before the lock ran out (the same machine's clock); the record keeps whole seconds.
-    assert started >= math.floor(before) + 45
+    assert started >= math.floor(before) + 20
     assert sandbox.status()["qa"]["locks"] == []
 
 
