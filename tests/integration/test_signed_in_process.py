@@ -261,6 +261,8 @@ def test_fido_ed25519_and_ecdsa_signatures_are_good_in_process_as_in_ssh_keygen_
         for flags in (0x01, 0x00, 0x05, 0x04):
             [signed] = sk_commits(work, keys[name], [f"by {name}, flags {flags}"], flags=flags, counter=flags + 7)
             assert judged(work, signers, signed) == ("G", f"{name}@example.com", fingerprint), (name, flags)
+            verify = git(work, "-c", f"gpg.ssh.allowedSignersFile={signers}", "verify-commit", signed, check=False)
+            assert verify.returncode == 0 and f'Good "git" signature for {name}@example.com' in verify.stderr, verify.stderr
 
 
 def test_allowed_signers_with_no_touch_required_or_verify_required_are_left_to_ssh_keygen_which_refuses_them(fido):
@@ -280,6 +282,7 @@ def test_allowed_signers_with_no_touch_required_or_verify_required_are_left_to_s
         assert keygen_principals(work, signers, signed) == set()
         letter = git(work, "-c", f"gpg.ssh.allowedSignersFile={signers}", "log", "-1", "--format=%G?", signed).stdout.strip()
         assert letter != "G"
+        assert git(work, "-c", f"gpg.ssh.allowedSignersFile={signers}", "verify-commit", signed, check=False).returncode != 0
         assert [s.letter for s in check_commits(str(work), Rule(str(signers)), signed, [])] == [letter]
 
 
