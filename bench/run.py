@@ -20,7 +20,8 @@
 (j) the web dashboard: the Pipeline page's time with 3 repositories x 3 environments and 100,000 deployments stored
     (target p99 <= 100 ms), and a branch move -> the page showing it over server-sent events (target <= 1 s).
 (m) signed commits: a push of 500 new SSH-signed commits to an environment with `signatures:` (every one verified
-    by git and ssh-keygen in the hook), p95, beside the same push into a copy without hooks (target p95 <= 300 ms).
+    in the hook), p95, beside the same push into a copy without hooks (target p95 <= 300 ms); `--signed-key
+    sk-ed25519` signs with a FIDO key made in Python, as a token would sign (tests/signing.py).
 """
 
 from __future__ import annotations
@@ -1093,14 +1094,22 @@ def bench_api(root: Path, seconds: float, rate: int = 200, stored: int = 10_000,
     }
 
 
-def bench_signed(root: Path, commits: int, pushes: int) -> dict:
-    """Pushes of `commits` new SSH-signed commits each to main:qa, qa checking every signature, vs a bare copy."""
-    from tests.signing import allowed_signers, sign_with, ssh_key
+def bench_signed(root: Path, commits: int, pushes: int, kind: str = "ed25519") -> dict:
+    """Pushes of `commits` new SSH-signed commits each to main:qa, qa checking every signature, vs a bare copy; signed
+    with an ed25519 key (`git commit`), or a FIDO sk-ed25519 key (sk-ed25519: commits signed in Python, as a token would)."""
+    from tests.signing import allowed_signers, sign_with, sk_commits, sk_key, ssh_key
 
-    key = ssh_key(root / "keys", "bench")
-    signers = allowed_signers(root / "allowed_signers", ("bench@example.com", key))
+    root.mkdir(parents=True, exist_ok=True)
+    signers = root / "allowed_signers"
+    if kind == "sk-ed25519":
+        fido = sk_key("ed25519")
+        signers.write_text(f'bench@example.com namespaces="git" {fido.public_line}\n')
+    else:
+        key = ssh_key(root / "keys", "bench")
+        allowed_signers(signers, ("bench@example.com", key))
     sandbox = Sandbox(root / "signed", {"qa": ["qa-1"]}, env_options={"qa": {"signatures": {"allowed_signers": str(signers)}}})
-    sign_with(sandbox.work, key)
+    if kind != "sk-ed25519":
+        sign_with(sandbox.work, key)
     bare = root / "bare.git"
     run(["git", "clone", "-q", "--bare", "--no-local", str(sandbox.repo), str(bare)])
     for hook in (bare / "hooks").iterdir():
@@ -1109,14 +1118,18 @@ def bench_signed(root: Path, commits: int, pushes: int) -> dict:
     env = sandbox.environ()
     hooked, plain = [], []
     for i in range(pushes):
-        for n in range(commits):
-            run(["git", "commit", "-q", "--allow-empty", "-m", f"signed {i}.{n}"], cwd=sandbox.work)
+        if kind == "sk-ed25519":
+            sk_commits(sandbox.work, fido, [f"signed {i}.{n}" for n in range(commits)])
+        else:
+            for n in range(commits):
+                run(["git", "commit", "-q", "--allow-empty", "-m", f"signed {i}.{n}"], cwd=sandbox.work)
         for remote, times in (("origin", hooked), ("bare", plain)):
             run(["git", "push", "-q", remote, "main"], cwd=sandbox.work, env=env)  # main has no rule: not timed
             t0 = time.monotonic()
             run(["git", "push", "-q", remote, "main:qa"], cwd=sandbox.work, env=env)
             times.append(time.monotonic() - t0)
     return {
+        "key": kind,
         "commits": commits,
         "pushes": pushes,
         "p95_ms": percentile(hooked, 95) * 1000,
@@ -1180,6 +1193,9 @@ def main() -> int:  # noqa: C901 (the bench's command line: one branch per secti
     )
     parser.add_argument("--signed-commits", type=int, default=500, help="signed section: new commits per push")
     parser.add_argument("--signed-pushes", type=int, default=5, help="signed section: pushes")
+    parser.add_argument(
+        "--signed-key", choices=("ed25519", "sk-ed25519"), default="ed25519", help="signed section: the key that signs"
+    )
     parser.add_argument(
         "--node-wait",
         type=int,
@@ -1263,9 +1279,9 @@ def main() -> int:  # noqa: C901 (the bench's command line: one branch per secti
                 finally:
                     server.close()
         if args.only in (None, "signed"):
-            results["signed"] = r = bench_signed(root / "signed", args.signed_commits, args.signed_pushes)
+            results["signed"] = r = bench_signed(root / "signed", args.signed_commits, args.signed_pushes, args.signed_key)
             print(
-                f"(m) push of {r['commits']} new signed commits to qa (signatures:), {r['pushes']} pushes: p95 "
+                f"(m) push of {r['commits']} new {r['key']}-signed commits to qa (signatures:), {r['pushes']} pushes: p95 "
                 f"{r['p95_ms']:.0f} ms, median {r['median_ms']:.0f} ms ({r['per_commit_ms']:.1f} ms a commit), "
                 f"no hooks {r['bare_ms']:.0f} ms (target p95 <= 300 ms)",
                 flush=True,

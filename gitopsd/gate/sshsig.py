@@ -5,7 +5,7 @@ Git starts ssh-keygen once or twice per commit (find-principals, then verify): 5
 the way git splits them (payload and `gpgsig` header), and each signature is checked against the
 allowed_signers file. Only a good verdict is taken from here: a commit whose signature, key or
 allowed_signers line uses anything not implemented below (certificates, patterns in principals or
-namespaces, FIDO keys, a revocation file, a time zone suffix, a line ssh-keygen would not parse) or
+namespaces, webauthn signatures, a revocation file, a time zone suffix, a line ssh-keygen would not parse) or
 whose signature does not verify is left to git and ssh-keygen, and their verdict (and its message)
 stands. So this is never more lenient than `ssh-keygen -Y verify`; it is only faster when all is well.
 
@@ -31,23 +31,13 @@ if TYPE_CHECKING:
 BEGIN = b"-----BEGIN SSH SIGNATURE-----\n"
 END = b"\n-----END SSH SIGNATURE-----"
 CURVES = {"ecdsa-sha2-nistp256": b"nistp256", "ecdsa-sha2-nistp384": b"nistp384", "ecdsa-sha2-nistp521": b"nistp521"}
-CHECKED_TYPES = ("ssh-ed25519", "ssh-rsa", *CURVES)
+# FIDO keys (PROTOCOL.u2f): the token signs sha256(application) || flags || counter || sha256(data) with the plain key
+SK_TYPES = {"sk-ssh-ed25519@openssh.com": "ssh-ed25519", "sk-ecdsa-sha2-nistp256@openssh.com": "ecdsa-sha2-nistp256"}
+CHECKED_TYPES = ("ssh-ed25519", "ssh-rsa", *CURVES, *SK_TYPES)
 # Key types ssh-keygen reads in allowed_signers; a line with one not checked here never matches a key checked here.
 OTHER_TYPES = (
     "ssh-dss",
-    "sk-ssh-ed25519@openssh.com",
-    "sk-ecdsa-sha2-nistp256@openssh.com",
-    *(
-        f"{t}-cert-v01@openssh.com"
-        for t in (
-            "ssh-ed25519",
-            "ssh-rsa",
-            "ssh-dss",
-            *CURVES,
-            "sk-ssh-ed25519@openssh.com",
-            "sk-ecdsa-sha2-nistp256@openssh.com",
-        )
-    ),
+    *(f"{t}-cert-v01@openssh.com" for t in ("ssh-ed25519", "ssh-rsa", "ssh-dss", *CURVES, *SK_TYPES)),
 )
 RSA_SIGNATURES = ("rsa-sha2-256", "rsa-sha2-512")
 HASHES = (b"sha256", b"sha512")
@@ -64,6 +54,12 @@ class Reader:
 
     def __init__(self, data: bytes):
         self.data, self.at = data, 0
+
+    def u8(self) -> int:
+        if self.at + 1 > len(self.data):
+            raise Unsupported("short")
+        self.at += 1
+        return self.data[self.at - 1]
 
     def u32(self) -> int:
         if self.at + 4 > len(self.data):
@@ -103,7 +99,7 @@ def parse_key(blob: bytes) -> tuple[str, list[bytes]]:
     """(type, fields) of a public key blob of a type checked here. Raise Unsupported."""
     reader = Reader(blob)
     kind = reader.string().decode("ascii", "replace")
-    if kind == "ssh-ed25519":
+    if kind in ("ssh-ed25519", "sk-ssh-ed25519@openssh.com"):
         fields = [reader.string()]
         if len(fields[0]) != 32:
             raise Unsupported("ed25519 key size")
@@ -111,24 +107,30 @@ def parse_key(blob: bytes) -> tuple[str, list[bytes]]:
         fields = [reader.mpint(), reader.mpint()]  # e, n
         if not 2048 <= int.from_bytes(fields[1], "big").bit_length() <= 16384:
             raise Unsupported("RSA key size")
-    elif kind in CURVES:
-        if reader.string() != CURVES[kind]:
+    elif kind in CURVES or kind == "sk-ecdsa-sha2-nistp256@openssh.com":
+        curve = SK_TYPES.get(kind, kind)
+        if reader.string() != CURVES[curve]:
             raise Unsupported("curve")
         fields = [reader.string()]
-        size = {"ecdsa-sha2-nistp256": 32, "ecdsa-sha2-nistp384": 48, "ecdsa-sha2-nistp521": 66}[kind]
+        size = {"ecdsa-sha2-nistp256": 32, "ecdsa-sha2-nistp384": 48, "ecdsa-sha2-nistp521": 66}[curve]
         if len(fields[0]) != 1 + 2 * size or fields[0][0] != 4:  # uncompressed points only
             raise Unsupported("point")
     else:
         raise Unsupported(kind)
+    if kind in SK_TYPES:
+        fields.append(reader.string())  # the application, hashed into what the token signs
+        if b"\0" in fields[-1]:
+            raise Unsupported("application")  # OpenSSH reads it as a C string: one ending in NUL equals one without
     reader.end()
     return kind, fields
 
 
 def parse_signature_blob(kind: str, key_fields: list[bytes], blob: bytes) -> tuple[str, list[bytes]]:
-    """(signature type, fields) of the signature inside an SSHSIG, for a key of `kind`. Raise Unsupported."""
+    """(signature type, fields) of the signature inside an SSHSIG, for a key of `kind` (a FIDO key's: the signature's
+    fields, then its flags byte and counter as the token signed them). Raise Unsupported."""
     reader = Reader(blob)
     sigtype = reader.string().decode("ascii", "replace")
-    if kind == "ssh-ed25519":
+    if kind in ("ssh-ed25519", "sk-ssh-ed25519@openssh.com"):
         fields = [reader.string()]
         if sigtype != kind or len(fields[0]) != 64:
             raise Unsupported("ed25519 signature")
@@ -142,6 +144,8 @@ def parse_signature_blob(kind: str, key_fields: list[bytes], blob: bytes) -> tup
         inner = Reader(reader.string())
         fields = [inner.mpint(), inner.mpint()]  # r, s
         inner.end()
+    if kind in SK_TYPES:  # (a webauthn signature has another type: left to ssh-keygen above)
+        fields.append(reader.u8().to_bytes(1, "big") + reader.u32().to_bytes(4, "big"))
     reader.end()
     return sigtype, fields
 
@@ -345,6 +349,13 @@ def verdict(raw: bytes, header: bytes, signers: list[Signer], check: Check) -> t
         return None
     digest = hashlib.new(hashalg.decode(), payload).digest()
     data = b"SSHSIG" + string(b"git") + string(b"") + string(hashalg) + string(digest)
+    if kind in SK_TYPES:
+        # ssh-keygen -Y verify asks nothing of the flags (user presence, verification): neither does this. Its
+        # allowed_signers has no no-touch-required or verify-required (a line with one is an error there, left to it).
+        application, flags_counter = key_fields[-1], sig_fields[-1]
+        data = hashlib.sha256(application).digest() + flags_counter + hashlib.sha256(data).digest()
+        kind = sigtype = SK_TYPES[kind]
+        key_fields, sig_fields = key_fields[:-1], sig_fields[:-1]
     good = check(kind, key_fields, sigtype, sig_fields, data)
     letter = ("G" if valid else "U") if good else "B"
     return letter, valid[0].principals if valid and good else "", fingerprint(key_blob), email

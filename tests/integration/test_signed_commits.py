@@ -13,7 +13,7 @@ import pytest
 from gitopsd.config import load
 from gitopsd.installers import doctor
 from gitopsd.services.revert import make_revert
-from tests.signing import allowed_signers, commit, gpg_export, gpg_home, gpg_key, sign_with, ssh_key
+from tests.signing import allowed_signers, commit, gpg_export, gpg_home, gpg_key, sign_with, sk_commits, sk_key, ssh_key
 from tests.support import Sandbox, git, run
 
 
@@ -395,3 +395,33 @@ def test_commits_verified_on_main_cost_no_ssh_keygen_when_promoted_and_a_changed
     proc = run(["git", "push", "origin", "main:qa"], cwd=sandbox.work, env=env, check=False)
     assert proc.returncode == 1
     assert f"remote:   commit {mallory[:7]} has a signature by a key that is not an allowed signer" in remote_text(proc)
+
+
+def test_commits_signed_with_fido_keys_pass_the_hook_without_ssh_keygen_and_a_forged_one_is_refused_by_it(short_tmp):
+    """FIDO keys (sk-ssh-ed25519, sk-ecdsa-sha2-nistp256; made in Python, signed as a token signs) checked in the hook's
+    own process; a signature that does not verify goes to ssh-keygen, whose refusal stands."""
+    fido, fido_ec = sk_key("ed25519"), sk_key("ecdsa")
+    signers = short_tmp / "allowed_signers"
+    signers.write_text(f"fido@example.com {fido.public_line}\nfido-ec@example.com {fido_ec.public_line}\n")
+    sandbox = Sandbox(short_tmp / "s", {"qa": ["qa-1"]}, env_options={"qa": {"signatures": {"allowed_signers": str(signers)}}})
+    calls = short_tmp / "ssh-keygen-calls"
+    wrapper = short_tmp / "bin" / "ssh-keygen"
+    wrapper.parent.mkdir()
+    wrapper.write_text(f'#!/bin/sh\necho "$@" >> {calls}\nexec /usr/bin/ssh-keygen "$@"\n')
+    wrapper.chmod(0o755)
+    env = sandbox.environ()
+    env["PATH"] = f"{wrapper.parent}:{env['PATH']}"
+    sk_commits(sandbox.work, fido, [f"by fido {n}" for n in range(3)])
+    sk_commits(sandbox.work, fido_ec, [f"by fido-ec {n}" for n in range(3)], flags=0x05)
+    run(["git", "push", "origin", "main"], cwd=sandbox.work, env=env)
+    run(["git", "push", "origin", "main:qa"], cwd=sandbox.work, env=env)
+    assert sandbox.head("qa") == sandbox.head("main")
+    assert not calls.exists()  # all six checked in the hook's process
+    [forged] = sk_commits(sandbox.work, fido, ["signed for another application"], application=b"ssh:other")
+    run(["git", "push", "origin", "main"], cwd=sandbox.work, env=env)
+    proc = run(["git", "push", "origin", "main:qa"], cwd=sandbox.work, env=env, check=False)
+    assert proc.returncode == 1
+    assert f"remote:   commit {forged[:7]} has a bad signature (it does not match the commit's content)" in remote_text(proc), (
+        remote_text(proc)
+    )
+    assert "-Y" in calls.read_text()  # ssh-keygen decided

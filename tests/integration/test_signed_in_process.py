@@ -1,5 +1,6 @@
 """SSH signatures checked in the process (gate/sshsig.py), compared with what git and `ssh-keygen -Y verify` say about the
-same real commits signed with real keys: valid, changed after signing, another namespace, expired, unknown, another principal."""
+same real commits signed with real keys: valid, changed after signing, another namespace, expired, unknown, another principal;
+FIDO (sk-) keys made in Python (ssh-keygen makes them only with a token), their signatures made by hand as a token would."""
 
 from __future__ import annotations
 
@@ -14,10 +15,17 @@ import pytest
 from gitopsd.adapters.signing import verify_ssh
 from gitopsd.gate import sshsig
 from gitopsd.gate.signatures import Rule, check_commits
-from tests.signing import allowed_signers, commit, sign_with, ssh_key
+from tests.signing import SkKey, allowed_signers, commit, sign_with, sk_commits, sk_key, ssh_key
 from tests.support import git, run
 
-PRINCIPALS = ("alice@example.com", "ops@example.com", "ec@example.com", "old@example.com")
+PRINCIPALS = (
+    "alice@example.com",
+    "ops@example.com",
+    "ec@example.com",
+    "old@example.com",
+    "fido@example.com",
+    "fido-ec@example.com",
+)
 
 
 @pytest.fixture
@@ -227,3 +235,85 @@ def test_a_key_expiring_across_a_daylight_saving_change_is_judged_as_git_and_ssh
     finally:
         monkeypatch.undo()
         time.tzset()
+
+
+@pytest.fixture
+def fido(short_tmp: Path) -> tuple[Path, dict[str, SkKey], Path]:
+    """A clone with one unsigned commit; FIDO keys (application "ssh:") for fido (ed25519) and fido-ec (P-256) allowed,
+    mallory's not."""
+    keys = {"fido": sk_key("ed25519"), "fido-ec": sk_key("ecdsa"), "mallory": sk_key("ed25519")}
+    signers = short_tmp / "allowed_signers"
+    signers.write_text(
+        f'fido@example.com namespaces="git" {keys["fido"].public_line}\nfido-ec@example.com {keys["fido-ec"].public_line}\n'
+    )
+    work = short_tmp / "work"
+    git(short_tmp, "init", "-q", str(work))
+    git(work, "commit", "-q", "--allow-empty", "-m", "unsigned start")
+    return work, keys, signers
+
+
+def test_fido_ed25519_and_ecdsa_signatures_are_good_in_process_as_in_ssh_keygen_whatever_flags_the_token_set(fido):
+    """ssh-keygen -Y verify asks nothing of the flags: no user presence (0x01) is good, as user verification (0x04)."""
+    work, keys, signers = fido
+    for name in ("fido", "fido-ec"):
+        (work.parent / f"{name}.pub").write_text(keys[name].public_line + "\n")
+        fingerprint = run(["ssh-keygen", "-l", "-f", str(work.parent / f"{name}.pub")]).stdout.split()[1]
+        for flags in (0x01, 0x00, 0x05, 0x04):
+            [signed] = sk_commits(work, keys[name], [f"by {name}, flags {flags}"], flags=flags, counter=flags + 7)
+            assert judged(work, signers, signed) == ("G", f"{name}@example.com", fingerprint), (name, flags)
+            verify = git(work, "-c", f"gpg.ssh.allowedSignersFile={signers}", "verify-commit", signed, check=False)
+            assert verify.returncode == 0 and f'Good "git" signature for {name}@example.com' in verify.stderr, verify.stderr
+
+
+def test_allowed_signers_with_no_touch_required_or_verify_required_are_left_to_ssh_keygen_which_refuses_them(fido):
+    """Those are authorized_keys options of sshd: ssh-keygen's allowed_signers knows none (`bad options`), so no flags
+    make such a line good; the check here does not read the file and git's verdict stands."""
+    work, keys, signers = fido
+    for option, flags in (
+        ("no-touch-required", 0x00),
+        ("no-touch-required", 0x01),
+        ("verify-required", 0x05),
+        ("verify-required", 0x01),
+    ):
+        signers.write_text(f"fido@example.com {option} {keys['fido'].public_line}\n")
+        [signed] = sk_commits(work, keys["fido"], [f"{option}, flags {flags}"], flags=flags)
+        with pytest.raises(sshsig.Unsupported):
+            sshsig.parse_allowed_signers(signers.read_bytes())
+        assert keygen_principals(work, signers, signed) == set()
+        letter = git(work, "-c", f"gpg.ssh.allowedSignersFile={signers}", "log", "-1", "--format=%G?", signed).stdout.strip()
+        assert letter != "G"
+        assert git(work, "-c", f"gpg.ssh.allowedSignersFile={signers}", "verify-commit", signed, check=False).returncode != 0
+        assert [s.letter for s in check_commits(str(work), Rule(str(signers)), signed, [])] == [letter]
+
+
+def test_a_fido_signed_commit_changed_after_signing_or_with_its_flags_or_counter_changed_is_bad_as_in_ssh_keygen(fido):
+    work, keys, signers = fido
+    for name in ("fido", "fido-ec"):
+        [good] = sk_commits(work, keys[name], [f"signed work by {name}"], flags=0x01, counter=41)
+        body = cat(work, good)
+        assert (judged(work, signers, good) or ("",))[0] == "G"
+        payload, armored = sshsig.split_commit(body, b"gpgsig") or (b"", b"")
+        blob = base64.b64decode(b"".join(armored.split(b"\n")[1:-2]))
+        changed = [write(work, body.replace(b"signed work", b"signed wOrk"))]
+        for at in (-5, -1):  # the flags byte (user presence taken away), the counter's last byte
+            forged = bytearray(blob)
+            forged[at] ^= 1
+            text = base64.b64encode(bytes(forged))
+            lines = [b"-----BEGIN SSH SIGNATURE-----", *(text[i : i + 70] for i in range(0, len(text), 70))]
+            changed.append(write(work, with_signature(payload, b"\n".join([*lines, b"-----END SSH SIGNATURE-----"]))))
+        for commit_id in changed:
+            assert (judged(work, signers, commit_id) or ("",))[0] == "B", (name, commit_id)
+
+
+def test_a_fido_signature_for_another_application_or_key_is_not_good_in_process_as_in_ssh_keygen(fido):
+    """The application is the key's: a token signing for "ssh:other" does not sign for the "ssh:" key (bad), and the same
+    key pair named with "ssh:other" is another key, not allowed (U), as is a key not in allowed_signers at all."""
+    work, keys, signers = fido
+    for name in ("fido", "fido-ec"):
+        [other_app] = sk_commits(work, keys[name], ["signed for ssh:other"], application=b"ssh:other")
+        assert (judged(work, signers, other_app) or ("",))[0] == "B"
+        other_key = sk_key("ed25519" if name == "fido" else "ecdsa", b"ssh:other", private=keys[name].private)
+        [renamed] = sk_commits(work, other_key, ["signed by the same pair for ssh:other"])
+        assert (judged(work, signers, renamed) or ("",))[0] == "U"
+    [unknown] = sk_commits(work, keys["mallory"], ["by mallory's token"])
+    assert (judged(work, signers, unknown) or ("",))[0] == "U"

@@ -10,6 +10,10 @@ from gitopsd.gate import sshsig
 
 # An ed25519 public key blob: string "ssh-ed25519", string 32 bytes.
 KEY = base64.b64encode(sshsig.string(b"ssh-ed25519") + sshsig.string(bytes(range(32)))).decode()
+SK = b"sk-ssh-ed25519@openssh.com"
+# FIDO keys: an application ending in NUL (OpenSSH reads it as a C string: the same key as "ssh:"), none at all.
+SK_NUL = base64.b64encode(sshsig.string(SK) + sshsig.string(bytes(range(32))) + sshsig.string(b"ssh:\0")).decode()
+SK_NONE = base64.b64encode(sshsig.string(SK) + sshsig.string(bytes(range(32)))).decode()
 
 
 def test_plain_lines_with_namespaces_and_validity_are_read():
@@ -40,6 +44,9 @@ def test_plain_lines_with_namespaces_and_validity_are_read():
         f"alice ssh-ed25519 {KEY[:-4]}",  # a key cut short
         f"alice ssh-rsa {KEY}",  # a key of another type than it says
         f"alice ssh-foo {KEY}",  # a key type ssh-keygen does not know
+        f"alice sk-ssh-ed25519@openssh.com {SK_NUL}",  # a FIDO application with a NUL
+        f"alice sk-ssh-ed25519@openssh.com {SK_NONE}",  # a FIDO key without its application
+        f"alice verify-required sk-ssh-ed25519@openssh.com {SK_NONE}",  # sshd's option, not allowed_signers'
     ],
 )
 def test_lines_ssh_keygen_might_read_otherwise_make_the_whole_file_left_to_it(line):
