@@ -73,10 +73,12 @@ fuzz: $(STAMP)
 check: $(STAMP) lint
 	$(BIN)/python -m pytest -q tests/unit
 
-# docs/cli.md from the command line's parser (tests/unit/test_docs.py fails when the two disagree).
+# docs/cli.md from the command line's parser, the reason ids in docs/api.md from core/reasons.py (tests/unit/test_docs.py
+# fails when they disagree).
 docs: $(STAMP)
 	$(BIN)/python tools/gen_cli_docs.py
 	$(BIN)/python tools/gen_config_docs.py
+	$(BIN)/python tools/gen_reason_docs.py
 
 # Byte-compiled first, as an installed package would be: the hooks start a Python on every push.
 bench: $(STAMP)

@@ -55,20 +55,23 @@ def create_app(
 
     async def invalid(_request: Request, exc: Exception) -> Response:
         assert isinstance(exc, statuses.InvalidStatus)
-        return JSONResponse(error_body(exc.message, INVALID, "bad-field", exc.field), status_code=STATUS[INVALID])
+        return JSONResponse(error_body(exc.message, INVALID, "bad_field", exc.field), status_code=STATUS[INVALID])
 
     async def not_found(_request: Request, _exc: Exception) -> Response:
         return JSONResponse(
-            error_body("no such API endpoint (see /api/v1/openapi.json)", MISSING, "no-endpoint"), status_code=STATUS[MISSING]
+            error_body("no such API endpoint (see /api/v1/openapi.json)", MISSING, "no_endpoint"), status_code=STATUS[MISSING]
         )
 
     async def not_allowed(_request: Request, _exc: Exception) -> Response:
         return JSONResponse(
-            error_body("method not allowed here (see /api/v1/openapi.json)", UNSUPPORTED), status_code=STATUS[UNSUPPORTED]
+            error_body("method not allowed here (see /api/v1/openapi.json)", UNSUPPORTED, "method_not_allowed"),
+            status_code=STATUS[UNSUPPORTED],
         )
 
     async def internal(_request: Request, _exc: Exception) -> Response:
-        return JSONResponse(error_body("internal error; the daemon's log says more", INTERNAL), status_code=STATUS[INTERNAL])
+        return JSONResponse(
+            error_body("internal error; the daemon's log says more", INTERNAL, "internal_error"), status_code=STATUS[INTERNAL]
+        )
 
     v1 = "/api/v1"
     statuses_own, statuses_github = commit_statuses.routes(api, v1)
@@ -141,7 +144,7 @@ class Guard:
                 error_body(
                     "is not printable UTF-8 text once percent-decoded; names and values in URLs are printable text",
                     INVALID,
-                    "bad-field",
+                    "bad_field",
                     garbled,
                 ),
             )
@@ -165,7 +168,9 @@ class Guard:
                 exc_info=log.isEnabledFor(logging.DEBUG),
             )
             if not answered:
-                await _send_json(send, STATUS[INTERNAL], error_body("internal error; the daemon's log says more", INTERNAL))
+                await _send_json(
+                    send, STATUS[INTERNAL], error_body("internal error; the daemon's log says more", INTERNAL, "internal_error")
+                )
                 answered = 500
         finally:
             log.debug(

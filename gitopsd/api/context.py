@@ -42,7 +42,7 @@ class Context:
         token = self.tokens.authenticate(request.headers.get("authorization"))
         if token is None:  # the same answer for a missing, unknown or revoked token: nothing to learn from it
             raise ApiError(
-                Refused("a valid API token is required (Authorization: Bearer <token>)", UNAUTHENTICATED, "token-required"),
+                Refused("a valid API token is required (Authorization: Bearer <token>)", UNAUTHENTICATED, "token_required"),
                 {"WWW-Authenticate": 'Bearer realm="gitopsd"'},
             )
         request.scope["gitopsd.token"] = token.name
@@ -51,7 +51,7 @@ class Context:
     def authorize(self, request: Request, scope: str) -> Token:
         token = self.authenticate(request)
         if scope not in token.scopes:
-            raise refuse(f"this token lacks the scope {scope}", FORBIDDEN, "scope-missing")
+            raise refuse(f"this token lacks the scope {scope}", FORBIDDEN, "token_scope")
         return token
 
     def status_reader(self, request: Request) -> tuple[Token, Repository]:
@@ -60,7 +60,7 @@ class Context:
         token = self.authenticate(request)
         repo = self.repository(request.path_params["repo"])
         if "read" not in token.scopes and not token.may_report(repo.name):
-            raise refuse(f"this token lacks the scope read (or statuses:write for {repo.name})", FORBIDDEN, "scope-missing")
+            raise refuse(f"this token lacks the scope read (or statuses:write for {repo.name})", FORBIDDEN, "token_scope")
         return token, repo
 
     def owners(self) -> dict[str, str]:
@@ -70,7 +70,7 @@ class Context:
     def repository(self, name: str) -> Repository:
         repo = self.config().repository(name)
         if repo is None:
-            raise refuse(f"no repository named {name!r}", MISSING, "no-repository")
+            raise refuse(f"no repository named {name!r}", MISSING, "repo_not_found")
         return repo
 
     def environment(self, request: Request) -> tuple[Repository, Environment]:
@@ -78,7 +78,7 @@ class Context:
         repo = self.repository(request.path_params["repo"])
         env = repo.environment(request.path_params["env"])
         if env is None:
-            raise refuse(f"repository {repo.name} has no environment {request.path_params['env']!r}", MISSING, "no-environment")
+            raise refuse(f"repository {repo.name} has no environment {request.path_params['env']!r}", MISSING, "env_not_found")
         return repo, env
 
     async def blocking(self, fn: Callable[..., Any], *args: Any) -> Any:
@@ -86,10 +86,12 @@ class Context:
         try:
             return await run_in_threadpool(fn, *args)
         except statuses.UnknownCommit as exc:
-            raise refuse(str(exc), MISSING, "no-commit") from exc
+            raise refuse(str(exc), MISSING, "commit_not_found") from exc
         except (StoreError, GitError, OSError) as exc:
             log.warning("API request failed: %s", exc)
-            raise refuse("the state database or the repository is unavailable; try again", UNAVAILABLE) from exc
+            raise refuse(
+                "the state database or the repository is unavailable; try again", UNAVAILABLE, "store_unavailable"
+            ) from exc
 
     async def ask_gates(self, token: Token, ask: dict[str, Any]) -> Response:
         """Hand one human-gate request to the daemon as the token's owner; 201, or the refusal's status."""
@@ -98,7 +100,7 @@ class Context:
                 "sign-offs and approvals are recorded by the daemon, which serves them on "
                 "its own API; this server cannot take them",
                 UNAVAILABLE,
-                "no-daemon",
+                "no_daemon",
             )
         answer = await self.blocking(self.human_gates, token.identity, ask)
         if not answer.get("ok"):

@@ -26,18 +26,18 @@ class ApiError(Exception):
         self.refused, self.status, self.body, self.headers = refused, refused.status, refused.body(), headers or {}
 
 
-def refuse(message: str, kind: str, reason: str | None = None, field: str | None = None) -> ApiError:
+def refuse(message: str, kind: str, reason: str, field: str | None = None) -> ApiError:
     """An ApiError of one refusal: its line, kind, stable reason id and the field it is about."""
     return ApiError(Refused(message, kind, reason, field))
 
 
 def unprocessable(field: str, message: str) -> ApiError:
-    return refuse(message, INVALID, "bad-field", field)
+    return refuse(message, INVALID, "bad_field", field)
 
 
 def refused(field: str, message: str) -> ApiError:
     """422 for a human-gate request's bad field: the `message` line names it (and `field` too, as elsewhere)."""
-    return refuse(f"{field} {message}", INVALID, "bad-field", field)
+    return refuse(f"{field} {message}", INVALID, "bad_field", field)
 
 
 async def body(request: Request) -> bytes:

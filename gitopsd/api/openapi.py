@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..core.errors import STATUS
+from ..core.reasons import REASONS
 from ..core.settings import STATUS_CONTEXT_MAX
 from ..gate.required import STATES
 from .statuses import MAX_BODY, MAX_DESCRIPTION, MAX_URL
@@ -238,7 +239,11 @@ def _document() -> dict[str, Any]:
                             "enum": list(STATUS),
                             "description": "what the caller does about it; it gives the status",
                         },
-                        "reason": {"type": "string", "description": "a stable id to match on (the kind when none finer)"},
+                        "reason": {
+                            "type": "string",
+                            "enum": list(REASONS),
+                            "description": "a stable id of the situation to match on (docs/api.md lists them)",
+                        },
                         "field": {"type": nullable, "description": "the bad field, for a 422"},
                     },
                 },

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from ..core.errors import INVALID, Refused
+from ..core.errors import INVALID, MISSING, Refused
 from ..core.settings import Repository
 from .heads import HeadEvent, ci_globs, list_heads
 
@@ -20,10 +20,7 @@ _HEX = re.compile(r"[0-9a-f]{7,40}")
 
 
 class RerunRefused(Refused):
-    """The rerun cannot be done as asked: one line saying why and what instead, and its kind (invalid, missing)."""
-
-    def __init__(self, message: str, kind: str = INVALID):
-        super().__init__(message, kind)
+    """The rerun cannot be done as asked: one line saying why and what instead, its kind and reason id."""
 
 
 def head_event(
@@ -35,7 +32,9 @@ def head_event(
     """
     globs = ci_globs(repo)
     if not globs:
-        raise RerunRefused(f"repository {repo.name} has no CI to run again: neither ci.steps nor ci.trigger is configured")
+        raise RerunRefused(
+            f"repository {repo.name} has no CI to run again: neither ci.steps nor ci.trigger is configured", INVALID, "no_ci"
+        )
     heads = list_heads(repo, globs)
     name = head.removeprefix("refs/heads/")
     if name not in heads:
@@ -45,7 +44,8 @@ def head_event(
                 f"{head[:100]!r} is neither a CI branch of {repo.name} nor the commit at the head of one "
                 f"(CI branches: {', '.join(sorted(heads)) or 'none yet'}); name the branch, e.g. "
                 f"gitopsd ci rerun {repo.name} {min(heads) if heads else 'main'}",
-                "missing",
+                MISSING,
+                "ci_head_not_found",
             )
         name = found[0]
     commit, tree = heads[name]

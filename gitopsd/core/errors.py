@@ -6,8 +6,10 @@ is a failed attempt, retried too. The CLI
 prints any GitopsdError as one line (`--debug` adds the traceback). Errors of pygit2, sqlite3,
 ansible-runner and git's processes are translated into these in the one module that talks to each.
 
-Stdlib only and no imports at all: the pre-receive hook imports this on every push.
+Stdlib only and no imports but core/reasons.py: the pre-receive hook imports this on every push.
 """
+
+from .reasons import REASONS
 
 
 class GitopsdError(Exception):
@@ -59,13 +61,15 @@ STATUS = {
 
 class Refused(UserError):
     """A request that cannot be done as asked: one line saying why and what instead, its kind (STATUS) and a stable
-    reason id (by default the kind) that clients may match on instead of the words."""
+    reason id (core/reasons.py) that clients may match on instead of the words."""
 
-    def __init__(self, message: str, kind: str = CONFLICT, reason: str | None = None, field: str | None = None):
+    def __init__(self, message: str, kind: str, reason: str, field: str | None = None):
         super().__init__(message)
         if kind not in STATUS:
             raise ValueError(f"unknown refusal kind {kind!r} (known: {', '.join(STATUS)})")
-        self.kind, self.reason, self.field = kind, reason or kind, field
+        if REASONS.get(reason, ("",))[0] != kind:
+            raise ValueError(f"refusal reason {reason!r} is not registered for kind {kind!r} in core/reasons.py")
+        self.kind, self.reason, self.field = kind, reason, field
 
     @property
     def status(self) -> int:
@@ -74,12 +78,12 @@ class Refused(UserError):
 
     def body(self) -> dict[str, str | None]:
         """The one error body shape of the API and the control socket's answers."""
-        return error_body(str(self), self.kind, self.reason, self.field)
+        return {"message": str(self), "kind": self.kind, "reason": self.reason, "field": self.field}
 
 
-def error_body(message: str, kind: str, reason: str | None = None, field: str | None = None) -> dict[str, str | None]:
-    """`{"message", "kind", "reason", "field"}`: the one shape every refusal is answered in."""
-    return {"message": message, "kind": kind, "reason": reason or kind, "field": field}
+def error_body(message: str, kind: str, reason: str, field: str | None = None) -> dict[str, str | None]:
+    """`{"message", "kind", "reason", "field"}`: the one shape every refusal is answered in (the reason checked as Refused's)."""
+    return Refused(message, kind, reason, field).body()
 
 
 def refusal_answer(exc: Refused) -> dict[str, object]:
@@ -88,11 +92,11 @@ def refusal_answer(exc: Refused) -> dict[str, object]:
 
 
 def refused_from(answer: dict[str, object]) -> Refused:
-    """The Refused a control-socket answer `{"ok": false, "error", "kind", "reason", "field"}` carries."""
-    kind = str(answer.get("kind") or CONFLICT)
+    """The Refused a control-socket answer `{"ok": false, "error", "kind", "reason", "field"}` carries (an answer
+    without a registered reason of its kind, such as the socket's own "busy", is a `refused` conflict)."""
+    kind, reason = str(answer.get("kind") or ""), str(answer.get("reason") or "")
+    if REASONS.get(reason, ("",))[0] != kind:
+        kind, reason = CONFLICT, "refused"
     return Refused(
-        str(answer.get("error") or answer.get("message") or "refused"),
-        kind if kind in STATUS else CONFLICT,
-        str(answer.get("reason") or "") or None,
-        str(answer.get("field") or "") or None,
+        str(answer.get("error") or answer.get("message") or "refused"), kind, reason, str(answer.get("field") or "") or None
     )

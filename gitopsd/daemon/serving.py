@@ -75,7 +75,7 @@ class Serving(Intake):
                     f"no repository named {str(request.get('repo'))[:100]!r} "
                     f"(known: {', '.join(r.name for r in self.config.repositories)})",
                     MISSING,
-                    "no-repository",
+                    "repo_not_found",
                 )
             )
         try:

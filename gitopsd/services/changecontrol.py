@@ -25,11 +25,12 @@ from typing import Any
 
 from ..adapters.store import Store
 from ..base import gitcli
-from ..core.errors import FORBIDDEN, INVALID, MISSING, Refused, refusal_answer
+from ..core.errors import CONFLICT, FORBIDDEN, INVALID, MISSING, Refused, refusal_answer
 from ..core.settings import Config, Environment, Notify, Repository
 from ..core.windows import WindowError, parse_duration
 from ..gate.locks import Lock, utc
-from .releases import NOTE_MAX, add_note
+from .named import NOTE_MAX, environment, repository
+from .releases import add_note
 
 log = logging.getLogger("gitopsd.changecontrol")
 
@@ -41,12 +42,12 @@ LABEL = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 def lock_until(until: Any, for_: Any, now: float) -> float | None:
     """When a lock asked `--until TIME` or `--for DURATION` ends (None: until unlocked). Raise Refused (invalid)."""
     if until not in (None, "") and for_ not in (None, ""):
-        raise Refused("give either --until or --for, not both", INVALID)
+        raise Refused("give either --until or --for, not both", INVALID, "bad_time")
     if for_ not in (None, ""):
         try:
             return now + parse_duration(for_).total_seconds()
         except WindowError as exc:
-            raise Refused(f"--for: {exc}", INVALID) from exc
+            raise Refused(f"--for: {exc}", INVALID, "bad_time") from exc
     if until in (None, ""):
         return None
     try:
@@ -55,6 +56,7 @@ def lock_until(until: Any, for_: Any, now: float) -> float | None:
         raise Refused(
             f"--until {str(until)[:40]!r} is not a time: give one like 2026-12-24T18:00 (UTC unless it says +01:00), or --for 2h",
             INVALID,
+            "bad_time",
         ) from exc
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
@@ -63,6 +65,7 @@ def lock_until(until: Any, for_: Any, now: float) -> float | None:
             f"--until {moment.astimezone(UTC):%Y-%m-%d %H:%M} UTC is in the past (now is {utc(now)}): "
             "give a time to come, or --for 2h",
             INVALID,
+            "bad_time",
         )
     return moment.timestamp()
 
@@ -79,7 +82,9 @@ def parse_alerts(payload: Any) -> list[tuple[str, dict[str, str], dict[str, str]
 
     def bad(why: str) -> Refused:
         return Refused(
-            f"not an Alertmanager webhook payload: {why} (send Alertmanager's webhook_configs notification, version 4)", INVALID
+            f"not an Alertmanager webhook payload: {why} (send Alertmanager's webhook_configs notification, version 4)",
+            INVALID,
+            "bad_alert_payload",
         )
 
     if not isinstance(payload, dict):
@@ -160,7 +165,7 @@ class ChangeControl:
         }
         action = actions.get(str(request.get("op")))
         if action is None:
-            return refusal_answer(Refused(f"unknown request {request.get('op')!r}", INVALID, "unknown-request"))
+            return refusal_answer(Refused(f"unknown request {request.get('op')!r}", INVALID, "unknown_request"))
         with self._lock:
             try:
                 answer = action(identity, request)
@@ -170,44 +175,20 @@ class ChangeControl:
         return {"ok": True, "message": message, "identity": identity, **extra}
 
     # -- what a request names ----------------------------------------------------------------------------
-    def _repo(self, name: Any) -> Repository:
-        config = self.config()
-        if name in (None, ""):
-            if len(config.repositories) != 1:
-                raise Refused(
-                    f"name the repository with --repo (known: {', '.join(r.name for r in config.repositories)})", INVALID
-                )
-            return config.repositories[0]
-        repo = config.repository(str(name))
-        if repo is None:
-            raise Refused(
-                f"no repository named {str(name)[:100]!r} (known: {', '.join(r.name for r in config.repositories)})", MISSING
-            )
-        return repo
-
-    @staticmethod
-    def _env(repo: Repository, name: Any) -> Environment:
-        env = repo.environment(str(name))
-        if env is None:
-            raise Refused(
-                f"repository {repo.name} has no environment {str(name)[:100]!r} "
-                f"(it has: {', '.join(e.name for e in repo.environments)})",
-                MISSING,
-            )
-        return env
-
     def _scope(self, request: dict[str, Any]) -> tuple[str, str]:
         """(repo, env) a lock request names: ENV, --repo REPO (env '*') or --all ('*', '*')."""
         if request.get("all"):
             if request.get("env") or request.get("repo"):
-                raise Refused("--all locks every repository: give it without an environment or --repo", INVALID)
+                raise Refused("--all locks every repository: give it without an environment or --repo", INVALID, "bad_lock_scope")
             return "*", "*"
         if request.get("env"):
-            repo = self._repo(request.get("repo"))
-            return repo.name, self._env(repo, request["env"]).name
+            repo = repository(self.config(), request.get("repo"))
+            return repo.name, environment(repo, request["env"]).name
         if request.get("repo"):
-            return self._repo(request["repo"]).name, "*"
-        raise Refused("name what to lock: an environment (gitopsd lock production), --repo NAME or --all", INVALID)
+            return repository(self.config(), request["repo"]).name, "*"
+        raise Refused(
+            "name what to lock: an environment (gitopsd lock production), --repo NAME or --all", INVALID, "bad_lock_scope"
+        )
 
     @staticmethod
     def _reason(request: dict[str, Any], required: bool = True) -> str:
@@ -215,9 +196,13 @@ class ChangeControl:
         if reason in (None, "") and not required:
             return ""
         if not isinstance(reason, str) or not reason.strip():
-            raise Refused("say why with --reason '...' (it is recorded with your name and shown to whoever is refused)", INVALID)
+            raise Refused(
+                "say why with --reason '...' (it is recorded with your name and shown to whoever is refused)",
+                INVALID,
+                "note_required",
+            )
         if len(reason) > NOTE_MAX or any(ord(c) < 32 and c != "\t" for c in reason):
-            raise Refused(f"--reason must be one line of at most {NOTE_MAX} characters", INVALID)
+            raise Refused(f"--reason must be one line of at most {NOTE_MAX} characters", INVALID, "bad_note")
         return reason.strip()
 
     def _envs_of(self, repo_name: str, env_name: str) -> list[tuple[Repository, Environment]]:
@@ -286,7 +271,7 @@ class ChangeControl:
                     extra={"repo": lock.repo, "env": lock.env},
                 )
         if not lifted and why_first:
-            raise Refused(why_first, INVALID)
+            raise Refused(why_first, INVALID, "note_required")
         if not lifted:
             left = [lock.describe() for lock in self.store.all_locks(now) if lock.repo == repo and lock.env == env]
             raise Refused(
@@ -296,7 +281,9 @@ class ChangeControl:
                     f"or by a person in override_by with --reason)"
                     if left
                     else ""
-                )
+                ),
+                CONFLICT,
+                "nothing_changed",
             )
         self._note(repo, env, f"gitopsd: {scope} unlocked by {identity} at {utc(now)}" + (f": {reason}" if reason else ""))
         self._changed(repo)
@@ -349,11 +336,15 @@ class ChangeControl:
     # -- break-glass ---------------------------------------------------------------------------------------
     def ask(self, identity: str, request: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         """One person asks to let promotions through `env`'s locks, freezes and deny windows; a second confirms."""
-        repo = self._repo(request.get("repo"))
-        env = self._env(repo, request.get("env"))
+        repo = repository(self.config(), request.get("repo"))
+        env = environment(repo, request.get("env"))
         reason = self._reason(request)
         if not env.override_by:
-            raise Refused(f"nobody may confirm a break-glass in {env.name}: its override_by is empty in the config", FORBIDDEN)
+            raise Refused(
+                f"nobody may confirm a break-glass in {env.name}: its override_by is empty in the config",
+                FORBIDDEN,
+                "override_not_allowed",
+            )
         settings, now = self.config().break_glass, self.clock()
         request_id = self.store.ask_break_glass(
             repo=repo.name,
@@ -392,12 +383,16 @@ class ChangeControl:
         try:
             request_id = int(str(request.get("id")).removeprefix("#"))
         except ValueError as exc:
-            raise Refused(f"{str(request.get('id'))[:40]!r} is not a break-glass request number", INVALID) from exc
+            raise Refused(
+                f"{str(request.get('id'))[:40]!r} is not a break-glass request number", INVALID, "bad_break_glass_id"
+            ) from exc
         asked = self.store.break_glass_request(request_id)
         if asked is None:
-            raise Refused(f"no break-glass request #{request_id} (gitopsd locks lists the open ones)", MISSING)
-        repo = self._repo(asked["repo"])
-        env = self._env(repo, asked["env"])
+            raise Refused(
+                f"no break-glass request #{request_id} (gitopsd locks lists the open ones)", MISSING, "break_glass_not_found"
+            )
+        repo = repository(self.config(), asked["repo"])
+        env = environment(repo, asked["env"])
         reason = self._reason(request, required=False) or None
         now = self.clock()
         if identity == asked["asked_by"]:
@@ -405,20 +400,27 @@ class ChangeControl:
                 f"{identity} asked for break-glass #{request_id}: the same person cannot confirm their own; "
                 f"a second identity in override_by ({', '.join(env.override_by)}) must",
                 FORBIDDEN,
+                "break_glass_by_asker",
             )
         if identity not in env.override_by:
             raise Refused(
-                f"{identity} may not confirm a break-glass in {env.name}; who may: {', '.join(env.override_by)}", FORBIDDEN
+                f"{identity} may not confirm a break-glass in {env.name}; who may: {', '.join(env.override_by)}",
+                FORBIDDEN,
+                "override_not_allowed",
             )
         if asked["confirmed_by"]:
-            raise Refused(f"break-glass #{request_id} was confirmed already by {asked['confirmed_by']}")
+            raise Refused(
+                f"break-glass #{request_id} was confirmed already by {asked['confirmed_by']}", CONFLICT, "break_glass_closed"
+            )
         if asked["confirm_before"] <= now:
             raise Refused(
                 f"break-glass #{request_id} lapsed at {utc(asked['confirm_before'])}, unconfirmed: "
-                f"ask again with gitopsd override {env.name} --reason '...'"
+                f"ask again with gitopsd override {env.name} --reason '...'",
+                CONFLICT,
+                "break_glass_closed",
             )
         if not self.store.confirm_break_glass(request_id, by=identity, reason=reason, now=now):
-            raise Refused(f"break-glass #{request_id} was confirmed or lapsed meanwhile")
+            raise Refused(f"break-glass #{request_id} was confirmed or lapsed meanwhile", CONFLICT, "break_glass_closed")
         until = now + float(asked["lasts"])
         self._note(
             repo.name,

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..base import gitcli
-from ..core.errors import FORBIDDEN, INVALID, MISSING, Refused
+from ..core.errors import CONFLICT, FORBIDDEN, INVALID, MISSING, Refused
 from ..core.settings import Config, Environment, Repository
 
 # (trigger, commits, reason) -> did the daemon get the nudge
@@ -53,6 +53,7 @@ def environment(repo: Repository, name: str) -> Environment:
         raise Refusal(
             f"repository {repo.name} has no environment {name!r} (it has: {', '.join(e.name for e in repo.environments)})",
             MISSING,
+            "env_not_found",
         )
     return env
 
@@ -83,18 +84,21 @@ def promote(
     if src.startswith("rc/"):  # a release candidate: its tag's commit (docs/human-gates.md)
         src_head = gitcli.rev_parse(repo.path, f"refs/tags/{src}^{{commit}}")
         if src_head is None:
-            raise Refusal(f"no release candidate {src} in {repo.name} (see gitopsd rc list)", MISSING)
+            raise Refusal(f"no release candidate {src} in {repo.name} (see gitopsd rc list)", MISSING, "rc_not_found")
     else:
         if src_env is None and src_branch != dst.promote_from:
             raise Refusal(
                 f"{src!r} is neither an environment of {repo.name}, nor {dst.name}'s source branch "
                 f"({dst.promote_from}), nor a release candidate rc/NAME",
                 INVALID,
+                "bad_source",
             )
         src_head = gitcli.branch_head(repo.path, src_branch)
     dst_head = gitcli.branch_head(repo.path, dst.branch)
     if src_head is None or dst_head is None:
-        raise Refusal(f"branch {src_branch if src_head is None else dst.branch} does not exist in {repo.path}", MISSING)
+        raise Refusal(
+            f"branch {src_branch if src_head is None else dst.branch} does not exist in {repo.path}", MISSING, "branch_not_found"
+        )
     view = snapshot.from_config(config).repository(repo.name)  # what the hook judges with, too
     assert view is not None
     gate_dst = view.environment(dst.name)
@@ -119,7 +123,7 @@ def promote(
             refused(dst.name, done.verdict.rule_id)
         return Outcome(False, tuple(done.verdict.refusal_lines(f"refs/heads/{dst.branch}")))
     if done.state == "raced":
-        raise Refusal(done.summary)
+        raise Refusal(done.summary, CONFLICT, "branch_moved")
     lines = [done.summary]
     if done.state == "moved":
         if done.verdict is not None and done.verdict.override:
@@ -142,9 +146,13 @@ def rollback(
         head = gitcli.branch_head(repo.path, env.branch)
         deployed = store.deployed(repo.name, env.name)
         if head is None:
-            raise Refusal(f"branch {env.branch} does not exist in {repo.path}", MISSING)
+            raise Refusal(f"branch {env.branch} does not exist in {repo.path}", MISSING, "branch_not_found")
         if deployed is None:
-            raise Refusal(f"nothing was ever deployed successfully to {env.name}: there is no good state to roll back to")
+            raise Refusal(
+                f"nothing was ever deployed successfully to {env.name}: there is no good state to roll back to",
+                CONFLICT,
+                "nothing_deployed",
+            )
         head_tree = gitcli.tree_of(repo.path, head)
         target = rollback_target(store, repo.name, env.name, deployed, head_tree, to)
         if target.tree == head_tree:
@@ -168,7 +176,9 @@ def rollback(
                 now=time.time(),
             )
     if not move_to_revert(repo.path, env.branch, head, commit, requested_by=identity, automatic=False):
-        raise Refusal(f"{env.branch} moved while the rollback was being made; nothing was changed. Run it again.")
+        raise Refusal(
+            f"{env.branch} moved while the rollback was being made; nothing was changed. Run it again.", CONFLICT, "branch_moved"
+        )
     sent = announce("rollback", (commit,), None)
     return Outcome(
         True,
@@ -203,16 +213,18 @@ def retry(
                 f"only {', '.join(env.override_by) or 'nobody (override_by is empty)'} may "
                 f"(override_by in {config.source})",
                 FORBIDDEN,
+                "override_not_allowed",
             )
         if not (reason and reason.strip()):  # an override carries its reason, as locks and approvals do
             raise Refusal(
                 f"say why with --reason '...': forcing a head past the promotion rule in {env.name} is "
                 "recorded with your name and its reason",
                 INVALID,
+                "note_required",
             )
         head = gitcli.branch_head(repo.path, env.branch)
         if head is None:
-            raise Refusal(f"branch {env.branch} does not exist in {repo.path}", MISSING)
+            raise Refusal(f"branch {env.branch} does not exist in {repo.path}", MISSING, "branch_not_found")
     with open_store() as store:
         cleared = store.clear_failure(repo.name, env.name)
         bad = store.clear_bad_trees(repo.name, env.name)

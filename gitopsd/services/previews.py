@@ -26,10 +26,11 @@ from typing import Any
 from ..adapters.runevents import render_diff
 from ..adapters.store import Store
 from ..base import gitcli
-from ..core.errors import FORBIDDEN, INVALID, MISSING, GitopsdError, Refused, refusal_answer
+from ..core.errors import CONFLICT, FORBIDDEN, INVALID, MISSING, GitopsdError, Refused, refusal_answer
 from ..core.settings import Config, Environment, Notify, Repository
 from ..core.tree import resolve_inside
 from ..core.types import PlaybookRun, RunOutcome
+from .named import environment, repository
 from .releases import add_note, when
 
 log = logging.getLogger("gitopsd.previews")
@@ -269,26 +270,31 @@ class Previewer:
 
     def _queue(self, identity: str, request: dict[str, Any]) -> tuple[int, str]:
         config = self.config()
-        repo = _repository(config, request.get("repo"))
+        repo = repository(config, request.get("repo"))
         rc_name = str(request.get("rc") or "").removeprefix("rc/")
         if rc_name:
             rc = self.store.rc(repo.name, rc_name)
             if rc is None:
-                raise Refused(f"no release candidate rc/{rc_name} in {repo.name} (see gitopsd rc list)", MISSING)
-            source, target = _env(repo, rc["source_env"]), _env(repo, rc["target_env"])
+                raise Refused(f"no release candidate rc/{rc_name} in {repo.name} (see gitopsd rc list)", MISSING, "rc_not_found")
+            source, target = environment(repo, rc["source_env"]), environment(repo, rc["target_env"])
             for given, env in ((request.get("from"), source), (request.get("to"), target)):
                 if given and given != env.name:
                     raise Refused(
                         f"rc/{rc_name} goes from {source.name} to {target.name}, not {given}: "
                         f"gitopsd preview {source.name} {target.name} --rc {rc_name}",
                         INVALID,
+                        "preview_rc_mismatch",
                     )
             commit, tree = str(rc["commit_id"]), str(rc["tree"])
         else:
-            source, target = _env(repo, request.get("from")), _env(repo, request.get("to"))
+            source, target = environment(repo, request.get("from")), environment(repo, request.get("to"))
             commit, tree = self._candidate(repo, source, request.get("tree"))
         if source.name == target.name:
-            raise Refused(f"preview what {source.name} runs against another environment, not {target.name} itself", INVALID)
+            raise Refused(
+                f"preview what {source.name} runs against another environment, not {target.name} itself",
+                INVALID,
+                "preview_same_env",
+            )
         preview_id = self.store.add_preview(
             repo=repo.name,
             source_env=source.name,
@@ -302,7 +308,7 @@ class Previewer:
         )
         with self._lock:
             if self._cancel.is_set():
-                raise Refused("the daemon is stopping: ask again once it runs", FORBIDDEN)
+                raise Refused("the daemon is stopping: ask again once it runs", FORBIDDEN, "daemon_stopping")
             pool = self._queues.get((repo.name, target.name))
             if pool is None:
                 pool = self._queues[(repo.name, target.name)] = ThreadPoolExecutor(
@@ -329,22 +335,30 @@ class Previewer:
             deployed = self.store.deployed(repo.name, source.name)
             if deployed is None or not self.store.tree_succeeded(repo.name, source.name, deployed.tree):
                 raise Refused(
-                    f"{source.name} runs nothing deployed and verified yet: nothing to preview (gitopsd status {source.name})"
+                    f"{source.name} runs nothing deployed and verified yet: nothing to preview (gitopsd status {source.name})",
+                    CONFLICT,
+                    "nothing_deployed",
                 )
             return deployed.commit, deployed.tree
         text = str(asked)
         tree = gitcli.rev_parse(repo.path, f"{text}^{{tree}}") if re.fullmatch(r"[0-9a-fA-F]{4,64}", text) else None
         if tree is None:
-            raise Refused(f"no commit or tree {text[:80]!r} in {repo.name}: give a commit or tree id", MISSING)
+            raise Refused(
+                f"no commit or tree {text[:80]!r} in {repo.name}: give a commit or tree id", MISSING, "commit_not_found"
+            )
         if not self.store.tree_succeeded(repo.name, source.name, tree):
             raise Refused(
                 f"tree {tree[:7]} never ran successfully in {source.name}: preview only what {source.name} "
-                f"runs or ran (gitopsd history {source.name})"
+                f"runs or ran (gitopsd history {source.name})",
+                CONFLICT,
+                "tree_not_verified",
             )
         for d in self.store.history(repo=repo.name, env=source.name, limit=500):
             if d.tree == tree and d.result == "succeeded":
                 return d.commit, tree
-        raise Refused(f"tree {tree[:7]} ran in {source.name} too long ago to preview: promote it again first")
+        raise Refused(
+            f"tree {tree[:7]} ran in {source.name} too long ago to preview: promote it again first", CONFLICT, "tree_too_old"
+        )
 
     # -- running --------------------------------------------------------------------------------------------
     def _guarded(self, preview_id: int, repo_name: str, source: str, target: str, commit: str, tree: str, rc: str) -> None:
@@ -357,8 +371,8 @@ class Previewer:
 
     def _run(self, preview_id: int, repo_name: str, source: str, target: str, commit: str, tree: str, rc: str) -> None:
         config = self.config()
-        repo = _repository(config, repo_name)
-        env = _env(repo, target)
+        repo = repository(config, repo_name)
+        env = environment(repo, target)
         deployed = self.store.deployed(repo.name, env.name)
         self.store.update_preview(
             preview_id, state="running", target_deployment=self.store.target_deployment(repo.name, env.name, tree)
@@ -435,27 +449,3 @@ class Previewer:
                 "summary": reason,
             },
         )
-
-
-def _repository(config: Config, name: Any) -> Repository:
-    if name is None:
-        if len(config.repositories) != 1:
-            raise Refused(f"name the repository with --repo (known: {', '.join(r.name for r in config.repositories)})", INVALID)
-        return config.repositories[0]
-    repo = config.repository(str(name))
-    if repo is None:
-        raise Refused(
-            f"no repository named {str(name)[:100]!r} (known: {', '.join(r.name for r in config.repositories)})", MISSING
-        )
-    return repo
-
-
-def _env(repo: Repository, name: Any) -> Environment:
-    env = repo.environment(str(name)) if name else None
-    if env is None:
-        raise Refused(
-            f"repository {repo.name} has no environment {str(name)[:100]!r} "
-            f"(it has: {', '.join(e.name for e in repo.environments)})",
-            MISSING,
-        )
-    return env

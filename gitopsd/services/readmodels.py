@@ -234,7 +234,7 @@ def rc_named(store: Any, repo: Any, name: str) -> dict[str, Any]:
     name = name.removeprefix("rc/")
     rc = store.rc(repo.name, name)
     if rc is None:
-        raise Refused(f"no release candidate rc/{name} in {repo.name} (see gitopsd rc list)", MISSING, "no-rc")
+        raise Refused(f"no release candidate rc/{name} in {repo.name} (see gitopsd rc list)", MISSING, "rc_not_found")
     return dict(rc)
 
 

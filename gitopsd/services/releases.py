@@ -22,18 +22,18 @@ from typing import Any
 
 from ..adapters.store import Store
 from ..base import gitcli
-from ..core.errors import FORBIDDEN, INVALID, MISSING, Refused, refusal_answer
+from ..core.errors import CONFLICT, FORBIDDEN, INVALID, MISSING, Refused, refusal_answer
 from ..core.settings import Config, Environment, Notify, Repository
 from ..core.types import Deployment
 from ..gate.approvals import Policy, SignoffNeed, bound_approval_state, newest_by_actor, preview_binding, signoff_unmet
 from ..gate.rejections import describe, rejection_for, standing, upstream
+from .named import NOTE_MAX, environment, repository, said
 
 log = logging.getLogger("gitopsd.releases")
 
 NOTES_REF = "refs/notes/gitopsd"
 RC_PREFIX = "refs/tags/rc/"
 RC_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
-NOTE_MAX = 1000
 CHANGES_SHOWN = 50
 _notes_lock = threading.Lock()  # git notes moves one ref: writers (control thread, deploy threads) take turns
 
@@ -103,7 +103,7 @@ class HumanGates:
         }
         action = actions.get(str(op))
         if action is None:
-            return refusal_answer(Refused(f"unknown request {op!r}", INVALID, "unknown-request"))
+            return refusal_answer(Refused(f"unknown request {op!r}", INVALID, "unknown_request"))
         try:
             message = action(identity, request)
         except Refused as exc:
@@ -111,78 +111,55 @@ class HumanGates:
         return {"ok": True, "message": message, "identity": identity}
 
     # -- helpers ---------------------------------------------------------------------------------------
-    def _repo(self, request: dict[str, Any]) -> Repository:
-        config = self.config()
-        name = request.get("repo")
-        if name is None:
-            if len(config.repositories) != 1:
-                raise Refused(
-                    f"name the repository with --repo (known: {', '.join(r.name for r in config.repositories)})", INVALID
-                )
-            return config.repositories[0]
-        repo = config.repository(str(name))
-        if repo is None:
-            raise Refused(f"no repository named {name!r} (known: {', '.join(r.name for r in config.repositories)})", MISSING)
-        return repo
-
-    @staticmethod
-    def _env(repo: Repository, name: Any) -> Environment:
-        env = repo.environment(str(name))
-        if env is None:
-            raise Refused(
-                f"repository {repo.name} has no environment {name!r} (it has: {', '.join(e.name for e in repo.environments)})",
-                MISSING,
-            )
-        return env
-
-    @staticmethod
-    def _note(request: dict[str, Any]) -> str:
-        note = request.get("note")
-        if not isinstance(note, str) or not note.strip():
-            raise Refused("say why with --note '...' (it is recorded with your name)", INVALID)
-        if len(note) > NOTE_MAX or any(ord(c) < 32 and c != "\t" for c in note):
-            raise Refused(f"--note must be one line of at most {NOTE_MAX} characters", INVALID)
-        return note.strip()
-
     def _rc_target(self, repo: Repository, to: Any) -> Environment:
         if to is not None:
-            env = self._env(repo, to)
+            env = environment(repo, to)
             if env.approvals is None:
-                raise Refused(f"{env.name} takes no release candidates (it has no approvals: in the config)")
+                raise Refused(
+                    f"{env.name} takes no release candidates (it has no approvals: in the config)", CONFLICT, "no_approvals"
+                )
             return env
         gated = [e for e in repo.environments if e.approvals is not None]
         if not gated:
-            raise Refused(f"no environment of {repo.name} has approvals: configured, so release candidates have no use")
+            raise Refused(
+                f"no environment of {repo.name} has approvals: configured, so release candidates have no use",
+                CONFLICT,
+                "no_approvals",
+            )
         return gated[0]
 
     # -- sign-off ----------------------------------------------------------------------------------------
     def signoff(self, identity: str, request: dict[str, Any]) -> str:
         """Record that `identity` tested (or rejects) what an environment runs: bound to its tree."""
-        repo = self._repo(request)
-        env = self._env(repo, request.get("env"))
+        repo = repository(self.config(), request.get("repo"))
+        env = environment(repo, request.get("env"))
         verdict = "reject" if request.get("reject") else "signoff"
-        note = self._note(request)
+        note = said(request, "note")
         if identity not in env.signoff_by:
             who = ", ".join(env.signoff_by) or "nobody (no signoff_by: in the config)"
-            raise Refused(f"{identity} may not sign off in {env.name}; who may: {who}", FORBIDDEN)
+            raise Refused(f"{identity} may not sign off in {env.name}; who may: {who}", FORBIDDEN, "signoff_not_allowed")
         deployed = self.store.deployed(repo.name, env.name)
         if deployed is None:
-            raise Refused(f"nothing was deployed to {env.name} yet: there is nothing to sign off")
+            raise Refused(f"nothing was deployed to {env.name} yet: there is nothing to sign off", CONFLICT, "nothing_deployed")
         commit = str(request.get("commit") or deployed.commit)
         full = gitcli.rev_parse(repo.path, f"{commit}^{{commit}}")
         if full is None:
-            raise Refused(f"no commit {commit!r} in {repo.name}", MISSING)
+            raise Refused(f"no commit {commit!r} in {repo.name}", MISSING, "commit_not_found")
         tree = gitcli.tree_of(repo.path, full) or ""
         if tree != deployed.tree:
             raise Refused(
                 f"{full[:7]} (tree {tree[:7]}) is not what {env.name} runs (tree {deployed.tree[:7]}, "
-                f"commit {deployed.commit[:7]}): sign off what you tested there"
+                f"commit {deployed.commit[:7]}): sign off what you tested there",
+                CONFLICT,
+                "tree_not_running",
             )
         newest = newest_by_actor(self.store.signoffs(repo.name, env.name, tree)).get(identity)
         if newest is not None and newest[0] == verdict:
             raise Refused(
                 f"{identity} already {'rejected' if verdict == 'reject' else 'signed off'} tree {tree[:7]} "
-                f"in {env.name} ({when(newest[2])}); nothing changed"
+                f"in {env.name} ({when(newest[2])}); nothing changed",
+                CONFLICT,
+                "nothing_changed",
             )
         self.store.add_signoff(
             repo=repo.name, env=env.name, commit=full, tree=tree, actor=identity, verdict=verdict, note=note, now=self.clock()
@@ -195,24 +172,31 @@ class HumanGates:
 
     # -- release candidates -----------------------------------------------------------------------------
     def rc_create(self, identity: str, request: dict[str, Any]) -> str:
-        repo = self._repo(request)
+        repo = repository(self.config(), request.get("repo"))
         target = self._rc_target(repo, request.get("to"))
-        source = self._env(repo, request["from"]) if request.get("from") else repo.environment_for_branch(target.promote_from)
+        source = environment(repo, request["from"]) if request.get("from") else repo.environment_for_branch(target.promote_from)
         if source is None:
             raise Refused(
                 f"{target.name} promotes from {target.promote_from}, which is no environment: "
                 "name the tested environment with --from",
                 INVALID,
+                "bad_source",
             )
         deployed = self.store.deployed(repo.name, source.name)
         if deployed is None or not self.store.tree_succeeded(repo.name, source.name, deployed.tree):
-            raise Refused(f"{source.name} runs nothing deployed and verified yet: nothing to make a candidate of")
+            raise Refused(
+                f"{source.name} runs nothing deployed and verified yet: nothing to make a candidate of",
+                CONFLICT,
+                "nothing_deployed",
+            )
         rejected = rejection_for(repo, self.store.rejections(repo.name, deployed.tree), target.name)
         if rejected is not None:
             raise Refused(
                 f"tree {deployed.tree[:7]} is rejected for {target.name}: {describe(rejected)}; promote a fix "
                 f"(or, if it is safe after all: gitopsd release unreject {deployed.tree[:7]} --env {rejected[0]} "
-                "--reason '...')"
+                "--reason '...')",
+                CONFLICT,
+                "tree_rejected",
             )
         need = target.require_signoff
         if need is not None:
@@ -222,12 +206,18 @@ class HumanGates:
                 SignoffNeed(need.env, need.count, signers), self.store.signoffs(repo.name, need.env, deployed.tree)
             )
             if missing:
-                raise Refused(f"tree {deployed.tree[:7]} lacks its sign-offs for {target.name}: {'; '.join(missing)}")
+                raise Refused(
+                    f"tree {deployed.tree[:7]} lacks its sign-offs for {target.name}: {'; '.join(missing)}",
+                    CONFLICT,
+                    "signoffs_missing",
+                )
         name = str(request.get("name") or self._next_name(repo))
         if not RC_NAME_RE.match(name) or name.endswith((".lock", ".")) or ".." in name:
-            raise Refused(f"{name!r} is not a valid release candidate name (letters, digits, '.', '_', '-')", INVALID)
+            raise Refused(
+                f"{name!r} is not a valid release candidate name (letters, digits, '.', '_', '-')", INVALID, "bad_rc_name"
+            )
         if self.store.rc(repo.name, name) is not None or gitcli.rev_parse(repo.path, RC_PREFIX + name) is not None:
-            raise Refused(f"rc/{name} exists already: choose another --name (see gitopsd rc list)")
+            raise Refused(f"rc/{name} exists already: choose another --name (see gitopsd rc list)", CONFLICT, "rc_exists")
         base = self.store.deployed(repo.name, target.name)
         changes = self._changes(repo, base.commit if base else None, deployed.commit)
         pushers = self.store.pushers(repo.name, [c for c, _s in changes]) if changes else set()
@@ -240,7 +230,7 @@ class HumanGates:
             env={**os.environ, "GIT_COMMITTER_NAME": ident.name, "GIT_COMMITTER_EMAIL": ident.email},
         )
         if code != 0:
-            raise Refused(f"could not create the tag rc/{name}: {err.strip()}")
+            raise Refused(f"could not create the tag rc/{name}: {err.strip()}", CONFLICT, "rc_tag_failed")
         if not self.store.add_rc(
             repo=repo.name,
             name=name,
@@ -252,7 +242,7 @@ class HumanGates:
             self_identities=self_ids,
             now=self.clock(),
         ):
-            raise Refused(f"rc/{name} was created meanwhile by someone else")
+            raise Refused(f"rc/{name} was created meanwhile by someone else", CONFLICT, "rc_exists")
         add_note(
             str(repo.path),
             deployed.commit,
@@ -345,42 +335,55 @@ class HumanGates:
     def approve(self, identity: str, request: dict[str, Any]) -> str:
         """approve, reject or withdraw (request["op"]) a release candidate, as `identity`."""
         kind = {"approve": "approve", "reject": "reject", "withdraw": "withdraw"}[str(request["op"])]
-        repo = self._repo(request)
+        repo = repository(self.config(), request.get("repo"))
         name = str(request.get("rc") or "").removeprefix("rc/")
         rc = self.store.rc(repo.name, name)
         if rc is None:
-            raise Refused(f"no release candidate rc/{name} in {repo.name} (see gitopsd rc list)", MISSING)
+            raise Refused(f"no release candidate rc/{name} in {repo.name} (see gitopsd rc list)", MISSING, "rc_not_found")
         target = repo.environment(rc["target_env"])
         policy = target.approvals if target is not None else None
         if target is None or policy is None:
-            raise Refused(f"rc/{name} was made for {rc['target_env']}, which no longer takes approvals")
-        note = self._note(request) if kind != "withdraw" else str(request.get("note") or "withdrawn").strip()[:NOTE_MAX]
+            raise Refused(f"rc/{name} was made for {rc['target_env']}, which no longer takes approvals", CONFLICT, "no_approvals")
+        note = said(request, "note") if kind != "withdraw" else str(request.get("note") or "withdrawn").strip()[:NOTE_MAX]
         if identity not in policy.approvers:
-            raise Refused(f"{identity} may not approve for {target.name}; who may: {', '.join(policy.approvers)}", FORBIDDEN)
+            raise Refused(
+                f"{identity} may not approve for {target.name}; who may: {', '.join(policy.approvers)}",
+                FORBIDDEN,
+                "approval_not_allowed",
+            )
         rows = self.store.approval_rows(repo.name, name)
         mine = newest_by_actor(rows).get(identity)
         if kind == "withdraw":
             if mine is None:
-                raise Refused(f"{identity} has no approval or rejection of rc/{name} to withdraw")
+                raise Refused(f"{identity} has no approval or rejection of rc/{name} to withdraw", CONFLICT, "nothing_changed")
         else:
             if kind == "approve" and policy.forbid_self_approval and identity in rc["self_identities"].split("\n"):
                 raise Refused(
                     f"{identity} may not approve rc/{name}: it is their own (they created it or pushed one of "
                     "its changes) and forbid_self_approval is on; ask another approver",
                     FORBIDDEN,
+                    "approval_by_author",
                 )
             rejected = rejection_for(repo, self.store.rejections(repo.name, rc["tree"]), target.name)
             if kind == "approve" and rejected is not None:
-                raise Refused(f"rc/{name} failed: its tree {rc['tree'][:7]} is rejected for {target.name}: {describe(rejected)}")
+                raise Refused(
+                    f"rc/{name} failed: its tree {rc['tree'][:7]} is rejected for {target.name}: {describe(rejected)}",
+                    CONFLICT,
+                    "tree_rejected",
+                )
             if not self.store.tree_succeeded(repo.name, rc["source_env"], rc["tree"]):
-                raise Refused(f"rc/{name}'s tree {rc['tree'][:7]} is not what {rc['source_env']} verified")
+                raise Refused(
+                    f"rc/{name}'s tree {rc['tree'][:7]} is not what {rc['source_env']} verified", CONFLICT, "tree_not_verified"
+                )
             # Already said, unless it was said before the preview the approvals now bind to (then it counts no more)
             marks, deployed, drifted_at = self.store.preview_marks(repo.name, name, target.name)
             since, _stale = preview_binding(marks, target.name, deployed, drifted_at)
             if mine is not None and mine[0] == kind and mine[2] >= since:
                 raise Refused(
                     f"{identity} already {'approved' if kind == 'approve' else 'rejected'} rc/{name} "
-                    f"({when(mine[2])}); nothing changed"
+                    f"({when(mine[2])}); nothing changed",
+                    CONFLICT,
+                    "nothing_changed",
                 )
         now = self.clock()
         self.store.add_approval(repo=repo.name, rc=name, tree=rc["tree"], actor=identity, kind=kind, note=note, now=now)
@@ -423,40 +426,45 @@ class HumanGates:
     def tree_word(self, identity: str, request: dict[str, Any]) -> str:  # noqa: C901 (one word per release mark, in their precedence)
         """Reject a tree for an environment and the later ones, or lift its rejection (request["op"]), as `identity`."""
         kind = {"tree-reject": "reject", "tree-unreject": "unreject"}[str(request["op"])]
-        repo = self._repo(request)
-        reason = request.get("reason")
-        if not isinstance(reason, str) or not reason.strip():
-            raise Refused("say why with --reason '...' (it is recorded with your name)", INVALID)
-        if len(reason) > NOTE_MAX or any(ord(c) < 32 and c != "\t" for c in reason):
-            raise Refused(f"--reason must be one line of at most {NOTE_MAX} characters", INVALID)
-        reason, name = reason.strip(), str(request.get("tree") or "")
+        repo = repository(self.config(), request.get("repo"))
+        reason, name = said(request, "reason"), str(request.get("tree") or "")
         usable = name and not name.startswith("-") and len(name) <= 200 and all(31 < ord(c) != 127 for c in name)
         tree = gitcli.rev_parse(repo.path, f"{name}^{{tree}}") if usable else None
         if tree is None:
             raise Refused(
-                f"no tree or commit {name[:60]!r} in {repo.name} (name a commit or a tree id, e.g. from gitopsd history)", MISSING
+                f"no tree or commit {name[:60]!r} in {repo.name} (name a commit or a tree id, e.g. from gitopsd history)",
+                MISSING,
+                "commit_not_found",
             )
         rows = self.store.rejections(repo.name, tree)
         standing_ = standing(rows)
         if request.get("env"):
-            envs = [self._env(repo, request["env"])]
+            envs = [environment(repo, request["env"])]
         elif kind == "reject":
             envs = [repo.environments[0]]  # everywhere: the first environment and every later one
         else:
             envs = [e for e in repo.environments if e.name in standing_]
         if kind == "unreject" and not standing_:
-            raise Refused(f"tree {tree[:7]} is not rejected anywhere; nothing changed")
+            raise Refused(f"tree {tree[:7]} is not rejected anywhere; nothing changed", CONFLICT, "nothing_changed")
         if kind == "unreject" and not any(e.name in standing_ for e in envs):
             raise Refused(
                 f"tree {tree[:7]} is not rejected for {envs[0].name} (it is for {', '.join(standing_)}): "
-                f"name that with --env; nothing changed"
+                f"name that with --env; nothing changed",
+                CONFLICT,
+                "nothing_changed",
             )
         if kind == "reject" and all(e.name in standing_ for e in envs):
-            raise Refused(f"tree {tree[:7]} is rejected for {envs[0].name} already: {describe(standing_[envs[0].name])}")
+            raise Refused(
+                f"tree {tree[:7]} is rejected for {envs[0].name} already: {describe(standing_[envs[0].name])}",
+                CONFLICT,
+                "nothing_changed",
+            )
         for env in envs:
             if identity not in env.override_by:
                 who = ", ".join(env.override_by) or "nobody (no override_by: in the config)"
-                raise Refused(f"{identity} may not {kind} trees for {env.name}; who may: {who}", FORBIDDEN)
+                raise Refused(
+                    f"{identity} may not {kind} trees for {env.name}; who may: {who}", FORBIDDEN, "override_not_allowed"
+                )
         commit = gitcli.rev_parse(repo.path, f"{name}^{{commit}}") or (rows[-1][6] if rows else None)
         now = self.clock()
         word = "rejected" if kind == "reject" else "let through again (unrejected)"

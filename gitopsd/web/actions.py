@@ -39,6 +39,7 @@ from ..core.errors import (
     Refused,
     StoreError,
     UserError,
+    error_body,
     refused_from,
 )
 from ..core.settings import Config, Environment, Repository
@@ -55,18 +56,21 @@ HumanGatesHandler = Callable[[str, dict[str, Any]], dict[str, Any]]
 
 
 class Answer(Exception):
-    """An action's end other than success: its refusal kind (its status is core.errors.STATUS's) and the lines to show."""
+    """An action's end other than success: its refusal kind and reason id (the API's, core/errors.py: the status is
+    STATUS's, `body` the API's error body) and the lines to show."""
 
-    def __init__(self, kind: str, *lines: str):
+    def __init__(self, kind: str, reason: str, *lines: str):
         super().__init__(lines[0] if lines else "")
-        self.status, self.lines = STATUS[kind], list(lines)
+        self.status, self.lines, self.body = STATUS[kind], list(lines), error_body(lines[0] if lines else "", kind, reason)
 
 
-def result_html(ok: bool, lines: list[str]) -> str:
-    """The `result` fragment htmx puts in the page: each line escaped, as the command line would print it."""
+def result_html(ok: bool, lines: list[str], body: dict[str, str | None] | None = None) -> str:
+    """The `result` fragment htmx puts in the page: each line escaped, as the command line would print it; a refusal's
+    kind and reason id (its `body`, the API's) in data-kind and data-reason."""
     kind = "result-ok" if ok else "result-refused"
+    ids = f' data-kind="{escape(str(body["kind"]))}" data-reason="{escape(str(body["reason"]))}"' if body else ""
     return (
-        f'<div class="result {kind}" role="{"status" if ok else "alert"}">'
+        f'<div class="result {kind}" role="{"status" if ok else "alert"}"{ids}>'
         + "".join(f'<p class="result-line">{escape(line)}</p>' for line in lines)
         + "</div>"
     )
@@ -86,7 +90,7 @@ def routes(  # noqa: C901 (a route table: each nested route counts toward its ma
     def repository(fields: dict[str, str]) -> Repository:
         repo = config().repository(fields.get("repo", ""))
         if repo is None:
-            raise Answer(MISSING, f"no repository named {fields.get('repo', '')[:100]!r}")
+            raise Answer(MISSING, "repo_not_found", f"no repository named {fields.get('repo', '')[:100]!r}")
         return repo
 
     def environment(repo: Repository, name: str | None) -> Environment:
@@ -94,6 +98,7 @@ def routes(  # noqa: C901 (a route table: each nested route counts toward its ma
         if env is None:
             raise Answer(
                 MISSING,
+                "env_not_found",
                 f"repository {repo.name} has no environment {(name or '')[:100]!r} "
                 f"(it has: {', '.join(e.name for e in repo.environments)})",
             )
@@ -106,6 +111,7 @@ def routes(  # noqa: C901 (a route table: each nested route counts toward its ma
         if not roles.scoped(user, scope):
             raise Answer(
                 FORBIDDEN,
+                "token_scope",
                 f"{user.name} may not {doing} with the token {user.token}: it lacks the scope {scope} "
                 f"(sign in with a token made with `gitopsd token create NAME --scope read --scope {scope}`)",
             )
@@ -113,6 +119,7 @@ def routes(  # noqa: C901 (a route table: each nested route counts toward its ma
             have = roles.role(user, repo.name, env.name)
             raise Answer(
                 FORBIDDEN,
+                "role_required",
                 f"{user.name} may not {doing} in {repo.name}/{env.name}: that needs the {role} role, and "
                 f"{user.name} {'is a ' + have if have else 'has no role'} there "
                 f"(web.roles in {config().source})",
@@ -132,16 +139,18 @@ def routes(  # noqa: C901 (a route table: each nested route counts toward its ma
 
     def outcome(done: operations.Outcome) -> list[str]:
         if not done.ok:
-            raise Answer(CONFLICT, *done.lines)
+            raise Answer(CONFLICT, "policy_refused", *done.lines)
         return list(done.lines)
 
     def ask_gates(identity: str, request: dict[str, Any]) -> list[str]:
         if human_gates is None:
-            raise Answer(UNAVAILABLE, "sign-offs and approvals are recorded by the daemon; this server cannot take them")
+            raise Answer(
+                UNAVAILABLE, "no_daemon", "sign-offs and approvals are recorded by the daemon; this server cannot take them"
+            )
         answer = human_gates(identity, request)
         if not answer.get("ok"):
             refused = refused_from(answer)
-            raise Answer(refused.kind, str(refused))
+            raise Answer(refused.kind, refused.reason, str(refused))
         return [str(answer.get("message", "done"))]
 
     # -- each action: (user, fields) -> lines, raising Answer -----------------------------------------------------
@@ -172,7 +181,7 @@ def routes(  # noqa: C901 (a route table: each nested route counts toward its ma
         if f.get("to"):
             need(user, repo, env, "admin", "roll back to a chosen deployment")
             if not f["to"].isdigit():
-                raise Answer(INVALID, f"to must be a deployment number from the history, not {f['to'][:20]!r}")
+                raise Answer(INVALID, "bad_field", f"to must be a deployment number from the history, not {f['to'][:20]!r}")
             to = int(f["to"])
         return outcome(
             operations.rollback(
@@ -223,7 +232,7 @@ def routes(  # noqa: C901 (a route table: each nested route counts toward its ma
         name = f.get("rc", "").removeprefix("rc/")
         rc = store.rc(repo.name, name)
         if rc is None:
-            raise Answer(MISSING, f"no release candidate rc/{name[:100]} in {repo.name} (see gitopsd rc list)")
+            raise Answer(MISSING, "rc_not_found", f"no release candidate rc/{name[:100]} in {repo.name} (see gitopsd rc list)")
         target = environment(repo, rc["target_env"])
         need(user, repo, target, "approver", kind)  # and the approvers: list, which the gates check
         return ask_gates(user.name, {"op": kind, "repo": repo.name, "rc": name, "note": f.get("note")})
@@ -247,7 +256,7 @@ def routes(  # noqa: C901 (a route table: each nested route counts toward its ma
     def ci_rerun(user: roles.WebUser, f: dict[str, str]) -> list[str]:
         repo = repository(f)
         if not repo.environments:
-            raise Answer(MISSING, f"repository {repo.name} has no environments")
+            raise Answer(MISSING, "env_not_found", f"repository {repo.name} has no environments")
         # Running CI again feeds the first promotion: the deployer role there, as for promoting into it.
         need(user, repo, repo.environments[0], "deployer", "run CI again")
         return ask_gates(user.name, {"op": "ci-rerun", "repo": repo.name, "head": f.get("head", "")})
@@ -284,17 +293,19 @@ def routes(  # noqa: C901 (a route table: each nested route counts toward its ma
 
     def run(action: str, user: roles.WebUser, fields: dict[str, str]) -> list[str]:
         if fields.get("kind") and fields["kind"] not in APPROVAL_KINDS:
-            raise Answer(INVALID, f"kind must be one of {', '.join(APPROVAL_KINDS)}, not {fields['kind'][:20]!r}")
+            raise Answer(INVALID, "bad_field", f"kind must be one of {', '.join(APPROVAL_KINDS)}, not {fields['kind'][:20]!r}")
         try:
             return actions[action](user, fields)
         except Refused as exc:
-            raise Answer(exc.kind, str(exc)) from exc
+            raise Answer(exc.kind, exc.reason, str(exc)) from exc
         except UserError as exc:
-            raise Answer(CONFLICT, str(exc)) from exc
+            raise Answer(CONFLICT, "refused", str(exc)) from exc
         except (StoreError, GitError, OSError) as exc:
             log.warning("web action %s by %s failed: %s", action, user.name, exc)
             raise Answer(
-                UNAVAILABLE, "the state database or the repository is unavailable: try again (the daemon's log says more)"
+                UNAVAILABLE,
+                "store_unavailable",
+                "the state database or the repository is unavailable: try again (the daemon's log says more)",
             ) from exc
 
     async def act(request: Request) -> Response:
@@ -303,19 +314,20 @@ def routes(  # noqa: C901 (a route table: each nested route counts toward its ma
         fields = {
             k: v[0][:FIELD_MAX] for k, v in parse_qs((await request.body()).decode("utf-8", "replace"), max_num_fields=50).items()
         }
-        if action not in actions:
-            ok, status, lines = False, STATUS[MISSING], [f"no action {action[:40]!r} (there are: {', '.join(actions)})"]
-        elif user is None:  # the middleware lets nobody here unsigned: kept in case it is mounted without it
-            ok, status, lines = False, STATUS[UNAUTHENTICATED], ["sign in first"]
-        else:
-            try:
-                ok, status, lines = True, 200, await run_in_threadpool(run, action, user, fields)
-                log.info("web: %s by %s: %s", action, user.name, lines[0] if lines else "done")
-            except Answer as exc:
-                ok, status, lines = False, exc.status, exc.lines
-                log.info("web: %s by %s refused (%d): %s", action, user.name, exc.status, exc.lines[0] if exc.lines else "")
+        body = None
+        try:
+            if action not in actions:
+                raise Answer(MISSING, "no_endpoint", f"no action {action[:40]!r} (there are: {', '.join(actions)})")
+            if user is None:  # the middleware lets nobody here unsigned: kept in case it is mounted without it
+                raise Answer(UNAUTHENTICATED, "token_required", "sign in first")
+            ok, status, lines = True, 200, await run_in_threadpool(run, action, user, fields)
+            log.info("web: %s by %s: %s", action, user.name, lines[0] if lines else "done")
+        except Answer as exc:
+            ok, status, lines, body = False, exc.status, exc.lines, exc.body
+            who = user.name if user else "nobody"
+            log.info("web: %s by %s refused (%d): %s", action, who, exc.status, exc.lines[0] if exc.lines else "")
         if request.headers.get("hx-request") == "true":
-            return HTMLResponse(result_html(ok, lines), status_code=status, headers=auth.HEADERS)
+            return HTMLResponse(result_html(ok, lines, body), status_code=status, headers=auth.HEADERS)
         response = RedirectResponse(back(request, fields), status_code=303)
         response.headers.append("set-cookie", auth.flash_cookie(request, ok, lines))
         return response

@@ -37,11 +37,15 @@ def actions(
     def confirm(user: roles.WebUser, f: dict[str, str]) -> list[str]:
         number = f.get("id", "").removeprefix("#")
         if not (number.isascii() and number.isdigit() and len(number) <= 12):
-            raise Refused(f"id must be a break-glass request's number, not {f.get('id', '')[:20]!r}", INVALID)
+            raise Refused(
+                f"id must be a break-glass request's number, not {f.get('id', '')[:20]!r}", INVALID, "bad_break_glass_id"
+            )
         asked = store.break_glass_request(int(number))
         repo = repository({"repo": str(asked["repo"])}) if asked is not None else None
         if asked is None or repo is None:
-            raise Refused(f"no break-glass request #{number} (the environment's page lists the open ones)", MISSING)
+            raise Refused(
+                f"no break-glass request #{number} (the environment's page lists the open ones)", MISSING, "break_glass_not_found"
+            )
         need(user, repo, environment(repo, str(asked["env"])), "deployer", "confirm a break-glass")
         return ask(user.name, {"op": "override-confirm", "id": number, "reason": f.get("reason") or None})
 

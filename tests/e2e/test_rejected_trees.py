@@ -240,13 +240,13 @@ def test_over_the_http_api_only_override_by_rejects_a_tree_by_hand_and_promote_r
             {
                 "message": "gt-rt-ann may not reject trees for production; who may: gt-rt-ops",
                 "kind": "forbidden",
-                "reason": "forbidden",
+                "reason": "override_not_allowed",
                 "field": None,
             },
         )
         assert api.call("POST", path, ops, {"kind": "reject", "env": "production"}) == (
             422,
-            {"message": "reason is required", "kind": "invalid", "reason": "bad-field", "field": "reason"},
+            {"message": "reason is required", "kind": "invalid", "reason": "bad_field", "field": "reason"},
         )
         assert api.call("POST", "/api/v1/repos/shop/trees/nope/rejections", ops, {"kind": "reject", "reason": "x"})[0] == 404
         from gitopsd.adapters.control import call  # a raw client: a name no command line could pass
@@ -255,7 +255,7 @@ def test_over_the_http_api_only_override_by_rejects_a_tree_by_hand_and_promote_r
             "ok": False,
             "error": "no tree or commit 'a\\x00b' in shop (name a commit or a tree id, e.g. from gitopsd history)",
             "kind": "missing",
-            "reason": "missing",
+            "reason": "commit_not_found",
             "field": None,
         }
         assert api.call("POST", path, ops, {"kind": "reject", "env": "production", "reason": reason}) == (

@@ -173,7 +173,7 @@ def test_a_statuses_write_token_reads_back_the_statuses_of_the_repositories_it_r
     assert code == 403 and doc == {
         "message": "this token lacks the scope read (or statuses:write for shop)",
         "kind": "forbidden",
-        "reason": "scope-missing",
+        "reason": "token_scope",
         "field": None,
     }
 
@@ -216,7 +216,7 @@ def test_a_token_limited_to_contexts_and_repositories_reports_only_those(sandbox
         "'deploy/smoke'; report one of those, or use a token made for it "
         "(`gitopsd token create ... --contexts PATTERN`)",
         "kind": "forbidden",
-        "reason": "context-not-allowed",
+        "reason": "context_not_allowed",
         "field": None,
     }
     code, _h, doc = api.post(head, other, state="success", context="ci/test")

@@ -54,7 +54,7 @@ def test_a_promotion_into_a_locked_environment_passes_once_a_second_token_owner_
         {
             "message": "this token lacks the scope deployments:write",
             "kind": "forbidden",
-            "reason": "scope-missing",
+            "reason": "token_scope",
             "field": None,
         },
     )

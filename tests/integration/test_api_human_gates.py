@@ -166,13 +166,13 @@ def test_http_refusals_say_why_in_one_line_with_the_status_that_fits(server):
     assert code == 403 and body == {
         "message": "gh-dave may not sign off in staging; who may: gh-alice",
         "kind": "forbidden",
-        "reason": "forbidden",
+        "reason": "signoff_not_allowed",
         "field": None,
     }
     code, body = api.rc_create(bob, name="h3")
-    assert code == 409 and "lacks its sign-offs for production" in body["message"]
+    assert code == 409 and "lacks its sign-offs for production" in body["message"] and body["reason"] == "signoffs_missing"
     # Bad fields: 422 naming the field; an identity in the body is no field at all.
-    assert api.signoff(alice)[1] == {"message": "note is required", "kind": "invalid", "reason": "bad-field", "field": "note"}
+    assert api.signoff(alice)[1] == {"message": "note is required", "kind": "invalid", "reason": "bad_field", "field": "note"}
     assert api.signoff(alice, note="x", reject="yes")[1]["field"] == "reject"
     code, body = api.signoff(alice, note="x", identity="gh-carol")
     assert code == 422 and body["field"] == "identity"
@@ -192,12 +192,25 @@ def test_http_refusals_say_why_in_one_line_with_the_status_that_fits(server):
 
     code, body = api.approval(bob, "h3", kind="approve", note="mine")
     assert code == 403 and "gh-bob may not approve rc/h3: it is their own" in body["message"]
+    assert (body["kind"], body["reason"]) == ("forbidden", "approval_by_author")  # an id to match on, not the words
     code, body = api.approval(alice, "h3", kind="approve", note="ok")
     assert code == 403 and body["message"].startswith("gh-alice may not approve for production; who may: ")
+    assert body["reason"] == "approval_not_allowed"
     assert api.approval(dave, "h3", kind="maybe", note="x")[1]["field"] == "kind"
     assert api.approval(dave, "h3", kind="approve")[1]["field"] == "note"
-    assert api.approval(dave, "nope", kind="approve", note="x")[0] == 404
-    assert api.approval(dave, "h3", kind="withdraw")[0] == 409  # nothing of dave's to withdraw
+    code, body = api.approval(dave, "nope", kind="approve", note="x")
+    assert code == 404 and (body["kind"], body["reason"]) == ("missing", "rc_not_found")
+    code, body = api.call("GET", "/api/v1/repos/shop/rcs/nope", reader)  # a read of it: the same id
+    assert code == 404 and body == {
+        "message": "no release candidate rc/nope in shop",
+        "kind": "missing",
+        "reason": "rc_not_found",
+        "field": None,
+    }
+    code, body = api.call("GET", "/api/v1/repos/shop/environments/nope/history", reader)  # no such environment: its own id
+    assert code == 404 and (body["kind"], body["reason"]) == ("missing", "env_not_found")
+    code, body = api.approval(dave, "h3", kind="withdraw")  # nothing of dave's to withdraw
+    assert code == 409 and body["reason"] == "nothing_changed"
     assert api.approval(dave, "h3", kind="approve", note="ok")[0] == 201
     code, body = api.approval(dave, "h3", kind="approve", note="ok")
     assert code == 409 and "already approved" in body["message"]

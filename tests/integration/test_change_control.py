@@ -11,6 +11,7 @@ from datetime import datetime
 
 import pytest
 
+from gitopsd.adapters.control import call
 from tests.support import Daemon, Sandbox, git
 
 ME = pwd.getpwuid(os.getuid()).pw_name
@@ -111,6 +112,18 @@ def test_bad_lock_requests_get_one_line_saying_what_is_wrong(server):
     garbled = sandbox.cli("lock", "qa", "--reason", "x", "--for", "soon", check=False)
     assert garbled.returncode != 0 and "--for" in garbled.stderr
     assert sandbox.cli("locks").stdout.strip() == "nothing is locked"
+    # Over the control socket each carries its kind and a reason id naming the situation: what a client matches on.
+    control = sandbox.runtime / "control.sock"
+    asked = {
+        "bad_time": {"op": "lock", "env": "qa", "reason": "x", "until": "2001-01-01T00:00"},
+        "env_not_found": {"op": "lock", "env": "prod", "reason": "x"},
+        "bad_lock_scope": {"op": "lock", "reason": "x"},
+        "nothing_changed": {"op": "unlock", "env": "qa"},
+        "rc_not_found": {"op": "approve", "rc": "nope", "note": "x"},
+    }
+    answers = {reason: call(control, request) for reason, request in asked.items()}
+    assert {reason: (a["ok"], a["reason"]) for reason, a in answers.items()} == {r: (False, r) for r in asked}
+    assert [a["kind"] for a in answers.values()] == ["invalid", "missing", "invalid", "conflict", "missing"]
 
 
 def test_overrides_unlocks_and_approvals_carry_their_reason_and_the_lock_history_shows_who_lifted_and_why(short_tmp):

@@ -242,7 +242,7 @@ def test_the_builtin_tests_failure_stands_against_any_token_and_any_user(harness
     try:
         for token in (api.token("jenkins", "statuses:write"), api.token("all", "statuses:write", "read", "approvals:write")):
             code, _h, doc = api.post(event.after, token, state="success", context="gitopsd/test")
-            assert (code, doc) == (403, {"message": reserved, "kind": "forbidden", "reason": "reserved-context", "field": None})
+            assert (code, doc) == (403, {"message": reserved, "kind": "forbidden", "reason": "reserved_context", "field": None})
         code, _h, doc = api.call(
             "POST", f"/api/v1/repos/acme/shop/statuses/{event.after}", token, {"state": "success", "context": "GitOpsD/test"}
         )

@@ -47,7 +47,7 @@ def test_a_release_candidate_is_found_as_rc_slash_name_or_name_and_a_missing_one
     with pytest.raises(Refused) as refused:
         rc_named(store, repo, "rc/nope")
     assert str(refused.value) == f"no release candidate rc/nope in {repo.name} (see gitopsd rc list)"
-    assert (refused.value.kind, refused.value.reason) == (MISSING, "no-rc")
+    assert (refused.value.kind, refused.value.reason) == (MISSING, "rc_not_found")
 
 
 def test_a_release_candidate_is_shown_as_rc_show_json_prints_it(r1):

@@ -56,6 +56,12 @@ def lines(reply: Reply) -> list[str]:
     return [html.unescape(x) for x in re.findall(r'<p class="result-line">(.*?)</p>', reply.text)]
 
 
+def refusal_ids(reply: Reply) -> tuple[str, str] | None:
+    """The kind and reason id a refusal fragment carries (data-kind, data-reason): the API's vocabulary."""
+    found = re.search(r'class="result result-refused" role="alert" data-kind="([^"]*)" data-reason="([^"]*)"', reply.text)
+    return (found[1], found[2]) if found else None
+
+
 def heads(sandbox: Sandbox) -> dict[str, str]:
     return {env: sandbox.head(env) for env in ("qa", "staging", "production")}
 
@@ -78,7 +84,7 @@ def test_forms_without_the_csrf_token_or_from_a_viewer_change_nothing_and_names_
     assert olga.post("/actions/promote", {**form, "csrf_token": "f" * 64}, headers=HX).status == 403
     assert olga.post("/actions/promote", {**form, "csrf_token": vera.csrf()}, headers=HX).status == 403
     refused = post(vera, "promote", **form)
-    assert refused.status == 403
+    assert refused.status == 403 and refusal_ids(refused) == ("forbidden", "role_required")
     assert lines(refused) == [
         f"vera may not promote in shop/staging: that needs the deployer role, and vera is a "
         f"viewer there (web.roles in {sandbox.config})"
@@ -91,8 +97,20 @@ def test_forms_without_the_csrf_token_or_from_a_viewer_change_nothing_and_names_
     assert post(olga, "promote", repo="nope", env="staging").status == 404
     missing = post(olga, "promote", repo="shop", env="nope")
     assert missing.status == 404 and "has no environment 'nope'" in lines(missing)[0]
-    assert post(olga, "unheard-of", repo="shop", env="qa").status == 404
-    assert post(people["paula"], "approve", repo="shop", rc="nope", note="x").status == 404
+    assert refusal_ids(missing) == ("missing", "env_not_found")
+    unheard = post(olga, "unheard-of", repo="shop", env="qa")
+    assert unheard.status == 404 and refusal_ids(unheard) == ("missing", "no_endpoint")
+    # An unknown release candidate: the dashboard and the API refuse it with one status, kind and reason id.
+    unknown = post(people["paula"], "approve", repo="shop", rc="nope", note="x")
+    reader = token(sandbox, "reader", "read")
+    api = Browser(vera.port).get("/api/v1/repos/shop/rcs/nope", headers={"Authorization": f"Bearer {reader}"})
+    body = json.loads(api.text)
+    assert sorted(body) == ["field", "kind", "message", "reason"]  # the one error body shape
+    assert (
+        (unknown.status, refusal_ids(unknown))
+        == (api.status, (body["kind"], body["reason"]))
+        == (404, ("missing", "rc_not_found"))
+    )
     assert post(olga, "promote", repo="shop", env="<script>").text.count("<script>") == 0  # escaped
     assert heads(sandbox) == before
 

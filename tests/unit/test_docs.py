@@ -56,6 +56,11 @@ def test_the_configuration_reference_is_what_the_parsers_accept_today():
     assert rendered == (DOCS / "configuration.md").read_text(), "docs/configuration.md is out of date: run `make docs`"
 
 
+def test_the_api_pages_reason_ids_are_the_registrys_with_their_kind_status_and_meaning():
+    page = (DOCS / "api.md").read_text()
+    assert generator("gen_reason_docs").render(page) == page, "docs/api.md's reason ids are out of date: run `make docs`"
+
+
 def test_every_key_set_beside_a_config_parser_is_in_the_reference_with_one_line_on_each_key():
     from gitopsd.config.reference import SECTIONS
 

@@ -32,10 +32,10 @@ def routes(api: Context, v1: str) -> tuple[list[Route], list[Route]]:
             data = inputs.status_json(await inputs.body(request))
             report = statuses.parse_report(data)
         except statuses.ReservedContext as exc:
-            raise refuse(str(exc), FORBIDDEN, "reserved-context") from exc
+            raise refuse(str(exc), FORBIDDEN, "reserved_context") from exc
         refusal = token.refusal(repo.name, report.context)
         if refusal is not None:
-            raise refuse(refusal, FORBIDDEN, "context-not-allowed")
+            raise refuse(refusal, FORBIDDEN, "context_not_allowed")
         shown_as = api.owners()
 
         def store_it() -> dict[str, Any]:
@@ -54,7 +54,7 @@ def routes(api: Context, v1: str) -> tuple[list[Route], list[Route]]:
                         data["provenance"],
                     )
                 except (provenance.InvalidProvenance, ConfigurationError) as exc:
-                    raise refuse(f"provenance: {exc}", INVALID, "bad-provenance", "provenance") from exc
+                    raise refuse(f"provenance: {exc}", INVALID, "bad_provenance", "provenance") from exc
                 for name, sha256 in provenance.subjects(data["provenance"]):  # what the hook's require_provenance reads
                     store.record_attestation(
                         repo=repo.name,

@@ -82,7 +82,7 @@ def routes(api: Context, v1: str) -> list[Route]:  # noqa: C901 (a route table: 
             raise refuse(
                 f"no commit, tree or release candidate {what[:80]!r} in {repo.name}: give ?of=COMMIT, TREE or rc/NAME",
                 MISSING,
-                "no-such-thing",
+                "commit_not_found",
             )
         return JSONResponse(found)
 
@@ -92,7 +92,7 @@ def routes(api: Context, v1: str) -> list[Route]:  # noqa: C901 (a route table: 
         ident = request.path_params["name"]
         rows = await api.blocking(lambda: store.previews(repo.name, preview_id=int(ident), limit=1)) if ident.isdigit() else []
         if not rows:
-            raise refuse(f"no preview {ident[:20]!r} in {repo.name}", MISSING, "no-preview")
+            raise refuse(f"no preview {ident[:20]!r} in {repo.name}", MISSING, "preview_not_found")
         return JSONResponse(await api.blocking(lambda: preview_view(store, rows[0])))
 
     async def rc_list(request: Request) -> Response:
@@ -116,12 +116,12 @@ def routes(api: Context, v1: str) -> list[Route]:  # noqa: C901 (a route table: 
 
         view = await api.blocking(read)
         if view is None:
-            raise refuse(f"no release candidate rc/{name} in {repo.name}", MISSING, "no-rc")
+            raise refuse(f"no release candidate rc/{name} in {repo.name}", MISSING, "rc_not_found")
         return JSONResponse(view)
 
     async def prometheus(_request: Request) -> Response:
         if api.metrics is None:
-            raise refuse("this server has no metrics", MISSING, "no-metrics")
+            raise refuse("this server has no metrics", MISSING, "no_metrics")
         body, content_type = await api.blocking(api.metrics)
         return Response(body, media_type=content_type)
 
