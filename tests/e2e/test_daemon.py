@@ -197,12 +197,12 @@ def test_kill_9_mid_deployment_then_restart_marks_it_interrupted_reaps_and_conve
     sandbox.write("SLEEP", "30")
     slow = sandbox.commit("slow")
     sandbox.push("main", "main:qa")
-    daemon.wait_for(lambda: _sleeping("30"), 30, "sleep started")
+    daemon.wait_for(lambda: _sleeping("30", sandbox), 30, "sleep started")
     daemon.proc.kill()  # SIGKILL: no cleanup at all
     daemon.stop()
     sandbox.remove("SLEEP")
     with Daemon(sandbox) as second:
-        second.wait_for(lambda: not _sleeping("30"), 10, "orphans reaped")
+        second.wait_for(lambda: not _sleeping("30", sandbox), 10, "orphans reaped")
         second.wait_state("qa", "in-sync", slow, timeout=60)  # the head is still `slow`: redeployed
         assert "interrupted" in second.log()
     results = [(d["commit"], d["result"]) for d in sandbox.history("qa") if d["commit"] == slow]
@@ -220,12 +220,12 @@ def test_sigterm_during_a_long_deployment_cancels_it_cleanly_and_the_next_start_
     sandbox.write("SLEEP", "60")
     slow = sandbox.commit("very slow")
     sandbox.push("main", "main:qa")
-    daemon.wait_for(lambda: _sleeping("60"), 30, "sleep started")
+    daemon.wait_for(lambda: _sleeping("60", sandbox), 30, "sleep started")
     started = time.monotonic()
     daemon.proc.send_signal(signal.SIGTERM)
     daemon.proc.wait(30)
     assert time.monotonic() - started < 5 + 10  # stop_grace 5 s plus cancel and reaping
-    assert not _sleeping("60")
+    assert not _sleeping("60", sandbox)
     daemon.stop()
     [last] = [d for d in sandbox.history("qa") if d["commit"] == slow]
     assert last["result"] == "canceled"
@@ -241,11 +241,12 @@ def test_a_second_daemon_on_the_same_state_folder_refuses_to_start(sandbox):
         second.stop()
 
 
-def _sleeping(seconds: str) -> bool:
-    """Is a `sleep SECONDS` started by a test playbook alive?"""
+def _sleeping(seconds: str, sandbox: Sandbox) -> bool:
+    """Is a `sleep SECONDS` started by this test's playbook alive? (Other tests' runs carry another output folder, and
+    other tests sleep 60 too.)"""
     for proc in psutil.process_iter():
         try:
-            if proc.cmdline()[:2] == ["sleep", seconds]:
+            if proc.cmdline()[:2] == ["sleep", seconds] and proc.environ().get("GITOPSD_TEST_OUT") == str(sandbox.out):
                 return True
         except psutil.Error:
             continue

@@ -28,12 +28,13 @@ def sleepers() -> list[psutil.Process]:
 
 
 def test_a_wedged_inventory_fails_its_own_deployment_only_and_never_survives(short_tmp):
-    # Two environments that both take trees from main; both roll out in batches, so both read their inventory.
+    # Two environments that both take trees from main; both roll out in batches, so both read their inventory. Only
+    # qa's time limit is short (its inventory is what must be stopped): dev's run took over 6 s at load 15.
     rollout = {"rollout": {"batches": ["100%"]}, "promote_from": "main", "timeout": 6, "retries": 0}
     sandbox = Sandbox(
         short_tmp,
         {"qa": ["qa-1"], "dev": ["dev-1"]},
-        env_options={"qa": {**rollout, "inventory": "environments/qa/inventory.sh"}, "dev": rollout},
+        env_options={"qa": {**rollout, "inventory": "environments/qa/inventory.sh"}, "dev": {**rollout, "timeout": 120}},
     )
     script = sandbox.work / "environments" / "qa" / "inventory.sh"
     sandbox.write("environments/qa/inventory.sh", SCRIPT.format(sleep=""))
