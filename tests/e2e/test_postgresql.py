@@ -14,10 +14,11 @@ from tests.postgres_fixture import PgServer
 from tests.support import Daemon, Sandbox
 
 
-def _sleeping(seconds: str) -> bool:
+def _sleeping(seconds: str, sandbox: Sandbox) -> bool:
+    """Is a `sleep SECONDS` of this sandbox's playbook alive? (test_supersede's playbooks sleep 4 too.)"""
     for proc in psutil.process_iter():
         try:
-            if proc.cmdline()[:2] == ["sleep", seconds]:
+            if proc.cmdline()[:2] == ["sleep", seconds] and proc.environ().get("GITOPSD_TEST_OUT") == str(sandbox.out):
                 return True
         except psutil.Error:
             continue
@@ -91,9 +92,9 @@ def test_a_database_lost_mid_deployment_gets_the_record_when_it_is_back(short_tm
             sandbox.write("SLEEP", "4")
             slow = sandbox.commit("slow")
             sandbox.push("main", "main:qa")
-            daemon.wait_for(lambda: _sleeping("4"), 30, "the slow deployment running")
+            daemon.wait_for(lambda: _sleeping("4", sandbox), 30, "the slow deployment running")
             server.stop()
-            daemon.wait_for(lambda: not _sleeping("4"), 30, "the playbook done while the database is down")
+            daemon.wait_for(lambda: not _sleeping("4", sandbox), 30, "the playbook done while the database is down")
             daemon.wait_for(lambda: "went away" in daemon.log(), 30, "the daemon waiting for the database")
             time.sleep(2)
             server.start()
@@ -106,11 +107,11 @@ def test_a_database_lost_mid_deployment_gets_the_record_when_it_is_back(short_tm
 
 
 @pytest.fixture(autouse=True)
-def _no_leftover_sleep():
+def _no_leftover_sleep(short_tmp):
     yield
-    for proc in psutil.process_iter():
+    for proc in psutil.process_iter():  # this test's only: other files' playbooks sleep 4 at the same time
         try:
-            if proc.cmdline()[:1] == ["sleep"] and proc.cmdline()[1:] in (["4"],):
+            if proc.cmdline()[:2] == ["sleep", "4"] and proc.environ().get("GITOPSD_TEST_OUT", "").startswith(str(short_tmp)):
                 proc.kill()
         except psutil.Error:
             continue

@@ -152,7 +152,7 @@ def test_nothing_a_deployment_started_outlives_it(server):
 
 
 def test_an_inventory_is_read_in_the_sandbox_time_limited_and_reaped(server):
-    tree = server.export({"group_vars/all.yml": "app_port: \"{{ lookup('pipe', 'sleep 317') }}\"\n"})
+    tree = server.export({"group_vars/all.yml": "app_port: \"{{ lookup('pipe', 'sleep 319') }}\"\n"})
     started = time.monotonic()
     with pytest.raises(InventoryError, match="after 2s"):
         runner.read_hosts(
@@ -166,7 +166,7 @@ def test_an_inventory_is_read_in_the_sandbox_time_limited_and_reaped(server):
             policy=server.policy(),
         )
     assert time.monotonic() - started < 10
-    assert not [p for p in psutil.process_iter(["cmdline"]) if p.info["cmdline"] and "317" in p.info["cmdline"]]
+    assert not [p for p in psutil.process_iter(["cmdline"]) if p.info["cmdline"] and "319" in p.info["cmdline"]]
 
 
 def test_an_inventory_lookup_cannot_read_the_config(server):
