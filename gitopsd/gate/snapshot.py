@@ -237,61 +237,68 @@ def save(db: sqlite3.Connection, gate: GateConfig, now: float) -> None:
     """Replace the snapshot for `gate.source` in one transaction (a writable connection in autocommit mode)."""
     db.execute("BEGIN IMMEDIATE")
     try:
-        for table in ("gate_config", "gate_environments", "gate_windows", "gate_branches"):
-            db.execute(f"DELETE FROM {table} WHERE config = ?", (gate.source,))  # noqa: S608 (table names and clauses are constants; values are bound)
-        db.execute(
-            "INSERT INTO gate_config VALUES (?, ?, ?, ?, ?)",
-            (gate.source, gate.stamp, gate.runtime_dir, "\n".join(gate.identity_env), now),
-        )
-        for repo in gate.repositories:
-            for branch, rule in repo.branch_rules.items():
-                db.execute(
-                    "INSERT INTO gate_branches VALUES (?, ?, ?, ?, ?)", (gate.source, repo.name, repo.path, branch, rule.encode())
-                )
-            for position, env in enumerate(repo.environments):
-                db.execute(
-                    "INSERT INTO gate_environments (config, repo, repo_path, position, name, branch, promote_from,"
-                    " override_by, require_checks, signoff, approvals, signatures, require_provenance)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        gate.source,
-                        repo.name,
-                        repo.path,
-                        position,
-                        env.name,
-                        env.branch,
-                        env.promote_from,
-                        "\n".join(env.override_by),
-                        "\n".join(env.require_checks),
-                        env.signoff.encode() if env.signoff else "",
-                        env.approvals.encode() if env.approvals else "",
-                        env.signatures.encode() if env.signatures else "",
-                        int(env.require_provenance),
-                    ),
-                )
-                for i, w in enumerate(env.windows):
-                    db.execute(
-                        "INSERT INTO gate_windows VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        (
-                            gate.source,
-                            repo.name,
-                            env.name,
-                            i,
-                            w.name,
-                            int(w.allow),
-                            w.cron.text,
-                            w.duration.total_seconds(),
-                            w.timezone,
-                        ),
-                    )
+        write(db, gate, now)
         db.execute("COMMIT")
     except BaseException:
         db.execute("ROLLBACK")
         raise
 
 
-def migrate(db: sqlite3.Connection) -> None:
-    """Bring a snapshot written by an older gitopsd up to this schema (the daemon rewrites it at start)."""
+def write(db: Any, gate: GateConfig, now: float) -> None:
+    """Replace the snapshot for `gate.source`, inside the caller's transaction (sqlite3's, or the store's backend)."""
+    for table in ("gate_config", "gate_environments", "gate_windows", "gate_branches"):
+        db.execute(f"DELETE FROM {table} WHERE config = ?", (gate.source,))  # noqa: S608 (table names and clauses are constants; values are bound)
+    db.execute(
+        "INSERT INTO gate_config VALUES (?, ?, ?, ?, ?)",
+        (gate.source, gate.stamp, gate.runtime_dir, "\n".join(gate.identity_env), now),
+    )
+    for repo in gate.repositories:
+        for branch, rule in repo.branch_rules.items():
+            db.execute(
+                "INSERT INTO gate_branches VALUES (?, ?, ?, ?, ?)", (gate.source, repo.name, repo.path, branch, rule.encode())
+            )
+        for position, env in enumerate(repo.environments):
+            db.execute(
+                "INSERT INTO gate_environments (config, repo, repo_path, position, name, branch, promote_from,"
+                " override_by, require_checks, signoff, approvals, signatures, require_provenance)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    gate.source,
+                    repo.name,
+                    repo.path,
+                    position,
+                    env.name,
+                    env.branch,
+                    env.promote_from,
+                    "\n".join(env.override_by),
+                    "\n".join(env.require_checks),
+                    env.signoff.encode() if env.signoff else "",
+                    env.approvals.encode() if env.approvals else "",
+                    env.signatures.encode() if env.signatures else "",
+                    int(env.require_provenance),
+                ),
+            )
+            for i, w in enumerate(env.windows):
+                db.execute(
+                    "INSERT INTO gate_windows VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        gate.source,
+                        repo.name,
+                        env.name,
+                        i,
+                        w.name,
+                        int(w.allow),
+                        w.cron.text,
+                        w.duration.total_seconds(),
+                        w.timezone,
+                    ),
+                )
+
+
+def migrate(db: Any) -> None:
+    """Bring a snapshot written by an older gitopsd up to this schema (the daemon rewrites it at start).
+
+    `db`: sqlite3's connection, or the store's SQLite backend (adapters/store/sqlite.py)."""
     columns = {row[1] for row in db.execute("PRAGMA table_info(gate_environments)")}
     for column in ("require_checks", "signoff", "approvals", "signatures"):
         if column not in columns:

@@ -446,3 +446,29 @@ def test_signature_rules_the_daemon_saves_in_postgresql_reach_the_hooks_sqlite_f
     assert repo.branch_rules["main"].allowed_signers == "/etc/gitopsd/allowed_signers"
     qa = repo.environment("qa")
     assert qa is not None and qa.signatures is not None and qa.signatures.encode() == rule.encode()
+
+
+def test_each_backend_answers_with_the_stores_result_and_fails_with_the_stores_own_errors(store_factory, tmp_path):
+    """Above the backends nothing sees sqlite3 or psycopg: one Result type, rows by name, failures of the store's classes."""
+    from gitopsd.adapters.store.backend import Result
+    from gitopsd.base.storeerrors import DatabaseFailure, IntegrityFailure, StatementFailure
+
+    store = store_factory(tmp_path / "state.db")
+    deploy(store)
+    found = store._db.execute("SELECT id, repo FROM deployments")
+    assert isinstance(found, Result) and [(r["id"], r[1]) for r in found] == [(1, "shop")]
+    assert list(found.rows[0].keys()) == ["id", "repo"] and dict(found.rows[0]) == {"id": 1, "repo": "shop"}
+    head = "INSERT INTO env_heads (repo, env, commit_id, tree) VALUES ('shop', 'qa', 'c1', 't1')"
+    store._db.execute(head)
+    with pytest.raises(IntegrityFailure) as twice:
+        store._db.execute(head)
+    with pytest.raises(StatementFailure) as missing:
+        store._db.execute("SELECT * FROM no_such_table")
+    classes = [type(twice.value), type(missing.value)]
+    if store_factory.backend == "postgresql":
+        from gitopsd.adapters.store import postgresql
+
+        classes += [postgresql.Unreachable, postgresql.Refused, postgresql.Fenced, postgresql.LeaseLost]
+    for cls in classes:
+        assert issubclass(cls, DatabaseFailure)
+        assert not [c for c in cls.__mro__ if c.__module__.startswith(("sqlite3", "psycopg"))], cls

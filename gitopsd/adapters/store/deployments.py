@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sqlite3
 from pathlib import Path
 from typing import Any
 
+from ...base.storeerrors import StatementFailure
 from ...core.types import Admission, Block, Deployment, FailureStatus, Kind, Result
 from ...gate import snapshot
+from .backend import Row
 from .base import StoreBase, bookkeeping
 
 RESULTS = tuple(Result)
@@ -192,7 +193,7 @@ class Deployments(StoreBase):
         self._write("UPDATE deployments SET workdir = NULL WHERE id = ?", (deployment_id,))
 
     @staticmethod
-    def _deployment(row: sqlite3.Row) -> Deployment:
+    def _deployment(row: Row) -> Deployment:
         return Deployment(
             id=row["id"],
             repo=row["repo"],
@@ -260,21 +261,21 @@ class Deployments(StoreBase):
         """Repositories the running daemon cannot watch, with the reason (empty for an older store)."""
         try:
             return {r["repo"]: r["reason"] for r in self._rows("SELECT repo, reason FROM unwatched_repos ORDER BY repo")}
-        except sqlite3.OperationalError:
+        except StatementFailure:
             return {}
 
     def recorded_heads(self) -> dict[tuple[str, str], tuple[str, str]]:
         """(repo, env) -> (commit, tree) of every head the daemon recorded."""
         try:
             rows = self._rows("SELECT repo, env, commit_id, tree FROM env_heads")
-        except sqlite3.OperationalError:  # a store written by an older daemon, read by `status`
+        except StatementFailure:  # a store written by an older daemon, read by `status`
             return {}
         return {(r["repo"], r["env"]): (r["commit_id"], r["tree"]) for r in rows}
 
     def blocked(self, repo: str, env: str) -> Block | None:
         try:
             rows = self._rows("SELECT * FROM env_blocks WHERE repo = ? AND env = ?", (repo, env))
-        except sqlite3.OperationalError:  # a store written by an older daemon, read by `status`
+        except StatementFailure:  # a store written by an older daemon, read by `status`
             return None
         return Block(rows[0]["commit_id"], rows[0]["deployed_commit"], rows[0]["reason"], rows[0]["since"]) if rows else None
 
@@ -302,7 +303,7 @@ class Deployments(StoreBase):
     def _admissions(self, where: str, args: tuple[Any, ...], limit: int) -> list[Admission]:
         try:
             rows = self._rows(f"SELECT * FROM admissions {where} ORDER BY id DESC LIMIT ?", (*args, limit))  # noqa: S608 (table names and clauses are constants; values are bound)
-        except sqlite3.OperationalError:  # a store written by an older daemon
+        except StatementFailure:  # a store written by an older daemon
             return []
         return [
             Admission(r["id"], r["repo"], r["env"], r["commit_id"], r["kind"], r["actor"], r["reason"], r["created_at"])

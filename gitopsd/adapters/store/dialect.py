@@ -10,11 +10,12 @@ schema's types) is a named method of each dialect. Stdlib only.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import re
-from collections.abc import Iterator
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from .backend import Backend
 
 _CREATE_TABLE = re.compile(r"CREATE TABLE IF NOT EXISTS (\w+) \((.*?)\n\);", re.S)
 _OR_REPLACE = re.compile(r"^\s*INSERT OR REPLACE INTO (\w+) \(([^)]*)\)", re.I)
@@ -23,24 +24,20 @@ _PLACEHOLDER = re.compile(r"\?(\d*)")
 _WRITE = re.compile(r"^\s*(?:WITH\b.*?\)\s*)?(INSERT(?: OR \w+)? INTO|UPDATE|DELETE FROM)\s+(\w+)", re.I | re.S)
 
 
-class Executes(Protocol):
-    def execute(self, sql: str, /) -> Any: ...
+class Dialect(Protocol):
+    """Where SQLite and PostgreSQL differ, by name: a backend's `dialect` (backend.py)."""
 
+    name: str
+    SET_PROGRESS: str
+    CHECK_TOTALS: str
 
-Connection = TypeVar("Connection", bound=Executes)  # sqlite3's, or postgresql.py's
+    def translate(self, sql: str) -> tuple[str, tuple[int, ...] | None]: ...
 
+    def schema(self, script: str) -> str: ...
 
-@contextlib.contextmanager
-def transaction(db: Connection) -> Iterator[Connection]:
-    """One write transaction on `db`: BEGIN IMMEDIATE (PostgreSQL.translate makes it BEGIN), then COMMIT, or ROLLBACK
-    and raise. The one copy of it: the store's writes, the migrations, and a PostgreSQL store's SQLite copy for the hook."""
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        yield db
-        db.execute("COMMIT")
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
+    def columns(self, db: Backend, table: str) -> list[str]: ...
+
+    def id_floor(self, db: Backend, table: str, n: int) -> bool: ...
 
 
 def primary_keys(schema: str) -> dict[str, tuple[str, ...]]:
@@ -87,10 +84,14 @@ class SQLite:
         " GROUP BY d.repo, d.env, check_type, check_ok"
     )
 
-    def id_floor(self, db: Any, table: str, n: int) -> bool:
+    def columns(self, db: Backend, table: str) -> list[str]:
+        """The columns `table` has in this database (an older store may lack some)."""
+        return [str(r[1]) for r in db.execute(f"PRAGMA table_info({table})")]
+
+    def id_floor(self, db: Backend, table: str, n: int) -> bool:
         """Make `table`'s next generated id exceed `n` (in a transaction); False if it already did."""
         seq = db.execute("SELECT seq FROM sqlite_sequence WHERE name = ?", (table,)).fetchone()
-        top = db.execute(f"SELECT MAX(id) FROM {table}").fetchone()[0]  # noqa: S608 (a constant table name)
+        top = db.execute(f"SELECT MAX(id) FROM {table}").rows[0][0]  # noqa: S608 (a constant table name)
         if max(seq[0] if seq else 0, top or 0) >= n:
             return False
         if seq:
@@ -153,10 +154,19 @@ class PostgreSQL(SQLite):
         " GROUP BY d.repo, d.env, check_type, check_ok"
     )
 
-    def id_floor(self, db: Any, table: str, n: int) -> bool:
+    def columns(self, db: Backend, table: str) -> list[str]:
+        return [
+            str(r[0])
+            for r in db.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_name = ? AND table_schema = current_schema()",
+                (table,),
+            )
+        ]
+
+    def id_floor(self, db: Backend, table: str, n: int) -> bool:
         """The identity's sequence moved past `n` (rows copied in with their ids leave it behind too)."""
-        last, called = db.execute(f"SELECT last_value, is_called FROM {table}_id_seq").fetchone()  # noqa: S608 (constant names)
-        top = db.execute(f"SELECT COALESCE(MAX(id), 0) FROM {table}").fetchone()[0]  # noqa: S608 (constant names)
+        last, called = db.execute(f"SELECT last_value, is_called FROM {table}_id_seq").rows[0]  # noqa: S608 (constant names)
+        top = db.execute(f"SELECT COALESCE(MAX(id), 0) FROM {table}").rows[0][0]  # noqa: S608 (constant names)
         issued = last if called else last - 1
         if issued < n:
             db.execute(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), ?)", (n,))

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Any, NamedTuple
 
+from ...base.storeerrors import StatementFailure
 from ...core.types import Deployment
 from .base import StoreBase, bookkeeping
 
@@ -50,7 +50,7 @@ class Ledger(StoreBase):
         """The branch heads at the last walk for new commits; None before the first walk (firstseen.py)."""
         try:
             rows = self._rows("SELECT tips FROM seen_refs WHERE repo = ?", (repo,))
-        except sqlite3.OperationalError:  # a store written by an older daemon
+        except StatementFailure:  # a store written by an older daemon
             return None
         return rows[0]["tips"].split() if rows else None
 
@@ -154,7 +154,7 @@ class Ledger(StoreBase):
                     (after, upto),
                 )
             ]
-        except sqlite3.OperationalError:  # a store without commits_deployed (older daemon)
+        except StatementFailure:  # a store without commits_deployed (older daemon)
             return []
 
     def check_totals(self, after: int, upto: int) -> list[CheckTotal]:

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
 
+from ...base.storeerrors import StatementFailure
 from ...gate import approvals, attested, locks, rejections, required, snapshot
-from .dialect import SQLite, transaction
+from .backend import Backend
+from .dialect import Dialect
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS deployments (
@@ -200,7 +201,7 @@ VERSION_TABLE = (
 )
 
 
-def _v1(db: Any, dialect: SQLite) -> None:
+def _v1(db: Backend, dialect: Dialect) -> None:
     """Stores from before versions: the hook snapshot's columns added since (the tables were created above)."""
     if dialect.name == "sqlite":
         snapshot.migrate(db)
@@ -255,20 +256,9 @@ $fence$""",
 )
 
 
-def _v2(db: Any, dialect: SQLite) -> None:
+def _v2(db: Backend, dialect: Dialect) -> None:
     """The leader's lease and epoch: `deployments.epoch`, the lease's row and, in PostgreSQL, the fence."""
-    columns = (
-        [r[0] for r in db.execute("SELECT * FROM deployments LIMIT 0").description or []]
-        if dialect.name == "sqlite"
-        else [
-            r[0]
-            for r in db.execute(
-                "SELECT column_name FROM information_schema.columns WHERE table_name = 'deployments'"
-                " AND table_schema = current_schema()"
-            ).fetchall()
-        ]
-    )
-    if "epoch" not in columns:
+    if "epoch" not in dialect.columns(db, "deployments"):
         db.execute(dialect.schema("ALTER TABLE deployments ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0"))
     db.execute("INSERT OR IGNORE INTO leadership (id, epoch, holder, since) VALUES (1, 0, '', 0)")
     if dialect.name == "postgresql":
@@ -276,43 +266,33 @@ def _v2(db: Any, dialect: SQLite) -> None:
             db.execute(statement)
 
 
-def _add_gate_column(db: Any, dialect: SQLite, name: str, declaration: str) -> None:
+def _add_gate_column(db: Backend, dialect: Dialect, name: str, declaration: str) -> None:
     """Add `name` to the hook snapshot's gate_environments unless a store already has it (either backend)."""
-    if dialect.name == "sqlite":
-        columns = [r[0] for r in db.execute("SELECT * FROM gate_environments LIMIT 0").description or []]
-    else:
-        columns = [
-            r[0]
-            for r in db.execute(
-                "SELECT column_name FROM information_schema.columns WHERE table_name = 'gate_environments'"
-                " AND table_schema = current_schema()"
-            ).fetchall()
-        ]
-    if name not in columns:
+    if name not in dialect.columns(db, "gate_environments"):
         db.execute(dialect.schema(f"ALTER TABLE gate_environments ADD COLUMN {name} {declaration}"))
 
 
-def _v3(db: Any, dialect: SQLite) -> None:
+def _v3(db: Backend, dialect: Dialect) -> None:
     """Signed commits and pushes: the hook snapshot's `gate_environments.signatures` (gate/signatures.py)."""
     _add_gate_column(db, dialect, "signatures", "TEXT NOT NULL DEFAULT ''")
 
 
-def _v4(db: Any, dialect: SQLite) -> None:
+def _v4(db: Backend, dialect: Dialect) -> None:
     """Locks, alert freezes and break-glass overrides (gate/locks.py): new tables only, created above."""
 
 
-def _v5(db: Any, dialect: SQLite) -> None:
+def _v5(db: Backend, dialect: Dialect) -> None:
     """Provenance at the door: `gate_environments.require_provenance` (table attestations created above)."""
     _add_gate_column(db, dialect, "require_provenance", "INTEGER NOT NULL DEFAULT 0")
 
 
-def _v6(db: Any, dialect: SQLite) -> None:
+def _v6(db: Backend, dialect: Dialect) -> None:
     """The deployments still queued or running, found without reading the whole history: the start (mark_interrupted)
     scanned a million rows for them at 1,000 repositories (issue 28). Building it reads the table once."""
     db.execute("CREATE INDEX IF NOT EXISTS deployments_active ON deployments (id) WHERE result IN ('queued', 'running')")
 
 
-STEPS: list[tuple[int, str, Callable[[Any, SQLite], None]]] = [
+STEPS: list[tuple[int, str, Callable[[Backend, Dialect], None]]] = [
     (1, "the schema when versions began (tables created if missing, the hook snapshot's newer columns added)", _v1),
     (2, "the leader's lease and epoch; PostgreSQL refuses the records of a daemon that lost the lead", _v2),
     (3, "signed commits and pushes: the hook snapshot's signature rule per environment", _v3),
@@ -323,18 +303,16 @@ STEPS: list[tuple[int, str, Callable[[Any, SQLite], None]]] = [
 LATEST = STEPS[-1][0]
 
 
-def current(db: Any) -> int:
+def current(db: Backend) -> int:
     """The database's schema version: 0 before any (a new or an old store)."""
     try:
         row = db.execute("SELECT MAX(version) FROM schema_version").fetchone()
-    except Exception:  # noqa: BLE001 (no such table, on either backend: version 0)
-        if getattr(db, "in_transaction", False):
-            db.execute("ROLLBACK")
+    except StatementFailure:  # no such table, on either backend: version 0
         return 0
     return int(row[0] or 0) if row else 0
 
 
-def upgrade(db: Any, dialect: SQLite, schema: str) -> tuple[int, int]:
+def upgrade(db: Backend, schema: str) -> tuple[int, int]:
     """Create missing tables, then run every step above the database's version; (version before, version after).
 
     Raise ValueError when the database was written by a newer gitopsd (its version is above LATEST).
@@ -345,11 +323,12 @@ def upgrade(db: Any, dialect: SQLite, schema: str) -> tuple[int, int]:
             f"its schema is version {before}, newer than this gitopsd knows ({LATEST}): "
             f"upgrade gitopsd, or use the gitopsd that wrote it"
         )
-    db.executescript(dialect.schema(schema + ";\n" + VERSION_TABLE + ";"))
+    dialect = db.dialect
+    db.script(dialect.schema(schema + ";\n" + VERSION_TABLE + ";"))
     for version, description, step in STEPS:
         if version <= before:
             continue
-        with transaction(db):
+        with db.transaction():
             step(db, dialect)
             db.execute(
                 "INSERT INTO schema_version (version, applied_at, description) VALUES (?, ?, ?)",

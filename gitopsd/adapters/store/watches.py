@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 from typing import Any
 
+from ...base.storeerrors import StatementFailure
 from ...core.types import DriftReport, HostInfo, TaskChange, WatchWindow
+from .backend import Row
 from .base import StoreBase, bookkeeping
 
 
@@ -39,7 +40,7 @@ class Watches(StoreBase):
         """The environment's last post-deploy watch (any state), None when it never had one."""
         try:
             rows = self._rows("SELECT * FROM watches WHERE repo = ? AND env = ?", (repo, env))
-        except sqlite3.OperationalError:  # a store written by an older daemon
+        except StatementFailure:  # a store written by an older daemon
             return None
         return self._watch(rows[0]) if rows else None
 
@@ -65,7 +66,7 @@ class Watches(StoreBase):
         )
 
     @staticmethod
-    def _watch(row: sqlite3.Row) -> WatchWindow:
+    def _watch(row: Row) -> WatchWindow:
         hosts = tuple(
             HostInfo(str(name), {str(k): str(v) for k, v in values.items()}) for name, values in json.loads(row["hosts"] or "[]")
         )
@@ -115,7 +116,7 @@ class Watches(StoreBase):
             where, args = where + " AND deployment_id = ?", [*args, deployment_id]
         try:
             rows = self._rows(f"SELECT * FROM drift_reports WHERE {where} ORDER BY id DESC LIMIT 1", tuple(args))  # noqa: S608 (constant clauses; values are bound)
-        except sqlite3.OperationalError:  # a store written by an older daemon
+        except StatementFailure:  # a store written by an older daemon
             return None
         return self._drift_report(rows[0]) if rows else None
 
@@ -138,12 +139,12 @@ class Watches(StoreBase):
                 " ELSE 0 END FROM drift_reports r"
                 " WHERE r.id = (SELECT MAX(id) FROM drift_reports x WHERE x.repo = r.repo AND x.env = r.env)"
             )
-        except sqlite3.OperationalError:  # a store written by an older daemon
+        except StatementFailure:  # a store written by an older daemon
             return {}
         return {(r[0], r[1]): int(r[2]) for r in rows}
 
     @staticmethod
-    def _drift_report(row: sqlite3.Row) -> DriftReport:
+    def _drift_report(row: Row) -> DriftReport:
         return DriftReport(
             row["repo"],
             row["env"],
