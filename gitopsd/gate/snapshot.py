@@ -37,13 +37,13 @@ CREATE TABLE IF NOT EXISTS gate_config (
     stamp TEXT NOT NULL,           -- file_stamp() of it when it was read
     runtime_dir TEXT NOT NULL,
     identity_env TEXT NOT NULL,    -- variable names, one per line
-    written_at REAL NOT NULL
+    written_at DOUBLE PRECISION NOT NULL
 );
 CREATE TABLE IF NOT EXISTS gate_environments (
     config TEXT NOT NULL,
     repo TEXT NOT NULL,
     repo_path TEXT NOT NULL,       -- resolved
-    position INTEGER NOT NULL,
+    position BIGINT NOT NULL,
     name TEXT NOT NULL,
     branch TEXT NOT NULL,
     promote_from TEXT NOT NULL,
@@ -52,7 +52,7 @@ CREATE TABLE IF NOT EXISTS gate_environments (
     signoff TEXT NOT NULL DEFAULT '',          -- approvals.SignoffNeed.encode(), '' for none
     approvals TEXT NOT NULL DEFAULT '',        -- approvals.Policy.encode(), '' for none
     signatures TEXT NOT NULL DEFAULT '',       -- signatures.Rule.encode(), '' for none
-    require_provenance INTEGER NOT NULL DEFAULT 0,   -- gate/attested.py
+    require_provenance BIGINT NOT NULL DEFAULT 0,   -- gate/attested.py
     PRIMARY KEY (config, repo, name)
 );
 CREATE TABLE IF NOT EXISTS gate_branches (
@@ -67,11 +67,11 @@ CREATE TABLE IF NOT EXISTS gate_windows (
     config TEXT NOT NULL,
     repo TEXT NOT NULL,
     env TEXT NOT NULL,
-    position INTEGER NOT NULL,
+    position BIGINT NOT NULL,
     name TEXT NOT NULL,
-    allow INTEGER NOT NULL,
+    allow BIGINT NOT NULL,
     cron TEXT NOT NULL,
-    duration REAL NOT NULL,        -- seconds
+    duration DOUBLE PRECISION NOT NULL, -- seconds
     timezone TEXT NOT NULL,
     PRIMARY KEY (config, repo, env, position)
 );

@@ -77,8 +77,8 @@ class Deployments(StoreBase):
     ) -> bool:
         """Record a finished deployment under its own id, as the notes tell it (notes_ledger); False if that id exists."""
         cur = self._write(
-            "INSERT OR IGNORE INTO deployments (id, repo, env, commit_id, tree, previous_commit, kind, result, trigger,"
-            " actor, outcome, started_at, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO deployments (id, repo, env, commit_id, tree, previous_commit, kind, result, trigger,"
+            " actor, outcome, started_at, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
             (deployment_id, repo, env, commit, tree, previous_commit, kind, result, trigger, actor, outcome, at, at),
         )
         return cur.rowcount == 1
@@ -227,8 +227,10 @@ class Deployments(StoreBase):
     def record_failure(self, repo: str, env: str, status: FailureStatus) -> None:
         stalled = 2 if status.failed else int(status.stalled)
         self._write(
-            "INSERT OR REPLACE INTO env_status (repo, env, commit_id, failures, next_retry_at, stalled, reason)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO env_status (repo, env, commit_id, failures, next_retry_at, stalled, reason)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (repo, env) DO UPDATE SET commit_id = excluded.commit_id,"
+            " failures = excluded.failures, next_retry_at = excluded.next_retry_at, stalled = excluded.stalled,"
+            " reason = excluded.reason",
             (repo, env, status.commit, status.failures, status.next_retry_at, stalled, status.reason),
         )
 
@@ -239,7 +241,9 @@ class Deployments(StoreBase):
     @bookkeeping
     def block(self, repo: str, env: str, block: Block) -> None:
         self._write(
-            "INSERT OR REPLACE INTO env_blocks (repo, env, commit_id, deployed_commit, reason, since) VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO env_blocks (repo, env, commit_id, deployed_commit, reason, since) VALUES (?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (repo, env) DO UPDATE SET commit_id = excluded.commit_id,"
+            " deployed_commit = excluded.deployed_commit, reason = excluded.reason, since = excluded.since",
             (repo, env, block.commit, block.deployed_commit, block.reason, block.since),
         )
 
@@ -247,7 +251,9 @@ class Deployments(StoreBase):
     def record_head(self, repo: str, env: str, commit: str, tree: str) -> None:
         """Remember an environment branch's head and its tree (status reads the tree here, not from git)."""
         self._write(
-            "INSERT OR REPLACE INTO env_heads (repo, env, commit_id, tree) VALUES (?, ?, ?, ?)", (repo, env, commit, tree)
+            "INSERT INTO env_heads (repo, env, commit_id, tree) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (repo, env) DO UPDATE SET commit_id = excluded.commit_id, tree = excluded.tree",
+            (repo, env, commit, tree),
         )
 
     @bookkeeping

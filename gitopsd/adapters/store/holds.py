@@ -162,7 +162,8 @@ class Holds(StoreBase):
 
     def suspend(self, repo: str, env: str, *, actor: str, reason: str | None, now: float) -> None:
         self._write(
-            "INSERT OR REPLACE INTO env_suspensions (repo, env, actor, reason, since) VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO env_suspensions (repo, env, actor, reason, since) VALUES (?, ?, ?, ?, ?) ON CONFLICT (repo, env)"
+            " DO UPDATE SET actor = excluded.actor, reason = excluded.reason, since = excluded.since",
             (repo, env, actor, reason, now),
         )
 
@@ -178,7 +179,9 @@ class Holds(StoreBase):
 
     def request_sync(self, repo: str, env: str, *, commit: str, actor: str, reason: str | None, now: float) -> None:
         self._write(
-            "INSERT OR REPLACE INTO sync_requests (repo, env, commit_id, actor, reason, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO sync_requests (repo, env, commit_id, actor, reason, created_at) VALUES (?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (repo, env) DO UPDATE SET commit_id = excluded.commit_id, actor = excluded.actor,"
+            " reason = excluded.reason, created_at = excluded.created_at",
             (repo, env, commit, actor, reason, now),
         )
 

@@ -185,7 +185,7 @@ class Human(StoreBase):
     def record_push(self, repo: str, branch: str, commit: str, pusher: str, now: float) -> None:
         """Remember who pushed a head to a non-environment branch (self-approval looks it up)."""
         self._write(
-            "INSERT OR IGNORE INTO pushes (repo, commit_id, branch, pusher, pushed_at) VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO pushes (repo, commit_id, branch, pusher, pushed_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
             (repo, commit, branch, pusher, now),
         )
 

@@ -1,7 +1,7 @@
 """PostgreSQL under the store: the `Backend` of backend.py over a pool of psycopg connections (docs/install.md, "PostgreSQL").
 
 The one importer of psycopg and psycopg_pool. `Store` runs the same statements on both backends:
-this module passes each through `dialect.PostgreSQL.translate`, raises psycopg's errors as the
+this module gives each psycopg's placeholders (`dialect.PostgreSQL.placeholders`), raises psycopg's errors as the
 store's own (base/storeerrors.DatabaseFailure, of which storeerrors makes StoreError kinds), and
 waits for a database that went away (a restart, a failover) before it gives up on a statement.
 
@@ -149,7 +149,7 @@ class PostgreSQLBackend:
     ):
         self.url, self.location, self.retry_for = url, redact(url), retry_for
         self.keys = primary_keys(schema)
-        self.dialect: Dialect = PostgreSQL(self.keys)
+        self.dialect: Dialect = PostgreSQL()
         self.mirror = mirror
         self._tx: psycopg.Connection[Any] | None = None
         self._pending: list[tuple[str, str, list[str], list[tuple[Any, ...]]]] = []
@@ -213,11 +213,9 @@ class PostgreSQLBackend:
         write = written_table(sql)
         if self._tx is not None and write is not None and not (write[1] in MIRRORED and self.mirror is not None):
             # Nothing to mirror: one pipelined executemany (db copy moves many rows this way).
-            text, order = self.dialect.translate(sql)
-            params = [tuple(a[i] for i in order) if order is not None else tuple(a) for a in seq]
             try:
                 with self._tx.cursor() as cur:
-                    cur.executemany(text, params)
+                    cur.executemany(PostgreSQL.placeholders(sql), [tuple(a) for a in seq])
                     return Result([], cur.rowcount, None)
             except Exception as exc:  # noqa: B902
                 raise translate_error(self.url, exc) from exc
@@ -227,8 +225,7 @@ class PostgreSQLBackend:
         return Result([], total, None)
 
     def execute(self, sql: str, args: Sequence[Any] = (), /) -> Result:
-        text, order = self.dialect.translate(sql)
-        params = tuple(args[i] for i in order) if order is not None else tuple(args)
+        text, params = PostgreSQL.placeholders(sql), tuple(args)
         write = written_table(sql)
         mirrored = write is not None and write[1] in MIRRORED and self.mirror is not None
         if write is not None and " RETURNING " not in text.upper():
@@ -502,8 +499,10 @@ def apply_rows(db: Backend, verb: str, table: str, names: list[str], rows: list[
             [tuple(r[names.index(k)] for k in key) for r in rows],
         )
     else:
+        updates = ", ".join(f"{n} = excluded.{n}" for n in names if n not in key)
         db.executemany(
-            f"INSERT OR REPLACE INTO {table} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})",  # noqa: S608
+            f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"  # noqa: S608 (names from the schema)
+            f" ON CONFLICT ({', '.join(key)}) DO " + (f"UPDATE SET {updates}" if updates else "NOTHING"),
             rows,
         )
 

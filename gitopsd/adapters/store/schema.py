@@ -2,7 +2,8 @@
 
 The store's tables are declared once (SCHEMA below, and the gate's: the pre-receive hook reads
 those without importing the store, so gate/snapshot.py, required.py, approvals.py, locks.py,
-rejections.py and attested.py keep theirs; full_schema() puts them together), in SQLite's dialect, with
+rejections.py and attested.py keep theirs; full_schema() puts them together), in SQL both backends read alike
+(dialect.py: BIGINT, DOUBLE PRECISION, TEXT; the generated id column is the one difference), with
 CREATE ... IF NOT EXISTS: every upgrade creates what is missing, so a table added there needs no
 step. Anything else (a column, a changed meaning, moved data) is a numbered step below, run once
 per database in order, recorded in `schema_version`. Version 1 is the schema as it was when versions
@@ -34,12 +35,12 @@ CREATE TABLE IF NOT EXISTS deployments (
     actor TEXT NOT NULL,
     reason TEXT,
     outcome TEXT,
-    started_at REAL NOT NULL,
-    finished_at REAL,
-    attempt INTEGER NOT NULL DEFAULT 1,
+    started_at DOUBLE PRECISION NOT NULL,
+    finished_at DOUBLE PRECISION,
+    attempt BIGINT NOT NULL DEFAULT 1,
     workdir TEXT,
     detail TEXT,
-    epoch INTEGER NOT NULL DEFAULT 0   -- the leader's epoch that wrote it (gitopsd/daemon/leadership.py); 0 without PostgreSQL
+    epoch BIGINT NOT NULL DEFAULT 0   -- the leader's epoch that wrote it (gitopsd/daemon/leadership.py); 0 without PostgreSQL
 );
 CREATE INDEX IF NOT EXISTS deployments_env ON deployments (repo, env, id);
 CREATE INDEX IF NOT EXISTS deployments_tree ON deployments (repo, env, tree, result);
@@ -47,9 +48,9 @@ CREATE TABLE IF NOT EXISTS env_status (
     repo TEXT NOT NULL,
     env TEXT NOT NULL,
     commit_id TEXT NOT NULL,
-    failures INTEGER NOT NULL,
-    next_retry_at REAL,
-    stalled INTEGER NOT NULL DEFAULT 0,   -- 0 retrying, 1 stalled, 2 failed for good (its automatic rollback failed)
+    failures BIGINT NOT NULL,
+    next_retry_at DOUBLE PRECISION,
+    stalled BIGINT NOT NULL DEFAULT 0,   -- 0 retrying, 1 stalled, 2 failed for good (its automatic rollback failed)
     reason TEXT,
     PRIMARY KEY (repo, env)
 );
@@ -70,7 +71,7 @@ CREATE TABLE IF NOT EXISTS env_blocks (   -- a head the daemon's re-judging refu
     commit_id TEXT NOT NULL,
     deployed_commit TEXT,                 -- what it was judged against
     reason TEXT NOT NULL,
-    since REAL NOT NULL,
+    since DOUBLE PRECISION NOT NULL,
     PRIMARY KEY (repo, env)
 );
 CREATE TABLE IF NOT EXISTS admissions (   -- commits an operator let past the promotion rule, and why
@@ -81,7 +82,7 @@ CREATE TABLE IF NOT EXISTS admissions (   -- commits an operator let past the pr
     kind TEXT NOT NULL,                   -- override (retry --force) | rollback (rollback --to)
     actor TEXT NOT NULL,                  -- the Unix user who ran the command
     reason TEXT NOT NULL,
-    created_at REAL NOT NULL
+    created_at DOUBLE PRECISION NOT NULL
 );
 CREATE INDEX IF NOT EXISTS admissions_commit ON admissions (repo, env, commit_id);
 CREATE TABLE IF NOT EXISTS env_suspensions (   -- `gitopsd suspend`: no deployments here until `resume`
@@ -89,7 +90,7 @@ CREATE TABLE IF NOT EXISTS env_suspensions (   -- `gitopsd suspend`: no deployme
     env TEXT NOT NULL,
     actor TEXT NOT NULL,
     reason TEXT,
-    since REAL NOT NULL,
+    since DOUBLE PRECISION NOT NULL,
     PRIMARY KEY (repo, env)
 );
 CREATE TABLE IF NOT EXISTS sync_requests (   -- `gitopsd sync`: re-apply this deployed commit once
@@ -98,7 +99,7 @@ CREATE TABLE IF NOT EXISTS sync_requests (   -- `gitopsd sync`: re-apply this de
     commit_id TEXT NOT NULL,
     actor TEXT NOT NULL,
     reason TEXT,
-    created_at REAL NOT NULL,
+    created_at DOUBLE PRECISION NOT NULL,
     PRIMARY KEY (repo, env)
 );
 CREATE TABLE IF NOT EXISTS ci_heads (   -- each CI branch's head as the daemon last saw it (gitopsd/ci/heads.py)
@@ -112,13 +113,13 @@ CREATE TABLE IF NOT EXISTS bad_trees (
     env TEXT NOT NULL,
     tree TEXT NOT NULL,
     reason TEXT NOT NULL,
-    marked_at REAL NOT NULL,
+    marked_at DOUBLE PRECISION NOT NULL,
     PRIMARY KEY (repo, env, tree)
 );
 CREATE TABLE IF NOT EXISTS commits_seen (   -- when each commit first reached the server (DORA lead time: dora.py)
     repo TEXT NOT NULL,
     commit_id TEXT NOT NULL,
-    first_seen REAL NOT NULL,
+    first_seen DOUBLE PRECISION NOT NULL,
     via TEXT NOT NULL,                      -- the nudge's trigger that brought it (push, branch-push, promote, ...) or found
     PRIMARY KEY (repo, commit_id)
 );
@@ -130,9 +131,9 @@ CREATE TABLE IF NOT EXISTS commits_deployed (   -- the commits a successful depl
     repo TEXT NOT NULL,
     env TEXT NOT NULL,
     commit_id TEXT NOT NULL,
-    deployment_id INTEGER NOT NULL,
-    deployed_at REAL NOT NULL,              -- that deployment's end
-    lead REAL,                              -- seconds from first seen to deployed_at; NULL: gitopsd made it (no change)
+    deployment_id BIGINT NOT NULL,
+    deployed_at DOUBLE PRECISION NOT NULL,  -- that deployment's end
+    lead DOUBLE PRECISION,                  -- seconds from first seen to deployed_at; NULL: gitopsd made it (no change)
     PRIMARY KEY (repo, env, commit_id)
 );
 CREATE INDEX IF NOT EXISTS commits_deployed_at ON commits_deployed (env, deployed_at);
@@ -141,49 +142,49 @@ CREATE INDEX IF NOT EXISTS commits_deployed_deployment ON commits_deployed (depl
 CREATE TABLE IF NOT EXISTS watches (   -- each environment's post-deploy watch (core/watching.py); a restart resumes it
     repo TEXT NOT NULL,
     env TEXT NOT NULL,
-    deployment_id INTEGER NOT NULL,
+    deployment_id BIGINT NOT NULL,
     commit_id TEXT NOT NULL,
     tree TEXT NOT NULL,
     previous_tree TEXT,                    -- what an automatic rollback returns to
-    started_at REAL NOT NULL,
-    until REAL NOT NULL,
+    started_at DOUBLE PRECISION NOT NULL,
+    until DOUBLE PRECISION NOT NULL,
     state TEXT NOT NULL,                   -- watching | passed | breached | ended
     reason TEXT,
     hosts TEXT NOT NULL DEFAULT '[]',      -- [[name, {variable: value}]] for the HTTP checks
-    checked_at REAL,
+    checked_at DOUBLE PRECISION,
     PRIMARY KEY (repo, env)
 );
 CREATE TABLE IF NOT EXISTS drift_reports (   -- drift detection runs (check mode) against the deployed deployment
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     repo TEXT NOT NULL,
     env TEXT NOT NULL,
-    deployment_id INTEGER NOT NULL,
-    checked_at REAL NOT NULL,
+    deployment_id BIGINT NOT NULL,
+    checked_at DOUBLE PRECISION NOT NULL,
     state TEXT NOT NULL,                   -- baseline | clean | drifted | unknown
     reason TEXT,
-    hosts INTEGER NOT NULL DEFAULT 0,      -- drifted hosts
+    hosts BIGINT NOT NULL DEFAULT 0,      -- drifted hosts
     changes TEXT NOT NULL DEFAULT '[]'     -- TaskChange.as_json() of each drifted task (a baseline: its own)
 );
 CREATE INDEX IF NOT EXISTS drift_reports_env ON drift_reports (repo, env, id);
 CREATE TABLE IF NOT EXISTS leadership (   -- the leader's lease (PostgreSQL only: gitopsd/daemon/leadership.py); one row
     id INTEGER PRIMARY KEY,
-    epoch INTEGER NOT NULL,                -- raised by each daemon that takes the lead; written with each deployment
+    epoch BIGINT NOT NULL,                -- raised by each daemon that takes the lead; written with each deployment
     holder TEXT NOT NULL,
-    since REAL NOT NULL
+    since DOUBLE PRECISION NOT NULL
 );
 CREATE TABLE IF NOT EXISTS daemons (   -- each gitopsd sharing this database: leader or standby, and when last heard of
     name TEXT PRIMARY KEY,                 -- host:state_dir
     role TEXT NOT NULL,                    -- leader | standby
-    epoch INTEGER NOT NULL,
-    pid INTEGER NOT NULL,
+    epoch BIGINT NOT NULL,
+    pid BIGINT NOT NULL,
     api TEXT NOT NULL DEFAULT '',          -- where its HTTP API listens, if it has one
-    seen_at REAL NOT NULL
+    seen_at DOUBLE PRECISION NOT NULL
 );
 """
 
 
 def full_schema() -> str:
-    """Every table of the store, the gate's included, in SQLite's dialect (migrations create them where missing)."""
+    """Every table of the store, the gate's included, as both backends read it (migrations create them where missing)."""
     return (
         SCHEMA
         + snapshot.SCHEMA
@@ -196,9 +197,7 @@ def full_schema() -> str:
     )
 
 
-VERSION_TABLE = (
-    "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at REAL NOT NULL, description TEXT NOT NULL)"
-)
+VERSION_TABLE = "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at DOUBLE PRECISION NOT NULL, description TEXT NOT NULL)"
 
 
 def _v1(db: Backend, dialect: Dialect) -> None:
@@ -259,8 +258,8 @@ $fence$""",
 def _v2(db: Backend, dialect: Dialect) -> None:
     """The leader's lease and epoch: `deployments.epoch`, the lease's row and, in PostgreSQL, the fence."""
     if "epoch" not in dialect.columns(db, "deployments"):
-        db.execute(dialect.schema("ALTER TABLE deployments ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0"))
-    db.execute("INSERT OR IGNORE INTO leadership (id, epoch, holder, since) VALUES (1, 0, '', 0)")
+        db.execute("ALTER TABLE deployments ADD COLUMN epoch BIGINT NOT NULL DEFAULT 0")
+    db.execute("INSERT INTO leadership (id, epoch, holder, since) VALUES (1, 0, '', 0) ON CONFLICT DO NOTHING")
     if dialect.name == "postgresql":
         for statement in FENCE:
             db.execute(statement)
@@ -269,7 +268,7 @@ def _v2(db: Backend, dialect: Dialect) -> None:
 def _add_gate_column(db: Backend, dialect: Dialect, name: str, declaration: str) -> None:
     """Add `name` to the hook snapshot's gate_environments unless a store already has it (either backend)."""
     if name not in dialect.columns(db, "gate_environments"):
-        db.execute(dialect.schema(f"ALTER TABLE gate_environments ADD COLUMN {name} {declaration}"))
+        db.execute(f"ALTER TABLE gate_environments ADD COLUMN {name} {declaration}")
 
 
 def _v3(db: Backend, dialect: Dialect) -> None:
@@ -283,7 +282,7 @@ def _v4(db: Backend, dialect: Dialect) -> None:
 
 def _v5(db: Backend, dialect: Dialect) -> None:
     """Provenance at the door: `gate_environments.require_provenance` (table attestations created above)."""
-    _add_gate_column(db, dialect, "require_provenance", "INTEGER NOT NULL DEFAULT 0")
+    _add_gate_column(db, dialect, "require_provenance", "BIGINT NOT NULL DEFAULT 0")
 
 
 def _v6(db: Backend, dialect: Dialect) -> None:

@@ -18,8 +18,12 @@ class Watches(StoreBase):
     def start_watch(self, watch: WatchWindow) -> None:
         """Record the watch of a deployment, replacing the environment's previous one."""
         self._write(
-            "INSERT OR REPLACE INTO watches (repo, env, deployment_id, commit_id, tree, previous_tree, started_at,"
-            " until, state, reason, hosts, checked_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO watches (repo, env, deployment_id, commit_id, tree, previous_tree, started_at,"
+            " until, state, reason, hosts, checked_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (repo, env) DO UPDATE SET deployment_id = excluded.deployment_id, commit_id = excluded.commit_id,"
+            " tree = excluded.tree, previous_tree = excluded.previous_tree, started_at = excluded.started_at,"
+            " until = excluded.until, state = excluded.state, reason = excluded.reason, hosts = excluded.hosts,"
+            " checked_at = excluded.checked_at",
             (
                 watch.repo,
                 watch.env,
