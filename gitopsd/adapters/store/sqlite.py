@@ -3,7 +3,7 @@
 The store's one importer of sqlite3, but for the hook's snapshot (gate/), which the store writes
 through this backend too. sqlite3's errors become the store's own here (`failure`), classified by
 base/storeerrors as the hook classifies them. Also used for the pre-receive hook's SQLite file a
-PostgreSQL store keeps (postgresql.py), and for backups (write_backup).
+PostgreSQL store keeps (postgresql.py), and for backups (adapters/backups.py: read_only, backup).
 """
 
 from __future__ import annotations
@@ -79,6 +79,13 @@ class SQLiteBackend:
             db = None
         if db is None:
             return cls.empty(schema)
+        return cls(db, str(path))
+
+    @classmethod
+    @_translated
+    def read_only(cls, path: Path, timeout: float = 5.0) -> SQLiteBackend:
+        """The SQLite file at `path`, read-only (a backup to check or copy from, the store while the daemon writes it)."""
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=timeout, check_same_thread=False, isolation_level=None)
         return cls(db, str(path))
 
     @classmethod
