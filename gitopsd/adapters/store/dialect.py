@@ -1,6 +1,6 @@
 """Where the store's two backends differ, in one place (docs/install.md, "PostgreSQL").
 
-The store's statements are written once, in SQL both run: SQLite (>= 3.35 here) and PostgreSQL
+The store's statements are written once, in SQL both run: SQLite (>= 3.24; 3.40 here) and PostgreSQL
 share `INSERT ... ON CONFLICT (...) DO UPDATE/DO NOTHING`, and the schema's types are spelled so
 that both read them alike (BIGINT, DOUBLE PRECISION, TEXT; SQLite's affinity rules map them).
 What remains different is named here: PostgreSQL's placeholder style (`PostgreSQL.placeholders`,
@@ -99,7 +99,7 @@ class SQLite:
         return True
 
 
-class PostgreSQL(SQLite):
+class PostgreSQL:
     """PostgreSQL: the same statements, with psycopg's placeholders."""
 
     name = "postgresql"
