@@ -1,6 +1,6 @@
 """Copies of the SQLite state database: the daemon's scheduled ones, `gitopsd db backup` and `gitopsd db restore`.
 
-A copy is made with SQLite's online backup API (store.write_backup), so the daemon may write meanwhile. A
+A copy is made with SQLite's online backup API (store/sqlite.py backup), so the daemon may write meanwhile. A
 restore replaces state.db only while no daemon holds the state folder's lock, and keeps the file it replaces.
 """
 
@@ -9,14 +9,15 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from ..base.storeerrors import DatabaseFailure
 from ..core.errors import UserError
 from . import ownership
-from .store import Store, write_backup
+from .store import Store
+from .store.sqlite import SQLiteBackend
 
 SCHEDULED = "state-"  # the daemon's own copies: state-20261207T041500Z.db, the newest `keep` kept
 RESCUED = "rescued-"  # what the daemon still held when its file was deleted or replaced: never pruned
@@ -54,14 +55,14 @@ def backup(database: Path, target: Path) -> Path:
     if target.is_dir():
         target = target / f"{SCHEDULED}{stamp(time.time())}.db"
     try:
-        source = sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=30)
-    except sqlite3.Error as exc:
+        source = SQLiteBackend.read_only(database, timeout=30)
+    except DatabaseFailure as exc:
         raise UserError(f"cannot read the state database {database}: {exc}") from None
     try:
-        write_backup(source, target)
+        source.backup(target)
     except PermissionError:
         raise UserError(f"cannot write {target}: permission denied; choose a folder this user can write (--to FILE)") from None
-    except (OSError, sqlite3.Error) as exc:
+    except (OSError, DatabaseFailure) as exc:
         raise UserError(f"cannot write the backup {target}: {exc}; choose another place (--to FILE)") from None
     finally:
         source.close()
@@ -75,9 +76,10 @@ def check_store_file(path: Path) -> int:
     if not path.is_file():
         raise UserError(f"{path} is not a file: give the path of a backup (gitopsd db backup, or <state_dir>/backups/)")
     try:
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        db = SQLiteBackend.read_only(path)
         try:
-            result = db.execute("PRAGMA integrity_check").fetchone()
+            found = db.execute("PRAGMA integrity_check").fetchone()
+            result = tuple(found) if found is not None else None
             tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
             missing = [t for t in REQUIRED_TABLES if t not in tables]
             if result is None or result[0] != "ok" or missing:
@@ -86,10 +88,10 @@ def check_store_file(path: Path) -> int:
                     + (f"no {', '.join(missing)} table" if missing else f"integrity check: {result}")
                     + "): nothing was changed; restore a file `gitopsd db backup` made"
                 )
-            return int(db.execute("SELECT count(*) FROM deployments").fetchone()[0])
+            return int(db.execute("SELECT count(*) FROM deployments").rows[0][0])
         finally:
             db.close()
-    except sqlite3.DatabaseError as exc:
+    except DatabaseFailure as exc:
         raise UserError(
             f"{path} is not a gitopsd state database ({exc}): nothing was changed; restore a file `gitopsd db backup` made"
         ) from None
@@ -122,9 +124,12 @@ def restore(source: Path, database: Path, now: float) -> tuple[int, Path | None]
     aside = None
     temp = database.with_name(f".{database.name}.restore.tmp")
     try:
-        with sqlite3.connect(f"file:{source}?mode=ro", uri=True) as src:
-            write_backup(src, temp)
-    except (OSError, sqlite3.Error) as exc:
+        src = SQLiteBackend.read_only(source)
+        try:
+            src.backup(temp)
+        finally:
+            src.close()
+    except (OSError, DatabaseFailure) as exc:
         raise UserError(f"cannot copy {source} into {database.parent}: {exc}; nothing was changed") from None
     if database.exists():
         aside = database.with_name(f"{database.name}.before-restore-{stamp(now)}")

@@ -8,10 +8,9 @@ unless forced. One transaction on the target: a failed copy leaves it as it was.
 from __future__ import annotations
 
 import re
-import sqlite3
 from pathlib import Path
-from typing import Any
 
+from ..base.storeerrors import StatementFailure
 from ..core.errors import UserError
 from .store import Store, full_schema
 
@@ -36,9 +35,8 @@ def open_spec(spec: str, *, readonly: bool) -> Store:
 
 def copy(source: Store, target: Store, *, force: bool = False) -> dict[str, int]:
     """Copy every table's rows from `source` to `target`; {table: rows copied}. Raise UserError if target has rows."""
-    # The store's connections, on purpose: a copy moves rows as they are, below the store's own methods.
-    src: Any = source._db
-    dst: Any = target._db
+    # The store's backends, on purpose: a copy moves rows as they are, below the store's own methods.
+    src, dst = source._db, target._db
     names = tables()
     if not force:
         full = [t for t in names if dst.execute(f"SELECT 1 FROM {t} LIMIT 1").fetchone() is not None]  # noqa: S608 (schema names)
@@ -48,27 +46,20 @@ def copy(source: Store, target: Store, *, force: bool = False) -> dict[str, int]
                 f"empty database, or add --force to replace them"
             )
     copied: dict[str, int] = {}
-    with target._lock:
-        dst.execute("BEGIN IMMEDIATE")
-        try:
-            for table in names:
-                dst.execute(f"DELETE FROM {table}")  # noqa: S608 (schema names)
-                try:
-                    cur = src.execute(f"SELECT * FROM {table}")  # noqa: S608 (schema names)
-                except sqlite3.OperationalError:  # an older source without this table
-                    copied[table] = 0
-                    continue
-                fetched = cur.fetchall()
-                columns = list(fetched[0].keys()) if fetched else []
-                rows = [tuple(r) for r in fetched]
-                if rows:
-                    marks = ", ".join("?" * len(columns))
-                    dst.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows)  # noqa: S608
-                copied[table] = len(rows)
-                if "id" in columns and rows:
-                    target.dialect.id_floor(dst, table, max(int(r[columns.index("id")]) for r in rows))
-            dst.execute("COMMIT")
-        except BaseException:
-            dst.execute("ROLLBACK")
-            raise
+    with target._lock, dst.transaction():
+        for table in names:
+            dst.execute(f"DELETE FROM {table}")  # noqa: S608 (schema names)
+            try:
+                fetched = src.execute(f"SELECT * FROM {table}").fetchall()  # noqa: S608 (schema names)
+            except StatementFailure:  # an older source without this table
+                copied[table] = 0
+                continue
+            columns = list(fetched[0].keys()) if fetched else []
+            rows = [tuple(r) for r in fetched]
+            if rows:
+                marks = ", ".join("?" * len(columns))
+                dst.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows)  # noqa: S608
+            copied[table] = len(rows)
+            if "id" in columns and rows:
+                dst.dialect.id_floor(dst, table, max(int(r[columns.index("id")]) for r in rows))
     return copied

@@ -24,9 +24,30 @@ UNREACHABLE = "unreachable"  # PostgreSQL down or not where the config says (ada
 FENCED = "fenced"  # a deployment written by a daemon that is no longer the leader (gitopsd/daemon/leadership.py)
 
 
+class DatabaseFailure(Exception):
+    """A failure of the database under the store, as a backend raises it in place of its driver's (sqlite3's, psycopg's).
+
+    Its `store_kind` is what `classify` says of it: the backend that raised it knew its driver's errors."""
+
+    store_kind = OTHER
+
+    def __init__(self, message: str, kind: str | None = None):
+        super().__init__(message)
+        if kind is not None:
+            self.store_kind = kind
+
+
+class StatementFailure(DatabaseFailure):
+    """A statement could not run: a table or column an older store lacks, a lock, a server gone (sqlite3's OperationalError)."""
+
+
+class IntegrityFailure(DatabaseFailure):
+    """A row broke a constraint of its table (a key already there)."""
+
+
 def classify(exc: BaseException) -> str:
     """Given an error from opening or using the store, say which kind of trouble it is."""
-    kind = getattr(exc, "store_kind", None)  # postgresql.py's errors know their kind
+    kind = getattr(exc, "store_kind", None)  # a backend's DatabaseFailure knows its kind
     if isinstance(kind, str):
         return kind
     text = str(exc).lower()
@@ -190,5 +211,5 @@ _KINDS = {
 
 
 def translate(database: str, exc: BaseException) -> StoreError:
-    """The StoreError to raise for `exc` (sqlite3.Error or OSError) from the database at `database` (a file or a URL)."""
+    """The StoreError to raise for `exc` (a DatabaseFailure, sqlite3.Error or OSError) from the database at `database` (a file or a URL)."""
     return _KINDS.get(classify(exc), StoreError)(explain(database, exc))

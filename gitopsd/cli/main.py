@@ -160,11 +160,13 @@ def main(argv: list[str] | None = None) -> int:
             return _quiet_exit()
         import sqlite3
 
+        from ..base.storeerrors import DatabaseFailure
+
         if getattr(args, "debug", False):
             import traceback
 
             traceback.print_exc()
-        if not isinstance(exc, (sqlite3.Error, OSError)):  # a bug: still one line, never a traceback
+        if not isinstance(exc, (sqlite3.Error, DatabaseFailure, OSError)):  # a bug: still one line, never a traceback
             print(
                 f"gitopsd: internal error: {type(exc).__name__}: {exc}"
                 + ("" if getattr(args, "debug", False) else " (--debug shows where)"),
@@ -215,14 +217,14 @@ def _explain(args: argparse.Namespace, exc: Exception) -> str:
     """One line on a store, file or git error; for the state database, what is wrong with it and what to do."""
     import sqlite3
 
-    from ..base.storeerrors import explain
+    from ..base.storeerrors import DatabaseFailure, explain
 
     try:
         database = str(_config(args).database)
     except Exception:  # no config to name the store by: say what failed, where
         database = ""
     filename = os.path.realpath(getattr(exc, "filename", None) or database or "/")
-    about_store = isinstance(exc, sqlite3.Error) or (
+    about_store = isinstance(exc, (sqlite3.Error, DatabaseFailure)) or (
         isinstance(exc, OSError) and filename.startswith((database, os.path.dirname(database) + os.sep))
     )
     if database and about_store:

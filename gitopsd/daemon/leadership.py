@@ -20,13 +20,13 @@ import logging
 import os
 import signal
 import socket
-import sqlite3
 import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ..adapters.systemd import Notifier
+from ..base.storeerrors import DatabaseFailure
 from ..core.settings import Config
 
 if TYPE_CHECKING:
@@ -145,7 +145,7 @@ class Leadership:
         try:
             with self._lock:
                 epoch = self.lease.take()
-        except sqlite3.Error as exc:  # the database cannot be reached: ask again
+        except DatabaseFailure as exc:  # the database cannot be reached: ask again
             log.debug("cannot ask for the lead: %s", exc)
             return False
         if epoch is None:
@@ -160,7 +160,7 @@ class Leadership:
         try:
             with self._lock:
                 found = self.lease.leader()
-        except sqlite3.Error as exc:
+        except DatabaseFailure as exc:
             return f"the database cannot be reached ({exc})"
         if found is None:
             return "no gitopsd leads yet"
@@ -202,7 +202,7 @@ class Leadership:
             except LeaseLost as exc:
                 self._lose(f"another gitopsd took the lead ({exc})", on_lost)
                 return
-            except sqlite3.Error as exc:  # cannot reach the database: hold on, unless a standby waits (_deadline)
+            except DatabaseFailure as exc:  # cannot reach the database: hold on, unless a standby waits (_deadline)
                 if time.monotonic() - warned >= WARN_EVERY:  # one line now and then, not one per check
                     warned = time.monotonic()
                     log.warning("cannot confirm the leader's lease for %.1f s: %s", time.monotonic() - self.confirmed_at, exc)
@@ -233,13 +233,13 @@ class Leadership:
         """Called with the lease's lock held (the watch thread) or from the standby's loop."""
         try:
             self.daemons = self.lease.heartbeat(self.name, role, os.getpid(), self.api)
-        except sqlite3.Error as exc:
+        except DatabaseFailure as exc:
             log.debug("heartbeat not written: %s", exc)
 
     def _forget(self) -> None:
         try:
             self.lease.forget(self.name)
-        except sqlite3.Error:
+        except DatabaseFailure:
             pass
 
     def close(self) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import sqlite3
 import time
 
 from ..adapters import backups
@@ -39,7 +38,7 @@ class StateDb(Parts):
                 self.store, self.config.backup_dir, self.config.backup.keep, time.time(), prefix=backups.RESCUED
             )
             rescued = f"; the records this daemon still held are in {copy}"
-        except (OSError, StoreError, sqlite3.Error) as exc:
+        except (OSError, StoreError) as exc:
             rescued = f"; its records could not be copied ({exc})"
         line = f"{reason}: no deployment starts until it is restored{rescued}"
         log.error("%s; %s", line, backups.what_to_do(self.config.backup_dir, copy))
@@ -62,7 +61,7 @@ class StateDb(Parts):
             try:
                 target = backups.scheduled(self.store, self.config.backup_dir, self.config.backup.keep, now)
                 log.info("state database copied to %s", target)
-            except (OSError, StoreError, sqlite3.Error) as exc:
+            except (OSError, StoreError) as exc:
                 log.error(
                     "could not copy the state database to %s: %s; check that the daemon's user can write "
                     "there (config `backup.dir`)",

@@ -35,7 +35,7 @@ CREATE TABLE IF NOT EXISTS signoffs (
     actor TEXT NOT NULL,                -- from the control socket's peer credentials
     verdict TEXT NOT NULL,              -- signoff | reject
     note TEXT NOT NULL,
-    created_at REAL NOT NULL
+    created_at DOUBLE PRECISION NOT NULL
 );
 CREATE INDEX IF NOT EXISTS signoffs_tree ON signoffs (repo, env, tree, id);
 CREATE TABLE IF NOT EXISTS release_candidates (
@@ -46,7 +46,7 @@ CREATE TABLE IF NOT EXISTS release_candidates (
     source_env TEXT NOT NULL,
     target_env TEXT NOT NULL,
     created_by TEXT NOT NULL,
-    created_at REAL NOT NULL,
+    created_at DOUBLE PRECISION NOT NULL,
     self_identities TEXT NOT NULL,      -- who may not approve it (its creator, the pushers of its changes), one per line
     PRIMARY KEY (repo, name)
 );
@@ -59,7 +59,7 @@ CREATE TABLE IF NOT EXISTS approvals (
     actor TEXT NOT NULL,
     kind TEXT NOT NULL,                 -- approve | reject | withdraw
     note TEXT NOT NULL,
-    created_at REAL NOT NULL
+    created_at DOUBLE PRECISION NOT NULL
 );
 CREATE INDEX IF NOT EXISTS approvals_rc ON approvals (repo, rc, id);
 CREATE TABLE IF NOT EXISTS pushes (     -- who pushed which head to a non-environment branch (self-approval)
@@ -67,7 +67,7 @@ CREATE TABLE IF NOT EXISTS pushes (     -- who pushed which head to a non-enviro
     commit_id TEXT NOT NULL,
     branch TEXT NOT NULL,
     pusher TEXT NOT NULL,
-    pushed_at REAL NOT NULL,
+    pushed_at DOUBLE PRECISION NOT NULL,
     PRIMARY KEY (repo, commit_id, pusher)
 );
 """
@@ -223,10 +223,10 @@ CREATE TABLE IF NOT EXISTS previews (   -- promotion previews: a candidate tree 
     commit_id TEXT NOT NULL,
     tree TEXT NOT NULL,
     rc TEXT NOT NULL DEFAULT '',          -- the release candidate it was made for ('' for none)
-    target_deployment INTEGER NOT NULL DEFAULT 0,   -- the target's deployed deployment when it ran (0: none)
+    target_deployment BIGINT NOT NULL DEFAULT 0,   -- the target's deployed deployment when it ran (0: none)
     requested_by TEXT NOT NULL,
-    requested_at REAL NOT NULL,
-    finished_at REAL,
+    requested_at DOUBLE PRECISION NOT NULL,
+    finished_at DOUBLE PRECISION,
     state TEXT NOT NULL,                  -- queued | running | done | failed
     reason TEXT,
     digest TEXT NOT NULL DEFAULT '',      -- of its changes per host and task: equal previews show the same

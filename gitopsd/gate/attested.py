@@ -22,7 +22,7 @@ CREATE TABLE IF NOT EXISTS attestations (
     sha256 TEXT NOT NULL,               -- the bits kept (the manifest's digest)
     signed_sha256 TEXT NOT NULL,        -- the digest the signed statement names for it
     statement TEXT NOT NULL,            -- where the DSSE envelope is
-    recorded_at REAL NOT NULL,
+    recorded_at DOUBLE PRECISION NOT NULL,
     PRIMARY KEY (repo, tree, name)
 );
 """

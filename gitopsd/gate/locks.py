@@ -21,9 +21,9 @@ CREATE TABLE IF NOT EXISTS env_locks (      -- gitopsd lock, and freezes raised 
     alert TEXT NOT NULL DEFAULT '',         -- an alert's name and labels (source alert): its resolve lifts it
     actor TEXT NOT NULL,                    -- who locked: a Unix user, a token's owner, or the alert's name
     reason TEXT NOT NULL,
-    created_at REAL NOT NULL,
-    expires_at REAL,                        -- NULL: until lifted (an alert's: moved on each time it is sent again)
-    lifted_at REAL,
+    created_at DOUBLE PRECISION NOT NULL,
+    expires_at DOUBLE PRECISION,            -- NULL: until lifted (an alert's: moved on each time it is sent again)
+    lifted_at DOUBLE PRECISION,
     lifted_by TEXT,
     lift_reason TEXT
 );
@@ -34,13 +34,13 @@ CREATE TABLE IF NOT EXISTS break_glass (    -- one identity asks, a second in ov
     env TEXT NOT NULL,
     asked_by TEXT NOT NULL,
     reason TEXT NOT NULL,
-    asked_at REAL NOT NULL,
-    confirm_before REAL NOT NULL,           -- an unconfirmed request lapses then
-    lasts REAL NOT NULL,                    -- seconds it holds once confirmed
+    asked_at DOUBLE PRECISION NOT NULL,
+    confirm_before DOUBLE PRECISION NOT NULL, -- an unconfirmed request lapses then
+    lasts DOUBLE PRECISION NOT NULL,        -- seconds it holds once confirmed
     confirmed_by TEXT,
     confirm_reason TEXT,
-    confirmed_at REAL,
-    expires_at REAL                         -- confirmed_at + lasts
+    confirmed_at DOUBLE PRECISION,
+    expires_at DOUBLE PRECISION             -- confirmed_at + lasts
 );
 CREATE INDEX IF NOT EXISTS break_glass_env ON break_glass (repo, env, id);
 """

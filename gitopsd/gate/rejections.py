@@ -21,11 +21,11 @@ CREATE TABLE IF NOT EXISTS tree_rejections (
     tree TEXT NOT NULL,
     env TEXT NOT NULL,                  -- where it failed (or was rejected): it holds there and in every later environment
     kind TEXT NOT NULL,                 -- reject | unreject
-    deployment_id INTEGER,              -- the deployment that showed it failing (automatic rejections), else NULL
+    deployment_id BIGINT,              -- the deployment that showed it failing (automatic rejections), else NULL
     commit_id TEXT NOT NULL,
     actor TEXT NOT NULL,                -- gitopsd, or the control socket's caller
     reason TEXT NOT NULL,
-    created_at REAL NOT NULL
+    created_at DOUBLE PRECISION NOT NULL
 );
 CREATE INDEX IF NOT EXISTS tree_rejections_tree ON tree_rejections (repo, tree, id);
 """

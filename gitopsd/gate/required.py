@@ -24,7 +24,7 @@ CREATE TABLE IF NOT EXISTS commit_statuses (
     target_url TEXT,
     description TEXT,
     reporter TEXT NOT NULL,         -- the API token's name, or `cli:<user>`, or `gitopsd` (built-in CI)
-    created_at REAL NOT NULL
+    created_at DOUBLE PRECISION NOT NULL
 );
 CREATE INDEX IF NOT EXISTS commit_statuses_tree ON commit_statuses (repo, tree, context, id);
 CREATE INDEX IF NOT EXISTS commit_statuses_commit ON commit_statuses (repo, commit_id);

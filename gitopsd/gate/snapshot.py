@@ -37,13 +37,13 @@ CREATE TABLE IF NOT EXISTS gate_config (
     stamp TEXT NOT NULL,           -- file_stamp() of it when it was read
     runtime_dir TEXT NOT NULL,
     identity_env TEXT NOT NULL,    -- variable names, one per line
-    written_at REAL NOT NULL
+    written_at DOUBLE PRECISION NOT NULL
 );
 CREATE TABLE IF NOT EXISTS gate_environments (
     config TEXT NOT NULL,
     repo TEXT NOT NULL,
     repo_path TEXT NOT NULL,       -- resolved
-    position INTEGER NOT NULL,
+    position BIGINT NOT NULL,
     name TEXT NOT NULL,
     branch TEXT NOT NULL,
     promote_from TEXT NOT NULL,
@@ -52,7 +52,7 @@ CREATE TABLE IF NOT EXISTS gate_environments (
     signoff TEXT NOT NULL DEFAULT '',          -- approvals.SignoffNeed.encode(), '' for none
     approvals TEXT NOT NULL DEFAULT '',        -- approvals.Policy.encode(), '' for none
     signatures TEXT NOT NULL DEFAULT '',       -- signatures.Rule.encode(), '' for none
-    require_provenance INTEGER NOT NULL DEFAULT 0,   -- gate/attested.py
+    require_provenance BIGINT NOT NULL DEFAULT 0,   -- gate/attested.py
     PRIMARY KEY (config, repo, name)
 );
 CREATE TABLE IF NOT EXISTS gate_branches (
@@ -67,11 +67,11 @@ CREATE TABLE IF NOT EXISTS gate_windows (
     config TEXT NOT NULL,
     repo TEXT NOT NULL,
     env TEXT NOT NULL,
-    position INTEGER NOT NULL,
+    position BIGINT NOT NULL,
     name TEXT NOT NULL,
-    allow INTEGER NOT NULL,
+    allow BIGINT NOT NULL,
     cron TEXT NOT NULL,
-    duration REAL NOT NULL,        -- seconds
+    duration DOUBLE PRECISION NOT NULL, -- seconds
     timezone TEXT NOT NULL,
     PRIMARY KEY (config, repo, env, position)
 );
@@ -237,61 +237,68 @@ def save(db: sqlite3.Connection, gate: GateConfig, now: float) -> None:
     """Replace the snapshot for `gate.source` in one transaction (a writable connection in autocommit mode)."""
     db.execute("BEGIN IMMEDIATE")
     try:
-        for table in ("gate_config", "gate_environments", "gate_windows", "gate_branches"):
-            db.execute(f"DELETE FROM {table} WHERE config = ?", (gate.source,))  # noqa: S608 (table names and clauses are constants; values are bound)
-        db.execute(
-            "INSERT INTO gate_config VALUES (?, ?, ?, ?, ?)",
-            (gate.source, gate.stamp, gate.runtime_dir, "\n".join(gate.identity_env), now),
-        )
-        for repo in gate.repositories:
-            for branch, rule in repo.branch_rules.items():
-                db.execute(
-                    "INSERT INTO gate_branches VALUES (?, ?, ?, ?, ?)", (gate.source, repo.name, repo.path, branch, rule.encode())
-                )
-            for position, env in enumerate(repo.environments):
-                db.execute(
-                    "INSERT INTO gate_environments (config, repo, repo_path, position, name, branch, promote_from,"
-                    " override_by, require_checks, signoff, approvals, signatures, require_provenance)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        gate.source,
-                        repo.name,
-                        repo.path,
-                        position,
-                        env.name,
-                        env.branch,
-                        env.promote_from,
-                        "\n".join(env.override_by),
-                        "\n".join(env.require_checks),
-                        env.signoff.encode() if env.signoff else "",
-                        env.approvals.encode() if env.approvals else "",
-                        env.signatures.encode() if env.signatures else "",
-                        int(env.require_provenance),
-                    ),
-                )
-                for i, w in enumerate(env.windows):
-                    db.execute(
-                        "INSERT INTO gate_windows VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        (
-                            gate.source,
-                            repo.name,
-                            env.name,
-                            i,
-                            w.name,
-                            int(w.allow),
-                            w.cron.text,
-                            w.duration.total_seconds(),
-                            w.timezone,
-                        ),
-                    )
+        write(db, gate, now)
         db.execute("COMMIT")
     except BaseException:
         db.execute("ROLLBACK")
         raise
 
 
-def migrate(db: sqlite3.Connection) -> None:
-    """Bring a snapshot written by an older gitopsd up to this schema (the daemon rewrites it at start)."""
+def write(db: Any, gate: GateConfig, now: float) -> None:
+    """Replace the snapshot for `gate.source`, inside the caller's transaction (sqlite3's, or the store's backend)."""
+    for table in ("gate_config", "gate_environments", "gate_windows", "gate_branches"):
+        db.execute(f"DELETE FROM {table} WHERE config = ?", (gate.source,))  # noqa: S608 (table names and clauses are constants; values are bound)
+    db.execute(
+        "INSERT INTO gate_config VALUES (?, ?, ?, ?, ?)",
+        (gate.source, gate.stamp, gate.runtime_dir, "\n".join(gate.identity_env), now),
+    )
+    for repo in gate.repositories:
+        for branch, rule in repo.branch_rules.items():
+            db.execute(
+                "INSERT INTO gate_branches VALUES (?, ?, ?, ?, ?)", (gate.source, repo.name, repo.path, branch, rule.encode())
+            )
+        for position, env in enumerate(repo.environments):
+            db.execute(
+                "INSERT INTO gate_environments (config, repo, repo_path, position, name, branch, promote_from,"
+                " override_by, require_checks, signoff, approvals, signatures, require_provenance)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    gate.source,
+                    repo.name,
+                    repo.path,
+                    position,
+                    env.name,
+                    env.branch,
+                    env.promote_from,
+                    "\n".join(env.override_by),
+                    "\n".join(env.require_checks),
+                    env.signoff.encode() if env.signoff else "",
+                    env.approvals.encode() if env.approvals else "",
+                    env.signatures.encode() if env.signatures else "",
+                    int(env.require_provenance),
+                ),
+            )
+            for i, w in enumerate(env.windows):
+                db.execute(
+                    "INSERT INTO gate_windows VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        gate.source,
+                        repo.name,
+                        env.name,
+                        i,
+                        w.name,
+                        int(w.allow),
+                        w.cron.text,
+                        w.duration.total_seconds(),
+                        w.timezone,
+                    ),
+                )
+
+
+def migrate(db: Any) -> None:
+    """Bring a snapshot written by an older gitopsd up to this schema (the daemon rewrites it at start).
+
+    `db`: sqlite3's connection, or the store's SQLite backend (adapters/store/sqlite.py)."""
     columns = {row[1] for row in db.execute("PRAGMA table_info(gate_environments)")}
     for column in ("require_checks", "signoff", "approvals", "signatures"):
         if column not in columns:

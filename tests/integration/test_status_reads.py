@@ -96,9 +96,9 @@ def test_status_of_four_repositories_reads_the_store_in_as_many_queries_as_statu
 
         def queries(repo: str | None) -> tuple[int, list]:
             seen: list[str] = []
-            store._db.set_trace_callback(seen.append)  # every statement the store runs
+            store._db.connection.set_trace_callback(seen.append)  # every statement the store runs
             rows = all_status(config, store, repo)
-            store._db.set_trace_callback(None)
+            store._db.connection.set_trace_callback(None)
             return len(seen), rows
 
         one, _ = queries("shop")

@@ -446,3 +446,80 @@ def test_signature_rules_the_daemon_saves_in_postgresql_reach_the_hooks_sqlite_f
     assert repo.branch_rules["main"].allowed_signers == "/etc/gitopsd/allowed_signers"
     qa = repo.environment("qa")
     assert qa is not None and qa.signatures is not None and qa.signatures.encode() == rule.encode()
+
+
+def test_each_backend_answers_with_the_stores_result_and_fails_with_the_stores_own_errors(store_factory, tmp_path):
+    """Above the backends nothing sees sqlite3 or psycopg: one Result type, rows by name, failures of the store's classes."""
+    from gitopsd.adapters.store.backend import Result
+    from gitopsd.base.storeerrors import DatabaseFailure, IntegrityFailure, StatementFailure
+
+    store = store_factory(tmp_path / "state.db")
+    deploy(store)
+    found = store._db.execute("SELECT id, repo FROM deployments")
+    assert isinstance(found, Result) and [(r["id"], r[1]) for r in found] == [(1, "shop")]
+    assert list(found.rows[0].keys()) == ["id", "repo"] and dict(found.rows[0]) == {"id": 1, "repo": "shop"}
+    head = "INSERT INTO env_heads (repo, env, commit_id, tree) VALUES ('shop', 'qa', 'c1', 't1')"
+    store._db.execute(head)
+    with pytest.raises(IntegrityFailure) as twice:
+        store._db.execute(head)
+    with pytest.raises(StatementFailure) as missing:
+        store._db.execute("SELECT * FROM no_such_table")
+    classes = [type(twice.value), type(missing.value)]
+    if store_factory.backend == "postgresql":
+        from gitopsd.adapters.store import postgresql
+
+        classes += [postgresql.Unreachable, postgresql.Refused, postgresql.Fenced, postgresql.LeaseLost]
+    for cls in classes:
+        assert issubclass(cls, DatabaseFailure)
+        assert not [c for c in cls.__mro__ if c.__module__.startswith(("sqlite3", "psycopg"))], cls
+
+
+def test_postgresql_runs_each_statement_as_the_store_wrote_it_with_only_its_placeholders_changed(
+    postgres_url, tmp_path, monkeypatch
+):
+    """Statements are written once in SQL both backends run: none is rewritten for PostgreSQL (no OR REPLACE, ?N...)."""
+    import psycopg
+
+    from gitopsd.adapters.store import postgresql
+    from gitopsd.adapters.store.dialect import PostgreSQL
+
+    pairs: list[tuple[str, str]] = []
+    asked: list[str] = []  # the statement the store gave its backend, while the backend runs it
+
+    def given(method):
+        def wrapper(self, sql, *args):
+            asked.append(sql)
+            try:
+                return method(self, sql, *args)
+            finally:
+                asked.pop()
+
+        return wrapper
+
+    def sent(method):
+        def wrapper(self, query, *args, **kwargs):
+            if asked and str(query):  # "": the pool checking a connection
+                pairs.append((asked[-1], str(query)))
+            return method(self, query, *args, **kwargs)
+
+        return wrapper
+
+    for name in ("execute", "executemany"):
+        monkeypatch.setattr(postgresql.PostgreSQLBackend, name, given(getattr(postgresql.PostgreSQLBackend, name)))
+        monkeypatch.setattr(psycopg.Cursor, name, sent(getattr(psycopg.Cursor, name)))
+    with Store(tmp_path / "hook-ledger.db", url=postgres_url) as store:
+        pairs.clear()
+        dep = deploy(store, env="production")
+        store.record_failure("shop", "qa", FailureStatus("c1", 2, 50.0, False, "boom"))
+        store.mark_bad_tree("shop", "qa", T1, "broke", 1.0)
+        store.record_head("shop", "qa", "c1", T1)
+        store.suspend("shop", "qa", actor="root", reason="freeze", now=3.0)
+        store.request_sync("shop", "qa", commit="c1", actor="root", reason=None, now=4.0)
+        store.record_seen("shop", [("c1", "push")], 10.0, ["c1"])
+        store.record_deployed_commits(store.get(dep), ["c1"], ("promote",))
+        assert store.dora_lead_times(None, "production", 0.0) == [95.0]
+    statements = {sql for sql, _text in pairs}
+    assert any("commits_deployed" in sql and sql.startswith("INSERT") for sql in statements), statements
+    assert len(statements) > 10
+    for sql, text in pairs:
+        assert text.split(" RETURNING ")[0] == PostgreSQL.placeholders(sql), sql

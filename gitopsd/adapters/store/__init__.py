@@ -2,17 +2,19 @@
 
 Callers import from here (`from gitopsd.adapters.store import Store`). Inside: facade.py opens the connection and
 composes the queries, grouped by concern (deployments.py, holds.py, checks.py, human.py, ledger.py, watches.py,
-trees.py) over base.py; schema.py holds every table and migration; dialect.py SQLite's and PostgreSQL's SQL;
-postgresql.py the PostgreSQL backend (the one importer of psycopg, loaded only for `database: postgresql://...`).
+trees.py) over base.py; schema.py holds every table and migration. They run on a backend.py `Backend`: sqlite.py
+(the one importer of sqlite3 here) or postgresql.py (of psycopg, loaded only for `database: postgresql://...`);
+dialect.py names where their SQL differs.
 """
 
 from __future__ import annotations
 
 from ...core.types import Admission, Block, Deployment, FailureStatus, Hold, iso
-from .base import file_identity, write_backup
+from .base import file_identity
 from .deployments import ACTIVE, KINDS, RESULTS
 from .facade import PG_WRITE_RETRY, Store
 from .schema import SCHEMA, full_schema
+from .sqlite import write_backup
 
 __all__ = [
     "ACTIVE",

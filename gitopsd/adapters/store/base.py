@@ -1,7 +1,8 @@
-"""What every part of the store shares: the connection, its lock, the one way to write and read, the error wrapper.
+"""What every part of the store shares: the backend, its lock, the one way to write and read, the error wrapper.
 
 The query modules (deployments.py, holds.py, ...) are mixins of `StoreBase`; facade.py's `Store` composes them and
-opens the connection. Every public method of the composed `Store` raises gitopsd's StoreError kinds (`errors_translated`).
+opens the backend (backend.py: SQLite or PostgreSQL). Every public method of the composed `Store` raises gitopsd's
+StoreError kinds (`errors_translated`), made of the backends' DatabaseFailure.
 """
 
 from __future__ import annotations
@@ -9,26 +10,26 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ...base.storeerrors import StoreFenced, StoreUnusable, translate
-from . import dialect as dialects
+from ...base.storeerrors import DatabaseFailure, StatementFailure, StoreFenced, StoreUnusable, translate
+from .backend import Backend, Result, Row
+from .dialect import Dialect
 
 T = TypeVar("T")
 
 
 def _translated(method: Callable[..., T]) -> Callable[..., T]:
-    """Raise a failure of SQLite (or of the file under it) as the StoreError storeerrors.translate makes of it."""
+    """Raise a failure of the database (or of the file under it) as the StoreError storeerrors.translate makes of it."""
 
     @functools.wraps(method)
     def wrapper(self: StoreBase, *args: Any, **kwargs: Any) -> T:
         try:
             return method(self, *args, **kwargs)
-        except (sqlite3.Error, OSError) as exc:
+        except (DatabaseFailure, OSError) as exc:
             error = translate(self.location, exc)
             if isinstance(error, StoreFenced):  # another daemon leads: the daemon steps down (daemon.py)
                 self.fenced.set()
@@ -50,7 +51,7 @@ def bookkeeping(method: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def errors_translated(cls: type[T]) -> type[T]:
-    """Every method of the store, its mixins' included, raises gitopsd's own error kinds, never sqlite3.Error (issue 11)."""
+    """Every method of the store, its mixins' included, raises gitopsd's own error kinds, never a driver's error (issue 11)."""
     methods: dict[str, Any] = {}
     for klass in reversed(cls.__mro__[:-1]):  # the most derived definition of each name wins, as for attributes
         methods.update(vars(klass))
@@ -69,36 +70,15 @@ def file_identity(path: Path) -> tuple[int, int] | None:
     return st.st_dev, st.st_ino
 
 
-def write_backup(source: sqlite3.Connection, target: Path) -> Path:
-    """Copy the database of `source` into `target` with SQLite's backup API: to a temporary name, then renamed."""
-    target = Path(target)
-    temp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    try:
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
-        os.close(fd)
-        os.chmod(temp, 0o640)  # whatever the umask
-        copy = sqlite3.connect(temp)
-        try:
-            source.backup(copy)
-            copy.execute("PRAGMA journal_mode=DELETE")  # one self-contained file, no -wal beside it
-        finally:
-            copy.close()
-        os.rename(temp, target)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-    return target
-
-
 class StoreBase:
     """The connection and its lock, shared by the store's query mixins (facade.Store opens it)."""
 
     path: Path
     location: str
     fenced: threading.Event
-    dialect: dialects.SQLite
+    dialect: Dialect
     lost: str | None
-    _db: sqlite3.Connection
+    _db: Backend
     _lock: threading.Lock
     _reader: bool
     _unrecorded: dict[int, tuple[str, float, str | None]]
@@ -106,24 +86,24 @@ class StoreBase:
     def _open_reader(self) -> None:
         raise NotImplementedError  # facade.Store's: a read-only store opens its connection again
 
-    def _write(self, sql: str, args: tuple[Any, ...] = ()) -> sqlite3.Cursor:
+    def _write(self, sql: str, args: tuple[Any, ...] = ()) -> Result:
         with self._lock:
             if self.lost is not None:
                 raise StoreUnusable(f"{self.lost}: nothing more is recorded until it is restored")
-            with dialects.transaction(self._db) as db:
+            with self._db.transaction() as db:
                 return db.execute(sql, args)
 
     @contextlib.contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction under the store's lock, for writes of several statements (dialect.transaction)."""
-        with self._lock, dialects.transaction(self._db) as db:
+    def _transaction(self) -> Iterator[Backend]:
+        """One write transaction under the store's lock, for writes of several statements (Backend.transaction)."""
+        with self._lock, self._db.transaction() as db:
             yield db
 
-    def _rows(self, sql: str, args: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+    def _rows(self, sql: str, args: tuple[Any, ...] = ()) -> list[Row]:
         with self._lock:
             try:
                 return self._db.execute(sql, args).fetchall()
-            except sqlite3.DatabaseError:
+            except DatabaseFailure:
                 if not self._reader:
                     raise
                 # A reader that found no write-ahead log reads the file as immutable (snapshot.connect_readonly); a
@@ -132,18 +112,16 @@ class StoreBase:
                 return self._db.execute(sql, args).fetchall()
 
     def _plain(self, sql: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
-        """Rows as plain tuples (many rows: sqlite3.Row costs more), [] for a store written by an older daemon."""
+        """Rows as plain tuples (many rows: a Row costs more), [] for a store written by an older daemon."""
         try:
             with self._lock:
-                cur = self._db.cursor()
-                cur.row_factory = None
-                return cur.execute(sql, args).fetchall()
-        except sqlite3.OperationalError:
+                return self._db.plain(sql, args)
+        except StatementFailure:
             return []
 
     def _human(self, sql: str, args: tuple[Any, ...]) -> list[Any]:
         """Rows as plain tuples, [] for a store written by an older daemon (read by a command)."""
         try:
             return [tuple(r) for r in self._rows(sql, args)]
-        except sqlite3.OperationalError:  # a store written by an older daemon, read by a command
+        except StatementFailure:  # a store written by an older daemon, read by a command
             return []

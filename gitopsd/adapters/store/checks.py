@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import sqlite3
-
+from ...base.storeerrors import StatementFailure
 from ...gate import required
 from .base import StoreBase, bookkeeping
 
@@ -37,7 +36,7 @@ class Checks(StoreBase):
         """The newest status per context reported for `tree` (by any commit that has it), by context."""
         try:
             return required.rows_to_statuses([tuple(r) for r in self._rows(required.LATEST_BY_TREE, (repo, tree))])
-        except sqlite3.OperationalError:  # a store written by an older daemon, read by `status`
+        except StatementFailure:  # a store written by an older daemon, read by `status`
             return []
 
     def status_history(self, repo: str, commit: str, limit: int = 100) -> list[required.Status]:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sqlite3
 from pathlib import Path
 from typing import Any
 
+from ...base.storeerrors import StatementFailure
 from ...core.types import Admission, Block, Deployment, FailureStatus, Kind, Result
 from ...gate import snapshot
+from .backend import Row
 from .base import StoreBase, bookkeeping
 
 RESULTS = tuple(Result)
@@ -76,8 +77,8 @@ class Deployments(StoreBase):
     ) -> bool:
         """Record a finished deployment under its own id, as the notes tell it (notes_ledger); False if that id exists."""
         cur = self._write(
-            "INSERT OR IGNORE INTO deployments (id, repo, env, commit_id, tree, previous_commit, kind, result, trigger,"
-            " actor, outcome, started_at, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO deployments (id, repo, env, commit_id, tree, previous_commit, kind, result, trigger,"
+            " actor, outcome, started_at, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
             (deployment_id, repo, env, commit, tree, previous_commit, kind, result, trigger, actor, outcome, at, at),
         )
         return cur.rowcount == 1
@@ -192,7 +193,7 @@ class Deployments(StoreBase):
         self._write("UPDATE deployments SET workdir = NULL WHERE id = ?", (deployment_id,))
 
     @staticmethod
-    def _deployment(row: sqlite3.Row) -> Deployment:
+    def _deployment(row: Row) -> Deployment:
         return Deployment(
             id=row["id"],
             repo=row["repo"],
@@ -226,8 +227,10 @@ class Deployments(StoreBase):
     def record_failure(self, repo: str, env: str, status: FailureStatus) -> None:
         stalled = 2 if status.failed else int(status.stalled)
         self._write(
-            "INSERT OR REPLACE INTO env_status (repo, env, commit_id, failures, next_retry_at, stalled, reason)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO env_status (repo, env, commit_id, failures, next_retry_at, stalled, reason)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (repo, env) DO UPDATE SET commit_id = excluded.commit_id,"
+            " failures = excluded.failures, next_retry_at = excluded.next_retry_at, stalled = excluded.stalled,"
+            " reason = excluded.reason",
             (repo, env, status.commit, status.failures, status.next_retry_at, stalled, status.reason),
         )
 
@@ -238,7 +241,9 @@ class Deployments(StoreBase):
     @bookkeeping
     def block(self, repo: str, env: str, block: Block) -> None:
         self._write(
-            "INSERT OR REPLACE INTO env_blocks (repo, env, commit_id, deployed_commit, reason, since) VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO env_blocks (repo, env, commit_id, deployed_commit, reason, since) VALUES (?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (repo, env) DO UPDATE SET commit_id = excluded.commit_id,"
+            " deployed_commit = excluded.deployed_commit, reason = excluded.reason, since = excluded.since",
             (repo, env, block.commit, block.deployed_commit, block.reason, block.since),
         )
 
@@ -246,7 +251,9 @@ class Deployments(StoreBase):
     def record_head(self, repo: str, env: str, commit: str, tree: str) -> None:
         """Remember an environment branch's head and its tree (status reads the tree here, not from git)."""
         self._write(
-            "INSERT OR REPLACE INTO env_heads (repo, env, commit_id, tree) VALUES (?, ?, ?, ?)", (repo, env, commit, tree)
+            "INSERT INTO env_heads (repo, env, commit_id, tree) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (repo, env) DO UPDATE SET commit_id = excluded.commit_id, tree = excluded.tree",
+            (repo, env, commit, tree),
         )
 
     @bookkeeping
@@ -260,21 +267,21 @@ class Deployments(StoreBase):
         """Repositories the running daemon cannot watch, with the reason (empty for an older store)."""
         try:
             return {r["repo"]: r["reason"] for r in self._rows("SELECT repo, reason FROM unwatched_repos ORDER BY repo")}
-        except sqlite3.OperationalError:
+        except StatementFailure:
             return {}
 
     def recorded_heads(self) -> dict[tuple[str, str], tuple[str, str]]:
         """(repo, env) -> (commit, tree) of every head the daemon recorded."""
         try:
             rows = self._rows("SELECT repo, env, commit_id, tree FROM env_heads")
-        except sqlite3.OperationalError:  # a store written by an older daemon, read by `status`
+        except StatementFailure:  # a store written by an older daemon, read by `status`
             return {}
         return {(r["repo"], r["env"]): (r["commit_id"], r["tree"]) for r in rows}
 
     def blocked(self, repo: str, env: str) -> Block | None:
         try:
             rows = self._rows("SELECT * FROM env_blocks WHERE repo = ? AND env = ?", (repo, env))
-        except sqlite3.OperationalError:  # a store written by an older daemon, read by `status`
+        except StatementFailure:  # a store written by an older daemon, read by `status`
             return None
         return Block(rows[0]["commit_id"], rows[0]["deployed_commit"], rows[0]["reason"], rows[0]["since"]) if rows else None
 
@@ -302,7 +309,7 @@ class Deployments(StoreBase):
     def _admissions(self, where: str, args: tuple[Any, ...], limit: int) -> list[Admission]:
         try:
             rows = self._rows(f"SELECT * FROM admissions {where} ORDER BY id DESC LIMIT ?", (*args, limit))  # noqa: S608 (table names and clauses are constants; values are bound)
-        except sqlite3.OperationalError:  # a store written by an older daemon
+        except StatementFailure:  # a store written by an older daemon
             return []
         return [
             Admission(r["id"], r["repo"], r["env"], r["commit_id"], r["kind"], r["actor"], r["reason"], r["created_at"])

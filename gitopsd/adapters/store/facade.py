@@ -4,35 +4,35 @@ Readers (hooks, `gitopsd status`) never block the daemon. Every write is one sho
 so a daemon killed at any instant leaves a consistent store; a deployment still `running` when
 the daemon starts again was interrupted.
 
-The statements are written once, in SQLite's dialect; with `database: postgresql://...` they run
-on PostgreSQL through store/postgresql.py, which rewrites them (store/dialect.py) and keeps the
-pre-receive hook's read model in a local SQLite file. The schema is versioned (store/schema.py).
+The store runs its statements on a backend (store/backend.py): SQLite (store/sqlite.py) by default, with
+`database: postgresql://...` PostgreSQL (store/postgresql.py), which also keeps the pre-receive hook's
+read model in a local SQLite file. The schema is versioned (store/schema.py).
 `Store` opens the connection and composes the queries, grouped by concern in this package's modules
 (deployments, holds, checks, human, ledger, watches, trees); every caller calls them on the one `Store`.
 """
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
-from ...base.storeerrors import StoreUnusable, postgresql_missing
+from ...base.storeerrors import DatabaseFailure, StatementFailure, StoreUnusable, postgresql_missing
 from ...core.types import Block, FailureStatus, Hold
 from ...gate import snapshot
 from .. import ownership
-from . import dialect as dialects
 from . import schema as migrations
-from .base import errors_translated, file_identity, write_backup
+from .backend import Backend, Row
+from .base import errors_translated, file_identity
 from .checks import Checks
 from .deployments import Deployments
 from .holds import Holds
 from .human import Human
 from .ledger import Ledger
 from .schema import full_schema
+from .sqlite import SQLiteBackend
 from .trees import Trees
 from .watches import Watches
 
@@ -42,7 +42,7 @@ PG_WRITE_RETRY = 600.0
 
 @errors_translated
 class Store(Deployments, Holds, Checks, Human, Ledger, Watches, Trees):
-    """The daemon's state. Safe to share between the daemon's threads. Raises StoreError, never sqlite3.Error.
+    """The daemon's state. Safe to share between the daemon's threads. Raises StoreError, never a driver's error.
 
     SQLite at `path` by default; with `url` (postgresql://...), PostgreSQL, and `path` is then the local
     SQLite file the pre-receive hook reads (written by a writable store only).
@@ -65,7 +65,6 @@ class Store(Deployments, Holds, Checks, Human, Ledger, Watches, Trees):
         self.location = str(self.path)
         self._lock = threading.Lock()
         self.versions = (migrations.LATEST, migrations.LATEST)  # the schema's version before and after opening
-        self.dialect: dialects.SQLite = dialects.SQLite()
         self.lost: str | None = None  # let_go(): why this store writes nothing more
         self._unrecorded: dict[int, tuple[str, float, str | None]] = {}  # deployments that ended after let_go()
         self.identity: tuple[int, int] | None = None  # (st_dev, st_ino) of the SQLite file a writable store opened
@@ -78,11 +77,8 @@ class Store(Deployments, Holds, Checks, Human, Ledger, Watches, Trees):
             self._open_reader()
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=30, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self.versions = self._upgrade(self._db, self.dialect)
-        self._db.row_factory = sqlite3.Row
+        self._use(SQLiteBackend.open(self.path))
+        self.versions = self._upgrade(self._db)
         self.identity = file_identity(self.path)  # the file this connection writes: see replaced()
         # Made by root (init, install-hooks, db upgrade) in the service's state folder: the service's, not root's.
         ownership.hand_over(
@@ -91,21 +87,14 @@ class Store(Deployments, Holds, Checks, Human, Ledger, Watches, Trees):
 
     def _open_reader(self) -> None:
         """The read-only connection of a command (see snapshot.connect_readonly: readers in the daemon's group)."""
-        db = snapshot.connect_readonly(str(self.path), check_same_thread=False)
-        if (
-            db is not None
-            and db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'deployments'").fetchone() is None
-        ):
-            db.close()  # a state.db without the store's tables (an older tool made it): nothing recorded, as no file
-            db = None
-        if db is None:
-            db = sqlite3.connect(":memory:", check_same_thread=False)
-            db.executescript(full_schema())
-        old: sqlite3.Connection | None = getattr(self, "_db", None)
+        db = SQLiteBackend.reader(self.path, full_schema())
+        old: Backend | None = getattr(self, "_db", None)
         if old is not None:
             old.close()
-        db.row_factory = sqlite3.Row
-        self._db = db
+        self._use(db)
+
+    def _use(self, db: Backend) -> None:
+        self._db, self.dialect = db, db.dialect
 
     @classmethod
     def of(cls, config: Any, *, readonly: bool = False, epoch: int | None = None) -> Store:
@@ -114,11 +103,11 @@ class Store(Deployments, Holds, Checks, Human, Ledger, Watches, Trees):
         `epoch`: the leader's (gitopsd/daemon/leadership.py), written with each deployment row it records."""
         return cls(config.database, readonly=readonly, url=getattr(config, "database_url", ""), epoch=epoch)
 
-    def _upgrade(self, db: Any, dialect: dialects.SQLite) -> tuple[int, int]:
+    def _upgrade(self, db: Backend) -> tuple[int, int]:
         try:
-            return migrations.upgrade(db, dialect, full_schema())
+            return migrations.upgrade(db, full_schema())
         except ValueError as exc:  # written by a newer gitopsd
-            raise sqlite3.DatabaseError(f"{self.location}: {exc}") from exc
+            raise DatabaseFailure(f"{self.location}: {exc}") from exc
 
     def _open_postgresql(self, readonly: bool, retry_for: float, hook_copy: bool) -> None:
         """PostgreSQL at self.url; a writable store also keeps the hook's read model at self.path, copied whole now."""
@@ -127,33 +116,27 @@ class Store(Deployments, Holds, Checks, Human, Ledger, Watches, Trees):
         except ImportError as exc:  # PostgreSQL is an extra (pyproject's `postgresql`): say what to install
             raise StoreUnusable(f"cannot use the PostgreSQL state database: {postgresql_missing(exc)}") from None
         self.location = pgstore.redact(self.url)
-        self.dialect = dialects.PostgreSQL(dialects.primary_keys(full_schema()))
         mirror = None
         if not readonly and hook_copy:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            mirror = sqlite3.connect(self.path, check_same_thread=False, timeout=30, isolation_level=None)
-            mirror.execute("PRAGMA journal_mode=WAL")
-            mirror.execute("PRAGMA synchronous=NORMAL")
-            migrations.upgrade(mirror, dialects.SQLite(), full_schema())
+            mirror = SQLiteBackend.open(self.path)
+            migrations.upgrade(mirror, full_schema())
         try:
-            pg = pgstore.Connection(
-                self.url, self.dialect, retry_for=retry_for, mirror=mirror, max_size=2 if readonly else 4, epoch=self.epoch
+            pg = pgstore.PostgreSQLBackend(
+                self.url, full_schema(), retry_for=retry_for, mirror=mirror, max_size=2 if readonly else 4, epoch=self.epoch
             )
         except BaseException:
             if mirror is not None:
                 mirror.close()
             raise
-        # postgresql.Connection answers the few sqlite3.Connection methods the store calls, with the same rows.
-        self._db = cast(sqlite3.Connection, pg)
+        self._use(pg)
         self._mirror = mirror
         if not readonly:
-            self.versions = self._upgrade(pg, self.dialect)
+            self.versions = self._upgrade(pg)
             pg.resync_mirror()
         elif migrations.current(pg) == 0:  # no daemon wrote here yet: nothing recorded, as a missing SQLite file
             pg.close()
-            self.dialect = dialects.SQLite()
-            self._db = sqlite3.connect(":memory:", check_same_thread=False)
-            self._db.executescript(full_schema())
+            self._use(SQLiteBackend.empty(full_schema()))
 
     @property
     def backend(self) -> str:
@@ -166,7 +149,7 @@ class Store(Deployments, Holds, Checks, Human, Ledger, Watches, Trees):
             return None
         try:
             return int(self._rows("PRAGMA data_version")[0][0])
-        except sqlite3.Error:
+        except DatabaseFailure:
             return None
 
     def replaced(self) -> str | None:
@@ -189,15 +172,16 @@ class Store(Deployments, Holds, Checks, Human, Ledger, Watches, Trees):
             self.lost = reason
             try:
                 self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            except sqlite3.Error:
+            except DatabaseFailure:
                 pass  # a reader's snapshot holds the log: the rescue copy has the records all the same
 
     def backup(self, target: Path) -> Path:
         """Copy this store, as it is now, to `target` (SQLite's online backup; atomic, mode 0640); return `target`."""
         if self.backend != "sqlite":
             raise StoreUnusable("backups are for SQLite state databases; back up PostgreSQL with pg_dump")
+        assert isinstance(self._db, SQLiteBackend)
         with self._lock:
-            return write_backup(self._db, target)
+            return self._db.backup(target)
 
     def refresh_hook_copy(self) -> None:
         """Copy the records the pre-receive hook reads into its SQLite file again (a standby's, now and then)."""
@@ -228,7 +212,7 @@ class Store(Deployments, Holds, Checks, Human, Ledger, Watches, Trees):
 
     def close(self) -> None:
         self._db.close()
-        mirror: sqlite3.Connection | None = getattr(self, "_mirror", None)
+        mirror: Backend | None = getattr(self, "_mirror", None)
         if mirror is not None:
             mirror.close()
 
@@ -249,8 +233,8 @@ class Store(Deployments, Holds, Checks, Human, Ledger, Watches, Trees):
 
     def save_gate(self, gate_config: snapshot.GateConfig) -> None:
         """Save the pre-receive hook's snapshot of the configuration (see gate/snapshot.py)."""
-        with self._lock:
-            snapshot.save(self._db, gate_config, time.time())
+        with self._transaction() as db:
+            snapshot.write(db, gate_config, time.time())
 
     def environment_records(self, now: float) -> dict[str, Any] | None:
         """Every environment's records `status` reads, one query per table instead of ten per environment (issue 28).
@@ -266,10 +250,10 @@ class Store(Deployments, Holds, Checks, Human, Ledger, Watches, Trees):
         pair = lambda r: (r["repo"], r["env"])  # noqa: E731
         try:
             return self._environment_records(newest, pair, now)
-        except sqlite3.OperationalError:  # a store written by an older daemon, read by `status`
+        except StatementFailure:  # a store written by an older daemon, read by `status`
             return None
 
-    def _environment_records(self, newest: str, pair: Callable[[sqlite3.Row], tuple[str, str]], now: float) -> dict[str, Any]:
+    def _environment_records(self, newest: str, pair: Callable[[Row], tuple[str, str]], now: float) -> dict[str, Any]:
         last = {d.id: d for d in map(self._deployment, self._rows(newest.format("deployments", "")))}
         return {
             "covered": {pair(r) for r in self._rows("SELECT repo, env FROM env_heads")},

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Any
 
+from ...base.storeerrors import StatementFailure
 from ...core.types import Hold
 from ...gate.locks import ACTIVE_BREAK_GLASS, ACTIVE_LOCKS, BreakGlass, Lock
 from .base import StoreBase
@@ -78,7 +78,7 @@ class Holds(StoreBase):
                     "SELECT * FROM env_locks WHERE lifted_at IS NULL AND source = 'alert' AND expires_at <= ? ORDER BY id", (now,)
                 )
             ]
-        except sqlite3.OperationalError:  # a store written by an older daemon
+        except StatementFailure:  # a store written by an older daemon
             return []
         return [
             r
@@ -95,14 +95,14 @@ class Holds(StoreBase):
         """Locks and freezes, in force or lifted, newest first: who set and lifted each, and why."""
         try:
             return [dict(r) for r in self._rows("SELECT * FROM env_locks ORDER BY id DESC LIMIT ?", (limit,))]
-        except sqlite3.OperationalError:  # a store written by an older daemon
+        except StatementFailure:  # a store written by an older daemon
             return []
 
     def locks(self, repo: str, env: str, now: float) -> list[Lock]:
         """The locks in force on `env` of `repo` now, oldest first (the promotion rule's question)."""
         try:
             return [Lock.of(tuple(r)) for r in self._rows(ACTIVE_LOCKS, (now, repo, env))]
-        except sqlite3.OperationalError:  # a store written by an older daemon
+        except StatementFailure:  # a store written by an older daemon
             return []
 
     def all_locks(self, now: float) -> list[Lock]:
@@ -113,7 +113,7 @@ class Holds(StoreBase):
                 " WHERE lifted_at IS NULL AND (expires_at IS NULL OR expires_at > ?) ORDER BY id",
                 (now,),
             )
-        except sqlite3.OperationalError:  # a store written by an older daemon
+        except StatementFailure:  # a store written by an older daemon
             return []
         return [Lock.of(tuple(r)) for r in rows]
 
@@ -121,7 +121,7 @@ class Holds(StoreBase):
         """The confirmed break-glass override in force on `env` of `repo` now, if any."""
         try:
             rows = self._rows(ACTIVE_BREAK_GLASS, (repo, env, now))
-        except sqlite3.OperationalError:  # a store written by an older daemon
+        except StatementFailure:  # a store written by an older daemon
             return None
         return BreakGlass(*tuple(rows[0])) if rows else None
 
@@ -145,7 +145,7 @@ class Holds(StoreBase):
                 "SELECT * FROM break_glass WHERE (confirmed_by IS NULL AND confirm_before > ?) OR expires_at > ? ORDER BY id",
                 (now, now),
             )
-        except sqlite3.OperationalError:  # a store written by an older daemon
+        except StatementFailure:  # a store written by an older daemon
             return []
         return [dict(r) for r in rows]
 
@@ -162,7 +162,8 @@ class Holds(StoreBase):
 
     def suspend(self, repo: str, env: str, *, actor: str, reason: str | None, now: float) -> None:
         self._write(
-            "INSERT OR REPLACE INTO env_suspensions (repo, env, actor, reason, since) VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO env_suspensions (repo, env, actor, reason, since) VALUES (?, ?, ?, ?, ?) ON CONFLICT (repo, env)"
+            " DO UPDATE SET actor = excluded.actor, reason = excluded.reason, since = excluded.since",
             (repo, env, actor, reason, now),
         )
 
@@ -172,20 +173,22 @@ class Holds(StoreBase):
     def suspension(self, repo: str, env: str) -> Hold | None:
         try:
             rows = self._rows("SELECT * FROM env_suspensions WHERE repo = ? AND env = ?", (repo, env))
-        except sqlite3.OperationalError:  # a store written by an older daemon, read by `status`
+        except StatementFailure:  # a store written by an older daemon, read by `status`
             return None
         return Hold(rows[0]["actor"], rows[0]["reason"], rows[0]["since"]) if rows else None
 
     def request_sync(self, repo: str, env: str, *, commit: str, actor: str, reason: str | None, now: float) -> None:
         self._write(
-            "INSERT OR REPLACE INTO sync_requests (repo, env, commit_id, actor, reason, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO sync_requests (repo, env, commit_id, actor, reason, created_at) VALUES (?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (repo, env) DO UPDATE SET commit_id = excluded.commit_id, actor = excluded.actor,"
+            " reason = excluded.reason, created_at = excluded.created_at",
             (repo, env, commit, actor, reason, now),
         )
 
     def sync_request(self, repo: str, env: str) -> Hold | None:
         try:
             rows = self._rows("SELECT * FROM sync_requests WHERE repo = ? AND env = ?", (repo, env))
-        except sqlite3.OperationalError:  # a store written by an older daemon
+        except StatementFailure:  # a store written by an older daemon
             return None
         r = rows[0] if rows else None
         return Hold(r["actor"], r["reason"], r["created_at"], r["commit_id"]) if r else None

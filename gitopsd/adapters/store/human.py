@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Any, NamedTuple
 
+from ...base.storeerrors import IntegrityFailure, StatementFailure
 from ...gate import approvals
 from .base import StoreBase
 
@@ -77,7 +77,7 @@ class Human(StoreBase):
                 " created_at, self_identities) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (repo, name, commit, tree, source_env, target_env, created_by, now, "\n".join(self_identities)),
             )
-        except sqlite3.IntegrityError:
+        except IntegrityFailure:
             return False
         return True
 
@@ -139,7 +139,7 @@ class Human(StoreBase):
                 f"SELECT * FROM previews WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ?",  # noqa: S608 (constant clauses; values are bound)
                 (*args, limit),
             )
-        except sqlite3.OperationalError:  # a store written by an older daemon, read by a command
+        except StatementFailure:  # a store written by an older daemon, read by a command
             return []
         return [dict(r) for r in rows]
 
@@ -168,7 +168,7 @@ class Human(StoreBase):
         """Release candidates, newest first."""
         try:
             rows = self._rows("SELECT * FROM release_candidates WHERE repo = ? ORDER BY created_at DESC LIMIT ?", (repo, limit))
-        except sqlite3.OperationalError:
+        except StatementFailure:
             return []
         return [dict(r) for r in rows]
 
@@ -185,7 +185,7 @@ class Human(StoreBase):
     def record_push(self, repo: str, branch: str, commit: str, pusher: str, now: float) -> None:
         """Remember who pushed a head to a non-environment branch (self-approval looks it up)."""
         self._write(
-            "INSERT OR IGNORE INTO pushes (repo, commit_id, branch, pusher, pushed_at) VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO pushes (repo, commit_id, branch, pusher, pushed_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
             (repo, commit, branch, pusher, now),
         )
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Any, NamedTuple
 
+from ...base.storeerrors import StatementFailure
 from ...core.types import Deployment
 from .base import StoreBase, bookkeeping
 
@@ -50,7 +50,7 @@ class Ledger(StoreBase):
         """The branch heads at the last walk for new commits; None before the first walk (firstseen.py)."""
         try:
             rows = self._rows("SELECT tips FROM seen_refs WHERE repo = ?", (repo,))
-        except sqlite3.OperationalError:  # a store written by an older daemon
+        except StatementFailure:  # a store written by an older daemon
             return None
         return rows[0]["tips"].split() if rows else None
 
@@ -59,10 +59,13 @@ class Ledger(StoreBase):
         """Record (commit, via) first seen at `at` (an earlier record wins) and the heads walked to, in one transaction."""
         with self._transaction() as db:
             db.executemany(
-                "INSERT OR IGNORE INTO commits_seen (repo, commit_id, first_seen, via) VALUES (?, ?, ?, ?)",
+                "INSERT INTO commits_seen (repo, commit_id, first_seen, via) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
                 [(repo, c, at, via) for c, via in commits],
             )
-            db.execute("INSERT OR REPLACE INTO seen_refs (repo, tips) VALUES (?, ?)", (repo, "\n".join(tips)))
+            db.execute(
+                "INSERT INTO seen_refs (repo, tips) VALUES (?, ?) ON CONFLICT (repo) DO UPDATE SET tips = excluded.tips",
+                (repo, "\n".join(tips)),
+            )
 
     @bookkeeping
     def record_deployed_commits(self, d: Deployment, commits: list[str], not_changes: tuple[str, ...]) -> None:
@@ -71,16 +74,21 @@ class Ledger(StoreBase):
         recorded, its first deployment's start anywhere) to `d`'s end. None for commits whose `via` is in
         `not_changes` (gitopsd made them)."""
         end = d.finished_at or d.started_at
-        marks = ",".join(f"?{7 + i}" for i in range(len(not_changes))) or "NULL"  # after ?1 to ?6 below
+        marks = ",".join("?" * len(not_changes)) or "NULL"
+        # `seen`: when the commit first reached the server (else its first deployment's start); never after d's start.
         sql = (
-            "INSERT OR IGNORE INTO commits_deployed (repo, env, commit_id, deployment_id, deployed_at, lead)"  # noqa: S608 (placeholders only)
-            f" SELECT ?1, ?2, ?3, ?4, ?5, CASE WHEN s.via IN ({marks}) THEN NULL ELSE ?5 - MIN(?6, COALESCE("  # noqa: S608 (placeholders only; values are bound)
-            " s.first_seen, (SELECT MIN(d.started_at) FROM commits_deployed c JOIN deployments d"
-            " ON d.id = c.deployment_id WHERE c.repo = ?1 AND c.commit_id = ?3), ?6)) END"
-            " FROM (SELECT 1) AS one LEFT JOIN commits_seen s ON s.repo = ?1 AND s.commit_id = ?3"
+            "INSERT INTO commits_deployed (repo, env, commit_id, deployment_id, deployed_at, lead)"  # noqa: S608 (placeholders only)
+            f" SELECT ?, ?, ?, ?, ?, CASE WHEN k.via IN ({marks}) THEN NULL WHEN k.seen < ? THEN ? - k.seen ELSE ? - ? END"  # noqa: S608 (placeholders only; values are bound)
+            " FROM (SELECT s.via AS via, COALESCE(s.first_seen, (SELECT MIN(d.started_at) FROM commits_deployed c"
+            " JOIN deployments d ON d.id = c.deployment_id WHERE c.repo = ? AND c.commit_id = ?)) AS seen"
+            " FROM (SELECT 1) AS one LEFT JOIN commits_seen s ON s.repo = ? AND s.commit_id = ?) AS k"
+            " WHERE true ON CONFLICT DO NOTHING"  # WHERE: SQLite reads an ON after a join as the join's otherwise
         )
+        start = d.started_at
         with self._transaction() as db:
-            db.executemany(sql, [(d.repo, d.env, c, d.id, end, d.started_at, *not_changes) for c in commits])
+            db.executemany(
+                sql, [(d.repo, d.env, c, d.id, end, *not_changes, start, end, end, start, d.repo, c, d.repo, c) for c in commits]
+            )
 
     def dora_deployments(self, repo: str | None, env: str, since: float) -> list[tuple[Any, ...]]:
         """(repo, is a rollback, succeeded, commit, started_at, finished_at) of `env`'s deploys and rollbacks that
@@ -154,7 +162,7 @@ class Ledger(StoreBase):
                     (after, upto),
                 )
             ]
-        except sqlite3.OperationalError:  # a store without commits_deployed (older daemon)
+        except StatementFailure:  # a store without commits_deployed (older daemon)
             return []
 
     def check_totals(self, after: int, upto: int) -> list[CheckTotal]:

@@ -1,8 +1,8 @@
-"""PostgreSQL under the store: a pooled psycopg connection that looks like sqlite3's to `Store` (docs/install.md, "PostgreSQL").
+"""PostgreSQL under the store: the `Backend` of backend.py over a pool of psycopg connections (docs/install.md, "PostgreSQL").
 
 The one importer of psycopg and psycopg_pool. `Store` runs the same statements on both backends:
-this module passes each through `dialect.PostgreSQL.translate`, raises psycopg's errors as the
-sqlite3 error classes the store already handles (storeerrors makes StoreError kinds of them), and
+this module gives each psycopg's placeholders (`dialect.PostgreSQL.placeholders`), raises psycopg's errors as the
+store's own (base/storeerrors.DatabaseFailure, of which storeerrors makes StoreError kinds), and
 waits for a database that went away (a restart, a failover) before it gives up on a statement.
 
 The pre-receive hook never connects here: every row written to a table the hook reads (`MIRRORED`)
@@ -12,19 +12,20 @@ SQLite file the hook reads as it reads the SQLite store (gate/snapshot.py connec
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
-import sqlite3
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import psycopg_pool
 
-from ...base.storeerrors import FENCED, PERMISSION, UNREACHABLE
-from .dialect import PostgreSQL, transaction, written_table
+from ...base.storeerrors import FENCED, PERMISSION, UNREACHABLE, DatabaseFailure, IntegrityFailure, StatementFailure
+from .backend import Backend, Result
+from .dialect import Dialect, PostgreSQL, primary_keys, written_table
 
 log = logging.getLogger("gitopsd.store")
 
@@ -45,19 +46,19 @@ def redact(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-class Unreachable(sqlite3.OperationalError):
+class Unreachable(StatementFailure):
     """PostgreSQL cannot be reached (down, wrong address, refusing connections)."""
 
     store_kind = UNREACHABLE
 
 
-class Refused(sqlite3.OperationalError):
+class Refused(StatementFailure):
     """PostgreSQL refused this user (password, role, permissions)."""
 
     store_kind = PERMISSION
 
 
-class Fenced(sqlite3.OperationalError):
+class Fenced(StatementFailure):
     """A deployment record from a daemon that lost the lead: the database refused it (migrations.FENCE)."""
 
     store_kind = FENCED
@@ -67,7 +68,7 @@ FENCED_STATE = "GDF01"  # the SQLSTATE migrations.FENCE raises
 
 
 class Row(tuple):  # type: ignore[type-arg]
-    """A row readable by index and by column name, as sqlite3.Row (dict(row) works too)."""
+    """A row readable by index and by column name (backend.Row; dict(row) works too)."""
 
     _index: dict[str, int] = {}
 
@@ -90,24 +91,8 @@ def _row_class(names: tuple[str, ...]) -> type[Row]:
     return cls
 
 
-class Result:
-    """What a statement gave: its rows (fetched at once), rowcount and the new row's id, as a sqlite3 cursor."""
-
-    def __init__(self, rows: list[Row], rowcount: int, lastrowid: int | None):
-        self.rows, self.rowcount, self.lastrowid = rows, rowcount, lastrowid
-
-    def fetchall(self) -> list[Row]:
-        return self.rows
-
-    def fetchone(self) -> Row | None:
-        return self.rows[0] if self.rows else None
-
-    def __iter__(self) -> Any:
-        return iter(self.rows)
-
-
-def translate_error(url: str, exc: BaseException) -> sqlite3.Error:
-    """psycopg's error as the sqlite3 class the store handles, its words kept and the URL's password left out."""
+def translate_error(url: str, exc: BaseException) -> DatabaseFailure:
+    """psycopg's error as the store's own, its words kept and the URL's password left out."""
     words = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     text = f"{redact(url)}: {words}"
     if (
@@ -126,10 +111,10 @@ def translate_error(url: str, exc: BaseException) -> sqlite3.Error:
     if _lost(exc):
         return Unreachable(text)
     if isinstance(exc, psycopg.IntegrityError):
-        return sqlite3.IntegrityError(text)
+        return IntegrityFailure(text)
     if isinstance(exc, psycopg.errors.UndefinedTable | psycopg.errors.UndefinedColumn):
-        return sqlite3.OperationalError(text)
-    return sqlite3.DatabaseError(text)
+        return StatementFailure(text)  # a store an older daemon wrote, read by a command
+    return DatabaseFailure(text)
 
 
 def _lost(exc: BaseException) -> bool:
@@ -140,27 +125,31 @@ def _lost(exc: BaseException) -> bool:
     return isinstance(exc, psycopg.OperationalError) and (not state or state.startswith(("08", "57P")))
 
 
-class Connection:
-    """A pool of connections to one PostgreSQL database behind sqlite3.Connection's few methods the store uses.
+class PostgreSQLBackend:
+    """A pool of connections to one PostgreSQL database: the store's `Backend` (backend.py).
 
-    Statements outside BEGIN ... COMMIT run in autocommit; a lost connection is retried for up to
+    Statements outside `transaction()` run in autocommit; a lost connection is retried for up to
     `retry_for` seconds (the daemon writes through a database restart; a command gives up at once).
-    Callers serialise their use (the store's lock), as they do with sqlite3.
+    Callers serialise their use (the store's lock). `schema`: the store's tables, whose keys the
+    hook's SQLite copy (`mirror`) is written by.
     """
+
+    name = "postgresql"
 
     def __init__(
         self,
         url: str,
-        dialect: PostgreSQL,
+        schema: str,
         *,
         retry_for: float = 0.0,
         connect_timeout: float = 5.0,
-        mirror: sqlite3.Connection | None = None,
+        mirror: Backend | None = None,
         max_size: int = 4,
         epoch: int | None = None,
     ):
-        self.url, self.dialect, self.retry_for = url, dialect, retry_for
-        self.row_factory: Any = None  # accepted for sqlite3's sake: rows are always Row
+        self.url, self.location, self.retry_for = url, redact(url), retry_for
+        self.keys = primary_keys(schema)
+        self.dialect: Dialect = PostgreSQL()
         self.mirror = mirror
         self._tx: psycopg.Connection[Any] | None = None
         self._pending: list[tuple[str, str, list[str], list[tuple[Any, ...]]]] = []
@@ -202,23 +191,31 @@ class Connection:
     def close(self) -> None:
         self._pool.close()
 
-    def cursor(self) -> Connection:
-        return self  # rows are tuples already; `row_factory = None` on it is harmless
-
-    def executescript(self, script: str) -> None:
-        for statement in (s.strip() for s in script.split(";")):
+    def script(self, statements: str, /) -> None:
+        for statement in (s.strip() for s in statements.split(";")):
             if statement:
                 self.execute(statement)
 
-    def executemany(self, sql: str, seq: Iterable[Sequence[Any]]) -> Result:
+    def plain(self, sql: str, args: Sequence[Any] = (), /) -> list[tuple[Any, ...]]:
+        return [tuple(r) for r in self.execute(sql, args).rows]
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Backend]:
+        self._begin()
+        try:
+            yield self
+            self._end("COMMIT")
+        except BaseException:
+            self._end("ROLLBACK")
+            raise
+
+    def executemany(self, sql: str, seq: Iterable[Sequence[Any]], /) -> Result:
         write = written_table(sql)
         if self._tx is not None and write is not None and not (write[1] in MIRRORED and self.mirror is not None):
             # Nothing to mirror: one pipelined executemany (db copy moves many rows this way).
-            text, order = self.dialect.translate(sql)
-            params = [tuple(a[i] for i in order) if order is not None else tuple(a) for a in seq]
             try:
                 with self._tx.cursor() as cur:
-                    cur.executemany(text, params)
+                    cur.executemany(PostgreSQL.placeholders(sql), [tuple(a) for a in seq])
                     return Result([], cur.rowcount, None)
             except Exception as exc:  # noqa: B902
                 raise translate_error(self.url, exc) from exc
@@ -227,20 +224,14 @@ class Connection:
             total += self.execute(sql, args).rowcount
         return Result([], total, None)
 
-    def execute(self, sql: str, args: Sequence[Any] = ()) -> Result:
-        word = sql.strip().split(None, 1)[0].upper() if sql.strip() else ""
-        if word == "BEGIN":
-            return self._begin()
-        if word in ("COMMIT", "ROLLBACK"):
-            return self._end(word)
-        text, order = self.dialect.translate(sql)
-        params = tuple(args[i] for i in order) if order is not None else tuple(args)
+    def execute(self, sql: str, args: Sequence[Any] = (), /) -> Result:
+        text, params = PostgreSQL.placeholders(sql), tuple(args)
         write = written_table(sql)
         mirrored = write is not None and write[1] in MIRRORED and self.mirror is not None
         if write is not None and " RETURNING " not in text.upper():
             if mirrored:
                 text += " RETURNING *"
-            elif write[0] == "INSERT" and self.dialect.keys.get(write[1]) == ("id",):
+            elif write[0] == "INSERT" and self.keys.get(write[1]) == ("id",):
                 text += " RETURNING id"
         if self._tx is not None:
             try:
@@ -258,7 +249,7 @@ class Connection:
             lastrowid = rows[0][result[0].index("id")] if rows and "id" in result[0] else None
             return Result([], result[2], lastrowid)
         cls = _row_class(tuple(result[0]))
-        return Result([cls(r) for r in result[1]], result[2], None)
+        return Result([cls(r) for r in result[1]], result[2])
 
     @staticmethod
     def _run(conn: psycopg.Connection[Any], text: str, params: tuple[Any, ...]) -> tuple[list[str], list[tuple[Any, ...]], int]:
@@ -289,7 +280,7 @@ class Connection:
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
-    def _begin(self) -> Result:
+    def _begin(self) -> None:
         try:
             conn = self._pool.getconn()
         except Exception as exc:  # noqa: B902
@@ -300,12 +291,11 @@ class Connection:
             self._pool.putconn(conn)
             raise translate_error(self.url, exc) from exc
         self._tx, self._pending = conn, []
-        return Result([], -1, None)
 
-    def _end(self, word: str) -> Result:
+    def _end(self, word: str) -> None:
         conn, self._tx = self._tx, None
         if conn is None:
-            return Result([], -1, None)
+            return
         try:
             conn.execute(word)
         except Exception as exc:  # noqa: B902
@@ -316,7 +306,6 @@ class Connection:
         if word == "COMMIT":
             self._flush_mirror()
         self._pending = []
-        return Result([], -1, None)
 
     # -- the hook's read model ---------------------------------------------------------------------------
     def _flush_mirror(self) -> None:
@@ -325,10 +314,10 @@ class Connection:
         if self.mirror is None or not pending:
             return
         try:
-            with transaction(self.mirror):
+            with self.mirror.transaction() as mirror:
                 for verb, table, names, rows in pending:
-                    apply_rows(self.mirror, verb, table, names, rows, self.dialect.keys[table])
-        except sqlite3.Error as exc:
+                    apply_rows(mirror, verb, table, names, rows, self.keys[table])
+        except DatabaseFailure as exc:
             log.warning(
                 "the pre-receive hook's copy of the deployment records could not be written (%s); it is copied again whole", exc
             )
@@ -343,11 +332,11 @@ class Connection:
             names, rows, _n = self._autocommit(f"SELECT * FROM {table}", ())  # noqa: S608 (constant table names)
             tables.append((table, names, rows))
         try:
-            with transaction(self.mirror):
+            with self.mirror.transaction() as mirror:
                 for table, names, rows in tables:
-                    self.mirror.execute(f"DELETE FROM {table}")  # noqa: S608 (constant table names)
-                    apply_rows(self.mirror, "INSERT", table, names, rows, self.dialect.keys[table])
-        except sqlite3.Error as exc:
+                    mirror.execute(f"DELETE FROM {table}")  # noqa: S608 (constant table names)
+                    apply_rows(mirror, "INSERT", table, names, rows, self.keys[table])
+        except DatabaseFailure as exc:
             log.error(
                 "the pre-receive hook's copy of the deployment records could not be written (%s): pushes to "
                 "environment branches may be refused until it can",
@@ -370,7 +359,7 @@ class Lease:
     Whoever holds the lock is the leader; taking it raises the epoch, which the leader's deployment
     rows carry (migrations.FENCE). The lock lives as long as this connection: a daemon killed or cut
     off loses it (at once, or when the server's keepalives give up on its connection).
-    Every method raises sqlite3 error classes, as `Connection` does (translate_error).
+    Every method raises the store's own errors, as `PostgreSQLBackend` does (translate_error).
     """
 
     def __init__(self, url: str, holder: str, connect_timeout: float = 2.0):
@@ -493,15 +482,13 @@ class Lease:
                 log.debug("closing the lease's connection: %s", exc)
 
 
-class LeaseLost(sqlite3.OperationalError):
+class LeaseLost(StatementFailure):
     """Another daemon leads now (or took the lead while this one could not reach the database)."""
 
     store_kind = FENCED
 
 
-def apply_rows(
-    db: sqlite3.Connection, verb: str, table: str, names: list[str], rows: list[tuple[Any, ...]], key: tuple[str, ...]
-) -> None:
+def apply_rows(db: Backend, verb: str, table: str, names: list[str], rows: list[tuple[Any, ...]], key: tuple[str, ...]) -> None:
     """Apply rows PostgreSQL returned for a write to the same table in a SQLite file: upserted, or deleted by key."""
     if not rows:
         return
@@ -512,8 +499,10 @@ def apply_rows(
             [tuple(r[names.index(k)] for k in key) for r in rows],
         )
     else:
+        updates = ", ".join(f"{n} = excluded.{n}" for n in names if n not in key)
         db.executemany(
-            f"INSERT OR REPLACE INTO {table} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})",  # noqa: S608
+            f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"  # noqa: S608 (names from the schema)
+            f" ON CONFLICT ({', '.join(key)}) DO " + (f"UPDATE SET {updates}" if updates else "NOTHING"),
             rows,
         )
 

@@ -2,7 +2,8 @@
 
 The store's tables are declared once (SCHEMA below, and the gate's: the pre-receive hook reads
 those without importing the store, so gate/snapshot.py, required.py, approvals.py, locks.py,
-rejections.py and attested.py keep theirs; full_schema() puts them together), in SQLite's dialect, with
+rejections.py and attested.py keep theirs; full_schema() puts them together), in SQL both backends read alike
+(dialect.py: BIGINT, DOUBLE PRECISION, TEXT; the generated id column is the one difference), with
 CREATE ... IF NOT EXISTS: every upgrade creates what is missing, so a table added there needs no
 step. Anything else (a column, a changed meaning, moved data) is a numbered step below, run once
 per database in order, recorded in `schema_version`. Version 1 is the schema as it was when versions
@@ -14,10 +15,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
 
+from ...base.storeerrors import StatementFailure
 from ...gate import approvals, attested, locks, rejections, required, snapshot
-from .dialect import SQLite, transaction
+from .backend import Backend
+from .dialect import Dialect
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS deployments (
@@ -33,12 +35,12 @@ CREATE TABLE IF NOT EXISTS deployments (
     actor TEXT NOT NULL,
     reason TEXT,
     outcome TEXT,
-    started_at REAL NOT NULL,
-    finished_at REAL,
-    attempt INTEGER NOT NULL DEFAULT 1,
+    started_at DOUBLE PRECISION NOT NULL,
+    finished_at DOUBLE PRECISION,
+    attempt BIGINT NOT NULL DEFAULT 1,
     workdir TEXT,
     detail TEXT,
-    epoch INTEGER NOT NULL DEFAULT 0   -- the leader's epoch that wrote it (gitopsd/daemon/leadership.py); 0 without PostgreSQL
+    epoch BIGINT NOT NULL DEFAULT 0   -- the leader's epoch that wrote it (gitopsd/daemon/leadership.py); 0 without PostgreSQL
 );
 CREATE INDEX IF NOT EXISTS deployments_env ON deployments (repo, env, id);
 CREATE INDEX IF NOT EXISTS deployments_tree ON deployments (repo, env, tree, result);
@@ -46,9 +48,9 @@ CREATE TABLE IF NOT EXISTS env_status (
     repo TEXT NOT NULL,
     env TEXT NOT NULL,
     commit_id TEXT NOT NULL,
-    failures INTEGER NOT NULL,
-    next_retry_at REAL,
-    stalled INTEGER NOT NULL DEFAULT 0,   -- 0 retrying, 1 stalled, 2 failed for good (its automatic rollback failed)
+    failures BIGINT NOT NULL,
+    next_retry_at DOUBLE PRECISION,
+    stalled BIGINT NOT NULL DEFAULT 0,   -- 0 retrying, 1 stalled, 2 failed for good (its automatic rollback failed)
     reason TEXT,
     PRIMARY KEY (repo, env)
 );
@@ -69,7 +71,7 @@ CREATE TABLE IF NOT EXISTS env_blocks (   -- a head the daemon's re-judging refu
     commit_id TEXT NOT NULL,
     deployed_commit TEXT,                 -- what it was judged against
     reason TEXT NOT NULL,
-    since REAL NOT NULL,
+    since DOUBLE PRECISION NOT NULL,
     PRIMARY KEY (repo, env)
 );
 CREATE TABLE IF NOT EXISTS admissions (   -- commits an operator let past the promotion rule, and why
@@ -80,7 +82,7 @@ CREATE TABLE IF NOT EXISTS admissions (   -- commits an operator let past the pr
     kind TEXT NOT NULL,                   -- override (retry --force) | rollback (rollback --to)
     actor TEXT NOT NULL,                  -- the Unix user who ran the command
     reason TEXT NOT NULL,
-    created_at REAL NOT NULL
+    created_at DOUBLE PRECISION NOT NULL
 );
 CREATE INDEX IF NOT EXISTS admissions_commit ON admissions (repo, env, commit_id);
 CREATE TABLE IF NOT EXISTS env_suspensions (   -- `gitopsd suspend`: no deployments here until `resume`
@@ -88,7 +90,7 @@ CREATE TABLE IF NOT EXISTS env_suspensions (   -- `gitopsd suspend`: no deployme
     env TEXT NOT NULL,
     actor TEXT NOT NULL,
     reason TEXT,
-    since REAL NOT NULL,
+    since DOUBLE PRECISION NOT NULL,
     PRIMARY KEY (repo, env)
 );
 CREATE TABLE IF NOT EXISTS sync_requests (   -- `gitopsd sync`: re-apply this deployed commit once
@@ -97,7 +99,7 @@ CREATE TABLE IF NOT EXISTS sync_requests (   -- `gitopsd sync`: re-apply this de
     commit_id TEXT NOT NULL,
     actor TEXT NOT NULL,
     reason TEXT,
-    created_at REAL NOT NULL,
+    created_at DOUBLE PRECISION NOT NULL,
     PRIMARY KEY (repo, env)
 );
 CREATE TABLE IF NOT EXISTS ci_heads (   -- each CI branch's head as the daemon last saw it (gitopsd/ci/heads.py)
@@ -111,13 +113,13 @@ CREATE TABLE IF NOT EXISTS bad_trees (
     env TEXT NOT NULL,
     tree TEXT NOT NULL,
     reason TEXT NOT NULL,
-    marked_at REAL NOT NULL,
+    marked_at DOUBLE PRECISION NOT NULL,
     PRIMARY KEY (repo, env, tree)
 );
 CREATE TABLE IF NOT EXISTS commits_seen (   -- when each commit first reached the server (DORA lead time: dora.py)
     repo TEXT NOT NULL,
     commit_id TEXT NOT NULL,
-    first_seen REAL NOT NULL,
+    first_seen DOUBLE PRECISION NOT NULL,
     via TEXT NOT NULL,                      -- the nudge's trigger that brought it (push, branch-push, promote, ...) or found
     PRIMARY KEY (repo, commit_id)
 );
@@ -129,9 +131,9 @@ CREATE TABLE IF NOT EXISTS commits_deployed (   -- the commits a successful depl
     repo TEXT NOT NULL,
     env TEXT NOT NULL,
     commit_id TEXT NOT NULL,
-    deployment_id INTEGER NOT NULL,
-    deployed_at REAL NOT NULL,              -- that deployment's end
-    lead REAL,                              -- seconds from first seen to deployed_at; NULL: gitopsd made it (no change)
+    deployment_id BIGINT NOT NULL,
+    deployed_at DOUBLE PRECISION NOT NULL,  -- that deployment's end
+    lead DOUBLE PRECISION,                  -- seconds from first seen to deployed_at; NULL: gitopsd made it (no change)
     PRIMARY KEY (repo, env, commit_id)
 );
 CREATE INDEX IF NOT EXISTS commits_deployed_at ON commits_deployed (env, deployed_at);
@@ -140,49 +142,49 @@ CREATE INDEX IF NOT EXISTS commits_deployed_deployment ON commits_deployed (depl
 CREATE TABLE IF NOT EXISTS watches (   -- each environment's post-deploy watch (core/watching.py); a restart resumes it
     repo TEXT NOT NULL,
     env TEXT NOT NULL,
-    deployment_id INTEGER NOT NULL,
+    deployment_id BIGINT NOT NULL,
     commit_id TEXT NOT NULL,
     tree TEXT NOT NULL,
     previous_tree TEXT,                    -- what an automatic rollback returns to
-    started_at REAL NOT NULL,
-    until REAL NOT NULL,
+    started_at DOUBLE PRECISION NOT NULL,
+    until DOUBLE PRECISION NOT NULL,
     state TEXT NOT NULL,                   -- watching | passed | breached | ended
     reason TEXT,
     hosts TEXT NOT NULL DEFAULT '[]',      -- [[name, {variable: value}]] for the HTTP checks
-    checked_at REAL,
+    checked_at DOUBLE PRECISION,
     PRIMARY KEY (repo, env)
 );
 CREATE TABLE IF NOT EXISTS drift_reports (   -- drift detection runs (check mode) against the deployed deployment
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     repo TEXT NOT NULL,
     env TEXT NOT NULL,
-    deployment_id INTEGER NOT NULL,
-    checked_at REAL NOT NULL,
+    deployment_id BIGINT NOT NULL,
+    checked_at DOUBLE PRECISION NOT NULL,
     state TEXT NOT NULL,                   -- baseline | clean | drifted | unknown
     reason TEXT,
-    hosts INTEGER NOT NULL DEFAULT 0,      -- drifted hosts
+    hosts BIGINT NOT NULL DEFAULT 0,      -- drifted hosts
     changes TEXT NOT NULL DEFAULT '[]'     -- TaskChange.as_json() of each drifted task (a baseline: its own)
 );
 CREATE INDEX IF NOT EXISTS drift_reports_env ON drift_reports (repo, env, id);
 CREATE TABLE IF NOT EXISTS leadership (   -- the leader's lease (PostgreSQL only: gitopsd/daemon/leadership.py); one row
     id INTEGER PRIMARY KEY,
-    epoch INTEGER NOT NULL,                -- raised by each daemon that takes the lead; written with each deployment
+    epoch BIGINT NOT NULL,                -- raised by each daemon that takes the lead; written with each deployment
     holder TEXT NOT NULL,
-    since REAL NOT NULL
+    since DOUBLE PRECISION NOT NULL
 );
 CREATE TABLE IF NOT EXISTS daemons (   -- each gitopsd sharing this database: leader or standby, and when last heard of
     name TEXT PRIMARY KEY,                 -- host:state_dir
     role TEXT NOT NULL,                    -- leader | standby
-    epoch INTEGER NOT NULL,
-    pid INTEGER NOT NULL,
+    epoch BIGINT NOT NULL,
+    pid BIGINT NOT NULL,
     api TEXT NOT NULL DEFAULT '',          -- where its HTTP API listens, if it has one
-    seen_at REAL NOT NULL
+    seen_at DOUBLE PRECISION NOT NULL
 );
 """
 
 
 def full_schema() -> str:
-    """Every table of the store, the gate's included, in SQLite's dialect (migrations create them where missing)."""
+    """Every table of the store, the gate's included, as both backends read it (migrations create them where missing)."""
     return (
         SCHEMA
         + snapshot.SCHEMA
@@ -195,12 +197,10 @@ def full_schema() -> str:
     )
 
 
-VERSION_TABLE = (
-    "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at REAL NOT NULL, description TEXT NOT NULL)"
-)
+VERSION_TABLE = "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at DOUBLE PRECISION NOT NULL, description TEXT NOT NULL)"
 
 
-def _v1(db: Any, dialect: SQLite) -> None:
+def _v1(db: Backend, dialect: Dialect) -> None:
     """Stores from before versions: the hook snapshot's columns added since (the tables were created above)."""
     if dialect.name == "sqlite":
         snapshot.migrate(db)
@@ -255,64 +255,43 @@ $fence$""",
 )
 
 
-def _v2(db: Any, dialect: SQLite) -> None:
+def _v2(db: Backend, dialect: Dialect) -> None:
     """The leader's lease and epoch: `deployments.epoch`, the lease's row and, in PostgreSQL, the fence."""
-    columns = (
-        [r[0] for r in db.execute("SELECT * FROM deployments LIMIT 0").description or []]
-        if dialect.name == "sqlite"
-        else [
-            r[0]
-            for r in db.execute(
-                "SELECT column_name FROM information_schema.columns WHERE table_name = 'deployments'"
-                " AND table_schema = current_schema()"
-            ).fetchall()
-        ]
-    )
-    if "epoch" not in columns:
-        db.execute(dialect.schema("ALTER TABLE deployments ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0"))
-    db.execute("INSERT OR IGNORE INTO leadership (id, epoch, holder, since) VALUES (1, 0, '', 0)")
+    if "epoch" not in dialect.columns(db, "deployments"):
+        db.execute("ALTER TABLE deployments ADD COLUMN epoch BIGINT NOT NULL DEFAULT 0")
+    db.execute("INSERT INTO leadership (id, epoch, holder, since) VALUES (1, 0, '', 0) ON CONFLICT DO NOTHING")
     if dialect.name == "postgresql":
         for statement in FENCE:
             db.execute(statement)
 
 
-def _add_gate_column(db: Any, dialect: SQLite, name: str, declaration: str) -> None:
+def _add_gate_column(db: Backend, dialect: Dialect, name: str, declaration: str) -> None:
     """Add `name` to the hook snapshot's gate_environments unless a store already has it (either backend)."""
-    if dialect.name == "sqlite":
-        columns = [r[0] for r in db.execute("SELECT * FROM gate_environments LIMIT 0").description or []]
-    else:
-        columns = [
-            r[0]
-            for r in db.execute(
-                "SELECT column_name FROM information_schema.columns WHERE table_name = 'gate_environments'"
-                " AND table_schema = current_schema()"
-            ).fetchall()
-        ]
-    if name not in columns:
-        db.execute(dialect.schema(f"ALTER TABLE gate_environments ADD COLUMN {name} {declaration}"))
+    if name not in dialect.columns(db, "gate_environments"):
+        db.execute(f"ALTER TABLE gate_environments ADD COLUMN {name} {declaration}")
 
 
-def _v3(db: Any, dialect: SQLite) -> None:
+def _v3(db: Backend, dialect: Dialect) -> None:
     """Signed commits and pushes: the hook snapshot's `gate_environments.signatures` (gate/signatures.py)."""
     _add_gate_column(db, dialect, "signatures", "TEXT NOT NULL DEFAULT ''")
 
 
-def _v4(db: Any, dialect: SQLite) -> None:
+def _v4(db: Backend, dialect: Dialect) -> None:
     """Locks, alert freezes and break-glass overrides (gate/locks.py): new tables only, created above."""
 
 
-def _v5(db: Any, dialect: SQLite) -> None:
+def _v5(db: Backend, dialect: Dialect) -> None:
     """Provenance at the door: `gate_environments.require_provenance` (table attestations created above)."""
-    _add_gate_column(db, dialect, "require_provenance", "INTEGER NOT NULL DEFAULT 0")
+    _add_gate_column(db, dialect, "require_provenance", "BIGINT NOT NULL DEFAULT 0")
 
 
-def _v6(db: Any, dialect: SQLite) -> None:
+def _v6(db: Backend, dialect: Dialect) -> None:
     """The deployments still queued or running, found without reading the whole history: the start (mark_interrupted)
     scanned a million rows for them at 1,000 repositories (issue 28). Building it reads the table once."""
     db.execute("CREATE INDEX IF NOT EXISTS deployments_active ON deployments (id) WHERE result IN ('queued', 'running')")
 
 
-STEPS: list[tuple[int, str, Callable[[Any, SQLite], None]]] = [
+STEPS: list[tuple[int, str, Callable[[Backend, Dialect], None]]] = [
     (1, "the schema when versions began (tables created if missing, the hook snapshot's newer columns added)", _v1),
     (2, "the leader's lease and epoch; PostgreSQL refuses the records of a daemon that lost the lead", _v2),
     (3, "signed commits and pushes: the hook snapshot's signature rule per environment", _v3),
@@ -323,18 +302,16 @@ STEPS: list[tuple[int, str, Callable[[Any, SQLite], None]]] = [
 LATEST = STEPS[-1][0]
 
 
-def current(db: Any) -> int:
+def current(db: Backend) -> int:
     """The database's schema version: 0 before any (a new or an old store)."""
     try:
         row = db.execute("SELECT MAX(version) FROM schema_version").fetchone()
-    except Exception:  # noqa: BLE001 (no such table, on either backend: version 0)
-        if getattr(db, "in_transaction", False):
-            db.execute("ROLLBACK")
+    except StatementFailure:  # no such table, on either backend: version 0
         return 0
     return int(row[0] or 0) if row else 0
 
 
-def upgrade(db: Any, dialect: SQLite, schema: str) -> tuple[int, int]:
+def upgrade(db: Backend, schema: str) -> tuple[int, int]:
     """Create missing tables, then run every step above the database's version; (version before, version after).
 
     Raise ValueError when the database was written by a newer gitopsd (its version is above LATEST).
@@ -345,11 +322,12 @@ def upgrade(db: Any, dialect: SQLite, schema: str) -> tuple[int, int]:
             f"its schema is version {before}, newer than this gitopsd knows ({LATEST}): "
             f"upgrade gitopsd, or use the gitopsd that wrote it"
         )
-    db.executescript(dialect.schema(schema + ";\n" + VERSION_TABLE + ";"))
+    dialect = db.dialect
+    db.script(dialect.schema(schema + ";\n" + VERSION_TABLE + ";"))
     for version, description, step in STEPS:
         if version <= before:
             continue
-        with transaction(db):
+        with db.transaction():
             step(db, dialect)
             db.execute(
                 "INSERT INTO schema_version (version, applied_at, description) VALUES (?, ?, ?)",

@@ -14,7 +14,8 @@ class Trees(StoreBase):
     @bookkeeping
     def mark_bad_tree(self, repo: str, env: str, tree: str, reason: str, now: float) -> None:
         self._write(
-            "INSERT OR REPLACE INTO bad_trees (repo, env, tree, reason, marked_at) VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO bad_trees (repo, env, tree, reason, marked_at) VALUES (?, ?, ?, ?, ?)"
+            " ON CONFLICT (repo, env, tree) DO UPDATE SET reason = excluded.reason, marked_at = excluded.marked_at",
             (repo, env, tree, reason, now),
         )
 
@@ -39,8 +40,9 @@ class Trees(StoreBase):
     ) -> None:
         """Record that `tree`'s artifact `name` has a signed statement (the hook's require_provenance reads it)."""
         self._write(
-            "INSERT OR REPLACE INTO attestations (repo, tree, name, sha256, signed_sha256, statement, recorded_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO attestations (repo, tree, name, sha256, signed_sha256, statement, recorded_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (repo, tree, name) DO UPDATE SET sha256 = excluded.sha256,"
+            " signed_sha256 = excluded.signed_sha256, statement = excluded.statement, recorded_at = excluded.recorded_at",
             (repo, tree, name, sha256, signed_sha256, statement, now),
         )
 

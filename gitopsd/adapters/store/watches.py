@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 from typing import Any
 
+from ...base.storeerrors import StatementFailure
 from ...core.types import DriftReport, HostInfo, TaskChange, WatchWindow
+from .backend import Row
 from .base import StoreBase, bookkeeping
 
 
@@ -17,8 +18,12 @@ class Watches(StoreBase):
     def start_watch(self, watch: WatchWindow) -> None:
         """Record the watch of a deployment, replacing the environment's previous one."""
         self._write(
-            "INSERT OR REPLACE INTO watches (repo, env, deployment_id, commit_id, tree, previous_tree, started_at,"
-            " until, state, reason, hosts, checked_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO watches (repo, env, deployment_id, commit_id, tree, previous_tree, started_at,"
+            " until, state, reason, hosts, checked_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (repo, env) DO UPDATE SET deployment_id = excluded.deployment_id, commit_id = excluded.commit_id,"
+            " tree = excluded.tree, previous_tree = excluded.previous_tree, started_at = excluded.started_at,"
+            " until = excluded.until, state = excluded.state, reason = excluded.reason, hosts = excluded.hosts,"
+            " checked_at = excluded.checked_at",
             (
                 watch.repo,
                 watch.env,
@@ -39,7 +44,7 @@ class Watches(StoreBase):
         """The environment's last post-deploy watch (any state), None when it never had one."""
         try:
             rows = self._rows("SELECT * FROM watches WHERE repo = ? AND env = ?", (repo, env))
-        except sqlite3.OperationalError:  # a store written by an older daemon
+        except StatementFailure:  # a store written by an older daemon
             return None
         return self._watch(rows[0]) if rows else None
 
@@ -65,7 +70,7 @@ class Watches(StoreBase):
         )
 
     @staticmethod
-    def _watch(row: sqlite3.Row) -> WatchWindow:
+    def _watch(row: Row) -> WatchWindow:
         hosts = tuple(
             HostInfo(str(name), {str(k): str(v) for k, v in values.items()}) for name, values in json.loads(row["hosts"] or "[]")
         )
@@ -115,7 +120,7 @@ class Watches(StoreBase):
             where, args = where + " AND deployment_id = ?", [*args, deployment_id]
         try:
             rows = self._rows(f"SELECT * FROM drift_reports WHERE {where} ORDER BY id DESC LIMIT 1", tuple(args))  # noqa: S608 (constant clauses; values are bound)
-        except sqlite3.OperationalError:  # a store written by an older daemon
+        except StatementFailure:  # a store written by an older daemon
             return None
         return self._drift_report(rows[0]) if rows else None
 
@@ -138,12 +143,12 @@ class Watches(StoreBase):
                 " ELSE 0 END FROM drift_reports r"
                 " WHERE r.id = (SELECT MAX(id) FROM drift_reports x WHERE x.repo = r.repo AND x.env = r.env)"
             )
-        except sqlite3.OperationalError:  # a store written by an older daemon
+        except StatementFailure:  # a store written by an older daemon
             return {}
         return {(r[0], r[1]): int(r[2]) for r in rows}
 
     @staticmethod
-    def _drift_report(row: sqlite3.Row) -> DriftReport:
+    def _drift_report(row: Row) -> DriftReport:
         return DriftReport(
             row["repo"],
             row["env"],
