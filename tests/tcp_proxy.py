@@ -43,6 +43,10 @@ class CuttableProxy:
             except OSError:
                 client.close()
                 continue
+            # The 5 s were for connecting only: left on the socket, a session idle for 5 s (a pooled connection
+            # between two deployments, a busy machine) ended its relay in silence, and the daemon waited forever
+            # for PostgreSQL's answer (test_standby's cut-off test, at load 10-15).
+            server.settimeout(None)
             with self._lock:
                 self._pairs.append((client, server))
             for a, b in ((client, server), (server, client)):
@@ -75,6 +79,10 @@ class CuttableProxy:
             time.sleep(server_notices)
             with self._lock:
                 for _client, server in self._pairs:
+                    try:  # shutdown first: a close alone leaves the socket open while a relay thread waits in recv
+                        server.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
                     server.close()
 
         threading.Thread(target=close_servers, daemon=True).start()
@@ -83,8 +91,12 @@ class CuttableProxy:
         self._closed = True
         self.listener.close()
         with self._lock:
-            for client, server in self._pairs:
-                client.close()
-                server.close()
+            for pair in self._pairs:
+                for sock in pair:
+                    try:
+                        sock.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
+                    sock.close()
             for held in self._held:
                 held.close()
