@@ -21,6 +21,8 @@
     (target p99 <= 100 ms), and a branch move -> the page showing it over server-sent events (target <= 1 s).
 (m) signed commits: a push of 500 new SSH-signed commits to an environment with `signatures:` (every one verified
     by git and ssh-keygen in the hook), p95, beside the same push into a copy without hooks (target p95 <= 300 ms).
+(o) big content: the daemon's peak RSS over idle while it deploys a 200 MiB file (loose, then packed) and a
+    100,000-file tree, and during `status` (target <= 30 MiB each; bench/bench_bigtree.py).
 """
 
 from __future__ import annotations
@@ -1176,6 +1178,7 @@ def main() -> int:  # noqa: C901 (the bench's command line: one branch per secti
             "failover",
             "signed",
             "preview",
+            "bigtree",
         ),
     )
     parser.add_argument("--signed-commits", type=int, default=500, help="signed section: new commits per push")
@@ -1396,6 +1399,16 @@ def main() -> int:  # noqa: C901 (the bench's command line: one branch per secti
                 f"{r['ratio_recorded']:.2f})",
                 flush=True,
             )
+        if args.only in (None, "bigtree"):
+            from bench_bigtree import bench_bigtree
+
+            results["bigtree"] = r = bench_bigtree(root / "bigtree")
+            for step, grew in r["growth_mib"].items():
+                print(
+                    f"(o) {step}: the daemon's peak RSS {grew:.1f} MiB over its idle {r['idle_rss_mib']:.0f} MiB "
+                    f"(target <= 30 MiB)",
+                    flush=True,
+                )
     out = Path(__file__).resolve().parent / "results"
     out.mkdir(exist_ok=True)
     (out / "latest.json").write_text(json.dumps(results, indent=2))
