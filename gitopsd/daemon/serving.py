@@ -13,7 +13,6 @@ from ..ci import rerun
 from ..ci.heads import matches
 from ..ci.triggers import safe_url
 from ..core.errors import MISSING, Refused, refusal_answer
-from ..core.reconcile import Look
 from ..services.changecontrol import OPS as CHANGE_CONTROL_OPS
 from .events import Intake
 
@@ -36,7 +35,7 @@ class Serving(Intake):
             self.api = serve(
                 lambda: self.config,
                 self.store,
-                on_status=lambda repo: self.requests.put(Look(repo, None, "ci-status")),
+                on_status=self.status_reported,
                 human_gates=self.control_request,  # as the token's owner or the signed-in user
                 metrics=self.metrics.scrape if self.metrics is not None else None,
                 dashboard=dashboard,
