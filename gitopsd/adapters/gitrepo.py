@@ -70,6 +70,17 @@ class GitRepository:
             raise ExportError(f"branch {branch} points at {target}, which is not a commit")
         return Head(str(obj.id), str(obj.tree_id))
 
+    def commit_tree(self, commit: str) -> tuple[str, str] | None:
+        """Given a full commit id, return (commit, tree) read in this process, or None if the repository has no such commit.
+
+        The API asks for each status a CI reports; a git process each cost more than the rest of the request.
+        """
+        try:
+            obj = self._open().get(commit)
+        except ValueError:  # not an object id
+            return None
+        return (str(obj.id), str(obj.tree_id)) if isinstance(obj, pygit2.Commit) else None
+
     def export(self, commit: str, dest: Path) -> None:
         """Write the tree of `commit` into the empty folder `dest` (files, modes, symlinks; no .git).
 
