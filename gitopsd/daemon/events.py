@@ -31,8 +31,9 @@ WATCH_DELAY = 0.01  # seconds: one look for the burst of events a ref update mak
 # these looks after the nudge (seconds) find it too where inotify cannot (network file systems).
 PUSH_FOLLOW_UP = (0.02, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30)
 # Seconds a stored CI status waits for the others a CI reports with it: one look for them all. A look each cost
-# 4 ms of CPU per status (git processes), four fifths of a core at 200 statuses a second (docs/benchmarks.md).
-STATUS_LOOK_DELAY = 0.1
+# 4 ms of CPU per status (its git processes), and looks running beside the API were its slowest answers: at 200
+# statuses a second, p99 23-65 ms with a look each 0.1 s, 15-16 ms with none (docs/benchmarks.md, (g)).
+STATUS_LOOK_DELAY = 0.5
 
 
 def _mtime(path: Path) -> float:

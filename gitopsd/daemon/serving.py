@@ -23,7 +23,7 @@ class Serving(Intake):
     """The API's server, the control socket, and a request of either as its sender's identity."""
 
     def _start_api(self) -> None:
-        """Serve the HTTP API in its own thread; a stored status makes the daemon look at its repository at once."""
+        """Serve the HTTP API in its own thread; stored statuses make the daemon look at their repository (status_reported)."""
         if self.config.api is not None:
             from ..api.server import serve
 
