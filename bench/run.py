@@ -22,6 +22,8 @@
 (m) signed commits: a push of 500 new SSH-signed commits to an environment with `signatures:` (every one verified
     in the hook), p95, beside the same push into a copy without hooks (target p95 <= 300 ms); `--signed-key
     sk-ed25519` signs with a FIDO key made in Python, as a token would sign (tests/signing.py).
+(o) big content: the daemon's peak RSS over idle while it deploys a 200 MiB file (loose, then packed) and a
+    100,000-file tree, and during `status` (target <= 30 MiB each; bench/bench_bigtree.py).
 """
 
 from __future__ import annotations
@@ -1034,6 +1036,8 @@ def bench_api(root: Path, seconds: float, rate: int = 200, stored: int = 10_000,
         errors: list[str] = []
         lock = threading.Lock()
         next_index = iter(range(total))
+        proc = psutil.Process(daemon.proc.pid)
+        cpu0 = proc.cpu_times()
         t0 = time.monotonic() + 0.5
 
         def work() -> None:
@@ -1073,8 +1077,9 @@ def bench_api(root: Path, seconds: float, rate: int = 200, stored: int = 10_000,
         for thread in threads:
             thread.join()
         elapsed = time.monotonic() - t0
-        proc = psutil.Process(daemon.proc.pid)
         cpu = proc.cpu_times()
+        # The daemon's CPU while the statuses came, with the git processes it started and waited for.
+        spent = sum(cpu[:4]) - sum(cpu0[:4])
         rows = (
             sqlite3.connect(f"file:{sandbox.state / 'state.db'}?mode=ro", uri=True)
             .execute("SELECT count(*) FROM commit_statuses")
@@ -1091,6 +1096,8 @@ def bench_api(root: Path, seconds: float, rate: int = 200, stored: int = 10_000,
         "p99_ms": percentile(latencies, 99) * 1000,
         "max_ms": max(latencies) * 1000,
         "daemon_cpu_s": cpu.user + cpu.system,
+        "daemon_cpu_ms_per_request": spent * 1000 / total,
+        "loadavg_1m": os.getloadavg()[0],
     }
 
 
@@ -1189,6 +1196,7 @@ def main() -> int:  # noqa: C901 (the bench's command line: one branch per secti
             "failover",
             "signed",
             "preview",
+            "bigtree",
         ),
     )
     parser.add_argument("--signed-commits", type=int, default=500, help="signed section: new commits per push")
@@ -1357,7 +1365,8 @@ def main() -> int:  # noqa: C901 (the bench's command line: one branch per secti
             print(
                 f"(g) status POST to the HTTP API at 200/s for {r['seconds']:g} s ({r['requests']} requests, "
                 f"{r['errors']} errors) with {r['stored_before']} statuses stored: p50 {r['p50_ms']:.1f} ms, "
-                f"p99 {r['p99_ms']:.1f} ms, max {r['max_ms']:.0f} ms (target p99 <= 20 ms)",
+                f"p99 {r['p99_ms']:.1f} ms, max {r['max_ms']:.0f} ms (target p99 <= 20 ms); the daemon's CPU (with the git "
+                f"it starts) {r['daemon_cpu_ms_per_request']:.2f} ms a request; load {r['loadavg_1m']:.1f}",
                 flush=True,
             )
         if args.only in (None, "dora"):
@@ -1412,6 +1421,16 @@ def main() -> int:  # noqa: C901 (the bench's command line: one branch per secti
                 f"{r['ratio_recorded']:.2f})",
                 flush=True,
             )
+        if args.only in (None, "bigtree"):
+            from bench_bigtree import bench_bigtree
+
+            results["bigtree"] = r = bench_bigtree(root / "bigtree")
+            for step, grew in r["growth_mib"].items():
+                print(
+                    f"(o) {step}: the daemon's peak RSS {grew:.1f} MiB over its idle {r['idle_rss_mib']:.0f} MiB "
+                    f"(target <= 30 MiB)",
+                    flush=True,
+                )
     out = Path(__file__).resolve().parent / "results"
     out.mkdir(exist_ok=True)
     (out / "latest.json").write_text(json.dumps(results, indent=2))

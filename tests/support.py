@@ -468,6 +468,17 @@ class Daemon:
             f"{env} {commit[:7]} {result}",
         )
 
+    def memory(self, field: str = "VmRSS") -> int:
+        """A figure of the daemon's /proc/PID/status in bytes (VmRSS now, VmHWM its peak): its own, not its children's."""
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+        raise KeyError(field)
+
+    def reset_peak_memory(self) -> None:
+        """Make VmHWM the current RSS again (Linux's clear_refs 5), so that the next peak read is what came after."""
+        Path(f"/proc/{self.proc.pid}/clear_refs").write_text("5")
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 from ..adapters.store import Store
 from ..base import gitcli
-from ..core.errors import UserError
+from ..core.errors import GitError, StalledError, UserError
 from ..core.settings import STATUS_CONTEXT_MAX
 from ..core.types import iso
 from ..gate.required import STATES, Status, combined_state
@@ -117,8 +117,11 @@ _TREES: dict[tuple[str, str], str] = {}
 _TREES_MAX = 4096
 
 
-def resolve_commit(repo_path: Path, given: str) -> tuple[str, str]:
+def resolve_commit(repo_path: Path, given: str, read: Callable[[str], tuple[str, str] | None] | None = None) -> tuple[str, str]:
     """Given a full or abbreviated (>= 7 hex digits) commit id, return (commit, tree) as git reads them.
+
+    `read` (the daemon's GitRepository.commit_tree) answers for a full id in this process: a git process
+    per commit cost more than the rest of a status POST. The command line goes without (no pygit2 import).
 
     Only objects count, never refs: a branch named like an abbreviation must not redirect a report.
     Raise UnknownCommit when the repository has no such commit, or several match.
@@ -130,6 +133,13 @@ def resolve_commit(repo_path: Path, given: str) -> tuple[str, str]:
     if known is not None:
         return given, known
     if len(given) == 40:
+        try:
+            found_here = read(given) if read is not None else None
+        except (GitError, StalledError):  # a repository the reader refuses (its owner): git is asked below
+            found_here = None
+        if found_here is not None:
+            _remember(repo_path, found_here)
+            return found_here
         candidates = [given]
     else:  # every object with that prefix (never a ref), then the commits among them
         _code, out, _err = gitcli.run(["git", "-C", str(repo_path), "rev-parse", f"--disambiguate={given}"])
@@ -150,10 +160,15 @@ def resolve_commit(repo_path: Path, given: str) -> tuple[str, str]:
         raise UnknownCommit(f"{given} names {len(found)} commits in this repository: give more digits")
     if not found:
         raise UnknownCommit(f"no commit {given} in this repository (push it first)")
+    _remember(repo_path, found[0])
+    return found[0]
+
+
+def _remember(repo_path: Path, found: tuple[str, str]) -> None:
+    """Keep a resolved commit's tree for the next status about it (bounded)."""
     if len(_TREES) >= _TREES_MAX:
         _TREES.clear()
-    _TREES[(str(repo_path), found[0][0])] = found[0][1]
-    return found[0]
+    _TREES[(str(repo_path), found[0])] = found[1]
 
 
 def record(

@@ -115,6 +115,28 @@ def run_bytes(argv: list[str], input: bytes | None = None, env: dict[str, str] |
     return os.waitstatus_to_exitcode(status), b"".join(chunks[out_r]), b"".join(chunks[err_r])
 
 
+def blob_to_fd(repo: str | os.PathLike[str], oid: str, fd: int) -> None:
+    """Write blob `oid` of `repo` to the open file `fd` with `git cat-file blob`, which streams it: never in our memory.
+
+    Raise GitError when git cannot (a missing or corrupt object)."""
+    argv = ["git", *NO_REPLACE_ARGS, "-c", f"safe.directory={repo}", "-C", str(repo), "cat-file", "blob", oid]
+    err_r, err_w = os.pipe()
+    actions = [
+        (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+        (os.POSIX_SPAWN_DUP2, fd, 1),
+        (os.POSIX_SPAWN_DUP2, err_w, 2),
+    ]
+    with os.fdopen(err_r, "rb") as errors:
+        try:
+            pid = os.posix_spawnp("git", argv, {**os.environ, **NO_REPLACE_ENV}, file_actions=actions)
+        finally:
+            os.close(err_w)
+        err = errors.read()
+    _pid, status = os.waitpid(pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise GitError(f"git cat-file blob {oid}: {err.decode('utf-8', 'replace').strip() or 'failed'}")
+
+
 def git(
     repo: str | os.PathLike[str], *args: str, input: str | None = None, env: dict[str, str] | None = None, check: bool = True
 ) -> str:

@@ -30,6 +30,10 @@ WATCH_DELAY = 0.01  # seconds: one look for the burst of events a ref update mak
 # The pre-receive hook's nudge arrives just before the ref moves. The ref watcher sees the move;
 # these looks after the nudge (seconds) find it too where inotify cannot (network file systems).
 PUSH_FOLLOW_UP = (0.02, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30)
+# Seconds a stored CI status waits for the others a CI reports with it: one look for them all. A look each cost
+# 4 ms of CPU per status (its git processes), and looks running beside the API were its slowest answers: at 200
+# statuses a second, p99 23-65 ms with a look each 0.1 s, 15-16 ms with none (docs/benchmarks.md, (g)).
+STATUS_LOOK_DELAY = 0.5
 
 
 def _mtime(path: Path) -> float:
@@ -48,6 +52,14 @@ class Intake(StateDb):
             self._timer_seq += 1
             heapq.heappush(self.timers, (at, self._timer_seq, look))
         self.requests.put(WAKE)
+
+    def status_reported(self, repo: str) -> None:
+        """A CI status for `repo` was stored: look at it shortly, once for every status stored until that look starts."""
+        with self._timer_lock:
+            if repo in self._status_looks:
+                return
+            self._status_looks.add(repo)
+        self.schedule(Look(repo, None, "ci-status"), time.time() + STATUS_LOOK_DELAY)
 
     def sweep(self, trigger: str = Trigger.SWEEP, newest_first: bool = False) -> None:
         """Look at every repository; `newest_first`: the most recently moved branches first (adoption after a stop)."""

@@ -104,6 +104,9 @@ class Loop(Lifecycle, Serving):
                 return
 
     def _handle(self, request: Look) -> None:
+        if request.trigger == "ci-status":  # a status stored from now on needs a look after this one
+            with self._timer_lock:
+                self._status_looks.discard(request.repo)
         if request is STOP:
             self.stopping.set()
             return

@@ -89,6 +89,7 @@ class Daemon(Loop):
         self.timers = []
         self._timer_seq = 0
         self._timer_lock = threading.Lock()
+        self._status_looks = set()
         self.stopping = threading.Event()
         self.reload_requested = threading.Event()
         self._lock_handle = state_lock or lock_state_dir(config.state_dir)
@@ -172,7 +173,7 @@ class Daemon(Loop):
             self.store,
             ArtifactStore(config.artifacts_dir),
             policy=lambda: sandbox_policy(self.config),
-            on_status=lambda repo: self.requests.put(Look(repo, None, "ci-status")),
+            on_status=self.status_reported,
         )
         self.ci_sinks.append(self.ci_steps.sink)
         self.store_lost = None  # why the state database file is not the one opened (check_store)

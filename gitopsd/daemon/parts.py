@@ -46,6 +46,7 @@ class Parts:
     timers: list[tuple[float, int, Look]]
     _timer_seq: int
     _timer_lock: threading.Lock
+    _status_looks: set[str]  # repositories with a ci-status look scheduled (events.py, status_reported)
     stopping: threading.Event
     reload_requested: threading.Event
     _lock_handle: IO[str]

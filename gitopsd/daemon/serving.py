@@ -13,7 +13,6 @@ from ..ci import rerun
 from ..ci.heads import matches
 from ..ci.triggers import safe_url
 from ..core.errors import MISSING, Refused, refusal_answer
-from ..core.reconcile import Look
 from ..services.changecontrol import OPS as CHANGE_CONTROL_OPS
 from .events import Intake
 
@@ -24,7 +23,7 @@ class Serving(Intake):
     """The API's server, the control socket, and a request of either as its sender's identity."""
 
     def _start_api(self) -> None:
-        """Serve the HTTP API in its own thread; a stored status makes the daemon look at its repository at once."""
+        """Serve the HTTP API in its own thread; stored statuses make the daemon look at their repository (status_reported)."""
         if self.config.api is not None:
             from ..api.server import serve
 
@@ -36,7 +35,7 @@ class Serving(Intake):
             self.api = serve(
                 lambda: self.config,
                 self.store,
-                on_status=lambda repo: self.requests.put(Look(repo, None, "ci-status")),
+                on_status=self.status_reported,
                 human_gates=self.control_request,  # as the token's owner or the signed-in user
                 metrics=self.metrics.scrape if self.metrics is not None else None,
                 dashboard=dashboard,

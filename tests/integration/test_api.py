@@ -271,6 +271,24 @@ def test_unknown_repository_or_commit_is_404_and_an_abbreviation_resolves(sandbo
     assert api.call("GET", "/api/v1/repos/shop/environments/nope/history", token)[0] == 404
 
 
+def test_a_status_for_a_full_commit_id_starts_no_git_process_and_records_its_tree(sandbox, api, monkeypatch):
+    from gitopsd.base import gitcli
+
+    token = api.token("ci", "statuses:write", "read")
+    sandbox.write("app.txt", "new to the API")
+    commit = sandbox.commit("new to the API")
+    sandbox.push("main")
+    started: list[list[str]] = []
+    real = gitcli.run
+    monkeypatch.setattr(gitcli, "run", lambda argv, **kw: started.append(argv) or real(argv, **kw))
+    code, _h, doc = api.post(commit, token, state="success", context="ci/test")
+    assert code == 201 and doc["commit"] == commit and doc["tree"] == sandbox.tree(commit), doc
+    assert started == []  # issue 28: a git process per commit was most of a status POST's cost
+    tree = sandbox.tree(commit)
+    assert api.post(tree, token, state="success")[0] == 404  # a tree is not a commit, however it is asked
+    assert api.combined(commit, token)["state"] == "success"
+
+
 BIG = 64 * 1024
 
 

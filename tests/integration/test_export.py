@@ -236,6 +236,22 @@ def test_a_big_file_is_streamed_to_disk_not_loaded_whole(repo, tmp_path):
     assert growth < size // 5, f"exporting a {size >> 20} MiB file grew the process by {growth >> 20} MiB"
 
 
+def test_a_big_packed_file_is_streamed_to_disk_not_loaded_whole(repo, tmp_path):
+    size = 50 * 1024 * 1024
+    data = bytes(range(256)) * (size // 256)
+    sha = commit(repo, [("artifact.bin", data), ("small.txt", b"small\n")])
+    subprocess.run(["git", f"--git-dir={repo}", "update-ref", "refs/heads/main", sha], check=True)
+    subprocess.run(["git", f"--git-dir={repo}", "repack", "-adq"], check=True)  # as `git gc` leaves it
+    assert not list((repo / "objects").glob("??/*"))
+    baseline = peak_rss_kib(str(repo), sha, "open")
+    peak = peak_rss_kib(str(repo), sha, "export", str(tmp_path / "export"))
+    exported = tmp_path / "export" / "artifact.bin"
+    assert hashlib.sha256(exported.read_bytes()).digest() == hashlib.sha256(data).digest()
+    assert (tmp_path / "export" / "small.txt").read_bytes() == b"small\n"
+    growth = (peak - baseline) * 1024
+    assert growth < size // 5, f"exporting a packed {size >> 20} MiB file grew the process by {growth >> 20} MiB"
+
+
 def test_a_corrupted_loose_object_fails_the_export(repo, tmp_path):
     sha = commit(repo, [("artifact.bin", b"the real content\n" * 1000)])
     blob = git_bytes(repo, "rev-parse", f"{sha}:artifact.bin")

@@ -10,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from ...adapters.gitrepo import GitRepository
 from ...ci import provenance
 from ...core.errors import FORBIDDEN, INVALID, ConfigurationError
 from ...core.settings import Repository
@@ -39,7 +40,8 @@ def routes(api: Context, v1: str) -> tuple[list[Route], list[Route]]:
         shown_as = api.owners()
 
         def store_it() -> dict[str, Any]:
-            commit, tree = statuses.resolve_commit(repo.path, request.path_params["commit"])
+            given = request.path_params["commit"]
+            commit, tree = statuses.resolve_commit(repo.path, given, GitRepository(repo.path).commit_tree)
             if isinstance(data, dict) and data.get("provenance") is not None:  # signed by external CI (docs/ci.md)
                 cfg = api.config()
                 try:
