@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from gitopsd.adapters.signing import verify_ssh
+from gitopsd.adapters.signing import ssh_crypto, verify_ssh
 from gitopsd.gate import sshsig
 from gitopsd.gate.signatures import Rule, check_commits
 from tests.signing import allowed_signers, commit, sign_with, ssh_key
@@ -97,7 +97,7 @@ def judged(work: Path, signers: Path, commit_id: str) -> tuple[str, str, str] | 
         assert key in ("", here[2])
     assert accepted == ({here[1]} if here is not None and here[0] == "G" else set()), (here, accepted)
     assert (letter == "G") == bool(accepted)
-    final = check_commits(str(work), Rule(str(signers)), commit_id, [])
+    final = check_commits(str(work), Rule(str(signers)), commit_id, [], ssh_crypto)
     assert [(s.commit, s.letter, s.signer) for s in final] == [(commit_id, letter, principal)]
     return None if here is None else (here[0], here[1], here[2])
 
@@ -180,7 +180,7 @@ def test_allowed_signers_features_not_implemented_here_leave_the_verdict_to_ssh_
     wrapper.write_text(f'#!/bin/sh\necho "$@" >> {calls}\nexec /usr/bin/ssh-keygen "$@"\n')
     wrapper.chmod(0o755)
     monkeypatch.setenv("PATH", f"{wrapper.parent}:{os.environ['PATH']}")
-    assert [s.letter for s in check_commits(str(work), Rule(str(signers)), good, [])] == ["G"]
+    assert [s.letter for s in check_commits(str(work), Rule(str(signers)), good, [], ssh_crypto)] == ["G"]
     assert not calls.exists()  # checked here
     pub = Path(f"{keys['alice']}.pub").read_text().strip()
     for line in (
@@ -195,7 +195,7 @@ def test_allowed_signers_features_not_implemented_here_leave_the_verdict_to_ssh_
             here = None
         assert here is None, line
         letter = git(work, "-c", f"gpg.ssh.allowedSignersFile={signers}", "log", "-1", "--format=%G?", good).stdout.strip()
-        assert [s.letter for s in check_commits(str(work), Rule(str(signers)), good, [])] == [letter]
+        assert [s.letter for s in check_commits(str(work), Rule(str(signers)), good, [], ssh_crypto)] == [letter]
         assert "-Y" in calls.read_text()  # ssh-keygen decided
         calls.unlink()
 
