@@ -12,10 +12,14 @@ from pathlib import Path
 import pytest
 
 from gitopsd.adapters.signing import ssh_crypto, verify_ssh
+from gitopsd.adapters.store import Store
+from gitopsd.config import load
+from gitopsd.core.types import Head
+from gitopsd.daemon.wiring import PolicyJudge
 from gitopsd.gate import sshsig
 from gitopsd.gate.signatures import Rule, check_commits
 from tests.signing import allowed_signers, commit, sign_with, ssh_key
-from tests.support import git, run
+from tests.support import Sandbox, git, run
 
 PRINCIPALS = ("alice@example.com", "ops@example.com", "ec@example.com", "old@example.com")
 
@@ -227,3 +231,28 @@ def test_a_key_expiring_across_a_daylight_saving_change_is_judged_as_git_and_ssh
     finally:
         monkeypatch.undo()
         time.tzset()
+
+
+def test_the_daemons_judge_checks_ssh_signatures_in_its_own_process_and_starts_no_ssh_keygen(short_tmp, monkeypatch):
+    """The daemon hands the gate adapters/signing's check (daemon/wiring.py), as hook_entry does for the hook."""
+    key = ssh_key(short_tmp / "keys", "alice")
+    signers = allowed_signers(short_tmp / "allowed_signers", ("alice@example.com", key))
+    sandbox = Sandbox(short_tmp / "s", {"qa": ["qa-1"]}, env_options={"qa": {"signatures": {"allowed_signers": str(signers)}}})
+    sign_with(sandbox.work, key)
+    good = commit(sandbox.work, "signed by alice")
+    sandbox.push("main")
+    calls = short_tmp / "ssh-keygen-calls"
+    wrapper = short_tmp / "bin" / "ssh-keygen"
+    wrapper.parent.mkdir()
+    wrapper.write_text(f'#!/bin/sh\necho "$@" >> {calls}\nexec /usr/bin/ssh-keygen "$@"\n')
+    wrapper.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{wrapper.parent}:{os.environ['PATH']}")
+    config = load(sandbox.config)
+    repo = config.repository("shop")
+    store = Store(config.database)
+    try:
+        verdict = PolicyJudge(lambda: config, store)(repo, repo.environment("qa"), Head(good, sandbox.tree(good)), None, False)
+    finally:
+        store.close()
+    assert verdict.rule_id != "signature", verdict.refusal_lines("refs/heads/qa")
+    assert not calls.exists()  # checked here
