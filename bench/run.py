@@ -44,7 +44,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from gitopsd.adapters.store import Store  # noqa: E402
-from tests.support import Daemon, Sandbox, run  # noqa: E402
+from tests.support import Daemon, Sandbox, free_port, run  # noqa: E402
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -497,14 +497,11 @@ def bench_scale_filled(root: Path, repositories: int, history_rows: int, idle_se
     """A converged daemon restarted at `repositories` x 3 environments (the store filled as it leaves it: filled_sandbox,
     no Ansible runs): start -> READY, what it redeploys (nothing), idle RSS/CPU, fds, threads, inotify, reads, /metrics."""
     import http.client
-    import socket
     import sqlite3
 
     from tests.e2e.test_service import NotifySocket
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     sandbox = filled_sandbox(root, repositories, history_rows, port)
     config = (sandbox.repo / "config").read_text()
     hooked = config[config.index("[gitopsd]") :].split("\n[", 1)[0] + "\n"  # each repository's hook settings, as
@@ -838,11 +835,8 @@ def bench_metrics(root: Path, repositories: int = 10, history_rows: int = 100_00
     apart from the p50/p99.
     """
     import http.client
-    import socket
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     sandbox = filled_sandbox(root, repositories, history_rows, port)
     with Daemon(sandbox) as daemon:
 
@@ -885,13 +879,10 @@ def bench_web(root: Path, requests: int = 300, moves: int = 10, history_rows: in
     the new commit (target <= 1 s)."""
     import http.client
     import queue
-    import socket
     import threading
     import urllib.parse
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     sandbox = filled_sandbox(root, 3, history_rows, port, {"web": {"roles": {"*": {"viewer": ["*"]}}}})
 
     def request(method: str, path: str, cookie: str = "", body: str | None = None) -> http.client.HTTPResponse:
@@ -983,13 +974,10 @@ def bench_api(root: Path, seconds: float, rate: int = 200, stored: int = 10_000,
     counts against the requests queued behind it. Client and daemon share this machine's CPUs.
     """
     import http.client
-    import socket
     import sqlite3
     import threading
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     sandbox = Sandbox(
         root,
         {"qa": ["qa-1"]},

@@ -13,7 +13,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+
+from tests.support import free_port
 
 BIN = Path(sys.executable).parent
 WORKER_PASSWORD = "local-worker-pw"  # the worker's login to its master on loopback: not a secret worth keeping
@@ -95,13 +96,6 @@ class GitHubStyleProject(BaseHookHandler):
 c["www"]["change_hook_dialects"] = {{"base": {{"custom_class": GitHubStyleProject}}}}
 c["services"] = [reporters.GitHubStatusPush(token={token!r}, baseURL={base_url!r}, context={context!r})]
 """
-
-
-def free_port() -> int:
-    """A loopback port the OS says is free now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

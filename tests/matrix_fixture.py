@@ -23,8 +23,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.prometheus_fixture import free_port
-from tests.support import serving
+from tests.support import free_port, serving
 
 SERVER_NAME = "gitopsd.test"
 UNLIMITED = {"per_second": 1000, "burst_count": 1000}

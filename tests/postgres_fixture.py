@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import free_port
+
 
 def binaries() -> Path | None:
     """The folder holding initdb, pg_ctl and postgres; None when PostgreSQL is not installed."""
@@ -28,12 +30,6 @@ def binaries() -> Path | None:
         if all(os.access(os.path.join(folder, b), os.X_OK) for b in ("initdb", "pg_ctl", "postgres")):
             return Path(folder)
     return None
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class PgServer:

@@ -46,6 +46,8 @@ import psutil
 import pytest
 import yaml
 
+from tests.support import free_port
+
 SSHD = Path("/usr/sbin/sshd")
 PRIVSEP_DIR = Path("/run/sshd")
 FIRST_OCTET = 11
@@ -65,13 +67,6 @@ _started: list[SshHost] = []
 def interpreter() -> str:
     """The Python that targets use for Ansible modules: the project's venv, else this one."""
     return str(VENV_PYTHON) if VENV_PYTHON.exists() else sys.executable
-
-
-def free_port(address: str = "127.0.0.1") -> int:
-    """A TCP port nothing listens on at `address` right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((address, 0))
-        return sock.getsockname()[1]
 
 
 def keygen(path: Path, comment: str) -> Path:

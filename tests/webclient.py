@@ -8,18 +8,11 @@ from __future__ import annotations
 
 import http.client
 import re
-import socket
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
 
 from tests.support import Daemon, Sandbox
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 # `serialization` (0.1 s) is imported by the functions that use it: the hook's SSH checks (verify_ssh) do without.
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -18,6 +18,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.hashes import SHA256
 
 from ..core.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from ..gate.sshsig import Check
 
 KEY_NAME = "signing-key.pem"
 
@@ -140,6 +143,11 @@ def verify(public: PublicKey, data: bytes, signature: bytes) -> bool:
     except (InvalidSignature, ValueError):
         return False
     return True
+
+
+def ssh_crypto() -> Check:
+    """gate/signatures.SshCrypto for the daemon and the CLI (the hook's is hook_entry.ssh_crypto): verify_ssh."""
+    return verify_ssh
 
 
 def verify_ssh(kind: str, key: list[bytes], sigtype: str, signature: list[bytes], data: bytes) -> bool:

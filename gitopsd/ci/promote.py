@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
+from ..adapters import signing
 from ..base import gitcli
 from ..core.settings import Environment, Repository
 from ..core.types import Trigger
@@ -120,6 +121,7 @@ class AutoPromoter:
             dst_head,
             identity=IDENTITY,
             announce=lambda commit, _override: self._announce(repo.name, commit, reason),
+            ssh_crypto=signing.ssh_crypto,
         )
         extra = {"repo": repo.name, "env": env.name, "commit": src_head[:7]}
         if result.state == "moved":

@@ -10,7 +10,7 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..core.errors import UserError
 from .common import (
@@ -19,6 +19,10 @@ from .common import (
 from .common import (
     plural,
 )
+
+if TYPE_CHECKING:
+    from ..core.settings import Config
+    from ..gate.sshsig import Check
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -89,7 +93,17 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_hook(args: argparse.Namespace) -> int:
     from ..gate import receive
 
-    return receive.pre_receive(args.config, args.database or "", sys.stdin.read())
+    def load_config(path: str) -> Config:  # only when the hook's snapshot is stale, as in hook_entry
+        from ..config import load
+
+        return load(path)
+
+    def ssh_crypto() -> Check:  # `cryptography`, only when a push has commits to check
+        from ..adapters.signing import verify_ssh
+
+        return verify_ssh
+
+    return receive.pre_receive(args.config, args.database or "", sys.stdin.read(), load_config=load_config, ssh_crypto=ssh_crypto)
 
 
 GIT_SHELL_NAME = r"[a-z_][a-z0-9_.-]{0,63}"

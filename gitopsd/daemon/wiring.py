@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .. import config as config_mod
-from ..adapters import runner, sandbox
+from ..adapters import runner, sandbox, signing
 from ..adapters.gitrepo import GitRepository
 from ..adapters.store import Store
 from ..ci import provenance
@@ -74,6 +74,7 @@ class PolicyJudge:
             desired.commit,
             identity="gitopsd",
             check_windows=check_windows,
+            ssh_crypto=signing.ssh_crypto,
         )
 
 

@@ -1,6 +1,7 @@
 """The hook's slow path: the gate's configuration read from the YAML file when the daemon's snapshot is stale or missing.
 
-Imported only then (receive.gate_config), so PyYAML and the config package cost nothing on an ordinary push.
+Imported only then (receive.gate_config), so PyYAML and the config package cost nothing on an ordinary push. The
+reading itself is config.load, which is above the gate: whoever runs the hook hands it in (LoadConfig).
 """
 
 from __future__ import annotations
@@ -9,16 +10,27 @@ import os
 import sqlite3
 import sys
 
+from ..core.errors import ConfigurationError
 from . import snapshot
 
 TYPE_CHECKING = False  # true for mypy and import-linter only: the hook does not import typing
 
 if TYPE_CHECKING:  # annotations only
-    from typing import TextIO
+    from typing import Protocol, TextIO
+
+    from ..core.settings import Config
+
+    class LoadConfig(Protocol):
+        """config.load, handed in by whoever runs the hook (hook_entry, `gitopsd hook`): the gate is below config.
+
+        Raise ImportError when PyYAML cannot be imported, ConfigurationError (one problem a line) when the file is invalid.
+        """
+
+        def __call__(self, path: str) -> Config: ...
 
 
 def gate_config(
-    config_path: str, database: str, repo_path: str, store_error: sqlite3.Error | None, out: TextIO
+    config_path: str, database: str, repo_path: str, store_error: sqlite3.Error | None, out: TextIO, load: LoadConfig
 ) -> tuple[snapshot.GateConfig, str] | None:
     """The gate's configuration when the snapshot is not current: the copy the last push kept, else the file.
 
@@ -29,12 +41,8 @@ def gate_config(
         copy = cached(config_path, repo_path)
         if copy is not None:
             return copy, database
-    # PyYAML lives in site-packages, which `python -S` left out of the import path.
     try:
-        import site
-
-        site.main()
-        from ..config import ConfigError, load
+        config = load(config_path)
     except ImportError as exc:
         if store_error is not None:
             from .messages import unreadable
@@ -47,15 +55,13 @@ def gate_config(
                 file=out,
             )
         return None
-    try:
-        config = load(config_path)
-    except ConfigError as exc:
+    except ConfigurationError as exc:
         print(
             "\ngitopsd: push refused: the deploy server's gitopsd configuration is invalid, so environment\n"
             "branches cannot be checked. Ask an operator to run `gitopsd check-config`:",
             file=out,
         )
-        for problem in exc.problems[:5]:
+        for problem in str(exc).splitlines()[:5]:
             print(f"  {problem}", file=out)
         return None
     gate = snapshot.from_config(config)

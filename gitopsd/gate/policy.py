@@ -30,6 +30,7 @@ if TYPE_CHECKING:  # annotations only: the hook does not import typing
 
     from .locks import BreakGlass, Lock
     from .required import Status
+    from .signatures import SshCrypto
 
     class Records(Protocol):
         """What the rule reads of the deployment records: snapshot.Ledger in the hook, adapters.store.Store elsewhere."""
@@ -143,13 +144,15 @@ def judge(  # noqa: C901 (the gate's rules in the order docs/trust-model.md give
     now: datetime | None = None,
     pending: dict[str, str] | None = None,
     check_windows: bool = True,
+    ssh_crypto: SshCrypto | None = None,
 ) -> Verdict:
     """Judge moving `env`'s branch from `old` to `new`. Pure reads: Git and the store.
 
     `pending` maps branches moved by the same push to their new heads: `git push origin main main:qa`
     promotes a commit that reaches main in that very push (pre-receive refuses all or nothing).
     `old` None (the daemon, before anything was deployed) skips the history checks; `check_windows`
-    False leaves deploy windows out (the daemon, for heads a judged push announced).
+    False leaves deploy windows out (the daemon, for heads a judged push announced). `ssh_crypto` checks SSH
+    signatures in this process (signatures.SshCrypto); without it git does.
     """
     now = now or datetime.now(UTC)
     branch, short_old, short_new = env.branch, (old or "")[:7], new[:7]
@@ -202,7 +205,7 @@ def judge(  # noqa: C901 (the gate's rules in the order docs/trust-model.md give
         # The daemon, before anything was deployed here (`old` None), can only judge the head itself.
         from .signatures import judge as judge_signatures
 
-        refusal = judge_signatures(repo_path, env.signatures, env.name, branch, new, [old] if old else [])
+        refusal = judge_signatures(repo_path, env.signatures, env.name, branch, new, [old] if old else [], ssh_crypto)
         if refusal is not None:
             return refuse("signature", *refusal)
     tree = tree or ""

@@ -26,6 +26,7 @@ if TYPE_CHECKING:  # annotations only: this runs inside pre-receive
     from collections.abc import Callable
 
     from .policy import Records
+    from .signatures import SshCrypto
     from .snapshot import GateEnvironment, GateRepository
 
 QUARANTINE_VARS = ("GIT_QUARANTINE_PATH", "GIT_OBJECT_DIRECTORY", "GIT_ALTERNATE_OBJECT_DIRECTORIES")
@@ -78,11 +79,13 @@ def promote(
     now: datetime | None = None,
     dry_run: bool = False,
     announce: Callable[[str, str | None], bool] = lambda _commit, _reason: False,
+    ssh_crypto: SshCrypto | None = None,
 ) -> Promotion:
     """Promote `src_head` (of `src_name`) to `dst` (a gate environment of `view`) with exactly its tree.
 
-    Write the commit, judge it as the hook judges a push, call `announce(commit, override) -> bool`
-    (the daemon's nudge: was it sent?) and move the branch from `dst_head` by compare-and-swap.
+    Write the commit, judge it as the hook judges a push (`ssh_crypto`: as policy.judge), call
+    `announce(commit, override) -> bool` (the daemon's nudge: was it sent?) and move the branch from
+    `dst_head` by compare-and-swap.
     """
     now = now or datetime.now(UTC)
     tree, dst_tree = gitcli.trees_of(repo_path, src_head, dst_head)
@@ -120,7 +123,18 @@ def promote(
             "GIT_COMMITTER_EMAIL": ident.email,
         },
     ).strip()
-    verdict = policy.judge(view, repo_path, ledger, dst, dst_head, commit, identity=identity, override_reason=override, now=now)
+    verdict = policy.judge(
+        view,
+        repo_path,
+        ledger,
+        dst,
+        dst_head,
+        commit,
+        identity=identity,
+        override_reason=override,
+        now=now,
+        ssh_crypto=ssh_crypto,
+    )
     if not verdict.accepted:
         return Promotion("refused", commit, tree, verdict)
     if dry_run:

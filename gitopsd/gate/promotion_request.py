@@ -19,6 +19,7 @@ if TYPE_CHECKING:  # annotations only: typing and datetime cost the hook time
     from typing import TextIO
 
     from .push import RefUpdate
+    from .signatures import SshCrypto
 
 
 def promotion_request(
@@ -31,6 +32,7 @@ def promotion_request(
     update: RefUpdate,
     out: TextIO,
     now: datetime | None = None,
+    ssh_crypto: SshCrypto | None = None,
 ) -> int:
     """A push to refs/promote/<env>: make the exact-tree promotion to <env> here, as `gitopsd promote` does.
 
@@ -111,6 +113,7 @@ def promotion_request(
             identity=identity,
             override=push_option("override"),
             now=now,
+            ssh_crypto=ssh_crypto,
             announce=lambda commit, reason: nudge.send(
                 config.nudge_socket,
                 nudge.Nudge(repo=repo_path, trigger="promote", actor=identity, commits=(commit,), reason=reason),

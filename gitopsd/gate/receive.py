@@ -33,6 +33,8 @@ if TYPE_CHECKING:  # annotations only: typing and datetime cost the hook time
     from typing import TextIO
 
     from . import signatures
+    from .configfile import LoadConfig
+    from .signatures import SshCrypto
 
 USAGE = "usage: pre-receive --config FILE [--database FILE]"
 
@@ -52,8 +54,10 @@ def shadow_refusals(updates: list[RefUpdate], branches: set[str], out: TextIO) -
     return found
 
 
-def gate_config(config_path: str, database: str, repo_path: str, out: TextIO) -> tuple[snapshot.GateConfig, str] | None:
-    """The gate's configuration and the state database: the snapshot if current, else the file.
+def gate_config(
+    config_path: str, database: str, repo_path: str, out: TextIO, load: LoadConfig
+) -> tuple[snapshot.GateConfig, str] | None:
+    """The gate's configuration and the state database: the snapshot if current, else the file (read by `load`).
 
     None (after saying why on `out`) when neither can be read, or the file is invalid: then nothing
     can be judged. An unreadable store alone is said later, and only for environment branches.
@@ -73,7 +77,7 @@ def gate_config(config_path: str, database: str, repo_path: str, out: TextIO) ->
                 return current, database
     from . import configfile  # the slow path: a config edit the daemon has not read yet
 
-    return configfile.gate_config(config_path, database, repo_path, store_error, out)
+    return configfile.gate_config(config_path, database, repo_path, store_error, out, load)
 
 
 def pre_receive(  # noqa: C901 (the hook: one branch per kind of ref update)
@@ -82,12 +86,19 @@ def pre_receive(  # noqa: C901 (the hook: one branch per kind of ref update)
     stdin_text: str,
     out: TextIO = sys.stderr,
     now: datetime | None = None,
+    *,
+    load_config: LoadConfig,
+    ssh_crypto: SshCrypto | None,
 ) -> int:
-    """Judge every environment-branch update in the push; 0 accepts the push, 1 refuses all of it."""
+    """Judge every environment-branch update in the push; 0 accepts the push, 1 refuses all of it.
+
+    The two parts above the gate come from whoever runs it: `load_config` (config.load) reads the YAML
+    when the snapshot is stale, `ssh_crypto` checks SSH signatures in this process (None: git does).
+    """
     updates = read_updates(stdin_text)
     repo_path = os.getcwd()
     said = io.StringIO()
-    found = gate_config(config_path, database, repo_path, said)
+    found = gate_config(config_path, database, repo_path, said, load_config)
     if found is None:
         branches = snapshot_branches(config_path, database, repo_path)
         if branches is not None and unpoliced(updates, branches):
@@ -122,7 +133,9 @@ def pre_receive(  # noqa: C901 (the hook: one branch per kind of ref update)
     if requests:
         from .promotion_request import promotion_request
 
-        return promotion_request(config, config_path, database, repo, repo_path, updates, requests[0], out, now)
+        return promotion_request(
+            config, config_path, database, repo, repo_path, updates, requests[0], out, now, ssh_crypto=ssh_crypto
+        )
     env_updates = [(u, env) for u in updates if u.branch for env in [repo.environment_for_branch(u.branch)] if env is not None]
     env_refs = {u.ref for u, _env in env_updates}
     branch_commits = tuple(u.new for u in updates if u.branch and u.new != gitcli.ZERO and u.ref not in env_refs)
@@ -131,7 +144,7 @@ def pre_receive(  # noqa: C901 (the hook: one branch per kind of ref update)
         for u in updates
         if u.branch in repo.branch_rules and u.new != gitcli.ZERO and u.ref not in env_refs
     ]
-    if ruled and unsigned_on_branches(config, config_path, repo_path, ruled, out):
+    if ruled and unsigned_on_branches(config, config_path, repo_path, ruled, out, ssh_crypto):
         return 1
     if not env_updates:
         # Feature branches and main belong to the developers. The daemon hears who pushed what, for CI
@@ -167,6 +180,7 @@ def pre_receive(  # noqa: C901 (the hook: one branch per kind of ref update)
                 override_reason=override,
                 now=now,
                 pending=pending,
+                ssh_crypto=ssh_crypto,
             )
             verdicts.append((update, env, verdict))
     except sqlite3.Error as exc:
@@ -208,7 +222,12 @@ def pre_receive(  # noqa: C901 (the hook: one branch per kind of ref update)
 
 
 def unsigned_on_branches(
-    config: snapshot.GateConfig, config_path: str, repo_path: str, ruled: list[tuple[RefUpdate, signatures.Rule]], out: TextIO
+    config: snapshot.GateConfig,
+    config_path: str,
+    repo_path: str,
+    ruled: list[tuple[RefUpdate, signatures.Rule]],
+    out: TextIO,
+    ssh_crypto: SshCrypto | None,
 ) -> bool:
     """Say why (and return True) when the push adds commits to main that its `signatures:` refuses."""
     from .signatures import judge as judge_signatures
@@ -216,7 +235,7 @@ def unsigned_on_branches(
     refused = []
     for update, rule in ruled:
         branch = update.branch or ""
-        found = judge_signatures(repo_path, rule, branch, branch, update.new, [update.old])
+        found = judge_signatures(repo_path, rule, branch, branch, update.new, [update.old], ssh_crypto)
         if found is not None:
             print("\n".join(policy.refuse("signature", *found).refusal_lines(update.ref, config_path)), file=out)
             refused.append(("", "signature"))
@@ -252,10 +271,12 @@ def announce_branches(config: snapshot.GateConfig, repo_path: str, commits: tupl
         )
 
 
-def main(argv: list[str]) -> int:
-    """`pre-receive --config FILE [--database FILE]`, with Git's ref updates on stdin."""
+def main(argv: list[str], load_config: LoadConfig, ssh_crypto: SshCrypto | None) -> int:
+    """`pre-receive --config FILE [--database FILE]`, with Git's ref updates on stdin (the ports: as pre_receive)."""
     args = dict(zip(argv[::2], argv[1::2], strict=False))
     if len(argv) % 2 or not set(args) <= {"--config", "--database"} or not args.get("--config"):
         print(f"gitopsd: {USAGE}", file=sys.stderr)
         return 2
-    return pre_receive(args["--config"], args.get("--database", ""), sys.stdin.read())
+    return pre_receive(
+        args["--config"], args.get("--database", ""), sys.stdin.read(), load_config=load_config, ssh_crypto=ssh_crypto
+    )

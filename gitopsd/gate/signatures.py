@@ -21,7 +21,17 @@ from ..base import gitcli
 TYPE_CHECKING = False  # true for mypy and import-linter only: the hook does not import typing
 
 if TYPE_CHECKING:
+    from typing import Protocol
+
     from .sshsig import Check
+
+    class SshCrypto(Protocol):
+        """The port to `cryptography` (adapters/signing.verify_ssh), given by whoever runs the gate (hook_entry, the CLI,
+        the daemon): the gate imports nothing above it. Called only when a push has commits to check; None when the
+        check cannot be had (git and ssh-keygen check then)."""
+
+        def __call__(self) -> Check | None: ...
+
 
 SCAN_LIMIT = 100_000  # commits one move may add before the push is refused as too large to check
 # git's %G? letters: G good, U good but unknown validity, X good but expired signature, Y good but
@@ -122,9 +132,10 @@ def environment(rule: Rule) -> dict[str, str]:
     return env
 
 
-def check_commits(repo_path: str, rule: Rule, new: str, exclude: list[str]) -> list[Signed]:
+def check_commits(repo_path: str, rule: Rule, new: str, exclude: list[str], ssh_crypto: SshCrypto | None = None) -> list[Signed]:
     """Every commit reachable from `new` and from none of `exclude` (just `new` when `exclude` is empty), as git
-    verified it, newest first. In the hook, SSH verdicts already reached under the same allowed_signers are reused."""
+    verified it, newest first. In the hook, SSH verdicts already reached under the same allowed_signers are reused;
+    with `ssh_crypto`, good SSH signatures are checked in this process (without, git checks them all)."""
     memory = Memory.open(repo_path, rule)
     code, out, err = gitcli.run(["git", "-C", repo_path, "rev-list", f"--max-count={SCAN_LIMIT}", *walk(new, exclude)])
     if code != 0:
@@ -133,7 +144,7 @@ def check_commits(repo_path: str, rule: Rule, new: str, exclude: list[str]) -> l
     if len(commits) >= SCAN_LIMIT:
         raise gitcli.GitError(f"this move adds more than {SCAN_LIMIT} commits; push it in parts")
     fresh = [c for c in commits if memory is None or c not in memory.known]
-    here = checked_here(repo_path, rule, fresh)
+    here = checked_here(repo_path, rule, fresh, ssh_crypto)
     checked = {
         s.commit: s for s in git_verified(repo_path, rule, ["--stdin"], signatures=True, only=[c for c in fresh if c not in here])
     }
@@ -160,10 +171,10 @@ def check_commits(repo_path: str, rule: Rule, new: str, exclude: list[str]) -> l
     return found
 
 
-def checked_here(repo_path: str, rule: Rule, commits: list[str]) -> dict[str, Signed]:
+def checked_here(repo_path: str, rule: Rule, commits: list[str], ssh_crypto: SshCrypto | None) -> dict[str, Signed]:
     """Those of `commits` whose SSH signature is good by an allowed signer, checked in this process (sshsig.py) from
     one `git cat-file --batch`; git and ssh-keygen judge the others (and all of them when anything is unusual)."""
-    if not commits or not rule.allowed_signers:
+    if not commits or not rule.allowed_signers or ssh_crypto is None:
         return {}
     from . import sshsig
 
@@ -193,27 +204,6 @@ def checked_here(repo_path: str, rule: Rule, commits: list[str]) -> dict[str, Si
         if verdict is not None and verdict[0] == "G":
             found[commit] = Signed(commit, "G", verdict[1], verdict[2], [], verdict[3])
     return found
-
-
-def ssh_crypto() -> Check | None:
-    """The port sshsig.py checks signatures through: adapters/signing.verify_ssh (`cryptography`); None when it cannot
-    be imported (git and ssh-keygen check then). Imported only when a push has commits to check."""
-    try:
-        from ..adapters.signing import verify_ssh
-    except ImportError:
-        # The hook runs with -S (no site-packages on the path): add this interpreter's, after the standard library.
-        import site
-        import sys
-
-        bin_folder = os.path.dirname(sys.executable)
-        venv = [p for p in (bin_folder, os.path.dirname(bin_folder)) if os.path.exists(os.path.join(p, "pyvenv.cfg"))]
-        prefixes = [os.path.dirname(bin_folder)] if venv else []
-        sys.path += [p for p in site.getsitepackages([*prefixes, sys.prefix]) if p not in sys.path]
-        try:
-            from ..adapters.signing import verify_ssh
-        except ImportError:
-            return None
-    return verify_ssh
 
 
 def walk(new: str, exclude: list[str]) -> list[str]:
@@ -362,12 +352,12 @@ def problem(rule: Rule, signed: Signed) -> str | None:
 
 
 def judge(
-    repo_path: str, rule: Rule, env_name: str, branch: str, new: str, exclude: list[str]
+    repo_path: str, rule: Rule, env_name: str, branch: str, new: str, exclude: list[str], ssh_crypto: SshCrypto | None = None
 ) -> tuple[str, list[str], list[str]] | None:
     """(rule, detail, instead) of a refusal naming the commits `new` adds (to what `exclude` reaches) that are not
     signed as `rule` wants; None when all are. policy.judge makes it a Verdict (this module is below it)."""
     try:
-        found = check_commits(repo_path, rule, new, exclude)
+        found = check_commits(repo_path, rule, new, exclude, ssh_crypto)
     except gitcli.GitError as exc:
         return (
             f"{env_name} only takes commits signed by an allowed signer",

@@ -75,6 +75,7 @@ def promote(
 
     The canonical promotion commit, judged as the hook judges a push (gate/promotion.py); a refusal is
     the verdict's `remote:`-style lines, which say the rule and what would succeed."""
+    from ..adapters import signing
     from ..gate import snapshot
     from ..gate.promotion import promote as make_promotion
 
@@ -116,6 +117,7 @@ def promote(
             override=override,
             dry_run=dry_run,
             announce=lambda commit, reason: announce("promote", (commit,), reason),
+            ssh_crypto=signing.ssh_crypto,
         )
     if done.state == "refused":
         assert done.verdict is not None

@@ -24,8 +24,8 @@ import yaml
 
 from gitopsd.adapters.store import Store
 from gitopsd.config import load
-from tests.prometheus_fixture import free_port, prometheus
-from tests.support import Daemon, Sandbox, git, serving
+from tests.prometheus_fixture import prometheus
+from tests.support import Daemon, Sandbox, free_port, git, serving
 
 ALERTMANAGER = shutil.which("prometheus-alertmanager") or "/usr/bin/prometheus-alertmanager"
 FIRING = "vector(1)"

@@ -13,13 +13,7 @@ import urllib.request
 
 import pytest
 
-from tests.support import Daemon
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.support import Daemon, free_port
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from tests import buildbot_fixture
-from tests.support import ROOT, Daemon, Sandbox, git
+from tests.support import ROOT, Daemon, Sandbox, free_port, git
 
 pytestmark = pytest.mark.buildbot
 
@@ -59,7 +59,7 @@ def world():
     root = Path(tempfile.mkdtemp(prefix="gt-bb-", dir="/tmp"))  # short: the daemon's socket path
     bot = None
     try:
-        api_port = buildbot_fixture.free_port()
+        api_port = free_port()
         sandbox = Sandbox(
             root / "s",
             {"qa": ["qa-1"]},

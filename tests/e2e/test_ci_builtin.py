@@ -197,7 +197,8 @@ def test_ci_rerun_runs_the_steps_again_on_the_same_head_and_their_result_replace
 
 
 def test_the_dashboards_run_ci_again_button_does_what_ci_rerun_does_for_a_deployer_only(sandbox, short_tmp):
-    from tests.webclient import Browser, free_port, token, web_up
+    from tests.support import free_port
+    from tests.webclient import Browser, token, web_up
 
     down = failing_while_down(sandbox)
     port = free_port()

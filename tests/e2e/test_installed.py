@@ -36,8 +36,8 @@ import yaml
 
 from tests.dist import build_dist
 from tests.e2e.test_real_team import Developer, git_server
-from tests.sshhosts import SshHost, free_port, skip_without_sshd, stop_all
-from tests.support import remove_users, sh
+from tests.sshhosts import SshHost, skip_without_sshd, stop_all
+from tests.support import free_port, remove_users, sh
 
 NAME = "gitopsd-e2e"
 OPT, ETC, SRV = Path("/opt") / NAME, Path("/etc") / NAME, Path("/srv") / NAME

@@ -16,8 +16,7 @@ import urllib.request
 import psutil
 import pytest
 
-from tests.e2e.test_api_daemon import free_port
-from tests.support import Daemon, Sandbox
+from tests.support import Daemon, Sandbox, free_port
 
 
 def api_up(base: str) -> bool:

@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.prometheus_fixture import free_port, prometheus
-from tests.support import ROOT, Daemon, Sandbox
+from tests.prometheus_fixture import prometheus
+from tests.support import ROOT, Daemon, Sandbox, free_port
 
 ALERTS = ROOT / "monitoring" / "alerts.yml"
 DASHBOARD = ROOT / "monitoring" / "grafana-dashboard.json"

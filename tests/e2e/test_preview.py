@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from tests.sshhosts import inventory_yaml, skip_without_sshd
-from tests.support import Daemon, Sandbox, inventory
-from tests.webclient import Browser, free_port, token, web_up
+from tests.support import Daemon, Sandbox, free_port, inventory
+from tests.webclient import Browser, token, web_up
 
 pytestmark = [pytest.mark.slow]
 NAMES = ["web-1", "web-2"]

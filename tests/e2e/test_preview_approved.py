@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from tests.e2e.test_rejected_trees import note_of
-from tests.support import Daemon, Sandbox
-from tests.webclient import Browser, free_port, token, web_up
+from tests.support import Daemon, Sandbox, free_port
+from tests.webclient import Browser, token, web_up
 
 pytestmark = [pytest.mark.slow]
 

@@ -214,7 +214,7 @@ def note_of(sandbox: Sandbox, commit: str) -> str:
 
 def test_over_the_http_api_only_override_by_rejects_a_tree_by_hand_and_promote_refuses_it_until_unrejected(short_tmp, people):
     from tests.integration.test_api_human_gates import Api
-    from tests.webclient import free_port
+    from tests.support import free_port
 
     short_tmp.chmod(0o755)
     port = free_port()

@@ -9,8 +9,8 @@ import threading
 import time
 
 from tests.rollout_support import Server, batches_of, rollout_sandbox
-from tests.support import Daemon
-from tests.webclient import Browser, free_port, token, web_up
+from tests.support import Daemon, free_port
+from tests.webclient import Browser, token, web_up
 
 
 def test_an_http_check_failing_during_the_bake_fails_the_batch(short_tmp):

@@ -21,8 +21,7 @@ import pytest
 import yaml
 
 from tests.e2e.test_service import NotifySocket
-from tests.postgres_fixture import free_port
-from tests.support import Daemon, Sandbox
+from tests.support import Daemon, Sandbox, free_port
 from tests.tcp_proxy import CuttableProxy
 
 pytestmark = pytest.mark.usefixtures("postgres_server")

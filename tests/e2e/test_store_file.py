@@ -16,8 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.prometheus_fixture import free_port
-from tests.support import Daemon, Sandbox, git, unix_users
+from tests.support import Daemon, Sandbox, free_port, git, unix_users
 
 pytestmark = pytest.mark.sandbox({"qa": ["qa-1"]}, sweep_interval=1)
 

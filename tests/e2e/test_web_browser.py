@@ -13,7 +13,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import tempfile
 import urllib.request
 from collections.abc import Iterator
@@ -22,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from tests.support import ROOT, Daemon, Sandbox
+from tests.support import ROOT, Daemon, Sandbox, free_port
 
 playwright = pytest.importorskip("playwright.sync_api")
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -35,12 +34,6 @@ AXE = ROOT / "tests" / "vendor" / "axe.min.js"
 AXE_SHA256 = "29348999450cdf2849a8e70b7912fc2da85a849da39c0d0d5394f51d4a9ed95c"  # tests/vendor/VENDORED.md
 ARTIFACTS = Path(os.environ.get("GITOPSD_TEST_ARTIFACTS") or ROOT / "tests" / "artifacts") / "web"
 WAIT = 60_000  # ms: a deployment of the test playbook takes a few seconds; the machine may be loaded
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Story:

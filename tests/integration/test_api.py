@@ -24,13 +24,7 @@ from gitopsd.adapters.store import Store
 from gitopsd.api.server import serve
 from gitopsd.config import load
 from gitopsd.core.errors import STATUS
-from tests.support import Sandbox, git
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.support import Sandbox, free_port, git
 
 
 @pytest.fixture

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.test_api_human_gates import Api, free_port
-from tests.support import Daemon, Sandbox
+from tests.integration.test_api_human_gates import Api
+from tests.support import Daemon, Sandbox, free_port
 
 ASKER, CONFIRMER = "gb-bob", "gb-carol"  # token owners (identities), not Unix users
 

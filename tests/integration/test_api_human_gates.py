@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import pwd
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -24,7 +23,7 @@ from typing import Any
 import pytest
 
 from tests.integration.test_human_gates import as_user, pytestmark, ship_to_staging  # noqa: F401
-from tests.support import Daemon, Sandbox, unix_users
+from tests.support import Daemon, Sandbox, free_port, unix_users
 
 # Users of their own (not test_human_gates' gt-*), so the two modules may run at once on one machine.
 PEOPLE = ("gh-alice", "gh-bob", "gh-carol", "gh-dave")  # alice tests; bob, carol and dave approve
@@ -35,12 +34,6 @@ GROUP = "gh-people"
 def people() -> Iterator[None]:
     with unix_users(PEOPLE, GROUP):
         yield
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Api:

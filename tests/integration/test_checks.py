@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 import urllib.parse
@@ -24,6 +23,7 @@ from gitopsd.adapters.checks import (
     run_prometheus,
 )
 from gitopsd.adapters.inventory import HostInfo
+from tests.support import free_port
 
 COMMIT = "5d1c2e9a0b7f3c4d5e6f708192a3b4c5d6e7f809"
 OTHER = "8a0b7f3c4d5e6f708192a3b4c5d6e7f8095d1c2e"
@@ -303,9 +303,7 @@ def test_unusable_answers_fail_with_a_clear_detail(serve, answer, words):
 
 
 def test_an_unreachable_prometheus_fails():
-    with socket.socket() as sock:  # a port nothing listens on
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()  # a port nothing listens on
     result = run_prometheus(PrometheusCheck(f"http://127.0.0.1:{port}", "up", timeout=1), COMMIT, "qa")
     assert not result.ok and "cannot connect" in result.detail
 

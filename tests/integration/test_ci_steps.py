@@ -25,8 +25,8 @@ from gitopsd.ci.artifacts import ArtifactStore
 from gitopsd.ci.heads import HeadEvent
 from gitopsd.ci.steps import StepRunner
 from gitopsd.daemon.wiring import sandbox_policy
-from tests.integration.test_api import Api, free_port
-from tests.support import GITOPSD, Sandbox
+from tests.integration.test_api import Api
+from tests.support import GITOPSD, Sandbox, free_port
 
 BUILD = """\
 import os, pathlib, sys, tarfile

@@ -24,8 +24,7 @@ import yaml
 from gitopsd.ci.heads import HeadEvent
 from gitopsd.ci.triggers import TriggerSender, backoff, safe_url
 from gitopsd.core.settings import Ci, CiTrigger, Repository
-from tests.support import Daemon, Sandbox
-from tests.webclient import free_port
+from tests.support import Daemon, Sandbox, free_port
 
 COMMIT, BEFORE, TREE = "a" * 40, "b" * 40, "c" * 40
 
@@ -255,12 +254,7 @@ def test_giving_up_after_the_last_retry_is_an_error(recorder, sender, caplog):
 
 
 def test_a_server_that_does_not_answer_is_retried_too(sender, caplog):
-    # A port nothing listens on: bound and closed at once.
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()  # a port nothing listens on
     sender.sink(repo_with(CiTrigger(url=f"http://127.0.0.1:{port}/hook", retries=1, timeout=1)), event())
     deadline = time.monotonic() + 5
     while "giving up" not in ci_log(caplog) and time.monotonic() < deadline:

@@ -143,6 +143,19 @@ def test_after_a_config_edit_the_hook_parses_the_yaml_once_and_later_pushes_read
     assert proc.returncode == 0 and "yaml" in modules
 
 
+def test_a_hook_installed_without_its_python_runs_gitopsd_hook_which_reads_the_config_and_obeys_it(sandbox):
+    """`gitopsd hook pre-receive` (cli/server.py) hands the gate config.load, as hook_entry does."""
+    git(sandbox.root, "--git-dir", str(sandbox.repo), "config", "--unset", "gitopsd.python")
+    sandbox.write("a.txt", "1")
+    sandbox.commit("one")
+    sandbox.push("main")
+    sandbox.env_options["qa"] = {"windows": [{"deny": "* * * * *", "duration": "1h", "name": "freeze"}]}
+    sandbox.write_config()
+    proc = sandbox.push("main:qa", check=False)
+    assert proc.returncode == 1
+    assert "rule: promotions to qa are closed now: the deploy window is closed: inside 'freeze'" in proc.stderr
+
+
 def test_a_config_put_in_place_with_an_older_mtime_is_policed_too(sandbox):
     mark = _watch_python(sandbox)
     before = sandbox.config.stat().st_mtime_ns

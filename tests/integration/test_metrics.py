@@ -346,7 +346,12 @@ def test_a_reworded_refusal_is_still_counted_by_its_rule(short_tmp, monkeypatch)
     with daemon_socket(config.runtime_dir) as received:
         assert (
             receive.pre_receive(
-                str(short_tmp / "gitopsd.yml"), str(config.database), f"{c['base']} {c['change']} refs/heads/qa\n", out
+                str(short_tmp / "gitopsd.yml"),
+                str(config.database),
+                f"{c['base']} {c['change']} refs/heads/qa\n",
+                out,
+                load_config=load,
+                ssh_crypto=None,
             )
             == 1
         )

@@ -19,8 +19,8 @@ from securesystemslib.signer import CryptoSigner
 from gitopsd.adapters.store import Store
 from gitopsd.ci import provenance
 from gitopsd.config import load
-from tests.integration.test_api import Api, free_port
-from tests.support import Sandbox
+from tests.integration.test_api import Api
+from tests.support import Sandbox, free_port
 
 
 def in_toto_envelope(key: ed25519.Ed25519PrivateKey, commit: str, subject: str = "shop-1.0.tar.gz") -> dict:

@@ -10,8 +10,7 @@ import urllib.request
 
 import pytest
 
-from tests.prometheus_fixture import free_port
-from tests.support import serving
+from tests.support import free_port, serving
 
 
 def test_a_server_is_ready_inside_the_block_and_stopped_when_the_block_ends(tmp_path):

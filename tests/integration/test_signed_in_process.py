@@ -12,11 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from gitopsd.adapters.signing import verify_ssh
+from gitopsd.adapters.signing import ssh_crypto, verify_ssh
+from gitopsd.adapters.store import Store
+from gitopsd.config import load
+from gitopsd.core.types import Head
+from gitopsd.daemon.wiring import PolicyJudge
 from gitopsd.gate import sshsig
 from gitopsd.gate.signatures import Rule, check_commits
 from tests.signing import SkKey, allowed_signers, commit, sign_with, sk_commits, sk_key, ssh_key
-from tests.support import git, run
+from tests.support import Sandbox, git, run
 
 PRINCIPALS = (
     "alice@example.com",
@@ -105,7 +109,7 @@ def judged(work: Path, signers: Path, commit_id: str) -> tuple[str, str, str] | 
         assert key in ("", here[2])
     assert accepted == ({here[1]} if here is not None and here[0] == "G" else set()), (here, accepted)
     assert (letter == "G") == bool(accepted)
-    final = check_commits(str(work), Rule(str(signers)), commit_id, [])
+    final = check_commits(str(work), Rule(str(signers)), commit_id, [], ssh_crypto)
     assert [(s.commit, s.letter, s.signer) for s in final] == [(commit_id, letter, principal)]
     return None if here is None else (here[0], here[1], here[2])
 
@@ -188,7 +192,7 @@ def test_allowed_signers_features_not_implemented_here_leave_the_verdict_to_ssh_
     wrapper.write_text(f'#!/bin/sh\necho "$@" >> {calls}\nexec /usr/bin/ssh-keygen "$@"\n')
     wrapper.chmod(0o755)
     monkeypatch.setenv("PATH", f"{wrapper.parent}:{os.environ['PATH']}")
-    assert [s.letter for s in check_commits(str(work), Rule(str(signers)), good, [])] == ["G"]
+    assert [s.letter for s in check_commits(str(work), Rule(str(signers)), good, [], ssh_crypto)] == ["G"]
     assert not calls.exists()  # checked here
     pub = Path(f"{keys['alice']}.pub").read_text().strip()
     for line in (
@@ -203,7 +207,7 @@ def test_allowed_signers_features_not_implemented_here_leave_the_verdict_to_ssh_
             here = None
         assert here is None, line
         letter = git(work, "-c", f"gpg.ssh.allowedSignersFile={signers}", "log", "-1", "--format=%G?", good).stdout.strip()
-        assert [s.letter for s in check_commits(str(work), Rule(str(signers)), good, [])] == [letter]
+        assert [s.letter for s in check_commits(str(work), Rule(str(signers)), good, [], ssh_crypto)] == [letter]
         assert "-Y" in calls.read_text()  # ssh-keygen decided
         calls.unlink()
 
@@ -317,3 +321,28 @@ def test_a_fido_signature_for_another_application_or_key_is_not_good_in_process_
         assert (judged(work, signers, renamed) or ("",))[0] == "U"
     [unknown] = sk_commits(work, keys["mallory"], ["by mallory's token"])
     assert (judged(work, signers, unknown) or ("",))[0] == "U"
+
+
+def test_the_daemons_judge_checks_ssh_signatures_in_its_own_process_and_starts_no_ssh_keygen(short_tmp, monkeypatch):
+    """The daemon hands the gate adapters/signing's check (daemon/wiring.py), as hook_entry does for the hook."""
+    key = ssh_key(short_tmp / "keys", "alice")
+    signers = allowed_signers(short_tmp / "allowed_signers", ("alice@example.com", key))
+    sandbox = Sandbox(short_tmp / "s", {"qa": ["qa-1"]}, env_options={"qa": {"signatures": {"allowed_signers": str(signers)}}})
+    sign_with(sandbox.work, key)
+    good = commit(sandbox.work, "signed by alice")
+    sandbox.push("main")
+    calls = short_tmp / "ssh-keygen-calls"
+    wrapper = short_tmp / "bin" / "ssh-keygen"
+    wrapper.parent.mkdir()
+    wrapper.write_text(f'#!/bin/sh\necho "$@" >> {calls}\nexec /usr/bin/ssh-keygen "$@"\n')
+    wrapper.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{wrapper.parent}:{os.environ['PATH']}")
+    config = load(sandbox.config)
+    repo = config.repository("shop")
+    store = Store(config.database)
+    try:
+        verdict = PolicyJudge(lambda: config, store)(repo, repo.environment("qa"), Head(good, sandbox.tree(good)), None, False)
+    finally:
+        store.close()
+    assert verdict.rule_id != "signature", verdict.refusal_lines("refs/heads/qa")
+    assert not calls.exists()  # checked here

@@ -26,7 +26,6 @@ import pytest
 from gitopsd.adapters.runner import PlaybookRun, RunOutcome, processes_of, run_playbook
 from tests.sshhosts import (
     SshHost,
-    free_port,
     interpreter,
     inventory_yaml,
     skip_without_sshd,
@@ -35,6 +34,7 @@ from tests.sshhosts import (
     start_hosts,
     stop_all,
 )
+from tests.support import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 PLAYBOOK = ROOT / "playbooks" / "deploy.yml"

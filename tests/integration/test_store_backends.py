@@ -371,7 +371,7 @@ def test_a_store_from_a_newer_gitopsd_is_refused_in_one_line(store_factory, tmp_
 
 
 def test_an_unreachable_postgresql_is_one_line_naming_it_without_its_password(tmp_path):
-    from tests.postgres_fixture import free_port
+    from tests.support import free_port
 
     url = f"postgresql://gitopsd:s3cret@127.0.0.1:{free_port()}/gitopsd"
     with pytest.raises(StoreError) as raised:

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import Daemon, Sandbox, git
-from tests.webclient import Browser, Reply, free_port, token, web_up
+from tests.support import Daemon, Sandbox, free_port, git
+from tests.webclient import Browser, Reply, token, web_up
 
 HX = {"HX-Request": "true"}
 

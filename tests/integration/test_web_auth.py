@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import Daemon, Sandbox
-from tests.webclient import Browser, free_port, token, web_up
+from tests.support import Daemon, Sandbox, free_port
+from tests.webclient import Browser, token, web_up
 
 ROLES = {"*": {"viewer": ["*"]}, "qa": {"deployer": ["group:ops"]}}
 SECRET = "f0e1d2c3b4a5968778695a4b3c2d1e0f"  # the proxy's shared secret: what proves a request is the proxy's

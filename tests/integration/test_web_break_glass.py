@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from tests.integration.test_web_actions import HX, lines, post
-from tests.support import Daemon, Sandbox
-from tests.webclient import Browser, free_port, token, web_up
+from tests.support import Daemon, Sandbox, free_port
+from tests.webclient import Browser, token, web_up
 
 
 @pytest.fixture

@@ -9,8 +9,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from tests.support import Daemon, Sandbox
-from tests.webclient import Browser, free_port, token, web_up
+from tests.support import Daemon, Sandbox, free_port
+from tests.webclient import Browser, token, web_up
 
 HOSTILE_PLAYBOOK = """\
 - hosts: all

@@ -26,9 +26,13 @@ BREAKS = [
     ("gate/policy.py", "from ..adapters import notifications", LAYERS),
     ("core/settings.py", "import typing\nif typing.TYPE_CHECKING:\n    from ..gate import approvals", LAYERS),
     ("gate/approvals.py", "from ..adapters import ownership", LAYERS),
+    # Not even inside a function: what the gate needs from above is handed in (hook_entry, cli, daemon).
+    ("gate/configfile.py", "def upstairs() -> None:\n    from .. import config", LAYERS),
+    ("gate/signatures.py", "def upstairs() -> None:\n    from ..adapters import signing", LAYERS),
     ("adapters/checks.py", "from ..services import revert", LAYERS),
     ("adapters/checks.py", "from ..gate import policy", "the adapters never import the hook's judges"),
     ("services/status.py", "from ..cli import main", LAYERS),
+    ("cli/common.py", "from .. import hook_entry", LAYERS),  # hook_entry is an entry point: nothing imports it
     ("web/pages.py", "from ..cli import human", LAYERS),
     ("api/app.py", "from ..daemon import main", LAYERS),
     ("config/__init__.py", "from ..services import tokens", LAYERS),
