@@ -11,10 +11,21 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from .dialect import Dialect
+
+class Dialect(Protocol):
+    """Where SQLite and PostgreSQL differ, by name: a backend's `dialect` (dialect.py has the two)."""
+
+    name: str
+    SET_PROGRESS: str
+    CHECK_TOTALS: str
+
+    def schema(self, script: str) -> str: ...
+
+    def columns(self, db: Backend, table: str) -> list[str]: ...
+
+    def id_floor(self, db: Backend, table: str, n: int) -> bool: ...
 
 
 class Row(Protocol):

@@ -16,8 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ...base.storeerrors import DatabaseFailure, StatementFailure, StoreFenced, StoreUnusable, translate
-from .backend import Backend, Result, Row
-from .dialect import Dialect
+from .backend import Backend, Dialect, Result, Row
 
 T = TypeVar("T")
 

@@ -3,7 +3,7 @@
 The store's statements are written once, in SQL both run: SQLite (>= 3.24; 3.40 here) and PostgreSQL
 share `INSERT ... ON CONFLICT (...) DO UPDATE/DO NOTHING`, and the schema's types are spelled so
 that both read them alike (BIGINT, DOUBLE PRECISION, TEXT; SQLite's affinity rules map them).
-What remains different is named here: PostgreSQL's placeholder style (`PostgreSQL.placeholders`,
+What remains different is named here (the `Dialect` interface is backend.py's): PostgreSQL's placeholder style (`PostgreSQL.placeholders`,
 one replacement that skips string literals), the generated id column of the schema, the JSON
 functions (SET_PROGRESS, CHECK_TOTALS), a table's columns, the id sequence. Stdlib only.
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 import re
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .backend import Backend
@@ -25,20 +25,6 @@ _LITERAL = re.compile(r"('(?:[^']|'')*')")  # a string literal of SQL, quotes do
 
 # SQLite's id column: an alias of the rowid that AUTOINCREMENT never reuses. PostgreSQL's: an identity (copies may set it).
 GENERATED_ID = "INTEGER PRIMARY KEY AUTOINCREMENT"
-
-
-class Dialect(Protocol):
-    """Where SQLite and PostgreSQL differ, by name: a backend's `dialect` (backend.py)."""
-
-    name: str
-    SET_PROGRESS: str
-    CHECK_TOTALS: str
-
-    def schema(self, script: str) -> str: ...
-
-    def columns(self, db: Backend, table: str) -> list[str]: ...
-
-    def id_floor(self, db: Backend, table: str, n: int) -> bool: ...
 
 
 def primary_keys(schema: str) -> dict[str, tuple[str, ...]]:

@@ -24,8 +24,8 @@ import psycopg
 import psycopg_pool
 
 from ...base.storeerrors import FENCED, PERMISSION, UNREACHABLE, DatabaseFailure, IntegrityFailure, StatementFailure
-from .backend import Backend, Result
-from .dialect import Dialect, PostgreSQL, primary_keys, written_table
+from .backend import Backend, Dialect, Result
+from .dialect import PostgreSQL, primary_keys, written_table
 
 log = logging.getLogger("gitopsd.store")
 

@@ -18,8 +18,7 @@ from collections.abc import Callable
 
 from ...base.storeerrors import StatementFailure
 from ...gate import approvals, attested, locks, rejections, required, snapshot
-from .backend import Backend
-from .dialect import Dialect
+from .backend import Backend, Dialect
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS deployments (

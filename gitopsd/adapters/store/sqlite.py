@@ -18,8 +18,8 @@ from typing import Any, TypeVar
 
 from ...base.storeerrors import DatabaseFailure, IntegrityFailure, StatementFailure, classify
 from ...gate import snapshot
-from .backend import Backend, Result, Row
-from .dialect import Dialect, SQLite
+from .backend import Backend, Dialect, Result, Row
+from .dialect import SQLite
 
 T = TypeVar("T")
 
