@@ -46,12 +46,11 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix gitopsd tests bench tools fuzz
 	$(BIN)/ruff format gitopsd tests bench tools fuzz
 
-# Two workers, one test file each at a time (--dist loadfile): files that create Unix users or start servers use
-# names and ports of their own, so two files never meet; a file's fixtures stay in one process. A quiet full run
-# left the two cores idle 40-50 % of the time: TEST_WORKERS=4 took 14 minutes instead of 19, but two
-# timing-sensitive tests (test_provenance's CI run count, test_readme_everyday's `status --watch`) failed in one of
-# two such runs, so four is not the default until they are fixed.
-TEST_WORKERS ?= 2
+# Four workers on the 2 cores, one test file each at a time (--dist loadfile): most of a test's time is spent
+# waiting on the daemon, Ansible or a server, so two workers left the cores idle 40-50 % of a quiet run. Files that
+# create Unix users or start servers use names and ports of their own, and tests look only at their own processes,
+# so files never meet; a file's fixtures stay in one process. TEST_WORKERS=2 for a machine that is busy otherwise.
+TEST_WORKERS ?= 4
 test: deps $(STAMP) lint
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
