@@ -39,6 +39,7 @@ from ..services.chatroom import ChatRoom
 from ..services.firstseen import FirstSeen
 from ..services.previews import Previewer
 from ..services.releases import HumanGates
+from ..services.statusrows import StatusRows
 from .loop import Loop
 from .wiring import PolicyJudge, PygitPort, real_toolbox, sandbox_policy
 
@@ -145,6 +146,8 @@ class Daemon(Loop):
         )
         self.annotations = AnnotationSender()  # Grafana, on its own thread (config `grafana:`)
         self.control = None
+        # `status --json` asked on the control socket: rows kept while nothing moved (issue 28), read with a store of its own.
+        self.status_rows = StatusRows(lambda: self.config, lambda: Store.of(self.config, readonly=True))
         self._adopting = 0
         self._unwatched_recorded = None  # environments the startup sweep found to deploy, until all are done
         self.listener = None
