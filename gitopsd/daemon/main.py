@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 from .. import config as config_mod
-from ..adapters import runner
+from ..adapters import backups, runner
 from ..adapters.annotations import AnnotationSender
 from ..adapters.notifications import notify
 from ..adapters.store import Store
@@ -180,7 +180,10 @@ class Daemon(Loop):
         self.ci_sinks.append(self.ci_steps.sink)
         self.store_lost = None  # why the state database file is not the one opened (check_store)
         self._store_lost_lock = threading.Lock()
-        self._next_backup = 0.0  # the first copy once started, then one each `backup.interval`
+        # A copy each `backup.interval`, the first once started unless the newest is younger than that: a restart
+        # made a 500 MB copy every time, most of the CPU after READY at 1,000 repositories (issue 28).
+        newest = backups.newest_scheduled(config.backup_dir)
+        self._next_backup = newest + config.backup.interval if newest is not None else 0.0
 
 
 # The daemon's signals. `gitopsd run` blocks them before it imports this module (cli.cmd_run).
