@@ -3,9 +3,9 @@
 The full command line imports every command group and builds every parser, and `status` reads the store and every
 branch: at 1,000 repositories that is 9.5 times a bare Python start. This path takes only the plain forms
 (`status --json`, with `--repo NAME`, `--config FILE` and `--debug` before or after the command) and asks the daemon,
-which keeps the rows (services/statusrows.py). Anything else, no daemon answering, a configuration file changed
-since the daemon read it, or a repository this user cannot read: None, and main() goes on as before, reading the
-store, with the same output.
+which keeps the rows (services/statusrows.py). Anything else, no daemon answering, or a configuration file changed
+since the daemon read it: None, and main() goes on as before, reading the store, with the same output. A repository
+the daemon cannot read is `unavailable` in its rows; one only this user cannot read is not (the daemon's view).
 """
 
 from __future__ import annotations
@@ -22,9 +22,10 @@ def status_json(argv: list[str], default_config: str) -> int | None:
     options = _plain_status_json(argv)
     if options is None:
         return None
-    from ..services.readconfig import read_config, repository_problem
+    from ..services.readconfig import read_config
 
-    found = read_config(Path(options.get("config", default_config)), check=False)  # the folders: once answered
+    # The repositories' folders are not looked at (2,000 stats): the daemon's rows say which it cannot read.
+    found = read_config(Path(options.get("config", default_config)), check=False)
     if found is None:  # no snapshot of the file as it is now
         return None
     config, _unavailable = found
@@ -40,8 +41,6 @@ def status_json(argv: list[str], default_config: str) -> int | None:
     text = answer.get("json")
     if answer.get("ok") is not True or not isinstance(text, str) or answer.get("stamp") != config.stamp:
         return None  # an older daemon, one whose state database was replaced, or one that has not read the file as it is
-    if any(repository_problem(Path(r.path)) for r in config.repositories if repo in (None, r.name)):
-        return None  # one this user cannot read: the store path says so in its row, as before
     sys.stdout.write(text + "\n")
     sys.stdout.flush()  # a reader gone meanwhile (`| head -1`) shows here, where main() looks for it
     return 0
