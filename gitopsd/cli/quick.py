@@ -10,7 +10,6 @@ the daemon cannot read is `unavailable` in its rows; one only this user cannot r
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -71,8 +70,4 @@ def _plain_status_json(argv: list[str]) -> dict[str, str] | None:
         else:
             return None  # --watch, --help, another command, an abbreviation: argparse's
         i += 1
-    if not (command and json_flag):
-        return None
-    if "config" not in options and os.environ.get("GITOPSD_CONFIG"):
-        options["config"] = os.environ["GITOPSD_CONFIG"]
-    return options
+    return options if command and json_flag else None
