@@ -31,6 +31,8 @@ def status_json(argv: list[str], default_config: str) -> int | None:
     repo = options.get("repo")
     if repo is not None and config.repository(repo) is None:
         return None  # main() says which repositories there are
+    if not config.control_socket.exists():  # no daemon started here: nothing more to import or to try
+        return None
     from ..adapters.control import ControlError, call
 
     try:
