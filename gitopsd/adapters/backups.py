@@ -38,6 +38,19 @@ def scheduled(store: Store, folder: Path, keep: int, now: float, prefix: str = S
     return target
 
 
+def newest_scheduled(folder: Path) -> float | None:
+    """When the newest of the daemon's scheduled copies in `folder` was made (the stamp in its name), or None."""
+    import calendar
+
+    made = []
+    for copy in folder.glob(f"{SCHEDULED}*.db"):
+        try:
+            made.append(calendar.timegm(time.strptime(copy.name[len(SCHEDULED) : -len(".db")], "%Y%m%dT%H%M%SZ")))
+        except ValueError:
+            continue
+    return max(made, default=None)
+
+
 def folder(path: Path, state_dir: Path) -> Path:
     """The backup folder, made if missing: the daemon's (it writes its copies there), even when root made it."""
     try:

@@ -12,7 +12,6 @@ import gitopsd
 
 from ..core.errors import GitopsdError, StoreError
 from ..gate import snapshot
-from . import change, ci, db, human, operate, preview, provenance, reading, release, server, tokens
 from .common import load_config as _config
 from .common import unreachable
 
@@ -44,6 +43,9 @@ The config file defaults to $GITOPSD_CONFIG, else /etc/gitopsd/gitopsd.yml.
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # The groups are imported here, not above: `status --json` answered by the daemon needs none of them (quick.py).
+    from . import change, ci, db, human, operate, preview, provenance, reading, release, server, tokens
+
     parser = argparse.ArgumentParser(
         prog="gitopsd", description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -130,11 +132,21 @@ def _not_utf8(argv: Sequence[str]) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
     garbled = _not_utf8(sys.argv[1:] if argv is None else argv)
     if garbled:
         print(f"gitopsd: error: {garbled}", file=sys.stderr)
         return 2
+    try:  # before any parser is built: the daemon's rows, when it runs and may be asked (issue 28)
+        from .quick import status_json
+
+        quick = status_json(list(sys.argv[1:] if argv is None else argv), DEFAULT_CONFIG)
+    except Exception as exc:
+        if _reader_gone(exc):
+            return _quiet_exit()
+        quick = None  # the full command line below reads the store and says what is wrong, if anything
+    if quick is not None:
+        return quick
+    parser = build_parser()
     args = parser.parse_args(argv)
     if not hasattr(args, "config"):
         args.config = DEFAULT_CONFIG

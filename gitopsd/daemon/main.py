@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 from .. import config as config_mod
-from ..adapters import runner
+from ..adapters import backups, runner
 from ..adapters.annotations import AnnotationSender
 from ..adapters.notifications import notify
 from ..adapters.store import Store
@@ -39,6 +39,7 @@ from ..services.chatroom import ChatRoom
 from ..services.firstseen import FirstSeen
 from ..services.previews import Previewer
 from ..services.releases import HumanGates
+from ..services.statusrows import StatusRows
 from .loop import Loop
 from .wiring import PolicyJudge, PygitPort, real_toolbox, sandbox_policy
 
@@ -146,6 +147,8 @@ class Daemon(Loop):
         )
         self.annotations = AnnotationSender()  # Grafana, on its own thread (config `grafana:`)
         self.control = None
+        # `status --json` asked on the control socket: rows kept while nothing moved (issue 28), read with a store of its own.
+        self.status_rows = StatusRows(lambda: self.config, lambda: Store.of(self.config, readonly=True))
         self._adopting = 0
         self._unwatched_recorded = None  # environments the startup sweep found to deploy, until all are done
         self.listener = None
@@ -178,7 +181,10 @@ class Daemon(Loop):
         self.ci_sinks.append(self.ci_steps.sink)
         self.store_lost = None  # why the state database file is not the one opened (check_store)
         self._store_lost_lock = threading.Lock()
-        self._next_backup = 0.0  # the first copy once started, then one each `backup.interval`
+        # A copy each `backup.interval`, the first once started unless the newest is younger than that: a restart
+        # made a 500 MB copy every time, most of the CPU after READY at 1,000 repositories (issue 28).
+        newest = backups.newest_scheduled(config.backup_dir)
+        self._next_backup = newest + config.backup.interval if newest is not None else 0.0
 
 
 # The daemon's signals. `gitopsd run` blocks them before it imports this module (cli.cmd_run).

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from ..services.metrics import Metrics
     from ..services.previews import Previewer
     from ..services.releases import HumanGates
+    from ..services.statusrows import StatusRows
     from .leadership import Leadership
 
 
@@ -63,6 +64,7 @@ class Parts:
     first_seen: FirstSeen
     annotations: AnnotationSender
     control: ControlServer | None
+    status_rows: StatusRows
     _adopting: int
     _unwatched_recorded: dict[str, str] | None
     listener: Listener | None

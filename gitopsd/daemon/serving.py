@@ -63,6 +63,10 @@ class Serving(Intake):
         """A request of the control socket or the dashboard, as `identity`: a CI rerun here, the rest to HumanGates."""
         if request.get("op") in CHANGE_CONTROL_OPS:  # locks, alert freezes, break-glass (changecontrol.py)
             return self.change_control.handle(identity, request)
+        if request.get("op") == "status":  # `status --json`: the rows the daemon keeps (services/statusrows.py)
+            if self.store_lost is not None:  # the caller reads the store instead, and says it was replaced
+                return {"ok": False, "error": self.store_lost}
+            return self.status_rows.answer(request)
         if request.get("op") == "preview":
             return self.previewer.request(identity, request)
         if request.get("op") != "ci-rerun":

@@ -9,12 +9,15 @@ names from the configuration and short fixed words, never free text.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, ProcessCollector, disable_created_metrics, generate_latest
@@ -33,7 +36,10 @@ disable_created_metrics()  # type: ignore[no-untyped-call]  # no `_created` seri
 
 DURATION_BUCKETS = (1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
 LEAD_TIME_BUCKETS = (300.0, 1800.0, 3600.0, 6 * 3600.0, 86400.0, 3 * 86400.0, 7 * 86400.0, 30 * 86400.0)
+BUCKETS = [list(DURATION_BUCKETS), list(LEAD_TIME_BUCKETS)]  # as the totals file holds them: other bounds, added up again
 CHECK_TYPES = ("http", "prometheus", "playbook")
+KEPT_FILE = "metrics-totals.json"  # beside state.db: the finished deployments' totals, kept between starts
+SAVE_EVERY = 1000  # deployments added up since the file was written: write it again (a start adds up the rest)
 
 Key = tuple[str, str]  # (repo, env)
 
@@ -83,6 +89,25 @@ class Totals:
             _histogram(self.lead_times, (repo, env), LEAD_TIME_BUCKETS).add(bucket, count, seconds)
         for repo, env, kind, passed, count in store.check_totals(after, upto):
             self.checks[(repo, env, kind if kind in CHECK_TYPES else "other", "passed" if passed else "failed")] += count
+
+    def as_json(self) -> dict[str, list[list[Any]]]:
+        """Every figure as [*key, value] rows ([*key, counts, total] for a histogram): what the totals file keeps."""
+        rows: dict[str, list[list[Any]]] = {
+            name: [[*key, value] for key, value in getattr(self, name).items()]
+            for name in ("deployments", "rollbacks", "checks", "last_success")
+        }
+        for name in ("durations", "lead_times"):
+            rows[name] = [[*key, hist.counts, hist.total] for key, hist in getattr(self, name).items()]
+        return rows
+
+    @classmethod
+    def of_json(cls, rows: dict[str, list[list[Any]]]) -> Totals:
+        out = cls()
+        for name in ("deployments", "rollbacks", "checks", "last_success"):
+            getattr(out, name).update((tuple(row[:-1]), row[-1]) for row in rows[name])
+        for name in ("durations", "lead_times"):
+            getattr(out, name).update((tuple(row[:-2]), Histogram(list(row[-2]), float(row[-1]))) for row in rows[name])
+        return out
 
     def plus(self, other: Totals) -> Totals:
         """A new Totals with both added up (neither changes)."""
@@ -134,19 +159,61 @@ class StoreCollector(Collector):
         self._lock = threading.Lock()
         self._upto = 0  # every deployment with an id up to here is finished and in _kept
         self._kept = Totals()
+        self._saved: int | None = None  # the _upto the totals file holds (None: not read yet)
 
     def totals(self) -> tuple[Totals, list[tuple[int, str, str, str]]]:
         """Everything finished so far, and the deployments queued or running now."""
         with self._lock:  # two scrapes at once must not add the same range twice
+            if self._saved is None:
+                self._upto, self._kept = self._read_kept()
+                self._saved = self._upto
             top, active = self.store.deployment_ids(self._upto)
             upto = active[0][0] - 1 if active else top
             if upto > self._upto:
                 self._kept.read(self.store, self._upto, upto)
                 self._upto = upto
+                if upto - self._saved >= SAVE_EVERY:
+                    self._save_kept()
             tail = Totals()  # finished above a deployment still running: read again next time, until that ends
             if top > upto:
                 tail.read(self.store, upto, top)
             return self._kept.plus(tail), active
+
+    def _kept_file(self) -> Path | None:
+        """Where the totals are kept between starts: beside a SQLite state.db (with PostgreSQL, added up at each start)."""
+        return Path(self.store.path).with_name(KEPT_FILE) if self.store.backend == "sqlite" else None
+
+    def _witness(self, upto: int) -> list[Any] | None:
+        """The deployment with id `upto` as the totals file names it: another store (restored, rebuilt) has another."""
+        found = self.store.get(upto) if upto else None
+        return None if found is None else [found.repo, found.env, found.started_at, found.finished_at, found.result]
+
+    def _read_kept(self) -> tuple[int, Totals]:
+        """The totals file's id and totals when they are this store's and these buckets' (else 0 and none: add up)."""
+        path = self._kept_file()
+        try:
+            if path is None or not path.is_file():
+                return 0, Totals()
+            kept = json.loads(path.read_text(encoding="utf-8"))
+            if kept["buckets"] == BUCKETS and kept["witness"] == self._witness(kept["upto"]):
+                return int(kept["upto"]), Totals.of_json(kept["totals"])
+        except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
+            log.warning("metrics: %s cannot be read (%s): the history is added up again", path, exc)
+        return 0, Totals()
+
+    def _save_kept(self) -> None:
+        """Write the totals up to _upto, so the next start adds up only what finished since (issue 28)."""
+        path, witness = self._kept_file(), self._witness(self._upto)
+        if path is None or witness is None:
+            return
+        kept = {"upto": self._upto, "witness": witness, "buckets": BUCKETS}
+        temp = path.with_name(f".{path.name}.tmp")
+        try:
+            temp.write_text(json.dumps({**kept, "totals": self._kept.as_json()}), encoding="utf-8")
+            os.replace(temp, path)
+            self._saved = self._upto
+        except OSError as exc:
+            log.warning("metrics: cannot write %s (%s): the next start adds up the history again", path, exc)
 
     def describe(self) -> Iterator[Any]:
         return iter(())  # collected only when scraped (no store reads when the collector is registered)

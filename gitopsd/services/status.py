@@ -1,28 +1,27 @@
 """What `gitopsd status` shows: desired (from Git) against deployed (from the store), per environment.
 
 Works with or without the daemon running: it reads Git and the store, nothing else. The read-only
-commands (`status`, `history`, `logs`) also take the configuration from here: from the snapshot the
-daemon keeps in the state database while it matches the file, so they need not import PyYAML and
-validate the whole file on every call (docs/benchmarks.md, "Scale").
+commands (`status`, `history`, `logs`) take the configuration from readconfig.py (re-exported here).
 """
 
 from __future__ import annotations
 
-import os
-import re
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, cast
 
-from ..core.lookup import by_name
 from ..core.types import Action, Deployment, Head, Result, iso
+
+# Where they lived before readconfig.py: importers of status find them here still.
+from .readconfig import DEFAULT_STATE_DIR as DEFAULT_STATE_DIR
+from .readconfig import ReadConfig as ReadConfig
+from .readconfig import read_config as read_config
+from .readconfig import repository_problem as repository_problem
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: `history` imports this module for `ago`
     from ..adapters.store import Store
     from ..config import Config, Environment, Repository
-    from ..gate.snapshot import GateRepository
 
 # The reconciler's decision, as `status` names it.
 STATES = {
@@ -224,137 +223,3 @@ def ago(ts: float | None, now: float | None = None) -> str:
         if seconds >= size:
             return f"{seconds // size}{unit} ago"
     return f"{max(seconds, 0)}s ago"
-
-
-# -- the configuration for read-only commands ----------------------------------------------------------
-
-# Where the file puts the state folder, when it says so on one plain top-level line (a value with a `/`, so
-# YAML cannot read it as null, a number or a boolean). Anything else and the file is loaded in full.
-_STATE_DIR_LINE = re.compile(
-    r"""^state_dir:[ \t]+(?:([\w./~+@%,=-]*/[\w./~+@%,=-]*)|'([^'\n]+)'|"([^"\\\n]+)")"""
-    r"""[ \t]*(?:#.*)?$""",
-    re.MULTILINE,
-)
-DEFAULT_STATE_DIR = "/var/lib/gitopsd"  # core.settings.Config.state_dir (a test holds them equal)
-
-
-class ReadConfig:
-    """The configuration as `status`, `history` and `logs` use it, taken from the daemon's snapshot.
-
-    Repositories and environments carry names, paths and branches; any other setting (e.g.
-    sweep_interval) loads and validates the file, once.
-    """
-
-    def __init__(self, path: Path, source: str, state_dir: Path, runtime_dir: Path, repositories: list[GateRepository]):
-        self._path, self._full = path, None  # type: Path, Config | None
-        self.source, self.state_dir, self.runtime_dir, self.repositories = Path(source), state_dir, runtime_dir, repositories
-
-    @property
-    def database(self) -> Path:
-        return self.state_dir / "state.db"
-
-    @property
-    def database_url(self) -> str:
-        """'' (SQLite): only a SQLite store holds this snapshot (with PostgreSQL the file is loaded in full)."""
-        return ""
-
-    @property
-    def ci_dir(self) -> Path:
-        return self.state_dir / "ci"
-
-    def repository(self, name: str) -> GateRepository | None:
-        return by_name(self.repositories, name)
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("_"):
-            raise AttributeError(name)
-        if self._full is None:
-            from ..config import ConfigError, load
-
-            try:
-                self._full = load(self._path)
-            except ConfigError as exc:  # a repository gone since: the rest of the file still counts, as in cli
-                if exc.config is None:
-                    raise
-                self._full = exc.config
-        return getattr(self._full, name)
-
-
-_CONFIG_MAX = 10 * 2**20  # characters: config.CONFIG_MAX, which load() refuses past (not imported: it pulls in YAML)
-
-
-def read_config(path: Path, check: bool = True) -> tuple[ReadConfig, dict[str, str]] | None:
-    """The configuration for a read-only command and {repository: problem} for those that cannot be read.
-
-    From the snapshot the daemon (or install-hooks) saved in the state database after validating
-    this very version of the file (same device, inode, size and mtime); None when there is none,
-    and then the caller loads the file. `check` False: the repositories' folders are not looked at
-    (`history` and `logs` read only the store: 2,000 stats at 1,000 repositories, issue 28). The snapshot's row names the file and its stamp, so a state
-    folder guessed wrong from the text finds no row: never a wrong answer, only the slow path.
-    """
-    import sqlite3
-
-    from ..gate import snapshot
-
-    source = os.path.realpath(path)
-    stamp = snapshot.file_stamp(source)
-    try:  # /dev/zero or a FIFO would never end: config.load, on the slow path, says what is wrong with it
-        if not os.path.isfile(source):
-            return None
-        with open(source, encoding="utf-8") as handle:
-            text = handle.read(_CONFIG_MAX + 1)
-    except (OSError, UnicodeDecodeError):
-        return None
-    if len(text) > _CONFIG_MAX:
-        return None
-    found = _STATE_DIR_LINE.findall(text)
-    if len(found) != text.count("state_dir") or len(found) > 1 or not stamp or snapshot.file_stamp(source) != stamp:
-        return None
-    value = "".join(found[0]) if found else DEFAULT_STATE_DIR
-    try:
-        state_dir = (Path(path).parent / os.path.expanduser(value)).resolve()  # as config._dir resolves it
-        db = snapshot.connect_readonly(str(state_dir / "state.db"))
-    except (OSError, RuntimeError, ValueError, sqlite3.Error):
-        return None
-    if db is None:
-        return None
-    try:
-        row = db.execute("SELECT stamp, runtime_dir FROM gate_config WHERE config = ?", (source,)).fetchone()
-        if row is None or row[0] != stamp:
-            return None
-        runtime_dir = Path(row[1])
-        # Inserted in the config's order, repository by repository (snapshot.save): rowid keeps it.
-        rows = db.execute(
-            "SELECT repo, repo_path, name, branch, promote_from, signoff FROM gate_environments WHERE config = ? ORDER BY rowid",
-            (source,),
-        ).fetchall()
-    except sqlite3.Error:  # an older store without the snapshot
-        return None
-    finally:
-        db.close()
-    repos: dict[str, snapshot.GateRepository] = {}
-    for repo, repo_path, name, branch, promote_from, signoff in rows:
-        need = None
-        if signoff:  # `history` shows the sign-offs it names
-            from ..gate.approvals import SignoffNeed
-
-            need = SignoffNeed.decode(signoff)
-        repos.setdefault(repo, snapshot.GateRepository(repo, repo_path, [])).environments.append(
-            snapshot.GateEnvironment(name, branch, promote_from, signoff=need)
-        )
-    if not repos:
-        return None
-    unavailable = {r.name: problem for r in repos.values() if check and (problem := repository_problem(Path(r.path)))}
-    return ReadConfig(Path(path), source, state_dir, runtime_dir, list(repos.values())), unavailable
-
-
-def repository_problem(path: Path) -> str | None:
-    """Why `path` is not a Git repository this user can read, in config.load's words; None if it is one."""
-    try:
-        if (path / "HEAD").is_file() and (path / "objects").is_dir():
-            return None
-    except PermissionError:
-        import pwd
-
-        return f"{path} cannot be read by {pwd.getpwuid(os.geteuid()).pw_name} (run `gitopsd doctor` as root to see why)"
-    return f"no Git repository at {path} (run `gitopsd init {path}` to create one)"
