@@ -154,8 +154,10 @@ def test_statuses_ci_heads_and_human_gates(store_factory, tmp_path):
         self_identities=[],
         now=5.0,
     )
-    assert store.rc("shop", "r1")["self_identities"] == "alice\nbob" and store.rc("shop", "nope") is None
-    assert [r["name"] for r in store.rcs("shop")] == ["r1"]
+    assert store.rc("shop", "r1").self_identities == ("alice", "bob") and store.rc("shop", "nope") is None
+    assert [(r.name, r.commit_id, r.tree, r.source_env, r.target_env, r.created_by, r.created_at) for r in store.rcs("shop")] == [
+        ("r1", "c1", T1, "staging", "production", "alice", 4.0)
+    ]
     assert store.rcs_for_tree("shop", T1, "production") == [("r1", 4.0)]
     store.add_approval(repo="shop", rc="r1", tree=T1, actor="carol", kind="approve", note="", now=6.0)
     assert store.approval_rows("shop", "r1") == [("carol", "approve", "", 6.0)]

@@ -13,6 +13,7 @@ from ...core.types import Admission, Block, Deployment, FailureStatus, Hold, iso
 from .base import file_identity
 from .deployments import ACTIVE, KINDS, RESULTS
 from .facade import PG_WRITE_RETRY, Store
+from .human import ReleaseCandidate
 from .schema import SCHEMA, full_schema
 from .sqlite import write_backup
 
@@ -21,6 +22,7 @@ __all__ = [
     "KINDS",
     "PG_WRITE_RETRY",
     "RESULTS",
+    "ReleaseCandidate",
     "SCHEMA",
     "Admission",
     "Block",

@@ -2,11 +2,42 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from ...base.storeerrors import IntegrityFailure, StatementFailure
 from ...gate import approvals
+from .backend import Row
 from .base import StoreBase
+
+
+@dataclass(frozen=True)
+class ReleaseCandidate:
+    """A release candidate as the store keeps it: the tag rc/<name> on `commit_id`, made for `target_env`."""
+
+    repo: str
+    name: str
+    commit_id: str
+    tree: str
+    source_env: str
+    target_env: str
+    created_by: str
+    created_at: float
+    self_identities: tuple[str, ...]  # who may not approve it: its creator and the pushers of its changes
+
+    @classmethod
+    def of(cls, row: Row) -> ReleaseCandidate:
+        return cls(
+            str(row["repo"]),
+            str(row["name"]),
+            str(row["commit_id"]),
+            str(row["tree"]),
+            str(row["source_env"]),
+            str(row["target_env"]),
+            str(row["created_by"]),
+            float(row["created_at"]),
+            tuple(i for i in str(row["self_identities"]).split("\n") if i),
+        )
 
 
 class ReleaseWord(NamedTuple):
@@ -160,17 +191,17 @@ class Human(StoreBase):
             float(drifted[0][0]) if drifted and drifted[0][0] is not None else None,
         )
 
-    def rc(self, repo: str, name: str) -> dict[str, Any] | None:
+    def rc(self, repo: str, name: str) -> ReleaseCandidate | None:
         rows = self._rows("SELECT * FROM release_candidates WHERE repo = ? AND name = ?", (repo, name))
-        return dict(rows[0]) if rows else None
+        return ReleaseCandidate.of(rows[0]) if rows else None
 
-    def rcs(self, repo: str, limit: int = 50) -> list[dict[str, Any]]:
+    def rcs(self, repo: str, limit: int = 50) -> list[ReleaseCandidate]:
         """Release candidates, newest first."""
         try:
             rows = self._rows("SELECT * FROM release_candidates WHERE repo = ? ORDER BY created_at DESC LIMIT ?", (repo, limit))
         except StatementFailure:
             return []
-        return [dict(r) for r in rows]
+        return [ReleaseCandidate.of(r) for r in rows]
 
     def add_approval(self, *, repo: str, rc: str, tree: str, actor: str, kind: str, note: str, now: float) -> int:
         assert kind in ("approve", "reject", "withdraw"), kind
