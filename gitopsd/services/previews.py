@@ -217,8 +217,8 @@ class Previewer:
         self._lock = threading.Lock()
         for repo in config().repositories:  # a preview the last daemon left unfinished will never finish
             for row in store.previews(repo.name, limit=50):
-                if row["state"] in ("queued", "running"):
-                    store.update_preview(row["id"], state="failed", now=clock(), reason="interrupted: the daemon stopped")
+                if row.state in ("queued", "running"):
+                    store.update_preview(row.id, state="failed", now=clock(), reason="interrupted: the daemon stopped")
 
     def stop(self) -> None:
         """Cancel running previews and take no more."""
@@ -255,8 +255,8 @@ class Previewer:
         if target is None or target.approvals is None or source is None or deployed is None:
             return
         for row in self.store.previews(repo_name, target_env=target.name, limit=20):
-            if row["tree"] == deployed.tree and (
-                row["state"] in ("queued", "running") or (row["state"] == "done" and not preview_view(self.store, row)["stale"])
+            if row.tree == deployed.tree and (
+                row.state in ("queued", "running") or (row.state == "done" and not preview_view(self.store, row)["stale"])
             ):
                 return  # a fresh one exists (or is on its way)
         rcs = [rc for rc in self.store.rcs(repo_name) if rc.target_env == target.name and rc.tree == deployed.tree]

@@ -17,7 +17,7 @@ from ..gate.approvals import Policy, bound_approval_state, newest_by_actor, prev
 from ..gate.rejections import describe, rejection_for
 
 if TYPE_CHECKING:
-    from ..adapters.store import ReleaseCandidate
+    from ..adapters.store import Preview, ReleaseCandidate
 
 NO_MARKS: dict[str, Any] = {"rc": None, "approved_by": [], "signed_off_by": [], "preview": None}
 
@@ -69,9 +69,9 @@ def release_marks(config: Any, store: Any, deployments: list[Any]) -> dict[int, 
         """The newest finished preview of `rc` for `env` made before `by`: the one its approvals were bound to."""
         if (repo, rc, env) not in finished:  # one query per candidate on the page, not per row
             finished[(repo, rc, env)] = [
-                (float(p["finished_at"]), int(p["id"]))
+                (p.finished_at, p.id)
                 for p in store.previews(repo, rc=rc, target_env=env, limit=50)
-                if p["state"] == "done" and p["finished_at"] is not None
+                if p.state == "done" and p.finished_at is not None
             ]
         return max(((at, i) for at, i in finished[(repo, rc, env)] if at <= by), default=(0.0, None))[1]
 
@@ -124,35 +124,35 @@ def rc_view(repo: Any, store: Any, rc: ReleaseCandidate) -> dict[str, Any]:
     }
 
 
-def preview_view(store: Any, row: dict[str, Any]) -> dict[str, Any]:
+def preview_view(store: Any, row: Preview) -> dict[str, Any]:
     """A promotion preview as `gitopsd preview`, `rc show` and the candidate's page show it, with whether it is stale."""
     import json
 
     stale = ""
-    if row["state"] == "done":
-        drifted_at = store.preview_marks(row["repo"], row["rc"], row["target_env"])[2]
+    if row.state == "done":
+        drifted_at = store.preview_marks(row.repo, row.rc, row.target_env)[2]
         stale = preview_stale(
-            (row["id"], row["target_deployment"], row["requested_at"], row["digest"]),
-            row["target_env"],
-            store.target_deployment(row["repo"], row["target_env"], row["tree"]),
+            (row.id, row.target_deployment, row.requested_at, row.digest),
+            row.target_env,
+            store.target_deployment(row.repo, row.target_env, row.tree),
             drifted_at,
         )
     return {
-        "id": row["id"],
-        "repo": row["repo"],
-        "source_env": row["source_env"],
-        "target_env": row["target_env"],
-        "commit": row["commit_id"],
-        "tree": row["tree"],
-        "rc": row["rc"] or None,
-        "state": row["state"],
+        "id": row.id,
+        "repo": row.repo,
+        "source_env": row.source_env,
+        "target_env": row.target_env,
+        "commit": row.commit_id,
+        "tree": row.tree,
+        "rc": row.rc or None,
+        "state": row.state,
         "stale": stale or None,
-        "requested_by": row["requested_by"],
-        "requested_at": row["requested_at"],
-        "finished_at": row["finished_at"],
-        "target_deployment": row["target_deployment"] or None,
-        "summary": row["reason"],
-        "hosts": json.loads(row["result"] or "{}").get("hosts", {}),
+        "requested_by": row.requested_by,
+        "requested_at": row.requested_at,
+        "finished_at": row.finished_at,
+        "target_deployment": row.target_deployment or None,
+        "summary": row.reason,
+        "hosts": json.loads(row.result or "{}").get("hosts", {}),
     }
 
 

@@ -400,9 +400,7 @@ class HumanGates:
             "by": identity,
             "note": note,
             "approved_by": valid,
-            "preview": {"id": previews[0]["id"], "state": previews[0]["state"], "summary": previews[0]["reason"]}
-            if previews
-            else None,
+            "preview": {"id": previews[0].id, "state": previews[0].state, "summary": previews[0].reason} if previews else None,
         }
         if kind == "reject":
             self.notify(target.notify, {"event": "rc-rejected", **event})

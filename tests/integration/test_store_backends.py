@@ -169,6 +169,38 @@ def test_statuses_ci_heads_and_human_gates(store_factory, tmp_path):
     assert store.signoffs_of([("shop", "staging", T1)]) == [("shop", "staging", T1, "tess", "signoff", "ok", 3.0)]
 
 
+def test_previews_read_back_as_records_newest_first_by_candidate_target_or_id(store_factory, tmp_path):
+    store = store_factory(tmp_path / "state.db")
+    ask = dict(repo="shop", source_env="staging", target_env="production", commit="c1", tree=T1, target_deployment=0)
+    first = store.add_preview(**ask, rc="r1", requested_by="alice", now=10.0)
+    second = store.add_preview(**ask, rc="", requested_by="bob", now=11.0)
+    store.update_preview(first, state="running", target_deployment=7)
+    store.update_preview(first, state="done", now=12.0, reason="web-1: 1 file", digest="d1", result='{"hosts": {}}')
+    (done,) = store.previews("shop", rc="r1")
+    assert (done.id, done.repo, done.source_env, done.target_env, done.commit_id, done.tree, done.rc) == (
+        first,
+        "shop",
+        "staging",
+        "production",
+        "c1",
+        T1,
+        "r1",
+    )
+    assert (done.target_deployment, done.requested_by, done.requested_at, done.finished_at, done.state) == (
+        7,
+        "alice",
+        10.0,
+        12.0,
+        "done",
+    )
+    assert (done.reason, done.digest, done.result) == ("web-1: 1 file", "d1", '{"hosts": {}}')
+    assert [(p.id, p.state, p.finished_at, p.reason) for p in store.previews("shop", target_env="production")] == [
+        (second, "queued", None, None),
+        (first, "done", 12.0, "web-1: 1 file"),
+    ]
+    assert [p.requested_by for p in store.previews("shop", preview_id=second, limit=1)] == ["bob"]
+
+
 def test_dora_and_metrics_reads(store_factory, tmp_path):
     store = store_factory(tmp_path / "state.db")
     assert store.seen_tips("shop") is None

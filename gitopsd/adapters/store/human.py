@@ -65,6 +65,48 @@ class SignoffWord(NamedTuple):
     at: float
 
 
+@dataclass(frozen=True)
+class Preview:
+    """A promotion preview: a candidate tree in check mode against a target's hosts, and what it found (previews.py)."""
+
+    id: int
+    repo: str
+    source_env: str
+    target_env: str
+    commit_id: str
+    tree: str
+    rc: str  # the release candidate it was made for ('' for none)
+    target_deployment: int  # the target's deployed deployment when it ran (0: none)
+    requested_by: str
+    requested_at: float
+    finished_at: float | None
+    state: str  # queued | running | done | failed
+    reason: str | None
+    digest: str
+    result: str  # JSON: per host, per task
+
+    @classmethod
+    def of(cls, row: Row) -> Preview:
+        finished = row["finished_at"]
+        return cls(
+            int(row["id"]),
+            str(row["repo"]),
+            str(row["source_env"]),
+            str(row["target_env"]),
+            str(row["commit_id"]),
+            str(row["tree"]),
+            str(row["rc"] or ""),
+            int(row["target_deployment"] or 0),
+            str(row["requested_by"]),
+            float(row["requested_at"]),
+            float(finished) if finished is not None else None,
+            str(row["state"]),
+            row["reason"],
+            str(row["digest"] or ""),
+            str(row["result"] or "{}"),
+        )
+
+
 class Human(StoreBase):
     """Sign-offs, release candidates, approvals, promotion previews and who pushed what."""
 
@@ -158,7 +200,7 @@ class Human(StoreBase):
 
     def previews(
         self, repo: str, *, rc: str | None = None, target_env: str | None = None, preview_id: int | None = None, limit: int = 20
-    ) -> list[dict[str, Any]]:
+    ) -> list[Preview]:
         """Previews newest first, of a release candidate, a target environment or one by id."""
         where, args = ["repo = ?"], [repo]  # type: tuple[list[str], list[Any]]
         for column, value in (("rc", rc), ("target_env", target_env), ("id", preview_id)):
@@ -172,7 +214,7 @@ class Human(StoreBase):
             )
         except StatementFailure:  # a store written by an older daemon, read by a command
             return []
-        return [dict(r) for r in rows]
+        return [Preview.of(r) for r in rows]
 
     def target_deployment(self, repo: str, env: str, tree: str) -> int:
         """What a preview of `tree` runs against: `env`'s newest successful deployment of another tree (0: none)."""
