@@ -60,7 +60,11 @@ def cmd_locks(args: argparse.Namespace) -> int:
     if args.json:
         print(
             json.dumps(
-                {"locks": [lock.as_json() for lock in held], "break_glass": asked, **({"history": past} if args.history else {})},
+                {
+                    "locks": [lock.as_json() for lock in held],
+                    "break_glass": [r.as_json() for r in asked],
+                    **({"history": past} if args.history else {}),
+                },
                 indent=2,
             )
         )
@@ -69,13 +73,13 @@ def cmd_locks(args: argparse.Namespace) -> int:
         print(lock.describe())
     if not held:
         print("nothing is locked")
-    for r in asked:
+    for asking in asked:
         state = (
-            f"confirmed by {r['confirmed_by']}, in force until {utc(r['expires_at'])}"
-            if r["confirmed_by"]
-            else f"waits for a second person until {utc(r['confirm_before'])}"
+            f"confirmed by {asking.confirmed_by}, in force until {utc(asking.expires_at)}"
+            if asking.confirmed_by and asking.expires_at is not None  # set together when confirmed
+            else f"waits for a second person until {utc(asking.confirm_before)}"
         )
-        print(f"break-glass #{r['id']} {r['repo']}/{r['env']} asked by {r['asked_by']}: {r['reason']} ({state})")
+        print(f"break-glass #{asking.id} {asking.repo}/{asking.env} asked by {asking.asked_by}: {asking.reason} ({state})")
     if past:
         print("\nhistory, newest first:")
     for r in past:

@@ -230,7 +230,7 @@ def environment_page(config: Config, store: Store, repo: Repository, env: Enviro
         "rows": rows,
         "next_before": deployments[-1].id if more and deployments else None,
         "hosts": host_runs(store, repo.name, env.name),
-        "break_glass": [r for r in store.break_glass_requests(time.time()) if (r["repo"], r["env"]) == (repo.name, env.name)],
+        "break_glass": [r for r in store.break_glass_requests(time.time()) if (r.repo, r.env) == (repo.name, env.name)],
     }
 
 

@@ -201,6 +201,62 @@ def test_previews_read_back_as_records_newest_first_by_candidate_target_or_id(st
     assert [p.requested_by for p in store.previews("shop", preview_id=second, limit=1)] == ["bob"]
 
 
+def test_break_glass_requests_read_back_as_records_whose_json_names_every_column(store_factory, tmp_path):
+    store = store_factory(tmp_path / "state.db")
+    ask = dict(repo="shop", env="production", reason="hotfix", confirm_within=600.0, lasts=3600.0)
+    first = store.ask_break_glass(**ask, asked_by="alice", now=10.0)
+    second = store.ask_break_glass(**ask, asked_by="bob", now=11.0)
+    assert store.confirm_break_glass(first, by="carol", reason="seen", now=20.0)
+    asked = store.break_glass_request(first)
+    assert (asked.id, asked.repo, asked.env, asked.asked_by, asked.reason, asked.asked_at) == (
+        first,
+        "shop",
+        "production",
+        "alice",
+        "hotfix",
+        10.0,
+    )
+    assert (
+        asked.confirm_before,
+        asked.lasts,
+        asked.confirmed_by,
+        asked.confirm_reason,
+        asked.confirmed_at,
+        asked.expires_at,
+    ) == (610.0, 3600.0, "carol", "seen", 20.0, 3620.0)
+    assert store.break_glass_request(second + 1) is None
+    assert [r.as_json() for r in store.break_glass_requests(30.0)] == [
+        {
+            "id": first,
+            "repo": "shop",
+            "env": "production",
+            "asked_by": "alice",
+            "reason": "hotfix",
+            "asked_at": 10.0,
+            "confirm_before": 610.0,
+            "lasts": 3600.0,
+            "confirmed_by": "carol",
+            "confirm_reason": "seen",
+            "confirmed_at": 20.0,
+            "expires_at": 3620.0,
+        },
+        {
+            "id": second,
+            "repo": "shop",
+            "env": "production",
+            "asked_by": "bob",
+            "reason": "hotfix",
+            "asked_at": 11.0,
+            "confirm_before": 611.0,
+            "lasts": 3600.0,
+            "confirmed_by": None,
+            "confirm_reason": None,
+            "confirmed_at": None,
+            "expires_at": None,
+        },
+    ]
+
+
 def test_dora_and_metrics_reads(store_factory, tmp_path):
     store = store_factory(tmp_path / "state.db")
     assert store.seen_tips("shop") is None

@@ -13,6 +13,7 @@ from ...core.types import Admission, Block, Deployment, FailureStatus, Hold, iso
 from .base import file_identity
 from .deployments import ACTIVE, KINDS, RESULTS
 from .facade import PG_WRITE_RETRY, Store
+from .holds import BreakGlassRequest
 from .human import Preview, ReleaseCandidate
 from .schema import SCHEMA, full_schema
 from .sqlite import write_backup
@@ -27,6 +28,7 @@ __all__ = [
     "SCHEMA",
     "Admission",
     "Block",
+    "BreakGlassRequest",
     "Deployment",
     "FailureStatus",
     "Hold",

@@ -2,12 +2,40 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from ...base.storeerrors import StatementFailure
 from ...core.types import Hold
 from ...gate.locks import ACTIVE_BREAK_GLASS, ACTIVE_LOCKS, BreakGlass, Lock
+from .backend import Row
 from .base import StoreBase
+
+
+@dataclass(frozen=True)
+class BreakGlassRequest:
+    """A break-glass request: who asked to deploy into a lock and why, and the second person who confirmed it, if any."""
+
+    id: int
+    repo: str
+    env: str
+    asked_by: str
+    reason: str
+    asked_at: float
+    confirm_before: float  # an unconfirmed request lapses then
+    lasts: float  # seconds it holds once confirmed
+    confirmed_by: str | None
+    confirm_reason: str | None
+    confirmed_at: float | None
+    expires_at: float | None  # confirmed_at + lasts
+
+    @classmethod
+    def of(cls, row: Row) -> BreakGlassRequest:
+        return cls(*(row[name] for name in cls.__dataclass_fields__))
+
+    def as_json(self) -> dict[str, Any]:
+        """As `gitopsd locks --json`, GET /api/v1/locks and GET /api/v1/overrides show it: every column by name."""
+        return asdict(self)
 
 
 class Holds(StoreBase):
@@ -134,11 +162,11 @@ class Holds(StoreBase):
         )
         return int(cur.lastrowid or 0)
 
-    def break_glass_request(self, request_id: int) -> dict[str, Any] | None:
+    def break_glass_request(self, request_id: int) -> BreakGlassRequest | None:
         rows = self._rows("SELECT * FROM break_glass WHERE id = ?", (request_id,))
-        return dict(rows[0]) if rows else None
+        return BreakGlassRequest.of(rows[0]) if rows else None
 
-    def break_glass_requests(self, now: float) -> list[dict[str, Any]]:
+    def break_glass_requests(self, now: float) -> list[BreakGlassRequest]:
         """Break-glass requests still waiting for their second person, or confirmed and in force, oldest first."""
         try:
             rows = self._rows(
@@ -147,7 +175,7 @@ class Holds(StoreBase):
             )
         except StatementFailure:  # a store written by an older daemon
             return []
-        return [dict(r) for r in rows]
+        return [BreakGlassRequest.of(r) for r in rows]
 
     def confirm_break_glass(self, request_id: int, *, by: str, reason: str | None, now: float) -> bool:
         """Confirm an unconfirmed, unlapsed request; False when someone else did first or it lapsed."""
