@@ -49,7 +49,7 @@ def cmd_override(args: argparse.Namespace) -> int:
 
 def cmd_locks(args: argparse.Namespace) -> int:
     from ..adapters.store import Store
-    from ..gate.locks import Lock, utc
+    from ..gate.locks import utc
 
     config = load_config(args)
     now = time.time()
@@ -63,7 +63,7 @@ def cmd_locks(args: argparse.Namespace) -> int:
                 {
                     "locks": [lock.as_json() for lock in held],
                     "break_glass": [r.as_json() for r in asked],
-                    **({"history": past} if args.history else {}),
+                    **({"history": [r.as_json() for r in past]} if args.history else {}),
                 },
                 indent=2,
             )
@@ -83,19 +83,16 @@ def cmd_locks(args: argparse.Namespace) -> int:
     if past:
         print("\nhistory, newest first:")
     for r in past:
-        lock = Lock(
-            r["id"], r["repo"], r["env"], r["source"], r["alert"], r["actor"], r["reason"], r["created_at"], r["expires_at"]
-        )
         ended = (
-            f"; expired at {utc(r['lifted_at'])}"
-            if r["lifted_by"] == "expired"
-            else f"; lifted by {r['lifted_by']} at {utc(r['lifted_at'])}" + (f": {r['lift_reason']}" if r["lift_reason"] else "")
-            if r["lifted_at"]
+            f"; expired at {utc(r.lifted_at)}"
+            if r.lifted_by == "expired" and r.lifted_at is not None
+            else f"; lifted by {r.lifted_by} at {utc(r.lifted_at)}" + (f": {r.lift_reason}" if r.lift_reason else "")
+            if r.lifted_at is not None
             else "; expired"
-            if r["expires_at"] and r["expires_at"] <= now
+            if r.expires_at and r.expires_at <= now
             else "; in force"
         )
-        print(f"  #{r['id']} {lock.describe()}{ended}")
+        print(f"  #{r.id} {r.lock().describe()}{ended}")
     return 0
 
 

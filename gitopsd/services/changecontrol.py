@@ -309,19 +309,9 @@ class ChangeControl:
     def _expire(self) -> list[str]:
         said = []
         for row in self.store.expire_alert_locks(self.clock()):
-            lock = Lock(
-                row["id"],
-                row["repo"],
-                row["env"],
-                "alert",
-                row["alert"],
-                row["actor"],
-                row["reason"],
-                row["created_at"],
-                row["expires_at"],
-            )
+            lock = row.lock()
             line = (
-                f"{lock.scope} freeze by alert {lock.actor} expired at {utc(row['expires_at'])}: Alertmanager did not "
+                f"{lock.scope} freeze by alert {lock.actor} expired at {utc(row.expires_at or 0.0)}: Alertmanager did not "
                 "send the alert again (alert_freezes: repeat_interval + grace)"
             )
             self._note(lock.repo, lock.env, f"gitopsd: {line}")

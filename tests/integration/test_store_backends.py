@@ -257,6 +257,57 @@ def test_break_glass_requests_read_back_as_records_whose_json_names_every_column
     ]
 
 
+def test_the_lock_history_and_expired_freezes_read_back_as_records_whose_json_names_every_column(store_factory, tmp_path):
+    store = store_factory(tmp_path / "state.db")
+    person = store.add_lock(repo="shop", env="production", source="person", actor="alice", reason="release", now=10.0)
+    alert = store.add_lock(
+        repo="shop", env="*", source="alert", alert="Errors{a=1}", actor="Errors", reason="firing", now=11.0, expires_at=50.0
+    )
+    assert store.lift_locks(repo="shop", env="production", by="bob", now=20.0, reason="done") == 1
+    (expired,) = store.expire_alert_locks(60.0)
+    assert (expired.id, expired.repo, expired.env, expired.source, expired.alert, expired.actor, expired.reason) == (
+        alert,
+        "shop",
+        "*",
+        "alert",
+        "Errors{a=1}",
+        "Errors",
+        "firing",
+    )
+    assert expired.lock().describe() == store.lock_history(1)[0].lock().describe()
+    assert store.expire_alert_locks(61.0) == []
+    assert [r.as_json() for r in store.lock_history(10)] == [
+        {
+            "id": alert,
+            "repo": "shop",
+            "env": "*",
+            "source": "alert",
+            "alert": "Errors{a=1}",
+            "actor": "Errors",
+            "reason": "firing",
+            "created_at": 11.0,
+            "expires_at": 50.0,
+            "lifted_at": 50.0,
+            "lifted_by": "expired",
+            "lift_reason": "Alertmanager did not send the alert again before the freeze's end",
+        },
+        {
+            "id": person,
+            "repo": "shop",
+            "env": "production",
+            "source": "person",
+            "alert": "",
+            "actor": "alice",
+            "reason": "release",
+            "created_at": 10.0,
+            "expires_at": None,
+            "lifted_at": 20.0,
+            "lifted_by": "bob",
+            "lift_reason": "done",
+        },
+    ]
+
+
 def test_dora_and_metrics_reads(store_factory, tmp_path):
     store = store_factory(tmp_path / "state.db")
     assert store.seen_tips("shop") is None

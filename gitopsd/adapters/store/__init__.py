@@ -13,7 +13,7 @@ from ...core.types import Admission, Block, Deployment, FailureStatus, Hold, iso
 from .base import file_identity
 from .deployments import ACTIVE, KINDS, RESULTS
 from .facade import PG_WRITE_RETRY, Store
-from .holds import BreakGlassRequest
+from .holds import BreakGlassRequest, LockRecord
 from .human import Preview, ReleaseCandidate
 from .schema import SCHEMA, full_schema
 from .sqlite import write_backup
@@ -21,6 +21,7 @@ from .sqlite import write_backup
 __all__ = [
     "ACTIVE",
     "KINDS",
+    "LockRecord",
     "PG_WRITE_RETRY",
     "Preview",
     "RESULTS",

@@ -38,6 +38,38 @@ class BreakGlassRequest:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class LockRecord:
+    """A lock or alert freeze as recorded, in force or lifted: who set it and why, and who lifted it, when and why."""
+
+    id: int
+    repo: str
+    env: str
+    source: str  # person | alert
+    alert: str
+    actor: str
+    reason: str
+    created_at: float
+    expires_at: float | None
+    lifted_at: float | None
+    lifted_by: str | None  # 'expired': an alert's freeze that Alertmanager did not send again in time
+    lift_reason: str | None
+
+    @classmethod
+    def of(cls, row: Row) -> LockRecord:
+        return cls(*(row[name] for name in cls.__dataclass_fields__))
+
+    def lock(self) -> Lock:
+        """The lock it was while in force (its scope and the line that describes it)."""
+        return Lock(
+            self.id, self.repo, self.env, self.source, self.alert, self.actor, self.reason, self.created_at, self.expires_at
+        )
+
+    def as_json(self) -> dict[str, Any]:
+        """As `gitopsd locks --history N --json` shows it: every column by name."""
+        return asdict(self)
+
+
 class Holds(StoreBase):
     """Locks, freezes, break-glass requests, suspensions and sync requests."""
 
@@ -97,11 +129,11 @@ class Holds(StoreBase):
             > 0
         )
 
-    def expire_alert_locks(self, now: float) -> list[dict[str, Any]]:
+    def expire_alert_locks(self, now: float) -> list[LockRecord]:
         """Record each alert freeze whose time ran out as lifted then by `expired`; the rows recorded by this call."""
         try:
             rows = [
-                dict(r)
+                LockRecord.of(r)
                 for r in self._rows(
                     "SELECT * FROM env_locks WHERE lifted_at IS NULL AND source = 'alert' AND expires_at <= ? ORDER BY id", (now,)
                 )
@@ -114,15 +146,15 @@ class Holds(StoreBase):
             if self._write(
                 "UPDATE env_locks SET lifted_at = expires_at, lifted_by = 'expired', lift_reason = ? WHERE id = ?"
                 " AND lifted_at IS NULL",
-                ("Alertmanager did not send the alert again before the freeze's end", r["id"]),
+                ("Alertmanager did not send the alert again before the freeze's end", r.id),
             ).rowcount
             == 1
         ]
 
-    def lock_history(self, limit: int = 20) -> list[dict[str, Any]]:
+    def lock_history(self, limit: int = 20) -> list[LockRecord]:
         """Locks and freezes, in force or lifted, newest first: who set and lifted each, and why."""
         try:
-            return [dict(r) for r in self._rows("SELECT * FROM env_locks ORDER BY id DESC LIMIT ?", (limit,))]
+            return [LockRecord.of(r) for r in self._rows("SELECT * FROM env_locks ORDER BY id DESC LIMIT ?", (limit,))]
         except StatementFailure:  # a store written by an older daemon
             return []
 
