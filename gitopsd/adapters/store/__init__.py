@@ -12,7 +12,7 @@ from __future__ import annotations
 from ...core.types import Admission, Block, Deployment, FailureStatus, Hold, iso
 from .base import file_identity
 from .deployments import ACTIVE, KINDS, RESULTS
-from .facade import PG_WRITE_RETRY, Store
+from .facade import PG_WRITE_RETRY, DaemonSeen, Store
 from .holds import BreakGlassRequest, LockRecord
 from .human import Preview, ReleaseCandidate
 from .schema import SCHEMA, full_schema
@@ -29,6 +29,7 @@ __all__ = [
     "SCHEMA",
     "Admission",
     "Block",
+    "DaemonSeen",
     "BreakGlassRequest",
     "Deployment",
     "FailureStatus",

@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from ...base.storeerrors import DatabaseFailure, StatementFailure, StoreUnusable, postgresql_missing
 from ...core.types import Block, FailureStatus, Hold
@@ -38,6 +38,17 @@ from .watches import Watches
 
 # How long the daemon's writes wait for a PostgreSQL that went away (restart, failover) before failing.
 PG_WRITE_RETRY = 600.0
+
+
+class DaemonSeen(NamedTuple):
+    """A daemon that said it was alive in a shared PostgreSQL database, and how long ago by the database's clock."""
+
+    name: str  # host:state_dir
+    role: str  # leader | standby
+    epoch: int
+    pid: int
+    api: str  # its HTTP API's address, '' for none
+    seen_ago: float
 
 
 @errors_translated
@@ -191,7 +202,7 @@ class Store(Deployments, Holds, Checks, Human, Ledger, Watches, Trees):
                 resync()
 
     # -- the daemons sharing a PostgreSQL database (gitopsd/daemon/leadership.py) ------------------------------
-    def daemons(self) -> list[dict[str, Any]]:
+    def daemons(self) -> list[DaemonSeen]:
         """Each daemon that said it was alive here: name, role, epoch, pid, api, seconds since it did (PostgreSQL)."""
         if self.backend != "postgresql":
             return []
@@ -199,14 +210,7 @@ class Store(Deployments, Holds, Checks, Human, Ledger, Watches, Trees):
             "SELECT name, role, epoch, pid, api, extract(epoch from now()) - seen_at AS age FROM daemons ORDER BY role, name"
         )  # the age by the database's clock: the daemons' may differ
         return [
-            {
-                "name": r["name"],
-                "role": r["role"],
-                "epoch": int(r["epoch"]),
-                "pid": int(r["pid"]),
-                "api": r["api"],
-                "seen_ago": max(0.0, float(r["age"])),
-            }
+            DaemonSeen(str(r["name"]), str(r["role"]), int(r["epoch"]), int(r["pid"]), str(r["api"]), max(0.0, float(r["age"])))
             for r in rows
         ]
 
