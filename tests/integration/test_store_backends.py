@@ -308,6 +308,26 @@ def test_the_lock_history_and_expired_freezes_read_back_as_records_whose_json_na
     ]
 
 
+def test_every_environments_records_for_status_read_back_as_one_record_with_a_field_per_table(store_factory, tmp_path):
+    store = store_factory(tmp_path / "state.db")
+    assert store.environment_records(200.0).covered == set()
+    ok = deploy(store, env="qa", commit="c1", now=100.0)
+    failed = deploy(store, env="qa", commit="c2", tree=T2, result="failed", now=110.0)
+    store.record_head("shop", "qa", "c2", T2)
+    store.record_failure("shop", "qa", FailureStatus("c2", 1, 150.0, False, "it broke"))
+    store.block("shop", "qa", Block("c2", "c1", "not judged", 120.0))
+    store.suspend("shop", "qa", actor="alice", reason="maintenance", now=130.0)
+    store.mark_bad_tree("shop", "qa", T2, "it broke", 140.0)
+    lock = store.add_lock(repo="shop", env="*", source="person", actor="bob", reason="release", now=145.0)
+    records = store.environment_records(200.0)
+    assert records.covered == {("shop", "qa")}
+    assert records.last[("shop", "qa")].id == failed and records.deployed[("shop", "qa")].id == ok
+    assert records.drift == {} and records.watch == {}
+    assert records.failure[("shop", "qa")].reason == "it broke" and records.blocked[("shop", "qa")].deployed_commit == "c1"
+    assert records.suspension[("shop", "qa")].actor == "alice" and records.bad_trees == {("shop", "qa", T2): "it broke"}
+    assert [lock_.id for lock_ in records.locks] == [lock]
+
+
 def test_dora_and_metrics_reads(store_factory, tmp_path):
     store = store_factory(tmp_path / "state.db")
     assert store.seen_tips("shop") is None

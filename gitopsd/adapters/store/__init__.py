@@ -12,7 +12,7 @@ from __future__ import annotations
 from ...core.types import Admission, Block, Deployment, FailureStatus, Hold, iso
 from .base import file_identity
 from .deployments import ACTIVE, KINDS, RESULTS
-from .facade import PG_WRITE_RETRY, DaemonSeen, Store
+from .facade import PG_WRITE_RETRY, DaemonSeen, EnvironmentRecords, Store
 from .holds import BreakGlassRequest, LockRecord
 from .human import Preview, ReleaseCandidate
 from .schema import SCHEMA, full_schema
@@ -32,6 +32,7 @@ __all__ = [
     "DaemonSeen",
     "BreakGlassRequest",
     "Deployment",
+    "EnvironmentRecords",
     "FailureStatus",
     "Hold",
     "Store",
