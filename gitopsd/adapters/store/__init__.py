@@ -15,6 +15,7 @@ from .deployments import ACTIVE, KINDS, RESULTS
 from .facade import PG_WRITE_RETRY, DaemonSeen, EnvironmentRecords, Store
 from .holds import BreakGlassRequest, LockRecord
 from .human import Preview, ReleaseCandidate
+from .ledger import DoraDeployment
 from .schema import SCHEMA, full_schema
 from .sqlite import write_backup
 
@@ -32,6 +33,7 @@ __all__ = [
     "DaemonSeen",
     "BreakGlassRequest",
     "Deployment",
+    "DoraDeployment",
     "EnvironmentRecords",
     "FailureStatus",
     "Hold",
