@@ -28,6 +28,7 @@ if TYPE_CHECKING:  # annotations only: the hook imports neither typing nor the s
     from ..core.windows import Window
     from .approvals import Policy, SignoffNeed
     from .locks import BreakGlass, Lock
+    from .rejections import Rejection
     from .required import Status
     from .signatures import Rule
 
@@ -463,7 +464,7 @@ class Ledger:
         rows = self._human(ACTIVE_BREAK_GLASS, (repo, env, now))
         return BreakGlass(*rows[0]) if rows else None
 
-    def rejections(self, repo: str, tree: str) -> list[tuple[Any, ...]]:
+    def rejections(self, repo: str, tree: str) -> list[Rejection]:
         """Every rejection and unrejection of `tree`, oldest first (gate/rejections.py)."""
         from .rejections import REJECTIONS
 

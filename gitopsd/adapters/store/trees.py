@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ...gate import attested, rejections
 from .base import StoreBase, bookkeeping
+
+if TYPE_CHECKING:
+    from ...gate.rejections import Rejection
 
 
 class Trees(StoreBase):
@@ -46,7 +49,7 @@ class Trees(StoreBase):
             (repo, tree, name, sha256, signed_sha256, statement, now),
         )
 
-    def rejections(self, repo: str, tree: str) -> list[tuple[Any, ...]]:
+    def rejections(self, repo: str, tree: str) -> list[Rejection]:
         """Every rejection and unrejection of `tree`, oldest first (gate/rejections.REJECTIONS)."""
         return self._human(rejections.REJECTIONS, (repo, tree))
 
