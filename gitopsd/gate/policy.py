@@ -26,8 +26,9 @@ from .snapshot import GateEnvironment, GateRepository
 TYPE_CHECKING = False  # true for mypy and import-linter only: the hook does not import typing
 
 if TYPE_CHECKING:  # annotations only: the hook does not import typing
-    from typing import Any, Protocol
+    from typing import Protocol
 
+    from .attested import Attestation
     from .locks import BreakGlass, Lock
     from .rejections import Rejection
     from .required import Status
@@ -45,7 +46,7 @@ if TYPE_CHECKING:  # annotations only: the hook does not import typing
         def locks(self, repo: str, env: str, now: float) -> list[Lock]: ...
         def break_glass(self, repo: str, env: str, now: float) -> BreakGlass | None: ...
         def rejections(self, repo: str, tree: str) -> list[Rejection]: ...
-        def attestations(self, repo: str, tree: str) -> list[tuple[Any, ...]]: ...
+        def attestations(self, repo: str, tree: str) -> list[Attestation]: ...
         def preview_marks(self, repo: str, rc: str, env: str) -> tuple[list[tuple[int, int, float, str]], int, float | None]: ...
 
 

@@ -27,6 +27,7 @@ if TYPE_CHECKING:  # annotations only: the hook imports neither typing nor the s
     from ..core.settings import Config, Environment, Repository
     from ..core.windows import Window
     from .approvals import Policy, SignoffNeed
+    from .attested import Attestation
     from .locks import BreakGlass, Lock
     from .rejections import Rejection
     from .required import Status
@@ -470,7 +471,7 @@ class Ledger:
 
         return [tuple(r) for r in self._human(REJECTIONS, (repo, tree))]
 
-    def attestations(self, repo: str, tree: str) -> list[tuple[Any, ...]]:
+    def attestations(self, repo: str, tree: str) -> list[Attestation]:
         """(artifact, sha256 kept, sha256 signed) of `tree`'s recorded provenance (gate/attested.py)."""
         from .attested import ATTESTATIONS
 

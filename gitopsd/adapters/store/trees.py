@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ...gate import attested, rejections
 from .base import StoreBase, bookkeeping
 
 if TYPE_CHECKING:
+    from ...gate.attested import Attestation
     from ...gate.rejections import Rejection
 
 
@@ -33,7 +34,7 @@ class Trees(StoreBase):
         """Forget that `tree` failed in `env` (an unreject lets it be deployed there again)."""
         return self._write("DELETE FROM bad_trees WHERE repo = ? AND env = ? AND tree = ?", (repo, env, tree)).rowcount
 
-    def attestations(self, repo: str, tree: str) -> list[tuple[Any, ...]]:
+    def attestations(self, repo: str, tree: str) -> list[Attestation]:
         """(artifact, sha256 kept, sha256 signed) of `tree`'s recorded provenance (gate/attested.ATTESTATIONS)."""
         return self._human(attested.ATTESTATIONS, (repo, tree))
 
