@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from ..adapters import signing
 from ..base import gitcli
@@ -29,6 +29,7 @@ from ..gate.required import unmet
 from ..gate.snapshot import GateConfig
 
 if TYPE_CHECKING:
+    from ..adapters.store import ReleaseCandidate
     from ..gate.policy import Records
 
 log = logging.getLogger("gitopsd.ci")
@@ -42,7 +43,7 @@ class Holds(Protocol):
 
     def suspension(self, repo: str, env: str) -> object | None: ...
     def tree_tried(self, repo: str, env: str, tree: str) -> bool: ...
-    def rcs(self, repo: str, limit: int = 50) -> list[dict[str, Any]]: ...
+    def rcs(self, repo: str, limit: int = 50) -> list[ReleaseCandidate]: ...
 
 
 class AutoPromoter:
@@ -78,10 +79,10 @@ class AutoPromoter:
         source = repo.environment_for_branch(env.promote_from)
         src_name = source.name if source is not None else env.promote_from
         if env.approvals is not None:  # the newest release candidate for it, once approved (docs/human-gates.md)
-            newest = next((rc for rc in self.holds.rcs(repo.name) if rc["target_env"] == env.name), None)
+            newest = next((rc for rc in self.holds.rcs(repo.name) if rc.target_env == env.name), None)
             if newest is None:
                 return None
-            src_head, tree, src_name = newest["commit_id"], newest["tree"], f"rc/{newest['name']}"
+            src_head, tree, src_name = newest.commit_id, newest.tree, f"rc/{newest.name}"
         elif env.promote_from in heads:
             src_head, tree = heads[env.promote_from]
         else:

@@ -49,7 +49,7 @@ def cmd_override(args: argparse.Namespace) -> int:
 
 def cmd_locks(args: argparse.Namespace) -> int:
     from ..adapters.store import Store
-    from ..gate.locks import Lock, utc
+    from ..gate.locks import utc
 
     config = load_config(args)
     now = time.time()
@@ -60,7 +60,11 @@ def cmd_locks(args: argparse.Namespace) -> int:
     if args.json:
         print(
             json.dumps(
-                {"locks": [lock.as_json() for lock in held], "break_glass": asked, **({"history": past} if args.history else {})},
+                {
+                    "locks": [lock.as_json() for lock in held],
+                    "break_glass": [r.as_json() for r in asked],
+                    **({"history": [r.as_json() for r in past]} if args.history else {}),
+                },
                 indent=2,
             )
         )
@@ -69,29 +73,26 @@ def cmd_locks(args: argparse.Namespace) -> int:
         print(lock.describe())
     if not held:
         print("nothing is locked")
-    for r in asked:
+    for asking in asked:
         state = (
-            f"confirmed by {r['confirmed_by']}, in force until {utc(r['expires_at'])}"
-            if r["confirmed_by"]
-            else f"waits for a second person until {utc(r['confirm_before'])}"
+            f"confirmed by {asking.confirmed_by}, in force until {utc(asking.expires_at)}"
+            if asking.confirmed_by and asking.expires_at is not None  # set together when confirmed
+            else f"waits for a second person until {utc(asking.confirm_before)}"
         )
-        print(f"break-glass #{r['id']} {r['repo']}/{r['env']} asked by {r['asked_by']}: {r['reason']} ({state})")
+        print(f"break-glass #{asking.id} {asking.repo}/{asking.env} asked by {asking.asked_by}: {asking.reason} ({state})")
     if past:
         print("\nhistory, newest first:")
     for r in past:
-        lock = Lock(
-            r["id"], r["repo"], r["env"], r["source"], r["alert"], r["actor"], r["reason"], r["created_at"], r["expires_at"]
-        )
         ended = (
-            f"; expired at {utc(r['lifted_at'])}"
-            if r["lifted_by"] == "expired"
-            else f"; lifted by {r['lifted_by']} at {utc(r['lifted_at'])}" + (f": {r['lift_reason']}" if r["lift_reason"] else "")
-            if r["lifted_at"]
+            f"; expired at {utc(r.lifted_at)}"
+            if r.lifted_by == "expired" and r.lifted_at is not None
+            else f"; lifted by {r.lifted_by} at {utc(r.lifted_at)}" + (f": {r.lift_reason}" if r.lift_reason else "")
+            if r.lifted_at is not None
             else "; expired"
-            if r["expires_at"] and r["expires_at"] <= now
+            if r.expires_at and r.expires_at <= now
             else "; in force"
         )
-        print(f"  #{r['id']} {lock.describe()}{ended}")
+        print(f"  #{r.id} {r.lock().describe()}{ended}")
     return 0
 
 

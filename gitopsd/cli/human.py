@@ -59,7 +59,7 @@ def cmd_rc_show(args: argparse.Namespace) -> int:
     with Store.of(config, readonly=True) as store:
         rc = rc_named(store, repo, args.name)
         view = rc_shown(repo, store, rc)
-    name = rc["name"]
+    name = rc.name
     if args.json:
         print(json.dumps(view, indent=2))
         return 0
@@ -78,7 +78,7 @@ def cmd_rc_show(args: argparse.Namespace) -> int:
         print(f"  {when(h['at'])}  {h['actor']}: {h['kind']}: {h['note']}")
     if not view["history"]:
         print("  (none yet)")
-    notes = gitcli.git(repo.path, "notes", "--ref=gitopsd", "show", "--end-of-options", rc["commit_id"], check=False)
+    notes = gitcli.git(repo.path, "notes", "--ref=gitopsd", "show", "--end-of-options", rc.commit_id, check=False)
     if notes.strip():
         print("Audit notes on its commit (git log --notes=gitopsd):")
         for line in notes.strip().splitlines():

@@ -96,13 +96,13 @@ def _show_status(args: argparse.Namespace, config: Any, unavailable: dict[str, s
         print("\ndaemons:")
         for d in daemons:
             heard = (
-                f"heard from {d['seen_ago']:.0f}s ago"
-                if d["seen_ago"] < 30
-                else f"not heard from for {ago(0, d['seen_ago']).removesuffix(' ago')}: stopped or cut off?"
+                f"heard from {d.seen_ago:.0f}s ago"
+                if d.seen_ago < 30
+                else f"not heard from for {ago(0, d.seen_ago).removesuffix(' ago')}: stopped or cut off?"
             )
-            epoch = f"epoch {d['epoch']}, " if d["role"] == "leader" else ""
-            api = f", API {d['api']}" if d["api"] else ""
-            print(f"  {d['role']:<8} {d['name']} ({epoch}pid {d['pid']}, {heard}{api})")
+            epoch = f"epoch {d.epoch}, " if d.role == "leader" else ""
+            api = f", API {d.api}" if d.api else ""
+            print(f"  {d.role:<8} {d.name} ({epoch}pid {d.pid}, {heard}{api})")
     return 0
 
 

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 TYPE_CHECKING = False  # true for mypy only: the hook does not import typing
 if TYPE_CHECKING:
-    from typing import Any
+    # An artifact's recorded provenance as ATTESTATIONS reads it: (name, sha256 kept, sha256 signed). A plain tuple,
+    # named for mypy only: the hook reads these too and imports no typing.
+    Attestation = tuple[str, str, str]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS attestations (
@@ -31,7 +33,7 @@ ATTESTATIONS = "SELECT name, sha256, signed_sha256 FROM attestations WHERE repo 
 
 
 def judge(
-    rows: list[tuple[Any, ...]], env_name: str, tree: str, short_new: str, repo_name: str
+    rows: list[Attestation], env_name: str, tree: str, short_new: str, repo_name: str
 ) -> tuple[str, list[str], list[str]] | None:
     """(rule, detail, instead) of a refusal when `tree`'s artifacts have no recorded provenance or it names other
     bits; None when every recorded artifact is vouched for. policy.judge makes it a Verdict."""

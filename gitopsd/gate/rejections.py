@@ -14,6 +14,10 @@ TYPE_CHECKING = False  # true for mypy only: the hook does not import typing
 if TYPE_CHECKING:
     from typing import Any
 
+    # A rejection or unrejection as REJECTIONS reads it: (env, kind, deployment_id, actor, reason, created_at, commit_id).
+    # A plain tuple, named for mypy only: the hook reads these too and imports no typing.
+    Rejection = tuple[str, str, int | None, str, str, float, str]
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS tree_rejections (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -36,9 +40,9 @@ REJECTIONS = (
 )
 
 
-def standing(rows: list[tuple[Any, ...]]) -> dict[str, tuple[Any, ...]]:
+def standing(rows: list[Rejection]) -> dict[str, Rejection]:
     """The rejections that stand, by the environment they were made in: the newest word per environment is `reject`."""
-    newest: dict[str, tuple[Any, ...]] = {}  # rows: (env, kind, deployment_id, actor, reason, created_at, commit_id)
+    newest: dict[str, Rejection] = {}
     for row in rows:
         newest[str(row[0])] = row
     return {env: row for env, row in newest.items() if row[1] == "reject"}
@@ -54,7 +58,7 @@ def upstream(repo: Any, env_name: str) -> list[str]:
     return names
 
 
-def rejection_for(repo: Any, rows: list[tuple[Any, ...]], env_name: str) -> tuple[Any, ...] | None:
+def rejection_for(repo: Any, rows: list[Rejection], env_name: str) -> Rejection | None:
     """The standing rejection that keeps a tree (its `rows`) out of `env_name`, nearest environment first, or None."""
     standing_ = standing(rows)
     for name in upstream(repo, env_name):
@@ -63,7 +67,7 @@ def rejection_for(repo: Any, rows: list[tuple[Any, ...]], env_name: str) -> tupl
     return None
 
 
-def describe(row: tuple[Any, ...]) -> str:
+def describe(row: Rejection) -> str:
     """One line on why a tree is rejected, naming the deployment that failed when there is one."""
     env, _kind, deployment, actor, reason = row[0], row[1], row[2], row[3], " ".join(str(row[4]).split())
     if deployment is not None:  # the daemon's own reason names the deployment already, as a rule

@@ -27,7 +27,9 @@ if TYPE_CHECKING:  # annotations only: the hook imports neither typing nor the s
     from ..core.settings import Config, Environment, Repository
     from ..core.windows import Window
     from .approvals import Policy, SignoffNeed
+    from .attested import Attestation
     from .locks import BreakGlass, Lock
+    from .rejections import Rejection
     from .required import Status
     from .signatures import Rule
 
@@ -463,13 +465,13 @@ class Ledger:
         rows = self._human(ACTIVE_BREAK_GLASS, (repo, env, now))
         return BreakGlass(*rows[0]) if rows else None
 
-    def rejections(self, repo: str, tree: str) -> list[tuple[Any, ...]]:
+    def rejections(self, repo: str, tree: str) -> list[Rejection]:
         """Every rejection and unrejection of `tree`, oldest first (gate/rejections.py)."""
         from .rejections import REJECTIONS
 
         return [tuple(r) for r in self._human(REJECTIONS, (repo, tree))]
 
-    def attestations(self, repo: str, tree: str) -> list[tuple[Any, ...]]:
+    def attestations(self, repo: str, tree: str) -> list[Attestation]:
         """(artifact, sha256 kept, sha256 signed) of `tree`'s recorded provenance (gate/attested.py)."""
         from .attested import ATTESTATIONS
 

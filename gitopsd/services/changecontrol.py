@@ -309,19 +309,9 @@ class ChangeControl:
     def _expire(self) -> list[str]:
         said = []
         for row in self.store.expire_alert_locks(self.clock()):
-            lock = Lock(
-                row["id"],
-                row["repo"],
-                row["env"],
-                "alert",
-                row["alert"],
-                row["actor"],
-                row["reason"],
-                row["created_at"],
-                row["expires_at"],
-            )
+            lock = row.lock()
             line = (
-                f"{lock.scope} freeze by alert {lock.actor} expired at {utc(row['expires_at'])}: Alertmanager did not "
+                f"{lock.scope} freeze by alert {lock.actor} expired at {utc(row.expires_at or 0.0)}: Alertmanager did not "
                 "send the alert again (alert_freezes: repeat_interval + grace)"
             )
             self._note(lock.repo, lock.env, f"gitopsd: {line}")
@@ -391,11 +381,11 @@ class ChangeControl:
             raise Refused(
                 f"no break-glass request #{request_id} (gitopsd locks lists the open ones)", MISSING, "break_glass_not_found"
             )
-        repo = repository(self.config(), asked["repo"])
-        env = environment(repo, asked["env"])
+        repo = repository(self.config(), asked.repo)
+        env = environment(repo, asked.env)
         reason = self._reason(request, required=False) or None
         now = self.clock()
-        if identity == asked["asked_by"]:
+        if identity == asked.asked_by:
             raise Refused(
                 f"{identity} asked for break-glass #{request_id}: the same person cannot confirm their own; "
                 f"a second identity in override_by ({', '.join(env.override_by)}) must",
@@ -408,25 +398,25 @@ class ChangeControl:
                 FORBIDDEN,
                 "override_not_allowed",
             )
-        if asked["confirmed_by"]:
+        if asked.confirmed_by:
             raise Refused(
-                f"break-glass #{request_id} was confirmed already by {asked['confirmed_by']}", CONFLICT, "break_glass_closed"
+                f"break-glass #{request_id} was confirmed already by {asked.confirmed_by}", CONFLICT, "break_glass_closed"
             )
-        if asked["confirm_before"] <= now:
+        if asked.confirm_before <= now:
             raise Refused(
-                f"break-glass #{request_id} lapsed at {utc(asked['confirm_before'])}, unconfirmed: "
+                f"break-glass #{request_id} lapsed at {utc(asked.confirm_before)}, unconfirmed: "
                 f"ask again with gitopsd override {env.name} --reason '...'",
                 CONFLICT,
                 "break_glass_closed",
             )
         if not self.store.confirm_break_glass(request_id, by=identity, reason=reason, now=now):
             raise Refused(f"break-glass #{request_id} was confirmed or lapsed meanwhile", CONFLICT, "break_glass_closed")
-        until = now + float(asked["lasts"])
+        until = now + float(asked.lasts)
         self._note(
             repo.name,
             env.name,
             f"gitopsd: break-glass #{request_id} for {env.name} confirmed by {identity} at "
-            f"{utc(now)} (asked by {asked['asked_by']}: {asked['reason']})" + (f": {reason}" if reason else ""),
+            f"{utc(now)} (asked by {asked.asked_by}: {asked.reason})" + (f": {reason}" if reason else ""),
         )
         self.notify(
             env.notify,
@@ -435,8 +425,8 @@ class ChangeControl:
                 "repo": repo.name,
                 "env": env.name,
                 "id": request_id,
-                "asked_by": asked["asked_by"],
-                "reason": asked["reason"],
+                "asked_by": asked.asked_by,
+                "reason": asked.reason,
                 "by": identity,
                 "until": until,
             },
@@ -447,12 +437,12 @@ class ChangeControl:
             "break-glass #%d confirmed by %s (asked by %s: %s)",
             request_id,
             identity,
-            asked["asked_by"],
-            asked["reason"],
+            asked.asked_by,
+            asked.reason,
             extra={"repo": repo.name, "env": env.name},
         )
         return (
-            f"break-glass #{request_id} confirmed by {identity} (asked by {asked['asked_by']}: {asked['reason']}): "
+            f"break-glass #{request_id} confirmed by {identity} (asked by {asked.asked_by}: {asked.reason}): "
             f"promotions to {repo.name}/{env.name} pass its locks, freezes and deploy windows until {utc(until)}"
         )
 

@@ -14,7 +14,10 @@ import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from ..adapters.store import DoraDeployment
 
 DAY = 86_400.0
 FIX_WITHIN = DAY  # a deploy of another commit this soon after a change failure is a fix (rework)
@@ -24,7 +27,7 @@ UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": DAY, "w": 7 * DAY}
 
 
 class DoraStore(Protocol):
-    def dora_deployments(self, repo: str | None, env: str, since: float) -> list[tuple[Any, ...]]: ...
+    def dora_deployments(self, repo: str | None, env: str, since: float) -> list[DoraDeployment]: ...
     def dora_lead_times(self, repo: str | None, env: str, since: float) -> list[float]: ...
     def dora_first_deployment(self, repo: str | None, env: str) -> float | None: ...
 
@@ -88,7 +91,7 @@ def figures(
 
 
 def compute(
-    deployments: Iterable[tuple[Any, ...]],
+    deployments: Iterable[DoraDeployment],
     leads: list[float],
     first: float | None,
     *,

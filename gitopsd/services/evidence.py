@@ -8,10 +8,13 @@ Reads only, like readmodels.py.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..base import gitcli
 from .readmodels import deployment_json, preview_view, rc_history, rc_view, release_marks
+
+if TYPE_CHECKING:
+    from ..adapters.store import ReleaseCandidate
 
 HISTORY_SCANNED = 5000  # deployments looked through for this tree, newest first
 
@@ -25,9 +28,9 @@ def changes(repo_path: str, base: str | None, commit: str) -> list[dict[str, str
     return [{"commit": line[:40], "subject": line[41:]} for line in out.splitlines() if len(line) >= 40] if code == 0 else []
 
 
-def rc_evidence(config: Any, repo: Any, store: Any, rc: dict[str, Any]) -> dict[str, Any]:
-    """The whole chain of a release candidate (`rc`, a store row), as plain JSON values."""
-    tree, target = rc["tree"], rc["target_env"]
+def rc_evidence(config: Any, repo: Any, store: Any, rc: ReleaseCandidate) -> dict[str, Any]:
+    """The whole chain of a release candidate (`rc`, as the store keeps it), as plain JSON values."""
+    tree, target = rc.tree, rc.target_env
     scanned = store.history(repo=repo.name, limit=HISTORY_SCANNED)
     mine = [d for d in scanned if d.tree == tree][::-1]  # oldest first
     ids, before, rollbacks = {d.id for d in mine}, dict[str, int](), list[Any]()
@@ -50,11 +53,11 @@ def rc_evidence(config: Any, repo: Any, store: Any, rc: dict[str, Any]) -> dict[
     ]
     return {
         "rc": rc_view(repo, store, rc),
-        "changes": changes(str(repo.path), base, rc["commit_id"]),
+        "changes": changes(str(repo.path), base, rc.commit_id),
         "checks": [s.as_json() for s in store.statuses(repo.name, tree)],
         "artifacts": artifacts,
         "signoffs": signoffs,
-        "approvals": rc_history(store, repo.name, rc["name"]),
+        "approvals": rc_history(store, repo.name, rc.name),
         # The preview its newest deployment to the target was approved on (history's `preview`); rc.preview: the newest.
         "preview": preview_view(store, approved_on[0]) if approved_on else None,
         "deployments": [deployment_json(d, marks.get(d.id)) for d in mine],

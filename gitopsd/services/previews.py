@@ -217,8 +217,8 @@ class Previewer:
         self._lock = threading.Lock()
         for repo in config().repositories:  # a preview the last daemon left unfinished will never finish
             for row in store.previews(repo.name, limit=50):
-                if row["state"] in ("queued", "running"):
-                    store.update_preview(row["id"], state="failed", now=clock(), reason="interrupted: the daemon stopped")
+                if row.state in ("queued", "running"):
+                    store.update_preview(row.id, state="failed", now=clock(), reason="interrupted: the daemon stopped")
 
     def stop(self) -> None:
         """Cancel running previews and take no more."""
@@ -255,14 +255,12 @@ class Previewer:
         if target is None or target.approvals is None or source is None or deployed is None:
             return
         for row in self.store.previews(repo_name, target_env=target.name, limit=20):
-            if row["tree"] == deployed.tree and (
-                row["state"] in ("queued", "running") or (row["state"] == "done" and not preview_view(self.store, row)["stale"])
+            if row.tree == deployed.tree and (
+                row.state in ("queued", "running") or (row.state == "done" and not preview_view(self.store, row)["stale"])
             ):
                 return  # a fresh one exists (or is on its way)
-        rcs = [rc for rc in self.store.rcs(repo_name) if rc["target_env"] == target.name and rc["tree"] == deployed.tree]
-        request = (
-            {"repo": repo_name, "rc": rcs[0]["name"]} if rcs else {"repo": repo_name, "from": source.name, "to": target.name}
-        )
+        rcs = [rc for rc in self.store.rcs(repo_name) if rc.target_env == target.name and rc.tree == deployed.tree]
+        request = {"repo": repo_name, "rc": rcs[0].name} if rcs else {"repo": repo_name, "from": source.name, "to": target.name}
         try:
             self._queue(identity, request)
         except Refused as exc:
@@ -276,7 +274,7 @@ class Previewer:
             rc = self.store.rc(repo.name, rc_name)
             if rc is None:
                 raise Refused(f"no release candidate rc/{rc_name} in {repo.name} (see gitopsd rc list)", MISSING, "rc_not_found")
-            source, target = environment(repo, rc["source_env"]), environment(repo, rc["target_env"])
+            source, target = environment(repo, rc.source_env), environment(repo, rc.target_env)
             for given, env in ((request.get("from"), source), (request.get("to"), target)):
                 if given and given != env.name:
                     raise Refused(
@@ -285,7 +283,7 @@ class Previewer:
                         INVALID,
                         "preview_rc_mismatch",
                     )
-            commit, tree = str(rc["commit_id"]), str(rc["tree"])
+            commit, tree = rc.commit_id, rc.tree
         else:
             source, target = environment(repo, request.get("from")), environment(repo, request.get("to"))
             commit, tree = self._candidate(repo, source, request.get("tree"))

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import re
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..core.errors import MISSING, Refused
 from ..gate.approvals import Policy, bound_approval_state, newest_by_actor, preview_stale
 from ..gate.rejections import describe, rejection_for
+
+if TYPE_CHECKING:
+    from ..adapters.store import Preview, ReleaseCandidate
 
 NO_MARKS: dict[str, Any] = {"rc": None, "approved_by": [], "signed_off_by": [], "preview": None}
 
@@ -66,9 +69,9 @@ def release_marks(config: Any, store: Any, deployments: list[Any]) -> dict[int, 
         """The newest finished preview of `rc` for `env` made before `by`: the one its approvals were bound to."""
         if (repo, rc, env) not in finished:  # one query per candidate on the page, not per row
             finished[(repo, rc, env)] = [
-                (float(p["finished_at"]), int(p["id"]))
+                (p.finished_at, p.id)
                 for p in store.previews(repo, rc=rc, target_env=env, limit=50)
-                if p["state"] == "done" and p["finished_at"] is not None
+                if p.state == "done" and p.finished_at is not None
             ]
         return max(((at, i) for at, i in finished[(repo, rc, env)] if at <= by), default=(0.0, None))[1]
 
@@ -90,30 +93,30 @@ def release_marks(config: Any, store: Any, deployments: list[Any]) -> dict[int, 
     return marks
 
 
-def rc_view(repo: Any, store: Any, rc: dict[str, Any]) -> dict[str, Any]:
+def rc_view(repo: Any, store: Any, rc: ReleaseCandidate) -> dict[str, Any]:
     """A release candidate as `rc list --json` shows it: where it stands, who approved it, what still stops it."""
-    env = repo.environment(rc["target_env"])
+    env = repo.environment(rc.target_env)
     policy = env.approvals if env is not None else None
     valid: list[str] = []
     problems = ["its environment no longer takes approvals"]
     if policy is not None:
         # As the gate judges it (gate/policy.py human_gates): approvals bind to the preview they saw.
-        valid, problems = bound_approval_state(Policy.of(policy), store, repo.name, rc["name"], rc["target_env"], time.time())
+        valid, problems = bound_approval_state(Policy.of(policy), store, repo.name, rc.name, rc.target_env, time.time())
     state = "approved" if not problems else "rejected" if any(p.startswith("rejected") for p in problems) else "waiting"
-    failed = rejection_for(repo, store.rejections(repo.name, rc["tree"]), rc["target_env"])
+    failed = rejection_for(repo, store.rejections(repo.name, rc.tree), rc.target_env)
     if failed is not None:  # a tree that failed stays out: its approvals count for nothing (gate/rejections.py)
         state, valid = "failed", []
-        problems = [f"tree {rc['tree'][:7]} is rejected for {rc['target_env']}: {describe(failed)} (its approvals are void)"]
-    previews = store.previews(repo.name, rc=rc["name"], limit=1)
+        problems = [f"tree {rc.tree[:7]} is rejected for {rc.target_env}: {describe(failed)} (its approvals are void)"]
+    previews = store.previews(repo.name, rc=rc.name, limit=1)
     return {
-        "name": rc["name"],
+        "name": rc.name,
         "repo": repo.name,
-        "commit": rc["commit_id"],
-        "tree": rc["tree"],
-        "source_env": rc["source_env"],
-        "target_env": rc["target_env"],
-        "created_by": rc["created_by"],
-        "created_at": rc["created_at"],
+        "commit": rc.commit_id,
+        "tree": rc.tree,
+        "source_env": rc.source_env,
+        "target_env": rc.target_env,
+        "created_by": rc.created_by,
+        "created_at": rc.created_at,
         "state": state,
         "approved_by": valid,
         "problems": problems,
@@ -121,35 +124,35 @@ def rc_view(repo: Any, store: Any, rc: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def preview_view(store: Any, row: dict[str, Any]) -> dict[str, Any]:
+def preview_view(store: Any, row: Preview) -> dict[str, Any]:
     """A promotion preview as `gitopsd preview`, `rc show` and the candidate's page show it, with whether it is stale."""
     import json
 
     stale = ""
-    if row["state"] == "done":
-        drifted_at = store.preview_marks(row["repo"], row["rc"], row["target_env"])[2]
+    if row.state == "done":
+        drifted_at = store.preview_marks(row.repo, row.rc, row.target_env)[2]
         stale = preview_stale(
-            (row["id"], row["target_deployment"], row["requested_at"], row["digest"]),
-            row["target_env"],
-            store.target_deployment(row["repo"], row["target_env"], row["tree"]),
+            (row.id, row.target_deployment, row.requested_at, row.digest),
+            row.target_env,
+            store.target_deployment(row.repo, row.target_env, row.tree),
             drifted_at,
         )
     return {
-        "id": row["id"],
-        "repo": row["repo"],
-        "source_env": row["source_env"],
-        "target_env": row["target_env"],
-        "commit": row["commit_id"],
-        "tree": row["tree"],
-        "rc": row["rc"] or None,
-        "state": row["state"],
+        "id": row.id,
+        "repo": row.repo,
+        "source_env": row.source_env,
+        "target_env": row.target_env,
+        "commit": row.commit_id,
+        "tree": row.tree,
+        "rc": row.rc or None,
+        "state": row.state,
         "stale": stale or None,
-        "requested_by": row["requested_by"],
-        "requested_at": row["requested_at"],
-        "finished_at": row["finished_at"],
-        "target_deployment": row["target_deployment"] or None,
-        "summary": row["reason"],
-        "hosts": json.loads(row["result"] or "{}").get("hosts", {}),
+        "requested_by": row.requested_by,
+        "requested_at": row.requested_at,
+        "finished_at": row.finished_at,
+        "target_deployment": row.target_deployment or None,
+        "summary": row.reason,
+        "hosts": json.loads(row.result or "{}").get("hosts", {}),
     }
 
 
@@ -203,7 +206,7 @@ def tree_named(store: Any, repo: Any, what: str) -> str | None:
     """The tree a commit id, tree id or rc/NAME names in `repo`, or None."""
     if what.startswith("rc/"):
         rc = store.rc(repo.name, what[3:])
-        return str(rc["tree"]) if rc is not None else None
+        return str(rc.tree) if rc is not None else None
     if not re.fullmatch(r"[0-9a-fA-F]{4,64}", what):
         return None
     from ..base import gitcli
@@ -221,7 +224,7 @@ def rc_history(store: Any, repo_name: str, name: str) -> list[dict[str, Any]]:
     (gate/rejections.py), oldest first, as `rc show --json` lists them."""
     words = [{"actor": a, "kind": k, "note": n, "at": w} for a, k, n, w in store.approval_rows(repo_name, name)]
     rc = store.rc(repo_name, name)
-    trees = store.rejections(repo_name, rc["tree"]) if rc is not None else []
+    trees = store.rejections(repo_name, rc.tree) if rc is not None else []
     words += [
         {"actor": actor, "kind": f"tree-{kind}ed", "note": f"{env}: {reason}", "at": at}
         for env, kind, _deployment, actor, reason, at, _commit in trees
@@ -229,16 +232,16 @@ def rc_history(store: Any, repo_name: str, name: str) -> list[dict[str, Any]]:
     return sorted(words, key=lambda w: float(w["at"]))
 
 
-def rc_named(store: Any, repo: Any, name: str) -> dict[str, Any]:
+def rc_named(store: Any, repo: Any, name: str) -> ReleaseCandidate:
     """The release candidate rc/NAME (or NAME) of `repo`, as the store keeps it. Raise Refused naming `rc list`."""
     name = name.removeprefix("rc/")
-    rc = store.rc(repo.name, name)
+    rc: ReleaseCandidate | None = store.rc(repo.name, name)
     if rc is None:
         raise Refused(f"no release candidate rc/{name} in {repo.name} (see gitopsd rc list)", MISSING, "rc_not_found")
-    return dict(rc)
+    return rc
 
 
-def rc_shown(repo: Any, store: Any, rc: dict[str, Any]) -> dict[str, Any]:
+def rc_shown(repo: Any, store: Any, rc: ReleaseCandidate) -> dict[str, Any]:
     """A release candidate as `rc show --json` prints it (its rc_view and rc_history): the API and the dashboard
     show the same."""
-    return {**rc_view(repo, store, rc), "history": rc_history(store, repo.name, rc["name"])}
+    return {**rc_view(repo, store, rc), "history": rc_history(store, repo.name, rc.name)}

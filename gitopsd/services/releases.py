@@ -281,7 +281,7 @@ class HumanGates:
 
     def _next_name(self, repo: Repository) -> str:
         day = datetime.fromtimestamp(self.clock(), UTC).strftime("%Y-%m-%d")
-        taken = {rc["name"] for rc in self.store.rcs(repo.name, limit=1000)}
+        taken = {rc.name for rc in self.store.rcs(repo.name, limit=1000)}
         n = 1
         while f"{day}.{n}" in taken or gitcli.rev_parse(repo.path, f"{RC_PREFIX}{day}.{n}") is not None:
             n += 1
@@ -340,10 +340,10 @@ class HumanGates:
         rc = self.store.rc(repo.name, name)
         if rc is None:
             raise Refused(f"no release candidate rc/{name} in {repo.name} (see gitopsd rc list)", MISSING, "rc_not_found")
-        target = repo.environment(rc["target_env"])
+        target = repo.environment(rc.target_env)
         policy = target.approvals if target is not None else None
         if target is None or policy is None:
-            raise Refused(f"rc/{name} was made for {rc['target_env']}, which no longer takes approvals", CONFLICT, "no_approvals")
+            raise Refused(f"rc/{name} was made for {rc.target_env}, which no longer takes approvals", CONFLICT, "no_approvals")
         note = said(request, "note") if kind != "withdraw" else str(request.get("note") or "withdrawn").strip()[:NOTE_MAX]
         if identity not in policy.approvers:
             raise Refused(
@@ -357,23 +357,23 @@ class HumanGates:
             if mine is None:
                 raise Refused(f"{identity} has no approval or rejection of rc/{name} to withdraw", CONFLICT, "nothing_changed")
         else:
-            if kind == "approve" and policy.forbid_self_approval and identity in rc["self_identities"].split("\n"):
+            if kind == "approve" and policy.forbid_self_approval and identity in rc.self_identities:
                 raise Refused(
                     f"{identity} may not approve rc/{name}: it is their own (they created it or pushed one of "
                     "its changes) and forbid_self_approval is on; ask another approver",
                     FORBIDDEN,
                     "approval_by_author",
                 )
-            rejected = rejection_for(repo, self.store.rejections(repo.name, rc["tree"]), target.name)
+            rejected = rejection_for(repo, self.store.rejections(repo.name, rc.tree), target.name)
             if kind == "approve" and rejected is not None:
                 raise Refused(
-                    f"rc/{name} failed: its tree {rc['tree'][:7]} is rejected for {target.name}: {describe(rejected)}",
+                    f"rc/{name} failed: its tree {rc.tree[:7]} is rejected for {target.name}: {describe(rejected)}",
                     CONFLICT,
                     "tree_rejected",
                 )
-            if not self.store.tree_succeeded(repo.name, rc["source_env"], rc["tree"]):
+            if not self.store.tree_succeeded(repo.name, rc.source_env, rc.tree):
                 raise Refused(
-                    f"rc/{name}'s tree {rc['tree'][:7]} is not what {rc['source_env']} verified", CONFLICT, "tree_not_verified"
+                    f"rc/{name}'s tree {rc.tree[:7]} is not what {rc.source_env} verified", CONFLICT, "tree_not_verified"
                 )
             # Already said, unless it was said before the preview the approvals now bind to (then it counts no more)
             marks, deployed, drifted_at = self.store.preview_marks(repo.name, name, target.name)
@@ -386,23 +386,21 @@ class HumanGates:
                     "nothing_changed",
                 )
         now = self.clock()
-        self.store.add_approval(repo=repo.name, rc=name, tree=rc["tree"], actor=identity, kind=kind, note=note, now=now)
+        self.store.add_approval(repo=repo.name, rc=name, tree=rc.tree, actor=identity, kind=kind, note=note, now=now)
         word = {"approve": "approved", "reject": "rejected", "withdraw": "withdrew their word on"}[kind]
-        add_note(str(repo.path), rc["commit_id"], f"gitopsd: rc/{name} {word} by {identity} at {when(now)}: {note}")
+        add_note(str(repo.path), rc.commit_id, f"gitopsd: rc/{name} {word} by {identity} at {when(now)}: {note}")
         valid, problems = bound_approval_state(Policy.of(policy), self.store, repo.name, name, target.name, now)
         previews = self.store.previews(repo.name, rc=name, limit=1)  # what the approvers saw (previews.py)
         event = {
             "repo": repo.name,
             "env": target.name,
             "rc": name,
-            "commit": rc["commit_id"],
-            "tree": rc["tree"],
+            "commit": rc.commit_id,
+            "tree": rc.tree,
             "by": identity,
             "note": note,
             "approved_by": valid,
-            "preview": {"id": previews[0]["id"], "state": previews[0]["state"], "summary": previews[0]["reason"]}
-            if previews
-            else None,
+            "preview": {"id": previews[0].id, "state": previews[0].state, "summary": previews[0].reason} if previews else None,
         }
         if kind == "reject":
             self.notify(target.notify, {"event": "rc-rejected", **event})
@@ -523,12 +521,12 @@ class HumanGates:
         """Notify once (per daemon run) of each approval that expired on a recent release candidate."""
         now = self.clock()
         for rc in self.store.rcs(repo.name, limit=20):
-            target = repo.environment(rc["target_env"])
+            target = repo.environment(rc.target_env)
             policy = target.approvals if target is not None else None
             if target is None or policy is None or policy.expire_after is None:
                 continue
-            for actor, (kind, _note, at) in newest_by_actor(self.store.approval_rows(repo.name, rc["name"])).items():
-                key = (repo.name, rc["name"], actor)
+            for actor, (kind, _note, at) in newest_by_actor(self.store.approval_rows(repo.name, rc.name)).items():
+                key = (repo.name, rc.name, actor)
                 if kind == "approve" and at + policy.expire_after < now and key not in self._expired_told:
                     self._expired_told.add(key)
                     self.notify(
@@ -537,8 +535,8 @@ class HumanGates:
                             "event": "rc-approval-expired",
                             "repo": repo.name,
                             "env": target.name,
-                            "rc": rc["name"],
-                            "commit": rc["commit_id"],
+                            "rc": rc.name,
+                            "commit": rc.commit_id,
                             "by": actor,
                             "approved_at": at,
                             "expired_at": at + policy.expire_after,

@@ -20,7 +20,7 @@ from .readconfig import repository_problem as repository_problem
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: `history` imports this module for `ago`
-    from ..adapters.store import Store
+    from ..adapters.store import EnvironmentRecords, Store
     from ..config import Config, Environment, Repository
 
 # The reconciler's decision, as `status` names it.
@@ -117,15 +117,15 @@ def environment_status(
 class _Recorded:
     """The store as `all_status` reads it: every environment's records read at once, the rest asked of the store."""
 
-    def __init__(self, store: Store, records: dict[str, Any]):
-        self._store, self._records, self._covered = store, records, records["covered"]
+    def __init__(self, store: Store, records: EnvironmentRecords):
+        self._store, self._records, self._covered = store, records, records.covered
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
 
     def _newest(self, table: str, repo: str, env: str) -> Any:
         if (repo, env) in self._covered:
-            return self._records[table].get((repo, env))
+            return getattr(self._records, table).get((repo, env))
         return getattr(self._store, {"drift": "drift_report"}.get(table, table))(repo, env)
 
     def last(self, repo: str, env: str) -> Deployment | None:
@@ -138,22 +138,22 @@ class _Recorded:
         return self._newest("drift", repo, env)
 
     def failure(self, repo: str, env: str) -> Any:
-        return self._records["failure"].get((repo, env))
+        return self._records.failure.get((repo, env))
 
     def blocked(self, repo: str, env: str) -> Any:
-        return self._records["blocked"].get((repo, env))
+        return self._records.blocked.get((repo, env))
 
     def suspension(self, repo: str, env: str) -> Any:
-        return self._records["suspension"].get((repo, env))
+        return self._records.suspension.get((repo, env))
 
     def watch(self, repo: str, env: str) -> Any:
-        return self._records["watch"].get((repo, env))
+        return self._records.watch.get((repo, env))
 
     def bad_tree(self, repo: str, env: str, tree: str) -> str | None:
-        return self._records["bad_trees"].get((repo, env, tree))  # type: ignore[no-any-return]
+        return self._records.bad_trees.get((repo, env, tree))
 
     def locks(self, repo: str, env: str, now: float) -> list[Any]:
-        return [lock for lock in self._records["locks"] if lock.repo in ("*", repo) and lock.env in ("*", env)]
+        return [lock for lock in self._records.locks if lock.repo in ("*", repo) and lock.env in ("*", env)]
 
 
 def all_status(

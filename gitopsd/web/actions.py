@@ -233,7 +233,7 @@ def routes(  # noqa: C901 (a route table: each nested route counts toward its ma
         rc = store.rc(repo.name, name)
         if rc is None:
             raise Answer(MISSING, "rc_not_found", f"no release candidate rc/{name[:100]} in {repo.name} (see gitopsd rc list)")
-        target = environment(repo, rc["target_env"])
+        target = environment(repo, rc.target_env)
         need(user, repo, target, "approver", kind)  # and the approvers: list, which the gates check
         return ask_gates(user.name, {"op": kind, "repo": repo.name, "rc": name, "note": f.get("note")})
 

@@ -41,12 +41,12 @@ def actions(
                 f"id must be a break-glass request's number, not {f.get('id', '')[:20]!r}", INVALID, "bad_break_glass_id"
             )
         asked = store.break_glass_request(int(number))
-        repo = repository({"repo": str(asked["repo"])}) if asked is not None else None
+        repo = repository({"repo": str(asked.repo)}) if asked is not None else None
         if asked is None or repo is None:
             raise Refused(
                 f"no break-glass request #{number} (the environment's page lists the open ones)", MISSING, "break_glass_not_found"
             )
-        need(user, repo, environment(repo, str(asked["env"])), "deployer", "confirm a break-glass")
+        need(user, repo, environment(repo, str(asked.env)), "deployer", "confirm a break-glass")
         return ask(user.name, {"op": "override-confirm", "id": number, "reason": f.get("reason") or None})
 
     return {"override": override, "override-confirm": confirm}

@@ -24,7 +24,7 @@ from typing import Any
 import jinja2
 from markupsafe import Markup
 
-from ..adapters.store import Store
+from ..adapters.store import ReleaseCandidate, Store
 from ..base import gitcli
 from ..ci.heads import ci_globs, matches
 from ..core.settings import Config, Environment, Repository
@@ -179,7 +179,7 @@ def cell(
     env: Environment,
     status: EnvironmentStatus,
     head: tuple[str, str, str] | None,
-    rcs: list[dict[str, Any]],
+    rcs: list[ReleaseCandidate],
     drifted: int,
 ) -> Cell:
     """One environment's column: its status plus what its hosts report, its checks, sign-offs and waiting RC."""
@@ -211,9 +211,9 @@ def cell(
         c.signoffs = [(a, v) for a, (v, _n, _w) in sorted(newest_by_actor(store.signoffs(repo.name, env.name, c.tree)).items())]
     if env.approvals is not None:
         for rc in rcs:
-            if rc["target_env"] == env.name:
+            if rc.target_env == env.name:
                 view = rc_view(repo, store, rc)
-                c.rc = view if view["state"] != "approved" or rc["tree"] != (c.tree or "") else None
+                c.rc = view if view["state"] != "approved" or rc.tree != (c.tree or "") else None
                 break
     return c
 
@@ -230,7 +230,7 @@ def environment_page(config: Config, store: Store, repo: Repository, env: Enviro
         "rows": rows,
         "next_before": deployments[-1].id if more and deployments else None,
         "hosts": host_runs(store, repo.name, env.name),
-        "break_glass": [r for r in store.break_glass_requests(time.time()) if (r["repo"], r["env"]) == (repo.name, env.name)],
+        "break_glass": [r for r in store.break_glass_requests(time.time()) if (r.repo, r.env) == (repo.name, env.name)],
     }
 
 
@@ -244,8 +244,8 @@ def rc_page(repo: Repository, store: Store, name: str) -> dict[str, Any] | None:
     view["message"] = gitcli.git(
         repo.path, "tag", "-l", "--format=%(contents)", "--end-of-options", f"rc/{name}", check=False
     ).rstrip()
-    view["checks"] = store.statuses(repo.name, rc["tree"])
-    view["where"] = where_view(store, repo, rc["tree"])
+    view["checks"] = store.statuses(repo.name, rc.tree)
+    view["where"] = where_view(store, repo, rc.tree)
     return view
 
 

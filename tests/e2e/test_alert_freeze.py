@@ -249,7 +249,7 @@ def test_a_freeze_holds_while_alertmanager_sends_it_again_a_person_in_override_b
 
     def expired() -> bool:
         with Store.of(load(sandbox.config), readonly=True) as store:
-            return any(row["lifted_by"] == "expired" for row in store.lock_history(5))
+            return any(row.lifted_by == "expired" for row in store.lock_history(5))
 
     with Daemon(sandbox) as daemon:
         daemon.wait_state("production", "in-sync")

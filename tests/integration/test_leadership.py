@@ -113,10 +113,14 @@ def test_the_daemons_say_who_they_are_and_a_stopping_one_is_forgotten(tmp_path, 
     seen = b.heartbeat("host-b:/s", "standby", 20, "")
     assert [(d[0], d[1], d[2], d[3]) for d in seen] == [("host-a:/s", "leader", 1, 10), ("host-b:/s", "standby", 0, 20)]
     with store(tmp_path, postgres_url, name="reader") as reader:
-        assert [(d["name"], d["role"]) for d in reader.daemons()] == [("host-a:/s", "leader"), ("host-b:/s", "standby")]
+        assert [(d.name, d.role, d.epoch, d.pid, d.api) for d in reader.daemons()] == [
+            ("host-a:/s", "leader", 1, 10, "http://10.0.0.1:8470"),
+            ("host-b:/s", "standby", 0, 20, ""),
+        ]
+        assert all(d.seen_ago >= 0.0 for d in reader.daemons())
     b.forget("host-b:/s")
     with store(tmp_path, postgres_url, name="reader2") as reader:
-        assert [d["name"] for d in reader.daemons()] == ["host-a:/s"]
+        assert [d.name for d in reader.daemons()] == ["host-a:/s"]
     a.drop()  # a dies without a word; b takes the lead: a's row says leader no more
     assert take_once_let_go(b) == 2
     assert [(d[0], d[1]) for d in b.heartbeat("host-b:/s", "leader", 20, "")] == [("host-b:/s", "leader")]

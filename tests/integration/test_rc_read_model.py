@@ -43,7 +43,7 @@ def r1(tmp_path) -> Iterator[tuple[Sandbox, Any, Store]]:
 
 def test_a_release_candidate_is_found_as_rc_slash_name_or_name_and_a_missing_one_is_refused_naming_rc_list(r1):
     _sandbox, repo, store = r1
-    assert rc_named(store, repo, "rc/r1")["name"] == rc_named(store, repo, "r1")["name"] == "r1"
+    assert rc_named(store, repo, "rc/r1").name == rc_named(store, repo, "r1").name == "r1"
     with pytest.raises(Refused) as refused:
         rc_named(store, repo, "rc/nope")
     assert str(refused.value) == f"no release candidate rc/nope in {repo.name} (see gitopsd rc list)"

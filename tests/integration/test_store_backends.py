@@ -154,8 +154,10 @@ def test_statuses_ci_heads_and_human_gates(store_factory, tmp_path):
         self_identities=[],
         now=5.0,
     )
-    assert store.rc("shop", "r1")["self_identities"] == "alice\nbob" and store.rc("shop", "nope") is None
-    assert [r["name"] for r in store.rcs("shop")] == ["r1"]
+    assert store.rc("shop", "r1").self_identities == ("alice", "bob") and store.rc("shop", "nope") is None
+    assert [(r.name, r.commit_id, r.tree, r.source_env, r.target_env, r.created_by, r.created_at) for r in store.rcs("shop")] == [
+        ("r1", "c1", T1, "staging", "production", "alice", 4.0)
+    ]
     assert store.rcs_for_tree("shop", T1, "production") == [("r1", 4.0)]
     store.add_approval(repo="shop", rc="r1", tree=T1, actor="carol", kind="approve", note="", now=6.0)
     assert store.approval_rows("shop", "r1") == [("carol", "approve", "", 6.0)]
@@ -165,6 +167,165 @@ def test_statuses_ci_heads_and_human_gates(store_factory, tmp_path):
     keys = [("shop", "production", T1), ("shop", "production", T2)]
     assert store.rcs_with_approvals(keys) == [("shop", "production", T1, "r1", 4.0, "carol", "approve", 6.0)]
     assert store.signoffs_of([("shop", "staging", T1)]) == [("shop", "staging", T1, "tess", "signoff", "ok", 3.0)]
+
+
+def test_previews_read_back_as_records_newest_first_by_candidate_target_or_id(store_factory, tmp_path):
+    store = store_factory(tmp_path / "state.db")
+    ask = dict(repo="shop", source_env="staging", target_env="production", commit="c1", tree=T1, target_deployment=0)
+    first = store.add_preview(**ask, rc="r1", requested_by="alice", now=10.0)
+    second = store.add_preview(**ask, rc="", requested_by="bob", now=11.0)
+    store.update_preview(first, state="running", target_deployment=7)
+    store.update_preview(first, state="done", now=12.0, reason="web-1: 1 file", digest="d1", result='{"hosts": {}}')
+    (done,) = store.previews("shop", rc="r1")
+    assert (done.id, done.repo, done.source_env, done.target_env, done.commit_id, done.tree, done.rc) == (
+        first,
+        "shop",
+        "staging",
+        "production",
+        "c1",
+        T1,
+        "r1",
+    )
+    assert (done.target_deployment, done.requested_by, done.requested_at, done.finished_at, done.state) == (
+        7,
+        "alice",
+        10.0,
+        12.0,
+        "done",
+    )
+    assert (done.reason, done.digest, done.result) == ("web-1: 1 file", "d1", '{"hosts": {}}')
+    assert [(p.id, p.state, p.finished_at, p.reason) for p in store.previews("shop", target_env="production")] == [
+        (second, "queued", None, None),
+        (first, "done", 12.0, "web-1: 1 file"),
+    ]
+    assert [p.requested_by for p in store.previews("shop", preview_id=second, limit=1)] == ["bob"]
+
+
+def test_break_glass_requests_read_back_as_records_whose_json_names_every_column(store_factory, tmp_path):
+    store = store_factory(tmp_path / "state.db")
+    ask = dict(repo="shop", env="production", reason="hotfix", confirm_within=600.0, lasts=3600.0)
+    first = store.ask_break_glass(**ask, asked_by="alice", now=10.0)
+    second = store.ask_break_glass(**ask, asked_by="bob", now=11.0)
+    assert store.confirm_break_glass(first, by="carol", reason="seen", now=20.0)
+    asked = store.break_glass_request(first)
+    assert (asked.id, asked.repo, asked.env, asked.asked_by, asked.reason, asked.asked_at) == (
+        first,
+        "shop",
+        "production",
+        "alice",
+        "hotfix",
+        10.0,
+    )
+    assert (
+        asked.confirm_before,
+        asked.lasts,
+        asked.confirmed_by,
+        asked.confirm_reason,
+        asked.confirmed_at,
+        asked.expires_at,
+    ) == (610.0, 3600.0, "carol", "seen", 20.0, 3620.0)
+    assert store.break_glass_request(second + 1) is None
+    assert [r.as_json() for r in store.break_glass_requests(30.0)] == [
+        {
+            "id": first,
+            "repo": "shop",
+            "env": "production",
+            "asked_by": "alice",
+            "reason": "hotfix",
+            "asked_at": 10.0,
+            "confirm_before": 610.0,
+            "lasts": 3600.0,
+            "confirmed_by": "carol",
+            "confirm_reason": "seen",
+            "confirmed_at": 20.0,
+            "expires_at": 3620.0,
+        },
+        {
+            "id": second,
+            "repo": "shop",
+            "env": "production",
+            "asked_by": "bob",
+            "reason": "hotfix",
+            "asked_at": 11.0,
+            "confirm_before": 611.0,
+            "lasts": 3600.0,
+            "confirmed_by": None,
+            "confirm_reason": None,
+            "confirmed_at": None,
+            "expires_at": None,
+        },
+    ]
+
+
+def test_the_lock_history_and_expired_freezes_read_back_as_records_whose_json_names_every_column(store_factory, tmp_path):
+    store = store_factory(tmp_path / "state.db")
+    person = store.add_lock(repo="shop", env="production", source="person", actor="alice", reason="release", now=10.0)
+    alert = store.add_lock(
+        repo="shop", env="*", source="alert", alert="Errors{a=1}", actor="Errors", reason="firing", now=11.0, expires_at=50.0
+    )
+    assert store.lift_locks(repo="shop", env="production", by="bob", now=20.0, reason="done") == 1
+    (expired,) = store.expire_alert_locks(60.0)
+    assert (expired.id, expired.repo, expired.env, expired.source, expired.alert, expired.actor, expired.reason) == (
+        alert,
+        "shop",
+        "*",
+        "alert",
+        "Errors{a=1}",
+        "Errors",
+        "firing",
+    )
+    assert expired.lock().describe() == store.lock_history(1)[0].lock().describe()
+    assert store.expire_alert_locks(61.0) == []
+    assert [r.as_json() for r in store.lock_history(10)] == [
+        {
+            "id": alert,
+            "repo": "shop",
+            "env": "*",
+            "source": "alert",
+            "alert": "Errors{a=1}",
+            "actor": "Errors",
+            "reason": "firing",
+            "created_at": 11.0,
+            "expires_at": 50.0,
+            "lifted_at": 50.0,
+            "lifted_by": "expired",
+            "lift_reason": "Alertmanager did not send the alert again before the freeze's end",
+        },
+        {
+            "id": person,
+            "repo": "shop",
+            "env": "production",
+            "source": "person",
+            "alert": "",
+            "actor": "alice",
+            "reason": "release",
+            "created_at": 10.0,
+            "expires_at": None,
+            "lifted_at": 20.0,
+            "lifted_by": "bob",
+            "lift_reason": "done",
+        },
+    ]
+
+
+def test_every_environments_records_for_status_read_back_as_one_record_with_a_field_per_table(store_factory, tmp_path):
+    store = store_factory(tmp_path / "state.db")
+    assert store.environment_records(200.0).covered == set()
+    ok = deploy(store, env="qa", commit="c1", now=100.0)
+    failed = deploy(store, env="qa", commit="c2", tree=T2, result="failed", now=110.0)
+    store.record_head("shop", "qa", "c2", T2)
+    store.record_failure("shop", "qa", FailureStatus("c2", 1, 150.0, False, "it broke"))
+    store.block("shop", "qa", Block("c2", "c1", "not judged", 120.0))
+    store.suspend("shop", "qa", actor="alice", reason="maintenance", now=130.0)
+    store.mark_bad_tree("shop", "qa", T2, "it broke", 140.0)
+    lock = store.add_lock(repo="shop", env="*", source="person", actor="bob", reason="release", now=145.0)
+    records = store.environment_records(200.0)
+    assert records.covered == {("shop", "qa")}
+    assert records.last[("shop", "qa")].id == failed and records.deployed[("shop", "qa")].id == ok
+    assert records.drift == {} and records.watch == {}
+    assert records.failure[("shop", "qa")].reason == "it broke" and records.blocked[("shop", "qa")].deployed_commit == "c1"
+    assert records.suspension[("shop", "qa")].actor == "alice" and records.bad_trees == {("shop", "qa", T2): "it broke"}
+    assert [lock_.id for lock_ in records.locks] == [lock]
 
 
 def test_dora_and_metrics_reads(store_factory, tmp_path):

@@ -119,7 +119,7 @@ def test_a_freeze_whose_alert_is_not_sent_again_expires_after_repeat_interval_an
     assert "shop/production freeze by alert CheckoutErrors expired at 2026-12-07 11:10 UTC" in said, said
     assert cc.expire() == []  # recorded once
     (row,) = store.lock_history(1)
-    assert row["lifted_by"] == "expired" and row["lifted_at"] == end
+    assert row.lifted_by == "expired" and row.lifted_at == end
     assert "freeze by alert CheckoutErrors expired at 2026-12-07 11:10 UTC" in notes(repo)
 
 
@@ -144,7 +144,7 @@ def test_a_notification_after_the_freeze_expired_freezes_again_and_the_resolve_s
     cc.handle("alertmanager", {"op": "alerts", "payload": notification("firing")})
     assert len(frozen(store, clock.now)) == 1
     history = store.lock_history(10)
-    assert [r["lifted_by"] for r in history] == [None, "expired"], history
+    assert [r.lifted_by for r in history] == [None, "expired"], history
     cc.handle("alertmanager", {"op": "alerts", "payload": notification("resolved", "2026-12-07T15:01:00Z")})
     assert frozen(store, clock.now) == []
 
@@ -164,7 +164,7 @@ def test_a_person_in_override_by_lifts_an_alerts_freeze_with_a_reason_and_the_ne
     assert lifted["ok"] and "shop/production unlocked by carol" in lifted["message"], lifted
     assert frozen(store, clock.now) == []
     (row,) = store.lock_history(1)
-    assert (row["lifted_by"], row["lift_reason"]) == ("carol", "the rule was deleted")
+    assert (row.lifted_by, row.lift_reason) == ("carol", "the rule was deleted")
     assert "freeze by alert CheckoutErrors lifted by carol at 2026-12-07 10:00 UTC: the rule was deleted" in notes(repo)
 
     clock.now += 60

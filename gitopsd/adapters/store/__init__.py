@@ -12,19 +12,29 @@ from __future__ import annotations
 from ...core.types import Admission, Block, Deployment, FailureStatus, Hold, iso
 from .base import file_identity
 from .deployments import ACTIVE, KINDS, RESULTS
-from .facade import PG_WRITE_RETRY, Store
+from .facade import PG_WRITE_RETRY, DaemonSeen, EnvironmentRecords, Store
+from .holds import BreakGlassRequest, LockRecord
+from .human import Preview, ReleaseCandidate
+from .ledger import DoraDeployment
 from .schema import SCHEMA, full_schema
 from .sqlite import write_backup
 
 __all__ = [
     "ACTIVE",
     "KINDS",
+    "LockRecord",
     "PG_WRITE_RETRY",
+    "Preview",
     "RESULTS",
+    "ReleaseCandidate",
     "SCHEMA",
     "Admission",
     "Block",
+    "DaemonSeen",
+    "BreakGlassRequest",
     "Deployment",
+    "DoraDeployment",
+    "EnvironmentRecords",
     "FailureStatus",
     "Hold",
     "Store",

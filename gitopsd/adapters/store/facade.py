@@ -16,12 +16,14 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from ...base.storeerrors import DatabaseFailure, StatementFailure, StoreUnusable, postgresql_missing
-from ...core.types import Block, FailureStatus, Hold
+from ...core.types import Block, Deployment, DriftReport, FailureStatus, Hold, WatchWindow
 from ...gate import snapshot
+from ...gate.locks import Lock
 from .. import ownership
 from . import schema as migrations
 from .backend import Backend, Row
@@ -38,6 +40,36 @@ from .watches import Watches
 
 # How long the daemon's writes wait for a PostgreSQL that went away (restart, failover) before failing.
 PG_WRITE_RETRY = 600.0
+
+
+class DaemonSeen(NamedTuple):
+    """A daemon that said it was alive in a shared PostgreSQL database, and how long ago by the database's clock."""
+
+    name: str  # host:state_dir
+    role: str  # leader | standby
+    epoch: int
+    pid: int
+    api: str  # its HTTP API's address, '' for none
+    seen_ago: float
+
+
+Pair = tuple[str, str]  # (repo, env)
+
+
+@dataclass(frozen=True)
+class EnvironmentRecords:
+    """Every environment's records `status` reads, read at once (Store.environment_records): a field per table."""
+
+    covered: set[Pair]  # the environments env_heads holds: last, deployed and drift are complete for these
+    last: dict[Pair, Deployment]
+    deployed: dict[Pair, Deployment]
+    drift: dict[Pair, DriftReport]
+    failure: dict[Pair, FailureStatus]
+    blocked: dict[Pair, Block]
+    suspension: dict[Pair, Hold]
+    watch: dict[Pair, WatchWindow]
+    bad_trees: dict[tuple[str, str, str], str]  # (repo, env, tree) -> why it failed there
+    locks: list[Lock]  # every lock in force
 
 
 @errors_translated
@@ -191,7 +223,7 @@ class Store(Deployments, Holds, Checks, Human, Ledger, Watches, Trees):
                 resync()
 
     # -- the daemons sharing a PostgreSQL database (gitopsd/daemon/leadership.py) ------------------------------
-    def daemons(self) -> list[dict[str, Any]]:
+    def daemons(self) -> list[DaemonSeen]:
         """Each daemon that said it was alive here: name, role, epoch, pid, api, seconds since it did (PostgreSQL)."""
         if self.backend != "postgresql":
             return []
@@ -199,14 +231,7 @@ class Store(Deployments, Holds, Checks, Human, Ledger, Watches, Trees):
             "SELECT name, role, epoch, pid, api, extract(epoch from now()) - seen_at AS age FROM daemons ORDER BY role, name"
         )  # the age by the database's clock: the daemons' may differ
         return [
-            {
-                "name": r["name"],
-                "role": r["role"],
-                "epoch": int(r["epoch"]),
-                "pid": int(r["pid"]),
-                "api": r["api"],
-                "seen_ago": max(0.0, float(r["age"])),
-            }
+            DaemonSeen(str(r["name"]), str(r["role"]), int(r["epoch"]), int(r["pid"]), str(r["api"]), max(0.0, float(r["age"])))
             for r in rows
         ]
 
@@ -236,7 +261,7 @@ class Store(Deployments, Holds, Checks, Human, Ledger, Watches, Trees):
         with self._transaction() as db:
             snapshot.write(db, gate_config, time.time())
 
-    def environment_records(self, now: float) -> dict[str, Any] | None:
+    def environment_records(self, now: float) -> EnvironmentRecords | None:
         """Every environment's records `status` reads, one query per table instead of ten per environment (issue 28).
 
         last, deployed, drift: {(repo, env): row} for the environments in `covered` (those env_heads holds), found
@@ -253,32 +278,30 @@ class Store(Deployments, Holds, Checks, Human, Ledger, Watches, Trees):
         except StatementFailure:  # a store written by an older daemon, read by `status`
             return None
 
-    def _environment_records(self, newest: str, pair: Callable[[Row], tuple[str, str]], now: float) -> dict[str, Any]:
+    def _environment_records(self, newest: str, pair: Callable[[Row], Pair], now: float) -> EnvironmentRecords:
         last = {d.id: d for d in map(self._deployment, self._rows(newest.format("deployments", "")))}
-        return {
-            "covered": {pair(r) for r in self._rows("SELECT repo, env FROM env_heads")},
-            "last": {(d.repo, d.env): d for d in last.values()},
-            "deployed": {
+        return EnvironmentRecords(
+            covered={pair(r) for r in self._rows("SELECT repo, env FROM env_heads")},
+            last={(d.repo, d.env): d for d in last.values()},
+            deployed={
                 pair(r): last.get(r["id"]) or self._deployment(r)  # mostly the last one: parsed once
                 for r in self._rows(newest.format("deployments", " AND x.result = 'succeeded'"))
             },
-            "drift": {pair(r): self._drift_report(r) for r in self._rows(newest.format("drift_reports", ""))},
-            "failure": {
+            drift={pair(r): self._drift_report(r) for r in self._rows(newest.format("drift_reports", ""))},
+            failure={
                 pair(r): FailureStatus(
                     r["commit_id"], r["failures"], r["next_retry_at"], bool(r["stalled"]), r["reason"], failed=r["stalled"] == 2
                 )
                 for r in self._rows("SELECT * FROM env_status")
             },
-            "blocked": {
+            blocked={
                 pair(r): Block(r["commit_id"], r["deployed_commit"], r["reason"], r["since"])
                 for r in self._rows("SELECT * FROM env_blocks")
             },
-            "suspension": {
-                pair(r): Hold(r["actor"], r["reason"], r["since"]) for r in self._rows("SELECT * FROM env_suspensions")
-            },
-            "watch": {pair(r): self._watch(r) for r in self._rows("SELECT * FROM watches")},
-            "bad_trees": {
+            suspension={pair(r): Hold(r["actor"], r["reason"], r["since"]) for r in self._rows("SELECT * FROM env_suspensions")},
+            watch={pair(r): self._watch(r) for r in self._rows("SELECT * FROM watches")},
+            bad_trees={
                 (r["repo"], r["env"], r["tree"]): r["reason"] for r in self._rows("SELECT repo, env, tree, reason FROM bad_trees")
             },
-            "locks": self.all_locks(now),
-        }
+            locks=self.all_locks(now),
+        )

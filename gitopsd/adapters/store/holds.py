@@ -2,12 +2,72 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from ...base.storeerrors import StatementFailure
 from ...core.types import Hold
 from ...gate.locks import ACTIVE_BREAK_GLASS, ACTIVE_LOCKS, BreakGlass, Lock
+from .backend import Row
 from .base import StoreBase
+
+
+@dataclass(frozen=True)
+class BreakGlassRequest:
+    """A break-glass request: who asked to deploy into a lock and why, and the second person who confirmed it, if any."""
+
+    id: int
+    repo: str
+    env: str
+    asked_by: str
+    reason: str
+    asked_at: float
+    confirm_before: float  # an unconfirmed request lapses then
+    lasts: float  # seconds it holds once confirmed
+    confirmed_by: str | None
+    confirm_reason: str | None
+    confirmed_at: float | None
+    expires_at: float | None  # confirmed_at + lasts
+
+    @classmethod
+    def of(cls, row: Row) -> BreakGlassRequest:
+        return cls(*(row[name] for name in cls.__dataclass_fields__))
+
+    def as_json(self) -> dict[str, Any]:
+        """As `gitopsd locks --json`, GET /api/v1/locks and GET /api/v1/overrides show it: every column by name."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class LockRecord:
+    """A lock or alert freeze as recorded, in force or lifted: who set it and why, and who lifted it, when and why."""
+
+    id: int
+    repo: str
+    env: str
+    source: str  # person | alert
+    alert: str
+    actor: str
+    reason: str
+    created_at: float
+    expires_at: float | None
+    lifted_at: float | None
+    lifted_by: str | None  # 'expired': an alert's freeze that Alertmanager did not send again in time
+    lift_reason: str | None
+
+    @classmethod
+    def of(cls, row: Row) -> LockRecord:
+        return cls(*(row[name] for name in cls.__dataclass_fields__))
+
+    def lock(self) -> Lock:
+        """The lock it was while in force (its scope and the line that describes it)."""
+        return Lock(
+            self.id, self.repo, self.env, self.source, self.alert, self.actor, self.reason, self.created_at, self.expires_at
+        )
+
+    def as_json(self) -> dict[str, Any]:
+        """As `gitopsd locks --history N --json` shows it: every column by name."""
+        return asdict(self)
 
 
 class Holds(StoreBase):
@@ -69,11 +129,11 @@ class Holds(StoreBase):
             > 0
         )
 
-    def expire_alert_locks(self, now: float) -> list[dict[str, Any]]:
+    def expire_alert_locks(self, now: float) -> list[LockRecord]:
         """Record each alert freeze whose time ran out as lifted then by `expired`; the rows recorded by this call."""
         try:
             rows = [
-                dict(r)
+                LockRecord.of(r)
                 for r in self._rows(
                     "SELECT * FROM env_locks WHERE lifted_at IS NULL AND source = 'alert' AND expires_at <= ? ORDER BY id", (now,)
                 )
@@ -86,15 +146,15 @@ class Holds(StoreBase):
             if self._write(
                 "UPDATE env_locks SET lifted_at = expires_at, lifted_by = 'expired', lift_reason = ? WHERE id = ?"
                 " AND lifted_at IS NULL",
-                ("Alertmanager did not send the alert again before the freeze's end", r["id"]),
+                ("Alertmanager did not send the alert again before the freeze's end", r.id),
             ).rowcount
             == 1
         ]
 
-    def lock_history(self, limit: int = 20) -> list[dict[str, Any]]:
+    def lock_history(self, limit: int = 20) -> list[LockRecord]:
         """Locks and freezes, in force or lifted, newest first: who set and lifted each, and why."""
         try:
-            return [dict(r) for r in self._rows("SELECT * FROM env_locks ORDER BY id DESC LIMIT ?", (limit,))]
+            return [LockRecord.of(r) for r in self._rows("SELECT * FROM env_locks ORDER BY id DESC LIMIT ?", (limit,))]
         except StatementFailure:  # a store written by an older daemon
             return []
 
@@ -134,11 +194,11 @@ class Holds(StoreBase):
         )
         return int(cur.lastrowid or 0)
 
-    def break_glass_request(self, request_id: int) -> dict[str, Any] | None:
+    def break_glass_request(self, request_id: int) -> BreakGlassRequest | None:
         rows = self._rows("SELECT * FROM break_glass WHERE id = ?", (request_id,))
-        return dict(rows[0]) if rows else None
+        return BreakGlassRequest.of(rows[0]) if rows else None
 
-    def break_glass_requests(self, now: float) -> list[dict[str, Any]]:
+    def break_glass_requests(self, now: float) -> list[BreakGlassRequest]:
         """Break-glass requests still waiting for their second person, or confirmed and in force, oldest first."""
         try:
             rows = self._rows(
@@ -147,7 +207,7 @@ class Holds(StoreBase):
             )
         except StatementFailure:  # a store written by an older daemon
             return []
-        return [dict(r) for r in rows]
+        return [BreakGlassRequest.of(r) for r in rows]
 
     def confirm_break_glass(self, request_id: int, *, by: str, reason: str | None, now: float) -> bool:
         """Confirm an unconfirmed, unlapsed request; False when someone else did first or it lapsed."""

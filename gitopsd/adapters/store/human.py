@@ -2,11 +2,42 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from ...base.storeerrors import IntegrityFailure, StatementFailure
 from ...gate import approvals
+from .backend import Row
 from .base import StoreBase
+
+
+@dataclass(frozen=True)
+class ReleaseCandidate:
+    """A release candidate as the store keeps it: the tag rc/<name> on `commit_id`, made for `target_env`."""
+
+    repo: str
+    name: str
+    commit_id: str
+    tree: str
+    source_env: str
+    target_env: str
+    created_by: str
+    created_at: float
+    self_identities: tuple[str, ...]  # who may not approve it: its creator and the pushers of its changes
+
+    @classmethod
+    def of(cls, row: Row) -> ReleaseCandidate:
+        return cls(
+            str(row["repo"]),
+            str(row["name"]),
+            str(row["commit_id"]),
+            str(row["tree"]),
+            str(row["source_env"]),
+            str(row["target_env"]),
+            str(row["created_by"]),
+            float(row["created_at"]),
+            tuple(i for i in str(row["self_identities"]).split("\n") if i),
+        )
 
 
 class ReleaseWord(NamedTuple):
@@ -32,6 +63,48 @@ class SignoffWord(NamedTuple):
     verdict: str
     note: str
     at: float
+
+
+@dataclass(frozen=True)
+class Preview:
+    """A promotion preview: a candidate tree in check mode against a target's hosts, and what it found (previews.py)."""
+
+    id: int
+    repo: str
+    source_env: str
+    target_env: str
+    commit_id: str
+    tree: str
+    rc: str  # the release candidate it was made for ('' for none)
+    target_deployment: int  # the target's deployed deployment when it ran (0: none)
+    requested_by: str
+    requested_at: float
+    finished_at: float | None
+    state: str  # queued | running | done | failed
+    reason: str | None
+    digest: str
+    result: str  # JSON: per host, per task
+
+    @classmethod
+    def of(cls, row: Row) -> Preview:
+        finished = row["finished_at"]
+        return cls(
+            int(row["id"]),
+            str(row["repo"]),
+            str(row["source_env"]),
+            str(row["target_env"]),
+            str(row["commit_id"]),
+            str(row["tree"]),
+            str(row["rc"] or ""),
+            int(row["target_deployment"] or 0),
+            str(row["requested_by"]),
+            float(row["requested_at"]),
+            float(finished) if finished is not None else None,
+            str(row["state"]),
+            row["reason"],
+            str(row["digest"] or ""),
+            str(row["result"] or "{}"),
+        )
 
 
 class Human(StoreBase):
@@ -127,7 +200,7 @@ class Human(StoreBase):
 
     def previews(
         self, repo: str, *, rc: str | None = None, target_env: str | None = None, preview_id: int | None = None, limit: int = 20
-    ) -> list[dict[str, Any]]:
+    ) -> list[Preview]:
         """Previews newest first, of a release candidate, a target environment or one by id."""
         where, args = ["repo = ?"], [repo]  # type: tuple[list[str], list[Any]]
         for column, value in (("rc", rc), ("target_env", target_env), ("id", preview_id)):
@@ -141,7 +214,7 @@ class Human(StoreBase):
             )
         except StatementFailure:  # a store written by an older daemon, read by a command
             return []
-        return [dict(r) for r in rows]
+        return [Preview.of(r) for r in rows]
 
     def target_deployment(self, repo: str, env: str, tree: str) -> int:
         """What a preview of `tree` runs against: `env`'s newest successful deployment of another tree (0: none)."""
@@ -160,17 +233,17 @@ class Human(StoreBase):
             float(drifted[0][0]) if drifted and drifted[0][0] is not None else None,
         )
 
-    def rc(self, repo: str, name: str) -> dict[str, Any] | None:
+    def rc(self, repo: str, name: str) -> ReleaseCandidate | None:
         rows = self._rows("SELECT * FROM release_candidates WHERE repo = ? AND name = ?", (repo, name))
-        return dict(rows[0]) if rows else None
+        return ReleaseCandidate.of(rows[0]) if rows else None
 
-    def rcs(self, repo: str, limit: int = 50) -> list[dict[str, Any]]:
+    def rcs(self, repo: str, limit: int = 50) -> list[ReleaseCandidate]:
         """Release candidates, newest first."""
         try:
             rows = self._rows("SELECT * FROM release_candidates WHERE repo = ? ORDER BY created_at DESC LIMIT ?", (repo, limit))
         except StatementFailure:
             return []
-        return [dict(r) for r in rows]
+        return [ReleaseCandidate.of(r) for r in rows]
 
     def add_approval(self, *, repo: str, rc: str, tree: str, actor: str, kind: str, note: str, now: float) -> int:
         assert kind in ("approve", "reject", "withdraw"), kind

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from ...gate import attested, rejections
 from .base import StoreBase, bookkeeping
+
+if TYPE_CHECKING:
+    from ...gate.attested import Attestation
+    from ...gate.rejections import Rejection
 
 
 class Trees(StoreBase):
@@ -30,7 +34,7 @@ class Trees(StoreBase):
         """Forget that `tree` failed in `env` (an unreject lets it be deployed there again)."""
         return self._write("DELETE FROM bad_trees WHERE repo = ? AND env = ? AND tree = ?", (repo, env, tree)).rowcount
 
-    def attestations(self, repo: str, tree: str) -> list[tuple[Any, ...]]:
+    def attestations(self, repo: str, tree: str) -> list[Attestation]:
         """(artifact, sha256 kept, sha256 signed) of `tree`'s recorded provenance (gate/attested.ATTESTATIONS)."""
         return self._human(attested.ATTESTATIONS, (repo, tree))
 
@@ -46,7 +50,7 @@ class Trees(StoreBase):
             (repo, tree, name, sha256, signed_sha256, statement, now),
         )
 
-    def rejections(self, repo: str, tree: str) -> list[tuple[Any, ...]]:
+    def rejections(self, repo: str, tree: str) -> list[Rejection]:
         """Every rejection and unrejection of `tree`, oldest first (gate/rejections.REJECTIONS)."""
         return self._human(rejections.REJECTIONS, (repo, tree))
 

@@ -37,7 +37,9 @@ def routes(api: Context, v1: str) -> list[Route]:
 
     async def get_overrides(request: Request) -> Response:
         api.authorize(request, "read")
-        return JSONResponse({"break_glass": await api.blocking(lambda: api.store.break_glass_requests(time.time()))})
+        return JSONResponse(
+            {"break_glass": await api.blocking(lambda: [r.as_json() for r in api.store.break_glass_requests(time.time())])}
+        )
 
     return [
         Route(f"{v1}/overrides", get_overrides, methods=["GET"]),

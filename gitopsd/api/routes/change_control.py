@@ -43,7 +43,7 @@ def routes(api: Context, v1: str) -> list[Route]:
             now = time.time()
             return {
                 "locks": [lock.as_json() for lock in api.store.all_locks(now)],
-                "break_glass": api.store.break_glass_requests(now),
+                "break_glass": [r.as_json() for r in api.store.break_glass_requests(now)],
             }
 
         return JSONResponse(await api.blocking(read))
