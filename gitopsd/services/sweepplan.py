@@ -66,11 +66,14 @@ class SweepPlan:
         self._stamps: dict[str, Stamp] = {}
         self._passed = 0  # sweeps since the last that looked at everything
 
-    def choose(self, config: Config, settled: Collection[str]) -> list[Repository]:
-        """The repositories this sweep looks at (in the configuration's order); `settled`: the reconciler's."""
+    def choose(self, config: Config, settled: Collection[str], everything: bool = False) -> list[Repository]:
+        """The repositories this sweep looks at (in the configuration's order); `settled`: the reconciler's.
+
+        `everything`: the start's or a reload's sweep, which looks at all; what it saw is kept for the next sweep."""
         version = self._data_version()
         full = (
-            version is None
+            everything
+            or version is None
             or version != self._version
             or id(config) != self._config_id
             or bool(config.freeze_on)

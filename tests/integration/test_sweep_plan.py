@@ -49,3 +49,13 @@ def test_every_tenth_sweep_looks_at_every_repository_whatever_the_stamps_say(tmp
     plan = SweepPlan(lambda: Store(sandbox.state / "state.db", readonly=True))
     chosen = [names(plan.choose(config, {"shop"})) for _ in range(21)]
     assert [i for i, repos in enumerate(chosen) if repos] == [0, 10, 20]
+
+
+def test_the_first_periodic_sweep_passes_over_what_the_starts_sweep_found_settled(tmp_path):
+    sandbox = Sandbox(tmp_path, {"qa": ["qa-1"]})
+    config = load(sandbox.config)
+    with Store(sandbox.state / "state.db"):
+        plan = SweepPlan(lambda: Store(sandbox.state / "state.db", readonly=True))
+        assert names(plan.choose(config, set(), everything=True)) == ["shop"], "the start's sweep looks at all"
+        assert names(plan.choose(config, {"shop"})) == [], "a full second sweep a minute after READY cost a second of CPU"
+        assert names(plan.choose(config, {"shop"}, everything=True)) == ["shop"], "a reload's sweep looks at all"
