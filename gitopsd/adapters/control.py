@@ -58,7 +58,6 @@ class ControlServer:
         self.sock.bind(str(self.path))
         os.chmod(self.path, mode)
         self.sock.listen(64)
-        self.sock.settimeout(0.5)  # so the thread notices close() promptly
         self.closed = False
         self._slots = threading.BoundedSemaphore(MAX_CLIENTS)
         self._thread = threading.Thread(target=self._serve, name="control", daemon=True)
@@ -68,6 +67,10 @@ class ControlServer:
 
     def close(self) -> None:
         self.closed = True
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)  # wakes the thread's accept at once (it blocks: no polling timeout)
+        except OSError:
+            pass
         self.sock.close()
         try:
             self.path.unlink()

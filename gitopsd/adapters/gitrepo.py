@@ -35,13 +35,22 @@ class ExportError(StalledError):
 class GitRepository:
     """Reads branch heads and exports exact commits of one bare repository."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, keep_open: bool = False):
         self.path = Path(path)
+        # keep_open: one handle for this object's calls (one thread's, for a moment: PygitPort); libgit2 still reads
+        # each ref from its file and looks for new packs when an object is missing.
+        self._kept: pygit2.Repository | None = None
+        self._keep_open = keep_open
 
     def _open(self) -> pygit2.Repository:
-        # A fresh handle per call: refs and packs change under us, and handles are not thread-safe.
+        # A fresh handle per call unless kept: refs and packs change under us, and handles are not thread-safe.
+        if self._kept is not None:
+            return self._kept
         try:
-            return pygit2.Repository(str(self.path))
+            opened = pygit2.Repository(str(self.path))
+            if self._keep_open:
+                self._kept = opened
+            return opened
         except pygit2.GitError as exc:
             if "not owned by current user" not in str(exc):
                 raise GitError(f"cannot open the repository {self.path}: {exc}") from exc

@@ -125,9 +125,31 @@ class _Server(uvicorn.Server):
 
     on_error: Callable[[asyncio.AbstractEventLoop, dict[str, Any]], None] | None = None
 
+    _stop: asyncio.Event | None = None
+    _loop: asyncio.AbstractEventLoop | None = None
+
     async def serve(self, sockets: list[socket.socket] | None = None) -> None:
         asyncio.get_running_loop().set_exception_handler(self.on_error)
         await super().serve(sockets)
+
+    async def main_loop(self) -> None:
+        """uvicorn's, ticking once a second instead of ten times (its Date header is to the second; an idle daemon's
+        wake-ups, issue 28), and at once when `exit_soon` is called."""
+        self._stop, self._loop = asyncio.Event(), asyncio.get_running_loop()
+        while not await self.on_tick(0):  # tick 0: the Date header is made again each time
+            try:
+                await asyncio.wait_for(self._stop.wait(), 1.0)
+            except TimeoutError:
+                pass
+
+    def exit_soon(self) -> None:
+        """Stop serving (from another thread): the main loop wakes now, not at its next tick."""
+        self.should_exit = True
+        if self._loop is not None and self._stop is not None:
+            try:
+                self._loop.call_soon_threadsafe(self._stop.set)
+            except RuntimeError:  # the loop has ended already
+                pass
 
 
 class ApiServer:
@@ -140,7 +162,10 @@ class ApiServer:
     def stop(self, timeout: float = 5.0) -> None:
         """Stop taking requests, let those in flight finish (up to `timeout`), and end the thread."""
         self.stopping.set()
-        self.server.should_exit = True
+        if isinstance(self.server, _Server):
+            self.server.exit_soon()
+        else:
+            self.server.should_exit = True
         self.thread.join(timeout)
         if self.thread.is_alive():
             self.server.force_exit = True

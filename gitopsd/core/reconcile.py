@@ -91,6 +91,9 @@ class Reconciler(Deploying):
         self._held: dict[tuple[str, str], tuple[Head | None, str]] = {}  # deployments a closed window holds, said once
         self._heads: dict[tuple[str, str], Head] = {}  # the heads last recorded in the store
         self._superseded: dict[tuple[str, str], tuple[int, str, str]] = {}  # (old id, new head, where it stopped)
+        # Repositories whose last look at every environment found each in sync with nothing due: a periodic sweep may
+        # pass them over while their refs and the store stay as they were (services/sweepplan.py, issue 28).
+        self.settled: set[str] = set()
         self._lock = threading.Lock()
         self._instance = hashlib.sha256(str(config.database).encode()).hexdigest()[:8]
         # Notify and tools are read at each use: a reload (and a test) replaces them on the reconciler.
@@ -147,6 +150,8 @@ class Reconciler(Deploying):
         if repo is None:
             return
         envs = repo.environments if request.env is None else [e for e in repo.environments if e.name == request.env]
+        self.settled.discard(repo.name)
+        settled = request.env is None and request.trigger not in (Trigger.WATCH_CHECK, Trigger.DRIFT_CHECK)
         for env in envs:
             try:
                 if request.trigger == Trigger.WATCH_CHECK:
@@ -154,12 +159,17 @@ class Reconciler(Deploying):
                 elif request.trigger == Trigger.DRIFT_CHECK:
                     self._drift_due(repo, env)
                 else:
-                    self._look_at(repo, env, request.trigger)
+                    decision = self._look_at(repo, env, request.trigger)
+                    settled = settled and decision.action == Action.IN_SYNC and decision.retry_at is None
             except TransientError as exc:  # a busy store, a ref lock held: look again soon, no traceback
                 log.warning("%s; looking again in %gs", exc, TRANSIENT_RETRY, extra={"repo": repo.name, "env": env.name})
                 self.schedule(Look(repo.name, env.name, Trigger.RETRY), self.clock() + TRANSIENT_RETRY)
+                settled = False
             except Exception:  # one environment's trouble must not stop the others
                 log.exception("look failed", extra={"repo": repo.name, "env": env.name})
+                settled = False
+        if settled:
+            self.settled.add(repo.name)
 
     def _look_at(self, repo: Repository, env: Environment, trigger: str) -> Decision:  # noqa: C901 (the reconciler's one look: each branch is a documented state)
         now = self.clock()

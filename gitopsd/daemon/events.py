@@ -66,7 +66,9 @@ class Intake(StateDb):
         if not self.check_store():
             return
         self._record_unwatched()
-        repos = list(self.config.repositories)
+        # The periodic sweep: not the repositories where nothing can have moved (issue 28); the others look at all.
+        repos = self.sweep_plan.choose(self.config, self.reconciler.settled, everything=trigger != Trigger.SWEEP)
+        log.debug("sweep: %d of %d repositories (the others unmoved)", len(repos), len(self.config.repositories))
         if newest_first:
             repos.sort(
                 key=lambda r: (

@@ -21,6 +21,7 @@ deployments_log = logging.getLogger("gitopsd.deployment")  # one summary event p
 
 # Looks that never follow a branch move: no walk for new commits (firstseen.py) then.
 NO_NEW_COMMITS = frozenset({Trigger.AFTER_DEPLOY, Trigger.RETRY, "ci-status"})
+IDLE_WAKE = 60.0  # seconds the loop waits at most when nothing is due
 
 
 class Loop(Lifecycle, Serving):
@@ -61,9 +62,12 @@ class Loop(Lifecycle, Serving):
             if interval and time.monotonic() - last_ping >= interval:
                 self.notifier.watchdog()
                 last_ping = time.monotonic()
-            # Wake for the next ping when it is due, not a whole interval after the last request.
-            next_ping = last_ping + interval - time.monotonic() if interval else 1.0
-            timeout = min(next_ping, 1.0, self._next_timer_in())
+            # Wake for the next ping when it is due, not a whole interval after the last request; otherwise only for
+            # what is due (timers, the scheduled copy): stops, reloads and looks arrive in the queue. Losing the lead
+            # is polled. Waking every second cost about 0.1 % of a core at 1,000 repositories (issue 28).
+            next_ping = last_ping + interval - time.monotonic() if interval else IDLE_WAKE
+            polled = 1.0 if self.leadership is not None else IDLE_WAKE
+            timeout = min(next_ping, polled, self._next_timer_in(), self._backup_in())
             try:
                 request = self.requests.get(timeout=max(0.0, timeout))
             except queue.Empty:

@@ -40,6 +40,7 @@ from ..services.firstseen import FirstSeen
 from ..services.previews import Previewer
 from ..services.releases import HumanGates
 from ..services.statusrows import StatusRows
+from ..services.sweepplan import SweepPlan
 from .loop import Loop
 from .wiring import PolicyJudge, PygitPort, real_toolbox, sandbox_policy
 
@@ -149,6 +150,7 @@ class Daemon(Loop):
         self.control = None
         # `status --json` asked on the control socket: rows kept while nothing moved (issue 28), read with a store of its own.
         self.status_rows = StatusRows(lambda: self.config, lambda: Store.of(self.config, readonly=True))
+        self.sweep_plan = SweepPlan(lambda: Store.of(self.config, readonly=True))  # what each sweep looks at (issue 28)
         self._adopting = 0
         self._unwatched_recorded = None  # environments the startup sweep found to deploy, until all are done
         self.listener = None

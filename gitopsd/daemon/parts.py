@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from ..services.previews import Previewer
     from ..services.releases import HumanGates
     from ..services.statusrows import StatusRows
+    from ..services.sweepplan import SweepPlan
     from .leadership import Leadership
 
 
@@ -65,6 +66,7 @@ class Parts:
     annotations: AnnotationSender
     control: ControlServer | None
     status_rows: StatusRows
+    sweep_plan: SweepPlan
     _adopting: int
     _unwatched_recorded: dict[str, str] | None
     listener: Listener | None

@@ -50,6 +50,12 @@ class StateDb(Parts):
             self.metrics.store_replaced = True
         return False
 
+    def _backup_in(self) -> float:
+        """Seconds until the scheduled copy is due (the loop sleeps no longer); an hour when there is none to make."""
+        if self.store.backend != "sqlite" or self.store_lost is not None:
+            return 3600.0
+        return max(0.0, self._next_backup - time.time())
+
     def _backup_if_due(self) -> None:
         """The scheduled copy of the SQLite store (`backup:`), on a monitor worker: never holding up the loop."""
         now = time.time()

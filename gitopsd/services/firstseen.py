@@ -34,6 +34,7 @@ class FirstSeen:
         self.known_trigger = known_trigger  # the trigger the daemon knows for a commit it or a command made
         self._pending: dict[str, tuple[float, str]] = {}  # repo -> (earliest nudge time, its trigger) not yet walked
         self._lock = threading.Lock()
+        self._walked: dict[str, list[str]] = {}  # repo -> the heads its last walk recorded (or found recorded)
 
     def noted(self, repo: str, trigger: str, at: float) -> None:
         """A nudge said commits are arriving in `repo` now (pre-receive sends it before the refs move)."""
@@ -52,19 +53,24 @@ class FirstSeen:
             heads = gitcli.read_heads(path)  # no git process for each of 1,000 repositories when nothing moved
             if heads is None:
                 heads = sorted(set(gitcli.git(path, "for-each-ref", "--format=%(objectname)", "refs/heads/").split()))
+            if self._walked.get(repo) == heads:  # nothing moved since the last walk: no query (each sweep, issue 28)
+                return 0
             old = self.store.seen_tips(repo)
             if old is None:  # the first walk: a baseline, what is there already has no first-seen time
                 self.store.record_seen(repo, [], now, heads)
+                self._walked[repo] = heads
                 return 0
             new = sorted(set(heads) - set(old))
             if not new:
                 if set(heads) != set(old):  # only deletions
                     self.store.record_seen(repo, [], now, heads)
+                self._walked[repo] = heads
                 return 0
             revs = "\n".join(new + [f"^{c}" for c in old]) + "\n"
             commits = gitcli.git(path, "rev-list", "--ignore-missing", "--stdin", input=revs).split()
             found = [(c, self.known_trigger(repo, c) or via) for c in commits]
             self.store.record_seen(repo, found, at, heads)
+            self._walked[repo] = heads
         except (GitError, StoreError) as exc:
             log.warning("could not record when new commits reached the server: %s", exc, extra={"repo": repo})
             return 0

@@ -470,12 +470,13 @@ class Metrics:
             lambda: generate_latest(self._store), lambda: generate_latest(self._own), getattr(store, "data_version", lambda: None)
         )
         # The whole history is added up once, about a second per 100,000 deployments: at start, not in a scrape.
+        # The store's figures are first rendered for the first scrape: a daemon nobody scrapes renders nothing (at
+        # 1,000 repositories that rendering was most of the CPU of an idle daemon's first five minutes, issue 28).
         threading.Thread(target=self._warm, name="metrics", daemon=True).start()
 
     def _warm(self) -> None:
         try:
             self.collector.totals()
-            self.rendering.prime()
         except StoreError as exc:  # the first scrape tries again
             log.warning("metrics: cannot read the deployment history: %s", exc)
 

@@ -51,3 +51,20 @@ def test_the_heads_read_from_the_ref_files_are_those_git_lists_loose_packed_and_
     assert gitcli.read_heads(sandbox.repo) == listed(sandbox.repo)
     git(sandbox.repo, "symbolic-ref", "refs/heads/alias", "refs/heads/main")
     assert gitcli.read_heads(sandbox.repo) is None, "a symbolic ref: git must say"
+
+
+def test_a_walk_of_a_repository_whose_branches_did_not_move_since_the_last_walk_asks_the_store_nothing(tmp_path, monkeypatch):
+    sandbox = Sandbox(tmp_path, {"qa": ["qa-1"]})
+    with Store(sandbox.state / "state.db") as store:
+        seen = FirstSeen(store)
+        assert seen.walk("shop", str(sandbox.repo)) == 0  # the baseline
+        asked: list[str] = []
+        real = store.seen_tips
+        monkeypatch.setattr(store, "seen_tips", lambda repo: asked.append(repo) or real(repo))
+        assert seen.walk("shop", str(sandbox.repo)) == 0
+        assert asked == [], "each sweep's walk of 1,000 unmoved repositories read the store (issue 28)"
+        sandbox.write("app.txt", "v2")
+        commit = sandbox.commit("v2")
+        sandbox.push("main")
+        assert seen.walk("shop", str(sandbox.repo)) == 1, "a moved branch is walked"
+        assert asked == ["shop"] and commit in (store.seen_tips("shop") or [])

@@ -457,3 +457,22 @@ def test_after_a_restart_a_look_at_a_head_that_did_not_move_writes_no_head(world
     git.heads["qa"] = head(2)
     look(restarted)
     assert written == [("shop", "qa", head(2).commit, head(2).tree)]
+
+
+def test_a_repository_is_settled_only_while_its_last_look_at_every_environment_found_each_in_sync_with_nothing_due(world):
+    reconciler, store, git, runner, clock, scheduled = world
+    sweep = Look("shop", None, "sweep")
+    git.heads["qa"] = head(1)
+    reconciler.look(sweep)  # it deploys
+    assert "shop" not in reconciler.settled
+    reconciler.look(sweep)
+    assert "shop" in reconciler.settled, "every environment in sync: a periodic sweep may pass it over"
+    look(reconciler)
+    assert "shop" not in reconciler.settled, "a look at one environment says nothing of the others"
+    reconciler.look(sweep)
+    git.heads["qa"] = head(2)
+    runner.failing.add(head(2).commit)
+    reconciler.look(sweep)  # attempt 1 fails
+    reconciler.look(sweep)
+    assert store.failure("shop", "qa").next_retry_at > clock.now
+    assert "shop" not in reconciler.settled, "a retry is due later: the sweep keeps looking"

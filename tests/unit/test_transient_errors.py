@@ -16,13 +16,15 @@ from gitopsd.base import gitcli
 from gitopsd.base.storeerrors import StoreBusy, StoreDamaged, StoreUnusable
 from gitopsd.core.errors import ConfigurationError, StalledError, StoreError, TransientError
 from gitopsd.core.reconcile import TRANSIENT_RETRY
-from gitopsd.core.types import Trigger
+from gitopsd.core.types import FailureStatus, Trigger
 from tests.support import git
 from tests.unit.test_reconciler import head, look, world  # noqa: F401  (the fixture)
 
 
 def test_a_busy_store_raises_a_transient_store_error_that_names_the_file(tmp_path):
     store = Store(tmp_path / "state.db")
+    # A failure to clear: clear_failure writes only then (an in-sync look with nothing to clear only reads, issue 28).
+    store.record_failure("shop", "qa", FailureStatus("a" * 40, 1, None, False, "failed"))
     holder = sqlite3.connect(tmp_path / "state.db")
     holder.execute("BEGIN EXCLUSIVE")
     store._db.execute("PRAGMA busy_timeout = 50")
@@ -35,6 +37,7 @@ def test_a_busy_store_raises_a_transient_store_error_that_names_the_file(tmp_pat
         "another process holds it. Try again in a moment."
     )
     holder.rollback()
+    assert store.clear_failure("shop", "qa") is True
     assert store.clear_failure("shop", "qa") is False
 
 

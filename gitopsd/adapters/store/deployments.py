@@ -236,6 +236,9 @@ class Deployments(StoreBase):
 
     @bookkeeping
     def clear_failure(self, repo: str, env: str) -> bool:
+        # Each look at an environment in sync asks: a read, not a write transaction, when there is nothing to clear.
+        if not self._rows("SELECT 1 FROM env_status WHERE repo = ? AND env = ?", (repo, env)):
+            return False
         return self._write("DELETE FROM env_status WHERE repo = ? AND env = ?", (repo, env)).rowcount > 0
 
     @bookkeeping
