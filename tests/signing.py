@@ -45,6 +45,17 @@ def commit(work: Path, message: str, *, signed: bool = True, key: Path | None = 
     return git(work, "rev-parse", "HEAD").stdout.strip()
 
 
+def counting_ssh_keygen(folder: Path) -> tuple[Path, Path]:
+    """(a bin folder to put first on PATH, the file it writes to): an `ssh-keygen` there records each call's arguments
+    in that file, then runs the real one, so a test can say whether a check started ssh-keygen at all."""
+    calls = folder / "ssh-keygen-calls"
+    wrapper = folder / "bin" / "ssh-keygen"
+    wrapper.parent.mkdir()
+    wrapper.write_text(f'#!/bin/sh\necho "$@" >> {calls}\nexec /usr/bin/ssh-keygen "$@"\n')
+    wrapper.chmod(0o755)
+    return wrapper.parent, calls
+
+
 def gpg_home(folder: Path) -> Path:
     """An empty GnuPG home (mode 0700, as gpg wants it)."""
     folder.mkdir(parents=True, exist_ok=True)

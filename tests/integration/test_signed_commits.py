@@ -13,7 +13,18 @@ import pytest
 from gitopsd.config import load
 from gitopsd.installers import doctor
 from gitopsd.services.revert import make_revert
-from tests.signing import allowed_signers, commit, gpg_export, gpg_home, gpg_key, sign_with, sk_commits, sk_key, ssh_key
+from tests.signing import (
+    allowed_signers,
+    commit,
+    counting_ssh_keygen,
+    gpg_export,
+    gpg_home,
+    gpg_key,
+    sign_with,
+    sk_commits,
+    sk_key,
+    ssh_key,
+)
 from tests.support import Sandbox, git, run
 
 
@@ -373,13 +384,9 @@ def test_commits_verified_on_main_cost_no_ssh_keygen_when_promoted_and_a_changed
         },
     )
     sign_with(sandbox.work, keys["alice"])
-    calls = short_tmp / "ssh-keygen-calls"
-    wrapper = short_tmp / "bin" / "ssh-keygen"
-    wrapper.parent.mkdir()
-    wrapper.write_text(f'#!/bin/sh\necho "$@" >> {calls}\nexec /usr/bin/ssh-keygen "$@"\n')
-    wrapper.chmod(0o755)
+    wrapper_bin, calls = counting_ssh_keygen(short_tmp)
     env = sandbox.environ()
-    env["PATH"] = f"{wrapper.parent}:{env['PATH']}"
+    env["PATH"] = f"{wrapper_bin}:{env['PATH']}"
     for n in range(3):
         commit(sandbox.work, f"signed {n}")
     run(["git", "push", "origin", "main"], cwd=sandbox.work, env=env)
@@ -404,13 +411,9 @@ def test_commits_signed_with_fido_keys_pass_the_hook_without_ssh_keygen_and_a_fo
     signers = short_tmp / "allowed_signers"
     signers.write_text(f"fido@example.com {fido.public_line}\nfido-ec@example.com {fido_ec.public_line}\n")
     sandbox = Sandbox(short_tmp / "s", {"qa": ["qa-1"]}, env_options={"qa": {"signatures": {"allowed_signers": str(signers)}}})
-    calls = short_tmp / "ssh-keygen-calls"
-    wrapper = short_tmp / "bin" / "ssh-keygen"
-    wrapper.parent.mkdir()
-    wrapper.write_text(f'#!/bin/sh\necho "$@" >> {calls}\nexec /usr/bin/ssh-keygen "$@"\n')
-    wrapper.chmod(0o755)
+    wrapper_bin, calls = counting_ssh_keygen(short_tmp)
     env = sandbox.environ()
-    env["PATH"] = f"{wrapper.parent}:{env['PATH']}"
+    env["PATH"] = f"{wrapper_bin}:{env['PATH']}"
     sk_commits(sandbox.work, fido, [f"by fido {n}" for n in range(3)])
     sk_commits(sandbox.work, fido_ec, [f"by fido-ec {n}" for n in range(3)], flags=0x05)
     run(["git", "push", "origin", "main"], cwd=sandbox.work, env=env)

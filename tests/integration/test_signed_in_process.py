@@ -19,7 +19,7 @@ from gitopsd.core.types import Head
 from gitopsd.daemon.wiring import PolicyJudge
 from gitopsd.gate import sshsig
 from gitopsd.gate.signatures import Rule, check_commits
-from tests.signing import SkKey, allowed_signers, commit, sign_with, sk_commits, sk_key, ssh_key
+from tests.signing import SkKey, allowed_signers, commit, counting_ssh_keygen, sign_with, sk_commits, sk_key, ssh_key
 from tests.support import Sandbox, git, run
 
 PRINCIPALS = (
@@ -186,12 +186,8 @@ def test_an_expired_key_an_unknown_key_and_another_principal_are_judged_in_proce
 def test_allowed_signers_features_not_implemented_here_leave_the_verdict_to_ssh_keygen(signed, monkeypatch):
     work, keys, signers = signed
     good = commit(work, "signed by alice")
-    calls = work.parent / "ssh-keygen-calls"
-    wrapper = work.parent / "bin" / "ssh-keygen"
-    wrapper.parent.mkdir()
-    wrapper.write_text(f'#!/bin/sh\necho "$@" >> {calls}\nexec /usr/bin/ssh-keygen "$@"\n')
-    wrapper.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{wrapper.parent}:{os.environ['PATH']}")
+    wrapper_bin, calls = counting_ssh_keygen(work.parent)
+    monkeypatch.setenv("PATH", f"{wrapper_bin}:{os.environ['PATH']}")
     assert [s.letter for s in check_commits(str(work), Rule(str(signers)), good, [], ssh_crypto)] == ["G"]
     assert not calls.exists()  # checked here
     pub = Path(f"{keys['alice']}.pub").read_text().strip()
@@ -331,12 +327,8 @@ def test_the_daemons_judge_checks_ssh_signatures_in_its_own_process_and_starts_n
     sign_with(sandbox.work, key)
     good = commit(sandbox.work, "signed by alice")
     sandbox.push("main")
-    calls = short_tmp / "ssh-keygen-calls"
-    wrapper = short_tmp / "bin" / "ssh-keygen"
-    wrapper.parent.mkdir()
-    wrapper.write_text(f'#!/bin/sh\necho "$@" >> {calls}\nexec /usr/bin/ssh-keygen "$@"\n')
-    wrapper.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{wrapper.parent}:{os.environ['PATH']}")
+    wrapper_bin, calls = counting_ssh_keygen(short_tmp)
+    monkeypatch.setenv("PATH", f"{wrapper_bin}:{os.environ['PATH']}")
     config = load(sandbox.config)
     repo = config.repository("shop")
     store = Store(config.database)
