@@ -11,6 +11,18 @@ def _command(argv: list[str]) -> str | None:
     return argv[i] if i < len(argv) else None
 
 
+def _interrupted(_signum: int, _frame: object) -> None:
+    """Ctrl-C while the command line is still importing: quiet, exit 130, as Ctrl-C later is (cli.main puts Python's
+    own handler back once its parser is built)."""
+    raise SystemExit(130)
+
+
+_launcher = _sys.argv[0] if _sys.argv else ""
+if _launcher == "-m" or _launcher.rpartition("/")[2] == "gitopsd":  # the command line (or `-m`), not a library user
+    import signal as _signal
+
+    _signal.signal(_signal.SIGINT, _interrupted)
+
 if _command(_sys.argv[1:]) == "run":
     # `gitopsd run`: hold SIGHUP (whose default action ends the process) and the stop signals from the first line
     # of gitopsd that runs, not after the command line's imports; daemon.run acts on them once it can. Also after

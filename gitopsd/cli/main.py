@@ -148,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         return quick
     parser = build_parser()
     args = parser.parse_args(argv)
+    _interrupts_as_usual()
     if not hasattr(args, "config"):
         args.config = DEFAULT_CONFIG
     try:
@@ -187,6 +188,14 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         print(f"gitopsd: {_explain(args, exc)}", file=sys.stderr)
         return 1
+
+
+def _interrupts_as_usual() -> None:
+    """Ctrl-C from here on is Python's KeyboardInterrupt again (the commands catch it), no longer gitopsd's quiet exit."""
+    import signal
+
+    if signal.getsignal(signal.SIGINT) is gitopsd._interrupted:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _control_unreachable(args: argparse.Namespace, exc: BaseException | None) -> str | None:
