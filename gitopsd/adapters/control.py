@@ -23,16 +23,22 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..core.errors import INTERNAL, INVALID, UNAVAILABLE, Refused, refusal_answer
+
 log = logging.getLogger("gitopsd.control")
 
 MAX_REQUEST = 64 * 1024
 _CREDS = struct.Struct("3i")  # struct ucred: pid, uid, gid
 TIMEOUT = 10.0  # seconds a caller may take to send its request
 MAX_CLIENTS = 32  # connections read or answered at once
-BUSY = {
-    "ok": False,
-    "error": f"the daemon is busy: {MAX_CLIENTS} control connections are open at once; try again in a few seconds",
-}
+BUSY = refusal_answer(
+    Refused(
+        f"the daemon is busy: {MAX_CLIENTS} control connections are open at once; try again in a few seconds",
+        UNAVAILABLE,
+        "daemon_busy",
+    )
+)
+SEND = 'send one JSON object such as {"op": "status"} and end your writing'
 
 
 class ControlError(Exception):
@@ -120,20 +126,22 @@ class ControlServer:
                 break
             data += chunk
         if len(data) > MAX_REQUEST:
-            answer: dict[str, Any] = {"ok": False, "error": f"request over {MAX_REQUEST // 1024} KiB"}
+            refused = Refused(f"the request is over {MAX_REQUEST // 1024} KiB; {SEND}", INVALID, "request_too_large")
+            answer: dict[str, Any] = refusal_answer(refused)
         else:
             try:
                 request = json.loads(data)
                 if not isinstance(request, dict):
-                    raise ValueError("not a JSON object")
-            except ValueError as exc:
-                answer = {"ok": False, "error": f"malformed request: {exc}"}
+                    raise ValueError(f"a JSON {type(request).__name__}, not an object")
+            except (ValueError, RecursionError) as exc:
+                answer = refusal_answer(Refused(f"the request is not JSON ({str(exc)[:100]}); {SEND}", INVALID, "bad_request"))
             else:
                 try:
                     answer = self.handler(user_name(uid), request)
                 except Exception:  # a bug: the caller hears of it, the daemon goes on
-                    log.exception("control request %s failed", request.get("op"))
-                    answer = {"ok": False, "error": "internal error in the daemon (its log says where)"}
+                    log.exception("control request %s failed", str(request.get("op"))[:100])
+                    refused = Refused("internal error in the daemon (its log says where)", INTERNAL, "internal_error")
+                    answer = refusal_answer(refused)
         conn.settimeout(TIMEOUT)
         conn.sendall(json.dumps(answer).encode() + b"\n")
 

@@ -9,6 +9,8 @@ REASONS: dict[str, tuple[str, str]] = {
     # invalid (422): the request itself is wrong; asking again the same way cannot help
     "bad_field": ("invalid", "a field of the request is missing or malformed: `field` names it"),
     "unknown_request": ("invalid", "the daemon's control socket has no such request (`op`)"),
+    "bad_request": ("invalid", "a control socket request that is not one JSON object"),
+    "request_too_large": ("invalid", "a control socket request over its size limit (64 KiB)"),
     "repo_ambiguous": ("invalid", "several repositories are configured: name one (`--repo`, `repo`)"),
     "bad_source": ("invalid", "a promotion's source is no environment, source branch or release candidate"),
     "preview_rc_mismatch": ("invalid", "the environments given differ from the release candidate's own"),
@@ -67,4 +69,6 @@ REASONS: dict[str, tuple[str, str]] = {
     "store_unavailable": ("unavailable", "the state database or the repository cannot be read now: try again"),
     "no_daemon": ("unavailable", "this server does not record sign-offs and approvals: the daemon does"),
     "standby": ("unavailable", "this gitopsd is the standby: ask the leader"),
+    "daemon_busy": ("unavailable", "the daemon's control socket has as many connections open as it serves: try again"),
+    "store_replaced": ("unavailable", "the daemon's state database was deleted or replaced: its log says what to do"),
 }

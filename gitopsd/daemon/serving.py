@@ -12,7 +12,7 @@ from ..adapters.notifications import notify
 from ..ci import rerun
 from ..ci.heads import matches
 from ..ci.triggers import safe_url
-from ..core.errors import MISSING, Refused, refusal_answer
+from ..core.errors import MISSING, UNAVAILABLE, Refused, refusal_answer
 from ..services.changecontrol import OPS as CHANGE_CONTROL_OPS
 from .events import Intake
 
@@ -65,7 +65,7 @@ class Serving(Intake):
             return self.change_control.handle(identity, request)
         if request.get("op") == "status":  # `status --json`: the rows the daemon keeps (services/statusrows.py)
             if self.store_lost is not None:  # the caller reads the store instead, and says it was replaced
-                return {"ok": False, "error": self.store_lost}
+                return refusal_answer(Refused(self.store_lost, UNAVAILABLE, "store_replaced"))
             return self.status_rows.answer(request)
         if request.get("op") == "preview":
             return self.previewer.request(identity, request)

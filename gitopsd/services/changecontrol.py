@@ -165,7 +165,7 @@ class ChangeControl:
         }
         action = actions.get(str(request.get("op")))
         if action is None:
-            return refusal_answer(Refused(f"unknown request {request.get('op')!r}", INVALID, "unknown_request"))
+            return refusal_answer(Refused(f"unknown request {str(request.get('op'))[:60]!r}", INVALID, "unknown_request"))
         with self._lock:
             try:
                 answer = action(identity, request)

@@ -103,7 +103,7 @@ class HumanGates:
         }
         action = actions.get(str(op))
         if action is None:
-            return refusal_answer(Refused(f"unknown request {op!r}", INVALID, "unknown_request"))
+            return refusal_answer(Refused(f"unknown request {str(op)[:60]!r}", INVALID, "unknown_request"))
         try:
             message = action(identity, request)
         except Refused as exc:

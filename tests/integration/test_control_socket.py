@@ -5,11 +5,14 @@ Real: a ControlServer on a Unix socket in a temp folder, real client sockets, co
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 from typing import Any
 
 from gitopsd.adapters import control
+from gitopsd.core.errors import refused_from
+from gitopsd.core.reasons import REASONS
 
 
 def echo(identity: str, request: dict[str, Any]) -> dict[str, Any]:
@@ -65,3 +68,64 @@ def test_an_idle_or_trickling_peer_is_cut_off_after_the_timeout_and_others_are_a
         idle.close()
         slow.close()
         server.close()
+
+
+def raw_answer(path, data: bytes) -> dict[str, Any]:
+    """The daemon's answer to bytes sent as they are (what control.call would never send)."""
+    conn = idle_peer(path)
+    try:
+        try:
+            conn.sendall(data)
+            conn.shutdown(socket.SHUT_WR)
+        except OSError:  # answered and closed before reading it all (over the limit): the answer waits
+            pass
+        answer = b""
+        while chunk := conn.recv(65536):
+            answer += chunk
+    finally:
+        conn.close()
+    return json.loads(answer)
+
+
+def test_the_sockets_own_refusals_carry_a_registered_reason_id_of_their_kind_and_say_what_to_do(short_tmp):
+    def broken(identity: str, request: dict[str, Any]) -> dict[str, Any]:
+        raise RuntimeError("a bug")
+
+    server = control.ControlServer(short_tmp / "control.sock", echo)
+    server.start()
+    broken_server = control.ControlServer(short_tmp / "broken.sock", broken)
+    broken_server.start()
+    try:
+        answers = {
+            "over the limit": raw_answer(server.path, b" " * (control.MAX_REQUEST + 10)),
+            "not JSON": raw_answer(server.path, b"{op: status"),
+            "not an object": raw_answer(server.path, b'["status"]'),
+            "nested too deeply": raw_answer(server.path, b"[" * 60000),
+            "a bug": raw_answer(broken_server.path, b'{"op": "status"}'),
+        }
+        idle = [idle_peer(server.path) for _ in range(control.MAX_CLIENTS)]
+        try:
+            time.sleep(0.5)  # each taken by a thread of its own
+            answers["busy"] = control.call(server.path, {"op": "ping"}, timeout=5)
+        finally:
+            for conn in idle:
+                conn.close()
+    finally:
+        server.close()
+        broken_server.close()
+    reasons = {what: (a["ok"], a.get("kind"), a.get("reason")) for what, a in answers.items()}
+    assert reasons == {
+        "over the limit": (False, "invalid", "request_too_large"),
+        "not JSON": (False, "invalid", "bad_request"),
+        "not an object": (False, "invalid", "bad_request"),
+        "nested too deeply": (False, "invalid", "bad_request"),
+        "a bug": (False, "internal", "internal_error"),
+        "busy": (False, "unavailable", "daemon_busy"),
+    }
+    for what, answer in answers.items():
+        assert REASONS[answer["reason"]][0] == answer["kind"], what
+        back = refused_from(answer)
+        assert (back.kind, back.reason) == (answer["kind"], answer["reason"]), what
+        assert "\n" not in answer["error"] and len(answer["error"]) < 300, what
+    assert "64 KiB" in answers["over the limit"]["error"]
+    assert "one JSON object" in answers["not JSON"]["error"] and "one JSON object" in answers["not an object"]["error"]
