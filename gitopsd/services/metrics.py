@@ -9,9 +9,7 @@ names from the configuration and short fixed words, never free text.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import threading
 import time
 from collections import defaultdict
@@ -29,6 +27,7 @@ from ..adapters.store import Store
 from ..core.errors import GitError, StoreError
 from ..core.settings import Config
 from ..gate.nudge import REFUSAL_RULES
+from . import metricsfile
 from .exposition import Rendering
 
 log = logging.getLogger("gitopsd.metrics")
@@ -38,7 +37,7 @@ DURATION_BUCKETS = (1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 360
 LEAD_TIME_BUCKETS = (300.0, 1800.0, 3600.0, 6 * 3600.0, 86400.0, 3 * 86400.0, 7 * 86400.0, 30 * 86400.0)
 BUCKETS = [list(DURATION_BUCKETS), list(LEAD_TIME_BUCKETS)]  # as the totals file holds them: other bounds, added up again
 CHECK_TYPES = ("http", "prometheus", "playbook")
-KEPT_FILE = "metrics-totals.json"  # beside state.db: the finished deployments' totals, kept between starts
+KEPT_FILE = metricsfile.NAME  # beside state.db: the finished deployments' totals, kept between starts
 SAVE_EVERY = 1000  # deployments added up since the file was written: write it again (a start adds up the rest)
 
 Key = tuple[str, str]  # (repo, env)
@@ -192,13 +191,17 @@ class StoreCollector(Collector):
         """The totals file's id and totals when they are this store's and these buckets' (else 0 and none: add up)."""
         path = self._kept_file()
         try:
-            if path is None or not path.is_file():
-                return 0, Totals()
-            kept = json.loads(path.read_text(encoding="utf-8"))
-            if kept["buckets"] == BUCKETS and kept["witness"] == self._witness(kept["upto"]):
+            kept = metricsfile.read(path) if path is not None else None
+            if kept is not None and kept["buckets"] == BUCKETS and kept["witness"] == self._witness(kept["upto"]):
                 return int(kept["upto"]), Totals.of_json(kept["totals"])
-        except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
-            log.warning("metrics: %s cannot be read (%s): the history is added up again", path, exc)
+        except (OSError, metricsfile.Unusable) as exc:
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            log.warning(
+                "metrics: %s cannot be used (%s): the history is added up again from the state database "
+                "(`gitopsd doctor` says what to do)",
+                path,
+                why,
+            )
         return 0, Totals()
 
     def _save_kept(self) -> None:
@@ -207,10 +210,8 @@ class StoreCollector(Collector):
         if path is None or witness is None:
             return
         kept = {"upto": self._upto, "witness": witness, "buckets": BUCKETS}
-        temp = path.with_name(f".{path.name}.tmp")
         try:
-            temp.write_text(json.dumps({**kept, "totals": self._kept.as_json()}), encoding="utf-8")
-            os.replace(temp, path)
+            metricsfile.write(path, {**kept, "totals": self._kept.as_json()})
             self._saved = self._upto
         except OSError as exc:
             log.warning("metrics: cannot write %s (%s): the next start adds up the history again", path, exc)
