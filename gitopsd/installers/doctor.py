@@ -133,6 +133,8 @@ def probe(config: Config) -> list[Finding]:
     found.append(provenance_key_finding(config, me))
     writable = _state_writable(config, me)
     found.append(writable)
+    if not config.database_url:  # with PostgreSQL the totals are added up at each start, never kept in a file
+        found.append(metrics_totals_finding(config, me))
     if config.sandbox.enabled and writable.ok:
         found += checked("the sandbox", partial(doctor_sandbox.sandboxed_runs, config, me))
         found += checked("the runs' ssh-agent", partial(doctor_sandbox.ssh_agent, config, me))
@@ -222,6 +224,31 @@ def provenance_key_finding(config: Config, me: str) -> Finding:
             f"rm {key.with_suffix('.pub')}   # the daemon writes it again",
         )
     return Finding(True, f"{me} signs provenance with {key} (key id {keyid[:12]})")
+
+
+def metrics_totals_finding(config: Config, me: str) -> Finding:
+    """The totals /metrics keeps beside state.db (services/metricsfile.py): `me` reads, writes and can use them."""
+    from ..adapters.ownership import describe
+    from ..services import metricsfile
+
+    path = config.database.with_name(metricsfile.NAME)
+    try:
+        kept = metricsfile.read(path)
+    except metricsfile.Unusable as exc:
+        return Finding(
+            False,
+            f"the metrics totals {path} cannot be used: {exc}; the daemon adds up the whole history at each start instead",
+            f"rm {path}   # the daemon adds up the history again and writes it anew",
+        )
+    except OSError as exc:
+        return Finding(
+            False, f"{me} cannot read the metrics totals {path} ({describe(path)}): {exc.strerror}", f"chown {me}: {path}"
+        )
+    if kept is None:
+        return Finding(True, f"the metrics totals {path} are not written yet (the daemon writes them in time)")
+    if not os.access(path, os.W_OK):
+        return Finding(False, f"{me} cannot write the metrics totals {path} ({describe(path)})", f"chown {me}: {path}")
+    return Finding(True, f"{me} reads and writes the metrics totals {path}")
 
 
 def _readable(path: Path, me: str, what: str, missing_ok: bool = False) -> Finding:

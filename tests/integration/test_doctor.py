@@ -141,3 +141,35 @@ def test_doctor_checks_the_provenance_key_is_the_daemons_own_and_the_key_its_pub
     assert not finding.ok and finding.what.startswith(
         f"the provenance key's public half {key.with_suffix('.pub')} is not {key}'s"
     ), (finding.what, other.keyid)
+
+
+def test_doctor_names_a_metrics_totals_file_the_daemon_cannot_read_or_use_and_the_fix(everyone, server):
+    from gitopsd.services import metricsfile
+
+    totals = server.state / metricsfile.NAME
+    config = load(server.config)
+    assert doctor.metrics_totals_finding(config, "nobody").ok  # none yet: the daemon writes it in time
+    for content, why in (
+        ('{"upto": 3, "witn', "it is not JSON"),
+        ("[" * 100000, "it is not JSON"),
+        (
+            '{"upto": 3, "witness": [], "buckets": [[], []], "totals": {"deployments": [["a", "b", "c", 1]]}}',
+            "a row of its deployments",
+        ),
+    ):
+        totals.write_text(content)
+        finding = doctor.metrics_totals_finding(config, "nobody")
+        assert not finding.ok and finding.what.startswith(f"the metrics totals {totals} cannot be used: {why}"), finding
+        assert finding.fix == f"rm {totals}   # the daemon adds up the history again and writes it anew"
+    totals.unlink()
+    totals.symlink_to(server.state / "state.db")
+    finding = doctor.metrics_totals_finding(config, "nobody")
+    assert not finding.ok and "symbolic link" in finding.what, finding
+    totals.unlink()
+    totals.write_text('{"upto": 0, "witness": [], "buckets": [[], []], "totals": {}}')  # as root left it: root 0600
+    totals.chmod(0o600)
+    said = doctor_says(everyone, server)
+    assert (
+        f"PROBLEM  nobody cannot read the metrics totals {totals} (root:root 0600): Permission denied\n"
+        f"         fix: chown nobody: {totals}"
+    ) in said, said
