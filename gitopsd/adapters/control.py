@@ -146,8 +146,9 @@ class ControlServer:
         conn.sendall(json.dumps(answer).encode() + b"\n")
 
 
-def call(path: Path, request: dict[str, Any], timeout: float = 60.0) -> dict[str, Any]:
-    """Send one request to the daemon's control socket and return its answer."""
+def call(path: Path, request: dict[str, Any], timeout: float = 60.0, owner: Path | None = None) -> dict[str, Any]:
+    """Send one request to the daemon's control socket and return its answer. `owner`: the daemon's own folder
+    (state_dir): the socket must be served by its owner, root or the caller, else nothing is sent (ControlError)."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(timeout)
     try:
@@ -169,6 +170,8 @@ def call(path: Path, request: dict[str, Any], timeout: float = 60.0) -> dict[str
             raise ControlError(
                 f"the daemon is busy (its control socket {path} takes no more connections now); try again in a few seconds"
             ) from exc
+        if owner is not None:
+            _served_by_daemon(sock, path, owner)
         try:
             sock.sendall(json.dumps(request).encode())
             sock.shutdown(socket.SHUT_WR)
@@ -192,3 +195,19 @@ def call(path: Path, request: dict[str, Any], timeout: float = 60.0) -> dict[str
     except ValueError as exc:
         raise ControlError("the daemon's answer was cut short (it may have stopped)") from exc
     return answer if isinstance(answer, dict) else {"ok": False, "error": "malformed answer"}
+
+
+def _served_by_daemon(sock: socket.socket, path: Path, owner: Path) -> None:
+    """Raise ControlError unless the process serving `sock` runs as root, the caller or `owner`'s owner (the daemon's
+    user): a socket another user made at that path (a runtime_dir others may write) must not hear or answer requests."""
+    _pid, uid, _gid = _CREDS.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _CREDS.size))
+    try:
+        daemon = os.stat(owner).st_uid
+    except OSError:
+        daemon = 0
+    if uid not in (0, os.geteuid(), daemon):
+        raise ControlError(
+            f"{path} is served by {user_name(uid)}, not by the daemon's user {user_name(daemon)} (the owner of {owner}): "
+            "someone else made that socket, and nothing was sent to it; ask an operator to remove it and to keep "
+            "runtime_dir in a folder only the daemon's user may write (as /run/gitopsd)"
+        )

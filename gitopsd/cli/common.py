@@ -168,7 +168,7 @@ def ask_daemon(args: argparse.Namespace, request: dict[str, Any]) -> int:
     if getattr(args, "repo", None):
         request["repo"] = args.repo
     try:
-        answer = call(config.control_socket, request)
+        answer = call(config.control_socket, request, owner=config.state_dir)
     except ControlError as exc:
         raise UserError(str(exc)) from exc
     if not answer.get("ok"):

@@ -33,7 +33,7 @@ def cmd_preview(args: argparse.Namespace) -> int:
 
         request = {"op": "preview", "repo": repo.name, "from": args.source, "to": args.target, "rc": args.rc, "tree": args.tree}
         try:
-            answer = call(config.control_socket, request)
+            answer = call(config.control_socket, request, owner=config.state_dir)
         except ControlError as exc:
             raise UserError(str(exc)) from exc
         if not answer.get("ok"):

@@ -36,7 +36,7 @@ def status_json(argv: list[str], default_config: str) -> int | None:
     from ..adapters.control import ControlError, call
 
     try:
-        answer = call(config.control_socket, {"op": "status", "repo": repo}, timeout=TIMEOUT)
+        answer = call(config.control_socket, {"op": "status", "repo": repo}, timeout=TIMEOUT, owner=config.state_dir)
     except (ControlError, OSError):  # no daemon (or not ours to ask): the store says it all the same
         return None
     text = answer.get("json")

@@ -1,0 +1,98 @@
+"""The command line talks to the daemon's control socket only when the daemon's user serves it.
+
+Real: the CLI as a process, a Sandbox's store and config, and an imposter: another Unix user (gt-cst-mallory, made and
+removed here) serving a socket of its own at the control socket's path in a world-writable runtime folder, as
+anyone can where `runtime_dir` is such a place and the daemon is stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from gitopsd.adapters import control
+from gitopsd.services.readconfig import read_config
+from tests.support import Sandbox, setpriv, unix_users
+
+pytestmark = pytest.mark.skipif(
+    os.geteuid() != 0 or not shutil.which("setpriv"), reason="an imposter of another uid needs root and setpriv"
+)
+
+MALLORY, GROUP = "gt-cst-mallory", "gt-cst"
+
+IMPOSTER = """\
+import json, os, socket, sys
+path, answer = sys.argv[1], sys.argv[2]
+server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+server.bind(path)
+os.chmod(path, 0o777)
+server.listen(8)
+print("ready", flush=True)
+while True:
+    conn, _ = server.accept()
+    with conn:
+        conn.settimeout(5)
+        heard = b""
+        try:
+            while chunk := conn.recv(65536):
+                heard += chunk
+        except OSError:
+            pass
+        with open(path + ".heard", "ab") as log:
+            log.write(heard + b"\\n")
+        try:
+            conn.sendall(answer.encode() + b"\\n")
+        except OSError:  # the caller went away
+            pass
+"""
+
+
+@pytest.fixture
+def imposter(short_tmp: Path) -> Iterator[Sandbox]:
+    """A Sandbox whose runtime folder is world-writable (1777, as /tmp), with mallory serving the control socket."""
+    short_tmp.chmod(0o755)
+    box = Sandbox(short_tmp, {"qa": ["qa-1"]})
+    box.runtime.mkdir(exist_ok=True)
+    box.runtime.chmod(0o1777)
+    found = read_config(box.config, check=False)
+    assert found is not None
+    stamp = found[0].stamp
+    answer = {"ok": True, "json": '[{"env": "FAKE", "said": "by mallory"}]', "stamp": stamp, "message": "approved (FAKE)"}
+    with unix_users((MALLORY,), GROUP):
+        script = short_tmp / "imposter.py"
+        script.write_text(IMPOSTER)
+        script.chmod(0o644)
+        proc = subprocess.Popen(
+            [*setpriv(MALLORY), "/usr/bin/python3", str(script), str(box.runtime / "control.sock"), json.dumps(answer)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+            yield box
+        finally:
+            proc.kill()
+            proc.wait()
+
+
+def test_status_json_does_not_print_what_a_socket_served_by_another_user_says(imposter: Sandbox) -> None:
+    shown = imposter.cli("status", "--json").stdout
+    assert "FAKE" not in shown
+    assert [row["env"] for row in json.loads(shown)] == ["qa"]  # the store's rows, as without a daemon
+
+
+def test_a_request_to_a_socket_served_by_another_user_is_not_sent_and_says_who_serves_it(imposter: Sandbox) -> None:
+    path = imposter.runtime / "control.sock"
+    with pytest.raises(control.ControlError) as caught:
+        control.call(path, {"op": "approve", "rc": "rc-1", "note": "secret note"}, timeout=10, owner=imposter.state)
+    said = str(caught.value)
+    assert "\n" not in said and f"served by {MALLORY}" in said and "nothing was sent" in said, said
+    assert not Path(f"{path}.heard").exists() or b"secret note" not in Path(f"{path}.heard").read_bytes()
+    said = imposter.cli("approve", "rc-1", "--note", "secret note", check=False).stderr
+    assert f"served by {MALLORY}" in said and "FAKE" not in said, said
