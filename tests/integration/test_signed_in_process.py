@@ -338,3 +338,69 @@ def test_the_daemons_judge_checks_ssh_signatures_in_its_own_process_and_starts_n
         store.close()
     assert verdict.rule_id != "signature", verdict.refusal_lines("refs/heads/qa")
     assert not calls.exists()  # checked here
+
+
+def test_allowed_signers_options_and_principal_patterns_are_never_accepted_in_process_where_ssh_keygen_refuses(signed):
+    """A red-team list of allowed_signers lines for alice's key, each judged in process and by git (ssh-keygen -Y): where
+    the process decides, it says what git says; it never says G where git does not; the check's result is git's."""
+    work, keys, signers = signed
+    good = commit(work, "signed by alice")
+    stamp = int(next(line for line in cat(work, good).split(b"\n") if line.startswith(b"committer ")).split()[-2])
+
+    def local(when: int) -> str:
+        return time.strftime("%Y%m%d%H%M%S", time.localtime(when))
+
+    pub = Path(f"{keys['alice']}.pub").read_text().strip()
+    kind, blob = pub.split()[:2]
+    lines = [
+        f'alice@example.com NAMESPACES="git" {pub}',  # ssh-keygen reads option names in any case
+        f"alice@example.com Cert-Authority {pub}",
+        f'alice@example.com namespaces="file" {pub}',
+        f'alice@example.com namespaces="file,git" {pub}',
+        f'alice@example.com namespaces="GIT" {pub}',
+        f'alice@example.com namespaces="gi*" {pub}',
+        f'alice@example.com namespaces="!git,*" {pub}',
+        f'alice@example.com namespaces="" {pub}',
+        f'alice@example.com namespaces="git",namespaces="file" {pub}',
+        f'alice@example.com namespaces="git", {pub}',
+        f'alice@example.com namespaces="g\\"it" {pub}',
+        f'alice@example.com valid-after="{local(stamp)}" {pub}',  # the edges, at the commit's own second
+        f'alice@example.com valid-after="{local(stamp + 1)}" {pub}',
+        f'alice@example.com valid-before="{local(stamp)}" {pub}',
+        f'alice@example.com valid-before="{local(stamp - 1)}" {pub}',
+        f'alice@example.com valid-after="{local(stamp)}",valid-before="{local(stamp)}" {pub}',
+        f'alice@example.com valid-after="{local(stamp + 86400)[:8]}" {pub}',
+        f'alice@example.com valid-before="{local(stamp)[:12]}Z" {pub}',
+        f'alice@example.com valid-after="20241301" {pub}',  # no such month
+        f"alice@* {pub}",
+        f"* {pub}",
+        f"!mallory@example.com,alice@example.com {pub}",
+        f"alice@example.com,ops@example.com {pub}",
+        f'"alice@example.com" {pub}',
+        f"ALICE@example.com {pub}",
+        f"alice@example.com ssh-rsa {blob}",  # another key type named than the key's
+        f"alice@example.com\t{kind}\t{blob}\tcomment words",
+        f'alice@example.com valid-before="{local(stamp - 1)}" {pub}\nalice@example.com {pub}',  # the key twice
+        f"alice@example.com {pub}\nmallory@example.com {pub}",
+        f"# alice@example.com {pub}",
+        f"mallory@example.com {Path(str(keys['mallory']) + '.pub').read_text().strip()}",
+    ]
+    decided = 0
+    for line in lines:
+        signers.write_text(line + "\n")
+        try:
+            here = sshsig.verdict(cat(work, good), b"gpgsig", sshsig.parse_allowed_signers(signers.read_bytes()), verify_ssh)
+        except sshsig.Unsupported:
+            here = None
+        letter, principal = (
+            git(work, "-c", f"gpg.ssh.allowedSignersFile={signers}", "log", "-1", "--format=%G?%x02%GS", good)
+            .stdout.strip("\n")
+            .split("\x02")
+        )
+        if here is not None:
+            decided += 1
+            assert (here[0], here[1]) == (letter, principal), (line, here, letter, principal)
+        assert here is None or here[0] != "G" or letter == "G", (line, here, letter)
+        final = check_commits(str(work), Rule(str(signers)), good, [], ssh_crypto)
+        assert [(s.letter, s.signer) for s in final] == [(letter, principal)], (line, final, letter)
+    assert decided >= 5, decided  # the plain cases are still checked here, not all left to ssh-keygen
