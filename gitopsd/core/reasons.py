@@ -36,6 +36,7 @@ REASONS: dict[str, tuple[str, str]] = {
     "break_glass_by_asker": ("forbidden", "a break-glass is confirmed by a second identity, not the one who asked"),
     "reserved_context": ("forbidden", "the status context is gitopsd's own (`gitopsd/...`)"),
     "context_not_allowed": ("forbidden", "the token may not report this status context for this repository"),
+    "repo_not_allowed": ("forbidden", "the token may report statuses only for other repositories (its `repos:`)"),
     "daemon_stopping": ("forbidden", "the daemon is stopping and takes no new work: ask again once it runs"),
     # missing (404): nothing by that name
     "repo_not_found": ("missing", "no repository by that name in the configuration"),

@@ -655,3 +655,14 @@ def test_no_bad_input_to_any_endpoint_answers_500_each_gets_a_422_with_one_line(
         if status == 422:
             assert body.get("field"), text
     assert api.combined(head, token)["total_count"] == 0 and api.looks == []
+
+
+def test_a_token_for_other_repositories_is_refused_as_such_on_both_paths_and_nothing_is_stored(sandbox, api):
+    other = sandbox.command("token", "create", "web-ci", "--scope", "statuses:write", "--repos", "web-*").stdout.strip()
+    head = sandbox.head("main")
+    for path in (f"/api/v1/repos/shop/statuses/{head}", f"/api/v1/repos/acme/shop/statuses/{head}"):
+        code, _h, doc = api.call("POST", path, other, {"state": "success", "context": "ci/test"})
+        assert (code, doc["kind"], doc["reason"]) == (403, "forbidden", "repo_not_allowed"), (path, doc)
+        assert doc["message"].startswith("token web-ci may report only for the repositories web-*, not shop;")
+    reader = sandbox.command("token", "create", "reader", "--scope", "read").stdout.strip()
+    assert api.combined(head, reader)["statuses"] == []

@@ -36,7 +36,7 @@ def routes(api: Context, v1: str) -> tuple[list[Route], list[Route]]:
             raise refuse(str(exc), FORBIDDEN, "reserved_context") from exc
         refusal = token.refusal(repo.name, report.context)
         if refusal is not None:
-            raise refuse(refusal, FORBIDDEN, "context_not_allowed")
+            raise refuse(refusal, FORBIDDEN, "context_not_allowed" if token.may_report(repo.name) else "repo_not_allowed")
         shown_as = api.owners()
 
         def store_it() -> dict[str, Any]:
