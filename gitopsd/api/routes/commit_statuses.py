@@ -35,8 +35,10 @@ def routes(api: Context, v1: str) -> tuple[list[Route], list[Route]]:
         except statuses.ReservedContext as exc:
             raise refuse(str(exc), FORBIDDEN, "reserved_context") from exc
         refusal = token.refusal(repo.name, report.context)
+        if refusal is not None and not token.may_report(repo.name):
+            raise refuse(refusal, FORBIDDEN, "repo_not_allowed")
         if refusal is not None:
-            raise refuse(refusal, FORBIDDEN, "context_not_allowed" if token.may_report(repo.name) else "repo_not_allowed")
+            raise refuse(refusal, FORBIDDEN, "context_not_allowed")
         shown_as = api.owners()
 
         def store_it() -> dict[str, Any]:
