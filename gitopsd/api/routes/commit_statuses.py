@@ -14,6 +14,7 @@ from ...adapters.gitrepo import GitRepository
 from ...ci import provenance
 from ...core.errors import FORBIDDEN, INVALID, ConfigurationError
 from ...core.settings import Repository
+from ...services.tokens import Token
 from .. import inputs, statuses
 from ..context import Context
 from ..inputs import refuse
@@ -34,11 +35,7 @@ def routes(api: Context, v1: str) -> tuple[list[Route], list[Route]]:
             report = statuses.parse_report(data)
         except statuses.ReservedContext as exc:
             raise refuse(str(exc), FORBIDDEN, "reserved_context") from exc
-        refusal = token.refusal(repo.name, report.context)
-        if refusal is not None and not token.may_report(repo.name):
-            raise refuse(refusal, FORBIDDEN, "repo_not_allowed")
-        if refusal is not None:
-            raise refuse(refusal, FORBIDDEN, "context_not_allowed")
+        _may_report(token, repo.name, report.context)
         shown_as = api.owners()
 
         def store_it() -> dict[str, Any]:
@@ -129,6 +126,15 @@ def routes(api: Context, v1: str) -> tuple[list[Route], list[Route]]:
         Route(f"{v1}/repos/{{owner}}/{{repo}}/commits/{{commit}}/statuses", commit_statuses, methods=["GET"]),
     ]
     return own, github
+
+
+def _may_report(token: Token, repo: str, context: str) -> None:
+    """Refuse a token limited to other repositories (repo_not_allowed) or other contexts (context_not_allowed)."""
+    refusal = token.refusal(repo, context)
+    if refusal is not None and not token.may_report(repo):
+        raise refuse(refusal, FORBIDDEN, "repo_not_allowed")
+    if refusal is not None:
+        raise refuse(refusal, FORBIDDEN, "context_not_allowed")
 
 
 def _default_branch(repo: Repository) -> str:
