@@ -54,7 +54,11 @@ def check(kept: Any) -> dict[str, Any]:
     if not isinstance(kept, dict) or not {"upto", "witness", "buckets", "totals"} <= set(kept):
         raise Unusable("it lacks upto, witness, buckets or totals")
     buckets, totals = kept["buckets"], kept["totals"]
-    if not _count(kept["upto"]) or not isinstance(kept["witness"], list) or not isinstance(totals, dict):
+    if (
+        not (_count(kept["upto"]) and kept["upto"] < 2**63)
+        or not isinstance(kept["witness"], list)
+        or not isinstance(totals, dict)
+    ):
         raise Unusable("its upto, witness or totals is of the wrong type")
     if not (isinstance(buckets, list) and len(buckets) == len(HISTOGRAMS) and all(isinstance(b, list) for b in buckets)):
         raise Unusable("its buckets are not two lists of bounds")

@@ -85,6 +85,7 @@ def test_a_kept_file_that_is_garbled_huge_or_a_symlink_is_said_in_one_line_and_t
         "values of the wrong type": lambda: kept.write_text(json.dumps(wrong_types)),
         "a histogram of the wrong length": lambda: kept.write_text(json.dumps(short_histogram)),
         "a symlink to a file elsewhere": lambda: kept.symlink_to(elsewhere),
+        "an upto beyond SQLite's integers": lambda: kept.write_text(json.dumps({**good, "upto": 2**64})),
         "larger than any totals file": lambda: kept.write_text(doctored + " " * 4096),
     }
     monkeypatch.setattr(metricsfile, "MAX_SIZE", 4096)
