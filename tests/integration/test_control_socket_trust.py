@@ -25,6 +25,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 MALLORY, GROUP = "gt-cst-mallory", "gt-cst"
+INSIDER, OUTSIDER, SERVICE_GROUP = "gt-cst-insider", "gt-cst-outsider", "gt-cst-svc"
 
 IMPOSTER = """\
 import json, os, socket, sys
@@ -96,3 +97,45 @@ def test_a_request_to_a_socket_served_by_another_user_is_not_sent_and_says_who_s
     assert not Path(f"{path}.heard").exists() or b"secret note" not in Path(f"{path}.heard").read_bytes()
     said = imposter.cli("approve", "rc-1", "--note", "secret note", check=False).stderr
     assert f"served by {MALLORY}" in said and "FAKE" not in said, said
+
+
+ASK = """\
+import json, sys
+from gitopsd.adapters import control
+try:
+    print(json.dumps(control.call(sys.argv[1], {"op": "status"}, timeout=10)))
+except control.ControlError as exc:
+    print(exc)
+"""
+
+
+def test_only_members_of_the_daemons_group_reach_the_control_socket_as_the_unit_lays_it_out(short_tmp: Path) -> None:
+    """The unit's RuntimeDirectory (0750, the daemon's user and group) and the socket's 0660: a member is answered under
+    their own name; anyone else cannot connect and is told in one line to ask for the group."""
+    from tests.support import python_for_everyone, sh
+
+    short_tmp.chmod(0o755)
+    bin_dir = python_for_everyone(short_tmp / "venv")
+    with unix_users((INSIDER,), SERVICE_GROUP), unix_users((OUTSIDER,), f"{SERVICE_GROUP}-x"):
+        runtime = short_tmp / "run"
+        runtime.mkdir(mode=0o750)
+        shutil.chown(runtime, "root", SERVICE_GROUP)
+        runtime.chmod(0o750)
+        server = control.ControlServer(runtime / "control.sock", lambda who, request: {"ok": True, "identity": who})
+        shutil.chown(server.path, "root", SERVICE_GROUP)  # the daemon's own group, as its primary group gives it
+        server.start()
+        try:
+            script = short_tmp / "ask.py"
+            script.write_text(ASK)
+            script.chmod(0o644)
+            asked = {
+                user: sh([*setpriv(user), str(bin_dir / "python"), str(script), str(server.path)], cwd="/").stdout
+                for user in (INSIDER, OUTSIDER)
+            }
+        finally:
+            server.close()
+    assert json.loads(asked[INSIDER]) == {"ok": True, "identity": INSIDER}
+    assert asked[OUTSIDER] == (
+        f"you may not use {runtime / 'control.sock'}: ask an operator to add you to the daemon's group "
+        "(usermod -aG gitopsd $USER), then log in again\n"
+    )
