@@ -125,13 +125,20 @@ def envelope(state_dir: Path, body: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+NAME_MAX = 200  # characters of a statement's file name before .intoto.json (a file name holds 255 bytes)
+
+
 def folder(artifacts_dir: Path, repo: str, tree: str) -> Path:
     return Path(artifacts_dir) / "provenance" / repo / tree
 
 
 def write(artifacts_dir: Path, repo: str, tree: str, stem: str, env: dict[str, Any]) -> Path:
-    """Store an envelope for `tree` as `<stem>.intoto.json` (atomically); return its path."""
-    path = folder(artifacts_dir, repo, tree) / f"{quote(stem, safe='')}.intoto.json"
+    """Store an envelope for `tree` as `<stem>.intoto.json` (atomically); return its path. A stem too long for a file
+    name (a status context may have 255 characters, each up to 12 bytes quoted) keeps its start and a digest of it all."""
+    name = quote(stem, safe="")
+    if len(name) > NAME_MAX:
+        name = f"{name[: NAME_MAX - 17]}-{hashlib.sha256(stem.encode()).hexdigest()[:16]}"
+    path = folder(artifacts_dir, repo, tree) / f"{name}.intoto.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}")
     tmp.write_text(json.dumps(env, indent=1, sort_keys=True) + "\n", encoding="utf-8")

@@ -110,3 +110,15 @@ def test_a_statement_over_other_content_or_by_an_untrusted_key_is_refused_in_one
     assert "not a DSSE envelope" in answers["not an envelope"][2]["message"]
     assert api.combined(head, token)["statuses"] == []
     assert not (sandbox.state / "artifacts" / "provenance").exists()
+
+
+def test_a_statement_uploaded_with_the_longest_context_allowed_is_stored_and_verified(api, ci_key):
+    sandbox = api.sandbox
+    token = api.token("jenkins", "statuses:write", "read")
+    head = sandbox.head("main")
+    contexts = ["ci/" + "x" * 252, "é" * 255]  # STATUS_CONTEXT_MAX characters: as a file name, over 255 bytes
+    for context in contexts:
+        code, _h, doc = api.post(head, token, state="success", context=context, provenance=in_toto_envelope(ci_key, head))
+        assert code == 201, doc
+    findings = provenance.verify_tree(load(sandbox.config), "shop", sandbox.tree(head))
+    assert len(findings) == 2 and all(f.ok for f in findings), [f.line for f in findings]
