@@ -64,6 +64,7 @@ def diagnose(config_path: Path, *, git_user: str | None = None, service_user: st
     if service is None:
         return findings
     findings += checked(f"what {service.pw_name} reads, writes and runs", partial(_as_service, config, service))
+    findings += checked("the runtime folder", lambda: [runtime_folder_finding(config, service.pw_name)])
     pushers: dict[str, list[Repository]] = {}
     for repo in config.repositories:
         pushers.setdefault(install_hooks.pushing_user(repo.path, git_user) or "", []).append(repo)
@@ -249,6 +250,36 @@ def metrics_totals_finding(config: Config, me: str) -> Finding:
     if not os.access(path, os.W_OK):
         return Finding(False, f"{me} cannot write the metrics totals {path} ({describe(path)})", f"chown {me}: {path}")
     return Finding(True, f"{me} reads and writes the metrics totals {path}")
+
+
+def runtime_folder_finding(config: Config, me: str) -> Finding:
+    """Only the daemon's user (or root) may write where its sockets are: anyone else could serve the control socket
+    in its place (the command line then refuses it: adapters/control.py) or swallow the hooks' nudges."""
+    from ..adapters.ownership import describe
+
+    folder = config.runtime_dir
+    fix = f"chown {me}: {folder} && chmod 0750 {folder}"
+    try:
+        info = folder.stat()
+    except FileNotFoundError:
+        parent = next((p for p in folder.parents if p.exists()), Path("/"))
+        if parent.stat().st_mode & 0o002:
+            return Finding(
+                False,
+                f"the runtime folder {folder} does not exist, and anyone may make it in {parent} ({describe(parent)}) "
+                "before the daemon does",
+                f"mkdir -p {folder} && {fix}   # or keep runtime_dir at /run/gitopsd, which the unit makes",
+            )
+        return Finding(True, f"the runtime folder {folder} is made by the daemon (or its unit) when it starts")
+    if info.st_mode & 0o002 or info.st_uid not in (0, pwd.getpwnam(me).pw_uid):
+        who = "anyone" if info.st_mode & 0o002 else f"its owner {describe(folder).split(':')[0]}"
+        return Finding(
+            False,
+            f"{who} may write in the runtime folder {folder} ({describe(folder)}), so another user could serve "
+            "sockets in the daemon's place",
+            fix,
+        )
+    return Finding(True, f"only {me} (and root) may put sockets in the runtime folder {folder}")
 
 
 def _readable(path: Path, me: str, what: str, missing_ok: bool = False) -> Finding:

@@ -173,3 +173,28 @@ def test_doctor_names_a_metrics_totals_file_the_daemon_cannot_read_or_use_and_th
         f"PROBLEM  nobody cannot read the metrics totals {totals} (root:root 0600): Permission denied\n"
         f"         fix: chown nobody: {totals}"
     ) in said, said
+
+
+def test_doctor_names_a_runtime_folder_others_may_write_where_someone_could_serve_the_daemons_sockets(server):
+    config = load(server.config)
+    runtime = config.runtime_dir
+    shutil.rmtree(runtime, ignore_errors=True)
+    assert doctor.runtime_folder_finding(config, "nobody").ok  # made by the daemon (or its unit) in a folder of root's
+    runtime.mkdir(mode=0o777)
+    runtime.chmod(0o777)
+    finding = doctor.runtime_folder_finding(config, "nobody")
+    assert not finding.ok and finding.what == (
+        f"anyone may write in the runtime folder {runtime} (root:root 0777), so another user could serve sockets "
+        "in the daemon's place"
+    ), finding
+    assert finding.fix == f"chown nobody: {runtime} && chmod 0750 {runtime}"
+    sh(["chown", "nobody:", str(runtime)])
+    runtime.chmod(0o750)
+    assert doctor.runtime_folder_finding(config, "nobody").ok
+    runtime.rmdir()
+    server.root.chmod(0o1777)  # as /tmp: whoever comes first makes the folder
+    finding = doctor.runtime_folder_finding(config, "nobody")
+    assert not finding.ok and finding.what.startswith(f"the runtime folder {runtime} does not exist, and anyone may make it"), (
+        finding
+    )
+    server.root.chmod(0o755)
