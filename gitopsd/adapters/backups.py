@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import stat
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -174,18 +175,29 @@ def say_replaced(runtime_dir: Path, reason: str) -> None:
     """Leave the daemon's one line about a lost state database where `gitopsd status` finds it."""
     marker = replaced_marker(runtime_dir)
     temp = marker.with_name(f".{marker.name}.tmp")
-    temp.write_text(f"{os.getpid()}\n{reason}\n", encoding="utf-8")
+    temp.unlink(missing_ok=True)  # made anew, never written through: a symlink planted there is not followed
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(f"{os.getpid()}\n{reason}\n")
     os.chmod(temp, 0o644)
     os.rename(temp, marker)
 
 
 def replaced_said(runtime_dir: Path) -> str | None:
     """The running daemon's line about its lost state database, None if it has none (or is not running)."""
+    try:  # not a FIFO (it would hang `status`), a symlink or a file of any size: a few KiB of a regular file
+        fd = os.open(replaced_marker(runtime_dir), os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as handle:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return None
+            pid_line, reason = handle.read(4096).decode("utf-8", errors="replace").split("\n", 1)
+    except (OSError, ValueError):  # none, or not this user's to read
+        return None
     try:
-        pid_line, reason = replaced_marker(runtime_dir).read_text(encoding="utf-8", errors="replace").split("\n", 1)
         os.kill(int(pid_line), 0)
     except PermissionError:  # alive, as another user
         pass
     except (OSError, ValueError):
         return None
-    return reason.strip() or None
+    shown = "".join(c if c.isprintable() else " " for c in reason.strip())  # no escape sequences to the terminal
+    return shown or None

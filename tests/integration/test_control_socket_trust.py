@@ -1,4 +1,4 @@
-"""The command line talks to the daemon's control socket only when the daemon's user serves it.
+"""The command line trusts nothing in the runtime folder but what the daemon put there: its control socket only when the daemon's user serves it, its store-replaced word only as a few printable KiB of a regular file.
 
 Real: the CLI as a process, a Sandbox's store and config, and an imposter: another Unix user (gt-cst-mallory, made and
 removed here) serving a socket of its own at the control socket's path in a world-writable runtime folder, as
@@ -18,7 +18,7 @@ import pytest
 
 from gitopsd.adapters import control
 from gitopsd.services.readconfig import read_config
-from tests.support import Sandbox, setpriv, unix_users
+from tests.support import GITOPSD, Sandbox, run, setpriv, unix_users
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or not shutil.which("setpriv"), reason="an imposter of another uid needs root and setpriv"
@@ -139,3 +139,49 @@ def test_only_members_of_the_daemons_group_reach_the_control_socket_as_the_unit_
         f"you may not use {runtime / 'control.sock'}: ask an operator to add you to the daemon's group "
         "(usermod -aG gitopsd $USER), then log in again\n"
     )
+
+
+def test_what_another_user_left_as_the_store_replaced_marker_neither_hangs_status_nor_reaches_the_terminal(
+    short_tmp: Path,
+) -> None:
+    """The daemon's word about a lost state database lives in the runtime folder: where others may write there, a FIFO
+    in its place must not hang `status`, escape sequences must not reach the operator's terminal, and a symlink planted
+    as its temporary file must not be written through."""
+    from gitopsd.adapters.backups import replaced_marker, say_replaced
+
+    box = Sandbox(short_tmp, {"qa": ["qa-1"]})
+    box.runtime.mkdir(exist_ok=True)
+    marker = replaced_marker(box.runtime)
+    os.mkfifo(marker)
+    try:
+        shown = run([*GITOPSD, "status", "--config", str(box.config)], env=box.environ(), timeout=60)
+    except subprocess.TimeoutExpired:
+        pytest.fail("`gitopsd status` hung on a FIFO in the store-replaced marker's place")
+    assert "store-replaced" not in shown.stdout + shown.stderr
+    marker.unlink()
+    marker.write_text("1\n\x1b]0;owned\x07\x1b[2Jthe state database was replaced\n")  # pid 1 lives: taken as said
+    shown = box.cli("status")
+    assert "store-replaced:" in shown.stdout and "\x1b" not in shown.stdout + shown.stderr, shown.stdout
+    marker.unlink()
+    victim = short_tmp / "victim"
+    victim.write_text("not gitopsd's\n")
+    marker.with_name(f".{marker.name}.tmp").symlink_to(victim)
+    say_replaced(box.runtime, "the state database was replaced")
+    assert victim.read_text() == "not gitopsd's\n"
+    assert marker.read_text().endswith("\nthe state database was replaced\n")
+
+
+def test_a_user_who_cannot_enter_the_runtime_folder_reads_no_store_replaced_word_and_no_error(short_tmp: Path) -> None:
+    """With PostgreSQL (or a runtime folder of 0700) a user may read the store but not the runtime folder: `status`
+    then has nothing to say about a lost state database, rather than failing on it."""
+    from tests.support import python_for_everyone, sh
+
+    short_tmp.chmod(0o755)
+    bin_dir = python_for_everyone(short_tmp / "venv")
+    runtime = short_tmp / "run"
+    runtime.mkdir(mode=0o700)
+    (runtime / "store-replaced").write_text(f"{os.getpid()}\nthe state database was replaced\n")
+    ask = "import sys; from pathlib import Path; from gitopsd.adapters.backups import replaced_said; print(replaced_said(Path(sys.argv[1])))"
+    with unix_users((MALLORY,), GROUP):
+        said = sh([*setpriv(MALLORY), str(bin_dir / "python"), "-c", ask, str(runtime)], cwd="/", check=False)
+    assert (said.returncode, said.stdout, said.stderr) == (0, "None\n", "")
