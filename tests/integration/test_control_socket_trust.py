@@ -1,4 +1,5 @@
-"""The command line trusts nothing in the runtime folder but what the daemon put there: its control socket only when the daemon's user serves it, its store-replaced word only as a few printable KiB of a regular file.
+"""The command line trusts nothing in the runtime folder but what the daemon put there: its control socket only when
+the daemon's user serves it, its store-replaced word only as a few printable KiB of a regular file.
 
 Real: the CLI as a process, a Sandbox's store and config, and an imposter: another Unix user (gt-cst-mallory, made and
 removed here) serving a socket of its own at the control socket's path in a world-writable runtime folder, as
