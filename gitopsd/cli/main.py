@@ -148,10 +148,10 @@ def main(argv: list[str] | None = None) -> int:
         return quick
     parser = build_parser()
     args = parser.parse_args(argv)
-    _interrupts_as_usual()
     if not hasattr(args, "config"):
         args.config = DEFAULT_CONFIG
     try:
+        _interrupts_as_usual()  # inside: a Ctrl-C from here on is the KeyboardInterrupt caught below
         code = int(args.func(args))
         sys.stdout.flush()  # a reader gone meanwhile (`| head -1`) shows here, not in Python's exit
         return code
