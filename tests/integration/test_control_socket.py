@@ -9,7 +9,7 @@ import socket
 import time
 from typing import Any
 
-from gitopsd.adapters import control
+from gitopsd.adapters import control, controlraw
 
 
 def echo(identity: str, request: dict[str, Any]) -> dict[str, Any]:
@@ -64,4 +64,31 @@ def test_an_idle_or_trickling_peer_is_cut_off_after_the_timeout_and_others_are_a
     finally:
         idle.close()
         slow.close()
+        server.close()
+
+
+def test_an_answer_with_bytes_comes_as_its_line_then_the_bytes_counted_and_one_without_them_is_not_taken(short_tmp):
+    """`status --json`'s 2 MB of rows come as they are, not escaped into a JSON string and back (issue 28)."""
+    rows = b'[\n{"repo": "shop", "reason": "a \\"quoted\\" word \\u00e9"}\n]' * 40_000
+
+    def handler(identity: str, request: dict[str, Any]) -> dict[str, Any]:
+        if request.get("raw") is True:
+            return {"ok": True, "stamp": "s1", "raw": rows}
+        return {"ok": True, "json": rows.decode()}
+
+    server = control.ControlServer(short_tmp / "control.sock", handler)
+    server.start()
+    try:
+        assert controlraw.ask(server.path, {"op": "status"}, timeout=30) == (
+            {"ok": True, "stamp": "s1", "bytes": len(rows)},
+            rows,
+        )
+        assert control.call(server.path, {"op": "status"}, timeout=30) == {"ok": True, "json": rows.decode()}, "as before"
+    finally:
+        server.close()
+    server = control.ControlServer(short_tmp / "control.sock", echo)  # an older daemon: a JSON answer and no bytes
+    server.start()
+    try:
+        assert controlraw.ask(server.path, {"op": "status"}, timeout=30) is None
+    finally:
         server.close()
