@@ -99,8 +99,15 @@ def heads(repo: Repository, branches: list[str]) -> dict[str, tuple[str, str, st
     """branch -> (commit, tree, subject) of each of `branches` that exists: from the ref files and the commits seen
     before, else one git process for the repository (issue 28: a process per repository was most of a page's time)."""
     commits = gitcli.read_branches(repo.path, branches)
-    if commits is not None and all(c in _commits for c in commits.values()):
-        return {b: (c, *_commits[c]) for b, c in commits.items()}
+    if commits is not None:
+        known: dict[str, tuple[str, str, str]] = {}
+        for branch, commit in commits.items():
+            seen = _commits.get(commit)  # one look each: another page's thread may empty the dict meanwhile
+            if seen is None:
+                break
+            known[branch] = (commit, *seen)
+        else:
+            return known
     out = gitcli.git(
         repo.path,
         "for-each-ref",
