@@ -7,7 +7,9 @@ at 1,000 repositories its 2 MB come as they are instead of escaped into a JSON s
 from __future__ import annotations
 
 import json
+import os
 import socket
+import struct
 from pathlib import Path
 
 TYPE_CHECKING = False  # true for mypy only: `typing` costs a quick command
@@ -15,12 +17,16 @@ if TYPE_CHECKING:
     from typing import Any
 
 
-def ask(path: Path, request: dict[str, Any], timeout: float) -> tuple[dict[str, Any], bytes] | None:
-    """(the answer's JSON object, the bytes after it) of `request` with "raw": true; None when the answer has no
-    such bytes (an older daemon, a refusal) or was cut short. Raise OSError when the socket cannot be asked."""
+def ask(path: Path, request: dict[str, Any], timeout: float, owner: Path) -> tuple[dict[str, Any], bytes] | None:
+    """(the answer's JSON object, the bytes after it) of `request` with "raw": true; None when the socket is served by
+    another user than root, the caller or `owner`'s owner (the state folder's: the daemon's user), when the answer has
+    no such bytes (an older daemon, a refusal) or was cut short. Raise OSError when the socket cannot be asked."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout)
         sock.connect(str(path))
+        _pid, uid, _gid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+        if uid not in (0, os.geteuid(), os.stat(owner).st_uid):  # someone else's socket at that path: nothing sent
+            return None
         try:
             sock.sendall(json.dumps({**request, "raw": True}).encode())
             sock.shutdown(socket.SHUT_WR)

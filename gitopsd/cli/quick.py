@@ -28,16 +28,16 @@ def status_json(argv: list[str], default_config: str) -> int | None:
     target = control_target(Path(options.get("config", default_config)), options.get("repo"))
     if target is None:  # no snapshot of the file as it is now, or no such repository (main() says which there are)
         return None
-    socket_path, stamp = target
+    socket_path, stamp, state_dir = target
     if not socket_path.exists():  # no daemon started here: nothing more to import or to try
         return None
     from ..adapters.controlraw import ask
 
     try:
-        answered = ask(socket_path, {"op": "status", "repo": options.get("repo")}, timeout=TIMEOUT)
+        answered = ask(socket_path, {"op": "status", "repo": options.get("repo")}, timeout=TIMEOUT, owner=state_dir)
     except OSError:  # no daemon (or not ours to ask): the store says it all the same
         return None
-    if answered is None:
+    if answered is None:  # served by another user than the daemon's, or an answer without the rows' bytes
         return None
     answer, raw = answered
     if answer.get("ok") is not True or answer.get("stamp") != stamp or not raw.startswith(b"["):

@@ -164,16 +164,16 @@ def _open_snapshot(path: Path) -> tuple[str, str, Path, sqlite3.Connection] | No
     return source, stamp, state_dir, db
 
 
-def control_target(path: Path, repo: str | None = None) -> tuple[Path, str] | None:
-    """(the daemon's control socket, the file's stamp) from the snapshot of the file as it is now, without building
-    its environments (3,000 at 1,000 repositories: `status --json` asks the daemon with these alone, cli/quick.py);
-    None when there is no such snapshot, or it names no repository (no repository `repo`, when given)."""
+def control_target(path: Path, repo: str | None = None) -> tuple[Path, str, Path] | None:
+    """(the daemon's control socket, the file's stamp, the state folder) from the snapshot of the file as it is now,
+    without building its environments (3,000 at 1,000 repositories: `status --json` asks the daemon with these alone,
+    cli/quick.py); None when there is no such snapshot, or it names no repository (no repository `repo`, when given)."""
     import sqlite3
 
     opened = _open_snapshot(path)
     if opened is None:
         return None
-    source, stamp, _state_dir, db = opened
+    source, stamp, state_dir, db = opened
     try:
         row = db.execute("SELECT stamp, runtime_dir FROM gate_config WHERE config = ?", (source,)).fetchone()
         named = db.execute(
@@ -185,7 +185,7 @@ def control_target(path: Path, repo: str | None = None) -> tuple[Path, str] | No
         db.close()
     if row is None or row[0] != stamp or named is None:
         return None
-    return Path(row[1]) / CONTROL_SOCKET, stamp
+    return Path(row[1]) / CONTROL_SOCKET, stamp, state_dir
 
 
 def repository_problem(path: Path) -> str | None:

@@ -111,8 +111,8 @@ def test_the_control_socket_and_the_files_stamp_are_read_from_the_snapshot_only_
     """What `status --json` needs to ask the daemon, without building the snapshot's 3,000 environments (issue 28)."""
     sandbox = Sandbox(short_tmp, {"qa": ["qa-1"]})
     config, _unavailable = read_config(sandbox.config)
-    assert control_target(sandbox.config) == (config.control_socket, config.stamp)
-    assert control_target(sandbox.config, "shop") == (config.control_socket, config.stamp)
+    assert control_target(sandbox.config) == (config.control_socket, config.stamp, config.state_dir)
+    assert control_target(sandbox.config, "shop") == (config.control_socket, config.stamp, config.state_dir)
     assert control_target(sandbox.config, "nosuch") is None  # main() says which repositories there are
     with open(sandbox.config, "a") as handle:
         handle.write("# edited\n")
