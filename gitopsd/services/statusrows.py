@@ -40,6 +40,7 @@ class StatusRows:
         self._key: tuple[Any, ...] | None = None
         self._until = 0.0
         self._rows: list[tuple[str, str]] = []  # (repo, JSON line)
+        self._states: list[tuple[str, str]] = []  # (repo, state) of each row
         self._paths: tuple[Config | None, list[str]] = (None, [])  # the ref files _fingerprint looks at, of that config
         self._whole: bytes | None = None  # every row's text as `status --json` prints it, once asked for raw
 
@@ -71,11 +72,19 @@ class StatusRows:
         key = self._fingerprint(config)
         now = self.clock()
         if key is None or key != self._key or now >= self._until:
-            self._rows, self._until = self._make(config, now)
+            self._rows, self._until, self._states = self._make(config, now)
             self._key, self._whole = key, None
         return self._rows
 
-    def _make(self, config: Config, now: float) -> tuple[list[tuple[str, str]], float]:
+    def in_state(self, state: str) -> set[str]:
+        """The repositories with an environment in `state` as these rows say: the dashboard's ?state= filter, which
+        read every environment's status per request (0.2-0.4 s at 1,000 repositories, issue 28)."""
+        config = self.config()
+        with self._lock:
+            self._current(config)
+            return {repo for repo, found in self._states if found == state}
+
+    def _make(self, config: Config, now: float) -> tuple[list[tuple[str, str]], float, list[tuple[str, str]]]:
         unavailable = {r.name: problem for r in config.repositories if (problem := repository_problem(r.path))}
         rows = all_status(config, self.store, None, unavailable)
         until = now + MAX_AGE
@@ -87,7 +96,7 @@ class StatusRows:
         for lock in self.store.all_locks(now):
             if lock.expires_at is not None and lock.expires_at > now:
                 until = min(until, lock.expires_at)
-        return [(row.repo, json.dumps(row.as_json())) for row in rows], until
+        return [(row.repo, json.dumps(row.as_json())) for row in rows], until, [(row.repo, row.state) for row in rows]
 
     def _fingerprint(self, config: Config) -> tuple[Any, ...] | None:
         """What the rows were made from, cheaply: None when there is nothing to compare (PostgreSQL: made every time)."""

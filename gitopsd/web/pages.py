@@ -127,19 +127,29 @@ def heads(repo: Repository, branches: list[str]) -> dict[str, tuple[str, str, st
 
 
 def pipeline_view(
-    config: Config, store: Store, repo: str = "", state: str = "", page: int = 1, per_page: int = PIPELINE_PAGE
+    config: Config,
+    store: Store,
+    repo: str = "",
+    state: str = "",
+    page: int = 1,
+    in_state: Callable[[str], set[str]] | None = None,
+    per_page: int = PIPELINE_PAGE,
 ) -> dict[str, Any]:
     """One page of the Pipeline: repositories whose name contains `repo`, with an environment in `state` when given.
 
     Only the page's repositories get their cards built (a git process and the store's reads each): at 1,000
-    repositories the whole page took seconds (issue 28). The state filter reads every status at once (all_status).
+    repositories the whole page took seconds (issue 28). The state filter asks `in_state` (the daemon's rows of
+    `status --json`, services/statusrows.py), else reads every status at once (all_status).
     """
     names = [r.name for r in config.repositories if repo in r.name]
     if state:
-        from ..services.status import all_status
+        if in_state is None:
+            from ..services.status import all_status
 
-        in_state = {s.repo for s in all_status(config, store) if s.state == state}
-        names = [n for n in names if n in in_state]
+            found = {s.repo for s in all_status(config, store) if s.state == state}
+        else:
+            found = in_state(state)
+        names = [n for n in names if n in found]
     pages = max(1, -(-len(names) // per_page))
     page = min(max(page, 1), pages)
     shown = set(names[(page - 1) * per_page : page * per_page])
