@@ -93,7 +93,15 @@ def main() -> None:
     parser.add_argument("--status", type=int, default=15, help="status --json a round, per checkout")
     parser.add_argument("--root", type=Path, help="where the filled store is made, or found from an earlier run")
     args = parser.parse_args()
-    root = args.root or Path(tempfile.mkdtemp(prefix="gitopsd-beside-"))
+    if args.root is not None:
+        rounds(args, args.root)
+        return
+    with tempfile.TemporaryDirectory(prefix="gitopsd-beside-", dir="/tmp") as tmp:  # a 1.2 GB store: not left behind
+        rounds(args, Path(tmp))
+
+
+def rounds(args: argparse.Namespace, root: Path) -> None:
+    """The store at `root` (filled first unless an earlier run left it), then the rounds, each printed."""
     port_file = root / "port"
     if port_file.exists():
         port = int(port_file.read_text())
