@@ -6,7 +6,9 @@
     same ansible-playbook command run by hand, interleaved, as a ratio of medians (target <= 1.10).
 (c) the idle daemon watching 3 repositories x 3 environments: RSS and CPU over 60 s.
 (f) scale: N repositories x 3 environments (--scale 3,30,100): start -> READY, start -> every
-    environment deployed, idle RSS, inotify use, and push -> playbook-start latency at that size.
+    environment deployed, idle RSS, inotify use, and push -> playbook-start latency at that size; above 100 (the store
+    filled, not converged) also the reads, /metrics and the dashboard's Pipeline page (bench/bench_reads_beside.py:
+    the page and `status --json` beside another checkout).
 (g) reads: `status --json` and `history --limit 50` at N repositories x 3 environments (--reads 3,100) with
     100,000 deployments stored, the store as the daemon leaves it; --reads-baseline DIR times another checkout too.
 (g) the HTTP API: commit status POSTs at 200 requests/s for 30 s (--api-seconds) with 10,000 statuses
@@ -558,6 +560,7 @@ def bench_scale_filled(root: Path, repositories: int, history_rows: int, idle_se
         redeployed = db.execute("SELECT count(*) FROM deployments WHERE actor != 'bench'").fetchone()[0]
         db.close()
         reads = bench_reads(sandbox, history_rows)
+    dashboard = bench_pipeline_page(sandbox, port)
     return {
         "repositories": repositories,
         "environments": repositories * 3,
@@ -577,7 +580,43 @@ def bench_scale_filled(root: Path, repositories: int, history_rows: int, idle_se
         "metrics_p99_ms": percentile(times, 99) * 1000,
         "metrics_bytes": len(body),
         **reads,
+        **dashboard,
     }
+
+
+def bench_pipeline_page(sandbox: Sandbox, port: int, requests: int = 100, filtered: int = 10) -> dict:
+    """GET / (the Pipeline page: its first 50 repositories) signed in, `requests` times, and `?state=failed` (every
+    environment's status read to filter them) `filtered` times, by a daemon started again with the dashboard on."""
+    import yaml
+
+    data = yaml.safe_load(sandbox.config.read_text())
+    sandbox.config.write_text(yaml.safe_dump({**data, **VIEWERS}, sort_keys=False))  # on here only: the figures
+    with Daemon(sandbox) as daemon:  # above (idle RSS, ...) are a daemon's without the dashboard, as before
+        daemon.wait_for(lambda: _answers(lambda: _get(port, "/api/v1/health")), 600, "the API up")
+        cookie = _signed_in(sandbox, port)
+        times, body = _pages(port, cookie, "/", requests)
+        proc = psutil.Process(daemon.proc.pid)
+        cpu0 = sum(proc.cpu_times()[:2])
+        _pages(port, cookie, "/", requests)
+        cpu = (sum(proc.cpu_times()[:2]) - cpu0) / (requests + 1)
+        state_times, _ = _pages(port, cookie, "/?state=failed", filtered)
+    return {
+        "pipeline_page_p50_ms": percentile(times, 50) * 1000,
+        "pipeline_page_p99_ms": percentile(times, 99) * 1000,
+        "pipeline_page_daemon_cpu_ms": cpu * 1000,
+        "pipeline_page_bytes": len(body),
+        "pipeline_state_filter_p50_ms": percentile(state_times, 50) * 1000,
+        "pipeline_loadavg_1m": os.getloadavg()[0],
+    }
+
+
+def _get(port: int, path: str) -> tuple[int, bytes]:
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
+    conn.request("GET", path)
+    answer = conn.getresponse()
+    return answer.status, answer.read()
 
 
 def _read_int(path: str) -> int | None:
@@ -892,10 +931,9 @@ def bench_web(root: Path, requests: int = 300, moves: int = 10, history_rows: in
     import http.client
     import queue
     import threading
-    import urllib.parse
 
     port = free_port()
-    sandbox = filled_sandbox(root, 3, history_rows, port, {"web": {"roles": {"*": {"viewer": ["*"]}}}})
+    sandbox = filled_sandbox(root, 3, history_rows, port, VIEWERS)
 
     def request(method: str, path: str, cookie: str = "", body: str | None = None) -> http.client.HTTPResponse:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
@@ -907,16 +945,7 @@ def bench_web(root: Path, requests: int = 300, moves: int = 10, history_rows: in
 
     with Daemon(sandbox) as daemon:
         daemon.wait_for(lambda: _answers(lambda: (request("GET", "/api/v1/health").status, b"")), 60, "the API up")
-        token = sandbox.cli("token", "create", "bench-web", "--owner", "bench", "--scope", "read").stdout.split()[0]
-        login = request("GET", "/login")
-        login.read()
-        cookies = [c.split(";")[0] for c in login.headers.get_all("Set-Cookie") or []]
-        cookie = "; ".join(cookies)
-        login_csrf = next((c.split("=", 1)[1] for c in cookies if c.startswith("gitopsd_login=")), "")
-        form = {"csrf_token": login_csrf, "token": token, "next": "/"}
-        answer = request("POST", "/login", cookie, urllib.parse.urlencode(form))
-        answer.read()
-        cookie = "; ".join([cookie, *(c.split(";")[0] for c in answer.headers.get_all("Set-Cookie") or [])]).strip("; ")
+        cookie = _signed_in(sandbox, port)
 
         def page() -> bytes:
             answer = request("GET", "/", cookie)
@@ -924,12 +953,7 @@ def bench_web(root: Path, requests: int = 300, moves: int = 10, history_rows: in
             assert answer.status == 200, (answer.status, body[:300])
             return body
 
-        page()
-        times = []
-        for _ in range(requests):
-            t0 = time.monotonic()
-            body = page()
-            times.append(time.monotonic() - t0)
+        times, body = _pages(port, cookie, "/", requests)
 
         changes: queue.Queue[float] = queue.Queue()
         stream = request("GET", "/events", cookie)
@@ -970,6 +994,55 @@ def bench_web(root: Path, requests: int = 300, moves: int = 10, history_rows: in
         "push_return_to_shown_median_ms": statistics.median(return_to_shown) * 1000,
         "loadavg_1m": os.getloadavg()[0],
     }
+
+
+VIEWERS = {"web": {"roles": {"*": {"viewer": ["*"]}}}}  # the dashboard on, every signed-in user a viewer
+
+
+def _signed_in(sandbox: Sandbox, port: int) -> str:
+    """The Cookie header of a session signed in to the dashboard on `port` with a new read token."""
+    import http.client
+    import urllib.parse
+
+    def request(method: str, path: str, cookie: str = "", body: str | None = None) -> http.client.HTTPResponse:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        headers = {"Cookie": cookie} if cookie else {}
+        if body is not None:
+            headers["Content-Type"] = "application/x-www-form-urlencoded"
+        conn.request(method, path, body=body, headers=headers)
+        return conn.getresponse()
+
+    token = sandbox.cli("token", "create", f"bench-web-{time.monotonic_ns()}", "--owner", "bench", "--scope", "read")
+    login = request("GET", "/login")
+    login.read()
+    cookies = [c.split(";")[0] for c in login.headers.get_all("Set-Cookie") or []]
+    cookie = "; ".join(cookies)
+    login_csrf = next((c.split("=", 1)[1] for c in cookies if c.startswith("gitopsd_login=")), "")
+    form = {"csrf_token": login_csrf, "token": token.stdout.split()[0], "next": "/"}
+    answer = request("POST", "/login", cookie, urllib.parse.urlencode(form))
+    answer.read()
+    return "; ".join([cookie, *(c.split(";")[0] for c in answer.headers.get_all("Set-Cookie") or [])]).strip("; ")
+
+
+def _pages(port: int, cookie: str, path: str, requests: int) -> tuple[list[float], bytes]:
+    """The times of `requests` sequential GETs of `path` as the signed-in `cookie` (after one untimed), and a body."""
+    import http.client
+
+    def get() -> bytes:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
+        conn.request("GET", path, headers={"Cookie": cookie})
+        answer = conn.getresponse()
+        body = answer.read()
+        assert answer.status == 200, (answer.status, body[:300])
+        return body
+
+    body = get()
+    times = []
+    for _ in range(requests):
+        t0 = time.monotonic()
+        body = get()
+        times.append(time.monotonic() - t0)
+    return times, body
 
 
 def _answers(get: Callable[[], tuple[int, bytes]]) -> bool:
@@ -1325,7 +1398,10 @@ def main() -> int:  # noqa: C901 (the bench's command line: one branch per secti
                         f"{r['python_start_ms']:.0f} ms (target <= 4), history --limit 50 {r['history_50_ms']:.0f} ms "
                         f"(target <= 100); GET /metrics p99 {r['metrics_p99_ms']:.0f} ms (target <= 100), the first "
                         f"{r['metrics_first_ms']:.0f} ms (the store's figures in it {r['metrics_added_up_s']:.0f} s after), "
-                        f"{r['metrics_bytes']} bytes",
+                        f"{r['metrics_bytes']} bytes; the dashboard's Pipeline page (50 repositories) p50 "
+                        f"{r['pipeline_page_p50_ms']:.0f} ms, p99 {r['pipeline_page_p99_ms']:.0f} ms (target <= 150), "
+                        f"{r['pipeline_page_daemon_cpu_ms']:.0f} ms of the daemon's CPU a page (load "
+                        f"{r['pipeline_loadavg_1m']:.1f}), filtered by state p50 {r['pipeline_state_filter_p50_ms']:.0f} ms",
                         flush=True,
                     )
                     print(json.dumps(r), flush=True)

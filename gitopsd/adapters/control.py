@@ -2,7 +2,8 @@
 
 The caller's identity is the kernel's word for the connecting process (SO_PEERCRED: its uid, as a
 user name), never an environment variable, a flag or commit metadata. One request per
-connection: a JSON object (at most 64 KiB) and the end of the caller's writing; one JSON answer.
+connection: a JSON object (at most 64 KiB) and the end of the caller's writing; one JSON answer (with bytes
+that are not JSON, e.g. `status --json`'s rows: its line, then as many bytes as it says; controlraw.py reads those).
 The handler serialises requests (HumanGates.handle holds one lock for this socket and the HTTP API),
 so two approvals racing are counted once each, in order. Each connection is read in a thread of its own,
 within TIMEOUT, so an idle or slow peer holds only its own thread; beyond MAX_CLIENTS at once, a
@@ -143,7 +144,12 @@ class ControlServer:
                     refused = Refused("internal error in the daemon (its log says where)", INTERNAL, "internal_error")
                     answer = refusal_answer(refused)
         conn.settimeout(TIMEOUT)
-        conn.sendall(json.dumps(answer).encode() + b"\n")
+        raw = answer.pop("raw", None) if isinstance(answer.get("raw"), bytes) else None
+        if raw is None:
+            conn.sendall(json.dumps(answer).encode() + b"\n")
+        else:  # the answer's line says how many bytes follow it as they are (controlraw.py reads them)
+            conn.sendall(json.dumps({**answer, "bytes": len(raw)}).encode() + b"\n")
+            conn.sendall(raw)
 
 
 def call(path: Path, request: dict[str, Any], timeout: float = 60.0, owner: Path | None = None) -> dict[str, Any]:

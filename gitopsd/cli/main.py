@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
-from collections.abc import Sequence
-from typing import Any
 
 import gitopsd
 
 from ..core.errors import GitopsdError, StoreError
 from ..gate import snapshot
-from .common import load_config as _config
-from .common import unreachable
+
+TYPE_CHECKING = False  # true for mypy only: `status --json` asked of the daemon needs neither typing nor argparse
+if TYPE_CHECKING:
+    import argparse
+    from collections.abc import Sequence
+    from typing import Any
 
 DEFAULT_CONFIG = os.environ.get("GITOPSD_CONFIG", snapshot.DEFAULT_CONFIG)
 
@@ -43,6 +44,8 @@ The config file defaults to $GITOPSD_CONFIG, else /etc/gitopsd/gitopsd.yml.
 
 
 def build_parser() -> argparse.ArgumentParser:
+    import argparse
+
     # The groups are imported here, not above: `status --json` answered by the daemon needs none of them (quick.py).
     from . import change, ci, db, human, operate, preview, provenance, reading, release, server, tokens
 
@@ -85,6 +88,8 @@ COUNT_MAX = 10**9  # a count or an id past this is a typo; SQLite and int() woul
 
 def _count(text: str) -> int:
     """A count or an id: a whole number from 1 to COUNT_MAX (argparse says so in one line)."""
+    import argparse
+
     if not (text.isascii() and text.isdigit() and len(text) <= 10 and 1 <= int(text) <= COUNT_MAX):
         raise argparse.ArgumentTypeError(f"must be a whole number from 1 to {COUNT_MAX}, not {text[:20]!r}")
     return int(text)
@@ -92,6 +97,8 @@ def _count(text: str) -> int:
 
 def _seconds(text: str) -> float:
     """A duration: a number of seconds from 0 to a year (not nan, inf or 1e400)."""
+    import argparse
+
     try:
         value = float(text) if text.isascii() and len(text) <= 20 else -1.0
     except ValueError:
@@ -103,6 +110,8 @@ def _seconds(text: str) -> float:
 
 def _bound_numbers(parser: argparse.ArgumentParser) -> None:
     """Every int argument of every command (and subcommand) is a count or an id, every float one a duration."""
+    import argparse
+
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             for child in set(action.choices.values()):
@@ -201,6 +210,8 @@ def _interrupts_as_usual() -> None:
 def _control_unreachable(args: argparse.Namespace, exc: BaseException | None) -> str | None:
     """For a failure to reach the control socket while the daemon runs without its runtime folder, the true line."""
     from ..adapters.control import ControlError
+    from .common import load_config as _config
+    from .common import unreachable
 
     seen = 0
     while exc is not None and seen < 10 and not isinstance(exc, ControlError):
@@ -239,6 +250,7 @@ def _explain(args: argparse.Namespace, exc: Exception) -> str:
     import sqlite3
 
     from ..base.storeerrors import DatabaseFailure, explain
+    from .common import load_config as _config
 
     try:
         database = str(_config(args).database)

@@ -21,28 +21,33 @@ def status_json(argv: list[str], default_config: str) -> int | None:
     options = _plain_status_json(argv)
     if options is None:
         return None
-    from ..services.readconfig import read_config
+    from ..services.readconfig import control_target
 
-    # The repositories' folders are not looked at (2,000 stats): the daemon's rows say which it cannot read.
-    found = read_config(Path(options.get("config", default_config)), check=False)
-    if found is None:  # no snapshot of the file as it is now
+    # Neither the repositories' folders (2,000 stats: the daemon's rows say which it cannot read) nor the snapshot's
+    # 3,000 environments are looked at: only the control socket and the file's stamp.
+    target = control_target(Path(options.get("config", default_config)), options.get("repo"))
+    if target is None:  # no snapshot of the file as it is now, or no such repository (main() says which there are)
         return None
-    config, _unavailable = found
-    repo = options.get("repo")
-    if repo is not None and config.repository(repo) is None:
-        return None  # main() says which repositories there are
-    if not config.control_socket.exists():  # no daemon started here: nothing more to import or to try
+    socket_path, stamp, state_dir = target
+    if not socket_path.exists():  # no daemon started here: nothing more to import or to try
         return None
-    from ..adapters.control import ControlError, call
+    from ..adapters.controlraw import ask
 
     try:
-        answer = call(config.control_socket, {"op": "status", "repo": repo}, timeout=TIMEOUT, owner=config.state_dir)
-    except (ControlError, OSError):  # no daemon (or not ours to ask): the store says it all the same
+        answered = ask(socket_path, {"op": "status", "repo": options.get("repo")}, timeout=TIMEOUT, owner=state_dir)
+    except OSError:  # no daemon (or not ours to ask): the store says it all the same
         return None
-    text = answer.get("json")
-    if answer.get("ok") is not True or not isinstance(text, str) or answer.get("stamp") != config.stamp:
+    if answered is None:  # served by another user than the daemon's, or an answer without the rows' bytes
+        return None
+    answer, raw = answered
+    if answer.get("ok") is not True or answer.get("stamp") != stamp or not raw.startswith(b"["):
         return None  # an older daemon, one whose state database was replaced, or one that has not read the file as it is
-    sys.stdout.write(text + "\n")
+    out = getattr(sys.stdout, "buffer", None)  # the rows' bytes as they came (ASCII: json.dumps escapes the rest)
+    if out is None:  # a text stream with no bytes under it (the tests' in-process runs)
+        sys.stdout.write(raw.decode() + "\n")
+    else:
+        sys.stdout.flush()
+        out.write(raw + b"\n")
     sys.stdout.flush()  # a reader gone meanwhile (`| head -1`) shows here, where main() looks for it
     return 0
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import heapq
 import logging
 import queue
@@ -51,6 +52,9 @@ class Loop(Lifecycle, Serving):
         self.chat.start()  # approvals from the chat room: a thread of its own (docs/human-gates.md)
         self._adopting = len(self.reconciler.running())  # started or queued by it: STATUS= counts them down
         self.notifier.ready(f"watching {n_envs} environment{'s' if n_envs != 1 else ''}")
+        # What the start built (the configuration, the repositories' state) stays; full collections no longer scan
+        # it: at 1,000 repositories each took 0.1-0.3 s, in the middle of whatever request was then served (issue 28).
+        gc.freeze()
         self._status()
         if self.leadership is not None:
             self.leadership.watch(on_lost=self._lost_the_lead)

@@ -29,9 +29,11 @@ class Serving(Intake):
 
             dashboard: Callable[..., Any] | None = None
             if getattr(self.config, "web", None) is not None:  # only then Jinja2 and the pages are imported
+                from functools import partial
+
                 from ..web.app import create_web_app
 
-                dashboard = create_web_app
+                dashboard = partial(create_web_app, in_state=self.status_rows.in_state)  # `status`'s rows filter it
             self.api = serve(
                 lambda: self.config,
                 self.store,

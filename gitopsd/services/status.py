@@ -156,6 +156,13 @@ class _Recorded:
         return [lock for lock in self._records.locks if lock.repo in ("*", repo) and lock.env in ("*", env)]
 
 
+def with_records(store: Store, now: float, repos: list[str] | None = None) -> Store:
+    """The store with every environment's records (of `repos`) read at once, for environment_status to read from;
+    the store itself when it is older than the tables those are read from (one environment at a time then)."""
+    records = store.environment_records(now, repos)
+    return store if records is None else cast("Store", _Recorded(store, records))
+
+
 def all_status(
     config: Config, store: Store, repo_name: str | None = None, unavailable: dict[str, str] | None = None
 ) -> list[EnvironmentStatus]:
@@ -192,9 +199,7 @@ def all_status(
                 )
             )
     now = time.time()
-    records = store.environment_records(now)
-    if records is not None:  # else a store older than the tables it reads: one environment at a time
-        store = cast("Store", _Recorded(store, records))
+    store = with_records(store, now)
     return [
         environment_status(store, repo, env, now, heads[repo.name])
         if repo.name not in unavailable

@@ -52,10 +52,11 @@ def create_web_app(  # noqa: C901 (the dashboard's route table: each nested page
     api: ASGIApp | None = None,
     stopping: threading.Event | None = None,
     interval: float = 0.2,
+    in_state: Callable[[str], set[str]] | None = None,
 ) -> ASGIApp:
     """The dashboard over the daemon's (current) config and a read-only store; requests to /api/ and /metrics
     go to `api`. `human_gates` is the daemon's HumanGates.handle, for the forms that sign off and approve;
-    `stopping` ends the event streams when the server stops."""
+    `stopping` ends the event streams when the server stops; `in_state` is the daemon's StatusRows.in_state."""
     reader = store if store is not None else Store.of(config(), readonly=True)
     stopping = stopping or threading.Event()
     changes = pages.Changes(config().database, lambda: [r.path for r in config().repositories], interval)
@@ -110,7 +111,7 @@ def create_web_app(  # noqa: C901 (the dashboard's route table: each nested page
             raise HTTPException(400, f"state must be one of {', '.join(pages.STATES)}")
         if not raw.isdigit():
             raise HTTPException(400, "page must be a page number (1, 2, ...)")
-        view = await blocking(pages.pipeline_view, config(), reader, query.get("repo", ""), state, int(raw))
+        view = await blocking(pages.pipeline_view, config(), reader, query.get("repo", ""), state, int(raw), in_state)
         live = request.url.path + (f"?{request.url.query}" if request.url.query else "")  # the live refresh keeps the filters
         return render(request, "pipeline.html", title="Pipeline", live=live, states=list(pages.STATES), **view)
 

@@ -31,7 +31,7 @@ from ..core.settings import Config, Environment, Repository
 from ..core.types import Deployment, DeploymentFolders
 from ..gate.rejections import describe, rejection_for
 from ..services.readmodels import deployment_json, host_runs, rc_shown, rc_view, release_marks, where_view
-from ..services.status import EnvironmentStatus, ago, environment_status
+from ..services.status import EnvironmentStatus, ago, environment_status, with_records
 
 TEMPLATES = Path(__file__).parent / "templates"
 STATIC = Path(__file__).parent / "static"
@@ -91,8 +91,23 @@ class Cell:
     promote_refused: str | None = None  # why the previous column's tree may not come here (a rejected tree)
 
 
+COMMITS_KEPT = 20_000  # commits whose tree and subject heads() remembers (a commit never changes: no going stale)
+_commits: dict[str, tuple[str, str]] = {}  # commit -> (tree, subject)
+
+
 def heads(repo: Repository, branches: list[str]) -> dict[str, tuple[str, str, str]]:
-    """branch -> (commit, tree, subject) of each of `branches` that exists: one git process for the repository."""
+    """branch -> (commit, tree, subject) of each of `branches` that exists: from the ref files and the commits seen
+    before, else one git process for the repository (issue 28: a process per repository was most of a page's time)."""
+    commits = gitcli.read_branches(repo.path, branches)
+    if commits is not None:
+        known: dict[str, tuple[str, str, str]] = {}
+        for branch, commit in commits.items():
+            seen = _commits.get(commit)  # one look each: another page's thread may empty the dict meanwhile
+            if seen is None:
+                break
+            known[branch] = (commit, *seen)
+        else:
+            return known
     out = gitcli.git(
         repo.path,
         "for-each-ref",
@@ -105,23 +120,36 @@ def heads(repo: Repository, branches: list[str]) -> dict[str, tuple[str, str, st
         parts = line.split("\0")
         if len(parts) == 4 and parts[0] in branches and parts[2]:
             found[parts[0]] = (parts[1], parts[2], parts[3])
+    if len(_commits) > COMMITS_KEPT:
+        _commits.clear()
+    _commits.update({commit: (tree, subject) for commit, tree, subject in found.values()})
     return found
 
 
 def pipeline_view(
-    config: Config, store: Store, repo: str = "", state: str = "", page: int = 1, per_page: int = PIPELINE_PAGE
+    config: Config,
+    store: Store,
+    repo: str = "",
+    state: str = "",
+    page: int = 1,
+    in_state: Callable[[str], set[str]] | None = None,
+    per_page: int = PIPELINE_PAGE,
 ) -> dict[str, Any]:
     """One page of the Pipeline: repositories whose name contains `repo`, with an environment in `state` when given.
 
     Only the page's repositories get their cards built (a git process and the store's reads each): at 1,000
-    repositories the whole page took seconds (issue 28). The state filter reads every status at once (all_status).
+    repositories the whole page took seconds (issue 28). The state filter asks `in_state` (the daemon's rows of
+    `status --json`, services/statusrows.py), else reads every status at once (all_status).
     """
     names = [r.name for r in config.repositories if repo in r.name]
     if state:
-        from ..services.status import all_status
+        if in_state is None:
+            from ..services.status import all_status
 
-        in_state = {s.repo for s in all_status(config, store) if s.state == state}
-        names = [n for n in names if n in in_state]
+            found = {s.repo for s in all_status(config, store) if s.state == state}
+        else:
+            found = in_state(state)
+        names = [n for n in names if n in found]
     pages = max(1, -(-len(names) // per_page))
     page = min(max(page, 1), pages)
     shown = set(names[(page - 1) * per_page : page * per_page])
@@ -139,6 +167,8 @@ def pipeline(config: Config, store: Store, only: set[str] | None = None) -> list
     """Each repository (of `only`, when given) with its columns main -> qa -> staging -> production, as `gitopsd status` decides them."""
     now = time.time()
     drifted = store.drifted_hosts()
+    if only is not None:  # the page's environments' records read at once: ten queries, not ten per environment
+        store = with_records(store, now, sorted(only))
     rows = []
     for repo in config.repositories:
         if only is not None and repo.name not in only:

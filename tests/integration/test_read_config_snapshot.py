@@ -14,6 +14,7 @@ import sys
 import yaml
 
 from gitopsd.core.settings import Config
+from gitopsd.services.readconfig import control_target
 from gitopsd.services.status import DEFAULT_STATE_DIR, read_config
 from tests.support import Sandbox, git
 
@@ -102,3 +103,17 @@ def test_the_state_folder_is_found_only_where_the_file_says_it_plainly(short_tmp
     sandbox.cli("install-hooks", str(sandbox.repo))
     assert read_config(sandbox.config) is None
     assert sandbox.cli("history").returncode == 0
+
+
+def test_the_control_socket_and_the_files_stamp_are_read_from_the_snapshot_only_while_it_names_the_file_as_it_is(
+    short_tmp,
+):
+    """What `status --json` needs to ask the daemon, without building the snapshot's 3,000 environments (issue 28)."""
+    sandbox = Sandbox(short_tmp, {"qa": ["qa-1"]})
+    config, _unavailable = read_config(sandbox.config)
+    assert control_target(sandbox.config) == (config.control_socket, config.stamp, config.state_dir)
+    assert control_target(sandbox.config, "shop") == (config.control_socket, config.stamp, config.state_dir)
+    assert control_target(sandbox.config, "nosuch") is None  # main() says which repositories there are
+    with open(sandbox.config, "a") as handle:
+        handle.write("# edited\n")
+    assert control_target(sandbox.config) is None  # the file as it is now has no snapshot yet

@@ -328,6 +328,39 @@ def test_every_environments_records_for_status_read_back_as_one_record_with_a_fi
     assert [lock_.id for lock_ in records.locks] == [lock]
 
 
+def test_the_records_of_some_repositories_are_theirs_only_and_equal_to_what_every_environments_records_hold(
+    store_factory, tmp_path
+):
+    """A dashboard page reads its 50 repositories' records, not 3,000 environments' (issue 28)."""
+    store = store_factory(tmp_path / "state.db")
+    for repo in ("shop", "web", "worker"):
+        for commit, tree, result, now in (("c1", T1, "succeeded", 100.0), ("c2", T2, "failed", 110.0)):
+            dep = store.begin(
+                repo=repo,
+                env="qa",
+                commit=commit,
+                tree=tree,
+                previous_commit=None,
+                kind="deploy",
+                trigger="push",
+                actor="t",
+                now=now,
+            )
+            store.finish(dep, result, now=now + 1)
+        store.record_head(repo, "qa", "c2", T2)
+        store.record_failure(repo, "qa", FailureStatus("c2", 1, 150.0, False, f"{repo} broke"))
+        store.block(repo, "qa", Block("c2", "c1", f"{repo} not judged", 120.0))
+        store.suspend(repo, "qa", actor="alice", reason=f"{repo} maintenance", now=130.0)
+        store.mark_bad_tree(repo, "qa", T2, f"{repo} broke", 140.0)
+    every, some = store.environment_records(200.0), store.environment_records(200.0, ["web", "worker"])
+    pairs = {("web", "qa"), ("worker", "qa")}
+    assert some.covered == pairs
+    for table in ("last", "deployed", "failure", "blocked", "suspension"):
+        assert getattr(some, table) == {pair: getattr(every, table)[pair] for pair in pairs}, table
+    assert some.bad_trees == {k: v for k, v in every.bad_trees.items() if k[0] != "shop"} and len(some.bad_trees) == 2
+    assert some.locks == every.locks
+
+
 def test_dora_and_metrics_reads(store_factory, tmp_path):
     store = store_factory(tmp_path / "state.db")
     assert store.seen_tips("shop") is None

@@ -188,3 +188,21 @@ def test_a_viewer_filters_the_pipeline_by_repository_and_state_and_a_wrong_state
     wrong = vera.get("/?state=sideways")
     assert wrong.status == 400 and "state must be one of in-sync, deploying" in wrong.text
     assert vera.get("/?page=x").status == 400
+
+
+def test_the_state_filter_takes_the_daemons_status_rows_so_a_repository_it_cannot_read_is_found_as_unavailable(site):
+    """The filter read every environment's status per request (0.2-0.4 s at 1,000 repositories, issue 28), without the
+    repositories the daemon cannot read: `?state=unavailable` never matched. It now asks the rows `status --json` gives."""
+    sandbox, _daemon, people = site
+    vera = people["vera"]
+    assert "No repository matches these filters." in vera.get("/?state=unavailable").text
+    moved = sandbox.repo.with_name("moved-away.git")
+    sandbox.repo.rename(moved)
+    try:
+        rows = json.loads(sandbox.cli("status", "--json").stdout)
+        assert {row["state"] for row in rows} == {"unavailable"}, rows
+        found = vera.get("/?state=unavailable")
+        assert found.status == 200 and '<h2 id="repo-1">shop</h2>' in found.text, found.text[:3000]
+        assert "No repository matches these filters." in vera.get("/?state=in-sync").text
+    finally:
+        moved.rename(sandbox.repo)

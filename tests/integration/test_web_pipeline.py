@@ -6,10 +6,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from gitopsd.adapters.store import Store
+from gitopsd.base import gitcli
 from gitopsd.config import load
+from gitopsd.core.types import FailureStatus
+from gitopsd.services.status import all_status
 from gitopsd.web import pages
 from tests.support import Sandbox, run
 
@@ -83,3 +87,54 @@ def test_the_pipeline_page_shows_a_page_of_repositories_filtered_by_name_and_by_
         assert shown(repo="w") == (["web", "worker"], 1, 1)
         assert shown(state="in-sync") == (["web"], 1, 1)
         assert shown(repo="shop", state="in-sync") == ([], 1, 1)
+
+
+def test_a_pipeline_page_shows_each_branchs_commit_and_state_as_status_does_starting_git_only_for_commits_not_seen_before(
+    short_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 28: a git process per repository and ten queries per environment made a page of 50 take most of a second."""
+    sandbox = Sandbox(short_tmp, {"qa": ["qa-1"], "staging": ["s-1"]})
+    data = yaml.safe_load(sandbox.config.read_text())
+    [shop] = data["repositories"]
+    for name in ("web", "worker"):
+        path = short_tmp / f"{name}.git"
+        run(["git", "clone", "--quiet", "--bare", str(sandbox.repo), str(path)])
+        data["repositories"].append({**shop, "name": name, "path": str(path)})
+    sandbox.config.write_text(yaml.safe_dump(data, sort_keys=False))
+    config = load(sandbox.config)
+    started: list[tuple[str, ...]] = []
+    git = gitcli.git
+    monkeypatch.setattr(gitcli, "git", lambda repo, *args, **kw: started.append(args) or git(repo, *args, **kw))
+    with Store.of(config) as store:
+        for repo, result in (("web", "succeeded"), ("worker", "failed")):
+            dep = store.begin(
+                repo=repo,
+                env="qa",
+                commit=sandbox.head("qa"),
+                tree=sandbox.tree("qa"),
+                previous_commit=None,
+                kind="deploy",
+                trigger="push",
+                actor="test",
+                now=time.time(),
+            )
+            store.finish(dep, result, now=time.time())
+        store.record_failure("worker", "qa", FailureStatus(sandbox.head("qa"), 3, None, True, "the playbook failed"))
+
+        def cards() -> dict[tuple[str, str], tuple[str | None, str | None, str, str | None, str | None]]:
+            rows = pages.pipeline_view(config, store, per_page=2, page=2)["rows"]
+            rows += pages.pipeline_view(config, store, per_page=2)["rows"]
+            return {(r["repo"], c.env): (c.commit, c.tree, c.subject, c.state, c.reason) for r in rows for c in r["cells"]}
+
+        first = cards()
+        looked = len(started)
+        assert cards() == first and len(started) == looked  # nothing new: the ref files and the commits seen before
+        statuses = {(s.repo, s.env): (s.desired, s.state, s.reason) for s in all_status(config, store)}
+        assert {k: (v[0], v[3], v[4]) for k, v in first.items() if k[1] != "main"} == statuses
+        assert statuses[("worker", "qa")][1:] == ("stalled", "the playbook failed")
+        assert first[("shop", "main")] == (sandbox.head("main"), sandbox.tree("main"), "initial content", None, None)
+        sandbox.write("a.txt", "moved")
+        moved = sandbox.commit("moved on")
+        sandbox.push("main")
+        assert cards()[("shop", "main")] == (moved, sandbox.tree("main"), "moved on", None, None)
+        assert len(started) == looked + 1  # the one repository whose branch moved to a commit not seen before

@@ -261,47 +261,55 @@ class Store(Deployments, Holds, Checks, Human, Ledger, Watches, Trees):
         with self._transaction() as db:
             snapshot.write(db, gate_config, time.time())
 
-    def environment_records(self, now: float) -> EnvironmentRecords | None:
+    def environment_records(self, now: float, repos: list[str] | None = None) -> EnvironmentRecords | None:
         """Every environment's records `status` reads, one query per table instead of ten per environment (issue 28).
 
         last, deployed, drift: {(repo, env): row} for the environments in `covered` (those env_heads holds), found
         through the (repo, env, id) indexes; failure, blocked, suspension, watch: {(repo, env): row}, bad_trees:
         {(repo, env, tree): reason}, locks: every lock in force at `now`. None from a store older than these tables.
+        `repos`: those repositories' records only (a dashboard page of them), each table read as far as its repo.
         """
+        only, args = ("", ()) if repos is None else (f" WHERE repo IN ({', '.join('?' * len(repos))})", tuple(repos))
         newest = (
             "SELECT * FROM {0} WHERE id IN (SELECT (SELECT max(id) FROM {0} AS x WHERE x.repo = h.repo"
-            " AND x.env = h.env{1}) FROM env_heads AS h)"
+            " AND x.env = h.env{1}) FROM env_heads AS h{2})"
         )
         pair = lambda r: (r["repo"], r["env"])  # noqa: E731
         try:
-            return self._environment_records(newest, pair, now)
+            return self._environment_records(newest, pair, now, only, args)
         except StatementFailure:  # a store written by an older daemon, read by `status`
             return None
 
-    def _environment_records(self, newest: str, pair: Callable[[Row], Pair], now: float) -> EnvironmentRecords:
-        last = {d.id: d for d in map(self._deployment, self._rows(newest.format("deployments", "")))}
+    def _environment_records(
+        self, newest: str, pair: Callable[[Row], Pair], now: float, only: str = "", args: tuple[str, ...] = ()
+    ) -> EnvironmentRecords:
+
+        def where(sql: str) -> list[Row]:
+            return self._rows(sql + only, args)  # `only`: a WHERE of bound placeholders, or nothing
+
+        last = {d.id: d for d in map(self._deployment, self._rows(newest.format("deployments", "", only), args))}
         return EnvironmentRecords(
-            covered={pair(r) for r in self._rows("SELECT repo, env FROM env_heads")},
+            covered={pair(r) for r in where("SELECT repo, env FROM env_heads")},
             last={(d.repo, d.env): d for d in last.values()},
             deployed={
                 pair(r): last.get(r["id"]) or self._deployment(r)  # mostly the last one: parsed once
-                for r in self._rows(newest.format("deployments", " AND x.result = 'succeeded'"))
+                for r in self._rows(newest.format("deployments", " AND x.result = 'succeeded'", only), args)
             },
-            drift={pair(r): self._drift_report(r) for r in self._rows(newest.format("drift_reports", ""))},
+            drift={pair(r): self._drift_report(r) for r in self._rows(newest.format("drift_reports", "", only), args)},
             failure={
                 pair(r): FailureStatus(
                     r["commit_id"], r["failures"], r["next_retry_at"], bool(r["stalled"]), r["reason"], failed=r["stalled"] == 2
                 )
-                for r in self._rows("SELECT * FROM env_status")
+                for r in where("SELECT * FROM env_status")
             },
             blocked={
                 pair(r): Block(r["commit_id"], r["deployed_commit"], r["reason"], r["since"])
-                for r in self._rows("SELECT * FROM env_blocks")
+                for r in where("SELECT * FROM env_blocks")
             },
-            suspension={pair(r): Hold(r["actor"], r["reason"], r["since"]) for r in self._rows("SELECT * FROM env_suspensions")},
-            watch={pair(r): self._watch(r) for r in self._rows("SELECT * FROM watches")},
+            suspension={pair(r): Hold(r["actor"], r["reason"], r["since"]) for r in where("SELECT * FROM env_suspensions")},
+            watch={pair(r): self._watch(r) for r in where("SELECT * FROM watches")},
             bad_trees={
-                (r["repo"], r["env"], r["tree"]): r["reason"] for r in self._rows("SELECT repo, env, tree, reason FROM bad_trees")
+                (r["repo"], r["env"], r["tree"]): r["reason"] for r in where("SELECT repo, env, tree, reason FROM bad_trees")
             },
             locks=self.all_locks(now),
         )
