@@ -21,7 +21,8 @@ _launcher = _sys.argv[0] if _sys.argv else ""
 if _launcher == "-m" or _launcher.rpartition("/")[2] == "gitopsd":  # the command line (or `-m`), not a library user
     import signal as _signal
 
-    _signal.signal(_signal.SIGINT, _interrupted)
+    if _signal.getsignal(_signal.SIGINT) is _signal.default_int_handler:  # started ignoring it (`&` in a script): kept
+        _signal.signal(_signal.SIGINT, _interrupted)
 
 if _command(_sys.argv[1:]) == "run":
     # `gitopsd run`: hold SIGHUP (whose default action ends the process) and the stop signals from the first line

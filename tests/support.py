@@ -108,6 +108,13 @@ def environment(env: dict[str, str]) -> Iterator[None]:
         os.environ.update(saved)
 
 
+def sigint_as_at_a_terminal() -> None:
+    """`preexec_fn` for a command a test interrupts with Ctrl-C: SIGINT at its default, as a terminal's foreground job
+    has it. A suite started in the background of a script (`make test &`) hands its children SIGINT ignored, and
+    Python then keeps it ignored, as it should."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def in_process(argv: list[str], env: dict[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
     """`gitopsd ARGV` through gitopsd.cli.main.main in this process, as `run` would give it: the command's behaviour
     without starting a Python (a wait polls with it). Tests of the console script itself use `run([*GITOPSD, ...])`."""

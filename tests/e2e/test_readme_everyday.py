@@ -20,7 +20,7 @@ import subprocess
 import time
 from collections.abc import Callable
 
-from tests.support import GITOPSD, ROOT, Daemon, Sandbox, git, run
+from tests.support import GITOPSD, ROOT, Daemon, Sandbox, git, run, sigint_as_at_a_terminal
 
 CHAIN = {"qa": ["qa-1"], "staging": ["staging-1"], "production": ["production-1"]}
 
@@ -164,6 +164,7 @@ def test_the_readmes_everyday_commands_work_in_the_order_written(short_tmp):
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 text=True,
+                preexec_fn=sigint_as_at_a_terminal,
             )
             time.sleep(2.5)
             proc.send_signal(signal.SIGINT)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import GITOPSD
+from tests.support import GITOPSD, sigint_as_at_a_terminal
 
 WAITING_ARGPARSE = """\
 import os, sys
@@ -31,7 +31,13 @@ def test_ctrl_c_while_the_command_is_still_importing_prints_no_traceback_and_exi
     argv = [str(Path(sysconfig.get_path("scripts")) / "gitopsd")] if launcher == "script" else list(GITOPSD)
     env = {**os.environ, "PYTHONPATH": str(tmp_path)}
     proc = subprocess.Popen(
-        [*argv, "status"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+        [*argv, "status"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        preexec_fn=sigint_as_at_a_terminal,
     )
     try:
         assert proc.stdout is not None and proc.stdout.readline() == "importing\n"
@@ -41,3 +47,26 @@ def test_ctrl_c_while_the_command_is_still_importing_prints_no_traceback_and_exi
         proc.kill()
         proc.wait()
     assert (proc.returncode, out, err) == (130, "", ""), (sys.executable, err)
+
+
+def test_a_command_started_with_ctrl_c_ignored_keeps_ignoring_it_while_importing(tmp_path: Path) -> None:
+    """As Python does: a command started in the background of a script (SIGINT ignored) is not ended by a SIGINT."""
+    (tmp_path / "argparse.py").write_text(WAITING_ARGPARSE)
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    proc = subprocess.Popen(
+        [*GITOPSD, "status", "--config", str(tmp_path / "none.yml")],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == "importing\n"
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate("x", timeout=60)  # let it go on: it was not ended meanwhile
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode not in (130, -signal.SIGINT), (proc.returncode, out, err)
