@@ -11,9 +11,16 @@ STAMP  := $(VENV)/.installed-stamp
 # Alertmanager for freezes raised by alerts, gnupg for OpenPGP-signed commits.
 DEBIAN_PACKAGES := git systemd openssh-server openssh-client bubblewrap util-linux mount python3-venv prometheus prometheus-alertmanager chromium postgresql gnupg
 
-.PHONY: format venv deps demo lint test test-fast check fuzz bench docs clean
+.PHONY: format venv venv-deps deps demo lint test test-fast check fuzz bench docs clean
 
-$(STAMP): pyproject.toml
+# The virtualenv needs only Python's venv module (python3-venv, for Debian's python3): installed first and alone, so
+# that `make -j2 deps venv`, as `make test` runs it, unpacks the other Debian packages while pip installs.
+venv-deps:
+	@$(PYTHON) -c "import ensurepip, venv" 2>/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv; \
+	  else echo "$(PYTHON) has no venv module: install python3-venv with apt-get"; exit 1; fi; }
+
+$(STAMP): pyproject.toml | venv-deps
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
@@ -23,7 +30,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 # Installs missing Debian packages when run as root (CI); otherwise only says what is missing.
-deps:
+deps: venv-deps
 	@missing=""; for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
@@ -51,7 +58,10 @@ format: $(STAMP)
 # create Unix users or start servers use names and ports of their own, and tests look only at their own processes,
 # so files never meet; a file's fixtures stay in one process. TEST_WORKERS=2 for a machine that is busy otherwise.
 TEST_WORKERS ?= 4
-test: deps $(STAMP) lint
+# The Debian packages and the virtualenv at once (apt-get and pip each keep one core busy), then lint, then the suite.
+test:
+	@$(MAKE) --no-print-directory -j2 deps venv
+	@$(MAKE) --no-print-directory lint
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 test-fast: $(STAMP)
