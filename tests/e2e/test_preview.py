@@ -212,7 +212,7 @@ def test_a_preview_lists_the_changed_file_and_the_restarted_service_per_host_and
 
 
 def _done(sandbox: Sandbox, rc: str) -> dict | None:
-    view = json.loads(sandbox.cli("rc", "show", rc, "--json").stdout)["preview"]
+    view = json.loads(sandbox.command("rc", "show", rc, "--json").stdout)["preview"]  # polled: in this process
     return view if view is not None and view["state"] in ("done", "failed") else None
 
 
@@ -277,7 +277,8 @@ def test_a_daemon_killed_during_a_preview_leaves_no_process_of_it_and_the_next_o
     with Daemon(sandbox) as again:
         shown = again.wait_for(
             lambda: (
-                json.loads(sandbox.cli("preview", "--show", "1", "--json", check=False).stdout or "{}").get("state") == "failed"
+                json.loads(sandbox.command("preview", "--show", "1", "--json", check=False).stdout or "{}").get("state")
+                == "failed"
             ),
             60,
             "the preview marked failed",

@@ -30,7 +30,7 @@ def approvals_sandbox(root: Path, **extra: Any) -> Sandbox:
 
 
 def done_preview(sandbox: Sandbox, rc: str) -> dict | None:
-    view = json.loads(sandbox.cli("rc", "show", rc, "--json").stdout)["preview"]
+    view = json.loads(sandbox.command("rc", "show", rc, "--json").stdout)["preview"]  # polled: in this process
     return view if view is not None and view["state"] in ("done", "failed") else None
 
 
@@ -113,7 +113,7 @@ def test_a_promotion_request_into_an_approvals_environment_queues_a_preview_of_i
     sandbox.push("main", "main:staging")
 
     def shown(preview_id: int) -> dict | None:
-        proc = sandbox.cli("preview", "--show", str(preview_id), "--json", check=False)
+        proc = sandbox.command("preview", "--show", str(preview_id), "--json", check=False)  # polled: in this process
         view = json.loads(proc.stdout) if proc.returncode == 0 else None
         return view if view is not None and view["state"] in ("done", "failed") else None
 

@@ -125,7 +125,7 @@ def drift_sandbox(root: Path, heal: bool) -> tuple[Sandbox, Path]:
 
 
 def drift(sandbox: Sandbox) -> dict | None:
-    return json.loads(sandbox.cli("drift", "qa", "--json").stdout)
+    return json.loads(sandbox.command("drift", "qa", "--json").stdout)  # polled: in this process
 
 
 def test_a_file_changed_behind_ansibles_back_is_drift_with_its_diff_and_no_log_values_are_never_shown(short_tmp):
