@@ -328,9 +328,11 @@ class Demo:
             self.remove_people()
             return
         runtime = DEMO / "run"
-        runtime.mkdir(mode=0o2770, exist_ok=True)
+        runtime.mkdir(mode=0o2750, exist_ok=True)
         shutil.chown(runtime, "root", DEMO_GROUP)
-        runtime.chmod(0o2770)  # the sockets take the folder's group: the people may use them
+        # The sockets take the folder's group, so the people may use them; only the daemon may put them there (a
+        # member who could write here could replace them).
+        runtime.chmod(0o2750)
         note(f"users {', '.join(DEMO_PEOPLE.values())} (removed at the end) play the tester and two approvers")
 
     def remove_people(self) -> None:

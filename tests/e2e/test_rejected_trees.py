@@ -78,7 +78,7 @@ def story(short_tmp: Path, people: None) -> Iterator[tuple[Sandbox, Daemon, thre
     holder.append(sandbox)
     sandbox.runtime.mkdir()
     shutil.chown(sandbox.runtime, "root", GROUP)
-    sandbox.runtime.chmod(0o2770)  # the sockets take the folder's group: the people may use them
+    sandbox.runtime.chmod(0o2750)  # the sockets take the folder's group: the people may use them, not replace them
     try:
         with Daemon(sandbox) as daemon:
             sandbox.write("app.txt", "v1")  # the first release goes the way every later one does

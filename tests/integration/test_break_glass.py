@@ -36,7 +36,7 @@ def server(short_tmp):
         )
         sandbox.runtime.mkdir()
         shutil.chown(sandbox.runtime, "root", GROUP)
-        sandbox.runtime.chmod(0o2770)  # the sockets take the folder's group: the people may use them
+        sandbox.runtime.chmod(0o2750)  # the sockets take the folder's group: the people may use them, not replace them
         with Daemon(sandbox) as daemon:
             daemon.wait_state("qa", "in-sync", sandbox.head("qa"))  # read from the store: the socket may come later
             daemon.wait_for(lambda: (sandbox.runtime / "control.sock").exists(), 60, "the control socket")

@@ -50,7 +50,7 @@ def server(short_tmp: Path, people: None) -> Iterator[tuple[Sandbox, Daemon]]:
     )
     sandbox.runtime.mkdir()
     shutil.chown(sandbox.runtime, "root", GROUP)
-    sandbox.runtime.chmod(0o2770)  # the sockets take the folder's group: the people may use them
+    sandbox.runtime.chmod(0o2750)  # the sockets take the folder's group: the people may use them, not replace them
     with Daemon(sandbox) as daemon:
         daemon.wait_state("qa", "in-sync", sandbox.head("qa"))
         yield sandbox, daemon
