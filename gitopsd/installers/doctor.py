@@ -255,7 +255,7 @@ def metrics_totals_finding(config: Config, me: str) -> Finding:
 def runtime_folder_finding(config: Config, me: str) -> Finding:
     """Only the daemon's user (or root) may write where its sockets are: anyone else could serve the control socket
     in its place (the command line then refuses it: adapters/control.py) or swallow the hooks' nudges."""
-    from ..adapters.ownership import describe
+    from ..adapters.ownership import Account, describe
 
     folder = config.runtime_dir
     fix = f"chown {me}: {folder} && chmod 0750 {folder}"
@@ -279,7 +279,25 @@ def runtime_folder_finding(config: Config, me: str) -> Finding:
             "sockets in the daemon's place",
             fix,
         )
+    others = _group_members(info.st_gid) - {me, "root"} if info.st_mode & 0o020 else set()
+    if others:
+        group = Account.of_ids(info.st_uid, info.st_gid).group
+        return Finding(
+            False,
+            f"the members of group {group} ({', '.join(sorted(others))}) may write in the runtime folder {folder} "
+            f"({describe(folder)}), so one of them could replace the daemon's sockets",
+            f"chmod g-w {folder}   # they connect to the sockets through the group; writing the folder is not needed",
+        )
     return Finding(True, f"only {me} (and root) may put sockets in the runtime folder {folder}")
+
+
+def _group_members(gid: int) -> set[str]:
+    """Who is in group GID: its listed members and the users whose own group it is."""
+    try:
+        listed = set(grp.getgrgid(gid).gr_mem)
+    except KeyError:
+        listed = set()
+    return listed | {user.pw_name for user in pwd.getpwall() if user.pw_gid == gid}
 
 
 def _readable(path: Path, me: str, what: str, missing_ok: bool = False) -> Finding:

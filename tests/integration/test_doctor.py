@@ -20,7 +20,7 @@ import pytest
 from gitopsd.adapters import sandbox
 from gitopsd.config import load
 from gitopsd.installers import doctor
-from tests.support import Sandbox, python_for_everyone, sh
+from tests.support import Sandbox, python_for_everyone, sh, unix_users
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or not all(shutil.which(t) for t in ("setpriv", "bwrap")),
@@ -191,6 +191,18 @@ def test_doctor_names_a_runtime_folder_others_may_write_where_someone_could_serv
     sh(["chown", "nobody:", str(runtime)])
     runtime.chmod(0o750)
     assert doctor.runtime_folder_finding(config, "nobody").ok
+    with unix_users(("gt-doc-rt-ann",), "gt-doc-rt"):  # a group with someone else in it, writing the folder
+        sh(["chown", "nobody:gt-doc-rt", str(runtime)])
+        runtime.chmod(0o2770)
+        finding = doctor.runtime_folder_finding(config, "nobody")
+        assert not finding.ok and finding.what == (
+            f"the members of group gt-doc-rt (gt-doc-rt-ann) may write in the runtime folder {runtime} "
+            "(nobody:gt-doc-rt 2770), so one of them could replace the daemon's sockets"
+        ), finding
+        assert finding.fix.startswith(f"chmod g-w {runtime}")
+        runtime.chmod(0o2750)  # they may connect, not write: as the demo lays it out
+        assert doctor.runtime_folder_finding(config, "nobody").ok
+        sh(["chown", "nobody:", str(runtime)])
     runtime.rmdir()
     server.root.chmod(0o1777)  # as /tmp: whoever comes first makes the folder
     finding = doctor.runtime_folder_finding(config, "nobody")
