@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import INTERNAL, INVALID, UNAVAILABLE, Refused, refusal_answer
+from .controlraw import serving, trusted
 
 log = logging.getLogger("gitopsd.control")
 
@@ -206,12 +207,8 @@ def call(path: Path, request: dict[str, Any], timeout: float = 60.0, owner: Path
 def _served_by_daemon(sock: socket.socket, path: Path, owner: Path) -> None:
     """Raise ControlError unless the process serving `sock` runs as root, the caller or `owner`'s owner (the daemon's
     user): a socket another user made at that path (a runtime_dir others may write) must not hear or answer requests."""
-    _pid, uid, _gid = _CREDS.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _CREDS.size))
-    try:
-        daemon = os.stat(owner).st_uid
-    except OSError:
-        daemon = 0
-    if uid not in (0, os.geteuid(), daemon):
+    uid, daemon = serving(sock, owner)
+    if not trusted(uid, daemon):
         raise ControlError(
             f"{path} is served by {user_name(uid)}, not by the daemon's user {user_name(daemon)} (the owner of {owner}): "
             "someone else made that socket, and nothing was sent to it; ask an operator to remove it and to keep "

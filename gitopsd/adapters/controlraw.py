@@ -17,6 +17,22 @@ if TYPE_CHECKING:
     from typing import Any
 
 
+def serving(sock: socket.socket, owner: Path) -> tuple[int, int]:
+    """(the uid of the process serving the connected `sock`, the daemon's uid: `owner`'s owner, root if unknown)."""
+    _pid, uid, _gid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+    try:
+        daemon = os.stat(owner).st_uid
+    except OSError:
+        daemon = 0
+    return uid, daemon
+
+
+def trusted(uid: int, daemon: int) -> bool:
+    """A control socket may be asked when served by root, the caller or the daemon's user: one that another user made
+    at that path (a runtime_dir others may write) must not hear or answer requests."""
+    return uid in (0, os.geteuid(), daemon)
+
+
 def ask(path: Path, request: dict[str, Any], timeout: float, owner: Path) -> tuple[dict[str, Any], bytes] | None:
     """(the answer's JSON object, the bytes after it) of `request` with "raw": true; None when the socket is served by
     another user than root, the caller or `owner`'s owner (the state folder's: the daemon's user), when the answer has
@@ -24,8 +40,7 @@ def ask(path: Path, request: dict[str, Any], timeout: float, owner: Path) -> tup
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout)
         sock.connect(str(path))
-        _pid, uid, _gid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
-        if uid not in (0, os.geteuid(), os.stat(owner).st_uid):  # someone else's socket at that path: nothing sent
+        if not trusted(*serving(sock, owner)):  # someone else's socket at that path: nothing sent
             return None
         try:
             sock.sendall(json.dumps({**request, "raw": True}).encode())
