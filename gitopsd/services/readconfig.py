@@ -103,10 +103,9 @@ def read_config(path: Path, check: bool = True) -> tuple[ReadConfig, dict[str, s
         return None
     source, stamp, state_dir, db = opened
     try:
-        row = db.execute("SELECT stamp, runtime_dir FROM gate_config WHERE config = ?", (source,)).fetchone()
-        if row is None or row[0] != stamp:
+        runtime_dir = _runtime_dir(db, source, stamp)
+        if runtime_dir is None:
             return None
-        runtime_dir = Path(row[1])
         # Inserted in the config's order, repository by repository (snapshot.save): rowid keeps it.
         rows = db.execute(
             "SELECT repo, repo_path, name, branch, promote_from, signoff FROM gate_environments WHERE config = ? ORDER BY rowid",
@@ -175,7 +174,7 @@ def control_target(path: Path, repo: str | None = None) -> tuple[Path, str, Path
         return None
     source, stamp, state_dir, db = opened
     try:
-        row = db.execute("SELECT stamp, runtime_dir FROM gate_config WHERE config = ?", (source,)).fetchone()
+        runtime_dir = _runtime_dir(db, source, stamp)
         named = db.execute(
             "SELECT 1 FROM gate_environments WHERE config = ? AND (? IS NULL OR repo = ?) LIMIT 1", (source, repo, repo)
         ).fetchone()
@@ -183,9 +182,15 @@ def control_target(path: Path, repo: str | None = None) -> tuple[Path, str, Path
         return None
     finally:
         db.close()
-    if row is None or row[0] != stamp or named is None:
+    if runtime_dir is None or named is None:
         return None
-    return Path(row[1]) / CONTROL_SOCKET, stamp, state_dir
+    return runtime_dir / CONTROL_SOCKET, stamp, state_dir
+
+
+def _runtime_dir(db: sqlite3.Connection, source: str, stamp: str) -> Path | None:
+    """The runtime folder the snapshot of `source` names, while the snapshot is of the file as it is now (`stamp`)."""
+    row = db.execute("SELECT stamp, runtime_dir FROM gate_config WHERE config = ?", (source,)).fetchone()
+    return Path(row[1]) if row is not None and row[0] == stamp else None
 
 
 def repository_problem(path: Path) -> str | None:
