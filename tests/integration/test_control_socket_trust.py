@@ -12,12 +12,13 @@ import json
 import os
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from gitopsd.adapters import control
+from gitopsd.adapters import control, controlraw
 from gitopsd.services.readconfig import read_config
 from tests.support import GITOPSD, Sandbox, run, setpriv, unix_users
 
@@ -102,7 +103,7 @@ def test_a_request_to_a_socket_served_by_another_user_is_not_sent_and_says_who_s
 
 ASK = """\
 import json, sys
-from gitopsd.adapters import control
+from gitopsd.adapters import control, controlraw
 try:
     print(json.dumps(control.call(sys.argv[1], {"op": "status"}, timeout=10)))
 except control.ControlError as exc:
@@ -186,3 +187,13 @@ def test_a_user_who_cannot_enter_the_runtime_folder_reads_no_store_replaced_word
     with unix_users((MALLORY,), GROUP):
         said = sh([*setpriv(MALLORY), str(bin_dir / "python"), "-c", ask, str(runtime)], cwd="/", check=False)
     assert (said.returncode, said.stdout, said.stderr) == (0, "None\n", "")
+
+
+def test_status_jsons_raw_client_takes_no_rows_from_a_socket_another_user_serves_and_sends_it_nothing(
+    imposter: Sandbox,
+) -> None:
+    path = imposter.runtime / "control.sock"
+    assert controlraw.ask(path, {"op": "status", "secret": "s3cret"}, timeout=10, owner=imposter.state) is None
+    time.sleep(0.5)  # what it heard, if anything, is written once the connection closes
+    heard = Path(f"{path}.heard")
+    assert not heard.exists() or b"s3cret" not in heard.read_bytes()
