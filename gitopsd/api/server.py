@@ -277,7 +277,9 @@ def _run(app: Any, sock: socket.socket, address: str, stopping: threading.Event)
         proxy_headers=False,
         limit_concurrency=MAX_CONNECTIONS,
         timeout_keep_alive=KEEP_ALIVE,
-        backlog=MAX_CONNECTIONS,
+        # asyncio accepts up to `backlog` connections in a row before the protocol can refuse any: at 512 a burst
+        # of idle clients took every open file of a daemon limited to 256 (its runs then failed with EMFILE).
+        backlog=max(16, max_connections() // 2),
     )
     server = _Server(settings)
     server.on_error = on_error

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import gc
 import heapq
 import logging
 import queue
+import resource
 import time
 
 from .. import config as config_mod
@@ -76,13 +78,26 @@ class Loop(Lifecycle, Serving):
                 request = self.requests.get(timeout=max(0.0, timeout))
             except queue.Empty:
                 request = WAKE
-            self._handle(request)
-            if self.reload_requested.is_set() and not self.stopping.is_set():
-                self.reload_requested.clear()
-                self.reload()
-            self._fire_due_timers()
-            self._backup_if_due()
+            try:
+                self._handle(request)
+                if self.reload_requested.is_set() and not self.stopping.is_set():
+                    self.reload_requested.clear()
+                    self.reload()
+                self._fire_due_timers()
+                self._backup_if_due()
+            except OSError as exc:  # out of open files or processes, a full disk: this look is lost, the daemon goes on
+                self._out_of_resources(exc)
         return self.shutdown()
+
+    def _out_of_resources(self, exc: OSError) -> None:
+        """One error line for a look the system could not serve; the next sweep or push looks again."""
+        fix = ""
+        if exc.errno in (errno.EMFILE, errno.ENFILE):
+            soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+            fix = f"; this daemon may open {soft} files: raise LimitNOFILE= in its systemd unit (docs/operate.md)"
+        log.error(
+            "a look could not be made and is left to the next sweep: %s%s", exc, fix, exc_info=log.isEnabledFor(logging.DEBUG)
+        )
 
     def _deployment_finished(self, job: DeploymentJob, result: str) -> None:
         """A deployment ended: its summary event in the log, its annotation in Grafana and its line in the audit
