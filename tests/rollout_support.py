@@ -51,8 +51,10 @@ class Server:
 
 
 def rollout_sandbox(root: Path, **options) -> Sandbox:
+    """Production on HOSTS in batches of 1, 25 % and the rest; without OPTIONS already deployed once (converged: the
+    test's checks name ports of its own, and a converged sandbox is shared only by sandboxes with the same config)."""
     env = {"auto_rollback": True, "rollout": {"batches": [1, "25%", "100%"]}, **options}
-    return Sandbox(root, {"production": HOSTS}, env_options={"production": env})
+    return Sandbox(root, {"production": HOSTS}, env_options={"production": env}, converged=not options)
 
 
 def batches_of(deployment: dict, sandbox: Sandbox) -> list[dict]:

@@ -11,6 +11,7 @@ import pwd
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import sysconfig
@@ -272,6 +273,9 @@ class Sandbox:
     extra: dict[str, Any] = field(default_factory=dict)
     sandbox_options: dict[str, Any] = field(default_factory=dict)  # merged into the config's `sandbox:`
     from_template: bool = True  # False: made the long way, as `seed` does
+    # True: a copy of a sandbox whose daemon has already deployed every environment's head once and stopped (its
+    # state folder and the ledger's notes come with it), so a test's daemon starts with nothing to deploy
+    converged: bool = False
 
     def __post_init__(self) -> None:
         self.repo = self.root / "shop.git"
@@ -282,7 +286,9 @@ class Sandbox:
         self.config = self.root / "gitopsd.yml"
         self.out.mkdir(parents=True, exist_ok=True)
         self.out.chmod(0o777)  # sandboxed playbooks write here, as `nobody` when the tests run as root
-        if self.from_template:
+        if self.converged:
+            self.copy(_converged_template(self))
+        elif self.from_template:
             self.copy(_template(self.envs))
         else:
             self.seed()
@@ -314,7 +320,10 @@ class Sandbox:
         shutil.copytree(template / "work", self.work, symlinks=True)
         _replace_in(self.work / ".git" / "config", f"url = {template / 'shop.git'}\n", f"url = {self.repo}\n")
         self.write_config()
-        self.state.mkdir()
+        if (template / "state" / "state.db").exists():
+            _copy_state(template, self.root)
+        else:
+            self.state.mkdir()
         with environment(self.environ()):
             database, _note = write_gate_snapshot(self.config)
         _replace_in(self.repo / "config", f"config = {template / 'gitopsd.yml'}\n", f"config = {self.config.resolve()}\n")
@@ -424,6 +433,56 @@ def _template(envs: dict[str, list[str]]) -> Path:
     return _TEMPLATES[key]
 
 
+UNDEPLOYED_SETTINGS = {"api", "web"}  # config sections no deployment depends on
+_CONVERGED: dict[str, Path] = {}  # this process's converged templates, by environments and options
+
+
+def _converged_template(sandbox: Sandbox) -> Path:
+    """The folder of a sandbox like SANDBOX whose daemon deployed each environment's head and stopped (once per
+    process and set of environments and options), removed when the process ends."""
+    # What the API and the dashboard say changes no deployment: a sandbox with its own port and tokens
+    # file shares the converged state of one without them.
+    extra = {k: v for k, v in sandbox.extra.items() if k not in UNDEPLOYED_SETTINGS}
+    options = {
+        "env_options": sandbox.env_options,
+        "sweep_interval": sandbox.sweep_interval,
+        "extra": extra,
+        "sandbox_options": sandbox.sandbox_options,
+    }
+    key = json.dumps([sandbox.envs, options], sort_keys=True)
+    if '"/' in key:
+        raise AssertionError(f"a converged sandbox is shared by tests: its deployments' settings cannot name paths ({key})")
+    if key not in _CONVERGED:
+        root = Path(tempfile.mkdtemp(prefix="gt-conv-", dir="/tmp"))
+        atexit.register(shutil.rmtree, root, True)
+        box = Sandbox(root, sandbox.envs, **options)
+        with Daemon(box) as daemon:
+            for env in box.envs:
+                daemon.wait_state(env, "in-sync", box.head(env), timeout=120)
+        Daemon.started.remove(daemon)
+        with contextlib.closing(sqlite3.connect(box.state / "state.db")) as db:
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        _CONVERGED[key] = root
+    return _CONVERGED[key]
+
+
+def _copy_state(template: Path, root: Path) -> None:
+    """Copy TEMPLATE's state folder (its store and the deployments' folders; not its lock, backups or log) into ROOT,
+    with the deployments' folders renamed and the template's hook snapshot left out (the copy saves its own)."""
+    shutil.copytree(
+        template / "state",
+        root / "state",
+        symlinks=True,
+        ignore=shutil.ignore_patterns("daemon.lock", "backups", "state.db-wal", "state.db-shm"),
+    )
+    with contextlib.closing(sqlite3.connect(root / "state" / "state.db")) as db, db:
+        db.execute("UPDATE deployments SET workdir = replace(workdir, ?, ?)", (f"{template}/", f"{root}/"))
+        for (table,) in db.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'gate\\_%' ESCAPE '\\'"
+        ).fetchall():
+            db.execute(f"DELETE FROM {table}")  # noqa: S608 (a table name the store made)
+
+
 def _replace_in(path: Path, old: str, new: str) -> None:
     text = path.read_text()
     if old not in text:
@@ -448,6 +507,21 @@ class Daemon:
             env=sandbox.environ(**env),
             start_new_session=True,
         )
+        if sandbox.converged:  # its state says in-sync already: a test's waits would not wait for the daemon
+            self.wait_ready()
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        """Wait until the daemon has made its first sweep and takes requests (its control socket answers)."""
+
+        def answers() -> bool:
+            with socket.socket(socket.AF_UNIX) as sock:
+                try:
+                    sock.connect(str(self.sandbox.runtime / "control.sock"))
+                except OSError:
+                    return False
+                return True
+
+        self.wait_for(answers, timeout, "the daemon's first sweep")
 
     def log(self) -> str:
         return self.log_path.read_text()

@@ -17,7 +17,7 @@ from tests.support import Daemon, Sandbox, git
 
 # Both environments take main directly here; the promotion chain is tested in test_promotion.
 pytestmark = pytest.mark.sandbox(
-    {"qa": ["qa-1"], "staging": ["staging-1", "staging-2"]}, env_options={"staging": {"promote_from": "main"}}
+    {"qa": ["qa-1"], "staging": ["staging-1", "staging-2"]}, env_options={"staging": {"promote_from": "main"}}, converged=True
 )
 
 
@@ -28,7 +28,7 @@ def _converged(sandbox: Sandbox, daemon: Daemon, envs=("qa", "staging")) -> None
 
 @pytest.mark.parametrize("trigger", ["nudge", "watch", "sweep"])
 def test_each_trigger_alone_is_enough_to_deploy_a_push(short_tmp, trigger):
-    sandbox = Sandbox(short_tmp, {"qa": ["qa-1"]}, sweep_interval=2)
+    sandbox = Sandbox(short_tmp, {"qa": ["qa-1"]}, sweep_interval=2, converged=True)
     with Daemon(sandbox, GITOPSD_TRIGGERS=trigger) as daemon:
         daemon.wait_state("qa", "in-sync", sandbox.head("qa"))  # the startup sweep deploys the first head
         sandbox.write("app.txt", "v2")
@@ -120,7 +120,9 @@ def test_a_failing_commit_is_retried_with_backoff_then_stalled_until_the_branch_
 
 
 def test_automatic_rollback_reverts_the_branch_and_deploys_the_last_good_tree(short_tmp):
-    sandbox = Sandbox(short_tmp, {"production": ["p-1", "p-2"]}, env_options={"production": {"auto_rollback": True}})
+    sandbox = Sandbox(
+        short_tmp, {"production": ["p-1", "p-2"]}, env_options={"production": {"auto_rollback": True}}, converged=True
+    )
     with Daemon(sandbox) as daemon:
         daemon.wait_state("production", "in-sync", sandbox.head("production"))
         good = sandbox.head("production")

@@ -14,7 +14,9 @@ from gitopsd.cli import quick
 from gitopsd.installers.install_hooks import write_gate_snapshot
 from tests.support import Daemon, Sandbox, environment, git
 
-pytestmark = pytest.mark.sandbox({"qa": ["qa-1"], "staging": ["staging-1"]}, env_options={"staging": {"promote_from": "main"}})
+pytestmark = pytest.mark.sandbox(
+    {"qa": ["qa-1"], "staging": ["staging-1"]}, env_options={"staging": {"promote_from": "main"}}, converged=True
+)
 
 
 def _asked(sandbox: Sandbox, *args: str) -> tuple[str, list[int | None]]:

@@ -18,7 +18,7 @@ import pytest
 
 from tests.support import Daemon, Sandbox, free_port, git, unix_users
 
-pytestmark = pytest.mark.sandbox({"qa": ["qa-1"]}, sweep_interval=1)
+pytestmark = pytest.mark.sandbox({"qa": ["qa-1"]}, sweep_interval=1, converged=True)
 
 
 def _db(sandbox: Sandbox):
@@ -184,7 +184,7 @@ def test_a_bad_backup_section_is_reported_with_its_key(short_tmp):
 
 
 def test_db_rebuild_restores_the_ledger_from_the_notes_so_nothing_redeploys_and_promotion_works(short_tmp):
-    sandbox = Sandbox(short_tmp, {"qa": ["qa-1"], "staging": ["staging-1"], "production": ["prod-1"]})
+    sandbox = Sandbox(short_tmp, {"qa": ["qa-1"], "staging": ["staging-1"], "production": ["prod-1"]}, converged=True)
     with Daemon(sandbox) as daemon:
         for env in ("qa", "staging", "production"):
             daemon.wait_state(env, "in-sync", sandbox.head(env))

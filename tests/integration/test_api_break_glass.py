@@ -26,6 +26,7 @@ def server(short_tmp: Path) -> Iterator[tuple[Sandbox, Daemon, Api]]:
         {"qa": ["qa-1"], "staging": ["staging-1"]},
         env_options={"staging": {"override_by": [ASKER, CONFIRMER]}},
         extra={"api": {"listen": f"127.0.0.1:{port}", "tokens_file": str(short_tmp / "tokens.yml")}},
+        converged=True,
     )
     api = Api(sandbox, f"http://127.0.0.1:{port}")
     with Daemon(sandbox) as daemon:

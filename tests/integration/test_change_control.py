@@ -19,7 +19,7 @@ ME = pwd.getpwuid(os.getuid()).pw_name
 
 @pytest.fixture
 def server(short_tmp):
-    sandbox = Sandbox(short_tmp, {"qa": ["qa-1"], "staging": ["staging-1"]})
+    sandbox = Sandbox(short_tmp, {"qa": ["qa-1"], "staging": ["staging-1"]}, converged=True)
     with Daemon(sandbox) as daemon:
         daemon.wait_state("qa", "in-sync", sandbox.head("qa"))
         yield sandbox, daemon
@@ -127,7 +127,7 @@ def test_bad_lock_requests_get_one_line_saying_what_is_wrong(server):
 
 
 def test_overrides_unlocks_and_approvals_carry_their_reason_and_the_lock_history_shows_who_lifted_and_why(short_tmp):
-    sandbox = Sandbox(short_tmp, {"qa": ["qa-1"]}, env_options={"qa": {"override_by": [ME]}})
+    sandbox = Sandbox(short_tmp, {"qa": ["qa-1"]}, env_options={"qa": {"override_by": [ME]}}, converged=True)
     with Daemon(sandbox) as daemon:
         daemon.wait_state("qa", "in-sync", sandbox.head("qa"))
         sandbox.cli("lock", "qa", "--reason", "vendor maintenance")

@@ -23,7 +23,7 @@ from tests.support import Daemon, Sandbox, git
 CHAIN = {"qa": ["qa-1"], "staging": ["staging-1"], "production": ["production-1"]}
 
 
-pytestmark = pytest.mark.sandbox(CHAIN)
+pytestmark = pytest.mark.sandbox(CHAIN, converged=True)
 
 
 def remote_text(proc: subprocess.CompletedProcess[str]) -> str:

@@ -13,7 +13,7 @@ from tests.support import Daemon, Sandbox
 
 
 def test_commands_that_talk_to_the_daemon_say_its_runtime_folder_is_missing_not_that_it_is_not_running(short_tmp: Path) -> None:
-    sandbox = Sandbox(short_tmp, {"qa": ["qa-1"]})
+    sandbox = Sandbox(short_tmp, {"qa": ["qa-1"]}, converged=True)
     with Daemon(sandbox) as daemon:
         daemon.wait_state("qa", "in-sync", sandbox.head("qa"))
         shutil.rmtree(sandbox.runtime)

@@ -5,11 +5,13 @@ Real: git, the hook, `gitopsd install-hooks` for the template and for the sandbo
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
+import sqlite3
 from pathlib import Path
 
-from tests.support import Sandbox, git
+from tests.support import Daemon, Sandbox, git
 
 ENVS = {"qa": ["qa-1"], "staging": ["staging-1"]}
 
@@ -55,3 +57,22 @@ def test_status_in_this_process_says_what_the_console_script_says(short_tmp: Pat
     assert box.status() == {row["env"]: row for row in json.loads(box.cli("status", "--json").stdout)}
     proc = box.command("history", "nosuchenv", check=False)
     assert (proc.returncode, proc.stdout) == (1, "") and "no environment named 'nosuchenv'" in proc.stderr, proc.stderr
+
+
+def test_a_converged_sandbox_starts_its_daemon_in_sync_and_deploys_the_next_push_as_any_other(short_tmp: Path) -> None:
+    box = Sandbox(short_tmp, ENVS, converged=True)
+    first = box.head("qa")
+    with Daemon(box) as daemon:
+        for env in ENVS:
+            daemon.wait_state(env, "in-sync", first)
+        assert sorted(d["env"] for d in box.history()) == sorted(ENVS)  # the template's deployments, one each
+        with contextlib.closing(sqlite3.connect(box.state / "state.db")) as db:
+            workdirs = [Path(w) for (w,) in db.execute("SELECT workdir FROM deployments")]
+        assert len(workdirs) == 2 and all(w.is_relative_to(box.state) and w.is_dir() for w in workdirs), workdirs
+        box.write("a.txt", "1")
+        second = box.commit("two")
+        box.push("main", "main:qa")
+        daemon.wait_result("qa", second, "succeeded")
+        assert box.runs() == [f"qa-1.3: {second} deploy qa notify=none"]  # nothing ran at start
+    proc = box.push("main:staging", check=False)
+    assert proc.returncode == 0, proc.stderr  # the promotion gate reads the copy's ledger

@@ -38,6 +38,7 @@ def start(short_tmp: Path, web: dict[str, object]) -> tuple[Sandbox, Daemon, int
             "api": {"listen": f"127.0.0.1:{port}", "tokens_file": str(short_tmp / "tokens.yml")},
             "web": web,
         },
+        converged=True,
     )
     daemon = Daemon(sandbox)
     web_up(daemon)

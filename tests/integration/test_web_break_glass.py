@@ -30,6 +30,7 @@ def site(short_tmp: Path) -> Iterator[tuple[Sandbox, Daemon, dict[str, Browser]]
             "api": {"listen": f"127.0.0.1:{port}", "tokens_file": str(short_tmp / "tokens.yml")},
             "web": {"roles": {"*": {"viewer": ["*"], "deployer": ["wb-olga", "wb-oscar", "wb-otto"]}}},
         },
+        converged=True,
     )
     with Daemon(sandbox) as daemon:
         web_up(daemon)

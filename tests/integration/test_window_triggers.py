@@ -43,7 +43,7 @@ def now_frozen() -> list[dict[str, str]]:
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="sending another uid's credentials needs root")
 def test_a_push_nudge_from_an_account_other_than_the_hooks_announces_nothing_and_the_head_meets_the_closed_window(short_tmp):
-    sandbox = Sandbox(short_tmp, {"qa": ["qa-1"]})
+    sandbox = Sandbox(short_tmp, {"qa": ["qa-1"]}, converged=True)
     with Daemon(sandbox) as daemon:
         daemon.wait_state("qa", "in-sync", sandbox.head("qa"))
         sandbox.write("a.txt", "v2, during the freeze")
@@ -69,7 +69,7 @@ def test_a_push_nudge_from_an_account_other_than_the_hooks_announces_nothing_and
 
 
 def test_gitopsd_sync_during_a_closed_window_waits_for_it_to_open_and_then_reapplies(short_tmp):
-    sandbox = Sandbox(short_tmp, {"qa": ["qa-1"]})
+    sandbox = Sandbox(short_tmp, {"qa": ["qa-1"]}, converged=True)
     with Daemon(sandbox) as daemon:
         v1 = sandbox.head("qa")
         daemon.wait_state("qa", "in-sync", v1)
@@ -88,7 +88,7 @@ def test_gitopsd_sync_during_a_closed_window_waits_for_it_to_open_and_then_reapp
 
 
 def test_retry_force_by_an_identity_in_override_by_still_deploys_a_blocked_head_during_the_closed_window(short_tmp):
-    sandbox = Sandbox(short_tmp, {"qa": ["qa-1"]})
+    sandbox = Sandbox(short_tmp, {"qa": ["qa-1"]}, converged=True)
     with Daemon(sandbox) as daemon:
         daemon.wait_state("qa", "in-sync", sandbox.head("qa"))
         sandbox.write("a.txt", "the fix for an outage")
