@@ -71,14 +71,32 @@ class Plan:
     config: Path = Path(DEFAULT_CONFIG)  # as the service sees it
 
 
-def render_unit(
-    executable: str, config: Path, user: str, group: str, writable: tuple[Path, ...] = (), template: Path | None = None
+def render_unit(  # noqa: PLR0913 (the unit's values, each filled in as given)
+    executable: str,
+    config: Path,
+    user: str,
+    group: str,
+    writable: tuple[Path, ...] = (),
+    template: Path | None = None,
+    state: Path = HOME,
+    runtime: Path = RUNTIME,
 ) -> str:
-    """The unit text: the template with this gitopsd's paths, the service user and its writable folders."""
+    """The unit text: the template with this gitopsd's paths, the service user, its state, runtime and writable folders."""
     text = (template or unit_template()).read_text(encoding="utf-8")
     # "-": a missing folder is then check-config's clear problem, not a namespace error at start.
     text = text.replace("@WRITABLE@", " ".join(f"-{p}" for p in writable))
-    for key, value in (("@GITOPSD@", executable), ("@CONFIG@", str(config)), ("@USER@", user), ("@GROUP@", group)):
+    # systemd makes (and gives to User=) the folders under /var/lib and /run the config names, never another
+    # service's /var/lib/gitopsd; /run is emptied at boot, so nothing else would make the runtime folder.
+    for key, folder, base in (("@STATE_DIRECTORY@", state, "/var/lib"), ("@RUNTIME_DIRECTORY@", runtime, "/run")):
+        text = text.replace(key, str(folder.relative_to(base)) if folder.is_relative_to(base) and folder != Path(base) else "")
+    for key, value in (
+        ("@GITOPSD@", executable),
+        ("@CONFIG@", str(config)),
+        ("@USER@", user),
+        ("@GROUP@", group),
+        ("@STATE@", str(state)),
+        ("@RUNTIME@", str(runtime)),
+    ):
         text = text.replace(key, value)
     return text
 
@@ -128,6 +146,7 @@ def plan(user: str, config: Path, root: Path = Path("/"), executable: str | None
         result.steps.append(Step(f"create system group {user}", ("groupadd", *prefix, "--system", user)))
     # The service user's home is its state folder: its ~/.ssh and ~/.gitconfig live there (ProtectHome=yes).
     home = _state_folder(config, config_file)
+    runtime = _state_folder(config, config_file, "runtime_dir", RUNTIME)
     if not _exists(user, "passwd", root):
         result.steps.append(
             Step(
@@ -151,9 +170,9 @@ def plan(user: str, config: Path, root: Path = Path("/"), executable: str | None
     writable = " ".join(map(str, folders)) or "none yet"
     result.steps.append(
         Step(
-            f"write {unit_path} (ExecStart={exe} run --config {config}; writable besides {HOME} and {RUNTIME}: {writable})",
+            f"write {unit_path} (ExecStart={exe} run --config {config}; writable besides {home} and {runtime}: {writable})",
             path=unit_path,
-            content=render_unit(exe, config, user, user, tuple(folders)),
+            content=render_unit(exe, config, user, user, tuple(folders), state=home, runtime=runtime),
         )
     )
     # The files the daemon reads as its user: the config and the API's tokens file, its group's with group read
@@ -238,14 +257,14 @@ def _owned_by(folder: Path, user: str, root: Path) -> bool:
     return all(p.lstat().st_uid == uid for p in [folder, *folder.rglob("*")])
 
 
-def _state_folder(config: Path, config_file: Path) -> Path:
-    """The state folder the config names, as the service sees it, or the unit's own."""
+def _state_folder(config: Path, config_file: Path, key: str = "state_dir", default: Path = HOME) -> Path:
+    """The state folder (or the folder KEY) the config names, as the service sees it, or the unit's default."""
     try:
         data = read_yaml(config_file.read_text(encoding="utf-8")) or {}
-        state = data.get("state_dir") if isinstance(data, dict) else None
+        state = data.get(key) if isinstance(data, dict) else None
     except (OSError, UnicodeError, ConfigurationError):
         state = None
-    return Path(os.path.normpath(Path(config.parent, state))) if isinstance(state, str) and state else HOME
+    return Path(os.path.normpath(Path(config.parent, state))) if isinstance(state, str) and state else default
 
 
 def _signing_key(config: Path, config_file: Path) -> Path | None:

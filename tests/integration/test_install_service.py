@@ -213,3 +213,34 @@ def test_install_service_makes_the_services_provenance_key_once_in_its_state_fol
     assert service_key is not None and service_key.keyid == signing.signing_key_id(state)  # the daemon signs with it
     again = run([*GITOPSD, "install-service", "--root", str(root), "--user", "gitopsd-test"]).stdout
     assert "provenance key" not in again and signing.signing_key_id(state) == service_key.keyid
+
+
+@needs_analyze
+@pytest.mark.parametrize(
+    "folders, state_directory, runtime_directory",
+    [
+        ({}, "gitopsd", "gitopsd"),
+        ({"state_dir": "/var/lib/team2-gitopsd", "runtime_dir": "/run/team2-gitopsd"}, "team2-gitopsd", "team2-gitopsd"),
+        ({"state_dir": "/srv/gitopsd-state", "runtime_dir": "/run/gitopsd/team2"}, "", "gitopsd/team2"),
+    ],
+)
+def test_the_unit_makes_the_configured_state_and_runtime_folders_and_never_another_services(
+    tmp_path, folders, state_directory, runtime_directory
+):
+    # A second team's gitopsd beside the first: systemd must make its runtime folder at every boot (/run is
+    # emptied) and must not give /var/lib/gitopsd, another service's home, to this service's user.
+    root = system_root(tmp_path)
+    write_config(root, {**folders, "repositories": [{"name": "shop", "path": "/srv/git/shop.git"}]})
+    plan = service.plan("team2", Path("/etc/gitopsd/gitopsd.yml"), root, executable=EXE)
+    unit = next(s for s in plan.steps if s.content).content
+    lines = unit.splitlines()
+    assert f"StateDirectory={state_directory}" in lines and f"RuntimeDirectory={runtime_directory}" in lines
+    state, runtime = folders.get("state_dir", "/var/lib/gitopsd"), folders.get("runtime_dir", "/run/gitopsd")
+    assert f"# {state}: the SQLite state and per-deployment output." in lines
+    assert f"# {runtime}: the nudge socket; group-accessible so the pre-receive hook can reach it." in lines
+    assert f"{state}/.ssh" in unit and (state == "/var/lib/gitopsd" or "/var/lib/gitopsd" not in unit)
+    assert "team2, team2" not in unit and not re.search(r"@[A-Z_]+@", unit)  # the header names no filled-in values
+    path = tmp_path / "gitopsd.service"
+    path.write_text(unit)
+    verify = subprocess.run(["systemd-analyze", "verify", str(path)], capture_output=True, text=True)
+    assert verify.returncode == 0 and verify.stderr == "", verify.stderr
