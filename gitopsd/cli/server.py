@@ -193,6 +193,7 @@ def cmd_install_service(args: argparse.Namespace) -> int:
 
     root = Path(args.root).resolve()
     try:
+        args.user = args.user or service.service_user(Path(args.config), root)
         plan = service.plan(args.user, Path(args.config), root)
         if args.dry_run:
             print("would do:")
@@ -305,7 +306,11 @@ def add_commands(add: Callable[..., argparse.ArgumentParser], common: argparse.A
         "exist and be valid), and again after adding a repository.",
         cmd_install_service,
     )
-    p.add_argument("--user", default="gitopsd", help="service user and group (default: gitopsd)")
+    p.add_argument(
+        "--user",
+        help="service user and group (default: the owner of the configured state folder, which an earlier "
+        "install-service made; else gitopsd)",
+    )
     p.add_argument("--root", default="/", metavar="DIR", help="install into another root folder (default: /)")
     p.add_argument("--dry-run", action="store_true", help="print what would be done and change nothing")
 

@@ -23,6 +23,7 @@ from .install_hooks import gitopsd_executable
 
 HOME = Path("/var/lib/gitopsd")  # the unit's StateDirectory=gitopsd, also the service user's home
 RUNTIME = Path("/run/gitopsd")  # the unit's RuntimeDirectory=gitopsd
+DEFAULT_USER = "gitopsd"
 # Folders the unit hides from the service: PrivateTmp=yes gives it empty ones, ProtectHome=yes none.
 HIDDEN = {
     Path("/tmp"): "PrivateTmp=yes",  # noqa: S108 (a folder the unit hides, not a temporary file)
@@ -213,6 +214,30 @@ def plan(user: str, config: Path, root: Path = Path("/"), executable: str | None
         else:
             result.steps.append(Step(f"give {made} to {user}", ("chown", f"{user}:{user}", str(made), f"{made}.pub")))
     return result
+
+
+def service_user(config: Path, root: Path = Path("/")) -> str:
+    """The user install-service made before: the owner of the configured state folder (not root); else gitopsd.
+
+    Run again (an upgrade, another repository) without --user, it keeps the service where it is.
+    """
+    config = Path(os.path.abspath(config))
+    try:
+        uid = _under(root, _state_folder(config, root / str(config).lstrip("/"))).stat().st_uid
+    except OSError:
+        return DEFAULT_USER
+    if uid == 0:
+        return DEFAULT_USER
+    if root == Path("/"):
+        try:
+            return pwd.getpwuid(uid).pw_name
+        except KeyError:
+            return DEFAULT_USER
+    try:
+        lines = (root / "etc" / "passwd").read_text().splitlines()
+    except OSError:
+        return DEFAULT_USER
+    return next((f[0] for f in (line.split(":") for line in lines) if len(f) > 2 and f[2] == str(uid)), DEFAULT_USER)
 
 
 def _provenance_key(state: Path, user: str) -> list[Step]:

@@ -244,3 +244,27 @@ def test_the_unit_makes_the_configured_state_and_runtime_folders_and_never_anoth
     path.write_text(unit)
     verify = subprocess.run(["systemd-analyze", "verify", str(path)], capture_output=True, text=True)
     assert verify.returncode == 0 and verify.stderr == "", verify.stderr
+
+
+@needs_root
+def test_install_service_run_again_without_user_keeps_the_service_user_it_made_and_its_state_folder(tmp_path):
+    # docs/install.md's upgrade and "after `gitopsd init` of another repository" run install-service without --user:
+    # a team whose service user is not gitopsd must not find its unit, state folder and config moved to gitopsd.
+    root = system_root(tmp_path)
+    with (root / "etc/passwd").open("a") as passwd:
+        passwd.write("team2-svc:x:990:990::/var/lib/team2-gitopsd:/usr/sbin/nologin\n")
+    with (root / "etc/group").open("a") as group:
+        group.write("team2-svc:x:990:\n")
+    write_config(root, {"state_dir": "/var/lib/team2-gitopsd", "repositories": [{"name": "shop", "path": "/srv/git/shop.git"}]})
+    state = root / "var/lib/team2-gitopsd"
+    state.mkdir(parents=True)
+    os.chown(state, 990, 990)
+    dry = run([*GITOPSD, "install-service", "--dry-run", "--root", str(root)]).stdout
+    assert "create system" not in dry and "gitopsd:gitopsd" not in dry and "group gitopsd" not in dry, dry
+    assert "let group team2-svc read" in dry and "usermod -aG team2-svc git" in dry, dry
+    # Told, it does what it is told; before install-service made a user, the default is gitopsd.
+    assert (
+        "let group nobody read" in run([*GITOPSD, "install-service", "--dry-run", "--root", str(root), "--user", "nobody"]).stdout
+    )
+    state.rmdir()
+    assert "and all in it to gitopsd:gitopsd" in run([*GITOPSD, "install-service", "--dry-run", "--root", str(root)]).stdout
