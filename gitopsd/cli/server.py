@@ -194,7 +194,7 @@ def cmd_install_service(args: argparse.Namespace) -> int:
     root = Path(args.root).resolve()
     try:
         args.user = args.user or service.service_user(Path(args.config), root)
-        plan = service.plan(args.user, Path(args.config), root)
+        plan = service.plan(args.user, Path(args.config), root, unit=args.unit)
         if args.dry_run:
             print("would do:")
             for step in plan.steps:
@@ -216,7 +216,7 @@ def cmd_install_service(args: argparse.Namespace) -> int:
     for warning in plan.warnings:
         print(f"gitopsd: warning: {warning}", file=sys.stderr)
     print("then:")
-    for line in service.next_commands(args.user, plan.config, again=bool(plan.first)):
+    for line in service.next_commands(args.user, plan.config, again=bool(plan.first), unit=args.unit):
         print(f"  {line}")
     return 0
 
@@ -310,6 +310,13 @@ def add_commands(add: Callable[..., argparse.ArgumentParser], common: argparse.A
         "--user",
         help="service user and group (default: the owner of the configured state folder, which an earlier "
         "install-service made; else gitopsd)",
+    )
+    p.add_argument(
+        "--unit",
+        default="gitopsd",
+        metavar="NAME",
+        help="write the unit as /etc/systemd/system/NAME.service (default: gitopsd; another name for a second "
+        "gitopsd on one machine, with its own config, state_dir, runtime_dir and --user)",
     )
     p.add_argument("--root", default="/", metavar="DIR", help="install into another root folder (default: /)")
     p.add_argument("--dry-run", action="store_true", help="print what would be done and change nothing")

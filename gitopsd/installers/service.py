@@ -34,6 +34,7 @@ HIDDEN = {
 }
 # What a path in the unit may contain: systemd splits on spaces and expands % and \ in some places.
 PLAIN_PATH = re.compile(r"/[A-Za-z0-9/._+,=~@:-]*")
+UNIT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
 class InstallError(Exception):
@@ -81,6 +82,7 @@ def render_unit(  # noqa: PLR0913 (the unit's values, each filled in as given)
     template: Path | None = None,
     state: Path = HOME,
     runtime: Path = RUNTIME,
+    unit: str = "gitopsd",
 ) -> str:
     """The unit text: the template with this gitopsd's paths, the service user, its state, runtime and writable folders."""
     text = (template or unit_template()).read_text(encoding="utf-8")
@@ -97,15 +99,21 @@ def render_unit(  # noqa: PLR0913 (the unit's values, each filled in as given)
         ("@GROUP@", group),
         ("@STATE@", str(state)),
         ("@RUNTIME@", str(runtime)),
+        ("@UNIT@", unit),
     ):
         text = text.replace(key, value)
     return text
 
 
-def plan(user: str, config: Path, root: Path = Path("/"), executable: str | None = None) -> Plan:  # noqa: C901 (install-service's plan: one branch per step it may skip)
-    """Return what installing the service into `root` takes; nothing is changed."""
+def plan(  # noqa: C901 (install-service's plan: one branch per step it may skip)
+    user: str, config: Path, root: Path = Path("/"), executable: str | None = None, unit: str = "gitopsd"
+) -> Plan:
+    """Return what installing the service into `root` as the unit UNIT takes; nothing is changed."""
     exe = executable or gitopsd_executable()
     result = Plan()
+    if not UNIT_NAME.fullmatch(unit) or unit.endswith(".service"):
+        result.first.append(f"--unit {unit!r}: a unit name is letters, digits and _ . - (e.g. gitopsd-shop), without .service")
+        unit = "gitopsd"
     if root != Path("/") and not all((root / "etc" / name).is_file() for name in ("passwd", "group")):
         result.first.append(
             f"{root} has no etc/passwd and etc/group: --root must be the root folder of a system (an image being built)"
@@ -167,13 +175,13 @@ def plan(user: str, config: Path, root: Path = Path("/"), executable: str | None
                 ),
             )
         )
-    unit_path = root / "etc/systemd/system/gitopsd.service"
+    unit_path = root / "etc/systemd/system" / f"{unit}.service"
     writable = " ".join(map(str, folders)) or "none yet"
     result.steps.append(
         Step(
             f"write {unit_path} (ExecStart={exe} run --config {config}; writable besides {home} and {runtime}: {writable})",
             path=unit_path,
-            content=render_unit(exe, config, user, user, tuple(folders), state=home, runtime=runtime),
+            content=render_unit(exe, config, user, user, tuple(folders), state=home, runtime=runtime, unit=unit),
         )
     )
     # The files the daemon reads as its user: the config and the API's tokens file, its group's with group read
@@ -422,14 +430,15 @@ def apply(steps: list[Step], root: Path = Path("/")) -> None:
             step.path.chmod(step.mode)
 
 
-def next_commands(user: str, config: Path, again: bool) -> list[str]:
+def next_commands(user: str, config: Path, again: bool, unit: str = "gitopsd") -> list[str]:
     """What to run after install-service, in order; with `again`, install-service itself first (after `first:`)."""
+    named = "" if unit == "gitopsd" else f" --unit {unit}"
     return [
-        *([f"gitopsd install-service --config {config}"] if again else []),
+        *([f"gitopsd install-service --config {config}{named}"] if again else []),
         "systemctl daemon-reload",
-        "systemctl enable --now gitopsd",
-        "journalctl -u gitopsd -f",
+        f"systemctl enable --now {unit}",
+        f"journalctl -u {unit} -f",
         f"# let git users reach the nudge socket: usermod -aG {user} git",
-        f"# after `gitopsd init` of another repository: gitopsd install-service --config {config}, "
-        "then systemctl daemon-reload && systemctl restart gitopsd",
+        f"# after `gitopsd init` of another repository: gitopsd install-service --config {config}{named}, "
+        f"then systemctl daemon-reload && systemctl restart {unit}",
     ]

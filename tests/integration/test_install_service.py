@@ -268,3 +268,23 @@ def test_install_service_run_again_without_user_keeps_the_service_user_it_made_a
     )
     state.rmdir()
     assert "and all in it to gitopsd:gitopsd" in run([*GITOPSD, "install-service", "--dry-run", "--root", str(root)]).stdout
+
+
+def test_install_service_writes_the_unit_under_the_name_given_and_says_so_in_every_command_it_prints(tmp_path):
+    # A second gitopsd on one machine (another team's state, config and user) must not overwrite gitopsd.service.
+    root = system_root(tmp_path)
+    write_config(root, {"repositories": [{"name": "shop", "path": "/srv/git/shop.git"}]})
+    dry = run([*GITOPSD, "install-service", "--dry-run", "--root", str(root), "--unit", "gitopsd-team2"]).stdout
+    assert f"write {root}/etc/systemd/system/gitopsd-team2.service (ExecStart=" in dry, dry
+    then = [line.strip() for line in dry.split("then:\n", 1)[1].splitlines()]
+    assert then[:3] == ["systemctl daemon-reload", "systemctl enable --now gitopsd-team2", "journalctl -u gitopsd-team2 -f"]
+    assert then[-1].endswith("--unit gitopsd-team2, then systemctl daemon-reload && systemctl restart gitopsd-team2"), then
+    unit = next(s for s in service.plan("team2", Path("/etc/gitopsd/gitopsd.yml"), root, unit="gitopsd-team2").steps if s.content)
+    assert "`systemctl edit gitopsd-team2`" in unit.content and "systemctl edit gitopsd`" not in unit.content
+    bad = run([*GITOPSD, "install-service", "--root", str(root), "--unit", "../gitopsd"], check=False)
+    assert bad.returncode == 1 and "Traceback" not in bad.stderr, bad.stderr
+    assert bad.stderr.splitlines() == [
+        "gitopsd: error: --unit '../gitopsd': a unit name is letters, digits and _ . - (e.g. gitopsd-shop), "
+        "without .service (nothing was changed)"
+    ]
+    assert not (root / "etc/systemd").exists()
