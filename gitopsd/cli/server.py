@@ -227,8 +227,9 @@ def add_commands(add: Callable[..., argparse.ArgumentParser], common: argparse.A
         "init",
         "create or adopt a deployment repository and register it",
         "Create the bare repository REPO (or adopt an existing one), create missing environment branches\n"
-        "from main, install the hooks, and add a repository entry with the default environments\n"
-        "(qa, staging, production) to the config file, creating it if needed.",
+        "(the first at main, the later ones at an empty placeholder until their first promotion), install\n"
+        "the hooks, and add a repository entry with the default environments (qa, staging, production)\n"
+        "to the config file, creating it if needed.",
         cmd_init,
     )
     p.add_argument("repo", metavar="REPO", help="path of the bare repository, e.g. /srv/git/shop.git")
