@@ -12,6 +12,7 @@ import grp
 import os
 import pwd
 import re
+import shutil
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,13 @@ HIDDEN = {
 # What a path in the unit may contain: systemd splits on spaces and expands % and \ in some places.
 PLAIN_PATH = re.compile(r"/[A-Za-z0-9/._+,=~@:-]*")
 UNIT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+# The programs the steps run that a minimal system may lack: what each is for, and its Debian package.
+PROGRAMS = {
+    "openssl": ("makes the service's provenance key with it", "openssl"),
+    "ssh-keygen": ("makes the service's SSH signing key with it", "openssh-client"),
+    "useradd": ("creates the service user with it", "passwd"),
+    "groupadd": ("creates the service's group with it", "passwd"),
+}
 
 
 class InstallError(Exception):
@@ -221,6 +229,13 @@ def plan(  # noqa: C901 (install-service's plan: one branch per step it may skip
             result.steps.append(Step(f"give {made} to {user}", path=state, mode=0o750, owner=user))
         else:
             result.steps.append(Step(f"give {made} to {user}", ("chown", f"{user}:{user}", str(made), f"{made}.pub")))
+    # A program missing halfway would leave half an install: name it before anything is done.
+    for program in dict.fromkeys(s.argv[0] for s in result.steps if s.argv):
+        if shutil.which(program) is None:
+            why, package = PROGRAMS.get(program, ("runs it", "coreutils"))
+            result.first.append(
+                f"{program} is not installed (install-service {why}): apt-get install {package}, then run install-service again"
+            )
     return result
 
 

@@ -288,3 +288,26 @@ def test_install_service_writes_the_unit_under_the_name_given_and_says_so_in_eve
         "without .service (nothing was changed)"
     ]
     assert not (root / "etc/systemd").exists()
+
+
+def test_install_service_without_openssl_says_what_to_install_and_changes_nothing(tmp_path):
+    # Debian's minimal images have no openssl; the service's provenance key needs it. The error was
+    # "[Errno 2] No such file or directory: 'openssl'", after the user and the unit had been made.
+    root = system_root(tmp_path)
+    write_config(root, {"repositories": [{"name": "shop", "path": "/srv/git/shop.git"}]})
+    before = {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    bin_dir = tmp_path / "bin"  # useradd, groupadd and coreutils, not openssl
+    bin_dir.mkdir()
+    for tool in ("useradd", "groupadd", "chmod", "chown", "mkdir"):
+        (bin_dir / tool).symlink_to(shutil.which(tool) or f"/usr/sbin/{tool}")
+    proc = run(
+        [*GITOPSD, "install-service", "--root", str(root), "--user", "gitopsd-test"],
+        check=False,
+        env={**os.environ, "PATH": str(bin_dir)},
+    )
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.splitlines() == [
+        "gitopsd: error: openssl is not installed (install-service makes the service's provenance key with it): "
+        "apt-get install openssl, then run install-service again (nothing was changed)"
+    ]
+    assert {p: p.read_bytes() for p in root.rglob("*") if p.is_file()} == before
