@@ -194,6 +194,7 @@ def cmd_install_service(args: argparse.Namespace) -> int:
     root = Path(args.root).resolve()
     try:
         args.user = args.user or service.service_user(Path(args.config), root)
+        args.unit = args.unit or service.installed_unit(Path(args.config), root)
         plan = service.plan(args.user, Path(args.config), root, unit=args.unit)
         if args.dry_run:
             print("would do:")
@@ -314,10 +315,10 @@ def add_commands(add: Callable[..., argparse.ArgumentParser], common: argparse.A
     )
     p.add_argument(
         "--unit",
-        default="gitopsd",
         metavar="NAME",
-        help="write the unit as /etc/systemd/system/NAME.service (default: gitopsd; another name for a second "
-        "gitopsd on one machine, with its own config, state_dir, runtime_dir and --user)",
+        help="write the unit as /etc/systemd/system/NAME.service (default: the unit an earlier install-service "
+        "wrote for this config, else gitopsd; another name for a second gitopsd on one machine, with its own "
+        "config, state_dir, runtime_dir and --user)",
     )
     p.add_argument("--root", default="/", metavar="DIR", help="install into another root folder (default: /)")
     p.add_argument("--dry-run", action="store_true", help="print what would be done and change nothing")

@@ -24,7 +24,7 @@ from .install_hooks import gitopsd_executable
 
 HOME = Path("/var/lib/gitopsd")  # the unit's StateDirectory=gitopsd, also the service user's home
 RUNTIME = Path("/run/gitopsd")  # the unit's RuntimeDirectory=gitopsd
-DEFAULT_USER = "gitopsd"
+DEFAULT_USER = DEFAULT_UNIT = "gitopsd"
 # Folders the unit hides from the service: PrivateTmp=yes gives it empty ones, ProtectHome=yes none.
 HIDDEN = {
     Path("/tmp"): "PrivateTmp=yes",  # noqa: S108 (a folder the unit hides, not a temporary file)
@@ -261,6 +261,25 @@ def service_user(config: Path, root: Path = Path("/")) -> str:
     except OSError:
         return DEFAULT_USER
     return next((f[0] for f in (line.split(":") for line in lines) if len(f) > 2 and f[2] == str(uid)), DEFAULT_USER)
+
+
+def installed_unit(config: Path, root: Path = Path("/")) -> str:
+    """The unit an earlier install-service wrote for this config (its ExecStart runs it); else gitopsd.
+
+    Run again without --unit (an upgrade, another repository), it rewrites that unit instead of adding a second.
+    """
+    start = f" run --config {Path(os.path.abspath(config))}"
+    found = []
+    for unit in sorted((root / "etc/systemd/system").glob("*.service")):
+        try:
+            lines = unit.read_text(encoding="utf-8", errors="replace").splitlines()
+        except OSError:
+            continue
+        if any(line.startswith("# Installed by `gitopsd install-service`") for line in lines) and any(
+            line.startswith("ExecStart=") and line.endswith(start) for line in lines
+        ):
+            found.append(unit.stem)
+    return DEFAULT_UNIT if DEFAULT_UNIT in found or not found else found[0]
 
 
 def _provenance_key(state: Path, user: str) -> list[Step]:

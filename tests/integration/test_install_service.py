@@ -311,3 +311,19 @@ def test_install_service_without_openssl_says_what_to_install_and_changes_nothin
         "apt-get install openssl, then run install-service again (nothing was changed)"
     ]
     assert {p: p.read_bytes() for p in root.rglob("*") if p.is_file()} == before
+
+
+def test_install_service_run_again_without_unit_rewrites_the_unit_it_wrote_for_this_config(tmp_path):
+    # The upgrade step (`gitopsd install-service`) after `--unit gitopsd-team2`: rewrite that unit, not a second one.
+    root = system_root(tmp_path)
+    write_config(root, {"repositories": [{"name": "shop", "path": "/srv/git/shop.git"}]})
+    units = root / "etc/systemd/system"
+    units.mkdir(parents=True)
+    for name, config in (("gitopsd-other", "/etc/other/gitopsd.yml"), ("gitopsd-team2", "/etc/gitopsd/gitopsd.yml")):
+        plan = service.plan("team2", Path(config), root, executable=EXE, unit=name)
+        (units / f"{name}.service").write_text(next(s for s in plan.steps if s.content).content or "")
+    dry = run([*GITOPSD, "install-service", "--dry-run", "--root", str(root), "--user", "team2"]).stdout
+    assert f"write {units}/gitopsd-team2.service (ExecStart=" in dry and "systemctl restart gitopsd-team2" in dry, dry
+    (units / "gitopsd-team2.service").unlink()
+    dry = run([*GITOPSD, "install-service", "--dry-run", "--root", str(root), "--user", "team2"]).stdout
+    assert f"write {units}/gitopsd.service (ExecStart=" in dry, dry
