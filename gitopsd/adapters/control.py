@@ -47,6 +47,20 @@ class ControlError(Exception):
     """The daemon cannot be asked: not running, or the socket is not ours to use."""
 
 
+def daemon_group(path: Path | str) -> str:
+    """The group that may reach PATH (a socket in the daemon's folder), by name for usermod; gitopsd if none is seen."""
+    import grp
+
+    for seen in (Path(path), Path(path).parent):
+        try:
+            gid = os.stat(seen).st_gid
+            if gid != 0:
+                return grp.getgrgid(gid).gr_name
+        except (OSError, KeyError):
+            continue
+    return "gitopsd"
+
+
 def user_name(uid: int) -> str:
     try:
         return pwd.getpwuid(uid).pw_name
@@ -169,7 +183,7 @@ def call(path: Path, request: dict[str, Any], timeout: float = 60.0, owner: Path
         except PermissionError as exc:
             raise ControlError(
                 f"you may not use {path}: ask an operator to add you to the daemon's group "
-                "(usermod -aG gitopsd $USER), then log in again"
+                f"(usermod -aG {daemon_group(path)} {user_name(os.getuid())}), then log in again"
             ) from exc
         except ConnectionRefusedError as exc:
             raise ControlError(f"the daemon is not running (nothing listens on {path})") from exc

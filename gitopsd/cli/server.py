@@ -193,7 +193,9 @@ def cmd_install_service(args: argparse.Namespace) -> int:
 
     root = Path(args.root).resolve()
     try:
-        plan = service.plan(args.user, Path(args.config), root)
+        args.user = args.user or service.service_user(Path(args.config), root)
+        args.unit = args.unit or service.installed_unit(Path(args.config), root)
+        plan = service.plan(args.user, Path(args.config), root, unit=args.unit)
         if args.dry_run:
             print("would do:")
             for step in plan.steps:
@@ -215,7 +217,7 @@ def cmd_install_service(args: argparse.Namespace) -> int:
     for warning in plan.warnings:
         print(f"gitopsd: warning: {warning}", file=sys.stderr)
     print("then:")
-    for line in service.next_commands(args.user, plan.config, again=bool(plan.first)):
+    for line in service.next_commands(args.user, plan.config, again=bool(plan.first), unit=args.unit):
         print(f"  {line}")
     return 0
 
@@ -226,8 +228,9 @@ def add_commands(add: Callable[..., argparse.ArgumentParser], common: argparse.A
         "init",
         "create or adopt a deployment repository and register it",
         "Create the bare repository REPO (or adopt an existing one), create missing environment branches\n"
-        "from main, install the hooks, and add a repository entry with the default environments\n"
-        "(qa, staging, production) to the config file, creating it if needed.",
+        "(the first at main, the later ones at an empty placeholder until their first promotion), install\n"
+        "the hooks, and add a repository entry with the default environments (qa, staging, production)\n"
+        "to the config file, creating it if needed.",
         cmd_init,
     )
     p.add_argument("repo", metavar="REPO", help="path of the bare repository, e.g. /srv/git/shop.git")
@@ -305,7 +308,18 @@ def add_commands(add: Callable[..., argparse.ArgumentParser], common: argparse.A
         "exist and be valid), and again after adding a repository.",
         cmd_install_service,
     )
-    p.add_argument("--user", default="gitopsd", help="service user and group (default: gitopsd)")
+    p.add_argument(
+        "--user",
+        help="service user and group (default: the owner of the configured state folder, which an earlier "
+        "install-service made; else gitopsd)",
+    )
+    p.add_argument(
+        "--unit",
+        metavar="NAME",
+        help="write the unit as /etc/systemd/system/NAME.service (default: the unit an earlier install-service "
+        "wrote for this config, else gitopsd; another name for a second gitopsd on one machine, with its own "
+        "config, state_dir, runtime_dir and --user)",
+    )
     p.add_argument("--root", default="/", metavar="DIR", help="install into another root folder (default: /)")
     p.add_argument("--dry-run", action="store_true", help="print what would be done and change nothing")
 

@@ -58,8 +58,13 @@ def cmd_token_create(args: argparse.Namespace) -> int:
         + (f", acting as {args.owner or args.name} for sign-offs and approvals" if "approvals:write" in args.scope else "")
         + (f", reporting only contexts {', '.join(contexts)}" if contexts else "")
         + (f", only for repositories {', '.join(repos)}" if repos else "")
-        + f" in {path}. The secret above "
-        "is shown only this once: put it in your CI's secret store (the daemon takes it from its next request).",
+        + f" in {path}. The secret above is shown only this once: "
+        + (
+            f"give it to {args.owner} alone, who signs in with it on the dashboard's /login page or sends it to "
+            f"the API as {args.owner}."
+            if args.owner
+            else "put it in your CI's secret store (the daemon takes it from its next request)."
+        ),
         file=sys.stderr,
     )
     return 0

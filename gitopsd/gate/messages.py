@@ -73,8 +73,19 @@ def unreadable(database: str, exc: Exception, out: TextIO) -> None:
         user = nudge.user_name(os.getuid())
         print(
             f"The hook runs as {user}, who must be able to read the state folder:\n"
-            f"ask an operator to add {user} to the daemon's group (usermod -aG gitopsd {user}).\n",
+            f"ask an operator to add {user} to the daemon's group (usermod -aG {_group(database)} {user}).\n",
             file=out,
         )
     else:
         print("Ask an operator to look at the daemon's log and `gitopsd status` on the deploy server.\n", file=out)
+
+
+def _group(database: str) -> str:
+    """The group of the state folder around DATABASE (the daemon's), by name for usermod; gitopsd if none is seen."""
+    import grp  # only on this refusal: the hook's imports stay within its budget
+
+    try:
+        gid = os.stat(os.path.dirname(database) or ".").st_gid
+        return grp.getgrgid(gid).gr_name if gid != 0 else "gitopsd"
+    except (OSError, KeyError):
+        return "gitopsd"

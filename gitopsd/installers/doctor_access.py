@@ -207,6 +207,8 @@ def _hook(config: Config, path: Path, pusher: pwd.struct_passwd | None, install:
             if problem and here is None
             else install_hooks.PYTHON_ADVICE
         )
+        if install_hooks.as_user(pusher, ["true"]) is None:  # not a problem of the install: only root can look
+            fix = f"sudo {Path(sys.executable).parent / 'gitopsd'} doctor --config {config.source}"
         found.append(Finding(problem is None, problem or f"{pusher.pw_name} can run the hook's Python {python}", fix))
     for key, wanted in (("gitopsd.database", str(config.database)), ("gitopsd.config", str(config.source.resolve()))):
         recorded = install_hooks.get_setting(path, key)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import subprocess
@@ -91,27 +92,33 @@ def _playbook_network(policy: SandboxPolicy, tree: Path, run_dir: Path, me: str)
         )
     run_dir.mkdir()
     helper = Path(sandbox.__file__).resolve().parent.parent / "libexec" / "ssh-proxy"
-    with sshgate.Forwarder(
-        run_dir / sshgate.SOCKET_NAME, set, set(policy.daemon_addresses), "doctor", sandbox.run_as(policy)
-    ) as gate:
-        argv = sandbox.command_prefix(policy, project=tree, run_dir=run_dir, network=False, ssh_gate=gate.path) + [
-            sys.executable,
-            "-I",
-            "-S",
-            str(helper),
-            "127.0.0.1",
-            "22",
-            sandbox.SSH_GATE_SOCKET,
-        ]
-        proc = subprocess.run(
-            argv,
-            capture_output=True,
-            text=True,
-            cwd=tree,
-            timeout=60,
-            check=False,
-            env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
-        )
+    # The refusal is the answer asked for, not news: the forwarder's warning about it would read as a problem.
+    level = sshgate.log.level
+    sshgate.log.setLevel(logging.ERROR)
+    try:
+        with sshgate.Forwarder(
+            run_dir / sshgate.SOCKET_NAME, set, set(policy.daemon_addresses), "doctor", sandbox.run_as(policy)
+        ) as gate:
+            argv = sandbox.command_prefix(policy, project=tree, run_dir=run_dir, network=False, ssh_gate=gate.path) + [
+                sys.executable,
+                "-I",
+                "-S",
+                str(helper),
+                "127.0.0.1",
+                "22",
+                sandbox.SSH_GATE_SOCKET,
+            ]
+            proc = subprocess.run(
+                argv,
+                capture_output=True,
+                text=True,
+                cwd=tree,
+                timeout=60,
+                check=False,
+                env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
+            )
+    finally:
+        sshgate.log.setLevel(level)
     last = (proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"])[-1]
     ok = last.startswith("gitopsd: refused: 127.0.0.1:22 is not a host of this deployment's inventory")
     return Finding(

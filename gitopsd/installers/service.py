@@ -12,6 +12,7 @@ import grp
 import os
 import pwd
 import re
+import shutil
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,7 @@ from .install_hooks import gitopsd_executable
 
 HOME = Path("/var/lib/gitopsd")  # the unit's StateDirectory=gitopsd, also the service user's home
 RUNTIME = Path("/run/gitopsd")  # the unit's RuntimeDirectory=gitopsd
+DEFAULT_USER = DEFAULT_UNIT = "gitopsd"
 # Folders the unit hides from the service: PrivateTmp=yes gives it empty ones, ProtectHome=yes none.
 HIDDEN = {
     Path("/tmp"): "PrivateTmp=yes",  # noqa: S108 (a folder the unit hides, not a temporary file)
@@ -33,6 +35,14 @@ HIDDEN = {
 }
 # What a path in the unit may contain: systemd splits on spaces and expands % and \ in some places.
 PLAIN_PATH = re.compile(r"/[A-Za-z0-9/._+,=~@:-]*")
+UNIT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+# The programs the steps run that a minimal system may lack: what each is for, and its Debian package.
+PROGRAMS = {
+    "openssl": ("makes the service's provenance key with it", "openssl"),
+    "ssh-keygen": ("makes the service's SSH signing key with it", "openssh-client"),
+    "useradd": ("creates the service user with it", "passwd"),
+    "groupadd": ("creates the service's group with it", "passwd"),
+}
 
 
 class InstallError(Exception):
@@ -71,22 +81,47 @@ class Plan:
     config: Path = Path(DEFAULT_CONFIG)  # as the service sees it
 
 
-def render_unit(
-    executable: str, config: Path, user: str, group: str, writable: tuple[Path, ...] = (), template: Path | None = None
+def render_unit(  # noqa: PLR0913 (the unit's values, each filled in as given)
+    executable: str,
+    config: Path,
+    user: str,
+    group: str,
+    writable: tuple[Path, ...] = (),
+    template: Path | None = None,
+    state: Path = HOME,
+    runtime: Path = RUNTIME,
+    unit: str = "gitopsd",
 ) -> str:
-    """The unit text: the template with this gitopsd's paths, the service user and its writable folders."""
+    """The unit text: the template with this gitopsd's paths, the service user, its state, runtime and writable folders."""
     text = (template or unit_template()).read_text(encoding="utf-8")
     # "-": a missing folder is then check-config's clear problem, not a namespace error at start.
     text = text.replace("@WRITABLE@", " ".join(f"-{p}" for p in writable))
-    for key, value in (("@GITOPSD@", executable), ("@CONFIG@", str(config)), ("@USER@", user), ("@GROUP@", group)):
+    # systemd makes (and gives to User=) the folders under /var/lib and /run the config names, never another
+    # service's /var/lib/gitopsd; /run is emptied at boot, so nothing else would make the runtime folder.
+    for key, folder, base in (("@STATE_DIRECTORY@", state, "/var/lib"), ("@RUNTIME_DIRECTORY@", runtime, "/run")):
+        text = text.replace(key, str(folder.relative_to(base)) if folder.is_relative_to(base) and folder != Path(base) else "")
+    for key, value in (
+        ("@GITOPSD@", executable),
+        ("@CONFIG@", str(config)),
+        ("@USER@", user),
+        ("@GROUP@", group),
+        ("@STATE@", str(state)),
+        ("@RUNTIME@", str(runtime)),
+        ("@UNIT@", unit),
+    ):
         text = text.replace(key, value)
     return text
 
 
-def plan(user: str, config: Path, root: Path = Path("/"), executable: str | None = None) -> Plan:  # noqa: C901 (install-service's plan: one branch per step it may skip)
-    """Return what installing the service into `root` takes; nothing is changed."""
+def plan(  # noqa: C901 (install-service's plan: one branch per step it may skip)
+    user: str, config: Path, root: Path = Path("/"), executable: str | None = None, unit: str = "gitopsd"
+) -> Plan:
+    """Return what installing the service into `root` as the unit UNIT takes; nothing is changed."""
     exe = executable or gitopsd_executable()
     result = Plan()
+    if not UNIT_NAME.fullmatch(unit) or unit.endswith(".service"):
+        result.first.append(f"--unit {unit!r}: a unit name is letters, digits and _ . - (e.g. gitopsd-shop), without .service")
+        unit = "gitopsd"
     if root != Path("/") and not all((root / "etc" / name).is_file() for name in ("passwd", "group")):
         result.first.append(
             f"{root} has no etc/passwd and etc/group: --root must be the root folder of a system (an image being built)"
@@ -128,6 +163,7 @@ def plan(user: str, config: Path, root: Path = Path("/"), executable: str | None
         result.steps.append(Step(f"create system group {user}", ("groupadd", *prefix, "--system", user)))
     # The service user's home is its state folder: its ~/.ssh and ~/.gitconfig live there (ProtectHome=yes).
     home = _state_folder(config, config_file)
+    runtime = _state_folder(config, config_file, "runtime_dir", RUNTIME)
     if not _exists(user, "passwd", root):
         result.steps.append(
             Step(
@@ -147,13 +183,13 @@ def plan(user: str, config: Path, root: Path = Path("/"), executable: str | None
                 ),
             )
         )
-    unit_path = root / "etc/systemd/system/gitopsd.service"
+    unit_path = root / "etc/systemd/system" / f"{unit}.service"
     writable = " ".join(map(str, folders)) or "none yet"
     result.steps.append(
         Step(
-            f"write {unit_path} (ExecStart={exe} run --config {config}; writable besides {HOME} and {RUNTIME}: {writable})",
+            f"write {unit_path} (ExecStart={exe} run --config {config}; writable besides {home} and {runtime}: {writable})",
             path=unit_path,
-            content=render_unit(exe, config, user, user, tuple(folders)),
+            content=render_unit(exe, config, user, user, tuple(folders), state=home, runtime=runtime, unit=unit),
         )
     )
     # The files the daemon reads as its user: the config and the API's tokens file, its group's with group read
@@ -193,7 +229,57 @@ def plan(user: str, config: Path, root: Path = Path("/"), executable: str | None
             result.steps.append(Step(f"give {made} to {user}", path=state, mode=0o750, owner=user))
         else:
             result.steps.append(Step(f"give {made} to {user}", ("chown", f"{user}:{user}", str(made), f"{made}.pub")))
+    # A program missing halfway would leave half an install: name it before anything is done.
+    for program in dict.fromkeys(s.argv[0] for s in result.steps if s.argv):
+        if shutil.which(program) is None:
+            why, package = PROGRAMS.get(program, ("runs it", "coreutils"))
+            result.first.append(
+                f"{program} is not installed (install-service {why}): apt-get install {package}, then run install-service again"
+            )
     return result
+
+
+def service_user(config: Path, root: Path = Path("/")) -> str:
+    """The user install-service made before: the owner of the configured state folder (not root); else gitopsd.
+
+    Run again (an upgrade, another repository) without --user, it keeps the service where it is.
+    """
+    config = Path(os.path.abspath(config))
+    try:
+        uid = _under(root, _state_folder(config, root / str(config).lstrip("/"))).stat().st_uid
+    except OSError:
+        return DEFAULT_USER
+    if uid == 0:
+        return DEFAULT_USER
+    if root == Path("/"):
+        try:
+            return pwd.getpwuid(uid).pw_name
+        except KeyError:
+            return DEFAULT_USER
+    try:
+        lines = (root / "etc" / "passwd").read_text().splitlines()
+    except OSError:
+        return DEFAULT_USER
+    return next((f[0] for f in (line.split(":") for line in lines) if len(f) > 2 and f[2] == str(uid)), DEFAULT_USER)
+
+
+def installed_unit(config: Path, root: Path = Path("/")) -> str:
+    """The unit an earlier install-service wrote for this config (its ExecStart runs it); else gitopsd.
+
+    Run again without --unit (an upgrade, another repository), it rewrites that unit instead of adding a second.
+    """
+    start = f" run --config {Path(os.path.abspath(config))}"
+    found = []
+    for unit in sorted((root / "etc/systemd/system").glob("*.service")):
+        try:
+            lines = unit.read_text(encoding="utf-8", errors="replace").splitlines()
+        except OSError:
+            continue
+        if any(line.startswith("# Installed by `gitopsd install-service`") for line in lines) and any(
+            line.startswith("ExecStart=") and line.endswith(start) for line in lines
+        ):
+            found.append(unit.stem)
+    return DEFAULT_UNIT if DEFAULT_UNIT in found or not found else found[0]
 
 
 def _provenance_key(state: Path, user: str) -> list[Step]:
@@ -238,14 +324,14 @@ def _owned_by(folder: Path, user: str, root: Path) -> bool:
     return all(p.lstat().st_uid == uid for p in [folder, *folder.rglob("*")])
 
 
-def _state_folder(config: Path, config_file: Path) -> Path:
-    """The state folder the config names, as the service sees it, or the unit's own."""
+def _state_folder(config: Path, config_file: Path, key: str = "state_dir", default: Path = HOME) -> Path:
+    """The state folder (or the folder KEY) the config names, as the service sees it, or the unit's default."""
     try:
         data = read_yaml(config_file.read_text(encoding="utf-8")) or {}
-        state = data.get("state_dir") if isinstance(data, dict) else None
+        state = data.get(key) if isinstance(data, dict) else None
     except (OSError, UnicodeError, ConfigurationError):
         state = None
-    return Path(os.path.normpath(Path(config.parent, state))) if isinstance(state, str) and state else HOME
+    return Path(os.path.normpath(Path(config.parent, state))) if isinstance(state, str) and state else default
 
 
 def _signing_key(config: Path, config_file: Path) -> Path | None:
@@ -378,14 +464,15 @@ def apply(steps: list[Step], root: Path = Path("/")) -> None:
             step.path.chmod(step.mode)
 
 
-def next_commands(user: str, config: Path, again: bool) -> list[str]:
+def next_commands(user: str, config: Path, again: bool, unit: str = "gitopsd") -> list[str]:
     """What to run after install-service, in order; with `again`, install-service itself first (after `first:`)."""
+    named = "" if unit == "gitopsd" else f" --unit {unit}"
     return [
-        *([f"gitopsd install-service --config {config}"] if again else []),
+        *([f"gitopsd install-service --config {config}{named}"] if again else []),
         "systemctl daemon-reload",
-        "systemctl enable --now gitopsd",
-        "journalctl -u gitopsd -f",
+        f"systemctl enable --now {unit}",
+        f"journalctl -u {unit} -f",
         f"# let git users reach the nudge socket: usermod -aG {user} git",
-        f"# after `gitopsd init` of another repository: gitopsd install-service --config {config}, "
-        "then systemctl daemon-reload && systemctl restart gitopsd",
+        f"# after `gitopsd init` of another repository: gitopsd install-service --config {config}{named}, "
+        f"then systemctl daemon-reload && systemctl restart {unit}",
     ]

@@ -192,7 +192,9 @@ class Server:
         assert (user, group) == (SVC_USER, SVC_USER), unit
         entry = pwd.getpwnam(user)
         assert Path(entry.pw_dir) == STATE and STATE.stat().st_uid == entry.pw_uid  # install-service made both
-        # RuntimeDirectory=: systemd makes the unit's own; this config's runtime_dir is made the same way here.
+        # StateDirectory= and RuntimeDirectory= are this config's folders (never /var/lib/gitopsd, /run/gitopsd):
+        # systemd would make the runtime folder at every start; it is made the same way here.
+        assert (unit["StateDirectory"], unit["RuntimeDirectory"]) == ([STATE.name], [RUNTIME.name]), unit
         RUNTIME.mkdir(mode=0o750, exist_ok=True)
         shutil.chown(RUNTIME, user, group)
         RUNTIME.chmod(0o750)

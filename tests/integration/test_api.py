@@ -112,6 +112,15 @@ def test_token_create_prints_the_secret_once_and_keeps_only_its_hash(sandbox):
     assert bad.returncode == 1 and "among statuses:write, read" in bad.stderr
 
 
+def test_a_persons_token_is_to_be_handed_to_that_person_not_put_in_a_ci_secret_store(sandbox):
+    made = sandbox.command("token", "create", "alice-web", "--scope", "read", "--owner", "alice")
+    assert "CI" not in made.stderr, made.stderr
+    assert made.stderr.rstrip().endswith(
+        "The secret above is shown only this once: give it to alice alone, who signs in with it on the dashboard's "
+        "/login page or sends it to the API as alice."
+    ), made.stderr
+
+
 def test_a_new_token_works_at_once_and_a_revoked_one_is_refused_without_a_restart(sandbox, api):
     token = api.token("ci", "statuses:write")
     head = sandbox.head("main")

@@ -139,7 +139,7 @@ def test_only_members_of_the_daemons_group_reach_the_control_socket_as_the_unit_
     assert json.loads(asked[INSIDER]) == {"ok": True, "identity": INSIDER}
     assert asked[OUTSIDER] == (
         f"you may not use {runtime / 'control.sock'}: ask an operator to add you to the daemon's group "
-        "(usermod -aG gitopsd $USER), then log in again\n"
+        f"(usermod -aG {SERVICE_GROUP} {OUTSIDER}), then log in again\n"
     )
 
 

@@ -8,7 +8,9 @@ defect a new team met on day one and shows that doctor names it, and the command
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
+import sys
 import sysconfig
 import tempfile
 from collections.abc import Iterator
@@ -210,3 +212,34 @@ def test_doctor_names_a_runtime_folder_others_may_write_where_someone_could_serv
         finding
     )
     server.root.chmod(0o755)
+
+
+def test_doctor_run_as_the_daemons_user_prints_only_its_findings_and_says_to_run_it_as_root_for_what_it_cannot_check(
+    everyone, server
+):
+    """A new team ran doctor as the service user: a refusal the probe asks for on purpose was printed as a warning,
+    and the check only root can make (the pusher's Python) was to be fixed by reinstalling gitopsd elsewhere."""
+    nobody = pwd.getpwnam("nobody")
+    proc = sh(
+        [
+            "setpriv",
+            f"--reuid={nobody.pw_uid}",
+            f"--regid={nobody.pw_gid}",
+            "--init-groups",
+            "--",
+            str(everyone / "gitopsd"),
+            "doctor",
+            "--config",
+            str(server.config),
+            "--git-user",
+            "root",
+        ],
+        check=False,
+        cwd="/",
+        env={"PATH": f"{everyone}:/usr/bin:/bin", "HOME": str(server.state), "LANG": "C.UTF-8"},
+    )
+    assert "Traceback" not in proc.stdout + proc.stderr and proc.stderr == "", proc.stderr
+    lines = proc.stdout.splitlines()
+    at = lines.index(f"PROBLEM  cannot check whether root may run {sys.executable}: run this as root")
+    assert lines[at + 1] == f"         fix: sudo {everyone / 'gitopsd'} doctor --config {server.config}", lines[at + 1]
+    assert "nobody's playbook runs reach SSH hosts only through their forwarder" in proc.stdout, proc.stdout

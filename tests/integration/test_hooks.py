@@ -277,7 +277,7 @@ def test_a_git_user_in_the_daemons_group_is_gated_while_the_daemon_is_stopped_an
         f"gitopsd: push refused: the deployment records in {sandbox.state / 'state.db'} cannot be read "
         f"(Permission denied: {sandbox.state / 'state.db'})"
     ) in stranger.stderr
-    assert "ask an operator to add uid 54321 to the daemon's group (usermod -aG gitopsd uid 54321)" in stranger.stderr
+    assert "ask an operator to add uid 54321 to the daemon's group (usermod -aG gitopsd-hooktest uid 54321)" in stranger.stderr
 
 
 def test_a_push_of_a_tree_git_fsck_rejects_is_refused_by_the_server(sandbox):

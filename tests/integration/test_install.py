@@ -82,7 +82,8 @@ def test_a_wheel_installed_into_a_fresh_virtualenv_inits_a_sample_repository_who
     dry = run([gitopsd, "install-service", "--dry-run", "--config", str(config)], cwd=tmp_path, env=env)
     assert (
         f"write /etc/systemd/system/gitopsd.service (ExecStart={gitopsd} run --config {config}; "
-        f"writable besides /var/lib/gitopsd and /run/gitopsd: {repo} {tmp_path / 'state'} {tmp_path / 'run'})" in dry.stdout
+        f"writable besides {tmp_path / 'state'} and {tmp_path / 'run'}: {repo} {tmp_path / 'state'} {tmp_path / 'run'})"
+        in dry.stdout
     )
     assert f"gitopsd: warning: {gitopsd} lies under /tmp, which the unit hides (PrivateTmp=yes)" in dry.stderr
 

@@ -213,3 +213,117 @@ def test_install_service_makes_the_services_provenance_key_once_in_its_state_fol
     assert service_key is not None and service_key.keyid == signing.signing_key_id(state)  # the daemon signs with it
     again = run([*GITOPSD, "install-service", "--root", str(root), "--user", "gitopsd-test"]).stdout
     assert "provenance key" not in again and signing.signing_key_id(state) == service_key.keyid
+
+
+@needs_analyze
+@pytest.mark.parametrize(
+    "folders, state_directory, runtime_directory",
+    [
+        ({}, "gitopsd", "gitopsd"),
+        ({"state_dir": "/var/lib/team2-gitopsd", "runtime_dir": "/run/team2-gitopsd"}, "team2-gitopsd", "team2-gitopsd"),
+        ({"state_dir": "/srv/gitopsd-state", "runtime_dir": "/run/gitopsd/team2"}, "", "gitopsd/team2"),
+    ],
+)
+def test_the_unit_makes_the_configured_state_and_runtime_folders_and_never_another_services(
+    tmp_path, folders, state_directory, runtime_directory
+):
+    # A second team's gitopsd beside the first: systemd must make its runtime folder at every boot (/run is
+    # emptied) and must not give /var/lib/gitopsd, another service's home, to this service's user.
+    root = system_root(tmp_path)
+    write_config(root, {**folders, "repositories": [{"name": "shop", "path": "/srv/git/shop.git"}]})
+    plan = service.plan("team2", Path("/etc/gitopsd/gitopsd.yml"), root, executable=EXE)
+    unit = next(s for s in plan.steps if s.content).content
+    lines = unit.splitlines()
+    assert f"StateDirectory={state_directory}" in lines and f"RuntimeDirectory={runtime_directory}" in lines
+    state, runtime = folders.get("state_dir", "/var/lib/gitopsd"), folders.get("runtime_dir", "/run/gitopsd")
+    assert f"# {state}: the SQLite state and per-deployment output." in lines
+    assert f"# {runtime}: the nudge socket; group-accessible so the pre-receive hook can reach it." in lines
+    assert f"{state}/.ssh" in unit and (state == "/var/lib/gitopsd" or "/var/lib/gitopsd" not in unit)
+    assert "team2, team2" not in unit and not re.search(r"@[A-Z_]+@", unit)  # the header names no filled-in values
+    path = tmp_path / "gitopsd.service"
+    path.write_text(unit)
+    verify = subprocess.run(["systemd-analyze", "verify", str(path)], capture_output=True, text=True)
+    assert verify.returncode == 0 and verify.stderr == "", verify.stderr
+
+
+@needs_root
+def test_install_service_run_again_without_user_keeps_the_service_user_it_made_and_its_state_folder(tmp_path):
+    # docs/install.md's upgrade and "after `gitopsd init` of another repository" run install-service without --user:
+    # a team whose service user is not gitopsd must not find its unit, state folder and config moved to gitopsd.
+    root = system_root(tmp_path)
+    with (root / "etc/passwd").open("a") as passwd:
+        passwd.write("team2-svc:x:990:990::/var/lib/team2-gitopsd:/usr/sbin/nologin\n")
+    with (root / "etc/group").open("a") as group:
+        group.write("team2-svc:x:990:\n")
+    write_config(root, {"state_dir": "/var/lib/team2-gitopsd", "repositories": [{"name": "shop", "path": "/srv/git/shop.git"}]})
+    state = root / "var/lib/team2-gitopsd"
+    state.mkdir(parents=True)
+    os.chown(state, 990, 990)
+    dry = run([*GITOPSD, "install-service", "--dry-run", "--root", str(root)]).stdout
+    assert "create system" not in dry and "gitopsd:gitopsd" not in dry and "group gitopsd" not in dry, dry
+    assert "let group team2-svc read" in dry and "usermod -aG team2-svc git" in dry, dry
+    # Told, it does what it is told; before install-service made a user, the default is gitopsd.
+    assert (
+        "let group nobody read" in run([*GITOPSD, "install-service", "--dry-run", "--root", str(root), "--user", "nobody"]).stdout
+    )
+    state.rmdir()
+    assert "and all in it to gitopsd:gitopsd" in run([*GITOPSD, "install-service", "--dry-run", "--root", str(root)]).stdout
+
+
+def test_install_service_writes_the_unit_under_the_name_given_and_says_so_in_every_command_it_prints(tmp_path):
+    # A second gitopsd on one machine (another team's state, config and user) must not overwrite gitopsd.service.
+    root = system_root(tmp_path)
+    write_config(root, {"repositories": [{"name": "shop", "path": "/srv/git/shop.git"}]})
+    dry = run([*GITOPSD, "install-service", "--dry-run", "--root", str(root), "--unit", "gitopsd-team2"]).stdout
+    assert f"write {root}/etc/systemd/system/gitopsd-team2.service (ExecStart=" in dry, dry
+    then = [line.strip() for line in dry.split("then:\n", 1)[1].splitlines()]
+    assert then[:3] == ["systemctl daemon-reload", "systemctl enable --now gitopsd-team2", "journalctl -u gitopsd-team2 -f"]
+    assert then[-1].endswith("--unit gitopsd-team2, then systemctl daemon-reload && systemctl restart gitopsd-team2"), then
+    unit = next(s for s in service.plan("team2", Path("/etc/gitopsd/gitopsd.yml"), root, unit="gitopsd-team2").steps if s.content)
+    assert "`systemctl edit gitopsd-team2`" in unit.content and "systemctl edit gitopsd`" not in unit.content
+    bad = run([*GITOPSD, "install-service", "--root", str(root), "--unit", "../gitopsd"], check=False)
+    assert bad.returncode == 1 and "Traceback" not in bad.stderr, bad.stderr
+    assert bad.stderr.splitlines() == [
+        "gitopsd: error: --unit '../gitopsd': a unit name is letters, digits and _ . - (e.g. gitopsd-shop), "
+        "without .service (nothing was changed)"
+    ]
+    assert not (root / "etc/systemd").exists()
+
+
+def test_install_service_without_openssl_says_what_to_install_and_changes_nothing(tmp_path):
+    # Debian's minimal images have no openssl; the service's provenance key needs it. The error was
+    # "[Errno 2] No such file or directory: 'openssl'", after the user and the unit had been made.
+    root = system_root(tmp_path)
+    write_config(root, {"repositories": [{"name": "shop", "path": "/srv/git/shop.git"}]})
+    before = {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    bin_dir = tmp_path / "bin"  # useradd, groupadd and coreutils, not openssl
+    bin_dir.mkdir()
+    for tool in ("useradd", "groupadd", "chmod", "chown", "mkdir"):
+        (bin_dir / tool).symlink_to(shutil.which(tool) or f"/usr/sbin/{tool}")
+    proc = run(
+        [*GITOPSD, "install-service", "--root", str(root), "--user", "gitopsd-test"],
+        check=False,
+        env={**os.environ, "PATH": str(bin_dir)},
+    )
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.splitlines() == [
+        "gitopsd: error: openssl is not installed (install-service makes the service's provenance key with it): "
+        "apt-get install openssl, then run install-service again (nothing was changed)"
+    ]
+    assert {p: p.read_bytes() for p in root.rglob("*") if p.is_file()} == before
+
+
+def test_install_service_run_again_without_unit_rewrites_the_unit_it_wrote_for_this_config(tmp_path):
+    # The upgrade step (`gitopsd install-service`) after `--unit gitopsd-team2`: rewrite that unit, not a second one.
+    root = system_root(tmp_path)
+    write_config(root, {"repositories": [{"name": "shop", "path": "/srv/git/shop.git"}]})
+    units = root / "etc/systemd/system"
+    units.mkdir(parents=True)
+    for name, config in (("gitopsd-other", "/etc/other/gitopsd.yml"), ("gitopsd-team2", "/etc/gitopsd/gitopsd.yml")):
+        plan = service.plan("team2", Path(config), root, executable=EXE, unit=name)
+        (units / f"{name}.service").write_text(next(s for s in plan.steps if s.content).content or "")
+    dry = run([*GITOPSD, "install-service", "--dry-run", "--root", str(root), "--user", "team2"]).stdout
+    assert f"write {units}/gitopsd-team2.service (ExecStart=" in dry and "systemctl restart gitopsd-team2" in dry, dry
+    (units / "gitopsd-team2.service").unlink()
+    dry = run([*GITOPSD, "install-service", "--dry-run", "--root", str(root), "--user", "team2"]).stdout
+    assert f"write {units}/gitopsd.service (ExecStart=" in dry, dry
