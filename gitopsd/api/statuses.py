@@ -180,8 +180,10 @@ def record(
     reporter: str,
     now: float | None = None,
     owners: Mapping[str, str] = NO_OWNERS,
+    attestations: tuple[tuple[str, str, str, str], ...] = (),
 ) -> dict[str, Any]:
-    """Store a report against the commit and its tree; return it as the API shows it."""
+    """Store a report against the commit and its tree (with the `attestations` of a statement uploaded with it, in the
+    same transaction: Store.add_status); return it as the API shows it."""
     now = time.time() if now is None else now
     row = store.add_status(
         repo=repo,
@@ -193,6 +195,7 @@ def record(
         now=now,
         target_url=report.target_url,
         description=report.description,
+        attestations=attestations,
     )
     shown = status_json(
         Status(report.context, report.state, report.target_url, report.description, commit, reporter, now), owners

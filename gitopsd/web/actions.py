@@ -43,7 +43,7 @@ from ..core.errors import (
     refused_from,
 )
 from ..core.settings import Config, Environment, Repository
-from ..services import operations
+from ..services import failures, operations
 from . import auth, breakglass, roles
 
 log = logging.getLogger("gitopsd.web")
@@ -301,12 +301,8 @@ def routes(  # noqa: C901 (a route table: each nested route counts toward its ma
         except UserError as exc:
             raise Answer(CONFLICT, "refused", str(exc)) from exc
         except (StoreError, GitError, OSError) as exc:
-            log.warning("web action %s by %s failed: %s", action, user.name, exc)
-            raise Answer(
-                UNAVAILABLE,
-                "store_unavailable",
-                "the state database or the repository is unavailable: try again (the daemon's log says more)",
-            ) from exc
+            refused = failures.server_failure(exc, log, f"web action {action} by {user.name}")
+            raise Answer(refused.kind, refused.reason, str(refused)) from exc
 
     async def act(request: Request) -> Response:
         action = request.path_params["action"]

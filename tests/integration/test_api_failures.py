@@ -1,0 +1,185 @@
+"""The API's and the dashboard's answers when the server itself has a problem: the truth (503 only for what passes by
+itself, else a 500 that says the operator must act), one log line, and nothing half written.
+
+Real: the HTTP API and the dashboard served as the daemon serves them (api/server.serve, test_api.Api), the store and
+the repository, statements signed by the in-toto library (test_provenance_upload), forms posted by a browser session
+(tests/webclient.py), a full disk as a small tmpfs, a read-only file system as a read-only bind mount, a file in the way
+of a folder; SQLite's own errors raised by a trigger where a real lock would take the store's 30 s to show.
+Mounts need root: without it those tests skip.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sqlite3
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from gitopsd.adapters.store import Store
+from gitopsd.api.server import serve
+from gitopsd.config import load
+from gitopsd.web.app import create_web_app
+from tests.integration import test_provenance_upload as uploads
+from tests.integration.test_web_actions import refusal_ids
+from tests.support import Sandbox, free_port
+from tests.webclient import Browser, token
+
+api, ci_key = uploads.api, uploads.ci_key  # its fixtures: the API served with a CI key trusted for provenance
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs or a read-only bind needs root")
+
+
+@contextlib.contextmanager
+def mounted(target: Path, *options: str) -> Iterator[None]:
+    """`mount OPTIONS... target` for the block, unmounted after whatever happens (lazily: SQLite keeps a closed
+    connection's file open while another connection of the process holds a lock on that file)."""
+    target.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", *options, str(target)], check=True)
+    try:
+        yield
+    finally:
+        subprocess.run(["umount", "--lazy", str(target)], check=True)
+
+
+def failing(db: Path, words: str) -> None:
+    """Make every status insert fail with SQLite's error `words`, as the store meets it when the disk is full or locked."""
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        conn.execute(f"CREATE TRIGGER failing BEFORE INSERT ON commit_statuses BEGIN SELECT RAISE(ABORT, '{words}'); END")
+        conn.commit()
+
+
+def upload(api, ci_key, who: str = "jenkins", subject: str = "shop-1.0.tar.gz"):
+    """POST a success of ci/build with a statement signed for `subject` built of main's head, with a new token for `who`;
+    (code, headers, body, tree)."""
+    token = api.token(who, "statuses:write", "read")
+    head = api.sandbox.head("main")
+    code, headers, doc = api.post(
+        head, token, state="success", context="ci/build", provenance=uploads.in_toto_envelope(ci_key, head, subject)
+    )
+    return code, headers, doc, api.sandbox.tree(head)
+
+
+def left_behind(api, tree: str) -> list[str]:
+    """Files and folders under the provenance folder, and `tree`'s recorded attestations: what a failure left."""
+    folder = api.sandbox.state / "artifacts" / "provenance"
+    files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*")) if folder.is_dir() else []
+    with Store(load(api.sandbox.config).database) as store:
+        return files + [f"attestation {row[0]}" for row in store.attestations("shop", tree)]
+
+
+def one_line(doc: dict, kind: str, reason: str) -> None:
+    assert doc["kind"] == kind and doc["reason"] == reason, doc
+    assert set(doc) == {"message", "kind", "reason", "field"} and "\n" not in doc["message"], doc
+    assert "Traceback" not in doc["message"] and "/" + "tmp" not in doc["message"], doc  # no server paths to clients
+
+
+def test_a_status_whose_recording_fails_after_its_provenance_upload_leaves_no_statement_and_no_attestation(api, ci_key):
+    failing(load(api.sandbox.config).database, "database or disk is full")
+    code, _h, doc, tree = upload(api, ci_key)
+    assert left_behind(api, tree) == []
+    assert code == 500, doc
+    one_line(doc, "internal", "server_disk_full")
+
+
+def test_a_locked_store_is_a_503_with_retry_after_and_the_upload_leaves_nothing_behind(api, ci_key):
+    failing(load(api.sandbox.config).database, "database is locked")
+    code, headers, doc, tree = upload(api, ci_key)
+    assert left_behind(api, tree) == []
+    assert code == 503 and int(headers["retry-after"]) > 0, (code, headers, doc)
+    one_line(doc, "unavailable", "store_unavailable")
+
+
+@needs_root
+def test_a_full_disk_under_the_statements_is_a_500_that_says_so_logged_once_and_nothing_is_left(api, ci_key, caplog):
+    artifacts = api.sandbox.state / "artifacts"
+    with mounted(artifacts, "-t", "tmpfs", "-o", "size=64k", "tmpfs"):
+        (artifacts / "filler").write_bytes(b"")
+        with contextlib.suppress(OSError), (artifacts / "filler").open("ab") as filler:
+            while True:
+                filler.write(b"x" * 4096)
+                filler.flush()
+        with caplog.at_level(logging.INFO, logger="gitopsd"):
+            code, headers, doc, tree = upload(api, ci_key)
+        (artifacts / "filler").unlink()
+        assert code == 500 and "retry-after" not in {k.lower() for k in headers}, (code, headers, doc)
+        one_line(doc, "internal", "server_disk_full")
+        assert "disk is full" in doc["message"] and "operator" in doc["message"], doc
+        assert left_behind(api, tree) == []
+    said = [r for r in caplog.records if r.name.startswith("gitopsd.api") and r.levelno >= logging.WARNING]
+    assert len(said) == 1 and said[0].levelno == logging.ERROR and said[0].exc_info is None, said
+    assert "No space left on device" in said[0].getMessage() and "\n" not in said[0].getMessage()
+
+
+@needs_root
+def test_a_read_only_state_folder_is_a_500_for_the_operator_not_a_503_to_retry(api, ci_key):
+    artifacts = api.sandbox.state / "artifacts"
+    with mounted(artifacts, "--bind", "-o", "ro", str(artifacts)):
+        code, headers, doc, tree = upload(api, ci_key)
+        assert not (artifacts / "provenance").exists()
+    assert code == 500 and "retry-after" not in {k.lower() for k in headers}, (code, headers, doc)
+    one_line(doc, "internal", "server_permission")
+    assert "Read-only file system" in doc["message"], doc
+
+
+def test_a_file_in_the_way_of_the_statements_folder_is_a_500_that_names_the_trouble(api, ci_key):
+    artifacts = api.sandbox.state / "artifacts"
+    artifacts.mkdir(parents=True, exist_ok=True)
+    (artifacts / "provenance").write_text("in the way\n")
+    code, _h, doc, tree = upload(api, ci_key)
+    assert code == 500, doc
+    one_line(doc, "internal", "server_files")
+    assert "Not a directory" in doc["message"], doc
+    assert (artifacts / "provenance").read_text() == "in the way\n"
+
+
+def test_a_failed_upload_keeps_the_statement_an_earlier_one_stored_under_the_same_name(api, ci_key):
+    code, _h, doc, tree = upload(api, ci_key)
+    assert code == 201, doc
+    kept = left_behind(api, tree)
+    statement = next((api.sandbox.state / "artifacts" / "provenance").rglob("*.intoto.json"))
+    before = statement.read_bytes()
+    failing(load(api.sandbox.config).database, "database or disk is full")
+    code, _h, doc, _tree = upload(api, ci_key, "jenkins-again", "shop-2.0.tar.gz")
+    assert statement.read_bytes() == before and left_behind(api, tree) == kept
+    assert code == 500, doc
+
+
+@pytest.fixture
+def site(short_tmp):
+    """The dashboard beside the API, served in this process as the daemon serves them, and a deployer signed in."""
+    port = free_port()
+    sandbox = Sandbox(
+        short_tmp,
+        {"qa": ["qa-1"]},
+        extra={
+            "api": {"listen": f"127.0.0.1:{port}", "tokens_file": str(short_tmp / "tokens.yml")},
+            "web": {"roles": {"*": {"viewer": ["*"], "deployer": ["*"]}}},
+        },
+    )
+    config = load(sandbox.config)
+    with Store(config.database) as store:
+        server = serve(lambda: config, store, lambda _repo: None, dashboard=create_web_app)
+        assert server is not None
+        try:
+            olga = Browser(port)
+            assert olga.login(token(sandbox, "olga-laptop", "read", "deployments:write", owner="olga")).status == 303
+            yield sandbox, olga
+        finally:
+            server.stop()
+
+
+@needs_root
+def test_a_dashboard_action_on_a_read_only_state_folder_is_a_500_for_the_operator_not_a_503_to_retry(site, caplog):
+    sandbox, olga = site
+    csrf = olga.csrf()
+    with mounted(sandbox.state, "--bind", "-o", "ro", str(sandbox.state)), caplog.at_level(logging.INFO, logger="gitopsd"):
+        done = olga.post("/actions/retry", {"csrf_token": csrf, "repo": "shop", "env": "qa"}, headers={"HX-Request": "true"})
+    assert done.status == 500 and refusal_ids(done) == ("internal", "server_permission"), (done.status, done.text)
+    assert "operator" in done.text and "Traceback" not in done.text
+    said = [r for r in caplog.records if r.name.startswith("gitopsd.web") and r.levelno >= logging.WARNING]
+    assert len(said) == 1 and said[0].levelno == logging.ERROR and said[0].exc_info is None, said
