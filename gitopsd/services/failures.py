@@ -28,7 +28,7 @@ from ..core.errors import INTERNAL, UNAVAILABLE, Refused, StoreError
 RETRY_AFTER = "5"  # seconds a client waits before asking again after a 503 (the Retry-After header)
 # Errors of the system that pass by themselves: another process holds the file, too many open files for a moment.
 PASSING = {errno.EAGAIN, errno.EBUSY, errno.EINTR, errno.ETIMEDOUT, errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
-OPERATOR = "an operator must fix it on the server (the daemon's log names the file)"
+LOG = "(the daemon's log names the file)"
 
 
 def server_failure(exc: BaseException, log: logging.Logger, what: str) -> Refused:
@@ -43,24 +43,23 @@ def server_failure(exc: BaseException, log: logging.Logger, what: str) -> Refuse
             "store_unavailable",
         )
     log.error("%s failed: %s", what, _one_line(exc))
-    why = _strerror(exc)
+    why = f" ({_strerror(exc)})" if _strerror(exc) else ""
     if trouble == PERMISSION:
         return Refused(
-            f"the server may not write (or read) its own files ({why or 'permission denied'}): retrying cannot help; "
-            f"{OPERATOR} (owner, mode or a read-only mount)",
+            f"the server may not write its own files{why or ' (permission denied)'}: retrying cannot help; an operator "
+            f"must fix their owner, mode or mount on the server {LOG}",
             INTERNAL,
             "server_permission",
         )
     if trouble == FULL:
         return Refused(
-            f"the server's disk is full ({why or 'no space left'}): retrying cannot help; "
-            f"an operator must free space on the server (the daemon's log names the file)",
+            f"the server's disk is full{why}: retrying cannot help; an operator must free space on the server {LOG}",
             INTERNAL,
             "server_disk_full",
         )
     if trouble == DAMAGED:
         return Refused(
-            f"the server's state database is damaged: retrying cannot help; {OPERATOR} (move it aside)",
+            f"the server's state database is damaged: retrying cannot help; an operator must move it aside {LOG}",
             INTERNAL,
             "server_files",
         )
@@ -72,7 +71,7 @@ def server_failure(exc: BaseException, log: logging.Logger, what: str) -> Refuse
             "repository_failed",
         )
     return Refused(
-        f"a file or folder of the server is not as gitopsd needs it ({why or 'see the log'}): retrying cannot help; {OPERATOR}",
+        f"a file or folder of the server is not as gitopsd needs it{why}: retrying cannot help; an operator must fix it {LOG}",
         INTERNAL,
         "server_files",
     )

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import sqlite3
 import subprocess
 from collections.abc import Iterator
@@ -25,6 +26,7 @@ from gitopsd.api.server import serve
 from gitopsd.config import load
 from gitopsd.web.app import create_web_app
 from tests.integration import test_provenance_upload as uploads
+from tests.integration.test_api import Api
 from tests.integration.test_web_actions import refusal_ids
 from tests.support import Sandbox, free_port
 from tests.webclient import Browser, token
@@ -183,3 +185,35 @@ def test_a_dashboard_action_on_a_read_only_state_folder_is_a_500_for_the_operato
     assert "operator" in done.text and "Traceback" not in done.text
     said = [r for r in caplog.records if r.name.startswith("gitopsd.web") and r.levelno >= logging.WARNING]
     assert len(said) == 1 and said[0].levelno == logging.ERROR and said[0].exc_info is None, said
+
+
+@needs_root
+def test_a_status_posted_while_the_state_folders_disk_is_full_is_a_500_that_says_the_disk_is_full(short_tmp, caplog):
+    """SQLite ends the transaction itself when the disk is full; the store's ROLLBACK after it failed ("no transaction
+    is active") and hid the full disk: the client was told of a file out of place, the log of a failed rollback."""
+    box = Sandbox(
+        short_tmp,
+        {"qa": ["qa-1"]},
+        extra={"api": {"listen": f"127.0.0.1:{free_port()}", "tokens_file": str(short_tmp / "tokens.yml")}},
+    )
+    made = short_tmp / "state-made"
+    shutil.copytree(box.state, made)
+    with mounted(box.state, "-t", "tmpfs", "-o", "size=512k", "tmpfs"):
+        shutil.copytree(made, box.state, dirs_exist_ok=True)
+        served = Api(box)
+        try:
+            token = served.token("jenkins", "statuses:write", "read")
+            head = box.head("main")
+            with contextlib.suppress(OSError), (box.state / "filler").open("ab") as filler:
+                while True:
+                    filler.write(b"x" * 1024)
+                    filler.flush()
+            with caplog.at_level(logging.INFO, logger="gitopsd"):
+                code, _h, doc = served.post(head, token, state="success", context="ci/" + "x" * 200, description="d" * 140)
+                assert served.combined(head, token)["statuses"] == []  # reading goes on
+        finally:
+            served.close()
+    assert code == 500, doc
+    one_line(doc, "internal", "server_disk_full")
+    said = [r.getMessage() for r in caplog.records if r.name.startswith("gitopsd.api") and r.levelno >= logging.WARNING]
+    assert len(said) == 1 and "the disk is full" in said[0] and "rollback" not in said[0], said
