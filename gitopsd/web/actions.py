@@ -180,7 +180,7 @@ def routes(  # noqa: C901 (a route table: each nested route counts toward its ma
         to = None
         if f.get("to"):
             need(user, repo, env, "admin", "roll back to a chosen deployment")
-            if not f["to"].isdigit():
+            if not (f["to"].isascii() and f["to"].isdigit() and len(f["to"]) <= 18):  # '²' is a digit to isdigit
                 raise Answer(INVALID, "bad_field", f"to must be a deployment number from the history, not {f['to'][:20]!r}")
             to = int(f["to"])
         return outcome(

@@ -111,7 +111,7 @@ def create_web_app(  # noqa: C901 (the dashboard's route table: each nested page
         state, raw = query.get("state", ""), query.get("page", "1")
         if state and state not in pages.STATES:
             raise HTTPException(400, f"state must be one of {', '.join(pages.STATES)}")
-        if not raw.isdigit():
+        if whole_number(raw) is None:
             raise HTTPException(400, "page must be a page number (1, 2, ...)")
         view = await blocking(
             pages.pipeline_view, config(), reader, query.get("repo", ""), state, int(raw), in_state, request=request
@@ -124,7 +124,7 @@ def create_web_app(  # noqa: C901 (the dashboard's route table: each nested page
         repo = repository(request.path_params["repo"])
         env_ = environment(repo, request.path_params["env"])
         raw = request.query_params.get("before", "")
-        if raw and not raw.isdigit():
+        if raw and whole_number(raw) is None:
             raise HTTPException(404, "before must be a deployment number")
         view = await blocking(pages.environment_page, config(), reader, repo, env_, int(raw) if raw else None, request=request)
         return render(
@@ -132,7 +132,8 @@ def create_web_app(  # noqa: C901 (the dashboard's route table: each nested page
         )
 
     def deployment_of(request: Request) -> Any:
-        dep = reader.get(int(request.path_params["id"]))
+        ident = whole_number(str(request.path_params["id"]))
+        dep = reader.get(ident) if ident is not None else None
         repo = config().repository(dep.repo) if dep is not None else None
         if dep is None or repo is None or repo.environment(dep.env) is None:
             raise HTTPException(404, f"no deployment #{request.path_params['id']}")
@@ -229,6 +230,11 @@ def create_web_app(  # noqa: C901 (the dashboard's route table: each nested page
     ]
     web = Starlette(routes=routes, exception_handlers={HTTPException: http_error}, middleware=auth.middleware(config))
     return ApiBeside(web, api) if api is not None else web
+
+
+def whole_number(raw: str) -> int | None:
+    """`raw` as a number a store may hold (ASCII digits, at most 18), else None: '²' is a digit to isdigit, not to int()."""
+    return int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 18 else None
 
 
 class ApiBeside:

@@ -11,6 +11,7 @@ Mounts need root: without it those tests skip.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import shutil
@@ -153,14 +154,14 @@ def test_a_failed_upload_keeps_the_statement_an_earlier_one_stored_under_the_sam
 
 @pytest.fixture
 def site(short_tmp):
-    """The dashboard beside the API, served in this process as the daemon serves them, and a deployer signed in."""
+    """The dashboard beside the API, served in this process as the daemon serves them, and an admin signed in."""
     port = free_port()
     sandbox = Sandbox(
         short_tmp,
         {"qa": ["qa-1"]},
         extra={
             "api": {"listen": f"127.0.0.1:{port}", "tokens_file": str(short_tmp / "tokens.yml")},
-            "web": {"roles": {"*": {"viewer": ["*"], "deployer": ["*"]}}},
+            "web": {"roles": {"*": {"viewer": ["*"], "deployer": ["*"], "admin": ["*"]}}},
         },
     )
     config = load(sandbox.config)
@@ -217,3 +218,52 @@ def test_a_status_posted_while_the_state_folders_disk_is_full_is_a_500_that_says
     one_line(doc, "internal", "server_disk_full")
     said = [r.getMessage() for r in caplog.records if r.name.startswith("gitopsd.api") and r.levelno >= logging.WARNING]
     assert len(said) == 1 and "the disk is full" in said[0] and "rollback" not in said[0], said
+
+
+def test_numbers_no_store_holds_in_a_url_or_a_form_get_one_clear_answer_not_a_500_and_a_traceback(site, caplog):
+    """'²' is a digit to str.isdigit but not to int(); 10**23 is a number SQLite cannot hold: both were bugs' 500s."""
+    sandbox, olga = site
+    reader = {"Authorization": f"Bearer {token(sandbox, 'vera-laptop', 'read')}"}
+    huge = "1" + "0" * 22
+    with caplog.at_level(logging.INFO):
+        for ident in ("%C2%B2", huge):
+            answer = olga.get(f"/api/v1/repos/shop/previews/{ident}", headers=reader)
+            assert answer.status == 404 and json.loads(answer.text)["reason"] == "preview_not_found", (ident, answer)
+        pages = {
+            f"/deployments/{huge}": 404,
+            f"/deployments/{huge}/output": 404,
+            "/repos/shop/envs/qa?before=%C2%B2": 404,
+            f"/repos/shop/envs/qa?before={huge}": 404,
+            "/?page=%C2%B2": 400,
+        }
+        got = {path: olga.get(path).status for path in pages}
+        csrf = olga.csrf()
+        rolled = olga.post(
+            "/actions/rollback", {"csrf_token": csrf, "repo": "shop", "env": "qa", "to": "²"}, headers={"HX-Request": "true"}
+        )
+    assert got == pages
+    assert rolled.status == 422 and refusal_ids(rolled) == ("invalid", "bad_field"), (rolled.status, rolled.text[:300])
+    loud = [r for r in caplog.records if r.exc_info is not None or r.levelno >= logging.ERROR]
+    assert loud == [], [r.getMessage() for r in loud]
+
+
+def test_a_repository_the_server_cannot_read_is_a_500_for_the_operator_not_a_commit_to_push_again(api, caplog):
+    """git failing on the repository ('cannot change to ...: Not a directory') was answered 'no commit ... (push it
+    first)', a 404 that sends the CI to push again what is there."""
+    sandbox = api.sandbox
+    token = api.token("jenkins", "statuses:write", "read")
+    head = sandbox.head("main")
+    sandbox.repo.rename(sandbox.root / "moved.git")
+    sandbox.repo.write_text("in the way\n")
+    try:
+        with caplog.at_level(logging.INFO, logger="gitopsd"):
+            posted = api.post(head, token, state="success", context="ci/build")
+            read = api.call("GET", f"/api/v1/repos/shop/commits/{head}/status", token)
+    finally:
+        sandbox.repo.unlink()
+        (sandbox.root / "moved.git").rename(sandbox.repo)
+    for code, _h, doc in (posted, read):
+        assert code == 500, doc
+        one_line(doc, "internal", "repository_failed")
+    said = [r.getMessage() for r in caplog.records if r.name.startswith("gitopsd.api") and r.levelno >= logging.WARNING]
+    assert len(said) == 2 and all("Not a directory" in line and "\n" not in line for line in said), said

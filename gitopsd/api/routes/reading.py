@@ -90,7 +90,8 @@ def routes(api: Context, v1: str) -> list[Route]:  # noqa: C901 (a route table: 
         api.authorize(request, "read")
         repo = api.repository(request.path_params["repo"])
         ident = request.path_params["name"]
-        rows = await api.blocking(lambda: store.previews(repo.name, preview_id=int(ident), limit=1)) if ident.isdigit() else []
+        number = ident.isascii() and ident.isdigit() and len(ident) <= 18  # '²' is a digit to isdigit, not to int()
+        rows = await api.blocking(lambda: store.previews(repo.name, preview_id=int(ident), limit=1)) if number else []
         if not rows:
             raise refuse(f"no preview {ident[:20]!r} in {repo.name}", MISSING, "preview_not_found")
         return JSONResponse(await api.blocking(lambda: preview_view(store, rows[0])))
