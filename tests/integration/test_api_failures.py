@@ -28,9 +28,10 @@ from gitopsd.config import load
 from gitopsd.web.app import create_web_app
 from tests.integration import test_provenance_upload as uploads
 from tests.integration.test_api import Api
+from tests.integration.test_api_human_gates import Api as DaemonApi
 from tests.integration.test_web_actions import refusal_ids
-from tests.support import Sandbox, free_port
-from tests.webclient import Browser, token
+from tests.support import Daemon, Sandbox, free_port
+from tests.webclient import Browser, token, web_up
 
 api, ci_key = uploads.api, uploads.ci_key  # its fixtures: the API served with a CI key trusted for provenance
 
@@ -267,3 +268,26 @@ def test_a_repository_the_server_cannot_read_is_a_500_for_the_operator_not_a_com
         one_line(doc, "internal", "repository_failed")
     said = [r.getMessage() for r in caplog.records if r.name.startswith("gitopsd.api") and r.levelno >= logging.WARNING]
     assert len(said) == 2 and all("Not a directory" in line and "\n" not in line for line in said), said
+
+
+def test_numbers_and_durations_the_daemon_cannot_hold_are_refused_in_one_line_not_answered_with_a_500(short_tmp):
+    """A break-glass number past SQLite's integers, a lock for longer than a timedelta holds, and '²' (a digit to
+    str.isdigit, not to int()) in a duration were 500s with the daemon's traceback."""
+    port = free_port()
+    box = Sandbox(
+        short_tmp, {"qa": ["qa-1"]}, extra={"api": {"listen": f"127.0.0.1:{port}", "tokens_file": str(short_tmp / "tokens.yml")}}
+    )
+    with Daemon(box) as daemon:
+        web_up(daemon)
+        served = DaemonApi(box, f"http://127.0.0.1:{port}")
+        ops = served.token("ops", "deployments:write", "read")
+        answers = {
+            "huge id": served.call("POST", f"/api/v1/overrides/1{'0' * 22}/confirm", ops, {"reason": "x"}),
+            "huge for": served.call("POST", "/api/v1/locks", ops, {"env": "qa", "reason": "x", "for": "9" * 19 + "d"}),
+            "² for": served.call("POST", "/api/v1/locks", ops, {"env": "qa", "reason": "x", "for": "²d"}),
+        }
+        log = daemon.log()
+    got = {what: (code, doc["reason"]) for what, (code, doc) in answers.items()}
+    assert got == {"huge id": (422, "bad_break_glass_id"), "huge for": (422, "bad_time"), "² for": (422, "bad_time")}
+    assert all("\n" not in doc["message"] for _c, doc in answers.values())
+    assert "Traceback" not in log and "internal" not in log, log[-3000:]
