@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from ..adapters.store import Store
-from ..core.errors import FORBIDDEN, MISSING, UNAUTHENTICATED, UNAVAILABLE, GitError, Refused, StoreError, refused_from
+from ..core.errors import FORBIDDEN, INTERNAL, MISSING, UNAUTHENTICATED, UNAVAILABLE, GitError, Refused, StoreError, refused_from
 from ..core.settings import Config, Environment, Repository
 from ..services import failures
 from ..services.tokens import Token, TokenCheck
@@ -27,6 +27,10 @@ from .inputs import ApiError, refuse
 log = logging.getLogger("gitopsd.api")
 
 HumanGatesHandler = Callable[[str, dict[str, Any]], dict[str, Any]]
+UNREADABLE_TOKENS = (
+    "the server cannot read its API tokens file, so no token can be checked: retrying cannot help; an operator must "
+    "fix the file (the daemon's log says what is wrong with it)"
+)
 SERVING: ContextVar[str] = ContextVar("serving", default="API request")  # "API METHOD /path", set by app.Guard for the log
 
 
@@ -43,6 +47,8 @@ class Context:
 
     def authenticate(self, request: Request) -> Token:
         token = self.tokens.authenticate(request.headers.get("authorization"))
+        if token is None and self.tokens.unreadable() is not None:  # no token can be found: the server's fault
+            raise refuse(UNREADABLE_TOKENS, INTERNAL, "server_files")
         if token is None:  # the same answer for a missing, unknown or revoked token: nothing to learn from it
             raise ApiError(
                 Refused("a valid API token is required (Authorization: Bearer <token>)", UNAUTHENTICATED, "token_required"),

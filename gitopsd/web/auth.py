@@ -301,6 +301,9 @@ class Auth:
             return _page(403, "Refused", "this sign-in form is stale or from another site: open /login again")
         secret = (form.get("token") or [""])[0].strip()
         token = self.tokens.authenticate(f"Bearer {secret}")
+        if token is None and self.tokens.unreadable() is not None:  # no token can be found: not this person's failure
+            why = "the server cannot read its API tokens file, so no one can sign in: an operator must fix it"
+            return _login_form(request, expected, f"{why} (the daemon's log says what is wrong with it)", 500)
         if token is None or "read" not in token.scopes:
             self.failed(address)
             log.info("web: a failed sign-in from %s", address)

@@ -291,3 +291,23 @@ def test_numbers_and_durations_the_daemon_cannot_hold_are_refused_in_one_line_no
     assert got == {"huge id": (422, "bad_break_glass_id"), "huge for": (422, "bad_time"), "² for": (422, "bad_time")}
     assert all("\n" not in doc["message"] for _c, doc in answers.values())
     assert "Traceback" not in log and "internal" not in log, log[-3000:]
+
+
+def test_a_tokens_file_the_server_cannot_read_is_its_operators_500_not_the_clients_bad_token(site, caplog):
+    """Every request was told its token is not valid (401, and a failed sign-in counted against its address), when the
+    server's own file was broken: the client rotates a good token, the operator never hears of it."""
+    sandbox, _olga = site
+    secret = token(sandbox, "jenkins", "read")
+    tokens_file = sandbox.root / "tokens.yml"
+    tokens_file.write_text(tokens_file.read_text().replace("tokens:", "tokens: 5\nx:", 1))
+    browser = Browser(int(load(sandbox.config).api.port))
+    with caplog.at_level(logging.INFO, logger="gitopsd"):
+        asked = browser.get("/api/v1/status", headers={"Authorization": f"Bearer {secret}"})
+        signed = browser.login(secret)
+    assert asked.status == 500, asked
+    one_line(json.loads(asked.text), "internal", "server_files")
+    assert "tokens file" in asked.text and "operator" in asked.text
+    assert signed.status == 500 and "tokens file" in signed.text, (signed.status, signed.text[:500])
+    said = [r for r in caplog.records if r.levelno >= logging.ERROR]  # once by each reader of the file (API, sign-in)
+    assert len({r.getMessage() for r in said}) == 1 and "tokens" in said[0].getMessage(), said
+    assert all(r.exc_info is None for r in said)
