@@ -307,11 +307,13 @@ def routes(  # noqa: C901 (a route table: each nested route counts toward its ma
     async def act(request: Request) -> Response:
         action = request.path_params["action"]
         user = auth.current_user(request)
-        fields = {
-            k: v[0][:FIELD_MAX] for k, v in parse_qs((await request.body()).decode("utf-8", "replace"), max_num_fields=50).items()
-        }
-        body = None
+        body, fields = None, {}
         try:
+            try:
+                form = parse_qs((await request.body()).decode("utf-8", "replace"), max_num_fields=auth.FORM_FIELDS)
+            except ValueError as exc:  # parse_qs's answer to more fields than max_num_fields
+                raise Answer(INVALID, "bad_field", f"the form has more than {auth.FORM_FIELDS} fields") from exc
+            fields = {k: v[0][:FIELD_MAX] for k, v in form.items()}
             if action not in actions:
                 raise Answer(MISSING, "no_endpoint", f"no action {action[:40]!r} (there are: {', '.join(actions)})")
             if user is None:  # the middleware lets nobody here unsigned: kept in case it is mounted without it

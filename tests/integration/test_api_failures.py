@@ -29,7 +29,7 @@ from gitopsd.web.app import create_web_app
 from tests.integration import test_provenance_upload as uploads
 from tests.integration.test_api import Api
 from tests.integration.test_api_human_gates import Api as DaemonApi
-from tests.integration.test_web_actions import refusal_ids
+from tests.integration.test_web_actions import HX, refusal_ids
 from tests.support import Daemon, Sandbox, free_port
 from tests.webclient import Browser, token, web_up
 
@@ -311,3 +311,22 @@ def test_a_tokens_file_the_server_cannot_read_is_its_operators_500_not_the_clien
     said = [r for r in caplog.records if r.levelno >= logging.ERROR]  # once by each reader of the file (API, sign-in)
     assert len({r.getMessage() for r in said}) == 1 and "tokens" in said[0].getMessage(), said
     assert all(r.exc_info is None for r in said)
+
+
+def test_a_form_with_more_fields_than_the_dashboard_reads_is_refused_in_one_page_not_a_500_and_a_traceback(site, caplog):
+    """parse_qs's max_num_fields raises ValueError past its limit: the CSRF check, the sign-in and the actions let it
+    through as a bare 'Internal Server Error' and a traceback from the server's logger."""
+    sandbox, olga = site
+    many = {f"field{i}": "x" for i in range(60)}
+    with caplog.at_level(logging.INFO):
+        csrf = olga.csrf()
+        form = olga.post("/actions/retry", {"csrf_token": csrf, "repo": "shop", "env": "qa", **many})
+        header = olga.post("/actions/retry", {"repo": "shop", "env": "qa", **many}, headers={"X-CSRF-Token": csrf, **HX})
+        stranger = Browser(olga.port)
+        stranger.get("/login")
+        login = stranger.post("/login", {"csrf_token": stranger.cookies["gitopsd_login"], "token": "x", **many})
+    assert (form.status, header.status, login.status) == (413, 422, 413), (form.text[:300], header.text[:300], login.text[:300])
+    assert refusal_ids(header) == ("invalid", "bad_field") and "more than 50 fields" in header.text
+    assert all("fields" in reply.text for reply in (form, login))
+    loud = [r for r in caplog.records if r.exc_info is not None or r.levelno >= logging.ERROR]
+    assert loud == [], [r.getMessage() for r in loud]
