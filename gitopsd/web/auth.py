@@ -16,7 +16,6 @@ checks each POST's CSRF token, and serves the login and logout pages.
 
 from __future__ import annotations
 
-import hmac
 import logging
 import secrets
 import threading
@@ -38,7 +37,7 @@ from ..core.settings import Config, Web
 from ..services.tokens import TokenCheck
 from .proxy import ProxyProof
 from .roles import WebUser, holds
-from .sessions import Sessions, cookie
+from .sessions import Sessions, cookie, same
 
 log = logging.getLogger("gitopsd.web")
 
@@ -247,7 +246,7 @@ class Auth:
             if posted is None:
                 await _answer(scope, send, _page(413, "Too large", f"the form has more than {FORM_FIELDS} fields"))
                 return
-            if not csrf or not hmac.compare_digest(posted, csrf):
+            if not csrf or not same(posted, csrf):
                 log.warning(
                     "web: refused a POST to %s by %s: its CSRF token is missing or wrong", path, user.name if user else "nobody"
                 )
@@ -305,7 +304,7 @@ class Auth:
             return _page(413, "Too large", "the sign-in form has more than 10 fields: use the one /login shows")
         expected = request.cookies.get(LOGIN_COOKIE, "")
         given = (form.get(CSRF_FIELD) or [""])[0]
-        if not expected or not hmac.compare_digest(given, expected):
+        if not expected or not same(given, expected):
             return _page(403, "Refused", "this sign-in form is stale or from another site: open /login again")
         secret = (form.get("token") or [""])[0].strip()
         token = self.tokens.authenticate(f"Bearer {secret}")

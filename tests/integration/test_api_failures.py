@@ -330,3 +330,21 @@ def test_a_form_with_more_fields_than_the_dashboard_reads_is_refused_in_one_page
     assert all("fields" in reply.text for reply in (form, login))
     loud = [r for r in caplog.records if r.exc_info is not None or r.levelno >= logging.ERROR]
     assert loud == [], [r.getMessage() for r in loud]
+
+
+def test_a_csrf_token_or_session_cookie_that_is_not_ascii_is_refused_like_a_wrong_one_not_a_500(site, caplog):
+    """hmac.compare_digest raises TypeError for str with non-ASCII characters: a header, form field or cookie of one
+    such character was a bare 'Internal Server Error' and a traceback."""
+    _sandbox, olga = site
+    with caplog.at_level(logging.INFO):
+        olga.csrf()
+        header = olga.post("/actions/retry", {"repo": "shop", "env": "qa"}, headers={"X-CSRF-Token": "ÿ", **HX})
+        stranger = Browser(olga.port)
+        stranger.get("/login")
+        login = stranger.post("/login", {"csrf_token": "é", "token": "x"})
+        forged = Browser(olga.port, cookies={**olga.cookies, "gitopsd_session": "e30.ÿ"})
+        page = forged.get("/")
+    assert (header.status, login.status, page.status) == (403, 403, 303), (header.text[:300], login.text[:300])
+    assert "CSRF" in header.text and "stale" in login.text and page.header("location").startswith("/login")
+    loud = [r for r in caplog.records if r.exc_info is not None or r.levelno >= logging.ERROR]
+    assert loud == [], [r.getMessage() for r in loud]
