@@ -30,7 +30,7 @@ from tests.integration import test_provenance_upload as uploads
 from tests.integration.test_api import Api
 from tests.integration.test_api_human_gates import Api as DaemonApi
 from tests.integration.test_web_actions import HX, refusal_ids
-from tests.support import Daemon, Sandbox, free_port
+from tests.support import Daemon, Sandbox, free_port, git
 from tests.webclient import Browser, token, web_up
 
 api, ci_key = uploads.api, uploads.ci_key  # its fixtures: the API served with a CI key trusted for provenance
@@ -348,3 +348,38 @@ def test_a_csrf_token_or_session_cookie_that_is_not_ascii_is_refused_like_a_wron
     assert "CSRF" in header.text and "stale" in login.text and page.header("location").startswith("/login")
     loud = [r for r in caplog.records if r.exc_info is not None or r.levelno >= logging.ERROR]
     assert loud == [], [r.getMessage() for r in loud]
+
+
+@needs_root
+def test_a_release_candidate_whose_record_fails_leaves_no_tag_behind_and_can_be_created_again(short_tmp):
+    """The tag rc/NAME was made before the store's row: when the row failed (the state folder's disk full) the tag
+    stayed, and asking again was refused 'a release candidate by that name exists already' until someone deleted the
+    tag by hand."""
+    port = free_port()
+    box = Sandbox(
+        short_tmp,
+        {"qa": ["qa-1"], "staging": ["staging-1"]},
+        env_options={"staging": {"approvals": {"required": 1, "approvers": ["olga"]}}},
+        extra={"api": {"listen": f"127.0.0.1:{port}", "tokens_file": str(short_tmp / "tokens.yml")}},
+    )
+    made = short_tmp / "state-made"
+    shutil.copytree(box.state, made)
+    with mounted(box.state, "-t", "tmpfs", "-o", "size=4m", "tmpfs"):
+        shutil.copytree(made, box.state, dirs_exist_ok=True)
+        with Daemon(box) as daemon:
+            web_up(daemon)
+            daemon.wait_state("qa", "in-sync", box.head("qa"))
+            served = DaemonApi(box, f"http://127.0.0.1:{port}")
+            olga = served.token("olga-laptop", "approvals:write", owner="olga")
+            filler = box.state / "filler"
+            with contextlib.suppress(OSError), filler.open("ab") as out:
+                while True:
+                    out.write(b"x" * 4096)
+                    out.flush()
+            failed = served.rc_create(olga, **{"from": "qa", "to": "staging", "name": "r1"})
+            tags = git(box.root, "-C", str(box.repo), "tag", "--list", "rc/*").stdout.split()
+            filler.unlink()
+            again = served.rc_create(olga, **{"from": "qa", "to": "staging", "name": "r1"})
+    assert failed[0] == 500 and failed[1]["reason"] == "server_disk_full", failed
+    assert tags == []
+    assert again[0] == 201, again
