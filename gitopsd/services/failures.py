@@ -82,8 +82,8 @@ def _trouble(exc: BaseException) -> str:
     if isinstance(exc, StoreError):
         if isinstance(exc, StoreBusy):  # busy or full: the cause tells
             return FULL if exc.__cause__ is not None and classify(exc.__cause__) == FULL else BUSY
-        if isinstance(exc, StoreUnusable):
-            return PERMISSION
+        if isinstance(exc, StoreUnusable):  # without an error under it: a store let go (replaced), no extra to use it
+            return PERMISSION if exc.__cause__ is not None else "other"
         if isinstance(exc, StoreDamaged):
             return DAMAGED
         if isinstance(exc, (StoreUnreachable, StoreFenced)):  # the server back, or the new leader, answers

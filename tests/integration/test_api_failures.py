@@ -383,3 +383,29 @@ def test_a_release_candidate_whose_record_fails_leaves_no_tag_behind_and_can_be_
     assert failed[0] == 500 and failed[1]["reason"] == "server_disk_full", failed
     assert tags == []
     assert again[0] == 201, again
+
+
+def test_a_status_posted_after_the_state_database_was_replaced_is_not_called_a_permission_problem(short_tmp):
+    """A daemon whose state.db was deleted or replaced records nothing more (StoreUnusable without an OS error under
+    it); the API told the client 'permission denied: fix owner, mode or mount', which sends the operator the wrong way."""
+    port = free_port()
+    box = Sandbox(
+        short_tmp, {"qa": ["qa-1"]}, extra={"api": {"listen": f"127.0.0.1:{port}", "tokens_file": str(short_tmp / "tokens.yml")}}
+    )
+    with Daemon(box) as daemon:
+        web_up(daemon)
+        daemon.wait_state("qa", "in-sync", box.head("qa"))
+        served = DaemonApi(box, f"http://127.0.0.1:{port}")
+        ci = served.token("ci", "statuses:write")
+        head = box.head("main")
+        for name in ("state.db", "state.db-wal", "state.db-shm"):
+            if (box.state / name).exists():
+                (box.state / name).rename(box.state / f"moved-{name}")
+        box.write("app.txt", "v2\n")
+        box.commit("v2")
+        box.push("main")  # the daemon looks at the repository, and at its store
+        daemon.wait_for(lambda: "no deployment starts until it is restored" in daemon.log(), 60, "the lost store noticed")
+        code, doc = served.call("POST", f"/api/v1/repos/shop/statuses/{head}", ci, {"state": "success", "context": "ci/x"})
+    assert code == 500, doc
+    one_line(doc, "internal", "server_files")
+    assert "permission" not in doc["message"], doc
