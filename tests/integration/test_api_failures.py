@@ -409,3 +409,20 @@ def test_a_status_posted_after_the_state_database_was_replaced_is_not_called_a_p
     assert code == 500, doc
     one_line(doc, "internal", "server_files")
     assert "permission" not in doc["message"], doc
+
+
+def test_the_status_of_a_repository_the_server_cannot_read_says_unavailable_as_the_daemons_rows_do(api):
+    """The API's /status read the branches of a repository that is not there any more as missing ('branch qa does
+    not exist'): `gitopsd status` and the daemon's rows say the repository is unavailable, and why."""
+    sandbox = api.sandbox
+    token = api.token("reader", "read")
+    sandbox.repo.rename(sandbox.root / "moved.git")
+    sandbox.repo.write_text("in the way\n")
+    try:
+        code, _h, rows = api.call("GET", "/api/v1/status", token)
+    finally:
+        sandbox.repo.unlink()
+        (sandbox.root / "moved.git").rename(sandbox.repo)
+    assert code == 200, rows
+    assert [(r["env"], r["state"]) for r in rows] == [("qa", "unavailable")], rows
+    assert rows[0]["reason"].startswith("no Git repository at"), rows
