@@ -426,3 +426,16 @@ def test_the_status_of_a_repository_the_server_cannot_read_says_unavailable_as_t
     assert code == 200, rows
     assert [(r["env"], r["state"]) for r in rows] == [("qa", "unavailable")], rows
     assert rows[0]["reason"].startswith("no Git repository at"), rows
+
+
+def test_the_pipeline_page_shows_a_repository_the_server_cannot_read_as_unavailable_not_as_missing_branches(site):
+    sandbox, olga = site
+    sandbox.repo.rename(sandbox.root / "moved.git")
+    sandbox.repo.write_text("in the way\n")
+    try:
+        page = olga.get("/")
+    finally:
+        sandbox.repo.unlink()
+        (sandbox.root / "moved.git").rename(sandbox.repo)
+    assert page.status == 200
+    assert 'class="lane st-unavailable" data-env="qa"' in page.text and "st-missing-branch" not in page.text, page.text
