@@ -28,7 +28,7 @@ from ..core.errors import INTERNAL, INVALID, MISSING, STATUS, UNAVAILABLE, UNSUP
 from ..core.settings import Config
 from ..services.tokens import TokenCheck
 from . import statuses
-from .context import Context, HumanGatesHandler
+from .context import SERVING, Context, HumanGatesHandler
 from .inputs import ApiError
 from .routes import break_glass, change_control, commit_statuses, reading
 from .routes import human_gates as gate_routes  # create_app's `human_gates` is the daemon's handler
@@ -156,6 +156,7 @@ class Guard:
                 answered = int(message["status"])
             await send(message)
 
+        SERVING.set(f"API {scope['method']} {scope['path']}")
         try:
             await self.app(scope, receive, sending)
         except Exception as exc:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,8 +17,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from ..adapters.store import Store
-from ..core.errors import FORBIDDEN, MISSING, UNAUTHENTICATED, UNAVAILABLE, GitError, Refused, StoreError, refused_from
+from ..core.errors import FORBIDDEN, INTERNAL, MISSING, UNAUTHENTICATED, UNAVAILABLE, GitError, Refused, StoreError, refused_from
 from ..core.settings import Config, Environment, Repository
+from ..services import failures
 from ..services.tokens import Token, TokenCheck
 from . import statuses
 from .inputs import ApiError, refuse
@@ -25,6 +27,11 @@ from .inputs import ApiError, refuse
 log = logging.getLogger("gitopsd.api")
 
 HumanGatesHandler = Callable[[str, dict[str, Any]], dict[str, Any]]
+UNREADABLE_TOKENS = (
+    "the server cannot read its API tokens file, so no token can be checked: retrying cannot help; an operator must "
+    "fix the file (the daemon's log says what is wrong with it)"
+)
+SERVING: ContextVar[str] = ContextVar("serving", default="API request")  # "API METHOD /path", set by app.Guard for the log
 
 
 @dataclass(frozen=True)
@@ -40,6 +47,8 @@ class Context:
 
     def authenticate(self, request: Request) -> Token:
         token = self.tokens.authenticate(request.headers.get("authorization"))
+        if token is None and self.tokens.unreadable() is not None:  # no token can be found: the server's fault
+            raise refuse(UNREADABLE_TOKENS, INTERNAL, "server_files")
         if token is None:  # the same answer for a missing, unknown or revoked token: nothing to learn from it
             raise ApiError(
                 Refused("a valid API token is required (Authorization: Bearer <token>)", UNAUTHENTICATED, "token_required"),
@@ -82,16 +91,15 @@ class Context:
         return repo, env
 
     async def blocking(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """Run git and SQLite work off the event loop; their failures as answers, not crashes."""
+        """Run git and SQLite work off the event loop; their failures as answers (failures.server_failure), not crashes."""
         try:
             return await run_in_threadpool(fn, *args)
         except statuses.UnknownCommit as exc:
             raise refuse(str(exc), MISSING, "commit_not_found") from exc
         except (StoreError, GitError, OSError) as exc:
-            log.warning("API request failed: %s", exc)
-            raise refuse(
-                "the state database or the repository is unavailable; try again", UNAVAILABLE, "store_unavailable"
-            ) from exc
+            refused = failures.server_failure(exc, log, SERVING.get())
+            retry = {"Retry-After": failures.RETRY_AFTER} if refused.kind == UNAVAILABLE else None
+            raise ApiError(refused, retry) from exc
 
     async def ask_gates(self, token: Token, ask: dict[str, Any]) -> Response:
         """Hand one human-gate request to the daemon as the token's owner; 201, or the refusal's status."""

@@ -124,7 +124,7 @@ def resolve_commit(repo_path: Path, given: str, read: Callable[[str], tuple[str,
     per commit cost more than the rest of a status POST. The command line goes without (no pygit2 import).
 
     Only objects count, never refs: a branch named like an abbreviation must not redirect a report.
-    Raise UnknownCommit when the repository has no such commit, or several match.
+    Raise UnknownCommit when the repository has no such commit, or several match; GitError when git cannot read it.
     """
     given = given.lower()
     if not HEX.fullmatch(given):
@@ -145,10 +145,12 @@ def resolve_commit(repo_path: Path, given: str, read: Callable[[str], tuple[str,
         _code, out, _err = gitcli.run(["git", "-C", str(repo_path), "rev-parse", f"--disambiguate={given}"])
         candidates = [line for line in out.split() if HEX.fullmatch(line) and len(line) == 40]
     # Names on stdin: `%(objecttype)` of each candidate itself, then its tree.
-    code, out, _err = gitcli.run(
+    code, out, err = gitcli.run(
         ["git", "-C", str(repo_path), "cat-file", "--batch-check=%(objectname) %(objecttype)"],
         input="".join(f"{c}\n{c}^{{tree}}\n" for c in candidates),
     )
+    if code != 0:  # git says "missing" of an unknown object and exits 0: this is the repository itself failing
+        raise GitError(f"git cannot read the repository {repo_path}: {err.strip() or f'exit code {code}'}")
     lines = out.splitlines()
     found = []
     if code == 0 and len(lines) == 2 * len(candidates):
@@ -180,8 +182,10 @@ def record(
     reporter: str,
     now: float | None = None,
     owners: Mapping[str, str] = NO_OWNERS,
+    attestations: tuple[tuple[str, str, str, str], ...] = (),
 ) -> dict[str, Any]:
-    """Store a report against the commit and its tree; return it as the API shows it."""
+    """Store a report against the commit and its tree (with the `attestations` of a statement uploaded with it, in the
+    same transaction: Store.add_status); return it as the API shows it."""
     now = time.time() if now is None else now
     row = store.add_status(
         repo=repo,
@@ -193,6 +197,7 @@ def record(
         now=now,
         target_url=report.target_url,
         description=report.description,
+        attestations=attestations,
     )
     shown = status_json(
         Status(report.context, report.state, report.target_url, report.description, commit, reporter, now), owners

@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import json
 import os
 import socket
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -135,15 +138,36 @@ def folder(artifacts_dir: Path, repo: str, tree: str) -> Path:
 def write(artifacts_dir: Path, repo: str, tree: str, stem: str, env: dict[str, Any]) -> Path:
     """Store an envelope for `tree` as `<stem>.intoto.json` (atomically); return its path. A stem too long for a file
     name (a status context may have 255 characters, each up to 12 bytes quoted) keeps its start and a digest of it all."""
+    with staged(artifacts_dir, repo, tree, stem, env) as path:
+        return path
+
+
+@contextlib.contextmanager
+def staged(artifacts_dir: Path, repo: str, tree: str, stem: str, env: dict[str, Any]) -> Iterator[Path]:
+    """Write an envelope for `tree` beside its place and yield the place (write's); it is put there only when the block
+    succeeds. A failure in the block (the store refusing the status) or in the writing leaves no file and no new
+    folder behind, and an earlier statement of the same name as it was."""
     name = quote(stem, safe="")
     if len(name) > NAME_MAX:
         name = f"{name[: NAME_MAX - 17]}-{hashlib.sha256(stem.encode()).hexdigest()[:16]}"
     path = folder(artifacts_dir, repo, tree) / f"{name}.intoto.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    tmp.write_text(json.dumps(env, indent=1, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    made = [p for p in reversed(path.parents) if not p.exists()]  # the folders this write creates, outermost first
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(env, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+        yield path
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        for created in reversed(made):
+            try:
+                created.rmdir()  # only while empty: another upload may have put its statement there meanwhile
+            except FileNotFoundError:  # not made after all (the mkdir failed before it)
+                continue
+            except OSError:
+                break
+        raise
 
 
 def _b64(value: Any, what: str) -> bytes:
@@ -208,8 +232,9 @@ def sources(body: dict[str, Any]) -> set[str]:
 
 def accept_upload(
     state_dir: Path, artifacts_dir: Path, key_files: tuple[Path, ...], repo: str, commit: str, tree: str, context: str, env: Any
-) -> Path:
-    """Check an envelope external CI uploaded with its status for `commit`, then store it; return where.
+) -> contextlib.AbstractContextManager[Path]:
+    """Check an envelope external CI uploaded with its status for `commit`; return its storing (staged): the block that
+    records the status runs in it, and the statement stays only when that succeeds.
 
     Raise InvalidProvenance when it is not signed by a key of `ci.provenance_keys` or speaks of other content.
     """
@@ -222,7 +247,7 @@ def accept_upload(
             f"the statement is about other content: its resolvedDependencies name no gitCommit "
             f"{commit[:12]} or gitTree {tree[:12]}; upload it with the status of the commit it built"
         )
-    return write(artifacts_dir, repo, tree, f"external-{context}", env)
+    return staged(artifacts_dir, repo, tree, f"external-{context}", env)
 
 
 def subjects(env: Any) -> list[tuple[str, str]]:

@@ -67,7 +67,17 @@ REASONS: dict[str, tuple[str, str]] = {
     # unsupported (405), internal (500), unavailable (503)
     "method_not_allowed": ("unsupported", "the endpoint takes another HTTP method"),
     "internal_error": ("internal", "a bug: the daemon's log says where"),
-    "store_unavailable": ("unavailable", "the state database or the repository cannot be read now: try again"),
+    "server_permission": ("internal", "the server may not write its own files (permission, a read-only mount): an operator acts"),
+    "server_disk_full": ("internal", "the server's disk or quota is full: an operator frees space"),
+    "server_files": (
+        "internal",
+        "a server file is not as needed (a folder in the way, a name too long, damaged): an operator acts",
+    ),
+    "repository_failed": (
+        "internal",
+        "git failed on the repository on the server: an operator fixes it (the log has git's words)",
+    ),
+    "store_unavailable": ("unavailable", "the state database or the repository is busy or out of reach now: try again"),
     "no_daemon": ("unavailable", "this server does not record sign-offs and approvals: the daemon does"),
     "standby": ("unavailable", "this gitopsd is the standby: ask the leader"),
     "daemon_busy": ("unavailable", "the daemon's control socket has as many connections open as it serves: try again"),

@@ -88,13 +88,20 @@ class Cron:
 
 
 def parse_duration(value: object) -> timedelta:
+    """Given 30m, 8h, 2d or a number of seconds, return it as a timedelta. Raise WindowError ('²' is a digit to
+    isdigit, not to int(); a timedelta holds at most 999,999,999 days)."""
     if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-        return timedelta(seconds=value)
-    text = str(value).strip()
-    number, unit = text[:-1].strip(), text[-1:]
-    if unit not in DURATION_UNITS or not number.isdigit() or int(number) == 0:
-        raise WindowError(f"duration {value!r} must be like 30m, 8h, 2d or a number of seconds")
-    return timedelta(seconds=int(number) * DURATION_UNITS[unit])
+        seconds = value
+    else:
+        text = str(value).strip()
+        number, unit = text[:-1].strip(), text[-1:]
+        if unit not in DURATION_UNITS or not (number.isascii() and number.isdigit()) or int(number) == 0:
+            raise WindowError(f"duration {value!r} must be like 30m, 8h, 2d or a number of seconds")
+        seconds = int(number) * DURATION_UNITS[unit]
+    try:
+        return timedelta(seconds=seconds)
+    except OverflowError:
+        raise WindowError(f"duration {str(value)[:40]!r} is longer than 999999999 days: give a shorter one") from None
 
 
 class Window:

@@ -30,6 +30,12 @@ CREATE TABLE IF NOT EXISTS attestations (
 """
 
 ATTESTATIONS = "SELECT name, sha256, signed_sha256 FROM attestations WHERE repo = ? AND tree = ? ORDER BY name"
+# (repo, tree, name, sha256, signed_sha256, statement, recorded_at): the store records an attestation (a new one wins)
+RECORD = (
+    "INSERT INTO attestations (repo, tree, name, sha256, signed_sha256, statement, recorded_at)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (repo, tree, name) DO UPDATE SET sha256 = excluded.sha256,"
+    " signed_sha256 = excluded.signed_sha256, statement = excluded.statement, recorded_at = excluded.recorded_at"
+)
 
 
 def judge(

@@ -231,17 +231,22 @@ class HumanGates:
         )
         if code != 0:
             raise Refused(f"could not create the tag rc/{name}: {err.strip()}", CONFLICT, "rc_tag_failed")
-        if not self.store.add_rc(
-            repo=repo.name,
-            name=name,
-            commit=deployed.commit,
-            tree=deployed.tree,
-            source_env=source.name,
-            target_env=target.name,
-            created_by=identity,
-            self_identities=self_ids,
-            now=self.clock(),
-        ):
+        try:
+            added = self.store.add_rc(
+                repo=repo.name,
+                name=name,
+                commit=deployed.commit,
+                tree=deployed.tree,
+                source_env=source.name,
+                target_env=target.name,
+                created_by=identity,
+                self_identities=self_ids,
+                now=self.clock(),
+            )
+        except BaseException:  # not recorded (a full disk): the tag goes too, or the name stays taken by nothing
+            gitcli.run(["git", "-C", str(repo.path), "tag", "--delete", f"rc/{name}"])
+            raise
+        if not added:
             raise Refused(f"rc/{name} was created meanwhile by someone else", CONFLICT, "rc_exists")
         add_note(
             str(repo.path),

@@ -203,21 +203,19 @@ def all_status(
     return [
         environment_status(store, repo, env, now, heads[repo.name])
         if repo.name not in unavailable
-        else EnvironmentStatus(
-            repo.name,
-            env.name,
-            env.branch,
-            None,
-            None,
-            "unavailable",
-            unavailable[repo.name],
-            store.last(repo.name, env.name),
-            None,
-        )
+        else unavailable_status(store, repo, env, unavailable[repo.name])
         for repo in config.repositories
         if repo_name in (None, repo.name)
         for env in repo.environments
     ]
+
+
+def unavailable_status(store: Store, repo: Repository, env: Environment, problem: str) -> EnvironmentStatus:
+    """An environment of a repository that cannot be read (readconfig.repository_problem says why): its last deployment
+    as recorded, nothing from its branches."""
+    return EnvironmentStatus(
+        repo.name, env.name, env.branch, None, None, "unavailable", problem, store.last(repo.name, env.name), None
+    )
 
 
 def ago(ts: float | None, now: float | None = None) -> str:

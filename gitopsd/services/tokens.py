@@ -283,6 +283,7 @@ class TokenCheck:
         self._lock = threading.Lock()
         self._seen: tuple[Path, str] | None = None
         self._tokens: list[Token] = []
+        self._unreadable: str | None = None  # why the file as it is now cannot be read (logged when it was read)
 
     def _current(self) -> list[Token]:
         path = self.path()
@@ -290,12 +291,12 @@ class TokenCheck:
         with self._lock:
             if key != self._seen:
                 try:
-                    self._tokens = read_tokens(path)
+                    self._tokens, self._unreadable = read_tokens(path), None
                     log.info(
                         "API tokens read from %s: %d token%s", path, len(self._tokens), "" if len(self._tokens) == 1 else "s"
                     )
                 except TokenError as exc:  # refuse everyone rather than guess
-                    self._tokens = []
+                    self._tokens, self._unreadable = [], str(exc)
                     log.error("%s; every API request with a token is refused until it is fixed", exc)
                 self._seen = key
             return self._tokens
@@ -303,6 +304,11 @@ class TokenCheck:
     def tokens(self) -> list[Token]:
         """The tokens as the file says now (the web's sessions end when their token is revoked)."""
         return list(self._current())
+
+    def unreadable(self) -> str | None:
+        """Why the tokens file cannot be read now (so no token is found: the server's fault, not the client's), or None."""
+        self._current()
+        return self._unreadable
 
     def authenticate(self, authorization: str | None) -> Token | None:
         """The token an `Authorization: Bearer <secret>` header names, or None."""

@@ -43,7 +43,7 @@ from ..core.errors import (
     refused_from,
 )
 from ..core.settings import Config, Environment, Repository
-from ..services import operations
+from ..services import failures, operations
 from . import auth, breakglass, roles
 
 log = logging.getLogger("gitopsd.web")
@@ -180,7 +180,7 @@ def routes(  # noqa: C901 (a route table: each nested route counts toward its ma
         to = None
         if f.get("to"):
             need(user, repo, env, "admin", "roll back to a chosen deployment")
-            if not f["to"].isdigit():
+            if not (f["to"].isascii() and f["to"].isdigit() and len(f["to"]) <= 18):  # '²' is a digit to isdigit
                 raise Answer(INVALID, "bad_field", f"to must be a deployment number from the history, not {f['to'][:20]!r}")
             to = int(f["to"])
         return outcome(
@@ -301,21 +301,19 @@ def routes(  # noqa: C901 (a route table: each nested route counts toward its ma
         except UserError as exc:
             raise Answer(CONFLICT, "refused", str(exc)) from exc
         except (StoreError, GitError, OSError) as exc:
-            log.warning("web action %s by %s failed: %s", action, user.name, exc)
-            raise Answer(
-                UNAVAILABLE,
-                "store_unavailable",
-                "the state database or the repository is unavailable: try again (the daemon's log says more)",
-            ) from exc
+            refused = failures.server_failure(exc, log, f"web action {action} by {user.name}")
+            raise Answer(refused.kind, refused.reason, str(refused)) from exc
 
     async def act(request: Request) -> Response:
         action = request.path_params["action"]
         user = auth.current_user(request)
-        fields = {
-            k: v[0][:FIELD_MAX] for k, v in parse_qs((await request.body()).decode("utf-8", "replace"), max_num_fields=50).items()
-        }
-        body = None
+        body, fields = None, {}
         try:
+            try:
+                form = parse_qs((await request.body()).decode("utf-8", "replace"), max_num_fields=auth.FORM_FIELDS)
+            except ValueError as exc:  # parse_qs's answer to more fields than max_num_fields
+                raise Answer(INVALID, "bad_field", f"the form has more than {auth.FORM_FIELDS} fields") from exc
+            fields = {k: v[0][:FIELD_MAX] for k, v in form.items()}
             if action not in actions:
                 raise Answer(MISSING, "no_endpoint", f"no action {action[:40]!r} (there are: {', '.join(actions)})")
             if user is None:  # the middleware lets nobody here unsigned: kept in case it is mounted without it

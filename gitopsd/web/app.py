@@ -24,8 +24,9 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..adapters.store import Store
-from ..core.errors import GitError, StoreError
+from ..core.errors import UNAVAILABLE, GitError, StoreError
 from ..core.settings import Config, Environment, Repository
+from ..services import failures
 from . import pages
 
 log = logging.getLogger("gitopsd.web")
@@ -95,13 +96,14 @@ def create_web_app(  # noqa: C901 (the dashboard's route table: each nested page
             raise HTTPException(404, f"repository {repo.name} has no environment {name!r}")
         return found
 
-    async def blocking(fn: Callable[..., Any], *args: Any) -> Any:
-        """Git and SQLite off the event loop; their failure is a page that says so, not a crash."""
+    async def blocking(fn: Callable[..., Any], *args: Any, request: Request) -> Any:
+        """Git and SQLite off the event loop; their failure is a page that says so (failures.server_failure), not a crash."""
         try:
             return await run_in_threadpool(fn, *args)
         except (StoreError, GitError, OSError) as exc:
-            log.warning("web page failed: %s", exc)
-            raise HTTPException(503, "the state database or a repository is unavailable; try again") from exc
+            refused = failures.server_failure(exc, log, f"web page {request.url.path}")
+            retry = {"retry-after": failures.RETRY_AFTER} if refused.kind == UNAVAILABLE else None
+            raise HTTPException(refused.status, str(refused), headers=retry) from exc
 
     async def pipeline_page(request: Request) -> Response:
         signed_in(request)
@@ -109,9 +111,11 @@ def create_web_app(  # noqa: C901 (the dashboard's route table: each nested page
         state, raw = query.get("state", ""), query.get("page", "1")
         if state and state not in pages.STATES:
             raise HTTPException(400, f"state must be one of {', '.join(pages.STATES)}")
-        if not raw.isdigit():
+        if whole_number(raw) is None:
             raise HTTPException(400, "page must be a page number (1, 2, ...)")
-        view = await blocking(pages.pipeline_view, config(), reader, query.get("repo", ""), state, int(raw), in_state)
+        view = await blocking(
+            pages.pipeline_view, config(), reader, query.get("repo", ""), state, int(raw), in_state, request=request
+        )
         live = request.url.path + (f"?{request.url.query}" if request.url.query else "")  # the live refresh keeps the filters
         return render(request, "pipeline.html", title="Pipeline", live=live, states=list(pages.STATES), **view)
 
@@ -120,15 +124,16 @@ def create_web_app(  # noqa: C901 (the dashboard's route table: each nested page
         repo = repository(request.path_params["repo"])
         env_ = environment(repo, request.path_params["env"])
         raw = request.query_params.get("before", "")
-        if raw and not raw.isdigit():
+        if raw and whole_number(raw) is None:
             raise HTTPException(404, "before must be a deployment number")
-        view = await blocking(pages.environment_page, config(), reader, repo, env_, int(raw) if raw else None)
+        view = await blocking(pages.environment_page, config(), reader, repo, env_, int(raw) if raw else None, request=request)
         return render(
             request, "environment.html", repo=repo, env=env_, title=f"{repo.name} / {env_.name}", first_page=not raw, **view
         )
 
     def deployment_of(request: Request) -> Any:
-        dep = reader.get(int(request.path_params["id"]))
+        ident = whole_number(str(request.path_params["id"]))
+        dep = reader.get(ident) if ident is not None else None
         repo = config().repository(dep.repo) if dep is not None else None
         if dep is None or repo is None or repo.environment(dep.env) is None:
             raise HTTPException(404, f"no deployment #{request.path_params['id']}")
@@ -136,16 +141,16 @@ def create_web_app(  # noqa: C901 (the dashboard's route table: each nested page
 
     async def deployment_page(request: Request) -> Response:
         signed_in(request)
-        dep = await blocking(deployment_of, request)
+        dep = await blocking(deployment_of, request, request=request)
         output = None
         if not dep.active:  # finished: the whole output in the page (readable without JavaScript)
-            output = await blocking(lambda: pages.OutputTail(config().state_dir, dep).read())
+            output = await blocking(lambda: pages.OutputTail(config().state_dir, dep).read(), request=request)
         return render(request, "deployment.html", d=dep, output=output, batches=dep.batches, title=f"Deployment #{dep.id}")
 
     async def rc_page(request: Request) -> Response:
         signed_in(request)
         repo = repository(request.path_params["repo"])
-        view = await blocking(pages.rc_page, repo, reader, request.path_params["name"].removeprefix("rc/"))
+        view = await blocking(pages.rc_page, repo, reader, request.path_params["name"].removeprefix("rc/"), request=request)
         if view is None:
             raise HTTPException(404, f"no release candidate rc/{request.path_params['name']} in {repo.name}")
         env_ = repo.environment(view["target_env"])
@@ -177,7 +182,7 @@ def create_web_app(  # noqa: C901 (the dashboard's route table: each nested page
     async def output_stream(request: Request) -> Response:
         """A deployment's Ansible output as it is written: `output` events of HTML lines, then `end`."""
         signed_in(request)
-        dep = await blocking(deployment_of, request)
+        dep = await blocking(deployment_of, request, request=request)
         tail = pages.OutputTail(config().state_dir, dep)
 
         async def stream() -> AsyncIterator[str]:
@@ -201,7 +206,7 @@ def create_web_app(  # noqa: C901 (the dashboard's route table: each nested page
         assert isinstance(exc, HTTPException)
         if exc.status_code in (301, 302, 303, 307):
             return RedirectResponse(exc.headers.get("location", "/") if exc.headers else "/", status_code=exc.status_code)
-        return render(
+        page = render(
             request,
             "error.html",
             status=exc.status_code,
@@ -209,6 +214,8 @@ def create_web_app(  # noqa: C901 (the dashboard's route table: each nested page
             message=exc.detail,
             title="Not found" if exc.status_code == 404 else "Error",
         )
+        page.headers.update(exc.headers or {})  # a 503's Retry-After
+        return page
 
     routes: list[BaseRoute] = [
         Route("/", pipeline_page, methods=["GET"]),
@@ -223,6 +230,11 @@ def create_web_app(  # noqa: C901 (the dashboard's route table: each nested page
     ]
     web = Starlette(routes=routes, exception_handlers={HTTPException: http_error}, middleware=auth.middleware(config))
     return ApiBeside(web, api) if api is not None else web
+
+
+def whole_number(raw: str) -> int | None:
+    """`raw` as a number a store may hold (ASCII digits, at most 18), else None: '²' is a digit to isdigit, not to int()."""
+    return int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 18 else None
 
 
 class ApiBeside:

@@ -16,7 +16,6 @@ checks each POST's CSRF token, and serves the login and logout pages.
 
 from __future__ import annotations
 
-import hmac
 import logging
 import secrets
 import threading
@@ -38,7 +37,7 @@ from ..core.settings import Config, Web
 from ..services.tokens import TokenCheck
 from .proxy import ProxyProof
 from .roles import WebUser, holds
-from .sessions import Sessions, cookie
+from .sessions import Sessions, cookie, same
 
 log = logging.getLogger("gitopsd.web")
 
@@ -50,6 +49,7 @@ CSRF_HEADER = "x-csrf-token"
 LOGIN_FAILURES = 5  # failed logins per client address ...
 LOGIN_WINDOW = 60.0  # ... within this many seconds, then 429 until the oldest is older
 MAX_FORM = 64 * 1024  # bytes of a posted form: actions carry a note at most
+FORM_FIELDS = 50  # fields of a posted form: the actions' have a handful
 USER_MAX = 128
 PUBLIC = ("/static/", "/login")  # reachable without a user (the login page needs its stylesheet)
 HEADERS = {
@@ -242,7 +242,11 @@ class Auth:
             if body is None:
                 await _answer(scope, send, _page(413, "Too large", "the form is too large"))
                 return
-            if not csrf or not hmac.compare_digest(_posted_csrf(headers, body), csrf):
+            posted = _posted_csrf(headers, body)
+            if posted is None:
+                await _answer(scope, send, _page(413, "Too large", f"the form has more than {FORM_FIELDS} fields"))
+                return
+            if not csrf or not same(posted, csrf):
                 log.warning(
                     "web: refused a POST to %s by %s: its CSRF token is missing or wrong", path, user.name if user else "nobody"
                 )
@@ -294,13 +298,19 @@ class Auth:
                 f"too many failed sign-ins from {address}: try again in {int(wait) + 1} seconds",
                 {"retry-after": str(int(wait) + 1)},
             )
-        form = parse_qs((await request.body()).decode("utf-8", "replace"), max_num_fields=10)
+        try:
+            form = parse_qs((await request.body()).decode("utf-8", "replace"), max_num_fields=10)
+        except ValueError:  # parse_qs's answer to more fields than max_num_fields
+            return _page(413, "Too large", "the sign-in form has more than 10 fields: use the one /login shows")
         expected = request.cookies.get(LOGIN_COOKIE, "")
         given = (form.get(CSRF_FIELD) or [""])[0]
-        if not expected or not hmac.compare_digest(given, expected):
+        if not expected or not same(given, expected):
             return _page(403, "Refused", "this sign-in form is stale or from another site: open /login again")
         secret = (form.get("token") or [""])[0].strip()
         token = self.tokens.authenticate(f"Bearer {secret}")
+        if token is None and self.tokens.unreadable() is not None:  # no token can be found: not this person's failure
+            why = "the server cannot read its API tokens file, so no one can sign in: an operator must fix it"
+            return _login_form(request, expected, f"{why} (the daemon's log says what is wrong with it)", 500)
         if token is None or "read" not in token.scopes:
             self.failed(address)
             log.info("web: a failed sign-in from %s", address)
@@ -380,12 +390,16 @@ def _cookies(headers: dict[str, str]) -> dict[str, str]:
     return found
 
 
-def _posted_csrf(headers: dict[str, str], body: bytes) -> str:
+def _posted_csrf(headers: dict[str, str], body: bytes) -> str | None:
+    """The CSRF token a POST carries ("" for none); None for a form of more than FORM_FIELDS fields."""
     if headers.get(CSRF_HEADER):
         return headers[CSRF_HEADER]
     if headers.get("content-type", "").split(";")[0].strip() != "application/x-www-form-urlencoded":
         return ""
-    return (parse_qs(body.decode("utf-8", "replace"), max_num_fields=50).get(CSRF_FIELD) or [""])[0]
+    try:
+        return (parse_qs(body.decode("utf-8", "replace"), max_num_fields=FORM_FIELDS).get(CSRF_FIELD) or [""])[0]
+    except ValueError:  # parse_qs's answer to more fields than max_num_fields
+        return None
 
 
 async def _body(receive: Receive) -> bytes | None:

@@ -31,7 +31,14 @@ from ..core.settings import Config, Environment, Repository
 from ..core.types import Deployment, DeploymentFolders
 from ..gate.rejections import describe, rejection_for
 from ..services.readmodels import deployment_json, host_runs, rc_shown, rc_view, release_marks, where_view
-from ..services.status import EnvironmentStatus, ago, environment_status, with_records
+from ..services.status import (
+    EnvironmentStatus,
+    ago,
+    environment_status,
+    repository_problem,
+    unavailable_status,
+    with_records,
+)
 
 TEMPLATES = Path(__file__).parent / "templates"
 STATIC = Path(__file__).parent / "static"
@@ -174,7 +181,8 @@ def pipeline(config: Config, store: Store, only: set[str] | None = None) -> list
         if only is not None and repo.name not in only:
             continue
         first = repo.environments[0].promote_from if repo.environments else "main"
-        known = heads(repo, [first, *(e.branch for e in repo.environments)])
+        problem = repository_problem(repo.path)  # gone or unreadable: unavailable, as `status` says, not missing branches
+        known = heads(repo, [first, *(e.branch for e in repo.environments)]) if problem is None else {}
         rcs = store.rcs(repo.name, limit=10) if any(e.approvals for e in repo.environments) else []
         main = Cell(first, first)
         if first in known:
@@ -183,7 +191,11 @@ def pipeline(config: Config, store: Store, only: set[str] | None = None) -> list
             main.checks = store.statuses(repo.name, main.tree)
         cells = [main]
         for env in repo.environments:
-            status = environment_status(store, repo, env, now, {b: (c, t) for b, (c, t, _s) in known.items()})
+            status = (
+                environment_status(store, repo, env, now, {b: (c, t) for b, (c, t, _s) in known.items()})
+                if problem is None
+                else unavailable_status(store, repo, env, problem)
+            )
             cells.append(cell(store, repo, env, status, known.get(env.branch), rcs, drifted.get((repo.name, env.name), 0)))
             source = cells[-2]
             if source.tree and source.tree != cells[-1].tree:  # no Promote button for a tree that failed here

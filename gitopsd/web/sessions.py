@@ -24,6 +24,12 @@ from ..core.settings import Config, Web
 from ..services.tokens import TokenCheck
 
 
+def same(given: str, expected: str) -> bool:
+    """Is what a request sent (a cookie's MAC, a CSRF token) the expected value? In constant time, as bytes:
+    hmac.compare_digest raises TypeError for a str with a character past ASCII, which anyone can send."""
+    return hmac.compare_digest(given.encode("utf-8", "replace"), expected.encode("utf-8", "replace"))
+
+
 class Sessions:
     """The signing key, signed values and sessions of one web app, over the daemon's current config."""
 
@@ -64,7 +70,7 @@ class Sessions:
         if not value or "." not in value or len(value) > 4096:
             return None
         body, _, mac = value.rpartition(".")
-        if not hmac.compare_digest(hmac.new(self.secret(), f"{kind}:{body}".encode(), hashlib.sha256).hexdigest(), mac):
+        if not same(mac, hmac.new(self.secret(), f"{kind}:{body}".encode(), hashlib.sha256).hexdigest()):
             return None
         try:
             payload = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))

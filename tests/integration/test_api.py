@@ -249,7 +249,7 @@ def test_the_tokens_file_limits_are_checked_when_read_and_a_file_without_them_ha
         "at most 255 characters, e.g. ['ci/*'] (revoke the token and create it again with `gitopsd token create ... "
         "--contexts PATTERN`)\n"
     )
-    assert api.post(head, token, state="success", context="ci/test")[0] == 401  # refused rather than guessed
+    assert api.post(head, token, state="success", context="ci/test")[0] == 500  # refused rather than guessed: the server's fault
     tokens_file.write_text(text.replace("  scopes:", "  repos: [shop, '']\n  scopes:"))
     assert "tokens[0] (ci): repos must be a list" in sandbox.command("token", "list", check=False).stderr
     tokens_file.write_text(text.replace("  scopes:", "  repos: [web]\n  scopes:"))

@@ -68,6 +68,12 @@ def test_durations():
         parse_duration("soon")
 
 
+@pytest.mark.parametrize("bad", ["²d", "9999999999999999999d", 10**30])
+def test_a_duration_of_digits_int_cannot_read_or_longer_than_a_timedelta_holds_is_a_window_error_not_a_crash(bad):
+    with pytest.raises(WindowError, match="duration"):
+        parse_duration(bad)
+
+
 def test_is_open_agrees_with_checking_every_minute_of_the_window():
     """The day-by-day walk must say exactly what a minute-by-minute scan of (now - duration, now] says."""
     import random

@@ -85,12 +85,16 @@ class StoreBase:
     def _open_reader(self) -> None:
         raise NotImplementedError  # facade.Store's: a read-only store opens its connection again
 
-    def _write(self, sql: str, args: tuple[Any, ...] = ()) -> Result:
+    def _write(self, sql: str, args: tuple[Any, ...] = (), *more: tuple[str, tuple[Any, ...]]) -> Result:
+        """Run one statement (and `more`, as (sql, args), in the same transaction: all or none); return its result."""
         with self._lock:
             if self.lost is not None:
                 raise StoreUnusable(f"{self.lost}: nothing more is recorded until it is restored")
             with self._db.transaction() as db:
-                return db.execute(sql, args)
+                result = db.execute(sql, args)
+                for then in more:
+                    db.execute(*then)
+                return result
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[Backend]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ...base.storeerrors import StatementFailure
-from ...gate import required
+from ...gate import attested, required
 from .base import StoreBase, bookkeeping
 
 
@@ -22,13 +22,16 @@ class Checks(StoreBase):
         now: float,
         target_url: str | None = None,
         description: str | None = None,
+        attestations: tuple[tuple[str, str, str, str], ...] = (),
     ) -> int:
-        """Record a status report; the newest per (tree, context) is the one that counts."""
+        """Record a status report; the newest per (tree, context) is the one that counts. `attestations` (name, sha256,
+        signed sha256, statement) of a statement uploaded with it are recorded in the same transaction: both or neither."""
         assert state in required.STATES, state
         cur = self._write(
             "INSERT INTO commit_statuses (repo, commit_id, tree, context, state, target_url, description,"
             " reporter, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (repo, commit, tree, context, state, target_url, description, reporter, now),
+            *((attested.RECORD, (repo, tree, *attestation, now)) for attestation in attestations),
         )
         return int(cur.lastrowid or 0)
 

@@ -124,7 +124,8 @@ class SQLiteBackend:
             yield self
             self.execute("COMMIT")
         except BaseException:
-            self.execute("ROLLBACK")
+            if self.connection.in_transaction:  # SQLite ends it itself on some errors (a full disk): its error is the news
+                self.execute("ROLLBACK")
             raise
 
     @property

@@ -43,12 +43,7 @@ class Trees(StoreBase):
         self, *, repo: str, tree: str, name: str, sha256: str, signed_sha256: str, statement: str, now: float
     ) -> None:
         """Record that `tree`'s artifact `name` has a signed statement (the hook's require_provenance reads it)."""
-        self._write(
-            "INSERT INTO attestations (repo, tree, name, sha256, signed_sha256, statement, recorded_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (repo, tree, name) DO UPDATE SET sha256 = excluded.sha256,"
-            " signed_sha256 = excluded.signed_sha256, statement = excluded.statement, recorded_at = excluded.recorded_at",
-            (repo, tree, name, sha256, signed_sha256, statement, now),
-        )
+        self._write(attested.RECORD, (repo, tree, name, sha256, signed_sha256, statement, now))
 
     def rejections(self, repo: str, tree: str) -> list[Rejection]:
         """Every rejection and unrejection of `tree`, oldest first (gate/rejections.REJECTIONS)."""

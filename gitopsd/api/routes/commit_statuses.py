@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any
 
 from starlette.requests import Request
@@ -41,32 +40,30 @@ def routes(api: Context, v1: str) -> tuple[list[Route], list[Route]]:
         def store_it() -> dict[str, Any]:
             given = request.path_params["commit"]
             commit, tree = statuses.resolve_commit(repo.path, given, GitRepository(repo.path).commit_tree)
-            if isinstance(data, dict) and data.get("provenance") is not None:  # signed by external CI (docs/ci.md)
-                cfg = api.config()
-                try:
-                    path = provenance.accept_upload(
-                        cfg.state_dir,
-                        cfg.artifacts_dir,
-                        repo.ci.provenance_keys,
-                        repo.name,
-                        commit,
-                        tree,
-                        report.context,
-                        data["provenance"],
-                    )
-                except (provenance.InvalidProvenance, ConfigurationError) as exc:
-                    raise refuse(f"provenance: {exc}", INVALID, "bad_provenance", "provenance") from exc
-                for name, sha256 in provenance.subjects(data["provenance"]):  # what the hook's require_provenance reads
-                    store.record_attestation(
-                        repo=repo.name,
-                        tree=tree,
-                        name=f"external-{report.context}:{name}",
-                        sha256=sha256,
-                        signed_sha256=sha256,
-                        statement=str(path),
-                        now=time.time(),
-                    )
-            return statuses.record(store, repo.name, commit, tree, report, reporter=token.name, owners=shown_as)
+            if not (isinstance(data, dict) and data.get("provenance") is not None):
+                return statuses.record(store, repo.name, commit, tree, report, reporter=token.name, owners=shown_as)
+            cfg = api.config()  # signed by external CI (docs/ci.md): the statement stays only if the status is stored
+            try:
+                upload = provenance.accept_upload(
+                    cfg.state_dir,
+                    cfg.artifacts_dir,
+                    repo.ci.provenance_keys,
+                    repo.name,
+                    commit,
+                    tree,
+                    report.context,
+                    data["provenance"],
+                )
+            except (provenance.InvalidProvenance, ConfigurationError) as exc:
+                raise refuse(f"provenance: {exc}", INVALID, "bad_provenance", "provenance") from exc
+            with upload as path:
+                signed = tuple(  # what the hook's require_provenance reads, recorded with the status
+                    (f"external-{report.context}:{name}", sha256, sha256, str(path))
+                    for name, sha256 in provenance.subjects(data["provenance"])
+                )
+                return statuses.record(
+                    store, repo.name, commit, tree, report, reporter=token.name, owners=shown_as, attestations=signed
+                )
 
         stored = await api.blocking(store_it)
         try:

@@ -44,10 +44,14 @@ def routes(api: Context, v1: str) -> list[Route]:  # noqa: C901 (a route table: 
         name = request.query_params.get("repo")
         if name is not None:
             api.repository(name)
+        from ...services.readconfig import repository_problem
         from ...services.status import all_status  # what `gitopsd status --json` shows, from the same function
 
         def read() -> list[dict[str, Any]]:
-            return [row.as_json() for row in all_status(api.config(), store, name)]
+            config = api.config()
+            shown = [r for r in config.repositories if name in (None, r.name)]
+            unavailable = {r.name: problem for r in shown if (problem := repository_problem(r.path))}  # as the daemon's rows
+            return [row.as_json() for row in all_status(config, store, name, unavailable)]
 
         return JSONResponse(await api.blocking(read))
 
@@ -90,7 +94,8 @@ def routes(api: Context, v1: str) -> list[Route]:  # noqa: C901 (a route table: 
         api.authorize(request, "read")
         repo = api.repository(request.path_params["repo"])
         ident = request.path_params["name"]
-        rows = await api.blocking(lambda: store.previews(repo.name, preview_id=int(ident), limit=1)) if ident.isdigit() else []
+        number = ident.isascii() and ident.isdigit() and len(ident) <= 18  # '²' is a digit to isdigit, not to int()
+        rows = await api.blocking(lambda: store.previews(repo.name, preview_id=int(ident), limit=1)) if number else []
         if not rows:
             raise refuse(f"no preview {ident[:20]!r} in {repo.name}", MISSING, "preview_not_found")
         return JSONResponse(await api.blocking(lambda: preview_view(store, rows[0])))
