@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.settings import Ci, Environment, Notify, Repository, Rollout
-from ..core.windows import Cron, Window, WindowError, parse_duration
+from ..core.windows import Cron, DurationTooLong, Window, WindowError, parse_duration
 from .checks import _drift, _verify, _watch
 from .ci import _ci, _contexts
 from .nodes import _execution_node
@@ -323,11 +323,11 @@ def _windows(raw: Any, key: str, check: _Checker) -> tuple[Window, ...]:
         try:
             cron = Cron.parse(str(data["allow" if allow else "deny"]))
             duration = parse_duration(data.get("duration"))
+        except DurationTooLong:  # more seconds than a timedelta holds: said as too long a window, below
+            duration = MAX_WINDOW + MAX_WINDOW
         except WindowError as exc:
             check.add(at, str(exc))
             bad = True
-        except OverflowError:  # more seconds than a timedelta holds
-            duration = MAX_WINDOW + MAX_WINDOW
         if not bad and duration > MAX_WINDOW:  # checking a window walks back over its whole length, minute by minute
             check.add(
                 f"{at}.duration",

@@ -87,6 +87,10 @@ class Cron:
         return day_ok and weekday_ok
 
 
+class DurationTooLong(WindowError):
+    """A duration longer than a timedelta holds (the config says what its own limit is instead)."""
+
+
 def parse_duration(value: object) -> timedelta:
     """Given 30m, 8h, 2d or a number of seconds, return it as a timedelta. Raise WindowError ('²' is a digit to
     isdigit, not to int(); a timedelta holds at most 999,999,999 days)."""
@@ -101,7 +105,7 @@ def parse_duration(value: object) -> timedelta:
     try:
         return timedelta(seconds=seconds)
     except OverflowError:
-        raise WindowError(f"duration {str(value)[:40]!r} is longer than 999999999 days: give a shorter one") from None
+        raise DurationTooLong(f"duration {str(value)[:40]!r} is longer than 999999999 days: give a shorter one") from None
 
 
 class Window:
