@@ -261,7 +261,7 @@ def test_install_service_run_again_without_user_keeps_the_service_user_it_made_a
     os.chown(state, 990, 990)
     dry = run([*GITOPSD, "install-service", "--dry-run", "--root", str(root)]).stdout
     assert "create system" not in dry and "gitopsd:gitopsd" not in dry and "group gitopsd" not in dry, dry
-    assert "let group team2-svc read" in dry and "usermod -aG team2-svc git" in dry, dry
+    assert "let group team2-svc read" in dry and "usermod -aG team2-svc ACCOUNT" in dry, dry
     # Told, it does what it is told; before install-service made a user, the default is gitopsd.
     assert (
         "let group nobody read" in run([*GITOPSD, "install-service", "--dry-run", "--root", str(root), "--user", "nobody"]).stdout
