@@ -16,6 +16,16 @@ def test_the_deployment_the_daemon_starts_at_its_start_is_caused_by_the_daemon_n
         assert "caused by the daemon's start)" in daemon.log()
         shown = sandbox.command("history", "qa").stdout
         assert "startup  gitopsd" in shown and "unknown" not in shown
+        # The ledger in refs/notes/gitopsd says it too (`db rebuild` reads it back).
+        note = ["log", "-1", "--notes=gitopsd", "--format=%N", "qa"]
+        daemon.wait_for(
+            lambda: (
+                f"(deployment #{row['id']}, startup by gitopsd)"
+                in git(sandbox.root, "--git-dir", str(sandbox.repo), *note).stdout
+            ),
+            60,
+            "the deployment's note",
+        )
 
 
 def test_a_branch_moved_by_hand_with_no_nudge_is_still_caused_by_someone_unknown(short_tmp):
