@@ -198,8 +198,8 @@ class Lifecycle(Intake):
         self.reconciler.cancel_checks()
         running = self.reconciler.running()
         grace = self.config.stop_grace if grace is None else grace
-        self.notifier.stopping(f"stopping; waiting for {len(running)} deployment(s)" if running else "stopping")
-        log.info("stopping%s", f"; waiting up to {grace:g}s for {len(running)} running deployment(s)" if running else "")
+        self.notifier.stopping(f"stopping; waiting for {plural(len(running), 'deployment')}" if running else "stopping")
+        log.info("stopping%s", f"; waiting up to {grace:g}s for {plural(len(running), 'running deployment')}" if running else "")
         deadline = time.monotonic() + grace
         while self.reconciler.running() and time.monotonic() < deadline:
             time.sleep(0.1)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from ..config import read_yaml
 from ..core.errors import ConfigurationError
+from ..core.words import plural
 from ..gate.snapshot import DEFAULT_CONFIG
 from .install_hooks import gitopsd_executable
 
@@ -378,7 +379,7 @@ def _configured_folders(config: Path, config_file: Path, root: Path, result: Pla
             loaded = load(config_file)
         except ConfigError as exc:
             result.first.append(
-                f"{config_file} has {len(exc.problems)} problem(s): fix what "
+                f"{config_file} has {plural(len(exc.problems), 'problem')}: fix what "
                 f"`gitopsd check-config --config {config}` shows, then run install-service again"
             )
             return []

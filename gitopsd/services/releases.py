@@ -25,6 +25,7 @@ from ..base import gitcli
 from ..core.errors import CONFLICT, FORBIDDEN, INVALID, MISSING, Refused, refusal_answer
 from ..core.settings import Config, Environment, Notify, Repository
 from ..core.types import Deployment
+from ..core.words import plural
 from ..gate.approvals import Policy, SignoffNeed, bound_approval_state, newest_by_actor, preview_binding, signoff_unmet
 from ..gate.rejections import describe, rejection_for, standing, upstream
 from .changes import changes_since
@@ -281,8 +282,8 @@ class HumanGates:
         )
         return (
             f"release candidate rc/{name} created: {source.name}'s commit {deployed.commit[:7]} (tree "
-            f"{deployed.tree[:7]}), {len(changes)} change(s) since {target.name}'s last release; it needs "
-            f"{policy.required} approval(s) from {', '.join(policy.approvers)}: gitopsd approve {name} --note '...'"
+            f"{deployed.tree[:7]}), {plural(len(changes), 'change')} since {target.name}'s last release; it needs "
+            f"{plural(policy.required, 'approval')} from {', '.join(policy.approvers)}: gitopsd approve {name} --note '...'"
         )
 
     def _next_name(self, repo: Repository) -> str:

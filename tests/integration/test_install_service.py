@@ -155,7 +155,7 @@ def test_a_config_the_service_could_not_start_with_is_refused_before_anything_is
     dry = run([*GITOPSD, "install-service", "--dry-run", "--config", str(sandbox.config)]).stdout
     lines = [line.strip() for line in dry.splitlines()]
     assert lines[lines.index("first:") + 1] == (
-        f"{sandbox.config} has 1 problem(s): fix what `gitopsd check-config "
+        f"{sandbox.config} has 1 problem: fix what `gitopsd check-config "
         f"--config {sandbox.config}` shows, then run install-service again"
     )
     # Under another root the paths are that system's, so only read: an empty list is refused all the same.
