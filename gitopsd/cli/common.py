@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import UserError
+from ..core.words import plural as plural  # the command groups take it from here
 
 
 def load_config(args: argparse.Namespace) -> Any:
@@ -36,15 +37,6 @@ def repository(config: Any, name: str | None) -> Any:
         known = ", ".join(r.name for r in config.repositories) or "none"
         raise UserError(f"no repository named {name!r} in {config.source} (known: {known})")
     return repo
-
-
-def plural(n: int, word: str) -> str:
-    """`1 repository`, `2 repositories`, `1 batch`, `3 hosts`."""
-    if n == 1:
-        return f"{n} {word}"
-    if word.endswith("y"):
-        return f"{n} {word[:-1]}ies"
-    return f"{n} {word}{'es' if word.endswith(('s', 'sh', 'ch', 'x')) else 's'}"
 
 
 def read_config(args: argparse.Namespace, check: bool = True) -> tuple[Any, dict[str, str]]:

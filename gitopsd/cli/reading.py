@@ -345,7 +345,8 @@ def add_commands(add: Callable[..., argparse.ArgumentParser], common: argparse.A
         "history",
         "list deployments, newest first",
         "List deployments, newest first: id, repo, env, commit, kind (deploy, rollback, reapply), result\n"
-        "(running, succeeded, failed, canceled, interrupted), times, trigger and who caused it.",
+        "(running, succeeded, failed, canceled, interrupted), times, trigger and who caused it (gitopsd at its\n"
+        "start or on its own; unknown for a branch moved with no push, e.g. by git update-ref).",
         cmd_history,
     )
     p.add_argument("env", nargs="?", metavar="ENV", help="only this environment")

@@ -217,7 +217,9 @@ def cmd_install_service(args: argparse.Namespace) -> int:
     for warning in plan.warnings:
         print(f"gitopsd: warning: {warning}", file=sys.stderr)
     print("then:")
-    for line in service.next_commands(args.user, plan.config, again=bool(plan.first), unit=args.unit):
+    for line in service.next_commands(
+        args.user, plan.config, again=bool(plan.first), unit=args.unit, pushers=tuple(plan.pushers)
+    ):
         print(f"  {line}")
     return 0
 

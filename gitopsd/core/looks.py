@@ -43,6 +43,15 @@ class Cause:
     reason: str | None = None
     proven: bool = True  # False: a nudge the daemon cannot take for its hook's (daemon._listen): it announces nothing
 
+    @classmethod
+    def unannounced(cls, trigger: str) -> Cause:
+        """The cause of a head nobody announced: the daemon's own start when its first sweep found it, else unknown."""
+        return cls("gitopsd", Trigger.STARTUP) if trigger == Trigger.STARTUP else cls("unknown", trigger)
+
+    def described(self) -> str:
+        """Who or what, as a log line says it: "caused by the daemon's start", "caused by alice"."""
+        return "the daemon's start" if (self.actor, self.trigger) == ("gitopsd", Trigger.STARTUP) else self.actor
+
 
 def backoff(env: Environment, failures: int, rng: random.Random) -> float:
     """Capped exponential backoff with +-20% jitter, in seconds."""

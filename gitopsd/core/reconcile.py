@@ -273,7 +273,7 @@ class Reconciler(Deploying):
         trigger: str,
         now: float,
     ) -> None:
-        cause = self.causes.get((repo.name, desired.commit), Cause("unknown", trigger))
+        cause = self.causes.get((repo.name, desired.commit)) or Cause.unannounced(trigger)
         assert decision.kind is not None
         reason = cause.reason
         superseded = self._superseded.pop((repo.name, env.name), None)
@@ -313,7 +313,7 @@ class Reconciler(Deploying):
             desired.commit[:7],
             decision.kind,
             decision.attempt,
-            cause.actor,
+            cause.described(),
             extra=job.log_extra(),
         )
         self.on_change()

@@ -16,6 +16,7 @@ from ..adapters.watch import RefWatcher
 from ..core.errors import StoreError
 from ..core.reconcile import Cause, Look
 from ..core.types import Trigger
+from ..core.words import plural
 from ..gate.nudge import REFUSED, Nudge
 from .statedb import StateDb
 
@@ -68,7 +69,7 @@ class Intake(StateDb):
         self._record_unwatched()
         # The periodic sweep: not the repositories where nothing can have moved (issue 28); the others look at all.
         repos = self.sweep_plan.choose(self.config, self.reconciler.settled, everything=trigger != Trigger.SWEEP)
-        log.debug("sweep: %d of %d repositories (the others unmoved)", len(repos), len(self.config.repositories))
+        log.debug("sweep: %d of %s (the others unmoved)", len(repos), plural(len(self.config.repositories), "repository"))
         if newest_first:
             repos.sort(
                 key=lambda r: (

@@ -15,6 +15,7 @@ from ..adapters import runner
 from ..config import ConfigError
 from ..core.errors import GitError, StoreError
 from ..core.types import Trigger
+from ..core.words import plural
 from ..gate import snapshot
 from ..installers import install_hooks
 from ..services import nodes
@@ -37,7 +38,7 @@ class Lifecycle(Intake):
             )
             text += f"{', ' if text else ''}{queued} queued" if queued else ""
             if self._adopting:  # the first convergence after start: how far it got
-                text = f"adopting: {self._adopting - len(running) - queued} of {self._adopting} environments; {text}"
+                text = f"adopting: {self._adopting - len(running) - queued} of {plural(self._adopting, 'environment')}; {text}"
         else:
             self._adopting = 0
             n = sum(len(r.environments) for r in self.config.repositories)
@@ -85,7 +86,7 @@ class Lifecycle(Intake):
         self._save_gate()
         self._refresh_hooks()
         self._start_triggers()
-        log.info("configuration reloaded from %s: %d repositories", new.source, len(new.repositories))
+        log.info("configuration reloaded from %s: %s", new.source, plural(len(new.repositories), "repository"))
         self.sweep(Trigger.RELOAD)
         self._status()
         self.notifier.send("READY=1")
@@ -197,8 +198,8 @@ class Lifecycle(Intake):
         self.reconciler.cancel_checks()
         running = self.reconciler.running()
         grace = self.config.stop_grace if grace is None else grace
-        self.notifier.stopping(f"stopping; waiting for {len(running)} deployment(s)" if running else "stopping")
-        log.info("stopping%s", f"; waiting up to {grace:g}s for {len(running)} running deployment(s)" if running else "")
+        self.notifier.stopping(f"stopping; waiting for {plural(len(running), 'deployment')}" if running else "stopping")
+        log.info("stopping%s", f"; waiting up to {grace:g}s for {plural(len(running), 'running deployment')}" if running else "")
         deadline = time.monotonic() + grace
         while self.reconciler.running() and time.monotonic() < deadline:
             time.sleep(0.1)

@@ -15,6 +15,7 @@ from ..adapters import backups, logs
 from ..core.errors import StoreError
 from ..core.reconcile import Cause, Look
 from ..core.types import DeploymentJob, Trigger
+from ..core.words import plural
 from .events import HUP, STOP, WAKE
 from .lifecycle import Lifecycle
 from .serving import Serving
@@ -39,9 +40,9 @@ class Loop(Lifecycle, Serving):
         self._start_triggers()
         n_envs = sum(len(r.environments) for r in self.config.repositories)
         log.info(
-            "gitopsd started: %d repositories, %d environments, state in %s, nudges on %s",
-            len(self.config.repositories),
-            n_envs,
+            "gitopsd started: %s, %s, state in %s, nudges on %s",
+            plural(len(self.config.repositories), "repository"),
+            plural(n_envs, "environment"),
             self.config.state_dir,
             self.config.nudge_socket,
         )
@@ -53,7 +54,7 @@ class Loop(Lifecycle, Serving):
         self._start_control()
         self.chat.start()  # approvals from the chat room: a thread of its own (docs/human-gates.md)
         self._adopting = len(self.reconciler.running())  # started or queued by it: STATUS= counts them down
-        self.notifier.ready(f"watching {n_envs} environment{'s' if n_envs != 1 else ''}")
+        self.notifier.ready(f"watching {plural(n_envs, 'environment')}")
         # What the start built (the configuration, the repositories' state) stays; full collections no longer scan
         # it: at 1,000 repositories each took 0.1-0.3 s, in the middle of whatever request was then served (issue 28).
         gc.freeze()

@@ -139,7 +139,7 @@ def _layout(path: Path, pusher: pwd.struct_passwd | None, service: pwd.struct_pa
     if bad:
         mode = stat.filemode(bad[0].lstat().st_mode)
         wrong.append(
-            f"{len(bad)} files or folders are not {group}'s with group access, e.g. {bad[0]} ({mode} "
+            f"{len(bad)} {'file or folder is' if len(bad) == 1 else 'files or folders are'} not {group}'s with group access, e.g. {bad[0]} ({mode} "
             f"{_name(pwd.getpwuid, bad[0].lstat().st_uid)}:{_name(grp.getgrgid, bad[0].lstat().st_gid)})"
         )
     if wrong:

@@ -406,7 +406,7 @@ def share_with_service(
             refused += 1
     if refused:
         done.append(
-            f"permissions: {refused} files or folders could not be given to {pusher.pw_name}:{group} with "
+            f"permissions: {refused} {'file or folder' if refused == 1 else 'files or folders'} could not be given to {pusher.pw_name}:{group} with "
             f"group write: run install-hooks as root"
         )
     else:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from ..config import read_yaml
 from ..core.errors import ConfigurationError
+from ..core.words import plural
 from ..gate.snapshot import DEFAULT_CONFIG
 from .install_hooks import gitopsd_executable
 
@@ -79,6 +80,7 @@ class Plan:
     first: list[str] = field(default_factory=list)  # the install refuses while any of these is left
     warnings: list[str] = field(default_factory=list)
     config: Path = Path(DEFAULT_CONFIG)  # as the service sees it
+    pushers: list[str] = field(default_factory=list)  # who owns the configured repositories (init --git-user), not root
 
 
 def render_unit(  # noqa: PLR0913 (the unit's values, each filled in as given)
@@ -98,7 +100,9 @@ def render_unit(  # noqa: PLR0913 (the unit's values, each filled in as given)
     text = text.replace("@WRITABLE@", " ".join(f"-{p}" for p in writable))
     # systemd makes (and gives to User=) the folders under /var/lib and /run the config names, never another
     # service's /var/lib/gitopsd; /run is emptied at boot, so nothing else would make the runtime folder.
-    for key, folder, base in (("@STATE_DIRECTORY@", state, "/var/lib"), ("@RUNTIME_DIRECTORY@", runtime, "/run")):
+    # So is the config's folder under /etc: a second instance's /etc/other, never an empty /etc/gitopsd.
+    folders = (("@STATE_DIRECTORY@", state, "/var/lib"), ("@RUNTIME_DIRECTORY@", runtime, "/run"))
+    for key, folder, base in (*folders, ("@CONFIGURATION_DIRECTORY@", config.parent, "/etc")):
         text = text.replace(key, str(folder.relative_to(base)) if folder.is_relative_to(base) and folder != Path(base) else "")
     for key, value in (
         ("@GITOPSD@", executable),
@@ -375,7 +379,7 @@ def _configured_folders(config: Path, config_file: Path, root: Path, result: Pla
             loaded = load(config_file)
         except ConfigError as exc:
             result.first.append(
-                f"{config_file} has {len(exc.problems)} problem(s): fix what "
+                f"{config_file} has {plural(len(exc.problems), 'problem')}: fix what "
                 f"`gitopsd check-config --config {config}` shows, then run install-service again"
             )
             return []
@@ -399,6 +403,7 @@ def _configured_folders(config: Path, config_file: Path, root: Path, result: Pla
             )
             return []
     folders = list(dict.fromkeys(Path(os.path.normpath(p)) for p in repos))
+    result.pushers = sorted({name for name in (_owner(_under(root, p), root) for p in folders) if name})
     for own, path in ((HOME, state), (RUNTIME, runtime)):
         if not Path(os.path.normpath(path)).is_relative_to(own):
             folders.append(Path(os.path.normpath(path)))
@@ -430,6 +435,24 @@ def _entry(name: str, database: str, root: Path) -> list[str] | None:
     if not path.is_file():
         return None
     return next((line.split(":") for line in path.read_text().splitlines() if line.split(":", 1)[0] == name), None)
+
+
+def _owner(path: Path, root: Path) -> str | None:
+    """Who owns `path` (by the user database under `root`), unless root: a repository's is who pushes to it."""
+    try:
+        uid = path.stat().st_uid
+    except OSError:
+        return None
+    if uid == 0:
+        return None
+    if root == Path("/"):
+        try:
+            return pwd.getpwuid(uid).pw_name
+        except KeyError:
+            return None
+    users = root / "etc/passwd"
+    rows = [line.split(":") for line in users.read_text().splitlines()] if users.is_file() else []
+    return next((row[0] for row in rows if len(row) > 2 and row[2] == str(uid)), None)
 
 
 def _exists(name: str, database: str, root: Path) -> bool:
@@ -464,15 +487,19 @@ def apply(steps: list[Step], root: Path = Path("/")) -> None:
             step.path.chmod(step.mode)
 
 
-def next_commands(user: str, config: Path, again: bool, unit: str = "gitopsd") -> list[str]:
-    """What to run after install-service, in order; with `again`, install-service itself first (after `first:`)."""
+def next_commands(user: str, config: Path, again: bool, unit: str = "gitopsd", pushers: tuple[str, ...] = ()) -> list[str]:
+    """What to run after install-service, in order; with `again`, install-service itself first (after `first:`).
+    `pushers`: who owns the configured repositories (the git user `init --git-user` gave them to), else said in words."""
     named = "" if unit == "gitopsd" else f" --unit {unit}"
+    joins = [f"# let {p}, who pushes, reach the nudge socket: usermod -aG {user} {p}" for p in pushers if p != user] or [
+        f"# let the account pushes arrive as (e.g. the git-shell user) reach the nudge socket: usermod -aG {user} ACCOUNT"
+    ]
     return [
         *([f"gitopsd install-service --config {config}{named}"] if again else []),
         "systemctl daemon-reload",
         f"systemctl enable --now {unit}",
         f"journalctl -u {unit} -f",
-        f"# let git users reach the nudge socket: usermod -aG {user} git",
+        *joins,
         f"# after `gitopsd init` of another repository: gitopsd install-service --config {config}{named}, "
         f"then systemctl daemon-reload && systemctl restart {unit}",
     ]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ..base import gitcli
+from .changes import changes_since
 from .readmodels import deployment_json, preview_view, rc_history, rc_view, release_marks
 
 if TYPE_CHECKING:
@@ -20,12 +20,8 @@ HISTORY_SCANNED = 5000  # deployments looked through for this tree, newest first
 
 
 def changes(repo_path: str, base: str | None, commit: str) -> list[dict[str, str]]:
-    """(commit, subject) of what `commit` has that `base` has not, newest first."""
-    spec = [commit, f"^{base}"] if base else [commit]
-    code, out, _err = gitcli.run(
-        ["git", "-C", repo_path, "log", "--no-merges", "-n", "5000", "--format=%H %s", "--end-of-options", *spec]
-    )
-    return [{"commit": line[:40], "subject": line[41:]} for line in out.splitlines() if len(line) >= 40] if code == 0 else []
+    """(commit, subject) of what `commit` changes against what `base` runs, newest first (services/changes.py)."""
+    return [{"commit": c, "subject": s} for c, s in changes_since(repo_path, base, commit)]
 
 
 def rc_evidence(config: Any, repo: Any, store: Any, rc: ReleaseCandidate) -> dict[str, Any]:

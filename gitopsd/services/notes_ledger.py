@@ -17,6 +17,7 @@ from ..adapters.store import Store
 from ..base import gitcli
 from ..core.errors import GitError
 from ..core.settings import Config, Repository
+from ..core.words import plural
 from .releases import NOTES_REF
 
 WHEN = r"(\d{4}-\d\d-\d\d \d\d:\d\d) UTC"
@@ -47,11 +48,11 @@ class Report:
     def lines(self) -> list[str]:
         out = []
         for (repo, env), n in sorted(self.deployments.items()):
-            out.append(f"{repo}/{env}: {n} deployment{'s' if n != 1 else ''} restored")
+            out.append(f"{repo}/{env}: {plural(n, 'deployment')} restored")
         for repo in sorted(set(self.signoffs) | set(self.rcs) | set(self.approvals)):
             out.append(
-                f"{repo}: {self.signoffs.get(repo, 0)} sign-offs, {self.rcs.get(repo, 0)} release candidates, "
-                f"{self.approvals.get(repo, 0)} approvals restored"
+                f"{repo}: {plural(self.signoffs.get(repo, 0), 'sign-off')}, "
+                f"{plural(self.rcs.get(repo, 0), 'release candidate')}, {plural(self.approvals.get(repo, 0), 'approval')} restored"
             )
         if self.already:
             out.append(f"{self.already} record{'s were' if self.already != 1 else ' was'} already in the store: kept")

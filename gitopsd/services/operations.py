@@ -73,11 +73,12 @@ def promote(
 ) -> Outcome:
     """Promote `src` (an environment, `dst`'s source branch, or rc/NAME) to `dst_name` with exactly its tree.
 
-    The canonical promotion commit, judged as the hook judges a push (gate/promotion.py); a refusal is
-    the verdict's `remote:`-style lines, which say the rule and what would succeed."""
+    The canonical promotion commit, judged as the hook judges a push (gate/promotion.py); a refusal says the
+    command, the rule and what would succeed, in command terms (services/promote_refusal.py)."""
     from ..adapters import signing
     from ..gate import snapshot
     from ..gate.promotion import promote as make_promotion
+    from .promote_refusal import promotion_refusal_lines
 
     dst = environment(repo, dst_name)
     src_env = repo.environment(src)
@@ -123,7 +124,8 @@ def promote(
         assert done.verdict is not None
         if not dry_run:  # as the hook reports a refused promotion request: (environment, rule id), to the daemon
             refused(dst.name, done.verdict.rule_id)
-        return Outcome(False, tuple(done.verdict.refusal_lines(f"refs/heads/{dst.branch}")))
+        command = f"gitopsd promote {src} {dst.name}" + (f" --repo {repo.name}" if len(config.repositories) > 1 else "")
+        return Outcome(False, tuple(promotion_refusal_lines(done.verdict, command, src)))
     if done.state == "raced":
         raise Refusal(done.summary, CONFLICT, "branch_moved")
     lines = [done.summary]

@@ -25,8 +25,10 @@ from ..base import gitcli
 from ..core.errors import CONFLICT, FORBIDDEN, INVALID, MISSING, Refused, refusal_answer
 from ..core.settings import Config, Environment, Notify, Repository
 from ..core.types import Deployment
+from ..core.words import plural
 from ..gate.approvals import Policy, SignoffNeed, bound_approval_state, newest_by_actor, preview_binding, signoff_unmet
 from ..gate.rejections import describe, rejection_for, standing, upstream
+from .changes import changes_since
 from .named import NOTE_MAX, environment, repository, said
 
 log = logging.getLogger("gitopsd.releases")
@@ -280,8 +282,8 @@ class HumanGates:
         )
         return (
             f"release candidate rc/{name} created: {source.name}'s commit {deployed.commit[:7]} (tree "
-            f"{deployed.tree[:7]}), {len(changes)} change(s) since {target.name}'s last release; it needs "
-            f"{policy.required} approval(s) from {', '.join(policy.approvers)}: gitopsd approve {name} --note '...'"
+            f"{deployed.tree[:7]}), {plural(len(changes), 'change')} since {target.name}'s last release; it needs "
+            f"{plural(policy.required, 'approval')} from {', '.join(policy.approvers)}: gitopsd approve {name} --note '...'"
         )
 
     def _next_name(self, repo: Repository) -> str:
@@ -294,12 +296,8 @@ class HumanGates:
 
     @staticmethod
     def _changes(repo: Repository, base: str | None, commit: str) -> list[tuple[str, str]]:
-        """(commit, subject) of what `commit` has that `base` has not, newest first."""
-        spec = [commit, f"^{base}"] if base else [commit]
-        code, out, _err = gitcli.run(
-            ["git", "-C", str(repo.path), "log", "--no-merges", "-n", "5000", "--format=%H %s", "--end-of-options", *spec]
-        )
-        return [(line[:40], line[41:]) for line in out.splitlines() if len(line) >= 40] if code == 0 else []
+        """(commit, subject) of what `commit` changes against what `base` runs, newest first (services/changes.py)."""
+        return changes_since(str(repo.path), base, commit)
 
     def _tag_message(
         self,

@@ -289,7 +289,7 @@ def test_db_rebuild_restores_sign_offs_release_candidates_and_approvals_so_the_r
         post("/rcs/r2/approvals", carol, {"kind": "approve", "note": "ok too"})
     _remove_store(sandbox)
     out = sandbox.cli("db", "rebuild").stdout
-    assert "shop: 1 sign-offs, 1 release candidates, 2 approvals restored" in out, out
+    assert "shop: 1 sign-off, 1 release candidate, 2 approvals restored" in out, out
     assert "could not be read" not in out, out
     shown = json.loads(sandbox.cli("rc", "show", "r2", "--json").stdout)
     assert shown["state"] == "approved" and shown["approved_by"] == ["sf-bob", "sf-carol"]

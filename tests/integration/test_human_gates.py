@@ -117,7 +117,7 @@ def test_signoff_rc_and_two_approvals_let_a_release_into_production_and_each_mis
 
     proc = as_user(sandbox, "gt-alice", "rc", "create", "--name", "r2")
     assert proc.returncode == 0, said(proc)
-    assert "release candidate rc/r2 created" in said(proc) and "needs 2 approval(s)" in said(proc)
+    assert "release candidate rc/r2 created" in said(proc) and "needs 2 approvals" in said(proc)
     tag = git(sandbox.root, "--git-dir", str(sandbox.repo), "cat-file", "-p", "refs/tags/rc/r2").stdout
     assert "Release candidate r2 for production" in tag and "release 2" in tag and "gt-alice: signoff" in tag
     taken = as_user(sandbox, "gt-alice", "rc", "create", "--name", "r2")

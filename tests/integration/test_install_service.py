@@ -155,7 +155,7 @@ def test_a_config_the_service_could_not_start_with_is_refused_before_anything_is
     dry = run([*GITOPSD, "install-service", "--dry-run", "--config", str(sandbox.config)]).stdout
     lines = [line.strip() for line in dry.splitlines()]
     assert lines[lines.index("first:") + 1] == (
-        f"{sandbox.config} has 1 problem(s): fix what `gitopsd check-config "
+        f"{sandbox.config} has 1 problem: fix what `gitopsd check-config "
         f"--config {sandbox.config}` shows, then run install-service again"
     )
     # Under another root the paths are that system's, so only read: an empty list is refused all the same.
@@ -261,7 +261,7 @@ def test_install_service_run_again_without_user_keeps_the_service_user_it_made_a
     os.chown(state, 990, 990)
     dry = run([*GITOPSD, "install-service", "--dry-run", "--root", str(root)]).stdout
     assert "create system" not in dry and "gitopsd:gitopsd" not in dry and "group gitopsd" not in dry, dry
-    assert "let group team2-svc read" in dry and "usermod -aG team2-svc git" in dry, dry
+    assert "let group team2-svc read" in dry and "usermod -aG team2-svc ACCOUNT" in dry, dry
     # Told, it does what it is told; before install-service made a user, the default is gitopsd.
     assert (
         "let group nobody read" in run([*GITOPSD, "install-service", "--dry-run", "--root", str(root), "--user", "nobody"]).stdout

@@ -64,6 +64,35 @@ def test_deployments_are_recorded_read_and_finished_alike(store_factory, tmp_pat
     assert store.get(99) is None
 
 
+def test_a_push_whose_nudge_came_after_the_daemons_start_began_its_deployment_names_the_pusher(store_factory, tmp_path):
+    store = store_factory(tmp_path / "state.db")
+    started = store.begin(
+        repo="shop",
+        env="qa",
+        commit="c1",
+        tree=T1,
+        previous_commit=None,
+        kind="deploy",
+        trigger="startup",
+        actor="gitopsd",
+        now=100.0,
+    )
+    rolled_back = store.begin(
+        repo="shop",
+        env="qa",
+        commit="c1",
+        tree=T1,
+        previous_commit=None,
+        kind="deploy",
+        trigger="auto-rollback",
+        actor="gitopsd",
+        now=100.0,
+    )
+    assert store.attribute("shop", "c1", "alice", "push", None, 0) == 1
+    assert (store.get(started).actor, store.get(started).trigger) == ("alice", "push")
+    assert store.get(rolled_back).actor == "gitopsd"  # what gitopsd did itself stays its own
+
+
 def test_ids_continue_above_deployment_folders_and_old_workdirs_are_found(store_factory, tmp_path):
     store = store_factory(tmp_path / "state.db")
     assert store.continue_ids_after(41) == 42

@@ -91,10 +91,12 @@ class Deployments(StoreBase):
         )
 
     def attribute(self, repo: str, commit: str, actor: str, trigger: str, reason: str | None, since: float) -> int:
-        """Name who caused deployments of `commit` that started (since `since`) before the nudge arrived."""
+        """Name who caused deployments of `commit` that started (since `since`) before the nudge arrived (a push
+        while the daemon started is the push's, not the start's)."""
         return self._write(
             "UPDATE deployments SET actor = ?, trigger = ?, reason = COALESCE(?, reason)"
-            " WHERE repo = ? AND commit_id = ? AND actor = 'unknown' AND started_at >= ?",
+            " WHERE repo = ? AND commit_id = ? AND (actor = 'unknown' OR (actor = 'gitopsd' AND trigger = 'startup'))"
+            " AND started_at >= ?",
             (actor, trigger, reason, repo, commit, since),
         ).rowcount
 
