@@ -1,0 +1,98 @@
+"""A red-team pass over the push path from one developer's SSH key: what the forced command lets through.
+
+Real: an sshd (tests/sshhosts.py) logging the key in to this account with docs/trust-model.md's forced command
+`gitopsd git-shell NAME`, `git`/`ssh` clients, the bare repository with its installed hook, a second bare repository
+gitopsd does not manage. Nothing is faked; the daemon is not needed (the hook and git-shell are the boundary here).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from tests.support import Sandbox, git, run
+
+GITOPSD = Path(sys.executable).parent / "gitopsd"
+
+
+def forced_command(server, sandbox: Sandbox, name: str = "alice") -> None:
+    """Give the test's key docs/trust-model.md's line: `gitopsd git-shell NAME`, restrict (with the sandbox's config)."""
+    key = server.authorized_keys.read_text().strip().splitlines()[-1]
+    server.authorized_keys.write_text(f'command="{GITOPSD} git-shell --config {sandbox.config} {name}",restrict {key}\n')
+
+
+def url(server, path: str) -> str:
+    return f"ssh://{server.user}@{server.address}:{server.port}{path}"
+
+
+def ssh_command(server, *options: str) -> str:
+    return " ".join(
+        [
+            "ssh -F /dev/null -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null",
+            f"-o IdentitiesOnly=yes -o LogLevel=ERROR -i {server.key}",
+            *options,
+        ]
+    )
+
+
+def test_git_variables_an_sshd_accepts_never_reach_git_so_a_fetch_runs_no_command_of_the_client(short_tmp, ssh_hosts):
+    sandbox = Sandbox(short_tmp, {"qa": ["qa-1"]})
+    (server,) = ssh_hosts(["git-server"])
+    # An administrator who lets Git's protocol v2 through with a pattern (`AcceptEnv GIT_*`) lets every GIT_* in.
+    server.stop()
+    server.config.write_text(server.config.read_text() + "AcceptEnv LANG LC_* GIT_*\n")
+    server.start()
+    forced_command(server, sandbox)
+    marker = short_tmp / "ran-on-the-server"
+    client = short_tmp / "ssh-with-git-config"
+    # uploadpack.packObjectsHook counts from the command line's config (GIT_CONFIG_PARAMETERS): a shell command.
+    client.write_text(
+        "#!/bin/sh\n"
+        f"GIT_CONFIG_PARAMETERS=\"'uploadpack.packobjectshook'='touch {marker};'\" "
+        f"GIT_CONFIG_COUNT=1 GIT_CONFIG_KEY_0=core.hooksPath GIT_CONFIG_VALUE_0=/dev/null "
+        f'exec {ssh_command(server, "-o SendEnv=GIT_CONFIG_PARAMETERS -o SendEnv=GIT_CONFIG_*")} "$@"\n'
+    )
+    client.chmod(0o755)
+    env = sandbox.environ(GIT_SSH_COMMAND=str(client))
+    cloned = run(["git", "clone", "--quiet", url(server, str(sandbox.repo)), str(short_tmp / "clone")], env=env, check=False)
+    assert cloned.returncode == 0, cloned
+    assert not marker.exists(), "a GIT_* variable of the client ran a command on the server"
+    # core.hooksPath=/dev/null would skip the policy gate: a push to qa of a tree main never had is still refused.
+    work = short_tmp / "clone"
+    git(work, "config", "user.email", "mallory@example.com")
+    git(work, "config", "user.name", "mallory")
+    (work / "b.txt").write_text("never verified")
+    git(work, "add", "b.txt")
+    git(work, "commit", "--quiet", "-m", "straight to qa")
+    pushed = run(["git", "push", "origin", "HEAD:qa"], cwd=work, env=env, check=False)
+    assert pushed.returncode != 0 and "remote: gitopsd:" in pushed.stderr, pushed
+
+
+def test_a_key_reaches_only_the_repositories_gitopsd_manages_whatever_path_it_asks_for(short_tmp, ssh_hosts):
+    sandbox = Sandbox(short_tmp, {"qa": ["qa-1"]})
+    (server,) = ssh_hosts(["git-server"])
+    forced_command(server, sandbox)
+    other = short_tmp / "other.git"  # another repository the account can read and write, unknown to gitopsd
+    git(short_tmp, "init", "--quiet", "--bare", str(other))
+    git(sandbox.work, "push", "--quiet", str(other), "main:secret")
+    env = sandbox.environ(GIT_SSH_COMMAND=ssh_command(server))
+    refusal = "is not a repository gitopsd manages"
+    for path in (str(other), f"{sandbox.repo}/../other.git", str(other)[:-4], f"/~{server.user}/../{other}"):
+        listed = run(["git", "ls-remote", url(server, path)], env=env, check=False)
+        assert listed.returncode != 0 and "secret" not in listed.stdout, (path, listed)
+        assert refusal in listed.stderr.strip().splitlines()[0], (path, listed)
+        pushed = run(["git", "push", url(server, path), "main:refs/heads/planted"], cwd=sandbox.work, env=env, check=False)
+        assert pushed.returncode != 0 and refusal in pushed.stderr, (path, pushed)
+    assert git(other, "for-each-ref", "--format=%(refname)").stdout.split() == ["refs/heads/secret"]
+    # What git-shell took for options is refused in gitopsd's own words, one line.
+    for asked in ("'--upload-pack=touch x'", "'-c core.sshCommand=touch x'", "'--exec=touch x'", "'a\nb'", "~root/x"):
+        for verb in ("git-upload-pack", "git-receive-pack"):
+            proc = run(server.ssh_argv(f"{verb} {asked}"), check=False)
+            lines = proc.stderr.strip().splitlines()
+            assert proc.returncode == 1 and len(lines) == 1 and lines[0].startswith("gitopsd: error: git-shell: "), proc
+    # A symlink to the managed repository, the path relative to the account's home, and `shop` for `shop.git` still work.
+    link = short_tmp / "link.git"
+    link.symlink_to(sandbox.repo)
+    for path in (str(link), str(sandbox.repo), str(sandbox.repo)[:-4]):
+        listed = run(["git", "ls-remote", url(server, path)], env=env, check=False)
+        assert listed.returncode == 0 and "refs/heads/qa" in listed.stdout, (path, listed)
