@@ -96,3 +96,23 @@ def test_a_key_reaches_only_the_repositories_gitopsd_manages_whatever_path_it_as
     for path in (str(link), str(sandbox.repo), str(sandbox.repo)[:-4]):
         listed = run(["git", "ls-remote", url(server, path)], env=env, check=False)
         assert listed.returncode == 0 and "refs/heads/qa" in listed.stdout, (path, listed)
+
+
+def test_a_push_cannot_squat_the_names_gitopsd_writes_its_audit_notes_and_release_candidates_under(short_tmp, ssh_hosts):
+    sandbox = Sandbox(short_tmp, {"qa": ["qa-1"]})
+    (server,) = ssh_hosts(["git-server"])
+    forced_command(server, sandbox)
+    env = sandbox.environ(GIT_SSH_COMMAND=ssh_command(server))
+    origin = url(server, str(sandbox.repo))
+    head = sandbox.head("main")
+    # A ref at refs/notes/gitopsd/x (or refs/tags/rc) would keep git from ever making refs/notes/gitopsd (refs/tags/rc/*):
+    # the audit trail would silently stop and `gitopsd rc create` fail. Refused like the names themselves, one by one.
+    for ref in ("refs/notes/gitopsd/x", "refs/notes", "refs/tags/rc", "refs/tags/rc/x", "refs/notes/gitopsd"):
+        pushed = run(["git", "push", origin, f"{head}:{ref}"], cwd=sandbox.work, env=env, check=False)
+        assert pushed.returncode == 1 and f"remote: gitopsd: push to {ref} refused" in pushed.stderr, (ref, pushed)
+    assert git(sandbox.repo, "for-each-ref", "--format=%(refname)", "refs/notes", "refs/tags").stdout == ""
+    # Held: a developer's own notes and tags, and a tag whose name only begins like rc.
+    for ref in ("refs/notes/commits", "refs/notes/gitopsd-mine", "refs/tags/rcx", "refs/tags/v1/rc"):
+        pushed = run(["git", "push", origin, f"{head}:{ref}"], cwd=sandbox.work, env=env, check=False)
+        assert pushed.returncode == 0, (ref, pushed)
+    git(sandbox.repo, "notes", "--ref=gitopsd", "append", "-m", "deployed", head)  # as the daemon writes it
