@@ -116,3 +116,27 @@ def test_a_push_cannot_squat_the_names_gitopsd_writes_its_audit_notes_and_releas
         pushed = run(["git", "push", origin, f"{head}:{ref}"], cwd=sandbox.work, env=env, check=False)
         assert pushed.returncode == 0, (ref, pushed)
     git(sandbox.repo, "notes", "--ref=gitopsd", "append", "-m", "deployed", head)  # as the daemon writes it
+
+
+def test_the_documented_environment_line_gives_the_key_no_shell_on_the_account_that_owns_the_repositories(short_tmp, ssh_hosts):
+    import re
+
+    from tests.e2e.test_ssh_identity import TRUST_MODEL
+
+    sandbox = Sandbox(short_tmp, {"qa": ["qa-1"]})
+    (server,) = ssh_hosts(["git-server"])
+    server.stop()
+    server.config.write_text(server.config.read_text() + "PermitUserEnvironment GITOPSD_USER\n")
+    server.start()
+    # docs/trust-model.md's other way, as written (the account keeps /bin/sh, as install.md's git user does).
+    line = re.search(r"^(.*environment=.*) ssh-ed25519 AAAA\.\.\. alice@laptop$", TRUST_MODEL, re.M)
+    assert line, "docs/trust-model.md's authorized_keys line with environment="
+    key = server.authorized_keys.read_text().strip().splitlines()[-1]
+    server.authorized_keys.write_text(f"{line.group(1)} {key}\n")
+    marker = short_tmp / "ran-as-the-git-account"
+    shell = run(server.ssh_argv(f"touch {marker}"), check=False)
+    assert shell.returncode != 0 and not marker.exists(), shell
+    # Held: git still works that way, and the hook records the name the line sets.
+    git(sandbox.work, "remote", "set-url", "origin", url(server, str(sandbox.repo)))
+    fetched = run(["git", "fetch", "origin"], cwd=sandbox.work, env=sandbox.environ(GIT_SSH_COMMAND=ssh_command(server)))
+    assert fetched.returncode == 0, fetched
