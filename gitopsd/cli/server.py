@@ -132,7 +132,7 @@ def cmd_git_shell(args: argparse.Namespace) -> int:
     shell = "/usr/bin/git-shell"
     if not os.access(shell, os.X_OK):
         raise UserError(f"git-shell: {shell} is missing: apt-get install git")
-    path = served_repository(_config_for_git_shell(args), found.group(2)).replace("'", "'\\''")
+    path = served_repository(_config_for_git_shell(args), found.group(2), args.repos).replace("'", "'\\''")
     # Only the key's line names the pusher, and git reads no variable the client sent (an sshd's `AcceptEnv GIT_*`
     # would hand it GIT_CONFIG_PARAMETERS: uploadpack.packObjectsHook runs a command, core.hooksPath skips the gate).
     env = {k: v for k, v in os.environ.items() if k in GIT_SHELL_ENV or k.startswith("LC_")}
@@ -157,17 +157,26 @@ def _config_for_git_shell(args: argparse.Namespace) -> Config:
         ) from exc
 
 
-def served_repository(config: Config, asked: str) -> str:
-    """The real path of the configured repository `asked` names as git would find it (relative to the account's home,
-    `.git` optional); one line for any other path (`~user/`, `..` out of it, another repository, an option)."""
+def served_repository(config: Config, asked: str, names: list[str] | None = None) -> str:
+    """The real path of the configured repository (of `names`, if given) `asked` names as git would find it (relative
+    to the account's home, `.git` optional); one line for any other path (`~user/`, `..` out of it, an option)."""
+    known = {r.name: r for r in config.repositories}
+    for name in names or ():
+        if name not in known:
+            raise UserError(
+                f"git-shell: no repository named {name!r} in {config.source} (known: {', '.join(known)}): "
+                "fix this key's command= in the git user's ~/.ssh/authorized_keys"
+            )
+    usable = [known[name] for name in names] if names else list(config.repositories)
     if not asked.startswith(("-", "~")) and asked.isprintable():
-        managed = {os.path.realpath(r.path) for r in config.repositories}
+        managed = {os.path.realpath(r.path) for r in usable}
         base = os.path.join(os.getcwd(), asked)
         for candidate in (base + "/.git", base, base + ".git/.git", base + ".git"):  # git's enter_repo order
             if os.path.isdir(candidate) and os.path.realpath(candidate) in managed:
                 return os.path.realpath(candidate)
-    known = ", ".join(str(r.path) for r in config.repositories) or "none"
-    raise UserError(f"git-shell: {asked!r} is not a repository gitopsd manages; this key reaches only these: {known}")
+    what = "this key may use" if names else "gitopsd manages"
+    reach = ", ".join(str(r.path) for r in usable) or "none"
+    raise UserError(f"git-shell: {asked!r} is not a repository {what}; it reaches only these: {reach}")
 
 
 def cmd_install_hooks(args: argparse.Namespace) -> int:
@@ -375,6 +384,9 @@ def add_entry_points(add: Callable[..., argparse.ArgumentParser]) -> None:
         cmd_git_shell,
     )
     p.add_argument("name", metavar="NAME", help="who this key belongs to ([a-z_][a-z0-9_.-]*)")
+    p.add_argument(
+        "--repo", dest="repos", action="append", metavar="REPO", help="a repository this key may use (repeat; default: all)"
+    )
 
     p = add(
         "hook",

@@ -140,3 +140,38 @@ def test_the_documented_environment_line_gives_the_key_no_shell_on_the_account_t
     git(sandbox.work, "remote", "set-url", "origin", url(server, str(sandbox.repo)))
     fetched = run(["git", "fetch", "origin"], cwd=sandbox.work, env=sandbox.environ(GIT_SSH_COMMAND=ssh_command(server)))
     assert fetched.returncode == 0, fetched
+
+
+def test_a_key_limited_to_its_teams_repository_reaches_no_other_gitopsd_manages(short_tmp, ssh_hosts):
+    import shutil
+
+    import yaml
+
+    sandbox = Sandbox(short_tmp, {"qa": ["qa-1"]})
+    payments = short_tmp / "payments.git"  # another team's repository, managed by the same gitopsd
+    shutil.copytree(sandbox.repo, payments, symlinks=True)
+    config = yaml.safe_load(sandbox.config.read_text())
+    config["repositories"].append({**config["repositories"][0], "name": "payments", "path": str(payments)})
+    sandbox.config.write_text(yaml.safe_dump(config, sort_keys=False))
+    (server,) = ssh_hosts(["git-server"])
+    key = server.authorized_keys.read_text().strip().splitlines()[-1]
+    server.authorized_keys.write_text(
+        f'command="{GITOPSD} git-shell --config {sandbox.config} alice --repo shop",restrict {key}\n'
+    )
+    env = sandbox.environ(GIT_SSH_COMMAND=ssh_command(server))
+    listed = run(["git", "ls-remote", url(server, str(payments))], env=env, check=False)
+    assert listed.returncode != 0 and listed.stdout == "", listed
+    assert listed.stderr.strip().splitlines()[0] == (
+        f"gitopsd: error: git-shell: {str(payments)!r} is not a repository this key may use; it reaches only these: "
+        f"{sandbox.repo}"
+    ), listed
+    assert run(["git", "ls-remote", url(server, str(sandbox.repo))], env=env).returncode == 0
+    # A name the config does not have is the administrator's mistake, said as such.
+    server.authorized_keys.write_text(
+        f'command="{GITOPSD} git-shell --config {sandbox.config} alice --repo shp",restrict {key}\n'
+    )
+    listed = run(["git", "ls-remote", url(server, str(sandbox.repo))], env=env, check=False)
+    assert listed.stderr.strip().splitlines()[0] == (
+        f"gitopsd: error: git-shell: no repository named 'shp' in {sandbox.config} (known: shop, payments): "
+        "fix this key's command= in the git user's ~/.ssh/authorized_keys"
+    ), listed
