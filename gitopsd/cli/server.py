@@ -19,6 +19,7 @@ from .common import (
 )
 from .common import (
     plural,
+    read_config,
 )
 
 if TYPE_CHECKING:
@@ -145,19 +146,19 @@ def cmd_git_shell(args: argparse.Namespace) -> int:
 GIT_SHELL_ENV = ("HOME", "PATH", "USER", "LOGNAME", "SHELL", "LANG", "TZ", "SSH_CONNECTION", "SSH_CLIENT")
 
 
-def _config_for_git_shell(args: argparse.Namespace) -> Config:
-    from ..config import ConfigError, load
-
+def _config_for_git_shell(args: argparse.Namespace) -> Any:
+    """The repositories of --config: from the daemon's snapshot while it matches the file (what the hook reads too, as
+    the git account), else from the file."""
     try:
-        return load(Path(args.config))
-    except ConfigError as exc:
+        return read_config(args, check=False)[0]
+    except UserError as exc:
         raise UserError(
-            f"git-shell: the server's configuration {args.config} has {plural(len(exc.problems), 'problem')}; "
-            "nothing is served until an administrator fixes it (`gitopsd check-config`)"
+            f"git-shell: the server's configuration {args.config} has problems; nothing is served until an "
+            "administrator fixes it (`gitopsd check-config`)"
         ) from exc
 
 
-def served_repository(config: Config, asked: str, names: list[str] | None = None) -> str:
+def served_repository(config: Any, asked: str, names: list[str] | None = None) -> str:
     """The real path of the configured repository (of `names`, if given) `asked` names as git would find it (relative
     to the account's home, `.git` optional); one line for any other path (`~user/`, `..` out of it, an option)."""
     known = {r.name: r for r in config.repositories}
