@@ -7,10 +7,18 @@ gitopsd does not manage. Nothing is faked; the daemon is not needed (the hook an
 
 from __future__ import annotations
 
+import re
+import shutil
+import socket
+import subprocess
 import sys
+import time
 from pathlib import Path
 
-from tests.support import Sandbox, git, run
+import yaml
+
+from tests.e2e.test_ssh_identity import TRUST_MODEL
+from tests.support import Sandbox, free_port, git, run
 
 GITOPSD = Path(sys.executable).parent / "gitopsd"
 
@@ -119,10 +127,6 @@ def test_a_push_cannot_squat_the_names_gitopsd_writes_its_audit_notes_and_releas
 
 
 def test_the_documented_environment_line_gives_the_key_no_shell_on_the_account_that_owns_the_repositories(short_tmp, ssh_hosts):
-    import re
-
-    from tests.e2e.test_ssh_identity import TRUST_MODEL
-
     sandbox = Sandbox(short_tmp, {"qa": ["qa-1"]})
     (server,) = ssh_hosts(["git-server"])
     server.stop()
@@ -143,10 +147,6 @@ def test_the_documented_environment_line_gives_the_key_no_shell_on_the_account_t
 
 
 def test_a_key_limited_to_its_teams_repository_reaches_no_other_gitopsd_manages(short_tmp, ssh_hosts):
-    import shutil
-
-    import yaml
-
     sandbox = Sandbox(short_tmp, {"qa": ["qa-1"]})
     payments = short_tmp / "payments.git"  # another team's repository, managed by the same gitopsd
     shutil.copytree(sandbox.repo, payments, symlinks=True)
@@ -175,3 +175,38 @@ def test_a_key_limited_to_its_teams_repository_reaches_no_other_gitopsd_manages(
         f"gitopsd: error: git-shell: no repository named 'shp' in {sandbox.config} (known: shop, payments): "
         "fix this key's command= in the git user's ~/.ssh/authorized_keys"
     ), listed
+
+
+def test_a_key_with_the_forced_command_gets_no_shell_no_file_transfer_and_no_tunnel(short_tmp, ssh_hosts):
+    sandbox = Sandbox(short_tmp, {"qa": ["qa-1"]})
+    (server,) = ssh_hosts(["git-server"])
+    forced_command(server, sandbox)
+    marker = short_tmp / "ran"
+    for command in (f"sh -c 'touch {marker}'", f"git-upload-pack '{sandbox.repo}'; touch {marker}", "scp -f /etc/hostname"):
+        proc = run(server.ssh_argv(command), check=False)
+        assert proc.returncode == 1 and proc.stderr.strip().startswith("gitopsd: error: git-shell: "), proc
+    options = ["-F", "/dev/null", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"]
+    sftp = run(
+        ["sftp", "-b", "-", *options, "-i", str(server.key), "-P", str(server.port), f"{server.user}@{server.address}"],
+        check=False,
+    )
+    assert sftp.returncode != 0, sftp
+    assert not marker.exists()
+    # `restrict`: a forwarding the client asks for opens nothing (sshd's own port stands for any service on the host).
+    port = free_port()
+    argv = server.ssh_argv()
+    tunnel = subprocess.Popen([*argv[:-1], "-N", "-L", f"127.0.0.1:{port}:{server.address}:{server.port}", argv[-1]])
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+                    conn.settimeout(10)
+                    assert conn.recv(100) == b"", "the tunnel reached sshd"
+                break
+            except ConnectionRefusedError:  # the client does not listen yet
+                assert time.monotonic() < deadline and tunnel.poll() is None, "ssh -L never listened"
+                time.sleep(0.1)
+    finally:
+        tunnel.terminate()
+        tunnel.wait(10)
