@@ -109,6 +109,18 @@ def environment(env: dict[str, str]) -> Iterator[None]:
         os.environ.update(saved)
 
 
+@contextmanager
+def mounted(target: Path, *options: str) -> Iterator[None]:
+    """`mount OPTIONS... target` for the block, unmounted after whatever happens (lazily: SQLite keeps a closed
+    connection's file open while another connection of the process holds a lock on that file)."""
+    target.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", *options, str(target)], check=True)
+    try:
+        yield
+    finally:
+        subprocess.run(["umount", "--lazy", str(target)], check=True)
+
+
 def sigint_as_at_a_terminal() -> None:
     """`preexec_fn` for a command a test interrupts with Ctrl-C: SIGINT at its default, as a terminal's foreground job
     has it. A suite started in the background of a script (`make test &`) hands its children SIGINT ignored, and

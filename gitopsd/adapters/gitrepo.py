@@ -103,6 +103,7 @@ class GitRepository:
         except (KeyError, ValueError) as exc:
             raise ExportError(f"commit {commit} is missing from the repository") from exc
         dest.mkdir(parents=True, exist_ok=True)
+        room(dest, obj, *measure(repo, obj, {}, 0))
         links: list[tuple[str, str]] = []
         root = os.open(dest, DIRECTORY)
         try:
@@ -222,6 +223,50 @@ class GitRepository:
                 raise ExportError(corrupt) from exc
         if written != expected or digest.hexdigest() != hexid:
             raise ExportError(corrupt)
+
+
+def measure(repo: pygit2.Repository, tree: pygit2.Tree, known: dict[str, tuple[int, int]], depth: int) -> tuple[int, int]:
+    """(files and folders, bytes on disk) that `tree` unpacks into, each tree measured once: a push of a few kilobytes
+    can name gigabytes (one blob under folders that each name the folder below many times)."""
+    if str(tree.id) in known or depth > MAX_DEPTH:  # too deep: the export says so
+        return known.get(str(tree.id), (0, 0))
+    count = size = 0
+    for entry in tree:
+        count += 1
+        try:
+            if entry.filemode == pygit2.enums.FileMode.TREE:
+                files, data = measure(repo, repo[entry.id].peel(pygit2.Tree), known, depth + 1)
+                count, size = count + files, size + data + 4096
+            elif entry.filemode in (pygit2.enums.FileMode.BLOB, pygit2.enums.FileMode.BLOB_EXECUTABLE):
+                size += (repo.odb.read_header(entry.id)[1] + 4095) // 4096 * 4096
+        except (KeyError, ValueError):  # a missing or malformed object: the export names it
+            continue
+    known[str(tree.id)] = (count, size)
+    return count, size
+
+
+# What an export leaves free of its file system (5%, at most 256 MiB and 10,000 inodes): the store and the other
+# environments' runs write there too.
+RESERVE_SHARE, RESERVE_BYTES, RESERVE_INODES = 0.05, 256 << 20, 10_000
+
+
+def room(dest: Path, tree: pygit2.Tree, count: int, size: int) -> None:
+    """Raise ExportError when `tree` needs more than `dest`'s file system has free (bytes or inodes), less the reserve."""
+    fs = os.statvfs(dest)
+    keep = int(min(fs.f_blocks * fs.f_frsize * RESERVE_SHARE, RESERVE_BYTES))
+    free = fs.f_bavail * fs.f_frsize - keep
+    inodes = fs.f_favail - int(min(fs.f_files * RESERVE_SHARE, RESERVE_INODES))
+    said = f"{size / (1 << 30):.1f} GiB" if size >= 1 << 30 else f"{size / (1 << 20):.1f} MiB"
+    if size > free:
+        raise ExportError(
+            f"tree {tree.id} unpacks into {said}, more than the {max(free, 0) >> 20} MiB free on the file system of {dest} "
+            f"(keeping {keep >> 20} MiB free): push a commit that leaves the bulk out, or make room there"
+        )
+    if fs.f_files and count > inodes:
+        raise ExportError(
+            f"tree {tree.id} holds {count:,} files and folders, more than the {max(inodes, 0):,} the file system of "
+            f"{dest} has room for: push a commit with fewer, or make room there"
+        )
 
 
 def inflated(source: BinaryIO) -> Iterator[bytes]:

@@ -32,6 +32,7 @@ This module only builds the argument list; runner.py (and sandboxed.py, for gala
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import os
 import pwd
@@ -92,9 +93,41 @@ def hidden_paths(config_file: Path, state_dir: Path, runtime_dir: Path, reposito
     return tuple(sorted({Path(p) for p in hide}))
 
 
+# Fields of the config (at any depth) that name a file holding a secret: vault passwords, tokens, keys.
+SECRET_FIELDS = (
+    "vault_password_file",
+    "tokens_file",
+    "proxy_secret_file",
+    "secret_file",
+    "token_file",
+    "password_file",
+    "identity_file",
+    "signing_key",
+)
+
+
+def secret_files(value: Any) -> set[Path]:
+    """Every file the config names that holds a secret: a qa run must not read production's vault password (a run
+    gets its own copy in its folder), the API's tokens or gitopsd's signing key, wherever the administrator keeps them."""
+    found: set[Path] = set()
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        for field in dataclasses.fields(value):
+            item = getattr(value, field.name)
+            if field.name in SECRET_FIELDS and isinstance(item, Path):
+                found.add(item)
+            else:
+                found |= secret_files(item)
+    elif isinstance(value, tuple | list):
+        for item in value:
+            found |= secret_files(item)
+    return found
+
+
 def for_config(config: Any) -> SandboxPolicy:
-    """What playbook runs, inventory reads and CI steps may see: the config's sandbox, with gitopsd's own paths hidden."""
+    """What playbook runs, inventory reads and CI steps may see: the config's sandbox, with gitopsd's own paths and
+    every secret file it names hidden."""
     hide = hidden_paths(config.source, config.state_dir, config.runtime_dir, [r.path for r in config.repositories])
+    hide = tuple(sorted({*hide, *secret_files(config)}))
     listens = ((config.api.host, config.api.port),) if config.api is not None else ()
     policy: SandboxPolicy = replace(config.sandbox, hide=hide, daemon_addresses=listens)
     return policy

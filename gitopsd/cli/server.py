@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +19,7 @@ from .common import (
 )
 from .common import (
     plural,
+    read_config,
 )
 
 if TYPE_CHECKING:
@@ -114,8 +116,6 @@ GIT_SHELL_VERBS = ("git-receive-pack", "git-upload-pack", "git-upload-archive")
 
 def cmd_git_shell(args: argparse.Namespace) -> int:
     """An authorized_keys forced command: git-shell for the person the key's line names, never one the client says."""
-    import re
-
     if not re.fullmatch(GIT_SHELL_NAME, args.name):
         raise UserError(
             f"git-shell: {args.name!r} is not a user name ([a-z_][a-z0-9_.-]*): fix this key's "
@@ -133,10 +133,51 @@ def cmd_git_shell(args: argparse.Namespace) -> int:
     shell = "/usr/bin/git-shell"
     if not os.access(shell, os.X_OK):
         raise UserError(f"git-shell: {shell} is missing: apt-get install git")
-    # Only the key's line names the pusher: other identity variables are dropped (GL_USER would win).
-    env = {k: v for k, v in os.environ.items() if k not in ("GL_USER", "REMOTE_USER", "SSH_ORIGINAL_COMMAND")}
-    command = f"{found.group(1)} '{found.group(2)}'"  # git-shell parses it; a path with a quote or backslash was refused
+    path = served_repository(_config_for_git_shell(args), found.group(2), args.repos).replace("'", "'\\''")
+    # Only the key's line names the pusher, and git reads no variable the client sent (an sshd's `AcceptEnv GIT_*`
+    # would hand it GIT_CONFIG_PARAMETERS: uploadpack.packObjectsHook runs a command, core.hooksPath skips the gate).
+    env = {k: v for k, v in os.environ.items() if k in GIT_SHELL_ENV or k.startswith("LC_")}
+    if re.fullmatch(r"[A-Za-z0-9=:._-]{1,100}", os.environ.get("GIT_PROTOCOL", "")):
+        env["GIT_PROTOCOL"] = os.environ["GIT_PROTOCOL"]  # protocol v2, as git's docs ask sshd to pass
+    command = f"{found.group(1)} '{path}'"  # git-shell parses it, for the repository found here and no other
     os.execve(shell, ["git-shell", "-c", command], {**env, "GITOPSD_USER": args.name})  # noqa: S606 (argv, no shell)
+
+
+GIT_SHELL_ENV = ("HOME", "PATH", "USER", "LOGNAME", "SHELL", "LANG", "TZ", "SSH_CONNECTION", "SSH_CLIENT")
+
+
+def _config_for_git_shell(args: argparse.Namespace) -> Any:
+    """The repositories of --config: from the daemon's snapshot while it matches the file (what the hook reads too, as
+    the git account), else from the file."""
+    try:
+        return read_config(args, check=False)[0]
+    except UserError as exc:
+        raise UserError(
+            f"git-shell: the server's configuration {args.config} has problems; nothing is served until an "
+            "administrator fixes it (`gitopsd check-config`)"
+        ) from exc
+
+
+def served_repository(config: Any, asked: str, names: list[str] | None = None) -> str:
+    """The real path of the configured repository (of `names`, if given) `asked` names as git would find it (relative
+    to the account's home, `.git` optional); one line for any other path (`~user/`, `..` out of it, an option)."""
+    known = {r.name: r for r in config.repositories}
+    for name in names or ():
+        if name not in known:
+            raise UserError(
+                f"git-shell: no repository named {name!r} in {config.source} (known: {', '.join(known)}): "
+                "fix this key's command= in the git user's ~/.ssh/authorized_keys"
+            )
+    usable = [known[name] for name in names] if names else list(config.repositories)
+    if not asked.startswith(("-", "~")) and asked.isprintable():
+        managed = {os.path.realpath(r.path) for r in usable}
+        base = os.path.join(os.getcwd(), asked)
+        for candidate in (base + "/.git", base, base + ".git/.git", base + ".git"):  # git's enter_repo order
+            if os.path.isdir(candidate) and os.path.realpath(candidate) in managed:
+                return os.path.realpath(candidate)
+    what = "this key may use" if names else "gitopsd manages"
+    reach = ", ".join(str(r.path) for r in usable) or "none"
+    raise UserError(f"git-shell: {asked!r} is not a repository {what}; it reaches only these: {reach}")
 
 
 def cmd_install_hooks(args: argparse.Namespace) -> int:
@@ -341,10 +382,14 @@ def add_entry_points(add: Callable[..., argparse.ArgumentParser]) -> None:
         "the SSH forced command that names the pusher (in authorized_keys, not for people)",
         "Run git-shell for a push, fetch or archive over SSH with GITOPSD_USER=NAME, as a forced command in\n"
         'the git user\'s ~/.ssh/authorized_keys: command="/opt/gitopsd/bin/gitopsd git-shell alice",restrict ...\n'
-        "Refuses any other command (SSH_ORIGINAL_COMMAND) and an interactive login.",
+        "Refuses any other command (SSH_ORIGINAL_COMMAND), a repository --config does not list, and an\n"
+        "interactive login; git gets no variable the client sent.",
         cmd_git_shell,
     )
     p.add_argument("name", metavar="NAME", help="who this key belongs to ([a-z_][a-z0-9_.-]*)")
+    p.add_argument(
+        "--repo", dest="repos", action="append", metavar="REPO", help="a repository this key may use (repeat; default: all)"
+    )
 
     p = add(
         "hook",

@@ -6,7 +6,7 @@ import os
 
 from ..base import gitcli, storeerrors
 from . import nudge, policy
-from .push import AUDIT_NOTES, RC_TAGS
+from .push import AUDIT_NOTES, RC_TAGS, squats
 
 TYPE_CHECKING = False  # true for mypy and import-linter only: the hook does not import typing
 
@@ -19,21 +19,22 @@ if TYPE_CHECKING:  # annotations only
 def reserved_refusal(update: RefUpdate, repo_name: str) -> policy.Verdict:
     """Why a push may not touch a replace ref or gitopsd's notes, and what to do instead."""
     action = "delete" if update.new == gitcli.ZERO else "create" if update.old == gitcli.ZERO else "update"
-    if update.ref.startswith(RC_TAGS):
+    above = ", and a ref by this name would keep gitopsd from writing its own" if not update.ref.startswith(RC_TAGS) else ""
+    if update.ref.startswith(RC_TAGS) or RC_TAGS.startswith(update.ref + "/"):
         return policy.refuse(
             "reserved-ref",
             "release candidates (rc/* tags) are made by gitopsd only",
-            [f"this push would {action} {update.ref}: an rc/* tag is what approvals bind to."],
+            [f"this push would {action} {update.ref}: an rc/* tag is what approvals bind to{above}."],
             [
                 f"create one on the server: gitopsd rc create --repo {repo_name}",
                 "push your own tags under another name (e.g. v1.2.3), or leave rc/* out of the push",
             ],
         )
-    if update.ref == AUDIT_NOTES:
+    if squats(update.ref, AUDIT_NOTES):
         return policy.refuse(
             "reserved-ref",
             f"{AUDIT_NOTES} is gitopsd's own record; pushes may not change it",
-            [f"this push would {action} it."],
+            [f"this push would {action} it." if update.ref == AUDIT_NOTES else f"this push would {action} {update.ref}{above}."],
             [
                 "push your notes under another name: git push origin refs/notes/<yours>",
                 f"leave {AUDIT_NOTES} out of the push (no --mirror, no refs/notes/* refspec)",

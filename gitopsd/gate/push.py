@@ -68,7 +68,14 @@ REQUEST_PREFIX = "refs/promote/"  # a promotion request: the hook makes the prom
 
 
 def is_reserved(ref: str) -> bool:
-    return ref.startswith((REPLACE_REFS, RC_TAGS)) or ref == AUDIT_NOTES
+    """Is `ref` gitopsd's, or a name above one of gitopsd's (refs/notes/gitopsd/x, refs/tags/rc) that would keep git
+    from ever writing it?"""
+    return ref.startswith((REPLACE_REFS, RC_TAGS)) or squats(ref, AUDIT_NOTES) or RC_TAGS.startswith(ref + "/")
+
+
+def squats(ref: str, name: str) -> bool:
+    """Is `ref` the ref `name`, a ref below it or a folder above it (git keeps no two refs where one is the other's folder)?"""
+    return ref == name or ref.startswith(name + "/") or name.startswith(ref + "/")
 
 
 def shadowed(ref: str, branches: set[str]) -> str | None:

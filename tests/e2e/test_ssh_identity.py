@@ -60,7 +60,8 @@ def test_a_push_through_the_documented_forced_command_records_the_person_and_not
     )
     assert line, "docs/trust-model.md's authorized_keys line for the forced command"
     gitopsd = Path(sys.executable).parent / "gitopsd"
-    server.authorized_keys.write_text(f'command="{gitopsd} {line.group(1)}",{line.group(2)} {key}\n')
+    # The config is the sandbox's, not /etc/gitopsd/gitopsd.yml: git-shell serves only the repositories it names.
+    server.authorized_keys.write_text(f'command="{gitopsd} {line.group(1)} --config {sandbox.config}",{line.group(2)} {key}\n')
     login = run([*ssh_command(server).split(), "-p", str(server.port), f"{server.user}@{server.address}", "id"], check=False)
     assert login.returncode == 1 and login.stdout == "", login
     assert login.stderr.strip().splitlines()[-1] == (

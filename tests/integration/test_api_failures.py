@@ -16,8 +16,6 @@ import logging
 import os
 import shutil
 import sqlite3
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -30,24 +28,12 @@ from tests.integration import test_provenance_upload as uploads
 from tests.integration.test_api import Api
 from tests.integration.test_api_human_gates import Api as DaemonApi
 from tests.integration.test_web_actions import HX, refusal_ids
-from tests.support import Daemon, Sandbox, free_port, git
+from tests.support import Daemon, Sandbox, free_port, git, mounted
 from tests.webclient import Browser, token, web_up
 
 api, ci_key = uploads.api, uploads.ci_key  # its fixtures: the API served with a CI key trusted for provenance
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs or a read-only bind needs root")
-
-
-@contextlib.contextmanager
-def mounted(target: Path, *options: str) -> Iterator[None]:
-    """`mount OPTIONS... target` for the block, unmounted after whatever happens (lazily: SQLite keeps a closed
-    connection's file open while another connection of the process holds a lock on that file)."""
-    target.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["mount", *options, str(target)], check=True)
-    try:
-        yield
-    finally:
-        subprocess.run(["umount", "--lazy", str(target)], check=True)
 
 
 def failing(db: Path, words: str) -> None:
