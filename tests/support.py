@@ -332,7 +332,7 @@ class Sandbox:
         shutil.copytree(template / "work", self.work, symlinks=True)
         _replace_in(self.work / ".git" / "config", f"url = {template / 'shop.git'}\n", f"url = {self.repo}\n")
         self.write_config()
-        if (template / "state" / "state.db").exists():
+        if self.converged:
             _copy_state(template, self.root)
         else:
             self.state.mkdir()
