@@ -18,7 +18,7 @@ TRUST_MODEL = (ROOT / "docs" / "trust-model.md").read_text()
 
 
 def test_a_push_over_ssh_records_the_person_authorized_keys_names_and_no_other_variable_gets_through(short_tmp, ssh_hosts):
-    sandbox = Sandbox(short_tmp, {"qa": ["qa-1"]})
+    sandbox = Sandbox(short_tmp, {"qa": ["qa-1"]}, converged=True)
     (server,) = ssh_hosts(["git-server"])
     key = server.authorized_keys.read_text().strip()
     # What an admin writes per person; GL_USER is not in PermitUserEnvironment's list, so sshd drops it.
@@ -51,7 +51,7 @@ def ssh_command(server) -> str:
 
 
 def test_a_push_through_the_documented_forced_command_records_the_person_and_nothing_else_runs(short_tmp, ssh_hosts):
-    sandbox = Sandbox(short_tmp, {"qa": ["qa-1"]})
+    sandbox = Sandbox(short_tmp, {"qa": ["qa-1"]}, converged=True)
     (server,) = ssh_hosts(["git-server"])
     key = server.authorized_keys.read_text().strip()
     # docs/trust-model.md's line, with this checkout's gitopsd for /opt/gitopsd's and the test's key for the example key.
