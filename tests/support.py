@@ -445,6 +445,7 @@ def _template(envs: dict[str, list[str]]) -> Path:
     return _TEMPLATES[key]
 
 
+PERSON_GATES = {"approvals", "require_signoff"}  # an environment with these waits for a person before its first deployment
 UNDEPLOYED_SETTINGS = {"api", "web"}  # config sections no deployment depends on
 _CONVERGED: dict[str, Path] = {}  # this process's converged templates, by environments and options
 
@@ -468,9 +469,14 @@ def _converged_template(sandbox: Sandbox) -> Path:
         root = Path(tempfile.mkdtemp(prefix="gt-conv-", dir="/tmp"))
         atexit.register(shutil.rmtree, root, True)
         box = Sandbox(root, sandbox.envs, **options)
+        # Each environment deployed; one that waits for a person (approvals, sign-offs) blocked, once the others are.
+        waits = {env for env, opts in box.env_options.items() if PERSON_GATES & set(opts)}
         with Daemon(box) as daemon:
-            for env in box.envs:
-                daemon.wait_state(env, "in-sync", box.head(env), timeout=120)
+            daemon.wait_for(
+                lambda: all(row["state"] == ("blocked" if env in waits else "in-sync") for env, row in box.status().items()),
+                120,
+                "every environment deployed or waiting for a person",
+            )
         Daemon.started.remove(daemon)
         with contextlib.closing(sqlite3.connect(box.state / "state.db")) as db:
             db.execute("PRAGMA wal_checkpoint(TRUNCATE)")

@@ -86,6 +86,7 @@ def server(short_tmp: Path, people: None) -> Iterator[tuple[Sandbox, Daemon, Api
             "groups": {"approvers": ["gh-bob", "gh-carol", "gh-dave"]},
             "api": {"listen": f"127.0.0.1:{port}", "tokens_file": str(short_tmp / "tokens.yml")},
         },
+        converged=True,
     )
     sandbox.runtime.mkdir()
     shutil.chown(sandbox.runtime, "root", GROUP)

@@ -33,6 +33,7 @@ def site(short_tmp: Path) -> Iterator[tuple[Sandbox, Daemon, dict[str, Browser]]
             "api": {"listen": f"127.0.0.1:{port}", "tokens_file": str(short_tmp / "tokens.yml")},
             "web": {"roles": {"*": {"viewer": ["*"], "deployer": ["group:ops"]}, "production": {"approver": ["group:product"]}}},
         },
+        converged=True,
     )
     with Daemon(sandbox) as daemon:
         web_up(daemon)
