@@ -145,8 +145,8 @@ def test_a_firing_alert_freezes_production_a_push_is_refused_naming_it_a_rollbac
         },
     )
     webhook = f"http://127.0.0.1:{port}/api/v1/alerts"
-    token = sandbox.cli("token", "create", "alertmanager", "--scope", "alerts:write").stdout.strip()
-    reader = sandbox.cli("token", "create", "reader", "--scope", "read").stdout.strip()
+    token = sandbox.command("token", "create", "alertmanager", "--scope", "alerts:write").stdout.strip()
+    reader = sandbox.command("token", "create", "reader", "--scope", "read").stdout.strip()
     with Daemon(sandbox) as daemon:
         daemon.wait_state("qa", "in-sync")
         daemon.wait_state("production", "in-sync")
@@ -156,7 +156,7 @@ def test_a_firing_alert_freezes_production_a_push_is_refused_naming_it_a_rollbac
             sandbox.push("main", "main:qa")
             daemon.wait_state("qa", "in-sync", sandbox.head("qa"))
             if text == "v2":
-                sandbox.cli("promote", "qa", "production")
+                sandbox.command("promote", "qa", "production")
                 daemon.wait_state("production", "in-sync", sandbox.head("production"))
 
         # What is not Alertmanager's payload is refused and locks nothing; a token without the scope may not post.
@@ -195,7 +195,7 @@ def test_a_firing_alert_freezes_production_a_push_is_refused_naming_it_a_rollbac
             assert "frozen by alert CheckoutErrors" in refused.stderr
             assert "wait for the alert to resolve (CheckoutErrors)" in refused.stderr
 
-            sandbox.cli("rollback", "production")
+            sandbox.command("rollback", "production")
             daemon.wait_for(
                 lambda: any(d["kind"] == "rollback" and d["result"] == "succeeded" for d in sandbox.history("production")),
                 120,
@@ -203,7 +203,7 @@ def test_a_firing_alert_freezes_production_a_push_is_refused_naming_it_a_rollbac
             )
 
             # A person's lock stays when the alert resolves.
-            sandbox.cli("lock", "production", "--reason", "post-incident review", "--for", "1h")
+            sandbox.command("lock", "production", "--reason", "post-incident review", "--for", "1h")
             rule_file(rules, QUIET)
             prom.proc.send_signal(signal.SIGHUP)
             daemon.wait_for(
@@ -214,10 +214,10 @@ def test_a_firing_alert_freezes_production_a_push_is_refused_naming_it_a_rollbac
             assert notifications(am)[1] == 0
             left = sandbox.status()["production"]["locks"]
             assert len(left) == 1 and "post-incident review" in left[0], left
-        sandbox.cli("unlock", "production")
-        sandbox.cli("promote", "qa", "production")
+        sandbox.command("unlock", "production")
+        sandbox.command("promote", "qa", "production")
         daemon.wait_state("production", "in-sync", sandbox.head("production"))
-    notes = sandbox.cli("locks").stdout
+    notes = sandbox.command("locks").stdout
     assert notes.strip() == "nothing is locked"
 
 
@@ -241,7 +241,7 @@ def test_a_freeze_holds_while_alertmanager_sends_it_again_a_person_in_override_b
         },
     )
     webhook = f"http://127.0.0.1:{port}/api/v1/alerts"
-    token = sandbox.cli("token", "create", "alertmanager", "--scope", "alerts:write").stdout.strip()
+    token = sandbox.command("token", "create", "alertmanager", "--scope", "alerts:write").stdout.strip()
 
     def freezes() -> list[dict]:  # read in this process: no new Python every tenth of a second
         with Store.of(load(sandbox.config), readonly=True) as store:
@@ -264,13 +264,13 @@ def test_a_freeze_holds_while_alertmanager_sends_it_again_a_person_in_override_b
                     lambda: any(f["until"] > first["until"] for f in freezes()), 120, "Alertmanager sending the alert again"
                 )
 
-                lifted = sandbox.cli("unlock", "production", "--reason", "the rule is being rewritten").stdout
+                lifted = sandbox.command("unlock", "production", "--reason", "the rule is being rewritten").stdout
                 assert "unlocked by" in lifted, lifted
                 daemon.wait_for(freezes, 120, "the next firing notification freezing again")
                 running.close()  # Alertmanager gone, and with it the resolve
                 daemon.wait_for(lambda: not freezes(), 180, "the freeze expiring")
         daemon.wait_for(expired, 120, "the expiry recorded")
-        past = sandbox.cli("locks", "--history", "5").stdout
+        past = sandbox.command("locks", "--history", "5").stdout
         assert "frozen by alert CheckoutErrors" in past and "; expired at " in past, past
         assert f"lifted by {me} at " in past and "the rule is being rewritten" in past, past
         notes = git(sandbox.repo, "log", "--notes=gitopsd", "--format=%N", "production").stdout

@@ -47,7 +47,7 @@ def test_a_ci_job_reports_success_with_a_token_and_qa_takes_that_commit_but_refu
     with Daemon(sandbox) as daemon:
         daemon.wait_for(lambda: http("GET", f"{sandbox.api_base}/api/v1/health")[0] == 200, 30, "the API up")
         # Created while the daemon runs: it reads the tokens file again, no restart.
-        token = sandbox.cli("token", "create", "jenkins", "--scope", "statuses:write").stdout.strip()
+        token = sandbox.command("token", "create", "jenkins", "--scope", "statuses:write").stdout.strip()
         sandbox.write("app.txt", "tested")
         tested = sandbox.commit("tested")
         sandbox.push("main")
@@ -82,7 +82,7 @@ def test_the_daemon_deploys_without_its_api_when_the_port_is_taken(sandbox):
         taken.listen()
         with Daemon(sandbox) as daemon:
             daemon.wait_for(lambda: "the HTTP API is not started" in daemon.log(), 30, "the API error")
-            sandbox.cli("ci", "report", "--commit", sandbox.head("qa"), "--context", "ci/test", "--state", "success")
+            sandbox.command("ci", "report", "--commit", sandbox.head("qa"), "--context", "ci/test", "--state", "success")
             daemon.wait_state("qa", "in-sync", sandbox.head("qa"))
             assert daemon.stop() == 0
     log = daemon.log()

@@ -55,7 +55,7 @@ def test_a_green_commit_on_main_reaches_qa_then_staging_by_itself_and_a_red_one_
         daemon.wait_result("staging", sandbox.head("staging"), "succeeded")
 
         # A rollback of qa stays: the daemon never brings back a tree that ran there before by itself.
-        sandbox.cli("rollback", "qa")
+        sandbox.command("rollback", "qa")
         daemon.wait_state("qa", "in-sync", sandbox.head("qa"))
         rolled_back = sandbox.head("qa")
         assert sandbox.tree(rolled_back) != sandbox.tree(v2)

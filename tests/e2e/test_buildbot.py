@@ -66,9 +66,9 @@ def world():
             env_options={"qa": {"require_checks": [CONTEXT], "auto_promote": True}},
             extra={"api": {"listen": f"127.0.0.1:{api_port}", "tokens_file": str(root / "tokens.yml")}},
         )
-        secret = sandbox.cli("token", "create", "buildbot", "--scope", "statuses:write").stdout.strip()
-        reader = sandbox.cli("token", "create", "tester", "--scope", "read").stdout.strip()
-        pusher = sandbox.cli(
+        secret = sandbox.command("token", "create", "buildbot", "--scope", "statuses:write").stdout.strip()
+        reader = sandbox.command("token", "create", "tester", "--scope", "read").stdout.strip()
+        pusher = sandbox.command(
             "token",
             "create",
             "buildbot-push",

@@ -108,7 +108,7 @@ def test_an_approval_typed_in_the_room_by_a_mapped_approver_lets_production_take
         daemon.wait_state("qa", "in-sync", sandbox.head("qa"))
         daemon.wait_for(lambda: "reading approvals in the Matrix room" in daemon.log(), 120, "the chat loop in the room")
         ship_to_staging(sandbox, daemon, "release 2: faster checkout", pusher="alice")
-        sandbox.cli("rc", "create", "--name", "r1")
+        sandbox.command("rc", "create", "--name", "r1")
 
         # The request, in the room and on the webhook: candidate, changes, checks, sign-offs, its page.
         asked = bob.wait_for(from_gitopsd("rc/r1 for production"), "the approval request")
@@ -146,10 +146,10 @@ def test_an_approval_typed_in_the_room_by_a_mapped_approver_lets_production_take
         assert "approved: production takes it now" in body(done), body(done)
         bob.sync()
         assert sum("is not mapped" in body(e) for e in bob.messages) == 1  # mallory's second message: no answer
-        sandbox.cli("promote", "rc/r1", "production")
+        sandbox.command("promote", "rc/r1", "production")
         row = daemon.wait_result("production", sandbox.head("production"), "succeeded", timeout=120)
         assert (row["rc"], row["approved_by"]) == ("r1", ["bob"])
-        shown = json.loads(sandbox.cli("rc", "show", "r1", "--json").stdout)
+        shown = json.loads(sandbox.command("rc", "show", "r1", "--json").stdout)
         assert [(h["actor"], h["kind"]) for h in shown["history"]] == [("bob", "approve")]
         assert shown["history"][0]["note"] == f"checked the changes with product (in Matrix as @bob:{SERVER_NAME})"
 
@@ -162,7 +162,7 @@ def test_the_daemon_keeps_deploying_while_the_homeserver_is_held_stopped_and_the
         daemon.wait_for(lambda: "reading approvals in the Matrix room" in daemon.log(), 120, "the chat loop in the room")
         with server.held():
             commit = ship_to_staging(sandbox, daemon, "release 3", pusher="alice")
-            created = sandbox.cli("rc", "create", "--name", "r2")  # answered while the homeserver hangs
+            created = sandbox.command("rc", "create", "--name", "r2")  # answered while the homeserver hangs
             assert "release candidate rc/r2 created" in created.stdout
             sandbox.write("app.txt", "release 4")
             newer = sandbox.commit("release 4")

@@ -83,7 +83,7 @@ def test_a_push_to_main_runs_the_steps_and_qa_and_staging_deploy_the_identical_a
         assert done["gitopsd/build"][0] == "success" and done["gitopsd/test"][0] == "success", done
         sandbox.push("main:qa")  # the hook lets it in: both required checks passed
         daemon.wait_state("qa", "in-sync", v2, timeout=90)
-        sandbox.cli("promote", "qa", "staging")
+        sandbox.command("promote", "qa", "staging")
         daemon.wait_for(
             lambda: (
                 sandbox.status()["staging"]["state"] == "in-sync"
@@ -94,7 +94,7 @@ def test_a_push_to_main_runs_the_steps_and_qa_and_staging_deploy_the_identical_a
         )
         qa = next(d for d in sandbox.history("qa") if d["commit"] == v2 and d["result"] == "succeeded")
         staging = next(d for d in sandbox.history("staging") if d["tree"] == sandbox.tree(v2) and d["result"] == "succeeded")
-        log = sandbox.cli("logs", "--ci", str(run_id(done["gitopsd/build"][1]))).stdout
+        log = sandbox.command("logs", "--ci", str(run_id(done["gitopsd/build"][1]))).stdout
     # Built once: the same sha256 recorded for both deployments, and the very bytes each host received.
     sha = qa["artifacts"]["dist/app.tar.gz"]
     assert staging["artifacts"] == {"dist/app.tar.gz": sha}
@@ -178,16 +178,16 @@ def test_ci_rerun_runs_the_steps_again_on_the_same_head_and_their_result_replace
         failed = daemon.wait_for(lambda: finished(sandbox, head, 1), 60, "the first CI run of v2")
         assert failed["gitopsd/test"][0] == "failure"
         down.unlink()  # the infrastructure is back; the commit is the same
-        said = sandbox.cli("ci", "rerun", "shop", "main").stdout
+        said = sandbox.command("ci", "rerun", "shop", "main").stdout
         passed = daemon.wait_for(lambda: rerun_passed(sandbox, head, run_id(failed["gitopsd/test"][1])), 60, "the rerun")
-        refused = sandbox.cli("ci", "rerun", "shop", "qa", check=False)
+        refused = sandbox.command("ci", "rerun", "shop", "qa", check=False)
     assert said.strip() == (
         f"shop: CI runs again on main at {head[:7]} (the built-in steps), asked by {me}; "
         f"follow with `gitopsd ci status {head[:7]}`"
     )
-    shown = sandbox.cli("ci", "status", head).stdout
+    shown = sandbox.command("ci", "status", head).stdout
     assert "gitopsd/test  success" in shown, shown
-    logs = sandbox.cli("logs", "--ci", str(run_id(passed["gitopsd/test"][1]))).stdout
+    logs = sandbox.command("logs", "--ci", str(run_id(passed["gitopsd/test"][1]))).stdout
     assert f"run again as asked by {me}" in logs and head in logs
     assert refused.returncode == 1
     assert refused.stderr.strip() == (

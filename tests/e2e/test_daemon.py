@@ -110,7 +110,7 @@ def test_a_failing_commit_is_retried_with_backoff_then_stalled_until_the_branch_
         time.sleep(3)
         assert len([d for d in sandbox.history("qa") if d["commit"] == bad]) == 2
         # `gitopsd retry` clears the stall: one more attempt (which fails again).
-        assert "stall cleared" in sandbox.cli("retry", "qa").stdout
+        assert "stall cleared" in sandbox.command("retry", "qa").stdout
         daemon.wait_for(lambda: len([d for d in sandbox.history("qa") if d["commit"] == bad]) >= 3, 30, "retry")
         # A new commit moves the branch: deployed at once.
         sandbox.remove("FAIL")
@@ -143,7 +143,7 @@ def test_automatic_rollback_reverts_the_branch_and_deploys_the_last_good_tree(sh
     assert history[0]["trigger"] == "auto-rollback" and history[0]["actor"] == "gitopsd"
     assert "automatic rollback" in history[0]["reason"]
     assert sum(1 for d in history if d["commit"] == bad) == 1
-    message = sandbox.cli("logs", str(history[0]["id"])).stdout
+    message = sandbox.command("logs", str(history[0]["id"])).stdout
     assert "rollback" in message
     import subprocess
 
@@ -184,7 +184,7 @@ def test_gitopsd_rollback_command_reverts_to_the_previous_good_tree(sandbox):
         v2 = sandbox.commit("v2")
         sandbox.push("main", "main:staging")
         daemon.wait_state("staging", "in-sync", v2)
-        out = sandbox.cli("rollback", "staging").stdout
+        out = sandbox.command("rollback", "staging").stdout
         assert "the daemon deploys it now" in out
         revert = sandbox.head("staging")
         daemon.wait_state("staging", "in-sync", revert)
@@ -294,7 +294,7 @@ def test_commit_messages_with_shell_or_jinja_syntax_never_execute(sandbox):
         )
         sandbox.push("main", "main:qa")
         daemon.wait_state("qa", "in-sync", evil)
-        sandbox.cli("rollback", "qa")  # the revert message quotes the evil subject
+        sandbox.command("rollback", "qa")  # the revert message quotes the evil subject
         daemon.wait_state("qa", "in-sync", sandbox.head("qa"))
         assert sandbox.history("qa")[0]["kind"] == "rollback"
     assert not canary.exists()

@@ -114,7 +114,7 @@ def test_twenty_five_idle_control_socket_connections_do_not_keep_the_daemon_from
                 threading.Thread(target=connect, daemon=True).start()
             time.sleep(1.0)
             started = time.monotonic()
-            asked = sandbox.cli("signoff", "qa", "--note", "looks good", check=False)
+            asked = sandbox.command("signoff", "qa", "--note", "looks good", check=False)
             assert time.monotonic() - started < 8
             # The daemon's own answer (this sandbox names no one who may sign off), not "busy" or a timeout.
             assert "may not sign off in qa" in asked.stderr, asked.stderr

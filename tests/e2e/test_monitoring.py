@@ -65,7 +65,7 @@ def scenario():
                 v2 = box.commit("v2")
                 box.push("main", "main:qa")
                 daemon.wait_state("qa", "in-sync", v2)
-                box.cli("promote", "qa", "production")
+                box.command("promote", "qa", "production")
                 daemon.wait_state("production", "in-sync", box.head("production"))
                 box.write("app.txt", "v3")
                 box.commit("v3 straight to qa, never pushed to main")
@@ -75,7 +75,7 @@ def scenario():
                 v4 = box.commit("v4 breaks production only")
                 box.push("main", "main:qa")
                 daemon.wait_state("qa", "in-sync", v4)
-                box.cli("promote", "qa", "production")
+                box.command("promote", "qa", "production")
                 daemon.wait_for(
                     lambda: any(d["kind"] == "rollback" and d["result"] == "succeeded" for d in box.history("production")),
                     120,

@@ -136,13 +136,13 @@ def test_logs_annotations_and_dora_figures_follow_each_deployment(short_tmp, gra
     last = history[0]["id"]
     assert brought == {pushed_at["A"][0]: history[3]["id"], pushed_at["B"][0]: last, pushed_at["C"][0]: last}
 
-    figures = json.loads(sandbox.cli("dora", "--env", "qa", "--json").stdout)
+    figures = json.loads(sandbox.command("dora", "--env", "qa", "--json").stdout)
     assert figures["deployments"] == 5 and figures["successful"] == 3
     assert figures["change_failures"] == 2 and figures["change_failure_rate"] == pytest.approx(0.4)
     assert figures["changes"] == 3 and 0 < figures["lead_time_median"] < 120
     assert figures["recoveries"] == 1 and figures["unrecovered"] == 0
     assert figures["fixes"] == 1 and figures["rework_rate"] == pytest.approx(0.2)
-    text = sandbox.cli("dora", "--env", "qa").stdout
+    text = sandbox.command("dora", "--env", "qa").stdout
     assert "lead time for changes" in text and "(3 commits)" in text
 
 

@@ -42,11 +42,11 @@ def test_push_deploy_promote_and_rollback_with_the_records_in_postgresql(short_t
         assert refused.returncode != 0 and "push to refs/heads/staging refused" in refused.stderr, refused.stderr
         sandbox.push("main", "main:qa")
         daemon.wait_state("qa", "in-sync", v2)
-        promoted = sandbox.cli("promote", "qa", "staging").stdout
+        promoted = sandbox.command("promote", "qa", "staging").stdout
         assert "staging" in promoted
         daemon.wait_state("staging", "in-sync", sandbox.head("staging"))
         assert sandbox.tree("staging") == sandbox.tree(v2)
-        sandbox.cli("rollback", "staging")
+        sandbox.command("rollback", "staging")
         revert = sandbox.head("staging")
         daemon.wait_state("staging", "in-sync", revert)
     assert sandbox.tree(revert) == sandbox.tree(v1)

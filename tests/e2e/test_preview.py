@@ -118,17 +118,17 @@ def test_a_preview_lists_the_changed_file_and_the_restarted_service_per_host_and
     sandbox.write("environments/production/group_vars/all/vault.yml", vault_string(password, SECRET))
     v1 = sandbox.commit("v1")
     sandbox.push("main", "main:staging")
-    sandbox.cli("hosts", "trust", "production", "--yes", "--ref", "staging")
+    sandbox.command("hosts", "trust", "production", "--yes", "--ref", "staging")
     with Daemon(sandbox) as daemon:
         web_up(daemon)
         viewer = Browser(port)
         assert viewer.login(token(sandbox, "vera-laptop", "read", owner="vera")).status == 303
         daemon.wait_result("staging", v1, "succeeded", timeout=120)
-        sandbox.cli("rc", "create", "--name", "one")
+        sandbox.command("rc", "create", "--name", "one")
         first = daemon.wait_for(lambda: _done(sandbox, "one"), 300, "the first candidate's preview")
         assert first["state"] == "done", first
-        sandbox.cli("approve", "one", "--note", "first release")
-        sandbox.cli("promote", "rc/one", "production")
+        sandbox.command("approve", "one", "--note", "first release")
+        sandbox.command("promote", "rc/one", "production")
         daemon.wait_result("production", sandbox.head("production"), "succeeded", timeout=180)
 
         # v2 changes the config: each production host would get a new app.conf and restart the app.
@@ -137,7 +137,7 @@ def test_a_preview_lists_the_changed_file_and_the_restarted_service_per_host_and
         sandbox.push("main", "main:staging")
         daemon.wait_result("staging", v2, "succeeded", timeout=120)
         deployments = len(sandbox.history("production"))
-        sandbox.cli("rc", "create", "--name", "two")
+        sandbox.command("rc", "create", "--name", "two")
         preview = daemon.wait_for(lambda: _done(sandbox, "two"), 300, "the second candidate's preview")
         assert preview["state"] == "done" and not preview["stale"], preview
         for name in NAMES:
@@ -152,14 +152,14 @@ def test_a_preview_lists_the_changed_file_and_the_restarted_service_per_host_and
             assert "only on request" not in by_task  # its `when` was false: nothing to predict
             assert by_task["write a secret no_log hides"]["no_log"] and by_task["write a secret no_log hides"]["diff"] == ""
         shown = (
-            sandbox.cli("rc", "show", "two").stdout
-            + sandbox.cli("rc", "show", "two", "--json").stdout
-            + sandbox.cli("preview", "--show", str(preview["id"])).stdout
+            sandbox.command("rc", "show", "two").stdout
+            + sandbox.command("rc", "show", "two", "--json").stdout
+            + sandbox.command("preview", "--show", str(preview["id"])).stdout
         )
         assert SECRET not in shown and NO_LOG_VALUE not in shown
         assert "[hidden: vault secret]" in json.dumps(preview)
         assert "web-1:" in shown and "restart (handler): restart the app" in shown and "+greeting=hi there" in shown
-        text = sandbox.cli("rc", "show", "two").stdout  # the preview per host, then the audit notes
+        text = sandbox.command("rc", "show", "two").stdout  # the preview per host, then the audit notes
         assert f"Preview #{preview['id']} of rc/two" in text and "+greeting=hi there" in text
         assert "restart (handler): restart the app" in text and "cannot predict: migrate the database" in text
         assert f"preview #{preview['id']} of rc/two against production" in text
@@ -167,37 +167,37 @@ def test_a_preview_lists_the_changed_file_and_the_restarted_service_per_host_and
         assert len(sandbox.history("production")) == deployments  # and is no deployment
 
         # Approved on that preview; then production is re-applied: the preview is stale and production refuses.
-        sandbox.cli("approve", "two", "--note", "looks right")
-        sandbox.cli("sync", "production")
+        sandbox.command("approve", "two", "--note", "looks right")
+        sandbox.command("sync", "production")
         daemon.wait_for(
             lambda: len([d for d in sandbox.history("production") if d["result"] == "succeeded"]) >= 2, 180, "the re-apply"
         )
-        view = json.loads(sandbox.cli("rc", "show", "two", "--json").stdout)
+        view = json.loads(sandbox.command("rc", "show", "two", "--json").stdout)
         assert view["state"] == "waiting" and view["preview"]["stale"], view
         assert "its preview is stale" in view["problems"][0]
         page = viewer.get("/repos/shop/rcs/two")
         assert page.status == 200 and "Stale:" in page.text and str(apps["web-2"] / "app.conf") in page.text
         assert "restart (handler)" in page.text and SECRET not in page.text and NO_LOG_VALUE not in page.text
-        refused = sandbox.cli("promote", "rc/two", "production", check=False)
+        refused = sandbox.command("promote", "rc/two", "production", check=False)
         assert refused.returncode == 1 and "preview is stale" in refused.stdout + refused.stderr, refused
 
         # A fresh preview showing the same changes: the approval carries over and production takes the candidate.
-        fresh = sandbox.cli("preview", "staging", "production", "--rc", "two", "--json")
+        fresh = sandbox.command("preview", "staging", "production", "--rc", "two", "--json")
         assert json.loads(fresh.stdout)["stale"] is None
-        view = json.loads(sandbox.cli("rc", "show", "two", "--json").stdout)
+        view = json.loads(sandbox.command("rc", "show", "two", "--json").stdout)
         assert view["state"] == "approved", view
-        sandbox.cli("promote", "rc/two", "production")
+        sandbox.command("promote", "rc/two", "production")
         daemon.wait_result("production", sandbox.head("production"), "succeeded", timeout=180)
-        assert json.loads(sandbox.cli("rc", "show", "two", "--json").stdout)["state"] == "approved"  # taking it: fresh
+        assert json.loads(sandbox.command("rc", "show", "two", "--json").stdout)["state"] == "approved"  # taking it: fresh
 
         # Where is it running? Both production hosts run rc/two's tree since that deployment; staging-1 too.
-        where = json.loads(sandbox.cli("where", "rc/two", "--json").stdout)
+        where = json.loads(sandbox.command("where", "rc/two", "--json").stdout)
         assert sorted((h["env"], h["host"]) for h in where["hosts"]) == [
             ("production", "web-1"),
             ("production", "web-2"),
             ("staging", "stg-1"),
         ]
-        listed = json.loads(sandbox.cli("hosts", "production", "--json").stdout)
+        listed = json.loads(sandbox.command("hosts", "production", "--json").stdout)
         assert [(h["host"], h["tree"], h["last_result"]) for h in listed] == [
             ("web-1", sandbox.tree(v2), "changed"),
             ("web-2", sandbox.tree(v2), "changed"),
@@ -205,7 +205,7 @@ def test_a_preview_lists_the_changed_file_and_the_restarted_service_per_host_and
 
         # A host down: the preview shows it unreachable, and the command says so in one line, exit code 1.
         hosts[1].stop()
-        down = sandbox.cli("preview", "staging", "production", check=False)
+        down = sandbox.command("preview", "staging", "production", check=False)
         assert down.returncode == 1, down
         assert down.stderr.strip().splitlines() == [down.stderr.strip()]
         assert "unreachable: web-2" in down.stderr and "web-2: UNREACHABLE" in down.stdout
@@ -233,7 +233,7 @@ def test_a_preview_of_an_unknown_environment_or_a_tree_the_source_never_ran_says
             (("staging", "qa"), "staging runs nothing deployed and verified yet"),
             (("qa", "staging", "--tree", "feedbeef"), "no commit or tree 'feedbeef'"),
         ):
-            proc = sandbox.cli("preview", *args, check=False)
+            proc = sandbox.command("preview", *args, check=False)
             assert proc.returncode == 1, proc
             assert said in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
             assert "Traceback" not in proc.stderr
@@ -271,7 +271,7 @@ def test_a_daemon_killed_during_a_preview_leaves_no_process_of_it_and_the_next_o
     sandbox.push("main", "main:qa")
     daemon = Daemon(sandbox)
     daemon.wait_result("qa", v1, "succeeded", timeout=120)
-    assert "queued" in sandbox.cli("preview", "qa", "staging", "--no-wait").stdout
+    assert "queued" in sandbox.command("preview", "qa", "staging", "--no-wait").stdout
     daemon.wait_for(preview_processes, 120, "the preview's ansible-playbook")
     daemon.stop(signal.SIGKILL)
     with Daemon(sandbox) as again:
@@ -284,5 +284,5 @@ def test_a_daemon_killed_during_a_preview_leaves_no_process_of_it_and_the_next_o
             "the preview marked failed",
         )
         assert shown
-        assert "interrupted" in json.loads(sandbox.cli("preview", "--show", "1", "--json", check=False).stdout)["summary"]
+        assert "interrupted" in json.loads(sandbox.command("preview", "--show", "1", "--json", check=False).stdout)["summary"]
         again.wait_for(lambda: not preview_processes(), 60, "no process of the preview left")

@@ -41,17 +41,17 @@ def test_a_deployment_approved_on_a_preview_names_that_preview_in_its_history_en
     sandbox.push("main", "main:staging")
     with Daemon(sandbox) as daemon:
         daemon.wait_result("staging", v1, "succeeded", timeout=120)
-        sandbox.cli("rc", "create", "--name", "one")
+        sandbox.command("rc", "create", "--name", "one")
         preview = daemon.wait_for(lambda: done_preview(sandbox, "one"), 300, "the candidate's preview")
         assert preview["state"] == "done", preview
-        sandbox.cli("approve", "one", "--note", "seen the preview")
-        sandbox.cli("promote", "rc/one", "production")
+        sandbox.command("approve", "one", "--note", "seen the preview")
+        sandbox.command("promote", "rc/one", "production")
         promoted = sandbox.head("production")
         final = daemon.wait_result("production", promoted, "succeeded", timeout=180)
         assert (final["rc"], final["preview"]) == ("one", preview["id"]), final
         note = note_of(sandbox, promoted)
         assert "; allowed by rc/one approved by " in note and f"preview #{preview['id']}" in note.split("allowed by")[1]
-        evidence = json.loads(sandbox.cli("rc", "evidence", "rc/one").stdout)
+        evidence = json.loads(sandbox.command("rc", "evidence", "rc/one").stdout)
         assert evidence["preview"]["id"] == preview["id"], evidence["preview"]
         assert [d["preview"] for d in evidence["deployments"] if d["env"] == "production"] == [preview["id"]]
 
@@ -73,13 +73,13 @@ def test_the_candidate_page_and_the_environment_page_show_per_host_what_runs_the
         viewer = Browser(port)
         assert viewer.login(token(sandbox, "vera-laptop", "read", owner="vera")).status == 303
         daemon.wait_result("staging", v1, "succeeded", timeout=120)
-        sandbox.cli("rc", "create", "--name", "one")
+        sandbox.command("rc", "create", "--name", "one")
         daemon.wait_for(lambda: done_preview(sandbox, "one"), 300, "the candidate's preview")
-        sandbox.cli("approve", "one", "--note", "fine")
-        sandbox.cli("promote", "rc/one", "production")
+        sandbox.command("approve", "one", "--note", "fine")
+        sandbox.command("promote", "rc/one", "production")
         deployed = daemon.wait_result("production", sandbox.head("production"), "succeeded", timeout=180)
-        where = json.loads(sandbox.cli("where", "rc/one", "--json").stdout)["hosts"]
-        listed = json.loads(sandbox.cli("hosts", "production", "--json").stdout)
+        where = json.loads(sandbox.command("where", "rc/one", "--json").stdout)["hosts"]
+        listed = json.loads(sandbox.command("hosts", "production", "--json").stdout)
 
         page = viewer.get("/repos/shop/envs/production")
         assert page.status == 200, page.text
@@ -125,14 +125,14 @@ def test_a_promotion_request_into_an_approvals_environment_queues_a_preview_of_i
         first = daemon.wait_for(lambda: shown(1), 300, "the promotion request's preview")
         assert (first["state"], first["tree"], first["target_env"]) == ("done", sandbox.tree(v1), "production"), first
         # Asked again while that preview is fresh: no second one.
-        assert sandbox.cli("promote", "staging", "production", check=False).returncode == 1
+        assert sandbox.command("promote", "staging", "production", check=False).returncode == 1
 
         # A new tree in staging, then `gitopsd promote` (refused the same way): a preview of the new tree.
         sandbox.write("VERSION", "2")
         v2 = sandbox.commit("v2")
         sandbox.push("main", "main:staging")
         daemon.wait_result("staging", v2, "succeeded", timeout=120)
-        assert sandbox.cli("promote", "staging", "production", check=False).returncode == 1
+        assert sandbox.command("promote", "staging", "production", check=False).returncode == 1
         second = daemon.wait_for(lambda: shown(2), 300, "the second promotion request's preview")
         assert (second["state"], second["tree"]) == ("done", sandbox.tree(v2)), second
-        assert shown(3) is None and sandbox.cli("preview", "--show", "3", check=False).returncode == 1
+        assert shown(3) is None and sandbox.command("preview", "--show", "3", check=False).returncode == 1

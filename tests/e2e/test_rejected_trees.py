@@ -114,12 +114,12 @@ def test_a_release_that_failed_production_batch_1_stays_out_until_an_unreject_wi
     named = f"it failed in production: deployment #{failed['id']} of {failed['commit'][:7]} failed: batch 1/2 failed"
 
     # Its candidate is failed, its approval void, and why is shown.
-    view = json.loads(sandbox.cli("rc", "show", "r1", "--json").stdout)
+    view = json.loads(sandbox.command("rc", "show", "r1", "--json").stdout)
     assert view["state"] == "failed" and view["approved_by"] == []
     assert named in view["problems"][0] and "approvals are void" in view["problems"][0]
     # promote, refs/promote/*, approve and rc create refuse it, naming the deployment that failed.
     for args in (("promote", "rc/r1", "production"), ("promote", "staging", "production")):
-        refused = sandbox.cli(*args, check=False)
+        refused = sandbox.command(*args, check=False)
         assert refused.returncode == 1 and named in refused.stdout + refused.stderr, args
     git(sandbox.work, "fetch", "-q", "origin")
     pushed = sandbox.push("origin/staging:refs/promote/production", check=False)
@@ -157,15 +157,15 @@ def test_a_release_that_failed_production_batch_1_stays_out_until_an_unreject_wi
     # Now it goes through, and the audit trail says who let it and why. Production ran other trees since the
     # candidate's preview (the failed release, its rollback): a fresh preview first, and where the hosts now show
     # other changes (the failed release left its mark), the approval is asked again (docs/preview.md).
-    stale = json.loads(sandbox.cli("rc", "show", "r1", "--json").stdout)
+    stale = json.loads(sandbox.command("rc", "show", "r1", "--json").stdout)
     assert stale["state"] == "waiting" and any("preview" in p for p in stale["problems"]), stale["problems"]
-    fresh = sandbox.cli("preview", "staging", "production", "--rc", "r1", "--json", check=False)
-    if json.loads(sandbox.cli("rc", "show", "r1", "--json").stdout)["state"] != "approved":
+    fresh = sandbox.command("preview", "staging", "production", "--rc", "r1", "--json", check=False)
+    if json.loads(sandbox.command("rc", "show", "r1", "--json").stdout)["state"] != "approved":
         said = as_person(sandbox, "gt-rt-ben", "approve", "r1", "--note", "the gateway is fixed; the fresh preview is fine")
         assert said.startswith("0: "), said
-    again = json.loads(sandbox.cli("rc", "show", "r1", "--json").stdout)
+    again = json.loads(sandbox.command("rc", "show", "r1", "--json").stdout)
     assert again["state"] == "approved", (again["problems"], fresh.stdout[-1500:], fresh.stderr[-500:])
-    sandbox.cli("promote", "rc/r1", "production")
+    sandbox.command("promote", "rc/r1", "production")
     promoted = sandbox.head("production")
     daemon.wait_state("production", "in-sync", promoted, timeout=120)
     assert sandbox.tree(promoted) == tree
@@ -173,7 +173,7 @@ def test_a_release_that_failed_production_batch_1_stays_out_until_an_unreject_wi
     assert f"tree {tree[:7]} let through again (unrejected) for production and later environments by gt-rt-ops" in note
     assert reason in note
     assert f"tree {tree[:7]} let through again (unrejected) for production by gt-rt-ops: {reason}" in daemon.log()
-    history = json.loads(sandbox.cli("rc", "show", "r1", "--json").stdout)["history"]
+    history = json.loads(sandbox.command("rc", "show", "r1", "--json").stdout)["history"]
     said = [(h["actor"], h["kind"]) for h in history]
     assert said.index(("gitopsd", "tree-rejected")) < said.index(("gt-rt-ops", "tree-unrejected")), said
 
@@ -182,7 +182,7 @@ def test_a_release_that_failed_production_batch_1_stays_out_until_an_unreject_wi
     assert f"(deployment #{final['id']}, promote by root)" in note_of(sandbox, promoted)
     assert "; allowed by rc/r1 approved by gt-rt-ben" in note_of(sandbox, promoted)
     assert (final["rc"], final["approved_by"]) == ("r1", ["gt-rt-ben"])
-    evidence = json.loads(sandbox.cli("rc", "evidence", "rc/r1").stdout)
+    evidence = json.loads(sandbox.command("rc", "evidence", "rc/r1").stdout)
     assert evidence["rc"]["name"] == "r1"
     assert [c["commit"] for c in evidence["changes"]] == [release]
     assert [(a["actor"], a["kind"]) for a in evidence["approvals"]][:3] == [
@@ -201,7 +201,7 @@ def test_a_release_that_failed_production_batch_1_stays_out_until_an_unreject_wi
         ("reject", failed["id"], "gitopsd"),
         ("unreject", None, "gt-rt-ops"),
     ]
-    refused = sandbox.cli("rc", "evidence", "nope", check=False)
+    refused = sandbox.command("rc", "evidence", "nope", check=False)
     assert (refused.returncode, refused.stderr.strip()) == (
         1,
         "gitopsd: error: no release candidate rc/nope in shop (see gitopsd rc list)",
@@ -262,12 +262,12 @@ def test_over_the_http_api_only_override_by_rejects_a_tree_by_hand_and_promote_r
             201,
             {"message": f"tree {tree[:7]} rejected by gt-rt-ops for production: {reason}", "identity": "gt-rt-ops"},
         )
-        refused = sandbox.cli("promote", "staging", "production", check=False)
+        refused = sandbox.command("promote", "staging", "production", check=False)
         assert refused.returncode == 1
         assert f"rule: tree {tree[:7]} is rejected for production: gt-rt-ops rejected it for production: {reason}" in (
             refused.stderr
         )
         assert api.call("POST", path, ops, {"kind": "unreject", "reason": "fixed by a migration"})[0] == 201
-        sandbox.cli("promote", "staging", "production")
+        sandbox.command("promote", "staging", "production")
         daemon.wait_state("production", "in-sync", sandbox.head("production"), timeout=120)
     assert sandbox.tree(sandbox.head("production")) == tree

@@ -31,7 +31,7 @@ def test_batches_of_1_then_25_percent_then_the_rest_run_in_order(short_tmp):
     last = sandbox.history("production")[0]
     assert [b["hosts"] for b in batches_of(last, sandbox)] == [["p-1"], ["p-2"], ["p-3", "p-4"]]
     assert "in 3 batches" in last["outcome"]
-    logs = sandbox.cli("logs", str(last["id"])).stdout
+    logs = sandbox.command("logs", str(last["id"])).stdout
     assert "# batch 1: passed on p-1" in logs and "# batch 3: passed on p-3, p-4" in logs
 
 

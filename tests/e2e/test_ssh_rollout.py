@@ -42,7 +42,7 @@ def test_a_host_going_down_mid_rollout_fails_its_batch_and_the_rollback_runs(sho
     from tests.support import git
 
     git(sandbox.root, "--git-dir", str(sandbox.repo), "update-ref", "refs/heads/production", "refs/heads/main")
-    sandbox.cli("hosts", "trust", "production", "--yes")  # host keys are checked whatever the inventory says
+    sandbox.command("hosts", "trust", "production", "--yes")  # host keys are checked whatever the inventory says
     with Daemon(sandbox) as daemon:
         good = sandbox.head("production")
         daemon.wait_state("production", "in-sync", good, timeout=120)

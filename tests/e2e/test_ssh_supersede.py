@@ -32,7 +32,7 @@ def test_a_head_pushed_during_batch_2_over_ssh_cancels_the_rest_and_rolls_out_fr
     sandbox.commit("production over ssh")
     sandbox.push("main")
     git(sandbox.root, "--git-dir", str(sandbox.repo), "update-ref", "refs/heads/production", "refs/heads/main")
-    sandbox.cli("hosts", "trust", "production", "--yes")
+    sandbox.command("hosts", "trust", "production", "--yes")
     with Daemon(sandbox) as daemon:
         daemon.wait_state("production", "in-sync", sandbox.head("production"), timeout=180)
         sandbox.write("app.txt", "v2")

@@ -71,7 +71,7 @@ def sleeping(seconds: str, sandbox: Sandbox) -> int:
 
 
 def status_saying(sandbox: Sandbox, words: str) -> str | None:
-    out = sandbox.cli("status").stdout
+    out = sandbox.command("status").stdout
     return out if words in out else None
 
 

@@ -55,9 +55,9 @@ def test_a_state_database_deleted_while_the_daemon_runs_is_noticed_and_nothing_m
         _nothing_deploys_after_a_push(sandbox, daemon)
         [line] = [ln for ln in daemon.log().splitlines() if " error: " in ln and "was deleted" in ln]
         assert "gitopsd db restore" in line and "gitopsd db rebuild" in line
-        status = sandbox.cli("status").stdout.splitlines()
+        status = sandbox.command("status").stdout.splitlines()
         assert status[0].startswith("gitopsd: store-replaced: the state database") and "deleted" in status[0]
-        assert sandbox.cli("history").stderr.startswith("gitopsd: store-replaced: the state database")
+        assert sandbox.command("history").stderr.startswith("gitopsd: store-replaced: the state database")
         assert _rescued(sandbox), "the records the daemon still held are kept"
     assert not _db(sandbox).exists(), "the daemon wrote no new file"
 
@@ -80,11 +80,11 @@ def test_a_state_database_replaced_by_another_file_is_noticed_and_the_new_file_i
         daemon.wait_state("qa", "in-sync", sandbox.head("qa"))
         assert _gauge(metrics) == "gitopsd_store_replaced 0.0"
         other = sandbox.state / "other.db"  # an empty store, as the next opener would have made
-        sandbox.cli("db", "upgrade", "--database", f"sqlite:{other}")
+        sandbox.command("db", "upgrade", "--database", f"sqlite:{other}")
         os.replace(other, _db(sandbox))
         daemon.wait_for(lambda: "was replaced by another file" in daemon.log(), 10, "the error line")
         _nothing_deploys_after_a_push(sandbox, daemon)
-        assert "store-replaced" in sandbox.cli("status").stdout.splitlines()[0]
+        assert "store-replaced" in sandbox.command("status").stdout.splitlines()[0]
         assert _gauge(metrics) == "gitopsd_store_replaced 1.0"
         with sqlite3.connect(_db(sandbox)) as db:
             assert db.execute("SELECT count(*) FROM deployments").fetchone()[0] == 0
@@ -96,10 +96,10 @@ def test_a_backup_made_while_the_daemon_runs_brings_the_history_back_after_a_sto
     copy = sandbox.root / "copy.db"
     with Daemon(sandbox) as daemon:
         daemon.wait_state("qa", "in-sync", sandbox.head("qa"))
-        made = sandbox.cli("db", "backup", "--to", str(copy))
+        made = sandbox.command("db", "backup", "--to", str(copy))
         assert made.stdout.startswith(f"copied the state database {_db(sandbox)} to {copy}")
         assert copy.stat().st_mode & 0o777 == 0o640
-        refused = sandbox.cli("db", "restore", str(copy), check=False)
+        refused = sandbox.command("db", "restore", str(copy), check=False)
         assert refused.returncode == 1 and refused.stdout == ""
         assert refused.stderr.strip() == (
             f"gitopsd: error: the daemon is running with the state folder "
@@ -110,7 +110,7 @@ def test_a_backup_made_while_the_daemon_runs_brings_the_history_back_after_a_sto
     assert before
     _remove_store(sandbox)
     assert sandbox.history("qa") == []
-    restored = sandbox.cli("db", "restore", str(copy))
+    restored = sandbox.command("db", "restore", str(copy))
     assert restored.stdout.startswith(f"restored {_db(sandbox)} from {copy} ({len(before)} deployment")
     assert sandbox.history("qa") == before
 
@@ -119,8 +119,8 @@ def test_a_restore_over_a_store_keeps_the_old_file_beside_it(sandbox):
     copy = sandbox.root / "copy.db"
     with Daemon(sandbox) as daemon:
         daemon.wait_state("qa", "in-sync", sandbox.head("qa"))
-    sandbox.cli("db", "backup", "--to", str(copy))
-    out = sandbox.cli("db", "restore", str(copy)).stdout
+    sandbox.command("db", "backup", "--to", str(copy))
+    out = sandbox.command("db", "restore", str(copy)).stdout
     [aside] = list(sandbox.state.glob("state.db.before-restore-*Z"))
     assert f"the file it replaced was moved to {aside}" in out
 
@@ -138,7 +138,7 @@ def test_a_restore_of_a_file_that_is_not_a_store_says_so_in_one_line_and_changes
         (empty, "no deployments, env_status, schema_version table"),
         (sandbox.root / "missing.db", "is not a file"),
     ):
-        out = sandbox.cli("db", "restore", str(bad), check=False)
+        out = sandbox.command("db", "restore", str(bad), check=False)
         assert out.returncode == 1 and out.stdout == ""
         [line] = out.stderr.splitlines()
         assert line.startswith(f"gitopsd: error: {bad}") and why in line, line
@@ -151,7 +151,7 @@ def test_a_backup_to_a_place_that_cannot_be_written_says_so_in_one_line(sandbox)
         daemon.wait_state("qa", "in-sync", sandbox.head("qa"))
         plain = sandbox.root / "plain-file"
         plain.write_text("")
-        out = sandbox.cli("db", "backup", "--to", str(plain / "copy.db"), check=False)
+        out = sandbox.command("db", "backup", "--to", str(plain / "copy.db"), check=False)
         assert out.returncode == 1 and out.stdout == ""
         [line] = out.stderr.splitlines()
         assert line.startswith(f"gitopsd: error: cannot write the backup {plain / 'copy.db'}: ") and "--to FILE" in line
@@ -177,7 +177,7 @@ def test_the_daemon_keeps_the_newest_scheduled_backups(short_tmp):
 
 def test_a_bad_backup_section_is_reported_with_its_key(short_tmp):
     sandbox = Sandbox(short_tmp, {"qa": ["qa-1"]}, extra={"backup": {"interval": "10s", "keep": 0, "every": 1}})
-    out = sandbox.cli("check-config", check=False)
+    out = sandbox.command("check-config", check=False)
     assert out.returncode == 1
     assert "backup.interval: must be at least 1m, not '10s'" in out.stdout + out.stderr
     assert "backup.keep" in out.stdout + out.stderr and "every" in out.stdout + out.stderr
@@ -192,7 +192,7 @@ def test_db_rebuild_restores_the_ledger_from_the_notes_so_nothing_redeploys_and_
         v2 = sandbox.commit("v2")
         sandbox.push("main", "main:qa")
         daemon.wait_state("qa", "in-sync", v2)
-        sandbox.cli("promote", "qa", "staging")
+        sandbox.command("promote", "qa", "staging")
         daemon.wait_state("staging", "in-sync", sandbox.head("staging"))
         daemon.wait_for(
             lambda: (
@@ -209,7 +209,7 @@ def test_db_rebuild_restores_the_ledger_from_the_notes_so_nothing_redeploys_and_
     runs = sandbox.runs()
     with Daemon(sandbox) as daemon:
         daemon.wait_for(lambda: "gitopsd started" in daemon.log(), 30, "the start")
-        refused = sandbox.cli("db", "rebuild", check=False)
+        refused = sandbox.command("db", "rebuild", check=False)
     assert refused.returncode == 1 and refused.stderr.startswith("gitopsd: error: the daemon is running")
     _remove_store(sandbox)
     git(
@@ -223,7 +223,7 @@ def test_db_rebuild_restores_the_ledger_from_the_notes_so_nothing_redeploys_and_
         "gitopsd: deploy to qa went sideways somehow",
         v2,
     )  # a line no gitopsd writes: named, not guessed at
-    out = sandbox.cli("db", "rebuild").stdout
+    out = sandbox.command("db", "rebuild").stdout
     assert f"shop/qa: {len(before['qa'])} deployments restored" in out
     assert f"shop/staging: {len(before['staging'])} deployments restored" in out
     assert (
@@ -237,7 +237,7 @@ def test_db_rebuild_restores_the_ledger_from_the_notes_so_nothing_redeploys_and_
         daemon.wait_state("staging", "in-sync", sandbox.head("staging"))
         daemon.wait_state("qa", "in-sync", v2)
         assert sandbox.runs() == runs, "nothing was deployed again"
-        sandbox.cli("promote", "staging", "production")
+        sandbox.command("promote", "staging", "production")
         daemon.wait_state("production", "in-sync", sandbox.head("production"))
     assert sandbox.tree(sandbox.head("production")) == sandbox.tree(v2)
 
@@ -277,10 +277,10 @@ def test_db_rebuild_restores_sign_offs_release_candidates_and_approvals_so_the_r
         v2 = sandbox.commit("release 2")
         sandbox.push("main", "main:qa")
         daemon.wait_state("qa", "in-sync", v2)
-        sandbox.cli("promote", "qa", "staging")
+        sandbox.command("promote", "qa", "staging")
         daemon.wait_state("staging", "in-sync", sandbox.head("staging"))
         alice, bob, carol = (
-            sandbox.cli("token", "create", name, "--scope", "approvals:write").stdout.strip()
+            sandbox.command("token", "create", name, "--scope", "approvals:write").stdout.strip()
             for name in ("sf-alice", "sf-bob", "sf-carol")
         )
         post("/environments/staging/signoffs", alice, {"note": "tested by hand"})
@@ -288,17 +288,17 @@ def test_db_rebuild_restores_sign_offs_release_candidates_and_approvals_so_the_r
         post("/rcs/r2/approvals", bob, {"kind": "approve", "note": "ok"})
         post("/rcs/r2/approvals", carol, {"kind": "approve", "note": "ok too"})
     _remove_store(sandbox)
-    out = sandbox.cli("db", "rebuild").stdout
+    out = sandbox.command("db", "rebuild").stdout
     assert "shop: 1 sign-off, 1 release candidate, 2 approvals restored" in out, out
     assert "could not be read" not in out, out
-    shown = json.loads(sandbox.cli("rc", "show", "r2", "--json").stdout)
+    shown = json.loads(sandbox.command("rc", "show", "r2", "--json").stdout)
     assert shown["state"] == "approved" and shown["approved_by"] == ["sf-bob", "sf-carol"]
-    again = sandbox.cli("db", "rebuild").stdout  # twice is once: nothing is written a second time
+    again = sandbox.command("db", "rebuild").stdout  # twice is once: nothing is written a second time
     assert "restored" not in again and "records were already in the store: kept" in again, again
-    assert json.loads(sandbox.cli("rc", "show", "r2", "--json").stdout) == shown
+    assert json.loads(sandbox.command("rc", "show", "r2", "--json").stdout) == shown
     with Daemon(sandbox) as daemon:
         daemon.wait_state("staging", "in-sync", sandbox.head("staging"))
-        sandbox.cli("promote", "rc/r2", "production")
+        sandbox.command("promote", "rc/r2", "production")
         daemon.wait_state("production", "in-sync", sandbox.head("production"))
     assert sandbox.tree(sandbox.head("production")) == sandbox.tree(v2)
 
@@ -333,11 +333,11 @@ def test_a_backup_made_by_root_belongs_to_the_daemons_user_and_so_does_its_folde
         daemon.wait_state("qa", "in-sync", sandbox.head("qa"))
     with unix_users((SERVICE,), GROUP):
         shutil.chown(sandbox.state, SERVICE, GROUP)
-        made = sandbox.cli("db", "backup").stdout
+        made = sandbox.command("db", "backup").stdout
         copy = Path(made.split(" to ", 1)[1].split(";", 1)[0])
         assert copy.parent == sandbox.state / "backups" and copy.name.startswith("state-")
         for path in (copy, copy.parent):
             assert pwd.getpwuid(path.stat().st_uid).pw_name == SERVICE
         assert copy.stat().st_mode & 0o777 == 0o640
-        restored = sandbox.cli("db", "restore", str(copy))
+        restored = sandbox.command("db", "restore", str(copy))
         assert pwd.getpwuid(_db(sandbox).stat().st_uid).pw_name == SERVICE, restored.stdout

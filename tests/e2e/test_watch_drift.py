@@ -152,7 +152,7 @@ def test_a_file_changed_behind_ansibles_back_is_drift_with_its_diff_and_no_log_v
         assert set(tasks) == {"write the config", "write the secret"}
         assert "-port = 9999" in tasks["write the config"]["diff"] and "+port = 8080" in tasks["write the config"]["diff"]
         assert tasks["write the secret"] == {**tasks["write the secret"], "no_log": True, "diff": ""}
-        text = sandbox.cli("drift", "qa").stdout
+        text = sandbox.command("drift", "qa").stdout
         assert "d-2:" in text and "write the config" in text and "+port = 8080" in text and "(no_log: values hidden)" in text
         for output in (text, json.dumps(report), "\n".join(json.dumps(e) for e in events_of(events))):
             assert SECRET not in output and "someone else's" not in output

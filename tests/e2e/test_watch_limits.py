@@ -129,7 +129,7 @@ def test_the_daemon_starts_under_inotify_limits_says_so_once_and_still_deploys(s
         daemon.wait_result("qa", pushed, "succeeded", timeout=60)
         assert sandbox.history("qa")[0]["trigger"] == "push"
 
-        shown = [line for line in sandbox.cli("status").stdout.splitlines() if "are not watched" in line]
+        shown = [line for line in sandbox.command("status").stdout.splitlines() if "are not watched" in line]
         assert [line.split(":")[0] for line in shown] == sorted(
             ["shop", "copy2"] if "2 of 4" in unwatched else ["shop", "copy0", "copy1", "copy2"]
         ), shown

@@ -54,7 +54,7 @@ class Story:
         self.daemon = self.start()
         self.daemon.wait_for(lambda: self.answers("/api/v1/health"), 60, "the API and the dashboard up")
         self.tokens = {
-            who: self.sandbox.cli(
+            who: self.sandbox.command(
                 "token",
                 "create",
                 f"{who}-browser",
@@ -217,7 +217,7 @@ def test_a_promotion_to_production_without_approvals_is_refused_with_the_rules_w
 def test_two_approvers_approve_the_release_candidate(story, people):
     code, answer = story.api("POST", "/api/v1/repos/shop/rcs", "dana", {"to": "production"})
     assert code == 201, answer
-    rc = json.loads(story.sandbox.cli("rc", "list", "--json").stdout)[0]["name"]
+    rc = json.loads(story.sandbox.command("rc", "list", "--json").stdout)[0]["name"]
     dana = people["dana"]
     dana.goto(story.base + "/")
     dana.wait_for_selector(f"{lane('production')} .rc a:has-text('rc/{rc}')")

@@ -447,24 +447,24 @@ def test_hosts_and_where_show_what_the_command_line_shows_per_host_and_since_whe
     deployed(old, 1_700_000_000.0, {"qa-1": "ok", "qa-2": "ok"})
     deployed(old, 1_700_000_100.0, {"qa-1": "ok", "qa-2": "ok"})  # a re-apply: the same tree since the first
     deployed(new, 1_700_000_200.0, {"qa-1": "changed", "qa-2": "failed"})  # qa-2 kept the old tree
-    hosts = json.loads(sandbox.cli("hosts", "qa", "--json").stdout)
+    hosts = json.loads(sandbox.command("hosts", "qa", "--json").stdout)
     assert [(h["host"], h["tree"], h["since"], h["last_result"]) for h in hosts] == [
         ("qa-1", sandbox.tree(new), 1_700_000_201.0, "changed"),
         ("qa-2", sandbox.tree(old), 1_700_000_001.0, "failed"),
     ]
     assert api.call("GET", "/api/v1/repos/shop/environments/qa/hosts", token)[2] == hosts
-    text = sandbox.cli("hosts", "qa").stdout
+    text = sandbox.command("hosts", "qa").stdout
     assert "qa-2" in text and sandbox.tree(old)[:7] in text and "failed" in text
-    where = json.loads(sandbox.cli("where", old, "--json").stdout)
+    where = json.loads(sandbox.command("where", old, "--json").stdout)
     assert where["tree"] == sandbox.tree(old) and [(h["env"], h["host"]) for h in where["hosts"]] == [("qa", "qa-2")]
     assert api.call("GET", f"/api/v1/repos/shop/where?of={old}", token)[2] == where
-    assert "qa           qa-2" in sandbox.cli("where", sandbox.tree(old)).stdout
-    missing = sandbox.cli("where", "rc/nope", check=False)
+    assert "qa           qa-2" in sandbox.command("where", sandbox.tree(old)).stdout
+    missing = sandbox.command("where", "rc/nope", check=False)
     assert (
         missing.returncode == 1 and missing.stderr.count("\n") == 1 and "no commit, tree or release candidate" in missing.stderr
     )
     assert api.call("GET", "/api/v1/repos/shop/where?of=rc/nope", token)[0] == 404
-    unknown = sandbox.cli("hosts", "prod", check=False)
+    unknown = sandbox.command("hosts", "prod", check=False)
     assert unknown.returncode == 1 and "has no environment 'prod' (it has: qa)" in unknown.stderr
     assert api.call("GET", "/api/v1/repos/shop/environments/prod/hosts", token)[0] == 404
     assert api.call("GET", "/api/v1/repos/shop/previews/7", token)[0] == 404

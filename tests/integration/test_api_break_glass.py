@@ -46,7 +46,7 @@ def test_a_promotion_into_a_locked_environment_passes_once_a_second_token_owner_
     commit = sandbox.commit("the fix")
     sandbox.push("main", "main:qa")
     daemon.wait_state("qa", "in-sync", commit)
-    assert "locked by gb-olga" in sandbox.cli("promote", "qa", "staging", check=False).stderr
+    assert "locked by gb-olga" in sandbox.command("promote", "qa", "staging", check=False).stderr
 
     # Asking needs promotion's scope; the answer names the request's number.
     code, body = api.call("POST", "/api/v1/overrides", reader, {"env": "staging", "reason": "the fix"})
@@ -80,7 +80,7 @@ def test_a_promotion_into_a_locked_environment_passes_once_a_second_token_owner_
     code, body = api.call("POST", f"/api/v1/overrides/{number}/confirm", carol, {})
     assert code == 409 and "confirmed already" in body["message"], body
 
-    promoted = sandbox.cli("promote", "qa", "staging")
+    promoted = sandbox.command("promote", "qa", "staging")
     assert f"break-glass #{number} asked by {ASKER}, confirmed by {CONFIRMER} (read the diff)" in promoted.stdout
     deployed = daemon.wait_result("staging", sandbox.head("staging"), "succeeded", timeout=120)
     assert f"break-glass #{number} asked by {ASKER}, confirmed by {CONFIRMER}" in deployed["reason"], deployed

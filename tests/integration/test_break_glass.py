@@ -53,13 +53,13 @@ def test_a_promotion_into_a_locked_environment_inside_a_deny_window_needs_a_seco
     daemon.wait_state("qa", "in-sync", sandbox.head("qa"))
     locked = as_user(sandbox, "gt-bg-alice", "lock", "staging", "--reason", "incident 7")
     assert locked.returncode == 0 and "shop/staging locked by gt-bg-alice" in said(locked), said(locked)
-    assert "locked by gt-bg-alice" in said(sandbox.cli("promote", "qa", "staging", check=False))
+    assert "locked by gt-bg-alice" in said(sandbox.command("promote", "qa", "staging", check=False))
 
     asked = as_user(sandbox, "gt-bg-bob", "override", "staging", "--reason", "the hotfix for incident 7")
     assert asked.returncode == 0 and "break-glass #1 for shop/staging asked by gt-bg-bob" in said(asked), said(asked)
     assert "gitopsd override confirm 1" in said(asked)
     # Asking is not enough: the promotion is still refused.
-    assert sandbox.cli("promote", "qa", "staging", check=False).returncode == 1
+    assert sandbox.command("promote", "qa", "staging", check=False).returncode == 1
     own = as_user(sandbox, "gt-bg-bob", "override", "confirm", "1")
     assert own.returncode == 1 and "the same person cannot confirm their own" in said(own), said(own)
     outsider = as_user(sandbox, "gt-bg-alice", "override", "confirm", "1")
@@ -69,7 +69,7 @@ def test_a_promotion_into_a_locked_environment_inside_a_deny_window_needs_a_seco
     again = as_user(sandbox, "gt-bg-carol", "override", "confirm", "1")
     assert again.returncode == 1 and "confirmed already by gt-bg-carol" in said(again)
 
-    promoted = sandbox.cli("promote", "qa", "staging")
+    promoted = sandbox.command("promote", "qa", "staging")
     assert "break-glass #1 asked by gt-bg-bob, confirmed by gt-bg-carol (checked the diff)" in promoted.stdout
     head = sandbox.head("staging")
     deployed = daemon.wait_result("staging", head, "succeeded", timeout=120)
@@ -77,7 +77,7 @@ def test_a_promotion_into_a_locked_environment_inside_a_deny_window_needs_a_seco
     assert "the hotfix for incident 7" in deployed["reason"]
     notes = git(sandbox.repo, "log", "--notes=gitopsd", "--format=%N", "staging").stdout
     assert "break-glass #1 for staging asked by gt-bg-bob" in notes and "confirmed by gt-bg-carol" in notes
-    listed = sandbox.cli("locks").stdout
+    listed = sandbox.command("locks").stdout
     assert "incident 7" in listed and "confirmed by gt-bg-carol, in force until" in listed
 
 

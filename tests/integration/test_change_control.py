@@ -40,7 +40,7 @@ def test_a_lock_refuses_pushes_and_promotions_naming_who_why_and_until_when_and_
     sandbox.push("main", "main:qa")
     daemon.wait_state("qa", "in-sync", v2)
 
-    locked = sandbox.cli("lock", "qa", "--reason", "database migration", "--for", "2h")
+    locked = sandbox.command("lock", "qa", "--reason", "database migration", "--for", "2h")
     assert locked.returncode == 0 and f"shop/qa locked by {ME} until " in locked.stdout, said(locked)
     v3 = ship(sandbox, "v3")
     refused = sandbox.push("main", "main:qa", check=False)
@@ -51,16 +51,16 @@ def test_a_lock_refuses_pushes_and_promotions_naming_who_why_and_until_when_and_
     assert sandbox.head("qa") != v3
     row = sandbox.status()["qa"]
     assert row["locks"] and "database migration" in row["locks"][0]
-    assert "promotions stopped: shop/qa locked by" in sandbox.cli("status").stdout
+    assert "promotions stopped: shop/qa locked by" in sandbox.command("status").stdout
 
     # A whole repository: a promotion is refused the same way, with its own words.
-    sandbox.cli("lock", "--repo", "shop", "--reason", "release freeze")
-    promoted = sandbox.cli("promote", "qa", "staging", check=False)
+    sandbox.command("lock", "--repo", "shop", "--reason", "release freeze")
+    promoted = sandbox.command("promote", "qa", "staging", check=False)
     assert promoted.returncode == 1 and "every environment of shop locked by" in said(promoted)
     assert "release freeze" in said(promoted)
 
     # Rollbacks always pass.
-    sandbox.cli("rollback", "qa")
+    sandbox.command("rollback", "qa")
     rollback = daemon.wait_for(
         lambda: next((d for d in sandbox.history("qa") if d["kind"] == "rollback" and d["result"] == "succeeded"), None),
         120,
@@ -69,11 +69,11 @@ def test_a_lock_refuses_pushes_and_promotions_naming_who_why_and_until_when_and_
     assert sandbox.tree(rollback["commit"]) == sandbox.tree(f"{v2}~1")
 
     # Unlock lifts a person's lock of exactly that scope and says what still holds.
-    lifted = sandbox.cli("unlock", "qa", "--reason", "migration done")
+    lifted = sandbox.command("unlock", "qa", "--reason", "migration done")
     assert f"shop/qa unlocked by {ME}; still in force: every environment of shop locked by" in lifted.stdout
-    sandbox.cli("unlock", "--repo", "shop")
+    sandbox.command("unlock", "--repo", "shop")
     sandbox.push("main")  # the refused push took main with it: pre-receive refuses all or nothing
-    sandbox.cli("promote", "main", "qa")
+    sandbox.command("promote", "main", "qa")
     daemon.wait_state("qa", "in-sync", sandbox.head("qa"))
     assert sandbox.tree("qa") == sandbox.tree(v3)
     notes = git(sandbox.repo, "log", "--notes=gitopsd", "--format=%N", "qa").stdout
@@ -85,7 +85,7 @@ def test_a_lock_blocks_a_head_that_skipped_the_hook_and_it_deploys_when_the_lock
     v2 = ship(sandbox, "v2")
     sandbox.push("main")
     before = time.time()
-    locked = sandbox.cli(
+    locked = sandbox.command(
         "lock", "qa", "--reason", "incident 42", "--for", "20s"
     )  # long enough for a busy machine to see it blocked
     assert "incident 42" in locked.stdout
@@ -102,16 +102,16 @@ def test_a_lock_blocks_a_head_that_skipped_the_hook_and_it_deploys_when_the_lock
 
 def test_bad_lock_requests_get_one_line_saying_what_is_wrong(server):
     sandbox, _daemon = server
-    past = sandbox.cli("lock", "qa", "--reason", "x", "--until", "2001-01-01T00:00", check=False)
+    past = sandbox.command("lock", "qa", "--reason", "x", "--until", "2001-01-01T00:00", check=False)
     assert past.returncode != 0 and "is in the past" in past.stderr and len(past.stderr.strip().splitlines()) == 1
-    unknown = sandbox.cli("lock", "prod", "--reason", "x", check=False)
+    unknown = sandbox.command("lock", "prod", "--reason", "x", check=False)
     assert unknown.returncode != 0 and "has no environment 'prod' (it has: qa, staging)" in unknown.stderr
     assert "Traceback" not in unknown.stderr and len(unknown.stderr.strip().splitlines()) == 1
-    nothing = sandbox.cli("lock", "--reason", "x", check=False)
+    nothing = sandbox.command("lock", "--reason", "x", check=False)
     assert nothing.returncode != 0 and "name what to lock" in nothing.stderr
-    garbled = sandbox.cli("lock", "qa", "--reason", "x", "--for", "soon", check=False)
+    garbled = sandbox.command("lock", "qa", "--reason", "x", "--for", "soon", check=False)
     assert garbled.returncode != 0 and "--for" in garbled.stderr
-    assert sandbox.cli("locks").stdout.strip() == "nothing is locked"
+    assert sandbox.command("locks").stdout.strip() == "nothing is locked"
     # Over the control socket each carries its kind and a reason id naming the situation: what a client matches on.
     control = sandbox.runtime / "control.sock"
     asked = {
@@ -130,20 +130,20 @@ def test_overrides_unlocks_and_approvals_carry_their_reason_and_the_lock_history
     sandbox = Sandbox(short_tmp, {"qa": ["qa-1"]}, env_options={"qa": {"override_by": [ME]}}, converged=True)
     with Daemon(sandbox) as daemon:
         daemon.wait_state("qa", "in-sync", sandbox.head("qa"))
-        sandbox.cli("lock", "qa", "--reason", "vendor maintenance")
-        sandbox.cli("unlock", "qa", "--reason", "vendor is back")
-        past = sandbox.cli("locks", "--history", "5").stdout
+        sandbox.command("lock", "qa", "--reason", "vendor maintenance")
+        sandbox.command("unlock", "qa", "--reason", "vendor is back")
+        past = sandbox.command("locks", "--history", "5").stdout
         assert f"shop/qa locked by {ME} until unlocked" in past and "vendor maintenance" in past
         assert f"lifted by {ME} at " in past and ": vendor is back" in past
         # Forcing a head past the rule is an override: it says why, or it is refused in one line.
-        silent = sandbox.cli("retry", "qa", "--force", check=False)
+        silent = sandbox.command("retry", "qa", "--force", check=False)
         assert silent.returncode == 1 and silent.stderr.strip().splitlines() == [
             "gitopsd: error: say why with --reason '...': forcing a head past the promotion rule in qa is recorded "
             "with your name and its reason"
         ]
-        assert "admitted past the promotion rule" in sandbox.cli("retry", "qa", "--force", "--reason", "hotfix").stdout
+        assert "admitted past the promotion rule" in sandbox.command("retry", "qa", "--force", "--reason", "hotfix").stdout
         # Approvals take --reason as well as --note: the same word everywhere.
-        named = sandbox.cli("approve", "nope", "--reason", "looks good", check=False)
+        named = sandbox.command("approve", "nope", "--reason", "looks good", check=False)
         assert "no release candidate rc/nope" in named.stderr, named.stderr
 
 

@@ -254,7 +254,7 @@ def test_the_builtin_tests_failure_stands_against_any_token_and_any_user(harness
         assert api.combined(event.after, token)["state"] == "failure" and api.looks == []
     finally:
         api.close()
-    refused = h.sandbox.cli(
+    refused = h.sandbox.command(
         "ci", "report", "--commit", event.after, "--context", "gitopsd/test", "--state", "success", check=False
     )
     assert (refused.returncode, refused.stdout, refused.stderr) == (1, "", f"gitopsd: error: {reserved}\n")

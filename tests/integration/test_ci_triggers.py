@@ -439,7 +439,7 @@ def test_a_ci_server_that_reports_pending_as_soon_as_the_daemons_first_trigger_c
     sandbox = Sandbox(
         short_tmp, {"qa": ["qa-1"]}, extra={"api": {"listen": f"127.0.0.1:{port}", "tokens_file": str(short_tmp / "tokens.yml")}}
     )
-    token = sandbox.cli("token", "create", "jenkins", "--scope", "statuses:write").stdout.strip()
+    token = sandbox.command("token", "create", "jenkins", "--scope", "statuses:write").stdout.strip()
     answers: list[object] = []
 
     def report_pending(request: dict) -> None:
@@ -463,7 +463,7 @@ def test_a_ci_server_that_reports_pending_as_soon_as_the_daemons_first_trigger_c
     with Daemon(sandbox) as daemon:  # main's head is new to it: its first look triggers the CI server
         daemon.wait_for(lambda: answers, 30, "the CI server's pending status")
     assert answers == [201]
-    shown = sandbox.cli("ci", "status", sandbox.head("main")).stdout
+    shown = sandbox.command("ci", "status", sandbox.head("main")).stdout
     assert "ci/test" in shown and "pending" in shown, shown
 
 
@@ -476,7 +476,7 @@ def test_ci_rerun_sends_the_trigger_again_for_the_same_head(recorder, short_tmp)
     head = sandbox.head("main")
     with Daemon(sandbox) as daemon:
         daemon.wait_for(lambda: server.requests, 30, "the first look's trigger for main")
-        said = sandbox.cli("ci", "rerun", "shop", head[:10]).stdout  # the commit at main's head names main too
+        said = sandbox.command("ci", "rerun", "shop", head[:10]).stdout  # the commit at main's head names main too
         daemon.wait_for(lambda: len(server.requests) >= 2, 30, "the trigger sent again")
     assert f"CI runs again on main at {head[:7]} (the trigger to {server.url}/hook)" in said
     again = json.loads(server.requests[1]["body"])

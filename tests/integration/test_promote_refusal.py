@@ -25,7 +25,7 @@ def test_a_refused_promote_names_the_command_that_was_run_and_what_to_do_as_comm
     sandbox = make_sandbox(CHAIN)
     v2 = _v2_on_qa(sandbox)
     before = sandbox.head("staging")
-    refused = sandbox.cli("promote", "qa", "staging", check=False)
+    refused = sandbox.command("promote", "qa", "staging", check=False)
     assert refused.returncode == 1 and refused.stdout == ""
     lines = refused.stderr.splitlines()
     assert lines[:2] == [
@@ -51,7 +51,7 @@ def test_a_promote_waiting_for_checks_is_told_to_run_the_command_again_not_to_pu
     sandbox.write("app.txt", "v2")
     v2 = sandbox.commit("v2")
     sandbox.push("main")
-    refused = sandbox.cli("promote", "main", "qa", check=False)
+    refused = sandbox.command("promote", "main", "qa", check=False)
     assert refused.returncode == 1
     assert refused.stderr.splitlines()[0] == "gitopsd promote main qa: refused (required-checks)"
     assert (
@@ -63,7 +63,7 @@ def test_a_promote_waiting_for_checks_is_told_to_run_the_command_again_not_to_pu
         store.add_status(
             repo="shop", commit=v2, tree=sandbox.tree(v2), context="ci/build", state="success", reporter="test", now=time.time()
         )
-    sandbox.cli("promote", "main", "qa")
+    sandbox.command("promote", "main", "qa")
     assert git(sandbox.work, "rev-parse", "origin/main").stdout.strip() == v2 and sandbox.tree(
         sandbox.head("qa")
     ) == sandbox.tree(v2)

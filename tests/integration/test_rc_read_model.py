@@ -53,5 +53,5 @@ def test_a_release_candidate_is_found_as_rc_slash_name_or_name_and_a_missing_one
 def test_a_release_candidate_is_shown_as_rc_show_json_prints_it(r1):
     sandbox, repo, store = r1
     shown = rc_shown(repo, store, rc_named(store, repo, "r1"))
-    assert shown == json.loads(sandbox.cli("rc", "show", "rc/r1", "--json").stdout)
+    assert shown == json.loads(sandbox.command("rc", "show", "rc/r1", "--json").stdout)
     assert (shown["name"], shown["created_by"], shown["history"]) == ("r1", "alice", [])

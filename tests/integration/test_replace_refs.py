@@ -172,7 +172,7 @@ def test_promote_copies_the_real_tree_of_the_source_not_a_replacement(sandbox):
     decoy = commit_tree(sandbox, sandbox.tree(v1), v1, message="v2, honest")
     sandbox.push(f"{decoy}:refs/heads/feature/decoy")
     bare(sandbox, "replace", v2, decoy)
-    out = sandbox.cli("promote", "staging", "production").stdout
+    out = sandbox.command("promote", "staging", "production").stdout
     assert f"its tree {real_tree(sandbox, v2)[:7]} is what staging runs" in out
     assert real_tree(sandbox, "refs/heads/production") == real_tree(sandbox, v2) != real_tree(sandbox, v1)
 
@@ -190,7 +190,7 @@ def test_rollback_reads_the_real_head_not_a_replacement(sandbox):
     decoy = commit_tree(sandbox, sandbox.tree(v1), v1, message="v2, honest")
     sandbox.push(f"{decoy}:refs/heads/feature/decoy")
     bare(sandbox, "replace", v2, decoy)
-    out = sandbox.cli("rollback", "production").stdout
+    out = sandbox.command("rollback", "production").stdout
     assert "whose tree is the one deployment #1" in out, out
     head = sandbox.head("production")
     assert real_tree(sandbox, head) == real_tree(sandbox, v1) != real_tree(sandbox, v2)

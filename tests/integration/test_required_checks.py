@@ -89,12 +89,12 @@ def test_gitopsd_promote_is_held_to_the_same_checks(sandbox):
     v2 = sandbox.commit("v2")
     sandbox.push("main")
     report(sandbox, v2, "ci/build", "success")
-    proc = sandbox.cli("promote", "main", "qa", "--repo", "shop", check=False)
+    proc = sandbox.command("promote", "main", "qa", "--repo", "shop", check=False)
     assert proc.returncode != 0
     assert "qa only takes trees that passed its required checks" in proc.stdout + proc.stderr
     assert "ci/test: not reported" in proc.stdout + proc.stderr
     report(sandbox, v2, "ci/test", "success")
-    sandbox.cli("promote", "main", "qa", "--repo", "shop")
+    sandbox.command("promote", "main", "qa", "--repo", "shop")
     assert sandbox.tree(sandbox.head("qa")) == sandbox.tree(v2)
 
 

@@ -147,7 +147,7 @@ def test_an_allowed_signers_file_with_a_syntax_error_is_named_with_its_line_by_c
     sandbox = signed_sandbox(short_tmp, keys)
     path = short_tmp / "allowed_signers"
     path.write_text(path.read_text() + "bob@example.com ssh-ed25519\n# fine\nnamespaces=git carol ssh-ed25519 AAAA\n")
-    proc = sandbox.cli("check-config", check=False)
+    proc = sandbox.command("check-config", check=False)
     assert proc.returncode != 0
     assert f"{path}:3: expected `PRINCIPALS [OPTIONS] KEYTYPE BASE64-KEY`" in proc.stdout + proc.stderr
     assert f"{path}:5: unknown option 'carol'" in proc.stdout + proc.stderr

@@ -98,7 +98,7 @@ def test_an_untrusted_host_fails_naming_it_then_hosts_trust_lets_it_deploy(site)
         and "run `gitopsd hosts trust production --repo shop` after checking it" in outcome.reason
     ), outcome.reason
 
-    trusted = sandbox.cli("hosts", "trust", "production", "--yes")
+    trusted = sandbox.command("hosts", "trust", "production", "--yes")
     known_hosts = sandbox.state / ".ssh" / "known_hosts"
     for host in hosts:
         assert f"{host.name} ({host.address}:{host.port}): new" in trusted.stdout
@@ -109,13 +109,13 @@ def test_an_untrusted_host_fails_naming_it_then_hosts_trust_lets_it_deploy(site)
     outcome = deploy(sandbox)
     assert outcome.ok, outcome.reason
     assert "host_key_checking" not in outcome.reason
-    again = sandbox.cli("hosts", "trust", "production")  # nothing new: no question asked
+    again = sandbox.command("hosts", "trust", "production")  # nothing new: no question asked
     assert "web-1" in again.stdout and ": known" in again.stdout and "nothing to record" in again.stdout
 
 
 def test_a_host_whose_key_changed_fails_naming_it_until_trusted_again(site):
     sandbox, hosts = site
-    sandbox.cli("hosts", "trust", "production", "--yes")
+    sandbox.command("hosts", "trust", "production", "--yes")
     assert deploy(sandbox).ok
     web2 = hosts[1]
     web2.stop()
@@ -128,12 +128,12 @@ def test_a_host_whose_key_changed_fails_naming_it_until_trusted_again(site):
     assert f"host key of web-2 ({web2.address}:{web2.port}) changed" in outcome.reason, outcome.reason
     assert "web-1" not in outcome.reason.split("host key of", 1)[1]
 
-    refused = sandbox.cli("hosts", "trust", "production", check=False)  # no terminal, no --yes: nothing written
+    refused = sandbox.command("hosts", "trust", "production", check=False)  # no terminal, no --yes: nothing written
     assert refused.returncode == 1 and "web-2" in refused.stdout and ": changed" in refused.stdout
     assert "--yes" in refused.stderr
     assert not deploy(sandbox).ok
 
-    sandbox.cli("hosts", "trust", "production", "--yes")
+    sandbox.command("hosts", "trust", "production", "--yes")
     known = (sandbox.state / ".ssh" / "known_hosts").read_text()
     assert known.count(f"[{web2.address}]:{web2.port} ") == 1  # the old key is gone, not kept beside the new one
     assert deploy(sandbox).ok
@@ -156,7 +156,7 @@ def test_hosts_trust_follows_the_old_ansible_ssh_host_and_port_names_as_ssh_does
     sandbox.commit("web-2 with the old variable names")
     sandbox.push("main")
     git(sandbox.root, "--git-dir", str(sandbox.repo), "update-ref", "refs/heads/production", "refs/heads/main")
-    trusted = sandbox.cli("hosts", "trust", "production", "--yes")
+    trusted = sandbox.command("hosts", "trust", "production", "--yes")
     assert f"{web2.name} ({web2.address}:{web2.port}): new" in trusted.stdout, trusted.stdout
     assert deploy(sandbox).ok
 
@@ -169,16 +169,16 @@ def test_before_the_first_promotion_hosts_trust_names_the_ref_to_use_and_trusts_
     ).stdout.strip()  # what `gitopsd init` leaves on a later environment's branch
     git(sandbox.root, "--git-dir", str(sandbox.repo), "update-ref", "refs/heads/production", placeholder)
 
-    refused = sandbox.cli("hosts", "trust", "production", "--yes", check=False)
+    refused = sandbox.command("hosts", "trust", "production", "--yes", check=False)
     assert refused.returncode == 1 and len(refused.stderr.splitlines()) == 1, refused.stderr
     assert f"production is at the placeholder `gitopsd init` left ({placeholder[:7]})" in refused.stderr
     assert "first promotion from main" in refused.stderr
     assert "`gitopsd hosts trust production --ref main --repo shop`" in refused.stderr
 
-    unknown = sandbox.cli("hosts", "trust", "production", "--ref", "nosuch", check=False)
+    unknown = sandbox.command("hosts", "trust", "production", "--ref", "nosuch", check=False)
     assert unknown.returncode == 1 and "nosuch is not a commit or branch in" in unknown.stderr
 
-    trusted = sandbox.cli("hosts", "trust", "production", "--ref", "main", "--yes")
+    trusted = sandbox.command("hosts", "trust", "production", "--ref", "main", "--yes")
     assert f"recorded 2 hosts in {sandbox.state / '.ssh' / 'known_hosts'}" in trusted.stdout
     for host in hosts:
         assert f"{host.name} ({host.address}:{host.port}): new" in trusted.stdout
@@ -200,6 +200,6 @@ def test_hosts_trust_exits_1_saying_why_when_the_answer_is_no_or_the_inventory_h
     sandbox.commit("production runs locally")
     sandbox.push("main")
     git(sandbox.root, "--git-dir", str(sandbox.repo), "update-ref", "refs/heads/production", "refs/heads/main")
-    local = sandbox.cli("hosts", "trust", "production", "--yes", check=False)
+    local = sandbox.command("hosts", "trust", "production", "--yes", check=False)
     assert local.returncode == 1, local.stdout + local.stderr
     assert "nothing recorded: the inventory of shop/production has no hosts reached over SSH" in local.stdout

@@ -121,7 +121,7 @@ def test_a_deployer_promotes_with_the_clis_refusal_and_an_approver_approves_as_t
     olga, paula = people["olga"], people["paula"]
     sandbox.write("FAIL", "all")
     broken = ship_to_qa(sandbox, daemon, "broken", state="stalled")
-    cli = sandbox.cli("promote", "qa", "staging", check=False)
+    cli = sandbox.command("promote", "qa", "staging", check=False)
     assert cli.returncode == 1
     before = heads(sandbox)
     refused = post(olga, "promote", repo="shop", env="staging")
@@ -156,7 +156,7 @@ def test_a_deployer_promotes_with_the_clis_refusal_and_an_approver_approves_as_t
     approved = post(paula, "approve", htmx=False, repo="shop", rc="r1", kind="approve", note="go", next="/")
     assert approved.status == 303 and approved.header("location") == "/"
     assert "gitopsd_flash" in approved.set_cookies()
-    shown = json.loads(sandbox.cli("rc", "show", "r1", "--json").stdout)
+    shown = json.loads(sandbox.command("rc", "show", "r1", "--json").stdout)
     assert [(h["actor"], h["kind"], h["note"]) for h in shown["history"]] == [("paula", "approve", "go")]
     again = post(paula, "approve", repo="shop", rc="r1", note="again")
     assert again.status == 409 and lines(again)[0].startswith("paula already approved rc/r1")
@@ -166,7 +166,7 @@ def test_a_deployer_locks_an_environment_from_the_dashboard_with_a_reason_a_view
     sandbox, daemon, people = site
     olga, vera = people["olga"], people["vera"]
     assert post(vera, "lock", repo="shop", env="staging", reason="mine").status == 403
-    assert "lacks" not in sandbox.cli("locks").stdout and "nothing is locked" in sandbox.cli("locks").stdout
+    assert "lacks" not in sandbox.command("locks").stdout and "nothing is locked" in sandbox.command("locks").stdout
     assert "is in the past" in lines(post(olga, "lock", repo="shop", env="staging", reason="x", until="2001-01-01T00:00"))[0]
     done = post(olga, "lock", repo="shop", env="staging", reason="load test tonight", **{"for": "2h"})
     assert done.status == 200 and "shop/staging locked by olga until " in lines(done)[0], lines(done)
@@ -200,7 +200,7 @@ def test_the_state_filter_takes_the_daemons_status_rows_so_a_repository_it_canno
     moved = sandbox.repo.with_name("moved-away.git")
     sandbox.repo.rename(moved)
     try:
-        rows = json.loads(sandbox.cli("status", "--json").stdout)
+        rows = json.loads(sandbox.command("status", "--json").stdout)
         assert {row["state"] for row in rows} == {"unavailable"}, rows
         found = vera.get("/?state=unavailable")
         assert found.status == 200 and '<h2 id="repo-1">shop</h2>' in found.text, found.text[:3000]

@@ -144,7 +144,7 @@ def test_revoking_the_token_ends_its_sessions_and_signing_out_ends_one_even_for_
     stolen = Browser(port, cookies=kept)
     assert stolen.get("/").status == 303  # the copy is refused: the session ended
     assert second.get("/").status == 200
-    sandbox.cli("token", "revoke", "olga-laptop")
+    sandbox.command("token", "revoke", "olga-laptop")
     answer = second.get("/")
     assert answer.status == 303 and (answer.header("location") or "").startswith("/login")
 

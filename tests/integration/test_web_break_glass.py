@@ -78,7 +78,7 @@ def test_a_deployer_asks_to_break_glass_on_the_environment_page_and_a_second_per
     assert done.status == 200 and "break-glass #1 confirmed by wb-oscar" in lines(done)[0], lines(done)
     assert "(confirmed by wb-oscar; promotions pass until" in html.unescape(vera.get("/repos/shop/envs/staging").text)
 
-    promoted = sandbox.cli("promote", "qa", "staging")
+    promoted = sandbox.command("promote", "qa", "staging")
     assert "break-glass #1 asked by wb-olga, confirmed by wb-oscar (read the diff)" in promoted.stdout
     deployed = daemon.wait_result("staging", sandbox.head("staging"), "succeeded", timeout=120)
     assert "break-glass #1 asked by wb-olga, confirmed by wb-oscar" in deployed["reason"], deployed

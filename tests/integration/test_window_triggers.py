@@ -74,7 +74,7 @@ def test_gitopsd_sync_during_a_closed_window_waits_for_it_to_open_and_then_reapp
         v1 = sandbox.head("qa")
         daemon.wait_state("qa", "in-sync", v1)
         freeze(sandbox, daemon, now_frozen())
-        said = sandbox.cli("sync", "qa").stdout
+        said = sandbox.command("sync", "qa").stdout
         assert f"re-applying {v1[:7]}" in said
         held = f"re-applying {v1[:7]}: the deploy window is closed: inside 'release freeze'; it waits until "
         daemon.wait_for(lambda: held in daemon.log(), 60, "the sync held by the window")
@@ -97,5 +97,5 @@ def test_retry_force_by_an_identity_in_override_by_still_deploys_a_blocked_head_
         freeze(sandbox, daemon, now_frozen(), override_by=(pwd.getpwuid(os.geteuid()).pw_name,))
         git(sandbox.root, "--git-dir", str(sandbox.repo), "update-ref", "refs/heads/qa", fix)
         daemon.wait_state("qa", "blocked", fix)
-        sandbox.cli("retry", "qa", "--force", "--reason", "customer outage")  # the operator's override
+        sandbox.command("retry", "qa", "--force", "--reason", "customer outage")  # the operator's override
         daemon.wait_result("qa", fix, "succeeded")
