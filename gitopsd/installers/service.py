@@ -249,22 +249,7 @@ def service_user(config: Path, root: Path = Path("/")) -> str:
     Run again (an upgrade, another repository) without --user, it keeps the service where it is.
     """
     config = Path(os.path.abspath(config))
-    try:
-        uid = _under(root, _state_folder(config, root / str(config).lstrip("/"))).stat().st_uid
-    except OSError:
-        return DEFAULT_USER
-    if uid == 0:
-        return DEFAULT_USER
-    if root == Path("/"):
-        try:
-            return pwd.getpwuid(uid).pw_name
-        except KeyError:
-            return DEFAULT_USER
-    try:
-        lines = (root / "etc" / "passwd").read_text().splitlines()
-    except OSError:
-        return DEFAULT_USER
-    return next((f[0] for f in (line.split(":") for line in lines) if len(f) > 2 and f[2] == str(uid)), DEFAULT_USER)
+    return _owner(_under(root, _state_folder(config, root / str(config).lstrip("/"))), root) or DEFAULT_USER
 
 
 def installed_unit(config: Path, root: Path = Path("/")) -> str:
@@ -450,8 +435,10 @@ def _owner(path: Path, root: Path) -> str | None:
             return pwd.getpwuid(uid).pw_name
         except KeyError:
             return None
-    users = root / "etc/passwd"
-    rows = [line.split(":") for line in users.read_text().splitlines()] if users.is_file() else []
+    try:
+        rows = [line.split(":") for line in (root / "etc" / "passwd").read_text().splitlines()]
+    except OSError:
+        return None
     return next((row[0] for row in rows if len(row) > 2 and row[2] == str(uid)), None)
 
 
