@@ -20,7 +20,7 @@ def reserved_refusal(update: RefUpdate, repo_name: str) -> policy.Verdict:
     """Why a push may not touch a replace ref or gitopsd's notes, and what to do instead."""
     action = "delete" if update.new == gitcli.ZERO else "create" if update.old == gitcli.ZERO else "update"
     above = ", and a ref by this name would keep gitopsd from writing its own" if not update.ref.startswith(RC_TAGS) else ""
-    if update.ref.startswith(RC_TAGS) or RC_TAGS.startswith(update.ref + "/"):
+    if squats(update.ref, RC_TAGS.rstrip("/")):
         return policy.refuse(
             "reserved-ref",
             "release candidates (rc/* tags) are made by gitopsd only",

@@ -70,7 +70,7 @@ REQUEST_PREFIX = "refs/promote/"  # a promotion request: the hook makes the prom
 def is_reserved(ref: str) -> bool:
     """Is `ref` gitopsd's, or a name above one of gitopsd's (refs/notes/gitopsd/x, refs/tags/rc) that would keep git
     from ever writing it?"""
-    return ref.startswith((REPLACE_REFS, RC_TAGS)) or squats(ref, AUDIT_NOTES) or RC_TAGS.startswith(ref + "/")
+    return ref.startswith(REPLACE_REFS) or squats(ref, AUDIT_NOTES) or squats(ref, RC_TAGS.rstrip("/"))
 
 
 def squats(ref: str, name: str) -> bool:
