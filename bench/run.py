@@ -213,6 +213,16 @@ WINDOWS = [
 ]
 
 
+def _passed(store: Store | None, commit: str, tree: str) -> None:
+    """Both of the hooks bench's required checks reported successful for COMMIT (nothing without `require_checks`)."""
+    if store is None:
+        return
+    for context in ("ci/build", "ci/test"):
+        store.add_status(
+            repo="shop", commit=commit, tree=tree, context=context, state="success", reporter="bench", now=time.time()
+        )
+
+
 def bench_hooks(
     root: Path,
     commits: int,
@@ -221,6 +231,7 @@ def bench_hooks(
     checks: bool = False,
     database_url: str = "",
     edited: bool = False,
+    daemon_up: bool = True,
 ) -> dict:
     """The same pushes (main and main:qa; then main alone, which the shim decides without Python) into a hooked and a
     bare copy of one big repository, interleaved.
@@ -228,7 +239,9 @@ def bench_hooks(
     `checks`: qa requires two commit statuses (10,000 others stored), reported for each commit before its push.
     `edited`: the config file is edited (a comment) after the hook's snapshot was saved, as before a daemon reload.
     `database_url`: the records in PostgreSQL, written through the daemon's store, which copies what the hook reads
-    into its SQLite file (the hook never connects to PostgreSQL)."""
+    into its SQLite file (the hook never connects to PostgreSQL).
+    `daemon_up`: the daemon runs (and judges the pushes for the shim: daemon/judge.py); each push's deployment is
+    waited for, untimed, before the next round. Without it the hook's own Python judges, as when the daemon is down."""
     options: dict = {"windows": WINDOWS} if windows else {}
     if checks:
         options["require_checks"] = ["ci/build", "ci/test"]
@@ -237,20 +250,12 @@ def bench_hooks(
     )
     hook_file = sandbox.state / ("hook-ledger.db" if database_url else "state.db")
     store = Store(hook_file, url=database_url) if checks else None
-    if store is not None:
-        for i in range(5000):  # other trees' statuses, as a busy CI leaves them
-            for context in ("ci/build", "ci/test"):
-                store.add_status(
-                    repo="shop",
-                    commit=f"{i:040x}",
-                    tree=f"{i:040x}",
-                    context=context,
-                    state="success",
-                    reporter="bench",
-                    now=time.time(),
-                )
+    for i in range(5000 if store is not None else 0):  # other trees' statuses, as a busy CI leaves them
+        _passed(store, f"{i:040x}", f"{i:040x}")
     big_history(sandbox.repo, commits)
     run(["git", "--git-dir", str(sandbox.repo), "update-ref", "refs/heads/qa", "refs/heads/main"])
+    # qa's first head passed its checks too: the daemon deploys it at its start
+    _passed(store, *run(["git", "--git-dir", str(sandbox.repo), "rev-parse", "main", "main^{tree}"]).stdout.split())
     bare, floor = root / "bare.git", root / "floor.git"
     for copy in (bare, floor):
         run(["git", "clone", "-q", "--bare", "--no-local", str(sandbox.repo), str(copy)])
@@ -265,18 +270,17 @@ def bench_hooks(
     run(["git", "remote", "add", "floor", str(floor)], cwd=sandbox.work)
     if edited:
         sandbox.config.write_text(sandbox.config.read_text() + "# edited\n")
+    daemon = Daemon(sandbox) if daemon_up else None
+    if daemon is not None:
+        daemon.wait_ready()
+        daemon.wait_result("qa", sandbox.head("qa"), "succeeded", timeout=300)
     hooked, plain, hooked_feature, plain_feature, floored = [], [], [], [], []
     cpu: dict[str, list[float]] = {"origin": [], "bare": [], "floor": []}  # CPU time of the push and all it started
     env = sandbox.environ()
     for i in range(pushes):
         sandbox.write("VERSION", f"bench {i}")
         commit = sandbox.commit(f"bench {i}")
-        if store is not None:
-            tree = run(["git", "rev-parse", f"{commit}^{{tree}}"], cwd=sandbox.work).stdout.strip()
-            for context in ("ci/build", "ci/test"):
-                store.add_status(
-                    repo="shop", commit=commit, tree=tree, context=context, state="success", reporter="bench", now=time.time()
-                )
+        _passed(store, commit, run(["git", "rev-parse", f"{commit}^{{tree}}"], cwd=sandbox.work).stdout.strip())
         for remote, times in (("origin", hooked), ("bare", plain), ("floor", floored)):
             used, t0 = resource.getrusage(resource.RUSAGE_CHILDREN), time.monotonic()
             run(["git", "push", "-q", remote, "main", "main:qa"], cwd=sandbox.work, env=env)
@@ -288,6 +292,10 @@ def bench_hooks(
             t0 = time.monotonic()
             run(["git", "push", "-q", remote, "main"], cwd=sandbox.work, env=env)
             times.append(time.monotonic() - t0)
+        if daemon is not None:  # the deployment's Ansible run is not part of the push: over before the next one
+            daemon.wait_result("qa", commit, "succeeded", timeout=300)
+    if daemon is not None:
+        daemon.stop()
     count = int(run(["git", "--git-dir", str(bare), "rev-list", "--count", "main"]).stdout)
     return {
         "commits": count,
@@ -1326,19 +1334,26 @@ def main() -> int:  # noqa: C901 (the bench's command line: one branch per secti
                 flush=True,
             )
         if args.only in (None, "hooks"):
-            for label, windows, checks, edited in (
-                ("", False, False, False),
-                (", qa with deploy windows", True, False, False),
-                (", qa with require_checks", False, True, False),
-                (", after a config edit the daemon has not read", False, False, True),
+            for label, windows, checks, edited, up in (
+                ("", False, False, False, True),
+                (", qa with deploy windows", True, False, False, True),
+                (", qa with require_checks", False, True, False, True),
+                (", after a config edit the daemon has not read", False, False, True, True),
+                (", the daemon down (the hook's Python judges)", False, False, False, False),
             ):
                 results[f"hooks{label}"] = r = bench_hooks(
-                    root / f"hooks-{windows}-{checks}-{edited}", args.history, args.hook_pushes, windows, checks, edited=edited
+                    root / f"hooks-{windows}-{checks}-{edited}-{up}",
+                    args.history,
+                    args.hook_pushes,
+                    windows,
+                    checks,
+                    edited=edited,
+                    daemon_up=up,
                 )
                 print(
                     f"(d) push of main and main:qa into a {r['commits']}-commit repository{label}, median of "
                     f"{r['pushes']}: through gitopsd's hooks {r['hooked_ms']:.0f} ms, no hooks {r['bare_ms']:.0f} ms, "
-                    f"ratio {r['ratio']:.2f} (target <= {2 if edited else 1.6}); main alone (no environment "
+                    f"ratio {r['ratio']:.2f} (target <= {2 if edited else 1.6 if up else 'none: the fallback'}); main alone (no environment "
                     f"branch): {r['feature_hooked_ms']:.0f} ms, no hooks {r['feature_bare_ms']:.0f} ms, ratio "
                     f"{r['feature_ratio']:.2f} (target <= 1.1); load {r['loadavg_1m']:.1f}",
                     flush=True,

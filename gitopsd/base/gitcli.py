@@ -24,6 +24,7 @@ import os
 import select
 
 from ..core.errors import GitError, TransientError
+from . import hookenv
 
 ZERO = "0" * 40
 __all__ = ["GitError", "ZERO", "git", "run"]
@@ -67,7 +68,7 @@ def run_bytes(argv: list[str], input: bytes | None = None, env: dict[str, str] |
         # root): git's ownership check would refuse it in the service layout (another user owns it).
         safe = ["-c", f"safe.directory={argv[2]}"] if len(argv) > 2 and argv[1] == "-C" else []
         argv = ["git", *NO_REPLACE_ARGS, *safe, *argv[1:]]
-    env = {**(os.environ if env is None else env), **NO_REPLACE_ENV}
+    env = {**(hookenv.environ() if env is None else env), **NO_REPLACE_ENV}
     stdin_r, stdin_w = os.pipe()
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
@@ -128,7 +129,7 @@ def blob_to_fd(repo: str | os.PathLike[str], oid: str, fd: int) -> None:
     ]
     with os.fdopen(err_r, "rb") as errors:
         try:
-            pid = os.posix_spawnp("git", argv, {**os.environ, **NO_REPLACE_ENV}, file_actions=actions)
+            pid = os.posix_spawnp("git", argv, {**hookenv.environ(), **NO_REPLACE_ENV}, file_actions=actions)
         finally:
             os.close(err_w)
         err = errors.read()

@@ -25,7 +25,7 @@ SOCKET_PATH_MAX = 107  # bytes of a Unix socket path on Linux: sun_path is 108 w
 
 TOP_KEYS = {
     "state_dir": "folder of the state store and each deployment's output (default /var/lib/gitopsd)",
-    "runtime_dir": "folder of the nudge socket hooks wake the daemon through (default /run/gitopsd)",
+    "runtime_dir": "folder of the sockets hooks reach the daemon through, nudge and judge (default /run/gitopsd)",
     "sweep_interval": "seconds between the daemon's sweeps over every environment (jittered 10 %)",
     "max_parallel": "environments deployed at once",
     "stop_grace": "seconds running deployments get to finish on SIGTERM",

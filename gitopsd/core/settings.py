@@ -463,6 +463,11 @@ class Config:
         return self.runtime_dir / "nudge.sock"
 
     @property
+    def judge_socket(self) -> Path:
+        """Where the daemon judges pushes for the hook's shim (daemon/judge.py)."""
+        return self.runtime_dir / "judge.sock"
+
+    @property
     def database(self) -> Path:
         """The SQLite file the pre-receive hook reads: the whole store, or with PostgreSQL the hook's copy of it."""
         return self.state_dir / ("hook-ledger.db" if self.database_url else "state.db")

@@ -18,6 +18,7 @@ from ..core.reconcile import Cause, Look
 from ..core.types import Trigger
 from ..core.words import plural
 from ..gate.nudge import REFUSED, Nudge
+from .judge import Judge
 from .statedb import StateDb
 
 log = logging.getLogger("gitopsd.daemon")
@@ -94,46 +95,53 @@ class Intake(StateDb):
     def _on_ref_change(self, repo: str) -> None:
         self.schedule(Look(repo, None, Trigger.WATCH), time.time() + WATCH_DELAY)
 
-    def _listen(self, listener: Listener) -> None:  # noqa: C901 (the nudge listener: one branch per request kind)
+    def _listen(self, listener: Listener) -> None:
         while not (self.stopping.is_set() or listener.closed):
             nudge = listener.receive()
-            if nudge is None:
-                continue
-            repo = self.config.repository_at(Path(nudge.repo))
-            if repo is None:
-                log.warning("nudge for unknown repository %s ignored", nudge.repo)
-                continue
-            if nudge.trigger == REFUSED:  # the hook refused a push: counted for /metrics, nothing to look at
-                for env, rule in nudge.refusals:
-                    if self.metrics is not None:
-                        self.metrics.refused(repo.name, env, rule)
-                    if rule == "approvals":  # a promotion waiting for approvals: approvers see a preview (issue 25)
-                        self.previewer.for_promotion(repo.name, env, nudge.who())
-                continue
-            if nudge.commits:  # the commits arrive now: their first-seen time (recorded on the next look)
-                self.first_seen.noted(repo.name, nudge.trigger, time.time())
-            if nudge.trigger == Trigger.BRANCH_PUSH:  # main or a feature branch: who pushed it, for CI and approvals
-                self._record_pushes(repo.name, nudge)
-                now = time.time()
-                for delay in PUSH_FOLLOW_UP[:6]:  # the refs move right after the hook: CI looks for the new heads
-                    self.schedule(Look(repo.name, None, Trigger.BRANCH_PUSH), now + delay)
-                continue
-            if nudge.trigger == Trigger.PUSH:  # who delivered these commits (self-approval looks it up)
-                self._record_pushes(repo.name, nudge)
-            for commit in nudge.commits:
-                self.reconciler.remember_cause(
-                    repo.name, commit, Cause(nudge.who(), nudge.trigger, nudge.reason, proven=self._from_hook(repo.path, nudge))
-                )
-                # A sweep or a `git update-ref` may have started this commit's deployment before the nudge came.
-                try:
-                    self.store.attribute(repo.name, commit, nudge.who(), nudge.trigger, nudge.reason, since=time.time() - 120)
-                except StoreError as exc:  # the listener goes on: a lost store is said once (check_store)
-                    log.warning("could not record who pushed %s: %s", commit[:7], exc, extra={"repo": repo.name})
-            self.requests.put(Look(repo.name, None, nudge.trigger))
-            if nudge.trigger == Trigger.PUSH:  # sent by pre-receive: the refs move right after it
-                now = time.time()
-                for delay in PUSH_FOLLOW_UP:
-                    self.schedule(Look(repo.name, None, Trigger.PUSH), now + delay)
+            if nudge is not None:
+                self.heard(nudge)
+
+    def heard(self, nudge: Nudge) -> None:
+        """A nudge from the socket, or from the gate when this daemon judged the push (daemon/judge.py)."""
+        with self._nudge_lock:
+            self._heard(nudge)
+
+    def _heard(self, nudge: Nudge) -> None:
+        repo = self.config.repository_at(Path(nudge.repo))
+        if repo is None:
+            log.warning("nudge for unknown repository %s ignored", nudge.repo)
+            return
+        if nudge.trigger == REFUSED:  # the hook refused a push: counted for /metrics, nothing to look at
+            for env, rule in nudge.refusals:
+                if self.metrics is not None:
+                    self.metrics.refused(repo.name, env, rule)
+                if rule == "approvals":  # a promotion waiting for approvals: approvers see a preview (issue 25)
+                    self.previewer.for_promotion(repo.name, env, nudge.who())
+            return
+        if nudge.commits:  # the commits arrive now: their first-seen time (recorded on the next look)
+            self.first_seen.noted(repo.name, nudge.trigger, time.time())
+        if nudge.trigger == Trigger.BRANCH_PUSH:  # main or a feature branch: who pushed it, for CI and approvals
+            self._record_pushes(repo.name, nudge)
+            now = time.time()
+            for delay in PUSH_FOLLOW_UP[:6]:  # the refs move right after the hook: CI looks for the new heads
+                self.schedule(Look(repo.name, None, Trigger.BRANCH_PUSH), now + delay)
+            return
+        if nudge.trigger == Trigger.PUSH:  # who delivered these commits (self-approval looks it up)
+            self._record_pushes(repo.name, nudge)
+        for commit in nudge.commits:
+            self.reconciler.remember_cause(
+                repo.name, commit, Cause(nudge.who(), nudge.trigger, nudge.reason, proven=self._from_hook(repo.path, nudge))
+            )
+            # A sweep or a `git update-ref` may have started this commit's deployment before the nudge came.
+            try:
+                self.store.attribute(repo.name, commit, nudge.who(), nudge.trigger, nudge.reason, since=time.time() - 120)
+            except StoreError as exc:  # the listener goes on: a lost store is said once (check_store)
+                log.warning("could not record who pushed %s: %s", commit[:7], exc, extra={"repo": repo.name})
+        self.requests.put(Look(repo.name, None, nudge.trigger))
+        if nudge.trigger == Trigger.PUSH:  # sent by pre-receive: the refs move right after it
+            now = time.time()
+            for delay in PUSH_FOLLOW_UP:
+                self.schedule(Look(repo.name, None, Trigger.PUSH), now + delay)
 
     def _start_triggers(self) -> None:
         cfg = self.config
@@ -142,6 +150,7 @@ class Intake(StateDb):
         if "nudge" in enabled:
             self.listener = Listener(cfg.nudge_socket)
             threading.Thread(target=self._listen, args=(self.listener,), name="nudge", daemon=True).start()
+            self.judge = Judge(cfg, self.heard)  # the shim's pushes, judged here without a Python of their own
         if "watch" in enabled:
             self.watcher = RefWatcher({r.name: r.path for r in cfg.repositories}, self._on_ref_change)
             self.watcher.start()
@@ -165,7 +174,9 @@ class Intake(StateDb):
                 part.stop()
         if self.listener is not None:
             self.listener.close()
-        self.sweeper = self.watcher = self.listener = self.drift_timer = None
+        if self.judge is not None:
+            self.judge.close()
+        self.sweeper = self.watcher = self.listener = self.drift_timer = self.judge = None
 
     @staticmethod
     def _from_hook(repo: Path, nudge: Nudge) -> bool:

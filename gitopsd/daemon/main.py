@@ -154,6 +154,8 @@ class Daemon(Loop):
         self._adopting = 0
         self._unwatched_recorded = None  # environments the startup sweep found to deploy, until all are done
         self.listener = None
+        self.judge = None  # the judge socket: pushes judged here for the hook's shim (daemon/judge.py)
+        self._nudge_lock = threading.Lock()  # nudges heard from the socket and from judged pushes, one at a time
         self.watcher = None
         self.sweeper = None
         self.drift_timer = None  # each environment's `drift:` checks, jittered

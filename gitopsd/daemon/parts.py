@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from ..services.releases import HumanGates
     from ..services.statusrows import StatusRows
     from ..services.sweepplan import SweepPlan
+    from .judge import Judge
     from .leadership import Leadership
 
 
@@ -70,6 +71,8 @@ class Parts:
     _adopting: int
     _unwatched_recorded: dict[str, str] | None
     listener: Listener | None
+    judge: Judge | None
+    _nudge_lock: threading.Lock
     watcher: RefWatcher | None
     sweeper: Sweeper | None
     drift_timer: Periodic | None

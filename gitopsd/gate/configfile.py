@@ -69,15 +69,10 @@ def gate_config(
         keep(gate, repo_path)
     from pathlib import Path
 
-    from .shimstamp import shim_rule, write
+    from .shimstamp import contents, write
 
     try:  # the shim decides pushes of main alone again from the next push on, as after the daemon's reload
-        write(
-            repo_path,
-            str(config.source.resolve()),
-            shim_rule(config.repository_at(Path(repo_path))),
-            int(config.stamp.rsplit(":", 1)[-1]),
-        )
+        write(repo_path, contents(config, config.repository_at(Path(repo_path))), int(config.stamp.rsplit(":", 1)[-1]))
     except (OSError, ValueError):  # a folder the pusher may not write, a file with no stamp: Python judges them
         pass
     return gate, str(config.database)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from ..base import gitcli, storeerrors
+from ..base import gitcli, hookenv, storeerrors
 from . import nudge, policy
 from .push import AUDIT_NOTES, RC_TAGS, squats
 
@@ -71,7 +71,7 @@ def unreadable(database: str, exc: Exception, out: TextIO) -> None:
     elif kind == storeerrors.BUSY:
         print("Another process holds the file just now. Push again in a moment.\n", file=out)
     elif kind == storeerrors.PERMISSION:
-        user = nudge.user_name(os.getuid())
+        user = nudge.user_name(hookenv.uid())
         print(
             f"The hook runs as {user}, who must be able to read the state folder:\n"
             f"ask an operator to add {user} to the daemon's group (usermod -aG {_group(database)} {user}).\n",

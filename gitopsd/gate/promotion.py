@@ -14,10 +14,9 @@ branch moved, with the quarantine variables removed: straight into the repositor
 
 from __future__ import annotations
 
-import os
 from datetime import UTC, datetime
 
-from ..base import gitcli
+from ..base import gitcli, hookenv
 from . import policy
 
 TYPE_CHECKING = False  # true for mypy and import-linter only: the hook does not import typing
@@ -52,7 +51,7 @@ class Promotion:
 
 def outside_quarantine() -> dict[str, str]:
     """This process's environment without pre-receive's quarantine: git reads and writes the repository itself."""
-    return {k: v for k, v in os.environ.items() if k not in QUARANTINE_VARS}
+    return {k: v for k, v in hookenv.environ().items() if k not in QUARANTINE_VARS}
 
 
 def in_repository(repo_path: str, commit: str) -> bool:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 
+from ..base import hookenv
 from . import nudge
 
 TYPE_CHECKING = False  # true for mypy and import-linter only: the hook does not import typing
@@ -40,13 +41,13 @@ def pusher(identity_env: tuple[str, ...], repo_path: str = ".") -> str:
     environment the transport sets. Any other Unix user pushing (through the file system, or over SSH
     as their own account) sets what they like, so they are who the kernel says.
     """
-    uid = os.getuid()
+    uid, environ = hookenv.uid(), hookenv.environ()
     try:
         transport = os.stat(repo_path).st_uid == uid
     except OSError:
         transport = False
     for name in identity_env if transport else ():
-        value = os.environ.get(name)
+        value = environ.get(name)
         if value:
             return value
     return nudge.user_name(uid)
@@ -54,8 +55,9 @@ def pusher(identity_env: tuple[str, ...], repo_path: str = ".") -> str:
 
 def push_option(name: str) -> str | None:
     """A push option (`git push -o name=value`); pusher-controlled, so only ever a request."""
-    for i in range(int(os.environ.get("GIT_PUSH_OPTION_COUNT", "0") or 0)):
-        key, _, value = os.environ.get(f"GIT_PUSH_OPTION_{i}", "").partition("=")
+    environ = hookenv.environ()
+    for i in range(int(environ.get("GIT_PUSH_OPTION_COUNT", "0") or 0)):
+        key, _, value = environ.get(f"GIT_PUSH_OPTION_{i}", "").partition("=")
         if key in (name, f"gitopsd.{name}") and value.strip():
             return value.strip()[:200]
     return None

@@ -18,11 +18,10 @@ certificates (certificates.py) and the refusals no rule of `policy.judge` makes 
 from __future__ import annotations
 
 import io
-import os
 import sqlite3
 import sys
 
-from ..base import gitcli
+from ..base import gitcli, hookenv
 from . import nudge, policy, snapshot
 from .push import REQUEST_PREFIX, RefUpdate, is_reserved, push_option, pusher, read_updates, report_refusals, shadowed, unpoliced
 
@@ -89,16 +88,18 @@ def pre_receive(  # noqa: C901 (the hook: one branch per kind of ref update)
     *,
     load_config: LoadConfig,
     ssh_crypto: SshCrypto | None,
+    gate: tuple[snapshot.GateConfig, str] | None = None,
 ) -> int:
     """Judge every environment-branch update in the push; 0 accepts the push, 1 refuses all of it.
 
     The two parts above the gate come from whoever runs it: `load_config` (config.load) reads the YAML
-    when the snapshot is stale, `ssh_crypto` checks SSH signatures in this process (None: git does).
+    when the snapshot is stale, `ssh_crypto` checks SSH signatures in this process (None: git does). `gate`: the
+    configuration and database `gate_config` found, when the caller looked already (daemon/judge.py).
     """
     updates = read_updates(stdin_text)
-    repo_path = os.getcwd()
+    repo_path = hookenv.repository()
     said = io.StringIO()
-    found = gate_config(config_path, database, repo_path, said, load_config)
+    found = gate if gate is not None else gate_config(config_path, database, repo_path, said, load_config)
     if found is None:
         branches = snapshot_branches(config_path, database, repo_path)
         if branches is not None and unpoliced(updates, branches):

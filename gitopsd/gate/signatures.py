@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 
-from ..base import gitcli
+from ..base import gitcli, hookenv
 
 TYPE_CHECKING = False  # true for mypy and import-linter only: the hook does not import typing
 
@@ -126,7 +126,7 @@ class Signed:
 
 def environment(rule: Rule) -> dict[str, str]:
     """The hook's environment with GNUPGHOME at the configured keyring (quarantine variables kept)."""
-    env = dict(os.environ)
+    env = dict(hookenv.environ())
     # Without a keyring of its own the rule allows no OpenPGP key: never the hook user's ~/.gnupg.
     env["GNUPGHOME"] = rule.gpg_home or "/nonexistent/gitopsd-allows-no-openpgp-key"
     return env
@@ -273,7 +273,7 @@ class Memory:
 
     @classmethod
     def open(cls, repo_path: str, rule: Rule) -> Memory | None:
-        if not os.environ.get("GIT_QUARANTINE_PATH") or not rule.allowed_signers or rule.gpg_home:
+        if not hookenv.environ().get("GIT_QUARANTINE_PATH") or not rule.allowed_signers or rule.gpg_home:
             return None
         from hashlib import sha256
 
@@ -393,10 +393,11 @@ def push_certificate(repo_path: str, rule: Rule) -> tuple[str | None, str]:
     Git (receive.certNonceSeed) checks the nonce and exports GIT_PUSH_CERT*; the certificate's own
     signature is checked here against `rule`'s allowed signers, not the repository's git config.
     """
-    cert = os.environ.get("GIT_PUSH_CERT", "")
+    environ = hookenv.environ()
+    cert = environ.get("GIT_PUSH_CERT", "")
     if not cert:
         return None, "this push has no certificate: push with `git push --signed`"
-    nonce = os.environ.get("GIT_PUSH_CERT_NONCE_STATUS", "")
+    nonce = environ.get("GIT_PUSH_CERT_NONCE_STATUS", "")
     if nonce != "OK":
         said = {
             "UNSOLICITED": "the server asked for none",

@@ -47,7 +47,23 @@ def pusher(config: Config, name: str, service: pwd.struct_passwd) -> list[Findin
                 f"systemctl start gitopsd   # or: gitopsd run --config {config.source}",
             )
         )
+    if config.judge_socket.exists():
+        found.append(_access(user, config.judge_socket, os.W_OK, "have its pushes judged by the daemon", group))
+    found.append(_credential_cache())
     return found
+
+
+def _credential_cache() -> Finding:
+    """The shim asks the daemon to judge a push through git's credential-cache client (daemon/judge.py): is it here?"""
+    code, _out, err = gitcli.run(["git", "credential-cache", "--socket", "/nonexistent/gitopsd-doctor.sock", "get"], input="")
+    return Finding(
+        code == 0,
+        "git's credential-cache client is here: the hook asks the daemon to judge a push (no Python per push)"
+        if code == 0
+        else f"git has no credential-cache client ({(err.strip().splitlines() or ['exit ' + str(code)])[0]}): every push "
+        "to an environment branch starts the hook's Python (slower, same rule)",
+        "apt-get install git   # Debian's git has it (git-credential-cache)",
+    )
 
 
 def _groups(user: pwd.struct_passwd) -> set[int]:

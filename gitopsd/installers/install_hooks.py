@@ -257,15 +257,11 @@ def record_shim_rule(repo_path: Path, config: Config | Path, repo: Repository | 
         loaded = config
     stamp = repo_path / STAMP_FILE
     try:
-        rule = (
-            shim_rule(repo if repo is not None else loaded.repository_at(repo_path))
-            if loaded is not None and loaded.stamp
-            else ""
-        )
-        if loaded is None or not rule:
+        if loaded is None or not loaded.stamp:
             stamp.unlink(missing_ok=True)
             return None
-        shimstamp.write(str(repo_path), str(loaded.source.resolve()), rule, int(loaded.stamp.rsplit(":", 1)[-1]))
+        text = shimstamp.contents(loaded, repo if repo is not None else loaded.repository_at(repo_path))
+        shimstamp.write(str(repo_path), text, int(loaded.stamp.rsplit(":", 1)[-1]))
     except OSError as exc:
         return f"pushes to feature branches start Python until {stamp} can be written: {exc.strerror or exc}"
     return None

@@ -403,11 +403,23 @@ def test_the_installed_wheel_runs_the_pipeline_as_its_service_from_a_push_over_s
     ):
         assert line in doctor.stdout, doctor.stdout
 
-    # -- A change to main: CI in the sandbox, then qa by itself, deployed in the sandbox over SSH.
+    # -- A change to main: CI in the sandbox, then qa by itself, deployed in the sandbox over SSH. The daemon judges the
+    # push for the shim (daemon/judge.py) across the two users: the hook's Python, watched here, never starts.
+    watched = tmp_path / "hook-python"
+    watched.mkdir(mode=0o777)
+    watched.chmod(0o777)
+    python = server.git("config", "gitopsd.python")
+    (watched / "python").write_text(f'#!/bin/sh\necho started >> {watched}/started\nexec {python} "$@"\n')
+    (watched / "python").chmod(0o755)
+    before = (server.repo / "config").stat()
+    server.git("config", "gitopsd.python", str(watched / "python"))
+    os.chown(server.repo / "config", before.st_uid, before.st_gid)  # as root wrote it: the layout's owner again
+    (server.repo / "config").chmod(before.st_mode & 0o7777)
     alice.write({"VERSION": "2\n"})
     change = alice.commit("version 2")
     pushed = alice.git("push", "origin", "main")
     assert "Traceback" not in pushed.stderr
+    assert not (watched / "started").exists(), pushed.stderr
     qa = server.wait_in_sync("qa", server.tree(change))
     assert (shop_root / "qa" / "release").read_text() == f"{qa['desired']} 2\n"
     checks = gitopsd("ci", "status", change).stdout

@@ -89,7 +89,10 @@ def test_a_config_edit_adding_an_environment_is_policed_before_the_daemon_reload
         sandbox.commit("three")
         assert sandbox.push("main:feature/z").returncode == 0
         assert not _started(mark)
-        assert sandbox.push("main:production", check=False).returncode == 1 and _started(mark)
+        # The daemon judges it (daemon/judge.py) with the file as it is now: refused, and no Python started.
+        proc = sandbox.push("main:production", check=False)
+        assert proc.returncode == 1 and "remote: gitopsd: push to refs/heads/production refused" in proc.stderr
+        assert not _started(mark)
 
 
 def test_a_repository_whose_approvals_need_to_know_who_pushed_main_runs_python_for_every_push(short_tmp):
