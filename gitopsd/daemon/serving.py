@@ -137,6 +137,6 @@ class Serving(Intake):
             "ok": True,
             "identity": identity,
             "message": f"{repo.name}/{env.name}: deployment #{item.deployment_id} of {item.commit[:7]} canceled by "
-            f"{identity}: its processes are stopped; {env.name} stays on "
+            f"{identity}: its run and every process it started stop now; {env.name} stays on "
             f"{deployed.commit[:7] if deployed else 'nothing'} until the branch moves or `gitopsd retry {env.name}`",
         }

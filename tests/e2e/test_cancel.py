@@ -20,7 +20,7 @@ def test_an_operator_cancels_a_hanging_deployment_its_processes_stop_and_the_env
         running = daemon.wait_result("qa", hang, "running")
         said = sandbox.command("cancel", "qa")
         assert said.stdout == (
-            f"shop/qa: deployment #{running['id']} of {hang[:7]} canceled by root: its processes are stopped; "
+            f"shop/qa: deployment #{running['id']} of {hang[:7]} canceled by root: its run and every process it started stop now; "
             f"qa stays on {good[:7]} until the branch moves or `gitopsd retry qa`\n"
         ), said.stdout
         canceled = daemon.wait_result("qa", hang, "canceled")
