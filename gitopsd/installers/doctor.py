@@ -88,7 +88,7 @@ def _as_service(config: Config, service: pwd.struct_passwd) -> list[Finding]:
         return probe(config)
     # The probe reads the config first: one it cannot read is that, not a gitopsd that cannot run as the user.
     group = grp.getgrgid(service.pw_gid).gr_name
-    readable = doctor_access.access(service, config.source, os.R_OK, "read the config (the daemon cannot start)", group)
+    readable = doctor_access.access(service, config.source, os.R_OK, "read the config (the daemon cannot start or reload)", group)
     if not readable.ok:
         return [readable]
     argv = install_hooks.as_user(service, [sys.executable, "-m", "gitopsd", "doctor", "--probe", "--config", str(config.source)])

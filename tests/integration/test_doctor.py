@@ -260,7 +260,7 @@ def test_doctor_names_a_config_the_daemon_cannot_read_and_the_chgrp_that_fixes_i
     server.config.chmod(0o600)
     said = doctor_says(everyone, server)
     assert (
-        f"PROBLEM  nobody cannot read the config (the daemon cannot start): {server.config} is -rw------- root:root\n"
+        f"PROBLEM  nobody cannot read the config (the daemon cannot start or reload): {server.config} is -rw------- root:root\n"
         f"         fix: chgrp nogroup {server.config} && chmod g+r {server.config}"
     ) in said, said
     assert "virtualenv" not in said, said
