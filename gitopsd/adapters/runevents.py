@@ -42,6 +42,21 @@ def judge(stats: dict[str, Any] | None, no_hosts_matched: bool, status: str, rc:
     return True, f"succeeded on {len(hosts)} host{'s' if len(hosts) != 1 else ''}", hosts
 
 
+TASK_ENDS = ("runner_on_ok", "runner_on_failed", "runner_on_skipped", "runner_on_unreachable")
+
+
+def timed_out(seconds: float, busy: dict[str, str]) -> str:
+    """What a run stopped at its time limit says: after how long, the task each host was still in, and the setting."""
+    tasks: dict[str, list[str]] = {}
+    for host, task in busy.items():
+        tasks.setdefault(task, []).append(host)
+    where = "; ".join(f"in task '{task}' on {', '.join(sorted(hosts))}" for task, hosts in tasks.items())
+    return (
+        f"run timed out after {seconds:g}s {where or 'before any task started'} (every process of the run was stopped); "
+        "if it needs longer, raise the environment's timeout: in the config"
+    )
+
+
 MAX_DIFF = 20_000  # characters of one task's diff kept for `gitopsd drift`
 
 

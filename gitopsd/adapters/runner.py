@@ -32,7 +32,7 @@ from ..core.types import HostInfo, PlaybookRun, RunOutcome, TaskChange
 from . import sandbox, sshgate
 from .inventory import InventoryError
 from .processes import MARKER, path_with_interpreter_bin, processes_of, reap, scrub_environment
-from .runevents import content_error, judge, render_diff, reports_changed, task_change
+from .runevents import TASK_ENDS, content_error, judge, render_diff, reports_changed, task_change, timed_out
 from .sandboxed import RequirementsError, install_requirements, vault_values
 from .sshkeys import SSH_ARGS, AgentError, host_key_problems, identity_files, ssh_envvars, start_agent, stop_agent
 
@@ -94,11 +94,16 @@ def run_playbook(  # noqa: C901 (one run's options, each an independent branch; 
     no_hosts = False
     unreachable: dict[str, str] = {}  # host -> why, from Ansible's events
     changes: list[TaskChange] = []
+    busy: dict[str, str] = {}  # host -> the task it has started and not finished (what a timeout stopped)
 
     def handle(event: dict[str, Any]) -> bool:
         nonlocal stats, no_hosts
         kind = event.get("event")
         data = event.get("event_data", {})
+        if kind in TASK_ENDS and data.get("host"):
+            busy.pop(str(data["host"]), None)
+        elif kind == "runner_on_start" and data.get("host"):
+            busy[str(data["host"])] = str(data.get("task") or data.get("task_action") or "?")
         if kind == "runner_on_ok" and reports_changed(event):
             changes.append(task_change(data, run.workdir))
         if kind == "playbook_on_stats":
@@ -218,6 +223,8 @@ def run_playbook(  # noqa: C901 (one run's options, each an independent branch; 
         if vault is not None:
             vault.unlink(missing_ok=True)
     ok, reason, hosts = judge(stats, no_hosts, status, rc)
+    if status == "timeout":
+        reason = timed_out(run.timeout, busy)
     stdout = run.data_dir / "artifacts" / "run" / "stdout"
     permanent = False
     if stats is None and status == "failed" and rc == 4:

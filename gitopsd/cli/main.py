@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     import argparse
 
     # The groups are imported here, not above: `status --json` answered by the daemon needs none of them (quick.py).
-    from . import change, ci, db, human, operate, preview, provenance, reading, release, server, tokens
+    from . import cancel, change, ci, db, human, operate, preview, provenance, reading, release, server, tokens
 
     parser = argparse.ArgumentParser(
         prog="gitopsd", description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -75,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
         return p
 
-    for group in (server, reading, operate, preview, human, release, change, provenance, tokens, ci, db):
+    for group in (server, reading, operate, cancel, preview, human, release, change, provenance, tokens, ci, db):
         group.add_commands(add, common)
     server.add_entry_points(add)
 

@@ -50,34 +50,15 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 def content_warnings(config: Any) -> list[str]:
     """Inventory and playbook files missing from the environment branch heads: they would fail the next deployment.
 
-    Warnings, not errors: the content moves with every push, the config does not. One git process per repository.
+    Warnings, not errors: the content moves with every push, the config does not.
     """
-    from ..base import gitcli
-    from ..core.types import EMPTY_TREE
+    from ..installers.content import missing_files
 
-    warnings = []
-    for repo in config.repositories:
-        envs = repo.environments
-        files = [(env, what, path) for env in envs for what, path in (("inventory", env.inventory), ("playbook", env.playbook))]
-        # Names on stdin (never taken for options): each branch's tree, then `refs/heads/B:PATH` for each file;
-        # git answers "<name> missing" for what is absent.
-        asked = [f"refs/heads/{env.branch}^{{tree}}" for env in envs] + [f"refs/heads/{e.branch}:{p}" for e, _w, p in files]
-        code, out, _err = gitcli.run(
-            ["git", "-C", str(repo.path), "cat-file", "--batch-check=%(objectname) %(objecttype)"],
-            input="".join(f"{name}\n" for name in asked),
-        )
-        answers = out.splitlines()
-        if code != 0 or len(answers) != len(asked):
-            continue  # an unreadable repository is a problem of the config, reported as such
-        trees = {env.branch: answers[i].split()[0] for i, env in enumerate(envs) if not answers[i].endswith(" missing")}
-        for (env, what, path), answer in zip(files, answers[len(envs) :], strict=True):
-            # A branch init left at the empty placeholder has nothing yet: its first promotion brings the files.
-            if trees.get(env.branch, EMPTY_TREE) != EMPTY_TREE and answer.endswith(" missing"):
-                warnings.append(
-                    f"{repo.name}/{env.name}: the {what} {path} is not in branch {env.branch}: "
-                    "its next deployment fails until a commit adds it"
-                )
-    return warnings
+    return [
+        f"{m.repo.name}/{m.env.name}: the {m.what} {m.path} is not in branch {m.env.branch}: "
+        "its next deployment fails until a commit adds it"
+        for m in missing_files(config)
+    ]
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -32,7 +32,7 @@ ENV_KEYS = {
     "promote_from": "the branch promoted from (default: the previous environment's, main for the first)",
     "inventory": "Ansible inventory in the tree (default environments/<name>/hosts.yml)",
     "playbook": "playbook in the tree (default playbooks/deploy.yml)",
-    "timeout": "seconds a run may take; the run and every process it started are reaped",
+    "timeout": "seconds a run may take (default 900); the run and every process it started are then reaped",
     "auto_rollback": "deploy the last good tree again after a failed deployment",
     "retries": "failed attempts retried before the environment stalls",
     "retry_backoff": "seconds before the first retry, doubled per failure (+-20 % jitter)",

@@ -61,8 +61,11 @@ class Deploying(Judging):
     # -- one deployment (runs on a worker) -----------------------------------------------------------
     def _deploy(self, repo: Repository, env: Environment, job: DeploymentJob, item: RunningDeployment) -> None:
         """One deployment on a worker. Nothing may end it silently: the pool would keep the exception to itself."""
-        if item.cancel.is_set():  # the daemon is stopping: a queued deployment never starts
-            self.store.finish(job.id, Result.CANCELED, now=self.clock(), outcome="canceled before it started")
+        if item.cancel.is_set():  # the daemon is stopping (or an operator canceled it): a queued deployment never starts
+            outcome = f"canceled by {item.canceled_by}" if item.canceled_by else "canceled before it started"
+            self.store.finish(job.id, Result.CANCELED, now=self.clock(), outcome=outcome)
+            if item.canceled_by:
+                self._stall_canceled(repo, env, job, outcome)
             with self._lock:
                 if self._running.get((repo.name, env.name)) is item:
                     self._running.pop((repo.name, env.name))
@@ -139,6 +142,8 @@ class Deploying(Judging):
                 if item.superseded_by is not None:
                     reason = f"superseded by the newer head {item.superseded_by[:7]}: {reason}"
                     detail["superseded_by"] = item.superseded_by
+                elif item.canceled_by is not None:
+                    reason = f"canceled by {item.canceled_by}" + (f" ({reason})" if reason not in ("", "canceled") else "")
             permanent = attempt.permanent  # e.g. invalid content: retrying the same tree cannot help
         except StalledError as exc:
             reason, permanent = str(exc), True
@@ -149,7 +154,17 @@ class Deploying(Judging):
             reason = f"internal error: {exc}"
         # Only with the result recorded (the caller then clears `_running`) may a look start the next one here.
         self._record(repo, env, job, result, reason, permanent, detail, time.monotonic() - started, watch_hosts)
+        if result == Result.CANCELED and item.canceled_by is not None:
+            self._stall_canceled(repo, env, job, reason)
         return result
+
+    def _stall_canceled(self, repo: Repository, env: Environment, job: DeploymentJob, reason: str) -> None:
+        """An operator canceled this deployment: the environment stalls on what ran before, as after a failure that
+        retrying cannot help, instead of deploying the same head again at the next look."""
+        good = job.deployed.commit[:7] if job.deployed else "nothing"
+        why = f"{reason}; {env.name} stays on {good} until the branch moves or `gitopsd retry {env.name}`"
+        self.store.record_failure(repo.name, env.name, FailureStatus(job.desired.commit, 1, None, True, why))
+        log.warning("deployment %s", why, extra=job.log_extra())
 
     def _record(
         self,

@@ -70,6 +70,7 @@ class RunningDeployment:
     started: bool = False  # False while queued for a worker (max_parallel deployments run at once)
     kind: str = ""
     superseded_by: str | None = None  # the newer head that canceled this rollout's remaining batches
+    canceled_by: str | None = None  # the operator who canceled it (`gitopsd cancel`): the environment then stalls
 
 
 def blocked_reason(verdict: Verdict) -> str:

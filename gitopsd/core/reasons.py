@@ -50,6 +50,7 @@ REASONS: dict[str, tuple[str, str]] = {
     "no_endpoint": ("missing", "no such API endpoint or dashboard action"),
     "no_metrics": ("missing", "this server serves no metrics"),
     # conflict (409): not now, not in this state
+    "not_deploying": ("conflict", "nothing is deploying in the environment now: there is nothing to cancel"),
     "nothing_deployed": ("conflict", "the environment runs nothing deployed and verified yet"),
     "tree_not_verified": ("conflict", "the tree never ran successfully in the environment it would come from"),
     "tree_too_old": ("conflict", "the tree ran in its environment too long ago to preview: promote it again"),

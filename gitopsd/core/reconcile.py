@@ -140,6 +140,17 @@ class Reconciler(Deploying):
                 item.cancel.set()
         self.cancel_checks()
 
+    def cancel(self, repo: str, env: str, who: str) -> RunningDeployment | None:
+        """Cancel the deployment running (or queued) in REPO/ENV at an operator's word; return it, or None if none is.
+        Its processes are reaped as at a timeout, and the environment stalls on what ran before (no retry)."""
+        with self._lock:
+            item = self._running.get((repo, env))
+            if item is None or item.cancel.is_set():
+                return None
+            item.canceled_by = who
+            item.cancel.set()
+            return item
+
     def cancel_checks(self) -> None:
         """Stop running drift checks (the daemon stops): a check has nothing to finish."""
         self.drift.cancel_all()

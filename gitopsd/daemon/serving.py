@@ -12,7 +12,8 @@ from ..adapters.notifications import notify
 from ..ci import rerun
 from ..ci.heads import matches
 from ..ci.triggers import safe_url
-from ..core.errors import MISSING, UNAVAILABLE, Refused, refusal_answer
+from ..core.errors import CONFLICT, MISSING, UNAVAILABLE, Refused, refusal_answer
+from ..services import named
 from ..services.changecontrol import OPS as CHANGE_CONTROL_OPS
 from .events import Intake
 
@@ -71,6 +72,8 @@ class Serving(Intake):
             return self.status_rows.answer(request)
         if request.get("op") == "preview":
             return self.previewer.request(identity, request)
+        if request.get("op") == "cancel":
+            return self._cancel(identity, request)
         if request.get("op") != "ci-rerun":
             return self.human_gates.handle(identity, request)  # one lock with the HTTP API
         repo = self.config.repository(str(request.get("repo")))
@@ -104,4 +107,36 @@ class Serving(Intake):
             "identity": identity,
             "message": f"{repo.name}: CI runs again on {event.branch} at {event.after[:7]} ({', '.join(what)}), "
             f"asked by {identity}; follow with `gitopsd ci status {event.after[:7]}`",
+        }
+
+    def _cancel(self, identity: str, request: dict[str, Any]) -> dict[str, Any]:
+        """`gitopsd cancel ENV`: stop the deployment running there (a hung playbook), as `identity`."""
+        try:
+            repo = named.repository(self.config, request.get("repo"))
+            env = named.environment(repo, request.get("env"))
+        except Refused as exc:
+            return refusal_answer(exc)
+        item = self.reconciler.cancel(repo.name, env.name, identity)
+        if item is None:
+            return refusal_answer(
+                Refused(
+                    f"nothing is deploying in {repo.name}/{env.name} now, so there is nothing to cancel (see `gitopsd status`)",
+                    CONFLICT,
+                    "not_deploying",
+                )
+            )
+        deployed = self.store.deployed(repo.name, env.name)
+        log.warning(
+            "deployment #%d of %s canceled by %s",
+            item.deployment_id,
+            item.commit[:7],
+            identity,
+            extra={"repo": repo.name, "env": env.name, "commit": item.commit[:7]},
+        )
+        return {
+            "ok": True,
+            "identity": identity,
+            "message": f"{repo.name}/{env.name}: deployment #{item.deployment_id} of {item.commit[:7]} canceled by "
+            f"{identity}: its run and every process it started stop now; {env.name} stays on "
+            f"{deployed.commit[:7] if deployed else 'nothing'} until the branch moves or `gitopsd retry {env.name}`",
         }

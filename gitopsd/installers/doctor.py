@@ -59,6 +59,7 @@ def diagnose(config_path: Path, *, git_user: str | None = None, service_user: st
                 shutil.which("bwrap") is not None, "bubblewrap (bwrap) is installed for the sandbox", "apt-get install bubblewrap"
             )
         )
+    findings += checked("the environments' content", partial(_content, config))
     findings += checked("the ref watcher", partial(_watched, config))
     findings += checked("the inotify watch limit", partial(_inotify_room, config))
     if service is None:
@@ -85,6 +86,11 @@ def _as_service(config: Config, service: pwd.struct_passwd) -> list[Finding]:
     """Run `probe` as the daemon's user, as its unit starts it (its home, the unit's umask); return its findings."""
     if os.geteuid() == service.pw_uid:
         return probe(config)
+    # The probe reads the config first: one it cannot read is that, not a gitopsd that cannot run as the user.
+    group = grp.getgrgid(service.pw_gid).gr_name
+    readable = doctor_access.access(service, config.source, os.R_OK, "read the config (the daemon cannot start or reload)", group)
+    if not readable.ok:
+        return [readable]
     argv = install_hooks.as_user(service, [sys.executable, "-m", "gitopsd", "doctor", "--probe", "--config", str(config.source)])
     if argv is None:
         return [
@@ -339,6 +345,30 @@ def _state_writable(config: Config, me: str) -> Finding:
     except OSError as exc:
         return Finding(False, f"{me} cannot write in the state folder {state} ({describe(state)}): {exc.strerror}", fix)
     return Finding(True, f"{me} writes the state folder {state}")
+
+
+def _content(config: Config) -> list[Finding]:
+    """An inventory or playbook path of the config that its branch lacks: every deployment there fails (stalls)."""
+    from .content import missing_files, nearest_file
+
+    found = []
+    for missing in missing_files(config):
+        name, what, branch = f"{missing.repo.name}/{missing.env.name}", missing.what, missing.env.branch
+        near = nearest_file(missing)
+        fix = (
+            f"set {what}: {near} for {name} in {config.source} (branch {branch} has that file), "
+            f"or commit {missing.path} to {branch}"
+            if near
+            else f"commit {missing.path} to {branch}, or set {what}: for {name} in {config.source} to the file it has"
+        )
+        found.append(
+            Finding(
+                False,
+                f"{name}: the {what} {missing.path} is not in branch {branch}: every deployment to {missing.env.name} fails",
+                fix,
+            )
+        )
+    return found or [Finding(True, "every environment's inventory and playbook are in its branch")]
 
 
 def _watched(config: Config) -> list[Finding]:

@@ -35,9 +35,9 @@ def pusher(config: Config, name: str, service: pwd.struct_passwd) -> list[Findin
     found = [
         Finding(member, f"{name} is in the daemon's group {group} (reads the state, sends nudges)", f"usermod -aG {group} {name}")
     ]
-    found.append(_access(user, config.database, os.R_OK, "read the state database", group))
+    found.append(access(user, config.database, os.R_OK, "read the state database", group))
     if config.nudge_socket.exists():
-        found.append(_access(user, config.nudge_socket, os.W_OK, "send nudges on the socket", group))
+        found.append(access(user, config.nudge_socket, os.W_OK, "send nudges on the socket", group))
     else:
         found.append(
             Finding(
@@ -84,7 +84,8 @@ def _denied(user: pwd.struct_passwd, path: Path, want: int) -> Path | None:
     return None
 
 
-def _access(user: pwd.struct_passwd, path: Path, want: int, purpose: str, group: str) -> Finding:
+def access(user: pwd.struct_passwd, path: Path, want: int, purpose: str, group: str) -> Finding:
+    """Whether USER's mode bits let it PURPOSE (PATH, WANT); if not, the step that refuses and the command that fixes it."""
     verb = "write" if want & os.W_OK else "read"
     if not path.exists():
         return Finding(
@@ -208,10 +209,20 @@ def _hook(config: Config, path: Path, pusher: pwd.struct_passwd | None, install:
     shim = (install_hooks.shim_source() / "pre-receive").read_text(encoding="utf-8")
     target = path / "hooks" / "pre-receive"
     try:
-        installed = target.read_text(encoding="utf-8", errors="replace") == shim and os.access(target, os.X_OK)
+        ours = target.read_text(encoding="utf-8", errors="replace") == shim
     except OSError:
-        installed = False
-    found = [Finding(installed, f"{target} is gitopsd's hook", install)]
+        ours = False
+    if ours and os.access(target, os.X_OK):
+        found = [Finding(True, f"{target} is gitopsd's hook", install)]
+    else:  # say what is wrong: the name of the check alone read as if all were well
+        why = (
+            "is gitopsd's hook but not executable, so git skips it"
+            if ours
+            else "is not gitopsd's hook (install-hooks keeps it, as pre-receive.chained)"
+            if target.exists()
+            else "does not exist"
+        )
+        found = [Finding(False, f"{target} {why}: pushes to environment branches are not judged before they land", install)]
     python, entry = install_hooks.get_setting(path, "gitopsd.python"), install_hooks.get_setting(path, "gitopsd.entry")
     if pusher is not None:
         problem = install_hooks.hook_python_problem(pusher.pw_name, python, entry)

@@ -243,3 +243,39 @@ def test_doctor_run_as_the_daemons_user_prints_only_its_findings_and_says_to_run
     at = lines.index(f"PROBLEM  cannot check whether root may run {sys.executable}: run this as root")
     assert lines[at + 1] == f"         fix: sudo {everyone / 'gitopsd'} doctor --config {server.config}", lines[at + 1]
     assert "nobody's playbook runs reach SSH hosts only through their forwarder" in proc.stdout, proc.stdout
+
+
+def test_doctor_says_a_missing_hook_is_missing_and_that_pushes_go_unjudged(everyone, server):
+    """A new team deleted the hook: doctor printed "PROBLEM  .../pre-receive is gitopsd's hook", which reads as fine."""
+    hook = server.repo / "hooks" / "pre-receive"
+    hook.unlink()
+    said = doctor_says(everyone, server)
+    assert f"PROBLEM  {hook} does not exist: pushes to environment branches are not judged before they land" in said, said
+    assert f"fix: {everyone / 'gitopsd'} install-hooks {server.repo} --config {server.config}" in said, said
+
+
+def test_doctor_names_a_config_the_daemon_cannot_read_and_the_chgrp_that_fixes_it_not_a_reinstall(everyone, server):
+    """A config only root could read was reported as gitopsd not running as the service user, to be fixed by
+    installing gitopsd again elsewhere."""
+    server.config.chmod(0o600)
+    said = doctor_says(everyone, server)
+    assert (
+        f"PROBLEM  nobody cannot read the config (the daemon cannot start or reload): {server.config} is -rw------- root:root\n"
+        f"         fix: chgrp nogroup {server.config} && chmod g+r {server.config}"
+    ) in said, said
+    assert "virtualenv" not in said, said
+
+
+def test_doctor_names_an_inventory_missing_from_its_branch_and_the_file_the_branch_has(everyone, server):
+    """A wrong `inventory:` in the config: check-config warned, doctor said "all ok", the next deployment stalled."""
+    server.env_options["qa"] = {"inventory": "environments/qa/host.yml"}
+    server.write_config()
+    said = doctor_says(everyone, server)
+    assert (
+        "PROBLEM  shop/qa: the inventory environments/qa/host.yml is not in branch qa: every deployment to qa fails\n"
+        f"         fix: set inventory: environments/qa/hosts.yml for shop/qa in {server.config} (branch qa has that file), "
+        "or commit environments/qa/host.yml to qa"
+    ) in said, said
+    server.env_options["qa"] = {}
+    server.write_config()
+    assert "ok       every environment's inventory and playbook are in its branch" in doctor_says(everyone, server)

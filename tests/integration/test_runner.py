@@ -147,3 +147,18 @@ def test_paths_leading_out_of_the_tree_through_a_symlink_are_refused(tmp_path):
         resolve_inside(root, "environments/qa/hosts")
     with pytest.raises(StalledError, match="does not exist in this commit"):
         resolve_inside(root, "playbooks/deploy.yml")
+
+
+def test_a_timed_out_run_says_after_how_long_in_which_task_on_which_host_and_what_to_change(tmp_path):
+    # "run timed out" alone left a team guessing which task hung and which setting ended it.
+    play = (
+        "- hosts: all\n  gather_facts: false\n  tasks:\n    - ansible.builtin.debug: msg=hello\n"
+        "    - name: wait for the database\n      ansible.builtin.command: sleep 600\n"
+    )
+    run = make_run(tmp_path, play, inventory("h1"), timeout=30, marker="test-timeout-says")
+    outcome = run_playbook(run, threading.Event())
+    assert outcome.status == "timeout" and processes_of(run.marker) == []
+    assert outcome.reason == (
+        "run timed out after 30s in task 'wait for the database' on h1 (every process of the run was stopped); "
+        "if it needs longer, raise the environment's timeout: in the config"
+    ), outcome.reason
