@@ -276,8 +276,9 @@ def read_hosts(
     if policy is not None and policy.enabled:  # no network: a lookup cannot reach the API or anything else
         command = sandbox.command_prefix(policy, project=workdir, run_dir=data_dir, network=False) + command
     env = {**os.environ, MARKER: marker, "PATH": path_with_interpreter_bin()}
-    out_path = data_dir / "hosts.json"
-    with open(out_path, "wb") as out, open(data_dir / "stderr", "wb") as err:
+    # Read back through the daemon's own descriptors, never by name: the child may replace the names with links to
+    # what the sandbox hides from it (a vault password), and the last line of stderr becomes the deployment's reason.
+    with open(data_dir / "hosts.json", "w+b") as out, open(data_dir / "stderr", "w+b") as err:
         proc = subprocess.Popen(
             command, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env, cwd=workdir, start_new_session=True
         )
@@ -294,10 +295,13 @@ def read_hosts(
                 time.sleep(0.02)
         finally:
             reap(marker)
+        out.seek(0)
+        err.seek(0)
+        written, errors = out.read(), err.read()
     try:
-        answer = json.loads(out_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        detail = (data_dir / "stderr").read_text(encoding="utf-8", errors="replace").strip().splitlines()
+        answer = json.loads(written.decode("utf-8"))
+    except ValueError:
+        detail = errors.decode("utf-8", errors="replace").strip().splitlines()
         raise InventoryError(
             f"reading the inventory failed (exit code {proc.returncode})" + (f": {detail[-1]}" if detail else "")
         ) from None

@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..core.errors import GitopsdError
+from ..core.runfiles import read_own
 from ..core.settings import SandboxPolicy
 from ..core.types import PlaybookRun
 from . import sandbox
@@ -148,7 +149,9 @@ def run_sandboxed(
     env = {**os.environ, MARKER: run.marker, "PATH": path_with_interpreter_bin(), "ANSIBLE_NOCOLOR": "True"}
     log = run.data_dir / f"{label}.log"
     try:
-        with open(log, "wb") as out:
+        # Read back through this descriptor, never by name: the command may replace the name with a link to what the
+        # sandbox hides from it (a vault password), and its last line becomes the deployment's reason.
+        with open(log, "w+b") as out:
             proc = subprocess.Popen(
                 command,
                 stdin=subprocess.DEVNULL,
@@ -165,13 +168,15 @@ def run_sandboxed(
                     proc.wait()
                     return "canceled" if cancel.is_set() else f"stopped after {run.timeout}s (time limit)"
                 time.sleep(0.05)
+            out.seek(0)
+            output = out.read().decode("utf-8", errors="replace")
     finally:
         if agent is not None:
             stop_agent(*agent)
         reap(run.marker)
     if proc.returncode == 0:
         return None
-    lines = [line for line in log.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
+    lines = [line for line in output.splitlines() if line.strip()]
     errors = [line for line in lines if "ERROR" in line]
     return (errors or lines or [f"exit code {proc.returncode}"])[-1].strip()
 
@@ -238,7 +243,7 @@ def vault_values(run: PlaybookRun, cancel: threading.Event, policy: SandboxPolic
                 label,
             )
             log_file = work.data_dir / f"{label}.log"
-            plain = log_file.read_text(encoding="utf-8", errors="replace") if failed is None else ""
+            plain = read_own(work.data_dir, log_file) if failed is None else ""
             log_file.unlink(missing_ok=True)
             for line in plain.splitlines():
                 value = _YAML_VALUE.match(line)
