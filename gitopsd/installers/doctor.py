@@ -23,7 +23,7 @@ from pathlib import Path
 
 from ..config import Config, ConfigError, Repository, load
 from ..core.errors import ConfigurationError
-from . import doctor_access, doctor_sandbox, install_hooks
+from . import doctor_access, doctor_inventories, doctor_sandbox, install_hooks
 from .doctor_report import Finding, checked
 
 
@@ -62,6 +62,7 @@ def diagnose(config_path: Path, *, git_user: str | None = None, service_user: st
     findings += checked("the ref watcher", partial(_watched, config))
     findings += checked("the inotify watch limit", partial(_inotify_room, config))
     findings += checked("the size of a push", partial(push_limits, config))
+    findings += checked("hosts shared by environments", partial(doctor_inventories.shared_hosts, config))
     if service is None:
         return findings
     findings += checked(f"what {service.pw_name} reads, writes and runs", partial(_as_service, config, service))
