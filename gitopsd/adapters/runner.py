@@ -29,7 +29,7 @@ import ansible_runner
 
 from ..core.settings import SandboxPolicy
 from ..core.types import HostInfo, PlaybookRun, RunOutcome, TaskChange
-from . import sandbox, sshgate
+from . import guarded, sandbox, sshgate
 from .inventory import InventoryError
 from .processes import MARKER, path_with_interpreter_bin, processes_of, reap, scrub_environment
 from .runevents import content_error, judge, render_diff, reports_changed, task_change
@@ -248,8 +248,27 @@ def ssh_gate(run: PlaybookRun, policy: SandboxPolicy, cancel: threading.Event) -
         )
         return sshgate.targets(hosts)
 
+    def read(inventory: Path, workdir: Path, data_dir: Path) -> list[HostInfo]:
+        # A marker of its own for each read (they run side by side): the reaper at the end of one leaves the others.
+        marker = f"{run.marker}-guarded-{data_dir.parent.name}-{data_dir.name}"
+        return read_hosts(
+            inventory,
+            sshgate.VARIABLES,
+            workdir=workdir,
+            data_dir=data_dir,
+            marker=marker,
+            timeout=run.timeout,
+            cancel=cancel,
+            policy=policy,
+        )
+
     forwarder = sshgate.Forwarder(
-        run.data_dir / sshgate.SOCKET_NAME, targets, set(policy.daemon_addresses), run.marker, sandbox.run_as(policy)
+        run.data_dir / sshgate.SOCKET_NAME,
+        targets,
+        set(policy.daemon_addresses),
+        run.marker,
+        sandbox.run_as(policy),
+        guarded=(lambda: guarded.owners(run, read, policy.shared_hosts)) if run.guarded else None,
     )
     return forwarder.__enter__()
 
