@@ -1,8 +1,9 @@
-"""`gitopsd doctor`: hosts that two environments' inventories both name, which no rule of gitopsd can keep apart.
+"""`gitopsd doctor`: hosts that two environments' inventories both name, as their branch heads have them.
 
-An inventory is repository content: a host in both qa's and production's inventory is deployed to by whoever may push
-to qa, whatever the promotion rule says. Sometimes that is meant (a bastion, a shared monitoring host), so it is not
-refused; doctor names each such host once, read from each environment's branch head as a deployment reads it.
+An inventory is repository content: qa's may name production's hosts. A qa run is refused a host of a later
+environment's inventory unless that environment's own tree also gives it to qa, or sandbox.shared_hosts names it
+(adapters/guarded.py). doctor says which shared hosts are shared on purpose (a push to qa deploys to them) and which
+an earlier environment names without that (its runs are refused them: a mistake, or a push that tried).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import tempfile
 from pathlib import Path
 
 from ..adapters.sshgate import resolve
-from ..config import Config
+from ..config import Config, Environment, Repository
 from ..services.hosts import TrustError, ssh_hosts
 from .doctor_report import Finding
 
@@ -22,27 +23,41 @@ def shared_hosts(config: Config) -> list[Finding]:
     for repo in config.repositories:
         users: dict[tuple[str, int], dict[str, set[str]]] = {}  # address -> environment -> its names for the host
         for env in repo.environments:
-            with tempfile.TemporaryDirectory(prefix="gitopsd-doctor-") as work:
-                try:
-                    found = ssh_hosts(config, repo, env, Path(work))
-                except TrustError:  # no branch yet, or gitopsd init's placeholder: nothing deploys there
-                    continue
-            for name, address, port in found:
-                for where in resolve(address, port) or {(address, port)}:
-                    users.setdefault(where, {}).setdefault(env.name, set()).add(name)
+            for where, name in _addresses(config, repo, env):
+                users.setdefault(where, {}).setdefault(env.name, set()).add(name)
         order = [env.name for env in repo.environments]
+        shared = {a for host, port in config.sandbox.shared_hosts for a in resolve(host, port) or {(host, port)}}
+        given: dict[str, set[tuple[str, int]]] = {}  # the first environment's inventory, as the last one's tree has it
         for (address, port), by_env in sorted(users.items()):
             if len(by_env) < 2:
                 continue
-            envs = sorted(by_env, key=order.index)
+            first, *_, last = envs = sorted(by_env, key=order.index)
             named = "; ".join(f"{e}: {', '.join(sorted(by_env[e]))}" for e in envs)
+            key = f"{first} {last}"
+            if key not in given:
+                given[key] = {a for a, _n in _addresses(config, repo, repo.environments[order.index(first)], last)}
+            if (address, port) in shared or (address, port) in given[key]:
+                why = "sandbox.shared_hosts names it" if (address, port) in shared else f"{last}'s own tree gives it to {first}"
+                what = f"{repo.name}: {address}:{port} serves {', '.join(envs)} ({named}) on purpose ({why}): a push to {first} deploys to it"
+                findings.append(Finding(True, what))
+                continue
             findings.append(
                 Finding(
                     False,
-                    f"{repo.name}: {address}:{port} is in the inventories of {', '.join(envs)} ({named}): a push to "
-                    f"{envs[0]} deploys to it, whatever the promotion rule says of {envs[-1]}",
-                    f"if only {envs[-1]} should reach it, take it out of {', '.join(envs[:-1])}'s inventory; if it serves "
-                    "them all on purpose, know that a push to the first changes it",
+                    f"{repo.name}: {first}'s inventory names {address}:{port}, a host of {last}'s ({named}): "
+                    f"{first}'s runs are refused it",
+                    f"if it should serve both, promote the change to {last} (its tree then gives it to {first} too) or "
+                    f"name it in sandbox.shared_hosts; else take it out of {first}'s inventory",
                 )
             )
     return findings or [Finding(True, "no SSH host is in two environments' inventories")]
+
+
+def _addresses(config: Config, repo: Repository, env: Environment, branch: str | None = None) -> set[tuple[tuple[str, int], str]]:
+    """((address, port), host name) of the environment's SSH hosts, as its branch head (or `branch`'s) has its inventory."""
+    with tempfile.TemporaryDirectory(prefix="gitopsd-doctor-") as work:
+        try:
+            found = ssh_hosts(config, repo, env, Path(work), ref=branch)
+        except TrustError:  # no branch yet, gitopsd init's placeholder, no such inventory there: nothing deploys there
+            return set()
+    return {(where, name) for name, address, port in found for where in resolve(address, port) or {(address, port)}}

@@ -40,22 +40,37 @@ def set_inventories(box: Sandbox, inventories: dict[str, str]) -> None:
         git(box.root, "--git-dir", str(box.repo), "update-ref", f"refs/heads/{env}", commit)
 
 
-def test_doctor_names_a_host_that_qa_and_production_both_name_in_one_line_and_no_other(short_tmp):
+def test_doctor_names_a_production_host_in_qas_inventory_in_one_line_and_one_shared_on_purpose_as_ok(short_tmp):
     box = Sandbox(short_tmp, {"qa": ["qa-1"], "production": ["production-1"]})
+    db = "127.0.0.9:2222"
     set_inventories(
         box,
         {
-            "qa": "    qa-web: {ansible_host: 127.0.0.2}\n    db-copy: {ansible_host: 127.0.0.9, ansible_port: 2222}\n",
+            "qa": "    qa-web: {ansible_host: 127.0.0.2}\n",
             "production": "    web-1: {ansible_host: 127.0.0.3}\n    db-1: {ansible_host: 127.0.0.9, ansible_port: 2222}\n",
         },
     )
+    set_inventories(box, {"qa": "    db-copy: {ansible_host: 127.0.0.9, ansible_port: 2222}\n"})  # a push to qa
     findings = doctor_inventories.shared_hosts(load(box.config))
-    assert [f.ok for f in findings] == [False]
-    assert findings[0].what == (
-        "shop: 127.0.0.9:2222 is in the inventories of qa, production (qa: db-copy; production: db-1): a push to qa "
-        "deploys to it, whatever the promotion rule says of production"
+    assert [(f.ok, f.what) for f in findings] == [
+        (
+            False,
+            f"shop: qa's inventory names {db}, a host of production's (qa: db-copy; production: db-1): qa's runs are refused it",
+        )
+    ]
+    assert (
+        findings[0].fix is not None and "name it in sandbox.shared_hosts; else take it out of qa's inventory" in findings[0].fix
     )
-    assert findings[0].fix is not None and "take it out of qa's inventory" in findings[0].fix
+    # Promoted: production's own tree now gives the host to qa too.
+    set_inventories(box, {"production": "    db-1: {ansible_host: 127.0.0.9, ansible_port: 2222}\n"})
+    findings = doctor_inventories.shared_hosts(load(box.config))
+    assert [(f.ok, f.what) for f in findings] == [
+        (
+            True,
+            f"shop: {db} serves qa, production (qa: db-copy; production: db-1) on purpose (production's own tree gives "
+            "it to qa): a push to qa deploys to it",
+        )
+    ]
 
 
 def test_doctor_says_no_host_is_shared_when_the_inventories_are_apart(short_tmp):
