@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -76,7 +77,7 @@ def _lists_roles_only(path: Path) -> bool:
 
 
 def install_requirements(run: PlaybookRun, policy: SandboxPolicy | None, cancel: threading.Event) -> Requirements | None:
-    """Install the tree's requirements with ansible-galaxy in the sandbox, once per content (cached by hash).
+    """Install the tree's requirements with ansible-galaxy in the sandbox, once per tree and content (cached by hash).
 
     None when the tree has none. Raise RequirementsError saying what ansible-galaxy said.
     """
@@ -86,7 +87,10 @@ def install_requirements(run: PlaybookRun, policy: SandboxPolicy | None, cancel:
     cache = (
         policy.requirements_cache if policy is not None and policy.requirements_cache else run.data_dir.parent / "requirements"
     )
-    digest = hashlib.sha256()
+    # The tree is part of the key: what galaxy installs depends on more of it than the requirements files (a tarball
+    # named by a relative path, ansible.cfg's galaxy server), and a tree someone pushed to qa must not decide what
+    # another tree with the same requirements runs in production. Environments still share it: promotion moves trees.
+    digest = hashlib.sha256(b"tree\0" + str(run.extravars.get("gitopsd_tree") or uuid.uuid4()).encode() + b"\0")
     for name in files:
         digest.update(name.encode() + b"\0" + (run.workdir / name).read_bytes() + b"\0")
     folder = cache / digest.hexdigest()[:32]
