@@ -27,6 +27,7 @@ from typing import Any
 
 import ansible_runner
 
+from ..core.runfiles import one_line
 from ..core.settings import SandboxPolicy
 from ..core.types import HostInfo, PlaybookRun, RunOutcome, TaskChange
 from . import guarded, sandbox, sshgate
@@ -227,6 +228,8 @@ def run_playbook(  # noqa: C901 (one run's options, each an independent branch; 
     keys = host_key_problems(unreachable, run.extravars)
     if keys:  # ssh refuses these hosts until someone trusts their keys: retrying cannot help, a human must look
         reason, permanent = f"{reason}: {'; '.join(keys)}", True
+    # The reason is recorded, notified and printed: what the tree put in it (a task's or a host's name) stays text.
+    reason = one_line(reason)
     return RunOutcome(ok, status, rc, reason, hosts, stdout if stdout.exists() else None, permanent, tuple(changes))
 
 
@@ -322,8 +325,8 @@ def read_hosts(
     except ValueError:
         detail = errors.decode("utf-8", errors="replace").strip().splitlines()
         raise InventoryError(
-            f"reading the inventory failed (exit code {proc.returncode})" + (f": {detail[-1]}" if detail else "")
+            f"reading the inventory failed (exit code {proc.returncode})" + (f": {one_line(detail[-1])}" if detail else "")
         ) from None
     if "error" in answer:
-        raise InventoryError(str(answer["error"]))
+        raise InventoryError(one_line(str(answer["error"])))
     return [HostInfo(str(name), {str(k): str(v) for k, v in values.items()}) for name, values in answer["hosts"]]

@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..core.errors import GitopsdError
-from ..core.runfiles import read_own
+from ..core.runfiles import one_line, read_own
 from ..core.settings import SandboxPolicy
 from ..core.types import PlaybookRun
 from . import sandbox
@@ -182,7 +182,7 @@ def run_sandboxed(
         return None
     lines = [line for line in output.splitlines() if line.strip()]
     errors = [line for line in lines if "ERROR" in line]
-    return (errors or lines or [f"exit code {proc.returncode}"])[-1].strip()
+    return one_line((errors or lines or [f"exit code {proc.returncode}"])[-1].strip())
 
 
 VAULT_HEADER = "$ANSIBLE_VAULT;"

@@ -7,7 +7,6 @@ from __future__ import annotations
 import argparse
 import errno
 import json
-import re
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -148,18 +147,9 @@ def cmd_history(args: argparse.Namespace) -> int:
     return 0
 
 
-_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-
-
-def as_text(output: str) -> str:
-    """Repository-controlled output for a terminal: its lines kept, every other control character shown, never obeyed
-    (an escape sequence in a task's name could retitle the terminal, set the clipboard or hide lines of the log)."""
-    return _CONTROLS.sub(lambda found: repr(found.group())[1:-1], output.replace("\r\n", "\n"))
-
-
 def cmd_logs(args: argparse.Namespace) -> int:
     from ..adapters.store import Store
-    from ..core.runfiles import read_own
+    from ..core.runfiles import as_text, read_own
     from ..core.types import DeploymentFolders
 
     config, _unavailable = read_config(args)
@@ -208,6 +198,8 @@ def _ci_logs(config: Any, run_id: int | None) -> int:
         lines = runs.describe(config.ci_dir, run_id)
     except LookupError as exc:
         raise UserError(str(exc)) from exc
+    from ..core.runfiles import as_text
+
     sys.stdout.write(as_text("".join(line + "\n" for line in lines)))
     return 0
 

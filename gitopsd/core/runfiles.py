@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import stat
 from pathlib import Path
 
@@ -39,3 +40,17 @@ def read_own(root: Path, path: Path) -> str:
     """The text of `path`, a run's own file below `root` (open_own). Raise OSError."""
     with os.fdopen(open_own(root, path), "rb") as handle:
         return handle.read().decode("utf-8", errors="replace")
+
+
+_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def as_text(output: str) -> str:
+    """A run's output for a person's terminal: its lines kept, every other control character shown, never obeyed (an
+    escape sequence in a task's name could retitle the terminal, set its clipboard or hide lines of the log)."""
+    return _CONTROLS.sub(lambda found: repr(found.group())[1:-1], output.replace("\r\n", "\n"))
+
+
+def one_line(text: str) -> str:
+    """A line a run made (a deployment's reason, Ansible's error): as_text, its line ends shown too."""
+    return as_text(text).replace("\n", "\\n").replace("\t", " ")

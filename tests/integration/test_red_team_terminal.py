@@ -7,6 +7,7 @@ through the installed hook, the daemon as a process, ansible-playbook with a loc
 
 from __future__ import annotations
 
+from tests.integration.test_sandbox import Server
 from tests.support import Daemon, Sandbox
 
 HOSTILE = """\
@@ -29,3 +30,12 @@ def test_gitopsd_logs_shows_a_playbooks_escape_sequences_as_text_and_keeps_its_l
     assert "\x1b" not in logs and "\x07" not in logs and "\x9b" not in logs, repr(logs[-600:])
     assert "owned" in logs and "hidden" in logs and "all fine" in logs
     assert "TASK [" in logs and "PLAY RECAP" in logs
+
+
+def test_a_deployments_reason_made_of_the_trees_words_keeps_their_escape_sequences_as_text(tmp_path):
+    server = Server(tmp_path)
+    outcome = server.run('- hosts: all\n  gather_facts: false\n  tasks:\n    - "\\e]0;owned\\a\\e[2Jx": {}\n')
+    server.store.close()
+    assert not outcome.ok and outcome.permanent
+    assert "\x1b" not in outcome.reason and "\x07" not in outcome.reason
+    assert "couldn't resolve module/action '\\x1b]0;owned\\x07\\x1b[2Jx'" in outcome.reason
