@@ -19,6 +19,8 @@ from .doctor_report import Finding
 
 def shared_hosts(config: Config) -> list[Finding]:
     """One finding per SSH address that more than one environment of a repository names (by name, IP or alias)."""
+    if not config.sandbox.enabled:  # an inventory is code: doctor (often root) runs none of it outside the sandbox
+        return [Finding(True, "hosts shared by environments' inventories: not read, the sandbox is off (sandbox.enabled)")]
     findings = []
     for repo in config.repositories:
         users: dict[tuple[str, int], dict[str, set[str]]] = {}  # address -> environment -> its names for the host

@@ -164,3 +164,17 @@ def test_shared_hosts_that_are_not_hosts_are_named_in_one_line_each(short_tmp):
         "sandbox.shared_hosts[1]: must be HOST or HOST:PORT (e.g. bastion.example.com:22), not 'a b'",
         "sandbox.shared_hosts[2]: must be HOST or HOST:PORT (e.g. bastion.example.com:22), not 'h:99999'",
     ]
+
+
+def test_doctor_reads_no_inventory_when_the_sandbox_is_off_and_says_so(short_tmp):
+    box = Sandbox(short_tmp, {"qa": ["qa-1"]}, sandbox_options={"enabled": False})
+    (box.work / "environments" / "qa" / "hosts.yml").write_text("#!/bin/sh\ntouch " + str(box.out / "ran") + "\n")
+    (box.work / "environments" / "qa" / "hosts.yml").chmod(0o755)  # an inventory script: code, as root here
+    set_inventories_raw = box.commit("an inventory script")
+    box.push("main")
+    git(box.root, "--git-dir", str(box.repo), "update-ref", "refs/heads/qa", set_inventories_raw)
+    findings = doctor_inventories.shared_hosts(load(box.config))
+    assert [(f.ok, f.what) for f in findings] == [
+        (True, "hosts shared by environments' inventories: not read, the sandbox is off (sandbox.enabled)")
+    ]
+    assert not (box.out / "ran").exists()
