@@ -11,6 +11,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from ..core.runfiles import read_own
 from ..core.types import TaskChange
 
 
@@ -122,8 +123,8 @@ def content_error(stdout: Path, workdir: Path) -> str | None:
     ansible-playbook exits 4 without running a play when it cannot load the playbook: invalid YAML,
     an unknown module or attribute, a missing role or file. Retrying the same tree cannot help.
     """
-    try:
-        lines = stdout.read_text(encoding="utf-8", errors="replace").splitlines()
+    try:  # the run may have replaced its output with a link: read only its own file (below its data dir)
+        lines = read_own(stdout.parents[2], stdout).splitlines()
     except OSError:
         return None
     error = next((i for i, line in enumerate(lines) if line.startswith(("[ERROR]: ", "ERROR! "))), None)

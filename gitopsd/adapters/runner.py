@@ -27,9 +27,10 @@ from typing import Any
 
 import ansible_runner
 
+from ..core.runfiles import one_line
 from ..core.settings import SandboxPolicy
 from ..core.types import HostInfo, PlaybookRun, RunOutcome, TaskChange
-from . import sandbox, sshgate
+from . import guarded, sandbox, sshgate
 from .inventory import InventoryError
 from .processes import MARKER, path_with_interpreter_bin, processes_of, reap, scrub_environment
 from .runevents import TASK_ENDS, content_error, judge, render_diff, reports_changed, task_change, timed_out
@@ -234,6 +235,8 @@ def run_playbook(  # noqa: C901 (one run's options, each an independent branch; 
     keys = host_key_problems(unreachable, run.extravars)
     if keys:  # ssh refuses these hosts until someone trusts their keys: retrying cannot help, a human must look
         reason, permanent = f"{reason}: {'; '.join(keys)}", True
+    # The reason is recorded, notified and printed: what the tree put in it (a task's or a host's name) stays text.
+    reason = one_line(reason)
     return RunOutcome(ok, status, rc, reason, hosts, stdout if stdout.exists() else None, permanent, tuple(changes))
 
 
@@ -255,8 +258,27 @@ def ssh_gate(run: PlaybookRun, policy: SandboxPolicy, cancel: threading.Event) -
         )
         return sshgate.targets(hosts)
 
+    def read(inventory: Path, workdir: Path, data_dir: Path) -> list[HostInfo]:
+        # A marker of its own for each read (they run side by side): the reaper at the end of one leaves the others.
+        marker = f"{run.marker}-guarded-{data_dir.parent.name}-{data_dir.name}"
+        return read_hosts(
+            inventory,
+            sshgate.VARIABLES,
+            workdir=workdir,
+            data_dir=data_dir,
+            marker=marker,
+            timeout=run.timeout,
+            cancel=cancel,
+            policy=policy,
+        )
+
     forwarder = sshgate.Forwarder(
-        run.data_dir / sshgate.SOCKET_NAME, targets, set(policy.daemon_addresses), run.marker, sandbox.run_as(policy)
+        run.data_dir / sshgate.SOCKET_NAME,
+        targets,
+        set(policy.daemon_addresses),
+        run.marker,
+        sandbox.run_as(policy),
+        guarded=(lambda: guarded.owners(run, read, policy.shared_hosts)) if run.guarded else None,
     )
     return forwarder.__enter__()
 
@@ -283,8 +305,9 @@ def read_hosts(
     if policy is not None and policy.enabled:  # no network: a lookup cannot reach the API or anything else
         command = sandbox.command_prefix(policy, project=workdir, run_dir=data_dir, network=False) + command
     env = {**os.environ, MARKER: marker, "PATH": path_with_interpreter_bin()}
-    out_path = data_dir / "hosts.json"
-    with open(out_path, "wb") as out, open(data_dir / "stderr", "wb") as err:
+    # Read back through the daemon's own descriptors, never by name: the child may replace the names with links to
+    # what the sandbox hides from it (a vault password), and the last line of stderr becomes the deployment's reason.
+    with open(data_dir / "hosts.json", "w+b") as out, open(data_dir / "stderr", "w+b") as err:
         proc = subprocess.Popen(
             command, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env, cwd=workdir, start_new_session=True
         )
@@ -301,13 +324,16 @@ def read_hosts(
                 time.sleep(0.02)
         finally:
             reap(marker)
+        out.seek(0)
+        err.seek(0)
+        written, errors = out.read(), err.read()
     try:
-        answer = json.loads(out_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        detail = (data_dir / "stderr").read_text(encoding="utf-8", errors="replace").strip().splitlines()
+        answer = json.loads(written.decode("utf-8"))
+    except ValueError:
+        detail = errors.decode("utf-8", errors="replace").strip().splitlines()
         raise InventoryError(
-            f"reading the inventory failed (exit code {proc.returncode})" + (f": {detail[-1]}" if detail else "")
+            f"reading the inventory failed (exit code {proc.returncode})" + (f": {one_line(detail[-1])}" if detail else "")
         ) from None
     if "error" in answer:
-        raise InventoryError(str(answer["error"]))
+        raise InventoryError(one_line(str(answer["error"])))
     return [HostInfo(str(name), {str(k): str(v) for k, v in values.items()}) for name, values in answer["hosts"]]

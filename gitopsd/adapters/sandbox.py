@@ -52,6 +52,7 @@ SYSTEM_LINKS = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 SSH_SHOWN = ("known_hosts", "config")  # of the daemon's ~/.ssh, the only files a run sees: no private key
 AGENT_SOCKET = "/run/gitopsd-agent/agent.sock"  # where a playbook run finds its ssh-agent (SSH_AUTH_SOCK)
 SSH_GATE_SOCKET = "/run/gitopsd-ssh/gate.sock"  # where a playbook run's ssh finds its forwarder (sshgate.py)
+RUN_PROCESSES = 1024  # a run's processes at most (RLIMIT_NPROC): Ansible with forks=100 over SSH uses a few hundred
 
 
 class SandboxError(ConfigurationError):
@@ -372,6 +373,9 @@ def command_prefix(
             "--no-new-privs",
             "--",
         ]
+    # A fork bomb stops at RUN_PROCESSES, leaving the daemon and other runs room to fork (not for a run kept as root);
+    # a run that eats memory is the kernel's first pick when memory runs out, never the daemon (unit: OOMPolicy=continue).
+    prefix += ["prlimit", f"--nproc={RUN_PROCESSES}", "--", "choom", "-n", "1000", "--"]
     return prefix
 
 
@@ -400,6 +404,9 @@ def check(policy: SandboxPolicy) -> None:
             "`sandbox: {enabled: false}` to run playbooks unsandboxed (they can then forge the "
             "deployment records)"
         )
+    for tool in ("prlimit", "choom"):
+        if shutil.which(tool) is None:
+            raise SandboxError(f"{tool} is not installed (it bounds each run's processes): install util-linux")
     if not os.access(launcher(), os.X_OK):
         raise SandboxError(f"{launcher()} is not executable: reinstall gitopsd")
     run_as(policy)

@@ -12,10 +12,12 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..core.errors import GitopsdError
+from ..core.runfiles import one_line, read_own
 from ..core.settings import SandboxPolicy
 from ..core.types import PlaybookRun
 from . import sandbox
@@ -75,7 +77,7 @@ def _lists_roles_only(path: Path) -> bool:
 
 
 def install_requirements(run: PlaybookRun, policy: SandboxPolicy | None, cancel: threading.Event) -> Requirements | None:
-    """Install the tree's requirements with ansible-galaxy in the sandbox, once per content (cached by hash).
+    """Install the tree's requirements with ansible-galaxy in the sandbox, once per tree and content (cached by hash).
 
     None when the tree has none. Raise RequirementsError saying what ansible-galaxy said.
     """
@@ -85,7 +87,10 @@ def install_requirements(run: PlaybookRun, policy: SandboxPolicy | None, cancel:
     cache = (
         policy.requirements_cache if policy is not None and policy.requirements_cache else run.data_dir.parent / "requirements"
     )
-    digest = hashlib.sha256()
+    # The tree is part of the key: what galaxy installs depends on more of it than the requirements files (a tarball
+    # named by a relative path, ansible.cfg's galaxy server), and a tree someone pushed to qa must not decide what
+    # another tree with the same requirements runs in production. Environments still share it: promotion moves trees.
+    digest = hashlib.sha256(b"tree\0" + str(run.extravars.get("gitopsd_tree") or uuid.uuid4()).encode() + b"\0")
     for name in files:
         digest.update(name.encode() + b"\0" + (run.workdir / name).read_bytes() + b"\0")
     folder = cache / digest.hexdigest()[:32]
@@ -148,7 +153,9 @@ def run_sandboxed(
     env = {**os.environ, MARKER: run.marker, "PATH": path_with_interpreter_bin(), "ANSIBLE_NOCOLOR": "True"}
     log = run.data_dir / f"{label}.log"
     try:
-        with open(log, "wb") as out:
+        # Read back through this descriptor, never by name: the command may replace the name with a link to what the
+        # sandbox hides from it (a vault password), and its last line becomes the deployment's reason.
+        with open(log, "w+b") as out:
             proc = subprocess.Popen(
                 command,
                 stdin=subprocess.DEVNULL,
@@ -165,15 +172,17 @@ def run_sandboxed(
                     proc.wait()
                     return "canceled" if cancel.is_set() else f"stopped after {run.timeout}s (time limit)"
                 time.sleep(0.05)
+            out.seek(0)
+            output = out.read().decode("utf-8", errors="replace")
     finally:
         if agent is not None:
             stop_agent(*agent)
         reap(run.marker)
     if proc.returncode == 0:
         return None
-    lines = [line for line in log.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
+    lines = [line for line in output.splitlines() if line.strip()]
     errors = [line for line in lines if "ERROR" in line]
-    return (errors or lines or [f"exit code {proc.returncode}"])[-1].strip()
+    return one_line((errors or lines or [f"exit code {proc.returncode}"])[-1].strip())
 
 
 VAULT_HEADER = "$ANSIBLE_VAULT;"
@@ -238,7 +247,7 @@ def vault_values(run: PlaybookRun, cancel: threading.Event, policy: SandboxPolic
                 label,
             )
             log_file = work.data_dir / f"{label}.log"
-            plain = log_file.read_text(encoding="utf-8", errors="replace") if failed is None else ""
+            plain = read_own(work.data_dir, log_file) if failed is None else ""
             log_file.unlink(missing_ok=True)
             for line in plain.splitlines():
                 value = _YAML_VALUE.match(line)

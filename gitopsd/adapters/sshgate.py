@@ -19,6 +19,7 @@ import re
 import socket
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from ..core.errors import GitopsdError
@@ -88,10 +89,14 @@ class Forwarder:
         forbidden: set[tuple[str, int]],
         label: str,
         run_as: tuple[int, int] | None = None,
+        guarded: Callable[[], dict[tuple[str, int], str]] | None = None,
     ):
         self.path, self.label, self.run_as = path, label, run_as
         self._targets: Callable[[], set[tuple[str, int]]] | None = allowed
         self.allowed: set[tuple[str, int]] = set()
+        # Addresses of a later environment's inventory, and that environment (guarded.py): asked with `allowed`.
+        self._guarded = guarded
+        self.guarded: dict[tuple[str, int], str] = {}
         self.unknown: str | None = None  # why the allowed hosts are unknown
         self.forbidden = {a for host, port in forbidden if host not in WILDCARD for a in resolve(host, port)}
         self.forbidden_ports = {port for host, port in forbidden if host in WILDCARD}
@@ -125,11 +130,18 @@ class Forwarder:
         """The address to connect to for `host`:`port`, or why not."""
         with self._lock:
             if self._targets is not None:
-                try:
-                    self.allowed = {a for name, number in self._targets() for a in resolve(name, number)}
-                except GitopsdError as exc:
-                    self.unknown = str(exc)
-                self._targets = None
+                # Both read while ssh waits for the server's greeting (its ConnectTimeout): side by side.
+                with ThreadPoolExecutor(max_workers=1) as pool:
+                    later = pool.submit(self._guarded) if self._guarded is not None else None
+                    try:
+                        self.allowed = {a for name, number in self._targets() for a in resolve(name, number)}
+                    except GitopsdError as exc:
+                        self.unknown = str(exc)
+                    try:
+                        self.guarded = later.result() if later is not None else {}
+                    except Exception as exc:  # noqa: BLE001 (whatever failed, those hosts are unknown: refuse every connection)
+                        self.unknown = self.unknown or f"the inventory of a later environment cannot be read: {exc}"
+                self._targets = self._guarded = None
         if self.unknown is not None:
             return f"the hosts this run may reach over SSH are unknown: {self.unknown}"
         addresses = resolve(host, port)
@@ -137,6 +149,13 @@ class Forwarder:
             return f"{host} does not resolve"
         if any(a in self.forbidden or a[1] in self.forbidden_ports for a in addresses):
             return f"{host}:{port} is where gitopsd itself listens"
+        owner = next((self.guarded[a] for a in sorted(addresses) if a in self.guarded), None)
+        if owner is not None:
+            return (
+                f"{host}:{port} is a host of {owner}'s inventory, which {owner}'s own tree does not share with this "
+                f"environment: a push here may not deploy to {owner}'s hosts (a host meant for both: promote it to "
+                f"{owner} first, or name it in sandbox.shared_hosts)"
+            )
         usable = sorted(a for a in addresses if a in self.allowed)
         if not usable:
             return (

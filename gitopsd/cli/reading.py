@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import sys
 from collections.abc import Callable
@@ -148,6 +149,7 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 def cmd_logs(args: argparse.Namespace) -> int:
     from ..adapters.store import Store
+    from ..core.runfiles import as_text, read_own
     from ..core.types import DeploymentFolders
 
     config, _unavailable = read_config(args)
@@ -170,7 +172,8 @@ def cmd_logs(args: argparse.Namespace) -> int:
             f"# batch {batch.batch}: {batch.result} on {', '.join(batch.hosts) or 'all hosts'}"
             + (f"; checks: {checks}" if checks else "")
         )
-    outputs = DeploymentFolders.of(config.state_dir, dep.id).outputs()
+    folders = DeploymentFolders.of(config.state_dir, dep.id)
+    outputs = folders.outputs()
     if not outputs:
         print("# no Ansible output was recorded (the run did not start, or its folder was removed)")
     for what, number, stdout in outputs:
@@ -178,7 +181,10 @@ def cmd_logs(args: argparse.Namespace) -> int:
             f"# --- {'verification playbook' if what == 'verify' else 'playbook'}, "
             f"{f'batch {number}' if len(batches) > 1 else 'run'} ---"
         )
-        sys.stdout.write(stdout.read_text(encoding="utf-8", errors="replace"))
+        try:
+            sys.stdout.write(as_text(read_own(folders.root, stdout)))
+        except OSError as exc:
+            print(f"# {exc.strerror if exc.errno == errno.ELOOP else exc}")
     return 0
 
 
@@ -192,7 +198,9 @@ def _ci_logs(config: Any, run_id: int | None) -> int:
         lines = runs.describe(config.ci_dir, run_id)
     except LookupError as exc:
         raise UserError(str(exc)) from exc
-    sys.stdout.write("".join(line + "\n" for line in lines))
+    from ..core.runfiles import as_text
+
+    sys.stdout.write(as_text("".join(line + "\n" for line in lines)))
     return 0
 
 

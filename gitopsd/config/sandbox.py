@@ -19,7 +19,9 @@ SANDBOX_KEYS = {
     "writable": "folders runs may write (for ansible_connection=local hosts)",
     "network": "true lets CI steps reach the network",
     "playbook_network": "ssh-only (the default): only the inventory's hosts, over SSH; host: this machine's network",
+    "shared_hosts": "SSH hosts (HOST or HOST:PORT) an earlier environment may reach though a later one's inventory names them",
 }
+SHARED_HOST = re.compile(r"(?P<host>[A-Za-z0-9._-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\])(?::(?P<port>[0-9]{1,5}))?")
 PLAYBOOK_NETWORKS = ("ssh-only", "host")
 SSH_KEYS = {
     "known_hosts": "known_hosts file runs trust (default state_dir/known_hosts)",
@@ -46,6 +48,19 @@ def _known_hosts(raw: Any, base: Path, state_dir: Path, check: _Checker) -> Path
     if folder:
         check.add("ssh.known_hosts", f"{path} is a folder; give the path of a file (`gitopsd hosts trust ENV` writes it)")
     return path
+
+
+def _shared_hosts(value: Any, check: _Checker) -> tuple[tuple[str, int], ...]:
+    """`sandbox.shared_hosts`: (host, port) pairs; a port left out is 22."""
+    found = []
+    for i, item in enumerate(value if isinstance(value, list) else [value]):
+        match = SHARED_HOST.fullmatch(item) if isinstance(item, str) else None
+        port = int(match.group("port") or 22) if match else 0
+        if match is None or not 0 < port < 65536:
+            check.add(f"sandbox.shared_hosts[{i}]", f"must be HOST or HOST:PORT (e.g. bastion.example.com:22), not {item!r}")
+            continue
+        found.append((match.group("host").strip("[]"), port))
+    return tuple(found)
 
 
 def _sandbox(raw: Any, base: Path, check: _Checker) -> SandboxPolicy:
@@ -98,6 +113,7 @@ def _sandbox(raw: Any, base: Path, check: _Checker) -> SandboxPolicy:
         writable=folders["writable"],
         network=network,
         playbook_network=playbook_network,
+        shared_hosts=_shared_hosts(data.get("shared_hosts", []), check),
     )
     try:
         sandbox_check(policy)

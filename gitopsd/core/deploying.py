@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from .deployment import Toolbox, execute, playbook_run
+from .deployment import Toolbox, execute, guarded_by, playbook_run
 from .errors import StalledError, TransientError
 from .judging import Judging
 from .looks import Cause, Look, RunningDeployment, backoff
@@ -129,6 +129,7 @@ class Deploying(Judging):
                 workdir,
                 job.folders.root / "run",
                 artifacts,
+                guarded=guarded_by(repo, env),
             )
             attempt = execute(env, run, job.kind, self.tools, item.cancel, progress, job.folders)
             detail, reason = attempt.detail(), attempt.reason
@@ -366,6 +367,7 @@ class Deploying(Judging):
                 folder / "run",
                 artifacts,
                 check_mode=True,
+                guarded=guarded_by(repo, env),
             )
             return self.tools.run_playbook(run, cancel)
         except Exception as exc:  # an export or a run that cannot start says nothing about the hosts

@@ -20,9 +20,20 @@ from pathlib import Path
 from typing import Any
 
 from .batches import failed_too_many, split_batches
-from .settings import Environment, HttpCheck, PrometheusCheck
+from .settings import Environment, HttpCheck, PrometheusCheck, Repository
 from .tree import resolve_inside
-from .types import BatchRecord, CheckResult, DeploymentFolders, Head, HostInfo, Kind, PlaybookRun, Progress, RunOutcome
+from .types import (
+    BatchRecord,
+    CheckResult,
+    DeploymentFolders,
+    GuardedInventory,
+    Head,
+    HostInfo,
+    Kind,
+    PlaybookRun,
+    Progress,
+    RunOutcome,
+)
 
 # What happened to a host in a deployment, in its record (`hosts` of `history --json`, the dashboard):
 # ok: its run succeeded and changed nothing, and its checks passed; changed: the same, with changes;
@@ -76,6 +87,7 @@ def playbook_run(
     data_dir: Path,
     artifacts: dict[str, dict[str, str]],
     check_mode: bool = False,
+    guarded: tuple[GuardedInventory, ...] = (),
 ) -> PlaybookRun:
     """The environment's playbook over its inventory, with its vault, for the exported `head` in `workdir`.
 
@@ -90,6 +102,7 @@ def playbook_run(
         timeout=env.timeout,
         vault_password_file=env.vault_password_file,
         check_mode=check_mode,
+        guarded=guarded,
         extravars={
             "gitopsd_env": env.name,
             "gitopsd_repo": repo,
@@ -102,6 +115,14 @@ def playbook_run(
             "gitopsd_artifacts": artifacts,
         },
     )
+
+
+def guarded_by(repo: Repository, env: Environment) -> tuple[GuardedInventory, ...]:
+    """The environments after `env` in promotion order: a run of `env` reaches none of their SSH hosts but those their
+    own tree gives to `env` too (a push to qa must not deploy to production's hosts)."""
+    names = [e.name for e in repo.environments]
+    later = repo.environments[names.index(env.name) + 1 :] if env.name in names else ()
+    return tuple(GuardedInventory(e.name, repo.path, e.branch, e.inventory, env.inventory) for e in later)
 
 
 def url_variables(url: str) -> tuple[str, ...]:

@@ -30,6 +30,7 @@ class SandboxPolicy:
     network: bool = False  # CI steps reach the network (playbook runs: playbook_network)
     playbook_network: str = "ssh-only"  # playbook runs: "ssh-only" (SSH through the run's forwarder) | "host"
     daemon_addresses: tuple[tuple[str, int], ...] = ()  # where the daemon listens (API, dashboard): never forwarded to
+    shared_hosts: tuple[tuple[str, int], ...] = ()  # SSH hosts earlier environments may reach though later ones name them
 
 
 class CheckError(ConfigurationError, ValueError):

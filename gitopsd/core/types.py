@@ -293,6 +293,18 @@ class HostInfo:
 
 
 @dataclass(frozen=True)
+class GuardedInventory:
+    """An environment after a run's own in promotion order, whose SSH hosts the run may not reach: a push to qa must
+    not deploy to production's hosts. A host production's own tree also gives to qa's inventory is shared on purpose."""
+
+    env: str  # production
+    repo: Path  # the bare repository: production's branch head is what production runs, past the promotion rule
+    branch: str
+    inventory: str  # production's inventory, in production's tree
+    ours: str  # the run's own environment's inventory, in production's tree: the hosts it may share
+
+
+@dataclass(frozen=True)
 class PlaybookRun:
     """One ansible-playbook invocation, fully described."""
 
@@ -307,6 +319,7 @@ class PlaybookRun:
     vault_password_file: Path | None = None  # the environment's, from the config; never inside the tree
     check_mode: bool = False  # `--check --diff`: drift detection asks what would change, changing nothing
     verbose: bool = False  # `-v`: a skipped task's line says why (a preview tells 'cannot run in check mode')
+    guarded: tuple[GuardedInventory, ...] = ()  # later environments whose hosts its ssh may not reach (sshgate.py)
 
 
 @dataclass(frozen=True)

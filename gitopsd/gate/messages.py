@@ -6,7 +6,7 @@ import os
 
 from ..base import gitcli, hookenv, storeerrors
 from . import nudge, policy
-from .push import AUDIT_NOTES, RC_TAGS, squats
+from .push import AUDIT_NOTES, HEAD_NAMES, RC_TAGS, squats
 
 TYPE_CHECKING = False  # true for mypy and import-linter only: the hook does not import typing
 
@@ -38,6 +38,19 @@ def reserved_refusal(update: RefUpdate, repo_name: str) -> policy.Verdict:
             [
                 "push your notes under another name: git push origin refs/notes/<yours>",
                 f"leave {AUDIT_NOTES} out of the push (no --mirror, no refs/notes/* refspec)",
+            ],
+        )
+    if any(squats(update.ref, name) for name in HEAD_NAMES):
+        return policy.refuse(
+            "reserved-ref",
+            "HEAD is not a name for a branch or a tag",
+            [
+                f"this push would {action} {update.ref}: every clone would fetch it as origin/HEAD, in place of",
+                "the pointer to the default branch, and `git log HEAD` would be ambiguous (git branch refuses the name).",
+            ],
+            [
+                "push it under another name: git push origin HEAD:refs/heads/<name>",
+                f"to remove one already there, ask an operator: git --git-dir <repo> update-ref -d {update.ref}",
             ],
         )
     return policy.refuse(

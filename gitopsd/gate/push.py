@@ -66,13 +66,19 @@ def push_option(name: str) -> str | None:
 REPLACE_REFS = "refs/replace/"
 AUDIT_NOTES = "refs/notes/gitopsd"  # reserved for gitopsd's own audit trail
 RC_TAGS = "refs/tags/rc/"  # release candidates: only gitopsd makes them (`gitopsd rc create`)
+HEAD_NAMES = ("refs/heads/HEAD", "refs/tags/HEAD")  # `git branch HEAD` is refused; pushed, it clobbers clones' origin/HEAD
 REQUEST_PREFIX = "refs/promote/"  # a promotion request: the hook makes the promotion, the ref never lands
 
 
 def is_reserved(ref: str) -> bool:
     """Is `ref` gitopsd's, or a name above one of gitopsd's (refs/notes/gitopsd/x, refs/tags/rc) that would keep git
     from ever writing it?"""
-    return ref.startswith(REPLACE_REFS) or squats(ref, AUDIT_NOTES) or squats(ref, RC_TAGS.rstrip("/"))
+    return (
+        ref.startswith(REPLACE_REFS)
+        or squats(ref, AUDIT_NOTES)
+        or squats(ref, RC_TAGS.rstrip("/"))
+        or any(squats(ref, name) for name in HEAD_NAMES)
+    )
 
 
 def squats(ref: str, name: str) -> bool:
@@ -93,6 +99,11 @@ def shadowed(ref: str, branches: set[str]) -> str | None:
             break
         if name.removesuffix("/HEAD") in branches and ref != "refs/heads/" + name:
             return name.removesuffix("/HEAD")
+    if ref.startswith("refs/heads/"):  # git keeps no branch qa/x beside a branch qa: pushed first, qa could never be made
+        name = ref[len("refs/heads/") :]
+        for branch in sorted(branches):
+            if name != branch and squats(name, branch):
+                return branch
     return None
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from ..config import Config, ConfigError, Repository, load
 from ..core.errors import ConfigurationError
-from . import doctor_access, doctor_sandbox, install_hooks
+from . import doctor_access, doctor_inventories, doctor_sandbox, install_hooks
 from .doctor_report import Finding, checked
 
 
@@ -62,6 +62,8 @@ def diagnose(config_path: Path, *, git_user: str | None = None, service_user: st
     findings += checked("the environments' content", partial(_content, config))
     findings += checked("the ref watcher", partial(_watched, config))
     findings += checked("the inotify watch limit", partial(_inotify_room, config))
+    findings += checked("the size of a push", partial(push_limits, config))
+    findings += checked("hosts shared by environments", partial(doctor_inventories.shared_hosts, config))
     if service is None:
         return findings
     findings += checked(f"what {service.pw_name} reads, writes and runs", partial(_as_service, config, service))
@@ -388,6 +390,25 @@ def _watched(config: Config) -> list[Finding]:
         )
         for repo, why in unwatched.items()
     ] or [Finding(True, "the daemon watches every repository's branches")]
+
+
+def push_limits(config: Config) -> list[Finding]:
+    """Repositories a single push may fill the disk of: git writes what is pushed before any hook can refuse it."""
+    unbounded = [
+        repo.path
+        for repo in config.repositories
+        if (install_hooks.get_setting(Path(repo.path), install_hooks.PUSH_LIMIT) or "0").strip() in ("0", "")
+    ]
+    return [
+        Finding(
+            False,
+            f"{path}: a push may be of any size ({install_hooks.PUSH_LIMIT} is unset), enough to fill the disk of the "
+            "repositories and the state folder",
+            f"git --git-dir {path} config {install_hooks.PUSH_LIMIT} {install_hooks.PUSH_LIMIT_DEFAULT} "
+            "(or a size your largest push fits in; gitopsd install-hooks sets 1g where it is unset)",
+        )
+        for path in unbounded
+    ] or [Finding(True, f"every repository bounds the size of a push ({install_hooks.PUSH_LIMIT})")]
 
 
 def _inotify_room(config: Config, limit: int | None = None) -> list[Finding]:

@@ -104,6 +104,10 @@ def install_hooks(  # noqa: C901 (one branch per file it owns or chains)
         # refuse them at the door, before the daemon has to refuse to export them.
         "receive.fsckObjects": "true",
     }
+    if get_setting(repo_path, PUSH_LIMIT) is None:
+        # Git writes a push to disk before any hook runs: bound it, so that one push cannot fill the disk the state
+        # database and the exports live on (an administrator's own value is kept, `0` being no bound).
+        settings[PUSH_LIMIT] = PUSH_LIMIT_DEFAULT
     if get_setting(repo_path, "receive.certNonceSeed") is None:
         # `git push --signed` certificates carry a nonce made from this secret: the hook then knows a fresh one
         # from a replayed one (GIT_PUSH_CERT_NONCE_STATUS), for environments with `signed_push: required`.
@@ -147,6 +151,9 @@ def set_setting(repo_path: Path, key: str, value: str) -> None:
         gitcli.config_set(repo_path / "config", key, value)
     except GitError as exc:
         raise HookError(str(exc)) from exc
+
+
+PUSH_LIMIT, PUSH_LIMIT_DEFAULT = "receive.maxInputSize", "1g"  # the largest pack one push may send
 
 
 def get_setting(repo_path: Path, key: str) -> str | None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import html
 import json
+import os
 import re
 import sqlite3
 import threading
@@ -27,6 +28,7 @@ from markupsafe import Markup
 from ..adapters.store import ReleaseCandidate, Store
 from ..base import gitcli
 from ..ci.heads import ci_globs, matches
+from ..core.runfiles import open_own
 from ..core.settings import Config, Environment, Repository
 from ..core.types import Deployment, DeploymentFolders
 from ..gate.rejections import describe, rejection_for
@@ -357,7 +359,8 @@ class OutputTail:
                 chunks.append(Markup('<span class="out-heading">— {} —</span>\n').format(heading))
                 start = 0
             try:
-                with open(path, "rb") as handle:
+                # the run wrote its folder: a link it left there must not show what the sandbox hid from it
+                with os.fdopen(open_own(DeploymentFolders.of(self.state_dir, self.deployment.id).root, path), "rb") as handle:
                     handle.seek(start)
                     data = handle.read(1 << 20)
             except OSError:

@@ -31,6 +31,9 @@ all:
 """
 
 
+TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"  # every run here deploys "the same tree" (the requirements cache's key)
+
+
 class Server:
     """A deploy server's layout: config and state folders (hidden from runs), a folder runs may write."""
 
@@ -71,7 +74,7 @@ class Server:
             inventory=tree / "hosts.yml",
             data_dir=folder / "run",
             timeout=120,
-            extravars={"gitopsd_env": "qa", "gitopsd_workdir": str(tree), "out": str(self.out)},
+            extravars={"gitopsd_env": "qa", "gitopsd_tree": TREE, "gitopsd_workdir": str(tree), "out": str(self.out)},
             **options,
         )
         return run_playbook(run, threading.Event(), self.policy())
@@ -192,7 +195,7 @@ def build_requirements(shared: Path) -> None:
         path.chmod(0o755 if path.is_dir() else 0o644)
 
 
-def test_requirements_are_installed_in_the_sandbox_once_per_content_and_used_by_the_playbook(server):
+def test_requirements_are_installed_in_the_sandbox_once_per_tree_and_content_and_used_by_the_playbook(server):
     build_requirements(server.shared)
     requirements = (
         f"roles:\n  - src: file://{server.shared}/greet.tar.gz\n    name: greet\n"
@@ -209,7 +212,7 @@ def test_requirements_are_installed_in_the_sandbox_once_per_content_and_used_by_
     assert list(first.stdout.parents[2].glob("galaxy-*.log")), "ansible-galaxy ran for the first tree"
 
     (server.out / "greeted").unlink()
-    second = server.run(files)  # another export of the same requirements
+    second = server.run(files)  # another export of the same tree (a promotion, a retry)
     assert second.ok, describe(second)
     assert (server.out / "greeted").read_text() == "HELLO!"
     assert not list(second.stdout.parents[2].glob("galaxy-*.log")), "the second tree used the cached install"
