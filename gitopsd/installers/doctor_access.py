@@ -48,7 +48,7 @@ def pusher(config: Config, name: str, service: pwd.struct_passwd) -> list[Findin
             )
         )
     if config.judge_socket.exists():
-        found.append(_access(user, config.judge_socket, os.W_OK, "have its pushes judged by the daemon", group))
+        found.append(access(user, config.judge_socket, os.W_OK, "have its pushes judged by the daemon", group))
     found.append(_credential_cache())
     return found
 
