@@ -13,15 +13,15 @@ from tests.support import git
 pytestmark = pytest.mark.sandbox({"qa": ["qa-1"], "production": ["production-1"]})
 
 
-def without_shim_fast_path(sandbox):
-    """Make the hook's Python judge the next push: the shim (hooks/pre-receive) accepts feature branches and tags
-    without Python while its stamp is fresh, and does not yet know these names (see the test names)."""
-    (sandbox.repo / "gitopsd-gate.stamp").unlink(missing_ok=True)
+def _stamped(sandbox) -> None:
+    """The shim (hooks/pre-receive) decides feature branches and tags alone while its stamp is fresh: these names it
+    must hand on to be judged."""
+    assert (sandbox.repo / "gitopsd-gate.stamp").read_text().split("\n")[1] == "qa production"
 
 
 def test_the_hooks_judge_refuses_a_branch_below_an_environment_not_yet_created_so_it_can_still_be_made(sandbox):
     git(sandbox.root, "--git-dir", str(sandbox.repo), "branch", "-D", "production")  # configured, not made yet
-    without_shim_fast_path(sandbox)
+    _stamped(sandbox)
     code, said = push(sandbox, "origin", "main:production/hotfix")
     remote = [line for line in said.splitlines() if line.startswith("remote: gitopsd")]
     assert code == 1 and len(remote) == 1, said
@@ -35,8 +35,8 @@ def test_the_hooks_judge_refuses_a_branch_below_an_environment_not_yet_created_s
 
 
 def test_the_hooks_judge_refuses_a_branch_or_tag_named_head_saying_what_to_do_instead(sandbox):
-    for ref in ("refs/heads/HEAD", "refs/tags/HEAD"):
-        without_shim_fast_path(sandbox)
+    _stamped(sandbox)
+    for ref in ("refs/heads/HEAD", "refs/tags/HEAD", "refs/heads/HEAD/x"):
         code, said = push(sandbox, "origin", f"main:{ref}")
         assert code == 1, said
         assert "HEAD is not a name for a branch or a tag" in said and "git push origin HEAD:refs/heads/<name>" in said
