@@ -294,6 +294,7 @@ def bench_hooks(
             times.append(time.monotonic() - t0)
         if daemon is not None:  # the deployment's Ansible run is not part of the push: over before the next one
             daemon.wait_result("qa", commit, "succeeded", timeout=300)
+            time.sleep(1)  # and what the daemon writes after it (the ledger's note, a backup)
     if daemon is not None:
         daemon.stop()
     count = int(run(["git", "--git-dir", str(bare), "rev-list", "--count", "main"]).stdout)

@@ -168,8 +168,10 @@ class Judge:
                     said += "" if not said or said.endswith("\n") else "\n"
                     conn.sendall(f"gitopsd-judge {word}\n{said}gitopsd-judge end\n".encode())
             for nudge in nudges:  # after the answer, as the hook's datagrams reach the daemon after it
-                nudge.sender_uid = uid  # the kernel's word, as the nudge socket's SCM_CREDENTIALS would give it
-                self.heard(nudge)
+                # As a datagram would arrive: every field bounded and checked, the sender the kernel's word.
+                heard = Nudge.decode(nudge.encode(), uid)
+                if heard is not None:
+                    self.heard(heard)
         except OSError as exc:
             log.debug("a push's judging ended early: %s", exc)
         finally:
