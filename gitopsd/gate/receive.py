@@ -79,23 +79,52 @@ def gate_config(
     return configfile.gate_config(config_path, database, repo_path, store_error, out, load)
 
 
-def pre_receive(  # noqa: C901 (the hook: one branch per kind of ref update)
+def pre_receive(
     config_path: str,
     database: str,
     stdin_text: str,
-    out: TextIO = sys.stderr,
+    out: TextIO | None = None,
     now: datetime | None = None,
     *,
     load_config: LoadConfig,
     ssh_crypto: SshCrypto | None,
     gate: tuple[snapshot.GateConfig, str] | None = None,
 ) -> int:
-    """Judge every environment-branch update in the push; 0 accepts the push, 1 refuses all of it.
+    """Judge every environment-branch update in the push; 0 accepts the push, 1 refuses all of it. What the pusher is
+    told goes to `out` (standard error), with any character a terminal would act on shown as its escape (`printable`):
+    git allows C1 controls and bidirectional overrides in ref names, and refusals name refs.
 
     The two parts above the gate come from whoever runs it: `load_config` (config.load) reads the YAML
     when the snapshot is stale, `ssh_crypto` checks SSH signatures in this process (None: git does). `gate`: the
     configuration and database `gate_config` found, when the caller looked already (daemon/judge.py).
     """
+    said = io.StringIO()
+    try:
+        return _pre_receive(
+            config_path, database, stdin_text, said, now, load_config=load_config, ssh_crypto=ssh_crypto, gate=gate
+        )
+    finally:
+        (out if out is not None else sys.stderr).write(printable(said.getvalue()))
+
+
+def printable(text: str) -> str:
+    """TEXT with each character that is neither printable nor a newline or tab shown as its escape (\\x9b, \\u202e)."""
+    if all(line.isprintable() for line in text.replace("\t", " ").split("\n")):
+        return text
+    return "".join(ch if ch.isprintable() or ch in "\n\t" else ch.encode("unicode_escape").decode("ascii") for ch in text)
+
+
+def _pre_receive(  # noqa: C901 (the hook: one branch per kind of ref update)
+    config_path: str,
+    database: str,
+    stdin_text: str,
+    out: TextIO,
+    now: datetime | None,
+    *,
+    load_config: LoadConfig,
+    ssh_crypto: SshCrypto | None,
+    gate: tuple[snapshot.GateConfig, str] | None,
+) -> int:
     updates = read_updates(stdin_text)
     repo_path = hookenv.repository()
     said = io.StringIO()

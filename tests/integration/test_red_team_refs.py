@@ -49,3 +49,12 @@ def test_a_very_long_ref_name_is_refused_by_git_in_its_own_words_and_lands_nowhe
     assert code != 0
     assert "Traceback" not in said
     assert ref not in git(sandbox.root, "--git-dir", str(sandbox.repo), "for-each-ref", "--format=%(refname)").stdout
+
+
+def test_a_ref_name_with_characters_a_terminal_acts_on_is_named_in_the_refusal_by_their_escapes(sandbox):
+    # Git refuses ESC and the other C0 controls in ref names, not C1's CSI (U+009B) nor a right-to-left override.
+    ref = "refs/heads/production/\u009b2J\u202egnp.exe"
+    code, said = push(sandbox, "origin", f"main:{ref}")
+    remote = "\n".join(line for line in said.splitlines() if line.startswith("remote:"))
+    assert code == 1 and "push to refs/heads/production/\\x9b2J\\u202egnp.exe refused" in remote, said
+    assert "\u009b" not in remote and "\u202e" not in remote
