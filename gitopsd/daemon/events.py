@@ -150,7 +150,12 @@ class Intake(StateDb):
         if "nudge" in enabled:
             self.listener = Listener(cfg.nudge_socket)
             threading.Thread(target=self._listen, args=(self.listener,), name="nudge", daemon=True).start()
-            self.judge = Judge(cfg, self.heard)  # the shim's pushes, judged here without a Python of their own
+            try:  # the shim's pushes, judged here without a Python of their own
+                self.judge = Judge(cfg, self.heard)
+            except OSError as exc:  # the hooks' Python judges them then, as when the daemon is down
+                log.warning(
+                    "the judge socket %s cannot be opened (%s): each push starts its hook's Python", cfg.judge_socket, exc
+                )
         if "watch" in enabled:
             self.watcher = RefWatcher({r.name: r.path for r in cfg.repositories}, self._on_ref_change)
             self.watcher.start()
