@@ -111,6 +111,8 @@ class Judge:
 
     def __init__(self, config: Config, heard: Callable[[Nudge], None], path: Path | None = None):
         self.config, self.heard = config, heard
+        # Each repository by its real path, once: a thousand repositories' paths are not resolved again per push.
+        self.repositories = {os.path.realpath(repo.path): repo for repo in config.repositories}
         self.path = Path(path or config.judge_socket)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if self.path.exists() or self.path.is_symlink():
@@ -187,7 +189,7 @@ class Judge:
             return None  # another configuration's repository: not this daemon's to judge
         if fields.get("database", "") != str(config.database):
             return None
-        repo = config.repository_at(Path(fields.get("repository", "")))
+        repo = self.repositories.get(os.path.realpath(fields.get("repository", "") or "/nonexistent"))
         if repo is None or any(line.split(" ")[-1].startswith(REQUEST_PREFIX) for line in request.updates.split("\n")):
             return None  # a promotion request writes a commit as the pusher: the hook's own Python makes it
         repo_path = os.path.realpath(repo.path)
