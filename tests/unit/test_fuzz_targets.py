@@ -21,6 +21,7 @@ SECONDS = 1  # each; about 10 targets, with their start, stay within half a minu
 def test_there_is_a_fuzz_target_for_each_parser_surface():
     assert [t.stem.removeprefix("fuzz_") for t in TARGETS] == [
         "gate_requests",
+        "judge_request",
         "notes",
         "nudge",
         "provenance",
