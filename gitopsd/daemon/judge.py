@@ -23,6 +23,7 @@ import os
 import socket
 import struct
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -40,7 +41,7 @@ MAGIC = "gitopsd-judge-1"
 MAX_REQUEST = 1 << 20  # bytes: a push of ~10,000 refs; a bigger one is judged by the hook's own Python
 MAX_OPTIONS = 100
 BUSY = 8  # pushes judged at once; the next ones are judged by their hooks' Python
-READ_TIMEOUT = 5.0  # seconds for the shim to send its request
+READ_TIMEOUT = 5.0  # seconds for the shim to send its whole request (a slow sender holds no slot longer)
 _CREDS = struct.Struct("3i")  # struct ucred: pid, uid, gid
 QUARANTINE_PREFIXES = ("tmp_objdir-incoming-", "incoming-")  # git's names for a push's quarantine folder
 
@@ -155,8 +156,9 @@ class Judge:
             with conn:
                 conn.settimeout(READ_TIMEOUT)
                 _pid, uid, _gid = _CREDS.unpack(conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _CREDS.size))
-                data = bytearray()
+                data, deadline = bytearray(), time.monotonic() + READ_TIMEOUT
                 while len(data) <= MAX_REQUEST:
+                    conn.settimeout(max(0.01, deadline - time.monotonic()))  # the whole request, not each read
                     chunk = conn.recv(65536)
                     if not chunk:
                         break
