@@ -44,6 +44,7 @@ from typing import Any
 import gitopsd
 
 from ..core.errors import ConfigurationError
+from ..core.runfiles import write_own
 from ..core.settings import SandboxPolicy
 
 BWRAP = "bwrap"
@@ -344,10 +345,8 @@ def command_prefix(
                 os.chown(name, *uid_gid, follow_symlinks=False)
     if ssh_gate is not None:  # after the walk: the daemon's file, which the run cannot change
         daemons = Path(os.path.expanduser("~")) / ".ssh" / "config"
-        (run_dir / RUN_SSH_CONFIG).write_text(
-            ssh_config(daemons.read_text(encoding="utf-8", errors="replace") if daemons.is_file() else ""), encoding="utf-8"
-        )
-        os.chmod(run_dir / RUN_SSH_CONFIG, 0o644)
+        text = ssh_config(daemons.read_text(encoding="utf-8", errors="replace") if daemons.is_file() else "")
+        write_own(run_dir / RUN_SSH_CONFIG, text.encode(), 0o644)
     prefix = [
         BWRAP,
         *bwrap_args(
@@ -384,7 +383,7 @@ def write_argv(path: Path, argv: list[str]) -> None:
     for arg in argv:
         if "\0" in arg:
             raise SandboxError(f"a sandbox argument contains a NUL byte: {arg!r}")
-    path.write_bytes(b"".join(a.encode() + b"\0" for a in argv))
+    write_own(path, b"".join(a.encode() + b"\0" for a in argv))
 
 
 def launcher() -> Path:

@@ -36,6 +36,19 @@ def open_own(root: Path, path: Path) -> int:
     return fd
 
 
+def write_own(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Write `path` in a run's folder as a new file of the daemon's: whatever the run put there (a link to a file the
+    daemon may write) is removed first, never written through."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    with os.fdopen(fd, "wb") as handle:
+        os.fchmod(fd, mode)  # whatever the daemon's umask: the run reads it
+        handle.write(data)
+
+
 def read_own(root: Path, path: Path) -> str:
     """The text of `path`, a run's own file below `root` (open_own). Raise OSError."""
     with os.fdopen(open_own(root, path), "rb") as handle:

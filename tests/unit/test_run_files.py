@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from gitopsd.core.runfiles import NOT_OWN, read_own
+from gitopsd.core.runfiles import NOT_OWN, read_own, write_own
 
 
 def deployment(tmp_path: Path) -> tuple[Path, Path]:
@@ -53,3 +53,15 @@ def test_a_state_folder_that_is_itself_a_link_still_reads_its_runs_output(tmp_pa
     (tmp_path / "state").symlink_to(tmp_path / "deployments")
     linked = tmp_path / "state" / "7"
     assert read_own(linked, linked / "run-1" / "artifacts" / "run" / "stdout") == "PLAY [all]\n"
+
+
+def test_a_file_the_daemon_writes_in_a_runs_folder_replaces_a_link_the_run_left_there_never_writes_through_it(tmp_path):
+    victim = tmp_path / "tokens.yml"
+    victim.write_text("secret\n")
+    planted = tmp_path / "run" / "ssh_config"
+    planted.parent.mkdir()
+    planted.symlink_to(victim)
+    write_own(planted, b"Host *\n", 0o644)
+    assert victim.read_text() == "secret\n"
+    assert not planted.is_symlink() and planted.read_bytes() == b"Host *\n"
+    assert planted.stat().st_mode & 0o777 == 0o644
