@@ -198,11 +198,21 @@ def plan(  # noqa: C901 (install-service's plan: one branch per step it may skip
     )
     # The files the daemon reads as its user: the config and the API's tokens file, its group's with group read
     # (`token create` keeps that group); world-readable is not enough for a tokens file created later.
-    for path in (p for p in (config_file, _tokens_path(config_file, root)) if p is not None):
+    tokens = _tokens_path(config_file, root)
+    for path in (p for p in (config_file, tokens) if p is not None):
         if path.is_file() and not _readable_by(path, user, root):
-            mode = (path.stat().st_mode & 0o7707) | 0o040
+            mode = (path.stat().st_mode & (0o7700 if path == tokens else 0o7707)) | 0o040
             result.steps.append(
                 Step(f"let group {user} read {path} (group {user}, mode {mode:04o})", path=path, mode=mode, group=user)
+            )
+        elif path == tokens and path.is_file() and path.stat().st_mode & 0o007:
+            # The tokens' hashes are the API's keys to guess at offline: the service's group reads them, nobody else.
+            mode = path.stat().st_mode & 0o7770
+            result.steps.append(
+                Step(
+                    f"let only its owner and group read {path} (mode {mode:04o}: the API tokens' hashes)",
+                    ("chmod", f"{mode:04o}", "--", str(path)),
+                )
             )
     # The state folder, the service user's home: made here, not by systemd at the first start, so that what
     # init, install-hooks and token create write there as root meanwhile is the service's too.

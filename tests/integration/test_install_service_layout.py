@@ -71,3 +71,14 @@ def test_the_hint_names_the_git_user_that_owns_the_configured_repositories(tmp_p
     out = run([*GITOPSD, "install-service", "--dry-run", "--root", str(root), "--user", "gitopsd-test"]).stdout
     assert "# let gt-isl-git, who pushes, reach the nudge socket: usermod -aG gitopsd-test gt-isl-git" in out, out
     assert "ACCOUNT" not in out and " git\n" not in out
+
+
+def test_a_tokens_file_others_may_read_is_left_to_its_owner_and_the_services_group(tmp_path):
+    root = system_root(tmp_path)
+    config = write_config(root, {"api": {"listen": "127.0.0.1:8080", "tokens_file": "tokens.yml"}, "repositories": []})
+    tokens = config.parent / "tokens.yml"
+    tokens.write_text("tokens: []\n")
+    tokens.chmod(0o644)  # as an editor or `cp` left it: the tokens' hashes readable by every local user
+    steps = service.plan("gitopsd-test", Path("/etc/gitopsd/gitopsd.yml"), root, executable=EXE).steps
+    (step,) = [s for s in steps if str(tokens) in s.what]
+    assert (step.group, step.mode) == ("gitopsd-test", 0o640), step.what  # the service's group reads it; others not
