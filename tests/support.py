@@ -8,6 +8,7 @@ import io
 import json
 import os
 import pwd
+import re
 import shutil
 import signal
 import socket
@@ -457,6 +458,7 @@ def _template(envs: dict[str, list[str]]) -> Path:
 PERSON_GATES = {"approvals", "require_signoff"}  # an environment with these waits for a person before its first deployment
 UNDEPLOYED_SETTINGS = {"api", "web"}  # config sections no deployment depends on
 _CONVERGED: dict[str, Path] = {}  # this process's converged templates, by environments and options
+ROOT_MARK = "<sandbox root>"  # a converged template's key: where a path named the sandbox's root
 
 
 def _converged_template(sandbox: Sandbox) -> Path:
@@ -471,13 +473,17 @@ def _converged_template(sandbox: Sandbox) -> Path:
         "extra": extra,
         "sandbox_options": sandbox.sandbox_options,
     }
-    key = json.dumps([sandbox.envs, options], sort_keys=True)
-    if '"/' in key:
-        raise AssertionError(f"a converged sandbox is shared by tests: its deployments' settings cannot name paths ({key})")
+    # A path in the sandbox's own root (a notify command's output file) is written as ROOT_MARK: the template names its
+    # own root there, and the copy its own (the copy's config is written from its own options). This Python is everyone's.
+    key = re.sub(f'"{re.escape(str(sandbox.root))}(?=[/"])', f'"{ROOT_MARK}', json.dumps([sandbox.envs, options], sort_keys=True))
+    if '"/' in key.replace(json.dumps(sys.executable), '""'):
+        raise AssertionError(
+            f"a converged sandbox is shared by tests: its deployments' settings can name paths in its root only ({key})"
+        )
     if key not in _CONVERGED:
         root = Path(tempfile.mkdtemp(prefix="gt-conv-", dir="/tmp"))
         atexit.register(shutil.rmtree, root, True)
-        box = Sandbox(root, sandbox.envs, **options)
+        box = Sandbox(root, sandbox.envs, **json.loads(key.replace(f'"{ROOT_MARK}', f'"{root}'))[1])
         # Each environment deployed; one that waits for a person (approvals, sign-offs) blocked, once the others are.
         waits = {env for env, opts in box.env_options.items() if PERSON_GATES & set(opts)}
         with Daemon(box) as daemon:

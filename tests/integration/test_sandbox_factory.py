@@ -9,7 +9,10 @@ import contextlib
 import json
 import re
 import sqlite3
+import sys
 from pathlib import Path
+
+import yaml
 
 from tests.support import Daemon, Sandbox, git
 
@@ -76,3 +79,22 @@ def test_a_converged_sandbox_starts_its_daemon_in_sync_and_deploys_the_next_push
         assert box.runs() == [f"qa-1.3: {second} deploy qa notify=none"]  # nothing ran at start
     proc = box.push("main:staging", check=False)
     assert proc.returncode == 0, proc.stderr  # the promotion gate reads the copy's ledger
+
+
+def test_a_converged_sandbox_whose_settings_name_files_in_its_own_root_gets_them_named_in_its_root(short_tmp: Path) -> None:
+    write = "import sys; open(sys.argv[1], 'a').write(sys.stdin.read() + chr(10))"
+    notify = {"command": [sys.executable, "-c", write, str(short_tmp / "events.jsonl")]}
+    box = Sandbox(short_tmp, {"qa": ["qa-1"]}, env_options={"qa": {"notify": notify}}, converged=True)
+    assert yaml.safe_load(box.config.read_text())["repositories"][0]["environments"][0]["notify"] == notify
+    with Daemon(box) as daemon:
+        daemon.wait_state("qa", "in-sync", box.head("qa"))
+        box.write("FAIL", "all")
+        broken = box.commit("broken")
+        box.push("main", "main:qa")
+        daemon.wait_result("qa", broken, "failed")
+        events = daemon.wait_for(
+            lambda: (short_tmp / "events.jsonl").exists() and (short_tmp / "events.jsonl").read_text().split("\n"),
+            60,
+            "the failed deployment's notification",
+        )
+    assert [json.loads(line)["commit"] for line in events if line.strip()][:1] == [broken], events
