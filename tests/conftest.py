@@ -74,6 +74,21 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "sandbox(envs, **options): the `sandbox` fixture's environments and Sandbox options")
     if hasattr(config.option, "loadscopereorder"):
         config.option.loadscopereorder = False  # xdist would order files by their number of tests, not their seconds
+    if getattr(config.option, "testrunuid", "") is None and not hasattr(config, "workerinput"):
+        import uuid
+
+        config.option.testrunuid = uuid.uuid4().hex  # the workers' templates folder, named here to remove it at the end
+
+
+def pytest_sessionfinish(session):
+    """The run's shared sandbox templates (tests/support.py, `_built_once`) go when the last worker is done."""
+    run = getattr(session.config.option, "testrunuid", None)
+    if run and not hasattr(session.config, "workerinput"):
+        import shutil
+
+        from tests.support import shared_templates
+
+        shutil.rmtree(shared_templates(run), ignore_errors=True)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import fcntl
+import hashlib
 import io
 import json
 import os
 import pwd
+import re
 import shutil
 import signal
 import socket
@@ -443,20 +446,46 @@ class Sandbox:
 _TEMPLATES: dict[str, Path] = {}  # this process's sandbox templates, by environments
 
 
+def shared_templates(run: str) -> Path:
+    """The folder of test run RUN's templates, shared by its pytest-xdist workers (the conftest removes it at the end)."""
+    return Path(f"/tmp/gt-sh-{run[:12]}")
+
+
+def _built_once(kind: str, key: str, build: Callable[[Path], object]) -> Path:
+    """The folder BUILD made for template KEY: once per test run when pytest-xdist's workers share it (the first worker
+    to ask builds it under a lock, the others wait for it: each worker built the common ones again, a daemon and its
+    deployments each time), else once per process and removed when the process ends."""
+    run = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+    if not run:
+        root = Path(tempfile.mkdtemp(prefix=f"gt-{kind}-", dir="/tmp"))
+        atexit.register(shutil.rmtree, root, True)
+        build(root)
+        return root
+    shared = shared_templates(run)
+    shared.mkdir(exist_ok=True)
+    root = shared / f"{kind}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+    with open(f"{root}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or when a worker dies building
+        if not (root / ".built").exists():
+            shutil.rmtree(root, ignore_errors=True)  # what a worker that died building left
+            root.mkdir()
+            build(root)
+            (root / ".built").touch()
+    return root
+
+
 def _template(envs: dict[str, list[str]]) -> Path:
-    """The folder of a sandbox made the long way for ENVS (once per process), removed when the process ends."""
+    """The folder of a sandbox made the long way for ENVS (once per test run or process, `_built_once`)."""
     key = json.dumps(envs, sort_keys=True)
     if key not in _TEMPLATES:
-        root = Path(tempfile.mkdtemp(prefix="gt-tpl-", dir="/tmp"))
-        atexit.register(shutil.rmtree, root, True)
-        Sandbox(root, envs, from_template=False)
-        _TEMPLATES[key] = root
+        _TEMPLATES[key] = _built_once("tpl", key, lambda root: Sandbox(root, envs, from_template=False))
     return _TEMPLATES[key]
 
 
 PERSON_GATES = {"approvals", "require_signoff"}  # an environment with these waits for a person before its first deployment
 UNDEPLOYED_SETTINGS = {"api", "web"}  # config sections no deployment depends on
 _CONVERGED: dict[str, Path] = {}  # this process's converged templates, by environments and options
+ROOT_MARK = "<sandbox root>"  # a converged template's key: where a path named the sandbox's root
 
 
 def _converged_template(sandbox: Sandbox) -> Path:
@@ -471,26 +500,32 @@ def _converged_template(sandbox: Sandbox) -> Path:
         "extra": extra,
         "sandbox_options": sandbox.sandbox_options,
     }
-    key = json.dumps([sandbox.envs, options], sort_keys=True)
-    if '"/' in key:
-        raise AssertionError(f"a converged sandbox is shared by tests: its deployments' settings cannot name paths ({key})")
+    # A path in the sandbox's own root (a notify command's output file) is written as ROOT_MARK: the template names its
+    # own root there, and the copy its own (the copy's config is written from its own options). This Python is everyone's.
+    key = re.sub(f'"{re.escape(str(sandbox.root))}(?=[/"])', f'"{ROOT_MARK}', json.dumps([sandbox.envs, options], sort_keys=True))
+    if '"/' in key.replace(json.dumps(sys.executable), '""'):
+        raise AssertionError(
+            f"a converged sandbox is shared by tests: its deployments' settings can name paths in its root only ({key})"
+        )
     if key not in _CONVERGED:
-        root = Path(tempfile.mkdtemp(prefix="gt-conv-", dir="/tmp"))
-        atexit.register(shutil.rmtree, root, True)
-        box = Sandbox(root, sandbox.envs, **options)
-        # Each environment deployed; one that waits for a person (approvals, sign-offs) blocked, once the others are.
-        waits = {env for env, opts in box.env_options.items() if PERSON_GATES & set(opts)}
-        with Daemon(box) as daemon:
-            daemon.wait_for(
-                lambda: all(row["state"] == ("blocked" if env in waits else "in-sync") for env, row in box.status().items()),
-                120,
-                "every environment deployed or waiting for a person",
-            )
-        Daemon.started.remove(daemon)
-        with contextlib.closing(sqlite3.connect(box.state / "state.db")) as db:
-            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        _CONVERGED[key] = root
+        _CONVERGED[key] = _built_once("conv", key, lambda root: _converge(root, sandbox.envs, key))
     return _CONVERGED[key]
+
+
+def _converge(root: Path, envs: dict[str, list[str]], key: str) -> None:
+    """Make in ROOT the sandbox KEY names, let its daemon deploy every environment's head, and stop it."""
+    box = Sandbox(root, envs, **json.loads(key.replace(f'"{ROOT_MARK}', f'"{root}'))[1])
+    # Each environment deployed; one that waits for a person (approvals, sign-offs) blocked, once the others are.
+    waits = {env for env, opts in box.env_options.items() if PERSON_GATES & set(opts)}
+    with Daemon(box) as daemon:
+        daemon.wait_for(
+            lambda: all(row["state"] == ("blocked" if env in waits else "in-sync") for env, row in box.status().items()),
+            120,
+            "every environment deployed or waiting for a person",
+        )
+    Daemon.started.remove(daemon)
+    with contextlib.closing(sqlite3.connect(box.state / "state.db")) as db:
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
 
 def _copy_state(template: Path, root: Path) -> None:

@@ -64,7 +64,7 @@ def ci_processes(sandbox: Sandbox, number: int) -> list[int]:
 
 @pytest.fixture
 def sandbox(make_sandbox):
-    box = make_sandbox({"qa": ["qa-1"], "staging": ["staging-1"]})
+    box = make_sandbox({"qa": ["qa-1"], "staging": ["staging-1"]}, converged=True)  # the steps are the subject
     box.write("playbooks/deploy.yml", PLAYBOOK)
     box.write("app.txt", "v1\n")
     return box

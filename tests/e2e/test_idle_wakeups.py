@@ -27,7 +27,7 @@ def wakeups(pid: int) -> int:
 def test_an_idle_daemon_with_its_api_wakes_about_once_a_second_and_renders_metrics_only_once_scraped(tmp_path):
     port = free_port()
     api = {"listen": f"127.0.0.1:{port}", "tokens_file": str(tmp_path / "tokens.yml")}
-    sandbox = Sandbox(tmp_path, {"qa": ["qa-1"]}, extra={"api": api})
+    sandbox = Sandbox(tmp_path, {"qa": ["qa-1"]}, extra={"api": api}, converged=True)
     with Daemon(sandbox) as daemon:
         daemon.wait_state("qa", "in-sync", timeout=180)
         daemon.wait_for(lambda: "HTTP API listening" in daemon.log(), 60, "the API up")

@@ -94,7 +94,7 @@ def test_a_push_deploys_in_normal_time_while_two_thousand_idle_and_slow_connecti
 
 
 def test_twenty_five_idle_control_socket_connections_do_not_keep_the_daemon_from_answering_a_signoff(short_tmp):
-    sandbox = Sandbox(short_tmp, {"qa": ["qa-1"]})
+    sandbox = Sandbox(short_tmp, {"qa": ["qa-1"]}, converged=True)
     idle: list[socket.socket] = []
     try:
         with Daemon(sandbox) as daemon:

@@ -21,7 +21,8 @@ def scrape(url: str) -> str:
 
 def test_a_garbled_totals_file_leaves_the_daemon_running_with_one_line_and_its_figures_added_up_again(short_tmp):
     port = free_port()
-    box = Sandbox(short_tmp, {"qa": ["qa-1"]}, extra={"api": {"listen": f"127.0.0.1:{port}", "tokens_file": "tokens.yml"}})
+    api = {"listen": f"127.0.0.1:{port}", "tokens_file": "tokens.yml"}
+    box = Sandbox(short_tmp, {"qa": ["qa-1"]}, extra={"api": api}, converged=True)  # the store's figures: one deployment
     box.state.mkdir(exist_ok=True)
     (box.state / NAME).write_text("[" * 100000)  # JSON nested past the parser's depth
     with Daemon(box) as daemon:

@@ -35,7 +35,7 @@ def everyday_commands() -> list[str]:
 
 
 def test_the_readmes_everyday_commands_work_in_the_order_written(short_tmp):
-    sandbox = Sandbox(short_tmp, CHAIN)
+    sandbox = Sandbox(short_tmp, CHAIN, converged=True)  # every environment deployed: the README's lines are the subject
     commands = everyday_commands()
     with Daemon(sandbox) as daemon:
         for env in CHAIN:

@@ -293,7 +293,7 @@ def test_adoption_deploys_max_parallel_at_a_time_shows_the_rest_queued_and_count
 def test_a_notify_socket_nobody_reads_never_holds_up_a_deployment(short_tmp):
     """systemd reads its socket, but a stuck or slow receiver fills the queue: the daemon's notifications must not
     wait for room (a deployment thread sending its STATUS= line hung on one, seen with a test's socket)."""
-    sandbox = Sandbox(short_tmp, {"qa": ["qa-1"]})
+    sandbox = Sandbox(short_tmp, {"qa": ["qa-1"]}, converged=True)
     path = sandbox.root / "notify.sock"
     deaf = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     deaf.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)  # the kernel's smallest: a few lines fill it

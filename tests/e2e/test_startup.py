@@ -27,7 +27,7 @@ def signal_masks(pid: int) -> dict[str, int]:
 
 @pytest.mark.parametrize("entry", ["python -m gitopsd", "gitopsd", "gitopsd --config FILE run"])
 def test_sighup_from_the_first_moment_neither_kills_the_daemon_nor_keeps_it_from_getting_ready(short_tmp, entry):
-    sandbox = Sandbox(short_tmp, {"qa": ["qa-1"]})
+    sandbox = Sandbox(short_tmp, {"qa": ["qa-1"]}, converged=True)  # the start is the subject, not a deployment
     daemon = Daemon.__new__(Daemon)  # as Daemon() does, but started here so the signals can follow at once
     Daemon.started.append(daemon)
     daemon.sandbox, daemon.log_path = sandbox, sandbox.root / "daemon.log"

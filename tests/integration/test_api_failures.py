@@ -260,9 +260,8 @@ def test_numbers_and_durations_the_daemon_cannot_hold_are_refused_in_one_line_no
     """A break-glass number past SQLite's integers, a lock for longer than a timedelta holds, and '²' (a digit to
     str.isdigit, not to int()) in a duration were 500s with the daemon's traceback."""
     port = free_port()
-    box = Sandbox(
-        short_tmp, {"qa": ["qa-1"]}, extra={"api": {"listen": f"127.0.0.1:{port}", "tokens_file": str(short_tmp / "tokens.yml")}}
-    )
+    api = {"listen": f"127.0.0.1:{port}", "tokens_file": str(short_tmp / "tokens.yml")}
+    box = Sandbox(short_tmp, {"qa": ["qa-1"]}, extra={"api": api}, converged=True)
     with Daemon(box) as daemon:
         web_up(daemon)
         served = DaemonApi(box, f"http://127.0.0.1:{port}")
@@ -347,6 +346,7 @@ def test_a_release_candidate_whose_record_fails_leaves_no_tag_behind_and_can_be_
         {"qa": ["qa-1"], "staging": ["staging-1"]},
         env_options={"staging": {"approvals": {"required": 1, "approvers": ["olga"]}}},
         extra={"api": {"listen": f"127.0.0.1:{port}", "tokens_file": str(short_tmp / "tokens.yml")}},
+        converged=True,
     )
     made = short_tmp / "state-made"
     shutil.copytree(box.state, made)
@@ -375,9 +375,8 @@ def test_a_status_posted_after_the_state_database_was_replaced_is_not_called_a_p
     """A daemon whose state.db was deleted or replaced records nothing more (StoreUnusable without an OS error under
     it); the API told the client 'permission denied: fix owner, mode or mount', which sends the operator the wrong way."""
     port = free_port()
-    box = Sandbox(
-        short_tmp, {"qa": ["qa-1"]}, extra={"api": {"listen": f"127.0.0.1:{port}", "tokens_file": str(short_tmp / "tokens.yml")}}
-    )
+    api = {"listen": f"127.0.0.1:{port}", "tokens_file": str(short_tmp / "tokens.yml")}
+    box = Sandbox(short_tmp, {"qa": ["qa-1"]}, extra={"api": api}, converged=True)
     with Daemon(box) as daemon:
         web_up(daemon)
         daemon.wait_state("qa", "in-sync", box.head("qa"))

@@ -47,6 +47,7 @@ def server(short_tmp: Path, people: None) -> Iterator[tuple[Sandbox, Daemon]]:
             },
         },
         extra={"groups": {"approvers": ["gt-bob", "gt-carol", "gt-dave"]}},
+        converged=True,
     )
     sandbox.runtime.mkdir()
     shutil.chown(sandbox.runtime, "root", GROUP)

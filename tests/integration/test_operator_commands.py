@@ -21,6 +21,8 @@ from gitopsd.adapters.store import Store
 from tests.support import GITOPSD, ROOT, Daemon, git, run
 
 pytestmark = pytest.mark.sandbox({"qa": ["qa-1"], "staging": ["staging-1"]})
+# The daemon tests: their daemon starts with every head deployed (a copy of a converged sandbox), not deploying them.
+converged = pytest.mark.sandbox({"qa": ["qa-1"], "staging": ["staging-1"]}, converged=True)
 
 
 def test_unknown_repository_and_environment_names_are_errors_naming_the_known_ones(sandbox):
@@ -150,6 +152,7 @@ def test_a_window_that_does_not_open_within_8_days_is_said_in_plain_words(sandbo
     assert "not within 8 days" not in proc.stderr and "opens again at not" not in proc.stderr
 
 
+@converged
 def test_suspend_holds_deployments_shown_in_status_and_resume_deploys_at_once(sandbox):
     with Daemon(sandbox) as daemon:
         daemon.wait_state("qa", "in-sync", sandbox.head("qa"))
@@ -181,6 +184,7 @@ def test_suspend_holds_deployments_shown_in_status_and_resume_deploys_at_once(sa
         assert len(proc.stdout.splitlines()) == 1
 
 
+@converged
 def test_wait_right_after_sync_waits_for_the_reapply_not_the_deployment_before_it(sandbox):
     with Daemon(sandbox) as daemon:
         head = sandbox.head("qa")
@@ -192,6 +196,7 @@ def test_wait_right_after_sync_waits_for_the_reapply_not_the_deployment_before_i
         assert proc.stdout == f"shop/qa: {head[:7]} deployed and verified (deployment #{reapply['id']}, reapply)\n"
 
 
+@converged
 def test_a_failed_reapply_is_shown_failed_until_a_later_run_succeeds(sandbox):
     with Daemon(sandbox) as daemon:
         head = sandbox.head("qa")
@@ -214,6 +219,7 @@ def test_a_failed_reapply_is_shown_failed_until_a_later_run_succeeds(sandbox):
         assert sandbox.status()["qa"]["state"] == "in-sync"
 
 
+@converged
 def test_wait_exits_1_when_the_deployment_stalls_and_2_on_timeout(sandbox):
     sandbox.write("FAIL", "all")
     bad = sandbox.commit("broken")

@@ -25,6 +25,7 @@ def parents(sandbox: Sandbox, commit: str) -> list[str]:
     return git(sandbox.root, "--git-dir", str(sandbox.repo), "rev-list", "--parents", "-n1", commit).stdout.split()[1:]
 
 
+@pytest.mark.sandbox(CHAIN, converged=True)  # its daemon starts with every head deployed
 def test_a_push_to_the_request_ref_after_a_revert_makes_the_exact_tree_promotion_and_the_daemon_deploys_it(sandbox):
     with Daemon(sandbox) as daemon:
         for env in CHAIN:

@@ -105,7 +105,7 @@ def test_install_hooks_trusts_configured_repositories_once_and_removes_only_its_
 
 def test_the_daemon_at_start_removes_the_entries_gitopsd_added_for_repositories_that_left_its_config(users, short_tmp):
     home = users
-    sandbox = Sandbox(short_tmp, {"qa": ["qa-1"]})
+    sandbox = Sandbox(short_tmp, {"qa": ["qa-1"]}, converged=True)  # the daemon's start is the subject
     blog = bare(short_tmp / "blog.git")
     shop_entry = yaml.safe_load(sandbox.config.read_text())["repositories"][0]
     sandbox.write_config(repositories=[shop_entry, {"name": "blog", "path": str(blog), "environments": [{"name": "qa"}]}])

@@ -7,11 +7,18 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
+import shutil
 import sqlite3
+import subprocess
+import sys
+import uuid
 from pathlib import Path
 
-from tests.support import Daemon, Sandbox, git
+import yaml
+
+from tests.support import ROOT, Daemon, Sandbox, git, shared_templates
 
 ENVS = {"qa": ["qa-1"], "staging": ["staging-1"]}
 
@@ -76,3 +83,43 @@ def test_a_converged_sandbox_starts_its_daemon_in_sync_and_deploys_the_next_push
         assert box.runs() == [f"qa-1.3: {second} deploy qa notify=none"]  # nothing ran at start
     proc = box.push("main:staging", check=False)
     assert proc.returncode == 0, proc.stderr  # the promotion gate reads the copy's ledger
+
+
+def test_a_converged_sandbox_whose_settings_name_files_in_its_own_root_gets_them_named_in_its_root(short_tmp: Path) -> None:
+    write = "import sys; open(sys.argv[1], 'a').write(sys.stdin.read() + chr(10))"
+    notify = {"command": [sys.executable, "-c", write, str(short_tmp / "events.jsonl")]}
+    box = Sandbox(short_tmp, {"qa": ["qa-1"]}, env_options={"qa": {"notify": notify}}, converged=True)
+    assert yaml.safe_load(box.config.read_text())["repositories"][0]["environments"][0]["notify"] == notify
+    with Daemon(box) as daemon:
+        daemon.wait_state("qa", "in-sync", box.head("qa"))
+        box.write("FAIL", "all")
+        broken = box.commit("broken")
+        box.push("main", "main:qa")
+        daemon.wait_result("qa", broken, "failed")
+        events = daemon.wait_for(
+            lambda: (short_tmp / "events.jsonl").exists() and (short_tmp / "events.jsonl").read_text().split("\n"),
+            60,
+            "the failed deployment's notification",
+        )
+    assert [json.loads(line)["commit"] for line in events if line.strip()][:1] == [broken], events
+
+
+def test_the_workers_of_one_test_run_build_a_template_once_and_share_it(tmp_path: Path) -> None:
+    run = uuid.uuid4().hex
+    log = tmp_path / "built"
+    build = (
+        "import sys; from tests.support import _built_once; "
+        "print(_built_once('t', 'k', lambda root: open(sys.argv[1], 'a').write(sys.argv[2] + chr(10))))"
+    )
+    env = {**os.environ, "PYTEST_XDIST_TESTRUNUID": run}
+    try:
+        workers = [
+            subprocess.Popen([sys.executable, "-c", build, str(log), name], cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
+            for name in ("gw0", "gw1")
+        ]
+        folders = {worker.communicate(timeout=60)[0].strip() for worker in workers}
+        assert [worker.returncode for worker in workers] == [0, 0]
+        assert len(folders) == 1 and Path(folders.pop()).parent == shared_templates(run)
+        assert len(log.read_text().splitlines()) == 1  # one worker built it, the other waited for it
+    finally:
+        shutil.rmtree(shared_templates(run), ignore_errors=True)
