@@ -76,6 +76,10 @@ def test_the_readmes_everyday_commands_work_in_the_order_written(short_tmp):
                 "gitopsd status": lambda line: assert_has(do(line).stdout, "qa", "in-sync"),
                 "gitopsd history production": lambda line: assert_has(do(line).stdout, "rollback", "deploy"),
                 "gitopsd logs 42": lambda line: assert_has(do(line.replace("42", ids["rollback"])).stdout, "PLAY RECAP"),
+                # Nothing hangs here: the daemon says so in one line (tests/e2e/test_cancel.py cancels a hung run).
+                "gitopsd cancel qa": lambda line: assert_has(
+                    do(line, expect=1).stderr, "nothing is deploying in shop/qa now, so there is nothing to cancel"
+                ),
                 "gitopsd retry qa": lambda line: assert_has(
                     do(line).stdout, "shop/qa: nothing was stalled; the daemon looks at it now"
                 ),
