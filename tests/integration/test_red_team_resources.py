@@ -6,28 +6,38 @@ as install-service writes it (into a root folder), checked by systemd-analyze.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
+from dataclasses import replace
 
 import pytest
 
 from gitopsd.adapters.sandbox import RUN_PROCESSES
 from tests.integration.test_install_service import system_root, write_config
 from tests.integration.test_sandbox import Server, shell_play
-from tests.support import GITOPSD, run
+from tests.support import GITOPSD, run, unix_users
+
+RUNNER = "gt-rtres-run"  # the bound is the run user's processes all together: this test's runs have a user of their own
 
 
-@pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap is not installed")
+@pytest.mark.skipif(
+    shutil.which("bwrap") is None or os.geteuid() != 0 or shutil.which("useradd") is None,
+    reason="bubblewrap, and root to run as a user of this test's own (the bound counts every process of that user: "
+    "the other tests' runs as nobody would meet it)",
+)
 def test_a_run_that_forks_without_end_stops_at_its_bound_and_is_the_first_the_kernel_kills_for_memory(tmp_path):
     server = Server(tmp_path)
     out = server.out
     forks = RUN_PROCESSES + 200
-    outcome = server.run(
-        shell_play(
-            f"cat /proc/self/oom_score_adj > {out}/oom; i=0; while [ $i -lt {forks} ]; do "
-            f"sleep 120 & i=$((i+1)); echo $i > {out}/forks; done"
+    with unix_users((RUNNER,), "gt-rtres"):
+        outcome = server.run(
+            shell_play(
+                f"cat /proc/self/oom_score_adj > {out}/oom; i=0; while [ $i -lt {forks} ]; do "
+                f"sleep 120 & i=$((i+1)); echo $i > {out}/forks; done"
+            ),
+            policy=replace(server.policy(), user=RUNNER),
         )
-    )
     server.store.close()
     assert not outcome.ok  # the shell could not fork any more: its task failed
     started = int((out / "forks").read_text())
