@@ -66,8 +66,8 @@ def test_a_qa_run_that_links_its_output_to_productions_vault_password_does_not_s
     assert SECRET not in "".join(shown)
 
 
-def test_an_inventory_that_links_its_error_output_to_a_secret_does_not_put_the_secret_in_the_deployments_reason(tmp_path):
-    server = Server(tmp_path)
+def test_an_inventory_that_links_its_error_output_to_a_secret_does_not_put_the_secret_in_the_deployments_reason(short_tmp):
+    server = Server(short_tmp)  # short: a run's sockets live in its folder, and a socket's path must fit 108 bytes
     secret = hidden_secret(server.config.parent)
     link = f'ln -sf {secret} \\"$TMPDIR/../stderr\\"; rm -f \\"$TMPDIR/../hosts.json\\"; kill -9 $PPID'
     tree = server.export({"group_vars/all.yml": f"app_port: \"{{{{ lookup('pipe', '{link}') }}}}\"\n"})
