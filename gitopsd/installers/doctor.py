@@ -141,13 +141,32 @@ def probe(config: Config) -> list[Finding]:
     found += signing_key_findings(config, me)
     found.append(provenance_key_finding(config, me))
     writable = _state_writable(config, me)
-    found.append(writable)
+    found += [writable, control_path_finding(config)]
     if not config.database_url:  # with PostgreSQL the totals are added up at each start, never kept in a file
         found.append(metrics_totals_finding(config, me))
     if config.sandbox.enabled and writable.ok:
         found += checked("the sandbox", partial(doctor_sandbox.sandboxed_runs, config, me))
         found += checked("the runs' ssh-agent", partial(doctor_sandbox.ssh_agent, config, me))
     return found
+
+
+# ssh's control sockets, in each run's folder (adapters/runner.py: the reaper finds their masters by that path):
+# STATE/deployments/<id up to 9 digits>/run-<n>/cp/<10 characters>, and a socket's path fits 107 bytes.
+CONTROL_PATH = "/deployments/123456789/run-1/cp/0123456789"
+
+
+def control_path_finding(config: Config) -> Finding:
+    """Does ssh's control socket fit in a run's folder? A long state_dir fails every SSH connection of every run."""
+    longest = len(os.fsencode(config.state_dir)) + len(CONTROL_PATH)
+    return Finding(
+        longest <= 107,
+        f"ssh's control sockets fit in the runs' folders under {config.state_dir}"
+        if longest <= 107
+        else f"state_dir {config.state_dir} is too long for ssh: its control socket in a run's folder would be {longest} "
+        "bytes, more than a socket's path may be (107): every SSH connection of a deployment fails (ControlPath too long)",
+        f"set state_dir to a path of at most {107 - len(CONTROL_PATH)} bytes (the default /var/lib/gitopsd) and move the "
+        "state folder there with the daemon stopped",
+    )
 
 
 def signing_key_findings(config: Config, me: str) -> list[Finding]:
