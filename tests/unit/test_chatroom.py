@@ -102,7 +102,8 @@ def test_each_problem_of_the_chat_settings_is_said_with_its_key(tmp_path):
         assert key in said, said
 
 
-def test_doctor_reads_the_matrix_password_file_as_the_daemon_would(tmp_path):
+def test_doctor_reads_the_matrix_password_file_as_the_daemon_would(short_tmp):
+    tmp_path = short_tmp  # a state_dir as short as a real one: ssh's control sockets fit in its runs' folders
     path = config(
         tmp_path,
         f"state_dir: {tmp_path / 'state'}\nsandbox: {{enabled: false}}\nnotifications:\n"
