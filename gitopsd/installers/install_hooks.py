@@ -243,7 +243,6 @@ def refresh_settings(
 # environment branches, and has the config file's mtime of when they were read.
 
 STAMP_FILE = shimstamp.STAMP_FILE
-shim_rule = shimstamp.shim_rule
 
 
 def record_shim_rule(repo_path: Path, config: Config | Path, repo: Repository | None = None) -> str | None:
