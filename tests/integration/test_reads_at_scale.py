@@ -9,7 +9,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from gitopsd.adapters.store import Store
+from gitopsd.adapters.store import Store, deployments
 from gitopsd.services import readconfig
 from tests.support import Sandbox, in_process
 
@@ -54,3 +54,28 @@ def test_the_deployments_still_active_are_found_through_an_index_not_by_reading_
     assert all(
         "USING INDEX deployments_active" in str(plan) or "USING COVERING INDEX deployments_active" in str(plan) for plan in plans
     ), plans
+
+
+def test_the_work_folders_to_prune_after_each_deployment_are_found_through_an_index_not_by_reading_the_history(tmp_path):
+    with Store(tmp_path / "state.db") as store:
+        ids = []
+        for n in range(4):
+            dep = store.begin(
+                repo="shop",
+                env="qa",
+                commit=f"{n:040x}",
+                tree=f"{n:040x}",
+                previous_commit=None,
+                kind="deploy",
+                trigger="push",
+                actor="test",
+                now=1000.0 + n,
+            )
+            store.set_workdir(dep, f"/w/{n}")
+            store.finish(dep, "succeeded", now=1001.0 + n)
+            ids.append(dep)
+        assert store.old_workdirs(2) == [(ids[1], "/w/1"), (ids[0], "/w/0")]
+    db = sqlite3.connect(tmp_path / "state.db")
+    plan = db.execute("EXPLAIN QUERY PLAN " + deployments.OLD_WORKDIRS, (2,)).fetchall()
+    db.close()
+    assert "INDEX deployments_workdir" in str(plan), plan

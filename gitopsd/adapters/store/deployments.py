@@ -16,6 +16,11 @@ from .base import StoreBase, bookkeeping
 RESULTS = tuple(Result)
 ACTIVE = (Result.QUEUED, Result.RUNNING)  # not finished: waiting for a free worker (max_parallel), or running
 KINDS = tuple(Kind)
+# Work folders beyond the newest `keep` per environment; `workdir IS NOT NULL` is the partial index deployments_workdir.
+OLD_WORKDIRS = (
+    "SELECT id, workdir FROM (SELECT id, workdir, result, ROW_NUMBER() OVER (PARTITION BY repo, env ORDER BY id DESC)"
+    " AS n FROM deployments WHERE workdir IS NOT NULL) AS numbered WHERE n > ? AND result NOT IN ('queued', 'running')"
+)
 
 
 class Deployments(StoreBase):
@@ -183,11 +188,7 @@ class Deployments(StoreBase):
 
     def old_workdirs(self, keep: int) -> list[tuple[int, str]]:
         """Work folders of finished deployments beyond the newest `keep` per environment."""
-        rows = self._rows(
-            "SELECT id, workdir FROM (SELECT id, workdir, result, ROW_NUMBER() OVER (PARTITION BY repo, env ORDER BY id DESC)"
-            " AS n FROM deployments WHERE workdir IS NOT NULL) AS numbered WHERE n > ? AND result NOT IN ('queued', 'running')",
-            (keep,),
-        )
+        rows = self._rows(OLD_WORKDIRS, (keep,))
         return [(int(r["id"]), str(r["workdir"])) for r in rows]
 
     @bookkeeping
