@@ -158,6 +158,7 @@ class ApiServer:
     def __init__(self, server: uvicorn.Server, thread: threading.Thread, address: str, stopping: threading.Event | None = None):
         self.server, self.thread, self.address = server, thread, address
         self.stopping = stopping or threading.Event()  # ends the dashboard's event streams, which never end alone
+        self.closing: list[Callable[[], None]] = []  # what the apps close once the server has stopped
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop taking requests, let those in flight finish (up to `timeout`), and end the thread."""
@@ -170,6 +171,8 @@ class ApiServer:
         if self.thread.is_alive():
             self.server.force_exit = True
             self.thread.join(1.0)
+        for close in self.closing:
+            close()
 
 
 def listen_address(api: Api) -> str:
@@ -227,11 +230,13 @@ def serve(
 
     app = create_app(config, store, TokenCheck(tokens_file), on_status, human_gates, metrics)
     stopping = threading.Event()
+    closing: list[Callable[[], None]] = []
     web = getattr(config(), "web", None) if dashboard is not None else None
     if web is not None:  # the dashboard at /, the API and /metrics where they were (docs/web.md)
         assert dashboard is not None
-        app = dashboard(config, human_gates=human_gates, api=app, stopping=stopping)
+        app = dashboard(config, human_gates=human_gates, api=app, stopping=stopping, on_stop=closing.append)
     server = _run(app, sock, address, stopping)
+    server.closing = closing
     log.info(
         "HTTP API listening on http://%s/api/v1/ (tokens in %s)%s%s",
         address,

@@ -223,6 +223,12 @@ class Lifecycle(Intake):
         if self.control is not None:
             self.control.close()
         self.chat.stop()
+        # The readers first, then the writer: the last connection to close folds the write-ahead log into state.db
+        # and removes it, so readers after the stop (the hook's Python, `history`) have no log to recover.
+        self.status_rows.close()
+        self.sweep_plan.close()
+        if self.metrics is not None:
+            self.metrics.close()
         self.store.close()
         if self.leadership is not None:  # last: a standby takes over once nothing runs here
             self.leadership.close()

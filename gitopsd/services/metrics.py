@@ -481,6 +481,10 @@ class Metrics:
         except StoreError as exc:  # the first scrape tries again
             log.warning("metrics: cannot read the deployment history: %s", exc)
 
+    def close(self) -> None:
+        """Let go of the store (the daemon's stop, after its API: nothing scrapes any more)."""
+        self.collector.store.close()
+
     def refused(self, repo: str, env: str, rule: str) -> None:
         """Count one refused push to `env` of `repo` (env '' for refs outside environments)."""
         known = {e.name for r in self.config().repositories if r.name == repo for e in r.environments}

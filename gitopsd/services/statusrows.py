@@ -62,6 +62,13 @@ class StatusRows:
             return {"ok": True, "raw": text, "stamp": config.stamp}
         return {"ok": True, "json": _text([line for name, line in rows if repo in (None, name)]), "stamp": config.stamp}
 
+    def close(self) -> None:
+        """Let go of the store (the daemon's stop: its writer, closed last, then removes the write-ahead log)."""
+        with self._lock:
+            if self._store is not None:
+                self._store.close()
+                self._store = None
+
     @property
     def store(self) -> Store:
         if self._store is None:

@@ -89,6 +89,12 @@ class SweepPlan:
             self._stamps[repo.name] = stamp
         return chosen
 
+    def close(self) -> None:
+        """Let go of the store (the daemon's stop: its writer, closed last, then removes the write-ahead log)."""
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
     def _data_version(self) -> int | None:
         try:
             if self._store is None:

@@ -54,14 +54,20 @@ def create_web_app(  # noqa: C901 (the dashboard's route table: each nested page
     stopping: threading.Event | None = None,
     interval: float = 0.2,
     in_state: Callable[[str], set[str]] | None = None,
+    on_stop: Callable[[Callable[[], None]], None] | None = None,
 ) -> ASGIApp:
     """The dashboard over the daemon's (current) config and a read-only store; requests to /api/ and /metrics
     go to `api`. `human_gates` is the daemon's HumanGates.handle, for the forms that sign off and approve;
-    `stopping` ends the event streams when the server stops; `in_state` is the daemon's StatusRows.in_state."""
+    `stopping` ends the event streams when the server stops; `in_state` is the daemon's StatusRows.in_state;
+    `on_stop` is given what to close once the server has stopped (the database connections made here)."""
     reader = store if store is not None else Store.of(config(), readonly=True)
     stopping = stopping or threading.Event()
     changes = pages.Changes(config().database, lambda: [r.path for r in config().repositories], interval)
     changes.stopping = stopping
+    if on_stop is not None:
+        on_stop(changes.close)
+        if store is None:
+            on_stop(reader.close)
     env = pages.templates()
     from . import actions, auth, roles
 

@@ -386,6 +386,7 @@ class Changes:
         self._last: tuple[Any, ...] | None = None
         self._db: sqlite3.Connection | None = None
         self._started = False
+        self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self.stopping = threading.Event()
 
@@ -394,7 +395,16 @@ class Changes:
             if self._started:
                 return
             self._started = True
-        threading.Thread(target=self._run, name="web-changes", daemon=True).start()
+            self._thread = threading.Thread(target=self._run, name="web-changes", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        """Stop watching and let go of the database (the server's stop): its thread closes its own connection."""
+        self.stopping.set()
+        with self._lock:
+            thread = self._thread
+        if thread is not None:
+            thread.join(self.interval + 5)
 
     def bump(self) -> None:
         self.version += 1
@@ -410,6 +420,9 @@ class Changes:
                 if self._last is not None:
                     self.bump()
                 self._last = now
+        if self._db is not None:
+            self._db.close()
+            self._db = None
 
     def fingerprint(self) -> tuple[Any, ...]:
         if self._db is None:

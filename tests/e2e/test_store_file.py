@@ -341,3 +341,34 @@ def test_a_backup_made_by_root_belongs_to_the_daemons_user_and_so_does_its_folde
         assert copy.stat().st_mode & 0o777 == 0o640
         restored = sandbox.command("db", "restore", str(copy))
         assert pwd.getpwuid(_db(sandbox).stat().st_uid).pw_name == SERVICE, restored.stdout
+
+
+def test_a_clean_stop_leaves_the_state_database_whole_with_no_write_ahead_log_for_readers_to_recover(short_tmp):
+    """Every connection the daemon holds (its readers for /metrics, `status`, the sweeps) closes before its writer,
+    the last, which folds the log into state.db: readers after the stop (the hook's Python as the git user, `history`)
+    open one file, not a log they must read again on every start."""
+    port = free_port()
+    sandbox = Sandbox(
+        short_tmp,
+        {"qa": ["qa-1"]},
+        sweep_interval=1,
+        converged=True,
+        extra={
+            "api": {"listen": f"127.0.0.1:{port}", "tokens_file": str(short_tmp / "tokens.yml")},
+            "web": {"roles": {"*": {"viewer": ["*"]}}},  # the dashboard on: its readers too
+        },
+    )
+    with Daemon(sandbox) as daemon:
+        daemon.wait_state("qa", "in-sync", sandbox.head("qa"))
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as answer:
+            assert b"gitopsd_deployments_total" in answer.read()
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/login", timeout=30) as answer:
+            assert answer.status == 200
+        assert sandbox.command("status", "--json").returncode == 0  # asked of the daemon: its status reader opens
+        sandbox.write("app.txt", "one more")
+        commit = sandbox.commit("one more")
+        sandbox.push("main", "main:qa")
+        daemon.wait_state("qa", "in-sync", commit)
+        assert (sandbox.state / "state.db-wal").exists()
+        assert daemon.stop() == 0
+    assert sorted(p.name for p in sandbox.state.glob("state.db*")) == ["state.db"], daemon.log()[-3000:]

@@ -236,7 +236,8 @@ class Store(Deployments, Holds, Checks, Human, Ledger, Watches, Trees):
         ]
 
     def close(self) -> None:
-        self._db.close()
+        with self._lock:  # after a query another thread is in (the metrics' rendering at the daemon's stop)
+            self._db.close()
         mirror: Backend | None = getattr(self, "_mirror", None)
         if mirror is not None:
             mirror.close()
