@@ -42,12 +42,51 @@ The config file defaults to $GITOPSD_CONFIG, else /etc/gitopsd/gitopsd.yml.
 
 # -- parser ----------------------------------------------------------------------------------------
 
+# Each command group (cli/<group>.py) and the commands it registers, in the order --help lists them. A command line
+# builds only its command's group (a third of a `history`'s time went to building the 56 others); --help, a typo and
+# anything else build them all. tests/unit/test_cli_groups.py checks this table against what the groups register.
+GROUPS: dict[str, tuple[str, ...]] = {
+    "server": ("init", "install-hooks", "doctor", "run", "install-service", "check-config"),
+    "reading": ("status", "history", "logs", "wait", "drift", "dora"),
+    "operate": ("rollback", "promote", "retry", "suspend", "resume", "sync", "node"),
+    "cancel": ("cancel",),
+    "preview": ("preview", "where", "hosts"),
+    "human": ("signoff", "rc", "approve", "reject", "withdraw"),
+    "release": ("release",),
+    "change": ("lock", "unlock", "locks", "override"),
+    "provenance": ("verify",),
+    "tokens": ("token",),
+    "ci": ("ci",),
+    "db": ("db",),
+}
+ENTRY_POINTS = ("git-shell", "hook")  # server.add_entry_points: after every group, as --help lists them
 
-def build_parser() -> argparse.ArgumentParser:
+
+def command_word(argv: Sequence[str]) -> str | None:
+    """The command a command line names, found as argparse would before any parser is built; None when unsure."""
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--config":
+            i += 2
+        elif arg == "--debug" or arg.startswith("--config="):
+            i += 1
+        elif arg.startswith("-"):
+            return None  # --help, --version, an abbreviation, a typo: the whole parser says what it is
+        else:
+            return arg
+    return None
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The command line's parser: every command, or with `command` (command_word) only its group's, when known."""
     import argparse
+    import importlib
 
     # The groups are imported here, not above: `status --json` answered by the daemon needs none of them (quick.py).
-    from . import cancel, change, ci, db, human, operate, preview, provenance, reading, release, server, tokens
+    entry_point = command in ENTRY_POINTS
+    chosen = [g for g, commands in GROUPS.items() if command in commands] or (["server"] if entry_point else list(GROUPS))
+    groups = [importlib.import_module(f"{__package__}.{name}") for name in chosen]
 
     parser = argparse.ArgumentParser(
         prog="gitopsd", description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -75,9 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
         return p
 
-    for group in (server, reading, operate, cancel, preview, human, release, change, provenance, tokens, ci, db):
+    for group in [] if entry_point else groups:
         group.add_commands(add, common)
-    server.add_entry_points(add)
+    if entry_point or len(groups) == len(GROUPS):
+        groups[0].add_entry_points(add)  # server's
 
     _bound_numbers(parser)
     return parser
@@ -155,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
         quick = None  # the full command line below reads the store and says what is wrong, if anything
     if quick is not None:
         return quick
-    parser = build_parser()
+    parser = build_parser(command_word(sys.argv[1:] if argv is None else argv))
     args = parser.parse_args(argv)
     if not hasattr(args, "config"):
         args.config = DEFAULT_CONFIG
