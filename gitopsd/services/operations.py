@@ -209,7 +209,8 @@ def retry(
 
     With `force`, also admit the head past the promotion rule: only identities in override_by, recorded."""
     env = environment(repo, env_name)
-    head = None
+    # The head tried again is announced with who asked: its deployment is theirs, as a retry, not its pusher's.
+    head = gitcli.branch_head(repo.path, env.branch)
     if force:
         if identity not in env.override_by:
             raise Refusal(
@@ -226,13 +227,12 @@ def retry(
                 INVALID,
                 "note_required",
             )
-        head = gitcli.branch_head(repo.path, env.branch)
         if head is None:
             raise Refusal(f"branch {env.branch} does not exist in {repo.path}", MISSING, "branch_not_found")
     with open_store() as store:
         cleared = store.clear_failure(repo.name, env.name)
         bad = store.clear_bad_trees(repo.name, env.name)
-        if head is not None:
+        if force and head is not None:
             block = store.blocked(repo.name, env.name)
             why = reason or ""
             if block is not None and block.commit == head:
@@ -248,7 +248,7 @@ def retry(
             )
     sent = announce("retry", (head,) if head else (), None)
     what = "stall cleared" if cleared or bad else "nothing was stalled"
-    if head is not None:
+    if force and head is not None:
         what = f"{head[:7]} admitted past the promotion rule by {identity} (recorded); {what}"
     return Outcome(
         True, (f"{repo.name}/{env.name}: {what}; " + ("the daemon looks at it now" if sent else "the daemon is not running"),)

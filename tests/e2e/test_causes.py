@@ -5,6 +5,9 @@ The daemon is a real process (`gitopsd run`) over a real bare repository, deploy
 
 from __future__ import annotations
 
+import os
+import pwd
+
 from tests.support import Daemon, Sandbox, git
 
 
@@ -45,3 +48,21 @@ def test_the_daemon_counts_one_repository_and_one_environment_in_the_singular(sh
     with Daemon(sandbox) as daemon:
         daemon.wait_for(lambda: "gitopsd started:" in daemon.log(), 60, "the start line")
         assert "gitopsd started: 1 repository, 1 environment, state in" in daemon.log()
+
+
+def test_a_deployment_tried_again_by_gitopsd_retry_is_caused_by_whoever_ran_it(short_tmp):
+    """Not by the pusher of the head, nor `unknown` when nobody announced it: the operator who asked, as a retry."""
+    sandbox = Sandbox(short_tmp, {"qa": ["qa-1"]}, converged=True)
+    with Daemon(sandbox) as daemon:
+        sandbox.write("FAIL", "all")
+        bad = sandbox.commit("a tree that fails")
+        sandbox.push("main")
+        git(sandbox.root, "--git-dir", str(sandbox.repo), "update-ref", "refs/heads/qa", bad)  # no hook: nobody announced
+        daemon.wait_state("qa", "stalled", bad, timeout=120)
+        tried = len(sandbox.history("qa"))
+        assert "stall cleared; the daemon looks at it now" in sandbox.command("retry", "qa").stdout
+        daemon.wait_for(lambda: len(sandbox.history("qa")) > tried, 60, "the deployment tried again")
+        row = sandbox.history("qa")[0]
+        me = pwd.getpwuid(os.geteuid()).pw_name
+        assert (row["commit"], row["trigger"], row["actor"]) == (bad, "retry", me)
+        assert f"deploying {bad[:7]} (deploy, attempt 1, caused by {me})" in daemon.log()
