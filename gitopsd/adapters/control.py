@@ -18,7 +18,6 @@ import os
 import pwd
 import socket
 import struct
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Any
 
 from ..core.errors import INTERNAL, INVALID, UNAVAILABLE, Refused, refusal_answer
 from .controlraw import serving, trusted
+from .unixserver import UnixServer
 
 log = logging.getLogger("gitopsd.control")
 
@@ -72,63 +72,15 @@ class ControlServer:
     """Accepts control requests and answers each with `handler(identity, request) -> answer`."""
 
     def __init__(self, path: Path, handler: Callable[[str, dict[str, Any]], dict[str, Any]], mode: int = 0o660):
-        self.path, self.handler = Path(path), handler
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        if self.path.exists() or self.path.is_symlink():
-            self.path.unlink()
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.bind(str(self.path))
-        os.chmod(self.path, mode)
-        self.sock.listen(64)
-        self.closed = False
-        self._slots = threading.BoundedSemaphore(MAX_CLIENTS)
-        self._thread = threading.Thread(target=self._serve, name="control", daemon=True)
+        self.handler = handler
+        self.server = UnixServer(Path(path), "control", self._answer, _say_busy, MAX_CLIENTS, mode)
+        self.path = self.server.path
 
     def start(self) -> None:
-        self._thread.start()
+        self.server.start()
 
     def close(self) -> None:
-        self.closed = True
-        try:
-            self.sock.shutdown(socket.SHUT_RDWR)  # wakes the thread's accept at once (it blocks: no polling timeout)
-        except OSError:
-            pass
-        self.sock.close()
-        try:
-            self.path.unlink()
-        except FileNotFoundError:
-            pass
-        self._thread.join(timeout=5)
-
-    def _serve(self) -> None:
-        while not self.closed:
-            try:
-                conn, _addr = self.sock.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                if self.closed:
-                    return
-                time.sleep(0.1)  # out of file descriptors: the peer waits in the backlog
-                continue
-            if not self._slots.acquire(blocking=False):
-                with conn:
-                    try:
-                        conn.settimeout(1.0)
-                        conn.sendall(json.dumps(BUSY).encode() + b"\n")
-                    except OSError:
-                        pass
-                continue
-            threading.Thread(target=self._serve_one, args=(conn,), name="control-client", daemon=True).start()
-
-    def _serve_one(self, conn: socket.socket) -> None:
-        try:
-            with conn:
-                self._answer(conn)
-        except OSError as exc:
-            log.debug("control connection ended early: %s", exc)
-        finally:
-            self._slots.release()
+        self.server.close()
 
     def _answer(self, conn: socket.socket) -> None:
         creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _CREDS.size)
@@ -165,6 +117,14 @@ class ControlServer:
         else:  # the answer's line says how many bytes follow it as they are (controlraw.py reads them)
             conn.sendall(json.dumps({**answer, "bytes": len(raw)}).encode() + b"\n")
             conn.sendall(raw)
+
+
+def _say_busy(conn: socket.socket) -> None:
+    try:
+        conn.settimeout(1.0)
+        conn.sendall(json.dumps(BUSY).encode() + b"\n")
+    except OSError:
+        pass
 
 
 def call(path: Path, request: dict[str, Any], timeout: float = 60.0, owner: Path | None = None) -> dict[str, Any]:

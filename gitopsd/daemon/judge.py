@@ -22,12 +22,12 @@ import logging
 import os
 import socket
 import struct
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from ..adapters import signing
+from ..adapters.unixserver import UnixServer
 from ..base import hookenv
 from ..config import load
 from ..core.settings import Config
@@ -114,72 +114,38 @@ class Judge:
         self.config, self.heard = config, heard
         # Each repository by its real path, once: a thousand repositories' paths are not resolved again per push.
         self.repositories = {os.path.realpath(repo.path): repo for repo in config.repositories}
-        self.path = Path(path or config.judge_socket)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        if self.path.exists() or self.path.is_symlink():
-            self.path.unlink()
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.bind(str(self.path))
-        os.chmod(self.path, 0o660)
-        self.sock.listen(64)
-        self.closed = False
-        self.slots = threading.BoundedSemaphore(BUSY)
-        threading.Thread(target=self._serve, name="judge", daemon=True).start()
+        # Busy: the connection is closed unanswered, the shim gets no verdict and its Python judges.
+        self.server = UnixServer(Path(path or config.judge_socket), "judge", self._answer, lambda _conn: None, BUSY)
+        self.path = self.server.path
+        self.server.start()
 
     def close(self) -> None:
-        self.closed = True
-        try:
-            self.sock.shutdown(socket.SHUT_RDWR)  # wakes the accepting thread
-        except OSError:
-            pass
-        self.sock.close()
-        try:
-            self.path.unlink()
-        except FileNotFoundError:
-            pass
-
-    def _serve(self) -> None:
-        while not self.closed:
-            try:
-                conn, _addr = self.sock.accept()
-            except OSError:
-                if self.closed:
-                    return
-                continue
-            if not self.slots.acquire(blocking=False):
-                conn.close()  # busy: the shim gets no verdict and its Python judges
-                continue
-            threading.Thread(target=self._answer, args=(conn,), name="judge-push", daemon=True).start()
+        self.server.close()
 
     def _answer(self, conn: socket.socket) -> None:
-        try:
-            with conn:
-                conn.settimeout(READ_TIMEOUT)
-                _pid, uid, _gid = _CREDS.unpack(conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _CREDS.size))
-                data, deadline = bytearray(), time.monotonic() + READ_TIMEOUT
-                while len(data) <= MAX_REQUEST:
-                    conn.settimeout(max(0.01, deadline - time.monotonic()))  # the whole request, not each read
-                    chunk = conn.recv(65536)
-                    if not chunk:
-                        break
-                    data += chunk
-                request = Request.parse(bytes(data)) if len(data) <= MAX_REQUEST else None
-                nudges: list[Nudge] = []
-                verdict = self.judge(request, uid, nudges.append) if request is not None else None
-                if verdict is not None:
-                    code, said = verdict
-                    word = "accept" if code == 0 else "refuse"
-                    said += "" if not said or said.endswith("\n") else "\n"
-                    conn.sendall(f"gitopsd-judge {word}\n{said}gitopsd-judge end\n".encode())
-            for nudge in nudges:  # after the answer, as the hook's datagrams reach the daemon after it
-                # As a datagram would arrive: every field bounded and checked, the sender the kernel's word.
-                heard = Nudge.decode(nudge.encode(), uid)
-                if heard is not None:
-                    self.heard(heard)
-        except OSError as exc:
-            log.debug("a push's judging ended early: %s", exc)
-        finally:
-            self.slots.release()
+        conn.settimeout(READ_TIMEOUT)
+        _pid, uid, _gid = _CREDS.unpack(conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _CREDS.size))
+        data, deadline = bytearray(), time.monotonic() + READ_TIMEOUT
+        while len(data) <= MAX_REQUEST:
+            conn.settimeout(max(0.01, deadline - time.monotonic()))  # the whole request, not each read
+            chunk = conn.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        request = Request.parse(bytes(data)) if len(data) <= MAX_REQUEST else None
+        nudges: list[Nudge] = []
+        verdict = self.judge(request, uid, nudges.append) if request is not None else None
+        if verdict is not None:
+            code, said = verdict
+            word = "accept" if code == 0 else "refuse"
+            said += "" if not said or said.endswith("\n") else "\n"
+            conn.sendall(f"gitopsd-judge {word}\n{said}gitopsd-judge end\n".encode())
+        conn.close()  # the shim has its answer: the push goes on while its nudges are heard
+        for nudge in nudges:  # after the answer, as the hook's datagrams reach the daemon after it
+            # As a datagram would arrive: every field bounded and checked, the sender the kernel's word.
+            heard = Nudge.decode(nudge.encode(), uid)
+            if heard is not None:
+                self.heard(heard)
 
     def judge(self, request: Request, uid: int, deliver: Callable[[Nudge], None]) -> tuple[int, str] | None:
         """(0 or 1, what the pusher is told) for this push; None when the shim's Python must judge it instead.
