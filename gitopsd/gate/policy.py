@@ -388,7 +388,8 @@ def rejection(repo: GateRepository, store: Records, env: GateEnvironment, tree: 
     row = rejection_for(repo, rows, env.name)
     if row is None:
         return None
-    who = ", ".join(env.override_by) or f"nobody yet (add override_by: to {env.name} in the config)"
+    where = repo.environment(row[0]) or env  # the unreject is for where it failed: that environment's override_by may
+    who = ", ".join(where.override_by) or f"nobody yet (add override_by: to {where.name} in the config)"
     return refuse(
         "rejected",
         f"tree {tree[:7]} is rejected for {env.name}: {describe(row)}",

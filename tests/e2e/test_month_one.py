@@ -1,0 +1,88 @@
+"""A new team's first month with release gates (issue h46): what each refusal tells a person to do must work when
+they do it. Real: the daemon as a process, Unix users on its control socket (SO_PEERCRED), git pushes through the
+hook, ansible-playbook on local hosts."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support import Daemon, Sandbox, git, setpriv, sh, unix_users
+
+PEOPLE = ("gt-m1-lead", "gt-m1-ops")  # lead may override staging, ops production
+GROUP = "gt-m1-people"
+
+pytestmark = pytest.mark.skipif(
+    os.geteuid() != 0 or not all(shutil.which(t) for t in ("setpriv", "useradd", "groupadd", "userdel")),
+    reason="real Unix users need root, setpriv, useradd and groupadd",
+)
+
+
+@pytest.fixture(scope="module")
+def people() -> Iterator[None]:
+    with unix_users(PEOPLE, GROUP):
+        yield
+
+
+def gitopsd_as(sandbox: Sandbox, user: str, *args: str) -> str:
+    """Run `gitopsd ARGS` as USER; return its exit code and what it said, as one text."""
+    proc = sh(
+        [*setpriv(user), sys.executable, "-m", "gitopsd", *args, "--config", str(sandbox.config)],
+        check=False,
+        cwd="/",
+        env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": "/nonexistent"},
+    )
+    return f"{proc.returncode}: {(proc.stdout + proc.stderr).strip()}"
+
+
+@pytest.fixture
+def server(short_tmp: Path, people: None) -> Iterator[tuple[Sandbox, Daemon]]:
+    short_tmp.chmod(0o755)
+    sandbox = Sandbox(
+        short_tmp,
+        {"staging": ["s-1"], "production": ["p-1"]},
+        env_options={
+            "staging": {"auto_rollback": True, "override_by": ["gt-m1-lead"]},
+            "production": {"override_by": ["gt-m1-ops"]},
+        },
+        converged=True,
+    )
+    sandbox.runtime.mkdir()
+    shutil.chown(sandbox.runtime, "root", GROUP)
+    sandbox.runtime.chmod(0o2750)  # the sockets take the folder's group: the people may use them, not replace them
+    with Daemon(sandbox) as daemon:
+        yield sandbox, daemon
+
+
+def test_a_tree_that_failed_in_staging_is_refused_in_production_naming_who_may_unreject_it_in_staging(server):
+    sandbox, daemon = server
+    sandbox.write("FAIL", "all")
+    broken = sandbox.commit("broken")
+    sandbox.push("main", "main:staging")
+    daemon.wait_for(
+        lambda: any(d["kind"] == "rollback" and d["result"] == "succeeded" for d in sandbox.history("staging")),
+        120,
+        "the automatic rollback",
+    )
+    tree = sandbox.tree(broken)[:7]
+    pushed = sandbox.push(f"{broken}:refs/heads/production", check=False)
+    assert (
+        pushed.returncode != 0
+        and f"remote:   rule: tree {tree} is rejected for production: it failed in staging" in pushed.stderr
+    )
+    # The rejection stands in staging: staging's override_by lifts it, not production's.
+    hint = f"if it is safe after all, one of gt-m1-lead runs: gitopsd release unreject {tree} --env staging"
+    assert hint in pushed.stderr, pushed.stderr
+    assert gitopsd_as(sandbox, "gt-m1-ops", "release", "unreject", tree, "--env", "staging", "--reason", "x") == (
+        "1: gitopsd: error: gt-m1-ops may not unreject trees for staging; who may: gt-m1-lead"
+    )
+    said = gitopsd_as(sandbox, "gt-m1-lead", "release", "unreject", tree, "--env", "staging", "--reason", "the disk was full")
+    assert said == f"0: tree {tree} let through again (unrejected) by gt-m1-lead for staging: the disk was full"
+    git(sandbox.work, "fetch", "-q", "origin")
+    again = sandbox.push(f"{broken}:refs/heads/production", check=False)
+    assert "is rejected" not in again.stderr and "was never deployed successfully to staging" in again.stderr, again.stderr
