@@ -367,14 +367,7 @@ def judge(
     bad = [(s, p) for s in found for p in [problem(rule, s)] if p]
     if not bad:
         return None
-    where = " and ".join(
-        f
-        for f in (
-            rule.allowed_signers and f"allowed_signers {rule.allowed_signers}",
-            rule.gpg_home and f"keyring {rule.gpg_home}",
-        )
-        if f
-    )
+    where = kept_in(rule)
     detail = [p for _s, p in bad[:5]] + ([f"... and {len(bad) - 5} more"] if len(bad) > 5 else [])
     return (
         f"every commit that reaches {branch} must be signed by an allowed signer ({where})",
@@ -384,6 +377,18 @@ def judge(
             f"{bad[-1][0].commit[:7]}~1, then push again",
             "a key that is not allowed, expired or revoked: ask an operator to add yours to " + (where or "the allowed signers"),
         ],
+    )
+
+
+def kept_in(rule: Rule) -> str:
+    """Where `rule`'s allowed keys are kept on the server, as a refusal names it for the operator who adds a key."""
+    return " and ".join(
+        f
+        for f in (
+            rule.allowed_signers and f"allowed_signers {rule.allowed_signers}",
+            rule.gpg_home and f"keyring {rule.gpg_home}",
+        )
+        if f
     )
 
 
@@ -433,13 +438,23 @@ def ssh_signer(payload: str, signature: str, allowed_signers: str) -> tuple[str 
         code, out, _err = gitcli.run(["ssh-keygen", "-Y", "find-principals", "-f", allowed_signers, "-s", sig])
         principal = out.strip().split("\n")[0] if code == 0 else ""
         if not principal:
-            return None, "the push certificate is signed by a key that is not in allowed_signers"
+            return None, f"the push certificate is signed by a key that is not in allowed_signers{key_named(signature)}"
         code, _out, err = gitcli.run(
             ["ssh-keygen", "-Y", "verify", "-f", allowed_signers, "-I", principal, "-n", "git", "-s", sig], input=payload
         )
     if code != 0:
         return None, f"the push certificate's signature does not verify ({err.strip().splitlines()[-1:] or ''})"
     return principal, ""
+
+
+def key_named(signature: str) -> str:
+    """' (key SHA256:...)' of the key that made an armored SSH `signature`, as a refused commit names it; '' if unread."""
+    from . import sshsig
+
+    try:
+        return f" (key {sshsig.fingerprint(sshsig.dearmor(signature.strip().encode())[0])})"
+    except (sshsig.Unsupported, ValueError):
+        return ""
 
 
 def gpg_signer(payload: str, signature: str, gpg_home: str) -> tuple[str | None, str]:
