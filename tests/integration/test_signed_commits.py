@@ -6,6 +6,7 @@ import os
 import pwd
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -428,3 +429,31 @@ def test_commits_signed_with_fido_keys_pass_the_hook_without_ssh_keygen_and_a_fo
         remote_text(proc)
     )
     assert "-Y" in calls.read_text()  # ssh-keygen decided
+
+
+def test_a_rotated_key_keeps_the_commits_it_signed_before_its_valid_before_and_signs_nothing_after_it(short_tmp, keys):
+    """docs/trust-model.md, Rotating a key: the old line gets valid-before, the new key a line of its own; removing the
+    old line instead leaves its commits that have not reached an environment yet unpromotable."""
+    sandbox = signed_sandbox(short_tmp, keys)
+    month_ago = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(time.time() - 30 * 86400))
+    rotated = time.strftime("%Y%m%d", time.gmtime(time.time() - 10 * 86400))
+    dated = {**os.environ, "GIT_COMMITTER_DATE": month_ago, "GIT_AUTHOR_DATE": month_ago}
+    run(["git", "commit", "--quiet", "--allow-empty", "-m", "signed a month ago"], cwd=sandbox.work, env=dated)
+    old = git(sandbox.work, "rev-parse", "HEAD").stdout.strip()
+    sandbox.push("main")
+    new_key = ssh_key(short_tmp / "keys", "alice-2027")
+    signers = short_tmp / "allowed_signers"
+    allowed_signers(signers, ("alice@example.com", new_key))  # the old line removed: its pending commit is refused
+    refused = remote_text(sandbox.push("main:qa", check=False))
+    assert f"commit {old[:7]} has a signature by a key that is not an allowed signer" in refused
+    allowed_signers(signers, ("alice@example.com", keys["alice"], f'valid-before="{rotated}"'), ("alice@example.com", new_key))
+    assert sandbox.push("main:qa", check=False).returncode == 0
+    late = commit(sandbox.work, "after the rotation, with the old key")
+    sandbox.push("main")
+    refused = remote_text(sandbox.push("main:qa", check=False))
+    assert f"commit {late[:7]} has a signature by a key that is not an allowed signer" in refused
+    git(sandbox.work, "reset", "--quiet", "--hard", "HEAD~1")
+    sandbox.push("main", "--force")
+    fresh = commit(sandbox.work, "with the new key", key=new_key)
+    sandbox.push("main")
+    assert sandbox.push("main:qa", check=False).returncode == 0 and sandbox.head("qa") == fresh
