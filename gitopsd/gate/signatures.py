@@ -331,6 +331,8 @@ def problem(rule: Rule, signed: Signed) -> str | None:
             # git then says N (or E) for an OpenPGP signature: nothing can tell it from none
             return f"commit {short} cannot be checked: gpg is not installed on the deploy server (apt-get install gnupg)"
         key = f" (key {signed.key})" if signed.key else ""
+        if signed.letter == "E" and signed.key and not signed.ssh and rule.gpg_home:  # gpg is there: the key is not
+            what = "a signature by a key that is not in the keyring"
         if signed.letter == "N" and signed.committer == gitcli.GITOPSD_IDENTITY.email:
             return (
                 f"commit {short} has no signature; gitopsd wrote it: set signing_key in the config and add its "
@@ -474,6 +476,10 @@ def gpg_signer(payload: str, signature: str, gpg_home: str) -> tuple[str | None,
     # GOODSIG only for a good signature by an unrevoked, unexpired key (else REVKEYSIG, EXPKEYSIG, BADSIG, ...)
     good = [line.split(" ", 3) for line in out.splitlines() if line.startswith("[GNUPG:] GOODSIG ")]
     if code != 0 or not good or len(good[0]) < 4:
+        said = {"NO_PUBKEY": "a key that is not in the keyring", "REVKEYSIG": "a revoked key", "EXPKEYSIG": "an expired key"}
+        for word, key in (line.split()[1:3] for line in out.splitlines() if len(line.split()) > 2):
+            if word in said:  # named as a commit signed by that key is
+                return None, f"the push certificate is signed by {said[word]} (key {key})"
         return None, "the push certificate is not signed by a valid key of the keyring (unknown, revoked or expired)"
     uid = good[0][3]
     return (uid[uid.rindex("<") + 1 : -1] if "<" in uid and uid.endswith(">") else uid), ""

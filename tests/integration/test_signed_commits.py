@@ -190,6 +190,22 @@ def test_openpgp_signatures_verify_against_the_configured_keyring_and_a_revoked_
     assert f"remote:   commit {late[:7]} has a signature by a revoked key" in text
 
 
+def test_an_openpgp_key_not_in_the_servers_keyring_is_refused_as_such_with_the_key_named(short_tmp, openpgp):
+    mine, server, _fingerprint = openpgp
+    newcomer = gpg_key(mine, "Nina <nina@example.com>")  # in her own keyring, not yet in the server's
+    sandbox = Sandbox(short_tmp / "s", {"qa": ["qa-1"]}, env_options={"qa": {"signatures": {"gpg_home": str(server)}}})
+    git(sandbox.work, "config", "user.signingkey", newcomer)
+    run(
+        ["git", "commit", "--quiet", "--allow-empty", "-S", "-m", "v2"],
+        cwd=sandbox.work,
+        env=sandbox.environ(GNUPGHOME=str(mine)),
+    )
+    late = git(sandbox.work, "rev-parse", "HEAD").stdout.strip()
+    sandbox.push("main")
+    text = remote_text(sandbox.push("main:qa", check=False))
+    assert f"remote:   commit {late[:7]} has a signature by a key that is not in the keyring (key {newcomer[-16:]})" in text
+
+
 def test_gpg_missing_on_the_server_is_said_as_such(short_tmp, openpgp):
     mine, server, fingerprint = openpgp
     sandbox = Sandbox(short_tmp / "s", {"qa": ["qa-1"]}, env_options={"qa": {"signatures": {"gpg_home": str(server)}}})

@@ -117,10 +117,11 @@ def test_an_openpgp_signed_push_is_checked_against_the_configured_keyring_not_th
     proc = run(
         ["git", "-c", f"user.signingkey={other}", "push", "--signed", "origin", "main:qa"], cwd=sandbox.work, env=env, check=False
     )
-    assert (
-        "remote:   the push certificate is not signed by a valid key of the keyring (unknown, revoked or expired)"
-        in remote_text(proc)
+    # Named as a commit signed by that key is: which key, and the keyring an operator adds it to.
+    assert f"remote:   the push certificate is signed by a key that is not in the keyring (key {other[-16:]})" in remote_text(
+        proc
     )
+    assert f"ask an operator to add yours to keyring {server}" in remote_text(proc)
     proc = run(
         ["git", "-c", f"user.signingkey={fingerprint}", "push", "--signed", "origin", "main:qa"],
         cwd=sandbox.work,
