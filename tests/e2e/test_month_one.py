@@ -86,3 +86,48 @@ def test_a_tree_that_failed_in_staging_is_refused_in_production_naming_who_may_u
     git(sandbox.work, "fetch", "-q", "origin")
     again = sandbox.push(f"{broken}:refs/heads/production", check=False)
     assert "is rejected" not in again.stderr and "was never deployed successfully to staging" in again.stderr, again.stderr
+
+
+@pytest.fixture
+def gated(short_tmp: Path, people: None) -> Iterator[tuple[Sandbox, Daemon]]:
+    """production takes release candidates lead makes and ops approves."""
+    short_tmp.chmod(0o755)
+    sandbox = Sandbox(
+        short_tmp,
+        {"staging": ["s-1"], "production": ["p-1"]},
+        env_options={"production": {"approvals": {"required": 1, "approvers": ["gt-m1-ops"], "forbid_self_approval": True}}},
+        converged=True,
+    )
+    sandbox.runtime.mkdir()
+    shutil.chown(sandbox.runtime, "root", GROUP)
+    sandbox.runtime.chmod(0o2750)
+    with Daemon(sandbox) as daemon:
+        yield sandbox, daemon
+
+
+def test_a_release_names_the_candidate_that_was_approved_when_a_second_candidate_holds_the_same_tree(gated):
+    sandbox, daemon = gated
+    sandbox.write("app.txt", "v2")
+    release = sandbox.commit("v2")
+    sandbox.push("main", "main:staging")
+    daemon.wait_state("staging", "in-sync", release, timeout=120)
+    assert gitopsd_as(sandbox, "gt-m1-lead", "rc", "create", "--name", "r1").startswith("0: release candidate rc/r1")
+    assert gitopsd_as(sandbox, "gt-m1-ops", "approve", "r1", "--note", "release notes read").startswith("0: rc/r1 approved")
+    # Someone runs `rc create` again on the same tree: a second candidate, approved by nobody.
+    assert gitopsd_as(sandbox, "gt-m1-lead", "rc", "create", "--name", "r1-again").startswith("0: release candidate rc/r1-again")
+    sandbox.command("promote", "rc/r1", "production")
+    production = sandbox.head("production")
+    row = daemon.wait_result("production", production, "succeeded", timeout=120)
+    entry = next(d for d in sandbox.history("production") if d["id"] == row["id"])
+    assert (entry["rc"], entry["approved_by"]) == ("r1", ["gt-m1-ops"])  # what let it through, not the newest name
+    note = daemon.wait_for(
+        lambda: (
+            git(
+                sandbox.root, "--git-dir", str(sandbox.repo), "log", "--notes=gitopsd", "-n", "1", "--format=%N", production
+            ).stdout
+            or None
+        ),
+        30,
+        "the deployment's note",
+    )
+    assert "allowed by rc/r1 approved by gt-m1-ops" in note, note
