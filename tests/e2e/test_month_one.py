@@ -131,3 +131,19 @@ def test_a_release_names_the_candidate_that_was_approved_when_a_second_candidate
         "the deployment's note",
     )
     assert "allowed by rc/r1 approved by gt-m1-ops" in note, note
+
+
+def test_a_release_candidates_tag_pushed_to_the_request_ref_promotes_its_commit(gated):
+    sandbox, daemon = gated
+    sandbox.write("app.txt", "v3")
+    release = sandbox.commit("v3")
+    sandbox.push("main", "main:staging")
+    daemon.wait_state("staging", "in-sync", release, timeout=120)
+    assert gitopsd_as(sandbox, "gt-m1-lead", "rc", "create", "--name", "r3").startswith("0: release candidate rc/r3")
+    assert gitopsd_as(sandbox, "gt-m1-ops", "approve", "r3", "--note", "ok").startswith("0: rc/r3 approved")
+    git(sandbox.work, "fetch", "-q", "--tags", "origin")
+    proc = sandbox.push("rc/r3:refs/promote/production", check=False)  # the tag object, as a person types it
+    promoted = sandbox.head("production")
+    assert f"production is now at {promoted[:7]} (Promote staging ({release[:7]}) to production)" in proc.stderr, proc.stderr
+    assert sandbox.tree(promoted) == sandbox.tree(release)
+    daemon.wait_result("production", promoted, "succeeded", timeout=120)
