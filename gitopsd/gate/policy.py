@@ -207,7 +207,10 @@ def judge(  # noqa: C901 (the gate's rules in the order docs/trust-model.md give
         # The daemon, before anything was deployed here (`old` None), can only judge the head itself.
         from .signatures import judge as judge_signatures
 
-        refusal = judge_signatures(repo_path, env.signatures, env.name, branch, new, [old] if old else [], ssh_crypto)
+        settled = env.promote_from if repo.environment_for_branch(env.promote_from) is not None else None
+        refusal = judge_signatures(
+            repo_path, env.signatures, env.name, branch, new, [old] if old else [], ssh_crypto, upstream=settled
+        )
         if refusal is not None:
             return refuse("signature", *refusal)
     tree = tree or ""

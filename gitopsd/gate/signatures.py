@@ -354,10 +354,18 @@ def problem(rule: Rule, signed: Signed) -> str | None:
 
 
 def judge(
-    repo_path: str, rule: Rule, env_name: str, branch: str, new: str, exclude: list[str], ssh_crypto: SshCrypto | None = None
+    repo_path: str,
+    rule: Rule,
+    env_name: str,
+    branch: str,
+    new: str,
+    exclude: list[str],
+    ssh_crypto: SshCrypto | None = None,
+    upstream: str | None = None,
 ) -> tuple[str, list[str], list[str]] | None:
     """(rule, detail, instead) of a refusal naming the commits `new` adds (to what `exclude` reaches) that are not
-    signed as `rule` wants; None when all are. policy.judge makes it a Verdict (this module is below it)."""
+    signed as `rule` wants; None when all are. `upstream`: the environment branch it promotes from, whose commits
+    cannot be signed again without rewriting it. policy.judge makes it a Verdict (this module is below it)."""
     try:
         found = check_commits(repo_path, rule, new, exclude, ssh_crypto)
     except gitcli.GitError as exc:
@@ -371,12 +379,19 @@ def judge(
         return None
     where = kept_in(rule)
     detail = [p for _s, p in bad[:5]] + ([f"... and {len(bad) - 5} more"] if len(bad) > 5 else [])
+    oldest = bad[-1][0].commit[:7]
+    resign = (
+        f"commit {oldest} is in {upstream} already, so re-signing it would rewrite {upstream}: if the key that signed "
+        "it was rotated, an operator keeps that key's line in allowed_signers with valid-before (docs/trust-model.md)"
+        if upstream and gitcli.is_ancestor(repo_path, bad[-1][0].commit, f"refs/heads/{upstream}")
+        else f"sign them with a key the server allows: git rebase --exec 'git commit --amend --no-edit -S' {oldest}~1, "
+        "then push again"
+    )
     return (
         f"every commit that reaches {branch} must be signed by an allowed signer ({where})",
         [*detail, f"({len(found)} new commit(s) checked, {len(bad)} refused; nothing was deployed)"],
         [
-            "sign them with a key the server allows: git rebase --exec 'git commit --amend --no-edit -S' "
-            f"{bad[-1][0].commit[:7]}~1, then push again",
+            resign,
             "a key that is not allowed, expired or revoked: ask an operator to add yours to " + (where or "the allowed signers"),
         ],
     )

@@ -473,3 +473,22 @@ def test_a_rotated_key_keeps_the_commits_it_signed_before_its_valid_before_and_s
     fresh = commit(sandbox.work, "with the new key", key=new_key)
     sandbox.push("main")
     assert sandbox.push("main:qa", check=False).returncode == 0 and sandbox.head("qa") == fresh
+
+
+def test_a_promotion_refused_for_a_commit_already_in_the_source_environment_does_not_ask_to_rewrite_it(short_tmp, keys):
+    """After a key's line was deleted, what qa already runs cannot be re-signed without rewriting qa: the refusal
+    says what an operator does instead (docs/trust-model.md, Rotating a key)."""
+    signers = allowed_signers(short_tmp / "allowed_signers", ("alice@example.com", keys["alice"]))
+    rule = {"signatures": {"allowed_signers": str(signers)}}
+    sandbox = Sandbox(short_tmp / "s", {"qa": ["qa-1"], "staging": ["s-1"]}, env_options={"qa": rule, "staging": rule})
+    sign_with(sandbox.work, keys["alice"])
+    ran = commit(sandbox.work, "v2")
+    sandbox.push("main", "main:qa")
+    allowed_signers(signers, ("alice@example.com", keys["ops"]))  # alice's old key deleted instead of given valid-before
+    text = remote_text(sandbox.push("main:staging", check=False))
+    assert f"remote:   commit {ran[:7]} has a signature by a key that is not an allowed signer" in text
+    assert "git rebase --exec" not in text, text
+    assert (
+        f"remote:     commit {ran[:7]} is in qa already, so re-signing it would rewrite qa: if the key that signed it was "
+        "rotated, an operator keeps that key's line in allowed_signers with valid-before (docs/trust-model.md)"
+    ) in text, text
