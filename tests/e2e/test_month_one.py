@@ -78,6 +78,7 @@ def test_a_tree_that_failed_in_staging_is_refused_in_production_naming_who_may_u
     # The rejection stands in staging: staging's override_by lifts it, not production's.
     hint = f"if it is safe after all, one of gt-m1-lead runs: gitopsd release unreject {tree} --env staging"
     assert hint in pushed.stderr, pushed.stderr
+    assert hint in daemon.log()  # the daemon's word when it rejected the tree names the same people
     assert gitopsd_as(sandbox, "gt-m1-ops", "release", "unreject", tree, "--env", "staging", "--reason", "x") == (
         "1: gitopsd: error: gt-m1-ops may not unreject trees for staging; who may: gt-m1-lead"
     )
