@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -90,13 +91,14 @@ def test_a_tree_that_failed_in_staging_is_refused_in_production_naming_who_may_u
 
 
 @pytest.fixture
-def gated(short_tmp: Path, people: None) -> Iterator[tuple[Sandbox, Daemon]]:
-    """production takes release candidates lead makes and ops approves."""
+def gated(request: pytest.FixtureRequest, short_tmp: Path, people: None) -> Iterator[tuple[Sandbox, Daemon]]:
+    """production takes release candidates lead makes and ops approves (with more of `approvals:` as the param)."""
     short_tmp.chmod(0o755)
+    approvals = {"required": 1, "approvers": ["gt-m1-ops"], "forbid_self_approval": True, **getattr(request, "param", {})}
     sandbox = Sandbox(
         short_tmp,
         {"staging": ["s-1"], "production": ["p-1"]},
-        env_options={"production": {"approvals": {"required": 1, "approvers": ["gt-m1-ops"], "forbid_self_approval": True}}},
+        env_options={"production": {"approvals": approvals}},
         converged=True,
     )
     sandbox.runtime.mkdir()
@@ -148,3 +150,35 @@ def test_a_release_candidates_tag_pushed_to_the_request_ref_promotes_its_commit(
     assert f"production is now at {promoted[:7]} (Promote staging ({release[:7]}) to production)" in proc.stderr, proc.stderr
     assert sandbox.tree(promoted) == sandbox.tree(release)
     daemon.wait_result("production", promoted, "succeeded", timeout=120)
+
+
+@pytest.mark.parametrize("gated", [{"expire_after": "2s"}], indirect=True)
+def test_an_approval_that_expired_is_given_again_by_approving_again(gated):
+    sandbox, daemon = gated
+    sandbox.write("app.txt", "v4")
+    release = sandbox.commit("v4")
+    sandbox.push("main", "main:staging")
+    daemon.wait_state("staging", "in-sync", release, timeout=120)
+    assert gitopsd_as(sandbox, "gt-m1-lead", "rc", "create", "--name", "r4").startswith("0: release candidate rc/r4")
+    assert gitopsd_as(sandbox, "gt-m1-ops", "approve", "r4", "--note", "ok").startswith("0: rc/r4 approved")
+    time.sleep(2.5)  # longer than expire_after: the approval no longer counts
+    refused = sandbox.command("promote", "rc/r4", "production", check=False)
+    assert "0 of 1 approval; expired: gt-m1-ops" in refused.stdout + refused.stderr
+    assert "ask an approver: gitopsd approve r4" in refused.stdout + refused.stderr
+    # What the refusal says to do works: the approver approves again.
+    said = gitopsd_as(sandbox, "gt-m1-ops", "approve", "r4", "--note", "still ok")
+    assert said.startswith("0: rc/r4 approved by gt-m1-ops. approved: production takes it now"), said
+
+
+def test_a_withdrawn_approval_reads_as_a_sentence_in_the_reply_and_the_audit_note(gated):
+    sandbox, daemon = gated
+    sandbox.write("app.txt", "v5")
+    release = sandbox.commit("v5")
+    sandbox.push("main", "main:staging")
+    daemon.wait_state("staging", "in-sync", release, timeout=120)
+    assert gitopsd_as(sandbox, "gt-m1-lead", "rc", "create", "--name", "r5").startswith("0: release candidate rc/r5")
+    assert gitopsd_as(sandbox, "gt-m1-ops", "approve", "r5", "--note", "ok").startswith("0: rc/r5 approved")
+    said = gitopsd_as(sandbox, "gt-m1-ops", "withdraw", "r5")
+    assert said.startswith("0: rc/r5 approval withdrawn by gt-m1-ops. 0 of 1 approval"), said
+    notes = git(sandbox.root, "--git-dir", str(sandbox.repo), "log", "--notes=gitopsd", "-n", "1", "--format=%N", release).stdout
+    assert "gitopsd: rc/r5 approval withdrawn by gt-m1-ops at " in notes, notes
