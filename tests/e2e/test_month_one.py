@@ -182,3 +182,21 @@ def test_a_withdrawn_approval_reads_as_a_sentence_in_the_reply_and_the_audit_not
     assert said.startswith("0: rc/r5 approval withdrawn by gt-m1-ops. 0 of 1 approval"), said
     notes = git(sandbox.root, "--git-dir", str(sandbox.repo), "log", "--notes=gitopsd", "-n", "1", "--format=%N", release).stdout
     assert "gitopsd: rc/r5 approval withdrawn by gt-m1-ops at " in notes, notes
+
+
+def test_a_person_in_override_by_forces_a_blocked_head_past_a_lock_as_themselves(server):
+    sandbox, daemon = server
+    assert gitopsd_as(sandbox, "gt-m1-lead", "lock", "production", "--reason", "db migration").startswith("0: ")
+    sandbox.write("app.txt", "hotfix")
+    hotfix = sandbox.commit("hotfix")
+    sandbox.push("main", "main:staging")
+    daemon.wait_state("staging", "in-sync", hotfix, timeout=120)
+    git(sandbox.root, "--git-dir", str(sandbox.repo), "update-ref", "refs/heads/production", hotfix)  # past the hook
+    daemon.wait_state("production", "blocked", hotfix, timeout=120)
+    refused = gitopsd_as(sandbox, "gt-m1-lead", "retry", "production", "--force", "--reason", "x")
+    assert refused.startswith("1: gitopsd: error: gt-m1-lead may not force a head past the promotion rule in production"), refused
+    # ops, in production's override_by, runs it as themselves (not through sudo): the daemon takes the identity.
+    said = gitopsd_as(sandbox, "gt-m1-ops", "retry", "production", "--force", "--reason", "the lock is for the db only")
+    assert said.startswith(f"0: shop/production: {hotfix[:7]} admitted past the promotion rule by gt-m1-ops"), said
+    row = daemon.wait_result("production", hotfix, "succeeded", timeout=120)
+    assert "gt-m1-ops" in str(row) and "the lock is for the db only" in str(row), row
