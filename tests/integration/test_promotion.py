@@ -154,6 +154,8 @@ def test_promote_dry_run_shows_the_decision_and_moves_nothing(sandbox):
         before = sandbox.head("staging")
         out = sandbox.command("promote", "qa", "staging", "--dry-run").stdout
         assert out.startswith("would promote qa") and sandbox.head("staging") == before
+        # What it would change, before it happens: the files, and the command that says it per host.
+        assert "it changes 1 file (a.txt); what each host would do: gitopsd preview qa staging --repo shop" in out, out
         refused = sandbox.command("promote", "staging", "production", "--dry-run", check=False)
         assert refused.returncode == 0 and "nothing to promote" in refused.stdout
 
