@@ -193,6 +193,8 @@ def test_a_person_in_override_by_forces_a_blocked_head_past_a_lock_as_themselves
     daemon.wait_state("staging", "in-sync", hotfix, timeout=120)
     git(sandbox.root, "--git-dir", str(sandbox.repo), "update-ref", "refs/heads/production", hotfix)  # past the hook
     daemon.wait_state("production", "blocked", hotfix, timeout=120)
+    said = sandbox.command("status").stdout  # the lock is said once: as why the head is blocked
+    assert said.count("db migration") == 1 and "shop/production: promotions to production are stopped" in said, said
     refused = gitopsd_as(sandbox, "gt-m1-lead", "retry", "production", "--force", "--reason", "x")
     assert refused.startswith("1: gitopsd: error: gt-m1-lead may not force a head past the promotion rule in production"), refused
     # ops, in production's override_by, runs it as themselves (not through sudo): the daemon takes the identity.
