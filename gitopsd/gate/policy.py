@@ -448,11 +448,23 @@ def human_gates(
         if not problems:
             return f"; release candidate rc/{name} is approved"
     newest = rcs[0][0]
+    from .approvals import newest_by_actor
+
+    words = newest_by_actor(store.approval_rows(repo.name, newest)).items()
+    against = sorted(actor for actor, (kind, _note, _at) in words if kind == "reject")  # approving lifts none of them
     return refuse(
         "approvals",
         f"{env.name} only takes release candidates with their approvals",
         [f"tree {tree[:7]} is release candidate rc/{newest}, which is not approved:", *[f"  {line}" for line in problems]],
         [
+            *(
+                [
+                    f"a rejection holds until its author takes it back: {', '.join(against)} runs "
+                    f"gitopsd withdraw {newest} --repo {repo.name}"
+                ]
+                if against
+                else []
+            ),
             f"ask an approver: gitopsd approve {newest} --note '<why>' --repo {repo.name}",
             f"see it: gitopsd rc show {newest} --repo {repo.name}",
             *further,

@@ -202,3 +202,18 @@ def test_a_person_in_override_by_forces_a_blocked_head_past_a_lock_as_themselves
     assert said.startswith(f"0: shop/production: {hotfix[:7]} admitted past the promotion rule by gt-m1-ops"), said
     row = daemon.wait_result("production", hotfix, "succeeded", timeout=120)
     assert "gt-m1-ops" in str(row) and "the lock is for the db only" in str(row), row
+
+
+def test_a_candidate_refused_for_a_rejection_says_its_author_withdraws_it(gated):
+    sandbox, daemon = gated
+    sandbox.write("app.txt", "v6")
+    release = sandbox.commit("v6")
+    sandbox.push("main", "main:staging")
+    daemon.wait_state("staging", "in-sync", release, timeout=120)
+    assert gitopsd_as(sandbox, "gt-m1-lead", "rc", "create", "--name", "r6").startswith("0: release candidate rc/r6")
+    assert gitopsd_as(sandbox, "gt-m1-ops", "reject", "r6", "--note", "legal has not cleared it").startswith("0: rc/r6 rejected")
+    refused = sandbox.command("promote", "rc/r6", "production", check=False)
+    said = refused.stdout + refused.stderr
+    assert refused.returncode == 1 and "rejected by gt-m1-ops: legal has not cleared it" in said, said
+    # Approving does not lift a rejection (docs/human-gates.md): the refusal says who takes it back, and how.
+    assert "a rejection holds until its author takes it back: gt-m1-ops runs gitopsd withdraw r6 --repo shop" in said, said
