@@ -147,6 +147,7 @@ def judge(  # noqa: C901 (the gate's rules in the order docs/trust-model.md give
     pending: dict[str, str] | None = None,
     check_windows: bool = True,
     ssh_crypto: SshCrypto | None = None,
+    shown_as: str | None = None,
 ) -> Verdict:
     """Judge moving `env`'s branch from `old` to `new`. Pure reads: Git and the store.
 
@@ -154,10 +155,11 @@ def judge(  # noqa: C901 (the gate's rules in the order docs/trust-model.md give
     promotes a commit that reaches main in that very push (pre-receive refuses all or nothing).
     `old` None (the daemon, before anything was deployed) skips the history checks; `check_windows`
     False leaves deploy windows out (the daemon, for heads a judged push announced). `ssh_crypto` checks SSH
-    signatures in this process (signatures.SshCrypto); without it git does.
+    signatures in this process (signatures.SshCrypto); without it git does. `shown_as`: the commit of the same tree a
+    person knows this move by (what they promoted), named where a refusal means the tree.
     """
     now = now or datetime.now(UTC)
-    branch, short_old, short_new = env.branch, (old or "")[:7], new[:7]
+    branch, short_old, short_new = env.branch, (old or "")[:7], (shown_as or new)[:7]
     rollback_cmd = f"gitopsd rollback {env.name} --repo {repo.name}"
     if new == gitcli.ZERO:
         return refuse(

@@ -146,6 +146,7 @@ def promote(
         override_reason=override,
         now=now,
         ssh_crypto=ssh_crypto,
+        shown_as=src_head,  # the merge above is never seen unless it lands: name what was promoted
     )
     if not verdict.accepted:
         return Promotion("refused", commit, tree, verdict)

@@ -217,3 +217,19 @@ def test_a_candidate_refused_for_a_rejection_says_its_author_withdraws_it(gated)
     assert refused.returncode == 1 and "rejected by gt-m1-ops: legal has not cleared it" in said, said
     # Approving does not lift a rejection (docs/human-gates.md): the refusal says who takes it back, and how.
     assert "a rejection holds until its author takes it back: gt-m1-ops runs gitopsd withdraw r6 --repo shop" in said, said
+
+
+def test_a_refused_promotion_names_the_commit_the_person_promoted_not_the_merge_gitopsd_would_have_made(server):
+    sandbox, daemon = server
+    sandbox.write("app.txt", "untested")
+    untested = sandbox.commit("untested")
+    sandbox.push("main")
+    git(sandbox.root, "--git-dir", str(sandbox.repo), "update-ref", "refs/heads/staging", untested)  # never deployed
+    git(sandbox.work, "fetch", "-q", "origin")
+    pushed = sandbox.push("origin/staging:refs/promote/production", check=False)
+    tree = sandbox.tree(untested)[:7]
+    assert f"commit {untested[:7]} has tree {tree}, which was never deployed successfully to staging" in pushed.stderr, (
+        pushed.stderr
+    )
+    promoted = sandbox.command("promote", "staging", "production", check=False)
+    assert f"commit {untested[:7]} has tree {tree}" in promoted.stdout + promoted.stderr
