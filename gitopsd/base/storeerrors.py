@@ -112,6 +112,11 @@ def explain(database: str, exc: BaseException) -> str:
             if daemon != "root"
             else f"Run gitopsd as the user that owns {folder} (the daemon's)"
         )
+        if "readonly" in str(exc):  # it was read; a write was refused: joining the group would not help
+            return (
+                f"cannot write the state database {database}: permission denied for {user} ({exc}); it belongs "
+                f"to {owner}:{group}, and only its owner writes it. {run_as}."
+            )
         if not group_reads:  # joining the group would not help: the file is not readable by it
             return (
                 f"cannot open the state database {database}: permission denied for {user} ({exc}); it belongs "

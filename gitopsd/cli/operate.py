@@ -66,9 +66,12 @@ def cmd_retry(args: argparse.Namespace) -> int:
     from ..gate.nudge import user_name
     from ..services import operations
 
+    if args.force:  # the daemon checks override_by against its socket's peer (SO_PEERCRED) and writes the record
+        from .common import ask_daemon
+
+        return ask_daemon(args, {"op": "retry", "env": args.env, "force": True, "reason": args.reason})
     config = _config(args)
     repo = _repo(config, args.repo)
-    # --force: the Unix user as the kernel says (no variable can claim another), checked against override_by
     who = user_name(os.getuid())
     return _said(
         operations.retry(
@@ -248,7 +251,8 @@ def add_commands(add: Callable[..., argparse.ArgumentParser], common: argparse.A
         "clear a stalled environment so the daemon tries again",
         "Clear the failure count and stall of an environment (and the trees marked bad there by an\n"
         "automatic rollback) and nudge the daemon to try the branch head again. --force also deploys a\n"
-        "head the daemon blocked (only identities in the environment's override_by; recorded).",
+        "head the daemon blocked (only identities in the environment's override_by; recorded): it asks the\n"
+        "daemon, which takes your identity from its socket (your Unix user, not sudo's), as approvals do.",
         cmd_retry,
     )
     p.add_argument("env", metavar="ENV", help="environment name")

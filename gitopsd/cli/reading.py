@@ -87,7 +87,8 @@ def _show_status(args: argparse.Namespace, config: Any, unavailable: dict[str, s
         if r.reason:
             print(f"{r.repo}/{r.env}: {r.reason}")
         for line in r.locks:
-            print(f"{r.repo}/{r.env}: promotions stopped: {line}")
+            if line not in (r.reason or ""):  # a head blocked by it says it already
+                print(f"{r.repo}/{r.env}: promotions stopped: {line}")
     for repo, why in unwatched.items():
         print(
             f"{repo}: branch moves are not watched ({why}); the push nudge and the sweep every "

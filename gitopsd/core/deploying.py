@@ -304,12 +304,13 @@ class Deploying(Judging):
             reason=why,
             now=now,
         )
-        log.warning(
-            "tree %s is rejected for %s and every later environment (deployment #%d); a person in "
-            "override_by may lift it: gitopsd release unreject %s --env %s --reason '...'",
+        log.warning(  # in the words of the refusals (gate/policy.py rejection): who may lift it, and how
+            "tree %s is rejected for %s and every later environment (deployment #%d); if it is safe after all, one of "
+            "%s runs: gitopsd release unreject %s --env %s --reason '<why>'",
             bad.tree[:7],
             env.name,
             deployment_id,
+            ", ".join(env.override_by) or f"nobody yet (add override_by: to {env.name} in the config)",
             bad.tree[:7],
             env.name,
             extra={"repo": repo.name, "env": env.name},

@@ -75,4 +75,4 @@ class RunningDeployment:
 
 def blocked_reason(verdict: Verdict) -> str:
     """A refused verdict in one line: its rule, then its detail."""
-    return " ".join([verdict.rule + ":", *verdict.detail]) if verdict.detail else verdict.rule
+    return " ".join([verdict.rule + ":", *(line.strip() for line in verdict.detail)]) if verdict.detail else verdict.rule

@@ -74,6 +74,8 @@ class Serving(Intake):
             return self.previewer.request(identity, request)
         if request.get("op") == "cancel":
             return self._cancel(identity, request)
+        if request.get("op") == "retry":
+            return self._retry(identity, request)
         if request.get("op") != "ci-rerun":
             return self.human_gates.handle(identity, request)  # one lock with the HTTP API
         repo = self.config.repository(str(request.get("repo")))
@@ -108,6 +110,33 @@ class Serving(Intake):
             "message": f"{repo.name}: CI runs again on {event.branch} at {event.after[:7]} ({', '.join(what)}), "
             f"asked by {identity}; follow with `gitopsd ci status {event.after[:7]}`",
         }
+
+    def _retry(self, identity: str, request: dict[str, Any]) -> dict[str, Any]:
+        """`gitopsd retry ENV --force`, as `identity`: a person in override_by need not own the state database."""
+        from contextlib import nullcontext
+
+        from ..gate.nudge import Nudge
+        from ..services import operations
+
+        def announce(trigger: str, commits: tuple[str, ...], reason: str | None) -> bool:
+            self.heard(Nudge(repo=str(repo.path), trigger=trigger, actor=identity, commits=commits, reason=reason))
+            return True
+
+        try:
+            repo = named.repository(self.config, request.get("repo"))
+            done = operations.retry(
+                self.config,
+                lambda: nullcontext(self.store),
+                repo,
+                str(request.get("env") or ""),
+                identity,
+                force=bool(request.get("force")),
+                reason=str(request["reason"]) if request.get("reason") else None,
+                announce=announce,
+            )
+        except Refused as exc:
+            return refusal_answer(exc)
+        return {"ok": done.ok, "identity": identity, "message": "\n".join(done.lines)}
 
     def _cancel(self, identity: str, request: dict[str, Any]) -> dict[str, Any]:
         """`gitopsd cancel ENV`: stop the deployment running there (a hung playbook), as `identity`."""

@@ -26,7 +26,7 @@ def certified_pusher(
         rule = env.signatures
         if rule is None or not rule.signed_push:
             continue
-        from .signatures import push_certificate
+        from .signatures import kept_in, push_certificate
 
         found, why = push_certificate(repo_path, rule)
         if found is None:
@@ -36,7 +36,7 @@ def certified_pusher(
                 [why],
                 [
                     f"push again, signed: git push --signed origin {update.ref}",
-                    "a key that is not allowed: ask an operator to add yours to the allowed signers",
+                    f"a key that is not allowed: ask an operator to add yours to {kept_in(rule) or 'the allowed signers'}",
                 ],
             )
             print("\n".join(verdict.refusal_lines(update.ref, config_path)), file=out)

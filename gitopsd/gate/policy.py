@@ -147,6 +147,7 @@ def judge(  # noqa: C901 (the gate's rules in the order docs/trust-model.md give
     pending: dict[str, str] | None = None,
     check_windows: bool = True,
     ssh_crypto: SshCrypto | None = None,
+    shown_as: str | None = None,
 ) -> Verdict:
     """Judge moving `env`'s branch from `old` to `new`. Pure reads: Git and the store.
 
@@ -154,10 +155,11 @@ def judge(  # noqa: C901 (the gate's rules in the order docs/trust-model.md give
     promotes a commit that reaches main in that very push (pre-receive refuses all or nothing).
     `old` None (the daemon, before anything was deployed) skips the history checks; `check_windows`
     False leaves deploy windows out (the daemon, for heads a judged push announced). `ssh_crypto` checks SSH
-    signatures in this process (signatures.SshCrypto); without it git does.
+    signatures in this process (signatures.SshCrypto); without it git does. `shown_as`: the commit of the same tree a
+    person knows this move by (what they promoted), named where a refusal means the tree.
     """
     now = now or datetime.now(UTC)
-    branch, short_old, short_new = env.branch, (old or "")[:7], new[:7]
+    branch, short_old, short_new = env.branch, (old or "")[:7], (shown_as or new)[:7]
     rollback_cmd = f"gitopsd rollback {env.name} --repo {repo.name}"
     if new == gitcli.ZERO:
         return refuse(
@@ -207,7 +209,10 @@ def judge(  # noqa: C901 (the gate's rules in the order docs/trust-model.md give
         # The daemon, before anything was deployed here (`old` None), can only judge the head itself.
         from .signatures import judge as judge_signatures
 
-        refusal = judge_signatures(repo_path, env.signatures, env.name, branch, new, [old] if old else [], ssh_crypto)
+        settled = env.promote_from if repo.environment_for_branch(env.promote_from) is not None else None
+        refusal = judge_signatures(
+            repo_path, env.signatures, env.name, branch, new, [old] if old else [], ssh_crypto, upstream=settled
+        )
         if refusal is not None:
             return refuse("signature", *refusal)
     tree = tree or ""
@@ -388,7 +393,8 @@ def rejection(repo: GateRepository, store: Records, env: GateEnvironment, tree: 
     row = rejection_for(repo, rows, env.name)
     if row is None:
         return None
-    who = ", ".join(env.override_by) or f"nobody yet (add override_by: to {env.name} in the config)"
+    where = repo.environment(row[0]) or env  # the unreject is for where it failed: that environment's override_by may
+    who = ", ".join(where.override_by) or f"nobody yet (add override_by: to {where.name} in the config)"
     return refuse(
         "rejected",
         f"tree {tree[:7]} is rejected for {env.name}: {describe(row)}",
@@ -444,11 +450,23 @@ def human_gates(
         if not problems:
             return f"; release candidate rc/{name} is approved"
     newest = rcs[0][0]
+    from .approvals import newest_by_actor
+
+    words = newest_by_actor(store.approval_rows(repo.name, newest)).items()
+    against = sorted(actor for actor, (kind, _note, _at) in words if kind == "reject")  # approving lifts none of them
     return refuse(
         "approvals",
         f"{env.name} only takes release candidates with their approvals",
         [f"tree {tree[:7]} is release candidate rc/{newest}, which is not approved:", *[f"  {line}" for line in problems]],
         [
+            *(
+                [
+                    f"a rejection holds until its author takes it back: {', '.join(against)} runs "
+                    f"gitopsd withdraw {newest} --repo {repo.name}"
+                ]
+                if against
+                else []
+            ),
             f"ask an approver: gitopsd approve {newest} --note '<why>' --repo {repo.name}",
             f"see it: gitopsd rc show {newest} --repo {repo.name}",
             *further,

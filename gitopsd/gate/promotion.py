@@ -64,6 +64,19 @@ def in_repository(repo_path: str, commit: str) -> bool:
     )
 
 
+def changes(view: GateRepository, repo_path: str, dst_tree: str, tree: str, src_name: str, dst_name: str) -> str:
+    """What a promotion would change, before it happens: the files, and the command that says it per host."""
+    files = gitcli.git(
+        repo_path, "diff", "--name-only", "--no-renames", "--end-of-options", dst_tree, tree, "--", check=False
+    ).splitlines()
+    said = f"it changes {len(files)} file{'' if len(files) == 1 else 's'} ({', '.join(files[:5])}{', ...' if len(files) > 5 else ''})"
+    if src_name.startswith("rc/"):
+        return f"{said}; what each host would do: gitopsd preview --rc {src_name[3:]} --repo {view.name}"
+    if view.environment(src_name) is not None:
+        return f"{said}; what each host would do: gitopsd preview {src_name} {dst_name} --repo {view.name}"
+    return said
+
+
 def promote(
     view: GateRepository,
     repo_path: str,
@@ -133,6 +146,7 @@ def promote(
         override_reason=override,
         now=now,
         ssh_crypto=ssh_crypto,
+        shown_as=src_head,  # the merge above is never seen unless it lands: name what was promoted
     )
     if not verdict.accepted:
         return Promotion("refused", commit, tree, verdict)
@@ -142,7 +156,8 @@ def promote(
             commit,
             tree,
             verdict,
-            f"would promote {src_name} ({src_head[:7]}, tree {tree[:7]}) to {dst.name}: {verdict.rule}",
+            f"would promote {src_name} ({src_head[:7]}, tree {tree[:7]}) to {dst.name}: {verdict.rule}\n"
+            + changes(view, repo_path, dst_tree or dst_head, tree, src_name, dst.name),
         )
     # Announce the commit before the branch moves, as a push does: the daemon judges it again, but
     # leaves deploy windows to this verdict (it may hold an override) only for an announced commit.

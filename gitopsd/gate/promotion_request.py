@@ -77,6 +77,8 @@ def promotion_request(
             ],
             [example],
         )
+    # A tag pushed as the request (`git push origin rc/NAME:refs/promote/ENV`) asks for the commit it names.
+    wanted = update.new if update.new == src_head else gitcli.rev_parse(repo_path, f"{update.new}^{{commit}}") or update.new
     certified = certified_pusher([(update, dst)], repo_path, config_path, out)
     if certified is None:  # `signed_push: required` holds for a promotion request to it too
         report_refusals(config, repo_path, [(dst.name, "signed-push")])
@@ -85,18 +87,14 @@ def promotion_request(
     try:
         db = snapshot.connect_readonly(database)
         ledger = snapshot.Ledger(db)
-        if update.new != src_head:
+        if wanted != src_head:
             # Not the source branch head: only a commit already on the server whose tree the source runs now.
             runs = policy.rollback_trees(ledger.successes(repo.name, source.name))[0] if source is not None else None
-            if (
-                runs is None
-                or not promotion.in_repository(repo_path, update.new)
-                or gitcli.tree_of(repo_path, update.new) != runs
-            ):
+            if runs is None or not promotion.in_repository(repo_path, wanted) or gitcli.tree_of(repo_path, wanted) != runs:
                 return refused(
                     f"a promotion request to {dst.name} pushes what {src_name} has",
                     [
-                        f"{update.new[:7]} is not the head of {dst.promote_from} on the server ({src_head[:7]})"
+                        f"{wanted[:7]} is not the head of {dst.promote_from} on the server ({src_head[:7]})"
                         + (f", nor a commit here whose tree {source.name} runs now." if source is not None else ".")
                     ],
                     [example, f"or on the server: gitopsd promote {src_name} {dst.name} --repo {repo.name}"],
@@ -108,7 +106,7 @@ def promotion_request(
             ledger,
             dst,
             src_name,
-            update.new,
+            wanted,
             dst_head,
             identity=identity,
             override=push_option("override"),

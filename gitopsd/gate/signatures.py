@@ -331,6 +331,8 @@ def problem(rule: Rule, signed: Signed) -> str | None:
             # git then says N (or E) for an OpenPGP signature: nothing can tell it from none
             return f"commit {short} cannot be checked: gpg is not installed on the deploy server (apt-get install gnupg)"
         key = f" (key {signed.key})" if signed.key else ""
+        if signed.letter == "E" and signed.key and not signed.ssh and rule.gpg_home:  # gpg is there: the key is not
+            what = "a signature by a key that is not in the keyring"
         if signed.letter == "N" and signed.committer == gitcli.GITOPSD_IDENTITY.email:
             return (
                 f"commit {short} has no signature; gitopsd wrote it: set signing_key in the config and add its "
@@ -352,10 +354,18 @@ def problem(rule: Rule, signed: Signed) -> str | None:
 
 
 def judge(
-    repo_path: str, rule: Rule, env_name: str, branch: str, new: str, exclude: list[str], ssh_crypto: SshCrypto | None = None
+    repo_path: str,
+    rule: Rule,
+    env_name: str,
+    branch: str,
+    new: str,
+    exclude: list[str],
+    ssh_crypto: SshCrypto | None = None,
+    upstream: str | None = None,
 ) -> tuple[str, list[str], list[str]] | None:
     """(rule, detail, instead) of a refusal naming the commits `new` adds (to what `exclude` reaches) that are not
-    signed as `rule` wants; None when all are. policy.judge makes it a Verdict (this module is below it)."""
+    signed as `rule` wants; None when all are. `upstream`: the environment branch it promotes from, whose commits
+    cannot be signed again without rewriting it. policy.judge makes it a Verdict (this module is below it)."""
     try:
         found = check_commits(repo_path, rule, new, exclude, ssh_crypto)
     except gitcli.GitError as exc:
@@ -367,23 +377,35 @@ def judge(
     bad = [(s, p) for s in found for p in [problem(rule, s)] if p]
     if not bad:
         return None
-    where = " and ".join(
+    where = kept_in(rule)
+    detail = [p for _s, p in bad[:5]] + ([f"... and {len(bad) - 5} more"] if len(bad) > 5 else [])
+    oldest = bad[-1][0].commit[:7]
+    resign = (
+        f"commit {oldest} is in {upstream} already, so re-signing it would rewrite {upstream}: if the key that signed "
+        "it was rotated, an operator keeps that key's line in allowed_signers with valid-before (docs/trust-model.md)"
+        if upstream and gitcli.is_ancestor(repo_path, bad[-1][0].commit, f"refs/heads/{upstream}")
+        else f"sign them with a key the server allows: git rebase --exec 'git commit --amend --no-edit -S' {oldest}~1, "
+        "then push again"
+    )
+    return (
+        f"every commit that reaches {branch} must be signed by an allowed signer ({where})",
+        [*detail, f"({len(found)} new commit(s) checked, {len(bad)} refused; nothing was deployed)"],
+        [
+            resign,
+            "a key that is not allowed, expired or revoked: ask an operator to add yours to " + (where or "the allowed signers"),
+        ],
+    )
+
+
+def kept_in(rule: Rule) -> str:
+    """Where `rule`'s allowed keys are kept on the server, as a refusal names it for the operator who adds a key."""
+    return " and ".join(
         f
         for f in (
             rule.allowed_signers and f"allowed_signers {rule.allowed_signers}",
             rule.gpg_home and f"keyring {rule.gpg_home}",
         )
         if f
-    )
-    detail = [p for _s, p in bad[:5]] + ([f"... and {len(bad) - 5} more"] if len(bad) > 5 else [])
-    return (
-        f"every commit that reaches {branch} must be signed by an allowed signer ({where})",
-        [*detail, f"({len(found)} new commit(s) checked, {len(bad)} refused; nothing was deployed)"],
-        [
-            "sign them with a key the server allows: git rebase --exec 'git commit --amend --no-edit -S' "
-            f"{bad[-1][0].commit[:7]}~1, then push again",
-            "a key that is not allowed, expired or revoked: ask an operator to add yours to " + (where or "the allowed signers"),
-        ],
     )
 
 
@@ -433,13 +455,23 @@ def ssh_signer(payload: str, signature: str, allowed_signers: str) -> tuple[str 
         code, out, _err = gitcli.run(["ssh-keygen", "-Y", "find-principals", "-f", allowed_signers, "-s", sig])
         principal = out.strip().split("\n")[0] if code == 0 else ""
         if not principal:
-            return None, "the push certificate is signed by a key that is not in allowed_signers"
+            return None, f"the push certificate is signed by a key that is not in allowed_signers{key_named(signature)}"
         code, _out, err = gitcli.run(
             ["ssh-keygen", "-Y", "verify", "-f", allowed_signers, "-I", principal, "-n", "git", "-s", sig], input=payload
         )
     if code != 0:
         return None, f"the push certificate's signature does not verify ({err.strip().splitlines()[-1:] or ''})"
     return principal, ""
+
+
+def key_named(signature: str) -> str:
+    """' (key SHA256:...)' of the key that made an armored SSH `signature`, as a refused commit names it; '' if unread."""
+    from . import sshsig
+
+    try:
+        return f" (key {sshsig.fingerprint(sshsig.dearmor(signature.strip().encode())[0])})"
+    except (sshsig.Unsupported, ValueError):
+        return ""
 
 
 def gpg_signer(payload: str, signature: str, gpg_home: str) -> tuple[str | None, str]:
@@ -459,6 +491,10 @@ def gpg_signer(payload: str, signature: str, gpg_home: str) -> tuple[str | None,
     # GOODSIG only for a good signature by an unrevoked, unexpired key (else REVKEYSIG, EXPKEYSIG, BADSIG, ...)
     good = [line.split(" ", 3) for line in out.splitlines() if line.startswith("[GNUPG:] GOODSIG ")]
     if code != 0 or not good or len(good[0]) < 4:
+        said = {"NO_PUBKEY": "a key that is not in the keyring", "REVKEYSIG": "a revoked key", "EXPKEYSIG": "an expired key"}
+        for word, key in (line.split()[1:3] for line in out.splitlines() if len(line.split()) > 2):
+            if word in said:  # named as a commit signed by that key is
+                return None, f"the push certificate is signed by {said[word]} (key {key})"
         return None, "the push certificate is not signed by a valid key of the keyring (unknown, revoked or expired)"
     uid = good[0][3]
     return (uid[uid.rindex("<") + 1 : -1] if "<" in uid and uid.endswith(">") else uid), ""

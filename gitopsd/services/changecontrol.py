@@ -253,10 +253,11 @@ class ChangeControl:
                 f"lifting the freeze of alert {frozen[0].actor} on {frozen[0].scope} is recorded: say why with --reason '...'"
             )
             frozen = []
-        lifted = self.store.lift_locks(repo=repo, env=env, by=identity, now=now, reason=reason or None)
+        unlocked = self.store.lift_locks(repo=repo, env=env, by=identity, now=now, reason=reason or None)
+        thawed: list[str] = []  # said as what they are: an alert's freeze lifted, not a lock
         for lock in frozen:
             if self.store.lift_lock(lock.id, by=identity, now=now, reason=reason):
-                lifted += 1
+                thawed.append(f"{lock.scope} freeze by alert {lock.actor} lifted by {identity}")
                 self._note(
                     lock.repo,
                     lock.env,
@@ -270,9 +271,9 @@ class ChangeControl:
                     reason,
                     extra={"repo": lock.repo, "env": lock.env},
                 )
-        if not lifted and why_first:
+        if not (unlocked or thawed) and why_first:
             raise Refused(why_first, INVALID, "note_required")
-        if not lifted:
+        if not (unlocked or thawed):
             left = [lock.describe() for lock in self.store.all_locks(now) if lock.repo == repo and lock.env == env]
             raise Refused(
                 f"no lock set by a person on {scope} to lift"
@@ -285,15 +286,19 @@ class ChangeControl:
                 CONFLICT,
                 "nothing_changed",
             )
-        self._note(repo, env, f"gitopsd: {scope} unlocked by {identity} at {utc(now)}" + (f": {reason}" if reason else ""))
+        if unlocked:
+            self._note(repo, env, f"gitopsd: {scope} unlocked by {identity} at {utc(now)}" + (f": {reason}" if reason else ""))
+            log.info("%s unlocked by %s%s", scope, identity, f": {reason}" if reason else "", extra={"repo": repo, "env": env})
         self._changed(repo)
-        log.info("%s unlocked by %s%s", scope, identity, f": {reason}" if reason else "", extra={"repo": repo, "env": env})
         still = [
             lock.describe()
             for repo_, env_ in {(r.name, e.name) for r, e in self._envs_of(repo, env)}
             for lock in self.store.locks(repo_, env_, now)
         ]
-        return f"{scope} unlocked by {identity}" + (f"; still in force: {'; '.join(dict.fromkeys(still))}" if still else "")
+        said = [f"{scope} unlocked by {identity}"] if unlocked else []
+        if thawed:
+            said += [f"{'; '.join(thawed)}: {reason} (the alert's next firing notification freezes again)"]
+        return "; ".join(said) + (f"; still in force: {'; '.join(dict.fromkeys(still))}" if still else "")
 
     def _frozen_for(self, identity: str, repo: str, env: str, now: float) -> list[Lock]:
         """The alert freezes in force in the environments of this scope whose override_by names `identity`."""

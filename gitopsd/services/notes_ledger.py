@@ -26,11 +26,22 @@ DEPLOYMENT = re.compile(
 )
 SIGNOFF = re.compile(r"gitopsd: (signed off|rejected|withdrew their sign-off) in (\S+) by (.+?) at " + WHEN + r"(?:: (.*))?")
 RC_CREATED = re.compile(r"gitopsd: release candidate rc/(\S+) for (\S+) created by (.+?) at " + WHEN)
-APPROVAL = re.compile(r"gitopsd: rc/(\S+) (approved|rejected|withdrew their word on) by (.+?) at " + WHEN + r"(?:: (.*))?")
+APPROVAL = re.compile(
+    r"gitopsd: rc/(\S+) (approved|rejected|(?:approval|rejection|word) withdrawn|withdrew their word on) by (.+?) at "
+    + WHEN
+    + r"(?:: (.*))?"
+)
 # What built-in CI built and where its signed provenance is (ci/steps.py): evidence, nothing the rule trusts to restore.
 BUILT = re.compile(r"gitopsd: built \S+ sha256:[0-9a-f]{64} \(CI run #\d+\), provenance .+")
 SIGNOFF_VERDICT = {"signed off": "signoff", "rejected": "reject", "withdrew their sign-off": "withdraw"}
-APPROVAL_KIND = {"approved": "approve", "rejected": "reject", "withdrew their word on": "withdraw"}
+APPROVAL_KIND = {
+    "approved": "approve",
+    "rejected": "reject",
+    "approval withdrawn": "withdraw",
+    "rejection withdrawn": "withdraw",
+    "word withdrawn": "withdraw",
+    "withdrew their word on": "withdraw",  # as notes said it before
+}
 
 
 @dataclass

@@ -77,16 +77,19 @@ def release_marks(config: Any, store: Any, deployments: list[Any]) -> dict[int, 
 
     marks: dict[int, dict[str, Any]] = {}
     for d in deployments:
+        # The gate takes a tree on any approved candidate of it: name the one with the most approvals when it
+        # started (the newest on a tie), not a later `rc create` of the same tree that nobody approved.
         known = [
-            (created, name, words)
+            (len(approvers), created, name, approvers)
             for name, (created, words) in rcs.get((d.repo, d.env, d.tree), {}).items()
             if created <= d.started_at
+            for approvers in [said(words, "approve", d.started_at)]
         ]
-        _created, rc, words = max(known, default=(0.0, None, []))
+        _count, _created, rc, approved_by = max(known, default=(0, 0.0, None, []))
         where = signoff_env.get((d.repo, d.env))
         marks[d.id] = {
             "rc": rc,
-            "approved_by": said(words, "approve", d.started_at) if rc else [],
+            "approved_by": approved_by,
             "signed_off_by": said(signoffs.get((d.repo, where, d.tree), []), "signoff", d.started_at) if where else [],
             "preview": approved_on(d.repo, rc, d.env, d.started_at) if rc else None,
         }

@@ -381,7 +381,9 @@ class HumanGates:
             # Already said, unless it was said before the preview the approvals now bind to (then it counts no more)
             marks, deployed, drifted_at = self.store.preview_marks(repo.name, name, target.name)
             since, _stale = preview_binding(marks, target.name, deployed, drifted_at)
-            if mine is not None and mine[0] == kind and mine[2] >= since:
+            expire = policy.expire_after  # an approval that expired is given anew by approving again
+            lapsed = kind == "approve" and expire is not None and mine is not None and mine[2] + expire < self.clock()
+            if mine is not None and mine[0] == kind and mine[2] >= since and not lapsed:
                 raise Refused(
                     f"{identity} already {'approved' if kind == 'approve' else 'rejected'} rc/{name} "
                     f"({when(mine[2])}); nothing changed",
@@ -390,7 +392,8 @@ class HumanGates:
                 )
         now = self.clock()
         self.store.add_approval(repo=repo.name, rc=name, tree=rc.tree, actor=identity, kind=kind, note=note, now=now)
-        word = {"approve": "approved", "reject": "rejected", "withdraw": "withdrew their word on"}[kind]
+        withdrawn = {"approve": "approval withdrawn", "reject": "rejection withdrawn"}.get(mine[0] if mine else "", "")
+        word = {"approve": "approved", "reject": "rejected", "withdraw": withdrawn or "word withdrawn"}[kind]
         add_note(str(repo.path), rc.commit_id, f"gitopsd: rc/{name} {word} by {identity} at {when(now)}: {note}")
         valid, problems = bound_approval_state(Policy.of(policy), self.store, repo.name, name, target.name, now)
         previews = self.store.previews(repo.name, rc=name, limit=1)  # what the approvers saw (previews.py)

@@ -275,6 +275,7 @@ def environment_page(config: Config, store: Store, repo: Repository, env: Enviro
         "next_before": deployments[-1].id if more and deployments else None,
         "hosts": host_runs(store, repo.name, env.name),
         "break_glass": [r for r in store.break_glass_requests(time.time()) if (r.repo, r.env) == (repo.name, env.name)],
+        "locks": [lock.describe() for lock in store.locks(repo.name, env.name, time.time())],  # as status says them
     }
 
 

@@ -265,7 +265,7 @@ def test_a_freeze_holds_while_alertmanager_sends_it_again_a_person_in_override_b
                 )
 
                 lifted = sandbox.command("unlock", "production", "--reason", "the rule is being rewritten").stdout
-                assert "unlocked by" in lifted, lifted
+                assert "freeze by alert CheckoutErrors lifted by" in lifted, lifted
                 daemon.wait_for(freezes, 120, "the next firing notification freezing again")
                 running.close()  # Alertmanager gone, and with it the resolve
                 daemon.wait_for(lambda: not freezes(), 180, "the freeze expiring")

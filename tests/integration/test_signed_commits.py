@@ -6,6 +6,7 @@ import os
 import pwd
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -187,6 +188,22 @@ def test_openpgp_signatures_verify_against_the_configured_keyring_and_a_revoked_
     sandbox.push("main")
     text = remote_text(sandbox.push("main:qa", check=False))
     assert f"remote:   commit {late[:7]} has a signature by a revoked key" in text
+
+
+def test_an_openpgp_key_not_in_the_servers_keyring_is_refused_as_such_with_the_key_named(short_tmp, openpgp):
+    mine, server, _fingerprint = openpgp
+    newcomer = gpg_key(mine, "Nina <nina@example.com>")  # in her own keyring, not yet in the server's
+    sandbox = Sandbox(short_tmp / "s", {"qa": ["qa-1"]}, env_options={"qa": {"signatures": {"gpg_home": str(server)}}})
+    git(sandbox.work, "config", "user.signingkey", newcomer)
+    run(
+        ["git", "commit", "--quiet", "--allow-empty", "-S", "-m", "v2"],
+        cwd=sandbox.work,
+        env=sandbox.environ(GNUPGHOME=str(mine)),
+    )
+    late = git(sandbox.work, "rev-parse", "HEAD").stdout.strip()
+    sandbox.push("main")
+    text = remote_text(sandbox.push("main:qa", check=False))
+    assert f"remote:   commit {late[:7]} has a signature by a key that is not in the keyring (key {newcomer[-16:]})" in text
 
 
 def test_gpg_missing_on_the_server_is_said_as_such(short_tmp, openpgp):
@@ -428,3 +445,50 @@ def test_commits_signed_with_fido_keys_pass_the_hook_without_ssh_keygen_and_a_fo
         remote_text(proc)
     )
     assert "-Y" in calls.read_text()  # ssh-keygen decided
+
+
+def test_a_rotated_key_keeps_the_commits_it_signed_before_its_valid_before_and_signs_nothing_after_it(short_tmp, keys):
+    """docs/trust-model.md, Rotating a key: the old line gets valid-before, the new key a line of its own; removing the
+    old line instead leaves its commits that have not reached an environment yet unpromotable."""
+    sandbox = signed_sandbox(short_tmp, keys)
+    month_ago = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(time.time() - 30 * 86400))
+    rotated = time.strftime("%Y%m%d", time.gmtime(time.time() - 10 * 86400))
+    dated = {**os.environ, "GIT_COMMITTER_DATE": month_ago, "GIT_AUTHOR_DATE": month_ago}
+    run(["git", "commit", "--quiet", "--allow-empty", "-m", "signed a month ago"], cwd=sandbox.work, env=dated)
+    old = git(sandbox.work, "rev-parse", "HEAD").stdout.strip()
+    sandbox.push("main")
+    new_key = ssh_key(short_tmp / "keys", "alice-2027")
+    signers = short_tmp / "allowed_signers"
+    allowed_signers(signers, ("alice@example.com", new_key))  # the old line removed: its pending commit is refused
+    refused = remote_text(sandbox.push("main:qa", check=False))
+    assert f"commit {old[:7]} has a signature by a key that is not an allowed signer" in refused
+    allowed_signers(signers, ("alice@example.com", keys["alice"], f'valid-before="{rotated}"'), ("alice@example.com", new_key))
+    assert sandbox.push("main:qa", check=False).returncode == 0
+    late = commit(sandbox.work, "after the rotation, with the old key")
+    sandbox.push("main")
+    refused = remote_text(sandbox.push("main:qa", check=False))
+    assert f"commit {late[:7]} has a signature by a key that is not an allowed signer" in refused
+    git(sandbox.work, "reset", "--quiet", "--hard", "HEAD~1")
+    sandbox.push("main", "--force")
+    fresh = commit(sandbox.work, "with the new key", key=new_key)
+    sandbox.push("main")
+    assert sandbox.push("main:qa", check=False).returncode == 0 and sandbox.head("qa") == fresh
+
+
+def test_a_promotion_refused_for_a_commit_already_in_the_source_environment_does_not_ask_to_rewrite_it(short_tmp, keys):
+    """After a key's line was deleted, what qa already runs cannot be re-signed without rewriting qa: the refusal
+    says what an operator does instead (docs/trust-model.md, Rotating a key)."""
+    signers = allowed_signers(short_tmp / "allowed_signers", ("alice@example.com", keys["alice"]))
+    rule = {"signatures": {"allowed_signers": str(signers)}}
+    sandbox = Sandbox(short_tmp / "s", {"qa": ["qa-1"], "staging": ["s-1"]}, env_options={"qa": rule, "staging": rule})
+    sign_with(sandbox.work, keys["alice"])
+    ran = commit(sandbox.work, "v2")
+    sandbox.push("main", "main:qa")
+    allowed_signers(signers, ("alice@example.com", keys["ops"]))  # alice's old key deleted instead of given valid-before
+    text = remote_text(sandbox.push("main:staging", check=False))
+    assert f"remote:   commit {ran[:7]} has a signature by a key that is not an allowed signer" in text
+    assert "git rebase --exec" not in text, text
+    assert (
+        f"remote:     commit {ran[:7]} is in qa already, so re-signing it would rewrite qa: if the key that signed it was "
+        "rotated, an operator keeps that key's line in allowed_signers with valid-before (docs/trust-model.md)"
+    ) in text, text

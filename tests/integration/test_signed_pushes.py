@@ -117,10 +117,11 @@ def test_an_openpgp_signed_push_is_checked_against_the_configured_keyring_not_th
     proc = run(
         ["git", "-c", f"user.signingkey={other}", "push", "--signed", "origin", "main:qa"], cwd=sandbox.work, env=env, check=False
     )
-    assert (
-        "remote:   the push certificate is not signed by a valid key of the keyring (unknown, revoked or expired)"
-        in remote_text(proc)
+    # Named as a commit signed by that key is: which key, and the keyring an operator adds it to.
+    assert f"remote:   the push certificate is signed by a key that is not in the keyring (key {other[-16:]})" in remote_text(
+        proc
     )
+    assert f"ask an operator to add yours to keyring {server}" in remote_text(proc)
     proc = run(
         ["git", "-c", f"user.signingkey={fingerprint}", "push", "--signed", "origin", "main:qa"],
         cwd=sandbox.work,
@@ -141,3 +142,20 @@ def test_a_promotion_request_to_an_environment_that_wants_signed_pushes_needs_on
     proc = sandbox.push("main:refs/promote/qa", check=False)
     assert "remote:   this push has no certificate: push with `git push --signed`" in remote_text(proc)
     assert sandbox.head("qa") == before
+
+
+def test_a_push_signed_by_a_key_not_allowed_yet_names_the_key_and_the_file_an_operator_adds_it_to(short_tmp):
+    sandbox, keys = signed_push_sandbox(short_tmp)
+    commit(sandbox.work, "v2")
+    sandbox.push("main")
+    fingerprint = run(["ssh-keygen", "-l", "-f", f"{keys['mallory']}.pub"]).stdout.split()[1]
+    proc = run(
+        ["git", "-c", f"user.signingkey={keys['mallory']}", "push", "--signed", "origin", "main:qa"],
+        cwd=sandbox.work,
+        env=sandbox.environ(),
+        check=False,
+    )
+    text = remote_text(proc)
+    # The same words as a commit signed by that key gets: which key, and which file an operator adds it to.
+    assert f"remote:   the push certificate is signed by a key that is not in allowed_signers (key {fingerprint})" in text
+    assert f"ask an operator to add yours to allowed_signers {short_tmp / 'allowed_signers'}" in text, text

@@ -143,6 +143,42 @@ def test_an_unreadable_state_database_says_which_user_needs_which_group(sandbox,
 
 
 @needs_setpriv
+def test_a_reader_in_the_daemons_group_who_runs_a_command_that_writes_is_told_to_run_it_as_the_daemons_user(sandbox):
+    """`retry` writes the store: a member of the group that reads it is not told to join that group again."""
+    database = sandbox.state / "state.db"
+    sandbox.root.chmod(0o755)
+    for path in (sandbox.config, sandbox.state, sandbox.repo):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    subprocess.run(["groupadd", "-f", "gitopsd-storetest"], check=True)
+    gid = grp.getgrnam("gitopsd-storetest").gr_gid
+    os.chown(database, 0, gid)
+    database.chmod(0o640)  # as the service installs it: the group reads, only the owner writes
+    proc = subprocess.run(
+        [
+            "setpriv",
+            "--reuid=nobody",
+            "--regid=nogroup",
+            f"--groups={gid}",
+            *GITOPSD,
+            "retry",
+            "qa",
+            "--config",
+            str(sandbox.config),
+        ],
+        capture_output=True,
+        text=True,
+        env={**sandbox.environ(), "HOME": "/tmp"},
+        check=False,
+    )
+    line = only_line(proc)
+    assert line.startswith(f"gitopsd: cannot write the state database {database}: permission denied for nobody"), line
+    assert "usermod" not in line and line.endswith(
+        f"it belongs to root:gitopsd-storetest, and only its owner writes it. Run gitopsd as the user that owns "
+        f"{sandbox.state} (the daemon's)."
+    ), line
+
+
+@needs_setpriv
 def test_a_state_database_root_made_in_the_daemons_folder_names_its_owner_and_the_chown_that_fixes_it(sandbox):
     """`gitopsd init` or `db upgrade` as root before the service first started: the daemon's user must be told whose
     file it is and how to give it back, not to run as root."""

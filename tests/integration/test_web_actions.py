@@ -207,3 +207,16 @@ def test_the_state_filter_takes_the_daemons_status_rows_so_a_repository_it_canno
         assert "No repository matches these filters." in vera.get("/?state=in-sync").text
     finally:
         moved.rename(sandbox.repo)
+
+
+def test_an_environments_page_offers_the_deployer_an_unlock_form_with_a_reason_which_lifting_an_alerts_freeze_needs(site):
+    sandbox, _daemon, people = site
+    olga = people["olga"]
+    assert post(olga, "lock", repo="shop", env="staging", reason="load test tonight").status == 200
+    page = html.unescape(olga.get("/repos/shop/envs/staging").text)
+    form = page.split('action="/actions/unlock"', 1)[1].split("</form>", 1)[0] if 'action="/actions/unlock"' in page else ""
+    assert 'name="reason"' in form and 'name="env" value="staging"' in form, page[:3000]
+    assert 'action="/actions/unlock"' not in people["vera"].get("/repos/shop/envs/staging").text
+    lifted = post(olga, "unlock", repo="shop", env="staging", reason="load test moved")
+    assert lifted.status == 200 and lines(lifted) == ["shop/staging unlocked by olga"]
+    assert "nothing is locked" in sandbox.command("locks").stdout

@@ -138,3 +138,23 @@ def test_a_pipeline_page_shows_each_branchs_commit_and_state_as_status_does_star
         sandbox.push("main")
         assert cards()[("shop", "main")] == (moved, sandbox.tree("main"), "moved on", None, None)
         assert len(started) == looked + 1  # the one repository whose branch moved to a commit not seen before
+
+
+def test_an_environments_page_says_the_locks_and_freezes_in_force_as_status_does(short_tmp: Path) -> None:
+    """The page a deployer opens to break glass says what holds promotions, with status's words."""
+    sandbox = Sandbox(short_tmp, {"qa": ["qa-1"], "production": ["p-1"]})
+    config = load(sandbox.config)
+    repo = config.repository("shop")
+    assert repo is not None
+    with Store.of(config) as store:
+        assert pages.environment_page(config, store, repo, repo.environments[1], None)["locks"] == []
+        store.add_lock(
+            repo="shop", env="production", source="person", actor="alice", reason="db migration", now=time.time(), expires_at=None
+        )
+        page = pages.environment_page(config, store, repo, repo.environments[1], None)
+        [production] = [s for s in all_status(config, store) if s.env == "production"]
+    assert (
+        page["locks"] == list(production.locks) and "locked by alice" in page["locks"][0] and "db migration" in page["locks"][0]
+    )
+    template = (Path(pages.__file__).parent / "templates" / "environment.html").read_text()
+    assert "{% for line in locks %}" in template.split('id="live"')[1]  # inside the live part: it goes when lifted

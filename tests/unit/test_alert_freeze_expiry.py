@@ -161,11 +161,15 @@ def test_a_person_in_override_by_lifts_an_alerts_freeze_with_a_reason_and_the_ne
     assert frozen(store, clock.now)
 
     lifted = cc.handle("carol", {"op": "unlock", "env": "production", "reason": "the rule was deleted"})
-    assert lifted["ok"] and "shop/production unlocked by carol" in lifted["message"], lifted
+    assert lifted["ok"] and lifted["message"] == (
+        "shop/production freeze by alert CheckoutErrors lifted by carol: the rule was deleted "
+        "(the alert's next firing notification freezes again)"
+    ), lifted
     assert frozen(store, clock.now) == []
     (row,) = store.lock_history(1)
     assert (row.lifted_by, row.lift_reason) == ("carol", "the rule was deleted")
     assert "freeze by alert CheckoutErrors lifted by carol at 2026-12-07 10:00 UTC: the rule was deleted" in notes(repo)
+    assert "unlocked by carol" not in notes(repo)  # no lock of a person was lifted: the notes say only what was
 
     clock.now += 60
     cc.handle("alertmanager", {"op": "alerts", "payload": notification("firing")})

@@ -1,8 +1,10 @@
-"""`policy.rollback_trees`: which trees count as a rollback, from an environment's successful deployments."""
+"""`policy.rollback_trees`: which trees count as a rollback, from an environment's successful deployments; and a
+refusal said in one line where a blocked head is shown (status, the dashboard, the API, the log)."""
 
 from __future__ import annotations
 
-from gitopsd.gate.policy import rollback_trees
+from gitopsd.core.looks import blocked_reason
+from gitopsd.gate.policy import refuse, rollback_trees
 
 
 def test_the_target_is_the_tree_that_ran_before_the_current_one():
@@ -32,3 +34,16 @@ def test_a_tree_deployed_again_as_a_promotion_is_pushed_again():
 
 def test_a_rollback_to_a_tree_beyond_the_bounded_history_starts_from_it():
     assert rollback_trees([("deploy", "T5"), ("rollback", "T0")]) == ("T0", "T5")
+
+
+def test_a_blocked_heads_reason_is_one_line_without_the_refusals_indentation():
+    verdict = refuse(
+        "approvals",
+        "production only takes release candidates with their approvals",
+        ["tree b52c793 is release candidate rc/r1, which is not approved:", "  0 of 1 approval; may approve: ben, cat"],
+        [],
+    )
+    assert blocked_reason(verdict) == (
+        "production only takes release candidates with their approvals: tree b52c793 is release candidate rc/r1, "
+        "which is not approved: 0 of 1 approval; may approve: ben, cat"
+    )

@@ -198,3 +198,9 @@ def test_a_browser_cookie_form_or_next_link_never_leads_off_the_site(target, coo
 def teardown_module() -> None:
     STORE.close()
     shutil.rmtree(FOLDER, ignore_errors=True)
+
+
+def test_a_withdrawal_note_is_read_back_as_one_in_todays_wording_and_the_old_one():
+    for word in ("approval withdrawn", "rejection withdrawn", "withdrew their word on"):
+        found = notes_ledger.APPROVAL.fullmatch(f"gitopsd: rc/r9 {word} by bob at 2026-12-07 10:00 UTC: withdrawn")
+        assert found is not None and notes_ledger.APPROVAL_KIND[found[2]] == "withdraw", word
