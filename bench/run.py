@@ -256,26 +256,30 @@ def bench_hooks(
     run(["git", "--git-dir", str(sandbox.repo), "update-ref", "refs/heads/qa", "refs/heads/main"])
     # qa's first head passed its checks too: the daemon deploys it at its start
     _passed(store, *run(["git", "--git-dir", str(sandbox.repo), "rev-parse", "main", "main^{tree}"]).stdout.split())
-    bare, floor = root / "bare.git", root / "floor.git"
-    for copy in (bare, floor):
+    bare, floor, shell = root / "bare.git", root / "floor.git", root / "shell.git"
+    for copy in (bare, floor, shell):
         run(["git", "clone", "-q", "--bare", "--no-local", str(sandbox.repo), str(copy)])
         for hook in (copy / "hooks").iterdir():
             hook.unlink()
     # The floor of any hook in Python: a shell that starts `python -I -S`, which reads the refs and judges nothing.
     (floor / "hooks" / "pre-receive").write_text(f"#!/bin/sh\nexec {sys.executable} -I -S -c 'import sys; sys.stdin.read()'\n")
     (floor / "hooks" / "pre-receive").chmod(0o755)
+    # The floor of any hook at all, for pushes the shim decides alone: a shell that reads the refs and accepts them.
+    (shell / "hooks" / "pre-receive").write_text("#!/bin/sh\nwhile read -r line; do :; done\n")
+    (shell / "hooks" / "pre-receive").chmod(0o755)
     run(["git", "fetch", "-q", "origin"], cwd=sandbox.work)
     run(["git", "reset", "-q", "--hard", "origin/main"], cwd=sandbox.work)
     run(["git", "remote", "add", "bare", str(bare)], cwd=sandbox.work)
     run(["git", "remote", "add", "floor", str(floor)], cwd=sandbox.work)
+    run(["git", "remote", "add", "shell", str(shell)], cwd=sandbox.work)
     if edited:
         sandbox.config.write_text(sandbox.config.read_text() + "# edited\n")
     daemon = Daemon(sandbox) if daemon_up else None
     if daemon is not None:
         daemon.wait_ready()
         daemon.wait_result("qa", sandbox.head("qa"), "succeeded", timeout=300)
-    hooked, plain, hooked_feature, plain_feature, floored = [], [], [], [], []
-    cpu: dict[str, list[float]] = {"origin": [], "bare": [], "floor": [], "origin main": [], "bare main": []}
+    hooked, plain, hooked_feature, plain_feature, floored, shelled = [], [], [], [], [], []
+    cpu: dict[str, list[float]] = {"origin": [], "bare": [], "floor": [], "origin main": [], "bare main": [], "shell main": []}
     # ^ CPU time of the push and all it started (wall time follows the machine's load; CPU time much less)
     env = sandbox.environ()
     for i in range(pushes):
@@ -289,8 +293,8 @@ def bench_hooks(
             after = resource.getrusage(resource.RUSAGE_CHILDREN)
             cpu[remote].append(after.ru_utime + after.ru_stime - used.ru_utime - used.ru_stime)
         sandbox.commit(f"feature {i}")
-        pair = [("origin", hooked_feature), ("bare", plain_feature)]
-        for remote, times in pair if i % 2 else pair[::-1]:  # either first by turns: the first may pay for both
+        pair = [("origin", hooked_feature), ("bare", plain_feature), ("shell", shelled)]
+        for remote, times in pair if i % 2 else pair[::-1]:  # each first by turns: the first may pay for the others
             used, t0 = resource.getrusage(resource.RUSAGE_CHILDREN), time.monotonic()
             run(["git", "push", "-q", remote, "main"], cwd=sandbox.work, env=env)
             times.append(time.monotonic() - t0)
@@ -312,6 +316,8 @@ def bench_hooks(
         "feature_bare_ms": statistics.median(plain_feature) * 1000,
         "feature_ratio": statistics.median(hooked_feature) / statistics.median(plain_feature),
         "feature_cpu_ratio": statistics.mean(cpu["origin main"]) / statistics.mean(cpu["bare main"]),
+        "shell_ratio": statistics.median(shelled) / statistics.median(plain_feature),
+        "shell_cpu_ratio": statistics.mean(cpu["shell main"]) / statistics.mean(cpu["bare main"]),
         "floor_ms": statistics.median(floored) * 1000,
         "floor_ratio": statistics.median(floored) / statistics.median(plain),
         "cpu_ratio": statistics.mean(cpu["origin"]) / statistics.mean(cpu["bare"]),
@@ -1373,7 +1379,8 @@ def main() -> int:  # noqa: C901 (the bench's command line: one branch per secti
                     f"{r['pushes']}: through gitopsd's hooks {r['hooked_ms']:.0f} ms, no hooks {r['bare_ms']:.0f} ms, "
                     f"ratio {r['ratio']:.2f} (target <= {2 if edited else 1.6 if up else 'none: the fallback'}); main alone (no environment "
                     f"branch): {r['feature_hooked_ms']:.0f} ms, no hooks {r['feature_bare_ms']:.0f} ms, ratio "
-                    f"{r['feature_ratio']:.2f} (target <= 1.1), CPU ratio {r['feature_cpu_ratio']:.2f}; load {r['loadavg_1m']:.1f}",
+                    f"{r['feature_ratio']:.2f} (target <= 1.1), CPU ratio {r['feature_cpu_ratio']:.2f} (the floor of any hook, "
+                    f"a shell that reads the refs: {r['shell_ratio']:.2f}, CPU {r['shell_cpu_ratio']:.2f}); load {r['loadavg_1m']:.1f}",
                     flush=True,
                 )
                 print(
