@@ -18,6 +18,7 @@ import os
 import re
 import socket
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -42,6 +43,11 @@ LOCAL = ("local", "ansible.builtin.local")
 JUMP = re.compile(r"(?:ProxyJump[= ]\s*|-J\s*)(\S+)")
 REQUEST = re.compile(r"([A-Za-z0-9._:%\[\]-]{1,255}) ([0-9]{1,5})\n")
 WILDCARD = ("", "0.0.0.0", "::")  # noqa: S104 (addresses compared with, never bound)
+# A run's connections served at once (a thread and two descriptors each, in the daemon): a run that opens thousands
+# must not take the descriptors and threads every other environment's deployments need. Ansible holds one
+# ControlMaster per host and fork (two with a jump host): forks=25 over jump hosts fits.
+MAX_OPEN = 64
+SAID_AT_MOST = 20  # distinct refusals of one run logged (and kept in `refused`): a run that loops cannot flood the log
 
 
 def _port(value: str | None) -> int | None:
@@ -103,6 +109,8 @@ class Forwarder:
         self.refused: list[str] = []
         self._server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._open: set[socket.socket] = set()
+        self._serving = 0
+        self._unsaid = 0  # refusals not logged (past SAID_AT_MOST, or said before): counted in the last line
         self._lock = threading.Lock()
 
     def __enter__(self) -> Forwarder:
@@ -124,7 +132,23 @@ class Forwarder:
         with self._lock:
             for conn in self._open:
                 conn.close()
+            if self._unsaid:
+                log.warning("playbook run %s: refused %d more SSH connections, as said above", self.label, self._unsaid)
+                self._unsaid = 0
         self.path.unlink(missing_ok=True)
+
+    def _refuse(self, conn: socket.socket, why: str) -> None:
+        """Answer `why` to the run's ssh-proxy (which shows it) and log it once per run."""
+        with self._lock:
+            if why in self.refused or len(self.refused) >= SAID_AT_MOST:
+                self._unsaid += 1
+            else:
+                self.refused.append(why)
+                log.warning("playbook run %s: refused an SSH connection: %s", self.label, why)
+        try:
+            conn.sendall(f"refused: {why}\n".encode())
+        except OSError:
+            pass
 
     def judge(self, host: str, port: int) -> tuple[str, int] | str:
         """The address to connect to for `host`:`port`, or why not."""
@@ -168,8 +192,21 @@ class Forwarder:
         while True:
             try:
                 conn, _ = self._server.accept()
-            except OSError:  # closed: the run is over
-                return
+            except OSError as exc:
+                if self._server.fileno() == -1:  # closed: the run is over
+                    return
+                # Out of descriptors (EMFILE): this run's ssh waits in the backlog until some are free.
+                log.warning("playbook run %s: its SSH forwarder cannot take a connection now: %s", self.label, exc)
+                time.sleep(1)
+                continue
+            with self._lock:
+                busy = self._serving >= MAX_OPEN
+                self._serving += 0 if busy else 1
+            if busy:
+                conn.settimeout(1)  # the line fits the socket's buffer; never wait on a run that does not read
+                self._refuse(conn, f"{MAX_OPEN} SSH connections of this run are open already, the most one run may have")
+                conn.close()
+                continue
             threading.Thread(target=self._serve, args=(conn,), name=f"ssh-gate {self.label}", daemon=True).start()
 
     def _serve(self, conn: socket.socket) -> None:
@@ -187,9 +224,7 @@ class Forwarder:
             match = REQUEST.fullmatch(request.decode("ascii", "replace"))
             verdict = self.judge(match.group(1), int(match.group(2))) if match else "a malformed request"
             if isinstance(verdict, str):
-                self.refused.append(verdict)
-                log.warning("playbook run %s: refused an SSH connection: %s", self.label, verdict)
-                conn.sendall(f"refused: {verdict}\n".encode())
+                self._refuse(conn, verdict)
                 return
             try:
                 upstream = socket.create_connection(verdict, timeout=10)
@@ -200,10 +235,7 @@ class Forwarder:
                 self._open.add(upstream)
             greeting = _greeting(upstream)
             if greeting is None:
-                why = f"{verdict[0]}:{verdict[1]} does not answer as an SSH server"
-                self.refused.append(why)
-                log.warning("playbook run %s: refused an SSH connection: %s", self.label, why)
-                conn.sendall(f"refused: {why}\n".encode())
+                self._refuse(conn, f"{verdict[0]}:{verdict[1]} does not answer as an SSH server")
                 return
             conn.sendall(b"ok\n" + greeting)
             conn.settimeout(None)
@@ -216,6 +248,7 @@ class Forwarder:
             return
         finally:
             with self._lock:
+                self._serving -= 1
                 self._open.discard(conn)
                 if upstream is not None:
                     self._open.discard(upstream)

@@ -1,0 +1,87 @@
+"""What a playbook run can do to the daemon through its SSH forwarder (sandbox.playbook_network: ssh-only).
+
+Real: the forwarder's Unix socket served by the daemon's code (adapters/sshgate.py), connections opened as a run's
+tasks can, and SSH servers on loopback that greet as one does.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+
+from gitopsd.adapters import sshgate
+from gitopsd.core.types import HostInfo
+from tests.integration.test_sandbox_keys import listener
+
+
+def test_a_run_that_opens_thousands_of_forwarder_connections_gets_a_bounded_number_and_one_line_saying_why(tmp_path, caplog):
+    ssh = listener()
+    port = ssh.getsockname()[1]
+    allowed = sshgate.targets([HostInfo("web-1", {"ansible_host": "127.0.0.1", "ansible_port": str(port)})])
+    held: list[socket.socket] = []
+    threads = threading.active_count()
+    try:
+        with (
+            caplog.at_level(logging.WARNING, logger="gitopsd.sshgate"),
+            sshgate.Forwarder(tmp_path / sshgate.SOCKET_NAME, lambda: allowed, set(), "flood") as gate,
+        ):
+            for _ in range(sshgate.MAX_OPEN):  # idle connections, each a thread and a descriptor in the daemon
+                conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                conn.connect(str(gate.path))
+                held.append(conn)
+            answers = []
+            for _ in range(300):
+                conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                conn.settimeout(30)
+                conn.connect(str(gate.path))
+                answers.append(conn.recv(200).decode())
+                conn.close()
+            assert set(answers) == {
+                f"refused: {sshgate.MAX_OPEN} SSH connections of this run are open already, the most one run may have\n"
+            }
+            assert threading.active_count() - threads <= sshgate.MAX_OPEN + 1  # the accepting thread
+            for conn in held:  # the run lets go: it is served again
+                conn.close()
+            held.clear()
+
+            def served() -> str:
+                conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                conn.settimeout(30)
+                conn.connect(str(gate.path))
+                conn.sendall(f"127.0.0.1 {port}\n".encode())
+                server, _ = ssh.accept()
+                server.sendall(b"SSH-2.0-test\r\n")
+                answer = conn.recv(200).decode()
+                server.close()
+                conn.close()
+                return answer
+
+            assert served() == "ok\nSSH-2.0-test\r\n"
+        said = [r.getMessage() for r in caplog.records if r.name == "gitopsd.sshgate"]
+        assert said == [
+            f"playbook run flood: refused an SSH connection: {sshgate.MAX_OPEN} SSH connections of this run are open "
+            "already, the most one run may have",
+            "playbook run flood: refused 299 more SSH connections, as said above",
+        ]
+    finally:
+        for conn in held:
+            conn.close()
+        ssh.close()
+
+
+def test_a_run_that_asks_the_forwarder_for_refused_hosts_in_a_loop_logs_a_bounded_number_of_lines(tmp_path, caplog):
+    with (
+        caplog.at_level(logging.WARNING, logger="gitopsd.sshgate"),
+        sshgate.Forwarder(tmp_path / sshgate.SOCKET_NAME, set, set(), "loop") as gate,
+    ):
+        for n in range(200):
+            conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            conn.settimeout(30)
+            conn.connect(str(gate.path))
+            conn.sendall(b"not a request\n" if n % 2 else f"host-{n}.invalid 22\n".encode())
+            assert conn.recv(200).startswith(b"refused: ")
+            conn.close()
+    said = [r.getMessage() for r in caplog.records if r.name == "gitopsd.sshgate"]
+    assert len(said) == sshgate.SAID_AT_MOST + 1 and len(gate.refused) == sshgate.SAID_AT_MOST, said
+    assert said[-1] == f"playbook run loop: refused {200 - sshgate.SAID_AT_MOST} more SSH connections, as said above"
