@@ -126,7 +126,8 @@ def run_playbook(  # noqa: C901 (one run's options, each an independent branch; 
         return RunOutcome(False, "failed", None, str(exc), permanent=exc.permanent)
 
     # ssh's ControlPersist masters rename themselves ("ssh: .../cp/... [mux]"), which hides the marker in
-    # their environment; a control path inside the run's folder lets the reaper find them by name.
+    # their environment; a control path inside the run's folder lets the reaper find them by name. In the sandbox
+    # the folder is shown at a short path (sandbox.SSH_CONTROL_DIR), so a long state_dir leaves room for the sockets.
     control_dir = run.data_dir / "cp"
     control_dir.mkdir()
     envvars = {
@@ -186,7 +187,9 @@ def run_playbook(  # noqa: C901 (one run's options, each an independent branch; 
                 agent=run.data_dir / "agent.sock" if identities else None,
                 network=gate is None,
                 ssh_gate=gate.path if gate else None,
+                ssh_control=control_dir,
             )
+            envvars["ANSIBLE_SSH_CONTROL_PATH_DIR"] = sandbox.SSH_CONTROL_DIR
             if identities:  # after command_prefix: it hands the run's folder, where the socket goes, to the run's user
                 try:
                     agent = start_agent(run.data_dir, run.marker, sandbox.run_as(policy), identities)

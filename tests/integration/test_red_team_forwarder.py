@@ -7,12 +7,20 @@ tasks can, and SSH servers on loopback that greet as one does.
 from __future__ import annotations
 
 import logging
+import shutil
 import socket
 import threading
 
+import pytest
+
 from gitopsd.adapters import sshgate
 from gitopsd.core.types import HostInfo
+from tests.integration.test_red_team_inventories import SSH_PLAY
+from tests.integration.test_sandbox import Server
 from tests.integration.test_sandbox_keys import listener
+
+# The last test runs a playbook in bubblewrap; the others need none.
+needs_bwrap = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap is not installed")
 
 
 def test_a_run_that_opens_thousands_of_forwarder_connections_gets_a_bounded_number_and_one_line_saying_why(tmp_path, caplog):
@@ -85,3 +93,28 @@ def test_a_run_that_asks_the_forwarder_for_refused_hosts_in_a_loop_logs_a_bounde
     said = [r.getMessage() for r in caplog.records if r.name == "gitopsd.sshgate"]
     assert len(said) == sshgate.SAID_AT_MOST + 1 and len(gate.refused) == sshgate.SAID_AT_MOST, said
     assert said[-1] == f"playbook run loop: refused {200 - sshgate.SAID_AT_MOST} more SSH connections, as said above"
+
+
+@needs_bwrap
+def test_a_run_under_a_long_state_dir_reaches_its_ssh_hosts_through_the_forwarder(tmp_path, caplog):
+    web = listener()  # named by the inventory; it greets as a web server, so the forwarder refuses it
+    port = web.getsockname()[1]
+
+    def greet() -> None:
+        conn, _ = web.accept()
+        conn.sendall(b"HTTP/1.0 400 Bad Request\r\n")
+        conn.close()
+
+    threading.Thread(target=greet, daemon=True).start()
+    server = Server(tmp_path / ("a-long-state-folder-" * 3))  # ssh's control sockets would not fit in its runs' folders
+    assert len(str(server.state / "deployments" / "1" / "run-1" / "cp" / ("0" * 40))) > 107
+    inventory = f"all:\n  hosts:\n    web-1: {{ansible_host: 127.0.0.1, ansible_port: {port}}}\n"
+    try:
+        with caplog.at_level(logging.WARNING, logger="gitopsd.sshgate"):
+            outcome = server.run(SSH_PLAY, {"hosts.yml": inventory})
+        assert not outcome.ok and "ControlPath too long" not in outcome.reason, outcome.reason
+        said = [r.getMessage() for r in caplog.records if r.name == "gitopsd.sshgate"]
+        assert any(f"127.0.0.1:{port} does not answer as an SSH server" in s for s in said), (said, outcome.reason)
+    finally:
+        web.close()
+        server.store.close()
