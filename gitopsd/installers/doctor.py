@@ -64,6 +64,7 @@ def diagnose(config_path: Path, *, git_user: str | None = None, service_user: st
     findings += checked("the inotify watch limit", partial(_inotify_room, config))
     findings += checked("the size of a push", partial(push_limits, config))
     findings += checked("hosts shared by environments", partial(doctor_inventories.shared_hosts, config))
+    findings += checked("where runs reach later environments' hosts", partial(doctor_inventories.unguarded, config))
     if service is None:
         return findings
     findings += checked(f"what {service.pw_name} reads, writes and runs", partial(_as_service, config, service))
