@@ -57,6 +57,9 @@ SSH_GATE_SOCKET = "/run/gitopsd-ssh/gate.sock"  # where a playbook run's ssh fin
 # and a run's folder under a long state_dir would not leave room for ssh's 40 characters.
 SSH_CONTROL_DIR = "/run/gitopsd-ssh/cp"
 RUN_PROCESSES = 1024  # a run's processes at most (RLIMIT_NPROC): Ansible with forks=100 over SSH uses a few hundred
+# The largest file a run may write (RLIMIT_FSIZE; a bigger write ends the process with SIGXFSZ): its folder lies in the
+# state folder, and a `dd` or one gigantic event there would fill the disk the daemon's records need.
+RUN_FILE_SIZE = 4 << 30
 
 
 class SandboxError(ConfigurationError):
@@ -382,8 +385,9 @@ def command_prefix(
             "--",
         ]
     # A fork bomb stops at RUN_PROCESSES, leaving the daemon and other runs room to fork (not for a run kept as root);
-    # a run that eats memory is the kernel's first pick when memory runs out, never the daemon (unit: OOMPolicy=continue).
-    prefix += ["prlimit", f"--nproc={RUN_PROCESSES}", "--", "choom", "-n", "1000", "--"]
+    # a file stops growing at RUN_FILE_SIZE; a run that eats memory is the kernel's first pick when memory runs out,
+    # never the daemon (unit: OOMPolicy=continue).
+    prefix += ["prlimit", f"--nproc={RUN_PROCESSES}", f"--fsize={RUN_FILE_SIZE}", "--", "choom", "-n", "1000", "--"]
     return prefix
 
 

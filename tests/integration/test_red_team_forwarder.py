@@ -7,19 +7,22 @@ tasks can, and SSH servers on loopback that greet as one does.
 from __future__ import annotations
 
 import logging
+import re
 import shutil
+import signal
 import socket
 import threading
+import time
 
 import pytest
 
-from gitopsd.adapters import sshgate
+from gitopsd.adapters import sandbox, sshgate
 from gitopsd.core.types import HostInfo
 from tests.integration.test_red_team_inventories import SSH_PLAY
-from tests.integration.test_sandbox import Server
+from tests.integration.test_sandbox import Server, shell_play
 from tests.integration.test_sandbox_keys import listener
 
-# The last test runs a playbook in bubblewrap; the others need none.
+# The tests that run a playbook need bubblewrap; the others talk to the forwarder alone.
 needs_bwrap = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap is not installed")
 
 
@@ -41,8 +44,8 @@ def test_a_run_that_opens_thousands_of_forwarder_connections_gets_a_bounded_numb
             answers = []
             for _ in range(300):
                 conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                conn.connect(str(gate.path))  # blocking, as ssh-proxy's: it waits while the backlog is full
                 conn.settimeout(30)
-                conn.connect(str(gate.path))
                 answers.append(conn.recv(200).decode())
                 conn.close()
             assert set(answers) == {
@@ -53,25 +56,32 @@ def test_a_run_that_opens_thousands_of_forwarder_connections_gets_a_bounded_numb
                 conn.close()
             held.clear()
 
-            def served() -> str:
-                conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                conn.settimeout(30)
-                conn.connect(str(gate.path))
-                conn.sendall(f"127.0.0.1 {port}\n".encode())
+            def greet() -> None:  # the inventory's SSH server
                 server, _ = ssh.accept()
                 server.sendall(b"SSH-2.0-test\r\n")
-                answer = conn.recv(200).decode()
                 server.close()
-                conn.close()
-                return answer
 
-            assert served() == "ok\nSSH-2.0-test\r\n"
+            threading.Thread(target=greet, daemon=True).start()
+
+            def served() -> str:  # once the forwarder has seen those connections end
+                conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                conn.connect(str(gate.path))
+                conn.settimeout(30)
+                conn.sendall(f"127.0.0.1 {port}\n".encode())
+                answer = conn.recv(200).decode()
+                conn.close()
+                return "" if answer.startswith("refused: ") else answer
+
+            deadline = time.monotonic() + 60
+            while not (answer := served()) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert answer == "ok\nSSH-2.0-test\r\n"
         said = [r.getMessage() for r in caplog.records if r.name == "gitopsd.sshgate"]
-        assert said == [
+        assert said[0] == (
             f"playbook run flood: refused an SSH connection: {sshgate.MAX_OPEN} SSH connections of this run are open "
-            "already, the most one run may have",
-            "playbook run flood: refused 299 more SSH connections, as said above",
-        ]
+            "already, the most one run may have"
+        )
+        assert len(said) == 2 and re.fullmatch(r"playbook run flood: refused \d+ more SSH connections, as said above", said[1])
     finally:
         for conn in held:
             conn.close()
@@ -85,8 +95,8 @@ def test_a_run_that_asks_the_forwarder_for_refused_hosts_in_a_loop_logs_a_bounde
     ):
         for n in range(200):
             conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            conn.settimeout(30)
             conn.connect(str(gate.path))
+            conn.settimeout(30)
             conn.sendall(b"not a request\n" if n % 2 else f"host-{n}.invalid 22\n".encode())
             assert conn.recv(200).startswith(b"refused: ")
             conn.close()
@@ -118,3 +128,17 @@ def test_a_run_under_a_long_state_dir_reaches_its_ssh_hosts_through_the_forwarde
     finally:
         web.close()
         server.store.close()
+
+
+@needs_bwrap
+def test_a_run_that_writes_a_file_without_end_into_its_folder_stops_at_its_bound(tmp_path, monkeypatch):
+    monkeypatch.setattr(sandbox, "RUN_FILE_SIZE", 8 << 20)
+    server = Server(tmp_path)
+    try:  # its TMPDIR is in its run's folder, in the state folder, on the disk the daemon's records need
+        outcome = server.run(shell_play('head -c 64M /dev/zero > "$TMPDIR/fill"; echo $? > ' + str(server.out / "rc")))
+    finally:
+        server.store.close()
+    assert outcome.ok, outcome.reason  # the shell goes on: only the writing process ends
+    assert (server.out / "rc").read_text().strip() == str(128 + signal.SIGXFSZ)
+    fill = server.state / "deployments" / "1" / "run-1" / "tmp" / "fill"
+    assert fill.stat().st_size == 8 << 20
