@@ -247,19 +247,24 @@ def ssh_gate(run: PlaybookRun, policy: SandboxPolicy, cancel: threading.Event) -
     """Start the forwarder of a playbook run without a network (sandbox.playbook_network: ssh-only): the hosts of
     its inventory, read in the sandbox at its first SSH connection, are all its ssh may reach."""
 
-    def targets() -> set[tuple[str, int]]:
-        # Its own marker: the reaper at the end of the read must leave the playbook's processes alone.
-        hosts = read_hosts(
-            run.inventory,
-            sshgate.VARIABLES,
-            workdir=run.workdir,
-            data_dir=run.data_dir / "ssh-hosts",
-            marker=f"{run.marker}-ssh-hosts",
-            timeout=run.timeout,
-            cancel=cancel,
-            policy=policy,
-        )
-        return sshgate.targets(hosts)
+    read_once: list[list[HostInfo]] = []
+
+    def hosts() -> list[HostInfo]:
+        if not read_once:  # asked for the targets, then (with a later environment's hosts) for the jump hosts
+            # Its own marker: the reaper at the end of the read must leave the playbook's processes alone.
+            read_once.append(
+                read_hosts(
+                    run.inventory,
+                    sshgate.VARIABLES,
+                    workdir=run.workdir,
+                    data_dir=run.data_dir / "ssh-hosts",
+                    marker=f"{run.marker}-ssh-hosts",
+                    timeout=run.timeout,
+                    cancel=cancel,
+                    policy=policy,
+                )
+            )
+        return read_once[0]
 
     def read(inventory: Path, workdir: Path, data_dir: Path) -> list[HostInfo]:
         # A marker of its own for each read (they run side by side): the reaper at the end of one leaves the others.
@@ -277,11 +282,12 @@ def ssh_gate(run: PlaybookRun, policy: SandboxPolicy, cancel: threading.Event) -
 
     forwarder = sshgate.Forwarder(
         run.data_dir / sshgate.SOCKET_NAME,
-        targets,
+        lambda: sshgate.targets(hosts()),
         set(policy.daemon_addresses),
         run.marker,
         sandbox.run_as(policy),
         guarded=(lambda: guarded.owners(run, read, policy.shared_hosts)) if run.guarded else None,
+        through=lambda: sshgate.hops(hosts()),
     )
     return forwarder.__enter__()
 

@@ -18,9 +18,10 @@ import pytest
 
 from gitopsd.adapters import sandbox, sshgate
 from gitopsd.core.types import HostInfo
-from tests.integration.test_red_team_inventories import SSH_PLAY
+from tests.integration.test_red_team_inventories import SSH_PLAY, qa_run_reaching, set_inventories
 from tests.integration.test_sandbox import Server, shell_play
 from tests.integration.test_sandbox_keys import listener
+from tests.support import Sandbox
 
 # The tests that run a playbook need bubblewrap; the others talk to the forwarder alone.
 needs_bwrap = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap is not installed")
@@ -142,3 +143,68 @@ def test_a_run_that_writes_a_file_without_end_into_its_folder_stops_at_its_bound
     assert (server.out / "rc").read_text().strip() == str(128 + signal.SIGXFSZ)
     fill = server.state / "deployments" / "1" / "run-1" / "tmp" / "fill"
     assert fill.stat().st_size == 8 << 20
+
+
+def test_a_qa_inventory_host_cannot_be_the_jump_host_to_a_host_of_productions_inventory(tmp_path, caplog):
+    jump = listener()  # qa's own SSH host, which a qa run reaches; behind it, production's database
+    port = jump.getsockname()[1]
+
+    def greet() -> None:
+        while True:
+            try:
+                conn, _ = jump.accept()
+            except OSError:
+                return
+            conn.sendall(b"SSH-2.0-test\r\n")
+            conn.close()
+
+    threading.Thread(target=greet, daemon=True).start()
+    qa_web = HostInfo("qa-web", {"ansible_host": "127.0.0.1", "ansible_port": str(port)})
+    production = {("127.0.0.9", 2222): "production"}
+
+    def asked(*hosts: HostInfo) -> str:
+        with sshgate.Forwarder(
+            tmp_path / sshgate.SOCKET_NAME,
+            lambda: sshgate.targets(list(hosts)),
+            set(),
+            "qa",
+            guarded=lambda: production,
+            through=lambda: sshgate.hops(list(hosts)),
+        ) as gate:
+            conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            conn.connect(str(gate.path))  # as `ssh -J`'s own ssh to the jump host asks
+            conn.settimeout(30)
+            conn.sendall(f"127.0.0.1 {port}\n".encode())
+            answer = conn.recv(500).decode()
+            conn.close()
+            return answer
+
+    assert asked(qa_web) == "ok\nSSH-2.0-test\r\n"  # qa's host, for itself
+    refused = (
+        f"refused: 127.0.0.1:{port} is the jump host to 127.0.0.9:2222, which is a host of production's inventory, "
+        "which production's own tree does not share with this environment"
+    )
+    for key in ("ansible_ssh_common_args", "ansible_ssh_extra_args", "ansible_ssh_args"):
+        behind = HostInfo(
+            "db-copy", {"ansible_host": "127.0.0.9", "ansible_port": "2222", key: f"-C -o ProxyJump=qa@127.0.0.1:{port}"}
+        )
+        assert asked(qa_web, behind).startswith(refused), key
+    # A jump to one of qa's own hosts is as before.
+    behind = HostInfo("app", {"ansible_host": "127.0.0.8", "ansible_ssh_common_args": f"-J 127.0.0.1:{port}"})
+    assert asked(qa_web, behind) == "ok\nSSH-2.0-test\r\n"
+    jump.close()
+
+
+@needs_bwrap
+def test_a_qa_run_whose_host_jumps_through_a_qa_host_to_productions_database_is_refused_the_jump(short_tmp, caplog):
+    box = Sandbox(short_tmp, {"qa": ["qa-1"], "production": ["production-1"]})
+    server = Server(short_tmp / "server")
+    set_inventories(box, {"production": "    db-1: {ansible_host: 127.0.0.9, ansible_port: 2222}\n"})
+    jumping = "db-copy: {ansible_host: 127.0.0.9, ansible_port: 2222, ansible_ssh_common_args: '-J 127.0.0.2'}"
+    try:
+        refused = qa_run_reaching(box, server, jumping, caplog)
+    finally:
+        server.store.close()
+    assert any(
+        "127.0.0.2:22 is the jump host to 127.0.0.9:2222, which is a host of production's inventory" in r for r in refused
+    ), refused
