@@ -81,6 +81,11 @@ def artifact_files(extravars: dict[str, Any]) -> tuple[Path, ...]:
     return tuple(sorted({Path(a["path"]) for a in artifacts.values()}))
 
 
+# What a run may print (its events' stdout) before it is stopped: the daemon keeps it in the run's folder twice (stdout,
+# events), in the state folder, and a playbook that loops over huge messages would fill that disk.
+RUN_OUTPUT_MAX = 1 << 30
+
+
 def run_playbook(  # noqa: C901 (one run's options, each an independent branch; the seams are the helpers it calls)
     run: PlaybookRun,
     cancel: threading.Event,
@@ -96,9 +101,14 @@ def run_playbook(  # noqa: C901 (one run's options, each an independent branch; 
     unreachable: dict[str, str] = {}  # host -> why, from Ansible's events
     changes: list[TaskChange] = []
     busy: dict[str, str] = {}  # host -> the task it has started and not finished (what a timeout stopped)
+    printed = 0
+    too_much = threading.Event()  # printed past RUN_OUTPUT_MAX: stopped as a cancel stops a run
 
     def handle(event: dict[str, Any]) -> bool:
-        nonlocal stats, no_hosts
+        nonlocal stats, no_hosts, printed
+        printed += len(event.get("stdout") or "")
+        if printed > RUN_OUTPUT_MAX:
+            too_much.set()
         kind = event.get("event")
         data = event.get("event_data", {})
         if kind in TASK_ENDS and data.get("host"):
@@ -213,7 +223,7 @@ def run_playbook(  # noqa: C901 (one run's options, each an independent branch; 
             ident="run",
             quiet=True,
             event_handler=handle,
-            cancel_callback=cancel.is_set,
+            cancel_callback=lambda: cancel.is_set() or too_much.is_set(),
             binary=binary,
             settings={"suppress_ansible_output": True},
         )
@@ -226,6 +236,10 @@ def run_playbook(  # noqa: C901 (one run's options, each an independent branch; 
             gate.__exit__()
         if vault is not None:
             vault.unlink(missing_ok=True)
+    if too_much.is_set() and not cancel.is_set():  # the same tree prints as much again: a person must look
+        output = run.data_dir / "artifacts" / "run" / "stdout"
+        reason = f"the playbook printed more than {RUN_OUTPUT_MAX >> 20} MiB and was stopped: make it print less"
+        return RunOutcome(False, "failed", rc, reason, {}, output if output.exists() else None, True)
     ok, reason, hosts = judge(stats, no_hosts, status, rc)
     if status == "timeout":
         reason = timed_out(run.timeout, busy)

@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from gitopsd.adapters import sandbox, sshgate
+from gitopsd.adapters import runner, sandbox, sshgate
 from gitopsd.core.types import HostInfo
 from tests.integration.test_red_team_inventories import SSH_PLAY, qa_run_reaching, set_inventories
 from tests.integration.test_sandbox import Server, shell_play
@@ -208,3 +208,26 @@ def test_a_qa_run_whose_host_jumps_through_a_qa_host_to_productions_database_is_
     assert any(
         "127.0.0.2:22 is the jump host to 127.0.0.9:2222, which is a host of production's inventory" in r for r in refused
     ), refused
+
+
+LOUD_PLAY = """\
+- hosts: all
+  gather_facts: false
+  tasks:
+    - ansible.builtin.debug:
+        msg: "{{ 'x' * 200000 }}"
+      loop: "{{ range(100) | list }}"
+"""
+
+
+@needs_bwrap
+def test_a_run_that_prints_without_end_is_stopped_at_its_bound_in_one_line(tmp_path, monkeypatch):
+    monkeypatch.setattr(runner, "RUN_OUTPUT_MAX", 2 << 20)
+    server = Server(tmp_path)
+    try:  # 20 MB of messages; the daemon keeps a run's output in the state folder
+        outcome = server.run(LOUD_PLAY)
+    finally:
+        server.store.close()
+    assert not outcome.ok and outcome.permanent
+    assert outcome.reason == "the playbook printed more than 2 MiB and was stopped: make it print less"
+    assert outcome.stdout is not None and outcome.stdout.stat().st_size < 10 << 20
