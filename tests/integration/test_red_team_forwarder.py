@@ -1,7 +1,8 @@
-"""What a playbook run can do to the daemon through its SSH forwarder (sandbox.playbook_network: ssh-only).
+"""What a playbook run can do to the daemon and to later environments' hosts: through its SSH forwarder
+(sandbox.playbook_network: ssh-only), its files and its output.
 
 Real: the forwarder's Unix socket served by the daemon's code (adapters/sshgate.py), connections opened as a run's
-tasks can, and SSH servers on loopback that greet as one does.
+tasks can, SSH servers on loopback that greet as one does, and playbook runs in bubblewrap.
 """
 
 from __future__ import annotations
