@@ -46,8 +46,9 @@ JUMP = re.compile(r"(?:ProxyJump[= ]\s*|-J\s*)(\S+)")
 REQUEST = re.compile(r"([A-Za-z0-9._:%\[\]-]{1,255}) ([0-9]{1,5})\n")
 WILDCARD = ("", "0.0.0.0", "::")  # noqa: S104 (addresses compared with, never bound)
 # A run's connections served at once (a thread and two descriptors each, in the daemon): a run that opens thousands
-# must not take the descriptors and threads every other environment's deployments need. Ansible holds one
-# ControlMaster per host and fork (two with a jump host): forks=25 over jump hosts fits.
+# must not take the descriptors and threads every other environment's deployments need. Ansible keeps one
+# ControlMaster per host open through the play (ControlPersist), one more while a jump host's starts: MAX_OPEN, or
+# twice the run's SSH addresses once they are known, whichever is more.
 MAX_OPEN = 64
 SAID_AT_MOST = 20  # distinct refusals of one run logged (and kept in `refused`): a run that loops cannot flood the log
 
@@ -245,11 +246,12 @@ class Forwarder:
                 time.sleep(1)
                 continue
             with self._lock:
-                busy = self._serving >= MAX_OPEN
+                most = max(MAX_OPEN, 2 * len(self.allowed))
+                busy = self._serving >= most
                 self._serving += 0 if busy else 1
             if busy:
                 conn.settimeout(1)  # the line fits the socket's buffer; never wait on a run that does not read
-                self._refuse(conn, f"{MAX_OPEN} SSH connections of this run are open already, the most one run may have")
+                self._refuse(conn, f"{most} SSH connections of this run are open already, the most one run may have")
                 conn.close()
                 continue
             threading.Thread(target=self._serve, args=(conn,), name=f"ssh-gate {self.label}", daemon=True).start()

@@ -232,3 +232,40 @@ def test_a_run_that_prints_without_end_is_stopped_at_its_bound_in_one_line(tmp_p
     assert not outcome.ok and outcome.permanent
     assert outcome.reason == "the playbook printed more than 2 MiB and was stopped: make it print less"
     assert outcome.stdout is not None and outcome.stdout.stat().st_size < 10 << 20
+
+
+def test_a_run_over_more_ssh_hosts_than_the_bound_keeps_a_connection_open_to_each_of_them(tmp_path):
+    ssh = socket.socket()
+    ssh.bind(("127.0.0.1", 0))
+    port = ssh.getsockname()[1]
+    ssh.close()
+    ssh = socket.socket()
+    ssh.bind(("0.0.0.0", port))  # noqa: S104 (every 127.0.1.n of loopback: a hundred hosts on one port)
+    ssh.listen(200)
+    hosts = [HostInfo(f"web-{n}", {"ansible_host": f"127.0.1.{n}", "ansible_port": str(port)}) for n in range(1, 101)]
+    accepted: list[socket.socket] = []
+
+    def greet() -> None:  # every host's sshd, greeting and keeping the connection, as a ControlMaster's stays
+        while True:
+            try:
+                conn, _ = ssh.accept()
+            except OSError:
+                return
+            conn.sendall(b"SSH-2.0-test\r\n")
+            accepted.append(conn)
+
+    threading.Thread(target=greet, daemon=True).start()
+    masters: list[socket.socket] = []
+    try:
+        with sshgate.Forwarder(tmp_path / sshgate.SOCKET_NAME, lambda: sshgate.targets(hosts), set(), "many") as gate:
+            for host in hosts:
+                conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                conn.connect(str(gate.path))
+                conn.settimeout(30)
+                conn.sendall(f"{host.vars['ansible_host']} {port}\n".encode())
+                assert conn.recv(200) == b"ok\nSSH-2.0-test\r\n", host.name
+                masters.append(conn)
+    finally:
+        for conn in masters + accepted:
+            conn.close()
+        ssh.close()
