@@ -49,7 +49,7 @@ WILDCARD = ("", "0.0.0.0", "::")  # noqa: S104 (addresses compared with, never b
 # must not take the descriptors and threads every other environment's deployments need. Ansible keeps one
 # ControlMaster per host open through the play (ControlPersist), one more while a jump host's starts: MAX_OPEN, or
 # twice the run's SSH addresses once they are known, whichever is more.
-MAX_OPEN = 64
+MAX_OPEN = 256  # forks=100 (a run's processes allow it) start that many masters at once, before the inventory is read
 SAID_AT_MOST = 20  # distinct refusals of one run logged (and kept in `refused`): a run that loops cannot flood the log
 
 

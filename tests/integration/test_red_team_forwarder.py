@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -235,14 +236,19 @@ def test_a_run_that_prints_without_end_is_stopped_at_its_bound_in_one_line(tmp_p
 
 
 def test_a_run_over_more_ssh_hosts_than_the_bound_keeps_a_connection_open_to_each_of_them(tmp_path):
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 8192)), hard))  # four descriptors a host, here
     ssh = socket.socket()
     ssh.bind(("127.0.0.1", 0))
     port = ssh.getsockname()[1]
     ssh.close()
     ssh = socket.socket()
-    ssh.bind(("0.0.0.0", port))  # noqa: S104 (every 127.0.1.n of loopback: a hundred hosts on one port)
-    ssh.listen(200)
-    hosts = [HostInfo(f"web-{n}", {"ansible_host": f"127.0.1.{n}", "ansible_port": str(port)}) for n in range(1, 101)]
+    ssh.bind(("0.0.0.0", port))  # noqa: S104 (every 127.0.x.y of loopback: hundreds of hosts on one port)
+    ssh.listen(512)
+    hosts = [
+        HostInfo(f"web-{n}", {"ansible_host": f"127.0.{1 + n // 250}.{1 + n % 250}", "ansible_port": str(port)})
+        for n in range(sshgate.MAX_OPEN + 44)
+    ]
     accepted: list[socket.socket] = []
 
     def greet() -> None:  # every host's sshd, greeting and keeping the connection, as a ControlMaster's stays
