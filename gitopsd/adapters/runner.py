@@ -81,6 +81,11 @@ def artifact_files(extravars: dict[str, Any]) -> tuple[Path, ...]:
     return tuple(sorted({Path(a["path"]) for a in artifacts.values()}))
 
 
+# What a run may print (its events' stdout) before it is stopped: the daemon keeps it in the run's folder twice (stdout,
+# events), in the state folder, and a playbook that loops over huge messages would fill that disk.
+RUN_OUTPUT_MAX = 1 << 30
+
+
 def run_playbook(  # noqa: C901 (one run's options, each an independent branch; the seams are the helpers it calls)
     run: PlaybookRun,
     cancel: threading.Event,
@@ -96,9 +101,14 @@ def run_playbook(  # noqa: C901 (one run's options, each an independent branch; 
     unreachable: dict[str, str] = {}  # host -> why, from Ansible's events
     changes: list[TaskChange] = []
     busy: dict[str, str] = {}  # host -> the task it has started and not finished (what a timeout stopped)
+    printed = 0
+    too_much = threading.Event()  # printed past RUN_OUTPUT_MAX: stopped as a cancel stops a run
 
     def handle(event: dict[str, Any]) -> bool:
-        nonlocal stats, no_hosts
+        nonlocal stats, no_hosts, printed
+        printed += len(event.get("stdout") or "")
+        if printed > RUN_OUTPUT_MAX:
+            too_much.set()
         kind = event.get("event")
         data = event.get("event_data", {})
         if kind in TASK_ENDS and data.get("host"):
@@ -126,7 +136,8 @@ def run_playbook(  # noqa: C901 (one run's options, each an independent branch; 
         return RunOutcome(False, "failed", None, str(exc), permanent=exc.permanent)
 
     # ssh's ControlPersist masters rename themselves ("ssh: .../cp/... [mux]"), which hides the marker in
-    # their environment; a control path inside the run's folder lets the reaper find them by name.
+    # their environment; a control path inside the run's folder lets the reaper find them by name. In the sandbox
+    # the folder is shown at a short path (sandbox.SSH_CONTROL_DIR), so a long state_dir leaves room for the sockets.
     control_dir = run.data_dir / "cp"
     control_dir.mkdir()
     envvars = {
@@ -186,7 +197,9 @@ def run_playbook(  # noqa: C901 (one run's options, each an independent branch; 
                 agent=run.data_dir / "agent.sock" if identities else None,
                 network=gate is None,
                 ssh_gate=gate.path if gate else None,
+                ssh_control=control_dir,
             )
+            envvars["ANSIBLE_SSH_CONTROL_PATH_DIR"] = sandbox.SSH_CONTROL_DIR
             if identities:  # after command_prefix: it hands the run's folder, where the socket goes, to the run's user
                 try:
                     agent = start_agent(run.data_dir, run.marker, sandbox.run_as(policy), identities)
@@ -210,7 +223,7 @@ def run_playbook(  # noqa: C901 (one run's options, each an independent branch; 
             ident="run",
             quiet=True,
             event_handler=handle,
-            cancel_callback=cancel.is_set,
+            cancel_callback=lambda: cancel.is_set() or too_much.is_set(),
             binary=binary,
             settings={"suppress_ansible_output": True},
         )
@@ -223,6 +236,10 @@ def run_playbook(  # noqa: C901 (one run's options, each an independent branch; 
             gate.__exit__()
         if vault is not None:
             vault.unlink(missing_ok=True)
+    if too_much.is_set() and not cancel.is_set():  # the same tree prints as much again: a person must look
+        output = run.data_dir / "artifacts" / "run" / "stdout"
+        reason = f"the playbook printed more than {RUN_OUTPUT_MAX >> 20} MiB and was stopped: make it print less"
+        return RunOutcome(False, "failed", rc, reason, {}, output if output.exists() else None, True)
     ok, reason, hosts = judge(stats, no_hosts, status, rc)
     if status == "timeout":
         reason = timed_out(run.timeout, busy)
@@ -244,19 +261,24 @@ def ssh_gate(run: PlaybookRun, policy: SandboxPolicy, cancel: threading.Event) -
     """Start the forwarder of a playbook run without a network (sandbox.playbook_network: ssh-only): the hosts of
     its inventory, read in the sandbox at its first SSH connection, are all its ssh may reach."""
 
-    def targets() -> set[tuple[str, int]]:
-        # Its own marker: the reaper at the end of the read must leave the playbook's processes alone.
-        hosts = read_hosts(
-            run.inventory,
-            sshgate.VARIABLES,
-            workdir=run.workdir,
-            data_dir=run.data_dir / "ssh-hosts",
-            marker=f"{run.marker}-ssh-hosts",
-            timeout=run.timeout,
-            cancel=cancel,
-            policy=policy,
-        )
-        return sshgate.targets(hosts)
+    read_once: list[list[HostInfo]] = []
+
+    def hosts() -> list[HostInfo]:
+        if not read_once:  # asked for the targets, then (with a later environment's hosts) for the jump hosts
+            # Its own marker: the reaper at the end of the read must leave the playbook's processes alone.
+            read_once.append(
+                read_hosts(
+                    run.inventory,
+                    sshgate.VARIABLES,
+                    workdir=run.workdir,
+                    data_dir=run.data_dir / "ssh-hosts",
+                    marker=f"{run.marker}-ssh-hosts",
+                    timeout=run.timeout,
+                    cancel=cancel,
+                    policy=policy,
+                )
+            )
+        return read_once[0]
 
     def read(inventory: Path, workdir: Path, data_dir: Path) -> list[HostInfo]:
         # A marker of its own for each read (they run side by side): the reaper at the end of one leaves the others.
@@ -274,11 +296,12 @@ def ssh_gate(run: PlaybookRun, policy: SandboxPolicy, cancel: threading.Event) -
 
     forwarder = sshgate.Forwarder(
         run.data_dir / sshgate.SOCKET_NAME,
-        targets,
+        lambda: sshgate.targets(hosts()),
         set(policy.daemon_addresses),
         run.marker,
         sandbox.run_as(policy),
         guarded=(lambda: guarded.owners(run, read, policy.shared_hosts)) if run.guarded else None,
+        through=lambda: sshgate.hops(hosts()),
     )
     return forwarder.__enter__()
 

@@ -53,7 +53,13 @@ SYSTEM_LINKS = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 SSH_SHOWN = ("known_hosts", "config")  # of the daemon's ~/.ssh, the only files a run sees: no private key
 AGENT_SOCKET = "/run/gitopsd-agent/agent.sock"  # where a playbook run finds its ssh-agent (SSH_AUTH_SOCK)
 SSH_GATE_SOCKET = "/run/gitopsd-ssh/gate.sock"  # where a playbook run's ssh finds its forwarder (sshgate.py)
+# Where a playbook run's ssh keeps its control sockets (its `cp` folder, shown there): a socket's path fits 107 bytes,
+# and a run's folder under a long state_dir would not leave room for ssh's 40 characters.
+SSH_CONTROL_DIR = "/run/gitopsd-ssh/cp"
 RUN_PROCESSES = 1024  # a run's processes at most (RLIMIT_NPROC): Ansible with forks=100 over SSH uses a few hundred
+# The largest file a run may write (RLIMIT_FSIZE; a bigger write ends the process with SIGXFSZ): its folder lies in the
+# state folder, and a `dd` or one gigantic event there would fill the disk the daemon's records need.
+RUN_FILE_SIZE = 4 << 30
 
 
 class SandboxError(ConfigurationError):
@@ -145,6 +151,7 @@ def bwrap_args(  # noqa: C901 (the sandbox's mounts: one branch per optional par
     network: bool = True,
     agent: Path | None = None,
     ssh_gate: Path | None = None,
+    ssh_control: Path | None = None,
 ) -> list[str]:
     """The bubblewrap options (without the command) for one run whose tree is `project`.
 
@@ -154,7 +161,8 @@ def bwrap_args(  # noqa: C901 (the sandbox's mounts: one branch per optional par
     inside its own hidden folders (known_hosts, installed requirements). Without `network` the run
     has a network namespace of its own (loopback only, nothing listens); `agent` is the socket of
     the run's ssh-agent, shown as AGENT_SOCKET; `ssh_gate` the socket of its SSH forwarder, shown as SSH_GATE_SOCKET
-    (the run's ssh config is then the one command_prefix writes: the daemon's, and ssh sent through the forwarder).
+    (the run's ssh config is then the one command_prefix writes: the daemon's, and ssh sent through the forwarder);
+    `ssh_control` the folder of ssh's control sockets, shown as SSH_CONTROL_DIR.
     """
     args = [
         "--die-with-parent",
@@ -247,6 +255,8 @@ def bwrap_args(  # noqa: C901 (the sandbox's mounts: one branch per optional par
             "SHELL",
             "/bin/sh",
         ]
+    if ssh_control is not None:  # the run's folder for ssh's control sockets, at a path short enough for them
+        args += ["--perms", "0755", "--dir", os.path.dirname(SSH_CONTROL_DIR), "--bind", str(ssh_control), SSH_CONTROL_DIR]
     if agent is not None:
         args += [
             "--perms",
@@ -328,6 +338,7 @@ def command_prefix(
     network: bool = True,
     agent: Path | None = None,
     ssh_gate: Path | None = None,
+    ssh_control: Path | None = None,
 ) -> list[str]:
     """The argv that enters the sandbox for one run; the command to run inside goes after it.
 
@@ -358,6 +369,7 @@ def command_prefix(
             network=network,
             agent=agent,
             ssh_gate=ssh_gate,
+            ssh_control=ssh_control,
         ),
     ]
     if uid_gid is not None:
@@ -373,8 +385,9 @@ def command_prefix(
             "--",
         ]
     # A fork bomb stops at RUN_PROCESSES, leaving the daemon and other runs room to fork (not for a run kept as root);
-    # a run that eats memory is the kernel's first pick when memory runs out, never the daemon (unit: OOMPolicy=continue).
-    prefix += ["prlimit", f"--nproc={RUN_PROCESSES}", "--", "choom", "-n", "1000", "--"]
+    # a file stops growing at RUN_FILE_SIZE; a run that eats memory is the kernel's first pick when memory runs out,
+    # never the daemon (unit: OOMPolicy=continue).
+    prefix += ["prlimit", f"--nproc={RUN_PROCESSES}", f"--fsize={RUN_FILE_SIZE}", "--", "choom", "-n", "1000", "--"]
     return prefix
 
 

@@ -150,6 +150,9 @@ class Deploying(Judging):
             reason, permanent = str(exc), True
         except TransientError as exc:  # a failed attempt, retried with the environment's backoff
             reason = str(exc)
+        except OSError as exc:  # out of open files, processes or disk: a failed attempt, said in one line
+            log.error("deployment could not run: %s", exc, extra=job.log_extra())
+            reason = f"could not run: {exc}"
         except Exception as exc:  # an unexpected error is a failed attempt, never a dead worker
             log.exception("deployment crashed", extra=job.log_extra())
             reason = f"internal error: {exc}"

@@ -176,6 +176,9 @@ class Reconciler(Deploying):
                 log.warning("%s; looking again in %gs", exc, TRANSIENT_RETRY, extra={"repo": repo.name, "env": env.name})
                 self.schedule(Look(repo.name, env.name, Trigger.RETRY), self.clock() + TRANSIENT_RETRY)
                 settled = False
+            except OSError as exc:  # out of open files, processes or disk: one line a look, never a traceback each
+                log.error("look failed: %s; the next sweep looks again", exc, extra={"repo": repo.name, "env": env.name})
+                settled = False
             except Exception:  # one environment's trouble must not stop the others
                 log.exception("look failed", extra={"repo": repo.name, "env": env.name})
                 settled = False

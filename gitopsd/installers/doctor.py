@@ -64,6 +64,7 @@ def diagnose(config_path: Path, *, git_user: str | None = None, service_user: st
     findings += checked("the inotify watch limit", partial(_inotify_room, config))
     findings += checked("the size of a push", partial(push_limits, config))
     findings += checked("hosts shared by environments", partial(doctor_inventories.shared_hosts, config))
+    findings += checked("where runs reach later environments' hosts", partial(doctor_inventories.unguarded, config))
     if service is None:
         return findings
     findings += checked(f"what {service.pw_name} reads, writes and runs", partial(_as_service, config, service))
@@ -151,12 +152,16 @@ def probe(config: Config) -> list[Finding]:
 
 
 # ssh's control sockets, in each run's folder (adapters/runner.py: the reaper finds their masters by that path):
-# STATE/deployments/<id up to 9 digits>/run-<n>/cp/<10 characters>, and a socket's path fits 107 bytes.
+# STATE/deployments/<id up to 9 digits>/run-<n>/cp/<10 characters>, and a socket's path fits 107 bytes. A sandboxed
+# run sees that folder at a short path of its own (adapters/sandbox.py SSH_CONTROL_DIR), whatever state_dir is.
 CONTROL_PATH = "/deployments/123456789/run-1/cp/0123456789"
 
 
 def control_path_finding(config: Config) -> Finding:
-    """Does ssh's control socket fit in a run's folder? A long state_dir fails every SSH connection of every run."""
+    """Does ssh's control socket fit in a run's folder? A long state_dir fails every SSH connection of every
+    unsandboxed run."""
+    if config.sandbox.enabled:
+        return Finding(True, "ssh's control sockets are at a short path in each run's sandbox, whatever state_dir's length")
     longest = len(os.fsencode(config.state_dir)) + len(CONTROL_PATH)
     return Finding(
         longest <= 107,

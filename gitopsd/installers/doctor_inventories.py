@@ -63,3 +63,37 @@ def _addresses(config: Config, repo: Repository, env: Environment, branch: str |
         except TrustError:  # no branch yet, gitopsd init's placeholder, no such inventory there: nothing deploys there
             return set()
     return {(where, name) for name, address, port in found for where in resolve(address, port) or {(address, port)}}
+
+
+def unguarded(config: Config) -> list[Finding]:
+    """Where a run of an earlier environment can reach a later one's hosts in ways no inventory shows: runs on an
+    execution node (no sandbox, no forwarder there), the deploy server's network (playbook_network: host), and the
+    hops after a run's first SSH connection (ProxyJump, ProxyCommand, a forwarded agent), which the forwarder never sees."""
+    findings = []
+    for repo in config.repositories:
+        later = {env.name: [e.name for e in repo.environments[n + 1 :]] for n, env in enumerate(repo.environments)}
+        for env in repo.environments:
+            if later[env.name] and env.execution_node != "local":
+                where = "any execution node" if env.execution_node == "any" else f"execution node {env.execution_node}"
+                findings.append(
+                    Finding(
+                        False,
+                        f"{repo.name}/{env.name} runs its playbooks on {where}, outside this machine's sandbox: nothing "
+                        f"keeps a push to {env.name} from {', '.join(later[env.name])}'s hosts there",
+                        f"set execution_node: local for {env.name}, or give its node a network from which "
+                        f"{', '.join(later[env.name])}'s hosts cannot be reached (doctor cannot see a node's network)",
+                    )
+                )
+        if len(repo.environments) < 2 or not config.sandbox.enabled:
+            continue
+        first, last = repo.environments[0].name, repo.environments[-1].name
+        if config.sandbox.playbook_network == "host":
+            what = f"{repo.name}: with sandbox.playbook_network: host a push to {first} reaches {last}'s hosts too"
+        else:
+            what = (
+                f"{repo.name}: a run's SSH forwarder judges only its first hop: a host of {first}'s inventory from which "
+                f"{last}'s hosts take the service's key (ProxyJump, ProxyCommand, a forwarded agent) lets a push to "
+                f"{first} reach them (not checked: doctor cannot see your network)"
+            )
+        findings.append(Finding(True, what))
+    return findings

@@ -26,6 +26,7 @@ from typing import Any
 from ..adapters.runevents import render_diff
 from ..adapters.store import Store
 from ..base import gitcli
+from ..core.deployment import guarded_by
 from ..core.errors import CONFLICT, FORBIDDEN, INVALID, MISSING, GitopsdError, Refused, refusal_answer
 from ..core.settings import Config, Environment, Notify, Repository
 from ..core.tree import resolve_inside
@@ -293,6 +294,7 @@ class Previewer:
                 INVALID,
                 "preview_same_env",
             )
+        self._promotable(repo, target, tree)
         preview_id = self.store.add_preview(
             repo=repo.name,
             source_env=source.name,
@@ -325,6 +327,19 @@ class Previewer:
         return preview_id, (
             f"preview #{preview_id} of {what} (commit {commit[:7]}) against {target.name}'s hosts "
             f"queued; see it: gitopsd preview --show {preview_id}"
+        )
+
+    def _promotable(self, repo: Repository, target: Environment, tree: str) -> None:
+        """Raise Refused unless `tree` could be promoted into `target`: a preview runs it against target's hosts (a
+        task with `check_mode: false` changes them), so a tree only qa ran may not reach production's hosts by it."""
+        before = repo.environment_for_branch(target.promote_from)
+        if before is None or any(self.store.tree_succeeded(repo.name, e.name, tree) for e in (before, target)):
+            return
+        raise Refused(
+            f"tree {tree[:7]} never ran successfully in {before.name}, which {target.name} is promoted from: a preview "
+            f"against {target.name}'s hosts runs only what may be promoted there (gitopsd preview {before.name} {target.name})",
+            CONFLICT,
+            "tree_not_verified",
         )
 
     def _candidate(self, repo: Repository, source: Environment, asked: Any) -> tuple[str, str]:
@@ -393,6 +408,7 @@ class Previewer:
                 vault_password_file=env.vault_password_file,
                 check_mode=True,
                 verbose=True,
+                guarded=guarded_by(repo, env),  # as a deployment there: a later environment's hosts stay out of reach
                 extravars={
                     "gitopsd_env": env.name,
                     "gitopsd_repo": repo.name,

@@ -281,15 +281,20 @@ def test_doctor_names_an_inventory_missing_from_its_branch_and_the_file_the_bran
     assert "ok       every environment's inventory and playbook are in its branch" in doctor_says(everyone, server)
 
 
-def test_doctor_says_a_state_dir_too_long_for_sshs_control_sockets_before_every_ssh_deployment_fails(short_tmp):
+def test_doctor_says_a_state_dir_too_long_for_sshs_control_sockets_of_unsandboxed_runs_before_every_ssh_deployment_fails(
+    short_tmp,
+):
     from dataclasses import replace
 
     from gitopsd.config import load
     from gitopsd.installers.doctor import control_path_finding
 
-    config = load(Sandbox(short_tmp, {"qa": ["qa-1"]}).config)
+    config = load(Sandbox(short_tmp, {"qa": ["qa-1"]}, sandbox_options={"enabled": False}).config)
     assert control_path_finding(config).ok
     deep = replace(config, state_dir=Path("/srv/" + "deployment-records/" * 4 + "gitopsd"))
+    # Sandboxed runs keep their control sockets at a short path of their own.
+    sandboxed = control_path_finding(replace(deep, sandbox=replace(deep.sandbox, enabled=True)))
+    assert sandboxed.ok and "at a short path in each run's sandbox" in sandboxed.what
     finding = control_path_finding(deep)
     assert not finding.ok and "every SSH connection of a deployment fails (ControlPath too long)" in finding.what
     assert finding.fix is not None and "at most 65 bytes" in finding.fix
