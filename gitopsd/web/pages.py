@@ -466,7 +466,7 @@ def templates() -> jinja2.Environment:
     )
     env.filters["short"] = lambda sha: (sha or "")[:7]
     env.filters["ago"] = lambda ts: ago(ts) if ts else "-"
-    env.filters["when"] = lambda ts: time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else "-"
+    env.filters["when"] = lambda ts: time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(ts)) if ts else "-"  # with its zone
     env.filters["took"] = lambda d: f"{d.finished_at - d.started_at:.1f}s" if d.finished_at else "-"
     env.filters["ansi"] = ansi_to_html
     env.filters["tojson_attr"] = lambda value: json.dumps(value)

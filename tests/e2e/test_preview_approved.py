@@ -103,7 +103,7 @@ def test_the_candidate_page_and_the_environment_page_show_per_host_what_runs_the
 
 def _when(at: float) -> str:
     """As the dashboard's `when` filter writes a time (the daemon and the test share the time zone)."""
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at))
+    return time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(at))
 
 
 def test_a_promotion_request_into_an_approvals_environment_queues_a_preview_of_its_tree_unless_a_fresh_one_exists(short_tmp):
