@@ -17,6 +17,9 @@ if TYPE_CHECKING:
     from typing import Any
 
 DEFAULT_CONFIG = os.environ.get("GITOPSD_CONFIG", snapshot.DEFAULT_CONFIG)
+# main's parsers, each built once per process (a command's group, or all of them: build_parser): building them costs
+# 9 ms of CPU, and a process that runs commands itself (the test suite's waits) parses many command lines
+_PARSERS: dict[str | None, argparse.ArgumentParser] = {}
 
 DESCRIPTION = """\
 GitOps for ordinary servers: environment branches (qa, staging, production) of a bare Git
@@ -195,8 +198,11 @@ def main(argv: list[str] | None = None) -> int:
         quick = None  # the full command line below reads the store and says what is wrong, if anything
     if quick is not None:
         return quick
-    parser = build_parser(command_word(sys.argv[1:] if argv is None else argv))
-    args = parser.parse_args(argv)
+    command = command_word(sys.argv[1:] if argv is None else argv)
+    known = command if any(command in names for names in (*GROUPS.values(), ENTRY_POINTS)) else None
+    if known not in _PARSERS:
+        _PARSERS[known] = build_parser(known)
+    args = _PARSERS[known].parse_args(argv)
     if not hasattr(args, "config"):
         args.config = DEFAULT_CONFIG
     try:

@@ -95,11 +95,10 @@ def _clean() -> None:
 
 
 @pytest.fixture(scope="module")
-def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+def installed() -> Iterator[Path]:
     """The wheel, built from this checkout, installed in a fresh virtualenv at /opt as docs/install.md's Install says."""
     _clean()
-    dist = tmp_path_factory.mktemp("dist")
-    _sdist, wheel = build_dist(dist)
+    _sdist, wheel = build_dist()
     OPT.mkdir(mode=0o755)
     venv = OPT / "venv"
     sh(["/usr/bin/python3", "-m", "venv", str(venv)])

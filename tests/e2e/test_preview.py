@@ -181,9 +181,13 @@ def test_a_preview_lists_the_changed_file_and_the_restarted_service_per_host_and
         refused = sandbox.command("promote", "rc/two", "production", check=False)
         assert refused.returncode == 1 and "preview is stale" in refused.stdout + refused.stderr, refused
 
-        # A fresh preview showing the same changes: the approval carries over and production takes the candidate.
-        fresh = sandbox.command("preview", "staging", "production", "--rc", "two", "--json")
-        assert json.loads(fresh.stdout)["stale"] is None
+        # The refused promotion asked for a fresh preview for the approvers (one check-mode run on both hosts; asking
+        # for another with `preview --rc`, test_rejected_trees.py, ran a second beside it): it shows the same
+        # changes, so the approval carries over and production takes the candidate.
+        fresh = daemon.wait_for(
+            lambda: (view := _done(sandbox, "two")) and view["id"] != preview["id"] and view, 300, "the fresh preview"
+        )
+        assert fresh["state"] == "done" and fresh["stale"] is None, fresh
         view = json.loads(sandbox.command("rc", "show", "two", "--json").stdout)
         assert view["state"] == "approved", view
         sandbox.command("promote", "rc/two", "production")

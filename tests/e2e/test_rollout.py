@@ -116,17 +116,18 @@ def test_a_timed_out_batch_leaves_no_process_behind(short_tmp):
     assert "timed out" in failed["outcome"], failed
 
 
-# One environment per plan: (its batches, its number of hosts, the batch sizes they make).
+# One environment per plan: (its batches, its number of hosts, the batch sizes they make). Each batch is an Ansible
+# run (0.7 s of CPU): the rounding and repeating of every kind of spec are tests/unit/test_rollout.py's; here real
+# inventories are split as they say, a percentage (of 3 hosts: at least one, repeated), a count, and everything.
 PLANS = {
     "whole": (["100%"], 4, [4]),
-    "single": ([1], 4, [1, 1, 1, 1]),
-    "quarter": (["25%"], 5, [1, 1, 1, 1, 1]),
+    "quarter": (["25%"], 3, [1, 1, 1]),
     "pair": ([2, "100%"], 5, [2, 3]),
 }
 
 
 def test_batch_sizes_split_real_inventories(short_tmp):
-    # All four under one daemon: one start and one sandbox instead of four; each plan has its own environment.
+    # All three under one daemon: one start and one sandbox instead of three; each plan has its own environment.
     envs = {env: [f"{env}-{i}" for i in range(1, hosts + 1)] for env, (_, hosts, _) in PLANS.items()}
     sandbox = Sandbox(
         short_tmp, envs, env_options={env: {"rollout": {"batches": batches}} for env, (batches, _, _) in PLANS.items()}

@@ -15,7 +15,9 @@ from tests.support import Daemon, Sandbox
 SECRET = "s3cr3t-value-never-shown"
 
 # Writes a config file and a secret per host, runs a command that reports changed on every run (the baseline),
-# and breaks in check mode when the out folder has BREAK_CHECK.
+# and breaks in check mode when the out folder has BREAK_CHECK. The command is `raw` (a shell, no Python module to
+# send and start: 0.3 s of CPU less per host and run, and the drift checks run every 2 s); `copy` stays the module
+# whose diffs drift is about.
 DRIFT_PLAYBOOK = """\
 - hosts: all
   gather_facts: false
@@ -32,7 +34,7 @@ DRIFT_PLAYBOOK = """\
         content: "SECRET_VALUE\\n"
       no_log: true
     - name: restart the app every time
-      ansible.builtin.command: /bin/true
+      ansible.builtin.raw: "true"
       check_mode: false
     - name: break the check-mode run when asked to
       ansible.builtin.fail:

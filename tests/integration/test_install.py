@@ -4,17 +4,14 @@ into a fresh virtualenv made by the system's Python, then used from there with n
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.support import ROOT, git, run
-
-# What the wheel is built from: the package and the folders shipped in it as gitopsd/data.
-SOURCES = ("pyproject.toml", "README.md", "gitopsd", "hooks", "systemd", "app", "playbooks", "environments")
+from tests.dist import build_dist
+from tests.support import git, run
 
 
 def system_python() -> str:
@@ -32,16 +29,7 @@ def system_python() -> str:
 @pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_a_wheel_installed_into_a_fresh_virtualenv_inits_a_sample_repository_whose_hook_judges_a_real_push(tmp_path):
-    # Built from a copy, so the build leaves nothing in the shared checkout.
-    src = tmp_path / "src"
-    src.mkdir()
-    for name in SOURCES:
-        if (ROOT / name).is_dir():
-            shutil.copytree(ROOT / name, src / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-        else:
-            shutil.copy2(ROOT / name, src / name)
-    run([sys.executable, "-m", "build", "--wheel", "--outdir", str(tmp_path / "dist"), str(src)], timeout=180)
-    wheel = next((tmp_path / "dist").glob("gitopsd-*.whl"))
+    _sdist, wheel = build_dist()  # the release's wheel (from its sdist), built once per test run
     venv = tmp_path / "opt" / "gitopsd"
     run([system_python(), "-m", "venv", str(venv)])
     run([str(venv / "bin" / "pip"), "install", "--quiet", str(wheel)], timeout=180)

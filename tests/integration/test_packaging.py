@@ -35,8 +35,8 @@ def shipped_files() -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def dist(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    return build_dist(tmp_path_factory.mktemp("dist"))
+def dist() -> tuple[Path, Path]:
+    return build_dist()
 
 
 def test_the_wheel_holds_every_module_and_data_file_of_the_package_and_nothing_else(dist):
