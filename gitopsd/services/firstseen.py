@@ -71,7 +71,7 @@ class FirstSeen:
             found = [(c, self.known_trigger(repo, c) or via) for c in commits]
             self.store.record_seen(repo, found, at, heads)
             self._walked[repo] = heads
-        except (GitError, StoreError) as exc:
+        except (GitError, StoreError, OSError) as exc:  # OSError: out of open files or processes
             log.warning("could not record when new commits reached the server: %s", exc, extra={"repo": repo})
             return 0
         with self._lock:
