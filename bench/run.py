@@ -54,17 +54,18 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
 
 
-def playbook_started_after(t0: float, timeout: float = 30) -> float:
-    """Wait for an ansible-playbook process to appear; return when it was first seen, minus t0 (monotonic).
+def playbook_started_after(t0: float, root: Path, timeout: float = 30) -> float:
+    """Wait for an ansible-playbook process of the sandbox in `root` to appear; return when it was first seen, minus t0
+    (monotonic). Another's (a test suite's, another bench's) is not this push's: its command line names another folder.
 
     The kernel's process start times are not comparable with the wall clock inside this container,
     so this polls the process table (a few ms per pass): the figure is an upper bound.
     """
-    deadline = time.monotonic() + timeout
+    deadline, own = time.monotonic() + timeout, f"{root}/"
     while time.monotonic() < deadline:
         for proc in psutil.process_iter(["cmdline"]):
             cmd = proc.info["cmdline"] or []
-            if any(part.endswith("ansible-playbook") for part in cmd[:2]):
+            if any(part.endswith("ansible-playbook") for part in cmd[:2]) and any(own in part for part in cmd):
                 return time.monotonic() - t0
         time.sleep(0.001)
     raise RuntimeError("no ansible-playbook process started")
@@ -81,7 +82,7 @@ def bench_latency(root: Path, pushes: int, triggers: str) -> dict:
             started = time.monotonic()
             sandbox.push("main", "main:qa")
             returned = time.monotonic()
-            seen = returned + playbook_started_after(returned)
+            seen = returned + playbook_started_after(returned, sandbox.root)
             latencies.append(seen - returned)
             from_start.append(seen - started)
             daemon.wait_state("qa", "in-sync", commit)
@@ -494,7 +495,7 @@ def bench_scale(root: Path, repositories: int, pushes: int, timeout: float, hist
             sandbox.write("app.txt", f"v{i}")
             commit = sandbox.commit(f"v{i}")
             sandbox.push("main", "main:qa")
-            latencies.append(playbook_started_after(time.monotonic()))
+            latencies.append(playbook_started_after(time.monotonic(), sandbox.root))
             while not deployed(sandbox, commit):
                 time.sleep(0.01)
         unwatched = [line for line in daemon.log().splitlines() if "are not watched" in line]
@@ -587,7 +588,7 @@ def bench_scale_filled(
             sandbox.write("app.txt", f"v{i}")
             commit = sandbox.commit(f"v{i}")
             sandbox.push("main", "main:qa")
-            latencies.append(playbook_started_after(time.monotonic()))
+            latencies.append(playbook_started_after(time.monotonic(), sandbox.root))
             daemon.wait_for(lambda c=commit: deployed(sandbox, c), 300, f"{commit[:7]} deployed")
     dashboard = bench_pipeline_page(sandbox, port)
     return {
