@@ -112,7 +112,9 @@ class Serving(Intake):
         }
 
     def _retry(self, identity: str, request: dict[str, Any]) -> dict[str, Any]:
-        """`gitopsd retry ENV --force`, as `identity`: a person in override_by need not own the state database."""
+        """`gitopsd retry ENV --force`, as `identity`: a person in override_by need not own the state database. Only the
+        forced retry is asked here (override_by decides who): a plain one clears stalls and bad trees, which the
+        daemon's group (the git user among it) may not, so it stays with whoever may write the store."""
         from contextlib import nullcontext
 
         from ..gate.nudge import Nudge
@@ -130,7 +132,7 @@ class Serving(Intake):
                 repo,
                 str(request.get("env") or ""),
                 identity,
-                force=bool(request.get("force")),
+                force=True,
                 reason=str(request["reason"]) if request.get("reason") else None,
                 announce=announce,
             )

@@ -197,6 +197,13 @@ def test_a_person_in_override_by_forces_a_blocked_head_past_a_lock_as_themselves
     assert said.count("db migration") == 1 and "shop/production: promotions to production are stopped" in said, said
     refused = gitopsd_as(sandbox, "gt-m1-lead", "retry", "production", "--force", "--reason", "x")
     assert refused.startswith("1: gitopsd: error: gt-m1-lead may not force a head past the promotion rule in production"), refused
+    # Nor asked on the socket as a plain retry, which would clear production's stall and bad trees without override_by.
+    ask = (
+        "import json, sys; from gitopsd.adapters import control; print(json.dumps(control.call("
+        f"{str(sandbox.runtime / 'control.sock')!r}, {{'op': 'retry', 'env': 'production', 'force': False}})))"
+    )
+    plain = sh([*setpriv("gt-m1-lead"), sys.executable, "-c", ask], check=False, cwd="/", env={"PATH": "/usr/bin:/bin"})
+    assert "gt-m1-lead may not force a head past the promotion rule in production" in plain.stdout, plain
     # ops, in production's override_by, runs it as themselves (not through sudo): the daemon takes the identity.
     said = gitopsd_as(sandbox, "gt-m1-ops", "retry", "production", "--force", "--reason", "the lock is for the db only")
     assert said.startswith(f"0: shop/production: {hotfix[:7]} admitted past the promotion rule by gt-m1-ops"), said
