@@ -25,20 +25,25 @@ def test_history_reads_the_store_and_never_looks_at_the_repositories_folders(sho
     assert looked == [sandbox.repo.resolve()], "status still says which repository cannot be read"
 
 
+def _begin(store: Store, n: int) -> int:
+    """The n-th deployment of shop/qa, begun at 1000 + n."""
+    return store.begin(
+        repo="shop",
+        env="qa",
+        commit=f"{n:040x}",
+        tree=f"{n:040x}",
+        previous_commit=None,
+        kind="deploy",
+        trigger="push",
+        actor="test",
+        now=1000.0 + n,
+    )
+
+
 def test_the_deployments_still_active_are_found_through_an_index_not_by_reading_the_history(tmp_path):
     with Store(tmp_path / "state.db") as store:
         for n in range(3):
-            dep = store.begin(
-                repo="shop",
-                env="qa",
-                commit=f"{n:040x}",
-                tree=f"{n:040x}",
-                previous_commit=None,
-                kind="deploy",
-                trigger="push",
-                actor="test",
-                now=1000.0 + n,
-            )
+            dep = _begin(store, n)
             if n < 2:
                 store.finish(dep, "succeeded", now=1001.0 + n)
         assert [d.id for d in store.mark_interrupted(2000.0)] == [3]
@@ -60,17 +65,7 @@ def test_the_work_folders_to_prune_after_each_deployment_are_found_through_an_in
     with Store(tmp_path / "state.db") as store:
         ids = []
         for n in range(4):
-            dep = store.begin(
-                repo="shop",
-                env="qa",
-                commit=f"{n:040x}",
-                tree=f"{n:040x}",
-                previous_commit=None,
-                kind="deploy",
-                trigger="push",
-                actor="test",
-                now=1000.0 + n,
-            )
+            dep = _begin(store, n)
             store.set_workdir(dep, f"/w/{n}")
             store.finish(dep, "succeeded", now=1001.0 + n)
             ids.append(dep)
